@@ -1,0 +1,204 @@
+//! [`Array`]: a fixed-length array of `T` in shared memory behind a robust lock.
+
+use std::ops::RangeBounds;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use super::locked::{Init, LockedCells};
+use super::{resolve, ArrayGuard};
+use crate::error::{Error, LockResult, Result};
+use crate::segment::{ObjectKind, Placement};
+use crate::sync::Lock;
+use crate::sys::Wait;
+
+/// A fixed-length array of plain-data elements in shared memory, with a lock
+/// (Python's `multiprocessing.Array`).
+///
+/// The guard of [`lock`](Array::lock) derefs to `[T]`; the other methods take
+/// the lock for one operation each. Indexes out of range are an
+/// [`Error::OutOfBounds`], never a panic.
+///
+/// # Example
+/// ```
+/// use multiproc::{cell::Array, process::Process};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4])?;
+/// let mut child = Process::new(|| {
+///     for x in a.lock().expect("lock").iter_mut() {
+///         *x = -*x;
+///     }
+/// });
+/// child.start()?;
+/// child.join()?;
+/// assert_eq!(a.to_vec()?, [-1, -2, -3, -4]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Array<T> {
+    cells: LockedCells<T>,
+}
+
+impl<T> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array {
+            cells: self.cells.clone(),
+        }
+    }
+}
+
+impl<T: Pod> Array<T> {
+    /// A new anonymous array of `len` zeroed elements.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new(len: usize) -> Result<Self> {
+        Self::place(Placement::Anonymous, Init::Zeroed(len))
+    }
+
+    /// A new anonymous array holding a copy of `init`.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn from_slice(init: &[T]) -> Result<Self> {
+        Self::place(Placement::Anonymous, Init::Copy(init))
+    }
+
+    /// A new anonymous array holding a copy of `init`, guarded by `lock`
+    /// (Python's `lock=` argument).
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn from_slice_with_lock(init: &[T], lock: &Lock) -> Result<Self> {
+        let cells = LockedCells::with_lock(lock, ObjectKind::Array, Init::Copy(init))?;
+        Ok(Array { cells })
+    }
+
+    /// Creates a named array holding a copy of `init`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::NoSpace`].
+    pub fn create(name: &str, init: &[T]) -> Result<Self> {
+        Self::place(Placement::Create(name), Init::Copy(init))
+    }
+
+    /// Opens a named array; its length is the one it was created with.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::TypeMismatch`], [`Error::KindMismatch`].
+    pub fn open(name: &str) -> Result<Self> {
+        Self::place(Placement::Open(name), Init::Zeroed(0))
+    }
+
+    /// Opens a named array, creating it from `init` if it does not exist.
+    /// An existing array keeps its own length.
+    ///
+    /// # Errors
+    /// As for [`create`](Array::create) and [`open`](Array::open).
+    pub fn create_or_open(name: &str, init: &[T]) -> Result<Self> {
+        Self::place(Placement::CreateOrOpen(name), Init::Copy(init))
+    }
+
+    fn place(how: Placement<'_>, init: Init<'_, T>) -> Result<Self> {
+        LockedCells::place(how, ObjectKind::Array, init).map(|cells| Array { cells })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Blocks until the lock is held; the guard derefs to `[T]`.
+    ///
+    /// # Errors
+    /// `OwnerDied` (with the guard), `NotRecoverable`, `Deadlock`.
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        self.cells.lock_with(Wait::Forever, slice)
+    }
+
+    /// Takes the lock if it is free.
+    ///
+    /// # Errors
+    /// `WouldBlock`, and those of [`lock`](Array::lock).
+    pub fn try_lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        self.cells.lock_with(Wait::No, slice)
+    }
+
+    /// Waits at most `timeout` (monotonic clock) for the lock.
+    ///
+    /// # Errors
+    /// `Timeout`, and those of [`lock`](Array::lock).
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T>> {
+        self.cells.lock_with(Wait::timeout(timeout), slice)
+    }
+
+    /// Reads element `index` under the lock.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`]; lock errors as for [`Value::get`](super::Value::get).
+    pub fn get(&self, index: usize) -> Result<T> {
+        Ok(self.read(index..=index)?[0])
+    }
+
+    /// Writes element `index` under the lock.
+    ///
+    /// # Errors
+    /// As for [`get`](Array::get).
+    pub fn set(&self, index: usize, value: T) -> Result<()> {
+        self.write(index, &[value])
+    }
+
+    /// Copies the elements in `range` out under the lock.
+    ///
+    /// # Errors
+    /// As for [`get`](Array::get).
+    pub fn read(&self, range: impl RangeBounds<usize>) -> Result<Vec<T>> {
+        let range = resolve(range, self.len())?;
+        Ok(self.lock()?[range].to_vec())
+    }
+
+    /// Copies `values` in starting at `start`, under the lock.
+    ///
+    /// # Errors
+    /// As for [`get`](Array::get); nothing is written if the range does not fit.
+    pub fn write(&self, start: usize, values: &[T]) -> Result<()> {
+        let end = start.checked_add(values.len()).ok_or(Error::OutOfBounds {
+            index: start,
+            len: self.len(),
+        })?;
+        let range = resolve(start..end, self.len())?;
+        self.lock()?[range].copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Copies the whole array out under the lock.
+    ///
+    /// # Errors
+    /// Lock errors as for [`Value::get`](super::Value::get).
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.read(..)
+    }
+
+    /// The lock that guards this array (Python's `get_lock()`).
+    pub fn get_lock(&self) -> &Lock {
+        self.cells.lock_handle()
+    }
+}
+
+fn slice<T>(p: *mut T, len: usize) -> *mut [T] {
+    std::ptr::slice_from_raw_parts_mut(p, len)
+}
+
+impl<T: Pod> std::fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Array<{}> {{ len: {} }}",
+            std::any::type_name::<T>(),
+            self.cells.len()
+        )
+    }
+}

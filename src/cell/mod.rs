@@ -1,0 +1,75 @@
+//! Typed cells in shared memory: [`Value`] and [`Array`] with a robust lock,
+//! [`RawValue`] and [`RawArray`] without one (atomics for integers).
+//!
+//! Element types are [`bytemuck::Pod`]: plain bytes with no pointers,
+//! references or handles, which mean nothing in another process.
+
+mod array;
+mod locked;
+mod raw;
+mod value;
+
+pub use array::Array;
+pub use locked::{ArrayGuard, CellGuard, ValueGuard};
+pub use raw::{AtomicElement, RawArray, RawValue};
+pub use value::Value;
+
+use std::alloc::Layout;
+use std::ops::{Bound, Range, RangeBounds};
+
+use crate::error::{Error, Result};
+
+/// The layout of `len` elements of `T`, or an error if it overflows.
+fn array_layout<T>(len: u64) -> Result<Layout> {
+    usize::try_from(len)
+        .ok()
+        .and_then(|n| Layout::array::<T>(n).ok())
+        .ok_or_else(|| {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "array too large");
+            Error::io(format!("layout of {len} elements"), e)
+        })
+}
+
+/// Resolves `range` against a length, or names the first index out of bounds.
+fn resolve(range: impl RangeBounds<usize>, len: usize) -> Result<Range<usize>> {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => len,
+    };
+    if end > len {
+        return Err(Error::OutOfBounds {
+            index: end - 1,
+            len,
+        });
+    }
+    if start > end {
+        return Err(Error::OutOfBounds { index: start, len });
+    }
+    Ok(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_or_name_the_bad_index() {
+        assert_eq!(resolve(.., 5).unwrap(), 0..5);
+        assert_eq!(resolve(1..=2, 5).unwrap(), 1..3);
+        assert_eq!(resolve(5.., 5).unwrap(), 5..5);
+        assert!(matches!(
+            resolve(0..6, 5),
+            Err(Error::OutOfBounds { index: 5, len: 5 })
+        ));
+        assert!(matches!(
+            resolve(4..3, 5),
+            Err(Error::OutOfBounds { index: 4, .. })
+        ));
+    }
+}

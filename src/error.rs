@@ -1,0 +1,255 @@
+//! The crate's error types.
+
+use std::fmt;
+use std::io;
+
+use crate::segment::ObjectKind;
+
+/// A specialised `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `multiproc`.
+///
+/// Lock operations that hand back a guard return [`LockError`] instead; it
+/// converts into this type with `?`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A segment name that cannot be used.
+    #[error("invalid shared-memory name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// `create` found a segment of that name.
+    #[error("shared-memory segment {0:?} already exists")]
+    AlreadyExists(String),
+    /// `open` found no segment of that name.
+    #[error("shared-memory segment {0:?} does not exist")]
+    NotFound(String),
+    /// The shared-memory filesystem (or a memory limit) has no room for the segment.
+    #[error("no room for a {size}-byte shared-memory segment (is /dev/shm full?): {source}")]
+    NoSpace {
+        /// Bytes requested.
+        size: usize,
+        /// The OS error (`ENOSPC`, `EFBIG`, `ENOMEM`).
+        #[source]
+        source: io::Error,
+    },
+    /// The segment is not one of this crate's, or its header is damaged.
+    #[error("segment {name:?} is not a valid multiproc segment: {what}")]
+    Corrupt {
+        /// The segment's name (empty for bytes given directly).
+        name: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The segment is shorter than its header says.
+    #[error("segment {name:?} is truncated: {size} bytes, needs {needed}")]
+    Truncated {
+        /// The segment's name.
+        name: String,
+        /// Its actual size.
+        size: u64,
+        /// The size it needs.
+        needed: u64,
+    },
+    /// The segment was made by an incompatible version of this crate.
+    #[error("segment {name:?} has layout version {found}; this build reads version {expected}")]
+    VersionMismatch {
+        /// The segment's name.
+        name: String,
+        /// The version in the segment.
+        found: u32,
+        /// The version this build writes.
+        expected: u32,
+    },
+    /// The segment holds another kind of object (say, an `Array` opened as a `Lock`).
+    #[error("segment {name:?} holds a {found}, not a {expected}")]
+    KindMismatch {
+        /// The segment's name.
+        name: String,
+        /// What it holds.
+        found: ObjectKind,
+        /// What was asked for.
+        expected: ObjectKind,
+    },
+    /// The segment's element type differs from the one asked for.
+    #[error(
+        "segment {name:?} holds elements of type {found} ({found_size} bytes, align {found_align}), \
+         not {expected} ({expected_size} bytes, align {expected_align})"
+    )]
+    TypeMismatch {
+        /// The segment's name.
+        name: String,
+        /// The element type it was created with.
+        found: String,
+        /// Its size in bytes.
+        found_size: u32,
+        /// Its alignment.
+        found_align: u32,
+        /// The element type asked for.
+        expected: String,
+        /// Its size in bytes.
+        expected_size: u32,
+        /// Its alignment.
+        expected_align: u32,
+    },
+    /// The segment's creator did not finish initialising it.
+    #[error("segment {name:?} was never fully initialised by its creator (pid {creator_pid}, {})",
+        if *.creator_alive { "still running" } else { "dead" })]
+    NotInitialised {
+        /// The segment's name.
+        name: String,
+        /// The pid recorded by its creator.
+        creator_pid: u32,
+        /// Whether that process still exists.
+        creator_alive: bool,
+    },
+    /// A lock's previous owner died holding it; see [`LockError::OwnerDied`] to recover.
+    #[error("the previous owner of the lock died while holding it")]
+    OwnerDied,
+    /// A lock's previous owner died and nobody marked it consistent.
+    #[error(
+        "the lock is not recoverable: an owner died holding it and nobody called make_consistent"
+    )]
+    NotRecoverable,
+    /// A timed operation ran out of time.
+    #[error("timed out")]
+    Timeout,
+    /// A non-blocking operation could not proceed at once.
+    #[error("the operation would block")]
+    WouldBlock,
+    /// The calling thread already holds this (non-reentrant) lock.
+    #[error("deadlock: the calling thread already holds this lock")]
+    Deadlock,
+    /// The calling thread tried to release a lock it does not hold.
+    #[error("the calling thread does not hold this lock")]
+    NotOwner,
+    /// An index or range outside an array.
+    #[error("index {index} out of range for length {len}")]
+    OutOfBounds {
+        /// The first offending index.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// A process operation in the wrong state (e.g. `join` before `start`).
+    #[error("process {name:?}: {what}")]
+    ProcessState {
+        /// The process's name.
+        name: String,
+        /// What was wrong.
+        what: &'static str,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+/// Why a lock could not be taken cleanly.
+///
+/// `G` is the guard type, handed back in [`LockError::OwnerDied`] because the
+/// caller then holds the lock.
+#[must_use]
+pub enum LockError<G> {
+    /// The previous owner died holding the lock. The caller holds it now,
+    /// through this guard: repair the protected data, then call the guard's
+    /// `make_consistent`. Dropping the guard without doing so makes the lock
+    /// permanently [`NotRecoverable`](LockError::NotRecoverable) for everyone.
+    OwnerDied(G),
+    /// An owner died earlier and nobody made the lock consistent.
+    NotRecoverable,
+    /// `try_lock` found the lock held.
+    WouldBlock,
+    /// `lock_timeout` ran out of time.
+    Timeout,
+    /// The calling thread already holds this lock.
+    Deadlock,
+    /// An unexpected OS error (for instance memory that is not a valid lock).
+    Os(io::Error),
+}
+
+impl<G> LockError<G> {
+    /// Applies `f` to the guard of an [`OwnerDied`](LockError::OwnerDied) error.
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
+            LockError::NotRecoverable => LockError::NotRecoverable,
+            LockError::WouldBlock => LockError::WouldBlock,
+            LockError::Timeout => LockError::Timeout,
+            LockError::Deadlock => LockError::Deadlock,
+            LockError::Os(e) => LockError::Os(e),
+        }
+    }
+
+    /// Whether this is [`OwnerDied`](LockError::OwnerDied).
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self, LockError::OwnerDied(_))
+    }
+}
+
+impl<G> fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            LockError::NotRecoverable => f.write_str("NotRecoverable"),
+            LockError::WouldBlock => f.write_str("WouldBlock"),
+            LockError::Timeout => f.write_str("Timeout"),
+            LockError::Deadlock => f.write_str("Deadlock"),
+            LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+        }
+    }
+}
+
+impl<G> fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The same words as the matching `Error` variants.
+        match self {
+            LockError::OwnerDied(_) => Error::OwnerDied.fmt(f),
+            LockError::NotRecoverable => Error::NotRecoverable.fmt(f),
+            LockError::WouldBlock => Error::WouldBlock.fmt(f),
+            LockError::Timeout => Error::Timeout.fmt(f),
+            LockError::Deadlock => Error::Deadlock.fmt(f),
+            LockError::Os(e) => write!(f, "lock failed: {e}"),
+        }
+    }
+}
+
+impl<G> std::error::Error for LockError<G> {}
+
+/// Converting drops the guard of an `OwnerDied` error, which releases the
+/// lock unrepaired: it becomes not recoverable.
+impl<G> From<LockError<G>> for Error {
+    fn from(e: LockError<G>) -> Self {
+        match e {
+            LockError::OwnerDied(_) => Error::OwnerDied,
+            LockError::NotRecoverable => Error::NotRecoverable,
+            LockError::WouldBlock => Error::WouldBlock,
+            LockError::Timeout => Error::Timeout,
+            LockError::Deadlock => Error::Deadlock,
+            LockError::Os(e) => Error::io("lock", e),
+        }
+    }
+}
+
+/// The result of a lock operation that yields a guard `G` (or a value `T`
+/// computed under it).
+pub type LockResult<T, G = T> = std::result::Result<T, LockError<G>>;

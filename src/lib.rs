@@ -1,0 +1,50 @@
+//! # multiproc
+//!
+//! Python's `multiprocessing`, for Rust programs that split work across
+//! processes. Two layers with a clear trade-off:
+//!
+//! - the **shared layer** — [`Value`], [`Array`], [`RawValue`], [`RawArray`],
+//!   [`Lock`], [`RLock`] — lives in `mmap`'d shared memory: a read or a
+//!   locked increment costs nanoseconds, not a system call;
+//! - the **managed layer** (a Manager server with proxied dicts and lists,
+//!   planned) trades a socket round trip per operation for flexibility.
+//!
+//! [`Process`] runs closures in forked children with Python's exit-code
+//! conventions. Locks are robust: a process that dies holding one never
+//! hangs the others.
+//!
+//! ```
+//! use multiproc::{Array, Process, Value};
+//!
+//! let num = Value::new(0.0f64)?;
+//! let arr = Array::from_slice(&[0i32, 1, 2, 3])?;
+//! let mut child = Process::new(|| -> multiproc::Result<()> {
+//!     num.set(std::f64::consts::PI)?;
+//!     for x in arr.lock()?.iter_mut() {
+//!         *x = -*x;
+//!     }
+//!     Ok(())
+//! });
+//! child.start()?;
+//! assert_eq!(child.join()?, 0);
+//! assert_eq!(num.get()?, std::f64::consts::PI);
+//! assert_eq!(arr.to_vec()?, [0, -1, -2, -3]);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! Linux only for now: everything OS-specific lives in one private `sys` module.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod cell;
+mod error;
+pub mod process;
+pub mod segment;
+pub mod sync;
+mod sys;
+
+pub use cell::{Array, RawArray, RawValue, Value};
+pub use error::{Error, LockError, LockResult, Result};
+pub use process::{current_process, Process};
+pub use sync::{Lock, RLock};

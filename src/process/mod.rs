@@ -1,0 +1,387 @@
+//! Processes: [`Process`] runs a closure in a forked child, with Python's
+//! exit-code conventions.
+//!
+//! # Fork and threads
+//! `fork` copies only the calling thread. A child forked from a
+//! multithreaded parent must not depend on a lock that another parent thread
+//! held at that moment (the child's copy stays locked forever): allocation
+//! and this crate's own state are fork-safe, but locks of other libraries,
+//! and Rust's stdout lock if another thread is printing, may not be.
+//! Fork before starting threads, or use the spawn start method (planned)
+//! for such programs.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Forked};
+
+/// Who the calling process is, in this crate's terms.
+struct Identity {
+    name: String,
+    /// Python's `_identity`: (1,) for the first child of the main process,
+    /// (1, 2) for the second child of that child, …
+    path: Vec<u32>,
+}
+
+static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
+/// Children created so far by this process (reset in each child).
+static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Children whose handles were dropped while they ran: reaped later, so
+/// that they do not stay zombies.
+static UNJOINED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// The calling process as this crate sees it (Python's `current_process()`).
+#[derive(Clone, Debug)]
+pub struct ProcessInfo {
+    name: String,
+    pid: u32,
+}
+
+impl ProcessInfo {
+    /// `"MainProcess"`, or the name given to the [`Process`] that runs this code.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// The process running this code.
+pub fn current_process() -> ProcessInfo {
+    let name = IDENTITY
+        .lock()
+        .as_ref()
+        .map_or_else(|| "MainProcess".to_owned(), |i| i.name.clone());
+    ProcessInfo {
+        name,
+        pid: sys::getpid(),
+    }
+}
+
+/// Ends the calling process at once with `code`: what a child calls for
+/// Python's `sys.exit(code)`. Flushes stdout and stderr; runs no destructors.
+pub fn exit(code: i32) -> ! {
+    sys::exit_now(code)
+}
+
+/// What a [`Process`] closure may return: `()` (exit code 0) or a
+/// `Result<(), E>` (0, or 1 after printing the error to stderr).
+pub trait IntoExitCode {
+    /// The exit code for this outcome.
+    fn into_exit_code(self) -> i32;
+}
+
+impl IntoExitCode for () {
+    fn into_exit_code(self) -> i32 {
+        0
+    }
+}
+
+impl<E: fmt::Debug> IntoExitCode for std::result::Result<(), E> {
+    fn into_exit_code(self) -> i32 {
+        match self {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Process {}: error: {e:?}", current_process().name());
+                1
+            }
+        }
+    }
+}
+
+enum State {
+    NotStarted,
+    Running { pid: u32, pidfd: OwnedFd },
+    Exited { pid: u32, code: i32 },
+}
+
+type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
+
+/// A closure run in a child process (Python's `multiprocessing.Process`),
+/// started by `fork`.
+///
+/// The child sees everything the parent had when it started, including
+/// borrowed data and the shared objects of this crate; its own writes to
+/// ordinary memory stay its own. The closure's outcome becomes the exit code
+/// ([`IntoExitCode`]); a panic is caught in the child (exit code 1) and never
+/// unwinds into the parent's code.
+///
+/// Exit codes follow Python: `None` while running, 0 on return, N after
+/// [`exit(N)`](exit), 1 after a panic or an `Err`, −N when killed by signal N.
+///
+/// Dropping the handle of a running child leaves it running (as
+/// `std::process::Child` does); it is reaped by a later [`Process::start`].
+/// A [daemon](Process::daemon) child is killed when its parent exits.
+///
+/// # Example
+/// ```
+/// use multiproc::process::Process;
+/// let mut p = Process::new(|| println!("hello from the child")).name("greeter");
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Process<'a> {
+    target: Option<Target<'a>>,
+    name: String,
+    path: Vec<u32>,
+    daemon: bool,
+    state: Mutex<State>,
+}
+
+impl<'a> Process<'a> {
+    /// A process that will run `target`, named `Process-N` like Python's.
+    pub fn new<F, R>(target: F) -> Self
+    where
+        F: FnOnce() -> R + Send + 'a,
+        R: IntoExitCode,
+    {
+        let mut path = IDENTITY
+            .lock()
+            .as_ref()
+            .map_or_else(Vec::new, |i| i.path.clone());
+        path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
+        let name = format!(
+            "Process-{}",
+            path.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        Process {
+            target: Some(Box::new(move || target().into_exit_code())),
+            name,
+            path,
+            daemon: false,
+            state: Mutex::new(State::NotStarted),
+        }
+    }
+
+    /// Sets the name that the child's [`current_process`] reports.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A daemon child is killed (`SIGKILL`) when the parent exits, however
+    /// it exits. Note: Linux ties this to the parent *thread* that calls
+    /// [`start`](Process::start), so start daemons from a long-lived thread.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// The name of this process.
+    pub fn process_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a daemon process.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Forks the child, which runs the closure and exits.
+    ///
+    /// # Errors
+    /// [`Error::ProcessState`] if already started; [`Error::Io`] if `fork` fails.
+    pub fn start(&mut self) -> Result<()> {
+        let Some(target) = self.target.take() else {
+            return Err(self.state_error("already started"));
+        };
+        reap_unjoined();
+        let parent = sys::getpid();
+        match sys::fork() {
+            Err(e) => {
+                self.target = Some(target);
+                Err(Error::io("fork", e))
+            }
+            Ok(Forked::Child) => self.run_child(target, parent),
+            Ok(Forked::Parent { pid }) => match sys::pidfd_open(pid) {
+                Ok(pidfd) => {
+                    *self.state.lock() = State::Running { pid, pidfd };
+                    Ok(())
+                }
+                Err(e) => {
+                    // Without a pidfd the child cannot be waited on safely.
+                    // SAFETY: kill on the pid we just forked and have not reaped.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    let _ = sys::waitpid(pid, true);
+                    Err(Error::io("pidfd_open (Linux 5.3 or later is required)", e))
+                }
+            },
+        }
+    }
+
+    fn run_child(&mut self, target: Target<'a>, parent: u32) -> ! {
+        // Only this thread exists in the child: a lock held now was held by
+        // a parent thread that is not here, and would never be released.
+        if IDENTITY.is_locked() {
+            // SAFETY: held by a thread that does not exist in this process.
+            unsafe { IDENTITY.force_unlock() };
+        }
+        if UNJOINED.is_locked() {
+            // SAFETY: as above.
+            unsafe { UNJOINED.force_unlock() };
+        }
+        *IDENTITY.lock() = Some(Identity {
+            name: std::mem::take(&mut self.name),
+            path: std::mem::take(&mut self.path),
+        });
+        CHILD_COUNTER.store(0, Ordering::Relaxed);
+        UNJOINED.lock().clear();
+        if self.daemon && sys::die_with_parent(parent).is_err() {
+            sys::exit_now(1);
+        }
+        // The panic hook has already printed the message; the code says it.
+        let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
+        sys::exit_now(code)
+    }
+
+    /// The child's pid, once started.
+    pub fn pid(&self) -> Option<u32> {
+        match &*self.state.lock() {
+            State::NotStarted => None,
+            State::Running { pid, .. } | State::Exited { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Whether the child has started and not yet exited.
+    pub fn is_alive(&self) -> bool {
+        self.poll();
+        matches!(&*self.state.lock(), State::Running { .. })
+    }
+
+    /// The exit code, `None` while running or before start.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.poll()
+    }
+
+    /// Waits for the child to exit and returns its exit code.
+    ///
+    /// # Errors
+    /// [`Error::ProcessState`] if not started.
+    pub fn join(&self) -> Result<i32> {
+        self.wait(None)?.ok_or_else(|| unreaped_error(&self.name))
+    }
+
+    /// Waits at most `timeout` for the child; `None` if it is still running.
+    ///
+    /// # Errors
+    /// [`Error::ProcessState`] if not started.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
+        self.wait(Some(timeout))
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        let pidfd = match &*self.state.lock() {
+            State::NotStarted => return Err(self.state_error("not started")),
+            State::Exited { code, .. } => return Ok(Some(*code)),
+            State::Running { pidfd, .. } => {
+                pidfd.try_clone().map_err(|e| Error::io("dup pidfd", e))?
+            }
+        };
+        // Wait without holding the state lock, so other threads can poll.
+        if !sys::pidfd_wait(&pidfd, timeout).map_err(|e| Error::io("wait for child", e))? {
+            return Ok(None);
+        }
+        Ok(self.poll())
+    }
+
+    /// Reaps the child if it has exited; returns its exit code if known.
+    fn poll(&self) -> Option<i32> {
+        let mut state = self.state.lock();
+        match &*state {
+            State::NotStarted => None,
+            State::Exited { code, .. } => Some(*code),
+            State::Running { pid, .. } => match sys::waitpid(*pid, false) {
+                Ok(Some(code)) => {
+                    *state = State::Exited { pid: *pid, code };
+                    Some(code)
+                }
+                // Not yet exited, or reaped elsewhere (ECHILD): nothing to tell.
+                Ok(None) | Err(_) => None,
+            },
+        }
+    }
+
+    /// Asks the child to stop (`SIGTERM`). A no-op once it has exited.
+    ///
+    /// # Errors
+    /// [`Error::ProcessState`] if not started.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Kills the child (`SIGKILL`). A no-op once it has exited.
+    ///
+    /// # Errors
+    /// [`Error::ProcessState`] if not started.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&self, signal: i32) -> Result<()> {
+        match &*self.state.lock() {
+            State::NotStarted => Err(self.state_error("not started")),
+            State::Exited { .. } => Ok(()),
+            // The pidfd names this child even if it has exited: never another process.
+            State::Running { pidfd, .. } => match sys::pidfd_signal(pidfd, signal) {
+                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                    Err(Error::io("signal child", e))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn state_error(&self, what: &'static str) -> Error {
+        Error::ProcessState {
+            name: self.name.clone(),
+            what,
+        }
+    }
+}
+
+fn unreaped_error(name: &str) -> Error {
+    Error::ProcessState {
+        name: name.into(),
+        what: "exited but could not be reaped (was SIGCHLD set to SIG_IGN?)",
+    }
+}
+
+fn reap_unjoined() {
+    UNJOINED
+        .lock()
+        .retain(|&pid| matches!(sys::waitpid(pid, false), Ok(None)));
+}
+
+impl Drop for Process<'_> {
+    fn drop(&mut self) {
+        if self.poll().is_none() {
+            if let State::Running { pid, .. } = &*self.state.lock() {
+                UNJOINED.lock().push(*pid);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Process<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon)
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}

@@ -1,0 +1,223 @@
+//! The arena that anonymous objects are carved from, and [`Region`], the
+//! handle every shared object holds on its bytes.
+//!
+//! Like Python's `multiprocessing.heap`, small objects share large anonymous
+//! segments instead of each getting a mapping of its own. The bookkeeping is
+//! process-local, and two rules keep processes from ever handing out the
+//! same bytes twice:
+//! - a process that finds the arena was set up by another pid (its parent,
+//!   before a fork) starts a fresh arena of its own;
+//! - a block that was alive when the process forked may still be used by the
+//!   child, so when it is freed it is not reused (its memory returns to the
+//!   system with its whole chunk). A fork epoch, bumped by a `pthread_atfork`
+//!   handler, tells such blocks apart.
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+use super::header::Spec;
+use super::{ElemType, ObjectKind, Segment};
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// Size of one arena chunk.
+const CHUNK_SIZE: usize = 1 << 20;
+/// Requests larger than this get a segment of their own.
+const LARGE: usize = CHUNK_SIZE / 4;
+/// Every block is a multiple of this, and at least this aligned.
+const GRAIN: usize = 16;
+
+static ARENA: Mutex<Option<Arena>> = Mutex::new(None);
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+static ATFORK: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
+
+struct Arena {
+    pid: u32,
+    /// The chunk being carved, and the offset of its first free byte.
+    current: Option<(Arc<Segment>, usize)>,
+    /// Freed blocks by (size, align), ready for reuse.
+    free: HashMap<(usize, usize), Vec<(Arc<Segment>, usize)>>,
+}
+
+/// A block of an arena chunk, owned by one object.
+struct Block {
+    chunk: Arc<Segment>,
+    offset: usize,
+    key: (usize, usize),
+    pid: u32,
+    epoch: u64,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let mut arena = ARENA.lock();
+        let Some(arena) = arena.as_mut() else { return };
+        if arena.pid == self.pid
+            && self.pid == sys::getpid()
+            && self.epoch == FORK_EPOCH.load(Ordering::Relaxed)
+        {
+            arena
+                .free
+                .entry(self.key)
+                .or_default()
+                .push((self.chunk.clone(), self.offset));
+        }
+    }
+}
+
+/// What keeps a region's memory alive; only its `Drop` matters.
+enum Backing {
+    Block { _block: Block },
+    Segment { _segment: Segment },
+}
+
+/// Shared memory owned by one object: a block of the arena, or a segment of
+/// its own. Cloning it (and [`sub`](Region::sub)) shares the memory, which
+/// is released when the last clone is dropped.
+#[derive(Clone)]
+pub(crate) struct Region {
+    _owner: Arc<Backing>,
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: a Region is a pointer into a mapping kept alive by `_owner`; the
+// bytes behind it are shared memory that every user reaches only through
+// process-shared locks, atomics or raw pointer accesses, never through `&mut`
+// references that could alias across threads.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Allocates `layout` (zeroed) from the arena, or as its own anonymous
+    /// segment if it is large.
+    pub(crate) fn anonymous(layout: Layout) -> Result<Region> {
+        if layout.size() > LARGE || layout.align() > GRAIN {
+            return Self::own_segment(layout);
+        }
+        if let Err(errno) = ATFORK.get_or_init(register_atfork) {
+            // Without the handlers, blocks alive at a fork could be handed
+            // out twice: refuse rather than risk it.
+            let e = std::io::Error::from_raw_os_error(*errno);
+            return Err(Error::io("pthread_atfork", e));
+        }
+        let size = layout.size().max(1).next_multiple_of(GRAIN);
+        let key = (size, GRAIN);
+        let pid = sys::getpid();
+        let mut guard = ARENA.lock();
+        let arena = match guard.as_mut() {
+            Some(a) if a.pid == pid => a,
+            _ => guard.insert(Arena {
+                pid,
+                current: None,
+                free: HashMap::new(),
+            }),
+        };
+        let (chunk, offset, reused) = match arena.free.get_mut(&key).and_then(Vec::pop) {
+            Some((chunk, offset)) => (chunk, offset, true),
+            None => {
+                let fits = matches!(&arena.current, Some((c, next)) if next + size <= c.len());
+                if !fits {
+                    let spec = Spec {
+                        kind: ObjectKind::Arena,
+                        elem: ElemType::none(),
+                        len: 0,
+                        data_size: CHUNK_SIZE,
+                    };
+                    arena.current =
+                        Some((Arc::new(Segment::create_anonymous(&spec, |_| Ok(()))?), 0));
+                }
+                let (chunk, next) = arena.current.as_mut().expect("set above");
+                let offset = *next;
+                *next += size;
+                (chunk.clone(), offset, false)
+            }
+        };
+        let epoch = FORK_EPOCH.load(Ordering::Relaxed);
+        drop(guard);
+        // SAFETY: `offset + size <= chunk.len()`, so the pointer is in bounds.
+        let ptr = unsafe { chunk.as_ptr().add(offset) };
+        if reused {
+            // SAFETY: the block is ours alone now and `size` bytes long.
+            unsafe { ptr.write_bytes(0, size) };
+        }
+        Ok(Region {
+            ptr: NonNull::new(ptr).expect("mapping is non-null"),
+            _owner: Arc::new(Backing::Block {
+                _block: Block {
+                    chunk,
+                    offset,
+                    key,
+                    pid,
+                    epoch,
+                },
+            }),
+        })
+    }
+
+    fn own_segment(layout: Layout) -> Result<Region> {
+        // The data area is 256-aligned; pad for anything stricter.
+        let pad = layout.align().saturating_sub(256);
+        let spec = Spec {
+            kind: ObjectKind::Arena,
+            elem: ElemType::none(),
+            len: 0,
+            data_size: layout.size() + pad,
+        };
+        let seg = Segment::create_anonymous(&spec, |_| Ok(()))?;
+        let base = seg.as_ptr();
+        // SAFETY: `base + align_offset <= base + pad`, inside the data area.
+        let ptr = unsafe { base.add(base.align_offset(layout.align())) };
+        Ok(Self::from_segment_at(seg, ptr))
+    }
+
+    /// The data area of a segment of its own (named objects).
+    pub(crate) fn from_segment(seg: Segment) -> Region {
+        let ptr = seg.as_ptr();
+        Self::from_segment_at(seg, ptr)
+    }
+
+    fn from_segment_at(seg: Segment, ptr: *mut u8) -> Region {
+        Region {
+            ptr: NonNull::new(ptr).expect("mapping is non-null"),
+            _owner: Arc::new(Backing::Segment { _segment: seg }),
+        }
+    }
+
+    /// The same memory from `offset` bytes in.
+    ///
+    /// # Safety
+    /// `offset` must be within the memory this region was created for.
+    pub(crate) unsafe fn sub(&self, offset: usize) -> Region {
+        Region {
+            _owner: self._owner.clone(),
+            // SAFETY: in bounds per the caller.
+            ptr: unsafe { self.ptr.add(offset) },
+        }
+    }
+
+    pub(crate) fn as_ptr<T>(&self) -> *mut T {
+        self.ptr.as_ptr().cast()
+    }
+}
+
+fn register_atfork() -> std::result::Result<(), i32> {
+    extern "C" fn prepare() {
+        // Holding the arena lock across the fork means no allocation can
+        // straddle it, and the child's copy of the lock is not held by a
+        // thread that does not exist there.
+        std::mem::forget(ARENA.lock());
+        FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+    }
+    extern "C" fn after() {
+        // SAFETY: `prepare` left the lock held by this thread (in the child,
+        // by the thread that forked, which is this one).
+        unsafe { ARENA.force_unlock() };
+    }
+    sys::at_fork(prepare, after, after).map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
+}

@@ -1,0 +1,439 @@
+//! The header at the start of every segment, and its validation.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// `b"MPROCSEG"` read as a little-endian integer.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
+/// Bumped whenever the layout of the header or of any object state changes.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// Where the data area starts: the header rounded up to a cache line.
+pub(crate) const DATA_OFFSET: usize = 256;
+/// How many opener pids a segment records.
+pub(crate) const ATTACH_SLOTS: usize = 16;
+
+const STATE_CREATING: u32 = 0;
+const STATE_READY: u32 = 1;
+const TYPE_NAME_LEN: usize = 64;
+/// Alignments above a page make no sense for shared state.
+const MAX_ALIGN: u32 = 4096;
+
+/// What a segment holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u32)]
+pub enum ObjectKind {
+    /// Raw bytes ([`Segment`](crate::segment::Segment)).
+    Bytes = 1,
+    /// An arena holding many anonymous objects.
+    Arena = 2,
+    /// A [`Lock`](crate::sync::Lock).
+    Lock = 3,
+    /// An [`RLock`](crate::sync::RLock).
+    RLock = 4,
+    /// A [`Value`](crate::cell::Value).
+    Value = 5,
+    /// An [`Array`](crate::cell::Array).
+    Array = 6,
+    /// A [`RawValue`](crate::cell::RawValue).
+    RawValue = 7,
+    /// A [`RawArray`](crate::cell::RawArray).
+    RawArray = 8,
+}
+
+impl ObjectKind {
+    fn from_u32(v: u32) -> Option<Self> {
+        use ObjectKind::*;
+        [Bytes, Arena, Lock, RLock, Value, Array, RawValue, RawArray]
+            .into_iter()
+            .find(|k| *k as u32 == v)
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Describes an element type well enough to refuse a mismatched open.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ElemType {
+    pub(crate) name: &'static str,
+    pub(crate) size: u32,
+    pub(crate) align: u32,
+    /// FNV-1a of the full type name, size and alignment.
+    pub(crate) tag: u64,
+}
+
+impl ElemType {
+    pub(crate) fn of<T>() -> Self {
+        let name = std::any::type_name::<T>();
+        let size = std::mem::size_of::<T>() as u32;
+        let align = std::mem::align_of::<T>() as u32;
+        let mut tag: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name
+            .bytes()
+            .chain(size.to_le_bytes())
+            .chain(align.to_le_bytes())
+        {
+            tag = (tag ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        ElemType {
+            name,
+            size,
+            align,
+            tag,
+        }
+    }
+
+    /// The element type of objects that hold no elements (locks, raw bytes).
+    pub(crate) fn none() -> Self {
+        Self::of::<()>()
+    }
+}
+
+/// The `#[repr(C)]` header at offset 0 of every segment.
+///
+/// Written once by the creator before the segment becomes visible; after
+/// that only `state` and `attached` change, and only atomically.
+#[repr(C)]
+pub(crate) struct Header {
+    magic: u64,
+    version: u32,
+    state: AtomicU32,
+    total_size: u64,
+    data_size: u64,
+    len: u64,
+    elem_tag: u64,
+    kind: u32,
+    elem_size: u32,
+    elem_align: u32,
+    creator_pid: u32,
+    elem_name: [u8; TYPE_NAME_LEN],
+    /// Pids of processes that opened the segment by name (0 = free slot).
+    pub(crate) attached: [AtomicU32; ATTACH_SLOTS],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= DATA_OFFSET);
+
+/// What the creator of a segment declares about it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spec {
+    pub(crate) kind: ObjectKind,
+    pub(crate) elem: ElemType,
+    /// Number of elements (1 for a single value, 0 when meaningless).
+    pub(crate) len: u64,
+    /// Size of the data area after the header.
+    pub(crate) data_size: usize,
+}
+
+impl Spec {
+    pub(crate) fn total_size(&self) -> usize {
+        DATA_OFFSET + self.data_size
+    }
+}
+
+impl Header {
+    /// Writes a fresh header, state "creating".
+    ///
+    /// # Safety
+    /// `at` must point to at least `DATA_OFFSET` writable bytes that no other
+    /// process reads yet, aligned for `Header`.
+    pub(crate) unsafe fn write(at: *mut Header, spec: &Spec) {
+        let mut elem_name = [0u8; TYPE_NAME_LEN];
+        let mut n = spec.elem.name.len().min(TYPE_NAME_LEN - 1);
+        while !spec.elem.name.is_char_boundary(n) {
+            n -= 1;
+        }
+        elem_name[..n].copy_from_slice(&spec.elem.name.as_bytes()[..n]);
+        let header = Header {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            state: AtomicU32::new(STATE_CREATING),
+            total_size: spec.total_size() as u64,
+            data_size: spec.data_size as u64,
+            len: spec.len,
+            elem_tag: spec.elem.tag,
+            kind: spec.kind as u32,
+            elem_size: spec.elem.size,
+            elem_align: spec.elem.align,
+            creator_pid: sys::getpid(),
+            elem_name,
+            attached: Default::default(),
+        };
+        // SAFETY: valid, aligned and unshared per the caller.
+        unsafe { at.write(header) };
+    }
+
+    /// Publishes the segment: everything written before is visible to any
+    /// process that sees the state "ready".
+    pub(crate) fn mark_ready(&self) {
+        self.state.store(STATE_READY, Ordering::Release);
+    }
+}
+
+/// What a segment's header says, checked for internal consistency.
+#[derive(Clone, Debug)]
+pub struct SegmentInfo {
+    /// What the segment holds.
+    pub kind: ObjectKind,
+    /// The element type's name as the creator's compiler spelled it.
+    pub elem_name: String,
+    /// Element size in bytes.
+    pub elem_size: u32,
+    /// Element alignment.
+    pub elem_align: u32,
+    /// Number of elements.
+    pub len: u64,
+    /// Total size of the segment in bytes, header included.
+    pub total_size: u64,
+    /// Size of the data area.
+    pub data_size: u64,
+    /// Pid of the process that created it.
+    pub creator_pid: u32,
+    /// Pids of processes that opened it by name and have not closed it.
+    pub attached_pids: Vec<u32>,
+    pub(crate) elem_tag: u64,
+}
+
+impl SegmentInfo {
+    /// Reads and checks the header at the start of `bytes`, the whole
+    /// content of a segment called `name` (used in error messages).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`], [`Error::Corrupt`], [`Error::VersionMismatch`] or
+    /// [`Error::NotInitialised`], each naming what is wrong.
+    pub fn parse(name: &str, bytes: &[u8]) -> Result<SegmentInfo> {
+        Self::parse_header(
+            name,
+            &bytes[..bytes.len().min(DATA_OFFSET)],
+            bytes.len() as u64,
+        )
+    }
+
+    /// Like [`parse`](Self::parse), from the first bytes of a segment and its size.
+    pub(crate) fn parse_header(name: &str, bytes: &[u8], size: u64) -> Result<SegmentInfo> {
+        if bytes.len() < std::mem::size_of::<Header>() {
+            return Err(Error::Truncated {
+                name: name.into(),
+                size,
+                needed: DATA_OFFSET as u64,
+            });
+        }
+        let u32_at = |off: usize| u32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap());
+        let u64_at = |off: usize| u64::from_ne_bytes(bytes[off..off + 8].try_into().unwrap());
+        let corrupt = |what: String| Error::Corrupt {
+            name: name.into(),
+            what,
+        };
+        if u64_at(std::mem::offset_of!(Header, magic)) != MAGIC {
+            return Err(corrupt("bad magic number".into()));
+        }
+        let version = u32_at(std::mem::offset_of!(Header, version));
+        if version != LAYOUT_VERSION {
+            return Err(Error::VersionMismatch {
+                name: name.into(),
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let creator_pid = u32_at(std::mem::offset_of!(Header, creator_pid));
+        let state = u32_at(std::mem::offset_of!(Header, state));
+        if state != STATE_READY {
+            if state != STATE_CREATING {
+                return Err(corrupt(format!("unknown init state {state}")));
+            }
+            return Err(Error::NotInitialised {
+                name: name.into(),
+                creator_pid,
+                creator_alive: sys::pid_alive(creator_pid),
+            });
+        }
+        let total_size = u64_at(std::mem::offset_of!(Header, total_size));
+        let data_size = u64_at(std::mem::offset_of!(Header, data_size));
+        if total_size > size {
+            return Err(Error::Truncated {
+                name: name.into(),
+                size,
+                needed: total_size,
+            });
+        }
+        if total_size < size {
+            return Err(corrupt(format!(
+                "header says {total_size} bytes, segment has {size}"
+            )));
+        }
+        if data_size.checked_add(DATA_OFFSET as u64) != Some(total_size) {
+            return Err(corrupt(format!(
+                "data size {data_size} does not fit total size {total_size}"
+            )));
+        }
+        let kind_raw = u32_at(std::mem::offset_of!(Header, kind));
+        let kind = ObjectKind::from_u32(kind_raw)
+            .ok_or_else(|| corrupt(format!("unknown object kind {kind_raw}")))?;
+        let elem_size = u32_at(std::mem::offset_of!(Header, elem_size));
+        let elem_align = u32_at(std::mem::offset_of!(Header, elem_align));
+        if !elem_align.is_power_of_two() || elem_align > MAX_ALIGN {
+            return Err(corrupt(format!("element alignment {elem_align}")));
+        }
+        let len = u64_at(std::mem::offset_of!(Header, len));
+        if u64::from(elem_size)
+            .checked_mul(len)
+            .is_none_or(|n| n > data_size)
+        {
+            return Err(corrupt(format!(
+                "{len} elements of {elem_size} bytes do not fit {data_size} data bytes"
+            )));
+        }
+        let name_off = std::mem::offset_of!(Header, elem_name);
+        let raw_name = &bytes[name_off..name_off + TYPE_NAME_LEN];
+        let end = raw_name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(TYPE_NAME_LEN);
+        let elem_name = std::str::from_utf8(&raw_name[..end])
+            .map_err(|_| corrupt("element type name is not UTF-8".into()))?
+            .to_owned();
+        let att = std::mem::offset_of!(Header, attached);
+        let attached_pids = (0..ATTACH_SLOTS)
+            .map(|i| u32_at(att + 4 * i))
+            .filter(|&p| p != 0)
+            .collect();
+        Ok(SegmentInfo {
+            kind,
+            elem_name,
+            elem_size,
+            elem_align,
+            len,
+            total_size,
+            data_size,
+            creator_pid,
+            attached_pids,
+            elem_tag: u64_at(std::mem::offset_of!(Header, elem_tag)),
+        })
+    }
+
+    /// Checks that the segment holds what the opener expects.
+    pub(crate) fn expect(&self, name: &str, kind: ObjectKind, elem: &ElemType) -> Result<()> {
+        if self.kind != kind {
+            return Err(Error::KindMismatch {
+                name: name.into(),
+                found: self.kind,
+                expected: kind,
+            });
+        }
+        if self.elem_tag != elem.tag || self.elem_size != elem.size || self.elem_align != elem.align
+        {
+            return Err(Error::TypeMismatch {
+                name: name.into(),
+                found: self.elem_name.clone(),
+                found_size: self.elem_size,
+                found_align: self.elem_align,
+                expected: elem.name.into(),
+                expected_size: elem.size,
+                expected_align: elem.align,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether any process that created or opened the segment still exists.
+    pub fn in_use(&self) -> bool {
+        std::iter::once(&self.creator_pid)
+            .chain(&self.attached_pids)
+            .any(|&p| sys::pid_alive(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(spec: &Spec) -> Vec<u8> {
+        let mut buf = vec![0u64; spec.total_size().div_ceil(8)];
+        let p = buf.as_mut_ptr() as *mut Header;
+        // SAFETY: `buf` is large enough, 8-aligned and private.
+        unsafe {
+            Header::write(p, spec);
+            (*p).mark_ready();
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(&buf);
+        bytes[..spec.total_size()].to_vec()
+    }
+
+    fn spec() -> Spec {
+        Spec {
+            kind: ObjectKind::Array,
+            elem: ElemType::of::<i32>(),
+            len: 10,
+            data_size: 64,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let info = SegmentInfo::parse("t", &header_bytes(&spec())).unwrap();
+        assert_eq!(info.kind, ObjectKind::Array);
+        assert_eq!(info.elem_name, "i32");
+        assert_eq!(info.len, 10);
+        assert_eq!(info.creator_pid, std::process::id());
+        info.expect("t", ObjectKind::Array, &ElemType::of::<i32>())
+            .unwrap();
+    }
+
+    #[test]
+    fn mismatches_are_named() {
+        let info = SegmentInfo::parse("t", &header_bytes(&spec())).unwrap();
+        let e = info
+            .expect("t", ObjectKind::Array, &ElemType::of::<f64>())
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("i32") && msg.contains("f64"), "{msg}");
+        let e = info
+            .expect("t", ObjectKind::Lock, &ElemType::of::<i32>())
+            .unwrap_err();
+        assert!(matches!(e, Error::KindMismatch { .. }), "{e}");
+        // Same size and alignment, different type: still refused.
+        let e = info
+            .expect("t", ObjectKind::Array, &ElemType::of::<u32>())
+            .unwrap_err();
+        assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn damage_is_reported() {
+        let good = header_bytes(&spec());
+        let e = SegmentInfo::parse("t", &good[..100]).unwrap_err();
+        assert!(matches!(e, Error::Truncated { .. }), "{e}");
+        let e = SegmentInfo::parse("t", &good[..good.len() - 1]).unwrap_err();
+        assert!(matches!(e, Error::Truncated { .. }), "{e}");
+        let mut bad = good.clone();
+        bad[0] ^= 1;
+        assert!(matches!(
+            SegmentInfo::parse("t", &bad),
+            Err(Error::Corrupt { .. })
+        ));
+        let mut bad = good.clone();
+        bad[std::mem::offset_of!(Header, version)] = 9;
+        assert!(matches!(
+            SegmentInfo::parse("t", &bad),
+            Err(Error::VersionMismatch { .. })
+        ));
+        let mut bad = good.clone();
+        bad[std::mem::offset_of!(Header, state)] = STATE_CREATING as u8;
+        assert!(matches!(
+            SegmentInfo::parse("t", &bad),
+            Err(Error::NotInitialised { .. })
+        ));
+        let mut bad = good;
+        bad[std::mem::offset_of!(Header, len)] = 200;
+        assert!(matches!(
+            SegmentInfo::parse("t", &bad),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,496 @@
+//! Shared-memory segments: anonymous ones inherited by forked children, and
+//! named ones that unrelated processes open.
+//!
+//! Every segment starts with a [header](SegmentInfo) that says what it holds,
+//! so that opening a segment as the wrong type is an error and not garbage.
+//! Named segments are files `multiproc.NAME` in `/dev/shm`. They are built
+//! under a temporary name and linked into place only once fully initialised,
+//! so an opener sees either nothing or a complete segment, even when the
+//! creator dies half-way.
+
+mod arena;
+mod header;
+mod registry;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+pub(crate) use arena::Region;
+pub(crate) use header::{ElemType, Spec};
+pub use header::{ObjectKind, SegmentInfo};
+pub use registry::{clean, list, ListedSegment};
+
+use header::{Header, ATTACH_SLOTS, DATA_OFFSET};
+
+/// File-name prefix of every named segment of this crate in `/dev/shm`.
+pub const PREFIX: &str = "multiproc.";
+/// Prefix (after [`PREFIX`]) of segments still being built.
+const TMP_TAG: &str = "~tmp-";
+const MAX_NAME_LEN: usize = 200;
+
+/// A mapped shared-memory segment.
+///
+/// As a public type it is a block of raw shared bytes, like Python's
+/// `multiprocessing.shared_memory.SharedMemory`: reach them through
+/// [`as_ptr`](Segment::as_ptr), atomics or your own synchronisation, never
+/// through a long-lived `&[u8]` (another process may write them at any time).
+/// The typed objects of this crate ([`Value`](crate::cell::Value),
+/// [`Lock`](crate::sync::Lock), …) are built on it.
+///
+/// A named segment outlives every process that maps it until it is
+/// [unlinked](Segment::unlink); an anonymous one lives while any process
+/// maps it.
+pub struct Segment {
+    map: MmapRaw,
+    name: Option<String>,
+    /// The header slot this process registered in on open, and its pid then.
+    attached: Option<(usize, u32)>,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Creates an anonymous segment of `size` bytes (zeroed), shared with
+    /// the children this process forks afterwards.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] when the memory cannot be reserved.
+    pub fn anonymous(size: usize) -> Result<Segment> {
+        Self::create_anonymous(&bytes_spec(size), |_| Ok(()))
+    }
+
+    /// Creates a named segment of `size` bytes (zeroed).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::AlreadyExists`], [`Error::NoSpace`].
+    ///
+    /// # Example
+    /// ```
+    /// use multiproc::segment::Segment;
+    /// let name = format!("doc-seg-{}", std::process::id());
+    /// let seg = Segment::create(&name, 4096)?;
+    /// let other = Segment::open(&name)?; // another process would do this
+    /// // SAFETY: both mappings are live; nobody else writes the segment.
+    /// unsafe { seg.as_ptr().write(42) };
+    /// assert_eq!(unsafe { other.as_ptr().read() }, 42);
+    /// Segment::unlink(&name)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn create(name: &str, size: usize) -> Result<Segment> {
+        Self::create_named(name, &bytes_spec(size), |_| Ok(()))
+    }
+
+    /// Opens the named segment made by [`create`](Segment::create).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or a header error if it is not a byte segment.
+    pub fn open(name: &str) -> Result<Segment> {
+        Self::open_named(name, ObjectKind::Bytes, &ElemType::none())
+    }
+
+    /// Opens the named segment, creating it with `size` bytes if it does not exist.
+    ///
+    /// # Errors
+    /// As for [`create`](Segment::create) and [`open`](Segment::open).
+    pub fn create_or_open(name: &str, size: usize) -> Result<Segment> {
+        Self::create_or_open_named(name, &bytes_spec(size), |_| Ok(()))
+    }
+
+    /// Removes the name of a segment. Processes that have it mapped keep
+    /// using it; its memory is freed when the last of them unmaps it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such segment.
+    pub fn unlink(name: &str) -> Result<()> {
+        std::fs::remove_file(path_for(name)?).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(name.into()),
+            _ => Error::io(format!("unlink segment {name:?}"), e),
+        })
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Size of the usable area in bytes (the header not included).
+    pub fn len(&self) -> usize {
+        self.map.len() - DATA_OFFSET
+    }
+
+    /// Whether the usable area is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Start of the usable area, aligned to 256 bytes. Valid while `self` lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: every mapping is at least DATA_OFFSET bytes long.
+        unsafe { self.map.as_mut_ptr().add(DATA_OFFSET) }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with an initialised Header (written by the
+        // creator before publication) and is page-aligned; the fields that can
+        // change after publication are atomics.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    /// Builds a new anonymous segment: `init` gets the zeroed data area.
+    pub(crate) fn create_anonymous(
+        spec: &Spec,
+        init: impl FnOnce(NonNull<u8>) -> Result<()>,
+    ) -> Result<Segment> {
+        let fd = sys::memfd("multiproc").map_err(|e| Error::io("memfd_create", e))?;
+        Self::build(File::from(fd), spec, init, None)
+    }
+
+    /// Builds a new named segment and publishes it under `name`.
+    pub(crate) fn create_named(
+        name: &str,
+        spec: &Spec,
+        init: impl FnOnce(NonNull<u8>) -> Result<()>,
+    ) -> Result<Segment> {
+        let path = path_for(name)?;
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tmp = sys::shm_dir().join(format!(
+            "{PREFIX}{TMP_TAG}{}-{}",
+            sys::getpid(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let built = Self::build(file, spec, init, Some(name)).and_then(|seg| {
+            // link() never replaces an existing name: creation is exclusive.
+            std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.into()),
+                _ => Error::io(format!("publish segment {name:?}"), e),
+            })?;
+            Ok(seg)
+        });
+        let _ = std::fs::remove_file(&tmp);
+        built
+    }
+
+    fn build(
+        file: File,
+        spec: &Spec,
+        init: impl FnOnce(NonNull<u8>) -> Result<()>,
+        name: Option<&str>,
+    ) -> Result<Segment> {
+        let size = spec.total_size();
+        sys::reserve(&file, size).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EFBIG | libc::ENOMEM) => Error::NoSpace { size, source: e },
+            _ => Error::io("reserve shared memory", e),
+        })?;
+        let map = MmapOptions::new()
+            .len(size)
+            .map_raw(&file)
+            .map_err(|e| Error::io("mmap", e))?;
+        let header = map.as_mut_ptr() as *mut Header;
+        // SAFETY: the mapping is fresh, page-aligned, `size >= DATA_OFFSET`
+        // bytes long and not yet visible to any other process.
+        unsafe { Header::write(header, spec) };
+        let seg = Segment {
+            map,
+            name: name.map(Into::into),
+            attached: None,
+        };
+        init(NonNull::new(seg.as_ptr()).expect("mapping is non-null"))?;
+        seg.header().mark_ready();
+        Ok(seg)
+    }
+
+    /// Opens a named segment and checks that it holds `kind` of `elem`.
+    pub(crate) fn open_named(name: &str, kind: ObjectKind, elem: &ElemType) -> Result<Segment> {
+        let path = path_for(name)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::NotFound(name.into()),
+                _ => Error::io(format!("open segment {name:?}"), e),
+            })?;
+        let (info, size) = read_info(name, &mut file)?;
+        info.expect(name, kind, elem)?;
+        let map = MmapOptions::new()
+            .len(size as usize)
+            .map_raw(&file)
+            .map_err(|e| Error::io("mmap", e))?;
+        let mut seg = Segment {
+            map,
+            name: Some(name.into()),
+            attached: None,
+        };
+        seg.attach();
+        Ok(seg)
+    }
+
+    /// Opens `name`, or creates it from `spec` and `init` if it does not exist.
+    pub(crate) fn create_or_open_named(
+        name: &str,
+        spec: &Spec,
+        init: impl FnOnce(NonNull<u8>) -> Result<()>,
+    ) -> Result<Segment> {
+        match Self::open_named(name, spec.kind, &spec.elem) {
+            Err(Error::NotFound(_)) => {}
+            other => return other,
+        }
+        match Self::create_named(name, spec, init) {
+            // Another process created it in between.
+            Err(Error::AlreadyExists(_)) => Self::open_named(name, spec.kind, &spec.elem),
+            other => other,
+        }
+    }
+
+    /// What the segment's header says.
+    ///
+    /// # Errors
+    /// A header error if the segment was damaged since it was opened.
+    pub fn info(&self) -> Result<SegmentInfo> {
+        let mut buf = [0u8; DATA_OFFSET];
+        // SAFETY: the mapping is at least DATA_OFFSET bytes long; after
+        // publication only atomic fields of the header change, so a copy
+        // reads at worst a stale pid.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr(), buf.as_mut_ptr(), DATA_OFFSET) };
+        SegmentInfo::parse_header(self.name().unwrap_or(""), &buf, self.map.len() as u64)
+    }
+
+    /// Records this process in a free (or dead) slot of the header, so that
+    /// `multiproc shm clean` knows the segment is in use.
+    fn attach(&mut self) {
+        let me = sys::getpid();
+        for (i, slot) in self.header().attached.iter().enumerate() {
+            let cur = slot.load(Ordering::Relaxed);
+            if (cur == 0 || !sys::pid_alive(cur))
+                && slot
+                    .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.attached = Some((i, me));
+                return;
+            }
+        }
+        // All ATTACH_SLOTS slots belong to live processes: the segment is
+        // visibly in use, so not recording this one loses nothing.
+        debug_assert!(ATTACH_SLOTS > 0);
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // A forked child inherits the handle but not the registration.
+        if let Some((slot, pid)) = self.attached {
+            if pid == sys::getpid() {
+                let _ = self.header().attached[slot].compare_exchange(
+                    pid,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+}
+
+fn bytes_spec(size: usize) -> Spec {
+    Spec {
+        kind: ObjectKind::Bytes,
+        elem: ElemType::none(),
+        len: size as u64,
+        data_size: size,
+    }
+}
+
+/// Reads and checks the header of an open segment file; returns it and the file's size.
+fn read_info(name: &str, file: &mut File) -> Result<(SegmentInfo, u64)> {
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat segment {name:?}"), e))?
+        .len();
+    let mut buf = [0u8; DATA_OFFSET];
+    let n =
+        read_up_to(file, &mut buf).map_err(|e| Error::io(format!("read segment {name:?}"), e))?;
+    Ok((SegmentInfo::parse_header(name, &buf[..n], size)?, size))
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Checks a user-given segment name and returns its path.
+fn path_for(name: &str) -> Result<PathBuf> {
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.into(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("longer than 200 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(sys::shm_dir().join(format!("{PREFIX}{name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", "a/b", "../x", "sp ace", &"x".repeat(201)] {
+            assert!(
+                matches!(path_for(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(path_for("ok.name_1-2").is_ok());
+    }
+
+    #[test]
+    fn anonymous_bytes_are_zeroed_and_writable() {
+        let seg = Segment::anonymous(10_000).unwrap();
+        assert_eq!(seg.len(), 10_000);
+        assert_eq!(seg.as_ptr() as usize % 256, 0);
+        // SAFETY: the segment is private to this test and 10 000 bytes long.
+        unsafe {
+            assert_eq!(*seg.as_ptr().add(9_999), 0);
+            seg.as_ptr().add(9_999).write(7);
+            assert_eq!(*seg.as_ptr().add(9_999), 7);
+        }
+    }
+}
+
+/// Where a typed object is made or found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Placement<'a> {
+    /// A new anonymous object from the arena.
+    Anonymous,
+    /// A new named segment; fails if the name exists.
+    Create(&'a str),
+    /// An existing named segment.
+    Open(&'a str),
+    /// The named segment, created if it does not exist.
+    CreateOrOpen(&'a str),
+}
+
+impl Placement<'_> {
+    /// The segment name, empty for anonymous objects.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Placement::Anonymous => "",
+            Placement::Create(n) | Placement::Open(n) | Placement::CreateOrOpen(n) => n,
+        }
+    }
+}
+
+/// What a typed object's memory looks like.
+pub(crate) struct ObjectLayout<F> {
+    pub(crate) kind: ObjectKind,
+    pub(crate) elem: ElemType,
+    /// Elements when creating; the header's count wins when opening.
+    pub(crate) len: u64,
+    /// The data area needed for a given element count.
+    pub(crate) layout_for: F,
+}
+
+/// Makes or finds the memory of a typed object. `init` runs only when the
+/// memory is new (and zeroed). Returns the object's memory and its element
+/// count.
+pub(crate) fn place<F>(
+    how: Placement<'_>,
+    object: &ObjectLayout<F>,
+    init: impl FnOnce(NonNull<u8>) -> Result<()>,
+) -> Result<(Region, u64)>
+where
+    F: Fn(u64) -> Result<std::alloc::Layout>,
+{
+    let spec = |layout: std::alloc::Layout| Spec {
+        kind: object.kind,
+        elem: object.elem,
+        len: object.len,
+        data_size: layout.size(),
+    };
+    // The data area of a segment is aligned to DATA_OFFSET bytes.
+    let check_align = |layout: std::alloc::Layout| {
+        if layout.align() > DATA_OFFSET {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "alignment above 256 bytes");
+            return Err(Error::io("named shared object", e));
+        }
+        Ok(layout)
+    };
+    let opened = |seg: Segment, info: SegmentInfo| -> Result<(Region, u64)> {
+        let needed = (object.layout_for)(info.len)?;
+        if needed.size() as u64 > info.data_size {
+            return Err(Error::Corrupt {
+                name: seg.name().unwrap_or_default().into(),
+                what: format!("{} data bytes, {} needed", info.data_size, needed.size()),
+            });
+        }
+        Ok((Region::from_segment(seg), info.len))
+    };
+    match how {
+        Placement::Anonymous => {
+            let region = Region::anonymous((object.layout_for)(object.len)?)?;
+            init(NonNull::new(region.as_ptr()).expect("regions are non-null"))?;
+            Ok((region, object.len))
+        }
+        Placement::Create(name) => {
+            let layout = check_align((object.layout_for)(object.len)?)?;
+            let seg = Segment::create_named(name, &spec(layout), init)?;
+            Ok((Region::from_segment(seg), object.len))
+        }
+        Placement::Open(name) => {
+            let seg = Segment::open_named(name, object.kind, &object.elem)?;
+            let info = seg.info()?;
+            opened(seg, info)
+        }
+        Placement::CreateOrOpen(name) => {
+            let layout = check_align((object.layout_for)(object.len)?)?;
+            // An existing segment may have another length than asked for.
+            let seg = Segment::create_or_open_named(name, &spec(layout), init)?;
+            let info = seg.info()?;
+            opened(seg, info)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The robust mutex shared by [`Lock`](super::Lock), [`RLock`](super::RLock)
+//! and the cells.
+
+use std::alloc::Layout;
+use std::io;
+
+use crate::error::{Error, LockError, LockResult, Result};
+use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
+use crate::sys::{self, Acquired, MutexKind, RawMutex, Wait};
+
+/// A process-local handle on a robust mutex in shared memory.
+#[derive(Clone)]
+pub(crate) struct RawLock {
+    region: Region,
+}
+
+impl RawLock {
+    pub(crate) fn layout() -> Layout {
+        Layout::new::<RawMutex>()
+    }
+
+    /// Initialises a mutex at `at`.
+    ///
+    /// # Safety
+    /// `at` must point to zeroed memory for a `RawMutex`, aligned, that no
+    /// process uses yet.
+    pub(crate) unsafe fn init(at: *mut u8, kind: MutexKind) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { sys::mutex_init(at.cast(), kind) }.map_err(|e| Error::io("pthread_mutex_init", e))
+    }
+
+    /// A handle on a mutex already initialised at the start of `region`.
+    pub(crate) fn from_region(region: Region) -> Self {
+        RawLock { region }
+    }
+
+    /// Makes or finds a lock object of its own.
+    pub(crate) fn place(how: Placement<'_>, kind: ObjectKind, mutex: MutexKind) -> Result<Self> {
+        let object = ObjectLayout {
+            kind,
+            elem: ElemType::none(),
+            len: 0,
+            layout_for: |_| Ok(Self::layout()),
+        };
+        // SAFETY: `place` hands `init` fresh zeroed memory of `layout()`.
+        let (region, _) = place(how, &object, |at| unsafe { Self::init(at.as_ptr(), mutex) })?;
+        Ok(Self::from_region(region))
+    }
+
+    fn mutex(&self) -> *mut RawMutex {
+        self.region.as_ptr()
+    }
+
+    /// Locks, building the guard with `guard` once the lock is held.
+    pub(crate) fn acquire<G>(&self, wait: Wait, guard: impl FnOnce() -> G) -> LockResult<G> {
+        // SAFETY: `region` keeps the initialised mutex mapped.
+        match unsafe { sys::mutex_lock(self.mutex(), wait) } {
+            Ok(Acquired::Clean) => Ok(guard()),
+            Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(guard())),
+            Err(libc::EBUSY) => Err(LockError::WouldBlock),
+            Err(libc::ETIMEDOUT) => Err(LockError::Timeout),
+            Err(libc::ENOTRECOVERABLE) => Err(LockError::NotRecoverable),
+            Err(libc::EDEADLK) => Err(LockError::Deadlock),
+            Err(e) => Err(LockError::Os(io::Error::from_raw_os_error(e))),
+        }
+    }
+
+    /// Releases the mutex.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] if the calling thread does not hold it.
+    pub(crate) fn unlock(&self) -> Result<()> {
+        // SAFETY: `region` keeps the initialised mutex mapped.
+        match unsafe { sys::mutex_unlock(self.mutex()) } {
+            Ok(()) => Ok(()),
+            Err(libc::EPERM) => Err(Error::NotOwner),
+            Err(e) => Err(Error::io(
+                "pthread_mutex_unlock",
+                io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+
+    /// Marks the mutex consistent after an owner died; a no-op otherwise.
+    /// The caller must hold the mutex.
+    pub(crate) fn make_consistent(&self) -> Result<()> {
+        // SAFETY: `region` keeps the initialised mutex mapped.
+        match unsafe { sys::mutex_make_consistent(self.mutex()) } {
+            // EINVAL: the mutex was already consistent.
+            Ok(()) | Err(libc::EINVAL) => Ok(()),
+            Err(libc::EPERM) => Err(Error::NotOwner),
+            Err(e) => Err(Error::io(
+                "pthread_mutex_consistent",
+                io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Linux implementation of the `sys` layer.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+/// Where POSIX shared-memory objects live on Linux (what `shm_open` uses).
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// An anonymous memory file (`memfd_create`), closed on exec.
+pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Allocates the backing memory of `fd` up to `len` bytes now, so that a full
+/// tmpfs is an error here and never a `SIGBUS` on first touch later.
+pub(crate) fn reserve(fd: &impl AsRawFd, len: usize) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: plain syscall on a descriptor we own; it returns an errno value.
+        match unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) } {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Whether a process with this pid exists (a zombie counts as existing).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The calling process's id.
+pub(crate) fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// An absolute `CLOCK_MONOTONIC` time `timeout` from now, nanoseconds carried.
+/// Saturates far in the future instead of overflowing.
+pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+    let secs = (now.tv_sec as u64)
+        .saturating_add(timeout.as_secs())
+        .saturating_add(nanos / 1_000_000_000);
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX),
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Robust process-shared mutexes (glibc).
+
+extern "C" {
+    // glibc >= 2.30; not yet in the libc crate.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clockid: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// The state of a process-shared mutex as stored in shared memory.
+pub(crate) type RawMutex = libc::pthread_mutex_t;
+
+/// How a mutex behaves when its owner locks it again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MutexKind {
+    /// Relocking by the owner fails with `EDEADLK` instead of hanging.
+    ErrorCheck,
+    /// Relocking by the owner nests; unlocking by anyone else fails with `EPERM`.
+    Recursive,
+}
+
+/// What a successful lock call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// The mutex was free or released normally.
+    Clean,
+    /// The previous owner died holding it; the caller holds it now.
+    OwnerDied,
+}
+
+/// How long a lock call may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    Forever,
+    No,
+    Until(libc::timespec),
+}
+
+impl Wait {
+    /// A wait that ends `timeout` from now on the monotonic clock.
+    pub(crate) fn timeout(timeout: Duration) -> Wait {
+        Wait::Until(monotonic_deadline(timeout))
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Initialises a robust, process-shared mutex in place.
+///
+/// # Safety
+/// `m` must point to writable memory for a `RawMutex` that no process is
+/// using as a mutex yet.
+pub(crate) unsafe fn mutex_init(m: *mut RawMutex, kind: MutexKind) -> io::Result<()> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other
+    // use and destroyed on every path after it; `m` is valid per the caller.
+    unsafe {
+        check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+        let a = attr.as_mut_ptr();
+        let kind = match kind {
+            MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
+            MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
+        };
+        let r = check(libc::pthread_mutexattr_setpshared(
+            a,
+            libc::PTHREAD_PROCESS_SHARED,
+        ))
+        .and_then(|()| {
+            check(libc::pthread_mutexattr_setrobust(
+                a,
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))
+        })
+        .and_then(|()| check(libc::pthread_mutexattr_settype(a, kind)))
+        .and_then(|()| check(libc::pthread_mutex_init(m, a)));
+        libc::pthread_mutexattr_destroy(a);
+        r
+    }
+}
+
+/// Locks a robust mutex. Errors carry the errno: `EBUSY` (would block),
+/// `ETIMEDOUT`, `ENOTRECOVERABLE`, `EDEADLK`.
+///
+/// # Safety
+/// `m` must point to a mutex initialised by [`mutex_init`] that stays mapped
+/// for the duration of the call.
+pub(crate) unsafe fn mutex_lock(m: *mut RawMutex, wait: Wait) -> Result<Acquired, libc::c_int> {
+    // SAFETY: `m` is a live initialised mutex per the caller; `t` outlives the call.
+    let rc = unsafe {
+        match wait {
+            Wait::Forever => libc::pthread_mutex_lock(m),
+            Wait::No => libc::pthread_mutex_trylock(m),
+            Wait::Until(t) => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t),
+        }
+    };
+    match rc {
+        0 => Ok(Acquired::Clean),
+        libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
+        e => Err(e),
+    }
+}
+
+/// Unlocks a mutex; `EPERM` if the caller does not own it.
+///
+/// # Safety
+/// As for [`mutex_lock`].
+pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) -> Result<(), libc::c_int> {
+    // SAFETY: `m` is a live initialised mutex per the caller.
+    match unsafe { libc::pthread_mutex_unlock(m) } {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Marks a mutex whose owner died as consistent again.
+///
+/// # Safety
+/// As for [`mutex_lock`], and the caller holds the mutex.
+pub(crate) unsafe fn mutex_make_consistent(m: *mut RawMutex) -> Result<(), libc::c_int> {
+    // SAFETY: `m` is a live initialised mutex held by the caller.
+    match unsafe { libc::pthread_mutex_consistent(m) } {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes.
+
+/// Writes out everything buffered in Rust's and C's standard output streams,
+/// so that a fork never copies unwritten output into the child.
+pub(crate) fn flush_stdio() {
+    use std::io::Write;
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: fflush(NULL) flushes every C stream; always safe to call.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
+/// Ends the calling process at once with `code`, flushing stdio first and
+/// running no destructors or `atexit` handlers (which belong to the parent).
+pub(crate) fn exit_now(code: i32) -> ! {
+    flush_stdio();
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Result of a `fork`.
+pub(crate) enum Forked {
+    Parent { pid: u32 },
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// Rust's stdout and stderr locks are held (and flushed) across the fork, so
+/// that in the child they are owned by the forking thread, which exists
+/// there, and never by a parent thread that does not.
+pub(crate) fn fork() -> io::Result<Forked> {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    let _ = out.flush();
+    let _ = err.flush();
+    // SAFETY: fflush(NULL) flushes every C stream; always safe to call.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+    // SAFETY: the child only runs code that the Process documentation allows
+    // after fork; see `process::Process::start`.
+    let pid = unsafe { libc::fork() };
+    drop(out);
+    drop(err);
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent { pid: pid as u32 }),
+    }
+}
+
+/// Asks the kernel to send `SIGKILL` to the calling process when its parent
+/// exits, and closes the race where the parent died before the request.
+pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != parent {
+        exit_now(1);
+    }
+    Ok(())
+}
+
+/// A pid file descriptor: a handle on one process that never refers to
+/// another process after the pid is reused.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; flags 0.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to the process behind `pidfd`.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own; no siginfo, flags 0.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits until the process behind `pidfd` has exited or `timeout` passes;
+/// returns whether it exited. `None` waits forever.
+pub(crate) fn pidfd_wait(pidfd: &OwnedFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up so that a wait never ends before its deadline.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        let mut p = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            1.. => return Ok(true),
+            0 if deadline.is_some_and(|d| std::time::Instant::now() >= d) => return Ok(false),
+            0 => continue,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// How a reaped child ended, in Python's convention: the exit code, or
+/// minus the number of the signal that killed it.
+pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        if r == 0 {
+            return Ok(None);
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(Some(if libc::WIFSIGNALED(status) {
+            -libc::WTERMSIG(status)
+        } else {
+            libc::WEXITSTATUS(status)
+        }));
+    }
+}
+
+/// Whether `path` is on a filesystem that can hold shared memory.
+pub(crate) fn shm_dir() -> &'static Path {
+    Path::new(SHM_DIR)
+}
+
+/// Registers fork handlers: `prepare` runs in the forking thread before the
+/// fork, `parent` and `child` after it on each side.
+pub(crate) fn at_fork(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> io::Result<()> {
+    // SAFETY: the handlers are plain functions valid for the process's life.
+    check(unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) })
+}

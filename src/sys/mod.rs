@@ -1,0 +1,11 @@
+//! Thin wrappers over the operating system: the one place that knows which OS
+//! this is. Everything above calls these functions and never `libc` directly
+//! for anything platform-specific.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::*;
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("multiproc supports Linux only for now; OS specifics live in src/sys");
