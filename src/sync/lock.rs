@@ -160,3 +160,9 @@ impl Drop for LockGuard<'_> {
         let _ = self.lock.raw.unlock();
     }
 }
+
+impl std::fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockGuard { .. }")
+    }
+}

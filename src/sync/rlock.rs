@@ -162,3 +162,9 @@ impl Drop for RLockGuard<'_> {
         let _ = self.rlock.raw.unlock();
     }
 }
+
+impl std::fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RLockGuard { .. }")
+    }
+}

@@ -167,18 +167,26 @@ pub(crate) unsafe fn mutex_init(m: *mut RawMutex, kind: MutexKind) -> io::Result
 /// `m` must point to a mutex initialised by [`mutex_init`] that stays mapped
 /// for the duration of the call.
 pub(crate) unsafe fn mutex_lock(m: *mut RawMutex, wait: Wait) -> Result<Acquired, libc::c_int> {
-    // SAFETY: `m` is a live initialised mutex per the caller; `t` outlives the call.
+    // glibc's pthread_mutex_trylock on a robust mutex that is not
+    // recoverable returns ENOTRECOVERABLE but leaves the lock word owned by
+    // the caller: every later lock then hangs (or is EDEADLK in this thread).
+    // The timed lock handles that case correctly, so a try is a timed lock
+    // whose deadline has already passed.
+    const PAST: libc::timespec = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `m` is a live initialised mutex per the caller; the timespec
+    // outlives the call.
     let rc = unsafe {
         match wait {
             Wait::Forever => libc::pthread_mutex_lock(m),
-            Wait::No => libc::pthread_mutex_trylock(m),
+            Wait::No => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &PAST),
             Wait::Until(t) => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t),
         }
     };
-    match rc {
-        0 => Ok(Acquired::Clean),
-        libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
-        e => Err(e),
+    match (rc, wait) {
+        (0, _) => Ok(Acquired::Clean),
+        (libc::EOWNERDEAD, _) => Ok(Acquired::OwnerDied),
+        (libc::ETIMEDOUT, Wait::No) => Err(libc::EBUSY),
+        (e, _) => Err(e),
     }
 }
 
