@@ -12,7 +12,10 @@ use multiproc::{Error, Lock, LockError, RLock, RawValue, Value};
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A child that sets `flag` to 1 once it holds the lock, then waits to be killed.
-fn hold_until_killed<'a>(lock: impl FnOnce() + Send + 'a, flag: &'a RawValue<u32>) -> multiproc::Process<'a> {
+fn hold_until_killed<'a>(
+    lock: impl FnOnce() + Send + 'a,
+    flag: &'a RawValue<u32>,
+) -> multiproc::Process<'a> {
     child(move || {
         lock();
         flag.atomic().store(1, SeqCst);
@@ -143,7 +146,12 @@ fn timed_lock_succeeds_when_released_within_the_deadline() {
             assert!(wait_until(LIMIT, || step.atomic().load(SeqCst) == 2 * i + 1));
             let t = Instant::now();
             let g = lock.lock_timeout(Duration::from_millis(500));
-            assert!(g.is_ok(), "round {i}: {:?} after {:?}", g.err(), t.elapsed());
+            assert!(
+                g.is_ok(),
+                "round {i}: {:?} after {:?}",
+                g.err(),
+                t.elapsed()
+            );
             drop(g);
             step.atomic().store(2 * i + 2, SeqCst);
         }
@@ -160,7 +168,10 @@ fn timed_lock_times_out_after_its_deadline() {
         let holder = child(|| {
             let _g = lock.lock().unwrap();
             state.atomic().store(1, SeqCst);
-            assert!(wait_until(Duration::from_secs(60), || state.atomic().load(SeqCst) == 2));
+            assert!(wait_until(Duration::from_secs(60), || state
+                .atomic()
+                .load(SeqCst)
+                == 2));
         });
         assert!(wait_until(LIMIT, || state.atomic().load(SeqCst) == 1));
         for i in 0..20 {
@@ -226,7 +237,9 @@ fn rlock_owner_death_is_recoverable() {
         p.kill().unwrap();
         join(&p, LIMIT);
         match r.lock() {
-            Err(LockError::OwnerDied(g)) => multiproc::sync::RLockGuard::make_consistent(&g).unwrap(),
+            Err(LockError::OwnerDied(g)) => {
+                multiproc::sync::RLockGuard::make_consistent(&g).unwrap()
+            }
             other => panic!("expected OwnerDied, got {other:?}"),
         }
         // Released once by the guard: free for another process now.
@@ -246,7 +259,10 @@ fn named_lock_is_shared_by_name() {
         let c = child(|| {
             let mine = Lock::open(&name).unwrap();
             assert!(matches!(mine.try_lock(), Err(LockError::WouldBlock)));
-            assert!(matches!(RLock::open(&name), Err(Error::KindMismatch { .. })));
+            assert!(matches!(
+                RLock::open(&name),
+                Err(Error::KindMismatch { .. })
+            ));
         });
         assert_eq!(join(&c, LIMIT), 0);
         drop(g);

@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
@@ -29,12 +29,19 @@ struct Identity {
     path: Vec<u32>,
 }
 
+// The child touches these after fork, so they are `std` mutexes (a plain
+// futex word) and `start` holds them across the fork: see `segment::arena`.
 static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
 /// Children created so far by this process (reset in each child).
 static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Children whose handles were dropped while they ran: reaped later, so
 /// that they do not stay zombies.
 static UNJOINED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Locks a process-local mutex; nothing panics while holding one.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The calling process as this crate sees it (Python's `current_process()`).
 #[derive(Clone, Debug)]
@@ -57,8 +64,7 @@ impl ProcessInfo {
 
 /// The process running this code.
 pub fn current_process() -> ProcessInfo {
-    let name = IDENTITY
-        .lock()
+    let name = locked(&IDENTITY)
         .as_ref()
         .map_or_else(|| "MainProcess".to_owned(), |i| i.name.clone());
     ProcessInfo {
@@ -145,8 +151,7 @@ impl<'a> Process<'a> {
         F: FnOnce() -> R + Send + 'a,
         R: IntoExitCode,
     {
-        let mut path = IDENTITY
-            .lock()
+        let mut path = locked(&IDENTITY)
             .as_ref()
             .map_or_else(Vec::new, |i| i.path.clone());
         path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
@@ -200,15 +205,17 @@ impl<'a> Process<'a> {
         };
         reap_unjoined();
         let parent = sys::getpid();
+        let identity = locked(&IDENTITY);
+        let unjoined = locked(&UNJOINED);
         match sys::fork() {
             Err(e) => {
                 self.target = Some(target);
                 Err(Error::io("fork", e))
             }
-            Ok(Forked::Child) => self.run_child(target, parent),
+            Ok(Forked::Child) => self.run_child(target, parent, identity, unjoined),
             Ok(Forked::Parent { pid }) => match sys::pidfd_open(pid) {
                 Ok(pidfd) => {
-                    *self.state.lock() = State::Running { pid, pidfd };
+                    *locked(&self.state) = State::Running { pid, pidfd };
                     Ok(())
                 }
                 Err(e) => {
@@ -222,23 +229,20 @@ impl<'a> Process<'a> {
         }
     }
 
-    fn run_child(&mut self, target: Target<'a>, parent: u32) -> ! {
-        // Only this thread exists in the child: a lock held now was held by
-        // a parent thread that is not here, and would never be released.
-        if IDENTITY.is_locked() {
-            // SAFETY: held by a thread that does not exist in this process.
-            unsafe { IDENTITY.force_unlock() };
-        }
-        if UNJOINED.is_locked() {
-            // SAFETY: as above.
-            unsafe { UNJOINED.force_unlock() };
-        }
-        *IDENTITY.lock() = Some(Identity {
+    fn run_child(
+        &mut self,
+        target: Target<'a>,
+        parent: u32,
+        mut identity: MutexGuard<'_, Option<Identity>>,
+        mut unjoined: MutexGuard<'_, Vec<u32>>,
+    ) -> ! {
+        *identity = Some(Identity {
             name: std::mem::take(&mut self.name),
             path: std::mem::take(&mut self.path),
         });
+        unjoined.clear();
+        drop((identity, unjoined));
         CHILD_COUNTER.store(0, Ordering::Relaxed);
-        UNJOINED.lock().clear();
         if self.daemon && sys::die_with_parent(parent).is_err() {
             sys::exit_now(1);
         }
@@ -249,7 +253,7 @@ impl<'a> Process<'a> {
 
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
-        match &*self.state.lock() {
+        match &*locked(&self.state) {
             State::NotStarted => None,
             State::Running { pid, .. } | State::Exited { pid, .. } => Some(*pid),
         }
@@ -258,7 +262,7 @@ impl<'a> Process<'a> {
     /// Whether the child has started and not yet exited.
     pub fn is_alive(&self) -> bool {
         self.poll();
-        matches!(&*self.state.lock(), State::Running { .. })
+        matches!(&*locked(&self.state), State::Running { .. })
     }
 
     /// The exit code, `None` while running or before start.
@@ -283,7 +287,7 @@ impl<'a> Process<'a> {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        let pidfd = match &*self.state.lock() {
+        let pidfd = match &*locked(&self.state) {
             State::NotStarted => return Err(self.state_error("not started")),
             State::Exited { code, .. } => return Ok(Some(*code)),
             State::Running { pidfd, .. } => {
@@ -299,7 +303,7 @@ impl<'a> Process<'a> {
 
     /// Reaps the child if it has exited; returns its exit code if known.
     fn poll(&self) -> Option<i32> {
-        let mut state = self.state.lock();
+        let mut state = locked(&self.state);
         match &*state {
             State::NotStarted => None,
             State::Exited { code, .. } => Some(*code),
@@ -331,7 +335,7 @@ impl<'a> Process<'a> {
     }
 
     fn signal(&self, signal: i32) -> Result<()> {
-        match &*self.state.lock() {
+        match &*locked(&self.state) {
             State::NotStarted => Err(self.state_error("not started")),
             State::Exited { .. } => Ok(()),
             // The pidfd names this child even if it has exited: never another process.
@@ -360,16 +364,14 @@ fn unreaped_error(name: &str) -> Error {
 }
 
 fn reap_unjoined() {
-    UNJOINED
-        .lock()
-        .retain(|&pid| matches!(sys::waitpid(pid, false), Ok(None)));
+    locked(&UNJOINED).retain(|&pid| matches!(sys::waitpid(pid, false), Ok(None)));
 }
 
 impl Drop for Process<'_> {
     fn drop(&mut self) {
         if self.poll().is_none() {
-            if let State::Running { pid, .. } = &*self.state.lock() {
-                UNJOINED.lock().push(*pid);
+            if let State::Running { pid, .. } = &*locked(&self.state) {
+                locked(&UNJOINED).push(*pid);
             }
         }
     }

@@ -11,14 +11,19 @@
 //!   child, so when it is freed it is not reused (its memory returns to the
 //!   system with its whole chunk). A fork epoch, bumped by a `pthread_atfork`
 //!   handler, tells such blocks apart.
+//!
+//! The arena's lock is held across every fork (by the same handlers), so the
+//! child's copy is owned by the forking thread. It is a `std` mutex: a pure
+//! futex word that the child can release, unlike `parking_lot`'s, whose
+//! global parking table may still list parent threads that do not exist in
+//! the child.
 
 use std::alloc::Layout;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use parking_lot::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::header::Spec;
 use super::{ElemType, ObjectKind, Segment};
@@ -33,6 +38,17 @@ const LARGE: usize = CHUNK_SIZE / 4;
 const GRAIN: usize = 16;
 
 static ARENA: Mutex<Option<Arena>> = Mutex::new(None);
+
+thread_local! {
+    /// The arena guard held across a fork by the forking thread.
+    static HELD_FOR_FORK: RefCell<Option<MutexGuard<'static, Option<Arena>>>> =
+        const { RefCell::new(None) };
+}
+
+/// Locks the arena. Nothing panics while holding it, so poison is ignored.
+fn arena() -> MutexGuard<'static, Option<Arena>> {
+    ARENA.lock().unwrap_or_else(PoisonError::into_inner)
+}
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
 static ATFORK: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
 
@@ -55,7 +71,7 @@ struct Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        let mut arena = ARENA.lock();
+        let mut arena = arena();
         let Some(arena) = arena.as_mut() else { return };
         if arena.pid == self.pid
             && self.pid == sys::getpid()
@@ -109,7 +125,7 @@ impl Region {
         let size = layout.size().max(1).next_multiple_of(GRAIN);
         let key = (size, GRAIN);
         let pid = sys::getpid();
-        let mut guard = ARENA.lock();
+        let mut guard = arena();
         let arena = match guard.as_mut() {
             Some(a) if a.pid == pid => a,
             _ => guard.insert(Arena {
@@ -209,15 +225,13 @@ impl Region {
 fn register_atfork() -> std::result::Result<(), i32> {
     extern "C" fn prepare() {
         // Holding the arena lock across the fork means no allocation can
-        // straddle it, and the child's copy of the lock is not held by a
-        // thread that does not exist there.
-        std::mem::forget(ARENA.lock());
+        // straddle it, and the child's copy is held by this thread.
+        let guard = arena();
         FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+        HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(guard));
     }
     extern "C" fn after() {
-        // SAFETY: `prepare` left the lock held by this thread (in the child,
-        // by the thread that forked, which is this one).
-        unsafe { ARENA.force_unlock() };
+        HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
     }
     sys::at_fork(prepare, after, after).map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
 }

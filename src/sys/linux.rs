@@ -172,7 +172,10 @@ pub(crate) unsafe fn mutex_lock(m: *mut RawMutex, wait: Wait) -> Result<Acquired
     // the caller: every later lock then hangs (or is EDEADLK in this thread).
     // The timed lock handles that case correctly, so a try is a timed lock
     // whose deadline has already passed.
-    const PAST: libc::timespec = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    const PAST: libc::timespec = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `m` is a live initialised mutex per the caller; the timespec
     // outlives the call.
     let rc = unsafe {

@@ -1,0 +1,179 @@
+//! Value, Array, RawValue and RawArray across real processes.
+
+mod common;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use bytemuck::{Pod, Zeroable};
+use common::{child, join, watchdog, TempName};
+use multiproc::{Array, Error, Lock, LockError, RawArray, RawValue, Value};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+#[test]
+fn child_writes_are_seen_by_the_parent() {
+    watchdog("value and array", LIMIT, || {
+        let num = Value::new(0.0f64).unwrap();
+        let arr = Array::from_slice(&(0..10).collect::<Vec<i32>>()).unwrap();
+        let point = Value::new(Point { x: 1.0, y: 2.0 }).unwrap();
+        let c = child(|| {
+            num.set(std::f64::consts::PI).unwrap();
+            for x in arr.lock().unwrap().iter_mut() {
+                *x = -*x;
+            }
+            point.lock().unwrap().y = -2.0;
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+        assert_eq!(num.get().unwrap(), std::f64::consts::PI);
+        assert_eq!(
+            arr.to_vec().unwrap(),
+            (0..10).map(|x: i32| -x).collect::<Vec<_>>()
+        );
+        assert_eq!(point.get().unwrap(), Point { x: 1.0, y: -2.0 });
+    });
+}
+
+#[test]
+fn array_ranges_and_bounds() {
+    let a = Array::<u16>::new(5).unwrap();
+    assert_eq!(a.len(), 5);
+    assert_eq!(a.to_vec().unwrap(), [0; 5]);
+    a.write(1, &[7, 8, 9]).unwrap();
+    assert_eq!(a.read(1..4).unwrap(), [7, 8, 9]);
+    assert_eq!(a.get(3).unwrap(), 9);
+    a.set(4, 1).unwrap();
+    assert_eq!(a.to_vec().unwrap(), [0, 7, 8, 9, 1]);
+    assert!(matches!(
+        a.get(5),
+        Err(Error::OutOfBounds { index: 5, len: 5 })
+    ));
+    assert!(matches!(a.set(9, 0), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(
+        a.write(3, &[1, 2, 3]),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        a.write(usize::MAX, &[1]),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(a.read(2..9), Err(Error::OutOfBounds { .. })));
+    assert_eq!(
+        a.to_vec().unwrap(),
+        [0, 7, 8, 9, 1],
+        "failed writes change nothing"
+    );
+    let empty = Array::<u64>::new(0).unwrap();
+    assert!(empty.is_empty() && empty.to_vec().unwrap().is_empty());
+    // Larger than an arena chunk: a segment of its own.
+    let big = Array::<u64>::new(1 << 20).unwrap();
+    big.set((1 << 20) - 1, 3).unwrap();
+    assert_eq!(big.get((1 << 20) - 1).unwrap(), 3);
+}
+
+#[test]
+fn cells_can_share_one_lock() {
+    watchdog("shared lock", LIMIT, || {
+        let lock = Lock::new().unwrap();
+        let a = Value::with_lock(0u32, &lock).unwrap();
+        let b = Array::from_slice_with_lock(&[0u32; 4], &lock).unwrap();
+        let held = lock.lock().unwrap();
+        let c = child(|| {
+            assert!(matches!(a.try_lock(), Err(LockError::WouldBlock)));
+            assert!(matches!(b.try_lock(), Err(LockError::WouldBlock)));
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+        drop(held);
+        // Both updated under one acquisition, as Python's lock= allows.
+        let g = a.get_lock().lock().unwrap();
+        assert!(matches!(b.try_lock(), Err(LockError::Deadlock)));
+        drop(g);
+        b.set(0, 1).unwrap();
+        a.set(1).unwrap();
+    });
+}
+
+#[test]
+fn named_cells_are_typed_and_shared() {
+    watchdog("named cells", LIMIT, || {
+        let v = TempName::new("cell-v");
+        let a = TempName::new("cell-a");
+        let value = Value::create(&v, Point { x: 0.5, y: 0.25 }).unwrap();
+        let array = Array::create(&a, &[1u8, 2, 3]).unwrap();
+        let c = child(|| {
+            let mine = Value::<Point>::open(&v).unwrap();
+            mine.lock().unwrap().x = 9.0;
+            let arr = Array::<u8>::open(&a).unwrap();
+            assert_eq!(arr.len(), 3);
+            arr.set(2, 30).unwrap();
+            assert!(matches!(
+                Value::<[f64; 2]>::open(&v),
+                Err(Error::TypeMismatch { .. })
+            ));
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+        assert_eq!(value.get().unwrap().x, 9.0);
+        assert_eq!(array.to_vec().unwrap(), [1, 2, 30]);
+        // create_or_open keeps what exists.
+        assert_eq!(
+            Value::create_or_open(&v, Point { x: 0.0, y: 0.0 })
+                .unwrap()
+                .get()
+                .unwrap()
+                .x,
+            9.0
+        );
+        assert_eq!(Array::create_or_open(&a, &[0u8; 7]).unwrap().len(), 3);
+        let fresh = TempName::new("cell-fresh");
+        assert_eq!(
+            Value::create_or_open(&fresh, 3i16).unwrap().get().unwrap(),
+            3
+        );
+        let raw = TempName::new("cell-raw");
+        let r = RawArray::create(&raw, &[5u32; 4]).unwrap();
+        assert_eq!(RawArray::<u32>::open(&raw).unwrap().get(3).unwrap(), 5);
+        assert!(matches!(
+            Array::<u32>::open(&raw),
+            Err(Error::KindMismatch { .. })
+        ));
+        drop(r);
+        let rv = TempName::new("cell-rawv");
+        RawValue::create(&rv, 11u64).unwrap();
+        assert_eq!(RawValue::<u64>::open(&rv).unwrap().get(), 11);
+    });
+}
+
+#[test]
+fn atomic_counters_across_processes_lose_nothing() {
+    watchdog("atomics", LIMIT, || {
+        const N: u64 = 100_000;
+        let total = RawValue::new(0u64).unwrap();
+        let slots = RawArray::<i32>::new(4).unwrap();
+        let bump = || {
+            for _ in 0..N {
+                total.atomic().fetch_add(1, SeqCst);
+            }
+            slots.atomic(1).unwrap().fetch_sub(1, SeqCst);
+        };
+        let a = child(bump);
+        let b = child(bump);
+        assert_eq!(join(&a, LIMIT), 0);
+        assert_eq!(join(&b, LIMIT), 0);
+        assert_eq!(total.get(), 2 * N);
+        assert_eq!(slots.read(..).unwrap(), [0, -2, 0, 0]);
+        assert!(matches!(slots.atomic(4), Err(Error::OutOfBounds { .. })));
+        assert_eq!(
+            total.atomic().compare_exchange(2 * N, 7, SeqCst, SeqCst),
+            Ok(2 * N)
+        );
+        total.set(1);
+        assert_eq!(total.atomic().load(SeqCst), 1);
+    });
+}
