@@ -18,7 +18,7 @@
 //!
 //! let num = Value::new(0.0f64)?;
 //! let arr = Array::from_slice(&[0i32, 1, 2, 3])?;
-//! let mut child = Process::new(|| -> multiproc::Result<()> {
+//! let mut child = Process::fallible(|| -> multiproc::Result<()> {
 //!     num.set(std::f64::consts::PI)?;
 //!     for x in arr.lock()?.iter_mut() {
 //!         *x = -*x;

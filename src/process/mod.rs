@@ -79,31 +79,6 @@ pub fn exit(code: i32) -> ! {
     sys::exit_now(code)
 }
 
-/// What a [`Process`] closure may return: `()` (exit code 0) or a
-/// `Result<(), E>` (0, or 1 after printing the error to stderr).
-pub trait IntoExitCode {
-    /// The exit code for this outcome.
-    fn into_exit_code(self) -> i32;
-}
-
-impl IntoExitCode for () {
-    fn into_exit_code(self) -> i32 {
-        0
-    }
-}
-
-impl<E: fmt::Debug> IntoExitCode for std::result::Result<(), E> {
-    fn into_exit_code(self) -> i32 {
-        match self {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("Process {}: error: {e:?}", current_process().name());
-                1
-            }
-        }
-    }
-}
-
 enum State {
     NotStarted,
     Running { pid: u32, pidfd: OwnedFd },
@@ -117,9 +92,8 @@ type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
 ///
 /// The child sees everything the parent had when it started, including
 /// borrowed data and the shared objects of this crate; its own writes to
-/// ordinary memory stay its own. The closure's outcome becomes the exit code
-/// ([`IntoExitCode`]); a panic is caught in the child (exit code 1) and never
-/// unwinds into the parent's code.
+/// ordinary memory stay its own. A panic is caught in the child (exit code 1)
+/// and never unwinds into the parent's code.
 ///
 /// Exit codes follow Python: `None` while running, 0 on return, N after
 /// [`exit(N)`](exit), 1 after a panic or an `Err`, −N when killed by signal N.
@@ -146,11 +120,34 @@ pub struct Process<'a> {
 
 impl<'a> Process<'a> {
     /// A process that will run `target`, named `Process-N` like Python's.
-    pub fn new<F, R>(target: F) -> Self
+    /// Exit code 0 when it returns, 1 if it panics.
+    pub fn new<F>(target: F) -> Self
     where
-        F: FnOnce() -> R + Send + 'a,
-        R: IntoExitCode,
+        F: FnOnce() + Send + 'a,
     {
+        Self::with_target(Box::new(move || {
+            target();
+            0
+        }))
+    }
+
+    /// A process whose closure returns a `Result`: exit code 0 on `Ok`, 1 on
+    /// `Err` (printed to stderr with the process's name) or on a panic.
+    pub fn fallible<F, E>(target: F) -> Self
+    where
+        F: FnOnce() -> std::result::Result<(), E> + Send + 'a,
+        E: fmt::Debug,
+    {
+        Self::with_target(Box::new(move || match target() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Process {}: error: {e:?}", current_process().name());
+                1
+            }
+        }))
+    }
+
+    fn with_target(target: Target<'a>) -> Self {
         let mut path = locked(&IDENTITY)
             .as_ref()
             .map_or_else(Vec::new, |i| i.path.clone());
@@ -163,7 +160,7 @@ impl<'a> Process<'a> {
                 .join(":")
         );
         Process {
-            target: Some(Box::new(move || target().into_exit_code())),
+            target: Some(target),
             name,
             path,
             daemon: false,
