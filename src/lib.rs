@@ -37,6 +37,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod baseline;
 pub mod cell;
 mod error;
 pub mod process;

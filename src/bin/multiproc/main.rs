@@ -1,1 +1,40 @@
-fn main() {}
+//! The `multiproc` command: benchmarks and shared-memory housekeeping.
+
+mod bench;
+mod shm;
+
+use clap::{Parser, Subcommand};
+
+/// Python's multiprocessing for Rust: measure it, and look after its shared memory.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure the shared layer beside the OS limit and Python's multiprocessing.
+    Bench(bench::Options),
+    /// List or clean up this crate's named shared-memory segments.
+    Shm {
+        #[command(subcommand)]
+        action: shm::Action,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(options) => bench::run(&options),
+        Command::Shm { action } => shm::run(action),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("multiproc: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

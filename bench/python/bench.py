@@ -1,0 +1,68 @@
+"""The Python side of `multiproc bench`: the same work with `multiprocessing`.
+
+Usage: python3 bench.py SCENARIO N
+Prints one number in the scenario's unit (see `multiproc bench --json`).
+"""
+import sys
+import time
+import multiprocessing as mp
+
+ctx = mp.get_context("fork")  # the start method multiproc's Process uses
+
+
+def lock_uncontended(n):
+    lock = ctx.Lock()
+    t = time.perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    return (time.perf_counter() - t) / n * 1e9  # ns
+
+
+def _locked_incr(v, go, n):
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def value_locked_incr_2proc(n):
+    v = ctx.Value("q", 0, lock=True)
+    go = ctx.Event()
+    procs = [ctx.Process(target=_locked_incr, args=(v, go, n)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    t = time.perf_counter()
+    go.set()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - t
+    assert v.value == 2 * n, (v.value, 2 * n)
+    return 2 * n / elapsed  # ops/s
+
+
+def array_sum_locked(n):
+    a = ctx.Array("d", [float(i) for i in range(1024)], lock=True)
+    t = time.perf_counter()
+    for _ in range(n):
+        with a.get_lock():
+            sum(a.get_obj())
+    return n / (time.perf_counter() - t)  # ops/s
+
+
+def _noop():
+    pass
+
+
+def process_start_join(n):
+    t = time.perf_counter()
+    for _ in range(n):
+        p = ctx.Process(target=_noop)
+        p.start()
+        p.join()
+    return (time.perf_counter() - t) / n * 1e3  # ms
+
+
+if __name__ == "__main__":
+    scenario, n = sys.argv[1], int(sys.argv[2])
+    print(globals()[scenario](n))

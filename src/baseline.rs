@@ -1,0 +1,225 @@
+//! What the OS allows without this crate: the raw primitives that
+//! `multiproc bench` and the criterion benches measure this crate against,
+//! behind the same small traits as the crate's own primitives, so that both
+//! sides of a comparison run the same code path.
+//!
+//! Not needed to use the crate; public so that the benchmarks (a separate
+//! binary and bench targets) share one implementation.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cell::{RawValue, Value};
+use crate::error::Result;
+use crate::segment::Segment;
+use crate::sync::Lock;
+use crate::sys::{self, MutexKind, RawMutex};
+
+/// A mutex that a benchmark locks and unlocks.
+pub trait BenchMutex {
+    /// One uncontended lock and unlock.
+    fn lock_unlock(&self);
+}
+
+/// A shared counter that a benchmark increments from several processes.
+pub trait BenchCounter {
+    /// Adds one.
+    fn incr(&self);
+    /// The current count.
+    fn count(&self) -> u64;
+}
+
+/// glibc's robust, process-shared mutex with nothing around it, and a
+/// `u64` that it guards, in anonymous shared memory.
+pub struct RawRobustMutex {
+    mem: Segment,
+}
+
+impl RawRobustMutex {
+    /// A new unlocked mutex and a zero counter.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Self> {
+        let mem = Segment::anonymous(std::mem::size_of::<RawMutex>() + 8)?;
+        // SAFETY: fresh zeroed memory, 256-aligned, large enough, unshared.
+        unsafe { sys::mutex_init(mem.as_ptr().cast(), MutexKind::Normal) }
+            .map_err(|e| crate::Error::io("pthread_mutex_init", e))?;
+        Ok(RawRobustMutex { mem })
+    }
+
+    fn mutex(&self) -> *mut libc::pthread_mutex_t {
+        self.mem.as_ptr().cast()
+    }
+
+    fn counter(&self) -> *mut u64 {
+        // SAFETY: the segment holds the mutex and then 8 bytes; the offset
+        // (the mutex size, 40) keeps the counter 8-aligned.
+        unsafe {
+            self.mem
+                .as_ptr()
+                .add(std::mem::size_of::<RawMutex>())
+                .cast()
+        }
+    }
+
+    fn lock(&self) {
+        // SAFETY: an initialised mutex that lives as long as `self`.
+        let rc = unsafe { libc::pthread_mutex_lock(self.mutex()) };
+        debug_assert_eq!(rc, 0, "{}", io::Error::from_raw_os_error(rc));
+    }
+
+    fn unlock(&self) {
+        // SAFETY: as for `lock`; the calling thread holds it.
+        unsafe { libc::pthread_mutex_unlock(self.mutex()) };
+    }
+}
+
+impl BenchMutex for RawRobustMutex {
+    fn lock_unlock(&self) {
+        self.lock();
+        self.unlock();
+    }
+}
+
+impl BenchCounter for RawRobustMutex {
+    fn incr(&self) {
+        self.lock();
+        // SAFETY: the mutex is held; the counter is only touched under it.
+        unsafe { *self.counter() += 1 };
+        self.unlock();
+    }
+    fn count(&self) -> u64 {
+        self.lock();
+        // SAFETY: as for `incr`.
+        let n = unsafe { *self.counter() };
+        self.unlock();
+        n
+    }
+}
+
+/// An `AtomicU64` in anonymous shared memory.
+pub struct RawAtomic {
+    mem: Segment,
+}
+
+impl RawAtomic {
+    /// A new zero counter.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Self> {
+        Ok(RawAtomic {
+            mem: Segment::anonymous(8)?,
+        })
+    }
+
+    fn atomic(&self) -> &AtomicU64 {
+        // SAFETY: 8 zeroed bytes, 256-aligned, alive as long as `self`, only
+        // ever accessed atomically.
+        unsafe { &*self.mem.as_ptr().cast::<AtomicU64>() }
+    }
+}
+
+impl BenchCounter for RawAtomic {
+    fn incr(&self) {
+        self.atomic().fetch_add(1, Ordering::Relaxed);
+    }
+    fn count(&self) -> u64 {
+        self.atomic().load(Ordering::Relaxed)
+    }
+}
+
+impl BenchMutex for Lock {
+    fn lock_unlock(&self) {
+        drop(self.lock());
+    }
+}
+
+impl BenchCounter for Value<u64> {
+    fn incr(&self) {
+        if let Ok(mut g) = self.lock() {
+            *g += 1;
+        }
+    }
+    fn count(&self) -> u64 {
+        self.get().unwrap_or(0)
+    }
+}
+
+impl BenchCounter for RawValue<u64> {
+    fn incr(&self) {
+        self.atomic().fetch_add(1, Ordering::Relaxed);
+    }
+    fn count(&self) -> u64 {
+        self.atomic().load(Ordering::Relaxed)
+    }
+}
+
+/// An array that a benchmark sums under its lock.
+pub trait BenchArray {
+    /// Locks, sums every element, unlocks.
+    fn locked_sum(&self) -> f64;
+}
+
+/// `len` `f64`s in anonymous shared memory behind a [`RawRobustMutex`].
+pub struct RawLockedArray {
+    mutex: RawRobustMutex,
+    data: Segment,
+    len: usize,
+}
+
+impl RawLockedArray {
+    /// `len` elements, element `i` holding `i`.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new(len: usize) -> Result<Self> {
+        let data = Segment::anonymous(len * 8)?;
+        for i in 0..len {
+            // SAFETY: in bounds of a fresh, 256-aligned, unshared segment.
+            unsafe { data.as_ptr().cast::<f64>().add(i).write(i as f64) };
+        }
+        Ok(RawLockedArray {
+            mutex: RawRobustMutex::new()?,
+            data,
+            len,
+        })
+    }
+}
+
+/// The summing loop both sides run.
+fn sum(xs: &[f64]) -> f64 {
+    xs.iter().sum()
+}
+
+impl BenchArray for RawLockedArray {
+    fn locked_sum(&self) -> f64 {
+        self.mutex.lock();
+        // SAFETY: `len` initialised f64s, only written under the mutex (held).
+        let s =
+            sum(unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<f64>(), self.len) });
+        self.mutex.unlock();
+        s
+    }
+}
+
+impl BenchArray for crate::cell::Array<f64> {
+    fn locked_sum(&self) -> f64 {
+        self.lock().map_or(f64::NAN, |g| sum(&g))
+    }
+}
+
+/// One raw `fork` of a child that `_exit`s at once, and its `waitpid`.
+///
+/// # Errors
+/// If `fork` or `waitpid` fails.
+pub fn fork_exit_wait() -> io::Result<()> {
+    // SAFETY: the child calls only _exit, which is async-signal-safe.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        // SAFETY: _exit has no preconditions.
+        0 => unsafe { libc::_exit(0) },
+        pid => sys::waitpid(pid as u32, true).map(drop),
+    }
+}

@@ -1,0 +1,492 @@
+//! `multiproc bench`: each scenario measured for this crate, for the OS
+//! baseline and for Python's `multiprocessing`, in the same run.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use multiproc::baseline::{
+    fork_exit_wait, BenchArray, BenchCounter, BenchMutex, RawAtomic, RawLockedArray, RawRobustMutex,
+};
+use multiproc::{Array, Lock, Process, RawValue, Value};
+
+/// Options of `multiproc bench`.
+#[derive(Args)]
+pub struct Options {
+    /// Smaller workloads and fewer repeats: finishes in well under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Run only these scenarios (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// One JSON object per scenario and line, instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+type Error = Box<dyn std::error::Error>;
+type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Unit {
+    OpsPerSec,
+    Ns,
+    Ms,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::OpsPerSec => "ops/s",
+            Unit::Ns => "ns",
+            Unit::Ms => "ms",
+        }
+    }
+
+    /// Operations per second, whatever the unit: higher is faster.
+    fn speed(self, v: f64) -> f64 {
+        match self {
+            Unit::OpsPerSec => v,
+            Unit::Ns => 1e9 / v,
+            Unit::Ms => 1e3 / v,
+        }
+    }
+
+    fn format(self, v: f64) -> String {
+        match self {
+            Unit::OpsPerSec if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
+            Unit::OpsPerSec if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
+            Unit::OpsPerSec => format!("{v:.0} /s"),
+            Unit::Ns => format!("{v:.1} ns"),
+            Unit::Ms => format!("{v:.3} ms"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Layer {
+    Shared,
+    Processes,
+}
+
+/// How big a run is.
+struct Size {
+    quick: bool,
+}
+
+impl Size {
+    fn pick(&self, full: u64, quick: u64) -> u64 {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+    fn repeats(&self) -> usize {
+        if self.quick {
+            3
+        } else {
+            5
+        }
+    }
+}
+
+/// What one scenario measured.
+struct Measurement {
+    multiproc: f64,
+    baseline: Option<(&'static str, f64)>,
+    python: Option<f64>,
+}
+
+struct Scenario {
+    name: &'static str,
+    layer: Layer,
+    unit: Unit,
+    /// Measures multiproc and the baseline (alternating, median of repeats).
+    run: fn(&Size) -> Result<(f64, Option<(&'static str, f64)>)>,
+    /// The workload size given to the Python script, if Python can do it.
+    python_n: Option<fn(&Size) -> u64>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "lock_uncontended",
+        layer: Layer::Shared,
+        unit: Unit::Ns,
+        run: lock_uncontended,
+        python_n: Some(|s| s.pick(1_000_000, 200_000)),
+    },
+    Scenario {
+        name: "value_locked_incr_2proc",
+        layer: Layer::Shared,
+        unit: Unit::OpsPerSec,
+        run: value_locked_incr_2proc,
+        python_n: Some(|s| s.pick(300_000, 50_000)),
+    },
+    Scenario {
+        name: "value_atomic_incr_2proc",
+        layer: Layer::Shared,
+        unit: Unit::OpsPerSec,
+        run: value_atomic_incr_2proc,
+        python_n: None,
+    },
+    Scenario {
+        name: "array_sum_locked",
+        layer: Layer::Shared,
+        unit: Unit::OpsPerSec,
+        run: array_sum_locked,
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "process_start_join",
+        layer: Layer::Processes,
+        unit: Unit::Ms,
+        run: process_start_join,
+        python_n: Some(|s| s.pick(200, 50)),
+    },
+];
+
+pub fn run(options: &Options) -> multiproc::Result<()> {
+    run_scenarios(options).map_err(|e| {
+        let e = std::io::Error::other(e.to_string());
+        multiproc::Error::Io {
+            op: "bench".into(),
+            source: e,
+        }
+    })
+}
+
+fn run_scenarios(options: &Options) -> Result<()> {
+    for name in &options.only {
+        if !SCENARIOS.iter().any(|s| s.name == name) {
+            let known: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
+            return Err(format!("unknown scenario {name:?}; known: {}", known.join(", ")).into());
+        }
+    }
+    let chosen: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|n| n == s.name))
+        .collect();
+    let size = Size {
+        quick: options.quick,
+    };
+    let python = python_available();
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for (i, s) in chosen.iter().enumerate() {
+        eprint!("[{}/{}] {:<28}", i + 1, chosen.len(), s.name);
+        let _ = std::io::stderr().flush();
+        let t = Instant::now();
+        let (multiproc, baseline) = (s.run)(&size)?;
+        let python = match (python, s.python_n) {
+            (true, Some(n)) => run_python(s.name, n(&size))?,
+            _ => None,
+        };
+        eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
+        let m = Measurement {
+            multiproc,
+            baseline,
+            python,
+        };
+        if options.json {
+            println!("{}", json_line(s, &m));
+        }
+        results.push((*s, m));
+    }
+    if !options.json {
+        print_table(&results, python);
+        eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Measuring.
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Measures `ours` and `theirs` alternately, so that both see the same
+/// machine noise, and returns the median of each.
+fn paired(
+    size: &Size,
+    mut ours: impl FnMut() -> Result<f64>,
+    mut theirs: impl FnMut() -> Result<f64>,
+) -> Result<(f64, f64)> {
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..size.repeats() {
+        a.push(ours()?);
+        b.push(theirs()?);
+    }
+    Ok((median(a), median(b)))
+}
+
+/// Nanoseconds per uncontended lock+unlock.
+fn ns_per_lock(m: &impl BenchMutex, n: u64) -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        m.lock_unlock();
+    }
+    Ok(t.elapsed().as_nanos() as f64 / n as f64)
+}
+
+fn lock_uncontended(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+    let n = size.pick(5_000_000, 1_000_000);
+    let ours = Lock::new()?;
+    let raw = RawRobustMutex::new()?;
+    let (a, b) = paired(size, || ns_per_lock(&ours, n), || ns_per_lock(&raw, n))?;
+    Ok((a, Some(("robust pthread mutex", b))))
+}
+
+/// Two forked processes increment `counter` `n` times each, released
+/// together; returns increments per second. Fails if any increment is lost.
+fn two_process_rate(counter: &(impl BenchCounter + Sync), n: u64) -> Result<f64> {
+    let go = RawValue::new(0u32)?;
+    let before = counter.count();
+    let work = || {
+        while go.atomic().load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        for _ in 0..n {
+            counter.incr();
+        }
+    };
+    let mut procs = [
+        Process::new(work).daemon(true),
+        Process::new(work).daemon(true),
+    ];
+    for p in &mut procs {
+        p.start()?;
+    }
+    let t = Instant::now();
+    go.atomic().store(1, Ordering::Release);
+    for p in &procs {
+        if p.join_timeout(Duration::from_secs(300))? != Some(0) {
+            p.kill()?;
+            return Err(format!("{} failed or hung", p.process_name()).into());
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let done = counter.count() - before;
+    if done != 2 * n {
+        return Err(format!("lost updates: {done} of {} increments", 2 * n).into());
+    }
+    Ok(2.0 * n as f64 / elapsed)
+}
+
+fn value_locked_incr_2proc(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+    let n = size.pick(2_000_000, 400_000);
+    let ours = Value::new(0u64)?;
+    let raw = RawRobustMutex::new()?;
+    let (a, b) = paired(
+        size,
+        || two_process_rate(&ours, n),
+        || two_process_rate(&raw, n),
+    )?;
+    Ok((a, Some(("robust pthread mutex", b))))
+}
+
+fn value_atomic_incr_2proc(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+    let n = size.pick(20_000_000, 4_000_000);
+    let ours = RawValue::new(0u64)?;
+    let raw = RawAtomic::new()?;
+    let (a, b) = paired(
+        size,
+        || two_process_rate(&ours, n),
+        || two_process_rate(&raw, n),
+    )?;
+    Ok((a, Some(("AtomicU64 in shared memory", b))))
+}
+
+/// Locked sums of a 1024-element array per second.
+fn sums_per_sec(a: &impl BenchArray, n: u64) -> Result<f64> {
+    let expected = (0..1024).map(f64::from).sum::<f64>();
+    let t = Instant::now();
+    for _ in 0..n {
+        if std::hint::black_box(a.locked_sum()) != expected {
+            return Err("array sum mismatch".into());
+        }
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+fn array_sum_locked(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+    let n = size.pick(500_000, 100_000);
+    let init: Vec<f64> = (0..1024).map(f64::from).collect();
+    let ours = Array::from_slice(&init)?;
+    let raw = RawLockedArray::new(1024)?;
+    let (a, b) = paired(size, || sums_per_sec(&ours, n), || sums_per_sec(&raw, n))?;
+    Ok((a, Some(("robust mutex + slice", b))))
+}
+
+/// Milliseconds per start + join of a child that returns at once.
+fn ms_per_process(n: u64, mut start_join: impl FnMut() -> Result<()>) -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        start_join()?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
+}
+
+fn process_start_join(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+    let n = size.pick(500, 100);
+    let ours = || -> Result<()> {
+        let mut p = Process::new(|| {});
+        p.start()?;
+        match p.join()? {
+            0 => Ok(()),
+            code => Err(format!("child exited with {code}").into()),
+        }
+    };
+    let raw = || fork_exit_wait().map_err(Error::from);
+    let (a, b) = paired(size, || ms_per_process(n, ours), || ms_per_process(n, raw))?;
+    Ok((a, Some(("fork + _exit + waitpid", b))))
+}
+
+// ---------------------------------------------------------------------------
+// Python.
+
+const PYTHON_SCRIPT: &str = include_str!("../../../bench/python/bench.py");
+
+fn python_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import multiprocessing"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs one scenario of the Python script; `None` (with a warning) if it fails.
+fn run_python(scenario: &str, n: u64) -> Result<Option<f64>> {
+    let mut child = Command::new("python3")
+        .args(["-c", PYTHON_SCRIPT, scenario, &n.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            eprint!(" (python timed out)");
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim().parse::<f64>() {
+        Ok(v) if out.status.success() => Ok(Some(v)),
+        _ => {
+            eprint!(
+                " (python failed: {})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(None)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Output.
+
+fn json_line(s: &Scenario, m: &Measurement) -> String {
+    let num = |v: f64| {
+        if v.is_finite() {
+            format!("{v}")
+        } else {
+            "null".into()
+        }
+    };
+    let baseline = m.baseline.map_or("null".into(), |(name, v)| {
+        format!("{{\"name\": \"{name}\", \"value\": {}}}", num(v))
+    });
+    let python = m.python.map_or("null".into(), num);
+    format!(
+        "{{\"scenario\": \"{}\", \"unit\": \"{}\", \"multiproc\": {}, \"baseline\": {baseline}, \"python\": {python}}}",
+        s.name,
+        s.unit.name(),
+        num(m.multiproc)
+    )
+}
+
+fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
+    let header = [
+        "scenario",
+        "multiproc",
+        "OS baseline",
+        "of OS speed",
+        "python",
+        "vs python",
+    ];
+    let mut rows: Vec<(Layer, [String; 6])> = Vec::new();
+    for (s, m) in results {
+        let speed = s.unit.speed(m.multiproc);
+        let baseline = m.baseline.map_or("n/a".into(), |(name, v)| {
+            format!("{} ({name})", s.unit.format(v))
+        });
+        let of_os = m.baseline.map_or("n/a".into(), |(_, v)| {
+            format!("{:.0}%", 100.0 * speed / s.unit.speed(v))
+        });
+        let py = m.python.map_or("n/a".into(), |v| s.unit.format(v));
+        let vs_py = m.python.map_or("n/a".into(), |v| {
+            format!("{:.1}x faster", speed / s.unit.speed(v))
+        });
+        rows.push((
+            s.layer,
+            [
+                s.name.into(),
+                s.unit.format(m.multiproc),
+                baseline,
+                of_os,
+                py,
+                vs_py,
+            ],
+        ));
+    }
+    let mut widths = header.map(str::len);
+    for (_, r) in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (c, w) in cells.iter().zip(widths) {
+            let _ = write!(out, "{c:<w$}  ");
+        }
+        println!("{}", out.trim_end());
+    };
+    println!();
+    line(&header.map(String::from));
+    for (layer, title) in [
+        (
+            Layer::Shared,
+            "-- shared layer (shared memory, no system call per operation)",
+        ),
+        (Layer::Processes, "-- processes"),
+    ] {
+        if rows.iter().any(|(l, _)| *l == layer) {
+            println!("{title}");
+            for (_, r) in rows.iter().filter(|(l, _)| *l == layer) {
+                line(r);
+            }
+        }
+    }
+    println!("-- managed layer (Manager server, one socket round trip per operation)");
+    println!("   not implemented yet: the managed-versus-shared headline ratio needs it");
+    if !python {
+        println!("(python3 with multiprocessing not found: Python columns are n/a)");
+    }
+    println!(
+        "\"of OS speed\": multiproc's speed as a share of the raw OS primitive's, measured \
+         alternately in this run (100% = no overhead)."
+    );
+}
