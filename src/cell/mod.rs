@@ -68,7 +68,7 @@ mod tests {
             Err(Error::OutOfBounds { index: 5, len: 5 })
         ));
         assert!(matches!(
-            resolve(4..3, 5),
+            resolve((Bound::Included(4), Bound::Excluded(3)), 5),
             Err(Error::OutOfBounds { index: 4, .. })
         ));
     }

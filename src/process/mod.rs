@@ -243,7 +243,13 @@ impl<'a> Process<'a> {
         if self.daemon && sys::die_with_parent(parent).is_err() {
             sys::exit_now(1);
         }
-        // The panic hook has already printed the message; the code says it.
+        // Like Python's "Process Process-1:" header before a traceback: say
+        // which process panicked, then let the existing hook print the rest.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            eprintln!("Process {}:", current_process().name());
+            previous(info);
+        }));
         let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
         sys::exit_now(code)
     }

@@ -52,12 +52,15 @@ fn arena() -> MutexGuard<'static, Option<Arena>> {
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
 static ATFORK: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
 
+/// Freed blocks of one size: their chunk and offset.
+type FreeBlocks = Vec<(Arc<Segment>, usize)>;
+
 struct Arena {
     pid: u32,
     /// The chunk being carved, and the offset of its first free byte.
     current: Option<(Arc<Segment>, usize)>,
     /// Freed blocks by (size, align), ready for reuse.
-    free: HashMap<(usize, usize), Vec<(Arc<Segment>, usize)>>,
+    free: HashMap<(usize, usize), FreeBlocks>,
 }
 
 /// A block of an arena chunk, owned by one object.

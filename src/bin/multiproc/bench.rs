@@ -94,6 +94,9 @@ impl Size {
     }
 }
 
+/// multiproc's figure, and the OS baseline's name and figure.
+type Measured = (f64, Option<(&'static str, f64)>);
+
 /// What one scenario measured.
 struct Measurement {
     multiproc: f64,
@@ -106,7 +109,7 @@ struct Scenario {
     layer: Layer,
     unit: Unit,
     /// Measures multiproc and the baseline (alternating, median of repeats).
-    run: fn(&Size) -> Result<(f64, Option<(&'static str, f64)>)>,
+    run: fn(&Size) -> Result<Measured>,
     /// The workload size given to the Python script, if Python can do it.
     python_n: Option<fn(&Size) -> u64>,
 }
@@ -236,7 +239,7 @@ fn ns_per_lock(m: &impl BenchMutex, n: u64) -> Result<f64> {
     Ok(t.elapsed().as_nanos() as f64 / n as f64)
 }
 
-fn lock_uncontended(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+fn lock_uncontended(size: &Size) -> Result<Measured> {
     let n = size.pick(5_000_000, 1_000_000);
     let ours = Lock::new()?;
     let raw = RawRobustMutex::new()?;
@@ -280,7 +283,7 @@ fn two_process_rate(counter: &(impl BenchCounter + Sync), n: u64) -> Result<f64>
     Ok(2.0 * n as f64 / elapsed)
 }
 
-fn value_locked_incr_2proc(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+fn value_locked_incr_2proc(size: &Size) -> Result<Measured> {
     let n = size.pick(2_000_000, 400_000);
     let ours = Value::new(0u64)?;
     let raw = RawRobustMutex::new()?;
@@ -292,7 +295,7 @@ fn value_locked_incr_2proc(size: &Size) -> Result<(f64, Option<(&'static str, f6
     Ok((a, Some(("robust pthread mutex", b))))
 }
 
-fn value_atomic_incr_2proc(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+fn value_atomic_incr_2proc(size: &Size) -> Result<Measured> {
     let n = size.pick(20_000_000, 4_000_000);
     let ours = RawValue::new(0u64)?;
     let raw = RawAtomic::new()?;
@@ -316,7 +319,7 @@ fn sums_per_sec(a: &impl BenchArray, n: u64) -> Result<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-fn array_sum_locked(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+fn array_sum_locked(size: &Size) -> Result<Measured> {
     let n = size.pick(500_000, 100_000);
     let init: Vec<f64> = (0..1024).map(f64::from).collect();
     let ours = Array::from_slice(&init)?;
@@ -334,7 +337,7 @@ fn ms_per_process(n: u64, mut start_join: impl FnMut() -> Result<()>) -> Result<
     Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
 }
 
-fn process_start_join(size: &Size) -> Result<(f64, Option<(&'static str, f64)>)> {
+fn process_start_join(size: &Size) -> Result<Measured> {
     let n = size.pick(500, 100);
     let ours = || -> Result<()> {
         let mut p = Process::new(|| {});

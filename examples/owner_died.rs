@@ -1,0 +1,49 @@
+//! A child locks a Value and is killed while holding it. The parent's next
+//! lock is told the owner died, repairs the value, marks the lock consistent
+//! and carries on: a crash never hangs the survivors.
+//!
+//! Run: `cargo run --example owner_died`
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use multiproc::cell::CellGuard;
+use multiproc::{LockError, Process, RawValue, Value};
+
+fn main() -> multiproc::Result<()> {
+    let balance = Value::new(100i64)?;
+    let holding = RawValue::new(0u32)?;
+
+    let mut child = Process::new(|| {
+        let mut g = balance.lock().expect("lock");
+        *g = -999; // half-way through an update...
+        holding.atomic().store(1, Ordering::Release);
+        loop {
+            std::thread::park(); // ...and killed before finishing it
+        }
+    });
+    child.start()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holding.atomic().load(Ordering::Acquire) == 0 {
+        assert!(Instant::now() < deadline, "the child never took the lock");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill()?;
+    println!(
+        "child killed while holding the lock: exitcode {}",
+        child.join()?
+    );
+
+    match balance.lock() {
+        Err(LockError::OwnerDied(mut g)) => {
+            println!("owner died; the value it left is {}", *g);
+            *g = 100; // repair from what we know is right
+            CellGuard::make_consistent(&g)?;
+            println!("recovered");
+        }
+        Ok(_) => println!("the lock was released normally (unexpected)"),
+        Err(e) => return Err(e.into()),
+    }
+    println!("balance = {}", balance.get()?);
+    Ok(())
+}
