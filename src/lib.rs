@@ -45,6 +45,11 @@ pub mod segment;
 pub mod sync;
 mod sys;
 
+/// The README's code, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use cell::{Array, RawArray, RawValue, Value};
 pub use error::{Error, LockError, LockResult, Result};
 pub use process::{current_process, Process};
