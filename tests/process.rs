@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use common::{join, watchdog};
+use common::{join, run_helper, watchdog, HELPER_ENV};
 use multiproc::{current_process, process, Error, Process, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const HELPER_ENV: &str = "MULTIPROC_PROCESS_HELPER";
 
 fn park_forever() {
     loop {
@@ -194,20 +192,6 @@ fn helper_entry() {
         }
         _ => {}
     }
-}
-
-fn run_helper(mode: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper_entry", "--nocapture", "--test-threads=1"])
-        .env(HELPER_ENV, mode)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -3,16 +3,14 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::{child, join, watchdog, TempName};
+use common::{child, join, watchdog, TempName, HELPER_ENV};
 use multiproc::segment::{self, Segment};
 use multiproc::{Array, Error, Lock, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const HELPER_ENV: &str = "MULTIPROC_TEST_HELPER";
 
 fn shm_path(name: &str) -> String {
     format!("/dev/shm/{}{name}", segment::PREFIX)
@@ -38,16 +36,7 @@ fn unrelated_process_opens_by_name() {
     watchdog("exec'd opener", LIMIT, || {
         let name = TempName::new("unrelated");
         let v = Value::create(&name, 41u64).unwrap();
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "helper_entry", "--nocapture", "--test-threads=1"])
-            .env(HELPER_ENV, &*name)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::run_helper(&name);
         assert_eq!(v.get().unwrap(), 42);
     });
 }

@@ -8,6 +8,26 @@ use std::time::{Duration, Instant};
 use multiproc::segment::Segment;
 use multiproc::Process;
 
+/// The environment variable that tells a re-run test binary which helper to be.
+pub const HELPER_ENV: &str = "MULTIPROC_TEST_HELPER";
+
+/// Runs this test binary again as an unrelated process (exec'd, not forked),
+/// executing only its `helper_entry` test with `HELPER_ENV=arg` and real
+/// stdout; returns that stdout. Fails the test if the helper fails.
+pub fn run_helper(arg: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper_entry", "--nocapture", "--test-threads=1"])
+        .env(HELPER_ENV, arg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Runs `f`; if it has not returned after `limit`, prints what hung and
 /// aborts the whole test binary, so a deadlock fails CI instead of hanging it.
 /// Children started with `daemon(true)` die with the test's thread.
