@@ -7,7 +7,9 @@ use std::ptr::NonNull;
 
 use bytemuck::Pod;
 
-use super::array_layout;
+use std::alloc::Layout;
+
+use super::{array_layout, too_large};
 use crate::error::{LockResult, Result};
 use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
 use crate::sync::{Lock, LockGuard, RawLock};
@@ -60,11 +62,11 @@ unsafe fn fill<T: Pod>(at: *mut T, init: &Init<'_, T>) {
 impl<T: Pod> LockedCells<T> {
     /// Makes or finds cells with a lock of their own, in one piece of memory.
     pub(crate) fn place(how: Placement<'_>, kind: ObjectKind, init: Init<'_, T>) -> Result<Self> {
-        let layout_for = |n| {
-            let (layout, offset) = RawLock::layout()
+        // A mutex, then the elements.
+        let layout_for = |n| -> Result<(Layout, usize)> {
+            RawLock::layout()
                 .extend(array_layout::<T>(n)?)
-                .map_err(|_| array_layout::<T>(u64::MAX).unwrap_err())?;
-            Ok((layout, offset))
+                .map_err(|_| too_large(n))
         };
         let object = ObjectLayout {
             kind,

@@ -24,10 +24,12 @@ fn array_layout<T>(len: u64) -> Result<Layout> {
     usize::try_from(len)
         .ok()
         .and_then(|n| Layout::array::<T>(n).ok())
-        .ok_or_else(|| {
-            let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "array too large");
-            Error::io(format!("layout of {len} elements"), e)
-        })
+        .ok_or_else(|| too_large(len))
+}
+
+fn too_large(len: u64) -> Error {
+    let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "array too large");
+    Error::io(format!("layout of {len} elements"), e)
 }
 
 /// Resolves `range` against a length, or names the first index out of bounds.
