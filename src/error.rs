@@ -145,6 +145,16 @@ pub enum Error {
         /// The array's length.
         len: usize,
     },
+    /// A `BoundedSemaphore` released more times than it was acquired.
+    #[error("semaphore released too many times")]
+    TooManyReleases,
+    /// A waiting party of a `Barrier` saw it broken (by a timeout, an
+    /// `abort`, a failed action or a dead party); `reset` repairs it.
+    #[error("the barrier is broken")]
+    BrokenBarrier,
+    /// An argument outside what the operation accepts.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A process operation in the wrong state (e.g. `join` before `start`).
     #[error("process {name:?}: {what}")]
     ProcessState {

@@ -4,7 +4,8 @@
 //! processes. Two layers with a clear trade-off:
 //!
 //! - the **shared layer** — [`Value`], [`Array`], [`RawValue`], [`RawArray`],
-//!   [`Lock`], [`RLock`] — lives in `mmap`'d shared memory: a read or a
+//!   [`Lock`], [`RLock`], [`Event`], [`Semaphore`], [`BoundedSemaphore`],
+//!   [`Condition`], [`Barrier`] — lives in `mmap`'d shared memory: a read or a
 //!   locked increment costs nanoseconds, not a system call;
 //! - the **managed layer** (a Manager server with proxied dicts and lists,
 //!   planned) trades a socket round trip per operation for flexibility.
@@ -53,4 +54,4 @@ pub struct ReadmeDoctests;
 pub use cell::{Array, RawArray, RawValue, Value};
 pub use error::{Error, LockError, LockResult, Result};
 pub use process::{current_process, Process};
-pub use sync::{Lock, RLock};
+pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

@@ -42,14 +42,38 @@ pub enum ObjectKind {
     RawValue = 7,
     /// A [`RawArray`](crate::cell::RawArray).
     RawArray = 8,
+    /// An [`Event`](crate::sync::Event).
+    Event = 9,
+    /// A [`Semaphore`](crate::sync::Semaphore).
+    Semaphore = 10,
+    /// A [`BoundedSemaphore`](crate::sync::BoundedSemaphore).
+    BoundedSemaphore = 11,
+    /// A [`Condition`](crate::sync::Condition).
+    Condition = 12,
+    /// A [`Barrier`](crate::sync::Barrier).
+    Barrier = 13,
 }
 
 impl ObjectKind {
     fn from_u32(v: u32) -> Option<Self> {
         use ObjectKind::*;
-        [Bytes, Arena, Lock, RLock, Value, Array, RawValue, RawArray]
-            .into_iter()
-            .find(|k| *k as u32 == v)
+        [
+            Bytes,
+            Arena,
+            Lock,
+            RLock,
+            Value,
+            Array,
+            RawValue,
+            RawArray,
+            Event,
+            Semaphore,
+            BoundedSemaphore,
+            Condition,
+            Barrier,
+        ]
+        .into_iter()
+        .find(|k| *k as u32 == v)
     }
 }
 

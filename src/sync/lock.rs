@@ -84,6 +84,10 @@ impl Lock {
         Self::place(Placement::CreateOrOpen(name))
     }
 
+    pub(crate) fn raw(&self) -> &RawLock {
+        &self.raw
+    }
+
     fn place(how: Placement<'_>) -> Result<Lock> {
         RawLock::place(how, ObjectKind::Lock, MutexKind::ErrorCheck).map(Self::from_raw)
     }

@@ -4,8 +4,9 @@
 use std::alloc::Layout;
 use std::io;
 
+use super::futex::place_state;
 use crate::error::{Error, LockError, LockResult, Result};
-use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
+use crate::segment::{ObjectKind, Placement, Region};
 use crate::sys::{self, Acquired, MutexKind, RawMutex, Wait};
 
 /// A process-local handle on a robust mutex in shared memory.
@@ -36,14 +37,14 @@ impl RawLock {
 
     /// Makes or finds a lock object of its own.
     pub(crate) fn place(how: Placement<'_>, kind: ObjectKind, mutex: MutexKind) -> Result<Self> {
-        let object = ObjectLayout {
+        // SAFETY: `place_state` hands `init` fresh zeroed memory of `layout()`.
+        let (region, _) = place_state(
+            how,
             kind,
-            elem: ElemType::none(),
-            len: 0,
-            layout_for: |_| Ok(Self::layout()),
-        };
-        // SAFETY: `place` hands `init` fresh zeroed memory of `layout()`.
-        let (region, _) = place(how, &object, |at| unsafe { Self::init(at.as_ptr(), mutex) })?;
+            0,
+            |_| Ok(Self::layout()),
+            |at: *mut u8| unsafe { Self::init(at, mutex) },
+        )?;
         Ok(Self::from_region(region))
     }
 
@@ -79,6 +80,13 @@ impl RawLock {
                 io::Error::from_raw_os_error(e),
             )),
         }
+    }
+
+    /// How many times the calling thread holds this (recursive) mutex; the
+    /// caller must hold it.
+    pub(crate) fn recursion(&self) -> u32 {
+        // SAFETY: `region` keeps the initialised mutex mapped; the caller holds it.
+        unsafe { sys::mutex_recursion(self.mutex()) }
     }
 
     /// Marks the mutex consistent after an owner died; a no-op otherwise.

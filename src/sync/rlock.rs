@@ -67,8 +67,16 @@ impl RLock {
         Self::place(Placement::CreateOrOpen(name))
     }
 
+    pub(crate) fn raw(&self) -> &RawLock {
+        &self.raw
+    }
+
     fn place(how: Placement<'_>) -> Result<RLock> {
-        RawLock::place(how, ObjectKind::RLock, MutexKind::Recursive).map(|raw| RLock { raw })
+        RawLock::place(how, ObjectKind::RLock, MutexKind::Recursive).map(Self::from_raw)
+    }
+
+    pub(crate) fn from_raw(raw: RawLock) -> RLock {
+        RLock { raw }
     }
 
     fn acquire_with(&self, wait: Wait) -> LockResult<RLockGuard<'_>> {

@@ -4,6 +4,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 /// Where POSIX shared-memory objects live on Linux (what `shm_open` uses).
@@ -35,7 +36,9 @@ pub(crate) fn reserve(fd: &impl AsRawFd, len: usize) -> io::Result<()> {
     }
 }
 
-/// Whether a process with this pid exists (a zombie counts as existing).
+/// Whether a process with this pid is running: it exists and is not a
+/// zombie (a killed process that its parent has not reaped yet can no
+/// longer touch shared memory).
 pub(crate) fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -45,7 +48,18 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
     // SAFETY: signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    // The state is the first field after the parenthesised command name.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        // Gone between the two checks, or /proc hidden: trust kill().
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
 }
 
 /// The calling process's id.
@@ -206,6 +220,18 @@ pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) -> Result<(), libc::c_int> {
         0 => Ok(()),
         e => Err(e),
     }
+}
+
+/// How many times the calling thread holds a recursive mutex that it owns
+/// (glibc's `__count`, the second `int` of `pthread_mutex_t`).
+///
+/// # Safety
+/// As for [`mutex_lock`], and the calling thread holds the mutex.
+pub(crate) unsafe fn mutex_recursion(m: *mut RawMutex) -> u32 {
+    // SAFETY: glibc's pthread_mutex_t starts with `int __lock; unsigned int
+    // __count;` on every Linux ABI; only the owner writes `__count`, and
+    // the caller is the owner.
+    unsafe { m.cast::<u32>().add(1).read_volatile() }
 }
 
 /// Marks a mutex whose owner died as consistent again.
@@ -390,4 +416,59 @@ pub(crate) fn at_fork(
 ) -> io::Result<()> {
     // SAFETY: the handlers are plain functions valid for the process's life.
     check(unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) })
+}
+
+// ---------------------------------------------------------------------------
+// Futexes (shared between processes: no FUTEX_PRIVATE_FLAG).
+
+/// Why a futex wait returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// Woken, the word had changed already, or a signal interrupted the wait:
+    /// the caller re-checks its condition either way.
+    Maybe,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Sleeps while `*word == expected`, until woken or `deadline` (absolute,
+/// `CLOCK_MONOTONIC`) passes.
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<&libc::timespec>,
+) -> Woke {
+    let ts = deadline.map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            ts,
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT) {
+        Woke::TimedOut
+    } else {
+        Woke::Maybe
+    }
+}
+
+/// Wakes at most `n` processes sleeping on `word`; returns how many woke.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
+    let n = n.min(i32::MAX as u32) as i32;
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    r.max(0) as u32
+}
+
+/// Whether an absolute `CLOCK_MONOTONIC` time has passed.
+pub(crate) fn deadline_passed(deadline: &libc::timespec) -> bool {
+    let now = monotonic_deadline(Duration::ZERO);
+    (now.tv_sec, now.tv_nsec) >= (deadline.tv_sec, deadline.tv_nsec)
 }

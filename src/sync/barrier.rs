@@ -1,0 +1,440 @@
+//! [`Barrier`]: processes wait until all parties have arrived.
+
+use std::alloc::Layout;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::futex::{place_state, spin, wake_all, Deadline};
+use super::RawLock;
+use crate::error::{Error, LockError, Result};
+use crate::segment::{ObjectKind, Placement, Region};
+use crate::sys::{self, MutexKind, Wait};
+
+const FILLING: u32 = 0;
+const DRAINING: u32 = 1;
+const RESETTING: u32 = 2;
+const BROKEN: u32 = 3;
+
+/// How often a sleeping party looks for parties that died inside the barrier.
+const DEATH_CHECK: Duration = Duration::from_millis(100);
+
+/// The shared state, after an internal robust mutex that guards every field
+/// but `seq`. CPython's algorithm, plus the pids of the parties inside, so
+/// that a party that dies there breaks the barrier instead of hanging it.
+#[repr(C)]
+struct BarrierState {
+    /// Bumped on every change of `state`: the futex word sleepers wait on.
+    seq: AtomicU32,
+    parties: u32,
+    /// Parties inside `wait` (Python's `_count`).
+    count: AtomicU32,
+    state: AtomicU32,
+    /// Default timeout in nanoseconds, 0 for none.
+    timeout_ns: AtomicU64,
+    // Followed by `parties` pid slots (0 = free).
+}
+
+/// A barrier for a fixed number of parties across processes (Python's
+/// `multiprocessing.Barrier`).
+///
+/// Each [`wait`](Barrier::wait) returns a distinct index in `0..parties`. An
+/// optional [`action`](Barrier::with_action) runs in exactly one party (the
+/// last to arrive) before the others are released. A timeout, an
+/// [`abort`](Barrier::abort), a panicking action or a party that dies while
+/// inside `wait` breaks the barrier: every waiter gets
+/// [`Error::BrokenBarrier`] until [`reset`](Barrier::reset).
+///
+/// # Example
+/// ```
+/// use multiproc::{sync::Barrier, Process};
+/// let barrier = Barrier::new(2)?;
+/// let mut child = Process::new(|| {
+///     barrier.wait().expect("barrier");
+/// });
+/// child.start()?;
+/// let index = barrier.wait()?;
+/// assert!(index < 2);
+/// child.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    mutex: RawLock,
+    state: Region,
+    parties: u32,
+    action: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Barrier {
+    /// A new anonymous barrier for `parties` parties (at least 1).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for 0 parties; allocation errors.
+    pub fn new(parties: u32) -> Result<Barrier> {
+        Self::place(Placement::Anonymous, parties, None)
+    }
+
+    /// A new anonymous barrier whose waits time out after `timeout` by
+    /// default (Python's `timeout=`).
+    ///
+    /// # Errors
+    /// As for [`new`](Barrier::new).
+    pub fn with_timeout(parties: u32, timeout: Duration) -> Result<Barrier> {
+        Self::place(Placement::Anonymous, parties, Some(timeout))
+    }
+
+    /// Creates a named barrier for `parties` parties.
+    ///
+    /// # Errors
+    /// As for [`new`](Barrier::new) and [`Lock::create`](super::Lock::create).
+    pub fn create(name: &str, parties: u32) -> Result<Barrier> {
+        Self::place(Placement::Create(name), parties, None)
+    }
+
+    /// Opens a named barrier.
+    ///
+    /// # Errors
+    /// As for [`Lock::open`](super::Lock::open).
+    pub fn open(name: &str) -> Result<Barrier> {
+        Self::place(Placement::Open(name), 1, None)
+    }
+
+    /// Opens a named barrier, creating it for `parties` if it does not exist.
+    ///
+    /// # Errors
+    /// As for [`create`](Barrier::create) and [`open`](Barrier::open).
+    pub fn create_or_open(name: &str, parties: u32) -> Result<Barrier> {
+        Self::place(Placement::CreateOrOpen(name), parties, None)
+    }
+
+    /// This handle, with `action` run by the last party to arrive at each
+    /// pass, before any party is released. The action belongs to this
+    /// process's handles (and forked children's copies of them); a process
+    /// that opens the barrier by name sets its own.
+    pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Barrier {
+        self.action = Some(Arc::new(action));
+        self
+    }
+
+    fn layout(parties: u64) -> Result<(Layout, usize, usize)> {
+        let slots = usize::try_from(parties)
+            .ok()
+            .and_then(|n| Layout::array::<AtomicU32>(n).ok())
+            .ok_or_else(|| Error::InvalidArgument(format!("{parties} parties")))?;
+        let (l, state) = RawLock::layout()
+            .extend(Layout::new::<BarrierState>())
+            .expect("small");
+        let (l, pids) = l
+            .extend(slots)
+            .map_err(|_| Error::InvalidArgument(format!("{parties} parties")))?;
+        Ok((l, state, pids))
+    }
+
+    fn place(how: Placement<'_>, parties: u32, timeout: Option<Duration>) -> Result<Barrier> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument(
+                "a barrier needs at least one party".into(),
+            ));
+        }
+        let timeout_ns = timeout.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
+        let (region, len) = place_state(
+            how,
+            ObjectKind::Barrier,
+            u64::from(parties),
+            |n| Self::layout(n).map(|(l, ..)| l),
+            |at: *mut u8| {
+                let (_, state, _) = Self::layout(u64::from(parties))?;
+                // SAFETY: fresh zeroed memory laid out as `layout(parties)`.
+                unsafe {
+                    RawLock::init(at, MutexKind::ErrorCheck)?;
+                    at.add(state).cast::<BarrierState>().write(BarrierState {
+                        seq: AtomicU32::new(0),
+                        parties,
+                        count: AtomicU32::new(0),
+                        state: AtomicU32::new(FILLING),
+                        timeout_ns: AtomicU64::new(timeout_ns),
+                    });
+                }
+                Ok(())
+            },
+        )?;
+        let parties =
+            u32::try_from(len).map_err(|_| Error::InvalidArgument(format!("{len} parties")))?;
+        let (_, state, _) = Self::layout(len)?;
+        Ok(Barrier {
+            mutex: RawLock::from_region(region.clone()),
+            // SAFETY: the offset is inside the object's memory.
+            state: unsafe { region.sub(state) },
+            parties,
+            action: None,
+        })
+    }
+
+    fn seq(&self) -> &AtomicU32 {
+        // SAFETY: `seq` is the first field of the BarrierState in `state`,
+        // an atomic that lives as long as `self`.
+        unsafe { &*self.state.as_ptr::<AtomicU32>() }
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// Waits until all parties have called `wait`, for at most the default
+    /// timeout if the barrier has one; returns this party's index.
+    ///
+    /// # Errors
+    /// [`Error::BrokenBarrier`] if the barrier is or becomes broken
+    /// (including by this wait timing out).
+    pub fn wait(&self) -> Result<u32> {
+        // SAFETY: `timeout_ns` is an atomic of the BarrierState in `state`.
+        let ns =
+            unsafe { &(*self.state.as_ptr::<BarrierState>()).timeout_ns }.load(Ordering::Relaxed);
+        self.wait_inner((ns > 0).then(|| Duration::from_nanos(ns)))
+    }
+
+    /// As [`wait`](Barrier::wait), with its own timeout.
+    ///
+    /// # Errors
+    /// As for [`wait`](Barrier::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+        self.wait_inner(Some(timeout))
+    }
+
+    fn wait_inner(&self, timeout: Option<Duration>) -> Result<u32> {
+        let deadline = Deadline::after(timeout);
+        let mut inner = self.enter()?;
+        // Let a previous pass drain, or a reset finish.
+        inner.wait_while(Deadline::NEVER, |s| matches!(s, DRAINING | RESETTING))?;
+        if inner.pass() == BROKEN {
+            return Err(Error::BrokenBarrier);
+        }
+        let index = inner.state().count.fetch_add(1, Ordering::Relaxed);
+        let slot = inner.claim_slot();
+        let outcome = if index + 1 == self.parties {
+            // The last to arrive runs the action, then releases everyone.
+            match &self.action {
+                Some(action) => match catch_unwind(AssertUnwindSafe(|| action())) {
+                    Ok(()) => Ok(()),
+                    Err(panic) => Err(Some(panic)),
+                },
+                None => Ok(()),
+            }
+            .map(|()| inner.set_state(DRAINING))
+        } else {
+            match inner.wait_while(deadline, |s| s == FILLING) {
+                // Released by the last arrival; a reset or a break is an error.
+                Ok(true) if inner.pass() == DRAINING => Ok(()),
+                Ok(_) => Err(None),
+                Err(e) => {
+                    if inner.held {
+                        inner.leave(slot);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        if outcome.is_err() {
+            inner.set_state(BROKEN);
+        }
+        inner.leave(slot);
+        drop(inner);
+        match outcome {
+            Ok(()) => Ok(index),
+            Err(Some(panic)) => resume_unwind(panic),
+            Err(None) => Err(Error::BrokenBarrier),
+        }
+    }
+
+    /// Breaks the barrier: every waiter, now and later, gets
+    /// [`Error::BrokenBarrier`] until [`reset`](Barrier::reset).
+    ///
+    /// # Errors
+    /// Only on an OS failure of the internal lock.
+    pub fn abort(&self) -> Result<()> {
+        self.enter()?.set_state(BROKEN);
+        Ok(())
+    }
+
+    /// Returns the barrier to its initial state. Parties waiting at the
+    /// time get [`Error::BrokenBarrier`].
+    ///
+    /// # Errors
+    /// Only on an OS failure of the internal lock.
+    pub fn reset(&self) -> Result<()> {
+        let inner = self.enter()?;
+        if inner.count() > 0 {
+            // Waiters leave as broken; the last one out refills it.
+            inner.set_state(RESETTING);
+        } else {
+            inner.set_state(FILLING);
+        }
+        Ok(())
+    }
+
+    /// Whether the barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.enter().is_ok_and(|i| i.pass() == BROKEN)
+    }
+
+    /// How many parties are waiting for the current pass to fill.
+    pub fn n_waiting(&self) -> u32 {
+        self.enter()
+            .map_or(0, |i| if i.pass() == FILLING { i.count() } else { 0 })
+    }
+
+    /// Takes the internal lock.
+    fn enter(&self) -> Result<Inner<'_>> {
+        let mut inner = Inner {
+            barrier: self,
+            held: false,
+        };
+        inner.relock()?;
+        Ok(inner)
+    }
+}
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties)
+            .finish()
+    }
+}
+
+/// The barrier's internal lock, held unless `held` says otherwise (only
+/// while `wait_while` sleeps, or after it failed to re-take it).
+struct Inner<'a> {
+    barrier: &'a Barrier,
+    held: bool,
+}
+
+impl Inner<'_> {
+    /// Takes the internal lock; a party that died holding it breaks the barrier.
+    fn relock(&mut self) -> Result<()> {
+        match self.barrier.mutex.acquire(Wait::Forever, || ()) {
+            Ok(()) => self.held = true,
+            Err(LockError::OwnerDied(())) => {
+                self.held = true;
+                self.barrier.mutex.make_consistent()?;
+                self.bury_dead();
+                if self.pass() == FILLING {
+                    self.set_state(BROKEN);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> &BarrierState {
+        // SAFETY: the region holds an initialised BarrierState while the
+        // barrier lives; the fields other processes change are atomics.
+        unsafe { &*self.barrier.state.as_ptr::<BarrierState>() }
+    }
+
+    /// The pass's state (changed only under the internal lock).
+    fn pass(&self) -> u32 {
+        self.state().state.load(Ordering::Relaxed)
+    }
+
+    /// Parties inside (changed only under the internal lock).
+    fn count(&self) -> u32 {
+        self.state().count.load(Ordering::Relaxed)
+    }
+
+    fn slots(&self) -> &[AtomicU32] {
+        let (_, state, pids) =
+            Barrier::layout(u64::from(self.barrier.parties)).expect("checked at creation");
+        // SAFETY: `parties` slots follow the state in the object's memory.
+        unsafe {
+            let base = self.barrier.state.as_ptr::<u8>().sub(state).add(pids);
+            std::slice::from_raw_parts(base.cast::<AtomicU32>(), self.barrier.parties as usize)
+        }
+    }
+
+    /// Records this process in a free slot; there is one, since at most
+    /// `parties` are inside.
+    fn claim_slot(&self) -> Option<usize> {
+        let me = sys::getpid();
+        let slot = self
+            .slots()
+            .iter()
+            .position(|s| s.load(Ordering::Relaxed) == 0)?;
+        self.slots()[slot].store(me, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// Leaves the barrier (Python's `_exit`): the last one out of a pass
+    /// that drained or reset refills it.
+    fn leave(&self, slot: Option<usize>) {
+        if let Some(slot) = slot {
+            self.slots()[slot].store(0, Ordering::Relaxed);
+        }
+        self.state().count.fetch_sub(1, Ordering::Relaxed);
+        self.refill_if_empty();
+    }
+
+    fn refill_if_empty(&self) {
+        if self.count() == 0 && matches!(self.pass(), RESETTING | DRAINING) {
+            self.set_state(FILLING);
+        }
+    }
+
+    fn set_state(&self, state: u32) {
+        self.state().state.store(state, Ordering::Relaxed);
+        self.barrier.seq().fetch_add(1, Ordering::Release);
+        wake_all(self.barrier.seq());
+    }
+
+    /// Removes parties that died inside the barrier. One that died while the
+    /// pass was filling means it can never fill: that breaks the barrier.
+    fn bury_dead(&self) {
+        let mut buried = 0;
+        for slot in self.slots() {
+            let pid = slot.load(Ordering::Relaxed);
+            if pid != 0 && !sys::pid_alive(pid) {
+                slot.store(0, Ordering::Relaxed);
+                buried += 1;
+            }
+        }
+        if buried > 0 {
+            self.state().count.fetch_sub(buried, Ordering::Relaxed);
+            if self.pass() == FILLING {
+                self.set_state(BROKEN);
+            }
+            self.refill_if_empty();
+        }
+    }
+
+    /// Sleeps, with the internal lock released, while `blocked` holds or
+    /// until `deadline`; returns whether `blocked` stopped holding.
+    fn wait_while(&mut self, deadline: Deadline, blocked: impl Fn(u32) -> bool) -> Result<bool> {
+        let seq = self.barrier.seq();
+        while blocked(self.pass()) {
+            if deadline.passed() {
+                return Ok(false);
+            }
+            let seen = seq.load(Ordering::Acquire);
+            self.barrier.mutex.unlock()?;
+            self.held = false;
+            if spin(seq, |v| v != seen).is_err() {
+                deadline.capped(DEATH_CHECK).wait(seq, seen);
+            }
+            self.relock()?;
+            self.bury_dead();
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for Inner<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let _ = self.barrier.mutex.unlock();
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! [`Event`]: a flag that processes can wait for.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::futex::{place_state, spin, wake_all, Deadline};
+use crate::error::Result;
+use crate::segment::{ObjectKind, Placement, Region};
+use crate::sys::Woke;
+
+/// The flag.
+const SET: u32 = 1;
+/// Someone may be asleep waiting for the flag. A waiter that dies asleep
+/// leaves it set, which costs one needless wake-up and nothing else.
+const SLEEPERS: u32 = 2;
+
+/// A flag shared between processes (Python's `multiprocessing.Event`):
+/// [`wait`](Event::wait) blocks until another process [`set`](Event::set)s it.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{sync::Event, Process};
+/// let ready = Event::new()?;
+/// let mut child = Process::new(|| ready.set());
+/// child.start()?;
+/// assert!(ready.wait_timeout(Duration::from_secs(10)));
+/// child.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    state: Region,
+}
+
+impl Event {
+    /// A new anonymous event, not set, shared with children forked afterwards.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Event> {
+        Self::place(Placement::Anonymous)
+    }
+
+    /// Creates a named event, not set.
+    ///
+    /// # Errors
+    /// As for [`Lock::create`](super::Lock::create).
+    pub fn create(name: &str) -> Result<Event> {
+        Self::place(Placement::Create(name))
+    }
+
+    /// Opens a named event.
+    ///
+    /// # Errors
+    /// As for [`Lock::open`](super::Lock::open).
+    pub fn open(name: &str) -> Result<Event> {
+        Self::place(Placement::Open(name))
+    }
+
+    /// Opens a named event, creating it if it does not exist.
+    ///
+    /// # Errors
+    /// As for [`Lock::create_or_open`](super::Lock::create_or_open).
+    pub fn create_or_open(name: &str) -> Result<Event> {
+        Self::place(Placement::CreateOrOpen(name))
+    }
+
+    fn place(how: Placement<'_>) -> Result<Event> {
+        let layout = std::alloc::Layout::new::<AtomicU32>();
+        let (state, _) = place_state(
+            how,
+            ObjectKind::Event,
+            0,
+            |_| Ok(layout),
+            |_: *mut AtomicU32| Ok(()),
+        )?;
+        Ok(Event { state })
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: the region holds an AtomicU32 for as long as `self` lives,
+        // and every process touches it only atomically.
+        unsafe { &*self.state.as_ptr::<AtomicU32>() }
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn set(&self) {
+        if self.word().swap(SET, Ordering::AcqRel) & SLEEPERS != 0 {
+            wake_all(self.word());
+        }
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.word().fetch_and(!SET, Ordering::AcqRel);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.word().load(Ordering::Acquire) & SET != 0
+    }
+
+    /// Blocks until the flag is set.
+    pub fn wait(&self) {
+        self.wait_until(Deadline::NEVER);
+    }
+
+    /// Blocks until the flag is set or `timeout` passes; returns the flag,
+    /// as Python's `Event.wait(timeout)` does.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Deadline::after(Some(timeout)))
+    }
+
+    fn wait_until(&self, deadline: Deadline) -> bool {
+        let word = self.word();
+        let mut v = match spin(word, |v| v & SET != 0) {
+            Ok(_) => return true,
+            Err(v) => v,
+        };
+        loop {
+            if v & SET != 0 {
+                return true;
+            }
+            if v & SLEEPERS == 0 {
+                if let Err(now) =
+                    word.compare_exchange(v, v | SLEEPERS, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    v = now;
+                    continue;
+                }
+                v |= SLEEPERS;
+            }
+            if deadline.wait(word, v) == Woke::TimedOut {
+                return self.is_set();
+            }
+            v = word.load(Ordering::Acquire);
+        }
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("is_set", &self.is_set())
+            .finish()
+    }
+}
