@@ -31,9 +31,21 @@ struct BarrierState {
     /// Parties inside `wait` (Python's `_count`).
     count: AtomicU32,
     state: AtomicU32,
+    /// Completed passes: a party whose pass completed has passed, even if
+    /// the barrier is aborted a moment later.
+    generation: AtomicU32,
     /// Default timeout in nanoseconds, 0 for none.
     timeout_ns: AtomicU64,
     // Followed by `parties` pid slots (0 = free).
+}
+
+/// How one party's pass through the barrier ended.
+enum Outcome {
+    Passed,
+    /// Broken, reset or aborted by someone else.
+    Broken,
+    TimedOut,
+    ActionPanicked(Box<dyn std::any::Any + Send>),
 }
 
 /// A barrier for a fixed number of parties across processes (Python's
@@ -154,6 +166,7 @@ impl Barrier {
                         parties,
                         count: AtomicU32::new(0),
                         state: AtomicU32::new(FILLING),
+                        generation: AtomicU32::new(0),
                         timeout_ns: AtomicU64::new(timeout_ns),
                     });
                 }
@@ -213,22 +226,30 @@ impl Barrier {
             return Err(Error::BrokenBarrier);
         }
         let index = inner.state().count.fetch_add(1, Ordering::Relaxed);
+        let generation = inner.state().generation.load(Ordering::Relaxed);
         let slot = inner.claim_slot();
         let outcome = if index + 1 == self.parties {
             // The last to arrive runs the action, then releases everyone.
-            match &self.action {
-                Some(action) => match catch_unwind(AssertUnwindSafe(|| action())) {
-                    Ok(()) => Ok(()),
-                    Err(panic) => Err(Some(panic)),
-                },
-                None => Ok(()),
+            let action = self
+                .action
+                .as_ref()
+                .map(|a| catch_unwind(AssertUnwindSafe(|| a())));
+            match action {
+                Some(Err(panic)) => Outcome::ActionPanicked(panic),
+                _ => {
+                    inner.state().generation.fetch_add(1, Ordering::Relaxed);
+                    inner.set_state(DRAINING);
+                    Outcome::Passed
+                }
             }
-            .map(|()| inner.set_state(DRAINING))
         } else {
+            let passed =
+                |inner: &Inner<'_>| inner.state().generation.load(Ordering::Relaxed) != generation;
             match inner.wait_while(deadline, |s| s == FILLING) {
-                // Released by the last arrival; a reset or a break is an error.
-                Ok(true) if inner.pass() == DRAINING => Ok(()),
-                Ok(_) => Err(None),
+                // Released by the last arrival; a reset or abort is an error.
+                Ok(_) if passed(&inner) => Outcome::Passed,
+                Ok(true) => Outcome::Broken,
+                Ok(false) => Outcome::TimedOut,
                 Err(e) => {
                     if inner.held {
                         inner.leave(slot);
@@ -237,15 +258,16 @@ impl Barrier {
                 }
             }
         };
-        if outcome.is_err() {
+        // Only this party's own failure breaks the barrier for the others.
+        if matches!(outcome, Outcome::TimedOut | Outcome::ActionPanicked(_)) {
             inner.set_state(BROKEN);
         }
         inner.leave(slot);
         drop(inner);
         match outcome {
-            Ok(()) => Ok(index),
-            Err(Some(panic)) => resume_unwind(panic),
-            Err(None) => Err(Error::BrokenBarrier),
+            Outcome::Passed => Ok(index),
+            Outcome::ActionPanicked(panic) => resume_unwind(panic),
+            Outcome::Broken | Outcome::TimedOut => Err(Error::BrokenBarrier),
         }
     }
 

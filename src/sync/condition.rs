@@ -14,8 +14,10 @@ use crate::sys::{self, MutexKind, Wait, Woke};
 /// The shared state. Every process inside `wait` is counted either in
 /// `waiters` (not yet notified) or in `grants` (notified, not yet returned):
 /// `notify(n)` moves at most n from one to the other, and each waiter leaves
-/// by taking one back out. Nothing ever waits for a particular waiter, so one
-/// that dies costs at most a stray grant, never a hang.
+/// by taking one back out. A waiter may take a grant only if a notify came
+/// after it registered (`seq` moved), so a late waiter never steals the
+/// wake-up of an earlier one. Nothing ever waits for a particular waiter, so
+/// one that dies costs at most a stray grant, never a hang.
 #[repr(C)]
 struct CondState {
     /// Bumped by every notify: the futex word waiters sleep on.
@@ -250,8 +252,10 @@ impl ConditionGuard<'_> {
     fn wait_until(&mut self, deadline: Deadline) -> Result<bool> {
         let cond = self.cond;
         let shared = cond.shared();
-        // Registered while holding the lock, which every notify holds too.
+        // Registered, and at which sequence number, while holding the lock,
+        // which every notify holds too: grants made before are not ours.
         shared.waiters.fetch_add(1, Ordering::AcqRel);
+        let registered = shared.seq.load(Ordering::Acquire);
         let raw = cond.lock.raw();
         let depth = match &cond.lock {
             CondLock::Lock(_) => 1,
@@ -265,14 +269,15 @@ impl ConditionGuard<'_> {
             // notify that comes after the check changes it and the sleep
             // below returns at once.
             let seq = shared.seq.load(Ordering::Acquire);
-            if cond.take_grant() {
+            if seq != registered && cond.take_grant() {
                 break true;
             }
             let changed = spin(&shared.seq, |v| v != seq).is_ok();
             if !changed && deadline.wait(&shared.seq, seq) == Woke::TimedOut {
-                // Leave: by a grant if one is there, else as a waiter.
+                // Leave: by a grant if one is ours to take, else as a waiter.
+                // One of the two is always there while this process is inside.
                 break loop {
-                    if cond.take_grant() {
+                    if shared.seq.load(Ordering::Acquire) != registered && cond.take_grant() {
                         break true;
                     }
                     if take_one(&shared.waiters) {
