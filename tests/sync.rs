@@ -382,9 +382,16 @@ fn condition_over_a_recursive_lock_releases_every_level() {
             let _outer = rlock.lock().unwrap();
             let mut g = cond.lock().unwrap(); // held twice now
             assert!(g.wait_for(|| flag.get() == 1, Some(LIMIT)).unwrap());
-            // Held twice again: one release leaves it held.
+            // Both levels came back: with the condition's level released,
+            // the outer one still keeps another process out.
             drop(g);
-            assert!(rlock.release().is_ok() || true);
+            let other = child(|| {
+                assert!(matches!(
+                    rlock.try_lock(),
+                    Err(multiproc::LockError::WouldBlock)
+                ))
+            });
+            assert_eq!(join(&other, LIMIT), 0);
         });
         // The waiter gave up both levels, so this lock succeeds.
         let g = cond.lock().unwrap();
