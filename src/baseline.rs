@@ -223,3 +223,176 @@ pub fn fork_exit_wait() -> io::Result<()> {
         pid => sys::waitpid(pid as u32, true).map(drop),
     }
 }
+
+/// A ping-pong between two processes: one side asks, the other answers.
+pub trait BenchPingPong: Sync {
+    /// The answering side: waits for one ping and answers it.
+    fn answer(&self);
+    /// The asking side: one round trip.
+    fn ask(&self);
+}
+
+/// Two [`Event`](crate::sync::Event)s, one each way.
+pub struct EventPair {
+    ping: crate::sync::Event,
+    pong: crate::sync::Event,
+}
+
+impl EventPair {
+    /// Two new events, not set.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Self> {
+        Ok(EventPair {
+            ping: crate::sync::Event::new()?,
+            pong: crate::sync::Event::new()?,
+        })
+    }
+}
+
+impl BenchPingPong for EventPair {
+    fn answer(&self) {
+        self.ping.wait();
+        self.ping.clear();
+        self.pong.set();
+    }
+    fn ask(&self) {
+        self.ping.set();
+        self.pong.wait();
+        self.pong.clear();
+    }
+}
+
+/// The kernel primitive alone: one futex word in shared memory, a
+/// `FUTEX_WAIT` whenever the answer is not there yet and a `FUTEX_WAKE` on
+/// every message; optionally the same bounded spin as this crate's waits
+/// first, which is what the hardware allows when the peer is running.
+pub struct RawFutexPingPong {
+    mem: Segment,
+    spin: bool,
+}
+
+impl RawFutexPingPong {
+    /// A new idle word; `spin` re-checks it before each sleep.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new(spin: bool) -> Result<Self> {
+        Ok(RawFutexPingPong {
+            mem: Segment::anonymous(4)?,
+            spin,
+        })
+    }
+
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: 4 zeroed bytes, 256-aligned, alive as long as `self`,
+        // only ever accessed atomically.
+        unsafe { &*self.mem.as_ptr().cast() }
+    }
+
+    fn send_and_await(&self, send: Option<u32>, expect: u32) {
+        let word = self.word();
+        if let Some(v) = send {
+            word.store(v, Ordering::Release);
+            sys::futex_wake(word, 1);
+        }
+        if self.spin && crate::sync::spin(word, |v| v == expect).is_ok() {
+            return;
+        }
+        loop {
+            let v = word.load(Ordering::Acquire);
+            if v == expect {
+                return;
+            }
+            sys::futex_wait(word, v, None);
+        }
+    }
+}
+
+const PING: u32 = 1;
+const PONG: u32 = 2;
+
+impl BenchPingPong for RawFutexPingPong {
+    fn answer(&self) {
+        self.send_and_await(None, PING);
+        self.word().store(PONG, Ordering::Release);
+        sys::futex_wake(self.word(), 1);
+    }
+    fn ask(&self) {
+        self.send_and_await(Some(PING), PONG);
+    }
+}
+
+/// Two `eventfd`s, one each way: a blocking read and a write per message.
+pub struct EventFdPingPong {
+    ping: std::os::fd::OwnedFd,
+    pong: std::os::fd::OwnedFd,
+}
+
+impl EventFdPingPong {
+    /// Two new eventfds, shared with children forked afterwards.
+    ///
+    /// # Errors
+    /// If `eventfd` fails.
+    pub fn new() -> io::Result<Self> {
+        Ok(EventFdPingPong {
+            ping: sys::eventfd()?,
+            pong: sys::eventfd()?,
+        })
+    }
+}
+
+impl BenchPingPong for EventFdPingPong {
+    fn answer(&self) {
+        sys::eventfd_read(&self.ping);
+        sys::eventfd_write(&self.pong);
+    }
+    fn ask(&self) {
+        sys::eventfd_write(&self.ping);
+        sys::eventfd_read(&self.pong);
+    }
+}
+
+/// A semaphore that a benchmark acquires and releases, uncontended.
+pub trait BenchSemaphore {
+    /// One acquire and one release.
+    fn acquire_release(&self);
+}
+
+impl BenchSemaphore for crate::sync::Semaphore {
+    fn acquire_release(&self) {
+        self.acquire();
+        let _ = self.release();
+    }
+}
+
+/// glibc's process-shared POSIX semaphore (`sem_init(.., 1, ..)`).
+pub struct PosixSemaphore {
+    mem: Segment,
+}
+
+impl PosixSemaphore {
+    /// A new semaphore holding `value`.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated or `sem_init` fails.
+    pub fn new(value: u32) -> Result<Self> {
+        let mem = Segment::anonymous(std::mem::size_of::<libc::sem_t>())?;
+        // SAFETY: fresh zeroed memory, aligned, large enough for a sem_t.
+        if unsafe { libc::sem_init(mem.as_ptr().cast(), 1, value) } != 0 {
+            return Err(crate::Error::io("sem_init", io::Error::last_os_error()));
+        }
+        Ok(PosixSemaphore { mem })
+    }
+}
+
+impl BenchSemaphore for PosixSemaphore {
+    fn acquire_release(&self) {
+        // SAFETY: an initialised semaphore that lives as long as `self`.
+        unsafe {
+            libc::sem_wait(self.mem.as_ptr().cast());
+            libc::sem_post(self.mem.as_ptr().cast());
+        }
+    }
+}

@@ -19,6 +19,40 @@ def lock_uncontended(n):
     return (time.perf_counter() - t) / n * 1e9  # ns
 
 
+def semaphore_uncontended(n):
+    sem = ctx.Semaphore(1)
+    t = time.perf_counter()
+    for _ in range(n):
+        sem.acquire()
+        sem.release()
+    return (time.perf_counter() - t) / n * 1e9  # ns
+
+
+def _answer(ping, pong, n):
+    for _ in range(n):
+        ping.wait()
+        ping.clear()
+        pong.set()
+
+
+def event_pingpong(n):
+    ping, pong = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_answer, args=(ping, pong, n + 100))
+    p.start()
+    for _ in range(100):  # warm-up, as on the Rust side
+        ping.set()
+        pong.wait()
+        pong.clear()
+    t = time.perf_counter()
+    for _ in range(n):
+        ping.set()
+        pong.wait()
+        pong.clear()
+    elapsed = time.perf_counter() - t
+    p.join()
+    return elapsed / n * 1e6  # us
+
+
 def _locked_incr(v, go, n):
     go.wait()
     for _ in range(n):

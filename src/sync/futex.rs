@@ -8,10 +8,19 @@ use crate::error::Result;
 use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
 use crate::sys::{self, Woke};
 
-/// How many times a waiter re-checks its condition before sleeping. A peer
-/// that is running answers within a few hundred nanoseconds; sleeping and
-/// being woken across CPUs costs tens of microseconds on these machines.
-const SPIN: u32 = 2000;
+/// How many times a waiter re-checks its condition before sleeping (a few
+/// microseconds: about 12 here). A peer that is running on another CPU answers within a few
+/// hundred nanoseconds, while sleeping and being woken across CPUs costs tens
+/// of microseconds on these machines; a longer spin only steals time from a
+/// peer that shares the CPU.
+const SPIN: u32 = 500;
+
+/// Whether spinning can help at all: not when this process may run on one
+/// CPU only, where the peer it waits for cannot run while it spins.
+fn spinning_helps() -> bool {
+    static HELPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HELPS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
 
 /// An absolute deadline on the monotonic clock, or none.
 #[derive(Clone, Copy, Debug)]
@@ -47,7 +56,8 @@ impl Deadline {
 /// which `done` holds, or the last value seen.
 pub(crate) fn spin(word: &AtomicU32, done: impl Fn(u32) -> bool) -> std::result::Result<u32, u32> {
     let mut v = word.load(Ordering::Acquire);
-    for _ in 0..SPIN {
+    let rounds = if spinning_helps() { SPIN } else { 0 };
+    for _ in 0..rounds {
         if done(v) {
             return Ok(v);
         }

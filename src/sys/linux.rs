@@ -472,3 +472,30 @@ pub(crate) fn deadline_passed(deadline: &libc::timespec) -> bool {
     let now = monotonic_deadline(Duration::ZERO);
     (now.tv_sec, now.tv_nsec) >= (deadline.tv_sec, deadline.tv_nsec)
 }
+
+/// A new blocking `eventfd` (counter 0), inherited by forked children.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::eventfd(0, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter.
+pub(crate) fn eventfd_write(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Blocks until an eventfd's counter is non-zero, and resets it.
+pub(crate) fn eventfd_read(fd: &OwnedFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64.
+    while unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+}
