@@ -198,16 +198,22 @@ impl<T: Pod> RawValue<T> {
         Ok(RawValue { cells })
     }
 
+    /// The one element (`place` checked there is exactly one).
+    fn ptr(&self) -> *mut T {
+        self.cells.data.as_ptr::<T>()
+    }
+
     /// Reads the value (volatile, unsynchronised).
     pub fn get(&self) -> T {
-        self.cells.read(0).expect("a RawValue has one element")
+        // SAFETY: a valid, aligned T for as long as `self` lives; a volatile
+        // read of plain data that another process may be writing.
+        unsafe { self.ptr().read_volatile() }
     }
 
     /// Writes the value (volatile, unsynchronised).
     pub fn set(&self, value: T) {
-        self.cells
-            .write(0, value)
-            .expect("a RawValue has one element")
+        // SAFETY: as for `get`.
+        unsafe { self.ptr().write_volatile(value) }
     }
 
     /// The value as a std atomic, for lock-free updates across processes.
@@ -215,7 +221,8 @@ impl<T: Pod> RawValue<T> {
     where
         T: AtomicElement,
     {
-        self.cells.atomic(0).expect("a RawValue has one element")
+        // SAFETY: as for `get`, and T has the atomic's layout (AtomicElement).
+        unsafe { &*self.ptr().cast::<T::Atomic>() }
     }
 }
 

@@ -236,7 +236,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Measures `ours` and `theirs` alternately, so that both see the same
-/// machine noise, and returns the median of each.
+/// machine noise, each going first in every other round (so that neither
+/// always pays for a cold start), and returns the median of each.
 fn paired(
     size: &Size,
     mut ours: impl FnMut() -> Result<f64>,
@@ -244,9 +245,14 @@ fn paired(
 ) -> Result<(f64, f64)> {
     let mut a = Vec::new();
     let mut b = Vec::new();
-    for _ in 0..size.repeats() {
-        a.push(ours()?);
-        b.push(theirs()?);
+    for round in 0..size.repeats() {
+        if round % 2 == 0 {
+            a.push(ours()?);
+            b.push(theirs()?);
+        } else {
+            b.push(theirs()?);
+            a.push(ours()?);
+        }
     }
     Ok((median(a), median(b)))
 }

@@ -1,10 +1,13 @@
 //! Hot paths of the shared layer beside their raw OS baselines, through the
 //! same traits as `multiproc bench` so both sides run the same code path.
-//! Single-process figures; the cross-process ones are in `multiproc bench`.
+//! Single-process figures; the cross-process ones (ping-pongs, contended
+//! counters) are in `multiproc bench`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use multiproc::baseline::{BenchCounter, BenchMutex, RawAtomic, RawRobustMutex};
-use multiproc::{Lock, RawValue, Value};
+use multiproc::baseline::{
+    BenchCounter, BenchMutex, BenchSemaphore, PosixSemaphore, RawAtomic, RawRobustMutex,
+};
+use multiproc::{Event, Lock, RawValue, Semaphore, Value};
 
 fn lock_unlock(c: &mut Criterion) {
     let mut g = c.benchmark_group("lock_uncontended");
@@ -38,5 +41,31 @@ fn increments(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lock_unlock, increments);
+fn semaphore(c: &mut Criterion) {
+    let mut g = c.benchmark_group("semaphore_uncontended");
+    let ours = Semaphore::new(1).unwrap();
+    let raw = PosixSemaphore::new(1).unwrap();
+    g.bench_function("multiproc::Semaphore", |b| {
+        b.iter(|| black_box(&ours).acquire_release())
+    });
+    g.bench_function("POSIX sem_t", |b| {
+        b.iter(|| black_box(&raw).acquire_release())
+    });
+    g.finish();
+}
+
+fn event(c: &mut Criterion) {
+    let mut g = c.benchmark_group("event");
+    let e = Event::new().unwrap();
+    g.bench_function("set + wait (already set) + clear", |b| {
+        b.iter(|| {
+            e.set();
+            e.wait();
+            e.clear();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lock_unlock, increments, semaphore, event);
 criterion_main!(benches);
