@@ -115,6 +115,7 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// `OwnerDied` (with the guard), `NotRecoverable`, `Deadlock`.
+    #[inline]
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         self.cells.lock_with(Wait::Forever, slice)
     }
@@ -188,6 +189,7 @@ impl<T: Pod> Array<T> {
     }
 }
 
+#[inline]
 fn slice<T>(p: *mut T, len: usize) -> *mut [T] {
     std::ptr::slice_from_raw_parts_mut(p, len)
 }

@@ -123,6 +123,7 @@ impl<T: Pod> LockedCells<T> {
         &self.lock
     }
 
+    #[inline]
     fn guard<'a, U: ?Sized>(&'a self, held: LockGuard<'a>, data: *mut U) -> CellGuard<'a, U> {
         CellGuard {
             _held: held,
@@ -133,6 +134,7 @@ impl<T: Pod> LockedCells<T> {
 
     /// Locks, then views the cells through `view` (a one-element view for
     /// a `Value`, the slice for an `Array`).
+    #[inline]
     pub(crate) fn lock_with<U: ?Sized>(
         &self,
         wait: Wait,
@@ -174,6 +176,7 @@ impl<U: ?Sized> CellGuard<'_, U> {
 
 impl<U: ?Sized> Deref for CellGuard<'_, U> {
     type Target = U;
+    #[inline]
     fn deref(&self) -> &U {
         // SAFETY: the lock is held, so no other process or thread that goes
         // through the lock touches the cells while this reference lives.
@@ -182,6 +185,7 @@ impl<U: ?Sized> Deref for CellGuard<'_, U> {
 }
 
 impl<U: ?Sized> DerefMut for CellGuard<'_, U> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut U {
         // SAFETY: as for `deref`; `&mut self` makes this the only reference.
         unsafe { &mut *self.data }

@@ -199,11 +199,13 @@ impl<T: Pod> RawValue<T> {
     }
 
     /// The one element (`place` checked there is exactly one).
+    #[inline]
     fn ptr(&self) -> *mut T {
         self.cells.data.as_ptr::<T>()
     }
 
     /// Reads the value (volatile, unsynchronised).
+    #[inline]
     pub fn get(&self) -> T {
         // SAFETY: a valid, aligned T for as long as `self` lives; a volatile
         // read of plain data that another process may be writing.
@@ -211,12 +213,14 @@ impl<T: Pod> RawValue<T> {
     }
 
     /// Writes the value (volatile, unsynchronised).
+    #[inline]
     pub fn set(&self, value: T) {
         // SAFETY: as for `get`.
         unsafe { self.ptr().write_volatile(value) }
     }
 
     /// The value as a std atomic, for lock-free updates across processes.
+    #[inline]
     pub fn atomic(&self) -> &T::Atomic
     where
         T: AtomicElement,

@@ -113,6 +113,7 @@ impl<T: Pod> Value<T> {
     /// `OwnerDied` (with the guard: repair, then
     /// [`CellGuard::make_consistent`](super::CellGuard::make_consistent)),
     /// `NotRecoverable`, `Deadlock`.
+    #[inline]
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
         self.cells.lock_with(Wait::Forever, one)
     }
@@ -139,6 +140,7 @@ impl<T: Pod> Value<T> {
     /// As for [`lock`](Value::lock). This convenience does not repair: if an
     /// owner died it returns [`Error::OwnerDied`] and the lock becomes not
     /// recoverable. Use [`lock`](Value::lock) where recovery matters.
+    #[inline]
     pub fn get(&self) -> Result<T> {
         Ok(*self.lock()?)
     }
@@ -147,6 +149,7 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// As for [`get`](Value::get).
+    #[inline]
     pub fn set(&self, value: T) -> Result<()> {
         *self.lock()? = value;
         Ok(())
@@ -158,6 +161,7 @@ impl<T: Pod> Value<T> {
     }
 }
 
+#[inline]
 fn one<T>(p: *mut T, _len: usize) -> *mut T {
     p
 }

@@ -224,6 +224,7 @@ impl Region {
         }
     }
 
+    #[inline]
     pub(crate) fn as_ptr<T>(&self) -> *mut T {
         self.ptr.as_ptr().cast()
     }

@@ -78,6 +78,7 @@ impl Event {
         Ok(Event { state })
     }
 
+    #[inline]
     fn word(&self) -> &AtomicU32 {
         // SAFETY: the region holds an AtomicU32 for as long as `self` lives,
         // and every process touches it only atomically.
@@ -85,6 +86,7 @@ impl Event {
     }
 
     /// Sets the flag and wakes every waiter.
+    #[inline]
     pub fn set(&self) {
         if self.word().swap(SET, Ordering::AcqRel) & SLEEPERS != 0 {
             wake_all(self.word());
@@ -92,16 +94,19 @@ impl Event {
     }
 
     /// Clears the flag.
+    #[inline]
     pub fn clear(&self) {
         self.word().fetch_and(!SET, Ordering::AcqRel);
     }
 
     /// Whether the flag is set.
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.word().load(Ordering::Acquire) & SET != 0
     }
 
     /// Blocks until the flag is set.
+    #[inline]
     pub fn wait(&self) {
         self.wait_until(Deadline::NEVER);
     }

@@ -54,6 +54,7 @@ impl Deadline {
 
 /// Re-checks `word` up to [`SPIN`] times; returns the first value for
 /// which `done` holds, or the last value seen.
+#[inline]
 pub(crate) fn spin(word: &AtomicU32, done: impl Fn(u32) -> bool) -> std::result::Result<u32, u32> {
     let mut v = word.load(Ordering::Acquire);
     let rounds = if spinning_helps() { SPIN } else { 0 };

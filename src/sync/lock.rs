@@ -96,6 +96,7 @@ impl Lock {
         Lock { raw }
     }
 
+    #[inline]
     pub(crate) fn acquire_with(&self, wait: Wait) -> LockResult<LockGuard<'_>> {
         self.raw.acquire(wait, || LockGuard::new(self))
     }
@@ -104,6 +105,7 @@ impl Lock {
     ///
     /// # Errors
     /// `OwnerDied` (with the guard), `NotRecoverable`, `Deadlock`.
+    #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         self.acquire_with(Wait::Forever)
     }
@@ -112,6 +114,7 @@ impl Lock {
     ///
     /// # Errors
     /// `WouldBlock`, and those of [`lock`](Lock::lock).
+    #[inline]
     pub fn try_lock(&self) -> LockResult<LockGuard<'_>> {
         self.acquire_with(Wait::No)
     }
@@ -159,6 +162,7 @@ impl<'a> LockGuard<'a> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Cannot fail: this thread holds the lock.
         let _ = self.lock.raw.unlock();

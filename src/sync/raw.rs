@@ -48,11 +48,13 @@ impl RawLock {
         Ok(Self::from_region(region))
     }
 
+    #[inline]
     fn mutex(&self) -> *mut RawMutex {
         self.region.as_ptr()
     }
 
     /// Locks, building the guard with `guard` once the lock is held.
+    #[inline]
     pub(crate) fn acquire<G>(&self, wait: Wait, guard: impl FnOnce() -> G) -> LockResult<G> {
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_lock(self.mutex(), wait) } {
@@ -70,6 +72,7 @@ impl RawLock {
     ///
     /// # Errors
     /// [`Error::NotOwner`] if the calling thread does not hold it.
+    #[inline]
     pub(crate) fn unlock(&self) -> Result<()> {
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_unlock(self.mutex()) } {

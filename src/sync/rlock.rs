@@ -79,6 +79,7 @@ impl RLock {
         RLock { raw }
     }
 
+    #[inline]
     fn acquire_with(&self, wait: Wait) -> LockResult<RLockGuard<'_>> {
         self.raw.acquire(wait, || RLockGuard::new(self))
     }
@@ -87,6 +88,7 @@ impl RLock {
     ///
     /// # Errors
     /// `OwnerDied` (with the guard), `NotRecoverable`.
+    #[inline]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
         self.acquire_with(Wait::Forever)
     }
@@ -166,6 +168,7 @@ impl<'a> RLockGuard<'a> {
 }
 
 impl Drop for RLockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.rlock.raw.unlock();
     }

@@ -108,6 +108,7 @@ impl Semaphore {
         Ok(Semaphore { state })
     }
 
+    #[inline]
     fn shared(&self) -> &SemState {
         // SAFETY: the region holds an initialised SemState while `self`
         // lives; `max` never changes after creation and `word` is atomic.
@@ -115,11 +116,13 @@ impl Semaphore {
     }
 
     /// Takes a permit, blocking until one is free.
+    #[inline]
     pub fn acquire(&self) {
         self.acquire_until(Deadline::NEVER);
     }
 
     /// Takes a permit if one is free at once.
+    #[inline]
     pub fn try_acquire(&self) -> bool {
         let word = &self.shared().word;
         let mut v = word.load(Ordering::Acquire);
@@ -169,6 +172,7 @@ impl Semaphore {
     /// # Errors
     /// [`Error::TooManyReleases`] if the count would pass its limit (the
     /// initial value of a [`BoundedSemaphore`], else 2³¹ − 1).
+    #[inline]
     pub fn release(&self) -> Result<()> {
         let shared = self.shared();
         let mut v = shared.word.load(Ordering::Acquire);

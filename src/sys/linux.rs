@@ -183,6 +183,7 @@ pub(crate) unsafe fn mutex_init(m: *mut RawMutex, kind: MutexKind) -> io::Result
 /// # Safety
 /// `m` must point to a mutex initialised by [`mutex_init`] that stays mapped
 /// for the duration of the call.
+#[inline]
 pub(crate) unsafe fn mutex_lock(m: *mut RawMutex, wait: Wait) -> Result<Acquired, libc::c_int> {
     // glibc's pthread_mutex_trylock on a robust mutex that is not
     // recoverable returns ENOTRECOVERABLE but leaves the lock word owned by
@@ -214,6 +215,7 @@ pub(crate) unsafe fn mutex_lock(m: *mut RawMutex, wait: Wait) -> Result<Acquired
 ///
 /// # Safety
 /// As for [`mutex_lock`].
+#[inline]
 pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) -> Result<(), libc::c_int> {
     // SAFETY: `m` is a live initialised mutex per the caller.
     match unsafe { libc::pthread_mutex_unlock(m) } {
@@ -433,6 +435,7 @@ pub(crate) enum Woke {
 
 /// Sleeps while `*word == expected`, until woken or `deadline` (absolute,
 /// `CLOCK_MONOTONIC`) passes.
+#[inline]
 pub(crate) fn futex_wait(
     word: &AtomicU32,
     expected: u32,
@@ -460,6 +463,7 @@ pub(crate) fn futex_wait(
 }
 
 /// Wakes at most `n` processes sleeping on `word`; returns how many woke.
+#[inline]
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
     let n = n.min(i32::MAX as u32) as i32;
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
