@@ -27,6 +27,9 @@ const DEATH_CHECK: Duration = Duration::from_millis(100);
 struct BarrierState {
     /// Bumped on every change of `state`: the futex word sleepers wait on.
     seq: AtomicU32,
+    /// Parties asleep on `seq`, so that a change wakes only when someone
+    /// sleeps. One that dies asleep leaves it too high: extra wake-ups only.
+    sleepers: AtomicU32,
     parties: u32,
     /// Parties inside `wait` (Python's `_count`).
     count: AtomicU32,
@@ -163,6 +166,7 @@ impl Barrier {
                     RawLock::init(at, MutexKind::ErrorCheck)?;
                     at.add(state).cast::<BarrierState>().write(BarrierState {
                         seq: AtomicU32::new(0),
+                        sleepers: AtomicU32::new(0),
                         parties,
                         count: AtomicU32::new(0),
                         state: AtomicU32::new(FILLING),
@@ -408,8 +412,12 @@ impl Inner<'_> {
 
     fn set_state(&self, state: u32) {
         self.state().state.store(state, Ordering::Relaxed);
-        self.barrier.seq().fetch_add(1, Ordering::Release);
-        wake_all(self.barrier.seq());
+        // SeqCst here and in `wait_while`: either the sleeper sees the new
+        // sequence number, or this sees the sleeper.
+        self.barrier.seq().fetch_add(1, Ordering::SeqCst);
+        if self.state().sleepers.load(Ordering::SeqCst) > 0 {
+            wake_all(self.barrier.seq());
+        }
     }
 
     /// Removes parties that died inside the barrier. One that died while the
@@ -444,7 +452,10 @@ impl Inner<'_> {
             self.barrier.mutex.unlock()?;
             self.held = false;
             if spin(seq, |v| v != seen).is_err() {
+                let sleepers = &self.state().sleepers;
+                sleepers.fetch_add(1, Ordering::SeqCst);
                 deadline.capped(DEATH_CHECK).wait(seq, seen);
+                sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             self.relock()?;
             self.bury_dead();
