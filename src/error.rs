@@ -155,6 +155,30 @@ pub enum Error {
     /// An argument outside what the operation accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The peer closed the connection (end of file), possibly mid-message.
+    #[error("connection closed by the peer")]
+    ConnectionClosed,
+    /// A message larger than the connection's limit (checked before any
+    /// memory is allocated for it).
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// `recv_bytes_into` got a message longer than the buffer; here it is.
+    #[error("buffer too short for a message of {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// The peer failed the authkey challenge, or refused ours.
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    /// A value could not be encoded.
+    #[error("cannot serialize: {0}")]
+    Serialize(String),
+    /// Bytes could not be decoded as the expected type.
+    #[error("cannot deserialize: {0}")]
+    Deserialize(String),
     /// A process operation in the wrong state (e.g. `join` before `start`).
     #[error("process {name:?}: {what}")]
     ProcessState {

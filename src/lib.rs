@@ -40,6 +40,7 @@
 
 pub mod baseline;
 pub mod cell;
+pub mod conn;
 mod error;
 pub mod process;
 pub mod segment;
@@ -52,6 +53,7 @@ mod sys;
 pub struct ReadmeDoctests;
 
 pub use cell::{Array, RawArray, RawValue, Value};
+pub use conn::{Connection, Pipe};
 pub use error::{Error, LockError, LockResult, Result};
 pub use process::{current_process, Process};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

@@ -1,0 +1,210 @@
+//! [`Listener`] and [`connect`]: connections by address, over Unix or TCP
+//! sockets, optionally authenticated with a shared key.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::auth::{handshake, Side};
+use super::Connection;
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// Where a [`Listener`] listens: `unix:PATH` or `tcp:HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// A Unix socket file.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    /// Parses `unix:PATH` or `tcp:HOST:PORT` (HOST may be a name).
+    fn from_str(s: &str) -> Result<Address> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "address {s:?}: expected unix:PATH or tcp:HOST:PORT"
+            ))
+        };
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Address::Unix(path.into()));
+        }
+        let hostport = s.strip_prefix("tcp:").ok_or_else(bad)?;
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(|e| Error::io(format!("resolve {hostport:?}"), e))?
+            .next()
+            .ok_or_else(bad)?;
+        Ok(Address::Tcp(addr))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+enum Socket {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// A listening socket that hands out authenticated [`Connection`]s (Python's
+/// `multiprocessing.connection.Listener`).
+///
+/// With an authkey, [`accept`](Listener::accept) returns a connection only
+/// after a mutual HMAC-SHA256 challenge has succeeded: a peer without the
+/// key never gets a single message to the caller. A Unix socket file is
+/// created mode 0600 and removed when the listener is dropped; a stale one
+/// left by a crashed process is replaced, a live one is an error.
+///
+/// # Example
+/// ```
+/// use multiproc::conn::{connect, Address, Listener};
+/// let path = std::env::temp_dir().join(format!("doc-listener-{}", std::process::id()));
+/// let listener = Listener::bind(&Address::Unix(path.clone()), Some(b"secret"))?;
+/// let client = std::thread::spawn(move || -> multiproc::Result<String> {
+///     let mut c = connect(&Address::Unix(path), Some(b"secret"))?;
+///     c.recv()
+/// });
+/// listener.accept()?.send("hello")?;
+/// assert_eq!(client.join().unwrap()?, "hello");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Listener {
+    socket: Socket,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+}
+
+impl Listener {
+    /// Listens at `address`; with `authkey`, every accepted connection is authenticated.
+    ///
+    /// # Errors
+    /// `AddrInUse` if another process listens there; `InvalidArgument` if a
+    /// Unix path exists and is not a socket; OS errors.
+    pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
+        let (socket, address) = match address {
+            Address::Unix(path) => {
+                remove_stale_socket(path)?;
+                let fd = sys::unix_listen(path, 128)
+                    .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+                (Socket::Unix(UnixListener::from(fd)), address.clone())
+            }
+            Address::Tcp(addr) => {
+                let l = TcpListener::bind(addr)
+                    .map_err(|e| Error::io(format!("listen on {addr}"), e))?;
+                let actual = l.local_addr().map_err(|e| Error::io("local_addr", e))?;
+                (Socket::Tcp(l), Address::Tcp(actual))
+            }
+        };
+        Ok(Listener {
+            socket,
+            address,
+            authkey: authkey.map(<[u8]>::to_vec),
+        })
+    }
+
+    /// The address it listens at (for `tcp:…:0`, with the port the OS chose).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Waits for a client and authenticates it.
+    ///
+    /// # Errors
+    /// [`Error::AuthenticationFailed`] if the client fails the challenge (its
+    /// connection is closed; the listener keeps working); OS errors.
+    pub fn accept(&self) -> Result<Connection> {
+        let fd: OwnedFd = match &self.socket {
+            Socket::Unix(l) => l.accept().map(|(s, _)| s.into()),
+            Socket::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s.into()
+            }),
+        }
+        .map_err(|e| Error::io("accept", e))?;
+        let mut conn = Connection::from_socket(fd);
+        if let Some(key) = &self.authkey {
+            handshake(&mut conn, key, Side::Server)?;
+        }
+        Ok(conn)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Address::Unix(path) = &self.address {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+/// Removes a socket file that nobody listens on any more.
+fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::InvalidArgument(format!(
+            "{} exists and is not a socket",
+            path.display()
+        )));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(Error::io(
+            format!("listen on {}", path.display()),
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening there",
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("remove stale {}", path.display()), e)),
+        Err(e) => Err(Error::io(format!("probe {}", path.display()), e)),
+    }
+}
+
+/// Connects to a [`Listener`] and, with `authkey`, authenticates both ways
+/// (Python's `multiprocessing.connection.Client`).
+///
+/// # Errors
+/// [`Error::AuthenticationFailed`] on a key mismatch; OS errors.
+pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
+    let fd: OwnedFd = match address {
+        Address::Unix(path) => UnixStream::connect(path).map(Into::into),
+        Address::Tcp(addr) => TcpStream::connect(addr).map(|s| {
+            let _ = s.set_nodelay(true);
+            s.into()
+        }),
+    }
+    .map_err(|e| Error::io(format!("connect to {address}"), e))?;
+    let mut conn = Connection::from_socket(fd);
+    if let Some(key) = authkey {
+        handshake(&mut conn, key, Side::Client)?;
+    }
+    Ok(conn)
+}

@@ -1,0 +1,345 @@
+//! Message passing over file descriptors: [`Pipe`] and [`Connection`]
+//! (Python's `multiprocessing.Pipe` and `Connection`), [`Listener`] and
+//! [`connect`] with an authkey challenge (Python's `Listener`/`Client`).
+//!
+//! A message is a 4-byte little-endian length and that many bytes. The length
+//! is checked against the connection's limit before any memory is allocated
+//! for the message, so a hostile or broken peer cannot make a process
+//! allocate what it claims.
+
+mod auth;
+mod listener;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+pub use listener::{connect, Address, Listener};
+
+/// The default largest message a connection accepts: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+const HEADER: usize = 4;
+/// How much is read at once when buffering.
+const READ_CHUNK: usize = 64 << 10;
+
+/// One end of a pipe or socket that carries whole messages.
+///
+/// Messages keep their boundaries: each `recv` returns exactly what one
+/// `send` sent. `send`/`recv` carry any serde type (encoded with postcard);
+/// `send_bytes`/`recv_bytes` carry raw bytes. A closed peer is
+/// [`Error::ConnectionClosed`]. After a framing error (a message over the
+/// limit, a peer that closed mid-message) the connection is closed: the
+/// stream can no longer be trusted to be at a message boundary.
+///
+/// A connection used in a forked child should be used there only (or only
+/// in the parent): two processes reading one stream interleave its bytes.
+#[derive(Debug)]
+pub struct Connection {
+    fd: Option<OwnedFd>,
+    readable: bool,
+    writable: bool,
+    is_socket: bool,
+    /// Bytes read from the descriptor but not yet returned: `buf[start..]`.
+    buf: Vec<u8>,
+    start: usize,
+    max_message: usize,
+}
+
+/// A pair of connected [`Connection`]s (Python's `multiprocessing.Pipe`).
+///
+/// Duplex: both ends send and receive (a Unix socket pair). One-way: the
+/// first end only receives and the second only sends (a pipe).
+///
+/// # Errors
+/// If the socket pair or pipe cannot be created.
+///
+/// # Example
+/// ```
+/// use multiproc::{conn::Pipe, Process};
+/// let (mut parent, mut child_end) = Pipe(true)?;
+/// let mut child = Process::new(move || {
+///     let n: u32 = child_end.recv().expect("recv");
+///     child_end.send(&(n * 2)).expect("send");
+/// });
+/// child.start()?;
+/// parent.send(&21u32)?;
+/// assert_eq!(parent.recv::<u32>()?, 42);
+/// child.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[allow(non_snake_case)]
+pub fn Pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    if duplex {
+        let (a, b) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
+        Ok((
+            Connection::new(a, true, true),
+            Connection::new(b, true, true),
+        ))
+    } else {
+        let (r, w) = sys::pipe().map_err(|e| Error::io("pipe", e))?;
+        Ok((
+            Connection::new(r, true, false),
+            Connection::new(w, false, true),
+        ))
+    }
+}
+
+impl Connection {
+    fn new(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
+        Connection {
+            is_socket: sys::is_socket(&fd),
+            fd: Some(fd),
+            readable,
+            writable,
+            buf: Vec::new(),
+            start: 0,
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+
+    /// A connection over a connected stream socket (both directions).
+    pub fn from_socket(fd: OwnedFd) -> Connection {
+        Connection::new(fd, true, true)
+    }
+
+    /// Sets the largest message this end accepts (it does not limit sending).
+    pub fn set_max_message(&mut self, bytes: usize) {
+        self.max_message = bytes;
+    }
+
+    /// The largest message this end accepts.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Whether this end can receive.
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end can send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Whether [`close`](Connection::close) was called (or a framing error closed it).
+    pub fn closed(&self) -> bool {
+        self.fd.is_none()
+    }
+
+    /// Closes this end; the peer then sees end of file.
+    pub fn close(&mut self) {
+        self.fd = None;
+    }
+
+    fn fd(&self) -> Result<&OwnedFd> {
+        self.fd.as_ref().ok_or_else(|| {
+            Error::io(
+                "connection",
+                io::Error::new(io::ErrorKind::NotConnected, "closed"),
+            )
+        })
+    }
+
+    /// Sends `bytes` as one message.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionClosed`] if the peer is gone; [`Error::MessageTooLarge`]
+    /// above 4 GiB; `InvalidArgument` on a receive-only end.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::InvalidArgument(
+                "this end of the pipe only receives".into(),
+            ));
+        }
+        let len = u32::try_from(bytes.len()).map_err(|_| Error::MessageTooLarge {
+            size: bytes.len() as u64,
+            limit: u32::MAX as usize,
+        })?;
+        let header = len.to_le_bytes();
+        let fd = self.fd()?;
+        sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EPIPE | libc::ECONNRESET) => Error::ConnectionClosed,
+                _ => Error::io("send", e),
+            }
+        })
+    }
+
+    /// Sends `value` (postcard-encoded) as one message.
+    ///
+    /// # Errors
+    /// [`Error::Serialize`], and those of [`send_bytes`](Connection::send_bytes).
+    pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let bytes = postcard::to_allocvec(value).map_err(|e| Error::Serialize(e.to_string()))?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Receives one message, blocking until it has arrived whole.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionClosed`], [`Error::MessageTooLarge`].
+    pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+        self.recv_frame(None).map(|r| r.to_vec())
+    }
+
+    /// Receives one message into `buf`, returning its length.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooShort`] with the whole message if it does not fit
+    /// (it is consumed either way), and those of [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let msg = self.recv_frame(None)?;
+        if msg.len() > buf.len() {
+            return Err(Error::BufferTooShort(msg.to_vec()));
+        }
+        buf[..msg.len()].copy_from_slice(msg);
+        Ok(msg.len())
+    }
+
+    /// Receives one message and decodes it as `T`.
+    ///
+    /// # Errors
+    /// [`Error::Deserialize`], and those of [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let msg = self.recv_frame(None)?;
+        postcard::from_bytes(msg).map_err(|e| Error::Deserialize(e.to_string()))
+    }
+
+    /// Receives one message, waiting at most `timeout` for all of it.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (the connection is then closed if part of a
+    /// message had arrived), and those of [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_frame(Some(Instant::now() + timeout))
+            .map(|r| r.to_vec())
+    }
+
+    /// Whether a message (or end of file) is ready to be received, waiting
+    /// at most `timeout` for one; `None` waits forever.
+    ///
+    /// # Errors
+    /// On an OS failure, or on a closed end.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        if self.buffered() > 0 {
+            return Ok(true);
+        }
+        let fd = self.fd()?.as_raw_fd();
+        Ok(sys::poll_readable(&[fd], timeout).map_err(|e| Error::io("poll", e))?[0])
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Reads until at least `n` bytes are buffered.
+    fn fill(&mut self, n: usize, deadline: Option<Instant>) -> Result<()> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        while self.buffered() < n {
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if !self.poll(Some(left))? {
+                    return Err(Error::Timeout);
+                }
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let have = self.buf.len();
+            self.buf.reserve((n - have).max(READ_CHUNK));
+            let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
+            let got = sys::read(fd, self.buf.spare_capacity_mut());
+            if let Ok(k) = got {
+                // SAFETY: read(2) initialised the first `k` spare bytes.
+                unsafe { self.buf.set_len(have + k) };
+            }
+            match got {
+                Ok(0) => return Err(Error::ConnectionClosed),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                    return Err(Error::ConnectionClosed)
+                }
+                Err(e) => return Err(Error::io("recv", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn recv_frame(&mut self, deadline: Option<Instant>) -> Result<&[u8]> {
+        if !self.readable {
+            return Err(Error::InvalidArgument(
+                "this end of the pipe only sends".into(),
+            ));
+        }
+        let len = match self.read_frame_len(deadline) {
+            Ok(len) => len,
+            Err(e) => return Err(self.fail(e, self.buffered() > 0)),
+        };
+        if let Err(e) = self.fill(HEADER + len, deadline) {
+            return Err(self.fail(e, true));
+        }
+        let at = self.start + HEADER;
+        self.start = at + len;
+        Ok(&self.buf[at..at + len])
+    }
+
+    /// The length of the next message, checked against the limit.
+    fn read_frame_len(&mut self, deadline: Option<Instant>) -> Result<usize> {
+        self.fill(HEADER, deadline)?;
+        let header: [u8; HEADER] = self.buf[self.start..self.start + HEADER]
+            .try_into()
+            .expect("4 bytes");
+        let len = u32::from_le_bytes(header) as usize;
+        if len > self.max_message {
+            return Err(Error::MessageTooLarge {
+                size: len as u64,
+                limit: self.max_message,
+            });
+        }
+        Ok(len)
+    }
+
+    /// Closes the connection if the stream is no longer at a message boundary.
+    fn fail(&mut self, e: Error, mid_message: bool) -> Error {
+        if mid_message || matches!(e, Error::MessageTooLarge { .. }) {
+            self.close();
+        }
+        e
+    }
+}
+
+impl AsRawFd for Connection {
+    /// The descriptor, or -1 once closed.
+    fn as_raw_fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+}
+
+/// Waits until at least one of `connections` has a message (or end of file)
+/// ready, or `timeout` passes; returns the indexes of the ready ones
+/// (Python's `multiprocessing.connection.wait`).
+///
+/// # Errors
+/// On an OS failure.
+pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let ready: Vec<usize> = (0..connections.len())
+        .filter(|&i| connections[i].buffered() > 0)
+        .collect();
+    if !ready.is_empty() {
+        return Ok(ready);
+    }
+    let fds: Vec<i32> = connections.iter().map(|c| c.as_raw_fd()).collect();
+    let r = sys::poll_readable(&fds, timeout).map_err(|e| Error::io("poll", e))?;
+    Ok((0..r.len()).filter(|&i| r[i]).collect())
+}
