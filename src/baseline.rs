@@ -396,3 +396,135 @@ impl BenchSemaphore for PosixSemaphore {
         }
     }
 }
+
+/// A stream of small items from one process to another.
+pub trait BenchStream: Sync {
+    /// Sends item `i` (producer side).
+    fn produce(&self, i: u64);
+    /// Receives one item (consumer side).
+    fn consume(&self) -> u64;
+}
+
+impl BenchStream for crate::queue::Queue<u64> {
+    fn produce(&self, i: u64) {
+        let _ = self.put(i);
+    }
+    fn consume(&self) -> u64 {
+        self.get().unwrap_or(u64::MAX)
+    }
+}
+
+/// A Unix socket pair carrying one 8-byte write per item: what the kernel
+/// does for a message without any framing or batching.
+pub struct RawSocketStream {
+    tx: std::os::fd::OwnedFd,
+    rx: std::os::fd::OwnedFd,
+}
+
+impl RawSocketStream {
+    /// A new socket pair.
+    ///
+    /// # Errors
+    /// If `socketpair` fails.
+    pub fn new() -> io::Result<Self> {
+        let (tx, rx) = sys::socketpair()?;
+        Ok(RawSocketStream { tx, rx })
+    }
+}
+
+/// Writes one 8-byte word to a socket.
+fn write8(fd: &std::os::fd::OwnedFd, v: u64) {
+    let _ = sys::write_all_vectored(fd, true, &[&v.to_le_bytes()]);
+}
+
+/// Reads one 8-byte word from a socket (`u64::MAX` at end of file).
+fn read8(fd: &std::os::fd::OwnedFd) -> u64 {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 8];
+    let mut got = 0;
+    while got < 8 {
+        match sys::read(fd, &mut b[got..]) {
+            Ok(0) | Err(_) => return u64::MAX,
+            Ok(n) => got += n,
+        }
+    }
+    // SAFETY: all 8 bytes were initialised by read(2).
+    u64::from_le_bytes(b.map(|x| unsafe { x.assume_init() }))
+}
+
+impl BenchStream for RawSocketStream {
+    fn produce(&self, i: u64) {
+        write8(&self.tx, i);
+    }
+    fn consume(&self) -> u64 {
+        read8(&self.rx)
+    }
+}
+
+/// A raw Unix socket pair bouncing an 8-byte message: the baseline for
+/// [`Connection`](crate::conn::Connection) round trips.
+pub struct RawSocketPingPong {
+    a: std::os::fd::OwnedFd,
+    b: std::os::fd::OwnedFd,
+}
+
+impl RawSocketPingPong {
+    /// A new socket pair.
+    ///
+    /// # Errors
+    /// If `socketpair` fails.
+    pub fn new() -> io::Result<Self> {
+        let (a, b) = sys::socketpair()?;
+        Ok(RawSocketPingPong { a, b })
+    }
+}
+
+impl BenchPingPong for RawSocketPingPong {
+    fn answer(&self) {
+        let v = read8(&self.b);
+        write8(&self.b, v);
+    }
+    fn ask(&self) {
+        write8(&self.a, 7);
+        read8(&self.a);
+    }
+}
+
+/// Two [`Connection`](crate::conn::Connection)s of a duplex [`Pipe`](crate::conn::Pipe).
+pub struct PipePingPong {
+    a: std::sync::Mutex<crate::conn::Connection>,
+    b: std::sync::Mutex<crate::conn::Connection>,
+}
+
+impl PipePingPong {
+    /// A new duplex pipe.
+    ///
+    /// # Errors
+    /// If the pipe cannot be made.
+    pub fn new() -> Result<Self> {
+        let (a, b) = crate::conn::Pipe(true)?;
+        Ok(PipePingPong {
+            a: std::sync::Mutex::new(a),
+            b: std::sync::Mutex::new(b),
+        })
+    }
+}
+
+impl BenchPingPong for PipePingPong {
+    fn answer(&self) {
+        let mut b = self
+            .b
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(v) = b.recv::<u64>() {
+            let _ = b.send(&v);
+        }
+    }
+    fn ask(&self) {
+        let mut a = self
+            .a
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = a.send(&7u64);
+        let _ = a.recv::<u64>();
+    }
+}

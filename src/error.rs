@@ -179,6 +179,15 @@ pub enum Error {
     /// Bytes could not be decoded as the expected type.
     #[error("cannot deserialize: {0}")]
     Deserialize(String),
+    /// `try_get` found the queue empty.
+    #[error("the queue is empty")]
+    Empty,
+    /// The queue was closed (and, for a get, drained).
+    #[error("the queue is closed")]
+    Closed,
+    /// `task_done` called more times than items were put.
+    #[error("task_done() called too many times")]
+    TooManyTaskDone,
     /// A process operation in the wrong state (e.g. `join` before `start`).
     #[error("process {name:?}: {what}")]
     ProcessState {

@@ -53,6 +53,44 @@ def event_pingpong(n):
     return elapsed / n * 1e6  # us
 
 
+def _produce(q, n):
+    for i in range(n):
+        q.put(i)
+
+
+def queue_items_2proc(n):
+    q = ctx.Queue()
+    p = ctx.Process(target=_produce, args=(q, n))
+    t = time.perf_counter()
+    p.start()
+    for i in range(n):
+        assert q.get() == i
+    rate = n / (time.perf_counter() - t)
+    p.join()
+    return rate  # ops/s
+
+
+def _echo(conn, n):
+    for _ in range(n):
+        conn.send(conn.recv())
+
+
+def pipe_pingpong(n):
+    a, b = ctx.Pipe()
+    p = ctx.Process(target=_echo, args=(b, n + 100))
+    p.start()
+    for _ in range(100):
+        a.send(7)
+        a.recv()
+    t = time.perf_counter()
+    for _ in range(n):
+        a.send(7)
+        a.recv()
+    elapsed = time.perf_counter() - t
+    p.join()
+    return elapsed / n * 1e6  # us
+
+
 def _locked_incr(v, go, n):
     go.wait()
     for _ in range(n):

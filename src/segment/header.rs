@@ -52,6 +52,10 @@ pub enum ObjectKind {
     Condition = 12,
     /// A [`Barrier`](crate::sync::Barrier).
     Barrier = 13,
+    /// A [`Queue`](crate::queue::Queue) or [`SimpleQueue`](crate::queue::SimpleQueue).
+    Queue = 14,
+    /// A [`JoinableQueue`](crate::queue::JoinableQueue).
+    JoinableQueue = 15,
 }
 
 impl ObjectKind {
@@ -71,6 +75,8 @@ impl ObjectKind {
             BoundedSemaphore,
             Condition,
             Barrier,
+            Queue,
+            JoinableQueue,
         ]
         .into_iter()
         .find(|k| *k as u32 == v)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::futex::{place_state, spin, wake_all, Deadline};
 use super::RawLock;
 use crate::error::{Error, LockError, Result};
-use crate::segment::{ObjectKind, Placement, Region};
+use crate::segment::{ElemType, ObjectKind, Placement, Region};
 use crate::sys::{self, MutexKind, Wait};
 
 const FILLING: u32 = 0;
@@ -157,6 +157,7 @@ impl Barrier {
         let (region, len) = place_state(
             how,
             ObjectKind::Barrier,
+            ElemType::none(),
             u64::from(parties),
             |n| Self::layout(n).map(|(l, ..)| l),
             |at: *mut u8| {

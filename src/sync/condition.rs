@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::futex::{place_state, spin, Deadline};
 use super::{Lock, RLock, RawLock};
 use crate::error::{Error, LockError, LockResult, Result};
-use crate::segment::{ObjectKind, Placement, Region};
+use crate::segment::{ElemType, ObjectKind, Placement, Region};
 use crate::sys::{self, MutexKind, Wait, Woke};
 
 /// The shared state. Every process inside `wait` is counted either in
@@ -103,6 +103,7 @@ impl Condition {
         let (state, _) = place_state(
             Placement::Anonymous,
             ObjectKind::Condition,
+            ElemType::none(),
             0,
             |_| Ok(layout),
             |_: *mut CondState| Ok(()),
@@ -142,6 +143,7 @@ impl Condition {
         let (region, _) = place_state(
             how,
             ObjectKind::Condition,
+            ElemType::none(),
             0,
             |_| Ok(layout),
             |at: *mut u8| {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::futex::{place_state, spin, wake_all, Deadline};
 use crate::error::Result;
-use crate::segment::{ObjectKind, Placement, Region};
+use crate::segment::{ElemType, ObjectKind, Placement, Region};
 use crate::sys::Woke;
 
 /// The flag.
@@ -71,6 +71,7 @@ impl Event {
         let (state, _) = place_state(
             how,
             ObjectKind::Event,
+            ElemType::none(),
             0,
             |_| Ok(layout),
             |_: *mut AtomicU32| Ok(()),

@@ -77,19 +77,21 @@ pub(crate) fn wake_all(word: &AtomicU32) {
     sys::futex_wake(word, u32::MAX);
 }
 
-/// Makes or finds the shared state `S` of a primitive: `layout_for` gives
+/// Makes or finds the shared state `S` of a primitive holding elements of
+/// type `elem` (none for most): `layout_for` gives
 /// its size for `len` elements (the header's count wins when opening), and
 /// `init` fills new, zeroed state. Returns the state and its element count.
 pub(crate) fn place_state<S>(
     how: Placement<'_>,
     kind: ObjectKind,
+    elem: ElemType,
     len: u64,
     layout_for: impl Fn(u64) -> Result<std::alloc::Layout>,
     init: impl FnOnce(*mut S) -> Result<()>,
 ) -> Result<(Region, u64)> {
     let object = ObjectLayout {
         kind,
-        elem: ElemType::none(),
+        elem,
         len,
         layout_for,
     };

@@ -6,7 +6,7 @@ use std::io;
 
 use super::futex::place_state;
 use crate::error::{Error, LockError, LockResult, Result};
-use crate::segment::{ObjectKind, Placement, Region};
+use crate::segment::{ElemType, ObjectKind, Placement, Region};
 use crate::sys::{self, Acquired, MutexKind, RawMutex, Wait};
 
 /// A process-local handle on a robust mutex in shared memory.
@@ -41,6 +41,7 @@ impl RawLock {
         let (region, _) = place_state(
             how,
             kind,
+            ElemType::none(),
             0,
             |_| Ok(Self::layout()),
             |at: *mut u8| unsafe { Self::init(at, mutex) },
@@ -83,6 +84,25 @@ impl RawLock {
                 io::Error::from_raw_os_error(e),
             )),
         }
+    }
+
+    /// Locks, spinning up to `spins` times while the mutex is held before
+    /// blocking on it. For locks held only for a few nanoseconds, where a
+    /// futex sleep would cost far more than the wait.
+    #[inline]
+    pub(crate) fn acquire_spinning<G>(
+        &self,
+        spins: u32,
+        guard: impl FnOnce() -> G,
+    ) -> LockResult<G> {
+        for _ in 0..spins {
+            // SAFETY: `region` keeps the initialised mutex mapped.
+            if unsafe { sys::mutex_looks_free(self.mutex()) } {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.acquire(Wait::Forever, guard)
     }
 
     /// How many times the calling thread holds this (recursive) mutex; the

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::futex::{place_state, spin, wake_all, Deadline};
 use crate::error::{Error, Result};
-use crate::segment::{ObjectKind, Placement, Region};
+use crate::segment::{ElemType, ObjectKind, Placement, Region};
 use crate::sys::Woke;
 
 /// Someone may be asleep waiting for a permit. A release clears it and wakes
@@ -92,6 +92,7 @@ impl Semaphore {
         let (state, _) = place_state(
             how,
             kind,
+            ElemType::none(),
             0,
             |_| Ok(layout),
             |s: *mut SemState| {

@@ -224,6 +224,18 @@ pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) -> Result<(), libc::c_int> {
     }
 }
 
+/// Whether a mutex looks free right now (glibc's `__lock` word, the first
+/// `int` of `pthread_mutex_t`, is zero): for spinning before locking.
+///
+/// # Safety
+/// As for [`mutex_lock`].
+#[inline]
+pub(crate) unsafe fn mutex_looks_free(m: *mut RawMutex) -> bool {
+    // SAFETY: the lock word is an aligned int that glibc only changes
+    // atomically; reading it atomically is race-free.
+    unsafe { (*m.cast::<AtomicU32>()).load(std::sync::atomic::Ordering::Relaxed) == 0 }
+}
+
 /// How many times the calling thread holds a recursive mutex that it owns
 /// (glibc's `__count`, the second `int` of `pthread_mutex_t`).
 ///

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use multiproc::baseline::{
     fork_exit_wait, BenchArray, BenchCounter, BenchMutex, BenchPingPong, BenchSemaphore,
-    EventFdPingPong, EventPair, PosixSemaphore, RawAtomic, RawFutexPingPong, RawLockedArray,
-    RawRobustMutex,
+    BenchStream, EventFdPingPong, EventPair, PipePingPong, PosixSemaphore, RawAtomic,
+    RawFutexPingPong, RawLockedArray, RawRobustMutex, RawSocketPingPong, RawSocketStream,
 };
 use multiproc::{Array, Lock, Process, RawValue, Semaphore, Value};
 
@@ -148,6 +148,20 @@ const SCENARIOS: &[Scenario] = &[
         layer: Layer::Shared,
         unit: Unit::Us,
         run: event_pingpong,
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "queue_items_2proc",
+        layer: Layer::Shared,
+        unit: Unit::OpsPerSec,
+        run: queue_items_2proc,
+        python_n: Some(|s| s.pick(200_000, 50_000)),
+    },
+    Scenario {
+        name: "pipe_pingpong",
+        layer: Layer::Shared,
+        unit: Unit::Us,
+        run: pipe_pingpong,
         python_n: Some(|s| s.pick(20_000, 5_000)),
     },
     Scenario {
@@ -345,6 +359,50 @@ fn event_pingpong(size: &Size) -> Result<Measured> {
             ("eventfd", d),
         ],
     ))
+}
+
+/// Items per second from a forked producer to this process.
+fn items_per_sec(stream: &impl BenchStream, n: u64) -> Result<f64> {
+    let mut producer = Process::new(|| {
+        for i in 0..n {
+            stream.produce(i);
+        }
+    })
+    .daemon(true);
+    let t = Instant::now();
+    producer.start()?;
+    for i in 0..n {
+        let got = stream.consume();
+        if got != i {
+            producer.kill()?;
+            return Err(format!("item {i} arrived as {got}").into());
+        }
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
+        return Err("producer failed".into());
+    }
+    Ok(rate)
+}
+
+fn queue_items_2proc(size: &Size) -> Result<Measured> {
+    let n = size.pick(2_000_000, 400_000);
+    let ours = multiproc::Queue::<u64>::new()?;
+    let raw = RawSocketStream::new()?;
+    let (a, b) = paired(size, || items_per_sec(&ours, n), || items_per_sec(&raw, n))?;
+    Ok((a, vec![("Unix socket, one write per item", b)]))
+}
+
+fn pipe_pingpong(size: &Size) -> Result<Measured> {
+    let n = size.pick(20_000, 5_000);
+    let ours = PipePingPong::new()?;
+    let raw = RawSocketPingPong::new()?;
+    let (a, b) = paired(
+        size,
+        || us_per_round_trip(&ours, n),
+        || us_per_round_trip(&raw, n),
+    )?;
+    Ok((a, vec![("raw Unix socket ping-pong", b)]))
 }
 
 /// Two forked processes increment `counter` `n` times each, released

@@ -1,0 +1,483 @@
+//! Queues in shared memory: [`Queue`], [`JoinableQueue`] and [`SimpleQueue`]
+//! (Python's `multiprocessing` queues), with serde items and no feeder thread.
+//!
+//! Items are encoded (postcard) by the caller's process before the lock is
+//! taken, copied into a ring of length-prefixed frames under a robust
+//! mutex, and decoded by the receiving process after it is released. A
+//! frame becomes visible only once written whole, so a producer killed half
+//! way through a put leaves nothing behind, and a consumer killed half way
+//! through a get leaves the item for the next one: no torn item is ever
+//! delivered, and the queue stays usable for everyone else.
+
+mod ring;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::segment::{ElemType, ObjectKind, Placement};
+use crate::sync::Deadline;
+use ring::{PushFailure, Ring};
+
+thread_local! {
+    /// Encoding and decoding buffers, reused so that a put or a get
+    /// allocates nothing once warm.
+    static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer (empty on entry).
+fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = BUFFER.take();
+    buf.clear();
+    let r = f(&mut buf);
+    BUFFER.set(buf);
+    r
+}
+
+/// The ring size of queues made without one: 1 MiB.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// Why a put failed; the item is handed back.
+pub enum PutError<T> {
+    /// `try_put` found no room.
+    Full(T),
+    /// `put_timeout` found no room in time.
+    Timeout(T),
+    /// The queue was closed.
+    Closed(T),
+    /// The encoded item can never fit the ring.
+    TooLarge {
+        /// The item.
+        item: T,
+        /// Its encoded size.
+        size: usize,
+        /// The largest item the ring holds.
+        max: usize,
+    },
+    /// The item could not be encoded.
+    Serialize(T, String),
+    /// The queue's memory or lock failed.
+    Other(T, Error),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Full(t)
+            | PutError::Timeout(t)
+            | PutError::Closed(t)
+            | PutError::TooLarge { item: t, .. }
+            | PutError::Serialize(t, _)
+            | PutError::Other(t, _) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("the queue is full"),
+            PutError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
+            PutError::Closed(_) => f.write_str("the queue is closed"),
+            PutError::TooLarge { size, max, .. } => {
+                write!(
+                    f,
+                    "an item of {size} bytes can never fit the queue (at most {max})"
+                )
+            }
+            PutError::Serialize(_, e) => write!(f, "cannot serialize the item: {e}"),
+            PutError::Other(_, e) => e.fmt(f),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+/// Converting drops the item.
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Error {
+        match e {
+            PutError::Full(_) => Error::WouldBlock,
+            PutError::Timeout(_) => Error::Timeout,
+            PutError::Closed(_) => Error::Closed,
+            PutError::TooLarge { size, max, .. } => Error::MessageTooLarge {
+                size: size as u64,
+                limit: max,
+            },
+            PutError::Serialize(_, e) => Error::Serialize(e),
+            PutError::Other(_, e) => e,
+        }
+    }
+}
+
+/// A multi-producer, multi-consumer FIFO queue between processes (Python's
+/// `multiprocessing.Queue`).
+///
+/// Bounded by the bytes of its ring and, optionally, by a number of items
+/// (Python's `maxsize`). Unlike Python's, a put of an item that cannot be
+/// encoded or can never fit is an error at once, not a message from a
+/// background thread; [`close`](Queue::close) closes it for every process
+/// (puts fail, gets drain what is left and then fail).
+///
+/// # Example
+/// ```
+/// use multiproc::{queue::Queue, Process};
+/// let q = Queue::<String>::new()?;
+/// let mut child = Process::new(|| q.put(format!("from {}", std::process::id())).expect("put"));
+/// child.start()?;
+/// println!("{}", q.get()?);
+/// child.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Queue<T> {
+    ring: Ring,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            ring: self.ring.clone(),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// An anonymous queue with a 1 MiB ring and no item limit.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Self> {
+        Self::with_capacity(0, DEFAULT_CAPACITY)
+    }
+
+    /// An anonymous queue of at most `maxsize` items (0: no limit), 1 MiB ring.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn bounded(maxsize: usize) -> Result<Self> {
+        Self::with_capacity(maxsize, DEFAULT_CAPACITY)
+    }
+
+    /// An anonymous queue of at most `maxsize` items (0: no limit) in a ring
+    /// of `bytes` bytes (at least 64).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a ring under 64 bytes; allocation errors.
+    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self> {
+        Self::place(Placement::Anonymous, ObjectKind::Queue, maxsize, bytes)
+    }
+
+    /// Creates a named queue.
+    ///
+    /// # Errors
+    /// As for [`with_capacity`](Queue::with_capacity) and
+    /// [`Segment::create`](crate::segment::Segment::create).
+    pub fn create(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
+        Self::place(Placement::Create(name), ObjectKind::Queue, maxsize, bytes)
+    }
+
+    /// Opens a named queue; its items must be of the same type `T`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::TypeMismatch`], [`Error::KindMismatch`].
+    pub fn open(name: &str) -> Result<Self> {
+        Self::place(Placement::Open(name), ObjectKind::Queue, 0, 64)
+    }
+
+    fn place(how: Placement<'_>, kind: ObjectKind, maxsize: usize, bytes: usize) -> Result<Self> {
+        let ring = Ring::place(how, kind, ElemType::of::<T>(), bytes as u64, maxsize as u64)?;
+        Ok(Queue {
+            ring,
+            _items: PhantomData,
+        })
+    }
+
+    fn push(
+        &self,
+        item: T,
+        try_only: bool,
+        deadline: Deadline,
+    ) -> std::result::Result<(), PutError<T>> {
+        with_buffer(|buf| {
+            let bytes = match postcard::to_extend(&item, std::mem::take(buf)) {
+                Ok(b) => {
+                    *buf = b;
+                    &buf[..]
+                }
+                Err(e) => return Err(PutError::Serialize(item, e.to_string())),
+            };
+            if bytes.len() > self.ring.max_item() {
+                let size = bytes.len();
+                return Err(PutError::TooLarge {
+                    item,
+                    size,
+                    max: self.ring.max_item(),
+                });
+            }
+            match self.ring.push(bytes, try_only, deadline) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(PushFailure::Full)) => Err(PutError::Full(item)),
+                Ok(Err(PushFailure::Timeout)) => Err(PutError::Timeout(item)),
+                Ok(Err(PushFailure::Closed)) => Err(PutError::Closed(item)),
+                Err(e) => Err(PutError::Other(item, e)),
+            }
+        })
+    }
+
+    /// Adds `item`, waiting for room.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`], [`PutError::TooLarge`], [`PutError::Serialize`].
+    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.push(item, false, Deadline::NEVER)
+    }
+
+    /// Adds `item`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`PutError::Timeout`], and those of [`put`](Queue::put).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
+        self.push(item, false, Deadline::after(Some(timeout)))
+    }
+
+    /// Adds `item` if there is room now.
+    ///
+    /// # Errors
+    /// [`PutError::Full`], and those of [`put`](Queue::put).
+    pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.push(item, true, Deadline::NEVER)
+    }
+
+    fn pop(&self, try_only: bool, deadline: Deadline) -> Result<T> {
+        with_buffer(|buf| {
+            self.ring.pop(buf, try_only, deadline)?;
+            postcard::from_bytes(buf).map_err(|e| Error::Deserialize(e.to_string()))
+        })
+    }
+
+    /// Removes and returns the oldest item, waiting for one.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the queue is closed and empty;
+    /// [`Error::Deserialize`] if the item is not a `T` (it is consumed).
+    pub fn get(&self) -> Result<T> {
+        self.pop(false, Deadline::NEVER)
+    }
+
+    /// As [`get`](Queue::get), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and those of [`get`](Queue::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.pop(false, Deadline::after(Some(timeout)))
+    }
+
+    /// As [`get`](Queue::get), without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Empty`], and those of [`get`](Queue::get).
+    pub fn try_get(&self) -> Result<T> {
+        self.pop(true, Deadline::NEVER)
+    }
+
+    /// The number of items (approximate, as Python's `qsize`: it may change at once).
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether the queue holds no items (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether even the smallest item would have to wait (a snapshot).
+    pub fn is_full(&self) -> bool {
+        self.ring.is_full()
+    }
+
+    /// Closes the queue for every process: puts fail with
+    /// [`PutError::Closed`]; gets return the remaining items, then
+    /// [`Error::Closed`] instead of waiting. Waiters are woken.
+    ///
+    /// # Errors
+    /// Only if the queue's lock fails.
+    pub fn close(&self) -> Result<()> {
+        self.ring.close()
+    }
+
+    /// The largest encoded item this queue holds.
+    pub fn max_item_size(&self) -> usize {
+        self.ring.max_item()
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.ring.len())
+            .finish()
+    }
+}
+
+/// A [`Queue`] whose consumers confirm each item with
+/// [`task_done`](JoinableQueue::task_done), so that a producer can
+/// [`join`](JoinableQueue::join) until all are processed (Python's
+/// `multiprocessing.JoinableQueue`). Derefs to [`Queue`].
+pub struct JoinableQueue<T>(Queue<T>);
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue(self.0.clone())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// An anonymous joinable queue with a 1 MiB ring and no item limit.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Self> {
+        Self::with_capacity(0, DEFAULT_CAPACITY)
+    }
+
+    /// As [`Queue::with_capacity`].
+    ///
+    /// # Errors
+    /// As for [`Queue::with_capacity`].
+    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self> {
+        Queue::place(
+            Placement::Anonymous,
+            ObjectKind::JoinableQueue,
+            maxsize,
+            bytes,
+        )
+        .map(Self)
+    }
+
+    /// Creates a named joinable queue.
+    ///
+    /// # Errors
+    /// As for [`Queue::create`].
+    pub fn create(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
+        Queue::place(
+            Placement::Create(name),
+            ObjectKind::JoinableQueue,
+            maxsize,
+            bytes,
+        )
+        .map(Self)
+    }
+
+    /// Opens a named joinable queue.
+    ///
+    /// # Errors
+    /// As for [`Queue::open`].
+    pub fn open(name: &str) -> Result<Self> {
+        Queue::place(Placement::Open(name), ObjectKind::JoinableQueue, 0, 64).map(Self)
+    }
+
+    /// Marks one item got from the queue as processed.
+    ///
+    /// # Errors
+    /// [`Error::TooManyTaskDone`] if called more times than items were put.
+    pub fn task_done(&self) -> Result<()> {
+        self.0.ring.task_done()
+    }
+
+    /// Waits until every item put has been marked done.
+    ///
+    /// # Errors
+    /// Only if the queue's lock fails.
+    pub fn join(&self) -> Result<()> {
+        self.0.ring.join(Deadline::NEVER)
+    }
+
+    /// As [`join`](JoinableQueue::join), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`].
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.0.ring.join(Deadline::after(Some(timeout)))
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    fn deref(&self) -> &Queue<T> {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JoinableQueue").field(&self.0).finish()
+    }
+}
+
+/// The plain queue of Python's `multiprocessing.SimpleQueue`: `put`, `get`,
+/// `is_empty`, `close`, with a 1 MiB ring and no item limit.
+pub struct SimpleQueue<T>(Queue<T>);
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue(self.0.clone())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A new anonymous simple queue.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Self> {
+        Queue::new().map(Self)
+    }
+
+    /// Adds `item`, waiting for room.
+    ///
+    /// # Errors
+    /// As for [`Queue::put`].
+    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.0.put(item)
+    }
+
+    /// Removes and returns the oldest item, waiting for one.
+    ///
+    /// # Errors
+    /// As for [`Queue::get`].
+    pub fn get(&self) -> Result<T> {
+        self.0.get()
+    }
+
+    /// Whether the queue is empty (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Closes the queue, as [`Queue::close`].
+    ///
+    /// # Errors
+    /// As for [`Queue::close`].
+    pub fn close(&self) -> Result<()> {
+        self.0.close()
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SimpleQueue").field(&self.0).finish()
+    }
+}
