@@ -155,7 +155,8 @@ const _: () = assert!(std::mem::size_of::<Header>() <= DATA_OFFSET);
 pub(crate) struct Spec {
     pub(crate) kind: ObjectKind,
     pub(crate) elem: ElemType,
-    /// Number of elements (1 for a single value, 0 when meaningless).
+    /// Number of elements for the cells (1 for a single value); the
+    /// object's own measure for other kinds (barrier parties, queue bytes).
     pub(crate) len: u64,
     /// Size of the data area after the header.
     pub(crate) data_size: usize,
@@ -217,7 +218,8 @@ pub struct SegmentInfo {
     pub elem_size: u32,
     /// Element alignment.
     pub elem_align: u32,
-    /// Number of elements.
+    /// Number of elements for the cells; parties for a barrier, ring bytes
+    /// for a queue.
     pub len: u64,
     /// Total size of the segment in bytes, header included.
     pub total_size: u64,
@@ -311,9 +313,16 @@ impl SegmentInfo {
             return Err(corrupt(format!("element alignment {elem_align}")));
         }
         let len = u64_at(std::mem::offset_of!(Header, len));
-        if u64::from(elem_size)
-            .checked_mul(len)
-            .is_none_or(|n| n > data_size)
+        // `len` counts elements for the cells; for other kinds it is their
+        // own measure (barrier parties, queue ring bytes).
+        let counts_elements = matches!(
+            kind,
+            ObjectKind::Value | ObjectKind::Array | ObjectKind::RawValue | ObjectKind::RawArray
+        );
+        if counts_elements
+            && u64::from(elem_size)
+                .checked_mul(len)
+                .is_none_or(|n| n > data_size)
         {
             return Err(corrupt(format!(
                 "{len} elements of {elem_size} bytes do not fit {data_size} data bytes"
