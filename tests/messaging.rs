@@ -505,8 +505,8 @@ fn killing_producers_and_consumers_mid_operation_loses_and_tears_nothing() {
         // A consumer killed between taking an item and recording it loses
         // at most that one item; nothing else may be missing.
         assert!(
-            lost <= kills,
-            "{lost} acknowledged items lost with {kills} kills"
+            lost <= consumer_kills,
+            "{lost} acknowledged items lost, {consumer_kills} consumers killed"
         );
         let delivered: usize = seen.iter().map(|&s| s as usize).sum();
         assert!(
