@@ -75,7 +75,21 @@ impl Unit {
 #[derive(Clone, Copy, PartialEq)]
 enum Layer {
     Shared,
+    Sockets,
     Processes,
+}
+
+impl Layer {
+    /// In table order.
+    const ALL: [Layer; 3] = [Layer::Shared, Layer::Sockets, Layer::Processes];
+
+    fn title(self) -> &'static str {
+        match self {
+            Layer::Shared => "-- shared layer (shared memory, no system call per operation)",
+            Layer::Sockets => "-- connections (a system call per message)",
+            Layer::Processes => "-- processes",
+        }
+    }
 }
 
 /// How big a run is.
@@ -159,7 +173,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "pipe_pingpong",
-        layer: Layer::Shared,
+        layer: Layer::Sockets,
         unit: Unit::Us,
         run: pipe_pingpong,
         python_n: Some(|s| s.pick(20_000, 5_000)),
@@ -627,15 +641,9 @@ fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
     };
     println!();
     line(&header.map(String::from));
-    for (layer, title) in [
-        (
-            Layer::Shared,
-            "-- shared layer (shared memory, no system call per operation)",
-        ),
-        (Layer::Processes, "-- processes"),
-    ] {
+    for layer in Layer::ALL {
         if rows.iter().any(|(l, _)| *l == layer) {
-            println!("{title}");
+            println!("{}", layer.title());
             for (_, r) in rows.iter().filter(|(l, _)| *l == layer) {
                 line(r);
             }
