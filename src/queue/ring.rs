@@ -12,7 +12,7 @@ use crate::sys::{self, MutexKind, Woke};
 
 const LEN: usize = 4;
 /// Attempts to take the lock before blocking on it.
-const LOCK_SPIN: u32 = 100;
+const LOCK_SPIN: u32 = 1000;
 
 /// The state after the mutex. All fields are atomics so that no reference
 /// ever claims exclusive access to memory other processes touch; the ones
