@@ -188,6 +188,22 @@ pub enum Error {
     /// `task_done` called more times than items were put.
     #[error("task_done() called too many times")]
     TooManyTaskDone,
+    /// A pool task panicked; the panic message.
+    #[error("the task failed: {0}")]
+    TaskFailed(String),
+    /// The pool worker running the task died (exit code as in Python:
+    /// −N for signal N); the pool replaced it.
+    #[error("the pool worker running the task died (exit code {exitcode})")]
+    WorkerDied {
+        /// The worker's exit code.
+        exitcode: i32,
+    },
+    /// The pool was closed: it accepts no new tasks.
+    #[error("the pool is closed")]
+    PoolClosed,
+    /// The pool was terminated before the task finished.
+    #[error("the pool was terminated")]
+    PoolTerminated,
     /// A process operation in the wrong state (e.g. `join` before `start`).
     #[error("process {name:?}: {what}")]
     ProcessState {

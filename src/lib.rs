@@ -56,6 +56,6 @@ pub struct ReadmeDoctests;
 pub use cell::{Array, RawArray, RawValue, Value};
 pub use conn::{Connection, Pipe};
 pub use error::{Error, LockError, LockResult, Result};
-pub use process::{current_process, Process};
+pub use process::{cpu_count, current_process, AsyncResult, Pool, Process};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

@@ -1,5 +1,5 @@
 //! Processes: [`Process`] runs a closure in a forked child, with Python's
-//! exit-code conventions.
+//! exit-code conventions; [`Pool`] runs tasks on a set of worker processes.
 //!
 //! # Fork and threads
 //! `fork` copies only the calling thread. A child forked from a
@@ -9,6 +9,10 @@
 //! and Rust's stdout lock if another thread is printing, may not be.
 //! Fork before starting threads, or use the spawn start method (planned)
 //! for such programs.
+
+mod pool;
+
+pub use pool::{AsyncResult, Pool, PoolBuilder};
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -71,6 +75,12 @@ pub fn current_process() -> ProcessInfo {
         name,
         pid: sys::getpid(),
     }
+}
+
+/// The number of CPUs this process may use (Python's `cpu_count`, but
+/// respecting CPU affinity and cgroup quotas).
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Ends the calling process at once with `code`: what a child calls for
@@ -252,6 +262,16 @@ impl<'a> Process<'a> {
         }));
         let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
         sys::exit_now(code)
+    }
+
+    /// The child's pid file descriptor while it runs (readable once it has
+    /// exited), for waiting on many children at once.
+    pub(crate) fn pidfd(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        match &*locked(&self.state) {
+            State::Running { pidfd, .. } => Some(pidfd.as_raw_fd()),
+            _ => None,
+        }
     }
 
     /// The child's pid, once started.

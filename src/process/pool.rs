@@ -1,0 +1,888 @@
+//! [`Pool`]: tasks run on a set of forked worker processes.
+//!
+//! One manager thread in the parent owns the workers. Each worker has a pipe
+//! of its own and is given one task at a time, so the parent always knows
+//! which task a worker holds: when a worker dies, that task fails with
+//! [`Error::WorkerDied`] and a new worker takes its place. Nothing waits
+//! for a worker that is gone (Python's `Pool` hangs there).
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{cpu_count, Process};
+use crate::conn::{Connection, Pipe};
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// Runs the task function at address `func` on encoded arguments; returns
+/// the encoded result or the panic message. Monomorphised per task type.
+type Trampoline = fn(usize, &[u8]) -> std::result::Result<Vec<u8>, String>;
+
+/// What the parent sends a worker.
+#[derive(Serialize, Deserialize)]
+enum Request {
+    /// Run `call(func, args)`. Both are addresses of functions in the
+    /// parent's image, which a forked worker shares.
+    Run {
+        call: usize,
+        func: usize,
+        args: Vec<u8>,
+    },
+    Stop,
+}
+
+/// How a task ended, as the parent keeps it (cloneable, unlike [`Error`]).
+#[derive(Clone, Debug)]
+enum Outcome {
+    Done(Vec<u8>),
+    Panicked(String),
+    WorkerDied(i32),
+    Terminated,
+    Closed,
+}
+
+impl Outcome {
+    fn into_result(self) -> Result<Vec<u8>> {
+        match self {
+            Outcome::Done(bytes) => Ok(bytes),
+            Outcome::Panicked(msg) => Err(Error::TaskFailed(msg)),
+            Outcome::WorkerDied(exitcode) => Err(Error::WorkerDied { exitcode }),
+            Outcome::Terminated => Err(Error::PoolTerminated),
+            Outcome::Closed => Err(Error::PoolClosed),
+        }
+    }
+}
+
+type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+
+/// Where a task's outcome lands.
+#[derive(Default)]
+struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    ready: Condvar,
+    callback: Mutex<Option<Callback>>,
+}
+
+impl Slot {
+    fn complete(&self, outcome: Outcome) {
+        if let Some(cb) = lock(&self.callback).take() {
+            // A panicking callback must not take the pool's manager down.
+            let _ = catch_unwind(AssertUnwindSafe(|| cb(&outcome)));
+        }
+        *lock(&self.outcome) = Some(outcome);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Option<Outcome> {
+        let mut g = lock(&self.outcome);
+        loop {
+            if let Some(o) = &*g {
+                return Some(o.clone());
+            }
+            match deadline {
+                None => g = self.ready.wait(g).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    g = self
+                        .ready
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Job {
+    call: usize,
+    func: usize,
+    args: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Job>,
+    closed: bool,
+    terminating: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// An eventfd that wakes the manager thread.
+    wake: OwnedFd,
+}
+
+impl Shared {
+    fn wake(&self) {
+        sys::eventfd_write(&self.wake);
+    }
+}
+
+/// The result of a task submitted with [`Pool::apply_async`] (Python's
+/// `AsyncResult`).
+pub struct AsyncResult<R> {
+    slot: Arc<Slot>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// Waits for the task and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::TaskFailed`] if it panicked, [`Error::WorkerDied`] if its
+    /// worker died, [`Error::PoolTerminated`], [`Error::Deserialize`].
+    pub fn get(&self) -> Result<R> {
+        decode(self.slot.wait(None).expect("waits until ready"))
+    }
+
+    /// As [`get`](AsyncResult::get), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and those of [`get`](AsyncResult::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        decode(
+            self.slot
+                .wait(Some(Instant::now() + timeout))
+                .ok_or(Error::Timeout)?,
+        )
+    }
+
+    /// Waits until the task has finished.
+    pub fn wait(&self) {
+        self.slot.wait(None);
+    }
+
+    /// Waits at most `timeout`; whether the task has finished.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.slot.wait(Some(Instant::now() + timeout)).is_some()
+    }
+
+    /// Whether the task has finished.
+    pub fn ready(&self) -> bool {
+        lock(&self.slot.outcome).is_some()
+    }
+
+    /// Whether the task finished without error; `None` while it runs.
+    pub fn successful(&self) -> Option<bool> {
+        lock(&self.slot.outcome)
+            .as_ref()
+            .map(|o| matches!(o, Outcome::Done(_)))
+    }
+}
+
+fn decode<R: DeserializeOwned>(outcome: Outcome) -> Result<R> {
+    let bytes = outcome.into_result()?;
+    postcard::from_bytes(&bytes).map_err(|e| Error::Deserialize(e.to_string()))
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &lock(&self.slot.outcome).is_some())
+            .finish()
+    }
+}
+
+/// Configures a [`Pool`].
+#[derive(Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    initializer: Option<fn()>,
+    max_tasks_per_child: Option<u64>,
+}
+
+impl PoolBuilder {
+    /// The number of workers (default: [`cpu_count`]).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A function each worker runs once when it starts.
+    pub fn initializer(mut self, f: fn()) -> Self {
+        self.initializer = Some(f);
+        self
+    }
+
+    /// Replace each worker after it has run `n` tasks (Python's `maxtasksperchild`).
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for 0 processes; if a worker cannot be started.
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(cpu_count);
+        if processes == 0 {
+            return Err(Error::InvalidArgument(
+                "a pool needs at least one process".into(),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
+        });
+        let config = Config {
+            initializer: self.initializer,
+            max_tasks: self.max_tasks_per_child.unwrap_or(0),
+        };
+        // Workers are forked by the manager thread, so that they die with it
+        // (and not with whichever thread built the pool).
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let manager_shared = shared.clone();
+        let manager = std::thread::Builder::new()
+            .name("multiproc-pool".into())
+            .spawn(move || {
+                let mut manager = Manager {
+                    shared: manager_shared,
+                    config,
+                    workers: Vec::new(),
+                    started: 0,
+                };
+                let start = (0..processes).try_for_each(|_| manager.start_worker());
+                let ok = start.is_ok();
+                let _ = started_tx.send(start);
+                if ok {
+                    manager.run();
+                }
+            })
+            .map_err(|e| Error::io("spawn the pool's manager thread", e))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(Pool {
+                shared,
+                manager: Some(manager),
+                processes,
+            }),
+            Ok(Err(e)) => {
+                let _ = manager.join();
+                Err(e)
+            }
+            Err(_) => Err(Error::io(
+                "pool manager",
+                std::io::Error::other("exited early"),
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Config {
+    initializer: Option<fn()>,
+    max_tasks: u64,
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Tasks are plain functions (`fn(A) -> R`) with serde arguments and
+/// results: a function's address is valid in the forked workers, a closure
+/// made after they started is not. A task that panics makes its result an
+/// [`Error::TaskFailed`]; a worker that dies mid-task (killed, crashed, or
+/// `exit` called) makes it [`Error::WorkerDied`], and is replaced. A task
+/// that returns a `Result` delivers it as its value.
+///
+/// Dropping a pool terminates it, as leaving Python's `with Pool() as p:`
+/// block does: call [`close`](Pool::close) and [`join`](Pool::join) first
+/// to let queued tasks finish.
+///
+/// # Example
+/// ```
+/// use multiproc::Pool;
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 1..=4)?, [1, 4, 9, 16]);
+/// let r = pool.apply_async(square, 7);
+/// assert_eq!(r.get()?, 49);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    manager: Option<JoinHandle<()>>,
+    processes: usize,
+}
+
+fn run_task<A: DeserializeOwned, R: Serialize>(
+    func: usize,
+    args: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
+    // SAFETY: `func` is the address of an `fn(A) -> R` taken in the parent
+    // by `Pool::submit` with these same type parameters; a forked worker
+    // shares the parent's image, so the address is valid here.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
+    let args: A =
+        postcard::from_bytes(args).map_err(|e| format!("cannot deserialize the arguments: {e}"))?;
+    postcard::to_allocvec(&f(args)).map_err(|e| format!("cannot serialize the result: {e}"))
+}
+
+fn run_chunk<A: DeserializeOwned, R: Serialize>(
+    func: usize,
+    args: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
+    // SAFETY: as in `run_task`.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
+    let items: Vec<A> =
+        postcard::from_bytes(args).map_err(|e| format!("cannot deserialize the arguments: {e}"))?;
+    let out: Vec<R> = items.into_iter().map(f).collect();
+    postcard::to_allocvec(&out).map_err(|e| format!("cannot serialize the result: {e}"))
+}
+
+impl Pool {
+    /// A pool of `processes` workers.
+    ///
+    /// # Errors
+    /// As for [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder for a pool with an initializer or `max_tasks_per_child`.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    fn submit(
+        &self,
+        call: Trampoline,
+        func: usize,
+        args: Result<Vec<u8>>,
+        callback: Option<Callback>,
+    ) -> Arc<Slot> {
+        let slot = Arc::new(Slot::default());
+        *lock(&slot.callback) = callback;
+        let args = match args {
+            Ok(a) => a,
+            Err(e) => {
+                slot.complete(Outcome::Panicked(e.to_string()));
+                return slot;
+            }
+        };
+        let mut state = lock(&self.shared.state);
+        if state.closed || state.terminating {
+            let outcome = if state.terminating {
+                Outcome::Terminated
+            } else {
+                Outcome::Closed
+            };
+            drop(state);
+            slot.complete(outcome);
+            return slot;
+        }
+        state.pending.push_back(Job {
+            call: call as usize,
+            func,
+            args,
+            slot: slot.clone(),
+        });
+        drop(state);
+        self.shared.wake();
+        slot
+    }
+
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+        postcard::to_allocvec(value).map_err(|e| Error::Serialize(e.to_string()))
+    }
+
+    /// Runs `f(args)` in a worker and returns its result (blocking).
+    ///
+    /// # Errors
+    /// As for [`AsyncResult::get`]; [`Error::PoolClosed`] after close.
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args).get()
+    }
+
+    /// Submits `f(args)` and returns at once.
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> AsyncResult<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let slot = self.submit(run_task::<A, R>, f as usize, Self::encode(&args), None);
+        AsyncResult {
+            slot,
+            _result: PhantomData,
+        }
+    }
+
+    /// As [`apply_async`](Pool::apply_async), running `on_success` with the
+    /// result or `on_error` with the error in this process (on the pool's
+    /// manager thread) when the task ends.
+    pub fn apply_async_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        args: A,
+        on_success: impl FnOnce(R) + Send + 'static,
+        on_error: impl FnOnce(Error) + Send + 'static,
+    ) -> AsyncResult<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let callback: Callback = Box::new(move |o: &Outcome| match decode::<R>(o.clone()) {
+            Ok(r) => on_success(r),
+            Err(e) => on_error(e),
+        });
+        let slot = self.submit(
+            run_task::<A, R>,
+            f as usize,
+            Self::encode(&args),
+            Some(callback),
+        );
+        AsyncResult {
+            slot,
+            _result: PhantomData,
+        }
+    }
+
+    /// Python's default chunk size: ceil(n / (4 × workers)).
+    fn chunksize(&self, n: usize) -> usize {
+        n.div_ceil(4 * self.processes).max(1)
+    }
+
+    fn submit_chunks<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+    ) -> Vec<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let size = chunksize
+            .unwrap_or_else(|| self.chunksize(items.len()))
+            .max(1);
+        let mut out = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<A> = items.by_ref().take(size).collect();
+            let slot = self.submit(run_chunk::<A, R>, f as usize, Self::encode(&chunk), None);
+            out.push(AsyncResult {
+                slot,
+                _result: PhantomData,
+            });
+        }
+        out
+    }
+
+    /// Applies `f` to every item in worker processes and returns the
+    /// results in order (blocking). Items go in chunks of Python's default size.
+    ///
+    /// # Errors
+    /// The first error of any chunk, as for [`AsyncResult::get`].
+    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_chunked(f, items, None)
+    }
+
+    /// As [`map`](Pool::map), with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As for [`map`](Pool::map).
+    pub fn map_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let mut out = Vec::new();
+        for chunk in self.submit_chunks(f, items.into_iter().collect(), chunksize) {
+            out.extend(chunk.get()?);
+        }
+        Ok(out)
+    }
+
+    /// As [`map`](Pool::map) for functions of two arguments, applied to pairs
+    /// (Python's `starmap`).
+    ///
+    /// # Errors
+    /// As for [`map`](Pool::map).
+    pub fn starmap<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        // A pair-taking fn pointer cannot be made from `f` without a closure,
+        // so the pairs travel with `f`'s address and are unpacked in the worker.
+        fn run_pairs<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+            func: usize,
+            args: &[u8],
+        ) -> std::result::Result<Vec<u8>, String> {
+            // SAFETY: as in `run_task`, for an `fn(A, B) -> R`.
+            let f: fn(A, B) -> R = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(func) };
+            let items: Vec<(A, B)> = postcard::from_bytes(args)
+                .map_err(|e| format!("cannot deserialize the arguments: {e}"))?;
+            let out: Vec<R> = items.into_iter().map(|(a, b)| f(a, b)).collect();
+            postcard::to_allocvec(&out).map_err(|e| format!("cannot serialize the result: {e}"))
+        }
+        let items: Vec<(A, B)> = items.into_iter().collect();
+        let size = self.chunksize(items.len());
+        let mut results = Vec::new();
+        let mut it = items.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<(A, B)> = it.by_ref().take(size).collect();
+            let slot = self.submit(run_pairs::<A, B, R>, f as usize, Self::encode(&chunk), None);
+            results.push(AsyncResult::<Vec<R>> {
+                slot,
+                _result: PhantomData,
+            });
+        }
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r.get()?);
+        }
+        Ok(out)
+    }
+
+    /// Applies `f` to every item; the results come back lazily, in order, as
+    /// an iterator (Python's `imap`). All chunks are submitted at once.
+    pub fn imap<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> impl Iterator<Item = Result<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.submit_chunks(f, items.into_iter().collect(), chunksize.or(Some(1)))
+            .into_iter()
+            .flat_map(|chunk| match chunk.get() {
+                Ok(values) => values.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+    }
+
+    /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
+    /// done, in whatever order (Python's `imap_unordered`).
+    pub fn imap_unordered<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> impl Iterator<Item = Result<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<R>>>();
+        let items: Vec<A> = items.into_iter().collect();
+        let size = chunksize.unwrap_or(1).max(1);
+        let mut it = items.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<A> = it.by_ref().take(size).collect();
+            let tx = tx.clone();
+            let callback: Callback = Box::new(move |o: &Outcome| {
+                let _ = tx.send(decode::<Vec<R>>(o.clone()));
+            });
+            self.submit(
+                run_chunk::<A, R>,
+                f as usize,
+                Self::encode(&chunk),
+                Some(callback),
+            );
+        }
+        drop(tx);
+        rx.into_iter().flat_map(|chunk| match chunk {
+            Ok(values) => values.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
+    }
+
+    /// Accepts no more tasks; queued ones still run. Follow with [`join`](Pool::join).
+    pub fn close(&self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.wake();
+    }
+
+    /// Stops the workers at once (`SIGKILL`); tasks not finished fail with
+    /// [`Error::PoolTerminated`].
+    pub fn terminate(&self) {
+        lock(&self.shared.state).terminating = true;
+        self.shared.wake();
+    }
+
+    /// Waits for the workers to exit: after [`close`](Pool::close), once every
+    /// queued task has run; after [`terminate`](Pool::terminate), at once.
+    ///
+    /// # Errors
+    /// [`Error::ProcessState`] if the pool is neither closed nor terminated.
+    pub fn join(&mut self) -> Result<()> {
+        {
+            let state = lock(&self.shared.state);
+            if !state.closed && !state.terminating {
+                return Err(Error::ProcessState {
+                    name: "Pool".into(),
+                    what: "join before close or terminate",
+                });
+            }
+        }
+        if let Some(m) = self.manager.take() {
+            let _ = m.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+        if let Some(m) = self.manager.take() {
+            let _ = m.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The manager thread.
+
+struct Worker {
+    process: Process<'static>,
+    conn: Connection,
+    /// The task it runs, if any.
+    busy: Option<Arc<Slot>>,
+    /// Tasks given to it so far.
+    given: u64,
+    /// Its pipe reached end of file: it is exiting.
+    gone: bool,
+}
+
+struct Manager {
+    shared: Arc<Shared>,
+    config: Config,
+    workers: Vec<Worker>,
+    started: usize,
+}
+
+impl Manager {
+    fn start_worker(&mut self) -> Result<()> {
+        let (conn, mut theirs) = Pipe(true)?;
+        let config = self.config;
+        self.started += 1;
+        let mut process = Process::new(move || worker_main(&mut theirs, config))
+            .name(format!("ForkPoolWorker-{}", self.started))
+            .daemon(true);
+        process.start()?;
+        self.workers.push(Worker {
+            process,
+            conn,
+            busy: None,
+            given: 0,
+            gone: false,
+        });
+        Ok(())
+    }
+
+    fn can_take_work(&self, w: &Worker) -> bool {
+        w.busy.is_none()
+            && !w.gone
+            && (self.config.max_tasks == 0 || w.given < self.config.max_tasks)
+    }
+
+    fn run(&mut self) {
+        loop {
+            let (terminating, finished) = self.dispatch();
+            if terminating {
+                self.kill_all();
+                return;
+            }
+            if finished {
+                self.stop_all();
+                return;
+            }
+            self.wait_and_collect();
+        }
+    }
+
+    /// Hands pending tasks to idle workers; says whether the pool is
+    /// terminating, or closed with nothing left to do.
+    fn dispatch(&mut self) -> (bool, bool) {
+        let shared = self.shared.clone();
+        let mut state = lock(&shared.state);
+        if state.terminating {
+            for job in state.pending.drain(..) {
+                job.slot.complete(Outcome::Terminated);
+            }
+            return (true, false);
+        }
+        for i in 0..self.workers.len() {
+            if !self.can_take_work(&self.workers[i]) {
+                continue;
+            }
+            let Some(job) = state.pending.pop_front() else {
+                break;
+            };
+            let w = &mut self.workers[i];
+            let sent = w.conn.send(&Request::Run {
+                call: job.call,
+                func: job.func,
+                args: job.args,
+            });
+            w.given += 1;
+            w.busy = Some(job.slot);
+            if sent.is_err() {
+                // The worker is gone; its death is handled with the others.
+                w.gone = true;
+            }
+        }
+        let idle = self.workers.iter().all(|w| w.busy.is_none());
+        (false, state.closed && state.pending.is_empty() && idle)
+    }
+
+    /// Waits for a result, a worker's exit or a wake-up, and handles them.
+    fn wait_and_collect(&mut self) {
+        let mut fds = vec![self.shared.wake.as_raw_fd()];
+        for w in &self.workers {
+            fds.push(if w.gone { -1 } else { w.conn.as_raw_fd() });
+            fds.push(w.process.pidfd().unwrap_or(-1));
+        }
+        let Ok(ready) = sys::poll_readable(&fds, None) else {
+            return;
+        };
+        if ready[0] {
+            sys::eventfd_read(&self.shared.wake);
+        }
+        let mut exited = Vec::new();
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if ready[1 + 2 * i] {
+                match w.conn.recv::<std::result::Result<Vec<u8>, String>>() {
+                    Ok(r) => {
+                        if let Some(slot) = w.busy.take() {
+                            slot.complete(match r {
+                                Ok(bytes) => Outcome::Done(bytes),
+                                Err(msg) => Outcome::Panicked(msg),
+                            });
+                        }
+                    }
+                    Err(_) => w.gone = true,
+                }
+            }
+            if ready[2 + 2 * i] {
+                exited.push(i);
+            }
+        }
+        // Highest index first, so that the indexes stay valid while removing.
+        for i in exited.into_iter().rev() {
+            let w = self.workers.swap_remove(i);
+            let code = w.process.join().unwrap_or(-1);
+            if let Some(slot) = w.busy {
+                slot.complete(Outcome::WorkerDied(code));
+            }
+            if self.start_worker().is_err() {
+                // Could not replace it (fork failed): fail what waits rather
+                // than hang once no worker is left.
+                if self.workers.is_empty() {
+                    let mut state = lock(&self.shared.state);
+                    state.terminating = true;
+                }
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.conn.send(&Request::Stop);
+        }
+        for w in &self.workers {
+            if w.process
+                .join_timeout(Duration::from_secs(10))
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                let _ = w.process.kill();
+                let _ = w.process.join();
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for w in &self.workers {
+            let _ = w.process.kill();
+        }
+        for w in &mut self.workers {
+            let _ = w.process.join();
+            if let Some(slot) = w.busy.take() {
+                slot.complete(Outcome::Terminated);
+            }
+        }
+    }
+}
+
+/// A worker's life: run the initializer, then tasks until told to stop,
+/// the pipe closes, or `max_tasks` are done.
+fn worker_main(conn: &mut Connection, config: Config) {
+    if let Some(init) = config.initializer {
+        init();
+    }
+    let mut done = 0;
+    while let Ok(Request::Run { call, func, args }) = conn.recv::<Request>() {
+        // SAFETY: `call` is the address of a `Trampoline` taken in the parent
+        // (`Pool::submit`), valid in this forked image.
+        let call: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(call) };
+        let result = catch_unwind(AssertUnwindSafe(|| call(func, &args))).unwrap_or_else(|panic| {
+            Err(panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic with a non-string payload".into()))
+        });
+        if conn.send(&result).is_err() {
+            return;
+        }
+        done += 1;
+        if config.max_tasks > 0 && done >= config.max_tasks {
+            return;
+        }
+    }
+}
