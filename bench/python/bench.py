@@ -122,6 +122,23 @@ def array_sum_locked(n):
     return n / (time.perf_counter() - t)  # ops/s
 
 
+def _tiny(x):
+    return (x * 2654435761) & 0xFFFFFFFF
+
+
+def pool_map_10k(rounds):
+    items = list(range(10_000))
+    with ctx.Pool(2) as pool:
+        pool.map(_tiny, items)  # warm-up, as the Rust side's pool is running
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            pool.map(_tiny, items)
+            times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return times[len(times) // 2]  # ms, median
+
+
 def _noop():
     pass
 

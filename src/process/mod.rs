@@ -211,6 +211,7 @@ impl<'a> Process<'a> {
             return Err(self.state_error("already started"));
         };
         reap_unjoined();
+        install_panic_header();
         let parent = sys::getpid();
         let identity = locked(&IDENTITY);
         let unjoined = locked(&UNJOINED);
@@ -253,13 +254,6 @@ impl<'a> Process<'a> {
         if self.daemon && sys::die_with_parent(parent).is_err() {
             sys::exit_now(1);
         }
-        // Like Python's "Process Process-1:" header before a traceback: say
-        // which process panicked, then let the existing hook print the rest.
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            eprintln!("Process {}:", current_process().name());
-            previous(info);
-        }));
         let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
         sys::exit_now(code)
     }
@@ -384,6 +378,26 @@ fn unreaped_error(name: &str) -> Error {
         name: name.into(),
         what: "exited but could not be reaped (was SIGCHLD set to SIG_IGN?)",
     }
+}
+
+/// Like Python's "Process Process-1:" header before a traceback: a panic in
+/// a child first says which process it is, then the previous hook prints
+/// the rest. Installed once, in the parent, so that a child allocates (and
+/// so copies) nothing for it.
+fn install_panic_header() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // try_lock: a panic while this thread holds the lock must not deadlock.
+            if let Ok(identity) = IDENTITY.try_lock() {
+                if let Some(identity) = identity.as_ref() {
+                    eprintln!("Process {}:", identity.name);
+                }
+            }
+            previous(info);
+        }));
+    });
 }
 
 fn reap_unjoined() {

@@ -193,6 +193,13 @@ const SCENARIOS: &[Scenario] = &[
         python_n: Some(|s| s.pick(20_000, 5_000)),
     },
     Scenario {
+        name: "pool_map_10k",
+        layer: Layer::Processes,
+        unit: Unit::Ms,
+        run: pool_map_10k,
+        python_n: Some(|s| s.pick(20, 5)),
+    },
+    Scenario {
         name: "process_start_join",
         layer: Layer::Processes,
         unit: Unit::Ms,
@@ -417,6 +424,32 @@ fn pipe_pingpong(size: &Size) -> Result<Measured> {
         || us_per_round_trip(&raw, n),
     )?;
     Ok((a, vec![("raw Unix socket ping-pong", b)]))
+}
+
+fn tiny(x: u32) -> u32 {
+    x.wrapping_mul(2654435761)
+}
+
+/// Milliseconds per `Pool(2).map` over 10 000 tiny items (the pool already running).
+fn pool_map_10k(size: &Size) -> Result<Measured> {
+    let pool = multiproc::Pool::new(2)?;
+    let rounds = size.pick(20, 5);
+    let items: Vec<u32> = (0..10_000).collect();
+    let expected: Vec<u32> = items.iter().map(|&x| tiny(x)).collect();
+    let ms = median(
+        (0..rounds)
+            .map(|_| -> Result<f64> {
+                let t = Instant::now();
+                let out = pool.map(tiny, items.iter().copied())?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if out != expected {
+                    return Err("pool map returned wrong results".into());
+                }
+                Ok(ms)
+            })
+            .collect::<Result<_>>()?,
+    );
+    Ok((ms, Vec::new()))
 }
 
 /// Two forked processes increment `counter` `n` times each, released
