@@ -56,6 +56,9 @@ pub struct ReadmeDoctests;
 pub use cell::{Array, RawArray, RawValue, Value};
 pub use conn::{Connection, Pipe};
 pub use error::{Error, LockError, LockResult, Result};
-pub use process::{cpu_count, current_process, AsyncResult, Pool, Process};
+pub use process::{
+    active_children, cpu_count, current_process, log_to_stderr, parent_process, spawn_init,
+    AsyncResult, Pool, Process,
+};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

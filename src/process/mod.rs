@@ -7,12 +7,25 @@
 //! held at that moment (the child's copy stays locked forever): allocation
 //! and this crate's own state are fork-safe, but locks of other libraries,
 //! and Rust's stdout lock if another thread is printing, may not be.
-//! Fork before starting threads, or use the spawn start method (planned)
-//! for such programs.
+//! Fork before starting threads, or use the spawn start method
+//! ([`Process::spawn`]) for such programs.
+//!
+//! # Fork or spawn
+//! `fork` (the default, [`Process::new`]) starts a child in about a quarter
+//! of a millisecond and lets it run any closure, with everything the parent
+//! had. `spawn` ([`Process::spawn`]) starts the program again from the top
+//! and runs one function on serialized arguments: slower, but safe from a
+//! multithreaded parent (an async runtime, a thread pool), and the child
+//! shares nothing by accident. A program that spawns must call
+//! [`spawn_init`] first thing in `main`.
 
+mod logging;
 mod pool;
+mod spawn;
 
+pub use logging::log_to_stderr;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
+pub use spawn::spawn_init;
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -20,7 +33,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::ffi::OsString;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
@@ -31,6 +45,8 @@ struct Identity {
     /// Python's `_identity`: (1,) for the first child of the main process,
     /// (1, 2) for the second child of that child, …
     path: Vec<u32>,
+    /// The process that started this one.
+    parent: ProcessInfo,
 }
 
 // The child touches these after fork, so they are `std` mutexes (a plain
@@ -38,9 +54,15 @@ struct Identity {
 static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
 /// Children created so far by this process (reset in each child).
 static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
-/// Children whose handles were dropped while they ran: reaped later, so
-/// that they do not stay zombies.
-static UNJOINED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Every child started and not yet known to have exited, with its handle's
+/// state: `active_children` lists them, and a child whose handle was
+/// dropped is still reaped (not left a zombie).
+static CHILDREN: Mutex<Vec<ChildEntry>> = Mutex::new(Vec::new());
+
+struct ChildEntry {
+    name: String,
+    state: Arc<Mutex<State>>,
+}
 
 /// Locks a process-local mutex; nothing panics while holding one.
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,6 +86,29 @@ impl ProcessInfo {
     pub fn pid(&self) -> u32 {
         self.pid
     }
+}
+
+/// The process that started this one (Python's `parent_process()`), `None`
+/// in a process not started by this crate.
+pub fn parent_process() -> Option<ProcessInfo> {
+    locked(&IDENTITY).as_ref().map(|i| i.parent.clone())
+}
+
+/// The children of this process that are still running (Python's
+/// `active_children()`); children that have exited are reaped on the way.
+pub fn active_children() -> Vec<ProcessInfo> {
+    let mut children = locked(&CHILDREN);
+    children.retain(|c| poll_state(&c.state).is_none());
+    children
+        .iter()
+        .filter_map(|c| match &*locked(&c.state) {
+            State::Running { pid, .. } => Some(ProcessInfo {
+                name: c.name.clone(),
+                pid: *pid,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The process running this code.
@@ -97,8 +142,15 @@ enum State {
 
 type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
 
+/// How a process is started.
+enum Launch<'a> {
+    Fork(Target<'a>),
+    Spawn(spawn::Call),
+}
+
 /// A closure run in a child process (Python's `multiprocessing.Process`),
-/// started by `fork`.
+/// started by `fork` ([`Process::new`]), or a function run in a fresh copy
+/// of the program ([`Process::spawn`]).
 ///
 /// The child sees everything the parent had when it started, including
 /// borrowed data and the shared objects of this crate; its own writes to
@@ -109,7 +161,8 @@ type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
 /// [`exit(N)`](exit), 1 after a panic or an `Err`, −N when killed by signal N.
 ///
 /// Dropping the handle of a running child leaves it running (as
-/// `std::process::Child` does); it is reaped by a later [`Process::start`].
+/// `std::process::Child` does); it is reaped by a later [`Process::start`]
+/// or [`active_children`].
 /// A [daemon](Process::daemon) child is killed when its parent exits.
 ///
 /// # Example
@@ -121,11 +174,26 @@ type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Process<'a> {
-    target: Option<Target<'a>>,
+    launch: Option<Launch<'a>>,
     name: String,
     path: Vec<u32>,
     daemon: bool,
-    state: Mutex<State>,
+    /// Extra command-line arguments of a spawned child.
+    exec_args: Vec<OsString>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Process<'static> {
+    /// A process that will run `f(args)` in a fresh copy of this program
+    /// (the spawn start method), named `Process-N` like Python's. The
+    /// program's `main` must call [`spawn_init`] first. Exit code 0 when `f`
+    /// returns, 1 if it panics.
+    pub fn spawn<A>(f: fn(A), args: A) -> Self
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        Self::with_launch(Launch::Spawn(spawn::Call::new(f, &args)))
+    }
 }
 
 impl<'a> Process<'a> {
@@ -135,10 +203,10 @@ impl<'a> Process<'a> {
     where
         F: FnOnce() + Send + 'a,
     {
-        Self::with_target(Box::new(move || {
+        Self::with_launch(Launch::Fork(Box::new(move || {
             target();
             0
-        }))
+        })))
     }
 
     /// A process whose closure returns a `Result`: exit code 0 on `Ok`, 1 on
@@ -148,16 +216,16 @@ impl<'a> Process<'a> {
         F: FnOnce() -> std::result::Result<(), E> + Send + 'a,
         E: fmt::Debug,
     {
-        Self::with_target(Box::new(move || match target() {
+        Self::with_launch(Launch::Fork(Box::new(move || match target() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("Process {}: error: {e:?}", current_process().name());
                 1
             }
-        }))
+        })))
     }
 
-    fn with_target(target: Target<'a>) -> Self {
+    fn with_launch(launch: Launch<'a>) -> Self {
         let mut path = locked(&IDENTITY)
             .as_ref()
             .map_or_else(Vec::new, |i| i.path.clone());
@@ -170,12 +238,21 @@ impl<'a> Process<'a> {
                 .join(":")
         );
         Process {
-            target: Some(target),
+            launch: Some(launch),
             name,
             path,
             daemon: false,
-            state: Mutex::new(State::NotStarted),
+            exec_args: Vec::new(),
+            state: Arc::new(Mutex::new(State::NotStarted)),
         }
+    }
+
+    /// Adds command-line arguments for a spawned child (not a forked one):
+    /// for programs that choose what to run by their arguments, such as a
+    /// test harness running one test that calls [`spawn_init`].
+    pub fn exec_args<S: Into<OsString>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.exec_args.extend(args.into_iter().map(Into::into));
+        self
     }
 
     /// Sets the name that the child's [`current_process`] reports.
@@ -202,56 +279,83 @@ impl<'a> Process<'a> {
         self.daemon
     }
 
-    /// Forks the child, which runs the closure and exits.
+    /// Starts the child: forks it (it runs the closure and exits), or
+    /// spawns a new copy of the program.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if already started; [`Error::Io`] if `fork` fails.
+    /// [`Error::ProcessState`] if already started; [`Error::Io`] if the
+    /// child cannot be started.
     pub fn start(&mut self) -> Result<()> {
-        let Some(target) = self.target.take() else {
+        let Some(launch) = self.launch.take() else {
             return Err(self.state_error("already started"));
         };
-        reap_unjoined();
+        reap_children();
         install_panic_header();
-        let parent = sys::getpid();
-        let identity = locked(&IDENTITY);
-        let unjoined = locked(&UNJOINED);
-        match sys::fork() {
-            Err(e) => {
-                self.target = Some(target);
-                Err(Error::io("fork", e))
+        let pid = match launch {
+            Launch::Fork(target) => self.fork(target)?,
+            Launch::Spawn(call) => spawn::start(
+                &call,
+                &spawn::Child {
+                    name: &self.name,
+                    path: &self.path,
+                    daemon: self.daemon,
+                    parent: &current_process(),
+                },
+                &self.exec_args,
+            )?,
+        };
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => {
+                *locked(&self.state) = State::Running { pid, pidfd };
+                locked(&CHILDREN).push(ChildEntry {
+                    name: self.name.clone(),
+                    state: self.state.clone(),
+                });
+                Ok(())
             }
-            Ok(Forked::Child) => self.run_child(target, parent, identity, unjoined),
-            Ok(Forked::Parent { pid }) => match sys::pidfd_open(pid) {
-                Ok(pidfd) => {
-                    *locked(&self.state) = State::Running { pid, pidfd };
-                    Ok(())
-                }
-                Err(e) => {
-                    // Without a pidfd the child cannot be waited on safely.
-                    // SAFETY: kill on the pid we just forked and have not reaped.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                    let _ = sys::waitpid(pid, true);
-                    Err(Error::io("pidfd_open (Linux 5.3 or later is required)", e))
-                }
-            },
+            Err(e) => {
+                // Without a pidfd the child cannot be waited on safely.
+                // SAFETY: kill on the pid we just started and have not reaped.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                let _ = sys::waitpid(pid, true);
+                Err(Error::io("pidfd_open (Linux 5.3 or later is required)", e))
+            }
+        }
+    }
+
+    /// Forks; in the parent returns the child's pid, in the child runs
+    /// `target` and never returns.
+    fn fork(&mut self, target: Target<'a>) -> Result<u32> {
+        let parent = current_process();
+        // Held across the fork: in the child they belong to this thread.
+        let identity = locked(&IDENTITY);
+        let children = locked(&CHILDREN);
+        match sys::fork() {
+            Err(e) => Err(Error::io("fork", e)),
+            Ok(Forked::Child) => self.run_child(target, parent, identity, children),
+            Ok(Forked::Parent { pid }) => Ok(pid),
         }
     }
 
     fn run_child(
         &mut self,
         target: Target<'a>,
-        parent: u32,
+        parent: ProcessInfo,
         mut identity: MutexGuard<'_, Option<Identity>>,
-        mut unjoined: MutexGuard<'_, Vec<u32>>,
+        mut children: MutexGuard<'_, Vec<ChildEntry>>,
     ) -> ! {
+        let parent_pid = parent.pid;
         *identity = Some(Identity {
             name: std::mem::take(&mut self.name),
             path: std::mem::take(&mut self.path),
+            parent,
         });
-        unjoined.clear();
-        drop((identity, unjoined));
+        // The parent's children are not this process's (and their pidfds
+        // are only copies): forget them without closing anything.
+        std::mem::forget(std::mem::take(&mut *children));
+        drop((identity, children));
         CHILD_COUNTER.store(0, Ordering::Relaxed);
-        if self.daemon && sys::die_with_parent(parent).is_err() {
+        if self.daemon && sys::die_with_parent(parent_pid).is_err() {
             sys::exit_now(1);
         }
         let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
@@ -320,19 +424,7 @@ impl<'a> Process<'a> {
 
     /// Reaps the child if it has exited; returns its exit code if known.
     fn poll(&self) -> Option<i32> {
-        let mut state = locked(&self.state);
-        match &*state {
-            State::NotStarted => None,
-            State::Exited { code, .. } => Some(*code),
-            State::Running { pid, .. } => match sys::waitpid(*pid, false) {
-                Ok(Some(code)) => {
-                    *state = State::Exited { pid: *pid, code };
-                    Some(code)
-                }
-                // Not yet exited, or reaped elsewhere (ECHILD): nothing to tell.
-                Ok(None) | Err(_) => None,
-            },
-        }
+        poll_state(&self.state)
     }
 
     /// Asks the child to stop (`SIGTERM`). A no-op once it has exited.
@@ -373,6 +465,24 @@ impl<'a> Process<'a> {
     }
 }
 
+/// Reaps the child behind `state` if it has exited; its exit code if known.
+fn poll_state(state: &Mutex<State>) -> Option<i32> {
+    let mut state = locked(state);
+    match &*state {
+        State::NotStarted => None,
+        State::Exited { code, .. } => Some(*code),
+        State::Running { pid, .. } => match sys::waitpid(*pid, false) {
+            Ok(Some(code)) => {
+                let pid = *pid;
+                *state = State::Exited { pid, code };
+                Some(code)
+            }
+            // Not yet exited, or reaped elsewhere (ECHILD): nothing to tell.
+            Ok(None) | Err(_) => None,
+        },
+    }
+}
+
 fn unreaped_error(name: &str) -> Error {
     Error::ProcessState {
         name: name.into(),
@@ -400,18 +510,9 @@ fn install_panic_header() {
     });
 }
 
-fn reap_unjoined() {
-    locked(&UNJOINED).retain(|&pid| matches!(sys::waitpid(pid, false), Ok(None)));
-}
-
-impl Drop for Process<'_> {
-    fn drop(&mut self) {
-        if self.poll().is_none() {
-            if let State::Running { pid, .. } = &*locked(&self.state) {
-                locked(&UNJOINED).push(*pid);
-            }
-        }
-    }
+/// Forgets children that have exited (reaping those whose handles are gone).
+fn reap_children() {
+    locked(&CHILDREN).retain(|c| poll_state(&c.state).is_none());
 }
 
 impl fmt::Debug for Process<'_> {

@@ -726,3 +726,9 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes descriptor `target` a copy of `fd` (`dup2`).
+pub(crate) fn dup_onto(fd: &impl AsRawFd, target: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on valid descriptors.
+    cvt(unsafe { libc::dup2(fd.as_raw_fd(), target) }).map(drop)
+}

@@ -1,0 +1,240 @@
+//! The same Process checks under both start methods, fork and spawn, with
+//! real children. A spawned child is this test binary run again, executing
+//! only `spawn_entry`, which hands over to `multiproc::spawn_init`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{join, wait_until, watchdog};
+use multiproc::{active_children, current_process, parent_process, process, Process, RawValue};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The body of every spawned child of this binary, and of the logging helper.
+#[test]
+fn spawn_entry() {
+    // First: in a spawned child this runs its work and never returns.
+    multiproc::spawn_init();
+    if std::env::var_os(common::HELPER_ENV).is_some() {
+        logging_helper();
+    }
+}
+
+fn log_line(_: ()) {
+    log::warn!("from the child");
+}
+
+/// Logs from the main process and from a forked and a spawned child.
+fn logging_helper() {
+    multiproc::log_to_stderr(log::LevelFilter::Info).unwrap();
+    log::info!("from the parent");
+    log::debug!("not shown: below the level");
+    for start in [Start::Fork, Start::Spawn] {
+        let mut p = make(start, log_line, ()).name(format!("logger-{start:?}"));
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 0);
+    }
+}
+
+#[test]
+fn log_lines_carry_the_process_name() {
+    watchdog("logging", LIMIT, || {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "spawn_entry", "--nocapture", "--test-threads=1"])
+            .env(common::HELPER_ENV, "log")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("[INFO/MainProcess] from the parent"), "{err}");
+        assert!(err.contains("[WARN/logger-Fork] from the child"), "{err}");
+        assert!(err.contains("[WARN/logger-Spawn] from the child"), "{err}");
+        assert!(!err.contains("below the level"), "{err}");
+    });
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    Fork,
+    Spawn,
+}
+
+/// A process running `f(args)`, started either way.
+fn make<A>(start: Start, f: fn(A), args: A) -> Process<'static>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    match start {
+        Start::Fork => Process::new(move || f(args)),
+        Start::Spawn => Process::spawn(f, args).exec_args([
+            "--exact",
+            "spawn_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ]),
+    }
+}
+
+fn returns(_: ()) {}
+
+fn exits(code: i32) {
+    process::exit(code)
+}
+
+fn panics(_: ()) {
+    panic!("expected panic in a test child")
+}
+
+fn sleeps(secs: u64) {
+    std::thread::sleep(Duration::from_secs(secs)); // the child's work: waiting to be stopped
+}
+
+/// Asserts who the child is and who its parent is (a panic is exit code 1).
+fn identity(expected: (String, String, u32)) {
+    let (name, parent_name, parent_pid) = expected;
+    assert_eq!(current_process().name(), name);
+    assert_eq!(current_process().pid(), std::process::id());
+    let parent = parent_process().expect("a parent");
+    assert_eq!(
+        (parent.name(), parent.pid()),
+        (parent_name.as_str(), parent_pid)
+    );
+    assert_eq!(std::os::unix::process::parent_id(), parent_pid);
+}
+
+/// Writes into a named shared value: a spawned child shares nothing else.
+fn touch(name: String) {
+    RawValue::<u32>::open(&name).unwrap().set(7);
+}
+
+fn exit_codes(start: Start) {
+    let cases: Vec<(Process, i32)> = vec![
+        (make(start, returns, ()), 0),
+        (make(start, exits, 3), 3),
+        (make(start, panics, ()), 1),
+    ];
+    for (mut p, code) in cases {
+        p.start().unwrap();
+        assert_eq!(join(&p, LIMIT), code, "{start:?}");
+    }
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let mut p = make(start, sleeps, 600).daemon(true);
+        p.start().unwrap();
+        assert!(p.is_alive());
+        let t = Instant::now();
+        assert_eq!(p.join_timeout(Duration::from_millis(100)).unwrap(), None);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        if signal == libc::SIGTERM {
+            p.terminate().unwrap();
+        } else {
+            p.kill().unwrap();
+        }
+        assert_eq!(join(&p, LIMIT), -signal, "{start:?}");
+    }
+}
+
+#[test]
+fn exit_codes_fork() {
+    watchdog("exit codes fork", LIMIT, || exit_codes(Start::Fork));
+}
+
+#[test]
+fn exit_codes_spawn() {
+    watchdog("exit codes spawn", LIMIT, || exit_codes(Start::Spawn));
+}
+
+fn names_and_parents(start: Start) {
+    let me = current_process();
+    let mut p = make(
+        start,
+        identity,
+        ("worker".into(), me.name().into(), me.pid()),
+    )
+    .name("worker");
+    p.start().unwrap();
+    assert_eq!(join(&p, LIMIT), 0, "{start:?}");
+    // A default name, Python's Process-N: predicted from the next handle.
+    let probe = Process::new(|| {});
+    let next = probe
+        .process_name()
+        .strip_prefix("Process-")
+        .unwrap()
+        .parse::<u32>()
+        .unwrap()
+        + 1;
+    let mut p = make(
+        start,
+        identity,
+        (format!("Process-{next}"), me.name().into(), me.pid()),
+    );
+    assert_eq!(p.process_name(), format!("Process-{next}"));
+    p.start().unwrap();
+    assert_eq!(join(&p, LIMIT), 0, "{start:?}");
+}
+
+#[test]
+fn names_and_parents_fork() {
+    watchdog("names fork", LIMIT, || names_and_parents(Start::Fork));
+}
+
+#[test]
+fn names_and_parents_spawn() {
+    watchdog("names spawn", LIMIT, || names_and_parents(Start::Spawn));
+}
+
+fn shared_by_name(start: Start) {
+    let name = common::TempName::new(&format!("touch-{start:?}"));
+    let v = RawValue::create(&name, 0u32).unwrap();
+    let mut p = make(start, touch, name.0.clone());
+    p.start().unwrap();
+    assert_eq!(join(&p, LIMIT), 0);
+    assert_eq!(v.get(), 7);
+}
+
+#[test]
+fn shared_memory_by_name_fork() {
+    watchdog("touch fork", LIMIT, || shared_by_name(Start::Fork));
+}
+
+#[test]
+fn shared_memory_by_name_spawn() {
+    watchdog("touch spawn", LIMIT, || shared_by_name(Start::Spawn));
+}
+
+#[test]
+fn active_children_lists_running_children_only() {
+    watchdog("active_children", LIMIT, || {
+        let mut a = make(Start::Fork, sleeps, 600)
+            .name("sleeper-fork")
+            .daemon(true);
+        let mut b = make(Start::Spawn, sleeps, 600)
+            .name("sleeper-spawn")
+            .daemon(true);
+        a.start().unwrap();
+        b.start().unwrap();
+        let names = || {
+            let mut n: Vec<String> = active_children()
+                .into_iter()
+                .filter(|c| c.name().starts_with("sleeper"))
+                .map(|c| c.name().to_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(), ["sleeper-fork", "sleeper-spawn"]);
+        a.kill().unwrap();
+        // Reaped through the handle or by active_children, whichever first.
+        assert!(wait_until(LIMIT, || names() == ["sleeper-spawn"]));
+        b.kill().unwrap();
+        drop(b); // a dropped handle's child is still reaped
+        assert!(wait_until(LIMIT, || names().is_empty()));
+        assert_eq!(a.exitcode(), Some(-libc::SIGKILL));
+    });
+}
+
+#[test]
+fn the_main_process_has_no_parent_process() {
+    assert!(parent_process().is_none());
+    assert_eq!(current_process().name(), "MainProcess");
+}
