@@ -24,7 +24,7 @@ mod pool;
 mod spawn;
 
 pub use logging::log_to_stderr;
-pub use pool::{AsyncResult, Pool, PoolBuilder};
+pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder};
 pub use spawn::spawn_init;
 
 use std::fmt;

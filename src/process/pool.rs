@@ -200,6 +200,56 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
     }
 }
 
+/// The results of [`Pool::map_async`], in order.
+pub struct MapResult<R> {
+    chunks: Vec<AsyncResult<Vec<R>>>,
+}
+
+impl<R: DeserializeOwned> MapResult<R> {
+    /// Waits for every item and returns the results in order.
+    ///
+    /// # Errors
+    /// The first error of any chunk, as for [`AsyncResult::get`].
+    pub fn get(&self) -> Result<Vec<R>> {
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            out.extend(c.get()?);
+        }
+        Ok(out)
+    }
+
+    /// As [`get`](MapResult::get), waiting at most `timeout` in all.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and those of [`get`](MapResult::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            out.extend(c.get_timeout(deadline.saturating_duration_since(Instant::now()))?);
+        }
+        Ok(out)
+    }
+
+    /// Whether every item is done.
+    pub fn ready(&self) -> bool {
+        self.chunks.iter().all(AsyncResult::ready)
+    }
+
+    /// Waits until every item is done.
+    pub fn wait(&self) {
+        self.chunks.iter().for_each(AsyncResult::wait);
+    }
+
+    /// Whether every item finished without error; `None` while any runs.
+    pub fn successful(&self) -> Option<bool> {
+        self.chunks
+            .iter()
+            .map(AsyncResult::successful)
+            .try_fold(true, |all, s| s.map(|ok| all && ok))
+    }
+}
+
 /// Configures a [`Pool`].
 #[derive(Default)]
 pub struct PoolBuilder {
@@ -295,10 +345,10 @@ struct Config {
 ///
 /// Tasks are plain functions (`fn(A) -> R`) with serde arguments and
 /// results: a function's address is valid in the forked workers, a closure
-/// made after they started is not. A task that panics makes its result an
+/// made after they started is not. A task that panics (or, run with
+/// [`try_apply`](Pool::try_apply), returns `Err`) makes its result an
 /// [`Error::TaskFailed`]; a worker that dies mid-task (killed, crashed, or
-/// `exit` called) makes it [`Error::WorkerDied`], and is replaced. A task
-/// that returns a `Result` delivers it as its value.
+/// `exit` called) makes it [`Error::WorkerDied`], and is replaced.
 ///
 /// Dropping a pool terminates it, as leaving Python's `with Pool() as p:`
 /// block does: call [`close`](Pool::close) and [`join`](Pool::join) first
@@ -333,6 +383,19 @@ fn run_task<A: DeserializeOwned, R: Serialize>(
     let args: A =
         postcard::from_bytes(args).map_err(|e| format!("cannot deserialize the arguments: {e}"))?;
     postcard::to_allocvec(&f(args)).map_err(|e| format!("cannot serialize the result: {e}"))
+}
+
+fn run_fallible<A: DeserializeOwned, R: Serialize, E: std::fmt::Display>(
+    func: usize,
+    args: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
+    // SAFETY: as in `run_task`, for an `fn(A) -> Result<R, E>`.
+    let f: fn(A) -> std::result::Result<R, E> =
+        unsafe { std::mem::transmute::<usize, fn(A) -> std::result::Result<R, E>>(func) };
+    let args: A =
+        postcard::from_bytes(args).map_err(|e| format!("cannot deserialize the arguments: {e}"))?;
+    let value = f(args).map_err(|e| e.to_string())?;
+    postcard::to_allocvec(&value).map_err(|e| format!("cannot serialize the result: {e}"))
 }
 
 fn run_chunk<A: DeserializeOwned, R: Serialize>(
@@ -463,6 +526,44 @@ impl Pool {
         }
     }
 
+    /// Runs a fallible task: its `Err` fails it like a panic does
+    /// ([`Error::TaskFailed`] with the error's text), blocking.
+    ///
+    /// # Errors
+    /// As for [`AsyncResult::get`].
+    pub fn try_apply<A, R, E>(&self, f: fn(A) -> std::result::Result<R, E>, args: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        E: std::fmt::Display,
+    {
+        self.try_apply_async(f, args).get()
+    }
+
+    /// Submits a fallible task: its `Err` makes the result an
+    /// [`Error::TaskFailed`] with the error's text (and runs no success callback).
+    pub fn try_apply_async<A, R, E>(
+        &self,
+        f: fn(A) -> std::result::Result<R, E>,
+        args: A,
+    ) -> AsyncResult<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        E: std::fmt::Display,
+    {
+        let slot = self.submit(
+            run_fallible::<A, R, E>,
+            f as usize,
+            Self::encode(&args),
+            None,
+        );
+        AsyncResult {
+            slot,
+            _result: PhantomData,
+        }
+    }
+
     /// Python's default chunk size: ceil(n / (4 × workers)).
     fn chunksize(&self, n: usize) -> usize {
         n.div_ceil(4 * self.processes).max(1)
@@ -526,6 +627,17 @@ impl Pool {
             out.extend(chunk.get()?);
         }
         Ok(out)
+    }
+
+    /// As [`map`](Pool::map), returning at once (Python's `map_async`).
+    pub fn map_async<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> MapResult<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        MapResult {
+            chunks: self.submit_chunks(f, items.into_iter().collect(), None),
+        }
     }
 
     /// As [`map`](Pool::map) for functions of two arguments, applied to pairs
