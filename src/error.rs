@@ -204,6 +204,18 @@ pub enum Error {
     /// The pool was terminated before the task finished.
     #[error("the pool was terminated")]
     PoolTerminated,
+    /// The manager raised an error for an operation, as Python's would
+    /// (`KeyError`, `IndexError`, `ValueError`, `TypeError`).
+    #[error("{kind}: {message}")]
+    Remote {
+        /// The Python exception's name.
+        kind: String,
+        /// What it says.
+        message: String,
+    },
+    /// The manager server shut down or is unreachable.
+    #[error("the manager is gone: {0}")]
+    ManagerGone(String),
     /// A process operation in the wrong state (e.g. `join` before `start`).
     #[error("process {name:?}: {what}")]
     ProcessState {

@@ -42,6 +42,7 @@ pub mod baseline;
 pub mod cell;
 pub mod conn;
 mod error;
+pub mod manager;
 pub mod process;
 pub mod queue;
 pub mod segment;

@@ -1,8 +1,10 @@
 """The Python side of `multiproc bench`: the same work with `multiprocessing`.
 
 Usage: python3 bench.py SCENARIO N
-Prints one number in the scenario's unit (see `multiproc bench --json`).
+Prints one number in the scenario's unit (see `multiproc bench --json`);
+the manager scenarios add the server's CPU time per operation in us.
 """
+import os
 import sys
 import time
 import multiprocessing as mp
@@ -137,6 +139,70 @@ def pool_map_10k(rounds):
             times.append((time.perf_counter() - t) * 1e3)
     times.sort()
     return times[len(times) // 2]  # ms, median
+
+
+def _server_cpu(manager):
+    """CPU seconds of the server process so far (exited threads included)."""
+    with open(f"/proc/{manager._process.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _manager_clients(op, clients, n):
+    with ctx.Manager() as m:
+        d, l = m.dict(), m.list()
+        if op == "get":
+            d.update({i: i for i in range(n)})
+        cpu0 = _server_cpu(m)
+        t = time.perf_counter()
+        if clients == 1:
+            _manager_work(op, d, l, 0, n)
+        else:
+            ps = [ctx.Process(target=_manager_work, args=(op, d, l, c, n)) for c in range(clients)]
+            for p in ps:
+                p.start()
+            for p in ps:
+                p.join()
+        elapsed = time.perf_counter() - t
+        cpu = _server_cpu(m) - cpu0
+    ops = clients * n
+    return f"{ops / elapsed} {cpu / ops * 1e6}"  # ops/s, server CPU us/op
+
+
+def _manager_work(op, d, l, client, n):
+    base = client * n
+    if op == "set":
+        for i in range(n):
+            d[base + i] = i
+    elif op == "get":
+        for i in range(n):
+            d.get(i)
+    elif op == "append":
+        for i in range(n):
+            l.append(i)
+    elif op == "update":  # Python's way to batch: one update() per 1000 items
+        for b in range(n // 1000):
+            d.update({base + b * 1000 + i: i for i in range(1000)})
+
+
+def manager_dict_set_1client(n):
+    return _manager_clients("set", 1, n)
+
+
+def manager_dict_get_1client(n):
+    return _manager_clients("get", 1, n)
+
+
+def manager_dict_set_2client(n):
+    return _manager_clients("set", 2, n)
+
+
+def manager_list_append_1client(n):
+    return _manager_clients("append", 1, n)
+
+
+def manager_dict_set_batched(n):
+    return _manager_clients("update", 1, n)
 
 
 def _noop():

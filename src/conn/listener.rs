@@ -147,11 +147,19 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
+impl Listener {
+    /// Removes the Unix socket file now (for a process that is about to
+    /// exit without dropping the listener).
+    pub(crate) fn remove_socket_file(&self) {
         if let Address::Unix(path) = &self.address {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.remove_socket_file();
     }
 }
 

@@ -76,17 +76,26 @@ impl Unit {
 enum Layer {
     Shared,
     Sockets,
+    Managed,
     Processes,
 }
 
 impl Layer {
     /// In table order.
-    const ALL: [Layer; 3] = [Layer::Shared, Layer::Sockets, Layer::Processes];
+    const ALL: [Layer; 4] = [
+        Layer::Shared,
+        Layer::Sockets,
+        Layer::Managed,
+        Layer::Processes,
+    ];
 
     fn title(self) -> &'static str {
         match self {
             Layer::Shared => "-- shared layer (shared memory, no system call per operation)",
             Layer::Sockets => "-- connections (a system call per message)",
+            Layer::Managed => {
+                "-- managed layer (Manager server, one socket round trip per operation)"
+            }
             Layer::Processes => "-- processes",
         }
     }
@@ -191,6 +200,41 @@ const SCENARIOS: &[Scenario] = &[
         unit: Unit::OpsPerSec,
         run: array_sum_locked,
         python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "manager_dict_set_1client",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::Set, 1),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "manager_dict_get_1client",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::Get, 1),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "manager_dict_set_2client",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::Set, 2),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "manager_list_append_1client",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::Append, 1),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "manager_dict_set_batched",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::SetBatched, 1),
+        python_n: Some(|s| s.pick(200_000, 50_000)),
     },
     Scenario {
         name: "pool_map_10k",
@@ -452,6 +496,117 @@ fn pool_map_10k(size: &Size) -> Result<Measured> {
     Ok((ms, Vec::new()))
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum ManagerOp {
+    Set,
+    Get,
+    Append,
+    /// `set_many` in batches of 1000: one round trip per batch.
+    SetBatched,
+}
+
+const BATCH: u64 = 1000;
+
+/// Operations per second on a managed dict or list by `clients` processes
+/// (this one, or forked ones released together), and the server's CPU time
+/// per operation.
+fn managed_rate(op: ManagerOp, clients: u64, n: u64) -> Result<(f64, f64)> {
+    let manager = multiproc::manager::Manager::start()?;
+    let dict = manager.dict::<u64, u64>()?;
+    let list = manager.list::<u64>()?;
+    if op == ManagerOp::Get {
+        dict.set_many((0..n).map(|i| (i, i)))?;
+    }
+    let work = |client: u64| -> multiproc::Result<()> {
+        let base = client * n;
+        match op {
+            ManagerOp::Set => (0..n).try_for_each(|i| dict.set(base + i, i)),
+            ManagerOp::Get => (0..n).try_for_each(|i| dict.get(&i).map(drop)),
+            ManagerOp::Append => (0..n).try_for_each(|i| list.append(i)),
+            ManagerOp::SetBatched => (0..n / BATCH)
+                .try_for_each(|b| dict.set_many((0..BATCH).map(|i| (base + b * BATCH + i, i)))),
+        }
+    };
+    let server = manager
+        .server_pid()
+        .ok_or("the manager has no server process")?;
+    let cpu_before = cpu_seconds(server)?;
+    let t = Instant::now();
+    if clients == 1 {
+        work(0)?;
+    } else {
+        let go = RawValue::new(0u32)?;
+        let mut procs: Vec<Process> = (0..clients)
+            .map(|c| {
+                let (go, work) = (&go, &work);
+                Process::fallible(move || {
+                    while go.atomic().load(Ordering::Acquire) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    work(c)
+                })
+                .daemon(true)
+            })
+            .collect();
+        for p in &mut procs {
+            p.start()?;
+        }
+        go.atomic().store(1, Ordering::Release);
+        for p in &procs {
+            if p.join_timeout(Duration::from_secs(300))? != Some(0) {
+                return Err("a manager client failed".into());
+            }
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let ops = (clients * n) as f64;
+    let cpu = cpu_seconds(server)? - cpu_before;
+    Ok((ops / elapsed, cpu / ops * 1e6))
+}
+
+/// User + system CPU time of a process so far, in seconds, threads that
+/// have exited included. Counted in clock ticks (10 ms): a full run's
+/// second or so of server work makes that precise to about 1%.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("bad stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; counted after the name, 12 and 13.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Raw Unix-socket round trips per second, the floor of any managed operation.
+fn raw_round_trips_per_sec(n: u64) -> Result<f64> {
+    let raw = RawSocketPingPong::new()?;
+    Ok(1e6 / us_per_round_trip(&raw, n)?)
+}
+
+fn managed(size: &Size, op: ManagerOp, clients: u64) -> Result<Measured> {
+    let n = match op {
+        ManagerOp::SetBatched => size.pick(500_000, 100_000),
+        _ => size.pick(20_000, 5_000),
+    };
+    let mut cpu = Vec::new();
+    let (a, b) = paired(
+        size,
+        || {
+            let (rate, cpu_us) = managed_rate(op, clients, n)?;
+            cpu.push(cpu_us);
+            Ok(rate)
+        },
+        || raw_round_trips_per_sec(size.pick(20_000, 5_000)),
+    )?;
+    eprint!(" (server CPU {:.2} us/op)", median(cpu));
+    Ok((a, vec![("raw Unix socket round trips", b)]))
+}
+
 /// Two forked processes increment `counter` `n` times each, released
 /// together; returns increments per second. Fails if any increment is lost.
 fn two_process_rate(counter: &(impl BenchCounter + Sync), n: u64) -> Result<f64> {
@@ -590,8 +745,13 @@ fn run_python(scenario: &str, n: u64) -> Result<Option<f64>> {
     }
     let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    match text.trim().parse::<f64>() {
-        Ok(v) if out.status.success() => Ok(Some(v)),
+    let mut numbers = text.split_whitespace().map(str::parse::<f64>);
+    // An optional second number is the Python server's CPU time per operation.
+    if let Some(Ok(cpu)) = numbers.clone().nth(1) {
+        eprint!(" (python server CPU {cpu:.2} us/op)");
+    }
+    match numbers.next() {
+        Some(Ok(v)) if out.status.success() => Ok(Some(v)),
         _ => {
             eprint!(
                 " (python failed: {})",
@@ -623,6 +783,26 @@ fn json_line(s: &Scenario, m: &Measurement) -> String {
         s.unit.name(),
         num(m.multiproc)
     )
+}
+
+/// The classic advice with numbers: how many shared-layer updates one
+/// managed-layer update costs.
+fn print_headline(results: &[(&Scenario, Measurement)]) {
+    let find = |name: &str| results.iter().find(|(s, _)| s.name == name);
+    match (find("manager_dict_set_1client"), find("lock_uncontended")) {
+        (Some((ms, m)), Some((ls, l))) => {
+            let managed_ns = 1e9 / ms.unit.speed(m.multiproc);
+            let shared_ns = 1e9 / ls.unit.speed(l.multiproc);
+            println!(
+                "headline: a managed dict set costs {:.1} us, a shared locked update {:.1} ns: {:.0}x. \
+                 Value/Array are fast; a Manager is flexible.",
+                managed_ns / 1e3,
+                shared_ns,
+                managed_ns / shared_ns
+            );
+        }
+        _ => println!("headline: run manager_dict_set_1client and lock_uncontended for the managed/shared ratio"),
+    }
 }
 
 fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
@@ -687,8 +867,7 @@ fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
             println!("   {}: also {} ({name})", s.name, s.unit.format(v));
         }
     }
-    println!("-- managed layer (Manager server, one socket round trip per operation)");
-    println!("   not implemented yet: the managed-versus-shared headline ratio needs it");
+    print_headline(results);
     if !python {
         println!("(python3 with multiprocessing not found: Python columns are n/a)");
     }

@@ -1,0 +1,81 @@
+//! The messages between proxies and the manager server (postcard-encoded,
+//! one per [`Connection`](crate::conn::Connection) frame).
+
+use serde::{Deserialize, Serialize};
+
+use super::Value;
+
+/// An object's number on the server.
+pub(crate) type Id = u64;
+
+/// What kind of object a proxy stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    Dict,
+    List,
+    Namespace,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Create(Kind),
+    Incref(Id),
+    Decref(Id),
+    Call(Id, Op),
+    /// Several operations, one round trip; answered by `Response::Batch`.
+    Batch(Vec<(Id, Op)>),
+    NumberOfObjects,
+    Shutdown,
+}
+
+/// An operation on one object. Keys of lists are `Int` indexes (negative
+/// ones count from the end), of namespaces `Str` names.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Op {
+    Len,
+    Clear,
+    /// The whole object: a dict's items as a `Dict`, a list as a `List`.
+    Snapshot,
+    /// `obj[key]`: `KeyError`/`IndexError` if missing.
+    Get(Value),
+    /// `dict.get(key)`: `None` if missing.
+    Lookup(Value),
+    /// `obj[key] = value`.
+    Set(Value, Value),
+    /// `del obj[key]`.
+    Del(Value),
+    /// `dict.pop(key)`: `KeyError` if missing; `list.pop(index)`.
+    Pop(Value),
+    /// `dict.pop(key, None)`.
+    Discard(Value),
+    PopItem,
+    SetDefault(Value, Value),
+    Contains(Value),
+    Keys,
+    Values,
+    Update(Vec<(Value, Value)>),
+    /// `obj[key] += delta`, atomically; a missing dict key counts as 0.
+    /// Answers the new value.
+    Increment(Value, Value),
+    /// Sets `obj[key] = new` if it currently equals `expected` (`None`:
+    /// absent); answers whether it did.
+    CompareAndSet(Value, Option<Value>, Value),
+    Append(Value),
+    Extend(Vec<Value>),
+    Insert(i64, Value),
+    /// `list.remove(value)`: `ValueError` if absent.
+    Remove(Value),
+    Index(Value),
+    Count(Value),
+    Reverse,
+    Sort,
+    Slice(i64, i64),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    Value(Value),
+    Created(Id),
+    Batch(Vec<Response>),
+    Error { kind: String, message: String },
+}

@@ -1,0 +1,261 @@
+//! The Manager across real processes: semantics, atomic updates, lifetime,
+//! authentication and robustness.
+
+mod common;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use common::{child, join, wait_until, watchdog};
+use multiproc::conn::Address;
+use multiproc::manager::Manager;
+use multiproc::{Error, Semaphore};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn remote_kind(e: &Error) -> &str {
+    match e {
+        Error::Remote { kind, .. } => kind,
+        _ => "",
+    }
+}
+
+#[test]
+fn dict_semantics_follow_python() {
+    watchdog("dict", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<String, i64>().unwrap();
+        assert!(d.is_empty().unwrap());
+        d.set("a".into(), 1).unwrap();
+        d.set("b".into(), 2).unwrap();
+        d.set("a".into(), 10).unwrap(); // overwrite keeps the position
+        assert_eq!(d.keys().unwrap(), ["a", "b"]);
+        assert_eq!(d.values().unwrap(), [10, 2]);
+        assert_eq!(d.get(&"a".into()).unwrap(), Some(10));
+        assert_eq!(d.get(&"zz".into()).unwrap(), None);
+        assert!(d.contains(&"b".into()).unwrap());
+        assert_eq!(d.setdefault("c".into(), 3).unwrap(), 3);
+        assert_eq!(d.setdefault("c".into(), 99).unwrap(), 3);
+        assert_eq!(d.popitem().unwrap(), ("c".into(), 3));
+        assert_eq!(d.pop(&"b".into()).unwrap(), 2);
+        assert_eq!(remote_kind(&d.pop(&"b".into()).unwrap_err()), "KeyError");
+        assert_eq!(d.remove(&"b".into()).unwrap(), None);
+        d.update([("x".into(), 5), ("y".into(), 6)]).unwrap();
+        assert_eq!(d.len().unwrap(), 3);
+        assert_eq!(d.to_hash_map().unwrap()["y"], 6);
+        assert_eq!(d.items().unwrap()[0], ("a".into(), 10));
+        d.set_many((0..10).map(|i| (format!("k{i}"), i))).unwrap();
+        assert_eq!(
+            d.get_many(&["k3".to_string(), "nope".to_string()]).unwrap(),
+            [Some(3), None]
+        );
+        assert_eq!(d.increment(&"a".into(), 5).unwrap(), 15);
+        assert_eq!(d.increment(&"new".into(), 2).unwrap(), 2);
+        assert!(d.compare_and_set(&"a".into(), Some(&15), 0).unwrap());
+        assert!(!d.compare_and_set(&"a".into(), Some(&15), 1).unwrap());
+        assert!(d.compare_and_set(&"absent".into(), None, 1).unwrap());
+        d.clear().unwrap();
+        assert!(d.is_empty().unwrap());
+        // Keys and values of any serde type.
+        let typed = m.dict::<(u8, bool), Vec<Option<f32>>>().unwrap();
+        typed.set((1, true), vec![Some(0.5), None]).unwrap();
+        assert_eq!(typed.get(&(1, true)).unwrap(), Some(vec![Some(0.5), None]));
+        let strs = m.dict::<String, String>().unwrap();
+        strs.set("s".into(), "text".into()).unwrap();
+        assert_eq!(
+            remote_kind(&strs.increment(&"s".into(), "x".into()).unwrap_err()),
+            "TypeError"
+        );
+    });
+}
+
+#[test]
+fn list_and_namespace_semantics_follow_python() {
+    watchdog("list", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let l = m.list::<i32>().unwrap();
+        l.extend([3, 1, 2]).unwrap();
+        l.append(5).unwrap();
+        l.insert(0, 9).unwrap();
+        l.insert(100, 7).unwrap(); // clamped, as in Python
+        assert_eq!(l.to_vec().unwrap(), [9, 3, 1, 2, 5, 7]);
+        assert_eq!(l.get(-1).unwrap(), 7);
+        l.set(-2, 50).unwrap();
+        assert_eq!(l.pop(-1).unwrap(), 7);
+        assert_eq!(l.index(&1).unwrap(), 2);
+        assert_eq!(l.count(&3).unwrap(), 1);
+        l.remove(&9).unwrap();
+        assert_eq!(remote_kind(&l.remove(&9).unwrap_err()), "ValueError");
+        assert_eq!(remote_kind(&l.get(10).unwrap_err()), "IndexError");
+        l.sort().unwrap();
+        assert_eq!(l.to_vec().unwrap(), [1, 2, 3, 50]);
+        l.reverse().unwrap();
+        assert_eq!(l.slice(1, -1).unwrap(), [3, 2]);
+        assert_eq!(l.increment(0, 1).unwrap(), 51);
+        assert_eq!(l.len().unwrap(), 4);
+        l.clear().unwrap();
+        assert_eq!(remote_kind(&l.pop(-1).unwrap_err()), "IndexError");
+
+        let ns = m.namespace().unwrap();
+        ns.set("x", &1.5f64).unwrap();
+        ns.set("name", "ns").unwrap();
+        assert_eq!(ns.get::<f64>("x").unwrap(), 1.5);
+        assert_eq!(ns.get::<String>("name").unwrap(), "ns");
+        ns.del("x").unwrap();
+        assert_eq!(
+            remote_kind(&ns.get::<f64>("x").unwrap_err()),
+            "AttributeError"
+        );
+    });
+}
+
+#[test]
+fn many_processes_see_one_object_and_lose_no_increment() {
+    watchdog("64 clients", Duration::from_secs(120), || {
+        const CLIENTS: usize = 64;
+        const EACH: i64 = 50;
+        let m = Manager::start().unwrap();
+        let d = m.dict::<String, i64>().unwrap();
+        let l = m.list::<u32>().unwrap();
+        let ready = Semaphore::new(0).unwrap();
+        let go = multiproc::Event::new().unwrap();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (d, l, ready, go) = (&d, &l, &ready, &go);
+                child(move || {
+                    ready.release().unwrap();
+                    go.wait(); // all 64 connected at once
+                    for _ in 0..EACH {
+                        d.increment(&"counter".into(), 1).unwrap();
+                    }
+                    l.append(i as u32).unwrap();
+                })
+            })
+            .collect();
+        for _ in 0..CLIENTS {
+            assert!(ready.acquire_timeout(LIMIT));
+        }
+        go.set();
+        for c in &clients {
+            assert_eq!(join(c, LIMIT), 0);
+        }
+        assert_eq!(
+            d.get(&"counter".into()).unwrap(),
+            Some(CLIENTS as i64 * EACH)
+        );
+        let mut seen = l.to_vec().unwrap();
+        seen.sort();
+        assert_eq!(seen, (0..CLIENTS as u32).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn objects_live_while_any_process_holds_a_proxy() {
+    watchdog("lifetime", LIMIT, || {
+        let m = Manager::start().unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 0);
+        let d = m.dict::<u8, u8>().unwrap();
+        let l = m.list::<u8>().unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 2);
+        let d2 = d.clone();
+        drop(d);
+        assert_eq!(m.number_of_objects().unwrap(), 2, "a clone keeps it");
+        // Children use inherited proxies (taking references of their own)
+        // and end without dropping them, one by exit, one killed.
+        let user = child(|| d2.set(1, 1).unwrap());
+        assert_eq!(join(&user, LIMIT), 0);
+        let used = Semaphore::new(0).unwrap();
+        let victim = child(|| {
+            l.append(1).unwrap();
+            used.release().unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        assert!(used.acquire_timeout(LIMIT));
+        victim.kill().unwrap();
+        join(&victim, LIMIT);
+        drop((user, victim)); // the handles borrow the proxies
+        drop(d2);
+        drop(l);
+        // The children's references go when the server sees their
+        // connections close (one process exited, one was killed): then the
+        // objects are freed, not leaked.
+        assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+    });
+}
+
+#[test]
+fn wrong_keys_garbage_and_killed_clients_hurt_no_one_else() {
+    watchdog("robustness", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        d.set(1, 1).unwrap();
+        let e = Manager::connect(m.address().clone(), b"not the key").unwrap_err();
+        assert!(matches!(e, Error::AuthenticationFailed(_)), "{e}");
+        if let Address::Unix(p) = m.address() {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // An authenticated client that sends garbage, then one that sends a
+        // frame claiming 4 GiB: each loses its own connection only.
+        for garbage in [
+            vec![3, 0, 0, 0, 0xff, 0xff, 0xff],
+            u32::MAX.to_le_bytes().to_vec(),
+        ] {
+            let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
+            // SAFETY: borrowing the connection's descriptor for one raw write.
+            let mut raw = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+            });
+            raw.write_all(&garbage).unwrap();
+            assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
+        }
+        // A client killed in the middle of a stream of requests.
+        let started = Semaphore::new(0).unwrap();
+        let busy = child(|| {
+            started.release().unwrap();
+            loop {
+                d.increment(&2, 1).unwrap();
+            }
+        });
+        assert!(started.acquire_timeout(LIMIT));
+        busy.kill().unwrap();
+        join(&busy, LIMIT);
+        assert_eq!(
+            d.get(&1).unwrap(),
+            Some(1),
+            "the others are served as before"
+        );
+    });
+}
+
+#[test]
+fn shutdown_with_clients_connected_gives_them_a_clear_error() {
+    watchdog("shutdown", LIMIT, || {
+        let mut m = Manager::start().unwrap();
+        let d = m.dict::<u8, u8>().unwrap();
+        let connected = Semaphore::new(0).unwrap();
+        let stopped = Semaphore::new(0).unwrap();
+        let c = child(|| {
+            d.set(1, 1).unwrap();
+            connected.release().unwrap();
+            assert!(stopped.acquire_timeout(LIMIT));
+            assert!(matches!(d.get(&1), Err(Error::ManagerGone(_))));
+        });
+        assert!(connected.acquire_timeout(LIMIT));
+        let path = match m.address() {
+            Address::Unix(p) => p.clone(),
+            Address::Tcp(_) => unreachable!(),
+        };
+        m.shutdown().unwrap();
+        stopped.release().unwrap();
+        assert_eq!(join(&c, LIMIT), 0);
+        assert!(matches!(d.len(), Err(Error::ManagerGone(_))));
+        assert!(!path.exists(), "the socket file is removed");
+    });
+}
