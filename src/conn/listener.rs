@@ -131,6 +131,16 @@ impl Listener {
     /// [`Error::AuthenticationFailed`] if the client fails the challenge (its
     /// connection is closed; the listener keeps working); OS errors.
     pub fn accept(&self) -> Result<Connection> {
+        let mut conn = self.accept_unauthenticated()?;
+        self.authenticate(&mut conn)?;
+        Ok(conn)
+    }
+
+    /// Accepts a connection without the handshake, so that a server can run
+    /// each client's handshake on its own thread and one slow client never
+    /// holds up the others. Nothing may be read from it before
+    /// [`authenticate`](Listener::authenticate) succeeds.
+    pub(crate) fn accept_unauthenticated(&self) -> Result<Connection> {
         let fd: OwnedFd = match &self.socket {
             Socket::Unix(l) => l.accept().map(|(s, _)| s.into()),
             Socket::Tcp(l) => l.accept().map(|(s, _)| {
@@ -139,11 +149,16 @@ impl Listener {
             }),
         }
         .map_err(|e| Error::io("accept", e))?;
-        let mut conn = Connection::from_socket(fd);
-        if let Some(key) = &self.authkey {
-            handshake(&mut conn, key, Side::Server)?;
+        Ok(Connection::from_socket(fd))
+    }
+
+    /// Runs the authkey challenge on a connection from
+    /// [`accept_unauthenticated`](Listener::accept_unauthenticated).
+    pub(crate) fn authenticate(&self, conn: &mut Connection) -> Result<()> {
+        match &self.authkey {
+            Some(key) => handshake(conn, key, Side::Server),
+            None => Ok(()),
         }
-        Ok(conn)
     }
 }
 

@@ -385,7 +385,7 @@ fn values<T: DeserializeOwned>(v: Value) -> Result<Vec<T>> {
 /// same dict; the server frees it when the last proxy anywhere is dropped.
 pub struct DictProxy<K, V> {
     handle: Handle,
-    _types: PhantomData<fn(K, V) -> (K, V)>,
+    _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K, V> Clone for DictProxy<K, V> {
@@ -607,7 +607,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 /// may be negative (from the end), as in Python.
 pub struct ListProxy<T> {
     handle: Handle,
-    _types: PhantomData<fn(T) -> T>,
+    _types: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for ListProxy<T> {

@@ -9,7 +9,6 @@ use indexmap::IndexMap;
 use super::protocol::{Id, Kind, Op, Request, Response};
 use super::Value;
 use crate::conn::{Connection, Listener};
-use crate::error::Error;
 
 /// The largest request the server accepts: a frame over this closes that
 /// connection before anything is allocated for it.
@@ -291,30 +290,30 @@ impl Objects {
 }
 
 /// Serves clients until one asks for a shutdown; then exits the process.
+/// Each client gets a thread, which first runs its handshake: a slow or
+/// hostile client delays no one else.
 pub(crate) fn serve(listener: Listener) -> ! {
     let objects = Arc::new(Mutex::new(Objects::default()));
     let listener = Arc::new(listener);
     loop {
-        match listener.accept() {
+        match listener.accept_unauthenticated() {
             Ok(conn) => {
                 let (objects, listener) = (objects.clone(), listener.clone());
-                let spawned = std::thread::Builder::new()
+                // Out of threads: this client's connection closes; the others go on.
+                let _ = std::thread::Builder::new()
                     .name("manager-client".into())
                     .spawn(move || serve_client(conn, &objects, &listener));
-                if spawned.is_err() {
-                    // Out of threads: this client is refused (its connection
-                    // closes); the others go on.
-                    continue;
-                }
             }
-            // A failed handshake or a client that vanished: only that one.
-            Err(Error::AuthenticationFailed(_) | Error::ConnectionClosed) => {}
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)), // e.g. EMFILE: back off
+            // E.g. out of descriptors: back off instead of spinning.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
         }
     }
 }
 
 fn serve_client(mut conn: Connection, objects: &Mutex<Objects>, listener: &Listener) {
+    if listener.authenticate(&mut conn).is_err() {
+        return;
+    }
     conn.set_max_message(MAX_REQUEST);
     // The references this connection (one client process) holds: released
     // when it closes, however the client ended, so that a process that
