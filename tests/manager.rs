@@ -217,12 +217,18 @@ fn wrong_keys_garbage_and_killed_clients_hurt_no_one_else() {
         }
         // A client that connects and never says a word delays no one: a
         // new connection (here, a forked child's) is served at once.
-        let Address::Unix(path) = m.address() else { unreachable!() };
+        let Address::Unix(path) = m.address() else {
+            unreachable!()
+        };
         let _silent = std::os::unix::net::UnixStream::connect(path).unwrap();
         let prompt = child(|| {
             let t = std::time::Instant::now();
             d.get(&1).unwrap();
-            assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "took {:?}",
+                t.elapsed()
+            );
         });
         assert_eq!(join(&prompt, LIMIT), 0);
         // A client killed in the middle of a stream of requests.

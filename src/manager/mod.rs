@@ -14,4 +14,23 @@ mod server;
 mod value;
 
 pub use client::{DictProxy, ListProxy, Manager, NamespaceProxy};
+
+use crate::conn::{Address, Listener};
+
+/// Runs a manager server in this process, listening at `address` for
+/// clients with `authkey` (what `multiproc manager serve` does), until a
+/// client asks it to shut down; then the process exits. `ready` is called
+/// with the bound address (for `tcp:…:0`, with the port the OS chose).
+///
+/// # Errors
+/// If it cannot listen at `address`.
+pub fn serve(
+    address: &Address,
+    authkey: &[u8],
+    ready: impl FnOnce(&Address),
+) -> crate::Result<std::convert::Infallible> {
+    let listener = Listener::bind(address, Some(authkey))?;
+    ready(listener.address());
+    server::serve(listener)
+}
 pub use value::{from_value, to_value, ConvertError, Value};

@@ -293,6 +293,7 @@ impl Objects {
 /// Each client gets a thread, which first runs its handshake: a slow or
 /// hostile client delays no one else.
 pub(crate) fn serve(listener: Listener) -> ! {
+    crate::sys::flush_stdio();
     let objects = Arc::new(Mutex::new(Objects::default()));
     let listener = Arc::new(listener);
     loop {

@@ -1,6 +1,7 @@
 //! The `multiproc` command: benchmarks and shared-memory housekeeping.
 
 mod bench;
+mod manager;
 mod shm;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,11 @@ enum Command {
         #[command(subcommand)]
         action: shm::Action,
     },
+    /// Run a manager server for remote clients.
+    Manager {
+        #[command(subcommand)]
+        action: manager::Action,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Bench(options) => bench::run(&options),
         Command::Shm { action } => shm::run(action),
+        Command::Manager { action } => manager::run(action),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
