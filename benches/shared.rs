@@ -1,7 +1,7 @@
 //! Hot paths of the shared layer beside their raw OS baselines, through the
 //! same traits as `multiproc bench` so both sides run the same code path.
-//! Single-process figures; the cross-process ones (ping-pongs, contended
-//! counters) are in `multiproc bench`.
+//! Single-process figures (the manager's server is its own process); the
+//! cross-process ones (ping-pongs, contended counters) are in `multiproc bench`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use multiproc::baseline::{
@@ -67,5 +67,58 @@ fn event(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lock_unlock, increments, semaphore, event);
+fn queue(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue");
+    let q = multiproc::Queue::<u64>::new().unwrap();
+    g.bench_function("put + get, one process", |b| {
+        b.iter(|| {
+            q.put(black_box(7)).unwrap();
+            black_box(q.get().unwrap())
+        })
+    });
+    g.finish();
+}
+
+fn manager(c: &mut Criterion) {
+    let mut g = c.benchmark_group("manager_round_trip");
+    let m = multiproc::manager::Manager::start().unwrap();
+    let d = m.dict::<u64, u64>().unwrap();
+    let raw = multiproc::baseline::RawSocketPingPong::new().unwrap();
+    g.bench_function("DictProxy::set", |b| {
+        b.iter(|| d.set(black_box(1), 2).unwrap())
+    });
+    g.bench_function("DictProxy::set_many (100 per round trip)", |b| {
+        b.iter(|| d.set_many((0..100).map(|i| (i, i))).unwrap())
+    });
+    // The floor: the same round trip on a raw socket, answered by a thread
+    // here (criterion runs in one process).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use multiproc::baseline::BenchPingPong;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                raw.answer();
+            }
+        });
+        g.bench_function("raw Unix socket round trip", |b| {
+            use multiproc::baseline::BenchPingPong;
+            b.iter(|| raw.ask())
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // One last ask lets the answering thread see `stop`.
+        use multiproc::baseline::BenchPingPong;
+        raw.ask();
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    lock_unlock,
+    increments,
+    semaphore,
+    event,
+    queue,
+    manager
+);
 criterion_main!(benches);
