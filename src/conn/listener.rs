@@ -178,6 +178,15 @@ impl Drop for Listener {
     }
 }
 
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match &self.socket {
+            Socket::Unix(l) => l.as_raw_fd(),
+            Socket::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+}
+
 impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Listener")

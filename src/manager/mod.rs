@@ -31,6 +31,6 @@ pub fn serve(
 ) -> crate::Result<std::convert::Infallible> {
     let listener = Listener::bind(address, Some(authkey))?;
     ready(listener.address());
-    server::serve(listener)
+    server::serve(listener, None)
 }
 pub use value::{from_value, to_value, ConvertError, Value};

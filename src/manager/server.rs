@@ -289,14 +289,25 @@ impl Objects {
     }
 }
 
-/// Serves clients until one asks for a shutdown; then exits the process.
-/// Each client gets a thread, which first runs its handshake: a slow or
-/// hostile client delays no one else.
-pub(crate) fn serve(listener: Listener) -> ! {
+/// Serves clients until one asks for a shutdown (or, with `parent`, until
+/// that process is gone); then removes the socket file and exits. Each
+/// client gets a thread, which first runs its handshake: a slow or hostile
+/// client delays no one else.
+pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
     crate::sys::flush_stdio();
     let objects = Arc::new(Mutex::new(Objects::default()));
     let listener = Arc::new(listener);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*listener);
     loop {
+        // Wake up now and then to see whether the parent is still there.
+        let ready = crate::sys::poll_readable(&[fd], Some(std::time::Duration::from_secs(1)));
+        if parent.is_some_and(|p| std::os::unix::process::parent_id() != p) {
+            listener.remove_socket_file();
+            crate::sys::exit_now(0);
+        }
+        if !matches!(ready.as_deref(), Ok([true])) {
+            continue;
+        }
         match listener.accept_unauthenticated() {
             Ok(conn) => {
                 let (objects, listener) = (objects.clone(), listener.clone());

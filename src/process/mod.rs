@@ -174,7 +174,9 @@ enum Launch<'a> {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Process<'a> {
-    launch: Option<Launch<'a>>,
+    /// Taken by `start`; in a mutex only so that `Process` is `Sync` (it is
+    /// reached through `&mut self`, without locking).
+    launch: Mutex<Option<Launch<'a>>>,
     name: String,
     path: Vec<u32>,
     daemon: bool,
@@ -238,7 +240,7 @@ impl<'a> Process<'a> {
                 .join(":")
         );
         Process {
-            launch: Some(launch),
+            launch: Mutex::new(Some(launch)),
             name,
             path,
             daemon: false,
@@ -286,7 +288,7 @@ impl<'a> Process<'a> {
     /// [`Error::ProcessState`] if already started; [`Error::Io`] if the
     /// child cannot be started.
     pub fn start(&mut self) -> Result<()> {
-        let Some(launch) = self.launch.take() else {
+        let Some(launch) = self.launch.get_mut().unwrap_or_else(PoisonError::into_inner).take() else {
             return Err(self.state_error("already started"));
         };
         reap_children();
