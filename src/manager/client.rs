@@ -131,17 +131,20 @@ impl Manager {
         let parent = sys::getpid();
         // Not a daemon (whose death signal would leave the socket file
         // behind): the server watches for its parent's exit and cleans up.
-        let mut server = Process::new(move || match Listener::bind(&listen_at, Some(&listen_key)) {
-            Ok(listener) => {
-                let _ = tell.send(&None::<String>);
-                drop(tell);
-                serve(listener, Some(parent))
-            }
-            Err(e) => {
-                let _ = tell.send(&Some(e.to_string()));
-            }
-        })
-        .name("SyncManager");
+        let mut server =
+            Process::new(
+                move || match Listener::bind(&listen_at, Some(&listen_key)) {
+                    Ok(listener) => {
+                        let _ = tell.send(&None::<String>);
+                        drop(tell);
+                        serve(listener, Some(parent))
+                    }
+                    Err(e) => {
+                        let _ = tell.send(&Some(e.to_string()));
+                    }
+                },
+            )
+            .name("SyncManager");
         server.start()?;
         ready.set_max_message(4096);
         match ready.recv_bytes_timeout(Duration::from_secs(10)) {

@@ -288,7 +288,12 @@ impl<'a> Process<'a> {
     /// [`Error::ProcessState`] if already started; [`Error::Io`] if the
     /// child cannot be started.
     pub fn start(&mut self) -> Result<()> {
-        let Some(launch) = self.launch.get_mut().unwrap_or_else(PoisonError::into_inner).take() else {
+        let Some(launch) = self
+            .launch
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
             return Err(self.state_error("already started"));
         };
         reap_children();
