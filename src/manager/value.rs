@@ -104,7 +104,9 @@ impl Hash for Value {
         match self {
             Value::None => {}
             Value::Bool(b) => b.hash(state),
-            Value::Int(i) => (*i as f64).to_bits().hash(state),
+            Value::Int(i) => i.hash(state),
+            // An integral float hashes as the int it equals.
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => (*f as i64).hash(state),
             Value::Float(f) => f.to_bits().hash(state),
             Value::Str(s) => s.hash(state),
             Value::Bytes(b) => b.hash(state),

@@ -509,7 +509,8 @@ enum ManagerOp {
     Set,
     Get,
     Append,
-    /// `set_many` in batches of 1000: one round trip per batch.
+    /// `update` with 1000 items: one round trip per batch, as Python's
+    /// `d.update(batch)`.
     SetBatched,
 }
 
