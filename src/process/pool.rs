@@ -187,6 +187,14 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 }
 
+/// A chunk's results one by one; a failed chunk is one error.
+fn per_item<R>(chunk: Result<Vec<R>>) -> Vec<Result<R>> {
+    match chunk {
+        Ok(values) => values.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    }
+}
+
 fn decode<R: DeserializeOwned>(outcome: Outcome) -> Result<R> {
     let bytes = outcome.into_result()?;
     postcard::from_bytes(&bytes).map_err(|e| Error::Deserialize(e.to_string()))
@@ -701,10 +709,7 @@ impl Pool {
     {
         self.submit_chunks(f, items.into_iter().collect(), chunksize.or(Some(1)))
             .into_iter()
-            .flat_map(|chunk| match chunk.get() {
-                Ok(values) => values.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            })
+            .flat_map(|chunk| per_item(chunk.get()))
     }
 
     /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
@@ -737,10 +742,7 @@ impl Pool {
             );
         }
         drop(tx);
-        rx.into_iter().flat_map(|chunk| match chunk {
-            Ok(values) => values.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e)],
-        })
+        rx.into_iter().flat_map(per_item)
     }
 
     /// Accepts no more tasks; queued ones still run. Follow with [`join`](Pool::join).

@@ -360,34 +360,8 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
 /// Waits until the process behind `pidfd` has exited or `timeout` passes;
 /// returns whether it exited. `None` waits forever.
 pub(crate) fn pidfd_wait(pidfd: &OwnedFd, timeout: Option<Duration>) -> io::Result<bool> {
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
-    loop {
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                // Round up so that a wait never ends before its deadline.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            }
-        };
-        let mut p = libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut p, 1, ms) } {
-            1.. => return Ok(true),
-            0 if deadline.is_some_and(|d| std::time::Instant::now() >= d) => return Ok(false),
-            0 => continue,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
+    // A pidfd becomes readable when its process exits.
+    Ok(poll_readable(&[pidfd.as_raw_fd()], timeout)?[0])
 }
 
 /// How a reaped child ended, in Python's convention: the exit code, or
@@ -640,6 +614,7 @@ pub(crate) fn poll_readable(fds: &[i32], timeout: Option<Duration>) -> io::Resul
             None => -1,
             Some(d) => {
                 let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up so that a wait never ends before its deadline.
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
