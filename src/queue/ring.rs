@@ -132,10 +132,12 @@ impl Ring {
             state,
             data,
         };
-        if ring.shared().capacity != len {
+        // An opened segment is checked like a created one: a crafted
+        // capacity must not turn into arithmetic on zero.
+        if ring.shared().capacity != len || len < 64 {
             return Err(Error::Corrupt {
                 name: how.name().into(),
-                what: "queue capacity differs from its header".into(),
+                what: format!("queue capacity {} (header {len})", ring.shared().capacity),
             });
         }
         Ok(ring)

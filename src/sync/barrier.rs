@@ -178,8 +178,14 @@ impl Barrier {
                 Ok(())
             },
         )?;
-        let parties =
-            u32::try_from(len).map_err(|_| Error::InvalidArgument(format!("{len} parties")))?;
+        // An opened segment is checked like a created one: no zero parties.
+        let parties = u32::try_from(len)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| Error::Corrupt {
+                name: how.name().into(),
+                what: format!("a barrier of {len} parties"),
+            })?;
         let (_, state, _) = Self::layout(len)?;
         Ok(Barrier {
             mutex: RawLock::from_region(region.clone()),
