@@ -519,3 +519,28 @@ fn killing_producers_and_consumers_mid_operation_loses_and_tears_nothing() {
         eprintln!("queue chaos: {kills} kills, {delivered} items delivered, {lost} lost in killed consumers");
     });
 }
+
+/// A queue whose shared offsets another process corrupted: every operation
+/// reports it (or, for `is_full`, says "full"); none panics.
+#[test]
+fn a_corrupted_queue_is_an_error_not_a_panic() {
+    let name = TempName::new("corrupt-queue");
+    let q = Queue::<u64>::create(&name, 0, 256).unwrap();
+    q.put(1).unwrap();
+    // The ring's state follows the 256-byte segment header and the 40-byte
+    // mutex: capacity, maxsize, head, tail (u64 each). Make head pass tail.
+    let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, &u64::MAX.to_le_bytes(), 256 + 40 + 16).unwrap();
+    assert!(q.is_full());
+    assert!(matches!(q.try_get(), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        q.put(2),
+        Err(PutError::Other(2, Error::Corrupt { .. }))
+    ));
+    let opened = Queue::<u64>::open(&name).unwrap();
+    assert!(matches!(
+        opened.get_timeout(Duration::from_millis(10)),
+        Err(Error::Corrupt { .. })
+    ));
+}

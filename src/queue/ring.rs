@@ -53,11 +53,18 @@ enum Wake {
 }
 
 /// A process-local handle on a shared ring.
+///
+/// Everything read from shared memory may have been written by a broken or
+/// hostile process, so the fixed sizes are copied here once validated, and
+/// arithmetic on the moving offsets never trusts them: a ring whose offsets
+/// make no sense is an [`Error::Corrupt`], never a panic.
 #[derive(Clone)]
 pub(crate) struct Ring {
     lock: RawLock,
     state: Region,
     data: Region,
+    capacity: u64,
+    maxsize: u64,
 }
 
 /// Why a push did not happen.
@@ -127,11 +134,14 @@ impl Ring {
         let (_, state, data) = Self::layout(len)?;
         // SAFETY: both offsets are inside the object's memory.
         let (state, data) = unsafe { (region.sub(state), region.sub(data)) };
-        let ring = Ring {
+        let mut ring = Ring {
             lock: RawLock::from_region(region),
             state,
             data,
+            capacity: len,
+            maxsize: 0,
         };
+        ring.maxsize = ring.shared().maxsize;
         // An opened segment is checked like a created one: a crafted
         // capacity must not turn into arithmetic on zero.
         if ring.shared().capacity != len || len < 64 {
@@ -150,7 +160,21 @@ impl Ring {
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.shared().capacity as usize
+        self.capacity as usize
+    }
+
+    /// Bytes in use, or `Corrupt` if the offsets make no sense.
+    fn used(&self, head: u64, tail: u64) -> Result<u64> {
+        tail.checked_sub(head)
+            .filter(|&used| used <= self.capacity)
+            .ok_or_else(|| self.corrupt(format!("queue offsets head {head}, tail {tail}")))
+    }
+
+    fn corrupt(&self, what: String) -> Error {
+        Error::Corrupt {
+            name: String::new(),
+            what,
+        }
     }
 
     /// The largest item the ring can ever hold.
@@ -192,19 +216,24 @@ impl Ring {
             if s.closed.load(Ordering::Relaxed) != 0 {
                 return Ok(Err(PushFailure::Closed));
             }
-            let used = s.tail.load(Ordering::Relaxed) - s.head.load(Ordering::Relaxed);
+            let used = self.used(
+                s.head.load(Ordering::Relaxed),
+                s.tail.load(Ordering::Relaxed),
+            )?;
             let items = s.count.load(Ordering::Relaxed);
-            let room = s.capacity - used >= need && (s.maxsize == 0 || items < s.maxsize);
+            let room = self.capacity - used >= need && (self.maxsize == 0 || items < self.maxsize);
             if room {
                 let tail = s.tail.load(Ordering::Relaxed);
                 held.copy_in(tail, &(item.len() as u32).to_le_bytes());
                 held.copy_in(tail + LEN as u64, item);
                 // Publish only now: the frame is complete.
                 s.tail.store(tail + need, Ordering::Release);
-                s.count.store(items + 1, Ordering::Relaxed);
+                s.count.store(items.saturating_add(1), Ordering::Relaxed);
                 // Changed only under the lock: no read-modify-write needed.
-                s.unfinished
-                    .store(s.unfinished.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                s.unfinished.store(
+                    s.unfinished.load(Ordering::Relaxed).saturating_add(1),
+                    Ordering::Relaxed,
+                );
                 held.signal(Wake::Added);
                 return Ok(Ok(()));
             }
@@ -234,8 +263,10 @@ impl Ring {
                 out.resize(len, 0);
                 held.copy_out(head + LEN as u64, out);
                 s.head.store(head + (LEN + len) as u64, Ordering::Release);
-                s.count
-                    .store(s.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+                s.count.store(
+                    s.count.load(Ordering::Relaxed).saturating_sub(1),
+                    Ordering::Relaxed,
+                );
                 held.signal(Wake::Freed);
                 return Ok(());
             }
@@ -294,9 +325,15 @@ impl Ring {
     /// Whether even the smallest item would have to wait.
     pub(crate) fn is_full(&self) -> bool {
         let s = self.shared();
-        let used = s.tail.load(Ordering::Relaxed) - s.head.load(Ordering::Relaxed);
-        s.capacity - used < LEN as u64 + 1
-            || (s.maxsize != 0 && s.count.load(Ordering::Relaxed) >= s.maxsize)
+        // A corrupt ring counts as full: nothing more can be put in it.
+        let Ok(used) = self.used(
+            s.head.load(Ordering::Relaxed),
+            s.tail.load(Ordering::Relaxed),
+        ) else {
+            return true;
+        };
+        self.capacity - used < LEN as u64 + 1
+            || (self.maxsize != 0 && s.count.load(Ordering::Relaxed) >= self.maxsize)
     }
 
     /// Refuses further puts and wakes every waiter; remaining items can still be got.
@@ -411,7 +448,7 @@ impl Held<'_> {
         let mut len = [0u8; LEN];
         self.copy_out(head, &mut len);
         let len = u32::from_le_bytes(len) as u64;
-        if tail - head < LEN as u64 + len {
+        if self.ring.used(head, tail)? < LEN as u64 + len {
             return Err(Error::Corrupt {
                 name: String::new(),
                 what: format!(

@@ -239,7 +239,7 @@ impl Barrier {
         let index = inner.state().count.fetch_add(1, Ordering::Relaxed);
         let generation = inner.state().generation.load(Ordering::Relaxed);
         let slot = inner.claim_slot();
-        let outcome = if index + 1 == self.parties {
+        let outcome = if index.wrapping_add(1) == self.parties {
             // The last to arrive runs the action, then releases everyone.
             let action = self
                 .action
