@@ -556,27 +556,30 @@ fn barrier_action() {
     });
 }
 
+/// CPython's `_test_abort_f`: one party aborts after the first wait; the
+/// others try a second wait. A broken barrier in either wait counts as broken.
+fn abort_phase(barrier: &Barrier, passed: &RawValue<u32>, broken: &RawValue<u32>) {
+    let r = barrier.wait().and_then(|i| {
+        if i == N / 2 {
+            barrier.abort()?;
+            return Ok(false);
+        }
+        barrier.wait().map(|_| true)
+    });
+    match r {
+        Ok(true) => bump(passed),
+        Ok(false) => {}
+        Err(Error::BrokenBarrier) => bump(broken),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[test]
 fn barrier_abort() {
     watchdog("abort", LIMIT, || {
         let barrier = Barrier::new(N).unwrap();
         let (passed, broken) = (counter(), counter());
-        // As in CPython: a broken barrier in either wait counts as broken.
-        run_parties(|_| {
-            let r = barrier.wait().and_then(|i| {
-                if i == N / 2 {
-                    barrier.abort()?;
-                    return Ok(false);
-                }
-                barrier.wait().map(|_| true)
-            });
-            match r {
-                Ok(true) => bump(&passed),
-                Ok(false) => {}
-                Err(Error::BrokenBarrier) => bump(&broken),
-                Err(e) => panic!("{e}"),
-            }
-        });
+        run_parties(|_| abort_phase(&barrier, &passed, &broken));
         assert_eq!(passed.get(), 0);
         assert_eq!(broken.get(), N - 1);
         assert!(barrier.is_broken());
@@ -615,19 +618,7 @@ fn barrier_abort_and_reset() {
         let sync = Barrier::new(N).unwrap();
         let (passed, broken, again) = (counter(), counter(), counter());
         run_parties(|_| {
-            let r = barrier.wait().and_then(|i| {
-                if i == N / 2 {
-                    barrier.abort()?;
-                    return Ok(false);
-                }
-                barrier.wait().map(|_| true)
-            });
-            match r {
-                Ok(true) => bump(&passed),
-                Ok(false) => {}
-                Err(Error::BrokenBarrier) => bump(&broken),
-                Err(e) => panic!("{e}"),
-            }
+            abort_phase(&barrier, &passed, &broken);
             // Everyone has left the barrier before the reset, and nobody
             // enters it again before the reset is done.
             if sync.wait().unwrap() == N / 2 {
