@@ -577,30 +577,43 @@ impl Pool {
         n.div_ceil(4 * self.processes).max(1)
     }
 
-    fn submit_chunks<A, R>(
+    /// Submits `items` in chunks of `size`, each run in a worker by `call`
+    /// on the function at `func`; `callback` gives each chunk's completion
+    /// callback, if any.
+    fn submit_chunks<T: Serialize, R>(
+        &self,
+        call: Trampoline,
+        func: usize,
+        items: Vec<T>,
+        size: usize,
+        mut callback: impl FnMut() -> Option<Callback>,
+    ) -> MapResult<R> {
+        let mut chunks = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<T> = items.by_ref().take(size.max(1)).collect();
+            chunks.push(AsyncResult {
+                slot: self.submit(call, func, Self::encode(&chunk), callback()),
+                _result: PhantomData,
+            });
+        }
+        MapResult { chunks }
+    }
+
+    /// `f` over `items` in chunks of `chunksize` (Python's default if `None`).
+    fn map_chunks<A, R>(
         &self,
         f: fn(A) -> R,
-        items: Vec<A>,
+        items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
-    ) -> Vec<AsyncResult<Vec<R>>>
+    ) -> MapResult<R>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let size = chunksize
-            .unwrap_or_else(|| self.chunksize(items.len()))
-            .max(1);
-        let mut out = Vec::new();
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let chunk: Vec<A> = items.by_ref().take(size).collect();
-            let slot = self.submit(run_chunk::<A, R>, f as usize, Self::encode(&chunk), None);
-            out.push(AsyncResult {
-                slot,
-                _result: PhantomData,
-            });
-        }
-        out
+        let items: Vec<A> = items.into_iter().collect();
+        let size = chunksize.unwrap_or_else(|| self.chunksize(items.len()));
+        self.submit_chunks(run_chunk::<A, R>, f as usize, items, size, || None)
     }
 
     /// Applies `f` to every item in worker processes and returns the
@@ -630,11 +643,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let mut out = Vec::new();
-        for chunk in self.submit_chunks(f, items.into_iter().collect(), chunksize) {
-            out.extend(chunk.get()?);
-        }
-        Ok(out)
+        self.map_chunks(f, items, chunksize).get()
     }
 
     /// As [`map`](Pool::map), returning at once (Python's `map_async`).
@@ -643,9 +652,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        MapResult {
-            chunks: self.submit_chunks(f, items.into_iter().collect(), None),
-        }
+        self.map_chunks(f, items, None)
     }
 
     /// As [`map`](Pool::map) for functions of two arguments, applied to pairs
@@ -678,21 +685,8 @@ impl Pool {
         }
         let items: Vec<(A, B)> = items.into_iter().collect();
         let size = self.chunksize(items.len());
-        let mut results = Vec::new();
-        let mut it = items.into_iter().peekable();
-        while it.peek().is_some() {
-            let chunk: Vec<(A, B)> = it.by_ref().take(size).collect();
-            let slot = self.submit(run_pairs::<A, B, R>, f as usize, Self::encode(&chunk), None);
-            results.push(AsyncResult::<Vec<R>> {
-                slot,
-                _result: PhantomData,
-            });
-        }
-        let mut out = Vec::new();
-        for r in results {
-            out.extend(r.get()?);
-        }
-        Ok(out)
+        self.submit_chunks(run_pairs::<A, B, R>, f as usize, items, size, || None)
+            .get()
     }
 
     /// Applies `f` to every item; the results come back lazily, in order, as
@@ -707,7 +701,8 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.submit_chunks(f, items.into_iter().collect(), chunksize.or(Some(1)))
+        self.map_chunks(f, items, chunksize.or(Some(1)))
+            .chunks
             .into_iter()
             .flat_map(|chunk| per_item(chunk.get()))
     }
@@ -726,21 +721,20 @@ impl Pool {
     {
         let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<R>>>();
         let items: Vec<A> = items.into_iter().collect();
-        let size = chunksize.unwrap_or(1).max(1);
-        let mut it = items.into_iter().peekable();
-        while it.peek().is_some() {
-            let chunk: Vec<A> = it.by_ref().take(size).collect();
+        let each_chunk = || -> Option<Callback> {
             let tx = tx.clone();
-            let callback: Callback = Box::new(move |o: &Outcome| {
+            Some(Box::new(move |o: &Outcome| {
                 let _ = tx.send(decode::<Vec<R>>(o.clone()));
-            });
-            self.submit(
-                run_chunk::<A, R>,
-                f as usize,
-                Self::encode(&chunk),
-                Some(callback),
-            );
-        }
+            }))
+        };
+        // Results arrive through the callbacks, not the handles.
+        let _: MapResult<R> = self.submit_chunks(
+            run_chunk::<A, R>,
+            f as usize,
+            items,
+            chunksize.unwrap_or(1),
+            each_chunk,
+        );
         drop(tx);
         rx.into_iter().flat_map(per_item)
     }
