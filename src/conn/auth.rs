@@ -17,10 +17,10 @@ const WELCOME: &[u8] = b"#WELCOME#";
 const FAILURE: &[u8] = b"#FAILURE#";
 const NONCE: usize = 32;
 /// The largest message accepted during the handshake.
-const HANDSHAKE_MAX: usize = 256;
+pub(crate) const HANDSHAKE_MAX: usize = 256;
 /// How long a peer may take over each handshake message: one that connects
 /// and says nothing never holds up `accept` for longer.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn digest(key: &[u8], message: &[u8]) -> Result<Hmac<Sha256>> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key)
@@ -29,48 +29,158 @@ fn digest(key: &[u8], message: &[u8]) -> Result<Hmac<Sha256>> {
     Ok(mac)
 }
 
-/// Sends a fresh challenge and checks the peer's answer.
-fn deliver(conn: &mut Connection, key: &[u8]) -> Result<()> {
+/// A fresh challenge: the tag and a random nonce.
+fn challenge() -> Result<Vec<u8>> {
     let mut message = CHALLENGE.to_vec();
     let mut nonce = [0u8; NONCE];
     sys::random_bytes(&mut nonce).map_err(|e| Error::io("getrandom", e))?;
     message.extend_from_slice(&nonce);
-    conn.send_bytes(&message)?;
-    let answer = conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)?;
-    if digest(key, &message)?.verify_slice(&answer).is_ok() {
-        conn.send_bytes(WELCOME)
-    } else {
-        let _ = conn.send_bytes(FAILURE);
-        Err(Error::AuthenticationFailed(
-            "the peer's digest was wrong (wrong authkey?)".into(),
-        ))
-    }
-}
-
-/// Answers the peer's challenge and checks it was accepted.
-fn answer(conn: &mut Connection, key: &[u8]) -> Result<()> {
-    let message = conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)?;
-    if !message.starts_with(CHALLENGE) || message.len() != CHALLENGE.len() + NONCE {
-        return Err(Error::AuthenticationFailed(
-            "the peer sent no valid challenge".into(),
-        ));
-    }
-    conn.send_bytes(&digest(key, &message)?.finalize().into_bytes())?;
-    match conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)?.as_slice() {
-        WELCOME => Ok(()),
-        _ => Err(Error::AuthenticationFailed(
-            "the peer rejected our digest (wrong authkey?)".into(),
-        )),
-    }
+    Ok(message)
 }
 
 /// Which side of the handshake this end plays.
 #[derive(Clone, Copy)]
-pub(super) enum Side {
+pub(crate) enum Side {
     /// Challenges first (the listener).
     Server,
     /// Answers first (the client).
     Client,
+}
+
+/// What a handshake waits for from the peer.
+enum Awaiting {
+    /// The digest of the challenge this end sent.
+    Digest,
+    /// The peer's challenge.
+    Challenge,
+    /// The peer's verdict on this end's digest.
+    Welcome,
+}
+
+/// What to do after a message from the peer.
+pub(crate) struct Step {
+    /// The message to send (on a failure, the one that tells the peer).
+    pub(crate) send: Option<Vec<u8>>,
+    /// `Ok(true)` once both proofs succeeded, `Ok(false)` while more is
+    /// awaited; an error ends the handshake.
+    pub(crate) outcome: Result<bool>,
+}
+
+/// The mutual challenge as a state machine fed the peer's messages one at
+/// a time, so that the blocking [`handshake`] and the manager server's
+/// event loop run the same code.
+///
+/// The server challenges, checks the digest and welcomes, then answers the
+/// client's challenge; the client does the same in the other order.
+pub(crate) struct Handshake {
+    key: Vec<u8>,
+    side: Side,
+    /// The challenge this end sent, while its digest is awaited.
+    sent: Vec<u8>,
+    awaiting: Awaiting,
+}
+
+impl Handshake {
+    /// Starts a handshake; the message to send first, if this side speaks first.
+    pub(crate) fn new(key: &[u8], side: Side) -> Result<(Handshake, Option<Vec<u8>>)> {
+        // An unusable key fails now rather than after the peer answered.
+        digest(key, b"")?;
+        let mut h = Handshake {
+            key: key.to_vec(),
+            side,
+            sent: Vec::new(),
+            awaiting: Awaiting::Challenge,
+        };
+        let first = match side {
+            Side::Server => {
+                h.sent = challenge()?;
+                h.awaiting = Awaiting::Digest;
+                Some(h.sent.clone())
+            }
+            Side::Client => None,
+        };
+        Ok((h, first))
+    }
+
+    /// Takes the peer's next message.
+    pub(crate) fn receive(&mut self, message: &[u8]) -> Step {
+        let refused = |why: &str| Err(Error::AuthenticationFailed(why.into()));
+        let (send, outcome) = match self.awaiting {
+            Awaiting::Digest => {
+                match digest(&self.key, &self.sent).map(|mac| mac.verify_slice(message).is_ok()) {
+                    Ok(true) => {
+                        self.awaiting = Awaiting::Challenge;
+                        (
+                            Some(WELCOME.to_vec()),
+                            Ok(matches!(self.side, Side::Client)),
+                        )
+                    }
+                    Ok(false) => (
+                        Some(FAILURE.to_vec()),
+                        refused("the peer's digest was wrong (wrong authkey?)"),
+                    ),
+                    Err(e) => (None, Err(e)),
+                }
+            }
+            Awaiting::Challenge
+                if !message.starts_with(CHALLENGE) || message.len() != CHALLENGE.len() + NONCE =>
+            {
+                (None, refused("the peer sent no valid challenge"))
+            }
+            Awaiting::Challenge => match digest(&self.key, message) {
+                Ok(mac) => {
+                    self.awaiting = Awaiting::Welcome;
+                    (Some(mac.finalize().into_bytes().to_vec()), Ok(false))
+                }
+                Err(e) => (None, Err(e)),
+            },
+            Awaiting::Welcome if message != WELCOME => (
+                None,
+                refused("the peer rejected our digest (wrong authkey?)"),
+            ),
+            Awaiting::Welcome => match self.side {
+                Side::Server => (None, Ok(true)),
+                Side::Client => match challenge() {
+                    Ok(c) => {
+                        self.sent = c.clone();
+                        self.awaiting = Awaiting::Digest;
+                        (Some(c), Ok(false))
+                    }
+                    Err(e) => (None, Err(e)),
+                },
+            },
+        };
+        Step { send, outcome }
+    }
+}
+
+/// Any failure during the handshake, as an authentication error.
+pub(crate) fn as_auth_error(e: Error) -> Error {
+    match e {
+        Error::AuthenticationFailed(_) => e,
+        other => Error::AuthenticationFailed(format!("handshake failed: {other}")),
+    }
+}
+
+/// Drives a handshake over a blocking connection.
+fn run(conn: &mut Connection, key: &[u8], side: Side) -> Result<()> {
+    let (mut h, first) = Handshake::new(key, side)?;
+    if let Some(m) = first {
+        conn.send_bytes(&m)?;
+    }
+    loop {
+        let step = h.receive(&conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)?);
+        if let Some(m) = step.send {
+            let sent = conn.send_bytes(&m);
+            // A failure to authenticate matters more than failing to say so.
+            if let (Err(e), Ok(_)) = (sent, &step.outcome) {
+                return Err(e);
+            }
+        }
+        if step.outcome? {
+            return Ok(());
+        }
+    }
 }
 
 /// Runs the mutual challenge with small messages only; on failure the
@@ -78,17 +188,10 @@ pub(super) enum Side {
 pub(super) fn handshake(conn: &mut Connection, key: &[u8], side: Side) -> Result<()> {
     let limit = conn.max_message();
     conn.set_max_message(HANDSHAKE_MAX);
-    let r = match side {
-        Side::Server => deliver(conn, key).and_then(|()| answer(conn, key)),
-        Side::Client => answer(conn, key).and_then(|()| deliver(conn, key)),
-    };
+    let r = run(conn, key, side);
     conn.set_max_message(limit);
-    if let Err(e) = r {
+    r.map_err(|e| {
         conn.close();
-        return Err(match e {
-            Error::AuthenticationFailed(_) => e,
-            other => Error::AuthenticationFailed(format!("handshake failed: {other}")),
-        });
-    }
-    Ok(())
+        as_auth_error(e)
+    })
 }

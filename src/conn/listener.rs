@@ -132,14 +132,16 @@ impl Listener {
     /// connection is closed; the listener keeps working); OS errors.
     pub fn accept(&self) -> Result<Connection> {
         let mut conn = self.accept_unauthenticated()?;
-        self.authenticate(&mut conn)?;
+        if let Some(key) = &self.authkey {
+            handshake(&mut conn, key, Side::Server)?;
+        }
         Ok(conn)
     }
 
     /// Accepts a connection without the handshake, so that a server can run
-    /// each client's handshake on its own thread and one slow client never
-    /// holds up the others. Nothing may be read from it before
-    /// [`authenticate`](Listener::authenticate) succeeds.
+    /// the handshakes of many clients at once and one slow client never
+    /// holds up the others. Nothing may be read from it before a handshake
+    /// with [`authkey`](Listener::authkey) succeeds.
     pub(crate) fn accept_unauthenticated(&self) -> Result<Connection> {
         let fd: OwnedFd = match &self.socket {
             Socket::Unix(l) => l.accept().map(|(s, _)| s.into()),
@@ -152,13 +154,9 @@ impl Listener {
         Ok(Connection::from_socket(fd))
     }
 
-    /// Runs the authkey challenge on a connection from
-    /// [`accept_unauthenticated`](Listener::accept_unauthenticated).
-    pub(crate) fn authenticate(&self, conn: &mut Connection) -> Result<()> {
-        match &self.authkey {
-            Some(key) => handshake(conn, key, Side::Server),
-            None => Ok(()),
-        }
+    /// The key clients must prove they know, if any.
+    pub(crate) fn authkey(&self) -> Option<&[u8]> {
+        self.authkey.as_deref()
     }
 }
 

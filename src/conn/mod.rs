@@ -7,7 +7,7 @@
 //! for the message, so a hostile or broken peer cannot make a process
 //! allocate what it claims.
 
-mod auth;
+pub(crate) mod auth;
 mod listener;
 
 use std::io;
@@ -241,10 +241,6 @@ impl Connection {
 
     /// Reads until at least `n` bytes are buffered.
     fn fill(&mut self, n: usize, deadline: Option<Instant>) -> Result<()> {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
         while self.buffered() < n {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
@@ -252,28 +248,72 @@ impl Connection {
                     return Err(Error::Timeout);
                 }
             }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let have = self.buf.len();
-            self.buf.reserve((n - have).max(READ_CHUNK));
-            let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
-            let got = sys::read(fd, self.buf.spare_capacity_mut());
-            if let Ok(k) = got {
-                // SAFETY: read(2) initialised the first `k` spare bytes.
-                unsafe { self.buf.set_len(have + k) };
-            }
-            match got {
-                Ok(0) => return Err(Error::ConnectionClosed),
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                    return Err(Error::ConnectionClosed)
-                }
-                Err(e) => return Err(Error::io("recv", e)),
-            }
+            self.read_more(n, false)?;
         }
         Ok(())
+    }
+
+    /// One read towards `n` buffered bytes; `Ok(false)` if `nowait` and
+    /// nothing was ready.
+    fn read_more(&mut self, n: usize, nowait: bool) -> Result<bool> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let have = self.buf.len();
+        self.buf.reserve(n.saturating_sub(have).max(READ_CHUNK));
+        let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
+        let got = if nowait {
+            sys::recv_nowait(fd, self.buf.spare_capacity_mut())
+        } else {
+            sys::read(fd, self.buf.spare_capacity_mut())
+        };
+        if let Ok(k) = got {
+            // SAFETY: read(2) or recv(2) initialised the first `k` spare bytes.
+            unsafe { self.buf.set_len(have + k) };
+        }
+        match got {
+            Ok(0) => Err(Error::ConnectionClosed),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Err(Error::ConnectionClosed),
+            Err(e) => Err(Error::io("recv", e)),
+        }
+    }
+
+    /// The next whole message if one has arrived, without waiting (for an
+    /// event loop that polls the socket itself); `Ok(None)` if it has not
+    /// arrived whole yet. Errors as [`recv_bytes`](Connection::recv_bytes),
+    /// and a framing error closes the connection as there.
+    pub(crate) fn try_recv_frame(&mut self) -> Result<Option<&[u8]>> {
+        let mut read = false;
+        loop {
+            if self.buffered() >= HEADER {
+                let len = match self.read_frame_len(None) {
+                    Ok(len) => len,
+                    Err(e) => return Err(self.fail(e, true)),
+                };
+                if self.buffered() >= HEADER + len {
+                    let at = self.start + HEADER;
+                    self.start = at + len;
+                    return Ok(Some(&self.buf[at..at + len]));
+                }
+            }
+            // One read per call at most: a client that keeps sending must
+            // not keep the loop from the others.
+            if read {
+                return Ok(None);
+            }
+            let want = self.buffered().max(HEADER);
+            match self.read_more(want, true) {
+                Ok(true) => read = true,
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    let mid = self.buffered() > 0;
+                    return Err(self.fail(e, mid));
+                }
+            }
+        }
     }
 
     fn recv_frame(&mut self, deadline: Option<Instant>) -> Result<&[u8]> {

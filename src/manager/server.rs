@@ -1,13 +1,15 @@
-//! The manager server: owns the objects and serves each client connection
-//! on a thread of its own.
+//! The manager server: owns the objects and serves every client connection
+//! from one event loop.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
 use super::protocol::{Id, Kind, Op, Request, Response};
 use super::Value;
+use crate::conn::auth::{Handshake, Side, HANDSHAKE_MAX, HANDSHAKE_TIMEOUT};
 use crate::conn::{Connection, Listener};
 
 /// The largest request the server accepts: a frame over this closes that
@@ -321,91 +323,278 @@ impl Objects {
     }
 }
 
+/// How long a shutting-down server tries to deliver the last responses.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How often the server checks that the process that started it is alive.
+const PARENT_CHECK: Duration = Duration::from_secs(1);
+/// Responses queued for one client beyond which the server stops reading
+/// its requests until they are sent: a client that sends without reading
+/// costs the server bounded memory.
+const OUT_LIMIT: usize = 1 << 20;
+
+/// One client connection of the event loop.
+struct Peer {
+    conn: Connection,
+    /// Until the client has proved it knows the key: the handshake, and the
+    /// moment it must be over.
+    handshake: Option<(Handshake, Instant)>,
+    /// Encoded responses not yet sent, and how much of them was.
+    out: Vec<u8>,
+    sent: usize,
+    /// The references this connection (one client process) holds: released
+    /// when it closes, however the client ended, so that a process that
+    /// exits or is killed never leaks an object.
+    held: HashMap<Id, u64>,
+    /// Close once `out` is sent (after a failed handshake).
+    closing: bool,
+    /// Gone: its references are released and it is dropped.
+    dead: bool,
+}
+
+impl Peer {
+    fn queue(&mut self, message: &[u8]) {
+        // Responses are far below 4 GiB (requests are limited to MAX_REQUEST).
+        let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+        self.out.extend_from_slice(&len.to_le_bytes());
+        self.out.extend_from_slice(message);
+    }
+
+    /// Sends what the socket takes now.
+    fn flush(&mut self) {
+        while self.sent < self.out.len() {
+            match crate::sys::send_nowait(&self.conn, &self.out[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        if self.closing {
+            self.dead = true;
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.sent < self.out.len()
+    }
+}
+
 /// Serves clients until one asks for a shutdown (or, with `parent`, until
-/// that process is gone); then removes the socket file and exits. Each
-/// client gets a thread, which first runs its handshake: a slow or hostile
-/// client delays no one else.
+/// that process is gone); then removes the socket file and exits.
+///
+/// One thread runs an event loop over every connection: it never blocks on
+/// a client, so a slow or hostile one (including one that stalls in the
+/// handshake) delays no one else. One thread is also what makes the server
+/// safe to fork from a multithreaded program: a thread created in a forked
+/// child can deadlock on a lock another parent thread held at the fork.
 pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
     crate::sys::flush_stdio();
-    let objects = Arc::new(Mutex::new(Objects::default()));
-    let listener = Arc::new(listener);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&*listener);
+    let mut objects = Objects::default();
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut stopping: Option<Instant> = None;
+    let mut checked = Instant::now();
+    let mut pfds: Vec<libc::pollfd> = Vec::new();
+    let exit = |listener: &Listener| -> ! {
+        listener.remove_socket_file();
+        crate::sys::exit_now(0)
+    };
     loop {
-        // Wake up now and then to see whether the parent is still there.
-        let ready = crate::sys::poll_readable(&[fd], Some(std::time::Duration::from_secs(1)));
-        if parent.is_some_and(|p| std::os::unix::process::parent_id() != p) {
-            listener.remove_socket_file();
-            crate::sys::exit_now(0);
+        let now = Instant::now();
+        if now.duration_since(checked) >= PARENT_CHECK {
+            checked = now;
+            if parent.is_some_and(|p| std::os::unix::process::parent_id() != p) {
+                exit(&listener);
+            }
         }
-        if !matches!(ready.as_deref(), Ok([true])) {
+        // Handshakes past their deadline end; so does a shutdown's grace.
+        for p in &mut peers {
+            if p.handshake.as_ref().is_some_and(|(_, d)| *d <= now) {
+                p.dead = true;
+            }
+        }
+        release_dead(&mut peers, &mut objects);
+        if let Some(deadline) = stopping {
+            if deadline <= now || peers.iter().all(|p| !p.pending()) {
+                exit(&listener);
+            }
+        }
+        let mut timeout = PARENT_CHECK;
+        for (_, d) in peers.iter().filter_map(|p| p.handshake.as_ref()) {
+            timeout = timeout.min(d.saturating_duration_since(now));
+        }
+        if let Some(d) = stopping {
+            timeout = timeout.min(d.saturating_duration_since(now));
+        }
+        pfds.clear();
+        pfds.push(libc::pollfd {
+            fd: if stopping.is_some() {
+                -1
+            } else {
+                listener.as_raw_fd()
+            },
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for p in &peers {
+            let mut events = 0;
+            if p.pending() {
+                events |= libc::POLLOUT;
+            }
+            if stopping.is_none() && !p.closing && p.out.len() < OUT_LIMIT {
+                events |= libc::POLLIN;
+            }
+            pfds.push(libc::pollfd {
+                fd: p.conn.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+        }
+        if crate::sys::poll(&mut pfds, Some(timeout)).is_err() {
+            // Only EINVAL or ENOMEM: nothing to wait on now; try again.
+            std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        match listener.accept_unauthenticated() {
-            Ok(conn) => {
-                let (objects, listener) = (objects.clone(), listener.clone());
-                // Out of threads: this client's connection closes; the others go on.
-                let _ = std::thread::Builder::new()
-                    .name("manager-client".into())
-                    .spawn(move || serve_client(conn, &objects, &listener));
+        for (p, pfd) in peers.iter_mut().zip(&pfds[1..]) {
+            if pfd.revents & libc::POLLOUT != 0 {
+                p.flush();
             }
-            // E.g. out of descriptors: back off instead of spinning.
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            let readable = pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+            if readable && !p.dead && stopping.is_none() {
+                if serve_peer(p, &mut objects) {
+                    stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                p.flush();
+            }
+        }
+        if pfds[0].revents != 0 {
+            accept(&listener, &mut peers);
         }
     }
 }
 
-fn serve_client(mut conn: Connection, objects: &Mutex<Objects>, listener: &Listener) {
-    if listener.authenticate(&mut conn).is_err() {
+/// Takes a new client; out of descriptors or memory, its connection closes
+/// and the others go on.
+fn accept(listener: &Listener, peers: &mut Vec<Peer>) {
+    let Ok(conn) = listener.accept_unauthenticated() else {
         return;
+    };
+    let mut peer = Peer {
+        conn,
+        handshake: None,
+        out: Vec::new(),
+        sent: 0,
+        held: HashMap::new(),
+        closing: false,
+        dead: false,
+    };
+    match listener.authkey() {
+        None => peer.conn.set_max_message(MAX_REQUEST),
+        Some(key) => {
+            let Ok((handshake, Some(first))) = Handshake::new(key, Side::Server) else {
+                return;
+            };
+            peer.conn.set_max_message(HANDSHAKE_MAX);
+            peer.queue(&first);
+            peer.handshake = Some((handshake, Instant::now() + HANDSHAKE_TIMEOUT));
+            peer.flush();
+        }
     }
-    conn.set_max_message(MAX_REQUEST);
-    // The references this connection (one client process) holds: released
-    // when it closes, however the client ended, so that a process that
-    // exits or is killed never leaks an object.
-    let mut held: HashMap<Id, u64> = HashMap::new();
-    // Malformed input or a vanished client ends this connection only.
-    while let Ok(req) = conn.recv::<Request>() {
-        let shutdown = matches!(req, Request::Shutdown);
-        let response = {
-            let mut objects = objects.lock().unwrap_or_else(PoisonError::into_inner);
-            match req {
-                // A connection may only give back references it holds.
-                Request::Decref(id) if held.get(&id).is_none_or(|&n| n == 0) => Response::Error {
-                    kind: "ReferenceError".into(),
-                    message: format!("this connection holds no reference to object {id}"),
-                },
-                Request::Decref(id) => {
-                    *held.entry(id).or_default() -= 1;
-                    objects.handle(Request::Decref(id))
-                }
-                Request::Incref(id) => {
-                    let r = objects.handle(Request::Incref(id));
-                    if matches!(r, Response::Value(_)) {
-                        *held.entry(id).or_default() += 1;
-                    }
-                    r
-                }
-                req => {
-                    let r = objects.handle(req);
-                    if let Response::Created(id) = r {
-                        *held.entry(id).or_default() += 1;
-                    }
-                    r
-                }
+    peers.push(peer);
+}
+
+/// Serves the requests that have arrived whole on one connection; whether
+/// one of them asked for a shutdown.
+fn serve_peer(peer: &mut Peer, objects: &mut Objects) -> bool {
+    while peer.out.len() < OUT_LIMIT {
+        let frame = match peer.conn.try_recv_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            // Malformed input or a vanished client ends this connection only.
+            Err(_) => {
+                peer.dead = true;
+                break;
             }
         };
-        if conn.send(&response).is_err() {
+        if let Some((handshake, _)) = &mut peer.handshake {
+            let step = handshake.receive(frame);
+            if let Some(m) = step.send {
+                peer.queue(&m);
+            }
+            match step.outcome {
+                Ok(false) => {}
+                Ok(true) => {
+                    peer.handshake = None;
+                    peer.conn.set_max_message(MAX_REQUEST);
+                }
+                Err(_) => {
+                    peer.closing = true;
+                    break;
+                }
+            }
+            continue;
+        }
+        let Ok(req) = postcard::from_bytes::<Request>(frame) else {
+            peer.dead = true;
             break;
+        };
+        let shutdown = matches!(req, Request::Shutdown);
+        let response = objects.serve(req, &mut peer.held);
+        match postcard::to_allocvec(&response) {
+            Ok(bytes) => peer.queue(&bytes),
+            Err(_) => peer.dead = true,
         }
         if shutdown {
-            listener.remove_socket_file();
-            crate::sys::exit_now(0);
+            return true;
         }
     }
-    let mut objects = objects.lock().unwrap_or_else(PoisonError::into_inner);
-    for (id, n) in held {
-        for _ in 0..n {
-            objects.handle(Request::Decref(id));
+    false
+}
+
+/// Drops the connections that ended, giving back every reference they held.
+fn release_dead(peers: &mut Vec<Peer>, objects: &mut Objects) {
+    peers.retain_mut(|p| {
+        if p.dead {
+            for (&id, &n) in &p.held {
+                for _ in 0..n {
+                    objects.handle(Request::Decref(id));
+                }
+            }
+        }
+        !p.dead
+    });
+}
+
+impl Objects {
+    /// Serves one request of a connection holding the references `held`.
+    fn serve(&mut self, req: Request, held: &mut HashMap<Id, u64>) -> Response {
+        match req {
+            // A connection may only give back references it holds.
+            Request::Decref(id) if held.get(&id).is_none_or(|&n| n == 0) => Response::Error {
+                kind: "ReferenceError".into(),
+                message: format!("this connection holds no reference to object {id}"),
+            },
+            Request::Decref(id) => {
+                *held.entry(id).or_default() -= 1;
+                self.handle(Request::Decref(id))
+            }
+            Request::Incref(id) => {
+                let r = self.handle(Request::Incref(id));
+                if matches!(r, Response::Value(_)) {
+                    *held.entry(id).or_default() += 1;
+                }
+                r
+            }
+            req => {
+                let r = self.handle(req);
+                if let Response::Created(id) = r {
+                    *held.entry(id).or_default() += 1;
+                }
+                r
+            }
         }
     }
 }

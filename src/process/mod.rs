@@ -333,6 +333,7 @@ impl<'a> Process<'a> {
     /// Forks; in the parent returns the child's pid, in the child runs
     /// `target` and never returns.
     fn fork(&mut self, target: Target<'a>) -> Result<u32> {
+        crate::segment::ready_for_fork()?;
         let parent = current_process();
         // Held across the fork: in the child they belong to this thread.
         let identity = locked(&IDENTITY);

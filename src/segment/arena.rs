@@ -123,12 +123,9 @@ impl Region {
         if layout.size() > LARGE || layout.align() > GRAIN {
             return Self::own_segment(layout);
         }
-        if let Err(errno) = ATFORK.get_or_init(register_atfork) {
-            // Without the handlers, blocks alive at a fork could be handed
-            // out twice: refuse rather than risk it.
-            let e = std::io::Error::from_raw_os_error(*errno);
-            return Err(Error::io("pthread_atfork", e));
-        }
+        // Without the handlers, blocks alive at a fork could be handed out
+        // twice: refuse rather than risk it.
+        ready_for_fork()?;
         let size = layout.size().max(1).next_multiple_of(GRAIN);
         let key = (size, GRAIN);
         let pid = sys::getpid();
@@ -228,6 +225,16 @@ impl Region {
     pub(crate) fn as_ptr<T>(&self) -> *mut T {
         self.ptr.as_ptr().cast()
     }
+}
+
+/// Installs the arena's fork handlers, once. [`Process`](crate::Process)
+/// calls it before it forks: a fork while another thread is still
+/// installing them would give the child a lock that nobody releases, and
+/// this call waits for that thread instead.
+pub(crate) fn ready_for_fork() -> Result<()> {
+    ATFORK
+        .get_or_init(register_atfork)
+        .map_err(|errno| Error::io("pthread_atfork", std::io::Error::from_raw_os_error(errno)))
 }
 
 fn register_atfork() -> std::result::Result<(), i32> {

@@ -24,7 +24,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::sys;
 
-pub(crate) use arena::Region;
+pub(crate) use arena::{ready_for_fork, Region};
 pub(crate) use header::{ElemType, Spec};
 pub use header::{ObjectKind, SegmentInfo};
 pub use registry::{clean, list, ListedSegment};

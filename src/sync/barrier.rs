@@ -212,7 +212,8 @@ impl Barrier {
     ///
     /// # Errors
     /// [`Error::BrokenBarrier`] if the barrier is or becomes broken
-    /// (including by this wait timing out).
+    /// (including by this wait timing out); with a default timeout,
+    /// [`Error::Timeout`] as for [`wait_timeout`](Barrier::wait_timeout).
     pub fn wait(&self) -> Result<u32> {
         // SAFETY: `timeout_ns` is an atomic of the BarrierState in `state`.
         let ns =
@@ -223,7 +224,9 @@ impl Barrier {
     /// As [`wait`](Barrier::wait), with its own timeout.
     ///
     /// # Errors
-    /// As for [`wait`](Barrier::wait).
+    /// As for [`wait`](Barrier::wait), and [`Error::Timeout`] if the previous
+    /// pass was still draining (or a reset still finishing) when the time
+    /// ran out: this party never entered, and the barrier is not broken.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
         self.wait_inner(Some(timeout))
     }
@@ -232,7 +235,9 @@ impl Barrier {
         let deadline = Deadline::after(timeout);
         let mut inner = self.enter()?;
         // Let a previous pass drain, or a reset finish.
-        inner.wait_while(Deadline::NEVER, |s| matches!(s, DRAINING | RESETTING))?;
+        if !inner.wait_while(deadline, |s| matches!(s, DRAINING | RESETTING))? {
+            return Err(Error::Timeout);
+        }
         if inner.pass() == BROKEN {
             return Err(Error::BrokenBarrier);
         }
@@ -429,17 +434,29 @@ impl Inner<'_> {
 
     /// Removes parties that died inside the barrier. One that died while the
     /// pass was filling means it can never fill: that breaks the barrier.
+    ///
+    /// The slots are the truth: every party inside holds one, and the count
+    /// is set from the live ones. So a party killed while it held the
+    /// internal lock, between counting itself and taking its slot or
+    /// between freeing its slot and uncounting itself, leaves no phantom
+    /// party that would keep a pass from ever draining.
     fn bury_dead(&self) {
-        let mut buried = 0;
+        let mut buried = false;
+        let mut inside = 0;
         for slot in self.slots() {
             let pid = slot.load(Ordering::Relaxed);
-            if pid != 0 && !sys::pid_alive(pid) {
+            if pid == 0 {
+                continue;
+            }
+            if sys::pid_alive(pid) {
+                inside += 1;
+            } else {
                 slot.store(0, Ordering::Relaxed);
-                buried += 1;
+                buried = true;
             }
         }
-        if buried > 0 {
-            self.state().count.fetch_sub(buried, Ordering::Relaxed);
+        if buried || self.count() != inside {
+            self.state().count.store(inside, Ordering::Relaxed);
             if self.pass() == FILLING {
                 self.set_state(BROKEN);
             }

@@ -1,7 +1,7 @@
 //! What the futex-based primitives share: deadlines, the bounded spin before
 //! sleeping, and placing a fixed-size state in shared memory.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::error::Result;
@@ -18,8 +18,20 @@ const SPIN: u32 = 500;
 /// Whether spinning can help at all: not when this process may run on one
 /// CPU only, where the peer it waits for cannot run while it spins.
 fn spinning_helps() -> bool {
-    static HELPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HELPS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+    // A plain atomic, not a `OnceLock`: a child forked while another thread
+    // of its parent was initialising a `OnceLock` would wait for it forever.
+    const UNKNOWN: u8 = 0;
+    const YES: u8 = 1;
+    const NO: u8 = 2;
+    static HELPS: AtomicU8 = AtomicU8::new(UNKNOWN);
+    match HELPS.load(Ordering::Relaxed) {
+        UNKNOWN => {
+            let helps = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+            HELPS.store(if helps { YES } else { NO }, Ordering::Relaxed);
+            helps
+        }
+        v => v == YES,
+    }
 }
 
 /// An absolute deadline on the monotonic clock, or none.

@@ -597,6 +597,55 @@ pub(crate) fn read(fd: &impl AsRawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> 
     }
 }
 
+/// One `recv` from a socket that does not wait: `WouldBlock` if nothing
+/// has arrived. As [`read`], the first `n` bytes are initialised on `Ok(n)`.
+pub(crate) fn recv_nowait(
+    fd: &impl AsRawFd,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length; recv(2) only writes.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// One `send` on a socket that does not wait (and raises no SIGPIPE): how
+/// much was sent, `WouldBlock` if nothing could be.
+pub(crate) fn send_nowait(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `bytes` is valid for reads of its length.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Waits until any of `fds` is readable (or hung up) or `timeout` passes;
 /// returns which are. `None` waits forever.
 pub(crate) fn poll_readable(fds: &[i32], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
@@ -608,6 +657,13 @@ pub(crate) fn poll_readable(fds: &[i32], timeout: Option<Duration>) -> io::Resul
             revents: 0,
         })
         .collect();
+    poll(&mut pfds, timeout)?;
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// `poll(2)` until an event or `timeout` (`None`: forever), retrying after
+/// signals with the time that is left; the events are in `revents`.
+pub(crate) fn poll(pfds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
         let ms = match deadline {
@@ -624,7 +680,7 @@ pub(crate) fn poll_readable(fds: &[i32], timeout: Option<Duration>) -> io::Resul
             if r == 0 && deadline.is_some_and(|d| std::time::Instant::now() < d) {
                 continue;
             }
-            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+            return Ok(());
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

@@ -1,8 +1,10 @@
-//! The `multiproc` command: benchmarks and shared-memory housekeeping.
+//! The `multiproc` command: benchmarks, a chaos soak, a manager server and
+//! shared-memory housekeeping.
 
 mod bench;
 mod manager;
 mod shm;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,8 @@ enum Command {
         #[command(subcommand)]
         action: shm::Action,
     },
+    /// Kill workers at random while they hammer every primitive; check that nothing breaks.
+    Soak(soak::Options),
     /// Run a manager server for remote clients.
     Manager {
         #[command(subcommand)]
@@ -36,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(options) => bench::run(&options),
         Command::Shm { action } => shm::run(action),
         Command::Manager { action } => manager::run(action),
+        Command::Soak(options) => soak::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
