@@ -283,10 +283,13 @@ impl Connection {
 
     /// The next whole message if one has arrived, without waiting (for an
     /// event loop that polls the socket itself); `Ok(None)` if it has not
-    /// arrived whole yet. Errors as [`recv_bytes`](Connection::recv_bytes),
-    /// and a framing error closes the connection as there.
-    pub(crate) fn try_recv_frame(&mut self) -> Result<Option<&[u8]>> {
-        let mut read = false;
+    /// arrived whole yet. With `read` false, only what is already buffered
+    /// is looked at (an event loop reads once per readiness, and a read
+    /// that finds nothing is a wasted system call). Errors as
+    /// [`recv_bytes`](Connection::recv_bytes), and a framing error closes
+    /// the connection as there.
+    pub(crate) fn try_recv_frame(&mut self, read: bool) -> Result<Option<&[u8]>> {
+        let mut may_read = read;
         loop {
             if self.buffered() >= HEADER {
                 let len = match self.read_frame_len(None) {
@@ -301,12 +304,13 @@ impl Connection {
             }
             // One read per call at most: a client that keeps sending must
             // not keep the loop from the others.
-            if read {
+            if !may_read {
                 return Ok(None);
             }
+            may_read = false;
             let want = self.buffered().max(HEADER);
             match self.read_more(want, true) {
-                Ok(true) => read = true,
+                Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(e) => {
                     let mid = self.buffered() > 0;

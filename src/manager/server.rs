@@ -509,8 +509,10 @@ fn accept(listener: &Listener, peers: &mut Vec<Peer>) {
 /// Serves the requests that have arrived whole on one connection; whether
 /// one of them asked for a shutdown.
 fn serve_peer(peer: &mut Peer, objects: &mut Objects) -> bool {
+    let mut first = true;
     while peer.out.len() < OUT_LIMIT {
-        let frame = match peer.conn.try_recv_frame() {
+        // One read per readiness; then what it brought, frame by frame.
+        let frame = match peer.conn.try_recv_frame(std::mem::take(&mut first)) {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             // Malformed input or a vanished client ends this connection only.
