@@ -1,9 +1,10 @@
 //! The classic Manager example: a child writes into a managed dict and
-//! reverses a managed list; the parent prints both.
+//! reverses a managed list; the parent prints both. Then nested proxies: a
+//! list stored in a dict, which a child reads back and appends to.
 //!
 //! Run: `cargo run --example manager_dict_list`
 
-use multiproc::manager::Manager;
+use multiproc::manager::{ListProxy, Manager};
 use multiproc::Process;
 
 fn main() -> multiproc::Result<()> {
@@ -23,5 +24,17 @@ fn main() -> multiproc::Result<()> {
 
     println!("{:?}", d.items()?);
     println!("{:?}", l.to_vec()?);
+
+    // A dict of lists: each value is a proxy of a list of the same manager.
+    let groups = manager.dict::<String, ListProxy<i32>>()?;
+    groups.set("evens".into(), manager.list()?)?;
+    let mut child = Process::fallible(|| -> multiproc::Result<()> {
+        let evens = groups.get(&"evens".into())?.expect("stored above");
+        evens.extend((0..10).filter(|n| n % 2 == 0))
+    });
+    child.start()?;
+    child.join()?;
+    let evens = groups.get(&"evens".into())?.expect("stored above");
+    println!("evens: {:?}", evens.to_vec()?);
     Ok(())
 }

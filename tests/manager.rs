@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{child, join, wait_until, watchdog};
 use multiproc::conn::Address;
-use multiproc::manager::Manager;
-use multiproc::{Error, Semaphore};
+use multiproc::manager::{DictProxy, ListProxy, Manager};
+use multiproc::{Error, Process, Semaphore};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -273,5 +273,76 @@ fn shutdown_with_clients_connected_gives_them_a_clear_error() {
         assert_eq!(join(&c, LIMIT), 0);
         assert!(matches!(d.len(), Err(Error::ManagerGone(_))));
         assert!(!path.exists(), "the socket file is removed");
+    });
+}
+
+#[test]
+fn nested_proxies_name_one_object_that_lives_while_stored() {
+    watchdog("nested proxies", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<String, ListProxy<i32>>().unwrap();
+        let l = m.list::<i32>().unwrap();
+        l.append(1).unwrap();
+        d.set("l".into(), l.clone()).unwrap();
+        drop(l);
+        // The dict's reference keeps the list alive.
+        assert_eq!(m.number_of_objects().unwrap(), 2);
+        let again = d.get(&"l".into()).unwrap().unwrap();
+        again.append(2).unwrap();
+        // Another process reads the proxy out of the dict: the same list.
+        let mut child = Process::new(|| {
+            let l = d.get(&"l".into()).unwrap().unwrap();
+            l.append(3).unwrap();
+        });
+        child.start().unwrap();
+        assert_eq!(child.join().unwrap(), 0);
+        assert_eq!(again.to_vec().unwrap(), vec![1, 2, 3]);
+        drop(again);
+        assert_eq!(m.number_of_objects().unwrap(), 2);
+        // Taken out of the dict and dropped, it is freed.
+        let popped = d.remove(&"l".into()).unwrap().unwrap();
+        assert_eq!(popped.len().unwrap(), 3);
+        drop(popped);
+        assert_eq!(m.number_of_objects().unwrap(), 1);
+
+        // Deeper: a namespace holding a list of dicts; clearing frees all.
+        let ns = m.namespace().unwrap();
+        let rows = m.list::<DictProxy<String, i64>>().unwrap();
+        for i in 0..3 {
+            let row = m.dict::<String, i64>().unwrap();
+            row.set("i".into(), i).unwrap();
+            rows.append(row).unwrap();
+        }
+        ns.set("rows", &rows).unwrap();
+        drop(rows);
+        assert_eq!(m.number_of_objects().unwrap(), 1 + 1 + 1 + 3);
+        let rows: ListProxy<DictProxy<String, i64>> = ns.get("rows").unwrap();
+        rows.get(1).unwrap().increment(&"i".into(), 10).unwrap();
+        let seen: Vec<i64> = rows
+            .to_vec()
+            .unwrap()
+            .iter()
+            .map(|r| r.get(&"i".into()).unwrap().unwrap())
+            .collect();
+        assert_eq!(seen, vec![0, 11, 2]);
+        drop(rows);
+        ns.del("rows").unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 2);
+
+        // A proxy read back as the wrong kind is a clear error, and one of
+        // another manager names nothing here.
+        let list = m.list::<i32>().unwrap();
+        ns.set("x", &list).unwrap();
+        match ns.get::<DictProxy<String, i64>>("x") {
+            Err(Error::Deserialize(why)) => assert!(why.contains("List proxy"), "{why}"),
+            other => panic!("a list proxy read as a dict: {:?}", other.err()),
+        }
+        let as_list = m.dict::<String, ListProxy<i32>>().unwrap();
+        let other = Manager::start().unwrap();
+        let foreign = other.list::<i32>().unwrap();
+        match as_list.set("f".into(), foreign) {
+            Err(e) => assert_eq!(remote_kind(&e), "ReferenceError"),
+            Ok(()) => panic!("a proxy of another manager was stored"),
+        }
     });
 }

@@ -543,4 +543,13 @@ fn a_corrupted_queue_is_an_error_not_a_panic() {
         opened.get_timeout(Duration::from_millis(10)),
         Err(Error::Corrupt { .. })
     ));
+    // Found by the queue_frames fuzz target: an empty ring whose head and
+    // tail sit at the very end of u64, where a put's new tail overflowed.
+    let end = (u64::MAX - 2).to_le_bytes();
+    std::os::unix::fs::FileExt::write_at(&file, &[end, end].concat(), 256 + 40 + 16).unwrap();
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    assert!(matches!(
+        q.put(3),
+        Err(PutError::Other(3, Error::Corrupt { .. }))
+    ));
 }

@@ -22,17 +22,60 @@ fn manager() -> &'static Manager {
     })
 }
 
+/// Postcard's encoding of `Request::Shutdown` starts with its variant
+/// index: a frame that starts so would stop the server, as it should.
+const SHUTDOWN: u32 = 6;
+
+/// The variant index a frame starts with: a varint, which postcard also
+/// accepts in overlong forms (`0x86 0x00` is 6).
+fn variant(frame: &[u8]) -> Option<u32> {
+    let mut value = 0u32;
+    for (i, &b) in frame.iter().take(5).enumerate() {
+        value |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Whether any whole frame of `stream` asks for a shutdown.
+fn asks_shutdown(stream: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(header) = stream.get(at..at + 4) {
+        let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+        let Some(frame) = stream.get(at + 4..).and_then(|rest| rest.get(..len)) else {
+            return false;
+        };
+        if variant(frame) == Some(SHUTDOWN) {
+            return true;
+        }
+        at += 4 + len;
+    }
+    false
+}
+
 fuzz_target!(|data: &[u8]| {
+    // Length-prefixed frames around arbitrary content, and the raw bytes.
+    let stream = [&(data.len() as u32).to_le_bytes()[..], data, data].concat();
+    if asks_shutdown(&stream) {
+        return;
+    }
     let m = manager();
     let conn = connect(m.address(), Some(m.authkey())).expect("the server accepts clients");
     // SAFETY: borrowing the connection's descriptor for raw writes; the
     // File is never dropped, so the descriptor stays the connection's.
     let mut raw = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(conn.as_raw_fd()) });
-    // Length-prefixed frames around arbitrary content, and the raw bytes.
-    let _ = raw.write_all(&(data.len() as u32).to_le_bytes());
-    let _ = raw.write_all(data);
-    let _ = raw.write_all(data);
+    let _ = raw.write_all(&stream);
+    // End the stream and wait until the server has closed its side: it has
+    // then dealt with every frame, and a crash shows on this very input.
+    // SAFETY: shutdown(2) on the connection's own descriptor.
+    unsafe { libc::shutdown(conn.as_raw_fd(), libc::SHUT_WR) };
+    let _ = std::io::copy(&mut *raw, &mut std::io::sink());
     drop(conn);
-    // The server still serves (a fresh client on a fresh connection).
-    assert!(m.number_of_objects().is_ok(), "the manager stopped serving");
+    // The server still serves (a fresh client on a fresh connection, and
+    // the next input connects anew).
+    if let Err(e) = m.number_of_objects() {
+        panic!("the manager stopped serving: {e}");
+    }
 });

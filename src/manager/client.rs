@@ -1,10 +1,11 @@
 //! The client side: [`Manager`] and the typed proxies.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use super::protocol::{Id, Kind, Op, Request, Response};
 use super::server::serve;
+use super::value::PROXY_TOKEN;
 use super::{from_value, to_value, Value};
 use crate::conn::{connect, Address, Connection, Listener, Pipe};
 use crate::error::{Error, Result};
@@ -204,7 +206,7 @@ impl Manager {
 
     fn create(&self, kind: Kind) -> Result<Handle> {
         match self.client.request(&Request::Create(kind))? {
-            Response::Created(id) => Ok(Handle::new(self.client.clone(), id)),
+            Response::Created(id) => Ok(Handle::new(self.client.clone(), kind, id)),
             other => Err(protocol_error(other)),
         }
     }
@@ -299,17 +301,73 @@ impl std::fmt::Debug for Manager {
 /// reference of its own, and only the holder's drop gives one back.
 struct Handle {
     client: Arc<Client>,
+    kind: Kind,
     id: Id,
     holder: AtomicU32,
 }
 
+thread_local! {
+    /// The client whose answer this thread is decoding: a proxy inside it
+    /// (a nested proxy) becomes a handle on that client's server.
+    static ANSWERED_BY: RefCell<Weak<Client>> = const { RefCell::new(Weak::new()) };
+}
+
 impl Handle {
-    fn new(client: Arc<Client>, id: Id) -> Handle {
+    /// Takes over a reference that the server counted for this process.
+    fn new(client: Arc<Client>, kind: Kind, id: Id) -> Handle {
         Handle {
             client,
+            kind,
             id,
             holder: AtomicU32::new(sys::getpid()),
         }
+    }
+
+    /// Records that what this thread decodes next came from this handle's server.
+    fn answered(&self) {
+        ANSWERED_BY.with_borrow_mut(|c| {
+            if !std::ptr::eq(c.as_ptr(), Arc::as_ptr(&self.client)) {
+                *c = Arc::downgrade(&self.client);
+            }
+        });
+    }
+
+    /// A proxy serializes as its kind and id under [`PROXY_TOKEN`], which
+    /// the bridge to [`Value`] turns into a [`Value::Proxy`].
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_newtype_struct(PROXY_TOKEN, &(self.kind, self.id))
+    }
+
+    /// A proxy found in a server's answer: the server counted a reference
+    /// for this process when it sent it, which the handle takes over.
+    fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        kind: Kind,
+    ) -> std::result::Result<Handle, D::Error> {
+        use serde::de::Error as _;
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = (Kind, Id);
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a manager proxy")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<(Kind, Id), D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+        }
+        let (found, id) = d.deserialize_newtype_struct(PROXY_TOKEN, Fields)?;
+        if found != kind {
+            return Err(D::Error::custom(format!(
+                "expected a {kind:?} proxy, found a {found:?} proxy"
+            )));
+        }
+        let client = ANSWERED_BY.with_borrow(Weak::upgrade).ok_or_else(|| {
+            D::Error::custom("a proxy can only be decoded from its manager's answer")
+        })?;
+        Ok(Handle::new(client, kind, id))
     }
 
     fn own(&self) -> Result<()> {
@@ -323,11 +381,13 @@ impl Handle {
 
     fn call(&self, op: Op) -> Result<Value> {
         self.own()?;
+        self.answered();
         self.client.value(&Request::Call(self.id, op))
     }
 
     fn batch(&self, ops: Vec<Op>) -> Result<Vec<Value>> {
         self.own()?;
+        self.answered();
         match self.client.request(&Request::Batch(
             ops.into_iter().map(|op| (self.id, op)).collect(),
         ))? {
@@ -349,7 +409,7 @@ impl Clone for Handle {
         // nothing to count.
         let _ = self.own();
         let _ = self.client.value(&Request::Incref(self.id));
-        Handle::new(self.client.clone(), self.id)
+        Handle::new(self.client.clone(), self.kind, self.id)
     }
 }
 
@@ -388,6 +448,25 @@ fn values<T: DeserializeOwned>(v: Value) -> Result<Vec<T>> {
 pub struct DictProxy<K, V> {
     handle: Handle,
     _types: PhantomData<fn() -> (K, V)>,
+}
+
+/// A proxy stored in a dict, list or namespace of the same manager (a
+/// nested proxy, as in Python): the container holds a reference, and
+/// reading it back gives a proxy of the same object.
+impl<K, V> Serialize for DictProxy<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.handle.serialize(s)
+    }
+}
+
+/// Decodes only from an answer of the manager that owns the dict.
+impl<'de, K, V> serde::Deserialize<'de> for DictProxy<K, V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(DictProxy {
+            handle: Handle::deserialize(d, Kind::Dict)?,
+            _types: PhantomData,
+        })
+    }
 }
 
 impl<K, V> Clone for DictProxy<K, V> {
@@ -612,6 +691,25 @@ pub struct ListProxy<T> {
     _types: PhantomData<fn() -> T>,
 }
 
+/// A proxy stored in a dict, list or namespace of the same manager (a
+/// nested proxy, as in Python): the container holds a reference, and
+/// reading it back gives a proxy of the same object.
+impl<T> Serialize for ListProxy<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.handle.serialize(s)
+    }
+}
+
+/// Decodes only from an answer of the manager that owns the list.
+impl<'de, T> serde::Deserialize<'de> for ListProxy<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(ListProxy {
+            handle: Handle::deserialize(d, Kind::List)?,
+            _types: PhantomData,
+        })
+    }
+}
+
 impl<T> Clone for ListProxy<T> {
     fn clone(&self) -> Self {
         ListProxy {
@@ -775,6 +873,22 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 #[derive(Clone)]
 pub struct NamespaceProxy {
     handle: Handle,
+}
+
+/// A proxy stored in a dict, list or namespace of the same manager.
+impl Serialize for NamespaceProxy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.handle.serialize(s)
+    }
+}
+
+/// Decodes only from an answer of the manager that owns the namespace.
+impl<'de> serde::Deserialize<'de> for NamespaceProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(NamespaceProxy {
+            handle: Handle::deserialize(d, Kind::Namespace)?,
+        })
+    }
 }
 
 impl NamespaceProxy {

@@ -33,4 +33,4 @@ pub fn serve(
     ready(listener.address());
     server::serve(listener, None)
 }
-pub use value::{from_value, to_value, ConvertError, Value};
+pub use value::{from_value, to_value, ConvertError, ProxyRef, Value};

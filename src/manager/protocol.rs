@@ -9,7 +9,7 @@ use super::Value;
 pub(crate) type Id = u64;
 
 /// What kind of object a proxy stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Kind {
     Dict,
     List,

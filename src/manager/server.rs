@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use super::protocol::{Id, Kind, Op, Request, Response};
+use super::value::refs;
 use super::Value;
 use crate::conn::auth::{Handshake, Side, HANDSHAKE_MAX, HANDSHAKE_TIMEOUT};
 use crate::conn::{Connection, Listener};
@@ -60,7 +61,6 @@ struct Entry {
     object: Object,
 }
 
-#[derive(Default)]
 struct Objects {
     next: Id,
     table: HashMap<Id, Entry>,
@@ -287,15 +287,10 @@ impl Objects {
                 e.refs += 1;
                 Value::None
             }),
-            Request::Decref(id) => self
-                .entry(id)
-                .map(|e| e.refs = e.refs.saturating_sub(1))
-                .map(|()| {
-                    if self.table.get(&id).is_some_and(|e| e.refs == 0) {
-                        self.table.remove(&id);
-                    }
-                    Value::None
-                }),
+            Request::Decref(id) => self.entry(id).map(|_| ()).map(|()| {
+                self.decref(id);
+                Value::None
+            }),
             Request::Call(id, op) => self.entry(id).and_then(|e| apply(e, op)),
             Request::Batch(ops) => {
                 return Response::Batch(
@@ -393,7 +388,8 @@ impl Peer {
 /// child can deadlock on a lock another parent thread held at the fork.
 pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
     crate::sys::flush_stdio();
-    let mut objects = Objects::default();
+    refs::start();
+    let mut objects = Objects::new();
     let mut peers: Vec<Peer> = Vec::new();
     let mut stopping: Option<Instant> = None;
     let mut checked = Instant::now();
@@ -539,16 +535,11 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects) -> bool {
             }
             continue;
         }
-        let Ok(req) = postcard::from_bytes::<Request>(frame) else {
+        let Some((response, shutdown)) = objects.request(frame, &mut peer.held) else {
             peer.dead = true;
             break;
         };
-        let shutdown = matches!(req, Request::Shutdown);
-        let response = objects.serve(req, &mut peer.held);
-        match postcard::to_allocvec(&response) {
-            Ok(bytes) => peer.queue(&bytes),
-            Err(_) => peer.dead = true,
-        }
+        peer.queue(&response);
         if shutdown {
             return true;
         }
@@ -562,15 +553,97 @@ fn release_dead(peers: &mut Vec<Peer>, objects: &mut Objects) {
         if p.dead {
             for (&id, &n) in &p.held {
                 for _ in 0..n {
-                    objects.handle(Request::Decref(id));
+                    objects.decref(id);
                 }
             }
         }
         !p.dead
     });
+    objects.settle();
 }
 
 impl Objects {
+    fn new() -> Objects {
+        // Ids start at a random point, so that a proxy of another manager,
+        // stored here by mistake, names no object of this one.
+        let mut seed = [0u8; 8];
+        let _ = crate::sys::random_bytes(&mut seed);
+        Objects {
+            next: u64::from_le_bytes(seed) >> 2,
+            table: HashMap::new(),
+        }
+    }
+
+    /// Gives back one reference; the last one frees the object.
+    fn decref(&mut self, id: Id) {
+        if let Some(e) = self.table.get_mut(&id) {
+            e.refs = e.refs.saturating_sub(1);
+            if e.refs == 0 {
+                // Dropping it gives back the references its values held.
+                self.table.remove(&id);
+            }
+        }
+    }
+
+    /// Applies the references that `ProxyRef`s took and gave back (by
+    /// being decoded, cloned, stored or dropped), taking before giving
+    /// back, until freeing objects frees no more.
+    fn settle(&mut self) {
+        loop {
+            let deltas = refs::take_deltas();
+            if deltas.is_empty() {
+                return;
+            }
+            for &(id, _) in deltas.iter().filter(|(_, d)| *d > 0) {
+                if let Some(e) = self.table.get_mut(&id) {
+                    e.refs += 1;
+                }
+            }
+            for &(id, _) in deltas.iter().filter(|(_, d)| *d < 0) {
+                self.decref(id);
+            }
+        }
+    }
+
+    /// Serves one encoded request of a connection holding `held`: the
+    /// encoded response and whether it asked for a shutdown, or `None` if
+    /// it was malformed (which ends the connection).
+    fn request(&mut self, frame: &[u8], held: &mut HashMap<Id, u64>) -> Option<(Vec<u8>, bool)> {
+        let req = postcard::from_bytes::<Request>(frame);
+        // Proxies inside the request must name objects of this manager.
+        let decoded = refs::take_decoded();
+        let answer = req.ok().map(|req| {
+            let shutdown = matches!(req, Request::Shutdown);
+            let unknown = decoded
+                .iter()
+                .find(|(kind, id)| self.table.get(id).is_none_or(|e| e.kind != *kind));
+            let response = match unknown {
+                Some((kind, id)) => Response::Error {
+                    kind: "ReferenceError".into(),
+                    message: format!("this manager has no {kind:?} object {id}"),
+                },
+                None => self.serve(req, held),
+            };
+            (postcard::to_allocvec(&response), shutdown)
+        });
+        // The client holds a reference to each proxy in the response.
+        let sent = refs::take_sent();
+        let answer = match answer {
+            Some((Ok(bytes), shutdown)) => {
+                for id in sent {
+                    if let Some(e) = self.table.get_mut(&id) {
+                        e.refs += 1;
+                        *held.entry(id).or_default() += 1;
+                    }
+                }
+                Some((bytes, shutdown))
+            }
+            _ => None,
+        };
+        self.settle();
+        answer
+    }
+
     /// Serves one request of a connection holding the references `held`.
     fn serve(&mut self, req: Request, held: &mut HashMap<Id, u64>) -> Response {
         match req {

@@ -9,6 +9,8 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::ser::{self, Serialize};
 use serde::Deserializer;
 
+use super::protocol::{Id, Kind};
+
 /// A value as the manager stores it: Python's `None`, `bool`, `int`,
 /// `float`, `str`, `bytes`, `list`, `tuple` and `dict` (in insertion order).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -31,6 +33,124 @@ pub enum Value {
     Tuple(Vec<Value>),
     /// `dict` (Rust maps and structs), in insertion order.
     Dict(Vec<(Value, Value)>),
+    /// Another object of the same manager: a proxy stored in a dict, list
+    /// or namespace (Python's nested proxies). The container holds a
+    /// reference, so the object lives while it is stored anywhere.
+    Proxy(ProxyRef),
+}
+
+/// The name under which proxies pass through serde, so that the bridge to
+/// [`Value`] recognises them.
+pub(crate) const PROXY_TOKEN: &str = "$multiproc::Proxy";
+
+/// A reference to a manager object inside a [`Value`]: its kind and id.
+///
+/// In the server, every `ProxyRef` that exists counts as one reference to
+/// its object: decoding or cloning one takes a reference and dropping it
+/// gives one back. The changes are recorded as they happen and applied by
+/// the server after each request (see [`refs`]), so that a value stored,
+/// replaced, popped or cleared anywhere keeps the count right without
+/// every operation having to.
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyRef {
+    pub(crate) kind: Kind,
+    pub(crate) id: Id,
+}
+
+impl ProxyRef {
+    pub(crate) fn new(kind: Kind, id: Id) -> ProxyRef {
+        refs::record(id, 1);
+        ProxyRef { kind, id }
+    }
+}
+
+impl Clone for ProxyRef {
+    fn clone(&self) -> ProxyRef {
+        ProxyRef::new(self.kind, self.id)
+    }
+}
+
+impl Drop for ProxyRef {
+    fn drop(&mut self) {
+        refs::record(self.id, -1);
+    }
+}
+
+impl Serialize for ProxyRef {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        refs::sent(self.id);
+        (self.kind, self.id).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ProxyRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ProxyRef, D::Error> {
+        let (kind, id) = <(Kind, Id)>::deserialize(d)?;
+        refs::decoded(kind, id);
+        Ok(ProxyRef::new(kind, id))
+    }
+}
+
+/// The server's record of references taken and given back by
+/// [`ProxyRef`]s (on this thread; only the server thread records).
+pub(crate) mod refs {
+    use std::cell::{Cell, RefCell};
+
+    use super::super::protocol::{Id, Kind};
+
+    /// What happened to references since they were last taken.
+    #[derive(Default)]
+    struct Changes {
+        /// Each reference taken (+1) or given back (-1), in order.
+        deltas: Vec<(Id, i8)>,
+        /// The references that arrived in a request, to validate.
+        decoded: Vec<(Kind, Id)>,
+        /// The references that left in a response (the client now holds them).
+        sent: Vec<Id>,
+    }
+
+    thread_local! {
+        static RECORDING: Cell<bool> = const { Cell::new(false) };
+        static CHANGES: RefCell<Changes> = RefCell::new(Changes::default());
+    }
+
+    /// Starts recording on this thread (the server's).
+    pub(crate) fn start() {
+        RECORDING.set(true);
+    }
+
+    fn with(f: impl FnOnce(&mut Changes)) {
+        if RECORDING.get() {
+            CHANGES.with_borrow_mut(f);
+        }
+    }
+
+    pub(super) fn record(id: Id, delta: i8) {
+        with(|c| c.deltas.push((id, delta)));
+    }
+
+    pub(super) fn decoded(kind: Kind, id: Id) {
+        with(|c| c.decoded.push((kind, id)));
+    }
+
+    pub(super) fn sent(id: Id) {
+        with(|c| c.sent.push(id));
+    }
+
+    /// The references taken and given back since the last call.
+    pub(crate) fn take_deltas() -> Vec<(Id, i8)> {
+        CHANGES.with_borrow_mut(|c| std::mem::take(&mut c.deltas))
+    }
+
+    /// The references decoded since the last call.
+    pub(crate) fn take_decoded() -> Vec<(Kind, Id)> {
+        CHANGES.with_borrow_mut(|c| std::mem::take(&mut c.decoded))
+    }
+
+    /// The references encoded since the last call.
+    pub(crate) fn take_sent() -> Vec<Id> {
+        CHANGES.with_borrow_mut(|c| std::mem::take(&mut c.sent))
+    }
 }
 
 impl Value {
@@ -44,6 +164,7 @@ impl Value {
             Value::List(_) => 5,
             Value::Tuple(_) => 6,
             Value::Dict(_) => 7,
+            Value::Proxy(_) => 8,
         }
     }
 
@@ -59,6 +180,11 @@ impl Value {
             Value::List(_) => "list",
             Value::Tuple(_) => "tuple",
             Value::Dict(_) => "dict",
+            Value::Proxy(r) => match r.kind {
+                Kind::Dict => "DictProxy",
+                Kind::List => "ListProxy",
+                Kind::Namespace => "NamespaceProxy",
+            },
         }
     }
 }
@@ -78,6 +204,7 @@ impl Ord for Value {
             (Bytes(a), Bytes(b)) => a.cmp(b),
             (List(a), List(b)) | (Tuple(a), Tuple(b)) => a.cmp(b),
             (Dict(a), Dict(b)) => a.cmp(b),
+            (Proxy(a), Proxy(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -112,6 +239,7 @@ impl Hash for Value {
             Value::Bytes(b) => b.hash(state),
             Value::List(v) | Value::Tuple(v) => v.hash(state),
             Value::Dict(d) => d.hash(state),
+            Value::Proxy(r) => r.hash(state),
         }
     }
 }
@@ -268,9 +396,13 @@ impl ser::Serializer for ValueSerializer {
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
-        _: &'static str,
+        name: &'static str,
         v: &T,
     ) -> Result<Value, ConvertError> {
+        if name == PROXY_TOKEN {
+            let (kind, id): (Kind, Id) = from_value(v.serialize(self)?)?;
+            return Ok(Value::Proxy(ProxyRef::new(kind, id)));
+        }
         v.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -461,6 +593,9 @@ impl<'de> Deserializer<'de> for Value {
                 visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter()))
             }
             Value::Dict(d) => visitor.visit_map(de::value::MapDeserializer::new(d.into_iter())),
+            Value::Proxy(r) => visitor.visit_seq(de::value::SeqDeserializer::new(
+                proxy_fields(&r).into_iter(),
+            )),
         }
     }
 
@@ -473,10 +608,17 @@ impl<'de> Deserializer<'de> for Value {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, ConvertError> {
-        visitor.visit_newtype_struct(self)
+        match self {
+            Value::Proxy(r) => visitor.visit_newtype_struct(Value::Tuple(proxy_fields(&r))),
+            _ if name == PROXY_TOKEN => Err(ConvertError(format!(
+                "expected a proxy, found a {}",
+                self.type_name()
+            ))),
+            v => visitor.visit_newtype_struct(v),
+        }
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -505,6 +647,16 @@ impl<'de> Deserializer<'de> for Value {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
     }
+}
+
+/// A proxy reference as the (kind, id) pair a proxy deserializes from.
+fn proxy_fields(r: &ProxyRef) -> Vec<Value> {
+    let kind = match r.kind {
+        Kind::Dict => "Dict",
+        Kind::List => "List",
+        Kind::Namespace => "Namespace",
+    };
+    vec![Value::Str(kind.into()), Value::Int(r.id as i64)]
 }
 
 impl IntoDeserializer<'_, ConvertError> for Value {

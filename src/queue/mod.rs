@@ -145,6 +145,16 @@ pub struct Queue<T> {
     _items: PhantomData<fn(T) -> T>,
 }
 
+#[cfg(fuzzing)]
+impl<T> Queue<T> {
+    /// For the fuzzer only (built with `--cfg fuzzing`): overwrites the
+    /// ring's offsets and data with `bytes`.
+    #[doc(hidden)]
+    pub fn fuzz_scribble(&self, bytes: &[u8]) {
+        self.ring.scribble(bytes);
+    }
+}
+
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {

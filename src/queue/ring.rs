@@ -224,10 +224,13 @@ impl Ring {
             let room = self.capacity - used >= need && (self.maxsize == 0 || items < self.maxsize);
             if room {
                 let tail = s.tail.load(Ordering::Relaxed);
+                let end = tail
+                    .checked_add(need)
+                    .ok_or_else(|| self.corrupt(format!("queue tail {tail} at the end of u64")))?;
                 held.copy_in(tail, &(item.len() as u32).to_le_bytes());
                 held.copy_in(tail + LEN as u64, item);
                 // Publish only now: the frame is complete.
-                s.tail.store(tail + need, Ordering::Release);
+                s.tail.store(end, Ordering::Release);
                 s.count.store(items.saturating_add(1), Ordering::Relaxed);
                 // Changed only under the lock: no read-modify-write needed.
                 s.unfinished.store(
@@ -488,5 +491,25 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let _ = self.ring.lock.unlock();
+    }
+}
+
+#[cfg(fuzzing)]
+impl Ring {
+    /// For the fuzzer: overwrites the moving offsets (head, tail, count)
+    /// and then the ring's data with `bytes`, as a broken or hostile
+    /// process could; the validated local sizes stay.
+    pub(crate) fn scribble(&self, bytes: &[u8]) {
+        let s = self.shared();
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        for field in [&s.head, &s.tail, &s.count] {
+            field.store(words.next().unwrap_or(0), Ordering::Relaxed);
+        }
+        let data = bytes.get(24..).unwrap_or_default();
+        let n = data.len().min(self.capacity());
+        // SAFETY: `n` bytes fit the ring's data region.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.as_ptr::<u8>(), n) };
     }
 }

@@ -584,9 +584,14 @@ pub(crate) fn write_all_vectored(
 /// One `read` into possibly uninitialised memory; `Ok(0)` at end of file.
 /// The first `n` bytes of `buf` are initialised when it returns `Ok(n)`.
 pub(crate) fn read(fd: &impl AsRawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length; read(2) only writes.
+    retrying(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// Runs a system call that returns a count or -1, again after a signal.
+fn retrying(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length; read(2) only writes.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = call();
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -603,47 +608,29 @@ pub(crate) fn recv_nowait(
     fd: &impl AsRawFd,
     buf: &mut [std::mem::MaybeUninit<u8>],
 ) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for writes of its length; recv(2) only writes.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: `buf` is valid for writes of its length; recv(2) only writes.
+    retrying(|| unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
 }
 
 /// One `send` on a socket that does not wait (and raises no SIGPIPE): how
 /// much was sent, `WouldBlock` if nothing could be.
 pub(crate) fn send_nowait(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `bytes` is valid for reads of its length.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: `bytes` is valid for reads of its length.
+    retrying(|| unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
 }
 
 /// Waits until any of `fds` is readable (or hung up) or `timeout` passes;

@@ -79,7 +79,7 @@ const WAITS: [&str; 13] = [
     "queue put",
     "manager dict",
     "manager list",
-    "manager object",
+    "manager objects",
 ];
 
 /// How often each operation is picked (indexes into `WAITS`): mostly the
@@ -281,14 +281,19 @@ impl Worker<'_> {
                 Err(e) => s.violation(format_args!("manager list append: {e}")),
             },
             _ => {
-                // An object this worker alone holds: freed when dropped, or
-                // by the server when a kill closes the connection.
-                let made = s
-                    .manager
-                    .dict::<u64, u64>()
-                    .and_then(|d| d.set(self.incarnation, self.queue_seq));
-                if let Err(e) = made {
-                    s.violation(format_args!("manager object: {e}"));
+                // Objects this worker alone holds, a list nested in a dict:
+                // freed when dropped, or by the server when a kill closes
+                // the connection.
+                let made = s.manager.list::<u64>().and_then(|l| {
+                    l.append(self.incarnation)?;
+                    let d = s.manager.dict::<u64, ListProxy<u64>>()?;
+                    d.set(self.queue_seq, l)?;
+                    d.get(&self.queue_seq)
+                });
+                match made {
+                    Ok(Some(_)) => {}
+                    Ok(None) => s.violation(format_args!("a nested list vanished from its dict")),
+                    Err(e) => s.violation(format_args!("manager objects: {e}")),
                 }
             }
         }
@@ -296,17 +301,15 @@ impl Worker<'_> {
 
     fn value_increment(&mut self) {
         let s = self.shared;
-        let mut guard = match s.counter.lock_timeout(OP_TIMEOUT) {
-            Ok(g) => g,
-            // One u64 store cannot be torn: the dead owner's increment is in
-            // or out as a whole; nothing to repair.
-            Err(LockError::OwnerDied(g)) => {
-                s.recovered();
-                consistent(s, multiproc::cell::ValueGuard::make_consistent(&g));
-                g
-            }
-            Err(e) => return lock_failure(s, "value lock", e),
+        let Some((mut guard, died)) = acquired(s, "value lock", s.counter.lock_timeout(OP_TIMEOUT))
+        else {
+            return;
         };
+        // One u64 store cannot be torn: the dead owner's increment is in or
+        // out as a whole; nothing to repair.
+        if died {
+            consistent(s, multiproc::cell::ValueGuard::make_consistent(&guard));
+        }
         self.dwell();
         *guard += 1;
         drop(guard);
@@ -315,10 +318,9 @@ impl Worker<'_> {
 
     fn array_stripe(&mut self) {
         let s = self.shared;
-        let (mut guard, died) = match s.array.lock_timeout(OP_TIMEOUT) {
-            Ok(g) => (g, false),
-            Err(LockError::OwnerDied(g)) => (g, true),
-            Err(e) => return lock_failure(s, "array lock", e),
+        let Some((mut guard, died)) = acquired(s, "array lock", s.array.lock_timeout(OP_TIMEOUT))
+        else {
+            return;
         };
         let first = guard[0];
         if guard.iter().any(|&x| x != first) {
@@ -330,7 +332,6 @@ impl Worker<'_> {
             }
         }
         if died {
-            s.recovered();
             consistent(s, multiproc::cell::ArrayGuard::make_consistent(&guard));
         }
         // Half the stripe, a pause, the other half: a kill in the pause
@@ -362,26 +363,20 @@ impl Worker<'_> {
 
     fn exclusive_lock(&mut self) {
         let s = self.shared;
-        match s.lock.lock_timeout(OP_TIMEOUT) {
-            Ok(_g) => self.witness(0, false),
-            Err(LockError::OwnerDied(g)) => {
-                s.recovered();
-                self.witness(0, true);
-                consistent(s, multiproc::sync::LockGuard::make_consistent(&g));
+        if let Some((guard, died)) = acquired(s, "lock", s.lock.lock_timeout(OP_TIMEOUT)) {
+            self.witness(0, died);
+            if died {
+                consistent(s, multiproc::sync::LockGuard::make_consistent(&guard));
             }
-            Err(e) => lock_failure(s, "lock", e),
         }
     }
 
     fn exclusive_rlock(&mut self) {
         let s = self.shared;
-        let (outer, died) = match s.rlock.lock_timeout(OP_TIMEOUT) {
-            Ok(g) => (g, false),
-            Err(LockError::OwnerDied(g)) => (g, true),
-            Err(e) => return lock_failure(s, "rlock", e),
+        let Some((outer, died)) = acquired(s, "rlock", s.rlock.lock_timeout(OP_TIMEOUT)) else {
+            return;
         };
         if died {
-            s.recovered();
             consistent(s, multiproc::sync::RLockGuard::make_consistent(&outer));
         }
         // Re-entered by its owner: never blocks.
@@ -422,15 +417,14 @@ impl Worker<'_> {
 
     fn condition(&self) {
         let s = self.shared;
-        let mut guard = match s.condition.lock_timeout(OP_TIMEOUT) {
-            Ok(g) => g,
-            Err(LockError::OwnerDied(g)) => {
-                s.recovered();
-                consistent(s, multiproc::sync::ConditionGuard::make_consistent(&g));
-                g
-            }
-            Err(e) => return lock_failure(s, "condition", e),
+        let Some((mut guard, died)) =
+            acquired(s, "condition", s.condition.lock_timeout(OP_TIMEOUT))
+        else {
+            return;
         };
+        if died {
+            consistent(s, multiproc::sync::ConditionGuard::make_consistent(&guard));
+        }
         let seq = s.condition_seq.atomic().fetch_add(1, Ordering::Relaxed);
         guard.notify_all();
         // Another worker's notify (or the timeout) ends this wait.
@@ -486,11 +480,22 @@ fn consistent(s: &Shared, r: multiproc::Result<()>) {
     }
 }
 
-/// A lock that could not be taken: a timeout is allowed, anything else
-/// (not recoverable, an OS error) is a violation.
-fn lock_failure<G>(s: &Shared, what: &str, e: LockError<G>) {
-    if !matches!(e, LockError::Timeout) {
-        s.violation(format_args!("{what}: {e}"));
+/// The guard of a lock a worker tried to take, and whether its owner had
+/// died (counted as a recovery; the caller repairs and makes it
+/// consistent). `None` if it was not taken: a timeout is allowed, anything
+/// else (not recoverable, an OS error) is a violation.
+fn acquired<G>(s: &Shared, what: &str, r: multiproc::LockResult<G>) -> Option<(G, bool)> {
+    match r {
+        Ok(g) => Some((g, false)),
+        Err(LockError::OwnerDied(g)) => {
+            s.recovered();
+            Some((g, true))
+        }
+        Err(LockError::Timeout) => None,
+        Err(e) => {
+            s.violation(format_args!("{what}: {e}"));
+            None
+        }
     }
 }
 
