@@ -195,3 +195,74 @@ pub(super) fn handshake(conn: &mut Connection, key: &[u8], side: Side) -> Result
         as_auth_error(e)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds one side's message to the other until both are done or
+    /// nothing is left to send; each side's outcome (`Timeout` if it never
+    /// finished).
+    fn exchange(server_key: &[u8], client_key: &[u8]) -> (Result<()>, Result<()>) {
+        let (mut server, first) = Handshake::new(server_key, Side::Server).unwrap();
+        let (mut client, none) = Handshake::new(client_key, Side::Client).unwrap();
+        assert!(none.is_none(), "the client speaks second");
+        let (mut to_client, mut to_server) = (first, None);
+        let (mut server_done, mut client_done) = (None, None);
+        let mut feed = |h: &mut Handshake, m: Vec<u8>, done: &mut Option<Result<()>>| {
+            let step = h.receive(&m);
+            match step.outcome {
+                Ok(false) => {}
+                Ok(true) => *done = Some(Ok(())),
+                Err(e) => *done = Some(Err(e)),
+            }
+            step.send
+        };
+        for _ in 0..10 {
+            if let Some(m) = to_client.take().filter(|_| client_done.is_none()) {
+                to_server = feed(&mut client, m, &mut client_done);
+            } else if let Some(m) = to_server.take().filter(|_| server_done.is_none()) {
+                to_client = feed(&mut server, m, &mut server_done);
+            } else {
+                break;
+            }
+        }
+        (
+            server_done.unwrap_or(Err(Error::Timeout)),
+            client_done.unwrap_or(Err(Error::Timeout)),
+        )
+    }
+
+    #[test]
+    fn the_same_key_authenticates_both_sides() {
+        let (server, client) = exchange(b"key", b"key");
+        assert!(server.is_ok() && client.is_ok(), "{server:?} {client:?}");
+    }
+
+    #[test]
+    fn a_wrong_key_fails_on_both_sides() {
+        let (server, client) = exchange(b"key", b"other key");
+        assert!(
+            matches!(server, Err(Error::AuthenticationFailed(_))),
+            "{server:?}"
+        );
+        assert!(
+            matches!(client, Err(Error::AuthenticationFailed(_))),
+            "{client:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused_at_every_step() {
+        let (mut server, _) = Handshake::new(b"key", Side::Server).unwrap();
+        let step = server.receive(b"not a digest");
+        assert_eq!(step.send.as_deref(), Some(FAILURE));
+        assert!(step.outcome.is_err());
+        let (mut client, _) = Handshake::new(b"key", Side::Client).unwrap();
+        assert!(client.receive(b"#CHALLENGE#{sha256}short").outcome.is_err());
+        let (mut client, _) = Handshake::new(b"key", Side::Client).unwrap();
+        let challenge = [CHALLENGE, &[7; NONCE]].concat();
+        assert!(client.receive(&challenge).outcome.is_ok());
+        assert!(client.receive(FAILURE).outcome.is_err());
+    }
+}

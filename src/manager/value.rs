@@ -762,6 +762,23 @@ mod tests {
     }
 
     #[test]
+    fn proxy_refs_count_what_is_decoded_cloned_and_dropped() {
+        refs::start();
+        let v = Value::List(vec![Value::Proxy(ProxyRef::new(Kind::List, 7))]);
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        assert_eq!(refs::take_sent(), vec![7]);
+        let back: Value = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(refs::take_decoded(), vec![(Kind::List, 7)]);
+        let copy = back.clone();
+        drop((v, back, copy));
+        // Made, decoded and cloned: three references taken, three given back.
+        let deltas = refs::take_deltas();
+        assert!(deltas.iter().all(|&(id, _)| id == 7));
+        assert_eq!(deltas.iter().filter(|(_, d)| *d > 0).count(), 3);
+        assert_eq!(deltas.iter().map(|&(_, d)| i32::from(d)).sum::<i32>(), 0);
+    }
+
+    #[test]
     fn round_trips_through_the_model() {
         for shape in [
             Shape::Dot,

@@ -444,6 +444,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "asks the kernel whether the creator lives")]
     fn damage_is_reported() {
         let good = header_bytes(&spec());
         let e = SegmentInfo::parse("t", &good[..100]).unwrap_err();

@@ -387,6 +387,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "memfd and mmap are outside Miri")]
     fn anonymous_bytes_are_zeroed_and_writable() {
         let seg = Segment::anonymous(10_000).unwrap();
         assert_eq!(seg.len(), 10_000);
