@@ -209,7 +209,7 @@ mod tests {
         assert!(none.is_none(), "the client speaks second");
         let (mut to_client, mut to_server) = (first, None);
         let (mut server_done, mut client_done) = (None, None);
-        let mut feed = |h: &mut Handshake, m: Vec<u8>, done: &mut Option<Result<()>>| {
+        let feed = |h: &mut Handshake, m: Vec<u8>, done: &mut Option<Result<()>>| {
             let step = h.receive(&m);
             match step.outcome {
                 Ok(false) => {}
