@@ -529,12 +529,20 @@ fn a_corrupted_queue_is_an_error_not_a_panic() {
     let name = TempName::new("corrupt-queue");
     let q = Queue::<u64>::create(&name, 0, 256).unwrap();
     q.put(1).unwrap();
-    // The ring's state follows the 256-byte segment header and the 40-byte
-    // mutex: capacity, maxsize, head, tail (u64 each). Make head pass tail.
+    // After the 256-byte segment header: the producers' and the consumers'
+    // mutexes (a cache line each), then the state, whose tail and head
+    // words (byte offset and item count packed) start lines of their own.
+    const TAIL: u64 = 256 + 128 + 64;
+    const HEAD: u64 = 256 + 128 + 128;
     let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    std::os::unix::fs::FileExt::write_at(&file, &u64::MAX.to_le_bytes(), 256 + 40 + 16).unwrap();
+    let write = |at: u64, word: u64| {
+        std::os::unix::fs::FileExt::write_at(&file, &word.to_le_bytes(), at).unwrap();
+    };
+    // The head past the tail.
+    write(HEAD, u64::MAX);
     assert!(q.is_full());
+    assert_eq!(q.len(), 0);
     assert!(matches!(q.try_get(), Err(Error::Corrupt { .. })));
     assert!(matches!(
         q.put(2),
@@ -545,13 +553,18 @@ fn a_corrupted_queue_is_an_error_not_a_panic() {
         opened.get_timeout(Duration::from_millis(10)),
         Err(Error::Corrupt { .. })
     ));
-    // Found by the queue_frames fuzz target: an empty ring whose head and
-    // tail sit at the very end of u64, where a put's new tail overflowed.
-    let end = (u64::MAX - 2).to_le_bytes();
-    std::os::unix::fs::FileExt::write_at(&file, &[end, end].concat(), 256 + 40 + 16).unwrap();
-    assert!(matches!(q.try_get(), Err(Error::Empty)));
-    assert!(matches!(
-        q.put(3),
-        Err(PutError::Other(3, Error::Corrupt { .. }))
-    ));
+    // Items counted where no bytes are, and bytes where no item is.
+    write(HEAD, 0);
+    write(TAIL, 5 << 36);
+    assert!(matches!(q.try_get(), Err(Error::Corrupt { .. })));
+    write(TAIL, 12);
+    assert!(matches!(q.try_get(), Err(Error::Corrupt { .. })));
+    // A frame that claims more bytes than there are.
+    write(TAIL, 6 | 1 << 36);
+    std::os::unix::fs::FileExt::write_at(&file, &1000u32.to_le_bytes(), 256 + 128 + 192).unwrap();
+    assert!(matches!(q.try_get(), Err(Error::Corrupt { .. })));
+    // Put right, it works again.
+    write(TAIL, 0);
+    q.put(3).unwrap();
+    assert_eq!(q.get().unwrap(), 3);
 }

@@ -1,13 +1,14 @@
 //! Queues in shared memory: [`Queue`], [`JoinableQueue`] and [`SimpleQueue`]
 //! (Python's `multiprocessing` queues), with serde items and no feeder thread.
 //!
-//! Items are encoded (postcard) by the caller's process before the lock is
-//! taken, copied into a ring of length-prefixed frames under a robust
-//! mutex, and decoded by the receiving process after it is released. A
-//! frame becomes visible only once written whole, so a producer killed half
-//! way through a put leaves nothing behind, and a consumer killed half way
-//! through a get leaves the item for the next one: no torn item is ever
-//! delivered, and the queue stays usable for everyone else.
+//! Items are encoded (postcard) by the caller's process before any lock is
+//! taken, copied into a ring of length-prefixed frames under the
+//! producers' robust mutex, and decoded by the receiving process after the
+//! consumers' one is released. A frame becomes visible only once written
+//! whole, so a producer killed half way through a put leaves nothing
+//! behind, and a consumer killed half way through a get leaves the item for
+//! the next one: no torn item is ever delivered, and the queue stays usable
+//! for everyone else.
 
 mod ring;
 
@@ -182,10 +183,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// An anonymous queue of at most `maxsize` items (0: no limit) in a ring
-    /// of `bytes` bytes (at least 64).
+    /// of `bytes` bytes (64 bytes to 1 GiB).
     ///
     /// # Errors
-    /// `InvalidArgument` for a ring under 64 bytes; allocation errors.
+    /// `InvalidArgument` for a ring under 64 bytes or over 1 GiB;
+    /// allocation errors.
     pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self> {
         Self::place(Placement::Anonymous, ObjectKind::Queue, maxsize, bytes)
     }

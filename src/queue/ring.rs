@@ -1,70 +1,106 @@
-//! The shared part of a queue: a ring of length-prefixed frames behind a
-//! robust mutex, and futex words to sleep on. Items are bytes here; the typed
-//! queues encode and decode them outside the lock.
+//! The shared part of a queue: a ring of length-prefixed frames with a
+//! robust mutex for the producers and another for the consumers, and futex
+//! words to sleep on. Items are bytes here; the typed queues encode and
+//! decode them outside the locks.
+//!
+//! Each end of the ring is one 64-bit word that packs a byte offset and an
+//! item count, so that a frame is published (or consumed) by one atomic
+//! store: the number of items and the bytes they take can never disagree,
+//! and a process killed at any point leaves either the whole frame or
+//! nothing. With one lock per end, a producer and a consumer never wait for
+//! each other: they only read the word the other one moves.
 
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ObjectKind, Placement, Region};
 use crate::sync::{place_state, spin, Deadline, RawLock};
 use crate::sys::{self, MutexKind, Woke};
 
+/// The length prefix of a frame.
 const LEN: usize = 4;
-/// Attempts to take the lock before blocking on it.
+/// Attempts to take a lock before blocking on it.
 const LOCK_SPIN: u32 = 1000;
+/// The bits of an end's word that hold the byte offset; the rest count items.
+const OFFSET_BITS: u32 = 36;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Items are counted modulo 2^28: a ring holds at most `capacity / LEN`.
+const COUNT_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
+/// The largest ring: its frames can always be counted in 28 bits.
+pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
+/// How long a sleeper goes without looking again: a process killed between
+/// publishing a change and announcing it must not leave anyone asleep.
+const RECHECK: Duration = Duration::from_millis(100);
 
-/// The state after the mutex. All fields are atomics so that no reference
-/// ever claims exclusive access to memory other processes touch; the ones
-/// other than the futex words and sleeper counts change only under the lock.
+/// One end of the ring, on a cache line of its own: the word its side moves
+/// and the futex word that side bumps after moving it.
+#[repr(C, align(64))]
+struct End {
+    /// Byte offset (low 36 bits) and items that passed this end (the rest).
+    at: AtomicU64,
+    /// Bumped after every move; the other side sleeps on it.
+    moved: AtomicU32,
+    /// Processes of the other side asleep on `moved`. One that dies asleep
+    /// leaves it too high, which costs extra wake-ups only.
+    sleepers: AtomicU32,
+}
+
+impl End {
+    fn new() -> End {
+        End {
+            at: AtomicU64::new(0),
+            moved: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+}
+
+/// The state after the two mutexes.
 #[repr(C)]
 struct RingState {
     /// Ring size in bytes (fixed at creation).
     capacity: u64,
     /// Most items at once, 0 for no limit (Python's `maxsize`).
     maxsize: u64,
-    /// Bytes consumed and produced since creation: the ring holds the
-    /// complete frames in `head..tail` (offsets taken modulo `capacity`).
-    head: AtomicU64,
-    tail: AtomicU64,
-    /// Items in the ring (recounted after an owner died).
-    count: AtomicU64,
     /// Items put but not yet marked done (`JoinableQueue`).
     unfinished: AtomicU64,
     closed: AtomicU32,
-    /// Bumped when an item is added / space is freed / the last task is
-    /// done; the futex words waiters sleep on.
-    added: AtomicU32,
-    freed: AtomicU32,
+    /// Bumped when the last task is done; joiners sleep on it.
     done: AtomicU32,
-    /// Processes asleep on each word; one that dies asleep leaves its count
-    /// too high, which costs extra wake-ups only.
-    getters: AtomicU32,
-    putters: AtomicU32,
     joiners: AtomicU32,
+    /// Moved by producers (under the producer lock): getters sleep on it.
+    tail: End,
+    /// Moved by consumers (under the consumer lock): putters sleep on it.
+    head: End,
 }
 
-/// What a queue is waiting for.
+/// Which lock, and which end of the ring it guards.
 #[derive(Clone, Copy)]
-enum Wake {
-    Added,
-    Freed,
-    Done,
+enum Side {
+    Producer,
+    Consumer,
 }
 
 /// A process-local handle on a shared ring.
 ///
 /// Everything read from shared memory may have been written by a broken or
 /// hostile process, so the fixed sizes are copied here once validated, and
-/// arithmetic on the moving offsets never trusts them: a ring whose offsets
-/// make no sense is an [`Error::Corrupt`], never a panic.
+/// arithmetic on the moving ends never trusts them: a ring whose ends make
+/// no sense is an [`Error::Corrupt`], never a panic.
 #[derive(Clone)]
 pub(crate) struct Ring {
-    lock: RawLock,
+    producers: RawLock,
+    consumers: RawLock,
     state: Region,
     data: Region,
     capacity: u64,
     maxsize: u64,
+    /// Offsets run modulo `span`, the largest multiple of the capacity
+    /// that fits in the offset bits, so that `offset % capacity` never
+    /// jumps when they wrap.
+    span: u64,
 }
 
 /// Why a push did not happen.
@@ -74,19 +110,30 @@ pub(crate) enum PushFailure {
     Closed,
 }
 
+/// What is between the two ends.
+struct Extent {
+    bytes: u64,
+    items: u64,
+}
+
 impl Ring {
-    fn layout(capacity: u64) -> Result<(Layout, usize, usize)> {
+    /// The layout: the two mutexes on lines of their own, the state, the data.
+    fn layout(capacity: u64) -> Result<(Layout, usize, usize, usize)> {
+        let bad = || Error::InvalidArgument(format!("a {capacity}-byte queue"));
         let bytes = usize::try_from(capacity)
             .ok()
             .and_then(|n| Layout::array::<u8>(n).ok())
-            .ok_or_else(|| Error::InvalidArgument(format!("a {capacity}-byte queue")))?;
-        let (l, state) = RawLock::layout()
-            .extend(Layout::new::<RingState>())
-            .expect("small");
+            .ok_or_else(bad)?;
+        let lock = RawLock::layout()
+            .align_to(64)
+            .expect("64 is a power of two")
+            .pad_to_align();
+        let (l, consumers) = lock.extend(lock).expect("small");
+        let (l, state) = l.extend(Layout::new::<RingState>()).expect("small");
         let (l, data) = l
             .extend(bytes.align_to(8).expect("8 is a power of two"))
-            .map_err(|_| Error::InvalidArgument(format!("a {capacity}-byte queue")))?;
-        Ok((l, state, data))
+            .map_err(|_| bad())?;
+        Ok((l, consumers, state, data))
     }
 
     pub(crate) fn place(
@@ -96,9 +143,9 @@ impl Ring {
         capacity: u64,
         maxsize: u64,
     ) -> Result<Ring> {
-        if capacity < 64 {
+        if !(64..=MAX_CAPACITY).contains(&capacity) {
             return Err(Error::InvalidArgument(format!(
-                "a {capacity}-byte queue (64 at least)"
+                "a {capacity}-byte queue (64 bytes to 1 GiB)"
             )));
         }
         let (region, len) = place_state(
@@ -108,47 +155,53 @@ impl Ring {
             capacity,
             |n| Self::layout(n).map(|(l, ..)| l),
             |at: *mut u8| {
-                let (_, state, _) = Self::layout(capacity)?;
+                let (_, consumers, state, _) = Self::layout(capacity)?;
                 // SAFETY: fresh zeroed memory laid out as `layout(capacity)`.
                 unsafe {
                     RawLock::init(at, MutexKind::ErrorCheck)?;
+                    RawLock::init(at.add(consumers), MutexKind::ErrorCheck)?;
                     at.add(state).cast::<RingState>().write(RingState {
                         capacity,
                         maxsize,
-                        head: AtomicU64::new(0),
-                        tail: AtomicU64::new(0),
-                        count: AtomicU64::new(0),
                         unfinished: AtomicU64::new(0),
                         closed: AtomicU32::new(0),
-                        added: AtomicU32::new(0),
-                        freed: AtomicU32::new(0),
                         done: AtomicU32::new(0),
-                        getters: AtomicU32::new(0),
-                        putters: AtomicU32::new(0),
                         joiners: AtomicU32::new(0),
+                        tail: End::new(),
+                        head: End::new(),
                     });
                 }
                 Ok(())
             },
         )?;
-        let (_, state, data) = Self::layout(len)?;
-        // SAFETY: both offsets are inside the object's memory.
-        let (state, data) = unsafe { (region.sub(state), region.sub(data)) };
+        // An opened segment is checked like a created one: a crafted
+        // capacity must not turn into arithmetic on zero.
+        let corrupt = |what: String| Error::Corrupt {
+            name: how.name().into(),
+            what,
+        };
+        if !(64..=MAX_CAPACITY).contains(&len) {
+            return Err(corrupt(format!("queue capacity {len}")));
+        }
+        let (_, consumers, state, data) = Self::layout(len)?;
+        // SAFETY: the offsets are inside the object's memory.
+        let (consumers, state, data) =
+            unsafe { (region.sub(consumers), region.sub(state), region.sub(data)) };
         let mut ring = Ring {
-            lock: RawLock::from_region(region),
+            producers: RawLock::from_region(region),
+            consumers: RawLock::from_region(consumers),
             state,
             data,
             capacity: len,
             maxsize: 0,
+            span: (OFFSET_MASK + 1) / len * len,
         };
         ring.maxsize = ring.shared().maxsize;
-        // An opened segment is checked like a created one: a crafted
-        // capacity must not turn into arithmetic on zero.
-        if ring.shared().capacity != len || len < 64 {
-            return Err(Error::Corrupt {
-                name: how.name().into(),
-                what: format!("queue capacity {} (header {len})", ring.shared().capacity),
-            });
+        if ring.shared().capacity != len {
+            return Err(corrupt(format!(
+                "queue capacity {} (header {len})",
+                ring.shared().capacity
+            )));
         }
         Ok(ring)
     }
@@ -159,15 +212,15 @@ impl Ring {
         unsafe { &*self.state.as_ptr::<RingState>() }
     }
 
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity as usize
+    fn end(&self, side: Side) -> &End {
+        match side {
+            Side::Producer => &self.shared().tail,
+            Side::Consumer => &self.shared().head,
+        }
     }
 
-    /// Bytes in use, or `Corrupt` if the offsets make no sense.
-    fn used(&self, head: u64, tail: u64) -> Result<u64> {
-        tail.checked_sub(head)
-            .filter(|&used| used <= self.capacity)
-            .ok_or_else(|| self.corrupt(format!("queue offsets head {head}, tail {tail}")))
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity as usize
     }
 
     fn corrupt(&self, what: String) -> Error {
@@ -177,25 +230,61 @@ impl Ring {
         }
     }
 
+    /// What lies between `head` and `tail`, or `Corrupt` if they make no sense.
+    fn extent(&self, head: u64, tail: u64) -> Result<Extent> {
+        let (h, t) = (head & OFFSET_MASK, tail & OFFSET_MASK);
+        let bytes = (t + self.span - h) % self.span;
+        let items = ((tail >> OFFSET_BITS).wrapping_sub(head >> OFFSET_BITS)) & COUNT_MASK;
+        let sane = h < self.span
+            && t < self.span
+            && bytes <= self.capacity
+            && items <= bytes / LEN as u64
+            && (items == 0) == (bytes == 0);
+        if sane {
+            Ok(Extent { bytes, items })
+        } else {
+            Err(self.corrupt(format!("queue ends {head:#x} and {tail:#x}")))
+        }
+    }
+
+    /// An end moved past one frame of `bytes` bytes (offset below `span`).
+    fn advance(&self, end: u64, bytes: u64) -> u64 {
+        let offset = ((end & OFFSET_MASK) + bytes) % self.span;
+        let items = ((end >> OFFSET_BITS) + 1) & COUNT_MASK;
+        offset | (items << OFFSET_BITS)
+    }
+
+    /// Both ends, each read as its own side publishes it.
+    fn ends(&self) -> (u64, u64) {
+        let s = self.shared();
+        (
+            s.head.at.load(Ordering::Acquire),
+            s.tail.at.load(Ordering::Acquire),
+        )
+    }
+
     /// The largest item the ring can ever hold.
     pub(crate) fn max_item(&self) -> usize {
         self.capacity() - LEN
     }
 
-    /// Takes the lock; after an owner died, recounts the items (the frames
-    /// in `head..tail` are complete: `tail` moves only after a frame is
-    /// written) and marks the lock consistent.
-    fn lock(&self) -> Result<Held<'_>> {
+    /// Takes one side's lock. A process that died holding it left nothing
+    /// to repair (its end moves only over a whole frame, in one store).
+    fn lock(&self, side: Side) -> Result<Held<'_>> {
+        let lock = match side {
+            Side::Producer => &self.producers,
+            Side::Consumer => &self.consumers,
+        };
         // glibc's robust mutex never spins: a contended lock is a futex
-        // sleep. Producer and consumer hold it for a few nanoseconds, so
-        // waiting briefly for it to look free avoids most of those calls.
-        let r = self.lock.acquire_spinning(LOCK_SPIN, || ());
-        match r {
-            Ok(()) => Ok(Held { ring: self }),
+        // sleep. It is held for a few nanoseconds, so waiting briefly for
+        // it to look free avoids most of those calls.
+        match lock.acquire_spinning(LOCK_SPIN, || ()) {
+            Ok(()) => Ok(Held { lock }),
             Err(LockError::OwnerDied(())) => {
-                let held = Held { ring: self };
-                held.repair()?;
-                self.lock.make_consistent()?;
+                let held = Held { lock };
+                lock.make_consistent()?;
+                // It may have died between moving its end and saying so.
+                self.signal(side);
                 Ok(held)
             }
             Err(e) => Err(e.into()),
@@ -210,40 +299,34 @@ impl Ring {
         deadline: Deadline,
     ) -> Result<std::result::Result<(), PushFailure>> {
         let need = (LEN + item.len()) as u64;
+        let s = self.shared();
         loop {
-            let held = self.lock()?;
-            let s = self.shared();
-            if s.closed.load(Ordering::Relaxed) != 0 {
+            // Before looking: a get after this read changes it.
+            let seen = s.head.moved.load(Ordering::SeqCst);
+            let held = self.lock(Side::Producer)?;
+            if s.closed.load(Ordering::Acquire) != 0 {
                 return Ok(Err(PushFailure::Closed));
             }
-            let used = self.used(
-                s.head.load(Ordering::Relaxed),
-                s.tail.load(Ordering::Relaxed),
-            )?;
-            let items = s.count.load(Ordering::Relaxed);
-            let room = self.capacity - used >= need && (self.maxsize == 0 || items < self.maxsize);
+            let (head, tail) = self.ends();
+            let extent = self.extent(head, tail)?;
+            let room = self.capacity - extent.bytes >= need
+                && (self.maxsize == 0 || extent.items < self.maxsize);
             if room {
-                let tail = s.tail.load(Ordering::Relaxed);
-                let end = tail
-                    .checked_add(need)
-                    .ok_or_else(|| self.corrupt(format!("queue tail {tail} at the end of u64")))?;
-                held.copy_in(tail, &(item.len() as u32).to_le_bytes());
-                held.copy_in(tail + LEN as u64, item);
-                // Publish only now: the frame is complete.
-                s.tail.store(end, Ordering::Release);
-                s.count.store(items.saturating_add(1), Ordering::Relaxed);
-                // Changed only under the lock: no read-modify-write needed.
-                s.unfinished.store(
-                    s.unfinished.load(Ordering::Relaxed).saturating_add(1),
-                    Ordering::Relaxed,
-                );
-                held.signal(Wake::Added);
+                let at = tail & OFFSET_MASK;
+                self.copy_in(at, &(item.len() as u32).to_le_bytes());
+                self.copy_in(at + LEN as u64, item);
+                // Publish only now, in one store: the frame is complete.
+                s.tail.at.store(self.advance(tail, need), Ordering::Release);
+                s.unfinished.fetch_add(1, Ordering::Relaxed);
+                drop(held);
+                self.signal(Side::Producer);
                 return Ok(Ok(()));
             }
+            drop(held);
             if try_only {
                 return Ok(Err(PushFailure::Full));
             }
-            if !held.sleep(Wake::Freed, deadline)? {
+            if !self.sleep(Side::Consumer, seen, deadline) {
                 return Ok(Err(PushFailure::Timeout));
             }
         }
@@ -252,174 +335,162 @@ impl Ring {
     /// Takes one frame into `out` (replacing its content), waiting for one
     /// until `deadline` (not at all if `try_only`).
     pub(crate) fn pop(&self, out: &mut Vec<u8>, try_only: bool, deadline: Deadline) -> Result<()> {
+        let s = self.shared();
         loop {
             if !try_only && self.idle_until_added(deadline)? {
                 return Err(Error::Timeout);
             }
-            let held = self.lock()?;
-            let s = self.shared();
-            let head = s.head.load(Ordering::Relaxed);
-            let tail = s.tail.load(Ordering::Acquire);
-            if head != tail {
-                let len = held.frame_len(head, tail)?;
+            let seen = s.tail.moved.load(Ordering::SeqCst);
+            let held = self.lock(Side::Consumer)?;
+            let (head, tail) = self.ends();
+            let extent = self.extent(head, tail)?;
+            if extent.items > 0 {
+                let at = head & OFFSET_MASK;
+                let len = self.frame_len(at, extent.bytes)?;
                 out.clear();
                 out.resize(len, 0);
-                held.copy_out(head + LEN as u64, out);
-                s.head.store(head + (LEN + len) as u64, Ordering::Release);
-                s.count.store(
-                    s.count.load(Ordering::Relaxed).saturating_sub(1),
-                    Ordering::Relaxed,
-                );
-                held.signal(Wake::Freed);
+                self.copy_out(at + LEN as u64, out);
+                s.head
+                    .at
+                    .store(self.advance(head, (LEN + len) as u64), Ordering::Release);
+                drop(held);
+                self.signal(Side::Consumer);
                 return Ok(());
             }
-            if s.closed.load(Ordering::Relaxed) != 0 {
+            drop(held);
+            if s.closed.load(Ordering::Acquire) != 0 {
                 return Err(Error::Closed);
             }
             if try_only {
                 return Err(Error::Empty);
             }
-            if !held.sleep(Wake::Added, deadline)? {
+            if !self.sleep(Side::Producer, seen, deadline) {
                 return Err(Error::Timeout);
             }
         }
     }
 
-    /// The futex word and the sleeper count of `wake`.
-    fn words(&self, wake: Wake) -> (&AtomicU32, &AtomicU32) {
-        let s = self.shared();
-        match wake {
-            Wake::Added => (&s.added, &s.getters),
-            Wake::Freed => (&s.freed, &s.putters),
-            Wake::Done => (&s.done, &s.joiners),
-        }
-    }
-
     /// While the queue looks empty (and open), waits for an item without
-    /// taking the lock, so that an idle consumer never competes with the
-    /// producer for it; true if `deadline` passed.
+    /// taking a lock; true if `deadline` passed.
     fn idle_until_added(&self, deadline: Deadline) -> Result<bool> {
         let s = self.shared();
-        let (word, sleepers) = self.words(Wake::Added);
         loop {
             // The word first: an item added after this read changes it.
-            let seen = word.load(Ordering::SeqCst);
-            let empty = s.head.load(Ordering::Acquire) == s.tail.load(Ordering::Acquire);
-            if !empty || s.closed.load(Ordering::Acquire) != 0 {
+            let seen = s.tail.moved.load(Ordering::SeqCst);
+            let (head, tail) = self.ends();
+            if self.extent(head, tail)?.items > 0 || s.closed.load(Ordering::Acquire) != 0 {
                 return Ok(false);
             }
-            if spin(word, |v| v != seen).is_ok() {
-                continue;
-            }
-            sleepers.fetch_add(1, Ordering::SeqCst);
-            let woke = deadline.wait(word, seen);
-            sleepers.fetch_sub(1, Ordering::SeqCst);
-            if woke == Woke::TimedOut && word.load(Ordering::SeqCst) == seen {
+            if !self.sleep(Side::Producer, seen, deadline) {
                 return Ok(true);
             }
         }
     }
 
-    /// Items in the queue (a snapshot).
+    /// Announces that `side` moved its end: a system call only if someone
+    /// of the other side sleeps.
+    fn signal(&self, side: Side) {
+        let end = self.end(side);
+        end.moved.fetch_add(1, Ordering::SeqCst);
+        if end.sleepers.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake(&end.moved, u32::MAX);
+        }
+    }
+
+    /// Waits until `side` moves its end again (its word leaves `seen`), or
+    /// a while has passed (then the caller looks again); false once
+    /// `deadline` has passed.
+    fn sleep(&self, side: Side, seen: u32, deadline: Deadline) -> bool {
+        let end = self.end(side);
+        if spin(&end.moved, |v| v != seen).is_ok() {
+            return true;
+        }
+        end.sleepers.fetch_add(1, Ordering::SeqCst);
+        let woke = deadline.capped(RECHECK).wait(&end.moved, seen);
+        end.sleepers.fetch_sub(1, Ordering::SeqCst);
+        woke != Woke::TimedOut || !deadline.passed()
+    }
+
+    /// Items in the queue (a snapshot; 0 if the ring is corrupt).
     pub(crate) fn len(&self) -> usize {
-        self.shared().count.load(Ordering::Relaxed) as usize
+        let (head, tail) = self.ends();
+        self.extent(head, tail).map_or(0, |e| e.items as usize)
     }
 
     /// Whether even the smallest item would have to wait.
     pub(crate) fn is_full(&self) -> bool {
-        let s = self.shared();
-        // A corrupt ring counts as full: nothing more can be put in it.
-        let Ok(used) = self.used(
-            s.head.load(Ordering::Relaxed),
-            s.tail.load(Ordering::Relaxed),
-        ) else {
-            return true;
-        };
-        self.capacity - used < LEN as u64 + 1
-            || (self.maxsize != 0 && s.count.load(Ordering::Relaxed) >= self.maxsize)
+        let (head, tail) = self.ends();
+        match self.extent(head, tail) {
+            Ok(e) => {
+                self.capacity - e.bytes < LEN as u64 + 1
+                    || (self.maxsize != 0 && e.items >= self.maxsize)
+            }
+            // A corrupt ring counts as full: nothing more can be put in it.
+            Err(_) => true,
+        }
     }
 
     /// Refuses further puts and wakes every waiter; remaining items can still be got.
     pub(crate) fn close(&self) -> Result<()> {
-        let held = self.lock()?;
-        self.shared().closed.store(1, Ordering::Relaxed);
-        held.signal(Wake::Added);
-        held.signal(Wake::Freed);
+        // Under the producers' lock: no put is half-way when it returns.
+        let held = self.lock(Side::Producer)?;
+        self.shared().closed.store(1, Ordering::Release);
+        drop(held);
+        self.signal(Side::Producer);
+        self.signal(Side::Consumer);
         Ok(())
     }
 
     /// Marks one item processed (`JoinableQueue::task_done`).
     pub(crate) fn task_done(&self) -> Result<()> {
-        let held = self.lock()?;
         let s = self.shared();
-        match s.unfinished.load(Ordering::Relaxed) {
-            0 => Err(Error::TooManyTaskDone),
-            1 => {
-                s.unfinished.store(0, Ordering::Relaxed);
-                held.signal(Wake::Done);
+        match s
+            .unfinished
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        {
+            Err(_) => Err(Error::TooManyTaskDone),
+            Ok(1) => {
+                s.done.fetch_add(1, Ordering::SeqCst);
+                if s.joiners.load(Ordering::SeqCst) > 0 {
+                    sys::futex_wake(&s.done, u32::MAX);
+                }
                 Ok(())
             }
-            n => {
-                s.unfinished.store(n - 1, Ordering::Relaxed);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
         }
     }
 
     /// Waits until every item put has been marked done.
     pub(crate) fn join(&self, deadline: Deadline) -> Result<()> {
+        let s = self.shared();
         loop {
-            let held = self.lock()?;
-            if self.shared().unfinished.load(Ordering::Relaxed) == 0 {
+            let seen = s.done.load(Ordering::SeqCst);
+            if s.unfinished.load(Ordering::Acquire) == 0 {
                 return Ok(());
             }
-            if !held.sleep(Wake::Done, deadline)? {
+            if deadline.passed() {
                 return Err(Error::Timeout);
             }
+            if spin(&s.done, |v| v != seen).is_err() {
+                s.joiners.fetch_add(1, Ordering::SeqCst);
+                deadline.capped(RECHECK).wait(&s.done, seen);
+                s.joiners.fetch_sub(1, Ordering::SeqCst);
+            }
         }
-    }
-}
-
-/// The ring's lock, held.
-struct Held<'a> {
-    ring: &'a Ring,
-}
-
-impl Held<'_> {
-    /// Announces a change; a system call only if someone sleeps on it.
-    fn signal(&self, wake: Wake) {
-        let (word, sleepers) = self.ring.words(wake);
-        word.fetch_add(1, Ordering::SeqCst);
-        if sleepers.load(Ordering::SeqCst) > 0 {
-            sys::futex_wake(word, u32::MAX);
-        }
-    }
-
-    /// Releases the lock and waits for `wake` until `deadline`; false if it passed.
-    fn sleep(self, wake: Wake, deadline: Deadline) -> Result<bool> {
-        let (word, sleepers) = self.ring.words(wake);
-        let seen = word.load(Ordering::SeqCst);
-        drop(self);
-        if spin(word, |v| v != seen).is_ok() {
-            return Ok(true);
-        }
-        sleepers.fetch_add(1, Ordering::SeqCst);
-        let woke = deadline.wait(word, seen);
-        sleepers.fetch_sub(1, Ordering::SeqCst);
-        Ok(woke != Woke::TimedOut || word.load(Ordering::SeqCst) != seen)
     }
 
     fn ring_ptr(&self) -> *mut u8 {
-        self.ring.data.as_ptr::<u8>()
+        self.data.as_ptr::<u8>()
     }
 
-    /// Copies `bytes` into the ring at logical offset `at`, wrapping.
+    /// Copies `bytes` into the ring at offset `at`, wrapping. The caller
+    /// holds the producers' lock and has checked that the bytes are free.
     fn copy_in(&self, at: u64, bytes: &[u8]) {
-        let cap = self.ring.capacity();
+        let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = bytes.len().min(cap - start);
-        // SAFETY: both ranges are inside the ring, which the held lock
-        // makes this process's alone to write.
+        // SAFETY: both ranges are inside the ring, which no consumer reads
+        // before the tail moves past them.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ring_ptr().add(start), first);
             std::ptr::copy_nonoverlapping(
@@ -430,12 +501,13 @@ impl Held<'_> {
         }
     }
 
-    /// Copies bytes out of the ring from logical offset `at`, wrapping.
+    /// Copies bytes out of the ring from offset `at`, wrapping.
     fn copy_out(&self, at: u64, out: &mut [u8]) {
-        let cap = self.ring.capacity();
+        let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = out.len().min(cap - start);
-        // SAFETY: as for `copy_in`.
+        // SAFETY: both ranges are inside the ring, which no producer
+        // overwrites before the head moves past them.
         unsafe {
             std::ptr::copy_nonoverlapping(self.ring_ptr().add(start), out.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(
@@ -446,68 +518,46 @@ impl Held<'_> {
         }
     }
 
-    /// The payload length of the frame at `head`, checked to lie within `head..tail`.
-    fn frame_len(&self, head: u64, tail: u64) -> Result<usize> {
+    /// The payload length of the frame at `at`, checked to lie within the
+    /// `used` bytes that follow.
+    fn frame_len(&self, at: u64, used: u64) -> Result<usize> {
         let mut len = [0u8; LEN];
-        self.copy_out(head, &mut len);
+        self.copy_out(at, &mut len);
         let len = u32::from_le_bytes(len) as u64;
-        if self.ring.used(head, tail)? < LEN as u64 + len {
-            return Err(Error::Corrupt {
-                name: String::new(),
-                what: format!(
-                    "queue frame of {len} bytes at {head} overruns the data that ends at {tail}"
-                ),
-            });
+        if used < LEN as u64 + len {
+            return Err(self.corrupt(format!(
+                "queue frame of {len} bytes at {at} overruns the {used} bytes in use"
+            )));
         }
         Ok(len as usize)
     }
+}
 
-    /// After an owner died: re-establishes `count` from the frames, and drops
-    /// a damaged tail rather than ever deliver a torn item.
-    fn repair(&self) -> Result<()> {
-        let s = self.ring.shared();
-        let (mut at, tail) = (
-            s.head.load(Ordering::Relaxed),
-            s.tail.load(Ordering::Relaxed),
-        );
-        let mut count = 0;
-        while at < tail {
-            match self.frame_len(at, tail) {
-                Ok(len) => {
-                    at += (LEN + len) as u64;
-                    count += 1;
-                }
-                Err(_) => {
-                    s.tail.store(at, Ordering::Relaxed);
-                    break;
-                }
-            }
-        }
-        s.count.store(count, Ordering::Relaxed);
-        Ok(())
-    }
+/// One side's lock, held.
+struct Held<'a> {
+    lock: &'a RawLock,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let _ = self.ring.lock.unlock();
+        let _ = self.lock.unlock();
     }
 }
 
 #[cfg(fuzzing)]
 impl Ring {
-    /// For the fuzzer: overwrites the moving offsets (head, tail, count)
-    /// and then the ring's data with `bytes`, as a broken or hostile
-    /// process could; the validated local sizes stay.
+    /// For the fuzzer: overwrites the two ends and then the ring's data
+    /// with `bytes`, as a broken or hostile process could; the validated
+    /// local sizes stay.
     pub(crate) fn scribble(&self, bytes: &[u8]) {
         let s = self.shared();
         let mut words = bytes
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        for field in [&s.head, &s.tail, &s.count] {
-            field.store(words.next().unwrap_or(0), Ordering::Relaxed);
+        for end in [&s.head.at, &s.tail.at] {
+            end.store(words.next().unwrap_or(0), Ordering::Relaxed);
         }
-        let data = bytes.get(24..).unwrap_or_default();
+        let data = bytes.get(16..).unwrap_or_default();
         let n = data.len().min(self.capacity());
         // SAFETY: `n` bytes fit the ring's data region.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.as_ptr::<u8>(), n) };
