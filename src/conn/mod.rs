@@ -248,14 +248,22 @@ impl Connection {
                     return Err(Error::Timeout);
                 }
             }
-            self.read_more(n, false)?;
+            self.read_more(n, ReadMode::Wait)?;
         }
         Ok(())
     }
 
-    /// One read towards `n` buffered bytes; `Ok(false)` if `nowait` and
-    /// nothing was ready.
-    fn read_more(&mut self, n: usize, nowait: bool) -> Result<bool> {
+    /// One blocking read of whatever arrives, given up (`Ok(false)`) when a
+    /// signal comes or the socket's receive timeout passes: for an event
+    /// loop that has one client to wait for.
+    pub(crate) fn read_some(&mut self) -> Result<bool> {
+        let want = self.buffered() + 1;
+        self.read_more(want, ReadMode::Once)
+    }
+
+    /// One read towards `n` buffered bytes; `Ok(false)` if nothing came
+    /// (only without [`ReadMode::Wait`]).
+    fn read_more(&mut self, n: usize, mode: ReadMode) -> Result<bool> {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -263,10 +271,10 @@ impl Connection {
         let have = self.buf.len();
         self.buf.reserve(n.saturating_sub(have).max(READ_CHUNK));
         let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
-        let got = if nowait {
-            sys::recv_nowait(fd, self.buf.spare_capacity_mut())
-        } else {
-            sys::read(fd, self.buf.spare_capacity_mut())
+        let got = match mode {
+            ReadMode::Wait => sys::read(fd, self.buf.spare_capacity_mut()),
+            ReadMode::NoWait => sys::recv_nowait(fd, self.buf.spare_capacity_mut()),
+            ReadMode::Once => sys::recv_once(fd, self.buf.spare_capacity_mut()),
         };
         if let Ok(k) = got {
             // SAFETY: read(2) or recv(2) initialised the first `k` spare bytes.
@@ -275,7 +283,14 @@ impl Connection {
         match got {
             Ok(0) => Err(Error::ConnectionClosed),
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Err(Error::ConnectionClosed),
             Err(e) => Err(Error::io("recv", e)),
         }
@@ -309,7 +324,7 @@ impl Connection {
             }
             may_read = false;
             let want = self.buffered().max(HEADER);
-            match self.read_more(want, true) {
+            match self.read_more(want, ReadMode::NoWait) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(e) => {
@@ -361,6 +376,17 @@ impl Connection {
         }
         e
     }
+}
+
+/// How [`Connection::read_more`] reads.
+#[derive(Clone, Copy)]
+enum ReadMode {
+    /// Blocks until something arrives (signals are retried).
+    Wait,
+    /// Takes what has arrived, if anything.
+    NoWait,
+    /// Blocks, but gives up on a signal or the socket's receive timeout.
+    Once,
 }
 
 impl AsRawFd for Connection {

@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Where POSIX shared-memory objects live on Linux (what `shm_open` uses).
@@ -617,6 +617,79 @@ pub(crate) fn recv_nowait(
             libc::MSG_DONTWAIT,
         )
     })
+}
+
+/// One blocking `recv`, given up when a signal arrives (`Interrupted`) or
+/// the socket's receive timeout passes (`WouldBlock`). As [`read`], the
+/// first `n` bytes are initialised on `Ok(n)`.
+pub(crate) fn recv_once(
+    fd: &impl AsRawFd,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length; recv(2) only writes.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n >= 0 {
+        Ok(n as usize)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Bounds how long a blocking receive on a socket waits (`SO_RCVTIMEO`).
+pub(crate) fn set_recv_timeout(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid timeval of the size given.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+}
+
+/// Set by the `SIGIO` handler of [`signal_on_connect`].
+static CONNECTED: AtomicBool = AtomicBool::new(false);
+
+/// Has this process sent `SIGIO` when a client connects to `listener`, so
+/// that a blocking receive elsewhere is interrupted; [`take_connect_signal`]
+/// tells whether one came.
+pub(crate) fn signal_on_connect(listener: &impl AsRawFd) -> io::Result<()> {
+    extern "C" fn on_sigio(_: libc::c_int) {
+        CONNECTED.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: installing a handler that only stores to an atomic (without
+    // SA_RESTART, so that it interrupts a blocking call), unblocking the
+    // signal, and asking for it on a descriptor this process owns.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigio as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        check(libc::sigaction(libc::SIGIO, &action, std::ptr::null_mut()))?;
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGIO);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        let fd = listener.as_raw_fd();
+        if libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether a client connected since the last call (see [`signal_on_connect`]).
+pub(crate) fn take_connect_signal() -> bool {
+    CONNECTED.swap(false, Ordering::Relaxed)
 }
 
 /// One `send` on a socket that does not wait (and raises no SIGPIPE): how
