@@ -350,7 +350,7 @@ struct Peer {
 
 impl Peer {
     fn queue(&mut self, message: &[u8]) {
-        // Responses are far below 4 GiB (requests are limited to MAX_REQUEST).
+        // Answers over 4 GiB were replaced by an error (`Objects::request`).
         let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
         self.out.extend_from_slice(&len.to_le_bytes());
         self.out.extend_from_slice(message);
@@ -653,7 +653,19 @@ impl Objects {
                 },
                 None => self.serve(req, held),
             };
-            (postcard::to_allocvec(&response), shutdown)
+            let mut bytes = postcard::to_allocvec(&response);
+            // A frame's length is a u32: a larger answer is refused whole.
+            if bytes
+                .as_ref()
+                .is_ok_and(|b| u32::try_from(b.len()).is_err())
+            {
+                refs::take_sent();
+                bytes = postcard::to_allocvec(&Response::Error {
+                    kind: "MemoryError".into(),
+                    message: "the answer is over 4 GiB; ask for less at a time".into(),
+                });
+            }
+            (bytes, shutdown)
         });
         // The client holds a reference to each proxy in the response.
         let sent = refs::take_sent();
