@@ -16,7 +16,7 @@
 //!   supervisor holds once the workers are gone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -499,17 +499,12 @@ fn acquired<G>(s: &Shared, what: &str, r: multiproc::LockResult<G>) -> Option<(G
     }
 }
 
-/// What the supervisor knows of each queue producer incarnation.
-#[derive(Default)]
-struct Delivered {
-    /// Items delivered so far (they must arrive numbered 0, 1, 2, ...).
-    count: u64,
-}
-
-/// The supervisor's side of the queue: takes every item and checks it.
+/// The supervisor's side of the queue: takes every item and checks it,
+/// counting the items of each producer incarnation in `delivered` (they
+/// must arrive numbered 0, 1, 2, ...).
 fn collect(
     shared: &Shared,
-    delivered: &Mutex<HashMap<u64, Delivered>>,
+    delivered: &Mutex<HashMap<u64, u64>>,
     done: &AtomicBool,
 ) -> multiproc::Result<()> {
     loop {
@@ -523,13 +518,13 @@ fn collect(
                 }
                 let mut map = delivered.lock().unwrap_or_else(|p| p.into_inner());
                 let d = map.entry(item.incarnation).or_default();
-                if item.seq != d.count {
+                if item.seq != *d {
                     shared.violation(format_args!(
                         "incarnation {} delivered item {} after {} items (lost or repeated)",
-                        item.incarnation, item.seq, d.count
+                        item.incarnation, item.seq, *d
                     ));
                 }
-                d.count = d.count.max(item.seq + 1);
+                *d = (*d).max(item.seq + 1);
             }
             Err(Error::Timeout) if done.load(Ordering::Acquire) => return Ok(()),
             Err(Error::Timeout) => {}
@@ -581,13 +576,12 @@ pub fn run(options: &Options) -> multiproc::Result<()> {
     };
     // Each incarnation's accepted queue items, once it has ended.
     let mut acked_items: HashMap<u64, u64> = HashMap::new();
-    let kills = AtomicU32::new(0);
-    let mut kills_of_slot = vec![0u64; workers];
+    let mut kills = 0u64;
     let mut slots = (0..workers)
         .map(&start)
         .collect::<multiproc::Result<Vec<_>>>()?;
 
-    let delivered = Mutex::new(HashMap::<u64, Delivered>::new());
+    let delivered = Mutex::new(HashMap::<u64, u64>::new());
     let done = AtomicBool::new(false);
     let began = Instant::now();
     let run_for = Duration::from_secs(options.seconds);
@@ -607,8 +601,7 @@ pub fn run(options: &Options) -> multiproc::Result<()> {
             let old = &slots[victim];
             old.process.kill()?;
             old.process.join()?;
-            kills.fetch_add(1, Ordering::Relaxed);
-            kills_of_slot[victim] += 1;
+            kills += 1;
             release_permit(&shared, victim)?;
             acked_items.insert(
                 old.incarnation,
@@ -620,8 +613,7 @@ pub fn run(options: &Options) -> multiproc::Result<()> {
             if secs >= shown + 5 {
                 shown = secs;
                 println!(
-                    "  {secs:>4} s: {} kills, {} ops, {} violations",
-                    kills.load(Ordering::Relaxed),
+                    "  {secs:>4} s: {kills} kills, {} ops, {} violations",
                     total(&shared, Field::Ops),
                     shared.violations.get()
                 );
@@ -640,7 +632,7 @@ pub fn run(options: &Options) -> multiproc::Result<()> {
                     ));
                     s.process.kill()?;
                     s.process.join()?;
-                    kills_of_slot[slot] += 1;
+                    kills += 1;
                 }
             }
             acked_items.insert(
@@ -653,10 +645,9 @@ pub fn run(options: &Options) -> multiproc::Result<()> {
     });
     collected?;
     let elapsed = began.elapsed();
-    let kills = u64::from(kills.load(Ordering::Relaxed));
     check_counts(
         &shared,
-        &kills_of_slot,
+        kills,
         &acked_items,
         &delivered.into_inner().unwrap_or_else(|p| p.into_inner()),
     )?;
@@ -725,11 +716,10 @@ fn check_counter(shared: &Shared, what: &str, value: u64, acked: u64, kills: u64
 /// The final checks, once every worker is gone.
 fn check_counts(
     shared: &Shared,
-    kills_of_slot: &[u64],
+    kills: u64,
     acked_items: &HashMap<u64, u64>,
-    delivered: &HashMap<u64, Delivered>,
+    delivered: &HashMap<u64, u64>,
 ) -> multiproc::Result<()> {
-    let kills: u64 = kills_of_slot.iter().sum();
     let counter = match shared.counter.lock() {
         Ok(g) => *g,
         Err(LockError::OwnerDied(g)) => *g,
@@ -766,7 +756,7 @@ fn check_counts(
         kills,
     );
     for (incarnation, &acked) in acked_items {
-        let got = delivered.get(incarnation).map_or(0, |d| d.count);
+        let got = delivered.get(incarnation).copied().unwrap_or(0);
         // One more than acknowledged: the item of a producer killed after
         // the put took effect and before it could count it.
         if got < acked || got > acked + 1 {
