@@ -305,7 +305,7 @@ impl RawFutexPingPong {
             if v == expect {
                 return;
             }
-            sys::futex_wait(word, v, None);
+            sys::futex_wait(word, v, sys::Deadline::Never);
         }
     }
 }

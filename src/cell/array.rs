@@ -10,7 +10,7 @@ use super::{resolve, ArrayGuard};
 use crate::error::{Error, LockResult, Result};
 use crate::segment::{ObjectKind, Placement};
 use crate::sync::Lock;
-use crate::sys::Wait;
+use crate::sys::Deadline;
 
 /// A fixed-length array of plain-data elements in shared memory, with a lock
 /// (Python's `multiprocessing.Array`).
@@ -117,7 +117,7 @@ impl<T: Pod> Array<T> {
     /// `OwnerDied` (with the guard), `NotRecoverable`, `Deadlock`.
     #[inline]
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.cells.lock_with(Wait::Forever, slice)
+        self.cells.lock_with(Deadline::Never, slice)
     }
 
     /// Takes the lock if it is free.
@@ -125,7 +125,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// `WouldBlock`, and those of [`lock`](Array::lock).
     pub fn try_lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.cells.lock_with(Wait::No, slice)
+        self.cells.lock_with(Deadline::Now, slice)
     }
 
     /// Waits at most `timeout` (monotonic clock) for the lock.
@@ -133,7 +133,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// `Timeout`, and those of [`lock`](Array::lock).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T>> {
-        self.cells.lock_with(Wait::timeout(timeout), slice)
+        self.cells.lock_with(Deadline::after(timeout), slice)
     }
 
     /// Reads element `index` under the lock.

@@ -13,7 +13,7 @@ use super::{array_layout, too_large};
 use crate::error::{LockResult, Result};
 use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
 use crate::sync::{Lock, LockGuard, RawLock};
-use crate::sys::{MutexKind, Wait};
+use crate::sys::{Deadline, MutexKind};
 
 /// How new cells are filled.
 pub(crate) enum Init<'a, T> {
@@ -137,11 +137,11 @@ impl<T: Pod> LockedCells<T> {
     #[inline]
     pub(crate) fn lock_with<U: ?Sized>(
         &self,
-        wait: Wait,
+        deadline: Deadline,
         view: fn(*mut T, usize) -> *mut U,
     ) -> LockResult<CellGuard<'_, U>> {
         let data = view(self.data.as_ptr::<T>(), self.len);
-        match self.lock.acquire_with(wait) {
+        match self.lock.acquire_with(deadline) {
             Ok(g) => Ok(self.guard(g, data)),
             Err(e) => Err(e.map(|g| self.guard(g, data))),
         }

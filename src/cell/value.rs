@@ -9,7 +9,7 @@ use super::ValueGuard;
 use crate::error::{Error, LockResult, Result};
 use crate::segment::{ObjectKind, Placement};
 use crate::sync::Lock;
-use crate::sys::Wait;
+use crate::sys::Deadline;
 
 /// One value of a plain-data type in shared memory, with a lock (Python's
 /// `multiprocessing.Value`).
@@ -115,7 +115,7 @@ impl<T: Pod> Value<T> {
     /// `NotRecoverable`, `Deadlock`.
     #[inline]
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.cells.lock_with(Wait::Forever, one)
+        self.cells.lock_with(Deadline::Never, one)
     }
 
     /// Takes the lock if it is free.
@@ -123,7 +123,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// `WouldBlock`, and those of [`lock`](Value::lock).
     pub fn try_lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.cells.lock_with(Wait::No, one)
+        self.cells.lock_with(Deadline::Now, one)
     }
 
     /// Waits at most `timeout` (monotonic clock) for the lock.
@@ -131,7 +131,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// `Timeout`, and those of [`lock`](Value::lock).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ValueGuard<'_, T>> {
-        self.cells.lock_with(Wait::timeout(timeout), one)
+        self.cells.lock_with(Deadline::after(timeout), one)
     }
 
     /// Reads the value under the lock.

@@ -12,13 +12,13 @@ mod listener;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::sys;
+use crate::sys::{self, Deadline};
 
 pub use listener::{connect, Address, Listener};
 
@@ -186,7 +186,7 @@ impl Connection {
     /// # Errors
     /// [`Error::ConnectionClosed`], [`Error::MessageTooLarge`].
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        self.recv_frame(None).map(|r| r.to_vec())
+        self.recv_frame(Deadline::Never).map(|r| r.to_vec())
     }
 
     /// Receives one message into `buf`, returning its length.
@@ -195,7 +195,7 @@ impl Connection {
     /// [`Error::BufferTooShort`] with the whole message if it does not fit
     /// (it is consumed either way), and those of [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let msg = self.recv_frame(None)?;
+        let msg = self.recv_frame(Deadline::Never)?;
         if msg.len() > buf.len() {
             return Err(Error::BufferTooShort(msg.to_vec()));
         }
@@ -208,7 +208,7 @@ impl Connection {
     /// # Errors
     /// [`Error::Deserialize`], and those of [`recv_bytes`](Connection::recv_bytes).
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
-        let msg = self.recv_frame(None)?;
+        let msg = self.recv_frame(Deadline::Never)?;
         postcard::from_bytes(msg).map_err(|e| Error::Deserialize(e.to_string()))
     }
 
@@ -218,7 +218,7 @@ impl Connection {
     /// [`Error::Timeout`] (the connection is then closed if part of a
     /// message had arrived), and those of [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.recv_frame(Some(Instant::now() + timeout))
+        self.recv_frame(Deadline::after(timeout))
             .map(|r| r.to_vec())
     }
 
@@ -228,11 +228,15 @@ impl Connection {
     /// # Errors
     /// On an OS failure, or on a closed end.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.poll_until(Deadline::within(timeout))
+    }
+
+    fn poll_until(&self, deadline: Deadline) -> Result<bool> {
         if self.buffered() > 0 {
             return Ok(true);
         }
         let fd = self.fd()?.as_raw_fd();
-        Ok(sys::poll_readable(&[fd], timeout).map_err(|e| Error::io("poll", e))?[0])
+        Ok(sys::poll_readable(&[fd], deadline).map_err(|e| Error::io("poll", e))?[0])
     }
 
     fn buffered(&self) -> usize {
@@ -240,13 +244,10 @@ impl Connection {
     }
 
     /// Reads until at least `n` bytes are buffered.
-    fn fill(&mut self, n: usize, deadline: Option<Instant>) -> Result<()> {
+    fn fill(&mut self, n: usize, deadline: Deadline) -> Result<()> {
         while self.buffered() < n {
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if !self.poll(Some(left))? {
-                    return Err(Error::Timeout);
-                }
+            if !matches!(deadline, Deadline::Never) && !self.poll_until(deadline)? {
+                return Err(Error::Timeout);
             }
             self.read_more(n, ReadMode::Wait)?;
         }
@@ -307,7 +308,7 @@ impl Connection {
         let mut may_read = read;
         loop {
             if self.buffered() >= HEADER {
-                let len = match self.read_frame_len(None) {
+                let len = match self.read_frame_len(Deadline::Now) {
                     Ok(len) => len,
                     Err(e) => return Err(self.fail(e, true)),
                 };
@@ -335,7 +336,7 @@ impl Connection {
         }
     }
 
-    fn recv_frame(&mut self, deadline: Option<Instant>) -> Result<&[u8]> {
+    fn recv_frame(&mut self, deadline: Deadline) -> Result<&[u8]> {
         if !self.readable {
             return Err(Error::InvalidArgument(
                 "this end of the pipe only sends".into(),
@@ -354,7 +355,7 @@ impl Connection {
     }
 
     /// The length of the next message, checked against the limit.
-    fn read_frame_len(&mut self, deadline: Option<Instant>) -> Result<usize> {
+    fn read_frame_len(&mut self, deadline: Deadline) -> Result<usize> {
         self.fill(HEADER, deadline)?;
         let header: [u8; HEADER] = self.buf[self.start..self.start + HEADER]
             .try_into()
@@ -410,6 +411,7 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         return Ok(ready);
     }
     let fds: Vec<i32> = connections.iter().map(|c| c.as_raw_fd()).collect();
-    let r = sys::poll_readable(&fds, timeout).map_err(|e| Error::io("poll", e))?;
+    let r =
+        sys::poll_readable(&fds, Deadline::within(timeout)).map_err(|e| Error::io("poll", e))?;
     Ok((0..r.len()).filter(|&i| r[i]).collect())
 }

@@ -473,7 +473,7 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
                 revents: 0,
             });
         }
-        if crate::sys::poll(&mut pfds, Some(timeout)).is_err() {
+        if crate::sys::poll(&mut pfds, crate::sys::Deadline::after(timeout)).is_err() {
             // Only EINVAL or ENOMEM: nothing to wait on now; try again.
             std::thread::sleep(Duration::from_millis(10));
             continue;

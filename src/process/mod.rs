@@ -37,7 +37,7 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
-use crate::sys::{self, Forked};
+use crate::sys::{self, Deadline, Forked};
 
 /// Who the calling process is, in this crate's terms.
 struct Identity {
@@ -404,7 +404,8 @@ impl<'a> Process<'a> {
     /// # Errors
     /// [`Error::ProcessState`] if not started.
     pub fn join(&self) -> Result<i32> {
-        self.wait(None)?.ok_or_else(|| unreaped_error(&self.name))
+        self.wait(Deadline::Never)?
+            .ok_or_else(|| unreaped_error(&self.name))
     }
 
     /// Waits at most `timeout` for the child; `None` if it is still running.
@@ -412,10 +413,10 @@ impl<'a> Process<'a> {
     /// # Errors
     /// [`Error::ProcessState`] if not started.
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
-        self.wait(Some(timeout))
+        self.wait(Deadline::after(timeout))
     }
 
-    fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+    fn wait(&self, deadline: Deadline) -> Result<Option<i32>> {
         let pidfd = match &*locked(&self.state) {
             State::NotStarted => return Err(self.state_error("not started")),
             State::Exited { code, .. } => return Ok(Some(*code)),
@@ -424,7 +425,7 @@ impl<'a> Process<'a> {
             }
         };
         // Wait without holding the state lock, so other threads can poll.
-        if !sys::pidfd_wait(&pidfd, timeout).map_err(|e| Error::io("wait for child", e))? {
+        if !sys::pidfd_wait(&pidfd, deadline).map_err(|e| Error::io("wait for child", e))? {
             return Ok(None);
         }
         Ok(self.poll())

@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{cpu_count, Process};
 use crate::conn::{Connection, Pipe};
 use crate::error::{Error, Result};
-use crate::sys;
+use crate::sys::{self, Deadline};
 
 /// Runs the task function at address `func` on encoded arguments; returns
 /// the encoded result or the panic message. Monomorphised per task type.
@@ -81,16 +81,15 @@ impl Slot {
         self.ready.notify_all();
     }
 
-    fn wait(&self, deadline: Option<Instant>) -> Option<Outcome> {
+    fn wait(&self, deadline: Deadline) -> Option<Outcome> {
         let mut g = lock(&self.outcome);
         loop {
             if let Some(o) = &*g {
                 return Some(o.clone());
             }
-            match deadline {
+            match deadline.remaining() {
                 None => g = self.ready.wait(g).unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
+                Some(left) => {
                     if left.is_zero() {
                         return None;
                     }
@@ -149,7 +148,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// [`Error::TaskFailed`] if it panicked, [`Error::WorkerDied`] if its
     /// worker died, [`Error::PoolTerminated`], [`Error::Deserialize`].
     pub fn get(&self) -> Result<R> {
-        decode(self.slot.wait(None).expect("waits until ready"))
+        self.get_until(Deadline::Never)
     }
 
     /// As [`get`](AsyncResult::get), waiting at most `timeout`.
@@ -157,21 +156,21 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// # Errors
     /// [`Error::Timeout`], and those of [`get`](AsyncResult::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
-        decode(
-            self.slot
-                .wait(Some(Instant::now() + timeout))
-                .ok_or(Error::Timeout)?,
-        )
+        self.get_until(Deadline::after(timeout))
+    }
+
+    fn get_until(&self, deadline: Deadline) -> Result<R> {
+        decode(self.slot.wait(deadline).ok_or(Error::Timeout)?)
     }
 
     /// Waits until the task has finished.
     pub fn wait(&self) {
-        self.slot.wait(None);
+        self.slot.wait(Deadline::Never);
     }
 
     /// Waits at most `timeout`; whether the task has finished.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.slot.wait(Some(Instant::now() + timeout)).is_some()
+        self.slot.wait(Deadline::after(timeout)).is_some()
     }
 
     /// Whether the task has finished.
@@ -219,11 +218,7 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// # Errors
     /// The first error of any chunk, as for [`AsyncResult::get`].
     pub fn get(&self) -> Result<Vec<R>> {
-        let mut out = Vec::new();
-        for c in &self.chunks {
-            out.extend(c.get()?);
-        }
-        Ok(out)
+        self.get_until(Deadline::Never)
     }
 
     /// As [`get`](MapResult::get), waiting at most `timeout` in all.
@@ -231,10 +226,13 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// # Errors
     /// [`Error::Timeout`], and those of [`get`](MapResult::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>> {
-        let deadline = Instant::now() + timeout;
+        self.get_until(Deadline::after(timeout))
+    }
+
+    fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
         let mut out = Vec::new();
         for c in &self.chunks {
-            out.extend(c.get_timeout(deadline.saturating_duration_since(Instant::now()))?);
+            out.extend(c.get_until(deadline)?);
         }
         Ok(out)
     }
@@ -894,7 +892,7 @@ impl Manager {
             fds.push(if w.gone { -1 } else { w.conn.as_raw_fd() });
             fds.push(w.process.pidfd().unwrap_or(-1));
         }
-        let Ok(ready) = sys::poll_readable(&fds, None) else {
+        let Ok(ready) = sys::poll_readable(&fds, sys::Deadline::Never) else {
             return;
         };
         if ready[0] {

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::segment::{ElemType, ObjectKind, Placement};
-use crate::sync::Deadline;
+use crate::sys::Deadline;
 use ring::{PushFailure, Ring};
 
 thread_local! {
@@ -217,12 +217,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    fn push(
-        &self,
-        item: T,
-        try_only: bool,
-        deadline: Deadline,
-    ) -> std::result::Result<(), PutError<T>> {
+    fn push(&self, item: T, deadline: Deadline) -> std::result::Result<(), PutError<T>> {
         with_buffer(|buf| {
             let bytes = match postcard::to_extend(&item, std::mem::take(buf)) {
                 Ok(b) => {
@@ -239,7 +234,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     max: self.ring.max_item(),
                 });
             }
-            match self.ring.push(bytes, try_only, deadline) {
+            match self.ring.push(bytes, deadline) {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(PushFailure::Full)) => Err(PutError::Full(item)),
                 Ok(Err(PushFailure::Timeout)) => Err(PutError::Timeout(item)),
@@ -254,7 +249,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`PutError::Closed`], [`PutError::TooLarge`], [`PutError::Serialize`].
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        self.push(item, false, Deadline::NEVER)
+        self.push(item, Deadline::Never)
     }
 
     /// Adds `item`, waiting at most `timeout` for room.
@@ -262,7 +257,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`PutError::Timeout`], and those of [`put`](Queue::put).
     pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
-        self.push(item, false, Deadline::after(Some(timeout)))
+        self.push(item, Deadline::after(timeout))
     }
 
     /// Adds `item` if there is room now.
@@ -270,12 +265,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`PutError::Full`], and those of [`put`](Queue::put).
     pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        self.push(item, true, Deadline::NEVER)
+        self.push(item, Deadline::Now)
     }
 
-    fn pop(&self, try_only: bool, deadline: Deadline) -> Result<T> {
+    fn pop(&self, deadline: Deadline) -> Result<T> {
         with_buffer(|buf| {
-            self.ring.pop(buf, try_only, deadline)?;
+            self.ring.pop(buf, deadline)?;
             postcard::from_bytes(buf).map_err(|e| Error::Deserialize(e.to_string()))
         })
     }
@@ -286,7 +281,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`Error::Closed`] once the queue is closed and empty;
     /// [`Error::Deserialize`] if the item is not a `T` (it is consumed).
     pub fn get(&self) -> Result<T> {
-        self.pop(false, Deadline::NEVER)
+        self.pop(Deadline::Never)
     }
 
     /// As [`get`](Queue::get), waiting at most `timeout`.
@@ -294,7 +289,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`Error::Timeout`], and those of [`get`](Queue::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.pop(false, Deadline::after(Some(timeout)))
+        self.pop(Deadline::after(timeout))
     }
 
     /// As [`get`](Queue::get), without waiting.
@@ -302,7 +297,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`Error::Empty`], and those of [`get`](Queue::get).
     pub fn try_get(&self) -> Result<T> {
-        self.pop(true, Deadline::NEVER)
+        self.pop(Deadline::Now)
     }
 
     /// The number of items (approximate, as Python's `qsize`: it may change at once).
@@ -414,7 +409,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     /// Only if the queue's lock fails.
     pub fn join(&self) -> Result<()> {
-        self.0.ring.join(Deadline::NEVER)
+        self.0.ring.join(Deadline::Never)
     }
 
     /// As [`join`](JoinableQueue::join), waiting at most `timeout`.
@@ -422,7 +417,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     /// [`Error::Timeout`].
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.0.ring.join(Deadline::after(Some(timeout)))
+        self.0.ring.join(Deadline::after(timeout))
     }
 }
 

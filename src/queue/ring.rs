@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ObjectKind, Placement, Region};
-use crate::sync::{place_state, spin, Deadline, RawLock};
+use crate::sync::{place_state, spin, RawLock};
+use crate::sys::Deadline;
 use crate::sys::{self, MutexKind, Woke};
 
 /// The length prefix of a frame.
@@ -291,11 +292,10 @@ impl Ring {
         }
     }
 
-    /// Adds one frame, waiting for room until `deadline` (not at all if `try_only`).
+    /// Adds one frame, waiting for room until `deadline`.
     pub(crate) fn push(
         &self,
         item: &[u8],
-        try_only: bool,
         deadline: Deadline,
     ) -> Result<std::result::Result<(), PushFailure>> {
         let need = (LEN + item.len()) as u64;
@@ -323,7 +323,7 @@ impl Ring {
                 return Ok(Ok(()));
             }
             drop(held);
-            if try_only {
+            if !deadline.may_wait() {
                 return Ok(Err(PushFailure::Full));
             }
             if !self.sleep(Side::Consumer, seen, deadline) {
@@ -333,11 +333,11 @@ impl Ring {
     }
 
     /// Takes one frame into `out` (replacing its content), waiting for one
-    /// until `deadline` (not at all if `try_only`).
-    pub(crate) fn pop(&self, out: &mut Vec<u8>, try_only: bool, deadline: Deadline) -> Result<()> {
+    /// until `deadline`.
+    pub(crate) fn pop(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
         let s = self.shared();
         loop {
-            if !try_only && self.idle_until_added(deadline)? {
+            if deadline.may_wait() && self.idle_until_added(deadline)? {
                 return Err(Error::Timeout);
             }
             let seen = s.tail.moved.load(Ordering::SeqCst);
@@ -361,7 +361,7 @@ impl Ring {
             if s.closed.load(Ordering::Acquire) != 0 {
                 return Err(Error::Closed);
             }
-            if try_only {
+            if !deadline.may_wait() {
                 return Err(Error::Empty);
             }
             if !self.sleep(Side::Producer, seen, deadline) {
@@ -406,7 +406,7 @@ impl Ring {
             return true;
         }
         end.sleepers.fetch_add(1, Ordering::SeqCst);
-        let woke = deadline.capped(RECHECK).wait(&end.moved, seen);
+        let woke = sys::futex_wait(&end.moved, seen, deadline.capped(RECHECK));
         end.sleepers.fetch_sub(1, Ordering::SeqCst);
         woke != Woke::TimedOut || !deadline.passed()
     }
@@ -473,7 +473,7 @@ impl Ring {
             }
             if spin(&s.done, |v| v != seen).is_err() {
                 s.joiners.fetch_add(1, Ordering::SeqCst);
-                deadline.capped(RECHECK).wait(&s.done, seen);
+                sys::futex_wait(&s.done, seen, deadline.capped(RECHECK));
                 s.joiners.fetch_sub(1, Ordering::SeqCst);
             }
         }

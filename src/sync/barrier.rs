@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{place_state, spin, wake_all, Deadline};
+use super::futex::{place_state, spin, wake_all};
 use super::RawLock;
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, MutexKind, Wait};
+use crate::sys::{self, Deadline, MutexKind};
 
 const FILLING: u32 = 0;
 const DRAINING: u32 = 1;
@@ -232,7 +232,7 @@ impl Barrier {
     }
 
     fn wait_inner(&self, timeout: Option<Duration>) -> Result<u32> {
-        let deadline = Deadline::after(timeout);
+        let deadline = Deadline::within(timeout);
         let mut inner = self.enter()?;
         // Let a previous pass drain, or a reset finish.
         if !inner.wait_while(deadline, |s| matches!(s, DRAINING | RESETTING))? {
@@ -353,7 +353,7 @@ struct Inner<'a> {
 impl Inner<'_> {
     /// Takes the internal lock; a party that died holding it breaks the barrier.
     fn relock(&mut self) -> Result<()> {
-        match self.barrier.mutex.acquire(Wait::Forever, || ()) {
+        match self.barrier.mutex.acquire(Deadline::Never, || ()) {
             Ok(()) => self.held = true,
             Err(LockError::OwnerDied(())) => {
                 self.held = true;
@@ -478,7 +478,7 @@ impl Inner<'_> {
             if spin(seq, |v| v != seen).is_err() {
                 let sleepers = &self.state().sleepers;
                 sleepers.fetch_add(1, Ordering::SeqCst);
-                deadline.capped(DEATH_CHECK).wait(seq, seen);
+                sys::futex_wait(seq, seen, deadline.capped(DEATH_CHECK));
                 sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             self.relock()?;

@@ -5,11 +5,11 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::futex::{place_state, spin, Deadline};
+use super::futex::{place_state, spin};
 use super::{Lock, RLock, RawLock};
 use crate::error::{Error, LockError, LockResult, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, MutexKind, Wait, Woke};
+use crate::sys::{self, Deadline, MutexKind, Woke};
 
 /// The shared state. Every process inside `wait` is counted either in
 /// `waiters` (not yet notified) or in `grants` (notified, not yet returned):
@@ -169,7 +169,7 @@ impl Condition {
     /// # Errors
     /// As for [`Lock::lock`](super::Lock::lock).
     pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
-        self.lock_with(Wait::Forever)
+        self.lock_with(Deadline::Never)
     }
 
     /// Takes the condition's lock, waiting at most `timeout`.
@@ -177,11 +177,11 @@ impl Condition {
     /// # Errors
     /// As for [`Lock::lock_timeout`](super::Lock::lock_timeout).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ConditionGuard<'_>> {
-        self.lock_with(Wait::timeout(timeout))
+        self.lock_with(Deadline::after(timeout))
     }
 
-    fn lock_with(&self, wait: Wait) -> LockResult<ConditionGuard<'_>> {
-        self.lock.raw().acquire(wait, || ConditionGuard {
+    fn lock_with(&self, deadline: Deadline) -> LockResult<ConditionGuard<'_>> {
+        self.lock.raw().acquire(deadline, || ConditionGuard {
             cond: self,
             _not_send: PhantomData,
         })
@@ -219,7 +219,7 @@ impl ConditionGuard<'_> {
     /// holding the lock: this guard holds it again and the protected data may
     /// need repair before [`make_consistent`](ConditionGuard::make_consistent).
     pub fn wait(&mut self) -> Result<()> {
-        self.wait_until(Deadline::NEVER).map(drop)
+        self.wait_until(Deadline::Never).map(drop)
     }
 
     /// As [`wait`](ConditionGuard::wait), for at most `timeout`; `false` if
@@ -228,7 +228,7 @@ impl ConditionGuard<'_> {
     /// # Errors
     /// As for [`wait`](ConditionGuard::wait).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool> {
-        self.wait_until(Deadline::after(Some(timeout)))
+        self.wait_until(Deadline::after(timeout))
     }
 
     /// Waits until `predicate` holds, re-checking it after every notify, for
@@ -242,7 +242,7 @@ impl ConditionGuard<'_> {
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool> {
-        let deadline = Deadline::after(timeout);
+        let deadline = Deadline::within(timeout);
         while !predicate() {
             if !self.wait_until(deadline)? && deadline.passed() {
                 return Ok(predicate());
@@ -275,7 +275,7 @@ impl ConditionGuard<'_> {
                 break true;
             }
             let changed = spin(&shared.seq, |v| v != seq).is_ok();
-            if !changed && deadline.wait(&shared.seq, seq) == Woke::TimedOut {
+            if !changed && sys::futex_wait(&shared.seq, seq, deadline) == Woke::TimedOut {
                 // Leave: by a grant if one is ours to take, else as a waiter.
                 // One of the two is always there while this process is inside.
                 break loop {
@@ -290,7 +290,7 @@ impl ConditionGuard<'_> {
         };
         let mut owner_died = false;
         for _ in 0..depth {
-            match raw.acquire(Wait::Forever, || ()) {
+            match raw.acquire(Deadline::Never, || ()) {
                 Ok(()) => {}
                 Err(LockError::OwnerDied(())) => owner_died = true,
                 Err(e) => return Err(e.into()),

@@ -3,10 +3,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::futex::{place_state, spin, wake_all, Deadline};
+use super::futex::{place_state, spin, wake_all};
 use crate::error::Result;
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::Woke;
+use crate::sys::{self, Deadline, Woke};
 
 /// The flag.
 const SET: u32 = 1;
@@ -109,13 +109,13 @@ impl Event {
     /// Blocks until the flag is set.
     #[inline]
     pub fn wait(&self) {
-        self.wait_until(Deadline::NEVER);
+        self.wait_until(Deadline::Never);
     }
 
     /// Blocks until the flag is set or `timeout` passes; returns the flag,
     /// as Python's `Event.wait(timeout)` does.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(Deadline::after(Some(timeout)))
+        self.wait_until(Deadline::after(timeout))
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
@@ -137,7 +137,7 @@ impl Event {
                 }
                 v |= SLEEPERS;
             }
-            if deadline.wait(word, v) == Woke::TimedOut {
+            if sys::futex_wait(word, v, deadline) == Woke::TimedOut {
                 return self.is_set();
             }
             v = word.load(Ordering::Acquire);

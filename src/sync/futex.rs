@@ -1,12 +1,11 @@
-//! What the futex-based primitives share: deadlines, the bounded spin before
+//! What the futex-based primitives share: the bounded spin before
 //! sleeping, and placing a fixed-size state in shared memory.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::time::Duration;
 
 use crate::error::Result;
 use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
-use crate::sys::{self, Woke};
+use crate::sys;
 
 /// How many times a waiter re-checks its condition before sleeping (a few
 /// microseconds: about 12 here). A peer that is running on another CPU answers within a few
@@ -31,36 +30,6 @@ fn spinning_helps() -> bool {
             helps
         }
         v => v == YES,
-    }
-}
-
-/// An absolute deadline on the monotonic clock, or none.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline(Option<libc::timespec>);
-
-impl Deadline {
-    pub(crate) const NEVER: Deadline = Deadline(None);
-
-    pub(crate) fn after(timeout: Option<Duration>) -> Deadline {
-        Deadline(timeout.map(sys::monotonic_deadline))
-    }
-
-    pub(crate) fn passed(&self) -> bool {
-        self.0.as_ref().is_some_and(sys::deadline_passed)
-    }
-
-    /// The earlier of this deadline and `slice` from now.
-    pub(crate) fn capped(&self, slice: Duration) -> Deadline {
-        let cap = sys::monotonic_deadline(slice);
-        match self.0 {
-            Some(d) if (d.tv_sec, d.tv_nsec) <= (cap.tv_sec, cap.tv_nsec) => *self,
-            _ => Deadline(Some(cap)),
-        }
-    }
-
-    /// Sleeps while `*word == expected`, until woken or this deadline.
-    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32) -> Woke {
-        sys::futex_wait(word, expected, self.0.as_ref())
     }
 }
 

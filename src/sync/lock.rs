@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::RawLock;
 use crate::error::{LockResult, Result};
 use crate::segment::{ObjectKind, Placement};
-use crate::sys::{MutexKind, Wait};
+use crate::sys::{Deadline, MutexKind};
 
 /// A mutual-exclusion lock shared between processes (Python's
 /// `multiprocessing.Lock`), robust against the death of its owner.
@@ -97,8 +97,8 @@ impl Lock {
     }
 
     #[inline]
-    pub(crate) fn acquire_with(&self, wait: Wait) -> LockResult<LockGuard<'_>> {
-        self.raw.acquire(wait, || LockGuard::new(self))
+    pub(crate) fn acquire_with(&self, deadline: Deadline) -> LockResult<LockGuard<'_>> {
+        self.raw.acquire(deadline, || LockGuard::new(self))
     }
 
     /// Blocks until the lock is held.
@@ -107,7 +107,7 @@ impl Lock {
     /// `OwnerDied` (with the guard), `NotRecoverable`, `Deadlock`.
     #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        self.acquire_with(Wait::Forever)
+        self.acquire_with(Deadline::Never)
     }
 
     /// Takes the lock if it is free, else `WouldBlock`.
@@ -116,7 +116,7 @@ impl Lock {
     /// `WouldBlock`, and those of [`lock`](Lock::lock).
     #[inline]
     pub fn try_lock(&self) -> LockResult<LockGuard<'_>> {
-        self.acquire_with(Wait::No)
+        self.acquire_with(Deadline::Now)
     }
 
     /// Waits at most `timeout` (measured on the monotonic clock) for the lock.
@@ -124,7 +124,7 @@ impl Lock {
     /// # Errors
     /// `Timeout`, and those of [`lock`](Lock::lock).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<LockGuard<'_>> {
-        self.acquire_with(Wait::timeout(timeout))
+        self.acquire_with(Deadline::after(timeout))
     }
 }
 

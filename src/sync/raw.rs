@@ -7,7 +7,7 @@ use std::io;
 use super::futex::place_state;
 use crate::error::{Error, LockError, LockResult, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, Acquired, MutexKind, RawMutex, Wait};
+use crate::sys::{self, Acquired, Deadline, MutexKind, RawMutex};
 
 /// A process-local handle on a robust mutex in shared memory.
 #[derive(Clone)]
@@ -56,9 +56,13 @@ impl RawLock {
 
     /// Locks, building the guard with `guard` once the lock is held.
     #[inline]
-    pub(crate) fn acquire<G>(&self, wait: Wait, guard: impl FnOnce() -> G) -> LockResult<G> {
+    pub(crate) fn acquire<G>(
+        &self,
+        deadline: Deadline,
+        guard: impl FnOnce() -> G,
+    ) -> LockResult<G> {
         // SAFETY: `region` keeps the initialised mutex mapped.
-        match unsafe { sys::mutex_lock(self.mutex(), wait) } {
+        match unsafe { sys::mutex_lock(self.mutex(), deadline) } {
             Ok(Acquired::Clean) => Ok(guard()),
             Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(guard())),
             Err(libc::EBUSY) => Err(LockError::WouldBlock),
@@ -102,7 +106,7 @@ impl RawLock {
             }
             std::hint::spin_loop();
         }
-        self.acquire(Wait::Forever, guard)
+        self.acquire(Deadline::Never, guard)
     }
 
     /// How many times the calling thread holds this (recursive) mutex; the

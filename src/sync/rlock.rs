@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::RawLock;
 use crate::error::{LockResult, Result};
 use crate::segment::{ObjectKind, Placement};
-use crate::sys::{MutexKind, Wait};
+use crate::sys::{Deadline, MutexKind};
 
 /// A re-entrant lock shared between processes (Python's
 /// `multiprocessing.RLock`): the thread that holds it may take it again, and
@@ -80,8 +80,8 @@ impl RLock {
     }
 
     #[inline]
-    fn acquire_with(&self, wait: Wait) -> LockResult<RLockGuard<'_>> {
-        self.raw.acquire(wait, || RLockGuard::new(self))
+    fn acquire_with(&self, deadline: Deadline) -> LockResult<RLockGuard<'_>> {
+        self.raw.acquire(deadline, || RLockGuard::new(self))
     }
 
     /// Blocks until the calling thread holds the lock (at once if it already does).
@@ -90,7 +90,7 @@ impl RLock {
     /// `OwnerDied` (with the guard), `NotRecoverable`.
     #[inline]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        self.acquire_with(Wait::Forever)
+        self.acquire_with(Deadline::Never)
     }
 
     /// Takes the lock if it is free or already held by this thread.
@@ -98,7 +98,7 @@ impl RLock {
     /// # Errors
     /// `WouldBlock`, and those of [`lock`](RLock::lock).
     pub fn try_lock(&self) -> LockResult<RLockGuard<'_>> {
-        self.acquire_with(Wait::No)
+        self.acquire_with(Deadline::Now)
     }
 
     /// Waits at most `timeout` (monotonic clock) for the lock.
@@ -106,7 +106,7 @@ impl RLock {
     /// # Errors
     /// `Timeout`, and those of [`lock`](RLock::lock).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<RLockGuard<'_>> {
-        self.acquire_with(Wait::timeout(timeout))
+        self.acquire_with(Deadline::after(timeout))
     }
 
     /// Takes the lock without a guard; pair each call with [`release`](RLock::release).
@@ -115,7 +115,7 @@ impl RLock {
     /// As for [`lock`](RLock::lock); after `OwnerDied`, repair and call
     /// [`make_consistent`](RLock::make_consistent).
     pub fn acquire(&self) -> LockResult<()> {
-        self.raw.acquire(Wait::Forever, || ())
+        self.raw.acquire(Deadline::Never, || ())
     }
 
     /// Releases one acquisition made with [`acquire`](RLock::acquire).

@@ -5,10 +5,10 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::futex::{place_state, spin, wake_all, Deadline};
+use super::futex::{place_state, spin, wake_all};
 use crate::error::{Error, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::Woke;
+use crate::sys::{self, Deadline, Woke};
 
 /// Someone may be asleep waiting for a permit. A release clears it and wakes
 /// every sleeper, who then race for the permits: a sleeper that died leaves
@@ -119,7 +119,7 @@ impl Semaphore {
     /// Takes a permit, blocking until one is free.
     #[inline]
     pub fn acquire(&self) {
-        self.acquire_until(Deadline::NEVER);
+        self.acquire_until(Deadline::Never);
     }
 
     /// Takes a permit if one is free at once.
@@ -138,7 +138,7 @@ impl Semaphore {
 
     /// Takes a permit, waiting at most `timeout`; whether it got one.
     pub fn acquire_timeout(&self, timeout: Duration) -> bool {
-        self.acquire_until(Deadline::after(Some(timeout)))
+        self.acquire_until(Deadline::after(timeout))
     }
 
     fn acquire_until(&self, deadline: Deadline) -> bool {
@@ -161,7 +161,7 @@ impl Semaphore {
                 }
                 v |= SLEEPERS;
             }
-            if deadline.wait(word, v) == Woke::TimedOut {
+            if sys::futex_wait(word, v, deadline) == Woke::TimedOut {
                 return self.try_acquire();
             }
             v = word.load(Ordering::Acquire);

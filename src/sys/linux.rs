@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::Deadline;
+
 /// Where POSIX shared-memory objects live on Linux (what `shm_open` uses).
 pub(crate) const SHM_DIR: &str = "/dev/shm";
 
@@ -67,23 +69,15 @@ pub(crate) fn getpid() -> u32 {
     std::process::id()
 }
 
-/// An absolute `CLOCK_MONOTONIC` time `timeout` from now, nanoseconds carried.
-/// Saturates far in the future instead of overflowing.
-pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
+/// The current time on `CLOCK_MONOTONIC`.
+pub(crate) fn monotonic_now() -> libc::timespec {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
-    let secs = (now.tv_sec as u64)
-        .saturating_add(timeout.as_secs())
-        .saturating_add(nanos / 1_000_000_000);
-    libc::timespec {
-        tv_sec: libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX),
-        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-    }
+    now
 }
 
 // ---------------------------------------------------------------------------
@@ -119,21 +113,6 @@ pub(crate) enum Acquired {
     Clean,
     /// The previous owner died holding it; the caller holds it now.
     OwnerDied,
-}
-
-/// How long a lock call may wait.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    Forever,
-    No,
-    Until(libc::timespec),
-}
-
-impl Wait {
-    /// A wait that ends `timeout` from now on the monotonic clock.
-    pub(crate) fn timeout(timeout: Duration) -> Wait {
-        Wait::Until(monotonic_deadline(timeout))
-    }
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -184,30 +163,28 @@ pub(crate) unsafe fn mutex_init(m: *mut RawMutex, kind: MutexKind) -> io::Result
 /// `m` must point to a mutex initialised by [`mutex_init`] that stays mapped
 /// for the duration of the call.
 #[inline]
-pub(crate) unsafe fn mutex_lock(m: *mut RawMutex, wait: Wait) -> Result<Acquired, libc::c_int> {
+pub(crate) unsafe fn mutex_lock(
+    m: *mut RawMutex,
+    deadline: Deadline,
+) -> Result<Acquired, libc::c_int> {
     // glibc's pthread_mutex_trylock on a robust mutex that is not
     // recoverable returns ENOTRECOVERABLE but leaves the lock word owned by
     // the caller: every later lock then hangs (or is EDEADLK in this thread).
     // The timed lock handles that case correctly, so a try is a timed lock
-    // whose deadline has already passed.
-    const PAST: libc::timespec = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    // whose deadline has already passed ([`Deadline::timespec`] of `Now`).
     // SAFETY: `m` is a live initialised mutex per the caller; the timespec
     // outlives the call.
     let rc = unsafe {
-        match wait {
-            Wait::Forever => libc::pthread_mutex_lock(m),
-            Wait::No => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &PAST),
-            Wait::Until(t) => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t),
+        match deadline.timespec() {
+            None => libc::pthread_mutex_lock(m),
+            Some(t) => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t),
         }
     };
-    match (rc, wait) {
-        (0, _) => Ok(Acquired::Clean),
-        (libc::EOWNERDEAD, _) => Ok(Acquired::OwnerDied),
-        (libc::ETIMEDOUT, Wait::No) => Err(libc::EBUSY),
-        (e, _) => Err(e),
+    match rc {
+        0 => Ok(Acquired::Clean),
+        libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
+        libc::ETIMEDOUT if !deadline.may_wait() => Err(libc::EBUSY),
+        e => Err(e),
     }
 }
 
@@ -357,11 +334,11 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
     }
 }
 
-/// Waits until the process behind `pidfd` has exited or `timeout` passes;
-/// returns whether it exited. `None` waits forever.
-pub(crate) fn pidfd_wait(pidfd: &OwnedFd, timeout: Option<Duration>) -> io::Result<bool> {
+/// Waits until the process behind `pidfd` has exited or `deadline` passes;
+/// returns whether it exited.
+pub(crate) fn pidfd_wait(pidfd: &OwnedFd, deadline: Deadline) -> io::Result<bool> {
     // A pidfd becomes readable when its process exits.
-    Ok(poll_readable(&[pidfd.as_raw_fd()], timeout)?[0])
+    Ok(poll_readable(&[pidfd.as_raw_fd()], deadline)?[0])
 }
 
 /// How a reaped child ended, in Python's convention: the exit code, or
@@ -422,12 +399,11 @@ pub(crate) enum Woke {
 /// Sleeps while `*word == expected`, until woken or `deadline` (absolute,
 /// `CLOCK_MONOTONIC`) passes.
 #[inline]
-pub(crate) fn futex_wait(
-    word: &AtomicU32,
-    expected: u32,
-    deadline: Option<&libc::timespec>,
-) -> Woke {
-    let ts = deadline.map_or(std::ptr::null(), |t| t as *const libc::timespec);
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> Woke {
+    let at = deadline.timespec();
+    let ts = at
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout.
     let r = unsafe {
@@ -455,12 +431,6 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
     let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
     r.max(0) as u32
-}
-
-/// Whether an absolute `CLOCK_MONOTONIC` time has passed.
-pub(crate) fn deadline_passed(deadline: &libc::timespec) -> bool {
-    let now = monotonic_deadline(Duration::ZERO);
-    (now.tv_sec, now.tv_nsec) >= (deadline.tv_sec, deadline.tv_nsec)
 }
 
 /// A new blocking `eventfd` (counter 0), inherited by forked children.
@@ -706,9 +676,9 @@ pub(crate) fn send_nowait(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> 
     })
 }
 
-/// Waits until any of `fds` is readable (or hung up) or `timeout` passes;
-/// returns which are. `None` waits forever.
-pub(crate) fn poll_readable(fds: &[i32], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+/// Waits until any of `fds` is readable (or hung up) or `deadline` passes;
+/// returns which are.
+pub(crate) fn poll_readable(fds: &[i32], deadline: Deadline) -> io::Result<Vec<bool>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -717,34 +687,30 @@ pub(crate) fn poll_readable(fds: &[i32], timeout: Option<Duration>) -> io::Resul
             revents: 0,
         })
         .collect();
-    poll(&mut pfds, timeout)?;
+    poll(&mut pfds, deadline)?;
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }
 
-/// `poll(2)` until an event or `timeout` (`None`: forever), retrying after
-/// signals with the time that is left; the events are in `revents`.
-pub(crate) fn poll(pfds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+/// `poll(2)` until an event or `deadline`, retrying after signals and
+/// early wake-ups with the time that is left; the events are in `revents`.
+pub(crate) fn poll(pfds: &mut [libc::pollfd], deadline: Deadline) -> io::Result<()> {
     loop {
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                // Round up so that a wait never ends before its deadline.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            }
-        };
         // SAFETY: a valid array of pollfds.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-        if r >= 0 {
-            if r == 0 && deadline.is_some_and(|d| std::time::Instant::now() < d) {
-                continue;
-            }
+        let r = unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                deadline.poll_millis(),
+            )
+        };
+        if r > 0 || (r == 0 && deadline.passed()) {
             return Ok(());
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
 }

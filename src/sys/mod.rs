@@ -2,8 +2,11 @@
 //! this is. Everything above calls these functions and never `libc` directly
 //! for anything platform-specific.
 
+mod deadline;
 #[cfg(target_os = "linux")]
 mod linux;
+
+pub(crate) use deadline::Deadline;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
 
