@@ -48,6 +48,7 @@ pub mod queue;
 pub mod segment;
 pub mod sync;
 mod sys;
+mod waiter;
 
 /// The README's code, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

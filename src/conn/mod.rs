@@ -11,6 +11,7 @@ pub(crate) mod auth;
 mod listener;
 
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::sys::{self, Deadline};
+use crate::sys::{self, Deadline, Ready};
+use crate::waiter;
 
 pub use listener::{connect, Address, Listener};
 
@@ -153,6 +155,13 @@ impl Connection {
     /// [`Error::ConnectionClosed`] if the peer is gone; [`Error::MessageTooLarge`]
     /// above 4 GiB; `InvalidArgument` on a receive-only end.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let header = self.header_for(bytes)?;
+        let fd = self.fd()?;
+        sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]).map_err(send_error)
+    }
+
+    /// The length header of a message of `bytes`, on an end that may send.
+    fn header_for(&self, bytes: &[u8]) -> Result<[u8; HEADER]> {
         if !self.writable {
             return Err(Error::InvalidArgument(
                 "this end of the pipe only receives".into(),
@@ -162,14 +171,76 @@ impl Connection {
             size: bytes.len() as u64,
             limit: u32::MAX as usize,
         })?;
-        let header = len.to_le_bytes();
-        let fd = self.fd()?;
-        sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::EPIPE | libc::ECONNRESET) => Error::ConnectionClosed,
-                _ => Error::io("send", e),
+        Ok(len.to_le_bytes())
+    }
+
+    /// Sends `bytes` as one message without blocking the thread (for a
+    /// task on an async runtime; any runtime will do).
+    ///
+    /// Cancellation: a future dropped before it sent anything sent nothing;
+    /// one dropped part-way closes this end (the peer sees the connection
+    /// end instead of half a message), so a message is never torn.
+    ///
+    /// # Errors
+    /// As for [`send_bytes`](Connection::send_bytes).
+    pub async fn send_bytes_async(&mut self, bytes: &[u8]) -> Result<()> {
+        let header = self.header_for(bytes)?;
+        let fd = self.fd()?.as_raw_fd();
+        let mut sending = Sending {
+            is_socket: self.is_socket,
+            conn: self,
+            parts: [&header, bytes],
+            sent: 0,
+        };
+        waiter::descriptor(fd, Deadline::Never, || sending.step(fd))
+            .await?
+            .ok_or(Error::Timeout)
+    }
+
+    /// Sends `value` (postcard-encoded) as one message without blocking
+    /// the thread; cancellation as for
+    /// [`send_bytes_async`](Connection::send_bytes_async).
+    ///
+    /// # Errors
+    /// [`Error::Serialize`], and those of [`send_bytes`](Connection::send_bytes).
+    pub async fn send_async<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let bytes = postcard::to_allocvec(value).map_err(|e| Error::Serialize(e.to_string()))?;
+        self.send_bytes_async(&bytes).await
+    }
+
+    /// Receives one message without blocking the thread (for a task on an
+    /// async runtime; any runtime will do).
+    ///
+    /// Cancellation: a future dropped before it finishes loses nothing;
+    /// what it read stays buffered for the next receive.
+    ///
+    /// # Errors
+    /// As for [`recv_bytes`](Connection::recv_bytes).
+    pub async fn recv_bytes_async(&mut self) -> Result<Vec<u8>> {
+        self.check_readable()?;
+        let fd = self.fd()?.as_raw_fd();
+        waiter::descriptor(fd, Deadline::Never, || loop {
+            let before = self.buffered();
+            match self.try_recv_frame(true).map(|f| f.map(<[u8]>::to_vec)) {
+                Ok(Some(frame)) => return ControlFlow::Break(Ok(frame)),
+                // Part of a message came: read on while more is there.
+                Ok(None) if self.buffered() > before => {}
+                Ok(None) => return ControlFlow::Continue(Ready::Read),
+                Err(e) => return ControlFlow::Break(Err(e)),
             }
         })
+        .await?
+        .ok_or(Error::Timeout)
+    }
+
+    /// Receives one message and decodes it, without blocking the thread;
+    /// cancellation as for [`recv_bytes_async`](Connection::recv_bytes_async).
+    ///
+    /// # Errors
+    /// [`Error::Deserialize`], and those of [`recv_bytes`](Connection::recv_bytes).
+    pub async fn recv_async<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let msg = self.recv_bytes_async().await?;
+        postcard::from_bytes(&msg).map_err(|e| Error::Deserialize(e.to_string()))
     }
 
     /// Sends `value` (postcard-encoded) as one message.
@@ -274,7 +345,7 @@ impl Connection {
         let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
         let got = match mode {
             ReadMode::Wait => sys::read(fd, self.buf.spare_capacity_mut()),
-            ReadMode::NoWait => sys::recv_nowait(fd, self.buf.spare_capacity_mut()),
+            ReadMode::NoWait => sys::read_nowait(fd, self.is_socket, self.buf.spare_capacity_mut()),
             ReadMode::Once => sys::recv_once(fd, self.buf.spare_capacity_mut()),
         };
         if let Ok(k) = got {
@@ -336,12 +407,18 @@ impl Connection {
         }
     }
 
-    fn recv_frame(&mut self, deadline: Deadline) -> Result<&[u8]> {
-        if !self.readable {
-            return Err(Error::InvalidArgument(
+    fn check_readable(&self) -> Result<()> {
+        if self.readable {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(
                 "this end of the pipe only sends".into(),
-            ));
+            ))
         }
+    }
+
+    fn recv_frame(&mut self, deadline: Deadline) -> Result<&[u8]> {
+        self.check_readable()?;
         let len = match self.read_frame_len(deadline) {
             Ok(len) => len,
             Err(e) => return Err(self.fail(e, self.buffered() > 0)),
@@ -376,6 +453,54 @@ impl Connection {
             self.close();
         }
         e
+    }
+}
+
+/// What a send failure means to the caller.
+fn send_error(e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EPIPE | libc::ECONNRESET) => Error::ConnectionClosed,
+        _ => Error::io("send", e),
+    }
+}
+
+/// A message being sent by [`Connection::send_bytes_async`]: its header and
+/// body, and how much of them went out.
+struct Sending<'a, 'b> {
+    conn: &'a mut Connection,
+    is_socket: bool,
+    parts: [&'b [u8]; 2],
+    sent: usize,
+}
+
+impl Sending<'_, '_> {
+    /// Writes what the descriptor takes now: done, or wait until writable.
+    fn step(&mut self, fd: i32) -> ControlFlow<Result<()>, Ready> {
+        loop {
+            let [header, body] = self.parts;
+            let rest = match self.sent.checked_sub(header.len()) {
+                None => &header[self.sent..],
+                Some(at) if at < body.len() => &body[at..],
+                Some(_) => return ControlFlow::Break(Ok(())),
+            };
+            match sys::write_nowait(&fd, self.is_socket, rest) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return ControlFlow::Continue(Ready::Write)
+                }
+                Err(e) => return ControlFlow::Break(Err(send_error(e))),
+            }
+        }
+    }
+}
+
+impl Drop for Sending<'_, '_> {
+    fn drop(&mut self) {
+        let total = self.parts[0].len() + self.parts[1].len();
+        if self.sent > 0 && self.sent < total {
+            // Half a message would be read as a frame: end the stream.
+            self.conn.close();
+        }
     }
 }
 

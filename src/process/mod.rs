@@ -28,7 +28,8 @@ pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder};
 pub use spawn::spawn_init;
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -37,7 +38,8 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
-use crate::sys::{self, Deadline, Forked};
+use crate::sys::{self, Deadline, Forked, Ready};
+use crate::waiter;
 
 /// Who the calling process is, in this crate's terms.
 struct Identity {
@@ -414,6 +416,29 @@ impl<'a> Process<'a> {
     /// [`Error::ProcessState`] if not started.
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         self.wait(Deadline::after(timeout))
+    }
+
+    /// Waits for the child to exit without blocking the thread (for a task
+    /// on an async runtime; any runtime will do) and returns its exit code.
+    /// Dropping the future stops the wait and nothing else.
+    ///
+    /// # Errors
+    /// [`Error::ProcessState`] if not started.
+    pub async fn join_async(&self) -> Result<i32> {
+        let pidfd = match &*locked(&self.state) {
+            State::NotStarted => return Err(self.state_error("not started")),
+            State::Exited { code, .. } => return Ok(*code),
+            State::Running { pidfd, .. } => {
+                pidfd.try_clone().map_err(|e| Error::io("dup pidfd", e))?
+            }
+        };
+        // A pidfd becomes readable when its process exits.
+        waiter::descriptor(pidfd.as_raw_fd(), Deadline::Never, || match self.poll() {
+            Some(code) => ControlFlow::Break(Ok(code)),
+            None => ControlFlow::Continue(Ready::Read),
+        })
+        .await?
+        .ok_or_else(|| unreaped_error(&self.name))
     }
 
     fn wait(&self, deadline: Deadline) -> Result<Option<i32>> {

@@ -1,6 +1,7 @@
 //! [`Barrier`]: processes wait until all parties have arrived.
 
 use std::alloc::Layout;
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use super::RawLock;
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
 use crate::sys::{self, Deadline, MutexKind};
+use crate::waiter;
 
 const FILLING: u32 = 0;
 const DRAINING: u32 = 1;
@@ -215,10 +217,7 @@ impl Barrier {
     /// (including by this wait timing out); with a default timeout,
     /// [`Error::Timeout`] as for [`wait_timeout`](Barrier::wait_timeout).
     pub fn wait(&self) -> Result<u32> {
-        // SAFETY: `timeout_ns` is an atomic of the BarrierState in `state`.
-        let ns =
-            unsafe { &(*self.state.as_ptr::<BarrierState>()).timeout_ns }.load(Ordering::Relaxed);
-        self.wait_inner((ns > 0).then(|| Duration::from_nanos(ns)))
+        block_on(self.wait_inner(self.default_timeout(), Sleep::Block))
     }
 
     /// As [`wait`](Barrier::wait), with its own timeout.
@@ -228,14 +227,51 @@ impl Barrier {
     /// pass was still draining (or a reset still finishing) when the time
     /// ran out: this party never entered, and the barrier is not broken.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        self.wait_inner(Some(timeout))
+        block_on(self.wait_inner(Some(timeout), Sleep::Block))
     }
 
-    fn wait_inner(&self, timeout: Option<Duration>) -> Result<u32> {
+    /// As [`wait`](Barrier::wait), without blocking the thread (for a task
+    /// on an async runtime; any runtime will do).
+    ///
+    /// Cancellation: a future dropped before this party arrived changes
+    /// nothing; one dropped after it arrived breaks the barrier, as a
+    /// timeout does (the others get [`Error::BrokenBarrier`]), since the
+    /// pass can no longer fill with this party gone.
+    ///
+    /// # Errors
+    /// As for [`wait`](Barrier::wait), and if this process's waiter thread
+    /// cannot be started.
+    pub async fn wait_async(&self) -> Result<u32> {
+        self.wait_inner(self.default_timeout(), Sleep::Await).await
+    }
+
+    /// As [`wait_timeout`](Barrier::wait_timeout), without blocking the
+    /// thread; cancellation as for [`wait_async`](Barrier::wait_async).
+    ///
+    /// # Errors
+    /// As for [`wait_timeout`](Barrier::wait_timeout) and
+    /// [`wait_async`](Barrier::wait_async).
+    pub async fn wait_timeout_async(&self, timeout: Duration) -> Result<u32> {
+        self.wait_inner(Some(timeout), Sleep::Await).await
+    }
+
+    fn default_timeout(&self) -> Option<Duration> {
+        // SAFETY: `timeout_ns` is an atomic of the BarrierState in `state`.
+        let ns =
+            unsafe { &(*self.state.as_ptr::<BarrierState>()).timeout_ns }.load(Ordering::Relaxed);
+        (ns > 0).then(|| Duration::from_nanos(ns))
+    }
+
+    /// One party's pass, blocking or awaiting as `how` says (one
+    /// algorithm for both: the blocking form never returns `Pending`).
+    async fn wait_inner(&self, timeout: Option<Duration>, how: Sleep) -> Result<u32> {
         let deadline = Deadline::within(timeout);
         let mut inner = self.enter()?;
         // Let a previous pass drain, or a reset finish.
-        if !inner.wait_while(deadline, |s| matches!(s, DRAINING | RESETTING))? {
+        if !inner
+            .wait_while(deadline, how, |s| matches!(s, DRAINING | RESETTING))
+            .await?
+        {
             return Err(Error::Timeout);
         }
         if inner.pass() == BROKEN {
@@ -244,6 +280,15 @@ impl Barrier {
         let index = inner.state().count.fetch_add(1, Ordering::Relaxed);
         let generation = inner.state().generation.load(Ordering::Relaxed);
         let slot = inner.claim_slot();
+        // From here on this party is inside: however this ends (a dropped
+        // future included), it leaves, and breaks a pass it did not see
+        // through.
+        let mut inside = Inside {
+            inner,
+            slot,
+            generation,
+            left: false,
+        };
         let outcome = if index.wrapping_add(1) == self.parties {
             // The last to arrive runs the action, then releases everyone.
             let action = self
@@ -253,33 +298,33 @@ impl Barrier {
             match action {
                 Some(Err(panic)) => Outcome::ActionPanicked(panic),
                 _ => {
-                    inner.state().generation.fetch_add(1, Ordering::Relaxed);
-                    inner.set_state(DRAINING);
+                    inside
+                        .inner
+                        .state()
+                        .generation
+                        .fetch_add(1, Ordering::Relaxed);
+                    inside.inner.set_state(DRAINING);
                     Outcome::Passed
                 }
             }
         } else {
-            let passed =
-                |inner: &Inner<'_>| inner.state().generation.load(Ordering::Relaxed) != generation;
-            match inner.wait_while(deadline, |s| s == FILLING) {
+            match inside
+                .inner
+                .wait_while(deadline, how, |s| s == FILLING)
+                .await?
+            {
                 // Released by the last arrival; a reset or abort is an error.
-                Ok(_) if passed(&inner) => Outcome::Passed,
-                Ok(true) => Outcome::Broken,
-                Ok(false) => Outcome::TimedOut,
-                Err(e) => {
-                    if inner.held {
-                        inner.leave(slot);
-                    }
-                    return Err(e);
-                }
+                _ if inside.passed() => Outcome::Passed,
+                true => Outcome::Broken,
+                false => Outcome::TimedOut,
             }
         };
         // Only this party's own failure breaks the barrier for the others.
         if matches!(outcome, Outcome::TimedOut | Outcome::ActionPanicked(_)) {
-            inner.set_state(BROKEN);
+            inside.inner.set_state(BROKEN);
         }
-        inner.leave(slot);
-        drop(inner);
+        inside.leave();
+        drop(inside);
         match outcome {
             Outcome::Passed => Ok(index),
             Outcome::ActionPanicked(panic) => resume_unwind(panic),
@@ -466,7 +511,12 @@ impl Inner<'_> {
 
     /// Sleeps, with the internal lock released, while `blocked` holds or
     /// until `deadline`; returns whether `blocked` stopped holding.
-    fn wait_while(&mut self, deadline: Deadline, blocked: impl Fn(u32) -> bool) -> Result<bool> {
+    async fn wait_while(
+        &mut self,
+        deadline: Deadline,
+        how: Sleep,
+        blocked: impl Fn(u32) -> bool,
+    ) -> Result<bool> {
         let seq = self.barrier.seq();
         while blocked(self.pass()) {
             if deadline.passed() {
@@ -475,16 +525,116 @@ impl Inner<'_> {
             let seen = seq.load(Ordering::Acquire);
             self.barrier.mutex.unlock()?;
             self.held = false;
-            if spin(seq, |v| v != seen).is_err() {
-                let sleepers = &self.state().sleepers;
-                sleepers.fetch_add(1, Ordering::SeqCst);
-                sys::futex_wait(seq, seen, deadline.capped(DEATH_CHECK));
-                sleepers.fetch_sub(1, Ordering::SeqCst);
+            let nap = deadline.capped(DEATH_CHECK);
+            match how {
+                Sleep::Block => {
+                    if spin(seq, |v| v != seen).is_err() {
+                        let _asleep = Asleep::new(&self.state().sleepers);
+                        sys::futex_wait(seq, seen, nap);
+                    }
+                }
+                Sleep::Await => {
+                    let _asleep = Asleep::new(&self.state().sleepers);
+                    waiter::word(seq, nap, || {
+                        if seq.load(Ordering::SeqCst) == seen {
+                            ControlFlow::Continue(seen)
+                        } else {
+                            ControlFlow::Break(())
+                        }
+                    })
+                    .await?;
+                }
             }
             self.relock()?;
             self.bury_dead();
         }
         Ok(true)
+    }
+}
+
+/// How a party waits.
+#[derive(Clone, Copy)]
+enum Sleep {
+    /// On the futex, blocking the thread.
+    Block,
+    /// Through this process's waiter thread, as a future.
+    Await,
+}
+
+/// A sleeper counted in `sleepers` (SeqCst, as in `set_state`: either the
+/// sleeper sees the new sequence number, or the changer sees the sleeper)
+/// for as long as it lives, however the sleep ends.
+struct Asleep<'a>(&'a AtomicU32);
+
+impl<'a> Asleep<'a> {
+    fn new(sleepers: &'a AtomicU32) -> Self {
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        Asleep(sleepers)
+    }
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A party inside the barrier: counted, with its slot.
+struct Inside<'a> {
+    inner: Inner<'a>,
+    slot: Option<usize>,
+    /// The pass it joined.
+    generation: u32,
+    left: bool,
+}
+
+impl Inside<'_> {
+    /// Whether the pass it joined has completed.
+    fn passed(&self) -> bool {
+        self.inner.state().generation.load(Ordering::Relaxed) != self.generation
+    }
+
+    /// Leaves (with the internal lock held).
+    fn leave(&mut self) {
+        self.inner.leave(self.slot);
+        self.left = true;
+    }
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        // Gone mid-pass (a dropped future, or an error): the pass cannot
+        // fill without this party.
+        if !self.inner.held && self.inner.relock().is_err() {
+            return;
+        }
+        if self.inner.pass() == FILLING && !self.passed() {
+            self.inner.set_state(BROKEN);
+        }
+        self.leave();
+    }
+}
+
+/// Runs a future whose waits block the thread (the barrier's blocking
+/// form) to completion on this thread.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
     }
 }
 

@@ -1,12 +1,14 @@
 //! [`Event`]: a flag that processes can wait for.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::futex::{place_state, spin, wake_all};
+use super::futex::{block_on_word, place_state, spin, wake_all};
 use crate::error::Result;
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, Deadline, Woke};
+use crate::sys::Deadline;
+use crate::waiter;
 
 /// The flag.
 const SET: u32 = 1;
@@ -118,29 +120,58 @@ impl Event {
         self.wait_until(Deadline::after(timeout))
     }
 
+    /// Waits until the flag is set, without blocking the thread (for a
+    /// task on an async runtime; any runtime will do).
+    ///
+    /// # Errors
+    /// Only if this process's waiter thread cannot be started.
+    ///
+    /// # Example
+    /// ```
+    /// # async fn demo(ready: &multiproc::Event) -> multiproc::Result<()> {
+    /// ready.wait_async().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_async(&self) -> Result<()> {
+        self.wait_until_async(Deadline::Never).await.map(drop)
+    }
+
+    /// As [`wait_async`](Event::wait_async), giving up after `timeout`;
+    /// returns the flag, as [`wait_timeout`](Event::wait_timeout) does.
+    ///
+    /// # Errors
+    /// As for [`wait_async`](Event::wait_async).
+    pub async fn wait_timeout_async(&self, timeout: Duration) -> Result<bool> {
+        self.wait_until_async(Deadline::after(timeout)).await
+    }
+
+    async fn wait_until_async(&self, deadline: Deadline) -> Result<bool> {
+        let done = waiter::word(self.word(), deadline, || self.look()).await?;
+        Ok(done.is_some() || self.is_set())
+    }
+
     fn wait_until(&self, deadline: Deadline) -> bool {
+        spin(self.word(), |v| v & SET != 0).is_ok()
+            || block_on_word(self.word(), deadline, || self.look()).is_some()
+            || self.is_set()
+    }
+
+    /// One look for a waiter: done if the flag is set, else the value to
+    /// sleep on, with the sleepers bit announced.
+    fn look(&self) -> ControlFlow<(), u32> {
         let word = self.word();
-        let mut v = match spin(word, |v| v & SET != 0) {
-            Ok(_) => return true,
-            Err(v) => v,
-        };
+        let mut v = word.load(Ordering::Acquire);
         loop {
             if v & SET != 0 {
-                return true;
+                return ControlFlow::Break(());
             }
-            if v & SLEEPERS == 0 {
-                if let Err(now) =
-                    word.compare_exchange(v, v | SLEEPERS, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    v = now;
-                    continue;
-                }
-                v |= SLEEPERS;
+            if v & SLEEPERS != 0 {
+                return ControlFlow::Continue(v);
             }
-            if sys::futex_wait(word, v, deadline) == Woke::TimedOut {
-                return self.is_set();
+            match word.compare_exchange(v, v | SLEEPERS, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return ControlFlow::Continue(v | SLEEPERS),
+                Err(now) => v = now,
             }
-            v = word.load(Ordering::Acquire);
         }
     }
 }

@@ -1,11 +1,12 @@
 //! What the futex-based primitives share: the bounded spin before
 //! sleeping, and placing a fixed-size state in shared memory.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use crate::error::Result;
 use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
-use crate::sys;
+use crate::sys::{self, Deadline, Woke};
 
 /// How many times a waiter re-checks its condition before sleeping (a few
 /// microseconds: about 12 here). A peer that is running on another CPU answers within a few
@@ -50,6 +51,28 @@ pub(crate) fn spin(word: &AtomicU32, done: impl Fn(u32) -> bool) -> std::result:
         Ok(v)
     } else {
         Err(v)
+    }
+}
+
+/// Blocks until `look` finishes: it is a wait loop's body, and either
+/// finishes (`Break`) or names the value of `word` to sleep on
+/// (`Continue`), having announced a sleeper if the waking side needs to
+/// know. `None` once `deadline` has passed with `look` unfinished. The
+/// same `look` serves the async form ([`crate::waiter::word`]).
+pub(crate) fn block_on_word<T>(
+    word: &AtomicU32,
+    deadline: Deadline,
+    mut look: impl FnMut() -> ControlFlow<T, u32>,
+) -> Option<T> {
+    loop {
+        match look() {
+            ControlFlow::Break(t) => return Some(t),
+            ControlFlow::Continue(v) => {
+                if sys::futex_wait(word, v, deadline) == Woke::TimedOut {
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -1,14 +1,15 @@
 //! [`Semaphore`] and [`BoundedSemaphore`].
 
 use std::alloc::Layout;
-use std::ops::Deref;
+use std::ops::{ControlFlow, Deref};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::futex::{place_state, spin, wake_all};
+use super::futex::{block_on_word, place_state, spin, wake_all};
 use crate::error::{Error, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, Deadline, Woke};
+use crate::sys::Deadline;
+use crate::waiter;
 
 /// Someone may be asleep waiting for a permit. A release clears it and wakes
 /// every sleeper, who then race for the permits: a sleeper that died leaves
@@ -141,30 +142,62 @@ impl Semaphore {
         self.acquire_until(Deadline::after(timeout))
     }
 
+    /// Takes a permit, waiting without blocking the thread (for a task on
+    /// an async runtime; any runtime will do).
+    ///
+    /// # Errors
+    /// Only if this process's waiter thread cannot be started.
+    pub async fn acquire_async(&self) -> Result<()> {
+        self.acquire_until_async(Deadline::Never).await.map(drop)
+    }
+
+    /// As [`acquire_async`](Semaphore::acquire_async), giving up after
+    /// `timeout`; whether it got a permit.
+    ///
+    /// # Errors
+    /// As for [`acquire_async`](Semaphore::acquire_async).
+    pub async fn acquire_timeout_async(&self, timeout: Duration) -> Result<bool> {
+        self.acquire_until_async(Deadline::after(timeout)).await
+    }
+
+    /// Takes a permit as [`acquire_async`](Semaphore::acquire_async) does;
+    /// it is released when dropped.
+    ///
+    /// # Errors
+    /// As for [`acquire_async`](Semaphore::acquire_async).
+    pub async fn permit_async(&self) -> Result<Permit<'_>> {
+        self.acquire_async().await?;
+        Ok(Permit { sem: self })
+    }
+
+    async fn acquire_until_async(&self, deadline: Deadline) -> Result<bool> {
+        let word = &self.shared().word;
+        let got = waiter::word(word, deadline, || self.look()).await?;
+        Ok(got.is_some() || self.try_acquire())
+    }
+
     fn acquire_until(&self, deadline: Deadline) -> bool {
         let word = &self.shared().word;
-        let (Ok(mut v) | Err(mut v)) = spin(word, |v| v & COUNT > 0);
+        // Spinning only watches for a free permit; `look` takes it.
+        let _ = spin(word, |v| v & COUNT > 0);
+        block_on_word(word, deadline, || self.look()).is_some() || self.try_acquire()
+    }
+
+    /// One look for a waiter: a permit taken, or the value to sleep on,
+    /// with the sleepers bit announced.
+    fn look(&self) -> ControlFlow<(), u32> {
+        let word = &self.shared().word;
+        let mut v = word.load(Ordering::Acquire);
         loop {
-            if v & COUNT > 0 {
-                match word.compare_exchange_weak(v, v - 1, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return true,
-                    Err(now) => v = now,
-                }
-                continue;
+            let next = if v & COUNT > 0 { v - 1 } else { v | SLEEPERS };
+            if next == v {
+                return ControlFlow::Continue(v);
             }
-            if v & SLEEPERS == 0 {
-                if let Err(now) =
-                    word.compare_exchange(v, v | SLEEPERS, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    v = now;
-                    continue;
-                }
-                v |= SLEEPERS;
+            match word.compare_exchange_weak(v, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) if v & COUNT > 0 => return ControlFlow::Break(()),
+                Ok(_) => return ControlFlow::Continue(next),
+                Err(now) => v = now,
             }
-            if sys::futex_wait(word, v, deadline) == Woke::TimedOut {
-                return self.try_acquire();
-            }
-            v = word.load(Ordering::Acquire);
         }
     }
 

@@ -86,14 +86,21 @@ impl Deadline {
     /// The earlier of this deadline and `slice` from now, for a sleep that
     /// wakes up now and then to look again.
     pub(crate) fn capped(&self, slice: Duration) -> Deadline {
-        match (*self, Deadline::after(slice)) {
-            (Deadline::Now, _) => Deadline::Now,
-            (Deadline::At(a), Deadline::At(b))
-                if (a.tv_sec, a.tv_nsec) <= (b.tv_sec, b.tv_nsec) =>
-            {
-                *self
+        self.earlier(Deadline::after(slice))
+    }
+
+    /// The earlier of two deadlines.
+    pub(crate) fn earlier(self, other: Deadline) -> Deadline {
+        match (self, other) {
+            (Deadline::Now, _) | (_, Deadline::Never) => self,
+            (_, Deadline::Now) | (Deadline::Never, _) => other,
+            (Deadline::At(a), Deadline::At(b)) => {
+                if (a.tv_sec, a.tv_nsec) <= (b.tv_sec, b.tv_nsec) {
+                    self
+                } else {
+                    other
+                }
             }
-            (_, cap) => cap,
         }
     }
 

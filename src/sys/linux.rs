@@ -424,6 +424,76 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) ->
     }
 }
 
+/// What [`futex_waitv`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitvOutcome {
+    /// The word at this index was woken.
+    Woken(usize),
+    /// Some word no longer held its expected value (or could not be read,
+    /// or a signal came): the caller looks at all of them again.
+    Changed,
+    /// The deadline passed.
+    TimedOut,
+    /// This kernel has no `futex_waitv` (before Linux 5.16).
+    Unsupported,
+}
+
+/// Sleeps until one of `words` — addresses of 32-bit futex words, each with
+/// the value it is expected to hold — is woken or no longer holds its
+/// value, or `deadline` passes (`futex_waitv(2)`, Linux 5.16+; at most 128
+/// words).
+///
+/// The kernel reads the words itself: an address that is no longer mapped
+/// is an error of the call ([`WaitvOutcome::Changed`]), never a fault in
+/// this process, so a stale address is harmless.
+pub(crate) fn futex_waitv(words: &[(usize, u32)], deadline: Deadline) -> WaitvOutcome {
+    /// `struct futex_waitv` from `<linux/futex.h>`.
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    /// `FUTEX2_SIZE_U32`: 32-bit words, shared between processes.
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|&(addr, val)| FutexWaitv {
+            val: u64::from(val),
+            uaddr: addr as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let at = deadline.timespec();
+    let ts = at
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `waiters` is a valid array of `words.len()` entries for the
+    // duration of the call; the kernel only reads the addresses in it (and
+    // reports a bad one as EFAULT); the timeout is absolute on
+    // CLOCK_MONOTONIC.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            ts,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return WaitvOutcome::Woken(r as usize);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => WaitvOutcome::TimedOut,
+        Some(libc::ENOSYS) => WaitvOutcome::Unsupported,
+        _ => WaitvOutcome::Changed,
+    }
+}
+
 /// Wakes at most `n` processes sleeping on `word`; returns how many woke.
 #[inline]
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
@@ -433,10 +503,11 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
     r.max(0) as u32
 }
 
-/// A new blocking `eventfd` (counter 0), inherited by forked children.
+/// A new blocking `eventfd` (counter 0), inherited by forked children
+/// (closed on exec).
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall.
-    let fd = unsafe { libc::eventfd(0, 0) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -589,6 +660,50 @@ pub(crate) fn recv_nowait(
     })
 }
 
+/// One read from a socket or a pipe that does not wait: `WouldBlock` if
+/// nothing has arrived. A pipe's `O_NONBLOCK` would change it for every
+/// process that holds it, so a pipe is asked with `poll` first (another
+/// reader of the same pipe could still take the bytes in between; then
+/// this read waits for more). As [`read`], the first `n` bytes are
+/// initialised on `Ok(n)`.
+pub(crate) fn read_nowait(
+    fd: &impl AsRawFd,
+    is_socket: bool,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<usize> {
+    if is_socket {
+        recv_nowait(fd, buf)
+    } else if ready_now(fd, Ready::Read)? {
+        read(fd, buf)
+    } else {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// One write to a socket or a pipe that does not wait (and raises no
+/// SIGPIPE on a socket): how much was written, `WouldBlock` if nothing
+/// could be. A pipe is asked with `poll` first, as in [`read_nowait`];
+/// `poll` calls a pipe writable when a page is free, so at most
+/// `PIPE_BUF` bytes are written at once, which then never waits.
+pub(crate) fn write_nowait(fd: &impl AsRawFd, is_socket: bool, bytes: &[u8]) -> io::Result<usize> {
+    if is_socket {
+        return send_nowait(fd, bytes);
+    }
+    if !ready_now(fd, Ready::Write)? {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let n = bytes.len().min(libc::PIPE_BUF);
+    // SAFETY: `bytes` is valid for reads of at least `n` bytes.
+    retrying(|| unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), n) })
+}
+
+/// Whether `fd` is ready as `ready` says, without waiting.
+fn ready_now(fd: &impl AsRawFd, ready: Ready) -> io::Result<bool> {
+    let mut p = [pollfd(fd.as_raw_fd(), ready)];
+    poll(&mut p, Deadline::Now)?;
+    Ok(p[0].revents != 0)
+}
+
 /// One blocking `recv`, given up when a signal arrives (`Interrupted`) or
 /// the socket's receive timeout passes (`WouldBlock`). As [`read`], the
 /// first `n` bytes are initialised on `Ok(n)`.
@@ -679,16 +794,30 @@ pub(crate) fn send_nowait(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> 
 /// Waits until any of `fds` is readable (or hung up) or `deadline` passes;
 /// returns which are.
 pub(crate) fn poll_readable(fds: &[i32], deadline: Deadline) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&fd| pollfd(fd, Ready::Read)).collect();
     poll(&mut pfds, deadline)?;
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// What a descriptor is waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// Something to read, end of file, or an error.
+    Read,
+    /// Room to write, a hang-up, or an error.
+    Write,
+}
+
+/// A `pollfd` that waits for `fd` to be ready as `ready` says.
+pub(crate) fn pollfd(fd: i32, ready: Ready) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: match ready {
+            Ready::Read => libc::POLLIN,
+            Ready::Write => libc::POLLOUT,
+        },
+        revents: 0,
+    }
 }
 
 /// `poll(2)` until an event or `deadline`, retrying after signals and

@@ -1,0 +1,417 @@
+//! Async waits on shared primitives, with any runtime.
+//!
+//! A task that awaits a futex word or a descriptor registers what it waits
+//! for with this process's waiter thread and returns `Pending`; the thread
+//! sleeps on every registered word at once (`futex_waitv`) or every
+//! registered descriptor at once (`poll`), and wakes the tasks whose word
+//! changed, whose descriptor became ready or whose deadline passed. The
+//! tasks then look again, exactly as a blocking waiter does after its
+//! `futex_wait` returns. So nothing changes in the shared layout or on the
+//! waking side: `set`, `release`, `put` wake blocking and async waiters
+//! alike, and a process that never awaits never starts a thread.
+//!
+//! Two rules keep this sound when futures are dropped, forgotten or moved
+//! across a `fork`:
+//! - the thread never reads a registered address itself: only the kernel
+//!   does (`futex_waitv` compares the values and reports an unmapped
+//!   address as an error), so an entry left behind by a forgotten future is
+//!   a spurious wake-up, never a read of freed memory;
+//! - each process has its own registry, found by pid: a forked child never
+//!   touches the registry (or its lock) that it inherited from its parent,
+//!   whose waiter thread it does not have, and starts its own on first use.
+
+use std::io;
+use std::marker::PhantomData;
+use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Deadline, Ready, WaitvOutcome};
+
+/// What a waiter thread sleeps on: futex words or descriptors.
+trait Source: Sized + Send + Sync + 'static {
+    /// One thing to wait for.
+    type Watch: Copy + Eq + Send;
+    /// How many distinct watches one sleep can cover.
+    const MAX: usize;
+    /// The slot that holds this process's registry.
+    fn slot() -> &'static AtomicPtr<Registry<Self>>;
+    fn new() -> io::Result<Self>;
+    /// A token read before the entries are collected; an interruption
+    /// after it makes the next [`sleep`](Source::sleep) return at once.
+    fn snapshot(&self) -> u32;
+    /// Makes the thread's current or next sleep return.
+    fn interrupt(&self);
+    /// Sleeps until a watch fires, an interruption, or `deadline`.
+    fn sleep(&self, snapshot: u32, watches: &[Self::Watch], deadline: Deadline) -> Fired;
+}
+
+/// What ended a waiter thread's sleep.
+enum Fired {
+    /// These watches (indexes) fired.
+    Some(Vec<usize>),
+    /// Any watch may have fired: every waiting task looks again.
+    All,
+    /// An interruption or a deadline: entries are looked at again.
+    Nothing,
+}
+
+struct Registry<S: Source> {
+    pid: u32,
+    source: S,
+    entries: Mutex<Entries<S::Watch>>,
+}
+
+struct Entries<W> {
+    list: Vec<Entry<W>>,
+    thread: bool,
+}
+
+struct Entry<W> {
+    id: u64,
+    watch: W,
+    deadline: Deadline,
+    waker: Waker,
+}
+
+/// Entry ids, unique across a process and the children it forks (they
+/// inherit the counter, and futures armed before the fork keep older ids).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's registry for `S`, made on first use (and again in a
+/// forked child, which leaves its parent's alone: its lock may be held by
+/// a thread that does not exist here).
+fn current<S: Source>() -> io::Result<&'static Registry<S>> {
+    let slot = S::slot();
+    let pid = sys::getpid();
+    loop {
+        let seen = slot.load(Ordering::Acquire);
+        // SAFETY: registries are leaked, never freed: a non-null pointer in
+        // the slot is valid for the rest of the process.
+        if let Some(r) = unsafe { seen.as_ref() } {
+            if r.pid == pid {
+                return Ok(r);
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Registry {
+            pid,
+            source: S::new()?,
+            entries: Mutex::new(Entries {
+                list: Vec::new(),
+                thread: false,
+            }),
+        }));
+        match slot.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just installed; never freed from now on.
+            Ok(_) => return Ok(unsafe { &*fresh }),
+            // SAFETY: `fresh` was never shared; another thread installed its own.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+        }
+    }
+}
+
+/// One future's place in its process's registry; leaving it (on drop)
+/// takes the entry out, so the waiter thread forgets the watch.
+struct Registration<S: Source> {
+    /// The process and entry id, once armed.
+    armed: Option<(u32, u64)>,
+    _source: PhantomData<fn() -> S>,
+}
+
+impl<S: Source> Registration<S> {
+    fn new() -> Self {
+        Registration {
+            armed: None,
+            _source: PhantomData,
+        }
+    }
+
+    /// Asks the waiter thread to wake `waker` once `watch` fires or
+    /// `deadline` passes.
+    fn arm(&mut self, watch: S::Watch, deadline: Deadline, waker: &Waker) -> Result<()> {
+        let registry = current::<S>().map_err(|e| Error::io("async waiter", e))?;
+        let mut entries = lock(&registry.entries);
+        let id = match self.armed {
+            Some((pid, id)) if pid == registry.pid => id,
+            _ => NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        };
+        self.armed = Some((registry.pid, id));
+        match entries.list.iter_mut().find(|e| e.id == id) {
+            Some(e) if e.watch == watch => {
+                // Same watch: the thread already sleeps on it.
+                e.waker.clone_from(waker);
+                e.deadline = deadline;
+                return Ok(());
+            }
+            Some(e) => {
+                e.watch = watch;
+                e.deadline = deadline;
+                e.waker.clone_from(waker);
+            }
+            None => entries.list.push(Entry {
+                id,
+                watch,
+                deadline,
+                waker: waker.clone(),
+            }),
+        }
+        if entries.thread {
+            registry.source.interrupt();
+            return Ok(());
+        }
+        let started = std::thread::Builder::new()
+            .name("multiproc-waiter".into())
+            .spawn(move || serve(registry));
+        match started {
+            Ok(_) => {
+                entries.thread = true;
+                Ok(())
+            }
+            Err(e) => {
+                entries.list.retain(|e| e.id != id);
+                self.armed = None;
+                Err(Error::io("start the async waiter thread", e))
+            }
+        }
+    }
+}
+
+impl<S: Source> Drop for Registration<S> {
+    fn drop(&mut self) {
+        let Some((pid, id)) = self.armed else {
+            return;
+        };
+        if pid != sys::getpid() {
+            return; // armed in the parent before a fork: not this process's
+        }
+        if let Ok(registry) = current::<S>() {
+            lock(&registry.entries).list.retain(|e| e.id != id);
+        }
+    }
+}
+
+/// How long the thread sleeps before it lets tasks beyond the first
+/// [`Source::MAX`] distinct watches look again.
+const OVERFLOW_POLL: Duration = Duration::from_millis(2);
+
+/// The waiter thread.
+fn serve<S: Source>(registry: &'static Registry<S>) {
+    let mut watches = Vec::new();
+    let mut wake = Vec::new();
+    loop {
+        let snapshot = registry.source.snapshot();
+        let mut deadline = Deadline::Never;
+        let mut overflow = false;
+        {
+            let mut entries = lock(&registry.entries);
+            entries.list.retain(|e| {
+                let expired = e.deadline.passed();
+                if expired {
+                    wake.push(e.waker.clone());
+                }
+                !expired
+            });
+            watches.clear();
+            for e in &entries.list {
+                deadline = deadline.earlier(e.deadline);
+                if !watches.contains(&e.watch) {
+                    watches.push(e.watch);
+                }
+            }
+            if watches.len() > S::MAX {
+                watches.truncate(S::MAX);
+                overflow = true;
+                deadline = deadline.capped(OVERFLOW_POLL);
+            }
+        }
+        wake.drain(..).for_each(Waker::wake);
+        let fired = registry.source.sleep(snapshot, &watches, deadline);
+        let mut entries = lock(&registry.entries);
+        entries.list.retain(|e| {
+            let woken = match &fired {
+                Fired::All => true,
+                Fired::Some(which) => which.iter().any(|&i| watches[i] == e.watch),
+                Fired::Nothing => overflow && !watches.contains(&e.watch),
+            };
+            if woken {
+                wake.push(e.waker.clone());
+            }
+            !woken
+        });
+        drop(entries);
+        wake.drain(..).for_each(Waker::wake);
+    }
+}
+
+/// Futex words in shared memory.
+pub(crate) struct Futexes {
+    /// Bumped to interrupt the thread's sleep.
+    control: AtomicU32,
+    /// Without `futex_waitv`: how long to sleep before every task looks
+    /// again (microseconds, doubling up to [`MAX_BACKOFF_US`]).
+    backoff_us: AtomicU32,
+}
+
+const MIN_BACKOFF_US: u32 = 50;
+const MAX_BACKOFF_US: u32 = 10_000;
+
+static FUTEXES: AtomicPtr<Registry<Futexes>> = AtomicPtr::new(std::ptr::null_mut());
+
+impl Source for Futexes {
+    /// A word's address and the value it is expected to hold.
+    type Watch = (usize, u32);
+    /// `futex_waitv` takes 128 words; one is the control word.
+    const MAX: usize = 127;
+
+    fn slot() -> &'static AtomicPtr<Registry<Self>> {
+        &FUTEXES
+    }
+
+    fn new() -> io::Result<Self> {
+        Ok(Futexes {
+            control: AtomicU32::new(0),
+            backoff_us: AtomicU32::new(MIN_BACKOFF_US),
+        })
+    }
+
+    fn snapshot(&self) -> u32 {
+        self.control.load(Ordering::SeqCst)
+    }
+
+    fn interrupt(&self) {
+        self.control.fetch_add(1, Ordering::SeqCst);
+        self.backoff_us.store(MIN_BACKOFF_US, Ordering::Relaxed);
+        sys::futex_wake(&self.control, 1);
+    }
+
+    fn sleep(&self, snapshot: u32, watches: &[(usize, u32)], deadline: Deadline) -> Fired {
+        let mut words = Vec::with_capacity(watches.len() + 1);
+        words.push((self.control.as_ptr() as usize, snapshot));
+        words.extend_from_slice(watches);
+        match sys::futex_waitv(&words, deadline) {
+            WaitvOutcome::Woken(0) | WaitvOutcome::TimedOut => Fired::Nothing,
+            WaitvOutcome::Woken(i) => Fired::Some(vec![i - 1]),
+            // Either the control word moved (an interruption: collect
+            // again) or a watched one did (then the next sleep finds it
+            // changed too, with the control word as it was).
+            WaitvOutcome::Changed if self.snapshot() != snapshot => Fired::Nothing,
+            WaitvOutcome::Changed => Fired::All,
+            WaitvOutcome::Unsupported => {
+                // Before Linux 5.16: sleep on the control word alone for a
+                // while, then let every task look again.
+                let us = self.backoff_us.load(Ordering::Relaxed);
+                self.backoff_us
+                    .store((us * 2).min(MAX_BACKOFF_US), Ordering::Relaxed);
+                let nap = deadline.capped(Duration::from_micros(u64::from(us)));
+                sys::futex_wait(&self.control, snapshot, nap);
+                Fired::All
+            }
+        }
+    }
+}
+
+/// Descriptors that a task waits to become ready.
+pub(crate) struct Descriptors {
+    /// Written to interrupt the thread's `poll`.
+    wake: OwnedFd,
+}
+
+static DESCRIPTORS: AtomicPtr<Registry<Descriptors>> = AtomicPtr::new(std::ptr::null_mut());
+
+impl Source for Descriptors {
+    type Watch = (RawFd, Ready);
+    const MAX: usize = 1023;
+
+    fn slot() -> &'static AtomicPtr<Registry<Self>> {
+        &DESCRIPTORS
+    }
+
+    fn new() -> io::Result<Self> {
+        Ok(Descriptors {
+            wake: sys::eventfd()?,
+        })
+    }
+
+    fn snapshot(&self) -> u32 {
+        0
+    }
+
+    fn interrupt(&self) {
+        sys::eventfd_write(&self.wake);
+    }
+
+    fn sleep(&self, _: u32, watches: &[(RawFd, Ready)], deadline: Deadline) -> Fired {
+        let mut pfds = Vec::with_capacity(watches.len() + 1);
+        pfds.push(sys::pollfd(self.wake.as_raw_fd(), Ready::Read));
+        pfds.extend(watches.iter().map(|&(fd, ready)| sys::pollfd(fd, ready)));
+        if sys::poll(&mut pfds, deadline).is_err() {
+            return Fired::All;
+        }
+        if pfds[0].revents != 0 {
+            sys::eventfd_read(&self.wake);
+        }
+        Fired::Some(
+            (1..pfds.len())
+                .filter(|&i| pfds[i].revents != 0)
+                .map(|i| i - 1)
+                .collect(),
+        )
+    }
+}
+
+/// Waits, without blocking the thread, until `attempt` finishes: it is
+/// called as a blocking wait loop's body is, and either finishes
+/// (`Break`) or names the value of `word` to sleep on (`Continue`), having
+/// announced a sleeper if the waking side needs to know. `Ok(None)` once
+/// `deadline` has passed with `attempt` unfinished.
+pub(crate) async fn word<T>(
+    word: &AtomicU32,
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> ControlFlow<T, u32>,
+) -> Result<Option<T>> {
+    let addr = word.as_ptr() as usize;
+    until::<Futexes, T>(deadline, move || match attempt() {
+        ControlFlow::Break(t) => ControlFlow::Break(t),
+        ControlFlow::Continue(v) => ControlFlow::Continue((addr, v)),
+    })
+    .await
+}
+
+/// Waits, without blocking the thread, until `attempt` finishes; it names
+/// (`Continue`) how `fd` must become ready before it is worth calling again.
+pub(crate) async fn descriptor<T>(
+    fd: RawFd,
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> ControlFlow<Result<T>, Ready>,
+) -> Result<Option<T>> {
+    until::<Descriptors, Result<T>>(deadline, move || match attempt() {
+        ControlFlow::Break(t) => ControlFlow::Break(t),
+        ControlFlow::Continue(ready) => ControlFlow::Continue((fd, ready)),
+    })
+    .await?
+    .transpose()
+}
+
+async fn until<S: Source, T>(
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> ControlFlow<T, S::Watch>,
+) -> Result<Option<T>> {
+    let mut registration = Registration::<S>::new();
+    std::future::poll_fn(|cx| match attempt() {
+        ControlFlow::Break(t) => Poll::Ready(Ok(Some(t))),
+        ControlFlow::Continue(_) if deadline.passed() => Poll::Ready(Ok(None)),
+        ControlFlow::Continue(w) => match registration.arm(w, deadline, cx.waker()) {
+            Ok(()) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        },
+    })
+    .await
+}

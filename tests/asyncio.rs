@@ -1,0 +1,348 @@
+//! Async waits across real processes, each with its own tokio runtime:
+//! many tasks awaiting one shared object, blocking and async waiters side
+//! by side, waiters killed, futures dropped and forgotten, and a fork from
+//! a process whose waiter thread is running.
+
+mod common;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{join, watchdog, TempName};
+use multiproc::{Event, Pipe, Process, Semaphore};
+
+const LIMIT: Duration = Duration::from_secs(60);
+/// Long enough that no healthy wait here comes near it.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A daemon child running `f` under its own runtime; a panic or an error
+/// gives exit code 1.
+fn async_child<F>(f: impl FnOnce() -> F + Send + 'static) -> Process<'static>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let mut p = Process::new(move || {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime().block_on(f());
+        }))
+        .is_ok();
+        multiproc::process::exit(if ok { 0 } else { 1 });
+    })
+    .daemon(true);
+    p.start().unwrap();
+    p
+}
+
+#[test]
+fn hundreds_of_tasks_in_several_processes_await_one_event() {
+    watchdog("event across processes", LIMIT, || {
+        let event = Event::new().unwrap();
+        let ready = Semaphore::new(0).unwrap();
+        const TASKS: usize = 200;
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                let (event, ready) = (event.clone(), ready.clone());
+                async_child(move || async move {
+                    let woken = Arc::new(AtomicUsize::new(0));
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|_| {
+                            let (event, woken) = (event.clone(), woken.clone());
+                            tokio::spawn(async move {
+                                event.wait_async().await.unwrap();
+                                woken.fetch_add(1, SeqCst);
+                            })
+                        })
+                        .collect();
+                    ready.release().unwrap();
+                    for t in tasks {
+                        tokio::time::timeout(PATIENCE, t).await.unwrap().unwrap();
+                    }
+                    assert_eq!(woken.load(SeqCst), TASKS);
+                })
+            })
+            .collect();
+        for _ in &children {
+            assert!(ready.acquire_timeout(PATIENCE));
+        }
+        event.set();
+        for c in &children {
+            assert_eq!(join(c, PATIENCE), 0);
+        }
+    });
+}
+
+#[test]
+fn a_blocking_and_an_async_waiter_on_one_named_event_both_wake() {
+    watchdog("blocking and async waiters", LIMIT, || {
+        let name = TempName::new("async-named-event");
+        let event = Event::create(&name).unwrap();
+        let n = name.to_string();
+        let blocking = Process::new(move || {
+            let e = Event::open(&n).unwrap();
+            multiproc::process::exit(if e.wait_timeout(PATIENCE) { 0 } else { 1 });
+        })
+        .daemon(true);
+        let mut blocking = blocking;
+        blocking.start().unwrap();
+        let n = name.to_string();
+        let asynchronous = async_child(move || async move {
+            let e = Event::open(&n).unwrap();
+            assert!(e.wait_timeout_async(PATIENCE).await.unwrap());
+        });
+        event.set();
+        assert_eq!(join(&blocking, PATIENCE), 0);
+        assert_eq!(join(&asynchronous, PATIENCE), 0);
+    });
+}
+
+#[test]
+fn timeouts_end_async_waits_and_a_semaphore_hands_out_each_permit_once() {
+    watchdog("async timeouts", LIMIT, || {
+        runtime().block_on(async {
+            let event = Event::new().unwrap();
+            let start = Instant::now();
+            assert!(!event
+                .wait_timeout_async(Duration::from_millis(50))
+                .await
+                .unwrap());
+            assert!(start.elapsed() >= Duration::from_millis(50));
+            assert!(!event.wait_timeout_async(Duration::ZERO).await.unwrap());
+            event.set();
+            assert!(event.wait_timeout_async(Duration::MAX).await.unwrap());
+
+            let sem = Semaphore::new(0).unwrap();
+            assert!(!sem
+                .acquire_timeout_async(Duration::from_millis(20))
+                .await
+                .unwrap());
+            let taken = Arc::new(AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..100)
+                .map(|_| {
+                    let (sem, taken) = (sem.clone(), taken.clone());
+                    tokio::spawn(async move {
+                        let _permit = sem.permit_async().await.unwrap();
+                        taken.fetch_add(1, SeqCst);
+                        // The permit goes back when dropped.
+                    })
+                })
+                .collect();
+            sem.release().unwrap();
+            for t in tasks {
+                tokio::time::timeout(PATIENCE, t).await.unwrap().unwrap();
+            }
+            assert_eq!(taken.load(SeqCst), 100);
+            assert_eq!(sem.value(), 1);
+        });
+    });
+}
+
+#[test]
+fn dropped_and_forgotten_waits_take_nothing_and_wedge_nobody() {
+    watchdog("cancelled async waits", LIMIT, || {
+        runtime().block_on(async {
+            let sem = Semaphore::new(0).unwrap();
+            // Cancelled by a timeout: takes no permit.
+            for _ in 0..50 {
+                let r = tokio::time::timeout(Duration::from_millis(1), sem.acquire_async()).await;
+                assert!(r.is_err());
+            }
+            sem.release().unwrap();
+            assert!(sem.try_acquire(), "a dropped acquire_async took the permit");
+
+            // A forgotten future leaves an entry behind for memory that is
+            // then unmapped; the waiter thread must carry on.
+            for _ in 0..20 {
+                let doomed = Event::new().unwrap();
+                let mut fut = Box::pin(doomed.wait_async());
+                let waker = futures_noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                assert!(fut.as_mut().poll(&mut cx).is_pending());
+                std::mem::forget(fut);
+                drop(doomed);
+            }
+            let event = Event::new().unwrap();
+            let e2 = event.clone();
+            let t = tokio::spawn(async move { e2.wait_async().await.unwrap() });
+            event.set();
+            tokio::time::timeout(PATIENCE, t).await.unwrap().unwrap();
+        });
+    });
+}
+
+/// A waker that does nothing, for polling a future by hand.
+fn futures_noop_waker() -> std::task::Waker {
+    std::task::Waker::noop().clone()
+}
+
+#[test]
+fn a_child_forked_while_the_waiter_thread_runs_gets_its_own() {
+    watchdog("fork with a running waiter thread", LIMIT, || {
+        let rt = runtime();
+        let parent_event = Event::new().unwrap();
+        let child_event = Event::new().unwrap();
+        // This process's waiter thread is running with an entry in it.
+        let pe = parent_event.clone();
+        let waiting = rt.spawn(async move { pe.wait_async().await.unwrap() });
+        std::thread::sleep(Duration::from_millis(10));
+        let ce = child_event.clone();
+        let c = async_child(move || async move {
+            assert!(ce.wait_timeout_async(PATIENCE).await.unwrap());
+        });
+        child_event.set();
+        assert_eq!(join(&c, PATIENCE), 0);
+        parent_event.set();
+        rt.block_on(async { tokio::time::timeout(PATIENCE, waiting).await })
+            .unwrap()
+            .unwrap();
+    });
+}
+
+#[test]
+fn killed_async_waiters_wedge_no_one() {
+    watchdog("killed async waiters", LIMIT, || {
+        let sem = Semaphore::new(0).unwrap();
+        let awaiting = Semaphore::new(0).unwrap();
+        let victims: Vec<_> = (0..3)
+            .map(|_| {
+                let (sem, awaiting) = (sem.clone(), awaiting.clone());
+                async_child(move || async move {
+                    let tasks: Vec<_> = (0..50)
+                        .map(|_| {
+                            let (sem, awaiting) = (sem.clone(), awaiting.clone());
+                            tokio::spawn(async move {
+                                awaiting.release().unwrap();
+                                sem.acquire_async().await.unwrap()
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..150 {
+            assert!(awaiting.acquire_timeout(PATIENCE));
+        }
+        for v in &victims {
+            v.kill().unwrap();
+            assert_eq!(join(v, PATIENCE), -libc::SIGKILL);
+        }
+        // The dead waiters hold nothing: a survivor gets every permit.
+        let s = sem.clone();
+        let survivor = async_child(move || async move {
+            for _ in 0..10 {
+                assert!(s.acquire_timeout_async(PATIENCE).await.unwrap());
+            }
+        });
+        for _ in 0..10 {
+            sem.release().unwrap();
+        }
+        assert_eq!(join(&survivor, PATIENCE), 0);
+    });
+}
+
+#[test]
+fn connections_and_processes_are_awaited() {
+    watchdog("async connections", LIMIT, || {
+        for duplex in [true, false] {
+            let (mut a, mut b) = Pipe(duplex).unwrap();
+            if !duplex {
+                // A simplex pipe: the first end receives, the second sends.
+                std::mem::swap(&mut a, &mut b);
+            }
+            // `b` receives; `a` sends. Messages larger than the pipe's
+            // buffer make the sender wait for room.
+            let big: Vec<u8> = (0..(4 << 20)).map(|i| (i % 251) as u8).collect();
+            let expect = big.clone();
+            let c = async_child(move || async move {
+                for _ in 0..3 {
+                    assert_eq!(b.recv_bytes_async().await.unwrap(), expect);
+                }
+                let n: u64 = b.recv_async().await.unwrap();
+                assert_eq!(n, 42);
+            });
+            runtime().block_on(async {
+                for _ in 0..3 {
+                    a.send_bytes_async(&big).await.unwrap();
+                }
+                a.send_async(&42u64).await.unwrap();
+                let code = tokio::time::timeout(PATIENCE, c.join_async())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(code, 0, "duplex {duplex}");
+            });
+        }
+    });
+}
+
+#[test]
+fn a_send_cancelled_half_way_closes_the_connection_instead_of_tearing_a_message() {
+    watchdog("cancelled send", LIMIT, || {
+        let (mut a, mut b) = Pipe(true).unwrap();
+        let big = vec![1u8; 8 << 20];
+        runtime().block_on(async {
+            // Nobody reads: the send stops part-way and is cancelled.
+            let r = tokio::time::timeout(Duration::from_millis(50), a.send_bytes_async(&big)).await;
+            assert!(r.is_err());
+        });
+        assert!(a.closed());
+        // The reader sees the connection end, not a short message.
+        assert!(b.recv_bytes().is_err());
+    });
+}
+
+#[test]
+fn barrier_passes_with_async_and_blocking_parties_and_a_dropped_wait_breaks_it() {
+    watchdog("async barrier", LIMIT, || {
+        use multiproc::{Barrier, Error};
+        let barrier = Barrier::new(3).unwrap();
+        const PASSES: u32 = 20;
+        let b = barrier.clone();
+        let asynchronous = async_child(move || async move {
+            for _ in 0..PASSES {
+                b.wait_timeout_async(PATIENCE).await.unwrap();
+            }
+        });
+        let b = barrier.clone();
+        let mut blocking = Process::new(move || {
+            for _ in 0..PASSES {
+                b.wait_timeout(PATIENCE).unwrap();
+            }
+        })
+        .daemon(true);
+        blocking.start().unwrap();
+        runtime().block_on(async {
+            let mut indexes = Vec::new();
+            for _ in 0..PASSES {
+                indexes.push(barrier.wait_timeout_async(PATIENCE).await.unwrap());
+            }
+            assert!(indexes.iter().all(|&i| i < 3));
+        });
+        assert_eq!(join(&asynchronous, PATIENCE), 0);
+        assert_eq!(join(&blocking, PATIENCE), 0);
+
+        // A party that arrives and is then dropped breaks the barrier.
+        let two = Barrier::new(2).unwrap();
+        runtime().block_on(async {
+            let r = tokio::time::timeout(Duration::from_millis(20), two.wait_async()).await;
+            assert!(r.is_err());
+        });
+        assert!(two.is_broken());
+        assert!(matches!(two.wait(), Err(Error::BrokenBarrier)));
+        two.reset().unwrap();
+        assert_eq!(two.n_waiting(), 0);
+        assert!(!two.is_broken());
+    });
+}
