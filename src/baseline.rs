@@ -264,6 +264,35 @@ impl BenchPingPong for EventPair {
     }
 }
 
+/// Two [`Event`](crate::sync::Event)s awaited with
+/// [`wait_async`](crate::sync::Event::wait_async), each side a task on a
+/// minimal executor that parks its thread until the waiter thread wakes
+/// the task: what an async round trip costs over the blocking one.
+pub struct AsyncEventPair(EventPair);
+
+impl AsyncEventPair {
+    /// Two new events, not set.
+    ///
+    /// # Errors
+    /// If shared memory cannot be allocated.
+    pub fn new() -> Result<Self> {
+        EventPair::new().map(AsyncEventPair)
+    }
+}
+
+impl BenchPingPong for AsyncEventPair {
+    fn answer(&self) {
+        let _ = crate::waiter::block_on(self.0.ping.wait_async());
+        self.0.ping.clear();
+        self.0.pong.set();
+    }
+    fn ask(&self) {
+        self.0.ping.set();
+        let _ = crate::waiter::block_on(self.0.pong.wait_async());
+        self.0.pong.clear();
+    }
+}
+
 /// The kernel primitive alone: one futex word in shared memory, a
 /// `FUTEX_WAIT` whenever the answer is not there yet and a `FUTEX_WAKE` on
 /// every message; optionally the same bounded spin as this crate's waits

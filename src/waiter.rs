@@ -415,3 +415,24 @@ async fn until<S: Source, T>(
     })
     .await
 }
+
+/// Runs `future` to completion on this thread, parking it while the future
+/// waits: for code that drives an async algorithm whose waits block (the
+/// barrier's blocking form) and for the benchmarks, never a runtime.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}

@@ -111,6 +111,34 @@ impl<T: Pod> Array<T> {
         self.len() == 0
     }
 
+    /// Where another program finds the elements of a named array: the
+    /// shared-memory object's name (as `shm_open` and Python's
+    /// `multiprocessing.shared_memory.SharedMemory(name=...)` take it) and
+    /// the byte offset of element 0 in it. The elements follow one another
+    /// in native byte order with no padding (`len() * size_of::<T>()`
+    /// bytes). `None` for an anonymous array, which no other program can
+    /// open.
+    ///
+    /// The array's lock is a glibc robust mutex that only this crate takes:
+    /// a program that reads or writes the elements directly does so without
+    /// it, so it may see a write half done, and its own writes may land in
+    /// the middle of a locked update. Use it for data that is written once
+    /// and then read, or coordinate through another channel.
+    ///
+    /// # Example
+    /// ```
+    /// # let name = format!("doc-location-{}", std::process::id());
+    /// let a = multiproc::Array::create(&name, &[1.5f64, 2.5])?;
+    /// let (file, offset) = a.shm_location().expect("named");
+    /// assert_eq!(file, format!("multiproc.{name}"));
+    /// assert_eq!(offset % std::mem::align_of::<f64>(), 0);
+    /// # multiproc::segment::Segment::unlink(&name)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn shm_location(&self) -> Option<(String, usize)> {
+        self.cells.file_position()
+    }
+
     /// Blocks until the lock is held; the guard derefs to `[T]`.
     ///
     /// # Errors

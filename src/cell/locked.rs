@@ -119,6 +119,11 @@ impl<T: Pod> LockedCells<T> {
         self.len
     }
 
+    /// The elements' segment file and byte offset, for a named object.
+    pub(crate) fn file_position(&self) -> Option<(String, usize)> {
+        self.data.file_position()
+    }
+
     pub(crate) fn lock_handle(&self) -> &Lock {
         &self.lock
     }

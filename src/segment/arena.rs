@@ -96,7 +96,7 @@ impl Drop for Block {
 /// What keeps a region's memory alive; only its `Drop` matters.
 enum Backing {
     Block { _block: Block },
-    Segment { _segment: Segment },
+    Segment { segment: Segment },
 }
 
 /// Shared memory owned by one object: a block of the arena, or a segment of
@@ -205,7 +205,7 @@ impl Region {
     fn from_segment_at(seg: Segment, ptr: *mut u8) -> Region {
         Region {
             ptr: NonNull::new(ptr).expect("mapping is non-null"),
-            _owner: Arc::new(Backing::Segment { _segment: seg }),
+            _owner: Arc::new(Backing::Segment { segment: seg }),
         }
     }
 
@@ -224,6 +224,22 @@ impl Region {
     #[inline]
     pub(crate) fn as_ptr<T>(&self) -> *mut T {
         self.ptr.as_ptr().cast()
+    }
+
+    /// For memory in a named segment: the segment's file name in
+    /// `/dev/shm` and this region's byte offset in that file.
+    pub(crate) fn file_position(&self) -> Option<(String, usize)> {
+        match &*self._owner {
+            Backing::Segment { segment } => {
+                let name = segment.name()?;
+                let from_data = self.ptr.as_ptr() as usize - segment.as_ptr() as usize;
+                Some((
+                    format!("{}{name}", super::PREFIX),
+                    super::DATA_OFFSET + from_data,
+                ))
+            }
+            Backing::Block { .. } => None,
+        }
     }
 }
 

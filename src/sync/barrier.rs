@@ -217,7 +217,7 @@ impl Barrier {
     /// (including by this wait timing out); with a default timeout,
     /// [`Error::Timeout`] as for [`wait_timeout`](Barrier::wait_timeout).
     pub fn wait(&self) -> Result<u32> {
-        block_on(self.wait_inner(self.default_timeout(), Sleep::Block))
+        waiter::block_on(self.wait_inner(self.default_timeout(), Sleep::Block))
     }
 
     /// As [`wait`](Barrier::wait), with its own timeout.
@@ -227,7 +227,7 @@ impl Barrier {
     /// pass was still draining (or a reset still finishing) when the time
     /// ran out: this party never entered, and the barrier is not broken.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        block_on(self.wait_inner(Some(timeout), Sleep::Block))
+        waiter::block_on(self.wait_inner(Some(timeout), Sleep::Block))
     }
 
     /// As [`wait`](Barrier::wait), without blocking the thread (for a task
@@ -615,26 +615,6 @@ impl Drop for Inside<'_> {
             self.inner.set_state(BROKEN);
         }
         self.leave();
-    }
-}
-
-/// Runs a future whose waits block the thread (the barrier's blocking
-/// form) to completion on this thread.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
     }
 }
 

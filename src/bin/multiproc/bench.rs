@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use multiproc::baseline::{
-    fork_exit_wait, BenchArray, BenchCounter, BenchMutex, BenchPingPong, BenchSemaphore,
-    BenchStream, EventFdPingPong, EventPair, PipePingPong, PosixSemaphore, RawAtomic,
-    RawFutexPingPong, RawLockedArray, RawRobustMutex, RawSocketPingPong, RawSocketStream,
+    fork_exit_wait, AsyncEventPair, BenchArray, BenchCounter, BenchMutex, BenchPingPong,
+    BenchSemaphore, BenchStream, EventFdPingPong, EventPair, PipePingPong, PosixSemaphore,
+    RawAtomic, RawFutexPingPong, RawLockedArray, RawRobustMutex, RawSocketPingPong,
+    RawSocketStream,
 };
 use multiproc::{Array, Lock, Process, RawValue, Semaphore, Value};
 
@@ -176,6 +177,13 @@ const SCENARIOS: &[Scenario] = &[
         unit: Unit::Us,
         run: event_pingpong,
         python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "event_pingpong_async",
+        layer: Layer::Shared,
+        unit: Unit::Us,
+        run: event_pingpong_async,
+        python_n: None,
     },
     Scenario {
         name: "queue_items_2proc",
@@ -432,6 +440,20 @@ fn event_pingpong(size: &Size) -> Result<Measured> {
             ("eventfd", d),
         ],
     ))
+}
+
+/// The event ping-pong with both sides awaiting (`wait_async`), beside the
+/// same blocking ping-pong without its spin: what the waiter thread costs.
+fn event_pingpong_async(size: &Size) -> Result<Measured> {
+    let n = size.pick(5_000, 1_000);
+    let ours = AsyncEventPair::new()?;
+    let futex = RawFutexPingPong::new(false)?;
+    let (a, b) = paired(
+        size,
+        || us_per_round_trip(&ours, n),
+        || us_per_round_trip(&futex, n),
+    )?;
+    Ok((a, vec![("futex wait/wake, no spin", b)]))
 }
 
 /// Items per second from a forked producer to this process.
