@@ -56,7 +56,7 @@ mod waiter;
 pub struct ReadmeDoctests;
 
 pub use cell::{Array, RawArray, RawValue, Value};
-pub use conn::{Connection, Pipe};
+pub use conn::{pipe, Connection, Pipe};
 pub use error::{Error, LockError, LockResult, Result};
 pub use process::{
     active_children, cpu_count, current_process, log_to_stderr, parent_process, spawn_init,

@@ -53,7 +53,9 @@ pub struct Connection {
     max_message: usize,
 }
 
-/// A pair of connected [`Connection`]s (Python's `multiprocessing.Pipe`).
+/// A pair of connected [`Connection`]s, as Python's
+/// `multiprocessing.Pipe(duplex)` spells it; [`pipe`], [`Pipe::duplex`] and
+/// [`Pipe::simplex`] say the same with names instead of a flag.
 ///
 /// Duplex: both ends send and receive (a Unix socket pair). One-way: the
 /// first end only receives and the second only sends (a pipe).
@@ -78,18 +80,60 @@ pub struct Connection {
 #[allow(non_snake_case)]
 pub fn Pipe(duplex: bool) -> Result<(Connection, Connection)> {
     if duplex {
+        Pipe::duplex()
+    } else {
+        Pipe::simplex()
+    }
+}
+
+/// The two kinds of pipe by name (a namespace beside the Python-spelled
+/// function [`Pipe()`](fn@Pipe): `Pipe(true)` is `Pipe::duplex()`).
+///
+/// # Example
+/// ```
+/// use multiproc::Pipe;
+/// let (mut reader, mut writer) = Pipe::simplex()?;
+/// writer.send_bytes(b"one way")?;
+/// assert_eq!(reader.recv_bytes()?, b"one way");
+/// let (mut a, mut b) = Pipe::duplex()?;
+/// b.send_bytes(b"and back")?;
+/// assert_eq!(a.recv_bytes()?, b"and back");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub enum Pipe {}
+
+impl Pipe {
+    /// Two ends that both send and receive (a Unix socket pair).
+    ///
+    /// # Errors
+    /// If the socket pair cannot be created.
+    pub fn duplex() -> Result<(Connection, Connection)> {
         let (a, b) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
         Ok((
             Connection::new(a, true, true),
             Connection::new(b, true, true),
         ))
-    } else {
+    }
+
+    /// A receiving end and a sending end, in that order (a pipe).
+    ///
+    /// # Errors
+    /// If the pipe cannot be created.
+    pub fn simplex() -> Result<(Connection, Connection)> {
         let (r, w) = sys::pipe().map_err(|e| Error::io("pipe", e))?;
         Ok((
             Connection::new(r, true, false),
             Connection::new(w, false, true),
         ))
     }
+}
+
+/// A duplex pipe: [`Pipe::duplex`].
+///
+/// # Errors
+/// If the socket pair cannot be created.
+pub fn pipe() -> Result<(Connection, Connection)> {
+    Pipe::duplex()
 }
 
 impl Connection {
