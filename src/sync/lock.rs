@@ -43,6 +43,28 @@ use crate::sys::{Deadline, MutexKind};
 /// [`LockGuard::make_consistent`]. If the guard is dropped without that, every
 /// later attempt fails with `NotRecoverable`: the data is never silently
 /// trusted.
+///
+/// # No async form
+/// The lock belongs to a thread, and a task may move to another thread at
+/// every `.await`: so there is no `lock_async`, and the guard is not
+/// `Send`, which makes a task that holds it across an `.await` impossible
+/// to spawn on a multi-threaded runtime. Drop the guard before awaiting.
+/// ```compile_fail
+/// fn spawn<F: std::future::Future + Send>(_: F) {}
+/// let lock = multiproc::Lock::new().unwrap();
+/// spawn(async move {
+///     let _guard = lock.lock();
+///     std::future::ready(()).await; // the guard lives across this await
+/// });
+/// ```
+/// ```
+/// fn spawn<F: std::future::Future + Send>(_: F) {}
+/// let lock = multiproc::Lock::new().unwrap();
+/// spawn(async move {
+///     drop(lock.lock());
+///     std::future::ready(()).await; // no guard alive here
+/// });
+/// ```
 #[derive(Clone)]
 pub struct Lock {
     raw: RawLock,
