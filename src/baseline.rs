@@ -518,7 +518,7 @@ impl BenchPingPong for RawSocketPingPong {
     }
 }
 
-/// Two [`Connection`](crate::conn::Connection)s of a duplex [`Pipe`](crate::conn::Pipe).
+/// Two [`Connection`](crate::conn::Connection)s of a duplex [`Pipe`](fn@crate::conn::Pipe).
 pub struct PipePingPong {
     a: std::sync::Mutex<crate::conn::Connection>,
     b: std::sync::Mutex<crate::conn::Connection>,

@@ -1,4 +1,4 @@
-//! Message passing over file descriptors: [`Pipe`] and [`Connection`]
+//! Message passing over file descriptors: [`Pipe()`](fn@Pipe) and [`Connection`]
 //! (Python's `multiprocessing.Pipe` and `Connection`), [`Listener`] and
 //! [`connect`] with an authkey challenge (Python's `Listener`/`Client`).
 //!
