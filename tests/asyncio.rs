@@ -346,3 +346,126 @@ fn barrier_passes_with_async_and_blocking_parties_and_a_dropped_wait_breaks_it()
         assert!(!two.is_broken());
     });
 }
+
+#[test]
+fn queue_items_reach_hundreds_of_tasks_in_several_processes_exactly_once() {
+    watchdog("async queue", LIMIT, || {
+        use multiproc::Queue;
+        const ITEMS: u32 = 3_000;
+        const TASKS: usize = 100;
+        let jobs = Queue::<u32>::new().unwrap();
+        let results = Queue::<u32>::new().unwrap();
+        let awaiting = Semaphore::new(0).unwrap();
+        let consumer = |jobs: Queue<u32>, results: Queue<u32>, awaiting: Semaphore| {
+            async_child(move || async move {
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let (jobs, results, awaiting) =
+                            (jobs.clone(), results.clone(), awaiting.clone());
+                        tokio::spawn(async move {
+                            awaiting.release().unwrap();
+                            // u32::MAX is the poison pill: one per task.
+                            loop {
+                                let job = jobs.get_timeout_async(PATIENCE).await.unwrap();
+                                if job == u32::MAX {
+                                    break;
+                                }
+                                results.put_async(job).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        };
+        let consumers: Vec<_> = (0..3)
+            .map(|_| consumer(jobs.clone(), results.clone(), awaiting.clone()))
+            .collect();
+        for _ in 0..3 * TASKS {
+            assert!(awaiting.acquire_timeout(PATIENCE));
+        }
+        // One consumer dies while all its tasks wait: it took nothing.
+        consumers[0].kill().unwrap();
+        assert_eq!(join(&consumers[0], PATIENCE), -libc::SIGKILL);
+        runtime().block_on(async {
+            for i in 0..ITEMS {
+                jobs.put_async(i).await.unwrap();
+            }
+            for _ in 0..2 * TASKS {
+                jobs.put_async(u32::MAX).await.unwrap();
+            }
+            let mut seen = vec![false; ITEMS as usize];
+            for _ in 0..ITEMS {
+                let i = results.get_timeout_async(PATIENCE).await.unwrap();
+                assert!(!seen[i as usize], "item {i} delivered twice");
+                seen[i as usize] = true;
+            }
+        });
+        for c in &consumers[1..] {
+            assert_eq!(join(c, PATIENCE), 0);
+        }
+        assert!(results.is_empty());
+    });
+}
+
+#[test]
+fn queue_cancellation_puts_nothing_and_takes_nothing() {
+    watchdog("async queue cancellation", LIMIT, || {
+        use multiproc::queue::PutError;
+        use multiproc::{Error, JoinableQueue, Queue};
+        runtime().block_on(async {
+            let q = Queue::<u32>::bounded(1).unwrap();
+            // A get that is cancelled takes nothing.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(5), q.get_async())
+                    .await
+                    .is_err()
+            );
+            q.put(1).unwrap();
+            // A put into the full queue that is cancelled adds nothing.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(5), q.put_async(2))
+                    .await
+                    .is_err()
+            );
+            assert!(matches!(
+                q.put_timeout_async(3, Duration::from_millis(5)).await,
+                Err(PutError::Timeout(3))
+            ));
+            assert_eq!(q.len(), 1);
+            assert_eq!(q.get_async().await.unwrap(), 1);
+            assert!(matches!(
+                q.get_timeout_async(Duration::ZERO).await,
+                Err(Error::Timeout)
+            ));
+            // A waiting put finishes when a get makes room.
+            q.put(4).unwrap();
+            let q2 = q.clone();
+            let put = tokio::spawn(async move { q2.put_async(5).await.map_err(|_| ()) });
+            assert_eq!(q.get_async().await.unwrap(), 4);
+            tokio::time::timeout(PATIENCE, put)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(q.get_async().await.unwrap(), 5);
+
+            let jq = JoinableQueue::<u32>::new().unwrap();
+            jq.put(1).unwrap();
+            assert!(matches!(
+                jq.join_timeout_async(Duration::from_millis(5)).await,
+                Err(Error::Timeout)
+            ));
+            let jq2 = jq.clone();
+            let joined = tokio::spawn(async move { jq2.join_async().await.unwrap() });
+            jq.get_async().await.unwrap();
+            jq.task_done().unwrap();
+            tokio::time::timeout(PATIENCE, joined)
+                .await
+                .unwrap()
+                .unwrap();
+        });
+    });
+}

@@ -226,22 +226,91 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
                 Err(e) => return Err(PutError::Serialize(item, e.to_string())),
             };
-            if bytes.len() > self.ring.max_item() {
-                let size = bytes.len();
-                return Err(PutError::TooLarge {
-                    item,
-                    size,
-                    max: self.ring.max_item(),
-                });
-            }
-            match self.ring.push(bytes, deadline) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(PushFailure::Full)) => Err(PutError::Full(item)),
-                Ok(Err(PushFailure::Timeout)) => Err(PutError::Timeout(item)),
-                Ok(Err(PushFailure::Closed)) => Err(PutError::Closed(item)),
-                Err(e) => Err(PutError::Other(item, e)),
-            }
+            let item = self.fits(item, bytes.len())?;
+            put_outcome(item, self.ring.push(bytes, deadline))
         })
+    }
+
+    async fn push_async(
+        &self,
+        item: T,
+        deadline: Deadline,
+    ) -> std::result::Result<(), PutError<T>> {
+        let bytes = match postcard::to_allocvec(&item) {
+            Ok(b) => b,
+            Err(e) => return Err(PutError::Serialize(item, e.to_string())),
+        };
+        let item = self.fits(item, bytes.len())?;
+        put_outcome(item, self.ring.push_async(&bytes, deadline).await)
+    }
+
+    /// The item back, if its encoding of `size` bytes fits the ring.
+    fn fits(&self, item: T, size: usize) -> std::result::Result<T, PutError<T>> {
+        let max = self.ring.max_item();
+        if size > max {
+            Err(PutError::TooLarge { item, size, max })
+        } else {
+            Ok(item)
+        }
+    }
+
+    /// Adds `item` without blocking the thread (for a task on an async
+    /// runtime; any runtime will do), waiting for room.
+    ///
+    /// Cancellation: a future dropped before it finishes did not add the
+    /// item (it is dropped with the future); one that returned `Ok` did.
+    ///
+    /// # Errors
+    /// As for [`put`](Queue::put), and [`PutError::Other`] if this
+    /// process's waiter thread cannot be started.
+    pub async fn put_async(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.push_async(item, Deadline::Never).await
+    }
+
+    /// As [`put_async`](Queue::put_async), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`PutError::Timeout`], and those of [`put_async`](Queue::put_async).
+    pub async fn put_timeout_async(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), PutError<T>> {
+        self.push_async(item, Deadline::after(timeout)).await
+    }
+
+    /// Removes and returns the oldest item without blocking the thread
+    /// (for a task on an async runtime; any runtime will do).
+    ///
+    /// Cancellation: a future dropped before it finishes has taken
+    /// nothing; the item stays for the next getter.
+    ///
+    /// # Errors
+    /// As for [`get`](Queue::get), and if this process's waiter thread
+    /// cannot be started.
+    ///
+    /// # Example
+    /// ```
+    /// # async fn demo(q: &multiproc::Queue<u32>) -> multiproc::Result<()> {
+    /// let job = q.get_async().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_async(&self) -> Result<T> {
+        self.pop_async(Deadline::Never).await
+    }
+
+    /// As [`get_async`](Queue::get_async), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and those of [`get_async`](Queue::get_async).
+    pub async fn get_timeout_async(&self, timeout: Duration) -> Result<T> {
+        self.pop_async(Deadline::after(timeout)).await
+    }
+
+    async fn pop_async(&self, deadline: Deadline) -> Result<T> {
+        let mut buf = Vec::new();
+        self.ring.pop_async(&mut buf, deadline).await?;
+        postcard::from_bytes(&buf).map_err(|e| Error::Deserialize(e.to_string()))
     }
 
     /// Adds `item`, waiting for room.
@@ -328,6 +397,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// The largest encoded item this queue holds.
     pub fn max_item_size(&self) -> usize {
         self.ring.max_item()
+    }
+}
+
+/// What a push's outcome means to the caller, who gets the item back
+/// unless it was added.
+fn put_outcome<T>(
+    item: T,
+    pushed: Result<std::result::Result<(), PushFailure>>,
+) -> std::result::Result<(), PutError<T>> {
+    match pushed {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(PushFailure::Full)) => Err(PutError::Full(item)),
+        Ok(Err(PushFailure::Timeout)) => Err(PutError::Timeout(item)),
+        Ok(Err(PushFailure::Closed)) => Err(PutError::Closed(item)),
+        Err(e) => Err(PutError::Other(item, e)),
     }
 }
 
@@ -419,6 +503,25 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         self.0.ring.join(Deadline::after(timeout))
     }
+
+    /// As [`join`](JoinableQueue::join), without blocking the thread.
+    ///
+    /// # Errors
+    /// As for [`join`](JoinableQueue::join), and if this process's waiter
+    /// thread cannot be started.
+    pub async fn join_async(&self) -> Result<()> {
+        self.0.ring.join_async(Deadline::Never).await
+    }
+
+    /// As [`join_timeout`](JoinableQueue::join_timeout), without blocking
+    /// the thread.
+    ///
+    /// # Errors
+    /// As for [`join_timeout`](JoinableQueue::join_timeout) and
+    /// [`join_async`](JoinableQueue::join_async).
+    pub async fn join_timeout_async(&self, timeout: Duration) -> Result<()> {
+        self.0.ring.join_async(Deadline::after(timeout)).await
+    }
 }
 
 impl<T> std::ops::Deref for JoinableQueue<T> {
@@ -467,6 +570,22 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// As for [`Queue::get`].
     pub fn get(&self) -> Result<T> {
         self.0.get()
+    }
+
+    /// As [`Queue::put_async`].
+    ///
+    /// # Errors
+    /// As for [`Queue::put_async`].
+    pub async fn put_async(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.0.put_async(item).await
+    }
+
+    /// As [`Queue::get_async`].
+    ///
+    /// # Errors
+    /// As for [`Queue::get_async`].
+    pub async fn get_async(&self) -> Result<T> {
+        self.0.get_async().await
     }
 
     /// Whether the queue is empty (a snapshot).

@@ -11,14 +11,15 @@
 //! each other: they only read the word the other one moves.
 
 use std::alloc::Layout;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ObjectKind, Placement, Region};
-use crate::sync::{place_state, spin, RawLock};
-use crate::sys::Deadline;
-use crate::sys::{self, MutexKind, Woke};
+use crate::sync::{place_state, spin, Asleep, RawLock};
+use crate::sys::{self, Deadline, MutexKind, Woke};
+use crate::waiter;
 
 /// The length prefix of a frame.
 const LEN: usize = 4;
@@ -475,6 +476,82 @@ impl Ring {
                 s.joiners.fetch_add(1, Ordering::SeqCst);
                 sys::futex_wait(&s.done, seen, deadline.capped(RECHECK));
                 s.joiners.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// As [`pop`](Ring::pop) with a deadline, without blocking the thread:
+    /// the same try, sleeping (through the waiter thread) on the same word
+    /// a blocking getter sleeps on. A future dropped before it finishes has
+    /// taken nothing: an item is taken only in the poll that returns it.
+    pub(crate) async fn pop_async(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
+        let added = &self.shared().tail;
+        let _asleep = Asleep::new(&added.sleepers);
+        let popped = self
+            .await_word(&added.moved, deadline, || {
+                // Before looking: a put after this read changes it.
+                let seen = added.moved.load(Ordering::SeqCst);
+                match self.pop(out, Deadline::Now) {
+                    Err(Error::Empty) => ControlFlow::Continue(seen),
+                    done => ControlFlow::Break(done),
+                }
+            })
+            .await?;
+        popped.unwrap_or(Err(Error::Timeout))
+    }
+
+    /// As [`push`](Ring::push) with a deadline, without blocking the
+    /// thread; a future dropped before it finishes has added nothing.
+    pub(crate) async fn push_async(
+        &self,
+        item: &[u8],
+        deadline: Deadline,
+    ) -> Result<std::result::Result<(), PushFailure>> {
+        let taken = &self.shared().head;
+        let _asleep = Asleep::new(&taken.sleepers);
+        let pushed = self
+            .await_word(&taken.moved, deadline, || {
+                let seen = taken.moved.load(Ordering::SeqCst);
+                match self.push(item, Deadline::Now) {
+                    Ok(Err(PushFailure::Full)) => ControlFlow::Continue(seen),
+                    done => ControlFlow::Break(done),
+                }
+            })
+            .await?;
+        pushed.unwrap_or(Ok(Err(PushFailure::Timeout)))
+    }
+
+    /// As [`join`](Ring::join), without blocking the thread.
+    pub(crate) async fn join_async(&self, deadline: Deadline) -> Result<()> {
+        let s = self.shared();
+        let _asleep = Asleep::new(&s.joiners);
+        let joined = self
+            .await_word(&s.done, deadline, || {
+                let seen = s.done.load(Ordering::SeqCst);
+                if s.unfinished.load(Ordering::Acquire) == 0 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(seen)
+                }
+            })
+            .await?;
+        joined.ok_or(Error::Timeout)
+    }
+
+    /// Awaits `attempt` on `word`, looking again every [`RECHECK`] as a
+    /// blocking sleeper does; `None` once `deadline` has passed.
+    async fn await_word<T>(
+        &self,
+        word: &AtomicU32,
+        deadline: Deadline,
+        mut attempt: impl FnMut() -> ControlFlow<T, u32>,
+    ) -> Result<Option<T>> {
+        loop {
+            if let Some(t) = waiter::word(word, deadline.capped(RECHECK), &mut attempt).await? {
+                return Ok(Some(t));
+            }
+            if deadline.passed() {
+                return Ok(None);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{place_state, spin, wake_all};
+use super::futex::{place_state, spin, wake_all, Asleep};
 use super::RawLock;
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
@@ -559,24 +559,6 @@ enum Sleep {
     Block,
     /// Through this process's waiter thread, as a future.
     Await,
-}
-
-/// A sleeper counted in `sleepers` (SeqCst, as in `set_state`: either the
-/// sleeper sees the new sequence number, or the changer sees the sleeper)
-/// for as long as it lives, however the sleep ends.
-struct Asleep<'a>(&'a AtomicU32);
-
-impl<'a> Asleep<'a> {
-    fn new(sleepers: &'a AtomicU32) -> Self {
-        sleepers.fetch_add(1, Ordering::SeqCst);
-        Asleep(sleepers)
-    }
-}
-
-impl Drop for Asleep<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// A party inside the barrier: counted, with its slot.

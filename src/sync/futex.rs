@@ -76,6 +76,25 @@ pub(crate) fn block_on_word<T>(
     }
 }
 
+/// A sleeper counted in a primitive's `sleepers` word for as long as it
+/// lives, however the sleep ends (a dropped future included). SeqCst, as
+/// on the waking side: either the sleeper sees the change, or the changer
+/// sees the sleeper.
+pub(crate) struct Asleep<'a>(&'a AtomicU32);
+
+impl<'a> Asleep<'a> {
+    pub(crate) fn new(sleepers: &'a AtomicU32) -> Self {
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        Asleep(sleepers)
+    }
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Wakes every process sleeping on `word`.
 pub(crate) fn wake_all(word: &AtomicU32) {
     sys::futex_wake(word, u32::MAX);
