@@ -443,6 +443,20 @@ impl BenchStream for crate::queue::Queue<u64> {
     }
 }
 
+/// A [`Queue`](crate::queue::Queue) used through `put_async` and
+/// `get_async`, each call a task on a minimal executor that parks its
+/// thread while the waiter thread watches the ring.
+pub struct AsyncQueue(pub crate::queue::Queue<u64>);
+
+impl BenchStream for AsyncQueue {
+    fn produce(&self, i: u64) {
+        let _ = crate::waiter::block_on(self.0.put_async(i));
+    }
+    fn consume(&self) -> u64 {
+        crate::waiter::block_on(self.0.get_async()).unwrap_or(u64::MAX)
+    }
+}
+
 /// A Unix socket pair carrying one 8-byte write per item: what the kernel
 /// does for a message without any framing or batching.
 pub struct RawSocketStream {

@@ -30,6 +30,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::sync::spin;
 use crate::sys::{self, Deadline, Ready, WaitvOutcome};
 
 /// What a waiter thread sleeps on: futex words or descriptors.
@@ -293,6 +294,13 @@ impl Source for Futexes {
     }
 
     fn sleep(&self, snapshot: u32, watches: &[(usize, u32)], deadline: Deadline) -> Fired {
+        // A task just woken usually waits again at once, with a new value
+        // to wait for: a short spin catches that without a sleep and a
+        // wake-up of this thread (as a blocking waiter spins before it
+        // sleeps).
+        if spin(&self.control, |v| v != snapshot).is_ok() {
+            return Fired::Nothing;
+        }
         let mut words = Vec::with_capacity(watches.len() + 1);
         words.push((self.control.as_ptr() as usize, snapshot));
         words.extend_from_slice(watches);
@@ -378,9 +386,20 @@ pub(crate) async fn word<T>(
     mut attempt: impl FnMut() -> ControlFlow<T, u32>,
 ) -> Result<Option<T>> {
     let addr = word.as_ptr() as usize;
-    until::<Futexes, T>(deadline, move || match attempt() {
-        ControlFlow::Break(t) => ControlFlow::Break(t),
-        ControlFlow::Continue(v) => ControlFlow::Continue((addr, v)),
+    // Before the first sleep, a short spin as a blocking waiter's: a peer
+    // that is running answers within it, and the task is never suspended.
+    let mut spun = false;
+    until::<Futexes, T>(deadline, move || loop {
+        match attempt() {
+            ControlFlow::Break(t) => return ControlFlow::Break(t),
+            ControlFlow::Continue(v) if !spun => {
+                spun = true;
+                if spin(word, |now| now != v).is_err() {
+                    return ControlFlow::Continue((addr, v));
+                }
+            }
+            ControlFlow::Continue(v) => return ControlFlow::Continue((addr, v)),
+        }
     })
     .await
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use multiproc::baseline::{
-    fork_exit_wait, AsyncEventPair, BenchArray, BenchCounter, BenchMutex, BenchPingPong,
-    BenchSemaphore, BenchStream, EventFdPingPong, EventPair, PipePingPong, PosixSemaphore,
-    RawAtomic, RawFutexPingPong, RawLockedArray, RawRobustMutex, RawSocketPingPong,
+    fork_exit_wait, AsyncEventPair, AsyncQueue, BenchArray, BenchCounter, BenchMutex,
+    BenchPingPong, BenchSemaphore, BenchStream, EventFdPingPong, EventPair, PipePingPong,
+    PosixSemaphore, RawAtomic, RawFutexPingPong, RawLockedArray, RawRobustMutex, RawSocketPingPong,
     RawSocketStream,
 };
 use multiproc::{Array, Lock, Process, RawValue, Semaphore, Value};
@@ -191,6 +191,13 @@ const SCENARIOS: &[Scenario] = &[
         unit: Unit::OpsPerSec,
         run: queue_items_2proc,
         python_n: Some(|s| s.pick(200_000, 50_000)),
+    },
+    Scenario {
+        name: "queue_items_async",
+        layer: Layer::Shared,
+        unit: Unit::OpsPerSec,
+        run: queue_items_async,
+        python_n: None,
     },
     Scenario {
         name: "pipe_pingpong",
@@ -486,6 +493,20 @@ fn queue_items_2proc(size: &Size) -> Result<Measured> {
     let raw = RawSocketStream::new()?;
     let (a, b) = paired(size, || items_per_sec(&ours, n), || items_per_sec(&raw, n))?;
     Ok((a, vec![("Unix socket, one write per item", b)]))
+}
+
+/// The queue with both ends awaiting (`put_async`, `get_async`), beside the
+/// blocking queue in the same run.
+fn queue_items_async(size: &Size) -> Result<Measured> {
+    let n = size.pick(1_000_000, 200_000);
+    let ours = AsyncQueue(multiproc::Queue::<u64>::new()?);
+    let blocking = multiproc::Queue::<u64>::new()?;
+    let (a, b) = paired(
+        size,
+        || items_per_sec(&ours, n),
+        || items_per_sec(&blocking, n),
+    )?;
+    Ok((a, vec![("the same Queue, blocking put and get", b)]))
 }
 
 fn pipe_pingpong(size: &Size) -> Result<Measured> {
