@@ -91,6 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// forked child, which leaves its parent's alone: its lock may be held by
 /// a thread that does not exist here).
 fn current<S: Source>() -> io::Result<&'static Registry<S>> {
+    forget_registries_in_children()?;
     let slot = S::slot();
     let pid = sys::getpid();
     loop {
@@ -117,6 +118,24 @@ fn current<S: Source>() -> io::Result<&'static Registry<S>> {
             Err(_) => drop(unsafe { Box::from_raw(fresh) }),
         }
     }
+}
+
+/// Makes every forked child start without registries (once per process
+/// tree: the handler is inherited). The pid check in [`current`] alone
+/// would be fooled by a descendant that gets the pid of an ancestor that
+/// has exited.
+fn forget_registries_in_children() -> io::Result<()> {
+    extern "C" fn nothing() {}
+    extern "C" fn forget() {
+        FUTEXES.store(std::ptr::null_mut(), Ordering::Relaxed);
+        DESCRIPTORS.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+    static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    sys::at_fork(nothing, nothing, forget)
+        .inspect_err(|_| INSTALLED.store(false, Ordering::Release))
 }
 
 /// One future's place in its process's registry; leaving it (on drop)
