@@ -346,3 +346,95 @@ fn nested_proxies_name_one_object_that_lives_while_stored() {
         }
     });
 }
+
+/// Issue 12.1: while one busy client is the server's only peer, connections
+/// that are already dead when accepted must not lock later clients out.
+#[test]
+fn dead_connections_never_lock_new_clients_out() {
+    watchdog("dead connections", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // This process's one connection is the server's only peer, kept
+        // busy with back-to-back requests.
+        let busy = {
+            let (d, stop) = (d.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    d.set(1, 1).unwrap();
+                }
+            })
+        };
+        let Address::Unix(path) = m.address() else {
+            unreachable!()
+        };
+        for _ in 0..5 {
+            drop(std::os::unix::net::UnixStream::connect(path).unwrap());
+        }
+        let t = std::time::Instant::now();
+        let other = Manager::connect(m.address().clone(), m.authkey());
+        let took = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        busy.join().unwrap();
+        other.unwrap();
+        assert!(took < Duration::from_secs(5), "connecting took {took:?}");
+    });
+}
+
+/// The CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Issue 12.4: a server out of descriptors, with clients still queued,
+/// waits for a descriptor to free instead of spinning on `accept`.
+#[test]
+fn out_of_descriptors_the_server_waits_instead_of_spinning() {
+    watchdog("EMFILE", LIMIT, || {
+        // In a child: the descriptor limit is lowered for the server it starts.
+        let c = child(|| {
+            let set_limit = |soft: u64| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit/setrlimit with a valid rlimit.
+                unsafe {
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    let old = lim.rlim_cur;
+                    lim.rlim_cur = soft;
+                    assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+                    old
+                }
+            };
+            let old = set_limit(64);
+            let m = Manager::start().unwrap();
+            set_limit(old);
+            let Address::Unix(path) = m.address() else {
+                unreachable!()
+            };
+            let silent: Vec<_> = (0..100)
+                .map(|_| std::os::unix::net::UnixStream::connect(path).unwrap())
+                .collect();
+            let pid = m.server_pid().unwrap();
+            // Let the server take what it can and hit the limit.
+            assert!(wait_until(LIMIT, || {
+                std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() >= 60
+            }));
+            let before = cpu_ticks(pid);
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_secs(1) {
+                std::thread::park_timeout(Duration::from_secs(1) - t.elapsed());
+            }
+            let used = cpu_ticks(pid) - before;
+            assert!(used < 20, "the server used {used} ticks of CPU in 1 s");
+            // Descriptors free: the server accepts again.
+            drop(silent);
+            let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
+            assert_eq!(other.number_of_objects().unwrap(), 0);
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}

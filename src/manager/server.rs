@@ -402,8 +402,16 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
     };
     // Without it, a single client is served through poll (see below).
     let fast_single = crate::sys::signal_on_connect(&listener).is_ok();
+    // Every readiness accepts the whole queue: a connection left queued
+    // would wait for the next readiness or signal, which may never come.
+    if let Err(e) = listener.set_nonblocking(true) {
+        log::error!("manager server: {e}");
+        crate::sys::exit_now(1);
+    }
+    let mut accepting = Accepting::default();
     loop {
         let now = Instant::now();
+        accepting.resume_after(now);
         if now.duration_since(checked) >= PARENT_CHECK {
             checked = now;
             if parent.is_some_and(|p| std::os::unix::process::parent_id() != p) {
@@ -416,7 +424,9 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
                 p.dead = true;
             }
         }
-        release_dead(&mut peers, &mut objects);
+        if release_dead(&mut peers, &mut objects) {
+            accepting.resume();
+        }
         if let Some(deadline) = stopping {
             if deadline <= now || peers.iter().all(|p| !p.pending()) {
                 exit(&listener);
@@ -446,12 +456,12 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
         for (_, d) in peers.iter().filter_map(|p| p.handshake.as_ref()) {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
-        if let Some(d) = stopping {
+        for d in stopping.iter().chain(&accepting.paused_until) {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
         pfds.clear();
         pfds.push(libc::pollfd {
-            fd: if stopping.is_some() {
+            fd: if stopping.is_some() || accepting.paused_until.is_some() {
                 -1
             } else {
                 listener.as_raw_fd()
@@ -491,44 +501,97 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
             }
         }
         if pfds[0].revents != 0 {
-            accept(&listener, &mut peers);
+            accepting.accept_all(&listener, &mut peers);
         }
     }
 }
 
-/// Takes a new client; out of descriptors or memory, its connection closes
-/// and the others go on.
-fn accept(listener: &Listener, peers: &mut Vec<Peer>) {
-    let Ok(conn) = listener.accept_unauthenticated() else {
-        return;
-    };
-    // Only the loop's blocking receive (one client, nothing else to do)
-    // waits; this bounds it, for the parent check and for new clients.
-    if crate::sys::set_recv_timeout(&conn, RECV_TIMEOUT).is_err() {
-        return;
+/// How long the server stops accepting after running out of descriptors,
+/// unless a connection closes first.
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Whether the listener is watched: out of descriptors, a queued
+/// connection keeps it readable while `accept` keeps failing, so the loop
+/// stops watching it until a connection closes (or [`ACCEPT_PAUSE`]).
+#[derive(Default)]
+struct Accepting {
+    paused_until: Option<Instant>,
+    /// The pause was logged (once: a client may cause it at will).
+    logged: bool,
+}
+
+impl Accepting {
+    fn resume(&mut self) {
+        self.paused_until = None;
     }
-    let mut peer = Peer {
-        conn,
-        handshake: None,
-        out: Vec::new(),
-        sent: 0,
-        held: HashMap::new(),
-        closing: false,
-        dead: false,
-    };
-    match listener.authkey() {
-        None => peer.conn.set_max_message(MAX_REQUEST),
-        Some(key) => {
-            let Ok((handshake, Some(first))) = Handshake::new(key, Side::Server) else {
-                return;
-            };
-            peer.conn.set_max_message(HANDSHAKE_MAX);
-            peer.queue(&first);
-            peer.handshake = Some((handshake, Instant::now() + HANDSHAKE_TIMEOUT));
-            peer.flush();
+
+    fn resume_after(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.resume();
         }
     }
-    peers.push(peer);
+
+    /// Takes every queued client (until `accept` would block), or pauses.
+    fn accept_all(&mut self, listener: &Listener, peers: &mut Vec<Peer>) {
+        loop {
+            let conn = match listener.accept_unauthenticated() {
+                Ok(conn) => conn,
+                Err(crate::Error::Io { source, .. }) => match source.raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    // That one connection failed; the queue goes on.
+                    Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR) => continue,
+                    // Out of descriptors or memory: the queue waits.
+                    _ => {
+                        if !self.logged {
+                            self.logged = true;
+                            log::warn!(
+                                "manager server: cannot accept clients ({source}); \
+                                 paused until a connection closes"
+                            );
+                        }
+                        self.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                        return;
+                    }
+                },
+                Err(_) => return,
+            };
+            if let Some(peer) = Peer::new(listener, conn) {
+                peers.push(peer);
+            }
+        }
+    }
+}
+
+impl Peer {
+    /// A new client's peer, its handshake begun; `None` if that failed
+    /// (its connection then closes and the others go on).
+    fn new(listener: &Listener, conn: Connection) -> Option<Peer> {
+        // Only the loop's blocking receive (one client, nothing else to do)
+        // waits; this bounds it, for the parent check and for new clients.
+        crate::sys::set_recv_timeout(&conn, RECV_TIMEOUT).ok()?;
+        let mut peer = Peer {
+            conn,
+            handshake: None,
+            out: Vec::new(),
+            sent: 0,
+            held: HashMap::new(),
+            closing: false,
+            dead: false,
+        };
+        match listener.authkey() {
+            None => peer.conn.set_max_message(MAX_REQUEST),
+            Some(key) => {
+                let Ok((handshake, Some(first))) = Handshake::new(key, Side::Server) else {
+                    return None;
+                };
+                peer.conn.set_max_message(HANDSHAKE_MAX);
+                peer.queue(&first);
+                peer.handshake = Some((handshake, Instant::now() + HANDSHAKE_TIMEOUT));
+                peer.flush();
+            }
+        }
+        Some(peer)
+    }
 }
 
 /// Serves the requests that have arrived whole on one connection (reading
@@ -576,8 +639,10 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
     false
 }
 
-/// Drops the connections that ended, giving back every reference they held.
-fn release_dead(peers: &mut Vec<Peer>, objects: &mut Objects) {
+/// Drops the connections that ended, giving back every reference they
+/// held; whether there were any.
+fn release_dead(peers: &mut Vec<Peer>, objects: &mut Objects) -> bool {
+    let before = peers.len();
     peers.retain_mut(|p| {
         if p.dead {
             for (&id, &n) in &p.held {
@@ -589,6 +654,7 @@ fn release_dead(peers: &mut Vec<Peer>, objects: &mut Objects) {
         !p.dead
     });
     objects.settle();
+    peers.len() < before
 }
 
 impl Objects {
