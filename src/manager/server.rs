@@ -2,52 +2,35 @@
 //! from one event loop.
 
 use std::collections::HashMap;
+use std::hash::RandomState;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
+use super::limits::{self, Budget};
 use super::protocol::{Id, Kind, Op, Request, Response};
-use super::value::refs;
+use super::value::{refs, sort};
 use super::Value;
 use crate::conn::auth::{Handshake, Side, HANDSHAKE_MAX, HANDSHAKE_TIMEOUT};
 use crate::conn::{Connection, Listener};
 
-/// The largest request the server accepts: a frame over this closes that
-/// connection before anything is allocated for it.
-pub(crate) const MAX_REQUEST: usize = 16 << 20;
+/// The largest frame either way: a request over this closes that
+/// connection before anything is allocated for it, and an answer that
+/// would exceed it is refused with a `MemoryError` before it is built.
+pub(crate) const MAX_FRAME: usize = 16 << 20;
 
-/// A fast hasher for the server's dicts (the Fx hash of rustc): SipHash's
-/// protection against hash flooding is not needed for authenticated
-/// clients, and it costs more than the rest of a small insert.
-#[derive(Default)]
-struct FxHasher(u64);
+/// Room in a frame for the answer's own tags around what the budget counts.
+const FRAME_SLACK: usize = 64;
 
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(n.into());
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        // The product's entropy is in its high bits; the table indexes by
-        // the low ones (rustc-hash does the same).
-        self.0.rotate_left(26)
-    }
-}
+/// The most memory one request may take: decoding it, and the copies its
+/// answer is built from.
+const REQUEST_MEMORY: usize = 4 * MAX_FRAME;
 
-type Map = IndexMap<Value, Value, std::hash::BuildHasherDefault<FxHasher>>;
+/// The server's dicts hash with SipHash-1-3 under a random key of this
+/// server's (std's `RandomState`): a client that chooses keys cannot
+/// choose their collisions.
+type Map = IndexMap<Value, Value, RandomState>;
 
 enum Object {
     /// Dicts and namespaces (whose keys are names).
@@ -64,12 +47,35 @@ struct Entry {
 struct Objects {
     next: Id,
     table: HashMap<Id, Entry>,
+    /// The key of every dict's hasher.
+    hasher: RandomState,
 }
 
 type Outcome = std::result::Result<Value, (&'static str, String)>;
 
+/// The answer for a Python exception.
+fn error((kind, message): (&'static str, String)) -> Response {
+    Response::Error {
+        kind: kind.into(),
+        message,
+    }
+}
+
+/// `serve()`, but a panic (a bug) fails only the request it happened in:
+/// the answer is an error and the server goes on serving everyone. The
+/// object table stays consistent: values are never left half-made, and the
+/// references of those dropped while unwinding are recorded as ever.
+fn survive_panic(serve: impl FnOnce() -> Response) -> Response {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve)).unwrap_or_else(|_| {
+        error((
+            "SystemError",
+            "the manager server failed on this request (a bug); it goes on serving".into(),
+        ))
+    })
+}
+
 fn key_error(key: &Value) -> (&'static str, String) {
-    ("KeyError", format!("{key:?}"))
+    ("KeyError", key.repr())
 }
 
 fn type_error(msg: String) -> (&'static str, String) {
@@ -101,15 +107,19 @@ fn index(
     }
 }
 
-/// `a + b` for ints and floats.
+/// `a + b` for ints and floats (and bools, which are ints in Python).
 fn add(a: &Value, b: &Value) -> Outcome {
-    match (a, b) {
+    let int = |v: &Value| match *v {
+        Value::Bool(b) => Value::Int(b.into()),
+        ref v => v.clone(),
+    };
+    match (int(a), int(b)) {
         (Value::Int(x), Value::Int(y)) => x
-            .checked_add(*y)
+            .checked_add(y)
             .map(Value::Int)
             .ok_or_else(|| ("OverflowError", format!("{x} + {y} overflows a 64-bit int"))),
-        (Value::Int(x), Value::Float(y)) => Ok(Value::Float(*x as f64 + y)),
-        (Value::Float(x), Value::Int(y)) => Ok(Value::Float(x + *y as f64)),
+        (Value::Int(x), Value::Float(y)) => Ok(Value::Float(x as f64 + y)),
+        (Value::Float(x), Value::Int(y)) => Ok(Value::Float(x + y as f64)),
         (Value::Float(x), Value::Float(y)) => Ok(Value::Float(x + y)),
         _ => Err(type_error(format!(
             "unsupported operand types for +=: '{}' and '{}'",
@@ -119,7 +129,9 @@ fn add(a: &Value, b: &Value) -> Outcome {
     }
 }
 
-fn apply(entry: &mut Entry, op: Op) -> Outcome {
+/// Applies `op` to an object; the answer's copies of stored values are
+/// taken from `budget` before they are made.
+fn apply(entry: &mut Entry, op: Op, budget: &mut Budget) -> Outcome {
     let kind = entry.kind;
     match (&mut entry.object, op) {
         (Object::Dict(d), Op::Len) => Ok(Value::Int(d.len() as i64)),
@@ -132,16 +144,38 @@ fn apply(entry: &mut Entry, op: Op) -> Outcome {
             l.clear();
             Ok(Value::None)
         }
-        (Object::Dict(d), Op::Snapshot) => Ok(Value::Dict(
-            d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        )),
-        (Object::List(l), Op::Snapshot) => Ok(Value::List(l.clone())),
-        (Object::Dict(d), Op::Get(k)) => d.get(&k).cloned().ok_or_else(|| match kind {
-            Kind::Namespace => ("AttributeError", format!("no attribute {k:?}")),
-            _ => key_error(&k),
-        }),
-        (Object::List(l), Op::Get(k)) => Ok(l[index(&k, l.len(), false)?].clone()),
-        (Object::Dict(d), Op::Lookup(k)) => Ok(d.get(&k).cloned().unwrap_or(Value::None)),
+        (Object::Dict(d), Op::Snapshot) => {
+            budget.charge(d.iter().flat_map(|(k, v)| [k, v]))?;
+            Ok(Value::Dict(
+                d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ))
+        }
+        (Object::List(l), Op::Snapshot) => {
+            budget.charge(l.iter())?;
+            Ok(Value::List(l.clone()))
+        }
+        (Object::Dict(d), Op::Get(k)) => match d.get(&k) {
+            Some(v) => {
+                budget.charge([v])?;
+                Ok(v.clone())
+            }
+            None => Err(match kind {
+                Kind::Namespace => ("AttributeError", format!("no attribute {}", k.repr())),
+                _ => key_error(&k),
+            }),
+        },
+        (Object::List(l), Op::Get(k)) => {
+            let v = &l[index(&k, l.len(), false)?];
+            budget.charge([v])?;
+            Ok(v.clone())
+        }
+        (Object::Dict(d), Op::Lookup(k)) => match d.get(&k) {
+            Some(v) => {
+                budget.charge([v])?;
+                Ok(v.clone())
+            }
+            None => Ok(Value::None),
+        },
         (Object::Dict(d), Op::Set(k, v)) => {
             d.insert(k, v);
             Ok(Value::None)
@@ -160,24 +194,42 @@ fn apply(entry: &mut Entry, op: Op) -> Outcome {
             l.remove(i);
             Ok(Value::None)
         }
-        (Object::Dict(d), Op::Pop(k)) => d.shift_remove(&k).ok_or_else(|| key_error(&k)),
+        (Object::Dict(d), Op::Pop(k)) => {
+            budget.charge(d.get(&k))?;
+            d.shift_remove(&k).ok_or_else(|| key_error(&k))
+        }
         (Object::List(l), Op::Pop(k)) => {
             if l.is_empty() {
                 return Err(("IndexError", "pop from empty list".into()));
             }
             let i = index(&k, l.len(), false)?;
+            budget.charge([&l[i]])?;
             Ok(l.remove(i))
         }
-        (Object::Dict(d), Op::Discard(k)) => Ok(d.shift_remove(&k).unwrap_or(Value::None)),
-        (Object::Dict(d), Op::PopItem) => d
-            .pop()
-            .map(|(k, v)| Value::Tuple(vec![k, v]))
-            .ok_or_else(|| ("KeyError", "popitem(): dictionary is empty".into())),
-        (Object::Dict(d), Op::SetDefault(k, v)) => Ok(d.entry(k).or_insert(v).clone()),
+        (Object::Dict(d), Op::Discard(k)) => {
+            budget.charge(d.get(&k))?;
+            Ok(d.shift_remove(&k).unwrap_or(Value::None))
+        }
+        (Object::Dict(d), Op::PopItem) => {
+            budget.charge(d.last().into_iter().flat_map(|(k, v)| [k, v]))?;
+            d.pop()
+                .map(|(k, v)| Value::Tuple(vec![k, v]))
+                .ok_or_else(|| ("KeyError", "popitem(): dictionary is empty".into()))
+        }
+        (Object::Dict(d), Op::SetDefault(k, v)) => {
+            budget.charge([d.get(&k).unwrap_or(&v)])?;
+            Ok(d.entry(k).or_insert(v).clone())
+        }
         (Object::Dict(d), Op::Contains(k)) => Ok(Value::Bool(d.contains_key(&k))),
         (Object::List(l), Op::Contains(v)) => Ok(Value::Bool(l.contains(&v))),
-        (Object::Dict(d), Op::Keys) => Ok(Value::List(d.keys().cloned().collect())),
-        (Object::Dict(d), Op::Values) => Ok(Value::List(d.values().cloned().collect())),
+        (Object::Dict(d), Op::Keys) => {
+            budget.charge(d.keys())?;
+            Ok(Value::List(d.keys().cloned().collect()))
+        }
+        (Object::Dict(d), Op::Values) => {
+            budget.charge(d.values())?;
+            Ok(Value::List(d.values().cloned().collect()))
+        }
         (Object::Dict(d), Op::Update(items)) => {
             d.extend(items);
             Ok(Value::None)
@@ -236,7 +288,7 @@ fn apply(entry: &mut Entry, op: Op) -> Outcome {
             .iter()
             .position(|x| *x == v)
             .map(|i| Value::Int(i as i64))
-            .ok_or_else(|| ("ValueError", format!("{v:?} is not in list"))),
+            .ok_or_else(|| ("ValueError", format!("{} is not in list", v.repr()))),
         (Object::List(l), Op::Count(v)) => {
             Ok(Value::Int(l.iter().filter(|x| **x == v).count() as i64))
         }
@@ -245,33 +297,43 @@ fn apply(entry: &mut Entry, op: Op) -> Outcome {
             Ok(Value::None)
         }
         (Object::List(l), Op::Sort) => {
-            l.sort();
+            sort(l).map_err(type_error)?;
             Ok(Value::None)
         }
         (Object::List(l), Op::Slice(a, b)) => {
             let len = l.len() as i64;
             let clamp = |i: i64| (if i < 0 { i + len } else { i }).clamp(0, len) as usize;
             let (a, b) = (clamp(a), clamp(b));
-            Ok(Value::List(if a < b {
-                l[a..b].to_vec()
-            } else {
-                Vec::new()
-            }))
+            let items = l.get(a..b).unwrap_or_default();
+            budget.charge(items)?;
+            Ok(Value::List(items.to_vec()))
         }
         (_, op) => Err(type_error(format!(
-            "{op:?} is not an operation of a {kind:?}"
+            "{} is not an operation of a {kind:?}",
+            op.name()
         ))),
     }
 }
 
+/// What every answer in a batch costs beyond the stored values it copies:
+/// its tag and a scalar, or its error's text.
+fn answer_overhead(r: &Response) -> usize {
+    16 + match r {
+        Response::Error { kind, message } => kind.len() + message.len(),
+        _ => 0,
+    }
+}
+
 impl Objects {
-    fn handle(&mut self, req: Request) -> Response {
+    fn handle(&mut self, req: Request, budget: &mut Budget) -> Response {
         let outcome = match req {
             Request::Create(kind) => {
                 self.next += 1;
                 let object = match kind {
                     Kind::List => Object::List(Vec::new()),
-                    Kind::Dict | Kind::Namespace => Object::Dict(Map::default()),
+                    Kind::Dict | Kind::Namespace => {
+                        Object::Dict(Map::with_hasher(self.hasher.clone()))
+                    }
                 };
                 self.table.insert(
                     self.next,
@@ -291,24 +353,37 @@ impl Objects {
                 self.decref(id);
                 Value::None
             }),
-            Request::Call(id, op) => self.entry(id).and_then(|e| apply(e, op)),
+            Request::Call(id, op) => self.entry(id).and_then(|e| apply(e, op, budget)),
             Request::Batch(ops) => {
-                return Response::Batch(
-                    ops.into_iter()
-                        .map(|(id, op)| self.handle(Request::Call(id, op)))
-                        .collect(),
-                )
+                let mut answers = Vec::with_capacity(ops.len());
+                for (id, op) in ops {
+                    let r = self.handle(Request::Call(id, op), budget);
+                    // Once the answer is full, the rest is not done.
+                    let full = match budget.charge_bytes(answer_overhead(&r)) {
+                        Err((kind, message)) => Some((kind.to_owned(), message)),
+                        Ok(()) => match r {
+                            Response::Error { kind, message } if kind == "MemoryError" => {
+                                Some((kind, message))
+                            }
+                            r => {
+                                answers.push(r);
+                                None
+                            }
+                        },
+                    };
+                    if let Some((kind, message)) = full {
+                        return Response::Error {
+                            kind,
+                            message: format!("{message} (the operations before it were done)"),
+                        };
+                    }
+                }
+                return Response::Batch(answers);
             }
             Request::NumberOfObjects => Ok(Value::Int(self.table.len() as i64)),
             Request::Shutdown => Ok(Value::None),
         };
-        match outcome {
-            Ok(v) => Response::Value(v),
-            Err((kind, message)) => Response::Error {
-                kind: kind.into(),
-                message,
-            },
-        }
+        outcome.map_or_else(error, Response::Value)
     }
 
     fn entry(&mut self, id: Id) -> std::result::Result<&mut Entry, (&'static str, String)> {
@@ -579,7 +654,7 @@ impl Peer {
             dead: false,
         };
         match listener.authkey() {
-            None => peer.conn.set_max_message(MAX_REQUEST),
+            None => peer.conn.set_max_message(MAX_FRAME),
             Some(key) => {
                 let Ok((handshake, Some(first))) = Handshake::new(key, Side::Server) else {
                     return None;
@@ -618,7 +693,7 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
                 Ok(false) => {}
                 Ok(true) => {
                     peer.handshake = None;
-                    peer.conn.set_max_message(MAX_REQUEST);
+                    peer.conn.set_max_message(MAX_FRAME);
                 }
                 Err(_) => {
                     peer.closing = true;
@@ -666,6 +741,7 @@ impl Objects {
         Objects {
             next: u64::from_le_bytes(seed) >> 2,
             table: HashMap::new(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -704,39 +780,50 @@ impl Objects {
     /// encoded response and whether it asked for a shutdown, or `None` if
     /// it was malformed (which ends the connection).
     fn request(&mut self, frame: &[u8], held: &mut HashMap<Id, u64>) -> Option<(Vec<u8>, bool)> {
-        let req = postcard::from_bytes::<Request>(frame);
+        let (req, exceeded, memory) =
+            limits::decode_limited(REQUEST_MEMORY, || postcard::from_bytes::<Request>(frame));
         // Proxies inside the request must name objects of this manager.
         let decoded = refs::take_decoded();
-        let answer = req.ok().map(|req| {
-            let shutdown = matches!(req, Request::Shutdown);
-            let unknown = decoded
-                .iter()
-                .find(|(kind, id)| self.table.get(id).is_none_or(|e| e.kind != *kind));
-            let response = match unknown {
-                Some((kind, id)) => Response::Error {
-                    kind: "ReferenceError".into(),
-                    message: format!("this manager has no {kind:?} object {id}"),
-                },
-                None => self.serve(req, held),
-            };
-            let mut bytes = postcard::to_allocvec(&response);
-            // A frame's length is a u32: a larger answer is refused whole.
-            if bytes
-                .as_ref()
-                .is_ok_and(|b| u32::try_from(b.len()).is_err())
-            {
-                refs::take_sent();
-                bytes = postcard::to_allocvec(&Response::Error {
-                    kind: "MemoryError".into(),
-                    message: "the answer is over 4 GiB; ask for less at a time".into(),
-                });
+        let (response, shutdown) = match (req, exceeded) {
+            (Ok(req), _) => {
+                let shutdown = matches!(req, Request::Shutdown);
+                let unknown = decoded
+                    .iter()
+                    .find(|(kind, id)| self.table.get(id).is_none_or(|e| e.kind != *kind));
+                let response = match unknown {
+                    Some((kind, id)) => error((
+                        "ReferenceError",
+                        format!("this manager has no {kind:?} object {id}"),
+                    )),
+                    None => {
+                        let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, memory);
+                        survive_panic(|| self.serve(req, held, &mut budget))
+                    }
+                };
+                (response, shutdown)
             }
-            (bytes, shutdown)
-        });
+            // Too deep or too large, but a whole frame: the stream goes on.
+            (Err(_), Some(why)) => (error(why.error(REQUEST_MEMORY)), false),
+            (Err(_), None) => {
+                self.settle();
+                return None;
+            }
+        };
+        let mut bytes = postcard::to_allocvec(&response);
+        // The budget keeps answers within a frame; should it ever fail,
+        // the answer is refused whole rather than cut.
+        if bytes.as_ref().is_ok_and(|b| b.len() > MAX_FRAME) {
+            refs::take_sent();
+            bytes = postcard::to_allocvec(&error((
+                "MemoryError",
+                "the answer would exceed the frame limit; ask for less at a time".into(),
+            )));
+        }
+        drop(response);
         // The client holds a reference to each proxy in the response.
         let sent = refs::take_sent();
-        let answer = match answer {
-            Some((Ok(bytes), shutdown)) => {
+        let answer = match bytes {
+            Ok(bytes) => {
                 for id in sent {
                     if let Some(e) = self.table.get_mut(&id) {
                         e.refs += 1;
@@ -745,14 +832,19 @@ impl Objects {
                 }
                 Some((bytes, shutdown))
             }
-            _ => None,
+            Err(_) => None,
         };
         self.settle();
         answer
     }
 
     /// Serves one request of a connection holding the references `held`.
-    fn serve(&mut self, req: Request, held: &mut HashMap<Id, u64>) -> Response {
+    fn serve(
+        &mut self,
+        req: Request,
+        held: &mut HashMap<Id, u64>,
+        budget: &mut Budget,
+    ) -> Response {
         match req {
             // A connection may only give back references it holds.
             Request::Decref(id) if held.get(&id).is_none_or(|&n| n == 0) => Response::Error {
@@ -761,22 +853,221 @@ impl Objects {
             },
             Request::Decref(id) => {
                 *held.entry(id).or_default() -= 1;
-                self.handle(Request::Decref(id))
+                self.handle(Request::Decref(id), budget)
             }
             Request::Incref(id) => {
-                let r = self.handle(Request::Incref(id));
+                let r = self.handle(Request::Incref(id), budget);
                 if matches!(r, Response::Value(_)) {
                     *held.entry(id).or_default() += 1;
                 }
                 r
             }
             req => {
-                let r = self.handle(req);
+                let r = self.handle(req, budget);
                 if let Response::Created(id) = r {
                     *held.entry(id).or_default() += 1;
                 }
                 r
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::manager::MAX_DEPTH;
+
+    /// One server's object table and one connection's references.
+    struct Server {
+        objects: Objects,
+        held: HashMap<Id, u64>,
+    }
+
+    impl Server {
+        fn new() -> Server {
+            Server {
+                objects: Objects::new(),
+                held: HashMap::new(),
+            }
+        }
+
+        fn frame(&mut self, frame: &[u8]) -> Response {
+            let (bytes, _) = self
+                .objects
+                .request(frame, &mut self.held)
+                .expect("a reply");
+            assert!(bytes.len() <= MAX_FRAME);
+            postcard::from_bytes(&bytes).unwrap()
+        }
+
+        fn ask(&mut self, req: Request) -> Response {
+            self.frame(&postcard::to_allocvec(&req).unwrap())
+        }
+
+        fn create(&mut self, kind: Kind) -> Id {
+            match self.ask(Request::Create(kind)) {
+                Response::Created(id) => id,
+                _ => panic!("not created"),
+            }
+        }
+
+        fn call(&mut self, id: Id, op: Op) -> std::result::Result<Value, String> {
+            match self.ask(Request::Call(id, op)) {
+                Response::Value(v) => Ok(v),
+                Response::Error { kind, .. } => Err(kind),
+                _ => panic!("not a value"),
+            }
+        }
+    }
+
+    /// A request to call `op` (its postcard bytes) on `id`, whose last
+    /// argument is a list nested `depth` deep around an int: encoded by
+    /// hand, as encoding it recursively could itself exhaust the stack.
+    fn deep_call(id: Id, op: u8, depth: usize) -> Vec<u8> {
+        let mut frame = vec![3]; // Request::Call
+        let mut id = id;
+        while id >= 0x80 {
+            frame.push(id as u8 | 0x80);
+            id >>= 7;
+        }
+        frame.push(id as u8);
+        frame.push(op);
+        for _ in 0..depth {
+            frame.extend([6, 1]); // Value::List of one item
+        }
+        frame.extend([2, 2]); // Value::Int(1)
+        frame
+    }
+
+    const OP_LOOKUP: u8 = 4;
+    const OP_APPEND: u8 = 17;
+
+    fn error_kind(r: Response) -> String {
+        match r {
+            Response::Error { kind, .. } => kind,
+            Response::Batch(rs) => panic!("expected an error, got {} answers", rs.len()),
+            _ => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn values_nested_too_deep_get_an_error_reply_and_the_deepest_accepted_are_served() {
+        let mut s = Server::new();
+        let l = s.create(Kind::List);
+        let d = s.create(Kind::Dict);
+        // 35,000 levels aborted the server (issue 12.2); now refused.
+        assert_eq!(
+            error_kind(s.frame(&deep_call(l, OP_APPEND, 35_000))),
+            "RecursionError"
+        );
+        assert_eq!(
+            error_kind(s.frame(&deep_call(d, OP_LOOKUP, 25_000))),
+            "RecursionError"
+        );
+        // The deepest accepted value, through every walk of the server.
+        for _ in 0..3 {
+            assert!(matches!(
+                s.frame(&deep_call(l, OP_APPEND, MAX_DEPTH - 1)),
+                Response::Value(Value::None)
+            ));
+        }
+        let deep = s.call(l, Op::Get(Value::Int(0))).unwrap();
+        assert_eq!(s.call(l, Op::Count(deep.clone())), Ok(Value::Int(3)));
+        s.call(l, Op::Sort).unwrap();
+        s.call(l, Op::Snapshot).unwrap();
+        s.call(d, Op::Set(deep.clone(), deep.clone())).unwrap();
+        assert_eq!(
+            s.call(d, Op::Get(Value::List(vec![deep.clone()]))),
+            Err("KeyError".into())
+        );
+        s.call(d, Op::Snapshot).unwrap();
+        s.call(d, Op::Clear).unwrap();
+        s.call(l, Op::Clear).unwrap();
+    }
+
+    #[test]
+    fn numbers_are_one_key_and_sort_as_python_sorts_them() {
+        let mut s = Server::new();
+        let d = s.create(Kind::Dict);
+        for (i, k) in [Value::Int(1), Value::Float(1.0), Value::Bool(true)]
+            .into_iter()
+            .enumerate()
+        {
+            s.call(d, Op::Set(k, Value::Int(i as i64))).unwrap();
+        }
+        assert_eq!(s.call(d, Op::Len), Ok(Value::Int(1)));
+        assert_eq!(s.call(d, Op::Get(Value::Float(1.0))), Ok(Value::Int(2)));
+        // The sort that panicked the server (issue 12.3).
+        let l = s.create(Kind::List);
+        let big = 1i64 << 53;
+        let items = (0..7)
+            .flat_map(|_| {
+                [
+                    Value::Int(big),
+                    Value::Float(big as f64),
+                    Value::Int(big + 1),
+                ]
+            })
+            .collect();
+        s.call(l, Op::Extend(items)).unwrap();
+        s.call(l, Op::Sort).unwrap();
+        assert_eq!(s.call(l, Op::Get(Value::Int(-1))), Ok(Value::Int(big + 1)));
+        // What Python refuses to sort is a TypeError; the list is as it was.
+        let mixed = s.create(Kind::List);
+        let items = vec![Value::Int(1), Value::Str("a".into())];
+        s.call(mixed, Op::Extend(items.clone())).unwrap();
+        assert_eq!(s.call(mixed, Op::Sort), Err("TypeError".into()));
+        assert_eq!(s.call(mixed, Op::Snapshot), Ok(Value::List(items)));
+    }
+
+    #[test]
+    fn a_panic_fails_only_its_request() {
+        let r = survive_panic(|| panic!("a bug"));
+        assert_eq!(error_kind(r), "SystemError");
+        let mut s = Server::new();
+        let d = s.create(Kind::Dict);
+        s.call(d, Op::Set(Value::Int(1), Value::Int(2))).unwrap();
+        assert_eq!(s.call(d, Op::Len), Ok(Value::Int(1)));
+    }
+
+    #[test]
+    fn dicts_hash_under_a_key_of_each_server() {
+        use std::hash::BuildHasher;
+        let (a, b) = (Objects::new(), Objects::new());
+        let key = Value::Int(12345);
+        assert_ne!(a.hasher.hash_one(&key), b.hasher.hash_one(&key));
+    }
+
+    #[test]
+    fn one_request_costs_bounded_memory_and_answers_within_a_frame() {
+        let mut s = Server::new();
+        let l = s.create(Kind::List);
+        s.call(l, Op::Extend(vec![Value::Int(7); 1000])).unwrap();
+        // 40,000 snapshots of a 1000-item list in one batch needed 1.3 GB
+        // (issue 12.6): refused once the answer would pass a frame.
+        let t = Instant::now();
+        let batch = Request::Batch((0..40_000).map(|_| (l, Op::Snapshot)).collect());
+        assert_eq!(error_kind(s.ask(batch)), "MemoryError");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // An extend of 4 Mi Nones (4 MiB) would take 128 MiB: refused
+        // while decoding.
+        let mut frame = vec![3];
+        frame.extend(postcard::to_allocvec(&l).unwrap());
+        frame.push(18); // Op::Extend
+        frame.extend(postcard::to_allocvec(&(4u32 << 20)).unwrap());
+        frame.resize(frame.len() + (4 << 20), 0);
+        assert_eq!(error_kind(s.frame(&frame)), "MemoryError");
+        assert_eq!(s.call(l, Op::Len), Ok(Value::Int(1000)));
+        // A snapshot larger than a frame is refused before it is copied;
+        // a slice that fits is served.
+        let big = Value::Str("x".repeat(1 << 20));
+        for _ in 0..17 {
+            s.call(l, Op::Append(big.clone())).unwrap();
+        }
+        assert_eq!(s.call(l, Op::Snapshot), Err("MemoryError".into()));
+        assert!(s.call(l, Op::Slice(0, 1010)).is_ok());
     }
 }
