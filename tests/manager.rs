@@ -444,3 +444,31 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
         assert_eq!(join(&c, LIMIT), 0);
     });
 }
+
+/// Issue 11.8: a child forked while another thread of its parent is in
+/// the middle of a round trip (holding the client's lock) can still use
+/// its proxies.
+#[test]
+fn children_forked_while_another_thread_uses_a_proxy_can_use_theirs() {
+    watchdog("fork while calling", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammer = {
+            let (d, stop) = (d.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    d.set(0, 0).unwrap();
+                }
+            })
+        };
+        for i in 1..=20 {
+            let d = d.clone();
+            let c = child(move || d.set(i, i).unwrap());
+            assert_eq!(join(&c, Duration::from_secs(10)), 0, "child {i}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hammer.join().unwrap();
+        assert_eq!(d.len().unwrap(), 21);
+    });
+}
