@@ -230,12 +230,20 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
-/// What is left for the rest of one request's answer: encoded bytes (its
-/// frame must stay within the limit) and memory (the copies made to build
-/// it).
+/// The most work one request may make the server do, in steps of about a
+/// value compared, moved or copied each (about a tenth of a second): the
+/// longest one client can keep the others waiting.
+pub const MAX_WORK: usize = 1 << 25;
+
+/// What is left for the rest of one request: encoded bytes of its answer
+/// (whose frame must stay within the limit), memory (the copies made to
+/// build the answer) and work.
 pub(crate) struct Budget {
     answer: usize,
     memory: usize,
+    work: usize,
+    /// Something was refused: the request has done all it may.
+    spent: bool,
 }
 
 /// What `Budget::charge` says when an answer would be too large.
@@ -243,7 +251,34 @@ pub(crate) type Refused = (&'static str, String);
 
 impl Budget {
     pub(crate) fn new(answer: usize, memory: usize) -> Budget {
-        Budget { answer, memory }
+        Budget {
+            answer,
+            memory,
+            work: MAX_WORK,
+            spent: false,
+        }
+    }
+
+    /// Whether something was refused: the request may do no more.
+    pub(crate) fn spent(&self) -> bool {
+        self.spent
+    }
+
+    /// Takes `steps` of work, or refuses before it is done.
+    pub(crate) fn work(&mut self, steps: usize) -> Result<(), Refused> {
+        match self.work.checked_sub(steps) {
+            Some(left) => {
+                self.work = left;
+                Ok(())
+            }
+            None => Err(self.refuse((
+                "RuntimeError",
+                format!(
+                    "the request would take the server more than {MAX_WORK} steps \
+                     (values compared or moved); split it"
+                ),
+            ))),
+        }
     }
 
     /// Takes what answering with a copy of each of `values` costs, or
@@ -254,7 +289,7 @@ impl Budget {
     ) -> Result<(), Refused> {
         for v in values {
             if !self.take(v) {
-                return Err(too_large());
+                return Err(self.refuse(too_large()));
             }
         }
         Ok(())
@@ -267,8 +302,13 @@ impl Budget {
                 self.answer = left;
                 Ok(())
             }
-            None => Err(too_large()),
+            None => Err(self.refuse(too_large())),
         }
+    }
+
+    fn refuse(&mut self, why: Refused) -> Refused {
+        self.spent = true;
+        why
     }
 
     /// Takes the cost of `v` (its postcard length, and its size in memory);
@@ -309,6 +349,16 @@ fn too_large() -> Refused {
         "MemoryError",
         "the answer would exceed the frame limit; ask for less at a time".into(),
     )
+}
+
+/// How many values `v` is made of: what a walk over it (a comparison with
+/// it) visits at most.
+pub(crate) fn size(v: &Value) -> usize {
+    1 + match v {
+        Value::List(vs) | Value::Tuple(vs) => vs.iter().map(size).sum(),
+        Value::Dict(d) => d.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
 }
 
 /// The length of `n` as a postcard varint.

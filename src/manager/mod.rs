@@ -15,7 +15,7 @@ mod server;
 mod value;
 
 pub use client::{DictProxy, ListProxy, Manager, NamespaceProxy};
-pub use limits::MAX_DEPTH;
+pub use limits::{MAX_DEPTH, MAX_WORK};
 
 use crate::conn::{Address, Listener};
 

@@ -185,18 +185,18 @@ fn apply(entry: &mut Entry, op: Op, budget: &mut Budget) -> Outcome {
             l[i] = v;
             Ok(Value::None)
         }
-        (Object::Dict(d), Op::Del(k)) => d
-            .shift_remove(&k)
+        (Object::Dict(d), Op::Del(k)) => remove_key(d, &k, budget)?
             .map(|_| Value::None)
             .ok_or_else(|| key_error(&k)),
         (Object::List(l), Op::Del(k)) => {
             let i = index(&k, l.len(), false)?;
+            budget.work(l.len() - i)?;
             l.remove(i);
             Ok(Value::None)
         }
         (Object::Dict(d), Op::Pop(k)) => {
             budget.charge(d.get(&k))?;
-            d.shift_remove(&k).ok_or_else(|| key_error(&k))
+            remove_key(d, &k, budget)?.ok_or_else(|| key_error(&k))
         }
         (Object::List(l), Op::Pop(k)) => {
             if l.is_empty() {
@@ -204,11 +204,12 @@ fn apply(entry: &mut Entry, op: Op, budget: &mut Budget) -> Outcome {
             }
             let i = index(&k, l.len(), false)?;
             budget.charge([&l[i]])?;
+            budget.work(l.len() - i)?;
             Ok(l.remove(i))
         }
         (Object::Dict(d), Op::Discard(k)) => {
             budget.charge(d.get(&k))?;
-            Ok(d.shift_remove(&k).unwrap_or(Value::None))
+            Ok(remove_key(d, &k, budget)?.unwrap_or(Value::None))
         }
         (Object::Dict(d), Op::PopItem) => {
             budget.charge(d.last().into_iter().flat_map(|(k, v)| [k, v]))?;
@@ -221,7 +222,10 @@ fn apply(entry: &mut Entry, op: Op, budget: &mut Budget) -> Outcome {
             Ok(d.entry(k).or_insert(v).clone())
         }
         (Object::Dict(d), Op::Contains(k)) => Ok(Value::Bool(d.contains_key(&k))),
-        (Object::List(l), Op::Contains(v)) => Ok(Value::Bool(l.contains(&v))),
+        (Object::List(l), Op::Contains(v)) => {
+            scan(l, &v, budget)?;
+            Ok(Value::Bool(l.contains(&v)))
+        }
         (Object::Dict(d), Op::Keys) => {
             budget.charge(d.keys())?;
             Ok(Value::List(d.keys().cloned().collect()))
@@ -273,30 +277,49 @@ fn apply(entry: &mut Entry, op: Op, budget: &mut Budget) -> Outcome {
         (Object::List(l), Op::Insert(i, v)) => {
             // Python clamps an insert index to the list.
             let len = l.len() as i64;
-            let at = if i < 0 { (i + len).max(0) } else { i.min(len) };
-            l.insert(at as usize, v);
+            let at = if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
+            budget.work(l.len() - at)?;
+            l.insert(at, v);
             Ok(Value::None)
         }
-        (Object::List(l), Op::Remove(v)) => match l.iter().position(|x| *x == v) {
-            Some(i) => {
-                l.remove(i);
-                Ok(Value::None)
+        (Object::List(l), Op::Remove(v)) => {
+            scan(l, &v, budget)?;
+            match l.iter().position(|x| *x == v) {
+                Some(i) => {
+                    l.remove(i);
+                    Ok(Value::None)
+                }
+                None => Err(("ValueError", "list.remove(x): x not in list".into())),
             }
-            None => Err(("ValueError", "list.remove(x): x not in list".into())),
-        },
-        (Object::List(l), Op::Index(v)) => l
-            .iter()
-            .position(|x| *x == v)
-            .map(|i| Value::Int(i as i64))
-            .ok_or_else(|| ("ValueError", format!("{} is not in list", v.repr()))),
+        }
+        (Object::List(l), Op::Index(v)) => {
+            scan(l, &v, budget)?;
+            l.iter()
+                .position(|x| *x == v)
+                .map(|i| Value::Int(i as i64))
+                .ok_or_else(|| ("ValueError", format!("{} is not in list", v.repr())))
+        }
         (Object::List(l), Op::Count(v)) => {
+            scan(l, &v, budget)?;
             Ok(Value::Int(l.iter().filter(|x| **x == v).count() as i64))
         }
         (Object::List(l), Op::Reverse) => {
+            budget.work(l.len())?;
             l.reverse();
             Ok(Value::None)
         }
         (Object::List(l), Op::Sort) => {
+            // Each of about n log n comparisons walks at most the smaller
+            // of two items.
+            let mut widest = 0;
+            for v in l.iter() {
+                let size = limits::size(v);
+                budget.work(size)?;
+                widest = widest.max(size);
+            }
+            let n = l.len();
+            let compares = n.saturating_mul(n.max(2).ilog2() as usize + 1);
+            budget.work(compares.saturating_mul(widest))?;
             sort(l).map_err(type_error)?;
             Ok(Value::None)
         }
@@ -313,6 +336,28 @@ fn apply(entry: &mut Entry, op: Op, budget: &mut Budget) -> Outcome {
             op.name()
         ))),
     }
+}
+
+/// Takes the work of comparing `probe` with every item of `items`.
+fn scan(
+    items: &[Value],
+    probe: &Value,
+    budget: &mut Budget,
+) -> std::result::Result<(), (&'static str, String)> {
+    budget.work(items.len().saturating_mul(limits::size(probe)))
+}
+
+/// `d.pop(k)` keeping the order of the others, which moves those after it.
+fn remove_key(
+    d: &mut Map,
+    k: &Value,
+    budget: &mut Budget,
+) -> std::result::Result<Option<Value>, (&'static str, String)> {
+    let Some(i) = d.get_index_of(k) else {
+        return Ok(None);
+    };
+    budget.work(d.len() - i)?;
+    Ok(d.shift_remove_index(i).map(|(_, v)| v))
 }
 
 /// What every answer in a batch costs beyond the stored values it copies:
@@ -358,25 +403,18 @@ impl Objects {
                 let mut answers = Vec::with_capacity(ops.len());
                 for (id, op) in ops {
                     let r = self.handle(Request::Call(id, op), budget);
-                    // Once the answer is full, the rest is not done.
-                    let full = match budget.charge_bytes(answer_overhead(&r)) {
-                        Err((kind, message)) => Some((kind.to_owned(), message)),
-                        Ok(()) => match r {
-                            Response::Error { kind, message } if kind == "MemoryError" => {
-                                Some((kind, message))
-                            }
-                            r => {
-                                answers.push(r);
-                                None
-                            }
-                        },
-                    };
-                    if let Some((kind, message)) = full {
-                        return Response::Error {
-                            kind,
-                            message: format!("{message} (the operations before it were done)"),
+                    // Once something is refused, the rest is not done.
+                    let _ = budget.charge_bytes(answer_overhead(&r));
+                    if budget.spent() {
+                        return match r {
+                            Response::Error { kind, message } => Response::Error {
+                                kind,
+                                message: format!("{message} (the operations before it were done)"),
+                            },
+                            _ => error(("MemoryError", "the answer would exceed the frame limit (the operations before it were done)".into())),
                         };
                     }
+                    answers.push(r);
                 }
                 return Response::Batch(answers);
             }
@@ -1069,5 +1107,29 @@ mod tests {
         }
         assert_eq!(s.call(l, Op::Snapshot), Err("MemoryError".into()));
         assert!(s.call(l, Op::Slice(0, 1010)).is_ok());
+    }
+
+    #[test]
+    fn one_request_does_bounded_work() {
+        let mut s = Server::new();
+        let l = s.create(Kind::List);
+        for _ in 0..4 {
+            s.call(l, Op::Extend(vec![Value::Int(1); 1 << 18])).unwrap();
+        }
+        // A million comparisons are served; a batch of a hundred such
+        // scans, or of a thousand inserts at the front, is refused whole
+        // before it is done.
+        assert_eq!(s.call(l, Op::Count(Value::Int(1))), Ok(Value::Int(1 << 20)));
+        let t = Instant::now();
+        let scans = Request::Batch((0..100).map(|_| (l, Op::Count(Value::Int(1)))).collect());
+        assert_eq!(error_kind(s.ask(scans)), "RuntimeError");
+        let inserts = Request::Batch((0..1000).map(|_| (l, Op::Insert(0, Value::None))).collect());
+        assert_eq!(error_kind(s.ask(inserts)), "RuntimeError");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // The inserts before the refused one were done, as in a loop of calls.
+        let Ok(Value::Int(n)) = s.call(l, Op::Len) else {
+            panic!("no length")
+        };
+        assert!(n > 1 << 20 && n < (1 << 20) + 1000);
     }
 }
