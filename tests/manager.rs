@@ -519,3 +519,63 @@ fn manager_serve_refuses_a_readable_authkey_file() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// A number that is an int or a float on the server.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(untagged)]
+enum Num {
+    I(i64),
+    F(f64),
+    S(char),
+}
+
+/// Sends a request as raw bytes; the first byte of the answer (postcard's
+/// `Response` variant: 0 a value, 1 a new object, 3 an error), and the rest.
+fn raw_request(conn: &mut multiproc::conn::Connection, frame: &[u8]) -> (u8, Vec<u8>) {
+    conn.send_bytes(frame).unwrap();
+    let answer = conn.recv_bytes().unwrap();
+    (answer[0], answer[1..].to_vec())
+}
+
+/// Issue 12.2 and 12.3 against a real server: the requests that killed it
+/// get answers, and it goes on serving.
+#[test]
+fn requests_that_killed_the_server_get_answers() {
+    watchdog("hostile requests", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u8, u8>().unwrap();
+        // `Create(List)` and `Create(Dict)`: the ids of new objects.
+        let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
+        let [list, dict] = [[0u8, 1], [0, 0]].map(|frame| {
+            let (tag, id) = raw_request(&mut conn, &frame);
+            assert_eq!(tag, 1);
+            id
+        });
+        // A list nested 35,000 deep appended (Op 17), and a missing key
+        // nested 25,000 deep looked up (Op 4): each a 50-70 KB request.
+        for (id, op, depth) in [(list, 17, 35_000), (dict, 4, 25_000)] {
+            let mut frame = vec![3]; // Request::Call
+            frame.extend(id);
+            frame.push(op);
+            for _ in 0..depth {
+                frame.extend([6, 1]); // a Value::List of one item
+            }
+            frame.extend([2, 2]); // Value::Int(1)
+            let (tag, error) = raw_request(&mut conn, &frame);
+            assert_eq!(tag, 3, "an error reply");
+            assert!(String::from_utf8_lossy(&error).contains("RecursionError"));
+        }
+        // The sort that ended the server with a panic.
+        let l = m.list::<Num>().unwrap();
+        let big = 1i64 << 53;
+        let items = [Num::I(big), Num::F(big as f64), Num::I(big + 1)];
+        l.extend(items.iter().cycle().take(21).copied()).unwrap();
+        l.sort().unwrap();
+        assert_eq!(l.get(-1).unwrap(), Num::I(big + 1));
+        assert_eq!(l.get(0).unwrap(), Num::I(big));
+        l.append(Num::S('a')).unwrap();
+        assert_eq!(remote_kind(&l.sort().unwrap_err()), "TypeError");
+        d.set(1, 1).unwrap();
+        assert_eq!(d.get(&1).unwrap(), Some(1), "still serving");
+    });
+}
