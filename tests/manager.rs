@@ -579,3 +579,57 @@ fn requests_that_killed_the_server_get_answers() {
         assert_eq!(d.get(&1).unwrap(), Some(1), "still serving");
     });
 }
+
+/// Each request's work is bounded, and a client that sends many at once
+/// gets a turn of about one request's work before the others get theirs.
+#[test]
+fn a_client_pipelining_heavy_requests_delays_others_by_one_turn() {
+    watchdog("pipelined work", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
+        // Another client, connected after it (the server serves its
+        // clients in the order they came).
+        let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
+        let d = other.dict::<u8, u8>().unwrap();
+        d.set(1, 1).unwrap();
+        let (tag, list) = raw_request(&mut conn, &[0, 1]);
+        assert_eq!(tag, 1);
+        // A list of 2**20 ints (Op::Extend of Value::Int(1) each).
+        let mut extend = vec![3];
+        extend.extend(&list);
+        extend.extend([18, 0x80, 0x80, 0x40]);
+        extend.resize(extend.len() + (2 << 20), 2);
+        assert_eq!(raw_request(&mut conn, &extend).0, 0);
+        // A batch of 31 inserts at its front: just within one request's
+        // work (each moves every item).
+        let mut batch = vec![4, 31];
+        for _ in 0..31 {
+            batch.extend(&list);
+            batch.extend([19, 0, 0]);
+        }
+        let t = std::time::Instant::now();
+        assert_eq!(raw_request(&mut conn, &batch).0, 2, "answered");
+        let one = t.elapsed();
+        // Twenty of them in one write (so that one read of the server's
+        // takes them all); meanwhile another client is served within a
+        // turn or two of them, not after all twenty.
+        let frame = [&(batch.len() as u32).to_le_bytes()[..], &batch].concat();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
+        // SAFETY: borrowing the connection's descriptor for one raw write;
+        // the File is never dropped, so the descriptor stays the connection's.
+        let mut raw = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+        raw.write_all(&frame.repeat(20)).unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(d.get(&1).unwrap(), Some(1));
+        let waited = t.elapsed();
+        assert!(
+            waited < one * 8,
+            "waited {waited:?}; one request takes {one:?}"
+        );
+        for _ in 0..20 {
+            assert_eq!(conn.recv_bytes().unwrap()[0], 2);
+        }
+    });
+}

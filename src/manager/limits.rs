@@ -259,6 +259,11 @@ impl Budget {
         }
     }
 
+    /// The steps of work taken so far.
+    pub(crate) fn work_done(&self) -> usize {
+        MAX_WORK - self.work
+    }
+
     /// Whether something was refused: the request may do no more.
     pub(crate) fn spent(&self) -> bool {
         self.spent

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use super::limits::{self, Budget};
+use super::limits::{self, Budget, MAX_WORK};
 use super::protocol::{Id, Kind, Op, Request, Response};
 use super::value::{refs, sort};
 use super::Value;
@@ -457,6 +457,9 @@ struct Peer {
     held: HashMap<Id, u64>,
     /// Close once `out` is sent (after a failed handshake).
     closing: bool,
+    /// Its last turn ended before every buffered frame was served: serve
+    /// it again without waiting for its socket.
+    more: bool,
     /// Gone: its references are released and it is dropped.
     dead: bool,
 }
@@ -550,7 +553,7 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
         // round trip on these machines). A new connection interrupts it
         // (SIGIO), and the socket's receive timeout bounds it.
         if let [p] = peers.as_mut_slice() {
-            let idle = p.handshake.is_none() && !p.pending() && !p.closing && !p.dead;
+            let idle = p.handshake.is_none() && !p.pending() && !p.closing && !p.dead && !p.more;
             if fast_single && idle && stopping.is_none() && !crate::sys::take_connect_signal() {
                 match p.conn.read_some() {
                     Ok(false) => {}
@@ -571,6 +574,9 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
         }
         for d in stopping.iter().chain(&accepting.paused_until) {
             timeout = timeout.min(d.saturating_duration_since(now));
+        }
+        if peers.iter().any(|p| p.more && p.out.len() < OUT_LIMIT) {
+            timeout = Duration::ZERO;
         }
         pfds.clear();
         pfds.push(libc::pollfd {
@@ -606,8 +612,9 @@ pub(crate) fn serve(listener: Listener, parent: Option<u32>) -> ! {
                 p.flush();
             }
             let readable = pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
-            if readable && !p.dead && stopping.is_none() {
-                if serve_peer(p, &mut objects, true) {
+            let unserved = p.more && p.out.len() < OUT_LIMIT;
+            if (readable || unserved) && !p.dead && stopping.is_none() {
+                if serve_peer(p, &mut objects, readable) {
                     stopping = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
                 p.flush();
@@ -689,6 +696,7 @@ impl Peer {
             sent: 0,
             held: HashMap::new(),
             closing: false,
+            more: false,
             dead: false,
         };
         match listener.authkey() {
@@ -711,7 +719,15 @@ impl Peer {
 /// once more first if `read`); whether one of them asked for a shutdown.
 fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
     let mut first = read;
-    while peer.out.len() < OUT_LIMIT {
+    // The work of this turn: frames decoded and steps taken. Beyond one
+    // request's worth, the others get their turn first.
+    let mut turn = 0;
+    peer.more = false;
+    loop {
+        if turn >= MAX_WORK || peer.out.len() >= OUT_LIMIT {
+            peer.more = true;
+            break;
+        }
         // One read per readiness; then what it brought, frame by frame.
         let frame = match peer.conn.try_recv_frame(std::mem::take(&mut first)) {
             Ok(Some(frame)) => frame,
@@ -722,6 +738,7 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
                 break;
             }
         };
+        turn += frame.len();
         if let Some((handshake, _)) = &mut peer.handshake {
             let step = handshake.receive(frame);
             if let Some(m) = step.send {
@@ -740,10 +757,11 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
             }
             continue;
         }
-        let Some((response, shutdown)) = objects.request(frame, &mut peer.held) else {
+        let Some((response, shutdown, work)) = objects.request(frame, &mut peer.held) else {
             peer.dead = true;
             break;
         };
+        turn += work;
         peer.queue(&response);
         if shutdown {
             return true;
@@ -815,13 +833,18 @@ impl Objects {
     }
 
     /// Serves one encoded request of a connection holding `held`: the
-    /// encoded response and whether it asked for a shutdown, or `None` if
-    /// it was malformed (which ends the connection).
-    fn request(&mut self, frame: &[u8], held: &mut HashMap<Id, u64>) -> Option<(Vec<u8>, bool)> {
+    /// encoded response, whether it asked for a shutdown and the work it
+    /// took, or `None` if it was malformed (which ends the connection).
+    fn request(
+        &mut self,
+        frame: &[u8],
+        held: &mut HashMap<Id, u64>,
+    ) -> Option<(Vec<u8>, bool, usize)> {
         let (req, exceeded, memory) =
             limits::decode_limited(REQUEST_MEMORY, || postcard::from_bytes::<Request>(frame));
         // Proxies inside the request must name objects of this manager.
         let decoded = refs::take_decoded();
+        let mut work = 0;
         let (response, shutdown) = match (req, exceeded) {
             (Ok(req), _) => {
                 let shutdown = matches!(req, Request::Shutdown);
@@ -835,7 +858,9 @@ impl Objects {
                     )),
                     None => {
                         let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, memory);
-                        survive_panic(|| self.serve(req, held, &mut budget))
+                        let r = survive_panic(|| self.serve(req, held, &mut budget));
+                        work = budget.work_done();
+                        r
                     }
                 };
                 (response, shutdown)
@@ -868,7 +893,7 @@ impl Objects {
                         *held.entry(id).or_default() += 1;
                     }
                 }
-                Some((bytes, shutdown))
+                Some((bytes, shutdown, work))
             }
             Err(_) => None,
         };
@@ -933,7 +958,7 @@ mod tests {
         }
 
         fn frame(&mut self, frame: &[u8]) -> Response {
-            let (bytes, _) = self
+            let (bytes, ..) = self
                 .objects
                 .request(frame, &mut self.held)
                 .expect("a reply");
