@@ -41,7 +41,7 @@ struct ProcessConn {
     pid: u32,
     conn: Mutex<Option<Connection>>,
     /// The next state in [`Client::retired`].
-    next: *mut ProcessConn,
+    next: AtomicPtr<ProcessConn>,
 }
 
 impl Client {
@@ -69,7 +69,7 @@ impl Client {
             let mine = Box::into_raw(Box::new(ProcessConn {
                 pid: me,
                 conn: Mutex::new(None),
-                next: std::ptr::null_mut(),
+                next: AtomicPtr::new(std::ptr::null_mut()),
             }));
             match self
                 .current
@@ -94,16 +94,15 @@ impl Client {
     /// the fork (the server then sees the parent's connection end with the
     /// parent, not with its last child).
     fn retire(&self, old: *mut ProcessConn) {
-        // SAFETY: the thread whose exchange replaced `old` is the only one
-        // that retires it; the state lives until the client is dropped.
-        let state = unsafe { &mut *old };
+        // SAFETY: retired states live until the client is dropped.
+        let state = unsafe { &*old };
         // Never waits: the lock may be held by a thread that was not forked.
         if let Ok(mut conn) = state.conn.try_lock() {
             conn.take();
         }
         let mut head = self.retired.load(Ordering::Acquire);
         loop {
-            state.next = head;
+            state.next.store(head, Ordering::Relaxed);
             match self
                 .retired
                 .compare_exchange(head, old, Ordering::AcqRel, Ordering::Acquire)
@@ -163,8 +162,8 @@ impl Drop for Client {
         let mut next = *self.retired.get_mut();
         while !next.is_null() {
             // SAFETY: as above, for each retired state once.
-            let state = unsafe { Box::from_raw(next) };
-            next = state.next;
+            let mut state = unsafe { Box::from_raw(next) };
+            next = *state.next.get_mut();
         }
     }
 }
