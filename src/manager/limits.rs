@@ -231,8 +231,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
 }
 
 /// The most work one request may make the server do, in steps of about a
-/// value compared, moved or copied each (about a tenth of a second): the
-/// longest one client can keep the others waiting.
+/// value compared or moved each (a quarter of a second on this project's
+/// machines): about the longest one client keeps the others waiting.
 pub const MAX_WORK: usize = 1 << 25;
 
 /// What is left for the rest of one request: encoded bytes of its answer

@@ -719,12 +719,13 @@ impl Peer {
 /// once more first if `read`); whether one of them asked for a shutdown.
 fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
     let mut first = read;
-    // The work of this turn: frames decoded and steps taken. Beyond one
-    // request's worth, the others get their turn first.
+    // The work of this turn: frames decoded and steps taken. Beyond a
+    // quarter of one request's most, the others get their turn first: a
+    // turn is at most about one request's work.
     let mut turn = 0;
     peer.more = false;
     loop {
-        if turn >= MAX_WORK || peer.out.len() >= OUT_LIMIT {
+        if turn >= MAX_WORK / 4 || peer.out.len() >= OUT_LIMIT {
             peer.more = true;
             break;
         }
