@@ -63,11 +63,7 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Insert(i, v) => {
                 l.insert(i.into(), v.into()).unwrap();
                 let len = model_l.len() as i64;
-                let at = if (i as i64) < 0 {
-                    (i as i64 + len).max(0)
-                } else {
-                    (i as i64).min(len)
-                };
+                let at = if (i as i64) < 0 { (i as i64 + len).max(0) } else { (i as i64).min(len) };
                 model_l.insert(at as usize, v.into());
             }
             Step::Pop(i) => match index(i, model_l.len()) {

@@ -65,8 +65,7 @@ fuzz_target!(|data: &[u8]| {
     let conn = connect(m.address(), Some(m.authkey())).expect("the server accepts clients");
     // SAFETY: borrowing the connection's descriptor for raw writes; the
     // File is never dropped, so the descriptor stays the connection's.
-    let mut raw =
-        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(conn.as_raw_fd()) });
+    let mut raw = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(conn.as_raw_fd()) });
     let _ = raw.write_all(&stream);
     // End the stream and wait until the server has closed its side: it has
     // then dealt with every frame, and a crash shows on this very input.

@@ -4,10 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use multiproc::segment::{Segment, SegmentInfo, PREFIX};
-use multiproc::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Queue, RLock,
-};
+use multiproc::segment::{SegmentInfo, Segment, PREFIX};
+use multiproc::{Array, Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Queue, RLock};
 use multiproc::{RawArray, RawValue, Semaphore, Value};
 
 fuzz_target!(|data: &[u8]| {
