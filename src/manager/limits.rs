@@ -13,6 +13,7 @@ use serde::de::{
 };
 use serde::Deserialize;
 
+use super::protocol::Exception;
 use super::value::{ProxyRef, Value};
 
 /// The deepest nesting of lists, tuples and dicts a request may hold
@@ -37,7 +38,7 @@ pub(crate) enum Exceeded {
 
 impl Exceeded {
     /// The Python exception and message of the error reply.
-    pub(crate) fn error(self, memory: usize) -> (&'static str, String) {
+    pub(crate) fn error(self, memory: usize) -> Exception {
         match self {
             Exceeded::Depth => (
                 "RecursionError",
@@ -246,9 +247,6 @@ pub(crate) struct Budget {
     spent: bool,
 }
 
-/// What `Budget::charge` says when an answer would be too large.
-pub(crate) type Refused = (&'static str, String);
-
 impl Budget {
     pub(crate) fn new(answer: usize, memory: usize) -> Budget {
         Budget {
@@ -270,7 +268,7 @@ impl Budget {
     }
 
     /// Takes `steps` of work, or refuses before it is done.
-    pub(crate) fn work(&mut self, steps: usize) -> Result<(), Refused> {
+    pub(crate) fn work(&mut self, steps: usize) -> Result<(), Exception> {
         match self.work.checked_sub(steps) {
             Some(left) => {
                 self.work = left;
@@ -291,7 +289,7 @@ impl Budget {
     pub(crate) fn charge<'a>(
         &mut self,
         values: impl IntoIterator<Item = &'a Value>,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), Exception> {
         for v in values {
             if !self.take(v) {
                 return Err(self.refuse(too_large()));
@@ -301,7 +299,7 @@ impl Budget {
     }
 
     /// Takes `bytes` of the answer's frame.
-    pub(crate) fn charge_bytes(&mut self, bytes: usize) -> Result<(), Refused> {
+    pub(crate) fn charge_bytes(&mut self, bytes: usize) -> Result<(), Exception> {
         match self.answer.checked_sub(bytes) {
             Some(left) => {
                 self.answer = left;
@@ -311,7 +309,7 @@ impl Budget {
         }
     }
 
-    fn refuse(&mut self, why: Refused) -> Refused {
+    fn refuse(&mut self, why: Exception) -> Exception {
         self.spent = true;
         why
     }
@@ -349,7 +347,7 @@ impl Budget {
     }
 }
 
-fn too_large() -> Refused {
+fn too_large() -> Exception {
     (
         "MemoryError",
         "the answer would exceed the frame limit; ask for less at a time".into(),

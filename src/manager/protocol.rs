@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::limits::bounded_vec;
 use super::Value;
 
+/// A Python exception: its class name and message.
+pub(crate) type Exception = (&'static str, String);
+
 /// An object's number on the server.
 pub(crate) type Id = u64;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use super::limits::{self, Budget, MAX_WORK};
-use super::protocol::{Id, Kind, Op, Request, Response};
+use super::protocol::{Exception, Id, Kind, Op, Request, Response};
 use super::value::{refs, sort};
 use super::Value;
 use crate::conn::auth::{Handshake, Side, HANDSHAKE_MAX, HANDSHAKE_TIMEOUT};
@@ -51,10 +51,10 @@ struct Objects {
     hasher: RandomState,
 }
 
-type Outcome = std::result::Result<Value, (&'static str, String)>;
+type Outcome = std::result::Result<Value, Exception>;
 
 /// The answer for a Python exception.
-fn error((kind, message): (&'static str, String)) -> Response {
+fn error((kind, message): Exception) -> Response {
     Response::Error {
         kind: kind.into(),
         message,
@@ -74,20 +74,16 @@ fn survive_panic(serve: impl FnOnce() -> Response) -> Response {
     })
 }
 
-fn key_error(key: &Value) -> (&'static str, String) {
+fn key_error(key: &Value) -> Exception {
     ("KeyError", key.repr())
 }
 
-fn type_error(msg: String) -> (&'static str, String) {
+fn type_error(msg: String) -> Exception {
     ("TypeError", msg)
 }
 
 /// A Python index into a list of `len` items, negative from the end.
-fn index(
-    key: &Value,
-    len: usize,
-    inserting: bool,
-) -> std::result::Result<usize, (&'static str, String)> {
+fn index(key: &Value, len: usize, inserting: bool) -> std::result::Result<usize, Exception> {
     let Value::Int(i) = *key else {
         return Err(type_error(format!(
             "list indices must be integers, not {}",
@@ -339,11 +335,7 @@ fn apply(entry: &mut Entry, op: Op, budget: &mut Budget) -> Outcome {
 }
 
 /// Takes the work of comparing `probe` with every item of `items`.
-fn scan(
-    items: &[Value],
-    probe: &Value,
-    budget: &mut Budget,
-) -> std::result::Result<(), (&'static str, String)> {
+fn scan(items: &[Value], probe: &Value, budget: &mut Budget) -> std::result::Result<(), Exception> {
     budget.work(items.len().saturating_mul(limits::size(probe)))
 }
 
@@ -352,7 +344,7 @@ fn remove_key(
     d: &mut Map,
     k: &Value,
     budget: &mut Budget,
-) -> std::result::Result<Option<Value>, (&'static str, String)> {
+) -> std::result::Result<Option<Value>, Exception> {
     let Some(i) = d.get_index_of(k) else {
         return Ok(None);
     };
@@ -403,15 +395,15 @@ impl Objects {
                 let mut answers = Vec::with_capacity(ops.len());
                 for (id, op) in ops {
                     let r = self.handle(Request::Call(id, op), budget);
+                    let r = match budget.charge_bytes(answer_overhead(&r)) {
+                        Ok(()) => r,
+                        Err(e) => error(e),
+                    };
                     // Once something is refused, the rest is not done.
-                    let _ = budget.charge_bytes(answer_overhead(&r));
-                    if budget.spent() {
-                        return match r {
-                            Response::Error { kind, message } => Response::Error {
-                                kind,
-                                message: format!("{message} (the operations before it were done)"),
-                            },
-                            _ => error(("MemoryError", "the answer would exceed the frame limit (the operations before it were done)".into())),
+                    if let (true, Response::Error { kind, message }) = (budget.spent(), &r) {
+                        return Response::Error {
+                            kind: kind.clone(),
+                            message: format!("{message} (the operations before it were done)"),
                         };
                     }
                     answers.push(r);
@@ -424,7 +416,7 @@ impl Objects {
         outcome.map_or_else(error, Response::Value)
     }
 
-    fn entry(&mut self, id: Id) -> std::result::Result<&mut Entry, (&'static str, String)> {
+    fn entry(&mut self, id: Id) -> std::result::Result<&mut Entry, Exception> {
         self.table
             .get_mut(&id)
             .ok_or_else(|| ("ReferenceError", format!("the manager has no object {id}")))
