@@ -409,6 +409,23 @@ mod tests {
     }
 
     #[test]
+    fn every_variant_decodes_as_the_derived_encoding_wrote_it() {
+        let all = Value::Tuple(vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-5),
+            Value::Float(2.5),
+            Value::Str("s".into()),
+            Value::Bytes(vec![1, 2]),
+            Value::List(vec![Value::Int(1)]),
+            Value::Dict(vec![(Value::Str("k".into()), Value::Tuple(vec![]))]),
+        ]);
+        let bytes = postcard::to_allocvec(&all).unwrap();
+        let back: Value = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{all:?}"));
+    }
+
+    #[test]
     fn decoding_takes_memory_from_the_allowance() {
         // 1000 Nones: 1 KB encoded, 32 KB decoded.
         let v = Value::List(vec![Value::None; 1000]);
