@@ -346,3 +346,290 @@ fn nested_proxies_name_one_object_that_lives_while_stored() {
         }
     });
 }
+
+/// Issue 12.1: while one busy client is the server's only peer, connections
+/// that are already dead when accepted must not lock later clients out.
+#[test]
+fn dead_connections_never_lock_new_clients_out() {
+    watchdog("dead connections", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // This process's one connection is the server's only peer, kept
+        // busy with back-to-back requests.
+        let busy = {
+            let (d, stop) = (d.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    d.set(1, 1).unwrap();
+                }
+            })
+        };
+        let Address::Unix(path) = m.address() else {
+            unreachable!()
+        };
+        for _ in 0..5 {
+            drop(std::os::unix::net::UnixStream::connect(path).unwrap());
+        }
+        let t = std::time::Instant::now();
+        let other = Manager::connect(m.address().clone(), m.authkey());
+        let took = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        busy.join().unwrap();
+        other.unwrap();
+        assert!(took < Duration::from_secs(5), "connecting took {took:?}");
+    });
+}
+
+/// The CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Issue 12.4: a server out of descriptors, with clients still queued,
+/// waits for a descriptor to free instead of spinning on `accept`.
+#[test]
+fn out_of_descriptors_the_server_waits_instead_of_spinning() {
+    watchdog("EMFILE", LIMIT, || {
+        // In a child: the descriptor limit is lowered for the server it starts.
+        let c = child(|| {
+            let set_limit = |soft: u64| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit/setrlimit with a valid rlimit.
+                unsafe {
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    let old = lim.rlim_cur;
+                    lim.rlim_cur = soft;
+                    assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+                    old
+                }
+            };
+            // A few descriptors beyond those this process has (the test
+            // harness runs other tests beside this one).
+            let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 24;
+            let old = set_limit(limit);
+            let m = Manager::start().unwrap();
+            set_limit(old);
+            let Address::Unix(path) = m.address() else {
+                unreachable!()
+            };
+            let silent: Vec<_> = (0..limit + 40)
+                .map(|_| std::os::unix::net::UnixStream::connect(path).unwrap())
+                .collect();
+            let pid = m.server_pid().unwrap();
+            // Let the server take what it can and hit the limit.
+            assert!(wait_until(LIMIT, || {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .count() as u64
+                    >= limit - 2
+            }));
+            let before = cpu_ticks(pid);
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_secs(1) {
+                std::thread::park_timeout(Duration::from_secs(1) - t.elapsed());
+            }
+            let used = cpu_ticks(pid) - before;
+            assert!(used < 20, "the server used {used} ticks of CPU in 1 s");
+            // Descriptors free: the server accepts again.
+            drop(silent);
+            let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
+            assert_eq!(other.number_of_objects().unwrap(), 0);
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// Issue 11.8: a child forked while another thread of its parent is in
+/// the middle of a round trip (holding the client's lock) can still use
+/// its proxies.
+#[test]
+fn children_forked_while_another_thread_uses_a_proxy_can_use_theirs() {
+    watchdog("fork while calling", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammer = {
+            let (d, stop) = (d.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    d.set(0, 0).unwrap();
+                }
+            })
+        };
+        for i in 1..=20 {
+            let d = d.clone();
+            let c = child(move || d.set(i, i).unwrap());
+            assert_eq!(join(&c, Duration::from_secs(10)), 0, "child {i}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hammer.join().unwrap();
+        assert_eq!(d.len().unwrap(), 21);
+    });
+}
+
+/// Issue 12, also: `multiproc manager serve` refuses an authkey file that
+/// other users may read, unless told to (then it warns).
+#[test]
+fn manager_serve_refuses_a_readable_authkey_file() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    watchdog("manager serve", LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("multiproc-test-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, b"secret").unwrap();
+        let serve = |extra: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_multiproc"))
+                .args(["manager", "serve", "--listen"])
+                .arg(format!("unix:{}", dir.join("sock").display()))
+                .arg("--authkey-file")
+                .arg(&key)
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = serve(&[]).wait_with_output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("chmod 600"), "{err}");
+        // Told to, it serves, with a warning; so it does on a private file.
+        for (mode, extra) in [(0o644, &["--allow-readable-authkey"][..]), (0o600, &[])] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let mut server = serve(extra);
+            let mut line = String::new();
+            BufReader::new(server.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert!(line.starts_with("serving on"), "{line}");
+            server.kill().unwrap();
+            let out = server.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.contains("warning"), mode == 0o644, "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// A number that is an int or a float on the server.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(untagged)]
+enum Num {
+    I(i64),
+    F(f64),
+    S(char),
+}
+
+/// Sends a request as raw bytes; the first byte of the answer (postcard's
+/// `Response` variant: 0 a value, 1 a new object, 3 an error), and the rest.
+fn raw_request(conn: &mut multiproc::conn::Connection, frame: &[u8]) -> (u8, Vec<u8>) {
+    conn.send_bytes(frame).unwrap();
+    let answer = conn.recv_bytes().unwrap();
+    (answer[0], answer[1..].to_vec())
+}
+
+/// Issue 12.2 and 12.3 against a real server: the requests that killed it
+/// get answers, and it goes on serving.
+#[test]
+fn requests_that_killed_the_server_get_answers() {
+    watchdog("hostile requests", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u8, u8>().unwrap();
+        // `Create(List)` and `Create(Dict)`: the ids of new objects.
+        let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
+        let [list, dict] = [[0u8, 1], [0, 0]].map(|frame| {
+            let (tag, id) = raw_request(&mut conn, &frame);
+            assert_eq!(tag, 1);
+            id
+        });
+        // A list nested 35,000 deep appended (Op 17), and a missing key
+        // nested 25,000 deep looked up (Op 4): each a 50-70 KB request.
+        for (id, op, depth) in [(list, 17, 35_000), (dict, 4, 25_000)] {
+            let mut frame = vec![3]; // Request::Call
+            frame.extend(id);
+            frame.push(op);
+            for _ in 0..depth {
+                frame.extend([6, 1]); // a Value::List of one item
+            }
+            frame.extend([2, 2]); // Value::Int(1)
+            let (tag, error) = raw_request(&mut conn, &frame);
+            assert_eq!(tag, 3, "an error reply");
+            assert!(String::from_utf8_lossy(&error).contains("RecursionError"));
+        }
+        // The sort that ended the server with a panic.
+        let l = m.list::<Num>().unwrap();
+        let big = 1i64 << 53;
+        let items = [Num::I(big), Num::F(big as f64), Num::I(big + 1)];
+        l.extend(items.iter().cycle().take(21).copied()).unwrap();
+        l.sort().unwrap();
+        assert_eq!(l.get(-1).unwrap(), Num::I(big + 1));
+        assert_eq!(l.get(0).unwrap(), Num::I(big));
+        l.append(Num::S('a')).unwrap();
+        assert_eq!(remote_kind(&l.sort().unwrap_err()), "TypeError");
+        d.set(1, 1).unwrap();
+        assert_eq!(d.get(&1).unwrap(), Some(1), "still serving");
+    });
+}
+
+/// Each request's work is bounded, and a client that sends many at once
+/// gets a turn of about one request's work before the others get theirs.
+#[test]
+fn a_client_pipelining_heavy_requests_delays_others_by_one_turn() {
+    watchdog("pipelined work", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
+        // Another client, connected after it (the server serves its
+        // clients in the order they came).
+        let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
+        let d = other.dict::<u8, u8>().unwrap();
+        d.set(1, 1).unwrap();
+        let (tag, list) = raw_request(&mut conn, &[0, 1]);
+        assert_eq!(tag, 1);
+        // A list of 2**20 ints (Op::Extend of Value::Int(1) each).
+        let mut extend = vec![3];
+        extend.extend(&list);
+        extend.extend([18, 0x80, 0x80, 0x40]);
+        extend.resize(extend.len() + (2 << 20), 2);
+        assert_eq!(raw_request(&mut conn, &extend).0, 0);
+        // A batch of 31 inserts at its front: just within one request's
+        // work (each moves every item).
+        let mut batch = vec![4, 31];
+        for _ in 0..31 {
+            batch.extend(&list);
+            batch.extend([19, 0, 0]);
+        }
+        let t = std::time::Instant::now();
+        assert_eq!(raw_request(&mut conn, &batch).0, 2, "answered");
+        let one = t.elapsed();
+        // Twenty of them in one write (so that one read of the server's
+        // takes them all); meanwhile another client is served within a
+        // turn or two of them, not after all twenty.
+        let frame = [&(batch.len() as u32).to_le_bytes()[..], &batch].concat();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
+        // SAFETY: borrowing the connection's descriptor for one raw write;
+        // the File is never dropped, so the descriptor stays the connection's.
+        let mut raw = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+        raw.write_all(&frame.repeat(20)).unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(d.get(&1).unwrap(), Some(1));
+        let waited = t.elapsed();
+        assert!(
+            waited < one * 8,
+            "waited {waited:?}; one request takes {one:?}"
+        );
+        for _ in 0..20 {
+            assert_eq!(conn.recv_bytes().unwrap()[0], 2);
+        }
+    });
+}

@@ -154,6 +154,17 @@ impl Listener {
         Ok(Connection::from_socket(fd))
     }
 
+    /// Makes [`accept`](Listener::accept) return `WouldBlock` instead of
+    /// waiting when no client is queued (for an event loop that accepts
+    /// until the queue is empty).
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        match &self.socket {
+            Socket::Unix(l) => l.set_nonblocking(nonblocking),
+            Socket::Tcp(l) => l.set_nonblocking(nonblocking),
+        }
+        .map_err(|e| Error::io("set_nonblocking", e))
+    }
+
     /// The key clients must prove they know, if any.
     pub(crate) fn authkey(&self) -> Option<&[u8]> {
         self.authkey.as_deref()

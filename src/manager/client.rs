@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -22,26 +22,112 @@ use crate::sys;
 
 /// One process's connection to the server, opened on first use in each
 /// process (a forked child never shares its parent's socket).
+///
+/// Fork-safe: a child forked while another thread of its parent was in
+/// the middle of a round trip (holding the parent's connection lock) never
+/// touches that lock; it makes a connection state of its own, found by pid.
 struct Client {
     address: Address,
     authkey: Vec<u8>,
-    conn: Mutex<Option<(u32, Connection)>>,
+    /// This process's connection state (a `Box` leaked into the pointer).
+    current: AtomicPtr<ProcessConn>,
+    /// States of the processes this one was forked from, freed with the
+    /// client: another thread of this process may still be reading one.
+    retired: AtomicPtr<ProcessConn>,
+}
+
+/// One process's connection to the server.
+struct ProcessConn {
+    pid: u32,
+    conn: Mutex<Option<Connection>>,
+    /// The next state in [`Client::retired`].
+    next: AtomicPtr<ProcessConn>,
 }
 
 impl Client {
-    fn request(&self, req: &Request) -> Result<Response> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let me = sys::getpid();
-        if conn.as_ref().is_none_or(|(pid, _)| *pid != me) {
-            let c = connect(&self.address, Some(&self.authkey)).map_err(|e| match e {
-                Error::Io { .. } => Error::ManagerGone(e.to_string()),
-                other => other,
-            })?;
-            // Replacing a copy inherited from the parent closes only this
-            // process's duplicate of its socket.
-            *conn = Some((me, c));
+    fn new(address: Address, authkey: &[u8]) -> Client {
+        Client {
+            address,
+            authkey: authkey.to_vec(),
+            current: AtomicPtr::new(std::ptr::null_mut()),
+            retired: AtomicPtr::new(std::ptr::null_mut()),
         }
-        let (_, c) = conn.as_mut().expect("connected above");
+    }
+
+    /// This process's connection state, made on its first use here.
+    fn state(&self) -> &ProcessConn {
+        let me = sys::getpid();
+        loop {
+            let seen = self.current.load(Ordering::Acquire);
+            // SAFETY: a non-null pointer here came from `Box::into_raw`
+            // and is freed only when the client is dropped (see `retired`).
+            if let Some(state) = unsafe { seen.as_ref() } {
+                if state.pid == me {
+                    return state;
+                }
+            }
+            let mine = Box::into_raw(Box::new(ProcessConn {
+                pid: me,
+                conn: Mutex::new(None),
+                next: AtomicPtr::new(std::ptr::null_mut()),
+            }));
+            match self
+                .current
+                .compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if !seen.is_null() {
+                        self.retire(seen);
+                    }
+                    // SAFETY: just made, freed only with the client.
+                    return unsafe { &*mine };
+                }
+                // Another thread of this process made one first.
+                // SAFETY: `mine` was never shared.
+                Err(_) => drop(unsafe { Box::from_raw(mine) }),
+            }
+        }
+    }
+
+    /// Keeps a parent's state until the client is dropped, closing this
+    /// process's copy of its socket now if no round trip was under way at
+    /// the fork (the server then sees the parent's connection end with the
+    /// parent, not with its last child).
+    fn retire(&self, old: *mut ProcessConn) {
+        // SAFETY: retired states live until the client is dropped.
+        let state = unsafe { &*old };
+        // Never waits: the lock may be held by a thread that was not forked.
+        if let Ok(mut conn) = state.conn.try_lock() {
+            conn.take();
+        }
+        let mut head = self.retired.load(Ordering::Acquire);
+        loop {
+            state.next.store(head, Ordering::Relaxed);
+            match self
+                .retired
+                .compare_exchange(head, old, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    fn request(&self, req: &Request) -> Result<Response> {
+        let mut conn = self
+            .state()
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let c = match &mut *conn {
+            Some(c) => c,
+            None => conn.insert(connect(&self.address, Some(&self.authkey)).map_err(
+                |e| match e {
+                    Error::Io { .. } => Error::ManagerGone(e.to_string()),
+                    other => other,
+                },
+            )?),
+        };
         let exchanged = c.send(req).and_then(|()| c.recv::<Response>());
         match exchanged {
             Ok(r) => Ok(r),
@@ -61,6 +147,23 @@ impl Client {
         match self.request(req)? {
             Response::Value(v) => Ok(v),
             other => Err(protocol_error(other)),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let current = *self.current.get_mut();
+        if !current.is_null() {
+            // SAFETY: from `Box::into_raw`, and no thread can reach it any
+            // more (the client is being dropped).
+            drop(unsafe { Box::from_raw(current) });
+        }
+        let mut next = *self.retired.get_mut();
+        while !next.is_null() {
+            // SAFETY: as above, for each retired state once.
+            let mut state = unsafe { Box::from_raw(next) };
+            next = *state.next.get_mut();
         }
     }
 }
@@ -176,11 +279,7 @@ impl Manager {
     /// # Errors
     /// [`Error::AuthenticationFailed`] on a wrong key; if it is unreachable.
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
-        let client = Arc::new(Client {
-            address,
-            authkey: authkey.to_vec(),
-            conn: Mutex::new(None),
-        });
+        let client = Arc::new(Client::new(address, authkey));
         // Connect now, so that a wrong address or key fails here.
         client.value(&Request::NumberOfObjects)?;
         Ok(Manager {

@@ -9,11 +9,13 @@
 //! compare, sort and update them atomically itself.
 
 mod client;
+mod limits;
 mod protocol;
 mod server;
 mod value;
 
 pub use client::{DictProxy, ListProxy, Manager, NamespaceProxy};
+pub use limits::{MAX_DEPTH, MAX_WORK};
 
 use crate::conn::{Address, Listener};
 

@@ -3,7 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::bounded_vec;
 use super::Value;
+
+/// A Python exception: its class name and message.
+pub(crate) type Exception = (&'static str, String);
 
 /// An object's number on the server.
 pub(crate) type Id = u64;
@@ -23,7 +27,7 @@ pub(crate) enum Request {
     Decref(Id),
     Call(Id, Op),
     /// Several operations, one round trip; answered by `Response::Batch`.
-    Batch(Vec<(Id, Op)>),
+    Batch(#[serde(deserialize_with = "bounded_vec")] Vec<(Id, Op)>),
     NumberOfObjects,
     Shutdown,
 }
@@ -53,7 +57,7 @@ pub(crate) enum Op {
     Contains(Value),
     Keys,
     Values,
-    Update(Vec<(Value, Value)>),
+    Update(#[serde(deserialize_with = "bounded_vec")] Vec<(Value, Value)>),
     /// `obj[key] += delta`, atomically; a missing dict key counts as 0.
     /// Answers the new value.
     Increment(Value, Value),
@@ -61,7 +65,7 @@ pub(crate) enum Op {
     /// absent); answers whether it did.
     CompareAndSet(Value, Option<Value>, Value),
     Append(Value),
-    Extend(Vec<Value>),
+    Extend(#[serde(deserialize_with = "bounded_vec")] Vec<Value>),
     Insert(i64, Value),
     /// `list.remove(value)`: `ValueError` if absent.
     Remove(Value),
@@ -70,6 +74,40 @@ pub(crate) enum Op {
     Reverse,
     Sort,
     Slice(i64, i64),
+}
+
+impl Op {
+    /// The operation's name, for error messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Op::Len => "len",
+            Op::Clear => "clear",
+            Op::Snapshot => "snapshot",
+            Op::Get(_) => "get",
+            Op::Lookup(_) => "lookup",
+            Op::Set(..) => "set",
+            Op::Del(_) => "del",
+            Op::Pop(_) => "pop",
+            Op::Discard(_) => "discard",
+            Op::PopItem => "popitem",
+            Op::SetDefault(..) => "setdefault",
+            Op::Contains(_) => "contains",
+            Op::Keys => "keys",
+            Op::Values => "values",
+            Op::Update(_) => "update",
+            Op::Increment(..) => "increment",
+            Op::CompareAndSet(..) => "compare_and_set",
+            Op::Append(_) => "append",
+            Op::Extend(_) => "extend",
+            Op::Insert(..) => "insert",
+            Op::Remove(_) => "remove",
+            Op::Index(_) => "index",
+            Op::Count(_) => "count",
+            Op::Reverse => "reverse",
+            Op::Sort => "sort",
+            Op::Slice(..) => "slice",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

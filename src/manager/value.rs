@@ -13,7 +13,15 @@ use super::protocol::{Id, Kind};
 
 /// A value as the manager stores it: Python's `None`, `bool`, `int`,
 /// `float`, `str`, `bytes`, `list`, `tuple` and `dict` (in insertion order).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+///
+/// Equality and hashing are Python's: `1`, `1.0` and `true` are equal and
+/// hash alike, ints and floats compare exactly, a NaN equals nothing (not
+/// even itself, as two NaNs decoded from two requests are two objects in
+/// Python). Unlike Python, dicts compare in order, and lists and dicts may
+/// be dict keys. Decoding refuses values nested deeper than
+/// [`MAX_DEPTH`](super::MAX_DEPTH) containers, so that no walk over a value can exhaust the
+/// stack.
+#[derive(Clone, Debug, serde::Serialize)]
 pub enum Value {
     /// `None` (and Rust's `()`, `None`).
     None,
@@ -154,20 +162,6 @@ pub(crate) mod refs {
 }
 
 impl Value {
-    fn rank(&self) -> u8 {
-        match self {
-            Value::None => 0,
-            Value::Bool(_) => 1,
-            Value::Int(_) | Value::Float(_) => 2,
-            Value::Str(_) => 3,
-            Value::Bytes(_) => 4,
-            Value::List(_) => 5,
-            Value::Tuple(_) => 6,
-            Value::Dict(_) => 7,
-            Value::Proxy(_) => 8,
-        }
-    }
-
     /// The Python type name, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -187,59 +181,290 @@ impl Value {
             },
         }
     }
+
+    /// The value as a number, if it is one (`bool` is an `int` in Python).
+    fn number(&self) -> Option<Number> {
+        match *self {
+            Value::Bool(b) => Some(Number::Int(b.into())),
+            Value::Int(i) => Some(Number::Int(i)),
+            Value::Float(f) => Some(Number::Float(f)),
+            _ => None,
+        }
+    }
+
+    /// Python's `self < other`, or the `TypeError` Python raises for it
+    /// (as its message).
+    pub(crate) fn lt(&self, other: &Value) -> Result<bool, String> {
+        use Value::*;
+        if let (Some(a), Some(b)) = (self.number(), other.number()) {
+            return Ok(a.partial_cmp(b) == Some(Ordering::Less));
+        }
+        match (self, other) {
+            (Str(a), Str(b)) => Ok(a < b),
+            (Bytes(a), Bytes(b)) => Ok(a < b),
+            (List(a), List(b)) | (Tuple(a), Tuple(b)) => {
+                // The first items that differ decide; else the shorter is less.
+                match a.iter().zip(b).find(|(x, y)| x != y) {
+                    Some((x, y)) => x.lt(y),
+                    Option::None => Ok(a.len() < b.len()),
+                }
+            }
+            _ => Err(format!(
+                "'<' not supported between instances of '{}' and '{}'",
+                self.type_name(),
+                other.type_name()
+            )),
+        }
+    }
+
+    /// A short Python-like representation for error messages: at most
+    /// about [`REPR_MAX`] characters, however large or deep the value.
+    pub(crate) fn repr(&self) -> String {
+        let mut out = String::new();
+        self.write_repr(&mut out);
+        if out.len() > REPR_MAX {
+            out.truncate(floor_boundary(&out, REPR_MAX));
+            out.push_str("...");
+        }
+        out
+    }
+
+    fn write_repr(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        if out.len() > REPR_MAX {
+            return;
+        }
+        let items = |out: &mut String, open: &str, close: &str, vs: &[Value]| {
+            out.push_str(open);
+            for (i, v) in vs.iter().enumerate() {
+                if out.len() > REPR_MAX {
+                    break;
+                }
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                v.write_repr(out);
+            }
+            out.push_str(close);
+        };
+        // Writing to a String cannot fail.
+        let _ = match self {
+            Value::None => write!(out, "None"),
+            Value::Bool(b) => write!(out, "{}", if *b { "True" } else { "False" }),
+            Value::Int(i) => write!(out, "{i}"),
+            Value::Float(f) => write!(out, "{f:?}"),
+            Value::Str(s) => write!(out, "{:?}", &s[..floor_boundary(s, REPR_MAX)]),
+            Value::Bytes(b) => write!(
+                out,
+                "b{:?}",
+                String::from_utf8_lossy(&b[..b.len().min(REPR_MAX)])
+            ),
+            Value::List(v) => {
+                items(out, "[", "]", v);
+                Ok(())
+            }
+            Value::Tuple(v) => {
+                items(out, "(", ")", v);
+                Ok(())
+            }
+            Value::Dict(d) => {
+                out.push('{');
+                for (i, (k, v)) in d.iter().enumerate() {
+                    if out.len() > REPR_MAX {
+                        break;
+                    }
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    k.write_repr(out);
+                    out.push_str(": ");
+                    v.write_repr(out);
+                }
+                out.push('}');
+                Ok(())
+            }
+            Value::Proxy(r) => write!(out, "<{} {}>", self.type_name(), r.id),
+        };
+    }
 }
 
-/// A total order for sorting: by kind, then value; ints and floats compare
-/// as numbers (a NaN sorts after every other number).
-impl Ord for Value {
-    fn cmp(&self, other: &Self) -> Ordering {
-        use Value::*;
+/// Python's `list.sort()`: stable, by `<` only; on a `TypeError` (items
+/// Python cannot order, such as `1` and `"a"`) the list is left as it was.
+/// Any answers of `<` (a NaN's included) give some permutation, never a
+/// panic.
+pub(crate) fn sort(items: &mut Vec<Value>) -> Result<(), String> {
+    // A merge sort of positions, bottom up.
+    let n = items.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut merged = Vec::with_capacity(n);
+    let mut width = 1;
+    while width < n {
+        merged.clear();
+        for start in (0..n).step_by(2 * width) {
+            let mid = (start + width).min(n);
+            let end = (start + 2 * width).min(n);
+            let (mut i, mut j) = (start, mid);
+            while i < mid && j < end {
+                // The right one first only if it is less: stable.
+                if items[order[j]].lt(&items[order[i]])? {
+                    merged.push(order[j]);
+                    j += 1;
+                } else {
+                    merged.push(order[i]);
+                    i += 1;
+                }
+            }
+            merged.extend_from_slice(&order[i..mid]);
+            merged.extend_from_slice(&order[j..end]);
+        }
+        std::mem::swap(&mut order, &mut merged);
+        width *= 2;
+    }
+    let mut slots: Vec<Option<Value>> = items.drain(..).map(Some).collect();
+    items.extend(order.iter().filter_map(|&i| slots[i].take()));
+    Ok(())
+}
+
+/// About how long an error message's representation of a value gets.
+const REPR_MAX: usize = 200;
+
+/// The largest index `<= at` that is a char boundary of `s`.
+fn floor_boundary(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// A Python number: `bool` and `int` as `Int`.
+#[derive(Clone, Copy)]
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+/// 2**63 as a float: floats at or above it are above every `i64`.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
+impl Number {
+    /// Exact comparison, as Python's: an int and a float compare as the
+    /// numbers they are, not through a rounding conversion; `None` if a
+    /// NaN is involved.
+    fn partial_cmp(self, other: Number) -> Option<Ordering> {
         match (self, other) {
-            (Int(a), Int(b)) => a.cmp(b),
-            (Int(a), Float(b)) => (*a as f64).total_cmp(b),
-            (Float(a), Int(b)) => a.total_cmp(&(*b as f64)),
-            (Float(a), Float(b)) => a.total_cmp(b),
-            (Bool(a), Bool(b)) => a.cmp(b),
-            (Str(a), Str(b)) => a.cmp(b),
-            (Bytes(a), Bytes(b)) => a.cmp(b),
-            (List(a), List(b)) | (Tuple(a), Tuple(b)) => a.cmp(b),
-            (Dict(a), Dict(b)) => a.cmp(b),
-            (Proxy(a), Proxy(b)) => a.cmp(b),
-            _ => self.rank().cmp(&other.rank()),
+            (Number::Int(a), Number::Int(b)) => Some(a.cmp(&b)),
+            (Number::Float(a), Number::Float(b)) => a.partial_cmp(&b),
+            (Number::Int(a), Number::Float(b)) => int_cmp_float(a, b),
+            (Number::Float(a), Number::Int(b)) => int_cmp_float(b, a).map(Ordering::reverse),
+        }
+    }
+
+    /// The int that this number equals, if there is one (in `i64`).
+    fn as_int(self) -> Option<i64> {
+        match self {
+            Number::Int(i) => Some(i),
+            // In range, `f as i64` is exact for an integral float.
+            Number::Float(f) if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) => {
+                Some(f as i64)
+            }
+            Number::Float(_) => None,
         }
     }
 }
 
-impl PartialOrd for Value {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+/// `i` compared with `f`, exactly.
+fn int_cmp_float(i: i64, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
     }
+    if f >= TWO_POW_63 {
+        return Some(Ordering::Less);
+    }
+    if f < -TWO_POW_63 {
+        return Some(Ordering::Greater);
+    }
+    // Now `f.trunc()` is an i64 exactly; the fraction breaks a tie.
+    let whole = f.trunc();
+    Some(i.cmp(&(whole as i64)).then(if f > whole {
+        Ordering::Less
+    } else if f < whole {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    }))
 }
 
+/// Python's `==` (see [`Value`] for where it differs).
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+        use Value::*;
+        if let (Some(a), Some(b)) = (self.number(), other.number()) {
+            return a.partial_cmp(b) == Some(Ordering::Equal);
+        }
+        match (self, other) {
+            (None, None) => true,
+            (Str(a), Str(b)) => a == b,
+            (Bytes(a), Bytes(b)) => a == b,
+            (List(a), List(b)) | (Tuple(a), Tuple(b)) => a == b,
+            (Dict(a), Dict(b)) => a == b,
+            (Proxy(a), Proxy(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
+/// Python's `==` is an equivalence except for NaN, which equals nothing:
+/// a NaN key is a key of its own each time it is stored, as in Python.
 impl Eq for Value {}
 
-/// Consistent with `Eq`: an int and a float that are equal hash alike.
+/// Consistent with `==`: equal values hash alike (`1`, `1.0` and `true`
+/// as the int 1).
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.rank().hash(state);
+        if let Some(n) = self.number() {
+            match n.as_int() {
+                Some(i) => {
+                    state.write_u8(0);
+                    state.write_i64(i);
+                }
+                // Not integral or out of `i64`'s range: equal only to
+                // the same float (a NaN to nothing).
+                Option::None => {
+                    state.write_u8(1);
+                    if let Number::Float(f) = n {
+                        state.write_u64(f.to_bits());
+                    }
+                }
+            }
+            return;
+        }
         match self {
-            Value::None => {}
-            Value::Bool(b) => b.hash(state),
-            Value::Int(i) => i.hash(state),
-            // An integral float hashes as the int it equals.
-            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => (*f as i64).hash(state),
-            Value::Float(f) => f.to_bits().hash(state),
-            Value::Str(s) => s.hash(state),
-            Value::Bytes(b) => b.hash(state),
-            Value::List(v) | Value::Tuple(v) => v.hash(state),
-            Value::Dict(d) => d.hash(state),
-            Value::Proxy(r) => r.hash(state),
+            Value::Str(s) => {
+                state.write_u8(2);
+                s.hash(state);
+            }
+            Value::Bytes(b) => {
+                state.write_u8(3);
+                b.hash(state);
+            }
+            Value::List(v) => {
+                state.write_u8(4);
+                v.hash(state);
+            }
+            Value::Tuple(v) => {
+                state.write_u8(5);
+                v.hash(state);
+            }
+            Value::Dict(d) => {
+                state.write_u8(6);
+                d.hash(state);
+            }
+            Value::Proxy(r) => {
+                state.write_u8(7);
+                r.hash(state);
+            }
+            _ => state.write_u8(8),
         }
     }
 }
@@ -808,33 +1033,180 @@ mod tests {
         assert!(from_value::<String>(Value::Int(1)).is_err());
     }
 
+    fn hash(v: &Value) -> u64 {
+        use std::hash::BuildHasher;
+        // One fixed key, so that hashes compare across calls.
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(v)
+    }
+
     #[test]
-    fn order_and_equality_are_pythonic_enough_to_sort() {
-        let mut v = vec![
-            Value::Str("b".into()),
-            Value::Float(2.5),
-            Value::Int(3),
-            Value::None,
-            Value::Int(-1),
-        ];
-        v.sort();
+    fn numbers_compare_and_hash_exactly_as_in_python() {
+        let big = 1i64 << 53;
+        // 2**53 + 1 == 2.0**53 is False in Python; 2**53 == 2.0**53 is True.
+        assert_ne!(Value::Int(big + 1), Value::Float(big as f64));
+        assert_eq!(Value::Int(big), Value::Float(big as f64));
+        assert_eq!(Value::Int(big + 1).lt(&Value::Float(big as f64)), Ok(false));
+        assert_eq!(Value::Float(big as f64).lt(&Value::Int(big + 1)), Ok(true));
+        // 2**63 - 1 < 2.0**63; -2**63 == -2.0**63.
+        assert_eq!(Value::Int(i64::MAX).lt(&Value::Float(TWO_POW_63)), Ok(true));
+        assert_eq!(Value::Int(i64::MIN), Value::Float(-TWO_POW_63));
+        // 1, 1.0 and True are one key.
+        let one = [Value::Int(1), Value::Float(1.0), Value::Bool(true)];
+        for a in &one {
+            for b in &one {
+                assert_eq!(a, b);
+                assert_eq!(hash(a), hash(b));
+            }
+        }
+        assert_eq!(Value::Float(-0.0), Value::Int(0));
+        assert_eq!(hash(&Value::Float(-0.0)), hash(&Value::Int(0)));
+        let nan = Value::Float(f64::NAN);
+        assert_ne!(nan, nan.clone());
+        assert_eq!(nan.lt(&Value::Int(1)), Ok(false));
+        assert_eq!(Value::Int(1).lt(&nan), Ok(false));
+    }
+
+    #[test]
+    fn sort_is_pythons_and_refuses_what_python_refuses() {
+        let big = 1i64 << 53;
+        // The list that made the server panic (issue 12.3).
+        let mut l: Vec<Value> = (0..7)
+            .flat_map(|_| {
+                [
+                    Value::Int(big),
+                    Value::Float(big as f64),
+                    Value::Int(big + 1),
+                ]
+            })
+            .collect();
+        sort(&mut l).unwrap();
+        assert!(l[..14].iter().all(|v| *v == Value::Int(big)));
+        assert!(l[14..]
+            .iter()
+            .all(|v| matches!(v, Value::Int(i) if *i == big + 1)));
+        // Stable: equal ints and floats keep their order.
+        assert!(matches!(l[0], Value::Int(_)) && matches!(l[1], Value::Float(_)));
+        let mut l = vec![Value::Bool(true), Value::Float(0.5), Value::Int(0)];
+        sort(&mut l).unwrap();
+        assert_eq!(l, [Value::Int(0), Value::Float(0.5), Value::Int(1)]);
+        let mut l = vec![Value::Int(1), Value::Str("a".into())];
         assert_eq!(
-            v,
-            vec![
-                Value::None,
-                Value::Int(-1),
-                Value::Float(2.5),
-                Value::Int(3),
-                Value::Str("b".into())
-            ]
+            sort(&mut l).unwrap_err(),
+            "'<' not supported between instances of 'str' and 'int'"
         );
-        assert_eq!(Value::Int(2), Value::Float(2.0));
-        use std::collections::hash_map::DefaultHasher;
-        let h = |v: &Value| {
-            let mut s = DefaultHasher::new();
-            v.hash(&mut s);
-            s.finish()
+        assert_eq!(l, [Value::Int(1), Value::Str("a".into())], "left as it was");
+        assert!(sort(&mut vec![Value::None, Value::None]).is_err());
+        let nested = |x: Value| Value::List(vec![Value::Int(1), x]);
+        assert!(sort(&mut vec![
+            nested(Value::Int(2)),
+            nested(Value::Str("a".into()))
+        ])
+        .is_err());
+        let mut l = vec![
+            Value::List(vec![Value::Int(2), Value::Str("a".into())]),
+            Value::List(vec![Value::Int(1)]),
+        ];
+        sort(&mut l).unwrap();
+        assert_eq!(l[0], Value::List(vec![Value::Int(1)]));
+        // NaNs give some order, never a panic.
+        let mut l: Vec<Value> = (0..100)
+            .map(|i| {
+                if i % 3 == 0 {
+                    Value::Float(f64::NAN)
+                } else {
+                    Value::Int(100 - i)
+                }
+            })
+            .collect();
+        sort(&mut l).unwrap();
+        assert_eq!(l.len(), 100);
+    }
+
+    /// Property test of the value model over many random values built from
+    /// the numbers where conversions go wrong: equal values hash alike,
+    /// `==` is symmetric (and transitive without NaNs), and `<` is
+    /// consistent with `==`, asymmetric and transitive wherever Python
+    /// defines it.
+    #[test]
+    fn equal_values_hash_alike_and_order_is_consistent() {
+        let big = 1i64 << 53;
+        let atoms = [
+            Value::None,
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Int(0),
+            Value::Int(1),
+            Value::Int(-1),
+            Value::Int(big),
+            Value::Int(big + 1),
+            Value::Int(big - 1),
+            Value::Int(i64::MAX),
+            Value::Int(i64::MIN),
+            Value::Float(0.0),
+            Value::Float(-0.0),
+            Value::Float(1.0),
+            Value::Float(0.5),
+            Value::Float(big as f64),
+            Value::Float((big + 2) as f64),
+            Value::Float(TWO_POW_63),
+            Value::Float(-TWO_POW_63),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Float(f64::NAN),
+            Value::Str("a".into()),
+            Value::Str("b".into()),
+            Value::Bytes(b"a".to_vec()),
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
         };
-        assert_eq!(h(&Value::Int(2)), h(&Value::Float(2.0)));
+        fn build(atoms: &[Value], next: &mut dyn FnMut() -> u64, depth: u32) -> Value {
+            let r = next();
+            if depth == 0 || r % 3 != 0 {
+                return atoms[(r >> 8) as usize % atoms.len()].clone();
+            }
+            let items = (0..(r >> 4) % 3)
+                .map(|_| build(atoms, next, depth - 1))
+                .collect();
+            if r & 8 == 0 {
+                Value::List(items)
+            } else {
+                Value::Tuple(items)
+            }
+        }
+        let values: Vec<Value> = (0..300).map(|_| build(&atoms, &mut next, 3)).collect();
+        let has_nan = |v: &Value| format!("{v:?}").contains("NaN");
+        for a in &values {
+            for b in &values {
+                assert_eq!(a == b, b == a, "{a:?} {b:?}");
+                if a == b {
+                    assert_eq!(hash(a), hash(b), "{a:?} == {b:?}");
+                    assert!(!a.lt(b).unwrap_or(false), "{a:?} == {b:?}");
+                }
+                if let (Ok(ab), Ok(ba)) = (a.lt(b), b.lt(a)) {
+                    assert!(!(ab && ba), "{a:?} < {b:?} < {a:?}");
+                    if !has_nan(a) && !has_nan(b) {
+                        assert_eq!(!ab && !ba, a == b, "{a:?} vs {b:?}: a total order");
+                    }
+                }
+            }
+        }
+        let clean: Vec<&Value> = values.iter().filter(|v| !has_nan(v)).collect();
+        for a in clean.iter().take(80) {
+            for b in clean.iter().take(80) {
+                for c in clean.iter().take(80) {
+                    if a == b && b == c {
+                        assert_eq!(a, c);
+                    }
+                    if a.lt(b) == Ok(true) && b.lt(c) == Ok(true) {
+                        assert_eq!(a.lt(c), Ok(true), "{a:?} < {b:?} < {c:?}");
+                    }
+                }
+            }
+        }
     }
 }

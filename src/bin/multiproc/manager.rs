@@ -1,5 +1,6 @@
 //! `multiproc manager serve`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -12,9 +13,14 @@ pub enum Action {
         /// Where to listen: unix:PATH or tcp:HOST:PORT (port 0: any free port).
         #[arg(long)]
         listen: String,
-        /// A file holding the authkey that clients must know (its bytes, as they are).
+        /// A file holding the authkey that clients must know (its bytes, as
+        /// they are). Refused if other users may read it (as ssh refuses
+        /// such private keys): `chmod 600` it.
         #[arg(long)]
         authkey_file: PathBuf,
+        /// Use an authkey file that other users may read, with a warning.
+        #[arg(long)]
+        allow_readable_authkey: bool,
     },
 }
 
@@ -22,16 +28,38 @@ pub fn run(action: Action) -> multiproc::Result<()> {
     let Action::Serve {
         listen,
         authkey_file,
+        allow_readable_authkey,
     } = action;
     let address: Address = listen.parse()?;
-    let key = std::fs::read(&authkey_file).map_err(|e| {
+    let file_error = |e: std::io::Error| {
         multiproc::Error::InvalidArgument(format!("authkey file {}: {e}", authkey_file.display()))
-    })?;
+    };
+    let mode = std::fs::metadata(&authkey_file)
+        .map_err(file_error)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        let why = format!(
+            "authkey file {} is readable or writable by others (mode {:o}): \
+             anyone who reads the key can read, change and shut down every object",
+            authkey_file.display(),
+            mode & 0o777
+        );
+        if !allow_readable_authkey {
+            return Err(multiproc::Error::InvalidArgument(format!(
+                "{why}; chmod 600 it (or pass --allow-readable-authkey)"
+            )));
+        }
+        eprintln!("multiproc: warning: {why}");
+    }
+    let key = std::fs::read(&authkey_file).map_err(file_error)?;
     if key.is_empty() {
         return Err(multiproc::Error::InvalidArgument(
             "the authkey file is empty".into(),
         ));
     }
+    // The server logs what it refuses (such as running out of descriptors).
+    let _ = multiproc::process::log_to_stderr(log::LevelFilter::Warn);
     multiproc::manager::serve(&address, &key, |bound| println!("serving on {bound}"))?;
     Ok(())
 }

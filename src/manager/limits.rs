@@ -1,0 +1,462 @@
+//! What one request may cost the server: how deep its values nest and how
+//! much memory decoding it takes (checked while decoding, through
+//! [`Value`]'s `Deserialize` and [`bounded_vec`]), and how large its
+//! answer gets (checked before each part of the answer is copied, by
+//! [`Budget`]).
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, SeqAccess, VariantAccess, Visitor,
+};
+use serde::Deserialize;
+
+use super::protocol::Exception;
+use super::value::{ProxyRef, Value};
+
+/// The deepest nesting of lists, tuples and dicts a request may hold
+/// (Python's own recursion limit is about 1000). Every walk over a value
+/// (compare, hash, encode, format, drop) recurses once per level: this
+/// bounds its stack, with room to spare on a 2 MiB thread stack.
+pub const MAX_DEPTH: usize = 1000;
+
+/// How many levels an answer may add around stored values (a snapshot's
+/// dict around its items, a batch around its answers): a client accepts
+/// answers nested this much deeper than [`MAX_DEPTH`].
+const ANSWER_NESTING: usize = 4;
+
+/// Why decoding stopped short of the data's end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exceeded {
+    /// Nested deeper than allowed.
+    Depth,
+    /// It would take more memory than one request may.
+    Memory,
+}
+
+impl Exceeded {
+    /// The Python exception and message of the error reply.
+    pub(crate) fn error(self, memory: usize) -> Exception {
+        match self {
+            Exceeded::Depth => (
+                "RecursionError",
+                format!("a value is nested deeper than {MAX_DEPTH} levels"),
+            ),
+            Exceeded::Memory => (
+                "MemoryError",
+                format!(
+                    "the request would take more than {} MiB to decode; send less at a time",
+                    memory >> 20
+                ),
+            ),
+        }
+    }
+}
+
+thread_local! {
+    /// Levels of nesting left to the value being decoded.
+    static DEPTH_LEFT: Cell<usize> = const { Cell::new(MAX_DEPTH + ANSWER_NESTING) };
+    /// Bytes of memory the message being decoded may still take.
+    static MEMORY_LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// What stopped decoding, if a limit did.
+    static EXCEEDED: Cell<Option<Exceeded>> = const { Cell::new(None) };
+}
+
+/// Runs `decode` with nesting limited to [`MAX_DEPTH`] and the memory it
+/// takes to `memory` bytes; its result, which limit stopped it, and how
+/// much of `memory` is left.
+pub(crate) fn decode_limited<T>(
+    memory: usize,
+    decode: impl FnOnce() -> T,
+) -> (T, Option<Exceeded>, usize) {
+    let depth = DEPTH_LEFT.replace(MAX_DEPTH);
+    let outer = MEMORY_LEFT.replace(memory);
+    EXCEEDED.set(None);
+    let r = decode();
+    DEPTH_LEFT.set(depth);
+    (r, EXCEEDED.take(), MEMORY_LEFT.replace(outer))
+}
+
+fn exceeded<E: de::Error>(why: Exceeded) -> E {
+    EXCEEDED.set(Some(why));
+    E::custom(match why {
+        Exceeded::Depth => "nested too deep",
+        Exceeded::Memory => "too large",
+    })
+}
+
+/// Takes `bytes` of the decoding message's memory allowance.
+fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
+    let left = MEMORY_LEFT.get();
+    match left.checked_sub(bytes) {
+        Some(rest) => {
+            MEMORY_LEFT.set(rest);
+            Ok(())
+        }
+        None => Err(exceeded(Exceeded::Memory)),
+    }
+}
+
+/// One level of nesting, given back when dropped.
+struct Level;
+
+impl Level {
+    fn enter<E: de::Error>() -> Result<Level, E> {
+        match DEPTH_LEFT.get().checked_sub(1) {
+            Some(left) => {
+                DEPTH_LEFT.set(left);
+                Ok(Level)
+            }
+            None => Err(exceeded(Exceeded::Depth)),
+        }
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        DEPTH_LEFT.set(DEPTH_LEFT.get() + 1);
+    }
+}
+
+/// A `Vec<T>` that takes its items' memory from the allowance as it grows,
+/// and never reserves more than a few pages on the word of a length
+/// prefix (for serde's `deserialize_with`).
+pub(crate) fn bounded_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    d.deserialize_seq(Items(PhantomData))
+}
+
+/// A [`bounded_vec`]; of a nested container (`nested`), one level deeper.
+struct Seq<T> {
+    nested: bool,
+    items: PhantomData<T>,
+}
+
+fn nested<T>() -> Seq<T> {
+    Seq {
+        nested: true,
+        items: PhantomData,
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Seq<T> {
+    type Value = Vec<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        let _level = self.nested.then(Level::enter).transpose()?;
+        bounded_vec(d)
+    }
+}
+
+struct Items<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Items<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let item = std::mem::size_of::<T>().max(1);
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096 / item));
+        loop {
+            charge(item)?;
+            match seq.next_element()? {
+                Some(v) => items.push(v),
+                None => return Ok(items),
+            }
+        }
+    }
+}
+
+/// `Value`'s variants, in the order of its (derived) `Serialize`.
+#[derive(Deserialize)]
+#[serde(variant_identifier)]
+enum Tag {
+    None,
+    Bool,
+    Int,
+    Float,
+    Str,
+    Bytes,
+    List,
+    Tuple,
+    Dict,
+    Proxy,
+}
+
+const VARIANTS: &[&str] = &[
+    "None", "Bool", "Int", "Float", "Str", "Bytes", "List", "Tuple", "Dict", "Proxy",
+];
+
+/// Decodes what the derived `Serialize` encodes, within the limits.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        d.deserialize_enum("Value", VARIANTS, ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a manager value")
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        let (tag, variant) = data.variant::<Tag>()?;
+        Ok(match tag {
+            Tag::None => {
+                variant.unit_variant()?;
+                Value::None
+            }
+            Tag::Bool => Value::Bool(variant.newtype_variant()?),
+            Tag::Int => Value::Int(variant.newtype_variant()?),
+            Tag::Float => Value::Float(variant.newtype_variant()?),
+            Tag::Str => {
+                let s: String = variant.newtype_variant()?;
+                charge(s.len())?;
+                Value::Str(s)
+            }
+            Tag::Bytes => Value::Bytes(variant.newtype_variant_seed(Seq {
+                nested: false,
+                items: PhantomData,
+            })?),
+            Tag::List => Value::List(variant.newtype_variant_seed(nested())?),
+            Tag::Tuple => Value::Tuple(variant.newtype_variant_seed(nested())?),
+            Tag::Dict => Value::Dict(variant.newtype_variant_seed(nested())?),
+            Tag::Proxy => Value::Proxy(variant.newtype_variant::<ProxyRef>()?),
+        })
+    }
+}
+
+/// The most work one request may make the server do, in steps of about a
+/// value compared or moved each (a quarter of a second on this project's
+/// machines): about the longest one client keeps the others waiting.
+pub const MAX_WORK: usize = 1 << 25;
+
+/// What is left for the rest of one request: encoded bytes of its answer
+/// (whose frame must stay within the limit), memory (the copies made to
+/// build the answer) and work.
+pub(crate) struct Budget {
+    answer: usize,
+    memory: usize,
+    work: usize,
+    /// Something was refused: the request has done all it may.
+    spent: bool,
+}
+
+impl Budget {
+    pub(crate) fn new(answer: usize, memory: usize) -> Budget {
+        Budget {
+            answer,
+            memory,
+            work: MAX_WORK,
+            spent: false,
+        }
+    }
+
+    /// The steps of work taken so far.
+    pub(crate) fn work_done(&self) -> usize {
+        MAX_WORK - self.work
+    }
+
+    /// Whether something was refused: the request may do no more.
+    pub(crate) fn spent(&self) -> bool {
+        self.spent
+    }
+
+    /// Takes `steps` of work, or refuses before it is done.
+    pub(crate) fn work(&mut self, steps: usize) -> Result<(), Exception> {
+        match self.work.checked_sub(steps) {
+            Some(left) => {
+                self.work = left;
+                Ok(())
+            }
+            None => Err(self.refuse((
+                "RuntimeError",
+                format!(
+                    "the request would take the server more than {MAX_WORK} steps \
+                     (values compared or moved); split it"
+                ),
+            ))),
+        }
+    }
+
+    /// Takes what answering with a copy of each of `values` costs, or
+    /// refuses (having walked no more of them than the budget allows).
+    pub(crate) fn charge<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = &'a Value>,
+    ) -> Result<(), Exception> {
+        for v in values {
+            if !self.take(v) {
+                return Err(self.refuse(too_large()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `bytes` of the answer's frame.
+    pub(crate) fn charge_bytes(&mut self, bytes: usize) -> Result<(), Exception> {
+        match self.answer.checked_sub(bytes) {
+            Some(left) => {
+                self.answer = left;
+                Ok(())
+            }
+            None => Err(self.refuse(too_large())),
+        }
+    }
+
+    fn refuse(&mut self, why: Exception) -> Exception {
+        self.spent = true;
+        why
+    }
+
+    /// Takes the cost of `v` (its postcard length, and its size in memory);
+    /// false as soon as either runs out.
+    fn take(&mut self, v: &Value) -> bool {
+        let (encoded, heap) = match v {
+            Value::None => (1, 0),
+            Value::Bool(_) => (2, 0),
+            Value::Int(i) => (1 + varint_len(((i << 1) ^ (i >> 63)) as u64), 0),
+            Value::Float(_) => (9, 0),
+            Value::Str(s) => (1 + varint_len(s.len() as u64) + s.len(), s.len()),
+            Value::Bytes(b) => (1 + varint_len(b.len() as u64) + b.len(), b.len()),
+            Value::List(vs) | Value::Tuple(vs) => (1 + varint_len(vs.len() as u64), 0),
+            Value::Dict(d) => (1 + varint_len(d.len() as u64), 0),
+            Value::Proxy(r) => (2 + varint_len(r.id), 0),
+        };
+        let memory = std::mem::size_of::<Value>() + heap;
+        match (
+            self.answer.checked_sub(encoded),
+            self.memory.checked_sub(memory),
+        ) {
+            (Some(a), Some(m)) => {
+                self.answer = a;
+                self.memory = m;
+            }
+            _ => return false,
+        }
+        match v {
+            Value::List(vs) | Value::Tuple(vs) => vs.iter().all(|v| self.take(v)),
+            Value::Dict(d) => d.iter().all(|(k, v)| self.take(k) && self.take(v)),
+            _ => true,
+        }
+    }
+}
+
+fn too_large() -> Exception {
+    (
+        "MemoryError",
+        "the answer would exceed the frame limit; ask for less at a time".into(),
+    )
+}
+
+/// How many values `v` is made of: what a walk over it (a comparison with
+/// it) visits at most.
+pub(crate) fn size(v: &Value) -> usize {
+    1 + match v {
+        Value::List(vs) | Value::Tuple(vs) => vs.iter().map(size).sum(),
+        Value::Dict(d) => d.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
+}
+
+/// The length of `n` as a postcard varint.
+fn varint_len(n: u64) -> usize {
+    (64 - n.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deep(levels: usize) -> Value {
+        let mut v = Value::Int(1);
+        for _ in 0..levels {
+            v = Value::List(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused_and_within_it_every_walk_is_safe() {
+        let bytes = postcard::to_allocvec(&deep(MAX_DEPTH + 1)).unwrap();
+        let (r, why, _) = decode_limited(usize::MAX, || postcard::from_bytes::<Value>(&bytes));
+        assert!(r.is_err());
+        assert_eq!(why, Some(Exceeded::Depth));
+        // The deepest accepted value through every walk, on a test
+        // thread's 2 MiB stack, in a debug build.
+        let bytes = postcard::to_allocvec(&deep(MAX_DEPTH)).unwrap();
+        let (r, why, _) = decode_limited(usize::MAX, || postcard::from_bytes::<Value>(&bytes));
+        assert_eq!(why, None);
+        let v = r.unwrap();
+        let copy = v.clone();
+        assert!(v == copy);
+        assert_eq!(v.lt(&copy), Ok(false));
+        use std::hash::BuildHasher;
+        let s = std::hash::RandomState::new();
+        assert_eq!(s.hash_one(&v), s.hash_one(&copy));
+        assert!(format!("{v:?}").len() > MAX_DEPTH);
+        assert!(v.repr().len() < 300);
+        assert!(Budget::new(usize::MAX, usize::MAX).charge([&v]).is_ok());
+        // A client decodes answers a few levels deeper than requests.
+        let wrapped = Value::Dict(vec![(Value::None, v)]);
+        let bytes = postcard::to_allocvec(&wrapped).unwrap();
+        assert!(postcard::from_bytes::<Value>(&bytes).is_ok());
+    }
+
+    #[test]
+    fn every_variant_decodes_as_the_derived_encoding_wrote_it() {
+        let all = Value::Tuple(vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-5),
+            Value::Float(2.5),
+            Value::Str("s".into()),
+            Value::Bytes(vec![1, 2]),
+            Value::List(vec![Value::Int(1)]),
+            Value::Dict(vec![(Value::Str("k".into()), Value::Tuple(vec![]))]),
+        ]);
+        let bytes = postcard::to_allocvec(&all).unwrap();
+        let back: Value = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{all:?}"));
+    }
+
+    #[test]
+    fn decoding_takes_memory_from_the_allowance() {
+        // 1000 Nones: 1 KB encoded, 32 KB decoded.
+        let v = Value::List(vec![Value::None; 1000]);
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let (r, why, _) = decode_limited(16 << 10, || postcard::from_bytes::<Value>(&bytes));
+        assert!(r.is_err());
+        assert_eq!(why, Some(Exceeded::Memory));
+        let (r, why, _) = decode_limited(64 << 10, || postcard::from_bytes::<Value>(&bytes));
+        assert_eq!((r.unwrap(), why), (v, None));
+    }
+
+    #[test]
+    fn the_budget_counts_exact_encoded_lengths() {
+        for v in [
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-1),
+            Value::Int(i64::MIN),
+            Value::Int(300),
+            Value::Float(0.5),
+            Value::Str("é".repeat(200)),
+            Value::Bytes(vec![7; 130]),
+            Value::Tuple(vec![Value::Int(1); 200]),
+            Value::Dict(vec![(Value::Str("k".into()), Value::List(vec![]))]),
+        ] {
+            let len = postcard::to_allocvec(&v).unwrap().len();
+            assert!(Budget::new(len, usize::MAX).charge([&v]).is_ok(), "{v:?}");
+            assert!(
+                Budget::new(len - 1, usize::MAX).charge([&v]).is_err(),
+                "{v:?}"
+            );
+        }
+    }
+}
