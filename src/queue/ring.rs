@@ -30,6 +30,9 @@ const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 const COUNT_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
 /// The largest ring: its frames can always be counted in 28 bits.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
+/// Attempts at reading both ends at one instant without a lock before
+/// taking one (see [`Ring::snapshot`]).
+const SNAPSHOT_TRIES: u32 = 8;
 /// How long a sleeper goes without looking again: a process killed between
 /// publishing a change and announcing it must not leave anyone asleep.
 const RECHECK: Duration = Duration::from_millis(100);
@@ -254,13 +257,41 @@ impl Ring {
         offset | (items << OFFSET_BITS)
     }
 
-    /// Both ends, each read as its own side publishes it.
-    fn ends(&self) -> (u64, u64) {
+    /// Both ends and what lies between them, read while one side's lock
+    /// is held: that side's end stands still, and the other side only ever
+    /// moves its own end within what it read of this one, so any value of
+    /// the other end read now is consistent with it. A check that fails
+    /// here means the memory really is corrupt.
+    fn locked_ends(&self, _held: &Held<'_>) -> Result<(u64, u64, Extent)> {
         let s = self.shared();
-        (
-            s.head.at.load(Ordering::Acquire),
-            s.tail.at.load(Ordering::Acquire),
-        )
+        let head = s.head.at.load(Ordering::Acquire);
+        let tail = s.tail.at.load(Ordering::Acquire);
+        Ok((head, tail, self.extent(head, tail)?))
+    }
+
+    /// What lies between the ends at one instant, for a caller that holds
+    /// no lock (`len`, `is_full`).
+    ///
+    /// Two loads are two moments: a reader descheduled between them can
+    /// see a head from before many gets and a tail from after many puts,
+    /// ends further apart than the ring is long. So the head is read again
+    /// after the tail: if it did not move, both values held at the moment
+    /// the tail was read. Only if that keeps failing (a reader descheduled
+    /// again and again, or a ring that really is corrupt) does it take the
+    /// consumers' lock, under which a failed check is corruption.
+    fn snapshot(&self) -> Result<Extent> {
+        let s = self.shared();
+        for _ in 0..SNAPSHOT_TRIES {
+            let head = s.head.at.load(Ordering::Acquire);
+            let tail = s.tail.at.load(Ordering::Acquire);
+            if s.head.at.load(Ordering::Acquire) == head {
+                if let Ok(extent) = self.extent(head, tail) {
+                    return Ok(extent);
+                }
+            }
+        }
+        let held = self.lock(Side::Consumer)?;
+        self.locked_ends(&held).map(|(_, _, extent)| extent)
     }
 
     /// The largest item the ring can ever hold.
@@ -307,8 +338,7 @@ impl Ring {
             if s.closed.load(Ordering::Acquire) != 0 {
                 return Ok(Err(PushFailure::Closed));
             }
-            let (head, tail) = self.ends();
-            let extent = self.extent(head, tail)?;
+            let (_, tail, extent) = self.locked_ends(&held)?;
             let room = self.capacity - extent.bytes >= need
                 && (self.maxsize == 0 || extent.items < self.maxsize);
             if room {
@@ -337,13 +367,12 @@ impl Ring {
     pub(crate) fn pop(&self, out: &mut Vec<u8>, try_only: bool, deadline: Deadline) -> Result<()> {
         let s = self.shared();
         loop {
-            if !try_only && self.idle_until_added(deadline)? {
+            if !try_only && self.idle_until_added(deadline) {
                 return Err(Error::Timeout);
             }
             let seen = s.tail.moved.load(Ordering::SeqCst);
             let held = self.lock(Side::Consumer)?;
-            let (head, tail) = self.ends();
-            let extent = self.extent(head, tail)?;
+            let (head, _, extent) = self.locked_ends(&held)?;
             if extent.items > 0 {
                 let at = head & OFFSET_MASK;
                 let len = self.frame_len(at, extent.bytes)?;
@@ -372,17 +401,22 @@ impl Ring {
 
     /// While the queue looks empty (and open), waits for an item without
     /// taking a lock; true if `deadline` passed.
-    fn idle_until_added(&self, deadline: Deadline) -> Result<bool> {
+    fn idle_until_added(&self, deadline: Deadline) -> bool {
         let s = self.shared();
         loop {
             // The word first: an item added after this read changes it.
             let seen = s.tail.moved.load(Ordering::SeqCst);
-            let (head, tail) = self.ends();
-            if self.extent(head, tail)?.items > 0 || s.closed.load(Ordering::Acquire) != 0 {
-                return Ok(false);
+            // The head first: it never passes the tail, so if the tail read
+            // after it is the same word, the ring was empty at that moment.
+            // Ends that differ are checked under the lock, never here: read
+            // at two moments, they prove nothing about the memory.
+            let head = s.head.at.load(Ordering::Acquire);
+            let tail = s.tail.at.load(Ordering::Acquire);
+            if head != tail || s.closed.load(Ordering::Acquire) != 0 {
+                return false;
             }
             if !self.sleep(Side::Producer, seen, deadline) {
-                return Ok(true);
+                return true;
             }
         }
     }
@@ -413,14 +447,12 @@ impl Ring {
 
     /// Items in the queue (a snapshot; 0 if the ring is corrupt).
     pub(crate) fn len(&self) -> usize {
-        let (head, tail) = self.ends();
-        self.extent(head, tail).map_or(0, |e| e.items as usize)
+        self.snapshot().map_or(0, |e| e.items as usize)
     }
 
     /// Whether even the smallest item would have to wait.
     pub(crate) fn is_full(&self) -> bool {
-        let (head, tail) = self.ends();
-        match self.extent(head, tail) {
+        match self.snapshot() {
             Ok(e) => {
                 self.capacity - e.bytes < LEN as u64 + 1
                     || (self.maxsize != 0 && e.items >= self.maxsize)
