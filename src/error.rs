@@ -148,6 +148,13 @@ pub enum Error {
     /// A `BoundedSemaphore` released more times than it was acquired.
     #[error("semaphore released too many times")]
     TooManyReleases,
+    /// A `Condition` already has as many processes waiting as it has room
+    /// for.
+    #[error("{limit} processes already wait on this condition")]
+    TooManyWaiters {
+        /// Waiters a condition holds at once.
+        limit: usize,
+    },
     /// A waiting party of a `Barrier` saw it broken (by a timeout, an
     /// `abort`, a failed action or a dead party); `reset` repairs it.
     #[error("the barrier is broken")]

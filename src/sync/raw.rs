@@ -105,11 +105,25 @@ impl RawLock {
         self.acquire(Wait::Forever, guard)
     }
 
-    /// How many times the calling thread holds this (recursive) mutex; the
-    /// caller must hold it.
-    pub(crate) fn recursion(&self) -> u32 {
-        // SAFETY: `region` keeps the initialised mutex mapped; the caller holds it.
-        unsafe { sys::mutex_recursion(self.mutex()) }
+    /// How many times the calling thread holds this (recursive) mutex.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] if the calling thread does not hold it.
+    pub(crate) fn recursion(&self) -> Result<u32> {
+        if self.owner() != Some(sys::gettid()) {
+            return Err(Error::NotOwner);
+        }
+        // SAFETY: `region` keeps the initialised mutex mapped; the check
+        // above shows that the calling thread holds it (only the owner
+        // could have put its thread id there, and only it can take it out).
+        Ok(unsafe { sys::mutex_recursion(self.mutex()) })
+    }
+
+    /// The thread that holds the mutex now, if one does and is alive (a
+    /// snapshot: only the caller's own id in it stays true).
+    pub(crate) fn owner(&self) -> Option<u32> {
+        // SAFETY: `region` keeps the initialised (robust) mutex mapped.
+        unsafe { sys::mutex_owner(self.mutex()) }
     }
 
     /// Marks the mutex consistent after an owner died; a no-op otherwise.
@@ -125,5 +139,34 @@ impl RawLock {
                 io::Error::from_raw_os_error(e),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `recursion` answers only the thread that holds the lock.
+    #[test]
+    #[cfg_attr(miri, ignore = "shared memory and pthread mutexes are outside Miri")]
+    fn recursion_is_only_told_to_the_holder() {
+        let lock = RawLock::place(
+            Placement::Anonymous,
+            ObjectKind::RLock,
+            MutexKind::Recursive,
+        )
+        .unwrap();
+        assert!(matches!(lock.recursion(), Err(Error::NotOwner)));
+        lock.acquire(Wait::Forever, || ()).unwrap();
+        lock.acquire(Wait::Forever, || ()).unwrap();
+        assert_eq!(lock.recursion().unwrap(), 2);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| lock.recursion());
+            assert!(matches!(other.join().unwrap(), Err(Error::NotOwner)));
+        });
+        lock.unlock().unwrap();
+        assert_eq!(lock.recursion().unwrap(), 1);
+        lock.unlock().unwrap();
+        assert!(matches!(lock.recursion(), Err(Error::NotOwner)));
     }
 }
