@@ -401,6 +401,36 @@ fn named_queue_is_typed_and_shared() {
     });
 }
 
+/// `create_or_open` creates a queue once; later calls open it and keep its
+/// ring size and item limit, whatever they ask for.
+#[test]
+fn queues_are_created_or_opened_by_name() {
+    watchdog("create_or_open queue", LIMIT, || {
+        let name = TempName::new("queue-coo");
+        let q = Queue::<u32>::create_or_open(&name, 2, 4096).unwrap();
+        let c = child(move || {
+            let again = Queue::<u32>::create_or_open(&name, 0, 1 << 20).unwrap();
+            again.put(1).unwrap();
+            again.put(2).unwrap();
+            assert!(again.is_full(), "the creator's limit of 2 items holds");
+            assert_eq!(again.max_item_size(), 4096 - 4);
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
+        let jname = TempName::new("jqueue-coo");
+        let jq = JoinableQueue::<u32>::create_or_open(&jname, 0, 4096).unwrap();
+        let opened = JoinableQueue::<u32>::create_or_open(&jname, 0, 4096).unwrap();
+        opened.put(7).unwrap();
+        assert_eq!(jq.get().unwrap(), 7);
+        jq.task_done().unwrap();
+        opened.join_timeout(LIMIT).unwrap();
+        assert!(matches!(
+            Queue::<u32>::create_or_open(&jname, 0, 4096),
+            Err(Error::KindMismatch { .. })
+        ));
+    });
+}
+
 /// An item that shows if it was torn: a sequence number and a payload that
 /// is derived from it.
 fn item(producer: u32, seq: u32) -> (u32, u32, Vec<u8>) {

@@ -305,7 +305,10 @@ fn out_of_address_space_is_no_space() {
             // SAFETY: setrlimit reads a valid struct.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
             let e = Segment::anonymous(16 << 20).unwrap_err();
-            assert!(matches!(&e, Error::NoSpace { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)), "{e}");
+            assert!(
+                matches!(&e, Error::NoSpace { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)),
+                "{e}"
+            );
             // What fits still works.
             assert!(Segment::anonymous(4096).is_ok());
         });
