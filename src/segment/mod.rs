@@ -277,12 +277,8 @@ impl Segment {
     /// # Errors
     /// A header error if the segment was damaged since it was opened.
     pub fn info(&self) -> Result<SegmentInfo> {
-        let mut buf = [0u8; DATA_OFFSET];
-        // SAFETY: the mapping is at least DATA_OFFSET bytes long; after
-        // publication only atomic fields of the header change, so a copy
-        // reads at worst a stale pid.
-        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr(), buf.as_mut_ptr(), DATA_OFFSET) };
-        SegmentInfo::parse_header(self.name().unwrap_or(""), &buf, self.map.len() as u64)
+        let bytes = self.header().to_bytes();
+        SegmentInfo::parse_header(self.name().unwrap_or(""), &bytes, self.map.len() as u64)
     }
 
     /// Records this process in a free (or dead) slot of the header, so that
