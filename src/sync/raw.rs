@@ -127,9 +127,17 @@ impl RawLock {
     }
 
     /// Marks the mutex consistent after an owner died; a no-op otherwise.
-    /// The caller must hold the mutex.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] if the calling thread does not hold it: glibc
+    /// does not check, and would make the caller the owner of a mutex that
+    /// another thread holds (whose unlock would then fail for ever).
     pub(crate) fn make_consistent(&self) -> Result<()> {
-        // SAFETY: `region` keeps the initialised mutex mapped.
+        if self.owner() != Some(sys::gettid()) {
+            return Err(Error::NotOwner);
+        }
+        // SAFETY: `region` keeps the initialised mutex mapped; the calling
+        // thread holds it (checked above).
         match unsafe { sys::mutex_make_consistent(self.mutex()) } {
             // EINVAL: the mutex was already consistent.
             Ok(()) | Err(libc::EINVAL) => Ok(()),
