@@ -187,12 +187,19 @@ impl Ring {
             return Err(corrupt(format!("queue capacity {len}")));
         }
         let (_, consumers, state, data) = Self::layout(len)?;
-        // SAFETY: the offsets are inside the object's memory.
-        let (consumers, state, data) =
-            unsafe { (region.sub(consumers), region.sub(state), region.sub(data)) };
+        // SAFETY: the offsets are inside the object's memory, a queue
+        // whose two mutexes the creator initialised first.
+        let (producers, consumers, state, data) = unsafe {
+            (
+                RawLock::from_region(region.clone()),
+                RawLock::from_region(region.sub(consumers)),
+                region.sub(state),
+                region.sub(data),
+            )
+        };
         let mut ring = Ring {
-            producers: RawLock::from_region(region),
-            consumers: RawLock::from_region(consumers),
+            producers,
+            consumers,
             state,
             data,
             capacity: len,
@@ -343,8 +350,12 @@ impl Ring {
                 && (self.maxsize == 0 || extent.items < self.maxsize);
             if room {
                 let at = tail & OFFSET_MASK;
-                self.copy_in(at, &(item.len() as u32).to_le_bytes());
-                self.copy_in(at + LEN as u64, item);
+                // SAFETY: the producers' lock is held and `need` bytes
+                // from the tail are free (`room`).
+                unsafe {
+                    self.copy_in(at, &(item.len() as u32).to_le_bytes());
+                    self.copy_in(at + LEN as u64, item);
+                }
                 // Publish only now, in one store: the frame is complete.
                 s.tail.at.store(self.advance(tail, need), Ordering::Release);
                 s.unfinished.fetch_add(1, Ordering::Relaxed);
@@ -375,10 +386,13 @@ impl Ring {
             let (head, _, extent) = self.locked_ends(&held)?;
             if extent.items > 0 {
                 let at = head & OFFSET_MASK;
-                let len = self.frame_len(at, extent.bytes)?;
+                // SAFETY: the consumers' lock is held; `extent.bytes` bytes
+                // from the head are in use, at least one frame's length.
+                let len = unsafe { self.frame_len(at, extent.bytes)? };
                 out.clear();
                 out.resize(len, 0);
-                self.copy_out(at + LEN as u64, out);
+                // SAFETY: as above; `frame_len` checked the payload fits.
+                unsafe { self.copy_out(at + LEN as u64, out) };
                 s.head
                     .at
                     .store(self.advance(head, (LEN + len) as u64), Ordering::Release);
@@ -515,14 +529,18 @@ impl Ring {
         self.data.as_ptr::<u8>()
     }
 
-    /// Copies `bytes` into the ring at offset `at`, wrapping. The caller
-    /// holds the producers' lock and has checked that the bytes are free.
-    fn copy_in(&self, at: u64, bytes: &[u8]) {
+    /// Copies `bytes` into the ring at offset `at`, wrapping.
+    ///
+    /// # Safety
+    /// The caller holds the producers' lock and has checked (under it) that
+    /// the ring has `bytes.len()` free bytes from `at`: at most the ring's
+    /// capacity, and bytes no consumer reads before the tail moves past them.
+    unsafe fn copy_in(&self, at: u64, bytes: &[u8]) {
         let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = bytes.len().min(cap - start);
-        // SAFETY: both ranges are inside the ring, which no consumer reads
-        // before the tail moves past them.
+        // SAFETY: `start + first <= cap`, and `bytes.len() - first <= cap`
+        // per the caller: both ranges are inside the ring, free per the caller.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ring_ptr().add(start), first);
             std::ptr::copy_nonoverlapping(
@@ -534,12 +552,17 @@ impl Ring {
     }
 
     /// Copies bytes out of the ring from offset `at`, wrapping.
-    fn copy_out(&self, at: u64, out: &mut [u8]) {
+    ///
+    /// # Safety
+    /// The caller holds the consumers' lock and has checked (under it) that
+    /// `out.len()` bytes from `at` are in use: at most the ring's capacity,
+    /// and bytes no producer overwrites before the head moves past them.
+    unsafe fn copy_out(&self, at: u64, out: &mut [u8]) {
         let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = out.len().min(cap - start);
-        // SAFETY: both ranges are inside the ring, which no producer
-        // overwrites before the head moves past them.
+        // SAFETY: `start + first <= cap`, and `out.len() - first <= cap`
+        // per the caller: both ranges are inside the ring, in use per the caller.
         unsafe {
             std::ptr::copy_nonoverlapping(self.ring_ptr().add(start), out.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(
@@ -552,9 +575,14 @@ impl Ring {
 
     /// The payload length of the frame at `at`, checked to lie within the
     /// `used` bytes that follow.
-    fn frame_len(&self, at: u64, used: u64) -> Result<usize> {
+    ///
+    /// # Safety
+    /// As for [`copy_out`](Ring::copy_out), with `used` bytes from `at`
+    /// in use, at least [`LEN`].
+    unsafe fn frame_len(&self, at: u64, used: u64) -> Result<usize> {
         let mut len = [0u8; LEN];
-        self.copy_out(at, &mut len);
+        // SAFETY: the first `LEN <= used` bytes, per the caller.
+        unsafe { self.copy_out(at, &mut len) };
         let len = u32::from_le_bytes(len) as u64;
         if used < LEN as u64 + len {
             return Err(self.corrupt(format!(

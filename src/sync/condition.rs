@@ -165,17 +165,22 @@ impl Condition {
             // SAFETY: `place_state` hands `init` fresh zeroed memory of `layout`.
             |at: *mut u8| unsafe { CondState::init(at) },
         )?;
-        Ok(Self::from_parts(lock, state))
+        // SAFETY: `init` initialised the state (here or in the creator).
+        Ok(unsafe { Self::from_parts(lock, state) })
     }
 
     /// The handle on a placed state.
-    fn from_parts(lock: CondLock, state: Region) -> Condition {
+    ///
+    /// # Safety
+    /// `state` holds a state initialised by [`CondState::init`].
+    unsafe fn from_parts(lock: CondLock, state: Region) -> Condition {
         let (_, mutexes) = CondState::layout();
         let presence = (0..MAX_WAITERS)
             .map(|i| {
                 let at = mutexes + i * std::mem::size_of::<RawMutex>();
-                // SAFETY: slot i's mutex lies inside the state's memory.
-                RawLock::from_region(unsafe { state.sub(at) })
+                // SAFETY: slot i's mutex lies inside the state's memory,
+                // initialised per the caller.
+                unsafe { RawLock::from_region(state.sub(at)) }
             })
             .collect();
         Condition {
@@ -228,9 +233,13 @@ impl Condition {
                 }
             },
         )?;
-        let lock = CondLock::RLock(RLock::from_raw(RawLock::from_region(region.clone())));
-        // SAFETY: `offset` is inside the segment's data.
-        Ok(Self::from_parts(lock, unsafe { region.sub(offset) }))
+        // SAFETY: `init` initialised the recursive mutex at the start and
+        // the state at `offset`, inside the segment's data (here or in the
+        // creating process).
+        unsafe {
+            let lock = CondLock::RLock(RLock::from_raw(RawLock::from_region(region.clone())));
+            Ok(Self::from_parts(lock, region.sub(offset)))
+        }
     }
 
     fn shared(&self) -> &CondState {

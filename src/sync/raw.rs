@@ -30,8 +30,14 @@ impl RawLock {
         unsafe { sys::mutex_init(at.cast(), kind) }.map_err(|e| Error::io("pthread_mutex_init", e))
     }
 
-    /// A handle on a mutex already initialised at the start of `region`.
-    pub(crate) fn from_region(region: Region) -> Self {
+    /// A handle on the mutex at the start of `region`.
+    ///
+    /// # Safety
+    /// `region` starts with a mutex initialised by [`init`](RawLock::init):
+    /// one this process just made, or one in an object whose kind the
+    /// segment header confirmed and whose creator finished initialising it
+    /// (the header's ready state).
+    pub(crate) unsafe fn from_region(region: Region) -> Self {
         RawLock { region }
     }
 
@@ -46,7 +52,9 @@ impl RawLock {
             |_| Ok(Self::layout()),
             |at: *mut u8| unsafe { Self::init(at, mutex) },
         )?;
-        Ok(Self::from_region(region))
+        // SAFETY: `place_state` returns an object of `kind` whose mutex
+        // `init` initialised (here or in the creating process).
+        Ok(unsafe { Self::from_region(region) })
     }
 
     #[inline]
