@@ -408,8 +408,9 @@ fn queues_are_created_or_opened_by_name() {
     watchdog("create_or_open queue", LIMIT, || {
         let name = TempName::new("queue-coo");
         let q = Queue::<u32>::create_or_open(&name, 2, 4096).unwrap();
+        let path = name.0.clone();
         let c = child(move || {
-            let again = Queue::<u32>::create_or_open(&name, 0, 1 << 20).unwrap();
+            let again = Queue::<u32>::create_or_open(&path, 0, 1 << 20).unwrap();
             again.put(1).unwrap();
             again.put(2).unwrap();
             assert!(again.is_full(), "the creator's limit of 2 items holds");
