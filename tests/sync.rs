@@ -838,3 +838,40 @@ fn condition_waiter_places_are_bounded_and_given_back_by_the_dead() {
         assert_eq!(join(&live, LIMIT), 0);
     });
 }
+
+/// A waiter killed just before a `notify(1)` chose it (the kill not yet
+/// done when the notify looked): the notification passes on to a live
+/// waiter that was waiting when it was made, instead of dying with it.
+#[test]
+fn a_notification_chosen_for_a_dying_waiter_passes_on() {
+    watchdog("notification passed on", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        let notified = RawValue::new(0u32).unwrap();
+        for _ in 0..5 {
+            notified.set(0);
+            let waiter = || {
+                let (cond, sleeping, notified) = (cond.clone(), sleeping.clone(), notified.clone());
+                child(move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    if g.wait_timeout(Duration::from_secs(10)).unwrap() {
+                        notified.atomic().fetch_add(1, SeqCst);
+                    }
+                })
+            };
+            // The one that dies waits longest: notify(1) prefers it.
+            let dying = waiter();
+            all_waiting(&cond, &sleeping, 1);
+            let live = waiter();
+            all_waiting(&cond, &sleeping, 1);
+            dying.kill().unwrap();
+            cond.lock().unwrap().notify(1);
+            join(&dying, LIMIT);
+            let t = Instant::now();
+            assert_eq!(join(&live, LIMIT), 0);
+            assert_eq!(notified.get(), 1, "the live waiter was notified");
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        }
+    });
+}

@@ -12,11 +12,10 @@
 
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ObjectKind, Placement, Region};
-use crate::sync::{place_state, spin, Deadline, RawLock};
+use crate::sync::{place_state, spin, Deadline, RawLock, RECHECK};
 use crate::sys::{self, MutexKind, Woke};
 
 /// The length prefix of a frame.
@@ -33,9 +32,6 @@ pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
 /// Attempts at reading both ends at one instant without a lock before
 /// taking one (see [`Ring::snapshot`]).
 const SNAPSHOT_TRIES: u32 = 8;
-/// How long a sleeper goes without looking again: a process killed between
-/// publishing a change and announcing it must not leave anyone asleep.
-const RECHECK: Duration = Duration::from_millis(100);
 
 /// One end of the ring, on a cache line of its own: the word its side moves
 /// and the futex word that side bumps after moving it.

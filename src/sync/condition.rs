@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{place_state, spin, Deadline};
+use super::futex::{place_state, spin, Deadline, RECHECK};
 use super::{Lock, RLock, RawLock};
 use crate::error::{Error, LockError, LockResult, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
@@ -18,15 +18,36 @@ const MAX_WAITERS: usize = Condition::MAX_WAITERS;
 const FREE: u32 = 0;
 /// Its waiter waits to be notified.
 const WAITING: u32 = 1;
-/// A notify chose its waiter, which has not left yet.
+/// Set when a notify chose its waiter, which has not left yet; the bits
+/// above hold the notify's horizon (see [`notified`]).
 const NOTIFIED: u32 = 2;
+/// Tickets count modulo 2^30, so that a horizon fits beside the state bits.
+const TICKET_MASK: u32 = (1 << 30) - 1;
+
+/// The state of a slot whose waiter a notify chose, made when `horizon`
+/// was the next ticket: the waiters it could have chosen instead are those
+/// with earlier tickets.
+fn notified(horizon: u32) -> u32 {
+    NOTIFIED | (horizon & TICKET_MASK) << 2
+}
+
+/// How many tickets before `horizon` the waiter of `ticket` arrived.
+fn age(ticket: u32, horizon: u32) -> u32 {
+    horizon.wrapping_sub(ticket) & TICKET_MASK
+}
+
+/// Whether the waiter of `ticket` arrived before `horizon`.
+fn before(ticket: u32, horizon: u32) -> bool {
+    (1..=TICKET_MASK / 2).contains(&age(ticket, horizon))
+}
 
 /// One waiter's place. Its futex word is `state`, on which only its own
 /// waiter sleeps, so a notify wakes exactly the waiters it chose.
 #[repr(C)]
 struct Slot {
     state: AtomicU32,
-    /// Order of arrival, so that notifies wake the longest waiting first.
+    /// Order of arrival (modulo 2^30), so that notifies wake the longest
+    /// waiting first.
     ticket: AtomicU32,
 }
 
@@ -35,13 +56,17 @@ struct Slot {
 /// Each waiter takes a slot and holds that slot's mutex for as long as it is
 /// inside `wait`. A notify chooses among the waiters whose mutex a live
 /// thread holds: the kernel marks the mutex of a thread that dies, so a
-/// notification never goes to a dead waiter, and since it goes to a
-/// particular waiter it is never kept for a later one. The dead waiter's
-/// slot is freed by the next notify or wait that finds it. Nothing ever
-/// waits for a particular waiter, so one that dies can never hang anyone.
+/// notification never goes to a waiter known dead, and since it goes to a
+/// particular waiter it is never kept for a later one. A waiter that dies
+/// after a notify chose it (killed an instant before, say) leaves its slot
+/// notified: whoever finds it first (a notify, a new waiter, or a waiter
+/// that looks every [`RECHECK`]) passes the notification on to the longest
+/// waiting live waiter that the notify could have chosen instead, if there
+/// is one, and frees the slot. Nothing ever waits for a particular waiter,
+/// so one that dies can never hang anyone.
 ///
-/// Every field but a slot leaving (and `inside` going down with it) changes
-/// only under the condition's lock, which every wait and notify holds.
+/// Slots are taken only under the condition's lock, which every wait and
+/// notify holds; a slot's mutex decides who frees a dead waiter's slot.
 #[repr(C)]
 struct CondState {
     /// Slots not free: a notify with none skips the scan. A waiter killed
@@ -270,6 +295,7 @@ impl Condition {
                         let _ = self.presence[i].unlock();
                         return Err(e);
                     }
+                    self.pass_on(slot.state.load(Ordering::Acquire));
                 }
                 // Its waiter is leaving (it frees the slot before its mutex).
                 Err(_) => continue,
@@ -277,7 +303,7 @@ impl Condition {
             if slot.state.load(Ordering::Acquire) == FREE {
                 shared.inside.fetch_add(1, Ordering::AcqRel);
             }
-            slot.ticket.store(ticket, Ordering::Relaxed);
+            slot.ticket.store(ticket & TICKET_MASK, Ordering::Relaxed);
             slot.state.store(WAITING, Ordering::Release);
             return Ok(i);
         }
@@ -294,21 +320,78 @@ impl Condition {
         let _ = self.presence[i].unlock();
     }
 
-    /// Frees slot `i` if its waiter died (the calling thread holds the
-    /// condition's lock); whether it did.
-    fn bury(&self, i: usize) -> bool {
+    /// Frees slot `i` if its waiter died, passing on a notification it
+    /// did not live to take.
+    fn bury(&self, i: usize) {
         match self.presence[i].acquire(Wait::No, || ()) {
             Err(LockError::OwnerDied(())) => {
                 let _ = self.presence[i].make_consistent();
+                self.pass_on(self.shared().slots[i].state.load(Ordering::Acquire));
                 self.leave(i);
-                true
             }
             // Its waiter left between the caller's look and this one.
             Ok(()) => {
                 let _ = self.presence[i].unlock();
-                false
             }
-            Err(_) => false,
+            // Someone else is burying it.
+            Err(_) => {}
+        }
+    }
+
+    /// Frees the slots of waiters that died (their mutex says so), passing
+    /// on their notifications; `which` says which states to look at.
+    fn bury_dead(&self, which: impl Fn(u32) -> bool) {
+        for (i, slot) in self.shared().slots.iter().enumerate() {
+            if which(slot.state.load(Ordering::Acquire)) && self.presence[i].owner().is_none() {
+                self.bury(i);
+            }
+        }
+    }
+
+    /// Gives the notification of a dead waiter whose slot was in `state`
+    /// (if it was notified) to the longest waiting live waiter that its
+    /// notify could have chosen instead; nobody if there is none.
+    fn pass_on(&self, state: u32) {
+        if state & NOTIFIED == 0 {
+            return;
+        }
+        let horizon = state >> 2;
+        self.choose(1, horizon, |ticket| before(ticket, horizon), state);
+    }
+
+    /// Notifies up to `n` live waiters whose ticket is `eligible`, the
+    /// longest waiting before `horizon` first, each with slot state `mark`.
+    fn choose(&self, n: u32, horizon: u32, eligible: impl Fn(u32) -> bool, mark: u32) {
+        let shared = self.shared();
+        let mut live = [(0u32, 0usize); MAX_WAITERS];
+        let mut count = 0;
+        for (i, slot) in shared.slots.iter().enumerate() {
+            if slot.state.load(Ordering::Acquire) != WAITING || self.presence[i].owner().is_none() {
+                continue;
+            }
+            let ticket = slot.ticket.load(Ordering::Relaxed);
+            if eligible(ticket) {
+                live[count] = (age(ticket, horizon), i);
+                count += 1;
+            }
+        }
+        let live = &mut live[..count];
+        live.sort_unstable_by_key(|&(age, _)| std::cmp::Reverse(age));
+        let mut woken = 0;
+        for &(_, i) in live.iter() {
+            if woken == n {
+                break;
+            }
+            let state = &shared.slots[i].state;
+            // Fails only if that waiter timed out and left meanwhile, or
+            // another thread chose it first.
+            if state
+                .compare_exchange(WAITING, mark, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                sys::futex_wake(state, 1);
+                woken += 1;
+            }
         }
     }
 
@@ -412,11 +495,20 @@ impl ConditionGuard<'_> {
             if spin(state, |v| v != WAITING).is_ok() {
                 break true;
             }
-            if deadline.wait(state, WAITING) == Woke::TimedOut {
+            let woke = deadline.capped(RECHECK).wait(state, WAITING);
+            if state.load(Ordering::Acquire) != WAITING {
+                break true;
+            }
+            if deadline.passed() {
                 // Leave unless a notify chose this waiter first.
                 break state
                     .compare_exchange(WAITING, FREE, Ordering::AcqRel, Ordering::Acquire)
                     .is_err();
+            }
+            if woke == Woke::TimedOut {
+                // A notification may have gone to a waiter that died
+                // before taking it, and be this one's now.
+                cond.bury_dead(|s| s & NOTIFIED != 0);
             }
         };
         cond.leave(i);
@@ -443,38 +535,10 @@ impl ConditionGuard<'_> {
         if n == 0 || shared.inside.load(Ordering::Acquire) == 0 {
             return; // nobody waits: no scan, no system call
         }
-        // The live waiters, by how long they have waited.
-        let now = shared.next_ticket.load(Ordering::Relaxed);
-        let mut live = [(0u32, 0usize); MAX_WAITERS];
-        let mut count = 0;
-        for (i, slot) in shared.slots.iter().enumerate() {
-            if slot.state.load(Ordering::Acquire) != WAITING {
-                continue;
-            }
-            if cond.presence[i].owner().is_none() && cond.bury(i) {
-                continue;
-            }
-            let age = now.wrapping_sub(slot.ticket.load(Ordering::Relaxed));
-            live[count] = (age, i);
-            count += 1;
-        }
-        let live = &mut live[..count];
-        live.sort_unstable_by_key(|&(age, _)| std::cmp::Reverse(age));
-        let mut woken = 0;
-        for &(_, i) in live.iter() {
-            if woken == n {
-                break;
-            }
-            let state = &shared.slots[i].state;
-            // Fails only if that waiter timed out and left meanwhile.
-            if state
-                .compare_exchange(WAITING, NOTIFIED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                sys::futex_wake(state, 1);
-                woken += 1;
-            }
-        }
+        cond.bury_dead(|s| s != FREE);
+        // Every waiter came before this notify.
+        let horizon = shared.next_ticket.load(Ordering::Relaxed) & TICKET_MASK;
+        cond.choose(n, horizon, |_| true, notified(horizon));
     }
 
     /// Wakes every process waiting on the condition.

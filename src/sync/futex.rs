@@ -15,6 +15,10 @@ use crate::sys::{self, Woke};
 /// peer that shares the CPU.
 const SPIN: u32 = 500;
 
+/// How long a sleeper goes without looking again, where a process killed
+/// at the wrong moment could leave it asleep with no one to wake it.
+pub(crate) const RECHECK: Duration = Duration::from_millis(100);
+
 /// Whether spinning can help at all: not when this process may run on one
 /// CPU only, where the peer it waits for cannot run while it spins.
 fn spinning_helps() -> bool {

@@ -16,8 +16,9 @@
 //!   supervisor holds once the workers are gone.
 //!
 //! Two targeted phases follow the chaos:
-//! - condition waiters are killed while they wait, and every `notify(n)`
-//!   after that wakes exactly `min(n, live waiters)`: a dead waiter never
+//! - condition waiters are killed while they wait (half the time just
+//!   before the notify, while they may still be dying), and every
+//!   `notify(n)` wakes exactly `min(n, live waiters)`: a dead waiter never
 //!   takes a notification, nor leaves one for a later waiter;
 //! - with more busy processes than CPUs and a small ring, producers and
 //!   consumers work while other processes call `len()` and `is_full()`:
@@ -861,9 +862,14 @@ fn condition_phase(shared: &Arc<Shared>, length: Duration) -> multiproc::Result<
         drop(cond.lock_timeout(OP_TIMEOUT + SLACK)?);
         rng = xorshift(rng);
         let dead = (rng % u64::from(ROUND_WAITERS)) as usize;
+        // Half the time the notify comes while the killed may still be
+        // dying: a notification chosen for one of them must pass on.
+        let dying = rng & (1 << 20) != 0;
         for p in &waiters[..dead] {
             p.kill()?;
-            p.join()?;
+            if !dying {
+                p.join()?;
+            }
         }
         kills += dead as u64;
         let live = ROUND_WAITERS - dead as u32;
@@ -873,6 +879,11 @@ fn condition_phase(shared: &Arc<Shared>, length: Duration) -> multiproc::Result<
             let g = cond.lock_timeout(OP_TIMEOUT + SLACK)?;
             generation.set(0);
             g.notify(n);
+        }
+        if dying {
+            for p in &waiters[..dead] {
+                p.join()?;
+            }
         }
         let deadline = Instant::now() + OP_TIMEOUT + SLACK;
         while woken.atomic(0)?.load(Ordering::Relaxed) < expected[0] && Instant::now() < deadline {
