@@ -38,12 +38,14 @@ pub enum Error {
     /// `open` found no segment of that name.
     #[error("shared-memory segment {0:?} does not exist")]
     NotFound(String),
-    /// The shared-memory filesystem (or a memory limit) has no room for the segment.
-    #[error("no room for a {size}-byte shared-memory segment (is /dev/shm full?): {source}")]
+    /// The shared-memory filesystem, a memory limit or the address space
+    /// has no room for the segment (when it is reserved or mapped).
+    #[error("no room for a {size}-byte shared-memory segment (is /dev/shm full, or memory or address space used up?): {source}")]
     NoSpace {
         /// Bytes requested.
         size: usize,
-        /// The OS error (`ENOSPC`, `EFBIG`, `ENOMEM`).
+        /// The OS error (`ENOSPC`, `EFBIG`, `ENOMEM`, from reserving or
+        /// from `mmap`).
         #[source]
         source: io::Error,
     },
@@ -148,6 +150,13 @@ pub enum Error {
     /// A `BoundedSemaphore` released more times than it was acquired.
     #[error("semaphore released too many times")]
     TooManyReleases,
+    /// A `Condition` already has as many processes waiting as it has room
+    /// for.
+    #[error("{limit} processes already wait on this condition")]
+    TooManyWaiters {
+        /// Waiters a condition holds at once.
+        limit: usize,
+    },
     /// A waiting party of a `Barrier` saw it broken (by a timeout, an
     /// `abort`, a failed action or a dead party); `reset` repairs it.
     #[error("the barrier is broken")]

@@ -177,3 +177,93 @@ fn atomic_counters_across_processes_lose_nothing() {
         assert_eq!(total.atomic().load(SeqCst), 1);
     });
 }
+
+/// Raw cells written only with all-zero or all-one patterns.
+#[derive(Clone)]
+struct Patterns {
+    pair: RawValue<[u32; 2]>,
+    word: RawValue<u64>,
+    wide: RawValue<[u64; 2]>,
+    bytes: RawArray<[u8; 4]>,
+}
+
+impl Patterns {
+    const ROUNDS: u32 = 200_000;
+
+    fn write(&self, ones: bool) {
+        let w = if ones { u64::MAX } else { 0 };
+        for i in 0..Self::ROUNDS {
+            self.pair.set([w as u32; 2]);
+            if i % 2 == 0 {
+                self.word.set(w);
+            } else {
+                // A read-modify-write between plain sets: still 0 or MAX.
+                self.word.atomic().fetch_and(w, SeqCst);
+            }
+            self.wide.set([w; 2]);
+            self.bytes.set(i as usize % 8, [w as u8; 4]).unwrap();
+        }
+    }
+
+    /// Checks what can never tear; counts the `[u64; 2]` reads that did.
+    fn read(&self) -> u32 {
+        let mut torn_wide = 0;
+        for _ in 0..Self::ROUNDS {
+            let p = self.pair.get();
+            assert_eq!(p[0], p[1], "a [u32; 2] never tears");
+            let w = self.word.get();
+            assert!(w == 0 || w == u64::MAX, "a u64 never tears: {w:#x}");
+            let v = self.wide.get();
+            assert!(v.iter().all(|&h| h == 0 || h == u64::MAX), "{v:?}");
+            torn_wide += u32::from(v[0] != v[1]);
+            for b in self.bytes.read(..).unwrap() {
+                assert!(
+                    b == [0; 4] || b == [0xff; 4],
+                    "a [u8; 4] never tears: {b:?}"
+                );
+            }
+        }
+        torn_wide
+    }
+}
+
+/// Two threads and two processes write raw cells while a thread and a
+/// process read them, through `set`, `get`, `read` and `atomic` at once.
+/// Values of one piece (up to 8 bytes) never tear; a `[u64; 2]` may tear
+/// only between its halves. (That none of this is a data race is what Miri
+/// checks in the library's unit test of the same copies.)
+#[test]
+fn raw_cells_of_one_piece_never_tear_under_concurrent_writers() {
+    watchdog("raw cell tearing", LIMIT, || {
+        let cells = Patterns {
+            pair: RawValue::new([0u32; 2]).unwrap(),
+            word: RawValue::new(0u64).unwrap(),
+            wide: RawValue::new([0u64; 2]).unwrap(),
+            bytes: RawArray::new(8).unwrap(),
+        };
+        let processes: Vec<_> = [false, true]
+            .into_iter()
+            .map(|ones| {
+                let cells = cells.clone();
+                child(move || cells.write(ones))
+            })
+            .chain([{
+                let cells = cells.clone();
+                child(move || {
+                    cells.read();
+                })
+            }])
+            .collect();
+        let torn_wide = std::thread::scope(|s| {
+            for ones in [true, false] {
+                let cells = &cells;
+                s.spawn(move || cells.write(ones));
+            }
+            s.spawn(|| cells.read()).join().unwrap()
+        });
+        for p in &processes {
+            assert_eq!(join(p, LIMIT), 0);
+        }
+        eprintln!("raw cells: a [u64; 2] read torn between its halves {torn_wide} times");
+    });
+}

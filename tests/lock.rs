@@ -270,3 +270,31 @@ fn named_lock_is_shared_by_name() {
         drop(again.try_lock().unwrap());
     });
 }
+
+/// Only the thread that holds an RLock may mark it consistent: another
+/// thread's call is `NotOwner` and leaves the holder's lock intact (glibc
+/// alone would make the caller the owner, and the holder could never
+/// release it).
+#[test]
+fn only_the_holder_marks_an_rlock_consistent() {
+    watchdog("rlock make_consistent by a non-owner", LIMIT, || {
+        let r = RLock::new().unwrap();
+        let flag = RawValue::new(0u32).unwrap();
+        let p = hold_until_killed(|| r.acquire().unwrap(), &flag);
+        assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
+        p.kill().unwrap();
+        join(&p, LIMIT);
+        // Not held by anyone alive: nobody may mark it.
+        assert!(matches!(r.make_consistent(), Err(Error::NotOwner)));
+        assert!(matches!(r.acquire(), Err(LockError::OwnerDied(()))));
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(matches!(r.make_consistent(), Err(Error::NotOwner))))
+                .join()
+                .unwrap();
+        });
+        r.make_consistent().unwrap();
+        r.release().unwrap();
+        let c = child(|| drop(r.try_lock().unwrap()));
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}

@@ -401,6 +401,37 @@ fn named_queue_is_typed_and_shared() {
     });
 }
 
+/// `create_or_open` creates a queue once; later calls open it and keep its
+/// ring size and item limit, whatever they ask for.
+#[test]
+fn queues_are_created_or_opened_by_name() {
+    watchdog("create_or_open queue", LIMIT, || {
+        let name = TempName::new("queue-coo");
+        let q = Queue::<u32>::create_or_open(&name, 2, 4096).unwrap();
+        let path = name.0.clone();
+        let c = child(move || {
+            let again = Queue::<u32>::create_or_open(&path, 0, 1 << 20).unwrap();
+            again.put(1).unwrap();
+            again.put(2).unwrap();
+            assert!(again.is_full(), "the creator's limit of 2 items holds");
+            assert_eq!(again.max_item_size(), 4096 - 4);
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
+        let jname = TempName::new("jqueue-coo");
+        let jq = JoinableQueue::<u32>::create_or_open(&jname, 0, 4096).unwrap();
+        let opened = JoinableQueue::<u32>::create_or_open(&jname, 0, 4096).unwrap();
+        opened.put(7).unwrap();
+        assert_eq!(jq.get().unwrap(), 7);
+        jq.task_done().unwrap();
+        opened.join_timeout(LIMIT).unwrap();
+        assert!(matches!(
+            Queue::<u32>::create_or_open(&jname, 0, 4096),
+            Err(Error::KindMismatch { .. })
+        ));
+    });
+}
+
 /// An item that shows if it was torn: a sequence number and a payload that
 /// is derived from it.
 fn item(producer: u32, seq: u32) -> (u32, u32, Vec<u8>) {
@@ -567,4 +598,109 @@ fn a_corrupted_queue_is_an_error_not_a_panic() {
     write(TAIL, 0);
     q.put(3).unwrap();
     assert_eq!(q.get().unwrap(), 3);
+}
+
+/// More busy processes than CPUs, a small ring, nothing killed: consumers
+/// and observers read the ring's ends while others move them, and a reader
+/// descheduled between reading one end and the other must never take that
+/// for corruption. Every item is delivered exactly once.
+#[test]
+fn a_busy_queue_never_reports_corruption() {
+    watchdog("busy queue", LIMIT, || {
+        const PRODUCERS: usize = 4;
+        const MAX_SEQ: usize = 1 << 20;
+        let q = Queue::<(u32, u32, Vec<u8>)>::with_capacity(0, 256).unwrap();
+        let stop = RawValue::new(0u32).unwrap();
+        let put = RawArray::<u32>::new(PRODUCERS).unwrap();
+        let seen = RawArray::<u8>::new(PRODUCERS * MAX_SEQ).unwrap();
+        // [Corrupt from a get, any other error, a len() beyond the ring]
+        let failures = RawArray::<u32>::new(3).unwrap();
+        let stopped = || stop.atomic().load(SeqCst) != 0;
+        let fail = |kind: usize| failures.atomic(kind).unwrap().fetch_add(1, SeqCst);
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (q, put) = (q.clone(), put.clone());
+                child(move || {
+                    let next = put.atomic(p).unwrap();
+                    while !stopped() && (next.load(SeqCst) as usize) < MAX_SEQ {
+                        let seq = next.load(SeqCst);
+                        q.put((p as u32, seq, vec![seq as u8; seq as usize % 48]))
+                            .unwrap();
+                        next.store(seq + 1, SeqCst);
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..3)
+            .map(|_| {
+                let (q, seen) = (q.clone(), seen.clone());
+                // No wait: every get looks at both ends without a lock
+                // first, and a full ring makes it return at once.
+                child(move || loop {
+                    match q.get_timeout(Duration::ZERO) {
+                        Ok((p, seq, _)) => {
+                            seen.atomic(p as usize * MAX_SEQ + seq as usize)
+                                .unwrap()
+                                .fetch_add(1, SeqCst);
+                        }
+                        Err(Error::Closed) => return,
+                        Err(Error::Timeout) => {}
+                        Err(Error::Corrupt { .. }) => drop(fail(0)),
+                        Err(_) => drop(fail(1)),
+                    }
+                })
+            })
+            .collect();
+        // Other processes look at the queue's size the whole time, and
+        // some only burn CPU, so that readers are descheduled often.
+        let observers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                child(move || {
+                    while !stopped() {
+                        if q.len() > q.max_item_size() / 4 + 1 {
+                            fail(2);
+                        }
+                        std::hint::black_box(q.is_full());
+                    }
+                })
+            })
+            .collect();
+        let burners: Vec<_> = (0..4)
+            .map(|_| {
+                child(move || {
+                    while !stopped() {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(3)); // the length of the run
+        stop.atomic().store(1, SeqCst);
+        for p in producers.iter().chain(&observers).chain(&burners) {
+            assert_eq!(join(p, LIMIT), 0);
+        }
+        q.close().unwrap();
+        for c in &consumers {
+            assert_eq!(join(c, LIMIT), 0);
+        }
+        let failures = failures.read(..).unwrap();
+        let (put, seen) = (put.read(..).unwrap(), seen.read(..).unwrap());
+        for (p, &n) in put.iter().enumerate() {
+            let mine = &seen[p * MAX_SEQ..(p + 1) * MAX_SEQ];
+            assert!(
+                mine[..n as usize].iter().all(|&s| s == 1),
+                "producer {p}'s items delivered exactly once"
+            );
+            assert!(mine[n as usize..].iter().all(|&s| s == 0));
+        }
+        let total: u32 = put.iter().sum();
+        eprintln!("busy queue: {total} items, failures {failures:?}");
+        assert_eq!(
+            failures,
+            [0, 0, 0],
+            "[Corrupt, other errors, impossible len()]"
+        );
+        assert!(total > 100, "traffic went through ({total} items)");
+    });
 }

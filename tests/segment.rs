@@ -283,6 +283,39 @@ fn full_dev_shm_is_an_error() {
     });
 }
 
+/// Out of address space (`RLIMIT_AS` just above what a child uses), mapping
+/// a segment fails with `ENOMEM`: that is `NoSpace`, as documented, like a
+/// full /dev/shm, not an I/O error.
+#[test]
+fn out_of_address_space_is_no_space() {
+    watchdog("no address space", LIMIT, || {
+        let c = child(|| {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let kib: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap();
+            let limit = (kib + 2048) * 1024;
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: setrlimit reads a valid struct.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+            let e = Segment::anonymous(16 << 20).unwrap_err();
+            assert!(
+                matches!(&e, Error::NoSpace { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)),
+                "{e}"
+            );
+            // What fits still works.
+            assert!(Segment::anonymous(4096).is_ok());
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
 /// Puts this process in a mount namespace of its own with a 1 MiB /dev/shm.
 fn private_small_dev_shm() -> bool {
     use nix::mount::{mount, MsFlags};

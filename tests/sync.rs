@@ -711,3 +711,167 @@ fn barrier_breaks_when_a_waiting_party_dies() {
         }
     });
 }
+
+/// Issue 11's sequence: a waiter killed while waiting, a `notify_all`, then
+/// two new waiters and one `notify(1)`: exactly one of them is notified.
+/// The dead waiter's share of the `notify_all` is not kept for later.
+#[test]
+fn a_killed_waiter_leaves_no_notification_behind() {
+    watchdog("killed waiter's notification", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        // [waiters that returned true, waiters that returned false]
+        let outcomes = RawArray::<u32>::new(2).unwrap();
+        let waiter = |timeout: Duration| {
+            let (cond, sleeping, outcomes) = (cond.clone(), sleeping.clone(), outcomes.clone());
+            child(move || {
+                let mut g = cond.lock().unwrap();
+                sleeping.release().unwrap();
+                let notified = g.wait_timeout(timeout).unwrap();
+                let i = if notified { 0 } else { 1 };
+                outcomes.atomic(i).unwrap().fetch_add(1, SeqCst);
+            })
+        };
+        let dead = waiter(LIMIT);
+        all_waiting(&cond, &sleeping, 1);
+        dead.kill().unwrap();
+        join(&dead, LIMIT);
+        cond.lock().unwrap().notify_all();
+        let (a, b) = (
+            waiter(Duration::from_millis(1500)),
+            waiter(Duration::from_millis(1500)),
+        );
+        all_waiting(&cond, &sleeping, 2);
+        cond.lock().unwrap().notify(1);
+        assert_eq!(join(&a, LIMIT), 0);
+        assert_eq!(join(&b, LIMIT), 0);
+        assert_eq!(outcomes.read(..).unwrap(), [1, 1], "[notified, timed out]");
+    });
+}
+
+/// The same with the killed waiter still waiting when others arrive: every
+/// `notify(1)` wakes one live waiter, the dead one is never chosen.
+#[test]
+fn notify_skips_a_killed_waiter() {
+    watchdog("notify skips the dead", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        let woken = Semaphore::new(0).unwrap();
+        let waiter = || {
+            let (cond, sleeping, woken) = (cond.clone(), sleeping.clone(), woken.clone());
+            child(move || {
+                let mut g = cond.lock().unwrap();
+                sleeping.release().unwrap();
+                g.wait().unwrap();
+                woken.release().unwrap();
+            })
+        };
+        // The dead one waits longest: a notify that took it would wake nobody.
+        let dead = waiter();
+        all_waiting(&cond, &sleeping, 1);
+        let live: Vec<_> = (0..3).map(|_| waiter()).collect();
+        all_waiting(&cond, &sleeping, 3);
+        dead.kill().unwrap();
+        join(&dead, LIMIT);
+        for n in 1..=3 {
+            cond.lock().unwrap().notify(1);
+            assert!(wait_until(LIMIT, || woken.value() == n));
+            stays_false(TIMEOUT2, || woken.value() > n);
+        }
+        for p in &live {
+            assert_eq!(join(p, LIMIT), 0);
+        }
+    });
+}
+
+/// A condition holds `MAX_WAITERS` waiters; one more is an error, not a
+/// hang, and waiters that died give their places back.
+#[test]
+fn condition_waiter_places_are_bounded_and_given_back_by_the_dead() {
+    watchdog("condition places", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let go = RawValue::new(0u32).unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..Condition::MAX_WAITERS)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut g = cond.lock().unwrap();
+                        sleeping.release().unwrap();
+                        g.wait_for(|| go.get() == 1, Some(LIMIT)).unwrap()
+                    })
+                })
+                .collect();
+            all_waiting(&cond, &sleeping, Condition::MAX_WAITERS as u32);
+            let mut g = cond.lock().unwrap();
+            let e = g.wait_timeout(TIMEOUT1).unwrap_err();
+            assert!(
+                matches!(e, Error::TooManyWaiters { limit } if limit == Condition::MAX_WAITERS),
+                "{e}"
+            );
+            go.set(1);
+            g.notify_all();
+            drop(g);
+            for t in threads {
+                assert!(t.join().unwrap());
+            }
+        });
+        // More waiters die than there are places, with no notify between
+        // to clear them: each new waiter takes a dead one's place.
+        let waiter = || {
+            let (cond, sleeping) = (cond.clone(), sleeping.clone());
+            child(move || {
+                let mut g = cond.lock().unwrap();
+                sleeping.release().unwrap();
+                assert!(g.wait_timeout(LIMIT).unwrap());
+            })
+        };
+        for _ in 0..Condition::MAX_WAITERS + 2 {
+            let dead = waiter();
+            all_waiting(&cond, &sleeping, 1);
+            dead.kill().unwrap();
+            join(&dead, LIMIT);
+        }
+        let live = waiter();
+        all_waiting(&cond, &sleeping, 1);
+        cond.lock().unwrap().notify(1);
+        assert_eq!(join(&live, LIMIT), 0);
+    });
+}
+
+/// A waiter killed just before a `notify(1)` chose it (the kill not yet
+/// done when the notify looked): the notification passes on to a live
+/// waiter that was waiting when it was made, instead of dying with it.
+#[test]
+fn a_notification_chosen_for_a_dying_waiter_passes_on() {
+    watchdog("notification passed on", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        let notified = RawValue::new(0u32).unwrap();
+        for _ in 0..5 {
+            notified.set(0);
+            let waiter = || {
+                let (cond, sleeping, notified) = (cond.clone(), sleeping.clone(), notified.clone());
+                child(move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    if g.wait_timeout(Duration::from_secs(10)).unwrap() {
+                        notified.atomic().fetch_add(1, SeqCst);
+                    }
+                })
+            };
+            // The one that dies waits longest: notify(1) prefers it.
+            let dying = waiter();
+            all_waiting(&cond, &sleeping, 1);
+            let live = waiter();
+            all_waiting(&cond, &sleeping, 1);
+            dying.kill().unwrap();
+            cond.lock().unwrap().notify(1);
+            join(&dying, LIMIT);
+            let t = Instant::now();
+            assert_eq!(join(&live, LIMIT), 0);
+            assert_eq!(notified.get(), 1, "the live waiter was notified");
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        }
+    });
+}

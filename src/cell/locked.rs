@@ -86,7 +86,9 @@ impl<T: Pod> LockedCells<T> {
         })?;
         let (_, offset) = layout_for(len)?;
         Ok(LockedCells {
-            lock: Lock::from_raw(RawLock::from_region(region.clone())),
+            // SAFETY: the object starts with the mutex initialised above
+            // (or by the process that created it).
+            lock: Lock::from_raw(unsafe { RawLock::from_region(region.clone()) }),
             // SAFETY: `offset` is within the object's memory.
             data: unsafe { region.sub(offset) },
             len: len as usize,

@@ -42,6 +42,98 @@ atomic_elements!(
     usize => atomic::AtomicUsize, isize => atomic::AtomicIsize,
 );
 
+/// Which way [`piecewise`] copies.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// From shared memory into the local bytes.
+    Load,
+    /// From the local bytes into shared memory.
+    Store,
+}
+
+/// The widest atomic access, at most 8 bytes, that both an element's
+/// address and its size are multiples of. Every object's data starts at
+/// least 128-byte aligned, so an element of 1, 2, 4 or 8 bytes is always
+/// one piece.
+fn piece(at: usize, size: usize) -> usize {
+    1 << (at | size | 8).trailing_zeros()
+}
+
+/// Copies one element between shared memory at `at` and `local`, in
+/// [`piece`]-sized atomic accesses (acquire loads, release stores): another
+/// process or thread may copy the same element at the same time, which can
+/// tear it between pieces, never within one.
+///
+/// # Safety
+/// `at` is valid for `local.len()` bytes of shared memory, aligned for the
+/// element, for the duration of the call; every access to those bytes is
+/// made by this function with the same `local.len()`, or (for an
+/// [`AtomicElement`], whose one piece is the whole element) through its
+/// atomic type: never a non-atomic access, never another piece size.
+unsafe fn piecewise(at: *mut u8, local: &mut [u8], direction: Direction) {
+    use atomic::Ordering::{Acquire, Release};
+    let unit = piece(at as usize, local.len());
+    for (k, bytes) in local.chunks_exact_mut(unit).enumerate() {
+        // SAFETY: piece k lies inside the element; `unit` divides its
+        // address, so it is aligned for the atomic of that width; per the
+        // caller, nothing accesses it non-atomically or at another width.
+        unsafe {
+            let p = at.add(k * unit);
+            macro_rules! piece {
+                ($atomic:ty, $int:ty) => {{
+                    let a = <$atomic>::from_ptr(p.cast::<$int>());
+                    match direction {
+                        Direction::Load => bytes.copy_from_slice(&a.load(Acquire).to_ne_bytes()),
+                        Direction::Store => a.store(
+                            <$int>::from_ne_bytes(bytes.try_into().expect("one piece")),
+                            Release,
+                        ),
+                    }
+                }};
+            }
+            match unit {
+                8 => piece!(atomic::AtomicU64, u64),
+                4 => piece!(atomic::AtomicU32, u32),
+                2 => piece!(atomic::AtomicU16, u16),
+                _ => piece!(atomic::AtomicU8, u8),
+            }
+        }
+    }
+}
+
+/// Reads the element at `at` with [`piecewise`].
+///
+/// # Safety
+/// `at` is an element of a raw cell object (aligned, in shared memory that
+/// stays mapped during the call, reached only as [`piecewise`] requires).
+unsafe fn load<T: Pod>(at: *mut T) -> T {
+    let mut value = T::zeroed();
+    // SAFETY: per the caller.
+    unsafe {
+        piecewise(
+            at.cast(),
+            bytemuck::bytes_of_mut(&mut value),
+            Direction::Load,
+        )
+    };
+    value
+}
+
+/// Writes the element at `at` with [`piecewise`].
+///
+/// # Safety
+/// As for [`load`].
+unsafe fn store<T: Pod>(at: *mut T, mut value: T) {
+    // SAFETY: per the caller.
+    unsafe {
+        piecewise(
+            at.cast(),
+            bytemuck::bytes_of_mut(&mut value),
+            Direction::Store,
+        )
+    };
+}
+
 /// `len` elements of `T` in shared memory with no lock.
 struct RawCells<T> {
     data: Region,
@@ -98,14 +190,13 @@ impl<T: Pod> RawCells<T> {
     }
 
     fn read(&self, index: usize) -> Result<T> {
-        // SAFETY: in bounds; a volatile read of plain data, which another
-        // process may be writing (documented as possibly torn).
-        Ok(unsafe { self.ptr(index)?.read_volatile() })
+        // SAFETY: an element of the object, mapped while `self` lives.
+        Ok(unsafe { load(self.ptr(index)?) })
     }
 
     fn write(&self, index: usize, value: T) -> Result<()> {
         // SAFETY: as for `read`.
-        unsafe { self.ptr(index)?.write_volatile(value) };
+        unsafe { store(self.ptr(index)?, value) };
         Ok(())
     }
 
@@ -115,7 +206,9 @@ impl<T: Pod> RawCells<T> {
     {
         // SAFETY: in bounds and aligned for T, which has the atomic's layout
         // (AtomicElement); the memory lives as long as `self`, and other
-        // processes reach it only through the same atomics or volatile access.
+        // processes reach it only through the same atomic or `piecewise`,
+        // which copies an integer of at most 8 bytes as one atomic of its
+        // width (`piece`).
         Ok(unsafe { &*self.ptr(index)?.cast::<T::Atomic>() })
     }
 }
@@ -123,11 +216,22 @@ impl<T: Pod> RawCells<T> {
 /// One plain-data value in shared memory with no lock (Python's
 /// `multiprocessing.RawValue`).
 ///
-/// [`get`](RawValue::get) and [`set`](RawValue::set) are unsynchronised
-/// volatile accesses: a value wider than the machine word may be read torn
-/// while another process writes it. For integers, [`atomic`](RawValue::atomic)
-/// gives the std atomic type over the same memory: a lock-free counter shared
-/// by processes.
+/// [`get`](RawValue::get) and [`set`](RawValue::set) take no lock, as in
+/// Python, but they are atomic accesses, never a data race: the value is
+/// copied in the widest pieces its size allows, up to 8 bytes, each piece
+/// one atomic load (acquire) or store (release).
+///
+/// **What can tear.** A value of 1, 2, 4 or 8 bytes (any integer or float,
+/// `[u32; 2]`, `[u8; 4]`, …) is one piece: it is always read as some
+/// process wrote it, never mixed. A larger value is read piece by piece
+/// while others may write it: a `[u64; 2]` can show one writer's first half
+/// and another's second half; a 12-byte value three 4-byte pieces; a
+/// `[u8; 3]` three single bytes. Each piece is always whole. Guard such
+/// values with a lock ([`Value`](super::Value)) when they must not tear.
+///
+/// For integers, [`atomic`](RawValue::atomic) gives the std atomic type over
+/// the same memory: a lock-free counter shared by processes, which mixes
+/// freely with `get` and `set`.
 ///
 /// # Example
 /// ```
@@ -204,19 +308,18 @@ impl<T: Pod> RawValue<T> {
         self.cells.data.as_ptr::<T>()
     }
 
-    /// Reads the value (volatile, unsynchronised).
+    /// Reads the value, without a lock: see [what can tear](RawValue).
     #[inline]
     pub fn get(&self) -> T {
-        // SAFETY: a valid, aligned T for as long as `self` lives; a volatile
-        // read of plain data that another process may be writing.
-        unsafe { self.ptr().read_volatile() }
+        // SAFETY: the one element, mapped while `self` lives.
+        unsafe { load(self.ptr()) }
     }
 
-    /// Writes the value (volatile, unsynchronised).
+    /// Writes the value, without a lock: see [what can tear](RawValue).
     #[inline]
     pub fn set(&self, value: T) {
         // SAFETY: as for `get`.
-        unsafe { self.ptr().write_volatile(value) }
+        unsafe { store(self.ptr(), value) }
     }
 
     /// The value as a std atomic, for lock-free updates across processes.
@@ -225,13 +328,17 @@ impl<T: Pod> RawValue<T> {
     where
         T: AtomicElement,
     {
-        // SAFETY: as for `get`, and T has the atomic's layout (AtomicElement).
+        // SAFETY: as for `RawCells::atomic`.
         unsafe { &*self.ptr().cast::<T::Atomic>() }
     }
 }
 
 /// A fixed-length array of plain-data elements in shared memory with no lock
-/// (Python's `multiprocessing.RawArray`). Accesses are as for [`RawValue`].
+/// (Python's `multiprocessing.RawArray`). Each element is accessed as a
+/// [`RawValue`] is: atomically in pieces of up to 8 bytes, so an element of
+/// 1, 2, 4 or 8 bytes never tears and a larger one can tear between its
+/// pieces. [`read`](RawArray::read) copies element by element: the copy is
+/// not a snapshot of the whole array.
 pub struct RawArray<T> {
     cells: RawCells<T>,
 }
@@ -299,7 +406,7 @@ impl<T: Pod> RawArray<T> {
         self.len() == 0
     }
 
-    /// Reads element `index` (volatile, unsynchronised).
+    /// Reads element `index`, without a lock: see [`RawArray`].
     ///
     /// # Errors
     /// [`Error::OutOfBounds`].
@@ -307,7 +414,7 @@ impl<T: Pod> RawArray<T> {
         self.cells.read(index)
     }
 
-    /// Writes element `index` (volatile, unsynchronised).
+    /// Writes element `index`, without a lock: see [`RawArray`].
     ///
     /// # Errors
     /// [`Error::OutOfBounds`].
@@ -315,7 +422,7 @@ impl<T: Pod> RawArray<T> {
         self.cells.write(index, value)
     }
 
-    /// Copies the elements in `range` out, one volatile read each.
+    /// Copies the elements in `range` out, one element at a time.
     ///
     /// # Errors
     /// [`Error::OutOfBounds`].
@@ -351,5 +458,72 @@ impl<T> std::fmt::Debug for RawArray<T> {
             std::any::type_name::<T>(),
             self.cells.len
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memory placed as every object's data is: at least 128-byte aligned.
+    #[repr(C, align(128))]
+    struct Cells([u64; 4]);
+
+    /// A pointer the test's threads share; they reach it only through
+    /// `load` and `store`.
+    struct Shared(*mut u8);
+    // SAFETY: the pointee outlives the scoped threads and is accessed only
+    // atomically (through `piecewise`).
+    unsafe impl Sync for Shared {}
+
+    /// Threads store and load the same elements at once: never a data race
+    /// (Miri checks every access), and a value of one piece (a `[u32; 2]`)
+    /// never tears, while a `[u64; 2]` tears only between its halves.
+    #[test]
+    fn concurrent_copies_are_atomic_and_tear_only_between_pieces() {
+        let rounds = if cfg!(miri) { 300 } else { 300_000 };
+        let mut cells = Box::new(Cells([0; 4]));
+        let base = Shared(std::ptr::addr_of_mut!(cells.0).cast::<u8>());
+        // A `[u32; 2]` at offset 0, a `[u64; 2]` at offset 16.
+        let pair = |s: &Shared| s.0.cast::<[u32; 2]>();
+        // SAFETY: offset 16 is inside the 32 bytes.
+        let wide = |s: &Shared| unsafe { s.0.add(16) }.cast::<[u64; 2]>();
+        assert_eq!(piece(pair(&base) as usize, 8), 8);
+        assert_eq!(piece(wide(&base) as usize, 16), 8);
+        std::thread::scope(|s| {
+            for writer in [0u64, u64::MAX] {
+                let base = &base;
+                s.spawn(move || {
+                    for _ in 0..rounds {
+                        // SAFETY: elements of the live box, aligned.
+                        unsafe {
+                            store(pair(base), [writer as u32; 2]);
+                            store(wide(base), [writer; 2]);
+                        }
+                    }
+                });
+            }
+            let base = &base;
+            s.spawn(move || {
+                for _ in 0..rounds {
+                    // SAFETY: as above.
+                    let (p, w) = unsafe { (load(pair(base)), load(wide(base))) };
+                    assert_eq!(p[0], p[1], "a value of one piece never tears");
+                    assert!(w.iter().all(|&h| h == 0 || h == u64::MAX), "{w:?}");
+                }
+            });
+        });
+        drop(cells);
+    }
+
+    #[test]
+    fn pieces_are_the_widest_aligned_access_up_to_8_bytes() {
+        assert_eq!(piece(128, 8), 8);
+        assert_eq!(piece(128, 16), 8);
+        assert_eq!(piece(128 + 12, 4), 4);
+        assert_eq!(piece(128, 12), 4);
+        assert_eq!(piece(128, 3), 1);
+        assert_eq!(piece(128 + 2, 8), 2);
+        assert_eq!(piece(128, 0), 8);
     }
 }

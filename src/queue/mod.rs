@@ -209,6 +209,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Self::place(Placement::Open(name), ObjectKind::Queue, 0, 64)
     }
 
+    /// Opens a named queue, creating it with `maxsize` and `bytes` (as
+    /// [`create`](Queue::create)) if it does not exist. An existing queue
+    /// keeps its own ring size and item limit.
+    ///
+    /// # Errors
+    /// As for [`create`](Queue::create) and [`open`](Queue::open).
+    pub fn create_or_open(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
+        Self::place(
+            Placement::CreateOrOpen(name),
+            ObjectKind::Queue,
+            maxsize,
+            bytes,
+        )
+    }
+
     fn place(how: Placement<'_>, kind: ObjectKind, maxsize: usize, bytes: usize) -> Result<Self> {
         let ring = Ring::place(how, kind, ElemType::of::<T>(), bytes as u64, maxsize as u64)?;
         Ok(Queue {
@@ -478,6 +493,21 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// As for [`Queue::open`].
     pub fn open(name: &str) -> Result<Self> {
         Queue::place(Placement::Open(name), ObjectKind::JoinableQueue, 0, 64).map(Self)
+    }
+
+    /// Opens a named joinable queue, creating it if it does not exist, as
+    /// [`Queue::create_or_open`].
+    ///
+    /// # Errors
+    /// As for [`Queue::create_or_open`].
+    pub fn create_or_open(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
+        Queue::place(
+            Placement::CreateOrOpen(name),
+            ObjectKind::JoinableQueue,
+            maxsize,
+            bytes,
+        )
+        .map(Self)
     }
 
     /// Marks one item got from the queue as processed.

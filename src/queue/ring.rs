@@ -13,11 +13,10 @@
 use std::alloc::Layout;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::error::{Error, LockError, Result};
 use crate::segment::{ObjectKind, Placement, Region};
-use crate::sync::{place_state, spin, Asleep, RawLock};
+use crate::sync::{place_state, spin, Asleep, RawLock, RECHECK};
 use crate::sys::{self, Deadline, MutexKind, Woke};
 use crate::waiter;
 
@@ -32,9 +31,9 @@ const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 const COUNT_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
 /// The largest ring: its frames can always be counted in 28 bits.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
-/// How long a sleeper goes without looking again: a process killed between
-/// publishing a change and announcing it must not leave anyone asleep.
-const RECHECK: Duration = Duration::from_millis(100);
+/// Attempts at reading both ends at one instant without a lock before
+/// taking one (see [`Ring::snapshot`]).
+const SNAPSHOT_TRIES: u32 = 8;
 
 /// One end of the ring, on a cache line of its own: the word its side moves
 /// and the futex word that side bumps after moving it.
@@ -186,12 +185,19 @@ impl Ring {
             return Err(corrupt(format!("queue capacity {len}")));
         }
         let (_, consumers, state, data) = Self::layout(len)?;
-        // SAFETY: the offsets are inside the object's memory.
-        let (consumers, state, data) =
-            unsafe { (region.sub(consumers), region.sub(state), region.sub(data)) };
+        // SAFETY: the offsets are inside the object's memory, a queue
+        // whose two mutexes the creator initialised first.
+        let (producers, consumers, state, data) = unsafe {
+            (
+                RawLock::from_region(region.clone()),
+                RawLock::from_region(region.sub(consumers)),
+                region.sub(state),
+                region.sub(data),
+            )
+        };
         let mut ring = Ring {
-            producers: RawLock::from_region(region),
-            consumers: RawLock::from_region(consumers),
+            producers,
+            consumers,
             state,
             data,
             capacity: len,
@@ -256,13 +262,41 @@ impl Ring {
         offset | (items << OFFSET_BITS)
     }
 
-    /// Both ends, each read as its own side publishes it.
-    fn ends(&self) -> (u64, u64) {
+    /// Both ends and what lies between them, read while one side's lock
+    /// is held: that side's end stands still, and the other side only ever
+    /// moves its own end within what it read of this one, so any value of
+    /// the other end read now is consistent with it. A check that fails
+    /// here means the memory really is corrupt.
+    fn locked_ends(&self, _held: &Held<'_>) -> Result<(u64, u64, Extent)> {
         let s = self.shared();
-        (
-            s.head.at.load(Ordering::Acquire),
-            s.tail.at.load(Ordering::Acquire),
-        )
+        let head = s.head.at.load(Ordering::Acquire);
+        let tail = s.tail.at.load(Ordering::Acquire);
+        Ok((head, tail, self.extent(head, tail)?))
+    }
+
+    /// What lies between the ends at one instant, for a caller that holds
+    /// no lock (`len`, `is_full`).
+    ///
+    /// Two loads are two moments: a reader descheduled between them can
+    /// see a head from before many gets and a tail from after many puts,
+    /// ends further apart than the ring is long. So the head is read again
+    /// after the tail: if it did not move, both values held at the moment
+    /// the tail was read. Only if that keeps failing (a reader descheduled
+    /// again and again, or a ring that really is corrupt) does it take the
+    /// consumers' lock, under which a failed check is corruption.
+    fn snapshot(&self) -> Result<Extent> {
+        let s = self.shared();
+        for _ in 0..SNAPSHOT_TRIES {
+            let head = s.head.at.load(Ordering::Acquire);
+            let tail = s.tail.at.load(Ordering::Acquire);
+            if s.head.at.load(Ordering::Acquire) == head {
+                if let Ok(extent) = self.extent(head, tail) {
+                    return Ok(extent);
+                }
+            }
+        }
+        let held = self.lock(Side::Consumer)?;
+        self.locked_ends(&held).map(|(_, _, extent)| extent)
     }
 
     /// The largest item the ring can ever hold.
@@ -308,14 +342,17 @@ impl Ring {
             if s.closed.load(Ordering::Acquire) != 0 {
                 return Ok(Err(PushFailure::Closed));
             }
-            let (head, tail) = self.ends();
-            let extent = self.extent(head, tail)?;
+            let (_, tail, extent) = self.locked_ends(&held)?;
             let room = self.capacity - extent.bytes >= need
                 && (self.maxsize == 0 || extent.items < self.maxsize);
             if room {
                 let at = tail & OFFSET_MASK;
-                self.copy_in(at, &(item.len() as u32).to_le_bytes());
-                self.copy_in(at + LEN as u64, item);
+                // SAFETY: the producers' lock is held and `need` bytes
+                // from the tail are free (`room`).
+                unsafe {
+                    self.copy_in(at, &(item.len() as u32).to_le_bytes());
+                    self.copy_in(at + LEN as u64, item);
+                }
                 // Publish only now, in one store: the frame is complete.
                 s.tail.at.store(self.advance(tail, need), Ordering::Release);
                 s.unfinished.fetch_add(1, Ordering::Relaxed);
@@ -338,19 +375,21 @@ impl Ring {
     pub(crate) fn pop(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
         let s = self.shared();
         loop {
-            if deadline.may_wait() && self.idle_until_added(deadline)? {
+            if deadline.may_wait() && self.idle_until_added(deadline) {
                 return Err(Error::Timeout);
             }
             let seen = s.tail.moved.load(Ordering::SeqCst);
             let held = self.lock(Side::Consumer)?;
-            let (head, tail) = self.ends();
-            let extent = self.extent(head, tail)?;
+            let (head, _, extent) = self.locked_ends(&held)?;
             if extent.items > 0 {
                 let at = head & OFFSET_MASK;
-                let len = self.frame_len(at, extent.bytes)?;
+                // SAFETY: the consumers' lock is held; `extent.bytes` bytes
+                // from the head are in use, at least one frame's length.
+                let len = unsafe { self.frame_len(at, extent.bytes)? };
                 out.clear();
                 out.resize(len, 0);
-                self.copy_out(at + LEN as u64, out);
+                // SAFETY: as above; `frame_len` checked the payload fits.
+                unsafe { self.copy_out(at + LEN as u64, out) };
                 s.head
                     .at
                     .store(self.advance(head, (LEN + len) as u64), Ordering::Release);
@@ -373,17 +412,22 @@ impl Ring {
 
     /// While the queue looks empty (and open), waits for an item without
     /// taking a lock; true if `deadline` passed.
-    fn idle_until_added(&self, deadline: Deadline) -> Result<bool> {
+    fn idle_until_added(&self, deadline: Deadline) -> bool {
         let s = self.shared();
         loop {
             // The word first: an item added after this read changes it.
             let seen = s.tail.moved.load(Ordering::SeqCst);
-            let (head, tail) = self.ends();
-            if self.extent(head, tail)?.items > 0 || s.closed.load(Ordering::Acquire) != 0 {
-                return Ok(false);
+            // The head first: it never passes the tail, so if the tail read
+            // after it is the same word, the ring was empty at that moment.
+            // Ends that differ are checked under the lock, never here: read
+            // at two moments, they prove nothing about the memory.
+            let head = s.head.at.load(Ordering::Acquire);
+            let tail = s.tail.at.load(Ordering::Acquire);
+            if head != tail || s.closed.load(Ordering::Acquire) != 0 {
+                return false;
             }
             if !self.sleep(Side::Producer, seen, deadline) {
-                return Ok(true);
+                return true;
             }
         }
     }
@@ -414,14 +458,12 @@ impl Ring {
 
     /// Items in the queue (a snapshot; 0 if the ring is corrupt).
     pub(crate) fn len(&self) -> usize {
-        let (head, tail) = self.ends();
-        self.extent(head, tail).map_or(0, |e| e.items as usize)
+        self.snapshot().map_or(0, |e| e.items as usize)
     }
 
     /// Whether even the smallest item would have to wait.
     pub(crate) fn is_full(&self) -> bool {
-        let (head, tail) = self.ends();
-        match self.extent(head, tail) {
+        match self.snapshot() {
             Ok(e) => {
                 self.capacity - e.bytes < LEN as u64 + 1
                     || (self.maxsize != 0 && e.items >= self.maxsize)
@@ -560,14 +602,18 @@ impl Ring {
         self.data.as_ptr::<u8>()
     }
 
-    /// Copies `bytes` into the ring at offset `at`, wrapping. The caller
-    /// holds the producers' lock and has checked that the bytes are free.
-    fn copy_in(&self, at: u64, bytes: &[u8]) {
+    /// Copies `bytes` into the ring at offset `at`, wrapping.
+    ///
+    /// # Safety
+    /// The caller holds the producers' lock and has checked (under it) that
+    /// the ring has `bytes.len()` free bytes from `at`: at most the ring's
+    /// capacity, and bytes no consumer reads before the tail moves past them.
+    unsafe fn copy_in(&self, at: u64, bytes: &[u8]) {
         let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = bytes.len().min(cap - start);
-        // SAFETY: both ranges are inside the ring, which no consumer reads
-        // before the tail moves past them.
+        // SAFETY: `start + first <= cap`, and `bytes.len() - first <= cap`
+        // per the caller: both ranges are inside the ring, free per the caller.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ring_ptr().add(start), first);
             std::ptr::copy_nonoverlapping(
@@ -579,12 +625,17 @@ impl Ring {
     }
 
     /// Copies bytes out of the ring from offset `at`, wrapping.
-    fn copy_out(&self, at: u64, out: &mut [u8]) {
+    ///
+    /// # Safety
+    /// The caller holds the consumers' lock and has checked (under it) that
+    /// `out.len()` bytes from `at` are in use: at most the ring's capacity,
+    /// and bytes no producer overwrites before the head moves past them.
+    unsafe fn copy_out(&self, at: u64, out: &mut [u8]) {
         let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = out.len().min(cap - start);
-        // SAFETY: both ranges are inside the ring, which no producer
-        // overwrites before the head moves past them.
+        // SAFETY: `start + first <= cap`, and `out.len() - first <= cap`
+        // per the caller: both ranges are inside the ring, in use per the caller.
         unsafe {
             std::ptr::copy_nonoverlapping(self.ring_ptr().add(start), out.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(
@@ -597,9 +648,14 @@ impl Ring {
 
     /// The payload length of the frame at `at`, checked to lie within the
     /// `used` bytes that follow.
-    fn frame_len(&self, at: u64, used: u64) -> Result<usize> {
+    ///
+    /// # Safety
+    /// As for [`copy_out`](Ring::copy_out), with `used` bytes from `at`
+    /// in use, at least [`LEN`].
+    unsafe fn frame_len(&self, at: u64, used: u64) -> Result<usize> {
         let mut len = [0u8; LEN];
-        self.copy_out(at, &mut len);
+        // SAFETY: the first `LEN <= used` bytes, per the caller.
+        unsafe { self.copy_out(at, &mut len) };
         let len = u32::from_le_bytes(len) as u64;
         if used < LEN as u64 + len {
             return Err(self.corrupt(format!(

@@ -205,7 +205,38 @@ impl Header {
     pub(crate) fn mark_ready(&self) {
         self.state.store(STATE_READY, Ordering::Release);
     }
+
+    /// The header's bytes, as [`SegmentInfo::parse_header`] reads them.
+    /// The pids of `attached` change while other processes open and close
+    /// the segment: they are loaded atomically, never copied as bytes (a
+    /// plain copy racing with an attach would be a data race).
+    pub(crate) fn to_bytes(&self) -> [u8; DATA_OFFSET] {
+        let mut bytes = [0u8; DATA_OFFSET];
+        let att = std::mem::offset_of!(Header, attached);
+        // SAFETY: the fields before `attached` have no padding between them
+        // (checked below) and do not change after publication (`state`
+        // last changed when it was published, before `self` was reachable).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::from_ref(self).cast::<u8>(),
+                bytes.as_mut_ptr(),
+                att,
+            )
+        };
+        for (i, pid) in self.attached.iter().enumerate() {
+            let at = att + 4 * i;
+            bytes[at..at + 4].copy_from_slice(&pid.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        bytes
+    }
 }
+
+// `to_bytes` copies the fields before `attached` as bytes: no padding there.
+const _: () = assert!(
+    std::mem::offset_of!(Header, attached)
+        == std::mem::offset_of!(Header, elem_name) + TYPE_NAME_LEN
+        && std::mem::offset_of!(Header, elem_name) == 64
+);
 
 /// What a segment's header says, checked for internal consistency.
 #[derive(Clone, Debug)]
@@ -475,5 +506,33 @@ mod tests {
             SegmentInfo::parse("t", &bad),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    /// A header read while another thread records openers in it: the pids
+    /// are loaded atomically, so this is no data race (Miri checks), and
+    /// every snapshot parses.
+    #[test]
+    fn reading_a_header_while_openers_attach_is_race_free() {
+        let spec = spec();
+        let mut buf = vec![0u64; spec.total_size().div_ceil(8)];
+        let p = buf.as_mut_ptr().cast::<Header>();
+        // SAFETY: `buf` is large enough, 8-aligned and private.
+        unsafe { Header::write(p, &spec) };
+        // SAFETY: initialised just above; shared below only through `&`.
+        let header = unsafe { &*p };
+        header.mark_ready();
+        let rounds = if cfg!(miri) { 50 } else { 10_000 };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..rounds {
+                    header.attached[i % ATTACH_SLOTS].store(i as u32 + 1, Ordering::Relaxed);
+                }
+            });
+            for _ in 0..rounds {
+                let info =
+                    SegmentInfo::parse_header("t", &header.to_bytes(), spec.total_size() as u64);
+                assert_eq!(info.unwrap().len, 10);
+            }
+        });
     }
 }

@@ -65,12 +65,22 @@ impl std::fmt::Debug for Segment {
     }
 }
 
+/// [`Error::NoSpace`] when `e` says memory ran out (a full filesystem, a
+/// file too large, or no memory or address space left: `ENOMEM`, as from
+/// an `mmap` under `RLIMIT_AS`); else an I/O error of `op`.
+fn no_space_or(size: usize, op: &str, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EFBIG | libc::ENOMEM) => Error::NoSpace { size, source: e },
+        _ => Error::io(op, e),
+    }
+}
+
 impl Segment {
     /// Creates an anonymous segment of `size` bytes (zeroed), shared with
     /// the children this process forks afterwards.
     ///
     /// # Errors
-    /// [`Error::NoSpace`] when the memory cannot be reserved.
+    /// [`Error::NoSpace`] when the memory cannot be reserved or mapped.
     pub fn anonymous(size: usize) -> Result<Segment> {
         Self::create_anonymous(&bytes_spec(size), |_| Ok(()))
     }
@@ -200,14 +210,11 @@ impl Segment {
         name: Option<&str>,
     ) -> Result<Segment> {
         let size = spec.total_size();
-        sys::reserve(&file, size).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSPC | libc::EFBIG | libc::ENOMEM) => Error::NoSpace { size, source: e },
-            _ => Error::io("reserve shared memory", e),
-        })?;
+        sys::reserve(&file, size).map_err(|e| no_space_or(size, "reserve shared memory", e))?;
         let map = MmapOptions::new()
             .len(size)
             .map_raw(&file)
-            .map_err(|e| Error::io("mmap", e))?;
+            .map_err(|e| no_space_or(size, "mmap", e))?;
         let header = map.as_mut_ptr() as *mut Header;
         // SAFETY: the mapping is fresh, page-aligned, `size >= DATA_OFFSET`
         // bytes long and not yet visible to any other process.
@@ -238,7 +245,7 @@ impl Segment {
         let map = MmapOptions::new()
             .len(size as usize)
             .map_raw(&file)
-            .map_err(|e| Error::io("mmap", e))?;
+            .map_err(|e| no_space_or(size as usize, "mmap", e))?;
         let mut seg = Segment {
             map,
             name: Some(name.into()),
@@ -270,12 +277,8 @@ impl Segment {
     /// # Errors
     /// A header error if the segment was damaged since it was opened.
     pub fn info(&self) -> Result<SegmentInfo> {
-        let mut buf = [0u8; DATA_OFFSET];
-        // SAFETY: the mapping is at least DATA_OFFSET bytes long; after
-        // publication only atomic fields of the header change, so a copy
-        // reads at worst a stale pid.
-        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr(), buf.as_mut_ptr(), DATA_OFFSET) };
-        SegmentInfo::parse_header(self.name().unwrap_or(""), &buf, self.map.len() as u64)
+        let bytes = self.header().to_bytes();
+        SegmentInfo::parse_header(self.name().unwrap_or(""), &bytes, self.map.len() as u64)
     }
 
     /// Records this process in a free (or dead) slot of the header, so that

@@ -190,7 +190,9 @@ impl Barrier {
             })?;
         let (_, state, _) = Self::layout(len)?;
         Ok(Barrier {
-            mutex: RawLock::from_region(region.clone()),
+            // SAFETY: the object starts with the mutex initialised above
+            // (or by the process that created it).
+            mutex: unsafe { RawLock::from_region(region.clone()) },
             // SAFETY: the offset is inside the object's memory.
             state: unsafe { region.sub(state) },
             parties,

@@ -3,27 +3,101 @@
 use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{place_state, spin};
+use super::futex::{place_state, spin, RECHECK};
 use super::{Lock, RLock, RawLock};
 use crate::error::{Error, LockError, LockResult, Result};
 use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, Deadline, MutexKind, Woke};
+use crate::sys::{self, Deadline, MutexKind, RawMutex, Woke};
 
-/// The shared state. Every process inside `wait` is counted either in
-/// `waiters` (not yet notified) or in `grants` (notified, not yet returned):
-/// `notify(n)` moves at most n from one to the other, and each waiter leaves
-/// by taking one back out. A waiter may take a grant only if a notify came
-/// after it registered (`seq` moved), so a late waiter never steals the
-/// wake-up of an earlier one. Nothing ever waits for a particular waiter, so
-/// one that dies costs at most a stray grant, never a hang.
+const MAX_WAITERS: usize = Condition::MAX_WAITERS;
+
+/// A slot's state: nobody in it.
+const FREE: u32 = 0;
+/// Its waiter waits to be notified.
+const WAITING: u32 = 1;
+/// Set when a notify chose its waiter, which has not left yet; the bits
+/// above hold the notify's horizon (see [`notified`]).
+const NOTIFIED: u32 = 2;
+/// Tickets count modulo 2^30, so that a horizon fits beside the state bits.
+const TICKET_MASK: u32 = (1 << 30) - 1;
+
+/// The state of a slot whose waiter a notify chose, made when `horizon`
+/// was the next ticket: the waiters it could have chosen instead are those
+/// with earlier tickets.
+fn notified(horizon: u32) -> u32 {
+    NOTIFIED | (horizon & TICKET_MASK) << 2
+}
+
+/// How many tickets before `horizon` the waiter of `ticket` arrived.
+fn age(ticket: u32, horizon: u32) -> u32 {
+    horizon.wrapping_sub(ticket) & TICKET_MASK
+}
+
+/// Whether the waiter of `ticket` arrived before `horizon`.
+fn before(ticket: u32, horizon: u32) -> bool {
+    (1..=TICKET_MASK / 2).contains(&age(ticket, horizon))
+}
+
+/// One waiter's place. Its futex word is `state`, on which only its own
+/// waiter sleeps, so a notify wakes exactly the waiters it chose.
+#[repr(C)]
+struct Slot {
+    state: AtomicU32,
+    /// Order of arrival (modulo 2^30), so that notifies wake the longest
+    /// waiting first.
+    ticket: AtomicU32,
+}
+
+/// The shared state, followed by one robust mutex per slot.
+///
+/// Each waiter takes a slot and holds that slot's mutex for as long as it is
+/// inside `wait`. A notify chooses among the waiters whose mutex a live
+/// thread holds: the kernel marks the mutex of a thread that dies, so a
+/// notification never goes to a waiter known dead, and since it goes to a
+/// particular waiter it is never kept for a later one. A waiter that dies
+/// after a notify chose it (killed an instant before, say) leaves its slot
+/// notified: whoever finds it first (a notify, a new waiter, or a waiter
+/// that looks every [`RECHECK`]) passes the notification on to the longest
+/// waiting live waiter that the notify could have chosen instead, if there
+/// is one, and frees the slot. Nothing ever waits for a particular waiter,
+/// so one that dies can never hang anyone.
+///
+/// Slots are taken only under the condition's lock, which every wait and
+/// notify holds; a slot's mutex decides who frees a dead waiter's slot.
 #[repr(C)]
 struct CondState {
-    /// Bumped by every notify: the futex word waiters sleep on.
-    seq: AtomicU32,
-    waiters: AtomicU32,
-    grants: AtomicU32,
+    /// Slots not free: a notify with none skips the scan. A waiter killed
+    /// between taking and freeing its slot leaves it too high, which costs
+    /// a scan, never a lost notify.
+    inside: AtomicU32,
+    next_ticket: AtomicU32,
+    slots: [Slot; MAX_WAITERS],
+}
+
+impl CondState {
+    /// The state and its slots' mutexes, and where the mutexes start.
+    fn layout() -> (Layout, usize) {
+        Layout::new::<CondState>()
+            .extend(Layout::array::<RawMutex>(MAX_WAITERS).expect("small"))
+            .expect("small fixed layouts")
+    }
+
+    /// Initialises the slots' mutexes of a state at `at`.
+    ///
+    /// # Safety
+    /// `at` points to fresh zeroed memory of `layout()` that no process uses yet.
+    unsafe fn init(at: *mut u8) -> Result<()> {
+        let (_, mutexes) = Self::layout();
+        for i in 0..MAX_WAITERS {
+            let m = mutexes + i * std::mem::size_of::<RawMutex>();
+            // SAFETY: slot i's mutex lies inside the fresh memory.
+            unsafe { RawLock::init(at.add(m), MutexKind::ErrorCheck)? };
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -71,9 +145,16 @@ impl CondLock {
 pub struct Condition {
     lock: CondLock,
     state: Region,
+    /// The slots' mutexes.
+    presence: Arc<[RawLock]>,
 }
 
 impl Condition {
+    /// How many threads (of any processes) can wait on one condition at
+    /// once; one more gets [`Error::TooManyWaiters`]. A waiter that died
+    /// gives its place back.
+    pub const MAX_WAITERS: usize = 128;
+
     /// A new anonymous condition with an [`RLock`] of its own (Python's default).
     ///
     /// # Errors
@@ -99,16 +180,39 @@ impl Condition {
     }
 
     fn anonymous(lock: CondLock) -> Result<Condition> {
-        let layout = Layout::new::<CondState>();
+        let (layout, _) = CondState::layout();
         let (state, _) = place_state(
             Placement::Anonymous,
             ObjectKind::Condition,
             ElemType::none(),
             0,
             |_| Ok(layout),
-            |_: *mut CondState| Ok(()),
+            // SAFETY: `place_state` hands `init` fresh zeroed memory of `layout`.
+            |at: *mut u8| unsafe { CondState::init(at) },
         )?;
-        Ok(Condition { lock, state })
+        // SAFETY: `init` initialised the state (here or in the creator).
+        Ok(unsafe { Self::from_parts(lock, state) })
+    }
+
+    /// The handle on a placed state.
+    ///
+    /// # Safety
+    /// `state` holds a state initialised by [`CondState::init`].
+    unsafe fn from_parts(lock: CondLock, state: Region) -> Condition {
+        let (_, mutexes) = CondState::layout();
+        let presence = (0..MAX_WAITERS)
+            .map(|i| {
+                let at = mutexes + i * std::mem::size_of::<RawMutex>();
+                // SAFETY: slot i's mutex lies inside the state's memory,
+                // initialised per the caller.
+                unsafe { RawLock::from_region(state.sub(at)) }
+            })
+            .collect();
+        Condition {
+            lock,
+            state,
+            presence,
+        }
     }
 
     /// Creates a named condition with an [`RLock`] of its own.
@@ -138,8 +242,8 @@ impl Condition {
     /// A named condition is one segment: its recursive lock, then its state.
     fn named(how: Placement<'_>) -> Result<Condition> {
         let (layout, offset) = RawLock::layout()
-            .extend(Layout::new::<CondState>())
-            .expect("two small fixed layouts");
+            .extend(CondState::layout().0)
+            .expect("small fixed layouts");
         let (region, _) = place_state(
             how,
             ObjectKind::Condition,
@@ -148,20 +252,147 @@ impl Condition {
             |_| Ok(layout),
             |at: *mut u8| {
                 // SAFETY: fresh zeroed memory laid out as `layout`.
-                unsafe { RawLock::init(at, MutexKind::Recursive) }
+                unsafe {
+                    RawLock::init(at, MutexKind::Recursive)?;
+                    CondState::init(at.add(offset))
+                }
             },
         )?;
-        Ok(Condition {
-            lock: CondLock::RLock(RLock::from_raw(RawLock::from_region(region.clone()))),
-            // SAFETY: `offset` is inside the segment's data.
-            state: unsafe { region.sub(offset) },
-        })
+        // SAFETY: `init` initialised the recursive mutex at the start and
+        // the state at `offset`, inside the segment's data (here or in the
+        // creating process).
+        unsafe {
+            let lock = CondLock::RLock(RLock::from_raw(RawLock::from_region(region.clone())));
+            Ok(Self::from_parts(lock, region.sub(offset)))
+        }
     }
 
     fn shared(&self) -> &CondState {
         // SAFETY: the region holds a CondState (zeroed is valid) while
-        // `self` lives; all its fields are atomics.
+        // `self` lives; all its fields are atomics. The mutexes after it
+        // are reached only through `presence`.
         unsafe { &*self.state.as_ptr::<CondState>() }
+    }
+
+    /// Takes a free slot for the calling thread, which holds the
+    /// condition's lock, and holds the slot's mutex; the slot waits.
+    fn enter(&self) -> Result<usize> {
+        let shared = self.shared();
+        let ticket = shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+        for (i, slot) in shared.slots.iter().enumerate() {
+            // A slot whose waiter died is free too: its mutex says so.
+            let free = match slot.state.load(Ordering::Acquire) {
+                FREE => true,
+                _ => self.presence[i].owner().is_none(),
+            };
+            if !free {
+                continue;
+            }
+            match self.presence[i].acquire(Deadline::Now, || ()) {
+                Ok(()) => {}
+                Err(LockError::OwnerDied(())) => {
+                    if let Err(e) = self.presence[i].make_consistent() {
+                        let _ = self.presence[i].unlock();
+                        return Err(e);
+                    }
+                    self.pass_on(slot.state.load(Ordering::Acquire));
+                }
+                // Its waiter is leaving (it frees the slot before its mutex).
+                Err(_) => continue,
+            }
+            if slot.state.load(Ordering::Acquire) == FREE {
+                shared.inside.fetch_add(1, Ordering::AcqRel);
+            }
+            slot.ticket.store(ticket & TICKET_MASK, Ordering::Relaxed);
+            slot.state.store(WAITING, Ordering::Release);
+            return Ok(i);
+        }
+        Err(Error::TooManyWaiters { limit: MAX_WAITERS })
+    }
+
+    /// Frees slot `i`, whose mutex the calling thread holds.
+    fn leave(&self, i: usize) {
+        let shared = self.shared();
+        // Free before unlocking: a slot whose mutex is free but whose state
+        // is not would look like a dead waiter's, or a leaver's.
+        shared.slots[i].state.store(FREE, Ordering::Release);
+        shared.inside.fetch_sub(1, Ordering::AcqRel);
+        let _ = self.presence[i].unlock();
+    }
+
+    /// Frees slot `i` if its waiter died, passing on a notification it
+    /// did not live to take.
+    fn bury(&self, i: usize) {
+        match self.presence[i].acquire(Deadline::Now, || ()) {
+            Err(LockError::OwnerDied(())) => {
+                let _ = self.presence[i].make_consistent();
+                self.pass_on(self.shared().slots[i].state.load(Ordering::Acquire));
+                self.leave(i);
+            }
+            // Its waiter left between the caller's look and this one.
+            Ok(()) => {
+                let _ = self.presence[i].unlock();
+            }
+            // Someone else is burying it.
+            Err(_) => {}
+        }
+    }
+
+    /// Frees the slots of waiters that died (their mutex says so), passing
+    /// on their notifications; `which` says which states to look at.
+    fn bury_dead(&self, which: impl Fn(u32) -> bool) {
+        for (i, slot) in self.shared().slots.iter().enumerate() {
+            if which(slot.state.load(Ordering::Acquire)) && self.presence[i].owner().is_none() {
+                self.bury(i);
+            }
+        }
+    }
+
+    /// Gives the notification of a dead waiter whose slot was in `state`
+    /// (if it was notified) to the longest waiting live waiter that its
+    /// notify could have chosen instead; nobody if there is none.
+    fn pass_on(&self, state: u32) {
+        if state & NOTIFIED == 0 {
+            return;
+        }
+        let horizon = state >> 2;
+        self.choose(1, horizon, |ticket| before(ticket, horizon), state);
+    }
+
+    /// Notifies up to `n` live waiters whose ticket is `eligible`, the
+    /// longest waiting before `horizon` first, each with slot state `mark`.
+    fn choose(&self, n: u32, horizon: u32, eligible: impl Fn(u32) -> bool, mark: u32) {
+        let shared = self.shared();
+        let mut live = [(0u32, 0usize); MAX_WAITERS];
+        let mut count = 0;
+        for (i, slot) in shared.slots.iter().enumerate() {
+            if slot.state.load(Ordering::Acquire) != WAITING || self.presence[i].owner().is_none() {
+                continue;
+            }
+            let ticket = slot.ticket.load(Ordering::Relaxed);
+            if eligible(ticket) {
+                live[count] = (age(ticket, horizon), i);
+                count += 1;
+            }
+        }
+        let live = &mut live[..count];
+        live.sort_unstable_by_key(|&(age, _)| std::cmp::Reverse(age));
+        let mut woken = 0;
+        for &(_, i) in live.iter() {
+            if woken == n {
+                break;
+            }
+            let state = &shared.slots[i].state;
+            // Fails only if that waiter timed out and left meanwhile, or
+            // another thread chose it first.
+            if state
+                .compare_exchange(WAITING, mark, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                sys::futex_wake(state, 1);
+                woken += 1;
+            }
+        }
     }
 
     /// Takes the condition's lock.
@@ -186,16 +417,6 @@ impl Condition {
             _not_send: PhantomData,
         })
     }
-
-    fn take_grant(&self) -> bool {
-        take_one(&self.shared().grants)
-    }
-}
-
-/// Decrements `n` if it is positive; whether it did.
-fn take_one(n: &AtomicU32) -> bool {
-    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
-        .is_ok()
 }
 
 impl std::fmt::Debug for Condition {
@@ -218,6 +439,8 @@ impl ConditionGuard<'_> {
     /// [`Error::OwnerDied`] if, while this process waited, another died
     /// holding the lock: this guard holds it again and the protected data may
     /// need repair before [`make_consistent`](ConditionGuard::make_consistent).
+    /// [`Error::TooManyWaiters`] at once if [`Condition::MAX_WAITERS`]
+    /// threads wait already (the lock stays held).
     pub fn wait(&mut self) -> Result<()> {
         self.wait_until(Deadline::Never).map(drop)
     }
@@ -253,41 +476,42 @@ impl ConditionGuard<'_> {
 
     fn wait_until(&mut self, deadline: Deadline) -> Result<bool> {
         let cond = self.cond;
-        let shared = cond.shared();
-        // Registered, and at which sequence number, while holding the lock,
-        // which every notify holds too: grants made before are not ours.
-        shared.waiters.fetch_add(1, Ordering::AcqRel);
-        let registered = shared.seq.load(Ordering::Acquire);
         let raw = cond.lock.raw();
         let depth = match &cond.lock {
             CondLock::Lock(_) => 1,
-            CondLock::RLock(_) => raw.recursion(),
+            CondLock::RLock(_) => raw.recursion()?,
         };
+        // In a slot while holding the lock, which every notify holds too:
+        // a notify before this is not ours, every one after may choose us.
+        let i = cond.enter()?;
+        let state = &cond.shared().slots[i].state;
         for _ in 0..depth {
-            raw.unlock()?;
+            if let Err(e) = raw.unlock() {
+                cond.leave(i);
+                return Err(e);
+            }
         }
         let notified = loop {
-            // The sequence is read before the grants are checked, so a
-            // notify that comes after the check changes it and the sleep
-            // below returns at once.
-            let seq = shared.seq.load(Ordering::Acquire);
-            if seq != registered && cond.take_grant() {
+            if spin(state, |v| v != WAITING).is_ok() {
                 break true;
             }
-            let changed = spin(&shared.seq, |v| v != seq).is_ok();
-            if !changed && sys::futex_wait(&shared.seq, seq, deadline) == Woke::TimedOut {
-                // Leave: by a grant if one is ours to take, else as a waiter.
-                // One of the two is always there while this process is inside.
-                break loop {
-                    if shared.seq.load(Ordering::Acquire) != registered && cond.take_grant() {
-                        break true;
-                    }
-                    if take_one(&shared.waiters) {
-                        break false;
-                    }
-                };
+            let woke = sys::futex_wait(state, WAITING, deadline.capped(RECHECK));
+            if state.load(Ordering::Acquire) != WAITING {
+                break true;
+            }
+            if deadline.passed() {
+                // Leave unless a notify chose this waiter first.
+                break state
+                    .compare_exchange(WAITING, FREE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err();
+            }
+            if woke == Woke::TimedOut {
+                // A notification may have gone to a waiter that died
+                // before taking it, and be this one's now.
+                cond.bury_dead(|s| s & NOTIFIED != 0);
             }
         };
+        cond.leave(i);
         let mut owner_died = false;
         for _ in 0..depth {
             match raw.acquire(Deadline::Never, || ()) {
@@ -302,21 +526,19 @@ impl ConditionGuard<'_> {
         Ok(notified)
     }
 
-    /// Wakes at most `n` of the processes waiting on the condition.
+    /// Wakes at most `n` of the processes waiting on the condition, those
+    /// waiting longest first. Waiters that died are skipped (and their
+    /// places freed).
     pub fn notify(&self, n: u32) {
-        let shared = self.cond.shared();
-        let Ok(before) = shared
-            .waiters
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                (w > 0).then(|| w - w.min(n))
-            })
-        else {
-            return; // nobody waits: no system call
-        };
-        let k = before.min(n);
-        shared.grants.fetch_add(k, Ordering::AcqRel);
-        shared.seq.fetch_add(1, Ordering::AcqRel);
-        sys::futex_wake(&shared.seq, k);
+        let cond = self.cond;
+        let shared = cond.shared();
+        if n == 0 || shared.inside.load(Ordering::Acquire) == 0 {
+            return; // nobody waits: no scan, no system call
+        }
+        cond.bury_dead(|s| s != FREE);
+        // Every waiter came before this notify.
+        let horizon = shared.next_ticket.load(Ordering::Relaxed) & TICKET_MASK;
+        cond.choose(n, horizon, |_| true, notified(horizon));
     }
 
     /// Wakes every process waiting on the condition.

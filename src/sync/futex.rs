@@ -3,6 +3,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
@@ -14,6 +15,10 @@ use crate::sys::{self, Deadline, Woke};
 /// of microseconds on these machines; a longer spin only steals time from a
 /// peer that shares the CPU.
 const SPIN: u32 = 500;
+
+/// How long a sleeper goes without looking again, where a process killed
+/// at the wrong moment could leave it asleep with no one to wake it.
+pub(crate) const RECHECK: Duration = Duration::from_millis(100);
 
 /// Whether spinning can help at all: not when this process may run on one
 /// CPU only, where the peer it waits for cannot run while it spins.

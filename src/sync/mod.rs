@@ -29,5 +29,5 @@ pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Permit, Semaphore};
 
-pub(crate) use futex::{place_state, spin, Asleep};
+pub(crate) use futex::{place_state, spin, Asleep, RECHECK};
 pub(crate) use raw::RawLock;

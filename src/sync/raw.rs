@@ -30,8 +30,14 @@ impl RawLock {
         unsafe { sys::mutex_init(at.cast(), kind) }.map_err(|e| Error::io("pthread_mutex_init", e))
     }
 
-    /// A handle on a mutex already initialised at the start of `region`.
-    pub(crate) fn from_region(region: Region) -> Self {
+    /// A handle on the mutex at the start of `region`.
+    ///
+    /// # Safety
+    /// `region` starts with a mutex initialised by [`init`](RawLock::init):
+    /// one this process just made, or one in an object whose kind the
+    /// segment header confirmed and whose creator finished initialising it
+    /// (the header's ready state).
+    pub(crate) unsafe fn from_region(region: Region) -> Self {
         RawLock { region }
     }
 
@@ -46,7 +52,9 @@ impl RawLock {
             |_| Ok(Self::layout()),
             |at: *mut u8| unsafe { Self::init(at, mutex) },
         )?;
-        Ok(Self::from_region(region))
+        // SAFETY: `place_state` returns an object of `kind` whose mutex
+        // `init` initialised (here or in the creating process).
+        Ok(unsafe { Self::from_region(region) })
     }
 
     #[inline]
@@ -109,17 +117,39 @@ impl RawLock {
         self.acquire(Deadline::Never, guard)
     }
 
-    /// How many times the calling thread holds this (recursive) mutex; the
-    /// caller must hold it.
-    pub(crate) fn recursion(&self) -> u32 {
-        // SAFETY: `region` keeps the initialised mutex mapped; the caller holds it.
-        unsafe { sys::mutex_recursion(self.mutex()) }
+    /// How many times the calling thread holds this (recursive) mutex.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] if the calling thread does not hold it.
+    pub(crate) fn recursion(&self) -> Result<u32> {
+        if self.owner() != Some(sys::gettid()) {
+            return Err(Error::NotOwner);
+        }
+        // SAFETY: `region` keeps the initialised mutex mapped; the check
+        // above shows that the calling thread holds it (only the owner
+        // could have put its thread id there, and only it can take it out).
+        Ok(unsafe { sys::mutex_recursion(self.mutex()) })
+    }
+
+    /// The thread that holds the mutex now, if one does and is alive (a
+    /// snapshot: only the caller's own id in it stays true).
+    pub(crate) fn owner(&self) -> Option<u32> {
+        // SAFETY: `region` keeps the initialised (robust) mutex mapped.
+        unsafe { sys::mutex_owner(self.mutex()) }
     }
 
     /// Marks the mutex consistent after an owner died; a no-op otherwise.
-    /// The caller must hold the mutex.
+    ///
+    /// # Errors
+    /// [`Error::NotOwner`] if the calling thread does not hold it: glibc
+    /// does not check, and would make the caller the owner of a mutex that
+    /// another thread holds (whose unlock would then fail for ever).
     pub(crate) fn make_consistent(&self) -> Result<()> {
-        // SAFETY: `region` keeps the initialised mutex mapped.
+        if self.owner() != Some(sys::gettid()) {
+            return Err(Error::NotOwner);
+        }
+        // SAFETY: `region` keeps the initialised mutex mapped; the calling
+        // thread holds it (checked above).
         match unsafe { sys::mutex_make_consistent(self.mutex()) } {
             // EINVAL: the mutex was already consistent.
             Ok(()) | Err(libc::EINVAL) => Ok(()),
@@ -129,5 +159,34 @@ impl RawLock {
                 io::Error::from_raw_os_error(e),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `recursion` answers only the thread that holds the lock.
+    #[test]
+    #[cfg_attr(miri, ignore = "shared memory and pthread mutexes are outside Miri")]
+    fn recursion_is_only_told_to_the_holder() {
+        let lock = RawLock::place(
+            Placement::Anonymous,
+            ObjectKind::RLock,
+            MutexKind::Recursive,
+        )
+        .unwrap();
+        assert!(matches!(lock.recursion(), Err(Error::NotOwner)));
+        lock.acquire(Deadline::Never, || ()).unwrap();
+        lock.acquire(Deadline::Never, || ()).unwrap();
+        assert_eq!(lock.recursion().unwrap(), 2);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| lock.recursion());
+            assert!(matches!(other.join().unwrap(), Err(Error::NotOwner)));
+        });
+        lock.unlock().unwrap();
+        assert_eq!(lock.recursion().unwrap(), 1);
+        lock.unlock().unwrap();
+        assert!(matches!(lock.recursion(), Err(Error::NotOwner)));
     }
 }

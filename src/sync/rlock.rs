@@ -127,11 +127,12 @@ impl RLock {
         self.raw.unlock()
     }
 
-    /// Marks the lock consistent after its previous owner died. The calling
-    /// thread must hold it.
+    /// Marks the lock consistent after its previous owner died; a no-op
+    /// otherwise.
     ///
     /// # Errors
-    /// [`Error::NotOwner`](crate::Error::NotOwner).
+    /// [`Error::NotOwner`](crate::Error::NotOwner) if the calling thread
+    /// does not hold the lock.
     pub fn make_consistent(&self) -> Result<()> {
         self.raw.make_consistent()
     }

@@ -225,6 +225,30 @@ pub(crate) unsafe fn mutex_recursion(m: *mut RawMutex) -> u32 {
     unsafe { m.cast::<u32>().add(1).read_volatile() }
 }
 
+/// The thread that a robust mutex's lock word names as its owner: `None`
+/// if it is free or its owner died. The word is the kernel's robust-futex
+/// ABI (`Documentation/locking/robust-futex-ABI.rst`): the owner's thread id
+/// in the low 30 bits, bit 30 set by the kernel when the owner died, bit 31
+/// when others wait.
+///
+/// # Safety
+/// As for [`mutex_lock`]; the mutex is robust (every [`mutex_init`] one is).
+pub(crate) unsafe fn mutex_owner(m: *mut RawMutex) -> Option<u32> {
+    const OWNER_DIED: u32 = 1 << 30;
+    const TID_MASK: u32 = OWNER_DIED - 1;
+    // SAFETY: as in `mutex_looks_free`: glibc and the kernel change the
+    // lock word only atomically.
+    let word = unsafe { (*m.cast::<AtomicU32>()).load(std::sync::atomic::Ordering::Acquire) };
+    let tid = word & TID_MASK;
+    (tid != 0 && word & OWNER_DIED == 0).then_some(tid)
+}
+
+/// The calling thread's id, as robust mutexes record their owner.
+pub(crate) fn gettid() -> u32 {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
 /// Marks a mutex whose owner died as consistent again.
 ///
 /// # Safety

@@ -14,6 +14,15 @@
 //!   producer, and no torn item is ever delivered;
 //! - the Manager keeps answering, and its object count returns to what the
 //!   supervisor holds once the workers are gone.
+//!
+//! Two targeted phases follow the chaos:
+//! - condition waiters are killed while they wait (half the time just
+//!   before the notify, while they may still be dying), and every
+//!   `notify(n)` wakes exactly `min(n, live waiters)`: a dead waiter never
+//!   takes a notification, nor leaves one for a later waiter;
+//! - with more busy processes than CPUs and a small ring, producers and
+//!   consumers work while other processes call `len()` and `is_full()`:
+//!   no `Corrupt` error, no impossible length, every item delivered once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use multiproc::manager::{DictProxy, ListProxy, Manager};
-use multiproc::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock};
+use multiproc::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 use multiproc::{Array, Error, LockError, Process, Queue, RawArray, RawValue, Value};
 use serde::{Deserialize, Serialize};
 
@@ -645,6 +654,12 @@ pub fn run(options: &Options) -> multiproc::Result<()> {
     });
     collected?;
     let elapsed = began.elapsed();
+    let phase = (run_for / 5).max(Duration::from_secs(1));
+    let (rounds, condition_kills) = condition_phase(&shared, phase)?;
+    kills += condition_kills;
+    println!("condition phase: {rounds} rounds, {condition_kills} waiters killed");
+    let items = queue_phase(&shared, phase)?;
+    println!("queue observer phase: {items} items");
     check_counts(
         &shared,
         kills,
@@ -781,4 +796,222 @@ fn check_counts(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// A started process running `f`.
+fn started(f: impl FnOnce() + Send + 'static) -> multiproc::Result<Process<'static>> {
+    let mut p = Process::new(f);
+    p.start()?;
+    Ok(p)
+}
+
+/// Waiters of one round of the condition phase.
+const ROUND_WAITERS: u32 = 4;
+
+/// Rounds on one condition: `ROUND_WAITERS` processes wait, some are
+/// killed, then a `notify(n)` and a `notify_all`. Each waiter records
+/// which of the two woke it (the generation the supervisor set under the
+/// lock), and each must have woken exactly as many as were alive, up to n.
+/// The dead of one round are still in the condition when the next begins.
+/// Returns the rounds and the kills.
+fn condition_phase(shared: &Arc<Shared>, length: Duration) -> multiproc::Result<(u64, u64)> {
+    let cond = Condition::new()?;
+    let sleeping = Semaphore::new(0)?;
+    let generation = RawValue::new(0u32)?;
+    // Waiters of this round woken by [the notify(n), the notify_all].
+    let woken = RawArray::<u32>::new(2)?;
+    let began = Instant::now();
+    let mut rng = xorshift(now_ns());
+    let (mut rounds, mut kills) = (0, 0);
+    while began.elapsed() < length {
+        woken.atomic(0)?.store(0, Ordering::Relaxed);
+        woken.atomic(1)?.store(0, Ordering::Relaxed);
+        let waiters = (0..ROUND_WAITERS)
+            .map(|_| {
+                let (s, cond, sleeping) = (shared.clone(), cond.clone(), sleeping.clone());
+                let (generation, woken) = (generation.clone(), woken.clone());
+                started(move || {
+                    let mut g = match cond.lock() {
+                        Ok(g) => g,
+                        Err(e) => return s.violation(format_args!("condition lock: {e}")),
+                    };
+                    if let Err(e) = sleeping.release() {
+                        return s.violation(format_args!("semaphore release: {e}"));
+                    }
+                    match g.wait_timeout(OP_TIMEOUT + SLACK) {
+                        Ok(true) => {
+                            let gen = generation.get() as usize;
+                            if let Ok(w) = woken.atomic(gen.min(1)) {
+                                w.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(false) => {
+                            s.violation(format_args!("a live condition waiter was never notified"))
+                        }
+                        Err(e) => s.violation(format_args!("condition wait: {e}")),
+                    }
+                })
+            })
+            .collect::<multiproc::Result<Vec<_>>>()?;
+        for _ in 0..ROUND_WAITERS {
+            if !sleeping.acquire_timeout(OP_TIMEOUT + SLACK) {
+                shared.violation(format_args!("a condition waiter did not start"));
+            }
+        }
+        // Once the lock is free again, every waiter is inside `wait`.
+        drop(cond.lock_timeout(OP_TIMEOUT + SLACK)?);
+        rng = xorshift(rng);
+        let dead = (rng % u64::from(ROUND_WAITERS)) as usize;
+        // Half the time the notify comes while the killed may still be
+        // dying: a notification chosen for one of them must pass on.
+        let dying = rng & (1 << 20) != 0;
+        for p in &waiters[..dead] {
+            p.kill()?;
+            if !dying {
+                p.join()?;
+            }
+        }
+        kills += dead as u64;
+        let live = ROUND_WAITERS - dead as u32;
+        let n = 1 + ((rng >> 8) % u64::from(ROUND_WAITERS)) as u32;
+        let expected = [n.min(live), live - n.min(live)];
+        {
+            let g = cond.lock_timeout(OP_TIMEOUT + SLACK)?;
+            generation.set(0);
+            g.notify(n);
+        }
+        if dying {
+            for p in &waiters[..dead] {
+                p.join()?;
+            }
+        }
+        let deadline = Instant::now() + OP_TIMEOUT + SLACK;
+        while woken.atomic(0)?.load(Ordering::Relaxed) < expected[0] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        {
+            let g = cond.lock_timeout(OP_TIMEOUT + SLACK)?;
+            generation.set(1);
+            g.notify_all();
+        }
+        for p in &waiters[dead..] {
+            match p.join_timeout(OP_TIMEOUT + SLACK)? {
+                Some(0) => {}
+                other => shared.violation(format_args!("a condition waiter ended with {other:?}")),
+            }
+        }
+        let got = [woken.get(0)?, woken.get(1)?];
+        if got != expected {
+            shared.violation(format_args!(
+                "notify({n}) with {live} live and {dead} killed waiters woke {} (then notify_all {}), expected {expected:?}",
+                got[0], got[1]
+            ));
+        }
+        rounds += 1;
+    }
+    Ok((rounds, kills))
+}
+
+/// Items one producer of the queue phase puts at most.
+const PHASE_ITEMS: usize = 1 << 20;
+
+/// Producers, consumers and processes that only look at `len()` and
+/// `is_full()` on a small ring, beside processes that only burn CPU, so
+/// that every reader is descheduled mid-read now and then. Nothing is
+/// killed: a `Corrupt` error or an impossible length is a violation, and
+/// every item put is delivered exactly once. Returns the items.
+fn queue_phase(shared: &Arc<Shared>, length: Duration) -> multiproc::Result<u64> {
+    const PRODUCERS: usize = 4;
+    let queue = Queue::<(u32, u32, Vec<u8>)>::with_capacity(0, 256)?;
+    let stop = RawValue::new(0u32)?;
+    let put = RawArray::<u32>::new(PRODUCERS)?;
+    let seen = RawArray::<u8>::new(PRODUCERS * PHASE_ITEMS)?;
+    let mut busy = Vec::new();
+    for p in 0..PRODUCERS {
+        let (s, queue, stop, put) = (shared.clone(), queue.clone(), stop.clone(), put.clone());
+        busy.push(started(move || {
+            let Ok(next) = put.atomic(p) else { return };
+            while stop.get() == 0 && (next.load(Ordering::Relaxed) as usize) < PHASE_ITEMS {
+                let seq = next.load(Ordering::Relaxed);
+                match queue.put((p as u32, seq, vec![seq as u8; seq as usize % 48])) {
+                    Ok(()) => next.store(seq + 1, Ordering::Relaxed),
+                    Err(e) => return s.violation(format_args!("queue phase put: {e}")),
+                }
+            }
+        })?);
+    }
+    let max_items = (queue.max_item_size() + 4) / 4;
+    for _ in 0..2 {
+        let (s, queue, stop) = (shared.clone(), queue.clone(), stop.clone());
+        busy.push(started(move || {
+            while stop.get() == 0 {
+                let len = queue.len();
+                if len > max_items {
+                    s.violation(format_args!("a 256-byte queue said it held {len} items"));
+                }
+                std::hint::black_box(queue.is_full());
+            }
+        })?);
+    }
+    for _ in 0..4 {
+        let stop = stop.clone();
+        busy.push(started(move || {
+            while stop.get() == 0 {
+                std::hint::spin_loop();
+            }
+        })?);
+    }
+    let consumers = (0..3)
+        .map(|_| {
+            let (s, queue, seen) = (shared.clone(), queue.clone(), seen.clone());
+            started(move || loop {
+                // No wait: every get reads both ends without a lock first.
+                match queue.get_timeout(Duration::ZERO) {
+                    Ok((p, seq, _)) => {
+                        let at = p as usize * PHASE_ITEMS + seq as usize;
+                        if let Ok(n) = seen.atomic(at) {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(Error::Timeout) => {}
+                    Err(Error::Closed) => return,
+                    Err(e) => return s.violation(format_args!("queue phase get: {e}")),
+                }
+            })
+        })
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    std::thread::sleep(length);
+    stop.set(1);
+    for p in &busy {
+        if p.join_timeout(OP_TIMEOUT + SLACK)? != Some(0) {
+            shared.violation(format_args!("a queue phase process did not stop"));
+            p.kill()?;
+            p.join()?;
+        }
+    }
+    queue.close()?;
+    for p in &consumers {
+        if p.join_timeout(OP_TIMEOUT + SLACK)? != Some(0) {
+            shared.violation(format_args!("a queue phase consumer did not stop"));
+            p.kill()?;
+            p.join()?;
+        }
+    }
+    let (put, seen) = (put.read(..)?, seen.read(..)?);
+    let mut items = 0;
+    for (p, &n) in put.iter().enumerate() {
+        let mine = &seen[p * PHASE_ITEMS..(p + 1) * PHASE_ITEMS];
+        let wrong = mine
+            .iter()
+            .enumerate()
+            .filter(|&(seq, &got)| got != u8::from(seq < n as usize))
+            .count();
+        if wrong > 0 {
+            shared.violation(format_args!(
+                "queue phase: {wrong} of producer {p}'s items not delivered exactly once"
+            ));
+        }
+        items += u64::from(n);
+    }
+    Ok(items)
 }
