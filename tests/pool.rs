@@ -479,7 +479,8 @@ fn a_pool_used_from_a_forked_child_is_an_error() {
             in_child.terminate();
             // Dropping a pool in the child neither hangs nor stops the parent's.
             drop(doomed);
-        });
+        })
+        .daemon(true);
         child.start().unwrap();
         assert_eq!(common::join(&child, LIMIT), 0);
         // The parent's pool still works.
