@@ -275,14 +275,14 @@ fn run_server(requests: OwnedFd, serve: &Serve) -> i32 {
         }
         let mut request = [0u8; 1];
         match sys::recv_with_fds(&requests, &mut request, MAX_FDS, true) {
-            Ok((1, fds)) if request[0] == FORK && !fds.is_empty() => {
-                let mut fds = fds.into_iter();
-                let status = fds.next().expect("not empty");
+            Ok((1, mut fds)) if request[0] == FORK && !fds.is_empty() => {
+                // The first descriptor is the status socket, the rest the child's.
+                let status = fds.remove(0);
                 match sys::fork() {
                     Ok(Forked::Child) => {
                         // The server's descriptors are not the child's.
                         drop((requests, parent_fd, children));
-                        run_child(status, fds.collect(), serve, server_pid)
+                        run_child(status, fds, serve, server_pid)
                     }
                     Ok(Forked::Parent { pid }) => children.extend(adopt(pid, status)),
                     Err(e) => reply(&status, -e.raw_os_error().unwrap_or(libc::EIO), None),

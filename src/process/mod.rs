@@ -175,7 +175,8 @@ enum Launch<'a> {
 
 /// A closure run in a child process (Python's `multiprocessing.Process`),
 /// started by `fork` ([`Process::new`]), or a function run in a fresh copy
-/// of the program ([`Process::spawn`]).
+/// of the program ([`Process::spawn`]) or in a child of the fork server
+/// ([`Process::forkserver`]).
 ///
 /// The child sees everything the parent had when it started, including
 /// borrowed data and the shared objects of this crate; its own writes to
