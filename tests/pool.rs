@@ -522,3 +522,29 @@ fn the_fork_server_and_workers_die_with_the_pool_process() {
         assert!(common::wait_until(LIMIT, || gone(server) && workers.iter().all(|&w| gone(w))));
     });
 }
+
+/// A pool whose fork server is killed fails its tasks instead of hanging:
+/// the workers die with the server, and without it none can be replaced.
+#[test]
+fn a_pool_whose_fork_server_is_killed_fails_instead_of_hanging() {
+    watchdog("fork server killed", LIMIT, || {
+        let mut pool = Pool::new(2).unwrap();
+        let server = pool.apply(worker_parent, ()).unwrap();
+        assert_ne!(server, std::process::id());
+        let running = pool.apply_async(sleep_ms, 60_000);
+        // SAFETY: SIGKILL to the pool's fork server, a process this test owns
+        // (its pid cannot be reused while the pool has not reaped it).
+        assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+        match running.get_timeout(LIMIT) {
+            Err(Error::WorkerDied { .. } | Error::PoolTerminated) => {}
+            other => panic!("expected WorkerDied or PoolTerminated, got {other:?}"),
+        }
+        // A worker not yet reached by its SIGKILL may still answer.
+        assert!(matches!(
+            pool.apply(square, 2),
+            Ok(4) | Err(Error::PoolTerminated | Error::WorkerDied { .. })
+        ));
+        pool.close();
+        pool.join().unwrap();
+    });
+}
