@@ -7,13 +7,14 @@
 //! for a worker that is gone (Python's `Pool` hangs there).
 //!
 //! Every worker, first or replacement, is forked by the pool's own fork
-//! server (see `forkserver`), forked by the manager thread before it does
-//! anything else: a worker never inherits a lock that a thread of the
-//! parent held when the worker started. The workers are the server's
-//! children, reaped by it; the manager learns each exit code on the
-//! worker's status socket, which nothing else in the process reads, so no
-//! other reaper (`active_children`, another `Process::start`) can make the
-//! pool lose a worker.
+//! server (see `forkserver`), which the manager thread forks before it
+//! does anything else: a worker never inherits a lock that a thread of the
+//! parent held when the worker started (only one held when the pool was
+//! created). The workers are the server's children, reaped by it; the
+//! manager learns each exit code on the worker's status socket, which
+//! nothing else in the process reads, so no other reaper
+//! (`active_children`, another `Process::start`) can make the pool lose a
+//! worker.
 //!
 //! A pool belongs to the process that made it: used from a forked child it
 //! is an error (the child has no manager thread), and it touches none of
@@ -352,9 +353,8 @@ impl PoolBuilder {
             initializer: self.initializer,
             max_tasks: self.max_tasks_per_child.unwrap_or(0),
         };
-        // The fork server is forked by the manager thread, first thing, so
-        // that it (and so every worker) dies with that thread, not with
-        // whichever thread built the pool.
+        // The manager thread forks the fork server first thing, and owns it:
+        // the server ends when the manager is done, or with this process.
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let manager_shared = shared.clone();
         let manager = std::thread::Builder::new()
@@ -404,9 +404,10 @@ struct Config {
 /// of a fork of this process, a closure is not. The workers are forked by
 /// a fork server that the pool forks when it is created (Python's
 /// `forkserver` start method), so they see this process's memory as it
-/// was then, and no lock that another thread takes later; create pools
-/// before starting threads that hold locks the tasks need. A task that panics (or, run with
-/// [`try_apply`](Pool::try_apply), returns `Err`) makes its result an
+/// was then, and no lock that another thread takes later: create pools
+/// before starting threads that hold locks the tasks need. A task that
+/// panics (or, run with [`try_apply`](Pool::try_apply), returns `Err`)
+/// makes its result an
 /// [`Error::TaskFailed`]; a worker that dies mid-task (killed, crashed, or
 /// `exit` called) makes it [`Error::WorkerDied`], and is replaced.
 ///
