@@ -118,20 +118,22 @@ impl Slot {
         self.ready.notify_all();
     }
 
-    /// The outcome if there is one. In a forked child, where it can never
-    /// arrive, without waiting for a lock that the fork may have copied
-    /// while held, and [`Outcome::Foreign`] if it is not there.
-    fn peek(&self) -> Option<Outcome> {
+    /// Runs `f` on the outcome, if there is one. In a forked child, where
+    /// it can never arrive, without waiting for a lock that the fork may
+    /// have copied while held, and on [`Outcome::Foreign`] if it is not there.
+    fn inspect<T>(&self, f: impl FnOnce(Option<&Outcome>) -> T) -> T {
         if sys::getpid() == self.owner {
-            return lock(&self.outcome).clone();
+            return f(lock(&self.outcome).as_ref());
         }
-        let known = self.outcome.try_lock().ok().and_then(|o| o.clone());
-        Some(known.unwrap_or(Outcome::Foreign))
+        match self.outcome.try_lock() {
+            Ok(known) if known.is_some() => f(known.as_ref()),
+            _ => f(Some(&Outcome::Foreign)),
+        }
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Option<Outcome> {
         if sys::getpid() != self.owner {
-            return self.peek();
+            return self.inspect(|o| o.cloned());
         }
         let mut g = lock(&self.outcome);
         loop {
@@ -227,12 +229,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Whether the task has finished.
     pub fn ready(&self) -> bool {
-        self.slot.peek().is_some()
+        self.slot.inspect(|o| o.is_some())
     }
 
     /// Whether the task finished without error; `None` while it runs.
     pub fn successful(&self) -> Option<bool> {
-        self.slot.peek().map(|o| matches!(o, Outcome::Done(_)))
+        self.slot
+            .inspect(|o| o.map(|o| matches!(o, Outcome::Done(_))))
     }
 }
 
@@ -252,7 +255,7 @@ fn decode<R: DeserializeOwned>(outcome: Outcome) -> Result<R> {
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncResult")
-            .field("ready", &self.slot.peek().is_some())
+            .field("ready", &self.slot.inspect(|o| o.is_some()))
             .finish()
     }
 }
