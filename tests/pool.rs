@@ -172,14 +172,16 @@ fn max_tasks_per_child_recycles_workers() {
     });
 }
 
-/// The counter's name, from the test process's pid (a worker's parent).
+/// The counter's name, from the test process's pid (the process that
+/// started the workers, through the pool's fork server).
 fn init_counter_name(test_pid: u32) -> String {
     format!("test-pool-init-{test_pid}")
 }
 
 /// An initializer is a plain `fn()`: it finds its counter by name.
 fn count_init() {
-    let name = init_counter_name(std::os::unix::process::parent_id());
+    let parent = multiproc::process::parent_process().expect("a pool worker has a parent");
+    let name = init_counter_name(parent.pid());
     let n = RawValue::<u32>::open(&name).expect("the test's counter");
     n.atomic().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
@@ -231,5 +233,318 @@ fn terminate_stops_running_tasks_and_close_lets_them_finish() {
         let r = pool.apply_async(sleep_ms, 60_000);
         drop(pool);
         assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+    });
+}
+
+fn abort(_: u32) -> u32 {
+    std::process::abort()
+}
+
+/// Issue 20: each replacement of a dead worker used to reap (through
+/// `Process::start`) a sibling that had just died, after which nothing
+/// watched it: its task never completed.
+#[test]
+fn two_dying_tasks_per_round_always_fail_with_worker_died() {
+    watchdog(
+        "two dying tasks per round",
+        Duration::from_secs(300),
+        || {
+            let mut pool = Pool::new(2).unwrap();
+            for round in 0..500 {
+                let (a, b) = (pool.apply_async(abort, 0), pool.apply_async(abort, 1));
+                for r in [a, b] {
+                    match r.get_timeout(Duration::from_secs(3)) {
+                        Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, -libc::SIGABRT),
+                        other => panic!("round {round}: expected WorkerDied, got {other:?}"),
+                    }
+                }
+            }
+            assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+            pool.close();
+            pool.join().unwrap();
+        },
+    );
+}
+
+/// Issue 20: `active_children` reaped pool workers, so the pool never saw
+/// a dead worker's exit.
+#[test]
+fn dying_tasks_while_active_children_reaps() {
+    watchdog(
+        "active_children and the pool",
+        Duration::from_secs(300),
+        || {
+            let mut pool = Pool::new(2).unwrap();
+            for round in 0..200 {
+                let r = pool.apply_async(abort, round);
+                let end = Instant::now() + Duration::from_secs(3);
+                while !r.ready() && Instant::now() < end {
+                    let _ = multiproc::active_children();
+                }
+                match r.get_timeout(Duration::ZERO) {
+                    Err(Error::WorkerDied { .. }) => {}
+                    other => panic!("round {round}: expected WorkerDied, got {other:?}"),
+                }
+            }
+            // No pool worker is anyone's child to list.
+            assert!(multiproc::active_children()
+                .iter()
+                .all(|c| !c.name().contains("PoolWorker")));
+            assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+            pool.close();
+            pool.join().unwrap();
+        },
+    );
+}
+
+/// The items that die in the simultaneous-death tests.
+const DOOMED: [u32; 2] = [5, 12];
+
+/// Doubles `item`, except for the `DOOMED` items: each of those counts
+/// itself in the shared counter `name`, waits (bounded) until the other
+/// one has too, and aborts, so that two workers die at the same instant.
+fn double_or_die((item, name): (u32, String)) -> u32 {
+    if !DOOMED.contains(&item) {
+        return item * 2;
+    }
+    let arrived = RawValue::<u32>::open(&name).expect("the test's counter");
+    arrived
+        .atomic()
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    common::wait_until(Duration::from_secs(10), || {
+        arrived.atomic().load(std::sync::atomic::Ordering::SeqCst) >= 2
+    });
+    std::process::abort()
+}
+
+/// The arguments for the items 0..20, with a fresh counter for `tag`.
+fn items_for(tag: &str) -> (common::TempName, RawValue<u32>, Vec<(u32, String)>) {
+    let name = common::TempName::new(tag);
+    let counter = RawValue::create(&name, 0u32).unwrap();
+    let items = (0..20).map(|i| (i, name.0.clone())).collect();
+    (name, counter, items)
+}
+
+/// Checks per-item results: exactly the doomed items died.
+fn exactly_the_doomed_died(results: Vec<(u32, multiproc::Result<u32>)>) {
+    assert_eq!(results.len(), 20);
+    for (item, r) in results {
+        match r {
+            Ok(v) if !DOOMED.contains(&item) => assert_eq!(v, item * 2),
+            Err(Error::WorkerDied { exitcode }) if DOOMED.contains(&item) => {
+                assert_eq!(exitcode, -libc::SIGABRT)
+            }
+            other => panic!("item {item}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn two_workers_dying_at_once_fail_exactly_their_tasks() {
+    watchdog("simultaneous deaths", LIMIT, || {
+        let mut pool = Pool::new(3).unwrap();
+
+        let (_name, _c, items) = items_for("die-map");
+        match pool.map_chunked(double_or_die, items, Some(1)) {
+            Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, -libc::SIGABRT),
+            other => panic!("map: {other:?}"),
+        }
+        assert_eq!(pool.map(square, 0..50).unwrap().len(), 50);
+
+        let (_name, _c, items) = items_for("die-imap");
+        let results: Vec<_> = pool.imap(double_or_die, items, None).collect();
+        exactly_the_doomed_died((0..20).zip(results).collect());
+        assert_eq!(pool.map(square, 0..50).unwrap().len(), 50);
+
+        // Unordered: the values say which items succeeded.
+        let (_name, _c, items) = items_for("die-imap-unordered");
+        let results: Vec<_> = pool.imap_unordered(double_or_die, items, None).collect();
+        assert_eq!(results.len(), 20);
+        let mut ok: Vec<u32> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|v| v / 2)
+            .collect();
+        ok.sort();
+        let expected: Vec<u32> = (0..20).filter(|i| !DOOMED.contains(i)).collect();
+        assert_eq!(ok, expected);
+        assert!(results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(Error::WorkerDied { .. }))));
+        assert_eq!(pool.map(square, 0..50).unwrap().len(), 50);
+
+        let (_name, _c, items) = items_for("die-apply");
+        let (tx, rx) = mpsc::channel();
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|args| {
+                let item = args.0;
+                let (tx, tx2) = (tx.clone(), tx.clone());
+                pool.apply_async_with(
+                    double_or_die,
+                    args,
+                    move |v| tx.send((item, Ok(v))).unwrap(),
+                    move |e| tx2.send((item, Err(e))).unwrap(),
+                )
+            })
+            .collect();
+        drop(tx);
+        let mut results: Vec<_> = rx.iter().take(20).collect();
+        results.sort_by_key(|r| r.0);
+        exactly_the_doomed_died(results);
+        assert!(handles.iter().all(|h| h.wait_timeout(LIMIT)));
+
+        assert_eq!(pool.map(square, 0..100).unwrap().len(), 100);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// Held by a thread of the test process while the pool forks workers.
+static USER_LOCK: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
+fn take_user_lock(item: u32) -> u32 {
+    *USER_LOCK.lock().unwrap() += 1;
+    item
+}
+
+/// Issue 11, item 9: a replacement worker forked while another thread held
+/// a lock found it held forever.
+#[test]
+fn workers_never_inherit_a_lock_held_by_another_thread() {
+    watchdog("user lock and worker forks", LIMIT, || {
+        let pool = Pool::builder()
+            .processes(2)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let holder = std::thread::spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut g = USER_LOCK.lock().unwrap();
+                // Hold the lock for most of the time.
+                for _ in 0..20_000 {
+                    *g = std::hint::black_box(*g + 1);
+                }
+            }
+        });
+        let results: Vec<_> = (0..200)
+            .map(|i| pool.apply_async(take_user_lock, i))
+            .collect();
+        let end = Instant::now() + Duration::from_secs(30);
+        let unfinished = results
+            .iter()
+            .filter(|r| !r.wait_timeout(end.saturating_duration_since(Instant::now())))
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        holder.join().unwrap();
+        assert_eq!(unfinished, 0, "tasks that never finished");
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.get().unwrap(), i as u32);
+        }
+    });
+}
+
+fn worker_parent(_: ()) -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+/// Issue 11, item 10: a forked child that uses its parent's pool gets an
+/// error at once instead of waiting forever.
+#[test]
+fn a_pool_used_from_a_forked_child_is_an_error() {
+    watchdog("pool in a child", LIMIT, || {
+        let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+        let done = pool.apply_async(square, 4);
+        assert_eq!(done.get().unwrap(), 16);
+        let running = pool.apply_async(sleep_ms, 60_000);
+        let doomed = Pool::new(1).unwrap();
+        let in_child = pool.clone();
+        let mut child = multiproc::Process::new(move || {
+            let foreign = |r: multiproc::Result<u64>| matches!(r, Err(Error::ProcessState { ref name, .. }) if name == "Pool");
+            assert!(foreign(in_child.apply(square, 3)));
+            assert!(foreign(in_child.apply_async(square, 3).get_timeout(LIMIT)));
+            assert!(in_child.apply_async(square, 3).ready());
+            assert!(matches!(
+                in_child.map(square, 0..4),
+                Err(Error::ProcessState { .. })
+            ));
+            // A result that was there before the fork is still there.
+            assert_eq!(done.get().unwrap(), 16);
+            // One that can never arrive here is an error, not a wait.
+            assert!(foreign(running.get()));
+            in_child.close();
+            in_child.terminate();
+            // Dropping a pool in the child neither hangs nor stops the parent's.
+            drop(doomed);
+        })
+        .daemon(true);
+        child.start().unwrap();
+        assert_eq!(common::join(&child, LIMIT), 0);
+        // The parent's pool still works.
+        assert_eq!(pool.apply(square, 5).unwrap(), 25);
+    });
+}
+
+/// Whether `pid` is gone (or a zombie, which init reaps).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+/// The fork server and the workers die with the pool's process: a pool's
+/// child process sends their pids and is killed.
+#[test]
+fn the_fork_server_and_workers_die_with_the_pool_process() {
+    watchdog("fork server lifetime", LIMIT, || {
+        let (mut ours, mut theirs) = multiproc::Pipe(true).unwrap();
+        let mut owner = multiproc::Process::new(move || {
+            let pool = Pool::new(2).unwrap();
+            let pids: HashSet<u32> = (0..20).map(|_| pool.apply(my_pid, ()).unwrap()).collect();
+            let server = pool.apply(worker_parent, ()).unwrap();
+            theirs.send(&(server, pids)).unwrap();
+            std::thread::sleep(Duration::from_secs(600)); // until killed
+        })
+        .daemon(true);
+        owner.start().unwrap();
+        let (server, workers): (u32, HashSet<u32>) = ours.recv().unwrap();
+        assert!(!workers.is_empty());
+        assert!(!gone(server) && workers.iter().all(|&w| !gone(w)));
+        owner.kill().unwrap();
+        assert_eq!(common::join(&owner, LIMIT), -libc::SIGKILL);
+        assert!(common::wait_until(LIMIT, || gone(server) && workers.iter().all(|&w| gone(w))));
+    });
+}
+
+/// A pool whose fork server is killed fails its tasks instead of hanging:
+/// the workers die with the server, and without it none can be replaced.
+#[test]
+fn a_pool_whose_fork_server_is_killed_fails_instead_of_hanging() {
+    watchdog("fork server killed", LIMIT, || {
+        let mut pool = Pool::new(2).unwrap();
+        let server = pool.apply(worker_parent, ()).unwrap();
+        assert_ne!(server, std::process::id());
+        let running = pool.apply_async(sleep_ms, 60_000);
+        // SAFETY: SIGKILL to the pool's fork server, a process this test owns
+        // (its pid cannot be reused while the pool has not reaped it).
+        assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+        match running.get_timeout(LIMIT) {
+            Err(Error::WorkerDied { .. } | Error::PoolTerminated) => {}
+            other => panic!("expected WorkerDied or PoolTerminated, got {other:?}"),
+        }
+        // A worker not yet reached by its SIGKILL may still answer.
+        assert!(matches!(
+            pool.apply(square, 2),
+            Ok(4) | Err(Error::PoolTerminated | Error::WorkerDied { .. })
+        ));
+        pool.close();
+        pool.join().unwrap();
     });
 }

@@ -1,5 +1,5 @@
-//! The same Process checks under both start methods, fork and spawn, with
-//! real children. A spawned child is this test binary run again, executing
+//! The same Process checks under the three start methods, fork, spawn and
+//! forkserver, with real children. A spawned child is this test binary run again, executing
 //! only `spawn_entry`, which hands over to `multiproc::spawn_init`.
 
 mod common;
@@ -58,6 +58,7 @@ fn log_lines_carry_the_process_name() {
 enum Start {
     Fork,
     Spawn,
+    ForkServer,
 }
 
 /// A process running `f(args)`, started either way.
@@ -73,6 +74,7 @@ where
             "--nocapture",
             "--test-threads=1",
         ]),
+        Start::ForkServer => Process::forkserver(f, args),
     }
 }
 
@@ -90,9 +92,11 @@ fn sleeps(secs: u64) {
     std::thread::sleep(Duration::from_secs(secs)); // the child's work: waiting to be stopped
 }
 
-/// Asserts who the child is and who its parent is (a panic is exit code 1).
-fn identity(expected: (String, String, u32)) {
-    let (name, parent_name, parent_pid) = expected;
+/// Asserts who the child is and who its parent is (a panic is exit code 1);
+/// the last field says whether the parent is also the OS parent (not so
+/// for a child of the fork server).
+fn identity(expected: (String, String, u32, bool)) {
+    let (name, parent_name, parent_pid, os_parent) = expected;
     assert_eq!(current_process().name(), name);
     assert_eq!(current_process().pid(), std::process::id());
     let parent = parent_process().expect("a parent");
@@ -100,7 +104,7 @@ fn identity(expected: (String, String, u32)) {
         (parent.name(), parent.pid()),
         (parent_name.as_str(), parent_pid)
     );
-    assert_eq!(std::os::unix::process::parent_id(), parent_pid);
+    assert_eq!(std::os::unix::process::parent_id() == parent_pid, os_parent);
 }
 
 /// Writes into a named shared value: a spawned child shares nothing else.
@@ -144,12 +148,20 @@ fn exit_codes_spawn() {
     watchdog("exit codes spawn", LIMIT, || exit_codes(Start::Spawn));
 }
 
+#[test]
+fn exit_codes_forkserver() {
+    watchdog("exit codes forkserver", LIMIT, || {
+        exit_codes(Start::ForkServer)
+    });
+}
+
 fn names_and_parents(start: Start) {
     let me = current_process();
+    let os_parent = !matches!(start, Start::ForkServer);
     let mut p = make(
         start,
         identity,
-        ("worker".into(), me.name().into(), me.pid()),
+        ("worker".into(), me.name().into(), me.pid(), os_parent),
     )
     .name("worker");
     p.start().unwrap();
@@ -166,7 +178,12 @@ fn names_and_parents(start: Start) {
     let mut p = make(
         start,
         identity,
-        (format!("Process-{next}"), me.name().into(), me.pid()),
+        (
+            format!("Process-{next}"),
+            me.name().into(),
+            me.pid(),
+            os_parent,
+        ),
     );
     assert_eq!(p.process_name(), format!("Process-{next}"));
     p.start().unwrap();
@@ -181,6 +198,13 @@ fn names_and_parents_fork() {
 #[test]
 fn names_and_parents_spawn() {
     watchdog("names spawn", LIMIT, || names_and_parents(Start::Spawn));
+}
+
+#[test]
+fn names_and_parents_forkserver() {
+    watchdog("names forkserver", LIMIT, || {
+        names_and_parents(Start::ForkServer)
+    });
 }
 
 fn shared_by_name(start: Start) {
@@ -200,6 +224,66 @@ fn shared_memory_by_name_fork() {
 #[test]
 fn shared_memory_by_name_spawn() {
     watchdog("touch spawn", LIMIT, || shared_by_name(Start::Spawn));
+}
+
+#[test]
+fn shared_memory_by_name_forkserver() {
+    watchdog("touch forkserver", LIMIT, || {
+        shared_by_name(Start::ForkServer)
+    });
+}
+
+/// Held by a thread of the test process while children start.
+static USER_LOCK: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
+fn take_user_lock(_: ()) {
+    *USER_LOCK.lock().unwrap() += 1;
+}
+
+/// A child of the fork server never inherits a lock that another thread
+/// of the parent holds when the child starts (the server was forked
+/// before that thread took it).
+#[test]
+fn forkserver_children_never_inherit_a_lock_held_by_another_thread() {
+    watchdog("forkserver and a held lock", LIMIT, || {
+        process::start_forkserver().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let holder = std::thread::spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut g = USER_LOCK.lock().unwrap();
+                for _ in 0..20_000 {
+                    *g = std::hint::black_box(*g + 1);
+                }
+            }
+        });
+        let codes: Vec<Option<i32>> = (0..50)
+            .map(|_| {
+                let mut p = make(Start::ForkServer, take_user_lock, ());
+                p.start().unwrap();
+                let code = p.join_timeout(Duration::from_secs(10)).unwrap();
+                let _ = p.kill();
+                code
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        holder.join().unwrap();
+        assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
+    });
+}
+
+/// `active_children` reaps a child of the fork server through the same
+/// handle state: its exit code is not lost.
+#[test]
+fn active_children_and_join_agree_on_a_forkserver_child() {
+    watchdog("active_children forkserver", LIMIT, || {
+        let mut p = make(Start::ForkServer, exits, 9).name("fs-exits");
+        p.start().unwrap();
+        assert!(wait_until(LIMIT, || active_children()
+            .iter()
+            .all(|c| c.name() != "fs-exits")));
+        assert_eq!(join(&p, LIMIT), 9);
+    });
 }
 
 #[test]

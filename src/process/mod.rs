@@ -18,11 +18,20 @@
 //! multithreaded parent (an async runtime, a thread pool), and the child
 //! shares nothing by accident. A program that spawns must call
 //! [`spawn_init`] first thing in `main`.
+//!
+//! `forkserver` ([`Process::forkserver`]) forks each child from a
+//! single-threaded server process that this process forks once, on first
+//! use (or at [`start_forkserver`]): a child then never inherits a lock
+//! held by another thread of the parent, if the server was started before
+//! other threads took any. Every [`Pool`] worker is started that way, by a
+//! server of the pool's own.
 
+mod forkserver;
 mod logging;
 mod pool;
 mod spawn;
 
+pub use forkserver::start_forkserver;
 pub use logging::log_to_stderr;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder};
 pub use spawn::spawn_init;
@@ -138,8 +147,23 @@ pub fn exit(code: i32) -> ! {
 
 enum State {
     NotStarted,
-    Running { pid: u32, pidfd: OwnedFd },
-    Exited { pid: u32, code: i32 },
+    Running {
+        pid: u32,
+        pidfd: OwnedFd,
+        reaper: Reaper,
+    },
+    Exited {
+        pid: u32,
+        code: i32,
+    },
+}
+
+/// Who reaps a running child.
+enum Reaper {
+    /// This process (`waitpid`).
+    Us,
+    /// A fork server, which sends the exit code on this socket.
+    ForkServer(OwnedFd),
 }
 
 type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
@@ -148,11 +172,13 @@ type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
 enum Launch<'a> {
     Fork(Target<'a>),
     Spawn(spawn::Call),
+    ForkServer(spawn::Call),
 }
 
 /// A closure run in a child process (Python's `multiprocessing.Process`),
 /// started by `fork` ([`Process::new`]), or a function run in a fresh copy
-/// of the program ([`Process::spawn`]).
+/// of the program ([`Process::spawn`]) or in a child of the fork server
+/// ([`Process::forkserver`]).
 ///
 /// The child sees everything the parent had when it started, including
 /// borrowed data and the shared objects of this crate; its own writes to
@@ -198,6 +224,32 @@ impl Process<'static> {
     {
         Self::with_launch(Launch::Spawn(spawn::Call::new(f, &args)))
     }
+
+    /// A process that will run `f(args)` in a child forked by this
+    /// process's fork server (the forkserver start method), named
+    /// `Process-N`. The server is a fork of this process, started on first
+    /// use: start it early with [`start_forkserver`], while the program has
+    /// one thread. The child dies if the server does (which it does when
+    /// this process exits). Exit code 0 when `f` returns, 1 if it panics.
+    ///
+    /// # Example
+    /// ```
+    /// use multiproc::process::{start_forkserver, Process};
+    /// fn greet(name: String) {
+    ///     println!("hello, {name}");
+    /// }
+    /// start_forkserver()?; // first thing in main
+    /// let mut p = Process::forkserver(greet, "child of the fork server".to_string());
+    /// p.start()?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn forkserver<A>(f: fn(A), args: A) -> Self
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        Self::with_launch(Launch::ForkServer(spawn::Call::new(f, &args)))
+    }
 }
 
 impl<'a> Process<'a> {
@@ -230,17 +282,8 @@ impl<'a> Process<'a> {
     }
 
     fn with_launch(launch: Launch<'a>) -> Self {
-        let mut path = locked(&IDENTITY)
-            .as_ref()
-            .map_or_else(Vec::new, |i| i.path.clone());
-        path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
-        let name = format!(
-            "Process-{}",
-            path.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(":")
-        );
+        let path = next_child_path();
+        let name = path_name("Process", &path);
         Process {
             launch: Mutex::new(Some(launch)),
             name,
@@ -284,12 +327,24 @@ impl<'a> Process<'a> {
     }
 
     /// Starts the child: forks it (it runs the closure and exits), or
-    /// spawns a new copy of the program.
+    /// spawns a new copy of the program, or has the fork server fork it.
     ///
     /// # Errors
     /// [`Error::ProcessState`] if already started; [`Error::Io`] if the
     /// child cannot be started.
     pub fn start(&mut self) -> Result<()> {
+        self.start_unlisted()?;
+        locked(&CHILDREN).push(ChildEntry {
+            name: self.name.clone(),
+            state: self.state.clone(),
+        });
+        Ok(())
+    }
+
+    /// Starts the child without listing it among this process's children:
+    /// only this handle reaps it, and [`active_children`] does not show it
+    /// (for the crate's own helper processes).
+    fn start_unlisted(&mut self) -> Result<()> {
         let Some(launch) = self
             .launch
             .get_mut()
@@ -312,14 +367,24 @@ impl<'a> Process<'a> {
                 },
                 &self.exec_args,
             )?,
+            Launch::ForkServer(call) => {
+                let served =
+                    forkserver::global()?.fork(&self.name, &self.path, call.encode()?, &[])?;
+                *locked(&self.state) = State::Running {
+                    pid: served.pid,
+                    pidfd: served.pidfd,
+                    reaper: Reaper::ForkServer(served.status),
+                };
+                return Ok(());
+            }
         };
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
-                *locked(&self.state) = State::Running { pid, pidfd };
-                locked(&CHILDREN).push(ChildEntry {
-                    name: self.name.clone(),
-                    state: self.state.clone(),
-                });
+                *locked(&self.state) = State::Running {
+                    pid,
+                    pidfd,
+                    reaper: Reaper::Us,
+                };
                 Ok(())
             }
             Err(e) => {
@@ -372,12 +437,11 @@ impl<'a> Process<'a> {
         sys::exit_now(code)
     }
 
-    /// The child's pid file descriptor while it runs (readable once it has
-    /// exited), for waiting on many children at once.
-    pub(crate) fn pidfd(&self) -> Option<i32> {
-        use std::os::fd::AsRawFd;
+    /// A copy of the child's pid file descriptor while it runs (readable
+    /// once it has exited).
+    fn pidfd_clone(&self) -> Option<OwnedFd> {
         match &*locked(&self.state) {
-            State::Running { pidfd, .. } => Some(pidfd.as_raw_fd()),
+            State::Running { pidfd, .. } => pidfd.try_clone().ok(),
             _ => None,
         }
     }
@@ -425,15 +489,11 @@ impl<'a> Process<'a> {
     /// # Errors
     /// [`Error::ProcessState`] if not started.
     pub async fn join_async(&self) -> Result<i32> {
-        let pidfd = match &*locked(&self.state) {
-            State::NotStarted => return Err(self.state_error("not started")),
-            State::Exited { code, .. } => return Ok(*code),
-            State::Running { pidfd, .. } => {
-                pidfd.try_clone().map_err(|e| Error::io("dup pidfd", e))?
-            }
+        let exited = match self.exit_descriptor()? {
+            Ok(fd) => fd,
+            Err(code) => return Ok(code),
         };
-        // A pidfd becomes readable when its process exits.
-        waiter::descriptor(pidfd.as_raw_fd(), Deadline::Never, || match self.poll() {
+        waiter::descriptor(exited.as_raw_fd(), Deadline::Never, || match self.poll() {
             Some(code) => ControlFlow::Break(Ok(code)),
             None => ControlFlow::Continue(Ready::Read),
         })
@@ -442,18 +502,32 @@ impl<'a> Process<'a> {
     }
 
     fn wait(&self, deadline: Deadline) -> Result<Option<i32>> {
-        let pidfd = match &*locked(&self.state) {
-            State::NotStarted => return Err(self.state_error("not started")),
-            State::Exited { code, .. } => return Ok(Some(*code)),
-            State::Running { pidfd, .. } => {
-                pidfd.try_clone().map_err(|e| Error::io("dup pidfd", e))?
-            }
+        let exited = match self.exit_descriptor()? {
+            Ok(fd) => fd,
+            Err(code) => return Ok(Some(code)),
         };
         // Wait without holding the state lock, so other threads can poll.
-        if !sys::pidfd_wait(&pidfd, deadline).map_err(|e| Error::io("wait for child", e))? {
+        if !sys::pidfd_wait(&exited, deadline).map_err(|e| Error::io("wait for child", e))? {
             return Ok(None);
         }
         Ok(self.poll())
+    }
+
+    /// A descriptor that becomes readable once the child has exited (or,
+    /// for a fork server's child, once it was reaped and its code sent),
+    /// or the exit code if it is known already.
+    fn exit_descriptor(&self) -> Result<std::result::Result<OwnedFd, i32>> {
+        match &*locked(&self.state) {
+            State::NotStarted => Err(self.state_error("not started")),
+            State::Exited { code, .. } => Ok(Err(*code)),
+            State::Running { pidfd, reaper, .. } => match reaper {
+                Reaper::Us => pidfd,
+                Reaper::ForkServer(status) => status,
+            }
+            .try_clone()
+            .map(Ok)
+            .map_err(|e| Error::io("dup pidfd", e)),
+        }
     }
 
     /// Reaps the child if it has exited; returns its exit code if known.
@@ -505,15 +579,16 @@ fn poll_state(state: &Mutex<State>) -> Option<i32> {
     match &*state {
         State::NotStarted => None,
         State::Exited { code, .. } => Some(*code),
-        State::Running { pid, .. } => match sys::waitpid(*pid, false) {
-            Ok(Some(code)) => {
-                let pid = *pid;
-                *state = State::Exited { pid, code };
-                Some(code)
-            }
-            // Not yet exited, or reaped elsewhere (ECHILD): nothing to tell.
-            Ok(None) | Err(_) => None,
-        },
+        State::Running { pid, reaper, .. } => {
+            let code = match reaper {
+                // Not yet exited, or reaped elsewhere (ECHILD): nothing to tell.
+                Reaper::Us => sys::waitpid(*pid, false).ok().flatten(),
+                Reaper::ForkServer(status) => forkserver::exit_code(status),
+            }?;
+            let pid = *pid;
+            *state = State::Exited { pid, code };
+            Some(code)
+        }
     }
 }
 
@@ -542,6 +617,22 @@ fn install_panic_header() {
             previous(info);
         }));
     });
+}
+
+/// The identity path of the next child of this process (and counts it).
+fn next_child_path() -> Vec<u32> {
+    let mut path = locked(&IDENTITY)
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.path.clone());
+    path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
+    path
+}
+
+/// A child's default name: `kind` and its identity path, as Python's
+/// `Process-1:2` or `ForkServerPoolWorker-3`.
+fn path_name(kind: &str, path: &[u32]) -> String {
+    let path: Vec<String> = path.iter().map(u32::to_string).collect();
+    format!("{kind}-{}", path.join(":"))
 }
 
 /// Forgets children that have exited (reaping those whose handles are gone).

@@ -1,14 +1,28 @@
-//! [`Pool`]: tasks run on a set of forked worker processes.
+//! [`Pool`]: tasks run on a set of worker processes.
 //!
 //! One manager thread in the parent owns the workers. Each worker has a pipe
 //! of its own and is given one task at a time, so the parent always knows
 //! which task a worker holds: when a worker dies, that task fails with
 //! [`Error::WorkerDied`] and a new worker takes its place. Nothing waits
 //! for a worker that is gone (Python's `Pool` hangs there).
+//!
+//! Every worker, first or replacement, is forked by the pool's own fork
+//! server (see `forkserver`), which the manager thread forks before it
+//! does anything else: a worker never inherits a lock that a thread of the
+//! parent held when the worker started (only one held when the pool was
+//! created). The workers are the server's children, reaped by it; the
+//! manager learns each exit code on the worker's status socket, which
+//! nothing else in the process reads, so no other reaper
+//! (`active_children`, another `Process::start`) can make the pool lose a
+//! worker.
+//!
+//! A pool belongs to the process that made it: used from a forked child it
+//! is an error (the child has no manager thread), and it touches none of
+//! its locks there, which a fork may have copied while held.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -17,8 +31,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{cpu_count, Process};
-use crate::conn::{Connection, Pipe};
+use super::forkserver::{self, ForkServer};
+use super::{cpu_count, next_child_path, path_name};
+use crate::conn::Connection;
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline};
 
@@ -47,6 +62,8 @@ enum Outcome {
     WorkerDied(i32),
     Terminated,
     Closed,
+    /// Used from a process other than the pool's.
+    Foreign,
 }
 
 impl Outcome {
@@ -57,23 +74,43 @@ impl Outcome {
             Outcome::WorkerDied(exitcode) => Err(Error::WorkerDied { exitcode }),
             Outcome::Terminated => Err(Error::PoolTerminated),
             Outcome::Closed => Err(Error::PoolClosed),
+            Outcome::Foreign => Err(foreign_error()),
         }
+    }
+}
+
+fn foreign_error() -> Error {
+    Error::ProcessState {
+        name: "Pool".into(),
+        what: "used in a process other than the one that created it (a forked child): \
+               its workers and results belong to that process",
     }
 }
 
 type Callback = Box<dyn FnOnce(&Outcome) + Send>;
 
 /// Where a task's outcome lands.
-#[derive(Default)]
 struct Slot {
     outcome: Mutex<Option<Outcome>>,
     ready: Condvar,
     callback: Mutex<Option<Callback>>,
+    /// The pool's process, the only one where the outcome can arrive.
+    owner: u32,
 }
 
 impl Slot {
+    fn new(owner: u32, callback: Option<Callback>) -> Slot {
+        Slot {
+            outcome: Mutex::new(None),
+            ready: Condvar::new(),
+            callback: Mutex::new(callback),
+            owner,
+        }
+    }
+
     fn complete(&self, outcome: Outcome) {
-        if let Some(cb) = lock(&self.callback).take() {
+        let callback = lock(&self.callback).take();
+        if let Some(cb) = callback {
             // A panicking callback must not take the pool's manager down.
             let _ = catch_unwind(AssertUnwindSafe(|| cb(&outcome)));
         }
@@ -81,7 +118,23 @@ impl Slot {
         self.ready.notify_all();
     }
 
+    /// Runs `f` on the outcome, if there is one. In a forked child, where
+    /// it can never arrive, without waiting for a lock that the fork may
+    /// have copied while held, and on [`Outcome::Foreign`] if it is not there.
+    fn inspect<T>(&self, f: impl FnOnce(Option<&Outcome>) -> T) -> T {
+        if sys::getpid() == self.owner {
+            return f(lock(&self.outcome).as_ref());
+        }
+        match self.outcome.try_lock() {
+            Ok(known) if known.is_some() => f(known.as_ref()),
+            _ => f(Some(&Outcome::Foreign)),
+        }
+    }
+
     fn wait(&self, deadline: Deadline) -> Option<Outcome> {
+        if sys::getpid() != self.owner {
+            return self.inspect(|o| o.cloned());
+        }
         let mut g = lock(&self.outcome);
         loop {
             if let Some(o) = &*g {
@@ -175,14 +228,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Whether the task has finished.
     pub fn ready(&self) -> bool {
-        lock(&self.slot.outcome).is_some()
+        self.slot.inspect(|o| o.is_some())
     }
 
     /// Whether the task finished without error; `None` while it runs.
     pub fn successful(&self) -> Option<bool> {
-        lock(&self.slot.outcome)
-            .as_ref()
-            .map(|o| matches!(o, Outcome::Done(_)))
+        self.slot
+            .inspect(|o| o.map(|o| matches!(o, Outcome::Done(_))))
     }
 }
 
@@ -202,7 +254,7 @@ fn decode<R: DeserializeOwned>(outcome: Outcome) -> Result<R> {
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncResult")
-            .field("ready", &lock(&self.slot.outcome).is_some())
+            .field("ready", &self.slot.inspect(|o| o.is_some()))
             .finish()
     }
 }
@@ -302,24 +354,22 @@ impl PoolBuilder {
             initializer: self.initializer,
             max_tasks: self.max_tasks_per_child.unwrap_or(0),
         };
-        // Workers are forked by the manager thread, so that they die with it
-        // (and not with whichever thread built the pool).
+        // The manager thread forks the fork server first thing, and owns it:
+        // the server ends when the manager is done, or with this process.
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let manager_shared = shared.clone();
         let manager = std::thread::Builder::new()
             .name("multiproc-pool".into())
             .spawn(move || {
-                let mut manager = Manager {
-                    shared: manager_shared,
-                    config,
-                    workers: Vec::new(),
-                    started: 0,
-                };
-                let start = (0..processes).try_for_each(|_| manager.start_worker());
-                let ok = start.is_ok();
-                let _ = started_tx.send(start);
-                if ok {
-                    manager.run();
+                let start = Manager::start(manager_shared, config, processes);
+                match start {
+                    Ok(mut manager) => {
+                        let _ = started_tx.send(Ok(()));
+                        manager.run();
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| Error::io("spawn the pool's manager thread", e))?;
@@ -328,6 +378,7 @@ impl PoolBuilder {
                 shared,
                 manager: Some(manager),
                 processes,
+                owner: sys::getpid(),
             }),
             Ok(Err(e)) => {
                 let _ = manager.join();
@@ -350,9 +401,14 @@ struct Config {
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
 /// Tasks are plain functions (`fn(A) -> R`) with serde arguments and
-/// results: a function's address is valid in the forked workers, a closure
-/// made after they started is not. A task that panics (or, run with
-/// [`try_apply`](Pool::try_apply), returns `Err`) makes its result an
+/// results: a function's address is valid in the workers, which are forks
+/// of a fork of this process, a closure is not. The workers are forked by
+/// a fork server that the pool forks when it is created (Python's
+/// `forkserver` start method), so they see this process's memory as it
+/// was then, and no lock that another thread takes later: create pools
+/// before starting threads that hold locks the tasks need. A task that
+/// panics (or, run with [`try_apply`](Pool::try_apply), returns `Err`)
+/// makes its result an
 /// [`Error::TaskFailed`]; a worker that dies mid-task (killed, crashed, or
 /// `exit` called) makes it [`Error::WorkerDied`], and is replaced.
 ///
@@ -376,6 +432,8 @@ pub struct Pool {
     shared: Arc<Shared>,
     manager: Option<JoinHandle<()>>,
     processes: usize,
+    /// The process that created the pool, the only one that can use it.
+    owner: u32,
 }
 
 fn run_task<A: DeserializeOwned, R: Serialize>(
@@ -442,8 +500,11 @@ impl Pool {
         args: Result<Vec<u8>>,
         callback: Option<Callback>,
     ) -> Arc<Slot> {
-        let slot = Arc::new(Slot::default());
-        *lock(&slot.callback) = callback;
+        let slot = Arc::new(Slot::new(self.owner, callback));
+        if !self.is_owner() {
+            slot.complete(Outcome::Foreign);
+            return slot;
+        }
         let args = match args {
             Ok(a) => a,
             Err(e) => {
@@ -471,6 +532,11 @@ impl Pool {
         drop(state);
         self.shared.wake();
         slot
+    }
+
+    /// Whether this is the process that created the pool (not a forked child).
+    fn is_owner(&self) -> bool {
+        sys::getpid() == self.owner
     }
 
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
@@ -738,24 +804,33 @@ impl Pool {
     }
 
     /// Accepts no more tasks; queued ones still run. Follow with [`join`](Pool::join).
+    /// Does nothing in a process other than the pool's.
     pub fn close(&self) {
-        lock(&self.shared.state).closed = true;
-        self.shared.wake();
+        if self.is_owner() {
+            lock(&self.shared.state).closed = true;
+            self.shared.wake();
+        }
     }
 
     /// Stops the workers at once (`SIGKILL`); tasks not finished fail with
-    /// [`Error::PoolTerminated`].
+    /// [`Error::PoolTerminated`]. Does nothing in a process other than the pool's.
     pub fn terminate(&self) {
-        lock(&self.shared.state).terminating = true;
-        self.shared.wake();
+        if self.is_owner() {
+            lock(&self.shared.state).terminating = true;
+            self.shared.wake();
+        }
     }
 
     /// Waits for the workers to exit: after [`close`](Pool::close), once every
     /// queued task has run; after [`terminate`](Pool::terminate), at once.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if the pool is neither closed nor terminated.
+    /// [`Error::ProcessState`] if the pool is neither closed nor terminated,
+    /// or in a process other than the pool's.
     pub fn join(&mut self) -> Result<()> {
+        if !self.is_owner() {
+            return Err(foreign_error());
+        }
         {
             let state = lock(&self.shared.state);
             if !state.closed && !state.terminating {
@@ -774,6 +849,11 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if !self.is_owner() {
+            // The manager thread is the parent's: there is nothing to join here.
+            std::mem::forget(self.manager.take());
+            return;
+        }
         self.terminate();
         if let Some(m) = self.manager.take() {
             let _ = m.join();
@@ -793,7 +873,10 @@ impl std::fmt::Debug for Pool {
 // The manager thread.
 
 struct Worker {
-    process: Process<'static>,
+    /// Names this worker only, even after it exits (for `SIGKILL`).
+    pidfd: OwnedFd,
+    /// Its fork server reports its exit code here; nothing else reads it.
+    status: OwnedFd,
     conn: Connection,
     /// The task it runs, if any.
     busy: Option<Arc<Slot>>,
@@ -803,25 +886,64 @@ struct Worker {
     gone: bool,
 }
 
+impl Worker {
+    /// Waits until `deadline` for the worker to have exited and been
+    /// reaped; its exit code.
+    fn join(&self, deadline: Deadline) -> Option<i32> {
+        match sys::poll_readable(&[self.status.as_raw_fd()], deadline) {
+            Ok(ready) if ready[0] => forkserver::exit_code(&self.status),
+            _ => None,
+        }
+    }
+
+    fn kill(&self) {
+        let _ = sys::pidfd_signal(&self.pidfd, libc::SIGKILL);
+    }
+}
+
 struct Manager {
     shared: Arc<Shared>,
     config: Config,
     workers: Vec<Worker>,
-    started: usize,
+    /// Forks the workers. Dropped after them (fields drop in order), which
+    /// stops it.
+    server: ForkServer,
 }
 
 impl Manager {
+    /// Forks the pool's fork server, then has it start `processes` workers.
+    fn start(shared: Arc<Shared>, config: Config, processes: usize) -> Result<Manager> {
+        let server = ForkServer::start(
+            "PoolForkServer",
+            Box::new(move |_, fds| match fds.into_iter().next() {
+                Some(fd) => {
+                    worker_main(&mut Connection::from_socket(fd), config);
+                    0
+                }
+                None => 1,
+            }),
+        )?;
+        let mut manager = Manager {
+            shared,
+            config,
+            workers: Vec::new(),
+            server,
+        };
+        (0..processes).try_for_each(|_| manager.start_worker())?;
+        Ok(manager)
+    }
+
     fn start_worker(&mut self) -> Result<()> {
-        let (conn, mut theirs) = Pipe(true)?;
-        let config = self.config;
-        self.started += 1;
-        let mut process = Process::new(move || worker_main(&mut theirs, config))
-            .name(format!("ForkPoolWorker-{}", self.started))
-            .daemon(true);
-        process.start()?;
+        let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
+        let path = next_child_path();
+        let name = path_name("ForkServerPoolWorker", &path);
+        let served = self
+            .server
+            .fork(&name, &path, Vec::new(), &[theirs.as_fd()])?;
         self.workers.push(Worker {
-            process,
-            conn,
+            pidfd: served.pidfd,
+            status: served.status,
+            conn: Connection::from_socket(ours),
             busy: None,
             given: 0,
             gone: false,
@@ -890,7 +1012,7 @@ impl Manager {
         let mut fds = vec![self.shared.wake.as_raw_fd()];
         for w in &self.workers {
             fds.push(if w.gone { -1 } else { w.conn.as_raw_fd() });
-            fds.push(w.process.pidfd().unwrap_or(-1));
+            fds.push(w.status.as_raw_fd());
         }
         let Ok(ready) = sys::poll_readable(&fds, sys::Deadline::Never) else {
             return;
@@ -914,13 +1036,14 @@ impl Manager {
                 }
             }
             if ready[2 + 2 * i] {
-                exited.push(i);
+                if let Some(code) = forkserver::exit_code(&w.status) {
+                    exited.push((i, code));
+                }
             }
         }
         // Highest index first, so that the indexes stay valid while removing.
-        for i in exited.into_iter().rev() {
+        for (i, code) in exited.into_iter().rev() {
             let w = self.workers.swap_remove(i);
-            let code = w.process.join().unwrap_or(-1);
             if let Some(slot) = w.busy {
                 slot.complete(Outcome::WorkerDied(code));
             }
@@ -940,24 +1063,19 @@ impl Manager {
             let _ = w.conn.send(&Request::Stop);
         }
         for w in &self.workers {
-            if w.process
-                .join_timeout(Duration::from_secs(10))
-                .ok()
-                .flatten()
-                .is_none()
-            {
-                let _ = w.process.kill();
-                let _ = w.process.join();
+            if w.join(Deadline::after(Duration::from_secs(10))).is_none() {
+                w.kill();
+                w.join(Deadline::Never);
             }
         }
     }
 
     fn kill_all(&mut self) {
         for w in &self.workers {
-            let _ = w.process.kill();
+            w.kill();
         }
         for w in &mut self.workers {
-            let _ = w.process.join();
+            w.join(Deadline::Never);
             if let Some(slot) = w.busy.take() {
                 slot.complete(Outcome::Terminated);
             }
@@ -974,7 +1092,8 @@ fn worker_main(conn: &mut Connection, config: Config) {
     let mut done = 0;
     while let Ok(Request::Run { call, func, args }) = conn.recv::<Request>() {
         // SAFETY: `call` is the address of a `Trampoline` taken in the parent
-        // (`Pool::submit`), valid in this forked image.
+        // (`Pool::submit`), valid in this image: a fork of the fork server,
+        // itself a fork of the parent.
         let call: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(call) };
         let result = catch_unwind(AssertUnwindSafe(|| call(func, &args))).unwrap_or_else(|panic| {
             Err(panic

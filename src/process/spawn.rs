@@ -47,6 +47,56 @@ impl Call {
     }
 }
 
+impl Call {
+    /// The function and trampoline as distances from `anchor()`.
+    fn offsets(&self) -> (i64, i64) {
+        (
+            self.call as i64 - anchor() as i64,
+            self.func as i64 - anchor() as i64,
+        )
+    }
+
+    /// The call as bytes for [`run_encoded`] in a fork server's child (a
+    /// fork of this program, which finds the functions as a spawned child does).
+    pub(super) fn encode(&self) -> Result<Vec<u8>> {
+        let (call, func) = self.offsets();
+        let args = self.args.clone().map_err(Error::Serialize)?;
+        postcard::to_allocvec(&Encoded { call, func, args })
+            .map_err(|e| Error::Serialize(e.to_string()))
+    }
+}
+
+/// A [`Call`] as a fork server's child receives it.
+#[derive(Serialize, Deserialize)]
+struct Encoded {
+    call: i64,
+    func: i64,
+    args: Vec<u8>,
+}
+
+/// Runs a call made by [`Call::encode`]; the exit code.
+pub(super) fn run_encoded(bytes: &[u8]) -> i32 {
+    match postcard::from_bytes::<Encoded>(bytes) {
+        Ok(e) => {
+            let (call, func) = resolve(e.call, e.func);
+            call(func, &e.args)
+        }
+        Err(e) => {
+            eprintln!("multiproc: a fork server's child got a malformed call: {e}");
+            1
+        }
+    }
+}
+
+/// The trampoline and function at the distances `call` and `func` from `anchor()`.
+fn resolve(call: i64, func: i64) -> (Trampoline, usize) {
+    let at = |offset: i64| (anchor() as i64 + offset) as usize;
+    // SAFETY: the parent computed the offset from a `Trampoline` in this same
+    // executable (see the module documentation).
+    let call: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(at(call)) };
+    (call, at(func))
+}
+
 fn run<A: DeserializeOwned>(func: usize, args: &[u8]) -> i32 {
     // SAFETY: `func` is the address of an `fn(A)` computed by the parent in
     // `Call::new` with the same `A`, moved to this process's load address.
@@ -98,9 +148,10 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
         ));
     }
     let args = call.args.clone().map_err(Error::Serialize)?;
+    let (call_offset, func_offset) = call.offsets();
     let payload = Payload {
-        call: call.call as i64 - anchor() as i64,
-        func: call.func as i64 - anchor() as i64,
+        call: call_offset,
+        func: func_offset,
         args,
         name: child.name.into(),
         path: child.path.to_vec(),
@@ -197,9 +248,6 @@ fn receive() -> io::Result<(Trampoline, usize, Vec<u8>)> {
     if p.daemon {
         sys::die_with_parent(p.parent_pid)?;
     }
-    let at = |offset: i64| (anchor() as i64 + offset) as usize;
-    // SAFETY: the parent computed the offset from a `Trampoline` in this same
-    // executable (see the module documentation).
-    let call: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(at(p.call)) };
-    Ok((call, at(p.func), p.args))
+    let (call, func) = resolve(p.call, p.func);
+    Ok((call, func, p.args))
 }

@@ -568,18 +568,123 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 
 /// A connected pair of Unix stream sockets, closed on exec.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    unix_pair(libc::SOCK_STREAM)
+}
+
+/// A connected pair of Unix sequenced-packet sockets, closed on exec: each
+/// send arrives as one message, whole, even from several senders at once.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    unix_pair(libc::SOCK_SEQPACKET)
+}
+
+fn unix_pair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid out-array of two ints.
     cvt(unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )
     })?;
     // SAFETY: fresh descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends `bytes` (at least one) with copies of `fds` attached
+/// (`SCM_RIGHTS`) on a Unix socket, in one `sendmsg`; a short send is an error.
+pub(crate) fn send_with_fds(
+    socket: &impl AsRawFd,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let data_len = std::mem::size_of_val(raw.as_slice()) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
+    // u64 elements: aligned for `cmsghdr`.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: a zeroed msghdr pointing at one iovec and at a control buffer
+    // of `space` bytes, both alive for the call; when descriptors are
+    // attached, the one cmsghdr and its data fit in that buffer (CMSG_SPACE).
+    let n = retrying(|| unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &iov as *const libc::iovec as *mut libc::iovec;
+        msg.msg_iovlen = 1;
+        if !raw.is_empty() {
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
+            std::ptr::copy_nonoverlapping(raw.as_ptr(), libc::CMSG_DATA(cmsg).cast(), raw.len());
+        }
+        libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    })?;
+    if n != bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short sendmsg"));
+    }
+    Ok(())
+}
+
+/// One `recvmsg` on a Unix socket into `buf`, taking up to `max_fds`
+/// attached descriptors (closed on exec): the byte count (0 at end of file)
+/// and the descriptors. `wait: false` returns `WouldBlock` if nothing has
+/// arrived. More descriptors than `max_fds` is an error (the extra ones are
+/// closed by the kernel).
+pub(crate) fn recv_with_fds(
+    socket: &impl AsRawFd,
+    buf: &mut [u8],
+    max_fds: usize,
+    wait: bool,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let data_len = (max_fds * std::mem::size_of::<i32>()) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let flags = libc::MSG_CMSG_CLOEXEC | if wait { 0 } else { libc::MSG_DONTWAIT };
+    // SAFETY: `msg` points at `buf` and `control`, alive and writable for
+    // the call; recvmsg only writes within their lengths.
+    let n = retrying(|| unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags) })?;
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `msg.msg_control` with well-formed cmsghdrs
+    // up to `msg_controllen`; the CMSG macros walk within it, and each
+    // SCM_RIGHTS payload holds `(cmsg_len - CMSG_LEN(0)) / 4` descriptors
+    // that the kernel installed for this process alone.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<i32>();
+                let data = libc::CMSG_DATA(cmsg).cast::<i32>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("more descriptors attached than expected"));
+    }
+    Ok((n, fds))
 }
 
 /// A pipe: (read end, write end), closed on exec.

@@ -1,0 +1,361 @@
+//! The forkserver start method: children forked by a single-threaded
+//! server process instead of by the (possibly multithreaded) parent.
+//!
+//! `fork` copies only the calling thread, so a child forked while another
+//! thread holds a lock (a user's `Mutex`, a library's) finds it locked
+//! forever. A fork server is forked once, early, while no other thread
+//! holds anything; from then on every child is forked by the server, whose
+//! one thread holds nothing when it forks. This is Python's `forkserver`.
+//! Unlike Python's, ours is a plain fork of the parent (no `exec`): it has
+//! the parent's code and data as they were when it started.
+//!
+//! The server's children are its own, so the server reaps them, and each
+//! client learns about its child on a private status socket: first the
+//! child's pid with a pid file descriptor attached (for signals that can
+//! never reach another process), then, once the server has reaped it, its
+//! exit code. Nothing else in the parent can reap such a child.
+//!
+//! The server ends when told to, when its parent process exits, or when the
+//! request socket is closed; it kills and reaps its remaining children
+//! first, and every child is killed if the server dies, so it leaves
+//! neither zombies nor orphans.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::{locked, parent_process, Process, CHILD_COUNTER, IDENTITY};
+use crate::conn::Connection;
+use crate::error::{Error, Result};
+use crate::sys::{self, Deadline, Forked};
+
+/// What a server's child runs: the request's bytes and descriptors in, the
+/// exit code out.
+pub(super) type Serve = Box<dyn Fn(Vec<u8>, Vec<OwnedFd>) -> i32 + Send>;
+
+/// Request byte: fork a child.
+const FORK: u8 = b'F';
+/// Request byte: kill the children and exit.
+const STOP: u8 = b'S';
+/// The most descriptors one request carries (the status socket included).
+const MAX_FDS: usize = 8;
+
+/// What a child is told, by the client directly, on its status socket.
+#[derive(Serialize, Deserialize)]
+struct Order {
+    name: String,
+    path: Vec<u32>,
+    body: Vec<u8>,
+}
+
+/// A fork server, and the socket on which it takes requests.
+pub(super) struct ForkServer {
+    /// Sequenced packets: each request is one message, so threads may
+    /// send at once without a lock.
+    requests: OwnedFd,
+    /// The server's pid file descriptor, to notice its death while waiting.
+    server_pidfd: OwnedFd,
+    /// The server, reaped by its owner only (not in the list of children).
+    process: Process<'static>,
+}
+
+/// A child started by a fork server: the server's child, not ours.
+pub(super) struct Served {
+    pub(super) pid: u32,
+    /// Names this child only, even after it exits.
+    pub(super) pidfd: OwnedFd,
+    /// Readable once the server has reaped the child; see [`exit_code`].
+    pub(super) status: OwnedFd,
+}
+
+impl ForkServer {
+    /// Forks a server that runs `serve` in each child it forks. Call it
+    /// while no other thread may hold a lock the children need.
+    pub(super) fn start(name: &str, serve: Serve) -> Result<ForkServer> {
+        let (requests, server_end) =
+            sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
+        let ours = requests.as_raw_fd();
+        let mut process = Process::new(move || {
+            // SAFETY: `ours` is the number of this process's inherited copy
+            // of the client's end, which nothing in this process owns (its
+            // owner is a stack frame of the parent's thread, which this
+            // process never returns to). Closing it lets the server see the
+            // end of file when the client closes its own.
+            drop(unsafe { OwnedFd::from_raw_fd(ours) });
+            sys::exit_now(run_server(server_end, &serve))
+        })
+        .name(name);
+        process.start_unlisted()?;
+        let server_pidfd = process
+            .pidfd_clone()
+            .ok_or_else(|| Error::io("fork server", io::Error::other("not running")))?;
+        Ok(ForkServer {
+            requests,
+            server_pidfd,
+            process,
+        })
+    }
+
+    /// Asks the server for a child named `name` (with identity `path`) that
+    /// runs the server's function on `body` and copies of `fds`.
+    pub(super) fn fork(
+        &self,
+        name: &str,
+        path: &[u32],
+        body: Vec<u8>,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Served> {
+        let err = |e| Error::io("start a child through the fork server", e);
+        let (ours, theirs) = sys::socketpair().map_err(err)?;
+        let mut attached = vec![theirs.as_fd()];
+        attached.extend_from_slice(fds);
+        sys::send_with_fds(&self.requests, &[FORK], &attached).map_err(err)?;
+        drop(theirs);
+        // The child reads its order itself: the server never parses it.
+        let order = Order {
+            name: name.into(),
+            path: path.to_vec(),
+            body,
+        };
+        Connection::from_socket(ours.try_clone().map_err(err)?).send(&order)?;
+        // The server may die before it answers (and a copy of its request
+        // socket elsewhere would keep the question pending): wait on both.
+        let ready = sys::poll_readable(
+            &[ours.as_raw_fd(), self.server_pidfd.as_raw_fd()],
+            Deadline::Never,
+        )
+        .map_err(err)?;
+        if !ready[0] {
+            return Err(err(io::Error::other("the fork server is gone")));
+        }
+        let mut reply = [0u8; 4];
+        let (n, mut got) = sys::recv_with_fds(&ours, &mut reply, 1, true).map_err(err)?;
+        let pid = i32::from_le_bytes(reply);
+        match (n, got.pop()) {
+            (4, Some(pidfd)) if pid > 0 => Ok(Served {
+                pid: pid as u32,
+                pidfd,
+                status: ours,
+            }),
+            (4, _) if pid < 0 => Err(err(io::Error::from_raw_os_error(-pid))),
+            _ => Err(err(io::Error::other("the fork server is gone"))),
+        }
+    }
+
+    /// Tells the server to kill its children and exit, and reaps it.
+    fn stop(&self) {
+        let _ = sys::send_with_fds(&self.requests, &[STOP], &[]);
+        let _ = self.process.join();
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The exit code of a child whose `status` socket is readable, in Python's
+/// convention; `None` if it has not been reaped yet. A server that died
+/// without reporting took the child with it (`SIGKILL`).
+pub(super) fn exit_code(status: &OwnedFd) -> Option<i32> {
+    let mut code = [0u8; 4];
+    let mut have = 0;
+    while have < code.len() {
+        let mut buf = [0u8; 4];
+        match sys::recv_with_fds(status, &mut buf[..4 - have], 0, have > 0) {
+            Ok((0, _)) => return Some(-libc::SIGKILL),
+            Ok((n, _)) => {
+                code[have..have + n].copy_from_slice(&buf[..n]);
+                have += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(_) => return Some(-libc::SIGKILL),
+        }
+    }
+    Some(i32::from_le_bytes(code))
+}
+
+/// The fork server of [`Process::forkserver`](super::Process::forkserver):
+/// one per process, started on first use, never stopped (it exits with
+/// this process). A forked child starts its own: the inherited one is the
+/// parent's.
+struct Global {
+    owner: u32,
+    server: ForkServer,
+}
+
+/// Leaked once per process that starts one, so that it is reached without
+/// a lock (a lock held by another thread at a fork would stay held in the
+/// child).
+static GLOBAL: AtomicPtr<Global> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Starts this process's fork server for [`Process::forkserver`] if it is
+/// not running yet. It starts by itself on first use; call this early,
+/// while the program has one thread, so that no lock another thread holds
+/// is copied into it (and so into every child it forks).
+///
+/// # Errors
+/// If the server cannot be started.
+pub fn start_forkserver() -> Result<()> {
+    global().map(|_| ())
+}
+
+pub(super) fn global() -> Result<&'static ForkServer> {
+    let me = sys::getpid();
+    let current = GLOBAL.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer in GLOBAL came from `Box::leak` and is
+    // never freed: valid for the life of the process (and its forks).
+    if let Some(g) = unsafe { current.as_ref() } {
+        if g.owner == me {
+            return Ok(&g.server);
+        }
+    }
+    let mine = Box::into_raw(Box::new(Global {
+        owner: me,
+        server: ForkServer::start(
+            "ForkServer",
+            Box::new(|body, _| super::spawn::run_encoded(&body)),
+        )?,
+    }));
+    match GLOBAL.compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire) {
+        // The inherited server (if any) is the parent's: left alone.
+        // SAFETY: `mine` was just leaked and is now published, never freed.
+        Ok(_) => Ok(unsafe { &(*mine).server }),
+        Err(_) => {
+            // Another thread of this process started one first: use that.
+            // SAFETY: `mine` was never published; this is its only owner.
+            drop(unsafe { Box::from_raw(mine) });
+            global()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server process.
+
+/// A child of the server.
+struct Child {
+    pid: u32,
+    pidfd: OwnedFd,
+    status: OwnedFd,
+}
+
+/// The server's loop; its exit code.
+fn run_server(requests: OwnedFd, serve: &Serve) -> i32 {
+    let server_pid = sys::getpid();
+    let Some(parent) = parent_process() else {
+        return 1;
+    };
+    let Ok(parent_fd) = sys::pidfd_open(parent.pid()) else {
+        return 1;
+    };
+    if std::os::unix::process::parent_id() != parent.pid() {
+        // The parent died before its pidfd was opened.
+        return 1;
+    }
+    let mut children: Vec<Child> = Vec::new();
+    loop {
+        let mut fds = vec![requests.as_raw_fd(), parent_fd.as_raw_fd()];
+        fds.extend(children.iter().map(|c| c.pidfd.as_raw_fd()));
+        let Ok(ready) = sys::poll_readable(&fds, Deadline::Never) else {
+            break;
+        };
+        if ready[1] {
+            break;
+        }
+        // Highest index first, so that the indexes stay valid while removing.
+        for i in (0..children.len()).rev() {
+            if ready[2 + i] {
+                reap(children.swap_remove(i));
+            }
+        }
+        if !ready[0] {
+            continue;
+        }
+        let mut request = [0u8; 1];
+        match sys::recv_with_fds(&requests, &mut request, MAX_FDS, true) {
+            Ok((1, mut fds)) if request[0] == FORK && !fds.is_empty() => {
+                // The first descriptor is the status socket, the rest the child's.
+                let status = fds.remove(0);
+                match sys::fork() {
+                    Ok(Forked::Child) => {
+                        // The server's descriptors are not the child's.
+                        drop((requests, parent_fd, children));
+                        run_child(status, fds, serve, server_pid)
+                    }
+                    Ok(Forked::Parent { pid }) => children.extend(adopt(pid, status)),
+                    Err(e) => reply(&status, -e.raw_os_error().unwrap_or(libc::EIO), None),
+                }
+            }
+            Ok((1, _)) if request[0] == STOP => break,
+            // A malformed request (only this crate sends any): dropped.
+            Ok((n, _)) if n > 0 => {}
+            Err(e) if e.kind() == io::ErrorKind::Other => {}
+            // End of file or a broken socket: nobody can ask any more.
+            _ => break,
+        }
+    }
+    // No child outlives the server.
+    for c in &children {
+        let _ = sys::pidfd_signal(&c.pidfd, libc::SIGKILL);
+    }
+    children.into_iter().for_each(reap);
+    0
+}
+
+/// Tells the client about its new child; the child if that worked.
+fn adopt(pid: u32, status: OwnedFd) -> Option<Child> {
+    match sys::pidfd_open(pid) {
+        Ok(pidfd) => {
+            reply(&status, pid as i32, Some(pidfd.as_fd()));
+            Some(Child { pid, pidfd, status })
+        }
+        Err(e) => {
+            // SAFETY: kill on our own child, not reaped yet: it is that process.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = sys::waitpid(pid, true);
+            reply(&status, -e.raw_os_error().unwrap_or(libc::EIO), None);
+            None
+        }
+    }
+}
+
+/// Sends the client a pid (or minus an errno), with the pidfd attached.
+fn reply(status: &OwnedFd, value: i32, pidfd: Option<BorrowedFd<'_>>) {
+    // The client may be gone; nothing to do about it here.
+    let _ = sys::send_with_fds(status, &value.to_le_bytes(), pidfd.as_slice());
+}
+
+/// Reaps an exited (or killed) child and tells its client the exit code.
+fn reap(child: Child) {
+    let code = sys::waitpid(child.pid, true)
+        .ok()
+        .flatten()
+        .unwrap_or(-libc::SIGKILL);
+    reply(&child.status, code, None);
+}
+
+/// A child of the server: becomes the process its order describes and runs.
+fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &Serve, server_pid: u32) -> ! {
+    if sys::die_with_parent(server_pid).is_err() {
+        sys::exit_now(1);
+    }
+    let order: Order = match Connection::from_socket(status).recv() {
+        Ok(order) => order,
+        Err(e) => {
+            eprintln!("multiproc: a fork server's child got no order: {e}");
+            sys::exit_now(1)
+        }
+    };
+    if let Some(identity) = locked(&IDENTITY).as_mut() {
+        identity.name = order.name;
+        identity.path = order.path;
+    }
+    CHILD_COUNTER.store(0, Ordering::Relaxed);
+    let code = catch_unwind(AssertUnwindSafe(|| serve(order.body, fds))).unwrap_or(1);
+    sys::exit_now(code)
+}
