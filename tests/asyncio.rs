@@ -469,3 +469,46 @@ fn queue_cancellation_puts_nothing_and_takes_nothing() {
         });
     });
 }
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn die(_: u64) -> u64 {
+    std::process::abort()
+}
+
+#[test]
+fn pool_results_are_awaited() {
+    watchdog("async pool results", LIMIT, || {
+        use multiproc::{Error, Pool};
+        let mut pool = Pool::new(2).unwrap();
+        runtime().block_on(async {
+            let one = pool.apply_async(square, 7);
+            let many = pool.map_async(square, 0..100u64);
+            let dead = pool.apply_async(die, 0);
+            // Several tasks may await one result; a dropped await changes nothing.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1), many.get_async())
+                    .await
+                    .is_err()
+                    || many.ready()
+            );
+            assert_eq!(one.get_async().await.unwrap(), 49);
+            let squares = tokio::time::timeout(PATIENCE, many.get_async())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(squares, (0..100u64).map(square).collect::<Vec<_>>());
+            assert!(matches!(
+                tokio::time::timeout(PATIENCE, dead.get_async())
+                    .await
+                    .unwrap(),
+                Err(Error::WorkerDied { .. })
+            ));
+            assert_eq!(one.get().unwrap(), 49);
+        });
+        pool.close();
+        pool.join().unwrap();
+    });
+}

@@ -25,6 +25,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -93,6 +94,8 @@ type Callback = Box<dyn FnOnce(&Outcome) + Send>;
 struct Slot {
     outcome: Mutex<Option<Outcome>>,
     ready: Condvar,
+    /// Tasks awaiting the outcome (registered while `outcome` is locked).
+    wakers: Mutex<Vec<Waker>>,
     callback: Mutex<Option<Callback>>,
     /// The pool's process, the only one where the outcome can arrive.
     owner: u32,
@@ -103,6 +106,7 @@ impl Slot {
         Slot {
             outcome: Mutex::new(None),
             ready: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
             callback: Mutex::new(callback),
             owner,
         }
@@ -116,6 +120,26 @@ impl Slot {
         }
         *lock(&self.outcome) = Some(outcome);
         self.ready.notify_all();
+        let wakers = std::mem::take(&mut *lock(&self.wakers));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The outcome once it is there, without blocking the thread.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if sys::getpid() != self.owner {
+            return Poll::Ready(self.inspect(|o| o.cloned()).unwrap_or(Outcome::Foreign));
+        }
+        let known = lock(&self.outcome);
+        if let Some(o) = &*known {
+            return Poll::Ready(o.clone());
+        }
+        // Registered under the outcome's lock: `complete` sets the outcome
+        // under it before it takes the wakers.
+        let mut wakers = lock(&self.wakers);
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Runs `f` on the outcome, if there is one. In a forked child, where
@@ -216,6 +240,16 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         decode(self.slot.wait(deadline).ok_or(Error::Timeout)?)
     }
 
+    /// As [`get`](AsyncResult::get), without blocking the thread (for a
+    /// task on an async runtime; any runtime will do). Dropping the future
+    /// changes nothing: the task runs on, and `get` can still be called.
+    ///
+    /// # Errors
+    /// As for [`get`](AsyncResult::get).
+    pub async fn get_async(&self) -> Result<R> {
+        decode(std::future::poll_fn(|cx| self.slot.poll(cx)).await)
+    }
+
     /// Waits until the task has finished.
     pub fn wait(&self) {
         self.slot.wait(Deadline::Never);
@@ -279,6 +313,19 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// [`Error::Timeout`], and those of [`get`](MapResult::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>> {
         self.get_until(Deadline::after(timeout))
+    }
+
+    /// As [`get`](MapResult::get), without blocking the thread;
+    /// cancellation as for [`AsyncResult::get_async`].
+    ///
+    /// # Errors
+    /// As for [`get`](MapResult::get).
+    pub async fn get_async(&self) -> Result<Vec<R>> {
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            out.extend(c.get_async().await?);
+        }
+        Ok(out)
     }
 
     fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
