@@ -321,6 +321,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// The number of items (approximate, as Python's `qsize`: it may change at once).
+    ///
+    /// Read without a lock, from both ends of the ring at one instant; only
+    /// if others keep moving them while it reads does it take the
+    /// consumers' lock for a moment. 0 if the queue's memory is corrupt.
     pub fn len(&self) -> usize {
         self.ring.len()
     }
@@ -330,7 +334,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.len() == 0
     }
 
-    /// Whether even the smallest item would have to wait (a snapshot).
+    /// Whether even the smallest item would have to wait (a snapshot, read
+    /// as [`len`](Queue::len) is; `true` if the queue's memory is corrupt).
     pub fn is_full(&self) -> bool {
         self.ring.is_full()
     }
