@@ -322,9 +322,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// The number of items (approximate, as Python's `qsize`: it may change at once).
     ///
-    /// Read without a lock, from both ends of the ring at one instant; only
-    /// if others keep moving them while it reads does it take the
-    /// consumers' lock for a moment. 0 if the queue's memory is corrupt.
+    /// Read without a lock and without blocking, from both ends of the ring
+    /// as they were at one instant (a reading that others disturbed is
+    /// taken again). 0 if the queue's memory is corrupt.
     pub fn len(&self) -> usize {
         self.ring.len()
     }
