@@ -6,7 +6,7 @@ use std::sync::atomic;
 
 use bytemuck::Pod;
 
-use super::{array_layout, resolve};
+use super::{array_layout, resolve, too_large};
 use crate::error::{Error, Result};
 use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
 
@@ -51,12 +51,19 @@ enum Direction {
     Store,
 }
 
-/// The widest atomic access, at most 8 bytes, that both an element's
-/// address and its size are multiples of. Every object's data starts at
-/// least 128-byte aligned, so an element of 1, 2, 4 or 8 bytes is always
-/// one piece.
-fn piece(at: usize, size: usize) -> usize {
-    1 << (at | size | 8).trailing_zeros()
+/// The widest atomic access, at most 8 bytes, that an element's size is a
+/// multiple of: an element of 1, 2, 4 or 8 bytes is one piece. Raw cells
+/// start 8-byte aligned ([`raw_layout`]) and lie at multiples of their size,
+/// so every piece is aligned for its width.
+const fn piece(size: usize) -> usize {
+    1 << (size | 8).trailing_zeros()
+}
+
+/// The layout of `len` raw cells: their array's, at least 8-byte aligned.
+fn raw_layout<T>(len: u64) -> Result<std::alloc::Layout> {
+    array_layout::<T>(len)?
+        .align_to(8)
+        .map_err(|_| too_large(len))
 }
 
 /// Copies one element between shared memory at `at` and `local`, in
@@ -65,18 +72,20 @@ fn piece(at: usize, size: usize) -> usize {
 /// tear it between pieces, never within one.
 ///
 /// # Safety
-/// `at` is valid for `local.len()` bytes of shared memory, aligned for the
-/// element, for the duration of the call; every access to those bytes is
-/// made by this function with the same `local.len()`, or (for an
-/// [`AtomicElement`], whose one piece is the whole element) through its
-/// atomic type: never a non-atomic access, never another piece size.
+/// `at` is valid for `local.len()` bytes of shared memory for the duration
+/// of the call, and a multiple of `piece(local.len())`; every access to
+/// those bytes is made by this function with the same `local.len()`, or
+/// (for an [`AtomicElement`], whose one piece is the whole element) through
+/// its atomic type: never a non-atomic access, never another piece size.
+#[inline]
 unsafe fn piecewise(at: *mut u8, local: &mut [u8], direction: Direction) {
     use atomic::Ordering::{Acquire, Release};
-    let unit = piece(at as usize, local.len());
+    let unit = piece(local.len());
     for (k, bytes) in local.chunks_exact_mut(unit).enumerate() {
         // SAFETY: piece k lies inside the element; `unit` divides its
-        // address, so it is aligned for the atomic of that width; per the
-        // caller, nothing accesses it non-atomically or at another width.
+        // address (per the caller), so it is aligned for the atomic of that
+        // width; per the caller, nothing accesses it non-atomically or at
+        // another width.
         unsafe {
             let p = at.add(k * unit);
             macro_rules! piece {
@@ -104,8 +113,10 @@ unsafe fn piecewise(at: *mut u8, local: &mut [u8], direction: Direction) {
 /// Reads the element at `at` with [`piecewise`].
 ///
 /// # Safety
-/// `at` is an element of a raw cell object (aligned, in shared memory that
-/// stays mapped during the call, reached only as [`piecewise`] requires).
+/// `at` is an element of a raw cell object (placed with [`raw_layout`], in
+/// shared memory that stays mapped during the call, reached only as
+/// [`piecewise`] requires).
+#[inline]
 unsafe fn load<T: Pod>(at: *mut T) -> T {
     let mut value = T::zeroed();
     // SAFETY: per the caller.
@@ -123,6 +134,7 @@ unsafe fn load<T: Pod>(at: *mut T) -> T {
 ///
 /// # Safety
 /// As for [`load`].
+#[inline]
 unsafe fn store<T: Pod>(at: *mut T, mut value: T) {
     // SAFETY: per the caller.
     unsafe {
@@ -162,7 +174,7 @@ impl<T: Pod> RawCells<T> {
             kind,
             elem: ElemType::of::<T>(),
             len: len as u64,
-            layout_for: array_layout::<T>,
+            layout_for: raw_layout::<T>,
         };
         let (data, len) = place(how, &object, |at| {
             // SAFETY: `at` is fresh memory for `len >= init.len()` elements.
@@ -189,11 +201,13 @@ impl<T: Pod> RawCells<T> {
         Ok(unsafe { self.data.as_ptr::<T>().add(index) })
     }
 
+    #[inline]
     fn read(&self, index: usize) -> Result<T> {
         // SAFETY: an element of the object, mapped while `self` lives.
         Ok(unsafe { load(self.ptr(index)?) })
     }
 
+    #[inline]
     fn write(&self, index: usize, value: T) -> Result<()> {
         // SAFETY: as for `read`.
         unsafe { store(self.ptr(index)?, value) };
@@ -465,7 +479,7 @@ impl<T> std::fmt::Debug for RawArray<T> {
 mod tests {
     use super::*;
 
-    /// Memory placed as every object's data is: at least 128-byte aligned.
+    /// Memory placed as raw cells are: at least 8-byte aligned.
     #[repr(C, align(128))]
     struct Cells([u64; 4]);
 
@@ -488,8 +502,6 @@ mod tests {
         let pair = |s: &Shared| s.0.cast::<[u32; 2]>();
         // SAFETY: offset 16 is inside the 32 bytes.
         let wide = |s: &Shared| unsafe { s.0.add(16) }.cast::<[u64; 2]>();
-        assert_eq!(piece(pair(&base) as usize, 8), 8);
-        assert_eq!(piece(wide(&base) as usize, 16), 8);
         std::thread::scope(|s| {
             for writer in [0u64, u64::MAX] {
                 let base = &base;
@@ -517,13 +529,13 @@ mod tests {
     }
 
     #[test]
-    fn pieces_are_the_widest_aligned_access_up_to_8_bytes() {
-        assert_eq!(piece(128, 8), 8);
-        assert_eq!(piece(128, 16), 8);
-        assert_eq!(piece(128 + 12, 4), 4);
-        assert_eq!(piece(128, 12), 4);
-        assert_eq!(piece(128, 3), 1);
-        assert_eq!(piece(128 + 2, 8), 2);
-        assert_eq!(piece(128, 0), 8);
+    fn pieces_are_the_widest_access_up_to_8_bytes() {
+        assert_eq!(piece(8), 8);
+        assert_eq!(piece(16), 8);
+        assert_eq!(piece(4), 4);
+        assert_eq!(piece(12), 4);
+        assert_eq!(piece(2), 2);
+        assert_eq!(piece(3), 1);
+        assert_eq!(piece(0), 8);
     }
 }

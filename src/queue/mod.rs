@@ -385,6 +385,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// The number of items (approximate, as Python's `qsize`: it may change at once).
+    ///
+    /// Read without a lock and without blocking, from both ends of the ring
+    /// as they were at one instant (a reading that others disturbed is
+    /// taken again). 0 if the queue's memory is corrupt.
     pub fn len(&self) -> usize {
         self.ring.len()
     }
@@ -394,7 +398,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.len() == 0
     }
 
-    /// Whether even the smallest item would have to wait (a snapshot).
+    /// Whether even the smallest item would have to wait (a snapshot, read
+    /// as [`len`](Queue::len) is; `true` if the queue's memory is corrupt).
     pub fn is_full(&self) -> bool {
         self.ring.is_full()
     }

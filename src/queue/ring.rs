@@ -31,9 +31,8 @@ const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 const COUNT_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
 /// The largest ring: its frames can always be counted in 28 bits.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
-/// Attempts at reading both ends at one instant without a lock before
-/// taking one (see [`Ring::snapshot`]).
-const SNAPSHOT_TRIES: u32 = 8;
+/// Attempts at reading both ends at one instant (see [`Ring::snapshot`]).
+const SNAPSHOT_TRIES: u32 = 64;
 
 /// One end of the ring, on a cache line of its own: the word its side moves
 /// and the futex word that side bumps after moving it.
@@ -274,29 +273,25 @@ impl Ring {
         Ok((head, tail, self.extent(head, tail)?))
     }
 
-    /// What lies between the ends at one instant, for a caller that holds
-    /// no lock (`len`, `is_full`).
+    /// What lies between the ends at one instant, for a caller that takes
+    /// no lock (`len`, `is_full`, which must not block nor trust a lock in
+    /// memory that may be corrupt); `None` if the ring looks corrupt.
     ///
     /// Two loads are two moments: a reader descheduled between them can
     /// see a head from before many gets and a tail from after many puts,
     /// ends further apart than the ring is long. So the head is read again
     /// after the tail: if it did not move, both values held at the moment
-    /// the tail was read. Only if that keeps failing (a reader descheduled
-    /// again and again, or a ring that really is corrupt) does it take the
-    /// consumers' lock, under which a failed check is corruption.
-    fn snapshot(&self) -> Result<Extent> {
+    /// the tail was read, and they pass the check unless the memory is
+    /// corrupt. A read that moved is tried again; one that keeps failing
+    /// the check means corruption to these callers, which report no error.
+    fn snapshot(&self) -> Option<Extent> {
         let s = self.shared();
-        for _ in 0..SNAPSHOT_TRIES {
+        (0..SNAPSHOT_TRIES).find_map(|_| {
             let head = s.head.at.load(Ordering::Acquire);
             let tail = s.tail.at.load(Ordering::Acquire);
-            if s.head.at.load(Ordering::Acquire) == head {
-                if let Ok(extent) = self.extent(head, tail) {
-                    return Ok(extent);
-                }
-            }
-        }
-        let held = self.lock(Side::Consumer)?;
-        self.locked_ends(&held).map(|(_, _, extent)| extent)
+            let stable = s.head.at.load(Ordering::Acquire) == head;
+            stable.then(|| self.extent(head, tail).ok()).flatten()
+        })
     }
 
     /// The largest item the ring can ever hold.
@@ -464,12 +459,12 @@ impl Ring {
     /// Whether even the smallest item would have to wait.
     pub(crate) fn is_full(&self) -> bool {
         match self.snapshot() {
-            Ok(e) => {
+            Some(e) => {
                 self.capacity - e.bytes < LEN as u64 + 1
                     || (self.maxsize != 0 && e.items >= self.maxsize)
             }
             // A corrupt ring counts as full: nothing more can be put in it.
-            Err(_) => true,
+            None => true,
         }
     }
 

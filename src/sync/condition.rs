@@ -16,13 +16,24 @@ const MAX_WAITERS: usize = Condition::MAX_WAITERS;
 
 /// A slot's state: nobody in it.
 const FREE: u32 = 0;
-/// Its waiter waits to be notified.
+/// The low two bits of a slot's state: its waiter waits to be notified
+/// (and the bits above hold its ticket, see [`waiting`]).
 const WAITING: u32 = 1;
-/// Set when a notify chose its waiter, which has not left yet; the bits
-/// above hold the notify's horizon (see [`notified`]).
+/// The low two bits of a slot's state: a notify chose its waiter, which
+/// has not left yet (and the bits above hold the notify's horizon, see
+/// [`notified`]).
 const NOTIFIED: u32 = 2;
-/// Tickets count modulo 2^30, so that a horizon fits beside the state bits.
+/// The bits of a slot's state that say which state it is.
+const STATE_BITS: u32 = 3;
+/// Tickets count modulo 2^30, so that one fits beside the state bits.
 const TICKET_MASK: u32 = (1 << 30) - 1;
+
+/// The state of a slot whose waiter waits, with the ticket it drew on
+/// arrival: a notify that compares and swaps the whole word can never
+/// choose a later waiter that took the slot meanwhile.
+fn waiting(ticket: u32) -> u32 {
+    WAITING | (ticket & TICKET_MASK) << 2
+}
 
 /// The state of a slot whose waiter a notify chose, made when `horizon`
 /// was the next ticket: the waiters it could have chosen instead are those
@@ -41,14 +52,11 @@ fn before(ticket: u32, horizon: u32) -> bool {
     (1..=TICKET_MASK / 2).contains(&age(ticket, horizon))
 }
 
-/// One waiter's place. Its futex word is `state`, on which only its own
-/// waiter sleeps, so a notify wakes exactly the waiters it chose.
+/// One waiter's place: its state, and the futex word on which only its
+/// own waiter sleeps, so a notify wakes exactly the waiters it chose.
 #[repr(C)]
 struct Slot {
     state: AtomicU32,
-    /// Order of arrival (modulo 2^30), so that notifies wake the longest
-    /// waiting first.
-    ticket: AtomicU32,
 }
 
 /// The shared state, followed by one robust mutex per slot.
@@ -73,6 +81,7 @@ struct CondState {
     /// between taking and freeing its slot leaves it too high, which costs
     /// a scan, never a lost notify.
     inside: AtomicU32,
+    /// Order of arrival, so that notifies wake the longest waiting first.
     next_ticket: AtomicU32,
     slots: [Slot; MAX_WAITERS],
 }
@@ -276,7 +285,8 @@ impl Condition {
 
     /// Takes a free slot for the calling thread, which holds the
     /// condition's lock, and holds the slot's mutex; the slot waits.
-    fn enter(&self) -> Result<usize> {
+    /// Returns the slot and its waiting state.
+    fn enter(&self) -> Result<(usize, u32)> {
         let shared = self.shared();
         let ticket = shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         for (i, slot) in shared.slots.iter().enumerate() {
@@ -288,24 +298,24 @@ impl Condition {
             if !free {
                 continue;
             }
-            match self.presence[i].acquire(Deadline::Now, || ()) {
-                Ok(()) => {}
+            let was = match self.presence[i].acquire(Deadline::Now, || ()) {
+                Ok(()) => slot.state.load(Ordering::Acquire),
                 Err(LockError::OwnerDied(())) => {
                     if let Err(e) = self.presence[i].make_consistent() {
                         let _ = self.presence[i].unlock();
                         return Err(e);
                     }
-                    self.pass_on(slot.state.load(Ordering::Acquire));
+                    self.take_over(i)
                 }
                 // Its waiter is leaving (it frees the slot before its mutex).
                 Err(_) => continue,
-            }
-            if slot.state.load(Ordering::Acquire) == FREE {
+            };
+            if was == FREE {
                 shared.inside.fetch_add(1, Ordering::AcqRel);
             }
-            slot.ticket.store(ticket & TICKET_MASK, Ordering::Relaxed);
-            slot.state.store(WAITING, Ordering::Release);
-            return Ok(i);
+            let mine = waiting(ticket);
+            slot.state.store(mine, Ordering::Release);
+            return Ok((i, mine));
         }
         Err(Error::TooManyWaiters { limit: MAX_WAITERS })
     }
@@ -326,7 +336,7 @@ impl Condition {
         match self.presence[i].acquire(Deadline::Now, || ()) {
             Err(LockError::OwnerDied(())) => {
                 let _ = self.presence[i].make_consistent();
-                self.pass_on(self.shared().slots[i].state.load(Ordering::Acquire));
+                self.take_over(i);
                 self.leave(i);
             }
             // Its waiter left between the caller's look and this one.
@@ -348,6 +358,17 @@ impl Condition {
         }
     }
 
+    /// Empties slot `i`, whose dead waiter's mutex the calling thread
+    /// has just taken, passing on a notification it did not live to take;
+    /// returns the state it was in. The slot is emptied first, so that a
+    /// caller killed half way can lose that notification but never give
+    /// it twice.
+    fn take_over(&self, i: usize) -> u32 {
+        let was = self.shared().slots[i].state.swap(FREE, Ordering::AcqRel);
+        self.pass_on(was);
+        was
+    }
+
     /// Gives the notification of a dead waiter whose slot was in `state`
     /// (if it was notified) to the longest waiting live waiter that its
     /// notify could have chosen instead; nobody if there is none.
@@ -363,30 +384,31 @@ impl Condition {
     /// longest waiting before `horizon` first, each with slot state `mark`.
     fn choose(&self, n: u32, horizon: u32, eligible: impl Fn(u32) -> bool, mark: u32) {
         let shared = self.shared();
-        let mut live = [(0u32, 0usize); MAX_WAITERS];
+        let mut live = [(0u32, 0usize, 0u32); MAX_WAITERS];
         let mut count = 0;
         for (i, slot) in shared.slots.iter().enumerate() {
-            if slot.state.load(Ordering::Acquire) != WAITING || self.presence[i].owner().is_none() {
+            let state = slot.state.load(Ordering::Acquire);
+            if state & STATE_BITS != WAITING || self.presence[i].owner().is_none() {
                 continue;
             }
-            let ticket = slot.ticket.load(Ordering::Relaxed);
+            let ticket = state >> 2;
             if eligible(ticket) {
-                live[count] = (age(ticket, horizon), i);
+                live[count] = (age(ticket, horizon), i, state);
                 count += 1;
             }
         }
         let live = &mut live[..count];
-        live.sort_unstable_by_key(|&(age, _)| std::cmp::Reverse(age));
+        live.sort_unstable_by_key(|&(age, ..)| std::cmp::Reverse(age));
         let mut woken = 0;
-        for &(_, i) in live.iter() {
+        for &(_, i, waiting) in live.iter() {
             if woken == n {
                 break;
             }
             let state = &shared.slots[i].state;
-            // Fails only if that waiter timed out and left meanwhile, or
-            // another thread chose it first.
+            // Fails only if that waiter timed out and left meanwhile (and
+            // perhaps another came), or another thread chose it first.
             if state
-                .compare_exchange(WAITING, mark, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(waiting, mark, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
                 sys::futex_wake(state, 1);
@@ -483,7 +505,7 @@ impl ConditionGuard<'_> {
         };
         // In a slot while holding the lock, which every notify holds too:
         // a notify before this is not ours, every one after may choose us.
-        let i = cond.enter()?;
+        let (i, mine) = cond.enter()?;
         let state = &cond.shared().slots[i].state;
         for _ in 0..depth {
             if let Err(e) = raw.unlock() {
@@ -492,17 +514,17 @@ impl ConditionGuard<'_> {
             }
         }
         let notified = loop {
-            if spin(state, |v| v != WAITING).is_ok() {
+            if spin(state, |v| v != mine).is_ok() {
                 break true;
             }
-            let woke = sys::futex_wait(state, WAITING, deadline.capped(RECHECK));
-            if state.load(Ordering::Acquire) != WAITING {
+            let woke = sys::futex_wait(state, mine, deadline.capped(RECHECK));
+            if state.load(Ordering::Acquire) != mine {
                 break true;
             }
             if deadline.passed() {
                 // Leave unless a notify chose this waiter first.
                 break state
-                    .compare_exchange(WAITING, FREE, Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(mine, FREE, Ordering::AcqRel, Ordering::Acquire)
                     .is_err();
             }
             if woke == Woke::TimedOut {
