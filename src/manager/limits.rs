@@ -382,6 +382,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn nesting_beyond_the_limit_is_refused_and_within_it_every_walk_is_safe() {
         let bytes = postcard::to_allocvec(&deep(MAX_DEPTH + 1)).unwrap();
         let (r, why, _) = decode_limited(usize::MAX, || postcard::from_bytes::<Value>(&bytes));

@@ -1128,6 +1128,7 @@ mod tests {
     /// consistent with `==`, asymmetric and transitive wherever Python
     /// defines it.
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn equal_values_hash_alike_and_order_is_consistent() {
         let big = 1i64 << 53;
         let atoms = [
