@@ -1,7 +1,7 @@
 //! What one request may cost the server: how deep its values nest and how
 //! much memory decoding it takes (checked while decoding, through
-//! [`Value`]'s `Deserialize` and [`bounded_vec`]), and how large its
-//! answer gets (checked before each part of the answer is copied, by
+//! [`Value`]'s `Deserialize` and [`bounded_vec`]), how large its answer
+//! gets and how much work it does (checked before each is spent, by
 //! [`Budget`]).
 
 use std::cell::Cell;
