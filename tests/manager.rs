@@ -347,37 +347,78 @@ fn nested_proxies_name_one_object_that_lives_while_stored() {
     });
 }
 
+/// A manager server on TCP (as `multiproc manager serve --listen tcp:…`),
+/// in a child process: the child, and a handle connected to the server.
+fn serve_on_tcp() -> (Process<'static>, Manager) {
+    let (mut ready, mut tell) = multiproc::conn::Pipe(false).unwrap();
+    let server = child(move || {
+        let at: Address = "tcp:127.0.0.1:0".parse().unwrap();
+        multiproc::manager::serve(&at, b"tcp key", |bound| {
+            tell.send(&bound.to_string()).unwrap();
+        })
+        .unwrap();
+    });
+    let at: String = ready.recv().unwrap();
+    let m = Manager::connect(at.parse().unwrap(), b"tcp key").unwrap();
+    (server, m)
+}
+
 /// Issue 12.1: while one busy client is the server's only peer, connections
-/// that are already dead when accepted must not lock later clients out.
+/// that are already dead when accepted must not lock later clients out
+/// (over Unix sockets: closed; over TCP: reset, with `SO_LINGER` 0).
 #[test]
 fn dead_connections_never_lock_new_clients_out() {
     watchdog("dead connections", LIMIT, || {
-        let m = Manager::start().unwrap();
-        let d = m.dict::<u32, u32>().unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // This process's one connection is the server's only peer, kept
-        // busy with back-to-back requests.
-        let busy = {
-            let (d, stop) = (d.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    d.set(1, 1).unwrap();
+        let (tcp_server, tcp) = serve_on_tcp();
+        for mut m in [Manager::start().unwrap(), tcp] {
+            let d = m.dict::<u32, u32>().unwrap();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // This process's one connection is the server's only peer, kept
+            // busy with back-to-back requests.
+            let busy = {
+                let (d, stop) = (d.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        d.set(1, 1).unwrap();
+                    }
+                })
+            };
+            for _ in 0..5 {
+                match m.address() {
+                    Address::Unix(path) => {
+                        drop(std::os::unix::net::UnixStream::connect(path).unwrap())
+                    }
+                    Address::Tcp(at) => {
+                        let s = std::net::TcpStream::connect(at).unwrap();
+                        let linger = libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        };
+                        // SAFETY: setsockopt with a valid linger of its size.
+                        let r = unsafe {
+                            libc::setsockopt(
+                                std::os::fd::AsRawFd::as_raw_fd(&s),
+                                libc::SOL_SOCKET,
+                                libc::SO_LINGER,
+                                (&linger as *const libc::linger).cast(),
+                                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                            )
+                        };
+                        assert_eq!(r, 0);
+                    }
                 }
-            })
-        };
-        let Address::Unix(path) = m.address() else {
-            unreachable!()
-        };
-        for _ in 0..5 {
-            drop(std::os::unix::net::UnixStream::connect(path).unwrap());
+            }
+            let t = std::time::Instant::now();
+            let other = Manager::connect(m.address().clone(), m.authkey());
+            let took = t.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            busy.join().unwrap();
+            other.unwrap();
+            assert!(took < Duration::from_secs(5), "connecting took {took:?}");
+            drop(d);
+            m.shutdown().unwrap();
         }
-        let t = std::time::Instant::now();
-        let other = Manager::connect(m.address().clone(), m.authkey());
-        let took = t.elapsed();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        busy.join().unwrap();
-        other.unwrap();
-        assert!(took < Duration::from_secs(5), "connecting took {took:?}");
+        assert_eq!(join(&tcp_server, LIMIT), 0);
     });
 }
 

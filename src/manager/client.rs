@@ -1035,3 +1035,30 @@ impl std::fmt::Debug for NamespaceProxy {
         write!(f, "NamespaceProxy({})", self.handle.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parent's state, its lock held by a thread that was not forked:
+    /// this process makes its own without waiting, and every state is
+    /// freed with the client (Miri checks the pointers and the leaks).
+    #[test]
+    fn a_process_never_takes_the_lock_of_a_state_not_its_own() {
+        let client = Client::new(Address::Unix("/nonexistent".into()), b"key");
+        let first: *const ProcessConn = client.state();
+        assert!(std::ptr::eq(first, client.state()), "one state per process");
+        let parents = Box::into_raw(Box::new(ProcessConn {
+            pid: sys::getpid().wrapping_add(1),
+            conn: Mutex::new(None),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }));
+        // SAFETY: just made; the client frees it.
+        std::mem::forget(unsafe { &*parents }.conn.lock().unwrap());
+        client.retire(client.current.swap(parents, Ordering::AcqRel));
+        let mine = client.state();
+        assert_eq!(mine.pid, sys::getpid());
+        assert!(mine.conn.try_lock().is_ok());
+        assert!(!std::ptr::eq(mine, parents) && !std::ptr::eq(mine, first));
+    }
+}

@@ -1010,6 +1010,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn values_nested_too_deep_get_an_error_reply_and_the_deepest_accepted_are_served() {
         let mut s = Server::new();
         let l = s.create(Kind::List);
@@ -1098,6 +1099,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn one_request_costs_bounded_memory_and_answers_within_a_frame() {
         let mut s = Server::new();
         let l = s.create(Kind::List);
@@ -1128,6 +1130,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn one_request_does_bounded_work() {
         let mut s = Server::new();
         let l = s.create(Kind::List);
