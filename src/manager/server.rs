@@ -1109,7 +1109,7 @@ mod tests {
         let t = Instant::now();
         let batch = Request::Batch((0..40_000).map(|_| (l, Op::Snapshot)).collect());
         assert_eq!(error_kind(s.ask(batch)), "MemoryError");
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
         // An extend of 4 Mi Nones (4 MiB) would take 128 MiB: refused
         // while decoding.
         let mut frame = vec![3];
@@ -1146,7 +1146,7 @@ mod tests {
         assert_eq!(error_kind(s.ask(scans)), "RuntimeError");
         let inserts = Request::Batch((0..1000).map(|_| (l, Op::Insert(0, Value::None))).collect());
         assert_eq!(error_kind(s.ask(inserts)), "RuntimeError");
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
         // The inserts before the refused one were done, as in a loop of calls.
         let Ok(Value::Int(n)) = s.call(l, Op::Len) else {
             panic!("no length")
