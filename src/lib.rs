@@ -58,8 +58,8 @@ pub use cell::{Array, RawArray, RawValue, Value};
 pub use conn::{Connection, Pipe};
 pub use error::{Error, LockError, LockResult, Result};
 pub use process::{
-    active_children, cpu_count, current_process, log_to_stderr, parent_process, spawn_init,
-    AsyncResult, Pool, Process,
+    active_children, cpu_count, current_process, log_to_stderr, parent_process, scope, spawn_init,
+    AsyncResult, Pool, Process, Scope,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

@@ -8,7 +8,17 @@
 //! and this crate's own state are fork-safe, but locks of other libraries,
 //! and Rust's stdout lock if another thread is printing, may not be.
 //! Fork before starting threads, or use the spawn start method
-//! ([`Process::spawn`]) for such programs.
+//! ([`Process::spawn`]) for such programs. The crate's own process-local
+//! locks (the registry of children, the process's identity, the scopes'
+//! witnesses) are taken by `pthread_atfork` handlers around every fork,
+//! whoever forks, so a child never finds one held by a thread it lacks.
+//!
+//! # Exit
+//! As in Python, a process that exits (returning from `main`, calling
+//! [`std::process::exit`] or [`exit`], or a child whose closure returns)
+//! first kills its [daemon](Process::daemon) children and then waits for
+//! every other child it started. A [`scope`] does the same for its own
+//! children when it ends.
 //!
 //! # Fork or spawn
 //! `fork` (the default, [`Process::new`]) starts a child in about a quarter
@@ -21,12 +31,17 @@
 
 mod logging;
 mod pool;
+mod scope;
 mod spawn;
 
 pub use logging::log_to_stderr;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder};
-pub use spawn::spawn_init;
+pub use scope::{scope, Scope};
+#[doc(hidden)]
+pub use spawn::__fn_name;
+pub use spawn::{spawn_init, Entry, SpawnEntry};
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,7 +49,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use std::ffi::OsString;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
@@ -50,18 +65,111 @@ struct Identity {
 }
 
 // The child touches these after fork, so they are `std` mutexes (a plain
-// futex word) and `start` holds them across the fork: see `segment::arena`.
+// futex word), held briefly and never across a blocking call, and the fork
+// handlers (`ready_for_fork`) hold them across every fork.
 static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
 /// Children created so far by this process (reset in each child).
 static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Every child started and not yet known to have exited, with its handle's
-/// state: `active_children` lists them, and a child whose handle was
-/// dropped is still reaped (not left a zombie).
+/// state: `active_children` lists them, a child whose handle was dropped
+/// is still reaped (not left a zombie), and exits and scopes join them.
 static CHILDREN: Mutex<Vec<ChildEntry>> = Mutex::new(Vec::new());
 
 struct ChildEntry {
     name: String,
+    daemon: bool,
+    /// The scope that joins it, if it was started from one.
+    scope: Option<u64>,
     state: Arc<Mutex<State>>,
+}
+
+/// The registries, and Rust's stdout and stderr (which `sys::fork` holds
+/// across its forks and everyone else's needs), held by the forking thread
+/// from the `prepare` fork handler to the `parent` or `child` one.
+struct HeldForFork {
+    _stdout: std::io::StdoutLock<'static>,
+    _stderr: std::io::StderrLock<'static>,
+    _identity: MutexGuard<'static, Option<Identity>>,
+    children: MutexGuard<'static, Vec<ChildEntry>>,
+    witnesses: MutexGuard<'static, Vec<scope::WitnessEnd>>,
+}
+
+thread_local! {
+    static HELD_FOR_FORK: RefCell<Option<HeldForFork>> = const { RefCell::new(None) };
+    /// The scope whose child this thread is forking, if any.
+    static FORKING_FOR_SCOPE: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Installs, once, the fork handlers that make the registries safe across
+/// a fork from any thread, and the exit hook that joins children. Called
+/// before every start: a fork while another thread is still installing
+/// them would give the child a `Once` that never completes.
+fn ready_for_fork() -> Result<()> {
+    static INSTALLED: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
+    crate::segment::ready_for_fork()?;
+    INSTALLED
+        .get_or_init(|| {
+            sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)
+                .and_then(|()| sys::at_exit(exit_hook))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
+        })
+        .map_err(|errno| {
+            Error::io(
+                "pthread_atfork/atexit",
+                std::io::Error::from_raw_os_error(errno),
+            )
+        })
+}
+
+extern "C" fn prepare_fork() {
+    // Always in this order; nothing takes two of them otherwise (the
+    // standard streams are reentrant locks, already held by `sys::fork`).
+    let held = HeldForFork {
+        _stdout: std::io::stdout().lock(),
+        _stderr: std::io::stderr().lock(),
+        _identity: locked(&IDENTITY),
+        children: locked(&CHILDREN),
+        witnesses: scope::witnesses(),
+    };
+    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(held));
+}
+
+extern "C" fn after_fork_in_parent() {
+    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_in_child() {
+    HELD_FOR_FORK.with(|h| {
+        if let Some(mut held) = h.borrow_mut().take() {
+            // The parent's children are not this process's (and their
+            // pidfds are only copies): forget them without closing anything.
+            std::mem::forget(std::mem::take(&mut *held.children));
+            scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
+        }
+    });
+}
+
+/// Python's `util._exit_function`, run by `exit` in this process.
+extern "C" fn exit_hook() {
+    finish_children(|_| true);
+}
+
+/// What a process does with its children when it exits, and a scope when
+/// it ends (Python's rule): kills the daemon children among those `which`
+/// selects, then waits until every one of them has exited.
+fn finish_children(which: impl Fn(&ChildEntry) -> bool) {
+    let chosen: Vec<(bool, Arc<Mutex<State>>)> = locked(&CHILDREN)
+        .iter()
+        .filter(|c| which(c))
+        .map(|c| (c.daemon, c.state.clone()))
+        .collect();
+    for (_, state) in chosen.iter().filter(|(daemon, _)| *daemon) {
+        let _ = signal_state(state, libc::SIGKILL);
+    }
+    for (_, state) in &chosen {
+        wait_until_exited(state);
+    }
+    reap_children();
 }
 
 /// Locks a process-local mutex; nothing panics while holding one.
@@ -128,16 +236,19 @@ pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Ends the calling process at once with `code`: what a child calls for
-/// Python's `sys.exit(code)`. Flushes stdout and stderr; runs no destructors.
+/// Ends the calling process with `code`: what a child calls for Python's
+/// `sys.exit(code)`. Like any exit it first kills the daemon children and
+/// waits for the others; then flushes stdout and stderr and ends at once,
+/// running no destructors or `atexit` handlers.
 pub fn exit(code: i32) -> ! {
+    finish_children(|_| true);
     sys::exit_now(code)
 }
 
 enum State {
     NotStarted,
     Running { pid: u32, pidfd: OwnedFd },
-    Exited { pid: u32, code: i32 },
+    Exited { code: i32 },
 }
 
 type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
@@ -148,22 +259,51 @@ enum Launch<'a> {
     Spawn(spawn::Call),
 }
 
+/// Exit code 0 when `target` returns (1 if it panics: see `run_child`).
+fn returning<'a>(target: impl FnOnce() + Send + 'a) -> Target<'a> {
+    Box::new(move || {
+        target();
+        0
+    })
+}
+
+/// Exit code 0 on `Ok`, 1 on `Err` (printed with the process's name).
+fn fallible<'a, E: fmt::Debug>(
+    target: impl FnOnce() -> std::result::Result<(), E> + Send + 'a,
+) -> Target<'a> {
+    Box::new(move || match target() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Process {}: error: {e:?}", current_process().name());
+            1
+        }
+    })
+}
+
 /// A closure run in a child process (Python's `multiprocessing.Process`),
 /// started by `fork` ([`Process::new`]), or a function run in a fresh copy
 /// of the program ([`Process::spawn`]).
 ///
 /// The child sees everything the parent had when it started, including
-/// borrowed data and the shared objects of this crate; its own writes to
-/// ordinary memory stay its own. A panic is caught in the child (exit code 1)
-/// and never unwinds into the parent's code.
+/// the shared objects of this crate; its own writes to ordinary memory stay
+/// its own. A panic is caught in the child (exit code 1) and never unwinds
+/// into the parent's code.
+///
+/// The closure is `'static`, as for [`std::thread::spawn`]: a child can
+/// outlive any borrow the parent holds (a lock guard's data, for one). A
+/// closure that borrows runs in a [`scope`], which joins it before the
+/// borrow ends; the lifetime `'a` is that scope's.
 ///
 /// Exit codes follow Python: `None` while running, 0 on return, N after
 /// [`exit(N)`](exit), 1 after a panic or an `Err`, −N when killed by signal N.
 ///
 /// Dropping the handle of a running child leaves it running (as
 /// `std::process::Child` does); it is reaped by a later [`Process::start`]
-/// or [`active_children`].
-/// A [daemon](Process::daemon) child is killed when its parent exits.
+/// or [`active_children`], and waited for when this process exits (see
+/// [the module documentation](self#exit)). A [daemon](Process::daemon)
+/// child is killed when its parent exits. Only the process that started a
+/// child may wait for it or signal it: in any other process (a forked child
+/// holding a copy of the handle) those calls are errors.
 ///
 /// # Example
 /// ```
@@ -171,6 +311,18 @@ enum Launch<'a> {
 /// let mut p = Process::new(|| println!("hello from the child")).name("greeter");
 /// p.start()?;
 /// assert_eq!(p.join()?, 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// A child cannot take a borrow that the parent may end before the child
+/// does, such as a reference into a locked value:
+/// ```compile_fail,E0597
+/// use multiproc::{Process, Value};
+/// let v = Value::new(0u64)?;
+/// let mut guard = v.lock()?;
+/// let counter = &mut *guard;
+/// Process::new(move || *counter += 1).start()?;
+/// drop(guard); // the child would still write through `counter`
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Process<'a> {
@@ -182,52 +334,52 @@ pub struct Process<'a> {
     daemon: bool,
     /// Extra command-line arguments of a spawned child.
     exec_args: Vec<OsString>,
+    /// The scope that joins the child: set exactly when the closure may
+    /// borrow (`'a` is not `'static`).
+    scope: Option<&'a scope::Shared>,
+    /// The process that started the child (0 before start): the only one
+    /// whose calls may touch `state`, which a fork can copy locked.
+    started_by: AtomicU32,
+    /// The child's pid (0 before start).
+    pid: AtomicU32,
     state: Arc<Mutex<State>>,
 }
 
 impl Process<'static> {
-    /// A process that will run `f(args)` in a fresh copy of this program
-    /// (the spawn start method), named `Process-N` like Python's. The
-    /// program's `main` must call [`spawn_init`] first. Exit code 0 when `f`
-    /// returns, 1 if it panics.
-    pub fn spawn<A>(f: fn(A), args: A) -> Self
-    where
-        A: serde::Serialize + serde::de::DeserializeOwned,
-    {
-        Self::with_launch(Launch::Spawn(spawn::Call::new(f, &args)))
-    }
-}
-
-impl<'a> Process<'a> {
     /// A process that will run `target`, named `Process-N` like Python's.
     /// Exit code 0 when it returns, 1 if it panics.
     pub fn new<F>(target: F) -> Self
     where
-        F: FnOnce() + Send + 'a,
+        F: FnOnce() + Send + 'static,
     {
-        Self::with_launch(Launch::Fork(Box::new(move || {
-            target();
-            0
-        })))
+        Self::with_launch(Launch::Fork(returning(target)), None)
     }
 
     /// A process whose closure returns a `Result`: exit code 0 on `Ok`, 1 on
     /// `Err` (printed to stderr with the process's name) or on a panic.
     pub fn fallible<F, E>(target: F) -> Self
     where
-        F: FnOnce() -> std::result::Result<(), E> + Send + 'a,
+        F: FnOnce() -> std::result::Result<(), E> + Send + 'static,
         E: fmt::Debug,
     {
-        Self::with_launch(Launch::Fork(Box::new(move || match target() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("Process {}: error: {e:?}", current_process().name());
-                1
-            }
-        })))
+        Self::with_launch(Launch::Fork(fallible(target)), None)
     }
 
-    fn with_launch(launch: Launch<'a>) -> Self {
+    /// A process that will run `entry`'s function on `args` in a fresh copy
+    /// of this program (the spawn start method), named `Process-N` like
+    /// Python's. The program's `main` must call [`spawn_init`] first, with
+    /// `entry` among its entries. Exit code 0 when the function returns, 1
+    /// if it panics.
+    pub fn spawn<A>(entry: Entry<A>, args: A) -> Self
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        Self::with_launch(Launch::Spawn(spawn::Call::new(entry, &args)), None)
+    }
+}
+
+impl<'a> Process<'a> {
+    fn with_launch(launch: Launch<'a>, scope: Option<&'a scope::Shared>) -> Self {
         let mut path = locked(&IDENTITY)
             .as_ref()
             .map_or_else(Vec::new, |i| i.path.clone());
@@ -245,6 +397,9 @@ impl<'a> Process<'a> {
             path,
             daemon: false,
             exec_args: Vec::new(),
+            scope,
+            started_by: AtomicU32::new(0),
+            pid: AtomicU32::new(0),
             state: Arc::new(Mutex::new(State::NotStarted)),
         }
     }
@@ -264,7 +419,8 @@ impl<'a> Process<'a> {
     }
 
     /// A daemon child is killed (`SIGKILL`) when the parent exits, however
-    /// it exits. Note: Linux ties this to the parent *thread* that calls
+    /// it exits, and at the end of its [`scope`]. Note: for an abnormal
+    /// exit, Linux ties this to the parent *thread* that calls
     /// [`start`](Process::start), so start daemons from a long-lived thread.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
@@ -285,9 +441,14 @@ impl<'a> Process<'a> {
     /// spawns a new copy of the program.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if already started; [`Error::Io`] if the
-    /// child cannot be started.
+    /// [`Error::ProcessState`] if already started, or if it belongs to a
+    /// [`scope`] run by another process; [`Error::Io`] if the child cannot
+    /// be started.
     pub fn start(&mut self) -> Result<()> {
+        let scope = self
+            .scope
+            .map(|s| s.ready_to_start(&self.name))
+            .transpose()?;
         let Some(launch) = self
             .launch
             .get_mut()
@@ -296,10 +457,11 @@ impl<'a> Process<'a> {
         else {
             return Err(self.state_error("already started"));
         };
+        ready_for_fork()?;
         reap_children();
         install_panic_header();
         let pid = match launch {
-            Launch::Fork(target) => self.fork(target)?,
+            Launch::Fork(target) => self.fork(target, scope)?,
             Launch::Spawn(call) => spawn::start(
                 &call,
                 &spawn::Child {
@@ -314,8 +476,12 @@ impl<'a> Process<'a> {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
                 *locked(&self.state) = State::Running { pid, pidfd };
+                self.pid.store(pid, Ordering::Relaxed);
+                self.started_by.store(sys::getpid(), Ordering::Release);
                 locked(&CHILDREN).push(ChildEntry {
                     name: self.name.clone(),
+                    daemon: self.daemon,
+                    scope,
                     state: self.state.clone(),
                 });
                 Ok(())
@@ -332,49 +498,49 @@ impl<'a> Process<'a> {
 
     /// Forks; in the parent returns the child's pid, in the child runs
     /// `target` and never returns.
-    fn fork(&mut self, target: Target<'a>) -> Result<u32> {
-        crate::segment::ready_for_fork()?;
+    fn fork(&mut self, target: Target<'a>, scope: Option<u64>) -> Result<u32> {
         let parent = current_process();
-        // Held across the fork: in the child they belong to this thread.
-        let identity = locked(&IDENTITY);
-        let children = locked(&CHILDREN);
-        match sys::fork() {
+        FORKING_FOR_SCOPE.set(scope);
+        let forked = sys::fork();
+        FORKING_FOR_SCOPE.set(None);
+        match forked {
             Err(e) => Err(Error::io("fork", e)),
-            Ok(Forked::Child) => self.run_child(target, parent, identity, children),
+            Ok(Forked::Child) => self.run_child(target, parent),
             Ok(Forked::Parent { pid }) => Ok(pid),
         }
     }
 
-    fn run_child(
-        &mut self,
-        target: Target<'a>,
-        parent: ProcessInfo,
-        mut identity: MutexGuard<'_, Option<Identity>>,
-        mut children: MutexGuard<'_, Vec<ChildEntry>>,
-    ) -> ! {
+    fn run_child(&mut self, target: Target<'a>, parent: ProcessInfo) -> ! {
         let parent_pid = parent.pid;
-        *identity = Some(Identity {
+        // The fork handlers released the registries: this is the only thread.
+        *locked(&IDENTITY) = Some(Identity {
             name: std::mem::take(&mut self.name),
             path: std::mem::take(&mut self.path),
             parent,
         });
-        // The parent's children are not this process's (and their pidfds
-        // are only copies): forget them without closing anything.
-        std::mem::forget(std::mem::take(&mut *children));
-        drop((identity, children));
         CHILD_COUNTER.store(0, Ordering::Relaxed);
         if self.daemon && sys::die_with_parent(parent_pid).is_err() {
             sys::exit_now(1);
         }
         let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
-        sys::exit_now(code)
+        exit(code)
+    }
+
+    /// The child's state, for the process that started it only: a copy of
+    /// the handle in another process may hold a copy of a locked mutex.
+    fn state(&self) -> Result<MutexGuard<'_, State>> {
+        match self.started_by.load(Ordering::Acquire) {
+            0 => Err(self.state_error("not started")),
+            pid if pid != sys::getpid() => Err(self.state_error("not a child of this process")),
+            _ => Ok(locked(&self.state)),
+        }
     }
 
     /// The child's pid file descriptor while it runs (readable once it has
     /// exited), for waiting on many children at once.
     pub(crate) fn pidfd(&self) -> Option<i32> {
         use std::os::fd::AsRawFd;
-        match &*locked(&self.state) {
+        match &*self.state().ok()? {
             State::Running { pidfd, .. } => Some(pidfd.as_raw_fd()),
             _ => None,
         }
@@ -382,16 +548,17 @@ impl<'a> Process<'a> {
 
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
-        match &*locked(&self.state) {
-            State::NotStarted => None,
-            State::Running { pid, .. } | State::Exited { pid, .. } => Some(*pid),
+        match self.pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid),
         }
     }
 
     /// Whether the child has started and not yet exited.
     pub fn is_alive(&self) -> bool {
         self.poll();
-        matches!(&*locked(&self.state), State::Running { .. })
+        self.state()
+            .is_ok_and(|s| matches!(&*s, State::Running { .. }))
     }
 
     /// The exit code, `None` while running or before start.
@@ -402,7 +569,7 @@ impl<'a> Process<'a> {
     /// Waits for the child to exit and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn join(&self) -> Result<i32> {
         self.wait(None)?.ok_or_else(|| unreaped_error(&self.name))
     }
@@ -410,35 +577,26 @@ impl<'a> Process<'a> {
     /// Waits at most `timeout` for the child; `None` if it is still running.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         self.wait(Some(timeout))
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        let pidfd = match &*locked(&self.state) {
-            State::NotStarted => return Err(self.state_error("not started")),
-            State::Exited { code, .. } => return Ok(Some(*code)),
-            State::Running { pidfd, .. } => {
-                pidfd.try_clone().map_err(|e| Error::io("dup pidfd", e))?
-            }
-        };
-        // Wait without holding the state lock, so other threads can poll.
-        if !sys::pidfd_wait(&pidfd, timeout).map_err(|e| Error::io("wait for child", e))? {
-            return Ok(None);
-        }
-        Ok(self.poll())
+        drop(self.state()?);
+        wait_state(&self.state, timeout)
     }
 
     /// Reaps the child if it has exited; returns its exit code if known.
     fn poll(&self) -> Option<i32> {
+        drop(self.state().ok()?);
         poll_state(&self.state)
     }
 
     /// Asks the child to stop (`SIGTERM`). A no-op once it has exited.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn terminate(&self) -> Result<()> {
         self.signal(libc::SIGTERM)
     }
@@ -446,29 +604,59 @@ impl<'a> Process<'a> {
     /// Kills the child (`SIGKILL`). A no-op once it has exited.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
     }
 
     fn signal(&self, signal: i32) -> Result<()> {
-        match &*locked(&self.state) {
-            State::NotStarted => Err(self.state_error("not started")),
-            State::Exited { .. } => Ok(()),
-            // The pidfd names this child even if it has exited: never another process.
-            State::Running { pidfd, .. } => match sys::pidfd_signal(pidfd, signal) {
-                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
-                    Err(Error::io("signal child", e))
-                }
-                _ => Ok(()),
-            },
-        }
+        drop(self.state()?);
+        signal_state(&self.state, signal)
     }
 
     fn state_error(&self, what: &'static str) -> Error {
         Error::ProcessState {
             name: self.name.clone(),
             what,
+        }
+    }
+}
+
+/// Sends `signal` to the child behind `state`; a no-op once it has exited.
+fn signal_state(state: &Mutex<State>, signal: i32) -> Result<()> {
+    match &*locked(state) {
+        State::NotStarted | State::Exited { .. } => Ok(()),
+        // The pidfd names this child even if it has exited: never another process.
+        State::Running { pidfd, .. } => match sys::pidfd_signal(pidfd, signal) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::io("signal child", e)),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Waits at most `timeout` (`None`: forever) for the child behind `state`
+/// to exit; its exit code once reaped.
+fn wait_state(state: &Mutex<State>, timeout: Option<Duration>) -> Result<Option<i32>> {
+    let pidfd = match &*locked(state) {
+        State::NotStarted => return Ok(None),
+        State::Exited { code, .. } => return Ok(Some(*code)),
+        State::Running { pidfd, .. } => pidfd.try_clone().map_err(|e| Error::io("dup pidfd", e))?,
+    };
+    // Wait without holding the state lock, so other threads can poll.
+    if !sys::pidfd_wait(&pidfd, timeout).map_err(|e| Error::io("wait for child", e))? {
+        return Ok(None);
+    }
+    Ok(poll_state(state))
+}
+
+/// Returns once the child behind `state` has exited, whatever fails: a
+/// scope's soundness rests on it.
+fn wait_until_exited(state: &Mutex<State>) {
+    if wait_state(state, None).is_err() {
+        // No descriptor to spare for the pidfd: block in waitpid instead
+        // (ECHILD only once the child is gone).
+        if let State::Running { pid, .. } = &*locked(state) {
+            let _ = sys::waitpid(*pid, true);
         }
     }
 }
@@ -481,8 +669,7 @@ fn poll_state(state: &Mutex<State>) -> Option<i32> {
         State::Exited { code, .. } => Some(*code),
         State::Running { pid, .. } => match sys::waitpid(*pid, false) {
             Ok(Some(code)) => {
-                let pid = *pid;
-                *state = State::Exited { pid, code };
+                *state = State::Exited { code };
                 Some(code)
             }
             // Not yet exited, or reaped elsewhere (ECHILD): nothing to tell.
@@ -507,11 +694,15 @@ fn install_panic_header() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // try_lock: a panic while this thread holds the lock must not deadlock.
-            if let Ok(identity) = IDENTITY.try_lock() {
-                if let Some(identity) = identity.as_ref() {
-                    eprintln!("Process {}:", identity.name);
-                }
+            // try_lock: a panic while this thread holds the lock must not
+            // deadlock; and the lock is released before printing, since a
+            // forking thread takes stderr's lock before this one.
+            let name = IDENTITY
+                .try_lock()
+                .ok()
+                .and_then(|i| i.as_ref().map(|i| i.name.clone()));
+            if let Some(name) = name {
+                eprintln!("Process {name}:");
             }
             previous(info);
         }));

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use multiproc::segment::Segment;
-use multiproc::Process;
+use multiproc::{Process, Scope};
 
 /// The environment variable that tells a re-run test binary which helper to be.
 pub const HELPER_ENV: &str = "MULTIPROC_TEST_HELPER";
@@ -81,24 +81,25 @@ impl std::ops::Deref for TempName {
     }
 }
 
-/// A daemon child running `f`, started at once. A panic in `f` is printed
-/// straight to fd 2 (the test harness's output capture does not reach a
-/// forked child) and gives exit code 1.
-pub fn child<'a>(f: impl FnOnce() + Send + 'a) -> Process<'a> {
-    let mut p = Process::new(move || {
-        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-            let msg = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("(non-string panic)");
-            let line = format!("child {} panicked: {msg}\n", std::process::id());
-            // SAFETY: writing a valid buffer to fd 2.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-            multiproc::process::exit(1);
-        }
-    })
-    .daemon(true);
+/// A daemon child of scope `s` running `f`, started at once. A panic in
+/// `f` is printed straight to fd 2 (the test harness's output capture does
+/// not reach a forked child) and gives exit code 1.
+pub fn child<'a>(s: &'a Scope<'a, '_>, f: impl FnOnce() + Send + 'a) -> Process<'a> {
+    let mut p = s
+        .process(move || {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("(non-string panic)");
+                let line = format!("child {} panicked: {msg}\n", std::process::id());
+                // SAFETY: writing a valid buffer to fd 2.
+                unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+                multiproc::process::exit(1);
+            }
+        })
+        .daemon(true);
     p.start().expect("start child");
     p
 }
