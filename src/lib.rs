@@ -15,19 +15,23 @@
 //! hangs the others.
 //!
 //! ```
-//! use multiproc::{Array, Process, Value};
+//! use multiproc::{Array, Value};
 //!
 //! let num = Value::new(0.0f64)?;
 //! let arr = Array::from_slice(&[0i32, 1, 2, 3])?;
-//! let mut child = Process::fallible(|| -> multiproc::Result<()> {
-//!     num.set(std::f64::consts::PI)?;
-//!     for x in arr.lock()?.iter_mut() {
-//!         *x = -*x;
-//!     }
+//! // In a scope, children may borrow: it joins them before it returns.
+//! multiproc::scope(|s| -> multiproc::Result<()> {
+//!     let mut child = s.fallible(|| -> multiproc::Result<()> {
+//!         num.set(std::f64::consts::PI)?;
+//!         for x in arr.lock()?.iter_mut() {
+//!             *x = -*x;
+//!         }
+//!         Ok(())
+//!     });
+//!     child.start()?;
+//!     assert_eq!(child.join()?, 0);
 //!     Ok(())
-//! });
-//! child.start()?;
-//! assert_eq!(child.join()?, 0);
+//! })?;
 //! assert_eq!(num.get()?, std::f64::consts::PI);
 //! assert_eq!(arr.to_vec()?, [0, -1, -2, -3]);
 //! # Ok::<(), multiproc::Error>(())

@@ -112,8 +112,9 @@ pub(super) fn keep_witnesses(ends: &mut Vec<WitnessEnd>, scope: Option<u64>) {
 /// use multiproc::Value;
 /// let v = Value::new(0u64)?;
 /// let mut guard = v.lock()?;
+/// let counter = &mut *guard;
 /// multiproc::scope(|s| -> multiproc::Result<()> {
-///     s.start(|| *guard += 1)?;
+///     s.start(move || *counter += 1)?;
 ///     drop(guard);
 ///     Ok(())
 /// })?;
