@@ -389,7 +389,8 @@ fn a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload() {
 #[test]
 fn a_payload_on_stdin_is_never_run() {
     watchdog("stdin payload", LIMIT, || {
-        let crafted = [0x41u8; 12];
+        // Offsets 2^20 and 1 from the anchor: a SIGSEGV under the old protocol.
+        let crafted = [0x80u8, 0x80, 0x40, 0x02, 0, 0, 0, 0, 0, 0, 0, 0];
         let (code, err) = run_spawned(None, &crafted);
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains("does not name a payload descriptor"), "{err}");
