@@ -320,6 +320,22 @@ fn a_scope_waits_for_the_children_of_a_killed_child() {
     });
 }
 
+/// A `'static` process started while a scope runs cannot hold its borrows:
+/// the scope does not wait for it.
+#[test]
+fn a_scope_does_not_wait_for_processes_outside_it() {
+    watchdog("scope outsiders", LIMIT, || {
+        let mut outsider = Process::new(park_forever).daemon(true);
+        multiproc::scope(|s| {
+            s.start(|| {}).unwrap();
+            outsider.start().unwrap();
+        });
+        assert!(outsider.is_alive());
+        outsider.kill().unwrap();
+        assert_eq!(join(&outsider, LIMIT), -libc::SIGKILL);
+    });
+}
+
 /// A scope's processes are started by the process that runs the scope; a
 /// handle copied into another process can neither start, wait for nor
 /// signal anything there.
