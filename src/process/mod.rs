@@ -4,14 +4,14 @@
 //! # Fork and threads
 //! `fork` copies only the calling thread. A child forked from a
 //! multithreaded parent must not depend on a lock that another parent thread
-//! held at that moment (the child's copy stays locked forever): allocation
-//! and this crate's own state are fork-safe, but locks of other libraries,
-//! and Rust's stdout lock if another thread is printing, may not be.
-//! Fork before starting threads, or use the spawn start method
-//! ([`Process::spawn`]) for such programs. The crate's own process-local
-//! locks (the registry of children, the process's identity, the scopes'
-//! witnesses) are taken by `pthread_atfork` handlers around every fork,
-//! whoever forks, so a child never finds one held by a thread it lacks.
+//! held at that moment (the child's copy stays locked forever): allocation,
+//! Rust's stdout and stderr and this crate's own state are fork-safe, but
+//! locks of other libraries may not be. Fork before starting threads, or
+//! use the spawn start method ([`Process::spawn`]) for such programs. The
+//! crate's own process-local locks (the registry of children, the
+//! process's identity, the scopes' witnesses) and the standard streams are
+//! taken by `pthread_atfork` handlers around every fork, whoever forks, so
+//! a child never finds one held by a thread it lacks.
 //!
 //! # Exit
 //! As in Python, a process that exits (returning from `main`, calling
