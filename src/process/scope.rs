@@ -203,7 +203,9 @@ impl Shared {
 impl<'scope> Scope<'scope, '_> {
     /// A process that will run `target`, which may borrow what outlives
     /// the scope; configure it as any [`Process`] and
-    /// [`start`](Process::start) it.
+    /// [`start`](Process::start) it. Only the process that runs the scope
+    /// can start it: a child that wants children of its own opens a scope
+    /// of its own.
     pub fn process<F>(&'scope self, target: F) -> Process<'scope>
     where
         F: FnOnce() + Send + 'scope,
