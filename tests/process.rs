@@ -191,6 +191,14 @@ fn helper_entry() {
             println!("daemon {}", daemon.pid().unwrap());
             println!("main returns");
         }
+        Ok("manager-at-exit") => {
+            // The Manager's server outlives nothing: an exit with a live
+            // manager (no destructor runs) must not wait for it forever.
+            let m = multiproc::manager::Manager::start().unwrap();
+            m.dict::<u8, u8>().unwrap().set(1, 1).unwrap();
+            println!("exiting");
+            std::process::exit(0);
+        }
         Ok("busy-stdout") => {
             // Another thread keeps taking the stdout lock while we fork.
             let stop = AtomicBool::new(false);
@@ -256,6 +264,15 @@ fn children_are_joined_when_main_returns() {
             -1,
             "daemon {daemon} lives"
         );
+    });
+}
+
+/// An exit with a Manager alive does not wait for its server, which ends
+/// by itself when it sees its parent gone.
+#[test]
+fn an_exit_does_not_wait_for_the_manager_server() {
+    watchdog("manager at exit", LIMIT, || {
+        assert!(run_helper("manager-at-exit").contains("exiting"));
     });
 }
 
@@ -372,6 +389,11 @@ fn handles_belong_to_the_process_that_started_them() {
 #[test]
 fn a_fork_while_another_thread_starts_processes_never_hangs_the_child() {
     watchdog("fork hammer", Duration::from_secs(120), || {
+        // The crate installs its fork handlers at the first start: a fork
+        // by other means while that is under way is not covered.
+        let mut first = Process::new(|| {});
+        first.start().unwrap();
+        first.join().unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|t| {
             t.spawn(|| {

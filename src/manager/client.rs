@@ -147,7 +147,8 @@ impl Manager {
                     }
                 },
             )
-            .name("SyncManager");
+            .name("SyncManager")
+            .ends_when_parent_exits();
         server.start()?;
         ready.set_max_message(4096);
         match ready.recv_bytes_timeout(Duration::from_secs(10)) {

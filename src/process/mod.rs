@@ -11,7 +11,10 @@
 //! crate's own process-local locks (the registry of children, the
 //! process's identity, the scopes' witnesses) and the standard streams are
 //! taken by `pthread_atfork` handlers around every fork, whoever forks, so
-//! a child never finds one held by a thread it lacks.
+//! a child never finds one held by a thread it lacks. The handlers are
+//! installed by the first [`Process::start`]; a fork by other means (not
+//! through this crate) from another thread while that first start
+//! installs them is not covered.
 //!
 //! # Exit
 //! As in Python, a process that exits (returning from `main`, calling
@@ -78,6 +81,8 @@ static CHILDREN: Mutex<Vec<ChildEntry>> = Mutex::new(Vec::new());
 struct ChildEntry {
     name: String,
     daemon: bool,
+    /// Whether this process's exit waits for it (see `ends_when_parent_exits`).
+    waited_at_exit: bool,
     /// The scope that joins it, if it was started from one.
     scope: Option<u64>,
     state: Arc<Mutex<State>>,
@@ -151,7 +156,12 @@ extern "C" fn after_fork_in_child() {
 
 /// Python's `util._exit_function`, run by `exit` in this process.
 extern "C" fn exit_hook() {
-    finish_children(|_| true);
+    finish_at_exit();
+}
+
+/// What every exit of this process does first, `exit(3)` or not.
+fn finish_at_exit() {
+    finish_children(|c| c.waited_at_exit);
 }
 
 /// What a process does with its children when it exits, and a scope when
@@ -241,7 +251,7 @@ pub fn cpu_count() -> usize {
 /// waits for the others; then flushes stdout and stderr and ends at once,
 /// running no destructors or `atexit` handlers.
 pub fn exit(code: i32) -> ! {
-    finish_children(|_| true);
+    finish_at_exit();
     sys::exit_now(code)
 }
 
@@ -332,6 +342,8 @@ pub struct Process<'a> {
     name: String,
     path: Vec<u32>,
     daemon: bool,
+    /// Whether the parent's exit waits for the child.
+    waited_at_exit: bool,
     /// Extra command-line arguments of a spawned child.
     exec_args: Vec<OsString>,
     /// The scope that joins the child: set exactly when the closure may
@@ -396,6 +408,7 @@ impl<'a> Process<'a> {
             name,
             path,
             daemon: false,
+            waited_at_exit: true,
             exec_args: Vec::new(),
             scope,
             started_by: AtomicU32::new(0),
@@ -424,6 +437,15 @@ impl<'a> Process<'a> {
     /// [`start`](Process::start), so start daemons from a long-lived thread.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// For a child that watches its parent and ends by itself when the
+    /// parent exits (the Manager's server, which then removes its socket):
+    /// the parent's exit neither waits for it (which would deadlock) nor
+    /// kills it. A scope still waits for it.
+    pub(crate) fn ends_when_parent_exits(mut self) -> Self {
+        self.waited_at_exit = false;
         self
     }
 
@@ -481,6 +503,7 @@ impl<'a> Process<'a> {
                 locked(&CHILDREN).push(ChildEntry {
                     name: self.name.clone(),
                     daemon: self.daemon,
+                    waited_at_exit: self.waited_at_exit,
                     scope,
                     state: self.state.clone(),
                 });
