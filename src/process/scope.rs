@@ -29,6 +29,12 @@
 //!    this scope's borrowed data exists. Processes that cannot hold such a
 //!    borrow drop the witness: `'static` children and every other fork (the
 //!    fork handlers close it), and programs that `exec` (it is close-on-exec).
+//!
+//! Not covered: the process that runs the scope dying (killed by a signal)
+//! while its children still use borrows of data it had locked. Its robust
+//! lock then goes to the next locker with
+//! [`LockError::OwnerDied`](crate::LockError::OwnerDied), which says the data may be inconsistent;
+//! the children are not stopped.
 
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
