@@ -267,6 +267,36 @@ fn children_are_joined_when_main_returns() {
     });
 }
 
+/// A child's end is an exit too: it waits for its own non-daemon children,
+/// whether its closure returns or calls `process::exit`.
+#[test]
+fn a_child_waits_for_its_children_before_it_exits() {
+    watchdog("child exit", LIMIT, || {
+        for explicit_exit in [false, true] {
+            let done = RawValue::new(0u32).unwrap();
+            let theirs = done.clone();
+            let mut p = Process::new(move || {
+                let mut grandchild = Process::new(move || {
+                    std::thread::sleep(Duration::from_millis(300)); // the work
+                    theirs.set(1);
+                });
+                grandchild.start().unwrap();
+                if explicit_exit {
+                    process::exit(4);
+                }
+            });
+            p.start().unwrap();
+            let code = join(&p, LIMIT);
+            assert_eq!(code, if explicit_exit { 4 } else { 0 });
+            assert_eq!(
+                done.get(),
+                1,
+                "exit {explicit_exit}: returned before its child"
+            );
+        }
+    });
+}
+
 /// An exit with a Manager alive does not wait for its server, which ends
 /// by itself when it sees its parent gone.
 #[test]
