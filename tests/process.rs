@@ -419,11 +419,6 @@ fn handles_belong_to_the_process_that_started_them() {
 #[test]
 fn a_fork_while_another_thread_starts_processes_never_hangs_the_child() {
     watchdog("fork hammer", Duration::from_secs(120), || {
-        // The crate installs its fork handlers at the first start: a fork
-        // by other means while that is under way is not covered.
-        let mut first = Process::new(|| {});
-        first.start().unwrap();
-        first.join().unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|t| {
             t.spawn(|| {

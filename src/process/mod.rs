@@ -12,9 +12,7 @@
 //! process's identity, the scopes' witnesses) and the standard streams are
 //! taken by `pthread_atfork` handlers around every fork, whoever forks, so
 //! a child never finds one held by a thread it lacks. The handlers are
-//! installed by the first [`Process::start`]; a fork by other means (not
-//! through this crate) from another thread while that first start
-//! installs them is not covered.
+//! installed before any of these locks is first taken.
 //!
 //! # Exit
 //! As in Python, a process that exits (returning from `main`, calling
@@ -48,11 +46,11 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::ffi::OsString;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
@@ -105,30 +103,76 @@ thread_local! {
     static FORKING_FOR_SCOPE: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
-/// Installs, once, the fork handlers that make the registries safe across
-/// a fork from any thread, and the exit hook that joins children. Called
-/// before every start: a fork while another thread is still installing
-/// them would give the child a `Once` that never completes.
+/// The process's identity, locked. Every use of a registry first makes
+/// sure that the fork handlers are installed, so that no fork can find one
+/// held by a thread it lacks.
+fn identity() -> MutexGuard<'static, Option<Identity>> {
+    // Without handlers (out of memory) the registries work as before.
+    let _ = ready_for_fork();
+    locked(&IDENTITY)
+}
+
+/// The registry of children, locked (see [`identity`]).
+fn children() -> MutexGuard<'static, Vec<ChildEntry>> {
+    let _ = ready_for_fork();
+    locked(&CHILDREN)
+}
+
+/// Whether the fork handlers and the exit hook are installed: 0 not yet,
+/// `HANDLERS_INSTALLED`, or the pid (shifted left) of the process whose
+/// thread is installing them. Not a `Once`: a process forked while a
+/// thread of its parent installs them must not wait for that thread, which
+/// it does not have; it installs them itself.
+static FORK_HANDLERS: AtomicU64 = AtomicU64::new(0);
+const HANDLERS_INSTALLED: u64 = 1;
+
+/// Installs, once, the fork handlers that make the crate's process-local
+/// state safe across a fork from any thread (the arena's, then this
+/// module's), and the exit hook that joins children. Called before every
+/// start and every use of a registry.
+///
+/// The arena's handlers are registered first, so that this module's
+/// `prepare` runs before the arena's (handlers run in reverse order): the
+/// standard streams, then the registries, then the arena, in every fork,
+/// as in `sys::fork`, which takes the streams before it forks.
 fn ready_for_fork() -> Result<()> {
-    static INSTALLED: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
     crate::segment::ready_for_fork()?;
-    INSTALLED
-        .get_or_init(|| {
-            sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)
-                .and_then(|()| sys::at_exit(exit_hook))
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
-        })
-        .map_err(|errno| {
-            Error::io(
-                "pthread_atfork/atexit",
-                std::io::Error::from_raw_os_error(errno),
-            )
-        })
+    let me = u64::from(sys::getpid()) << 1;
+    loop {
+        match FORK_HANDLERS.load(Ordering::Acquire) {
+            HANDLERS_INSTALLED => return Ok(()),
+            // Another thread of this process is installing them.
+            state if state == me => std::thread::yield_now(),
+            // Not begun, or begun by the process this one was forked from
+            // (had the fork handlers been installed then, the child handler
+            // would have said so).
+            state => {
+                if FORK_HANDLERS
+                    .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    // The exit hook first: run twice (after a fork between
+                    // the two), it finds nothing the second time.
+                    let installed = sys::at_exit(exit_hook).and_then(|()| {
+                        sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)
+                    });
+                    let next = if installed.is_ok() {
+                        HANDLERS_INSTALLED
+                    } else {
+                        0
+                    };
+                    FORK_HANDLERS.store(next, Ordering::Release);
+                    return installed.map_err(|e| Error::io("pthread_atfork/atexit", e));
+                }
+            }
+        }
+    }
 }
 
 extern "C" fn prepare_fork() {
-    // Always in this order; nothing takes two of them otherwise (the
-    // standard streams are reentrant locks, already held by `sys::fork`).
+    // Always in this order (see `ready_for_fork`); nothing takes two of
+    // them otherwise (the standard streams are reentrant locks, already
+    // held by `sys::fork`).
     let held = HeldForFork {
         _stdout: std::io::stdout().lock(),
         _stderr: std::io::stderr().lock(),
@@ -152,6 +196,7 @@ extern "C" fn after_fork_in_child() {
             scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
         }
     });
+    FORK_HANDLERS.store(HANDLERS_INSTALLED, Ordering::Relaxed);
 }
 
 /// Python's `util._exit_function`, run by `exit` in this process.
@@ -168,7 +213,7 @@ fn finish_at_exit() {
 /// it ends (Python's rule): kills the daemon children among those `which`
 /// selects, then waits until every one of them has exited.
 fn finish_children(which: impl Fn(&ChildEntry) -> bool) {
-    let chosen: Vec<(bool, Arc<Mutex<State>>)> = locked(&CHILDREN)
+    let chosen: Vec<(bool, Arc<Mutex<State>>)> = children()
         .iter()
         .filter(|c| which(c))
         .map(|c| (c.daemon, c.state.clone()))
@@ -209,13 +254,13 @@ impl ProcessInfo {
 /// The process that started this one (Python's `parent_process()`), `None`
 /// in a process not started by this crate.
 pub fn parent_process() -> Option<ProcessInfo> {
-    locked(&IDENTITY).as_ref().map(|i| i.parent.clone())
+    identity().as_ref().map(|i| i.parent.clone())
 }
 
 /// The children of this process that are still running (Python's
 /// `active_children()`); children that have exited are reaped on the way.
 pub fn active_children() -> Vec<ProcessInfo> {
-    let mut children = locked(&CHILDREN);
+    let mut children = children();
     children.retain(|c| poll_state(&c.state).is_none());
     children
         .iter()
@@ -231,7 +276,7 @@ pub fn active_children() -> Vec<ProcessInfo> {
 
 /// The process running this code.
 pub fn current_process() -> ProcessInfo {
-    let name = locked(&IDENTITY)
+    let name = identity()
         .as_ref()
         .map_or_else(|| "MainProcess".to_owned(), |i| i.name.clone());
     ProcessInfo {
@@ -392,7 +437,7 @@ impl Process<'static> {
 
 impl<'a> Process<'a> {
     fn with_launch(launch: Launch<'a>, scope: Option<&'a scope::Shared>) -> Self {
-        let mut path = locked(&IDENTITY)
+        let mut path = identity()
             .as_ref()
             .map_or_else(Vec::new, |i| i.path.clone());
         path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
@@ -467,6 +512,7 @@ impl<'a> Process<'a> {
     /// [`scope`] run by another process; [`Error::Io`] if the child cannot
     /// be started.
     pub fn start(&mut self) -> Result<()> {
+        ready_for_fork()?;
         let scope = self
             .scope
             .map(|s| s.ready_to_start(&self.name))
@@ -479,7 +525,6 @@ impl<'a> Process<'a> {
         else {
             return Err(self.state_error("already started"));
         };
-        ready_for_fork()?;
         reap_children();
         install_panic_header();
         let pid = match launch {
@@ -500,7 +545,7 @@ impl<'a> Process<'a> {
                 *locked(&self.state) = State::Running { pid, pidfd };
                 self.pid.store(pid, Ordering::Relaxed);
                 self.started_by.store(sys::getpid(), Ordering::Release);
-                locked(&CHILDREN).push(ChildEntry {
+                children().push(ChildEntry {
                     name: self.name.clone(),
                     daemon: self.daemon,
                     waited_at_exit: self.waited_at_exit,
@@ -536,7 +581,7 @@ impl<'a> Process<'a> {
     fn run_child(&mut self, target: Target<'a>, parent: ProcessInfo) -> ! {
         let parent_pid = parent.pid;
         // The fork handlers released the registries: this is the only thread.
-        *locked(&IDENTITY) = Some(Identity {
+        *identity() = Some(Identity {
             name: std::mem::take(&mut self.name),
             path: std::mem::take(&mut self.path),
             parent,
@@ -734,7 +779,7 @@ fn install_panic_header() {
 
 /// Forgets children that have exited (reaping those whose handles are gone).
 fn reap_children() {
-    locked(&CHILDREN).retain(|c| poll_state(&c.state).is_none());
+    children().retain(|c| poll_state(&c.state).is_none());
 }
 
 impl fmt::Debug for Process<'_> {

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{install_panic_header, locked, Identity, ProcessInfo, CHILD_COUNTER, IDENTITY};
+use super::{identity, install_panic_header, Identity, ProcessInfo, CHILD_COUNTER};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -329,7 +329,7 @@ fn become_child<'e>(
     entries: &[&'e dyn SpawnEntry],
 ) -> std::result::Result<(&'e dyn SpawnEntry, Vec<u8>), String> {
     let entry = find(entries, &p.entry, &p.arg_type)?;
-    *locked(&IDENTITY) = Some(Identity {
+    *identity() = Some(Identity {
         name: p.name,
         path: p.path,
         parent: ProcessInfo {
