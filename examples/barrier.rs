@@ -20,7 +20,7 @@ fn main() -> multiproc::Result<()> {
     });
     let mut workers: Vec<Process> = (0..WORKERS)
         .map(|w| {
-            let (barrier, phase) = (&barrier, &phase);
+            let (barrier, phase) = (barrier.clone(), phase.clone());
             Process::fallible(move || -> multiproc::Result<()> {
                 for p in 1..=PHASES {
                     // Nobody can be ahead: the previous phase is complete.

@@ -10,12 +10,15 @@ use multiproc::{Event, Process};
 
 fn main() -> multiproc::Result<()> {
     let event = Event::new()?;
-    let mut blocking = Process::new(|| {
-        event.wait();
-        println!("wait_for_event: event.is_set() = {}", event.is_set());
+    // Each child gets its own handle on the same event, as in Python.
+    let e = event.clone();
+    let mut blocking = Process::new(move || {
+        e.wait();
+        println!("wait_for_event: event.is_set() = {}", e.is_set());
     });
-    let mut timed = Process::new(|| {
-        let flag = event.wait_timeout(Duration::from_secs(2));
+    let e = event.clone();
+    let mut timed = Process::new(move || {
+        let flag = e.wait_timeout(Duration::from_secs(2));
         println!("wait_for_event_timeout: event.is_set() = {flag}");
     });
     blocking.start()?;

@@ -4,7 +4,7 @@
 //! Run: `cargo run --example listener_client`
 
 use multiproc::conn::{connect, Address, Listener};
-use multiproc::{Error, Process};
+use multiproc::Error;
 
 fn main() -> multiproc::Result<()> {
     let path = std::env::temp_dir().join(format!("multiproc-example-{}.sock", std::process::id()));
@@ -12,38 +12,42 @@ fn main() -> multiproc::Result<()> {
     let key: &[u8] = b"secret password";
     let listener = Listener::bind(&address, Some(key))?;
 
-    let mut server = Process::fallible(|| -> multiproc::Result<()> {
-        for _ in 0..2 {
-            match listener.accept() {
-                Ok(mut conn) => {
-                    let question: String = conn.recv()?;
-                    println!("server: got {question:?}");
-                    conn.send(&format!(
-                        "{} reversed is {}",
-                        question,
-                        question.chars().rev().collect::<String>()
-                    ))?;
+    // The server runs in a scope: it borrows the listener, and is joined
+    // when the scope ends.
+    multiproc::scope(|s| -> multiproc::Result<()> {
+        let mut server = s.fallible(|| -> multiproc::Result<()> {
+            for _ in 0..2 {
+                match listener.accept() {
+                    Ok(mut conn) => {
+                        let question: String = conn.recv()?;
+                        println!("server: got {question:?}");
+                        conn.send(&format!(
+                            "{} reversed is {}",
+                            question,
+                            question.chars().rev().collect::<String>()
+                        ))?;
+                    }
+                    Err(Error::AuthenticationFailed(why)) => {
+                        println!("server: refused a client: {why}")
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(Error::AuthenticationFailed(why)) => {
-                    println!("server: refused a client: {why}")
-                }
-                Err(e) => return Err(e),
             }
+            Ok(())
+        });
+        server.start()?;
+
+        let mut good = connect(&address, Some(key))?;
+        good.send("stressed")?;
+        println!("client: {}", good.recv::<String>()?);
+
+        match connect(&address, Some(b"wrong password")) {
+            Err(Error::AuthenticationFailed(why)) => {
+                println!("client with the wrong key: refused ({why})")
+            }
+            other => println!("client with the wrong key: unexpected {other:?}"),
         }
+        server.join()?;
         Ok(())
-    });
-    server.start()?;
-
-    let mut good = connect(&address, Some(key))?;
-    good.send("stressed")?;
-    println!("client: {}", good.recv::<String>()?);
-
-    match connect(&address, Some(b"wrong password")) {
-        Err(Error::AuthenticationFailed(why)) => {
-            println!("client with the wrong key: refused ({why})")
-        }
-        other => println!("client with the wrong key: unexpected {other:?}"),
-    }
-    server.join()?;
-    Ok(())
+    })
 }

@@ -8,7 +8,7 @@ fn main() -> multiproc::Result<()> {
     let lock = Lock::new()?;
     let mut children: Vec<Process> = (0..10)
         .map(|i| {
-            let lock = &lock;
+            let lock = lock.clone();
             Process::new(move || {
                 let _held = lock.lock().expect("lock");
                 println!("hello world {i}");

@@ -14,10 +14,11 @@ fn main() -> multiproc::Result<()> {
     let balance = Value::new(100i64)?;
     let holding = RawValue::new(0u32)?;
 
-    let mut child = Process::new(|| {
-        let mut g = balance.lock().expect("lock");
+    let (their_balance, their_holding) = (balance.clone(), holding.clone());
+    let mut child = Process::new(move || {
+        let mut g = their_balance.lock().expect("lock");
         *g = -999; // half-way through an update...
-        holding.atomic().store(1, Ordering::Release);
+        their_holding.atomic().store(1, Ordering::Release);
         loop {
             std::thread::park(); // ...and killed before finishing it
         }

@@ -22,7 +22,7 @@ fn main() -> multiproc::Result<()> {
     println!("creating {consumers} consumers");
     let mut pool: Vec<Process> = (0..consumers)
         .map(|_| {
-            let (tasks, results) = (&tasks, &results);
+            let (tasks, results) = (tasks.clone(), results.clone());
             Process::fallible(move || -> multiproc::Result<()> {
                 let me = current_process().name().to_owned();
                 loop {

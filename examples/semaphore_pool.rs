@@ -18,7 +18,7 @@ fn main() -> multiproc::Result<()> {
     let most = RawValue::new(0u32)?;
     let mut workers: Vec<Process> = (0..N)
         .map(|i| {
-            let (slots, inside, most) = (&slots, &inside, &most);
+            let (slots, inside, most) = (slots.clone(), inside.clone(), most.clone());
             Process::new(move || {
                 let _permit = slots.permit();
                 let now = inside.atomic().fetch_add(1, Ordering::SeqCst) + 1;

@@ -18,28 +18,30 @@ const UPDATES: i64 = 2_000;
 /// together once all have started; ns per update (starting them not counted).
 fn timed(update: &(dyn Fn() + Sync)) -> multiproc::Result<f64> {
     let go = RawValue::new(0u32)?;
-    let mut children: Vec<Process> = (0..PROCESSES)
-        .map(|_| {
-            let go = &go;
-            Process::new(move || {
-                while go.atomic().load(Ordering::Acquire) == 0 {
-                    std::hint::spin_loop();
-                }
-                for _ in 0..UPDATES {
-                    update();
-                }
+    // A scope: the children borrow `go` and `update`.
+    multiproc::scope(|s| {
+        let mut children: Vec<Process> = (0..PROCESSES)
+            .map(|_| {
+                s.process(|| {
+                    while go.atomic().load(Ordering::Acquire) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    for _ in 0..UPDATES {
+                        update();
+                    }
+                })
             })
-        })
-        .collect();
-    for c in &mut children {
-        c.start()?;
-    }
-    let t = Instant::now();
-    go.atomic().store(1, Ordering::Release);
-    for c in &children {
-        assert_eq!(c.join()?, 0);
-    }
-    Ok(t.elapsed().as_nanos() as f64 / (PROCESSES as f64 * UPDATES as f64))
+            .collect();
+        for c in &mut children {
+            c.start()?;
+        }
+        let t = Instant::now();
+        go.atomic().store(1, Ordering::Release);
+        for c in &children {
+            assert_eq!(c.join()?, 0);
+        }
+        Ok(t.elapsed().as_nanos() as f64 / (PROCESSES as f64 * UPDATES as f64))
+    })
 }
 
 fn main() -> multiproc::Result<()> {

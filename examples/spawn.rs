@@ -1,10 +1,11 @@
 //! The spawn start method: children that are fresh copies of the program,
 //! safe to start from a multithreaded parent. `main` calls `spawn_init`
-//! first, so that a spawned child runs its function instead of `main`.
+//! first, with the functions a spawned child may run, so that a spawned
+//! child runs its function instead of `main`.
 //!
 //! Run: `cargo run --example spawn`
 
-use multiproc::{current_process, parent_process, Process};
+use multiproc::{current_process, entry, parent_process, Process};
 
 fn report(task: (u32, String)) {
     let parent = parent_process().expect("started by a parent");
@@ -20,13 +21,13 @@ fn report(task: (u32, String)) {
 }
 
 fn main() -> multiproc::Result<()> {
-    multiproc::spawn_init();
+    multiproc::spawn_init(&[&entry!(report)]);
     // A busy thread would make fork risky; spawn does not care.
     let _busy = std::thread::spawn(|| loop {
         std::thread::park();
     });
     let mut children: Vec<Process> = (0..3)
-        .map(|i| Process::spawn(report, (i, format!("job-{i}"))))
+        .map(|i| Process::spawn(entry!(report), (i, format!("job-{i}"))))
         .collect();
     for c in &mut children {
         c.start()?;

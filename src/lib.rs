@@ -15,19 +15,23 @@
 //! hangs the others.
 //!
 //! ```
-//! use multiproc::{Array, Process, Value};
+//! use multiproc::{Array, Value};
 //!
 //! let num = Value::new(0.0f64)?;
 //! let arr = Array::from_slice(&[0i32, 1, 2, 3])?;
-//! let mut child = Process::fallible(|| -> multiproc::Result<()> {
-//!     num.set(std::f64::consts::PI)?;
-//!     for x in arr.lock()?.iter_mut() {
-//!         *x = -*x;
-//!     }
+//! // In a scope, children may borrow: it joins them before it returns.
+//! multiproc::scope(|s| -> multiproc::Result<()> {
+//!     let mut child = s.fallible(|| -> multiproc::Result<()> {
+//!         num.set(std::f64::consts::PI)?;
+//!         for x in arr.lock()?.iter_mut() {
+//!             *x = -*x;
+//!         }
+//!         Ok(())
+//!     });
+//!     child.start()?;
+//!     assert_eq!(child.join()?, 0);
 //!     Ok(())
-//! });
-//! child.start()?;
-//! assert_eq!(child.join()?, 0);
+//! })?;
 //! assert_eq!(num.get()?, std::f64::consts::PI);
 //! assert_eq!(arr.to_vec()?, [0, -1, -2, -3]);
 //! # Ok::<(), multiproc::Error>(())
@@ -59,8 +63,8 @@ pub use cell::{Array, RawArray, RawValue, Value};
 pub use conn::{pipe, Connection, Pipe};
 pub use error::{Error, LockError, LockResult, Result};
 pub use process::{
-    active_children, cpu_count, current_process, log_to_stderr, parent_process, spawn_init,
-    AsyncResult, Pool, Process,
+    active_children, cpu_count, current_process, log_to_stderr, parent_process, scope, spawn_init,
+    AsyncResult, Pool, Process, Scope,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

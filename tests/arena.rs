@@ -50,27 +50,29 @@ fn freed_blocks_are_reused_but_never_across_a_fork() {
         let step = RawValue::new(0u32).unwrap();
         let in_child = old.clone();
         let step_child = step.clone();
-        let c = child(move || {
-            let step = step_child;
-            assert!(wait_until(LIMIT, || step.atomic().load(SeqCst) == 1));
-            in_child.set(999).unwrap();
-            // Objects made in the child come from its own arena.
-            let mine = Value::new(5u64).unwrap();
-            assert_eq!(mine.get().unwrap(), 5);
-            step.atomic().store(2, SeqCst);
+        multiproc::scope(|s| {
+            let c = child(s, move || {
+                let step = step_child;
+                assert!(wait_until(LIMIT, || step.atomic().load(SeqCst) == 1));
+                in_child.set(999).unwrap();
+                // Objects made in the child come from its own arena.
+                let mine = Value::new(5u64).unwrap();
+                assert_eq!(mine.get().unwrap(), 5);
+                step.atomic().store(2, SeqCst);
+            });
+            let old_addr = addr(&old);
+            drop(old);
+            let fresh: Vec<Value<u64>> = (0..64).map(|i| Value::new(i).unwrap()).collect();
+            assert!(fresh.iter().all(|v| addr(v) != old_addr));
+            step.atomic().store(1, SeqCst);
+            assert_eq!(join(&c, LIMIT), 0);
+            for (i, v) in fresh.iter().enumerate() {
+                assert_eq!(
+                    v.get().unwrap(),
+                    i as u64,
+                    "the child's write landed in a new object"
+                );
+            }
         });
-        let old_addr = addr(&old);
-        drop(old);
-        let fresh: Vec<Value<u64>> = (0..64).map(|i| Value::new(i).unwrap()).collect();
-        assert!(fresh.iter().all(|v| addr(v) != old_addr));
-        step.atomic().store(1, SeqCst);
-        assert_eq!(join(&c, LIMIT), 0);
-        for (i, v) in fresh.iter().enumerate() {
-            assert_eq!(
-                v.get().unwrap(),
-                i as u64,
-                "the child's write landed in a new object"
-            );
-        }
     });
 }

@@ -24,20 +24,22 @@ fn child_writes_are_seen_by_the_parent() {
         let num = Value::new(0.0f64).unwrap();
         let arr = Array::from_slice(&(0..10).collect::<Vec<i32>>()).unwrap();
         let point = Value::new(Point { x: 1.0, y: 2.0 }).unwrap();
-        let c = child(|| {
-            num.set(std::f64::consts::PI).unwrap();
-            for x in arr.lock().unwrap().iter_mut() {
-                *x = -*x;
-            }
-            point.lock().unwrap().y = -2.0;
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                num.set(std::f64::consts::PI).unwrap();
+                for x in arr.lock().unwrap().iter_mut() {
+                    *x = -*x;
+                }
+                point.lock().unwrap().y = -2.0;
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            assert_eq!(num.get().unwrap(), std::f64::consts::PI);
+            assert_eq!(
+                arr.to_vec().unwrap(),
+                (0..10).map(|x: i32| -x).collect::<Vec<_>>()
+            );
+            assert_eq!(point.get().unwrap(), Point { x: 1.0, y: -2.0 });
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        assert_eq!(num.get().unwrap(), std::f64::consts::PI);
-        assert_eq!(
-            arr.to_vec().unwrap(),
-            (0..10).map(|x: i32| -x).collect::<Vec<_>>()
-        );
-        assert_eq!(point.get().unwrap(), Point { x: 1.0, y: -2.0 });
     });
 }
 
@@ -85,18 +87,20 @@ fn cells_can_share_one_lock() {
         let a = Value::with_lock(0u32, &lock).unwrap();
         let b = Array::from_slice_with_lock(&[0u32; 4], &lock).unwrap();
         let held = lock.lock().unwrap();
-        let c = child(|| {
-            assert!(matches!(a.try_lock(), Err(LockError::WouldBlock)));
-            assert!(matches!(b.try_lock(), Err(LockError::WouldBlock)));
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                assert!(matches!(a.try_lock(), Err(LockError::WouldBlock)));
+                assert!(matches!(b.try_lock(), Err(LockError::WouldBlock)));
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            drop(held);
+            // Both updated under one acquisition, as Python's lock= allows.
+            let g = a.get_lock().lock().unwrap();
+            assert!(matches!(b.try_lock(), Err(LockError::Deadlock)));
+            drop(g);
+            b.set(0, 1).unwrap();
+            a.set(1).unwrap();
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        drop(held);
-        // Both updated under one acquisition, as Python's lock= allows.
-        let g = a.get_lock().lock().unwrap();
-        assert!(matches!(b.try_lock(), Err(LockError::Deadlock)));
-        drop(g);
-        b.set(0, 1).unwrap();
-        a.set(1).unwrap();
     });
 }
 
@@ -107,46 +111,48 @@ fn named_cells_are_typed_and_shared() {
         let a = TempName::new("cell-a");
         let value = Value::create(&v, Point { x: 0.5, y: 0.25 }).unwrap();
         let array = Array::create(&a, &[1u8, 2, 3]).unwrap();
-        let c = child(|| {
-            let mine = Value::<Point>::open(&v).unwrap();
-            mine.lock().unwrap().x = 9.0;
-            let arr = Array::<u8>::open(&a).unwrap();
-            assert_eq!(arr.len(), 3);
-            arr.set(2, 30).unwrap();
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                let mine = Value::<Point>::open(&v).unwrap();
+                mine.lock().unwrap().x = 9.0;
+                let arr = Array::<u8>::open(&a).unwrap();
+                assert_eq!(arr.len(), 3);
+                arr.set(2, 30).unwrap();
+                assert!(matches!(
+                    Value::<[f64; 2]>::open(&v),
+                    Err(Error::TypeMismatch { .. })
+                ));
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            assert_eq!(value.get().unwrap().x, 9.0);
+            assert_eq!(array.to_vec().unwrap(), [1, 2, 30]);
+            // create_or_open keeps what exists.
+            assert_eq!(
+                Value::create_or_open(&v, Point { x: 0.0, y: 0.0 })
+                    .unwrap()
+                    .get()
+                    .unwrap()
+                    .x,
+                9.0
+            );
+            assert_eq!(Array::create_or_open(&a, &[0u8; 7]).unwrap().len(), 3);
+            let fresh = TempName::new("cell-fresh");
+            assert_eq!(
+                Value::create_or_open(&fresh, 3i16).unwrap().get().unwrap(),
+                3
+            );
+            let raw = TempName::new("cell-raw");
+            let r = RawArray::create(&raw, &[5u32; 4]).unwrap();
+            assert_eq!(RawArray::<u32>::open(&raw).unwrap().get(3).unwrap(), 5);
             assert!(matches!(
-                Value::<[f64; 2]>::open(&v),
-                Err(Error::TypeMismatch { .. })
+                Array::<u32>::open(&raw),
+                Err(Error::KindMismatch { .. })
             ));
+            drop(r);
+            let rv = TempName::new("cell-rawv");
+            RawValue::create(&rv, 11u64).unwrap();
+            assert_eq!(RawValue::<u64>::open(&rv).unwrap().get(), 11);
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        assert_eq!(value.get().unwrap().x, 9.0);
-        assert_eq!(array.to_vec().unwrap(), [1, 2, 30]);
-        // create_or_open keeps what exists.
-        assert_eq!(
-            Value::create_or_open(&v, Point { x: 0.0, y: 0.0 })
-                .unwrap()
-                .get()
-                .unwrap()
-                .x,
-            9.0
-        );
-        assert_eq!(Array::create_or_open(&a, &[0u8; 7]).unwrap().len(), 3);
-        let fresh = TempName::new("cell-fresh");
-        assert_eq!(
-            Value::create_or_open(&fresh, 3i16).unwrap().get().unwrap(),
-            3
-        );
-        let raw = TempName::new("cell-raw");
-        let r = RawArray::create(&raw, &[5u32; 4]).unwrap();
-        assert_eq!(RawArray::<u32>::open(&raw).unwrap().get(3).unwrap(), 5);
-        assert!(matches!(
-            Array::<u32>::open(&raw),
-            Err(Error::KindMismatch { .. })
-        ));
-        drop(r);
-        let rv = TempName::new("cell-rawv");
-        RawValue::create(&rv, 11u64).unwrap();
-        assert_eq!(RawValue::<u64>::open(&rv).unwrap().get(), 11);
     });
 }
 
@@ -162,19 +168,21 @@ fn atomic_counters_across_processes_lose_nothing() {
             }
             slots.atomic(1).unwrap().fetch_sub(1, SeqCst);
         };
-        let a = child(bump);
-        let b = child(bump);
-        assert_eq!(join(&a, LIMIT), 0);
-        assert_eq!(join(&b, LIMIT), 0);
-        assert_eq!(total.get(), 2 * N);
-        assert_eq!(slots.read(..).unwrap(), [0, -2, 0, 0]);
-        assert!(matches!(slots.atomic(4), Err(Error::OutOfBounds { .. })));
-        assert_eq!(
-            total.atomic().compare_exchange(2 * N, 7, SeqCst, SeqCst),
-            Ok(2 * N)
-        );
-        total.set(1);
-        assert_eq!(total.atomic().load(SeqCst), 1);
+        multiproc::scope(|s| {
+            let a = child(s, bump);
+            let b = child(s, bump);
+            assert_eq!(join(&a, LIMIT), 0);
+            assert_eq!(join(&b, LIMIT), 0);
+            assert_eq!(total.get(), 2 * N);
+            assert_eq!(slots.read(..).unwrap(), [0, -2, 0, 0]);
+            assert!(matches!(slots.atomic(4), Err(Error::OutOfBounds { .. })));
+            assert_eq!(
+                total.atomic().compare_exchange(2 * N, 7, SeqCst, SeqCst),
+                Ok(2 * N)
+            );
+            total.set(1);
+            assert_eq!(total.atomic().load(SeqCst), 1);
+        });
     });
 }
 
@@ -241,29 +249,32 @@ fn raw_cells_of_one_piece_never_tear_under_concurrent_writers() {
             wide: RawValue::new([0u64; 2]).unwrap(),
             bytes: RawArray::new(8).unwrap(),
         };
-        let processes: Vec<_> = [false, true]
-            .into_iter()
-            .map(|ones| {
-                let cells = cells.clone();
-                child(move || cells.write(ones))
-            })
-            .chain([{
-                let cells = cells.clone();
-                child(move || {
-                    cells.read();
+        let torn_wide = multiproc::scope(|ps| {
+            let processes: Vec<_> = [false, true]
+                .into_iter()
+                .map(|ones| {
+                    let cells = cells.clone();
+                    child(ps, move || cells.write(ones))
                 })
-            }])
-            .collect();
-        let torn_wide = std::thread::scope(|s| {
-            for ones in [true, false] {
-                let cells = &cells;
-                s.spawn(move || cells.write(ones));
+                .chain([{
+                    let cells = cells.clone();
+                    child(ps, move || {
+                        cells.read();
+                    })
+                }])
+                .collect();
+            let torn_wide = std::thread::scope(|s| {
+                for ones in [true, false] {
+                    let cells = &cells;
+                    s.spawn(move || cells.write(ones));
+                }
+                s.spawn(|| cells.read()).join().unwrap()
+            });
+            for p in &processes {
+                assert_eq!(join(p, LIMIT), 0);
             }
-            s.spawn(|| cells.read()).join().unwrap()
+            torn_wide
         });
-        for p in &processes {
-            assert_eq!(join(p, LIMIT), 0);
-        }
         eprintln!("raw cells: a [u64; 2] read torn between its halves {torn_wide} times");
     });
 }

@@ -13,10 +13,11 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// A child that sets `flag` to 1 once it holds the lock, then waits to be killed.
 fn hold_until_killed<'a>(
+    s: &'a multiproc::Scope<'a, '_>,
     lock: impl FnOnce() + Send + 'a,
     flag: &'a RawValue<u32>,
 ) -> multiproc::Process<'a> {
-    child(move || {
+    child(s, move || {
         lock();
         flag.atomic().store(1, SeqCst);
         loop {
@@ -38,11 +39,13 @@ fn locked_increments_from_two_processes_are_exact() {
                 *g = x + 1;
             }
         };
-        let a = child(bump);
-        let b = child(bump);
-        assert_eq!(join(&a, LIMIT), 0);
-        assert_eq!(join(&b, LIMIT), 0);
-        assert_eq!(v.get().unwrap(), 2 * N);
+        multiproc::scope(|s| {
+            let a = child(s, bump);
+            let b = child(s, bump);
+            assert_eq!(join(&a, LIMIT), 0);
+            assert_eq!(join(&b, LIMIT), 0);
+            assert_eq!(v.get().unwrap(), 2 * N);
+        });
     });
 }
 
@@ -51,30 +54,33 @@ fn owner_death_is_reported_and_repairable() {
     watchdog("owner died", LIMIT, || {
         let v = Value::new(0i64).unwrap();
         let flag = RawValue::new(0u32).unwrap();
-        let p = hold_until_killed(
-            || {
-                let mut g = v.lock().unwrap();
-                *g = -1; // half-done update
-                std::mem::forget(g);
-            },
-            &flag,
-        );
-        assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
-        p.kill().unwrap();
-        assert_eq!(join(&p, LIMIT), -libc::SIGKILL);
+        multiproc::scope(|s| {
+            let p = hold_until_killed(
+                s,
+                || {
+                    let mut g = v.lock().unwrap();
+                    *g = -1; // half-done update
+                    std::mem::forget(g);
+                },
+                &flag,
+            );
+            assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
+            p.kill().unwrap();
+            assert_eq!(join(&p, LIMIT), -libc::SIGKILL);
 
-        match v.lock() {
-            Err(LockError::OwnerDied(mut g)) => {
-                assert_eq!(*g, -1, "the dead owner's write is visible");
-                *g = 42;
-                CellGuard::make_consistent(&g).unwrap();
+            match v.lock() {
+                Err(LockError::OwnerDied(mut g)) => {
+                    assert_eq!(*g, -1, "the dead owner's write is visible");
+                    *g = 42;
+                    CellGuard::make_consistent(&g).unwrap();
+                }
+                other => panic!("expected OwnerDied, got {other:?}"),
             }
-            other => panic!("expected OwnerDied, got {other:?}"),
-        }
-        // Consistent again, for this process and for others.
-        assert_eq!(v.get().unwrap(), 42);
-        let c = child(|| assert_eq!(v.get().unwrap(), 42));
-        assert_eq!(join(&c, LIMIT), 0);
+            // Consistent again, for this process and for others.
+            assert_eq!(v.get().unwrap(), 42);
+            let c = child(s, || assert_eq!(v.get().unwrap(), 42));
+            assert_eq!(join(&c, LIMIT), 0);
+        });
     });
 }
 
@@ -83,22 +89,24 @@ fn unrepaired_owner_death_makes_the_lock_not_recoverable() {
     watchdog("not recoverable", LIMIT, || {
         let lock = Lock::new().unwrap();
         let flag = RawValue::new(0u32).unwrap();
-        let p = hold_until_killed(|| std::mem::forget(lock.lock().unwrap()), &flag);
-        assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
-        p.kill().unwrap();
-        join(&p, LIMIT);
+        multiproc::scope(|s| {
+            let p = hold_until_killed(s, || std::mem::forget(lock.lock().unwrap()), &flag);
+            assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
+            p.kill().unwrap();
+            join(&p, LIMIT);
 
-        let r = lock.lock();
-        assert!(matches!(r, Err(LockError::OwnerDied(_))), "{r:?}");
-        drop(r); // released without make_consistent
-        assert!(matches!(lock.lock(), Err(LockError::NotRecoverable)));
-        assert!(matches!(lock.try_lock(), Err(LockError::NotRecoverable)));
-        let c = child(|| {
-            let e = lock.lock_timeout(Duration::from_secs(1)).unwrap_err();
-            assert!(matches!(e, LockError::NotRecoverable), "{e:?}");
-            assert!(matches!(Error::from(e), Error::NotRecoverable));
+            let r = lock.lock();
+            assert!(matches!(r, Err(LockError::OwnerDied(_))), "{r:?}");
+            drop(r); // released without make_consistent
+            assert!(matches!(lock.lock(), Err(LockError::NotRecoverable)));
+            assert!(matches!(lock.try_lock(), Err(LockError::NotRecoverable)));
+            let c = child(s, || {
+                let e = lock.lock_timeout(Duration::from_secs(1)).unwrap_err();
+                assert!(matches!(e, LockError::NotRecoverable), "{e:?}");
+                assert!(matches!(Error::from(e), Error::NotRecoverable));
+            });
+            assert_eq!(join(&c, LIMIT), 0);
         });
-        assert_eq!(join(&c, LIMIT), 0);
     });
 }
 
@@ -108,19 +116,23 @@ fn try_lock_and_relock_never_hang() {
         let lock = Lock::new().unwrap();
         let g = lock.lock().unwrap();
         assert!(matches!(lock.lock(), Err(LockError::Deadlock)));
-        let c = child(|| assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock))));
-        assert_eq!(join(&c, LIMIT), 0);
-        drop(g);
-        let c = child(|| drop(lock.try_lock().unwrap()));
-        assert_eq!(join(&c, LIMIT), 0);
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)))
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            drop(g);
+            let c = child(s, || drop(lock.try_lock().unwrap()));
+            assert_eq!(join(&c, LIMIT), 0);
 
-        // Two values sharing one lock: the second lock from the same thread is refused.
-        let a = Value::with_lock(1u8, &lock).unwrap();
-        let b = Value::with_lock(2u8, &lock).unwrap();
-        let ga = a.lock().unwrap();
-        assert!(matches!(b.lock(), Err(LockError::Deadlock)));
-        drop(ga);
-        assert_eq!(b.get().unwrap(), 2);
+            // Two values sharing one lock: the second lock from the same thread is refused.
+            let a = Value::with_lock(1u8, &lock).unwrap();
+            let b = Value::with_lock(2u8, &lock).unwrap();
+            let ga = a.lock().unwrap();
+            assert!(matches!(b.lock(), Err(LockError::Deadlock)));
+            drop(ga);
+            assert_eq!(b.get().unwrap(), 2);
+        });
     });
 }
 
@@ -133,29 +145,31 @@ fn timed_lock_succeeds_when_released_within_the_deadline() {
         const ROUNDS: u32 = 200;
         let lock = Lock::new().unwrap();
         let step = RawValue::new(0u32).unwrap();
-        let holder = child(|| {
+        multiproc::scope(|s| {
+            let holder = child(s, || {
+                for i in 0..ROUNDS {
+                    let g = lock.lock().unwrap();
+                    step.atomic().store(2 * i + 1, SeqCst);
+                    std::thread::sleep(Duration::from_millis(50)); // the hold being tested
+                    drop(g);
+                    assert!(wait_until(LIMIT, || step.atomic().load(SeqCst) == 2 * i + 2));
+                }
+            });
             for i in 0..ROUNDS {
-                let g = lock.lock().unwrap();
-                step.atomic().store(2 * i + 1, SeqCst);
-                std::thread::sleep(Duration::from_millis(50)); // the hold being tested
+                assert!(wait_until(LIMIT, || step.atomic().load(SeqCst) == 2 * i + 1));
+                let t = Instant::now();
+                let g = lock.lock_timeout(Duration::from_millis(500));
+                assert!(
+                    g.is_ok(),
+                    "round {i}: {:?} after {:?}",
+                    g.err(),
+                    t.elapsed()
+                );
                 drop(g);
-                assert!(wait_until(LIMIT, || step.atomic().load(SeqCst) == 2 * i + 2));
+                step.atomic().store(2 * i + 2, SeqCst);
             }
+            assert_eq!(join(&holder, LIMIT), 0);
         });
-        for i in 0..ROUNDS {
-            assert!(wait_until(LIMIT, || step.atomic().load(SeqCst) == 2 * i + 1));
-            let t = Instant::now();
-            let g = lock.lock_timeout(Duration::from_millis(500));
-            assert!(
-                g.is_ok(),
-                "round {i}: {:?} after {:?}",
-                g.err(),
-                t.elapsed()
-            );
-            drop(g);
-            step.atomic().store(2 * i + 2, SeqCst);
-        }
-        assert_eq!(join(&holder, LIMIT), 0);
     });
 }
 
@@ -165,27 +179,29 @@ fn timed_lock_times_out_after_its_deadline() {
     watchdog("lock_timeout expiry", Duration::from_secs(120), || {
         let lock = Lock::new().unwrap();
         let state = RawValue::new(0u32).unwrap();
-        let holder = child(|| {
-            let _g = lock.lock().unwrap();
-            state.atomic().store(1, SeqCst);
-            assert!(wait_until(Duration::from_secs(60), || state
-                .atomic()
-                .load(SeqCst)
-                == 2));
+        multiproc::scope(|s| {
+            let holder = child(s, || {
+                let _g = lock.lock().unwrap();
+                state.atomic().store(1, SeqCst);
+                assert!(wait_until(Duration::from_secs(60), || state
+                    .atomic()
+                    .load(SeqCst)
+                    == 2));
+            });
+            assert!(wait_until(LIMIT, || state.atomic().load(SeqCst) == 1));
+            for i in 0..20 {
+                let t = Instant::now();
+                let r = lock.lock_timeout(Duration::from_millis(500));
+                let took = t.elapsed();
+                assert!(matches!(r, Err(LockError::Timeout)), "call {i}: {r:?}");
+                assert!(
+                    took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+                    "call {i} took {took:?}"
+                );
+            }
+            state.atomic().store(2, SeqCst);
+            assert_eq!(join(&holder, LIMIT), 0);
         });
-        assert!(wait_until(LIMIT, || state.atomic().load(SeqCst) == 1));
-        for i in 0..20 {
-            let t = Instant::now();
-            let r = lock.lock_timeout(Duration::from_millis(500));
-            let took = t.elapsed();
-            assert!(matches!(r, Err(LockError::Timeout)), "call {i}: {r:?}");
-            assert!(
-                took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
-                "call {i} took {took:?}"
-            );
-        }
-        state.atomic().store(2, SeqCst);
-        assert_eq!(join(&holder, LIMIT), 0);
     });
 }
 
@@ -195,29 +211,31 @@ fn rlock_is_reentrant_per_thread_and_exclusive_across_processes() {
         let r = RLock::new().unwrap();
         let outer = r.lock().unwrap();
         let inner = r.lock().unwrap();
-        let blocked = || {
-            let c = child(|| {
-                assert!(matches!(r.try_lock(), Err(LockError::WouldBlock)));
-                // Releasing a lock this thread does not hold is an error.
-                assert!(matches!(r.release(), Err(Error::NotOwner)));
+        multiproc::scope(|s| {
+            let blocked = || {
+                let c = child(s, || {
+                    assert!(matches!(r.try_lock(), Err(LockError::WouldBlock)));
+                    // Releasing a lock this thread does not hold is an error.
+                    assert!(matches!(r.release(), Err(Error::NotOwner)));
+                });
+                assert_eq!(join(&c, LIMIT), 0);
+            };
+            blocked();
+            drop(inner);
+            blocked(); // still held once
+            drop(outer);
+            let c = child(s, || {
+                let _a = r.lock().unwrap();
+                let _b = r.try_lock().unwrap();
             });
             assert_eq!(join(&c, LIMIT), 0);
-        };
-        blocked();
-        drop(inner);
-        blocked(); // still held once
-        drop(outer);
-        let c = child(|| {
-            let _a = r.lock().unwrap();
-            let _b = r.try_lock().unwrap();
+            assert!(matches!(r.release(), Err(Error::NotOwner)));
+            r.acquire().unwrap();
+            r.acquire().unwrap();
+            r.release().unwrap();
+            r.release().unwrap();
+            assert!(matches!(r.release(), Err(Error::NotOwner)));
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        assert!(matches!(r.release(), Err(Error::NotOwner)));
-        r.acquire().unwrap();
-        r.acquire().unwrap();
-        r.release().unwrap();
-        r.release().unwrap();
-        assert!(matches!(r.release(), Err(Error::NotOwner)));
     });
 }
 
@@ -226,25 +244,28 @@ fn rlock_owner_death_is_recoverable() {
     watchdog("rlock owner died", LIMIT, || {
         let r = RLock::new().unwrap();
         let flag = RawValue::new(0u32).unwrap();
-        let p = hold_until_killed(
-            || {
-                r.acquire().unwrap();
-                r.acquire().unwrap();
-            },
-            &flag,
-        );
-        assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
-        p.kill().unwrap();
-        join(&p, LIMIT);
-        match r.lock() {
-            Err(LockError::OwnerDied(g)) => {
-                multiproc::sync::RLockGuard::make_consistent(&g).unwrap()
+        multiproc::scope(|s| {
+            let p = hold_until_killed(
+                s,
+                || {
+                    r.acquire().unwrap();
+                    r.acquire().unwrap();
+                },
+                &flag,
+            );
+            assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
+            p.kill().unwrap();
+            join(&p, LIMIT);
+            match r.lock() {
+                Err(LockError::OwnerDied(g)) => {
+                    multiproc::sync::RLockGuard::make_consistent(&g).unwrap()
+                }
+                other => panic!("expected OwnerDied, got {other:?}"),
             }
-            other => panic!("expected OwnerDied, got {other:?}"),
-        }
-        // Released once by the guard: free for another process now.
-        let c = child(|| drop(r.try_lock().unwrap()));
-        assert_eq!(join(&c, LIMIT), 0);
+            // Released once by the guard: free for another process now.
+            let c = child(s, || drop(r.try_lock().unwrap()));
+            assert_eq!(join(&c, LIMIT), 0);
+        });
     });
 }
 
@@ -255,19 +276,21 @@ fn named_lock_is_shared_by_name() {
         let lock = Lock::create(&name).unwrap();
         assert!(matches!(Lock::create(&name), Err(Error::AlreadyExists(_))));
         let g = lock.lock().unwrap();
-        // The child opens the lock by name instead of using the inherited handle.
-        let c = child(|| {
-            let mine = Lock::open(&name).unwrap();
-            assert!(matches!(mine.try_lock(), Err(LockError::WouldBlock)));
-            assert!(matches!(
-                RLock::open(&name),
-                Err(Error::KindMismatch { .. })
-            ));
+        multiproc::scope(|s| {
+            // The child opens the lock by name instead of using the inherited handle.
+            let c = child(s, || {
+                let mine = Lock::open(&name).unwrap();
+                assert!(matches!(mine.try_lock(), Err(LockError::WouldBlock)));
+                assert!(matches!(
+                    RLock::open(&name),
+                    Err(Error::KindMismatch { .. })
+                ));
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            drop(g);
+            let again = Lock::create_or_open(&name).unwrap();
+            drop(again.try_lock().unwrap());
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        drop(g);
-        let again = Lock::create_or_open(&name).unwrap();
-        drop(again.try_lock().unwrap());
     });
 }
 
@@ -280,21 +303,23 @@ fn only_the_holder_marks_an_rlock_consistent() {
     watchdog("rlock make_consistent by a non-owner", LIMIT, || {
         let r = RLock::new().unwrap();
         let flag = RawValue::new(0u32).unwrap();
-        let p = hold_until_killed(|| r.acquire().unwrap(), &flag);
-        assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
-        p.kill().unwrap();
-        join(&p, LIMIT);
-        // Not held by anyone alive: nobody may mark it.
-        assert!(matches!(r.make_consistent(), Err(Error::NotOwner)));
-        assert!(matches!(r.acquire(), Err(LockError::OwnerDied(()))));
-        std::thread::scope(|s| {
-            s.spawn(|| assert!(matches!(r.make_consistent(), Err(Error::NotOwner))))
-                .join()
-                .unwrap();
+        multiproc::scope(|s| {
+            let p = hold_until_killed(s, || r.acquire().unwrap(), &flag);
+            assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
+            p.kill().unwrap();
+            join(&p, LIMIT);
+            // Not held by anyone alive: nobody may mark it.
+            assert!(matches!(r.make_consistent(), Err(Error::NotOwner)));
+            assert!(matches!(r.acquire(), Err(LockError::OwnerDied(()))));
+            std::thread::scope(|t| {
+                t.spawn(|| assert!(matches!(r.make_consistent(), Err(Error::NotOwner))))
+                    .join()
+                    .unwrap();
+            });
+            r.make_consistent().unwrap();
+            r.release().unwrap();
+            let c = child(s, || drop(r.try_lock().unwrap()));
+            assert_eq!(join(&c, LIMIT), 0);
         });
-        r.make_consistent().unwrap();
-        r.release().unwrap();
-        let c = child(|| drop(r.try_lock().unwrap()));
-        assert_eq!(join(&c, LIMIT), 0);
     });
 }

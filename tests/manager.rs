@@ -6,10 +6,10 @@ mod common;
 use std::io::Write as _;
 use std::time::Duration;
 
-use common::{child, join, wait_until, watchdog};
+use common::{child, join, static_child, wait_until, watchdog};
 use multiproc::conn::Address;
 use multiproc::manager::{DictProxy, ListProxy, Manager};
-use multiproc::{Error, Process, Semaphore};
+use multiproc::{Error, Semaphore};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -119,33 +119,35 @@ fn many_processes_see_one_object_and_lose_no_increment() {
         let l = m.list::<u32>().unwrap();
         let ready = Semaphore::new(0).unwrap();
         let go = multiproc::Event::new().unwrap();
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|i| {
-                let (d, l, ready, go) = (&d, &l, &ready, &go);
-                child(move || {
-                    ready.release().unwrap();
-                    go.wait(); // all 64 connected at once
-                    for _ in 0..EACH {
-                        d.increment(&"counter".into(), 1).unwrap();
-                    }
-                    l.append(i as u32).unwrap();
+        multiproc::scope(|s| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|i| {
+                    let (d, l, ready, go) = (&d, &l, &ready, &go);
+                    child(s, move || {
+                        ready.release().unwrap();
+                        go.wait(); // all 64 connected at once
+                        for _ in 0..EACH {
+                            d.increment(&"counter".into(), 1).unwrap();
+                        }
+                        l.append(i as u32).unwrap();
+                    })
                 })
-            })
-            .collect();
-        for _ in 0..CLIENTS {
-            assert!(ready.acquire_timeout(LIMIT));
-        }
-        go.set();
-        for c in &clients {
-            assert_eq!(join(c, LIMIT), 0);
-        }
-        assert_eq!(
-            d.get(&"counter".into()).unwrap(),
-            Some(CLIENTS as i64 * EACH)
-        );
-        let mut seen = l.to_vec().unwrap();
-        seen.sort();
-        assert_eq!(seen, (0..CLIENTS as u32).collect::<Vec<_>>());
+                .collect();
+            for _ in 0..CLIENTS {
+                assert!(ready.acquire_timeout(LIMIT));
+            }
+            go.set();
+            for c in &clients {
+                assert_eq!(join(c, LIMIT), 0);
+            }
+            assert_eq!(
+                d.get(&"counter".into()).unwrap(),
+                Some(CLIENTS as i64 * EACH)
+            );
+            let mut seen = l.to_vec().unwrap();
+            seen.sort();
+            assert_eq!(seen, (0..CLIENTS as u32).collect::<Vec<_>>());
+        });
     });
 }
 
@@ -160,22 +162,23 @@ fn objects_live_while_any_process_holds_a_proxy() {
         let d2 = d.clone();
         drop(d);
         assert_eq!(m.number_of_objects().unwrap(), 2, "a clone keeps it");
-        // Children use inherited proxies (taking references of their own)
-        // and end without dropping them, one by exit, one killed.
-        let user = child(|| d2.set(1, 1).unwrap());
-        assert_eq!(join(&user, LIMIT), 0);
         let used = Semaphore::new(0).unwrap();
-        let victim = child(|| {
-            l.append(1).unwrap();
-            used.release().unwrap();
-            loop {
-                std::thread::park();
-            }
+        multiproc::scope(|s| {
+            // Children use inherited proxies (taking references of their own)
+            // and end without dropping them, one by exit, one killed.
+            let user = child(s, || d2.set(1, 1).unwrap());
+            assert_eq!(join(&user, LIMIT), 0);
+            let victim = child(s, || {
+                l.append(1).unwrap();
+                used.release().unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            assert!(used.acquire_timeout(LIMIT));
+            victim.kill().unwrap();
+            join(&victim, LIMIT);
         });
-        assert!(used.acquire_timeout(LIMIT));
-        victim.kill().unwrap();
-        join(&victim, LIMIT);
-        drop((user, victim)); // the handles borrow the proxies
         drop(d2);
         drop(l);
         // The children's references go when the server sees their
@@ -221,32 +224,34 @@ fn wrong_keys_garbage_and_killed_clients_hurt_no_one_else() {
             unreachable!()
         };
         let _silent = std::os::unix::net::UnixStream::connect(path).unwrap();
-        let prompt = child(|| {
-            let t = std::time::Instant::now();
-            d.get(&1).unwrap();
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "took {:?}",
-                t.elapsed()
+        let started = Semaphore::new(0).unwrap();
+        multiproc::scope(|s| {
+            let prompt = child(s, || {
+                let t = std::time::Instant::now();
+                d.get(&1).unwrap();
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "took {:?}",
+                    t.elapsed()
+                );
+            });
+            assert_eq!(join(&prompt, LIMIT), 0);
+            // A client killed in the middle of a stream of requests.
+            let busy = child(s, || {
+                started.release().unwrap();
+                loop {
+                    d.increment(&2, 1).unwrap();
+                }
+            });
+            assert!(started.acquire_timeout(LIMIT));
+            busy.kill().unwrap();
+            join(&busy, LIMIT);
+            assert_eq!(
+                d.get(&1).unwrap(),
+                Some(1),
+                "the others are served as before"
             );
         });
-        assert_eq!(join(&prompt, LIMIT), 0);
-        // A client killed in the middle of a stream of requests.
-        let started = Semaphore::new(0).unwrap();
-        let busy = child(|| {
-            started.release().unwrap();
-            loop {
-                d.increment(&2, 1).unwrap();
-            }
-        });
-        assert!(started.acquire_timeout(LIMIT));
-        busy.kill().unwrap();
-        join(&busy, LIMIT);
-        assert_eq!(
-            d.get(&1).unwrap(),
-            Some(1),
-            "the others are served as before"
-        );
     });
 }
 
@@ -257,22 +262,24 @@ fn shutdown_with_clients_connected_gives_them_a_clear_error() {
         let d = m.dict::<u8, u8>().unwrap();
         let connected = Semaphore::new(0).unwrap();
         let stopped = Semaphore::new(0).unwrap();
-        let c = child(|| {
-            d.set(1, 1).unwrap();
-            connected.release().unwrap();
-            assert!(stopped.acquire_timeout(LIMIT));
-            assert!(matches!(d.get(&1), Err(Error::ManagerGone(_))));
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                d.set(1, 1).unwrap();
+                connected.release().unwrap();
+                assert!(stopped.acquire_timeout(LIMIT));
+                assert!(matches!(d.get(&1), Err(Error::ManagerGone(_))));
+            });
+            assert!(connected.acquire_timeout(LIMIT));
+            let path = match m.address() {
+                Address::Unix(p) => p.clone(),
+                Address::Tcp(_) => unreachable!(),
+            };
+            m.shutdown().unwrap();
+            stopped.release().unwrap();
+            assert_eq!(join(&c, LIMIT), 0);
+            assert!(matches!(d.len(), Err(Error::ManagerGone(_))));
+            assert!(!path.exists(), "the socket file is removed");
         });
-        assert!(connected.acquire_timeout(LIMIT));
-        let path = match m.address() {
-            Address::Unix(p) => p.clone(),
-            Address::Tcp(_) => unreachable!(),
-        };
-        m.shutdown().unwrap();
-        stopped.release().unwrap();
-        assert_eq!(join(&c, LIMIT), 0);
-        assert!(matches!(d.len(), Err(Error::ManagerGone(_))));
-        assert!(!path.exists(), "the socket file is removed");
     });
 }
 
@@ -290,12 +297,13 @@ fn nested_proxies_name_one_object_that_lives_while_stored() {
         let again = d.get(&"l".into()).unwrap().unwrap();
         again.append(2).unwrap();
         // Another process reads the proxy out of the dict: the same list.
-        let mut child = Process::new(|| {
-            let l = d.get(&"l".into()).unwrap().unwrap();
-            l.append(3).unwrap();
+        multiproc::scope(|s| {
+            let child = s.start(|| {
+                let l = d.get(&"l".into()).unwrap().unwrap();
+                l.append(3).unwrap();
+            });
+            assert_eq!(child.unwrap().join().unwrap(), 0);
         });
-        child.start().unwrap();
-        assert_eq!(child.join().unwrap(), 0);
         assert_eq!(again.to_vec().unwrap(), vec![1, 2, 3]);
         drop(again);
         assert_eq!(m.number_of_objects().unwrap(), 2);
@@ -349,9 +357,9 @@ fn nested_proxies_name_one_object_that_lives_while_stored() {
 
 /// A manager server on TCP (as `multiproc manager serve --listen tcp:…`),
 /// in a child process: the child, and a handle connected to the server.
-fn serve_on_tcp() -> (Process<'static>, Manager) {
+fn serve_on_tcp() -> (multiproc::Process<'static>, Manager) {
     let (mut ready, mut tell) = multiproc::conn::Pipe(false).unwrap();
-    let server = child(move || {
+    let server = static_child(move || {
         let at: Address = "tcp:127.0.0.1:0".parse().unwrap();
         multiproc::manager::serve(&at, b"tcp key", |bound| {
             tell.send(&bound.to_string()).unwrap();
@@ -435,7 +443,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn out_of_descriptors_the_server_waits_instead_of_spinning() {
     watchdog("EMFILE", LIMIT, || {
         // In a child: the descriptor limit is lowered for the server it starts.
-        let c = child(|| {
+        let c = static_child(|| {
             let set_limit = |soft: u64| {
                 let mut lim = libc::rlimit {
                     rlim_cur: 0,
@@ -505,7 +513,7 @@ fn children_forked_while_another_thread_uses_a_proxy_can_use_theirs() {
         };
         for i in 1..=20 {
             let d = d.clone();
-            let c = child(move || d.set(i, i).unwrap());
+            let c = static_child(move || d.set(i, i).unwrap());
             assert_eq!(join(&c, Duration::from_secs(10)), 0, "child {i}");
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::{child, join, wait_until, watchdog, TempName};
+use common::{child, join, static_child, wait_until, watchdog, TempName};
 use multiproc::conn::{connect, wait, Address, Listener};
 use multiproc::queue::PutError;
 use multiproc::{Error, JoinableQueue, Pipe, Queue, RawArray, RawValue, SimpleQueue};
@@ -27,32 +27,34 @@ fn duplex_pipe_keeps_message_boundaries_both_ways() {
     watchdog("duplex pipe", LIMIT, || {
         let (mut parent, mut other) = Pipe(true).unwrap();
         let big = vec![7u8; 1 << 20];
-        let c = child(move || {
-            assert_eq!(other.recv_bytes().unwrap(), b"");
-            assert_eq!(other.recv_bytes().unwrap(), vec![7u8; 1 << 20]);
-            assert_eq!(
-                other.recv::<(u32, String)>().unwrap(),
-                (1, "one".to_string())
-            );
-            other.send(&vec![1u64, 2, 3]).unwrap();
-            other.send_bytes(b"bye").unwrap();
+        multiproc::scope(|s| {
+            let c = child(s, move || {
+                assert_eq!(other.recv_bytes().unwrap(), b"");
+                assert_eq!(other.recv_bytes().unwrap(), vec![7u8; 1 << 20]);
+                assert_eq!(
+                    other.recv::<(u32, String)>().unwrap(),
+                    (1, "one".to_string())
+                );
+                other.send(&vec![1u64, 2, 3]).unwrap();
+                other.send_bytes(b"bye").unwrap();
+            });
+            parent.send_bytes(b"").unwrap();
+            parent.send_bytes(&big).unwrap();
+            parent.send(&(1u32, "one")).unwrap();
+            assert_eq!(parent.recv::<Vec<u64>>().unwrap(), [1, 2, 3]);
+            let mut buf = [0u8; 2];
+            match parent.recv_bytes_into(&mut buf) {
+                Err(Error::BufferTooShort(msg)) => assert_eq!(msg, b"bye"),
+                other => panic!("expected BufferTooShort, got {other:?}"),
+            }
+            assert_eq!(join(&c, LIMIT), 0);
+            // The child is gone and its end closed: end of file, both ways.
+            assert!(matches!(parent.recv_bytes(), Err(Error::ConnectionClosed)));
+            assert!(matches!(
+                parent.send_bytes(b"x"),
+                Err(Error::ConnectionClosed)
+            ));
         });
-        parent.send_bytes(b"").unwrap();
-        parent.send_bytes(&big).unwrap();
-        parent.send(&(1u32, "one")).unwrap();
-        assert_eq!(parent.recv::<Vec<u64>>().unwrap(), [1, 2, 3]);
-        let mut buf = [0u8; 2];
-        match parent.recv_bytes_into(&mut buf) {
-            Err(Error::BufferTooShort(msg)) => assert_eq!(msg, b"bye"),
-            other => panic!("expected BufferTooShort, got {other:?}"),
-        }
-        assert_eq!(join(&c, LIMIT), 0);
-        // The child is gone and its end closed: end of file, both ways.
-        assert!(matches!(parent.recv_bytes(), Err(Error::ConnectionClosed)));
-        assert!(matches!(
-            parent.send_bytes(b"x"),
-            Err(Error::ConnectionClosed)
-        ));
     });
 }
 
@@ -117,15 +119,17 @@ fn poll_wait_and_timeouts() {
         assert!(wait(&[&a, &c], Some(Duration::from_millis(50)))
             .unwrap()
             .is_empty());
-        let p = child(move || {
-            d.send(&1u8).unwrap();
-            b.send(&2u8).unwrap();
+        multiproc::scope(|s| {
+            let p = child(s, move || {
+                d.send(&1u8).unwrap();
+                b.send(&2u8).unwrap();
+            });
+            assert_eq!(join(&p, LIMIT), 0);
+            assert!(a.poll(Some(Duration::ZERO)).unwrap());
+            assert_eq!(wait(&[&a, &c], None).unwrap(), [0, 1]);
+            assert_eq!(c.recv::<u8>().unwrap(), 1);
+            assert_eq!(a.recv::<u8>().unwrap(), 2);
         });
-        assert_eq!(join(&p, LIMIT), 0);
-        assert!(a.poll(Some(Duration::ZERO)).unwrap());
-        assert_eq!(wait(&[&a, &c], None).unwrap(), [0, 1]);
-        assert_eq!(c.recv::<u8>().unwrap(), 1);
-        assert_eq!(a.recv::<u8>().unwrap(), 2);
     });
 }
 
@@ -136,30 +140,32 @@ fn poll_wait_and_timeouts() {
 fn listener_and_client_authenticate_over_unix_and_tcp() {
     watchdog("listener", LIMIT, || {
         let path = socket_path("auth");
-        for address in [
-            Address::Unix(path.clone()),
-            "tcp:127.0.0.1:0".parse().unwrap(),
-        ] {
-            let listener = Listener::bind(&address, Some(b"right key")).unwrap();
-            let address = listener.address().clone();
-            if let Address::Unix(p) = &address {
-                let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-                assert_eq!(mode, 0o600, "socket file mode");
+        multiproc::scope(|s| {
+            for address in [
+                Address::Unix(path.clone()),
+                "tcp:127.0.0.1:0".parse().unwrap(),
+            ] {
+                let listener = Listener::bind(&address, Some(b"right key")).unwrap();
+                let address = listener.address().clone();
+                if let Address::Unix(p) = &address {
+                    let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+                    assert_eq!(mode, 0o600, "socket file mode");
+                }
+                let c = child(s, move || {
+                    let mut conn = connect(&address, Some(b"right key")).unwrap();
+                    let n: u64 = conn.recv().unwrap();
+                    conn.send(&(n + 1)).unwrap();
+                });
+                let mut conn = listener.accept().unwrap();
+                conn.send(&41u64).unwrap();
+                assert_eq!(conn.recv::<u64>().unwrap(), 42);
+                assert_eq!(join(&c, LIMIT), 0);
             }
-            let c = child(|| {
-                let mut conn = connect(&address, Some(b"right key")).unwrap();
-                let n: u64 = conn.recv().unwrap();
-                conn.send(&(n + 1)).unwrap();
-            });
-            let mut conn = listener.accept().unwrap();
-            conn.send(&41u64).unwrap();
-            assert_eq!(conn.recv::<u64>().unwrap(), 42);
-            assert_eq!(join(&c, LIMIT), 0);
-        }
-        assert!(
-            !path.exists(),
-            "the socket file is removed with the listener"
-        );
+            assert!(
+                !path.exists(),
+                "the socket file is removed with the listener"
+            );
+        });
     });
 }
 
@@ -169,51 +175,53 @@ fn a_wrong_key_fails_on_both_sides_and_gets_nothing_through() {
         let path = socket_path("wrong");
         let listener = Listener::bind(&Address::Unix(path.clone()), Some(b"right key")).unwrap();
         let address = Address::Unix(path.clone());
-        let c = child(|| {
-            let e = connect(&address, Some(b"wrong key")).unwrap_err();
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                let e = connect(&address, Some(b"wrong key")).unwrap_err();
+                assert!(matches!(e, Error::AuthenticationFailed(_)), "{e}");
+            });
+            let e = listener.accept().unwrap_err();
             assert!(matches!(e, Error::AuthenticationFailed(_)), "{e}");
-        });
-        let e = listener.accept().unwrap_err();
-        assert!(matches!(e, Error::AuthenticationFailed(_)), "{e}");
-        assert_eq!(join(&c, LIMIT), 0);
+            assert_eq!(join(&c, LIMIT), 0);
 
-        // A peer that skips the handshake and just sends a message.
-        let evil = child(|| {
-            let mut s = UnixStream::connect(&path).unwrap();
-            let msg = postcard::to_allocvec("let me in").unwrap();
-            s.write_all(&(msg.len() as u32).to_le_bytes()).unwrap();
-            s.write_all(&msg).unwrap();
-            let mut rest = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut s, &mut rest);
-        });
-        assert!(matches!(
-            listener.accept(),
-            Err(Error::AuthenticationFailed(_))
-        ));
-        assert_eq!(join(&evil, LIMIT), 0);
+            // A peer that skips the handshake and just sends a message.
+            let evil = child(s, || {
+                let mut s = UnixStream::connect(&path).unwrap();
+                let msg = postcard::to_allocvec("let me in").unwrap();
+                s.write_all(&(msg.len() as u32).to_le_bytes()).unwrap();
+                s.write_all(&msg).unwrap();
+                let mut rest = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+            });
+            assert!(matches!(
+                listener.accept(),
+                Err(Error::AuthenticationFailed(_))
+            ));
+            assert_eq!(join(&evil, LIMIT), 0);
 
-        // One that claims a huge message during the handshake.
-        let greedy = child(|| {
-            let mut s = UnixStream::connect(&path).unwrap();
-            let mut challenge = [0u8; 64];
-            let _ = std::io::Read::read(&mut s, &mut challenge);
-            s.write_all(&u32::MAX.to_le_bytes()).unwrap();
-        });
-        assert!(matches!(
-            listener.accept(),
-            Err(Error::AuthenticationFailed(_))
-        ));
-        assert_eq!(join(&greedy, LIMIT), 0);
+            // One that claims a huge message during the handshake.
+            let greedy = child(s, || {
+                let mut s = UnixStream::connect(&path).unwrap();
+                let mut challenge = [0u8; 64];
+                let _ = std::io::Read::read(&mut s, &mut challenge);
+                s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+            });
+            assert!(matches!(
+                listener.accept(),
+                Err(Error::AuthenticationFailed(_))
+            ));
+            assert_eq!(join(&greedy, LIMIT), 0);
 
-        // The listener still serves a client with the key.
-        let good = child(|| {
-            connect(&address, Some(b"right key"))
-                .unwrap()
-                .send(&"hi")
-                .unwrap()
+            // The listener still serves a client with the key.
+            let good = child(s, || {
+                connect(&address, Some(b"right key"))
+                    .unwrap()
+                    .send(&"hi")
+                    .unwrap()
+            });
+            assert_eq!(listener.accept().unwrap().recv::<String>().unwrap(), "hi");
+            assert_eq!(join(&good, LIMIT), 0);
         });
-        assert_eq!(listener.accept().unwrap().recv::<String>().unwrap(), "hi");
-        assert_eq!(join(&good, LIMIT), 0);
     });
 }
 
@@ -222,28 +230,32 @@ fn stale_socket_files_are_replaced_and_live_ones_refused() {
     watchdog("stale socket", LIMIT, || {
         let path = socket_path("stale");
         let address = Address::Unix(path.clone());
-        // A listener that "crashes": its process exits without cleaning up.
-        let c = child(|| std::mem::forget(Listener::bind(&address, None).unwrap()));
-        assert_eq!(join(&c, LIMIT), 0);
-        assert!(path.exists());
-        let live = Listener::bind(&address, None).unwrap();
-        let e = Listener::bind(&address, None).unwrap_err();
-        assert!(
-            e.to_string().contains("another process is listening"),
-            "{e}"
-        );
-        drop(live);
-        let file = socket_path("regular");
-        std::fs::write(&file, b"not a socket").unwrap();
-        assert!(matches!(
-            Listener::bind(&Address::Unix(file.clone()), None),
-            Err(Error::InvalidArgument(_))
-        ));
-        std::fs::remove_file(&file).unwrap();
-        assert!(matches!(
-            "udp:1.2.3.4:5".parse::<Address>(),
-            Err(Error::InvalidArgument(_))
-        ));
+        multiproc::scope(|s| {
+            // A listener that "crashes": its process exits without cleaning up.
+            let c = child(s, || {
+                std::mem::forget(Listener::bind(&address, None).unwrap())
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            assert!(path.exists());
+            let live = Listener::bind(&address, None).unwrap();
+            let e = Listener::bind(&address, None).unwrap_err();
+            assert!(
+                e.to_string().contains("another process is listening"),
+                "{e}"
+            );
+            drop(live);
+            let file = socket_path("regular");
+            std::fs::write(&file, b"not a socket").unwrap();
+            assert!(matches!(
+                Listener::bind(&Address::Unix(file.clone()), None),
+                Err(Error::InvalidArgument(_))
+            ));
+            std::fs::remove_file(&file).unwrap();
+            assert!(matches!(
+                "udp:1.2.3.4:5".parse::<Address>(),
+                Err(Error::InvalidArgument(_))
+            ));
+        });
     });
 }
 
@@ -255,26 +267,28 @@ fn queue_delivers_every_item_once_in_order_per_producer() {
     watchdog("queue", LIMIT, || {
         const PER: u32 = 20_000;
         let q = Queue::<(u32, u32)>::bounded(100).unwrap();
-        let producers: Vec<_> = (0..3)
-            .map(|p| {
-                let q = &q;
-                child(move || {
-                    for i in 0..PER {
-                        q.put((p, i)).unwrap();
-                    }
+        multiproc::scope(|s| {
+            let producers: Vec<_> = (0..3)
+                .map(|p| {
+                    let q = &q;
+                    child(s, move || {
+                        for i in 0..PER {
+                            q.put((p, i)).unwrap();
+                        }
+                    })
                 })
-            })
-            .collect();
-        let mut next = [0u32; 3];
-        for _ in 0..3 * PER {
-            let (p, i) = q.get_timeout(LIMIT).unwrap();
-            assert_eq!(i, next[p as usize], "producer {p}'s items in order");
-            next[p as usize] += 1;
-        }
-        assert!(q.is_empty() && matches!(q.try_get(), Err(Error::Empty)));
-        for p in &producers {
-            assert_eq!(join(p, LIMIT), 0);
-        }
+                .collect();
+            let mut next = [0u32; 3];
+            for _ in 0..3 * PER {
+                let (p, i) = q.get_timeout(LIMIT).unwrap();
+                assert_eq!(i, next[p as usize], "producer {p}'s items in order");
+                next[p as usize] += 1;
+            }
+            assert!(q.is_empty() && matches!(q.try_get(), Err(Error::Empty)));
+            for p in &producers {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+        });
     });
 }
 
@@ -331,19 +345,21 @@ fn full_and_empty_with_timeouts_hand_the_item_back() {
 fn close_fails_puts_drains_gets_and_wakes_waiters() {
     watchdog("close", LIMIT, || {
         let q = Queue::<u8>::new().unwrap();
-        let waiter = child(|| assert!(matches!(q.get(), Err(Error::Closed))));
-        // Once the waiter sleeps in the kernel, close wakes it.
-        assert!(wait_until(LIMIT, || sleeping_in_futex(
-            waiter.pid().unwrap()
-        )));
-        q.close().unwrap();
-        assert_eq!(join(&waiter, LIMIT), 0);
-        let q = Queue::<u8>::new().unwrap();
-        q.put(1).unwrap();
-        q.close().unwrap();
-        assert!(matches!(q.put(2), Err(PutError::Closed(2))));
-        assert_eq!(q.get().unwrap(), 1);
-        assert!(matches!(q.get(), Err(Error::Closed)));
+        multiproc::scope(|s| {
+            let waiter = child(s, || assert!(matches!(q.get(), Err(Error::Closed))));
+            // Once the waiter sleeps in the kernel, close wakes it.
+            assert!(wait_until(LIMIT, || sleeping_in_futex(
+                waiter.pid().unwrap()
+            )));
+            q.close().unwrap();
+            assert_eq!(join(&waiter, LIMIT), 0);
+            let q = Queue::<u8>::new().unwrap();
+            q.put(1).unwrap();
+            q.close().unwrap();
+            assert!(matches!(q.put(2), Err(PutError::Closed(2))));
+            assert_eq!(q.get().unwrap(), 1);
+            assert!(matches!(q.get(), Err(Error::Closed)));
+        });
     });
 }
 
@@ -360,22 +376,24 @@ fn joinable_queue_join_waits_for_task_done() {
             q.put(i).unwrap();
         }
         let done = RawValue::new(0u32).unwrap();
-        let worker = child(|| {
-            for _ in 0..10 {
-                q.get().unwrap();
-                done.atomic().fetch_add(1, SeqCst);
-                q.task_done().unwrap();
-            }
+        multiproc::scope(|s| {
+            let worker = child(s, || {
+                for _ in 0..10 {
+                    q.get().unwrap();
+                    done.atomic().fetch_add(1, SeqCst);
+                    q.task_done().unwrap();
+                }
+            });
+            q.join_timeout(LIMIT).unwrap();
+            assert_eq!(done.get(), 10, "join returned only after every task_done");
+            assert_eq!(join(&worker, LIMIT), 0);
+            assert!(matches!(q.task_done(), Err(Error::TooManyTaskDone)));
+            q.join().unwrap(); // nothing unfinished: at once
+            let s = SimpleQueue::<String>::new().unwrap();
+            assert!(s.is_empty());
+            s.put("x".into()).unwrap();
+            assert_eq!(s.get().unwrap(), "x");
         });
-        q.join_timeout(LIMIT).unwrap();
-        assert_eq!(done.get(), 10, "join returned only after every task_done");
-        assert_eq!(join(&worker, LIMIT), 0);
-        assert!(matches!(q.task_done(), Err(Error::TooManyTaskDone)));
-        q.join().unwrap(); // nothing unfinished: at once
-        let s = SimpleQueue::<String>::new().unwrap();
-        assert!(s.is_empty());
-        s.put("x".into()).unwrap();
-        assert_eq!(s.get().unwrap(), "x");
     });
 }
 
@@ -384,20 +402,22 @@ fn named_queue_is_typed_and_shared() {
     watchdog("named queue", LIMIT, || {
         let name = TempName::new("queue");
         let q = Queue::<String>::create(&name, 0, 4096).unwrap();
-        let c = child(|| {
-            let mine = Queue::<String>::open(&name).unwrap();
-            mine.put("hello by name".into()).unwrap();
-            assert!(matches!(
-                Queue::<u64>::open(&name),
-                Err(Error::TypeMismatch { .. })
-            ));
-            assert!(matches!(
-                JoinableQueue::<String>::open(&name),
-                Err(Error::KindMismatch { .. })
-            ));
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                let mine = Queue::<String>::open(&name).unwrap();
+                mine.put("hello by name".into()).unwrap();
+                assert!(matches!(
+                    Queue::<u64>::open(&name),
+                    Err(Error::TypeMismatch { .. })
+                ));
+                assert!(matches!(
+                    JoinableQueue::<String>::open(&name),
+                    Err(Error::KindMismatch { .. })
+                ));
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            assert_eq!(q.get().unwrap(), "hello by name");
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        assert_eq!(q.get().unwrap(), "hello by name");
     });
 }
 
@@ -409,7 +429,7 @@ fn queues_are_created_or_opened_by_name() {
         let name = TempName::new("queue-coo");
         let q = Queue::<u32>::create_or_open(&name, 2, 4096).unwrap();
         let path = name.0.clone();
-        let c = child(move || {
+        let c = static_child(move || {
             let again = Queue::<u32>::create_or_open(&path, 0, 1 << 20).unwrap();
             again.put(1).unwrap();
             again.put(2).unwrap();
@@ -460,96 +480,98 @@ fn killing_producers_and_consumers_mid_operation_loses_and_tears_nothing() {
         let seen = RawArray::<u8>::new(PRODUCERS as usize * MAX_SEQ).unwrap();
         let next_seq = RawArray::<u32>::new(PRODUCERS as usize).unwrap();
         let torn = RawValue::new(0u32).unwrap();
-        let start_producer = |p: u32| {
-            let (q, acked, next_seq) = (&q, &acked, &next_seq);
-            child(move || loop {
-                // Each incarnation continues where the killed one stopped.
-                let seq = next_seq.atomic(p as usize).unwrap().fetch_add(1, SeqCst);
-                if seq as usize >= MAX_SEQ {
-                    return;
+        multiproc::scope(|s| {
+            let start_producer = |p: u32| {
+                let (q, acked, next_seq) = (&q, &acked, &next_seq);
+                child(s, move || loop {
+                    // Each incarnation continues where the killed one stopped.
+                    let seq = next_seq.atomic(p as usize).unwrap().fetch_add(1, SeqCst);
+                    if seq as usize >= MAX_SEQ {
+                        return;
+                    }
+                    q.put(item(p, seq)).unwrap();
+                    acked.set(p as usize * MAX_SEQ + seq as usize, 1).unwrap();
+                })
+            };
+            let start_consumer = || {
+                let (q, seen, torn) = (&q, &seen, &torn);
+                child(s, move || loop {
+                    let it = q.get().unwrap();
+                    if !intact(&it) {
+                        torn.atomic().fetch_add(1, SeqCst);
+                    }
+                    seen.atomic(it.0 as usize * MAX_SEQ + it.1 as usize)
+                        .unwrap()
+                        .fetch_add(1, SeqCst);
+                })
+            };
+            let mut producers: Vec<_> = (0..PRODUCERS).map(start_producer).collect();
+            let mut consumers: Vec<_> = (0..2).map(|_| start_consumer()).collect();
+            let mut kills = 0;
+            let mut consumer_kills = 0;
+            let mut rng = 0x2545_f491_4f6c_dd1du64;
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                std::thread::sleep(Duration::from_micros(500 + rng % 3000)); // chaos pacing
+                let victim = (rng >> 20) as usize % (producers.len() + consumers.len());
+                if victim < producers.len() {
+                    producers[victim].kill().unwrap();
+                    join(&producers[victim], LIMIT);
+                    producers[victim] = start_producer(victim as u32);
+                } else {
+                    let v = victim - producers.len();
+                    consumers[v].kill().unwrap();
+                    join(&consumers[v], LIMIT);
+                    consumers[v] = start_consumer();
+                    consumer_kills += 1;
                 }
-                q.put(item(p, seq)).unwrap();
-                acked.set(p as usize * MAX_SEQ + seq as usize, 1).unwrap();
-            })
-        };
-        let start_consumer = || {
-            let (q, seen, torn) = (&q, &seen, &torn);
-            child(move || loop {
-                let it = q.get().unwrap();
-                if !intact(&it) {
-                    torn.atomic().fetch_add(1, SeqCst);
-                }
+                kills += 1;
+            }
+            for p in &producers {
+                p.kill().unwrap();
+                join(p, LIMIT);
+            }
+            for c in &consumers {
+                c.kill().unwrap();
+                join(c, LIMIT);
+            }
+            // What is left in the queue, drained by this process.
+            while let Ok(it) = q.try_get() {
+                assert!(intact(&it));
                 seen.atomic(it.0 as usize * MAX_SEQ + it.1 as usize)
                     .unwrap()
                     .fetch_add(1, SeqCst);
-            })
-        };
-        let mut producers: Vec<_> = (0..PRODUCERS).map(start_producer).collect();
-        let mut consumers: Vec<_> = (0..2).map(|_| start_consumer()).collect();
-        let mut kills = 0;
-        let mut consumer_kills = 0;
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            std::thread::sleep(Duration::from_micros(500 + rng % 3000)); // chaos pacing
-            let victim = (rng >> 20) as usize % (producers.len() + consumers.len());
-            if victim < producers.len() {
-                producers[victim].kill().unwrap();
-                join(&producers[victim], LIMIT);
-                producers[victim] = start_producer(victim as u32);
-            } else {
-                let v = victim - producers.len();
-                consumers[v].kill().unwrap();
-                join(&consumers[v], LIMIT);
-                consumers[v] = start_consumer();
-                consumer_kills += 1;
             }
-            kills += 1;
-        }
-        for p in &producers {
-            p.kill().unwrap();
-            join(p, LIMIT);
-        }
-        for c in &consumers {
-            c.kill().unwrap();
-            join(c, LIMIT);
-        }
-        // What is left in the queue, drained by this process.
-        while let Ok(it) = q.try_get() {
-            assert!(intact(&it));
-            seen.atomic(it.0 as usize * MAX_SEQ + it.1 as usize)
-                .unwrap()
-                .fetch_add(1, SeqCst);
-        }
-        assert_eq!(torn.get(), 0, "no torn item was ever delivered");
-        let (acked, seen) = (acked.read(..).unwrap(), seen.read(..).unwrap());
-        let mut lost = 0;
-        for i in 0..acked.len() {
-            assert!(seen[i] <= 1, "item {i} delivered {} times", seen[i]);
-            if acked[i] == 1 && seen[i] == 0 {
-                lost += 1;
+            assert_eq!(torn.get(), 0, "no torn item was ever delivered");
+            let (acked, seen) = (acked.read(..).unwrap(), seen.read(..).unwrap());
+            let mut lost = 0;
+            for i in 0..acked.len() {
+                assert!(seen[i] <= 1, "item {i} delivered {} times", seen[i]);
+                if acked[i] == 1 && seen[i] == 0 {
+                    lost += 1;
+                }
             }
-        }
-        // A consumer killed between taking an item and recording it loses
-        // at most that one item; nothing else may be missing.
-        assert!(
-            lost <= consumer_kills,
-            "{lost} acknowledged items lost, {consumer_kills} consumers killed"
-        );
-        // Real traffic went through, even on a slow machine or under a
-        // sanitizer (several thousand items on an idle one).
-        let delivered: usize = seen.iter().map(|&s| s as usize).sum();
-        assert!(
-            delivered > 100,
-            "the queue kept working under chaos ({delivered} items)"
-        );
-        // Still usable by everyone.
-        q.put(item(9, 9)).unwrap();
-        assert!(intact(&q.get().unwrap()));
-        eprintln!("queue chaos: {kills} kills, {delivered} items delivered, {lost} lost in killed consumers");
+            // A consumer killed between taking an item and recording it loses
+            // at most that one item; nothing else may be missing.
+            assert!(
+                lost <= consumer_kills,
+                "{lost} acknowledged items lost, {consumer_kills} consumers killed"
+            );
+            // Real traffic went through, even on a slow machine or under a
+            // sanitizer (several thousand items on an idle one).
+            let delivered: usize = seen.iter().map(|&s| s as usize).sum();
+            assert!(
+                delivered > 100,
+                "the queue kept working under chaos ({delivered} items)"
+            );
+            // Still usable by everyone.
+            q.put(item(9, 9)).unwrap();
+            assert!(intact(&q.get().unwrap()));
+            eprintln!("queue chaos: {kills} kills, {delivered} items delivered, {lost} lost in killed consumers");
+        });
     });
 }
 
@@ -617,90 +639,92 @@ fn a_busy_queue_never_reports_corruption() {
         let failures = RawArray::<u32>::new(3).unwrap();
         let stopped = || stop.atomic().load(SeqCst) != 0;
         let fail = |kind: usize| failures.atomic(kind).unwrap().fetch_add(1, SeqCst);
-        let producers: Vec<_> = (0..PRODUCERS)
-            .map(|p| {
-                let (q, put) = (q.clone(), put.clone());
-                child(move || {
-                    let next = put.atomic(p).unwrap();
-                    while !stopped() && (next.load(SeqCst) as usize) < MAX_SEQ {
-                        let seq = next.load(SeqCst);
-                        q.put((p as u32, seq, vec![seq as u8; seq as usize % 48]))
-                            .unwrap();
-                        next.store(seq + 1, SeqCst);
-                    }
-                })
-            })
-            .collect();
-        let consumers: Vec<_> = (0..3)
-            .map(|_| {
-                let (q, seen) = (q.clone(), seen.clone());
-                // No wait: every get looks at both ends without a lock
-                // first, and a full ring makes it return at once.
-                child(move || loop {
-                    match q.get_timeout(Duration::ZERO) {
-                        Ok((p, seq, _)) => {
-                            seen.atomic(p as usize * MAX_SEQ + seq as usize)
-                                .unwrap()
-                                .fetch_add(1, SeqCst);
+        multiproc::scope(|ps| {
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|p| {
+                    let (q, put) = (q.clone(), put.clone());
+                    child(ps, move || {
+                        let next = put.atomic(p).unwrap();
+                        while !stopped() && (next.load(SeqCst) as usize) < MAX_SEQ {
+                            let seq = next.load(SeqCst);
+                            q.put((p as u32, seq, vec![seq as u8; seq as usize % 48]))
+                                .unwrap();
+                            next.store(seq + 1, SeqCst);
                         }
-                        Err(Error::Closed) => return,
-                        Err(Error::Timeout) => {}
-                        Err(Error::Corrupt { .. }) => drop(fail(0)),
-                        Err(_) => drop(fail(1)),
-                    }
+                    })
                 })
-            })
-            .collect();
-        // Other processes look at the queue's size the whole time, and
-        // some only burn CPU, so that readers are descheduled often.
-        let observers: Vec<_> = (0..2)
-            .map(|_| {
-                let q = q.clone();
-                child(move || {
-                    while !stopped() {
-                        if q.len() > q.max_item_size() / 4 + 1 {
-                            fail(2);
+                .collect();
+            let consumers: Vec<_> = (0..3)
+                .map(|_| {
+                    let (q, seen) = (q.clone(), seen.clone());
+                    // No wait: every get looks at both ends without a lock
+                    // first, and a full ring makes it return at once.
+                    child(ps, move || loop {
+                        match q.get_timeout(Duration::ZERO) {
+                            Ok((p, seq, _)) => {
+                                seen.atomic(p as usize * MAX_SEQ + seq as usize)
+                                    .unwrap()
+                                    .fetch_add(1, SeqCst);
+                            }
+                            Err(Error::Closed) => return,
+                            Err(Error::Timeout) => {}
+                            Err(Error::Corrupt { .. }) => drop(fail(0)),
+                            Err(_) => drop(fail(1)),
                         }
-                        std::hint::black_box(q.is_full());
-                    }
+                    })
                 })
-            })
-            .collect();
-        let burners: Vec<_> = (0..4)
-            .map(|_| {
-                child(move || {
-                    while !stopped() {
-                        std::hint::spin_loop();
-                    }
+                .collect();
+            // Other processes look at the queue's size the whole time, and
+            // some only burn CPU, so that readers are descheduled often.
+            let observers: Vec<_> = (0..2)
+                .map(|_| {
+                    let q = q.clone();
+                    child(ps, move || {
+                        while !stopped() {
+                            if q.len() > q.max_item_size() / 4 + 1 {
+                                fail(2);
+                            }
+                            std::hint::black_box(q.is_full());
+                        }
+                    })
                 })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs(3)); // the length of the run
-        stop.atomic().store(1, SeqCst);
-        for p in producers.iter().chain(&observers).chain(&burners) {
-            assert_eq!(join(p, LIMIT), 0);
-        }
-        q.close().unwrap();
-        for c in &consumers {
-            assert_eq!(join(c, LIMIT), 0);
-        }
-        let failures = failures.read(..).unwrap();
-        let (put, seen) = (put.read(..).unwrap(), seen.read(..).unwrap());
-        for (p, &n) in put.iter().enumerate() {
-            let mine = &seen[p * MAX_SEQ..(p + 1) * MAX_SEQ];
-            assert!(
-                mine[..n as usize].iter().all(|&s| s == 1),
-                "producer {p}'s items delivered exactly once"
+                .collect();
+            let burners: Vec<_> = (0..4)
+                .map(|_| {
+                    child(ps, move || {
+                        while !stopped() {
+                            std::hint::spin_loop();
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(3)); // the length of the run
+            stop.atomic().store(1, SeqCst);
+            for p in producers.iter().chain(&observers).chain(&burners) {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+            q.close().unwrap();
+            for c in &consumers {
+                assert_eq!(join(c, LIMIT), 0);
+            }
+            let failures = failures.read(..).unwrap();
+            let (put, seen) = (put.read(..).unwrap(), seen.read(..).unwrap());
+            for (p, &n) in put.iter().enumerate() {
+                let mine = &seen[p * MAX_SEQ..(p + 1) * MAX_SEQ];
+                assert!(
+                    mine[..n as usize].iter().all(|&s| s == 1),
+                    "producer {p}'s items delivered exactly once"
+                );
+                assert!(mine[n as usize..].iter().all(|&s| s == 0));
+            }
+            let total: u32 = put.iter().sum();
+            eprintln!("busy queue: {total} items, failures {failures:?}");
+            assert_eq!(
+                failures,
+                [0, 0, 0],
+                "[Corrupt, other errors, impossible len()]"
             );
-            assert!(mine[n as usize..].iter().all(|&s| s == 0));
-        }
-        let total: u32 = put.iter().sum();
-        eprintln!("busy queue: {total} items, failures {failures:?}");
-        assert_eq!(
-            failures,
-            [0, 0, 0],
-            "[Corrupt, other errors, impossible len()]"
-        );
-        assert!(total > 100, "traffic went through ({total} items)");
+            assert!(total > 100, "traffic went through ({total} items)");
+        })
     });
 }

@@ -139,15 +139,20 @@ fn daemon_children_do_not_outlive_their_parent() {
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a flag.
         assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
         let daemon_pid = RawValue::new(0u32).unwrap();
-        let mut middle = Process::new(|| {
-            let mut d = Process::new(|| {
-                daemon_pid.set(std::process::id());
+        let theirs = daemon_pid.clone();
+        let mut middle = Process::new(move || {
+            let mine = theirs.clone();
+            let mut d = Process::new(move || {
+                mine.set(std::process::id());
                 park_forever();
             })
             .daemon(true);
             d.start().unwrap();
             // Wait until the daemon runs, then exit without joining it.
-            assert!(common::wait_until(LIMIT, || daemon_pid.get() != 0));
+            assert!(common::wait_until(LIMIT, || theirs.get() != 0));
+            // SAFETY: ends this process without the exit hook, as a crash
+            // would: the daemon must die by its death signal.
+            unsafe { libc::_exit(0) }
         });
         middle.start().unwrap();
         assert_eq!(join(&middle, LIMIT), 0);
@@ -172,6 +177,27 @@ fn helper_entry() {
             p.start().unwrap();
             p.join().unwrap();
             println!("parent");
+        }
+        Ok("main-returns") => {
+            // A Python program's habit: start children and let main end.
+            let mut worker = Process::new(|| {
+                // The child's work: it is still running when main returns.
+                std::thread::sleep(Duration::from_millis(300));
+                println!("child finished");
+            });
+            worker.start().unwrap();
+            let mut daemon = Process::new(park_forever).daemon(true);
+            daemon.start().unwrap();
+            println!("daemon {}", daemon.pid().unwrap());
+            println!("main returns");
+        }
+        Ok("manager-at-exit") => {
+            // The Manager's server outlives nothing: an exit with a live
+            // manager (no destructor runs) must not wait for it forever.
+            let m = multiproc::manager::Manager::start().unwrap();
+            m.dict::<u8, u8>().unwrap().set(1, 1).unwrap();
+            println!("exiting");
+            std::process::exit(0);
         }
         Ok("busy-stdout") => {
             // Another thread keeps taking the stdout lock while we fork.
@@ -211,5 +237,233 @@ fn forking_while_another_thread_prints_never_hangs_the_child() {
         for i in [0, 50, 99] {
             assert!(out.contains(&format!("child {i}\n")), "child {i} missing");
         }
+    });
+}
+
+/// Python joins non-daemon children at exit and ends daemon ones: a program
+/// whose `main` returns while a child works exits after the child, with the
+/// child's output in place, and leaves no daemon behind.
+#[test]
+fn children_are_joined_when_main_returns() {
+    watchdog("main returns", LIMIT, || {
+        let out = run_helper("main-returns");
+        let main_returns = out.find("main returns").expect(&out);
+        let child_finished = out.find("child finished").expect(&out);
+        assert!(main_returns < child_finished, "{out}");
+        let daemon: i32 = out
+            .split("daemon ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect(&out)
+            .parse()
+            .unwrap();
+        // Killed and reaped before the program ended.
+        // SAFETY: signal 0 only checks whether the pid exists.
+        assert_eq!(
+            unsafe { libc::kill(daemon, 0) },
+            -1,
+            "daemon {daemon} lives"
+        );
+    });
+}
+
+/// A child's end is an exit too: it waits for its own non-daemon children,
+/// whether its closure returns or calls `process::exit`.
+#[test]
+fn a_child_waits_for_its_children_before_it_exits() {
+    watchdog("child exit", LIMIT, || {
+        for explicit_exit in [false, true] {
+            let done = RawValue::new(0u32).unwrap();
+            let theirs = done.clone();
+            let mut p = Process::new(move || {
+                let mut grandchild = Process::new(move || {
+                    std::thread::sleep(Duration::from_millis(300)); // the work
+                    theirs.set(1);
+                });
+                grandchild.start().unwrap();
+                if explicit_exit {
+                    process::exit(4);
+                }
+            });
+            p.start().unwrap();
+            let code = join(&p, LIMIT);
+            assert_eq!(code, if explicit_exit { 4 } else { 0 });
+            assert_eq!(
+                done.get(),
+                1,
+                "exit {explicit_exit}: returned before its child"
+            );
+        }
+    });
+}
+
+/// An exit with a Manager alive does not wait for its server, which ends
+/// by itself when it sees its parent gone.
+#[test]
+fn an_exit_does_not_wait_for_the_manager_server() {
+    watchdog("manager at exit", LIMIT, || {
+        assert!(run_helper("manager-at-exit").contains("exiting"));
+    });
+}
+
+/// A scope waits for its children even when its closure panics, and kills
+/// its daemon children.
+#[test]
+fn a_scope_joins_its_children_when_its_closure_panics() {
+    watchdog("scope panic", LIMIT, || {
+        let done = RawValue::new(0u32).unwrap();
+        let daemon = RawValue::new(0u32).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            multiproc::scope(|s| {
+                s.start(|| {
+                    std::thread::sleep(Duration::from_millis(300)); // the work
+                    done.set(1);
+                })
+                .unwrap();
+                let mut d = s
+                    .process(|| {
+                        daemon.set(std::process::id());
+                        park_forever();
+                    })
+                    .daemon(true);
+                d.start().unwrap();
+                assert!(common::wait_until(LIMIT, || daemon.get() != 0));
+                panic!("expected panic in a scope");
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(done.get(), 1, "the scope returned before its child ended");
+        // SAFETY: signal 0 only checks whether the pid exists.
+        assert_eq!(unsafe { libc::kill(daemon.get() as i32, 0) }, -1);
+    });
+}
+
+/// A scoped child hands a borrow to a child of its own and is killed
+/// before it can wait for it: the scope still waits for the grandchild,
+/// which may be using the borrow.
+#[test]
+fn a_scope_waits_for_the_children_of_a_killed_child() {
+    watchdog("scope witness", LIMIT, || {
+        let started = RawValue::new(0u32).unwrap();
+        let done = RawValue::new(0u32).unwrap();
+        multiproc::scope(|s| {
+            let middle = s
+                .start(|| {
+                    multiproc::scope(|s| {
+                        s.start(|| {
+                            started.set(1);
+                            std::thread::sleep(Duration::from_millis(300)); // the work
+                            done.set(1);
+                        })
+                        .unwrap();
+                        park_forever();
+                    })
+                })
+                .unwrap();
+            assert!(common::wait_until(LIMIT, || started.get() == 1));
+            middle.kill().unwrap();
+        });
+        assert_eq!(done.get(), 1, "the scope ended while a grandchild ran");
+    });
+}
+
+/// A `'static` process started while a scope runs cannot hold its borrows:
+/// the scope does not wait for it.
+#[test]
+fn a_scope_does_not_wait_for_processes_outside_it() {
+    watchdog("scope outsiders", LIMIT, || {
+        let mut outsider = Process::new(park_forever).daemon(true);
+        multiproc::scope(|s| {
+            s.start(|| {}).unwrap();
+            outsider.start().unwrap();
+        });
+        assert!(outsider.is_alive());
+        outsider.kill().unwrap();
+        assert_eq!(join(&outsider, LIMIT), -libc::SIGKILL);
+    });
+}
+
+/// A scope's processes are started by the process that runs the scope; a
+/// handle copied into another process can neither start, wait for nor
+/// signal anything there.
+#[test]
+fn handles_belong_to_the_process_that_started_them() {
+    watchdog("foreign handles", LIMIT, || {
+        let mut sleeper = Process::new(park_forever).daemon(true);
+        sleeper.start().unwrap();
+        let sleeper = std::sync::Arc::new(sleeper);
+        let theirs = sleeper.clone();
+        let mut p = Process::new(move || {
+            assert!(matches!(theirs.join(), Err(Error::ProcessState { .. })));
+            assert!(matches!(theirs.kill(), Err(Error::ProcessState { .. })));
+            assert!(!theirs.is_alive());
+        });
+        p.start().unwrap();
+        assert_eq!(join(&p, LIMIT), 0);
+        assert!(sleeper.is_alive());
+        sleeper.kill().unwrap();
+        multiproc::scope(|s| {
+            let mut unstarted = s.process(|| {});
+            let mut p = s.process(move || {
+                assert!(matches!(unstarted.start(), Err(Error::ProcessState { .. })));
+            });
+            p.start().unwrap();
+            assert_eq!(join(&p, LIMIT), 0);
+        });
+    });
+}
+
+/// A fork from one thread while another starts processes and reads the
+/// registry (what a fork server or any `fork` does): the child finds the
+/// crate's locks free, and starts and joins a child of its own.
+#[test]
+fn a_fork_while_another_thread_starts_processes_never_hangs_the_child() {
+    watchdog("fork hammer", Duration::from_secs(120), || {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                while !stop.load(SeqCst) {
+                    let mut p = Process::new(|| {});
+                    p.start().unwrap();
+                    let _ = multiproc::active_children();
+                    let _ = current_process();
+                    p.join().unwrap();
+                }
+            });
+            for i in 0..300 {
+                // SAFETY: the child only uses this crate's process API (whose
+                // locks are the point of the test) and then `_exit`s.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    let ok = std::panic::catch_unwind(|| {
+                        drop(std::io::stdout().lock());
+                        let _ = multiproc::active_children();
+                        let _ = current_process();
+                        let mut p = Process::new(|| {});
+                        p.start().unwrap();
+                        p.join().unwrap() == 0
+                    });
+                    // SAFETY: ends the forked copy at once.
+                    unsafe { libc::_exit(if ok.unwrap_or(false) { 0 } else { 1 }) };
+                }
+                assert!(pid > 0);
+                let mut status = 0;
+                let exited = common::wait_until(Duration::from_secs(10), || {
+                    // SAFETY: `status` is a valid out-pointer; our own child.
+                    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
+                });
+                if !exited {
+                    // SAFETY: our own unreaped child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    stop.store(true, SeqCst);
+                    panic!("fork {i}: the child hung");
+                }
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "fork {i}: {status:#x}"
+                );
+            }
+            stop.store(true, SeqCst);
+        });
     });
 }

@@ -51,23 +51,25 @@ fn named_bytes_are_shared_and_unlinked() {
             Err(Error::AlreadyExists(_))
         ));
         assert_eq!(seg.name(), Some(&*name.0));
-        let c = child(|| {
-            let mine = Segment::open(&name).unwrap();
-            assert_eq!(mine.len(), 1000);
-            // SAFETY: in bounds; the parent only reads after this child exits.
-            unsafe { mine.as_ptr().add(999).write(7) };
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                let mine = Segment::open(&name).unwrap();
+                assert_eq!(mine.len(), 1000);
+                // SAFETY: in bounds; the parent only reads after this child exits.
+                unsafe { mine.as_ptr().add(999).write(7) };
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            // SAFETY: in bounds; the writer has exited.
+            assert_eq!(unsafe { seg.as_ptr().add(999).read() }, 7);
+            // create_or_open keeps the existing size.
+            assert_eq!(Segment::create_or_open(&name, 5).unwrap().len(), 1000);
+            Segment::unlink(&name).unwrap();
+            assert!(matches!(Segment::open(&name), Err(Error::NotFound(_))));
+            assert!(matches!(Segment::unlink(&name), Err(Error::NotFound(_))));
+            // The mapping outlives the name.
+            // SAFETY: in bounds.
+            assert_eq!(unsafe { seg.as_ptr().add(999).read() }, 7);
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        // SAFETY: in bounds; the writer has exited.
-        assert_eq!(unsafe { seg.as_ptr().add(999).read() }, 7);
-        // create_or_open keeps the existing size.
-        assert_eq!(Segment::create_or_open(&name, 5).unwrap().len(), 1000);
-        Segment::unlink(&name).unwrap();
-        assert!(matches!(Segment::open(&name), Err(Error::NotFound(_))));
-        assert!(matches!(Segment::unlink(&name), Err(Error::NotFound(_))));
-        // The mapping outlives the name.
-        // SAFETY: in bounds.
-        assert_eq!(unsafe { seg.as_ptr().add(999).read() }, 7);
     });
 }
 
@@ -76,13 +78,15 @@ fn anonymous_segment_is_inherited_by_fork() {
     watchdog("anonymous", LIMIT, || {
         let seg = Segment::anonymous(4096).unwrap();
         assert_eq!(seg.name(), None);
-        let c = child(|| {
-            // SAFETY: in bounds; the parent reads only after the child exits.
-            unsafe { seg.as_ptr().write(0xAB) }
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                // SAFETY: in bounds; the parent reads only after the child exits.
+                unsafe { seg.as_ptr().write(0xAB) }
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            // SAFETY: in bounds; the writer has exited.
+            assert_eq!(unsafe { seg.as_ptr().read() }, 0xAB);
         });
-        assert_eq!(join(&c, LIMIT), 0);
-        // SAFETY: in bounds; the writer has exited.
-        assert_eq!(unsafe { seg.as_ptr().read() }, 0xAB);
     });
 }
 
@@ -156,9 +160,11 @@ fn damaged_segments_are_refused_with_a_reason() {
 #[test]
 fn a_segment_whose_creator_died_mid_init_fails_fast() {
     // A dead pid: a child that has exited.
-    let c = child(|| {});
-    assert_eq!(join(&c, LIMIT), 0);
-    let dead = c.pid().unwrap();
+    let dead = multiproc::scope(|s| {
+        let c = child(s, || {});
+        assert_eq!(join(&c, LIMIT), 0);
+        c.pid().unwrap()
+    });
     let half = damaged_copy("half-built", |b| {
         b[12..16].copy_from_slice(&0u32.to_ne_bytes()); // state: creating
         b[60..64].copy_from_slice(&dead.to_ne_bytes()); // creator pid
@@ -189,30 +195,32 @@ fn list_and_clean_find_segments_whose_users_are_gone() {
         let stale = TempName::new("stale");
         let live = TempName::new("live");
         let _kept = Value::create(&live, 1u8).unwrap();
-        let c = child(|| drop(Value::create(&stale, 2u8).unwrap()));
-        assert_eq!(join(&c, LIMIT), 0);
-        // A half-built segment whose builder died.
-        let tmp = format!("/dev/shm/{}~tmp-{}-0", segment::PREFIX, c.pid().unwrap());
-        std::fs::write(&tmp, b"partial").unwrap();
+        multiproc::scope(|s| {
+            let c = child(s, || drop(Value::create(&stale, 2u8).unwrap()));
+            assert_eq!(join(&c, LIMIT), 0);
+            // A half-built segment whose builder died.
+            let tmp = format!("/dev/shm/{}~tmp-{}-0", segment::PREFIX, c.pid().unwrap());
+            std::fs::write(&tmp, b"partial").unwrap();
 
-        let listed = segment::list().unwrap();
-        let find = |n: &str| listed.iter().find(|s| s.name == n);
-        let s = find(&stale).expect("stale listed");
-        assert!(!s.alive && s.is_stale());
-        assert_eq!(s.info.as_ref().unwrap().creator_pid, c.pid().unwrap());
-        let l = find(&live).expect("live listed");
-        assert!(l.alive && !l.is_stale());
+            let listed = segment::list().unwrap();
+            let find = |n: &str| listed.iter().find(|s| s.name == n);
+            let s = find(&stale).expect("stale listed");
+            assert!(!s.alive && s.is_stale());
+            assert_eq!(s.info.as_ref().unwrap().creator_pid, c.pid().unwrap());
+            let l = find(&live).expect("live listed");
+            assert!(l.alive && !l.is_stale());
 
-        let removed: Vec<String> = segment::clean()
-            .unwrap()
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        assert!(removed.contains(&stale.0), "{removed:?}");
-        assert!(!removed.contains(&live.0));
-        assert!(!std::path::Path::new(&tmp).exists());
-        assert!(matches!(Value::<u8>::open(&stale), Err(Error::NotFound(_))));
-        assert_eq!(Value::<u8>::open(&live).unwrap().get().unwrap(), 1);
+            let removed: Vec<String> = segment::clean()
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            assert!(removed.contains(&stale.0), "{removed:?}");
+            assert!(!removed.contains(&live.0));
+            assert!(!std::path::Path::new(&tmp).exists());
+            assert!(matches!(Value::<u8>::open(&stale), Err(Error::NotFound(_))));
+            assert_eq!(Value::<u8>::open(&live).unwrap().get().unwrap(), 1);
+        });
     });
 }
 
@@ -221,33 +229,35 @@ fn opener_registration_keeps_a_segment_alive_for_clean() {
     watchdog("attach", LIMIT, || {
         let name = TempName::new("attached");
         let go = RawValue::new(0u32).unwrap();
-        // The creator exits; an opener that is still running keeps it in use.
-        let c = child(|| drop(Value::create(&name, 0u8).unwrap()));
-        assert_eq!(join(&c, LIMIT), 0);
-        let opener = child(|| {
-            let _v = Value::<u8>::open(&name).unwrap();
-            go.atomic().store(1, SeqCst);
-            assert!(common::wait_until(LIMIT, || go.atomic().load(SeqCst) == 2));
+        multiproc::scope(|s| {
+            // The creator exits; an opener that is still running keeps it in use.
+            let c = child(s, || drop(Value::create(&name, 0u8).unwrap()));
+            assert_eq!(join(&c, LIMIT), 0);
+            let opener = child(s, || {
+                let _v = Value::<u8>::open(&name).unwrap();
+                go.atomic().store(1, SeqCst);
+                assert!(common::wait_until(LIMIT, || go.atomic().load(SeqCst) == 2));
+            });
+            assert!(common::wait_until(LIMIT, || go.atomic().load(SeqCst) == 1));
+            let entry = segment::list()
+                .unwrap()
+                .into_iter()
+                .find(|s| s.name == name.0)
+                .unwrap();
+            assert!(entry.alive, "{entry:?}");
+            assert_eq!(entry.info.unwrap().attached_pids, [opener.pid().unwrap()]);
+            go.atomic().store(2, SeqCst);
+            assert_eq!(join(&opener, LIMIT), 0);
+            let entry = segment::list()
+                .unwrap()
+                .into_iter()
+                .find(|s| s.name == name.0)
+                .unwrap();
+            assert!(
+                entry.is_stale(),
+                "the opener deregistered on drop: {entry:?}"
+            );
         });
-        assert!(common::wait_until(LIMIT, || go.atomic().load(SeqCst) == 1));
-        let entry = segment::list()
-            .unwrap()
-            .into_iter()
-            .find(|s| s.name == name.0)
-            .unwrap();
-        assert!(entry.alive, "{entry:?}");
-        assert_eq!(entry.info.unwrap().attached_pids, [opener.pid().unwrap()]);
-        go.atomic().store(2, SeqCst);
-        assert_eq!(join(&opener, LIMIT), 0);
-        let entry = segment::list()
-            .unwrap()
-            .into_iter()
-            .find(|s| s.name == name.0)
-            .unwrap();
-        assert!(
-            entry.is_stale(),
-            "the opener deregistered on drop: {entry:?}"
-        );
     });
 }
 
@@ -257,29 +267,31 @@ fn opener_registration_keeps_a_segment_alive_for_clean() {
 fn full_dev_shm_is_an_error() {
     watchdog("full /dev/shm", LIMIT, || {
         let status = RawValue::new(0u32).unwrap();
-        let c = child(|| {
-            if !private_small_dev_shm() {
-                status.atomic().store(2, SeqCst);
-                return;
-            }
-            let e = Segment::create("full-test", 2 << 20).unwrap_err();
-            assert!(matches!(e, Error::NoSpace { .. }), "{e}");
-            assert!(e.to_string().contains("/dev/shm"), "{e}");
-            // Nothing is left behind, and small segments still fit.
-            assert!(matches!(
-                Segment::open("full-test"),
-                Err(Error::NotFound(_))
-            ));
-            let v = Value::create("small-test", 1u64).unwrap();
-            assert_eq!(v.get().unwrap(), 1);
-            status.atomic().store(1, SeqCst);
-        });
-        assert_eq!(join(&c, LIMIT), 0);
-        match status.atomic().load(SeqCst) {
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                if !private_small_dev_shm() {
+                    status.atomic().store(2, SeqCst);
+                    return;
+                }
+                let e = Segment::create("full-test", 2 << 20).unwrap_err();
+                assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+                assert!(e.to_string().contains("/dev/shm"), "{e}");
+                // Nothing is left behind, and small segments still fit.
+                assert!(matches!(
+                    Segment::open("full-test"),
+                    Err(Error::NotFound(_))
+                ));
+                let v = Value::create("small-test", 1u64).unwrap();
+                assert_eq!(v.get().unwrap(), 1);
+                status.atomic().store(1, SeqCst);
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+            match status.atomic().load(SeqCst) {
             1 => {}
             2 => eprintln!("SKIPPED full_dev_shm_is_an_error: cannot mount a private tmpfs here (needs CAP_SYS_ADMIN)"),
             s => panic!("child ended in state {s}"),
         }
+        });
     });
 }
 
@@ -289,30 +301,32 @@ fn full_dev_shm_is_an_error() {
 #[test]
 fn out_of_address_space_is_no_space() {
     watchdog("no address space", LIMIT, || {
-        let c = child(|| {
-            let status = std::fs::read_to_string("/proc/self/status").unwrap();
-            let kib: u64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmSize:"))
-                .and_then(|v| v.trim().strip_suffix("kB"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap();
-            let limit = (kib + 2048) * 1024;
-            let rlimit = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: setrlimit reads a valid struct.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
-            let e = Segment::anonymous(16 << 20).unwrap_err();
-            assert!(
-                matches!(&e, Error::NoSpace { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)),
-                "{e}"
-            );
-            // What fits still works.
-            assert!(Segment::anonymous(4096).is_ok());
-        });
-        assert_eq!(join(&c, LIMIT), 0);
+        multiproc::scope(|s| {
+            let c = child(s, || {
+                let status = std::fs::read_to_string("/proc/self/status").unwrap();
+                let kib: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmSize:"))
+                    .and_then(|v| v.trim().strip_suffix("kB"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap();
+                let limit = (kib + 2048) * 1024;
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                // SAFETY: setrlimit reads a valid struct.
+                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+                let e = Segment::anonymous(16 << 20).unwrap_err();
+                assert!(
+                    matches!(&e, Error::NoSpace { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)),
+                    "{e}"
+                );
+                // What fits still works.
+                assert!(Segment::anonymous(4096).is_ok());
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+        })
     });
 }
 

@@ -1,13 +1,18 @@
 //! The same Process checks under the three start methods, fork, spawn and
 //! forkserver, with real children. A spawned child is this test binary run again, executing
-//! only `spawn_entry`, which hands over to `multiproc::spawn_init`.
+//! only `spawn_entry`, which hands over to `multiproc::spawn_init`. And the
+//! spawned child's distrust of its payload: bad ones end it with a message.
 
 mod common;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use common::{join, wait_until, watchdog};
-use multiproc::{active_children, current_process, parent_process, process, Process, RawValue};
+use multiproc::process::Entry;
+use multiproc::{
+    active_children, current_process, entry, parent_process, process, Process, RawValue,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -15,7 +20,15 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn spawn_entry() {
     // First: in a spawned child this runs its work and never returns.
-    multiproc::spawn_init();
+    multiproc::spawn_init(&[
+        &entry!(log_line),
+        &entry!(returns),
+        &entry!(exits),
+        &entry!(panics),
+        &entry!(sleeps),
+        &entry!(identity),
+        &entry!(touch),
+    ]);
     if std::env::var_os(common::HELPER_ENV).is_some() {
         logging_helper();
     }
@@ -31,7 +44,7 @@ fn logging_helper() {
     log::info!("from the parent");
     log::debug!("not shown: below the level");
     for start in [Start::Fork, Start::Spawn] {
-        let mut p = make(start, log_line, ()).name(format!("logger-{start:?}"));
+        let mut p = make(start, entry!(log_line), ()).name(format!("logger-{start:?}"));
         p.start().unwrap();
         assert_eq!(p.join().unwrap(), 0);
     }
@@ -61,20 +74,20 @@ enum Start {
     ForkServer,
 }
 
-/// A process running `f(args)`, started either way.
-fn make<A>(start: Start, f: fn(A), args: A) -> Process<'static>
+/// A process running `entry` on `args`, started either way.
+fn make<A>(start: Start, entry: Entry<A>, args: A) -> Process<'static>
 where
     A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
 {
     match start {
-        Start::Fork => Process::new(move || f(args)),
-        Start::Spawn => Process::spawn(f, args).exec_args([
+        Start::Fork => Process::new(move || entry.function()(args)),
+        Start::Spawn => Process::spawn(entry, args).exec_args([
             "--exact",
             "spawn_entry",
             "--nocapture",
             "--test-threads=1",
         ]),
-        Start::ForkServer => Process::forkserver(f, args),
+        Start::ForkServer => Process::forkserver(entry.function(), args),
     }
 }
 
@@ -114,16 +127,16 @@ fn touch(name: String) {
 
 fn exit_codes(start: Start) {
     let cases: Vec<(Process, i32)> = vec![
-        (make(start, returns, ()), 0),
-        (make(start, exits, 3), 3),
-        (make(start, panics, ()), 1),
+        (make(start, entry!(returns), ()), 0),
+        (make(start, entry!(exits), 3), 3),
+        (make(start, entry!(panics), ()), 1),
     ];
     for (mut p, code) in cases {
         p.start().unwrap();
         assert_eq!(join(&p, LIMIT), code, "{start:?}");
     }
     for signal in [libc::SIGTERM, libc::SIGKILL] {
-        let mut p = make(start, sleeps, 600).daemon(true);
+        let mut p = make(start, entry!(sleeps), 600).daemon(true);
         p.start().unwrap();
         assert!(p.is_alive());
         let t = Instant::now();
@@ -160,7 +173,7 @@ fn names_and_parents(start: Start) {
     let os_parent = !matches!(start, Start::ForkServer);
     let mut p = make(
         start,
-        identity,
+        entry!(identity),
         ("worker".into(), me.name().into(), me.pid(), os_parent),
     )
     .name("worker");
@@ -177,7 +190,7 @@ fn names_and_parents(start: Start) {
         + 1;
     let mut p = make(
         start,
-        identity,
+        entry!(identity),
         (
             format!("Process-{next}"),
             me.name().into(),
@@ -210,7 +223,7 @@ fn names_and_parents_forkserver() {
 fn shared_by_name(start: Start) {
     let name = common::TempName::new(&format!("touch-{start:?}"));
     let v = RawValue::create(&name, 0u32).unwrap();
-    let mut p = make(start, touch, name.0.clone());
+    let mut p = make(start, entry!(touch), name.0.clone());
     p.start().unwrap();
     assert_eq!(join(&p, LIMIT), 0);
     assert_eq!(v.get(), 7);
@@ -259,7 +272,7 @@ fn forkserver_children_never_inherit_a_lock_held_by_another_thread() {
         });
         let codes: Vec<Option<i32>> = (0..50)
             .map(|_| {
-                let mut p = make(Start::ForkServer, take_user_lock, ());
+                let mut p = make(Start::ForkServer, entry!(take_user_lock), ());
                 p.start().unwrap();
                 let code = p.join_timeout(Duration::from_secs(10)).unwrap();
                 let _ = p.kill();
@@ -277,7 +290,7 @@ fn forkserver_children_never_inherit_a_lock_held_by_another_thread() {
 #[test]
 fn active_children_and_join_agree_on_a_forkserver_child() {
     watchdog("active_children forkserver", LIMIT, || {
-        let mut p = make(Start::ForkServer, exits, 9).name("fs-exits");
+        let mut p = make(Start::ForkServer, entry!(exits), 9).name("fs-exits");
         p.start().unwrap();
         assert!(wait_until(LIMIT, || active_children()
             .iter()
@@ -289,10 +302,10 @@ fn active_children_and_join_agree_on_a_forkserver_child() {
 #[test]
 fn active_children_lists_running_children_only() {
     watchdog("active_children", LIMIT, || {
-        let mut a = make(Start::Fork, sleeps, 600)
+        let mut a = make(Start::Fork, entry!(sleeps), 600)
             .name("sleeper-fork")
             .daemon(true);
-        let mut b = make(Start::Spawn, sleeps, 600)
+        let mut b = make(Start::Spawn, entry!(sleeps), 600)
             .name("sleeper-spawn")
             .daemon(true);
         a.start().unwrap();
@@ -321,4 +334,149 @@ fn active_children_lists_running_children_only() {
 fn the_main_process_has_no_parent_process() {
     assert!(parent_process().is_none());
     assert_eq!(current_process().name(), "MainProcess");
+}
+
+// ---------------------------------------------------------------------------
+// Payloads a spawned child must not trust.
+
+const SPAWNED_ENV: &str = "MULTIPROC_SPAWNED";
+
+/// Where `payload_dump_entry` leaves the payload it was given.
+fn dump_path(parent: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("multiproc-test-payload-{parent}"))
+}
+
+/// In a child spawned with `exec_args` naming this test: copies its
+/// payload to `dump_path` instead of running it. A no-op otherwise.
+#[test]
+fn payload_dump_entry() {
+    let Some(fd) = std::env::var(SPAWNED_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let bytes = std::fs::read(format!("/proc/self/fd/{fd}")).unwrap();
+    std::fs::write(dump_path(std::os::unix::process::parent_id()), bytes).unwrap();
+    process::exit(0);
+}
+
+/// A real payload: the spawn of `exits(7)`, captured by `payload_dump_entry`.
+fn real_payload() -> Vec<u8> {
+    let mut p = Process::spawn(entry!(exits), 7).exec_args([
+        "--exact",
+        "payload_dump_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    p.start().unwrap();
+    assert_eq!(join(&p, LIMIT), 0);
+    let path = dump_path(std::process::id());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(path).unwrap();
+    bytes
+}
+
+/// Runs `spawn_entry` as a spawned child whose payload descriptor holds
+/// `payload` (or, with `None`, with the variable set to 1 and `stdin` on
+/// its standard input: the old protocol); its exit code and stderr.
+fn run_spawned(payload: Option<&[u8]>, stdin: &[u8]) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "spawn_entry", "--nocapture", "--test-threads=1"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let _memfd = payload.map(|bytes| {
+        // Not close-on-exec, so that the child inherits it, like a parent's.
+        // SAFETY: a NUL-terminated name; flags 0.
+        let fd = unsafe { libc::memfd_create(c"multiproc-spawn".as_ptr(), 0) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        std::fs::File::from(fd.try_clone().unwrap())
+            .write_all(bytes)
+            .unwrap();
+        command.env(SPAWNED_ENV, fd.as_raw_fd().to_string());
+        fd
+    });
+    if payload.is_none() {
+        command.env(SPAWNED_ENV, "1");
+    }
+    let mut child = command.spawn().unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Replaces the only occurrence of `from` in `bytes` by `to`, of the same length.
+fn replaced(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at: Vec<usize> = (0..=bytes.len() - from.len())
+        .filter(|&i| &bytes[i..i + from.len()] == from.as_bytes())
+        .collect();
+    assert_eq!(at.len(), 1, "{from:?} occurs {} times", at.len());
+    let mut out = bytes.to_vec();
+    out[at[0]..at[0] + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
+#[test]
+fn a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload() {
+    watchdog("payloads", Duration::from_secs(120), || {
+        let good = real_payload();
+        // The control: the captured payload runs `exits(7)`.
+        assert_eq!(run_spawned(Some(&good), b"").0, Some(7));
+
+        let name = entry!(exits).name();
+        let renamed = format!("{}z", &name[..name.len() - 1]);
+        let cases: Vec<(&str, Vec<u8>, String)> = vec![
+            (
+                "truncated",
+                good[..good.len() - 3].to_vec(),
+                "malformed payload".into(),
+            ),
+            ("empty", Vec::new(), "malformed payload".into()),
+            ("garbage", vec![0xff; 64], "malformed payload".into()),
+            (
+                "trailing bytes",
+                [&good[..], &[0u8]].concat(),
+                "1 bytes after its end".into(),
+            ),
+            (
+                "unknown entry",
+                replaced(&good, name, &renamed),
+                format!("no entry `{renamed}` is listed"),
+            ),
+            (
+                "wrong argument type",
+                replaced(&good, "i32", "u32"),
+                format!("`{name}` takes i32, but the payload carries u32"),
+            ),
+        ];
+        for (case, payload, why) in cases {
+            let (code, err) = run_spawned(Some(&payload), b"");
+            assert_eq!(code, Some(1), "{case}: {err}");
+            assert!(
+                err.contains("multiproc: a spawned child could not start:") && err.contains(&why),
+                "{case}: {err}"
+            );
+        }
+    });
+}
+
+/// The old protocol's attack: offsets on stdin that became function
+/// pointers. Now stdin is not read, and the variable must name a payload file.
+#[test]
+fn a_payload_on_stdin_is_never_run() {
+    watchdog("stdin payload", LIMIT, || {
+        // Offsets 2^20 and 1 from the anchor: a SIGSEGV under the old protocol.
+        let crafted = [0x80u8, 0x80, 0x40, 0x02, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (code, err) = run_spawned(None, &crafted);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("does not name a payload descriptor"), "{err}");
+    });
 }

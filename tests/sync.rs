@@ -52,20 +52,23 @@ fn event() {
         assert!(timed(Duration::ZERO, || event.wait_timeout(TIMEOUT1)));
         event.clear();
         assert!(!event.is_set());
-        // A process sets it after a while; the wait returns true.
-        let p = child(|| {
-            std::thread::sleep(TIMEOUT2);
-            event.set();
+        multiproc::scope(|s| {
+            // A process sets it after a while; the wait returns true.
+            let p = child(s, || {
+                std::thread::sleep(TIMEOUT2);
+                event.set();
+            });
+            event.wait();
+            assert!(event.is_set());
+            assert_eq!(join(&p, LIMIT), 0);
+            // And by name, from a process that opens it.
+            let name = TempName::new("event");
+            let named = Event::create(&name).unwrap();
+            let opened_by = name.0.clone();
+            let p = child(s, move || Event::open(&opened_by).unwrap().set());
+            assert!(named.wait_timeout(LIMIT));
+            assert_eq!(join(&p, LIMIT), 0);
         });
-        event.wait();
-        assert!(event.is_set());
-        assert_eq!(join(&p, LIMIT), 0);
-        // And by name, from a process that opens it.
-        let name = TempName::new("event");
-        let named = Event::create(&name).unwrap();
-        let p = child(|| Event::open(&name).unwrap().set());
-        assert!(named.wait_timeout(LIMIT));
-        assert_eq!(join(&p, LIMIT), 0);
     });
 }
 
@@ -74,25 +77,27 @@ fn event_survives_a_killed_waiter() {
     watchdog("event waiter death", LIMIT, || {
         let event = Event::new().unwrap();
         let asleep = Semaphore::new(0).unwrap();
-        let victim = child(|| {
-            asleep.release().unwrap();
-            event.wait();
+        multiproc::scope(|s| {
+            let victim = child(s, || {
+                asleep.release().unwrap();
+                event.wait();
+            });
+            let survivor = child(s, || {
+                asleep.release().unwrap();
+                assert!(event.wait_timeout(LIMIT));
+            });
+            asleep.acquire();
+            asleep.acquire();
+            victim.kill().unwrap();
+            assert_eq!(join(&victim, LIMIT), -libc::SIGKILL);
+            event.set();
+            assert_eq!(join(&survivor, LIMIT), 0);
+            // Later waits still work.
+            event.clear();
+            let late = child(s, || assert!(event.wait_timeout(LIMIT)));
+            event.set();
+            assert_eq!(join(&late, LIMIT), 0);
         });
-        let survivor = child(|| {
-            asleep.release().unwrap();
-            assert!(event.wait_timeout(LIMIT));
-        });
-        asleep.acquire();
-        asleep.acquire();
-        victim.kill().unwrap();
-        assert_eq!(join(&victim, LIMIT), -libc::SIGKILL);
-        event.set();
-        assert_eq!(join(&survivor, LIMIT), 0);
-        // Later waits still work.
-        event.clear();
-        let late = child(|| assert!(event.wait_timeout(LIMIT)));
-        event.set();
-        assert_eq!(join(&late, LIMIT), 0);
     });
 }
 
@@ -135,12 +140,14 @@ fn bounded_semaphore() {
         Semaphore::open(&name),
         Err(Error::KindMismatch { .. })
     ));
-    let p = child(|| {
-        let mine = BoundedSemaphore::open(&name).unwrap();
-        assert!(mine.try_acquire());
-        assert!(!mine.try_acquire());
+    multiproc::scope(|s| {
+        let p = child(s, || {
+            let mine = BoundedSemaphore::open(&name).unwrap();
+            assert!(mine.try_acquire());
+            assert!(!mine.try_acquire());
+        });
+        assert_eq!(join(&p, LIMIT), 0);
     });
-    assert_eq!(join(&p, LIMIT), 0);
     named.release().unwrap();
     assert!(matches!(named.release(), Err(Error::TooManyReleases)));
 }
@@ -160,22 +167,24 @@ fn semaphore_across_processes() {
     watchdog("semaphore processes", LIMIT, || {
         let sem = Semaphore::new(0).unwrap();
         let got = RawValue::new(0u32).unwrap();
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                child(|| {
-                    sem.acquire();
-                    got.atomic().fetch_add(1, SeqCst);
+        multiproc::scope(|s| {
+            let waiters: Vec<_> = (0..3)
+                .map(|_| {
+                    child(s, || {
+                        sem.acquire();
+                        got.atomic().fetch_add(1, SeqCst);
+                    })
                 })
-            })
-            .collect();
-        for n in 1..=3 {
-            sem.release().unwrap();
-            assert!(wait_until(LIMIT, || got.atomic().load(SeqCst) == n));
-        }
-        for w in &waiters {
-            assert_eq!(join(w, LIMIT), 0);
-        }
-        assert_eq!(sem.value(), 0);
+                .collect();
+            for n in 1..=3 {
+                sem.release().unwrap();
+                assert!(wait_until(LIMIT, || got.atomic().load(SeqCst) == n));
+            }
+            for w in &waiters {
+                assert_eq!(join(w, LIMIT), 0);
+            }
+            assert_eq!(sem.value(), 0);
+        });
     });
 }
 
@@ -184,23 +193,25 @@ fn semaphore_survives_a_killed_waiter() {
     watchdog("semaphore waiter death", LIMIT, || {
         let sem = Semaphore::new(0).unwrap();
         let asleep = Semaphore::new(0).unwrap();
-        let victim = child(|| {
-            asleep.release().unwrap();
-            sem.acquire();
+        multiproc::scope(|s| {
+            let victim = child(s, || {
+                asleep.release().unwrap();
+                sem.acquire();
+            });
+            asleep.acquire();
+            // Let the victim go to sleep in the kernel, then kill it there.
+            assert!(wait_until(LIMIT, || sleeping_in_futex(
+                victim.pid().unwrap()
+            )));
+            victim.kill().unwrap();
+            join(&victim, LIMIT);
+            let survivor = child(s, || assert!(sem.acquire_timeout(LIMIT)));
+            sem.release().unwrap();
+            assert_eq!(join(&survivor, LIMIT), 0);
+            // The dead waiter took nothing.
+            sem.release().unwrap();
+            assert_eq!(sem.value(), 1);
         });
-        asleep.acquire();
-        // Let the victim go to sleep in the kernel, then kill it there.
-        assert!(wait_until(LIMIT, || sleeping_in_futex(
-            victim.pid().unwrap()
-        )));
-        victim.kill().unwrap();
-        join(&victim, LIMIT);
-        let survivor = child(|| assert!(sem.acquire_timeout(LIMIT)));
-        sem.release().unwrap();
-        assert_eq!(join(&survivor, LIMIT), 0);
-        // The dead waiter took nothing.
-        sem.release().unwrap();
-        assert_eq!(sem.value(), 1);
     });
 }
 
@@ -214,12 +225,13 @@ fn sleeping_in_futex(pid: u32) -> bool {
 
 /// CPython's waiter: take the lock, say it is about to sleep, wait, say it woke.
 fn condition_waiter<'a>(
+    s: &'a multiproc::Scope<'a, '_>,
     cond: &'a Condition,
     sleeping: &'a Semaphore,
     woken: &'a Semaphore,
     timeout: Option<Duration>,
 ) -> Process<'a> {
-    child(move || {
+    child(s, move || {
         let mut g = cond.lock().unwrap();
         sleeping.release().unwrap();
         match timeout {
@@ -246,17 +258,19 @@ fn condition_notify() {
         let cond = Condition::new().unwrap();
         let sleeping = Semaphore::new(0).unwrap();
         let woken = Semaphore::new(0).unwrap();
-        let a = condition_waiter(&cond, &sleeping, &woken, None);
-        let b = condition_waiter(&cond, &sleeping, &woken, None);
-        all_waiting(&cond, &sleeping, 2);
-        assert_eq!(woken.value(), 0);
-        cond.lock().unwrap().notify(1);
-        assert!(wait_until(LIMIT, || woken.value() == 1));
-        stays_false(TIMEOUT2, || woken.value() > 1);
-        cond.lock().unwrap().notify(1);
-        assert!(wait_until(LIMIT, || woken.value() == 2));
-        assert_eq!(join(&a, LIMIT), 0);
-        assert_eq!(join(&b, LIMIT), 0);
+        multiproc::scope(|s| {
+            let a = condition_waiter(s, &cond, &sleeping, &woken, None);
+            let b = condition_waiter(s, &cond, &sleeping, &woken, None);
+            all_waiting(&cond, &sleeping, 2);
+            assert_eq!(woken.value(), 0);
+            cond.lock().unwrap().notify(1);
+            assert!(wait_until(LIMIT, || woken.value() == 1));
+            stays_false(TIMEOUT2, || woken.value() > 1);
+            cond.lock().unwrap().notify(1);
+            assert!(wait_until(LIMIT, || woken.value() == 2));
+            assert_eq!(join(&a, LIMIT), 0);
+            assert_eq!(join(&b, LIMIT), 0);
+        });
     });
 }
 
@@ -266,26 +280,28 @@ fn condition_notify_all() {
         let cond = Condition::new().unwrap();
         let sleeping = Semaphore::new(0).unwrap();
         let woken = Semaphore::new(0).unwrap();
-        // Three that time out by themselves...
-        let timed_out: Vec<_> = (0..3)
-            .map(|_| condition_waiter(&cond, &sleeping, &woken, Some(TIMEOUT1)))
-            .collect();
-        all_waiting(&cond, &sleeping, 3);
-        assert!(wait_until(LIMIT, || woken.value() == 3));
-        for p in &timed_out {
-            assert_eq!(join(p, LIMIT), 0);
-        }
-        // ...and three that only a notify_all wakes.
-        let waiting: Vec<_> = (0..3)
-            .map(|_| condition_waiter(&cond, &sleeping, &woken, None))
-            .collect();
-        all_waiting(&cond, &sleeping, 3);
-        stays_false(TIMEOUT2, || woken.value() > 3);
-        cond.lock().unwrap().notify_all();
-        assert!(wait_until(LIMIT, || woken.value() == 6));
-        for p in &waiting {
-            assert_eq!(join(p, LIMIT), 0);
-        }
+        multiproc::scope(|s| {
+            // Three that time out by themselves...
+            let timed_out: Vec<_> = (0..3)
+                .map(|_| condition_waiter(s, &cond, &sleeping, &woken, Some(TIMEOUT1)))
+                .collect();
+            all_waiting(&cond, &sleeping, 3);
+            assert!(wait_until(LIMIT, || woken.value() == 3));
+            for p in &timed_out {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+            // ...and three that only a notify_all wakes.
+            let waiting: Vec<_> = (0..3)
+                .map(|_| condition_waiter(s, &cond, &sleeping, &woken, None))
+                .collect();
+            all_waiting(&cond, &sleeping, 3);
+            stays_false(TIMEOUT2, || woken.value() > 3);
+            cond.lock().unwrap().notify_all();
+            assert!(wait_until(LIMIT, || woken.value() == 6));
+            for p in &waiting {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+        });
     });
 }
 
@@ -295,22 +311,24 @@ fn condition_notify_n() {
         let cond = Condition::new().unwrap();
         let sleeping = Semaphore::new(0).unwrap();
         let woken = Semaphore::new(0).unwrap();
-        let ps: Vec<_> = (0..6)
-            .map(|_| condition_waiter(&cond, &sleeping, &woken, None))
-            .collect();
-        all_waiting(&cond, &sleeping, 6);
-        assert_eq!(woken.value(), 0);
-        cond.lock().unwrap().notify(2);
-        assert!(wait_until(LIMIT, || woken.value() == 2));
-        stays_false(TIMEOUT2, || woken.value() > 2);
-        cond.lock().unwrap().notify(4);
-        assert!(wait_until(LIMIT, || woken.value() == 6));
-        // Nobody is left: this does nothing.
-        cond.lock().unwrap().notify(3);
-        stays_false(TIMEOUT2, || woken.value() > 6);
-        for p in &ps {
-            assert_eq!(join(p, LIMIT), 0);
-        }
+        multiproc::scope(|s| {
+            let ps: Vec<_> = (0..6)
+                .map(|_| condition_waiter(s, &cond, &sleeping, &woken, None))
+                .collect();
+            all_waiting(&cond, &sleeping, 6);
+            assert_eq!(woken.value(), 0);
+            cond.lock().unwrap().notify(2);
+            assert!(wait_until(LIMIT, || woken.value() == 2));
+            stays_false(TIMEOUT2, || woken.value() > 2);
+            cond.lock().unwrap().notify(4);
+            assert!(wait_until(LIMIT, || woken.value() == 6));
+            // Nobody is left: this does nothing.
+            cond.lock().unwrap().notify(3);
+            stays_false(TIMEOUT2, || woken.value() > 6);
+            for p in &ps {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+        });
     });
 }
 
@@ -326,23 +344,25 @@ fn condition_wait_for() {
     watchdog("wait_for", LIMIT, || {
         let cond = Condition::new().unwrap();
         let state = RawValue::new(-1i32).unwrap();
-        let p = child(|| {
-            let mut g = cond.lock().unwrap();
-            state.set(0);
-            g.notify(1);
-            assert!(g.wait_for(|| state.get() == 4, None).unwrap());
-            assert_eq!(state.get(), 4);
+        multiproc::scope(|s| {
+            let p = child(s, || {
+                let mut g = cond.lock().unwrap();
+                state.set(0);
+                g.notify(1);
+                assert!(g.wait_for(|| state.get() == 4, None).unwrap());
+                assert_eq!(state.get(), 4);
+            });
+            {
+                let mut g = cond.lock().unwrap();
+                assert!(g.wait_for(|| state.get() == 0, None).unwrap());
+            }
+            for _ in 0..4 {
+                let g = cond.lock().unwrap();
+                state.set(state.get() + 1);
+                g.notify(1);
+            }
+            assert_eq!(join(&p, LIMIT), 0);
         });
-        {
-            let mut g = cond.lock().unwrap();
-            assert!(g.wait_for(|| state.get() == 0, None).unwrap());
-        }
-        for _ in 0..4 {
-            let g = cond.lock().unwrap();
-            state.set(state.get() + 1);
-            g.notify(1);
-        }
-        assert_eq!(join(&p, LIMIT), 0);
     });
 }
 
@@ -352,23 +372,25 @@ fn condition_wait_for_timeout() {
         let cond = Condition::new().unwrap();
         let state = RawValue::new(0i32).unwrap();
         let started = Semaphore::new(0).unwrap();
-        let p = child(|| {
-            started.release().unwrap();
-            let mut g = cond.lock().unwrap();
-            let expected = Duration::from_millis(100);
-            let t = Instant::now();
-            let result = g.wait_for(|| state.get() == 4, Some(expected)).unwrap();
-            assert!(!result);
-            assert!(t.elapsed() >= expected, "{:?}", t.elapsed());
+        multiproc::scope(|s| {
+            let p = child(s, || {
+                started.release().unwrap();
+                let mut g = cond.lock().unwrap();
+                let expected = Duration::from_millis(100);
+                let t = Instant::now();
+                let result = g.wait_for(|| state.get() == 4, Some(expected)).unwrap();
+                assert!(!result);
+                assert!(t.elapsed() >= expected, "{:?}", t.elapsed());
+            });
+            assert!(started.acquire_timeout(LIMIT));
+            // Only three increments: the predicate never holds.
+            for _ in 0..3 {
+                let g = cond.lock().unwrap();
+                state.set(state.get() + 1);
+                g.notify(1);
+            }
+            assert_eq!(join(&p, LIMIT), 0);
         });
-        assert!(started.acquire_timeout(LIMIT));
-        // Only three increments: the predicate never holds.
-        for _ in 0..3 {
-            let g = cond.lock().unwrap();
-            state.set(state.get() + 1);
-            g.notify(1);
-        }
-        assert_eq!(join(&p, LIMIT), 0);
     });
 }
 
@@ -378,40 +400,46 @@ fn condition_over_a_recursive_lock_releases_every_level() {
         let rlock = multiproc::RLock::new().unwrap();
         let cond = Condition::with_rlock(&rlock).unwrap();
         let flag = RawValue::new(0u32).unwrap();
-        let p = child(|| {
-            let _outer = rlock.lock().unwrap();
-            let mut g = cond.lock().unwrap(); // held twice now
-            assert!(g.wait_for(|| flag.get() == 1, Some(LIMIT)).unwrap());
-            // Both levels came back: with the condition's level released,
-            // the outer one still keeps another process out.
-            drop(g);
-            let other = child(|| {
-                assert!(matches!(
-                    rlock.try_lock(),
-                    Err(multiproc::LockError::WouldBlock)
-                ))
+        multiproc::scope(|s| {
+            let p = child(s, || {
+                let _outer = rlock.lock().unwrap();
+                let mut g = cond.lock().unwrap(); // held twice now
+                assert!(g.wait_for(|| flag.get() == 1, Some(LIMIT)).unwrap());
+                // Both levels came back: with the condition's level released,
+                // the outer one still keeps another process out.
+                drop(g);
+                multiproc::scope(|s| {
+                    let other = child(s, || {
+                        assert!(matches!(
+                            rlock.try_lock(),
+                            Err(multiproc::LockError::WouldBlock)
+                        ))
+                    });
+                    assert_eq!(join(&other, LIMIT), 0);
+                });
             });
-            assert_eq!(join(&other, LIMIT), 0);
+            // The waiter gave up both levels, so this lock succeeds.
+            let g = cond.lock().unwrap();
+            flag.set(1);
+            g.notify_all();
+            drop(g);
+            assert_eq!(join(&p, LIMIT), 0);
+            // A named condition, opened by another process.
+            let name = TempName::new("cond");
+            let named = Condition::create(&name).unwrap();
+            let opened_by = name.0.clone();
+            let flag = &flag;
+            let opener = child(s, move || {
+                let c = Condition::open(&opened_by).unwrap();
+                let mut g = c.lock().unwrap();
+                assert!(g.wait_for(|| flag.get() == 2, Some(LIMIT)).unwrap());
+            });
+            let g = named.lock().unwrap();
+            flag.set(2);
+            g.notify_all();
+            drop(g);
+            assert_eq!(join(&opener, LIMIT), 0);
         });
-        // The waiter gave up both levels, so this lock succeeds.
-        let g = cond.lock().unwrap();
-        flag.set(1);
-        g.notify_all();
-        drop(g);
-        assert_eq!(join(&p, LIMIT), 0);
-        // A named condition, opened by another process.
-        let name = TempName::new("cond");
-        let named = Condition::create(&name).unwrap();
-        let opener = child(|| {
-            let c = Condition::open(&name).unwrap();
-            let mut g = c.lock().unwrap();
-            assert!(g.wait_for(|| flag.get() == 2, Some(LIMIT)).unwrap());
-        });
-        let g = named.lock().unwrap();
-        flag.set(2);
-        g.notify_all();
-        drop(g);
-        assert_eq!(join(&opener, LIMIT), 0);
     });
 }
 
@@ -421,14 +449,16 @@ fn condition_survives_a_killed_waiter() {
         let cond = Condition::new().unwrap();
         let sleeping = Semaphore::new(0).unwrap();
         let woken = Semaphore::new(0).unwrap();
-        let victim = condition_waiter(&cond, &sleeping, &woken, None);
-        let survivor = condition_waiter(&cond, &sleeping, &woken, None);
-        all_waiting(&cond, &sleeping, 2);
-        victim.kill().unwrap();
-        join(&victim, LIMIT);
-        cond.lock().unwrap().notify(1);
-        assert_eq!(join(&survivor, LIMIT), 0);
-        assert_eq!(woken.value(), 1);
+        multiproc::scope(|s| {
+            let victim = condition_waiter(s, &cond, &sleeping, &woken, None);
+            let survivor = condition_waiter(s, &cond, &sleeping, &woken, None);
+            all_waiting(&cond, &sleeping, 2);
+            victim.kill().unwrap();
+            join(&victim, LIMIT);
+            cond.lock().unwrap().notify(1);
+            assert_eq!(join(&survivor, LIMIT), 0);
+            assert_eq!(woken.value(), 1);
+        });
     });
 }
 
@@ -438,26 +468,28 @@ fn condition_waiter_is_told_when_the_lock_holder_dies() {
         let cond = Condition::with_lock(&multiproc::Lock::new().unwrap()).unwrap();
         let sleeping = Semaphore::new(0).unwrap();
         let holding = Semaphore::new(0).unwrap();
-        let waiter = child(|| {
-            let mut g = cond.lock().unwrap();
-            sleeping.release().unwrap();
-            // Times out while a dead process holds the lock: told, not hung.
-            let e = g.wait_timeout(TIMEOUT1).unwrap_err();
-            assert!(matches!(e, Error::OwnerDied), "{e}");
-            multiproc::sync::ConditionGuard::make_consistent(&g).unwrap();
+        multiproc::scope(|s| {
+            let waiter = child(s, || {
+                let mut g = cond.lock().unwrap();
+                sleeping.release().unwrap();
+                // Times out while a dead process holds the lock: told, not hung.
+                let e = g.wait_timeout(TIMEOUT1).unwrap_err();
+                assert!(matches!(e, Error::OwnerDied), "{e}");
+                multiproc::sync::ConditionGuard::make_consistent(&g).unwrap();
+            });
+            all_waiting(&cond, &sleeping, 1);
+            let holder = child(s, || {
+                std::mem::forget(cond.lock().unwrap());
+                holding.release().unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            assert!(holding.acquire_timeout(LIMIT));
+            holder.kill().unwrap();
+            join(&holder, LIMIT);
+            assert_eq!(join(&waiter, LIMIT), 0);
         });
-        all_waiting(&cond, &sleeping, 1);
-        let holder = child(|| {
-            std::mem::forget(cond.lock().unwrap());
-            holding.release().unwrap();
-            loop {
-                std::thread::park();
-            }
-        });
-        assert!(holding.acquire_timeout(LIMIT));
-        holder.kill().unwrap();
-        join(&holder, LIMIT);
-        assert_eq!(join(&waiter, LIMIT), 0);
     });
 }
 
@@ -468,17 +500,19 @@ const N: u32 = 5;
 
 /// Runs `f(party)` in N processes and checks they all exit 0.
 fn run_parties(f: impl Fn(u32) + Sync) {
-    let ps: Vec<_> = (0..N)
-        .map(|i| {
-            child({
-                let f = &f;
-                move || f(i)
+    multiproc::scope(|s| {
+        let ps: Vec<_> = (0..N)
+            .map(|i| {
+                child(s, {
+                    let f = &f;
+                    move || f(i)
+                })
             })
-        })
-        .collect();
-    for p in &ps {
-        assert_eq!(join(p, LIMIT), 0);
-    }
+            .collect();
+        for p in &ps {
+            assert_eq!(join(p, LIMIT), 0);
+        }
+    });
 }
 
 fn counter() -> RawValue<u32> {
@@ -682,33 +716,35 @@ fn barrier_breaks_when_a_waiting_party_dies() {
     watchdog("barrier party death", LIMIT, || {
         let name = TempName::new("barrier");
         let barrier = Barrier::create(&name, 3).unwrap();
-        let victim = child(|| {
-            barrier.wait().unwrap();
-        });
-        assert!(wait_until(LIMIT, || barrier.n_waiting() == 1));
-        victim.kill().unwrap();
-        join(&victim, LIMIT);
-        // The survivor would wait for the dead party forever; it is told instead.
-        let survivor = child(|| {
-            let mine = Barrier::open(&name).unwrap();
-            assert_eq!(mine.parties(), 3);
-            assert!(matches!(mine.wait(), Err(Error::BrokenBarrier)));
-        });
-        assert_eq!(join(&survivor, LIMIT), 0);
-        assert!(barrier.is_broken());
-        // Reset, and three live parties pass.
-        barrier.reset().unwrap();
-        let ps: Vec<_> = (0..2)
-            .map(|_| {
-                child(|| {
-                    barrier.wait().unwrap();
+        multiproc::scope(|s| {
+            let victim = child(s, || {
+                barrier.wait().unwrap();
+            });
+            assert!(wait_until(LIMIT, || barrier.n_waiting() == 1));
+            victim.kill().unwrap();
+            join(&victim, LIMIT);
+            // The survivor would wait for the dead party forever; it is told instead.
+            let survivor = child(s, || {
+                let mine = Barrier::open(&name).unwrap();
+                assert_eq!(mine.parties(), 3);
+                assert!(matches!(mine.wait(), Err(Error::BrokenBarrier)));
+            });
+            assert_eq!(join(&survivor, LIMIT), 0);
+            assert!(barrier.is_broken());
+            // Reset, and three live parties pass.
+            barrier.reset().unwrap();
+            let ps: Vec<_> = (0..2)
+                .map(|_| {
+                    child(s, || {
+                        barrier.wait().unwrap();
+                    })
                 })
-            })
-            .collect();
-        barrier.wait().unwrap();
-        for p in &ps {
-            assert_eq!(join(p, LIMIT), 0);
-        }
+                .collect();
+            barrier.wait().unwrap();
+            for p in &ps {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+        });
     });
 }
 
@@ -718,34 +754,36 @@ fn barrier_breaks_when_a_waiting_party_dies() {
 #[test]
 fn a_killed_waiter_leaves_no_notification_behind() {
     watchdog("killed waiter's notification", LIMIT, || {
-        let cond = Condition::new().unwrap();
-        let sleeping = Semaphore::new(0).unwrap();
-        // [waiters that returned true, waiters that returned false]
-        let outcomes = RawArray::<u32>::new(2).unwrap();
-        let waiter = |timeout: Duration| {
-            let (cond, sleeping, outcomes) = (cond.clone(), sleeping.clone(), outcomes.clone());
-            child(move || {
-                let mut g = cond.lock().unwrap();
-                sleeping.release().unwrap();
-                let notified = g.wait_timeout(timeout).unwrap();
-                let i = if notified { 0 } else { 1 };
-                outcomes.atomic(i).unwrap().fetch_add(1, SeqCst);
-            })
-        };
-        let dead = waiter(LIMIT);
-        all_waiting(&cond, &sleeping, 1);
-        dead.kill().unwrap();
-        join(&dead, LIMIT);
-        cond.lock().unwrap().notify_all();
-        let (a, b) = (
-            waiter(Duration::from_millis(1500)),
-            waiter(Duration::from_millis(1500)),
-        );
-        all_waiting(&cond, &sleeping, 2);
-        cond.lock().unwrap().notify(1);
-        assert_eq!(join(&a, LIMIT), 0);
-        assert_eq!(join(&b, LIMIT), 0);
-        assert_eq!(outcomes.read(..).unwrap(), [1, 1], "[notified, timed out]");
+        multiproc::scope(|ps| {
+            let cond = Condition::new().unwrap();
+            let sleeping = Semaphore::new(0).unwrap();
+            // [waiters that returned true, waiters that returned false]
+            let outcomes = RawArray::<u32>::new(2).unwrap();
+            let waiter = |timeout: Duration| {
+                let (cond, sleeping, outcomes) = (cond.clone(), sleeping.clone(), outcomes.clone());
+                child(ps, move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    let notified = g.wait_timeout(timeout).unwrap();
+                    let i = if notified { 0 } else { 1 };
+                    outcomes.atomic(i).unwrap().fetch_add(1, SeqCst);
+                })
+            };
+            let dead = waiter(LIMIT);
+            all_waiting(&cond, &sleeping, 1);
+            dead.kill().unwrap();
+            join(&dead, LIMIT);
+            cond.lock().unwrap().notify_all();
+            let (a, b) = (
+                waiter(Duration::from_millis(1500)),
+                waiter(Duration::from_millis(1500)),
+            );
+            all_waiting(&cond, &sleeping, 2);
+            cond.lock().unwrap().notify(1);
+            assert_eq!(join(&a, LIMIT), 0);
+            assert_eq!(join(&b, LIMIT), 0);
+            assert_eq!(outcomes.read(..).unwrap(), [1, 1], "[notified, timed out]");
+        })
     });
 }
 
@@ -754,33 +792,35 @@ fn a_killed_waiter_leaves_no_notification_behind() {
 #[test]
 fn notify_skips_a_killed_waiter() {
     watchdog("notify skips the dead", LIMIT, || {
-        let cond = Condition::new().unwrap();
-        let sleeping = Semaphore::new(0).unwrap();
-        let woken = Semaphore::new(0).unwrap();
-        let waiter = || {
-            let (cond, sleeping, woken) = (cond.clone(), sleeping.clone(), woken.clone());
-            child(move || {
-                let mut g = cond.lock().unwrap();
-                sleeping.release().unwrap();
-                g.wait().unwrap();
-                woken.release().unwrap();
-            })
-        };
-        // The dead one waits longest: a notify that took it would wake nobody.
-        let dead = waiter();
-        all_waiting(&cond, &sleeping, 1);
-        let live: Vec<_> = (0..3).map(|_| waiter()).collect();
-        all_waiting(&cond, &sleeping, 3);
-        dead.kill().unwrap();
-        join(&dead, LIMIT);
-        for n in 1..=3 {
-            cond.lock().unwrap().notify(1);
-            assert!(wait_until(LIMIT, || woken.value() == n));
-            stays_false(TIMEOUT2, || woken.value() > n);
-        }
-        for p in &live {
-            assert_eq!(join(p, LIMIT), 0);
-        }
+        multiproc::scope(|ps| {
+            let cond = Condition::new().unwrap();
+            let sleeping = Semaphore::new(0).unwrap();
+            let woken = Semaphore::new(0).unwrap();
+            let waiter = || {
+                let (cond, sleeping, woken) = (cond.clone(), sleeping.clone(), woken.clone());
+                child(ps, move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    g.wait().unwrap();
+                    woken.release().unwrap();
+                })
+            };
+            // The dead one waits longest: a notify that took it would wake nobody.
+            let dead = waiter();
+            all_waiting(&cond, &sleeping, 1);
+            let live: Vec<_> = (0..3).map(|_| waiter()).collect();
+            all_waiting(&cond, &sleeping, 3);
+            dead.kill().unwrap();
+            join(&dead, LIMIT);
+            for n in 1..=3 {
+                cond.lock().unwrap().notify(1);
+                assert!(wait_until(LIMIT, || woken.value() == n));
+                stays_false(TIMEOUT2, || woken.value() > n);
+            }
+            for p in &live {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+        })
     });
 }
 
@@ -789,53 +829,55 @@ fn notify_skips_a_killed_waiter() {
 #[test]
 fn condition_waiter_places_are_bounded_and_given_back_by_the_dead() {
     watchdog("condition places", LIMIT, || {
-        let cond = Condition::new().unwrap();
-        let go = RawValue::new(0u32).unwrap();
-        let sleeping = Semaphore::new(0).unwrap();
-        std::thread::scope(|s| {
-            let threads: Vec<_> = (0..Condition::MAX_WAITERS)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut g = cond.lock().unwrap();
-                        sleeping.release().unwrap();
-                        g.wait_for(|| go.get() == 1, Some(LIMIT)).unwrap()
+        multiproc::scope(|ps| {
+            let cond = Condition::new().unwrap();
+            let go = RawValue::new(0u32).unwrap();
+            let sleeping = Semaphore::new(0).unwrap();
+            std::thread::scope(|s| {
+                let threads: Vec<_> = (0..Condition::MAX_WAITERS)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut g = cond.lock().unwrap();
+                            sleeping.release().unwrap();
+                            g.wait_for(|| go.get() == 1, Some(LIMIT)).unwrap()
+                        })
                     })
-                })
-                .collect();
-            all_waiting(&cond, &sleeping, Condition::MAX_WAITERS as u32);
-            let mut g = cond.lock().unwrap();
-            let e = g.wait_timeout(TIMEOUT1).unwrap_err();
-            assert!(
-                matches!(e, Error::TooManyWaiters { limit } if limit == Condition::MAX_WAITERS),
-                "{e}"
-            );
-            go.set(1);
-            g.notify_all();
-            drop(g);
-            for t in threads {
-                assert!(t.join().unwrap());
-            }
-        });
-        // More waiters die than there are places, with no notify between
-        // to clear them: each new waiter takes a dead one's place.
-        let waiter = || {
-            let (cond, sleeping) = (cond.clone(), sleeping.clone());
-            child(move || {
+                    .collect();
+                all_waiting(&cond, &sleeping, Condition::MAX_WAITERS as u32);
                 let mut g = cond.lock().unwrap();
-                sleeping.release().unwrap();
-                assert!(g.wait_timeout(LIMIT).unwrap());
-            })
-        };
-        for _ in 0..Condition::MAX_WAITERS + 2 {
-            let dead = waiter();
+                let e = g.wait_timeout(TIMEOUT1).unwrap_err();
+                assert!(
+                    matches!(e, Error::TooManyWaiters { limit } if limit == Condition::MAX_WAITERS),
+                    "{e}"
+                );
+                go.set(1);
+                g.notify_all();
+                drop(g);
+                for t in threads {
+                    assert!(t.join().unwrap());
+                }
+            });
+            // More waiters die than there are places, with no notify between
+            // to clear them: each new waiter takes a dead one's place.
+            let waiter = || {
+                let (cond, sleeping) = (cond.clone(), sleeping.clone());
+                child(ps, move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    assert!(g.wait_timeout(LIMIT).unwrap());
+                })
+            };
+            for _ in 0..Condition::MAX_WAITERS + 2 {
+                let dead = waiter();
+                all_waiting(&cond, &sleeping, 1);
+                dead.kill().unwrap();
+                join(&dead, LIMIT);
+            }
+            let live = waiter();
             all_waiting(&cond, &sleeping, 1);
-            dead.kill().unwrap();
-            join(&dead, LIMIT);
-        }
-        let live = waiter();
-        all_waiting(&cond, &sleeping, 1);
-        cond.lock().unwrap().notify(1);
-        assert_eq!(join(&live, LIMIT), 0);
+            cond.lock().unwrap().notify(1);
+            assert_eq!(join(&live, LIMIT), 0);
+        })
     });
 }
 
@@ -845,33 +887,36 @@ fn condition_waiter_places_are_bounded_and_given_back_by_the_dead() {
 #[test]
 fn a_notification_chosen_for_a_dying_waiter_passes_on() {
     watchdog("notification passed on", LIMIT, || {
-        let cond = Condition::new().unwrap();
-        let sleeping = Semaphore::new(0).unwrap();
-        let notified = RawValue::new(0u32).unwrap();
-        for _ in 0..5 {
-            notified.set(0);
-            let waiter = || {
-                let (cond, sleeping, notified) = (cond.clone(), sleeping.clone(), notified.clone());
-                child(move || {
-                    let mut g = cond.lock().unwrap();
-                    sleeping.release().unwrap();
-                    if g.wait_timeout(Duration::from_secs(10)).unwrap() {
-                        notified.atomic().fetch_add(1, SeqCst);
-                    }
-                })
-            };
-            // The one that dies waits longest: notify(1) prefers it.
-            let dying = waiter();
-            all_waiting(&cond, &sleeping, 1);
-            let live = waiter();
-            all_waiting(&cond, &sleeping, 1);
-            dying.kill().unwrap();
-            cond.lock().unwrap().notify(1);
-            join(&dying, LIMIT);
-            let t = Instant::now();
-            assert_eq!(join(&live, LIMIT), 0);
-            assert_eq!(notified.get(), 1, "the live waiter was notified");
-            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-        }
+        multiproc::scope(|ps| {
+            let cond = Condition::new().unwrap();
+            let sleeping = Semaphore::new(0).unwrap();
+            let notified = RawValue::new(0u32).unwrap();
+            for _ in 0..5 {
+                notified.set(0);
+                let waiter = || {
+                    let (cond, sleeping, notified) =
+                        (cond.clone(), sleeping.clone(), notified.clone());
+                    child(ps, move || {
+                        let mut g = cond.lock().unwrap();
+                        sleeping.release().unwrap();
+                        if g.wait_timeout(Duration::from_secs(10)).unwrap() {
+                            notified.atomic().fetch_add(1, SeqCst);
+                        }
+                    })
+                };
+                // The one that dies waits longest: notify(1) prefers it.
+                let dying = waiter();
+                all_waiting(&cond, &sleeping, 1);
+                let live = waiter();
+                all_waiting(&cond, &sleeping, 1);
+                dying.kill().unwrap();
+                cond.lock().unwrap().notify(1);
+                join(&dying, LIMIT);
+                let t = Instant::now();
+                assert_eq!(join(&live, LIMIT), 0);
+                assert_eq!(notified.get(), 1, "the live waiter was notified");
+                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            }
+        })
     });
 }

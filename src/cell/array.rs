@@ -23,8 +23,9 @@ use crate::sys::Deadline;
 /// ```
 /// use multiproc::{cell::Array, process::Process};
 /// let a = Array::from_slice(&[1i32, 2, 3, 4])?;
-/// let mut child = Process::new(|| {
-///     for x in a.lock().expect("lock").iter_mut() {
+/// let theirs = a.clone(); // another handle on the same memory
+/// let mut child = Process::new(move || {
+///     for x in theirs.lock().expect("lock").iter_mut() {
 ///         *x = -*x;
 ///     }
 /// });

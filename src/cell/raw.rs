@@ -252,8 +252,9 @@ impl<T: Pod> RawCells<T> {
 /// use std::sync::atomic::Ordering;
 /// use multiproc::{cell::RawValue, process::Process};
 /// let hits = RawValue::new(0u64)?;
-/// let mut child = Process::new(|| {
-///     hits.atomic().fetch_add(5, Ordering::Relaxed);
+/// let theirs = hits.clone(); // another handle on the same memory
+/// let mut child = Process::new(move || {
+///     theirs.atomic().fetch_add(5, Ordering::Relaxed);
 /// });
 /// child.start()?;
 /// child.join()?;

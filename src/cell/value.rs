@@ -23,7 +23,8 @@ use crate::sys::Deadline;
 /// let counter = Value::new(0u64)?;
 /// let mut children: Vec<_> = (0..2)
 ///     .map(|_| {
-///         Process::new(|| {
+///         let counter = counter.clone(); // another handle on the same value
+///         Process::new(move || {
 ///             for _ in 0..1000 {
 ///                 *counter.lock().expect("lock") += 1;
 ///             }

@@ -199,9 +199,10 @@ fn decode<T: DeserializeOwned>(v: Value) -> Result<T> {
 /// use multiproc::{manager::Manager, Process};
 /// let manager = Manager::start()?;
 /// let d = manager.dict::<String, i64>()?;
-/// let mut child = Process::new(|| {
-///     d.set("from child".into(), 1).expect("set");
-///     d.increment(&"hits".into(), 5).expect("increment");
+/// let theirs = d.clone(); // another proxy of the same dict
+/// let mut child = Process::new(move || {
+///     theirs.set("from child".into(), 1).expect("set");
+///     theirs.increment(&"hits".into(), 5).expect("increment");
 /// });
 /// child.start()?;
 /// child.join()?;
@@ -249,7 +250,8 @@ impl Manager {
                     }
                 },
             )
-            .name("SyncManager");
+            .name("SyncManager")
+            .ends_when_parent_exits();
         server.start()?;
         ready.set_max_message(4096);
         match ready.recv_bytes_timeout(Duration::from_secs(10)) {

@@ -25,6 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{locked, parent_process, Process, CHILD_COUNTER, IDENTITY};
@@ -216,10 +217,7 @@ pub(super) fn global() -> Result<&'static ForkServer> {
     }
     let mine = Box::into_raw(Box::new(Global {
         owner: me,
-        server: ForkServer::start(
-            "ForkServer",
-            Box::new(|body, _| super::spawn::run_encoded(&body)),
-        )?,
+        server: ForkServer::start("ForkServer", Box::new(|body, _| run_encoded(&body)))?,
     }));
     match GLOBAL.compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire) {
         // The inherited server (if any) is the parent's: left alone.
@@ -230,6 +228,90 @@ pub(super) fn global() -> Result<&'static ForkServer> {
             // SAFETY: `mine` was never published; this is its only owner.
             drop(unsafe { Box::from_raw(mine) });
             global()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What a child of the process-wide server runs.
+
+/// Runs the function at `func` on encoded arguments; the exit code.
+type Trampoline = fn(usize, &[u8]) -> i32;
+
+/// What a child of this process's fork server runs for
+/// [`Process::forkserver`](super::Process::forkserver): a function, the
+/// trampoline that decodes its arguments, and the arguments.
+///
+/// The function travels by address. The addresses are this process's own
+/// and are valid in the server's children because the server is a fork of
+/// this process (the same executable at the same addresses: no `exec`);
+/// they travel only over the private socket between this process and its
+/// own fork server, never from outside (a spawned child, by contrast, is
+/// a new program and runs only listed entries: see `spawn`).
+pub(super) struct Call {
+    call: usize,
+    func: usize,
+    args: std::result::Result<Vec<u8>, String>,
+}
+
+impl Call {
+    pub(super) fn new<A: Serialize + DeserializeOwned>(f: fn(A), args: &A) -> Call {
+        Call {
+            call: run::<A> as Trampoline as usize,
+            func: f as usize,
+            args: postcard::to_allocvec(args).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The call as bytes for [`run_encoded`].
+    pub(super) fn encode(&self) -> Result<Vec<u8>> {
+        let args = self.args.clone().map_err(Error::Serialize)?;
+        let encoded = Encoded {
+            call: self.call as u64,
+            func: self.func as u64,
+            args,
+        };
+        postcard::to_allocvec(&encoded).map_err(|e| Error::Serialize(e.to_string()))
+    }
+}
+
+/// A [`Call`] as the server's child receives it.
+#[derive(Serialize, Deserialize)]
+struct Encoded {
+    call: u64,
+    func: u64,
+    args: Vec<u8>,
+}
+
+/// Runs a call made by [`Call::encode`]; the exit code.
+fn run_encoded(bytes: &[u8]) -> i32 {
+    match postcard::from_bytes::<Encoded>(bytes) {
+        Ok(e) => {
+            // SAFETY: `call` is the address of a `Trampoline` taken by this
+            // process's parent, of which this process is a fork (see `Call`).
+            let call: Trampoline =
+                unsafe { std::mem::transmute::<usize, Trampoline>(e.call as usize) };
+            call(e.func as usize, &e.args)
+        }
+        Err(e) => {
+            eprintln!("multiproc: a fork server's child got a malformed call: {e}");
+            1
+        }
+    }
+}
+
+fn run<A: DeserializeOwned>(func: usize, args: &[u8]) -> i32 {
+    // SAFETY: `func` is the address of an `fn(A)` taken in `Call::new` with
+    // the same `A`, by the process this one is a fork of (see `Call`).
+    let f: fn(A) = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
+    match postcard::from_bytes(args) {
+        Ok(a) => {
+            f(a);
+            0
+        }
+        Err(e) => {
+            eprintln!("multiproc: a fork server's child cannot decode its arguments: {e}");
+            1
         }
     }
 }
@@ -357,5 +439,6 @@ fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &Serve, server_pid: u32)
     }
     CHILD_COUNTER.store(0, Ordering::Relaxed);
     let code = catch_unwind(AssertUnwindSafe(|| serve(order.body, fds))).unwrap_or(1);
-    sys::exit_now(code)
+    // As any child's end: daemon children killed, the others waited for.
+    super::exit(code)
 }

@@ -4,11 +4,22 @@
 //! # Fork and threads
 //! `fork` copies only the calling thread. A child forked from a
 //! multithreaded parent must not depend on a lock that another parent thread
-//! held at that moment (the child's copy stays locked forever): allocation
-//! and this crate's own state are fork-safe, but locks of other libraries,
-//! and Rust's stdout lock if another thread is printing, may not be.
-//! Fork before starting threads, or use the spawn start method
-//! ([`Process::spawn`]) for such programs.
+//! held at that moment (the child's copy stays locked forever): allocation,
+//! Rust's stdout and stderr and this crate's own state are fork-safe, but
+//! locks of other libraries may not be. Fork before starting threads, or
+//! use the spawn start method ([`Process::spawn`]) for such programs. The
+//! crate's own process-local locks (the registry of children, the
+//! process's identity, the scopes' witnesses) and the standard streams are
+//! taken by `pthread_atfork` handlers around every fork, whoever forks, so
+//! a child never finds one held by a thread it lacks. The handlers are
+//! installed before any of these locks is first taken.
+//!
+//! # Exit
+//! As in Python, a process that exits (returning from `main`, calling
+//! [`std::process::exit`] or [`exit`], or a child whose closure returns)
+//! first kills its [daemon](Process::daemon) children and then waits for
+//! every other child it started. A [`scope`] does the same for its own
+//! children when it ends.
 //!
 //! # Fork or spawn
 //! `fork` (the default, [`Process::new`]) starts a child in about a quarter
@@ -29,18 +40,23 @@
 mod forkserver;
 mod logging;
 mod pool;
+mod scope;
 mod spawn;
 
 pub use forkserver::start_forkserver;
 pub use logging::log_to_stderr;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder};
-pub use spawn::spawn_init;
+pub use scope::{scope, Scope};
+#[doc(hidden)]
+pub use spawn::__fn_name;
+pub use spawn::{spawn_init, Entry, SpawnEntry};
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::ffi::OsString;
@@ -61,18 +77,165 @@ struct Identity {
 }
 
 // The child touches these after fork, so they are `std` mutexes (a plain
-// futex word) and `start` holds them across the fork: see `segment::arena`.
+// futex word), held briefly and never across a blocking call, and the fork
+// handlers (`ready_for_fork`) hold them across every fork.
 static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
 /// Children created so far by this process (reset in each child).
 static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Every child started and not yet known to have exited, with its handle's
-/// state: `active_children` lists them, and a child whose handle was
-/// dropped is still reaped (not left a zombie).
+/// state: `active_children` lists them, a child whose handle was dropped
+/// is still reaped (not left a zombie), and exits and scopes join them.
 static CHILDREN: Mutex<Vec<ChildEntry>> = Mutex::new(Vec::new());
 
 struct ChildEntry {
     name: String,
+    daemon: bool,
+    /// Whether this process's exit waits for it (see `ends_when_parent_exits`).
+    waited_at_exit: bool,
+    /// The scope that joins it, if it was started from one.
+    scope: Option<u64>,
     state: Arc<Mutex<State>>,
+}
+
+/// The registries, and Rust's stdout and stderr (which `sys::fork` holds
+/// across its forks and everyone else's needs), held by the forking thread
+/// from the `prepare` fork handler to the `parent` or `child` one.
+struct HeldForFork {
+    _stdout: std::io::StdoutLock<'static>,
+    _stderr: std::io::StderrLock<'static>,
+    _identity: MutexGuard<'static, Option<Identity>>,
+    children: MutexGuard<'static, Vec<ChildEntry>>,
+    witnesses: MutexGuard<'static, Vec<scope::WitnessEnd>>,
+}
+
+thread_local! {
+    static HELD_FOR_FORK: RefCell<Option<HeldForFork>> = const { RefCell::new(None) };
+    /// The scope whose child this thread is forking, if any.
+    static FORKING_FOR_SCOPE: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The process's identity, locked. Every use of a registry first makes
+/// sure that the fork handlers are installed, so that no fork can find one
+/// held by a thread it lacks.
+fn identity() -> MutexGuard<'static, Option<Identity>> {
+    // Without handlers (out of memory) the registries work as before.
+    let _ = ready_for_fork();
+    locked(&IDENTITY)
+}
+
+/// The registry of children, locked (see [`identity`]).
+fn children() -> MutexGuard<'static, Vec<ChildEntry>> {
+    let _ = ready_for_fork();
+    locked(&CHILDREN)
+}
+
+/// Whether the fork handlers and the exit hook are installed: 0 not yet,
+/// `HANDLERS_INSTALLED`, or the pid (shifted left) of the process whose
+/// thread is installing them. Not a `Once`: a process forked while a
+/// thread of its parent installs them must not wait for that thread, which
+/// it does not have; it installs them itself.
+static FORK_HANDLERS: AtomicU64 = AtomicU64::new(0);
+const HANDLERS_INSTALLED: u64 = 1;
+
+/// Installs, once, the fork handlers that make the crate's process-local
+/// state safe across a fork from any thread (the arena's, then this
+/// module's), and the exit hook that joins children. Called before every
+/// start and every use of a registry.
+///
+/// The arena's handlers are registered first, so that this module's
+/// `prepare` runs before the arena's (handlers run in reverse order): the
+/// standard streams, then the registries, then the arena, in every fork,
+/// as in `sys::fork`, which takes the streams before it forks.
+fn ready_for_fork() -> Result<()> {
+    crate::segment::ready_for_fork()?;
+    let me = u64::from(sys::getpid()) << 1;
+    loop {
+        match FORK_HANDLERS.load(Ordering::Acquire) {
+            HANDLERS_INSTALLED => return Ok(()),
+            // Another thread of this process is installing them.
+            state if state == me => std::thread::yield_now(),
+            // Not begun, or begun by the process this one was forked from
+            // (had the fork handlers been installed then, the child handler
+            // would have said so).
+            state => {
+                if FORK_HANDLERS
+                    .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    // The exit hook first: run twice (after a fork between
+                    // the two), it finds nothing the second time.
+                    let installed = sys::at_exit(exit_hook).and_then(|()| {
+                        sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)
+                    });
+                    let next = if installed.is_ok() {
+                        HANDLERS_INSTALLED
+                    } else {
+                        0
+                    };
+                    FORK_HANDLERS.store(next, Ordering::Release);
+                    return installed.map_err(|e| Error::io("pthread_atfork/atexit", e));
+                }
+            }
+        }
+    }
+}
+
+extern "C" fn prepare_fork() {
+    // Always in this order (see `ready_for_fork`); nothing takes two of
+    // them otherwise (the standard streams are reentrant locks, already
+    // held by `sys::fork`).
+    let held = HeldForFork {
+        _stdout: std::io::stdout().lock(),
+        _stderr: std::io::stderr().lock(),
+        _identity: locked(&IDENTITY),
+        children: locked(&CHILDREN),
+        witnesses: scope::witnesses(),
+    };
+    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(held));
+}
+
+extern "C" fn after_fork_in_parent() {
+    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_in_child() {
+    HELD_FOR_FORK.with(|h| {
+        if let Some(mut held) = h.borrow_mut().take() {
+            // The parent's children are not this process's (and their
+            // pidfds are only copies): forget them without closing anything.
+            std::mem::forget(std::mem::take(&mut *held.children));
+            scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
+        }
+    });
+    FORK_HANDLERS.store(HANDLERS_INSTALLED, Ordering::Relaxed);
+}
+
+/// Python's `util._exit_function`, run by `exit` in this process.
+extern "C" fn exit_hook() {
+    finish_at_exit();
+}
+
+/// What every exit of this process does first, `exit(3)` or not.
+fn finish_at_exit() {
+    finish_children(|c| c.waited_at_exit);
+}
+
+/// What a process does with its children when it exits, and a scope when
+/// it ends (Python's rule): kills the daemon children among those `which`
+/// selects, then waits until every one of them has exited.
+fn finish_children(which: impl Fn(&ChildEntry) -> bool) {
+    let chosen: Vec<(bool, Arc<Mutex<State>>)> = children()
+        .iter()
+        .filter(|c| which(c))
+        .map(|c| (c.daemon, c.state.clone()))
+        .collect();
+    for (_, state) in chosen.iter().filter(|(daemon, _)| *daemon) {
+        let _ = signal_state(state, libc::SIGKILL);
+    }
+    for (_, state) in &chosen {
+        wait_until_exited(state);
+    }
+    reap_children();
 }
 
 /// Locks a process-local mutex; nothing panics while holding one.
@@ -102,13 +265,13 @@ impl ProcessInfo {
 /// The process that started this one (Python's `parent_process()`), `None`
 /// in a process not started by this crate.
 pub fn parent_process() -> Option<ProcessInfo> {
-    locked(&IDENTITY).as_ref().map(|i| i.parent.clone())
+    identity().as_ref().map(|i| i.parent.clone())
 }
 
 /// The children of this process that are still running (Python's
 /// `active_children()`); children that have exited are reaped on the way.
 pub fn active_children() -> Vec<ProcessInfo> {
-    let mut children = locked(&CHILDREN);
+    let mut children = children();
     children.retain(|c| poll_state(&c.state).is_none());
     children
         .iter()
@@ -124,7 +287,7 @@ pub fn active_children() -> Vec<ProcessInfo> {
 
 /// The process running this code.
 pub fn current_process() -> ProcessInfo {
-    let name = locked(&IDENTITY)
+    let name = identity()
         .as_ref()
         .map_or_else(|| "MainProcess".to_owned(), |i| i.name.clone());
     ProcessInfo {
@@ -139,9 +302,12 @@ pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Ends the calling process at once with `code`: what a child calls for
-/// Python's `sys.exit(code)`. Flushes stdout and stderr; runs no destructors.
+/// Ends the calling process with `code`: what a child calls for Python's
+/// `sys.exit(code)`. Like any exit it first kills the daemon children and
+/// waits for the others; then flushes stdout and stderr and ends at once,
+/// running no destructors or `atexit` handlers.
 pub fn exit(code: i32) -> ! {
+    finish_at_exit();
     sys::exit_now(code)
 }
 
@@ -153,7 +319,6 @@ enum State {
         reaper: Reaper,
     },
     Exited {
-        pid: u32,
         code: i32,
     },
 }
@@ -172,26 +337,54 @@ type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
 enum Launch<'a> {
     Fork(Target<'a>),
     Spawn(spawn::Call),
-    ForkServer(spawn::Call),
+    ForkServer(forkserver::Call),
+}
+
+/// Exit code 0 when `target` returns (1 if it panics: see `run_child`).
+fn returning<'a>(target: impl FnOnce() + Send + 'a) -> Target<'a> {
+    Box::new(move || {
+        target();
+        0
+    })
+}
+
+/// Exit code 0 on `Ok`, 1 on `Err` (printed with the process's name).
+fn fallible<'a, E: fmt::Debug>(
+    target: impl FnOnce() -> std::result::Result<(), E> + Send + 'a,
+) -> Target<'a> {
+    Box::new(move || match target() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Process {}: error: {e:?}", current_process().name());
+            1
+        }
+    })
 }
 
 /// A closure run in a child process (Python's `multiprocessing.Process`),
 /// started by `fork` ([`Process::new`]), or a function run in a fresh copy
-/// of the program ([`Process::spawn`]) or in a child of the fork server
-/// ([`Process::forkserver`]).
+/// of the program ([`Process::spawn`]).
 ///
 /// The child sees everything the parent had when it started, including
-/// borrowed data and the shared objects of this crate; its own writes to
-/// ordinary memory stay its own. A panic is caught in the child (exit code 1)
-/// and never unwinds into the parent's code.
+/// the shared objects of this crate; its own writes to ordinary memory stay
+/// its own. A panic is caught in the child (exit code 1) and never unwinds
+/// into the parent's code.
+///
+/// The closure is `'static`, as for [`std::thread::spawn`]: a child can
+/// outlive any borrow the parent holds (a lock guard's data, for one). A
+/// closure that borrows runs in a [`scope`], which joins it before the
+/// borrow ends; the lifetime `'a` is that scope's.
 ///
 /// Exit codes follow Python: `None` while running, 0 on return, N after
 /// [`exit(N)`](exit), 1 after a panic or an `Err`, −N when killed by signal N.
 ///
 /// Dropping the handle of a running child leaves it running (as
 /// `std::process::Child` does); it is reaped by a later [`Process::start`]
-/// or [`active_children`].
-/// A [daemon](Process::daemon) child is killed when its parent exits.
+/// or [`active_children`], and waited for when this process exits (see
+/// [the module documentation](self#exit)). A [daemon](Process::daemon)
+/// child is killed when its parent exits. Only the process that started a
+/// child may wait for it or signal it: in any other process (a forked child
+/// holding a copy of the handle) those calls are errors.
 ///
 /// # Example
 /// ```
@@ -201,6 +394,18 @@ enum Launch<'a> {
 /// assert_eq!(p.join()?, 0);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// A child cannot take a borrow that the parent may end before the child
+/// does, such as a reference into a locked value:
+/// ```compile_fail,E0597
+/// use multiproc::{Process, Value};
+/// let v = Value::new(0u64)?;
+/// let mut guard = v.lock()?;
+/// let counter = &mut *guard;
+/// Process::new(move || *counter += 1).start()?;
+/// drop(guard); // the child would still write through `counter`
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub struct Process<'a> {
     /// Taken by `start`; in a mutex only so that `Process` is `Sync` (it is
     /// reached through `&mut self`, without locking).
@@ -208,21 +413,51 @@ pub struct Process<'a> {
     name: String,
     path: Vec<u32>,
     daemon: bool,
+    /// Whether the parent's exit waits for the child.
+    waited_at_exit: bool,
     /// Extra command-line arguments of a spawned child.
     exec_args: Vec<OsString>,
+    /// The scope that joins the child: set exactly when the closure may
+    /// borrow (`'a` is not `'static`).
+    scope: Option<&'a scope::Shared>,
+    /// The process that started the child (0 before start): the only one
+    /// whose calls may touch `state`, which a fork can copy locked.
+    started_by: AtomicU32,
+    /// The child's pid (0 before start).
+    pid: AtomicU32,
     state: Arc<Mutex<State>>,
 }
 
 impl Process<'static> {
-    /// A process that will run `f(args)` in a fresh copy of this program
-    /// (the spawn start method), named `Process-N` like Python's. The
-    /// program's `main` must call [`spawn_init`] first. Exit code 0 when `f`
-    /// returns, 1 if it panics.
-    pub fn spawn<A>(f: fn(A), args: A) -> Self
+    /// A process that will run `target`, named `Process-N` like Python's.
+    /// Exit code 0 when it returns, 1 if it panics.
+    pub fn new<F>(target: F) -> Self
     where
-        A: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce() + Send + 'static,
     {
-        Self::with_launch(Launch::Spawn(spawn::Call::new(f, &args)))
+        Self::with_launch(Launch::Fork(returning(target)), None)
+    }
+
+    /// A process whose closure returns a `Result`: exit code 0 on `Ok`, 1 on
+    /// `Err` (printed to stderr with the process's name) or on a panic.
+    pub fn fallible<F, E>(target: F) -> Self
+    where
+        F: FnOnce() -> std::result::Result<(), E> + Send + 'static,
+        E: fmt::Debug,
+    {
+        Self::with_launch(Launch::Fork(fallible(target)), None)
+    }
+
+    /// A process that will run `entry`'s function on `args` in a fresh copy
+    /// of this program (the spawn start method), named `Process-N` like
+    /// Python's. The program's `main` must call [`spawn_init`] first, with
+    /// `entry` among its entries. Exit code 0 when the function returns, 1
+    /// if it panics.
+    pub fn spawn<A>(entry: Entry<A>, args: A) -> Self
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        Self::with_launch(Launch::Spawn(spawn::Call::new(entry, &args)), None)
     }
 
     /// A process that will run `f(args)` in a child forked by this
@@ -248,40 +483,12 @@ impl Process<'static> {
     where
         A: serde::Serialize + serde::de::DeserializeOwned,
     {
-        Self::with_launch(Launch::ForkServer(spawn::Call::new(f, &args)))
+        Self::with_launch(Launch::ForkServer(forkserver::Call::new(f, &args)), None)
     }
 }
 
 impl<'a> Process<'a> {
-    /// A process that will run `target`, named `Process-N` like Python's.
-    /// Exit code 0 when it returns, 1 if it panics.
-    pub fn new<F>(target: F) -> Self
-    where
-        F: FnOnce() + Send + 'a,
-    {
-        Self::with_launch(Launch::Fork(Box::new(move || {
-            target();
-            0
-        })))
-    }
-
-    /// A process whose closure returns a `Result`: exit code 0 on `Ok`, 1 on
-    /// `Err` (printed to stderr with the process's name) or on a panic.
-    pub fn fallible<F, E>(target: F) -> Self
-    where
-        F: FnOnce() -> std::result::Result<(), E> + Send + 'a,
-        E: fmt::Debug,
-    {
-        Self::with_launch(Launch::Fork(Box::new(move || match target() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("Process {}: error: {e:?}", current_process().name());
-                1
-            }
-        })))
-    }
-
-    fn with_launch(launch: Launch<'a>) -> Self {
+    fn with_launch(launch: Launch<'a>, scope: Option<&'a scope::Shared>) -> Self {
         let path = next_child_path();
         let name = path_name("Process", &path);
         Process {
@@ -289,7 +496,11 @@ impl<'a> Process<'a> {
             name,
             path,
             daemon: false,
+            waited_at_exit: true,
             exec_args: Vec::new(),
+            scope,
+            started_by: AtomicU32::new(0),
+            pid: AtomicU32::new(0),
             state: Arc::new(Mutex::new(State::NotStarted)),
         }
     }
@@ -309,10 +520,20 @@ impl<'a> Process<'a> {
     }
 
     /// A daemon child is killed (`SIGKILL`) when the parent exits, however
-    /// it exits. Note: Linux ties this to the parent *thread* that calls
+    /// it exits, and at the end of its [`scope`]. Note: for an abnormal
+    /// exit, Linux ties this to the parent *thread* that calls
     /// [`start`](Process::start), so start daemons from a long-lived thread.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// For a child that watches its parent and ends by itself when the
+    /// parent exits (the Manager's server, which then removes its socket):
+    /// the parent's exit neither waits for it (which would deadlock) nor
+    /// kills it. A scope still waits for it.
+    pub(crate) fn ends_when_parent_exits(mut self) -> Self {
+        self.waited_at_exit = false;
         self
     }
 
@@ -330,21 +551,26 @@ impl<'a> Process<'a> {
     /// spawns a new copy of the program, or has the fork server fork it.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if already started; [`Error::Io`] if the
-    /// child cannot be started.
+    /// [`Error::ProcessState`] if already started, or if it belongs to a
+    /// [`scope`] run by another process; [`Error::Io`] if the child cannot
+    /// be started.
     pub fn start(&mut self) -> Result<()> {
-        self.start_unlisted()?;
-        locked(&CHILDREN).push(ChildEntry {
-            name: self.name.clone(),
-            state: self.state.clone(),
-        });
-        Ok(())
+        self.start_as(true)
     }
 
     /// Starts the child without listing it among this process's children:
-    /// only this handle reaps it, and [`active_children`] does not show it
-    /// (for the crate's own helper processes).
+    /// only this handle reaps it, [`active_children`] does not show it and
+    /// an exit does not wait for it (for the crate's own helper processes).
     fn start_unlisted(&mut self) -> Result<()> {
+        self.start_as(false)
+    }
+
+    fn start_as(&mut self, listed: bool) -> Result<()> {
+        ready_for_fork()?;
+        let scope = self
+            .scope
+            .map(|s| s.ready_to_start(&self.name))
+            .transpose()?;
         let Some(launch) = self
             .launch
             .get_mut()
@@ -356,7 +582,7 @@ impl<'a> Process<'a> {
         reap_children();
         install_panic_header();
         let pid = match launch {
-            Launch::Fork(target) => self.fork(target)?,
+            Launch::Fork(target) => self.fork(target, scope)?,
             Launch::Spawn(call) => spawn::start(
                 &call,
                 &spawn::Child {
@@ -370,21 +596,14 @@ impl<'a> Process<'a> {
             Launch::ForkServer(call) => {
                 let served =
                     forkserver::global()?.fork(&self.name, &self.path, call.encode()?, &[])?;
-                *locked(&self.state) = State::Running {
-                    pid: served.pid,
-                    pidfd: served.pidfd,
-                    reaper: Reaper::ForkServer(served.status),
-                };
+                let reaper = Reaper::ForkServer(served.status);
+                self.running(served.pid, served.pidfd, reaper, listed.then_some(scope));
                 return Ok(());
             }
         };
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
-                *locked(&self.state) = State::Running {
-                    pid,
-                    pidfd,
-                    reaper: Reaper::Us,
-                };
+                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
                 Ok(())
             }
             Err(e) => {
@@ -397,50 +616,67 @@ impl<'a> Process<'a> {
         }
     }
 
+    /// Records the started child, and lists it among this process's
+    /// children unless `listed` is `None`.
+    fn running(&mut self, pid: u32, pidfd: OwnedFd, reaper: Reaper, listed: Option<Option<u64>>) {
+        *locked(&self.state) = State::Running { pid, pidfd, reaper };
+        self.pid.store(pid, Ordering::Relaxed);
+        self.started_by.store(sys::getpid(), Ordering::Release);
+        if let Some(scope) = listed {
+            children().push(ChildEntry {
+                name: self.name.clone(),
+                daemon: self.daemon,
+                waited_at_exit: self.waited_at_exit,
+                scope,
+                state: self.state.clone(),
+            });
+        }
+    }
+
     /// Forks; in the parent returns the child's pid, in the child runs
     /// `target` and never returns.
-    fn fork(&mut self, target: Target<'a>) -> Result<u32> {
-        crate::segment::ready_for_fork()?;
+    fn fork(&mut self, target: Target<'a>, scope: Option<u64>) -> Result<u32> {
         let parent = current_process();
-        // Held across the fork: in the child they belong to this thread.
-        let identity = locked(&IDENTITY);
-        let children = locked(&CHILDREN);
-        match sys::fork() {
+        FORKING_FOR_SCOPE.set(scope);
+        let forked = sys::fork();
+        FORKING_FOR_SCOPE.set(None);
+        match forked {
             Err(e) => Err(Error::io("fork", e)),
-            Ok(Forked::Child) => self.run_child(target, parent, identity, children),
+            Ok(Forked::Child) => self.run_child(target, parent),
             Ok(Forked::Parent { pid }) => Ok(pid),
         }
     }
 
-    fn run_child(
-        &mut self,
-        target: Target<'a>,
-        parent: ProcessInfo,
-        mut identity: MutexGuard<'_, Option<Identity>>,
-        mut children: MutexGuard<'_, Vec<ChildEntry>>,
-    ) -> ! {
+    fn run_child(&mut self, target: Target<'a>, parent: ProcessInfo) -> ! {
         let parent_pid = parent.pid;
-        *identity = Some(Identity {
+        // The fork handlers released the registries: this is the only thread.
+        *identity() = Some(Identity {
             name: std::mem::take(&mut self.name),
             path: std::mem::take(&mut self.path),
             parent,
         });
-        // The parent's children are not this process's (and their pidfds
-        // are only copies): forget them without closing anything.
-        std::mem::forget(std::mem::take(&mut *children));
-        drop((identity, children));
         CHILD_COUNTER.store(0, Ordering::Relaxed);
         if self.daemon && sys::die_with_parent(parent_pid).is_err() {
             sys::exit_now(1);
         }
         let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
-        sys::exit_now(code)
+        exit(code)
+    }
+
+    /// The child's state, for the process that started it only: a copy of
+    /// the handle in another process may hold a copy of a locked mutex.
+    fn state(&self) -> Result<MutexGuard<'_, State>> {
+        match self.started_by.load(Ordering::Acquire) {
+            0 => Err(self.state_error("not started")),
+            pid if pid != sys::getpid() => Err(self.state_error("not a child of this process")),
+            _ => Ok(locked(&self.state)),
+        }
     }
 
     /// A copy of the child's pid file descriptor while it runs (readable
     /// once it has exited).
     fn pidfd_clone(&self) -> Option<OwnedFd> {
-        match &*locked(&self.state) {
+        match &*self.state().ok()? {
             State::Running { pidfd, .. } => pidfd.try_clone().ok(),
             _ => None,
         }
@@ -448,16 +684,17 @@ impl<'a> Process<'a> {
 
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
-        match &*locked(&self.state) {
-            State::NotStarted => None,
-            State::Running { pid, .. } | State::Exited { pid, .. } => Some(*pid),
+        match self.pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid),
         }
     }
 
     /// Whether the child has started and not yet exited.
     pub fn is_alive(&self) -> bool {
         self.poll();
-        matches!(&*locked(&self.state), State::Running { .. })
+        self.state()
+            .is_ok_and(|s| matches!(&*s, State::Running { .. }))
     }
 
     /// The exit code, `None` while running or before start.
@@ -468,7 +705,7 @@ impl<'a> Process<'a> {
     /// Waits for the child to exit and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn join(&self) -> Result<i32> {
         self.wait(Deadline::Never)?
             .ok_or_else(|| unreaped_error(&self.name))
@@ -477,7 +714,7 @@ impl<'a> Process<'a> {
     /// Waits at most `timeout` for the child; `None` if it is still running.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         self.wait(Deadline::after(timeout))
     }
@@ -487,58 +724,39 @@ impl<'a> Process<'a> {
     /// Dropping the future stops the wait and nothing else.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub async fn join_async(&self) -> Result<i32> {
-        let exited = match self.exit_descriptor()? {
+        drop(self.state()?);
+        let exited = match exit_descriptor(&self.state)? {
             Ok(fd) => fd,
-            Err(code) => return Ok(code),
+            Err(Some(code)) => return Ok(code),
+            Err(None) => return Err(self.state_error("not started")),
         };
-        waiter::descriptor(exited.as_raw_fd(), Deadline::Never, || match self.poll() {
-            Some(code) => ControlFlow::Break(Ok(code)),
-            None => ControlFlow::Continue(Ready::Read),
+        waiter::descriptor(exited.as_raw_fd(), Deadline::Never, || {
+            match poll_state(&self.state) {
+                Some(code) => ControlFlow::Break(Ok(code)),
+                None => ControlFlow::Continue(Ready::Read),
+            }
         })
         .await?
         .ok_or_else(|| unreaped_error(&self.name))
     }
 
     fn wait(&self, deadline: Deadline) -> Result<Option<i32>> {
-        let exited = match self.exit_descriptor()? {
-            Ok(fd) => fd,
-            Err(code) => return Ok(Some(code)),
-        };
-        // Wait without holding the state lock, so other threads can poll.
-        if !sys::pidfd_wait(&exited, deadline).map_err(|e| Error::io("wait for child", e))? {
-            return Ok(None);
-        }
-        Ok(self.poll())
-    }
-
-    /// A descriptor that becomes readable once the child has exited (or,
-    /// for a fork server's child, once it was reaped and its code sent),
-    /// or the exit code if it is known already.
-    fn exit_descriptor(&self) -> Result<std::result::Result<OwnedFd, i32>> {
-        match &*locked(&self.state) {
-            State::NotStarted => Err(self.state_error("not started")),
-            State::Exited { code, .. } => Ok(Err(*code)),
-            State::Running { pidfd, reaper, .. } => match reaper {
-                Reaper::Us => pidfd,
-                Reaper::ForkServer(status) => status,
-            }
-            .try_clone()
-            .map(Ok)
-            .map_err(|e| Error::io("dup pidfd", e)),
-        }
+        drop(self.state()?);
+        wait_state(&self.state, deadline)
     }
 
     /// Reaps the child if it has exited; returns its exit code if known.
     fn poll(&self) -> Option<i32> {
+        drop(self.state().ok()?);
         poll_state(&self.state)
     }
 
     /// Asks the child to stop (`SIGTERM`). A no-op once it has exited.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn terminate(&self) -> Result<()> {
         self.signal(libc::SIGTERM)
     }
@@ -546,29 +764,73 @@ impl<'a> Process<'a> {
     /// Kills the child (`SIGKILL`). A no-op once it has exited.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started.
+    /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
     }
 
     fn signal(&self, signal: i32) -> Result<()> {
-        match &*locked(&self.state) {
-            State::NotStarted => Err(self.state_error("not started")),
-            State::Exited { .. } => Ok(()),
-            // The pidfd names this child even if it has exited: never another process.
-            State::Running { pidfd, .. } => match sys::pidfd_signal(pidfd, signal) {
-                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
-                    Err(Error::io("signal child", e))
-                }
-                _ => Ok(()),
-            },
-        }
+        drop(self.state()?);
+        signal_state(&self.state, signal)
     }
 
     fn state_error(&self, what: &'static str) -> Error {
         Error::ProcessState {
             name: self.name.clone(),
             what,
+        }
+    }
+}
+
+/// Sends `signal` to the child behind `state`; a no-op once it has exited.
+fn signal_state(state: &Mutex<State>, signal: i32) -> Result<()> {
+    match &*locked(state) {
+        State::NotStarted | State::Exited { .. } => Ok(()),
+        // The pidfd names this child even if it has exited: never another process.
+        State::Running { pidfd, .. } => match sys::pidfd_signal(pidfd, signal) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::io("signal child", e)),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Waits until `deadline` for the child behind `state` to exit; its exit
+/// code once reaped.
+fn wait_state(state: &Mutex<State>, deadline: Deadline) -> Result<Option<i32>> {
+    let exited = match exit_descriptor(state)? {
+        Ok(fd) => fd,
+        Err(code) => return Ok(code),
+    };
+    // Wait without holding the state lock, so other threads can poll.
+    if !sys::pidfd_wait(&exited, deadline).map_err(|e| Error::io("wait for child", e))? {
+        return Ok(None);
+    }
+    Ok(poll_state(state))
+}
+
+/// A descriptor that becomes readable once the child behind `state` has
+/// exited (or, for a fork server's child, once it was reaped and its code
+/// sent), or what is known already: its exit code, `None` if not started.
+fn exit_descriptor(state: &Mutex<State>) -> Result<std::result::Result<OwnedFd, Option<i32>>> {
+    let fd = match &*locked(state) {
+        State::NotStarted => return Ok(Err(None)),
+        State::Exited { code } => return Ok(Err(Some(*code))),
+        State::Running { pidfd, reaper, .. } => match reaper {
+            Reaper::Us => pidfd.try_clone(),
+            Reaper::ForkServer(status) => status.try_clone(),
+        },
+    };
+    fd.map(Ok).map_err(|e| Error::io("dup pidfd", e))
+}
+
+/// Returns once the child behind `state` has exited, whatever fails: a
+/// scope's soundness rests on it.
+fn wait_until_exited(state: &Mutex<State>) {
+    if wait_state(state, Deadline::Never).is_err() {
+        // No descriptor to spare for the pidfd: block in waitpid instead
+        // (ECHILD only once the child is gone).
+        if let State::Running { pid, .. } = &*locked(state) {
+            let _ = sys::waitpid(*pid, true);
         }
     }
 }
@@ -585,8 +847,7 @@ fn poll_state(state: &Mutex<State>) -> Option<i32> {
                 Reaper::Us => sys::waitpid(*pid, false).ok().flatten(),
                 Reaper::ForkServer(status) => forkserver::exit_code(status),
             }?;
-            let pid = *pid;
-            *state = State::Exited { pid, code };
+            *state = State::Exited { code };
             Some(code)
         }
     }
@@ -608,11 +869,15 @@ fn install_panic_header() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // try_lock: a panic while this thread holds the lock must not deadlock.
-            if let Ok(identity) = IDENTITY.try_lock() {
-                if let Some(identity) = identity.as_ref() {
-                    eprintln!("Process {}:", identity.name);
-                }
+            // try_lock: a panic while this thread holds the lock must not
+            // deadlock; and the lock is released before printing, since a
+            // forking thread takes stderr's lock before this one.
+            let name = IDENTITY
+                .try_lock()
+                .ok()
+                .and_then(|i| i.as_ref().map(|i| i.name.clone()));
+            if let Some(name) = name {
+                eprintln!("Process {name}:");
             }
             previous(info);
         }));
@@ -621,7 +886,7 @@ fn install_panic_header() {
 
 /// The identity path of the next child of this process (and counts it).
 fn next_child_path() -> Vec<u32> {
-    let mut path = locked(&IDENTITY)
+    let mut path = identity()
         .as_ref()
         .map_or_else(Vec::new, |i| i.path.clone());
     path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
@@ -637,7 +902,7 @@ fn path_name(kind: &str, path: &[u32]) -> String {
 
 /// Forgets children that have exited (reaping those whose handles are gone).
 fn reap_children() {
-    locked(&CHILDREN).retain(|c| poll_state(&c.state).is_none());
+    children().retain(|c| poll_state(&c.state).is_none());
 }
 
 impl fmt::Debug for Process<'_> {

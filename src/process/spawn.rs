@@ -1,15 +1,30 @@
 //! The spawn start method: a child that is a fresh copy of the program,
 //! started by `exec` (through `std::process::Command`, which is safe from a
-//! multithreaded parent), runs one function on serialized arguments.
+//! multithreaded parent), runs one registered function on serialized
+//! arguments.
 //!
-//! The function travels as its distance from an anchor function of this
-//! crate: the child runs the same executable (`/proc/self/exe`, the very
-//! file the parent runs), where that distance is the same whatever address
-//! the loader chose. The arguments and the child's identity travel on its
-//! standard input, which is then replaced by `/dev/null`, as in Python.
+//! The child never calls an address it was sent. The program lists, in its
+//! call to [`spawn_init`], the functions a spawned child may run (each an
+//! [`Entry`], made by [`entry!`](crate::entry) from a function's path, so
+//! the list is fixed when the program is compiled, in the program's own
+//! code). The parent names one by its path and argument type; the child
+//! runs it only if its own list has exactly one entry of that name and
+//! type, and only on arguments that decode as that type. An explicit list
+//! rather than a link-time registry (`linkme`, `inventory`): no section
+//! tricks that a linker may drop, no new dependency, and the list of what a
+//! child may be asked to run is in plain sight in `main`.
+//!
+//! The payload (the entry, its arguments and the child's identity) travels
+//! in a private memory file (`memfd`) whose descriptor only the child
+//! inherits, named in the child's environment; the child checks that the
+//! descriptor is such a file before reading it. Standard input is left to
+//! the program (`/dev/null`, as Python's children have).
 
-use std::ffi::OsString;
-use std::io::{self, Read, Write};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
@@ -18,97 +33,134 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{install_panic_header, locked, Identity, ProcessInfo, CHILD_COUNTER, IDENTITY};
+use super::{identity, install_panic_header, Identity, ProcessInfo, CHILD_COUNTER};
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// Tells a spawned child that it is one.
+/// Tells a spawned child that it is one, and which descriptor holds its work.
 const ENV: &str = "MULTIPROC_SPAWNED";
+/// The name of the payload's memory file, checked by the child.
+const PAYLOAD_FILE: &str = "multiproc-spawn";
 /// Whether this process called [`spawn_init`].
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
-/// Runs the function at `func` on encoded arguments; the exit code.
-type Trampoline = fn(usize, &[u8]) -> i32;
+/// A function that spawned children may run: made by
+/// [`entry!`](crate::entry) from the function's path, listed in
+/// [`spawn_init`], and given to [`Process::spawn`](super::Process::spawn).
+pub struct Entry<A> {
+    name: &'static str,
+    func: fn(A),
+}
+
+impl<A> Entry<A> {
+    /// Use [`entry!`](crate::entry), which names the entry by its
+    /// function's full path.
+    #[doc(hidden)]
+    pub fn new(name: &'static str, func: fn(A)) -> Self {
+        Entry { name, func }
+    }
+
+    /// The entry's name: its function's full path.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The function itself, to call it in this process.
+    pub fn function(&self) -> fn(A) {
+        self.func
+    }
+}
+
+impl<A> Clone for Entry<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for Entry<A> {}
+
+impl<A> fmt::Debug for Entry<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .field("argument", &std::any::type_name::<A>())
+            .finish()
+    }
+}
+
+/// An [`Entry`] for the function at `path`, named by its full path: a
+/// function that spawned children may run.
+///
+/// # Example
+/// ```
+/// fn work(n: u32) {
+///     println!("{n}");
+/// }
+/// let e = multiproc::entry!(work);
+/// assert!(e.name().ends_with("::work"));
+/// ```
+#[macro_export]
+macro_rules! entry {
+    ($path:path) => {
+        $crate::process::Entry::new($crate::process::__fn_name(&$path), $path)
+    };
+}
+
+/// The full path of the function `f` (for [`entry!`](crate::entry)).
+#[doc(hidden)]
+pub fn __fn_name<F>(_: &F) -> &'static str {
+    std::any::type_name::<F>()
+}
+
+/// An [`Entry`] of any argument type, as [`spawn_init`] lists them.
+pub trait SpawnEntry: Sync + sealed::Run {}
+
+mod sealed {
+    /// What a spawned child needs of an entry.
+    pub trait Run {
+        fn name(&self) -> &'static str;
+        fn arg_type(&self) -> &'static str;
+        /// Decodes the arguments and runs the function; why not, if not.
+        fn run(&self, args: &[u8]) -> Result<(), String>;
+    }
+}
+
+impl<A: DeserializeOwned + 'static> sealed::Run for Entry<A> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn arg_type(&self) -> &'static str {
+        std::any::type_name::<A>()
+    }
+
+    fn run(&self, args: &[u8]) -> std::result::Result<(), String> {
+        match postcard::take_from_bytes::<A>(args) {
+            Ok((a, [])) => {
+                (self.func)(a);
+                Ok(())
+            }
+            Ok((_, rest)) => Err(format!("{} bytes after the arguments", rest.len())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl<A: DeserializeOwned + 'static> SpawnEntry for Entry<A> {}
 
 /// What a spawned child runs.
 pub(super) struct Call {
-    call: usize,
-    func: usize,
+    entry: &'static str,
+    arg_type: &'static str,
     args: std::result::Result<Vec<u8>, String>,
 }
 
 impl Call {
-    pub(super) fn new<A: Serialize + DeserializeOwned>(f: fn(A), args: &A) -> Call {
+    pub(super) fn new<A: Serialize>(entry: Entry<A>, args: &A) -> Call {
         Call {
-            call: run::<A> as Trampoline as usize,
-            func: f as usize,
+            entry: entry.name,
+            arg_type: std::any::type_name::<A>(),
             args: postcard::to_allocvec(args).map_err(|e| e.to_string()),
-        }
-    }
-}
-
-impl Call {
-    /// The function and trampoline as distances from `anchor()`.
-    fn offsets(&self) -> (i64, i64) {
-        (
-            self.call as i64 - anchor() as i64,
-            self.func as i64 - anchor() as i64,
-        )
-    }
-
-    /// The call as bytes for [`run_encoded`] in a fork server's child (a
-    /// fork of this program, which finds the functions as a spawned child does).
-    pub(super) fn encode(&self) -> Result<Vec<u8>> {
-        let (call, func) = self.offsets();
-        let args = self.args.clone().map_err(Error::Serialize)?;
-        postcard::to_allocvec(&Encoded { call, func, args })
-            .map_err(|e| Error::Serialize(e.to_string()))
-    }
-}
-
-/// A [`Call`] as a fork server's child receives it.
-#[derive(Serialize, Deserialize)]
-struct Encoded {
-    call: i64,
-    func: i64,
-    args: Vec<u8>,
-}
-
-/// Runs a call made by [`Call::encode`]; the exit code.
-pub(super) fn run_encoded(bytes: &[u8]) -> i32 {
-    match postcard::from_bytes::<Encoded>(bytes) {
-        Ok(e) => {
-            let (call, func) = resolve(e.call, e.func);
-            call(func, &e.args)
-        }
-        Err(e) => {
-            eprintln!("multiproc: a fork server's child got a malformed call: {e}");
-            1
-        }
-    }
-}
-
-/// The trampoline and function at the distances `call` and `func` from `anchor()`.
-fn resolve(call: i64, func: i64) -> (Trampoline, usize) {
-    let at = |offset: i64| (anchor() as i64 + offset) as usize;
-    // SAFETY: the parent computed the offset from a `Trampoline` in this same
-    // executable (see the module documentation).
-    let call: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(at(call)) };
-    (call, at(func))
-}
-
-fn run<A: DeserializeOwned>(func: usize, args: &[u8]) -> i32 {
-    // SAFETY: `func` is the address of an `fn(A)` computed by the parent in
-    // `Call::new` with the same `A`, moved to this process's load address.
-    let f: fn(A) = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
-    match postcard::from_bytes(args) {
-        Ok(a) => {
-            f(a);
-            0
-        }
-        Err(e) => {
-            eprintln!("spawned process: cannot deserialize its arguments: {e}");
-            1
         }
     }
 }
@@ -123,9 +175,8 @@ pub(super) struct Child<'a> {
 
 #[derive(Serialize, Deserialize)]
 struct Payload {
-    /// Distances from `anchor()`.
-    call: i64,
-    func: i64,
+    entry: String,
+    arg_type: String,
     args: Vec<u8>,
     name: String,
     path: Vec<u32>,
@@ -136,10 +187,6 @@ struct Payload {
     log_level: Option<usize>,
 }
 
-fn anchor() -> usize {
-    spawn_init as fn() as usize
-}
-
 /// Starts the child; its pid.
 pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> Result<u32> {
     if std::env::var_os(ENV).is_some() && !INITIALIZED.load(Ordering::Relaxed) {
@@ -147,12 +194,10 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
             "this process was started by spawn, but its main() did not call multiproc::spawn_init() first".into(),
         ));
     }
-    let args = call.args.clone().map_err(Error::Serialize)?;
-    let (call_offset, func_offset) = call.offsets();
     let payload = Payload {
-        call: call_offset,
-        func: func_offset,
-        args,
+        entry: call.entry.into(),
+        arg_type: call.arg_type.into(),
+        args: call.args.clone().map_err(Error::Serialize)?,
         name: child.name.into(),
         path: child.path.to_vec(),
         daemon: child.daemon,
@@ -161,78 +206,130 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
         log_level: super::logging::inherited_level(),
     };
     let bytes = postcard::to_allocvec(&payload).map_err(|e| Error::Serialize(e.to_string()))?;
+    let mut file = File::from(sys::memfd(PAYLOAD_FILE).map_err(|e| Error::io("memfd_create", e))?);
+    file.write_all(&bytes)
+        .map_err(|e| Error::io("write the spawned child's work", e))?;
+    let fd = file.as_raw_fd();
     let arg0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| "multiproc-child".into());
-    let mut process = Command::new("/proc/self/exe")
+    let mut command = Command::new("/proc/self/exe");
+    command
         .arg0(arg0)
         .args(exec_args)
-        .env(ENV, "1")
-        .stdin(Stdio::piped())
+        .env(ENV, fd.to_string())
+        .stdin(Stdio::null());
+    // SAFETY: the hook makes one system call (fcntl, async-signal-safe) on
+    // a descriptor that stays open until `spawn` returns.
+    unsafe { command.pre_exec(move || sys::keep_on_exec(fd)) };
+    let process = command
         .spawn()
         .map_err(|e| Error::io("spawn /proc/self/exe", e))?;
-    let pid = process.id();
-    let sent = process
-        .stdin
-        .take()
-        .ok_or_else(|| io::Error::other("no stdin pipe"))
-        .and_then(|mut stdin| stdin.write_all(&bytes));
-    if let Err(e) = sent {
-        let _ = process.kill();
-        let _ = process.wait();
-        return Err(Error::io("send the spawned child its work", e));
-    }
     // The handle is dropped without waiting: `Process` reaps the child.
-    Ok(pid)
+    Ok(process.id())
 }
 
 /// Call this first thing in `main` of a program that uses
-/// [`Process::spawn`](super::Process::spawn). In a process started by
-/// spawn it runs the child's function and exits (never returning); in any
-/// other process it returns at once.
+/// [`Process::spawn`](super::Process::spawn), with every function that its
+/// spawned children may run. In a process started by spawn it runs the
+/// child's function and exits (never returning); in any other process it
+/// returns at once.
 ///
 /// Like Python's `if __name__ == "__main__":` guard: a spawned child runs
 /// the program from the start, and must not redo the parent's work.
 ///
+/// A child whose work cannot be read, names a function not in `entries`
+/// (or in it twice), or carries arguments of another type, prints why to
+/// stderr and exits with code 1, running nothing.
+///
 /// # Example
 /// ```no_run
+/// use multiproc::{entry, Process};
+///
 /// fn greet(name: String) {
 ///     println!("hello, {name}");
 /// }
 ///
 /// fn main() -> multiproc::Result<()> {
-///     multiproc::spawn_init();
-///     let mut p = multiproc::Process::spawn(greet, "spawned child".to_string());
+///     multiproc::spawn_init(&[&entry!(greet)]);
+///     let mut p = Process::spawn(entry!(greet), "spawned child".to_string());
 ///     p.start()?;
 ///     p.join()?;
 ///     Ok(())
 /// }
 /// ```
-pub fn spawn_init() {
+pub fn spawn_init(entries: &[&dyn SpawnEntry]) {
     INITIALIZED.store(true, Ordering::Relaxed);
-    if std::env::var_os(ENV).is_none() {
+    let Some(var) = std::env::var_os(ENV) else {
         return;
-    }
-    let code = match receive() {
-        Ok((call, func, args)) => catch_unwind(AssertUnwindSafe(|| call(func, &args))).unwrap_or(1),
+    };
+    let code = match receive(&var).and_then(|p| become_child(p, entries)) {
+        Ok((entry, args)) => match catch_unwind(AssertUnwindSafe(|| entry.run(&args))) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                eprintln!(
+                    "multiproc: cannot decode the arguments of `{}`: {e}",
+                    entry.name()
+                );
+                1
+            }
+            Err(_) => 1,
+        },
         Err(e) => {
             eprintln!("multiproc: a spawned child could not start: {e}");
             1
         }
     };
-    sys::exit_now(code)
+    super::exit(code)
 }
 
-/// Reads the payload, becomes the child it describes, and returns what to run.
-fn receive() -> io::Result<(Trampoline, usize, Vec<u8>)> {
-    let mut bytes = Vec::new();
-    io::stdin().lock().read_to_end(&mut bytes)?;
-    let devnull = std::fs::File::open("/dev/null")?;
-    sys::dup_onto(&devnull, 0)?;
-    let p: Payload = postcard::from_bytes(&bytes).map_err(io::Error::other)?;
+/// The largest payload a child reads.
+const PAYLOAD_LIMIT: u64 = 1 << 32;
+
+/// Reads the payload from the descriptor that `var` names.
+fn receive(var: &OsStr) -> std::result::Result<Payload, String> {
+    let fd = var
+        .to_str()
+        .and_then(|s| s.parse::<i32>().ok())
+        .filter(|&fd| fd > 2)
+        .ok_or_else(|| format!("{ENV}={var:?} does not name a payload descriptor"))?;
+    let target = sys::fd_target(fd).map_err(|e| format!("descriptor {fd} ({ENV}): {e}"))?;
+    if !target
+        .to_string_lossy()
+        .starts_with(&format!("/memfd:{PAYLOAD_FILE} "))
+    {
+        return Err(format!(
+            "descriptor {fd} ({ENV}) is {target:?}, not a spawn payload"
+        ));
+    }
+    // SAFETY: the descriptor is open and is a payload file, which only a
+    // parent's `start` makes and hands down; `spawn_init` runs first thing
+    // in `main`, so nothing else in this program has claimed it.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     // The variable has done its job; this process's own children get theirs.
     std::env::remove_var(ENV);
-    *locked(&IDENTITY) = Some(Identity {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.take(PAYLOAD_LIMIT).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read the payload: {e}"))?;
+    match postcard::take_from_bytes::<Payload>(&bytes) {
+        Ok((payload, [])) => Ok(payload),
+        Ok((_, rest)) => Err(format!(
+            "malformed payload: {} bytes after its end",
+            rest.len()
+        )),
+        Err(e) => Err(format!("malformed payload of {} bytes: {e}", bytes.len())),
+    }
+}
+
+/// Finds the payload's entry, then becomes the child it describes; the
+/// entry and its encoded arguments.
+fn become_child<'e>(
+    p: Payload,
+    entries: &[&'e dyn SpawnEntry],
+) -> std::result::Result<(&'e dyn SpawnEntry, Vec<u8>), String> {
+    let entry = find(entries, &p.entry, &p.arg_type)?;
+    *identity() = Some(Identity {
         name: p.name,
         path: p.path,
         parent: ProcessInfo {
@@ -246,8 +343,32 @@ fn receive() -> io::Result<(Trampoline, usize, Vec<u8>)> {
         super::logging::install_inherited(level);
     }
     if p.daemon {
-        sys::die_with_parent(p.parent_pid)?;
+        sys::die_with_parent(p.parent_pid).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     }
-    let (call, func) = resolve(p.call, p.func);
-    Ok((call, func, p.args))
+    Ok((entry, p.args))
+}
+
+/// The one entry named `name`, if it takes `arg_type`.
+fn find<'e>(
+    entries: &[&'e dyn SpawnEntry],
+    name: &str,
+    arg_type: &str,
+) -> std::result::Result<&'e dyn SpawnEntry, String> {
+    let mut named = entries.iter().filter(|e| e.name() == name);
+    match (named.next(), named.next()) {
+        (None, _) => Err(format!(
+            "no entry `{name}` is listed in this program's spawn_init (it lists: {})",
+            entries
+                .iter()
+                .map(|e| e.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        (Some(_), Some(_)) => Err(format!("`{name}` is listed twice in spawn_init")),
+        (Some(e), None) if e.arg_type() != arg_type => Err(format!(
+            "`{name}` takes {}, but the payload carries {arg_type}",
+            e.arg_type()
+        )),
+        (Some(e), None) => Ok(*e),
+    }
 }

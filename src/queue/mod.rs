@@ -135,7 +135,8 @@ impl<T> From<PutError<T>> for Error {
 /// ```
 /// use multiproc::{queue::Queue, Process};
 /// let q = Queue::<String>::new()?;
-/// let mut child = Process::new(|| q.put(format!("from {}", std::process::id())).expect("put"));
+/// let theirs = q.clone(); // another handle on the same queue
+/// let mut child = Process::new(move || theirs.put(format!("from {}", std::process::id())).expect("put"));
 /// child.start()?;
 /// println!("{}", q.get()?);
 /// child.join()?;

@@ -67,8 +67,9 @@ enum Outcome {
 /// ```
 /// use multiproc::{sync::Barrier, Process};
 /// let barrier = Barrier::new(2)?;
-/// let mut child = Process::new(|| {
-///     barrier.wait().expect("barrier");
+/// let theirs = barrier.clone(); // another handle on the same barrier
+/// let mut child = Process::new(move || {
+///     theirs.wait().expect("barrier");
 /// });
 /// child.start()?;
 /// let index = barrier.wait()?;

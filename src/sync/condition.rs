@@ -138,9 +138,10 @@ impl CondLock {
 /// use multiproc::{sync::Condition, Process, RawValue};
 /// let cond = Condition::new()?;
 /// let ready = RawValue::new(0u32)?;
-/// let mut child = Process::new(|| {
-///     let g = cond.lock().expect("lock");
-///     ready.atomic().store(1, Ordering::Relaxed);
+/// let (their_cond, their_ready) = (cond.clone(), ready.clone());
+/// let mut child = Process::new(move || {
+///     let g = their_cond.lock().expect("lock");
+///     their_ready.atomic().store(1, Ordering::Relaxed);
 ///     g.notify_all();
 /// });
 /// child.start()?;

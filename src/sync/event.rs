@@ -24,7 +24,8 @@ const SLEEPERS: u32 = 2;
 /// use std::time::Duration;
 /// use multiproc::{sync::Event, Process};
 /// let ready = Event::new()?;
-/// let mut child = Process::new(|| ready.set());
+/// let theirs = ready.clone(); // another handle on the same event
+/// let mut child = Process::new(move || theirs.set());
 /// child.start()?;
 /// assert!(ready.wait_timeout(Duration::from_secs(10)));
 /// child.join()?;

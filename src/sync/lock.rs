@@ -23,8 +23,9 @@ use crate::sys::{Deadline, MutexKind};
 /// ```
 /// use multiproc::{process::Process, sync::Lock};
 /// let lock = Lock::new()?;
-/// let mut child = Process::new(|| {
-///     let _guard = lock.lock().expect("lock");
+/// let theirs = lock.clone(); // another handle on the same lock
+/// let mut child = Process::new(move || {
+///     let _guard = theirs.lock().expect("lock");
 ///     println!("child holds the lock");
 /// });
 /// child.start()?;

@@ -407,6 +407,28 @@ pub(crate) fn at_fork(
     check(unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) })
 }
 
+/// Registers `hook` to run when the process exits through `exit(3)`
+/// (returning from `main` included).
+pub(crate) fn at_exit(hook: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: the hook is a plain function valid for the process's life.
+    match unsafe { libc::atexit(hook) } {
+        0 => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(libc::ENOMEM)),
+    }
+}
+
+/// Lets descriptor `fd` survive `exec` (clears `FD_CLOEXEC`). Only one
+/// system call: usable between `fork` and `exec` (`Command::pre_exec`).
+pub(crate) fn keep_on_exec(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number; at worst EBADF.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
+}
+
+/// What descriptor `fd` of this process refers to (`/proc/self/fd`).
+pub(crate) fn fd_target(fd: i32) -> io::Result<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+}
+
 // ---------------------------------------------------------------------------
 // Futexes (shared between processes: no FUTEX_PRIVATE_FLAG).
 
@@ -1040,10 +1062,4 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Makes descriptor `target` a copy of `fd` (`dup2`).
-pub(crate) fn dup_onto(fd: &impl AsRawFd, target: i32) -> io::Result<()> {
-    // SAFETY: plain syscall on valid descriptors.
-    cvt(unsafe { libc::dup2(fd.as_raw_fd(), target) }).map(drop)
 }

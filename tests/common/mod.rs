@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use multiproc::segment::Segment;
-use multiproc::Process;
+use multiproc::{Process, Scope};
 
 /// The environment variable that tells a re-run test binary which helper to be.
 pub const HELPER_ENV: &str = "MULTIPROC_TEST_HELPER";
@@ -81,11 +81,27 @@ impl std::ops::Deref for TempName {
     }
 }
 
-/// A daemon child running `f`, started at once. A panic in `f` is printed
-/// straight to fd 2 (the test harness's output capture does not reach a
-/// forked child) and gives exit code 1.
-pub fn child<'a>(f: impl FnOnce() + Send + 'a) -> Process<'a> {
-    let mut p = Process::new(move || {
+/// A daemon child of scope `s` running `f`, started at once. A panic in
+/// `f` is printed straight to fd 2 (the test harness's output capture does
+/// not reach a forked child) and gives exit code 1.
+pub fn child<'a>(s: &'a Scope<'a, '_>, f: impl FnOnce() + Send + 'a) -> Process<'a> {
+    started(s.process(reporting(f)))
+}
+
+/// As [`child`], for a closure that borrows nothing: no scope needed.
+pub fn static_child(f: impl FnOnce() + Send + 'static) -> Process<'static> {
+    started(Process::new(reporting(f)))
+}
+
+fn started(p: Process<'_>) -> Process<'_> {
+    let mut p = p.daemon(true);
+    p.start().expect("start child");
+    p
+}
+
+/// `f`, with a panic printed straight to fd 2 and turned into exit code 1.
+fn reporting(f: impl FnOnce() + Send) -> impl FnOnce() + Send {
+    move || {
         if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             let msg = payload
                 .downcast_ref::<String>()
@@ -97,10 +113,7 @@ pub fn child<'a>(f: impl FnOnce() + Send + 'a) -> Process<'a> {
             unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
             multiproc::process::exit(1);
         }
-    })
-    .daemon(true);
-    p.start().expect("start child");
-    p
+    }
 }
 
 /// Joins `p` within `limit` and returns its exit code; kills it and fails

@@ -399,26 +399,28 @@ fn semaphore_uncontended(size: &Size) -> Result<Measured> {
 /// Microseconds per round trip between this process and a forked answerer.
 fn us_per_round_trip(pp: &impl BenchPingPong, n: u64) -> Result<f64> {
     const WARM_UP: u64 = 100;
-    let mut answerer = Process::new(|| {
-        for _ in 0..WARM_UP + n {
-            pp.answer();
+    multiproc::scope(|s| {
+        let mut answerer = s
+            .process(|| {
+                for _ in 0..WARM_UP + n {
+                    pp.answer();
+                }
+            })
+            .daemon(true);
+        answerer.start()?;
+        for _ in 0..WARM_UP {
+            pp.ask();
         }
+        let t = Instant::now();
+        for _ in 0..n {
+            pp.ask();
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        if answerer.join_timeout(Duration::from_secs(60))? != Some(0) {
+            return Err("ping-pong answerer failed or hung".into());
+        }
+        Ok(us)
     })
-    .daemon(true);
-    answerer.start()?;
-    for _ in 0..WARM_UP {
-        pp.ask();
-    }
-    let t = Instant::now();
-    for _ in 0..n {
-        pp.ask();
-    }
-    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    if answerer.join_timeout(Duration::from_secs(60))? != Some(0) {
-        answerer.kill()?;
-        return Err("ping-pong answerer failed or hung".into());
-    }
-    Ok(us)
 }
 
 fn event_pingpong(size: &Size) -> Result<Measured> {
@@ -465,26 +467,28 @@ fn event_pingpong_async(size: &Size) -> Result<Measured> {
 
 /// Items per second from a forked producer to this process.
 fn items_per_sec(stream: &impl BenchStream, n: u64) -> Result<f64> {
-    let mut producer = Process::new(|| {
+    multiproc::scope(|s| {
+        let mut producer = s
+            .process(|| {
+                for i in 0..n {
+                    stream.produce(i);
+                }
+            })
+            .daemon(true);
+        let t = Instant::now();
+        producer.start()?;
         for i in 0..n {
-            stream.produce(i);
+            let got = stream.consume();
+            if got != i {
+                return Err(format!("item {i} arrived as {got}").into());
+            }
         }
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
+            return Err("producer failed".into());
+        }
+        Ok(rate)
     })
-    .daemon(true);
-    let t = Instant::now();
-    producer.start()?;
-    for i in 0..n {
-        let got = stream.consume();
-        if got != i {
-            producer.kill()?;
-            return Err(format!("item {i} arrived as {got}").into());
-        }
-    }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
-        return Err("producer failed".into());
-    }
-    Ok(rate)
 }
 
 fn queue_items_2proc(size: &Size) -> Result<Measured> {
@@ -588,27 +592,30 @@ fn managed_rate(op: ManagerOp, clients: u64, n: u64) -> Result<(f64, f64)> {
         work(0)?;
     } else {
         let go = RawValue::new(0u32)?;
-        let mut procs: Vec<Process> = (0..clients)
-            .map(|c| {
-                let (go, work) = (&go, &work);
-                Process::fallible(move || {
-                    while go.atomic().load(Ordering::Acquire) == 0 {
-                        std::hint::spin_loop();
-                    }
-                    work(c)
+        multiproc::scope(|s| -> Result<()> {
+            let mut procs: Vec<Process> = (0..clients)
+                .map(|c| {
+                    let (go, work) = (&go, &work);
+                    s.fallible(move || {
+                        while go.atomic().load(Ordering::Acquire) == 0 {
+                            std::hint::spin_loop();
+                        }
+                        work(c)
+                    })
+                    .daemon(true)
                 })
-                .daemon(true)
-            })
-            .collect();
-        for p in &mut procs {
-            p.start()?;
-        }
-        go.atomic().store(1, Ordering::Release);
-        for p in &procs {
-            if p.join_timeout(Duration::from_secs(300))? != Some(0) {
-                return Err("a manager client failed".into());
+                .collect();
+            for p in &mut procs {
+                p.start()?;
             }
-        }
+            go.atomic().store(1, Ordering::Release);
+            for p in &procs {
+                if p.join_timeout(Duration::from_secs(300))? != Some(0) {
+                    return Err("a manager client failed".into());
+                }
+            }
+            Ok(())
+        })?;
     }
     let elapsed = t.elapsed().as_secs_f64();
     let ops = (clients * n) as f64;
@@ -700,22 +707,20 @@ fn two_process_rate(counter: &(impl BenchCounter + Sync), n: u64) -> Result<f64>
             counter.incr();
         }
     };
-    let mut procs = [
-        Process::new(work).daemon(true),
-        Process::new(work).daemon(true),
-    ];
-    for p in &mut procs {
-        p.start()?;
-    }
-    let t = Instant::now();
-    go.atomic().store(1, Ordering::Release);
-    for p in &procs {
-        if p.join_timeout(Duration::from_secs(300))? != Some(0) {
-            p.kill()?;
-            return Err(format!("{} failed or hung", p.process_name()).into());
+    let elapsed = multiproc::scope(|s| -> Result<f64> {
+        let mut procs = [s.process(work).daemon(true), s.process(work).daemon(true)];
+        for p in &mut procs {
+            p.start()?;
         }
-    }
-    let elapsed = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        go.atomic().store(1, Ordering::Release);
+        for p in &procs {
+            if p.join_timeout(Duration::from_secs(300))? != Some(0) {
+                return Err(format!("{} failed or hung", p.process_name()).into());
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    })?;
     let done = counter.count() - before;
     if done != 2 * n {
         return Err(format!("lost updates: {done} of {} increments", 2 * n).into());
