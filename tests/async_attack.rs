@@ -733,7 +733,6 @@ fn one_future_polled_from_threads_with_changing_wakers_wakes_the_last() {
 /// A waker whose drop drops a future that is registered with the waiter
 /// thread: the waker must not be dropped while the registry is locked.
 #[test]
-#[ignore = "broke: deadlocks (a waker is dropped with the registry locked)"]
 fn a_waker_whose_drop_drops_a_registered_future_does_not_deadlock() {
     struct Holder {
         _future: Mutex<Option<Wait>>,
