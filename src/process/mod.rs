@@ -432,10 +432,19 @@ impl<'a> Process<'a> {
                 pidfd.try_clone().map_err(|e| Error::io("dup pidfd", e))?
             }
         };
-        // A pidfd becomes readable when its process exits.
-        waiter::descriptor(pidfd.as_raw_fd(), Deadline::Never, || match self.poll() {
-            Some(code) => ControlFlow::Break(Ok(code)),
-            None => ControlFlow::Continue(Ready::Read),
+        // A pidfd becomes readable when its process exits. Readable before
+        // the reap and still nothing to reap: the kernel or someone else
+        // reaped it (as in `wait`), and looking again would never end.
+        waiter::descriptor(pidfd.as_raw_fd(), Deadline::Never, || {
+            let exited = match sys::pidfd_wait(&pidfd, Deadline::Now) {
+                Ok(exited) => exited,
+                Err(e) => return ControlFlow::Break(Err(Error::io("wait for child", e))),
+            };
+            match self.poll() {
+                Some(code) => ControlFlow::Break(Ok(code)),
+                None if exited => ControlFlow::Break(Err(unreaped_error(&self.name))),
+                None => ControlFlow::Continue(Ready::Read),
+            }
         })
         .await?
         .ok_or_else(|| unreaped_error(&self.name))
