@@ -998,7 +998,6 @@ fn receives_cancelled_at_random_points_lose_no_byte() {
 /// With SIGCHLD ignored the kernel reaps children itself: `join` reports
 /// it; `join_async` must too, instead of waking and looking forever.
 #[test]
-#[ignore = "broke: join_async wakes and looks forever when the child was reaped elsewhere"]
 fn join_async_of_a_child_reaped_elsewhere_is_an_error_not_a_spin() {
     watchdog("join_async with SIGCHLD ignored", LIMIT, || {
         let c = child(|| {
