@@ -350,6 +350,11 @@ impl Connection {
         if self.buffered() > 0 {
             return Ok(true);
         }
+        self.descriptor_readable(deadline)
+    }
+
+    /// Whether the descriptor has something to read, whatever is buffered.
+    fn descriptor_readable(&self, deadline: Deadline) -> Result<bool> {
         let fd = self.fd()?.as_raw_fd();
         Ok(sys::poll_readable(&[fd], deadline).map_err(|e| Error::io("poll", e))?[0])
     }
@@ -361,7 +366,10 @@ impl Connection {
     /// Reads until at least `n` bytes are buffered.
     fn fill(&mut self, n: usize, deadline: Deadline) -> Result<()> {
         while self.buffered() < n {
-            if !matches!(deadline, Deadline::Never) && !self.poll_until(deadline)? {
+            // The descriptor, not `poll_until`: what is buffered is not
+            // enough, and a read with nothing to read would block past
+            // the deadline.
+            if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
                 return Err(Error::Timeout);
             }
             self.read_more(n, ReadMode::Wait)?;
