@@ -925,7 +925,6 @@ fn a_send_cancelled_half_way_ends_the_stream_even_with_the_end_shared() {
 /// timeout must keep to it when half a message has arrived and the rest
 /// never comes.
 #[test]
-#[ignore = "broke: once part of a message is buffered the read blocks without a timeout"]
 fn recv_bytes_timeout_keeps_its_timeout_with_half_a_message_buffered() {
     watchdog("recv timeout mid-message", LIMIT, || {
         use std::io::Write;
