@@ -223,7 +223,10 @@ impl Connection {
     ///
     /// Cancellation: a future dropped before it sent anything sent nothing;
     /// one dropped part-way closes this end (the peer sees the connection
-    /// end instead of half a message), so a message is never torn.
+    /// end instead of half a message), so a message is never torn. A
+    /// socket's sending side is shut down for every process that shares
+    /// it; a one-way pipe's reader sees the end only once every process
+    /// holding the sending end has closed it.
     ///
     /// # Errors
     /// As for [`send_bytes`](Connection::send_bytes).
@@ -550,7 +553,16 @@ impl Drop for Sending<'_, '_> {
     fn drop(&mut self) {
         let total = self.parts[0].len() + self.parts[1].len();
         if self.sent > 0 && self.sent < total {
-            // Half a message would be read as a frame: end the stream.
+            // Half a message would be read as a frame: end the stream. A
+            // socket is shut down first, so that the peer reads its end
+            // even while another process (a forked child) holds a copy of
+            // this descriptor; closing only this copy would leave the peer
+            // waiting for the rest of the message.
+            if self.is_socket {
+                if let Ok(fd) = self.conn.fd() {
+                    let _ = sys::shutdown_write(fd);
+                }
+            }
             self.conn.close();
         }
     }
