@@ -896,7 +896,6 @@ fn acquires_dropped_when_woken_take_no_permit() {
 /// A send cancelled part-way must end the stream for the reader even when
 /// another process (a forked child) still holds a copy of the sending end.
 #[test]
-#[ignore = "broke: the peer keeps waiting while another process holds the sending end"]
 fn a_send_cancelled_half_way_ends_the_stream_even_with_the_end_shared() {
     watchdog("cancelled send, shared descriptor", LIMIT, || {
         let (mut a, mut b) = Pipe(true).unwrap();
