@@ -263,7 +263,7 @@ fn serve<S: Source>(registry: &'static Registry<S>) {
                 deadline = deadline.capped(OVERFLOW_POLL);
             }
         }
-        wake.drain(..).for_each(Waker::wake);
+        wake_each(&mut wake);
         let fired = registry.source.sleep(snapshot, &watches, deadline);
         let mut entries = lock(&registry.entries);
         entries.list.retain(|e| {
@@ -278,7 +278,16 @@ fn serve<S: Source>(registry: &'static Registry<S>) {
             !woken
         });
         drop(entries);
-        wake.drain(..).for_each(Waker::wake);
+        wake_each(&mut wake);
+    }
+}
+
+/// Wakes the tasks behind `wakers`. A waker runs the executor's code: one
+/// that panics (say, because its executor is gone) must not end this
+/// thread, which every async wait in the process relies on.
+fn wake_each(wakers: &mut Vec<Waker>) {
+    for waker in wakers.drain(..) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
     }
 }
 
