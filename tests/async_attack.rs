@@ -767,6 +767,34 @@ fn a_waker_whose_drop_drops_a_registered_future_does_not_deadlock() {
     });
 }
 
+/// A waker that panics when woken (as the async book's executor does once
+/// its run queue is gone) must not take the process's waiter thread down
+/// with it: every later wait in the process would hang.
+#[test]
+fn a_waker_that_panics_leaves_the_waiter_thread_serving() {
+    struct Panicky;
+    impl Wake for Panicky {
+        fn wake(self: Arc<Self>) {
+            panic!("this executor is gone");
+        }
+    }
+    watchdog("panicking waker", LIMIT, || {
+        let dead = Event::new().unwrap();
+        let mut f = Box::pin(dead.wait_async());
+        assert!(poll_with(f.as_mut(), &Waker::from(Arc::new(Panicky))).is_pending());
+        dead.set();
+        for _ in 0..3 {
+            let event = Event::new().unwrap();
+            let e = event.clone();
+            let setter = std::thread::spawn(move || e.set());
+            let (r, _) = block_on_within(Duration::from_secs(10), event.wait_async());
+            r.unwrap();
+            setter.join().unwrap();
+        }
+        drop(f);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Cancellation under load, across processes.
 
