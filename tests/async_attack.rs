@@ -858,13 +858,44 @@ fn a_waker_that_panics_leaves_the_waiter_thread_serving() {
 // ---------------------------------------------------------------------------
 // Cancellation under load, across processes.
 
+/// Runs `then` once, the first time the future it wraps returns
+/// `Pending`: so that what the future waits for happens only once it waits.
+struct OnPending<F, C> {
+    inner: Pin<Box<F>>,
+    then: Option<C>,
+}
+
+impl<F, C> OnPending<F, C> {
+    fn new(inner: F, then: C) -> Self {
+        OnPending {
+            inner: Box::pin(inner),
+            then: Some(then),
+        }
+    }
+}
+
+impl<F: Future, C: FnOnce() + Unpin> Future for OnPending<F, C> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let r = self.inner.as_mut().poll(cx);
+        if r.is_pending() {
+            if let Some(then) = self.then.take() {
+                then();
+            }
+        }
+        r
+    }
+}
+
+/// Each item is put by another process only once a get waits for it, and
+/// gets are given up (dropped unpolled) after one, two or three wake-ups:
+/// a third of them are dropped just as their item arrives.
 #[test]
 fn gets_dropped_when_woken_take_no_item() {
     watchdog("cancelled gets", LIMIT, || {
-        const ITEMS: u32 = 2_000;
+        const ITEMS: u32 = 1_000;
         let q = Queue::<u32>::new().unwrap();
-        // One item at a time, so that most gets wait and are woken.
-        let credit = Semaphore::new(1).unwrap();
+        let credit = Semaphore::new(0).unwrap();
         let (q2, c2) = (q.clone(), credit.clone());
         let producer = child(move || {
             for i in 0..ITEMS {
@@ -875,17 +906,25 @@ fn gets_dropped_when_woken_take_no_item() {
         let mut seen = vec![false; ITEMS as usize];
         let mut cancelled = 0u32;
         multi_thread().block_on(async {
+            // Whether the next item was asked for and has not been got.
+            let asked = std::cell::Cell::new(false);
             let mut got = 0;
             let mut n = 0;
             while got < ITEMS {
                 n += 1;
-                match patiently("get", Budget::new(q.get_async(), n % 3 + 1)).await {
+                let ask = || {
+                    if !asked.replace(true) {
+                        credit.release().unwrap();
+                    }
+                };
+                let get = OnPending::new(q.get_async(), ask);
+                match patiently("get", Budget::new(get, n % 3 + 1)).await {
                     Some(item) => {
                         let i = item.unwrap();
                         assert!(!seen[i as usize], "item {i} twice");
                         seen[i as usize] = true;
                         got += 1;
-                        credit.release().unwrap();
+                        asked.set(false);
                     }
                     None => cancelled += 1,
                 }
@@ -899,17 +938,20 @@ fn gets_dropped_when_woken_take_no_item() {
     });
 }
 
+/// As for gets: a put into a full queue makes another process take one
+/// item only once it waits, and is given up after one to three wake-ups.
 #[test]
 fn puts_dropped_when_woken_add_no_item() {
     watchdog("cancelled puts", LIMIT, || {
-        const ITEMS: u32 = 2_000;
-        // Two items at most: puts often wait, and are dropped when woken.
+        const ITEMS: u32 = 1_000;
         let q = Queue::<u32>::bounded(2).unwrap();
+        let credit = Semaphore::new(0).unwrap();
         let done = Queue::<Vec<u32>>::with_capacity(0, 1 << 16).unwrap();
-        let (q2, done2) = (q.clone(), done.clone());
+        let (q2, c2, done2) = (q.clone(), credit.clone(), done.clone());
         let consumer = child(move || {
             let mut got = Vec::new();
             loop {
+                assert!(c2.acquire_timeout(PATIENCE));
                 let i = q2.get_timeout(PATIENCE).unwrap();
                 if i == u32::MAX {
                     break;
@@ -919,6 +961,7 @@ fn puts_dropped_when_woken_add_no_item() {
             done2.put(got).unwrap();
         });
         let mut cancelled = 0u32;
+        let mut credits = 0;
         current_thread().block_on(async {
             let mut n = 0;
             for i in 0..ITEMS {
@@ -926,13 +969,22 @@ fn puts_dropped_when_woken_add_no_item() {
                 // item would show as a duplicate.
                 loop {
                     n += 1;
-                    match patiently("put", Budget::new(q.put_async(i), n % 3 + 1)).await {
+                    let make_room = || {
+                        credit.release().unwrap();
+                        credits += 1;
+                    };
+                    let put = OnPending::new(q.put_async(i), make_room);
+                    match patiently("put", Budget::new(put, n % 3 + 1)).await {
                         Some(r) => break r.unwrap(),
                         None => cancelled += 1,
                     }
                 }
             }
-            q.put_async(u32::MAX).await.unwrap();
+            // Room for the rest of the items, and for the pill.
+            for _ in credits..=ITEMS {
+                credit.release().unwrap();
+            }
+            patiently("pill", q.put_async(u32::MAX)).await.unwrap();
         });
         eprintln!("{cancelled} puts dropped when woken");
         assert!(cancelled > 0);
@@ -942,30 +994,39 @@ fn puts_dropped_when_woken_add_no_item() {
     });
 }
 
+/// As for gets: each permit is released by another process only once an
+/// acquire waits for it.
 #[test]
 fn acquires_dropped_when_woken_take_no_permit() {
     watchdog("cancelled acquires", LIMIT, || {
-        const PERMITS: u32 = 2_000;
+        const PERMITS: u32 = 1_000;
         let sem = Semaphore::new(0).unwrap();
-        let ack = Semaphore::new(0).unwrap();
-        let (s, a) = (sem.clone(), ack.clone());
+        let ask = Semaphore::new(0).unwrap();
+        let (s, a) = (sem.clone(), ask.clone());
         let releaser = child(move || {
             for _ in 0..PERMITS {
-                s.release().unwrap();
                 assert!(a.acquire_timeout(PATIENCE));
+                s.release().unwrap();
             }
         });
         let mut cancelled = 0u32;
         current_thread().block_on(async {
+            let asked = std::cell::Cell::new(false);
             let mut got = 0;
             let mut n = 0;
             while got < PERMITS {
                 n += 1;
-                match patiently("acquire", Budget::new(sem.acquire_async(), n % 3 + 1)).await {
+                let request = || {
+                    if !asked.replace(true) {
+                        ask.release().unwrap();
+                    }
+                };
+                let acquire = OnPending::new(sem.acquire_async(), request);
+                match patiently("acquire", Budget::new(acquire, n % 3 + 1)).await {
                     Some(r) => {
                         r.unwrap();
                         got += 1;
-                        ack.release().unwrap();
+                        asked.set(false);
                     }
                     None => cancelled += 1,
                 }
