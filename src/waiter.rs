@@ -157,6 +157,10 @@ impl<S: Source> Registration<S> {
     /// Asks the waiter thread to wake `waker` once `watch` fires or
     /// `deadline` passes.
     fn arm(&mut self, watch: S::Watch, deadline: Deadline, waker: &Waker) -> Result<()> {
+        // The waker this replaces is dropped only after the lock is
+        // released: dropping a waker runs the executor's code, which may
+        // drop another future registered here (and so take the lock).
+        let mut _replaced = None;
         let registry = current::<S>().map_err(|e| Error::io("async waiter", e))?;
         let mut entries = lock(&registry.entries);
         let id = match self.armed {
@@ -167,14 +171,16 @@ impl<S: Source> Registration<S> {
         match entries.list.iter_mut().find(|e| e.id == id) {
             Some(e) if e.watch == watch => {
                 // Same watch: the thread already sleeps on it.
-                e.waker.clone_from(waker);
+                if !e.waker.will_wake(waker) {
+                    _replaced = Some(std::mem::replace(&mut e.waker, waker.clone()));
+                }
                 e.deadline = deadline;
                 return Ok(());
             }
             Some(e) => {
                 e.watch = watch;
                 e.deadline = deadline;
-                e.waker.clone_from(waker);
+                _replaced = Some(std::mem::replace(&mut e.waker, waker.clone()));
             }
             None => entries.list.push(Entry {
                 id,
@@ -213,7 +219,12 @@ impl<S: Source> Drop for Registration<S> {
             return; // armed in the parent before a fork: not this process's
         }
         if let Ok(registry) = current::<S>() {
-            lock(&registry.entries).list.retain(|e| e.id != id);
+            let mut entries = lock(&registry.entries);
+            let gone = entries.list.iter().position(|e| e.id == id);
+            let entry = gone.map(|i| entries.list.remove(i));
+            // Its waker is dropped after the lock is released (see `arm`).
+            drop(entries);
+            drop(entry);
         }
     }
 }
@@ -252,7 +263,7 @@ fn serve<S: Source>(registry: &'static Registry<S>) {
                 deadline = deadline.capped(OVERFLOW_POLL);
             }
         }
-        wake.drain(..).for_each(Waker::wake);
+        wake_each(&mut wake);
         let fired = registry.source.sleep(snapshot, &watches, deadline);
         let mut entries = lock(&registry.entries);
         entries.list.retain(|e| {
@@ -267,7 +278,16 @@ fn serve<S: Source>(registry: &'static Registry<S>) {
             !woken
         });
         drop(entries);
-        wake.drain(..).for_each(Waker::wake);
+        wake_each(&mut wake);
+    }
+}
+
+/// Wakes the tasks behind `wakers`. A waker runs the executor's code: one
+/// that panics (say, because its executor is gone) must not end this
+/// thread, which every async wait in the process relies on.
+fn wake_each(wakers: &mut Vec<Waker>) {
+    for waker in wakers.drain(..) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
     }
 }
 
@@ -464,7 +484,11 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
             self.0.unpark();
         }
     }
-    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    thread_local! {
+        /// This thread's waker, made once.
+        static WAKER: Waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    }
+    let waker = WAKER.with(Waker::clone);
     let mut cx = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
     loop {

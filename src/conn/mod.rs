@@ -223,7 +223,10 @@ impl Connection {
     ///
     /// Cancellation: a future dropped before it sent anything sent nothing;
     /// one dropped part-way closes this end (the peer sees the connection
-    /// end instead of half a message), so a message is never torn.
+    /// end instead of half a message), so a message is never torn. A
+    /// socket's sending side is shut down for every process that shares
+    /// it; a one-way pipe's reader sees the end only once every process
+    /// holding the sending end has closed it.
     ///
     /// # Errors
     /// As for [`send_bytes`](Connection::send_bytes).
@@ -350,6 +353,11 @@ impl Connection {
         if self.buffered() > 0 {
             return Ok(true);
         }
+        self.descriptor_readable(deadline)
+    }
+
+    /// Whether the descriptor has something to read, whatever is buffered.
+    fn descriptor_readable(&self, deadline: Deadline) -> Result<bool> {
         let fd = self.fd()?.as_raw_fd();
         Ok(sys::poll_readable(&[fd], deadline).map_err(|e| Error::io("poll", e))?[0])
     }
@@ -361,7 +369,10 @@ impl Connection {
     /// Reads until at least `n` bytes are buffered.
     fn fill(&mut self, n: usize, deadline: Deadline) -> Result<()> {
         while self.buffered() < n {
-            if !matches!(deadline, Deadline::Never) && !self.poll_until(deadline)? {
+            // The descriptor, not `poll_until`: what is buffered is not
+            // enough, and a read with nothing to read would block past
+            // the deadline.
+            if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
                 return Err(Error::Timeout);
             }
             self.read_more(n, ReadMode::Wait)?;
@@ -542,7 +553,16 @@ impl Drop for Sending<'_, '_> {
     fn drop(&mut self) {
         let total = self.parts[0].len() + self.parts[1].len();
         if self.sent > 0 && self.sent < total {
-            // Half a message would be read as a frame: end the stream.
+            // Half a message would be read as a frame: end the stream. A
+            // socket is shut down first, so that the peer reads its end
+            // even while another process (a forked child) holds a copy of
+            // this descriptor; closing only this copy would leave the peer
+            // waiting for the rest of the message.
+            if self.is_socket {
+                if let Ok(fd) = self.conn.fd() {
+                    let _ = sys::shutdown_write(fd);
+                }
+            }
             self.conn.close();
         }
     }

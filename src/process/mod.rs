@@ -732,9 +732,17 @@ impl<'a> Process<'a> {
             Err(Some(code)) => return Ok(code),
             Err(None) => return Err(self.state_error("not started")),
         };
+        // Readable before the reap and still nothing to reap: the kernel or
+        // someone else reaped it (as in `wait`), and looking again would
+        // never end.
         waiter::descriptor(exited.as_raw_fd(), Deadline::Never, || {
+            let ready = match sys::pidfd_wait(&exited, Deadline::Now) {
+                Ok(ready) => ready,
+                Err(e) => return ControlFlow::Break(Err(Error::io("wait for child", e))),
+            };
             match poll_state(&self.state) {
                 Some(code) => ControlFlow::Break(Ok(code)),
+                None if ready => ControlFlow::Break(Err(unreaped_error(&self.name))),
                 None => ControlFlow::Continue(Ready::Read),
             }
         })

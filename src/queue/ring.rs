@@ -522,6 +522,12 @@ impl Ring {
     /// a blocking getter sleeps on. A future dropped before it finishes has
     /// taken nothing: an item is taken only in the poll that returns it.
     pub(crate) async fn pop_async(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
+        // An item there already: no sleeper to announce (a counted sleeper
+        // costs every put a wake-up call).
+        match self.pop(out, Deadline::Now) {
+            Err(Error::Empty) => {}
+            done => return done,
+        }
         let added = &self.shared().tail;
         let _asleep = Asleep::new(&added.sleepers);
         let popped = self
@@ -544,6 +550,10 @@ impl Ring {
         item: &[u8],
         deadline: Deadline,
     ) -> Result<std::result::Result<(), PushFailure>> {
+        match self.push(item, Deadline::Now) {
+            Ok(Err(PushFailure::Full)) => {}
+            done => return done,
+        }
         let taken = &self.shared().head;
         let _asleep = Asleep::new(&taken.sleepers);
         let pushed = self
@@ -561,6 +571,9 @@ impl Ring {
     /// As [`join`](Ring::join), without blocking the thread.
     pub(crate) async fn join_async(&self, deadline: Deadline) -> Result<()> {
         let s = self.shared();
+        if s.unfinished.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
         let _asleep = Asleep::new(&s.joiners);
         let joined = self
             .await_word(&s.done, deadline, || {

@@ -588,6 +588,13 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Ends a socket's sending direction for every descriptor that shares it
+/// (those of forked children included): its peer reads end of file.
+pub(crate) fn shutdown_write(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor the caller holds open.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+}
+
 /// A connected pair of Unix stream sockets, closed on exec.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     unix_pair(libc::SOCK_STREAM)
