@@ -447,9 +447,6 @@ pub(crate) enum Woke {
 #[inline]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> Woke {
     let at = deadline.timespec();
-    let ts = at
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout.
     let r = unsafe {
@@ -458,7 +455,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) ->
             word.as_ptr(),
             libc::FUTEX_WAIT_BITSET,
             expected,
-            ts,
+            timespec_ptr(&at),
             std::ptr::null::<u32>(),
             libc::FUTEX_BITSET_MATCH_ANY,
         )
@@ -468,6 +465,12 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) ->
     } else {
         Woke::Maybe
     }
+}
+
+/// An optional absolute time as a system call takes it: null for none.
+fn timespec_ptr(at: &Option<libc::timespec>) -> *const libc::timespec {
+    at.as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec)
 }
 
 /// What [`futex_waitv`] saw.
@@ -513,9 +516,6 @@ pub(crate) fn futex_waitv(words: &[(usize, u32)], deadline: Deadline) -> WaitvOu
         })
         .collect();
     let at = deadline.timespec();
-    let ts = at
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `waiters` is a valid array of `words.len()` entries for the
     // duration of the call; the kernel only reads the addresses in it (and
     // reports a bad one as EFAULT); the timeout is absolute on
@@ -526,7 +526,7 @@ pub(crate) fn futex_waitv(words: &[(usize, u32)], deadline: Deadline) -> WaitvOu
             waiters.as_ptr(),
             waiters.len() as libc::c_uint,
             0 as libc::c_uint,
-            ts,
+            timespec_ptr(&at),
             libc::CLOCK_MONOTONIC,
         )
     };
