@@ -352,3 +352,25 @@ fn private_small_dev_shm() -> bool {
         )
         .is_ok()
 }
+
+/// Sizes no machine here can give: an error at once (`NoSpace`), never an
+/// attempt to reserve them (an anonymous segment's file has no size limit
+/// of its own, so reserving it would run the machine out of memory).
+#[test]
+fn more_memory_than_the_machine_has_is_no_space() {
+    watchdog("impossible sizes", LIMIT, || {
+        for size in [1usize << 40, (1 << 43) + 8] {
+            match Segment::anonymous(size) {
+                Err(Error::NoSpace { .. }) => {}
+                other => panic!("{size}: {:?}", other.map(|s| s.len())),
+            }
+        }
+        for len in [(1usize << 40) + 1, usize::MAX / 16] {
+            assert!(multiproc::RawArray::<u64>::new(len).is_err(), "{len}");
+            assert!(multiproc::Array::<u64>::new(len).is_err(), "{len}");
+        }
+        for len in [usize::MAX, usize::MAX / 2] {
+            assert!(multiproc::RawArray::<u64>::new(len).is_err(), "{len}");
+        }
+    });
+}
