@@ -1,0 +1,499 @@
+//! Adversarial cases against the shared layer: limits of every timed call,
+//! odd sizes, misuse, and waiters killed at awkward moments.
+
+mod common;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use common::{child, join, watchdog};
+use multiproc::{
+    Barrier, BoundedSemaphore, Condition, Error, Event, JoinableQueue, Lock, LockError, Queue,
+    RLock, RawArray, RawValue, Semaphore,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The timeouts at their limits: none may panic; short ones return at once.
+const SHORT: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_nanos(1),
+    Duration::from_nanos(999_999_999),
+];
+const LONG: [Duration; 2] = [Duration::MAX, Duration::from_secs(u64::MAX / 2)];
+
+#[test]
+fn every_timed_call_at_its_limits() {
+    watchdog("timeouts at limits", LIMIT, || {
+        for t in SHORT {
+            let lock = Lock::new().unwrap();
+            let g = lock.lock().unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| assert!(matches!(lock.lock_timeout(t), Err(LockError::Timeout))));
+            });
+            drop(g);
+            let rlock = RLock::new().unwrap();
+            let g = rlock.lock().unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| assert!(matches!(rlock.lock_timeout(t), Err(LockError::Timeout))));
+            });
+            drop(g);
+            assert!(!Event::new().unwrap().wait_timeout(t));
+            assert!(!Semaphore::new(0).unwrap().acquire_timeout(t));
+            assert!(BoundedSemaphore::new(0)
+                .unwrap()
+                .permit_timeout(t)
+                .is_none());
+            let cond = Condition::new().unwrap();
+            let mut g = cond.lock().unwrap();
+            assert!(!g.wait_timeout(t).unwrap());
+            assert!(!g.wait_for(|| false, Some(t)).unwrap());
+            drop(g);
+            let q = Queue::<u8>::with_capacity(1, 64).unwrap();
+            assert!(
+                matches!(q.get_timeout(t), Err(Error::Timeout | Error::Empty)),
+                "{t:?}"
+            );
+            q.put(1).unwrap();
+            assert!(matches!(
+                q.put_timeout(2, t),
+                Err(multiproc::queue::PutError::Timeout(2))
+            ));
+            let jq = JoinableQueue::<u8>::new().unwrap();
+            jq.put(1).unwrap();
+            assert!(matches!(jq.join_timeout(t), Err(Error::Timeout)));
+            let b = Barrier::new(2).unwrap();
+            assert!(matches!(
+                b.wait_timeout(t),
+                Err(Error::Timeout | Error::BrokenBarrier)
+            ));
+            let b = Barrier::with_timeout(2, t).unwrap();
+            assert!(matches!(
+                b.wait(),
+                Err(Error::Timeout | Error::BrokenBarrier)
+            ));
+        }
+        for t in LONG {
+            let lock = Lock::new().unwrap();
+            drop(lock.lock_timeout(t).unwrap());
+            drop(RLock::new().unwrap().lock_timeout(t).unwrap());
+            let e = Event::new().unwrap();
+            e.set();
+            assert!(e.wait_timeout(t));
+            assert!(Semaphore::new(1).unwrap().acquire_timeout(t));
+            let q = Queue::<u8>::new().unwrap();
+            q.put_timeout(3, t).unwrap();
+            assert_eq!(q.get_timeout(t).unwrap(), 3);
+            let jq = JoinableQueue::<u8>::new().unwrap();
+            jq.join_timeout(t).unwrap();
+            assert_eq!(Barrier::new(1).unwrap().wait_timeout(t).unwrap(), 0);
+            assert_eq!(Barrier::with_timeout(1, t).unwrap().wait().unwrap(), 0);
+            // A long wait that is notified.
+            let cond = Condition::new().unwrap();
+            let flag = RawValue::new(0u32).unwrap();
+            std::thread::scope(|s| {
+                let mut g = cond.lock().unwrap();
+                s.spawn(|| {
+                    let g = cond.lock().unwrap();
+                    flag.set(1);
+                    g.notify_all();
+                });
+                assert!(g.wait_for(|| flag.get() == 1, Some(t)).unwrap());
+            });
+        }
+    });
+}
+
+#[test]
+fn notify_counts() {
+    watchdog("notify counts", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let g = cond.lock().unwrap();
+        // Nobody waits: each is a no-op.
+        for n in [0, 1, 7, u32::MAX] {
+            g.notify(n);
+        }
+        g.notify_all();
+        drop(g);
+        // Three threads wait; notify(0) wakes none, notify(u32::MAX) all.
+        let woken = RawValue::new(0u32).unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    assert!(g.wait_timeout(LIMIT).unwrap());
+                    woken.atomic().fetch_add(1, SeqCst);
+                });
+            }
+            for _ in 0..3 {
+                sleeping.acquire();
+            }
+            let g = cond.lock().unwrap();
+            g.notify(0);
+            drop(g);
+            assert_eq!(woken.get(), 0);
+            cond.lock().unwrap().notify(u32::MAX);
+        });
+        assert_eq!(woken.get(), 3);
+    });
+}
+
+#[test]
+fn a_panicking_predicate_leaves_the_condition_usable() {
+    watchdog("panicking predicate", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        for _ in 0..(Condition::MAX_WAITERS + 5) {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut g = cond.lock().unwrap();
+                let mut calls = 0;
+                let _ = g.wait_for(
+                    || {
+                        calls += 1;
+                        assert!(calls < 2, "predicate panics");
+                        false
+                    },
+                    Some(Duration::from_nanos(1)),
+                );
+            }));
+            // With a 1 ns deadline the predicate may run once only.
+            let _ = r;
+        }
+        // The lock was released by the unwinding guard, and no place leaked.
+        std::thread::scope(|s| {
+            s.spawn(|| drop(cond.lock_timeout(LIMIT).unwrap()));
+        });
+        let mut g = cond.lock().unwrap();
+        assert!(!g.wait_timeout(Duration::from_millis(1)).unwrap());
+    });
+}
+
+#[test]
+fn condition_over_an_rlock_held_three_deep_across_processes() {
+    watchdog("rlock depth 3", LIMIT, || {
+        let rlock = RLock::new().unwrap();
+        let cond = Condition::with_rlock(&rlock).unwrap();
+        let flag = RawValue::new(0u32).unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        multiproc::scope(|s| {
+            let p = child(s, || {
+                rlock.acquire().unwrap();
+                let _outer = rlock.lock().unwrap();
+                let mut g = cond.lock().unwrap();
+                sleeping.release().unwrap();
+                assert!(g.wait_for(|| flag.get() == 1, Some(LIMIT)).unwrap());
+                drop(g);
+                drop(_outer);
+                // Exactly one level is left.
+                rlock.release().unwrap();
+                assert!(matches!(rlock.release(), Err(Error::NotOwner)));
+            });
+            sleeping.acquire();
+            let g = cond.lock().unwrap();
+            flag.set(1);
+            g.notify(1);
+            drop(g);
+            assert_eq!(join(&p, LIMIT), 0);
+        });
+        // Not held here: release and make_consistent are refused.
+        assert!(matches!(rlock.release(), Err(Error::NotOwner)));
+        assert!(matches!(rlock.make_consistent(), Err(Error::NotOwner)));
+    });
+}
+
+/// A waiter stopped while waiting, chosen by notify(1), then killed: the
+/// notification passes on to the other waiter (no 'sleep' involved: the
+/// stop makes the death come after the choice, every run).
+#[test]
+fn a_waiter_killed_after_being_chosen_passes_its_notification_on() {
+    watchdog("chosen then killed", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        let notified = RawValue::new(0u32).unwrap();
+        multiproc::scope(|s| {
+            let waiter = || {
+                child(s, || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    if g.wait_timeout(LIMIT).unwrap() {
+                        notified.atomic().fetch_add(1, SeqCst);
+                    }
+                })
+            };
+            let first = waiter();
+            sleeping.acquire();
+            drop(cond.lock().unwrap()); // `first` is inside wait
+            let pid = first.pid().unwrap() as i32;
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            let second = waiter();
+            sleeping.acquire();
+            let g = cond.lock().unwrap(); // `second` is inside wait
+            g.notify(1); // chooses `first`, the longest waiting
+            drop(g);
+            first.kill().unwrap();
+            join(&first, LIMIT);
+            assert_eq!(join(&second, LIMIT), 0);
+            assert_eq!(notified.get(), 1);
+        });
+    });
+}
+
+/// A waiter killed while re-taking the lock after its notify: a later
+/// notify(1) wakes exactly one of two new waiters.
+#[test]
+fn a_waiter_killed_while_retaking_the_lock() {
+    watchdog("killed retaking", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        let notified = RawValue::new(0u32).unwrap();
+        multiproc::scope(|s| {
+            let (cond, sleeping, notified) = (&cond, &sleeping, &notified);
+            let waiter = |timeout: Duration| {
+                child(s, move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    if g.wait_timeout(timeout).unwrap() {
+                        notified.atomic().fetch_add(1, SeqCst);
+                    }
+                })
+            };
+            let doomed = waiter(LIMIT);
+            sleeping.acquire();
+            let g = cond.lock().unwrap();
+            g.notify(1);
+            // `doomed` is notified and now blocks on the lock this holds.
+            doomed.kill().unwrap();
+            join(&doomed, LIMIT);
+            drop(g);
+            let a = waiter(LIMIT);
+            sleeping.acquire();
+            let b = waiter(Duration::from_millis(500));
+            sleeping.acquire();
+            cond.lock().unwrap().notify(1);
+            join(&a, LIMIT);
+            join(&b, LIMIT);
+            assert_eq!(notified.get(), 1, "exactly one of two woken");
+        });
+    });
+}
+
+#[test]
+fn queue_sizes_at_the_edges() {
+    watchdog("queue edges", LIMIT, || {
+        // Items of zero bytes.
+        let q = Queue::<()>::with_capacity(0, 64).unwrap();
+        for _ in 0..1000 {
+            match q.try_put(()) {
+                Ok(()) => {}
+                Err(multiproc::queue::PutError::Full(())) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        while q.try_get().is_ok() {}
+        assert!(q.is_empty());
+        // The ring's exact item limit, and one byte over.
+        let q = Queue::<Vec<u8>>::with_capacity(0, 64).unwrap();
+        let max = q.max_item_size();
+        let mut n = 0;
+        let fits = loop {
+            let item = vec![7u8; n];
+            match q.try_put(item) {
+                Ok(()) => {
+                    q.try_get().unwrap();
+                    n += 1;
+                }
+                Err(multiproc::queue::PutError::TooLarge { size, .. }) => {
+                    assert_eq!(size, max + 1, "the first item too large is one byte over");
+                    break n - 1;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(n < 1000);
+        };
+        // The largest that fits goes in and comes out intact, twice around.
+        for _ in 0..3 {
+            q.put(vec![9u8; fits]).unwrap();
+            assert!(q.is_full() || q.len() == 1);
+            assert_eq!(q.get().unwrap(), vec![9u8; fits]);
+        }
+        // maxsize 1.
+        let q = Queue::<u32>::bounded(1).unwrap();
+        q.put(1).unwrap();
+        assert!(q.is_full());
+        assert!(matches!(
+            q.try_put(2),
+            Err(multiproc::queue::PutError::Full(2))
+        ));
+        assert_eq!(q.get().unwrap(), 1);
+        // Huge maxsize and odd ring sizes are refused or accepted, never a panic.
+        let _ = Queue::<u8>::with_capacity(usize::MAX, 64);
+        for bytes in [0, 1, 63, 65, usize::MAX, 1 << 30, (1 << 30) + 1] {
+            let _ = Queue::<u8>::with_capacity(0, bytes);
+        }
+        // task_done once too many.
+        let jq = JoinableQueue::<u8>::new().unwrap();
+        jq.put(1).unwrap();
+        jq.get().unwrap();
+        jq.task_done().unwrap();
+        assert!(matches!(jq.task_done(), Err(Error::TooManyTaskDone)));
+        jq.join_timeout(Duration::ZERO).unwrap();
+    });
+}
+
+#[test]
+fn close_races_put_and_get() {
+    watchdog("close races", LIMIT, || {
+        for _ in 0..20 {
+            let q = Queue::<u64>::with_capacity(0, 256).unwrap();
+            let got = RawValue::new(0u64).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    for i in 0..200 {
+                        if q.put_timeout(i, Duration::from_millis(10)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                s.spawn(|| loop {
+                    match q.get_timeout(Duration::from_millis(10)) {
+                        Ok(_) => {
+                            got.atomic().fetch_add(1, SeqCst);
+                        }
+                        Err(Error::Empty | Error::Closed) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                });
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        let _ = q.len();
+                        let _ = q.is_full();
+                    }
+                    let _ = q.close();
+                });
+            });
+        }
+    });
+}
+
+#[test]
+fn semaphores_past_their_limits() {
+    watchdog("semaphore limits", LIMIT, || {
+        assert!(Semaphore::new(u32::MAX).is_err());
+        assert!(BoundedSemaphore::new(u32::MAX).is_err());
+        let s = Semaphore::new((1 << 31) - 1).unwrap();
+        assert!(matches!(s.release(), Err(Error::TooManyReleases)));
+        assert_eq!(s.value(), (1 << 31) - 1);
+        let b = BoundedSemaphore::new(1).unwrap();
+        assert!(matches!(b.release(), Err(Error::TooManyReleases)));
+        b.acquire();
+        b.release().unwrap();
+        assert!(matches!(b.release(), Err(Error::TooManyReleases)));
+        let z = BoundedSemaphore::new(0).unwrap();
+        assert!(matches!(z.release(), Err(Error::TooManyReleases)));
+    });
+}
+
+#[test]
+fn barrier_edges() {
+    watchdog("barrier edges", LIMIT, || {
+        assert!(Barrier::new(0).is_err());
+        let _ = Barrier::new(u32::MAX); // refused or made: never a panic
+        let b = Barrier::new(1).unwrap();
+        for _ in 0..10 {
+            assert_eq!(b.wait().unwrap(), 0);
+        }
+        b.abort().unwrap();
+        assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
+        b.reset().unwrap();
+        assert_eq!(b.wait().unwrap(), 0);
+        // abort and reset racing waits: every wait returns.
+        let b = Barrier::new(3).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let _ = b.wait_timeout(Duration::from_secs(10));
+                    }
+                });
+            }
+            for i in 0..400 {
+                if i % 2 == 0 {
+                    b.abort().unwrap();
+                } else {
+                    b.reset().unwrap();
+                }
+            }
+            b.abort().unwrap();
+        });
+    });
+}
+
+macro_rules! tearing {
+    ($N:literal) => {{
+        const N: usize = $N;
+        let v = RawValue::new([0u8; N]).unwrap();
+        let a = RawArray::from_slice(&[[0u8; N]; 4]).unwrap();
+        let piece = 1usize << (N | 8).trailing_zeros();
+        std::thread::scope(|s| {
+            for w in [0x11u8, 0xEE] {
+                let (v, a) = (&v, &a);
+                s.spawn(move || {
+                    for _ in 0..20_000 {
+                        v.set([w; N]);
+                        a.set(2, [w; N]).unwrap();
+                    }
+                });
+            }
+            for _ in 0..20_000 {
+                for x in [v.get(), a.get(2).unwrap()] {
+                    // The documented rule: each piece is whole.
+                    for p in x.chunks(piece) {
+                        assert!(p.iter().all(|&b| b == p[0]), "{N}: torn piece {p:?}");
+                    }
+                }
+            }
+        });
+        assert!(a.get(4).is_err());
+    }};
+}
+
+#[test]
+fn raw_cells_tear_only_between_pieces() {
+    watchdog("raw tearing", LIMIT, || {
+        tearing!(1);
+        tearing!(3);
+        tearing!(8);
+        tearing!(12);
+        tearing!(16);
+        tearing!(64);
+    });
+}
+
+#[test]
+fn lock_owner_death_and_a_non_owner() {
+    watchdog("lock owner death", LIMIT, || {
+        let lock = Lock::new().unwrap();
+        multiproc::scope(|s| {
+            let p = child(s, || {
+                let g = lock.lock().unwrap();
+                std::mem::forget(g);
+                multiproc::process::exit(0);
+            });
+            assert_eq!(join(&p, LIMIT), 0);
+        });
+        match lock.lock() {
+            Err(LockError::OwnerDied(g)) => {
+                // Another thread, not the owner, cannot take it meanwhile.
+                std::thread::scope(|s| {
+                    s.spawn(|| assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock))));
+                });
+                multiproc::sync::LockGuard::make_consistent(&g).unwrap();
+            }
+            Ok(_) => panic!("owner death not reported"),
+            Err(e) => panic!("{e:?}"),
+        }
+        drop(lock.lock().unwrap());
+    });
+}
