@@ -497,3 +497,54 @@ fn lock_owner_death_and_a_non_owner() {
         drop(lock.lock().unwrap());
     });
 }
+
+/// Whether process `pid` is stopped (state `T` in `/proc/pid/stat`).
+fn stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+/// An item that can be got has been counted as unfinished: a producer
+/// stopped at any instruction of `put` never leaves an item whose
+/// `task_done` is refused (Python counts before the item can be got).
+/// The producer is stopped at random points hundreds of times.
+#[test]
+fn an_item_that_can_be_got_is_already_unfinished() {
+    watchdog("unfinished before visible", LIMIT, || {
+        let q = JoinableQueue::<u64>::new().unwrap();
+        multiproc::scope(|s| {
+            let producer = child(s, || {
+                for i in 0.. {
+                    q.put(i).unwrap();
+                }
+            });
+            let pid = producer.pid().unwrap() as i32;
+            for round in 0..400 {
+                while q.is_empty() {
+                    std::thread::yield_now();
+                }
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                while !stopped(pid) {
+                    std::thread::yield_now();
+                }
+                while q.try_get().is_ok() {
+                    if let Err(e) = q.task_done() {
+                        producer.kill().unwrap();
+                        panic!("round {round}: task_done of a got item: {e}");
+                    }
+                }
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+            producer.kill().unwrap();
+            join(&producer, LIMIT);
+        });
+    });
+}
