@@ -548,3 +548,120 @@ fn an_item_that_can_be_got_is_already_unfinished() {
         });
     });
 }
+
+/// Items of a check-summed shape: `(producer, seq, payload)`, the payload
+/// `seq % 300` bytes of `seq as u8`.
+type Item = (u32, u32, Vec<u8>);
+
+fn item(p: u32, seq: u32) -> Item {
+    (p, seq, vec![seq as u8; (seq % 300) as usize])
+}
+
+const SEQS: u32 = 50_000;
+
+/// Records a got item in `seen` (one counter per producer and seq) after
+/// checking that it is whole.
+fn record(seen: &RawArray<u32>, (p, seq, payload): Item) {
+    assert_eq!(payload, item(p, seq).2, "torn item {p}/{seq}");
+    let idx = (p * SEQS + seq) as usize;
+    seen.atomic(idx).unwrap().fetch_add(1, SeqCst);
+}
+
+/// Producers SIGKILLed mid-put, then consumers SIGKILLed mid-get, on a
+/// small ring: no item torn, none got twice, none lost whose put returned
+/// (when only producers die).
+#[test]
+fn queue_survives_killed_producers_and_consumers() {
+    watchdog("queue kills", LIMIT * 2, || {
+        const PRODUCERS: u32 = 3;
+        let q = Queue::<Item>::with_capacity(0, 4096).unwrap();
+        let acked = RawArray::<u32>::new(PRODUCERS as usize).unwrap();
+        let seen = RawArray::<u32>::new((PRODUCERS * SEQS) as usize).unwrap();
+        let stop = RawValue::new(0u32).unwrap();
+        let seen2 = RawArray::<u32>::new(20_000).unwrap();
+        let got = RawValue::new(0u32).unwrap();
+        multiproc::scope(|s| {
+            // Phase 1: consumers are threads here; producers die mid-put.
+            std::thread::scope(|ts| {
+                for _ in 0..2 {
+                    ts.spawn(|| {
+                        while stop.get() == 0 {
+                            match q.get_timeout(Duration::from_millis(20)) {
+                                Ok(it) => record(&seen, it),
+                                Err(Error::Timeout | Error::Empty) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    });
+                }
+                for p in 0..PRODUCERS {
+                    let (q, acked) = (&q, &acked);
+                    let producer = child(s, move || {
+                        for seq in 0..SEQS {
+                            q.put(item(p, seq)).unwrap();
+                            acked.atomic(p as usize).unwrap().store(seq + 1, SeqCst);
+                        }
+                    });
+                    // Killed after a varying number of puts.
+                    let target = 500 + p * 1700;
+                    while acked.get(p as usize).unwrap() < target {
+                        std::thread::yield_now();
+                    }
+                    producer.kill().unwrap();
+                    join(&producer, LIMIT);
+                }
+                // Drain what is left, then stop the consumers.
+                while !q.is_empty() {
+                    std::thread::yield_now();
+                }
+                stop.set(1);
+            });
+            for p in 0..PRODUCERS {
+                let acked = acked.get(p as usize).unwrap();
+                for seq in 0..SEQS {
+                    let n = seen.get((p * SEQS + seq) as usize).unwrap();
+                    assert!(n <= 1, "{p}/{seq} got {n} times");
+                    if seq < acked {
+                        assert_eq!(n, 1, "{p}/{seq} acknowledged but lost");
+                    }
+                }
+            }
+            // Phase 2: the producer is a thread here; consumers die mid-get.
+            let seen = &seen2;
+            std::thread::scope(|ts| {
+                ts.spawn(|| {
+                    for seq in 0..20_000 {
+                        q.put(item(0, seq)).unwrap();
+                    }
+                    stop.set(2);
+                });
+                for round in 0..6 {
+                    let (q, got) = (&q, &got);
+                    let consumer = child(s, move || loop {
+                        record(seen, q.get().unwrap());
+                        got.atomic().fetch_add(1, SeqCst);
+                    });
+                    let target = got.get() + 300 + round * 50;
+                    while got.get() < target {
+                        std::thread::yield_now();
+                    }
+                    consumer.kill().unwrap();
+                    join(&consumer, LIMIT);
+                }
+                // The last consumer drains the rest here.
+                loop {
+                    match q.get_timeout(Duration::from_millis(200)) {
+                        Ok(it) => record(seen, it),
+                        Err(Error::Timeout) if stop.get() == 2 => break,
+                        Err(Error::Timeout) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            });
+            for seq in 0..20_000 {
+                let n = seen.get(seq).unwrap();
+                assert!(n <= 1, "0/{seq} got {n} times");
+            }
+        });
+    });
+}
