@@ -665,3 +665,97 @@ fn queue_survives_killed_producers_and_consumers() {
         });
     });
 }
+
+/// The async timed forms at their limits: none panics; the short ones
+/// give up at once, the long ones return what is there.
+#[test]
+fn every_async_timed_call_at_its_limits() {
+    watchdog("async timeouts at limits", LIMIT, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for t in SHORT {
+                assert!(!Event::new().unwrap().wait_timeout_async(t).await.unwrap());
+                let sem = Semaphore::new(0).unwrap();
+                assert!(!sem.acquire_timeout_async(t).await.unwrap());
+                let q = Queue::<u8>::with_capacity(1, 64).unwrap();
+                assert!(matches!(
+                    q.get_timeout_async(t).await,
+                    Err(Error::Timeout | Error::Empty)
+                ));
+                q.put(1).unwrap();
+                assert!(q.put_timeout_async(2, t).await.is_err());
+                let jq = JoinableQueue::<u8>::new().unwrap();
+                jq.put(1).unwrap();
+                assert!(matches!(
+                    jq.join_timeout_async(t).await,
+                    Err(Error::Timeout)
+                ));
+                let b = Barrier::new(2).unwrap();
+                assert!(b.wait_timeout_async(t).await.is_err());
+            }
+            for t in LONG {
+                let e = Event::new().unwrap();
+                e.set();
+                assert!(e.wait_timeout_async(t).await.unwrap());
+                let sem = Semaphore::new(1).unwrap();
+                assert!(sem.acquire_timeout_async(t).await.unwrap());
+                let q = Queue::<u8>::new().unwrap();
+                q.put_timeout_async(5, t).await.unwrap();
+                assert_eq!(q.get_timeout_async(t).await.unwrap(), 5);
+                let jq = JoinableQueue::<u8>::new().unwrap();
+                jq.join_timeout_async(t).await.unwrap();
+                let b = Barrier::new(1).unwrap();
+                assert_eq!(b.wait_timeout_async(t).await.unwrap(), 0);
+            }
+        });
+    });
+}
+
+/// A process killed holding a condition's lock (before it could wait):
+/// the next locker is told, repairs, and waits and notifies as usual.
+#[test]
+fn condition_lock_holder_killed_before_waiting() {
+    watchdog("cond holder killed", LIMIT, || {
+        for rlock in [false, true] {
+            let cond = if rlock {
+                Condition::new().unwrap()
+            } else {
+                Condition::with_lock(&Lock::new().unwrap()).unwrap()
+            };
+            let locked = Semaphore::new(0).unwrap();
+            let flag = RawValue::new(0u32).unwrap();
+            multiproc::scope(|s| {
+                let doomed = child(s, || {
+                    let g = cond.lock().unwrap();
+                    locked.release().unwrap();
+                    std::mem::forget(g);
+                    loop {
+                        std::thread::park();
+                    }
+                });
+                locked.acquire();
+                doomed.kill().unwrap();
+                join(&doomed, LIMIT);
+                let g = match cond.lock() {
+                    Err(LockError::OwnerDied(g)) => g,
+                    Ok(_) => panic!("owner death not reported"),
+                    Err(e) => panic!("{e:?}"),
+                };
+                multiproc::sync::ConditionGuard::make_consistent(&g).unwrap();
+                drop(g);
+                let waiter = child(s, || {
+                    let mut g = cond.lock().unwrap();
+                    assert!(g.wait_for(|| flag.get() == 1, Some(LIMIT)).unwrap());
+                });
+                let g = cond.lock().unwrap();
+                flag.set(1);
+                g.notify_all();
+                drop(g);
+                assert_eq!(join(&waiter, LIMIT), 0);
+            });
+        }
+    });
+}
