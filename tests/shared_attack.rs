@@ -805,3 +805,56 @@ fn named_condition_between_unrelated_processes() {
         });
     });
 }
+
+/// The party running the barrier's action is killed inside it: the other
+/// parties are told the barrier broke (they do not hang), and after a reset
+/// the barrier passes again.
+#[test]
+fn barrier_party_killed_inside_the_action() {
+    watchdog("barrier action killed", LIMIT, || {
+        let in_action = RawValue::new(0u32).unwrap();
+        let theirs = in_action.clone();
+        let barrier = Barrier::new(3).unwrap().with_action(move || {
+            if theirs.get() == 0 {
+                theirs.set(std::process::id());
+                loop {
+                    std::thread::park();
+                }
+            }
+        });
+        let broken = RawValue::new(0u32).unwrap();
+        multiproc::scope(|s| {
+            let parties: Vec<_> = (0..3)
+                .map(|_| {
+                    child(s, || match barrier.wait() {
+                        Err(Error::BrokenBarrier) => {
+                            broken.atomic().fetch_add(1, SeqCst);
+                        }
+                        Ok(_) => panic!("passed a barrier whose action never ended"),
+                        Err(e) => panic!("{e}"),
+                    })
+                })
+                .collect();
+            while in_action.get() == 0 {
+                std::thread::yield_now();
+            }
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(in_action.get() as i32, libc::SIGKILL) };
+            for p in &parties {
+                join(p, LIMIT);
+            }
+            assert_eq!(broken.get(), 2, "both survivors told");
+            barrier.reset().unwrap();
+            let again: Vec<_> = (0..3)
+                .map(|_| {
+                    child(s, || {
+                        barrier.wait_timeout(LIMIT).unwrap();
+                    })
+                })
+                .collect();
+            for p in &again {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+        });
+    });
+}
