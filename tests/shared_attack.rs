@@ -20,7 +20,12 @@ const SHORT: [Duration; 3] = [
     Duration::from_nanos(1),
     Duration::from_nanos(999_999_999),
 ];
-const LONG: [Duration; 2] = [Duration::MAX, Duration::from_secs(u64::MAX / 2)];
+const LONG: [Duration; 3] = [
+    Duration::MAX,
+    Duration::from_secs(u64::MAX / 2),
+    // Far, but representable on the clock: it reaches the kernel.
+    Duration::from_secs(i64::MAX as u64 / 2),
+];
 
 #[test]
 fn every_timed_call_at_its_limits() {
@@ -76,6 +81,23 @@ fn every_timed_call_at_its_limits() {
         for t in LONG {
             let lock = Lock::new().unwrap();
             drop(lock.lock_timeout(t).unwrap());
+            // Contended: the wait reaches the kernel with that deadline.
+            let g = lock.lock().unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| drop(lock.lock_timeout(t).unwrap()));
+                for _ in 0..1000 {
+                    std::thread::yield_now();
+                }
+                drop(g);
+            });
+            let sem = Semaphore::new(0).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| assert!(sem.acquire_timeout(t)));
+                for _ in 0..1000 {
+                    std::thread::yield_now();
+                }
+                sem.release().unwrap();
+            });
             drop(RLock::new().unwrap().lock_timeout(t).unwrap());
             let e = Event::new().unwrap();
             e.set();
