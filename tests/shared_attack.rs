@@ -880,3 +880,20 @@ fn barrier_party_killed_inside_the_action() {
         });
     });
 }
+
+/// A recursive mutex must never back a `Lock` (two guards in one thread
+/// would be two `&mut` of one value): opening a named RLock or Condition
+/// as a Lock is refused.
+#[test]
+fn a_named_rlock_never_opens_as_a_lock() {
+    watchdog("rlock as lock", LIMIT, || {
+        let name = common::TempName::new("attack-rlock");
+        let _r = RLock::create(&name).unwrap();
+        assert!(Lock::open(&name).is_err());
+        let cname = common::TempName::new("attack-cond-kind");
+        let _c = Condition::create(&cname).unwrap();
+        assert!(Lock::open(&cname).is_err());
+        assert!(RLock::open(&cname).is_err());
+        assert!(multiproc::Value::<u32>::open(&cname).is_err());
+    });
+}
