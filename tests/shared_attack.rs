@@ -897,3 +897,31 @@ fn a_named_rlock_never_opens_as_a_lock() {
         assert!(multiproc::Value::<u32>::open(&cname).is_err());
     });
 }
+
+/// `close` wakes a put blocked on a full queue and a get blocked on an
+/// empty one, with no timeout: each returns `Closed` instead of hanging.
+#[test]
+fn close_wakes_blocked_put_and_get() {
+    watchdog("close wakes", LIMIT, || {
+        let full = Queue::<u32>::bounded(1).unwrap();
+        full.put(1).unwrap();
+        let empty = Queue::<u32>::new().unwrap();
+        multiproc::scope(|s| {
+            let putter = child(s, || {
+                assert!(matches!(
+                    full.put(2),
+                    Err(multiproc::queue::PutError::Closed(2))
+                ));
+            });
+            let getter = child(s, || assert!(matches!(empty.get(), Err(Error::Closed))));
+            // Both blocked (or about to be): close cannot be missed either way.
+            full.close().unwrap();
+            empty.close().unwrap();
+            assert_eq!(join(&putter, LIMIT), 0);
+            assert_eq!(join(&getter, LIMIT), 0);
+            // What was in the closed queue can still be got.
+            assert_eq!(full.get().unwrap(), 1);
+            assert!(matches!(full.get(), Err(Error::Closed)));
+        });
+    });
+}
