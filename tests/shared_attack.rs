@@ -925,3 +925,36 @@ fn close_wakes_blocked_put_and_get() {
         });
     });
 }
+
+/// Racing releases never push a BoundedSemaphore past its limit: of many
+/// concurrent releases on a full one, all are refused; on one with k
+/// permits out, exactly k succeed.
+#[test]
+fn racing_releases_respect_the_bound() {
+    watchdog("bounded releases", LIMIT, || {
+        for out in [0u32, 1, 3] {
+            let b = BoundedSemaphore::new(4).unwrap();
+            for _ in 0..out {
+                b.acquire();
+            }
+            let ok = RawValue::new(0u32).unwrap();
+            std::thread::scope(|s| {
+                for _ in 0..6 {
+                    s.spawn(|| {
+                        for _ in 0..50 {
+                            match b.release() {
+                                Ok(()) => {
+                                    ok.atomic().fetch_add(1, SeqCst);
+                                }
+                                Err(Error::TooManyReleases) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(ok.get(), out);
+            assert_eq!(b.value(), 4);
+        }
+    });
+}
