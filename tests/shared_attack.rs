@@ -958,3 +958,36 @@ fn racing_releases_respect_the_bound() {
         }
     });
 }
+
+/// A party released by a pass but killed before it left the barrier
+/// (stopped while asleep, so it dies after the release, every run): the
+/// barrier is not left draining for ever; the next pass goes through.
+#[test]
+fn barrier_party_killed_after_release_before_leaving() {
+    watchdog("barrier draining", LIMIT, || {
+        let barrier = Barrier::new(2).unwrap();
+        multiproc::scope(|s| {
+            let doomed = child(s, || {
+                let _ = barrier.wait();
+            });
+            while barrier.n_waiting() < 1 {
+                std::thread::yield_now();
+            }
+            let pid = doomed.pid().unwrap() as i32;
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            while !stopped(pid) {
+                std::thread::yield_now();
+            }
+            // The last arrival: the pass is released, `doomed` cannot leave.
+            assert_eq!(barrier.wait_timeout(LIMIT).unwrap(), 1);
+            doomed.kill().unwrap();
+            join(&doomed, LIMIT);
+            let other = child(s, || {
+                barrier.wait_timeout(LIMIT).unwrap();
+            });
+            barrier.wait_timeout(LIMIT).unwrap();
+            assert_eq!(join(&other, LIMIT), 0);
+        });
+    });
+}
