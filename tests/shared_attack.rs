@@ -991,3 +991,60 @@ fn barrier_party_killed_after_release_before_leaving() {
         });
     });
 }
+
+/// Two waiters stopped inside `wait_timeout`; notify(1) chooses the
+/// longest waiting; both resume only after their deadlines passed: the
+/// chosen one reports the notification, the other a timeout (a notify
+/// is never lost to a timeout, nor counted twice).
+#[test]
+fn a_notification_and_a_timeout_at_once() {
+    watchdog("notify vs timeout", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let sleeping = Semaphore::new(0).unwrap();
+        let results = RawArray::<u32>::new(2).unwrap();
+        multiproc::scope(|s| {
+            let waiter = |k: usize| {
+                let (cond, sleeping, results) = (&cond, &sleeping, &results);
+                child(s, move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    let notified = g.wait_timeout(Duration::from_millis(200)).unwrap();
+                    results.set(k, 1 + u32::from(notified)).unwrap();
+                })
+            };
+            let first = waiter(0);
+            sleeping.acquire();
+            drop(cond.lock().unwrap());
+            let second = waiter(1);
+            sleeping.acquire();
+            let g = cond.lock().unwrap(); // both inside wait
+            let pids = [first.pid().unwrap() as i32, second.pid().unwrap() as i32];
+            for pid in pids {
+                // SAFETY: signalling our own children.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+            }
+            for pid in pids {
+                while !stopped(pid) {
+                    std::thread::yield_now();
+                }
+            }
+            g.notify(1);
+            drop(g);
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_millis(400) {
+                std::thread::yield_now(); // both deadlines pass while stopped
+            }
+            for pid in pids {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+            assert_eq!(join(&first, LIMIT), 0);
+            assert_eq!(join(&second, LIMIT), 0);
+            assert_eq!(
+                results.read(..).unwrap(),
+                vec![2, 1],
+                "[first, second]: 2 notified, 1 timed out"
+            );
+        });
+    });
+}
