@@ -1048,3 +1048,55 @@ fn a_notification_and_a_timeout_at_once() {
         });
     });
 }
+
+/// Other processes hammer `len`/`is_full` while producers and consumers
+/// race on a tiny bounded ring: no get reports corruption, and no
+/// snapshot ever shows more items than `maxsize`.
+#[test]
+fn len_and_is_full_hammered_on_a_tiny_bounded_ring() {
+    watchdog("len hammered", LIMIT, || {
+        let q = Queue::<Vec<u8>>::with_capacity(5, 128).unwrap();
+        let stop = RawValue::new(0u32).unwrap();
+        let over = RawValue::new(0u32).unwrap();
+        multiproc::scope(|s| {
+            let hammers: Vec<_> = (0..2)
+                .map(|_| {
+                    child(s, || {
+                        while stop.get() == 0 {
+                            if q.len() > 5 {
+                                over.atomic().fetch_add(1, SeqCst);
+                            }
+                            let _ = q.is_full();
+                        }
+                    })
+                })
+                .collect();
+            let producers: Vec<_> = (0..2u8)
+                .map(|p| {
+                    let q = &q;
+                    child(s, move || {
+                        for i in 0..3000u32 {
+                            q.put(vec![p; (i % 40) as usize]).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            std::thread::scope(|ts| {
+                for _ in 0..2 {
+                    ts.spawn(|| {
+                        for _ in 0..3000 {
+                            let it = q.get_timeout(LIMIT).unwrap();
+                            assert!(it.iter().all(|&b| b == it.first().copied().unwrap_or(0)));
+                        }
+                    });
+                }
+            });
+            stop.set(1);
+            for p in producers.iter().chain(&hammers) {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+            assert_eq!(over.get(), 0, "len above maxsize");
+            assert!(q.is_empty());
+        });
+    });
+}
