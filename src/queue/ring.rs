@@ -348,9 +348,14 @@ impl Ring {
                     self.copy_in(at, &(item.len() as u32).to_le_bytes());
                     self.copy_in(at + LEN as u64, item);
                 }
+                // Counted before it can be got (as Python's put does), so
+                // a consumer's `task_done` for it is never refused; the
+                // release store below publishes the count with the frame.
+                // A producer killed between the two leaves one unfinished
+                // task that no item will ever complete, as in Python.
+                s.unfinished.fetch_add(1, Ordering::Relaxed);
                 // Publish only now, in one store: the frame is complete.
                 s.tail.at.store(self.advance(tail, need), Ordering::Release);
-                s.unfinished.fetch_add(1, Ordering::Relaxed);
                 drop(held);
                 self.signal(Side::Producer);
                 return Ok(Ok(()));
