@@ -146,6 +146,14 @@ impl ForkServer {
         }
     }
 
+    /// Whether the server still takes requests: it has not exited, nor
+    /// closed its end of the request socket (which it does only to exit,
+    /// and which it never writes to, so that end reads as hung up).
+    fn is_running(&self) -> bool {
+        let fds = [self.requests.as_raw_fd(), self.server_pidfd.as_raw_fd()];
+        matches!(sys::poll_readable(&fds, Deadline::Now), Ok(ready) if !ready.contains(&true))
+    }
+
     /// Tells the server to kill its children and exit, and reaps it.
     fn stop(&self) {
         let _ = sys::send_with_fds(&self.requests, &[STOP], &[]);
@@ -181,8 +189,8 @@ pub(super) fn exit_code(status: &OwnedFd) -> Option<i32> {
 }
 
 /// The fork server of [`Process::forkserver`](super::Process::forkserver):
-/// one per process, started on first use, never stopped (it exits with
-/// this process). A forked child starts its own: the inherited one is the
+/// one per process, started on first use (and again if it was killed),
+/// never stopped (it exits with this process). A forked child starts its own: the inherited one is the
 /// parent's.
 struct Global {
     owner: u32,
@@ -205,14 +213,31 @@ pub fn start_forkserver() -> Result<()> {
     global().map(|_| ())
 }
 
-pub(super) fn global() -> Result<&'static ForkServer> {
+/// Has this process's fork server start a child for `call`; if the
+/// server turns out to be gone (killed by a user, by the OOM killer),
+/// starts another and asks it once more.
+pub(super) fn fork_global(name: &str, path: &[u32], call: &Call) -> Result<Served> {
+    let server = global()?;
+    match server.fork(name, path, call.encode()?, &[]) {
+        Err(_) if !server.is_running() => global()?.fork(name, path, call.encode()?, &[]),
+        served => served,
+    }
+}
+
+fn global() -> Result<&'static ForkServer> {
     let me = sys::getpid();
     let current = GLOBAL.load(Ordering::Acquire);
     // SAFETY: a non-null pointer in GLOBAL came from `Box::leak` and is
     // never freed: valid for the life of the process (and its forks).
     if let Some(g) = unsafe { current.as_ref() } {
         if g.owner == me {
-            return Ok(&g.server);
+            if g.server.is_running() {
+                return Ok(&g.server);
+            }
+            // Killed (by a user, the OOM killer): as Python's
+            // `ensure_running`, start another. The dead one is reaped; its
+            // `Global` stays leaked, since other threads may still hold it.
+            let _ = g.server.process.join();
         }
     }
     let mine = Box::into_raw(Box::new(Global {

@@ -594,8 +594,7 @@ impl<'a> Process<'a> {
                 &self.exec_args,
             )?,
             Launch::ForkServer(call) => {
-                let served =
-                    forkserver::global()?.fork(&self.name, &self.path, call.encode()?, &[])?;
+                let served = forkserver::fork_global(&self.name, &self.path, &call)?;
                 let reaper = Reaper::ForkServer(served.status);
                 self.running(served.pid, served.pidfd, reaper, listed.then_some(scope));
                 return Ok(());
