@@ -1,0 +1,486 @@
+//! Adversarial tests of the process layer: workers dying at random, pools
+//! dropped, killed and nested, fork-server children, scopes that panic and
+//! nest, forks from threads while pools run, and nothing left behind.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{static_child, watchdog};
+use multiproc::process::PoolBuilder;
+use multiproc::process::{active_children, scope};
+use multiproc::{Error, Pool, Process};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+fn send_u32(mut w: &UnixStream, v: u32) {
+    w.write_all(&v.to_le_bytes()).unwrap();
+}
+
+fn recv_u32(mut r: &UnixStream) -> u32 {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b).unwrap();
+    u32::from_le_bytes(b)
+}
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Whether a process with this pid exists at all (a zombie counts).
+fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .is_some_and(|i| !stat[i + 2..].starts_with('Z'))
+}
+
+/// The parent pid of `pid`, from /proc.
+fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(1)?.parse().ok()
+}
+
+/// The pids of this process's zombie children (any thread's).
+fn zombie_children() -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(list) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        for pid in list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if let Some(i) = stat.rfind(')') {
+                if stat[i + 2..].starts_with('Z') {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A task whose fate depends on its input: returns it, aborts, or is killed.
+fn maybe_die(x: u64) -> u64 {
+    match x % 7 {
+        3 => std::process::abort(),
+        5 => {
+            // SAFETY: sending SIGKILL to this process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            unreachable!()
+        }
+        _ => x * 2,
+    }
+}
+
+fn worker_pid(_: ()) -> (u32, u32) {
+    (std::process::id(), std::os::unix::process::parent_id())
+}
+
+fn block_long(_: ()) -> u8 {
+    std::thread::sleep(Duration::from_secs(600)); // killed long before
+    0
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+fn assert_died_or_ok(x: u64, r: &multiproc::Result<u64>) {
+    match r {
+        Ok(v) => assert_eq!(*v, x * 2),
+        Err(Error::WorkerDied { .. }) => assert!(x % 7 == 3 || x % 7 == 5, "{x} died"),
+        Err(e) => panic!("task {x}: unexpected {e:?}"),
+    }
+}
+
+#[test]
+fn workers_dying_at_random_fail_only_their_tasks() {
+    watchdog("random deaths", LIMIT, || {
+        let mut pool = Pool::new(3).unwrap();
+        // apply_async: one task per worker turn.
+        let handles: Vec<_> = (0..60u64)
+            .map(|x| (x, pool.apply_async(maybe_die, x)))
+            .collect();
+        for (x, h) in &handles {
+            assert_died_or_ok(*x, &h.get());
+        }
+        // imap with chunks of one: exactly the dying items fail.
+        for (x, r) in (0..60u64).zip(pool.imap(maybe_die, 0..60u64, Some(1))) {
+            assert_died_or_ok(x, &r);
+        }
+        // imap_unordered: as many failures as dying items.
+        let results: Vec<_> = pool.imap_unordered(maybe_die, 0..60u64, Some(1)).collect();
+        assert_eq!(results.len(), 60);
+        let died = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(
+            died,
+            (0..60u64).filter(|x| x % 7 == 3 || x % 7 == 5).count()
+        );
+        // map: fails as a whole, never hangs.
+        assert!(matches!(
+            pool.map(maybe_die, 0..40u64),
+            Err(Error::WorkerDied { .. })
+        ));
+        // The pool still serves.
+        assert_eq!(pool.map(double, 0..10u64).unwrap()[9], 18);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn pool_whose_fork_server_is_killed_fails_tasks_and_leaves_nothing() {
+    watchdog("fork server killed", LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let (worker, server) = pool.apply(worker_pid, ()).unwrap();
+        assert_eq!(ppid_of(worker), Some(server));
+        let running: Vec<_> = (0..4).map(|_| pool.apply_async(block_long, ())).collect();
+        // SAFETY: the server is the pool's unreaped child's pid: still ours.
+        assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+        for r in &running {
+            match r.get() {
+                Err(Error::WorkerDied { .. } | Error::PoolTerminated) => {}
+                other => panic!("after the server died: {other:?}"),
+            }
+        }
+        // Later tasks end too (an error), never hang.
+        let later = pool.apply_async(double, 1);
+        assert!(later.get().is_err() || later.get().unwrap() == 2);
+        drop(pool);
+        assert!(!exists(server), "fork server {server} left behind");
+        // The worker, orphaned by the server's death, died with it (init,
+        // not this process, reaps it: a zombie of init's is fine here).
+        assert!(
+            common::wait_until(LIMIT, || !alive(worker)),
+            "worker {worker} outlived its fork server"
+        );
+    });
+}
+
+#[test]
+fn pool_dropped_from_another_thread_while_tasks_run_leaves_nothing() {
+    watchdog("pool dropped elsewhere", LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let (worker, server) = pool.apply(worker_pid, ()).unwrap();
+        let running: Vec<_> = (0..4).map(|_| pool.apply_async(block_long, ())).collect();
+        std::thread::spawn(move || drop(pool)).join().unwrap();
+        for r in &running {
+            assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+        }
+        assert!(!exists(server), "fork server {server} left behind");
+        assert!(!exists(worker), "worker {worker} left behind");
+    });
+}
+
+#[test]
+fn many_pools_at_once() {
+    watchdog("many pools", LIMIT, || {
+        let threads: Vec<_> = (0..6u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut pool = Pool::new(2).unwrap();
+                    let out = pool.map(double, (0..50).map(|x| x + t)).unwrap();
+                    assert_eq!(out[49], 2 * (49 + t));
+                    let (_, server) = pool.apply(worker_pid, ()).unwrap();
+                    pool.close();
+                    pool.join().unwrap();
+                    drop(pool);
+                    server
+                })
+            })
+            .collect();
+        let servers: HashSet<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(servers.len(), 6, "each pool has its own fork server");
+        for s in servers {
+            assert!(!exists(s), "fork server {s} left behind");
+        }
+    });
+}
+
+#[test]
+fn a_forked_child_makes_its_own_pool() {
+    watchdog("pool in a child", LIMIT, || {
+        let outer = Pool::new(1).unwrap();
+        let p = static_child(move || {
+            // The parent's pool is not this process's.
+            assert!(outer.apply(double, 1).is_err());
+            let mut pool = Pool::new(2).unwrap();
+            assert_eq!(pool.map(double, 0..20u64).unwrap()[19], 38);
+            pool.close();
+            pool.join().unwrap();
+            drop(outer);
+        });
+        assert_eq!(common::join(&p, LIMIT), 0);
+    });
+}
+
+fn exit_with(code: i32) {
+    multiproc::process::exit(code)
+}
+
+fn panics(_: ()) {
+    panic!("on purpose")
+}
+
+fn waits_forever(_: ()) {
+    std::thread::sleep(Duration::from_secs(600)); // killed long before
+}
+
+#[test]
+fn forkserver_children_exit_codes_listing_and_timeouts() {
+    watchdog("forkserver children", LIMIT, || {
+        let mut ok = Process::forkserver(exit_with, 0);
+        let mut n = Process::forkserver(exit_with, 7);
+        let mut p = Process::forkserver(panics, ());
+        let mut k = Process::forkserver(waits_forever, ());
+        for c in [&mut ok, &mut n, &mut p, &mut k] {
+            c.start().unwrap();
+        }
+        let kp = k.pid().unwrap();
+        assert!(active_children().iter().any(|c| c.pid() == kp));
+        assert_eq!(k.join_timeout(Duration::ZERO).unwrap(), None);
+        assert_eq!(ok.join_timeout(Duration::MAX).unwrap(), Some(0));
+        assert_eq!(n.join().unwrap(), 7);
+        assert_eq!(p.join().unwrap(), 1);
+        k.kill().unwrap();
+        assert_eq!(k.join_timeout(Duration::MAX).unwrap(), Some(-9));
+        assert_eq!(k.exitcode(), Some(-9));
+        assert!(!active_children().iter().any(|c| c.pid() == kp));
+        // A killed child's kill again is a no-op.
+        k.kill().unwrap();
+    });
+}
+
+#[test]
+fn forkserver_children_dropped_are_joined_at_exit_of_a_child() {
+    watchdog("forkserver at exit", LIMIT, || {
+        let (r, w) = UnixStream::pair().unwrap();
+        let p = static_child(move || {
+            // The grandchild reports when it ends; its handle is dropped.
+            fn report(_: ()) {}
+            let mut g = Process::forkserver(report, ());
+            g.start().unwrap();
+            let gp = g.pid().unwrap();
+            drop(g);
+            send_u32(&w, gp);
+        });
+        let gp = recv_u32(&r);
+        assert_eq!(common::join(&p, LIMIT), 0);
+        // The child's exit waited for its fork-server child.
+        assert!(!exists(gp) || ppid_of(gp) != Some(p.pid().unwrap()));
+    });
+}
+
+#[test]
+fn exit_codes_through_fork_and_scope() {
+    watchdog("exit codes", LIMIT, || {
+        let mut zero = Process::new(|| {});
+        let mut n = Process::new(|| multiproc::process::exit(42));
+        let mut pan = Process::new(|| panic!("on purpose"));
+        let mut killed = Process::new(|| std::thread::sleep(Duration::from_secs(600)));
+        for c in [&mut zero, &mut n, &mut pan, &mut killed] {
+            c.start().unwrap();
+        }
+        killed.kill().unwrap();
+        assert_eq!(zero.join().unwrap(), 0);
+        assert_eq!(n.join().unwrap(), 42);
+        assert_eq!(pan.join().unwrap(), 1);
+        assert_eq!(killed.join().unwrap(), -9);
+        scope(|s| {
+            let a = s.start(|| multiproc::process::exit(3)).unwrap();
+            assert_eq!(a.join().unwrap(), 3);
+        });
+    });
+}
+
+#[test]
+fn scope_with_panic_joins_its_children_first() {
+    watchdog("scope panic", LIMIT, || {
+        let (r, w) = UnixStream::pair().unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            scope(|s| {
+                let w = &w;
+                s.start(move || send_u32(w, 1)).unwrap();
+                panic!("scope body panics");
+            })
+        }));
+        assert!(result.is_err());
+        // The child ran (and was joined) before the panic got here.
+        r.set_nonblocking(true).unwrap();
+        assert_eq!(recv_u32(&r), 1);
+    });
+}
+
+#[test]
+fn nested_scopes_and_a_killed_child_with_grandchildren() {
+    watchdog("nested scopes", LIMIT, || {
+        let (r, w) = UnixStream::pair().unwrap();
+        let (gate_r, gate_w) = UnixStream::pair().unwrap();
+        let data = [1u8, 2, 3];
+        scope(|outer| {
+            let data = &data;
+            scope(|inner| {
+                let c = inner.start(move || assert_eq!(data[2], 3)).unwrap();
+                assert_eq!(c.join().unwrap(), 0);
+            });
+            let (w, gate_r) = (&w, &gate_r);
+            let child = outer
+                .start(move || {
+                    // A grandchild that outlives its parent until the gate opens.
+                    let gr = gate_r.try_clone().unwrap();
+                    let mut g = Process::new(move || {
+                        let _ = (&gr).read(&mut [0u8; 1]);
+                    });
+                    g.start().unwrap();
+                    send_u32(w, g.pid().unwrap());
+                    std::thread::sleep(Duration::from_secs(600)); // killed
+                })
+                .unwrap();
+            let _grandchild = recv_u32(&r);
+            child.kill().unwrap();
+            assert_eq!(child.join().unwrap(), -9);
+            // Open the gate: the grandchild ends, and the scope can end.
+            (&gate_w).write_all(&[0]).unwrap();
+        });
+    });
+}
+
+#[test]
+fn forks_from_threads_while_a_pool_runs() {
+    watchdog("forks while pool runs", LIMIT, || {
+        let mut pool = Pool::new(2).unwrap();
+        let forker = std::thread::spawn(|| {
+            for _ in 0..40 {
+                let mut p = Process::new(|| {});
+                p.start().unwrap();
+                assert_eq!(p.join().unwrap(), 0);
+            }
+        });
+        for round in 0..20u64 {
+            let out = pool.map(double, 0..30u64).unwrap();
+            assert_eq!(out[29], 58, "round {round}");
+            let _ = active_children();
+        }
+        forker.join().unwrap();
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn max_tasks_per_child_one_under_load() {
+    watchdog("max tasks 1", LIMIT, || {
+        let mut pool = PoolBuilder::default()
+            .processes(3)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..120u64)
+            .map(|x| (x, pool.apply_async(maybe_die, x)))
+            .collect();
+        for (x, h) in &handles {
+            assert_died_or_ok(*x, &h.get());
+        }
+        let pids: HashSet<u32> = (0..20)
+            .map(|_| pool.apply_async(worker_pid, ()))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|h| h.get().unwrap().0)
+            .collect();
+        assert_eq!(pids.len(), 20, "every task on a fresh worker");
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn join_timeout_limits_for_forked_children() {
+    watchdog("join limits", LIMIT, || {
+        let mut p = Process::new(|| std::thread::sleep(Duration::from_secs(600)));
+        p.start().unwrap();
+        assert_eq!(p.join_timeout(Duration::ZERO).unwrap(), None);
+        assert_eq!(p.join_timeout(Duration::new(0, 999_999_999)).unwrap(), None);
+        p.kill().unwrap();
+        assert_eq!(p.join_timeout(Duration::MAX).unwrap(), Some(-9));
+    });
+}
+
+/// Last: run alone (`--test-threads=1` or `--exact`), checks that nothing
+/// the tests above started is left unreaped.
+#[test]
+fn zz_nothing_left_behind() {
+    watchdog("leftovers", LIMIT, || {
+        let mut pool = Pool::new(2).unwrap();
+        let (_, server) = pool.apply(worker_pid, ()).unwrap();
+        let _ = pool.map(maybe_die, 0..20u64);
+        pool.close();
+        pool.join().unwrap();
+        drop(pool);
+        assert!(!exists(server));
+        let _ = active_children();
+        assert_eq!(zombie_children(), Vec::<u32>::new());
+    });
+}
+
+fn greet(_: ()) {}
+
+fn server_of_forkserver_child(_: ()) {
+    // Reports nothing: the parent learns the server from /proc.
+}
+
+#[test]
+fn process_forkserver_after_its_server_was_killed() {
+    watchdog("global fork server killed", LIMIT, || {
+        // In a child, which has a fork server of its own, so that killing
+        // it disturbs no other test.
+        let p = static_child(|| {
+            let mut a = Process::forkserver(server_of_forkserver_child, ());
+            a.start().unwrap();
+            let server = ppid_of(a.pid().unwrap()).unwrap();
+            assert_eq!(a.join().unwrap(), 0);
+            // SAFETY: the server is this process's child, never reaped.
+            assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+            // Python's forkserver starts a new server when the old one is gone.
+            let mut b = Process::forkserver(greet, ());
+            b.start().expect("start after the fork server died");
+            assert_eq!(b.join().unwrap(), 0);
+        });
+        assert_eq!(common::join(&p, LIMIT), 0);
+    });
+}
+
+fn pool_in_task(n: u64) -> u64 {
+    let mut pool = Pool::new(2).unwrap();
+    let out = pool.map(double, 0..n).unwrap();
+    pool.close();
+    pool.join().unwrap();
+    let mut p = Process::forkserver(greet, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 0);
+    let mut q = Process::new(|| {});
+    q.start().unwrap();
+    assert_eq!(q.join().unwrap(), 0);
+    out.iter().sum()
+}
+
+#[test]
+fn pools_and_processes_inside_pool_tasks() {
+    watchdog("pool in a task", LIMIT, || {
+        let mut pool = Pool::new(2).unwrap();
+        let out = pool.map(pool_in_task, [5u64, 6, 7]).unwrap();
+        assert_eq!(out, vec![20, 30, 42]);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
