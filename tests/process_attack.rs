@@ -416,20 +416,34 @@ fn join_timeout_limits_for_forked_children() {
     });
 }
 
-/// Last: run alone (`--test-threads=1` or `--exact`), checks that nothing
-/// the tests above started is left unreaped.
+/// In a child of its own (so that other tests' children, between their
+/// exit and their join, do not count): after pools with dying workers,
+/// dropped handles of exited children of every start method and a scope,
+/// nothing of this process is left unreaped.
 #[test]
-fn zz_nothing_left_behind() {
+fn nothing_left_behind() {
     watchdog("leftovers", LIMIT, || {
-        let mut pool = Pool::new(2).unwrap();
-        let (_, server) = pool.apply(worker_pid, ()).unwrap();
-        let _ = pool.map(maybe_die, 0..20u64);
-        pool.close();
-        pool.join().unwrap();
-        drop(pool);
-        assert!(!exists(server));
-        let _ = active_children();
-        assert_eq!(zombie_children(), Vec::<u32>::new());
+        let p = static_child(|| {
+            let mut pool = Pool::new(2).unwrap();
+            let (_, server) = pool.apply(worker_pid, ()).unwrap();
+            let _ = pool.map(maybe_die, 0..20u64);
+            pool.close();
+            pool.join().unwrap();
+            drop(pool);
+            assert!(!exists(server), "pool fork server {server} left behind");
+            let mut forked = Process::new(|| {});
+            forked.start().unwrap();
+            drop(forked);
+            let mut served = Process::forkserver(greet, ());
+            served.start().unwrap();
+            drop(served);
+            scope(|s| {
+                s.start(|| {}).unwrap();
+            });
+            assert!(common::wait_until(LIMIT, || active_children().is_empty()));
+            assert_eq!(zombie_children(), Vec::<u32>::new());
+        });
+        assert_eq!(common::join(&p, LIMIT), 0);
     });
 }
 
@@ -482,5 +496,76 @@ fn pools_and_processes_inside_pool_tasks() {
         assert_eq!(out, vec![20, 30, 42]);
         pool.close();
         pool.join().unwrap();
+    });
+}
+
+#[test]
+fn a_grandchild_of_a_killed_scope_child_still_holds_the_scope_open() {
+    watchdog("scope grandchild", LIMIT, || {
+        let done = multiproc::Value::new(0u64).unwrap();
+        let (r, w) = UnixStream::pair().unwrap();
+        let (gate_r, gate_w) = UnixStream::pair().unwrap();
+        scope(|outer| {
+            let (done, w, gate_r) = (&done, &w, &gate_r);
+            let child = outer
+                .start(move || {
+                    // The grandchild borrows `done` through a nested scope,
+                    // which its parent is killed while waiting for.
+                    scope(|inner| {
+                        let g = inner
+                            .start(move || {
+                                let _ = (&*gate_r).read(&mut [0u8; 1]);
+                                *done.lock().unwrap() = 1;
+                            })
+                            .unwrap();
+                        send_u32(w, g.pid().unwrap());
+                    });
+                })
+                .unwrap();
+            let _grandchild = recv_u32(&r);
+            child.kill().unwrap();
+            assert_eq!(child.join().unwrap(), -9);
+            (&gate_w).write_all(&[0]).unwrap();
+        });
+        // The scope ended only after the grandchild's last use of the borrow.
+        assert_eq!(*done.lock().unwrap(), 1);
+    });
+}
+
+fn die_now(_: u32) -> u32 {
+    std::process::abort()
+}
+
+#[test]
+fn dying_tasks_while_other_threads_fork_and_list_children() {
+    watchdog("deaths with forks", LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lister = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut p = Process::new(|| {});
+                    p.start().unwrap();
+                    let _ = active_children();
+                    let mut q = Process::forkserver(greet, ());
+                    q.start().unwrap();
+                    assert_eq!(p.join().unwrap(), 0);
+                    assert_eq!(q.join().unwrap(), 0);
+                }
+            })
+        };
+        for round in 0..100 {
+            let (a, b) = (pool.apply_async(die_now, 0), pool.apply_async(die_now, 1));
+            for r in [a, b] {
+                assert!(
+                    matches!(r.get(), Err(Error::WorkerDied { .. })),
+                    "round {round}"
+                );
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        lister.join().unwrap();
+        assert_eq!(pool.map(double, 0..8u64).unwrap()[7], 14);
     });
 }
