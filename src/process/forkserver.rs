@@ -154,6 +154,14 @@ impl ForkServer {
         matches!(sys::poll_readable(&fds, Deadline::Now), Ok(ready) if !ready.contains(&true))
     }
 
+    /// The server's pid file descriptor, readable once it has exited: then
+    /// its children are dead or dying (they die with it), and a child's
+    /// status socket may never read as closed if a fork elsewhere copied
+    /// the server's end of it while the client held that end.
+    pub(super) fn pidfd(&self) -> BorrowedFd<'_> {
+        self.server_pidfd.as_fd()
+    }
+
     /// Tells the server to kill its children and exit, and reaps it.
     fn stop(&self) {
         let _ = sys::send_with_fds(&self.requests, &[STOP], &[]);
