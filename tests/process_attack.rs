@@ -569,3 +569,68 @@ fn dying_tasks_while_other_threads_fork_and_list_children() {
         assert_eq!(pool.map(double, 0..8u64).unwrap()[7], 14);
     });
 }
+
+#[test]
+fn pool_server_killed_after_other_threads_forked_while_workers_started() {
+    // A child forked by another thread while the pool's manager holds the
+    // server's end of a new worker's status socket (between `socketpair`
+    // and `drop(theirs)` in `ForkServer::fork`) keeps a copy of it. When
+    // the fork server then died, that status socket never read as closed,
+    // so the worker's death was never noticed and its task never ended
+    // (until the copying child exited).
+    watchdog(
+        "server killed after forks",
+        Duration::from_secs(300),
+        || {
+            let mut lost = 0;
+            for _ in 0..40 {
+                let (gate_r, gate_w) = UnixStream::pair().unwrap();
+                // Eight children forked while the pool starts its workers, each
+                // alive until the gate opens.
+                let forker = std::thread::spawn(move || {
+                    (0..8)
+                        .map(|_| {
+                            let gr = gate_r.try_clone().unwrap();
+                            let mut p = Process::new(move || {
+                                let _ = (&gr).read(&mut [0u8; 1]);
+                            });
+                            p.start().unwrap();
+                            p
+                        })
+                        .collect::<Vec<_>>()
+                });
+                let pool = Pool::new(2).unwrap();
+                let (_, server) = pool.apply(worker_pid, ()).unwrap();
+                let kept = forker.join().unwrap();
+                let running: Vec<_> = (0..2).map(|_| pool.apply_async(block_long, ())).collect();
+                // SAFETY: the pool's fork server, an unreaped child: still ours.
+                unsafe { libc::kill(server as i32, libc::SIGKILL) };
+                for r in &running {
+                    if matches!(r.get_timeout(Duration::from_secs(5)), Err(Error::Timeout)) {
+                        lost += 1;
+                    }
+                }
+                (&gate_w).write_all(&[0u8; 8]).unwrap();
+                for p in &kept {
+                    p.join().unwrap();
+                }
+                if lost > 0 {
+                    // Once the children that copied the socket are gone, the
+                    // lost tasks end: the copies were what kept them waiting.
+                    for r in &running {
+                        assert!(matches!(
+                            r.get_timeout(LIMIT),
+                            Err(Error::WorkerDied { .. } | Error::PoolTerminated)
+                        ));
+                    }
+                    break;
+                }
+                drop(pool);
+            }
+            assert_eq!(
+                lost, 0,
+                "tasks whose worker died with the server never ended"
+            );
+        },
+    );
+}
