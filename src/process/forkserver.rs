@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{locked, parent_process, Process, CHILD_COUNTER, IDENTITY};
+use super::{locked, pairing, parent_process, Process, CHILD_COUNTER, IDENTITY};
 use crate::conn::Connection;
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline, Forked};
@@ -110,11 +110,17 @@ impl ForkServer {
         fds: &[BorrowedFd<'_>],
     ) -> Result<Served> {
         let err = |e| Error::io("start a child through the fork server", e);
-        let (ours, theirs) = sys::socketpair().map_err(err)?;
-        let mut attached = vec![theirs.as_fd()];
-        attached.extend_from_slice(fds);
-        sys::send_with_fds(&self.requests, &[FORK], &attached).map_err(err)?;
-        drop(theirs);
+        let ours = {
+            // The server's end of the status socket must be the server's
+            // only: a copy in a process forked meanwhile would keep it from
+            // reading as closed when the server dies.
+            let _no_fork = pairing();
+            let (ours, theirs) = sys::socketpair().map_err(err)?;
+            let mut attached = vec![theirs.as_fd()];
+            attached.extend_from_slice(fds);
+            sys::send_with_fds(&self.requests, &[FORK], &attached).map_err(err)?;
+            ours
+        };
         // The child reads its order itself: the server never parses it.
         let order = Order {
             name: name.into(),
