@@ -634,3 +634,62 @@ fn pool_server_killed_after_other_threads_forked_while_workers_started() {
         },
     );
 }
+
+#[test]
+fn forkserver_children_of_a_killed_server_after_other_threads_forked() {
+    // As for the pool above, for `Process::forkserver` children: a copy of
+    // a child's status socket in a process forked meanwhile must not keep
+    // its join waiting once the server (and so the child) is dead.
+    watchdog("process server killed after forks", LIMIT, || {
+        let p = static_child(|| {
+            let mut lost = 0;
+            for _ in 0..20 {
+                let (gate_r, gate_w) = UnixStream::pair().unwrap();
+                let forker = std::thread::spawn(move || {
+                    (0..8)
+                        .map(|_| {
+                            let gr = gate_r.try_clone().unwrap();
+                            let mut p = Process::new(move || {
+                                let _ = (&gr).read(&mut [0u8; 1]);
+                            });
+                            p.start().unwrap();
+                            p
+                        })
+                        .collect::<Vec<_>>()
+                });
+                let served: Vec<_> = (0..3)
+                    .map(|_| {
+                        let mut s = Process::forkserver(waits_forever, ());
+                        s.start().unwrap();
+                        s
+                    })
+                    .collect();
+                let kept = forker.join().unwrap();
+                let server = ppid_of(served[0].pid().unwrap()).unwrap();
+                // SAFETY: this process's fork server, never reaped: ours.
+                unsafe { libc::kill(server as i32, libc::SIGKILL) };
+                for s in &served {
+                    match s.join_timeout(Duration::from_secs(5)).unwrap() {
+                        Some(code) => assert_eq!(code, -9),
+                        None => lost += 1,
+                    }
+                }
+                (&gate_w).write_all(&[0u8; 8]).unwrap();
+                for k in &kept {
+                    k.join().unwrap();
+                }
+                for s in &served {
+                    s.join().unwrap();
+                }
+                if lost > 0 {
+                    break;
+                }
+            }
+            assert_eq!(
+                lost, 0,
+                "joins of children dead with their server waited on"
+            );
+        });
+        assert_eq!(common::join(&p, LIMIT), 0);
+    });
+}
