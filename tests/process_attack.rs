@@ -693,3 +693,73 @@ fn forkserver_children_of_a_killed_server_after_other_threads_forked() {
         assert_eq!(common::join(&p, LIMIT), 0);
     });
 }
+
+fn nested_forkserver(depth: u32) {
+    if depth > 0 {
+        let mut p = Process::forkserver(nested_forkserver, depth - 1);
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 0);
+    }
+}
+
+fn sum_bytes(v: Vec<u8>) {
+    let s: u64 = v.iter().map(|&b| u64::from(b)).sum();
+    multiproc::process::exit(i32::from(s == 4 * 1024 * 1024))
+}
+
+#[test]
+fn forkserver_children_nest_and_carry_large_arguments() {
+    watchdog("forkserver nesting", LIMIT, || {
+        let mut p = Process::forkserver(nested_forkserver, 3);
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 0);
+        let mut big = Process::forkserver(sum_bytes, vec![1u8; 4 * 1024 * 1024]);
+        big.start().unwrap();
+        assert_eq!(big.join().unwrap(), 1);
+    });
+}
+
+#[test]
+fn pool_misuse_is_an_error_not_a_hang() {
+    watchdog("pool misuse", LIMIT, || {
+        let mut pool = Pool::new(1).unwrap();
+        assert!(matches!(pool.join(), Err(Error::ProcessState { .. })));
+        let pending = pool.apply_async(double, 2);
+        // A result handle of the parent's pool, in a child.
+        let child = static_child(move || {
+            assert!(pending.get().is_err());
+            assert!(pending.get_timeout(Duration::MAX).is_err());
+            pending.wait();
+            assert!(pending.wait_timeout(Duration::MAX));
+            std::mem::forget(pending);
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+        pool.close();
+        assert!(matches!(pool.apply(double, 1), Err(Error::PoolClosed)));
+        pool.terminate();
+        pool.join().unwrap();
+        pool.join().unwrap();
+        assert!(pool.apply(double, 1).is_err());
+        assert_eq!(pool.imap(double, 0..3u64, None).count(), 3);
+        assert_eq!(pool.imap_unordered(double, 0..3u64, Some(0)).count(), 3);
+    });
+}
+
+#[test]
+fn pool_dropped_just_as_its_fork_server_is_killed() {
+    watchdog("drop while server dies", LIMIT, || {
+        for _ in 0..10 {
+            let pool = Pool::new(2).unwrap();
+            let (worker, server) = pool.apply(worker_pid, ()).unwrap();
+            let running: Vec<_> = (0..3).map(|_| pool.apply_async(block_long, ())).collect();
+            // SAFETY: the pool's fork server, an unreaped child: still ours.
+            unsafe { libc::kill(server as i32, libc::SIGKILL) };
+            std::thread::spawn(move || drop(pool)).join().unwrap();
+            for r in &running {
+                assert!(r.get().is_err());
+            }
+            assert!(!exists(server), "fork server {server} left behind");
+            assert!(common::wait_until(LIMIT, || !alive(worker)));
+        }
+    });
+}
