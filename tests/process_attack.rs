@@ -266,19 +266,31 @@ fn forkserver_children_exit_codes_listing_and_timeouts() {
 fn forkserver_children_dropped_are_joined_at_exit_of_a_child() {
     watchdog("forkserver at exit", LIMIT, || {
         let (r, w) = UnixStream::pair().unwrap();
+        let (gate_r, gate_w) = UnixStream::pair().unwrap();
         let p = static_child(move || {
-            // The grandchild reports when it ends; its handle is dropped.
-            fn report(_: ()) {}
-            let mut g = Process::forkserver(report, ());
+            // The grandchild (its handle dropped) waits for the gate, then
+            // reports on `w`, by descriptor number (the fork server of
+            // this child is a fork of it, and so has them).
+            fn report((gate, out): (i32, i32)) {
+                let mut b = [0u8; 1];
+                // SAFETY: reading into a valid buffer from an inherited descriptor.
+                unsafe { libc::read(gate, b.as_mut_ptr().cast(), 1) };
+                let done = 7u32.to_le_bytes();
+                // SAFETY: writing a valid buffer to an inherited descriptor.
+                unsafe { libc::write(out, done.as_ptr().cast(), 4) };
+            }
+            use std::os::fd::AsRawFd;
+            let mut g = Process::forkserver(report, (gate_r.as_raw_fd(), w.as_raw_fd()));
             g.start().unwrap();
-            let gp = g.pid().unwrap();
             drop(g);
-            send_u32(&w, gp);
+            send_u32(&w, 1);
         });
-        let gp = recv_u32(&r);
+        assert_eq!(recv_u32(&r), 1);
+        (&gate_w).write_all(&[0]).unwrap();
         assert_eq!(common::join(&p, LIMIT), 0);
-        // The child's exit waited for its fork-server child.
-        assert!(!exists(gp) || ppid_of(gp) != Some(p.pid().unwrap()));
+        // The child's exit waited for its fork-server child's report.
+        r.set_nonblocking(true).unwrap();
+        assert_eq!(recv_u32(&r), 7);
     });
 }
 
