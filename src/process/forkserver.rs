@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{locked, parent_process, Process, CHILD_COUNTER, IDENTITY};
+use super::{locked, pairing, parent_process, Process, CHILD_COUNTER, IDENTITY};
 use crate::conn::Connection;
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline, Forked};
@@ -110,11 +110,17 @@ impl ForkServer {
         fds: &[BorrowedFd<'_>],
     ) -> Result<Served> {
         let err = |e| Error::io("start a child through the fork server", e);
-        let (ours, theirs) = sys::socketpair().map_err(err)?;
-        let mut attached = vec![theirs.as_fd()];
-        attached.extend_from_slice(fds);
-        sys::send_with_fds(&self.requests, &[FORK], &attached).map_err(err)?;
-        drop(theirs);
+        let ours = {
+            // The server's end of the status socket must be the server's
+            // only: a copy in a process forked meanwhile would keep it from
+            // reading as closed when the server dies.
+            let _no_fork = pairing();
+            let (ours, theirs) = sys::socketpair().map_err(err)?;
+            let mut attached = vec![theirs.as_fd()];
+            attached.extend_from_slice(fds);
+            sys::send_with_fds(&self.requests, &[FORK], &attached).map_err(err)?;
+            ours
+        };
         // The child reads its order itself: the server never parses it.
         let order = Order {
             name: name.into(),
@@ -144,6 +150,22 @@ impl ForkServer {
             (4, _) if pid < 0 => Err(err(io::Error::from_raw_os_error(-pid))),
             _ => Err(err(io::Error::other("the fork server is gone"))),
         }
+    }
+
+    /// Whether the server still takes requests: it has not exited, nor
+    /// closed its end of the request socket (which it does only to exit,
+    /// and which it never writes to, so that end reads as hung up).
+    fn is_running(&self) -> bool {
+        let fds = [self.requests.as_raw_fd(), self.server_pidfd.as_raw_fd()];
+        matches!(sys::poll_readable(&fds, Deadline::Now), Ok(ready) if !ready.contains(&true))
+    }
+
+    /// The server's pid file descriptor, readable once it has exited: then
+    /// its children are dead or dying (they die with it), and a child's
+    /// status socket may never read as closed if a fork elsewhere copied
+    /// the server's end of it while the client held that end.
+    pub(super) fn pidfd(&self) -> BorrowedFd<'_> {
+        self.server_pidfd.as_fd()
     }
 
     /// Tells the server to kill its children and exit, and reaps it.
@@ -181,8 +203,8 @@ pub(super) fn exit_code(status: &OwnedFd) -> Option<i32> {
 }
 
 /// The fork server of [`Process::forkserver`](super::Process::forkserver):
-/// one per process, started on first use, never stopped (it exits with
-/// this process). A forked child starts its own: the inherited one is the
+/// one per process, started on first use (and again if it was killed),
+/// never stopped (it exits with this process). A forked child starts its own: the inherited one is the
 /// parent's.
 struct Global {
     owner: u32,
@@ -205,14 +227,31 @@ pub fn start_forkserver() -> Result<()> {
     global().map(|_| ())
 }
 
-pub(super) fn global() -> Result<&'static ForkServer> {
+/// Has this process's fork server start a child for `call`; if the
+/// server turns out to be gone (killed by a user, by the OOM killer),
+/// starts another and asks it once more.
+pub(super) fn fork_global(name: &str, path: &[u32], call: &Call) -> Result<Served> {
+    let server = global()?;
+    match server.fork(name, path, call.encode()?, &[]) {
+        Err(_) if !server.is_running() => global()?.fork(name, path, call.encode()?, &[]),
+        served => served,
+    }
+}
+
+fn global() -> Result<&'static ForkServer> {
     let me = sys::getpid();
     let current = GLOBAL.load(Ordering::Acquire);
     // SAFETY: a non-null pointer in GLOBAL came from `Box::leak` and is
     // never freed: valid for the life of the process (and its forks).
     if let Some(g) = unsafe { current.as_ref() } {
         if g.owner == me {
-            return Ok(&g.server);
+            if g.server.is_running() {
+                return Ok(&g.server);
+            }
+            // Killed (by a user, the OOM killer): as Python's
+            // `ensure_running`, start another. The dead one is reaped; its
+            // `Global` stays leaked, since other threads may still hold it.
+            let _ = g.server.process.join();
         }
     }
     let mine = Box::into_raw(Box::new(Global {

@@ -9,7 +9,9 @@
 //! locks of other libraries may not be. Fork before starting threads, or
 //! use the spawn start method ([`Process::spawn`]) for such programs. The
 //! crate's own process-local locks (the registry of children, the
-//! process's identity, the scopes' witnesses) and the standard streams are
+//! process's identity, the scopes' witnesses, the gate that keeps forks
+//! from copying a socket end meant for one process) and the standard
+//! streams are
 //! taken by `pthread_atfork` handlers around every fork, whoever forks, so
 //! a child never finds one held by a thread it lacks. The handlers are
 //! installed before any of these locks is first taken.
@@ -60,7 +62,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::ffi::OsString;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline, Forked, Ready};
@@ -87,6 +89,18 @@ static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// is still reaped (not left a zombie), and exits and scopes join them.
 static CHILDREN: Mutex<Vec<ChildEntry>> = Mutex::new(Vec::new());
 
+/// Held shared by a thread while this process holds both ends of a socket
+/// whose other end must read as closed once another process is done with
+/// it (a fork-server child's status socket, until the server has its end),
+/// and exclusively by the fork handlers: no fork copies such an end, which
+/// would keep it open for as long as that copy lives.
+static PAIRING: RwLock<()> = RwLock::new(());
+
+/// See [`PAIRING`].
+fn pairing() -> RwLockReadGuard<'static, ()> {
+    PAIRING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct ChildEntry {
     name: String,
     daemon: bool,
@@ -106,6 +120,7 @@ struct HeldForFork {
     _identity: MutexGuard<'static, Option<Identity>>,
     children: MutexGuard<'static, Vec<ChildEntry>>,
     witnesses: MutexGuard<'static, Vec<scope::WitnessEnd>>,
+    _pairing: RwLockWriteGuard<'static, ()>,
 }
 
 thread_local! {
@@ -190,6 +205,7 @@ extern "C" fn prepare_fork() {
         _identity: locked(&IDENTITY),
         children: locked(&CHILDREN),
         witnesses: scope::witnesses(),
+        _pairing: PAIRING.write().unwrap_or_else(PoisonError::into_inner),
     };
     HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(held));
 }
@@ -594,8 +610,7 @@ impl<'a> Process<'a> {
                 &self.exec_args,
             )?,
             Launch::ForkServer(call) => {
-                let served =
-                    forkserver::global()?.fork(&self.name, &self.path, call.encode()?, &[])?;
+                let served = forkserver::fork_global(&self.name, &self.path, &call)?;
                 let reaper = Reaper::ForkServer(served.status);
                 self.running(served.pid, served.pidfd, reaper, listed.then_some(scope));
                 return Ok(());

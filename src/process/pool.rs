@@ -935,12 +935,30 @@ struct Worker {
 
 impl Worker {
     /// Waits until `deadline` for the worker to have exited and been
-    /// reaped; its exit code.
-    fn join(&self, deadline: Deadline) -> Option<i32> {
-        match sys::poll_readable(&[self.status.as_raw_fd()], deadline) {
-            Ok(ready) if ready[0] => forkserver::exit_code(&self.status),
-            _ => None,
+    /// reaped, or for its fork server (`server`) to be gone; its exit code.
+    fn join(&self, server: &ForkServer, deadline: Deadline) -> Option<i32> {
+        let fds = [self.status.as_raw_fd(), server.pidfd().as_raw_fd()];
+        match sys::poll_readable(&fds, deadline) {
+            Ok(ready) => self.exit_code(ready[0], ready[1]),
+            Err(_) => None,
         }
+    }
+
+    /// The exit code, if the status socket is readable (`reported`) and
+    /// brings it, or if the fork server is gone (`orphaned`): the worker
+    /// dies with it (`SIGKILL`). The status socket alone is not enough: a
+    /// fork by another thread while the worker was being started may hold
+    /// a copy of the server's end, so that it never reads as closed.
+    fn exit_code(&self, reported: bool, orphaned: bool) -> Option<i32> {
+        let code = reported
+            .then(|| forkserver::exit_code(&self.status))
+            .flatten();
+        code.or_else(|| {
+            orphaned.then(|| {
+                self.kill();
+                -libc::SIGKILL
+            })
+        })
     }
 
     fn kill(&self) {
@@ -1056,7 +1074,10 @@ impl Manager {
 
     /// Waits for a result, a worker's exit or a wake-up, and handles them.
     fn wait_and_collect(&mut self) {
-        let mut fds = vec![self.shared.wake.as_raw_fd()];
+        let mut fds = vec![
+            self.shared.wake.as_raw_fd(),
+            self.server.pidfd().as_raw_fd(),
+        ];
         for w in &self.workers {
             fds.push(if w.gone { -1 } else { w.conn.as_raw_fd() });
             fds.push(w.status.as_raw_fd());
@@ -1067,9 +1088,10 @@ impl Manager {
         if ready[0] {
             sys::eventfd_read(&self.shared.wake);
         }
+        let server_gone = ready[1];
         let mut exited = Vec::new();
         for (i, w) in self.workers.iter_mut().enumerate() {
-            if ready[1 + 2 * i] {
+            if ready[2 + 2 * i] {
                 match w.conn.recv::<std::result::Result<Vec<u8>, String>>() {
                     Ok(r) => {
                         if let Some(slot) = w.busy.take() {
@@ -1082,10 +1104,8 @@ impl Manager {
                     Err(_) => w.gone = true,
                 }
             }
-            if ready[2 + 2 * i] {
-                if let Some(code) = forkserver::exit_code(&w.status) {
-                    exited.push((i, code));
-                }
+            if let Some(code) = w.exit_code(ready[3 + 2 * i], server_gone) {
+                exited.push((i, code));
             }
         }
         // Highest index first, so that the indexes stay valid while removing.
@@ -1110,9 +1130,11 @@ impl Manager {
             let _ = w.conn.send(&Request::Stop);
         }
         for w in &self.workers {
-            if w.join(Deadline::after(Duration::from_secs(10))).is_none() {
+            if w.join(&self.server, Deadline::after(Duration::from_secs(10)))
+                .is_none()
+            {
                 w.kill();
-                w.join(Deadline::Never);
+                w.join(&self.server, Deadline::Never);
             }
         }
     }
@@ -1122,7 +1144,7 @@ impl Manager {
             w.kill();
         }
         for w in &mut self.workers {
-            w.join(Deadline::Never);
+            w.join(&self.server, Deadline::Never);
             if let Some(slot) = w.busy.take() {
                 slot.complete(Outcome::Terminated);
             }
