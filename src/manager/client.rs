@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -237,21 +238,26 @@ impl Manager {
         let parent = sys::getpid();
         // Not a daemon (whose death signal would leave the socket file
         // behind): the server watches for its parent's exit and cleans up.
-        let mut server =
-            Process::new(
-                move || match Listener::bind(&listen_at, Some(&listen_key)) {
-                    Ok(listener) => {
-                        let _ = tell.send(&None::<String>);
-                        drop(tell);
-                        serve(listener, Some(parent))
-                    }
-                    Err(e) => {
-                        let _ = tell.send(&Some(e.to_string()));
-                    }
-                },
-            )
-            .name("SyncManager")
-            .ends_when_parent_exits();
+        let mut server = Process::new(move || {
+            // A long-lived process: it keeps nothing of ours but `tell`
+            // and the standard streams (see `sys::release_inherited`).
+            if let Err(e) = sys::release_inherited(&[tell.as_raw_fd()]) {
+                let _ = tell.send(&Some(format!("cannot release descriptors: {e}")));
+                return;
+            }
+            match Listener::bind(&listen_at, Some(&listen_key)) {
+                Ok(listener) => {
+                    let _ = tell.send(&None::<String>);
+                    drop(tell);
+                    serve(listener, Some(parent))
+                }
+                Err(e) => {
+                    let _ = tell.send(&Some(e.to_string()));
+                }
+            }
+        })
+        .name("SyncManager")
+        .ends_when_parent_exits();
         server.start()?;
         ready.set_max_message(4096);
         match ready.recv_bytes_timeout(Duration::from_secs(10)) {

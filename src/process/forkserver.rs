@@ -21,7 +21,7 @@
 //! neither zombies nor orphans.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -78,14 +78,15 @@ impl ForkServer {
     pub(super) fn start(name: &str, serve: Serve) -> Result<ForkServer> {
         let (requests, server_end) =
             sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
-        let ours = requests.as_raw_fd();
         let mut process = Process::new(move || {
-            // SAFETY: `ours` is the number of this process's inherited copy
-            // of the client's end, which nothing in this process owns (its
-            // owner is a stack frame of the parent's thread, which this
-            // process never returns to). Closing it lets the server see the
-            // end of file when the client closes its own.
-            drop(unsafe { OwnedFd::from_raw_fd(ours) });
+            // Nothing of the parent's but the standard streams: among the
+            // rest is the copy of the client's end of `requests` (released,
+            // so that the server sees the end of file when the client closes
+            // its own) and whatever other threads had open at the fork.
+            if let Err(e) = sys::release_inherited(&[server_end.as_raw_fd()]) {
+                eprintln!("multiproc: a fork server cannot release its parent's descriptors: {e}");
+                sys::exit_now(1);
+            }
             sys::exit_now(run_server(server_end, &serve))
         })
         .name(name);
@@ -204,8 +205,8 @@ pub(super) fn exit_code(status: &OwnedFd) -> Option<i32> {
 
 /// The fork server of [`Process::forkserver`](super::Process::forkserver):
 /// one per process, started on first use (and again if it was killed),
-/// never stopped (it exits with this process). A forked child starts its own: the inherited one is the
-/// parent's.
+/// never stopped (it exits with this process). A forked child starts its
+/// own: the inherited one is the parent's.
 struct Global {
     owner: u32,
     server: ForkServer,
@@ -220,6 +221,12 @@ static GLOBAL: AtomicPtr<Global> = AtomicPtr::new(std::ptr::null_mut());
 /// not running yet. It starts by itself on first use; call this early,
 /// while the program has one thread, so that no lock another thread holds
 /// is copied into it (and so into every child it forks).
+///
+/// The server and its children keep none of this process's open
+/// descriptors but the standard streams, as with Python's fork server
+/// (a new program): in them, a file or socket this process had open reads
+/// as end of file and refuses writes. A child opens what it needs itself,
+/// from its arguments (a named segment's name, an address to connect to).
 ///
 /// # Errors
 /// If the server cannot be started.

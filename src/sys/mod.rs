@@ -4,9 +4,13 @@
 
 mod deadline;
 #[cfg(target_os = "linux")]
+mod descriptors;
+#[cfg(target_os = "linux")]
 mod linux;
 
 pub(crate) use deadline::Deadline;
+#[cfg(target_os = "linux")]
+pub(crate) use descriptors::release_inherited;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
 
