@@ -7,10 +7,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{static_child, watchdog};
+use common::{static_child, watchdog, TempName};
 use multiproc::process::PoolBuilder;
 use multiproc::process::{active_children, scope};
-use multiproc::{Error, Pool, Process};
+use multiproc::{Error, Event, Pool, Process, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
@@ -265,32 +265,29 @@ fn forkserver_children_exit_codes_listing_and_timeouts() {
 #[test]
 fn forkserver_children_dropped_are_joined_at_exit_of_a_child() {
     watchdog("forkserver at exit", LIMIT, || {
+        let (gate, done) = (TempName::new("fs-exit-gate"), TempName::new("fs-exit-done"));
+        let open_gate = Event::create(&gate).unwrap();
+        let report = Value::<u32>::create(&done, 0).unwrap();
         let (r, w) = UnixStream::pair().unwrap();
-        let (gate_r, gate_w) = UnixStream::pair().unwrap();
+        let names = (gate.0.clone(), done.0.clone());
         let p = static_child(move || {
             // The grandchild (its handle dropped) waits for the gate, then
-            // reports on `w`, by descriptor number (the fork server of
-            // this child is a fork of it, and so has them).
-            fn report((gate, out): (i32, i32)) {
-                let mut b = [0u8; 1];
-                // SAFETY: reading into a valid buffer from an inherited descriptor.
-                unsafe { libc::read(gate, b.as_mut_ptr().cast(), 1) };
-                let done = 7u32.to_le_bytes();
-                // SAFETY: writing a valid buffer to an inherited descriptor.
-                unsafe { libc::write(out, done.as_ptr().cast(), 4) };
+            // reports in a named value (a fork server's child has none of
+            // its parent's descriptors: it opens what it needs).
+            fn report((gate, done): (String, String)) {
+                Event::open(&gate).unwrap().wait();
+                Value::<u32>::open(&done).unwrap().set(7).unwrap();
             }
-            use std::os::fd::AsRawFd;
-            let mut g = Process::forkserver(report, (gate_r.as_raw_fd(), w.as_raw_fd()));
+            let mut g = Process::forkserver(report, names);
             g.start().unwrap();
             drop(g);
             send_u32(&w, 1);
         });
         assert_eq!(recv_u32(&r), 1);
-        (&gate_w).write_all(&[0]).unwrap();
+        open_gate.set();
         assert_eq!(common::join(&p, LIMIT), 0);
         // The child's exit waited for its fork-server child's report.
-        r.set_nonblocking(true).unwrap();
-        assert_eq!(recv_u32(&r), 7);
+        assert_eq!(report.get().unwrap(), 7);
     });
 }
 

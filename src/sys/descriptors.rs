@@ -34,7 +34,15 @@ pub(crate) fn release_inherited(keep: &[RawFd]) -> io::Result<()> {
         // placeholder; whoever owned `fd` now owns the copy, under the same
         // number, so no ownership changes hands (the first sentence above).
         if unsafe { libc::dup3(placeholder, fd, libc::O_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBADF) {
+                return Err(e);
+            }
+            // `fd` is at or above a descriptor limit lowered since it was
+            // opened: no new descriptor gets its number (while the limit
+            // stays), so closing it is as good.
+            // SAFETY: as above, the owner (if any) never learns.
+            unsafe { libc::close(fd) };
         }
     }
     Ok(())
