@@ -421,7 +421,13 @@ fn semaphores_past_their_limits() {
 fn barrier_edges() {
     watchdog("barrier edges", LIMIT, || {
         assert!(Barrier::new(0).is_err());
-        let _ = Barrier::new(u32::MAX); // refused or made: never a panic
+        // Refused at once: a pid slot per party would be 16 GiB.
+        assert!(matches!(
+            Barrier::new(u32::MAX),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(Barrier::new(Barrier::MAX_PARTIES + 1).is_err());
+        drop(Barrier::new(Barrier::MAX_PARTIES).unwrap());
         let b = Barrier::new(1).unwrap();
         for _ in 0..10 {
             assert_eq!(b.wait().unwrap(), 0);

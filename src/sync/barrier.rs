@@ -86,10 +86,17 @@ pub struct Barrier {
 }
 
 impl Barrier {
-    /// A new anonymous barrier for `parties` parties (at least 1).
+    /// The most parties a barrier takes: as many as Linux can have
+    /// processes (its `PID_MAX_LIMIT`). Each party has a slot for its pid
+    /// in the shared memory, so `u32::MAX` parties would need 16 GiB.
+    pub const MAX_PARTIES: u32 = 1 << 22;
+
+    /// A new anonymous barrier for `parties` parties (at least 1, at most
+    /// [`MAX_PARTIES`](Barrier::MAX_PARTIES)).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for 0 parties; allocation errors.
+    /// [`Error::InvalidArgument`] for 0 parties or more than
+    /// [`MAX_PARTIES`](Barrier::MAX_PARTIES); allocation errors.
     pub fn new(parties: u32) -> Result<Barrier> {
         Self::place(Placement::Anonymous, parties, None)
     }
@@ -137,6 +144,12 @@ impl Barrier {
     }
 
     fn layout(parties: u64) -> Result<(Layout, usize, usize)> {
+        if parties > u64::from(Barrier::MAX_PARTIES) {
+            return Err(Error::InvalidArgument(format!(
+                "{parties} parties (a barrier takes at most {})",
+                Barrier::MAX_PARTIES
+            )));
+        }
         let slots = usize::try_from(parties)
             .ok()
             .and_then(|n| Layout::array::<AtomicU32>(n).ok())
