@@ -42,7 +42,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod baseline;
 pub mod cell;
 pub mod conn;
 mod error;

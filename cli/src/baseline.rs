@@ -1,19 +1,27 @@
-//! What the OS allows without this crate: the raw primitives that
-//! `multiproc bench` and the criterion benches measure this crate against,
-//! behind the same small traits as the crate's own primitives, so that both
-//! sides of a comparison run the same code path.
+//! What the OS allows without the `multiproc` library: the raw primitives
+//! that `multiproc bench` and the criterion benches measure it against,
+//! behind the same small traits as the library's own primitives, so that
+//! both sides of a comparison run the same code path.
 //!
-//! Not needed to use the crate; public so that the benchmarks (a separate
-//! binary and bench targets) share one implementation.
+//! Each baseline calls the OS (through `libc` or `std`) the way the library
+//! does underneath, with nothing around it: the same robust, process-shared
+//! pthread mutex, the same `FUTEX_WAIT_BITSET`, the same bounded spin. The
+//! memory comes from the library's public [`Segment::anonymous`], so both
+//! sides live in the same kind of shared mapping with the same alignment.
 
-use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 
-use crate::cell::{RawValue, Value};
-use crate::error::Result;
-use crate::segment::Segment;
-use crate::sync::Lock;
-use crate::sys::{self, MutexKind, RawMutex};
+use anyhow::{Context as _, Result};
+use multiproc::conn::Connection;
+use multiproc::queue::Queue;
+use multiproc::segment::Segment;
+use multiproc::sync::{Event, Lock, Semaphore};
+use multiproc::{Array, RawValue, Value};
 
 /// A mutex that a benchmark locks and unlocks.
 pub trait BenchMutex {
@@ -29,23 +37,67 @@ pub trait BenchCounter {
     fn count(&self) -> u64;
 }
 
-/// glibc's robust, process-shared mutex with nothing around it, and a
-/// `u64` that it guards, in anonymous shared memory.
-pub struct RawRobustMutex {
+/// glibc's robust, process-shared mutex with nothing around it, and a `u64`
+/// that it guards, in anonymous shared memory: the OS limit for [`Lock`].
+/// Of the default (`PTHREAD_MUTEX_NORMAL`) type, the cheapest; [`Lock`]
+/// uses the error-checking type so that unlocking a lock one does not
+/// hold is an error.
+pub struct RobustPthreadMutex {
     mem: Segment,
 }
 
-impl RawRobustMutex {
+/// `pthread_*` calls return their error number instead of setting `errno`.
+fn check(what: &'static str, rc: libc::c_int) -> Result<()> {
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)).context(what),
+    }
+}
+
+impl RobustPthreadMutex {
     /// A new unlocked mutex and a zero counter.
     ///
     /// # Errors
-    /// If shared memory cannot be allocated.
+    /// If shared memory cannot be allocated or the mutex initialised.
     pub fn new() -> Result<Self> {
-        let mem = Segment::anonymous(std::mem::size_of::<RawMutex>() + 8)?;
-        // SAFETY: fresh zeroed memory, 256-aligned, large enough, unshared.
-        unsafe { sys::mutex_init(mem.as_ptr().cast(), MutexKind::Normal) }
-            .map_err(|e| crate::Error::io("pthread_mutex_init", e))?;
-        Ok(RawRobustMutex { mem })
+        let size = std::mem::size_of::<libc::pthread_mutex_t>();
+        let mem = Segment::anonymous(size + 8)?;
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: `attr` is initialised by pthread_mutexattr_init before any
+        // other use and destroyed after the last; the mutex goes into fresh
+        // zeroed memory, 256-aligned, large enough, not yet shared.
+        unsafe {
+            check(
+                "pthread_mutexattr_init",
+                libc::pthread_mutexattr_init(attr.as_mut_ptr()),
+            )?;
+            let a = attr.as_mut_ptr();
+            let r = check(
+                "pthread_mutexattr_setpshared",
+                libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED),
+            )
+            .and_then(|()| {
+                check(
+                    "pthread_mutexattr_setrobust",
+                    libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST),
+                )
+            })
+            .and_then(|()| {
+                check(
+                    "pthread_mutexattr_settype",
+                    libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_NORMAL),
+                )
+            })
+            .and_then(|()| {
+                check(
+                    "pthread_mutex_init",
+                    libc::pthread_mutex_init(mem.as_ptr().cast(), a),
+                )
+            });
+            libc::pthread_mutexattr_destroy(a);
+            r?;
+        }
+        Ok(RobustPthreadMutex { mem })
     }
 
     fn mutex(&self) -> *mut libc::pthread_mutex_t {
@@ -58,7 +110,7 @@ impl RawRobustMutex {
         unsafe {
             self.mem
                 .as_ptr()
-                .add(std::mem::size_of::<RawMutex>())
+                .add(std::mem::size_of::<libc::pthread_mutex_t>())
                 .cast()
         }
     }
@@ -75,14 +127,14 @@ impl RawRobustMutex {
     }
 }
 
-impl BenchMutex for RawRobustMutex {
+impl BenchMutex for RobustPthreadMutex {
     fn lock_unlock(&self) {
         self.lock();
         self.unlock();
     }
 }
 
-impl BenchCounter for RawRobustMutex {
+impl BenchCounter for RobustPthreadMutex {
     fn incr(&self) {
         self.lock();
         // SAFETY: the mutex is held; the counter is only touched under it.
@@ -162,9 +214,9 @@ pub trait BenchArray {
     fn locked_sum(&self) -> f64;
 }
 
-/// `len` `f64`s in anonymous shared memory behind a [`RawRobustMutex`].
+/// `len` `f64`s in anonymous shared memory behind a [`RobustPthreadMutex`].
 pub struct RawLockedArray {
-    mutex: RawRobustMutex,
+    mutex: RobustPthreadMutex,
     data: Segment,
     len: usize,
 }
@@ -181,7 +233,7 @@ impl RawLockedArray {
             unsafe { data.as_ptr().cast::<f64>().add(i).write(i as f64) };
         }
         Ok(RawLockedArray {
-            mutex: RawRobustMutex::new()?,
+            mutex: RobustPthreadMutex::new()?,
             data,
             len,
         })
@@ -204,7 +256,7 @@ impl BenchArray for RawLockedArray {
     }
 }
 
-impl BenchArray for crate::cell::Array<f64> {
+impl BenchArray for Array<f64> {
     fn locked_sum(&self) -> f64 {
         self.lock().map_or(f64::NAN, |g| sum(&g))
     }
@@ -220,7 +272,16 @@ pub fn fork_exit_wait() -> io::Result<()> {
         -1 => Err(io::Error::last_os_error()),
         // SAFETY: _exit has no preconditions.
         0 => unsafe { libc::_exit(0) },
-        pid => sys::waitpid(pid as u32, true).map(drop),
+        pid => loop {
+            // SAFETY: a null status pointer is allowed.
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) } >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        },
     }
 }
 
@@ -232,10 +293,10 @@ pub trait BenchPingPong: Sync {
     fn ask(&self);
 }
 
-/// Two [`Event`](crate::sync::Event)s, one each way.
+/// Two [`Event`]s, one each way.
 pub struct EventPair {
-    ping: crate::sync::Event,
-    pong: crate::sync::Event,
+    ping: Event,
+    pong: Event,
 }
 
 impl EventPair {
@@ -245,8 +306,8 @@ impl EventPair {
     /// If shared memory cannot be allocated.
     pub fn new() -> Result<Self> {
         Ok(EventPair {
-            ping: crate::sync::Event::new()?,
-            pong: crate::sync::Event::new()?,
+            ping: Event::new()?,
+            pong: Event::new()?,
         })
     }
 }
@@ -264,8 +325,33 @@ impl BenchPingPong for EventPair {
     }
 }
 
-/// Two [`Event`](crate::sync::Event)s awaited with
-/// [`wait_async`](crate::sync::Event::wait_async), each side a task on a
+/// Runs `future` to completion on this thread, parking it while the future
+/// waits: the least an executor can do, so that an async figure is the
+/// waiter thread's cost, not a runtime's. (The library drives its own
+/// blocking forms the same way.)
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    thread_local! {
+        /// This thread's waker, made once.
+        static WAKER: Waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    }
+    let waker = WAKER.with(Waker::clone);
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// Two [`Event`]s awaited with [`wait_async`](Event::wait_async), each side a task on a
 /// minimal executor that parks its thread until the waiter thread wakes
 /// the task: what an async round trip costs over the blocking one.
 pub struct AsyncEventPair(EventPair);
@@ -282,24 +368,65 @@ impl AsyncEventPair {
 
 impl BenchPingPong for AsyncEventPair {
     fn answer(&self) {
-        let _ = crate::waiter::block_on(self.0.ping.wait_async());
+        let _ = block_on(self.0.ping.wait_async());
         self.0.ping.clear();
         self.0.pong.set();
     }
     fn ask(&self) {
         self.0.ping.set();
-        let _ = crate::waiter::block_on(self.0.pong.wait_async());
+        let _ = block_on(self.0.pong.wait_async());
         self.0.pong.clear();
     }
 }
 
+/// How many times the library re-checks a futex word before sleeping (its
+/// `sync::futex::SPIN`): the spinning ping-pong spins as long.
+const SPIN: u32 = 500;
+
+/// Re-checks `word` up to `rounds` times; whether it saw `expect`.
+fn spin_until(word: &AtomicU32, expect: u32, rounds: u32) -> bool {
+    for _ in 0..rounds {
+        if word.load(Ordering::Acquire) == expect {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    word.load(Ordering::Acquire) == expect
+}
+
+/// `FUTEX_WAIT_BITSET` with no timeout, as the library sleeps: while
+/// `*word == expected`, until woken.
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+}
+
+/// Wakes at most one process sleeping on `word`.
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+}
+
 /// The kernel primitive alone: one futex word in shared memory, a
 /// `FUTEX_WAIT` whenever the answer is not there yet and a `FUTEX_WAKE` on
-/// every message; optionally the same bounded spin as this crate's waits
+/// every message; optionally the same bounded spin as the library's waits
 /// first, which is what the hardware allows when the peer is running.
 pub struct RawFutexPingPong {
     mem: Segment,
-    spin: bool,
+    /// How many times to re-check the word before sleeping: [`SPIN`], or
+    /// none without spinning or on a single CPU (where the peer cannot run
+    /// meanwhile), as the library decides.
+    spin_rounds: u32,
 }
 
 impl RawFutexPingPong {
@@ -310,11 +437,16 @@ impl RawFutexPingPong {
     pub fn new(spin: bool) -> Result<Self> {
         Ok(RawFutexPingPong {
             mem: Segment::anonymous(4)?,
-            spin,
+            spin_rounds: if spin && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+            {
+                SPIN
+            } else {
+                0
+            },
         })
     }
 
-    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+    fn word(&self) -> &AtomicU32 {
         // SAFETY: 4 zeroed bytes, 256-aligned, alive as long as `self`,
         // only ever accessed atomically.
         unsafe { &*self.mem.as_ptr().cast() }
@@ -324,9 +456,9 @@ impl RawFutexPingPong {
         let word = self.word();
         if let Some(v) = send {
             word.store(v, Ordering::Release);
-            sys::futex_wake(word, 1);
+            futex_wake(word);
         }
-        if self.spin && crate::sync::spin(word, |v| v == expect).is_ok() {
+        if self.spin_rounds > 0 && spin_until(word, expect, self.spin_rounds) {
             return;
         }
         loop {
@@ -334,7 +466,7 @@ impl RawFutexPingPong {
             if v == expect {
                 return;
             }
-            sys::futex_wait(word, v, sys::Deadline::Never);
+            futex_wait(word, v);
         }
     }
 }
@@ -346,7 +478,7 @@ impl BenchPingPong for RawFutexPingPong {
     fn answer(&self) {
         self.send_and_await(None, PING);
         self.word().store(PONG, Ordering::Release);
-        sys::futex_wake(self.word(), 1);
+        futex_wake(self.word());
     }
     fn ask(&self) {
         self.send_and_await(Some(PING), PONG);
@@ -355,8 +487,35 @@ impl BenchPingPong for RawFutexPingPong {
 
 /// Two `eventfd`s, one each way: a blocking read and a write per message.
 pub struct EventFdPingPong {
-    ping: std::os::fd::OwnedFd,
-    pong: std::os::fd::OwnedFd,
+    ping: OwnedFd,
+    pong: OwnedFd,
+}
+
+/// A new blocking `eventfd` (counter 0), inherited by forked children.
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter.
+fn eventfd_write(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Blocks until an eventfd's counter is non-zero, and resets it.
+fn eventfd_read(fd: &OwnedFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64.
+    while unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
 }
 
 impl EventFdPingPong {
@@ -366,20 +525,20 @@ impl EventFdPingPong {
     /// If `eventfd` fails.
     pub fn new() -> io::Result<Self> {
         Ok(EventFdPingPong {
-            ping: sys::eventfd()?,
-            pong: sys::eventfd()?,
+            ping: eventfd()?,
+            pong: eventfd()?,
         })
     }
 }
 
 impl BenchPingPong for EventFdPingPong {
     fn answer(&self) {
-        sys::eventfd_read(&self.ping);
-        sys::eventfd_write(&self.pong);
+        eventfd_read(&self.ping);
+        eventfd_write(&self.pong);
     }
     fn ask(&self) {
-        sys::eventfd_write(&self.ping);
-        sys::eventfd_read(&self.pong);
+        eventfd_write(&self.ping);
+        eventfd_read(&self.pong);
     }
 }
 
@@ -389,7 +548,7 @@ pub trait BenchSemaphore {
     fn acquire_release(&self);
 }
 
-impl BenchSemaphore for crate::sync::Semaphore {
+impl BenchSemaphore for Semaphore {
     fn acquire_release(&self) {
         self.acquire();
         let _ = self.release();
@@ -410,7 +569,7 @@ impl PosixSemaphore {
         let mem = Segment::anonymous(std::mem::size_of::<libc::sem_t>())?;
         // SAFETY: fresh zeroed memory, aligned, large enough for a sem_t.
         if unsafe { libc::sem_init(mem.as_ptr().cast(), 1, value) } != 0 {
-            return Err(crate::Error::io("sem_init", io::Error::last_os_error()));
+            return Err(io::Error::last_os_error()).context("sem_init");
         }
         Ok(PosixSemaphore { mem })
     }
@@ -434,7 +593,7 @@ pub trait BenchStream: Sync {
     fn consume(&self) -> u64;
 }
 
-impl BenchStream for crate::queue::Queue<u64> {
+impl BenchStream for Queue<u64> {
     fn produce(&self, i: u64) {
         let _ = self.put(i);
     }
@@ -443,25 +602,25 @@ impl BenchStream for crate::queue::Queue<u64> {
     }
 }
 
-/// A [`Queue`](crate::queue::Queue) used through `put_async` and
-/// `get_async`, each call a task on a minimal executor that parks its
-/// thread while the waiter thread watches the ring.
-pub struct AsyncQueue(pub crate::queue::Queue<u64>);
+/// A [`Queue`] used through `put_async` and `get_async`, each call a task
+/// on a minimal executor ([`block_on`]) that parks its thread while the
+/// waiter thread watches the ring.
+pub struct AsyncQueue(pub Queue<u64>);
 
 impl BenchStream for AsyncQueue {
     fn produce(&self, i: u64) {
-        let _ = crate::waiter::block_on(self.0.put_async(i));
+        let _ = block_on(self.0.put_async(i));
     }
     fn consume(&self) -> u64 {
-        crate::waiter::block_on(self.0.get_async()).unwrap_or(u64::MAX)
+        block_on(self.0.get_async()).unwrap_or(u64::MAX)
     }
 }
 
 /// A Unix socket pair carrying one 8-byte write per item: what the kernel
 /// does for a message without any framing or batching.
 pub struct RawSocketStream {
-    tx: std::os::fd::OwnedFd,
-    rx: std::os::fd::OwnedFd,
+    tx: UnixStream,
+    rx: UnixStream,
 }
 
 impl RawSocketStream {
@@ -470,28 +629,23 @@ impl RawSocketStream {
     /// # Errors
     /// If `socketpair` fails.
     pub fn new() -> io::Result<Self> {
-        let (tx, rx) = sys::socketpair()?;
+        let (tx, rx) = UnixStream::pair()?;
         Ok(RawSocketStream { tx, rx })
     }
 }
 
 /// Writes one 8-byte word to a socket.
-fn write8(fd: &std::os::fd::OwnedFd, v: u64) {
-    let _ = sys::write_all_vectored(fd, true, &[&v.to_le_bytes()]);
+fn write8(mut socket: &UnixStream, v: u64) {
+    let _ = socket.write_all(&v.to_le_bytes());
 }
 
 /// Reads one 8-byte word from a socket (`u64::MAX` at end of file).
-fn read8(fd: &std::os::fd::OwnedFd) -> u64 {
-    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 8];
-    let mut got = 0;
-    while got < 8 {
-        match sys::read(fd, &mut b[got..]) {
-            Ok(0) | Err(_) => return u64::MAX,
-            Ok(n) => got += n,
-        }
+fn read8(mut socket: &UnixStream) -> u64 {
+    let mut b = [0; 8];
+    match socket.read_exact(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => u64::MAX,
     }
-    // SAFETY: all 8 bytes were initialised by read(2).
-    u64::from_le_bytes(b.map(|x| unsafe { x.assume_init() }))
 }
 
 impl BenchStream for RawSocketStream {
@@ -504,10 +658,10 @@ impl BenchStream for RawSocketStream {
 }
 
 /// A raw Unix socket pair bouncing an 8-byte message: the baseline for
-/// [`Connection`](crate::conn::Connection) round trips.
+/// [`Connection`] round trips.
 pub struct RawSocketPingPong {
-    a: std::os::fd::OwnedFd,
-    b: std::os::fd::OwnedFd,
+    a: UnixStream,
+    b: UnixStream,
 }
 
 impl RawSocketPingPong {
@@ -516,7 +670,7 @@ impl RawSocketPingPong {
     /// # Errors
     /// If `socketpair` fails.
     pub fn new() -> io::Result<Self> {
-        let (a, b) = sys::socketpair()?;
+        let (a, b) = UnixStream::pair()?;
         Ok(RawSocketPingPong { a, b })
     }
 }
@@ -532,10 +686,10 @@ impl BenchPingPong for RawSocketPingPong {
     }
 }
 
-/// Two [`Connection`](crate::conn::Connection)s of a duplex [`Pipe`](fn@crate::conn::Pipe).
+/// Two [`Connection`]s of a duplex [`Pipe`](fn@multiproc::conn::Pipe).
 pub struct PipePingPong {
-    a: std::sync::Mutex<crate::conn::Connection>,
-    b: std::sync::Mutex<crate::conn::Connection>,
+    a: std::sync::Mutex<Connection>,
+    b: std::sync::Mutex<Connection>,
 }
 
 impl PipePingPong {
@@ -544,7 +698,7 @@ impl PipePingPong {
     /// # Errors
     /// If the pipe cannot be made.
     pub fn new() -> Result<Self> {
-        let (a, b) = crate::conn::Pipe(true)?;
+        let (a, b) = multiproc::conn::Pipe(true)?;
         Ok(PipePingPong {
             a: std::sync::Mutex::new(a),
             b: std::sync::Mutex::new(b),
