@@ -1,18 +1,16 @@
 //! # multiproc
 //!
 //! Python's `multiprocessing`, for Rust programs that split work across
-//! processes. Two layers with a clear trade-off:
+//! processes. Two layers with a clear trade-off, and the process tools
+//! that use them:
 //!
-//! - the **shared layer** — [`Value`], [`Array`], [`RawValue`], [`RawArray`],
-//!   [`Lock`], [`RLock`], [`Event`], [`Semaphore`], [`BoundedSemaphore`],
-//!   [`Condition`], [`Barrier`] — lives in `mmap`'d shared memory: a read or a
+//! - the **shared layer** lives in `mmap`'d shared memory: a read or a
 //!   locked increment costs nanoseconds, not a system call;
-//! - the **managed layer** (a Manager server with proxied dicts and lists,
-//!   planned) trades a socket round trip per operation for flexibility.
-//!
-//! [`Process`] runs closures in forked children with Python's exit-code
-//! conventions. Locks are robust: a process that dies holding one never
-//! hangs the others.
+//! - the **managed layer** is a server process that owns dicts, lists and
+//!   namespaces: any serde type, any number of processes, but a socket
+//!   round trip per operation;
+//! - **processes**, **pools** and **pipes** start the work and carry
+//!   messages between processes.
 //!
 //! ```
 //! use multiproc::{Array, Value};
@@ -37,12 +35,63 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 //!
+//! # Map of the crate
+//!
+//! ## Shared layer: values, arrays, locks and queues in shared memory
+//! - [`cell`]: [`Value`] and [`Array`] behind a robust lock; [`RawValue`]
+//!   and [`RawArray`] without one (atomics for integers). Element types
+//!   are plain bytes ([`bytemuck::Pod`]).
+//! - [`sync`]: [`Lock`] and [`RLock`] (robust: a process that dies holding
+//!   one never hangs the others, the next locker is told through
+//!   [`LockError::OwnerDied`]), and [`Event`], [`Semaphore`],
+//!   [`BoundedSemaphore`], [`Condition`], [`Barrier`] on futex words.
+//! - [`queue`]: [`Queue`], [`JoinableQueue`] and [`SimpleQueue`]: serde
+//!   items in a ring in shared memory, no feeder thread, no torn item
+//!   when a process dies half way.
+//! - [`segment`]: the shared memory underneath: anonymous segments for
+//!   forked children, named ones (`/dev/shm/multiproc.NAME`) that
+//!   unrelated processes open, each with a header that says what it holds;
+//!   [`segment::list`] and [`segment::clean`] find and remove stale ones.
+//!
+//! Each of these objects is either anonymous (inherited by children forked
+//! after it was made) or named (opened by name by unrelated processes).
+//! Waits take a timeout; the waiting primitives and the queues also have `async` forms
+//! ([`Event::wait_async`], [`Queue::get_async`], ...) that need no
+//! particular runtime.
+//!
+//! ## Processes, pools and pipes
+//! - [`process`]: [`Process`] runs a closure in a forked child (or a
+//!   registered function in a spawned one, [`Process::spawn`] and
+//!   [`spawn_init`]), with Python's exit codes; [`scope`] lets children
+//!   borrow; [`Pool`] runs tasks on worker processes
+//!   ([`Pool::map`], [`Pool::apply_async`] and [`AsyncResult`]).
+//! - [`conn`]: [`Pipe()`](fn@Pipe) and [`Connection`] (framed messages
+//!   over a socket pair), and [`conn::Listener`] / [`conn::connect`] with
+//!   an authkey challenge, for unrelated processes and other machines.
+//!
+//! ## Managed layer: the Manager
+//! - [`manager`]: [`Manager::start`](manager::Manager::start) runs a
+//!   server process (or [`Manager::connect`](manager::Manager::connect)
+//!   reaches a running one, such as `multiproc manager serve`); its
+//!   [`dict`](manager::Manager::dict), [`list`](manager::Manager::list)
+//!   and [`namespace`](manager::Manager::namespace) proxies forward every
+//!   operation to it, so updates are atomic on the server.
+//!
+//! ## Errors
+//! One [`Error`] for the crate and its [`Result`]; lock calls return a
+//! [`LockResult`], whose [`LockError::OwnerDied`] still hands over the
+//! lock.
+//!
+//! The `multiproc` command-line tool (`multiproc bench`, the numbers
+//! behind this trade-off on the user's own machine; `soak`; `manager
+//! serve`; `shm list|clean`) is a separate package of this repository, so
+//! depending on the library compiles none of it.
+//!
 //! Linux only for now: everything OS-specific lives in one private `sys` module.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod baseline;
 pub mod cell;
 pub mod conn;
 mod error;

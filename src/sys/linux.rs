@@ -125,8 +125,6 @@ pub(crate) type RawMutex = libc::pthread_mutex_t;
 /// How a mutex behaves when its owner locks it again.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum MutexKind {
-    /// Relocking by the owner deadlocks (POSIX's default type).
-    Normal,
     /// Relocking by the owner fails with `EDEADLK` instead of hanging.
     ErrorCheck,
     /// Relocking by the owner nests; unlocking by anyone else fails with `EPERM`.
@@ -162,7 +160,6 @@ pub(crate) unsafe fn mutex_init(m: *mut RawMutex, kind: MutexKind) -> io::Result
         check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
         let a = attr.as_mut_ptr();
         let kind = match kind {
-            MutexKind::Normal => libc::PTHREAD_MUTEX_NORMAL,
             MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
             MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
         };

@@ -1,6 +1,8 @@
 //! The `multiproc soak` command, briefly: workers killed at random while
 //! they use every primitive, and no invariant broken. (CI runs it for 30 s.)
 
+// The library's test helpers, shared rather than copied.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Stdio};

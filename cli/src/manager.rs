@@ -3,6 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use multiproc::conn::Address;
 
@@ -24,18 +25,17 @@ pub enum Action {
     },
 }
 
-pub fn run(action: Action) -> multiproc::Result<()> {
+/// Serves until a client shuts the server down.
+pub fn run(action: Action) -> Result<()> {
     let Action::Serve {
         listen,
         authkey_file,
         allow_readable_authkey,
     } = action;
     let address: Address = listen.parse()?;
-    let file_error = |e: std::io::Error| {
-        multiproc::Error::InvalidArgument(format!("authkey file {}: {e}", authkey_file.display()))
-    };
+    let file_error = || format!("authkey file {}", authkey_file.display());
     let mode = std::fs::metadata(&authkey_file)
-        .map_err(file_error)?
+        .with_context(file_error)?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
@@ -46,17 +46,13 @@ pub fn run(action: Action) -> multiproc::Result<()> {
             mode & 0o777
         );
         if !allow_readable_authkey {
-            return Err(multiproc::Error::InvalidArgument(format!(
-                "{why}; chmod 600 it (or pass --allow-readable-authkey)"
-            )));
+            bail!("{why}; chmod 600 it (or pass --allow-readable-authkey)");
         }
         eprintln!("multiproc: warning: {why}");
     }
-    let key = std::fs::read(&authkey_file).map_err(file_error)?;
+    let key = std::fs::read(&authkey_file).with_context(file_error)?;
     if key.is_empty() {
-        return Err(multiproc::Error::InvalidArgument(
-            "the authkey file is empty".into(),
-        ));
+        bail!("the authkey file is empty");
     }
     // The server logs what it refuses (such as running out of descriptors).
     let _ = multiproc::process::log_to_stderr(log::LevelFilter::Warn);

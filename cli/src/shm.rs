@@ -11,7 +11,8 @@ pub enum Action {
     Clean,
 }
 
-pub fn run(action: Action) -> multiproc::Result<()> {
+/// Lists or cleans up, as asked.
+pub fn run(action: Action) -> anyhow::Result<()> {
     match action {
         Action::List => {
             let segments = segment::list()?;

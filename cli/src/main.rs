@@ -34,6 +34,7 @@ enum Command {
     },
 }
 
+/// A failed command: its message (with its causes) on stderr, exit code 1.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -45,7 +46,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("multiproc: {e}");
+            eprintln!("multiproc: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -4,15 +4,15 @@
 //! cross-process ones (ping-pongs, contended counters) are in `multiproc bench`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use multiproc::baseline::{
-    BenchCounter, BenchMutex, BenchSemaphore, PosixSemaphore, RawAtomic, RawRobustMutex,
-};
 use multiproc::{Event, Lock, RawValue, Semaphore, Value};
+use multiproc_cli::baseline::{
+    BenchCounter, BenchMutex, BenchSemaphore, PosixSemaphore, RawAtomic, RobustPthreadMutex,
+};
 
 fn lock_unlock(c: &mut Criterion) {
     let mut g = c.benchmark_group("lock_uncontended");
     let ours = Lock::new().unwrap();
-    let raw = RawRobustMutex::new().unwrap();
+    let raw = RobustPthreadMutex::new().unwrap();
     g.bench_function("multiproc::Lock", |b| {
         b.iter(|| black_box(&ours).lock_unlock())
     });
@@ -25,7 +25,7 @@ fn lock_unlock(c: &mut Criterion) {
 fn increments(c: &mut Criterion) {
     let mut g = c.benchmark_group("increment");
     let value = Value::new(0u64).unwrap();
-    let raw_locked = RawRobustMutex::new().unwrap();
+    let raw_locked = RobustPthreadMutex::new().unwrap();
     let raw_value = RawValue::new(0u64).unwrap();
     let raw_atomic = RawAtomic::new().unwrap();
     g.bench_function("Value (locked)", |b| b.iter(|| black_box(&value).incr()));
@@ -83,7 +83,7 @@ fn manager(c: &mut Criterion) {
     let mut g = c.benchmark_group("manager_round_trip");
     let m = multiproc::manager::Manager::start().unwrap();
     let d = m.dict::<u64, u64>().unwrap();
-    let raw = multiproc::baseline::RawSocketPingPong::new().unwrap();
+    let raw = multiproc_cli::baseline::RawSocketPingPong::new().unwrap();
     g.bench_function("DictProxy::set", |b| {
         b.iter(|| d.set(black_box(1), 2).unwrap())
     });
@@ -95,18 +95,18 @@ fn manager(c: &mut Criterion) {
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
-            use multiproc::baseline::BenchPingPong;
+            use multiproc_cli::baseline::BenchPingPong;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 raw.answer();
             }
         });
         g.bench_function("raw Unix socket round trip", |b| {
-            use multiproc::baseline::BenchPingPong;
+            use multiproc_cli::baseline::BenchPingPong;
             b.iter(|| raw.ask())
         });
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         // One last ask lets the answering thread see `stop`.
-        use multiproc::baseline::BenchPingPong;
+        use multiproc_cli::baseline::BenchPingPong;
         raw.ask();
     });
     g.finish();

@@ -1,0 +1,302 @@
+//! Measuring: both sides of a comparison run alternately on the same
+//! workload, through the baselines' traits, and the median is kept.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use multiproc::{Process, RawValue};
+use multiproc_cli::baseline::{
+    BenchArray, BenchCounter, BenchMutex, BenchPingPong, BenchSemaphore, BenchStream,
+    RawSocketPingPong,
+};
+
+/// How big a run is.
+pub(super) struct Size {
+    pub(super) quick: bool,
+}
+
+impl Size {
+    pub(super) fn pick(&self, full: u64, quick: u64) -> u64 {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+    pub(super) fn repeats(&self) -> usize {
+        if self.quick {
+            3
+        } else {
+            5
+        }
+    }
+}
+
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Measures `ours` and `theirs` alternately, so that both see the same
+/// machine noise, each going first in every other round (so that neither
+/// always pays for a cold start), and returns the median of each.
+pub(super) fn paired(
+    size: &Size,
+    mut ours: impl FnMut() -> Result<f64>,
+    mut theirs: impl FnMut() -> Result<f64>,
+) -> Result<(f64, f64)> {
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for round in 0..size.repeats() {
+        if round % 2 == 0 {
+            a.push(ours()?);
+            b.push(theirs()?);
+        } else {
+            b.push(theirs()?);
+            a.push(ours()?);
+        }
+    }
+    Ok((median(a), median(b)))
+}
+
+/// Nanoseconds per uncontended lock+unlock.
+pub(super) fn ns_per_lock(m: &impl BenchMutex, n: u64) -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        m.lock_unlock();
+    }
+    Ok(t.elapsed().as_nanos() as f64 / n as f64)
+}
+
+pub(super) fn ns_per_acquire(sem: &impl BenchSemaphore, n: u64) -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        sem.acquire_release();
+    }
+    Ok(t.elapsed().as_nanos() as f64 / n as f64)
+}
+
+/// Microseconds per round trip between this process and a forked answerer.
+pub(super) fn us_per_round_trip(pp: &impl BenchPingPong, n: u64) -> Result<f64> {
+    const WARM_UP: u64 = 100;
+    multiproc::scope(|s| {
+        let mut answerer = s
+            .process(|| {
+                for _ in 0..WARM_UP + n {
+                    pp.answer();
+                }
+            })
+            .daemon(true);
+        answerer.start()?;
+        for _ in 0..WARM_UP {
+            pp.ask();
+        }
+        let t = Instant::now();
+        for _ in 0..n {
+            pp.ask();
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        if answerer.join_timeout(Duration::from_secs(60))? != Some(0) {
+            bail!("ping-pong answerer failed or hung");
+        }
+        Ok(us)
+    })
+}
+
+/// Items per second from a forked producer to this process.
+pub(super) fn items_per_sec(stream: &impl BenchStream, n: u64) -> Result<f64> {
+    multiproc::scope(|s| {
+        let mut producer = s
+            .process(|| {
+                for i in 0..n {
+                    stream.produce(i);
+                }
+            })
+            .daemon(true);
+        let t = Instant::now();
+        producer.start()?;
+        for i in 0..n {
+            let got = stream.consume();
+            if got != i {
+                bail!("item {i} arrived as {got}");
+            }
+        }
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
+            bail!("producer failed");
+        }
+        Ok(rate)
+    })
+}
+
+/// Two forked processes increment `counter` `n` times each, released
+/// together; returns increments per second. Fails if any increment is lost.
+pub(super) fn two_process_rate(counter: &(impl BenchCounter + Sync), n: u64) -> Result<f64> {
+    let go = RawValue::new(0u32)?;
+    let before = counter.count();
+    let work = || {
+        while go.atomic().load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        for _ in 0..n {
+            counter.incr();
+        }
+    };
+    let elapsed = multiproc::scope(|s| -> Result<f64> {
+        let mut procs = [s.process(work).daemon(true), s.process(work).daemon(true)];
+        for p in &mut procs {
+            p.start()?;
+        }
+        let t = Instant::now();
+        go.atomic().store(1, Ordering::Release);
+        for p in &procs {
+            if p.join_timeout(Duration::from_secs(300))? != Some(0) {
+                bail!("{} failed or hung", p.process_name());
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    let done = counter.count() - before;
+    if done != 2 * n {
+        bail!("lost updates: {done} of {} increments", 2 * n);
+    }
+    Ok(2.0 * n as f64 / elapsed)
+}
+
+/// Locked sums of a 1024-element array per second.
+pub(super) fn sums_per_sec(a: &impl BenchArray, n: u64) -> Result<f64> {
+    let expected = (0..1024).map(f64::from).sum::<f64>();
+    let t = Instant::now();
+    for _ in 0..n {
+        if std::hint::black_box(a.locked_sum()) != expected {
+            bail!("array sum mismatch");
+        }
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Milliseconds per start + join of a child that returns at once.
+pub(super) fn ms_per_process(n: u64, mut start_join: impl FnMut() -> Result<()>) -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        start_join()?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum ManagerOp {
+    Set,
+    Get,
+    Append,
+    /// `update` with 1000 items: one round trip per batch, as Python's
+    /// `d.update(batch)`.
+    SetBatched,
+}
+
+const BATCH: u64 = 1000;
+
+/// Operations per second on a managed dict or list by `clients` processes
+/// (this one, or forked ones released together), and the server's CPU time
+/// per operation.
+pub(super) fn managed_rate(op: ManagerOp, clients: u64, n: u64) -> Result<(f64, f64)> {
+    let manager = multiproc::manager::Manager::start()?;
+    let dict = manager.dict::<u64, u64>()?;
+    let list = manager.list::<u64>()?;
+    if op == ManagerOp::Get {
+        dict.set_many((0..n).map(|i| (i, i)))?;
+    }
+    let work = |client: u64| -> multiproc::Result<()> {
+        let base = client * n;
+        match op {
+            ManagerOp::Set => (0..n).try_for_each(|i| dict.set(base + i, i)),
+            ManagerOp::Get => (0..n).try_for_each(|i| dict.get(&i).map(drop)),
+            ManagerOp::Append => (0..n).try_for_each(|i| list.append(i)),
+            ManagerOp::SetBatched => (0..n / BATCH)
+                .try_for_each(|b| dict.set_many((0..BATCH).map(|i| (base + b * BATCH + i, i)))),
+        }
+    };
+    let server = manager
+        .server_pid()
+        .context("the manager has no server process")?;
+    let cpu_before = cpu_seconds(server)?;
+    let t = Instant::now();
+    if clients == 1 {
+        work(0)?;
+    } else {
+        let go = RawValue::new(0u32)?;
+        multiproc::scope(|s| -> Result<()> {
+            let mut procs: Vec<Process> = (0..clients)
+                .map(|c| {
+                    let (go, work) = (&go, &work);
+                    s.fallible(move || {
+                        while go.atomic().load(Ordering::Acquire) == 0 {
+                            std::hint::spin_loop();
+                        }
+                        work(c)
+                    })
+                    .daemon(true)
+                })
+                .collect();
+            for p in &mut procs {
+                p.start()?;
+            }
+            go.atomic().store(1, Ordering::Release);
+            for p in &procs {
+                if p.join_timeout(Duration::from_secs(300))? != Some(0) {
+                    bail!("a manager client failed");
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let ops = (clients * n) as f64;
+    let cpu = cpu_seconds(server)? - cpu_before;
+    Ok((ops / elapsed, cpu / ops * 1e6))
+}
+
+/// User + system CPU time of a process so far, in seconds, threads that
+/// have exited included. Counted in clock ticks (10 ms): a full run's
+/// second or so of server work makes that precise to about 1%.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("bad stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; counted after the name, 12 and 13.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Raw Unix-socket round trips per second, the floor of any managed operation.
+/// Round trips per second over a raw socket pair, and the CPU time the
+/// answering process spent per round trip in microseconds: the least any
+/// socket server can spend per operation on this machine.
+pub(super) fn raw_round_trips_per_sec(n: u64) -> Result<(f64, f64)> {
+    let raw = RawSocketPingPong::new()?;
+    let before = reaped_children_cpu_seconds();
+    let us = us_per_round_trip(&raw, n)?;
+    // The answerer, reaped by now, is the only child that ended meanwhile.
+    let cpu = reaped_children_cpu_seconds() - before;
+    Ok((1e6 / us, cpu / n as f64 * 1e6))
+}
+
+/// User + system CPU time of this process's children that have been
+/// waited for, in seconds.
+fn reaped_children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}

@@ -1,0 +1,174 @@
+//! `multiproc bench`: each scenario measured for this crate, for the OS
+//! baseline and for Python's `multiprocessing`, in the same run.
+//!
+//! [`scenarios`] is the table of what is compared; [`measure`] runs the
+//! workloads (both sides alternately); [`python`] runs the same workload
+//! in Python; [`table`], [`json`] and [`svg`] write the figures out.
+
+mod json;
+mod measure;
+mod python;
+mod scenarios;
+mod svg;
+mod table;
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use json::json_line;
+use measure::Size;
+use python::{python_available, run_python};
+use scenarios::{Scenario, SCENARIOS};
+use svg::plot_svg;
+use table::print_table;
+
+/// Options of `multiproc bench`.
+#[derive(Args)]
+pub struct Options {
+    /// Smaller workloads and fewer repeats: finishes in well under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Run only these scenarios (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// One JSON object per scenario and line, instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write an SVG chart of every scenario's cost per operation
+    /// (log scale), multiproc beside the OS baseline and Python.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Unit {
+    OpsPerSec,
+    Ns,
+    Us,
+    Ms,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::OpsPerSec => "ops/s",
+            Unit::Ns => "ns",
+            Unit::Us => "us",
+            Unit::Ms => "ms",
+        }
+    }
+
+    /// Operations per second, whatever the unit: higher is faster.
+    fn speed(self, v: f64) -> f64 {
+        match self {
+            Unit::OpsPerSec => v,
+            Unit::Ns => 1e9 / v,
+            Unit::Us => 1e6 / v,
+            Unit::Ms => 1e3 / v,
+        }
+    }
+
+    fn format(self, v: f64) -> String {
+        match self {
+            Unit::OpsPerSec if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
+            Unit::OpsPerSec if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
+            Unit::OpsPerSec => format!("{v:.0} /s"),
+            Unit::Ns => format!("{v:.1} ns"),
+            Unit::Us => format!("{v:.2} us"),
+            Unit::Ms => format!("{v:.3} ms"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Layer {
+    Shared,
+    Sockets,
+    Managed,
+    Processes,
+}
+
+impl Layer {
+    /// In table order.
+    const ALL: [Layer; 4] = [
+        Layer::Shared,
+        Layer::Sockets,
+        Layer::Managed,
+        Layer::Processes,
+    ];
+
+    fn title(self) -> &'static str {
+        match self {
+            Layer::Shared => "-- shared layer (shared memory, no system call per operation)",
+            Layer::Sockets => "-- connections (a system call per message)",
+            Layer::Managed => {
+                "-- managed layer (Manager server, one socket round trip per operation)"
+            }
+            Layer::Processes => "-- processes",
+        }
+    }
+}
+
+/// multiproc's figure, and the OS baselines' names and figures (the first
+/// is the one the table and the JSON compare against).
+type Measured = (f64, Vec<(&'static str, f64)>);
+
+/// What one scenario measured.
+struct Measurement {
+    multiproc: f64,
+    baselines: Vec<(&'static str, f64)>,
+    python: Option<f64>,
+}
+
+/// Runs the chosen scenarios and prints their figures.
+pub fn run(options: &Options) -> Result<()> {
+    for name in &options.only {
+        if !SCENARIOS.iter().any(|s| s.name == name) {
+            let known: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
+            bail!("unknown scenario {name:?}; known: {}", known.join(", "));
+        }
+    }
+    let chosen: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|n| n == s.name))
+        .collect();
+    let size = Size {
+        quick: options.quick,
+    };
+    let python = python_available();
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for (i, s) in chosen.iter().enumerate() {
+        eprint!("[{}/{}] {:<28}", i + 1, chosen.len(), s.name);
+        let _ = std::io::stderr().flush();
+        let t = Instant::now();
+        let (multiproc, baselines) = (s.run)(&size)?;
+        let python = match (python, s.python_n) {
+            (true, Some(n)) => run_python(s.name, n(&size))?,
+            _ => None,
+        };
+        eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
+        let m = Measurement {
+            multiproc,
+            baselines,
+            python,
+        };
+        if options.json {
+            println!("{}", json_line(s, &m)?);
+        }
+        results.push((*s, m));
+    }
+    if !options.json {
+        print_table(&results, python);
+        eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+    }
+    if let Some(path) = &options.plot {
+        std::fs::write(path, plot_svg(&results))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("chart written to {}", path.display());
+    }
+    Ok(())
+}
