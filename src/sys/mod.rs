@@ -3,10 +3,12 @@
 //! for anything platform-specific.
 
 mod deadline;
+mod events;
 #[cfg(target_os = "linux")]
 mod linux;
 
 pub(crate) use deadline::Deadline;
+pub(crate) use events::*;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
 
