@@ -728,7 +728,8 @@ fn a_python_users_manager_habits_carry_over() {
         let ns = m.namespace().unwrap();
         ns.set("x", &1).unwrap();
         ns.set("name", "a").unwrap();
-        assert_eq!(ns.to_string(), "Namespace(x=1, name='a')");
+        ns.set("_hidden", &2).unwrap();
+        assert_eq!(ns.to_string(), "Namespace(name='a', x=1)");
         // A nested proxy prints as a proxy, and printing it leaks nothing.
         let inner = m.list_from([1]).unwrap();
         let holder = m.dict::<String, ListProxy<i32>>().unwrap();

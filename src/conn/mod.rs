@@ -3,10 +3,9 @@
 //! [`connect`] with an authkey challenge (Python's `Listener`/`Client`).
 //!
 //! A message is a 4-byte little-endian length and that many bytes (see
-//! [`frame`]). The length
-//! is checked against the connection's limit before any memory is allocated
-//! for the message, so a hostile or broken peer cannot make a process
-//! allocate what it claims.
+//! [`frame`]). The length is checked against the connection's limit before
+//! any memory is allocated for the message, so a hostile or broken peer
+//! cannot make a process allocate what it claims.
 
 pub(crate) mod auth;
 pub mod frame;
@@ -23,12 +22,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline, Ready};
 use crate::waiter;
+use frame::HEADER_LEN as HEADER;
 
 pub use listener::{connect, Address, Listener};
 
 /// The default largest message a connection accepts: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
-use frame::HEADER_LEN as HEADER;
 /// How much is read at once when buffering.
 const READ_CHUNK: usize = 64 << 10;
 

@@ -12,6 +12,8 @@ use super::client::encode;
 use super::protocol::{Kind, Op};
 use super::reference::Reference;
 use crate::error::Result;
+#[cfg(doc)]
+use crate::{Error, Manager};
 
 /// A dict owned by a [`Manager`] (Python's `Manager().dict()`), typed on this
 /// side through serde. Clones and copies in forked children refer to the

@@ -11,6 +11,8 @@ use super::protocol::{Kind, Op};
 use super::reference::Reference;
 use super::PyValue;
 use crate::error::Result;
+#[cfg(doc)]
+use crate::{Error, Manager};
 
 /// A list owned by a [`Manager`] (Python's `Manager().list()`). Indexes
 /// may be negative (from the end), as in Python.

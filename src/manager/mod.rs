@@ -47,6 +47,7 @@ pub use dict::DictProxy;
 pub use limits::{MAX_DEPTH, MAX_WORK};
 pub use list::ListProxy;
 pub use namespace::NamespaceProxy;
+pub use ser::ConvertError;
 pub use value::{ProxyRef, PyValue};
 
 use client::{protocol_error, Client};

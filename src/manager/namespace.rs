@@ -10,6 +10,8 @@ use super::protocol::{Kind, Op};
 use super::reference::Reference;
 use super::PyValue;
 use crate::error::Result;
+#[cfg(doc)]
+use crate::{Error, Manager};
 
 /// A namespace owned by a [`Manager`] (Python's `Manager().Namespace()`):
 /// named attributes of any serde type.

@@ -71,7 +71,7 @@ fn answer_overhead(r: &Response) -> usize {
 impl Objects {
     /// Executes one command, within `budget`.
     fn execute(&mut self, req: Command, budget: &mut Budget) -> Response {
-        let outcome = match req {
+        let result = match req {
             Command::Create(kind) => {
                 self.next += 1;
                 let object = match kind {
@@ -123,7 +123,7 @@ impl Objects {
             Command::NumberOfObjects => Ok(PyValue::Int(self.table.len() as i64)),
             Command::Shutdown => Ok(PyValue::None),
         };
-        outcome.map_or_else(error, Response::Value)
+        result.map_or_else(error, Response::Value)
     }
 
     fn entry(&mut self, id: Id) -> std::result::Result<&mut Entry, Exception> {

@@ -137,17 +137,19 @@ impl Reference {
             Err(e) => return write!(f, "<{name} object {}: {e}>", self.id),
         };
         let shown = match (self.kind, &snapshot) {
+            // As Python's `Namespace.__repr__`: `name=repr` for the names
+            // not starting with `_`, sorted as strings.
             (Kind::Namespace, PyValue::Dict(attrs)) => {
-                let mut s = String::from("Namespace(");
-                for (i, (k, v)) in attrs.iter().enumerate() {
-                    let name = match k {
-                        PyValue::Str(name) => name.clone(),
-                        other => other.to_string(),
-                    };
-                    s.push_str(&format!("{}{name}={v}", if i > 0 { ", " } else { "" }));
-                }
-                s.push(')');
-                s
+                let mut shown: Vec<String> = attrs
+                    .iter()
+                    .filter_map(|(k, v)| match k {
+                        PyValue::Str(name) if name.starts_with('_') => None,
+                        PyValue::Str(name) => Some(format!("{name}={v}")),
+                        other => Some(format!("{other}={v}")),
+                    })
+                    .collect();
+                shown.sort();
+                format!("Namespace({})", shown.join(", "))
             }
             (_, v) => v.to_string(),
         };

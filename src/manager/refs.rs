@@ -13,7 +13,7 @@ use super::protocol::{Id, Kind};
 /// [`PyValue`] recognises them.
 pub(crate) const PROXY_TOKEN: &str = "$multiproc::Proxy";
 
-/// A reference to a manager object inside a [`PyValue`]: its kind and id.
+/// A reference to a manager object inside a [`PyValue`](super::PyValue): its kind and id.
 ///
 /// In the server, every `ProxyRef` that exists counts as one reference to
 /// its object: decoding or cloning one takes a reference and dropping it

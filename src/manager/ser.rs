@@ -11,8 +11,20 @@ use super::refs::{ProxyRef, PROXY_TOKEN};
 use super::value::VALUE_TOKEN;
 use super::PyValue;
 
-/// Why a value could not be converted. (Public only as the error type of
-/// `PyValue`'s `Deserializer`; its module is private, so no one names it.)
+/// Why a [`PyValue`] could not be converted into a typed Rust value: the
+/// error of `PyValue`'s [`Deserializer`](serde::Deserializer), through
+/// which any `T: Deserialize` reads a dynamic value.
+///
+/// # Example
+/// ```
+/// use multiproc::manager::ConvertError;
+/// use multiproc::PyValue;
+/// use serde::Deserialize;
+/// let pair = PyValue::from((1, "a"));
+/// assert_eq!(<(i32, String)>::deserialize(pair.clone())?, (1, "a".to_string()));
+/// assert!(u8::deserialize(PyValue::from(-1)).is_err());
+/// # Ok::<(), ConvertError>(())
+/// ```
 #[derive(Debug)]
 pub struct ConvertError(pub(crate) String);
 

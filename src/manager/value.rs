@@ -15,6 +15,8 @@ pub use super::refs::ProxyRef;
 /// Use it as a proxy's key or value type where a Python program would mix
 /// types, as in `{1: '1', '2': 2, 0.25: None}`; `From` converts Rust's
 /// basic types, and `Display` prints a value as Python's `repr` does.
+/// (An `int` here is 64-bit: `u64`, `usize` and `i128` have no `From`,
+/// convert them with `i64::try_from`.)
 ///
 /// Equality and hashing are Python's: `1`, `1.0` and `true` are equal and
 /// hash alike, ints and floats compare exactly, a NaN equals nothing (not
