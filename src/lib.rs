@@ -111,6 +111,7 @@ pub struct ReadmeDoctests;
 pub use cell::{Array, RawArray, RawValue, Value};
 pub use conn::{pipe, Connection, Pipe};
 pub use error::{Error, LockError, LockResult, Result};
+pub use manager::{Manager, PyValue};
 pub use process::{
     active_children, cpu_count, current_process, log_to_stderr, parent_process, scope, spawn_init,
     AsyncResult, Pool, Process, Scope,

@@ -635,3 +635,66 @@ fn a_client_pipelining_heavy_requests_delays_others_by_one_turn() {
         }
     });
 }
+
+/// Issue 18.5: `Manager` and the dynamic value at the crate root, objects
+/// made with contents, and Python's printing of proxies and values.
+#[test]
+fn a_python_users_manager_habits_carry_over() {
+    use multiproc::PyValue;
+    watchdog("python habits", LIMIT, || {
+        let m = multiproc::Manager::start().unwrap();
+        // manager.list(range(10)), manager.dict({'a': 1})
+        let l = m.list_from(0..10).unwrap();
+        assert_eq!(l.to_vec().unwrap(), (0..10).collect::<Vec<_>>());
+        assert_eq!(l.to_string(), "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]");
+        let d = m.dict_from([("a".to_string(), 1)]).unwrap();
+        assert_eq!(d.get(&"a".into()).unwrap(), Some(1));
+        assert_eq!(d.to_string(), "{'a': 1}");
+        let l = m.list_from([9, 8, 7]).unwrap();
+        assert_eq!(l.to_string(), "[9, 8, 7]");
+        assert_eq!(m.list_from(Vec::<u8>::new()).unwrap().to_string(), "[]");
+        // Mixed key and value types, as a Python dict holds them.
+        let mixed = m.dict::<PyValue, PyValue>().unwrap();
+        mixed.set(1.into(), "1".into()).unwrap();
+        mixed.set("2".into(), 2.into()).unwrap();
+        mixed.set(0.25.into(), PyValue::None).unwrap();
+        assert_eq!(mixed.to_string(), "{1: '1', '2': 2, 0.25: None}");
+        assert_eq!(mixed.get(&1.0.into()).unwrap(), Some("1".into()));
+        assert_eq!(mixed.get(&true.into()).unwrap(), Some("1".into()));
+        assert_eq!(
+            mixed.keys().unwrap(),
+            [PyValue::from(1), "2".into(), 0.25.into()]
+        );
+        let items = PyValue::dict(mixed.items().unwrap());
+        assert_eq!(items.to_string(), "{1: '1', '2': 2, 0.25: None}");
+        // Nested values keep their Python types through the server.
+        let nested = PyValue::List(vec![
+            PyValue::Tuple(vec![1.into()]),
+            PyValue::Bytes(b"x\x00".to_vec()),
+            PyValue::dict([(PyValue::from("k"), PyValue::from(vec![1.5]))]),
+        ]);
+        mixed.set("n".into(), nested.clone()).unwrap();
+        let back = mixed.get(&"n".into()).unwrap().unwrap();
+        assert_eq!(back, nested);
+        assert_eq!(back.to_string(), "[(1,), b'x\\x00', {'k': [1.5]}]");
+        // A namespace prints as Python's.
+        let ns = m.namespace().unwrap();
+        ns.set("x", &1).unwrap();
+        ns.set("name", "a").unwrap();
+        ns.set("_hidden", &2).unwrap();
+        assert_eq!(ns.to_string(), "Namespace(name='a', x=1)");
+        // A nested proxy prints as a proxy, and printing it leaks nothing.
+        let inner = m.list_from([1]).unwrap();
+        let holder = m.dict::<String, ListProxy<i32>>().unwrap();
+        holder.set("l".into(), inner.clone()).unwrap();
+        let objects = m.number_of_objects().unwrap();
+        for _ in 0..3 {
+            let shown = holder.to_string();
+            assert!(shown.starts_with("{'l': <ListProxy object "), "{shown}");
+        }
+        drop(inner);
+        assert_eq!(m.number_of_objects().unwrap(), objects);
+        drop(holder);
+        assert_eq!(m.number_of_objects().unwrap(), objects - 2);
+    });
+}

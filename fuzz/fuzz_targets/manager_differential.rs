@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use multiproc::manager::Manager;
+use multiproc::Manager;
 
 #[derive(Arbitrary, Debug)]
 enum Step {
@@ -63,7 +63,11 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Insert(i, v) => {
                 l.insert(i.into(), v.into()).unwrap();
                 let len = model_l.len() as i64;
-                let at = if (i as i64) < 0 { (i as i64 + len).max(0) } else { (i as i64).min(len) };
+                let at = if (i as i64) < 0 {
+                    (i as i64 + len).max(0)
+                } else {
+                    (i as i64).min(len)
+                };
                 model_l.insert(at as usize, v.into());
             }
             Step::Pop(i) => match index(i, model_l.len()) {

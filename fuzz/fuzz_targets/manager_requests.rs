@@ -8,8 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use multiproc::conn::connect;
-use multiproc::manager::Manager;
+use multiproc::conn::{connect, frame};
+use multiproc::Manager;
 
 fn manager() -> &'static Manager {
     static M: OnceLock<Manager> = OnceLock::new();
@@ -28,9 +28,9 @@ const SHUTDOWN: u32 = 6;
 
 /// The variant index a frame starts with: a varint, which postcard also
 /// accepts in overlong forms (`0x86 0x00` is 6).
-fn variant(frame: &[u8]) -> Option<u32> {
+fn variant(message: &[u8]) -> Option<u32> {
     let mut value = 0u32;
-    for (i, &b) in frame.iter().take(5).enumerate() {
+    for (i, &b) in message.iter().take(5).enumerate() {
         value |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
         if b & 0x80 == 0 {
             return Some(value);
@@ -41,23 +41,16 @@ fn variant(frame: &[u8]) -> Option<u32> {
 
 /// Whether any whole frame of `stream` asks for a shutdown.
 fn asks_shutdown(stream: &[u8]) -> bool {
-    let mut at = 0;
-    while let Some(header) = stream.get(at..at + 4) {
-        let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
-        let Some(frame) = stream.get(at + 4..).and_then(|rest| rest.get(..len)) else {
-            return false;
-        };
-        if variant(frame) == Some(SHUTDOWN) {
-            return true;
-        }
-        at += 4 + len;
-    }
-    false
+    frame::frames(stream).any(|message| variant(message) == Some(SHUTDOWN))
 }
 
 fuzz_target!(|data: &[u8]| {
-    // Length-prefixed frames around arbitrary content, and the raw bytes.
-    let stream = [&(data.len() as u32).to_le_bytes()[..], data, data].concat();
+    // A frame around arbitrary content, then the raw bytes.
+    let mut stream = Vec::with_capacity(frame::HEADER_LEN + 2 * data.len());
+    if frame::push(&mut stream, data).is_err() {
+        return;
+    }
+    stream.extend_from_slice(data);
     if asks_shutdown(&stream) {
         return;
     }
@@ -65,7 +58,8 @@ fuzz_target!(|data: &[u8]| {
     let conn = connect(m.address(), Some(m.authkey())).expect("the server accepts clients");
     // SAFETY: borrowing the connection's descriptor for raw writes; the
     // File is never dropped, so the descriptor stays the connection's.
-    let mut raw = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(conn.as_raw_fd()) });
+    let mut raw =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(conn.as_raw_fd()) });
     let _ = raw.write_all(&stream);
     // End the stream and wait until the server has closed its side: it has
     // then dealt with every frame, and a crash shows on this very input.

@@ -15,7 +15,7 @@ use multiproc::Error;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, SerializeTuple, Serializer};
 
-/// A Python value, encoded as exactly the manager's `Value` variant.
+/// A Python value, encoded as exactly the manager's `PyValue` variant.
 #[derive(Clone, Debug)]
 enum Py {
     None,

@@ -2,12 +2,13 @@
 //! (Python's `multiprocessing.Pipe` and `Connection`), [`Listener`] and
 //! [`connect`] with an authkey challenge (Python's `Listener`/`Client`).
 //!
-//! A message is a 4-byte little-endian length and that many bytes. The length
-//! is checked against the connection's limit before any memory is allocated
-//! for the message, so a hostile or broken peer cannot make a process
-//! allocate what it claims.
+//! A message is a 4-byte little-endian length and that many bytes (see
+//! [`frame`]). The length is checked against the connection's limit before
+//! any memory is allocated for the message, so a hostile or broken peer
+//! cannot make a process allocate what it claims.
 
 pub(crate) mod auth;
+pub mod frame;
 mod listener;
 
 use std::io;
@@ -21,12 +22,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline, Ready};
 use crate::waiter;
+use frame::HEADER_LEN as HEADER;
 
 pub use listener::{connect, Address, Listener};
 
 /// The default largest message a connection accepts: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
-const HEADER: usize = 4;
 /// How much is read at once when buffering.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -211,11 +212,7 @@ impl Connection {
                 "this end of the pipe only receives".into(),
             ));
         }
-        let len = u32::try_from(bytes.len()).map_err(|_| Error::MessageTooLarge {
-            size: bytes.len() as u64,
-            limit: u32::MAX as usize,
-        })?;
-        Ok(len.to_le_bytes())
+        frame::header(bytes.len())
     }
 
     /// Sends `bytes` as one message without blocking the thread (for a
@@ -492,7 +489,7 @@ impl Connection {
         let header: [u8; HEADER] = self.buf[self.start..self.start + HEADER]
             .try_into()
             .expect("4 bytes");
-        let len = u32::from_le_bytes(header) as usize;
+        let len = frame::message_len(header);
         if len > self.max_message {
             return Err(Error::MessageTooLarge {
                 size: len as u64,

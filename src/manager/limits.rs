@@ -1,6 +1,6 @@
 //! What one request may cost the server: how deep its values nest and how
 //! much memory decoding it takes (checked while decoding, through
-//! [`Value`]'s `Deserialize` and [`bounded_vec`]), how large its answer
+//! [`PyValue`]'s `Deserialize` and [`bounded_vec`]), how large its answer
 //! gets and how much work it does (checked before each is spent, by
 //! [`Budget`]).
 
@@ -14,7 +14,8 @@ use serde::de::{
 use serde::Deserialize;
 
 use super::protocol::Exception;
-use super::value::{ProxyRef, Value};
+use super::refs::ProxyRef;
+use super::value::{PyValue, VALUE_TOKEN};
 
 /// The deepest nesting of lists, tuples and dicts a request may hold.
 /// Every walk over a value (decode, compare, hash, encode, format, drop)
@@ -173,7 +174,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Items<T> {
     }
 }
 
-/// `Value`'s variants, in the order of its (derived) `Serialize`.
+/// `PyValue`'s variants, in the order of its (derived) `Serialize`.
 #[derive(Deserialize)]
 #[serde(variant_identifier)]
 enum Tag {
@@ -194,42 +195,42 @@ const VARIANTS: &[&str] = &[
 ];
 
 /// Decodes what the derived `Serialize` encodes, within the limits.
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        d.deserialize_enum("Value", VARIANTS, ValueVisitor)
+impl<'de> Deserialize<'de> for PyValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PyValue, D::Error> {
+        d.deserialize_enum(VALUE_TOKEN, VARIANTS, ValueVisitor)
     }
 }
 
 struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
+    type Value = PyValue;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a manager value")
     }
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<PyValue, A::Error> {
         let (tag, variant) = data.variant::<Tag>()?;
         Ok(match tag {
             Tag::None => {
                 variant.unit_variant()?;
-                Value::None
+                PyValue::None
             }
-            Tag::Bool => Value::Bool(variant.newtype_variant()?),
-            Tag::Int => Value::Int(variant.newtype_variant()?),
-            Tag::Float => Value::Float(variant.newtype_variant()?),
+            Tag::Bool => PyValue::Bool(variant.newtype_variant()?),
+            Tag::Int => PyValue::Int(variant.newtype_variant()?),
+            Tag::Float => PyValue::Float(variant.newtype_variant()?),
             Tag::Str => {
                 let s: String = variant.newtype_variant()?;
                 charge(s.len())?;
-                Value::Str(s)
+                PyValue::Str(s)
             }
-            Tag::Bytes => Value::Bytes(variant.newtype_variant_seed(Seq {
+            Tag::Bytes => PyValue::Bytes(variant.newtype_variant_seed(Seq {
                 nested: false,
                 items: PhantomData,
             })?),
-            Tag::List => Value::List(variant.newtype_variant_seed(nested())?),
-            Tag::Tuple => Value::Tuple(variant.newtype_variant_seed(nested())?),
-            Tag::Dict => Value::Dict(variant.newtype_variant_seed(nested())?),
-            Tag::Proxy => Value::Proxy(variant.newtype_variant::<ProxyRef>()?),
+            Tag::List => PyValue::List(variant.newtype_variant_seed(nested())?),
+            Tag::Tuple => PyValue::Tuple(variant.newtype_variant_seed(nested())?),
+            Tag::Dict => PyValue::Dict(variant.newtype_variant_seed(nested())?),
+            Tag::Proxy => PyValue::Proxy(variant.newtype_variant::<ProxyRef>()?),
         })
     }
 }
@@ -291,7 +292,7 @@ impl Budget {
     /// refuses (having walked no more of them than the budget allows).
     pub(crate) fn charge<'a>(
         &mut self,
-        values: impl IntoIterator<Item = &'a Value>,
+        values: impl IntoIterator<Item = &'a PyValue>,
     ) -> Result<(), Exception> {
         for v in values {
             if !self.take(v) {
@@ -319,19 +320,19 @@ impl Budget {
 
     /// Takes the cost of `v` (its postcard length, and its size in memory);
     /// false as soon as either runs out.
-    fn take(&mut self, v: &Value) -> bool {
+    fn take(&mut self, v: &PyValue) -> bool {
         let (encoded, heap) = match v {
-            Value::None => (1, 0),
-            Value::Bool(_) => (2, 0),
-            Value::Int(i) => (1 + varint_len(((i << 1) ^ (i >> 63)) as u64), 0),
-            Value::Float(_) => (9, 0),
-            Value::Str(s) => (1 + varint_len(s.len() as u64) + s.len(), s.len()),
-            Value::Bytes(b) => (1 + varint_len(b.len() as u64) + b.len(), b.len()),
-            Value::List(vs) | Value::Tuple(vs) => (1 + varint_len(vs.len() as u64), 0),
-            Value::Dict(d) => (1 + varint_len(d.len() as u64), 0),
-            Value::Proxy(r) => (2 + varint_len(r.id), 0),
+            PyValue::None => (1, 0),
+            PyValue::Bool(_) => (2, 0),
+            PyValue::Int(i) => (1 + varint_len(((i << 1) ^ (i >> 63)) as u64), 0),
+            PyValue::Float(_) => (9, 0),
+            PyValue::Str(s) => (1 + varint_len(s.len() as u64) + s.len(), s.len()),
+            PyValue::Bytes(b) => (1 + varint_len(b.len() as u64) + b.len(), b.len()),
+            PyValue::List(vs) | PyValue::Tuple(vs) => (1 + varint_len(vs.len() as u64), 0),
+            PyValue::Dict(d) => (1 + varint_len(d.len() as u64), 0),
+            PyValue::Proxy(r) => (2 + varint_len(r.id), 0),
         };
-        let memory = std::mem::size_of::<Value>() + heap;
+        let memory = std::mem::size_of::<PyValue>() + heap;
         match (
             self.answer.checked_sub(encoded),
             self.memory.checked_sub(memory),
@@ -343,8 +344,8 @@ impl Budget {
             _ => return false,
         }
         match v {
-            Value::List(vs) | Value::Tuple(vs) => vs.iter().all(|v| self.take(v)),
-            Value::Dict(d) => d.iter().all(|(k, v)| self.take(k) && self.take(v)),
+            PyValue::List(vs) | PyValue::Tuple(vs) => vs.iter().all(|v| self.take(v)),
+            PyValue::Dict(d) => d.iter().all(|(k, v)| self.take(k) && self.take(v)),
             _ => true,
         }
     }
@@ -359,10 +360,10 @@ fn too_large() -> Exception {
 
 /// How many values `v` is made of: what a walk over it (a comparison with
 /// it) visits at most.
-pub(crate) fn size(v: &Value) -> usize {
+pub(crate) fn size(v: &PyValue) -> usize {
     1 + match v {
-        Value::List(vs) | Value::Tuple(vs) => vs.iter().map(size).sum(),
-        Value::Dict(d) => d.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        PyValue::List(vs) | PyValue::Tuple(vs) => vs.iter().map(size).sum(),
+        PyValue::Dict(d) => d.iter().map(|(k, v)| size(k) + size(v)).sum(),
         _ => 0,
     }
 }
@@ -376,10 +377,10 @@ fn varint_len(n: u64) -> usize {
 mod tests {
     use super::*;
 
-    fn deep(levels: usize) -> Value {
-        let mut v = Value::Int(1);
+    fn deep(levels: usize) -> PyValue {
+        let mut v = PyValue::Int(1);
         for _ in 0..levels {
-            v = Value::List(vec![v]);
+            v = PyValue::List(vec![v]);
         }
         v
     }
@@ -388,13 +389,13 @@ mod tests {
     #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn nesting_beyond_the_limit_is_refused_and_within_it_every_walk_is_safe() {
         let bytes = postcard::to_allocvec(&deep(MAX_DEPTH + 1)).unwrap();
-        let (r, why, _) = decode_limited(usize::MAX, || postcard::from_bytes::<Value>(&bytes));
+        let (r, why, _) = decode_limited(usize::MAX, || postcard::from_bytes::<PyValue>(&bytes));
         assert!(r.is_err());
         assert_eq!(why, Some(Exceeded::Depth));
         // The deepest accepted value through every walk, on a test
         // thread's 2 MiB stack, in a debug build.
         let bytes = postcard::to_allocvec(&deep(MAX_DEPTH)).unwrap();
-        let (r, why, _) = decode_limited(usize::MAX, || postcard::from_bytes::<Value>(&bytes));
+        let (r, why, _) = decode_limited(usize::MAX, || postcard::from_bytes::<PyValue>(&bytes));
         assert_eq!(why, None);
         let v = r.unwrap();
         let copy = v.clone();
@@ -407,53 +408,53 @@ mod tests {
         assert!(v.repr().len() < 300);
         assert!(Budget::new(usize::MAX, usize::MAX).charge([&v]).is_ok());
         // A client decodes answers a few levels deeper than requests.
-        let wrapped = Value::Dict(vec![(Value::None, v)]);
+        let wrapped = PyValue::Dict(vec![(PyValue::None, v)]);
         let bytes = postcard::to_allocvec(&wrapped).unwrap();
-        assert!(postcard::from_bytes::<Value>(&bytes).is_ok());
+        assert!(postcard::from_bytes::<PyValue>(&bytes).is_ok());
     }
 
     #[test]
     fn every_variant_decodes_as_the_derived_encoding_wrote_it() {
-        let all = Value::Tuple(vec![
-            Value::None,
-            Value::Bool(true),
-            Value::Int(-5),
-            Value::Float(2.5),
-            Value::Str("s".into()),
-            Value::Bytes(vec![1, 2]),
-            Value::List(vec![Value::Int(1)]),
-            Value::Dict(vec![(Value::Str("k".into()), Value::Tuple(vec![]))]),
+        let all = PyValue::Tuple(vec![
+            PyValue::None,
+            PyValue::Bool(true),
+            PyValue::Int(-5),
+            PyValue::Float(2.5),
+            PyValue::Str("s".into()),
+            PyValue::Bytes(vec![1, 2]),
+            PyValue::List(vec![PyValue::Int(1)]),
+            PyValue::Dict(vec![(PyValue::Str("k".into()), PyValue::Tuple(vec![]))]),
         ]);
         let bytes = postcard::to_allocvec(&all).unwrap();
-        let back: Value = postcard::from_bytes(&bytes).unwrap();
+        let back: PyValue = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(format!("{back:?}"), format!("{all:?}"));
     }
 
     #[test]
     fn decoding_takes_memory_from_the_allowance() {
         // 1000 Nones: 1 KB encoded, 32 KB decoded.
-        let v = Value::List(vec![Value::None; 1000]);
+        let v = PyValue::List(vec![PyValue::None; 1000]);
         let bytes = postcard::to_allocvec(&v).unwrap();
-        let (r, why, _) = decode_limited(16 << 10, || postcard::from_bytes::<Value>(&bytes));
+        let (r, why, _) = decode_limited(16 << 10, || postcard::from_bytes::<PyValue>(&bytes));
         assert!(r.is_err());
         assert_eq!(why, Some(Exceeded::Memory));
-        let (r, why, _) = decode_limited(64 << 10, || postcard::from_bytes::<Value>(&bytes));
+        let (r, why, _) = decode_limited(64 << 10, || postcard::from_bytes::<PyValue>(&bytes));
         assert_eq!((r.unwrap(), why), (v, None));
     }
 
     #[test]
     fn the_budget_counts_exact_encoded_lengths() {
         for v in [
-            Value::None,
-            Value::Bool(true),
-            Value::Int(-1),
-            Value::Int(i64::MIN),
-            Value::Int(300),
-            Value::Float(0.5),
-            Value::Str("é".repeat(200)),
-            Value::Bytes(vec![7; 130]),
-            Value::Tuple(vec![Value::Int(1); 200]),
-            Value::Dict(vec![(Value::Str("k".into()), Value::List(vec![]))]),
+            PyValue::None,
+            PyValue::Bool(true),
+            PyValue::Int(-1),
+            PyValue::Int(i64::MIN),
+            PyValue::Int(300),
+            PyValue::Float(0.5),
+            PyValue::Str("é".repeat(200)),
+            PyValue::Bytes(vec![7; 130]),
+            PyValue::Tuple(vec![PyValue::Int(1); 200]),
+            PyValue::Dict(vec![(PyValue::Str("k".into()), PyValue::List(vec![]))]),
         ] {
             let len = postcard::to_allocvec(&v).unwrap().len();
             assert!(Budget::new(len, usize::MAX).charge([&v]).is_ok(), "{v:?}");

@@ -5,19 +5,60 @@
 //! Each operation is a round trip to the server, so the managed layer is
 //! flexible (any serde type, any number of processes, unrelated ones
 //! included) but slow next to the shared layer. The server keeps values in
-//! a dynamic model of Python's basic types ([`Value`]), so that it can
+//! a dynamic model of Python's basic types ([`PyValue`]), so that it can
 //! compare, sort and update them atomically itself.
+//!
+//! Where things are: the client side is [`Manager`] (here), the connection
+//! of each process (`client`), the counted reference every proxy holds
+//! (`reference`) and one file per proxy (`dict`, `list`, `namespace`). The
+//! messages are in `protocol`, the frames they travel in are
+//! [`conn::frame`](crate::conn::frame). The server side is its event loop
+//! (`server`), the object table and its reference counts (`objects`) and
+//! what each operation does (`apply`), within the limits of `limits`. The
+//! values are [`PyValue`] (`value`, compared and hashed in `compare`),
+//! converted from and to typed Rust values by `ser` and `de`, and counted
+//! where they hold proxies by `refs`.
 
+mod apply;
 mod client;
+mod compare;
+mod de;
+mod dict;
 mod limits;
+mod list;
+mod namespace;
+mod objects;
 mod protocol;
+mod reference;
+mod refs;
+mod ser;
 mod server;
 mod value;
 
-pub use client::{DictProxy, ListProxy, Manager, NamespaceProxy};
-pub use limits::{MAX_DEPTH, MAX_WORK};
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::conn::{Address, Listener};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use dict::DictProxy;
+pub use limits::{MAX_DEPTH, MAX_WORK};
+pub use list::ListProxy;
+pub use namespace::NamespaceProxy;
+pub use ser::ConvertError;
+pub use value::{ProxyRef, PyValue};
+
+use client::{protocol_error, Client};
+use protocol::{Command, Kind, Response};
+use reference::Reference;
+
+use crate::conn::{Address, Listener, Pipe};
+use crate::error::{Error, Result};
+use crate::process::Process;
+use crate::sys;
 
 /// Runs a manager server in this process, listening at `address` for
 /// clients with `authkey` (what `multiproc manager serve` does), until a
@@ -33,6 +74,268 @@ pub fn serve(
 ) -> crate::Result<std::convert::Infallible> {
     let listener = Listener::bind(address, Some(authkey))?;
     ready(listener.address());
-    server::serve(listener, None)
+    server::event_loop(listener, None)
 }
-pub use value::{from_value, to_value, ConvertError, ProxyRef, Value};
+
+/// A manager: a server process that owns shared dicts, lists and
+/// namespaces (Python's `multiprocessing.Manager()`), and the handle that
+/// creates them.
+///
+/// Every operation on a proxy is a round trip to the server: flexible and
+/// safe, but microseconds, where the shared layer ([`Value`](crate::Value))
+/// takes nanoseconds. Batch operations ([`DictProxy::set_many`],
+/// [`DictProxy::get_many`]) share one round trip; read-modify-write
+/// operations ([`DictProxy::increment`], [`DictProxy::compare_and_set`])
+/// are atomic on the server, so concurrent updates never get lost.
+///
+/// # Example
+/// ```
+/// use multiproc::{Manager, Process};
+/// let manager = Manager::start()?;
+/// let d = manager.dict::<String, i64>()?;
+/// let theirs = d.clone(); // another proxy of the same dict
+/// let mut child = Process::new(move || {
+///     theirs.set("from child".into(), 1).expect("set");
+///     theirs.increment(&"hits".into(), 5).expect("increment");
+/// });
+/// child.start()?;
+/// child.join()?;
+/// assert_eq!(d.get(&"from child".into())?, Some(1));
+/// assert_eq!(d.get(&"hits".into())?, Some(5));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Manager {
+    client: Arc<Client>,
+    /// The server this handle started, and the pid of the process that did.
+    server: Option<(Process<'static>, u32)>,
+}
+
+static SOCKETS: AtomicU64 = AtomicU64::new(0);
+
+impl Manager {
+    /// Starts a server process on a fresh Unix socket with a random authkey.
+    ///
+    /// # Errors
+    /// If the server cannot be started or does not come up within 10 s.
+    pub fn start() -> Result<Manager> {
+        let mut key = [0u8; 32];
+        sys::random_bytes(&mut key).map_err(|e| Error::io("getrandom", e))?;
+        let path = std::env::temp_dir().join(format!(
+            "multiproc-manager-{}-{}.sock",
+            sys::getpid(),
+            SOCKETS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let address = Address::Unix(path);
+        let (mut ready, mut tell) = Pipe(false)?;
+        let (listen_at, listen_key) = (address.clone(), key.to_vec());
+        let parent = sys::getpid();
+        // Not a daemon (whose death signal would leave the socket file
+        // behind): the server watches for its parent's exit and cleans up.
+        let mut server = Process::new(move || {
+            // A long-lived process: it keeps nothing of ours but `tell`
+            // and the standard streams (see `sys::release_inherited`).
+            if let Err(e) = sys::release_inherited(&[tell.as_raw_fd()]) {
+                let _ = tell.send(&Some(format!("cannot release descriptors: {e}")));
+                return;
+            }
+            match Listener::bind(&listen_at, Some(&listen_key)) {
+                Ok(listener) => {
+                    let _ = tell.send(&None::<String>);
+                    drop(tell);
+                    server::event_loop(listener, Some(parent))
+                }
+                Err(e) => {
+                    let _ = tell.send(&Some(e.to_string()));
+                }
+            }
+        })
+        .name("SyncManager")
+        .ends_when_parent_exits();
+        server.start()?;
+        ready.set_max_message(4096);
+        match ready.recv_bytes_timeout(Duration::from_secs(10)) {
+            Ok(bytes) => match postcard::from_bytes::<Option<String>>(&bytes) {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    return Err(Error::ManagerGone(format!(
+                        "the server could not listen: {why}"
+                    )))
+                }
+                Err(e) => return Err(Error::Deserialize(e.to_string())),
+            },
+            Err(e) => {
+                let _ = server.kill();
+                let _ = server.join();
+                return Err(Error::ManagerGone(format!("the server did not start: {e}")));
+            }
+        }
+        let mut m = Manager::connect(address, &key)?;
+        m.server = Some((server, sys::getpid()));
+        Ok(m)
+    }
+
+    /// A handle on a server that is already running (started by another
+    /// program, or by `multiproc manager serve`).
+    ///
+    /// # Errors
+    /// [`Error::AuthenticationFailed`] on a wrong key; if it is unreachable.
+    pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
+        let client = Arc::new(Client::new(address, authkey));
+        // Connect now, so that a wrong address or key fails here.
+        client.call::<u64>(&Command::NumberOfObjects)?;
+        Ok(Manager {
+            client,
+            server: None,
+        })
+    }
+
+    /// Where the server listens.
+    pub fn address(&self) -> &Address {
+        &self.client.address
+    }
+
+    /// The server's pid, if this handle started it.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(|(p, _)| p.pid())
+    }
+
+    /// The key clients need (Python's `authkey`), for [`connect`](Manager::connect).
+    pub fn authkey(&self) -> &[u8] {
+        &self.client.authkey
+    }
+
+    /// A new object of `kind`, and this process's reference to it.
+    fn create(&self, kind: Kind) -> Result<Reference> {
+        match self.client.request(&Command::Create(kind))? {
+            Response::Created(id) => Ok(Reference::new(self.client.clone(), kind, id)),
+            other => Err(protocol_error(other)),
+        }
+    }
+
+    /// A new shared dict.
+    ///
+    /// # Errors
+    /// If the server is gone.
+    pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        &self,
+    ) -> Result<DictProxy<K, V>> {
+        Ok(DictProxy {
+            reference: self.create(Kind::Dict)?,
+            _types: PhantomData,
+        })
+    }
+
+    /// A new shared list.
+    ///
+    /// # Errors
+    /// If the server is gone.
+    pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>> {
+        Ok(ListProxy {
+            reference: self.create(Kind::List)?,
+            _types: PhantomData,
+        })
+    }
+
+    /// A new shared dict holding `items` (Python's
+    /// `manager.dict({'a': 1})`), in one more round trip.
+    ///
+    /// # Errors
+    /// If the server is gone; [`Error::Serialize`] if an item does not
+    /// convert.
+    ///
+    /// # Example
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let d = manager.dict_from([("a".to_string(), 1)])?;
+    /// assert_eq!(d.to_string(), "{'a': 1}");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn dict_from<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<DictProxy<K, V>> {
+        let d = self.dict()?;
+        d.update(items)?;
+        Ok(d)
+    }
+
+    /// A new shared list holding `items` (Python's
+    /// `manager.list(range(10))`), in one more round trip.
+    ///
+    /// # Errors
+    /// If the server is gone; [`Error::Serialize`] if an item does not
+    /// convert.
+    ///
+    /// # Example
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let l = manager.list_from(0..10)?;
+    /// assert_eq!(l.to_string(), "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn list_from<T: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ListProxy<T>> {
+        let l = self.list()?;
+        l.extend(items)?;
+        Ok(l)
+    }
+
+    /// A new shared namespace (named attributes of any type).
+    ///
+    /// # Errors
+    /// If the server is gone.
+    pub fn namespace(&self) -> Result<NamespaceProxy> {
+        Ok(NamespaceProxy {
+            reference: self.create(Kind::Namespace)?,
+        })
+    }
+
+    /// How many objects the server holds (for tests of object lifetime).
+    ///
+    /// # Errors
+    /// If the server is gone.
+    pub fn number_of_objects(&self) -> Result<u64> {
+        self.client.call(&Command::NumberOfObjects)
+    }
+
+    /// Stops the server. Proxies still around get [`Error::ManagerGone`].
+    ///
+    /// # Errors
+    /// If the server was already gone.
+    pub fn shutdown(&mut self) -> Result<()> {
+        let r = self.client.call::<()>(&Command::Shutdown);
+        if let Some((server, _)) = self.server.take() {
+            if server.join_timeout(Duration::from_secs(10))?.is_none() {
+                server.kill()?;
+                server.join()?;
+            }
+        }
+        r
+    }
+}
+
+/// A manager started by this process is shut down when its handle is
+/// dropped (as leaving Python's `with Manager() as m:` block).
+impl Drop for Manager {
+    fn drop(&mut self) {
+        // Only in the process that started it: a forked child that drops a
+        // copy of the handle must not stop everyone's server.
+        if self
+            .server
+            .as_ref()
+            .is_some_and(|(_, starter)| *starter == sys::getpid())
+        {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.client.address)
+            .finish()
+    }
+}

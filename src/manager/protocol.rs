@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::limits::bounded_vec;
-use super::Value;
+use super::PyValue;
 
 /// A Python exception: its class name and message.
 pub(crate) type Exception = (&'static str, String);
@@ -20,8 +20,9 @@ pub(crate) enum Kind {
     Namespace,
 }
 
+/// What a client asks of the server: one message, one answer ([`Response`]).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Request {
+pub(crate) enum Command {
     Create(Kind),
     Incref(Id),
     Decref(Id),
@@ -41,36 +42,36 @@ pub(crate) enum Op {
     /// The whole object: a dict's items as a `Dict`, a list as a `List`.
     Snapshot,
     /// `obj[key]`: `KeyError`/`IndexError` if missing.
-    Get(Value),
+    Get(PyValue),
     /// `dict.get(key)`: `None` if missing.
-    Lookup(Value),
+    Lookup(PyValue),
     /// `obj[key] = value`.
-    Set(Value, Value),
+    Set(PyValue, PyValue),
     /// `del obj[key]`.
-    Del(Value),
+    Del(PyValue),
     /// `dict.pop(key)`: `KeyError` if missing; `list.pop(index)`.
-    Pop(Value),
+    Pop(PyValue),
     /// `dict.pop(key, None)`.
-    Discard(Value),
+    Discard(PyValue),
     PopItem,
-    SetDefault(Value, Value),
-    Contains(Value),
+    SetDefault(PyValue, PyValue),
+    Contains(PyValue),
     Keys,
     Values,
-    Update(#[serde(deserialize_with = "bounded_vec")] Vec<(Value, Value)>),
+    Update(#[serde(deserialize_with = "bounded_vec")] Vec<(PyValue, PyValue)>),
     /// `obj[key] += delta`, atomically; a missing dict key counts as 0.
     /// Answers the new value.
-    Increment(Value, Value),
+    Increment(PyValue, PyValue),
     /// Sets `obj[key] = new` if it currently equals `expected` (`None`:
     /// absent); answers whether it did.
-    CompareAndSet(Value, Option<Value>, Value),
-    Append(Value),
-    Extend(#[serde(deserialize_with = "bounded_vec")] Vec<Value>),
-    Insert(i64, Value),
+    CompareAndSet(PyValue, Option<PyValue>, PyValue),
+    Append(PyValue),
+    Extend(#[serde(deserialize_with = "bounded_vec")] Vec<PyValue>),
+    Insert(i64, PyValue),
     /// `list.remove(value)`: `ValueError` if absent.
-    Remove(Value),
-    Index(Value),
-    Count(Value),
+    Remove(PyValue),
+    Index(PyValue),
+    Count(PyValue),
     Reverse,
     Sort,
     Slice(i64, i64),
@@ -112,7 +113,7 @@ impl Op {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
-    Value(Value),
+    Value(PyValue),
     Created(Id),
     Batch(Vec<Response>),
     Error { kind: String, message: String },

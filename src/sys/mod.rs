@@ -5,12 +5,14 @@
 mod deadline;
 #[cfg(target_os = "linux")]
 mod descriptors;
+mod events;
 #[cfg(target_os = "linux")]
 mod linux;
 
 pub(crate) use deadline::Deadline;
 #[cfg(target_os = "linux")]
 pub(crate) use descriptors::release_inherited;
+pub(crate) use events::*;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
 

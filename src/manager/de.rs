@@ -1,0 +1,357 @@
+//! The serde bridge from [`PyValue`]s to typed Rust values: [`from_value`],
+//! which a client uses to decode answers.
+
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
+use serde::Deserializer;
+
+use super::protocol::Kind;
+use super::refs::{ProxyRef, PROXY_TOKEN};
+use super::ser::ConvertError;
+use super::value::VALUE_TOKEN;
+use super::PyValue;
+
+/// Converts a value of the manager's model into `T` (into a [`PyValue`]
+/// as itself).
+///
+/// # Errors
+/// If the value does not have `T`'s shape.
+pub(crate) fn from_value<T: DeserializeOwned>(value: PyValue) -> Result<T, ConvertError> {
+    T::deserialize(value)
+}
+
+impl de::Error for ConvertError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        ConvertError(msg.to_string())
+    }
+}
+
+impl<'de> Deserializer<'de> for PyValue {
+    type Error = ConvertError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConvertError> {
+        match self {
+            PyValue::None => visitor.visit_unit(),
+            PyValue::Bool(b) => visitor.visit_bool(b),
+            PyValue::Int(i) => visitor.visit_i64(i),
+            PyValue::Float(f) => visitor.visit_f64(f),
+            PyValue::Str(s) => visitor.visit_string(s),
+            PyValue::Bytes(b) => visitor.visit_byte_buf(b),
+            PyValue::List(v) | PyValue::Tuple(v) => {
+                visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter()))
+            }
+            PyValue::Dict(d) => visitor.visit_map(de::value::MapDeserializer::new(d.into_iter())),
+            PyValue::Proxy(r) => visitor.visit_seq(de::value::SeqDeserializer::new(
+                proxy_fields(&r).into_iter(),
+            )),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConvertError> {
+        match self {
+            PyValue::None => visitor.visit_none(),
+            v => visitor.visit_some(v),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ConvertError> {
+        match self {
+            PyValue::Proxy(r) => visitor.visit_newtype_struct(PyValue::Tuple(proxy_fields(&r))),
+            _ if name == PROXY_TOKEN => Err(ConvertError(format!(
+                "expected a proxy, found a {}",
+                self.type_name()
+            ))),
+            v => visitor.visit_newtype_struct(v),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ConvertError> {
+        if name == VALUE_TOKEN {
+            // A `PyValue` decodes as itself.
+            return visitor.visit_enum(Tagged(self));
+        }
+        match self {
+            PyValue::Str(name) => visitor.visit_enum(name.into_deserializer()),
+            PyValue::Dict(mut d) if d.len() == 1 => {
+                let (k, v) = d.pop().expect("one entry");
+                let PyValue::Str(name) = k else {
+                    return Err(ConvertError("an enum variant name must be a str".into()));
+                };
+                visitor.visit_enum(EnumAccess { name, content: v })
+            }
+            other => Err(ConvertError(format!(
+                "expected an enum, found a {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// A dict also reads as a sequence of its `(key, value)` items.
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConvertError> {
+        match self {
+            PyValue::Dict(d) => visitor.visit_seq(de::value::SeqDeserializer::new(
+                d.into_iter().map(|(k, v)| PyValue::Tuple(vec![k, v])),
+            )),
+            v => v.deserialize_any(visitor),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// A [`PyValue`] seen as the enum its own `Serialize` writes (its variant,
+/// then its content as the variant's field), for its `Deserialize`.
+struct Tagged(PyValue);
+
+impl<'de> de::EnumAccess<'de> for Tagged {
+    type Error = ConvertError;
+    type Variant = Tagged;
+    fn variant_seed<S: de::DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, Tagged), ConvertError> {
+        let variant = match &self.0 {
+            PyValue::None => "None",
+            PyValue::Bool(_) => "Bool",
+            PyValue::Int(_) => "Int",
+            PyValue::Float(_) => "Float",
+            PyValue::Str(_) => "Str",
+            PyValue::Bytes(_) => "Bytes",
+            PyValue::List(_) => "List",
+            PyValue::Tuple(_) => "Tuple",
+            PyValue::Dict(_) => "Dict",
+            PyValue::Proxy(_) => "Proxy",
+        };
+        let variant =
+            seed.deserialize(IntoDeserializer::<ConvertError>::into_deserializer(variant))?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Tagged {
+    type Error = ConvertError;
+    fn unit_variant(self) -> Result<(), ConvertError> {
+        Ok(())
+    }
+    fn newtype_variant_seed<S: de::DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<S::Value, ConvertError> {
+        use de::value::SeqDeserializer;
+        // The field's types: `Vec<u8>`, `Vec<PyValue>`, `Vec<(PyValue,
+        // PyValue)>`, `ProxyRef` or a scalar.
+        match self.0 {
+            PyValue::Bytes(b) => seed.deserialize(SeqDeserializer::new(b.into_iter())),
+            PyValue::List(v) | PyValue::Tuple(v) => {
+                seed.deserialize(SeqDeserializer::new(v.into_iter()))
+            }
+            PyValue::Dict(d) => seed.deserialize(SeqDeserializer::new(
+                d.into_iter().map(|(k, v)| PyValue::Tuple(vec![k, v])),
+            )),
+            PyValue::Proxy(r) => seed.deserialize(PyValue::Tuple(proxy_fields(&r))),
+            scalar => seed.deserialize(scalar),
+        }
+    }
+    fn tuple_variant<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, ConvertError> {
+        Err(ConvertError("a PyValue has no tuple variant".into()))
+    }
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, ConvertError> {
+        Err(ConvertError("a PyValue has no struct variant".into()))
+    }
+}
+
+/// A proxy reference as the (kind, id) pair a proxy deserializes from.
+fn proxy_fields(r: &ProxyRef) -> Vec<PyValue> {
+    let kind = match r.kind {
+        Kind::Dict => "Dict",
+        Kind::List => "List",
+        Kind::Namespace => "Namespace",
+    };
+    vec![PyValue::Str(kind.into()), PyValue::Int(r.id as i64)]
+}
+
+impl IntoDeserializer<'_, ConvertError> for PyValue {
+    type Deserializer = PyValue;
+    fn into_deserializer(self) -> PyValue {
+        self
+    }
+}
+
+struct EnumAccess {
+    name: String,
+    content: PyValue,
+}
+
+impl<'de> de::EnumAccess<'de> for EnumAccess {
+    type Error = ConvertError;
+    type Variant = PyValue;
+    fn variant_seed<S: de::DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, PyValue), ConvertError> {
+        let name = seed.deserialize(self.name.into_deserializer())?;
+        Ok((name, self.content))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for PyValue {
+    type Error = ConvertError;
+    fn unit_variant(self) -> Result<(), ConvertError> {
+        Ok(())
+    }
+    fn newtype_variant_seed<S: de::DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<S::Value, ConvertError> {
+        seed.deserialize(self)
+    }
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        _: usize,
+        visitor: V,
+    ) -> Result<V::Value, ConvertError> {
+        self.deserialize_any(visitor)
+    }
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ConvertError> {
+        self.deserialize_any(visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::ser::to_value;
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    enum Shape {
+        Dot,
+        Circle(f64),
+        Rect { w: u32, h: u32 },
+        Pair(i8, String),
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Record {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+        shape: Shape,
+        maybe: Option<i32>,
+        map: BTreeMap<u16, (bool, char)>,
+        raw: serde_bytes_like::Bytes,
+    }
+
+    /// Bytes that serialize with `serialize_bytes`.
+    mod serde_bytes_like {
+        #[derive(Debug, PartialEq)]
+        pub struct Bytes(pub Vec<u8>);
+        impl serde::Serialize for Bytes {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.0)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for Bytes {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Bytes;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                        Ok(Bytes(v))
+                    }
+                }
+                d.deserialize_byte_buf(V)
+            }
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_model() {
+        for shape in [
+            Shape::Dot,
+            Shape::Circle(1.5),
+            Shape::Rect { w: 2, h: 3 },
+            Shape::Pair(-1, "x".into()),
+        ] {
+            let r = Record {
+                id: 7,
+                name: "n".into(),
+                tags: vec!["a".into(), "b".into()],
+                shape,
+                maybe: Some(-3),
+                map: [(1, (true, 'z')), (2, (false, 'é'))].into(),
+                raw: serde_bytes_like::Bytes(vec![0, 255]),
+            };
+            let v = to_value(&r).unwrap();
+            assert!(matches!(v, PyValue::Dict(_)));
+            assert_eq!(from_value::<Record>(v).unwrap(), r);
+        }
+        assert_eq!(
+            to_value(&(1u8, "a")).unwrap(),
+            PyValue::Tuple(vec![PyValue::Int(1), PyValue::Str("a".into())])
+        );
+        assert_eq!(to_value(&None::<u8>).unwrap(), PyValue::None);
+        assert!(to_value(&u64::MAX).is_err());
+        assert!(from_value::<String>(PyValue::Int(1)).is_err());
+    }
+
+    #[test]
+    fn a_py_value_converts_as_itself() {
+        let values = [
+            PyValue::None,
+            PyValue::Bool(true),
+            PyValue::Int(-3),
+            PyValue::Float(0.25),
+            PyValue::Str("s".into()),
+            PyValue::Bytes(vec![0, 255]),
+            PyValue::List(vec![1.into(), PyValue::Tuple(vec![])]),
+            PyValue::Tuple(vec![PyValue::None]),
+            PyValue::dict([
+                (PyValue::from(1), PyValue::from("1")),
+                ("k".into(), vec![2].into()),
+            ]),
+            PyValue::Proxy(ProxyRef::new(Kind::Dict, 9)),
+        ];
+        for v in values {
+            let there = to_value(&v).unwrap();
+            assert_eq!(format!("{there:?}"), format!("{v:?}"));
+            let back: PyValue = from_value(there).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{v:?}"));
+        }
+        // Inside typed values too; and a dict reads as its items.
+        let m: BTreeMap<String, PyValue> = [("a".into(), PyValue::Int(1))].into();
+        let v = to_value(&m).unwrap();
+        assert_eq!(
+            from_value::<BTreeMap<String, PyValue>>(v.clone()).unwrap(),
+            m
+        );
+        let items: Vec<(String, PyValue)> = from_value(v).unwrap();
+        assert_eq!(items, [("a".to_string(), PyValue::Int(1))]);
+        // Checked conversions: a negative int is no usize.
+        assert!(from_value::<usize>(PyValue::Int(-1)).is_err());
+        assert_eq!(from_value::<usize>(PyValue::Int(3)).unwrap(), 3);
+    }
+}

@@ -1,0 +1,246 @@
+//! [`DictProxy`]: a dict owned by a manager.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::client::encode;
+use super::protocol::{Kind, Op};
+use super::reference::Reference;
+use crate::error::Result;
+#[cfg(doc)]
+use crate::{Error, Manager};
+
+/// A dict owned by a [`Manager`] (Python's `Manager().dict()`), typed on this
+/// side through serde. Clones and copies in forked children refer to the
+/// same dict; the server frees it when the last proxy anywhere is dropped.
+pub struct DictProxy<K, V> {
+    pub(super) reference: Reference,
+    pub(super) _types: PhantomData<fn() -> (K, V)>,
+}
+
+/// A proxy stored in a dict, list or namespace of the same manager (a
+/// nested proxy, as in Python): the container holds a reference, and
+/// reading it back gives a proxy of the same object.
+impl<K, V> Serialize for DictProxy<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.reference.serialize(s)
+    }
+}
+
+/// Decodes only from an answer of the manager that owns the dict.
+impl<'de, K, V> serde::Deserialize<'de> for DictProxy<K, V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(DictProxy {
+            reference: Reference::deserialize(d, Kind::Dict)?,
+            _types: PhantomData,
+        })
+    }
+}
+
+impl<K, V> Clone for DictProxy<K, V> {
+    fn clone(&self) -> Self {
+        DictProxy {
+            reference: self.reference.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    /// `d.get(key)`.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`]; [`Error::Deserialize`] if the value is not a `V`.
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        self.reference.call(Op::Lookup(encode(key)?))
+    }
+
+    /// `d[key] = value`.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`], [`Error::Serialize`].
+    pub fn set(&self, key: K, value: V) -> Result<()> {
+        self.reference
+            .call::<()>(Op::Set(encode(&key)?, encode(&value)?))
+    }
+
+    /// `d.pop(key, None)`: removes the key, returning its value if present.
+    ///
+    /// # Errors
+    /// As for [`get`](DictProxy::get).
+    pub fn remove(&self, key: &K) -> Result<Option<V>> {
+        self.reference.call(Op::Discard(encode(key)?))
+    }
+
+    /// `d.pop(key)`.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `KeyError` if absent.
+    pub fn pop(&self, key: &K) -> Result<V> {
+        self.reference.call(Op::Pop(encode(key)?))
+    }
+
+    /// `d.popitem()`: the last item inserted.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `KeyError` if empty.
+    pub fn popitem(&self) -> Result<(K, V)> {
+        self.reference.call(Op::PopItem)
+    }
+
+    /// `d.setdefault(key, default)`: the value, inserting `default` if absent.
+    ///
+    /// # Errors
+    /// As for [`get`](DictProxy::get).
+    pub fn setdefault(&self, key: K, default: V) -> Result<V> {
+        self.reference
+            .call(Op::SetDefault(encode(&key)?, encode(&default)?))
+    }
+
+    /// `key in d`.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`].
+    pub fn contains(&self, key: &K) -> Result<bool> {
+        self.reference.call(Op::Contains(encode(key)?))
+    }
+
+    /// `len(d)`.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`].
+    pub fn len(&self) -> Result<usize> {
+        self.reference.call(Op::Len)
+    }
+
+    /// Whether the dict is empty.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`].
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The keys, in insertion order.
+    ///
+    /// # Errors
+    /// As for [`get`](DictProxy::get).
+    pub fn keys(&self) -> Result<Vec<K>> {
+        self.reference.call(Op::Keys)
+    }
+
+    /// The values, in insertion order.
+    ///
+    /// # Errors
+    /// As for [`get`](DictProxy::get).
+    pub fn values(&self) -> Result<Vec<V>> {
+        self.reference.call(Op::Values)
+    }
+
+    /// The items, in insertion order (one round trip: a snapshot).
+    ///
+    /// # Errors
+    /// As for [`get`](DictProxy::get).
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        self.reference.call(Op::Snapshot)
+    }
+
+    /// A snapshot copy into a `HashMap`.
+    ///
+    /// # Errors
+    /// As for [`get`](DictProxy::get).
+    pub fn to_hash_map(&self) -> Result<HashMap<K, V>>
+    where
+        K: Eq + Hash,
+    {
+        Ok(self.items()?.into_iter().collect())
+    }
+
+    /// `d.update(items)`, in one round trip.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`], [`Error::Serialize`].
+    pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        let items = items
+            .into_iter()
+            .map(|(k, v)| Ok((encode(&k)?, encode(&v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.reference.call::<()>(Op::Update(items))
+    }
+
+    /// `d.clear()`.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`].
+    pub fn clear(&self) -> Result<()> {
+        self.reference.call::<()>(Op::Clear)
+    }
+
+    /// `d[key] += delta` as one atomic step on the server (a missing key
+    /// counts as zero): concurrent increments from many processes never
+    /// lose an update, unlike Python's `d[k] += 1`. Returns the new value.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `TypeError` if the value is not a number.
+    pub fn increment(&self, key: &K, delta: V) -> Result<V> {
+        self.reference
+            .call(Op::Increment(encode(key)?, encode(&delta)?))
+    }
+
+    /// Sets `d[key] = new` only if it currently equals `expected` (`None`:
+    /// absent), atomically; whether it did.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`], [`Error::Serialize`].
+    pub fn compare_and_set(&self, key: &K, expected: Option<&V>, new: V) -> Result<bool> {
+        let expected = expected.map(encode).transpose()?;
+        self.reference
+            .call(Op::CompareAndSet(encode(key)?, expected, encode(&new)?))
+    }
+
+    /// Sets many keys in one round trip.
+    ///
+    /// # Errors
+    /// [`Error::ManagerGone`], [`Error::Serialize`].
+    pub fn set_many(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        let ops = items
+            .into_iter()
+            .map(|(k, v)| Ok(Op::Set(encode(&k)?, encode(&v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.reference.batch::<()>(ops).map(drop)
+    }
+
+    /// Looks many keys up in one round trip.
+    ///
+    /// # Errors
+    /// As for [`get`](DictProxy::get).
+    pub fn get_many<'k>(&self, keys: impl IntoIterator<Item = &'k K>) -> Result<Vec<Option<V>>>
+    where
+        K: 'k,
+    {
+        let ops = keys
+            .into_iter()
+            .map(|k| Ok(Op::Lookup(encode(k)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.reference.batch(ops)
+    }
+}
+
+impl<K, V> fmt::Debug for DictProxy<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DictProxy({})", self.reference.id)
+    }
+}
+
+/// Python's `str(d)`: the dict as Python prints it, `{1: '1', '2': 2}`
+/// (one round trip; if that fails, `<DictProxy object ID: ERROR>`).
+impl<K, V> fmt::Display for DictProxy<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.reference.display(f)
+    }
+}

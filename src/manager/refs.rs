@@ -1,0 +1,139 @@
+//! Reference accounting: [`ProxyRef`], a counted reference to a manager
+//! object stored inside a value, and the server's record of the references
+//! that `ProxyRef`s take and give back (on this thread; only the server
+//! thread records).
+
+use std::cell::{Cell, RefCell};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::protocol::{Id, Kind};
+
+/// The name under which proxies pass through serde, so that the bridge to
+/// [`PyValue`] recognises them.
+pub(crate) const PROXY_TOKEN: &str = "$multiproc::Proxy";
+
+/// A reference to a manager object inside a [`PyValue`](super::PyValue): its kind and id.
+///
+/// In the server, every `ProxyRef` that exists counts as one reference to
+/// its object: decoding or cloning one takes a reference and dropping it
+/// gives one back. The changes are recorded as they happen and applied by
+/// the server after each request (by this module), so that
+/// a value stored, replaced, popped or cleared anywhere keeps the count
+/// right without every operation having to.
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyRef {
+    pub(crate) kind: Kind,
+    pub(crate) id: Id,
+}
+
+impl ProxyRef {
+    pub(crate) fn new(kind: Kind, id: Id) -> ProxyRef {
+        record(id, 1);
+        ProxyRef { kind, id }
+    }
+}
+
+impl Clone for ProxyRef {
+    fn clone(&self) -> ProxyRef {
+        ProxyRef::new(self.kind, self.id)
+    }
+}
+
+impl Drop for ProxyRef {
+    fn drop(&mut self) {
+        record(self.id, -1);
+    }
+}
+
+impl Serialize for ProxyRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        sent(self.id);
+        (self.kind, self.id).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ProxyRef, D::Error> {
+        let (kind, id) = <(Kind, Id)>::deserialize(d)?;
+        decoded(kind, id);
+        Ok(ProxyRef::new(kind, id))
+    }
+}
+
+/// What happened to references since they were last taken.
+#[derive(Default)]
+struct Changes {
+    /// Each reference taken (+1) or given back (-1), in order.
+    deltas: Vec<(Id, i8)>,
+    /// The references that arrived in a request, to validate.
+    decoded: Vec<(Kind, Id)>,
+    /// The references that left in a response (the client now holds them).
+    sent: Vec<Id>,
+}
+
+thread_local! {
+    static RECORDING: Cell<bool> = const { Cell::new(false) };
+    static CHANGES: RefCell<Changes> = RefCell::new(Changes::default());
+}
+
+/// Starts recording on this thread (the server's).
+pub(crate) fn start() {
+    RECORDING.set(true);
+}
+
+fn with(f: impl FnOnce(&mut Changes)) {
+    if RECORDING.get() {
+        CHANGES.with_borrow_mut(f);
+    }
+}
+
+fn record(id: Id, delta: i8) {
+    with(|c| c.deltas.push((id, delta)));
+}
+
+fn decoded(kind: Kind, id: Id) {
+    with(|c| c.decoded.push((kind, id)));
+}
+
+fn sent(id: Id) {
+    with(|c| c.sent.push(id));
+}
+
+/// The references taken and given back since the last call.
+pub(crate) fn take_deltas() -> Vec<(Id, i8)> {
+    CHANGES.with_borrow_mut(|c| std::mem::take(&mut c.deltas))
+}
+
+/// The references decoded since the last call.
+pub(crate) fn take_decoded() -> Vec<(Kind, Id)> {
+    CHANGES.with_borrow_mut(|c| std::mem::take(&mut c.decoded))
+}
+
+/// The references encoded since the last call.
+pub(crate) fn take_sent() -> Vec<Id> {
+    CHANGES.with_borrow_mut(|c| std::mem::take(&mut c.sent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::PyValue;
+    use super::*;
+
+    #[test]
+    fn proxy_refs_count_what_is_decoded_cloned_and_dropped() {
+        start();
+        let v = PyValue::List(vec![PyValue::Proxy(ProxyRef::new(Kind::List, 7))]);
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        assert_eq!(take_sent(), vec![7]);
+        let back: PyValue = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(take_decoded(), vec![(Kind::List, 7)]);
+        let copy = back.clone();
+        drop((v, back, copy));
+        // Made, decoded and cloned: three references taken, three given back.
+        let deltas = take_deltas();
+        assert!(deltas.iter().all(|&(id, _)| id == 7));
+        assert_eq!(deltas.iter().filter(|(_, d)| *d > 0).count(), 3);
+        assert_eq!(deltas.iter().map(|&(_, d)| i32::from(d)).sum::<i32>(), 0);
+    }
+}
