@@ -30,7 +30,7 @@ fn show(label: &str, runs: &[(u32, u128, u128)]) {
 }
 
 fn main() -> multiproc::Result<()> {
-    let pool = Pool::new(3)?;
+    let pool = Pool::with_processes(3)?;
     let t0 = now_ms();
     let blocking: Vec<_> = (0..4)
         .map(|i| pool.apply(task, (i, t0)))
