@@ -54,6 +54,34 @@ mod sealed {
 /// pool.apply(f, 2)?;
 /// # Ok(()) }
 /// ```
+///
+/// The arguments must match the function's, and [`map`](super::Pool::map)
+/// takes functions of one argument (use [`starmap`](super::Pool::starmap)
+/// for more):
+///
+/// ```compile_fail
+/// # fn main() -> multiproc::Result<()> {
+/// fn add(a: u64, b: u64) -> u64 { a + b }
+/// let pool = multiproc::Pool::with_processes(1)?;
+/// pool.map(add, [(1, 2)])?; // error: expected to take 1 argument
+/// # Ok(()) }
+/// ```
+///
+/// ```compile_fail
+/// # fn main() -> multiproc::Result<()> {
+/// fn add(a: u64, b: u64) -> u64 { a + b }
+/// let pool = multiproc::Pool::with_processes(1)?;
+/// pool.apply(add, 1)?; // error: expected `(u64, u64)`
+/// # Ok(()) }
+/// ```
+///
+/// ```compile_fail
+/// # fn main() -> multiproc::Result<()> {
+/// let pool = multiproc::Pool::with_processes(1)?;
+/// let s = String::from("x");
+/// pool.apply(move || s.len(), ())?; // error: `String: Copy` is not satisfied
+/// # Ok(()) }
+/// ```
 pub trait Task<M>: sealed::Sealed<M> + Copy + Send + Sync + 'static {
     /// The arguments of one call: `()`, `A`, or `(A, B, …)`.
     type Args: Serialize + DeserializeOwned;
