@@ -44,7 +44,7 @@ use self::result::{decode, foreign_error, per_item, Callback, Chunk, Outcome, Sl
 pub use self::result::{AsyncResult, MapResult};
 use self::scheduler::{Config, Job, Scheduler, Shared, State};
 pub use self::task::Task;
-use self::task::{Fallible, Finish, Plain, Trampoline};
+use self::task::{CodeOrigin, Fallible, Finish, Plain};
 use super::{cpu_count, locked};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -135,6 +135,7 @@ impl PoolBuilder {
                 scheduler: Mutex::new(Some(scheduler)),
                 processes,
                 owner: sys::getpid(),
+                finalized: std::sync::atomic::AtomicBool::new(false),
             }),
             Ok(Err(e)) => {
                 let _ = scheduler.join();
@@ -202,6 +203,8 @@ pub struct Pool {
     processes: usize,
     /// The process that created the pool, the only one that can use it.
     owner: u32,
+    /// Whether "finalizing pool" was logged.
+    finalized: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -251,21 +254,30 @@ impl Pool {
         K: Finish<T::Output>,
         K::Value: DeserializeOwned,
     {
-        let call: Trampoline = task::trampoline::<M, T, K>(task);
+        let call = worker::address(task::trampoline::<M, T, K>(task));
+        let origin = CodeOrigin::of(call);
         let mut chunks = Vec::new();
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let chunk: Vec<T::Args> = items.by_ref().take(size.max(1)).collect();
-            let args = postcard::to_allocvec(&chunk).map_err(|e| e.to_string());
-            chunks.push(Chunk::new(self.submit_one(call, args, callback())));
+            let job = match (&origin, postcard::to_allocvec(&chunk)) {
+                (Some(origin), Ok(args)) => Ok((origin.clone(), args)),
+                (None, _) => Err("the task's code is in no object the dynamic loader knows, \
+                     so a worker cannot be given its address"
+                    .to_owned()),
+                (_, Err(e)) => Err(format!("cannot serialize the arguments: {e}")),
+            };
+            chunks.push(Chunk::new(self.submit_one(call, job, callback())));
         }
         chunks
     }
 
+    /// Queues one chunk: the trampoline at `call` on `job`'s arguments, or
+    /// fails it with `job`'s error.
     fn submit_one(
         &self,
-        call: Trampoline,
-        args: std::result::Result<Vec<u8>, String>,
+        call: usize,
+        job: std::result::Result<(CodeOrigin, Vec<u8>), String>,
         callback: Option<Callback>,
     ) -> Arc<Slot> {
         let slot = Arc::new(Slot::new(self.owner, callback));
@@ -273,12 +285,10 @@ impl Pool {
             slot.complete(Outcome::Foreign);
             return slot;
         }
-        let args = match args {
-            Ok(a) => a,
+        let (origin, args) = match job {
+            Ok(job) => job,
             Err(e) => {
-                slot.complete(Outcome::Failed(format!(
-                    "cannot serialize the arguments: {e}"
-                )));
+                slot.complete(Outcome::Failed(e));
                 return slot;
             }
         };
@@ -294,7 +304,8 @@ impl Pool {
             return slot;
         }
         state.pending.push_back(Job {
-            call: worker::address(call),
+            call,
+            origin,
             args,
             slot: slot.clone(),
         });
@@ -581,13 +592,21 @@ impl Pool {
     /// [`Error::PoolTerminated`]. Does nothing in a process other than the pool's.
     pub fn terminate(&self) {
         log::debug!("terminating pool");
-        self.stop_now();
-    }
-
-    fn stop_now(&self) {
         if self.is_owner() {
             locked(&self.shared.state).terminating = true;
             self.shared.wake();
+        }
+        self.finalize();
+    }
+
+    /// Logs Python's finalizer's first words, once (the scheduler thread,
+    /// told to terminate, does the rest).
+    fn finalize(&self) {
+        if !self
+            .finalized
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::debug!("finalizing pool");
         }
     }
 
@@ -631,11 +650,14 @@ impl Drop for Pool {
             std::mem::forget(scheduler);
             return;
         }
-        if let Some(scheduler) = scheduler {
-            // Python's `with Pool()` exit: `terminate`, then its finalizer.
-            self.terminate();
-            log::debug!("finalizing pool");
-            let _ = scheduler.join();
+        match scheduler {
+            // Python's `with Pool()` exit: `terminate`.
+            Some(scheduler) => {
+                self.terminate();
+                let _ = scheduler.join();
+            }
+            // Closed and joined: only the finalizer is left.
+            None => self.finalize(),
         }
     }
 }

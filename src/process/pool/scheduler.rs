@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::result::{Outcome, Slot};
+use super::task::CodeOrigin;
 use super::worker::{self, Request};
 use crate::conn::Connection;
 use crate::error::{Error, Result};
@@ -21,6 +22,8 @@ use crate::sys::{self, Deadline};
 pub(super) struct Job {
     /// The address of the trampoline that runs it (see `task`).
     pub(super) call: usize,
+    /// The object that holds the trampoline.
+    pub(super) origin: CodeOrigin,
     pub(super) args: Vec<u8>,
     pub(super) slot: Arc<Slot>,
 }
@@ -204,6 +207,7 @@ impl Scheduler {
             let w = &mut self.workers[i];
             let sent = w.conn.send(&Request::Run {
                 call: job.call,
+                origin: job.origin,
                 args: job.args,
             });
             w.given += 1;
@@ -254,19 +258,20 @@ impl Scheduler {
             }
         }
         // Highest index first, so that the indexes stay valid while removing
-        // (and in Python's order: `_join_exited_workers` goes backwards).
-        for (i, code) in exited.into_iter().rev() {
+        // (and in Python's order: `_join_exited_workers` goes backwards,
+        // then `_repopulate_pool` starts the replacements).
+        for &(i, code) in exited.iter().rev() {
             log::debug!("cleaning up worker {i}");
             let w = self.workers.swap_remove(i);
             if let Some(slot) = w.busy {
                 slot.complete(Outcome::WorkerDied(code));
             }
-            if self.start_worker().is_err() {
-                // Could not replace it (fork failed): fail what waits rather
-                // than hang once no worker is left.
-                if self.workers.is_empty() {
-                    locked(&self.shared.state).terminating = true;
-                }
+        }
+        for _ in &exited {
+            if self.start_worker().is_err() && self.workers.is_empty() {
+                // Could not replace any (fork failed): fail what waits
+                // rather than hang with no worker left.
+                locked(&self.shared.state).terminating = true;
             }
         }
     }
@@ -277,9 +282,8 @@ impl Scheduler {
         for w in &mut self.workers {
             let _ = w.conn.send(&Request::Stop);
         }
-        log::debug!("joining pool workers");
+        // Silently, as Python's `join` joins its workers.
         for w in &self.workers {
-            log::debug!("cleaning up worker {}", w.pid);
             if w.join(&self.server, Deadline::after(Duration::from_secs(10)))
                 .is_none()
             {

@@ -216,3 +216,56 @@ where
         .collect::<Result<Vec<_>, String>>()?;
     postcard::to_allocvec(&out).map_err(|e| format!("cannot serialize the result: {e}"))
 }
+
+/// Which loaded object (executable or shared library) holds some code:
+/// its load address and path, as the dynamic loader knows them.
+///
+/// A trampoline's address is valid in a worker only if the worker has the
+/// same object at the same place: its memory is a copy of the pool's
+/// process as it was when the pool was created, so code that the process
+/// loaded later (`dlopen`) is missing there, or something else is. The
+/// parent sends the identity of the object that holds the trampoline, and
+/// the worker calls the address only if its own object there matches: the
+/// same file mapped at the same address is the same code.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+pub(super) struct CodeOrigin {
+    base: usize,
+    path: Vec<u8>,
+}
+
+impl CodeOrigin {
+    /// The object that holds the code at address `call` in this process,
+    /// if the loader knows one.
+    pub(super) fn of(call: usize) -> Option<CodeOrigin> {
+        let mut info = std::mem::MaybeUninit::<libc::Dl_info>::uninit();
+        // SAFETY: `dladdr` only compares the address with the loaded
+        // objects' ranges (it never dereferences it), and fills `info` when
+        // it returns non-zero.
+        let found = unsafe { libc::dladdr(call as *const libc::c_void, info.as_mut_ptr()) };
+        if found == 0 {
+            return None;
+        }
+        // SAFETY: filled by the successful `dladdr` above.
+        let info = unsafe { info.assume_init() };
+        let path = if info.dli_fname.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: a non-null `dli_fname` is the loader's NUL-terminated
+            // name of the object, valid while it is loaded; it holds the
+            // code calling this (trampolines are monomorphised where the
+            // pool is used), so it stays loaded meanwhile.
+            unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
+                .to_bytes()
+                .to_vec()
+        };
+        Some(CodeOrigin {
+            base: info.dli_fbase as usize,
+            path,
+        })
+    }
+
+    /// The object's path, as the loader names it.
+    pub(super) fn path(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.path)
+    }
+}

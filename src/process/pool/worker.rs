@@ -7,15 +7,20 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use serde::{Deserialize, Serialize};
 
 use super::scheduler::Config;
-use super::task::Trampoline;
+use super::task::{CodeOrigin, Trampoline};
 use crate::conn::Connection;
 use crate::process::{children, signal_state};
 
 /// What the scheduler sends a worker.
 #[derive(Serialize, Deserialize)]
 pub(super) enum Request {
-    /// Run the trampoline at address `call` on `args`.
-    Run { call: usize, args: Vec<u8> },
+    /// Run the trampoline at address `call`, code of the object `origin`
+    /// in the pool's process, on `args`.
+    Run {
+        call: usize,
+        origin: CodeOrigin,
+        args: Vec<u8>,
+    },
     /// Exit (Python's sentinel).
     Stop,
 }
@@ -32,8 +37,8 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
     }
     let mut completed = 0u64;
     while config.max_tasks == 0 || completed < config.max_tasks {
-        let call = match conn.recv::<Request>() {
-            Ok(Request::Run { call, args }) => (call, args),
+        let (call, origin, args) = match conn.recv::<Request>() {
+            Ok(Request::Run { call, origin, args }) => (call, origin, args),
             Ok(Request::Stop) => {
                 log::debug!("worker got sentinel -- exiting");
                 break;
@@ -43,24 +48,20 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
                 break;
             }
         };
-        let (call, args) = call;
-        // SAFETY: `call` comes from `address` in the pool's process, applied
-        // to a `Trampoline` made by `task::trampoline` (in `Pool::submit`),
-        // and was sent on this worker's private socket, which only the
-        // pool's scheduler writes. The address is valid here and names the
-        // same function: this process is a fork of the pool's fork server,
-        // itself forked from the pool's process when the pool was created,
-        // so it has the same executable and libraries mapped at the same
-        // addresses, and every trampoline is code of one of them
-        // (monomorphised where `Pool`'s methods are called).
-        let call: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(call) };
-        let result = catch_unwind(AssertUnwindSafe(|| call(&args))).unwrap_or_else(|panic| {
-            Err(panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic with a non-string payload".into()))
-        });
+        let result = match checked(call, &origin) {
+            Some(call) => catch_unwind(AssertUnwindSafe(|| call(&args))).unwrap_or_else(|panic| {
+                Err(panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic with a non-string payload".into()))
+            }),
+            None => Err(format!(
+                "the task's code ({}) was loaded after the pool was created: \
+                 its workers do not have it",
+                origin.path()
+            )),
+        };
         if conn.send(&result).is_err() {
             break;
         }
@@ -68,6 +69,25 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
     }
     log::debug!("worker exiting after {completed} tasks");
     kill_children();
+}
+
+/// The trampoline at `call`, if this process has the code the pool's
+/// process had there (`origin`).
+fn checked(call: usize, origin: &CodeOrigin) -> Option<Trampoline> {
+    if CodeOrigin::of(call).as_ref() != Some(origin) {
+        return None;
+    }
+    // SAFETY: `call` came from `address` in the pool's process, applied to
+    // a `Trampoline` made by `task::trampoline` (in `Pool::submit`), with
+    // `origin`, the object that holds it there; it was sent on this
+    // worker's private socket, which only the pool's scheduler writes.
+    // This process is a fork of the pool's fork server, itself forked from
+    // the pool's process when the pool was created, so where it has the
+    // same object (the same file at the same load address, checked above)
+    // it has the same code: the address names the same trampoline, a
+    // function of this very type. Code the pool's process loaded since
+    // (`dlopen`) fails the check and is never called.
+    Some(unsafe { std::mem::transmute::<usize, Trampoline>(call) })
 }
 
 /// Kills the children that tasks started and left running, before the
@@ -79,5 +99,35 @@ fn kill_children() {
     let running: Vec<_> = children().iter().map(|c| c.state.clone()).collect();
     for state in &running {
         let _ = signal_state(state, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::pool::task::{trampoline, Plain};
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn a_trampoline_is_called_only_where_its_code_is_the_same() {
+        let call = address(trampoline::<fn(u32) -> u32, _, Plain>(double));
+        let origin = CodeOrigin::of(call).expect("this test's code is in a loaded object");
+        let run = checked(call, &origin).expect("same process, same code");
+        let args = postcard::to_allocvec(&vec![21u32]).unwrap();
+        let out: Vec<u32> = postcard::from_bytes(&run(&args).unwrap()).unwrap();
+        assert_eq!(out, [42]);
+        // Code that another process had in an object this one lacks (say,
+        // one it loaded after forking the pool's server) is refused.
+        let elsewhere: CodeOrigin = postcard::from_bytes(
+            &postcard::to_allocvec(&(usize::MAX - 4095, b"/not/loaded.so".to_vec())).unwrap(),
+        )
+        .unwrap();
+        assert!(checked(call, &elsewhere).is_none());
+        // An address in no loaded object.
+        assert!(CodeOrigin::of(16).is_none());
+        assert!(checked(16, &origin).is_none());
     }
 }
