@@ -790,3 +790,40 @@ fn the_pool_logs_its_lifecycle_as_python_does() {
         assert!(has(pids[2], "worker exiting after 1 tasks"), "{log}");
     });
 }
+
+/// Starts a child that waits forever (until killed); its pid.
+fn leave_a_sleeper() -> u32 {
+    let mut p = multiproc::Process::new(|| loop {
+        std::thread::park(); // until killed with its worker
+    });
+    p.start().unwrap();
+    p.pid().unwrap()
+}
+
+/// A task's own children end with its worker: closing and joining the
+/// pool neither waits for them nor leaves them behind (Python forbids pool
+/// workers to have children at all).
+#[test]
+fn children_a_task_leaves_running_end_with_its_worker() {
+    watchdog("task children at close", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let sleepers: Vec<u32> = (0..2)
+            .map(|_| pool.apply(leave_a_sleeper, ()).unwrap())
+            .collect();
+        let t = Instant::now();
+        pool.close();
+        pool.join().unwrap();
+        // Well under the 10 s after which a worker that does not exit is killed.
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "join took {:?}",
+            t.elapsed()
+        );
+        for pid in sleepers {
+            assert!(
+                common::wait_until(LIMIT, || gone(pid)),
+                "task child {pid} left running"
+            );
+        }
+    });
+}
