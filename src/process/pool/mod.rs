@@ -20,7 +20,8 @@
 //! is an error (the child has no scheduler thread), and it touches none of
 //! its locks there, which a fork may have copied while held.
 //!
-//! The files: this one is the public API; `task` the [`Task`] trait and
+//! The files: this one is the public API; `builder` the [`PoolBuilder`],
+//! which starts the scheduler thread; `task` the [`Task`] trait and
 //! the one trampoline through which a worker calls a task; `result` the
 //! handles on results; `scheduler` the scheduler thread; `worker` the
 //! worker's loop.
@@ -29,6 +30,7 @@
 //! worker`, `closing pool`, `worker exiting after 3 tasks`, …), through the
 //! `log` crate: see [`log_to_stderr`](crate::process::log_to_stderr).
 
+mod builder;
 mod result;
 mod scheduler;
 pub(crate) mod task;
@@ -40,111 +42,29 @@ use std::thread::JoinHandle;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use self::builder::PoolBuilder;
 use self::result::{decode, foreign_error, per_item, Callback, Chunk, Outcome, Slot};
 pub use self::result::{AsyncResult, MapResult};
-use self::scheduler::{Config, Job, Scheduler, Shared, State};
+use self::scheduler::{Job, Shared};
 pub use self::task::Task;
 use self::task::{CodeOrigin, Fallible, Finish, Plain};
-use super::{cpu_count, locked};
+use super::locked;
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// Configures a [`Pool`] (Python's `Pool(processes, initializer,
-/// maxtasksperchild)`).
-///
-/// # Example
-/// ```
-/// use multiproc::Pool;
-/// fn setup() {}
-/// let pool = Pool::builder()
-///     .processes(2)
-///     .initializer(setup)
-///     .max_tasks_per_child(100)
-///     .build()?;
-/// assert_eq!(pool.processes(), 2);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
-#[derive(Default, Debug)]
-pub struct PoolBuilder {
-    processes: Option<usize>,
-    initializer: Option<fn()>,
-    max_tasks_per_child: Option<u64>,
+/// A task's trampoline, as the scheduler sends it.
+struct Code {
+    call: usize,
+    /// The object that holds it, if the loader knows one.
+    origin: Option<CodeOrigin>,
 }
 
-impl PoolBuilder {
-    /// The number of workers (default: [`cpu_count`]).
-    pub fn processes(mut self, n: usize) -> Self {
-        self.processes = Some(n);
-        self
-    }
-
-    /// A function each worker runs once when it starts.
-    pub fn initializer(mut self, f: fn()) -> Self {
-        self.initializer = Some(f);
-        self
-    }
-
-    /// Replace each worker after it has run `n` tasks (Python's
-    /// `maxtasksperchild`); 0, the default, for never.
-    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
-        self.max_tasks_per_child = Some(n);
-        self
-    }
-
-    /// Starts the workers.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for 0 processes; [`Error::Io`] (or
-    /// another error of starting a process) if a worker cannot be started.
-    pub fn build(self) -> Result<Pool> {
-        let processes = self.processes.unwrap_or_else(cpu_count);
-        if processes == 0 {
-            return Err(Error::InvalidArgument(
-                "a pool needs at least one process".into(),
-            ));
-        }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            wake: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
-        });
-        let config = Config {
-            initializer: self.initializer,
-            max_tasks: self.max_tasks_per_child.unwrap_or(0),
-        };
-        // The scheduler thread forks the fork server first thing, and owns
-        // it: the server ends when the scheduler is done, or with this process.
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let scheduler_shared = shared.clone();
-        let scheduler = std::thread::Builder::new()
-            .name("multiproc-pool".into())
-            .spawn(
-                move || match Scheduler::start(scheduler_shared, config, processes) {
-                    Ok(mut scheduler) => {
-                        let _ = started_tx.send(Ok(()));
-                        scheduler.run();
-                    }
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                    }
-                },
-            )
-            .map_err(|e| Error::io("spawn the pool's scheduler thread", e))?;
-        match started_rx.recv() {
-            Ok(Ok(())) => Ok(Pool {
-                shared,
-                scheduler: Mutex::new(Some(scheduler)),
-                processes,
-                owner: sys::getpid(),
-                finalized: std::sync::atomic::AtomicBool::new(false),
-            }),
-            Ok(Err(e)) => {
-                let _ = scheduler.join();
-                Err(e)
-            }
-            Err(_) => Err(Error::io(
-                "start the pool's scheduler thread",
-                std::io::Error::other("it exited early"),
-            )),
+impl Code {
+    fn of<M, T: Task<M>, K: Finish<T::Output>>(task: T) -> Code {
+        let call = worker::address(task::trampoline::<M, T, K>(task));
+        Code {
+            call,
+            origin: CodeOrigin::of(call),
         }
     }
 }
@@ -254,22 +174,31 @@ impl Pool {
         K: Finish<T::Output>,
         K::Value: DeserializeOwned,
     {
-        let call = worker::address(task::trampoline::<M, T, K>(task));
-        let origin = CodeOrigin::of(call);
+        let code = Code::of::<M, T, K>(task);
         let mut chunks = Vec::new();
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let chunk: Vec<T::Args> = items.by_ref().take(size.max(1)).collect();
-            let job = match (&origin, postcard::to_allocvec(&chunk)) {
-                (Some(origin), Ok(args)) => Ok((origin.clone(), args)),
-                (None, _) => Err("the task's code is in no object the dynamic loader knows, \
-                     so a worker cannot be given its address"
-                    .to_owned()),
-                (_, Err(e)) => Err(format!("cannot serialize the arguments: {e}")),
-            };
-            chunks.push(Chunk::new(self.submit_one(call, job, callback())));
+            chunks.push(self.submit_chunk(&code, &chunk, callback()));
         }
         chunks
+    }
+
+    /// Queues one chunk of calls of `code`.
+    fn submit_chunk<A: Serialize, R: DeserializeOwned>(
+        &self,
+        code: &Code,
+        chunk: &[A],
+        callback: Option<Callback>,
+    ) -> Chunk<R> {
+        let job = match (&code.origin, postcard::to_allocvec(chunk)) {
+            (Some(origin), Ok(args)) => Ok((origin.clone(), args)),
+            (None, _) => Err("the task's code is in no object the dynamic loader knows, \
+                 so a worker cannot be given its address"
+                .to_owned()),
+            (_, Err(e)) => Err(format!("cannot serialize the arguments: {e}")),
+        };
+        Chunk::new(self.submit_one(code.call, job, callback))
     }
 
     /// Queues one chunk: the trampoline at `call` on `job`'s arguments, or
@@ -326,11 +255,7 @@ impl Pool {
         K: Finish<T::Output>,
         K::Value: DeserializeOwned,
     {
-        let mut callback = callback;
-        let chunk = self
-            .submit::<M, T, K>(task, vec![args], 1, || callback.take())
-            .pop()
-            .expect("a chunk of one");
+        let chunk = self.submit_chunk(&Code::of::<M, T, K>(task), &[args], callback);
         AsyncResult { chunk }
     }
 
