@@ -720,9 +720,11 @@ fn pool_errors_name_the_pool() {
 // ---------------------------------------------------------------------------
 // Lifecycle log records (issue 18, item 2), in Python's words.
 
-/// Appends every record as `pid LEVEL message` to a file that the pool's
-/// workers inherit (opened before their fork server), one write per line.
-struct FileLogger(std::fs::File);
+/// Appends every record as `pid LEVEL message` to the file at its path,
+/// one write per line, opening it for each record: the pool's workers have
+/// none of this process's descriptors (their fork server releases them).
+/// Records made once the file is removed are dropped.
+struct FileLogger(std::path::PathBuf);
 
 impl log::Log for FileLogger {
     fn enabled(&self, _: &log::Metadata<'_>) -> bool {
@@ -736,7 +738,9 @@ impl log::Log for FileLogger {
             record.level(),
             record.args()
         );
-        let _ = (&self.0).write_all(line.as_bytes());
+        if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&self.0) {
+            let _ = file.write_all(line.as_bytes());
+        }
     }
     fn flush(&self) {}
 }
@@ -745,12 +749,12 @@ impl log::Log for FileLogger {
 fn the_pool_logs_its_lifecycle_as_python_does() {
     watchdog("pool log", LIMIT, || {
         let path = std::env::temp_dir().join(format!("multiproc-pool-log-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
             .unwrap();
-        log::set_boxed_logger(Box::new(FileLogger(file))).unwrap();
+        log::set_boxed_logger(Box::new(FileLogger(path.clone()))).unwrap();
         log::set_max_level(log::LevelFilter::Debug);
         let pool = Pool::builder()
             .processes(1)

@@ -774,11 +774,15 @@ fn pool_dropped_just_as_its_fork_server_is_killed() {
     });
 }
 
-fn leave_a_child(gate: i32) -> u32 {
+/// Starts a child that waits for the event `gate`, then sets the value
+/// `done`; its pid. (By name: a worker has none of the test's descriptors.)
+fn leave_a_child(gate: String, done: String) -> u32 {
     let mut p = Process::new(move || {
-        let mut b = [0u8; 1];
-        // SAFETY: reading into a valid buffer from an inherited descriptor.
-        unsafe { libc::read(gate, b.as_mut_ptr().cast(), 1) };
+        multiproc::Event::open(&gate).unwrap().wait();
+        multiproc::Value::<u32>::open(&done)
+            .unwrap()
+            .set(1)
+            .unwrap();
     });
     p.start().unwrap();
     p.pid().unwrap()
@@ -793,20 +797,28 @@ fn a_task_that_leaves_a_child_running_does_not_stall_a_recycling_pool() {
     // workers (daemonic) to have children at all; here a worker kills the
     // children its tasks left running when it exits, as a daemon would.
     watchdog("recycled worker with a child", LIMIT, || {
-        use std::os::fd::AsRawFd;
-        let (gate_r, gate_w) = UnixStream::pair().unwrap();
+        let (gate, done) = (
+            common::TempName::new("left-child-gate"),
+            common::TempName::new("left-child-done"),
+        );
+        let open_gate = multiproc::Event::create(&gate).unwrap();
+        let report = multiproc::Value::<u32>::create(&done, 0).unwrap();
         let pool = PoolBuilder::default()
             .processes(1)
             .max_tasks_per_child(1)
             .build()
             .unwrap();
-        let child = pool.apply(leave_a_child, gate_r.as_raw_fd()).unwrap();
+        let child = pool
+            .apply(leave_a_child, (gate.0.clone(), done.0.clone()))
+            .unwrap();
         let next = pool
             .apply_async(double, 1)
             .get_timeout(Duration::from_secs(10));
         assert_eq!(next.unwrap(), 2);
-        // The child died with its worker: it never read the gate.
-        assert!(common::wait_until(LIMIT, || !alive(child)));
-        (&gate_w).write_all(&[0]).unwrap();
+        let ended = common::wait_until(LIMIT, || !alive(child));
+        // Let it go if it still runs; it must not have passed the gate.
+        open_gate.set();
+        assert!(ended, "the task's child {child} outlived its worker");
+        assert_eq!(report.get().unwrap(), 0, "the task's child was not killed");
     });
 }
