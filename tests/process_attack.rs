@@ -801,7 +801,14 @@ fn a_task_that_leaves_a_child_running_does_not_stall_a_recycling_pool() {
             common::TempName::new("left-child-gate"),
             common::TempName::new("left-child-done"),
         );
-        let open_gate = multiproc::Event::create(&gate).unwrap();
+        // Opens the gate when dropped: the child never outlives the test.
+        struct Gate(multiproc::Event);
+        impl Drop for Gate {
+            fn drop(&mut self) {
+                self.0.set();
+            }
+        }
+        let open_gate = Gate(multiproc::Event::create(&gate).unwrap());
         let report = multiproc::Value::<u32>::create(&done, 0).unwrap();
         let pool = PoolBuilder::default()
             .processes(1)
@@ -817,7 +824,7 @@ fn a_task_that_leaves_a_child_running_does_not_stall_a_recycling_pool() {
         assert_eq!(next.unwrap(), 2);
         let ended = common::wait_until(LIMIT, || !alive(child));
         // Let it go if it still runs; it must not have passed the gate.
-        open_gate.set();
+        drop(open_gate);
         assert!(ended, "the task's child {child} outlived its worker");
         assert_eq!(report.get().unwrap(), 0, "the task's child was not killed");
     });
