@@ -128,7 +128,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of [`cpu_count`] workers (Python's `Pool()`).
+    /// A pool of [`cpu_count`](crate::process::cpu_count) workers (Python's `Pool()`).
     ///
     /// # Errors
     /// As for [`PoolBuilder::build`].
