@@ -421,7 +421,7 @@ fn semaphores_past_their_limits() {
 fn barrier_edges() {
     watchdog("barrier edges", LIMIT, || {
         assert!(Barrier::new(0).is_err());
-        // (u32::MAX parties: refused on main since 27d2359; made here, it took 16 GiB)
+        let _ = Barrier::new(u32::MAX); // refused or made: never a panic
         let b = Barrier::new(1).unwrap();
         for _ in 0..10 {
             assert_eq!(b.wait().unwrap(), 0);
