@@ -18,7 +18,7 @@ fn work(task: u32) -> String {
 }
 
 fn main() -> multiproc::Result<()> {
-    let mut pool = Pool::new(4)?;
+    let pool = Pool::with_processes(4)?;
     let results: Vec<_> = (0..10).map(|t| pool.apply_async(work, t)).collect();
     pool.close();
     pool.join()?;

@@ -14,9 +14,9 @@ fn now_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// Sleeps 500 ms; returns (task, start, end) in ms since `t0`.
-fn task(args: (u32, u128)) -> (u32, u128, u128) {
-    let (id, t0) = args;
+/// Sleeps 500 ms; returns (task, start, end) in ms since `t0`. A task
+/// takes its arguments as any function does: `apply(task, (id, t0))`.
+fn task(id: u32, t0: u128) -> (u32, u128, u128) {
     let start = now_ms() - t0;
     std::thread::sleep(Duration::from_millis(500));
     (id, start, now_ms() - t0)
@@ -30,7 +30,7 @@ fn show(label: &str, runs: &[(u32, u128, u128)]) {
 }
 
 fn main() -> multiproc::Result<()> {
-    let pool = Pool::new(3)?;
+    let pool = Pool::with_processes(3)?;
     let t0 = now_ms();
     let blocking: Vec<_> = (0..4)
         .map(|i| pool.apply(task, (i, t0)))

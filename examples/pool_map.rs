@@ -2,14 +2,14 @@
 //!
 //! Run: `cargo run --example pool_map`
 
-use multiproc::{cpu_count, Pool};
+use multiproc::Pool;
 
 fn square(x: u64) -> u64 {
     x * x
 }
 
 fn main() -> multiproc::Result<()> {
-    let pool = Pool::new(cpu_count())?;
+    let pool = Pool::new()?;
     let squares = pool.map(square, 0..20)?;
     println!("{squares:?}");
     Ok(())

@@ -64,7 +64,7 @@ fn main() -> multiproc::Result<()> {
     });
     let threads = t.elapsed();
 
-    let pool = Pool::new(workers)?;
+    let pool = Pool::with_processes(workers)?;
     let t = Instant::now();
     let pooled: u64 = pool.map(primes_in, work.iter().copied())?.iter().sum();
     let processes = t.elapsed();

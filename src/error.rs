@@ -225,6 +225,10 @@ pub enum Error {
     /// The manager server shut down or is unreachable.
     #[error("the manager is gone: {0}")]
     ManagerGone(String),
+    /// A pool operation in the wrong state or process (e.g. `join` before
+    /// `close`, as Python's `ValueError("Pool is still running")`).
+    #[error("pool: {0}")]
+    PoolState(&'static str),
     /// A process operation in the wrong state (e.g. `join` before `start`).
     #[error("process {name:?}: {what}")]
     ProcessState {

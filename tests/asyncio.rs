@@ -482,7 +482,7 @@ fn die(_: u64) -> u64 {
 fn pool_results_are_awaited() {
     watchdog("async pool results", LIMIT, || {
         use multiproc::{Error, Pool};
-        let mut pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         runtime().block_on(async {
             let one = pool.apply_async(square, 7);
             let many = pool.map_async(square, 0..100u64);

@@ -71,7 +71,9 @@ fn the_fork_server_keeps_no_descriptor_of_its_parent() {
 
 #[test]
 fn a_pools_fork_server_keeps_no_descriptor_of_its_parent() {
-    helper_keeps_no_pipe_end("a pool's fork server", || Box::new(Pool::new(1).unwrap()));
+    helper_keeps_no_pipe_end("a pool's fork server", || {
+        Box::new(Pool::with_processes(1).unwrap())
+    });
 }
 
 #[test]
@@ -85,7 +87,7 @@ fn the_managers_server_keeps_no_descriptor_of_its_parent() {
 #[test]
 fn helpers_work_after_releasing_their_parents_descriptors() {
     watchdog("helpers at work", LIMIT, || {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         assert_eq!(
             pool.map(double, 0..10u64).unwrap(),
             (0..10).map(|x| x * 2).collect::<Vec<_>>()

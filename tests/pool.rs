@@ -52,7 +52,7 @@ fn checked_div(pair: (i64, i64)) -> Result<i64, String> {
 #[test]
 fn map_apply_starmap_and_imaps() {
     watchdog("pool map", LIMIT, || {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         assert_eq!(pool.processes(), 2);
         assert_eq!(
             pool.map(square, 0..1000).unwrap(),
@@ -81,7 +81,7 @@ fn map_apply_starmap_and_imaps() {
 #[test]
 fn apply_async_results_timeouts_and_callbacks() {
     watchdog("apply_async", LIMIT, || {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let slow = pool.apply_async(sleep_ms, 300);
         assert!(!slow.ready());
         assert_eq!(slow.successful(), None);
@@ -96,7 +96,7 @@ fn apply_async_results_timeouts_and_callbacks() {
 
         let (tx, rx) = mpsc::channel();
         let tx2 = tx.clone();
-        pool.apply_async_with(
+        pool.apply_async_with_error_callback(
             square,
             5,
             move |r| tx.send(Ok(r)).unwrap(),
@@ -105,7 +105,7 @@ fn apply_async_results_timeouts_and_callbacks() {
         assert_eq!(rx.recv_timeout(LIMIT).unwrap(), Ok(25));
         let (tx, rx) = mpsc::channel();
         let tx2 = tx.clone();
-        pool.apply_async_with(
+        pool.apply_async_with_error_callback(
             fails,
             "boom".into(),
             move |r: u8| tx.send(Ok(r)).unwrap(),
@@ -119,7 +119,7 @@ fn apply_async_results_timeouts_and_callbacks() {
 #[test]
 fn a_panicking_task_fails_only_itself() {
     watchdog("panic", LIMIT, || {
-        let pool = Pool::new(1).unwrap();
+        let pool = Pool::with_processes(1).unwrap();
         match pool.apply(fails, "expected panic in a pool test".into()) {
             Err(Error::TaskFailed(msg)) => assert!(msg.contains("expected panic"), "{msg}"),
             other => panic!("expected TaskFailed, got {other:?}"),
@@ -135,7 +135,7 @@ fn a_panicking_task_fails_only_itself() {
 #[test]
 fn a_dead_worker_fails_its_task_and_is_replaced() {
     watchdog("dead worker", LIMIT, || {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let before: HashSet<u32> = (0..20).map(|_| pool.apply(my_pid, ()).unwrap()).collect();
         match pool.apply(kill_self, ()) {
             Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, -libc::SIGKILL),
@@ -191,7 +191,7 @@ fn the_initializer_runs_once_per_worker() {
     watchdog("initializer", LIMIT, || {
         let name = common::TempName(init_counter_name(std::process::id()));
         let inits = RawValue::create(&name, 0u32).unwrap();
-        let mut pool = Pool::builder()
+        let pool = Pool::builder()
             .processes(3)
             .initializer(count_init)
             .build()
@@ -206,7 +206,7 @@ fn the_initializer_runs_once_per_worker() {
 #[test]
 fn terminate_stops_running_tasks_and_close_lets_them_finish() {
     watchdog("terminate", LIMIT, || {
-        let mut pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let running: Vec<_> = (0..4).map(|_| pool.apply_async(sleep_ms, 60_000)).collect();
         let t = Instant::now();
         pool.terminate();
@@ -219,8 +219,8 @@ fn terminate_stops_running_tasks_and_close_lets_them_finish() {
             assert!(matches!(r.get(), Err(Error::PoolTerminated)));
         }
 
-        let mut pool = Pool::new(2).unwrap();
-        assert!(matches!(pool.join(), Err(Error::ProcessState { .. })));
+        let pool = Pool::with_processes(2).unwrap();
+        assert!(matches!(pool.join(), Err(Error::PoolState(_))));
         let queued: Vec<_> = (0..6).map(|i| pool.apply_async(sleep_ms, 20 + i)).collect();
         pool.close();
         assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
@@ -229,7 +229,7 @@ fn terminate_stops_running_tasks_and_close_lets_them_finish() {
             assert_eq!(r.get().unwrap(), 20 + i as u64);
         }
         // Dropping a pool terminates it.
-        let pool = Pool::new(1).unwrap();
+        let pool = Pool::with_processes(1).unwrap();
         let r = pool.apply_async(sleep_ms, 60_000);
         drop(pool);
         assert!(matches!(r.get(), Err(Error::PoolTerminated)));
@@ -249,7 +249,7 @@ fn two_dying_tasks_per_round_always_fail_with_worker_died() {
         "two dying tasks per round",
         Duration::from_secs(300),
         || {
-            let mut pool = Pool::new(2).unwrap();
+            let pool = Pool::with_processes(2).unwrap();
             for round in 0..500 {
                 let (a, b) = (pool.apply_async(abort, 0), pool.apply_async(abort, 1));
                 for r in [a, b] {
@@ -274,7 +274,7 @@ fn dying_tasks_while_active_children_reaps() {
         "active_children and the pool",
         Duration::from_secs(300),
         || {
-            let mut pool = Pool::new(2).unwrap();
+            let pool = Pool::with_processes(2).unwrap();
             for round in 0..200 {
                 let r = pool.apply_async(abort, round);
                 let end = Instant::now() + Duration::from_secs(3);
@@ -342,7 +342,7 @@ fn exactly_the_doomed_died(results: Vec<(u32, multiproc::Result<u32>)>) {
 #[test]
 fn two_workers_dying_at_once_fail_exactly_their_tasks() {
     watchdog("simultaneous deaths", LIMIT, || {
-        let mut pool = Pool::new(3).unwrap();
+        let pool = Pool::with_processes(3).unwrap();
 
         let (_name, _c, items) = items_for("die-map");
         match pool.map_chunked(double_or_die, items, Some(1)) {
@@ -381,7 +381,7 @@ fn two_workers_dying_at_once_fail_exactly_their_tasks() {
             .map(|args| {
                 let item = args.0;
                 let (tx, tx2) = (tx.clone(), tx.clone());
-                pool.apply_async_with(
+                pool.apply_async_with_error_callback(
                     double_or_die,
                     args,
                     move |v| tx.send((item, Ok(v))).unwrap(),
@@ -456,20 +456,20 @@ fn worker_parent(_: ()) -> u32 {
 #[test]
 fn a_pool_used_from_a_forked_child_is_an_error() {
     watchdog("pool in a child", LIMIT, || {
-        let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+        let pool = std::sync::Arc::new(Pool::with_processes(2).unwrap());
         let done = pool.apply_async(square, 4);
         assert_eq!(done.get().unwrap(), 16);
         let running = pool.apply_async(sleep_ms, 60_000);
-        let doomed = Pool::new(1).unwrap();
+        let doomed = Pool::with_processes(1).unwrap();
         let in_child = pool.clone();
         let mut child = multiproc::Process::new(move || {
-            let foreign = |r: multiproc::Result<u64>| matches!(r, Err(Error::ProcessState { ref name, .. }) if name == "Pool");
+            let foreign = |r: multiproc::Result<u64>| matches!(r, Err(Error::PoolState(_)));
             assert!(foreign(in_child.apply(square, 3)));
             assert!(foreign(in_child.apply_async(square, 3).get_timeout(LIMIT)));
             assert!(in_child.apply_async(square, 3).ready());
             assert!(matches!(
                 in_child.map(square, 0..4),
-                Err(Error::ProcessState { .. })
+                Err(Error::PoolState(_))
             ));
             // A result that was there before the fork is still there.
             assert_eq!(done.get().unwrap(), 16);
@@ -506,7 +506,7 @@ fn the_fork_server_and_workers_die_with_the_pool_process() {
     watchdog("fork server lifetime", LIMIT, || {
         let (mut ours, mut theirs) = multiproc::Pipe(true).unwrap();
         let mut owner = multiproc::Process::new(move || {
-            let pool = Pool::new(2).unwrap();
+            let pool = Pool::with_processes(2).unwrap();
             let pids: HashSet<u32> = (0..20).map(|_| pool.apply(my_pid, ()).unwrap()).collect();
             let server = pool.apply(worker_parent, ()).unwrap();
             theirs.send(&(server, pids)).unwrap();
@@ -528,7 +528,7 @@ fn the_fork_server_and_workers_die_with_the_pool_process() {
 #[test]
 fn a_pool_whose_fork_server_is_killed_fails_instead_of_hanging() {
     watchdog("fork server killed", LIMIT, || {
-        let mut pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let server = pool.apply(worker_parent, ()).unwrap();
         assert_ne!(server, std::process::id());
         let running = pool.apply_async(sleep_ms, 60_000);
@@ -546,5 +546,288 @@ fn a_pool_whose_fork_server_is_killed_fails_instead_of_hanging() {
         ));
         pool.close();
         pool.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Tasks without ceremony (issue 18, item 3).
+
+fn answer() -> u64 {
+    42
+}
+
+fn mul3(a: u64, b: u64, c: u64) -> u64 {
+    a * b * c
+}
+
+fn describe(a: u8, b: i16, c: u32, d: String, e: bool, f: (u8, u8)) -> String {
+    format!("{a} {b} {c} {d} {e} {f:?}")
+}
+
+fn parse_sum(a: String, b: String) -> Result<i64, std::num::ParseIntError> {
+    Ok(a.parse::<i64>()? + b.parse::<i64>()?)
+}
+
+#[test]
+fn functions_of_zero_to_six_arguments_run_directly() {
+    watchdog("arities", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        assert_eq!(pool.apply(answer, ()).unwrap(), 42);
+        assert_eq!(pool.apply(square, 5).unwrap(), 25);
+        assert_eq!(pool.apply(add, (2, 3)).unwrap(), 5);
+        assert_eq!(pool.apply(mul3, (2, 3, 4)).unwrap(), 24);
+        assert_eq!(
+            pool.apply(describe, (1, -2, 3, "four".into(), true, (6, 7)))
+                .unwrap(),
+            "1 -2 3 four true (6, 7)"
+        );
+        assert_eq!(pool.apply_async(mul3, (1, 2, 3)).get().unwrap(), 6);
+        // Closures that capture nothing are tasks too.
+        assert_eq!(pool.apply(|| 7u8, ()).unwrap(), 7);
+        assert_eq!(pool.map(|x: u64| x + 1, 0..4).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(pool.apply(|a: u8, b: u8| a + b, (1, 2)).unwrap(), 3);
+        // Fallible tasks of several arguments.
+        assert_eq!(
+            pool.try_apply(parse_sum, ("1".into(), "2".into())).unwrap(),
+            3
+        );
+        assert!(matches!(
+            pool.try_apply(parse_sum, ("x".into(), "2".into())),
+            Err(Error::TaskFailed(msg)) if msg.contains("invalid digit")
+        ));
+    });
+}
+
+#[test]
+fn starmap_takes_tuples_of_any_arity_up_to_six() {
+    watchdog("starmap arities", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        assert_eq!(pool.starmap(answer, [(), ()]).unwrap(), [42, 42]);
+        assert_eq!(pool.starmap(square, [2, 3]).unwrap(), [4, 9]);
+        assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), [3, 7]);
+        assert_eq!(
+            pool.starmap(mul3, (1..=20).map(|i| (i, 2, 3))).unwrap(),
+            (1..=20).map(|i| i * 6).collect::<Vec<_>>()
+        );
+        let six = pool
+            .starmap(
+                describe,
+                vec![
+                    (1, 2, 3, "a".into(), false, (0, 0)),
+                    (4, 5, 6, "b".into(), true, (1, 1)),
+                ],
+            )
+            .unwrap();
+        assert_eq!(six, ["1 2 3 a false (0, 0)", "4 5 6 b true (1, 1)"]);
+        let pending = pool.starmap_async(add, [(5, 5)]);
+        assert_eq!(pending.get().unwrap(), [10]);
+    });
+}
+
+#[test]
+fn apply_async_callbacks_are_optional() {
+    watchdog("optional error callback", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        // Success callback only (Python's `callback=`).
+        let (tx, rx) = mpsc::channel();
+        let ok = pool.apply_async_with(square, 6, move |r| tx.send(r).unwrap());
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 36);
+        assert_eq!(ok.get().unwrap(), 36);
+        // A failure runs no success callback; it is in the result.
+        let (tx, rx) = mpsc::channel::<u8>();
+        let failed =
+            pool.apply_async_with(fails, "no callback".into(), move |r| tx.send(r).unwrap());
+        assert!(matches!(failed.get(), Err(Error::TaskFailed(_))));
+        // The callback was dropped unrun: its sender is gone.
+        assert!(rx.recv_timeout(LIMIT).is_err());
+        // Both callbacks (Python's `error_callback=`).
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        pool.apply_async_with_error_callback(
+            die,
+            3,
+            move |r| tx.send(Ok(r)).unwrap(),
+            move |e| tx2.send(Err(e)).unwrap(),
+        );
+        assert!(matches!(
+            rx.recv_timeout(LIMIT).unwrap(),
+            Err(Error::WorkerDied { exitcode: 3 })
+        ));
+    });
+}
+
+#[test]
+fn new_has_cpu_count_workers_and_the_builder_the_rest() {
+    watchdog("default size", LIMIT, || {
+        let pool = Pool::new().unwrap();
+        assert_eq!(pool.processes(), multiproc::cpu_count());
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        let built = Pool::builder().build().unwrap();
+        assert_eq!(built.processes(), multiproc::cpu_count());
+        assert!(matches!(
+            Pool::with_processes(0),
+            Err(Error::InvalidArgument(_))
+        ));
+    });
+}
+
+#[test]
+fn close_terminate_and_join_take_shared_references_from_any_thread() {
+    watchdog("receiver convention", LIMIT, || {
+        let pool = std::sync::Arc::new(Pool::with_processes(2).unwrap());
+        let queued: Vec<_> = (0..4).map(|i| pool.apply_async(sleep_ms, 10 * i)).collect();
+        let closer = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.close())
+        };
+        closer.join().unwrap();
+        // Several threads join at once; each returns once the workers are gone.
+        let joiners: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = pool.clone();
+                std::thread::spawn(move || pool.join())
+            })
+            .collect();
+        for j in joiners {
+            j.join().unwrap().unwrap();
+        }
+        for (i, r) in queued.iter().enumerate() {
+            assert!(r.ready(), "joined before task {i} finished");
+        }
+        pool.join().unwrap();
+        pool.terminate();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn pool_errors_name_the_pool() {
+    watchdog("pool errors", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let early = pool.join().unwrap_err();
+        assert!(matches!(early, Error::PoolState(_)));
+        let text = early.to_string();
+        assert!(text.starts_with("pool: "), "{text}");
+        assert!(!text.contains("process"), "{text}");
+        pool.close();
+        assert_eq!(
+            pool.apply(square, 1).unwrap_err().to_string(),
+            "the pool is closed"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle log records (issue 18, item 2), in Python's words.
+
+/// Appends every record as `pid LEVEL message` to the file at its path,
+/// one write per line, opening it for each record: the pool's workers have
+/// none of this process's descriptors (their fork server releases them).
+/// Records made once the file is removed are dropped.
+struct FileLogger(std::path::PathBuf);
+
+impl log::Log for FileLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        use std::io::Write;
+        let line = format!(
+            "{} {} {}\n",
+            std::process::id(),
+            record.level(),
+            record.args()
+        );
+        if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&self.0) {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn the_pool_logs_its_lifecycle_as_python_does() {
+    watchdog("pool log", LIMIT, || {
+        let path = std::env::temp_dir().join(format!("multiproc-pool-log-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        log::set_boxed_logger(Box::new(FileLogger(path.clone()))).unwrap();
+        log::set_max_level(log::LevelFilter::Debug);
+        let pool = Pool::builder()
+            .processes(1)
+            .max_tasks_per_child(2)
+            .build()
+            .unwrap();
+        let pids: Vec<u32> = (0..3).map(|_| pool.apply(my_pid, ()).unwrap()).collect();
+        assert_eq!(pids[0], pids[1]);
+        assert_ne!(pids[1], pids[2]);
+        pool.close();
+        pool.join().unwrap();
+        drop(pool);
+        // Dropping a running pool terminates it, as leaving `with Pool()` does.
+        let running = Pool::with_processes(1).unwrap();
+        let last = running.apply(my_pid, ()).unwrap();
+        drop(running);
+        let log = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let me = std::process::id();
+        let has = |pid: u32, text: &str| log.lines().any(|l| l == format!("{pid} DEBUG {text}"));
+        for text in [
+            "added worker",
+            "cleaning up worker 0",
+            "closing pool",
+            "joining pool",
+            "worker handler exiting",
+            "joining pool workers",
+            "terminating pool",
+            "finalizing pool",
+            "terminating workers",
+        ] {
+            assert!(has(me, text), "no {text:?} in\n{log}");
+        }
+        assert!(has(me, &format!("cleaning up worker {last}")), "{log}");
+        assert!(has(pids[0], "worker exiting after 2 tasks"), "{log}");
+        assert!(has(pids[2], "worker got sentinel -- exiting"), "{log}");
+        assert!(has(pids[2], "worker exiting after 1 tasks"), "{log}");
+    });
+}
+
+/// Starts a child that waits forever (until killed); its pid.
+fn leave_a_sleeper() -> u32 {
+    let mut p = multiproc::Process::new(|| loop {
+        std::thread::park(); // until killed with its worker
+    });
+    p.start().unwrap();
+    p.pid().unwrap()
+}
+
+/// A task's own children end with its worker: closing and joining the
+/// pool neither waits for them nor leaves them behind (Python forbids pool
+/// workers to have children at all).
+#[test]
+fn children_a_task_leaves_running_end_with_its_worker() {
+    watchdog("task children at close", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let sleepers: Vec<u32> = (0..2)
+            .map(|_| pool.apply(leave_a_sleeper, ()).unwrap())
+            .collect();
+        let t = Instant::now();
+        pool.close();
+        pool.join().unwrap();
+        // Well under the 10 s after which a worker that does not exit is killed.
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "join took {:?}",
+            t.elapsed()
+        );
+        for pid in sleepers {
+            assert!(
+                common::wait_until(LIMIT, || gone(pid)),
+                "task child {pid} left running"
+            );
+        }
     });
 }

@@ -107,7 +107,7 @@ fn assert_died_or_ok(x: u64, r: &multiproc::Result<u64>) {
 #[test]
 fn workers_dying_at_random_fail_only_their_tasks() {
     watchdog("random deaths", LIMIT, || {
-        let mut pool = Pool::new(3).unwrap();
+        let pool = Pool::with_processes(3).unwrap();
         // apply_async: one task per worker turn.
         let handles: Vec<_> = (0..60u64)
             .map(|x| (x, pool.apply_async(maybe_die, x)))
@@ -142,7 +142,7 @@ fn workers_dying_at_random_fail_only_their_tasks() {
 #[test]
 fn pool_whose_fork_server_is_killed_fails_tasks_and_leaves_nothing() {
     watchdog("fork server killed", LIMIT, || {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let (worker, server) = pool.apply(worker_pid, ()).unwrap();
         assert_eq!(ppid_of(worker), Some(server));
         let running: Vec<_> = (0..4).map(|_| pool.apply_async(block_long, ())).collect();
@@ -171,7 +171,7 @@ fn pool_whose_fork_server_is_killed_fails_tasks_and_leaves_nothing() {
 #[test]
 fn pool_dropped_from_another_thread_while_tasks_run_leaves_nothing() {
     watchdog("pool dropped elsewhere", LIMIT, || {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let (worker, server) = pool.apply(worker_pid, ()).unwrap();
         let running: Vec<_> = (0..4).map(|_| pool.apply_async(block_long, ())).collect();
         std::thread::spawn(move || drop(pool)).join().unwrap();
@@ -189,7 +189,7 @@ fn many_pools_at_once() {
         let threads: Vec<_> = (0..6u64)
             .map(|t| {
                 std::thread::spawn(move || {
-                    let mut pool = Pool::new(2).unwrap();
+                    let pool = Pool::with_processes(2).unwrap();
                     let out = pool.map(double, (0..50).map(|x| x + t)).unwrap();
                     assert_eq!(out[49], 2 * (49 + t));
                     let (_, server) = pool.apply(worker_pid, ()).unwrap();
@@ -211,11 +211,11 @@ fn many_pools_at_once() {
 #[test]
 fn a_forked_child_makes_its_own_pool() {
     watchdog("pool in a child", LIMIT, || {
-        let outer = Pool::new(1).unwrap();
+        let outer = Pool::with_processes(1).unwrap();
         let p = static_child(move || {
             // The parent's pool is not this process's.
             assert!(outer.apply(double, 1).is_err());
-            let mut pool = Pool::new(2).unwrap();
+            let pool = Pool::with_processes(2).unwrap();
             assert_eq!(pool.map(double, 0..20u64).unwrap()[19], 38);
             pool.close();
             pool.join().unwrap();
@@ -368,7 +368,7 @@ fn nested_scopes_and_a_killed_child_with_grandchildren() {
 #[test]
 fn forks_from_threads_while_a_pool_runs() {
     watchdog("forks while pool runs", LIMIT, || {
-        let mut pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let forker = std::thread::spawn(|| {
             for _ in 0..40 {
                 let mut p = Process::new(|| {});
@@ -390,7 +390,7 @@ fn forks_from_threads_while_a_pool_runs() {
 #[test]
 fn max_tasks_per_child_one_under_load() {
     watchdog("max tasks 1", LIMIT, || {
-        let mut pool = PoolBuilder::default()
+        let pool = PoolBuilder::default()
             .processes(3)
             .max_tasks_per_child(1)
             .build()
@@ -433,7 +433,7 @@ fn join_timeout_limits_for_forked_children() {
 fn nothing_left_behind() {
     watchdog("leftovers", LIMIT, || {
         let p = static_child(|| {
-            let mut pool = Pool::new(2).unwrap();
+            let pool = Pool::with_processes(2).unwrap();
             let (_, server) = pool.apply(worker_pid, ()).unwrap();
             let _ = pool.map(maybe_die, 0..20u64);
             pool.close();
@@ -482,7 +482,7 @@ fn process_forkserver_after_its_server_was_killed() {
 }
 
 fn pool_in_task(n: u64) -> u64 {
-    let mut pool = Pool::new(2).unwrap();
+    let pool = Pool::with_processes(2).unwrap();
     let out = pool.map(double, 0..n).unwrap();
     pool.close();
     pool.join().unwrap();
@@ -498,7 +498,7 @@ fn pool_in_task(n: u64) -> u64 {
 #[test]
 fn pools_and_processes_inside_pool_tasks() {
     watchdog("pool in a task", LIMIT, || {
-        let mut pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let out = pool.map(pool_in_task, [5u64, 6, 7]).unwrap();
         assert_eq!(out, vec![20, 30, 42]);
         pool.close();
@@ -546,7 +546,7 @@ fn die_now(_: u32) -> u32 {
 #[test]
 fn dying_tasks_while_other_threads_fork_and_list_children() {
     watchdog("deaths with forks", LIMIT, || {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lister = {
             let stop = stop.clone();
@@ -606,7 +606,7 @@ fn pool_server_killed_after_other_threads_forked_while_workers_started() {
                         })
                         .collect::<Vec<_>>()
                 });
-                let pool = Pool::new(2).unwrap();
+                let pool = Pool::with_processes(2).unwrap();
                 let (_, server) = pool.apply(worker_pid, ()).unwrap();
                 let kept = forker.join().unwrap();
                 let running: Vec<_> = (0..2).map(|_| pool.apply_async(block_long, ())).collect();
@@ -729,8 +729,8 @@ fn forkserver_children_nest_and_carry_large_arguments() {
 #[test]
 fn pool_misuse_is_an_error_not_a_hang() {
     watchdog("pool misuse", LIMIT, || {
-        let mut pool = Pool::new(1).unwrap();
-        assert!(matches!(pool.join(), Err(Error::ProcessState { .. })));
+        let pool = Pool::with_processes(1).unwrap();
+        assert!(matches!(pool.join(), Err(Error::PoolState(_))));
         let pending = pool.apply_async(double, 2);
         // A result handle of the parent's pool, in a child.
         let child = static_child(move || {
@@ -756,7 +756,7 @@ fn pool_misuse_is_an_error_not_a_hang() {
 fn pool_dropped_just_as_its_fork_server_is_killed() {
     watchdog("drop while server dies", LIMIT, || {
         for _ in 0..10 {
-            let pool = Pool::new(2).unwrap();
+            let pool = Pool::with_processes(2).unwrap();
             let (worker, server) = pool.apply(worker_pid, ()).unwrap();
             let running: Vec<_> = (0..3).map(|_| pool.apply_async(block_long, ())).collect();
             // SAFETY: the pool's fork server, an unreaped child: still ours.
@@ -771,40 +771,58 @@ fn pool_dropped_just_as_its_fork_server_is_killed() {
     });
 }
 
-fn leave_a_child(gate: i32) -> u32 {
+/// Starts a child that waits for the event `gate`, then sets the value
+/// `done`; its pid. (By name: a worker has none of the test's descriptors.)
+fn leave_a_child(gate: String, done: String) -> u32 {
     let mut p = Process::new(move || {
-        let mut b = [0u8; 1];
-        // SAFETY: reading into a valid buffer from an inherited descriptor.
-        unsafe { libc::read(gate, b.as_mut_ptr().cast(), 1) };
+        multiproc::Event::open(&gate).unwrap().wait();
+        multiproc::Value::<u32>::open(&done)
+            .unwrap()
+            .set(1)
+            .unwrap();
     });
     p.start().unwrap();
     p.pid().unwrap()
 }
 
 #[test]
-#[ignore = "hangs: a recycled worker's exit waits for a child its task left running, and the pool never replaces it"]
 fn a_task_that_leaves_a_child_running_does_not_stall_a_recycling_pool() {
     // With max_tasks_per_child(1) and one process, the worker that ran
-    // `leave_a_child` returns from its loop and exits, and its exit (as
-    // any process's) waits for its non-daemon child; the manager sees no
-    // exit, starts no replacement, and the next task never runs. Python
-    // forbids pool workers (daemonic) to have children at all; here the
-    // child could be made a daemon, or the worker could end with `_exit`
-    // after killing its children, or the manager could start the
-    // replacement as soon as the worker has sent its last result.
+    // `leave_a_child` returns from its loop and exits. Its exit used to
+    // wait for the non-daemon child, so the scheduler saw no exit, started
+    // no replacement, and the next task never ran. Python forbids pool
+    // workers (daemonic) to have children at all; here a worker kills the
+    // children its tasks left running when it exits, as a daemon would.
     watchdog("recycled worker with a child", LIMIT, || {
-        use std::os::fd::AsRawFd;
-        let (gate_r, gate_w) = UnixStream::pair().unwrap();
+        let (gate, done) = (
+            common::TempName::new("left-child-gate"),
+            common::TempName::new("left-child-done"),
+        );
+        // Opens the gate when dropped: the child never outlives the test.
+        struct Gate(multiproc::Event);
+        impl Drop for Gate {
+            fn drop(&mut self) {
+                self.0.set();
+            }
+        }
+        let open_gate = Gate(multiproc::Event::create(&gate).unwrap());
+        let report = multiproc::Value::<u32>::create(&done, 0).unwrap();
         let pool = PoolBuilder::default()
             .processes(1)
             .max_tasks_per_child(1)
             .build()
             .unwrap();
-        pool.apply(leave_a_child, gate_r.as_raw_fd()).unwrap();
+        let child = pool
+            .apply(leave_a_child, (gate.0.clone(), done.0.clone()))
+            .unwrap();
         let next = pool
             .apply_async(double, 1)
             .get_timeout(Duration::from_secs(10));
-        (&gate_w).write_all(&[0]).unwrap();
         assert_eq!(next.unwrap(), 2);
+        let ended = common::wait_until(LIMIT, || !alive(child));
+        // Let it go if it still runs; it must not have passed the gate.
+        drop(open_gate);
+        assert!(ended, "the task's child {child} outlived its worker");
+        assert_eq!(report.get().unwrap(), 0, "the task's child was not killed");
     });
 }

@@ -221,7 +221,7 @@ fn processes_and_pools() {
 
         let name = common::TempName::new("timeouts-event");
         let event = Event::create(&name).unwrap();
-        let pool = Pool::new(1).unwrap();
+        let pool = Pool::with_processes(1).unwrap();
         let slow = pool.apply_async(after_event, name.to_string());
         times_out("AsyncResult::get_timeout", |t| {
             matches!(slow.get_timeout(t), Err(Error::Timeout))

@@ -47,7 +47,7 @@ mod spawn;
 
 pub use forkserver::start_forkserver;
 pub use logging::log_to_stderr;
-pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder};
+pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, Task};
 pub use scope::{scope, Scope};
 #[doc(hidden)]
 pub use spawn::__fn_name;

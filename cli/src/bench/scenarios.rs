@@ -285,7 +285,7 @@ fn tiny(x: u32) -> u32 {
 
 /// Milliseconds per `Pool(2).map` over 10 000 tiny items (the pool already running).
 fn pool_map_10k(size: &Size) -> Result<Measured> {
-    let pool = multiproc::Pool::new(2)?;
+    let pool = multiproc::Pool::with_processes(2)?;
     let rounds = size.pick(20, 5);
     let items: Vec<u32> = (0..10_000).collect();
     let expected: Vec<u32> = items.iter().map(|&x| tiny(x)).collect();

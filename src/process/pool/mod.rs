@@ -1,0 +1,596 @@
+//! [`Pool`]: tasks run on a set of worker processes.
+//!
+//! One scheduler thread in the parent owns the workers. Each worker has a
+//! pipe of its own and is given one task at a time, so the parent always
+//! knows which task a worker holds: when a worker dies, that task fails
+//! with [`Error::WorkerDied`] and a new worker takes its place. Nothing
+//! waits for a worker that is gone (Python's `Pool` hangs there).
+//!
+//! Every worker, first or replacement, is forked by the pool's own fork
+//! server (see `forkserver`), which the scheduler thread forks before it
+//! does anything else: a worker never inherits a lock that a thread of the
+//! parent held when the worker started (only one held when the pool was
+//! created). The workers are the server's children, reaped by it; the
+//! scheduler learns each exit code on the worker's status socket, which
+//! nothing else in the process reads, so no other reaper
+//! (`active_children`, another `Process::start`) can make the pool lose a
+//! worker.
+//!
+//! A pool belongs to the process that made it: used from a forked child it
+//! is an error (the child has no scheduler thread), and it touches none of
+//! its locks there, which a fork may have copied while held.
+//!
+//! The files: this one is the public API; `builder` the [`PoolBuilder`],
+//! which starts the scheduler thread; `task` the [`Task`] trait and
+//! the one trampoline through which a worker calls a task; `result` the
+//! handles on results; `scheduler` the scheduler thread; `worker` the
+//! worker's loop.
+//!
+//! The lifecycle is logged at debug level with Python's words (`added
+//! worker`, `closing pool`, `worker exiting after 3 tasks`, …), through the
+//! `log` crate: see [`log_to_stderr`](crate::process::log_to_stderr).
+
+mod builder;
+mod result;
+mod scheduler;
+pub(crate) mod task;
+mod worker;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use self::builder::PoolBuilder;
+use self::result::{decode, foreign_error, per_item, Callback, Chunk, Outcome, Slot};
+pub use self::result::{AsyncResult, MapResult};
+use self::scheduler::{Job, Shared};
+pub use self::task::Task;
+use self::task::{CodeOrigin, Fallible, Finish, Plain};
+use super::locked;
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// A task's trampoline, as the scheduler sends it.
+struct Code {
+    call: usize,
+    /// The object that holds it, if the loader knows one.
+    origin: Option<CodeOrigin>,
+}
+
+impl Code {
+    fn of<M, T: Task<M>, K: Finish<T::Output>>(task: T) -> Code {
+        let call = worker::address(task::trampoline::<M, T, K>(task));
+        Code {
+            call,
+            origin: CodeOrigin::of(call),
+        }
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Tasks are functions of 0 to 6 arguments (see [`Task`]): function items
+/// or closures that capture nothing, with serde arguments and results.
+/// They run in workers forked by a fork server that the pool forks when it
+/// is created (Python's `forkserver` start method), so the workers see
+/// this process's memory as it was then, and no lock that another thread
+/// takes later: create pools before starting threads that hold locks the
+/// tasks need. A task that panics (or, run with
+/// [`try_apply`](Pool::try_apply), returns `Err`) makes its result an
+/// [`Error::TaskFailed`]; a worker that dies mid-task (killed, crashed, or
+/// `exit` called) makes it [`Error::WorkerDied`], and is replaced.
+///
+/// Every method takes `&self`: a pool can be shared between threads (in an
+/// `Arc`), and any of them may [`close`](Pool::close), [`terminate`](Pool::terminate)
+/// or [`join`](Pool::join) it, as in Python. Dropping a pool terminates
+/// it, as leaving Python's `with Pool() as p:` block does: call `close`
+/// and `join` first to let queued tasks finish.
+///
+/// Processes that a task starts end with its worker (they are killed when
+/// the worker exits), where Python forbids pool workers to have children.
+///
+/// # Example
+/// ```
+/// use multiproc::Pool;
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// fn add(a: u64, b: u64) -> u64 {
+///     a + b
+/// }
+/// fn answer() -> u64 {
+///     42
+/// }
+/// let pool = Pool::new()?; // cpu_count() workers
+/// assert_eq!(pool.map(square, 1..=4)?, [1, 4, 9, 16]);
+/// assert_eq!(pool.apply(add, (2, 3))?, 5);
+/// assert_eq!(pool.apply(answer, ())?, 42);
+/// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+/// assert_eq!(pool.map(|x: u64| x + 1, [1, 2])?, [2, 3]);
+/// let r = pool.apply_async(square, 7);
+/// assert_eq!(r.get()?, 49);
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    /// Taken by the first `join` (or drop), which waits for the thread;
+    /// other joiners wait on the lock meanwhile.
+    scheduler: Mutex<Option<JoinHandle<()>>>,
+    processes: usize,
+    /// The process that created the pool, the only one that can use it.
+    owner: u32,
+    /// Whether "finalizing pool" was logged.
+    finalized: std::sync::atomic::AtomicBool,
+}
+
+impl Pool {
+    /// A pool of [`cpu_count`](crate::process::cpu_count) workers (Python's `Pool()`).
+    ///
+    /// # Errors
+    /// As for [`PoolBuilder::build`].
+    pub fn new() -> Result<Pool> {
+        Pool::builder().build()
+    }
+
+    /// A pool of `processes` workers (Python's `Pool(processes)`).
+    ///
+    /// # Errors
+    /// As for [`PoolBuilder::build`].
+    pub fn with_processes(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder for a pool with an initializer or `max_tasks_per_child`.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// Whether this is the process that created the pool (not a forked child).
+    fn is_owner(&self) -> bool {
+        sys::getpid() == self.owner
+    }
+
+    /// Queues `items` (argument lists of `task`) in chunks of `size`, each
+    /// chunk run in a worker by one call of the trampoline; `callback`
+    /// gives each chunk's completion callback, if any.
+    fn submit<M, T, K>(
+        &self,
+        task: T,
+        items: Vec<T::Args>,
+        size: usize,
+        mut callback: impl FnMut() -> Option<Callback>,
+    ) -> Vec<Chunk<K::Value>>
+    where
+        T: Task<M>,
+        K: Finish<T::Output>,
+        K::Value: DeserializeOwned,
+    {
+        let code = Code::of::<M, T, K>(task);
+        let mut chunks = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<T::Args> = items.by_ref().take(size.max(1)).collect();
+            chunks.push(self.submit_chunk(&code, &chunk, callback()));
+        }
+        chunks
+    }
+
+    /// Queues one chunk of calls of `code`.
+    fn submit_chunk<A: Serialize, R: DeserializeOwned>(
+        &self,
+        code: &Code,
+        chunk: &[A],
+        callback: Option<Callback>,
+    ) -> Chunk<R> {
+        let job = match (&code.origin, postcard::to_allocvec(chunk)) {
+            (Some(origin), Ok(args)) => Ok((origin.clone(), args)),
+            (None, _) => Err("the task's code is in no object the dynamic loader knows, \
+                 so a worker cannot be given its address"
+                .to_owned()),
+            (_, Err(e)) => Err(format!("cannot serialize the arguments: {e}")),
+        };
+        Chunk::new(self.submit_one(code.call, job, callback))
+    }
+
+    /// Queues one chunk: the trampoline at `call` on `job`'s arguments, or
+    /// fails it with `job`'s error.
+    fn submit_one(
+        &self,
+        call: usize,
+        job: std::result::Result<(CodeOrigin, Vec<u8>), String>,
+        callback: Option<Callback>,
+    ) -> Arc<Slot> {
+        let slot = Arc::new(Slot::new(self.owner, callback));
+        if !self.is_owner() {
+            slot.complete(Outcome::Foreign);
+            return slot;
+        }
+        let (origin, args) = match job {
+            Ok(job) => job,
+            Err(e) => {
+                slot.complete(Outcome::Failed(e));
+                return slot;
+            }
+        };
+        let mut state = locked(&self.shared.state);
+        if state.closed || state.terminating {
+            let outcome = if state.terminating {
+                Outcome::Terminated
+            } else {
+                Outcome::Closed
+            };
+            drop(state);
+            slot.complete(outcome);
+            return slot;
+        }
+        state.pending.push_back(Job {
+            call,
+            origin,
+            args,
+            slot: slot.clone(),
+        });
+        drop(state);
+        self.shared.wake();
+        slot
+    }
+
+    /// One call of `task` as a chunk of one.
+    fn submit_call<M, T, K>(
+        &self,
+        task: T,
+        args: T::Args,
+        callback: Option<Callback>,
+    ) -> AsyncResult<K::Value>
+    where
+        T: Task<M>,
+        K: Finish<T::Output>,
+        K::Value: DeserializeOwned,
+    {
+        let chunk = self.submit_chunk(&Code::of::<M, T, K>(task), &[args], callback);
+        AsyncResult { chunk }
+    }
+
+    /// Runs `f(args…)` in a worker and returns its result (blocking;
+    /// Python's `apply`). `args` is `()` for a function of no argument, the
+    /// argument itself for one, a tuple for several.
+    ///
+    /// # Errors
+    /// As for [`AsyncResult::get`]; [`Error::PoolClosed`] after close.
+    pub fn apply<M, T>(&self, f: T, args: T::Args) -> Result<T::Output>
+    where
+        T: Task<M>,
+        T::Output: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args).get()
+    }
+
+    /// Submits `f(args…)` and returns at once (Python's `apply_async`).
+    pub fn apply_async<M, T>(&self, f: T, args: T::Args) -> AsyncResult<T::Output>
+    where
+        T: Task<M>,
+        T::Output: Serialize + DeserializeOwned,
+    {
+        self.submit_call::<M, T, Plain>(f, args, None)
+    }
+
+    /// As [`apply_async`](Pool::apply_async), running `callback` with the
+    /// result in this process (on the pool's scheduler thread) if the task
+    /// succeeds (Python's `apply_async(f, args, callback=…)`); a failure
+    /// is only in the returned result.
+    ///
+    /// # Example
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = multiproc::Pool::with_processes(1)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.apply_async_with(square, 3, move |r| tx.send(r).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), 9);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn apply_async_with<M, T>(
+        &self,
+        f: T,
+        args: T::Args,
+        callback: impl FnOnce(T::Output) + Send + 'static,
+    ) -> AsyncResult<T::Output>
+    where
+        T: Task<M>,
+        T::Output: Serialize + DeserializeOwned,
+    {
+        self.apply_async_with_error_callback(f, args, callback, |_| {})
+    }
+
+    /// As [`apply_async_with`](Pool::apply_async_with), also running
+    /// `error_callback` with the error if the task fails (Python's
+    /// `error_callback=…`).
+    pub fn apply_async_with_error_callback<M, T>(
+        &self,
+        f: T,
+        args: T::Args,
+        callback: impl FnOnce(T::Output) + Send + 'static,
+        error_callback: impl FnOnce(Error) + Send + 'static,
+    ) -> AsyncResult<T::Output>
+    where
+        T: Task<M>,
+        T::Output: Serialize + DeserializeOwned,
+    {
+        let callback: Callback = Box::new(move |o: &Outcome| {
+            match decode::<T::Output>(o.clone()).and_then(result::only) {
+                Ok(r) => callback(r),
+                Err(e) => error_callback(e),
+            }
+        });
+        self.submit_call::<M, T, Plain>(f, args, Some(callback))
+    }
+
+    /// Runs a fallible task: its `Err` fails it like a panic does
+    /// ([`Error::TaskFailed`] with the error's text), blocking.
+    ///
+    /// # Errors
+    /// As for [`AsyncResult::get`].
+    pub fn try_apply<M, T, R, E>(&self, f: T, args: T::Args) -> Result<R>
+    where
+        T: Task<M, Output = std::result::Result<R, E>>,
+        R: Serialize + DeserializeOwned,
+        E: std::fmt::Display,
+    {
+        self.try_apply_async(f, args).get()
+    }
+
+    /// Submits a fallible task: its `Err` makes the result an
+    /// [`Error::TaskFailed`] with the error's text.
+    pub fn try_apply_async<M, T, R, E>(&self, f: T, args: T::Args) -> AsyncResult<R>
+    where
+        T: Task<M, Output = std::result::Result<R, E>>,
+        R: Serialize + DeserializeOwned,
+        E: std::fmt::Display,
+    {
+        self.submit_call::<M, T, Fallible>(f, args, None)
+    }
+
+    /// Python's default chunk size: ceil(n / (4 × workers)).
+    fn chunksize(&self, n: usize) -> usize {
+        n.div_ceil(4 * self.processes).max(1)
+    }
+
+    /// `f` over argument lists in chunks of `chunksize` (Python's default
+    /// if `None`).
+    fn map_chunks<M, T>(
+        &self,
+        f: T,
+        items: Vec<T::Args>,
+        chunksize: Option<usize>,
+    ) -> MapResult<T::Output>
+    where
+        T: Task<M>,
+        T::Output: Serialize + DeserializeOwned,
+    {
+        let size = chunksize.unwrap_or_else(|| self.chunksize(items.len()));
+        MapResult {
+            chunks: self.submit::<M, T, Plain>(f, items, size, || None),
+        }
+    }
+
+    /// Applies the one-argument function `f` to every item in worker
+    /// processes and returns the results in order (blocking; Python's
+    /// `map`). Items go in chunks of Python's default size.
+    ///
+    /// # Errors
+    /// The first error of any chunk, as for [`AsyncResult::get`].
+    pub fn map<A, R, T>(&self, f: T, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        T: Task<fn(A) -> R, Args = A, Output = R>,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_chunked(f, items, None)
+    }
+
+    /// As [`map`](Pool::map), with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As for [`map`](Pool::map).
+    pub fn map_chunked<A, R, T>(
+        &self,
+        f: T,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        T: Task<fn(A) -> R, Args = A, Output = R>,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_chunks(f, items.into_iter().collect(), chunksize)
+            .get()
+    }
+
+    /// As [`map`](Pool::map), returning at once (Python's `map_async`).
+    pub fn map_async<A, R, T>(&self, f: T, items: impl IntoIterator<Item = A>) -> MapResult<R>
+    where
+        T: Task<fn(A) -> R, Args = A, Output = R>,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_chunks(f, items.into_iter().collect(), None)
+    }
+
+    /// Calls `f` with each item's arguments, as [`apply`](Pool::apply)
+    /// takes them (a tuple for a function of several arguments, up to 6),
+    /// and returns the results in order (Python's `starmap`).
+    ///
+    /// # Errors
+    /// As for [`map`](Pool::map).
+    pub fn starmap<M, T>(
+        &self,
+        f: T,
+        items: impl IntoIterator<Item = T::Args>,
+    ) -> Result<Vec<T::Output>>
+    where
+        T: Task<M>,
+        T::Output: Serialize + DeserializeOwned,
+    {
+        self.starmap_async(f, items).get()
+    }
+
+    /// As [`starmap`](Pool::starmap), returning at once (Python's `starmap_async`).
+    pub fn starmap_async<M, T>(
+        &self,
+        f: T,
+        items: impl IntoIterator<Item = T::Args>,
+    ) -> MapResult<T::Output>
+    where
+        T: Task<M>,
+        T::Output: Serialize + DeserializeOwned,
+    {
+        self.map_chunks(f, items.into_iter().collect(), None)
+    }
+
+    /// Applies `f` to every item; the results come back lazily, in order, as
+    /// an iterator (Python's `imap`, chunks of one by default). All chunks
+    /// are submitted at once.
+    pub fn imap<A, R, T>(
+        &self,
+        f: T,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> impl Iterator<Item = Result<R>>
+    where
+        T: Task<fn(A) -> R, Args = A, Output = R>,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_chunks(f, items.into_iter().collect(), chunksize.or(Some(1)))
+            .chunks
+            .into_iter()
+            .flat_map(|chunk| per_item(chunk.get_until(sys::Deadline::Never)))
+    }
+
+    /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
+    /// done, in whatever order (Python's `imap_unordered`).
+    pub fn imap_unordered<A, R, T>(
+        &self,
+        f: T,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> impl Iterator<Item = Result<R>>
+    where
+        T: Task<fn(A) -> R, Args = A, Output = R>,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<R>>>();
+        let each_chunk = || -> Option<Callback> {
+            let tx = tx.clone();
+            Some(Box::new(move |o: &Outcome| {
+                let _ = tx.send(decode::<R>(o.clone()));
+            }))
+        };
+        // Results arrive through the callbacks, not the handles.
+        let _: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(
+            f,
+            items.into_iter().collect(),
+            chunksize.unwrap_or(1),
+            each_chunk,
+        );
+        drop(tx);
+        rx.into_iter().flat_map(per_item)
+    }
+
+    /// Accepts no more tasks; queued ones still run. Follow with
+    /// [`join`](Pool::join). Does nothing in a process other than the pool's.
+    pub fn close(&self) {
+        log::debug!("closing pool");
+        if self.is_owner() {
+            locked(&self.shared.state).closed = true;
+            self.shared.wake();
+        }
+    }
+
+    /// Stops the workers at once (`SIGKILL`); tasks not finished fail with
+    /// [`Error::PoolTerminated`]. Does nothing in a process other than the pool's.
+    pub fn terminate(&self) {
+        log::debug!("terminating pool");
+        if self.is_owner() {
+            locked(&self.shared.state).terminating = true;
+            self.shared.wake();
+        }
+        self.finalize();
+    }
+
+    /// Logs Python's finalizer's first words, once (the scheduler thread,
+    /// told to terminate, does the rest).
+    fn finalize(&self) {
+        if !self
+            .finalized
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::debug!("finalizing pool");
+        }
+    }
+
+    /// Waits for the workers to exit: after [`close`](Pool::close), once every
+    /// queued task has run; after [`terminate`](Pool::terminate), at once.
+    /// Several threads may join at once; each returns when the workers are gone.
+    ///
+    /// # Errors
+    /// [`Error::PoolState`] if the pool is neither closed nor terminated
+    /// (Python's "Pool is still running"), or in a process other than the pool's.
+    pub fn join(&self) -> Result<()> {
+        log::debug!("joining pool");
+        if !self.is_owner() {
+            return Err(foreign_error());
+        }
+        {
+            let state = locked(&self.shared.state);
+            if !state.closed && !state.terminating {
+                return Err(Error::PoolState(
+                    "still running: join needs close or terminate first",
+                ));
+            }
+        }
+        if let Some(scheduler) = locked(&self.scheduler).take() {
+            let _ = scheduler.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // No lock here: in a forked child one may have been copied held.
+        let scheduler = self
+            .scheduler
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if !self.is_owner() {
+            // The scheduler thread is the parent's: there is nothing to join here.
+            std::mem::forget(scheduler);
+            return;
+        }
+        match scheduler {
+            // Python's `with Pool()` exit: `terminate`.
+            Some(scheduler) => {
+                self.terminate();
+                let _ = scheduler.join();
+            }
+            // Closed and joined: only the finalizer is left.
+            None => self.finalize(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .finish()
+    }
+}

@@ -1,0 +1,346 @@
+//! Where a task's outcome lands ([`Slot`]), and the handles that read it:
+//! [`AsyncResult`] for one task, [`MapResult`] for the chunks of a map.
+
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::process::locked;
+use crate::sys::{self, Deadline};
+
+/// How a task ended, as the parent keeps it (cloneable, unlike [`Error`]).
+#[derive(Clone, Debug)]
+pub(super) enum Outcome {
+    /// The encoded results of the chunk.
+    Done(Vec<u8>),
+    /// It panicked, returned `Err` (for a fallible task), or its arguments
+    /// or results could not be encoded.
+    Failed(String),
+    WorkerDied(i32),
+    Terminated,
+    Closed,
+    /// Used from a process other than the pool's.
+    Foreign,
+}
+
+impl Outcome {
+    fn into_result(self) -> Result<Vec<u8>> {
+        match self {
+            Outcome::Done(bytes) => Ok(bytes),
+            Outcome::Failed(msg) => Err(Error::TaskFailed(msg)),
+            Outcome::WorkerDied(exitcode) => Err(Error::WorkerDied { exitcode }),
+            Outcome::Terminated => Err(Error::PoolTerminated),
+            Outcome::Closed => Err(Error::PoolClosed),
+            Outcome::Foreign => Err(foreign_error()),
+        }
+    }
+}
+
+/// The error for a pool used in a process other than its own.
+pub(super) fn foreign_error() -> Error {
+    Error::PoolState(
+        "used in a process other than the one that created it (a forked child): \
+         its workers and results belong to that process",
+    )
+}
+
+/// Run on the pool's scheduler thread when a task ends.
+pub(super) type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+
+/// Where a task's outcome lands.
+pub(super) struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    ready: Condvar,
+    /// Tasks awaiting the outcome (registered while `outcome` is locked).
+    wakers: Mutex<Vec<Waker>>,
+    callback: Mutex<Option<Callback>>,
+    /// The pool's process, the only one where the outcome can arrive.
+    owner: u32,
+}
+
+impl Slot {
+    pub(super) fn new(owner: u32, callback: Option<Callback>) -> Slot {
+        Slot {
+            outcome: Mutex::new(None),
+            ready: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
+            callback: Mutex::new(callback),
+            owner,
+        }
+    }
+
+    /// Records the outcome, after running the callback (as Python's
+    /// `ApplyResult._set` does: a callback runs before the result is ready).
+    pub(super) fn complete(&self, outcome: Outcome) {
+        let callback = locked(&self.callback).take();
+        if let Some(cb) = callback {
+            // A panicking callback must not take the pool's scheduler down.
+            let _ = catch_unwind(AssertUnwindSafe(|| cb(&outcome)));
+        }
+        *locked(&self.outcome) = Some(outcome);
+        self.ready.notify_all();
+        let wakers = std::mem::take(&mut *locked(&self.wakers));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The outcome once it is there, without blocking the thread.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if sys::getpid() != self.owner {
+            return Poll::Ready(self.inspect(|o| o.cloned()).unwrap_or(Outcome::Foreign));
+        }
+        let known = locked(&self.outcome);
+        if let Some(o) = &*known {
+            return Poll::Ready(o.clone());
+        }
+        // Registered under the outcome's lock: `complete` sets the outcome
+        // under it before it takes the wakers.
+        let mut wakers = locked(&self.wakers);
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Runs `f` on the outcome, if there is one. In a forked child, where
+    /// it can never arrive, without waiting for a lock that the fork may
+    /// have copied while held, and on [`Outcome::Foreign`] if it is not there.
+    fn inspect<T>(&self, f: impl FnOnce(Option<&Outcome>) -> T) -> T {
+        if sys::getpid() == self.owner {
+            return f(locked(&self.outcome).as_ref());
+        }
+        match self.outcome.try_lock() {
+            Ok(known) if known.is_some() => f(known.as_ref()),
+            _ => f(Some(&Outcome::Foreign)),
+        }
+    }
+
+    fn wait(&self, deadline: Deadline) -> Option<Outcome> {
+        if sys::getpid() != self.owner {
+            return self.inspect(|o| o.cloned());
+        }
+        let mut g = locked(&self.outcome);
+        loop {
+            if let Some(o) = &*g {
+                return Some(o.clone());
+            }
+            match deadline.remaining() {
+                None => g = self.ready.wait(g).unwrap_or_else(PoisonError::into_inner),
+                Some(left) => {
+                    if left.is_zero() {
+                        return None;
+                    }
+                    g = self
+                        .ready
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a chunk's results.
+pub(super) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Result<Vec<R>> {
+    let bytes = outcome.into_result()?;
+    postcard::from_bytes(&bytes).map_err(|e| Error::Deserialize(e.to_string()))
+}
+
+/// The results of one submitted chunk (one task for `apply`).
+pub(super) struct Chunk<R> {
+    pub(super) slot: std::sync::Arc<Slot>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Chunk<R> {
+    pub(super) fn new(slot: std::sync::Arc<Slot>) -> Chunk<R> {
+        Chunk {
+            slot,
+            _result: PhantomData,
+        }
+    }
+
+    pub(super) fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
+        decode(self.slot.wait(deadline).ok_or(Error::Timeout)?)
+    }
+
+    async fn get_async(&self) -> Result<Vec<R>> {
+        decode(std::future::poll_fn(|cx| self.slot.poll(cx)).await)
+    }
+
+    fn wait(&self, deadline: Deadline) -> bool {
+        self.slot.wait(deadline).is_some()
+    }
+
+    fn ready(&self) -> bool {
+        self.slot.inspect(|o| o.is_some())
+    }
+
+    fn successful(&self) -> Option<bool> {
+        self.slot
+            .inspect(|o| o.map(|o| matches!(o, Outcome::Done(_))))
+    }
+}
+
+/// The one result of a chunk of one.
+pub(super) fn only<R>(values: Vec<R>) -> Result<R> {
+    let mut values = values.into_iter();
+    match (values.next(), values.next()) {
+        (Some(r), None) => Ok(r),
+        _ => Err(Error::Deserialize(
+            "a task's result did not hold exactly one value".into(),
+        )),
+    }
+}
+
+/// A chunk's results one by one; a failed chunk is one error.
+pub(super) fn per_item<R>(chunk: Result<Vec<R>>) -> Vec<Result<R>> {
+    match chunk {
+        Ok(values) => values.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e)],
+    }
+}
+
+/// The result of a task submitted with [`Pool::apply_async`](super::Pool::apply_async)
+/// (Python's `AsyncResult`).
+pub struct AsyncResult<R> {
+    pub(super) chunk: Chunk<R>,
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// Waits for the task and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::TaskFailed`] if it panicked, [`Error::WorkerDied`] if its
+    /// worker died, [`Error::PoolTerminated`], [`Error::PoolClosed`] if it
+    /// was submitted after `close`, [`Error::Deserialize`], and
+    /// [`Error::PoolState`] in a process other than the pool's.
+    pub fn get(&self) -> Result<R> {
+        self.chunk.get_until(Deadline::Never).and_then(only)
+    }
+
+    /// As [`get`](AsyncResult::get), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and those of [`get`](AsyncResult::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.chunk
+            .get_until(Deadline::after(timeout))
+            .and_then(only)
+    }
+
+    /// As [`get`](AsyncResult::get), without blocking the thread (for a
+    /// task on an async runtime; any runtime will do). Dropping the future
+    /// changes nothing: the task runs on, and `get` can still be called.
+    ///
+    /// # Errors
+    /// As for [`get`](AsyncResult::get).
+    pub async fn get_async(&self) -> Result<R> {
+        self.chunk.get_async().await.and_then(only)
+    }
+
+    /// Waits until the task has finished.
+    pub fn wait(&self) {
+        self.chunk.wait(Deadline::Never);
+    }
+
+    /// Waits at most `timeout`; whether the task has finished.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.chunk.wait(Deadline::after(timeout))
+    }
+
+    /// Whether the task has finished.
+    pub fn ready(&self) -> bool {
+        self.chunk.ready()
+    }
+
+    /// Whether the task finished without error; `None` while it runs.
+    pub fn successful(&self) -> Option<bool> {
+        self.chunk.successful()
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.chunk.slot.inspect(|o| o.is_some()))
+            .finish()
+    }
+}
+
+/// The results of [`Pool::map_async`](super::Pool::map_async), in order.
+pub struct MapResult<R> {
+    pub(super) chunks: Vec<Chunk<R>>,
+}
+
+impl<R: DeserializeOwned> MapResult<R> {
+    /// Waits for every item and returns the results in order.
+    ///
+    /// # Errors
+    /// The first error of any chunk, as for [`AsyncResult::get`].
+    pub fn get(&self) -> Result<Vec<R>> {
+        self.get_until(Deadline::Never)
+    }
+
+    /// As [`get`](MapResult::get), waiting at most `timeout` in all.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and those of [`get`](MapResult::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>> {
+        self.get_until(Deadline::after(timeout))
+    }
+
+    /// As [`get`](MapResult::get), without blocking the thread;
+    /// cancellation as for [`AsyncResult::get_async`].
+    ///
+    /// # Errors
+    /// As for [`get`](MapResult::get).
+    pub async fn get_async(&self) -> Result<Vec<R>> {
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            out.extend(c.get_async().await?);
+        }
+        Ok(out)
+    }
+
+    fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            out.extend(c.get_until(deadline)?);
+        }
+        Ok(out)
+    }
+
+    /// Whether every item is done.
+    pub fn ready(&self) -> bool {
+        self.chunks.iter().all(Chunk::ready)
+    }
+
+    /// Waits until every item is done.
+    pub fn wait(&self) {
+        for c in &self.chunks {
+            c.wait(Deadline::Never);
+        }
+    }
+
+    /// Whether every item finished without error; `None` while any runs.
+    pub fn successful(&self) -> Option<bool> {
+        self.chunks
+            .iter()
+            .map(Chunk::successful)
+            .try_fold(true, |all, s| s.map(|ok| all && ok))
+    }
+}
+
+impl<R> std::fmt::Debug for MapResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapResult")
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
+}

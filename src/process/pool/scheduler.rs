@@ -1,0 +1,311 @@
+//! The pool's scheduler thread: it owns the fork server and the workers,
+//! hands queued tasks to idle workers one at a time, collects results and
+//! exit codes, and replaces workers that exit. It does what Python's three
+//! pool threads (worker, task and result handler) do, and logs under the
+//! worker handler's name.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::result::{Outcome, Slot};
+use super::task::CodeOrigin;
+use super::worker::{self, Request};
+use crate::conn::Connection;
+use crate::error::{Error, Result};
+use crate::process::forkserver::{self, ForkServer};
+use crate::process::{locked, next_child_path, path_name};
+use crate::sys::{self, Deadline};
+
+/// A chunk of calls waiting for a worker.
+pub(super) struct Job {
+    /// The address of the trampoline that runs it (see `task`).
+    pub(super) call: usize,
+    /// The object that holds the trampoline.
+    pub(super) origin: CodeOrigin,
+    pub(super) args: Vec<u8>,
+    pub(super) slot: Arc<Slot>,
+}
+
+/// What the pool's handle and the scheduler share.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) pending: VecDeque<Job>,
+    pub(super) closed: bool,
+    pub(super) terminating: bool,
+}
+
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// An eventfd that wakes the scheduler thread.
+    pub(super) wake: OwnedFd,
+}
+
+impl Shared {
+    pub(super) fn wake(&self) {
+        sys::eventfd_write(&self.wake);
+    }
+}
+
+/// What every worker is started with.
+#[derive(Clone, Copy)]
+pub(super) struct Config {
+    pub(super) initializer: Option<fn()>,
+    /// Tasks per worker before it is replaced; 0 for no limit.
+    pub(super) max_tasks: u64,
+}
+
+/// The scheduler's handle on one worker process.
+struct Worker {
+    /// Names this worker only, even after it exits (for `SIGKILL`).
+    pidfd: OwnedFd,
+    pid: u32,
+    /// Its fork server reports its exit code here; nothing else reads it.
+    status: OwnedFd,
+    conn: Connection,
+    /// The task it runs, if any.
+    busy: Option<Arc<Slot>>,
+    /// Tasks given to it so far.
+    given: u64,
+    /// Its pipe reached end of file: it is exiting.
+    gone: bool,
+}
+
+impl Worker {
+    /// Waits until `deadline` for the worker to have exited and been
+    /// reaped, or for its fork server (`server`) to be gone; its exit code.
+    fn join(&self, server: &ForkServer, deadline: Deadline) -> Option<i32> {
+        let fds = [self.status.as_raw_fd(), server.pidfd().as_raw_fd()];
+        match sys::poll_readable(&fds, deadline) {
+            Ok(ready) => self.exit_code(ready[0], ready[1]),
+            Err(_) => None,
+        }
+    }
+
+    /// The exit code, if the status socket is readable (`reported`) and
+    /// brings it, or if the fork server is gone (`orphaned`): the worker
+    /// dies with it (`SIGKILL`). The status socket alone is not enough: a
+    /// fork by another thread while the worker was being started may hold
+    /// a copy of the server's end, so that it never reads as closed.
+    fn exit_code(&self, reported: bool, orphaned: bool) -> Option<i32> {
+        let code = reported
+            .then(|| forkserver::exit_code(&self.status))
+            .flatten();
+        code.or_else(|| {
+            orphaned.then(|| {
+                self.kill();
+                -libc::SIGKILL
+            })
+        })
+    }
+
+    fn kill(&self) {
+        let _ = sys::pidfd_signal(&self.pidfd, libc::SIGKILL);
+    }
+}
+
+/// The scheduler thread's state.
+pub(super) struct Scheduler {
+    shared: Arc<Shared>,
+    config: Config,
+    workers: Vec<Worker>,
+    /// Forks the workers. Dropped after them (fields drop in order), which
+    /// stops it.
+    server: ForkServer,
+}
+
+impl Scheduler {
+    /// Forks the pool's fork server, then has it start `processes` workers.
+    pub(super) fn start(
+        shared: Arc<Shared>,
+        config: Config,
+        processes: usize,
+    ) -> Result<Scheduler> {
+        let server = ForkServer::start(
+            "PoolForkServer",
+            Box::new(move |_, fds| match fds.into_iter().next() {
+                Some(fd) => {
+                    worker::run(&mut Connection::from_socket(fd), config);
+                    0
+                }
+                None => 1,
+            }),
+        )?;
+        let mut scheduler = Scheduler {
+            shared,
+            config,
+            workers: Vec::new(),
+            server,
+        };
+        (0..processes).try_for_each(|_| scheduler.start_worker())?;
+        Ok(scheduler)
+    }
+
+    fn start_worker(&mut self) -> Result<()> {
+        let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
+        let path = next_child_path();
+        let name = path_name("ForkServerPoolWorker", &path);
+        let served = self
+            .server
+            .fork(&name, &path, Vec::new(), &[theirs.as_fd()])?;
+        self.workers.push(Worker {
+            pidfd: served.pidfd,
+            pid: served.pid,
+            status: served.status,
+            conn: Connection::from_socket(ours),
+            busy: None,
+            given: 0,
+            gone: false,
+        });
+        log::debug!("added worker");
+        Ok(())
+    }
+
+    fn can_take_work(&self, w: &Worker) -> bool {
+        w.busy.is_none()
+            && !w.gone
+            && (self.config.max_tasks == 0 || w.given < self.config.max_tasks)
+    }
+
+    /// The thread's body: until the pool is closed and idle, or terminated.
+    pub(super) fn run(&mut self) {
+        loop {
+            let (terminating, finished) = self.dispatch();
+            if terminating {
+                log::debug!("worker handler exiting");
+                self.kill_all();
+                return;
+            }
+            if finished {
+                log::debug!("worker handler exiting");
+                self.stop_all();
+                return;
+            }
+            self.wait_and_collect();
+        }
+    }
+
+    /// Hands pending tasks to idle workers; says whether the pool is
+    /// terminating, or closed with nothing left to do.
+    fn dispatch(&mut self) -> (bool, bool) {
+        let shared = self.shared.clone();
+        let mut state = locked(&shared.state);
+        if state.terminating {
+            for job in state.pending.drain(..) {
+                job.slot.complete(Outcome::Terminated);
+            }
+            return (true, false);
+        }
+        for i in 0..self.workers.len() {
+            if !self.can_take_work(&self.workers[i]) {
+                continue;
+            }
+            let Some(job) = state.pending.pop_front() else {
+                break;
+            };
+            let w = &mut self.workers[i];
+            let sent = w.conn.send(&Request::Run {
+                call: job.call,
+                origin: job.origin,
+                args: job.args,
+            });
+            w.given += 1;
+            w.busy = Some(job.slot);
+            if sent.is_err() {
+                // The worker is gone; its death is handled with the others.
+                w.gone = true;
+            }
+        }
+        let idle = self.workers.iter().all(|w| w.busy.is_none());
+        (false, state.closed && state.pending.is_empty() && idle)
+    }
+
+    /// Waits for a result, a worker's exit or a wake-up, and handles them.
+    fn wait_and_collect(&mut self) {
+        let mut fds = vec![
+            self.shared.wake.as_raw_fd(),
+            self.server.pidfd().as_raw_fd(),
+        ];
+        for w in &self.workers {
+            fds.push(if w.gone { -1 } else { w.conn.as_raw_fd() });
+            fds.push(w.status.as_raw_fd());
+        }
+        let Ok(ready) = sys::poll_readable(&fds, sys::Deadline::Never) else {
+            return;
+        };
+        if ready[0] {
+            sys::eventfd_read(&self.shared.wake);
+        }
+        let server_gone = ready[1];
+        let mut exited = Vec::new();
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if ready[2 + 2 * i] {
+                match w.conn.recv::<std::result::Result<Vec<u8>, String>>() {
+                    Ok(r) => {
+                        if let Some(slot) = w.busy.take() {
+                            slot.complete(match r {
+                                Ok(bytes) => Outcome::Done(bytes),
+                                Err(msg) => Outcome::Failed(msg),
+                            });
+                        }
+                    }
+                    Err(_) => w.gone = true,
+                }
+            }
+            if let Some(code) = w.exit_code(ready[3 + 2 * i], server_gone) {
+                exited.push((i, code));
+            }
+        }
+        // Highest index first, so that the indexes stay valid while removing
+        // (and in Python's order: `_join_exited_workers` goes backwards,
+        // then `_repopulate_pool` starts the replacements).
+        for &(i, code) in exited.iter().rev() {
+            log::debug!("cleaning up worker {i}");
+            let w = self.workers.swap_remove(i);
+            if let Some(slot) = w.busy {
+                slot.complete(Outcome::WorkerDied(code));
+            }
+        }
+        for _ in &exited {
+            if self.start_worker().is_err() && self.workers.is_empty() {
+                // Could not replace any (fork failed): fail what waits
+                // rather than hang with no worker left.
+                locked(&self.shared.state).terminating = true;
+            }
+        }
+    }
+
+    /// After `close`, with every task done: tells the workers to stop and
+    /// waits for them (killing one that takes more than 10 s).
+    fn stop_all(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.conn.send(&Request::Stop);
+        }
+        // Silently, as Python's `join` joins its workers.
+        for w in &self.workers {
+            if w.join(&self.server, Deadline::after(Duration::from_secs(10)))
+                .is_none()
+            {
+                w.kill();
+                w.join(&self.server, Deadline::Never);
+            }
+        }
+    }
+
+    /// After `terminate` (or drop): kills the workers, fails their tasks.
+    fn kill_all(&mut self) {
+        log::debug!("terminating workers");
+        for w in &self.workers {
+            w.kill();
+        }
+        log::debug!("joining pool workers");
+        for w in &mut self.workers {
+            log::debug!("cleaning up worker {}", w.pid);
+            w.join(&self.server, Deadline::Never);
+            if let Some(slot) = w.busy.take() {
+                slot.complete(Outcome::Terminated);
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! A worker's life, in the worker process: run the initializer, then one
+//! task at a time until told to stop, the pipe closes, or `max_tasks` are
+//! done; then end the children its tasks left running.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde::{Deserialize, Serialize};
+
+use super::scheduler::Config;
+use super::task::{CodeOrigin, Trampoline};
+use crate::conn::Connection;
+use crate::process::{children, signal_state};
+
+/// What the scheduler sends a worker.
+#[derive(Serialize, Deserialize)]
+pub(super) enum Request {
+    /// Run the trampoline at address `call`, code of the object `origin`
+    /// in the pool's process, on `args`.
+    Run {
+        call: usize,
+        origin: CodeOrigin,
+        args: Vec<u8>,
+    },
+    /// Exit (Python's sentinel).
+    Stop,
+}
+
+/// The address to send for `call`.
+pub(super) fn address(call: Trampoline) -> usize {
+    call as usize
+}
+
+/// Runs tasks from `conn` (Python's `multiprocessing.pool.worker`).
+pub(super) fn run(conn: &mut Connection, config: Config) {
+    if let Some(init) = config.initializer {
+        init();
+    }
+    let mut completed = 0u64;
+    while config.max_tasks == 0 || completed < config.max_tasks {
+        let (call, origin, args) = match conn.recv::<Request>() {
+            Ok(Request::Run { call, origin, args }) => (call, origin, args),
+            Ok(Request::Stop) => {
+                log::debug!("worker got sentinel -- exiting");
+                break;
+            }
+            Err(_) => {
+                log::debug!("worker got EOFError or OSError -- exiting");
+                break;
+            }
+        };
+        let result = match checked(call, &origin) {
+            Some(call) => catch_unwind(AssertUnwindSafe(|| call(&args))).unwrap_or_else(|panic| {
+                Err(panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic with a non-string payload".into()))
+            }),
+            None => Err(format!(
+                "the task's code ({}) was loaded after the pool was created: \
+                 its workers do not have it",
+                origin.path()
+            )),
+        };
+        if conn.send(&result).is_err() {
+            break;
+        }
+        completed += 1;
+    }
+    log::debug!("worker exiting after {completed} tasks");
+    kill_children();
+}
+
+/// The trampoline at `call`, if this process has the code the pool's
+/// process had there (`origin`).
+fn checked(call: usize, origin: &CodeOrigin) -> Option<Trampoline> {
+    if CodeOrigin::of(call).as_ref() != Some(origin) {
+        return None;
+    }
+    // SAFETY: `call` came from `address` in the pool's process, applied to
+    // a `Trampoline` made by `task::trampoline` (in `Pool::submit`), with
+    // `origin`, the object that holds it there; it was sent on this
+    // worker's private socket, which only the pool's scheduler writes.
+    // This process is a fork of the pool's fork server, itself forked from
+    // the pool's process when the pool was created, so where it has the
+    // same object (the same file at the same load address, checked above)
+    // it has the same code: the address names the same trampoline, a
+    // function of this very type. Code the pool's process loaded since
+    // (`dlopen`) fails the check and is never called.
+    Some(unsafe { std::mem::transmute::<usize, Trampoline>(call) })
+}
+
+/// Kills the children that tasks started and left running, before the
+/// worker's exit waits for them. Python's pool workers are daemonic and
+/// may have no children at all; here a task may start processes, but they
+/// end with the worker, as a daemon's would, so that a worker's exit
+/// (recycled by `max_tasks_per_child`, or at `close`) never waits on one.
+fn kill_children() {
+    let running: Vec<_> = children().iter().map(|c| c.state.clone()).collect();
+    for state in &running {
+        let _ = signal_state(state, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::pool::task::{trampoline, Plain};
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn a_trampoline_is_called_only_where_its_code_is_the_same() {
+        let call = address(trampoline::<fn(u32) -> u32, _, Plain>(double));
+        let origin = CodeOrigin::of(call).expect("this test's code is in a loaded object");
+        let run = checked(call, &origin).expect("same process, same code");
+        let args = postcard::to_allocvec(&vec![21u32]).unwrap();
+        let out: Vec<u32> = postcard::from_bytes(&run(&args).unwrap()).unwrap();
+        assert_eq!(out, [42]);
+        // Code that another process had in an object this one lacks (say,
+        // one it loaded after forking the pool's server) is refused.
+        let elsewhere: CodeOrigin = postcard::from_bytes(
+            &postcard::to_allocvec(&(usize::MAX - 4095, b"/not/loaded.so".to_vec())).unwrap(),
+        )
+        .unwrap();
+        assert!(checked(call, &elsewhere).is_none());
+        // An address in no loaded object.
+        assert!(CodeOrigin::of(16).is_none());
+        assert!(checked(16, &origin).is_none());
+    }
+}
