@@ -782,52 +782,6 @@ fn condition_lock_holder_killed_before_waiting() {
     });
 }
 
-/// What a re-run of this binary does (see `common::run_helper`).
-#[test]
-fn helper_entry() {
-    let Ok(arg) = std::env::var(common::HELPER_ENV) else {
-        return;
-    };
-    // "cond:<name>": open the named condition, wait for its flag word (a
-    // named RawValue beside it), and say how it woke.
-    let name = arg.strip_prefix("cond:").unwrap();
-    let cond = Condition::open(name).unwrap();
-    let flag = RawValue::<u32>::open(&format!("{name}-flag")).unwrap();
-    let mut g = cond.lock().unwrap();
-    flag.atomic().fetch_add(1, SeqCst); // here, holding the lock
-    let ok = g.wait_for(|| flag.get() >= 100, Some(LIMIT)).unwrap();
-    println!("woke {ok}");
-}
-
-/// A named condition opened by unrelated processes (exec'd, not forked):
-/// they wait on it and are woken by this one's notify_all.
-#[test]
-fn named_condition_between_unrelated_processes() {
-    watchdog("named condition", LIMIT, || {
-        let name = common::TempName::new("attack-cond");
-        let flag_name = common::TempName(format!("{}-flag", name.0));
-        let cond = Condition::create(&name).unwrap();
-        let flag = RawValue::create(&flag_name, 0u32).unwrap();
-        std::thread::scope(|s| {
-            let helpers: Vec<_> = (0..2)
-                .map(|_| s.spawn(|| common::run_helper(&format!("cond:{}", name.0))))
-                .collect();
-            // Both are inside wait once they counted and the lock is free.
-            while flag.get() < 2 {
-                std::thread::yield_now();
-            }
-            let g = cond.lock().unwrap();
-            flag.set(100);
-            g.notify_all();
-            drop(g);
-            for h in helpers {
-                let out = h.join().unwrap();
-                assert!(out.contains("woke true"), "{out}");
-            }
-        });
-    });
-}
-
 /// The party running the barrier's action is killed inside it: the other
 /// parties are told the barrier broke (they do not hang), and after a reset
 /// the barrier passes again.

@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -8,24 +12,75 @@ use std::time::{Duration, Instant};
 use multiproc::segment::Segment;
 use multiproc::{Process, Scope};
 
-/// The environment variable that tells a re-run test binary which helper to be.
+pub mod harness;
+pub mod procfs;
+
+/// The environment variable that tells a test binary run again which
+/// helper to be (its `main` reads it before running any test).
 pub const HELPER_ENV: &str = "MULTIPROC_TEST_HELPER";
 
-/// Runs this test binary again as an unrelated process (exec'd, not forked),
-/// executing only its `helper_entry` test with `HELPER_ENV=arg` and real
-/// stdout; returns that stdout. Fails the test if the helper fails.
-pub fn run_helper(arg: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper_entry", "--nocapture", "--test-threads=1"])
-        .env(HELPER_ENV, arg)
-        .output()
+/// Runs this test binary again as an unrelated process (exec'd, not forked)
+/// with `HELPER_ENV=arg`; returns its stdout. Fails the test if the helper
+/// fails or has not exited after `limit`.
+pub fn run_helper(arg: &str, limit: Duration) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env(HELPER_ENV, arg);
+    let (status, out, err) = run_with_deadline(&mut command, b"", limit);
+    assert!(status.success(), "helper {arg:?}: {status}: {err}");
+    out
+}
+
+/// Runs `command` with `stdin` on its standard input; its exit status,
+/// stdout and stderr. Kills it and fails the test if it has not exited
+/// after `limit`.
+///
+/// Its standard streams are private files, not pipes: a process that
+/// another test forks meanwhile inherits the ends of any pipe open then,
+/// and reading a pipe to its end would wait for that process too.
+pub fn run_with_deadline(
+    command: &mut Command,
+    stdin: &[u8],
+    limit: Duration,
+) -> (ExitStatus, String, String) {
+    let input = memory_file(c"test-stdin");
+    (&input).write_all(stdin).unwrap();
+    (&input).seek(SeekFrom::Start(0)).unwrap();
+    let (out, err) = (memory_file(c"test-stdout"), memory_file(c"test-stderr"));
+    let mut child = command
+        .stdin(input)
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
         .unwrap();
+    let exited = wait_until(limit, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let (out, err) = (contents(out), contents(err));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        exited,
+        "{command:?} did not exit within {limit:?}; killed.\nstdout: {out}\nstderr: {err}"
     );
-    String::from_utf8(out.stdout).unwrap()
+    (status, out, err)
+}
+
+/// A new file in memory, closed on exec (a child gets its copy as a
+/// standard stream).
+fn memory_file(name: &std::ffi::CStr) -> File {
+    // SAFETY: a NUL-terminated name and a valid flag.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor that nothing else owns.
+    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What was written to `file`, from its start.
+fn contents(mut file: File) -> String {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut bytes).unwrap();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Runs `f`; if it has not returned after `limit`, prints what hung and
