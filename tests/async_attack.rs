@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{join, static_child, watchdog, TempName};
+use common::{async_child, current_thread, join, multi_thread, static_child, watchdog, TempName};
 use multiproc::queue::PutError;
 use multiproc::{
     Barrier, Error, Event, JoinableQueue, Pipe, Process, Queue, Semaphore, SimpleQueue,
@@ -23,33 +23,6 @@ use multiproc::{
 const LIMIT: Duration = Duration::from_secs(90);
 /// Long enough that no healthy wait here comes near it.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A daemon child running `f` under a runtime made by `rt`; a panic gives
-/// exit code 1.
-fn async_child<F>(
-    rt: fn() -> tokio::runtime::Runtime,
-    f: impl FnOnce() -> F + Send + 'static,
-) -> Process<'static>
-where
-    F: Future<Output = ()>,
-{
-    static_child(move || rt().block_on(f()))
-}
 
 /// Awaits `f` for at most [`PATIENCE`]; a hang fails the test.
 async fn patiently<F: Future>(what: &str, f: F) -> F::Output {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::watchdog;
+use common::{procfs, watchdog};
 use multiproc::{Error, Pool, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -488,17 +488,6 @@ fn a_pool_used_from_a_forked_child_is_an_error() {
     });
 }
 
-/// Whether `pid` is gone (or a zombie, which init reaps).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-        Err(_) => true,
-    }
-}
-
 /// The fork server and the workers die with the pool's process: a pool's
 /// child process sends their pids and is killed.
 #[test]
@@ -516,10 +505,11 @@ fn the_fork_server_and_workers_die_with_the_pool_process() {
         owner.start().unwrap();
         let (server, workers): (u32, HashSet<u32>) = ours.recv().unwrap();
         assert!(!workers.is_empty());
-        assert!(!gone(server) && workers.iter().all(|&w| !gone(w)));
+        assert!(!procfs::gone(server) && workers.iter().all(|&w| !procfs::gone(w)));
         owner.kill().unwrap();
         assert_eq!(common::join(&owner, LIMIT), -libc::SIGKILL);
-        assert!(common::wait_until(LIMIT, || gone(server) && workers.iter().all(|&w| gone(w))));
+        assert!(common::wait_until(LIMIT, || procfs::gone(server)
+            && workers.iter().all(|&w| procfs::gone(w))));
     });
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use common::{child, join, watchdog};
+use common::{child, join, procfs, watchdog};
 use multiproc::{
     Barrier, BoundedSemaphore, Condition, Error, Event, JoinableQueue, Lock, LockError, Queue,
     RLock, RawArray, RawValue, Semaphore,
@@ -520,18 +520,6 @@ fn lock_owner_death_and_a_non_owner() {
     });
 }
 
-/// Whether process `pid` is stopped (state `T` in `/proc/pid/stat`).
-fn stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| r.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
-}
-
 /// An item that can be got has been counted as unfinished: a producer
 /// stopped at any instruction of `put` never leaves an item whose
 /// `task_done` is refused (Python counts before the item can be got).
@@ -553,7 +541,7 @@ fn an_item_that_can_be_got_is_already_unfinished() {
                 }
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
-                while !stopped(pid) {
+                while !procfs::stopped(pid as u32) {
                     std::thread::yield_now();
                 }
                 while q.try_get().is_ok() {
@@ -930,7 +918,7 @@ fn barrier_party_killed_after_release_before_leaving() {
             let pid = doomed.pid().unwrap() as i32;
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid, libc::SIGSTOP) };
-            while !stopped(pid) {
+            while !procfs::stopped(pid as u32) {
                 std::thread::yield_now();
             }
             // The last arrival: the pass is released, `doomed` cannot leave.
@@ -978,7 +966,7 @@ fn a_notification_and_a_timeout_at_once() {
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
             }
             for pid in pids {
-                while !stopped(pid) {
+                while !procfs::stopped(pid as u32) {
                     std::thread::yield_now();
                 }
             }

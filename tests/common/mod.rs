@@ -171,6 +171,35 @@ fn reporting(f: impl FnOnce() + Send) -> impl FnOnce() + Send {
     }
 }
 
+/// A tokio runtime on two worker threads, with timers and I/O.
+pub fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A tokio runtime on the calling thread, with timers and I/O.
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// As [`static_child`], running the future that `f` makes under its own
+/// runtime, made by `rt` ([`multi_thread`] or [`current_thread`]).
+pub fn async_child<F>(
+    rt: fn() -> tokio::runtime::Runtime,
+    f: impl FnOnce() -> F + Send + 'static,
+) -> Process<'static>
+where
+    F: std::future::Future<Output = ()>,
+{
+    static_child(move || rt().block_on(f()))
+}
+
 /// Joins `p` within `limit` and returns its exit code; kills it and fails
 /// the test if it does not exit in time.
 pub fn join(p: &Process<'_>, limit: Duration) -> i32 {

@@ -63,6 +63,21 @@ pub fn zombie_children() -> Vec<u32> {
         .collect()
 }
 
+/// The threads of process `pid` whose name (as the kernel keeps it: the
+/// first 15 bytes) is `name`.
+pub fn threads_named(pid: u32, name: &str) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// The calling thread's id, for [`thread_blocked_in_futex`] in another
 /// thread or process.
 pub fn gettid() -> u32 {
