@@ -419,27 +419,19 @@ fn workers_never_inherit_a_lock_held_by_another_thread() {
             .max_tasks_per_child(1)
             .build()
             .unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let holder = std::thread::spawn(move || {
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut g = USER_LOCK.lock().unwrap();
-                // Hold the lock for most of the time.
-                for _ in 0..20_000 {
-                    *g = std::hint::black_box(*g + 1);
-                }
-            }
+        // Replacement workers are forked all along: the lock is held
+        // until every task ended.
+        let (results, unfinished) = common::while_another_thread_holds(&USER_LOCK, || {
+            let results: Vec<_> = (0..200)
+                .map(|i| pool.apply_async(take_user_lock, i))
+                .collect();
+            let end = Instant::now() + Duration::from_secs(30);
+            let unfinished = results
+                .iter()
+                .filter(|r| !r.wait_timeout(end.saturating_duration_since(Instant::now())))
+                .count();
+            (results, unfinished)
         });
-        let results: Vec<_> = (0..200)
-            .map(|i| pool.apply_async(take_user_lock, i))
-            .collect();
-        let end = Instant::now() + Duration::from_secs(30);
-        let unfinished = results
-            .iter()
-            .filter(|r| !r.wait_timeout(end.saturating_duration_since(Instant::now())))
-            .count();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        holder.join().unwrap();
         assert_eq!(unfinished, 0, "tasks that never finished");
         for (i, r) in results.iter().enumerate() {
             assert_eq!(r.get().unwrap(), i as u32);

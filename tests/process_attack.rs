@@ -26,6 +26,20 @@ fn recv_u32(mut r: &UnixStream) -> u32 {
 
 const LIMIT: Duration = Duration::from_secs(90);
 
+/// Eight children, each alive until a byte (or the end) comes on `gate`.
+fn gated_children(gate: &UnixStream) -> Vec<Process<'static>> {
+    (0..8)
+        .map(|_| {
+            let gate = gate.try_clone().unwrap();
+            let mut p = Process::new(move || {
+                let _ = (&gate).read(&mut [0u8; 1]);
+            });
+            p.start().unwrap();
+            p
+        })
+        .collect()
+}
+
 /// A task whose fate depends on its input: returns it, aborts, or is killed.
 fn maybe_die(x: u64) -> u64 {
     match x % 7 {
@@ -556,18 +570,7 @@ fn pool_server_killed_after_other_threads_forked_while_workers_started() {
                 let (gate_r, gate_w) = UnixStream::pair().unwrap();
                 // Eight children forked while the pool starts its workers, each
                 // alive until the gate opens.
-                let forker = std::thread::spawn(move || {
-                    (0..8)
-                        .map(|_| {
-                            let gr = gate_r.try_clone().unwrap();
-                            let mut p = Process::new(move || {
-                                let _ = (&gr).read(&mut [0u8; 1]);
-                            });
-                            p.start().unwrap();
-                            p
-                        })
-                        .collect::<Vec<_>>()
-                });
+                let forker = std::thread::spawn(move || gated_children(&gate_r));
                 let pool = Pool::new(2).unwrap();
                 let (_, server) = pool.apply(worker_pid, ()).unwrap();
                 let kept = forker.join().unwrap();
@@ -614,18 +617,7 @@ fn forkserver_children_of_a_killed_server_after_other_threads_forked() {
             let mut lost = 0;
             for _ in 0..20 {
                 let (gate_r, gate_w) = UnixStream::pair().unwrap();
-                let forker = std::thread::spawn(move || {
-                    (0..8)
-                        .map(|_| {
-                            let gr = gate_r.try_clone().unwrap();
-                            let mut p = Process::new(move || {
-                                let _ = (&gr).read(&mut [0u8; 1]);
-                            });
-                            p.start().unwrap();
-                            p
-                        })
-                        .collect::<Vec<_>>()
-                });
+                let forker = std::thread::spawn(move || gated_children(&gate_r));
                 let served: Vec<_> = (0..3)
                     .map(|_| {
                         let mut s = Process::forkserver(waits_forever, ());

@@ -270,27 +270,17 @@ fn take_user_lock(_: ()) {
 fn forkserver_children_never_inherit_a_lock_held_by_another_thread() {
     watchdog("forkserver and a held lock", LIMIT, || {
         process::start_forkserver().unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let holder = std::thread::spawn(move || {
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut g = USER_LOCK.lock().unwrap();
-                for _ in 0..20_000 {
-                    *g = std::hint::black_box(*g + 1);
-                }
-            }
+        let codes: Vec<Option<i32>> = common::while_another_thread_holds(&USER_LOCK, || {
+            (0..50)
+                .map(|_| {
+                    let mut p = make(Start::ForkServer, entry!(take_user_lock), ());
+                    p.start().unwrap();
+                    let code = p.join_timeout(Duration::from_secs(10)).unwrap();
+                    let _ = p.kill();
+                    code
+                })
+                .collect()
         });
-        let codes: Vec<Option<i32>> = (0..50)
-            .map(|_| {
-                let mut p = make(Start::ForkServer, entry!(take_user_lock), ());
-                p.start().unwrap();
-                let code = p.join_timeout(Duration::from_secs(10)).unwrap();
-                let _ = p.kill();
-                code
-            })
-            .collect();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        holder.join().unwrap();
         assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
     });
 }

@@ -113,6 +113,15 @@ fn run_as_helper(helper: &str) {
     }
 }
 
+/// The number that follows the first `label` in `out`.
+fn number_after(out: &str, label: &str) -> u32 {
+    out.split(label)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {label:?} in {out:?}"))
+}
+
 fn buffered_output_is_never_doubled_by_fork() {
     watchdog("stdout", LIMIT, || {
         let out = run_helper("stdout", LIMIT);
@@ -143,13 +152,7 @@ fn children_are_joined_when_main_returns() {
         let main_returns = out.find("main returns").expect(&out);
         let child_finished = out.find("child finished").expect(&out);
         assert!(main_returns < child_finished, "{out}");
-        let daemon: u32 = out
-            .split("daemon ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect(&out)
-            .parse()
-            .unwrap();
+        let daemon = number_after(&out, "daemon ");
         // Killed and reaped before the program ended.
         assert!(!procfs::exists(daemon), "daemon {daemon} lives");
     });
@@ -161,13 +164,7 @@ fn an_exit_does_not_wait_for_the_manager_server() {
     watchdog("manager at exit", LIMIT, || {
         let out = run_helper("manager-at-exit", LIMIT);
         assert!(out.contains("exiting"), "{out}");
-        let server: u32 = out
-            .split("server ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect(&out)
-            .parse()
-            .unwrap();
+        let server = number_after(&out, "server ");
         assert!(
             wait_until(LIMIT, || procfs::gone(server)),
             "the server {server} outlives its program"

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -169,6 +170,34 @@ fn reporting(f: impl FnOnce() + Send) -> impl FnOnce() + Send {
             multiproc::process::exit(1);
         }
     }
+}
+
+/// Runs `f` while another thread keeps taking `lock` and holding it most
+/// of the time: a lock that a child forked meanwhile must never find held.
+pub fn while_another_thread_holds<R>(
+    lock: &'static std::sync::Mutex<u64>,
+    f: impl FnOnce() -> R,
+) -> R {
+    /// Stops the holder when `f` ends, even by a panic.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Relaxed) {
+                let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                for _ in 0..20_000 {
+                    *g = std::hint::black_box(*g + 1);
+                }
+            }
+        });
+        let _stop = Stop(&stop);
+        f()
+    })
 }
 
 /// A tokio runtime on two worker threads, with timers and I/O.
