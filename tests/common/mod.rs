@@ -92,7 +92,12 @@ pub fn watchdog<R>(what: &str, limit: Duration, f: impl FnOnce() -> R) -> R {
     let what = what.to_owned();
     let dog = thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
-            eprintln!("watchdog: {what} did not finish within {limit:?}; aborting");
+            // Straight to fd 2: the harness captures a test's eprintln,
+            // and the abort would lose it.
+            write_stderr(&format!(
+                "watchdog: {what} did not finish within {limit:?}; aborting\n{}",
+                procfs::threads_report(std::process::id())
+            ));
             std::process::abort();
         }
     });
@@ -164,9 +169,7 @@ fn reporting(f: impl FnOnce() + Send) -> impl FnOnce() + Send {
                 .map(String::as_str)
                 .or_else(|| payload.downcast_ref::<&str>().copied())
                 .unwrap_or("(non-string panic)");
-            let line = format!("child {} panicked: {msg}\n", std::process::id());
-            // SAFETY: writing a valid buffer to fd 2.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            write_stderr(&format!("child {} panicked: {msg}\n", std::process::id()));
             multiproc::process::exit(1);
         }
     }
@@ -227,6 +230,12 @@ where
     F: std::future::Future<Output = ()>,
 {
     static_child(move || rt().block_on(f()))
+}
+
+/// Writes `text` to fd 2 itself, past any output capture.
+fn write_stderr(text: &str) {
+    // SAFETY: writing a valid buffer to fd 2.
+    unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
 }
 
 /// Joins `p` within `limit` and returns its exit code; kills it and fails

@@ -78,6 +78,30 @@ pub fn threads_named(pid: u32, name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// One line per thread of process `pid`: its id, name, state and wait
+/// channel (what a hung test prints before it aborts).
+pub fn threads_report(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(path).map_or_else(|_| "?".into(), |s| s.trim().to_owned())
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let state = stat_fields(&t.path().join("stat").to_string_lossy())
+                .map_or_else(|| "?".into(), |f| f[0].clone());
+            format!(
+                "  thread {} {:?}: state {state}, wchan {}\n",
+                t.file_name().to_string_lossy(),
+                read(t.path().join("comm")),
+                read(t.path().join("wchan")),
+            )
+        })
+        .collect()
+}
+
 /// The calling thread's id, for [`thread_blocked_in_futex`] in another
 /// thread or process.
 pub fn gettid() -> u32 {
