@@ -67,11 +67,16 @@ pub fn run_with_deadline(
 }
 
 /// A new file in memory, closed on exec (a child gets its copy as a
-/// standard stream).
+/// standard stream), written in append mode: the processes that share it
+/// share one file offset, which the kernel does not lock for a memory
+/// file, so without it two writers at once can write over each other.
 fn memory_file(name: &std::ffi::CStr) -> File {
     // SAFETY: a NUL-terminated name and a valid flag.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: F_SETFL on the descriptor just made.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_APPEND) };
+    assert!(r == 0, "O_APPEND: {}", std::io::Error::last_os_error());
     // SAFETY: a fresh descriptor that nothing else owns.
     File::from(unsafe { OwnedFd::from_raw_fd(fd) })
 }
