@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{join, static_child, watchdog, TempName};
+use common::{async_child, current_thread, join, multi_thread, static_child, watchdog, TempName};
 use multiproc::queue::PutError;
 use multiproc::{
     Barrier, Error, Event, JoinableQueue, Pipe, Process, Queue, Semaphore, SimpleQueue,
@@ -23,33 +23,6 @@ use multiproc::{
 const LIMIT: Duration = Duration::from_secs(90);
 /// Long enough that no healthy wait here comes near it.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A daemon child running `f` under a runtime made by `rt`; a panic gives
-/// exit code 1.
-fn async_child<F>(
-    rt: fn() -> tokio::runtime::Runtime,
-    f: impl FnOnce() -> F + Send + 'static,
-) -> Process<'static>
-where
-    F: Future<Output = ()>,
-{
-    static_child(move || rt().block_on(f()))
-}
 
 /// Awaits `f` for at most [`PATIENCE`]; a hang fails the test.
 async fn patiently<F: Future>(what: &str, f: F) -> F::Output {
@@ -887,6 +860,45 @@ impl<F: Future, C: FnOnce() + Unpin> Future for OnPending<F, C> {
     }
 }
 
+/// Takes `count` things that another process hands over one at a time,
+/// each only once asked (a release of `ask`), asking once a take waits;
+/// each take (made by `take`) is dropped after one, two or three
+/// wake-ups, so that some are dropped just as their thing arrives. `got`
+/// sees what each completed take returned. How many takes were dropped.
+async fn take_dropping<F: Future>(
+    what: &str,
+    count: u32,
+    ask: &Semaphore,
+    mut take: impl FnMut() -> F,
+    mut got: impl FnMut(F::Output),
+) -> u32 {
+    // Whether the next thing was asked for and has not been taken.
+    let asked = std::cell::Cell::new(false);
+    let (mut taken, mut dropped, mut n) = (0, 0, 0);
+    while taken < count {
+        n += 1;
+        let request = || {
+            if !asked.replace(true) {
+                ask.release().unwrap();
+            }
+        };
+        match patiently(
+            what,
+            Budget::new(OnPending::new(take(), request), n % 3 + 1),
+        )
+        .await
+        {
+            Some(out) => {
+                got(out);
+                taken += 1;
+                asked.set(false);
+            }
+            None => dropped += 1,
+        }
+    }
+    dropped
+}
+
 /// Each item is put by another process only once a get waits for it, and
 /// gets are given up (dropped unpolled) after one, two or three wake-ups:
 /// a third of them are dropped just as their item arrives.
@@ -904,32 +916,13 @@ fn gets_dropped_when_woken_take_no_item() {
             }
         });
         let mut seen = vec![false; ITEMS as usize];
-        let mut cancelled = 0u32;
-        multi_thread().block_on(async {
-            // Whether the next item was asked for and has not been got.
-            let asked = std::cell::Cell::new(false);
-            let mut got = 0;
-            let mut n = 0;
-            while got < ITEMS {
-                n += 1;
-                let ask = || {
-                    if !asked.replace(true) {
-                        credit.release().unwrap();
-                    }
-                };
-                let get = OnPending::new(q.get_async(), ask);
-                match patiently("get", Budget::new(get, n % 3 + 1)).await {
-                    Some(item) => {
-                        let i = item.unwrap();
-                        assert!(!seen[i as usize], "item {i} twice");
-                        seen[i as usize] = true;
-                        got += 1;
-                        asked.set(false);
-                    }
-                    None => cancelled += 1,
-                }
-            }
-        });
+        let take = || q.get_async();
+        let cancelled =
+            multi_thread().block_on(take_dropping("get", ITEMS, &credit, take, |item| {
+                let i = item.unwrap();
+                assert!(!seen[i as usize], "item {i} twice");
+                seen[i as usize] = true;
+            }));
         eprintln!("{cancelled} gets dropped when woken");
         assert!(cancelled > 0);
         assert!(seen.iter().all(|&s| s));
@@ -1009,29 +1002,11 @@ fn acquires_dropped_when_woken_take_no_permit() {
                 s.release().unwrap();
             }
         });
-        let mut cancelled = 0u32;
-        current_thread().block_on(async {
-            let asked = std::cell::Cell::new(false);
-            let mut got = 0;
-            let mut n = 0;
-            while got < PERMITS {
-                n += 1;
-                let request = || {
-                    if !asked.replace(true) {
-                        ask.release().unwrap();
-                    }
-                };
-                let acquire = OnPending::new(sem.acquire_async(), request);
-                match patiently("acquire", Budget::new(acquire, n % 3 + 1)).await {
-                    Some(r) => {
-                        r.unwrap();
-                        got += 1;
-                        asked.set(false);
-                    }
-                    None => cancelled += 1,
-                }
-            }
-        });
+        let take = || sem.acquire_async();
+        let cancelled =
+            current_thread().block_on(take_dropping("acquire", PERMITS, &ask, take, |r| {
+                r.unwrap();
+            }));
         eprintln!("{cancelled} acquires dropped when woken");
         assert!(cancelled > 0);
         assert_eq!(join(&releaser, PATIENCE), 0);

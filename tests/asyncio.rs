@@ -8,40 +8,15 @@ mod common;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common::{join, watchdog, TempName};
+use common::{async_child, join, multi_thread, procfs, wait_until, watchdog, TempName};
 use multiproc::{Event, Pipe, Process, Semaphore};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// Long enough that no healthy wait here comes near it.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A daemon child running `f` under its own runtime; a panic or an error
-/// gives exit code 1.
-fn async_child<F>(f: impl FnOnce() -> F + Send + 'static) -> Process<'static>
-where
-    F: std::future::Future<Output = ()>,
-{
-    let mut p = Process::new(move || {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            runtime().block_on(f());
-        }))
-        .is_ok();
-        multiproc::process::exit(if ok { 0 } else { 1 });
-    })
-    .daemon(true);
-    p.start().unwrap();
-    p
-}
 
 #[test]
 fn hundreds_of_tasks_in_several_processes_await_one_event() {
@@ -52,7 +27,7 @@ fn hundreds_of_tasks_in_several_processes_await_one_event() {
         let children: Vec<_> = (0..3)
             .map(|_| {
                 let (event, ready) = (event.clone(), ready.clone());
-                async_child(move || async move {
+                async_child(multi_thread, move || async move {
                     let woken = Arc::new(AtomicUsize::new(0));
                     let tasks: Vec<_> = (0..TASKS)
                         .map(|_| {
@@ -95,7 +70,7 @@ fn a_blocking_and_an_async_waiter_on_one_named_event_both_wake() {
         let mut blocking = blocking;
         blocking.start().unwrap();
         let n = name.to_string();
-        let asynchronous = async_child(move || async move {
+        let asynchronous = async_child(multi_thread, move || async move {
             let e = Event::open(&n).unwrap();
             assert!(e.wait_timeout_async(PATIENCE).await.unwrap());
         });
@@ -108,7 +83,7 @@ fn a_blocking_and_an_async_waiter_on_one_named_event_both_wake() {
 #[test]
 fn timeouts_end_async_waits_and_a_semaphore_hands_out_each_permit_once() {
     watchdog("async timeouts", LIMIT, || {
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             let event = Event::new().unwrap();
             let start = Instant::now();
             assert!(!event
@@ -149,7 +124,7 @@ fn timeouts_end_async_waits_and_a_semaphore_hands_out_each_permit_once() {
 #[test]
 fn dropped_and_forgotten_waits_take_nothing_and_wedge_nobody() {
     watchdog("cancelled async waits", LIMIT, || {
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             let sem = Semaphore::new(0).unwrap();
             // Cancelled by a timeout: takes no permit.
             for _ in 0..50 {
@@ -187,15 +162,32 @@ fn futures_noop_waker() -> std::task::Waker {
 #[test]
 fn a_child_forked_while_the_waiter_thread_runs_gets_its_own() {
     watchdog("fork with a running waiter thread", LIMIT, || {
-        let rt = runtime();
+        let rt = multi_thread();
         let parent_event = Event::new().unwrap();
         let child_event = Event::new().unwrap();
-        // This process's waiter thread is running with an entry in it.
+        // This process's waiter thread is running with an entry in it: the
+        // wait was polled once (which registers it) and the thread sleeps.
         let pe = parent_event.clone();
-        let waiting = rt.spawn(async move { pe.wait_async().await.unwrap() });
-        std::thread::sleep(Duration::from_millis(10));
+        let (polled, was_polled) = std::sync::mpsc::channel();
+        let waiting = rt.spawn(async move {
+            let mut wait = std::pin::pin!(pe.wait_async());
+            let first = std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await;
+            polled.send(()).unwrap();
+            match first {
+                Poll::Ready(r) => r.unwrap(),
+                Poll::Pending => wait.await.unwrap(),
+            }
+        });
+        was_polled.recv_timeout(PATIENCE).unwrap();
+        let me = std::process::id();
+        assert!(wait_until(PATIENCE, || procfs::threads_named(
+            me,
+            "multiproc-waite"
+        )
+        .into_iter()
+        .any(|tid| procfs::thread_blocked_in_futex(me, tid))));
         let ce = child_event.clone();
-        let c = async_child(move || async move {
+        let c = async_child(multi_thread, move || async move {
             assert!(ce.wait_timeout_async(PATIENCE).await.unwrap());
         });
         child_event.set();
@@ -215,7 +207,7 @@ fn killed_async_waiters_wedge_no_one() {
         let victims: Vec<_> = (0..3)
             .map(|_| {
                 let (sem, awaiting) = (sem.clone(), awaiting.clone());
-                async_child(move || async move {
+                async_child(multi_thread, move || async move {
                     let tasks: Vec<_> = (0..50)
                         .map(|_| {
                             let (sem, awaiting) = (sem.clone(), awaiting.clone());
@@ -240,7 +232,7 @@ fn killed_async_waiters_wedge_no_one() {
         }
         // The dead waiters hold nothing: a survivor gets every permit.
         let s = sem.clone();
-        let survivor = async_child(move || async move {
+        let survivor = async_child(multi_thread, move || async move {
             for _ in 0..10 {
                 assert!(s.acquire_timeout_async(PATIENCE).await.unwrap());
             }
@@ -265,14 +257,14 @@ fn connections_and_processes_are_awaited() {
             // buffer make the sender wait for room.
             let big: Vec<u8> = (0..(4 << 20)).map(|i| (i % 251) as u8).collect();
             let expect = big.clone();
-            let c = async_child(move || async move {
+            let c = async_child(multi_thread, move || async move {
                 for _ in 0..3 {
                     assert_eq!(b.recv_bytes_async().await.unwrap(), expect);
                 }
                 let n: u64 = b.recv_async().await.unwrap();
                 assert_eq!(n, 42);
             });
-            runtime().block_on(async {
+            multi_thread().block_on(async {
                 for _ in 0..3 {
                     a.send_bytes_async(&big).await.unwrap();
                 }
@@ -292,7 +284,7 @@ fn a_send_cancelled_half_way_closes_the_connection_instead_of_tearing_a_message(
     watchdog("cancelled send", LIMIT, || {
         let (mut a, mut b) = Pipe(true).unwrap();
         let big = vec![1u8; 8 << 20];
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             // Nobody reads: the send stops part-way and is cancelled.
             let r = tokio::time::timeout(Duration::from_millis(50), a.send_bytes_async(&big)).await;
             assert!(r.is_err());
@@ -310,7 +302,7 @@ fn barrier_passes_with_async_and_blocking_parties_and_a_dropped_wait_breaks_it()
         let barrier = Barrier::new(3).unwrap();
         const PASSES: u32 = 20;
         let b = barrier.clone();
-        let asynchronous = async_child(move || async move {
+        let asynchronous = async_child(multi_thread, move || async move {
             for _ in 0..PASSES {
                 b.wait_timeout_async(PATIENCE).await.unwrap();
             }
@@ -323,7 +315,7 @@ fn barrier_passes_with_async_and_blocking_parties_and_a_dropped_wait_breaks_it()
         })
         .daemon(true);
         blocking.start().unwrap();
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             let mut indexes = Vec::new();
             for _ in 0..PASSES {
                 indexes.push(barrier.wait_timeout_async(PATIENCE).await.unwrap());
@@ -335,7 +327,7 @@ fn barrier_passes_with_async_and_blocking_parties_and_a_dropped_wait_breaks_it()
 
         // A party that arrives and is then dropped breaks the barrier.
         let two = Barrier::new(2).unwrap();
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             let r = tokio::time::timeout(Duration::from_millis(20), two.wait_async()).await;
             assert!(r.is_err());
         });
@@ -357,7 +349,7 @@ fn queue_items_reach_hundreds_of_tasks_in_several_processes_exactly_once() {
         let results = Queue::<u32>::new().unwrap();
         let awaiting = Semaphore::new(0).unwrap();
         let consumer = |jobs: Queue<u32>, results: Queue<u32>, awaiting: Semaphore| {
-            async_child(move || async move {
+            async_child(multi_thread, move || async move {
                 let tasks: Vec<_> = (0..TASKS)
                     .map(|_| {
                         let (jobs, results, awaiting) =
@@ -389,7 +381,7 @@ fn queue_items_reach_hundreds_of_tasks_in_several_processes_exactly_once() {
         // One consumer dies while all its tasks wait: it took nothing.
         consumers[0].kill().unwrap();
         assert_eq!(join(&consumers[0], PATIENCE), -libc::SIGKILL);
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             for i in 0..ITEMS {
                 jobs.put_async(i).await.unwrap();
             }
@@ -415,7 +407,7 @@ fn queue_cancellation_puts_nothing_and_takes_nothing() {
     watchdog("async queue cancellation", LIMIT, || {
         use multiproc::queue::PutError;
         use multiproc::{Error, JoinableQueue, Queue};
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             let q = Queue::<u32>::bounded(1).unwrap();
             // A get that is cancelled takes nothing.
             assert!(
@@ -483,7 +475,7 @@ fn pool_results_are_awaited() {
     watchdog("async pool results", LIMIT, || {
         use multiproc::{Error, Pool};
         let pool = Pool::with_processes(2).unwrap();
-        runtime().block_on(async {
+        multi_thread().block_on(async {
             let one = pool.apply_async(square, 7);
             let many = pool.map_async(square, 0..100u64);
             let dead = pool.apply_async(die, 0);

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write as _;
 use std::time::Duration;
 
-use common::{child, join, static_child, wait_until, watchdog};
+use common::{child, join, procfs, static_child, wait_until, watchdog};
 use multiproc::conn::Address;
 use multiproc::manager::{DictProxy, ListProxy, Manager};
 use multiproc::{Error, Semaphore};
@@ -430,13 +430,6 @@ fn dead_connections_never_lock_new_clients_out() {
     });
 }
 
-/// The CPU time (user + system, in clock ticks) a process has used so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 /// Issue 12.4: a server out of descriptors, with clients still queued,
 /// waits for a descriptor to free instead of spinning on `accept`.
 #[test]
@@ -478,12 +471,12 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
                     .count() as u64
                     >= limit - 2
             }));
-            let before = cpu_ticks(pid);
+            let before = procfs::cpu_ticks(pid);
             let t = std::time::Instant::now();
             while t.elapsed() < Duration::from_secs(1) {
                 std::thread::park_timeout(Duration::from_secs(1) - t.elapsed());
             }
-            let used = cpu_ticks(pid) - before;
+            let used = procfs::cpu_ticks(pid) - before;
             assert!(used < 20, "the server used {used} ticks of CPU in 1 s");
             // Descriptors free: the server accepts again.
             drop(silent);

@@ -16,9 +16,7 @@ use multiproc::manager::Manager;
 
 /// The server's CPU time so far, and its peak resident memory (VmHWM), in kB.
 fn usage(pid: u32) -> (Duration, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let ticks = common::procfs::cpu_ticks(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let hwm = status
         .lines()

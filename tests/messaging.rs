@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::{child, join, static_child, wait_until, watchdog, TempName};
+use common::{child, join, procfs, static_child, wait_until, watchdog, TempName};
 use multiproc::conn::{connect, wait, Address, Listener};
 use multiproc::queue::PutError;
 use multiproc::{Error, JoinableQueue, Pipe, Queue, RawArray, RawValue, SimpleQueue};
@@ -348,7 +348,7 @@ fn close_fails_puts_drains_gets_and_wakes_waiters() {
         multiproc::scope(|s| {
             let waiter = child(s, || assert!(matches!(q.get(), Err(Error::Closed))));
             // Once the waiter sleeps in the kernel, close wakes it.
-            assert!(wait_until(LIMIT, || sleeping_in_futex(
+            assert!(wait_until(LIMIT, || procfs::blocked_in_futex(
                 waiter.pid().unwrap()
             )));
             q.close().unwrap();
@@ -361,10 +361,6 @@ fn close_fails_puts_drains_gets_and_wakes_waiters() {
             assert!(matches!(q.get(), Err(Error::Closed)));
         });
     });
-}
-
-fn sleeping_in_futex(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("futex"))
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::watchdog;
+use common::{procfs, watchdog};
 use multiproc::{Error, Pool, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -419,27 +419,19 @@ fn workers_never_inherit_a_lock_held_by_another_thread() {
             .max_tasks_per_child(1)
             .build()
             .unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let holder = std::thread::spawn(move || {
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut g = USER_LOCK.lock().unwrap();
-                // Hold the lock for most of the time.
-                for _ in 0..20_000 {
-                    *g = std::hint::black_box(*g + 1);
-                }
-            }
+        // Replacement workers are forked all along: the lock is held
+        // until every task ended.
+        let (results, unfinished) = common::while_another_thread_holds(&USER_LOCK, || {
+            let results: Vec<_> = (0..200)
+                .map(|i| pool.apply_async(take_user_lock, i))
+                .collect();
+            let end = Instant::now() + Duration::from_secs(30);
+            let unfinished = results
+                .iter()
+                .filter(|r| !r.wait_timeout(end.saturating_duration_since(Instant::now())))
+                .count();
+            (results, unfinished)
         });
-        let results: Vec<_> = (0..200)
-            .map(|i| pool.apply_async(take_user_lock, i))
-            .collect();
-        let end = Instant::now() + Duration::from_secs(30);
-        let unfinished = results
-            .iter()
-            .filter(|r| !r.wait_timeout(end.saturating_duration_since(Instant::now())))
-            .count();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        holder.join().unwrap();
         assert_eq!(unfinished, 0, "tasks that never finished");
         for (i, r) in results.iter().enumerate() {
             assert_eq!(r.get().unwrap(), i as u32);
@@ -488,17 +480,6 @@ fn a_pool_used_from_a_forked_child_is_an_error() {
     });
 }
 
-/// Whether `pid` is gone (or a zombie, which init reaps).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-        Err(_) => true,
-    }
-}
-
 /// The fork server and the workers die with the pool's process: a pool's
 /// child process sends their pids and is killed.
 #[test]
@@ -516,10 +497,11 @@ fn the_fork_server_and_workers_die_with_the_pool_process() {
         owner.start().unwrap();
         let (server, workers): (u32, HashSet<u32>) = ours.recv().unwrap();
         assert!(!workers.is_empty());
-        assert!(!gone(server) && workers.iter().all(|&w| !gone(w)));
+        assert!(!procfs::gone(server) && workers.iter().all(|&w| !procfs::gone(w)));
         owner.kill().unwrap();
         assert_eq!(common::join(&owner, LIMIT), -libc::SIGKILL);
-        assert!(common::wait_until(LIMIT, || gone(server) && workers.iter().all(|&w| gone(w))));
+        assert!(common::wait_until(LIMIT, || procfs::gone(server)
+            && workers.iter().all(|&w| procfs::gone(w))));
     });
 }
 
@@ -825,7 +807,7 @@ fn children_a_task_leaves_running_end_with_its_worker() {
         );
         for pid in sleepers {
             assert!(
-                common::wait_until(LIMIT, || gone(pid)),
+                common::wait_until(LIMIT, || procfs::gone(pid)),
                 "task child {pid} left running"
             );
         }

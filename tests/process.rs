@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use common::{join, run_helper, watchdog, HELPER_ENV};
+use common::{join, watchdog};
 use multiproc::{current_process, process, Error, Process, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -165,108 +165,6 @@ fn daemon_children_do_not_outlive_their_parent() {
     });
 }
 
-/// The bodies of the helper processes that the next tests execute (this
-/// test binary, run again with real stdout); a no-op otherwise.
-#[test]
-fn helper_entry() {
-    match std::env::var(HELPER_ENV).as_deref() {
-        Ok("stdout") => {
-            // Pending in Rust's line buffer when the child forks.
-            print!("before-fork ");
-            let mut p = Process::new(|| println!("child"));
-            p.start().unwrap();
-            p.join().unwrap();
-            println!("parent");
-        }
-        Ok("main-returns") => {
-            // A Python program's habit: start children and let main end.
-            let mut worker = Process::new(|| {
-                // The child's work: it is still running when main returns.
-                std::thread::sleep(Duration::from_millis(300));
-                println!("child finished");
-            });
-            worker.start().unwrap();
-            let mut daemon = Process::new(park_forever).daemon(true);
-            daemon.start().unwrap();
-            println!("daemon {}", daemon.pid().unwrap());
-            println!("main returns");
-        }
-        Ok("manager-at-exit") => {
-            // The Manager's server outlives nothing: an exit with a live
-            // manager (no destructor runs) must not wait for it forever.
-            let m = multiproc::manager::Manager::start().unwrap();
-            m.dict::<u8, u8>().unwrap().set(1, 1).unwrap();
-            println!("exiting");
-            std::process::exit(0);
-        }
-        Ok("busy-stdout") => {
-            // Another thread keeps taking the stdout lock while we fork.
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    while !stop.load(SeqCst) {
-                        println!("noise");
-                    }
-                });
-                for i in 0..100 {
-                    let mut p = Process::new(move || println!("child {i}"));
-                    p.start().unwrap();
-                    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0), "child {i} hung");
-                }
-                stop.store(true, SeqCst);
-            });
-        }
-        _ => {}
-    }
-}
-
-#[test]
-fn buffered_output_is_never_doubled_by_fork() {
-    watchdog("stdout", LIMIT, || {
-        let out = run_helper("stdout");
-        assert_eq!(out.matches("before-fork").count(), 1, "{out}");
-        assert_eq!(out.matches("child").count(), 1, "{out}");
-        assert_eq!(out.matches("parent").count(), 1, "{out}");
-    });
-}
-
-#[test]
-fn forking_while_another_thread_prints_never_hangs_the_child() {
-    watchdog("busy stdout", Duration::from_secs(120), || {
-        let out = run_helper("busy-stdout");
-        for i in [0, 50, 99] {
-            assert!(out.contains(&format!("child {i}\n")), "child {i} missing");
-        }
-    });
-}
-
-/// Python joins non-daemon children at exit and ends daemon ones: a program
-/// whose `main` returns while a child works exits after the child, with the
-/// child's output in place, and leaves no daemon behind.
-#[test]
-fn children_are_joined_when_main_returns() {
-    watchdog("main returns", LIMIT, || {
-        let out = run_helper("main-returns");
-        let main_returns = out.find("main returns").expect(&out);
-        let child_finished = out.find("child finished").expect(&out);
-        assert!(main_returns < child_finished, "{out}");
-        let daemon: i32 = out
-            .split("daemon ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect(&out)
-            .parse()
-            .unwrap();
-        // Killed and reaped before the program ended.
-        // SAFETY: signal 0 only checks whether the pid exists.
-        assert_eq!(
-            unsafe { libc::kill(daemon, 0) },
-            -1,
-            "daemon {daemon} lives"
-        );
-    });
-}
-
 /// A child's end is an exit too: it waits for its own non-daemon children,
 /// whether its closure returns or calls `process::exit`.
 #[test]
@@ -294,15 +192,6 @@ fn a_child_waits_for_its_children_before_it_exits() {
                 "exit {explicit_exit}: returned before its child"
             );
         }
-    });
-}
-
-/// An exit with a Manager alive does not wait for its server, which ends
-/// by itself when it sees its parent gone.
-#[test]
-fn an_exit_does_not_wait_for_the_manager_server() {
-    watchdog("manager at exit", LIMIT, || {
-        assert!(run_helper("manager-at-exit").contains("exiting"));
     });
 }
 

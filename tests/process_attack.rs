@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{static_child, watchdog, TempName};
+use common::{procfs, static_child, watchdog, TempName};
 use multiproc::process::PoolBuilder;
 use multiproc::process::{active_children, scope};
 use multiproc::{Error, Event, Pool, Process, Value};
@@ -26,48 +26,18 @@ fn recv_u32(mut r: &UnixStream) -> u32 {
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// Whether a process with this pid exists at all (a zombie counts).
-fn exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .is_some_and(|i| !stat[i + 2..].starts_with('Z'))
-}
-
-/// The parent pid of `pid`, from /proc.
-fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(1)?.parse().ok()
-}
-
-/// The pids of this process's zombie children (any thread's).
-fn zombie_children() -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let Ok(list) = std::fs::read_to_string(t.path().join("children")) else {
-            continue;
-        };
-        for pid in list
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-        {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if let Some(i) = stat.rfind(')') {
-                if stat[i + 2..].starts_with('Z') {
-                    out.push(pid);
-                }
-            }
-        }
-    }
-    out
+/// Eight children, each alive until a byte (or the end) comes on `gate`.
+fn gated_children(gate: &UnixStream) -> Vec<Process<'static>> {
+    (0..8)
+        .map(|_| {
+            let gate = gate.try_clone().unwrap();
+            let mut p = Process::new(move || {
+                let _ = (&gate).read(&mut [0u8; 1]);
+            });
+            p.start().unwrap();
+            p
+        })
+        .collect()
 }
 
 /// A task whose fate depends on its input: returns it, aborts, or is killed.
@@ -144,7 +114,7 @@ fn pool_whose_fork_server_is_killed_fails_tasks_and_leaves_nothing() {
     watchdog("fork server killed", LIMIT, || {
         let pool = Pool::with_processes(2).unwrap();
         let (worker, server) = pool.apply(worker_pid, ()).unwrap();
-        assert_eq!(ppid_of(worker), Some(server));
+        assert_eq!(procfs::ppid(worker), Some(server));
         let running: Vec<_> = (0..4).map(|_| pool.apply_async(block_long, ())).collect();
         // SAFETY: the server is the pool's unreaped child's pid: still ours.
         assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
@@ -158,11 +128,11 @@ fn pool_whose_fork_server_is_killed_fails_tasks_and_leaves_nothing() {
         let later = pool.apply_async(double, 1);
         assert!(later.get().is_err() || later.get().unwrap() == 2);
         drop(pool);
-        assert!(!exists(server), "fork server {server} left behind");
+        assert!(!procfs::exists(server), "fork server {server} left behind");
         // The worker, orphaned by the server's death, died with it (init,
         // not this process, reaps it: a zombie of init's is fine here).
         assert!(
-            common::wait_until(LIMIT, || !alive(worker)),
+            common::wait_until(LIMIT, || !procfs::alive(worker)),
             "worker {worker} outlived its fork server"
         );
     });
@@ -178,8 +148,8 @@ fn pool_dropped_from_another_thread_while_tasks_run_leaves_nothing() {
         for r in &running {
             assert!(matches!(r.get(), Err(Error::PoolTerminated)));
         }
-        assert!(!exists(server), "fork server {server} left behind");
-        assert!(!exists(worker), "worker {worker} left behind");
+        assert!(!procfs::exists(server), "fork server {server} left behind");
+        assert!(!procfs::exists(worker), "worker {worker} left behind");
     });
 }
 
@@ -203,7 +173,7 @@ fn many_pools_at_once() {
         let servers: HashSet<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(servers.len(), 6, "each pool has its own fork server");
         for s in servers {
-            assert!(!exists(s), "fork server {s} left behind");
+            assert!(!procfs::exists(s), "fork server {s} left behind");
         }
     });
 }
@@ -439,7 +409,10 @@ fn nothing_left_behind() {
             pool.close();
             pool.join().unwrap();
             drop(pool);
-            assert!(!exists(server), "pool fork server {server} left behind");
+            assert!(
+                !procfs::exists(server),
+                "pool fork server {server} left behind"
+            );
             let mut forked = Process::new(|| {});
             forked.start().unwrap();
             drop(forked);
@@ -450,7 +423,7 @@ fn nothing_left_behind() {
                 s.start(|| {}).unwrap();
             });
             assert!(common::wait_until(LIMIT, || active_children().is_empty()));
-            assert_eq!(zombie_children(), Vec::<u32>::new());
+            assert_eq!(procfs::zombie_children(), Vec::<u32>::new());
         });
         assert_eq!(common::join(&p, LIMIT), 0);
     });
@@ -467,7 +440,7 @@ fn process_forkserver_after_its_server_was_killed() {
             // Running until killed, so that its parent can be read.
             let mut a = Process::forkserver(waits_forever, ());
             a.start().unwrap();
-            let server = ppid_of(a.pid().unwrap()).unwrap();
+            let server = procfs::ppid(a.pid().unwrap()).unwrap();
             a.kill().unwrap();
             assert_eq!(a.join().unwrap(), -9);
             // SAFETY: the server is this process's child, never reaped.
@@ -594,18 +567,7 @@ fn pool_server_killed_after_other_threads_forked_while_workers_started() {
                 let (gate_r, gate_w) = UnixStream::pair().unwrap();
                 // Eight children forked while the pool starts its workers, each
                 // alive until the gate opens.
-                let forker = std::thread::spawn(move || {
-                    (0..8)
-                        .map(|_| {
-                            let gr = gate_r.try_clone().unwrap();
-                            let mut p = Process::new(move || {
-                                let _ = (&gr).read(&mut [0u8; 1]);
-                            });
-                            p.start().unwrap();
-                            p
-                        })
-                        .collect::<Vec<_>>()
-                });
+                let forker = std::thread::spawn(move || gated_children(&gate_r));
                 let pool = Pool::with_processes(2).unwrap();
                 let (_, server) = pool.apply(worker_pid, ()).unwrap();
                 let kept = forker.join().unwrap();
@@ -652,18 +614,7 @@ fn forkserver_children_of_a_killed_server_after_other_threads_forked() {
             let mut lost = 0;
             for _ in 0..20 {
                 let (gate_r, gate_w) = UnixStream::pair().unwrap();
-                let forker = std::thread::spawn(move || {
-                    (0..8)
-                        .map(|_| {
-                            let gr = gate_r.try_clone().unwrap();
-                            let mut p = Process::new(move || {
-                                let _ = (&gr).read(&mut [0u8; 1]);
-                            });
-                            p.start().unwrap();
-                            p
-                        })
-                        .collect::<Vec<_>>()
-                });
+                let forker = std::thread::spawn(move || gated_children(&gate_r));
                 let served: Vec<_> = (0..3)
                     .map(|_| {
                         let mut s = Process::forkserver(waits_forever, ());
@@ -672,7 +623,7 @@ fn forkserver_children_of_a_killed_server_after_other_threads_forked() {
                     })
                     .collect();
                 let kept = forker.join().unwrap();
-                let server = ppid_of(served[0].pid().unwrap()).unwrap();
+                let server = procfs::ppid(served[0].pid().unwrap()).unwrap();
                 // SAFETY: this process's fork server, never reaped: ours.
                 unsafe { libc::kill(server as i32, libc::SIGKILL) };
                 for s in &served {
@@ -765,8 +716,8 @@ fn pool_dropped_just_as_its_fork_server_is_killed() {
             for r in &running {
                 assert!(r.get().is_err());
             }
-            assert!(!exists(server), "fork server {server} left behind");
-            assert!(common::wait_until(LIMIT, || !alive(worker)));
+            assert!(!procfs::exists(server), "fork server {server} left behind");
+            assert!(common::wait_until(LIMIT, || !procfs::alive(worker)));
         }
     });
 }
@@ -819,7 +770,7 @@ fn a_task_that_leaves_a_child_running_does_not_stall_a_recycling_pool() {
             .apply_async(double, 1)
             .get_timeout(Duration::from_secs(10));
         assert_eq!(next.unwrap(), 2);
-        let ended = common::wait_until(LIMIT, || !alive(child));
+        let ended = common::wait_until(LIMIT, || !procfs::alive(child));
         // Let it go if it still runs; it must not have passed the gate.
         drop(open_gate);
         assert!(ended, "the task's child {child} outlived its worker");

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::{child, join, watchdog, TempName, HELPER_ENV};
+use common::{child, join, watchdog, TempName};
 use multiproc::segment::{self, Segment};
 use multiproc::{Array, Error, Lock, RawValue, Value};
 
@@ -14,31 +14,6 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 fn shm_path(name: &str) -> String {
     format!("/dev/shm/{}{name}", segment::PREFIX)
-}
-
-/// Not a test of its own: the body of the unrelated process that
-/// `unrelated_process_opens_by_name` executes (this test binary, run again).
-#[test]
-fn helper_entry() {
-    let Ok(name) = std::env::var(HELPER_ENV) else {
-        return;
-    };
-    let v = Value::<u64>::open(&name).expect("open by name");
-    *v.lock().expect("lock") += 1;
-    assert!(matches!(
-        Value::<f64>::open(&name),
-        Err(Error::TypeMismatch { .. })
-    ));
-}
-
-#[test]
-fn unrelated_process_opens_by_name() {
-    watchdog("exec'd opener", LIMIT, || {
-        let name = TempName::new("unrelated");
-        let v = Value::create(&name, 41u64).unwrap();
-        common::run_helper(&name);
-        assert_eq!(v.get().unwrap(), 42);
-    });
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use common::{child, join, watchdog};
+use common::{child, join, procfs, watchdog};
 use multiproc::{
     Barrier, BoundedSemaphore, Condition, Error, Event, JoinableQueue, Lock, LockError, Queue,
     RLock, RawArray, RawValue, Semaphore,
@@ -526,18 +526,6 @@ fn lock_owner_death_and_a_non_owner() {
     });
 }
 
-/// Whether process `pid` is stopped (state `T` in `/proc/pid/stat`).
-fn stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| r.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
-}
-
 /// An item that can be got has been counted as unfinished: a producer
 /// stopped at any instruction of `put` never leaves an item whose
 /// `task_done` is refused (Python counts before the item can be got).
@@ -559,7 +547,7 @@ fn an_item_that_can_be_got_is_already_unfinished() {
                 }
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
-                while !stopped(pid) {
+                while !procfs::stopped(pid as u32) {
                     std::thread::yield_now();
                 }
                 while q.try_get().is_ok() {
@@ -788,52 +776,6 @@ fn condition_lock_holder_killed_before_waiting() {
     });
 }
 
-/// What a re-run of this binary does (see `common::run_helper`).
-#[test]
-fn helper_entry() {
-    let Ok(arg) = std::env::var(common::HELPER_ENV) else {
-        return;
-    };
-    // "cond:<name>": open the named condition, wait for its flag word (a
-    // named RawValue beside it), and say how it woke.
-    let name = arg.strip_prefix("cond:").unwrap();
-    let cond = Condition::open(name).unwrap();
-    let flag = RawValue::<u32>::open(&format!("{name}-flag")).unwrap();
-    let mut g = cond.lock().unwrap();
-    flag.atomic().fetch_add(1, SeqCst); // here, holding the lock
-    let ok = g.wait_for(|| flag.get() >= 100, Some(LIMIT)).unwrap();
-    println!("woke {ok}");
-}
-
-/// A named condition opened by unrelated processes (exec'd, not forked):
-/// they wait on it and are woken by this one's notify_all.
-#[test]
-fn named_condition_between_unrelated_processes() {
-    watchdog("named condition", LIMIT, || {
-        let name = common::TempName::new("attack-cond");
-        let flag_name = common::TempName(format!("{}-flag", name.0));
-        let cond = Condition::create(&name).unwrap();
-        let flag = RawValue::create(&flag_name, 0u32).unwrap();
-        std::thread::scope(|s| {
-            let helpers: Vec<_> = (0..2)
-                .map(|_| s.spawn(|| common::run_helper(&format!("cond:{}", name.0))))
-                .collect();
-            // Both are inside wait once they counted and the lock is free.
-            while flag.get() < 2 {
-                std::thread::yield_now();
-            }
-            let g = cond.lock().unwrap();
-            flag.set(100);
-            g.notify_all();
-            drop(g);
-            for h in helpers {
-                let out = h.join().unwrap();
-                assert!(out.contains("woke true"), "{out}");
-            }
-        });
-    });
-}
-
 /// The party running the barrier's action is killed inside it: the other
 /// parties are told the barrier broke (they do not hang), and after a reset
 /// the barrier passes again.
@@ -982,7 +924,7 @@ fn barrier_party_killed_after_release_before_leaving() {
             let pid = doomed.pid().unwrap() as i32;
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid, libc::SIGSTOP) };
-            while !stopped(pid) {
+            while !procfs::stopped(pid as u32) {
                 std::thread::yield_now();
             }
             // The last arrival: the pass is released, `doomed` cannot leave.
@@ -1030,7 +972,7 @@ fn a_notification_and_a_timeout_at_once() {
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
             }
             for pid in pids {
-                while !stopped(pid) {
+                while !procfs::stopped(pid as u32) {
                     std::thread::yield_now();
                 }
             }

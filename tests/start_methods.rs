@@ -1,13 +1,19 @@
 //! The same Process checks under the three start methods, fork, spawn and
-//! forkserver, with real children. A spawned child is this test binary run again, executing
-//! only `spawn_entry`, which hands over to `multiproc::spawn_init`. And the
-//! spawned child's distrust of its payload: bad ones end it with a message.
+//! forkserver, with real children. And the spawned child's distrust of its
+//! payload: bad ones end it with a message.
+//!
+//! A spawned child is this test binary run again, so the binary has its
+//! own `main` (`harness = false`), which calls `multiproc::spawn_init`
+//! first, as the crate asks of every program that spawns: in a spawned
+//! child it runs the child's work and never returns.
 
 mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use common::harness::tests;
 use common::{join, wait_until, watchdog};
 use multiproc::process::Entry;
 use multiproc::{
@@ -16,10 +22,14 @@ use multiproc::{
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// The body of every spawned child of this binary, and of the logging helper.
-#[test]
-fn spawn_entry() {
-    // First: in a spawned child this runs its work and never returns.
+/// The argument that makes a spawned child of this binary copy its payload
+/// to `dump_path` instead of running it (see `real_payload`).
+const DUMP_PAYLOAD: &str = "multiproc-test-dump-payload";
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(DUMP_PAYLOAD) {
+        dump_payload();
+    }
     multiproc::spawn_init(&[
         &entry!(log_line),
         &entry!(returns),
@@ -31,7 +41,26 @@ fn spawn_entry() {
     ]);
     if std::env::var_os(common::HELPER_ENV).is_some() {
         logging_helper();
+        return ExitCode::SUCCESS;
     }
+    common::harness::run(&tests![
+        log_lines_carry_the_process_name,
+        exit_codes_fork,
+        exit_codes_spawn,
+        exit_codes_forkserver,
+        names_and_parents_fork,
+        names_and_parents_spawn,
+        names_and_parents_forkserver,
+        shared_memory_by_name_fork,
+        shared_memory_by_name_spawn,
+        shared_memory_by_name_forkserver,
+        forkserver_children_never_inherit_a_lock_held_by_another_thread,
+        active_children_and_join_agree_on_a_forkserver_child,
+        active_children_lists_running_children_only,
+        the_main_process_has_no_parent_process,
+        a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload,
+        a_payload_on_stdin_is_never_run,
+    ])
 }
 
 fn log_line(_: ()) {
@@ -50,16 +79,12 @@ fn logging_helper() {
     }
 }
 
-#[test]
 fn log_lines_carry_the_process_name() {
     watchdog("logging", LIMIT, || {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "spawn_entry", "--nocapture", "--test-threads=1"])
-            .env(common::HELPER_ENV, "log")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.env(common::HELPER_ENV, "log");
+        let (status, _, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+        assert!(status.success(), "{status}: {err}");
         assert!(err.contains("[INFO/MainProcess] from the parent"), "{err}");
         assert!(err.contains("[WARN/logger-Fork] from the child"), "{err}");
         assert!(err.contains("[WARN/logger-Spawn] from the child"), "{err}");
@@ -81,12 +106,7 @@ where
 {
     match start {
         Start::Fork => Process::new(move || entry.function()(args)),
-        Start::Spawn => Process::spawn(entry, args).exec_args([
-            "--exact",
-            "spawn_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ]),
+        Start::Spawn => Process::spawn(entry, args),
         Start::ForkServer => Process::forkserver(entry.function(), args),
     }
 }
@@ -151,17 +171,14 @@ fn exit_codes(start: Start) {
     }
 }
 
-#[test]
 fn exit_codes_fork() {
     watchdog("exit codes fork", LIMIT, || exit_codes(Start::Fork));
 }
 
-#[test]
 fn exit_codes_spawn() {
     watchdog("exit codes spawn", LIMIT, || exit_codes(Start::Spawn));
 }
 
-#[test]
 fn exit_codes_forkserver() {
     watchdog("exit codes forkserver", LIMIT, || {
         exit_codes(Start::ForkServer)
@@ -203,17 +220,14 @@ fn names_and_parents(start: Start) {
     assert_eq!(join(&p, LIMIT), 0, "{start:?}");
 }
 
-#[test]
 fn names_and_parents_fork() {
     watchdog("names fork", LIMIT, || names_and_parents(Start::Fork));
 }
 
-#[test]
 fn names_and_parents_spawn() {
     watchdog("names spawn", LIMIT, || names_and_parents(Start::Spawn));
 }
 
-#[test]
 fn names_and_parents_forkserver() {
     watchdog("names forkserver", LIMIT, || {
         names_and_parents(Start::ForkServer)
@@ -229,17 +243,14 @@ fn shared_by_name(start: Start) {
     assert_eq!(v.get(), 7);
 }
 
-#[test]
 fn shared_memory_by_name_fork() {
     watchdog("touch fork", LIMIT, || shared_by_name(Start::Fork));
 }
 
-#[test]
 fn shared_memory_by_name_spawn() {
     watchdog("touch spawn", LIMIT, || shared_by_name(Start::Spawn));
 }
 
-#[test]
 fn shared_memory_by_name_forkserver() {
     watchdog("touch forkserver", LIMIT, || {
         shared_by_name(Start::ForkServer)
@@ -256,38 +267,26 @@ fn take_user_lock(_: ()) {
 /// A child of the fork server never inherits a lock that another thread
 /// of the parent holds when the child starts (the server was forked
 /// before that thread took it).
-#[test]
 fn forkserver_children_never_inherit_a_lock_held_by_another_thread() {
     watchdog("forkserver and a held lock", LIMIT, || {
         process::start_forkserver().unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let holder = std::thread::spawn(move || {
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut g = USER_LOCK.lock().unwrap();
-                for _ in 0..20_000 {
-                    *g = std::hint::black_box(*g + 1);
-                }
-            }
+        let codes: Vec<Option<i32>> = common::while_another_thread_holds(&USER_LOCK, || {
+            (0..50)
+                .map(|_| {
+                    let mut p = make(Start::ForkServer, entry!(take_user_lock), ());
+                    p.start().unwrap();
+                    let code = p.join_timeout(Duration::from_secs(10)).unwrap();
+                    let _ = p.kill();
+                    code
+                })
+                .collect()
         });
-        let codes: Vec<Option<i32>> = (0..50)
-            .map(|_| {
-                let mut p = make(Start::ForkServer, entry!(take_user_lock), ());
-                p.start().unwrap();
-                let code = p.join_timeout(Duration::from_secs(10)).unwrap();
-                let _ = p.kill();
-                code
-            })
-            .collect();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        holder.join().unwrap();
         assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
     });
 }
 
 /// `active_children` reaps a child of the fork server through the same
 /// handle state: its exit code is not lost.
-#[test]
 fn active_children_and_join_agree_on_a_forkserver_child() {
     watchdog("active_children forkserver", LIMIT, || {
         let mut p = make(Start::ForkServer, entry!(exits), 9).name("fs-exits");
@@ -299,7 +298,6 @@ fn active_children_and_join_agree_on_a_forkserver_child() {
     });
 }
 
-#[test]
 fn active_children_lists_running_children_only() {
     watchdog("active_children", LIMIT, || {
         let mut a = make(Start::Fork, entry!(sleeps), 600)
@@ -330,7 +328,6 @@ fn active_children_lists_running_children_only() {
     });
 }
 
-#[test]
 fn the_main_process_has_no_parent_process() {
     assert!(parent_process().is_none());
     assert_eq!(current_process().name(), "MainProcess");
@@ -341,34 +338,26 @@ fn the_main_process_has_no_parent_process() {
 
 const SPAWNED_ENV: &str = "MULTIPROC_SPAWNED";
 
-/// Where `payload_dump_entry` leaves the payload it was given.
+/// Where `dump_payload` leaves the payload it was given.
 fn dump_path(parent: u32) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("multiproc-test-payload-{parent}"))
 }
 
-/// In a child spawned with `exec_args` naming this test: copies its
-/// payload to `dump_path` instead of running it. A no-op otherwise.
-#[test]
-fn payload_dump_entry() {
-    let Some(fd) = std::env::var(SPAWNED_ENV)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
-        return;
-    };
+/// In a child spawned with `DUMP_PAYLOAD` as its argument: copies its
+/// payload to `dump_path` instead of running it.
+fn dump_payload() -> ! {
+    let fd: i32 = std::env::var(SPAWNED_ENV)
+        .expect("a spawned child")
+        .parse()
+        .unwrap();
     let bytes = std::fs::read(format!("/proc/self/fd/{fd}")).unwrap();
     std::fs::write(dump_path(std::os::unix::process::parent_id()), bytes).unwrap();
-    process::exit(0);
+    process::exit(0)
 }
 
-/// A real payload: the spawn of `exits(7)`, captured by `payload_dump_entry`.
+/// A real payload: the spawn of `exits(7)`, captured by `dump_payload`.
 fn real_payload() -> Vec<u8> {
-    let mut p = Process::spawn(entry!(exits), 7).exec_args([
-        "--exact",
-        "payload_dump_entry",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
+    let mut p = Process::spawn(entry!(exits), 7).exec_args([DUMP_PAYLOAD]);
     p.start().unwrap();
     assert_eq!(join(&p, LIMIT), 0);
     let path = dump_path(std::process::id());
@@ -377,16 +366,13 @@ fn real_payload() -> Vec<u8> {
     bytes
 }
 
-/// Runs `spawn_entry` as a spawned child whose payload descriptor holds
+/// Runs this binary as a spawned child whose payload descriptor holds
 /// `payload` (or, with `None`, with the variable set to 1 and `stdin` on
-/// its standard input: the old protocol); its exit code and stderr.
+/// its standard input: the old protocol); its exit code and stderr. A
+/// child still running after [`LIMIT`] is killed and fails the test.
 fn run_spawned(payload: Option<&[u8]>, stdin: &[u8]) -> (Option<i32>, String) {
     use std::io::Write;
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "spawn_entry", "--nocapture", "--test-threads=1"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
     let _memfd = payload.map(|bytes| {
         // Not close-on-exec, so that the child inherits it, like a parent's.
         // SAFETY: a NUL-terminated name; flags 0.
@@ -403,13 +389,8 @@ fn run_spawned(payload: Option<&[u8]>, stdin: &[u8]) -> (Option<i32>, String) {
     if payload.is_none() {
         command.env(SPAWNED_ENV, "1");
     }
-    let mut child = command.spawn().unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (status, _, err) = common::run_with_deadline(&mut command, stdin, LIMIT);
+    (status.code(), err)
 }
 
 /// Replaces the only occurrence of `from` in `bytes` by `to`, of the same length.
@@ -424,7 +405,6 @@ fn replaced(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
     out
 }
 
-#[test]
 fn a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload() {
     watchdog("payloads", Duration::from_secs(120), || {
         let good = real_payload();
@@ -470,7 +450,6 @@ fn a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload() {
 
 /// The old protocol's attack: offsets on stdin that became function
 /// pointers. Now stdin is not read, and the variable must name a payload file.
-#[test]
 fn a_payload_on_stdin_is_never_run() {
     watchdog("stdin payload", LIMIT, || {
         // Offsets 2^20 and 1 from the anchor: a SIGSEGV under the old protocol.

@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::{child, join, wait_until, watchdog, TempName};
+use common::{child, join, procfs, wait_until, watchdog, TempName};
 use multiproc::{
     Barrier, BoundedSemaphore, Condition, Error, Event, Process, RawArray, RawValue, Semaphore,
 };
@@ -52,10 +52,15 @@ fn event() {
         assert!(timed(Duration::ZERO, || event.wait_timeout(TIMEOUT1)));
         event.clear();
         assert!(!event.is_set());
+        let (pid, tid) = (std::process::id(), procfs::gettid());
         multiproc::scope(|s| {
-            // A process sets it after a while; the wait returns true.
+            // A process sets it once this thread sleeps in the wait; the
+            // wait returns true.
             let p = child(s, || {
-                std::thread::sleep(TIMEOUT2);
+                assert!(
+                    wait_until(LIMIT, || procfs::thread_blocked_in_futex(pid, tid)),
+                    "the waiter never blocked"
+                );
                 event.set();
             });
             event.wait();
@@ -200,7 +205,7 @@ fn semaphore_survives_a_killed_waiter() {
             });
             asleep.acquire();
             // Let the victim go to sleep in the kernel, then kill it there.
-            assert!(wait_until(LIMIT, || sleeping_in_futex(
+            assert!(wait_until(LIMIT, || procfs::blocked_in_futex(
                 victim.pid().unwrap()
             )));
             victim.kill().unwrap();
@@ -213,11 +218,6 @@ fn semaphore_survives_a_killed_waiter() {
             assert_eq!(sem.value(), 1);
         });
     });
-}
-
-/// Whether `pid` is blocked in a futex wait (its kernel wait channel).
-fn sleeping_in_futex(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("futex"))
 }
 
 // ---------------------------------------------------------------------------
@@ -674,7 +674,8 @@ fn barrier_timeout() {
         run_parties(|_| {
             let i = barrier.wait().unwrap();
             if i == N / 2 {
-                std::thread::sleep(Duration::from_millis(1000)); // one party is late
+                // One party is late: it comes once the others timed out.
+                assert!(wait_until(LIMIT, || barrier.is_broken()));
             }
             if let Err(Error::BrokenBarrier) = barrier.wait_timeout(TIMEOUT3) {
                 bump(&broken);
@@ -692,7 +693,8 @@ fn barrier_default_timeout() {
         run_parties(|_| {
             let i = barrier.wait_timeout(LIMIT).unwrap();
             if i == N / 2 {
-                std::thread::sleep(Duration::from_millis(1000)); // one party is late
+                // One party is late: it comes once the others timed out.
+                assert!(wait_until(LIMIT, || barrier.is_broken()));
             }
             if let Err(Error::BrokenBarrier) = barrier.wait() {
                 bump(&broken);

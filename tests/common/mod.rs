@@ -1,6 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -8,24 +13,80 @@ use std::time::{Duration, Instant};
 use multiproc::segment::Segment;
 use multiproc::{Process, Scope};
 
-/// The environment variable that tells a re-run test binary which helper to be.
+pub mod harness;
+pub mod procfs;
+
+/// The environment variable that tells a test binary run again which
+/// helper to be (its `main` reads it before running any test).
 pub const HELPER_ENV: &str = "MULTIPROC_TEST_HELPER";
 
-/// Runs this test binary again as an unrelated process (exec'd, not forked),
-/// executing only its `helper_entry` test with `HELPER_ENV=arg` and real
-/// stdout; returns that stdout. Fails the test if the helper fails.
-pub fn run_helper(arg: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper_entry", "--nocapture", "--test-threads=1"])
-        .env(HELPER_ENV, arg)
-        .output()
+/// Runs this test binary again as an unrelated process (exec'd, not forked)
+/// with `HELPER_ENV=arg`; returns its stdout. Fails the test if the helper
+/// fails or has not exited after `limit`.
+pub fn run_helper(arg: &str, limit: Duration) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env(HELPER_ENV, arg);
+    let (status, out, err) = run_with_deadline(&mut command, b"", limit);
+    assert!(status.success(), "helper {arg:?}: {status}: {err}");
+    out
+}
+
+/// Runs `command` with `stdin` on its standard input; its exit status,
+/// stdout and stderr. Kills it and fails the test if it has not exited
+/// after `limit`.
+///
+/// Its standard streams are private files, not pipes: a process that
+/// another test forks meanwhile inherits the ends of any pipe open then,
+/// and reading a pipe to its end would wait for that process too.
+pub fn run_with_deadline(
+    command: &mut Command,
+    stdin: &[u8],
+    limit: Duration,
+) -> (ExitStatus, String, String) {
+    let input = memory_file(c"test-stdin");
+    (&input).write_all(stdin).unwrap();
+    (&input).seek(SeekFrom::Start(0)).unwrap();
+    let (out, err) = (memory_file(c"test-stdout"), memory_file(c"test-stderr"));
+    let mut child = command
+        .stdin(input)
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
         .unwrap();
+    let exited = wait_until(limit, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let (out, err) = (contents(out), contents(err));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        exited,
+        "{command:?} did not exit within {limit:?}; killed.\nstdout: {out}\nstderr: {err}"
     );
-    String::from_utf8(out.stdout).unwrap()
+    (status, out, err)
+}
+
+/// A new file in memory, closed on exec (a child gets its copy as a
+/// standard stream), written in append mode: the processes that share it
+/// share one file offset, which the kernel does not lock for a memory
+/// file, so without it two writers at once can write over each other.
+fn memory_file(name: &std::ffi::CStr) -> File {
+    // SAFETY: a NUL-terminated name and a valid flag.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: F_SETFL on the descriptor just made.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_APPEND) };
+    assert!(r == 0, "O_APPEND: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor that nothing else owns.
+    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What was written to `file`, from its start.
+fn contents(mut file: File) -> String {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut bytes).unwrap();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Runs `f`; if it has not returned after `limit`, prints what hung and
@@ -36,7 +97,12 @@ pub fn watchdog<R>(what: &str, limit: Duration, f: impl FnOnce() -> R) -> R {
     let what = what.to_owned();
     let dog = thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
-            eprintln!("watchdog: {what} did not finish within {limit:?}; aborting");
+            // Straight to fd 2: the harness captures a test's eprintln,
+            // and the abort would lose it.
+            write_stderr(&format!(
+                "watchdog: {what} did not finish within {limit:?}; aborting\n{}",
+                procfs::threads_report(std::process::id())
+            ));
             std::process::abort();
         }
     });
@@ -108,12 +174,73 @@ fn reporting(f: impl FnOnce() + Send) -> impl FnOnce() + Send {
                 .map(String::as_str)
                 .or_else(|| payload.downcast_ref::<&str>().copied())
                 .unwrap_or("(non-string panic)");
-            let line = format!("child {} panicked: {msg}\n", std::process::id());
-            // SAFETY: writing a valid buffer to fd 2.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            write_stderr(&format!("child {} panicked: {msg}\n", std::process::id()));
             multiproc::process::exit(1);
         }
     }
+}
+
+/// Runs `f` while another thread keeps taking `lock` and holding it most
+/// of the time: a lock that a child forked meanwhile must never find held.
+pub fn while_another_thread_holds<R>(
+    lock: &'static std::sync::Mutex<u64>,
+    f: impl FnOnce() -> R,
+) -> R {
+    /// Stops the holder when `f` ends, even by a panic.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Relaxed) {
+                let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                for _ in 0..20_000 {
+                    *g = std::hint::black_box(*g + 1);
+                }
+            }
+        });
+        let _stop = Stop(&stop);
+        f()
+    })
+}
+
+/// A tokio runtime on two worker threads, with timers and I/O.
+pub fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A tokio runtime on the calling thread, with timers and I/O.
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// As [`static_child`], running the future that `f` makes under its own
+/// runtime, made by `rt` ([`multi_thread`] or [`current_thread`]).
+pub fn async_child<F>(
+    rt: fn() -> tokio::runtime::Runtime,
+    f: impl FnOnce() -> F + Send + 'static,
+) -> Process<'static>
+where
+    F: std::future::Future<Output = ()>,
+{
+    static_child(move || rt().block_on(f()))
+}
+
+/// Writes `text` to fd 2 itself, past any output capture.
+fn write_stderr(text: &str) {
+    // SAFETY: writing a valid buffer to fd 2.
+    unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
 }
 
 /// Joins `p` within `limit` and returns its exit code; kills it and fails
