@@ -94,8 +94,8 @@ fn names_and_identity() {
         assert_eq!(current_process().name(), "MainProcess");
         assert_eq!(current_process().pid(), std::process::id());
         let named = Process::new(|| assert_eq!(current_process().name(), "worker"));
-        let mut named = named.name("worker");
-        assert_eq!(named.process_name(), "worker");
+        let mut named = named.with_name("worker");
+        assert_eq!(named.name(), "worker");
         named.start().unwrap();
         assert_eq!(join(&named, LIMIT), 0);
 
@@ -189,6 +189,30 @@ fn helper_entry() {
             let mut daemon = Process::new(park_forever).daemon(true);
             daemon.start().unwrap();
             println!("daemon {}", daemon.pid().unwrap());
+            println!("main returns");
+        }
+        Ok("lifecycle-log") => {
+            // tests/python/lifecycle.py, see `a_childs_life_is_logged_as_python_logs_it`.
+            multiproc::log_to_stderr(multiproc::LogLevel::Debug).unwrap();
+            let mut p = Process::new(|| println!("child working"));
+            p.start().unwrap();
+            p.join().unwrap();
+            Process::new(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                println!("slow child finished");
+            })
+            .start()
+            .unwrap();
+            // A daemon dies with the thread that started it (see
+            // `Process::daemon`), and this test's thread ends before the
+            // program does: start it from one that lives until the exit.
+            let (started, wait) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                Process::new(park_forever).daemon(true).start().unwrap();
+                started.send(()).unwrap();
+                park_forever();
+            });
+            wait.recv().unwrap();
             println!("main returns");
         }
         Ok("manager-at-exit") => {
@@ -465,5 +489,290 @@ fn a_fork_while_another_thread_starts_processes_never_hangs_the_child() {
             }
             stop.store(true, SeqCst);
         });
+    });
+}
+
+/// The log lines of `log_to_stderr`'s stderr, as (level, process, message).
+fn log_records(stderr: &str) -> Vec<(String, String, String)> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let (head, message) = line.strip_prefix('[')?.split_once("] ")?;
+            let (level, process) = head.split_once('/')?;
+            Some((level.into(), process.into(), message.into()))
+        })
+        .collect()
+}
+
+/// `log_to_stderr(DEBUG)` in Python reports each process's life; the same
+/// program in Rust (the helper "lifecycle-log") reports it with the same
+/// words at the same levels. Python 3.12.1 printed, for this program
+///
+/// ```python
+/// import logging, multiprocessing as mp, time
+/// def work(): print("child working", flush=True)
+/// def slow(): time.sleep(0.3); print("slow child finished", flush=True)
+/// def park(): time.sleep(60)
+/// if __name__ == "__main__":
+///     mp.set_start_method("fork")
+///     mp.log_to_stderr(logging.DEBUG)
+///     p = mp.Process(target=work); p.start(); p.join()
+///     mp.Process(target=slow).start()
+///     mp.Process(target=park, daemon=True).start()
+///     print("main returns", flush=True)
+/// ```
+///
+/// these lines on stderr (the processes' lines interleave differently from
+/// run to run; each process's own are always in this order):
+///
+/// ```text
+/// [INFO/Process-1] child process calling self.run()
+/// [INFO/Process-1] process shutting down
+/// [DEBUG/Process-1] running all "atexit" finalizers with priority >= 0
+/// [DEBUG/Process-1] running the remaining "atexit" finalizers
+/// [INFO/Process-1] process exiting with exitcode 0
+/// [INFO/Process-3] child process calling self.run()
+/// [INFO/Process-2] child process calling self.run()
+/// [INFO/MainProcess] process shutting down
+/// [DEBUG/MainProcess] running all "atexit" finalizers with priority >= 0
+/// [INFO/MainProcess] calling terminate() for daemon Process-3
+/// [INFO/MainProcess] calling join() for process Process-2
+/// [INFO/Process-2] process shutting down
+/// [DEBUG/Process-2] running all "atexit" finalizers with priority >= 0
+/// [DEBUG/Process-2] running the remaining "atexit" finalizers
+/// [INFO/Process-2] process exiting with exitcode 0
+/// [DEBUG/MainProcess] running the remaining "atexit" finalizers
+/// ```
+///
+/// Python also says `calling join() for process Process-3` when the
+/// terminated daemon has not exited yet as it looks again; multiproc always
+/// says it (it waits for the killed daemon too).
+#[test]
+fn a_childs_life_is_logged_as_python_logs_it() {
+    watchdog("lifecycle log", LIMIT, || {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "helper_entry", "--nocapture", "--test-threads=1"])
+            .env(HELPER_ENV, "lifecycle-log")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let records = log_records(&stderr);
+        let of = |process: &str| -> Vec<String> {
+            records
+                .iter()
+                .filter(|(_, p, _)| p == process)
+                .map(|(level, _, message)| format!("{level} {message}"))
+                .collect()
+        };
+        let child_life = [
+            "INFO child process calling self.run()",
+            "INFO process shutting down",
+            "DEBUG running all \"atexit\" finalizers with priority >= 0",
+            "DEBUG running the remaining \"atexit\" finalizers",
+            "INFO process exiting with exitcode 0",
+        ];
+        assert_eq!(of("Process-1"), child_life, "{stderr}");
+        assert_eq!(of("Process-2"), child_life, "{stderr}");
+        // Killed by its parent's exit before it could say more.
+        assert_eq!(of("Process-3"), child_life[..1], "{stderr}");
+        assert_eq!(
+            of("MainProcess"),
+            [
+                "INFO process shutting down",
+                "DEBUG running all \"atexit\" finalizers with priority >= 0",
+                "INFO calling terminate() for daemon Process-3",
+                "INFO calling join() for process Process-2",
+                "INFO calling join() for process Process-3",
+                "DEBUG running the remaining \"atexit\" finalizers",
+            ],
+            "{stderr}"
+        );
+        // Process-1 was joined before the others started; the main
+        // process's last line comes after Process-2's, which it waited for.
+        let at = |process: &str, message: &str| {
+            records
+                .iter()
+                .position(|(_, p, m)| p == process && m == message)
+                .unwrap_or_else(|| panic!("{process}: {message} missing: {stderr}"))
+        };
+        let exiting = "process exiting with exitcode 0";
+        assert!(at("Process-1", exiting) < at("Process-2", "child process calling self.run()"));
+        assert!(
+            at("Process-2", exiting)
+                < at("MainProcess", "running the remaining \"atexit\" finalizers")
+        );
+        // And the program's own output came first.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("child working\n"), "{stdout}");
+        assert!(stdout.contains("slow child finished\n"), "{stdout}");
+    });
+}
+
+/// Python's "subclass `Process` and override `run()`": a type that
+/// implements `Run`. As in Python, its default name is the type's name and
+/// a number (`class Worker(Process)` gives `Worker-2`), the child knows that
+/// name, and its changes to `self` stay in the child.
+#[test]
+fn a_run_type_is_pythons_process_subclass() {
+    struct Worker {
+        n: u32,
+        expected_name: String,
+    }
+    impl process::Run for Worker {
+        fn run(&mut self) {
+            self.n *= 2;
+            let me = current_process();
+            if me.name() != self.expected_name || self.n != 42 {
+                process::exit(3);
+            }
+        }
+    }
+    struct Failing;
+    impl process::Run for Failing {
+        fn run(&mut self) {
+            process::exit(7);
+        }
+    }
+    watchdog("run objects", LIMIT, || {
+        let before = Process::new(|| {});
+        let next: u32 = before.name()["Process-".len()..].parse().unwrap();
+        let worker = Worker {
+            n: 21,
+            expected_name: format!("Worker-{}", next + 1),
+        };
+        let expected = worker.expected_name.clone();
+        let mut p = Process::from_run(worker);
+        assert_eq!(p.name(), expected);
+        assert_eq!(
+            p.to_string(),
+            format!(
+                "<Worker name='{expected}' parent={} initial>",
+                std::process::id()
+            )
+        );
+        p.start().unwrap();
+        assert_eq!(join(&p, LIMIT), 0);
+        assert!(p
+            .to_string()
+            .starts_with(&format!("<Worker name='{expected}' pid=")));
+
+        let mut f = Process::from_run(Failing).with_name("failing");
+        f.start().unwrap();
+        assert_eq!(join(&f, LIMIT), 7);
+    });
+}
+
+/// `Display` is Python's `repr(p)`. Python 3.12.1 printed, for processes
+/// in the same states (pids aside):
+///
+/// ```text
+/// <Process name='Process-1' parent=20371 initial>
+/// <Process name="it's" pid=20399 parent=20371 started daemon>
+/// <Process name="it's" pid=20399 parent=20371 stopped exitcode=-SIGTERM daemon>
+/// <Process name='x"y' pid=20400 parent=20371 stopped exitcode=3>
+/// <Process name='Process-5' pid=20403 parent=20371 stopped exitcode=-SIGKILL>
+/// <Process name='Process-1' pid=20395 parent=20371 stopped exitcode=0>
+/// ```
+///
+/// and `unknown` for a copy of a handle in another process.
+#[test]
+fn processes_print_as_python_prints_them() {
+    watchdog("display", LIMIT, || {
+        let me = std::process::id();
+        let p = Process::new(|| {});
+        let name = p.name().to_owned();
+        assert_eq!(
+            p.to_string(),
+            format!("<Process name='{name}' parent={me} initial>")
+        );
+
+        let mut d = Process::new(park_forever).with_name("it's").daemon(true);
+        assert_eq!(
+            d.to_string(),
+            format!("<Process name=\"it's\" parent={me} initial daemon>")
+        );
+        d.start().unwrap();
+        let pid = d.pid().unwrap();
+        assert_eq!(
+            d.to_string(),
+            format!("<Process name=\"it's\" pid={pid} parent={me} started daemon>")
+        );
+        // A forked copy of the handle cannot tell: Python's `unknown`.
+        multiproc::scope(|s| {
+            let d = &d;
+            let mut c = s.process(move || {
+                let shown = d.to_string();
+                let expected =
+                    format!("<Process name=\"it's\" pid={pid} parent={me} unknown daemon>");
+                process::exit(if shown == expected { 0 } else { 1 });
+            });
+            c.start().unwrap();
+            assert_eq!(join(&c, LIMIT), 0);
+        });
+        d.terminate().unwrap();
+        assert_eq!(join(&d, LIMIT), -libc::SIGTERM);
+        assert_eq!(
+            d.to_string(),
+            format!(
+                "<Process name=\"it's\" pid={pid} parent={me} stopped exitcode=-SIGTERM daemon>"
+            )
+        );
+
+        let mut e = Process::new(|| process::exit(3)).with_name("x\"y");
+        e.start().unwrap();
+        assert_eq!(join(&e, LIMIT), 3);
+        let pid = e.pid().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("<Process name='x\"y' pid={pid} parent={me} stopped exitcode=3>")
+        );
+
+        let mut k = Process::new(park_forever);
+        let name = k.name().to_owned();
+        k.start().unwrap();
+        k.kill().unwrap();
+        assert_eq!(join(&k, LIMIT), -libc::SIGKILL);
+        let pid = k.pid().unwrap();
+        assert_eq!(
+            k.to_string(),
+            format!("<Process name='{name}' pid={pid} parent={me} stopped exitcode=-SIGKILL>")
+        );
+    });
+}
+
+/// Fork copies the whole process, so a forked child may run a closure that
+/// is not `Send` (one that captures an `Rc`, or borrows a `RefCell`); its
+/// handle, a `LocalProcess`, stays on this thread (the compile-fail
+/// doctests on `Process` show what is rejected).
+#[test]
+fn forked_closures_need_not_be_send() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    watchdog("local processes", LIMIT, || {
+        let shared = Rc::new(RefCell::new(vec![1, 2, 3]));
+        let mine = Rc::clone(&shared);
+        let mut p = Process::new_local(move || {
+            mine.borrow_mut().push(4);
+            let sum: i32 = mine.borrow().iter().sum();
+            process::exit(sum);
+        });
+        assert!(p.name().starts_with("Process-"));
+        p.start().unwrap();
+        assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(10));
+        // The child's push was its own; the parent's Rc is intact.
+        assert_eq!(*shared.borrow(), [1, 2, 3]);
+        assert_eq!(Rc::strong_count(&shared), 1, "the closure was dropped here");
+
+        let local = RefCell::new(5);
+        multiproc::scope(|s| {
+            let mut c = s.process_local(|| {
+                *local.borrow_mut() += 1;
+                process::exit(*local.borrow());
+            });
+            c.start().unwrap();
+            assert_eq!(c.join_timeout(LIMIT).unwrap(), Some(6));
+        });
+        assert_eq!(*local.borrow(), 5);
     });
 }

@@ -88,7 +88,7 @@ impl ForkServer {
             drop(unsafe { OwnedFd::from_raw_fd(ours) });
             sys::exit_now(run_server(server_end, &serve))
         })
-        .name(name);
+        .with_name(name);
         process.start_unlisted()?;
         let server_pidfd = process
             .pidfd_clone()

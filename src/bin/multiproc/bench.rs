@@ -716,7 +716,7 @@ fn two_process_rate(counter: &(impl BenchCounter + Sync), n: u64) -> Result<f64>
         go.atomic().store(1, Ordering::Release);
         for p in &procs {
             if p.join_timeout(Duration::from_secs(300))? != Some(0) {
-                return Err(format!("{} failed or hung", p.process_name()).into());
+                return Err(format!("{} failed or hung", p.name()).into());
             }
         }
         Ok(t.elapsed().as_secs_f64())

@@ -575,7 +575,7 @@ pub fn run(options: &Options) -> multiproc::Result<()> {
             }
             .run()
         })
-        .name(format!("soak-{slot}"));
+        .with_name(format!("soak-{slot}"));
         process.start()?;
         Ok(Slot {
             process,
