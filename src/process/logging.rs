@@ -245,3 +245,50 @@ pub fn log_to_stderr(level: impl Into<LogLevel>) -> Result<(), log::SetLoggerErr
     let _ = super::ready_for_fork();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::Log;
+
+    #[test]
+    fn levels_are_pythons() {
+        let numbers: Vec<u8> = LogLevel::ALL.iter().map(|l| *l as u8).collect();
+        assert_eq!(numbers, [5, 10, 20, 25, 30, 40, 50]);
+        assert!(LogLevel::ALL.windows(2).all(|w| w[0] < w[1]));
+        let names: Vec<String> = LogLevel::ALL.iter().map(|l| l.to_string()).collect();
+        assert_eq!(
+            names,
+            ["Level 5", "DEBUG", "INFO", "Level 25", "WARNING", "ERROR", "CRITICAL"]
+        );
+        for level in LogLevel::ALL {
+            assert_eq!(LogLevel::from_number(level as u8), Some(level));
+        }
+        assert_eq!(LogLevel::from_number(0), None);
+    }
+
+    #[test]
+    fn the_log_crates_levels_convert() {
+        assert_eq!(LogLevel::from(log::LevelFilter::Trace), LogLevel::SubDebug);
+        assert_eq!(LogLevel::from(log::LevelFilter::Warn), LogLevel::Warning);
+        assert_eq!(LogLevel::from(log::LevelFilter::Off), LogLevel::Critical);
+        assert_eq!(LogLevel::SubWarning.log_filter(), log::LevelFilter::Info);
+        assert_eq!(LogLevel::Critical.log_filter(), log::LevelFilter::Off);
+    }
+
+    /// A `SUBWARNING` record of this crate passes a `SubWarning` threshold
+    /// that the `log` crate's `info!` records, at the same `log` level, do not.
+    #[test]
+    fn subwarning_sits_between_info_and_warning() {
+        let logger = StderrLogger {
+            level: LogLevel::SubWarning,
+        };
+        let info = log::Metadata::builder().level(log::Level::Info).build();
+        let warn = log::Metadata::builder().level(log::Level::Warn).build();
+        assert!(!logger.enabled(&info));
+        assert!(logger.enabled(&warn));
+        RECORD_LEVEL.set(Some(LogLevel::SubWarning));
+        assert!(logger.enabled(&info));
+        RECORD_LEVEL.set(None);
+    }
+}

@@ -335,7 +335,8 @@ pub fn cpu_count() -> usize {
 /// Ends the calling process with `code`: what a child calls for Python's
 /// `sys.exit(code)`. Like any exit it first kills the daemon children and
 /// waits for the others; then flushes stdout and stderr and ends at once,
-/// running no destructors or `atexit` handlers.
+/// running no destructors or `atexit` handlers. In a child, with
+/// [`log_to_stderr`], it logs Python's `process exiting with exitcode N`.
 pub fn exit(code: i32) -> ! {
     finish_at_exit();
     let child = identity().is_some();

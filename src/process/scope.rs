@@ -11,8 +11,9 @@
 //! So no process may run with a copy of a borrow after the borrow ends:
 //!
 //! 1. A [`Process`] whose closure is not `'static` can only be made by
-//!    [`Scope::process`], which ties it to the scope (`Process<'scope>`, with
-//!    the scope recorded in it); [`Process::new`] takes `'static` closures
+//!    [`Scope::process`] (or [`Scope::process_local`]), which ties it to
+//!    the scope (`Process<'scope>`, with the scope recorded in it);
+//!    [`Process::new`] and [`Process::new_local`] take `'static` closures
 //!    only. `'scope` cannot be named outside [`scope`]'s closure, and
 //!    `'env` outlives it, as in `std`.
 //! 2. Starting it registers the child under the scope's id before `start`
