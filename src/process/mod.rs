@@ -624,7 +624,8 @@ impl Process<'static> {
 
     /// A process that will run `value`'s [`Run::run`] (Python's subclass of
     /// `Process` that overrides `run()`), named after `R` like Python's:
-    /// `Worker-N` for a type `Worker`. See [`Run`].
+    /// `Worker-N` for a type `Worker`. See [`Run`]; a value that is not
+    /// `Send` runs with [`Process::from_run_local`].
     pub fn from_run<R>(mut value: R) -> Self
     where
         R: Run + Send + 'static,
@@ -696,6 +697,38 @@ impl LocalProcess<'static> {
         F: FnOnce() + 'static,
     {
         Self::with_launch(Launch::Fork(local(returning(target))), None)
+    }
+
+    /// [`Process::from_run`] for a value that is not `Send`.
+    ///
+    /// # Example
+    /// ```
+    /// use std::rc::Rc;
+    /// use multiproc::process::{Process, Run};
+    ///
+    /// struct Reader(Rc<Vec<u8>>);
+    /// impl Run for Reader {
+    ///     fn run(&mut self) {
+    ///         assert_eq!(self.0.len(), 3);
+    ///     }
+    /// }
+    ///
+    /// let mut p = Process::from_run_local(Reader(Rc::new(vec![1, 2, 3])));
+    /// assert!(p.name().starts_with("Reader-"));
+    /// p.start()?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn from_run_local<R>(mut value: R) -> Self
+    where
+        R: Run + 'static,
+    {
+        let kind = type_name_of::<R>();
+        Self::with_kind(
+            kind,
+            Launch::Fork(local(returning(move || value.run()))),
+            None,
+        )
     }
 }
 
