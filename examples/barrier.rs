@@ -36,7 +36,7 @@ fn main() -> multiproc::Result<()> {
         w.start()?;
     }
     for w in &workers {
-        assert_eq!(w.join()?, 0, "{} failed", w.process_name());
+        assert_eq!(w.join()?, 0, "{} failed", w.name());
     }
     println!("{PHASES} phases done in lockstep");
     Ok(())

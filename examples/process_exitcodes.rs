@@ -9,11 +9,11 @@ use multiproc::{process, Process};
 
 fn main() -> multiproc::Result<()> {
     let mut children = [
-        Process::new(|| {}).name("returns"),
-        Process::new(|| process::exit(1)).name("exits-1"),
-        Process::new(|| panic!("this child panics on purpose")).name("panics"),
-        Process::fallible(|| Err("this child fails on purpose")).name("errs"),
-        Process::new(|| std::thread::sleep(Duration::from_secs(60))).name("terminated"),
+        Process::new(|| {}).with_name("returns"),
+        Process::new(|| process::exit(1)).with_name("exits-1"),
+        Process::new(|| panic!("this child panics on purpose")).with_name("panics"),
+        Process::fallible(|| Err("this child fails on purpose")).with_name("errs"),
+        Process::new(|| std::thread::sleep(Duration::from_secs(60))).with_name("terminated"),
     ];
     for c in &mut children {
         c.start()?;
@@ -21,7 +21,7 @@ fn main() -> multiproc::Result<()> {
     children[4].terminate()?;
     for c in &children {
         c.join()?;
-        println!("{:>10}.exitcode = {:?}", c.process_name(), c.exitcode());
+        println!("{:>10}.exitcode = {:?}", c.name(), c.exitcode());
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ fn main() -> multiproc::Result<()> {
         c.start()?;
     }
     for c in &children {
-        println!("{} exited with {}", c.process_name(), c.join()?);
+        println!("{} exited with {}", c.name(), c.join()?);
     }
     Ok(())
 }

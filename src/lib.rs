@@ -114,7 +114,7 @@ pub use error::{Error, LockError, LockResult, Result};
 pub use manager::{Manager, PyValue};
 pub use process::{
     active_children, cpu_count, current_process, log_to_stderr, parent_process, scope, spawn_init,
-    AsyncResult, Pool, Process, Scope,
+    AsyncResult, LogLevel, Pool, Process, Scope,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

@@ -94,8 +94,8 @@ fn names_and_identity() {
         assert_eq!(current_process().name(), "MainProcess");
         assert_eq!(current_process().pid(), std::process::id());
         let named = Process::new(|| assert_eq!(current_process().name(), "worker"));
-        let mut named = named.name("worker");
-        assert_eq!(named.process_name(), "worker");
+        let mut named = named.with_name("worker");
+        assert_eq!(named.name(), "worker");
         named.start().unwrap();
         assert_eq!(join(&named, LIMIT), 0);
 
@@ -354,5 +354,173 @@ fn a_fork_while_another_thread_starts_processes_never_hangs_the_child() {
             }
             stop.store(true, SeqCst);
         });
+    });
+}
+
+/// Python's "subclass `Process` and override `run()`": a type that
+/// implements `Run`. As in Python, its default name is the type's name and
+/// a number (`class Worker(Process)` gives `Worker-2`), the child knows that
+/// name, and its changes to `self` stay in the child.
+#[test]
+fn a_run_type_is_pythons_process_subclass() {
+    struct Worker {
+        n: u32,
+        expected_name: String,
+    }
+    impl process::Run for Worker {
+        fn run(&mut self) {
+            self.n *= 2;
+            let me = current_process();
+            if me.name() != self.expected_name || self.n != 42 {
+                process::exit(3);
+            }
+        }
+    }
+    struct Failing;
+    impl process::Run for Failing {
+        fn run(&mut self) {
+            process::exit(7);
+        }
+    }
+    watchdog("run objects", LIMIT, || {
+        let before = Process::new(|| {});
+        let next: u32 = before.name()["Process-".len()..].parse().unwrap();
+        let worker = Worker {
+            n: 21,
+            expected_name: format!("Worker-{}", next + 1),
+        };
+        let expected = worker.expected_name.clone();
+        let mut p = Process::from_run(worker);
+        assert_eq!(p.name(), expected);
+        assert_eq!(
+            p.to_string(),
+            format!(
+                "<Worker name='{expected}' parent={} initial>",
+                std::process::id()
+            )
+        );
+        p.start().unwrap();
+        assert_eq!(join(&p, LIMIT), 0);
+        assert!(p
+            .to_string()
+            .starts_with(&format!("<Worker name='{expected}' pid=")));
+
+        let mut f = Process::from_run(Failing).with_name("failing");
+        f.start().unwrap();
+        assert_eq!(join(&f, LIMIT), 7);
+    });
+}
+
+/// `Display` is Python's `repr(p)`. Python 3.12.1 printed, for processes
+/// in the same states (pids aside):
+///
+/// ```text
+/// <Process name='Process-1' parent=20371 initial>
+/// <Process name="it's" pid=20399 parent=20371 started daemon>
+/// <Process name="it's" pid=20399 parent=20371 stopped exitcode=-SIGTERM daemon>
+/// <Process name='x"y' pid=20400 parent=20371 stopped exitcode=3>
+/// <Process name='Process-5' pid=20403 parent=20371 stopped exitcode=-SIGKILL>
+/// <Process name='Process-1' pid=20395 parent=20371 stopped exitcode=0>
+/// ```
+///
+/// and `unknown` for a copy of a handle in another process.
+#[test]
+fn processes_print_as_python_prints_them() {
+    watchdog("display", LIMIT, || {
+        let me = std::process::id();
+        let p = Process::new(|| {});
+        let name = p.name().to_owned();
+        assert_eq!(
+            p.to_string(),
+            format!("<Process name='{name}' parent={me} initial>")
+        );
+
+        let mut d = Process::new(park_forever).with_name("it's").daemon(true);
+        assert_eq!(
+            d.to_string(),
+            format!("<Process name=\"it's\" parent={me} initial daemon>")
+        );
+        d.start().unwrap();
+        let pid = d.pid().unwrap();
+        assert_eq!(
+            d.to_string(),
+            format!("<Process name=\"it's\" pid={pid} parent={me} started daemon>")
+        );
+        // A forked copy of the handle cannot tell: Python's `unknown`.
+        multiproc::scope(|s| {
+            let d = &d;
+            let mut c = s.process(move || {
+                let shown = d.to_string();
+                let expected =
+                    format!("<Process name=\"it's\" pid={pid} parent={me} unknown daemon>");
+                process::exit(if shown == expected { 0 } else { 1 });
+            });
+            c.start().unwrap();
+            assert_eq!(join(&c, LIMIT), 0);
+        });
+        d.terminate().unwrap();
+        assert_eq!(join(&d, LIMIT), -libc::SIGTERM);
+        assert_eq!(
+            d.to_string(),
+            format!(
+                "<Process name=\"it's\" pid={pid} parent={me} stopped exitcode=-SIGTERM daemon>"
+            )
+        );
+
+        let mut e = Process::new(|| process::exit(3)).with_name("x\"y");
+        e.start().unwrap();
+        assert_eq!(join(&e, LIMIT), 3);
+        let pid = e.pid().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("<Process name='x\"y' pid={pid} parent={me} stopped exitcode=3>")
+        );
+
+        let mut k = Process::new(park_forever);
+        let name = k.name().to_owned();
+        k.start().unwrap();
+        k.kill().unwrap();
+        assert_eq!(join(&k, LIMIT), -libc::SIGKILL);
+        let pid = k.pid().unwrap();
+        assert_eq!(
+            k.to_string(),
+            format!("<Process name='{name}' pid={pid} parent={me} stopped exitcode=-SIGKILL>")
+        );
+    });
+}
+
+/// Fork copies the whole process, so a forked child may run a closure that
+/// is not `Send` (one that captures an `Rc`, or borrows a `RefCell`); its
+/// handle, a `LocalProcess`, stays on this thread (the compile-fail
+/// doctests on `Process` show what is rejected).
+#[test]
+fn forked_closures_need_not_be_send() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    watchdog("local processes", LIMIT, || {
+        let shared = Rc::new(RefCell::new(vec![1, 2, 3]));
+        let mine = Rc::clone(&shared);
+        let mut p = Process::new_local(move || {
+            mine.borrow_mut().push(4);
+            let sum: i32 = mine.borrow().iter().sum();
+            process::exit(sum);
+        });
+        assert!(p.name().starts_with("Process-"));
+        p.start().unwrap();
+        assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(10));
+        // The child's push was its own; the parent's Rc is intact.
+        assert_eq!(*shared.borrow(), [1, 2, 3]);
+        assert_eq!(Rc::strong_count(&shared), 1, "the closure was dropped here");
+
+        let local = RefCell::new(5);
+        multiproc::scope(|s| {
+            let mut c = s.process_local(|| {
+                *local.borrow_mut() += 1;
+                process::exit(*local.borrow());
+            });
+            c.start().unwrap();
+            assert_eq!(c.join_timeout(LIMIT).unwrap(), Some(6));
+        });
+        assert_eq!(*local.borrow(), 5);
     });
 }

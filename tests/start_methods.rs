@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     }
     common::harness::run(&tests![
         log_lines_carry_the_process_name,
+        children_log_their_life_as_python_does,
         exit_codes_fork,
         exit_codes_spawn,
         exit_codes_forkserver,
@@ -73,7 +74,7 @@ fn logging_helper() {
     log::info!("from the parent");
     log::debug!("not shown: below the level");
     for start in [Start::Fork, Start::Spawn] {
-        let mut p = make(start, entry!(log_line), ()).name(format!("logger-{start:?}"));
+        let mut p = make(start, entry!(log_line), ()).with_name(format!("logger-{start:?}"));
         p.start().unwrap();
         assert_eq!(p.join().unwrap(), 0);
     }
@@ -86,9 +87,57 @@ fn log_lines_carry_the_process_name() {
         let (status, _, err) = common::run_with_deadline(&mut command, b"", LIMIT);
         assert!(status.success(), "{status}: {err}");
         assert!(err.contains("[INFO/MainProcess] from the parent"), "{err}");
-        assert!(err.contains("[WARN/logger-Fork] from the child"), "{err}");
-        assert!(err.contains("[WARN/logger-Spawn] from the child"), "{err}");
+        assert!(
+            err.contains("[WARNING/logger-Fork] from the child"),
+            "{err}"
+        );
+        assert!(
+            err.contains("[WARNING/logger-Spawn] from the child"),
+            "{err}"
+        );
         assert!(!err.contains("below the level"), "{err}");
+    });
+}
+
+/// Forked and spawned children report their life as Python's do, at
+/// `log_to_stderr(INFO)`: Python 3.12's `[INFO/Process-1] child process
+/// calling self.run()`, `process shutting down` and `process exiting with
+/// exitcode 0` for each child, with the child's own records in between,
+/// and the main process's `process shutting down` when it exits.
+fn children_log_their_life_as_python_does() {
+    watchdog("lifecycle logging", LIMIT, || {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.env(common::HELPER_ENV, "log");
+        let (status, _, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+        assert!(status.success(), "{status}: {err}");
+        for name in ["logger-Fork", "logger-Spawn"] {
+            let lines: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains(&format!("/{name}] ")))
+                .collect();
+            assert_eq!(
+                lines,
+                [
+                    format!("[INFO/{name}] child process calling self.run()"),
+                    format!("[WARNING/{name}] from the child"),
+                    format!("[INFO/{name}] process shutting down"),
+                    format!("[INFO/{name}] process exiting with exitcode 0"),
+                ],
+                "{err}"
+            );
+        }
+        let main: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("/MainProcess] "))
+            .collect();
+        assert_eq!(
+            main,
+            [
+                "[INFO/MainProcess] from the parent",
+                "[INFO/MainProcess] process shutting down"
+            ],
+            "{err}"
+        );
     });
 }
 
@@ -193,13 +242,13 @@ fn names_and_parents(start: Start) {
         entry!(identity),
         ("worker".into(), me.name().into(), me.pid(), os_parent),
     )
-    .name("worker");
+    .with_name("worker");
     p.start().unwrap();
     assert_eq!(join(&p, LIMIT), 0, "{start:?}");
     // A default name, Python's Process-N: predicted from the next handle.
     let probe = Process::new(|| {});
     let next = probe
-        .process_name()
+        .name()
         .strip_prefix("Process-")
         .unwrap()
         .parse::<u32>()
@@ -215,7 +264,7 @@ fn names_and_parents(start: Start) {
             os_parent,
         ),
     );
-    assert_eq!(p.process_name(), format!("Process-{next}"));
+    assert_eq!(p.name(), format!("Process-{next}"));
     p.start().unwrap();
     assert_eq!(join(&p, LIMIT), 0, "{start:?}");
 }
@@ -289,7 +338,7 @@ fn forkserver_children_never_inherit_a_lock_held_by_another_thread() {
 /// handle state: its exit code is not lost.
 fn active_children_and_join_agree_on_a_forkserver_child() {
     watchdog("active_children forkserver", LIMIT, || {
-        let mut p = make(Start::ForkServer, entry!(exits), 9).name("fs-exits");
+        let mut p = make(Start::ForkServer, entry!(exits), 9).with_name("fs-exits");
         p.start().unwrap();
         assert!(wait_until(LIMIT, || active_children()
             .iter()
@@ -301,10 +350,10 @@ fn active_children_and_join_agree_on_a_forkserver_child() {
 fn active_children_lists_running_children_only() {
     watchdog("active_children", LIMIT, || {
         let mut a = make(Start::Fork, entry!(sleeps), 600)
-            .name("sleeper-fork")
+            .with_name("sleeper-fork")
             .daemon(true);
         let mut b = make(Start::Spawn, entry!(sleeps), 600)
-            .name("sleeper-spawn")
+            .with_name("sleeper-spawn")
             .daemon(true);
         a.start().unwrap();
         b.start().unwrap();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
 use common::harness::tests;
-use common::{procfs, run_helper, wait_until, watchdog, TempName, HELPER_ENV};
+use common::{procfs, run_helper, run_with_deadline, wait_until, watchdog, TempName, HELPER_ENV};
 use multiproc::{Condition, Error, Process, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         buffered_output_is_never_doubled_by_fork,
         forking_while_another_thread_prints_never_hangs_the_child,
         children_are_joined_when_main_returns,
+        a_childs_life_is_logged_as_python_logs_it,
         an_exit_does_not_wait_for_the_manager_server,
         unrelated_process_opens_by_name,
         named_condition_between_unrelated_processes,
@@ -64,6 +65,40 @@ fn run_as_helper(helper: &str) {
             println!("daemon {}", daemon.pid().unwrap());
             println!("main returns");
             main_returned.set(1);
+        }
+        ("lifecycle-log", _) => {
+            // The program of `a_childs_life_is_logged_as_python_logs_it`.
+            multiproc::log_to_stderr(multiproc::LogLevel::Debug).unwrap();
+            let mut p = Process::new(|| println!("child working"));
+            p.start().unwrap();
+            p.join().unwrap();
+            // A daemon dies with the thread that started it (see
+            // `Process::daemon`), and this test's thread ends before the
+            // program does: start it from one that lives until the exit.
+            // It tells when it runs (so has logged that it does), lest the
+            // exit kill it before it could.
+            let (started, wait) = std::sync::mpsc::channel();
+            let running = multiproc::Event::new().unwrap();
+            let tell = running.clone();
+            std::thread::spawn(move || {
+                let daemon = Process::new(move || {
+                    tell.set();
+                    park_forever();
+                });
+                daemon.daemon(true).start().unwrap();
+                started.send(()).unwrap();
+                park_forever();
+            });
+            wait.recv().unwrap();
+            assert!(running.wait_timeout(LIMIT));
+            // Still working when main returns.
+            Process::new(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                println!("slow child finished");
+            })
+            .start()
+            .unwrap();
+            println!("main returns");
         }
         ("manager-at-exit", _) => {
             // The Manager's server outlives nothing: an exit with a live
@@ -204,5 +239,123 @@ fn named_condition_between_unrelated_processes() {
                 assert!(out.contains("woke true"), "{out}");
             }
         });
+    });
+}
+
+/// The log lines of `log_to_stderr`'s stderr, as (level, process, message).
+fn log_records(stderr: &str) -> Vec<(String, String, String)> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let (head, message) = line.strip_prefix('[')?.split_once("] ")?;
+            let (level, process) = head.split_once('/')?;
+            Some((level.into(), process.into(), message.into()))
+        })
+        .collect()
+}
+
+/// `log_to_stderr(DEBUG)` in Python reports each process's life; the same
+/// program in Rust (the helper "lifecycle-log") reports it with the same
+/// words at the same levels. Python 3.12.1 printed, for this program
+///
+/// ```python
+/// import logging, multiprocessing as mp, time
+/// def work(): print("child working", flush=True)
+/// def slow(): time.sleep(0.3); print("slow child finished", flush=True)
+/// def park(): time.sleep(60)
+/// if __name__ == "__main__":
+///     mp.set_start_method("fork")
+///     mp.log_to_stderr(logging.DEBUG)
+///     p = mp.Process(target=work); p.start(); p.join()
+///     mp.Process(target=park, daemon=True).start()
+///     mp.Process(target=slow).start()
+///     print("main returns", flush=True)
+/// ```
+///
+/// these lines on stderr (the processes' lines interleave differently from
+/// run to run; each process's own are always in this order):
+///
+/// ```text
+/// [INFO/Process-1] child process calling self.run()
+/// [INFO/Process-1] process shutting down
+/// [DEBUG/Process-1] running all "atexit" finalizers with priority >= 0
+/// [DEBUG/Process-1] running the remaining "atexit" finalizers
+/// [INFO/Process-1] process exiting with exitcode 0
+/// [INFO/MainProcess] process shutting down
+/// [DEBUG/MainProcess] running all "atexit" finalizers with priority >= 0
+/// [INFO/MainProcess] calling terminate() for daemon Process-2
+/// [INFO/MainProcess] calling join() for process Process-3
+/// [INFO/Process-3] child process calling self.run()
+/// [INFO/Process-3] process shutting down
+/// [DEBUG/Process-3] running all "atexit" finalizers with priority >= 0
+/// [DEBUG/Process-3] running the remaining "atexit" finalizers
+/// [INFO/Process-3] process exiting with exitcode 0
+/// [INFO/MainProcess] calling join() for process Process-2
+/// [DEBUG/MainProcess] running the remaining "atexit" finalizers
+/// ```
+///
+/// The daemon, Process-2, was terminated here before it could log its
+/// first line (the Rust program waits until it has); Python joins the
+/// children in no set order (multiproc in the order they started), and
+/// says `calling join()` for the terminated daemon only if it has not
+/// exited yet when it looks again (multiproc always does: it waits for the
+/// killed daemon too).
+fn a_childs_life_is_logged_as_python_logs_it() {
+    watchdog("lifecycle log", LIMIT, || {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.env(HELPER_ENV, "lifecycle-log");
+        let (status, stdout, stderr) = run_with_deadline(&mut command, b"", LIMIT);
+        assert!(status.success(), "{stderr}");
+        let records = log_records(&stderr);
+        let of = |process: &str| -> Vec<String> {
+            records
+                .iter()
+                .filter(|(_, p, _)| p == process)
+                .map(|(level, _, message)| format!("{level} {message}"))
+                .collect()
+        };
+        let child_life = [
+            "INFO child process calling self.run()",
+            "INFO process shutting down",
+            "DEBUG running all \"atexit\" finalizers with priority >= 0",
+            "DEBUG running the remaining \"atexit\" finalizers",
+            "INFO process exiting with exitcode 0",
+        ];
+        assert_eq!(of("Process-1"), child_life, "{stderr}");
+        // Killed by its parent's exit before it could say more.
+        assert_eq!(of("Process-2"), child_life[..1], "{stderr}");
+        assert_eq!(of("Process-3"), child_life, "{stderr}");
+        assert_eq!(
+            of("MainProcess"),
+            [
+                "INFO process shutting down",
+                "DEBUG running all \"atexit\" finalizers with priority >= 0",
+                "INFO calling terminate() for daemon Process-2",
+                "INFO calling join() for process Process-2",
+                "INFO calling join() for process Process-3",
+                "DEBUG running the remaining \"atexit\" finalizers",
+            ],
+            "{stderr}"
+        );
+        // Process-1 was joined before the others started; the main
+        // process's last line comes after Process-3's, which it waited for.
+        let at = |process: &str, message: &str| {
+            records
+                .iter()
+                .position(|(_, p, m)| p == process && m == message)
+                .unwrap_or_else(|| panic!("{process}: {message} missing: {stderr}"))
+        };
+        let exiting = "process exiting with exitcode 0";
+        assert!(at("Process-1", exiting) < at("Process-2", "child process calling self.run()"));
+        assert!(
+            at("Process-3", exiting)
+                < at("MainProcess", "running the remaining \"atexit\" finalizers")
+        );
+        // And the children's own output is there, the slow child's after
+        // main returned.
+        assert!(stdout.contains("child working\n"), "{stdout}");
+        let main_returns = stdout.find("main returns\n").expect(&stdout);
+        let finished = stdout.find("slow child finished\n").expect(&stdout);
+        assert!(main_returns < finished, "{stdout}");
     });
 }

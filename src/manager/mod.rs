@@ -149,7 +149,7 @@ impl Manager {
                 }
             }
         })
-        .name("SyncManager")
+        .with_name("SyncManager")
         .ends_when_parent_exits();
         server.start()?;
         ready.set_max_message(4096);

@@ -89,7 +89,7 @@ impl ForkServer {
             }
             sys::exit_now(run_server(server_end, &serve))
         })
-        .name(name);
+        .with_name(name);
         process.start_unlisted()?;
         let server_pidfd = process
             .pidfd_clone()

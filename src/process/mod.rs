@@ -46,7 +46,7 @@ mod scope;
 mod spawn;
 
 pub use forkserver::start_forkserver;
-pub use logging::log_to_stderr;
+pub use logging::{log_to_stderr, LogLevel};
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, Task};
 pub use scope::{scope, Scope};
 #[doc(hidden)]
@@ -231,24 +231,38 @@ extern "C" fn exit_hook() {
     finish_at_exit();
 }
 
-/// What every exit of this process does first, `exit(3)` or not.
+/// What every exit of this process does first, `exit(3)` or not, with
+/// the log records of Python's `util._exit_function` (this crate has no
+/// finalizers of its own, but says where Python runs them).
 fn finish_at_exit() {
-    finish_children(|c| c.waited_at_exit);
+    logging::info(format_args!("process shutting down"));
+    logging::debug(format_args!(
+        "running all \"atexit\" finalizers with priority >= 0"
+    ));
+    finish_children(|c| c.waited_at_exit, true);
+    logging::debug(format_args!("running the remaining \"atexit\" finalizers"));
 }
 
 /// What a process does with its children when it exits, and a scope when
 /// it ends (Python's rule): kills the daemon children among those `which`
-/// selects, then waits until every one of them has exited.
-fn finish_children(which: impl Fn(&ChildEntry) -> bool) {
-    let chosen: Vec<(bool, Arc<Mutex<State>>)> = children()
+/// selects, then waits until every one of them has exited; with Python's
+/// log records if `log`.
+fn finish_children(which: impl Fn(&ChildEntry) -> bool, log: bool) {
+    let chosen: Vec<(String, bool, Arc<Mutex<State>>)> = children()
         .iter()
-        .filter(|c| which(c))
-        .map(|c| (c.daemon, c.state.clone()))
+        .filter(|c| which(c) && poll_state(&c.state).is_none())
+        .map(|c| (c.name.clone(), c.daemon, c.state.clone()))
         .collect();
-    for (_, state) in chosen.iter().filter(|(daemon, _)| *daemon) {
+    for (name, _, state) in chosen.iter().filter(|(_, daemon, _)| *daemon) {
+        if log {
+            logging::info(format_args!("calling terminate() for daemon {name}"));
+        }
         let _ = signal_state(state, libc::SIGKILL);
     }
-    for (_, state) in &chosen {
+    for (name, _, state) in &chosen {
+        if log {
+            logging::info(format_args!("calling join() for process {name}"));
+        }
         wait_until_exited(state);
     }
     reap_children();
@@ -321,9 +335,14 @@ pub fn cpu_count() -> usize {
 /// Ends the calling process with `code`: what a child calls for Python's
 /// `sys.exit(code)`. Like any exit it first kills the daemon children and
 /// waits for the others; then flushes stdout and stderr and ends at once,
-/// running no destructors or `atexit` handlers.
+/// running no destructors or `atexit` handlers. In a child, with
+/// [`log_to_stderr`], it logs Python's `process exiting with exitcode N`.
 pub fn exit(code: i32) -> ! {
     finish_at_exit();
+    let child = identity().is_some();
+    if child {
+        logging::info(format_args!("process exiting with exitcode {code}"));
+    }
     sys::exit_now(code)
 }
 
@@ -347,34 +366,120 @@ enum Reaper {
     ForkServer(OwnedFd),
 }
 
-type Target<'a> = Box<dyn FnOnce() -> i32 + Send + 'a>;
+/// What a forked child runs; its exit code.
+type Target<'a> = Box<dyn FnOnce() -> i32 + 'a>;
+
+/// The closure of a forked [`Process`] that may be moved to and dropped on
+/// another thread (it is `Send`): the default, so that a `Process` can be
+/// kept in a pool, a struct shared between threads, or started from any
+/// thread.
+pub struct SendTarget<'a>(Box<dyn FnOnce() -> i32 + Send + 'a>);
+
+/// The closure of a forked [`LocalProcess`], which need not be `Send` (it
+/// may capture an `Rc`): it is forked, and dropped, only on the thread that
+/// made it, since a `LocalProcess` is neither `Send` nor `Sync`.
+pub struct LocalTarget<'a>(Target<'a>);
+
+/// A [`Process`] whose closure need not be `Send`, made by
+/// [`Process::new_local`] or [`Scope::process_local`]: fork copies the
+/// whole process, so the child may use anything the closure captured, but
+/// the handle itself stays on the thread that made it.
+pub type LocalProcess<'a> = Process<'a, LocalTarget<'a>>;
+
+mod sealed {
+    /// What a [`Process`](super::Process) may hold as its closure:
+    /// [`SendTarget`](super::SendTarget) or [`LocalTarget`](super::LocalTarget).
+    pub trait Target<'a> {
+        fn into_target(self) -> super::Target<'a>;
+    }
+}
+
+impl<'a> sealed::Target<'a> for SendTarget<'a> {
+    fn into_target(self) -> Target<'a> {
+        self.0
+    }
+}
+
+impl<'a> sealed::Target<'a> for LocalTarget<'a> {
+    fn into_target(self) -> Target<'a> {
+        self.0
+    }
+}
+
+impl fmt::Debug for SendTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendTarget")
+    }
+}
+
+impl fmt::Debug for LocalTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LocalTarget")
+    }
+}
 
 /// How a process is started.
-enum Launch<'a> {
-    Fork(Target<'a>),
+enum Launch<T> {
+    Fork(T),
     Spawn(spawn::Call),
     ForkServer(forkserver::Call),
 }
 
 /// Exit code 0 when `target` returns (1 if it panics: see `run_child`).
-fn returning<'a>(target: impl FnOnce() + Send + 'a) -> Target<'a> {
-    Box::new(move || {
+/// `Send` exactly when `target` is.
+fn returning<'a>(target: impl FnOnce() + 'a) -> impl FnOnce() -> i32 + 'a {
+    move || {
         target();
         0
-    })
+    }
 }
 
 /// Exit code 0 on `Ok`, 1 on `Err` (printed with the process's name).
+/// `Send` exactly when `target` is.
 fn fallible<'a, E: fmt::Debug>(
-    target: impl FnOnce() -> std::result::Result<(), E> + Send + 'a,
-) -> Target<'a> {
-    Box::new(move || match target() {
+    target: impl FnOnce() -> std::result::Result<(), E> + 'a,
+) -> impl FnOnce() -> i32 + 'a {
+    move || match target() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("Process {}: error: {e:?}", current_process().name());
             1
         }
-    })
+    }
+}
+
+/// Python's way to define a process: subclass `Process` and override
+/// `run()`. Here, a type that implements `Run`, given to
+/// [`Process::from_run`]; the child calls [`run`](Run::run) on its copy of
+/// the value. As in Python, the process's default name is the type's name
+/// and a number (`Worker-1`), and [`current_process`] tells the child its
+/// name.
+///
+/// # Example
+/// ```
+/// use multiproc::process::{current_process, Process, Run};
+///
+/// struct Worker {
+///     n: u32,
+/// }
+///
+/// impl Run for Worker {
+///     fn run(&mut self) {
+///         println!("{} squares {}: {}", current_process().name(), self.n, self.n * self.n);
+///     }
+/// }
+///
+/// let mut p = Process::from_run(Worker { n: 7 });
+/// assert!(p.name().starts_with("Worker-"));
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait Run {
+    /// The child's work (Python's `Process.run`). Returning ends the child
+    /// with exit code 0; a panic gives 1, and
+    /// [`process::exit(n)`](exit) gives `n`.
+    fn run(&mut self);
 }
 
 /// A closure run in a child process (Python's `multiprocessing.Process`),
@@ -405,9 +510,63 @@ fn fallible<'a, E: fmt::Debug>(
 /// # Example
 /// ```
 /// use multiproc::process::Process;
-/// let mut p = Process::new(|| println!("hello from the child")).name("greeter");
+/// let mut p = Process::new(|| println!("hello from the child")).with_name("greeter");
+/// assert_eq!(p.to_string(), format!("<Process name='greeter' parent={} initial>", std::process::id()));
 /// p.start()?;
 /// assert_eq!(p.join()?, 0);
+/// assert_eq!(p.name(), "greeter");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// # Closures that are not `Send`
+/// Fork copies the whole process, so a forked child may use anything: a
+/// closure that captures an `Rc` runs in a [`LocalProcess`], made by
+/// [`Process::new_local`] (or [`Scope::process_local`]). Such a handle is
+/// neither `Send` nor `Sync`: the closure is forked and dropped on the
+/// thread that made it, never on another one that could race with that
+/// thread's other references to the same `Rc`. The spawn and forkserver
+/// start methods send a function and serialized arguments, never a closure,
+/// and need no `Send` either.
+/// ```
+/// use std::rc::Rc;
+/// use multiproc::Process;
+/// let shared = Rc::new(vec![1, 2, 3]);
+/// let mine = Rc::clone(&shared);
+/// let mut p = Process::new_local(move || assert_eq!(mine.iter().sum::<i32>(), 6));
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+/// [`Process::new`] asks for `Send`, so that its handle can go to other
+/// threads:
+/// ```compile_fail,E0277
+/// let rc = std::rc::Rc::new(1);
+/// multiproc::Process::new(move || println!("{rc}"));
+/// ```
+/// and a `LocalProcess` cannot be moved to another thread,
+/// ```compile_fail,E0277
+/// let rc = std::rc::Rc::new(1);
+/// let mut p = multiproc::Process::new_local(move || println!("{rc}"));
+/// std::thread::spawn(move || p.start());
+/// ```
+/// nor shared with one:
+/// ```compile_fail,E0277
+/// let rc = std::rc::Rc::new(1);
+/// let p = multiproc::Process::new_local(move || println!("{rc}"));
+/// std::thread::scope(|s| {
+///     s.spawn(|| p.is_alive());
+/// });
+/// ```
+/// A `Process` made by [`Process::new`] can:
+/// ```
+/// let mut p = multiproc::Process::new(|| println!("started from another thread"));
+/// let code = std::thread::spawn(move || {
+///     p.start()?;
+///     p.join()
+/// })
+/// .join()
+/// .unwrap()?;
+/// assert_eq!(code, 0);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 ///
@@ -422,11 +581,16 @@ fn fallible<'a, E: fmt::Debug>(
 /// drop(guard); // the child would still write through `counter`
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-pub struct Process<'a> {
-    /// Taken by `start`; in a mutex only so that `Process` is `Sync` (it is
-    /// reached through `&mut self`, without locking).
-    launch: Mutex<Option<Launch<'a>>>,
+pub struct Process<'a, T = SendTarget<'a>> {
+    /// Taken by `start`; in a mutex only so that `Process` is `Sync` when
+    /// `T` is `Send` (it is reached through `&mut self`, without locking).
+    launch: Mutex<Option<Launch<T>>>,
     name: String,
+    /// What Python's repr and default name call the process: `Process`, or
+    /// the name of the [`Run`] type.
+    kind: &'static str,
+    /// The process that made this handle (Python's `_parent_pid`).
+    created_by: u32,
     path: Vec<u32>,
     daemon: bool,
     /// Whether the parent's exit waits for the child.
@@ -447,11 +611,31 @@ pub struct Process<'a> {
 impl Process<'static> {
     /// A process that will run `target`, named `Process-N` like Python's.
     /// Exit code 0 when it returns, 1 if it panics.
+    ///
+    /// The closure is `Send`, so that the handle may go to other threads;
+    /// one that is not (that captures an `Rc`) runs in a [`LocalProcess`]
+    /// made by [`Process::new_local`].
     pub fn new<F>(target: F) -> Self
     where
         F: FnOnce() + Send + 'static,
     {
-        Self::with_launch(Launch::Fork(returning(target)), None)
+        Self::with_launch(Launch::Fork(send(returning(target))), None)
+    }
+
+    /// A process that will run `value`'s [`Run::run`] (Python's subclass of
+    /// `Process` that overrides `run()`), named after `R` like Python's:
+    /// `Worker-N` for a type `Worker`. See [`Run`]; a value that is not
+    /// `Send` runs with [`Process::from_run_local`].
+    pub fn from_run<R>(mut value: R) -> Self
+    where
+        R: Run + Send + 'static,
+    {
+        let kind = type_name_of::<R>();
+        Self::with_kind(
+            kind,
+            Launch::Fork(send(returning(move || value.run()))),
+            None,
+        )
     }
 
     /// A process whose closure returns a `Result`: exit code 0 on `Ok`, 1 on
@@ -461,7 +645,7 @@ impl Process<'static> {
         F: FnOnce() -> std::result::Result<(), E> + Send + 'static,
         E: fmt::Debug,
     {
-        Self::with_launch(Launch::Fork(fallible(target)), None)
+        Self::with_launch(Launch::Fork(send(fallible(target))), None)
     }
 
     /// A process that will run `entry`'s function on `args` in a fresh copy
@@ -503,13 +687,82 @@ impl Process<'static> {
     }
 }
 
-impl<'a> Process<'a> {
-    fn with_launch(launch: Launch<'a>, scope: Option<&'a scope::Shared>) -> Self {
+impl LocalProcess<'static> {
+    /// A process that will run `target` in a forked child, as
+    /// [`Process::new`] does, for a closure that is not `Send` (one that
+    /// captures an `Rc`, say). The handle stays on this thread: see
+    /// [`LocalProcess`].
+    pub fn new_local<F>(target: F) -> Self
+    where
+        F: FnOnce() + 'static,
+    {
+        Self::with_launch(Launch::Fork(local(returning(target))), None)
+    }
+
+    /// [`Process::from_run`] for a value that is not `Send`.
+    ///
+    /// # Example
+    /// ```
+    /// use std::rc::Rc;
+    /// use multiproc::process::{Process, Run};
+    ///
+    /// struct Reader(Rc<Vec<u8>>);
+    /// impl Run for Reader {
+    ///     fn run(&mut self) {
+    ///         assert_eq!(self.0.len(), 3);
+    ///     }
+    /// }
+    ///
+    /// let mut p = Process::from_run_local(Reader(Rc::new(vec![1, 2, 3])));
+    /// assert!(p.name().starts_with("Reader-"));
+    /// p.start()?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn from_run_local<R>(mut value: R) -> Self
+    where
+        R: Run + 'static,
+    {
+        let kind = type_name_of::<R>();
+        Self::with_kind(
+            kind,
+            Launch::Fork(local(returning(move || value.run()))),
+            None,
+        )
+    }
+}
+
+/// The closure as a [`SendTarget`].
+fn send<'a>(target: impl FnOnce() -> i32 + Send + 'a) -> SendTarget<'a> {
+    SendTarget(Box::new(target))
+}
+
+/// The closure as a [`LocalTarget`].
+fn local<'a>(target: impl FnOnce() -> i32 + 'a) -> LocalTarget<'a> {
+    LocalTarget(Box::new(target))
+}
+
+/// `R`'s name without its path and generic arguments: `Worker` for
+/// `my_crate::jobs::Worker<u32>`, as Python's `type(self).__name__`.
+fn type_name_of<R>() -> &'static str {
+    let full = std::any::type_name::<R>();
+    let plain = full.split('<').next().unwrap_or(full);
+    plain.rsplit("::").next().unwrap_or(plain)
+}
+
+impl<'a, T: sealed::Target<'a>> Process<'a, T> {
+    fn with_launch(launch: Launch<T>, scope: Option<&'a scope::Shared>) -> Self {
+        Self::with_kind("Process", launch, scope)
+    }
+
+    fn with_kind(kind: &'static str, launch: Launch<T>, scope: Option<&'a scope::Shared>) -> Self {
         let path = next_child_path();
-        let name = path_name("Process", &path);
+        let name = path_name(kind, &path);
         Process {
             launch: Mutex::new(Some(launch)),
             name,
+            kind,
+            created_by: sys::getpid(),
             path,
             daemon: false,
             waited_at_exit: true,
@@ -529,8 +782,9 @@ impl<'a> Process<'a> {
         self
     }
 
-    /// Sets the name that the child's [`current_process`] reports.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    /// Sets the name that the child's [`current_process`] reports (Python's
+    /// `name=` argument); read it back with [`name`](Process::name).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
@@ -553,7 +807,15 @@ impl<'a> Process<'a> {
         self
     }
 
-    /// The name of this process.
+    /// The name of this process (Python's `Process.name`): `Process-N`
+    /// (`Worker-N` for [`Process::from_run`] of a `Worker`), or the one
+    /// given to [`with_name`](Process::with_name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of this process: use [`name`](Process::name).
+    #[deprecated(since = "0.1.0", note = "use `name()`; `with_name(..)` sets it")]
     pub fn process_name(&self) -> &str {
         &self.name
     }
@@ -598,7 +860,7 @@ impl<'a> Process<'a> {
         reap_children();
         install_panic_header();
         let pid = match launch {
-            Launch::Fork(target) => self.fork(target, scope)?,
+            Launch::Fork(target) => self.fork(target.into_target(), scope, listed)?,
             Launch::Spawn(call) => spawn::start(
                 &call,
                 &spawn::Child {
@@ -650,19 +912,19 @@ impl<'a> Process<'a> {
 
     /// Forks; in the parent returns the child's pid, in the child runs
     /// `target` and never returns.
-    fn fork(&mut self, target: Target<'a>, scope: Option<u64>) -> Result<u32> {
+    fn fork(&mut self, target: Target<'a>, scope: Option<u64>, listed: bool) -> Result<u32> {
         let parent = current_process();
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
         FORKING_FOR_SCOPE.set(None);
         match forked {
             Err(e) => Err(Error::io("fork", e)),
-            Ok(Forked::Child) => self.run_child(target, parent),
+            Ok(Forked::Child) => self.run_child(target, parent, listed),
             Ok(Forked::Parent { pid }) => Ok(pid),
         }
     }
 
-    fn run_child(&mut self, target: Target<'a>, parent: ProcessInfo) -> ! {
+    fn run_child(&mut self, target: Target<'a>, parent: ProcessInfo, listed: bool) -> ! {
         let parent_pid = parent.pid;
         // The fork handlers released the registries: this is the only thread.
         *identity() = Some(Identity {
@@ -673,6 +935,11 @@ impl<'a> Process<'a> {
         CHILD_COUNTER.store(0, Ordering::Relaxed);
         if self.daemon && sys::die_with_parent(parent_pid).is_err() {
             sys::exit_now(1);
+        }
+        if listed {
+            // Not for the crate's own helpers (a fork server), which
+            // Python's logs do not show as processes either.
+            logging::info(format_args!("child process calling self.run()"));
         }
         let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
         exit(code)
@@ -928,7 +1195,7 @@ fn reap_children() {
     children().retain(|c| poll_state(&c.state).is_none());
 }
 
-impl fmt::Debug for Process<'_> {
+impl<'a, T: sealed::Target<'a>> fmt::Debug for Process<'a, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Process")
             .field("name", &self.name)
@@ -937,4 +1204,116 @@ impl fmt::Debug for Process<'_> {
             .field("exitcode", &self.exitcode())
             .finish()
     }
+}
+
+/// Python's `repr` of a process: `<Process name='Process-1' pid=8736
+/// parent=8730 started>`, with the state `initial`, `started`, `stopped`
+/// (and `exitcode=0`, or `exitcode=-SIGTERM` for a signal) or `unknown` (a
+/// copy of the handle in another process), and `daemon` for a daemon.
+///
+/// # Example
+/// ```
+/// use multiproc::Process;
+/// let mut p = Process::new(|| {}).with_name("quick").daemon(true);
+/// p.start()?;
+/// p.join()?;
+/// let shown = format!("{p}");
+/// assert!(shown.starts_with("<Process name='quick' pid="), "{shown}");
+/// assert!(shown.ends_with(&format!(" parent={} stopped exitcode=0 daemon>", std::process::id())));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+impl<'a, T: sealed::Target<'a>> fmt::Display for Process<'a, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let me = sys::getpid();
+        let (parent, status, code) = match self.started_by.load(Ordering::Acquire) {
+            0 if self.created_by == me => (self.created_by, "initial", None),
+            0 => (self.created_by, "unknown", None),
+            by if by != me => (by, "unknown", None),
+            by => match self.poll() {
+                Some(code) => (by, "stopped", Some(code)),
+                None => (by, "started", None),
+            },
+        };
+        write!(f, "<{} name={}", self.kind, PyStr(&self.name))?;
+        if let Some(pid) = self.pid() {
+            write!(f, " pid={pid}")?;
+        }
+        write!(f, " parent={parent} {status}")?;
+        match code.map(|c| (c, signal_name(-c))) {
+            Some((_, Some(signal))) => write!(f, " exitcode=-{signal}")?,
+            Some((code, None)) => write!(f, " exitcode={code}")?,
+            None => {}
+        }
+        if self.daemon {
+            f.write_str(" daemon")?;
+        }
+        f.write_str(">")
+    }
+}
+
+/// A string as Python's `repr` writes it: in single quotes, or in double
+/// quotes if it holds a single quote and no double quote.
+struct PyStr<'s>(&'s str);
+
+impl fmt::Display for PyStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        let quote = if self.0.contains('\'') && !self.0.contains('"') {
+            '"'
+        } else {
+            '\''
+        };
+        f.write_char(quote)?;
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c == quote => write!(f, "\\{c}")?,
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => write!(f, "\\x{:02x}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char(quote)
+    }
+}
+
+/// The name of signal `n` as Python's `signal` module spells it (Linux's
+/// numbering), for exit codes such as `-SIGTERM`.
+fn signal_name(n: i32) -> Option<&'static str> {
+    const NAMES: [(i32, &str); 31] = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGPOLL, "SIGPOLL"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    NAMES.iter().find(|(s, _)| *s == n).map(|(_, name)| *name)
 }

@@ -11,8 +11,9 @@
 //! So no process may run with a copy of a borrow after the borrow ends:
 //!
 //! 1. A [`Process`] whose closure is not `'static` can only be made by
-//!    [`Scope::process`], which ties it to the scope (`Process<'scope>`, with
-//!    the scope recorded in it); [`Process::new`] takes `'static` closures
+//!    [`Scope::process`] (or [`Scope::process_local`]), which ties it to
+//!    the scope (`Process<'scope>`, with the scope recorded in it);
+//!    [`Process::new`] and [`Process::new_local`] take `'static` closures
 //!    only. `'scope` cannot be named outside [`scope`]'s closure, and
 //!    `'env` outlives it, as in `std`.
 //! 2. Starting it registers the child under the scope's id before `start`
@@ -42,7 +43,9 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{fallible, finish_children, locked, returning, Launch, Process};
+use super::{
+    fallible, finish_children, local, locked, returning, send, Launch, LocalProcess, Process,
+};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -194,7 +197,7 @@ impl Shared {
 
     /// The end of the scope: see the module documentation.
     fn finish(&self) {
-        finish_children(|c| c.scope == Some(self.id));
+        finish_children(|c| c.scope == Some(self.id), false);
         let Some(read) = locked(&self.witness).take() else {
             return;
         };
@@ -216,7 +219,35 @@ impl<'scope> Scope<'scope, '_> {
     where
         F: FnOnce() + Send + 'scope,
     {
-        Process::with_launch(Launch::Fork(returning(target)), Some(&self.shared))
+        Process::with_launch(Launch::Fork(send(returning(target))), Some(&self.shared))
+    }
+
+    /// [`Process::new_local`] in this scope: a process whose closure need
+    /// not be `Send` (see [`LocalProcess`]), such as one that borrows a
+    /// `RefCell`:
+    /// ```
+    /// let cell = std::cell::RefCell::new(1);
+    /// multiproc::scope(|s| -> multiproc::Result<()> {
+    ///     let mut p = s.process_local(|| assert_eq!(*cell.borrow(), 1));
+    ///     p.start()?;
+    ///     assert_eq!(p.join()?, 0);
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    /// which [`Scope::process`] rejects, since its handle may go to other
+    /// threads:
+    /// ```compile_fail,E0277
+    /// let cell = std::cell::RefCell::new(1);
+    /// multiproc::scope(|s| {
+    ///     s.process(|| assert_eq!(*cell.borrow(), 1));
+    /// });
+    /// ```
+    pub fn process_local<F>(&'scope self, target: F) -> LocalProcess<'scope>
+    where
+        F: FnOnce() + 'scope,
+    {
+        Process::with_launch(Launch::Fork(local(returning(target))), Some(&self.shared))
     }
 
     /// [`Process::fallible`] in this scope: exit code 1 on `Err`.
@@ -225,7 +256,7 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> std::result::Result<(), E> + Send + 'scope,
         E: std::fmt::Debug,
     {
-        Process::with_launch(Launch::Fork(fallible(target)), Some(&self.shared))
+        Process::with_launch(Launch::Fork(send(fallible(target))), Some(&self.shared))
     }
 
     /// Starts a process running `target` at once (see [`Scope::process`]).

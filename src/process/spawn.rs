@@ -264,7 +264,10 @@ pub fn spawn_init(entries: &[&dyn SpawnEntry]) {
         return;
     };
     let code = match receive(&var).and_then(|p| become_child(p, entries)) {
-        Ok((entry, args)) => match catch_unwind(AssertUnwindSafe(|| entry.run(&args))) {
+        Ok((entry, args)) => match catch_unwind(AssertUnwindSafe(|| {
+            super::logging::info(format_args!("child process calling self.run()"));
+            entry.run(&args)
+        })) {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => {
                 eprintln!(

@@ -250,7 +250,7 @@ pub fn join(p: &Process<'_>, limit: Duration) -> i32 {
         Some(code) => code,
         None => {
             p.kill().unwrap();
-            panic!("{} did not exit within {limit:?}", p.process_name());
+            panic!("{} did not exit within {limit:?}", p.name());
         }
     }
 }

@@ -152,7 +152,7 @@ pub(super) fn two_process_rate(counter: &(impl BenchCounter + Sync), n: u64) -> 
         go.atomic().store(1, Ordering::Release);
         for p in &procs {
             if p.join_timeout(Duration::from_secs(300))? != Some(0) {
-                bail!("{} failed or hung", p.process_name());
+                bail!("{} failed or hung", p.name());
             }
         }
         Ok(t.elapsed().as_secs_f64())

@@ -49,7 +49,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             }
             .run()
         })
-        .name(format!("soak-{slot}"));
+        .with_name(format!("soak-{slot}"));
         process.start()?;
         Ok(Slot {
             process,
