@@ -13,7 +13,7 @@ use crate::cell::{RawValue, Value};
 use crate::error::Result;
 use crate::segment::Segment;
 use crate::sync::Lock;
-use crate::sys::{self, MutexKind, RawMutex};
+use crate::sys::{self, MutexKind, PthreadMutex};
 
 /// A mutex that a benchmark locks and unlocks.
 pub trait BenchMutex {
@@ -41,7 +41,7 @@ impl RawRobustMutex {
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn new() -> Result<Self> {
-        let mem = Segment::anonymous(std::mem::size_of::<RawMutex>() + 8)?;
+        let mem = Segment::anonymous(std::mem::size_of::<PthreadMutex>() + 8)?;
         // SAFETY: fresh zeroed memory, 256-aligned, large enough, unshared.
         unsafe { sys::mutex_init(mem.as_ptr().cast(), MutexKind::Normal) }
             .map_err(|e| crate::Error::io("pthread_mutex_init", e))?;
@@ -58,7 +58,7 @@ impl RawRobustMutex {
         unsafe {
             self.mem
                 .as_ptr()
-                .add(std::mem::size_of::<RawMutex>())
+                .add(std::mem::size_of::<PthreadMutex>())
                 .cast()
         }
     }
