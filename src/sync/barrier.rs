@@ -148,14 +148,19 @@ impl SharedObject for Barrier {
 shared_constructors! {
     impl[] Barrier as "barrier" {
         args(parties: u32) => (parties, None),
-        made: " for `parties` parties",
-        errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) for 0 parties. ",
+        made: " for `parties` parties (at least 1, at most [`MAX_PARTIES`](Barrier::MAX_PARTIES))",
+        errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) for 0 parties or more than [`MAX_PARTIES`](Barrier::MAX_PARTIES). ",
         kept: " An existing one keeps its own parties.",
         anonymous: new,
     }
 }
 
 impl Barrier {
+    /// The most parties a barrier takes: as many as Linux can have
+    /// processes (its `PID_MAX_LIMIT`). Each party has a slot for its pid
+    /// in the shared memory, so `u32::MAX` parties would need 16 GiB.
+    pub const MAX_PARTIES: u32 = 1 << 22;
+
     /// A new anonymous barrier whose waits time out after `timeout` by
     /// default (Python's `timeout=`).
     ///
@@ -177,6 +182,12 @@ impl Barrier {
     /// The memory of a barrier for `parties`, and where its state and its
     /// pid slots start.
     fn parts(parties: u64) -> Result<(Layout, usize, usize)> {
+        if parties > u64::from(Barrier::MAX_PARTIES) {
+            return Err(Error::InvalidArgument(format!(
+                "{parties} parties (a barrier takes at most {})",
+                Barrier::MAX_PARTIES
+            )));
+        }
         let slots = usize::try_from(parties)
             .ok()
             .and_then(|n| Layout::array::<AtomicU32>(n).ok())
