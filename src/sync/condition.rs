@@ -167,10 +167,6 @@ impl SharedObject for Condition {
     type Args<'a> = ();
     const KIND: ObjectKind = ObjectKind::Condition;
 
-    fn len(_: &()) -> Result<u64> {
-        Ok(0)
-    }
-
     fn layout(_: u64) -> Result<Layout> {
         Ok(Self::whole_layout().0)
     }

@@ -42,10 +42,6 @@ impl SharedObject for Event {
     type Args<'a> = ();
     const KIND: ObjectKind = ObjectKind::Event;
 
-    fn len(_: &()) -> Result<u64> {
-        Ok(0)
-    }
-
     fn layout(_: u64) -> Result<Layout> {
         Ok(Layout::new::<AtomicU32>())
     }

@@ -77,10 +77,6 @@ impl SharedObject for Lock {
     type Args<'a> = ();
     const KIND: ObjectKind = ObjectKind::Lock;
 
-    fn len(_: &()) -> Result<u64> {
-        Ok(0)
-    }
-
     fn layout(_: u64) -> Result<Layout> {
         Ok(RobustMutex::layout())
     }

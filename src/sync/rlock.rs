@@ -40,10 +40,6 @@ impl SharedObject for RLock {
     type Args<'a> = ();
     const KIND: ObjectKind = ObjectKind::RLock;
 
-    fn len(_: &()) -> Result<u64> {
-        Ok(0)
-    }
-
     fn layout(_: u64) -> Result<Layout> {
         Ok(RobustMutex::layout())
     }
