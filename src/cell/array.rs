@@ -1,14 +1,18 @@
 //! [`Array`]: a fixed-length array of `T` in shared memory behind a robust lock.
 
+use std::alloc::Layout;
 use std::ops::RangeBounds;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::locked::{Init, LockedCells};
-use super::{resolve, ArrayGuard};
+use super::locked::LockedCells;
+use super::{resolve, ArrayGuard, Init};
 use crate::error::{Error, LockResult, Result};
-use crate::segment::{ObjectKind, Placement};
+use crate::segment::{
+    place, shared_constructors, ElemType, ObjectKind, Placement, Region, SharedObject,
+};
 use crate::sync::Lock;
 use crate::sys::Deadline;
 
@@ -46,13 +50,52 @@ impl<T> Clone for Array<T> {
     }
 }
 
+impl<T: Pod> SharedObject for Array<T> {
+    type Args<'a> = Init<'a, T>;
+    const KIND: ObjectKind = ObjectKind::Array;
+
+    fn elem() -> ElemType {
+        ElemType::of::<T>()
+    }
+
+    fn len(init: &Init<'_, T>) -> Result<u64> {
+        Ok(init.len() as u64)
+    }
+
+    fn layout(len: u64) -> Result<Layout> {
+        LockedCells::<T>::layout(len).map(|(l, _)| l)
+    }
+
+    unsafe fn init(at: NonNull<u8>, init: Init<'_, T>) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { LockedCells::init(at, &init) }
+    }
+
+    unsafe fn from_region(region: Region, len: u64) -> std::result::Result<Self, String> {
+        // SAFETY: forwarded from the caller.
+        let cells = unsafe { LockedCells::from_region(region, len) };
+        Ok(Array {
+            cells: cells.map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+shared_constructors! {
+    impl[T: Pod] Array<T> as "array" {
+        args(init: &[T]) => Init::Copy(init),
+        made: " holding a copy of `init`",
+        errors: "",
+        kept: " An existing one keeps its own length and elements.",
+    }
+}
+
 impl<T: Pod> Array<T> {
     /// A new anonymous array of `len` zeroed elements.
     ///
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn new(len: usize) -> Result<Self> {
-        Self::place(Placement::Anonymous, Init::Zeroed(len))
+        place(Placement::Anonymous(Init::Zeroed(len)))
     }
 
     /// A new anonymous array holding a copy of `init`.
@@ -60,7 +103,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn from_slice(init: &[T]) -> Result<Self> {
-        Self::place(Placement::Anonymous, Init::Copy(init))
+        place(Placement::Anonymous(Init::Copy(init)))
     }
 
     /// A new anonymous array holding a copy of `init`, guarded by `lock`
@@ -69,37 +112,8 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn from_slice_with_lock(init: &[T], lock: &Lock) -> Result<Self> {
-        let cells = LockedCells::with_lock(lock, ObjectKind::Array, Init::Copy(init))?;
+        let cells = LockedCells::with_lock(lock, Init::Copy(init))?;
         Ok(Array { cells })
-    }
-
-    /// Creates a named array holding a copy of `init`.
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::NoSpace`].
-    pub fn create(name: &str, init: &[T]) -> Result<Self> {
-        Self::place(Placement::Create(name), Init::Copy(init))
-    }
-
-    /// Opens a named array; its length is the one it was created with.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], [`Error::TypeMismatch`], [`Error::KindMismatch`].
-    pub fn open(name: &str) -> Result<Self> {
-        Self::place(Placement::Open(name), Init::Zeroed(0))
-    }
-
-    /// Opens a named array, creating it from `init` if it does not exist.
-    /// An existing array keeps its own length.
-    ///
-    /// # Errors
-    /// As for [`create`](Array::create) and [`open`](Array::open).
-    pub fn create_or_open(name: &str, init: &[T]) -> Result<Self> {
-        Self::place(Placement::CreateOrOpen(name), Init::Copy(init))
-    }
-
-    fn place(how: Placement<'_>, init: Init<'_, T>) -> Result<Self> {
-        LockedCells::place(how, ObjectKind::Array, init).map(|cells| Array { cells })
     }
 
     /// Number of elements.

@@ -1,34 +1,18 @@
 //! The locked core of [`Value`](super::Value) and [`Array`](super::Array):
 //! `len` elements of `T` behind a robust lock.
 
+use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 use bytemuck::Pod;
 
-use std::alloc::Layout;
-
-use super::{array_layout, too_large};
+use super::{array_layout, too_large, Init};
 use crate::error::{LockResult, Result};
-use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
-use crate::sync::{Lock, LockGuard, RawLock};
+use crate::segment::Region;
+use crate::sync::{Lock, LockGuard, RobustMutex};
 use crate::sys::{Deadline, MutexKind};
-
-/// How new cells are filled.
-pub(crate) enum Init<'a, T> {
-    Copy(&'a [T]),
-    Zeroed(usize),
-}
-
-impl<T> Init<'_, T> {
-    fn len(&self) -> usize {
-        match self {
-            Init::Copy(s) => s.len(),
-            Init::Zeroed(n) => *n,
-        }
-    }
-}
 
 pub(crate) struct LockedCells<T> {
     lock: Lock,
@@ -48,47 +32,41 @@ impl<T> Clone for LockedCells<T> {
     }
 }
 
-/// Copies `init` into fresh zeroed memory at `at`.
-///
-/// # Safety
-/// `at` must be valid for writes of `init.len()` elements of `T`, aligned.
-unsafe fn fill<T: Pod>(at: *mut T, init: &Init<'_, T>) {
-    if let Init::Copy(src) = init {
-        // SAFETY: per the caller; `src` is a distinct local slice.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), at, src.len()) };
-    }
-}
-
 impl<T: Pod> LockedCells<T> {
-    /// Makes or finds cells with a lock of their own, in one piece of memory.
-    pub(crate) fn place(how: Placement<'_>, kind: ObjectKind, init: Init<'_, T>) -> Result<Self> {
-        // A mutex, then the elements.
-        let layout_for = |n| -> Result<(Layout, usize)> {
-            RawLock::layout()
-                .extend(array_layout::<T>(n)?)
-                .map_err(|_| too_large(n))
-        };
-        let object = ObjectLayout {
-            kind,
-            elem: ElemType::of::<T>(),
-            len: init.len() as u64,
-            layout_for: |n| layout_for(n).map(|(l, _)| l),
-        };
-        let (region, len) = place(how, &object, |at: NonNull<u8>| {
-            let (_, offset) = layout_for(init.len() as u64)?;
-            // SAFETY: `at` is fresh zeroed memory laid out as `layout_for`
-            // says: a mutex at 0 and `init.len()` elements at `offset`.
-            unsafe {
-                RawLock::init(at.as_ptr(), MutexKind::ErrorCheck)?;
-                fill(at.as_ptr().add(offset).cast::<T>(), &init);
-            }
-            Ok(())
-        })?;
-        let (_, offset) = layout_for(len)?;
+    /// The memory of `len` cells with a lock of their own: a mutex, then
+    /// the elements, which start at the offset returned.
+    pub(crate) fn layout(len: u64) -> Result<(Layout, usize)> {
+        RobustMutex::layout()
+            .extend(array_layout::<T>(len)?)
+            .map_err(|_| too_large(len))
+    }
+
+    /// Fills new cells with a lock of their own.
+    ///
+    /// # Safety
+    /// `at` points to fresh zeroed memory of `layout(init.len())`, not yet
+    /// shared.
+    pub(crate) unsafe fn init(at: NonNull<u8>, init: &Init<'_, T>) -> Result<()> {
+        let (_, offset) = Self::layout(init.len() as u64)?;
+        // SAFETY: per the caller: a mutex at 0, `init.len()` elements at
+        // `offset`.
+        unsafe {
+            RobustMutex::init(at.as_ptr(), MutexKind::ErrorCheck)?;
+            init.fill(at.as_ptr().add(offset).cast::<T>());
+        }
+        Ok(())
+    }
+
+    /// The handle on `len` cells with a lock of their own.
+    ///
+    /// # Safety
+    /// `region` holds `layout(len)` bytes filled by [`init`](Self::init),
+    /// here or by the process that created them.
+    pub(crate) unsafe fn from_region(region: Region, len: u64) -> Result<Self> {
+        let (_, offset) = Self::layout(len)?;
         Ok(LockedCells {
-            // SAFETY: the object starts with the mutex initialised above
-            // (or by the process that created it).
-            lock: Lock::from_raw(unsafe { RawLock::from_region(region.clone()) }),
+            // SAFETY: the object starts with the mutex `init` made.
+            lock: Lock::from_mutex(unsafe { RobustMutex::from_region(region.clone()) }),
             // SAFETY: `offset` is within the object's memory.
             data: unsafe { region.sub(offset) },
             len: len as usize,
@@ -97,22 +75,14 @@ impl<T: Pod> LockedCells<T> {
     }
 
     /// New anonymous cells guarded by an existing lock.
-    pub(crate) fn with_lock(lock: &Lock, kind: ObjectKind, init: Init<'_, T>) -> Result<Self> {
-        let object = ObjectLayout {
-            kind,
-            elem: ElemType::of::<T>(),
-            len: init.len() as u64,
-            layout_for: array_layout::<T>,
-        };
-        // SAFETY: `at` is fresh memory for `init.len()` elements.
-        let (data, len) = place(Placement::Anonymous, &object, |at| {
-            unsafe { fill(at.as_ptr().cast::<T>(), &init) };
-            Ok(())
-        })?;
+    pub(crate) fn with_lock(lock: &Lock, init: Init<'_, T>) -> Result<Self> {
+        let data = Region::anonymous(array_layout::<T>(init.len() as u64)?)?;
+        // SAFETY: a fresh block for `init.len()` elements, ours alone.
+        unsafe { init.fill(data.as_ptr::<T>()) };
         Ok(LockedCells {
             lock: lock.clone(),
             data,
-            len: len as usize,
+            len: init.len(),
             _elem: PhantomData,
         })
     }

@@ -19,6 +19,32 @@ use std::ops::{Bound, Range, RangeBounds};
 
 use crate::error::{Error, Result};
 
+/// How new cells are filled: a copy of a slice, or as many zeros.
+pub(crate) enum Init<'a, T> {
+    Copy(&'a [T]),
+    Zeroed(usize),
+}
+
+impl<T: bytemuck::Pod> Init<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Init::Copy(s) => s.len(),
+            Init::Zeroed(n) => *n,
+        }
+    }
+
+    /// Copies the initial elements into fresh zeroed memory at `at`.
+    ///
+    /// # Safety
+    /// `at` must be valid for writes of `self.len()` elements of `T`, aligned.
+    unsafe fn fill(&self, at: *mut T) {
+        if let Init::Copy(src) = self {
+            // SAFETY: per the caller; `src` is a distinct local slice.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), at, src.len()) };
+        }
+    }
+}
+
 /// The layout of `len` elements of `T`, or an error if it overflows.
 fn array_layout<T>(len: u64) -> Result<Layout> {
     usize::try_from(len)

@@ -1,14 +1,18 @@
 //! [`RawValue`] and [`RawArray`]: shared cells without a lock.
 
+use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
+use std::ptr::NonNull;
 use std::sync::atomic;
 
 use bytemuck::Pod;
 
-use super::{array_layout, resolve, too_large};
+use super::{array_layout, resolve, too_large, Init};
 use crate::error::{Error, Result};
-use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
+use crate::segment::{
+    place, shared_constructors, ElemType, ObjectKind, Placement, Region, SharedObject,
+};
 
 /// Integer types with a same-sized atomic twin, for lock-free counters in
 /// shared memory through [`RawValue::atomic`] and [`RawArray::atomic`].
@@ -164,30 +168,12 @@ impl<T> Clone for RawCells<T> {
 }
 
 impl<T: Pod> RawCells<T> {
-    fn place(how: Placement<'_>, kind: ObjectKind, init: &[T], zeroed_len: usize) -> Result<Self> {
-        let len = if init.is_empty() {
-            zeroed_len
-        } else {
-            init.len()
-        };
-        let object = ObjectLayout {
-            kind,
-            elem: ElemType::of::<T>(),
-            len: len as u64,
-            layout_for: raw_layout::<T>,
-        };
-        let (data, len) = place(how, &object, |at| {
-            // SAFETY: `at` is fresh memory for `len >= init.len()` elements.
-            unsafe {
-                std::ptr::copy_nonoverlapping(init.as_ptr(), at.as_ptr().cast::<T>(), init.len())
-            };
-            Ok(())
-        })?;
-        Ok(RawCells {
+    fn from_region(data: Region, len: u64) -> Self {
+        RawCells {
             data,
             len: len as usize,
             _elem: PhantomData,
-        })
+        }
     }
 
     fn ptr(&self, index: usize) -> Result<*mut T> {
@@ -273,51 +259,50 @@ impl<T> Clone for RawValue<T> {
     }
 }
 
-impl<T: Pod> RawValue<T> {
-    /// A new anonymous value.
-    ///
-    /// # Errors
-    /// If shared memory cannot be allocated.
-    pub fn new(init: T) -> Result<Self> {
-        Self::place(Placement::Anonymous, init)
+impl<T: Pod> SharedObject for RawValue<T> {
+    type Args<'a> = T;
+    const KIND: ObjectKind = ObjectKind::RawValue;
+
+    fn elem() -> ElemType {
+        ElemType::of::<T>()
     }
 
-    /// Creates a named value.
-    ///
-    /// # Errors
-    /// As for [`Value::create`](super::Value::create).
-    pub fn create(name: &str, init: T) -> Result<Self> {
-        Self::place(Placement::Create(name), init)
+    fn len(_: &T) -> Result<u64> {
+        Ok(1)
     }
 
-    /// Opens a named value.
-    ///
-    /// # Errors
-    /// As for [`Value::open`](super::Value::open).
-    pub fn open(name: &str) -> Result<Self> {
-        Self::place(Placement::Open(name), T::zeroed())
+    fn layout(len: u64) -> Result<Layout> {
+        raw_layout::<T>(len)
     }
 
-    /// Opens a named value, creating it with `init` if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`Value::create_or_open`](super::Value::create_or_open).
-    pub fn create_or_open(name: &str, init: T) -> Result<Self> {
-        Self::place(Placement::CreateOrOpen(name), init)
+    unsafe fn init(at: NonNull<u8>, init: T) -> Result<()> {
+        // SAFETY: fresh memory for one element, per the caller.
+        unsafe { at.cast::<T>().write(init) };
+        Ok(())
     }
 
-    fn place(how: Placement<'_>, init: T) -> Result<Self> {
-        let cells = RawCells::place(how, ObjectKind::RawValue, &[init], 1)?;
-        if cells.len != 1 {
-            return Err(Error::Corrupt {
-                name: how.name().into(),
-                what: format!("a RawValue with {} elements", cells.len),
-            });
+    unsafe fn from_region(region: Region, len: u64) -> std::result::Result<Self, String> {
+        if len != 1 {
+            return Err(format!("a RawValue with {len} elements"));
         }
-        Ok(RawValue { cells })
+        Ok(RawValue {
+            cells: RawCells::from_region(region, len),
+        })
     }
+}
 
-    /// The one element (`place` checked there is exactly one).
+shared_constructors! {
+    impl[T: Pod] RawValue<T> as "value without a lock" {
+        args(init: T) => init,
+        made: " holding `init`",
+        errors: "",
+        kept: " An existing one keeps its own value.",
+        anonymous: new,
+    }
+}
+
+impl<T: Pod> RawValue<T> {
+    /// The one element (`from_region` checked there is exactly one).
     #[inline]
     fn ptr(&self) -> *mut T {
         self.cells.data.as_ptr::<T>()
@@ -366,13 +351,51 @@ impl<T> Clone for RawArray<T> {
     }
 }
 
+impl<T: Pod> SharedObject for RawArray<T> {
+    type Args<'a> = Init<'a, T>;
+    const KIND: ObjectKind = ObjectKind::RawArray;
+
+    fn elem() -> ElemType {
+        ElemType::of::<T>()
+    }
+
+    fn len(init: &Init<'_, T>) -> Result<u64> {
+        Ok(init.len() as u64)
+    }
+
+    fn layout(len: u64) -> Result<Layout> {
+        raw_layout::<T>(len)
+    }
+
+    unsafe fn init(at: NonNull<u8>, init: Init<'_, T>) -> Result<()> {
+        // SAFETY: fresh memory for `init.len()` elements, per the caller.
+        unsafe { init.fill(at.as_ptr().cast::<T>()) };
+        Ok(())
+    }
+
+    unsafe fn from_region(region: Region, len: u64) -> std::result::Result<Self, String> {
+        Ok(RawArray {
+            cells: RawCells::from_region(region, len),
+        })
+    }
+}
+
+shared_constructors! {
+    impl[T: Pod] RawArray<T> as "array without a lock" {
+        args(init: &[T]) => Init::Copy(init),
+        made: " holding a copy of `init`",
+        errors: "",
+        kept: " An existing one keeps its own length and elements.",
+    }
+}
+
 impl<T: Pod> RawArray<T> {
     /// A new anonymous array of `len` zeroed elements.
     ///
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn new(len: usize) -> Result<Self> {
-        Self::place(Placement::Anonymous, &[], len)
+        place(Placement::Anonymous(Init::Zeroed(len)))
     }
 
     /// A new anonymous array holding a copy of `init`.
@@ -380,35 +403,7 @@ impl<T: Pod> RawArray<T> {
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn from_slice(init: &[T]) -> Result<Self> {
-        Self::place(Placement::Anonymous, init, 0)
-    }
-
-    /// Creates a named array holding a copy of `init`.
-    ///
-    /// # Errors
-    /// As for [`Array::create`](super::Array::create).
-    pub fn create(name: &str, init: &[T]) -> Result<Self> {
-        Self::place(Placement::Create(name), init, 0)
-    }
-
-    /// Opens a named array.
-    ///
-    /// # Errors
-    /// As for [`Array::open`](super::Array::open).
-    pub fn open(name: &str) -> Result<Self> {
-        Self::place(Placement::Open(name), &[], 0)
-    }
-
-    /// Opens a named array, creating it from `init` if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`Array::create_or_open`](super::Array::create_or_open).
-    pub fn create_or_open(name: &str, init: &[T]) -> Result<Self> {
-        Self::place(Placement::CreateOrOpen(name), init, 0)
-    }
-
-    fn place(how: Placement<'_>, init: &[T], zeroed_len: usize) -> Result<Self> {
-        RawCells::place(how, ObjectKind::RawArray, init, zeroed_len).map(|cells| RawArray { cells })
+        place(Placement::Anonymous(Init::Copy(init)))
     }
 
     /// Number of elements.

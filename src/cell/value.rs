@@ -1,13 +1,15 @@
 //! [`Value`]: one `T` in shared memory behind a robust lock.
 
+use std::alloc::Layout;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::locked::{Init, LockedCells};
-use super::ValueGuard;
-use crate::error::{Error, LockResult, Result};
-use crate::segment::{ObjectKind, Placement};
+use super::locked::LockedCells;
+use super::{Init, ValueGuard};
+use crate::error::{LockResult, Result};
+use crate::segment::{shared_constructors, ElemType, ObjectKind, Region, SharedObject};
 use crate::sync::Lock;
 use crate::sys::Deadline;
 
@@ -52,15 +54,50 @@ impl<T> Clone for Value<T> {
     }
 }
 
-impl<T: Pod> Value<T> {
-    /// A new anonymous value with a lock of its own.
-    ///
-    /// # Errors
-    /// If shared memory cannot be allocated.
-    pub fn new(init: T) -> Result<Self> {
-        Self::place(Placement::Anonymous, init)
+impl<T: Pod> SharedObject for Value<T> {
+    type Args<'a> = T;
+    const KIND: ObjectKind = ObjectKind::Value;
+
+    fn elem() -> ElemType {
+        ElemType::of::<T>()
     }
 
+    fn len(_: &T) -> Result<u64> {
+        Ok(1)
+    }
+
+    fn layout(len: u64) -> Result<Layout> {
+        LockedCells::<T>::layout(len).map(|(l, _)| l)
+    }
+
+    unsafe fn init(at: NonNull<u8>, init: T) -> Result<()> {
+        // SAFETY: forwarded from the caller, for one element.
+        unsafe { LockedCells::init(at, &Init::Copy(&[init])) }
+    }
+
+    unsafe fn from_region(region: Region, len: u64) -> std::result::Result<Self, String> {
+        if len != 1 {
+            return Err(format!("a Value with {len} elements"));
+        }
+        // SAFETY: forwarded from the caller.
+        let cells = unsafe { LockedCells::from_region(region, len) };
+        Ok(Value {
+            cells: cells.map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+shared_constructors! {
+    impl[T: Pod] Value<T> as "value" {
+        args(init: T) => init,
+        made: " holding `init`, with a lock of its own",
+        errors: "",
+        kept: " An existing one keeps its own value.",
+        anonymous: new,
+    }
+}
+
+impl<T: Pod> Value<T> {
     /// A new anonymous value guarded by `lock`, which other objects may share
     /// (Python's `lock=` argument). Locking two of them at once from one
     /// thread is `Deadlock`.
@@ -68,43 +105,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn with_lock(init: T, lock: &Lock) -> Result<Self> {
-        let cells = LockedCells::with_lock(lock, ObjectKind::Value, Init::Copy(&[init]))?;
-        Ok(Value { cells })
-    }
-
-    /// Creates a named value that unrelated processes can [`open`](Value::open).
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::NoSpace`].
-    pub fn create(name: &str, init: T) -> Result<Self> {
-        Self::place(Placement::Create(name), init)
-    }
-
-    /// Opens a named value.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`]; [`Error::TypeMismatch`] if it was created with
-    /// another `T`; [`Error::KindMismatch`] if the name holds something else.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::place(Placement::Open(name), T::zeroed())
-    }
-
-    /// Opens a named value, creating it with `init` if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`create`](Value::create) and [`open`](Value::open).
-    pub fn create_or_open(name: &str, init: T) -> Result<Self> {
-        Self::place(Placement::CreateOrOpen(name), init)
-    }
-
-    fn place(how: Placement<'_>, init: T) -> Result<Self> {
-        let cells = LockedCells::place(how, ObjectKind::Value, Init::Copy(&[init]))?;
-        if cells.len() != 1 {
-            return Err(Error::Corrupt {
-                name: how.name().into(),
-                what: format!("a Value with {} elements", cells.len()),
-            });
-        }
+        let cells = LockedCells::with_lock(lock, Init::Copy(&[init]))?;
         Ok(Value { cells })
     }
 
@@ -139,7 +140,7 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// As for [`lock`](Value::lock). This convenience does not repair: if an
-    /// owner died it returns [`Error::OwnerDied`] and the lock becomes not
+    /// owner died it returns [`Error::OwnerDied`](crate::Error::OwnerDied) and the lock becomes not
     /// recoverable. Use [`lock`](Value::lock) where recovery matters.
     #[inline]
     pub fn get(&self) -> Result<T> {

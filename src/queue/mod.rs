@@ -12,15 +12,17 @@
 
 mod ring;
 
+use std::alloc::Layout;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::segment::{ElemType, ObjectKind, Placement};
+use crate::segment::{shared_constructors, ElemType, ObjectKind, Region, SharedObject};
 use crate::sys::Deadline;
 use ring::{PushFailure, Ring};
 
@@ -166,6 +168,53 @@ impl<T> Clone for Queue<T> {
     }
 }
 
+/// A queue's creator gives its item limit (`maxsize`, 0 for none) and its
+/// ring size in bytes.
+type QueueArgs = (usize, usize);
+
+impl<T> SharedObject for Queue<T> {
+    type Args<'a>
+        = QueueArgs
+    where
+        T: 'a;
+    const KIND: ObjectKind = ObjectKind::Queue;
+
+    fn elem() -> ElemType {
+        ElemType::of::<T>()
+    }
+
+    fn len(&(_, bytes): &QueueArgs) -> Result<u64> {
+        Ring::check(bytes)
+    }
+
+    fn layout(bytes: u64) -> Result<Layout> {
+        Ring::layout(bytes)
+    }
+
+    unsafe fn init(at: NonNull<u8>, (maxsize, bytes): QueueArgs) -> Result<()> {
+        // SAFETY: forwarded from the caller; `len` checked the size.
+        unsafe { Ring::init(at, bytes as u64, maxsize as u64) }
+    }
+
+    unsafe fn from_region(region: Region, bytes: u64) -> std::result::Result<Self, String> {
+        Ok(Queue {
+            // SAFETY: forwarded from the caller.
+            ring: unsafe { Ring::from_region(region, bytes) }?,
+            _items: PhantomData,
+        })
+    }
+}
+
+shared_constructors! {
+    impl[T: Serialize + DeserializeOwned] Queue<T> as "queue" {
+        args(maxsize: usize, bytes: usize) => (maxsize, bytes),
+        made: " of at most `maxsize` items (0: no limit) in a ring of `bytes` bytes (64 bytes to 1 GiB)",
+        errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) for a ring under 64 bytes or over 1 GiB. ",
+        kept: " An existing queue keeps its own ring size and item limit. Its items must be of the same type `T`.",
+        anonymous: with_capacity,
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// An anonymous queue with a 1 MiB ring and no item limit.
     ///
@@ -181,56 +230,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// If shared memory cannot be allocated.
     pub fn bounded(maxsize: usize) -> Result<Self> {
         Self::with_capacity(maxsize, DEFAULT_CAPACITY)
-    }
-
-    /// An anonymous queue of at most `maxsize` items (0: no limit) in a ring
-    /// of `bytes` bytes (64 bytes to 1 GiB).
-    ///
-    /// # Errors
-    /// `InvalidArgument` for a ring under 64 bytes or over 1 GiB;
-    /// allocation errors.
-    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self> {
-        Self::place(Placement::Anonymous, ObjectKind::Queue, maxsize, bytes)
-    }
-
-    /// Creates a named queue.
-    ///
-    /// # Errors
-    /// As for [`with_capacity`](Queue::with_capacity) and
-    /// [`Segment::create`](crate::segment::Segment::create).
-    pub fn create(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
-        Self::place(Placement::Create(name), ObjectKind::Queue, maxsize, bytes)
-    }
-
-    /// Opens a named queue; its items must be of the same type `T`.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], [`Error::TypeMismatch`], [`Error::KindMismatch`].
-    pub fn open(name: &str) -> Result<Self> {
-        Self::place(Placement::Open(name), ObjectKind::Queue, 0, 64)
-    }
-
-    /// Opens a named queue, creating it with `maxsize` and `bytes` (as
-    /// [`create`](Queue::create)) if it does not exist. An existing queue
-    /// keeps its own ring size and item limit.
-    ///
-    /// # Errors
-    /// As for [`create`](Queue::create) and [`open`](Queue::open).
-    pub fn create_or_open(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
-        Self::place(
-            Placement::CreateOrOpen(name),
-            ObjectKind::Queue,
-            maxsize,
-            bytes,
-        )
-    }
-
-    fn place(how: Placement<'_>, kind: ObjectKind, maxsize: usize, bytes: usize) -> Result<Self> {
-        let ring = Ring::place(how, kind, ElemType::of::<T>(), bytes as u64, maxsize as u64)?;
-        Ok(Queue {
-            ring,
-            _items: PhantomData,
-        })
     }
 
     fn push(&self, item: T, deadline: Deadline) -> std::result::Result<(), PutError<T>> {
@@ -456,6 +455,46 @@ impl<T> Clone for JoinableQueue<T> {
     }
 }
 
+impl<T> SharedObject for JoinableQueue<T> {
+    type Args<'a>
+        = QueueArgs
+    where
+        T: 'a;
+    const KIND: ObjectKind = ObjectKind::JoinableQueue;
+
+    fn elem() -> ElemType {
+        ElemType::of::<T>()
+    }
+
+    fn len(&(_, bytes): &QueueArgs) -> Result<u64> {
+        Ring::check(bytes)
+    }
+
+    fn layout(bytes: u64) -> Result<Layout> {
+        Ring::layout(bytes)
+    }
+
+    unsafe fn init(at: NonNull<u8>, (maxsize, bytes): QueueArgs) -> Result<()> {
+        // SAFETY: forwarded from the caller; `len` checked the size.
+        unsafe { Ring::init(at, bytes as u64, maxsize as u64) }
+    }
+
+    unsafe fn from_region(region: Region, bytes: u64) -> std::result::Result<Self, String> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Queue::from_region(region, bytes) }.map(JoinableQueue)
+    }
+}
+
+shared_constructors! {
+    impl[T: Serialize + DeserializeOwned] JoinableQueue<T> as "joinable queue" {
+        args(maxsize: usize, bytes: usize) => (maxsize, bytes),
+        made: " of at most `maxsize` items (0: no limit) in a ring of `bytes` bytes (64 bytes to 1 GiB)",
+        errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) for a ring under 64 bytes or over 1 GiB. ",
+        kept: " An existing queue keeps its own ring size and item limit. Its items must be of the same type `T`.",
+        anonymous: with_capacity,
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// An anonymous joinable queue with a 1 MiB ring and no item limit.
     ///
@@ -463,57 +502,6 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// If shared memory cannot be allocated.
     pub fn new() -> Result<Self> {
         Self::with_capacity(0, DEFAULT_CAPACITY)
-    }
-
-    /// As [`Queue::with_capacity`].
-    ///
-    /// # Errors
-    /// As for [`Queue::with_capacity`].
-    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self> {
-        Queue::place(
-            Placement::Anonymous,
-            ObjectKind::JoinableQueue,
-            maxsize,
-            bytes,
-        )
-        .map(Self)
-    }
-
-    /// Creates a named joinable queue.
-    ///
-    /// # Errors
-    /// As for [`Queue::create`].
-    pub fn create(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
-        Queue::place(
-            Placement::Create(name),
-            ObjectKind::JoinableQueue,
-            maxsize,
-            bytes,
-        )
-        .map(Self)
-    }
-
-    /// Opens a named joinable queue.
-    ///
-    /// # Errors
-    /// As for [`Queue::open`].
-    pub fn open(name: &str) -> Result<Self> {
-        Queue::place(Placement::Open(name), ObjectKind::JoinableQueue, 0, 64).map(Self)
-    }
-
-    /// Opens a named joinable queue, creating it if it does not exist, as
-    /// [`Queue::create_or_open`].
-    ///
-    /// # Errors
-    /// As for [`Queue::create_or_open`].
-    pub fn create_or_open(name: &str, maxsize: usize, bytes: usize) -> Result<Self> {
-        Queue::place(
-            Placement::CreateOrOpen(name),
-            ObjectKind::JoinableQueue,
-            maxsize,
-            bytes,
-        )
-        .map(Self)
     }
 
     /// Marks one item got from the queue as processed.

@@ -12,12 +12,13 @@
 
 use std::alloc::Layout;
 use std::ops::ControlFlow;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, LockError, Result};
-use crate::segment::{ObjectKind, Placement, Region};
-use crate::sync::{place_state, spin, Asleep, RawLock, RECHECK};
-use crate::sys::{self, Deadline, MutexKind, Woke};
+use crate::segment::Region;
+use crate::sync::{wait_for_change, Asleep, RobustMutex, RECHECK};
+use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
 /// The length prefix of a frame.
@@ -91,8 +92,8 @@ enum Side {
 /// no sense is an [`Error::Corrupt`], never a panic.
 #[derive(Clone)]
 pub(crate) struct Ring {
-    producers: RawLock,
-    consumers: RawLock,
+    producers: RobustMutex,
+    consumers: RobustMutex,
     state: Region,
     data: Region,
     capacity: u64,
@@ -117,14 +118,16 @@ struct Extent {
 }
 
 impl Ring {
-    /// The layout: the two mutexes on lines of their own, the state, the data.
-    fn layout(capacity: u64) -> Result<(Layout, usize, usize, usize)> {
+    /// The memory of a ring of `capacity` bytes: the two mutexes on lines
+    /// of their own, then the state and the data, which start at the
+    /// offsets returned after the consumers' mutex.
+    fn parts(capacity: u64) -> Result<(Layout, usize, usize, usize)> {
         let bad = || Error::InvalidArgument(format!("a {capacity}-byte queue"));
         let bytes = usize::try_from(capacity)
             .ok()
             .and_then(|n| Layout::array::<u8>(n).ok())
             .ok_or_else(bad)?;
-        let lock = RawLock::layout()
+        let lock = RobustMutex::layout()
             .align_to(64)
             .expect("64 is a power of two")
             .pad_to_align();
@@ -136,60 +139,72 @@ impl Ring {
         Ok((l, consumers, state, data))
     }
 
-    pub(crate) fn place(
-        how: Placement<'_>,
-        kind: ObjectKind,
-        elem: crate::segment::ElemType,
-        capacity: u64,
-        maxsize: u64,
-    ) -> Result<Ring> {
+    /// The memory of a ring of `capacity` bytes.
+    pub(crate) fn layout(capacity: u64) -> Result<Layout> {
+        Self::parts(capacity).map(|(l, ..)| l)
+    }
+
+    /// Checks a ring size asked for; the length a queue's header records.
+    pub(crate) fn check(capacity: usize) -> Result<u64> {
+        let capacity = capacity as u64;
         if !(64..=MAX_CAPACITY).contains(&capacity) {
             return Err(Error::InvalidArgument(format!(
                 "a {capacity}-byte queue (64 bytes to 1 GiB)"
             )));
         }
-        let (region, len) = place_state(
-            how,
-            kind,
-            elem,
-            capacity,
-            |n| Self::layout(n).map(|(l, ..)| l),
-            |at: *mut u8| {
-                let (_, consumers, state, _) = Self::layout(capacity)?;
-                // SAFETY: fresh zeroed memory laid out as `layout(capacity)`.
-                unsafe {
-                    RawLock::init(at, MutexKind::ErrorCheck)?;
-                    RawLock::init(at.add(consumers), MutexKind::ErrorCheck)?;
-                    at.add(state).cast::<RingState>().write(RingState {
-                        capacity,
-                        maxsize,
-                        unfinished: AtomicU64::new(0),
-                        closed: AtomicU32::new(0),
-                        done: AtomicU32::new(0),
-                        joiners: AtomicU32::new(0),
-                        tail: End::new(),
-                        head: End::new(),
-                    });
-                }
-                Ok(())
-            },
-        )?;
+        Ok(capacity)
+    }
+
+    /// Fills a new ring of `capacity` bytes (checked) and at most `maxsize`
+    /// items.
+    ///
+    /// # Safety
+    /// `at` points to fresh zeroed memory of `layout(capacity)`, not yet
+    /// shared.
+    pub(crate) unsafe fn init(at: NonNull<u8>, capacity: u64, maxsize: u64) -> Result<()> {
+        let (_, consumers, state, _) = Self::parts(capacity)?;
+        let at = at.as_ptr();
+        // SAFETY: fresh zeroed memory laid out as `parts(capacity)`, per
+        // the caller.
+        unsafe {
+            RobustMutex::init(at, MutexKind::ErrorCheck)?;
+            RobustMutex::init(at.add(consumers), MutexKind::ErrorCheck)?;
+            at.add(state).cast::<RingState>().write(RingState {
+                capacity,
+                maxsize,
+                unfinished: AtomicU64::new(0),
+                closed: AtomicU32::new(0),
+                done: AtomicU32::new(0),
+                joiners: AtomicU32::new(0),
+                tail: End::new(),
+                head: End::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The handle on a ring of `len` bytes; `Err` says what is wrong with
+    /// an opened one.
+    ///
+    /// # Safety
+    /// `region` holds `layout(len)` bytes filled by [`init`](Ring::init),
+    /// here or by the process that created them.
+    pub(crate) unsafe fn from_region(
+        region: Region,
+        len: u64,
+    ) -> std::result::Result<Ring, String> {
         // An opened segment is checked like a created one: a crafted
         // capacity must not turn into arithmetic on zero.
-        let corrupt = |what: String| Error::Corrupt {
-            name: how.name().into(),
-            what,
-        };
         if !(64..=MAX_CAPACITY).contains(&len) {
-            return Err(corrupt(format!("queue capacity {len}")));
+            return Err(format!("queue capacity {len}"));
         }
-        let (_, consumers, state, data) = Self::layout(len)?;
+        let (_, consumers, state, data) = Self::parts(len).map_err(|e| e.to_string())?;
         // SAFETY: the offsets are inside the object's memory, a queue
         // whose two mutexes the creator initialised first.
         let (producers, consumers, state, data) = unsafe {
             (
-                RawLock::from_region(region.clone()),
-                RawLock::from_region(region.sub(consumers)),
+                RobustMutex::from_region(region.clone()),
+                RobustMutex::from_region(region.sub(consumers)),
                 region.sub(state),
                 region.sub(data),
             )
@@ -205,10 +220,10 @@ impl Ring {
         };
         ring.maxsize = ring.shared().maxsize;
         if ring.shared().capacity != len {
-            return Err(corrupt(format!(
+            return Err(format!(
                 "queue capacity {} (header {len})",
                 ring.shared().capacity
-            )));
+            ));
         }
         Ok(ring)
     }
@@ -447,13 +462,8 @@ impl Ring {
     /// `deadline` has passed.
     fn sleep(&self, side: Side, seen: u32, deadline: Deadline) -> bool {
         let end = self.end(side);
-        if spin(&end.moved, |v| v != seen).is_ok() {
-            return true;
-        }
-        end.sleepers.fetch_add(1, Ordering::SeqCst);
-        let woke = sys::futex_wait(&end.moved, seen, deadline.capped(RECHECK));
-        end.sleepers.fetch_sub(1, Ordering::SeqCst);
-        woke != Woke::TimedOut || !deadline.passed()
+        wait_for_change(&end.moved, seen, &end.sleepers, deadline.capped(RECHECK))
+            || !deadline.passed()
     }
 
     /// Items in the queue (a snapshot; 0 if the ring is corrupt).
@@ -514,11 +524,7 @@ impl Ring {
             if deadline.passed() {
                 return Err(Error::Timeout);
             }
-            if spin(&s.done, |v| v != seen).is_err() {
-                s.joiners.fetch_add(1, Ordering::SeqCst);
-                sys::futex_wait(&s.done, seen, deadline.capped(RECHECK));
-                s.joiners.fetch_sub(1, Ordering::SeqCst);
-            }
+            wait_for_change(&s.done, seen, &s.joiners, deadline.capped(RECHECK));
         }
     }
 
@@ -681,7 +687,7 @@ impl Ring {
 
 /// One side's lock, held.
 struct Held<'a> {
-    lock: &'a RawLock,
+    lock: &'a RobustMutex,
 }
 
 impl Drop for Held<'_> {

@@ -25,7 +25,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use super::header::Spec;
+use super::header::Contents;
 use super::{ElemType, ObjectKind, Segment};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -143,14 +143,16 @@ impl Region {
             None => {
                 let fits = matches!(&arena.current, Some((c, next)) if next + size <= c.len());
                 if !fits {
-                    let spec = Spec {
+                    let contents = Contents {
                         kind: ObjectKind::Arena,
                         elem: ElemType::none(),
                         len: 0,
                         data_size: CHUNK_SIZE,
                     };
-                    arena.current =
-                        Some((Arc::new(Segment::create_anonymous(&spec, |_| Ok(()))?), 0));
+                    arena.current = Some((
+                        Arc::new(Segment::create_anonymous(&contents, |_| Ok(()))?),
+                        0,
+                    ));
                 }
                 let (chunk, next) = arena.current.as_mut().expect("set above");
                 let offset = *next;
@@ -183,13 +185,13 @@ impl Region {
     fn own_segment(layout: Layout) -> Result<Region> {
         // The data area is 256-aligned; pad for anything stricter.
         let pad = layout.align().saturating_sub(256);
-        let spec = Spec {
+        let contents = Contents {
             kind: ObjectKind::Arena,
             elem: ElemType::none(),
             len: 0,
             data_size: layout.size() + pad,
         };
-        let seg = Segment::create_anonymous(&spec, |_| Ok(()))?;
+        let seg = Segment::create_anonymous(&contents, |_| Ok(()))?;
         let base = seg.as_ptr();
         // SAFETY: `base + align_offset <= base + pad`, inside the data area.
         let ptr = unsafe { base.add(base.align_offset(layout.align())) };
@@ -219,6 +221,12 @@ impl Region {
             // SAFETY: in bounds per the caller.
             ptr: unsafe { self.ptr.add(offset) },
         }
+    }
+
+    /// The first byte.
+    #[inline]
+    pub(crate) fn start(&self) -> NonNull<u8> {
+        self.ptr
     }
 
     #[inline]

@@ -21,11 +21,31 @@ const TYPE_NAME_LEN: usize = 64;
 /// Alignments above a page make no sense for shared state.
 const MAX_ALIGN: u32 = 4096;
 
-/// What a segment holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-#[repr(u32)]
-pub enum ObjectKind {
+/// Declares [`ObjectKind`] and its conversion from the header's `u32`,
+/// both from one list, so that a new kind is one line here.
+macro_rules! object_kinds {
+    ($($(#[$doc:meta])* $kind:ident = $value:literal,)*) => {
+        /// What a segment holds.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        #[repr(u32)]
+        pub enum ObjectKind {
+            $($(#[$doc])* $kind = $value,)*
+        }
+
+        impl ObjectKind {
+            fn from_u32(v: u32) -> Option<Self> {
+                match v {
+                    $($value => Some(ObjectKind::$kind),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+// The numbers are written in segment headers: never reuse or change one.
+object_kinds! {
     /// Raw bytes ([`Segment`](crate::segment::Segment)).
     Bytes = 1,
     /// An arena holding many anonymous objects.
@@ -56,31 +76,6 @@ pub enum ObjectKind {
     Queue = 14,
     /// A [`JoinableQueue`](crate::queue::JoinableQueue).
     JoinableQueue = 15,
-}
-
-impl ObjectKind {
-    fn from_u32(v: u32) -> Option<Self> {
-        use ObjectKind::*;
-        [
-            Bytes,
-            Arena,
-            Lock,
-            RLock,
-            Value,
-            Array,
-            RawValue,
-            RawArray,
-            Event,
-            Semaphore,
-            BoundedSemaphore,
-            Condition,
-            Barrier,
-            Queue,
-            JoinableQueue,
-        ]
-        .into_iter()
-        .find(|k| *k as u32 == v)
-    }
 }
 
 impl fmt::Display for ObjectKind {
@@ -137,7 +132,7 @@ pub(crate) struct Header {
     state: AtomicU32,
     total_size: u64,
     data_size: u64,
-    len: u64,
+    pub(super) len: u64,
     elem_tag: u64,
     kind: u32,
     elem_size: u32,
@@ -150,9 +145,9 @@ pub(crate) struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= DATA_OFFSET);
 
-/// What the creator of a segment declares about it.
+/// What a segment holds, as its creator declares it in the header.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Spec {
+pub(crate) struct Contents {
     pub(crate) kind: ObjectKind,
     pub(crate) elem: ElemType,
     /// Number of elements for the cells (1 for a single value); the
@@ -162,7 +157,7 @@ pub(crate) struct Spec {
     pub(crate) data_size: usize,
 }
 
-impl Spec {
+impl Contents {
     pub(crate) fn total_size(&self) -> usize {
         DATA_OFFSET + self.data_size
     }
@@ -174,24 +169,24 @@ impl Header {
     /// # Safety
     /// `at` must point to at least `DATA_OFFSET` writable bytes that no other
     /// process reads yet, aligned for `Header`.
-    pub(crate) unsafe fn write(at: *mut Header, spec: &Spec) {
+    pub(crate) unsafe fn write(at: *mut Header, contents: &Contents) {
         let mut elem_name = [0u8; TYPE_NAME_LEN];
-        let mut n = spec.elem.name.len().min(TYPE_NAME_LEN - 1);
-        while !spec.elem.name.is_char_boundary(n) {
+        let mut n = contents.elem.name.len().min(TYPE_NAME_LEN - 1);
+        while !contents.elem.name.is_char_boundary(n) {
             n -= 1;
         }
-        elem_name[..n].copy_from_slice(&spec.elem.name.as_bytes()[..n]);
+        elem_name[..n].copy_from_slice(&contents.elem.name.as_bytes()[..n]);
         let header = Header {
             magic: MAGIC,
             version: LAYOUT_VERSION,
             state: AtomicU32::new(STATE_CREATING),
-            total_size: spec.total_size() as u64,
-            data_size: spec.data_size as u64,
-            len: spec.len,
-            elem_tag: spec.elem.tag,
-            kind: spec.kind as u32,
-            elem_size: spec.elem.size,
-            elem_align: spec.elem.align,
+            total_size: contents.total_size() as u64,
+            data_size: contents.data_size as u64,
+            len: contents.len,
+            elem_tag: contents.elem.tag,
+            kind: contents.kind as u32,
+            elem_size: contents.elem.size,
+            elem_align: contents.elem.align,
             creator_pid: sys::getpid(),
             elem_name,
             attached: Default::default(),
@@ -343,22 +338,9 @@ impl SegmentInfo {
         if !elem_align.is_power_of_two() || elem_align > MAX_ALIGN {
             return Err(corrupt(format!("element alignment {elem_align}")));
         }
+        // What `len` measures is the object's own business: its opener
+        // checks that an object of that length fits the data area.
         let len = u64_at(std::mem::offset_of!(Header, len));
-        // `len` counts elements for the cells; for other kinds it is their
-        // own measure (barrier parties, queue ring bytes).
-        let counts_elements = matches!(
-            kind,
-            ObjectKind::Value | ObjectKind::Array | ObjectKind::RawValue | ObjectKind::RawArray
-        );
-        if counts_elements
-            && u64::from(elem_size)
-                .checked_mul(len)
-                .is_none_or(|n| n > data_size)
-        {
-            return Err(corrupt(format!(
-                "{len} elements of {elem_size} bytes do not fit {data_size} data bytes"
-            )));
-        }
         let name_off = std::mem::offset_of!(Header, elem_name);
         let raw_name = &bytes[name_off..name_off + TYPE_NAME_LEN];
         let end = raw_name
@@ -423,20 +405,20 @@ impl SegmentInfo {
 mod tests {
     use super::*;
 
-    fn header_bytes(spec: &Spec) -> Vec<u8> {
-        let mut buf = vec![0u64; spec.total_size().div_ceil(8)];
+    fn header_bytes(contents: &Contents) -> Vec<u8> {
+        let mut buf = vec![0u64; contents.total_size().div_ceil(8)];
         let p = buf.as_mut_ptr() as *mut Header;
         // SAFETY: `buf` is large enough, 8-aligned and private.
         unsafe {
-            Header::write(p, spec);
+            Header::write(p, contents);
             (*p).mark_ready();
         }
         let bytes: &[u8] = bytemuck::cast_slice(&buf);
-        bytes[..spec.total_size()].to_vec()
+        bytes[..contents.total_size()].to_vec()
     }
 
-    fn spec() -> Spec {
-        Spec {
+    fn contents() -> Contents {
+        Contents {
             kind: ObjectKind::Array,
             elem: ElemType::of::<i32>(),
             len: 10,
@@ -445,8 +427,21 @@ mod tests {
     }
 
     #[test]
+    fn kinds_read_back_as_written() {
+        let kinds: Vec<_> = (0..64).filter_map(ObjectKind::from_u32).collect();
+        assert_eq!(kinds.len(), 15);
+        assert!(kinds
+            .iter()
+            .all(|&k| ObjectKind::from_u32(k as u32) == Some(k)));
+        assert_eq!(
+            ObjectKind::from_u32(ObjectKind::JoinableQueue as u32).unwrap(),
+            ObjectKind::JoinableQueue
+        );
+    }
+
+    #[test]
     fn round_trip() {
-        let info = SegmentInfo::parse("t", &header_bytes(&spec())).unwrap();
+        let info = SegmentInfo::parse("t", &header_bytes(&contents())).unwrap();
         assert_eq!(info.kind, ObjectKind::Array);
         assert_eq!(info.elem_name, "i32");
         assert_eq!(info.len, 10);
@@ -457,7 +452,7 @@ mod tests {
 
     #[test]
     fn mismatches_are_named() {
-        let info = SegmentInfo::parse("t", &header_bytes(&spec())).unwrap();
+        let info = SegmentInfo::parse("t", &header_bytes(&contents())).unwrap();
         let e = info
             .expect("t", ObjectKind::Array, &ElemType::of::<f64>())
             .unwrap_err();
@@ -477,7 +472,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "asks the kernel whether the creator lives")]
     fn damage_is_reported() {
-        let good = header_bytes(&spec());
+        let good = header_bytes(&contents());
         let e = SegmentInfo::parse("t", &good[..100]).unwrap_err();
         assert!(matches!(e, Error::Truncated { .. }), "{e}");
         let e = SegmentInfo::parse("t", &good[..good.len() - 1]).unwrap_err();
@@ -500,8 +495,14 @@ mod tests {
             SegmentInfo::parse("t", &bad),
             Err(Error::NotInitialised { .. })
         ));
+        let mut bad = good.clone();
+        bad[std::mem::offset_of!(Header, data_size)] = 200;
+        assert!(matches!(
+            SegmentInfo::parse("t", &bad),
+            Err(Error::Corrupt { .. })
+        ));
         let mut bad = good;
-        bad[std::mem::offset_of!(Header, len)] = 200;
+        bad[std::mem::offset_of!(Header, kind)] = 200;
         assert!(matches!(
             SegmentInfo::parse("t", &bad),
             Err(Error::Corrupt { .. })
@@ -513,11 +514,11 @@ mod tests {
     /// every snapshot parses.
     #[test]
     fn reading_a_header_while_openers_attach_is_race_free() {
-        let spec = spec();
-        let mut buf = vec![0u64; spec.total_size().div_ceil(8)];
+        let contents = contents();
+        let mut buf = vec![0u64; contents.total_size().div_ceil(8)];
         let p = buf.as_mut_ptr().cast::<Header>();
         // SAFETY: `buf` is large enough, 8-aligned and private.
-        unsafe { Header::write(p, &spec) };
+        unsafe { Header::write(p, &contents) };
         // SAFETY: initialised just above; shared below only through `&`.
         let header = unsafe { &*p };
         header.mark_ready();
@@ -529,8 +530,11 @@ mod tests {
                 }
             });
             for _ in 0..rounds {
-                let info =
-                    SegmentInfo::parse_header("t", &header.to_bytes(), spec.total_size() as u64);
+                let info = SegmentInfo::parse_header(
+                    "t",
+                    &header.to_bytes(),
+                    contents.total_size() as u64,
+                );
                 assert_eq!(info.unwrap().len, 10);
             }
         });

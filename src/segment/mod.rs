@@ -10,6 +10,7 @@
 
 mod arena;
 mod header;
+mod place;
 mod registry;
 
 use std::fs::{File, OpenOptions};
@@ -25,11 +26,12 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 pub(crate) use arena::{ready_for_fork, Region};
-pub(crate) use header::{ElemType, Spec};
+pub(crate) use header::ElemType;
 pub use header::{ObjectKind, SegmentInfo};
+pub(crate) use place::{place, shared_constructors, Placement, SharedObject};
 pub use registry::{clean, list, ListedSegment};
 
-use header::{Header, DATA_OFFSET};
+use header::{Contents, Header, DATA_OFFSET};
 
 /// File-name prefix of every named segment of this crate in `/dev/shm`.
 pub const PREFIX: &str = "multiproc.";
@@ -82,7 +84,7 @@ impl Segment {
     /// # Errors
     /// [`Error::NoSpace`] when the memory cannot be reserved or mapped.
     pub fn anonymous(size: usize) -> Result<Segment> {
-        Self::create_anonymous(&bytes_spec(size), |_| Ok(()))
+        Self::create_anonymous(&bytes_contents(size), |_| Ok(()))
     }
 
     /// Creates a named segment of `size` bytes (zeroed).
@@ -103,7 +105,7 @@ impl Segment {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn create(name: &str, size: usize) -> Result<Segment> {
-        Self::create_named(name, &bytes_spec(size), |_| Ok(()))
+        Self::create_named(name, &bytes_contents(size), |_| Ok(()))
     }
 
     /// Opens the named segment made by [`create`](Segment::create).
@@ -119,7 +121,7 @@ impl Segment {
     /// # Errors
     /// As for [`create`](Segment::create) and [`open`](Segment::open).
     pub fn create_or_open(name: &str, size: usize) -> Result<Segment> {
-        Self::create_or_open_named(name, &bytes_spec(size), |_| Ok(()))
+        Self::create_or_open_named(name, &bytes_contents(size), |_| Ok(()))
     }
 
     /// Removes the name of a segment. Processes that have it mapped keep
@@ -164,17 +166,17 @@ impl Segment {
 
     /// Builds a new anonymous segment: `init` gets the zeroed data area.
     pub(crate) fn create_anonymous(
-        spec: &Spec,
+        contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
         let fd = sys::memfd("multiproc").map_err(|e| Error::io("memfd_create", e))?;
-        Self::build(File::from(fd), spec, init, None)
+        Self::build(File::from(fd), contents, init, None)
     }
 
     /// Builds a new named segment and publishes it under `name`.
     pub(crate) fn create_named(
         name: &str,
-        spec: &Spec,
+        contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
         let path = path_for(name)?;
@@ -191,7 +193,7 @@ impl Segment {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        let built = Self::build(file, spec, init, Some(name)).and_then(|seg| {
+        let built = Self::build(file, contents, init, Some(name)).and_then(|seg| {
             // link() never replaces an existing name: creation is exclusive.
             std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.into()),
@@ -205,11 +207,11 @@ impl Segment {
 
     fn build(
         file: File,
-        spec: &Spec,
+        contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
         name: Option<&str>,
     ) -> Result<Segment> {
-        let size = spec.total_size();
+        let size = contents.total_size();
         sys::reserve(&file, size).map_err(|e| no_space_or(size, "reserve shared memory", e))?;
         let map = MmapOptions::new()
             .len(size)
@@ -218,7 +220,7 @@ impl Segment {
         let header = map.as_mut_ptr() as *mut Header;
         // SAFETY: the mapping is fresh, page-aligned, `size >= DATA_OFFSET`
         // bytes long and not yet visible to any other process.
-        unsafe { Header::write(header, spec) };
+        unsafe { Header::write(header, contents) };
         let seg = Segment {
             map,
             name: name.map(Into::into),
@@ -255,19 +257,19 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Opens `name`, or creates it from `spec` and `init` if it does not exist.
+    /// Opens `name`, or creates it from `contents` and `init` if it does not exist.
     pub(crate) fn create_or_open_named(
         name: &str,
-        spec: &Spec,
+        contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
-        match Self::open_named(name, spec.kind, &spec.elem) {
+        match Self::open_named(name, contents.kind, &contents.elem) {
             Err(Error::NotFound(_)) => {}
             other => return other,
         }
-        match Self::create_named(name, spec, init) {
+        match Self::create_named(name, contents, init) {
             // Another process created it in between.
-            Err(Error::AlreadyExists(_)) => Self::open_named(name, spec.kind, &spec.elem),
+            Err(Error::AlreadyExists(_)) => Self::open_named(name, contents.kind, &contents.elem),
             other => other,
         }
     }
@@ -317,8 +319,8 @@ impl Drop for Segment {
     }
 }
 
-fn bytes_spec(size: usize) -> Spec {
-    Spec {
+fn bytes_contents(size: usize) -> Contents {
+    Contents {
         kind: ObjectKind::Bytes,
         elem: ElemType::none(),
         len: size as u64,
@@ -400,100 +402,6 @@ mod tests {
             assert_eq!(*seg.as_ptr().add(9_999), 0);
             seg.as_ptr().add(9_999).write(7);
             assert_eq!(*seg.as_ptr().add(9_999), 7);
-        }
-    }
-}
-
-/// Where a typed object is made or found.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Placement<'a> {
-    /// A new anonymous object from the arena.
-    Anonymous,
-    /// A new named segment; fails if the name exists.
-    Create(&'a str),
-    /// An existing named segment.
-    Open(&'a str),
-    /// The named segment, created if it does not exist.
-    CreateOrOpen(&'a str),
-}
-
-impl Placement<'_> {
-    /// The segment name, empty for anonymous objects.
-    pub(crate) fn name(&self) -> &str {
-        match self {
-            Placement::Anonymous => "",
-            Placement::Create(n) | Placement::Open(n) | Placement::CreateOrOpen(n) => n,
-        }
-    }
-}
-
-/// What a typed object's memory looks like.
-pub(crate) struct ObjectLayout<F> {
-    pub(crate) kind: ObjectKind,
-    pub(crate) elem: ElemType,
-    /// Elements when creating; the header's count wins when opening.
-    pub(crate) len: u64,
-    /// The data area needed for a given element count.
-    pub(crate) layout_for: F,
-}
-
-/// Makes or finds the memory of a typed object. `init` runs only when the
-/// memory is new (and zeroed). Returns the object's memory and its element
-/// count.
-pub(crate) fn place<F>(
-    how: Placement<'_>,
-    object: &ObjectLayout<F>,
-    init: impl FnOnce(NonNull<u8>) -> Result<()>,
-) -> Result<(Region, u64)>
-where
-    F: Fn(u64) -> Result<std::alloc::Layout>,
-{
-    let spec = |layout: std::alloc::Layout| Spec {
-        kind: object.kind,
-        elem: object.elem,
-        len: object.len,
-        data_size: layout.size(),
-    };
-    // The data area of a segment is aligned to DATA_OFFSET bytes.
-    let check_align = |layout: std::alloc::Layout| {
-        if layout.align() > DATA_OFFSET {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "alignment above 256 bytes");
-            return Err(Error::io("named shared object", e));
-        }
-        Ok(layout)
-    };
-    let opened = |seg: Segment, info: SegmentInfo| -> Result<(Region, u64)> {
-        let needed = (object.layout_for)(info.len)?;
-        if needed.size() as u64 > info.data_size {
-            return Err(Error::Corrupt {
-                name: seg.name().unwrap_or_default().into(),
-                what: format!("{} data bytes, {} needed", info.data_size, needed.size()),
-            });
-        }
-        Ok((Region::from_segment(seg), info.len))
-    };
-    match how {
-        Placement::Anonymous => {
-            let region = Region::anonymous((object.layout_for)(object.len)?)?;
-            init(NonNull::new(region.as_ptr()).expect("regions are non-null"))?;
-            Ok((region, object.len))
-        }
-        Placement::Create(name) => {
-            let layout = check_align((object.layout_for)(object.len)?)?;
-            let seg = Segment::create_named(name, &spec(layout), init)?;
-            Ok((Region::from_segment(seg), object.len))
-        }
-        Placement::Open(name) => {
-            let seg = Segment::open_named(name, object.kind, &object.elem)?;
-            let info = seg.info()?;
-            opened(seg, info)
-        }
-        Placement::CreateOrOpen(name) => {
-            let layout = check_align((object.layout_for)(object.len)?)?;
-            // An existing segment may have another length than asked for.
-            let seg = Segment::create_or_open_named(name, &spec(layout), init)?;
-            let info = seg.info()?;
-            opened(seg, info)
         }
     }
 }

@@ -3,14 +3,15 @@
 use std::alloc::Layout;
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{place_state, spin, wake_all, Asleep};
-use super::RawLock;
+use super::futex::{wait_for_change, wake_all, Asleep};
+use super::RobustMutex;
 use crate::error::{Error, LockError, Result};
-use crate::segment::{ElemType, ObjectKind, Placement, Region};
+use crate::segment::{place, shared_constructors, ObjectKind, Placement, Region, SharedObject};
 use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
@@ -79,10 +80,79 @@ enum Outcome {
 /// ```
 #[derive(Clone)]
 pub struct Barrier {
-    mutex: RawLock,
+    mutex: RobustMutex,
     state: Region,
     parties: u32,
     action: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// The creator's parties and default timeout.
+type BarrierArgs = (u32, Option<Duration>);
+
+impl SharedObject for Barrier {
+    type Args<'a> = BarrierArgs;
+    const KIND: ObjectKind = ObjectKind::Barrier;
+
+    fn len(&(parties, _): &BarrierArgs) -> Result<u64> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument(
+                "a barrier needs at least one party".into(),
+            ));
+        }
+        Ok(u64::from(parties))
+    }
+
+    fn layout(parties: u64) -> Result<Layout> {
+        Self::parts(parties).map(|(l, ..)| l)
+    }
+
+    unsafe fn init(at: NonNull<u8>, (parties, timeout): BarrierArgs) -> Result<()> {
+        let timeout_ns = timeout.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
+        let (_, state, _) = Self::parts(u64::from(parties))?;
+        // SAFETY: fresh zeroed memory laid out as `parts(parties)`, per
+        // the caller.
+        unsafe {
+            RobustMutex::init(at.as_ptr(), MutexKind::ErrorCheck)?;
+            at.add(state).cast::<BarrierState>().write(BarrierState {
+                seq: AtomicU32::new(0),
+                sleepers: AtomicU32::new(0),
+                parties,
+                count: AtomicU32::new(0),
+                state: AtomicU32::new(FILLING),
+                generation: AtomicU32::new(0),
+                timeout_ns: AtomicU64::new(timeout_ns),
+            });
+        }
+        Ok(())
+    }
+
+    unsafe fn from_region(region: Region, len: u64) -> std::result::Result<Self, String> {
+        // An opened segment is checked like a created one: no zero parties.
+        let parties = u32::try_from(len)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("a barrier of {len} parties"))?;
+        let (_, state, _) = Self::parts(len).map_err(|e| e.to_string())?;
+        Ok(Barrier {
+            // SAFETY: the object starts with the mutex `init` made, per the
+            // caller.
+            mutex: unsafe { RobustMutex::from_region(region.clone()) },
+            // SAFETY: the offset is inside the object's memory.
+            state: unsafe { region.sub(state) },
+            parties,
+            action: None,
+        })
+    }
+}
+
+shared_constructors! {
+    impl[] Barrier as "barrier" {
+        args(parties: u32) => (parties, None),
+        made: " for `parties` parties (at least 1, at most [`MAX_PARTIES`](Barrier::MAX_PARTIES))",
+        errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) for 0 parties or more than [`MAX_PARTIES`](Barrier::MAX_PARTIES). ",
+        kept: " An existing one keeps its own parties.",
+        anonymous: new,
+    }
 }
 
 impl Barrier {
@@ -91,47 +161,13 @@ impl Barrier {
     /// in the shared memory, so `u32::MAX` parties would need 16 GiB.
     pub const MAX_PARTIES: u32 = 1 << 22;
 
-    /// A new anonymous barrier for `parties` parties (at least 1, at most
-    /// [`MAX_PARTIES`](Barrier::MAX_PARTIES)).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for 0 parties or more than
-    /// [`MAX_PARTIES`](Barrier::MAX_PARTIES); allocation errors.
-    pub fn new(parties: u32) -> Result<Barrier> {
-        Self::place(Placement::Anonymous, parties, None)
-    }
-
     /// A new anonymous barrier whose waits time out after `timeout` by
     /// default (Python's `timeout=`).
     ///
     /// # Errors
     /// As for [`new`](Barrier::new).
     pub fn with_timeout(parties: u32, timeout: Duration) -> Result<Barrier> {
-        Self::place(Placement::Anonymous, parties, Some(timeout))
-    }
-
-    /// Creates a named barrier for `parties` parties.
-    ///
-    /// # Errors
-    /// As for [`new`](Barrier::new) and [`Lock::create`](super::Lock::create).
-    pub fn create(name: &str, parties: u32) -> Result<Barrier> {
-        Self::place(Placement::Create(name), parties, None)
-    }
-
-    /// Opens a named barrier.
-    ///
-    /// # Errors
-    /// As for [`Lock::open`](super::Lock::open).
-    pub fn open(name: &str) -> Result<Barrier> {
-        Self::place(Placement::Open(name), 1, None)
-    }
-
-    /// Opens a named barrier, creating it for `parties` if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`create`](Barrier::create) and [`open`](Barrier::open).
-    pub fn create_or_open(name: &str, parties: u32) -> Result<Barrier> {
-        Self::place(Placement::CreateOrOpen(name), parties, None)
+        place(Placement::Anonymous((parties, Some(timeout))))
     }
 
     /// This handle, with `action` run by the last party to arrive at each
@@ -143,7 +179,9 @@ impl Barrier {
         self
     }
 
-    fn layout(parties: u64) -> Result<(Layout, usize, usize)> {
+    /// The memory of a barrier for `parties`, and where its state and its
+    /// pid slots start.
+    fn parts(parties: u64) -> Result<(Layout, usize, usize)> {
         if parties > u64::from(Barrier::MAX_PARTIES) {
             return Err(Error::InvalidArgument(format!(
                 "{parties} parties (a barrier takes at most {})",
@@ -154,64 +192,13 @@ impl Barrier {
             .ok()
             .and_then(|n| Layout::array::<AtomicU32>(n).ok())
             .ok_or_else(|| Error::InvalidArgument(format!("{parties} parties")))?;
-        let (l, state) = RawLock::layout()
+        let (l, state) = RobustMutex::layout()
             .extend(Layout::new::<BarrierState>())
             .expect("small");
         let (l, pids) = l
             .extend(slots)
             .map_err(|_| Error::InvalidArgument(format!("{parties} parties")))?;
         Ok((l, state, pids))
-    }
-
-    fn place(how: Placement<'_>, parties: u32, timeout: Option<Duration>) -> Result<Barrier> {
-        if parties == 0 {
-            return Err(Error::InvalidArgument(
-                "a barrier needs at least one party".into(),
-            ));
-        }
-        let timeout_ns = timeout.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
-        let (region, len) = place_state(
-            how,
-            ObjectKind::Barrier,
-            ElemType::none(),
-            u64::from(parties),
-            |n| Self::layout(n).map(|(l, ..)| l),
-            |at: *mut u8| {
-                let (_, state, _) = Self::layout(u64::from(parties))?;
-                // SAFETY: fresh zeroed memory laid out as `layout(parties)`.
-                unsafe {
-                    RawLock::init(at, MutexKind::ErrorCheck)?;
-                    at.add(state).cast::<BarrierState>().write(BarrierState {
-                        seq: AtomicU32::new(0),
-                        sleepers: AtomicU32::new(0),
-                        parties,
-                        count: AtomicU32::new(0),
-                        state: AtomicU32::new(FILLING),
-                        generation: AtomicU32::new(0),
-                        timeout_ns: AtomicU64::new(timeout_ns),
-                    });
-                }
-                Ok(())
-            },
-        )?;
-        // An opened segment is checked like a created one: no zero parties.
-        let parties = u32::try_from(len)
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or_else(|| Error::Corrupt {
-                name: how.name().into(),
-                what: format!("a barrier of {len} parties"),
-            })?;
-        let (_, state, _) = Self::layout(len)?;
-        Ok(Barrier {
-            // SAFETY: the object starts with the mutex initialised above
-            // (or by the process that created it).
-            mutex: unsafe { RawLock::from_region(region.clone()) },
-            // SAFETY: the offset is inside the object's memory.
-            state: unsafe { region.sub(state) },
-            parties,
-            action: None,
-        })
     }
 
     fn seq(&self) -> &AtomicU32 {
@@ -447,7 +434,7 @@ impl Inner<'_> {
 
     fn slots(&self) -> &[AtomicU32] {
         let (_, state, pids) =
-            Barrier::layout(u64::from(self.barrier.parties)).expect("checked at creation");
+            Barrier::parts(u64::from(self.barrier.parties)).expect("checked at creation");
         // SAFETY: `parties` slots follow the state in the object's memory.
         unsafe {
             let base = self.barrier.state.as_ptr::<u8>().sub(state).add(pids);
@@ -544,10 +531,7 @@ impl Inner<'_> {
             let nap = deadline.capped(DEATH_CHECK);
             match how {
                 Sleep::Block => {
-                    if spin(seq, |v| v != seen).is_err() {
-                        let _asleep = Asleep::new(&self.state().sleepers);
-                        sys::futex_wait(seq, seen, nap);
-                    }
+                    wait_for_change(seq, seen, &self.state().sleepers, nap);
                 }
                 Sleep::Await => {
                     let _asleep = Asleep::new(&self.state().sleepers);

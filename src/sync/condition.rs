@@ -2,15 +2,17 @@
 
 use std::alloc::Layout;
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{place_state, spin, RECHECK};
-use super::{Lock, RLock, RawLock};
+use super::futex::{wait_while, RECHECK};
+use super::{Lock, RLock, RobustMutex};
 use crate::error::{Error, LockError, LockResult, Result};
-use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, Deadline, MutexKind, RawMutex, Woke};
+use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
+use crate::sys::{self, Deadline, MutexKind, PthreadMutex};
 
 const MAX_WAITERS: usize = Condition::MAX_WAITERS;
 
@@ -90,7 +92,7 @@ impl CondState {
     /// The state and its slots' mutexes, and where the mutexes start.
     fn layout() -> (Layout, usize) {
         Layout::new::<CondState>()
-            .extend(Layout::array::<RawMutex>(MAX_WAITERS).expect("small"))
+            .extend(Layout::array::<PthreadMutex>(MAX_WAITERS).expect("small"))
             .expect("small fixed layouts")
     }
 
@@ -101,9 +103,9 @@ impl CondState {
     unsafe fn init(at: *mut u8) -> Result<()> {
         let (_, mutexes) = Self::layout();
         for i in 0..MAX_WAITERS {
-            let m = mutexes + i * std::mem::size_of::<RawMutex>();
+            let m = mutexes + i * std::mem::size_of::<PthreadMutex>();
             // SAFETY: slot i's mutex lies inside the fresh memory.
-            unsafe { RawLock::init(at.add(m), MutexKind::ErrorCheck)? };
+            unsafe { RobustMutex::init(at.add(m), MutexKind::ErrorCheck)? };
         }
         Ok(())
     }
@@ -116,10 +118,10 @@ enum CondLock {
 }
 
 impl CondLock {
-    fn raw(&self) -> &RawLock {
+    fn mutex(&self) -> &RobustMutex {
         match self {
-            CondLock::Lock(l) => l.raw(),
-            CondLock::RLock(r) => r.raw(),
+            CondLock::Lock(l) => l.mutex(),
+            CondLock::RLock(r) => r.mutex(),
         }
     }
 }
@@ -156,7 +158,47 @@ pub struct Condition {
     lock: CondLock,
     state: Region,
     /// The slots' mutexes.
-    presence: Arc<[RawLock]>,
+    presence: Arc<[RobustMutex]>,
+}
+
+/// A condition made by itself (new or named) is one piece of memory: its
+/// recursive lock, then its state.
+impl SharedObject for Condition {
+    type Args<'a> = ();
+    const KIND: ObjectKind = ObjectKind::Condition;
+
+    fn layout(_: u64) -> Result<Layout> {
+        Ok(Self::whole_layout().0)
+    }
+
+    unsafe fn init(at: NonNull<u8>, (): ()) -> Result<()> {
+        let (_, state) = Self::whole_layout();
+        // SAFETY: fresh zeroed memory laid out as `whole_layout()`, per the caller.
+        unsafe {
+            RobustMutex::init(at.as_ptr(), MutexKind::Recursive)?;
+            CondState::init(at.as_ptr().add(state))
+        }
+    }
+
+    unsafe fn from_region(region: Region, _: u64) -> std::result::Result<Self, String> {
+        let (_, state) = Self::whole_layout();
+        // SAFETY: per the caller, `init` initialised the recursive mutex at
+        // the start and the state at `state`, inside the region.
+        unsafe {
+            let lock = RLock::from_mutex(RobustMutex::from_region(region.clone()));
+            Ok(Self::from_parts(CondLock::RLock(lock), region.sub(state)))
+        }
+    }
+}
+
+shared_constructors! {
+    impl[] Condition as "condition" {
+        args() => (),
+        made: " with an [`RLock`] of its own (Python's default)",
+        errors: "",
+        kept: "",
+        anonymous: new,
+    }
 }
 
 impl Condition {
@@ -164,14 +206,6 @@ impl Condition {
     /// once; one more gets [`Error::TooManyWaiters`]. A waiter that died
     /// gives its place back.
     pub const MAX_WAITERS: usize = 128;
-
-    /// A new anonymous condition with an [`RLock`] of its own (Python's default).
-    ///
-    /// # Errors
-    /// If shared memory cannot be allocated.
-    pub fn new() -> Result<Condition> {
-        Self::with_rlock(&RLock::new()?)
-    }
 
     /// A new anonymous condition over `lock`.
     ///
@@ -189,19 +223,20 @@ impl Condition {
         Self::anonymous(CondLock::RLock(rlock.clone()))
     }
 
+    /// A condition over a lock of another object: its state alone.
     fn anonymous(lock: CondLock) -> Result<Condition> {
-        let (layout, _) = CondState::layout();
-        let (state, _) = place_state(
-            Placement::Anonymous,
-            ObjectKind::Condition,
-            ElemType::none(),
-            0,
-            |_| Ok(layout),
-            // SAFETY: `place_state` hands `init` fresh zeroed memory of `layout`.
-            |at: *mut u8| unsafe { CondState::init(at) },
-        )?;
-        // SAFETY: `init` initialised the state (here or in the creator).
+        let state = Region::anonymous(CondState::layout().0)?;
+        // SAFETY: a fresh zeroed block of `CondState::layout()`, ours alone.
+        unsafe { CondState::init(state.as_ptr())? };
+        // SAFETY: initialised just above.
         Ok(unsafe { Self::from_parts(lock, state) })
+    }
+
+    /// The memory of a condition with its own lock, and where its state starts.
+    fn whole_layout() -> (Layout, usize) {
+        RobustMutex::layout()
+            .extend(CondState::layout().0)
+            .expect("small fixed layouts")
     }
 
     /// The handle on a placed state.
@@ -212,68 +247,16 @@ impl Condition {
         let (_, mutexes) = CondState::layout();
         let presence = (0..MAX_WAITERS)
             .map(|i| {
-                let at = mutexes + i * std::mem::size_of::<RawMutex>();
+                let at = mutexes + i * std::mem::size_of::<PthreadMutex>();
                 // SAFETY: slot i's mutex lies inside the state's memory,
                 // initialised per the caller.
-                unsafe { RawLock::from_region(state.sub(at)) }
+                unsafe { RobustMutex::from_region(state.sub(at)) }
             })
             .collect();
         Condition {
             lock,
             state,
             presence,
-        }
-    }
-
-    /// Creates a named condition with an [`RLock`] of its own.
-    ///
-    /// # Errors
-    /// As for [`Lock::create`](super::Lock::create).
-    pub fn create(name: &str) -> Result<Condition> {
-        Self::named(Placement::Create(name))
-    }
-
-    /// Opens a named condition.
-    ///
-    /// # Errors
-    /// As for [`Lock::open`](super::Lock::open).
-    pub fn open(name: &str) -> Result<Condition> {
-        Self::named(Placement::Open(name))
-    }
-
-    /// Opens a named condition, creating it if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`Lock::create_or_open`](super::Lock::create_or_open).
-    pub fn create_or_open(name: &str) -> Result<Condition> {
-        Self::named(Placement::CreateOrOpen(name))
-    }
-
-    /// A named condition is one segment: its recursive lock, then its state.
-    fn named(how: Placement<'_>) -> Result<Condition> {
-        let (layout, offset) = RawLock::layout()
-            .extend(CondState::layout().0)
-            .expect("small fixed layouts");
-        let (region, _) = place_state(
-            how,
-            ObjectKind::Condition,
-            ElemType::none(),
-            0,
-            |_| Ok(layout),
-            |at: *mut u8| {
-                // SAFETY: fresh zeroed memory laid out as `layout`.
-                unsafe {
-                    RawLock::init(at, MutexKind::Recursive)?;
-                    CondState::init(at.add(offset))
-                }
-            },
-        )?;
-        // SAFETY: `init` initialised the recursive mutex at the start and
-        // the state at `offset`, inside the segment's data (here or in the
-        // creating process).
-        unsafe {
-            let lock = CondLock::RLock(RLock::from_raw(RawLock::from_region(region.clone())));
-            Ok(Self::from_parts(lock, region.sub(offset)))
         }
     }
 
@@ -435,7 +418,7 @@ impl Condition {
     }
 
     fn lock_with(&self, deadline: Deadline) -> LockResult<ConditionGuard<'_>> {
-        self.lock.raw().acquire(deadline, || ConditionGuard {
+        self.lock.mutex().acquire(deadline, || ConditionGuard {
             cond: self,
             _not_send: PhantomData,
         })
@@ -499,26 +482,32 @@ impl ConditionGuard<'_> {
 
     fn wait_until(&mut self, deadline: Deadline) -> Result<bool> {
         let cond = self.cond;
-        let raw = cond.lock.raw();
+        let mutex = cond.lock.mutex();
         let depth = match &cond.lock {
             CondLock::Lock(_) => 1,
-            CondLock::RLock(_) => raw.recursion()?,
+            CondLock::RLock(_) => mutex.recursion()?,
         };
         // In a slot while holding the lock, which every notify holds too:
         // a notify before this is not ours, every one after may choose us.
         let (i, mine) = cond.enter()?;
         let state = &cond.shared().slots[i].state;
         for _ in 0..depth {
-            if let Err(e) = raw.unlock() {
+            if let Err(e) = mutex.unlock() {
                 cond.leave(i);
                 return Err(e);
             }
         }
         let notified = loop {
-            if spin(state, |v| v != mine).is_ok() {
+            let chosen = || {
+                if state.load(Ordering::Acquire) == mine {
+                    ControlFlow::Continue(mine)
+                } else {
+                    ControlFlow::Break(())
+                }
+            };
+            if wait_while(state, deadline.capped(RECHECK), |v| v != mine, chosen).is_some() {
                 break true;
             }
-            let woke = sys::futex_wait(state, mine, deadline.capped(RECHECK));
             if state.load(Ordering::Acquire) != mine {
                 break true;
             }
@@ -528,16 +517,14 @@ impl ConditionGuard<'_> {
                     .compare_exchange(mine, FREE, Ordering::AcqRel, Ordering::Acquire)
                     .is_err();
             }
-            if woke == Woke::TimedOut {
-                // A notification may have gone to a waiter that died
-                // before taking it, and be this one's now.
-                cond.bury_dead(|s| s & NOTIFIED != 0);
-            }
+            // A notification may have gone to a waiter that died before
+            // taking it, and be this one's now.
+            cond.bury_dead(|s| s & NOTIFIED != 0);
         };
         cond.leave(i);
         let mut owner_died = false;
         for _ in 0..depth {
-            match raw.acquire(Deadline::Never, || ()) {
+            match mutex.acquire(Deadline::Never, || ()) {
                 Ok(()) => {}
                 Err(LockError::OwnerDied(())) => owner_died = true,
                 Err(e) => return Err(e.into()),
@@ -574,13 +561,13 @@ impl ConditionGuard<'_> {
     /// # Errors
     /// Only on an OS failure.
     pub fn make_consistent(guard: &Self) -> Result<()> {
-        guard.cond.lock.raw().make_consistent()
+        guard.cond.lock.mutex().make_consistent()
     }
 }
 
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.cond.lock.raw().unlock();
+        let _ = self.cond.lock.mutex().unlock();
     }
 }
 

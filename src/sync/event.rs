@@ -1,12 +1,14 @@
 //! [`Event`]: a flag that processes can wait for.
 
+use std::alloc::Layout;
 use std::ops::ControlFlow;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::futex::{block_on_word, place_state, spin, wake_all};
+use super::futex::{wait_while, wake_all};
 use crate::error::Result;
-use crate::segment::{ElemType, ObjectKind, Placement, Region};
+use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::Deadline;
 use crate::waiter;
 
@@ -36,52 +38,34 @@ pub struct Event {
     state: Region,
 }
 
-impl Event {
-    /// A new anonymous event, not set, shared with children forked afterwards.
-    ///
-    /// # Errors
-    /// If shared memory cannot be allocated.
-    pub fn new() -> Result<Event> {
-        Self::place(Placement::Anonymous)
+impl SharedObject for Event {
+    type Args<'a> = ();
+    const KIND: ObjectKind = ObjectKind::Event;
+
+    fn layout(_: u64) -> Result<Layout> {
+        Ok(Layout::new::<AtomicU32>())
     }
 
-    /// Creates a named event, not set.
-    ///
-    /// # Errors
-    /// As for [`Lock::create`](super::Lock::create).
-    pub fn create(name: &str) -> Result<Event> {
-        Self::place(Placement::Create(name))
+    unsafe fn init(_: NonNull<u8>, (): ()) -> Result<()> {
+        Ok(()) // zeroed: not set, nobody asleep
     }
 
-    /// Opens a named event.
-    ///
-    /// # Errors
-    /// As for [`Lock::open`](super::Lock::open).
-    pub fn open(name: &str) -> Result<Event> {
-        Self::place(Placement::Open(name))
-    }
-
-    /// Opens a named event, creating it if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`Lock::create_or_open`](super::Lock::create_or_open).
-    pub fn create_or_open(name: &str) -> Result<Event> {
-        Self::place(Placement::CreateOrOpen(name))
-    }
-
-    fn place(how: Placement<'_>) -> Result<Event> {
-        let layout = std::alloc::Layout::new::<AtomicU32>();
-        let (state, _) = place_state(
-            how,
-            ObjectKind::Event,
-            ElemType::none(),
-            0,
-            |_| Ok(layout),
-            |_: *mut AtomicU32| Ok(()),
-        )?;
+    unsafe fn from_region(state: Region, _: u64) -> std::result::Result<Self, String> {
         Ok(Event { state })
     }
+}
 
+shared_constructors! {
+    impl[] Event as "event" {
+        args() => (),
+        made: ", not set",
+        errors: "",
+        kept: "",
+        anonymous: new,
+    }
+}
+
+impl Event {
     #[inline]
     fn word(&self) -> &AtomicU32 {
         // SAFETY: the region holds an AtomicU32 for as long as `self` lives,
@@ -152,8 +136,7 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
-        spin(self.word(), |v| v & SET != 0).is_ok()
-            || block_on_word(self.word(), deadline, || self.look()).is_some()
+        wait_while(self.word(), deadline, |v| v & SET != 0, || self.look()).is_some()
             || self.is_set()
     }
 

@@ -1,12 +1,10 @@
-//! What the futex-based primitives share: the bounded spin before
-//! sleeping, and placing a fixed-size state in shared memory.
+//! What the futex-based primitives share: the one wait loop, a bounded
+//! spin and then sleeps on a futex word.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
-use crate::error::Result;
-use crate::segment::{place, ElemType, ObjectKind, ObjectLayout, Placement, Region};
 use crate::sys::{self, Deadline, Woke};
 
 /// How many times a waiter re-checks its condition before sleeping (a few
@@ -59,16 +57,23 @@ pub(crate) fn spin(word: &AtomicU32, done: impl Fn(u32) -> bool) -> std::result:
     }
 }
 
-/// Blocks until `look` finishes: it is a wait loop's body, and either
-/// finishes (`Break`) or names the value of `word` to sleep on
-/// (`Continue`), having announced a sleeper if the waking side needs to
-/// know. `None` once `deadline` has passed with `look` unfinished. The
-/// same `look` serves the async form ([`crate::waiter::word`]).
-pub(crate) fn block_on_word<T>(
+/// The wait loop of every blocking wait on a futex word. First spins
+/// (a bounded [`spin`]) while `spin_until` does not hold for `word`,
+/// announcing nothing, so that a peer that answers at once never has to
+/// make a wake-up call. Then blocks until `look` finishes: it is the loop's
+/// body, and either finishes (`Break`) or names the value of `word` to
+/// sleep on (`Continue`), having announced a sleeper if the waking side
+/// needs to know. `None` once `deadline` has passed with `look`
+/// unfinished. The same `look` serves the async form
+/// ([`crate::waiter::word`]).
+#[inline]
+pub(crate) fn wait_while<T>(
     word: &AtomicU32,
     deadline: Deadline,
+    spin_until: impl Fn(u32) -> bool,
     mut look: impl FnMut() -> ControlFlow<T, u32>,
 ) -> Option<T> {
+    let _ = spin(word, spin_until);
     loop {
         match look() {
             ControlFlow::Break(t) => return Some(t),
@@ -79,6 +84,34 @@ pub(crate) fn block_on_word<T>(
             }
         }
     }
+}
+
+/// Waits until `word` leaves `seen`, counted in `sleepers` while asleep
+/// (for a waking side that calls only when someone sleeps); false if
+/// `deadline` passed first.
+pub(crate) fn wait_for_change(
+    word: &AtomicU32,
+    seen: u32,
+    sleepers: &AtomicU32,
+    deadline: Deadline,
+) -> bool {
+    let mut asleep = None;
+    wait_while(
+        word,
+        deadline,
+        |v| v != seen,
+        || {
+            // Announced before the kernel compares the word: either this
+            // sleep sees a change, or the changer sees the sleeper.
+            asleep.get_or_insert_with(|| Asleep::new(sleepers));
+            if word.load(Ordering::SeqCst) == seen {
+                ControlFlow::Continue(seen)
+            } else {
+                ControlFlow::Break(())
+            }
+        },
+    )
+    .is_some()
 }
 
 /// A sleeper counted in a primitive's `sleepers` word for as long as it
@@ -103,25 +136,4 @@ impl Drop for Asleep<'_> {
 /// Wakes every process sleeping on `word`.
 pub(crate) fn wake_all(word: &AtomicU32) {
     sys::futex_wake(word, u32::MAX);
-}
-
-/// Makes or finds the shared state `S` of a primitive holding elements of
-/// type `elem` (none for most): `layout_for` gives
-/// its size for `len` elements (the header's count wins when opening), and
-/// `init` fills new, zeroed state. Returns the state and its element count.
-pub(crate) fn place_state<S>(
-    how: Placement<'_>,
-    kind: ObjectKind,
-    elem: ElemType,
-    len: u64,
-    layout_for: impl Fn(u64) -> Result<std::alloc::Layout>,
-    init: impl FnOnce(*mut S) -> Result<()>,
-) -> Result<(Region, u64)> {
-    let object = ObjectLayout {
-        kind,
-        elem,
-        len,
-        layout_for,
-    };
-    place(how, &object, |at| init(at.as_ptr().cast()))
 }

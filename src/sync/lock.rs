@@ -1,11 +1,13 @@
 //! [`Lock`]: a robust, process-shared mutex.
 
+use std::alloc::Layout;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::time::Duration;
 
-use super::RawLock;
+use super::RobustMutex;
 use crate::error::{LockResult, Result};
-use crate::segment::{ObjectKind, Placement};
+use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{Deadline, MutexKind};
 
 /// A mutual-exclusion lock shared between processes (Python's
@@ -68,60 +70,52 @@ use crate::sys::{Deadline, MutexKind};
 /// ```
 #[derive(Clone)]
 pub struct Lock {
-    raw: RawLock,
+    mutex: RobustMutex,
+}
+
+impl SharedObject for Lock {
+    type Args<'a> = ();
+    const KIND: ObjectKind = ObjectKind::Lock;
+
+    fn layout(_: u64) -> Result<Layout> {
+        Ok(RobustMutex::layout())
+    }
+
+    unsafe fn init(at: NonNull<u8>, (): ()) -> Result<()> {
+        // SAFETY: fresh zeroed memory for a mutex, per the caller.
+        unsafe { RobustMutex::init(at.as_ptr(), MutexKind::ErrorCheck) }
+    }
+
+    unsafe fn from_region(region: Region, _: u64) -> std::result::Result<Self, String> {
+        // SAFETY: `region` starts with the mutex `init` made, per the caller.
+        Ok(Lock::from_mutex(unsafe {
+            RobustMutex::from_region(region)
+        }))
+    }
+}
+
+shared_constructors! {
+    impl[] Lock as "lock" {
+        args() => (),
+        made: "",
+        errors: "",
+        kept: "",
+        anonymous: new,
+    }
 }
 
 impl Lock {
-    /// A new anonymous lock, shared with children forked afterwards.
-    ///
-    /// # Errors
-    /// If shared memory cannot be allocated.
-    pub fn new() -> Result<Lock> {
-        Self::place(Placement::Anonymous)
+    pub(crate) fn mutex(&self) -> &RobustMutex {
+        &self.mutex
     }
 
-    /// Creates a named lock that unrelated processes can [`open`](Lock::open).
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) and the errors of
-    /// [`Segment::create`](crate::segment::Segment::create).
-    pub fn create(name: &str) -> Result<Lock> {
-        Self::place(Placement::Create(name))
-    }
-
-    /// Opens a named lock.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound), or
-    /// [`Error::KindMismatch`](crate::Error::KindMismatch) if the name holds
-    /// something else.
-    pub fn open(name: &str) -> Result<Lock> {
-        Self::place(Placement::Open(name))
-    }
-
-    /// Opens a named lock, creating it if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`create`](Lock::create) and [`open`](Lock::open).
-    pub fn create_or_open(name: &str) -> Result<Lock> {
-        Self::place(Placement::CreateOrOpen(name))
-    }
-
-    pub(crate) fn raw(&self) -> &RawLock {
-        &self.raw
-    }
-
-    fn place(how: Placement<'_>) -> Result<Lock> {
-        RawLock::place(how, ObjectKind::Lock, MutexKind::ErrorCheck).map(Self::from_raw)
-    }
-
-    pub(crate) fn from_raw(raw: RawLock) -> Lock {
-        Lock { raw }
+    pub(crate) fn from_mutex(mutex: RobustMutex) -> Lock {
+        Lock { mutex }
     }
 
     #[inline]
     pub(crate) fn acquire_with(&self, deadline: Deadline) -> LockResult<LockGuard<'_>> {
-        self.raw.acquire(deadline, || LockGuard::new(self))
+        self.mutex.acquire(deadline, || LockGuard::new(self))
     }
 
     /// Blocks until the lock is held.
@@ -180,7 +174,7 @@ impl<'a> LockGuard<'a> {
     /// # Errors
     /// Only on an OS failure.
     pub fn make_consistent(guard: &Self) -> Result<()> {
-        guard.lock.raw.make_consistent()
+        guard.lock.mutex.make_consistent()
     }
 }
 
@@ -188,7 +182,7 @@ impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         // Cannot fail: this thread holds the lock.
-        let _ = self.lock.raw.unlock();
+        let _ = self.lock.mutex.unlock();
     }
 }
 

@@ -18,7 +18,7 @@ mod condition;
 mod event;
 mod futex;
 mod lock;
-mod raw;
+mod mutex;
 mod rlock;
 mod semaphore;
 
@@ -29,5 +29,5 @@ pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Permit, Semaphore};
 
-pub(crate) use futex::{place_state, spin, Asleep, RECHECK};
-pub(crate) use raw::RawLock;
+pub(crate) use futex::{spin, wait_for_change, Asleep, RECHECK};
+pub(crate) use mutex::RobustMutex;

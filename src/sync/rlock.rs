@@ -1,11 +1,13 @@
 //! [`RLock`]: a re-entrant, robust, process-shared lock.
 
+use std::alloc::Layout;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::time::Duration;
 
-use super::RawLock;
+use super::RobustMutex;
 use crate::error::{LockResult, Result};
-use crate::segment::{ObjectKind, Placement};
+use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{Deadline, MutexKind};
 
 /// A re-entrant lock shared between processes (Python's
@@ -31,57 +33,52 @@ use crate::sys::{Deadline, MutexKind};
 /// ```
 #[derive(Clone)]
 pub struct RLock {
-    raw: RawLock,
+    mutex: RobustMutex,
+}
+
+impl SharedObject for RLock {
+    type Args<'a> = ();
+    const KIND: ObjectKind = ObjectKind::RLock;
+
+    fn layout(_: u64) -> Result<Layout> {
+        Ok(RobustMutex::layout())
+    }
+
+    unsafe fn init(at: NonNull<u8>, (): ()) -> Result<()> {
+        // SAFETY: fresh zeroed memory for a mutex, per the caller.
+        unsafe { RobustMutex::init(at.as_ptr(), MutexKind::Recursive) }
+    }
+
+    unsafe fn from_region(region: Region, _: u64) -> std::result::Result<Self, String> {
+        // SAFETY: `region` starts with the mutex `init` made, per the caller.
+        Ok(RLock::from_mutex(unsafe {
+            RobustMutex::from_region(region)
+        }))
+    }
+}
+
+shared_constructors! {
+    impl[] RLock as "re-entrant lock" {
+        args() => (),
+        made: "",
+        errors: "",
+        kept: "",
+        anonymous: new,
+    }
 }
 
 impl RLock {
-    /// A new anonymous re-entrant lock, shared with children forked afterwards.
-    ///
-    /// # Errors
-    /// If shared memory cannot be allocated.
-    pub fn new() -> Result<RLock> {
-        Self::place(Placement::Anonymous)
+    pub(crate) fn mutex(&self) -> &RobustMutex {
+        &self.mutex
     }
 
-    /// Creates a named re-entrant lock.
-    ///
-    /// # Errors
-    /// As for [`Lock::create`](super::Lock::create).
-    pub fn create(name: &str) -> Result<RLock> {
-        Self::place(Placement::Create(name))
-    }
-
-    /// Opens a named re-entrant lock.
-    ///
-    /// # Errors
-    /// As for [`Lock::open`](super::Lock::open).
-    pub fn open(name: &str) -> Result<RLock> {
-        Self::place(Placement::Open(name))
-    }
-
-    /// Opens a named re-entrant lock, creating it if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`Lock::create_or_open`](super::Lock::create_or_open).
-    pub fn create_or_open(name: &str) -> Result<RLock> {
-        Self::place(Placement::CreateOrOpen(name))
-    }
-
-    pub(crate) fn raw(&self) -> &RawLock {
-        &self.raw
-    }
-
-    fn place(how: Placement<'_>) -> Result<RLock> {
-        RawLock::place(how, ObjectKind::RLock, MutexKind::Recursive).map(Self::from_raw)
-    }
-
-    pub(crate) fn from_raw(raw: RawLock) -> RLock {
-        RLock { raw }
+    pub(crate) fn from_mutex(mutex: RobustMutex) -> RLock {
+        RLock { mutex }
     }
 
     #[inline]
     fn acquire_with(&self, deadline: Deadline) -> LockResult<RLockGuard<'_>> {
-        self.raw.acquire(deadline, || RLockGuard::new(self))
+        self.mutex.acquire(deadline, || RLockGuard::new(self))
     }
 
     /// Blocks until the calling thread holds the lock (at once if it already does).
@@ -115,7 +112,7 @@ impl RLock {
     /// As for [`lock`](RLock::lock); after `OwnerDied`, repair and call
     /// [`make_consistent`](RLock::make_consistent).
     pub fn acquire(&self) -> LockResult<()> {
-        self.raw.acquire(Deadline::Never, || ())
+        self.mutex.acquire(Deadline::Never, || ())
     }
 
     /// Releases one acquisition made with [`acquire`](RLock::acquire).
@@ -124,7 +121,7 @@ impl RLock {
     /// [`Error::NotOwner`](crate::Error::NotOwner) if the calling thread does
     /// not hold the lock.
     pub fn release(&self) -> Result<()> {
-        self.raw.unlock()
+        self.mutex.unlock()
     }
 
     /// Marks the lock consistent after its previous owner died; a no-op
@@ -134,7 +131,7 @@ impl RLock {
     /// [`Error::NotOwner`](crate::Error::NotOwner) if the calling thread
     /// does not hold the lock.
     pub fn make_consistent(&self) -> Result<()> {
-        self.raw.make_consistent()
+        self.mutex.make_consistent()
     }
 }
 
@@ -164,14 +161,14 @@ impl<'a> RLockGuard<'a> {
     /// # Errors
     /// Only on an OS failure.
     pub fn make_consistent(guard: &Self) -> Result<()> {
-        guard.rlock.raw.make_consistent()
+        guard.rlock.mutex.make_consistent()
     }
 }
 
 impl Drop for RLockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        let _ = self.rlock.raw.unlock();
+        let _ = self.rlock.mutex.unlock();
     }
 }
 

@@ -2,12 +2,13 @@
 
 use std::alloc::Layout;
 use std::ops::{ControlFlow, Deref};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::futex::{block_on_word, place_state, spin, wake_all};
+use super::futex::{wait_while, wake_all};
 use crate::error::{Error, Result};
-use crate::segment::{ElemType, ObjectKind, Placement, Region};
+use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::Deadline;
 use crate::waiter;
 
@@ -49,67 +50,66 @@ pub struct Semaphore {
     state: Region,
 }
 
-impl Semaphore {
-    /// A new anonymous semaphore holding `value` permits.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] above 2³¹ − 1 permits; allocation errors.
-    pub fn new(value: u32) -> Result<Semaphore> {
-        Self::place(Placement::Anonymous, ObjectKind::Semaphore, value)
-    }
-
-    /// Creates a named semaphore holding `value` permits.
-    ///
-    /// # Errors
-    /// As for [`new`](Semaphore::new) and [`Lock::create`](super::Lock::create).
-    pub fn create(name: &str, value: u32) -> Result<Semaphore> {
-        Self::place(Placement::Create(name), ObjectKind::Semaphore, value)
-    }
-
-    /// Opens a named semaphore.
-    ///
-    /// # Errors
-    /// As for [`Lock::open`](super::Lock::open).
-    pub fn open(name: &str) -> Result<Semaphore> {
-        Self::place(Placement::Open(name), ObjectKind::Semaphore, 0)
-    }
-
-    /// Opens a named semaphore, creating it with `value` permits if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`create`](Semaphore::create) and [`open`](Semaphore::open).
-    pub fn create_or_open(name: &str, value: u32) -> Result<Semaphore> {
-        Self::place(Placement::CreateOrOpen(name), ObjectKind::Semaphore, value)
-    }
-
-    fn place(how: Placement<'_>, kind: ObjectKind, value: u32) -> Result<Semaphore> {
+impl SemState {
+    /// Checks a number of permits to start with.
+    fn check(value: u32) -> Result<u64> {
         if value > COUNT {
             return Err(Error::InvalidArgument(format!(
                 "{value} permits (at most {COUNT})"
             )));
         }
-        let bounded = kind == ObjectKind::BoundedSemaphore;
-        let layout = Layout::new::<SemState>();
-        let (state, _) = place_state(
-            how,
-            kind,
-            ElemType::none(),
-            0,
-            |_| Ok(layout),
-            |s: *mut SemState| {
-                // SAFETY: fresh zeroed memory for a SemState, not yet shared.
-                unsafe {
-                    s.write(SemState {
-                        word: AtomicU32::new(value),
-                        max: if bounded { value } else { COUNT },
-                    })
-                };
-                Ok(())
-            },
-        )?;
-        Ok(Semaphore { state })
+        Ok(0)
     }
 
+    /// Fills a new state of `value` permits, at most `max` after releases.
+    ///
+    /// # Safety
+    /// `at` points to fresh memory for a `SemState`, not yet shared.
+    unsafe fn init(at: NonNull<u8>, value: u32, max: u32) -> Result<()> {
+        // SAFETY: per the caller.
+        unsafe {
+            at.cast::<SemState>().write(SemState {
+                word: AtomicU32::new(value),
+                max,
+            })
+        };
+        Ok(())
+    }
+}
+
+impl SharedObject for Semaphore {
+    type Args<'a> = u32;
+    const KIND: ObjectKind = ObjectKind::Semaphore;
+
+    fn len(&value: &u32) -> Result<u64> {
+        SemState::check(value)
+    }
+
+    fn layout(_: u64) -> Result<Layout> {
+        Ok(Layout::new::<SemState>())
+    }
+
+    unsafe fn init(at: NonNull<u8>, value: u32) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { SemState::init(at, value, COUNT) }
+    }
+
+    unsafe fn from_region(state: Region, _: u64) -> std::result::Result<Self, String> {
+        Ok(Semaphore { state })
+    }
+}
+
+shared_constructors! {
+    impl[] Semaphore as "semaphore" {
+        args(value: u32) => value,
+        made: " holding `value` permits",
+        errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) above 2³¹ − 1 permits. ",
+        kept: " An existing one keeps its own permits.",
+        anonymous: new,
+    }
+}
+
+impl Semaphore {
     #[inline]
     fn shared(&self) -> &SemState {
         // SAFETY: the region holds an initialised SemState while `self`
@@ -179,8 +179,8 @@ impl Semaphore {
     fn acquire_until(&self, deadline: Deadline) -> bool {
         let word = &self.shared().word;
         // Spinning only watches for a free permit; `look` takes it.
-        let _ = spin(word, |v| v & COUNT > 0);
-        block_on_word(word, deadline, || self.look()).is_some() || self.try_acquire()
+        wait_while(word, deadline, |v| v & COUNT > 0, || self.look()).is_some()
+            || self.try_acquire()
     }
 
     /// One look for a waiter: a permit taken, or the value to sleep on,
@@ -282,42 +282,35 @@ impl Drop for Permit<'_> {
 #[derive(Clone, Debug)]
 pub struct BoundedSemaphore(Semaphore);
 
-impl BoundedSemaphore {
-    /// A new anonymous bounded semaphore holding `value` permits.
-    ///
-    /// # Errors
-    /// As for [`Semaphore::new`].
-    pub fn new(value: u32) -> Result<BoundedSemaphore> {
-        Semaphore::place(Placement::Anonymous, ObjectKind::BoundedSemaphore, value).map(Self)
+impl SharedObject for BoundedSemaphore {
+    type Args<'a> = u32;
+    const KIND: ObjectKind = ObjectKind::BoundedSemaphore;
+
+    fn len(&value: &u32) -> Result<u64> {
+        SemState::check(value)
     }
 
-    /// Creates a named bounded semaphore.
-    ///
-    /// # Errors
-    /// As for [`Semaphore::create`].
-    pub fn create(name: &str, value: u32) -> Result<BoundedSemaphore> {
-        Semaphore::place(Placement::Create(name), ObjectKind::BoundedSemaphore, value).map(Self)
+    fn layout(_: u64) -> Result<Layout> {
+        Ok(Layout::new::<SemState>())
     }
 
-    /// Opens a named bounded semaphore.
-    ///
-    /// # Errors
-    /// As for [`Semaphore::open`].
-    pub fn open(name: &str) -> Result<BoundedSemaphore> {
-        Semaphore::place(Placement::Open(name), ObjectKind::BoundedSemaphore, 0).map(Self)
+    unsafe fn init(at: NonNull<u8>, value: u32) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { SemState::init(at, value, value) }
     }
 
-    /// Opens a named bounded semaphore, creating it if it does not exist.
-    ///
-    /// # Errors
-    /// As for [`Semaphore::create_or_open`].
-    pub fn create_or_open(name: &str, value: u32) -> Result<BoundedSemaphore> {
-        Semaphore::place(
-            Placement::CreateOrOpen(name),
-            ObjectKind::BoundedSemaphore,
-            value,
-        )
-        .map(Self)
+    unsafe fn from_region(state: Region, _: u64) -> std::result::Result<Self, String> {
+        Ok(BoundedSemaphore(Semaphore { state }))
+    }
+}
+
+shared_constructors! {
+    impl[] BoundedSemaphore as "bounded semaphore" {
+        args(value: u32) => value,
+        made: " holding `value` permits, its limit",
+        errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) above 2³¹ − 1 permits. ",
+        kept: " An existing one keeps its own permits and limit.",
+        anonymous: new,
     }
 }
 

@@ -120,7 +120,7 @@ extern "C" {
 }
 
 /// The state of a process-shared mutex as stored in shared memory.
-pub(crate) type RawMutex = libc::pthread_mutex_t;
+pub(crate) type PthreadMutex = libc::pthread_mutex_t;
 
 /// How a mutex behaves when its owner locks it again.
 #[derive(Clone, Copy, Debug)]
@@ -150,9 +150,9 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 /// Initialises a robust, process-shared mutex in place.
 ///
 /// # Safety
-/// `m` must point to writable memory for a `RawMutex` that no process is
+/// `m` must point to writable memory for a `PthreadMutex` that no process is
 /// using as a mutex yet.
-pub(crate) unsafe fn mutex_init(m: *mut RawMutex, kind: MutexKind) -> io::Result<()> {
+pub(crate) unsafe fn mutex_init(m: *mut PthreadMutex, kind: MutexKind) -> io::Result<()> {
     let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other
     // use and destroyed on every path after it; `m` is valid per the caller.
@@ -188,7 +188,7 @@ pub(crate) unsafe fn mutex_init(m: *mut RawMutex, kind: MutexKind) -> io::Result
 /// for the duration of the call.
 #[inline]
 pub(crate) unsafe fn mutex_lock(
-    m: *mut RawMutex,
+    m: *mut PthreadMutex,
     deadline: Deadline,
 ) -> Result<Acquired, libc::c_int> {
     // glibc's pthread_mutex_trylock on a robust mutex that is not
@@ -217,7 +217,7 @@ pub(crate) unsafe fn mutex_lock(
 /// # Safety
 /// As for [`mutex_lock`].
 #[inline]
-pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) -> Result<(), libc::c_int> {
+pub(crate) unsafe fn mutex_unlock(m: *mut PthreadMutex) -> Result<(), libc::c_int> {
     // SAFETY: `m` is a live initialised mutex per the caller.
     match unsafe { libc::pthread_mutex_unlock(m) } {
         0 => Ok(()),
@@ -231,7 +231,7 @@ pub(crate) unsafe fn mutex_unlock(m: *mut RawMutex) -> Result<(), libc::c_int> {
 /// # Safety
 /// As for [`mutex_lock`].
 #[inline]
-pub(crate) unsafe fn mutex_looks_free(m: *mut RawMutex) -> bool {
+pub(crate) unsafe fn mutex_looks_free(m: *mut PthreadMutex) -> bool {
     // SAFETY: the lock word is an aligned int that glibc only changes
     // atomically; reading it atomically is race-free.
     unsafe { (*m.cast::<AtomicU32>()).load(std::sync::atomic::Ordering::Relaxed) == 0 }
@@ -242,7 +242,7 @@ pub(crate) unsafe fn mutex_looks_free(m: *mut RawMutex) -> bool {
 ///
 /// # Safety
 /// As for [`mutex_lock`], and the calling thread holds the mutex.
-pub(crate) unsafe fn mutex_recursion(m: *mut RawMutex) -> u32 {
+pub(crate) unsafe fn mutex_recursion(m: *mut PthreadMutex) -> u32 {
     // SAFETY: glibc's pthread_mutex_t starts with `int __lock; unsigned int
     // __count;` on every Linux ABI; only the owner writes `__count`, and
     // the caller is the owner.
@@ -257,7 +257,7 @@ pub(crate) unsafe fn mutex_recursion(m: *mut RawMutex) -> u32 {
 ///
 /// # Safety
 /// As for [`mutex_lock`]; the mutex is robust (every [`mutex_init`] one is).
-pub(crate) unsafe fn mutex_owner(m: *mut RawMutex) -> Option<u32> {
+pub(crate) unsafe fn mutex_owner(m: *mut PthreadMutex) -> Option<u32> {
     const OWNER_DIED: u32 = 1 << 30;
     const TID_MASK: u32 = OWNER_DIED - 1;
     // SAFETY: as in `mutex_looks_free`: glibc and the kernel change the
@@ -277,7 +277,7 @@ pub(crate) fn gettid() -> u32 {
 ///
 /// # Safety
 /// As for [`mutex_lock`], and the caller holds the mutex.
-pub(crate) unsafe fn mutex_make_consistent(m: *mut RawMutex) -> Result<(), libc::c_int> {
+pub(crate) unsafe fn mutex_make_consistent(m: *mut PthreadMutex) -> Result<(), libc::c_int> {
     // SAFETY: `m` is a live initialised mutex held by the caller.
     match unsafe { libc::pthread_mutex_consistent(m) } {
         0 => Ok(()),

@@ -1,30 +1,31 @@
-//! The robust mutex shared by [`Lock`](super::Lock), [`RLock`](super::RLock)
-//! and the cells.
+//! [`RobustMutex`], the handle on a robust mutex in shared memory that
+//! [`Lock`](super::Lock), [`RLock`](super::RLock), the cells and the
+//! queues are built on.
 
 use std::alloc::Layout;
 use std::io;
 
-use super::futex::place_state;
 use crate::error::{Error, LockError, LockResult, Result};
-use crate::segment::{ElemType, ObjectKind, Placement, Region};
-use crate::sys::{self, Acquired, Deadline, MutexKind, RawMutex};
+use crate::segment::Region;
+use crate::sys::{self, Acquired, Deadline, MutexKind, PthreadMutex};
 
-/// A process-local handle on a robust mutex in shared memory.
+/// A process-local handle on a glibc robust, process-shared mutex in shared
+/// memory: the untyped lock under every typed one.
 #[derive(Clone)]
-pub(crate) struct RawLock {
+pub(crate) struct RobustMutex {
     region: Region,
 }
 
-impl RawLock {
+impl RobustMutex {
     pub(crate) fn layout() -> Layout {
-        Layout::new::<RawMutex>()
+        Layout::new::<PthreadMutex>()
     }
 
     /// Initialises a mutex at `at`.
     ///
     /// # Safety
-    /// `at` must point to zeroed memory for a `RawMutex`, aligned, that no
-    /// process uses yet.
+    /// `at` must point to zeroed memory for a `PthreadMutex`, aligned, that
+    /// no process uses yet.
     pub(crate) unsafe fn init(at: *mut u8, kind: MutexKind) -> Result<()> {
         // SAFETY: forwarded from the caller.
         unsafe { sys::mutex_init(at.cast(), kind) }.map_err(|e| Error::io("pthread_mutex_init", e))
@@ -33,32 +34,16 @@ impl RawLock {
     /// A handle on the mutex at the start of `region`.
     ///
     /// # Safety
-    /// `region` starts with a mutex initialised by [`init`](RawLock::init):
+    /// `region` starts with a mutex initialised by [`init`](RobustMutex::init):
     /// one this process just made, or one in an object whose kind the
     /// segment header confirmed and whose creator finished initialising it
     /// (the header's ready state).
     pub(crate) unsafe fn from_region(region: Region) -> Self {
-        RawLock { region }
-    }
-
-    /// Makes or finds a lock object of its own.
-    pub(crate) fn place(how: Placement<'_>, kind: ObjectKind, mutex: MutexKind) -> Result<Self> {
-        // SAFETY: `place_state` hands `init` fresh zeroed memory of `layout()`.
-        let (region, _) = place_state(
-            how,
-            kind,
-            ElemType::none(),
-            0,
-            |_| Ok(Self::layout()),
-            |at: *mut u8| unsafe { Self::init(at, mutex) },
-        )?;
-        // SAFETY: `place_state` returns an object of `kind` whose mutex
-        // `init` initialised (here or in the creating process).
-        Ok(unsafe { Self::from_region(region) })
+        RobustMutex { region }
     }
 
     #[inline]
-    fn mutex(&self) -> *mut RawMutex {
+    fn mutex(&self) -> *mut PthreadMutex {
         self.region.as_ptr()
     }
 
@@ -165,17 +150,14 @@ impl RawLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::RLock;
 
     /// `recursion` answers only the thread that holds the lock.
     #[test]
     #[cfg_attr(miri, ignore = "shared memory and pthread mutexes are outside Miri")]
     fn recursion_is_only_told_to_the_holder() {
-        let lock = RawLock::place(
-            Placement::Anonymous,
-            ObjectKind::RLock,
-            MutexKind::Recursive,
-        )
-        .unwrap();
+        let rlock = RLock::new().unwrap();
+        let lock = rlock.mutex();
         assert!(matches!(lock.recursion(), Err(Error::NotOwner)));
         lock.acquire(Deadline::Never, || ()).unwrap();
         lock.acquire(Deadline::Never, || ()).unwrap();
