@@ -12,7 +12,8 @@
 //! match on) and [`deadline`] (the clock and how long a call may wait).
 //!
 //! A system call that reports failure as `-1` and `errno` goes through
-//! [`syscall`] (or [`syscall_retrying`] when `EINTR` means "again"); one
+//! [`syscall`] (or [`syscall_retrying`] when `EINTR` means "again",
+//! [`syscall_count`] for a byte count); one
 //! that returns the error number itself (the `pthread_*` family) through
 //! [`errno_result`]. The `unsafe` block stays at each call, with its
 //! `SAFETY` comment.
@@ -114,5 +115,34 @@ fn errno_result(rc: libc::c_int) -> io::Result<()> {
     match rc {
         0 => Ok(()),
         e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    #[test]
+    fn syscall_turns_a_negative_return_into_errno() {
+        assert_eq!(super::syscall(3i32).unwrap(), 3);
+        // SAFETY: close of a descriptor number that cannot be open.
+        let e = super::syscall(unsafe { libc::close(-1) }).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+        let mut calls = 0;
+        let n = super::syscall_count(|| {
+            calls += 1;
+            if calls < 3 {
+                // SAFETY: sets this thread's errno, as an interrupted call does.
+                unsafe { *libc::__errno_location() = libc::EINTR };
+                -1
+            } else {
+                7
+            }
+        });
+        assert_eq!((n.unwrap(), calls), (7, 3));
+        assert_eq!(
+            super::errno_result(libc::EBUSY).unwrap_err().kind(),
+            io::Error::from_raw_os_error(libc::EBUSY).kind()
+        );
     }
 }

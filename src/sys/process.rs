@@ -46,9 +46,14 @@ pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 /// Sends `signal` to process `pid`. Only for a child that this process
 /// started and has not reaped (so that the pid cannot name another
 /// process); any other process is reached through its pidfd
-/// ([`pidfd_signal`]).
+/// ([`pidfd_signal`]). A pid that would name more than one process as a
+/// `pid_t` (0 or, past `i32::MAX`, a negative number: a process group, or
+/// every process) is `ESRCH`.
 pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: kill takes any pid and signal number; at worst it fails.
     syscall(unsafe { libc::kill(pid, signal) }).map(drop)
 }
@@ -204,5 +209,20 @@ pub(crate) fn at_exit(hook: extern "C" fn()) -> io::Result<()> {
     match unsafe { libc::atexit(hook) } {
         0 => Ok(()),
         _ => Err(io::Error::from_raw_os_error(libc::ENOMEM)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kill_of_no_process_is_esrch() {
+        // Beyond pid_max (at most 2^22): no process has this pid.
+        let e = super::kill(1 << 30, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{e}");
+        // Not a process group, not every process.
+        for pid in [0, u32::MAX] {
+            let e = super::kill(pid, 0).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{e}");
+        }
     }
 }

@@ -276,3 +276,16 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     syscall(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_failed_setsockopt_reports_its_errno() {
+        // Before, the -1 that setsockopt returns was read as the error number.
+        let (read, _write) = super::super::pipe().unwrap();
+        let e = super::set_recv_timeout(&read, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK), "{e}");
+    }
+}
