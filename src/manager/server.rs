@@ -165,14 +165,14 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
         }
         pfds.clear();
         let listening = stopping.is_none() && accepting.paused_until.is_none();
-        pfds.push(sys::pollfd_rw(
+        pfds.push(sys::pollfd_for(
             if listening { listener.as_raw_fd() } else { -1 },
             true,
             false,
         ));
         for p in &peers {
             let read = stopping.is_none() && !p.closing && p.out.len() < OUT_LIMIT;
-            pfds.push(sys::pollfd_rw(p.conn.as_raw_fd(), read, p.pending()));
+            pfds.push(sys::pollfd_for(p.conn.as_raw_fd(), read, p.pending()));
         }
         if sys::poll(&mut pfds, sys::Deadline::after(timeout)).is_err() {
             // Only EINVAL or ENOMEM: nothing to wait on now; try again.
@@ -180,10 +180,10 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
             continue;
         }
         for (p, pfd) in peers.iter_mut().zip(&pfds[1..]) {
-            if sys::writable(pfd) {
+            if sys::revents_writable(pfd) {
                 p.flush();
             }
-            let readable = sys::readable(pfd);
+            let readable = sys::revents_readable(pfd);
             let unserved = p.more && p.out.len() < OUT_LIMIT;
             if (readable || unserved) && !p.dead && stopping.is_none() {
                 if serve_peer(p, &mut objects, readable) {

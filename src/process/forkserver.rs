@@ -191,13 +191,13 @@ pub(super) fn exit_code(status: &OwnedFd) -> Option<i32> {
     while have < code.len() {
         let mut buf = [0u8; 4];
         match sys::recv_with_fds(status, &mut buf[..4 - have], 0, have > 0) {
-            Ok((0, _)) => return Some(-libc::SIGKILL),
+            Ok((0, _)) => return Some(-sys::SIGKILL),
             Ok((n, _)) => {
                 code[have..have + n].copy_from_slice(&buf[..n]);
                 have += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(_) => return Some(-libc::SIGKILL),
+            Err(_) => return Some(-sys::SIGKILL),
         }
     }
     Some(i32::from_le_bytes(code))
@@ -416,7 +416,7 @@ fn run_server(requests: OwnedFd, serve: &Serve) -> i32 {
                         run_child(status, fds, serve, server_pid)
                     }
                     Ok(Forked::Parent { pid }) => children.extend(adopt(pid, status)),
-                    Err(e) => reply(&status, -e.raw_os_error().unwrap_or(libc::EIO), None),
+                    Err(e) => reply(&status, -e.raw_os_error().unwrap_or(sys::errno::EIO), None),
                 }
             }
             Ok((1, _)) if request[0] == STOP => break,
@@ -429,7 +429,7 @@ fn run_server(requests: OwnedFd, serve: &Serve) -> i32 {
     }
     // No child outlives the server.
     for c in &children {
-        let _ = sys::pidfd_signal(&c.pidfd, libc::SIGKILL);
+        let _ = sys::pidfd_signal(&c.pidfd, sys::SIGKILL);
     }
     children.into_iter().for_each(reap);
     0
@@ -443,10 +443,10 @@ fn adopt(pid: u32, status: OwnedFd) -> Option<Child> {
             Some(Child { pid, pidfd, status })
         }
         Err(e) => {
-            // SAFETY: kill on our own child, not reaped yet: it is that process.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            // Our own child, not reaped yet: the pid is that process.
+            let _ = sys::kill(pid, sys::SIGKILL);
             let _ = sys::waitpid(pid, true);
-            reply(&status, -e.raw_os_error().unwrap_or(libc::EIO), None);
+            reply(&status, -e.raw_os_error().unwrap_or(sys::errno::EIO), None);
             None
         }
     }
@@ -463,7 +463,7 @@ fn reap(child: Child) {
     let code = sys::waitpid(child.pid, true)
         .ok()
         .flatten()
-        .unwrap_or(-libc::SIGKILL);
+        .unwrap_or(-sys::SIGKILL);
     reply(&child.status, code, None);
 }
 

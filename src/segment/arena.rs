@@ -272,5 +272,5 @@ fn register_atfork() -> std::result::Result<(), i32> {
     extern "C" fn after() {
         HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
     }
-    sys::at_fork(prepare, after, after).map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
+    sys::at_fork(prepare, after, after).map_err(|e| e.raw_os_error().unwrap_or(sys::errno::ENOMEM))
 }

@@ -72,7 +72,9 @@ impl std::fmt::Debug for Segment {
 /// an `mmap` under `RLIMIT_AS`); else an I/O error of `op`.
 fn no_space_or(size: usize, op: &str, e: io::Error) -> Error {
     match e.raw_os_error() {
-        Some(libc::ENOSPC | libc::EFBIG | libc::ENOMEM) => Error::NoSpace { size, source: e },
+        Some(sys::errno::ENOSPC | sys::errno::EFBIG | sys::errno::ENOMEM) => {
+            Error::NoSpace { size, source: e }
+        }
         _ => Error::io(op, e),
     }
 }

@@ -10,9 +10,18 @@
 
 use std::time::Duration;
 
-use super::monotonic_now;
-
 const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// The current time on `CLOCK_MONOTONIC`.
+pub(crate) fn monotonic_now() -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now
+}
 
 /// How long a blocking call may wait: not at all, until an instant on
 /// `CLOCK_MONOTONIC`, or forever.

@@ -1,0 +1,130 @@
+//! Descriptors of any kind: pipes, reading and writing, and what survives
+//! `exec`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{ready_now, recv_nowait, send_nowait, syscall, syscall_count, Ready};
+
+/// A pipe: (read end, write end), closed on exec.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    syscall(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Writes all of `parts` in as few system calls as the kernel allows;
+/// `MSG_NOSIGNAL` on sockets, so a closed peer is `EPIPE`, not a signal.
+pub(crate) fn write_all_vectored(
+    fd: &impl AsRawFd,
+    is_socket: bool,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    while !parts.is_empty() {
+        let iov: Vec<libc::iovec> = parts
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        let mut n = syscall_count(|| {
+            if is_socket {
+                // SAFETY: a zeroed msghdr with a valid iovec array that outlives the call.
+                unsafe {
+                    let mut msg: libc::msghdr = std::mem::zeroed();
+                    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+                    msg.msg_iovlen = iov.len() as _;
+                    libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+                }
+            } else {
+                // SAFETY: a valid iovec array that outlives the call.
+                unsafe {
+                    libc::writev(
+                        fd.as_raw_fd(),
+                        iov.as_ptr(),
+                        iov.len().min(1024) as libc::c_int,
+                    )
+                }
+            }
+        })?;
+        while n > 0 {
+            if n >= parts[0].len() {
+                n -= parts[0].len();
+                parts.remove(0);
+            } else {
+                parts[0] = &parts[0][n..];
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One `read` into possibly uninitialised memory; `Ok(0)` at end of file.
+/// The first `n` bytes of `buf` are initialised when it returns `Ok(n)`.
+pub(crate) fn read(fd: &impl AsRawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length; read(2) only writes.
+    syscall_count(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// One read from a socket or a pipe that does not wait: `WouldBlock` if
+/// nothing has arrived. A pipe's `O_NONBLOCK` would change it for every
+/// process that holds it, so a pipe is asked with `poll` first (another
+/// reader of the same pipe could still take the bytes in between; then
+/// this read waits for more). As [`read`], the first `n` bytes are
+/// initialised on `Ok(n)`.
+pub(crate) fn read_nowait(
+    fd: &impl AsRawFd,
+    is_socket: bool,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<usize> {
+    if is_socket {
+        recv_nowait(fd, buf)
+    } else if ready_now(fd, Ready::Read)? {
+        read(fd, buf)
+    } else {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// One write to a socket or a pipe that does not wait (and raises no
+/// SIGPIPE on a socket): how much was written, `WouldBlock` if nothing
+/// could be. A pipe is asked with `poll` first, as in [`read_nowait`];
+/// `poll` calls a pipe writable when a page is free, so at most
+/// `PIPE_BUF` bytes are written at once, which then never waits.
+pub(crate) fn write_nowait(fd: &impl AsRawFd, is_socket: bool, bytes: &[u8]) -> io::Result<usize> {
+    if is_socket {
+        return send_nowait(fd, bytes);
+    }
+    if !ready_now(fd, Ready::Write)? {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let n = bytes.len().min(libc::PIPE_BUF);
+    // SAFETY: `bytes` is valid for reads of at least `n` bytes.
+    syscall_count(|| unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), n) })
+}
+
+/// Whether a descriptor is a socket.
+pub(crate) fn is_socket(fd: &impl AsRawFd) -> bool {
+    // SAFETY: fstat into a zeroed stat buffer.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    }
+}
+
+/// Lets descriptor `fd` survive `exec` (clears `FD_CLOEXEC`). Only one
+/// system call: usable between `fork` and `exec` (`Command::pre_exec`).
+pub(crate) fn keep_on_exec(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number; at worst EBADF.
+    syscall(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
+}
+
+/// What descriptor `fd` of this process refers to (`/proc/self/fd`).
+pub(crate) fn fd_target(fd: i32) -> io::Result<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+}

@@ -1,0 +1,174 @@
+//! Robust, process-shared mutexes (glibc's `pthread_mutex_t`).
+
+use std::io;
+use std::sync::atomic::AtomicU32;
+
+use super::{errno_result, Deadline};
+
+extern "C" {
+    // glibc >= 2.30; not yet in the libc crate.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clockid: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// The state of a process-shared mutex as stored in shared memory.
+pub(crate) type PthreadMutex = libc::pthread_mutex_t;
+
+/// How a mutex behaves when its owner locks it again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MutexKind {
+    /// Relocking by the owner fails with `EDEADLK` instead of hanging.
+    ErrorCheck,
+    /// Relocking by the owner nests; unlocking by anyone else fails with `EPERM`.
+    Recursive,
+}
+
+/// What a successful lock call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// The mutex was free or released normally.
+    Clean,
+    /// The previous owner died holding it; the caller holds it now.
+    OwnerDied,
+}
+
+/// Initialises a robust, process-shared mutex in place.
+///
+/// # Safety
+/// `m` must point to writable memory for a `PthreadMutex` that no process is
+/// using as a mutex yet.
+pub(crate) unsafe fn mutex_init(m: *mut PthreadMutex, kind: MutexKind) -> io::Result<()> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other
+    // use and destroyed on every path after it; `m` is valid per the caller.
+    unsafe {
+        errno_result(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+        let a = attr.as_mut_ptr();
+        let kind = match kind {
+            MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
+            MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
+        };
+        let r = errno_result(libc::pthread_mutexattr_setpshared(
+            a,
+            libc::PTHREAD_PROCESS_SHARED,
+        ))
+        .and_then(|()| {
+            errno_result(libc::pthread_mutexattr_setrobust(
+                a,
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))
+        })
+        .and_then(|()| errno_result(libc::pthread_mutexattr_settype(a, kind)))
+        .and_then(|()| errno_result(libc::pthread_mutex_init(m, a)));
+        libc::pthread_mutexattr_destroy(a);
+        r
+    }
+}
+
+/// Locks a robust mutex. Errors carry the errno: `EBUSY` (would block),
+/// `ETIMEDOUT`, `ENOTRECOVERABLE`, `EDEADLK`.
+///
+/// # Safety
+/// `m` must point to a mutex initialised by [`mutex_init`] that stays mapped
+/// for the duration of the call.
+#[inline]
+pub(crate) unsafe fn mutex_lock(
+    m: *mut PthreadMutex,
+    deadline: Deadline,
+) -> Result<Acquired, libc::c_int> {
+    // glibc's pthread_mutex_trylock on a robust mutex that is not
+    // recoverable returns ENOTRECOVERABLE but leaves the lock word owned by
+    // the caller: every later lock then hangs (or is EDEADLK in this thread).
+    // The timed lock handles that case correctly, so a try is a timed lock
+    // whose deadline has already passed ([`Deadline::timespec`] of `Now`).
+    // SAFETY: `m` is a live initialised mutex per the caller; the timespec
+    // outlives the call.
+    let rc = unsafe {
+        match deadline.timespec() {
+            None => libc::pthread_mutex_lock(m),
+            Some(t) => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t),
+        }
+    };
+    match rc {
+        0 => Ok(Acquired::Clean),
+        libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
+        libc::ETIMEDOUT if !deadline.may_wait() => Err(libc::EBUSY),
+        e => Err(e),
+    }
+}
+
+/// Unlocks a mutex; `EPERM` if the caller does not own it.
+///
+/// # Safety
+/// As for [`mutex_lock`].
+#[inline]
+pub(crate) unsafe fn mutex_unlock(m: *mut PthreadMutex) -> Result<(), libc::c_int> {
+    // SAFETY: `m` is a live initialised mutex per the caller.
+    match unsafe { libc::pthread_mutex_unlock(m) } {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Whether a mutex looks free right now (glibc's `__lock` word, the first
+/// `int` of `pthread_mutex_t`, is zero): for spinning before locking.
+///
+/// # Safety
+/// As for [`mutex_lock`].
+#[inline]
+pub(crate) unsafe fn mutex_looks_free(m: *mut PthreadMutex) -> bool {
+    // SAFETY: the lock word is an aligned int that glibc only changes
+    // atomically; reading it atomically is race-free.
+    unsafe { (*m.cast::<AtomicU32>()).load(std::sync::atomic::Ordering::Relaxed) == 0 }
+}
+
+/// How many times the calling thread holds a recursive mutex that it owns
+/// (glibc's `__count`, the second `int` of `pthread_mutex_t`).
+///
+/// # Safety
+/// As for [`mutex_lock`], and the calling thread holds the mutex.
+pub(crate) unsafe fn mutex_recursion(m: *mut PthreadMutex) -> u32 {
+    // SAFETY: glibc's pthread_mutex_t starts with `int __lock; unsigned int
+    // __count;` on every Linux ABI; only the owner writes `__count`, and
+    // the caller is the owner.
+    unsafe { m.cast::<u32>().add(1).read_volatile() }
+}
+
+/// The thread that a robust mutex's lock word names as its owner: `None`
+/// if it is free or its owner died. The word is the kernel's robust-futex
+/// ABI (`Documentation/locking/robust-futex-ABI.rst`): the owner's thread id
+/// in the low 30 bits, bit 30 set by the kernel when the owner died, bit 31
+/// when others wait.
+///
+/// # Safety
+/// As for [`mutex_lock`]; the mutex is robust (every [`mutex_init`] one is).
+pub(crate) unsafe fn mutex_owner(m: *mut PthreadMutex) -> Option<u32> {
+    const OWNER_DIED: u32 = 1 << 30;
+    const TID_MASK: u32 = OWNER_DIED - 1;
+    // SAFETY: as in `mutex_looks_free`: glibc and the kernel change the
+    // lock word only atomically.
+    let word = unsafe { (*m.cast::<AtomicU32>()).load(std::sync::atomic::Ordering::Acquire) };
+    let tid = word & TID_MASK;
+    (tid != 0 && word & OWNER_DIED == 0).then_some(tid)
+}
+
+/// The calling thread's id, as robust mutexes record their owner.
+pub(crate) fn gettid() -> u32 {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Marks a mutex whose owner died as consistent again.
+///
+/// # Safety
+/// As for [`mutex_lock`], and the caller holds the mutex.
+pub(crate) unsafe fn mutex_make_consistent(m: *mut PthreadMutex) -> Result<(), libc::c_int> {
+    // SAFETY: `m` is a live initialised mutex held by the caller.
+    match unsafe { libc::pthread_mutex_consistent(m) } {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}

@@ -1,0 +1,228 @@
+//! Processes: fork and exit, pid file descriptors, signals, waiting for a
+//! child, fork and exit hooks.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{errno_result, poll_readable, syscall, syscall_retrying, Deadline};
+
+/// Whether a process with this pid is running: it exists and is not a
+/// zombie (a killed process that its parent has not reaped yet can no
+/// longer touch shared memory).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    // The state is the first field after the parenthesised command name.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        // Gone between the two checks, or /proc hidden: trust kill().
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+/// The calling process's id.
+pub(crate) fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// The signal that ends a process and cannot be caught.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+/// The signal that asks a process to end.
+#[allow(dead_code)] // for src/process/mod.rs, which still names libc's
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+
+/// Sends `signal` to process `pid`. Only for a child that this process
+/// started and has not reaped (so that the pid cannot name another
+/// process); any other process is reached through its pidfd
+/// ([`pidfd_signal`]). A pid that would name more than one process as a
+/// `pid_t` (0 or, past `i32::MAX`, a negative number: a process group, or
+/// every process) is `ESRCH`.
+pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill takes any pid and signal number; at worst it fails.
+    syscall(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// Writes out everything buffered in Rust's and C's standard output streams,
+/// so that a fork never copies unwritten output into the child.
+pub(crate) fn flush_stdio() {
+    use std::io::Write;
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: fflush(NULL) flushes every C stream; always safe to call.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
+/// Ends the calling process at once with `code`, flushing stdio first and
+/// running no destructors or `atexit` handlers (which belong to the parent).
+pub(crate) fn exit_now(code: i32) -> ! {
+    flush_stdio();
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Ends the calling process at once with `code`, like [`exit_now`] but
+/// without flushing stdio: for a child that has written nothing (the
+/// benchmark's bare fork).
+#[allow(dead_code)] // for src/baseline.rs, which still calls libc itself
+pub(crate) fn exit_without_flush(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Result of a `fork`.
+pub(crate) enum Forked {
+    Parent { pid: u32 },
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// Rust's stdout and stderr locks are held (and flushed) across the fork, so
+/// that in the child they are owned by the forking thread, which exists
+/// there, and never by a parent thread that does not.
+pub(crate) fn fork() -> io::Result<Forked> {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    let _ = out.flush();
+    let _ = err.flush();
+    // SAFETY: fflush(NULL) flushes every C stream; always safe to call.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+    // SAFETY: the child only runs code that the Process documentation allows
+    // after fork; see `process::Process::start`.
+    let pid = syscall(unsafe { libc::fork() });
+    drop(out);
+    drop(err);
+    match pid? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent { pid: pid as u32 }),
+    }
+}
+
+/// A bare `fork(2)`, without [`fork`]'s flushing and stdio locks: for a
+/// child that only calls async-signal-safe functions and then
+/// [`exit_without_flush`] (the benchmark's measure of the fork itself).
+///
+/// # Safety
+/// The child may only call async-signal-safe functions: other threads'
+/// locks (stdio's among them) may be held forever there.
+#[allow(dead_code)] // for src/baseline.rs, which still calls libc itself
+pub(crate) unsafe fn fork_without_flush() -> io::Result<Forked> {
+    // SAFETY: the caller keeps the child to async-signal-safe calls.
+    match syscall(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent { pid: pid as u32 }),
+    }
+}
+
+/// Asks the kernel to send `SIGKILL` to the calling process when its parent
+/// exits, and closes the race where the parent died before the request.
+pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    syscall(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != parent {
+        exit_now(1);
+    }
+    Ok(())
+}
+
+/// A pid file descriptor: a handle on one process that never refers to
+/// another process after the pid is reused.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; flags 0.
+    let fd = syscall(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })?;
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to the process behind `pidfd`.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own; no siginfo, flags 0.
+    syscall(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Waits until the process behind `pidfd` has exited or `deadline` passes;
+/// returns whether it exited.
+pub(crate) fn pidfd_wait(pidfd: &OwnedFd, deadline: Deadline) -> io::Result<bool> {
+    // A pidfd becomes readable when its process exits.
+    Ok(poll_readable(&[pidfd.as_raw_fd()], deadline)?[0])
+}
+
+/// How a reaped child ended, in Python's convention: the exit code, or
+/// minus the number of the signal that killed it.
+pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    // SAFETY: `status` is a valid out-pointer.
+    let r = syscall_retrying(|| unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) })?;
+    if r == 0 {
+        return Ok(None);
+    }
+    Ok(Some(if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }))
+}
+
+/// Registers fork handlers: `prepare` runs in the forking thread before the
+/// fork, `parent` and `child` after it on each side.
+pub(crate) fn at_fork(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> io::Result<()> {
+    // SAFETY: the handlers are plain functions valid for the process's life.
+    errno_result(unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) })
+}
+
+/// Registers `hook` to run when the process exits through `exit(3)`
+/// (returning from `main` included).
+pub(crate) fn at_exit(hook: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: the hook is a plain function valid for the process's life.
+    match unsafe { libc::atexit(hook) } {
+        0 => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(libc::ENOMEM)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kill_of_no_process_is_esrch() {
+        // Beyond pid_max (at most 2^22): no process has this pid.
+        let e = super::kill(1 << 30, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{e}");
+        // Not a process group, not every process.
+        for pid in [0, u32::MAX] {
+            let e = super::kill(pid, 0).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{e}");
+        }
+    }
+}
