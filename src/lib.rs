@@ -96,6 +96,7 @@ pub mod cell;
 pub mod conn;
 mod error;
 pub mod manager;
+mod poison;
 pub mod process;
 pub mod queue;
 pub mod segment;

@@ -25,11 +25,12 @@ use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::poison::locked as lock;
 use crate::sync::spin;
 use crate::sys::{self, Deadline, Ready, WaitvOutcome};
 
@@ -82,10 +83,6 @@ struct Entry<W> {
 /// Entry ids, unique across a process and the children it forks (they
 /// inherit the counter, and futures armed before the fork keep older ids).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// This process's registry for `S`, made on first use (and again in a
 /// forked child, which leaves its parent's alone: its lock may be held by

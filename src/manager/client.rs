@@ -2,7 +2,7 @@
 //! every proxy operation makes over it.
 
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use super::ser::to_value;
 use super::PyValue;
 use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
+use crate::poison;
 use crate::sys;
 
 /// One process's connection to the server, opened on first use in each
@@ -110,11 +111,7 @@ impl Client {
 
     /// One round trip: sends `req`, returns the answer.
     pub(super) fn request(&self, req: &Command) -> Result<Response> {
-        let mut conn = self
-            .state()
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut conn = poison::locked(&self.state().conn);
         let c = match &mut *conn {
             Some(c) => c,
             None => conn.insert(connect(&self.address, Some(&self.authkey)).map_err(

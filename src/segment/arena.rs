@@ -23,11 +23,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::header::Contents;
 use super::{ElemType, ObjectKind, Segment};
 use crate::error::{Error, Result};
+use crate::poison;
 use crate::sys;
 
 /// Size of one arena chunk.
@@ -51,7 +52,7 @@ thread_local! {
 
 /// Locks the arena. Nothing panics while holding it, so poison is ignored.
 fn arena() -> MutexGuard<'static, Option<Arena>> {
-    ARENA.lock().unwrap_or_else(PoisonError::into_inner)
+    poison::locked(&ARENA)
 }
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
 static ATFORK: OnceLock<std::result::Result<(), i32>> = OnceLock::new();

@@ -48,8 +48,8 @@ pub use self::result::{AsyncResult, MapResult};
 use self::scheduler::{Job, Shared};
 pub use self::task::Task;
 use self::task::{CodeOrigin, Fallible, Finish, Plain};
-use super::locked;
 use crate::error::{Error, Result};
+use crate::poison::{self, locked};
 use crate::sys;
 
 /// A task's trampoline, as the scheduler sends it.
@@ -565,11 +565,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // No lock here: in a forked child one may have been copied held.
-        let scheduler = self
-            .scheduler
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let scheduler = poison::get_mut(&mut self.scheduler).take();
         if !self.is_owner() {
             // The scheduler thread is the parent's: there is nothing to join here.
             std::mem::forget(scheduler);

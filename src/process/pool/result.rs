@@ -3,14 +3,14 @@
 
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::process::locked;
+use crate::poison::{self, locked};
 use crate::sys::{self, Deadline};
 
 /// How a task ended, as the parent keeps it (cloneable, unlike [`Error`]).
@@ -128,19 +128,11 @@ impl Slot {
             if let Some(o) = &*g {
                 return Some(o.clone());
             }
-            match deadline.remaining() {
-                None => g = self.ready.wait(g).unwrap_or_else(PoisonError::into_inner),
-                Some(left) => {
-                    if left.is_zero() {
-                        return None;
-                    }
-                    g = self
-                        .ready
-                        .wait_timeout(g, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
+            let left = deadline.remaining();
+            if left.is_some_and(|t| t.is_zero()) {
+                return None;
             }
+            g = poison::wait(&self.ready, g, left);
         }
     }
 }
