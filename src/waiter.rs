@@ -399,12 +399,12 @@ impl Source for Descriptors {
         if sys::poll(&mut pfds, deadline).is_err() {
             return Fired::All;
         }
-        if pfds[0].revents != 0 {
+        if sys::ready(&pfds[0]) {
             sys::eventfd_read(&self.wake);
         }
         Fired::Some(
             (1..pfds.len())
-                .filter(|&i| pfds[i].revents != 0)
+                .filter(|&i| sys::ready(&pfds[i]))
                 .map(|i| i - 1)
                 .collect(),
         )

@@ -415,7 +415,9 @@ impl Connection {
             {
                 Ok(false)
             }
-            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Err(Error::ConnectionClosed),
+            Err(e) if e.raw_os_error() == Some(sys::errno::ECONNRESET) => {
+                Err(Error::ConnectionClosed)
+            }
             Err(e) => Err(Error::io("recv", e)),
         }
     }
@@ -511,7 +513,7 @@ impl Connection {
 /// What a send failure means to the caller.
 fn send_error(e: io::Error) -> Error {
     match e.raw_os_error() {
-        Some(libc::EPIPE | libc::ECONNRESET) => Error::ConnectionClosed,
+        Some(sys::errno::EPIPE | sys::errno::ECONNRESET) => Error::ConnectionClosed,
         _ => Error::io("send", e),
     }
 }

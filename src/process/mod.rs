@@ -62,9 +62,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::ffi::OsString;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
+use crate::poison::{self, locked};
 use crate::sys::{self, Deadline, Forked, Ready};
 use crate::waiter;
 
@@ -98,7 +99,7 @@ static PAIRING: RwLock<()> = RwLock::new(());
 
 /// See [`PAIRING`].
 fn pairing() -> RwLockReadGuard<'static, ()> {
-    PAIRING.read().unwrap_or_else(PoisonError::into_inner)
+    poison::read(&PAIRING)
 }
 
 struct ChildEntry {
@@ -205,7 +206,7 @@ extern "C" fn prepare_fork() {
         _identity: locked(&IDENTITY),
         children: locked(&CHILDREN),
         witnesses: scope::witnesses(),
-        _pairing: PAIRING.write().unwrap_or_else(PoisonError::into_inner),
+        _pairing: poison::write(&PAIRING),
     };
     HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(held));
 }
@@ -257,7 +258,7 @@ fn finish_children(which: impl Fn(&ChildEntry) -> bool, log: bool) {
         if log {
             logging::info(format_args!("calling terminate() for daemon {name}"));
         }
-        let _ = signal_state(state, libc::SIGKILL);
+        let _ = signal_state(state, sys::SIGKILL);
     }
     for (name, _, state) in &chosen {
         if log {
@@ -266,11 +267,6 @@ fn finish_children(which: impl Fn(&ChildEntry) -> bool, log: bool) {
         wait_until_exited(state);
     }
     reap_children();
-}
-
-/// Locks a process-local mutex; nothing panics while holding one.
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The calling process as this crate sees it (Python's `current_process()`).
@@ -849,12 +845,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             .scope
             .map(|s| s.ready_to_start(&self.name))
             .transpose()?;
-        let Some(launch) = self
-            .launch
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
+        let Some(launch) = poison::get_mut(&mut self.launch).take() else {
             return Err(self.state_error("already started"));
         };
         reap_children();
@@ -884,9 +875,9 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 Ok(())
             }
             Err(e) => {
-                // Without a pidfd the child cannot be waited on safely.
-                // SAFETY: kill on the pid we just started and have not reaped.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                // Without a pidfd the child cannot be waited on safely. The
+                // pid is the child's: started just now and not reaped yet.
+                let _ = sys::kill(pid, sys::SIGKILL);
                 let _ = sys::waitpid(pid, true);
                 Err(Error::io("pidfd_open (Linux 5.3 or later is required)", e))
             }
@@ -1048,7 +1039,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// # Errors
     /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn terminate(&self) -> Result<()> {
-        self.signal(libc::SIGTERM)
+        self.signal(sys::SIGTERM)
     }
 
     /// Kills the child (`SIGKILL`). A no-op once it has exited.
@@ -1056,7 +1047,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// # Errors
     /// [`Error::ProcessState`] if not started, or started by another process.
     pub fn kill(&self) -> Result<()> {
-        self.signal(libc::SIGKILL)
+        self.signal(sys::SIGKILL)
     }
 
     fn signal(&self, signal: i32) -> Result<()> {
@@ -1078,7 +1069,9 @@ fn signal_state(state: &Mutex<State>, signal: i32) -> Result<()> {
         State::NotStarted | State::Exited { .. } => Ok(()),
         // The pidfd names this child even if it has exited: never another process.
         State::Running { pidfd, .. } => match sys::pidfd_signal(pidfd, signal) {
-            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::io("signal child", e)),
+            Err(e) if e.raw_os_error() != Some(sys::errno::ESRCH) => {
+                Err(Error::io("signal child", e))
+            }
             _ => Ok(()),
         },
     }
@@ -1239,7 +1232,7 @@ impl<'a, T: sealed::Target<'a>> fmt::Display for Process<'a, T> {
             write!(f, " pid={pid}")?;
         }
         write!(f, " parent={parent} {status}")?;
-        match code.map(|c| (c, signal_name(-c))) {
+        match code.map(|c| (c, sys::signal_name(-c))) {
             Some((_, Some(signal))) => write!(f, " exitcode=-{signal}")?,
             Some((code, None)) => write!(f, " exitcode={code}")?,
             None => {}
@@ -1277,43 +1270,4 @@ impl fmt::Display for PyStr<'_> {
         }
         f.write_char(quote)
     }
-}
-
-/// The name of signal `n` as Python's `signal` module spells it (Linux's
-/// numbering), for exit codes such as `-SIGTERM`.
-fn signal_name(n: i32) -> Option<&'static str> {
-    const NAMES: [(i32, &str); 31] = [
-        (libc::SIGHUP, "SIGHUP"),
-        (libc::SIGINT, "SIGINT"),
-        (libc::SIGQUIT, "SIGQUIT"),
-        (libc::SIGILL, "SIGILL"),
-        (libc::SIGTRAP, "SIGTRAP"),
-        (libc::SIGABRT, "SIGABRT"),
-        (libc::SIGBUS, "SIGBUS"),
-        (libc::SIGFPE, "SIGFPE"),
-        (libc::SIGKILL, "SIGKILL"),
-        (libc::SIGUSR1, "SIGUSR1"),
-        (libc::SIGSEGV, "SIGSEGV"),
-        (libc::SIGUSR2, "SIGUSR2"),
-        (libc::SIGPIPE, "SIGPIPE"),
-        (libc::SIGALRM, "SIGALRM"),
-        (libc::SIGTERM, "SIGTERM"),
-        (libc::SIGSTKFLT, "SIGSTKFLT"),
-        (libc::SIGCHLD, "SIGCHLD"),
-        (libc::SIGCONT, "SIGCONT"),
-        (libc::SIGSTOP, "SIGSTOP"),
-        (libc::SIGTSTP, "SIGTSTP"),
-        (libc::SIGTTIN, "SIGTTIN"),
-        (libc::SIGTTOU, "SIGTTOU"),
-        (libc::SIGURG, "SIGURG"),
-        (libc::SIGXCPU, "SIGXCPU"),
-        (libc::SIGXFSZ, "SIGXFSZ"),
-        (libc::SIGVTALRM, "SIGVTALRM"),
-        (libc::SIGPROF, "SIGPROF"),
-        (libc::SIGWINCH, "SIGWINCH"),
-        (libc::SIGPOLL, "SIGPOLL"),
-        (libc::SIGPWR, "SIGPWR"),
-        (libc::SIGSYS, "SIGSYS"),
-    ];
-    NAMES.iter().find(|(s, _)| *s == n).map(|(_, name)| *name)
 }

@@ -7,7 +7,7 @@ use std::io;
 
 use crate::error::{Error, LockError, LockResult, Result};
 use crate::segment::Region;
-use crate::sys::{self, Acquired, Deadline, MutexKind, PthreadMutex};
+use crate::sys::{self, errno, Acquired, Deadline, MutexKind, PthreadMutex};
 
 /// A process-local handle on a glibc robust, process-shared mutex in shared
 /// memory: the untyped lock under every typed one.
@@ -58,10 +58,10 @@ impl RobustMutex {
         match unsafe { sys::mutex_lock(self.mutex(), deadline) } {
             Ok(Acquired::Clean) => Ok(guard()),
             Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(guard())),
-            Err(libc::EBUSY) => Err(LockError::WouldBlock),
-            Err(libc::ETIMEDOUT) => Err(LockError::Timeout),
-            Err(libc::ENOTRECOVERABLE) => Err(LockError::NotRecoverable),
-            Err(libc::EDEADLK) => Err(LockError::Deadlock),
+            Err(errno::EBUSY) => Err(LockError::WouldBlock),
+            Err(errno::ETIMEDOUT) => Err(LockError::Timeout),
+            Err(errno::ENOTRECOVERABLE) => Err(LockError::NotRecoverable),
+            Err(errno::EDEADLK) => Err(LockError::Deadlock),
             Err(e) => Err(LockError::Os(io::Error::from_raw_os_error(e))),
         }
     }
@@ -75,7 +75,7 @@ impl RobustMutex {
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_unlock(self.mutex()) } {
             Ok(()) => Ok(()),
-            Err(libc::EPERM) => Err(Error::NotOwner),
+            Err(errno::EPERM) => Err(Error::NotOwner),
             Err(e) => Err(Error::io(
                 "pthread_mutex_unlock",
                 io::Error::from_raw_os_error(e),
@@ -137,8 +137,8 @@ impl RobustMutex {
         // thread holds it (checked above).
         match unsafe { sys::mutex_make_consistent(self.mutex()) } {
             // EINVAL: the mutex was already consistent.
-            Ok(()) | Err(libc::EINVAL) => Ok(()),
-            Err(libc::EPERM) => Err(Error::NotOwner),
+            Ok(()) | Err(errno::EINVAL) => Ok(()),
+            Err(errno::EPERM) => Err(Error::NotOwner),
             Err(e) => Err(Error::io(
                 "pthread_mutex_consistent",
                 io::Error::from_raw_os_error(e),

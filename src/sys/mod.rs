@@ -3,13 +3,15 @@
 //! for anything platform-specific.
 //!
 //! One file per mechanism: [`mutex`] (robust process-shared mutexes),
-//! [`futex`] (futex waits and wakes), [`eventfd`], [`process`] (fork,
-//! pidfds, signals, exit), [`fd`] (pipes and reading and writing any
-//! descriptor), [`socket`] (Unix sockets and descriptor passing), [`poll`],
-//! [`shm`] (where shared memory lives, memory files), [`memory`] (reserving
-//! memory the system can give), [`random`], [`semaphore`] (POSIX semaphores,
-//! for the benchmark's baseline), [`errno`] (the error numbers callers
-//! match on) and [`deadline`] (the clock and how long a call may wait).
+//! [`futex`] (futex waits and wakes), [`eventfd`](mod@eventfd),
+//! [`process`] (fork, pidfds, signals, exit), [`loader`] (which loaded
+//! object holds an address), [`fd`] (pipes and reading and writing any
+//! descriptor), [`descriptors`] (what a helper process keeps of its
+//! parent's descriptors), [`socket`] (Unix sockets and descriptor passing),
+//! [`poll`](mod@poll), [`shm`] (where shared memory lives, memory files),
+//! [`memory`] (reserving memory the system can give), [`random`], [`errno`]
+//! (the error numbers callers match on) and [`deadline`] (the clock and how
+//! long a call may wait).
 //!
 //! A system call that reports failure as `-1` and `errno` goes through
 //! [`syscall`] (or [`syscall_retrying`] when `EINTR` means "again",
@@ -28,11 +30,11 @@ pub(crate) mod errno;
 #[cfg(target_os = "linux")]
 mod eventfd;
 #[cfg(target_os = "linux")]
-mod events;
-#[cfg(target_os = "linux")]
 mod fd;
 #[cfg(target_os = "linux")]
 mod futex;
+#[cfg(target_os = "linux")]
+mod loader;
 #[cfg(target_os = "linux")]
 mod memory;
 #[cfg(target_os = "linux")]
@@ -53,7 +55,7 @@ pub(crate) use deadline::Deadline;
 pub(crate) use descriptors::release_inherited;
 #[cfg(target_os = "linux")]
 pub(crate) use {
-    eventfd::*, events::*, fd::*, futex::*, memory::*, mutex::*, poll::*, process::*, random::*,
+    eventfd::*, fd::*, futex::*, loader::*, memory::*, mutex::*, poll::*, process::*, random::*,
     shm::*, socket::*,
 };
 

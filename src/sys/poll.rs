@@ -19,14 +19,7 @@ pub(crate) enum Ready {
 
 /// A `pollfd` that waits for `fd` to be ready as `ready` says.
 pub(crate) fn pollfd(fd: i32, ready: Ready) -> PollFd {
-    libc::pollfd {
-        fd,
-        events: match ready {
-            Ready::Read => libc::POLLIN,
-            Ready::Write => libc::POLLOUT,
-        },
-        revents: 0,
-    }
+    pollfd_for(fd, ready == Ready::Read, ready == Ready::Write)
 }
 
 /// A `pollfd` that waits for `fd` to be readable, writable, both or
@@ -45,6 +38,11 @@ pub(crate) fn pollfd_for(fd: i32, read: bool, write: bool) -> PollFd {
         events,
         revents: 0,
     }
+}
+
+/// Whether anything happened to the entry's descriptor.
+pub(crate) fn ready(p: &PollFd) -> bool {
+    p.revents != 0
 }
 
 /// Whether [`poll`] found `p` readable: something to read, end of file, a
@@ -83,12 +81,12 @@ pub(crate) fn poll(pfds: &mut [PollFd], deadline: Deadline) -> io::Result<()> {
 pub(crate) fn poll_readable(fds: &[i32], deadline: Deadline) -> io::Result<Vec<bool>> {
     let mut pfds: Vec<PollFd> = fds.iter().map(|&fd| pollfd(fd, Ready::Read)).collect();
     poll(&mut pfds, deadline)?;
-    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+    Ok(pfds.iter().map(ready).collect())
 }
 
-/// Whether `fd` is ready as `ready` says, without waiting.
-pub(super) fn ready_now(fd: &impl AsRawFd, ready: Ready) -> io::Result<bool> {
-    let mut p = [pollfd(fd.as_raw_fd(), ready)];
+/// Whether `fd` is ready as `wanted` says, without waiting.
+pub(super) fn ready_now(fd: &impl AsRawFd, wanted: Ready) -> io::Result<bool> {
+    let mut p = [pollfd(fd.as_raw_fd(), wanted)];
     poll(&mut p, Deadline::Now)?;
-    Ok(p[0].revents != 0)
+    Ok(ready(&p[0]))
 }

@@ -10,15 +10,8 @@ use super::{errno_result, poll_readable, syscall, syscall_retrying, Deadline};
 /// zombie (a killed process that its parent has not reaped yet can no
 /// longer touch shared memory).
 pub(crate) fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid, 0) };
-    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+    // Signal 0 only checks for existence and permission.
+    if kill(pid, 0).is_err_and(|e| e.raw_os_error() != Some(libc::EPERM)) {
         return false;
     }
     // The state is the first field after the parenthesised command name.
@@ -40,8 +33,46 @@ pub(crate) fn getpid() -> u32 {
 /// The signal that ends a process and cannot be caught.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// The signal that asks a process to end.
-#[allow(dead_code)] // for src/process/mod.rs, which still names libc's
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+
+/// The name of signal `n` as Python's `signal` module spells it (Linux's
+/// numbering), for exit codes such as `-SIGTERM`.
+pub(crate) fn signal_name(n: i32) -> Option<&'static str> {
+    const NAMES: [(i32, &str); 31] = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGPOLL, "SIGPOLL"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    NAMES.iter().find(|(s, _)| *s == n).map(|(_, name)| *name)
+}
 
 /// Sends `signal` to process `pid`. Only for a child that this process
 /// started and has not reaped (so that the pid cannot name another
@@ -76,15 +107,6 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Ends the calling process at once with `code`, like [`exit_now`] but
-/// without flushing stdio: for a child that has written nothing (the
-/// benchmark's bare fork).
-#[allow(dead_code)] // for src/baseline.rs, which still calls libc itself
-pub(crate) fn exit_without_flush(code: i32) -> ! {
-    // SAFETY: _exit never returns and has no preconditions.
-    unsafe { libc::_exit(code) }
-}
-
 /// Result of a `fork`.
 pub(crate) enum Forked {
     Parent { pid: u32 },
@@ -97,35 +119,16 @@ pub(crate) enum Forked {
 /// that in the child they are owned by the forking thread, which exists
 /// there, and never by a parent thread that does not.
 pub(crate) fn fork() -> io::Result<Forked> {
-    use std::io::Write;
-    let mut out = io::stdout().lock();
-    let mut err = io::stderr().lock();
-    let _ = out.flush();
-    let _ = err.flush();
-    // SAFETY: fflush(NULL) flushes every C stream; always safe to call.
-    unsafe { libc::fflush(std::ptr::null_mut()) };
+    let out = io::stdout().lock();
+    let err = io::stderr().lock();
+    // The locks are reentrant: this thread flushes through them.
+    flush_stdio();
     // SAFETY: the child only runs code that the Process documentation allows
     // after fork; see `process::Process::start`.
     let pid = syscall(unsafe { libc::fork() });
     drop(out);
     drop(err);
     match pid? {
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent { pid: pid as u32 }),
-    }
-}
-
-/// A bare `fork(2)`, without [`fork`]'s flushing and stdio locks: for a
-/// child that only calls async-signal-safe functions and then
-/// [`exit_without_flush`] (the benchmark's measure of the fork itself).
-///
-/// # Safety
-/// The child may only call async-signal-safe functions: other threads'
-/// locks (stdio's among them) may be held forever there.
-#[allow(dead_code)] // for src/baseline.rs, which still calls libc itself
-pub(crate) unsafe fn fork_without_flush() -> io::Result<Forked> {
-    // SAFETY: the caller keeps the child to async-signal-safe calls.
-    match syscall(unsafe { libc::fork() })? {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent { pid: pid as u32 }),
     }

@@ -1,5 +1,6 @@
 //! Unix sockets: pairs, a listener, sending and receiving (with attached
-//! descriptors), and a signal when a client connects.
+//! descriptors), a signal when a client connects, and what a failed
+//! `accept` means.
 
 use std::ffi::CString;
 use std::io;
@@ -139,7 +140,8 @@ pub(crate) fn recv_with_fds(
 }
 
 /// One `recv` from a socket that does not wait: `WouldBlock` if nothing
-/// has arrived. As [`read`], the first `n` bytes are initialised on `Ok(n)`.
+/// has arrived. As [`read`](super::read), the first `n` bytes are
+/// initialised on `Ok(n)`.
 pub(crate) fn recv_nowait(
     fd: &impl AsRawFd,
     buf: &mut [std::mem::MaybeUninit<u8>],
@@ -156,8 +158,8 @@ pub(crate) fn recv_nowait(
 }
 
 /// One blocking `recv`, given up when a signal arrives (`Interrupted`) or
-/// the socket's receive timeout passes (`WouldBlock`). As [`read`], the
-/// first `n` bytes are initialised on `Ok(n)`.
+/// the socket's receive timeout passes (`WouldBlock`). As
+/// [`read`](super::read), the first `n` bytes are initialised on `Ok(n)`.
 pub(crate) fn recv_once(
     fd: &impl AsRawFd,
     buf: &mut [std::mem::MaybeUninit<u8>],
@@ -275,6 +277,29 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall on a bound socket.
     syscall(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
+}
+
+/// What a failed `accept(2)` means to a loop that accepts until the queue
+/// is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AcceptFailure {
+    /// No connection is queued (on a nonblocking listener).
+    QueueEmpty,
+    /// That one connection failed; the queue goes on.
+    ThisConnection,
+    /// Out of descriptors or memory (or worse): the queue must wait.
+    Exhausted,
+}
+
+/// Classifies an error of `accept(2)`.
+pub(crate) fn accept_failure(e: &io::Error) -> AcceptFailure {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => AcceptFailure::QueueEmpty,
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR) => {
+            AcceptFailure::ThisConnection
+        }
+        _ => AcceptFailure::Exhausted,
+    }
 }
 
 #[cfg(test)]

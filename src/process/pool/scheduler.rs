@@ -95,13 +95,13 @@ impl Worker {
         code.or_else(|| {
             orphaned.then(|| {
                 self.kill();
-                -libc::SIGKILL
+                -sys::SIGKILL
             })
         })
     }
 
     fn kill(&self) {
-        let _ = sys::pidfd_signal(&self.pidfd, libc::SIGKILL);
+        let _ = sys::pidfd_signal(&self.pidfd, sys::SIGKILL);
     }
 }
 

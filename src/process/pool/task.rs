@@ -12,6 +12,8 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::sys;
+
 /// The form in which a worker runs a task: the trampoline's address is
 /// what the parent sends (see [`Trampoline::address`]).
 pub(super) type Trampoline = fn(&[u8]) -> Result<Vec<u8>, String>;
@@ -237,30 +239,10 @@ impl CodeOrigin {
     /// The object that holds the code at address `call` in this process,
     /// if the loader knows one.
     pub(super) fn of(call: usize) -> Option<CodeOrigin> {
-        let mut info = std::mem::MaybeUninit::<libc::Dl_info>::uninit();
-        // SAFETY: `dladdr` only compares the address with the loaded
-        // objects' ranges (it never dereferences it), and fills `info` when
-        // it returns non-zero.
-        let found = unsafe { libc::dladdr(call as *const libc::c_void, info.as_mut_ptr()) };
-        if found == 0 {
-            return None;
-        }
-        // SAFETY: filled by the successful `dladdr` above.
-        let info = unsafe { info.assume_init() };
-        let path = if info.dli_fname.is_null() {
-            Vec::new()
-        } else {
-            // SAFETY: a non-null `dli_fname` is the loader's NUL-terminated
-            // name of the object, valid while it is loaded; it holds the
-            // code calling this (trampolines are monomorphised where the
-            // pool is used), so it stays loaded meanwhile.
-            unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
-                .to_bytes()
-                .to_vec()
-        };
+        let object = sys::loaded_object(call)?;
         Some(CodeOrigin {
-            base: info.dli_fbase as usize,
-            path,
+            base: object.base,
+            path: object.path,
         })
     }
 

@@ -10,6 +10,7 @@ use super::scheduler::Config;
 use super::task::{CodeOrigin, Trampoline};
 use crate::conn::Connection;
 use crate::process::{children, signal_state};
+use crate::sys;
 
 /// What the scheduler sends a worker.
 #[derive(Serialize, Deserialize)]
@@ -98,7 +99,7 @@ fn checked(call: usize, origin: &CodeOrigin) -> Option<Trampoline> {
 fn kill_children() {
     let running: Vec<_> = children().iter().map(|c| c.state.clone()).collect();
     for state in &running {
-        let _ = signal_state(state, libc::SIGKILL);
+        let _ = signal_state(state, sys::SIGKILL);
     }
 }
 
