@@ -163,12 +163,10 @@ fn run_all(limit: Duration, tasks: Vec<Task>) {
 
 /// CPU time used by this process so far (user and system).
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills a zeroed rusage.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
+    // SAFETY: `rusage` is a plain C struct of integers, valid when zeroed.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable struct for getrusage to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }

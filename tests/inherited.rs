@@ -22,8 +22,11 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors to a valid array.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both are fresh descriptors that nothing else owns.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    // SAFETY: a fresh descriptor (pipe2 succeeded) that nothing else owns.
+    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above; the two are distinct.
+    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    (read, write)
 }
 
 /// Whether the read end reads as end of file within five seconds, as it

@@ -442,14 +442,13 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
                     rlim_cur: 0,
                     rlim_max: 0,
                 };
-                // SAFETY: getrlimit/setrlimit with a valid rlimit.
-                unsafe {
-                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-                    let old = lim.rlim_cur;
-                    lim.rlim_cur = soft;
-                    assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-                    old
-                }
+                // SAFETY: `lim` is a valid, writable rlimit to fill.
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+                let old = lim.rlim_cur;
+                lim.rlim_cur = soft;
+                // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
+                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+                old
             };
             // A few descriptors beyond those this process has (the test
             // harness runs other tests beside this one).

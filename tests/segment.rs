@@ -30,20 +30,24 @@ fn named_bytes_are_shared_and_unlinked() {
             let c = child(s, || {
                 let mine = Segment::open(&name).unwrap();
                 assert_eq!(mine.len(), 1000);
-                // SAFETY: in bounds; the parent only reads after this child exits.
-                unsafe { mine.as_ptr().add(999).write(7) };
+                let at = mine.as_ptr().wrapping_add(999);
+                // SAFETY: `at` is in bounds of the 1000-byte mapping; the
+                // parent only reads after this child exits.
+                unsafe { at.write(7) };
             });
             assert_eq!(join(&c, LIMIT), 0);
-            // SAFETY: in bounds; the writer has exited.
-            assert_eq!(unsafe { seg.as_ptr().add(999).read() }, 7);
+            let at = seg.as_ptr().wrapping_add(999);
+            // SAFETY: `at` is in bounds of the 1000-byte mapping; the writer
+            // has exited.
+            assert_eq!(unsafe { at.read() }, 7);
             // create_or_open keeps the existing size.
             assert_eq!(Segment::create_or_open(&name, 5).unwrap().len(), 1000);
             Segment::unlink(&name).unwrap();
             assert!(matches!(Segment::open(&name), Err(Error::NotFound(_))));
             assert!(matches!(Segment::unlink(&name), Err(Error::NotFound(_))));
             // The mapping outlives the name.
-            // SAFETY: in bounds.
-            assert_eq!(unsafe { seg.as_ptr().add(999).read() }, 7);
+            // SAFETY: `at`, in bounds of the mapping, which outlives the name.
+            assert_eq!(unsafe { at.read() }, 7);
         });
     });
 }

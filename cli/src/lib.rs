@@ -3,7 +3,6 @@
 //! `multiproc` library against. Not part of the library: a crate that
 //! depends on `multiproc` compiles none of it.
 
-#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod baseline;

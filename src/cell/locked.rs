@@ -48,12 +48,14 @@ impl<T: Pod> LockedCells<T> {
     /// shared.
     pub(crate) unsafe fn init(at: NonNull<u8>, init: &Init<'_, T>) -> Result<()> {
         let (_, offset) = Self::layout(init.len() as u64)?;
-        // SAFETY: per the caller: a mutex at 0, `init.len()` elements at
-        // `offset`.
-        unsafe {
-            RobustMutex::init(at.as_ptr(), MutexKind::ErrorCheck)?;
-            init.fill(at.as_ptr().add(offset).cast::<T>());
-        }
+        // SAFETY: per the caller, fresh unshared memory of `layout`, which
+        // puts the mutex at offset 0.
+        unsafe { RobustMutex::init(at.as_ptr(), MutexKind::ErrorCheck)? };
+        // SAFETY: `offset` is inside the same `layout`-sized memory.
+        let elements = unsafe { at.as_ptr().add(offset) };
+        // SAFETY: `layout` puts `init.len()` elements of `T`, aligned, at
+        // `offset`: fresh memory that nothing else reaches yet.
+        unsafe { init.fill(elements.cast::<T>()) };
         Ok(())
     }
 

@@ -86,30 +86,30 @@ unsafe fn piecewise(at: *mut u8, local: &mut [u8], direction: Direction) {
     use atomic::Ordering::{Acquire, Release};
     let unit = piece(local.len());
     for (k, bytes) in local.chunks_exact_mut(unit).enumerate() {
-        // SAFETY: piece k lies inside the element; `unit` divides its
-        // address (per the caller), so it is aligned for the atomic of that
-        // width; per the caller, nothing accesses it non-atomically or at
-        // another width.
-        unsafe {
-            let p = at.add(k * unit);
-            macro_rules! piece {
-                ($atomic:ty, $int:ty) => {{
-                    let a = <$atomic>::from_ptr(p.cast::<$int>());
-                    match direction {
-                        Direction::Load => bytes.copy_from_slice(&a.load(Acquire).to_ne_bytes()),
-                        Direction::Store => a.store(
-                            <$int>::from_ne_bytes(bytes.try_into().expect("one piece")),
-                            Release,
-                        ),
-                    }
-                }};
-            }
-            match unit {
-                8 => piece!(atomic::AtomicU64, u64),
-                4 => piece!(atomic::AtomicU32, u32),
-                2 => piece!(atomic::AtomicU16, u16),
-                _ => piece!(atomic::AtomicU8, u8),
-            }
+        // SAFETY: piece k, `unit` bytes at `k * unit`, lies inside the
+        // `local.len()` bytes that `at` is valid for (per the caller).
+        let p = unsafe { at.add(k * unit) };
+        macro_rules! piece {
+            ($atomic:ty, $int:ty) => {{
+                // SAFETY: `p` is valid for `unit` bytes for the call; `unit`
+                // divides its address (per the caller), so it is aligned for
+                // the atomic of that width; per the caller, nothing accesses
+                // it non-atomically or at another width.
+                let a = unsafe { <$atomic>::from_ptr(p.cast::<$int>()) };
+                match direction {
+                    Direction::Load => bytes.copy_from_slice(&a.load(Acquire).to_ne_bytes()),
+                    Direction::Store => a.store(
+                        <$int>::from_ne_bytes(bytes.try_into().expect("one piece")),
+                        Release,
+                    ),
+                }
+            }};
+        }
+        match unit {
+            8 => piece!(atomic::AtomicU64, u64),
+            4 => piece!(atomic::AtomicU32, u32),
+            2 => piece!(atomic::AtomicU16, u16),
+            _ => piece!(atomic::AtomicU8, u8),
         }
     }
 }
@@ -503,19 +503,21 @@ mod tests {
                 let base = &base;
                 s.spawn(move || {
                     for _ in 0..rounds {
-                        // SAFETY: elements of the live box, aligned.
-                        unsafe {
-                            store(pair(base), [writer as u32; 2]);
-                            store(wide(base), [writer; 2]);
-                        }
+                        // SAFETY: an element of the live box, aligned, only
+                        // reached through `load`/`store` with its own size.
+                        unsafe { store(pair(base), [writer as u32; 2]) };
+                        // SAFETY: as above.
+                        unsafe { store(wide(base), [writer; 2]) };
                     }
                 });
             }
             let base = &base;
             s.spawn(move || {
                 for _ in 0..rounds {
+                    // SAFETY: as for the stores above.
+                    let p = unsafe { load(pair(base)) };
                     // SAFETY: as above.
-                    let (p, w) = unsafe { (load(pair(base)), load(wide(base))) };
+                    let w = unsafe { load(wide(base)) };
                     assert_eq!(p[0], p[1], "a value of one piece never tears");
                     assert!(w.iter().all(|&h| h == 0 || h == u64::MAX), "{w:?}");
                 }

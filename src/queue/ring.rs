@@ -164,12 +164,20 @@ impl Ring {
     pub(crate) unsafe fn init(at: NonNull<u8>, capacity: u64, maxsize: u64) -> Result<()> {
         let (_, consumers, state, _) = Self::parts(capacity)?;
         let at = at.as_ptr();
-        // SAFETY: fresh zeroed memory laid out as `parts(capacity)`, per
-        // the caller.
+        // Per the caller, `at` is fresh zeroed memory laid out as
+        // `parts(capacity)`, not yet shared.
+        // SAFETY: the producers' mutex is at offset 0 of that memory.
+        unsafe { RobustMutex::init(at, MutexKind::ErrorCheck)? };
+        // SAFETY: `consumers` is an offset inside that memory.
+        let consumers = unsafe { at.add(consumers) };
+        // SAFETY: the consumers' mutex, in memory nothing else uses yet.
+        unsafe { RobustMutex::init(consumers, MutexKind::ErrorCheck)? };
+        // SAFETY: `state` is an offset inside that memory.
+        let state = unsafe { at.add(state) }.cast::<RingState>();
+        // SAFETY: `state` is aligned for `RingState` (its layout) and
+        // writable, and holds nothing that needs dropping.
         unsafe {
-            RobustMutex::init(at, MutexKind::ErrorCheck)?;
-            RobustMutex::init(at.add(consumers), MutexKind::ErrorCheck)?;
-            at.add(state).cast::<RingState>().write(RingState {
+            state.write(RingState {
                 capacity,
                 maxsize,
                 unfinished: AtomicU64::new(0),
@@ -178,8 +186,8 @@ impl Ring {
                 joiners: AtomicU32::new(0),
                 tail: End::new(),
                 head: End::new(),
-            });
-        }
+            })
+        };
         Ok(())
     }
 
@@ -199,16 +207,18 @@ impl Ring {
             return Err(format!("queue capacity {len}"));
         }
         let (_, consumers, state, data) = Self::parts(len).map_err(|e| e.to_string())?;
-        // SAFETY: the offsets are inside the object's memory, a queue
-        // whose two mutexes the creator initialised first.
-        let (producers, consumers, state, data) = unsafe {
-            (
-                RobustMutex::from_region(region.clone()),
-                RobustMutex::from_region(region.sub(consumers)),
-                region.sub(state),
-                region.sub(data),
-            )
-        };
+        // Per the caller, `region` holds `layout(len)` bytes: a queue whose
+        // two mutexes the creator initialised first.
+        // SAFETY: the producers' mutex is at the region's start.
+        let producers = unsafe { RobustMutex::from_region(region.clone()) };
+        // SAFETY: `consumers` is an offset inside the region's `layout(len)`.
+        let consumers = unsafe { region.sub(consumers) };
+        // SAFETY: the consumers' mutex starts there.
+        let consumers = unsafe { RobustMutex::from_region(consumers) };
+        // SAFETY: `state` is an offset inside the region's `layout(len)`.
+        let state = unsafe { region.sub(state) };
+        // SAFETY: as is `data`.
+        let data = unsafe { region.sub(data) };
         let mut ring = Ring {
             producers,
             consumers,
@@ -358,11 +368,12 @@ impl Ring {
             if room {
                 let at = tail & OFFSET_MASK;
                 // SAFETY: the producers' lock is held and `need` bytes
-                // from the tail are free (`room`).
-                unsafe {
-                    self.copy_in(at, &(item.len() as u32).to_le_bytes());
-                    self.copy_in(at + LEN as u64, item);
-                }
+                // from the tail are free (`room`): the first `LEN` for the
+                // length...
+                unsafe { self.copy_in(at, &(item.len() as u32).to_le_bytes()) };
+                // SAFETY: ...and the `need - LEN = item.len()` after them
+                // for the item.
+                unsafe { self.copy_in(at + LEN as u64, item) };
                 // Counted before it can be got (as Python's put does), so
                 // a consumer's `task_done` for it is never refused; the
                 // release store below publishes the count with the frame.
@@ -631,16 +642,15 @@ impl Ring {
         let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = bytes.len().min(cap - start);
-        // SAFETY: `start + first <= cap`, and `bytes.len() - first <= cap`
-        // per the caller: both ranges are inside the ring, free per the caller.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ring_ptr().add(start), first);
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr().add(first),
-                self.ring_ptr(),
-                bytes.len() - first,
-            );
-        }
+        let (head, wrapped) = bytes.split_at(first);
+        // SAFETY: `start + first <= cap`: inside the ring.
+        let dst = unsafe { self.ring_ptr().add(start) };
+        // SAFETY: the `first` bytes from `dst` are in the ring, free per the
+        // caller (no consumer reads them meanwhile); `head` is local memory.
+        unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), dst, first) };
+        // SAFETY: `wrapped.len() <= cap` per the caller: the bytes from the
+        // ring's start, free as above.
+        unsafe { std::ptr::copy_nonoverlapping(wrapped.as_ptr(), self.ring_ptr(), wrapped.len()) };
     }
 
     /// Copies bytes out of the ring from offset `at`, wrapping.
@@ -653,16 +663,17 @@ impl Ring {
         let cap = self.capacity();
         let start = (at % cap as u64) as usize;
         let first = out.len().min(cap - start);
-        // SAFETY: `start + first <= cap`, and `out.len() - first <= cap`
-        // per the caller: both ranges are inside the ring, in use per the caller.
+        let (head, wrapped) = out.split_at_mut(first);
+        // SAFETY: `start + first <= cap`: inside the ring.
+        let src = unsafe { self.ring_ptr().add(start) };
+        // SAFETY: the `first` bytes from `src` are in the ring, in use per
+        // the caller (no producer writes them meanwhile); `head` is local.
+        unsafe { std::ptr::copy_nonoverlapping(src, head.as_mut_ptr(), first) };
+        // SAFETY: `wrapped.len() <= cap` per the caller: the bytes from the
+        // ring's start, in use as above.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ring_ptr().add(start), out.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
-                self.ring_ptr(),
-                out.as_mut_ptr().add(first),
-                out.len() - first,
-            );
-        }
+            std::ptr::copy_nonoverlapping(self.ring_ptr(), wrapped.as_mut_ptr(), wrapped.len())
+        };
     }
 
     /// The payload length of the frame at `at`, checked to lie within the

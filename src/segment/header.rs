@@ -408,11 +408,11 @@ mod tests {
     fn header_bytes(contents: &Contents) -> Vec<u8> {
         let mut buf = vec![0u64; contents.total_size().div_ceil(8)];
         let p = buf.as_mut_ptr() as *mut Header;
-        // SAFETY: `buf` is large enough, 8-aligned and private.
-        unsafe {
-            Header::write(p, contents);
-            (*p).mark_ready();
-        }
+        // SAFETY: `buf` is large enough for the header, 8-aligned and private.
+        unsafe { Header::write(p, contents) };
+        // SAFETY: `p` now points at the header just written, which nothing
+        // else references.
+        unsafe { (*p).mark_ready() };
         let bytes: &[u8] = bytemuck::cast_slice(&buf);
         bytes[..contents.total_size()].to_vec()
     }

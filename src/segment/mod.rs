@@ -399,11 +399,11 @@ mod tests {
         let seg = Segment::anonymous(10_000).unwrap();
         assert_eq!(seg.len(), 10_000);
         assert_eq!(seg.as_ptr() as usize % 256, 0);
-        // SAFETY: the segment is private to this test and 10 000 bytes long.
-        unsafe {
-            assert_eq!(*seg.as_ptr().add(9_999), 0);
-            seg.as_ptr().add(9_999).write(7);
-            assert_eq!(*seg.as_ptr().add(9_999), 7);
-        }
+        // SAFETY: the segment is 10 000 bytes long, mapped while `seg`
+        // lives, and private to this test: nothing else reaches the bytes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(seg.as_ptr(), seg.len()) };
+        assert_eq!(bytes[9_999], 0);
+        bytes[9_999] = 7;
+        assert_eq!(bytes[9_999], 7);
     }
 }

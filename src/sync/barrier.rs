@@ -109,11 +109,16 @@ impl SharedObject for Barrier {
     unsafe fn init(at: NonNull<u8>, (parties, timeout): BarrierArgs) -> Result<()> {
         let timeout_ns = timeout.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
         let (_, state, _) = Self::parts(u64::from(parties))?;
-        // SAFETY: fresh zeroed memory laid out as `parts(parties)`, per
-        // the caller.
+        // Per the caller, `at` is fresh zeroed memory laid out as
+        // `parts(parties)`, not yet shared.
+        // SAFETY: the mutex is at offset 0 of that memory.
+        unsafe { RobustMutex::init(at.as_ptr(), MutexKind::ErrorCheck)? };
+        // SAFETY: `state` is an offset inside that memory.
+        let state = unsafe { at.add(state) }.cast::<BarrierState>();
+        // SAFETY: `state` is aligned for `BarrierState` (its layout) and
+        // writable, and holds nothing that needs dropping.
         unsafe {
-            RobustMutex::init(at.as_ptr(), MutexKind::ErrorCheck)?;
-            at.add(state).cast::<BarrierState>().write(BarrierState {
+            state.write(BarrierState {
                 seq: AtomicU32::new(0),
                 sleepers: AtomicU32::new(0),
                 parties,
@@ -121,8 +126,8 @@ impl SharedObject for Barrier {
                 state: AtomicU32::new(FILLING),
                 generation: AtomicU32::new(0),
                 timeout_ns: AtomicU64::new(timeout_ns),
-            });
-        }
+            })
+        };
         Ok(())
     }
 
@@ -435,9 +440,12 @@ impl Inner<'_> {
     fn slots(&self) -> &[AtomicU32] {
         let (_, state, pids) =
             Barrier::parts(u64::from(self.barrier.parties)).expect("checked at creation");
-        // SAFETY: `parties` slots follow the state in the object's memory.
+        // SAFETY: the slots start `pids - state` bytes after the state
+        // (`parts` puts them after it), inside the object's memory.
+        let base = unsafe { self.barrier.state.as_ptr::<u8>().add(pids - state) };
+        // SAFETY: `parties` aligned `AtomicU32` slots, mapped while the
+        // barrier lives, only ever accessed atomically.
         unsafe {
-            let base = self.barrier.state.as_ptr::<u8>().sub(state).add(pids);
             std::slice::from_raw_parts(base.cast::<AtomicU32>(), self.barrier.parties as usize)
         }
     }

@@ -104,8 +104,12 @@ impl CondState {
         let (_, mutexes) = Self::layout();
         for i in 0..MAX_WAITERS {
             let m = mutexes + i * std::mem::size_of::<PthreadMutex>();
-            // SAFETY: slot i's mutex lies inside the fresh memory.
-            unsafe { RobustMutex::init(at.add(m), MutexKind::ErrorCheck)? };
+            // SAFETY: slot i's mutex, at offset `m`, lies inside the
+            // `layout()` bytes at `at`.
+            let slot = unsafe { at.add(m) };
+            // SAFETY: zeroed, aligned memory for a mutex that no process
+            // uses yet (per the caller).
+            unsafe { RobustMutex::init(slot, MutexKind::ErrorCheck)? };
         }
         Ok(())
     }
@@ -173,21 +177,28 @@ impl SharedObject for Condition {
 
     unsafe fn init(at: NonNull<u8>, (): ()) -> Result<()> {
         let (_, state) = Self::whole_layout();
-        // SAFETY: fresh zeroed memory laid out as `whole_layout()`, per the caller.
-        unsafe {
-            RobustMutex::init(at.as_ptr(), MutexKind::Recursive)?;
-            CondState::init(at.as_ptr().add(state))
-        }
+        // Per the caller, `at` is fresh zeroed memory laid out as
+        // `whole_layout()`, not yet shared.
+        // SAFETY: the recursive mutex is at offset 0 of that memory.
+        unsafe { RobustMutex::init(at.as_ptr(), MutexKind::Recursive)? };
+        // SAFETY: `state` is an offset inside that memory.
+        let state = unsafe { at.as_ptr().add(state) };
+        // SAFETY: the state's `CondState::layout()` bytes from there are
+        // fresh zeroed memory, inside the object.
+        unsafe { CondState::init(state) }
     }
 
     unsafe fn from_region(region: Region, _: u64) -> std::result::Result<Self, String> {
         let (_, state) = Self::whole_layout();
-        // SAFETY: per the caller, `init` initialised the recursive mutex at
-        // the start and the state at `state`, inside the region.
-        unsafe {
-            let lock = RLock::from_mutex(RobustMutex::from_region(region.clone()));
-            Ok(Self::from_parts(CondLock::RLock(lock), region.sub(state)))
-        }
+        // Per the caller, `init` initialised the recursive mutex at the
+        // start and the state at `state`, inside the region.
+        // SAFETY: the recursive mutex is at the region's start.
+        let mutex = unsafe { RobustMutex::from_region(region.clone()) };
+        let lock = RLock::from_mutex(mutex);
+        // SAFETY: `state` is an offset inside the region.
+        let state = unsafe { region.sub(state) };
+        // SAFETY: it holds a state initialised by `CondState::init`.
+        Ok(unsafe { Self::from_parts(CondLock::RLock(lock), state) })
     }
 }
 
@@ -248,9 +259,12 @@ impl Condition {
         let presence = (0..MAX_WAITERS)
             .map(|i| {
                 let at = mutexes + i * std::mem::size_of::<PthreadMutex>();
-                // SAFETY: slot i's mutex lies inside the state's memory,
-                // initialised per the caller.
-                unsafe { RobustMutex::from_region(state.sub(at)) }
+                // SAFETY: slot i's mutex, at offset `at`, lies inside the
+                // state's `CondState::layout()` bytes.
+                let slot = unsafe { state.sub(at) };
+                // SAFETY: it holds a mutex initialised by `CondState::init`
+                // (per the caller).
+                unsafe { RobustMutex::from_region(slot) }
             })
             .collect();
         Condition {

@@ -11,8 +11,12 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid out-array of two ints.
     syscall(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: `pipe2` succeeded, so `fds[0]` is a fresh descriptor that
+    // nothing else owns.
+    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as for `fds[0]`; the two are distinct descriptors.
+    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((read, write))
 }
 
 /// Writes all of `parts` in as few system calls as the kernel allows;
@@ -33,13 +37,15 @@ pub(crate) fn write_all_vectored(
             .collect();
         let mut n = syscall_count(|| {
             if is_socket {
-                // SAFETY: a zeroed msghdr with a valid iovec array that outlives the call.
-                unsafe {
-                    let mut msg: libc::msghdr = std::mem::zeroed();
-                    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-                    msg.msg_iovlen = iov.len() as _;
-                    libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
-                }
+                // SAFETY: `msghdr` is a plain C struct (integers and raw
+                // pointers) for which all-zero bytes are a valid value.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = iov.len() as _;
+                // SAFETY: `msg` has no name and no control data, and points
+                // at `iov`, a valid iovec array (of live `parts`) that
+                // outlives the call; sendmsg only reads through it.
+                unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) }
             } else {
                 // SAFETY: a valid iovec array that outlives the call.
                 unsafe {
@@ -110,11 +116,12 @@ pub(crate) fn write_nowait(fd: &impl AsRawFd, is_socket: bool, bytes: &[u8]) -> 
 
 /// Whether a descriptor is a socket.
 pub(crate) fn is_socket(fd: &impl AsRawFd) -> bool {
-    // SAFETY: fstat into a zeroed stat buffer.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
-    }
+    // SAFETY: `stat` is a plain C struct of integers, valid when zeroed.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer for the call; a bad
+    // descriptor is at worst EBADF.
+    let r = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
 }
 
 /// Lets descriptor `fd` survive `exec` (clears `FD_CLOEXEC`). Only one

@@ -135,8 +135,11 @@ mod tests {
         let n = super::syscall_count(|| {
             calls += 1;
             if calls < 3 {
-                // SAFETY: sets this thread's errno, as an interrupted call does.
-                unsafe { *libc::__errno_location() = libc::EINTR };
+                // SAFETY: __errno_location cannot fail.
+                let errno = unsafe { libc::__errno_location() };
+                // SAFETY: it points at this thread's errno, which this sets,
+                // as an interrupted call does.
+                unsafe { *errno = libc::EINTR };
                 -1
             } else {
                 7

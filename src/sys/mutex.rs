@@ -42,30 +42,32 @@ pub(crate) enum Acquired {
 /// using as a mutex yet.
 pub(crate) unsafe fn mutex_init(m: *mut PthreadMutex, kind: MutexKind) -> io::Result<()> {
     let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other
-    // use and destroyed on every path after it; `m` is valid per the caller.
-    unsafe {
-        errno_result(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-        let a = attr.as_mut_ptr();
-        let kind = match kind {
-            MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
-            MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
-        };
-        let r = errno_result(libc::pthread_mutexattr_setpshared(
-            a,
-            libc::PTHREAD_PROCESS_SHARED,
-        ))
-        .and_then(|()| {
-            errno_result(libc::pthread_mutexattr_setrobust(
-                a,
-                libc::PTHREAD_MUTEX_ROBUST,
-            ))
-        })
-        .and_then(|()| errno_result(libc::pthread_mutexattr_settype(a, kind)))
-        .and_then(|()| errno_result(libc::pthread_mutex_init(m, a)));
-        libc::pthread_mutexattr_destroy(a);
-        r
-    }
+    let a = attr.as_mut_ptr();
+    // SAFETY: `a` points to writable storage for an attribute object, which
+    // this call initialises.
+    errno_result(unsafe { libc::pthread_mutexattr_init(a) })?;
+    let kind = match kind {
+        MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
+        MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
+    };
+    // Every call in here uses `a` between its init above and its destroy below.
+    let r = (|| {
+        // SAFETY: `a` is an initialised attribute object (see above).
+        errno_result(unsafe {
+            libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED)
+        })?;
+        // SAFETY: as above.
+        errno_result(unsafe { libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST) })?;
+        // SAFETY: as above.
+        errno_result(unsafe { libc::pthread_mutexattr_settype(a, kind) })?;
+        // SAFETY: `m` points to writable memory for a mutex that no process
+        // uses yet (the caller's contract); `a` is initialised.
+        errno_result(unsafe { libc::pthread_mutex_init(m, a) })
+    })();
+    // SAFETY: `a` was initialised above and is not used after this; the
+    // mutex initialised from it does not refer to it.
+    unsafe { libc::pthread_mutexattr_destroy(a) };
+    r
 }
 
 /// Locks a robust mutex. Errors carry the errno: `EBUSY` (would block),
@@ -84,13 +86,11 @@ pub(crate) unsafe fn mutex_lock(
     // the caller: every later lock then hangs (or is EDEADLK in this thread).
     // The timed lock handles that case correctly, so a try is a timed lock
     // whose deadline has already passed ([`Deadline::timespec`] of `Now`).
-    // SAFETY: `m` is a live initialised mutex per the caller; the timespec
-    // outlives the call.
-    let rc = unsafe {
-        match deadline.timespec() {
-            None => libc::pthread_mutex_lock(m),
-            Some(t) => pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t),
-        }
+    let rc = match deadline.timespec() {
+        // SAFETY: `m` is a live initialised mutex per the caller.
+        None => unsafe { libc::pthread_mutex_lock(m) },
+        // SAFETY: as above; `t` outlives the call, which only reads it.
+        Some(t) => unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t) },
     };
     match rc {
         0 => Ok(Acquired::Clean),
@@ -132,9 +132,13 @@ pub(crate) unsafe fn mutex_looks_free(m: *mut PthreadMutex) -> bool {
 /// As for [`mutex_lock`], and the calling thread holds the mutex.
 pub(crate) unsafe fn mutex_recursion(m: *mut PthreadMutex) -> u32 {
     // SAFETY: glibc's pthread_mutex_t starts with `int __lock; unsigned int
-    // __count;` on every Linux ABI; only the owner writes `__count`, and
-    // the caller is the owner.
-    unsafe { m.cast::<u32>().add(1).read_volatile() }
+    // __count;` on every Linux ABI, so one `u32` past its start is still
+    // inside the mutex `m` points to.
+    let count = unsafe { m.cast::<u32>().add(1) };
+    // SAFETY: `count` is glibc's aligned `__count` in a live mutex (the
+    // caller's contract); only the owner writes it, and the caller is the
+    // owner, so the read does not race.
+    unsafe { count.read_volatile() }
 }
 
 /// The thread that a robust mutex's lock word names as its owner: `None`

@@ -40,8 +40,12 @@ fn unix_pair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
             fds.as_mut_ptr(),
         )
     })?;
-    // SAFETY: fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: `socketpair` succeeded, so `fds[0]` is a fresh descriptor that
+    // nothing else owns.
+    let first = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as for `fds[0]`; the two are distinct descriptors.
+    let second = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((first, second))
 }
 
 /// Sends `bytes` (at least one) with copies of `fds` attached
@@ -61,24 +65,38 @@ pub(crate) fn send_with_fds(
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),
     };
-    // SAFETY: a zeroed msghdr pointing at one iovec and at a control buffer
-    // of `space` bytes, both alive for the call; when descriptors are
-    // attached, the one cmsghdr and its data fit in that buffer (CMSG_SPACE).
-    let n = syscall_count(|| unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &iov as *const libc::iovec as *mut libc::iovec;
-        msg.msg_iovlen = 1;
-        if !raw.is_empty() {
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = space as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
-            std::ptr::copy_nonoverlapping(raw.as_ptr(), libc::CMSG_DATA(cmsg).cast(), raw.len());
-        }
-        libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
-    })?;
+    // SAFETY: `msghdr` is a plain C struct (integers and raw pointers) for
+    // which all-zero bytes are a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &iov as *const libc::iovec as *mut libc::iovec;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `msg` is a valid msghdr, pointing at `control`, `space`
+        // bytes long, room for one header (CMSG_SPACE); CMSG_FIRSTHDR only
+        // reads `msg` and computes an address.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        // SAFETY: `cmsg` is the first header of `control`, which is non-empty
+        // and 8-byte aligned (`u64` elements), so it is in bounds, aligned
+        // and writable, and nothing else refers to it while `hdr` lives.
+        let hdr = unsafe { &mut *cmsg };
+        hdr.cmsg_level = libc::SOL_SOCKET;
+        hdr.cmsg_type = libc::SCM_RIGHTS;
+        // SAFETY: CMSG_LEN only computes a size.
+        hdr.cmsg_len = unsafe { libc::CMSG_LEN(data_len) } as _;
+        // SAFETY: `cmsg` is a header inside `control`; CMSG_DATA only
+        // computes the address of its payload.
+        let data = unsafe { libc::CMSG_DATA(cmsg) };
+        // SAFETY: the payload has room for `data_len` bytes, that is
+        // `raw.len()` ints (CMSG_SPACE reserved them), and is int-aligned
+        // (CMSG_ALIGN); `raw` is a separate allocation.
+        unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr(), data.cast(), raw.len()) };
+    }
+    // SAFETY: `msg` points at `iov` (and at `control`, when descriptors are
+    // attached), both alive for the call; sendmsg only reads through them.
+    let n =
+        syscall_count(|| unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
     if n != bytes.len() {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short sendmsg"));
     }
@@ -115,23 +133,35 @@ pub(crate) fn recv_with_fds(
     // the call; recvmsg only writes within their lengths.
     let n = syscall_count(|| unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags) })?;
     let mut fds = Vec::new();
-    // SAFETY: the kernel filled `msg.msg_control` with well-formed cmsghdrs
-    // up to `msg_controllen`; the CMSG macros walk within it, and each
-    // SCM_RIGHTS payload holds `(cmsg_len - CMSG_LEN(0)) / 4` descriptors
-    // that the kernel installed for this process alone.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                    / std::mem::size_of::<i32>();
-                let data = libc::CMSG_DATA(cmsg).cast::<i32>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
+    // The kernel filled `msg.msg_control` with well-formed cmsghdrs up to
+    // `msg_controllen`, and the CMSG macros walk within it.
+    // SAFETY: `msg` is a valid msghdr pointing at `control`; CMSG_FIRSTHDR
+    // only reads `msg` and computes an address, null if there is no header.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null header from CMSG_FIRSTHDR/CMSG_NXTHDR lies
+        // wholly inside `control`, aligned; nothing writes it meanwhile.
+        let hdr = unsafe { &*cmsg };
+        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN only computes a size.
+            let payload_len = hdr.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+            // SAFETY: `cmsg` is a header inside `control`; CMSG_DATA only
+            // computes the address of its payload.
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            // SAFETY: the payload, `payload_len` bytes after `data`, lies
+            // inside `control`, initialised by the kernel, and nothing
+            // writes `control` while `payload` lives.
+            let payload = unsafe { std::slice::from_raw_parts(data, payload_len) };
+            for b in payload.chunks_exact(std::mem::size_of::<i32>()) {
+                let fd = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                // SAFETY: an SCM_RIGHTS descriptor that the kernel installed
+                // for this process alone: nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
+        // SAFETY: `cmsg` is a header inside `msg`'s control buffer;
+        // CMSG_NXTHDR returns the next one or null past `msg_controllen`.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(io::Error::other("more descriptors attached than expected"));
@@ -212,23 +242,33 @@ pub(crate) fn signal_on_connect(listener: &impl AsRawFd) -> io::Result<()> {
     extern "C" fn on_sigio(_: libc::c_int) {
         CONNECTED.store(true, Ordering::Relaxed);
     }
-    // SAFETY: installing a handler that only stores to an atomic (without
-    // SA_RESTART, so that it interrupts a blocking call), unblocking the
-    // signal, and asking for it on a descriptor this process owns.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigio as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        syscall(libc::sigaction(libc::SIGIO, &action, std::ptr::null_mut()))?;
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGIO);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        let fd = listener.as_raw_fd();
-        syscall(libc::fcntl(fd, libc::F_SETOWN, libc::getpid()))?;
-        let flags = syscall(libc::fcntl(fd, libc::F_GETFL))?;
-        syscall(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC))?;
-    }
+    // SAFETY: `sigaction` is a plain C struct, valid when zeroed (no flags,
+    // so no SA_RESTART: the signal interrupts a blocking call).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_sigio as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: `sa_mask` is a valid, writable signal set.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: `action` is fully set and outlives the call; the handler only
+    // stores to an atomic, which is async-signal-safe.
+    syscall(unsafe { libc::sigaction(libc::SIGIO, &action, std::ptr::null_mut()) })?;
+    // SAFETY: `sigset_t` is a plain C struct, valid when zeroed.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable signal set.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: as above; SIGIO is a valid signal number.
+    unsafe { libc::sigaddset(&mut set, libc::SIGIO) };
+    // SAFETY: `set` is initialised and outlives the call; no old mask asked.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    let fd = listener.as_raw_fd();
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: fcntl on a descriptor this process owns (`listener`); no
+    // pointer arguments.
+    syscall(unsafe { libc::fcntl(fd, libc::F_SETOWN, pid) })?;
+    // SAFETY: as above.
+    let flags = syscall(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    syscall(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC) })?;
     Ok(())
 }
 

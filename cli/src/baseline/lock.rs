@@ -42,40 +42,31 @@ impl RobustPthreadMutex {
         let size = std::mem::size_of::<libc::pthread_mutex_t>();
         let mem = Segment::anonymous(size + 8)?;
         let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: `attr` is initialised by pthread_mutexattr_init before any
-        // other use and destroyed after the last; the mutex goes into fresh
-        // zeroed memory, 256-aligned, large enough, not yet shared.
-        unsafe {
-            check(
-                "pthread_mutexattr_init",
-                libc::pthread_mutexattr_init(attr.as_mut_ptr()),
-            )?;
-            let a = attr.as_mut_ptr();
-            let r = check(
-                "pthread_mutexattr_setpshared",
-                libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED),
-            )
-            .and_then(|()| {
-                check(
-                    "pthread_mutexattr_setrobust",
-                    libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST),
-                )
-            })
-            .and_then(|()| {
-                check(
-                    "pthread_mutexattr_settype",
-                    libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_NORMAL),
-                )
-            })
-            .and_then(|()| {
-                check(
-                    "pthread_mutex_init",
-                    libc::pthread_mutex_init(mem.as_ptr().cast(), a),
-                )
-            });
-            libc::pthread_mutexattr_destroy(a);
-            r?;
-        }
+        let a = attr.as_mut_ptr();
+        // SAFETY: `a` points to writable storage for an attribute object,
+        // which this call initialises.
+        let r = unsafe { libc::pthread_mutexattr_init(a) };
+        check("pthread_mutexattr_init", r)?;
+        // Every call in here uses `a` between its init above and its destroy below.
+        let r = (|| {
+            // SAFETY: `a` is an initialised attribute object (see above).
+            let r = unsafe { libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED) };
+            check("pthread_mutexattr_setpshared", r)?;
+            // SAFETY: as above.
+            let r = unsafe { libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST) };
+            check("pthread_mutexattr_setrobust", r)?;
+            // SAFETY: as above.
+            let r = unsafe { libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_NORMAL) };
+            check("pthread_mutexattr_settype", r)?;
+            // SAFETY: the mutex goes into fresh zeroed memory, 256-aligned,
+            // large enough, not yet shared; `a` is initialised.
+            let r = unsafe { libc::pthread_mutex_init(mem.as_ptr().cast(), a) };
+            check("pthread_mutex_init", r)
+        })();
+        // SAFETY: `a` was initialised above and is not used after this; the
+        // mutex initialised from it does not refer to it.
+        unsafe { libc::pthread_mutexattr_destroy(a) };
+        r?;
         Ok(RobustPthreadMutex { mem })
     }
 
@@ -216,8 +207,12 @@ impl RawLockedArray {
     pub fn new(len: usize) -> Result<Self> {
         let data = Segment::anonymous(len * 8)?;
         for i in 0..len {
-            // SAFETY: in bounds of a fresh, 256-aligned, unshared segment.
-            unsafe { data.as_ptr().cast::<f64>().add(i).write(i as f64) };
+            // SAFETY: element `i < len` is in bounds of the `len * 8`-byte
+            // segment.
+            let at = unsafe { data.as_ptr().cast::<f64>().add(i) };
+            // SAFETY: an 8-aligned (the segment is 256-aligned) element of a
+            // fresh segment that nothing else reaches yet.
+            unsafe { at.write(i as f64) };
         }
         Ok(RawLockedArray {
             mutex: RobustPthreadMutex::new()?,

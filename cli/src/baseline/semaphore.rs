@@ -42,9 +42,8 @@ impl PosixSemaphore {
 impl BenchSemaphore for PosixSemaphore {
     fn acquire_release(&self) {
         // SAFETY: an initialised semaphore that lives as long as `self`.
-        unsafe {
-            libc::sem_wait(self.mem.as_ptr().cast());
-            libc::sem_post(self.mem.as_ptr().cast());
-        }
+        unsafe { libc::sem_wait(self.mem.as_ptr().cast()) };
+        // SAFETY: as above.
+        unsafe { libc::sem_post(self.mem.as_ptr().cast()) };
     }
 }
