@@ -1,0 +1,332 @@
+//! This process and its family: who it is (its name and place among the
+//! processes this crate started), the children it started, the fork
+//! handlers that keep those registries usable in a forked child, and what
+//! happens to the children when a process exits.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::state::{poll_state, signal_state, wait_until_exited, State};
+use super::{logging, scope};
+use crate::error::{Error, Result};
+use crate::poison::{self, locked};
+use crate::sys;
+
+/// Who the calling process is, in this crate's terms.
+pub(super) struct Identity {
+    pub(super) name: String,
+    /// Python's `_identity`: (1,) for the first child of the main process,
+    /// (1, 2) for the second child of that child, …
+    pub(super) path: Vec<u32>,
+    /// The process that started this one.
+    pub(super) parent: ProcessInfo,
+}
+
+// The child touches these after fork, so they are `std` mutexes (a plain
+// futex word), held briefly and never across a blocking call, and the fork
+// handlers (`ready_for_fork`) hold them across every fork.
+pub(super) static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
+/// Children created so far by this process (reset in each child).
+pub(super) static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Every child started and not yet known to have exited, with its handle's
+/// state: `active_children` lists them, a child whose handle was dropped
+/// is still reaped (not left a zombie), and exits and scopes join them.
+pub(super) static CHILDREN: Mutex<Vec<ChildEntry>> = Mutex::new(Vec::new());
+
+/// Held shared by a thread while this process holds both ends of a socket
+/// whose other end must read as closed once another process is done with
+/// it (a fork-server child's status socket, until the server has its end),
+/// and exclusively by the fork handlers: no fork copies such an end, which
+/// would keep it open for as long as that copy lives.
+pub(super) static PAIRING: RwLock<()> = RwLock::new(());
+
+/// See [`PAIRING`].
+pub(super) fn pairing() -> RwLockReadGuard<'static, ()> {
+    poison::read(&PAIRING)
+}
+
+pub(super) struct ChildEntry {
+    pub(super) name: String,
+    pub(super) daemon: bool,
+    /// Whether this process's exit waits for it (see `ends_when_parent_exits`).
+    pub(super) waited_at_exit: bool,
+    /// The scope that joins it, if it was started from one.
+    pub(super) scope: Option<u64>,
+    pub(super) state: Arc<Mutex<State>>,
+}
+
+/// The registries, and Rust's stdout and stderr (which `sys::fork` holds
+/// across its forks and everyone else's needs), held by the forking thread
+/// from the `prepare` fork handler to the `parent` or `child` one.
+pub(super) struct HeldForFork {
+    pub(super) _stdout: std::io::StdoutLock<'static>,
+    pub(super) _stderr: std::io::StderrLock<'static>,
+    pub(super) _identity: MutexGuard<'static, Option<Identity>>,
+    pub(super) children: MutexGuard<'static, Vec<ChildEntry>>,
+    pub(super) witnesses: MutexGuard<'static, Vec<scope::WitnessEnd>>,
+    pub(super) _pairing: RwLockWriteGuard<'static, ()>,
+}
+
+thread_local! {
+    static HELD_FOR_FORK: RefCell<Option<HeldForFork>> = const { RefCell::new(None) };
+    /// The scope whose child this thread is forking, if any.
+    pub(super) static FORKING_FOR_SCOPE: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The process's identity, locked. Every use of a registry first makes
+/// sure that the fork handlers are installed, so that no fork can find one
+/// held by a thread it lacks.
+pub(super) fn identity() -> MutexGuard<'static, Option<Identity>> {
+    // Without handlers (out of memory) the registries work as before.
+    let _ = ready_for_fork();
+    locked(&IDENTITY)
+}
+
+/// The registry of children, locked (see [`identity`]).
+pub(super) fn children() -> MutexGuard<'static, Vec<ChildEntry>> {
+    let _ = ready_for_fork();
+    locked(&CHILDREN)
+}
+
+/// Whether the fork handlers and the exit hook are installed: 0 not yet,
+/// `HANDLERS_INSTALLED`, or the pid (shifted left) of the process whose
+/// thread is installing them. Not a `Once`: a process forked while a
+/// thread of its parent installs them must not wait for that thread, which
+/// it does not have; it installs them itself.
+pub(super) static FORK_HANDLERS: AtomicU64 = AtomicU64::new(0);
+pub(super) const HANDLERS_INSTALLED: u64 = 1;
+
+/// Installs, once, the fork handlers that make the crate's process-local
+/// state safe across a fork from any thread (the arena's, then this
+/// module's), and the exit hook that joins children. Called before every
+/// start and every use of a registry.
+///
+/// The arena's handlers are registered first, so that this module's
+/// `prepare` runs before the arena's (handlers run in reverse order): the
+/// standard streams, then the registries, then the arena, in every fork,
+/// as in `sys::fork`, which takes the streams before it forks.
+pub(super) fn ready_for_fork() -> Result<()> {
+    crate::segment::ready_for_fork()?;
+    let me = u64::from(sys::getpid()) << 1;
+    loop {
+        match FORK_HANDLERS.load(Ordering::Acquire) {
+            HANDLERS_INSTALLED => return Ok(()),
+            // Another thread of this process is installing them.
+            state if state == me => std::thread::yield_now(),
+            // Not begun, or begun by the process this one was forked from
+            // (had the fork handlers been installed then, the child handler
+            // would have said so).
+            state => {
+                if FORK_HANDLERS
+                    .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    // The exit hook first: run twice (after a fork between
+                    // the two), it finds nothing the second time.
+                    let installed = sys::at_exit(exit_hook).and_then(|()| {
+                        sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)
+                    });
+                    let next = if installed.is_ok() {
+                        HANDLERS_INSTALLED
+                    } else {
+                        0
+                    };
+                    FORK_HANDLERS.store(next, Ordering::Release);
+                    return installed.map_err(|e| Error::io("pthread_atfork/atexit", e));
+                }
+            }
+        }
+    }
+}
+
+extern "C" fn prepare_fork() {
+    // Always in this order (see `ready_for_fork`); nothing takes two of
+    // them otherwise (the standard streams are reentrant locks, already
+    // held by `sys::fork`).
+    let held = HeldForFork {
+        _stdout: std::io::stdout().lock(),
+        _stderr: std::io::stderr().lock(),
+        _identity: locked(&IDENTITY),
+        children: locked(&CHILDREN),
+        witnesses: scope::witnesses(),
+        _pairing: poison::write(&PAIRING),
+    };
+    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(held));
+}
+
+extern "C" fn after_fork_in_parent() {
+    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_in_child() {
+    HELD_FOR_FORK.with(|h| {
+        if let Some(mut held) = h.borrow_mut().take() {
+            // The parent's children are not this process's (and their
+            // pidfds are only copies): forget them without closing anything.
+            std::mem::forget(std::mem::take(&mut *held.children));
+            scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
+        }
+    });
+    FORK_HANDLERS.store(HANDLERS_INSTALLED, Ordering::Relaxed);
+}
+
+/// Python's `util._exit_function`, run by `exit` in this process.
+extern "C" fn exit_hook() {
+    finish_at_exit();
+}
+
+/// What every exit of this process does first, `exit(3)` or not, with
+/// the log records of Python's `util._exit_function` (this crate has no
+/// finalizers of its own, but says where Python runs them).
+pub(super) fn finish_at_exit() {
+    logging::info(format_args!("process shutting down"));
+    logging::debug(format_args!(
+        "running all \"atexit\" finalizers with priority >= 0"
+    ));
+    finish_children(|c| c.waited_at_exit, true);
+    logging::debug(format_args!("running the remaining \"atexit\" finalizers"));
+}
+
+/// What a process does with its children when it exits, and a scope when
+/// it ends (Python's rule): kills the daemon children among those `which`
+/// selects, then waits until every one of them has exited; with Python's
+/// log records if `log`.
+pub(super) fn finish_children(which: impl Fn(&ChildEntry) -> bool, log: bool) {
+    let chosen: Vec<(String, bool, Arc<Mutex<State>>)> = children()
+        .iter()
+        .filter(|c| which(c) && poll_state(&c.state).is_none())
+        .map(|c| (c.name.clone(), c.daemon, c.state.clone()))
+        .collect();
+    for (name, _, state) in chosen.iter().filter(|(_, daemon, _)| *daemon) {
+        if log {
+            logging::info(format_args!("calling terminate() for daemon {name}"));
+        }
+        let _ = signal_state(state, sys::SIGKILL);
+    }
+    for (name, _, state) in &chosen {
+        if log {
+            logging::info(format_args!("calling join() for process {name}"));
+        }
+        wait_until_exited(state);
+    }
+    reap_children();
+}
+
+/// The calling process as this crate sees it (Python's `current_process()`).
+#[derive(Clone, Debug)]
+pub struct ProcessInfo {
+    pub(super) name: String,
+    pub(super) pid: u32,
+}
+
+impl ProcessInfo {
+    /// `"MainProcess"`, or the name given to the [`Process`](super::Process) that runs this code.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// The process that started this one (Python's `parent_process()`), `None`
+/// in a process not started by this crate.
+pub fn parent_process() -> Option<ProcessInfo> {
+    identity().as_ref().map(|i| i.parent.clone())
+}
+
+/// The children of this process that are still running (Python's
+/// `active_children()`); children that have exited are reaped on the way.
+pub fn active_children() -> Vec<ProcessInfo> {
+    let mut children = children();
+    children.retain(|c| poll_state(&c.state).is_none());
+    children
+        .iter()
+        .filter_map(|c| match &*locked(&c.state) {
+            State::Running { pid, .. } => Some(ProcessInfo {
+                name: c.name.clone(),
+                pid: *pid,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The process running this code.
+pub fn current_process() -> ProcessInfo {
+    let name = identity()
+        .as_ref()
+        .map_or_else(|| "MainProcess".to_owned(), |i| i.name.clone());
+    ProcessInfo {
+        name,
+        pid: sys::getpid(),
+    }
+}
+
+/// The number of CPUs this process may use (Python's `cpu_count`, but
+/// respecting CPU affinity and cgroup quotas).
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Ends the calling process with `code`: what a child calls for Python's
+/// `sys.exit(code)`. Like any exit it first kills the daemon children and
+/// waits for the others; then flushes stdout and stderr and ends at once,
+/// running no destructors or `atexit` handlers. In a child, with
+/// [`log_to_stderr`](super::log_to_stderr), it logs Python's `process exiting with exitcode N`.
+pub fn exit(code: i32) -> ! {
+    finish_at_exit();
+    let child = identity().is_some();
+    if child {
+        logging::info(format_args!("process exiting with exitcode {code}"));
+    }
+    sys::exit_now(code)
+}
+
+/// Like Python's "Process Process-1:" header before a traceback: a panic in
+/// a child first says which process it is, then the previous hook prints
+/// the rest. Installed once, in the parent, so that a child allocates (and
+/// so copies) nothing for it.
+pub(super) fn install_panic_header() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // try_lock: a panic while this thread holds the lock must not
+            // deadlock; and the lock is released before printing, since a
+            // forking thread takes stderr's lock before this one.
+            let name = IDENTITY
+                .try_lock()
+                .ok()
+                .and_then(|i| i.as_ref().map(|i| i.name.clone()));
+            if let Some(name) = name {
+                eprintln!("Process {name}:");
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// The identity path of the next child of this process (and counts it).
+pub(super) fn next_child_path() -> Vec<u32> {
+    let mut path = identity()
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.path.clone());
+    path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
+    path
+}
+
+/// A child's default name: `kind` and its identity path, as Python's
+/// `Process-1:2` or `ForkServerPoolWorker-3`.
+pub(super) fn path_name(kind: &str, path: &[u32]) -> String {
+    let path: Vec<String> = path.iter().map(u32::to_string).collect();
+    format!("{kind}-{}", path.join(":"))
+}
+
+/// Forgets children that have exited (reaping those whose handles are gone).
+pub(super) fn reap_children() {
+    children().retain(|c| poll_state(&c.state).is_none());
+}

@@ -1,0 +1,112 @@
+//! A started child's state, for the process that started it: running (and
+//! who reaps it) or exited, and the waits and signals on it.
+
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+
+use super::forkserver;
+use crate::error::{Error, Result};
+use crate::poison::locked;
+use crate::sys::{self, Deadline};
+
+pub(super) enum State {
+    NotStarted,
+    Running {
+        pid: u32,
+        pidfd: OwnedFd,
+        reaper: Reaper,
+    },
+    Exited {
+        code: i32,
+    },
+}
+
+/// Who reaps a running child.
+pub(super) enum Reaper {
+    /// This process (`waitpid`).
+    Us,
+    /// A fork server, which sends the exit code on this socket.
+    ForkServer(OwnedFd),
+}
+
+/// Sends `signal` to the child behind `state`; a no-op once it has exited.
+pub(super) fn signal_state(state: &Mutex<State>, signal: i32) -> Result<()> {
+    match &*locked(state) {
+        State::NotStarted | State::Exited { .. } => Ok(()),
+        // The pidfd names this child even if it has exited: never another process.
+        State::Running { pidfd, .. } => match sys::pidfd_signal(pidfd, signal) {
+            Err(e) if e.raw_os_error() != Some(sys::errno::ESRCH) => {
+                Err(Error::io("signal child", e))
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Waits until `deadline` for the child behind `state` to exit; its exit
+/// code once reaped.
+pub(super) fn wait_state(state: &Mutex<State>, deadline: Deadline) -> Result<Option<i32>> {
+    let exited = match exit_descriptor(state)? {
+        Ok(fd) => fd,
+        Err(code) => return Ok(code),
+    };
+    // Wait without holding the state lock, so other threads can poll.
+    if !sys::pidfd_wait(&exited, deadline).map_err(|e| Error::io("wait for child", e))? {
+        return Ok(None);
+    }
+    Ok(poll_state(state))
+}
+
+/// A descriptor that becomes readable once the child behind `state` has
+/// exited (or, for a fork server's child, once it was reaped and its code
+/// sent), or what is known already: its exit code, `None` if not started.
+pub(super) fn exit_descriptor(
+    state: &Mutex<State>,
+) -> Result<std::result::Result<OwnedFd, Option<i32>>> {
+    let fd = match &*locked(state) {
+        State::NotStarted => return Ok(Err(None)),
+        State::Exited { code } => return Ok(Err(Some(*code))),
+        State::Running { pidfd, reaper, .. } => match reaper {
+            Reaper::Us => pidfd.try_clone(),
+            Reaper::ForkServer(status) => status.try_clone(),
+        },
+    };
+    fd.map(Ok).map_err(|e| Error::io("dup pidfd", e))
+}
+
+/// Returns once the child behind `state` has exited, whatever fails: a
+/// scope's soundness rests on it.
+pub(super) fn wait_until_exited(state: &Mutex<State>) {
+    if wait_state(state, Deadline::Never).is_err() {
+        // No descriptor to spare for the pidfd: block in waitpid instead
+        // (ECHILD only once the child is gone).
+        if let State::Running { pid, .. } = &*locked(state) {
+            let _ = sys::waitpid(*pid, true);
+        }
+    }
+}
+
+/// Reaps the child behind `state` if it has exited; its exit code if known.
+pub(super) fn poll_state(state: &Mutex<State>) -> Option<i32> {
+    let mut state = locked(state);
+    match &*state {
+        State::NotStarted => None,
+        State::Exited { code, .. } => Some(*code),
+        State::Running { pid, reaper, .. } => {
+            let code = match reaper {
+                // Not yet exited, or reaped elsewhere (ECHILD): nothing to tell.
+                Reaper::Us => sys::waitpid(*pid, false).ok().flatten(),
+                Reaper::ForkServer(status) => forkserver::exit_code(status),
+            }?;
+            *state = State::Exited { code };
+            Some(code)
+        }
+    }
+}
+
+pub(super) fn unreaped_error(name: &str) -> Error {
+    Error::ProcessState {
+        name: name.into(),
+        what: "exited but could not be reaped (was SIGCHLD set to SIG_IGN?)",
+    }
+}
