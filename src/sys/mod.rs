@@ -22,9 +22,9 @@ use std::io;
 
 mod deadline;
 #[cfg(target_os = "linux")]
-pub(crate) mod errno;
-#[cfg(target_os = "linux")]
 mod descriptors;
+#[cfg(target_os = "linux")]
+pub(crate) mod errno;
 #[cfg(target_os = "linux")]
 mod eventfd;
 #[cfg(target_os = "linux")]
@@ -53,8 +53,8 @@ pub(crate) use deadline::Deadline;
 pub(crate) use descriptors::release_inherited;
 #[cfg(target_os = "linux")]
 pub(crate) use {
-    eventfd::*, events::*, fd::*, futex::*, memory::*, mutex::*, poll::*, process::*, random::*, shm::*,
-    socket::*,
+    eventfd::*, events::*, fd::*, futex::*, memory::*, mutex::*, poll::*, process::*, random::*,
+    shm::*, socket::*,
 };
 
 #[cfg(not(target_os = "linux"))]
