@@ -469,3 +469,225 @@ fn values_nested_too_deep_are_refused_and_the_server_lives_on() {
         m.shutdown().unwrap();
     });
 }
+
+// ---------------------------------------------------------------- logging
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Sends this process's stderr to /dev/null (in a forked child, whose
+/// lifecycle records would otherwise fill the test's output).
+fn quiet_stderr() {
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    // SAFETY: dup2 onto fd 2 of an open file.
+    assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 2) } == 2);
+}
+
+#[test]
+fn forks_and_exit_while_other_threads_log_never_hang() {
+    // In a child of its own: the logger is process-wide.
+    let p = common::static_child(|| {
+        quiet_stderr();
+        multiproc::log_to_stderr(multiproc::LogLevel::SubDebug).unwrap();
+        for t in 0..3 {
+            std::thread::spawn(move || loop {
+                log::info!("thread {t} logging");
+            });
+        }
+        for _ in 0..20 {
+            let mut c = multiproc::Process::new(|| log::info!("child logging"));
+            c.start().unwrap();
+            // Some die mid-log.
+            let _ = c.kill();
+            assert!(c.join_timeout(LIMIT).unwrap().is_some());
+        }
+        let pool = Pool::with_processes(2).unwrap();
+        assert_eq!(pool.map(square, 0..10u64).unwrap().len(), 10);
+        drop(pool);
+        // A daemon child left running: the exit hook kills it and logs,
+        // while the threads still log.
+        let mut d = multiproc::Process::new(|| std::thread::sleep(LIMIT)).daemon(true);
+        d.start().unwrap();
+        std::mem::forget(d);
+        multiproc::process::exit(0);
+    });
+    assert_eq!(common::join(&p, LIMIT), 0);
+}
+
+// ------------------------------------------- descriptors released by helpers
+
+#[test]
+fn helpers_start_under_a_lowered_descriptor_limit() {
+    let p = common::static_child(|| {
+        // Open descriptors up to about 64, then lower the limit below the
+        // highest: the fork server and the Manager's server inherit one
+        // above their limit.
+        let files: Vec<_> = (0..60)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let top = files
+            .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .max()
+            .unwrap();
+        let limit = libc::rlimit {
+            rlim_cur: (top - 10) as libc::rlim_t,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid pointers to rlimit values.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
+            let limit = libc::rlimit {
+                rlim_max: old.rlim_max,
+                ..limit
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+        // Free twenty numbers below the limit; the top ones stay open.
+        let mut files = files;
+        files.drain(..20);
+        let pool = Pool::with_processes(2).unwrap();
+        assert_eq!(pool.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+        pool.close();
+        pool.join().unwrap();
+        let mut m = Manager::start().unwrap();
+        let l = m.list_from(0..3).unwrap();
+        assert_eq!(l.to_string(), "[0, 1, 2]");
+        m.shutdown().unwrap();
+        drop(files);
+    });
+    assert_eq!(common::join(&p, LIMIT), 0);
+}
+
+#[test]
+fn a_pool_on_one_cpu_has_one_worker() {
+    let p = common::static_child(|| {
+        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this process.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                0
+            );
+        }
+        assert_eq!(multiproc::cpu_count(), 1);
+        let pool = Pool::new().unwrap();
+        assert_eq!(pool.processes(), 1);
+        assert_eq!(pool.map(square, 0..5u64).unwrap(), [0, 1, 4, 9, 16]);
+        pool.close();
+        pool.join().unwrap();
+    });
+    assert_eq!(common::join(&p, LIMIT), 0);
+}
+
+// ------------------------------------------------------------ pool, more
+
+fn exit_worker(code: i32) -> i32 {
+    std::process::exit(code)
+}
+
+fn sleepy(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn a_task_that_ends_its_worker_fails_alone() {
+    watchdog("worker exit", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let e = pool.apply(exit_worker, 3).unwrap_err();
+        assert!(matches!(e, Error::WorkerDied { .. }), "{e:?}");
+        assert_eq!(pool.apply(square, 7).unwrap(), 49);
+        // Timeouts at both ends.
+        let r = pool.apply_async(sleepy, 200);
+        assert!(matches!(r.get_timeout(Duration::ZERO), Err(Error::Timeout)));
+        assert_eq!(r.get_timeout(Duration::MAX).unwrap(), 200);
+        assert!(r.wait_timeout(Duration::ZERO));
+        let m = pool.map_async(sleepy, [1, 2]);
+        assert_eq!(m.get_timeout(Duration::MAX).unwrap(), [1, 2]);
+    });
+}
+
+#[test]
+fn a_pool_used_from_a_forked_child_refuses_without_hanging() {
+    watchdog("foreign pool", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let pending = pool.apply_async(sleepy, 300);
+        multiproc::scope(|s| {
+            let mut c = s.process(|| {
+                assert!(pool.apply(square, 2).is_err());
+                assert!(pool.map(square, [1, 2]).is_err());
+                assert!(pool.join().is_err());
+                assert!(pending.get().is_err());
+                assert!(pending.get_timeout(Duration::MAX).is_err());
+                pool.close();
+                pool.terminate();
+            });
+            c.start().unwrap();
+            assert_eq!(c.join_timeout(LIMIT).unwrap(), Some(0));
+        });
+        assert_eq!(pending.get().unwrap(), 300);
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    });
+}
+
+#[test]
+#[ignore = "reproduces: a PyValue::Dict with Python-equal keys is stored and shown as is \
+            ({1: 'a', 2: 'x', 1.0: 'b'}), not as the dict Python builds from it; \
+            documented on PyValue::dict (\"keeping a repeated key each time\")"]
+fn a_dict_value_with_repeated_keys_is_stored_as_python_builds_it() {
+    watchdog("dict value", LIMIT, || {
+        let mut m = Manager::start().unwrap();
+        let l = m.list::<PyValue>().unwrap();
+        // Python: [dict([(1, 'a'), (2, 'x'), (1.0, 'b')])] == [{1: 'b', 2: 'x'}]
+        l.append(PyValue::dict([
+            (PyValue::from(1), "a"),
+            (2.into(), "x"),
+            (1.0.into(), "b"),
+        ]))
+        .unwrap();
+        assert_eq!(l.to_string(), "[{1: 'b', 2: 'x'}]");
+        m.shutdown().unwrap();
+    });
+}
+
+fn big(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+#[test]
+fn dropped_iterators_and_huge_results_end_without_hanging() {
+    watchdog("imap drop", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let mut it = pool.imap(boom, 0..8, Some(1));
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        drop(it);
+        let got: Vec<_> = pool.imap_unordered(boom, 0..6, None).collect();
+        assert_eq!(got.len(), 6);
+        assert_eq!(got.iter().filter(|r| r.is_err()).count(), 1);
+        // A chunk size of 0 is taken as 1, not a panic or an endless loop.
+        assert_eq!(pool.imap(square, 0..3u64, Some(0)).count(), 3);
+        assert_eq!(
+            pool.map_chunked(square, 0..3u64, Some(0)).unwrap(),
+            [0, 1, 4]
+        );
+        // 4 MiB back from a worker: a result or an error, and the pool lives.
+        match pool.apply(big, 4 << 20) {
+            Ok(v) => assert_eq!(v.len(), 4 << 20),
+            Err(e) => assert!(!matches!(e, Error::Timeout), "{e:?}"),
+        }
+        assert_eq!(pool.apply(square, 5).unwrap(), 25);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
