@@ -691,3 +691,36 @@ fn dropped_iterators_and_huge_results_end_without_hanging() {
     });
 }
 
+#[test]
+fn the_last_handle_of_a_pool_dropped_by_its_own_callback_does_not_hang() {
+    watchdog("pool dropped in its callback", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(1).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let held = pool.clone();
+        let r = pool.apply_async_with(sleepy, 100, move |v| {
+            // The callback owns the last handle when it runs: it is dropped
+            // here, on the pool's own scheduler thread.
+            drop(held);
+            tx.send(v).unwrap();
+        });
+        drop(pool);
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 100);
+        assert_eq!(r.get_timeout(LIMIT).unwrap(), 100);
+    });
+}
+
+#[test]
+fn joining_a_pool_from_its_own_callback_is_an_error() {
+    watchdog("pool joined in its callback", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(1).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let held = pool.clone();
+        let _r = pool.apply_async_with(sleepy, 100, move |_| {
+            held.close();
+            tx.send(held.join()).unwrap();
+        });
+        let got = rx.recv_timeout(LIMIT).unwrap();
+        assert!(matches!(got, Err(Error::PoolState(_))), "{got:?}");
+        pool.join().unwrap();
+    });
+}
