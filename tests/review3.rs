@@ -724,3 +724,20 @@ fn joining_a_pool_from_its_own_callback_is_an_error() {
         pool.join().unwrap();
     });
 }
+
+#[test]
+#[ignore = "reproduces: a callback that waits for another result of its pool (apply, get) \
+            hangs: callbacks run on the scheduler thread, which would deliver that result \
+            (as in Python, whose result handler thread blocks the same way)"]
+fn waiting_for_a_result_in_a_callback_does_not_hang() {
+    watchdog("wait in a callback", Duration::from_secs(10), || {
+        let pool = Arc::new(Pool::with_processes(1).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let held = pool.clone();
+        let _r = pool.apply_async_with(square, 2, move |_| {
+            tx.send(held.apply(square, 3)).unwrap();
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        assert!(got.is_ok(), "{got:?}");
+    });
+}
