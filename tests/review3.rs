@@ -741,3 +741,36 @@ fn waiting_for_a_result_in_a_callback_does_not_hang() {
         assert!(got.is_ok(), "{got:?}");
     });
 }
+
+#[test]
+fn a_namespace_prints_as_python_prints_it() {
+    watchdog("namespace display", LIMIT, || {
+        let mut m = Manager::start().unwrap();
+        let ns = m.namespace().unwrap();
+        assert_eq!(ns.to_string(), "Namespace()");
+        ns.set("b", &1).unwrap();
+        ns.set("_x", &2).unwrap();
+        ns.set("a", &vec![1]).unwrap();
+        ns.set("a b", &"q").unwrap();
+        // Python 3.12: str(Namespace) with the same attributes set.
+        assert_eq!(ns.to_string(), "Namespace(a b='q', a=[1], b=1)");
+        m.shutdown().unwrap();
+        // A proxy whose server is gone prints an error, without panicking.
+        assert!(ns.to_string().starts_with("<NamespaceProxy object"));
+    });
+}
+
+#[test]
+fn the_largest_barrier_and_semaphore_are_made() {
+    // 2^22 pid slots: 16 MiB.
+    assert_eq!(
+        Barrier::new(Barrier::MAX_PARTIES).unwrap().parties(),
+        Barrier::MAX_PARTIES
+    );
+    let s = Semaphore::new(i32::MAX as u32).unwrap();
+    assert!(s.acquire_timeout(Duration::ZERO));
+    assert!(matches!(
+        Semaphore::new(i32::MAX as u32 + 1),
+        Err(Error::InvalidArgument(_))
+    ));
+}
