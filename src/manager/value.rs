@@ -243,16 +243,56 @@ fn write_str(out: &mut String, s: &str) {
                 out.push(c);
             }
             // Writing to a String cannot fail.
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            c if !printable(c) => {
+                let _ = match c as u32 {
+                    n @ ..0x100 => write!(out, "\\x{n:02x}"),
+                    n @ ..0x10000 => write!(out, "\\u{n:04x}"),
+                    n => write!(out, "\\U{n:08x}"),
+                };
             }
             c => out.push(c),
         }
     }
     out.push(quote);
+}
+
+/// Python's `str.isprintable` for one character, which `repr` escapes
+/// when false: not a control, format, private-use or separator character
+/// (space excepted). Python also escapes the code points its Unicode
+/// version leaves unassigned; those print as themselves here.
+fn printable(c: char) -> bool {
+    /// Unicode 15's format characters (category Cf), as Python 3.12 knows them.
+    const FORMAT: [(u32, u32); 21] = [
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    let n = c as u32;
+    let private_use = matches!(n, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD);
+    // White_Space outside the controls is exactly the separators (Z*).
+    let separator = c.is_whitespace() && c != ' ';
+    !(c.is_control()
+        || separator
+        || private_use
+        || FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&n)))
 }
 
 /// Python's `repr` of bytes: `b'...'`, with what is not printable ASCII

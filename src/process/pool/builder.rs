@@ -92,6 +92,7 @@ impl PoolBuilder {
         match started_rx.recv() {
             Ok(Ok(())) => Ok(Pool {
                 shared,
+                scheduler_thread: scheduler.thread().id(),
                 scheduler: Mutex::new(Some(scheduler)),
                 processes,
                 owner: sys::getpid(),

@@ -120,6 +120,9 @@ pub struct Pool {
     /// Taken by the first `join` (or drop), which waits for the thread;
     /// other joiners wait on the lock meanwhile.
     scheduler: Mutex<Option<JoinHandle<()>>>,
+    /// The scheduler thread, which runs the callbacks: one that joins or
+    /// drops the pool there must not wait for that very thread.
+    scheduler_thread: std::thread::ThreadId,
     processes: usize,
     /// The process that created the pool, the only one that can use it.
     owner: u32,
@@ -152,6 +155,12 @@ impl Pool {
     /// The number of workers.
     pub fn processes(&self) -> usize {
         self.processes
+    }
+
+    /// Whether the calling thread is the pool's scheduler thread (in a
+    /// callback).
+    fn on_scheduler_thread(&self) -> bool {
+        std::thread::current().id() == self.scheduler_thread
     }
 
     /// Whether this is the process that created the pool (not a forked child).
@@ -541,7 +550,9 @@ impl Pool {
     ///
     /// # Errors
     /// [`Error::PoolState`] if the pool is neither closed nor terminated
-    /// (Python's "Pool is still running"), or in a process other than the pool's.
+    /// (Python's "Pool is still running"), in a process other than the
+    /// pool's, or in one of the pool's callbacks (which run on the thread
+    /// that join would wait for).
     pub fn join(&self) -> Result<()> {
         log::debug!("joining pool");
         if !self.is_owner() {
@@ -554,6 +565,12 @@ impl Pool {
                     "still running: join needs close or terminate first",
                 ));
             }
+        }
+        if self.on_scheduler_thread() {
+            // Python's "cannot join current thread".
+            return Err(Error::PoolState(
+                "cannot join the pool from its own callback (the thread it would wait for)",
+            ));
         }
         if let Some(scheduler) = locked(&self.scheduler).take() {
             let _ = scheduler.join();
@@ -572,6 +589,9 @@ impl Drop for Pool {
             return;
         }
         match scheduler {
+            // The last handle, dropped by a callback on the scheduler
+            // thread: that thread ends the pool once the callback returns.
+            Some(_) if self.on_scheduler_thread() => self.terminate(),
             // Python's `with Pool()` exit: `terminate`.
             Some(scheduler) => {
                 self.terminate();
