@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc::cell::CellGuard;
-use multiproc::{LockError, Process, RawValue, Value};
+use multiproc::{Process, RawValue, RecoverableLockError, Value};
 
 fn main() -> multiproc::Result<()> {
     let balance = Value::new(100i64)?;
@@ -35,8 +35,11 @@ fn main() -> multiproc::Result<()> {
         child.join()?
     );
 
-    match balance.lock() {
-        Err(LockError::OwnerDied(mut g)) => {
+    // `lock_recovering`, not `lock`: on owner death it hands over the guard
+    // for repair (`lock` would report the death and leave the lock not
+    // recoverable).
+    match balance.lock_recovering() {
+        Err(RecoverableLockError::OwnerDied(mut g)) => {
             println!("owner died; the value it left is {}", *g);
             *g = 100; // repair from what we know is right
             CellGuard::make_consistent(&g)?;

@@ -10,8 +10,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in `multiproc`.
 ///
-/// Lock operations that hand back a guard return [`LockError`] instead; it
-/// converts into this type with `?`.
+/// Lock operations return [`LockError`] (or, from the `lock_recovering`
+/// calls, [`RecoverableLockError`]); both convert into this type with `?`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -248,83 +248,78 @@ impl Error {
     }
 }
 
-/// Why a lock could not be taken cleanly.
+/// Why a lock could not be taken: the error of the common lock calls
+/// ([`Lock::lock`](crate::Lock::lock), `try_lock`, `lock_timeout`, and the
+/// same on [`RLock`](crate::RLock), [`Condition`](crate::Condition),
+/// [`Value`](crate::Value) and [`Array`](crate::Array)).
 ///
-/// `G` is the guard type, handed back in [`LockError::OwnerDied`] because the
-/// caller then holds the lock.
-#[must_use]
-pub enum LockError<G> {
-    /// The previous owner died holding the lock. The caller holds it now,
-    /// through this guard: repair the protected data, then call the guard's
-    /// `make_consistent`. Dropping the guard without doing so makes the lock
-    /// permanently [`NotRecoverable`](LockError::NotRecoverable) for everyone.
-    OwnerDied(G),
+/// It holds no guard, so it is `Send + Sync + 'static` and goes through `?`
+/// into this crate's [`Error`], a `Box<dyn Error + Send + Sync>` or an
+/// `anyhow::Error`. When a lock's owner died, these calls report
+/// [`OwnerDied`](LockError::OwnerDied) after releasing the lock unrepaired,
+/// which makes it [`NotRecoverable`](LockError::NotRecoverable) for
+/// everyone; to repair instead, take the lock with the type's
+/// `lock_recovering` call, whose [`RecoverableLockError`] hands over the
+/// guard.
+///
+/// # Example
+/// ```
+/// use multiproc::{Lock, Value};
+///
+/// fn boxed(lock: &Lock) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let _guard = lock.lock()?;
+///     Ok(())
+/// }
+///
+/// fn with_anyhow(value: &Value<u64>) -> anyhow::Result<u64> {
+///     let mut guard = value.lock()?;
+///     *guard += 1;
+///     Ok(*guard)
+/// }
+///
+/// fn crate_error(lock: &Lock) -> multiproc::Result<()> {
+///     let _guard = lock.lock()?;
+///     Ok(())
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let lock = Lock::new()?;
+///     boxed(&lock)?;
+///     crate_error(&lock)?;
+///     assert_eq!(with_anyhow(&Value::new(1u64)?)?, 2);
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The previous owner died holding the lock. The call took it and
+    /// released it again unrepaired, so it is now not recoverable (a
+    /// `lock_recovering` call hands over the guard instead).
+    #[error("the previous owner of the lock died while holding it")]
+    OwnerDied,
     /// An owner died earlier and nobody made the lock consistent.
+    #[error(
+        "the lock is not recoverable: an owner died holding it and nobody called make_consistent"
+    )]
     NotRecoverable,
     /// `try_lock` found the lock held.
+    #[error("the operation would block")]
     WouldBlock,
     /// `lock_timeout` ran out of time.
+    #[error("timed out")]
     Timeout,
     /// The calling thread already holds this lock.
+    #[error("deadlock: the calling thread already holds this lock")]
     Deadlock,
     /// An unexpected OS error (for instance memory that is not a valid lock).
-    Os(io::Error),
+    #[error("lock failed: {0}")]
+    Os(#[source] io::Error),
 }
 
-impl<G> LockError<G> {
-    /// Applies `f` to the guard of an [`OwnerDied`](LockError::OwnerDied) error.
-    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
-        match self {
-            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
-            LockError::NotRecoverable => LockError::NotRecoverable,
-            LockError::WouldBlock => LockError::WouldBlock,
-            LockError::Timeout => LockError::Timeout,
-            LockError::Deadlock => LockError::Deadlock,
-            LockError::Os(e) => LockError::Os(e),
-        }
-    }
-
-    /// Whether this is [`OwnerDied`](LockError::OwnerDied).
-    pub fn is_owner_died(&self) -> bool {
-        matches!(self, LockError::OwnerDied(_))
-    }
-}
-
-impl<G> fmt::Debug for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            LockError::NotRecoverable => f.write_str("NotRecoverable"),
-            LockError::WouldBlock => f.write_str("WouldBlock"),
-            LockError::Timeout => f.write_str("Timeout"),
-            LockError::Deadlock => f.write_str("Deadlock"),
-            LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
-        }
-    }
-}
-
-impl<G> fmt::Display for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The same words as the matching `Error` variants.
-        match self {
-            LockError::OwnerDied(_) => Error::OwnerDied.fmt(f),
-            LockError::NotRecoverable => Error::NotRecoverable.fmt(f),
-            LockError::WouldBlock => Error::WouldBlock.fmt(f),
-            LockError::Timeout => Error::Timeout.fmt(f),
-            LockError::Deadlock => Error::Deadlock.fmt(f),
-            LockError::Os(e) => write!(f, "lock failed: {e}"),
-        }
-    }
-}
-
-impl<G> std::error::Error for LockError<G> {}
-
-/// Converting drops the guard of an `OwnerDied` error, which releases the
-/// lock unrepaired: it becomes not recoverable.
-impl<G> From<LockError<G>> for Error {
-    fn from(e: LockError<G>) -> Self {
+impl From<LockError> for Error {
+    fn from(e: LockError) -> Self {
         match e {
-            LockError::OwnerDied(_) => Error::OwnerDied,
+            LockError::OwnerDied => Error::OwnerDied,
             LockError::NotRecoverable => Error::NotRecoverable,
             LockError::WouldBlock => Error::WouldBlock,
             LockError::Timeout => Error::Timeout,
@@ -334,6 +329,206 @@ impl<G> From<LockError<G>> for Error {
     }
 }
 
-/// The result of a lock operation that yields a guard `G` (or a value `T`
-/// computed under it).
-pub type LockResult<T, G = T> = std::result::Result<T, LockError<G>>;
+/// The result of a common lock call: a guard `G` (or a value computed
+/// under it), or a [`LockError`].
+pub type LockResult<G> = std::result::Result<G, LockError>;
+
+/// Why a lock could not be taken cleanly, from a `lock_recovering` call
+/// ([`Lock::lock_recovering`](crate::Lock::lock_recovering) and the same
+/// on [`RLock`](crate::RLock), [`Condition`](crate::Condition),
+/// [`Value`](crate::Value) and [`Array`](crate::Array)).
+///
+/// `G` is the guard type, handed back in
+/// [`OwnerDied`](RecoverableLockError::OwnerDied) because the caller then
+/// holds the lock and can repair what it protects. The other variants are
+/// those of [`LockError`]; `?` or `From` turns this error into a
+/// [`LockError`] or an [`Error`], dropping the guard (which leaves the lock
+/// not recoverable).
+///
+/// # Example
+/// ```
+/// use multiproc::{RecoverableLockError, Value};
+///
+/// let balance = Value::new(100i64)?;
+/// let mut guard = match balance.lock_recovering() {
+///     Ok(guard) => guard,
+///     Err(RecoverableLockError::OwnerDied(mut guard)) => {
+///         *guard = 100; // repair from what is known to be right
+///         multiproc::cell::ValueGuard::make_consistent(&guard)?;
+///         guard
+///     }
+///     Err(e) => return Err(e.into()),
+/// };
+/// *guard -= 1;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// A guard belongs to the thread that locked and borrows its lock, so this
+/// error (unlike [`LockError`]) cannot go to another thread, nor into a
+/// `Box<dyn Error + Send + Sync>`; convert it first.
+/// ```compile_fail,E0277
+/// fn must_be_send<T: Send>(_: T) {}
+/// let lock = multiproc::Lock::new().unwrap();
+/// must_be_send(lock.lock_recovering().err());
+/// ```
+/// ```compile_fail,E0277
+/// fn f(lock: &multiproc::Lock) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let _guard = lock.lock_recovering()?;
+///     Ok(())
+/// }
+/// ```
+/// ```
+/// fn must_be_send<T: Send>(_: T) {}
+/// let lock = multiproc::Lock::new().unwrap();
+/// must_be_send(lock.lock().err());
+/// must_be_send(lock.lock_recovering().map_err(multiproc::LockError::from).err());
+///
+/// fn f(lock: &multiproc::Lock) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let _guard = lock.lock_recovering().map_err(multiproc::LockError::from)?;
+///     Ok(())
+/// }
+/// f(&lock).unwrap();
+/// ```
+#[must_use]
+pub enum RecoverableLockError<G> {
+    /// The previous owner died holding the lock. The caller holds it now,
+    /// through this guard: repair the protected data, then call the guard's
+    /// `make_consistent`. Dropping the guard without doing so makes the lock
+    /// permanently [`NotRecoverable`](RecoverableLockError::NotRecoverable)
+    /// for everyone.
+    OwnerDied(G),
+    /// An owner died earlier and nobody made the lock consistent.
+    NotRecoverable,
+    /// The lock was held (a non-blocking attempt).
+    WouldBlock,
+    /// `lock_recovering_timeout` ran out of time.
+    Timeout,
+    /// The calling thread already holds this lock.
+    Deadlock,
+    /// An unexpected OS error (for instance memory that is not a valid lock).
+    Os(io::Error),
+}
+
+impl<G> RecoverableLockError<G> {
+    /// Applies `f` to the guard of an
+    /// [`OwnerDied`](RecoverableLockError::OwnerDied) error.
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> RecoverableLockError<H> {
+        match self {
+            RecoverableLockError::OwnerDied(g) => RecoverableLockError::OwnerDied(f(g)),
+            RecoverableLockError::NotRecoverable => RecoverableLockError::NotRecoverable,
+            RecoverableLockError::WouldBlock => RecoverableLockError::WouldBlock,
+            RecoverableLockError::Timeout => RecoverableLockError::Timeout,
+            RecoverableLockError::Deadlock => RecoverableLockError::Deadlock,
+            RecoverableLockError::Os(e) => RecoverableLockError::Os(e),
+        }
+    }
+
+    /// Whether this is [`OwnerDied`](RecoverableLockError::OwnerDied).
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self, RecoverableLockError::OwnerDied(_))
+    }
+}
+
+impl<G> fmt::Debug for RecoverableLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoverableLockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            RecoverableLockError::NotRecoverable => f.write_str("NotRecoverable"),
+            RecoverableLockError::WouldBlock => f.write_str("WouldBlock"),
+            RecoverableLockError::Timeout => f.write_str("Timeout"),
+            RecoverableLockError::Deadlock => f.write_str("Deadlock"),
+            RecoverableLockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+        }
+    }
+}
+
+impl<G> fmt::Display for RecoverableLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The same words as the matching `LockError` variants.
+        match self {
+            RecoverableLockError::OwnerDied(_) => LockError::OwnerDied.fmt(f),
+            RecoverableLockError::NotRecoverable => LockError::NotRecoverable.fmt(f),
+            RecoverableLockError::WouldBlock => LockError::WouldBlock.fmt(f),
+            RecoverableLockError::Timeout => LockError::Timeout.fmt(f),
+            RecoverableLockError::Deadlock => LockError::Deadlock.fmt(f),
+            RecoverableLockError::Os(e) => write!(f, "lock failed: {e}"),
+        }
+    }
+}
+
+impl<G> std::error::Error for RecoverableLockError<G> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecoverableLockError::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Converting drops the guard of an `OwnerDied` error, which releases the
+/// lock unrepaired: it becomes not recoverable.
+impl<G> From<RecoverableLockError<G>> for LockError {
+    fn from(e: RecoverableLockError<G>) -> Self {
+        match e {
+            RecoverableLockError::OwnerDied(_) => LockError::OwnerDied,
+            RecoverableLockError::NotRecoverable => LockError::NotRecoverable,
+            RecoverableLockError::WouldBlock => LockError::WouldBlock,
+            RecoverableLockError::Timeout => LockError::Timeout,
+            RecoverableLockError::Deadlock => LockError::Deadlock,
+            RecoverableLockError::Os(e) => LockError::Os(e),
+        }
+    }
+}
+
+/// Converting drops the guard of an `OwnerDied` error, which releases the
+/// lock unrepaired: it becomes not recoverable.
+impl<G> From<RecoverableLockError<G>> for Error {
+    fn from(e: RecoverableLockError<G>) -> Self {
+        LockError::from(e).into()
+    }
+}
+
+/// The result of a `lock_recovering` call: a guard `G` (or a value `T`
+/// computed under it), or a [`RecoverableLockError`] that hands over the
+/// guard if the previous owner died.
+pub type RecoverableLockResult<T, G = T> = std::result::Result<T, RecoverableLockError<G>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The common lock error travels: across threads and into boxed errors.
+    #[test]
+    fn lock_error_is_send_sync_static() {
+        fn travels<E: std::error::Error + Send + Sync + 'static>() {}
+        travels::<LockError>();
+        let boxed: Box<dyn std::error::Error + Send + Sync> = LockError::Timeout.into();
+        assert_eq!(boxed.to_string(), Error::Timeout.to_string());
+    }
+
+    /// Both errors convert into `Error` with the same meaning.
+    #[test]
+    fn conversions_keep_their_meaning() {
+        assert!(matches!(
+            Error::from(LockError::OwnerDied),
+            Error::OwnerDied
+        ));
+        assert!(matches!(
+            Error::from(RecoverableLockError::OwnerDied(())),
+            Error::OwnerDied
+        ));
+        assert!(matches!(
+            LockError::from(RecoverableLockError::<()>::NotRecoverable),
+            LockError::NotRecoverable
+        ));
+        assert!(matches!(
+            Error::from(LockError::Os(io::Error::other("bad lock"))),
+            Error::Io { .. }
+        ));
+        assert_eq!(
+            RecoverableLockError::OwnerDied(()).to_string(),
+            Error::OwnerDied.to_string()
+        );
+        assert_eq!(LockError::Deadlock.to_string(), Error::Deadlock.to_string());
+    }
+}

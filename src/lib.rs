@@ -43,7 +43,8 @@
 //!   are plain bytes ([`bytemuck::Pod`]).
 //! - [`sync`]: [`Lock`] and [`RLock`] (robust: a process that dies holding
 //!   one never hangs the others, the next locker is told through
-//!   [`LockError::OwnerDied`]), and [`Event`], [`Semaphore`],
+//!   [`LockError::OwnerDied`], or handed the lock to repair through
+//!   [`RecoverableLockError::OwnerDied`]), and [`Event`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Condition`], [`Barrier`] on futex words.
 //! - [`queue`]: [`Queue`], [`JoinableQueue`] and [`SimpleQueue`]: serde
 //!   items in a ring in shared memory, no feeder thread, no torn item
@@ -79,8 +80,12 @@
 //!
 //! ## Errors
 //! One [`Error`] for the crate and its [`Result`]; lock calls return a
-//! [`LockResult`], whose [`LockError::OwnerDied`] still hands over the
-//! lock.
+//! [`LockResult`], whose [`LockError`] holds no guard and so goes through
+//! `?` into [`Error`], `Box<dyn Error + Send + Sync>` or `anyhow::Error`.
+//! The `lock_recovering` calls ([`Lock::lock_recovering`], ...) return a
+//! [`RecoverableLockResult`] instead, whose
+//! [`RecoverableLockError::OwnerDied`] hands over the lock of a dead owner
+//! for repair.
 //!
 //! The `multiproc` command-line tool (`multiproc bench`, the numbers
 //! behind this trade-off on the user's own machine; `soak`; `manager
@@ -110,7 +115,9 @@ pub struct ReadmeDoctests;
 
 pub use cell::{Array, RawArray, RawValue, Value};
 pub use conn::{pipe, Connection, Pipe};
-pub use error::{Error, LockError, LockResult, Result};
+pub use error::{
+    Error, LockError, LockResult, RecoverableLockError, RecoverableLockResult, Result,
+};
 pub use manager::{Manager, PyValue};
 pub use process::{
     active_children, cpu_count, current_process, log_to_stderr, parent_process, scope, spawn_init,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{child, join, wait_until, watchdog, TempName};
 use multiproc::cell::CellGuard;
-use multiproc::{Error, Lock, LockError, RLock, RawValue, Value};
+use multiproc::{Error, Lock, LockError, RLock, RawValue, RecoverableLockError, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -68,8 +68,8 @@ fn owner_death_is_reported_and_repairable() {
             p.kill().unwrap();
             assert_eq!(join(&p, LIMIT), -libc::SIGKILL);
 
-            match v.lock() {
-                Err(LockError::OwnerDied(mut g)) => {
+            match v.lock_recovering() {
+                Err(RecoverableLockError::OwnerDied(mut g)) => {
                     assert_eq!(*g, -1, "the dead owner's write is visible");
                     *g = 42;
                     CellGuard::make_consistent(&g).unwrap();
@@ -95,8 +95,11 @@ fn unrepaired_owner_death_makes_the_lock_not_recoverable() {
             p.kill().unwrap();
             join(&p, LIMIT);
 
-            let r = lock.lock();
-            assert!(matches!(r, Err(LockError::OwnerDied(_))), "{r:?}");
+            let r = lock.lock_recovering();
+            assert!(
+                matches!(r, Err(RecoverableLockError::OwnerDied(_))),
+                "{r:?}"
+            );
             drop(r); // released without make_consistent
             assert!(matches!(lock.lock(), Err(LockError::NotRecoverable)));
             assert!(matches!(lock.try_lock(), Err(LockError::NotRecoverable)));
@@ -106,6 +109,37 @@ fn unrepaired_owner_death_makes_the_lock_not_recoverable() {
                 assert!(matches!(Error::from(e), Error::NotRecoverable));
             });
             assert_eq!(join(&c, LIMIT), 0);
+        });
+    });
+}
+
+/// The plain `lock` reports a dead owner with an error that holds no guard
+/// (so `?` carries it anywhere), having released the lock unrepaired: it is
+/// not recoverable afterwards, as after a dropped recovering guard.
+#[test]
+fn plain_lock_reports_owner_death_and_leaves_it_not_recoverable() {
+    watchdog("plain lock owner died", LIMIT, || {
+        let v = Value::new(0i64).unwrap();
+        let flag = RawValue::new(0u32).unwrap();
+        multiproc::scope(|s| {
+            let p = hold_until_killed(s, || std::mem::forget(v.lock().unwrap()), &flag);
+            assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
+            p.kill().unwrap();
+            join(&p, LIMIT);
+
+            let boxed =
+                || -> Result<i64, Box<dyn std::error::Error + Send + Sync>> { Ok(*v.lock()?) };
+            let e = boxed().unwrap_err();
+            assert!(
+                matches!(e.downcast_ref::<LockError>(), Some(LockError::OwnerDied)),
+                "{e:?}"
+            );
+            assert!(matches!(v.lock(), Err(LockError::NotRecoverable)));
+            assert!(matches!(
+                v.lock_recovering(),
+                Err(RecoverableLockError::NotRecoverable)
+            ));
+            assert!(matches!(v.get(), Err(Error::NotRecoverable)));
         });
     });
 }
@@ -256,8 +290,8 @@ fn rlock_owner_death_is_recoverable() {
             assert!(wait_until(LIMIT, || flag.atomic().load(SeqCst) == 1));
             p.kill().unwrap();
             join(&p, LIMIT);
-            match r.lock() {
-                Err(LockError::OwnerDied(g)) => {
+            match r.lock_recovering() {
+                Err(RecoverableLockError::OwnerDied(g)) => {
                     multiproc::sync::RLockGuard::make_consistent(&g).unwrap()
                 }
                 other => panic!("expected OwnerDied, got {other:?}"),
@@ -310,7 +344,10 @@ fn only_the_holder_marks_an_rlock_consistent() {
             join(&p, LIMIT);
             // Not held by anyone alive: nobody may mark it.
             assert!(matches!(r.make_consistent(), Err(Error::NotOwner)));
-            assert!(matches!(r.acquire(), Err(LockError::OwnerDied(()))));
+            assert!(matches!(
+                r.acquire(),
+                Err(RecoverableLockError::OwnerDied(()))
+            ));
             std::thread::scope(|t| {
                 t.spawn(|| assert!(matches!(r.make_consistent(), Err(Error::NotOwner))))
                     .join()

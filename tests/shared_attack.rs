@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{child, join, procfs, watchdog};
 use multiproc::{
     Barrier, BoundedSemaphore, Condition, Error, Event, JoinableQueue, Lock, LockError, Queue,
-    RLock, RawArray, RawValue, Semaphore,
+    RLock, RawArray, RawValue, RecoverableLockError, Semaphore,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -511,8 +511,8 @@ fn lock_owner_death_and_a_non_owner() {
             });
             assert_eq!(join(&p, LIMIT), 0);
         });
-        match lock.lock() {
-            Err(LockError::OwnerDied(g)) => {
+        match lock.lock_recovering() {
+            Err(RecoverableLockError::OwnerDied(g)) => {
                 // Another thread, not the owner, cannot take it meanwhile.
                 std::thread::scope(|s| {
                     s.spawn(|| assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock))));
@@ -755,8 +755,8 @@ fn condition_lock_holder_killed_before_waiting() {
                 locked.acquire();
                 doomed.kill().unwrap();
                 join(&doomed, LIMIT);
-                let g = match cond.lock() {
-                    Err(LockError::OwnerDied(g)) => g,
+                let g = match cond.lock_recovering() {
+                    Err(RecoverableLockError::OwnerDied(g)) => g,
                     Ok(_) => panic!("owner death not reported"),
                     Err(e) => panic!("{e:?}"),
                 };

@@ -9,7 +9,7 @@ use bytemuck::Pod;
 
 use super::locked::LockedCells;
 use super::{resolve, ArrayGuard, Init};
-use crate::error::{Error, LockResult, Result};
+use crate::error::{Error, LockResult, RecoverableLockResult, Result};
 use crate::segment::{
     place, shared_constructors, ElemType, ObjectKind, Placement, Region, SharedObject,
 };
@@ -157,25 +157,56 @@ impl<T: Pod> Array<T> {
     /// Blocks until the lock is held; the guard derefs to `[T]`.
     ///
     /// # Errors
-    /// `OwnerDied` (with the guard), `NotRecoverable`, `Deadlock`.
+    /// `NotRecoverable`, `Deadlock`, and `OwnerDied` if the previous owner
+    /// died holding the lock: the guard is then dropped without repair,
+    /// which makes the lock permanently `NotRecoverable` for everyone. To
+    /// repair instead, use [`lock_recovering`](Self::lock_recovering).
     #[inline]
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.cells.lock_with(Deadline::Never, slice)
+        Ok(self.cells.lock_with(Deadline::Never, slice)?)
     }
 
     /// Takes the lock if it is free.
     ///
     /// # Errors
-    /// `WouldBlock`, and those of [`lock`](Array::lock).
+    /// `WouldBlock`, and those of [`lock`](Self::lock) (an `OwnerDied`
+    /// leaves the lock not recoverable).
     pub fn try_lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.cells.lock_with(Deadline::Now, slice)
+        Ok(self.cells.lock_with(Deadline::Now, slice)?)
     }
 
     /// Waits at most `timeout` (monotonic clock) for the lock.
     ///
     /// # Errors
-    /// `Timeout`, and those of [`lock`](Array::lock).
+    /// `Timeout`, and those of [`lock`](Self::lock) (an `OwnerDied` leaves
+    /// the lock not recoverable).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T>> {
+        Ok(self.cells.lock_with(Deadline::after(timeout), slice)?)
+    }
+
+    /// Blocks until the lock is held, handing over the guard if the
+    /// previous owner died holding it, so that the caller can repair.
+    ///
+    /// # Errors
+    /// [`RecoverableLockError::OwnerDied`](crate::RecoverableLockError::OwnerDied)
+    /// with the guard: the caller holds the lock; repair the data, then call
+    /// [`CellGuard::make_consistent`](super::CellGuard::make_consistent)
+    /// (dropping the guard without that makes the lock permanently
+    /// `NotRecoverable`). Otherwise as for [`lock`](Self::lock).
+    #[inline]
+    pub fn lock_recovering(&self) -> RecoverableLockResult<ArrayGuard<'_, T>> {
+        self.cells.lock_with(Deadline::Never, slice)
+    }
+
+    /// As [`lock_recovering`](Self::lock_recovering), waiting at most
+    /// `timeout` (monotonic clock).
+    ///
+    /// # Errors
+    /// `Timeout`, and those of [`lock_recovering`](Self::lock_recovering).
+    pub fn lock_recovering_timeout(
+        &self,
+        timeout: Duration,
+    ) -> RecoverableLockResult<ArrayGuard<'_, T>> {
         self.cells.lock_with(Deadline::after(timeout), slice)
     }
 

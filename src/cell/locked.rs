@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use bytemuck::Pod;
 
 use super::{array_layout, too_large, Init};
-use crate::error::{LockResult, Result};
+use crate::error::{RecoverableLockResult, Result};
 use crate::segment::Region;
 use crate::sync::{Lock, LockGuard, RobustMutex};
 use crate::sys::{Deadline, MutexKind};
@@ -118,7 +118,7 @@ impl<T: Pod> LockedCells<T> {
         &self,
         deadline: Deadline,
         view: fn(*mut T, usize) -> *mut U,
-    ) -> LockResult<CellGuard<'_, U>> {
+    ) -> RecoverableLockResult<CellGuard<'_, U>> {
         let data = view(self.data.as_ptr::<T>(), self.len);
         match self.lock.acquire_with(deadline) {
             Ok(g) => Ok(self.guard(g, data)),

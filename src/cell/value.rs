@@ -8,7 +8,7 @@ use bytemuck::Pod;
 
 use super::locked::LockedCells;
 use super::{Init, ValueGuard};
-use crate::error::{LockResult, Result};
+use crate::error::{LockResult, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ElemType, ObjectKind, Region, SharedObject};
 use crate::sync::Lock;
 use crate::sys::Deadline;
@@ -112,27 +112,56 @@ impl<T: Pod> Value<T> {
     /// Blocks until the lock is held; the guard derefs to the value.
     ///
     /// # Errors
-    /// `OwnerDied` (with the guard: repair, then
-    /// [`CellGuard::make_consistent`](super::CellGuard::make_consistent)),
-    /// `NotRecoverable`, `Deadlock`.
+    /// `NotRecoverable`, `Deadlock`, and `OwnerDied` if the previous owner
+    /// died holding the lock: the guard is then dropped without repair,
+    /// which makes the lock permanently `NotRecoverable` for everyone. To
+    /// repair instead, use [`lock_recovering`](Self::lock_recovering).
     #[inline]
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.cells.lock_with(Deadline::Never, one)
+        Ok(self.cells.lock_with(Deadline::Never, one)?)
     }
 
     /// Takes the lock if it is free.
     ///
     /// # Errors
-    /// `WouldBlock`, and those of [`lock`](Value::lock).
+    /// `WouldBlock`, and those of [`lock`](Self::lock) (an `OwnerDied`
+    /// leaves the lock not recoverable).
     pub fn try_lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.cells.lock_with(Deadline::Now, one)
+        Ok(self.cells.lock_with(Deadline::Now, one)?)
     }
 
     /// Waits at most `timeout` (monotonic clock) for the lock.
     ///
     /// # Errors
-    /// `Timeout`, and those of [`lock`](Value::lock).
+    /// `Timeout`, and those of [`lock`](Self::lock) (an `OwnerDied` leaves
+    /// the lock not recoverable).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ValueGuard<'_, T>> {
+        Ok(self.cells.lock_with(Deadline::after(timeout), one)?)
+    }
+
+    /// Blocks until the lock is held, handing over the guard if the
+    /// previous owner died holding it, so that the caller can repair.
+    ///
+    /// # Errors
+    /// [`RecoverableLockError::OwnerDied`](crate::RecoverableLockError::OwnerDied)
+    /// with the guard: the caller holds the lock; repair the data, then call
+    /// [`CellGuard::make_consistent`](super::CellGuard::make_consistent)
+    /// (dropping the guard without that makes the lock permanently
+    /// `NotRecoverable`). Otherwise as for [`lock`](Self::lock).
+    #[inline]
+    pub fn lock_recovering(&self) -> RecoverableLockResult<ValueGuard<'_, T>> {
+        self.cells.lock_with(Deadline::Never, one)
+    }
+
+    /// As [`lock_recovering`](Self::lock_recovering), waiting at most
+    /// `timeout` (monotonic clock).
+    ///
+    /// # Errors
+    /// `Timeout`, and those of [`lock_recovering`](Self::lock_recovering).
+    pub fn lock_recovering_timeout(
+        &self,
+        timeout: Duration,
+    ) -> RecoverableLockResult<ValueGuard<'_, T>> {
         self.cells.lock_with(Deadline::after(timeout), one)
     }
 
@@ -141,7 +170,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// As for [`lock`](Value::lock). This convenience does not repair: if an
     /// owner died it returns [`Error::OwnerDied`](crate::Error::OwnerDied) and the lock becomes not
-    /// recoverable. Use [`lock`](Value::lock) where recovery matters.
+    /// recoverable. Use [`lock_recovering`](Value::lock_recovering) where recovery matters.
     #[inline]
     pub fn get(&self) -> Result<T> {
         Ok(*self.lock()?)

@@ -33,8 +33,10 @@
 //!
 //! Not covered: the process that runs the scope dying (killed by a signal)
 //! while its children still use borrows of data it had locked. Its robust
-//! lock then goes to the next locker with
-//! [`LockError::OwnerDied`](crate::LockError::OwnerDied), which says the data may be inconsistent;
+//! lock then tells the next locker that its owner died
+//! ([`LockError::OwnerDied`](crate::LockError::OwnerDied), or
+//! [`RecoverableLockError::OwnerDied`](crate::RecoverableLockError::OwnerDied)
+//! with the guard), which says the data may be inconsistent;
 //! the children are not stopped.
 
 use std::marker::PhantomData;

@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::error::{Error, LockError, Result};
+use crate::error::{Error, RecoverableLockError, Result};
 use crate::segment::Region;
 use crate::sync::{wait_for_change, Asleep, RobustMutex, RECHECK};
 use crate::sys::{self, Deadline, MutexKind};
@@ -336,7 +336,7 @@ impl Ring {
         // it to look free avoids most of those calls.
         match lock.acquire_spinning(LOCK_SPIN, || ()) {
             Ok(()) => Ok(Held { lock }),
-            Err(LockError::OwnerDied(())) => {
+            Err(RecoverableLockError::OwnerDied(())) => {
                 let held = Held { lock };
                 lock.make_consistent()?;
                 // It may have died between moving its end and saying so.

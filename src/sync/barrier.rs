@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::futex::{wait_for_change, wake_all, Asleep};
 use super::RobustMutex;
-use crate::error::{Error, LockError, Result};
+use crate::error::{Error, RecoverableLockError, Result};
 use crate::segment::{place, shared_constructors, ObjectKind, Placement, Region, SharedObject};
 use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
@@ -408,7 +408,7 @@ impl Inner<'_> {
     fn relock(&mut self) -> Result<()> {
         match self.barrier.mutex.acquire(Deadline::Never, || ()) {
             Ok(()) => self.held = true,
-            Err(LockError::OwnerDied(())) => {
+            Err(RecoverableLockError::OwnerDied(())) => {
                 self.held = true;
                 self.barrier.mutex.make_consistent()?;
                 self.bury_dead();

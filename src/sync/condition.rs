@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::futex::{wait_while, RECHECK};
 use super::{Lock, RLock, RobustMutex};
-use crate::error::{Error, LockError, LockResult, Result};
+use crate::error::{Error, LockResult, RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{self, Deadline, MutexKind, PthreadMutex};
 
@@ -298,7 +298,7 @@ impl Condition {
             }
             let was = match self.presence[i].acquire(Deadline::Now, || ()) {
                 Ok(()) => slot.state.load(Ordering::Acquire),
-                Err(LockError::OwnerDied(())) => {
+                Err(RecoverableLockError::OwnerDied(())) => {
                     if let Err(e) = self.presence[i].make_consistent() {
                         let _ = self.presence[i].unlock();
                         return Err(e);
@@ -332,7 +332,7 @@ impl Condition {
     /// did not live to take.
     fn bury(&self, i: usize) {
         match self.presence[i].acquire(Deadline::Now, || ()) {
-            Err(LockError::OwnerDied(())) => {
+            Err(RecoverableLockError::OwnerDied(())) => {
                 let _ = self.presence[i].make_consistent();
                 self.take_over(i);
                 self.leave(i);
@@ -418,9 +418,11 @@ impl Condition {
     /// Takes the condition's lock.
     ///
     /// # Errors
-    /// As for [`Lock::lock`](super::Lock::lock).
+    /// As for [`Lock::lock`](super::Lock::lock): an `OwnerDied` leaves the
+    /// lock not recoverable; [`lock_recovering`](Condition::lock_recovering)
+    /// hands over the guard instead.
     pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
-        self.lock_with(Deadline::Never)
+        Ok(self.lock_with(Deadline::Never)?)
     }
 
     /// Takes the condition's lock, waiting at most `timeout`.
@@ -428,10 +430,32 @@ impl Condition {
     /// # Errors
     /// As for [`Lock::lock_timeout`](super::Lock::lock_timeout).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ConditionGuard<'_>> {
+        Ok(self.lock_with(Deadline::after(timeout))?)
+    }
+
+    /// Takes the condition's lock, handing over the guard if the previous
+    /// owner died holding it.
+    ///
+    /// # Errors
+    /// As for [`Lock::lock_recovering`](super::Lock::lock_recovering): on
+    /// `OwnerDied` repair, then call [`ConditionGuard::make_consistent`].
+    pub fn lock_recovering(&self) -> RecoverableLockResult<ConditionGuard<'_>> {
+        self.lock_with(Deadline::Never)
+    }
+
+    /// As [`lock_recovering`](Condition::lock_recovering), waiting at most
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// `Timeout`, and those of [`lock_recovering`](Condition::lock_recovering).
+    pub fn lock_recovering_timeout(
+        &self,
+        timeout: Duration,
+    ) -> RecoverableLockResult<ConditionGuard<'_>> {
         self.lock_with(Deadline::after(timeout))
     }
 
-    fn lock_with(&self, deadline: Deadline) -> LockResult<ConditionGuard<'_>> {
+    fn lock_with(&self, deadline: Deadline) -> RecoverableLockResult<ConditionGuard<'_>> {
         self.lock.mutex().acquire(deadline, || ConditionGuard {
             cond: self,
             _not_send: PhantomData,
@@ -540,7 +564,7 @@ impl ConditionGuard<'_> {
         for _ in 0..depth {
             match mutex.acquire(Deadline::Never, || ()) {
                 Ok(()) => {}
-                Err(LockError::OwnerDied(())) => owner_died = true,
+                Err(RecoverableLockError::OwnerDied(())) => owner_died = true,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use super::RobustMutex;
-use crate::error::{LockResult, Result};
+use crate::error::{LockResult, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{Deadline, MutexKind};
 
@@ -40,12 +40,16 @@ use crate::sys::{Deadline, MutexKind};
 /// ```
 ///
 /// # Owner death
-/// If a process dies holding the lock, the next `lock` returns
-/// [`LockError::OwnerDied`](crate::LockError::OwnerDied) with a guard: the
-/// caller holds the lock, repairs what it protects and calls
-/// [`LockGuard::make_consistent`]. If the guard is dropped without that, every
-/// later attempt fails with `NotRecoverable`: the data is never silently
-/// trusted.
+/// If a process dies holding the lock, the next
+/// [`lock_recovering`](Lock::lock_recovering) returns
+/// [`RecoverableLockError::OwnerDied`](crate::RecoverableLockError::OwnerDied)
+/// with a guard: the caller holds the lock, repairs what it protects and
+/// calls [`LockGuard::make_consistent`]. If the guard is dropped without
+/// that, every later attempt fails with `NotRecoverable`: the data is never
+/// silently trusted. The plain [`lock`](Lock::lock) (and `try_lock`,
+/// `lock_timeout`) returns [`LockError::OwnerDied`](crate::LockError::OwnerDied)
+/// instead, an error without a guard that `?` carries anywhere, having
+/// dropped the guard: the lock is then not recoverable.
 ///
 /// # No async form
 /// The lock belongs to a thread, and a task may move to another thread at
@@ -114,33 +118,83 @@ impl Lock {
     }
 
     #[inline]
-    pub(crate) fn acquire_with(&self, deadline: Deadline) -> LockResult<LockGuard<'_>> {
+    pub(crate) fn acquire_with(&self, deadline: Deadline) -> RecoverableLockResult<LockGuard<'_>> {
         self.mutex.acquire(deadline, || LockGuard::new(self))
     }
 
     /// Blocks until the lock is held.
     ///
     /// # Errors
-    /// `OwnerDied` (with the guard), `NotRecoverable`, `Deadlock`.
+    /// `NotRecoverable`, `Deadlock`, and `OwnerDied` if the previous owner
+    /// died holding the lock: the guard is then dropped without repair,
+    /// which makes the lock permanently `NotRecoverable` for everyone. To
+    /// repair instead, use [`lock_recovering`](Lock::lock_recovering).
     #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        self.acquire_with(Deadline::Never)
+        Ok(self.acquire_with(Deadline::Never)?)
     }
 
     /// Takes the lock if it is free, else `WouldBlock`.
     ///
     /// # Errors
-    /// `WouldBlock`, and those of [`lock`](Lock::lock).
+    /// `WouldBlock`, and those of [`lock`](Lock::lock) (an `OwnerDied`
+    /// leaves the lock not recoverable).
     #[inline]
     pub fn try_lock(&self) -> LockResult<LockGuard<'_>> {
-        self.acquire_with(Deadline::Now)
+        Ok(self.acquire_with(Deadline::Now)?)
     }
 
     /// Waits at most `timeout` (measured on the monotonic clock) for the lock.
     ///
     /// # Errors
-    /// `Timeout`, and those of [`lock`](Lock::lock).
+    /// `Timeout`, and those of [`lock`](Lock::lock) (an `OwnerDied` leaves
+    /// the lock not recoverable).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<LockGuard<'_>> {
+        Ok(self.acquire_with(Deadline::after(timeout))?)
+    }
+
+    /// Blocks until the lock is held, handing over the guard if the
+    /// previous owner died holding it, so that the caller can repair.
+    ///
+    /// # Errors
+    /// [`RecoverableLockError::OwnerDied`](crate::RecoverableLockError::OwnerDied)
+    /// with the guard: the caller holds
+    /// the lock; repair what it protects, then call
+    /// [`LockGuard::make_consistent`] (dropping the guard without that makes
+    /// the lock permanently `NotRecoverable`). Otherwise as for
+    /// [`lock`](Lock::lock).
+    ///
+    /// # Example
+    /// ```
+    /// use multiproc::{Lock, RecoverableLockError};
+    /// use multiproc::sync::LockGuard;
+    /// let lock = Lock::new()?;
+    /// let guard = match lock.lock_recovering() {
+    ///     Ok(guard) => guard,
+    ///     Err(RecoverableLockError::OwnerDied(guard)) => {
+    ///         // ...repair the data the lock protects...
+    ///         LockGuard::make_consistent(&guard)?;
+    ///         guard
+    ///     }
+    ///     Err(e) => return Err(e.into()),
+    /// };
+    /// # drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[inline]
+    pub fn lock_recovering(&self) -> RecoverableLockResult<LockGuard<'_>> {
+        self.acquire_with(Deadline::Never)
+    }
+
+    /// As [`lock_recovering`](Lock::lock_recovering), waiting at most
+    /// `timeout` (monotonic clock).
+    ///
+    /// # Errors
+    /// `Timeout`, and those of [`lock_recovering`](Lock::lock_recovering).
+    pub fn lock_recovering_timeout(
+        &self,
+        timeout: Duration,
+    ) -> RecoverableLockResult<LockGuard<'_>> {
         self.acquire_with(Deadline::after(timeout))
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! [`Lock`] and [`RLock`] are glibc robust, process-shared mutexes: a process
 //! that dies holding one never hangs the others, the next locker is told
-//! ([`LockError::OwnerDied`](crate::LockError::OwnerDied)) and can repair the
-//! protected data.
+//! ([`LockError::OwnerDied`](crate::LockError::OwnerDied)), or, through
+//! [`Lock::lock_recovering`], handed the lock
+//! ([`RecoverableLockError::OwnerDied`](crate::RecoverableLockError::OwnerDied))
+//! to repair the protected data.
 //!
 //! [`Event`], [`Semaphore`], [`BoundedSemaphore`], [`Condition`] and
 //! [`Barrier`] are built on futex words in shared memory, so that the death

@@ -5,7 +5,9 @@
 use std::alloc::Layout;
 use std::io;
 
-use crate::error::{Error, LockError, LockResult, Result};
+use crate::error::{
+    Error, RecoverableLockError as LockError, RecoverableLockResult as LockResult, Result,
+};
 use crate::segment::Region;
 use crate::sys::{self, errno, Acquired, Deadline, MutexKind, PthreadMutex};
 

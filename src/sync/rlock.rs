@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use super::RobustMutex;
-use crate::error::{LockResult, Result};
+use crate::error::{LockResult, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{Deadline, MutexKind};
 
@@ -77,41 +77,78 @@ impl RLock {
     }
 
     #[inline]
-    fn acquire_with(&self, deadline: Deadline) -> LockResult<RLockGuard<'_>> {
+    fn acquire_with(&self, deadline: Deadline) -> RecoverableLockResult<RLockGuard<'_>> {
         self.mutex.acquire(deadline, || RLockGuard::new(self))
     }
 
     /// Blocks until the calling thread holds the lock (at once if it already does).
     ///
     /// # Errors
-    /// `OwnerDied` (with the guard), `NotRecoverable`.
+    /// `NotRecoverable`, and `OwnerDied` if the previous owner died holding
+    /// the lock: the guard is then dropped without repair, which makes the
+    /// lock permanently `NotRecoverable` for everyone. To repair instead,
+    /// use [`lock_recovering`](RLock::lock_recovering).
     #[inline]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        self.acquire_with(Deadline::Never)
+        Ok(self.acquire_with(Deadline::Never)?)
     }
 
     /// Takes the lock if it is free or already held by this thread.
     ///
     /// # Errors
-    /// `WouldBlock`, and those of [`lock`](RLock::lock).
+    /// `WouldBlock`, and those of [`lock`](RLock::lock) (an `OwnerDied`
+    /// leaves the lock not recoverable).
     pub fn try_lock(&self) -> LockResult<RLockGuard<'_>> {
-        self.acquire_with(Deadline::Now)
+        Ok(self.acquire_with(Deadline::Now)?)
     }
 
     /// Waits at most `timeout` (monotonic clock) for the lock.
     ///
     /// # Errors
-    /// `Timeout`, and those of [`lock`](RLock::lock).
+    /// `Timeout`, and those of [`lock`](RLock::lock) (an `OwnerDied` leaves
+    /// the lock not recoverable).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<RLockGuard<'_>> {
+        Ok(self.acquire_with(Deadline::after(timeout))?)
+    }
+
+    /// Blocks until the calling thread holds the lock, handing over the
+    /// guard if the previous owner died holding it, so that the caller can
+    /// repair.
+    ///
+    /// # Errors
+    /// [`RecoverableLockError::OwnerDied`](crate::RecoverableLockError::OwnerDied)
+    /// with the guard: the caller holds the lock; repair what it protects,
+    /// then call [`RLockGuard::make_consistent`] (dropping the guard without
+    /// that makes the lock permanently `NotRecoverable`). Otherwise as for
+    /// [`lock`](RLock::lock).
+    #[inline]
+    pub fn lock_recovering(&self) -> RecoverableLockResult<RLockGuard<'_>> {
+        self.acquire_with(Deadline::Never)
+    }
+
+    /// As [`lock_recovering`](RLock::lock_recovering), waiting at most
+    /// `timeout` (monotonic clock).
+    ///
+    /// # Errors
+    /// `Timeout`, and those of [`lock_recovering`](RLock::lock_recovering).
+    pub fn lock_recovering_timeout(
+        &self,
+        timeout: Duration,
+    ) -> RecoverableLockResult<RLockGuard<'_>> {
         self.acquire_with(Deadline::after(timeout))
     }
 
     /// Takes the lock without a guard; pair each call with [`release`](RLock::release).
     ///
     /// # Errors
-    /// As for [`lock`](RLock::lock); after `OwnerDied`, repair and call
-    /// [`make_consistent`](RLock::make_consistent).
-    pub fn acquire(&self) -> LockResult<()> {
+    /// [`RecoverableLockError::OwnerDied(())`](crate::RecoverableLockError::OwnerDied)
+    /// if the previous owner died holding the lock: the caller holds it now
+    /// (there is no guard to drop); repair, call
+    /// [`make_consistent`](RLock::make_consistent), then
+    /// [`release`](RLock::release). Otherwise as for [`lock`](RLock::lock).
+    /// The error holds no guard, so `?` carries it anywhere, but on
+    /// `OwnerDied` the lock stays held.
+    pub fn acquire(&self) -> RecoverableLockResult<()> {
         self.mutex.acquire(Deadline::Never, || ())
     }
 

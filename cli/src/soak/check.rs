@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use multiproc::{Error, LockError};
+use multiproc::{Error, RecoverableLockError};
 
 use super::{payload, Field, Shared, FIELDS, SLACK};
 
@@ -67,9 +67,9 @@ pub(super) fn check_counts(
     acked_items: &HashMap<u64, u64>,
     delivered: &HashMap<u64, u64>,
 ) -> anyhow::Result<()> {
-    let counter = match shared.counter.lock() {
+    let counter = match shared.counter.lock_recovering() {
         Ok(g) => *g,
-        Err(LockError::OwnerDied(g)) => *g,
+        Err(RecoverableLockError::OwnerDied(g)) => *g,
         Err(e) => anyhow::bail!("the locked Value: {e}"),
     };
     check_counter(

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use multiproc::manager::ListProxy;
-use multiproc::{Error, LockError};
+use multiproc::{Error, RecoverableLockError};
 
 use super::{
     now_ns, payload, xorshift, Field, Item, Shared, MIX, OP_TIMEOUT, PERMITS, SLACK, STRIPE, WAITS,
@@ -113,8 +113,11 @@ impl Worker<'_> {
 
     fn value_increment(&mut self) {
         let s = self.shared;
-        let Some((mut guard, died)) = acquired(s, "value lock", s.counter.lock_timeout(OP_TIMEOUT))
-        else {
+        let Some((mut guard, died)) = acquired(
+            s,
+            "value lock",
+            s.counter.lock_recovering_timeout(OP_TIMEOUT),
+        ) else {
             return;
         };
         // One u64 store cannot be torn: the dead owner's increment is in or
@@ -130,7 +133,8 @@ impl Worker<'_> {
 
     fn array_stripe(&mut self) {
         let s = self.shared;
-        let Some((mut guard, died)) = acquired(s, "array lock", s.array.lock_timeout(OP_TIMEOUT))
+        let Some((mut guard, died)) =
+            acquired(s, "array lock", s.array.lock_recovering_timeout(OP_TIMEOUT))
         else {
             return;
         };
@@ -175,7 +179,8 @@ impl Worker<'_> {
 
     fn exclusive_lock(&mut self) {
         let s = self.shared;
-        if let Some((guard, died)) = acquired(s, "lock", s.lock.lock_timeout(OP_TIMEOUT)) {
+        if let Some((guard, died)) = acquired(s, "lock", s.lock.lock_recovering_timeout(OP_TIMEOUT))
+        {
             self.witness(0, died);
             if died {
                 consistent(s, multiproc::sync::LockGuard::make_consistent(&guard));
@@ -185,7 +190,8 @@ impl Worker<'_> {
 
     fn exclusive_rlock(&mut self) {
         let s = self.shared;
-        let Some((outer, died)) = acquired(s, "rlock", s.rlock.lock_timeout(OP_TIMEOUT)) else {
+        let Some((outer, died)) = acquired(s, "rlock", s.rlock.lock_recovering_timeout(OP_TIMEOUT))
+        else {
             return;
         };
         if died {
@@ -229,9 +235,11 @@ impl Worker<'_> {
 
     fn condition(&self) {
         let s = self.shared;
-        let Some((mut guard, died)) =
-            acquired(s, "condition", s.condition.lock_timeout(OP_TIMEOUT))
-        else {
+        let Some((mut guard, died)) = acquired(
+            s,
+            "condition",
+            s.condition.lock_recovering_timeout(OP_TIMEOUT),
+        ) else {
             return;
         };
         if died {
@@ -296,14 +304,18 @@ fn consistent(s: &Shared, r: multiproc::Result<()>) {
 /// died (counted as a recovery; the caller repairs and makes it
 /// consistent). `None` if it was not taken: a timeout is allowed, anything
 /// else (not recoverable, an OS error) is a violation.
-fn acquired<G>(s: &Shared, what: &str, r: multiproc::LockResult<G>) -> Option<(G, bool)> {
+fn acquired<G>(
+    s: &Shared,
+    what: &str,
+    r: multiproc::RecoverableLockResult<G>,
+) -> Option<(G, bool)> {
     match r {
         Ok(g) => Some((g, false)),
-        Err(LockError::OwnerDied(g)) => {
+        Err(RecoverableLockError::OwnerDied(g)) => {
             s.recovered();
             Some((g, true))
         }
-        Err(LockError::Timeout) => None,
+        Err(RecoverableLockError::Timeout) => None,
         Err(e) => {
             s.violation(format_args!("{what}: {e}"));
             None
