@@ -542,15 +542,14 @@ fn helpers_start_under_a_lowered_descriptor_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: valid pointers to rlimit values.
-        unsafe {
-            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
-            let limit = libc::rlimit {
-                rlim_max: old.rlim_max,
-                ..limit
-            };
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
+        // SAFETY: getrlimit writes one rlimit to a valid pointer.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+        let limit = libc::rlimit {
+            rlim_max: old.rlim_max,
+            ..limit
+        };
+        // SAFETY: setrlimit reads one valid rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
         // Free twenty numbers below the limit; the top ones stay open.
         let mut files = files;
         files.drain(..20);
@@ -570,15 +569,13 @@ fn helpers_start_under_a_lowered_descriptor_limit() {
 #[test]
 fn a_pool_on_one_cpu_has_one_worker() {
     let p = common::static_child(|| {
-        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this process.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            assert_eq!(
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-                0
-            );
-        }
+        // SAFETY: cpu_set_t is a plain bit array, valid all zeros.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: CPU 0 is within the set's bits.
+        unsafe { libc::CPU_SET(0, &mut set) };
+        // SAFETY: a valid cpu_set_t of the size given, for this process.
+        let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        assert_eq!(r, 0);
         assert_eq!(multiproc::cpu_count(), 1);
         let pool = Pool::new().unwrap();
         assert_eq!(pool.processes(), 1);

@@ -5,9 +5,7 @@
 use std::alloc::Layout;
 use std::io;
 
-use crate::error::{
-    Error, RecoverableLockError as LockError, RecoverableLockResult as LockResult, Result,
-};
+use crate::error::{Error, RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::Region;
 use crate::sys::{self, errno, Acquired, Deadline, MutexKind, PthreadMutex};
 
@@ -55,16 +53,16 @@ impl RobustMutex {
         &self,
         deadline: Deadline,
         guard: impl FnOnce() -> G,
-    ) -> LockResult<G> {
+    ) -> RecoverableLockResult<G> {
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_lock(self.mutex(), deadline) } {
             Ok(Acquired::Clean) => Ok(guard()),
-            Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(guard())),
-            Err(errno::EBUSY) => Err(LockError::WouldBlock),
-            Err(errno::ETIMEDOUT) => Err(LockError::Timeout),
-            Err(errno::ENOTRECOVERABLE) => Err(LockError::NotRecoverable),
-            Err(errno::EDEADLK) => Err(LockError::Deadlock),
-            Err(e) => Err(LockError::Os(io::Error::from_raw_os_error(e))),
+            Ok(Acquired::OwnerDied) => Err(RecoverableLockError::OwnerDied(guard())),
+            Err(errno::EBUSY) => Err(RecoverableLockError::WouldBlock),
+            Err(errno::ETIMEDOUT) => Err(RecoverableLockError::Timeout),
+            Err(errno::ENOTRECOVERABLE) => Err(RecoverableLockError::NotRecoverable),
+            Err(errno::EDEADLK) => Err(RecoverableLockError::Deadlock),
+            Err(e) => Err(RecoverableLockError::Os(io::Error::from_raw_os_error(e))),
         }
     }
 
@@ -93,7 +91,7 @@ impl RobustMutex {
         &self,
         spins: u32,
         guard: impl FnOnce() -> G,
-    ) -> LockResult<G> {
+    ) -> RecoverableLockResult<G> {
         for _ in 0..spins {
             // SAFETY: `region` keeps the initialised mutex mapped.
             if unsafe { sys::mutex_looks_free(self.mutex()) } {
