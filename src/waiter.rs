@@ -192,7 +192,7 @@ impl<S: Source> Registration<S> {
         }
         let started = std::thread::Builder::new()
             .name("multiproc-waiter".into())
-            .spawn(move || serve(registry));
+            .spawn(move || waiter_thread(registry));
         match started {
             Ok(_) => {
                 entries.thread = true;
@@ -231,7 +231,7 @@ impl<S: Source> Drop for Registration<S> {
 const OVERFLOW_POLL: Duration = Duration::from_millis(2);
 
 /// The waiter thread.
-fn serve<S: Source>(registry: &'static Registry<S>) {
+fn waiter_thread<S: Source>(registry: &'static Registry<S>) {
     let mut watches = Vec::new();
     let mut wake = Vec::new();
     loop {
@@ -473,7 +473,7 @@ async fn until<S: Source, T>(
 
 /// Runs `future` to completion on this thread, parking it while the future
 /// waits: for code that drives an async algorithm whose waits block (the
-/// barrier's blocking form) and for the benchmarks, never a runtime.
+/// barrier's blocking form), never a runtime.
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {

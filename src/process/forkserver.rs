@@ -35,7 +35,7 @@ use crate::sys::{self, Deadline, Forked};
 
 /// What a server's child runs: the request's bytes and descriptors in, the
 /// exit code out.
-pub(super) type Serve = Box<dyn Fn(Vec<u8>, Vec<OwnedFd>) -> i32 + Send>;
+pub(super) type ChildBody = Box<dyn Fn(Vec<u8>, Vec<OwnedFd>) -> i32 + Send>;
 
 /// Request byte: fork a child.
 const FORK: u8 = b'F';
@@ -75,7 +75,7 @@ pub(super) struct Served {
 impl ForkServer {
     /// Forks a server that runs `serve` in each child it forks. Call it
     /// while no other thread may hold a lock the children need.
-    pub(super) fn start(name: &str, serve: Serve) -> Result<ForkServer> {
+    pub(super) fn start(name: &str, serve: ChildBody) -> Result<ForkServer> {
         let (requests, server_end) =
             sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
         let mut process = Process::new(move || {
@@ -373,7 +373,7 @@ struct Child {
 }
 
 /// The server's loop; its exit code.
-fn run_server(requests: OwnedFd, serve: &Serve) -> i32 {
+fn run_server(requests: OwnedFd, serve: &ChildBody) -> i32 {
     let server_pid = sys::getpid();
     let Some(parent) = parent_process() else {
         return 1;
@@ -468,7 +468,7 @@ fn reap(child: Child) {
 }
 
 /// A child of the server: becomes the process its order describes and runs.
-fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &Serve, server_pid: u32) -> ! {
+fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: u32) -> ! {
     if sys::die_with_parent(server_pid).is_err() {
         sys::exit_now(1);
     }

@@ -46,7 +46,7 @@ struct BarrierState {
 }
 
 /// How one party's pass through the barrier ended.
-enum Outcome {
+enum PassEnd {
     Passed,
     /// Broken, reset or aborted by someone else.
     Broken,
@@ -304,7 +304,7 @@ impl Barrier {
                 .as_ref()
                 .map(|a| catch_unwind(AssertUnwindSafe(|| a())));
             match action {
-                Some(Err(panic)) => Outcome::ActionPanicked(panic),
+                Some(Err(panic)) => PassEnd::ActionPanicked(panic),
                 _ => {
                     inside
                         .inner
@@ -312,7 +312,7 @@ impl Barrier {
                         .generation
                         .fetch_add(1, Ordering::Relaxed);
                     inside.inner.set_state(DRAINING);
-                    Outcome::Passed
+                    PassEnd::Passed
                 }
             }
         } else {
@@ -322,21 +322,21 @@ impl Barrier {
                 .await?
             {
                 // Released by the last arrival; a reset or abort is an error.
-                _ if inside.passed() => Outcome::Passed,
-                true => Outcome::Broken,
-                false => Outcome::TimedOut,
+                _ if inside.passed() => PassEnd::Passed,
+                true => PassEnd::Broken,
+                false => PassEnd::TimedOut,
             }
         };
         // Only this party's own failure breaks the barrier for the others.
-        if matches!(outcome, Outcome::TimedOut | Outcome::ActionPanicked(_)) {
+        if matches!(outcome, PassEnd::TimedOut | PassEnd::ActionPanicked(_)) {
             inside.inner.set_state(BROKEN);
         }
         inside.leave();
         drop(inside);
         match outcome {
-            Outcome::Passed => Ok(index),
-            Outcome::ActionPanicked(panic) => resume_unwind(panic),
-            Outcome::Broken | Outcome::TimedOut => Err(Error::BrokenBarrier),
+            PassEnd::Passed => Ok(index),
+            PassEnd::ActionPanicked(panic) => resume_unwind(panic),
+            PassEnd::Broken | PassEnd::TimedOut => Err(Error::BrokenBarrier),
         }
     }
 

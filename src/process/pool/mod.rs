@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::builder::PoolBuilder;
-use self::result::{decode, foreign_error, per_item, Callback, Chunk, Outcome, Slot};
+use self::result::{decode, foreign_error, per_item, Callback, Chunk, Slot, TaskOutcome};
 pub use self::result::{AsyncResult, MapResult};
 use self::scheduler::{Job, Shared};
 pub use self::task::Task;
@@ -220,22 +220,22 @@ impl Pool {
     ) -> Arc<Slot> {
         let slot = Arc::new(Slot::new(self.owner, callback));
         if !self.is_owner() {
-            slot.complete(Outcome::Foreign);
+            slot.complete(TaskOutcome::Foreign);
             return slot;
         }
         let (origin, args) = match job {
             Ok(job) => job,
             Err(e) => {
-                slot.complete(Outcome::Failed(e));
+                slot.complete(TaskOutcome::Failed(e));
                 return slot;
             }
         };
         let mut state = locked(&self.shared.state);
         if state.closed || state.terminating {
             let outcome = if state.terminating {
-                Outcome::Terminated
+                TaskOutcome::Terminated
             } else {
-                Outcome::Closed
+                TaskOutcome::Closed
             };
             drop(state);
             slot.complete(outcome);
@@ -334,7 +334,7 @@ impl Pool {
         T: Task<M>,
         T::Output: Serialize + DeserializeOwned,
     {
-        let callback: Callback = Box::new(move |o: &Outcome| {
+        let callback: Callback = Box::new(move |o: &TaskOutcome| {
             match decode::<T::Output>(o.clone()).and_then(result::only) {
                 Ok(r) => callback(r),
                 Err(e) => error_callback(e),
@@ -497,7 +497,7 @@ impl Pool {
         let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<R>>>();
         let each_chunk = || -> Option<Callback> {
             let tx = tx.clone();
-            Some(Box::new(move |o: &Outcome| {
+            Some(Box::new(move |o: &TaskOutcome| {
                 let _ = tx.send(decode::<R>(o.clone()));
             }))
         };

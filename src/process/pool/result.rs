@@ -15,7 +15,7 @@ use crate::sys::{self, Deadline};
 
 /// How a task ended, as the parent keeps it (cloneable, unlike [`Error`]).
 #[derive(Clone, Debug)]
-pub(super) enum Outcome {
+pub(super) enum TaskOutcome {
     /// The encoded results of the chunk.
     Done(Vec<u8>),
     /// It panicked, returned `Err` (for a fallible task), or its arguments
@@ -28,15 +28,15 @@ pub(super) enum Outcome {
     Foreign,
 }
 
-impl Outcome {
+impl TaskOutcome {
     fn into_result(self) -> Result<Vec<u8>> {
         match self {
-            Outcome::Done(bytes) => Ok(bytes),
-            Outcome::Failed(msg) => Err(Error::TaskFailed(msg)),
-            Outcome::WorkerDied(exitcode) => Err(Error::WorkerDied { exitcode }),
-            Outcome::Terminated => Err(Error::PoolTerminated),
-            Outcome::Closed => Err(Error::PoolClosed),
-            Outcome::Foreign => Err(foreign_error()),
+            TaskOutcome::Done(bytes) => Ok(bytes),
+            TaskOutcome::Failed(msg) => Err(Error::TaskFailed(msg)),
+            TaskOutcome::WorkerDied(exitcode) => Err(Error::WorkerDied { exitcode }),
+            TaskOutcome::Terminated => Err(Error::PoolTerminated),
+            TaskOutcome::Closed => Err(Error::PoolClosed),
+            TaskOutcome::Foreign => Err(foreign_error()),
         }
     }
 }
@@ -50,11 +50,11 @@ pub(super) fn foreign_error() -> Error {
 }
 
 /// Run on the pool's scheduler thread when a task ends.
-pub(super) type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+pub(super) type Callback = Box<dyn FnOnce(&TaskOutcome) + Send>;
 
 /// Where a task's outcome lands.
 pub(super) struct Slot {
-    outcome: Mutex<Option<Outcome>>,
+    outcome: Mutex<Option<TaskOutcome>>,
     ready: Condvar,
     /// Tasks awaiting the outcome (registered while `outcome` is locked).
     wakers: Mutex<Vec<Waker>>,
@@ -76,7 +76,7 @@ impl Slot {
 
     /// Records the outcome, after running the callback (as Python's
     /// `ApplyResult._set` does: a callback runs before the result is ready).
-    pub(super) fn complete(&self, outcome: Outcome) {
+    pub(super) fn complete(&self, outcome: TaskOutcome) {
         let callback = locked(&self.callback).take();
         if let Some(cb) = callback {
             // A panicking callback must not take the pool's scheduler down.
@@ -89,9 +89,9 @@ impl Slot {
     }
 
     /// The outcome once it is there, without blocking the thread.
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<TaskOutcome> {
         if sys::getpid() != self.owner {
-            return Poll::Ready(self.inspect(|o| o.cloned()).unwrap_or(Outcome::Foreign));
+            return Poll::Ready(self.inspect(|o| o.cloned()).unwrap_or(TaskOutcome::Foreign));
         }
         let known = locked(&self.outcome);
         if let Some(o) = &*known {
@@ -108,18 +108,18 @@ impl Slot {
 
     /// Runs `f` on the outcome, if there is one. In a forked child, where
     /// it can never arrive, without waiting for a lock that the fork may
-    /// have copied while held, and on [`Outcome::Foreign`] if it is not there.
-    fn inspect<T>(&self, f: impl FnOnce(Option<&Outcome>) -> T) -> T {
+    /// have copied while held, and on [`TaskOutcome::Foreign`] if it is not there.
+    fn inspect<T>(&self, f: impl FnOnce(Option<&TaskOutcome>) -> T) -> T {
         if sys::getpid() == self.owner {
             return f(locked(&self.outcome).as_ref());
         }
         match self.outcome.try_lock() {
             Ok(known) if known.is_some() => f(known.as_ref()),
-            _ => f(Some(&Outcome::Foreign)),
+            _ => f(Some(&TaskOutcome::Foreign)),
         }
     }
 
-    fn wait(&self, deadline: Deadline) -> Option<Outcome> {
+    fn wait(&self, deadline: Deadline) -> Option<TaskOutcome> {
         if sys::getpid() != self.owner {
             return self.inspect(|o| o.cloned());
         }
@@ -138,7 +138,7 @@ impl Slot {
 }
 
 /// Decodes a chunk's results.
-pub(super) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Result<Vec<R>> {
+pub(super) fn decode<R: DeserializeOwned>(outcome: TaskOutcome) -> Result<Vec<R>> {
     let bytes = outcome.into_result()?;
     postcard::from_bytes(&bytes).map_err(|e| Error::Deserialize(e.to_string()))
 }
@@ -175,7 +175,7 @@ impl<R: DeserializeOwned> Chunk<R> {
 
     fn successful(&self) -> Option<bool> {
         self.slot
-            .inspect(|o| o.map(|o| matches!(o, Outcome::Done(_))))
+            .inspect(|o| o.map(|o| matches!(o, TaskOutcome::Done(_))))
     }
 }
 

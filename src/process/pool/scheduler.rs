@@ -9,9 +9,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::result::{Outcome, Slot};
+use super::result::{Slot, TaskOutcome};
 use super::task::CodeOrigin;
-use super::worker::{self, Request};
+use super::worker::{self, WorkerOrder};
 use crate::conn::Connection;
 use crate::error::{Error, Result};
 use crate::process::forkserver::{self, ForkServer};
@@ -193,7 +193,7 @@ impl Scheduler {
         let mut state = locked(&shared.state);
         if state.terminating {
             for job in state.pending.drain(..) {
-                job.slot.complete(Outcome::Terminated);
+                job.slot.complete(TaskOutcome::Terminated);
             }
             return (true, false);
         }
@@ -205,7 +205,7 @@ impl Scheduler {
                 break;
             };
             let w = &mut self.workers[i];
-            let sent = w.conn.send(&Request::Run {
+            let sent = w.conn.send(&WorkerOrder::Run {
                 call: job.call,
                 origin: job.origin,
                 args: job.args,
@@ -245,8 +245,8 @@ impl Scheduler {
                     Ok(r) => {
                         if let Some(slot) = w.busy.take() {
                             slot.complete(match r {
-                                Ok(bytes) => Outcome::Done(bytes),
-                                Err(msg) => Outcome::Failed(msg),
+                                Ok(bytes) => TaskOutcome::Done(bytes),
+                                Err(msg) => TaskOutcome::Failed(msg),
                             });
                         }
                     }
@@ -264,7 +264,7 @@ impl Scheduler {
             log::debug!("cleaning up worker {i}");
             let w = self.workers.swap_remove(i);
             if let Some(slot) = w.busy {
-                slot.complete(Outcome::WorkerDied(code));
+                slot.complete(TaskOutcome::WorkerDied(code));
             }
         }
         for _ in &exited {
@@ -280,7 +280,7 @@ impl Scheduler {
     /// waits for them (killing one that takes more than 10 s).
     fn stop_all(&mut self) {
         for w in &mut self.workers {
-            let _ = w.conn.send(&Request::Stop);
+            let _ = w.conn.send(&WorkerOrder::Stop);
         }
         // Silently, as Python's `join` joins its workers.
         for w in &self.workers {
@@ -304,7 +304,7 @@ impl Scheduler {
             log::debug!("cleaning up worker {}", w.pid);
             w.join(&self.server, Deadline::Never);
             if let Some(slot) = w.busy.take() {
-                slot.complete(Outcome::Terminated);
+                slot.complete(TaskOutcome::Terminated);
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::sys;
 
 /// What the scheduler sends a worker.
 #[derive(Serialize, Deserialize)]
-pub(super) enum Request {
+pub(super) enum WorkerOrder {
     /// Run the trampoline at address `call`, code of the object `origin`
     /// in the pool's process, on `args`.
     Run {
@@ -38,9 +38,9 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
     }
     let mut completed = 0u64;
     while config.max_tasks == 0 || completed < config.max_tasks {
-        let (call, origin, args) = match conn.recv::<Request>() {
-            Ok(Request::Run { call, origin, args }) => (call, origin, args),
-            Ok(Request::Stop) => {
+        let (call, origin, args) = match conn.recv::<WorkerOrder>() {
+            Ok(WorkerOrder::Run { call, origin, args }) => (call, origin, args),
+            Ok(WorkerOrder::Stop) => {
                 log::debug!("worker got sentinel -- exiting");
                 break;
             }
