@@ -680,16 +680,22 @@ fn forkserver_children_nest_and_carry_large_arguments() {
 #[test]
 fn pool_misuse_is_an_error_not_a_hang() {
     watchdog("pool misuse", LIMIT, || {
-        let pool = Pool::with_processes(1).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
         assert!(matches!(pool.join(), Err(Error::PoolState(_))));
-        let pending = pool.apply_async(double, 2);
-        // A result handle of the parent's pool, in a child.
+        // Result handles of the parent's pool, in a child: one that can
+        // never complete there (its task blocks until the pool ends), and
+        // one whose result was in before the fork.
+        let pending = pool.apply_async(block_long, ());
+        let ready = pool.apply_async(double, 2);
+        assert_eq!(ready.get().unwrap(), 4);
         let child = static_child(move || {
             assert!(pending.get().is_err());
             assert!(pending.get_timeout(Duration::MAX).is_err());
             pending.wait();
             assert!(pending.wait_timeout(Duration::MAX));
             std::mem::forget(pending);
+            assert_eq!(ready.get().unwrap(), 4);
+            std::mem::forget(ready);
         });
         assert_eq!(common::join(&child, LIMIT), 0);
         pool.close();
