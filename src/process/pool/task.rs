@@ -39,6 +39,14 @@ mod sealed {
 /// rebuild them from their type. A captured value travels as an argument
 /// instead.
 ///
+/// One case the compiler cannot refuse: a closure that captures only
+/// zero-sized `Copy` values is zero-sized too, and the worker rebuilds
+/// those values from their types. A zero-sized value whose existence is a
+/// promise about this process (a token some library hands out once it has
+/// initialised something) promises nothing in a worker, whose memory is
+/// this process's as it was when the pool was created: pass such tokens
+/// to no pool task.
+///
 /// ```compile_fail
 /// # fn main() -> multiproc::Result<()> {
 /// let pool = multiproc::Pool::with_processes(1)?;
