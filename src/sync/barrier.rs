@@ -16,7 +16,7 @@ use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
 const FILLING: u32 = 0;
-// 1 was "draining": a released pass now counts its parties out at once.
+const DRAINING: u32 = 1;
 const RESETTING: u32 = 2;
 const BROKEN: u32 = 3;
 
@@ -25,12 +25,7 @@ const DEATH_CHECK: Duration = Duration::from_millis(100);
 
 /// The shared state, after an internal robust mutex that guards every field
 /// but `seq`. CPython's algorithm, plus the pids of the parties inside, so
-/// that a party that dies there breaks the barrier instead of hanging it,
-/// and with one change: the party that completes a pass counts every party
-/// of it out (CPython's parties leave one by one, and the next pass waits
-/// for them to drain). A released party learns that it passed from the
-/// generation, whenever it runs again, or never: a released future that
-/// is never polled again holds up no later pass.
+/// that a party that dies there breaks the barrier instead of hanging it.
 #[repr(C)]
 struct BarrierState {
     /// Bumped on every change of `state`: the futex word sleepers wait on.
@@ -236,9 +231,9 @@ impl Barrier {
     /// As [`wait`](Barrier::wait), with its own timeout.
     ///
     /// # Errors
-    /// As for [`wait`](Barrier::wait), and [`Error::Timeout`] if a reset
-    /// was still finishing when the time ran out: this party never entered,
-    /// and the barrier is not broken.
+    /// As for [`wait`](Barrier::wait), and [`Error::Timeout`] if the previous
+    /// pass was still draining (or a reset still finishing) when the time
+    /// ran out: this party never entered, and the barrier is not broken.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
         waiter::block_on(self.wait_inner(Some(timeout), Sleep::Block))
     }
@@ -268,15 +263,10 @@ impl Barrier {
         self.wait_inner(Some(timeout), Sleep::Await).await
     }
 
-    /// The shared state (its fields that others change are atomics).
-    fn shared(&self) -> &BarrierState {
-        // SAFETY: the region holds an initialised BarrierState while the
-        // barrier lives; the fields other processes change are atomics.
-        unsafe { &*self.state.as_ptr::<BarrierState>() }
-    }
-
     fn default_timeout(&self) -> Option<Duration> {
-        let ns = self.shared().timeout_ns.load(Ordering::Relaxed);
+        // SAFETY: `timeout_ns` is an atomic of the BarrierState in `state`.
+        let ns =
+            unsafe { &(*self.state.as_ptr::<BarrierState>()).timeout_ns }.load(Ordering::Relaxed);
         (ns > 0).then(|| Duration::from_nanos(ns))
     }
 
@@ -285,8 +275,11 @@ impl Barrier {
     async fn wait_inner(&self, timeout: Option<Duration>, how: Sleep) -> Result<u32> {
         let deadline = Deadline::within(timeout);
         let mut inner = self.enter()?;
-        // Let a reset finish.
-        if !inner.wait_while(deadline, how, |s| s == RESETTING).await? {
+        // Let a previous pass drain, or a reset finish.
+        if !inner
+            .wait_while(deadline, how, |s| matches!(s, DRAINING | RESETTING))
+            .await?
+        {
             return Err(Error::Timeout);
         }
         if inner.pass() == BROKEN {
@@ -313,17 +306,19 @@ impl Barrier {
             match action {
                 Some(Err(panic)) => PassEnd::ActionPanicked(panic),
                 _ => {
-                    inside.inner.release_all();
+                    inside
+                        .inner
+                        .state()
+                        .generation
+                        .fetch_add(1, Ordering::Relaxed);
+                    inside.inner.set_state(DRAINING);
                     PassEnd::Passed
                 }
             }
         } else {
-            // Read under the internal lock, as `wait_while` calls it.
-            let generation_now = &self.shared().generation;
-            let released = |s| s != FILLING || generation_now.load(Ordering::Relaxed) != generation;
             match inside
                 .inner
-                .wait_while(deadline, how, |s| !released(s))
+                .wait_while(deadline, how, |s| s == FILLING)
                 .await?
             {
                 // Released by the last arrival; a reset or abort is an error.
@@ -336,11 +331,7 @@ impl Barrier {
         if matches!(outcome, PassEnd::TimedOut | PassEnd::ActionPanicked(_)) {
             inside.inner.set_state(BROKEN);
         }
-        // A party of a completed pass was counted out by the last arrival.
-        if !matches!(outcome, PassEnd::Passed) {
-            inside.leave();
-        }
-        inside.left = true;
+        inside.leave();
         drop(inside);
         match outcome {
             PassEnd::Passed => Ok(index),
@@ -431,7 +422,9 @@ impl Inner<'_> {
     }
 
     fn state(&self) -> &BarrierState {
-        self.barrier.shared()
+        // SAFETY: the region holds an initialised BarrierState while the
+        // barrier lives; the fields other processes change are atomics.
+        unsafe { &*self.barrier.state.as_ptr::<BarrierState>() }
     }
 
     /// The pass's state (changed only under the internal lock).
@@ -469,8 +462,8 @@ impl Inner<'_> {
         Some(slot)
     }
 
-    /// Leaves the barrier (Python's `_exit`) before its pass completed: the
-    /// last one out of a reset refills it.
+    /// Leaves the barrier (Python's `_exit`): the last one out of a pass
+    /// that drained or reset refills it.
     fn leave(&self, slot: Option<usize>) {
         if let Some(slot) = slot {
             self.slots()[slot].store(0, Ordering::Relaxed);
@@ -479,20 +472,8 @@ impl Inner<'_> {
         self.refill_if_empty();
     }
 
-    /// Completes the pass: every party of it is counted out (slots freed,
-    /// count zero) and the next pass can fill at once; the parties learn
-    /// that they passed from the generation.
-    fn release_all(&self) {
-        self.state().generation.fetch_add(1, Ordering::Relaxed);
-        for slot in self.slots() {
-            slot.store(0, Ordering::Relaxed);
-        }
-        self.state().count.store(0, Ordering::Relaxed);
-        self.set_state(FILLING);
-    }
-
     fn refill_if_empty(&self) {
-        if self.count() == 0 && self.pass() == RESETTING {
+        if self.count() == 0 && matches!(self.pass(), RESETTING | DRAINING) {
             self.set_state(FILLING);
         }
     }
@@ -514,8 +495,7 @@ impl Inner<'_> {
     /// is set from the live ones. So a party killed while it held the
     /// internal lock, between counting itself and taking its slot or
     /// between freeing its slot and uncounting itself, leaves no phantom
-    /// party that would keep a pass from ever filling or a reset from
-    /// ever finishing.
+    /// party that would keep a pass from ever draining.
     fn bury_dead(&self) {
         let mut buried = false;
         let mut inside = 0;
@@ -621,10 +601,7 @@ impl Drop for Inside<'_> {
         if !self.inner.held && self.inner.relock().is_err() {
             return;
         }
-        if self.passed() {
-            return; // counted out by the party that completed the pass
-        }
-        if self.inner.pass() == FILLING {
+        if self.inner.pass() == FILLING && !self.passed() {
             self.inner.set_state(BROKEN);
         }
         self.leave();
