@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::pipe;
+use super::{pipe, syscall};
 
 /// Makes every open descriptor of this process, except the standard
 /// streams and `keep`, inert: the number stays taken (so that a handle
@@ -33,8 +33,7 @@ pub(crate) fn release_inherited(keep: &[RawFd]) -> io::Result<()> {
         // SAFETY: dup3 replaces descriptor `fd` by a copy of the
         // placeholder; whoever owned `fd` now owns the copy, under the same
         // number, so no ownership changes hands (the first sentence above).
-        if unsafe { libc::dup3(placeholder, fd, libc::O_CLOEXEC) } < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = syscall(unsafe { libc::dup3(placeholder, fd, libc::O_CLOEXEC) }) {
             if e.raw_os_error() != Some(libc::EBADF) {
                 return Err(e);
             }
