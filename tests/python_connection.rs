@@ -26,7 +26,8 @@ const KEY: &[u8] = b"\x00the key\xff, not UTF-8";
 const WRONG_KEY: &[u8] = b"not the key";
 
 /// Python 2.7 and 3.x alike. `serve ADDRESS KEYHEX ok|wrong` listens and
-/// prints `ready`; `client ADDRESS KEYHEX ok|wrong` connects. With `ok`,
+/// prints `ready`; `client ADDRESS KEYHEX ok|wrong` connects (`auth`: the
+/// same, then closes without a word). With `ok`,
 /// the peer echoes each message reversed until `bye`, then sends an empty
 /// message and a 76800-byte one and closes; with `wrong`, it expects the
 /// handshake to fail and prints why. A Unix address is a path, a TCP one
@@ -76,7 +77,10 @@ else:
         sys.exit(0 if expect == 'wrong' else 1)
     if expect == 'wrong':
         sys.exit('connected with a wrong key')
-    peer(c)
+    if role == 'client':
+        peer(c)
+    else:
+        c.close()
 print('done')
 "#;
 
@@ -408,4 +412,29 @@ fn our_listener_refuses_a_python_client_with_a_wrong_key() {
             );
         },
     );
+}
+
+/// The manager server runs the same handshake in its event loop: a Python
+/// client with the key is welcomed, one without is refused, and the server
+/// goes on serving.
+#[test]
+fn the_manager_server_authenticates_python_clients() {
+    let mut m = multiproc::manager::Manager::start().unwrap();
+    let Address::Unix(path) = m.address().clone() else {
+        panic!("a Unix address")
+    };
+    let path = path.to_str().unwrap().to_owned();
+    let key = hex(m.authkey());
+    each_python("Python Client -> the manager server", |version, python| {
+        for (key, expect) in [(key.as_str(), "ok"), (&hex(WRONG_KEY), "wrong")] {
+            let out = Python::start(version, python, &["auth", &path, key, expect]).finish();
+            let said = if expect == "ok" {
+                "done"
+            } else {
+                "refused: digest sent was rejected"
+            };
+            assert!(out.contains(said), "{version} {expect}: {out}");
+        }
+    });
+    m.shutdown().unwrap();
 }
