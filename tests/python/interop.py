@@ -103,6 +103,8 @@ def dict_basics(m):
     local.update([("f", 6)], g=7)
     assert d.popitem() == local.popitem(), "popitem() takes the last inserted"
     assert str(d) == str(local), "str(dict): %r, want %r" % (str(d), str(local))
+    got = d._getvalue()
+    assert got == local and list(got) == list(local), "_getvalue() (#GETVALUE): %r" % (got,)
 
     one = m.dict()
     local = {}
@@ -210,6 +212,7 @@ def list_semantics(m):
     assert list(m.list(["a", "b", "c"])) == ["a", "b", "c"], "iteration (by __getitem__ until IndexError)"
     assert 2 in m.list([1, 2]) and 5 not in m.list([1, 2]), "in"
     assert str(m.list([1, "a", None])) == str([1, "a", None]), "str(list)"
+    assert m.list(range(3))._getvalue() == [0, 1, 2], "m.list(range(3)) (a pickled range), _getvalue()"
 
 
 @check("sort: reverse, mixed types are TypeError, key=len refused (CPython: run)")
@@ -416,38 +419,42 @@ def wrong_key(m):
     assert connect().dict({"still": "serving"}).copy() == {"still": "serving"}, "the server still serves"
 
 
-def evil_request(ident, marker):
-    """`(ident, 'append', (os.system('touch MARKER'),), {})` pickled by hand
-    (GLOBAL, argument tuple, REDUCE): unpickling it runs the command."""
+def evil_requests(ident, marker):
+    """`(ident, 'append', (os.system('touch MARKER'),), {})` pickled by hand,
+    naming the function as protocol 2 does (GLOBAL) and as protocol 4 does
+    (STACK_GLOBAL): unpickling either runs the command."""
 
     def text(s):
         return b"X" + struct.pack("<I", len(s.encode())) + s.encode()
 
-    call = b"cos\nsystem\n" + text("touch " + marker) + b"\x85R"
-    return b"\x80\x02(" + text(ident) + text("append") + call + b"\x85}t."
+    command = text("touch " + marker) + b"\x85R"
+    for proto, function in ((2, b"cos\nsystem\n"), (4, text("os") + text("system") + b"\x93")):
+        yield bytes([0x80, proto]) + b"(" + text(ident) + text("append") + function + command + b"\x85}t."
 
 
 @check("a pickle naming os.system is refused, the server keeps serving")
 def refuses_code(m):
     if ARGS.cpython_server:
         return "CPython's server would run it"
-    d = m.dict({"k": 1})
+    target = m.list(["k"])
     marker = os.path.join(tempfile.gettempdir(), "multiproc-interop-pwned-%d" % os.getpid())
     assert not os.path.exists(marker), "stale marker %s" % marker
     c = connection.Client(ARGS.address, authkey=ARGS.key)
     try:
         c.send((None, "accept_connection", ("interop",), {}))
         assert c.recv() == ("#RETURN", None), "accept_connection"
-        ident = d._token.id
+        ident = target._token.id
         c.send((ident, "__len__", (), {}))
         assert c.recv() == ("#RETURN", 1), "a plain request on the raw connection"
-        c.send_bytes(evil_request(ident, marker))
-        kind, result = c.recv()
-        assert not os.path.exists(marker), "THE SERVER RAN os.system (created %s)" % marker
-        assert kind in ("#ERROR", "#TRACEBACK", "#UNSERIALIZABLE"), "reply %r, want an error" % ((kind, result),)
-        print("    reply: %s %s" % (kind, str(result).strip().splitlines()[-1] if str(result).strip() else ""))
-        c.send((ident, "__len__", (), {}))
-        assert c.recv() == ("#RETURN", 1), "the same connection goes on after the refused pickle"
+        for evil in evil_requests(ident, marker):
+            c.send_bytes(evil)
+            kind, result = c.recv()
+            assert not os.path.exists(marker), "THE SERVER RAN os.system (created %s)" % marker
+            assert kind in ("#ERROR", "#TRACEBACK", "#UNSERIALIZABLE"), "reply %r, want an error" % ((kind, result),)
+            last = str(result).strip().splitlines()
+            print("      reply to protocol %d: %s %s" % (evil[1], kind, last[-1] if last else ""))
+            c.send((ident, "__len__", (), {}))
+            assert c.recv() == ("#RETURN", 1), "the same connection goes on, and nothing was appended"
     finally:
         c.close()
         if os.path.exists(marker):
@@ -514,7 +521,8 @@ def main():
         print(("ok    " if skipped is None else "skip  ") + name + (" (%s)" % skipped if skipped else ""), flush=True)
     gc.collect()
     after = m._number_of_objects()
-    assert after == before, "objects on the server: %d before, %d after (a reference leaked)" % (before, after)
+    assert after == before, "objects on the server: %d before, %d after (a reference leaked):\n%s" % (
+        before, after, m._debug_info())
     if ARGS.protocol is not None:
         assert set(SENT_PROTOCOLS) == {ARGS.protocol}, "frames sent by protocol: %r" % SENT_PROTOCOLS
         if ARGS.protocol >= 5:
