@@ -61,14 +61,16 @@ def raised(f):
     return None
 
 
-def same_error(what, remote, local):
+def same_error(what, remote, local, newer=None):
     """`remote()` (through the server) raises what `local()` (the same on a
-    plain object) raises: same type, same message."""
+    plain object) raises: same type, same message. `newer`: the arguments
+    a newer Python gives where older ones differ (a server answers all
+    client versions alike), also accepted."""
     want = raised(local)
     assert want is not None, "%s: the local operation did not raise" % what
     got = raised(remote)
     assert got is not None, "%s: the server did not raise; Python raises %r" % (what, want)
-    assert type(got) is type(want) and got.args == want.args, (
+    assert type(got) is type(want) and (got.args == want.args or got.args == newer), (
         "%s: the server raised %s(%r); Python raises %s(%r)"
         % (what, type(got).__name__, got.args, type(want).__name__, want.args)
     )
@@ -261,7 +263,9 @@ def errors(m):
     key = "a"
     same_error("l['a']", lambda: l[key], lambda: [1, 2][key])
     same_error("ns.missing", lambda: ns.missing, lambda: local_ns.missing)
-    same_error("del ns.missing", lambda: delattr(ns, "missing"), lambda: delattr(local_ns, "missing"))
+    # 3.8-3.10 say AttributeError('missing'), 3.11+ the whole sentence.
+    same_error("del ns.missing", lambda: delattr(ns, "missing"), lambda: delattr(local_ns, "missing"),
+               newer=("'Namespace' object has no attribute 'missing'",))
     assert d.copy() == {"a": 1} and l[:] == [1, 2], "failed calls change nothing"
 
 
@@ -316,6 +320,11 @@ def nested(m):
     me.append(5)
     assert len(b) == 2 and b[1] == 5, "b[0] is b itself: %r" % (len(b),)
     assert len(b[0][0][0]) == 2, "b[0][0][0] is b too"
+    # A reference cycle through the server is the client's to break, as in
+    # any store counting references (CPython's server keeps every object
+    # ever nested in another, uncounted, until it stops).
+    b.pop(0)
+    assert b[:] == [5], "b.pop(0) takes b out of itself"
 
 
 @check("a user's dataclass instance stored and read back equal")
@@ -525,7 +534,7 @@ def main():
         before, after, m._debug_info())
     if ARGS.protocol is not None:
         assert set(SENT_PROTOCOLS) == {ARGS.protocol}, "frames sent by protocol: %r" % SENT_PROTOCOLS
-        if ARGS.protocol >= 5:
+        if ARGS.protocol >= 5 and not ARGS.only:
             assert "BYTEARRAY8" in SENT_OPCODES, "no bytearray sent as BYTEARRAY8"
         print("sent %d frames, all protocol %d" % (SENT_PROTOCOLS[ARGS.protocol], ARGS.protocol))
     print("interop: all passed")
