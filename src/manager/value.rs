@@ -358,6 +358,7 @@ impl PyObject {
                 Some(PyValue::Int(1)) | None => call(out, "range", &args[..args.len().min(2)]),
                 Some(_) => call(out, "range", args),
             },
+            "bytearray" if args.is_empty() => out.push_str("bytearray(b'')"),
             "bytearray" => call(out, "bytearray", args),
             // An exception: `KeyError('k')`.
             name => call(out, name, args),

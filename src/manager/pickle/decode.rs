@@ -122,13 +122,22 @@ enum Callable {
     RebuildProxy,
 }
 
-/// Python 2's names of modules, which protocol 2 pickles use.
-fn module_name(module: &str) -> &str {
-    match module {
+/// Python 3's name of a global that a protocol 2 pickle names as
+/// Python 2 did (CPython's `_compat_pickle`, for the globals allowed here).
+fn global_name(module: &str, name: &str) -> (String, String) {
+    let module = match module {
         "__builtin__" | "exceptions" => "builtins",
         "copy_reg" => "copyreg",
+        "Queue" => "queue",
         m => m,
-    }
+    };
+    let name = match (module, name) {
+        ("builtins", "xrange") => "range",
+        ("builtins", "unicode") => "str",
+        ("builtins", "long") => "int",
+        (_, n) => n,
+    };
+    (module.into(), name.into())
 }
 
 /// What `REDUCE` may call: nothing that runs code or reaches the system.
@@ -359,15 +368,16 @@ impl<'a> Machine<'a> {
                 op::GLOBAL => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.push(Node::Global(module_name(&module).into(), name))?;
+                    let (module, name) = global_name(&module, &name);
+                    self.push(Node::Global(module, name))?;
                 }
                 op::STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (&self.nodes[module], &self.nodes[name]) {
                         (Node::Scalar(PyValue::Str(m)), Node::Scalar(PyValue::Str(n))) => {
-                            let global = Node::Global(module_name(m).into(), n.clone());
-                            self.push(global)?;
+                            let (module, name) = global_name(m, n);
+                            self.push(Node::Global(module, name))?;
                         }
                         _ => return Err(error("STACK_GLOBAL requires str")),
                     }
@@ -659,7 +669,7 @@ impl<'a> Machine<'a> {
                             args = vec![self.node(Node::Scalar(PyValue::Bytes(bytes)))?];
                         }
                         match args[..] {
-                            [] => {}
+                            [] => args = vec![self.node(Node::Scalar(PyValue::Bytes(Vec::new())))?],
                             [b] if matches!(scalar(&self.nodes, b), Some(PyValue::Bytes(_))) => {}
                             _ => return Err(wrong()),
                         }
@@ -770,34 +780,19 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The value of node `i`, `depth` containers down. Each level of
+    /// nesting costs two small frames (this and `items`), so that the
+    /// deepest value allowed builds within a thread's default stack.
     fn build(&mut self, i: usize, depth: usize) -> Result<PyValue, Exception> {
         self.budget.work(1)?;
         self.budget.memory(size_of::<PyValue>())?;
-        let node = &self.nodes[i];
-        match node {
-            Node::Scalar(v) => {
-                if let PyValue::Str(s) = v {
-                    self.budget.memory(s.len())?;
-                } else if let PyValue::Bytes(b) | PyValue::BigInt(b) = v {
-                    self.budget.memory(b.len())?;
-                }
-                return Ok(v.clone());
-            }
-            Node::Proxy(kind, id) => {
-                refs::decoded(*kind, *id);
-                return Ok(PyValue::Proxy(ProxyRef::new(*kind, *id)));
-            }
-            Node::Global(module, name) => {
-                self.budget.memory(module.len() + name.len())?;
-                return Ok(PyValue::Object(Box::new(PyObject::global(module, name))));
-            }
-            _ => {}
+        let nodes = self.nodes;
+        let node = &nodes[i];
+        if let Some(leaf) = self.leaf(node) {
+            return leaf;
         }
         if depth >= self.max_depth {
-            return Err((
-                "RecursionError",
-                format!("a value is nested deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(too_deep());
         }
         if self.open[i] {
             return Err(error(
@@ -805,60 +800,89 @@ impl Builder<'_> {
             ));
         }
         self.open[i] = true;
-        let value = self.container(node, depth + 1);
+        let depth = depth + 1;
+        let value = match node {
+            Node::List(v) => self.items(v, depth).map(PyValue::List),
+            Node::Tuple(v) => self.items(v, depth).map(PyValue::Tuple),
+            Node::Dict(d) => self.pairs(d, depth).map(PyValue::Dict),
+            Node::Set(v) => self.distinct(v, depth).map(PyValue::Set),
+            Node::FrozenSet(v) => self.distinct(v, depth).map(PyValue::FrozenSet),
+            Node::Object(o) => self.object(o, depth),
+            Node::Scalar(_) | Node::Proxy(..) | Node::Global(..) => Err(error("not a container")),
+        };
         self.open[i] = false;
         value
     }
 
-    fn items(&mut self, items: &[usize], depth: usize) -> Result<Vec<PyValue>, Exception> {
-        self.budget.memory(items.len() * size_of::<PyValue>())?;
-        items.iter().map(|&i| self.build(i, depth)).collect()
+    /// The value of a node without parts.
+    #[inline(never)]
+    fn leaf(&mut self, node: &Node) -> Option<Result<PyValue, Exception>> {
+        let charge = |budget: &mut Budget, n: usize, v: PyValue| budget.memory(n).map(|()| v);
+        Some(match node {
+            Node::Scalar(v) => match v {
+                PyValue::Str(s) => charge(self.budget, s.len(), v.clone()),
+                PyValue::Bytes(b) | PyValue::BigInt(b) => charge(self.budget, b.len(), v.clone()),
+                v => Ok(v.clone()),
+            },
+            Node::Proxy(kind, id) => {
+                refs::decoded(*kind, *id);
+                Ok(PyValue::Proxy(ProxyRef::new(*kind, *id)))
+            }
+            Node::Global(module, name) => charge(
+                self.budget,
+                module.len() + name.len(),
+                PyValue::Object(Box::new(PyObject::global(module, name))),
+            ),
+            _ => return None,
+        })
     }
 
+    fn items(&mut self, items: &[usize], depth: usize) -> Result<Vec<PyValue>, Exception> {
+        self.budget.memory(items.len() * size_of::<PyValue>())?;
+        let mut out = Vec::with_capacity(items.len());
+        for &i in items {
+            out.push(self.build(i, depth)?);
+        }
+        Ok(out)
+    }
+
+    #[inline(never)]
     fn pairs(
         &mut self,
         items: &[(usize, usize)],
         depth: usize,
     ) -> Result<Vec<(PyValue, PyValue)>, Exception> {
         self.budget.memory(items.len() * 2 * size_of::<PyValue>())?;
-        items
-            .iter()
-            .map(|&(k, v)| Ok((self.build(k, depth)?, self.build(v, depth)?)))
-            .collect()
+        let mut out = Vec::with_capacity(items.len());
+        for &(k, v) in items {
+            let k = self.build(k, depth)?;
+            out.push((k, self.build(v, depth)?));
+        }
+        Ok(out)
     }
 
-    fn container(&mut self, node: &Node, depth: usize) -> Result<PyValue, Exception> {
-        Ok(match node {
-            Node::List(v) => PyValue::List(self.items(v, depth)?),
-            Node::Tuple(v) => PyValue::Tuple(self.items(v, depth)?),
-            Node::Dict(d) => PyValue::Dict(self.pairs(d, depth)?),
-            Node::Set(v) => PyValue::Set(self.distinct(v, depth)?),
-            Node::FrozenSet(v) => PyValue::FrozenSet(self.distinct(v, depth)?),
-            Node::Object(o) => {
-                self.budget
-                    .memory(size_of::<PyObject>() + o.head.module.len() + o.head.name.len())?;
-                let mut object = o.head.clone();
-                object.args = self.items(&o.args, depth)?;
-                object.kwargs = match &o.kwargs {
-                    Some(kw) => Some(self.pairs(kw, depth)?),
-                    None => None,
-                };
-                object.state = match o.state {
-                    Some(s) => Some(self.build(s, depth)?),
-                    None => None,
-                };
-                object.list_items = self.items(&o.list_items, depth)?;
-                object.dict_items = self.pairs(&o.dict_items, depth)?;
-                PyValue::Object(Box::new(object))
-            }
-            Node::Scalar(_) | Node::Proxy(..) | Node::Global(..) => {
-                unreachable!("built by `build`")
-            }
-        })
+    #[inline(never)]
+    fn object(&mut self, o: &ObjectNode, depth: usize) -> Result<PyValue, Exception> {
+        self.budget
+            .memory(size_of::<PyObject>() + o.head.module.len() + o.head.name.len())?;
+        let mut object = o.head.clone();
+        object.args = self.items(&o.args, depth)?;
+        object.kwargs = match &o.kwargs {
+            Some(kw) => Some(self.pairs(kw, depth)?),
+            None => None,
+        };
+        object.state = match o.state {
+            Some(s) => Some(self.build(s, depth)?),
+            None => None,
+        };
+        object.list_items = self.items(&o.list_items, depth)?;
+        object.dict_items = self.pairs(&o.dict_items, depth)?;
+        Ok(PyValue::Object(Box::new(object)))
     }
 
     /// A set's items, each once (Python's `==`: `1`, `1.0` and `True` are
     /// one item).
+    #[inline(never)]
     fn distinct(&mut self, items: &[usize], depth: usize) -> Result<Vec<PyValue>, Exception> {
         let all = self.items(items, depth)?;
         self.budget.work(all.len())?;
@@ -872,4 +896,11 @@ impl Builder<'_> {
             .filter(|_| keep.next() == Some(true))
             .collect())
     }
+}
+
+fn too_deep() -> Exception {
+    (
+        "RecursionError",
+        format!("a value is nested deeper than {MAX_DEPTH} levels"),
+    )
 }
