@@ -28,7 +28,12 @@ mod limits;
 mod list;
 mod namespace;
 mod objects;
-pub(crate) mod pickle;
+#[cfg(not(fuzzing))]
+mod pickle;
+/// The pickle codec, public to the fuzzer only (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod pickle;
 mod protocol;
 mod reference;
 mod refs;
