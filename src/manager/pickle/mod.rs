@@ -24,7 +24,7 @@ mod encode;
 mod tests;
 
 #[allow(unused_imports)]
-pub(crate) use decode::{loads, loads_answer, MAX_INT_BYTES};
+pub(crate) use decode::{loads, loads_answer, loads_within, MAX_INT_BYTES};
 #[allow(unused_imports)]
 pub(crate) use encode::dumps;
 
