@@ -716,3 +716,15 @@ fn total_len(v: &PyValue, address: &PyValue) -> usize {
             _ => 0,
         }
 }
+
+#[test]
+fn memo_keys_may_be_sparse_and_memoize_takes_the_count() {
+    // BINPUT 5, LONG_BINPUT 2**32 - 1, then MEMOIZE (key 2, the count),
+    // each read back.
+    let b = b"\x80\x04K\x01q\x05K\x02r\xff\xff\xff\xffK\x03\x94(h\x05j\xff\xff\xff\xffh\x02t.";
+    assert_eq!(try_loads(b, 1 << 20).unwrap().to_string(), "(1, 2, 3)");
+    // Overwriting a key; a key never set.
+    let b = b"\x80\x04K\x01\x94K\x02q\x00h\x00.";
+    assert_eq!(try_loads(b, 1 << 20).unwrap().to_string(), "2");
+    assert!(try_loads(b"\x80\x04K\x01q\x05h\x04.", 1 << 20).is_err());
+}
