@@ -43,6 +43,30 @@ impl<'de> Deserializer<'de> for PyValue {
             PyValue::Proxy(r) => visitor.visit_seq(de::value::SeqDeserializer::new(
                 proxy_fields(&r).into_iter(),
             )),
+            PyValue::BigInt(b) => match big_to_i128(&b) {
+                Some(i) => match u64::try_from(i) {
+                    Ok(u) => visitor.visit_u64(u),
+                    Err(_) => visitor.visit_i128(i),
+                },
+                None => match big_to_u128(&b) {
+                    Some(u) => visitor.visit_u128(u),
+                    None => Err(ConvertError(format!(
+                        "an int of {} bytes is too large for any Rust integer",
+                        b.len()
+                    ))),
+                },
+            },
+            PyValue::Set(v) | PyValue::FrozenSet(v) => {
+                visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter()))
+            }
+            PyValue::Object(o) => match (o.is_builtin("bytearray"), o.args.into_iter().next()) {
+                (true, Some(PyValue::Bytes(b))) => visitor.visit_byte_buf(b),
+                (true, None) => visitor.visit_byte_buf(Vec::new()),
+                _ => Err(ConvertError(format!(
+                    "a {}.{} object has no Rust form",
+                    o.module, o.name
+                ))),
+            },
         }
     }
 
@@ -132,6 +156,10 @@ impl<'de> de::EnumAccess<'de> for Tagged {
             PyValue::Tuple(_) => "Tuple",
             PyValue::Dict(_) => "Dict",
             PyValue::Proxy(_) => "Proxy",
+            PyValue::BigInt(_) => "BigInt",
+            PyValue::Set(_) => "Set",
+            PyValue::FrozenSet(_) => "FrozenSet",
+            PyValue::Object(_) => "Object",
         };
         let variant =
             seed.deserialize(IntoDeserializer::<ConvertError>::into_deserializer(variant))?;
@@ -152,8 +180,11 @@ impl<'de> de::VariantAccess<'de> for Tagged {
         // The field's types: `Vec<u8>`, `Vec<PyValue>`, `Vec<(PyValue,
         // PyValue)>`, `ProxyRef` or a scalar.
         match self.0 {
-            PyValue::Bytes(b) => seed.deserialize(SeqDeserializer::new(b.into_iter())),
-            PyValue::List(v) | PyValue::Tuple(v) => {
+            PyValue::Bytes(b) | PyValue::BigInt(b) => {
+                seed.deserialize(SeqDeserializer::new(b.into_iter()))
+            }
+            PyValue::Object(o) => seed.deserialize(super::ser::to_value(&*o)?),
+            PyValue::List(v) | PyValue::Tuple(v) | PyValue::Set(v) | PyValue::FrozenSet(v) => {
                 seed.deserialize(SeqDeserializer::new(v.into_iter()))
             }
             PyValue::Dict(d) => seed.deserialize(SeqDeserializer::new(
@@ -181,8 +212,35 @@ fn proxy_fields(r: &ProxyRef) -> Vec<PyValue> {
         Kind::Dict => "Dict",
         Kind::List => "List",
         Kind::Namespace => "Namespace",
+        Kind::Iterator => "Iterator",
+        Kind::Queue => "Queue",
+        Kind::JoinableQueue => "JoinableQueue",
     };
     vec![PyValue::Str(kind.into()), PyValue::Int(r.id as i64)]
+}
+
+/// An int in two's complement bytes as an `i128`, if it fits.
+fn big_to_i128(b: &[u8]) -> Option<i128> {
+    let negative = b.last().is_some_and(|&x| x & 0x80 != 0);
+    let fill = if negative { 0xff } else { 0 };
+    if b.len() > 16 && (b[16..].iter().any(|&x| x != fill) || (b[15] & 0x80 != 0) != negative) {
+        return None;
+    }
+    let mut word = [fill; 16];
+    let n = b.len().min(16);
+    word[..n].copy_from_slice(&b[..n]);
+    Some(i128::from_le_bytes(word))
+}
+
+/// A non-negative int in two's complement bytes as a `u128`, if it fits.
+fn big_to_u128(b: &[u8]) -> Option<u128> {
+    if b.last().is_some_and(|&x| x & 0x80 != 0) || b.len() > 16 && b[16..].iter().any(|&x| x != 0) {
+        return None;
+    }
+    let mut word = [0; 16];
+    let n = b.len().min(16);
+    word[..n].copy_from_slice(&b[..n]);
+    Some(u128::from_le_bytes(word))
 }
 
 impl IntoDeserializer<'_, ConvertError> for PyValue {
@@ -242,6 +300,27 @@ mod tests {
 
     use super::super::ser::to_value;
     use super::*;
+
+    #[test]
+    fn ints_beyond_i64_are_big_ints_both_ways() {
+        let big = to_value(&u64::MAX).unwrap();
+        assert_eq!(big.to_string(), "18446744073709551615");
+        assert!(matches!(big, PyValue::BigInt(_)));
+        assert_eq!(from_value::<u64>(big.clone()).unwrap(), u64::MAX);
+        assert!(from_value::<i64>(big).is_err());
+        assert_eq!(to_value(&5u64).unwrap(), PyValue::Int(5));
+        for v in [i128::MIN, i128::MAX, -(1i128 << 64)] {
+            let b = to_value(&v).unwrap();
+            assert_eq!(b.to_string(), v.to_string());
+            assert_eq!(from_value::<i128>(b).unwrap(), v);
+        }
+        let b = to_value(&u128::MAX).unwrap();
+        assert_eq!(b.to_string(), u128::MAX.to_string());
+        assert_eq!(from_value::<u128>(b).unwrap(), u128::MAX);
+        let mut beyond = vec![0; 16];
+        beyond.extend([1, 0]);
+        assert!(from_value::<u128>(PyValue::BigInt(beyond)).is_err());
+    }
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     enum Shape {
@@ -314,7 +393,7 @@ mod tests {
             PyValue::Tuple(vec![PyValue::Int(1), PyValue::Str("a".into())])
         );
         assert_eq!(to_value(&None::<u8>).unwrap(), PyValue::None);
-        assert!(to_value(&u64::MAX).is_err());
+        assert!(matches!(to_value(&u64::MAX).unwrap(), PyValue::BigInt(_)));
         assert!(from_value::<String>(PyValue::Int(1)).is_err());
     }
 

@@ -28,6 +28,12 @@ mod limits;
 mod list;
 mod namespace;
 mod objects;
+#[cfg(not(fuzzing))]
+mod pickle;
+/// The pickle codec, public to the fuzzer only (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod pickle;
 mod protocol;
 mod reference;
 mod refs;
@@ -49,7 +55,7 @@ pub use limits::{MAX_DEPTH, MAX_WORK};
 pub use list::ListProxy;
 pub use namespace::NamespaceProxy;
 pub use ser::ConvertError;
-pub use value::{ProxyRef, PyValue};
+pub use value::{ProxyRef, PyObject, PyValue};
 
 use client::{protocol_error, Client};
 use protocol::{Command, Kind, Response};
