@@ -29,6 +29,7 @@ mod list;
 mod methods;
 mod namespace;
 mod objects;
+pub(crate) mod pickle;
 mod protocol;
 mod reference;
 mod refs;
@@ -50,7 +51,7 @@ pub use limits::{MAX_DEPTH, MAX_WORK};
 pub use list::ListProxy;
 pub use namespace::NamespaceProxy;
 pub use ser::ConvertError;
-pub use value::{ProxyRef, PyValue};
+pub use value::{ProxyRef, PyObject, PyValue};
 
 use client::{protocol_error, Client};
 use protocol::{Command, Kind, Response};

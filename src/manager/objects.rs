@@ -79,6 +79,12 @@ impl Objects {
                     Kind::Dict | Kind::Namespace => {
                         Object::Dict(Map::with_hasher(self.hasher.clone()))
                     }
+                    Kind::Iterator | Kind::Queue | Kind::JoinableQueue => {
+                        return error((
+                            "TypeError",
+                            format!("this server cannot create a {kind:?}"),
+                        ));
+                    }
                 };
                 self.table.insert(
                     self.next,
