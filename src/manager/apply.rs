@@ -376,20 +376,69 @@ fn pairs_of(
     Ok(pairs)
 }
 
-/// `a + b` for ints and floats (and bools, which are ints in Python).
+/// An int of up to 128 bits, as an `Int` if it fits `i64` and else as a
+/// `BigInt`'s minimal little-endian two's complement bytes.
+fn int_value(i: i128) -> PyValue {
+    if let Ok(small) = i64::try_from(i) {
+        return PyValue::Int(small);
+    }
+    let mut bytes = i.to_le_bytes().to_vec();
+    // Drop a top byte that only repeats the sign of the one below it.
+    while let [.., below, top] = bytes[..] {
+        let sign = if below & 0x80 != 0 { 0xff } else { 0 };
+        if top != sign {
+            break;
+        }
+        bytes.pop();
+    }
+    PyValue::BigInt(bytes)
+}
+
+/// A number as Python adds it: an int of up to 128 bits (a `bool` is an
+/// int), or a float.
+enum Addend {
+    Int(i128),
+    Float(f64),
+}
+
+fn addend(v: &PyValue) -> Option<Addend> {
+    match v {
+        PyValue::Bool(b) => Some(Addend::Int((*b).into())),
+        PyValue::Int(i) => Some(Addend::Int((*i).into())),
+        PyValue::Float(f) => Some(Addend::Float(*f)),
+        PyValue::BigInt(b) if b.len() <= 16 => {
+            let fill = if b.last().is_some_and(|&top| top & 0x80 != 0) {
+                0xff
+            } else {
+                0
+            };
+            let mut le = [fill; 16];
+            le[..b.len()].copy_from_slice(b);
+            Some(Addend::Int(i128::from_le_bytes(le)))
+        }
+        _ => None,
+    }
+}
+
+/// `a + b` for ints and floats (and bools, which are ints in Python), as
+/// `_multiproc_increment` does it: ints beyond 64 bits are Python's too,
+/// up to 127 bits.
 fn add(a: &PyValue, b: &PyValue) -> OpResult {
-    let int = |v: &PyValue| match *v {
-        PyValue::Bool(b) => PyValue::Int(b.into()),
-        ref v => v.clone(),
+    let too_big = || {
+        (
+            "OverflowError",
+            "the manager adds ints of at most 127 bits".to_string(),
+        )
     };
-    match (int(a), int(b)) {
-        (PyValue::Int(x), PyValue::Int(y)) => x
-            .checked_add(y)
-            .map(PyValue::Int)
-            .ok_or_else(|| ("OverflowError", format!("{x} + {y} overflows a 64-bit int"))),
-        (PyValue::Int(x), PyValue::Float(y)) => Ok(PyValue::Float(x as f64 + y)),
-        (PyValue::Float(x), PyValue::Int(y)) => Ok(PyValue::Float(x + y as f64)),
-        (PyValue::Float(x), PyValue::Float(y)) => Ok(PyValue::Float(x + y)),
+    let big = |v: &PyValue| matches!(v, PyValue::BigInt(_));
+    match (addend(a), addend(b)) {
+        (Some(Addend::Int(x)), Some(Addend::Int(y))) => {
+            x.checked_add(y).map(int_value).ok_or_else(too_big)
+        }
+        (Some(Addend::Int(x)), Some(Addend::Float(y))) => Ok(PyValue::Float(x as f64 + y)),
+        (Some(Addend::Float(x)), Some(Addend::Int(y))) => Ok(PyValue::Float(x + y as f64)),
+        (Some(Addend::Float(x)), Some(Addend::Float(y))) => Ok(PyValue::Float(x + y)),
+        _ if big(a) || big(b) => Err(too_big()),
         _ => Err(type_error(format!(
             "unsupported operand type(s) for +=: '{}' and '{}'",
             a.type_name(),
@@ -1124,10 +1173,43 @@ mod tests {
             run_op(Kind::Dict, &mut d, Op::Increment(2.into(), 1.into())),
             Err("TypeError")
         );
+        // Past 64 bits, a Python int.
         assert_eq!(
-            run_op(Kind::Dict, &mut d, Op::Increment(k("n"), i64::MAX.into())),
+            run_op(Kind::Dict, &mut d, Op::Increment(k("big"), i64::MAX.into())),
+            Ok(i64::MAX.into())
+        );
+        assert_eq!(
+            run_op(Kind::Dict, &mut d, Op::Increment(k("big"), 1.into())),
+            Ok(PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0]))
+        );
+        assert_eq!(
+            run_op(Kind::Dict, &mut d, Op::Increment(k("big"), (-1).into())),
+            Ok(i64::MAX.into())
+        );
+        assert_eq!(
+            run_op(
+                Kind::Dict,
+                &mut d,
+                Op::Increment(
+                    k("big"),
+                    PyValue::BigInt(vec![0; 16].into_iter().chain([0x40]).collect())
+                )
+            ),
             Err("OverflowError")
         );
+        assert_eq!(
+            int_value(i128::from(i64::MIN) - 1),
+            PyValue::BigInt(vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff])
+        );
+        assert_eq!(
+            int_value(-(1 << 100)),
+            PyValue::BigInt({
+                let mut b = vec![0u8; 12];
+                b.push(0xf0);
+                b
+            })
+        );
+        run_op(Kind::Dict, &mut d, Op::Del(k("big"))).unwrap();
         assert_eq!(
             run_op(
                 Kind::Dict,
