@@ -453,31 +453,36 @@ const REPR_MAX: usize = 64 << 20;
 
 /// At most how long Python's `repr` of `v` is, without making it.
 fn repr_bound(v: &PyValue) -> usize {
+    // Each item, and a separator.
+    let items = |open: usize, vs: &[PyValue]| {
+        vs.iter().fold(open, |n, v| {
+            n.saturating_add(repr_bound(v)).saturating_add(2)
+        })
+    };
     match v {
         PyValue::None | PyValue::Bool(_) => 5,
         PyValue::Int(_) => 20,
         PyValue::Float(_) => 24,
         // An escape is at most 4 characters a byte (`\x00`, `\U0001f600`).
-        PyValue::Str(s) => 2 + 4 * s.len(),
-        PyValue::Bytes(b) => 3 + 4 * b.len(),
-        PyValue::List(vs) | PyValue::Tuple(vs) => vs
-            .iter()
-            .fold(3, |n, v| n.saturating_add(repr_bound(v) + 2)),
+        PyValue::Str(s) => s.len().saturating_mul(4).saturating_add(2),
+        PyValue::Bytes(b) => b.len().saturating_mul(4).saturating_add(3),
+        PyValue::List(vs) | PyValue::Tuple(vs) => items(3, vs),
         PyValue::Dict(d) => d.iter().fold(2, |n, (k, v)| {
-            n.saturating_add(repr_bound(k) + repr_bound(v) + 4)
+            n.saturating_add(repr_bound(k))
+                .saturating_add(repr_bound(v))
+                .saturating_add(4)
         }),
-        PyValue::Set(vs) | PyValue::FrozenSet(vs) => vs
-            .iter()
-            .fold(14, |n, v| n.saturating_add(repr_bound(v) + 2)),
+        PyValue::Set(vs) | PyValue::FrozenSet(vs) => items(14, vs),
         // Under 2.5 decimal digits a byte, and a sign.
-        PyValue::BigInt(b) => 3 * b.len() + 2,
+        PyValue::BigInt(b) => b.len().saturating_mul(3).saturating_add(2),
         PyValue::Proxy(_) => 96,
-        PyValue::Object(o) => o
-            .args
-            .iter()
-            .fold(32 + o.module.len() + o.name.len(), |n, v| {
-                n.saturating_add(repr_bound(v) + 2)
-            }),
+        PyValue::Object(o) => items(
+            o.module
+                .len()
+                .saturating_add(o.name.len())
+                .saturating_add(32),
+            &o.args,
+        ),
     }
 }
 
@@ -490,7 +495,7 @@ fn repr_cost<'a>(
     let mut bound = 2usize;
     for v in values {
         budget.work(limits::size(v))?;
-        bound = bound.saturating_add(repr_bound(v) + 4);
+        bound = bound.saturating_add(repr_bound(v)).saturating_add(4);
     }
     if bound > REPR_MAX {
         return Err(too_large());

@@ -123,15 +123,15 @@ fn plural(n: usize) -> &'static str {
 
 /// A method's arguments, checked as CPython checks those of the method
 /// of the same name.
-struct Call {
+struct Call<'a> {
     /// `dict`, `list` or `Namespace`: the prefix of some of Python's messages.
     class: &'static str,
-    method: String,
+    method: &'a str,
     args: Vec<PyValue>,
     kwds: Vec<(PyValue, PyValue)>,
 }
 
-impl Call {
+impl Call<'_> {
     fn no_keywords(&self, wrapper: bool) -> Result<(), Exception> {
         if self.kwds.is_empty() {
             return Ok(());
@@ -179,7 +179,7 @@ impl Call {
     /// `pop expected at most 2 arguments, got 3`.
     fn between(self, min: usize, max: usize) -> Result<Vec<PyValue>, Exception> {
         self.no_keywords(false)?;
-        check_count(&self.method, min, max, self.args.len())?;
+        check_count(self.method, min, max, self.args.len())?;
         Ok(self.args)
     }
 
@@ -302,7 +302,7 @@ fn attribute(v: PyValue) -> Result<PyValue, Exception> {
 /// `list.sort(*, key=None, reverse=False)`: whether to reverse. A key
 /// function would have to run in the server, which runs nothing a client
 /// sends: any key but `None` is refused.
-fn sort_reverse(call: Call) -> Result<bool, Exception> {
+fn sort_reverse(call: Call<'_>) -> Result<bool, Exception> {
     if !call.args.is_empty() {
         return Err(type_error("sort() takes no positional arguments".into()));
     }
@@ -385,7 +385,7 @@ pub(super) fn parse(
     };
     let call = Call {
         class,
-        method: method.into(),
+        method,
         args,
         kwds,
     };
@@ -451,9 +451,9 @@ fn not_exposed(kind: Kind, method: &str) -> Exception {
     )
 }
 
-fn dict(call: Call) -> Result<Op, Exception> {
+fn dict(call: Call<'_>) -> Result<Op, Exception> {
     let kind = Kind::Dict;
-    Ok(match call.method.as_str() {
+    Ok(match call.method {
         "__contains__" => Op::Contains(call.one()?),
         "__delitem__" => {
             let [k] = call.wrapper(false)?;
@@ -526,9 +526,9 @@ fn dict(call: Call) -> Result<Op, Exception> {
     })
 }
 
-fn list(call: Call) -> Result<Op, Exception> {
+fn list(call: Call<'_>) -> Result<Op, Exception> {
     let kind = Kind::List;
-    Ok(match call.method.as_str() {
+    Ok(match call.method {
         "__add__" => {
             let [other] = call.wrapper(false)?;
             Op::Add(other)
@@ -596,9 +596,9 @@ fn list(call: Call) -> Result<Op, Exception> {
     })
 }
 
-fn namespace(call: Call) -> Result<Op, Exception> {
+fn namespace(call: Call<'_>) -> Result<Op, Exception> {
     let kind = Kind::Namespace;
-    Ok(match call.method.as_str() {
+    Ok(match call.method {
         "__getattribute__" => {
             let [name] = call.wrapper(false)?;
             Op::Get(attribute(name)?)
