@@ -74,6 +74,14 @@ impl Raised {
     pub(super) fn into_exception(self) -> Exception {
         (self.class, self.message())
     }
+
+    /// The exception object that `#ERROR` carries: `builtins.KeyError('k')`
+    /// (every exception an operation raises is a builtin).
+    // For the server's replies, once it sends `run`'s exceptions whole.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) fn into_object(self) -> PyValue {
+        PyValue::Object(Box::new(PyObject::call("builtins", self.class, self.args)))
+    }
 }
 
 /// An exception made with its message (none if empty).
@@ -2098,6 +2106,10 @@ mod tests {
         assert_eq!(run_op(Kind::List, &mut l, Op::Len), Ok(1000.into()));
     }
 
+    fn key_error_of(key: &str) -> Raised {
+        Raised::key_error(s(key))
+    }
+
     #[test]
     fn exceptions_print_as_pythons() {
         let key = Raised {
@@ -2109,6 +2121,12 @@ mod tests {
         assert_eq!(index.args, vec![s("list index out of range")]);
         assert_eq!(index.message(), "list index out of range");
         assert_eq!(Raised::from(("MemoryError", String::new())).args, vec![]);
+        let Raised { class, args } = key_error_of("k");
+        let PyValue::Object(o) = (Raised { class, args }).into_object() else {
+            panic!("not an object")
+        };
+        assert!(o.is_builtin("KeyError") && !o.new);
+        assert_eq!(o.args, vec![s("k")]);
         let two = Raised {
             class: "ValueError",
             args: vec![1.into(), s("a")],
