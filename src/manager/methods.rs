@@ -107,6 +107,18 @@ pub(super) fn exposed(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// What a `create` of a registered typeid (`manager serve --object
+/// NAME=TYPEID`) answers, from which a client builds an `AutoProxy`: as
+/// [`exposed`], but a namespace's attribute dunders, which an `AutoProxy`
+/// class would define on itself and then recurse in forever (as it does
+/// against CPython's server for the typeid `Namespace`: checked with 3.13).
+pub(super) fn auto_exposed(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Namespace => &NAMESPACE[3..],
+        kind => exposed(kind),
+    }
+}
+
 /// A `TypeError`.
 fn type_error(message: String) -> Exception {
     ("TypeError", message)
@@ -1146,6 +1158,12 @@ mod tests {
              exposed=('__getattribute__', '__setattr__', '__delattr__', \
              '_multiproc_increment', '_multiproc_compare_and_set')"
         );
+    }
+
+    #[test]
+    fn an_auto_proxy_of_a_namespace_gets_no_attribute_dunders() {
+        assert_eq!(auto_exposed(Kind::Namespace), [INCREMENT, COMPARE_AND_SET]);
+        assert_eq!(auto_exposed(Kind::Dict), exposed(Kind::Dict));
     }
 
     #[test]
