@@ -229,12 +229,11 @@ impl Slice {
     }
 }
 
-/// `l[slice]`.
+/// `l[slice]`: its copies taken from `budget` before they are made.
 fn get_slice(l: &[PyValue], s: Slice, budget: &mut Budget) -> OpResult {
-    let positions: Vec<usize> = s.positions(l.len())?.collect();
-    budget.charge(positions.iter().map(|&i| &l[i]))?;
+    budget.charge(s.positions(l.len())?.map(|i| &l[i]))?;
     Ok(PyValue::List(
-        positions.into_iter().map(|i| l[i].clone()).collect(),
+        s.positions(l.len())?.map(|i| l[i].clone()).collect(),
     ))
 }
 
@@ -274,11 +273,12 @@ fn del_slice(
     s: Slice,
     budget: &mut Budget,
 ) -> std::result::Result<(), Exception> {
+    let positions = s.positions(l.len())?;
+    budget.work(l.len())?;
     let mut gone = vec![false; l.len()];
-    for i in s.positions(l.len())? {
+    for i in positions {
         gone[i] = true;
     }
-    budget.work(l.len())?;
     let mut i = 0;
     l.retain(|_| {
         i += 1;
