@@ -195,6 +195,20 @@ impl Call<'_> {
         Ok(self.args)
     }
 
+    /// A method of exactly `N` positional arguments (`list.insert`):
+    /// `insert expected 2 arguments, got 1`.
+    fn exactly<const N: usize>(self) -> Result<[PyValue; N], Exception> {
+        self.no_keywords(false)?;
+        let method = self.method;
+        <[PyValue; N]>::try_from(self.args).map_err(|args| {
+            type_error(format!(
+                "{method} expected {N} argument{}, got {}",
+                plural(N),
+                args.len()
+            ))
+        })
+    }
+
     /// A slot wrapper of `N` arguments (`__setitem__`, `__len__`):
     /// `expected 1 argument, got 0`; `unpacked` ones (`__setitem__`,
     /// `__mul__`, `__setattr__`) begin their message with a space, as
@@ -406,7 +420,7 @@ pub(super) fn parse(
         "__repr__" => return call.fallback("fallback_repr").map(|()| Op::Repr),
         "__str__" => return call.fallback("fallback_str").map(|()| Op::Repr),
         INCREMENT => {
-            let [key, delta] = call.between(2, 2)?.try_into().map_err(|_| unreachable())?;
+            let [key, delta] = call.exactly()?;
             let key = if kind == Kind::Namespace {
                 attribute(key)?
             } else {
@@ -415,8 +429,7 @@ pub(super) fn parse(
             return Ok(Op::Increment(key, delta));
         }
         COMPARE_AND_SET => {
-            let [key, present, expected, new] =
-                call.between(4, 4)?.try_into().map_err(|_| unreachable())?;
+            let [key, present, expected, new] = call.exactly()?;
             let key = if kind == Kind::Namespace {
                 attribute(key)?
             } else {
@@ -437,11 +450,6 @@ pub(super) fn parse(
         Kind::List => list(call),
         _ => namespace(call),
     }
-}
-
-/// What a checked argument count makes impossible.
-fn unreachable() -> Exception {
-    ("SystemError", "an argument count checked before".into())
 }
 
 /// CPython's answer to a method that is not exposed.
@@ -586,7 +594,7 @@ fn list(call: Call<'_>) -> Result<Op, Exception> {
             Op::IndexIn(v, start.unwrap_or(0), stop.unwrap_or(i64::MAX))
         }
         "insert" => {
-            let [at, v] = call.between(2, 2)?.try_into().map_err(|_| unreachable())?;
+            let [at, v] = call.exactly()?;
             Op::Insert(ssize(&at)?, v)
         }
         "pop" => {
