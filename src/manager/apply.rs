@@ -4,8 +4,10 @@
 //! reference counting, so that it can be tested (and reused) on its own.
 //!
 //! Where this differs from Python, on purpose: lists and dicts may be dict
-//! keys (Rust clients use them); `__imul__` and `__ior__` answer `None`
-//! rather than the object (the proxies ignore the answer); an operation
+//! keys (Rust clients use them); `__imul__`, `__iadd__` and `__ior__`
+//! answer `None` rather than the object (the proxies ignore the answer); a
+//! proxy is not iterable within an operation (`l.extend(other_proxy)` is a
+//! `TypeError` that says to pass a copy); an operation
 //! that would build more than a request may take is a `MemoryError` before
 //! anything is built; error messages show at most about 200 characters of
 //! a value; `_multiproc_increment` adds ints of up to 127 bits; a sort of
