@@ -2221,4 +2221,84 @@ mod tests {
         }
         assert!(differences.is_empty(), "{}", differences.join("\n"));
     }
+
+    /// Any method with any arguments a client may send: an answer or a
+    /// Python exception, never a panic, and a list or dict left whole.
+    #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    fn no_call_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let atoms = |r: u64| -> PyValue {
+            match r % 12 {
+                0 => PyValue::None,
+                1 => PyValue::Bool(r & 16 != 0),
+                2 => PyValue::Int((r >> 8) as i64 % 13 - 6),
+                3 => PyValue::Int(if r & 16 != 0 { i64::MAX } else { i64::MIN }),
+                4 => big(r & 16 != 0),
+                5 => PyValue::Float(((r >> 8) % 7) as f64 - 3.5),
+                6 => s(["", "a", "ab", "abc"][(r >> 8) as usize % 4]),
+                7 => PyValue::Bytes(vec![1, 2]),
+                8 => PyValue::from(vec![1, 2]),
+                9 => PyValue::Tuple(vec![s("k"), 1.into()]),
+                10 => PyValue::dict([("a", 1)]),
+                _ => slice(
+                    PyValue::Int((r >> 8) as i64 % 9 - 4),
+                    if r & 32 != 0 {
+                        PyValue::None
+                    } else {
+                        big(r & 64 != 0)
+                    },
+                    PyValue::Int((r >> 16) as i64 % 5 - 2),
+                ),
+            }
+        };
+        let (mut answered, mut raised) = (0, 0);
+        for round in 0..50_000 {
+            let kind = [Kind::Dict, Kind::List, Kind::Namespace][round % 3];
+            let methods = exposed_and_fallbacks(kind);
+            let method = methods[next() as usize % methods.len()];
+            let args: Vec<PyValue> = (0..[0, 1, 1, 1, 2, 2, 3, 4][next() as usize % 8])
+                .map(|_| atoms(next()))
+                .collect();
+            let kwds: Vec<(PyValue, PyValue)> = match next() % 8 {
+                0 => vec![(s("reverse"), atoms(next()))],
+                1 => vec![(atoms(next()), atoms(next()))],
+                2 => vec![(s("key"), PyValue::None)],
+                _ => vec![],
+            };
+            let mut object = match kind {
+                Kind::List => Object::List((0..next() % 8).map(|_| atoms(next())).collect()),
+                _ => {
+                    let mut m = Map::with_hasher(RandomState::new());
+                    for _ in 0..next() % 6 {
+                        m.insert(s(["a", "b", "_c"][next() as usize % 3]), atoms(next()));
+                    }
+                    Object::Dict(m)
+                }
+            };
+            let mut request = Budget::new(1 << 20, 4 << 20);
+            if let Ok(op) = parse(kind, method, args, kwds) {
+                match run(kind, &mut object, op, &mut request) {
+                    Ok(_) => answered += 1,
+                    Err(_) => raised += 1,
+                }
+            }
+            // Whatever happened, the object still answers.
+            object_repr(kind, &object);
+        }
+        // The calls got past their arguments, both ways.
+        assert!(answered > 3000 && raised > 1500, "{answered} {raised}");
+    }
+
+    fn exposed_and_fallbacks(kind: Kind) -> Vec<&'static str> {
+        let mut all = crate::manager::methods::exposed(kind).to_vec();
+        all.extend(["#GETVALUE", "__repr__", "__str__", "nonsense"]);
+        all
+    }
 }
