@@ -26,6 +26,7 @@ mod de;
 mod dict;
 mod limits;
 mod list;
+mod methods;
 mod namespace;
 mod objects;
 #[cfg(not(fuzzing))]
