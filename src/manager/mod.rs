@@ -24,11 +24,13 @@ mod client;
 mod compare;
 mod de;
 mod dict;
+mod dispatch;
 mod limits;
 mod list;
 mod namespace;
 mod objects;
 mod protocol;
+mod queue;
 mod reference;
 mod refs;
 mod ser;
@@ -72,9 +74,40 @@ pub fn serve(
     authkey: &[u8],
     ready: impl FnOnce(&Address),
 ) -> crate::Result<std::convert::Infallible> {
+    serve_registered(address, authkey, &[], ready)
+}
+
+/// [`serve`], with more typeids: each `(name, typeid)` makes `name` create
+/// a `typeid` object (one of `dict`, `list`, `Namespace`, `Queue`,
+/// `JoinableQueue`), for Python clients of the remote-manager pattern
+/// (`BaseManager.register('get_dict')`, then `m.get_dict()`).
+///
+/// # Errors
+/// If a typeid is not one of those, or a name is already a typeid; if it
+/// cannot listen at `address`.
+pub fn serve_registered(
+    address: &Address,
+    authkey: &[u8],
+    names: &[(String, String)],
+    ready: impl FnOnce(&Address),
+) -> crate::Result<std::convert::Infallible> {
+    let mut registry = std::collections::HashMap::new();
+    for (name, typeid) in names {
+        if !objects::Objects::known_typeid(typeid) {
+            return Err(Error::InvalidArgument(format!(
+                "{name}={typeid}: the typeid is none of dict, list, Namespace, Queue, JoinableQueue"
+            )));
+        }
+        if objects::Objects::known_typeid(name) || name == "Iterator" || name.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{name}={typeid}: {name:?} cannot be a registered name"
+            )));
+        }
+        registry.insert(name.clone(), typeid.clone());
+    }
     let listener = Listener::bind(address, Some(authkey))?;
     ready(listener.address());
-    server::event_loop(listener, None)
+    server::event_loop(listener, None, registry)
 }
 
 /// A manager: a server process that owns shared dicts, lists and
@@ -142,7 +175,7 @@ impl Manager {
                 Ok(listener) => {
                     let _ = tell.send(&None::<String>);
                     drop(tell);
-                    server::event_loop(listener, Some(parent))
+                    server::event_loop(listener, Some(parent), Default::default())
                 }
                 Err(e) => {
                     let _ = tell.send(&Some(e.to_string()));
