@@ -1052,7 +1052,8 @@ fn recv_bytes_timeout_keeps_its_timeout_with_half_a_message_buffered() {
         let (mut raw, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut conn = multiproc::Connection::from_socket(std::os::fd::OwnedFd::from(theirs));
         // A header for 100 bytes, and 10 of them.
-        raw.write_all(&100u32.to_le_bytes()).unwrap();
+        raw.write_all(&multiproc::conn::frame::header(100).unwrap())
+            .unwrap();
         raw.write_all(&[0u8; 10]).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {

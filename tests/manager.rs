@@ -206,8 +206,8 @@ fn wrong_keys_garbage_and_killed_clients_hurt_no_one_else() {
         // An authenticated client that sends garbage, then one that sends a
         // frame claiming 4 GiB: each loses its own connection only.
         for garbage in [
-            vec![3, 0, 0, 0, 0xff, 0xff, 0xff],
-            u32::MAX.to_le_bytes().to_vec(),
+            vec![0, 0, 0, 3, 0xff, 0xff, 0xff],
+            multiproc::conn::frame::header(1 << 32).unwrap().to_vec(),
         ] {
             let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
@@ -607,7 +607,8 @@ fn a_client_pipelining_heavy_requests_delays_others_by_one_turn() {
         // Twenty of them in one write (so that one read of the server's
         // takes them all); meanwhile another client is served within a
         // turn or two of them, not after all twenty.
-        let frame = [&(batch.len() as u32).to_le_bytes()[..], &batch].concat();
+        let mut frame = Vec::new();
+        multiproc::conn::frame::push(&mut frame, &batch).unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
         // SAFETY: borrowing the connection's descriptor for one raw write;
         // the File is never dropped, so the descriptor stays the connection's.

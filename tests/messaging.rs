@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::{child, join, procfs, static_child, wait_until, watchdog, TempName};
-use multiproc::conn::{connect, wait, Address, Listener};
+use multiproc::conn::{connect, frame, wait, Address, Listener};
 use multiproc::queue::PutError;
 use multiproc::{Error, JoinableQueue, Pipe, Queue, RawArray, RawValue, SimpleQueue};
 
@@ -86,7 +86,7 @@ fn oversized_and_lying_frames_are_refused_before_allocation() {
     // A raw peer claiming a 4 GiB message: refused from the header alone.
     let (raw, ours) = UnixStream::pair().unwrap();
     let mut conn = multiproc::Connection::from_socket(ours.into());
-    (&raw).write_all(&u32::MAX.to_le_bytes()).unwrap();
+    (&raw).write_all(&frame::header(1 << 32).unwrap()).unwrap();
     assert!(matches!(
         conn.recv_bytes(),
         Err(Error::MessageTooLarge { .. })
@@ -94,7 +94,7 @@ fn oversized_and_lying_frames_are_refused_before_allocation() {
     // A peer that dies mid-message: end of file, not a partial message.
     let (raw, ours) = UnixStream::pair().unwrap();
     let mut conn = multiproc::Connection::from_socket(ours.into());
-    (&raw).write_all(&100u32.to_le_bytes()).unwrap();
+    (&raw).write_all(&frame::header(100).unwrap()).unwrap();
     (&raw).write_all(&[1u8; 10]).unwrap();
     drop(raw);
     assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
@@ -188,7 +188,7 @@ fn a_wrong_key_fails_on_both_sides_and_gets_nothing_through() {
             let evil = child(s, || {
                 let mut s = UnixStream::connect(&path).unwrap();
                 let msg = postcard::to_allocvec("let me in").unwrap();
-                s.write_all(&(msg.len() as u32).to_le_bytes()).unwrap();
+                s.write_all(&frame::header(msg.len()).unwrap()).unwrap();
                 s.write_all(&msg).unwrap();
                 let mut rest = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut s, &mut rest);
@@ -204,7 +204,7 @@ fn a_wrong_key_fails_on_both_sides_and_gets_nothing_through() {
                 let mut s = UnixStream::connect(&path).unwrap();
                 let mut challenge = [0u8; 64];
                 let _ = std::io::Read::read(&mut s, &mut challenge);
-                s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+                s.write_all(&frame::header(1 << 32).unwrap()).unwrap();
             });
             assert!(matches!(
                 listener.accept(),

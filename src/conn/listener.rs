@@ -68,8 +68,11 @@ enum Socket {
 /// `multiprocessing.connection.Listener`).
 ///
 /// With an authkey, [`accept`](Listener::accept) returns a connection only
-/// after a mutual HMAC-SHA256 challenge has succeeded: a peer without the
-/// key never gets a single message to the caller. A Unix socket file is
+/// after a mutual HMAC challenge has succeeded: a peer without the key never
+/// gets a single message to the caller. The challenge is Python's (HMAC-SHA256
+/// with a Python 3.12+ peer or another `multiproc`, HMAC-MD5 where a Python
+/// 3.8-3.11 peer requires it), so a Python `multiprocessing.connection.Client`
+/// with the same key connects, and [`connect`] reaches a Python `Listener`. A Unix socket file is
 /// created mode 0600 and removed when the listener is dropped; a stale one
 /// left by a crashed process is replaced, a live one is an error.
 ///
@@ -230,7 +233,8 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
 }
 
 /// Connects to a [`Listener`] and, with `authkey`, authenticates both ways
-/// (Python's `multiprocessing.connection.Client`).
+/// (Python's `multiprocessing.connection.Client`; it also connects to a
+/// Python `multiprocessing.connection.Listener`, 3.8 or later).
 ///
 /// # Errors
 /// [`Error::AuthenticationFailed`] on a key mismatch; OS errors.

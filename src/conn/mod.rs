@@ -2,10 +2,15 @@
 //! (Python's `multiprocessing.Pipe` and `Connection`), [`Listener`] and
 //! [`connect`] with an authkey challenge (Python's `Listener`/`Client`).
 //!
-//! A message is a 4-byte little-endian length and that many bytes (see
-//! [`frame`]). The length is checked against the connection's limit before
-//! any memory is allocated for the message, so a hostile or broken peer
-//! cannot make a process allocate what it claims.
+//! The wire is Python's: a message is a 4-byte big-endian length and that
+//! many bytes (an 8-byte length after `ff ff ff ff` above 2 GiB; see
+//! [`frame`]), and the authkey handshake is Python's mutual HMAC challenge
+//! (see [`Listener`]), so these connections talk to Python's
+//! `multiprocessing.connection` `Listener`, `Client` and `Connection`
+//! (`send_bytes`/`recv_bytes`; `send`/`recv` carry postcard, not pickle).
+//! The length is checked against the connection's limit before any memory
+//! is allocated for the message, so a hostile or broken peer cannot make a
+//! process allocate what it claims.
 
 pub(crate) mod auth;
 pub mod frame;
@@ -197,8 +202,8 @@ impl Connection {
     /// Sends `bytes` as one message.
     ///
     /// # Errors
-    /// [`Error::ConnectionClosed`] if the peer is gone; [`Error::MessageTooLarge`]
-    /// above 4 GiB; `InvalidArgument` on a receive-only end.
+    /// [`Error::ConnectionClosed`] if the peer is gone; `InvalidArgument`
+    /// on a receive-only end.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let header = self.header_for(bytes)?;
         let fd = self.fd()?;
@@ -206,7 +211,7 @@ impl Connection {
     }
 
     /// The length header of a message of `bytes`, on an end that may send.
-    fn header_for(&self, bytes: &[u8]) -> Result<[u8; HEADER]> {
+    fn header_for(&self, bytes: &[u8]) -> Result<frame::Header> {
         if !self.writable {
             return Err(Error::InvalidArgument(
                 "this end of the pipe only receives".into(),
@@ -432,16 +437,14 @@ impl Connection {
     pub(crate) fn try_recv_frame(&mut self, read: bool) -> Result<Option<&[u8]>> {
         let mut may_read = read;
         loop {
-            if self.buffered() >= HEADER {
-                let len = match self.read_frame_len(Deadline::Now) {
-                    Ok(len) => len,
-                    Err(e) => return Err(self.fail(e, true)),
-                };
-                if self.buffered() >= HEADER + len {
-                    let at = self.start + HEADER;
+            match self.buffered_frame_len() {
+                Ok(Some((header, len))) if self.buffered() >= header + len => {
+                    let at = self.start + header;
                     self.start = at + len;
                     return Ok(Some(&self.buf[at..at + len]));
                 }
+                Ok(_) => {}
+                Err(e) => return Err(self.fail(e, true)),
             }
             // One read per call at most: a client that keeps sending must
             // not keep the loop from the others.
@@ -473,32 +476,45 @@ impl Connection {
 
     fn recv_frame(&mut self, deadline: Deadline) -> Result<&[u8]> {
         self.check_readable()?;
-        let len = match self.read_frame_len(deadline) {
-            Ok(len) => len,
+        let (header, len) = match self.read_frame_len(deadline) {
+            Ok(lens) => lens,
             Err(e) => return Err(self.fail(e, self.buffered() > 0)),
         };
-        if let Err(e) = self.fill(HEADER + len, deadline) {
+        if let Err(e) = self.fill(header + len, deadline) {
             return Err(self.fail(e, true));
         }
-        let at = self.start + HEADER;
+        let at = self.start + header;
         self.start = at + len;
         Ok(&self.buf[at..at + len])
     }
 
-    /// The length of the next message, checked against the limit.
-    fn read_frame_len(&mut self, deadline: Deadline) -> Result<usize> {
-        self.fill(HEADER, deadline)?;
-        let header: [u8; HEADER] = self.buf[self.start..self.start + HEADER]
-            .try_into()
-            .expect("4 bytes");
-        let len = frame::message_len(header);
-        if len > self.max_message {
-            return Err(Error::MessageTooLarge {
-                size: len as u64,
-                limit: self.max_message,
-            });
+    /// The lengths of the next message's header and of the message,
+    /// checked against the limit, reading the header first if need be.
+    fn read_frame_len(&mut self, deadline: Deadline) -> Result<(usize, usize)> {
+        // A short header first; the long one's 8 more bytes only if it is one.
+        let mut want = HEADER;
+        loop {
+            self.fill(want, deadline)?;
+            match self.buffered_frame_len()? {
+                Some(lens) => return Ok(lens),
+                None => want = frame::LONG_HEADER_LEN,
+            }
         }
-        Ok(len)
+    }
+
+    /// The lengths of the buffered header and of its message, checked
+    /// against the limit; `None` if the header has not arrived whole.
+    fn buffered_frame_len(&self) -> Result<Option<(usize, usize)>> {
+        let Some((header, len)) = frame::parse_header(&self.buf[self.start..])? else {
+            return Ok(None);
+        };
+        match usize::try_from(len) {
+            Ok(len) if len <= self.max_message => Ok(Some((header, len))),
+            _ => Err(Error::MessageTooLarge {
+                size: len,
+                limit: self.max_message,
+            }),
+        }
     }
 
     /// Closes the connection if the stream is no longer at a message boundary.
@@ -602,4 +618,89 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     let r =
         sys::poll_readable(&fds, Deadline::within(timeout)).map_err(|e| Error::io("poll", e))?;
     Ok((0..r.len()).filter(|&i| r[i]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::os::unix::net::UnixStream;
+
+    /// A connection and the raw socket at the other end.
+    fn raw_pair() -> (UnixStream, Connection) {
+        let (raw, ours) = UnixStream::pair().unwrap();
+        (raw, Connection::from_socket(ours.into()))
+    }
+
+    #[test]
+    fn the_wire_is_big_endian_and_reads_the_long_header() {
+        let (mut raw, mut conn) = raw_pair();
+        conn.send_bytes(b"hi").unwrap();
+        let mut got = [0; 6];
+        std::io::Read::read_exact(&mut raw, &mut got).unwrap();
+        assert_eq!(got, [0, 0, 0, 2, b'h', b'i']);
+        // Python's long form (for any length), arriving a byte at a time,
+        // through the blocking and the event loop's read paths.
+        let long = [&[0xff; 4][..], &3u64.to_be_bytes(), b"abc"].concat();
+        let t = std::thread::spawn(move || {
+            for b in long.iter().chain(&long) {
+                raw.write_all(&[*b]).unwrap();
+            }
+            raw
+        });
+        assert_eq!(conn.recv_bytes().unwrap(), b"abc");
+        let raw = t.join().unwrap();
+        let got = loop {
+            if let Some(m) = conn.try_recv_frame(true).unwrap() {
+                break m.to_vec();
+            }
+        };
+        assert_eq!(got, b"abc");
+        drop(raw);
+    }
+
+    #[test]
+    fn bad_headers_close_the_connection() {
+        // A negative length other than -1.
+        let (mut raw, mut conn) = raw_pair();
+        raw.write_all(&[0x80, 0, 0, 1]).unwrap();
+        assert!(matches!(conn.recv_bytes(), Err(Error::Deserialize(_))));
+        assert!(conn.closed());
+        let (mut raw, mut conn) = raw_pair();
+        raw.write_all(&[0xff, 0xff, 0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            conn.try_recv_frame(true),
+            Err(Error::Deserialize(_))
+        ));
+        assert!(conn.closed());
+        // A long header over the limit (4 GiB): refused before the message
+        // comes, by the blocking and the event loop's read paths.
+        for read in [true, false] {
+            let (mut raw, mut conn) = raw_pair();
+            conn.set_max_message(1000);
+            raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0])
+                .unwrap();
+            let r = if read {
+                conn.recv_bytes().map(|_| ())
+            } else {
+                loop {
+                    match conn.try_recv_frame(true) {
+                        Ok(None) => continue,
+                        r => break r.map(|_| ()),
+                    }
+                }
+            };
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::MessageTooLarge {
+                        size: 0x1_0000_0000,
+                        limit: 1000
+                    })
+                ),
+                "{r:?}"
+            );
+            assert!(conn.closed());
+        }
+    }
 }
