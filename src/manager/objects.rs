@@ -937,9 +937,11 @@ impl Objects {
                             let k = kv.next().unwrap_or(PyValue::None);
                             d.insert(k, kv.next().unwrap_or(PyValue::None));
                         }
-                        _ => return Err(type_error(format!(
+                        _ => {
+                            return Err(type_error(format!(
                             "cannot convert dictionary update sequence element #{i} to a sequence"
-                        ))),
+                        )))
+                        }
                     }
                 }
             }
