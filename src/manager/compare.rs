@@ -13,6 +13,19 @@ impl PyValue {
             PyValue::Bool(b) => Some(Number::Int(b.into())),
             PyValue::Int(i) => Some(Number::Int(i)),
             PyValue::Float(f) => Some(Number::Float(f)),
+            // Normally an int outside i64; one that fits is an `Int`.
+            PyValue::BigInt(ref b) => big_to_i64(b).map(Number::Int),
+            _ => None,
+        }
+    }
+
+    /// The value as an int beyond `i64` (or a float compared with one):
+    /// its two's complement bytes, if it is an int.
+    fn big(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match *self {
+            PyValue::BigInt(ref b) => Some(std::borrow::Cow::Borrowed(b)),
+            PyValue::Int(i) => Some(std::borrow::Cow::Owned(int_bytes(i))),
+            PyValue::Bool(b) => Some(std::borrow::Cow::Owned(int_bytes(b.into()))),
             _ => None,
         }
     }
@@ -24,16 +37,25 @@ impl PyValue {
         if let (Some(a), Some(b)) = (self.number(), other.number()) {
             return Ok(a.partial_cmp(b) == Some(Ordering::Less));
         }
+        if let Some(o) = big_cmp_any(self, other) {
+            return Ok(o == Some(Ordering::Less));
+        }
         match (self, other) {
+            (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => {
+                // A proper subset.
+                Ok(a.len() < b.len() && a.iter().all(|x| set_contains(b, x)))
+            }
+            (Object(a), Object(b)) if a.is_builtin("slice") && b.is_builtin("slice") => {
+                PyValue::lt_items(&a.args, &b.args)
+            }
+            (Object(_) | Bytes(_), Object(_) | Bytes(_))
+                if self.bytes_like().is_some() && other.bytes_like().is_some() =>
+            {
+                Ok(self.bytes_like() < other.bytes_like())
+            }
             (Str(a), Str(b)) => Ok(a < b),
             (Bytes(a), Bytes(b)) => Ok(a < b),
-            (List(a), List(b)) | (Tuple(a), Tuple(b)) => {
-                // The first items that differ decide; else the shorter is less.
-                match a.iter().zip(b).find(|(x, y)| x != y) {
-                    Some((x, y)) => x.lt(y),
-                    Option::None => Ok(a.len() < b.len()),
-                }
-            }
+            (List(a), List(b)) | (Tuple(a), Tuple(b)) => PyValue::lt_items(a, b),
             _ => Err(format!(
                 "'<' not supported between instances of '{}' and '{}'",
                 self.type_name(),
@@ -41,6 +63,236 @@ impl PyValue {
             )),
         }
     }
+
+    /// `a < b` of two sequences: the first items that differ decide; else
+    /// the shorter is less.
+    fn lt_items(a: &[PyValue], b: &[PyValue]) -> Result<bool, String> {
+        match a.iter().zip(b).find(|(x, y)| x != y) {
+            Some((x, y)) => x.lt(y),
+            Option::None => Ok(a.len() < b.len()),
+        }
+    }
+
+    /// The bytes of a `bytes` or a `bytearray`.
+    fn bytes_like(&self) -> Option<&[u8]> {
+        match self {
+            PyValue::Bytes(b) => Some(b),
+            PyValue::Object(o) if o.is_builtin("bytearray") => match o.args.first() {
+                Some(PyValue::Bytes(b)) => Some(b),
+                Option::None => Some(&[]),
+                _ => Option::None,
+            },
+            _ => Option::None,
+        }
+    }
+
+    /// A `complex` with no imaginary part, as the real number it equals.
+    fn complex_real(&self) -> Option<PyValue> {
+        match self {
+            PyValue::Object(o) if o.is_builtin("complex") => {
+                let imag = o.args.get(1).cloned().unwrap_or(PyValue::Int(0));
+                (imag == PyValue::Int(0))
+                    .then(|| o.args.first().cloned().unwrap_or(PyValue::Int(0)))
+            }
+            _ => Option::None,
+        }
+    }
+}
+
+/// The int 0 as an `i64`, from two's complement little-endian bytes that
+/// fit.
+fn big_to_i64(b: &[u8]) -> Option<i64> {
+    let negative = b.last().is_some_and(|&x| x & 0x80 != 0);
+    let fill = if negative { 0xff } else { 0 };
+    if b.len() > 8 {
+        // Fits only if the bytes above 8 are sign extension.
+        if b[8..].iter().any(|&x| x != fill) || (b[7] & 0x80 != 0) != negative {
+            return Option::None;
+        }
+    }
+    let mut word = [fill; 8];
+    let n = b.len().min(8);
+    word[..n].copy_from_slice(&b[..n]);
+    Some(i64::from_le_bytes(word))
+}
+
+/// `i` as the shortest two's complement little-endian bytes (`0` as none).
+pub(crate) fn int_bytes(i: i64) -> Vec<u8> {
+    let mut b = i.to_le_bytes().to_vec();
+    minimal(&mut b);
+    b
+}
+
+/// Drops the redundant sign bytes at the top of two's complement bytes.
+pub(crate) fn minimal(b: &mut Vec<u8>) {
+    while let [.., next, top] = b[..] {
+        let redundant = (top == 0 && next & 0x80 == 0) || (top == 0xff && next & 0x80 != 0);
+        if !redundant {
+            break;
+        }
+        b.pop();
+    }
+    if b[..] == [0] {
+        b.clear();
+    }
+}
+
+/// Two ints in two's complement (minimal or not) compared.
+fn big_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    let neg = |x: &[u8]| x.last().is_some_and(|&t| t & 0x80 != 0);
+    let (na, nb) = (neg(a), neg(b));
+    if na != nb {
+        return if na {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
+    }
+    // Sign-extend both to one length; then the bytes compare as unsigned.
+    let fill = if na { 0xff } else { 0 };
+    let len = a.len().max(b.len());
+    let at = |x: &[u8], i: usize| x.get(i).copied().unwrap_or(fill);
+    (0..len)
+        .rev()
+        .map(|i| at(a, i).cmp(&at(b, i)))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
+}
+
+/// An integral float, exactly, as two's complement bytes.
+fn float_int_bytes(f: f64) -> Vec<u8> {
+    let bits = f.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64;
+    let mantissa = if exp == 0 {
+        (bits & ((1 << 52) - 1)) << 1
+    } else {
+        (bits & ((1 << 52) - 1)) | (1 << 52)
+    };
+    // f = mantissa * 2**(exp - 1075)
+    let shift = exp - 1075;
+    let mut mag = vec![0u8; 8];
+    if shift >= 0 {
+        let shift = shift as usize;
+        mag = vec![0u8; shift / 8 + 9];
+        let m = u128::from(mantissa) << (shift % 8);
+        for (i, byte) in m.to_le_bytes().iter().take(9).enumerate() {
+            mag[shift / 8 + i] = *byte;
+        }
+    } else if shift > -64 {
+        mag.copy_from_slice(&(mantissa >> (-shift)).to_le_bytes());
+    }
+    mag.push(0);
+    if f < 0.0 {
+        // Two's complement negation.
+        let mut carry = 1u16;
+        for byte in &mut mag {
+            let sum = u16::from(!*byte) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+    }
+    minimal(&mut mag);
+    mag
+}
+
+/// `a` compared with `b` where one of them is an int beyond `i64` and
+/// the other a number; `Some(None)` if a NaN is involved; `None` if they
+/// are not such a pair.
+fn big_cmp_any(a: &PyValue, b: &PyValue) -> Option<Option<Ordering>> {
+    if !matches!(a, PyValue::BigInt(_)) && !matches!(b, PyValue::BigInt(_)) {
+        return Option::None;
+    }
+    let as_big = |v: &PyValue| -> Option<Result<Vec<u8>, f64>> {
+        match v {
+            PyValue::Float(f) => Some(Err(*f)),
+            v => v.big().map(|b| Ok(b.into_owned())),
+        }
+    };
+    let (x, y) = (as_big(a)?, as_big(b)?);
+    Some(match (x, y) {
+        (Ok(x), Ok(y)) => Some(big_cmp(&x, &y)),
+        (Ok(x), Err(f)) => big_cmp_float(&x, f),
+        (Err(f), Ok(y)) => big_cmp_float(&y, f).map(Ordering::reverse),
+        (Err(f), Err(g)) => f.partial_cmp(&g),
+    })
+}
+
+/// An int compared with a float, exactly.
+fn big_cmp_float(x: &[u8], f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return Option::None;
+    }
+    if f.is_infinite() {
+        return Some(if f > 0.0 {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        });
+    }
+    let whole = f.trunc();
+    Some(big_cmp(x, &float_int_bytes(whole)).then(if f > whole {
+        Ordering::Less
+    } else if f < whole {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    }))
+}
+
+/// The int as the float it equals exactly, if there is one.
+fn big_as_float(b: &[u8]) -> Option<f64> {
+    let negative = b.last().is_some_and(|&t| t & 0x80 != 0);
+    let mut mag = b.to_vec();
+    if negative {
+        let mut carry = 1u16;
+        for byte in &mut mag {
+            let sum = u16::from(!*byte) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+    }
+    let bit = |i: usize| mag[i / 8] >> (i % 8) & 1 == 1;
+    let bits = mag.len() * 8;
+    let high = (0..bits).rev().find(|&i| bit(i))?;
+    let low = (0..bits).find(|&i| bit(i))?;
+    if high - low >= 53 || high >= 1024 {
+        return Option::None;
+    }
+    let mut m = 0u64;
+    for i in (low..=high).rev() {
+        m = m << 1 | u64::from(bit(i));
+    }
+    let f = m as f64 * 2f64.powi(low as i32);
+    Some(if negative { -f } else { f })
+}
+
+/// Whether the set `items` holds `x`.
+fn set_contains(items: &[PyValue], x: &PyValue) -> bool {
+    items.iter().any(|y| y == x)
+}
+
+/// Two sets of distinct items are equal: the same length, and each item
+/// of one in the other (found through a hash index, for large sets).
+fn set_eq(a: &[PyValue], b: &[PyValue]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() <= 8 {
+        return a.iter().all(|x| set_contains(b, x));
+    }
+    let mut index: std::collections::HashMap<u64, Vec<&PyValue>> =
+        std::collections::HashMap::with_capacity(b.len());
+    for y in b {
+        index.entry(item_hash(y)).or_default().push(y);
+    }
+    a.iter()
+        .all(|x| index.get(&item_hash(x)).is_some_and(|ys| ys.contains(&x)))
+}
+
+/// One item's hash, the same in every process and every call.
+fn item_hash(v: &PyValue) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(v)
 }
 
 /// Python's `list.sort()`: stable, by `<` only; on a `TypeError` (items
@@ -152,6 +404,20 @@ impl PartialEq for PyValue {
             (List(a), List(b)) | (Tuple(a), Tuple(b)) => a == b,
             (Dict(a), Dict(b)) => a == b,
             (Proxy(a), Proxy(b)) => a == b,
+            (BigInt(_), _) | (_, BigInt(_)) => {
+                big_cmp_any(self, other) == Some(Some(Ordering::Equal))
+            }
+            (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => set_eq(a, b),
+            (Object(a), Object(b)) if a.identity == b.identity => true,
+            (Object(a), Object(b)) if a.by_value() && b.by_value() => {
+                a.name == b.name && a.args == b.args
+                    || self.bytes_like().is_some() && self.bytes_like() == other.bytes_like()
+            }
+            (Object(_), Bytes(_)) | (Bytes(_), Object(_)) => {
+                self.bytes_like().is_some() && self.bytes_like() == other.bytes_like()
+            }
+            (Object(_), _) => self.complex_real().is_some_and(|r| r == *other),
+            (_, Object(_)) => other.complex_real().is_some_and(|r| r == *self),
             _ => false,
         }
     }
@@ -206,6 +472,37 @@ impl Hash for PyValue {
             PyValue::Proxy(r) => {
                 state.write_u8(7);
                 r.hash(state);
+            }
+            PyValue::BigInt(b) => match big_as_float(b) {
+                // As the float it equals.
+                Some(f) => {
+                    state.write_u8(1);
+                    state.write_u64(f.to_bits());
+                }
+                Option::None => {
+                    state.write_u8(9);
+                    b.hash(state);
+                }
+            },
+            // Order-independent: the sum of the items' own hashes.
+            PyValue::Set(v) | PyValue::FrozenSet(v) => {
+                state.write_u8(10);
+                state.write_u64(v.iter().map(item_hash).fold(0, u64::wrapping_add));
+            }
+            PyValue::Object(o) => {
+                if let Some(b) = self.bytes_like() {
+                    state.write_u8(3);
+                    b.hash(state);
+                } else if let Some(real) = self.complex_real() {
+                    real.hash(state);
+                } else if o.by_value() {
+                    state.write_u8(11);
+                    o.name.hash(state);
+                    o.args.hash(state);
+                } else {
+                    state.write_u8(12);
+                    state.write_u64(o.identity);
+                }
             }
             _ => state.write_u8(8),
         }

@@ -43,6 +43,24 @@ impl<'de> Deserializer<'de> for PyValue {
             PyValue::Proxy(r) => visitor.visit_seq(de::value::SeqDeserializer::new(
                 proxy_fields(&r).into_iter(),
             )),
+            PyValue::BigInt(b) => match big_to_i128(&b) {
+                Some(i) => visitor.visit_i128(i),
+                None => Err(ConvertError(format!(
+                    "an int of {} bytes is too large for any Rust integer",
+                    b.len()
+                ))),
+            },
+            PyValue::Set(v) | PyValue::FrozenSet(v) => {
+                visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter()))
+            }
+            PyValue::Object(o) => match (o.is_builtin("bytearray"), o.args.into_iter().next()) {
+                (true, Some(PyValue::Bytes(b))) => visitor.visit_byte_buf(b),
+                (true, None) => visitor.visit_byte_buf(Vec::new()),
+                _ => Err(ConvertError(format!(
+                    "a {}.{} object has no Rust form",
+                    o.module, o.name
+                ))),
+            },
         }
     }
 
@@ -132,6 +150,10 @@ impl<'de> de::EnumAccess<'de> for Tagged {
             PyValue::Tuple(_) => "Tuple",
             PyValue::Dict(_) => "Dict",
             PyValue::Proxy(_) => "Proxy",
+            PyValue::BigInt(_) => "BigInt",
+            PyValue::Set(_) => "Set",
+            PyValue::FrozenSet(_) => "FrozenSet",
+            PyValue::Object(_) => "Object",
         };
         let variant =
             seed.deserialize(IntoDeserializer::<ConvertError>::into_deserializer(variant))?;
@@ -152,8 +174,11 @@ impl<'de> de::VariantAccess<'de> for Tagged {
         // The field's types: `Vec<u8>`, `Vec<PyValue>`, `Vec<(PyValue,
         // PyValue)>`, `ProxyRef` or a scalar.
         match self.0 {
-            PyValue::Bytes(b) => seed.deserialize(SeqDeserializer::new(b.into_iter())),
-            PyValue::List(v) | PyValue::Tuple(v) => {
+            PyValue::Bytes(b) | PyValue::BigInt(b) => {
+                seed.deserialize(SeqDeserializer::new(b.into_iter()))
+            }
+            PyValue::Object(o) => seed.deserialize(super::ser::to_value(&*o)?),
+            PyValue::List(v) | PyValue::Tuple(v) | PyValue::Set(v) | PyValue::FrozenSet(v) => {
                 seed.deserialize(SeqDeserializer::new(v.into_iter()))
             }
             PyValue::Dict(d) => seed.deserialize(SeqDeserializer::new(
@@ -181,8 +206,24 @@ fn proxy_fields(r: &ProxyRef) -> Vec<PyValue> {
         Kind::Dict => "Dict",
         Kind::List => "List",
         Kind::Namespace => "Namespace",
+        Kind::Iterator => "Iterator",
+        Kind::Queue => "Queue",
+        Kind::JoinableQueue => "JoinableQueue",
     };
     vec![PyValue::Str(kind.into()), PyValue::Int(r.id as i64)]
+}
+
+/// An int in two's complement bytes as an `i128`, if it fits.
+fn big_to_i128(b: &[u8]) -> Option<i128> {
+    let negative = b.last().is_some_and(|&x| x & 0x80 != 0);
+    let fill = if negative { 0xff } else { 0 };
+    if b.len() > 16 && (b[16..].iter().any(|&x| x != fill) || (b[15] & 0x80 != 0) != negative) {
+        return None;
+    }
+    let mut word = [fill; 16];
+    let n = b.len().min(16);
+    word[..n].copy_from_slice(&b[..n]);
+    Some(i128::from_le_bytes(word))
 }
 
 impl IntoDeserializer<'_, ConvertError> for PyValue {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::protocol::Exception;
 use super::refs::ProxyRef;
-use super::value::{PyValue, VALUE_TOKEN};
+use super::value::{PyObject, PyValue, VALUE_TOKEN};
 
 /// The deepest nesting of lists, tuples and dicts a request may hold.
 /// Every walk over a value (decode, compare, hash, encode, format, drop)
@@ -29,7 +29,7 @@ pub const MAX_DEPTH: usize = 500;
 /// How many levels an answer may add around stored values (a snapshot's
 /// dict around its items, a batch around its answers): a client accepts
 /// answers nested this much deeper than [`MAX_DEPTH`].
-const ANSWER_NESTING: usize = 4;
+pub(crate) const ANSWER_NESTING: usize = 4;
 
 /// Why decoding stopped short of the data's end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,10 +188,27 @@ enum Tag {
     Tuple,
     Dict,
     Proxy,
+    BigInt,
+    Set,
+    FrozenSet,
+    Object,
 }
 
 const VARIANTS: &[&str] = &[
-    "None", "Bool", "Int", "Float", "Str", "Bytes", "List", "Tuple", "Dict", "Proxy",
+    "None",
+    "Bool",
+    "Int",
+    "Float",
+    "Str",
+    "Bytes",
+    "List",
+    "Tuple",
+    "Dict",
+    "Proxy",
+    "BigInt",
+    "Set",
+    "FrozenSet",
+    "Object",
 ];
 
 /// Decodes what the derived `Serialize` encodes, within the limits.
@@ -231,6 +248,17 @@ impl<'de> Visitor<'de> for ValueVisitor {
             Tag::Tuple => PyValue::Tuple(variant.newtype_variant_seed(nested())?),
             Tag::Dict => PyValue::Dict(variant.newtype_variant_seed(nested())?),
             Tag::Proxy => PyValue::Proxy(variant.newtype_variant::<ProxyRef>()?),
+            Tag::BigInt => PyValue::BigInt(variant.newtype_variant_seed(Seq {
+                nested: false,
+                items: PhantomData,
+            })?),
+            Tag::Set => PyValue::Set(variant.newtype_variant_seed(nested())?),
+            Tag::FrozenSet => PyValue::FrozenSet(variant.newtype_variant_seed(nested())?),
+            Tag::Object => {
+                let _level = Level::enter()?;
+                charge(std::mem::size_of::<PyObject>())?;
+                PyValue::Object(variant.newtype_variant()?)
+            }
         })
     }
 }
@@ -313,6 +341,21 @@ impl Budget {
         }
     }
 
+    /// Takes `bytes` of memory (what decoding a request builds), or
+    /// refuses.
+    pub(crate) fn memory(&mut self, bytes: usize) -> Result<(), Exception> {
+        match self.memory.checked_sub(bytes) {
+            Some(left) => {
+                self.memory = left;
+                Ok(())
+            }
+            None => Err(self.refuse((
+                "MemoryError",
+                "the value would take more memory than one request may; send less at a time".into(),
+            ))),
+        }
+    }
+
     fn refuse(&mut self, why: Exception) -> Exception {
         self.spent = true;
         why
@@ -331,6 +374,12 @@ impl Budget {
             PyValue::List(vs) | PyValue::Tuple(vs) => (1 + varint_len(vs.len() as u64), 0),
             PyValue::Dict(d) => (1 + varint_len(d.len() as u64), 0),
             PyValue::Proxy(r) => (2 + varint_len(r.id), 0),
+            PyValue::BigInt(b) => (1 + varint_len(b.len() as u64) + b.len(), b.len()),
+            PyValue::Set(vs) | PyValue::FrozenSet(vs) => (1 + varint_len(vs.len() as u64), 0),
+            PyValue::Object(o) => (
+                16 + o.module.len() + o.name.len(),
+                std::mem::size_of::<PyObject>() + o.module.len() + o.name.len(),
+            ),
         };
         let memory = std::mem::size_of::<PyValue>() + heap;
         match (
@@ -344,8 +393,22 @@ impl Budget {
             _ => return false,
         }
         match v {
-            PyValue::List(vs) | PyValue::Tuple(vs) => vs.iter().all(|v| self.take(v)),
+            PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+                vs.iter().all(|v| self.take(v))
+            }
             PyValue::Dict(d) => d.iter().all(|(k, v)| self.take(k) && self.take(v)),
+            PyValue::Object(o) => {
+                o.args.iter().all(|v| self.take(v))
+                    && o.kwargs
+                        .iter()
+                        .flatten()
+                        .all(|(k, v)| self.take(k) && self.take(v))
+                    && o.state.iter().all(|v| self.take(v))
+                    && o.list_items.iter().all(|v| self.take(v))
+                    && o.dict_items
+                        .iter()
+                        .all(|(k, v)| self.take(k) && self.take(v))
+            }
             _ => true,
         }
     }
@@ -361,9 +424,19 @@ fn too_large() -> Exception {
 /// How many values `v` is made of: what a walk over it (a comparison with
 /// it) visits at most.
 pub(crate) fn size(v: &PyValue) -> usize {
+    let pairs = |d: &[(PyValue, PyValue)]| d.iter().map(|(k, v)| size(k) + size(v)).sum::<usize>();
     1 + match v {
-        PyValue::List(vs) | PyValue::Tuple(vs) => vs.iter().map(size).sum(),
-        PyValue::Dict(d) => d.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            vs.iter().map(size).sum()
+        }
+        PyValue::Dict(d) => pairs(d),
+        PyValue::Object(o) => {
+            o.args.iter().map(size).sum::<usize>()
+                + o.kwargs.as_deref().map_or(0, pairs)
+                + o.state.as_ref().map_or(0, size)
+                + o.list_items.iter().map(size).sum::<usize>()
+                + pairs(&o.dict_items)
+        }
         _ => 0,
     }
 }

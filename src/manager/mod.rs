@@ -29,6 +29,7 @@ mod limits;
 mod list;
 mod namespace;
 mod objects;
+pub(crate) mod pickle;
 mod protocol;
 mod queue;
 mod reference;
@@ -51,7 +52,7 @@ pub use limits::{MAX_DEPTH, MAX_WORK};
 pub use list::ListProxy;
 pub use namespace::NamespaceProxy;
 pub use ser::ConvertError;
-pub use value::{ProxyRef, PyValue};
+pub use value::{ProxyRef, PyObject, PyValue};
 
 use client::{protocol_error, Client};
 use protocol::{Command, Kind, Response};

@@ -18,6 +18,10 @@ pub(crate) enum Kind {
     Dict,
     List,
     Namespace,
+    /// A live iterator over a dict (what a dict's `__iter__` answers).
+    Iterator,
+    Queue,
+    JoinableQueue,
 }
 
 /// What a client asks of the server: one message, one answer ([`Response`]).

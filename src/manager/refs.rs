@@ -92,11 +92,11 @@ fn record(id: Id, delta: i8) {
     with(|c| c.deltas.push((id, delta)));
 }
 
-fn decoded(kind: Kind, id: Id) {
+pub(crate) fn decoded(kind: Kind, id: Id) {
     with(|c| c.decoded.push((kind, id)));
 }
 
-fn sent(id: Id) {
+pub(crate) fn sent(id: Id) {
     with(|c| c.sent.push(id));
 }
 

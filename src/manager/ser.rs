@@ -114,6 +114,18 @@ fn untag(variant: &str, content: PyValue) -> Result<PyValue, ConvertError> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
+        ("BigInt", PyValue::List(items)) => PyValue::BigInt(
+            items
+                .into_iter()
+                .map(|b| match b {
+                    PyValue::Int(b) => u8::try_from(b).map_err(|_| malformed()),
+                    _ => Err(malformed()),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        ("Set", PyValue::List(items)) => PyValue::Set(items),
+        ("FrozenSet", PyValue::List(items)) => PyValue::FrozenSet(items),
+        ("Object", fields) => PyValue::Object(Box::new(from_value(fields)?)),
         ("Proxy", fields) => {
             let (kind, id): (Kind, Id) = from_value(fields)?;
             PyValue::Proxy(ProxyRef::new(kind, id))

@@ -10,7 +10,9 @@ use super::protocol::Kind;
 pub use super::refs::ProxyRef;
 
 /// A dynamic value, as a manager stores it: Python's `None`, `bool`, `int`,
-/// `float`, `str`, `bytes`, `list`, `tuple` and `dict` (in insertion order).
+/// `float`, `str`, `bytes`, `list`, `tuple`, `dict` (in insertion order),
+/// `set` and `frozenset`, and an inert record of any other object a Python
+/// client sends ([`PyObject`]).
 ///
 /// Use it as a proxy's key or value type where a Python program would mix
 /// types, as in `{1: '1', '2': 2, 0.25: None}`; `From` converts Rust's
@@ -66,6 +68,144 @@ pub enum PyValue {
     /// or namespace (Python's nested proxies). The container holds a
     /// reference, so the object lives while it is stored anywhere.
     Proxy(ProxyRef),
+    /// An `int` outside `i64`: its little-endian two's complement bytes,
+    /// as short as they can be (an int that fits `i64` is always `Int`).
+    BigInt(Vec<u8>),
+    /// `set`: distinct items, in no particular order.
+    Set(Vec<PyValue>),
+    /// `frozenset`: distinct items, in no particular order.
+    FrozenSet(Vec<PyValue>),
+    /// An object of another class (`complex`, `slice`, an exception, a
+    /// user's dataclass), kept as the pickle describes it and never
+    /// instantiated.
+    Object(Box<PyObject>),
+}
+
+/// An object of a class the manager does not model, as a Python client
+/// pickled it: the class, the arguments it is made from, and its state.
+/// The manager never imports the class nor calls anything: the record is
+/// inert, and pickles back to the same object for the client.
+///
+/// Two records compare equal only if they are the same object (a copy of
+/// one stored value), except `complex`, `slice`, `range` and `bytearray`,
+/// which compare by their arguments, as in Python.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PyObject {
+    /// The class's (or function's) module: `builtins`, `__main__`, ….
+    pub(crate) module: String,
+    /// The class's qualified name.
+    pub(crate) name: String,
+    /// The arguments of the call (`REDUCE`) or of `cls.__new__` (`NEWOBJ`).
+    #[serde(deserialize_with = "super::limits::bounded_vec")]
+    pub(crate) args: Vec<PyValue>,
+    /// Made by `cls.__new__(cls, *args)` (pickle's `NEWOBJ`) rather than
+    /// by calling `cls(*args)` (`REDUCE`).
+    pub(crate) new: bool,
+    /// The keyword arguments of `cls.__new__` (`NEWOBJ_EX`).
+    pub(crate) kwargs: Option<Vec<(PyValue, PyValue)>>,
+    /// What `__setstate__` gets (`BUILD`).
+    pub(crate) state: Option<PyValue>,
+    /// Items appended after construction (a `list` subclass's).
+    #[serde(deserialize_with = "super::limits::bounded_vec")]
+    pub(crate) list_items: Vec<PyValue>,
+    /// Items set after construction (a `dict` subclass's).
+    #[serde(deserialize_with = "super::limits::bounded_vec")]
+    pub(crate) dict_items: Vec<(PyValue, PyValue)>,
+    /// The class or function itself (a bare pickled global such as
+    /// `builtins.len`), not an instance of it.
+    pub(crate) global: bool,
+    /// Which object this is: copies of one record share it.
+    pub(crate) identity: u64,
+}
+
+/// The identity of the next [`PyObject`] made.
+static IDENTITIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl PyObject {
+    /// An empty record of `module.name`, a new object.
+    fn blank(module: &str, name: &str) -> PyObject {
+        PyObject {
+            module: module.into(),
+            name: name.into(),
+            args: Vec::new(),
+            new: false,
+            kwargs: None,
+            state: None,
+            list_items: Vec::new(),
+            dict_items: Vec::new(),
+            global: false,
+            identity: IDENTITIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The object `module.name(*args)` (pickled with `REDUCE`), e.g.
+    /// `PyObject::call("builtins", "KeyError", vec!["k".into()])`.
+    pub(crate) fn call(module: &str, name: &str, args: Vec<PyValue>) -> PyObject {
+        PyObject {
+            args,
+            ..PyObject::blank(module, name)
+        }
+    }
+
+    /// The object `module.name.__new__(cls, *args)` with `state` set
+    /// (pickled with `NEWOBJ` and `BUILD`), e.g. a `Namespace` with its
+    /// attributes as a dict, or a `Token` with its 3-tuple.
+    pub(crate) fn instance(
+        module: &str,
+        name: &str,
+        args: Vec<PyValue>,
+        state: Option<PyValue>,
+    ) -> PyObject {
+        PyObject {
+            args,
+            new: true,
+            state,
+            ..PyObject::blank(module, name)
+        }
+    }
+
+    /// The class or function `module.name` itself.
+    pub(crate) fn global(module: &str, name: &str) -> PyObject {
+        PyObject {
+            global: true,
+            ..PyObject::blank(module, name)
+        }
+    }
+
+    /// `multiprocessing.managers.Token(typeid, address, ident)`, as a
+    /// manager pickles it: `ident` is the object's id in hex.
+    pub(crate) fn token(kind: Kind, id: super::protocol::Id, address: &PyValue) -> PyObject {
+        PyObject::instance(
+            "multiprocessing.managers",
+            "Token",
+            Vec::new(),
+            Some(PyValue::Tuple(vec![
+                PyValue::Str(kind.typeid().into()),
+                address.clone(),
+                PyValue::Str(format!("{id:x}")),
+            ])),
+        )
+    }
+
+    /// Whether this is an instance of `module.name`.
+    pub(crate) fn is(&self, module: &str, name: &str) -> bool {
+        !self.global && self.module == module && self.name == name
+    }
+
+    /// Whether this is an instance of the builtin `name`.
+    pub(crate) fn is_builtin(&self, name: &str) -> bool {
+        self.is("builtins", name)
+    }
+
+    /// The builtins compared by value (their arguments), as Python's are.
+    pub(crate) fn by_value(&self) -> bool {
+        self.module == "builtins"
+            && !self.global
+            && matches!(
+                self.name.as_str(),
+                "complex" | "slice" | "range" | "bytearray"
+            )
+    }
 }
 
 /// The name [`PyValue`]'s `Serialize` gives its enum (see there).
@@ -73,7 +213,7 @@ pub(crate) const VALUE_TOKEN: &str = "$multiproc::PyValue";
 
 impl PyValue {
     /// The Python type name (`"int"`, `"str"`, `"DictProxy"`, …).
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> &str {
         match self {
             PyValue::None => "NoneType",
             PyValue::Bool(_) => "bool",
@@ -85,6 +225,11 @@ impl PyValue {
             PyValue::Tuple(_) => "tuple",
             PyValue::Dict(_) => "dict",
             PyValue::Proxy(r) => r.kind.proxy_name(),
+            PyValue::BigInt(_) => "int",
+            PyValue::Set(_) => "set",
+            PyValue::FrozenSet(_) => "frozenset",
+            PyValue::Object(o) if o.global => "type",
+            PyValue::Object(o) => o.name.rsplit('.').next().unwrap_or(&o.name),
         }
     }
 
@@ -164,6 +309,139 @@ impl PyValue {
             PyValue::Proxy(r) => {
                 let _ = write!(out, "{r}");
             }
+            PyValue::BigInt(b) => write_bigint(out, b),
+            PyValue::Set(v) if v.is_empty() => out.push_str("set()"),
+            PyValue::Set(v) => items(out, "{", "}", v),
+            PyValue::FrozenSet(v) if v.is_empty() => out.push_str("frozenset()"),
+            PyValue::FrozenSet(v) => items(out, "frozenset({", "})", v),
+            PyValue::Object(o) => o.write_repr(out, max),
+        }
+    }
+}
+
+impl PyObject {
+    /// Python's `repr` of the builtins the manager knows, and
+    /// `<module.Name object>` for the others.
+    fn write_repr(&self, out: &mut String, max: usize) {
+        let args = &self.args;
+        let arg = |i: usize| args.get(i).unwrap_or(&PyValue::None);
+        let call = |out: &mut String, name: &str, args: &[PyValue]| {
+            out.push_str(name);
+            out.push('(');
+            for (i, v) in args.iter().enumerate() {
+                if out.len() > max {
+                    break;
+                }
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                v.write_repr(out, max);
+            }
+            out.push(')');
+        };
+        if self.global {
+            let _ = write!(out, "<class '{}.{}'>", self.module, self.name);
+            return;
+        }
+        if self.module != "builtins" {
+            let _ = write!(out, "<{}.{} object>", self.module, self.name);
+            return;
+        }
+        match self.name.as_str() {
+            "complex" => write_complex(out, arg(0), arg(1)),
+            "slice" => call(
+                out,
+                "slice",
+                &[arg(0).clone(), arg(1).clone(), arg(2).clone()],
+            ),
+            "range" => match args.get(2) {
+                Some(PyValue::Int(1)) | None => call(out, "range", &args[..args.len().min(2)]),
+                Some(_) => call(out, "range", args),
+            },
+            "bytearray" if args.is_empty() => out.push_str("bytearray(b'')"),
+            "bytearray" => call(out, "bytearray", args),
+            // An exception: `KeyError('k')`.
+            name => call(out, name, args),
+        }
+    }
+}
+
+/// Python's `repr` of `complex(real, imag)`: `(1+2j)`, `2j`, `(-0-1j)`.
+fn write_complex(out: &mut String, real: &PyValue, imag: &PyValue) {
+    let part = |v: &PyValue| {
+        let f = match *v {
+            PyValue::Float(f) => f,
+            PyValue::Int(i) => i as f64,
+            PyValue::Bool(b) => f64::from(u8::from(b)),
+            _ => 0.0,
+        };
+        let mut s = String::new();
+        write_float(&mut s, f);
+        if let Some(whole) = s.strip_suffix(".0") {
+            s.truncate(whole.len());
+        }
+        (f, s)
+    };
+    let (re, re_s) = part(real);
+    let (_, im_s) = part(imag);
+    if re == 0.0 && re.is_sign_positive() {
+        let _ = write!(out, "{im_s}j");
+    } else {
+        let sign = if im_s.starts_with('-') { "" } else { "+" };
+        let _ = write!(out, "({re_s}{sign}{im_s}j)");
+    }
+}
+
+/// Python's `repr` of an int given as little-endian two's complement
+/// bytes. Python refuses to print ints of more than 4300 digits; those
+/// print as `<int of N bits>` here.
+fn write_bigint(out: &mut String, bytes: &[u8]) {
+    let negative = bytes.last().is_some_and(|&b| b & 0x80 != 0);
+    // The magnitude, as little-endian u32 limbs.
+    let mut limbs: Vec<u32> = Vec::with_capacity(bytes.len() / 4 + 1);
+    let mut carry = 1u64;
+    for chunk in bytes.chunks(4) {
+        let mut word = [if negative { 0xff } else { 0 }; 4];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let mut w = u32::from_le_bytes(word);
+        if negative {
+            let sum = u64::from(!w) + carry;
+            w = sum as u32;
+            carry = sum >> 32;
+        }
+        limbs.push(w);
+    }
+    while limbs.last() == Some(&0) {
+        limbs.pop();
+    }
+    if limbs.len() > 1800 / 4 {
+        let _ = write!(out, "<int of {} bits>", limbs.len() * 32);
+        return;
+    }
+    // Repeated division by 10**9.
+    let mut chunks = Vec::new();
+    while !limbs.is_empty() {
+        let mut rem = 0u64;
+        for l in limbs.iter_mut().rev() {
+            let cur = (rem << 32) | u64::from(*l);
+            *l = (cur / 1_000_000_000) as u32;
+            rem = cur % 1_000_000_000;
+        }
+        chunks.push(rem as u32);
+        while limbs.last() == Some(&0) {
+            limbs.pop();
+        }
+    }
+    if negative {
+        out.push('-');
+    }
+    match chunks.split_last() {
+        None => out.push('0'),
+        Some((top, rest)) => {
+            let _ = write!(out, "{top}");
+            for c in rest.iter().rev() {
+                let _ = write!(out, "{c:09}");
+            }
         }
     }
 }
@@ -192,7 +470,36 @@ impl Kind {
             Kind::Dict => "DictProxy",
             Kind::List => "ListProxy",
             Kind::Namespace => "NamespaceProxy",
+            Kind::Iterator => "IteratorProxy",
+            Kind::Queue | Kind::JoinableQueue => "AutoProxy",
         }
+    }
+
+    /// The typeid of a manager's `Token` for this kind (what a Python
+    /// client calls `create` with).
+    pub(crate) fn typeid(self) -> &'static str {
+        match self {
+            Kind::Dict => "dict",
+            Kind::List => "list",
+            Kind::Namespace => "Namespace",
+            Kind::Iterator => "Iterator",
+            Kind::Queue => "Queue",
+            Kind::JoinableQueue => "JoinableQueue",
+        }
+    }
+
+    /// The kind of the typeid `typeid`, if it is one of this manager's.
+    pub(crate) fn from_typeid(typeid: &str) -> Option<Kind> {
+        [
+            Kind::Dict,
+            Kind::List,
+            Kind::Namespace,
+            Kind::Iterator,
+            Kind::Queue,
+            Kind::JoinableQueue,
+        ]
+        .into_iter()
+        .find(|k| k.typeid() == typeid)
     }
 }
 

@@ -1,0 +1,906 @@
+//! The decoder: pickle's stack machine over an arena of nodes, then one
+//! walk from the result that builds the value and charges every node it
+//! builds.
+//!
+//! The stack and the memo hold indexes into the arena, and the opcodes
+//! that fill a container (`APPEND`, `SETITEM`, `ADDITEMS`, `BUILD`) change
+//! its node in place, so that a memoized container seen again later is the
+//! same container, as in Python. Nothing is copied until `STOP`; then the
+//! walk copies a node each time it is reached, so a value referenced many
+//! times (`[x, x]` nested 40 deep) costs what it would cost written out,
+//! and the budget refuses it long before the work explodes. A node reached
+//! again inside itself (a list that contains itself) is refused.
+
+use std::collections::HashMap;
+
+use super::super::compare::minimal;
+use super::super::limits::{Budget, ANSWER_NESTING, MAX_DEPTH};
+use super::super::protocol::{Exception, Id, Kind};
+use super::super::refs::{self, ProxyRef};
+use super::super::value::{PyObject, PyValue};
+use super::op;
+
+/// The longest int a pickle may hold, in bytes (about 158,000 decimal
+/// digits); a longer one is refused with `OverflowError`.
+pub(crate) const MAX_INT_BYTES: usize = 64 << 10;
+
+/// Decodes a pickle (protocols 2 to 5) a client sent: a value nested at
+/// most [`MAX_DEPTH`] levels inside the request's tuple and its arguments
+/// tuple, every node charged to `budget`.
+///
+/// # Errors
+/// `UnpicklingError` for a malformed pickle and for a global it would
+/// have to call that is not on the allowed list; `OverflowError` for an
+/// int longer than [`MAX_INT_BYTES`]; `RecursionError` for a value nested
+/// too deep; the budget's `MemoryError` or `RuntimeError` when it runs out.
+pub(crate) fn loads(bytes: &[u8], budget: &mut Budget) -> Result<PyValue, Exception> {
+    decode(bytes, budget, MAX_DEPTH + 2)
+}
+
+/// Decodes a pickle a server answered: as [`loads`], but allowing the few
+/// levels an answer adds around stored values (`('#RETURN', [...])`, a
+/// batch's list of answers).
+///
+/// # Errors
+/// As [`loads`].
+pub(crate) fn loads_answer(bytes: &[u8], budget: &mut Budget) -> Result<PyValue, Exception> {
+    decode(bytes, budget, MAX_DEPTH + 2 + 2 * ANSWER_NESTING)
+}
+
+fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue, Exception> {
+    let mut machine = Machine {
+        input: bytes,
+        at: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        budget,
+    };
+    let root = machine.run()?;
+    let mut builder = Builder {
+        nodes: &machine.nodes,
+        open: vec![false; machine.nodes.len()],
+        budget: machine.budget,
+        max_depth,
+    };
+    builder.build(root, 0)
+}
+
+fn error(message: impl Into<String>) -> Exception {
+    ("UnpicklingError", message.into())
+}
+
+/// An object under construction: the record without its contents, and
+/// the nodes of its contents.
+struct ObjectNode {
+    head: PyObject,
+    args: Vec<usize>,
+    kwargs: Option<Vec<(usize, usize)>>,
+    state: Option<usize>,
+    list_items: Vec<usize>,
+    dict_items: Vec<(usize, usize)>,
+}
+
+enum Node {
+    /// A value without parts: `None`, a bool, number, str or bytes.
+    Scalar(PyValue),
+    List(Vec<usize>),
+    Tuple(Vec<usize>),
+    Dict(Vec<(usize, usize)>),
+    Set(Vec<usize>),
+    FrozenSet(Vec<usize>),
+    /// A class or function named by `GLOBAL` or `STACK_GLOBAL`.
+    Global(String, String),
+    Object(Box<ObjectNode>),
+    Proxy(Kind, Id),
+}
+
+struct Machine<'a> {
+    input: &'a [u8],
+    at: usize,
+    nodes: Vec<Node>,
+    stack: Vec<usize>,
+    /// The stack's length at each `MARK` not yet consumed.
+    marks: Vec<usize>,
+    memo: HashMap<u32, usize>,
+    budget: &'a mut Budget,
+}
+
+/// The globals `REDUCE` may call, by what the call makes.
+enum Callable {
+    /// `slice`, `complex`, `range`, `bytearray`, an exception, …: an inert
+    /// record of the call.
+    Record,
+    Set,
+    FrozenSet,
+    /// `list(iterable)`, as CPython's server sends dict views.
+    List,
+    /// `_codecs.encode(str, 'latin1')` and `bytes()`: how protocol 2
+    /// pickles bytes.
+    Bytes,
+    RebuildProxy,
+}
+
+/// Python 3's name of a global that a protocol 2 pickle names as
+/// Python 2 did (CPython's `_compat_pickle`, for the globals allowed here).
+fn global_name(module: &str, name: &str) -> (String, String) {
+    let module = match module {
+        "__builtin__" | "exceptions" => "builtins",
+        "copy_reg" => "copyreg",
+        "Queue" => "queue",
+        m => m,
+    };
+    let name = match (module, name) {
+        ("builtins", "xrange") => "range",
+        ("builtins", "unicode") => "str",
+        ("builtins", "long") => "int",
+        (_, n) => n,
+    };
+    (module.into(), name.into())
+}
+
+/// What `REDUCE` may call: nothing that runs code or reaches the system.
+fn callable(module: &str, name: &str) -> Option<Callable> {
+    const EXCEPTIONS: &[&str] = &[
+        "ArithmeticError",
+        "AssertionError",
+        "AttributeError",
+        "BaseException",
+        "BrokenPipeError",
+        "BufferError",
+        "ConnectionError",
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "EOFError",
+        "Exception",
+        "FileNotFoundError",
+        "IndexError",
+        "KeyError",
+        "LookupError",
+        "MemoryError",
+        "NameError",
+        "NotImplementedError",
+        "OSError",
+        "OverflowError",
+        "PermissionError",
+        "RecursionError",
+        "ReferenceError",
+        "RuntimeError",
+        "StopIteration",
+        "TimeoutError",
+        "TypeError",
+        "UnicodeError",
+        "ValueError",
+        "ZeroDivisionError",
+    ];
+    Some(match (module, name) {
+        ("builtins", "slice" | "complex" | "range" | "bytearray" | "iter" | "reversed") => {
+            Callable::Record
+        }
+        ("builtins", "set") => Callable::Set,
+        ("builtins", "frozenset") => Callable::FrozenSet,
+        ("builtins", "list") => Callable::List,
+        ("builtins", "bytes") | ("_codecs", "encode") => Callable::Bytes,
+        ("builtins", e) if EXCEPTIONS.contains(&e) => Callable::Record,
+        ("_queue" | "queue", "Empty") | ("queue", "Full") => Callable::Record,
+        ("multiprocessing.managers", "RebuildProxy") => Callable::RebuildProxy,
+        _ => return None,
+    })
+}
+
+impl<'a> Machine<'a> {
+    /// Runs the pickle to its `STOP`: the node of its value.
+    fn run(&mut self) -> Result<usize, Exception> {
+        loop {
+            let code = self.byte()?;
+            match code {
+                op::PROTO => {
+                    let v = self.byte()?;
+                    if !(2..=5).contains(&v) {
+                        return Err(error(format!("unsupported pickle protocol: {v}")));
+                    }
+                }
+                op::FRAME => {
+                    // Framing only groups opcodes; the length must be there.
+                    let n = self.uint(8)?;
+                    if n > self.input.len() - self.at {
+                        return Err(error("pickle data was truncated"));
+                    }
+                }
+                op::STOP => {
+                    return self
+                        .stack
+                        .pop()
+                        .ok_or_else(|| error("unpickling stack underflow"));
+                }
+                op::MARK => self.marks.push(self.stack.len()),
+                op::POP => {
+                    if self.marks.last() == Some(&self.stack.len()) {
+                        self.marks.pop();
+                    } else {
+                        self.pop()?;
+                    }
+                }
+                op::POP_MARK => {
+                    self.pop_mark()?;
+                }
+                op::DUP => {
+                    let top = self.top()?;
+                    self.stack.push(top);
+                }
+                op::NONE => self.push(Node::Scalar(PyValue::None))?,
+                op::NEWTRUE => self.push(Node::Scalar(PyValue::Bool(true)))?,
+                op::NEWFALSE => self.push(Node::Scalar(PyValue::Bool(false)))?,
+                op::BININT => {
+                    let b = self.take(4)?;
+                    let i = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.push(Node::Scalar(PyValue::Int(i.into())))?;
+                }
+                op::BININT1 => {
+                    let i = self.byte()?;
+                    self.push(Node::Scalar(PyValue::Int(i.into())))?;
+                }
+                op::BININT2 => {
+                    let i = self.uint(2)?;
+                    self.push(Node::Scalar(PyValue::Int(i as i64)))?;
+                }
+                op::LONG1 | op::LONG4 => {
+                    let n = if code == op::LONG1 {
+                        usize::from(self.byte()?)
+                    } else {
+                        let n = self.take(4)?;
+                        let n = i32::from_le_bytes([n[0], n[1], n[2], n[3]]);
+                        usize::try_from(n)
+                            .map_err(|_| error("LONG pickle has negative byte count"))?
+                    };
+                    if n > MAX_INT_BYTES {
+                        return Err((
+                            "OverflowError",
+                            format!("an int of {n} bytes is longer than the {MAX_INT_BYTES} this server stores"),
+                        ));
+                    }
+                    let b = self.take(n)?;
+                    self.push(Node::Scalar(int_from_bytes(b)))?;
+                }
+                op::BINFLOAT => {
+                    let b = self.take(8)?;
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(b);
+                    self.push(Node::Scalar(PyValue::Float(f64::from_be_bytes(word))))?;
+                }
+                op::SHORT_BINUNICODE | op::BINUNICODE | op::BINUNICODE8 => {
+                    let n = self.length(code, op::SHORT_BINUNICODE, op::BINUNICODE)?;
+                    let b = self.take(n)?;
+                    let s = std::str::from_utf8(b).map_err(|_| {
+                        error("a str that is not UTF-8 (a lone surrogate?) is not supported")
+                    })?;
+                    self.push(Node::Scalar(PyValue::Str(s.into())))?;
+                }
+                op::SHORT_BINBYTES | op::BINBYTES | op::BINBYTES8 | op::BYTEARRAY8 => {
+                    let n = self.length(code, op::SHORT_BINBYTES, op::BINBYTES)?;
+                    let b = self.take(n)?.to_vec();
+                    if code == op::BYTEARRAY8 {
+                        let o = PyObject::call("builtins", "bytearray", Vec::new());
+                        let arg = self.node(Node::Scalar(PyValue::Bytes(b)))?;
+                        self.push(object(o, vec![arg]))?;
+                    } else {
+                        self.push(Node::Scalar(PyValue::Bytes(b)))?;
+                    }
+                }
+                op::EMPTY_TUPLE => self.push(Node::Tuple(Vec::new()))?,
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let n = usize::from(code - op::TUPLE1 + 1);
+                    if self.stack.len() < n + self.marks.last().copied().unwrap_or(0) {
+                        return Err(error("unpickling stack underflow"));
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    self.push(Node::Tuple(items))?;
+                }
+                op::TUPLE => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::Tuple(items))?;
+                }
+                op::EMPTY_LIST => self.push(Node::List(Vec::new()))?,
+                op::LIST => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::List(items))?;
+                }
+                op::EMPTY_DICT => self.push(Node::Dict(Vec::new()))?,
+                op::DICT => {
+                    let items = self.pop_mark()?;
+                    let pairs = pairs(&items)?;
+                    self.push(Node::Dict(pairs))?;
+                }
+                op::EMPTY_SET => self.push(Node::Set(Vec::new()))?,
+                op::FROZENSET => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::FrozenSet(items))?;
+                }
+                op::APPEND => {
+                    let item = self.pop()?;
+                    self.extend(vec![item])?;
+                }
+                op::APPENDS => {
+                    let items = self.pop_mark()?;
+                    self.extend(items)?;
+                }
+                op::SETITEM => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![(k, v)])?;
+                }
+                op::SETITEMS => {
+                    let items = self.pop_mark()?;
+                    let pairs = pairs(&items)?;
+                    self.set_items(pairs)?;
+                }
+                op::ADDITEMS => {
+                    let items = self.pop_mark()?;
+                    let top = self.top()?;
+                    self.budget.memory(items.len() * size_of::<usize>())?;
+                    match &mut self.nodes[top] {
+                        Node::Set(v) => v.extend(items),
+                        _ => return Err(error("ADDITEMS to something that is not a set")),
+                    }
+                }
+                op::MEMOIZE => {
+                    let key =
+                        u32::try_from(self.memo.len()).map_err(|_| error("the memo is full"))?;
+                    self.put(key)?;
+                }
+                op::BINPUT => {
+                    let key = self.byte()?;
+                    self.put(key.into())?;
+                }
+                op::LONG_BINPUT => {
+                    let key = self.uint(4)? as u32;
+                    self.put(key)?;
+                }
+                op::BINGET => {
+                    let key = self.byte()?;
+                    self.get(key.into())?;
+                }
+                op::LONG_BINGET => {
+                    let key = self.uint(4)? as u32;
+                    self.get(key)?;
+                }
+                op::GLOBAL => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    let (module, name) = global_name(&module, &name);
+                    self.push(Node::Global(module, name))?;
+                }
+                op::STACK_GLOBAL => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (&self.nodes[module], &self.nodes[name]) {
+                        (Node::Scalar(PyValue::Str(m)), Node::Scalar(PyValue::Str(n))) => {
+                            let (module, name) = global_name(m, n);
+                            self.push(Node::Global(module, name))?;
+                        }
+                        _ => return Err(error("STACK_GLOBAL requires str")),
+                    }
+                }
+                op::REDUCE => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let node = self.reduce(callable, args)?;
+                    self.push(node)?;
+                }
+                op::NEWOBJ | op::NEWOBJ_EX => {
+                    let kwargs = if code == op::NEWOBJ_EX {
+                        let kwargs = self.pop()?;
+                        match &self.nodes[kwargs] {
+                            Node::Dict(d) => Some(d.clone()),
+                            _ => return Err(error("NEWOBJ_EX kwargs argument must be a dict")),
+                        }
+                    } else {
+                        None
+                    };
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let Node::Global(module, name) = &self.nodes[cls] else {
+                        return Err(error("NEWOBJ class argument must be a class"));
+                    };
+                    let Node::Tuple(args) = &self.nodes[args] else {
+                        return Err(error("NEWOBJ args argument must be a tuple"));
+                    };
+                    let mut head = PyObject::call(module, name, Vec::new());
+                    head.new = true;
+                    let mut node = ObjectNode {
+                        head,
+                        args: args.clone(),
+                        kwargs: None,
+                        state: None,
+                        list_items: Vec::new(),
+                        dict_items: Vec::new(),
+                    };
+                    node.kwargs = kwargs;
+                    self.push(Node::Object(Box::new(node)))?;
+                }
+                op::BUILD => {
+                    let state = self.pop()?;
+                    let top = self.top()?;
+                    match &mut self.nodes[top] {
+                        Node::Object(o) if o.state.is_none() => o.state = Some(state),
+                        Node::Object(_) => return Err(error("BUILD twice on one object")),
+                        _ => return Err(error("BUILD on something that is not an object")),
+                    }
+                }
+                op::PERSID | op::BINPERSID => {
+                    return Err(error(
+                        "A load persistent id instruction was encountered, \
+                         but no persistent_load function was specified.",
+                    ))
+                }
+                op::NEXT_BUFFER | op::READONLY_BUFFER => {
+                    return Err(error("out-of-band buffers are not supported"))
+                }
+                other => {
+                    return Err(error(format!(
+                        "invalid or unsupported load key, {:?}",
+                        char::from(other)
+                    )))
+                }
+            }
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, Exception> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// The next `n` bytes of the input, if it has them.
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Exception> {
+        if n > self.input.len() - self.at {
+            return Err(error("pickle data was truncated"));
+        }
+        let input: &'a [u8] = self.input;
+        let b = &input[self.at..self.at + n];
+        self.at += n;
+        Ok(b)
+    }
+
+    /// A little-endian unsigned int of `n` bytes (at most 8).
+    fn uint(&mut self, n: usize) -> Result<usize, Exception> {
+        let b = self.take(n)?;
+        let mut word = [0u8; 8];
+        word[..n].copy_from_slice(b);
+        usize::try_from(u64::from_le_bytes(word)).map_err(|_| error("pickle data was truncated"))
+    }
+
+    /// The length of a str or bytes opcode: one byte for the short form,
+    /// four for the middle one, eight for the long one.
+    fn length(&mut self, code: u8, short: u8, middle: u8) -> Result<usize, Exception> {
+        match code {
+            c if c == short => Ok(usize::from(self.byte()?)),
+            c if c == middle => self.uint(4),
+            _ => self.uint(8),
+        }
+    }
+
+    /// A `\n`-terminated line of at most 256 bytes (`GLOBAL`'s names).
+    fn line(&mut self) -> Result<String, Exception> {
+        let rest = &self.input[self.at..];
+        let end = rest
+            .iter()
+            .take(257)
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| error("GLOBAL names must end with a newline within 256 bytes"))?;
+        let s =
+            std::str::from_utf8(&rest[..end]).map_err(|_| error("a GLOBAL name is not UTF-8"))?;
+        self.at += end + 1;
+        Ok(s.into())
+    }
+
+    /// Adds `node` to the arena, charging it.
+    fn node(&mut self, node: Node) -> Result<usize, Exception> {
+        self.budget.memory(size_of::<Node>())?;
+        self.budget.work(1)?;
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
+    }
+
+    fn push(&mut self, node: Node) -> Result<(), Exception> {
+        let i = self.node(node)?;
+        self.stack.push(i);
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Result<usize, Exception> {
+        if self.marks.last() == Some(&self.stack.len()) {
+            return Err(error("unexpected MARK found"));
+        }
+        self.stack
+            .pop()
+            .ok_or_else(|| error("unpickling stack underflow"))
+    }
+
+    fn top(&self) -> Result<usize, Exception> {
+        if self.marks.last() == Some(&self.stack.len()) {
+            return Err(error("unexpected MARK found"));
+        }
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| error("unpickling stack underflow"))
+    }
+
+    /// The items pushed since the last `MARK`, which is consumed.
+    fn pop_mark(&mut self) -> Result<Vec<usize>, Exception> {
+        let mark = self
+            .marks
+            .pop()
+            .ok_or_else(|| error("could not find MARK"))?;
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn put(&mut self, key: u32) -> Result<(), Exception> {
+        let top = self.top()?;
+        self.budget.memory(2 * size_of::<usize>())?;
+        self.memo.insert(key, top);
+        Ok(())
+    }
+
+    fn get(&mut self, key: u32) -> Result<(), Exception> {
+        let i = *self
+            .memo
+            .get(&key)
+            .ok_or_else(|| error(format!("Memo value not found at index {key}")))?;
+        self.budget.work(1)?;
+        self.stack.push(i);
+        Ok(())
+    }
+
+    /// `APPEND`/`APPENDS` to the list (or list-like object) on the stack.
+    fn extend(&mut self, items: Vec<usize>) -> Result<(), Exception> {
+        let top = self.top()?;
+        self.budget.memory(items.len() * size_of::<usize>())?;
+        match &mut self.nodes[top] {
+            Node::List(v) => v.extend(items),
+            Node::Object(o) if o.head.new => o.list_items.extend(items),
+            _ => return Err(error("APPEND to something that is not a list")),
+        }
+        Ok(())
+    }
+
+    /// `SETITEM`/`SETITEMS` on the dict (or dict-like object) on the stack.
+    fn set_items(&mut self, items: Vec<(usize, usize)>) -> Result<(), Exception> {
+        let top = self.top()?;
+        self.budget.memory(items.len() * 2 * size_of::<usize>())?;
+        match &mut self.nodes[top] {
+            Node::Dict(d) => d.extend(items),
+            Node::Object(o) if o.head.new => o.dict_items.extend(items),
+            _ => return Err(error("SETITEM on something that is not a dict")),
+        }
+        Ok(())
+    }
+
+    /// `callable(*args)`, for the allowed callables only.
+    fn reduce(&mut self, callable_node: usize, args_node: usize) -> Result<Node, Exception> {
+        let Node::Global(module, name) = &self.nodes[callable_node] else {
+            return Err(error("REDUCE of something that is not a global"));
+        };
+        let Node::Tuple(args) = &self.nodes[args_node] else {
+            return Err(error("REDUCE arguments must be a tuple"));
+        };
+        let Some(kind) = callable(module, name) else {
+            return Err(error(format!(
+                "global '{module}.{name}' is forbidden: this server calls nothing it receives"
+            )));
+        };
+        let args = args.clone();
+        let (module, name) = (module.clone(), name.clone());
+        let wrong = || error(format!("{module}.{name}: unexpected arguments"));
+        match kind {
+            Callable::Set | Callable::FrozenSet | Callable::List => {
+                let items = match args[..] {
+                    [] => Vec::new(),
+                    [one] => match &self.nodes[one] {
+                        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
+                            v.clone()
+                        }
+                        _ => return Err(wrong()),
+                    },
+                    _ => return Err(wrong()),
+                };
+                Ok(match kind {
+                    Callable::Set => Node::Set(items),
+                    Callable::FrozenSet => Node::FrozenSet(items),
+                    _ => Node::List(items),
+                })
+            }
+            Callable::Bytes => match args[..] {
+                [] => Ok(Node::Scalar(PyValue::Bytes(Vec::new()))),
+                [s, e] if name == "encode" => {
+                    match (scalar(&self.nodes, s), scalar(&self.nodes, e)) {
+                        (Some(PyValue::Str(s)), Some(PyValue::Str(e)))
+                            if matches!(e.as_str(), "latin1" | "latin-1") =>
+                        {
+                            Ok(Node::Scalar(PyValue::Bytes(latin1(s).ok_or_else(wrong)?)))
+                        }
+                        _ => Err(wrong()),
+                    }
+                }
+                _ => Err(wrong()),
+            },
+            Callable::RebuildProxy => {
+                let [_, token, _, _] = args[..] else {
+                    return Err(wrong());
+                };
+                let Node::Object(token) = &self.nodes[token] else {
+                    return Err(wrong());
+                };
+                let state = token.state.and_then(|s| match &self.nodes[s] {
+                    Node::Tuple(t) => Some(t.clone()),
+                    _ => None,
+                });
+                let (typeid, ident) = match state.as_deref() {
+                    Some(&[typeid, _, ident])
+                        if token.head.is("multiprocessing.managers", "Token") =>
+                    {
+                        (scalar(&self.nodes, typeid), scalar(&self.nodes, ident))
+                    }
+                    _ => return Err(error("RebuildProxy needs a Token")),
+                };
+                let (Some(PyValue::Str(typeid)), Some(PyValue::Str(ident))) = (typeid, ident)
+                else {
+                    return Err(error("a Token's typeid and id must be str"));
+                };
+                let kind = Kind::from_typeid(typeid)
+                    .ok_or_else(|| error(format!("no proxy of typeid {typeid:?} here")))?;
+                let id = Id::from_str_radix(ident, 16)
+                    .map_err(|_| error(format!("not an object id of this manager: {ident:?}")))?;
+                Ok(Node::Proxy(kind, id))
+            }
+            Callable::Record => {
+                let mut args = args;
+                match name.as_str() {
+                    "bytearray" if module == "builtins" => {
+                        // Protocol 2: `bytearray(str, 'latin-1')`.
+                        if let [s, e] = args[..] {
+                            let bytes = match (scalar(&self.nodes, s), scalar(&self.nodes, e)) {
+                                (Some(PyValue::Str(s)), Some(PyValue::Str(_))) => {
+                                    latin1(s).ok_or_else(wrong)?
+                                }
+                                _ => return Err(wrong()),
+                            };
+                            args = vec![self.node(Node::Scalar(PyValue::Bytes(bytes)))?];
+                        }
+                        match args[..] {
+                            [] => args = vec![self.node(Node::Scalar(PyValue::Bytes(Vec::new())))?],
+                            [b] if matches!(scalar(&self.nodes, b), Some(PyValue::Bytes(_))) => {}
+                            _ => return Err(wrong()),
+                        }
+                    }
+                    "range" if module == "builtins" => {
+                        let ints: Option<Vec<i64>> = args
+                            .iter()
+                            .map(|&i| match scalar(&self.nodes, i) {
+                                Some(PyValue::Int(i)) => Some(*i),
+                                _ => None,
+                            })
+                            .collect();
+                        let r = match ints.as_deref() {
+                            Some(&[stop]) => [0, stop, 1],
+                            Some(&[start, stop]) => [start, stop, 1],
+                            Some(&[start, stop, step]) => [start, stop, step],
+                            _ => return Err(wrong()),
+                        };
+                        if r[2] == 0 {
+                            return Err(("ValueError", "range() arg 3 must not be zero".into()));
+                        }
+                        args = Vec::with_capacity(3);
+                        for i in r {
+                            args.push(self.node(Node::Scalar(PyValue::Int(i)))?);
+                        }
+                    }
+                    "complex" if module == "builtins" => {
+                        let numbers = args.len() <= 2
+                            && args.iter().all(|&i| {
+                                matches!(
+                                    scalar(&self.nodes, i),
+                                    Some(PyValue::Float(_) | PyValue::Int(_) | PyValue::Bool(_))
+                                )
+                            });
+                        if !numbers {
+                            return Err(wrong());
+                        }
+                    }
+                    "slice" if module == "builtins" && (args.is_empty() || args.len() > 3) => {
+                        return Err(wrong());
+                    }
+                    _ => {}
+                }
+                Ok(object(PyObject::call(&module, &name, Vec::new()), args))
+            }
+        }
+    }
+}
+
+/// The value of a scalar node.
+fn scalar(nodes: &[Node], i: usize) -> Option<&PyValue> {
+    match nodes.get(i) {
+        Some(Node::Scalar(v)) => Some(v),
+        _ => None,
+    }
+}
+
+fn object(head: PyObject, args: Vec<usize>) -> Node {
+    Node::Object(Box::new(ObjectNode {
+        head,
+        args,
+        kwargs: None,
+        state: None,
+        list_items: Vec::new(),
+        dict_items: Vec::new(),
+    }))
+}
+
+/// The items after a mark, as `(key, value)` pairs.
+fn pairs(items: &[usize]) -> Result<Vec<(usize, usize)>, Exception> {
+    if items.len() % 2 != 0 {
+        return Err(error("odd number of items for SETITEMS"));
+    }
+    Ok(items.chunks(2).map(|kv| (kv[0], kv[1])).collect())
+}
+
+/// `s.encode('latin-1')`, if every character is below 256.
+fn latin1(s: &str) -> Option<Vec<u8>> {
+    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+}
+
+/// An int from pickle's little-endian two's complement bytes: an `Int` if
+/// it fits `i64`, else a minimal `BigInt`.
+pub(crate) fn int_from_bytes(b: &[u8]) -> PyValue {
+    let mut v = b.to_vec();
+    minimal(&mut v);
+    if v.len() <= 8 {
+        let fill = if v.last().is_some_and(|&t| t & 0x80 != 0) {
+            0xff
+        } else {
+            0
+        };
+        let mut word = [fill; 8];
+        word[..v.len()].copy_from_slice(&v);
+        PyValue::Int(i64::from_le_bytes(word))
+    } else {
+        PyValue::BigInt(v)
+    }
+}
+
+/// The walk at `STOP` that turns nodes into a value.
+struct Builder<'a> {
+    nodes: &'a [Node],
+    /// The containers being built: reaching one again is a cycle.
+    open: Vec<bool>,
+    budget: &'a mut Budget,
+    max_depth: usize,
+}
+
+impl Builder<'_> {
+    /// The value of node `i`, `depth` containers down. Each level of
+    /// nesting costs two small frames (this and `items`), so that the
+    /// deepest value allowed builds within a thread's default stack.
+    fn build(&mut self, i: usize, depth: usize) -> Result<PyValue, Exception> {
+        self.budget.work(1)?;
+        self.budget.memory(size_of::<PyValue>())?;
+        let nodes = self.nodes;
+        let node = &nodes[i];
+        if let Some(leaf) = self.leaf(node) {
+            return leaf;
+        }
+        if depth >= self.max_depth {
+            return Err(too_deep());
+        }
+        if self.open[i] {
+            return Err(error(
+                "a value that contains itself (a recursive pickle) is not supported",
+            ));
+        }
+        self.open[i] = true;
+        let depth = depth + 1;
+        let value = match node {
+            Node::List(v) => self.items(v, depth).map(PyValue::List),
+            Node::Tuple(v) => self.items(v, depth).map(PyValue::Tuple),
+            Node::Dict(d) => self.pairs(d, depth).map(PyValue::Dict),
+            Node::Set(v) => self.distinct(v, depth).map(PyValue::Set),
+            Node::FrozenSet(v) => self.distinct(v, depth).map(PyValue::FrozenSet),
+            Node::Object(o) => self.object(o, depth),
+            Node::Scalar(_) | Node::Proxy(..) | Node::Global(..) => Err(error("not a container")),
+        };
+        self.open[i] = false;
+        value
+    }
+
+    /// The value of a node without parts.
+    #[inline(never)]
+    fn leaf(&mut self, node: &Node) -> Option<Result<PyValue, Exception>> {
+        let charge = |budget: &mut Budget, n: usize, v: PyValue| budget.memory(n).map(|()| v);
+        Some(match node {
+            Node::Scalar(v) => match v {
+                PyValue::Str(s) => charge(self.budget, s.len(), v.clone()),
+                PyValue::Bytes(b) | PyValue::BigInt(b) => charge(self.budget, b.len(), v.clone()),
+                v => Ok(v.clone()),
+            },
+            Node::Proxy(kind, id) => {
+                refs::decoded(*kind, *id);
+                Ok(PyValue::Proxy(ProxyRef::new(*kind, *id)))
+            }
+            Node::Global(module, name) => charge(
+                self.budget,
+                module.len() + name.len(),
+                PyValue::Object(Box::new(PyObject::global(module, name))),
+            ),
+            _ => return None,
+        })
+    }
+
+    fn items(&mut self, items: &[usize], depth: usize) -> Result<Vec<PyValue>, Exception> {
+        self.budget.memory(items.len() * size_of::<PyValue>())?;
+        let mut out = Vec::with_capacity(items.len());
+        for &i in items {
+            out.push(self.build(i, depth)?);
+        }
+        Ok(out)
+    }
+
+    #[inline(never)]
+    fn pairs(
+        &mut self,
+        items: &[(usize, usize)],
+        depth: usize,
+    ) -> Result<Vec<(PyValue, PyValue)>, Exception> {
+        self.budget.memory(items.len() * 2 * size_of::<PyValue>())?;
+        let mut out = Vec::with_capacity(items.len());
+        for &(k, v) in items {
+            let k = self.build(k, depth)?;
+            out.push((k, self.build(v, depth)?));
+        }
+        Ok(out)
+    }
+
+    #[inline(never)]
+    fn object(&mut self, o: &ObjectNode, depth: usize) -> Result<PyValue, Exception> {
+        self.budget
+            .memory(size_of::<PyObject>() + o.head.module.len() + o.head.name.len())?;
+        let mut object = o.head.clone();
+        object.args = self.items(&o.args, depth)?;
+        object.kwargs = match &o.kwargs {
+            Some(kw) => Some(self.pairs(kw, depth)?),
+            None => None,
+        };
+        object.state = match o.state {
+            Some(s) => Some(self.build(s, depth)?),
+            None => None,
+        };
+        object.list_items = self.items(&o.list_items, depth)?;
+        object.dict_items = self.pairs(&o.dict_items, depth)?;
+        Ok(PyValue::Object(Box::new(object)))
+    }
+
+    /// A set's items, each once (Python's `==`: `1`, `1.0` and `True` are
+    /// one item).
+    #[inline(never)]
+    fn distinct(&mut self, items: &[usize], depth: usize) -> Result<Vec<PyValue>, Exception> {
+        let all = self.items(items, depth)?;
+        self.budget.work(all.len())?;
+        let mut seen: std::collections::HashSet<&PyValue> =
+            std::collections::HashSet::with_capacity(all.len());
+        let keep: Vec<bool> = all.iter().map(|v| seen.insert(v)).collect();
+        drop(seen);
+        let mut keep = keep.into_iter();
+        Ok(all
+            .into_iter()
+            .filter(|_| keep.next() == Some(true))
+            .collect())
+    }
+}
+
+fn too_deep() -> Exception {
+    (
+        "RecursionError",
+        format!("a value is nested deeper than {MAX_DEPTH} levels"),
+    )
+}
