@@ -1,6 +1,14 @@
-//! The object model: what each operation does to a dict or a list, as
-//! Python's would, within a request's [`Budget`]. Pure: no sockets and no
+//! The object model: what each operation does to a dict, a list or a
+//! namespace, as Python's would (its results, its exceptions and their
+//! messages), within a request's [`Budget`]. Pure: no sockets and no
 //! reference counting, so that it can be tested (and reused) on its own.
+//!
+//! Where this differs from Python, on purpose: lists and dicts may be dict
+//! keys (Rust clients use them); `__imul__` and `__ior__` answer `None`
+//! rather than the object (the proxies ignore the answer); an operation
+//! that would build more than a request may take is a `MemoryError` before
+//! anything is built; error messages show at most about 200 characters of
+//! a value.
 
 use std::hash::RandomState;
 
@@ -8,6 +16,7 @@ use indexmap::IndexMap;
 
 use super::compare::sort;
 use super::limits::{self, Budget};
+use super::methods::int_of;
 use super::protocol::{Exception, Kind, Op};
 use super::PyValue;
 
@@ -23,36 +32,307 @@ pub(super) enum Object {
     List(Vec<PyValue>),
 }
 
-/// What an operation answers: a value, or the Python exception it raises.
+/// What an operation answers: a value, or the Python exception it raises
+/// (as its class and message).
 pub(super) type OpResult = std::result::Result<PyValue, Exception>;
 
-fn key_error(key: &PyValue) -> Exception {
-    ("KeyError", key.repr())
+/// A Python exception that an operation raises: its class and the
+/// arguments it is made with, as `#ERROR` sends it (`KeyError('k')` holds
+/// the key itself, `MemoryError()` nothing).
+#[derive(Debug, PartialEq)]
+pub(super) struct Raised {
+    pub(super) class: &'static str,
+    pub(super) args: Vec<PyValue>,
+}
+
+impl Raised {
+    /// `KeyError(key)`.
+    fn key_error(key: PyValue) -> Raised {
+        Raised {
+            class: "KeyError",
+            args: vec![key],
+        }
+    }
+
+    /// Python's `str()` of the exception: `'k'` for `KeyError('k')`.
+    pub(super) fn message(&self) -> String {
+        match self.args.as_slice() {
+            [] => String::new(),
+            [PyValue::Str(s)] if self.class != "KeyError" => s.clone(),
+            [v] => v.repr(),
+            vs => {
+                let reprs: Vec<String> = vs.iter().map(PyValue::repr).collect();
+                format!("({})", reprs.join(", "))
+            }
+        }
+    }
+
+    /// The exception as its class and message.
+    pub(super) fn into_exception(self) -> Exception {
+        (self.class, self.message())
+    }
+}
+
+/// An exception made with its message (none if empty).
+impl From<Exception> for Raised {
+    fn from((class, message): Exception) -> Raised {
+        Raised {
+            class,
+            args: if message.is_empty() {
+                Vec::new()
+            } else {
+                vec![PyValue::Str(message)]
+            },
+        }
+    }
 }
 
 fn type_error(msg: String) -> Exception {
     ("TypeError", msg)
 }
 
-/// A Python index into a list of `len` items, negative from the end.
-fn index(key: &PyValue, len: usize, inserting: bool) -> std::result::Result<usize, Exception> {
-    let PyValue::Int(i) = *key else {
-        return Err(type_error(format!(
-            "list indices must be integers, not {}",
-            key.type_name()
-        )));
+fn index_error(msg: &str) -> Exception {
+    ("IndexError", msg.into())
+}
+
+/// The position `key` (an int, negative from the end) names in a list of
+/// `len` items, or Python's error: `list index out of range`, or as
+/// `out_of_range` says (`list assignment index out of range`).
+fn index(key: &PyValue, len: usize, out_of_range: &str) -> std::result::Result<usize, Exception> {
+    let i = match int_of(key) {
+        Some(Ok(i)) => i,
+        Some(Err(_)) => return Err(index_error("cannot fit 'int' into an index-sized integer")),
+        None => {
+            return Err(type_error(format!(
+                "list indices must be integers or slices, not {}",
+                key.type_name()
+            )))
+        }
     };
     let len = len as i64;
     let at = if i < 0 { i + len } else { i };
-    let limit = if inserting { len + 1 } else { len };
-    if (0..limit).contains(&at) {
+    if (0..len).contains(&at) {
         Ok(at as usize)
     } else {
-        Err((
-            "IndexError",
-            format!("list index {i} out of range for length {len}"),
-        ))
+        Err(index_error(out_of_range))
     }
+}
+
+const GET_RANGE: &str = "list index out of range";
+const SET_RANGE: &str = "list assignment index out of range";
+
+/// A slice's bounds, as `slice(start, stop, step)` holds them (ints beyond
+/// `i64` clamped, as Python clamps them to `Py_ssize_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Slice {
+    pub(super) start: Option<i64>,
+    pub(super) stop: Option<i64>,
+    pub(super) step: Option<i64>,
+}
+
+/// The slice `key` is, if it is one (`builtins.slice(start, stop, step)`,
+/// as a client pickles `l[1:3]`), or the `TypeError` of a slice of
+/// something else than ints.
+// Hooked up to `PyValue::Object` once the pickle codec's value lands.
+fn slice_of(key: &PyValue) -> Option<std::result::Result<Slice, Exception>> {
+    let _ = key;
+    None
+}
+
+/// One bound of a slice: `None`, or an int clamped to `i64`.
+#[allow(dead_code)] // until `slice_of` is hooked up
+fn slice_part(v: &PyValue) -> std::result::Result<Option<i64>, Exception> {
+    match (v, int_of(v)) {
+        (PyValue::None, _) => Ok(None),
+        (_, Some(Ok(i))) => Ok(Some(i)),
+        (_, Some(Err(negative))) => Ok(Some(if negative { i64::MIN } else { i64::MAX })),
+        (_, None) => Err(type_error(
+            "slice indices must be integers or None or have an __index__ method".into(),
+        )),
+    }
+}
+
+impl Slice {
+    /// The items it selects in a sequence of `len`: the first position,
+    /// the step and how many (Python's `PySlice_Unpack` and
+    /// `PySlice_AdjustIndices`).
+    fn indices(self, len: usize) -> std::result::Result<(i64, i64, usize), Exception> {
+        let step = self.step.unwrap_or(1);
+        if step == 0 {
+            return Err(("ValueError", "slice step cannot be zero".into()));
+        }
+        let step = step.max(-i64::MAX);
+        let len = len as i64;
+        let adjust = |i: i64| {
+            if i < 0 {
+                let i = i + len;
+                if i < 0 {
+                    if step < 0 {
+                        -1
+                    } else {
+                        0
+                    }
+                } else {
+                    i
+                }
+            } else if i >= len {
+                if step < 0 {
+                    len - 1
+                } else {
+                    len
+                }
+            } else {
+                i
+            }
+        };
+        let start = adjust(self.start.unwrap_or(if step < 0 { i64::MAX } else { 0 }));
+        let stop = adjust(
+            self.stop
+                .unwrap_or(if step < 0 { i64::MIN } else { i64::MAX }),
+        );
+        // Both are within -1..=len now: no overflow below.
+        let count = if step < 0 && stop < start {
+            (start - stop - 1) / -step + 1
+        } else if step > 0 && start < stop {
+            (stop - start - 1) / step + 1
+        } else {
+            0
+        };
+        Ok((start, step, count as usize))
+    }
+
+    /// The positions it selects in a sequence of `len`, in its order.
+    fn positions(self, len: usize) -> std::result::Result<impl Iterator<Item = usize>, Exception> {
+        let (start, step, count) = self.indices(len)?;
+        Ok((0..count as i64).map(move |k| (start + k * step) as usize))
+    }
+}
+
+/// `l[slice]`.
+fn get_slice(l: &[PyValue], s: Slice, budget: &mut Budget) -> OpResult {
+    let positions: Vec<usize> = s.positions(l.len())?.collect();
+    budget.charge(positions.iter().map(|&i| &l[i]))?;
+    Ok(PyValue::List(
+        positions.into_iter().map(|i| l[i].clone()).collect(),
+    ))
+}
+
+/// `l[slice] = items`: a plain slice takes any number of items, an
+/// extended one (a step other than 1) exactly as many as it selects.
+fn set_slice(
+    l: &mut Vec<PyValue>,
+    s: Slice,
+    items: Vec<PyValue>,
+    budget: &mut Budget,
+) -> std::result::Result<(), Exception> {
+    let (start, step, count) = s.indices(l.len())?;
+    if step == 1 {
+        let start = start as usize;
+        budget.work(l.len() - start + items.len())?;
+        l.splice(start..start + count, items);
+        return Ok(());
+    }
+    if items.len() != count {
+        return Err((
+            "ValueError",
+            format!(
+                "attempt to assign sequence of size {} to extended slice of size {count}",
+                items.len()
+            ),
+        ));
+    }
+    for (k, item) in items.into_iter().enumerate() {
+        l[(start + k as i64 * step) as usize] = item;
+    }
+    Ok(())
+}
+
+/// `del l[slice]`.
+fn del_slice(
+    l: &mut Vec<PyValue>,
+    s: Slice,
+    budget: &mut Budget,
+) -> std::result::Result<(), Exception> {
+    let mut gone = vec![false; l.len()];
+    for i in s.positions(l.len())? {
+        gone[i] = true;
+    }
+    budget.work(l.len())?;
+    let mut i = 0;
+    l.retain(|_| {
+        i += 1;
+        !gone[i - 1]
+    });
+    Ok(())
+}
+
+/// The items of an iterable a client sent (`list.extend`'s argument): a
+/// list's or tuple's items, a str's characters, a bytes' ints, a dict's
+/// keys. Those made here (characters, ints) are taken from `budget`.
+fn items_of(v: PyValue, budget: &mut Budget) -> std::result::Result<Vec<PyValue>, Exception> {
+    match v {
+        PyValue::List(vs) | PyValue::Tuple(vs) => Ok(vs),
+        PyValue::Dict(d) => Ok(d.into_iter().map(|(k, _)| k).collect()),
+        PyValue::Str(s) => {
+            let one = PyValue::Str(String::new());
+            let mut out = Vec::new();
+            for c in s.chars() {
+                budget.charge([&one])?;
+                out.push(PyValue::Str(c.into()));
+            }
+            Ok(out)
+        }
+        PyValue::Bytes(b) => {
+            let one = PyValue::Int(0);
+            let mut out = Vec::new();
+            for c in b {
+                budget.charge([&one])?;
+                out.push(PyValue::Int(c.into()));
+            }
+            Ok(out)
+        }
+        PyValue::Proxy(r) => Err(type_error(format!(
+            "'{}' object is not iterable in the manager, which reads no other object \
+             within an operation; pass a copy (proxy[:])",
+            r.kind.proxy_name()
+        ))),
+        v => Err(type_error(format!(
+            "'{}' object is not iterable",
+            v.type_name()
+        ))),
+    }
+}
+
+/// The items of `dict.update`'s argument: a dict's, or an iterable's of
+/// pairs.
+fn pairs_of(
+    v: PyValue,
+    budget: &mut Budget,
+) -> std::result::Result<Vec<(PyValue, PyValue)>, Exception> {
+    if let PyValue::Dict(d) = v {
+        return Ok(d);
+    }
+    let mut pairs = Vec::new();
+    for (i, item) in items_of(v, budget)?.into_iter().enumerate() {
+        let pair = items_of(item, budget).map_err(|_| {
+            type_error(format!(
+                "cannot convert dictionary update sequence element #{i} to a sequence"
+            ))
+        })?;
+        match <[PyValue; 2]>::try_from(pair) {
+            Ok([k, v]) => pairs.push((k, v)),
+            Err(pair) => {
+                return Err((
+                    "ValueError",
+                    format!(
+                        "dictionary update sequence element #{i} has length {}; 2 is required",
+                        pair.len()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(pairs)
 }
 
 /// `a + b` for ints and floats (and bools, which are ints in Python).
@@ -70,219 +350,555 @@ fn add(a: &PyValue, b: &PyValue) -> OpResult {
         (PyValue::Float(x), PyValue::Int(y)) => Ok(PyValue::Float(x + y as f64)),
         (PyValue::Float(x), PyValue::Float(y)) => Ok(PyValue::Float(x + y)),
         _ => Err(type_error(format!(
-            "unsupported operand types for +=: '{}' and '{}'",
+            "unsupported operand type(s) for +=: '{}' and '{}'",
             a.type_name(),
             b.type_name()
         ))),
     }
 }
 
-/// Applies `op` to `object`, a `kind` object; the answer's copies of stored
-/// values are taken from `budget` before they are made.
+/// The most a representation (`__repr__`) may take before it is refused,
+/// as Python would run out of memory for it: four frames' worth.
+const REPR_MAX: usize = 64 << 20;
+
+/// At most how long Python's `repr` of `v` is, without making it.
+fn repr_bound(v: &PyValue) -> usize {
+    match v {
+        PyValue::None | PyValue::Bool(_) => 5,
+        PyValue::Int(_) => 20,
+        PyValue::Float(_) => 24,
+        // An escape is at most 4 characters a byte (`\x00`, `\U0001f600`).
+        PyValue::Str(s) => 2 + 4 * s.len(),
+        PyValue::Bytes(b) => 3 + 4 * b.len(),
+        PyValue::List(vs) | PyValue::Tuple(vs) => vs
+            .iter()
+            .fold(3, |n, v| n.saturating_add(repr_bound(v) + 2)),
+        PyValue::Dict(d) => d.iter().fold(2, |n, (k, v)| {
+            n.saturating_add(repr_bound(k) + repr_bound(v) + 4)
+        }),
+        #[allow(unreachable_patterns)]
+        _ => 96,
+    }
+}
+
+/// Takes the work of walking `values` for their `repr`, or refuses one
+/// that would be too long before it is made.
+fn repr_cost<'a>(
+    values: impl Iterator<Item = &'a PyValue>,
+    budget: &mut Budget,
+) -> std::result::Result<(), Exception> {
+    let mut bound = 2usize;
+    for v in values {
+        budget.work(limits::size(v))?;
+        bound = bound.saturating_add(repr_bound(v) + 4);
+    }
+    if bound > REPR_MAX {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+/// Python's `repr` of a dict (`{'a': 1}`) or of a namespace
+/// (`Namespace(a=1, b='x')`: names that start with `_` hidden, the others
+/// sorted as their `name=value` strings, as `Namespace.__repr__` does).
+fn repr_dict(kind: Kind, d: &Map, budget: &mut Budget) -> OpResult {
+    repr_cost(d.iter().flat_map(|(k, v)| [k, v]), budget)?;
+    let text = if kind == Kind::Namespace {
+        let mut shown: Vec<String> = d
+            .iter()
+            .filter_map(|(k, v)| match k {
+                PyValue::Str(name) if name.starts_with('_') => None,
+                PyValue::Str(name) => Some(format!("{name}={v}")),
+                other => Some(format!("{other}={v}")),
+            })
+            .collect();
+        shown.sort();
+        format!("Namespace({})", shown.join(", "))
+    } else {
+        let items: Vec<String> = d.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        format!("{{{}}}", items.join(", "))
+    };
+    answer_str(text, budget)
+}
+
+/// Python's `repr` of a list: `[1, 'a']`.
+fn repr_list(l: &[PyValue], budget: &mut Budget) -> OpResult {
+    repr_cost(l.iter(), budget)?;
+    let items: Vec<String> = l.iter().map(PyValue::to_string).collect();
+    answer_str(format!("[{}]", items.join(", ")), budget)
+}
+
+/// `text` as an answer, taken from `budget`.
+fn answer_str(text: String, budget: &mut Budget) -> OpResult {
+    let text = PyValue::Str(text);
+    budget.charge([&text])?;
+    Ok(text)
+}
+
+fn too_large() -> Exception {
+    (
+        "MemoryError",
+        "the answer would exceed the frame limit; ask for less at a time".into(),
+    )
+}
+
+/// A copy of a dict's items, as a dict (a namespace's too: `#GETVALUE`
+/// of a namespace becomes a `multiprocessing.managers.Namespace` once the
+/// value model has inert objects).
+fn copy_of(d: &Map, budget: &mut Budget) -> OpResult {
+    budget.charge(d.iter().flat_map(|(k, v)| [k, v]))?;
+    Ok(PyValue::Dict(
+        d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    ))
+}
+
+/// A new dict of `items` (later ones replacing the values of earlier
+/// equal keys, which keep their place), with `hasher`'s key.
+fn dict_of(items: impl IntoIterator<Item = (PyValue, PyValue)>, hasher: &RandomState) -> PyValue {
+    let mut m = Map::with_hasher(hasher.clone());
+    m.extend(items);
+    PyValue::Dict(m.into_iter().collect())
+}
+
+/// Applies `op` to `object`, a `kind` object; the answer's copies of
+/// stored values are taken from `budget` before they are made. The
+/// exception's arguments are flattened to a message.
 pub(super) fn apply(kind: Kind, object: &mut Object, op: Op, budget: &mut Budget) -> OpResult {
-    match (object, op) {
-        (Object::Dict(d), Op::Len) => Ok(PyValue::Int(d.len() as i64)),
-        (Object::List(l), Op::Len) => Ok(PyValue::Int(l.len() as i64)),
-        (Object::Dict(d), Op::Clear) => {
+    run(kind, object, op, budget).map_err(Raised::into_exception)
+}
+
+/// Applies `op` to `object`, a `kind` object; the answer's copies of
+/// stored values are taken from `budget` before they are made.
+pub(super) fn run(
+    kind: Kind,
+    object: &mut Object,
+    op: Op,
+    budget: &mut Budget,
+) -> std::result::Result<PyValue, Raised> {
+    match object {
+        Object::Dict(d) => dict(kind, d, op, budget),
+        Object::List(l) => list(kind, l, op, budget),
+    }
+}
+
+/// The `AttributeError` of a namespace without the attribute `name`.
+fn no_attribute(name: &PyValue) -> Raised {
+    let name = match name {
+        PyValue::Str(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Raised::from((
+        "AttributeError",
+        format!("'Namespace' object has no attribute '{name}'"),
+    ))
+}
+
+/// The error of a missing key: a `KeyError`, or a namespace's `AttributeError`.
+fn missing(kind: Kind, key: PyValue) -> Raised {
+    match kind {
+        Kind::Namespace => no_attribute(&key),
+        _ => Raised::key_error(key),
+    }
+}
+
+fn not_an_operation(kind: Kind, op: &Op) -> Raised {
+    Raised::from(type_error(format!(
+        "{} is not an operation of a {kind:?}",
+        op.name()
+    )))
+}
+
+/// An operation on a dict or a namespace.
+fn dict(
+    kind: Kind,
+    d: &mut Map,
+    op: Op,
+    budget: &mut Budget,
+) -> std::result::Result<PyValue, Raised> {
+    Ok(match op {
+        Op::Len => PyValue::Int(d.len() as i64),
+        Op::Clear => {
             d.clear();
-            Ok(PyValue::None)
+            PyValue::None
         }
-        (Object::List(l), Op::Clear) => {
-            l.clear();
-            Ok(PyValue::None)
-        }
-        (Object::Dict(d), Op::Snapshot) => {
-            budget.charge(d.iter().flat_map(|(k, v)| [k, v]))?;
-            Ok(PyValue::Dict(
-                d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            ))
-        }
-        (Object::List(l), Op::Snapshot) => {
-            budget.charge(l.iter())?;
-            Ok(PyValue::List(l.clone()))
-        }
-        (Object::Dict(d), Op::Get(k)) => match d.get(&k) {
+        Op::Snapshot | Op::Copy | Op::GetValue => copy_of(d, budget)?,
+        Op::Repr => repr_dict(kind, d, budget)?,
+        Op::Get(k) => match d.get(&k) {
             Some(v) => {
                 budget.charge([v])?;
-                Ok(v.clone())
+                v.clone()
             }
-            None => Err(match kind {
-                Kind::Namespace => ("AttributeError", format!("no attribute {}", k.repr())),
-                _ => key_error(&k),
-            }),
+            None => return Err(missing(kind, k)),
         },
-        (Object::List(l), Op::Get(k)) => {
-            let v = &l[index(&k, l.len(), false)?];
-            budget.charge([v])?;
-            Ok(v.clone())
-        }
-        (Object::Dict(d), Op::Lookup(k)) => match d.get(&k) {
-            Some(v) => {
-                budget.charge([v])?;
-                Ok(v.clone())
-            }
-            None => Ok(PyValue::None),
-        },
-        (Object::Dict(d), Op::Set(k, v)) => {
+        Op::Lookup(k) => lookup_or(d, &k, PyValue::None, budget)?,
+        Op::LookupOr(k, default) => lookup_or(d, &k, default, budget)?,
+        Op::Set(k, v) => {
             d.insert(k, v);
-            Ok(PyValue::None)
+            PyValue::None
         }
-        (Object::List(l), Op::Set(k, v)) => {
-            let i = index(&k, l.len(), false)?;
-            l[i] = v;
-            Ok(PyValue::None)
-        }
-        (Object::Dict(d), Op::Del(k)) => remove_key(d, &k, budget)?
-            .map(|_| PyValue::None)
-            .ok_or_else(|| key_error(&k)),
-        (Object::List(l), Op::Del(k)) => {
-            let i = index(&k, l.len(), false)?;
-            budget.work(l.len() - i)?;
-            l.remove(i);
-            Ok(PyValue::None)
-        }
-        (Object::Dict(d), Op::Pop(k)) => {
+        Op::Del(k) => match remove_key(d, &k, budget)? {
+            Some(_) => PyValue::None,
+            None => return Err(missing(kind, k)),
+        },
+        Op::Pop(k) => {
             budget.charge(d.get(&k))?;
-            remove_key(d, &k, budget)?.ok_or_else(|| key_error(&k))
-        }
-        (Object::List(l), Op::Pop(k)) => {
-            if l.is_empty() {
-                return Err(("IndexError", "pop from empty list".into()));
+            match remove_key(d, &k, budget)? {
+                Some(v) => v,
+                None => return Err(Raised::key_error(k)),
             }
-            let i = index(&k, l.len(), false)?;
-            budget.charge([&l[i]])?;
-            budget.work(l.len() - i)?;
-            Ok(l.remove(i))
         }
-        (Object::Dict(d), Op::Discard(k)) => {
+        Op::Discard(k) => {
             budget.charge(d.get(&k))?;
-            Ok(remove_key(d, &k, budget)?.unwrap_or(PyValue::None))
+            remove_key(d, &k, budget)?.unwrap_or(PyValue::None)
         }
-        (Object::Dict(d), Op::PopItem) => {
+        Op::PopOr(k, default) => {
+            budget.charge(d.get(&k))?;
+            remove_key(d, &k, budget)?.unwrap_or(default)
+        }
+        Op::PopItem => {
             budget.charge(d.last().into_iter().flat_map(|(k, v)| [k, v]))?;
-            d.pop()
-                .map(|(k, v)| PyValue::Tuple(vec![k, v]))
-                .ok_or_else(|| ("KeyError", "popitem(): dictionary is empty".into()))
+            match d.pop() {
+                Some((k, v)) => PyValue::Tuple(vec![k, v]),
+                None => {
+                    return Err(Raised::from((
+                        "KeyError",
+                        "popitem(): dictionary is empty".into(),
+                    )))
+                }
+            }
         }
-        (Object::Dict(d), Op::SetDefault(k, v)) => {
+        Op::SetDefault(k, v) => {
             budget.charge([d.get(&k).unwrap_or(&v)])?;
-            Ok(d.entry(k).or_insert(v).clone())
+            d.entry(k).or_insert(v).clone()
         }
-        (Object::Dict(d), Op::Contains(k)) => Ok(PyValue::Bool(d.contains_key(&k))),
-        (Object::List(l), Op::Contains(v)) => {
-            scan(l, &v, budget)?;
-            Ok(PyValue::Bool(l.contains(&v)))
-        }
-        (Object::Dict(d), Op::Keys) => {
+        Op::Contains(k) => PyValue::Bool(d.contains_key(&k)),
+        Op::Keys | Op::Iter => {
             budget.charge(d.keys())?;
-            Ok(PyValue::List(d.keys().cloned().collect()))
+            PyValue::List(d.keys().cloned().collect())
         }
-        (Object::Dict(d), Op::Values) => {
+        Op::Reversed => {
+            budget.charge(d.keys())?;
+            PyValue::List(d.keys().rev().cloned().collect())
+        }
+        Op::Values => {
             budget.charge(d.values())?;
-            Ok(PyValue::List(d.values().cloned().collect()))
+            PyValue::List(d.values().cloned().collect())
         }
-        (Object::Dict(d), Op::Update(items)) => {
+        Op::Items => {
+            // A tuple of two for each item, around the copies.
+            let pair = PyValue::Tuple(Vec::new());
+            budget.charge(d.iter().flat_map(|(k, v)| [&pair, k, v]))?;
+            PyValue::List(
+                d.iter()
+                    .map(|(k, v)| PyValue::Tuple(vec![k.clone(), v.clone()]))
+                    .collect(),
+            )
+        }
+        Op::Update(items) => {
             d.extend(items);
-            Ok(PyValue::None)
+            PyValue::None
         }
-        (Object::Dict(d), Op::Increment(k, delta)) => {
+        Op::UpdateWith(other, kwds) => {
+            let pairs = match other {
+                Some(other) => pairs_of(other, budget)?,
+                None => Vec::new(),
+            };
+            d.extend(pairs);
+            d.extend(kwds);
+            PyValue::None
+        }
+        Op::Or(other) | Op::ROr(other) if !matches!(other, PyValue::Dict(_)) => {
+            return Err(Raised::from(type_error(format!(
+                "unsupported operand type(s) for |: 'dict' and '{}'",
+                other.type_name()
+            ))))
+        }
+        Op::Or(PyValue::Dict(other)) => {
+            budget.charge(d.iter().flat_map(|(k, v)| [k, v]))?;
+            let mine = d.iter().map(|(k, v)| (k.clone(), v.clone()));
+            dict_of(mine.chain(other), d.hasher())
+        }
+        Op::ROr(PyValue::Dict(other)) => {
+            budget.charge(d.iter().flat_map(|(k, v)| [k, v]))?;
+            let mine = d.iter().map(|(k, v)| (k.clone(), v.clone()));
+            dict_of(other.into_iter().chain(mine), d.hasher())
+        }
+        Op::FromKeys(keys, value) => {
+            let keys = items_of(keys, budget)?;
+            budget.charge(keys.iter().map(|_| &value))?;
+            dict_of(keys.into_iter().map(|k| (k, value.clone())), d.hasher())
+        }
+        Op::Increment(k, delta) => {
             let new = match d.get(&k) {
                 Some(old) => add(old, &delta)?,
                 None => add(&PyValue::Int(0), &delta)?,
             };
             d.insert(k, new.clone());
-            Ok(new)
+            new
         }
-        (Object::List(l), Op::Increment(k, delta)) => {
-            let i = index(&k, l.len(), false)?;
-            l[i] = add(&l[i], &delta)?;
-            Ok(l[i].clone())
-        }
-        (Object::Dict(d), Op::CompareAndSet(k, expected, new)) => {
+        Op::CompareAndSet(k, expected, new) => {
             let matches = d.get(&k) == expected.as_ref();
             if matches {
                 d.insert(k, new);
             }
-            Ok(PyValue::Bool(matches))
+            PyValue::Bool(matches)
         }
-        (Object::List(l), Op::CompareAndSet(k, expected, new)) => {
-            let i = index(&k, l.len(), false)?;
+        op => return Err(not_an_operation(kind, &op)),
+    })
+}
+
+/// `d.get(k, default)`.
+fn lookup_or(d: &Map, k: &PyValue, default: PyValue, budget: &mut Budget) -> OpResult {
+    match d.get(k) {
+        Some(v) => {
+            budget.charge([v])?;
+            Ok(v.clone())
+        }
+        None => Ok(default),
+    }
+}
+
+/// An operation on a list.
+fn list(
+    kind: Kind,
+    l: &mut Vec<PyValue>,
+    op: Op,
+    budget: &mut Budget,
+) -> std::result::Result<PyValue, Raised> {
+    Ok(match op {
+        Op::Len => PyValue::Int(l.len() as i64),
+        Op::Clear => {
+            l.clear();
+            PyValue::None
+        }
+        Op::Snapshot | Op::GetValue | Op::Copy | Op::Iter => {
+            budget.charge(l.iter())?;
+            PyValue::List(l.clone())
+        }
+        Op::Reversed => {
+            budget.charge(l.iter())?;
+            PyValue::List(l.iter().rev().cloned().collect())
+        }
+        Op::Repr => repr_list(l, budget)?,
+        Op::Get(k) => match slice_of(&k) {
+            Some(s) => get_slice(l, s?, budget)?,
+            None => {
+                let v = &l[index(&k, l.len(), GET_RANGE)?];
+                budget.charge([v])?;
+                v.clone()
+            }
+        },
+        Op::Set(k, v) => {
+            match slice_of(&k) {
+                Some(s) => {
+                    let s = s?;
+                    let items = items_of(v, budget).map_err(|(class, message)| match class {
+                        "TypeError" => type_error("must assign iterable to extended slice".into()),
+                        _ => (class, message),
+                    })?;
+                    set_slice(l, s, items, budget)?;
+                }
+                None => {
+                    let i = index(&k, l.len(), SET_RANGE)?;
+                    l[i] = v;
+                }
+            }
+            PyValue::None
+        }
+        Op::Del(k) => {
+            match slice_of(&k) {
+                Some(s) => del_slice(l, s?, budget)?,
+                None => {
+                    let i = index(&k, l.len(), SET_RANGE)?;
+                    budget.work(l.len() - i)?;
+                    l.remove(i);
+                }
+            }
+            PyValue::None
+        }
+        Op::Pop(k) => {
+            let i = match int_of(&k) {
+                Some(Ok(i)) => i,
+                _ => {
+                    return Err(Raised::from(type_error(format!(
+                        "'{}' object cannot be interpreted as an integer",
+                        k.type_name()
+                    ))))
+                }
+            };
+            if l.is_empty() {
+                return Err(Raised::from(index_error("pop from empty list")));
+            }
+            let i = index(&PyValue::Int(i), l.len(), "pop index out of range")?;
+            budget.charge([&l[i]])?;
+            budget.work(l.len() - i)?;
+            l.remove(i)
+        }
+        Op::Contains(v) => {
+            scan(l, &v, budget)?;
+            PyValue::Bool(l.contains(&v))
+        }
+        Op::Increment(k, delta) => {
+            let i = index(&k, l.len(), GET_RANGE)?;
+            l[i] = add(&l[i], &delta)?;
+            l[i].clone()
+        }
+        Op::CompareAndSet(k, expected, new) => {
+            let i = index(&k, l.len(), GET_RANGE)?;
             let matches = Some(&l[i]) == expected.as_ref();
             if matches {
                 l[i] = new;
             }
-            Ok(PyValue::Bool(matches))
+            PyValue::Bool(matches)
         }
-        (Object::List(l), Op::Append(v)) => {
+        Op::Append(v) => {
             l.push(v);
-            Ok(PyValue::None)
+            PyValue::None
         }
-        (Object::List(l), Op::Extend(vs)) => {
+        Op::Extend(vs) => {
             l.extend(vs);
-            Ok(PyValue::None)
+            PyValue::None
         }
-        (Object::List(l), Op::Insert(i, v)) => {
+        Op::ExtendWith(v) => {
+            let vs = items_of(v, budget)?;
+            l.extend(vs);
+            PyValue::None
+        }
+        Op::Insert(i, v) => {
             // Python clamps an insert index to the list.
             let len = l.len() as i64;
             let at = if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
             budget.work(l.len() - at)?;
             l.insert(at, v);
-            Ok(PyValue::None)
+            PyValue::None
         }
-        (Object::List(l), Op::Remove(v)) => {
+        Op::Remove(v) => {
             scan(l, &v, budget)?;
             match l.iter().position(|x| *x == v) {
                 Some(i) => {
                     l.remove(i);
-                    Ok(PyValue::None)
+                    PyValue::None
                 }
-                None => Err(("ValueError", "list.remove(x): x not in list".into())),
+                None => {
+                    return Err(Raised::from((
+                        "ValueError",
+                        "list.remove(x): x not in list".into(),
+                    )))
+                }
             }
         }
-        (Object::List(l), Op::Index(v)) => {
+        Op::Index(v) => index_in(l, v, 0, i64::MAX, budget)?,
+        Op::IndexIn(v, start, stop) => index_in(l, v, start, stop, budget)?,
+        Op::Count(v) => {
             scan(l, &v, budget)?;
-            l.iter()
-                .position(|x| *x == v)
-                .map(|i| PyValue::Int(i as i64))
-                .ok_or_else(|| ("ValueError", format!("{} is not in list", v.repr())))
+            PyValue::Int(l.iter().filter(|x| **x == v).count() as i64)
         }
-        (Object::List(l), Op::Count(v)) => {
-            scan(l, &v, budget)?;
-            Ok(PyValue::Int(l.iter().filter(|x| **x == v).count() as i64))
-        }
-        (Object::List(l), Op::Reverse) => {
+        Op::Reverse => {
             budget.work(l.len())?;
             l.reverse();
-            Ok(PyValue::None)
+            PyValue::None
         }
-        (Object::List(l), Op::Sort) => {
-            // Each of about n log n comparisons walks at most the smaller
-            // of two items.
-            let mut widest = 0;
-            for v in l.iter() {
-                let size = limits::size(v);
-                budget.work(size)?;
-                widest = widest.max(size);
-            }
-            let n = l.len();
-            let compares = n.saturating_mul(n.max(2).ilog2() as usize + 1);
-            budget.work(compares.saturating_mul(widest))?;
-            sort(l).map_err(type_error)?;
-            Ok(PyValue::None)
+        Op::Sort => {
+            sort_list(l, budget)?;
+            PyValue::None
         }
-        (Object::List(l), Op::Slice(a, b)) => {
+        Op::SortReverse => {
+            // Python's: reversed, sorted stably, reversed again, so that
+            // equal items keep their order.
+            budget.work(2 * l.len())?;
+            l.reverse();
+            let sorted = sort_list(l, budget);
+            l.reverse();
+            sorted?;
+            PyValue::None
+        }
+        Op::Slice(a, b) => {
             let len = l.len() as i64;
             let clamp = |i: i64| (if i < 0 { i + len } else { i }).clamp(0, len) as usize;
             let (a, b) = (clamp(a), clamp(b));
             let items = l.get(a..b).unwrap_or_default();
             budget.charge(items)?;
-            Ok(PyValue::List(items.to_vec()))
+            PyValue::List(items.to_vec())
         }
-        (_, op) => Err(type_error(format!(
-            "{} is not an operation of a {kind:?}",
-            op.name()
-        ))),
+        Op::Add(other) => {
+            let PyValue::List(other) = other else {
+                return Err(Raised::from(type_error(format!(
+                    "can only concatenate list (not \"{}\") to list",
+                    other.type_name()
+                ))));
+            };
+            budget.charge(l.iter())?;
+            let mut sum = Vec::with_capacity(l.len() + other.len());
+            sum.extend(l.iter().cloned());
+            sum.extend(other);
+            PyValue::List(sum)
+        }
+        Op::Mul(n) => PyValue::List(repeat(l, n, budget)?),
+        Op::IMul(n) => {
+            if n <= 0 {
+                l.clear();
+            } else if n > 1 {
+                let more = repeat(l, n - 1, budget)?;
+                l.extend(more);
+            }
+            PyValue::None
+        }
+        op => return Err(not_an_operation(kind, &op)),
+    })
+}
+
+/// `l * n`: the copies are taken from `budget` before they are made, so
+/// that `l * 10**12` is a `MemoryError`, not an allocation.
+fn repeat(
+    l: &[PyValue],
+    n: i64,
+    budget: &mut Budget,
+) -> std::result::Result<Vec<PyValue>, Exception> {
+    let n = usize::try_from(n).unwrap_or(0);
+    if l.is_empty() || n == 0 {
+        return Ok(Vec::new());
     }
+    // Each pass takes at least a value's size per item: this ends once
+    // the budget is out, long before `n` passes if `n` is huge.
+    for _ in 0..n {
+        budget.charge(l.iter())?;
+    }
+    budget.work(l.len().saturating_mul(n))?;
+    let mut out = Vec::with_capacity(l.len() * n);
+    for _ in 0..n {
+        out.extend(l.iter().cloned());
+    }
+    Ok(out)
+}
+
+/// `l.index(v, start, stop)`, the bounds as Python reads them.
+fn index_in(l: &[PyValue], v: PyValue, start: i64, stop: i64, budget: &mut Budget) -> OpResult {
+    let len = l.len() as i64;
+    let bound = |i: i64| (if i < 0 { (i + len).max(0) } else { i.min(len) }) as usize;
+    let (start, stop) = (bound(start), bound(stop));
+    let range = l.get(start..stop).unwrap_or_default();
+    scan(range, &v, budget)?;
+    range
+        .iter()
+        .position(|x| *x == v)
+        .map(|i| PyValue::Int((start + i) as i64))
+        .ok_or_else(|| ("ValueError", format!("{} is not in list", v.repr())))
+}
+
+/// `l.sort()`, its work taken from `budget` first.
+fn sort_list(l: &mut Vec<PyValue>, budget: &mut Budget) -> std::result::Result<(), Exception> {
+    // Each of about n log n comparisons walks at most the smaller of two
+    // items.
+    let mut widest = 0;
+    for v in l.iter() {
+        let size = limits::size(v);
+        budget.work(size)?;
+        widest = widest.max(size);
+    }
+    let n = l.len();
+    let compares = n.saturating_mul(n.max(2).ilog2() as usize + 1);
+    budget.work(compares.saturating_mul(widest))?;
+    sort(l).map_err(type_error)
 }
 
 /// Takes the work of comparing `probe` with every item of `items`.
@@ -310,6 +926,7 @@ fn remove_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manager::methods::parse;
 
     /// A budget far from any limit.
     fn budget() -> Budget {
@@ -320,9 +937,45 @@ mod tests {
         Object::Dict(Map::with_hasher(RandomState::new()))
     }
 
+    fn ints(v: &[i64]) -> Vec<PyValue> {
+        v.iter().map(|&i| PyValue::Int(i)).collect()
+    }
+
+    fn five() -> Object {
+        Object::List(ints(&[0, 1, 2, 3, 4]))
+    }
+
+    fn s(v: &str) -> PyValue {
+        PyValue::from(v)
+    }
+
     /// Applies `op` to `object` as a `kind`: the answer, or the exception's class.
-    fn run(kind: Kind, object: &mut Object, op: Op) -> Result<PyValue, &'static str> {
+    fn run_op(kind: Kind, object: &mut Object, op: Op) -> Result<PyValue, &'static str> {
         apply(kind, object, op, &mut budget()).map_err(|(class, _)| class)
+    }
+
+    /// Calls `method` as a Python client would: the answer, or the exception.
+    fn call(
+        kind: Kind,
+        object: &mut Object,
+        method: &str,
+        args: Vec<PyValue>,
+    ) -> Result<PyValue, Exception> {
+        let op = parse(kind, method, args, Vec::new())?;
+        apply(kind, object, op, &mut budget())
+    }
+
+    fn err(class: &'static str, message: &str) -> Result<PyValue, Exception> {
+        Err((class, message.into()))
+    }
+
+    fn contents(o: &Object) -> PyValue {
+        match o {
+            Object::List(l) => PyValue::List(l.clone()),
+            Object::Dict(d) => {
+                PyValue::Dict(d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+        }
     }
 
     #[test]
@@ -330,38 +983,41 @@ mod tests {
         let mut d = dict();
         let k = |s: &str| PyValue::from(s);
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Set(k("a"), 1.into())),
+            run_op(Kind::Dict, &mut d, Op::Set(k("a"), 1.into())),
             Ok(PyValue::None)
         );
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Set(2.into(), k("b"))),
+            run_op(Kind::Dict, &mut d, Op::Set(2.into(), k("b"))),
             Ok(PyValue::None)
         );
-        assert_eq!(run(Kind::Dict, &mut d, Op::Len), Ok(2.into()));
-        assert_eq!(run(Kind::Dict, &mut d, Op::Get(2.0.into())), Ok(k("b")));
-        assert_eq!(run(Kind::Dict, &mut d, Op::Get(k("zz"))), Err("KeyError"));
+        assert_eq!(run_op(Kind::Dict, &mut d, Op::Len), Ok(2.into()));
+        assert_eq!(run_op(Kind::Dict, &mut d, Op::Get(2.0.into())), Ok(k("b")));
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Lookup(k("zz"))),
+            run_op(Kind::Dict, &mut d, Op::Get(k("zz"))),
+            Err("KeyError")
+        );
+        assert_eq!(
+            run_op(Kind::Dict, &mut d, Op::Lookup(k("zz"))),
             Ok(PyValue::None)
         );
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Increment(k("a"), 2.5.into())),
+            run_op(Kind::Dict, &mut d, Op::Increment(k("a"), 2.5.into())),
             Ok(3.5.into())
         );
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Increment(k("n"), 1.into())),
+            run_op(Kind::Dict, &mut d, Op::Increment(k("n"), 1.into())),
             Ok(1.into())
         );
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Increment(2.into(), 1.into())),
+            run_op(Kind::Dict, &mut d, Op::Increment(2.into(), 1.into())),
             Err("TypeError")
         );
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Increment(k("n"), i64::MAX.into())),
+            run_op(Kind::Dict, &mut d, Op::Increment(k("n"), i64::MAX.into())),
             Err("OverflowError")
         );
         assert_eq!(
-            run(
+            run_op(
                 Kind::Dict,
                 &mut d,
                 Op::CompareAndSet(k("n"), Some(1.into()), 5.into())
@@ -369,7 +1025,7 @@ mod tests {
             Ok(true.into())
         );
         assert_eq!(
-            run(
+            run_op(
                 Kind::Dict,
                 &mut d,
                 Op::CompareAndSet(k("n"), None, 6.into())
@@ -377,68 +1033,707 @@ mod tests {
             Ok(false.into())
         );
         // Insertion order, kept by a removal.
-        assert_eq!(run(Kind::Dict, &mut d, Op::Pop(2.into())), Ok(k("b")));
+        assert_eq!(run_op(Kind::Dict, &mut d, Op::Pop(2.into())), Ok(k("b")));
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Keys),
+            run_op(Kind::Dict, &mut d, Op::Keys),
             Ok(PyValue::List(vec![k("a"), k("n")]))
         );
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::PopItem),
+            run_op(Kind::Dict, &mut d, Op::PopItem),
             Ok(PyValue::Tuple(vec![k("n"), 5.into()]))
         );
         assert_eq!(
-            run(Kind::Dict, &mut d, Op::Append(1.into())),
+            run_op(Kind::Dict, &mut d, Op::Append(1.into())),
             Err("TypeError")
         );
         assert_eq!(
-            run(Kind::Namespace, &mut d, Op::Get(k("missing"))),
+            run_op(Kind::Namespace, &mut d, Op::Get(k("missing"))),
             Err("AttributeError")
+        );
+    }
+
+    #[test]
+    fn dict_methods_answer_as_pythons() {
+        let mut d = dict();
+        let k = Kind::Dict;
+        for (key, v) in [("a", 1), ("b", 2)] {
+            call(k, &mut d, "__setitem__", vec![s(key), v.into()]).unwrap();
+        }
+        assert_eq!(call(k, &mut d, "get", vec![s("x"), 0.into()]), Ok(0.into()));
+        assert_eq!(call(k, &mut d, "get", vec![s("a"), 0.into()]), Ok(1.into()));
+        assert_eq!(call(k, &mut d, "pop", vec![s("x"), 7.into()]), Ok(7.into()));
+        assert_eq!(
+            call(k, &mut d, "setdefault", vec![s("c")]),
+            Ok(PyValue::None)
+        );
+        assert_eq!(
+            call(k, &mut d, "__contains__", vec![s("c")]),
+            Ok(true.into())
+        );
+        assert_eq!(
+            call(k, &mut d, "__delitem__", vec![s("c")]),
+            Ok(PyValue::None)
+        );
+        // KeyError carries the key itself.
+        for method in ["__getitem__", "__delitem__", "pop"] {
+            let op = parse(k, method, vec![s("x")], vec![]).unwrap();
+            assert_eq!(
+                run(k, &mut d, op, &mut budget()),
+                Err(Raised {
+                    class: "KeyError",
+                    args: vec![s("x")]
+                })
+            );
+        }
+        assert_eq!(
+            call(k, &mut d, "__getitem__", vec![s("x")]),
+            err("KeyError", "'x'")
+        );
+        assert_eq!(
+            call(k, &mut d, "items", vec![]),
+            Ok(PyValue::List(vec![(s("a"), 1).into(), (s("b"), 2).into()]))
+        );
+        assert_eq!(
+            call(k, &mut d, "values", vec![]),
+            Ok(PyValue::from(vec![1, 2]))
+        );
+        assert_eq!(
+            call(k, &mut d, "__reversed__", vec![]),
+            Ok(PyValue::List(vec![s("b"), s("a")]))
+        );
+        assert_eq!(
+            call(k, &mut d, "copy", vec![]),
+            Ok(PyValue::dict([("a", 1), ("b", 2)]))
+        );
+        assert_eq!(
+            call(k, &mut d, "__repr__", vec![]),
+            Ok(s("{'a': 1, 'b': 2}"))
+        );
+        assert_eq!(
+            call(k, &mut d, "#GETVALUE", vec![]),
+            Ok(PyValue::dict([("a", 1), ("b", 2)]))
+        );
+        // update: a dict, pairs of any iterable shape, keywords.
+        let op = parse(
+            k,
+            "update",
+            vec![PyValue::List(vec![
+                (s("c"), 3).into(),
+                PyValue::List(vec![s("d"), 4.into()]),
+                s("ef"),
+            ])],
+            vec![(s("g"), 5.into())],
+        )
+        .unwrap();
+        apply(k, &mut d, op, &mut budget()).unwrap();
+        assert_eq!(
+            call(k, &mut d, "__repr__", vec![]),
+            Ok(s("{'a': 1, 'b': 2, 'c': 3, 'd': 4, 'e': 'f', 'g': 5}"))
+        );
+        assert_eq!(
+            call(k, &mut d, "update", vec![1.into()]),
+            err("TypeError", "'int' object is not iterable")
+        );
+        assert_eq!(
+            call(k, &mut d, "update", vec![PyValue::from(vec![1])]),
+            err(
+                "TypeError",
+                "cannot convert dictionary update sequence element #0 to a sequence"
+            )
+        );
+        assert_eq!(
+            call(
+                k,
+                &mut d,
+                "update",
+                vec![PyValue::List(vec![PyValue::from(vec![1, 2, 3])])]
+            ),
+            err(
+                "ValueError",
+                "dictionary update sequence element #0 has length 3; 2 is required"
+            )
+        );
+        call(k, &mut d, "clear", vec![]).unwrap();
+        assert_eq!(
+            call(k, &mut d, "popitem", vec![]),
+            // str(KeyError(...)) is the repr of its argument.
+            err("KeyError", "'popitem(): dictionary is empty'")
+        );
+        assert_eq!(call(k, &mut d, "__len__", vec![]), Ok(0.into()));
+    }
+
+    #[test]
+    fn dict_union_and_fromkeys_are_314s() {
+        let mut d = dict();
+        let k = Kind::Dict;
+        call(
+            k,
+            &mut d,
+            "update",
+            vec![PyValue::dict([("a", 1), ("b", 2)])],
+        )
+        .unwrap();
+        assert_eq!(
+            call(
+                k,
+                &mut d,
+                "__or__",
+                vec![PyValue::dict([("a", 9), ("c", 3)])]
+            ),
+            Ok(PyValue::dict([("a", 9), ("b", 2), ("c", 3)]))
+        );
+        assert_eq!(
+            call(
+                k,
+                &mut d,
+                "__ror__",
+                vec![PyValue::dict([("z", 0), ("a", 5)])]
+            ),
+            Ok(PyValue::dict([("z", 0), ("a", 1), ("b", 2)]))
+        );
+        assert_eq!(
+            call(k, &mut d, "__or__", vec![1.into()]),
+            err(
+                "TypeError",
+                "unsupported operand type(s) for |: 'dict' and 'int'"
+            )
+        );
+        assert_eq!(
+            call(
+                k,
+                &mut d,
+                "__ior__",
+                vec![PyValue::List(vec![(1, 2).into()])]
+            ),
+            Ok(PyValue::None)
+        );
+        assert_eq!(call(k, &mut d, "__getitem__", vec![1.into()]), Ok(2.into()));
+        assert_eq!(
+            call(k, &mut d, "__ior__", vec![1.into()]),
+            err("TypeError", "'int' object is not iterable")
+        );
+        assert_eq!(
+            call(k, &mut d, "fromkeys", vec![s("aba"), 0.into()]),
+            Ok(PyValue::dict([("a", 0), ("b", 0)]))
+        );
+        assert_eq!(
+            call(k, &mut d, "fromkeys", vec![PyValue::from(vec![1, 2])]),
+            Ok(PyValue::Dict(vec![
+                (1.into(), PyValue::None),
+                (2.into(), PyValue::None)
+            ]))
+        );
+        assert_eq!(
+            call(k, &mut d, "fromkeys", vec![1.into()]),
+            err("TypeError", "'int' object is not iterable")
+        );
+    }
+
+    #[test]
+    fn namespace_is_pythons() {
+        let mut n = dict();
+        let k = Kind::Namespace;
+        for (name, v) in [
+            ("b", s("x")),
+            ("a", 1.into()),
+            ("_h", 2.into()),
+            ("C", 3.into()),
+        ] {
+            call(k, &mut n, "__setattr__", vec![s(name), v]).unwrap();
+        }
+        // Sorted as `name=value` strings, `_` names hidden (checked with 3.8 and 3.13).
+        assert_eq!(
+            call(k, &mut n, "__str__", vec![]),
+            Ok(s("Namespace(C=3, a=1, b='x')"))
+        );
+        assert_eq!(
+            call(k, &mut n, "__getattribute__", vec![s("a")]),
+            Ok(1.into())
+        );
+        assert_eq!(
+            call(k, &mut n, "__delattr__", vec![s("a")]),
+            Ok(PyValue::None)
+        );
+        let missing = err("AttributeError", "'Namespace' object has no attribute 'a'");
+        assert_eq!(call(k, &mut n, "__getattribute__", vec![s("a")]), missing);
+        assert_eq!(call(k, &mut n, "__delattr__", vec![s("a")]), missing);
+        let mut bob = dict();
+        call(k, &mut bob, "__setattr__", vec![s("name"), s("Bob")]).unwrap();
+        call(k, &mut bob, "__setattr__", vec![s("_hidden"), s("hidden")]).unwrap();
+        assert_eq!(
+            call(k, &mut bob, "__str__", vec![]),
+            Ok(s("Namespace(name='Bob')"))
+        );
+        assert_eq!(
+            call(k, &mut dict(), "__repr__", vec![]),
+            Ok(s("Namespace()"))
+        );
+        assert_eq!(
+            call(k, &mut bob, "_multiproc_increment", vec![s("n"), 2.into()]),
+            Ok(2.into())
         );
     }
 
     #[test]
     fn list_operations_are_pythons() {
         let mut l = Object::List(Vec::new());
-        let items: Vec<PyValue> = [3, 1, 2].into_iter().map(PyValue::from).collect();
-        run(Kind::List, &mut l, Op::Extend(items)).unwrap();
-        assert_eq!(run(Kind::List, &mut l, Op::Get((-1).into())), Ok(2.into()));
-        assert_eq!(
-            run(Kind::List, &mut l, Op::Get(3.into())),
-            Err("IndexError")
-        );
-        assert_eq!(
-            run(Kind::List, &mut l, Op::Get("0".into())),
-            Err("TypeError")
-        );
+        let k = Kind::List;
+        run_op(k, &mut l, Op::Extend(ints(&[3, 1, 2]))).unwrap();
+        assert_eq!(run_op(k, &mut l, Op::Get((-1).into())), Ok(2.into()));
+        assert_eq!(run_op(k, &mut l, Op::Get(3.into())), Err("IndexError"));
+        assert_eq!(run_op(k, &mut l, Op::Get("0".into())), Err("TypeError"));
         // An insert index is clamped, as in Python.
-        run(Kind::List, &mut l, Op::Insert(-100, 0.into())).unwrap();
-        run(Kind::List, &mut l, Op::Insert(100, 9.into())).unwrap();
-        run(Kind::List, &mut l, Op::Sort).unwrap();
+        run_op(k, &mut l, Op::Insert(-100, 0.into())).unwrap();
+        run_op(k, &mut l, Op::Insert(100, 9.into())).unwrap();
+        run_op(k, &mut l, Op::Sort).unwrap();
         assert_eq!(
-            run(Kind::List, &mut l, Op::Snapshot),
+            run_op(k, &mut l, Op::Snapshot),
             Ok(PyValue::from(vec![0, 1, 2, 3, 9]))
         );
         assert_eq!(
-            run(Kind::List, &mut l, Op::Slice(-3, 100)),
+            run_op(k, &mut l, Op::Slice(-3, 100)),
             Ok(PyValue::from(vec![2, 3, 9]))
         );
-        assert_eq!(run(Kind::List, &mut l, Op::Index(9.0.into())), Ok(4.into()));
+        assert_eq!(run_op(k, &mut l, Op::Index(9.0.into())), Ok(4.into()));
+        assert_eq!(run_op(k, &mut l, Op::Remove(7.into())), Err("ValueError"));
+        assert_eq!(run_op(k, &mut l, Op::Pop((-1).into())), Ok(9.into()));
+        run_op(k, &mut l, Op::Reverse).unwrap();
         assert_eq!(
-            run(Kind::List, &mut l, Op::Remove(7.into())),
-            Err("ValueError")
-        );
-        assert_eq!(run(Kind::List, &mut l, Op::Pop((-1).into())), Ok(9.into()));
-        run(Kind::List, &mut l, Op::Reverse).unwrap();
-        assert_eq!(
-            run(Kind::List, &mut l, Op::Snapshot),
+            run_op(k, &mut l, Op::Snapshot),
             Ok(PyValue::from(vec![3, 2, 1, 0]))
         );
-        run(Kind::List, &mut l, Op::Clear).unwrap();
+        run_op(k, &mut l, Op::Clear).unwrap();
+        assert_eq!(run_op(k, &mut l, Op::Pop((-1).into())), Err("IndexError"));
+        assert_eq!(run_op(k, &mut l, Op::Keys), Err("TypeError"));
+    }
+
+    /// Each expected answer and message is CPython 3.13's for the same call
+    /// on `[0, 1, 2, 3, 4]` (and 3.8's, but for the prefixes noted in `methods`).
+    #[test]
+    fn list_methods_answer_as_pythons() {
+        let k = Kind::List;
+        let on_five = |method: &str, args: Vec<PyValue>| call(k, &mut five(), method, args);
+        let after = |method: &str, args: Vec<PyValue>| {
+            let mut l = five();
+            call(k, &mut l, method, args).map(|_| contents(&l))
+        };
+        let list = |v: Vec<PyValue>| Ok(PyValue::List(v));
         assert_eq!(
-            run(Kind::List, &mut l, Op::Pop((-1).into())),
-            Err("IndexError")
+            on_five("__getitem__", vec![9.into()]),
+            err("IndexError", "list index out of range")
         );
-        assert_eq!(run(Kind::List, &mut l, Op::Keys), Err("TypeError"));
+        assert_eq!(on_five("__getitem__", vec![true.into()]), Ok(1.into()));
+        assert_eq!(on_five("__getitem__", vec![(-5).into()]), Ok(0.into()));
+        assert_eq!(
+            on_five("__getitem__", vec![s("a")]),
+            err(
+                "TypeError",
+                "list indices must be integers or slices, not str"
+            )
+        );
+        assert_eq!(
+            on_five("__getitem__", vec![PyValue::None]),
+            err(
+                "TypeError",
+                "list indices must be integers or slices, not NoneType"
+            )
+        );
+        assert_eq!(
+            on_five("__setitem__", vec![9.into(), 1.into()]),
+            err("IndexError", "list assignment index out of range")
+        );
+        assert_eq!(
+            on_five("__delitem__", vec![9.into()]),
+            err("IndexError", "list assignment index out of range")
+        );
+        assert_eq!(
+            on_five("pop", vec![9.into()]),
+            err("IndexError", "pop index out of range")
+        );
+        assert_eq!(on_five("pop", vec![true.into()]), Ok(1.into()));
+        assert_eq!(
+            call(k, &mut Object::List(vec![]), "pop", vec![]),
+            err("IndexError", "pop from empty list")
+        );
+        assert_eq!(
+            call(k, &mut Object::List(vec![]), "pop", vec![3.into()]),
+            err("IndexError", "pop from empty list")
+        );
+        assert_eq!(
+            on_five("remove", vec![9.into()]),
+            err("ValueError", "list.remove(x): x not in list")
+        );
+        assert_eq!(
+            on_five("index", vec![9.into()]),
+            err("ValueError", "9 is not in list")
+        );
+        assert_eq!(
+            on_five("index", vec![s("x")]),
+            err("ValueError", "'x' is not in list")
+        );
+        assert_eq!(
+            on_five("index", vec![3.into(), (-3).into(), i64::MAX.into()]),
+            Ok(3.into())
+        );
+        assert_eq!(
+            on_five("index", vec![4.into(), 0.into(), (-1).into()]),
+            err("ValueError", "4 is not in list")
+        );
+        assert_eq!(on_five("index", vec![1.into(), true.into()]), Ok(1.into()));
+        assert_eq!(
+            on_five("index", vec![0.into(), 1.into()]),
+            err("ValueError", "0 is not in list")
+        );
+        assert_eq!(on_five("count", vec![1.0.into()]), Ok(1.into()));
+        assert_eq!(on_five("__contains__", vec![4.into()]), Ok(true.into()));
+        assert_eq!(
+            after("insert", vec![true.into(), s("x")]),
+            list(vec![
+                0.into(),
+                s("x"),
+                1.into(),
+                2.into(),
+                3.into(),
+                4.into()
+            ])
+        );
+        assert_eq!(
+            after("insert", vec![i64::MAX.into(), 9.into()]),
+            list(ints(&[0, 1, 2, 3, 4, 9]))
+        );
+        assert_eq!(
+            after("insert", vec![i64::MIN.into(), 9.into()]),
+            list(ints(&[9, 0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            after("extend", vec![s("ab")]),
+            list(vec![
+                0.into(),
+                1.into(),
+                2.into(),
+                3.into(),
+                4.into(),
+                s("a"),
+                s("b")
+            ])
+        );
+        assert_eq!(
+            after("extend", vec![PyValue::dict([("k", 1)])]),
+            list(vec![
+                0.into(),
+                1.into(),
+                2.into(),
+                3.into(),
+                4.into(),
+                s("k")
+            ])
+        );
+        assert_eq!(
+            after("extend", vec![PyValue::Bytes(vec![7])]),
+            list(ints(&[0, 1, 2, 3, 4, 7]))
+        );
+        assert_eq!(
+            on_five("extend", vec![1.into()]),
+            err("TypeError", "'int' object is not iterable")
+        );
+        assert_eq!(
+            on_five("__iadd__", vec![1.into()]),
+            err("TypeError", "'int' object is not iterable")
+        );
+        assert_eq!(
+            after("__iadd__", vec![PyValue::Tuple(ints(&[5]))]),
+            list(ints(&[0, 1, 2, 3, 4, 5]))
+        );
+        assert_eq!(
+            on_five("__add__", vec![PyValue::from(vec![9])]),
+            list(ints(&[0, 1, 2, 3, 4, 9]))
+        );
+        assert_eq!(
+            on_five("__add__", vec![PyValue::Tuple(ints(&[1]))]),
+            err(
+                "TypeError",
+                "can only concatenate list (not \"tuple\") to list"
+            )
+        );
+        assert_eq!(on_five("__mul__", vec![(-1).into()]), list(vec![]));
+        assert_eq!(
+            on_five("__mul__", vec![true.into()]),
+            list(ints(&[0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            on_five("__rmul__", vec![2.into()]),
+            list(ints(&[0, 1, 2, 3, 4, 0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            after("__imul__", vec![2.into()]),
+            list(ints(&[0, 1, 2, 3, 4, 0, 1, 2, 3, 4]))
+        );
+        assert_eq!(after("__imul__", vec![0.into()]), list(vec![]));
+        assert_eq!(
+            after("__imul__", vec![1.into()]),
+            list(ints(&[0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            on_five("__reversed__", vec![]),
+            list(ints(&[4, 3, 2, 1, 0]))
+        );
+        assert_eq!(on_five("copy", vec![]), list(ints(&[0, 1, 2, 3, 4])));
+        assert_eq!(after("clear", vec![]), list(vec![]));
+        assert_eq!(after("reverse", vec![]), list(ints(&[4, 3, 2, 1, 0])));
+        let mixed = vec![
+            0.into(),
+            s("a"),
+            PyValue::None,
+            2.5.into(),
+            PyValue::Tuple(ints(&[1])),
+            PyValue::Bytes(b"x".to_vec()),
+        ];
+        assert_eq!(
+            call(k, &mut Object::List(mixed), "__repr__", vec![]),
+            Ok(s("[0, 'a', None, 2.5, (1,), b'x']"))
+        );
+        assert_eq!(on_five("__str__", vec![]), Ok(s("[0, 1, 2, 3, 4]")));
+        assert_eq!(on_five("#GETVALUE", vec![]), list(ints(&[0, 1, 2, 3, 4])));
+    }
+
+    #[test]
+    fn sorting_is_pythons() {
+        let k = Kind::List;
+        let sort = |items: Vec<PyValue>, reverse: bool| {
+            let mut l = Object::List(items);
+            let kwds = if reverse {
+                vec![(s("reverse"), true.into())]
+            } else {
+                vec![]
+            };
+            let op = parse(k, "sort", vec![], kwds)?;
+            apply(k, &mut l, op, &mut budget()).map(|_| contents(&l))
+        };
+        assert_eq!(
+            sort(ints(&[3, 1, 2]), true),
+            Ok(PyValue::from(vec![3, 2, 1]))
+        );
+        // Stable both ways: 1 and 1.0 and True keep their order.
+        let ones = vec![1.into(), 1.0.into(), true.into(), 0.into()];
+        let Ok(PyValue::List(up)) = sort(ones.clone(), false) else {
+            panic!()
+        };
+        assert!(matches!(
+            up[..],
+            [
+                PyValue::Int(0),
+                PyValue::Int(1),
+                PyValue::Float(_),
+                PyValue::Bool(_)
+            ]
+        ));
+        let Ok(PyValue::List(down)) = sort(ones, true) else {
+            panic!()
+        };
+        assert!(matches!(
+            down[..],
+            [
+                PyValue::Int(1),
+                PyValue::Float(_),
+                PyValue::Bool(_),
+                PyValue::Int(0)
+            ]
+        ));
+        let not_ordered = |a: &str, b: &str| {
+            err(
+                "TypeError",
+                &format!("'<' not supported between instances of '{a}' and '{b}'"),
+            )
+        };
+        assert_eq!(
+            sort(vec![1.into(), s("a")], false),
+            not_ordered("str", "int")
+        );
+        assert_eq!(
+            sort(vec![s("a"), 1.into()], false),
+            not_ordered("int", "str")
+        );
+        assert_eq!(
+            sort(vec![PyValue::None, PyValue::None], false),
+            not_ordered("NoneType", "NoneType")
+        );
+        assert_eq!(
+            sort(vec![PyValue::None], false),
+            Ok(PyValue::List(vec![PyValue::None]))
+        );
+        // A refused reverse sort leaves the list as it was.
+        let mut l = Object::List(vec![1.into(), s("a"), 2.into()]);
+        let op = parse(k, "sort", vec![], vec![(s("reverse"), true.into())]).unwrap();
+        assert!(apply(k, &mut l, op, &mut budget()).is_err());
+        assert_eq!(
+            contents(&l),
+            PyValue::List(vec![1.into(), s("a"), 2.into()])
+        );
+    }
+
+    fn sl(start: Option<i64>, stop: Option<i64>, step: Option<i64>) -> Slice {
+        Slice { start, stop, step }
+    }
+
+    /// Slices as CPython 3.13 does them on `[0, 1, 2, 3, 4]`.
+    #[test]
+    fn slices_are_pythons() {
+        let get = |s: Slice| get_slice(&ints(&[0, 1, 2, 3, 4]), s, &mut budget());
+        let set = |s: Slice, items: Vec<PyValue>| {
+            let mut l = ints(&[0, 1, 2, 3, 4]);
+            set_slice(&mut l, s, items, &mut budget()).map(|()| PyValue::List(l))
+        };
+        let del = |s: Slice| {
+            let mut l = ints(&[0, 1, 2, 3, 4]);
+            del_slice(&mut l, s, &mut budget()).map(|()| PyValue::List(l))
+        };
+        let list = |v: &[i64]| Ok(PyValue::List(ints(v)));
+        let chars = |text: &str| text.chars().map(PyValue::from).collect::<Vec<_>>();
+        assert_eq!(get(sl(Some(1), Some(3), None)), list(&[1, 2]));
+        assert_eq!(get(sl(Some(2), Some(10), None)), list(&[2, 3, 4]));
+        assert_eq!(get(sl(None, None, None)), list(&[0, 1, 2, 3, 4]));
+        assert_eq!(get(sl(None, None, Some(-2))), list(&[4, 2, 0]));
+        assert_eq!(get(sl(Some(-100), Some(100), None)), list(&[0, 1, 2, 3, 4]));
+        assert_eq!(
+            get(sl(Some(i64::MIN), Some(i64::MAX), Some(i64::MAX))),
+            list(&[0])
+        );
+        assert_eq!(
+            get(sl(Some(i64::MAX), Some(i64::MIN), Some(i64::MIN))),
+            list(&[4])
+        );
+        assert_eq!(get(sl(Some(3), Some(1), None)), list(&[]));
+        assert_eq!(get(sl(Some(-1), None, Some(-1))), list(&[4, 3, 2, 1, 0]));
+        let zero = Err(("ValueError", "slice step cannot be zero".to_string()));
+        assert_eq!(get(sl(None, None, Some(0))), zero);
+        assert_eq!(set(sl(None, None, Some(0)), vec![]), zero);
+        assert_eq!(del(sl(None, None, Some(0))), zero);
+        assert_eq!(del(sl(None, None, Some(2))), list(&[1, 3]));
+        assert_eq!(del(sl(Some(4), Some(0), Some(-2))), list(&[0, 1, 3]));
+        assert_eq!(del(sl(Some(1), Some(-1), None)), list(&[0, 4]));
+        assert_eq!(del(sl(Some(3), Some(1), None)), list(&[0, 1, 2, 3, 4]));
+        assert_eq!(
+            set(sl(None, None, Some(-1)), chars("abcde")),
+            Ok(PyValue::List(chars("edcba")))
+        );
+        assert_eq!(
+            set(sl(Some(1), Some(3), None), chars("abc")),
+            Ok(PyValue::List(vec![
+                0.into(),
+                s("a"),
+                s("b"),
+                s("c"),
+                3.into(),
+                4.into()
+            ]))
+        );
+        assert_eq!(
+            set(sl(Some(3), Some(1), None), chars("xy")),
+            Ok(PyValue::List(vec![
+                0.into(),
+                1.into(),
+                2.into(),
+                s("x"),
+                s("y"),
+                3.into(),
+                4.into()
+            ]))
+        );
+        assert_eq!(
+            set(sl(Some(4), Some(1), Some(-1)), chars("xyz")),
+            Ok(PyValue::List(vec![
+                0.into(),
+                1.into(),
+                s("z"),
+                s("y"),
+                s("x")
+            ]))
+        );
+        assert_eq!(
+            set(sl(None, None, Some(2)), chars("abc")),
+            Ok(PyValue::List(vec![
+                s("a"),
+                1.into(),
+                s("b"),
+                3.into(),
+                s("c")
+            ]))
+        );
+        assert_eq!(
+            set(sl(Some(-1), None, None), ints(&[7, 8, 9])),
+            list(&[0, 1, 2, 3, 7, 8, 9])
+        );
+        assert_eq!(
+            set(sl(Some(3), Some(1), None), ints(&[7])),
+            list(&[0, 1, 2, 7, 3, 4])
+        );
+        assert_eq!(
+            set(sl(Some(9), None, Some(2)), vec![]),
+            list(&[0, 1, 2, 3, 4])
+        );
+        assert_eq!(set(sl(None, None, None), vec![]), list(&[]));
+        assert_eq!(
+            set(sl(None, None, Some(2)), ints(&[1, 2])),
+            Err((
+                "ValueError",
+                "attempt to assign sequence of size 2 to extended slice of size 3".to_string()
+            ))
+        );
+        assert_eq!(
+            slice_part(&s("a")),
+            Err((
+                "TypeError",
+                "slice indices must be integers or None or have an __index__ method".to_string()
+            ))
+        );
+        assert_eq!(slice_part(&PyValue::None), Ok(None));
+        assert_eq!(slice_part(&true.into()), Ok(Some(1)));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    fn repetition_is_bounded_by_the_budget() {
+        let k = Kind::List;
+        // As a server's request gets it: a frame's answer, four frames' memory.
+        let request = || Budget::new(16 << 20, 64 << 20);
+        for method in ["__mul__", "__rmul__", "__imul__"] {
+            let mut l = five();
+            let op = parse(k, method, vec![1_000_000_000_000i64.into()], vec![]).unwrap();
+            let t = std::time::Instant::now();
+            assert_eq!(
+                apply(k, &mut l, op, &mut request()).map_err(|(c, _)| c),
+                Err("MemoryError")
+            );
+            assert!(t.elapsed() < std::time::Duration::from_secs(10));
+            assert_eq!(contents(&l), PyValue::List(ints(&[0, 1, 2, 3, 4])));
+        }
+        // An empty list times anything is empty, at once.
+        let op = parse(k, "__mul__", vec![i64::MAX.into()], vec![]).unwrap();
+        assert_eq!(
+            apply(k, &mut Object::List(vec![]), op, &mut request()),
+            Ok(PyValue::List(vec![]))
+        );
+        // A str extends by its characters, within the budget.
+        let mut l = Object::List(vec![]);
+        let op = parse(k, "extend", vec![s(&"x".repeat(10_000_000))], vec![]).unwrap();
+        assert_eq!(
+            apply(k, &mut l, op, &mut request()).map_err(|(c, _)| c),
+            Err("MemoryError")
+        );
+        // The repr of what cannot fit an answer is refused, made (4 MiB
+        // of escapes, 16 MiB of repr) or not (20 MiB, 80 MiB).
+        let mut l = Object::List(vec![s(&"\u{1}".repeat(4 << 20))]);
+        let op = parse(k, "__repr__", vec![], vec![]).unwrap();
+        assert_eq!(
+            apply(k, &mut l, op, &mut request()).map_err(|(c, _)| c),
+            Err("MemoryError")
+        );
+        let mut l = Object::List(vec![s(&"\u{1}".repeat(20 << 20))]);
+        let op = parse(k, "__repr__", vec![], vec![]).unwrap();
+        assert_eq!(
+            apply(k, &mut l, op, &mut request()).map_err(|(c, _)| c),
+            Err("MemoryError")
+        );
     }
 
     #[test]
@@ -450,6 +1745,24 @@ mod tests {
             Err("MemoryError")
         );
         let mut l = Object::List(vec![PyValue::None; 1000]);
-        assert_eq!(run(Kind::List, &mut l, Op::Len), Ok(1000.into()));
+        assert_eq!(run_op(Kind::List, &mut l, Op::Len), Ok(1000.into()));
+    }
+
+    #[test]
+    fn exceptions_print_as_pythons() {
+        let key = Raised {
+            class: "KeyError",
+            args: vec![s("k")],
+        };
+        assert_eq!(key.into_exception(), ("KeyError", "'k'".to_string()));
+        let index = Raised::from(index_error("list index out of range"));
+        assert_eq!(index.args, vec![s("list index out of range")]);
+        assert_eq!(index.message(), "list index out of range");
+        assert_eq!(Raised::from(("MemoryError", String::new())).args, vec![]);
+        let two = Raised {
+            class: "ValueError",
+            args: vec![1.into(), s("a")],
+        };
+        assert_eq!(two.message(), "(1, 'a')");
     }
 }

@@ -27,6 +27,7 @@ mod dict;
 mod dispatch;
 mod limits;
 mod list;
+mod methods;
 mod namespace;
 mod objects;
 pub(crate) mod pickle;
