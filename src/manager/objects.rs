@@ -180,6 +180,11 @@ impl Objects {
         // stored here by mistake, names no object of this one.
         let mut seed = [0u8; 8];
         let _ = crate::sys::random_bytes(&mut seed);
+        for (name, typeid) in &registry {
+            if let Some(kind) = Kind::from_typeid(typeid) {
+                refs::register_typeid(name, kind);
+            }
+        }
         Objects {
             next: u64::from_le_bytes(seed) >> 2,
             table: HashMap::new(),
@@ -310,7 +315,7 @@ impl Objects {
     /// connection goes on), or that it waits.
     pub(super) fn answer(&mut self, frame: &[u8], session: &mut Session, peer: u64) -> Answer {
         let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
-        let value = wire::loads(frame, &mut budget);
+        let value = survive_panic(|| wire::loads(frame, &mut budget), Err);
         // Proxies inside the request must name objects of this manager.
         let decoded = refs::take_decoded();
         let (reply, shutdown, work) = match value.and_then(Request::parse) {
@@ -367,7 +372,11 @@ impl Objects {
     /// The bytes of a reply; one that would exceed a frame is refused whole
     /// rather than cut.
     fn encode(&mut self, reply: Reply) -> Vec<u8> {
-        let mut bytes = wire::dumps(&reply.into_value(&self.address), &self.address);
+        let address = &self.address;
+        let mut bytes = survive_panic(
+            || wire::dumps(&reply.into_value(address), address),
+            |e| wire::dumps(&Reply::error(e).into_value(address), address),
+        );
         if bytes.len() > MAX_FRAME {
             bytes = wire::dumps(
                 &Reply::error((
