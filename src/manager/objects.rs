@@ -422,45 +422,45 @@ impl Objects {
             return Vec::new();
         }
         let mut replies = Vec::new();
-        for p in std::mem::take(&mut self.parked) {
-            let Parked {
-                peer,
-                queue,
-                wait,
-                deadline,
-            } = p;
-            let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
-            let done = match self.table.get_mut(&queue).map(|e| &mut e.body) {
-                Some(Body::Queue(q)) => match q.attempt(wait, &mut budget) {
-                    Ok(Ok(v)) => Err(Reply::Return(v)),
-                    Ok(Err(wait)) if deadline.is_some_and(|d| d <= now) => {
-                        Err(Reply::error(Queue::timed_out(&wait)))
-                    }
-                    Ok(Err(wait)) => Ok(wait),
-                    Err(e) => Err(Reply::error(e)),
-                },
-                _ => Err(Reply::error(("ReferenceError", "the queue is gone".into()))),
-            };
-            match done {
-                Ok(wait) => self.parked.push(Parked {
+        // Pass after pass, for calls that the ones done let go on.
+        loop {
+            let before = replies.len();
+            for p in std::mem::take(&mut self.parked) {
+                let Parked {
                     peer,
                     queue,
                     wait,
                     deadline,
-                }),
-                Err(reply) => {
-                    // What one call did may let another go on.
-                    self.stirred = true;
-                    self.decref(queue);
-                    let bytes = self.encode(reply);
-                    replies.push((peer, bytes));
+                } = p;
+                let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+                let done = match self.table.get_mut(&queue).map(|e| &mut e.body) {
+                    Some(Body::Queue(q)) => match q.attempt(wait, &mut budget) {
+                        Ok(Ok(v)) => Err(Reply::Return(v)),
+                        Ok(Err(wait)) if deadline.is_some_and(|d| d <= now) => {
+                            Err(Reply::error(Queue::timed_out(&wait)))
+                        }
+                        Ok(Err(wait)) => Ok(wait),
+                        Err(e) => Err(Reply::error(e)),
+                    },
+                    _ => Err(Reply::error(("ReferenceError", "the queue is gone".into()))),
+                };
+                match done {
+                    Ok(wait) => self.parked.push(Parked {
+                        peer,
+                        queue,
+                        wait,
+                        deadline,
+                    }),
+                    Err(reply) => {
+                        self.decref(queue);
+                        let bytes = self.encode(reply);
+                        replies.push((peer, bytes));
+                    }
                 }
             }
-        }
-        if !replies.is_empty() {
-            // Another pass, for calls that the ones done let go on.
-            let more = self.wake(now);
-            replies.extend(more);
+            if replies.len() == before {
+                break;
+            }
         }
         self.stirred = false;
         self.settle();
