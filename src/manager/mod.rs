@@ -30,7 +30,12 @@ mod list;
 mod methods;
 mod namespace;
 mod objects;
-pub(crate) mod pickle;
+#[cfg(not(fuzzing))]
+mod pickle;
+/// The pickle codec, public to the fuzzer only (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod pickle;
 mod protocol;
 mod queue;
 mod reference;
