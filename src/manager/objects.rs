@@ -575,13 +575,9 @@ impl Objects {
                         ident: ident(new),
                     });
                 }
-                let getvalue = method == "#GETVALUE";
                 let reply = match methods::parse(kind, method, args, kwds) {
                     Err(e) => Reply::error(e),
                     Ok(op) => match run(kind, object, op, budget) {
-                        Ok(v) if getvalue && kind == Kind::Namespace => {
-                            Reply::Return(wire::namespace(v))
-                        }
                         Ok(v) => Reply::Return(v),
                         Err(e) => Reply::Error(e),
                     },
