@@ -1081,6 +1081,32 @@ fn iterate(v: PyValue, budget: &mut Budget) -> Result<Vec<PyValue>, Exception> {
     }
 }
 
+/// Collects the ids of the proxies inside `v`.
+fn proxies_in(v: &PyValue, found: &mut Vec<Id>) {
+    match v {
+        PyValue::Proxy(r) => found.push(r.id),
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            vs.iter().for_each(|v| proxies_in(v, found))
+        }
+        PyValue::Dict(items) => items.iter().for_each(|(k, v)| {
+            proxies_in(k, found);
+            proxies_in(v, found);
+        }),
+        PyValue::Object(o) => {
+            o.args.iter().for_each(|v| proxies_in(v, found));
+            for (k, v) in o.kwargs.iter().flatten().chain(&o.dict_items) {
+                proxies_in(k, found);
+                proxies_in(v, found);
+            }
+            o.state
+                .iter()
+                .chain(&o.list_items)
+                .for_each(|v| proxies_in(v, found));
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -1586,31 +1612,5 @@ mod tests {
             a.objects.hasher.hash_one(&key),
             b.objects.hasher.hash_one(&key)
         );
-    }
-}
-
-/// Collects the ids of the proxies inside `v`.
-fn proxies_in(v: &PyValue, found: &mut Vec<Id>) {
-    match v {
-        PyValue::Proxy(r) => found.push(r.id),
-        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
-            vs.iter().for_each(|v| proxies_in(v, found))
-        }
-        PyValue::Dict(items) => items.iter().for_each(|(k, v)| {
-            proxies_in(k, found);
-            proxies_in(v, found);
-        }),
-        PyValue::Object(o) => {
-            o.args.iter().for_each(|v| proxies_in(v, found));
-            for (k, v) in o.kwargs.iter().flatten().chain(&o.dict_items) {
-                proxies_in(k, found);
-                proxies_in(v, found);
-            }
-            o.state
-                .iter()
-                .chain(&o.list_items)
-                .for_each(|v| proxies_in(v, found));
-        }
-        _ => {}
     }
 }
