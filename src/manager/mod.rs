@@ -12,9 +12,13 @@
 //! of each process (`client`), the counted reference every proxy holds
 //! (`reference`) and one file per proxy (`dict`, `list`, `namespace`). The
 //! messages are in `protocol`, the frames they travel in are
-//! [`conn::frame`](crate::conn::frame). The server side is its event loop
-//! (`server`), the object table and its reference counts (`objects`) and
-//! what each operation does (`apply`), within the limits of `limits`. The
+//! [`conn::frame`](crate::conn::frame). The server side speaks Python's
+//! manager protocol (pickled `(ident, methodname, args, kwds)` requests,
+//! `(kind, result)` replies, through `pickle`): its event loop (`server`),
+//! the object table, its reference counts and the calls waiting on queues
+//! (`objects`), the requests and replies (`dispatch`), which method is
+//! which operation (`methods`) and what each does (`apply`, and `queue`
+//! for queues), within the limits of `limits`. The
 //! values are [`PyValue`] (`value`, compared and hashed in `compare`),
 //! converted from and to typed Rust values by `ser` and `de`, and counted
 //! where they hold proxies by `refs`.
