@@ -17,6 +17,8 @@ use multiproc::Process;
 struct Server {
     address: Address,
     key: Vec<u8>,
+    /// The server's process: a daemon, killed when the fuzzer exits.
+    _child: Process<'static>,
 }
 
 fn manager() -> &'static Server {
@@ -31,18 +33,20 @@ fn manager() -> &'static Server {
             std::process::id()
         ));
         let _ = std::fs::remove_file(&path);
-        let server = Server {
-            address: Address::Unix(path),
-            key: b"fuzz".to_vec(),
-        };
-        let (address, key) = (server.address.clone(), server.key.clone());
-        let mut child = Process::new(move || {
-            let _ = multiproc::manager::serve(&address, &key, |_| {});
+        let (address, key) = (Address::Unix(path), b"fuzz".to_vec());
+        let mut child = Process::new({
+            let (address, key) = (address.clone(), key.clone());
+            move || {
+                let _ = multiproc::manager::serve(&address, &key, |_| {});
+            }
         })
         .daemon(true);
         child.start().expect("start the server");
-        // It lives as long as the fuzzer (a daemon: killed when it exits).
-        std::mem::forget(child);
+        let server = Server {
+            address,
+            key,
+            _child: child,
+        };
         for _ in 0..1000 {
             if connect(&server.address, Some(&server.key)).is_ok() {
                 return server;
