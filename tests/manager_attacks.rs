@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::watchdog;
-use multiproc::conn::{connect, Connection};
-use multiproc::manager::Manager;
+use multiproc::conn::{connect, Address, Connection};
+use multiproc::Process;
 
 /// The server's CPU time so far, and its peak resident memory (VmHWM), in kB.
 fn usage(pid: u32) -> (Duration, u64) {
@@ -172,9 +172,27 @@ fn repeated(item: &P, n: usize) -> P {
 #[ignore = "a measurement, run by hand in release mode"]
 fn attack_costs() {
     watchdog("attacks", Duration::from_secs(300), || {
-        let m = Manager::start().unwrap();
-        let pid = m.server_pid().unwrap();
-        let mut conn = connect(m.address(), Some(m.authkey())).unwrap();
+        // A server of its own (`manager::serve`, as `multiproc manager
+        // serve` runs it), spoken to as a Python client speaks to it.
+        let path =
+            std::env::temp_dir().join(format!("multiproc-attacks-{}.sock", std::process::id()));
+        let address = Address::Unix(path.clone());
+        let key = b"attacks".to_vec();
+        let mut server = Process::new({
+            let (address, key) = (address.clone(), key.clone());
+            move || {
+                let _ = multiproc::manager::serve(&address, &key, |_| {});
+            }
+        })
+        .daemon(true);
+        server.start().unwrap();
+        let pid = server.pid().unwrap();
+        assert!(common::wait_until(Duration::from_secs(10), || connect(
+            &address,
+            Some(&key)
+        )
+        .is_ok()));
+        let mut conn = connect(&address, Some(&key)).unwrap();
         let list = create(&mut conn, "list");
         let dict = create(&mut conn, "dict");
         let call = |ident: &str, method: &str, args: Vec<P>| request(Some(ident), method, args);
@@ -273,5 +291,8 @@ fn attack_costs() {
             "sort of it (ints and a None)",
             call(&list, "sort", vec![]),
         );
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     });
 }

@@ -25,8 +25,10 @@ pub(crate) const MAX_FRAME: usize = 16 << 20;
 const FRAME_SLACK: usize = 64;
 
 /// The most memory one request may take: decoding it, and the copies its
-/// answer is built from.
-const REQUEST_MEMORY: usize = 4 * MAX_FRAME;
+/// answer is built from. (Decoding a pickle takes about 100 bytes per item
+/// at its peak: this lets a million-item list arrive in one request, as
+/// `m.list(list(range(10**6)))` sends it.)
+const REQUEST_MEMORY: usize = 8 * MAX_FRAME;
 
 /// The longest `range` a `create` may expand (`m.list(range(n))`).
 const RANGE_MAX: usize = REQUEST_MEMORY / std::mem::size_of::<PyValue>();
