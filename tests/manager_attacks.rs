@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::watchdog;
-use multiproc::conn::{connect, Connection};
-use multiproc::manager::Manager;
+use multiproc::conn::{connect, Address, Connection};
+use multiproc::Process;
 
 /// The server's CPU time so far, and its peak resident memory (VmHWM), in kB.
 fn usage(pid: u32) -> (Duration, u64) {
@@ -26,34 +26,113 @@ fn usage(pid: u32) -> (Duration, u64) {
     (Duration::from_millis(ticks * 10), hwm)
 }
 
-/// A varint, as postcard encodes lengths and ids.
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+/// A pickle (protocol 2) of the few values the attacks send, written by
+/// hand: the test needs requests no client would build.
+#[derive(Clone)]
+enum P {
+    None,
+    Int(i64),
+    Str(String),
+    Tuple(Vec<P>),
+    List(Vec<P>),
+    Dict(Vec<(P, P)>),
+    /// Bytes written as they are (a value encoded ahead).
+    Raw(Vec<u8>),
 }
 
-/// Sends one raw request and waits for its answer: the answer's first
-/// byte (0 a value, 1 a new object, 3 an error) and the round trip's time.
-fn send(conn: &mut Connection, frame: &[u8]) -> (u8, Vec<u8>, Duration) {
+impl P {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            P::None => out.push(b'N'),
+            P::Int(i) => match i32::try_from(*i) {
+                Ok(i) => {
+                    out.push(b'J');
+                    out.extend(i.to_le_bytes());
+                }
+                Err(_) => {
+                    out.extend([0x8a, 8]); // LONG1
+                    out.extend(i.to_le_bytes());
+                }
+            },
+            P::Str(s) => {
+                out.push(b'X');
+                out.extend((s.len() as u32).to_le_bytes());
+                out.extend(s.as_bytes());
+            }
+            P::Tuple(items) => {
+                out.push(b'(');
+                items.iter().for_each(|v| v.write(out));
+                out.push(b't');
+            }
+            P::List(items) => {
+                out.extend(b"](");
+                items.iter().for_each(|v| v.write(out));
+                out.push(b'e');
+            }
+            P::Dict(items) => {
+                out.extend(b"}(");
+                for (k, v) in items {
+                    k.write(out);
+                    v.write(out);
+                }
+                out.push(b'u');
+            }
+            P::Raw(bytes) => out.extend(bytes),
+        }
+    }
+}
+
+fn s(v: &str) -> P {
+    P::Str(v.into())
+}
+
+/// The pickle of the request `(ident, method, args, {})`.
+fn request(ident: Option<&str>, method: &str, args: Vec<P>) -> Vec<u8> {
+    let mut out = vec![0x80, 2];
+    P::Tuple(vec![
+        ident.map_or(P::None, s),
+        s(method),
+        P::Tuple(args),
+        P::Dict(vec![]),
+    ])
+    .write(&mut out);
+    out.push(b'.');
+    out
+}
+
+/// Sends one raw request and waits for its reply: the reply's kind (and
+/// for an `#ERROR`, the exception's class) and the round trip's time.
+fn send(conn: &mut Connection, frame: &[u8]) -> (String, Vec<u8>, Duration) {
     let t = Instant::now();
     conn.send_bytes(frame).unwrap();
-    let answer = conn.recv_bytes().unwrap();
-    (answer[0], answer[1..].to_vec(), t.elapsed())
+    let reply = conn.recv_bytes().unwrap();
+    let has = |what: &[u8]| reply.windows(what.len()).position(|w| w == what);
+    let kind = ["#RETURN", "#ERROR", "#TRACEBACK", "#PROXY"]
+        .into_iter()
+        .find(|k| has(k.as_bytes()).is_some())
+        .unwrap_or("?");
+    let kind = match (kind, has(b"builtins")) {
+        // The class name follows its module, one string later.
+        ("#ERROR", Some(at)) => {
+            let rest = &reply[at + 8..];
+            let name: Vec<u8> = rest
+                .iter()
+                .skip_while(|b| !b.is_ascii_uppercase())
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .copied()
+                .collect();
+            String::from_utf8_lossy(&name).into_owned()
+        }
+        (kind, _) => kind.to_string(),
+    };
+    (kind, reply, t.elapsed())
 }
 
 /// Sends one attack and prints what it cost the server.
 fn report(conn: &mut Connection, pid: u32, what: &str, frame: Vec<u8>) {
     let (cpu, _) = usage(pid);
-    let (tag, answer, took) = send(conn, &frame);
+    let (kind, _, took) = send(conn, &frame);
     let (after, hwm) = usage(pid);
-    let kind = if tag == 3 {
-        String::from_utf8_lossy(&answer[1..answer[0] as usize + 1]).into_owned()
-    } else {
-        "answered".into()
-    };
     println!(
         "{what:<48} {kind:<15} round trip {:>7.1} ms, server CPU {:>5} ms, peak RSS {:>5} MB",
         took.as_secs_f64() * 1e3,
@@ -62,39 +141,70 @@ fn report(conn: &mut Connection, pid: u32, what: &str, frame: Vec<u8>) {
     );
 }
 
-fn create(conn: &mut Connection, kind: u8) -> Vec<u8> {
-    let (tag, id, _) = send(conn, &[0, kind]);
-    assert_eq!(tag, 1);
-    id
+/// A new object of `typeid`: its ident.
+fn create(conn: &mut Connection, typeid: &str) -> String {
+    let (kind, reply, _) = send(conn, &request(None, "create", vec![s(typeid)]));
+    assert_eq!(kind, "#RETURN");
+    // The ident is the first string after the tag: hex digits.
+    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
+    let ident: String = reply[at..]
+        .iter()
+        .skip_while(|b| !b.is_ascii_hexdigit())
+        .take_while(|b| b.is_ascii_hexdigit())
+        .map(|&b| b as char)
+        .collect();
+    ident
 }
 
-fn call(id: &[u8], op: u8) -> Vec<u8> {
-    let mut frame = vec![3];
-    frame.extend(id);
-    frame.push(op);
-    frame
+/// A list of `n` copies of the pickle `item`, written at once.
+fn repeated(item: &P, n: usize) -> P {
+    let mut one = Vec::new();
+    item.write(&mut one);
+    let mut out = b"](".to_vec();
+    for _ in 0..n {
+        out.extend(&one);
+    }
+    out.push(b'e');
+    P::Raw(out)
 }
 
 #[test]
 #[ignore = "a measurement, run by hand in release mode"]
 fn attack_costs() {
     watchdog("attacks", Duration::from_secs(300), || {
-        let m = Manager::start().unwrap();
-        let pid = m.server_pid().unwrap();
-        let mut conn = connect(m.address(), Some(m.authkey())).unwrap();
-        let list = create(&mut conn, 1);
-        let dict = create(&mut conn, 0);
+        // A server of its own (`manager::serve`, as `multiproc manager
+        // serve` runs it), spoken to as a Python client speaks to it.
+        let path =
+            std::env::temp_dir().join(format!("multiproc-attacks-{}.sock", std::process::id()));
+        let address = Address::Unix(path.clone());
+        let key = b"attacks".to_vec();
+        let mut server = Process::new({
+            let (address, key) = (address.clone(), key.clone());
+            move || {
+                let _ = multiproc::manager::serve(&address, &key, |_| {});
+            }
+        })
+        .daemon(true);
+        server.start().unwrap();
+        let pid = server.pid().unwrap();
+        assert!(common::wait_until(Duration::from_secs(10), || connect(
+            &address,
+            Some(&key)
+        )
+        .is_ok()));
+        let mut conn = connect(&address, Some(&key)).unwrap();
+        let list = create(&mut conn, "list");
+        let dict = create(&mut conn, "dict");
+        let call = |ident: &str, method: &str, args: Vec<P>| request(Some(ident), method, args);
         // Issue 12.2: deep nesting.
-        let mut deep = call(&list, 17);
-        for _ in 0..35_000 {
-            deep.extend([6, 1]);
-        }
-        deep.extend([2, 2]);
+        let mut deep = b"](".repeat(35_000);
+        deep.extend(b"K\x01");
+        deep.extend(b"e".repeat(35_000));
         report(
             &mut conn,
             pid,
             "append of a list nested 35,000 deep (70 KB)",
-            deep,
+            call(&list, "append", vec![P::Raw(deep)]),
         );
         // Issue 12.5: 25,000 int keys that collided under the old hasher,
         // then 25,000 random ones.
@@ -117,78 +227,72 @@ fn attack_costs() {
                     .collect()
             }),
         ] {
-            let mut frame = call(&dict, 14); // Op::Update
-            varint(keys.len() as u64, &mut frame);
-            for k in keys {
-                frame.push(2); // Value::Int
-                varint(((k << 1) ^ (k >> 63)) as u64, &mut frame);
-                frame.push(0); // Value::None
-            }
-            report(&mut conn, pid, name, frame);
-            send(&mut conn, &call(&dict, 1)); // clear
+            let items = P::Dict(keys.into_iter().map(|k| (P::Int(k), P::None)).collect());
+            report(&mut conn, pid, name, call(&dict, "update", vec![items]));
+            send(&mut conn, &call(&dict, "clear", vec![]));
         }
         // Issue 12.6: an extend of 16 Mi Nones (a 16 MiB frame).
-        let n = (16 << 20) - 16;
-        let mut frame = call(&list, 18);
-        varint(n as u64, &mut frame);
-        frame.resize(frame.len() + n, 0);
-        report(&mut conn, pid, "extend of 16 Mi Nones (16 MiB)", frame);
+        let n = (16 << 20) - 64;
+        report(
+            &mut conn,
+            pid,
+            "extend of 16 Mi Nones (16 MiB)",
+            call(&list, "extend", vec![repeated(&P::None, n)]),
+        );
         // ... 40,000 snapshots of a 1000-item list in one batch.
-        let mut frame = call(&list, 18);
-        varint(1000, &mut frame);
-        for i in 0..1000u64 {
-            frame.push(2);
-            varint(i << 1, &mut frame);
-        }
-        send(&mut conn, &frame);
-        let mut batch = vec![4]; // Request::Batch
-        varint(40_000, &mut batch);
-        for _ in 0..40_000 {
-            batch.extend(&list);
-            batch.push(2); // Op::Snapshot
-        }
+        let items = P::List((0..1000).map(P::Int).collect());
+        send(&mut conn, &call(&list, "extend", vec![items]));
+        let one = P::Tuple(vec![
+            s(&list),
+            s("#GETVALUE"),
+            P::Tuple(vec![]),
+            P::Dict(vec![]),
+        ]);
         report(
             &mut conn,
             pid,
             "40,000 snapshots of a 1000-item list (batch)",
-            batch,
+            request(None, "_multiproc_batch", vec![repeated(&one, 40_000)]),
         );
         // Work: a million-item list scanned many times in one batch.
-        let mut frame = call(&list, 18);
-        varint(1 << 20, &mut frame);
-        frame.resize(frame.len() + 2 * (1 << 20), 2);
-        send(&mut conn, &frame);
+        send(
+            &mut conn,
+            &call(&list, "extend", vec![repeated(&P::Int(1), 1 << 20)]),
+        );
         for scans in [30, 1000] {
-            let mut batch = vec![4];
-            varint(scans, &mut batch);
-            for _ in 0..scans {
-                batch.extend(&list);
-                batch.extend([22, 2, 2]); // Op::Count(Value::Int(1))
-            }
+            let one = P::Tuple(vec![
+                s(&list),
+                s("count"),
+                P::Tuple(vec![P::Int(1)]),
+                P::Dict(vec![]),
+            ]);
             report(
                 &mut conn,
                 pid,
                 &format!("{scans} counts over a 1 Mi-item list (batch)"),
-                batch,
+                request(None, "_multiproc_batch", vec![repeated(&one, scans)]),
             );
         }
-        let mut batch = vec![4];
-        varint(10_000, &mut batch);
-        for _ in 0..10_000 {
-            batch.extend(&list);
-            batch.extend([19, 0, 0]); // Op::Insert(0, None)
-        }
+        let one = P::Tuple(vec![
+            s(&list),
+            s("insert"),
+            P::Tuple(vec![P::Int(0), P::None]),
+            P::Dict(vec![]),
+        ]);
         report(
             &mut conn,
             pid,
             "10,000 inserts at the front of it (batch)",
-            batch,
+            request(None, "_multiproc_batch", vec![repeated(&one, 10_000)]),
         );
         report(
             &mut conn,
             pid,
             "sort of it (ints and a None)",
-            call(&list, 24),
+            call(&list, "sort", vec![]),
         );
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     });
 }

@@ -22,6 +22,12 @@ pub enum Action {
         /// Use an authkey file that other users may read, with a warning.
         #[arg(long)]
         allow_readable_authkey: bool,
+        /// NAME=TYPEID: serve NAME as a typeid creating a TYPEID object
+        /// (dict, list, Namespace, Queue or JoinableQueue), for Python's
+        /// remote-manager pattern (`BaseManager.register('NAME')` in the
+        /// client, then `m.NAME()`). Repeatable.
+        #[arg(long = "object", value_name = "NAME=TYPEID", value_parser = parse_object)]
+        objects: Vec<(String, String)>,
     },
 }
 
@@ -31,6 +37,7 @@ pub fn run(action: Action) -> Result<()> {
         listen,
         authkey_file,
         allow_readable_authkey,
+        objects,
     } = action;
     let address: Address = listen.parse()?;
     let file_error = || format!("authkey file {}", authkey_file.display());
@@ -56,6 +63,18 @@ pub fn run(action: Action) -> Result<()> {
     }
     // The server logs what it refuses (such as running out of descriptors).
     let _ = multiproc::process::log_to_stderr(log::LevelFilter::Warn);
-    multiproc::manager::serve(&address, &key, |bound| println!("serving on {bound}"))?;
+    multiproc::manager::serve_registered(&address, &key, &objects, |bound| {
+        println!("serving on {bound}")
+    })?;
     Ok(())
+}
+
+/// `NAME=TYPEID`.
+fn parse_object(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((name, typeid)) if !name.is_empty() && !typeid.is_empty() => {
+            Ok((name.to_string(), typeid.to_string()))
+        }
+        _ => bail!("expected NAME=TYPEID (such as get_dict=dict), not {s:?}"),
+    }
 }

@@ -12,9 +12,13 @@
 //! of each process (`client`), the counted reference every proxy holds
 //! (`reference`) and one file per proxy (`dict`, `list`, `namespace`). The
 //! messages are in `protocol`, the frames they travel in are
-//! [`conn::frame`](crate::conn::frame). The server side is its event loop
-//! (`server`), the object table and its reference counts (`objects`) and
-//! what each operation does (`apply`), within the limits of `limits`. The
+//! [`conn::frame`](crate::conn::frame). The server side speaks Python's
+//! manager protocol (pickled `(ident, methodname, args, kwds)` requests,
+//! `(kind, result)` replies, through `pickle`): its event loop (`server`),
+//! the object table, its reference counts and the calls waiting on queues
+//! (`objects`), the requests and replies (`dispatch`), which method is
+//! which operation (`methods`) and what each does (`apply`, and `queue`
+//! for queues), within the limits of `limits`. The
 //! values are [`PyValue`] (`value`, compared and hashed in `compare`),
 //! converted from and to typed Rust values by `ser` and `de`, and counted
 //! where they hold proxies by `refs`.
@@ -24,6 +28,7 @@ mod client;
 mod compare;
 mod de;
 mod dict;
+mod dispatch;
 mod limits;
 mod list;
 mod methods;
@@ -36,6 +41,7 @@ mod pickle;
 #[doc(hidden)]
 pub mod pickle;
 mod protocol;
+mod queue;
 mod reference;
 mod refs;
 mod ser;
@@ -79,9 +85,40 @@ pub fn serve(
     authkey: &[u8],
     ready: impl FnOnce(&Address),
 ) -> crate::Result<std::convert::Infallible> {
+    serve_registered(address, authkey, &[], ready)
+}
+
+/// [`serve`], with more typeids: each `(name, typeid)` makes `name` create
+/// a `typeid` object (one of `dict`, `list`, `Namespace`, `Queue`,
+/// `JoinableQueue`), for Python clients of the remote-manager pattern
+/// (`BaseManager.register('get_dict')`, then `m.get_dict()`).
+///
+/// # Errors
+/// If a typeid is not one of those, or a name is already a typeid; if it
+/// cannot listen at `address`.
+pub fn serve_registered(
+    address: &Address,
+    authkey: &[u8],
+    names: &[(String, String)],
+    ready: impl FnOnce(&Address),
+) -> crate::Result<std::convert::Infallible> {
+    let mut registry = std::collections::HashMap::new();
+    for (name, typeid) in names {
+        if !objects::Objects::known_typeid(typeid) {
+            return Err(Error::InvalidArgument(format!(
+                "{name}={typeid}: the typeid is none of dict, list, Namespace, Queue, JoinableQueue"
+            )));
+        }
+        if objects::Objects::known_typeid(name) || name == "Iterator" || name.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{name}={typeid}: {name:?} cannot be a registered name"
+            )));
+        }
+        registry.insert(name.clone(), typeid.clone());
+    }
     let listener = Listener::bind(address, Some(authkey))?;
     ready(listener.address());
-    server::event_loop(listener, None)
+    server::event_loop(listener, None, registry)
 }
 
 /// A manager: a server process that owns shared dicts, lists and
@@ -149,7 +186,7 @@ impl Manager {
                 Ok(listener) => {
                     let _ = tell.send(&None::<String>);
                     drop(tell);
-                    server::event_loop(listener, Some(parent))
+                    server::event_loop(listener, Some(parent), Default::default())
                 }
                 Err(e) => {
                     let _ = tell.send(&Some(e.to_string()));

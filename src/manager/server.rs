@@ -7,11 +7,11 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::limits::MAX_WORK;
-use super::objects::{Objects, MAX_FRAME};
-use super::protocol::Id;
+use super::objects::{Answer, Objects, Session, MAX_FRAME};
 use super::refs;
+use super::PyValue;
 use crate::conn::auth::{Handshake, Side, HANDSHAKE_MAX, HANDSHAKE_TIMEOUT};
-use crate::conn::{frame, Connection, Listener};
+use crate::conn::{frame, Address, Connection, Listener};
 use crate::sys;
 
 /// How long a shutting-down server tries to deliver the last responses.
@@ -27,6 +27,8 @@ const OUT_LIMIT: usize = 1 << 20;
 
 /// One client connection of the event loop.
 struct Peer {
+    /// Its number, which a waiting call's reply finds it by.
+    id: u64,
     conn: Connection,
     /// Until the client has proved it knows the key: the handshake, and the
     /// moment it must be over.
@@ -34,10 +36,14 @@ struct Peer {
     /// Encoded responses not yet sent, and how much of them was.
     out: Vec<u8>,
     sent: usize,
-    /// The references this connection (one client process) holds: released
-    /// when it closes, however the client ended, so that a process that
-    /// exits or is killed never leaks an object.
-    held: HashMap<Id, u64>,
+    /// What it is to the objects (the references it holds).
+    session: Session,
+    /// A call of it waits on a queue: nothing more of it is served (its
+    /// client waits for the reply) until the reply is queued.
+    parked: bool,
+    /// It sent more while its call waited (which a client that waits for
+    /// its reply does not): its socket is no longer watched until then.
+    sent_while_parked: bool,
     /// Close once `out` is sent (after a failed handshake).
     closing: bool,
     /// Its last turn ended before every buffered frame was served: serve
@@ -89,10 +95,15 @@ impl Peer {
 /// handshake) delays no one else. One thread is also what makes the server
 /// safe to fork from a multithreaded program: a thread created in a forked
 /// child can deadlock on a lock another parent thread held at the fork.
-pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
+pub(crate) fn event_loop(
+    listener: Listener,
+    parent: Option<u32>,
+    registry: HashMap<String, String>,
+) -> ! {
     sys::flush_stdio();
     refs::start();
-    let mut objects = Objects::new();
+    let mut objects = Objects::new(token_address(listener.address()), registry);
+    let mut next_peer = 0u64;
     let mut peers: Vec<Peer> = Vec::new();
     let mut stopping: Option<Instant> = None;
     let mut checked = Instant::now();
@@ -128,6 +139,7 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
         if release_dead(&mut peers, &mut objects) {
             accepting.resume();
         }
+        deliver_woken(&mut peers, &mut objects, now);
         if let Some(deadline) = stopping {
             if deadline <= now || peers.iter().all(|p| !p.pending()) {
                 exit(&listener);
@@ -138,7 +150,12 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
         // round trip on these machines). A new connection interrupts it
         // (SIGIO), and the socket's receive timeout bounds it.
         if let [p] = peers.as_mut_slice() {
-            let idle = p.handshake.is_none() && !p.pending() && !p.closing && !p.dead && !p.more;
+            let idle = p.handshake.is_none()
+                && !p.pending()
+                && !p.closing
+                && !p.dead
+                && !p.more
+                && !p.parked;
             if fast_single && idle && stopping.is_none() && !sys::take_connect_signal() {
                 match p.conn.read_some() {
                     Ok(false) => {}
@@ -157,10 +174,18 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
         for (_, d) in peers.iter().filter_map(|p| p.handshake.as_ref()) {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
-        for d in stopping.iter().chain(&accepting.paused_until) {
+        let parked = objects.next_deadline();
+        for d in stopping
+            .iter()
+            .chain(&accepting.paused_until)
+            .chain(&parked)
+        {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
-        if peers.iter().any(|p| p.more && p.out.len() < OUT_LIMIT) {
+        if peers
+            .iter()
+            .any(|p| p.more && !p.parked && p.out.len() < OUT_LIMIT)
+        {
             timeout = Duration::ZERO;
         }
         pfds.clear();
@@ -171,7 +196,12 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
             false,
         ));
         for p in &peers {
-            let read = stopping.is_none() && !p.closing && p.out.len() < OUT_LIMIT;
+            // A waiting call's socket is watched too, so that a client that
+            // is gone (killed while it waited) is seen to be and its call
+            // dropped, rather than take an item from the queue when one
+            // comes.
+            let watch = !p.parked || !p.sent_while_parked;
+            let read = stopping.is_none() && !p.closing && watch && p.out.len() < OUT_LIMIT;
             pfds.push(sys::pollfd_for(p.conn.as_raw_fd(), read, p.pending()));
         }
         if sys::poll(&mut pfds, sys::Deadline::after(timeout)).is_err() {
@@ -184,8 +214,16 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
                 p.flush();
             }
             let readable = sys::revents_readable(pfd);
+            if readable && p.parked && !p.dead {
+                match p.conn.read_some() {
+                    Ok(true) => p.sent_while_parked = true,
+                    Ok(false) => {}
+                    Err(_) => p.dead = true,
+                }
+                continue;
+            }
             let unserved = p.more && p.out.len() < OUT_LIMIT;
-            if (readable || unserved) && !p.dead && stopping.is_none() {
+            if (readable || unserved) && !p.dead && !p.parked && stopping.is_none() {
                 if serve_peer(p, &mut objects, readable) {
                     stopping = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
@@ -193,7 +231,7 @@ pub(crate) fn event_loop(listener: Listener, parent: Option<u32>) -> ! {
             }
         }
         if sys::ready(&pfds[0]) {
-            accepting.accept_all(&listener, &mut peers);
+            accepting.accept_all(&listener, &mut peers, &mut next_peer);
         }
     }
 }
@@ -224,7 +262,7 @@ impl Accepting {
     }
 
     /// Takes every queued client (until `accept` would block), or pauses.
-    fn accept_all(&mut self, listener: &Listener, peers: &mut Vec<Peer>) {
+    fn accept_all(&mut self, listener: &Listener, peers: &mut Vec<Peer>, next_peer: &mut u64) {
         loop {
             let conn = match listener.accept_unauthenticated() {
                 Ok(conn) => conn,
@@ -245,7 +283,8 @@ impl Accepting {
                 },
                 Err(_) => return,
             };
-            if let Some(peer) = Peer::new(listener, conn) {
+            *next_peer += 1;
+            if let Some(peer) = Peer::new(listener, conn, *next_peer) {
                 peers.push(peer);
             }
         }
@@ -255,16 +294,19 @@ impl Accepting {
 impl Peer {
     /// A new client's peer, its handshake begun; `None` if that failed
     /// (its connection then closes and the others go on).
-    fn new(listener: &Listener, conn: Connection) -> Option<Peer> {
+    fn new(listener: &Listener, conn: Connection, id: u64) -> Option<Peer> {
         // Only the loop's blocking receive (one client, nothing else to do)
         // waits; this bounds it, for the parent check and for new clients.
         sys::set_recv_timeout(&conn, RECV_TIMEOUT).ok()?;
         let mut peer = Peer {
+            id,
             conn,
             handshake: None,
             out: Vec::new(),
             sent: 0,
-            held: HashMap::new(),
+            session: Session::default(),
+            parked: false,
+            sent_while_parked: false,
             closing: false,
             more: false,
             dead: false,
@@ -328,14 +370,20 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
             }
             continue;
         }
-        let Some((response, shutdown, work)) = objects.answer(frame, &mut peer.held) else {
-            peer.dead = true;
-            break;
-        };
-        turn += work;
-        peer.queue(&response);
-        if shutdown {
-            return true;
+        match objects.answer(frame, &mut peer.session, peer.id) {
+            Answer::Reply(reply, shutdown, work) => {
+                turn += work;
+                peer.queue(&reply);
+                if shutdown {
+                    return true;
+                }
+            }
+            Answer::Parked => {
+                // Its client waits for this reply: what else it sent is
+                // served after it (`more`, once woken).
+                peer.parked = true;
+                break;
+            }
         }
     }
     false
@@ -347,14 +395,35 @@ fn release_dead(peers: &mut Vec<Peer>, objects: &mut Objects) -> bool {
     let before = peers.len();
     peers.retain_mut(|p| {
         if p.dead {
-            for (&id, &n) in &p.held {
-                for _ in 0..n {
-                    objects.decref(id);
-                }
-            }
+            objects.release(p.id, &p.session);
         }
         !p.dead
     });
     objects.settle();
     peers.len() < before
+}
+
+/// Queues the replies of the waiting calls that are done or timed out.
+fn deliver_woken(peers: &mut [Peer], objects: &mut Objects, now: Instant) {
+    for (id, reply) in objects.wake(now) {
+        if let Some(p) = peers.iter_mut().find(|p| p.id == id) {
+            p.queue(&reply);
+            p.parked = false;
+            p.sent_while_parked = false;
+            // What it sent meanwhile is served on its next turn.
+            p.more = true;
+            p.flush();
+        }
+    }
+}
+
+/// The address a server's tokens carry: `('host', port)`, or a socket's path.
+fn token_address(address: &Address) -> PyValue {
+    match address {
+        Address::Tcp(a) => PyValue::Tuple(vec![
+            PyValue::Str(a.ip().to_string()),
+            PyValue::Int(a.port().into()),
+        ]),
+        Address::Unix(p) => PyValue::Str(p.to_string_lossy().into_owned()),
+    }
 }

@@ -1,0 +1,338 @@
+//! Python's manager protocol, one request at a time: a request
+//! `(ident, methodname, args, kwds)` in, a reply `(kind, result)` out.
+//! Which calls there are and what they answer is here; the objects and
+//! their references are `objects`', what an operation does is `apply`'s
+//! and `queue`'s.
+//!
+//! CPython's server answers the server-level calls (`create`, `incref`,
+//! …) only as the first request of a short connection, and object calls
+//! only after `accept_connection`; this one answers both on any
+//! connection (so a client may keep one connection for everything).
+
+use super::apply::Raised;
+use super::protocol::Exception;
+use super::PyValue;
+
+/// One request: `(ident, methodname, args, kwds)`; `ident` `None` for the
+/// server's own calls.
+pub(super) struct Request {
+    pub(super) ident: Option<String>,
+    pub(super) method: String,
+    pub(super) args: Vec<PyValue>,
+    pub(super) kwds: Vec<(PyValue, PyValue)>,
+}
+
+impl Request {
+    /// The request a decoded frame holds, or why it is none (CPython's
+    /// server unpacks any four items; the args it spreads with `*`, the
+    /// kwds with `**`).
+    pub(super) fn parse(v: PyValue) -> Result<Request, Exception> {
+        let items = match v {
+            PyValue::Tuple(items) | PyValue::List(items) if items.len() == 4 => items,
+            PyValue::Tuple(items) | PyValue::List(items) => {
+                return Err((
+                    "ValueError",
+                    format!(
+                        "a request is 4 items (ident, methodname, args, kwds), not {}",
+                        items.len()
+                    ),
+                ))
+            }
+            other => {
+                return Err((
+                    "TypeError",
+                    format!("cannot unpack non-iterable {} object", other.type_name()),
+                ))
+            }
+        };
+        let mut items = items.into_iter();
+        let mut next = || items.next().unwrap_or(PyValue::None);
+        let ident = match next() {
+            PyValue::None => None,
+            PyValue::Str(s) => Some(s),
+            other => {
+                return Err((
+                    "TypeError",
+                    format!("an ident is a str, not {}", other.type_name()),
+                ))
+            }
+        };
+        let PyValue::Str(method) = next() else {
+            return Err(("TypeError", "a method name is a str".into()));
+        };
+        let args = match next() {
+            PyValue::Tuple(a) | PyValue::List(a) => a,
+            other => {
+                return Err((
+                    "TypeError",
+                    format!(
+                        "argument after * must be an iterable, not {}",
+                        other.type_name()
+                    ),
+                ))
+            }
+        };
+        let kwds = match next() {
+            PyValue::Dict(k) => k,
+            other => {
+                return Err((
+                    "TypeError",
+                    format!(
+                        "argument after ** must be a mapping, not {}",
+                        other.type_name()
+                    ),
+                ))
+            }
+        };
+        if kwds.iter().any(|(k, _)| !matches!(k, PyValue::Str(_))) {
+            return Err(("TypeError", "keywords must be strings".into()));
+        }
+        Ok(Request {
+            ident,
+            method,
+            args,
+            kwds,
+        })
+    }
+}
+
+/// A reply, before it is a value: `(kind, result)`.
+#[derive(Debug, PartialEq)]
+pub(super) enum Reply {
+    /// `('#RETURN', value)`.
+    Return(PyValue),
+    /// `('#ERROR', exception)`: the method raised it; the client raises it.
+    Error(Raised),
+    /// `('#TRACEBACK', text)`: the call itself failed (an unknown object
+    /// or method, a request that is none); the client raises `RemoteError`.
+    Traceback(Exception),
+    /// `('#UNSERIALIZABLE', text)`: the answer cannot be sent.
+    Unserializable(Exception),
+    /// `('#PROXY', (exposed, Token(typeid, address, ident)))`: a new object
+    /// the client holds one reference to.
+    Proxy {
+        exposed: &'static [&'static str],
+        typeid: String,
+        ident: String,
+    },
+    /// The replies of `_multiproc_batch`, a list of `(kind, result)`.
+    Batch(Vec<Reply>),
+}
+
+/// The text of a `#TRACEBACK` or `#UNSERIALIZABLE` reply: what Python's
+/// `format_exc()` would end with.
+fn traceback((name, message): &Exception) -> String {
+    let line = if message.is_empty() {
+        (*name).to_string()
+    } else {
+        format!("{name}: {message}")
+    };
+    format!("Traceback (most recent call last):\n  (in the multiproc manager server)\n{line}\n")
+}
+
+impl Reply {
+    /// `#ERROR` with an exception made from its message.
+    pub(super) fn error(e: Exception) -> Reply {
+        Reply::Error(e.into())
+    }
+
+    /// Its kind tag.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Reply::Return(_) | Reply::Batch(_) => "#RETURN",
+            Reply::Error(_) => "#ERROR",
+            Reply::Traceback(_) => "#TRACEBACK",
+            Reply::Unserializable(_) => "#UNSERIALIZABLE",
+            Reply::Proxy { .. } => "#PROXY",
+        }
+    }
+
+    /// The `(kind, result)` tuple sent, with `address` in its tokens.
+    pub(super) fn into_value(self, address: &PyValue) -> PyValue {
+        let kind = PyValue::Str(self.kind().into());
+        let result = match self {
+            Reply::Return(v) => v,
+            Reply::Error(e) => wire::exception(e),
+            Reply::Traceback(e) | Reply::Unserializable(e) => PyValue::Str(traceback(&e)),
+            Reply::Proxy {
+                exposed,
+                typeid,
+                ident,
+            } => PyValue::Tuple(vec![
+                PyValue::Tuple(exposed.iter().map(|&m| PyValue::from(m)).collect()),
+                wire::token(typeid, address.clone(), ident),
+            ]),
+            Reply::Batch(replies) => {
+                PyValue::List(replies.into_iter().map(|r| r.into_value(address)).collect())
+            }
+        };
+        PyValue::Tuple(vec![kind, result])
+    }
+
+    /// What it costs a batch beyond the stored values it copies: its tag
+    /// and a scalar, or its error's text.
+    pub(super) fn overhead(&self) -> usize {
+        16 + match self {
+            Reply::Error(r) => r.class.len() + r.message().len() + 64,
+            Reply::Traceback((k, m)) | Reply::Unserializable((k, m)) => k.len() + m.len() + 64,
+            Reply::Proxy { exposed, .. } => {
+                128 + exposed.iter().map(|m| m.len() + 2).sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// An object's ident on the wire: its id in hex (as CPython's `'%x' % id(obj)`).
+pub(super) fn ident(id: u64) -> String {
+    format!("{id:x}")
+}
+
+/// The id an ident names, read back strictly (the exact spelling
+/// [`ident`] writes: lowercase, no sign, no leading zero).
+pub(super) fn parse_ident(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty()
+        && s.len() <= 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| u64::from_str_radix(s, 16).ok()).flatten()
+}
+
+/// The module of a Python exception class the server raises.
+pub(super) fn exception_module(name: &str) -> &'static str {
+    match name {
+        "Empty" => "_queue",
+        "Full" => "queue",
+        _ => "builtins",
+    }
+}
+
+/// How requests and replies become bytes (pickles), and the Python
+/// objects of the protocol.
+pub(super) mod wire {
+    use super::super::apply::Raised;
+    use super::super::limits::Budget;
+    use super::super::pickle;
+    use super::super::protocol::Exception;
+    use super::super::{PyObject, PyValue};
+
+    /// A frame's value (its pickle), within `budget`.
+    pub(in crate::manager) fn loads(
+        frame: &[u8],
+        budget: &mut Budget,
+    ) -> Result<PyValue, Exception> {
+        pickle::loads(frame, budget)
+    }
+
+    /// The bytes of a reply, with `address` in the tokens of its proxies.
+    pub(in crate::manager) fn dumps(v: &PyValue, address: &PyValue) -> Vec<u8> {
+        pickle::dumps(v, address)
+    }
+
+    /// The exception object `#ERROR` carries: `KeyError('k')`,
+    /// `queue.Empty()`.
+    pub(in crate::manager) fn exception(raised: Raised) -> PyValue {
+        let module = super::exception_module(raised.class);
+        PyValue::Object(Box::new(PyObject::call(module, raised.class, raised.args)))
+    }
+
+    /// `multiprocessing.managers.Token(typeid, address, ident)`.
+    pub(in crate::manager) fn token(typeid: String, address: PyValue, ident: String) -> PyValue {
+        PyValue::Object(Box::new(PyObject::instance(
+            "multiprocessing.managers",
+            "Token",
+            Vec::new(),
+            Some(PyValue::Tuple(vec![
+                PyValue::Str(typeid),
+                address,
+                PyValue::Str(ident),
+            ])),
+        )))
+    }
+
+    /// `(start, stop, step)` of a `builtins.range` object, if `v` is one
+    /// (with bounds that fit `i64`).
+    pub(in crate::manager) fn range(v: &PyValue) -> Option<(i64, i64, i64)> {
+        let PyValue::Object(o) = v else { return None };
+        if !o.is_builtin("range") {
+            return None;
+        }
+        let int = |v: Option<&PyValue>| match v {
+            Some(PyValue::Int(i)) => Some(*i),
+            Some(PyValue::Bool(b)) => Some(i64::from(*b)),
+            _ => None,
+        };
+        match o.args.len() {
+            1 => Some((0, int(o.args.first())?, 1)),
+            2 => Some((int(o.args.first())?, int(o.args.get(1))?, 1)),
+            3 => Some((
+                int(o.args.first())?,
+                int(o.args.get(1))?,
+                int(o.args.get(2))?,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The ident of a Token (what `get_methods` is given), or an ident.
+    pub(in crate::manager) fn token_ident(v: &PyValue) -> Option<&str> {
+        match v {
+            PyValue::Str(s) => Some(s),
+            PyValue::Object(o) if o.is("multiprocessing.managers", "Token") => match &o.state {
+                Some(PyValue::Tuple(t)) if t.len() == 3 => match &t[2] {
+                    PyValue::Str(s) => Some(s),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idents_read_back_only_as_written() {
+        for id in [0, 1, 0xabc, u64::MAX] {
+            assert_eq!(parse_ident(&ident(id)), Some(id));
+        }
+        for bad in [
+            "",
+            "0x1",
+            "01",
+            "ABC",
+            "-1",
+            " 1",
+            "1 ",
+            "1_0",
+            "10000000000000000",
+        ] {
+            assert_eq!(parse_ident(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_four_items() {
+        let r = Request::parse(PyValue::Tuple(vec![
+            PyValue::None,
+            "create".into(),
+            PyValue::Tuple(vec!["dict".into()]),
+            PyValue::Dict(vec![]),
+        ]))
+        .unwrap();
+        assert_eq!((r.ident, r.method.as_str()), (None, "create"));
+        assert!(Request::parse(PyValue::Int(1)).is_err());
+        assert!(Request::parse(PyValue::Tuple(vec![PyValue::None; 3])).is_err());
+        let bad_kwds = PyValue::Tuple(vec![
+            PyValue::None,
+            "dummy".into(),
+            PyValue::Tuple(vec![]),
+            PyValue::Dict(vec![(1.into(), 2.into())]),
+        ]);
+        assert!(Request::parse(bad_kwds).is_err());
+    }
+}

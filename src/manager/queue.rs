@@ -1,0 +1,422 @@
+//! The server's queues (Python's `queue.Queue`, which CPython's manager
+//! serves for both its `Queue` and `JoinableQueue` typeids): what each
+//! method does, and what a call that must wait (a blocking `get` or `put`,
+//! a `join`) waits for. The waiting itself is the event loop's: a call
+//! that must wait is parked there, never blocking the server.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::limits::Budget;
+use super::protocol::Exception;
+use super::PyValue;
+
+/// The methods a proxy of a queue may call (CPython's `public_methods` of a
+/// `queue.Queue`, as 3.8–3.12 expose them).
+pub(super) const EXPOSED: &[&str] = &[
+    "empty",
+    "full",
+    "get",
+    "get_nowait",
+    "join",
+    "put",
+    "put_nowait",
+    "qsize",
+    "task_done",
+];
+
+/// The longest a timed call may wait (Python's `threading.TIMEOUT_MAX` is
+/// about as long; beyond it a timeout is as good as none).
+const TIMEOUT_MAX: f64 = 1e9;
+
+/// A FIFO queue, bounded if `maxsize` > 0.
+pub(super) struct Queue {
+    items: VecDeque<PyValue>,
+    maxsize: usize,
+    /// Items put and not yet marked done (`task_done`).
+    unfinished: u64,
+}
+
+/// What a waiting call waits for.
+pub(super) enum Wait {
+    /// An item to take.
+    Get,
+    /// Room for this item.
+    Put(PyValue),
+    /// Every item put to be marked done.
+    Join,
+}
+
+/// What a call did: its answer, or what it waits for (and for how long at
+/// most: `None`, as long as it takes).
+pub(super) enum Step {
+    Done(PyValue),
+    Wait(Wait, Option<Duration>),
+}
+
+fn empty() -> Exception {
+    ("Empty", String::new())
+}
+
+fn full() -> Exception {
+    ("Full", String::new())
+}
+
+/// Python's truth of a value.
+pub(super) fn truthy(v: &PyValue) -> bool {
+    match v {
+        PyValue::None => false,
+        PyValue::Bool(b) => *b,
+        PyValue::Int(i) => *i != 0,
+        PyValue::Float(f) => *f != 0.0,
+        PyValue::Str(s) => !s.is_empty(),
+        PyValue::Bytes(b) => !b.is_empty(),
+        PyValue::List(v) | PyValue::Tuple(v) => !v.is_empty(),
+        PyValue::Dict(d) => !d.is_empty(),
+        _ => true,
+    }
+}
+
+/// The arguments of a call, by position or by name, as Python binds them.
+pub(super) struct Args {
+    method: &'static str,
+    args: Vec<PyValue>,
+    kwds: Vec<(PyValue, PyValue)>,
+}
+
+impl Args {
+    pub(super) fn new(
+        method: &'static str,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+    ) -> Args {
+        Args { method, args, kwds }
+    }
+
+    /// Binds the parameters `names` (in order); `TypeError` for an
+    /// argument given twice, unknown or beyond them, or for a missing one
+    /// of the first `required`.
+    pub(super) fn bind(
+        self,
+        names: &[&str],
+        required: usize,
+    ) -> Result<Vec<Option<PyValue>>, Exception> {
+        let m = self.method;
+        if self.args.len() > names.len() {
+            return Err((
+                "TypeError",
+                format!(
+                    "{m}() takes {} positional arguments but {} were given",
+                    names.len(),
+                    self.args.len()
+                ),
+            ));
+        }
+        let mut bound: Vec<Option<PyValue>> = names.iter().map(|_| None).collect();
+        for (slot, v) in bound.iter_mut().zip(self.args) {
+            *slot = Some(v);
+        }
+        for (k, v) in self.kwds {
+            let PyValue::Str(k) = k else {
+                return Err(("TypeError", "keywords must be strings".into()));
+            };
+            let Some(i) = names.iter().position(|n| *n == k) else {
+                return Err((
+                    "TypeError",
+                    format!("{m}() got an unexpected keyword argument '{k}'"),
+                ));
+            };
+            if bound[i].is_some() {
+                return Err((
+                    "TypeError",
+                    format!("{m}() got multiple values for argument '{k}'"),
+                ));
+            }
+            bound[i] = Some(v);
+        }
+        if let Some(i) = bound[..required].iter().position(Option::is_none) {
+            return Err((
+                "TypeError",
+                format!(
+                    "{m}() missing 1 required positional argument: '{}'",
+                    names[i]
+                ),
+            ));
+        }
+        Ok(bound)
+    }
+}
+
+/// `block` and `timeout` as `queue.Queue` reads them: how long a call may
+/// wait (`Some(ZERO)`: not at all; `None`: as long as it takes).
+fn patience(
+    block: Option<PyValue>,
+    timeout: Option<PyValue>,
+) -> Result<Option<Duration>, Exception> {
+    if !block.as_ref().is_none_or(truthy) {
+        return Ok(Some(Duration::ZERO));
+    }
+    let secs = match timeout {
+        None | Some(PyValue::None) => return Ok(None),
+        Some(PyValue::Int(i)) => i as f64,
+        Some(PyValue::Bool(b)) => f64::from(u8::from(b)),
+        Some(PyValue::Float(f)) => f,
+        Some(other) => {
+            return Err((
+                "TypeError",
+                format!(
+                    "'<' not supported between instances of '{}' and 'int'",
+                    other.type_name()
+                ),
+            ))
+        }
+    };
+    if secs < 0.0 {
+        return Err((
+            "ValueError",
+            "'timeout' must be a non-negative number".into(),
+        ));
+    }
+    if secs.is_nan() {
+        return Err(("ValueError", "Invalid value NaN (not a number)".into()));
+    }
+    // A zero timeout still waits in Python; here it is a last look.
+    Ok(Some(
+        Duration::from_secs_f64(secs.min(TIMEOUT_MAX)).max(Duration::from_nanos(1)),
+    ))
+}
+
+impl Queue {
+    /// `queue.Queue(maxsize=0)`, from `create`'s arguments.
+    pub(super) fn new(
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+    ) -> Result<Queue, Exception> {
+        let [maxsize] = <[_; 1]>::try_from(Args::new("Queue", args, kwds).bind(&["maxsize"], 0)?)
+            .unwrap_or([None]);
+        let maxsize = match maxsize {
+            None => 0,
+            Some(PyValue::Int(n)) => usize::try_from(n).unwrap_or(0),
+            Some(PyValue::Bool(b)) => usize::from(b),
+            Some(other) => {
+                return Err((
+                    "TypeError",
+                    format!(
+                        "'>' not supported between instances of '{}' and 'int'",
+                        other.type_name()
+                    ),
+                ))
+            }
+        };
+        Ok(Queue {
+            items: VecDeque::new(),
+            maxsize,
+            unfinished: 0,
+        })
+    }
+
+    fn is_full(&self) -> bool {
+        self.maxsize > 0 && self.items.len() >= self.maxsize
+    }
+
+    /// Calls `method`: its answer, what it must wait for, or its exception.
+    pub(super) fn call(
+        &mut self,
+        method: &'static str,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+        budget: &mut Budget,
+    ) -> Result<Step, Exception> {
+        let a = Args::new(method, args, kwds);
+        let done = |v: PyValue| Ok(Step::Done(v));
+        match method {
+            "qsize" => {
+                a.bind(&[], 0)?;
+                done(PyValue::Int(self.items.len() as i64))
+            }
+            "empty" => {
+                a.bind(&[], 0)?;
+                done(PyValue::Bool(self.items.is_empty()))
+            }
+            "full" => {
+                a.bind(&[], 0)?;
+                done(PyValue::Bool(self.is_full()))
+            }
+            "put" | "put_nowait" => {
+                let (item, wait) = if method == "put" {
+                    let mut b = a.bind(&["item", "block", "timeout"], 1)?.into_iter();
+                    let item = b.next().flatten().unwrap_or(PyValue::None);
+                    (item, patience(b.next().flatten(), b.next().flatten())?)
+                } else {
+                    let item = a
+                        .bind(&["item"], 1)?
+                        .pop()
+                        .flatten()
+                        .unwrap_or(PyValue::None);
+                    (item, Some(Duration::ZERO))
+                };
+                self.start(Wait::Put(item), wait, full, budget)
+            }
+            "get" | "get_nowait" => {
+                let wait = if method == "get" {
+                    let mut b = a.bind(&["block", "timeout"], 0)?.into_iter();
+                    patience(b.next().flatten(), b.next().flatten())?
+                } else {
+                    a.bind(&[], 0)?;
+                    Some(Duration::ZERO)
+                };
+                self.start(Wait::Get, wait, empty, budget)
+            }
+            "task_done" => {
+                a.bind(&[], 0)?;
+                if self.unfinished == 0 {
+                    return Err(("ValueError", "task_done() called too many times".into()));
+                }
+                self.unfinished -= 1;
+                done(PyValue::None)
+            }
+            "join" => {
+                a.bind(&[], 0)?;
+                self.start(Wait::Join, None, empty, budget)
+            }
+            _ => Err((
+                "AttributeError",
+                format!("'Queue' object has no attribute '{method}'"),
+            )),
+        }
+    }
+
+    /// Does `wait` now if it can; else, unless it may not wait
+    /// (`Some(ZERO)`), answers what to wait for.
+    fn start(
+        &mut self,
+        wait: Wait,
+        patience: Option<Duration>,
+        timed_out: fn() -> Exception,
+        budget: &mut Budget,
+    ) -> Result<Step, Exception> {
+        match self.attempt(wait, budget)? {
+            Ok(v) => Ok(Step::Done(v)),
+            Err(_) if patience == Some(Duration::ZERO) => Err(timed_out()),
+            Err(wait) => Ok(Step::Wait(wait, patience)),
+        }
+    }
+
+    /// Does `wait` if it can now (`Ok(answer)`), else gives it back.
+    pub(super) fn attempt(
+        &mut self,
+        wait: Wait,
+        budget: &mut Budget,
+    ) -> Result<Result<PyValue, Wait>, Exception> {
+        Ok(match wait {
+            Wait::Get => match self.items.front() {
+                Some(item) => {
+                    budget.charge([item])?;
+                    Ok(self.items.pop_front().unwrap_or(PyValue::None))
+                }
+                None => Err(Wait::Get),
+            },
+            Wait::Put(item) if !self.is_full() => {
+                self.items.push_back(item);
+                self.unfinished += 1;
+                Ok(PyValue::None)
+            }
+            Wait::Put(item) => Err(Wait::Put(item)),
+            Wait::Join if self.unfinished == 0 => Ok(PyValue::None),
+            Wait::Join => Err(Wait::Join),
+        })
+    }
+
+    /// What a wait that timed out raises.
+    pub(super) fn timed_out(wait: &Wait) -> Exception {
+        match wait {
+            Wait::Put(_) => full(),
+            _ => empty(),
+        }
+    }
+
+    /// The items it holds.
+    pub(super) fn items(&self) -> impl Iterator<Item = &PyValue> {
+        self.items.iter()
+    }
+
+    /// How many items it holds.
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> Budget {
+        Budget::new(usize::MAX / 2, usize::MAX / 2)
+    }
+
+    fn call(q: &mut Queue, m: &'static str, args: Vec<PyValue>) -> Result<Step, &'static str> {
+        q.call(m, args, Vec::new(), &mut budget()).map_err(|e| e.0)
+    }
+
+    fn done(s: Result<Step, &'static str>) -> PyValue {
+        match s {
+            Ok(Step::Done(v)) => v,
+            _ => panic!("not done"),
+        }
+    }
+
+    #[test]
+    fn a_queue_is_pythons_queue() {
+        let mut q = Queue::new(vec![2.into()], vec![]).unwrap();
+        assert_eq!(done(call(&mut q, "put", vec![1.into()])), PyValue::None);
+        assert_eq!(
+            done(call(&mut q, "put_nowait", vec![2.into()])),
+            PyValue::None
+        );
+        assert_eq!(done(call(&mut q, "full", vec![])), PyValue::Bool(true));
+        assert!(matches!(
+            call(&mut q, "put_nowait", vec![3.into()]),
+            Err("Full")
+        ));
+        assert!(matches!(
+            call(&mut q, "put", vec![3.into(), false.into()]),
+            Err("Full")
+        ));
+        assert!(matches!(
+            call(&mut q, "put", vec![3.into(), true.into(), (-1).into()]),
+            Err("ValueError")
+        ));
+        assert!(matches!(
+            call(&mut q, "put", vec![3.into(), true.into(), 0.5.into()]),
+            Ok(Step::Wait(Wait::Put(_), Some(_)))
+        ));
+        assert_eq!(done(call(&mut q, "qsize", vec![])), PyValue::Int(2));
+        assert_eq!(done(call(&mut q, "get", vec![])), PyValue::Int(1));
+        assert_eq!(done(call(&mut q, "get_nowait", vec![])), PyValue::Int(2));
+        assert!(matches!(call(&mut q, "get_nowait", vec![]), Err("Empty")));
+        assert!(matches!(
+            call(&mut q, "get", vec![]),
+            Ok(Step::Wait(Wait::Get, None))
+        ));
+        assert!(matches!(
+            call(&mut q, "join", vec![]),
+            Ok(Step::Wait(Wait::Join, None))
+        ));
+        done(call(&mut q, "task_done", vec![]));
+        done(call(&mut q, "task_done", vec![]));
+        assert!(matches!(
+            call(&mut q, "task_done", vec![]),
+            Err("ValueError")
+        ));
+        assert_eq!(done(call(&mut q, "join", vec![])), PyValue::None);
+        assert!(matches!(
+            call(&mut q, "get", vec![1.into(), 2.into(), 3.into()]),
+            Err("TypeError")
+        ));
+        let kw = vec![(PyValue::from("block"), PyValue::Bool(false))];
+        assert!(matches!(
+            q.call("get", vec![], kw, &mut budget()).map_err(|e| e.0),
+            Err("Empty")
+        ));
+    }
+}
