@@ -10,9 +10,12 @@
 //!
 //! Where things are: the client side is [`Manager`] (here), the connection
 //! of each process (`client`), the counted reference every proxy holds
-//! (`reference`) and one file per proxy (`dict`, `list`, `namespace`). The
-//! messages are in `protocol`, the frames they travel in are
-//! [`conn::frame`](crate::conn::frame). The server side is its event loop
+//! (`reference`), one file per proxy (`dict`, `list`, `namespace`) and the
+//! method call each operation is (`calls`). The wire is Python's manager
+//! protocol: pickled (`pickle`) `(ident, methodname, args, kwds)` requests
+//! and `(kind, result)` replies in [`conn::frame`](crate::conn::frame)s;
+//! the operations are in `protocol`, parsed from method names by
+//! `methods`. The server side is its event loop
 //! (`server`), the object table and its reference counts (`objects`) and
 //! what each operation does (`apply`), within the limits of `limits`. The
 //! values are [`PyValue`] (`value`, compared and hashed in `compare`),
@@ -20,6 +23,7 @@
 //! where they hold proxies by `refs`.
 
 mod apply;
+mod calls;
 mod client;
 mod compare;
 mod de;
@@ -55,8 +59,8 @@ pub use namespace::NamespaceProxy;
 pub use ser::ConvertError;
 pub use value::{ProxyRef, PyObject, PyValue};
 
-use client::{protocol_error, Client};
-use protocol::{Command, Kind, Response};
+use client::Client;
+use protocol::Kind;
 use reference::Reference;
 
 use crate::conn::{Address, Listener, Pipe};
@@ -217,7 +221,7 @@ impl Manager {
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
         let client = Arc::new(Client::new(address, authkey));
         // Connect now, so that a wrong address or key fails here.
-        client.call::<u64>(&Command::NumberOfObjects)?;
+        client.server_call("number_of_objects", Vec::new())?;
         Ok(Manager {
             client,
             server: None,
@@ -241,10 +245,8 @@ impl Manager {
 
     /// A new object of `kind`, and this process's reference to it.
     fn create(&self, kind: Kind) -> Result<Reference> {
-        match self.client.request(&Command::Create(kind))? {
-            Response::Created(id) => Ok(Reference::new(self.client.clone(), kind, id)),
-            other => Err(protocol_error(other)),
-        }
+        let id = self.client.create(kind)?;
+        Ok(Reference::new(self.client.clone(), kind, id))
     }
 
     /// A new shared dict.
@@ -332,7 +334,7 @@ impl Manager {
     /// # Errors
     /// If the server is gone.
     pub fn number_of_objects(&self) -> Result<u64> {
-        self.client.call(&Command::NumberOfObjects)
+        client::decode(self.client.server_call("number_of_objects", Vec::new())?)
     }
 
     /// Stops the server. Proxies still around get [`Error::ManagerGone`].
@@ -340,7 +342,7 @@ impl Manager {
     /// # Errors
     /// If the server was already gone.
     pub fn shutdown(&mut self) -> Result<()> {
-        let r = self.client.call::<()>(&Command::Shutdown);
+        let r = self.client.server_call("shutdown", Vec::new()).map(drop);
         if let Some((server, _)) = self.server.take() {
             if server.join_timeout(Duration::from_secs(10))?.is_none() {
                 server.kill()?;
