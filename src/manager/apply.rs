@@ -68,6 +68,7 @@ impl Raised {
     }
 
     /// The exception as its class and message.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn into_exception(self) -> Exception {
         (self.class, self.message())
     }
@@ -463,6 +464,7 @@ fn dict_of(items: impl IntoIterator<Item = (PyValue, PyValue)>, hasher: &RandomS
 /// Applies `op` to `object`, a `kind` object; the answer's copies of
 /// stored values are taken from `budget` before they are made. The
 /// exception's arguments are flattened to a message.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn apply(kind: Kind, object: &mut Object, op: Op, budget: &mut Budget) -> OpResult {
     run(kind, object, op, budget).map_err(Raised::into_exception)
 }

@@ -9,6 +9,7 @@
 //! only after `accept_connection`; this one answers both on any
 //! connection (so a client may keep one connection for everything).
 
+use super::apply::Raised;
 use super::protocol::Exception;
 use super::PyValue;
 
@@ -101,7 +102,7 @@ pub(super) enum Reply {
     /// `('#RETURN', value)`.
     Return(PyValue),
     /// `('#ERROR', exception)`: the method raised it; the client raises it.
-    Error(Exception),
+    Error(Raised),
     /// `('#TRACEBACK', text)`: the call itself failed (an unknown object
     /// or method, a request that is none); the client raises `RemoteError`.
     Traceback(Exception),
@@ -130,6 +131,11 @@ fn traceback((name, message): &Exception) -> String {
 }
 
 impl Reply {
+    /// `#ERROR` with an exception made from its message.
+    pub(super) fn error(e: Exception) -> Reply {
+        Reply::Error(e.into())
+    }
+
     /// Its kind tag.
     pub(super) fn kind(&self) -> &'static str {
         match self {
@@ -167,9 +173,8 @@ impl Reply {
     /// and a scalar, or its error's text.
     pub(super) fn overhead(&self) -> usize {
         16 + match self {
-            Reply::Error((k, m)) | Reply::Traceback((k, m)) | Reply::Unserializable((k, m)) => {
-                k.len() + m.len() + 64
-            }
+            Reply::Error(r) => r.class.len() + r.message().len() + 64,
+            Reply::Traceback((k, m)) | Reply::Unserializable((k, m)) => k.len() + m.len() + 64,
             Reply::Proxy { exposed, .. } => {
                 128 + exposed.iter().map(|m| m.len() + 2).sum::<usize>()
             }
@@ -203,182 +208,97 @@ pub(super) fn exception_module(name: &str) -> &'static str {
     }
 }
 
-/// How requests and replies become bytes and values become Python objects.
-///
-/// Until the pickle codec is merged, frames are postcard-encoded
-/// `PyValue`s and objects are tuples: the dispatch above them does not
-/// change with it.
+/// How requests and replies become bytes (pickles), and the Python
+/// objects of the protocol.
 pub(super) mod wire {
-    use super::super::limits;
+    use super::super::apply::Raised;
+    use super::super::limits::Budget;
+    use super::super::pickle;
     use super::super::protocol::Exception;
-    use super::super::PyValue;
+    use super::super::{PyObject, PyValue};
 
-    /// A frame's value, with what decoding it took from `budget`'s memory.
+    /// A frame's value (its pickle), within `budget`.
     pub(in crate::manager) fn loads(
         frame: &[u8],
-        memory: usize,
-    ) -> (Result<PyValue, Exception>, usize) {
-        let (v, exceeded, left) =
-            limits::decode_limited(memory, || postcard::from_bytes::<PyValue>(frame));
-        let v = match (v, exceeded) {
-            (Ok(v), _) => Ok(v),
-            (Err(_), Some(why)) => Err(why.error(memory)),
-            (Err(e), None) => Err(("UnpicklingError", e.to_string())),
-        };
-        (v, left)
+        budget: &mut Budget,
+    ) -> Result<PyValue, Exception> {
+        pickle::loads(frame, budget)
     }
 
-    /// The bytes of a reply.
-    pub(in crate::manager) fn dumps(v: &PyValue, _address: &PyValue) -> Vec<u8> {
-        postcard::to_allocvec(v).unwrap_or_default()
+    /// The bytes of a reply, with `address` in the tokens of its proxies.
+    pub(in crate::manager) fn dumps(v: &PyValue, address: &PyValue) -> Vec<u8> {
+        pickle::dumps(v, address)
     }
 
-    /// The exception object `#ERROR` carries: `Name(message)`, or
-    /// `Name()` without one.
-    pub(in crate::manager) fn exception((name, message): Exception) -> PyValue {
-        let module = super::exception_module(name);
-        let args = if message.is_empty() {
-            vec![]
-        } else {
-            vec![PyValue::Str(message)]
-        };
-        PyValue::Tuple(vec![
-            PyValue::Str(format!("{module}.{name}")),
-            PyValue::Tuple(args),
-        ])
+    /// The exception object `#ERROR` carries: `KeyError('k')`,
+    /// `queue.Empty()`.
+    pub(in crate::manager) fn exception(raised: Raised) -> PyValue {
+        let module = super::exception_module(raised.class);
+        PyValue::Object(Box::new(PyObject::call(module, raised.class, raised.args)))
     }
 
     /// `multiprocessing.managers.Token(typeid, address, ident)`.
     pub(in crate::manager) fn token(typeid: String, address: PyValue, ident: String) -> PyValue {
-        PyValue::Tuple(vec![PyValue::Str(typeid), address, PyValue::Str(ident)])
+        PyValue::Object(Box::new(PyObject::instance(
+            "multiprocessing.managers",
+            "Token",
+            Vec::new(),
+            Some(PyValue::Tuple(vec![
+                PyValue::Str(typeid),
+                address,
+                PyValue::Str(ident),
+            ])),
+        )))
     }
 
     /// A `multiprocessing.managers.Namespace` holding `attrs` (what
     /// `#GETVALUE` of a namespace answers).
-    pub(in crate::manager) fn namespace(attrs: Vec<(PyValue, PyValue)>) -> PyValue {
-        PyValue::Dict(attrs)
+    pub(in crate::manager) fn namespace(attrs: PyValue) -> PyValue {
+        PyValue::Object(Box::new(PyObject::instance(
+            "multiprocessing.managers",
+            "Namespace",
+            Vec::new(),
+            Some(attrs),
+        )))
     }
 
-    /// The items of a `builtins.range` object, if `v` is one.
-    pub(in crate::manager) fn range(_v: &PyValue) -> Option<(i64, i64, i64)> {
-        None
+    /// `(start, stop, step)` of a `builtins.range` object, if `v` is one
+    /// (with bounds that fit `i64`).
+    pub(in crate::manager) fn range(v: &PyValue) -> Option<(i64, i64, i64)> {
+        let PyValue::Object(o) = v else { return None };
+        if !o.is_builtin("range") {
+            return None;
+        }
+        let int = |v: Option<&PyValue>| match v {
+            Some(PyValue::Int(i)) => Some(*i),
+            Some(PyValue::Bool(b)) => Some(i64::from(*b)),
+            _ => None,
+        };
+        match o.args.len() {
+            1 => Some((0, int(o.args.first())?, 1)),
+            2 => Some((int(o.args.first())?, int(o.args.get(1))?, 1)),
+            3 => Some((
+                int(o.args.first())?,
+                int(o.args.get(1))?,
+                int(o.args.get(2))?,
+            )),
+            _ => None,
+        }
     }
 
-    /// The ident of a Token (what `get_methods` is given).
+    /// The ident of a Token (what `get_methods` is given), or an ident.
     pub(in crate::manager) fn token_ident(v: &PyValue) -> Option<&str> {
         match v {
             PyValue::Str(s) => Some(s),
-            PyValue::Tuple(t) if t.len() == 3 => match &t[2] {
-                PyValue::Str(s) => Some(s),
+            PyValue::Object(o) if o.is("multiprocessing.managers", "Token") => match &o.state {
+                Some(PyValue::Tuple(t)) if t.len() == 3 => match &t[2] {
+                    PyValue::Str(s) => Some(s),
+                    _ => None,
+                },
                 _ => None,
             },
             _ => None,
         }
-    }
-}
-
-/// Which methods each kind exposes and which operation each is, until
-/// `methods` (the full mapping) is merged: a few, as CPython's proxies
-/// call them.
-pub(super) mod methods {
-    use super::super::protocol::{Exception, Kind, Op};
-    use super::super::PyValue;
-
-    const DICT: &[&str] = &[
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__iter__",
-        "__len__",
-        "__setitem__",
-        "clear",
-        "copy",
-        "get",
-        "items",
-        "keys",
-        "pop",
-        "popitem",
-        "setdefault",
-        "update",
-        "values",
-    ];
-    const LIST: &[&str] = &[
-        "__add__",
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__len__",
-        "__mul__",
-        "__reversed__",
-        "__rmul__",
-        "__setitem__",
-        "append",
-        "count",
-        "extend",
-        "index",
-        "insert",
-        "pop",
-        "remove",
-        "reverse",
-        "sort",
-        "__imul__",
-    ];
-    const NAMESPACE: &[&str] = &["__getattribute__", "__setattr__", "__delattr__"];
-
-    /// The methods a proxy of `kind` may call.
-    pub(in crate::manager) fn exposed(kind: Kind) -> &'static [&'static str] {
-        match kind {
-            Kind::Dict => DICT,
-            Kind::List => LIST,
-            Kind::Namespace => NAMESPACE,
-        }
-    }
-
-    /// The operation a call is.
-    pub(in crate::manager) fn parse(
-        kind: Kind,
-        method: &str,
-        args: Vec<PyValue>,
-        _kwds: Vec<(PyValue, PyValue)>,
-    ) -> Result<Op, Exception> {
-        let mut a = args.into_iter();
-        let mut arg = || {
-            a.next()
-                .ok_or_else(|| ("TypeError", format!("{method}() takes more arguments")))
-        };
-        Ok(match (kind, method) {
-            (_, "__len__") => Op::Len,
-            (_, "clear") => Op::Clear,
-            (_, "copy") => Op::Snapshot,
-            (Kind::Namespace, "__getattribute__") | (_, "__getitem__") => Op::Get(arg()?),
-            (Kind::Namespace, "__setattr__") | (_, "__setitem__") => Op::Set(arg()?, arg()?),
-            (Kind::Namespace, "__delattr__") | (_, "__delitem__") => Op::Del(arg()?),
-            (_, "__contains__") => Op::Contains(arg()?),
-            (Kind::Dict, "get") => Op::Lookup(arg()?),
-            (Kind::Dict, "pop") => Op::Pop(arg()?),
-            (Kind::List, "pop") => Op::Pop(arg().unwrap_or(PyValue::Int(-1))),
-            (_, "popitem") => Op::PopItem,
-            (_, "setdefault") => Op::SetDefault(arg()?, arg().unwrap_or(PyValue::None)),
-            (_, "keys") => Op::Keys,
-            (_, "values") => Op::Values,
-            (_, "append") => Op::Append(arg()?),
-            (_, "extend") => match arg()? {
-                PyValue::List(v) | PyValue::Tuple(v) => Op::Extend(v),
-                _ => return Err(("TypeError", "extend() wants a list".into())),
-            },
-            (_, "count") => Op::Count(arg()?),
-            (_, "index") => Op::Index(arg()?),
-            (_, "remove") => Op::Remove(arg()?),
-            (_, "reverse") => Op::Reverse,
-            (_, "sort") => Op::Sort,
-            (_, "_multiproc_increment") => Op::Increment(arg()?, arg()?),
-            _ => {
-                return Err((
-                    "AttributeError",
-                    format!("'{kind:?}' object has no attribute '{method}'"),
-                ))
-            }
-        })
     }
 }
 

@@ -42,6 +42,7 @@ pub(crate) enum Exceeded {
 
 impl Exceeded {
     /// The Python exception and message of the error reply.
+    #[allow(dead_code)] // the server's requests are pickles now (issue 14)
     pub(crate) fn error(self, memory: usize) -> Exception {
         match self {
             Exceeded::Depth => (
@@ -71,6 +72,7 @@ thread_local! {
 /// Runs `decode` with nesting limited to [`MAX_DEPTH`] and the memory it
 /// takes to `memory` bytes; its result, which limit stopped it, and how
 /// much of `memory` is left.
+#[allow(dead_code)] // the server's requests are pickles now (issue 14)
 pub(crate) fn decode_limited<T>(
     memory: usize,
     decode: impl FnOnce() -> T,

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::hash::RandomState;
 use std::time::{Duration, Instant};
 
-use super::apply::{apply, Map, Object};
-use super::dispatch::{ident, methods, parse_ident, wire, Reply, Request};
+use super::apply::{run, Map, Object};
+use super::dispatch::{ident, parse_ident, wire, Reply, Request};
 use super::limits::Budget;
-use super::protocol::{Exception, Id, Kind, Op};
+use super::methods;
+use super::protocol::{Exception, Id, Kind};
 use super::queue::{self, Queue, Step, Wait};
 use super::refs;
 use super::PyValue;
@@ -41,12 +42,20 @@ pub(super) enum Body {
 }
 
 impl Body {
-    /// Its kind, if a proxy of it may be stored in a value.
-    fn kind(&self) -> Option<Kind> {
+    /// Its kind (as a proxy of it names it).
+    fn kind(&self) -> Kind {
         match self {
-            Body::Data(kind, _) => Some(*kind),
-            _ => None,
+            Body::Data(kind, _) => *kind,
+            Body::Iterator(_) => Kind::Iterator,
+            Body::Queue(_) => Kind::Queue,
         }
+    }
+
+    /// Whether a proxy of `kind` may stand for it (both queue typeids are
+    /// one `queue.Queue`, as in CPython).
+    fn is(&self, kind: Kind) -> bool {
+        let queue = |k| matches!(k, Kind::Queue | Kind::JoinableQueue);
+        self.kind() == kind || (queue(self.kind()) && queue(kind))
     }
 }
 
@@ -171,6 +180,11 @@ impl Objects {
         // stored here by mistake, names no object of this one.
         let mut seed = [0u8; 8];
         let _ = crate::sys::random_bytes(&mut seed);
+        for (name, typeid) in &registry {
+            if let Some(kind) = Kind::from_typeid(typeid) {
+                refs::register_typeid(name, kind);
+            }
+        }
         Objects {
             next: u64::from_le_bytes(seed) >> 2,
             table: HashMap::new(),
@@ -300,12 +314,13 @@ impl Objects {
     /// (a frame that decodes to no request gets a `#TRACEBACK`, and the
     /// connection goes on), or that it waits.
     pub(super) fn answer(&mut self, frame: &[u8], session: &mut Session, peer: u64) -> Answer {
-        let (value, memory) = wire::loads(frame, REQUEST_MEMORY);
+        let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+        let value = survive_panic(|| wire::loads(frame, &mut budget), Err);
         // Proxies inside the request must name objects of this manager.
         let decoded = refs::take_decoded();
         let (reply, shutdown, work) = match value.and_then(Request::parse) {
-            Err(e) => (Reply::Traceback(e), false, 0),
-            Ok(req) => match self.serve(req, &decoded, session, peer, memory) {
+            Err(e) => (Reply::Traceback(e), false, budget.work_done()),
+            Ok(req) => match self.serve(req, &decoded, session, peer, &mut budget) {
                 (Served::Reply(reply, shutdown), work) => (reply, shutdown, work),
                 (Served::Parked, _) => {
                     self.settle();
@@ -318,8 +333,8 @@ impl Objects {
         Answer::Reply(bytes, shutdown, work)
     }
 
-    /// Serves one request whose values hold the proxies `decoded`, with
-    /// `memory` left to it: its reply (and whether it asked for a
+    /// Serves one request whose values hold the proxies `decoded`, within
+    /// what is left of `budget`: its reply (and whether it asked for a
     /// shutdown), or that it waits; and the work it took.
     fn serve(
         &mut self,
@@ -327,24 +342,21 @@ impl Objects {
         decoded: &[(Kind, Id)],
         session: &mut Session,
         peer: u64,
-        memory: usize,
+        budget: &mut Budget,
     ) -> (Served, usize) {
-        let unknown = decoded.iter().find(|(kind, id)| {
-            self.table
-                .get(id)
-                .is_none_or(|e| e.body.kind() != Some(*kind))
-        });
+        let unknown = decoded
+            .iter()
+            .find(|(kind, id)| self.table.get(id).is_none_or(|e| !e.body.is(*kind)));
         if let Some((kind, id)) = unknown {
             let why = format!("this manager has no {kind:?} object {}", ident(*id));
             return (
-                Served::Reply(Reply::Error(("ReferenceError", why)), false),
+                Served::Reply(Reply::error(("ReferenceError", why)), false),
                 0,
             );
         }
-        let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, memory);
         let done = survive_panic(
-            || self.call(req, session, peer, &mut budget, false),
-            |e| Done::Reply(Reply::Error(e)),
+            || self.call(req, session, peer, budget, false),
+            |e| Done::Reply(Reply::error(e)),
         );
         let served = match done {
             Done::Reply(r) => Served::Reply(r, false),
@@ -360,10 +372,14 @@ impl Objects {
     /// The bytes of a reply; one that would exceed a frame is refused whole
     /// rather than cut.
     fn encode(&mut self, reply: Reply) -> Vec<u8> {
-        let mut bytes = wire::dumps(&reply.into_value(&self.address), &self.address);
+        let address = &self.address;
+        let mut bytes = survive_panic(
+            || wire::dumps(&reply.into_value(address), address),
+            |e| wire::dumps(&Reply::error(e).into_value(address), address),
+        );
         if bytes.len() > MAX_FRAME {
             bytes = wire::dumps(
-                &Reply::Error((
+                &Reply::error((
                     "MemoryError",
                     "the answer would exceed the frame limit; ask for less at a time".into(),
                 ))
@@ -418,12 +434,12 @@ impl Objects {
                 Some(Body::Queue(q)) => match q.attempt(wait, &mut budget) {
                     Ok(Ok(v)) => Err(Reply::Return(v)),
                     Ok(Err(wait)) if deadline.is_some_and(|d| d <= now) => {
-                        Err(Reply::Error(Queue::timed_out(&wait)))
+                        Err(Reply::error(Queue::timed_out(&wait)))
                     }
                     Ok(Err(wait)) => Ok(wait),
-                    Err(e) => Err(Reply::Error(e)),
+                    Err(e) => Err(Reply::error(e)),
                 },
-                _ => Err(Reply::Error(("ReferenceError", "the queue is gone".into()))),
+                _ => Err(Reply::error(("ReferenceError", "the queue is gone".into()))),
             };
             match done {
                 Ok(wait) => self.parked.push(Parked {
@@ -474,64 +490,31 @@ impl Objects {
         let Some(id) = parse_ident(&target).filter(|id| self.table.contains_key(id)) else {
             return Done::Reply(not_found(&target));
         };
-        Done::Reply(match method.as_str() {
-            "#GETVALUE" | "__repr__" | "__str__" => match self.fallback(id, &method, budget) {
-                Ok(r) => r,
-                Err(e) => Reply::Error(e),
-            },
-            _ => return self.object_call(id, &method, args, kwds, session, budget, batch),
-        })
+        let data = matches!(self.table[&id].body, Body::Data(..));
+        match method.as_str() {
+            "#GETVALUE" | "__repr__" | "__str__" if !data => {
+                Done::Reply(self.fallback(id, &method))
+            }
+            _ => self.object_call(id, &method, args, kwds, session, budget, batch),
+        }
     }
 
-    /// `#GETVALUE`, `__repr__` and `__str__`, which every object answers.
-    fn fallback(&mut self, id: Id, method: &str, budget: &mut Budget) -> Result<Reply, Exception> {
-        let Some(e) = self.table.get_mut(&id) else {
-            return Ok(not_found(&ident(id)));
+    /// `#GETVALUE`, `__repr__` and `__str__` of an iterator or a queue
+    /// (`methods` has those of the others).
+    fn fallback(&self, id: Id, method: &str) -> Reply {
+        let (type_name, pickled_as) = match self.table.get(&id).map(|e| &e.body) {
+            Some(Body::Iterator(_)) => ("dict_keyiterator", "dict_keyiterator"),
+            Some(Body::Queue(_)) => ("queue.Queue", "_thread.lock"),
+            _ => return not_found(&ident(id)),
         };
-        let value = match &mut e.body {
-            Body::Data(kind, object) => {
-                let v = apply(*kind, object, Op::Snapshot, budget)?;
-                match (kind, v) {
-                    (Kind::Namespace, PyValue::Dict(attrs)) => {
-                        if method == "#GETVALUE" {
-                            wire::namespace(attrs)
-                        } else {
-                            let mut shown: Vec<String> = attrs
-                                .iter()
-                                .filter_map(|(k, v)| match k {
-                                    PyValue::Str(k) if !k.starts_with('_') => {
-                                        Some(format!("{k}={v}"))
-                                    }
-                                    _ => None,
-                                })
-                                .collect();
-                            shown.sort();
-                            PyValue::Str(format!("Namespace({})", shown.join(", ")))
-                        }
-                    }
-                    (_, v) if method == "#GETVALUE" => v,
-                    (_, v) => PyValue::Str(v.to_string()),
-                }
-            }
-            Body::Iterator(_) if method == "#GETVALUE" => {
-                return Ok(Reply::Unserializable((
-                    "TypeError",
-                    "cannot pickle 'dict_keyiterator' object".into(),
-                )))
-            }
-            Body::Queue(_) if method == "#GETVALUE" => {
-                return Ok(Reply::Unserializable((
-                    "TypeError",
-                    "cannot pickle '_thread.lock' object".into(),
-                )))
-            }
-            Body::Iterator(_) => PyValue::Str(format!("<dict_keyiterator object at 0x{id:x}>")),
-            Body::Queue(_) => PyValue::Str(format!("<queue.Queue object at 0x{id:x}>")),
-        };
-        if let PyValue::Str(s) = &value {
-            budget.charge_bytes(s.len())?;
+        if method == "#GETVALUE" {
+            // As CPython's server fails to pickle these.
+            return Reply::Unserializable((
+                "TypeError",
+                format!("cannot pickle '{pickled_as}' object"),
+            ));
         }
-        Ok(Reply::Return(value))
+        Reply::Return(PyValue::Str(format!("<{type_name} object at 0x{id:x}>")))
     }
 
     /// A call of one of an object's methods.
@@ -561,21 +544,22 @@ impl Objects {
             Body::Data(kind, object) => {
                 let kind = *kind;
                 let exposed = methods::exposed(kind);
-                let private = method.starts_with("_multiproc_");
-                if !exposed.contains(&method) && !private {
+                let fallback = matches!(method, "#GETVALUE" | "__repr__" | "__str__");
+                if !exposed.contains(&method) && !fallback {
                     let name = match kind {
                         Kind::Dict => "dict",
                         Kind::List => "list",
                         Kind::Namespace => "multiprocessing.managers.Namespace",
+                        _ => "object",
                     };
                     return not_exposed(name, exposed);
                 }
                 if kind == Kind::Dict && method == "__iter__" {
                     if !args.is_empty() || !kwds.is_empty() {
-                        return Done::Reply(Reply::Error(type_error("expected 0 arguments")));
+                        return Done::Reply(Reply::error(type_error("expected 0 arguments")));
                     }
                     let Object::Dict(d) = object else {
-                        return Done::Reply(Reply::Error(type_error("not a dict")));
+                        return Done::Reply(Reply::error(type_error("not a dict")));
                     };
                     let size = d.len();
                     let iter = DictIter {
@@ -591,9 +575,13 @@ impl Objects {
                         ident: ident(new),
                     });
                 }
+                let getvalue = method == "#GETVALUE";
                 let reply = match methods::parse(kind, method, args, kwds) {
-                    Err(e) => Reply::Error(e),
-                    Ok(op) => match apply(kind, object, op, budget) {
+                    Err(e) => Reply::error(e),
+                    Ok(op) => match run(kind, object, op, budget) {
+                        Ok(v) if getvalue && kind == Kind::Namespace => {
+                            Reply::Return(wire::namespace(v))
+                        }
                         Ok(v) => Reply::Return(v),
                         Err(e) => Reply::Error(e),
                     },
@@ -618,15 +606,15 @@ impl Objects {
                         Done::Reply(Reply::Return(v))
                     }
                     // In a batch nothing waits: what would is answered now.
-                    Ok(Step::Wait(Wait::Join, _)) if batch => Done::Reply(Reply::Error((
+                    Ok(Step::Wait(Wait::Join, _)) if batch => Done::Reply(Reply::error((
                         "RuntimeError",
                         "join() cannot wait inside a batch".into(),
                     ))),
                     Ok(Step::Wait(wait, _)) if batch => {
-                        Done::Reply(Reply::Error(Queue::timed_out(&wait)))
+                        Done::Reply(Reply::error(Queue::timed_out(&wait)))
                     }
                     Ok(Step::Wait(wait, timeout)) => Done::Park(id, wait, timeout),
-                    Err(e) => Done::Reply(Reply::Error(e)),
+                    Err(e) => Done::Reply(Reply::error(e)),
                 }
             }
         }
@@ -639,11 +627,11 @@ impl Objects {
             return not_found(&ident(id));
         };
         let Some(dict) = it.dict.as_ref().map(|d| d.id) else {
-            return Reply::Error(("StopIteration", String::new()));
+            return Reply::error(("StopIteration", String::new()));
         };
         let (pos, used, left) = (it.pos, it.used, it.left);
         let Some(Body::Data(_, Object::Dict(d))) = self.table.get(&dict).map(|e| &e.body) else {
-            return Reply::Error(("StopIteration", String::new()));
+            return Reply::error(("StopIteration", String::new()));
         };
         enum Next {
             Key(PyValue),
@@ -677,11 +665,11 @@ impl Objects {
                 if end {
                     it.dict = None;
                 }
-                Reply::Error(("RuntimeError", why.into()))
+                Reply::error(("RuntimeError", why.into()))
             }
             Next::End => {
                 it.dict = None;
-                Reply::Error(("StopIteration", String::new()))
+                Reply::error(("StopIteration", String::new()))
             }
         }
     }
@@ -836,12 +824,12 @@ impl Objects {
             };
             let reply = match budget.charge_bytes(reply.overhead()) {
                 Ok(()) => reply,
-                Err(e) => Reply::Error(e),
+                Err(e) => Reply::error(e),
             };
-            if let (true, Reply::Error((kind, message))) = (budget.spent(), &reply) {
-                return Reply::Error((
-                    kind,
-                    format!("{message} (the operations before it were done)"),
+            if let (true, Reply::Error(r)) = (budget.spent(), &reply) {
+                return Reply::error((
+                    r.class,
+                    format!("{} (the operations before it were done)", r.message()),
                 ));
             }
             replies.push(reply);
@@ -1055,9 +1043,10 @@ mod tests {
                 args,
                 kwds,
             };
+            let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
             let (served, _) =
                 self.objects
-                    .serve(req, &[], &mut self.session, self.peer, REQUEST_MEMORY);
+                    .serve(req, &[], &mut self.session, self.peer, &mut budget);
             self.objects.settle();
             match served {
                 Served::Reply(r, _) => Some(r),
@@ -1102,7 +1091,7 @@ mod tests {
 
     fn error(r: Reply) -> &'static str {
         match r {
-            Reply::Error((kind, _)) => kind,
+            Reply::Error(r) => r.class,
             r => panic!("expected an #ERROR, got {r:?}"),
         }
     }
@@ -1197,7 +1186,7 @@ mod tests {
             &[],
             &mut m.session,
             1,
-            REQUEST_MEMORY,
+            &mut Budget::new(MAX_FRAME, REQUEST_MEMORY),
         ) {
             (Served::Reply(r, shutdown), _) => (r, shutdown),
             _ => panic!(),

@@ -77,6 +77,23 @@ thread_local! {
     static CHANGES: RefCell<Changes> = RefCell::new(Changes::default());
 }
 
+thread_local! {
+    /// Typeids registered on this thread (the server's `--object NAME=TYPEID`
+    /// names) and the kind of object each creates, so that a token naming
+    /// one (a Python client's `AutoProxy` of `get_dict`) decodes.
+    static REGISTERED: RefCell<Vec<(String, Kind)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Registers `name` as a typeid of `kind` objects on this thread.
+pub(crate) fn register_typeid(name: &str, kind: Kind) {
+    REGISTERED.with_borrow_mut(|r| r.push((name.into(), kind)));
+}
+
+/// The kind of object a typeid registered on this thread creates.
+pub(crate) fn registered_typeid(name: &str) -> Option<Kind> {
+    REGISTERED.with_borrow(|r| r.iter().find(|(n, _)| n == name).map(|(_, k)| *k))
+}
+
 /// Starts recording on this thread (the server's).
 pub(crate) fn start() {
     RECORDING.set(true);

@@ -41,6 +41,9 @@ struct Peer {
     /// A call of it waits on a queue: nothing more of it is served (its
     /// client waits for the reply) until the reply is queued.
     parked: bool,
+    /// It sent more while its call waited (which a client that waits for
+    /// its reply does not): its socket is no longer watched until then.
+    sent_while_parked: bool,
     /// Close once `out` is sent (after a failed handshake).
     closing: bool,
     /// Its last turn ended before every buffered frame was served: serve
@@ -193,7 +196,12 @@ pub(crate) fn event_loop(
             false,
         ));
         for p in &peers {
-            let read = stopping.is_none() && !p.closing && !p.parked && p.out.len() < OUT_LIMIT;
+            // A waiting call's socket is watched too, so that a client that
+            // is gone (killed while it waited) is seen to be and its call
+            // dropped, rather than take an item from the queue when one
+            // comes.
+            let watch = !p.parked || !p.sent_while_parked;
+            let read = stopping.is_none() && !p.closing && watch && p.out.len() < OUT_LIMIT;
             pfds.push(sys::pollfd_for(p.conn.as_raw_fd(), read, p.pending()));
         }
         if sys::poll(&mut pfds, sys::Deadline::after(timeout)).is_err() {
@@ -206,6 +214,14 @@ pub(crate) fn event_loop(
                 p.flush();
             }
             let readable = sys::revents_readable(pfd);
+            if readable && p.parked && !p.dead {
+                match p.conn.read_some() {
+                    Ok(true) => p.sent_while_parked = true,
+                    Ok(false) => {}
+                    Err(_) => p.dead = true,
+                }
+                continue;
+            }
             let unserved = p.more && p.out.len() < OUT_LIMIT;
             if (readable || unserved) && !p.dead && !p.parked && stopping.is_none() {
                 if serve_peer(p, &mut objects, readable) {
@@ -290,6 +306,7 @@ impl Peer {
             sent: 0,
             session: Session::default(),
             parked: false,
+            sent_while_parked: false,
             closing: false,
             more: false,
             dead: false,
@@ -392,6 +409,7 @@ fn deliver_woken(peers: &mut [Peer], objects: &mut Objects, now: Instant) {
         if let Some(p) = peers.iter_mut().find(|p| p.id == id) {
             p.queue(&reply);
             p.parked = false;
+            p.sent_while_parked = false;
             // What it sent meanwhile is served on its next turn.
             p.more = true;
             p.flush();

@@ -500,6 +500,7 @@ impl Kind {
         ]
         .into_iter()
         .find(|k| k.typeid() == typeid)
+        .or_else(|| super::refs::registered_typeid(typeid))
     }
 }
 
