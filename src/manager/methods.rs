@@ -103,8 +103,7 @@ pub(super) fn exposed(kind: Kind) -> &'static [&'static str] {
         Kind::Dict => DICT,
         Kind::List => LIST,
         Kind::Namespace => NAMESPACE,
-        #[allow(unreachable_patterns)]
-        _ => &[],
+        Kind::Iterator | Kind::Queue | Kind::JoinableQueue => &[],
     }
 }
 
@@ -241,9 +240,11 @@ fn check_count(method: &str, min: usize, max: usize, n: usize) -> Result<(), Exc
 /// An integer argument as Python reads one (`operator.index`): an `int`
 /// or a `bool`. `Err(negative)` for an int beyond `i64`.
 pub(super) fn int_of(v: &PyValue) -> Option<Result<i64, bool>> {
-    match *v {
-        PyValue::Int(i) => Some(Ok(i)),
-        PyValue::Bool(b) => Some(Ok(b.into())),
+    match v {
+        PyValue::Int(i) => Some(Ok(*i)),
+        PyValue::Bool(b) => Some(Ok((*b).into())),
+        // Two's complement, little-endian: the sign is the last byte's top bit.
+        PyValue::BigInt(b) => Some(Err(b.last().is_some_and(|&top| top & 0x80 != 0))),
         _ => None,
     }
 }
@@ -317,12 +318,15 @@ fn sort_reverse(call: Call) -> Result<bool, Exception> {
             (PyValue::Str(name), v) if name == "reverse" => reverse = truth(&v),
             (PyValue::Str(name), PyValue::None) if name == "key" => {}
             (PyValue::Str(name), v) if name == "key" => {
+                let key = match &v {
+                    PyValue::Object(o) if o.global => format!("{}.{}", o.module, o.name),
+                    v => v.repr(),
+                };
                 return Err(type_error(format!(
-                    "sort(key={}) is not supported by the multiproc manager, which runs \
+                    "sort(key={key}) is not supported by the multiproc manager, which runs \
                      no function a client sends; sort a copy in the client instead \
-                     (sorted(proxy[:], key=...))",
-                    v.repr()
-                )))
+                     (sorted(proxy[:], key=...))"
+                )));
             }
             (PyValue::Str(name), _) => {
                 return Err(type_error(format!(
@@ -346,8 +350,10 @@ pub(super) fn truth(v: &PyValue) -> bool {
         PyValue::Bytes(b) => !b.is_empty(),
         PyValue::List(vs) | PyValue::Tuple(vs) => !vs.is_empty(),
         PyValue::Dict(d) => !d.is_empty(),
-        #[allow(unreachable_patterns)]
-        _ => true,
+        PyValue::Set(vs) | PyValue::FrozenSet(vs) => !vs.is_empty(),
+        // Nonzero: an int that fits `i64` is an `Int`.
+        PyValue::BigInt(_) => true,
+        PyValue::Proxy(_) | PyValue::Object(_) => true,
     }
 }
 
@@ -373,8 +379,9 @@ pub(super) fn parse(
         Kind::Dict => "dict",
         Kind::List => "list",
         Kind::Namespace => "Namespace",
-        #[allow(unreachable_patterns)]
-        _ => return Err(not_exposed(kind, method)),
+        Kind::Iterator | Kind::Queue | Kind::JoinableQueue => {
+            return Err(not_exposed(kind, method))
+        }
     };
     let call = Call {
         class,
@@ -431,8 +438,8 @@ fn not_exposed(kind: Kind, method: &str) -> Exception {
         Kind::Dict => "<class 'dict'>",
         Kind::List => "<class 'list'>",
         Kind::Namespace => "<class 'multiprocessing.managers.Namespace'>",
-        #[allow(unreachable_patterns)]
-        _ => "<class 'object'>",
+        Kind::Iterator => "<class 'dict_keyiterator'>",
+        Kind::Queue | Kind::JoinableQueue => "<class 'queue.Queue'>",
     };
     let names = PyValue::Tuple(exposed(kind).iter().map(|&m| m.into()).collect());
     (

@@ -105,10 +105,10 @@ pub(crate) enum Op {
     ROr(PyValue),
     /// `dict.fromkeys(iterable, value)`: a new dict (the object is untouched).
     FromKeys(PyValue, PyValue),
-    /// `__iter__`: the server answers it with a live `Iterator` of its
-    /// own; done here, a snapshot of the keys (a dict's) or items.
+    /// `__iter__`: the server answers a dict's with a live `Iterator` of
+    /// its own; done here, `iter()` of a copy of the keys (a dict's) or items.
     Iter,
-    /// `__reversed__`: the keys (a dict's) or items, last first.
+    /// `__reversed__`: `iter()` of the keys (a dict's) or items, last first.
     Reversed,
     /// `list.extend(iterable)` and `list.__iadd__(iterable)`.
     ExtendWith(PyValue),
