@@ -13,6 +13,7 @@
 //! as CPython's client sends them, and a dropped proxy's `decref` is what
 //! gives its reference back.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::Mutex;
 
@@ -79,10 +80,60 @@ struct ProcessConn {
 /// What a call answered, before it is decoded.
 pub(super) struct Answer {
     value: PyValue,
-    /// The object of a `#PROXY` answer, whose reference (counted for this
-    /// client by the server) is given back once the answer is decoded:
-    /// decoding it as a proxy takes a reference of its own.
-    owed: Option<Id>,
+    /// The objects whose references the server counted for this client
+    /// with the answer: the new object of a `#PROXY` answer, and on a
+    /// connection that holds its references, every proxy in the value.
+    /// A proxy decoded from the answer takes one over; the others are
+    /// given back once the answer is decoded.
+    carried: Vec<Id>,
+}
+
+thread_local! {
+    /// The references the answer this thread is decoding carries, not yet
+    /// taken over by a proxy.
+    static CARRIED: RefCell<Vec<Id>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes over a reference to `id` that the answer being decoded carries,
+/// if it carries one.
+pub(super) fn take_carried(id: Id) -> bool {
+    CARRIED.with_borrow_mut(|c| match c.iter().position(|&x| x == id) {
+        Some(i) => {
+            c.swap_remove(i);
+            true
+        }
+        None => false,
+    })
+}
+
+/// The ids of the proxies in `v`, one per proxy.
+fn proxies_in(v: &PyValue, out: &mut Vec<Id>) {
+    match v {
+        PyValue::Proxy(r) => out.push(r.id),
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            vs.iter().for_each(|v| proxies_in(v, out))
+        }
+        PyValue::Dict(d) => d.iter().for_each(|(k, v)| {
+            proxies_in(k, out);
+            proxies_in(v, out);
+        }),
+        PyValue::Object(o) => {
+            o.args
+                .iter()
+                .chain(&o.state)
+                .chain(&o.list_items)
+                .for_each(|v| proxies_in(v, out));
+            o.kwargs
+                .iter()
+                .flatten()
+                .chain(&o.dict_items)
+                .for_each(|(k, v)| {
+                    proxies_in(k, out);
+                    proxies_in(v, out);
+                });
+        }
+        _ => {}
+    }
 }
 
 impl Client {
@@ -250,10 +301,20 @@ impl Client {
     }
 
     /// Calls the method that does `op` on object `id` of kind `kind`.
-    pub(super) fn call_raw(&self, kind: Kind, id: Id, op: Op) -> Result<Answer> {
+    fn call_raw(&self, kind: Kind, id: Id, op: Op) -> Result<Answer> {
         let (method, args, kwds) = calls::request(kind, op);
         let req = request(Some(id), method, args, kwds);
-        reply(self.on_long(&req)?, method)
+        self.carrying(reply(self.on_long(&req)?, method))
+    }
+
+    /// An answer with the references a server that holds them counted
+    /// for the proxies in its value.
+    fn carrying(&self, answer: Result<Answer>) -> Result<Answer> {
+        let mut answer = answer?;
+        if self.mode.load(Ordering::Acquire) == HELD {
+            proxies_in(&answer.value, &mut answer.carried);
+        }
+        Ok(answer)
     }
 
     /// Calls the method that does `op` on object `id`, decoding the answer
@@ -264,11 +325,12 @@ impl Client {
         self.settle(answer)
     }
 
-    /// Decodes an answer as an `R`, then gives back what a `#PROXY` answer
-    /// was counted for.
+    /// Decodes an answer as an `R`, then gives back the references it
+    /// carried that no proxy took over.
     fn settle<R: DeserializeOwned>(&self, answer: Answer) -> Result<R> {
+        let outer = CARRIED.replace(answer.carried);
         let decoded = decode(answer.value);
-        if let Some(id) = answer.owed {
+        for id in CARRIED.replace(outer) {
             let _ = self.decref(id);
         }
         decoded
@@ -314,7 +376,7 @@ impl Client {
         let answers: Vec<Result<Answer>> = answers
             .into_iter()
             .zip(methods)
-            .map(|(a, method)| reply(a, method))
+            .map(|(a, method)| self.carrying(reply(a, method)))
             .collect();
         // Each answer is decoded (and what it owes given back) even after
         // a failed one.
@@ -427,7 +489,7 @@ fn reply(answer: PyValue, method: &str) -> Result<Answer> {
     match kind.as_str() {
         "#RETURN" => Ok(Answer {
             value: result,
-            owed: None,
+            carried: Vec::new(),
         }),
         "#ERROR" => Err(raised(result)),
         "#PROXY" => proxy(result),
@@ -502,7 +564,7 @@ fn proxy(result: PyValue) -> Result<Answer> {
     let id = parse_ident(ident)?;
     Ok(Answer {
         value: PyValue::Proxy(ProxyRef::new(kind, id)),
-        owed: Some(id),
+        carried: vec![id],
     })
 }
 

@@ -59,9 +59,10 @@ impl Reference {
         s.serialize_newtype_struct(PROXY_TOKEN, &(self.kind, self.id))
     }
 
-    /// A proxy found in a server's answer: a reference of its own, taken
-    /// now (as a Python client does with a proxy it unpickles; the server
-    /// counted none for it).
+    /// A proxy found in a server's answer: it takes over the reference the
+    /// answer carried for it (multiproc's server counts one for a client
+    /// that holds its references), or takes one now (as a Python client
+    /// does with a proxy it unpickles).
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
         kind: Kind,
@@ -89,9 +90,11 @@ impl Reference {
         let client = ANSWERED_BY.with_borrow(Weak::upgrade).ok_or_else(|| {
             D::Error::custom("a proxy can only be decoded from its manager's answer")
         })?;
-        client
-            .incref(id)
-            .map_err(|e| D::Error::custom(format!("the {kind:?} object {id:x}: {e}")))?;
+        if !super::client::take_carried(id) {
+            client
+                .incref(id)
+                .map_err(|e| D::Error::custom(format!("the {kind:?} object {id:x}: {e}")))?;
+        }
         Ok(Reference::new(client, kind, id))
     }
 
