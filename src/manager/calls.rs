@@ -6,7 +6,9 @@
 //! Operations that only the Rust client has are sent as the Python call
 //! that does the same: `Op::Discard(k)` is `pop(k, None)`, `Op::Slice(a,
 //! b)` is `__getitem__(slice(a, b, None))`, `Op::Snapshot` is
-//! `#GETVALUE`, `Op::Update(items)` is `update({...})`. The two private
+//! `#GETVALUE`, `Op::Update(items)` is `update({...})`; a list's `Clear`
+//! is `del l[:]` (`__delitem__(slice(None, None, None))`), which CPython's
+//! `ListProxy` has before 3.14 added `clear`. The two private
 //! methods (`_multiproc_increment`, `_multiproc_compare_and_set`) are
 //! multiproc's own: a server that is not multiproc's refuses them.
 
@@ -23,6 +25,8 @@ pub(super) fn request(kind: Kind, op: Op) -> Call {
     let plain = |method: &'static str, args: Vec<PyValue>| -> Call { (method, args, Vec::new()) };
     match op {
         Op::Len => plain("__len__", none()),
+        // `del l[:]`: CPython's `ListProxy` has no `clear` before 3.14.
+        Op::Clear if kind == Kind::List => plain("__delitem__", vec![slice(None, None)]),
         Op::Clear => plain("clear", none()),
         Op::Snapshot | Op::GetValue => plain("#GETVALUE", none()),
         Op::Get(k) if namespace => plain("__getattribute__", vec![k]),
@@ -67,7 +71,7 @@ pub(super) fn request(kind: Kind, op: Op) -> Call {
             none(),
             vec![("reverse".into(), PyValue::Bool(true))],
         ),
-        Op::Slice(start, end) => plain("__getitem__", vec![slice(start, end)]),
+        Op::Slice(start, end) => plain("__getitem__", vec![slice(Some(start), Some(end))]),
         Op::Repr => plain("__repr__", none()),
         Op::Copy => plain("copy", none()),
         Op::LookupOr(k, default) => plain("get", vec![k, default]),
@@ -84,11 +88,12 @@ pub(super) fn request(kind: Kind, op: Op) -> Call {
 }
 
 /// `slice(start, end, None)`.
-fn slice(start: i64, end: i64) -> PyValue {
+fn slice(start: Option<i64>, end: Option<i64>) -> PyValue {
+    let bound = |b: Option<i64>| b.map_or(PyValue::None, PyValue::Int);
     PyValue::Object(Box::new(PyObject::call(
         "builtins",
         "slice",
-        vec![PyValue::Int(start), PyValue::Int(end), PyValue::None],
+        vec![bound(start), bound(end), PyValue::None],
     )))
 }
 
@@ -113,7 +118,7 @@ mod tests {
             (Dict, Op::Len, None),
             (List, Op::Len, None),
             (Dict, Op::Clear, None),
-            (List, Op::Clear, None),
+            (List, Op::Clear, Some(Op::Del(slice(None, None)))),
             (Dict, Op::Snapshot, Some(Op::GetValue)),
             (List, Op::Snapshot, Some(Op::GetValue)),
             (Namespace, Op::Snapshot, Some(Op::GetValue)),
@@ -185,7 +190,11 @@ mod tests {
             (List, Op::Reverse, None),
             (List, Op::Sort, None),
             (List, Op::SortReverse, None),
-            (List, Op::Slice(1, -1), Some(Op::Get(slice(1, -1)))),
+            (
+                List,
+                Op::Slice(1, -1),
+                Some(Op::Get(slice(Some(1), Some(-1)))),
+            ),
             (Dict, Op::Repr, None),
             (List, Op::Repr, None),
             (Namespace, Op::Repr, None),
