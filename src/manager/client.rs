@@ -308,10 +308,11 @@ impl Client {
     }
 
     /// An answer with the references a server that holds them counted
-    /// for the proxies in its value.
+    /// for the proxies in its value (a `#PROXY` answer's one proxy carries
+    /// its reference already).
     fn carrying(&self, answer: Result<Answer>) -> Result<Answer> {
         let mut answer = answer?;
-        if self.mode.load(Ordering::Acquire) == HELD {
+        if self.mode.load(Ordering::Acquire) == HELD && answer.carried.is_empty() {
             proxies_in(&answer.value, &mut answer.carried);
         }
         Ok(answer)
@@ -597,7 +598,94 @@ pub(super) fn decode<T: DeserializeOwned>(v: PyValue) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::PyObject;
     use super::*;
+
+    fn answer(kind: &str, result: PyValue) -> PyValue {
+        PyValue::Tuple(vec![kind.into(), result])
+    }
+
+    fn exception(name: &str, args: Vec<PyValue>) -> PyValue {
+        PyValue::Object(Box::new(PyObject::call("builtins", name, args)))
+    }
+
+    fn remote(r: Result<Answer>) -> (String, String) {
+        match r {
+            Err(Error::Remote { kind, message }) => (kind, message),
+            Err(e) => panic!("not a remote error: {e}"),
+            Ok(a) => panic!("answered {}", a.value),
+        }
+    }
+
+    /// Python's `str()` of the exception an `#ERROR` carries.
+    #[test]
+    fn errors_are_their_exceptions_name_and_str() {
+        let (k, m) = remote(reply(
+            answer("#ERROR", exception("KeyError", vec!["k".into()])),
+            "__getitem__",
+        ));
+        assert_eq!((k.as_str(), m.as_str()), ("KeyError", "'k'"));
+        let (k, m) = remote(reply(
+            answer(
+                "#ERROR",
+                exception("IndexError", vec!["list index out of range".into()]),
+            ),
+            "__getitem__",
+        ));
+        assert_eq!(
+            (k.as_str(), m.as_str()),
+            ("IndexError", "list index out of range")
+        );
+        let (_, m) = remote(reply(
+            answer(
+                "#ERROR",
+                exception("ValueError", vec![1.into(), "x".into()]),
+            ),
+            "index",
+        ));
+        assert_eq!(m, "(1, 'x')");
+        let (_, m) = remote(reply(
+            answer("#ERROR", exception("RuntimeError", vec![])),
+            "x",
+        ));
+        assert_eq!(m, "");
+        let traceback = "Traceback (most recent call last):\n  ...\nKeyError: None\n";
+        let (k, m) = remote(reply(
+            answer("#TRACEBACK", traceback.into()),
+            "_multiproc_increment",
+        ));
+        assert_eq!(k, "RemoteError");
+        assert!(
+            m.starts_with("_multiproc_increment is multiproc's own")
+                && m.ends_with("KeyError: None")
+        );
+        let (k, m) = remote(reply(answer("#UNSERIALIZABLE", "text".into()), "get"));
+        assert_eq!((k.as_str(), m.as_str()), ("RemoteError", "text"));
+        assert!(matches!(
+            reply(PyValue::Int(1), "get"),
+            Err(Error::Deserialize(_))
+        ));
+    }
+
+    /// A `#PROXY` answer is a proxy value carrying the reference the
+    /// server counted for it.
+    #[test]
+    fn a_proxy_answer_carries_its_reference() {
+        let token = PyObject::token(Kind::Dict, 0xab, &PyValue::from("/x.sock"));
+        let a = reply(
+            answer(
+                "#PROXY",
+                PyValue::Tuple(vec![
+                    PyValue::Tuple(vec![]),
+                    PyValue::Object(Box::new(token)),
+                ]),
+            ),
+            "__iter__",
+        )
+        .unwrap();
+        assert!(matches!(&a.value, PyValue::Proxy(r) if r.id == 0xab && r.kind == Kind::Dict));
+        assert_eq!(a.carried, [0xab]);
+    }
 
     /// A parent's state, its lock held by a thread that was not forked:
     /// this process makes its own without waiting, and every state is

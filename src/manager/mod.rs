@@ -216,6 +216,15 @@ impl Manager {
     /// A handle on a server that is already running (started by another
     /// program, or by `multiproc manager serve`).
     ///
+    /// The server may also be CPython's own (a `SyncManager`'s server, or
+    /// `multiprocessing.Manager()`'s, with its address and authkey): the
+    /// protocol is the same. There, references are counted globally, as
+    /// for CPython's clients (a process killed with proxies leaks their
+    /// objects), batches ([`DictProxy::set_many`]) are sent one call at a
+    /// time, and multiproc's own atomic methods ([`DictProxy::increment`],
+    /// [`DictProxy::compare_and_set`], [`ListProxy::increment`]) are refused
+    /// with [`Error::Remote`] `RemoteError`.
+    ///
     /// # Errors
     /// [`Error::AuthenticationFailed`] on a wrong key; if it is unreachable.
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
