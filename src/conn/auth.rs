@@ -582,6 +582,7 @@ mod tests {
     /// The blocking handshake over a socket pair: both sides, a wrong key,
     /// and an oversized handshake message.
     #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
     fn blocking_handshakes_over_a_socket() {
         let run = |server_key: &'static [u8], client_key: &'static [u8]| {
             let (mut a, mut b) = super::super::Pipe::duplex().unwrap();

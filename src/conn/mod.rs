@@ -633,6 +633,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
     fn the_wire_is_big_endian_and_reads_the_long_header() {
         let (mut raw, mut conn) = raw_pair();
         conn.send_bytes(b"hi").unwrap();
@@ -660,6 +661,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
     fn bad_headers_close_the_connection() {
         // A negative length other than -1.
         let (mut raw, mut conn) = raw_pair();

@@ -410,8 +410,9 @@ impl PartialEq for PyValue {
             (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => set_eq(a, b),
             (Object(a), Object(b)) if a.identity == b.identity => true,
             (Object(a), Object(b)) if a.by_value() && b.by_value() => {
-                a.name == b.name && a.args == b.args
+                a.same_value(b)
                     || self.bytes_like().is_some() && self.bytes_like() == other.bytes_like()
+                    || self.complex_real().is_some_and(|r| r == *other)
             }
             (Object(_), Bytes(_)) | (Bytes(_), Object(_)) => {
                 self.bytes_like().is_some() && self.bytes_like() == other.bytes_like()
@@ -497,6 +498,7 @@ impl Hash for PyValue {
                     real.hash(state);
                 } else if o.by_value() {
                     state.write_u8(11);
+                    o.module.hash(state);
                     o.name.hash(state);
                     o.args.hash(state);
                 } else {
@@ -615,6 +617,110 @@ mod tests {
         assert_eq!(l.len(), 100);
     }
 
+    #[test]
+    fn big_ints_compare_and_hash_exactly() {
+        let two63 = PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0]);
+        let two70 = PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]);
+        let minus_two70 = PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0xc0]);
+        let two64_plus_1 = PyValue::BigInt(vec![1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(two63, PyValue::Float(TWO_POW_63));
+        assert_eq!(hash(&two63), hash(&PyValue::Float(TWO_POW_63)));
+        assert_eq!(two70, PyValue::Float(1180591620717411303424.0));
+        assert_eq!(
+            hash(&two70),
+            hash(&PyValue::Float(1180591620717411303424.0))
+        );
+        assert_eq!(minus_two70, PyValue::Float(-1180591620717411303424.0));
+        // 2**64 + 1 is no float; the nearest is 2.0**64, less than it.
+        let f64_2_64 = PyValue::Float(18446744073709551616.0);
+        assert_ne!(two64_plus_1, f64_2_64);
+        assert_eq!(f64_2_64.lt(&two64_plus_1), Ok(true));
+        assert_eq!(two64_plus_1.lt(&f64_2_64), Ok(false));
+        assert_eq!(PyValue::Int(i64::MAX).lt(&two63), Ok(true));
+        assert_eq!(minus_two70.lt(&PyValue::Int(i64::MIN)), Ok(true));
+        assert_eq!(minus_two70.lt(&two70), Ok(true));
+        assert_eq!(two70.lt(&PyValue::Float(f64::INFINITY)), Ok(true));
+        assert_eq!(two70.lt(&PyValue::Float(0.5)), Ok(false));
+        assert_eq!(two70.lt(&PyValue::Float(f64::NAN)), Ok(false));
+        assert_eq!(
+            two70.lt(&PyValue::Str("a".into())).unwrap_err(),
+            "'<' not supported between instances of 'int' and 'str'"
+        );
+        // An int that fits i64, even if given as a BigInt, is that int.
+        assert_eq!(PyValue::BigInt(vec![1, 0, 0]), PyValue::Int(1));
+        assert_eq!(
+            hash(&PyValue::BigInt(vec![1, 0, 0])),
+            hash(&PyValue::Int(1))
+        );
+        assert_eq!(PyValue::BigInt(vec![]), PyValue::Int(0));
+        assert_eq!(two70.to_string(), "1180591620717411303424");
+        assert_eq!(minus_two70.to_string(), "-1180591620717411303424");
+        assert_eq!(int_bytes(-1), vec![0xff]);
+        assert_eq!(int_bytes(0), Vec::<u8>::new());
+        assert_eq!(int_bytes(128), vec![0x80, 0]);
+    }
+
+    #[test]
+    fn sets_and_objects_compare_as_in_python() {
+        use super::super::value::PyObject;
+        let set = |items: Vec<PyValue>| PyValue::Set(items);
+        let a = set(vec![1.into(), "x".into(), PyValue::Tuple(vec![2.into()])]);
+        let b = PyValue::FrozenSet(vec![
+            PyValue::Tuple(vec![2.0.into()]),
+            "x".into(),
+            true.into(),
+        ]);
+        assert_eq!(a, b, "order and set/frozenset do not matter");
+        assert_eq!(hash(&a), hash(&b));
+        assert_ne!(a, set(vec![1.into(), "x".into()]));
+        assert_eq!(set(vec![1.into()]).lt(&a), Ok(true), "a proper subset");
+        assert_eq!(a.lt(&b), Ok(false));
+        assert_eq!(set(vec![9.into()]).lt(&a), Ok(false));
+        let big: Vec<PyValue> = (0..100).map(PyValue::from).collect();
+        let mut reversed = big.clone();
+        reversed.reverse();
+        assert_eq!(set(big.clone()), PyValue::FrozenSet(reversed));
+        let mut other = big.clone();
+        other[50] = PyValue::Int(1000);
+        assert_ne!(set(big), set(other));
+        assert_eq!(PyValue::Set(vec![]).to_string(), "set()");
+
+        let obj = |module: &str, name: &str, args: Vec<PyValue>| {
+            PyValue::Object(Box::new(PyObject::call(module, name, args)))
+        };
+        // complex, slice, range and bytearray by value.
+        let c = obj("builtins", "complex", vec![1.0.into(), 0.0.into()]);
+        assert_eq!(c, PyValue::Int(1));
+        assert_eq!(hash(&c), hash(&PyValue::Int(1)));
+        assert_eq!(c, obj("builtins", "complex", vec![1.0.into(), 0.0.into()]));
+        assert_ne!(c, obj("builtins", "complex", vec![1.0.into(), 2.0.into()]));
+        let ba = obj(
+            "builtins",
+            "bytearray",
+            vec![PyValue::Bytes(b"ab".to_vec())],
+        );
+        assert_eq!(ba, PyValue::Bytes(b"ab".to_vec()));
+        assert_eq!(hash(&ba), hash(&PyValue::Bytes(b"ab".to_vec())));
+        assert_eq!(ba.lt(&PyValue::Bytes(b"b".to_vec())), Ok(true));
+        let s1 = obj("builtins", "slice", vec![1.into(), 3.into(), PyValue::None]);
+        let s2 = obj("builtins", "slice", vec![1.into(), 4.into(), PyValue::None]);
+        assert_eq!(s1, s1.clone());
+        assert_eq!(s1.lt(&s2), Ok(true));
+        // Any other object only equals itself (its copies).
+        let p = obj("__main__", "Point", vec![1.into()]);
+        let q = obj("__main__", "Point", vec![1.into()]);
+        assert_ne!(p, q);
+        assert_eq!(p, p.clone());
+        assert_eq!(hash(&p), hash(&p.clone()));
+        assert_eq!(
+            p.lt(&q).unwrap_err(),
+            "'<' not supported between instances of 'Point' and 'Point'"
+        );
+        let mut l = vec![s2.clone(), s1.clone()];
+        sort(&mut l).unwrap();
+        assert_eq!(l, [s1, s2]);
+    }
+
     /// Property test of the value model over many random values built from
     /// the numbers where conversions go wrong: equal values hash alike,
     /// `==` is symmetric (and transitive without NaNs), and `<` is
@@ -650,6 +756,16 @@ mod tests {
             PyValue::Str("a".into()),
             PyValue::Str("b".into()),
             PyValue::Bytes(b"a".to_vec()),
+            // 2**63, -2**63 - 1, 2**70, -2**70, 2**64 + 1, and floats
+            // that equal some of them.
+            PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0]),
+            PyValue::BigInt(vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff]),
+            PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]),
+            PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0xc0]),
+            PyValue::BigInt(vec![1, 0, 0, 0, 0, 0, 0, 0, 1]),
+            PyValue::Float(1180591620717411303424.0),
+            PyValue::Float(-1180591620717411303424.0),
+            PyValue::Float(18446744073709551616.0),
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {

@@ -44,11 +44,17 @@ impl<'de> Deserializer<'de> for PyValue {
                 proxy_fields(&r).into_iter(),
             )),
             PyValue::BigInt(b) => match big_to_i128(&b) {
-                Some(i) => visitor.visit_i128(i),
-                None => Err(ConvertError(format!(
-                    "an int of {} bytes is too large for any Rust integer",
-                    b.len()
-                ))),
+                Some(i) => match u64::try_from(i) {
+                    Ok(u) => visitor.visit_u64(u),
+                    Err(_) => visitor.visit_i128(i),
+                },
+                None => match big_to_u128(&b) {
+                    Some(u) => visitor.visit_u128(u),
+                    None => Err(ConvertError(format!(
+                        "an int of {} bytes is too large for any Rust integer",
+                        b.len()
+                    ))),
+                },
             },
             PyValue::Set(v) | PyValue::FrozenSet(v) => {
                 visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter()))
@@ -226,6 +232,17 @@ fn big_to_i128(b: &[u8]) -> Option<i128> {
     Some(i128::from_le_bytes(word))
 }
 
+/// A non-negative int in two's complement bytes as a `u128`, if it fits.
+fn big_to_u128(b: &[u8]) -> Option<u128> {
+    if b.last().is_some_and(|&x| x & 0x80 != 0) || b.len() > 16 && b[16..].iter().any(|&x| x != 0) {
+        return None;
+    }
+    let mut word = [0; 16];
+    let n = b.len().min(16);
+    word[..n].copy_from_slice(&b[..n]);
+    Some(u128::from_le_bytes(word))
+}
+
 impl IntoDeserializer<'_, ConvertError> for PyValue {
     type Deserializer = PyValue;
     fn into_deserializer(self) -> PyValue {
@@ -283,6 +300,27 @@ mod tests {
 
     use super::super::ser::to_value;
     use super::*;
+
+    #[test]
+    fn ints_beyond_i64_are_big_ints_both_ways() {
+        let big = to_value(&u64::MAX).unwrap();
+        assert_eq!(big.to_string(), "18446744073709551615");
+        assert!(matches!(big, PyValue::BigInt(_)));
+        assert_eq!(from_value::<u64>(big.clone()).unwrap(), u64::MAX);
+        assert!(from_value::<i64>(big).is_err());
+        assert_eq!(to_value(&5u64).unwrap(), PyValue::Int(5));
+        for v in [i128::MIN, i128::MAX, -(1i128 << 64)] {
+            let b = to_value(&v).unwrap();
+            assert_eq!(b.to_string(), v.to_string());
+            assert_eq!(from_value::<i128>(b).unwrap(), v);
+        }
+        let b = to_value(&u128::MAX).unwrap();
+        assert_eq!(b.to_string(), u128::MAX.to_string());
+        assert_eq!(from_value::<u128>(b).unwrap(), u128::MAX);
+        let mut beyond = vec![0; 16];
+        beyond.extend([1, 0]);
+        assert!(from_value::<u128>(PyValue::BigInt(beyond)).is_err());
+    }
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     enum Shape {
@@ -355,7 +393,7 @@ mod tests {
             PyValue::Tuple(vec![PyValue::Int(1), PyValue::Str("a".into())])
         );
         assert_eq!(to_value(&None::<u8>).unwrap(), PyValue::None);
-        assert!(to_value(&u64::MAX).is_err());
+        assert!(matches!(to_value(&u64::MAX).unwrap(), PyValue::BigInt(_)));
         assert!(from_value::<String>(PyValue::Int(1)).is_err());
     }
 

@@ -251,17 +251,6 @@ pub(super) mod wire {
         )))
     }
 
-    /// A `multiprocessing.managers.Namespace` holding `attrs` (what
-    /// `#GETVALUE` of a namespace answers).
-    pub(in crate::manager) fn namespace(attrs: PyValue) -> PyValue {
-        PyValue::Object(Box::new(PyObject::instance(
-            "multiprocessing.managers",
-            "Namespace",
-            Vec::new(),
-            Some(attrs),
-        )))
-    }
-
     /// `(start, stop, step)` of a `builtins.range` object, if `v` is one
     /// (with bounds that fit `i64`).
     pub(in crate::manager) fn range(v: &PyValue) -> Option<(i64, i64, i64)> {

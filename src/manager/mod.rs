@@ -11,13 +11,15 @@
 //! Where things are: the client side is [`Manager`] (here), the connection
 //! of each process (`client`), the counted reference every proxy holds
 //! (`reference`), one file per proxy (`dict`, `list`, `namespace`) and the
-//! method call each operation is (`calls`). The wire is Python's manager
-//! protocol: pickled (`pickle`) `(ident, methodname, args, kwds)` requests
-//! and `(kind, result)` replies in [`conn::frame`](crate::conn::frame)s;
-//! the operations are in `protocol`, parsed from method names by
-//! `methods`. The server side is its event loop
-//! (`server`), the object table and its reference counts (`objects`) and
-//! what each operation does (`apply`), within the limits of `limits`. The
+//! method call each operation is (`calls`); the operations are in
+//! `protocol`, the frames they travel in are
+//! [`conn::frame`](crate::conn::frame). Both sides speak Python's
+//! manager protocol (pickled `(ident, methodname, args, kwds)` requests,
+//! `(kind, result)` replies, through `pickle`). The server side is its
+//! event loop (`server`), the object table, its reference counts and the
+//! calls waiting on queues (`objects`), the requests and replies
+//! (`dispatch`), which method is which operation (`methods`) and what each
+//! does (`apply`, and `queue` for queues), within the limits of `limits`. The
 //! values are [`PyValue`] (`value`, compared and hashed in `compare`),
 //! converted from and to typed Rust values by `ser` and `de`, and counted
 //! where they hold proxies by `refs`.
@@ -34,7 +36,12 @@ mod list;
 mod methods;
 mod namespace;
 mod objects;
-pub(crate) mod pickle;
+#[cfg(not(fuzzing))]
+mod pickle;
+/// The pickle codec, public to the fuzzer only (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod pickle;
 mod protocol;
 mod queue;
 mod reference;

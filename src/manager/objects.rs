@@ -81,6 +81,11 @@ struct Entry {
     /// Python client): counted globally, as CPython does, and given back by
     /// any connection.
     global: u64,
+    /// The references of connections and waiting calls (`global`
+    /// included): while it has none, only values and iterators hold it,
+    /// and if none reachable from a connection does, it is garbage (a list
+    /// that contains itself, once its last proxy is gone).
+    roots: u64,
     /// The typeid it was created as (a registered name, or the type's).
     typeid: String,
 }
@@ -141,6 +146,9 @@ pub(super) struct Objects {
     parked: Vec<Parked>,
     /// A queue changed since the parked calls were last looked at.
     stirred: bool,
+    /// Times an object was left held by values only since the last
+    /// collection of cycles.
+    suspects: usize,
 }
 
 /// Runs `f` (a request), but a panic (a bug) fails only the request it
@@ -193,6 +201,7 @@ impl Objects {
             address,
             parked: Vec::new(),
             stirred: false,
+            suspects: 0,
         }
     }
 
@@ -208,8 +217,81 @@ impl Objects {
             if e.refs == 0 {
                 // Dropping it gives back the references its values held.
                 self.table.remove(&id);
+            } else if e.roots == 0 {
+                self.suspects += 1;
             }
         }
+    }
+
+    /// Gives back one of a connection's or a waiting call's references.
+    fn drop_root(&mut self, id: Id) {
+        if let Some(e) = self.table.get_mut(&id) {
+            e.roots = e.roots.saturating_sub(1);
+        }
+        self.decref(id);
+    }
+
+    /// Frees the objects that only values of unreachable objects hold
+    /// (cycles: a list that contains itself, two dicts that hold each
+    /// other), as Python's garbage collector would; if objects were left
+    /// held by values only often enough since the last time (`now`:
+    /// whenever any was), so that its cost, a walk over every stored
+    /// value, is spread over as many requests.
+    fn collect(&mut self, now: bool) {
+        let due = self.suspects > 0 && (now || self.suspects > 256.max(self.table.len()));
+        if !due {
+            return;
+        }
+        self.suspects = 0;
+        let mut reachable: std::collections::HashSet<Id> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.roots > 0)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut found = Vec::new();
+        // What a waiting put carries is held too.
+        for p in &self.parked {
+            if let Wait::Put(v) = &p.wait {
+                proxies_in(v, &mut found);
+            }
+        }
+        reachable.extend(found.drain(..));
+        let mut todo: Vec<Id> = reachable.iter().copied().collect();
+        while let Some(id) = todo.pop() {
+            let Some(e) = self.table.get(&id) else {
+                continue;
+            };
+            match &e.body {
+                Body::Data(_, Object::Dict(d)) => {
+                    for (k, v) in d {
+                        proxies_in(k, &mut found);
+                        proxies_in(v, &mut found);
+                    }
+                }
+                Body::Data(_, Object::List(l)) => l.iter().for_each(|v| proxies_in(v, &mut found)),
+                Body::Iterator(it) => found.extend(it.dict.as_ref().map(|d| d.id)),
+                Body::Queue(q) => q.items().for_each(|v| proxies_in(v, &mut found)),
+            }
+            for id in found.drain(..) {
+                if reachable.insert(id) {
+                    todo.push(id);
+                }
+            }
+        }
+        let garbage: Vec<Id> = self
+            .table
+            .keys()
+            .filter(|id| !reachable.contains(id))
+            .copied()
+            .collect();
+        // Their values go with them, and give back what they held.
+        let bodies: Vec<Entry> = garbage
+            .iter()
+            .filter_map(|id| self.table.remove(id))
+            .collect();
+        drop(bodies);
+        self.settle();
     }
 
     /// Applies the references that `ProxyRef`s took and gave back (by
@@ -237,7 +319,7 @@ impl Objects {
     pub(super) fn release(&mut self, peer: u64, session: &Session) {
         for (&id, &n) in &session.held {
             for _ in 0..n {
-                self.decref(id);
+                self.drop_root(id);
             }
         }
         let (gone, kept) = std::mem::take(&mut self.parked)
@@ -245,7 +327,7 @@ impl Objects {
             .partition::<Vec<_>, _>(|p| p.peer == peer);
         self.parked = kept;
         for p in gone {
-            self.decref(p.queue);
+            self.drop_root(p.queue);
         }
         self.settle();
     }
@@ -254,6 +336,7 @@ impl Objects {
     fn take(&mut self, id: Id, session: &mut Session) {
         if let Some(e) = self.table.get_mut(&id) {
             e.refs += 1;
+            e.roots += 1;
             if session.hold {
                 *session.held.entry(id).or_default() += 1;
             } else {
@@ -286,7 +369,7 @@ impl Objects {
                 ))
             }
         }
-        self.decref(id);
+        self.drop_root(id);
         Ok(())
     }
 
@@ -303,6 +386,7 @@ impl Objects {
                 body,
                 refs: 0,
                 global: 0,
+                roots: 0,
                 typeid,
             },
         );
@@ -340,6 +424,7 @@ impl Objects {
             }
         }
         self.settle();
+        self.collect(false);
         Answer::Reply(bytes, shutdown, work)
     }
 
@@ -408,6 +493,7 @@ impl Objects {
     fn park(&mut self, peer: u64, queue: Id, wait: Wait, timeout: Option<Duration>) {
         if let Some(e) = self.table.get_mut(&queue) {
             e.refs += 1;
+            e.roots += 1;
         }
         self.parked.push(Parked {
             peer,
@@ -434,47 +520,47 @@ impl Objects {
             return Vec::new();
         }
         let mut replies = Vec::new();
-        for p in std::mem::take(&mut self.parked) {
-            let Parked {
-                peer,
-                queue,
-                wait,
-                deadline,
-            } = p;
-            let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
-            let done = match self.table.get_mut(&queue).map(|e| &mut e.body) {
-                Some(Body::Queue(q)) => match q.attempt(wait, &mut budget) {
-                    Ok(Ok(v)) => Err(Reply::Return(v)),
-                    Ok(Err(wait)) if deadline.is_some_and(|d| d <= now) => {
-                        Err(Reply::error(Queue::timed_out(&wait)))
-                    }
-                    Ok(Err(wait)) => Ok(wait),
-                    Err(e) => Err(Reply::error(e)),
-                },
-                _ => Err(Reply::error(("ReferenceError", "the queue is gone".into()))),
-            };
-            match done {
-                Ok(wait) => self.parked.push(Parked {
+        // Pass after pass, for calls that the ones done let go on.
+        loop {
+            let before = replies.len();
+            for p in std::mem::take(&mut self.parked) {
+                let Parked {
                     peer,
                     queue,
                     wait,
                     deadline,
-                }),
-                Err(reply) => {
-                    // What one call did may let another go on.
-                    self.stirred = true;
-                    self.decref(queue);
-                    let bytes = self.encode(reply);
-                    // A proxy sent in a value is the client's to incref.
-                    refs::take_sent();
-                    replies.push((peer, bytes));
+                } = p;
+                let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+                let done = match self.table.get_mut(&queue).map(|e| &mut e.body) {
+                    Some(Body::Queue(q)) => match q.attempt(wait, &mut budget) {
+                        Ok(Ok(v)) => Err(Reply::Return(v)),
+                        Ok(Err(wait)) if deadline.is_some_and(|d| d <= now) => {
+                            Err(Reply::error(Queue::timed_out(&wait)))
+                        }
+                        Ok(Err(wait)) => Ok(wait),
+                        Err(e) => Err(Reply::error(e)),
+                    },
+                    _ => Err(Reply::error(("ReferenceError", "the queue is gone".into()))),
+                };
+                match done {
+                    Ok(wait) => self.parked.push(Parked {
+                        peer,
+                        queue,
+                        wait,
+                        deadline,
+                    }),
+                    Err(reply) => {
+                        self.drop_root(queue);
+                        let bytes = self.encode(reply);
+                        // A proxy sent in a value is the client's to incref.
+                        refs::take_sent();
+                        replies.push((peer, bytes));
+                    }
                 }
             }
-        }
-        if !replies.is_empty() {
-            // Another pass, for calls that the ones done let go on.
-            let more = self.wake(now);
-            replies.extend(more);
+            if replies.len() == before {
+                break;
+            }
         }
         self.stirred = false;
         self.settle();
@@ -589,13 +675,9 @@ impl Objects {
                         ident: ident(new),
                     });
                 }
-                let getvalue = method == "#GETVALUE";
                 let reply = match methods::parse(kind, method, args, kwds) {
                     Err(e) => Reply::error(e),
                     Ok(op) => match run(kind, object, op, budget) {
-                        Ok(v) if getvalue && kind == Kind::Namespace => {
-                            Reply::Return(wire::namespace(v))
-                        }
                         Ok(v) => Reply::Return(v),
                         Err(e) => Reply::Error(e),
                     },
@@ -746,10 +828,13 @@ impl Objects {
             "dummy" => nargs(0).map(|()| Reply::Return(PyValue::None)),
             "accept_connection" if !batch => nargs(1).map(|()| Reply::Return(PyValue::None)),
             "number_of_objects" => {
-                nargs(0).map(|()| Reply::Return(PyValue::Int(self.table.len() as i64)))
+                nargs(0)?;
+                self.collect(true);
+                Ok(Reply::Return(PyValue::Int(self.table.len() as i64)))
             }
             "debug_info" => {
                 nargs(0)?;
+                self.collect(true);
                 let mut ids: Vec<_> = self.table.keys().copied().collect();
                 ids.sort_by_key(|id| ident(*id));
                 let mut lines = Vec::new();
@@ -1010,6 +1095,32 @@ fn iterate(v: PyValue, budget: &mut Budget) -> Result<Vec<PyValue>, Exception> {
     }
 }
 
+/// Collects the ids of the proxies inside `v`.
+fn proxies_in(v: &PyValue, found: &mut Vec<Id>) {
+    match v {
+        PyValue::Proxy(r) => found.push(r.id),
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            vs.iter().for_each(|v| proxies_in(v, found))
+        }
+        PyValue::Dict(items) => items.iter().for_each(|(k, v)| {
+            proxies_in(k, found);
+            proxies_in(v, found);
+        }),
+        PyValue::Object(o) => {
+            o.args.iter().for_each(|v| proxies_in(v, found));
+            for (k, v) in o.kwargs.iter().flatten().chain(&o.dict_items) {
+                proxies_in(k, found);
+                proxies_in(v, found);
+            }
+            o.state
+                .iter()
+                .chain(&o.list_items)
+                .for_each(|v| proxies_in(v, found));
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -1265,6 +1376,43 @@ mod tests {
         m.server("decref", vec![s(&d)]);
         m.server("decref", vec![s(&d)]);
         assert_eq!(m.objects(), 0.into());
+    }
+
+    #[test]
+    fn cycles_are_collected_and_what_is_reachable_is_not() {
+        let mut m = Server::new();
+        let proxy = |ident: &str, kind: Kind| {
+            PyValue::Proxy(refs::ProxyRef::new(kind, parse_ident(ident).unwrap()))
+        };
+        // b.append(b); del b (test_list_proxy_in_list).
+        let b = m.create("list", vec![]);
+        m.ok(&b, "append", vec![proxy(&b, Kind::List)]);
+        // a = [[...]]: the inner list lives while a does.
+        let a = m.create("list", vec![]);
+        let inner = m.create("list", vec![]);
+        m.ok(&a, "append", vec![proxy(&inner, Kind::List)]);
+        m.server("decref", vec![s(&inner)]);
+        // Two dicts that hold each other, and a queue's waiting put that
+        // holds a dict.
+        let (x, y) = (m.create("dict", vec![]), m.create("dict", vec![]));
+        m.ok(&x, "__setitem__", vec![1.into(), proxy(&y, Kind::Dict)]);
+        m.ok(&y, "__setitem__", vec![1.into(), proxy(&x, Kind::Dict)]);
+        let q = m.create("Queue", vec![1.into()]);
+        let held = m.create("dict", vec![]);
+        m.ok(&q, "put", vec![1.into()]);
+        assert_eq!(
+            m.ask(Some(&q), "put", vec![proxy(&held, Kind::Dict)], vec![]),
+            None
+        );
+        m.server("decref", vec![s(&held)]);
+        assert_eq!(m.objects(), 7.into());
+        for gone in [&b, &x, &y] {
+            m.server("decref", vec![s(gone)]);
+        }
+        assert_eq!(m.objects(), 4.into());
+        assert_eq!(m.ok(&a, "__len__", vec![]), 1.into());
+        m.server("decref", vec![s(&a)]);
+        assert_eq!(m.objects(), 2.into());
     }
 
     #[test]

@@ -335,6 +335,11 @@ impl Queue {
         }
     }
 
+    /// The items it holds.
+    pub(super) fn items(&self) -> impl Iterator<Item = &PyValue> {
+        self.items.iter()
+    }
+
     /// How many items it holds.
     pub(super) fn len(&self) -> usize {
         self.items.len()

@@ -46,7 +46,7 @@ impl ser::Error for ConvertError {
 /// itself).
 ///
 /// # Errors
-/// If `T`'s serialization fails, or an unsigned integer exceeds `i64`.
+/// If `T`'s serialization fails.
 pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<PyValue, ConvertError> {
     value.serialize(ValueSerializer)
 }
@@ -170,9 +170,24 @@ impl ser::Serializer for ValueSerializer {
         Ok(PyValue::Int(v.into()))
     }
     fn serialize_u64(self, v: u64) -> Result<PyValue, ConvertError> {
-        i64::try_from(v)
-            .map(PyValue::Int)
-            .map_err(|_| ConvertError(format!("{v} does not fit a 64-bit signed int")))
+        self.serialize_i128(v.into())
+    }
+    /// An `Int` if it fits, else a `BigInt`, as Python's `int`.
+    fn serialize_i128(self, v: i128) -> Result<PyValue, ConvertError> {
+        if let Ok(i) = i64::try_from(v) {
+            return Ok(PyValue::Int(i));
+        }
+        let mut bytes = v.to_le_bytes().to_vec();
+        super::compare::minimal(&mut bytes);
+        Ok(PyValue::BigInt(bytes))
+    }
+    fn serialize_u128(self, v: u128) -> Result<PyValue, ConvertError> {
+        if let Ok(i) = i128::try_from(v) {
+            return self.serialize_i128(i);
+        }
+        let mut bytes = v.to_le_bytes().to_vec();
+        bytes.push(0);
+        Ok(PyValue::BigInt(bytes))
     }
     fn serialize_f32(self, v: f32) -> Result<PyValue, ConvertError> {
         Ok(PyValue::Float(v.into()))

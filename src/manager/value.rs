@@ -17,14 +17,18 @@ pub use super::refs::ProxyRef;
 /// Use it as a proxy's key or value type where a Python program would mix
 /// types, as in `{1: '1', '2': 2, 0.25: None}`; `From` converts Rust's
 /// basic types, and `Display` prints a value as Python's `repr` does.
-/// (An `int` here is 64-bit: `u64`, `usize` and `i128` have no `From`,
-/// convert them with `i64::try_from`.)
+/// (An `int` that fits 64 bits is an `Int`, a larger one a `BigInt`;
+/// `u64`, `usize` and `i128` have no `From`, convert them with
+/// `i64::try_from`.)
 ///
 /// Equality and hashing are Python's: `1`, `1.0` and `true` are equal and
 /// hash alike, ints and floats compare exactly, a NaN equals nothing (not
 /// even itself, as two NaNs decoded from two requests are two objects in
-/// Python). Unlike Python, dicts compare in order, and lists and dicts may
-/// be dict keys. Decoding refuses values nested deeper than
+/// Python). Sets compare regardless of order, a `set` equal to a
+/// `frozenset` with the same items; a [`PyObject`] equals only itself,
+/// except `complex`, `slice`, `range` and `bytearray`, which compare by
+/// value as in Python. Unlike Python, dicts compare in order, and lists,
+/// dicts and sets may be dict keys. Decoding refuses values nested deeper than
 /// [`MAX_DEPTH`](super::MAX_DEPTH) containers, so that no walk over a value can exhaust the
 /// stack.
 ///
@@ -87,8 +91,9 @@ pub enum PyValue {
 /// inert, and pickles back to the same object for the client.
 ///
 /// Two records compare equal only if they are the same object (a copy of
-/// one stored value), except `complex`, `slice`, `range` and `bytearray`,
-/// which compare by their arguments, as in Python.
+/// one stored value), except `complex`, `slice`, `range`, `bytearray` and
+/// the standard library's value types (`datetime`, `Decimal`, `Fraction`,
+/// `OrderedDict`), which compare by what they are made of, as in Python.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PyObject {
     /// The class's (or function's) module: `builtins`, `__main__`, ….
@@ -197,14 +202,34 @@ impl PyObject {
         self.is("builtins", name)
     }
 
-    /// The builtins compared by value (their arguments), as Python's are.
+    /// The objects compared by value (what they are made of) rather than
+    /// by identity: the builtins `complex`, `slice`, `range` and
+    /// `bytearray`, and the standard library's value types that a pickle
+    /// may make (`datetime`, `Decimal`, …: see `pickle`).
     pub(crate) fn by_value(&self) -> bool {
-        self.module == "builtins"
-            && !self.global
+        !self.global
             && matches!(
-                self.name.as_str(),
-                "complex" | "slice" | "range" | "bytearray"
+                (self.module.as_str(), self.name.as_str()),
+                ("builtins", "complex" | "slice" | "range" | "bytearray")
+                    | (
+                        "datetime",
+                        "datetime" | "date" | "time" | "timedelta" | "timezone"
+                    )
+                    | ("decimal", "Decimal")
+                    | ("fractions", "Fraction")
+                    | ("collections", "OrderedDict")
             )
+    }
+
+    /// Whether two objects compared by value are made of equal parts.
+    pub(crate) fn same_value(&self, other: &PyObject) -> bool {
+        self.module == other.module
+            && self.name == other.name
+            && self.args == other.args
+            && self.kwargs == other.kwargs
+            && self.state == other.state
+            && self.list_items == other.list_items
+            && self.dict_items == other.dict_items
     }
 }
 

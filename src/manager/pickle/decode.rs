@@ -141,6 +141,10 @@ fn global_name(module: &str, name: &str) -> (String, String) {
 }
 
 /// What `REDUCE` may call: nothing that runs code or reaches the system.
+/// Besides the builtins of the manager protocol (`slice`, `complex`, …),
+/// the exceptions of replies and a manager's `RebuildProxy`, a few value
+/// types of the standard library (`datetime`, `Decimal`, `Fraction`,
+/// `OrderedDict`) that Python programs store, which become inert records.
 fn callable(module: &str, name: &str) -> Option<Callable> {
     const EXCEPTIONS: &[&str] = &[
         "ArithmeticError",
@@ -184,6 +188,12 @@ fn callable(module: &str, name: &str) -> Option<Callable> {
         ("builtins", "bytes") | ("_codecs", "encode") => Callable::Bytes,
         ("builtins", e) if EXCEPTIONS.contains(&e) => Callable::Record,
         ("_queue" | "queue", "Empty") | ("queue", "Full") => Callable::Record,
+        // The standard library's value types, whose constructors only
+        // build a value (the client calls them, never this server).
+        ("datetime", "datetime" | "date" | "time" | "timedelta" | "timezone")
+        | ("decimal", "Decimal")
+        | ("fractions", "Fraction")
+        | ("collections", "OrderedDict") => Callable::Record,
         ("multiprocessing.managers", "RebuildProxy") => Callable::RebuildProxy,
         _ => return None,
     })
@@ -214,7 +224,10 @@ impl<'a> Machine<'a> {
                         .pop()
                         .ok_or_else(|| error("unpickling stack underflow"));
                 }
-                op::MARK => self.marks.push(self.stack.len()),
+                op::MARK => {
+                    self.budget.memory(size_of::<usize>())?;
+                    self.marks.push(self.stack.len());
+                }
                 op::POP => {
                     if self.marks.last() == Some(&self.stack.len()) {
                         self.marks.pop();
@@ -227,6 +240,7 @@ impl<'a> Machine<'a> {
                 }
                 op::DUP => {
                     let top = self.top()?;
+                    self.budget.memory(size_of::<usize>())?;
                     self.stack.push(top);
                 }
                 op::NONE => self.push(Node::Scalar(PyValue::None))?,
@@ -392,7 +406,10 @@ impl<'a> Machine<'a> {
                     let kwargs = if code == op::NEWOBJ_EX {
                         let kwargs = self.pop()?;
                         match &self.nodes[kwargs] {
-                            Node::Dict(d) => Some(d.clone()),
+                            Node::Dict(d) => {
+                                self.budget.memory(d.len() * 2 * size_of::<usize>())?;
+                                Some(d.clone())
+                            }
                             _ => return Err(error("NEWOBJ_EX kwargs argument must be a dict")),
                         }
                     } else {
@@ -406,6 +423,7 @@ impl<'a> Machine<'a> {
                     let Node::Tuple(args) = &self.nodes[args] else {
                         return Err(error("NEWOBJ args argument must be a tuple"));
                     };
+                    self.budget.memory(args.len() * size_of::<usize>())?;
                     let mut head = PyObject::call(module, name, Vec::new());
                     head.new = true;
                     let mut node = ObjectNode {
@@ -494,9 +512,17 @@ impl<'a> Machine<'a> {
         Ok(s.into())
     }
 
-    /// Adds `node` to the arena, charging it.
+    /// Adds `node` to the arena, charging it (and what it holds, which
+    /// the callers have charged if they copied it from other nodes).
     fn node(&mut self, node: Node) -> Result<usize, Exception> {
-        self.budget.memory(size_of::<Node>())?;
+        let held = match &node {
+            Node::Scalar(PyValue::Str(s)) => s.len(),
+            Node::Scalar(PyValue::Bytes(b) | PyValue::BigInt(b)) => b.len(),
+            Node::Global(module, name) => module.len() + name.len(),
+            Node::Object(o) => size_of::<ObjectNode>() + o.head.module.len() + o.head.name.len(),
+            _ => 0,
+        };
+        self.budget.memory(size_of::<Node>() + held)?;
         self.budget.work(1)?;
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
@@ -549,6 +575,7 @@ impl<'a> Machine<'a> {
             .get(&key)
             .ok_or_else(|| error(format!("Memo value not found at index {key}")))?;
         self.budget.work(1)?;
+        self.budget.memory(size_of::<usize>())?;
         self.stack.push(i);
         Ok(())
     }
@@ -559,7 +586,7 @@ impl<'a> Machine<'a> {
         self.budget.memory(items.len() * size_of::<usize>())?;
         match &mut self.nodes[top] {
             Node::List(v) => v.extend(items),
-            Node::Object(o) if o.head.new => o.list_items.extend(items),
+            Node::Object(o) => o.list_items.extend(items),
             _ => return Err(error("APPEND to something that is not a list")),
         }
         Ok(())
@@ -571,7 +598,7 @@ impl<'a> Machine<'a> {
         self.budget.memory(items.len() * 2 * size_of::<usize>())?;
         match &mut self.nodes[top] {
             Node::Dict(d) => d.extend(items),
-            Node::Object(o) if o.head.new => o.dict_items.extend(items),
+            Node::Object(o) => o.dict_items.extend(items),
             _ => return Err(error("SETITEM on something that is not a dict")),
         }
         Ok(())
@@ -590,6 +617,7 @@ impl<'a> Machine<'a> {
                 "global '{module}.{name}' is forbidden: this server calls nothing it receives"
             )));
         };
+        self.budget.memory(args.len() * size_of::<usize>())?;
         let args = args.clone();
         let (module, name) = (module.clone(), name.clone());
         let wrong = || error(format!("{module}.{name}: unexpected arguments"));
@@ -599,6 +627,7 @@ impl<'a> Machine<'a> {
                     [] => Vec::new(),
                     [one] => match &self.nodes[one] {
                         Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
+                            self.budget.memory(v.len() * size_of::<usize>())?;
                             v.clone()
                         }
                         _ => return Err(wrong()),

@@ -133,7 +133,7 @@ fn pythons() -> Vec<std::path::PathBuf> {
 /// 2; `load` unpickles each hex line of stdin and prints the repr (with a
 /// stand-in for `RebuildProxy`, which would connect to a manager).
 const SCRIPT: &str = r#"
-import sys, pickle, re
+import sys, pickle, re, datetime, decimal, fractions, collections
 from dataclasses import dataclass
 from multiprocessing.managers import RebuildProxy, DictProxy, ListProxy, AutoProxy, Token, Namespace
 
@@ -254,6 +254,16 @@ const VALUES: &[(&str, Option<&str>, Option<&str>)] = &[
         "[Proxied(ListProxy, 'list', '7f95196f82c0', {'authkey': b'k'}), Proxied(AutoProxy, 'Queue', 'a0', {'exposed': ('get', 'put')})]",
         Some("[<ListProxy object 140278353593024>, <AutoProxy object 160>]"),
         Some("[('RebuildProxy', 'ListProxy', Token(typeid='list', address='/tmp/x.sock', id='7f95196f82c0'), 'pickle', {}), ('RebuildProxy', 'AutoProxy', Token(typeid='Queue', address='/tmp/x.sock', id='a0'), 'pickle', {'exposed': ('empty', 'full', 'get', 'get_nowait', 'join', 'put', 'put_nowait', 'qsize', 'task_done')})]"),
+    ),
+    (
+        "[datetime.datetime(2024, 1, 2, 3, 4, 5, 6), datetime.date(2024, 1, 2), datetime.timedelta(days=1)]",
+        Some("[<datetime.datetime object>, <datetime.date object>, <datetime.timedelta object>]"),
+        None,
+    ),
+    (
+        "[decimal.Decimal('1.50'), fractions.Fraction(1, 3), collections.OrderedDict(a=1, b=[2])]",
+        Some("[<decimal.Decimal object>, <fractions.Fraction object>, <collections.OrderedDict object>]"),
+        None,
     ),
     ("[len, Point]", Some("[<class 'builtins.len'>, <class '__main__.Point'>]"), Some("[<built-in function len>, <class '__main__.Point'>]")),
 ];
