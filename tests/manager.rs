@@ -106,6 +106,7 @@ fn list_and_namespace_semantics_follow_python() {
             remote_kind(&ns.get::<f64>("x").unwrap_err()),
             "AttributeError"
         );
+        assert_eq!(remote_kind(&ns.del("x").unwrap_err()), "AttributeError");
     });
 }
 

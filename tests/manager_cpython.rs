@@ -254,6 +254,8 @@ fn check(m: &Manager, python: &str) {
     ns.del("x").unwrap();
     let (kind, _) = remote(ns.get::<f64>("x").unwrap_err());
     assert_eq!(kind, "AttributeError");
+    let (kind, _) = remote(ns.del("x").unwrap_err());
+    assert_eq!(kind, "AttributeError");
 
     // Nested proxies: stored, read back as the same object, popped.
     let holder = m.dict::<String, ListProxy<i32>>().unwrap();
