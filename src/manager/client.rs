@@ -350,12 +350,18 @@ impl Client {
             return ops.into_iter().map(|op| self.call(kind, id, op)).collect();
         }
         let mut methods = Vec::with_capacity(ops.len());
+        let ident = PyValue::Str(ident(id));
         let items = ops
             .into_iter()
             .map(|op| {
                 let (method, args, kwds) = calls::request(kind, op);
                 methods.push(method);
-                request(Some(id), method, args, kwds)
+                PyValue::Tuple(vec![
+                    ident.clone(),
+                    method.into(),
+                    PyValue::Tuple(args),
+                    PyValue::Dict(kwds),
+                ])
             })
             .collect();
         let req = request(
