@@ -340,6 +340,16 @@ fn nested_proxies_name_one_object_that_lives_while_stored() {
             .collect();
         assert_eq!(seen, vec![0, 11, 2]);
         drop(rows);
+        // Read as a dynamic value, a nested proxy takes no reference: the
+        // one its answer carried is given back.
+        let any: multiproc::PyValue = ns.get("rows").unwrap();
+        assert!(any.to_string().starts_with("<ListProxy object"), "{any}");
+        let again: Vec<multiproc::PyValue> = ns
+            .get::<ListProxy<multiproc::PyValue>>("rows")
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_eq!(again.len(), 3);
         ns.del("rows").unwrap();
         assert_eq!(m.number_of_objects().unwrap(), 2);
 
