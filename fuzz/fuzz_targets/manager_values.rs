@@ -1,6 +1,7 @@
 //! Structure-aware requests to a real manager server: values nested around
 //! and beyond the depth limit, keys that mix ints, floats and bools near
-//! the limits of exact conversion, sorts of comparable and incomparable
+//! the limits of exact conversion (and ints beyond 64 bits, which the
+//! manager keeps as Python's big ints), sorts of comparable and incomparable
 //! lists, large batches and many snapshots. Every request must get an
 //! answer (a value or a Python exception), and the server must stay up.
 #![no_main]
@@ -21,6 +22,8 @@ enum Py {
     None,
     Bool(bool),
     Int(i64),
+    /// An int beyond `i64` (a Python `int` the manager keeps as a big int).
+    Big(i128),
     Float(f64),
     Str(String),
     List(Vec<Py>),
@@ -33,6 +36,7 @@ impl serde::Serialize for Py {
             Py::None => s.serialize_unit(),
             Py::Bool(b) => s.serialize_bool(*b),
             Py::Int(i) => s.serialize_i64(*i),
+            Py::Big(i) => s.serialize_i128(*i),
             Py::Float(f) => s.serialize_f64(*f),
             Py::Str(v) => s.serialize_str(v),
             Py::List(items) => {
@@ -67,6 +71,12 @@ impl<'de> serde::Deserialize<'de> for Py {
             fn visit_i64<E>(self, v: i64) -> Result<Py, E> {
                 Ok(Py::Int(v))
             }
+            fn visit_u64<E>(self, v: u64) -> Result<Py, E> {
+                Ok(Py::Big(v.into()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<Py, E> {
+                Ok(Py::Big(v))
+            }
             fn visit_f64<E>(self, v: f64) -> Result<Py, E> {
                 Ok(Py::Float(v))
             }
@@ -96,6 +106,11 @@ enum Atom {
     /// The same, as the float it rounds to.
     NearTwo53Float(i8),
     Extreme(bool),
+    /// 2**63 plus a little, either side of `i64`'s end: an int or a big int.
+    NearTwo63(i8),
+    /// -2**64 or 2**64 plus a little, and the float near it.
+    NearTwo64(bool, i8),
+    NearTwo64Float(bool),
     Float(f64),
     Str(u8),
 }
@@ -110,6 +125,12 @@ impl Atom {
             Atom::NearTwo53(d) => Py::Int(two53 + i64::from(d)),
             Atom::NearTwo53Float(d) => Py::Float((two53 + i64::from(d)) as f64),
             Atom::Extreme(max) => Py::Int(if max { i64::MAX } else { i64::MIN }),
+            Atom::NearTwo63(d) => Py::Big((1i128 << 63) + i128::from(d)),
+            Atom::NearTwo64(negative, d) => {
+                let v = (1i128 << 64) + i128::from(d);
+                Py::Big(if negative { -v } else { v })
+            }
+            Atom::NearTwo64Float(negative) => Py::Float(if negative { -1.0 } else { 1.0 } * 2f64.powi(64)),
             Atom::Float(f) => Py::Float(f),
             Atom::Str(c) => Py::Str(char::from(b'a' + c % 4).into()),
         }

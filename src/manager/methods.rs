@@ -107,6 +107,18 @@ pub(super) fn exposed(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// What a `create` of a registered typeid (`manager serve --object
+/// NAME=TYPEID`) answers, from which a client builds an `AutoProxy`: as
+/// [`exposed`], but a namespace's attribute dunders, which an `AutoProxy`
+/// class would define on itself and then recurse in forever (as it does
+/// against CPython's server for the typeid `Namespace`: checked with 3.13).
+pub(super) fn auto_exposed(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Namespace => &NAMESPACE[3..],
+        kind => exposed(kind),
+    }
+}
+
 /// A `TypeError`.
 fn type_error(message: String) -> Exception {
     ("TypeError", message)
@@ -123,15 +135,15 @@ fn plural(n: usize) -> &'static str {
 
 /// A method's arguments, checked as CPython checks those of the method
 /// of the same name.
-struct Call {
+struct Call<'a> {
     /// `dict`, `list` or `Namespace`: the prefix of some of Python's messages.
     class: &'static str,
-    method: String,
+    method: &'a str,
     args: Vec<PyValue>,
     kwds: Vec<(PyValue, PyValue)>,
 }
 
-impl Call {
+impl Call<'_> {
     fn no_keywords(&self, wrapper: bool) -> Result<(), Exception> {
         if self.kwds.is_empty() {
             return Ok(());
@@ -179,8 +191,22 @@ impl Call {
     /// `pop expected at most 2 arguments, got 3`.
     fn between(self, min: usize, max: usize) -> Result<Vec<PyValue>, Exception> {
         self.no_keywords(false)?;
-        check_count(&self.method, min, max, self.args.len())?;
+        check_count(self.method, min, max, self.args.len())?;
         Ok(self.args)
+    }
+
+    /// A method of exactly `N` positional arguments (`list.insert`):
+    /// `insert expected 2 arguments, got 1`.
+    fn exactly<const N: usize>(self) -> Result<[PyValue; N], Exception> {
+        self.no_keywords(false)?;
+        let method = self.method;
+        <[PyValue; N]>::try_from(self.args).map_err(|args| {
+            type_error(format!(
+                "{method} expected {N} argument{}, got {}",
+                plural(N),
+                args.len()
+            ))
+        })
     }
 
     /// A slot wrapper of `N` arguments (`__setitem__`, `__len__`):
@@ -302,7 +328,7 @@ fn attribute(v: PyValue) -> Result<PyValue, Exception> {
 /// `list.sort(*, key=None, reverse=False)`: whether to reverse. A key
 /// function would have to run in the server, which runs nothing a client
 /// sends: any key but `None` is refused.
-fn sort_reverse(call: Call) -> Result<bool, Exception> {
+fn sort_reverse(call: Call<'_>) -> Result<bool, Exception> {
     if !call.args.is_empty() {
         return Err(type_error("sort() takes no positional arguments".into()));
     }
@@ -385,7 +411,7 @@ pub(super) fn parse(
     };
     let call = Call {
         class,
-        method: method.into(),
+        method,
         args,
         kwds,
     };
@@ -394,7 +420,7 @@ pub(super) fn parse(
         "__repr__" => return call.fallback("fallback_repr").map(|()| Op::Repr),
         "__str__" => return call.fallback("fallback_str").map(|()| Op::Repr),
         INCREMENT => {
-            let [key, delta] = call.between(2, 2)?.try_into().map_err(|_| unreachable())?;
+            let [key, delta] = call.exactly()?;
             let key = if kind == Kind::Namespace {
                 attribute(key)?
             } else {
@@ -403,8 +429,7 @@ pub(super) fn parse(
             return Ok(Op::Increment(key, delta));
         }
         COMPARE_AND_SET => {
-            let [key, present, expected, new] =
-                call.between(4, 4)?.try_into().map_err(|_| unreachable())?;
+            let [key, present, expected, new] = call.exactly()?;
             let key = if kind == Kind::Namespace {
                 attribute(key)?
             } else {
@@ -427,11 +452,6 @@ pub(super) fn parse(
     }
 }
 
-/// What a checked argument count makes impossible.
-fn unreachable() -> Exception {
-    ("SystemError", "an argument count checked before".into())
-}
-
 /// CPython's answer to a method that is not exposed.
 fn not_exposed(kind: Kind, method: &str) -> Exception {
     let class = match kind {
@@ -451,9 +471,9 @@ fn not_exposed(kind: Kind, method: &str) -> Exception {
     )
 }
 
-fn dict(call: Call) -> Result<Op, Exception> {
+fn dict(call: Call<'_>) -> Result<Op, Exception> {
     let kind = Kind::Dict;
-    Ok(match call.method.as_str() {
+    Ok(match call.method {
         "__contains__" => Op::Contains(call.one()?),
         "__delitem__" => {
             let [k] = call.wrapper(false)?;
@@ -526,9 +546,9 @@ fn dict(call: Call) -> Result<Op, Exception> {
     })
 }
 
-fn list(call: Call) -> Result<Op, Exception> {
+fn list(call: Call<'_>) -> Result<Op, Exception> {
     let kind = Kind::List;
-    Ok(match call.method.as_str() {
+    Ok(match call.method {
         "__add__" => {
             let [other] = call.wrapper(false)?;
             Op::Add(other)
@@ -574,7 +594,7 @@ fn list(call: Call) -> Result<Op, Exception> {
             Op::IndexIn(v, start.unwrap_or(0), stop.unwrap_or(i64::MAX))
         }
         "insert" => {
-            let [at, v] = call.between(2, 2)?.try_into().map_err(|_| unreachable())?;
+            let [at, v] = call.exactly()?;
             Op::Insert(ssize(&at)?, v)
         }
         "pop" => {
@@ -596,9 +616,9 @@ fn list(call: Call) -> Result<Op, Exception> {
     })
 }
 
-fn namespace(call: Call) -> Result<Op, Exception> {
+fn namespace(call: Call<'_>) -> Result<Op, Exception> {
     let kind = Kind::Namespace;
-    Ok(match call.method.as_str() {
+    Ok(match call.method {
         "__getattribute__" => {
             let [name] = call.wrapper(false)?;
             Op::Get(attribute(name)?)
@@ -1146,6 +1166,12 @@ mod tests {
              exposed=('__getattribute__', '__setattr__', '__delattr__', \
              '_multiproc_increment', '_multiproc_compare_and_set')"
         );
+    }
+
+    #[test]
+    fn an_auto_proxy_of_a_namespace_gets_no_attribute_dunders() {
+        assert_eq!(auto_exposed(Kind::Namespace), [INCREMENT, COMPARE_AND_SET]);
+        assert_eq!(auto_exposed(Kind::Dict), exposed(Kind::Dict));
     }
 
     #[test]

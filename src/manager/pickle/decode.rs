@@ -47,6 +47,19 @@ pub(crate) fn loads_answer(bytes: &[u8], budget: &mut Budget) -> Result<PyValue,
     decode(bytes, budget, MAX_DEPTH + 2 + 2 * ANSWER_NESTING)
 }
 
+/// Decodes a pickle nested at most `max_depth` containers deep (for
+/// messages whose values sit deeper than a request's, such as a batch's).
+///
+/// # Errors
+/// As [`loads`].
+pub(crate) fn loads_within(
+    bytes: &[u8],
+    budget: &mut Budget,
+    max_depth: usize,
+) -> Result<PyValue, Exception> {
+    decode(bytes, budget, max_depth)
+}
+
 fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue, Exception> {
     let mut machine = Machine {
         input: bytes,
@@ -54,7 +67,7 @@ fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue
         nodes: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
         budget,
     };
     let root = machine.run()?;
@@ -96,6 +109,45 @@ enum Node {
     Proxy(Kind, Id),
 }
 
+/// The memo: node indexes by key. Keys are dense from 0 in what CPython
+/// writes (`MEMOIZE` takes the next); others go to a map.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<usize>,
+    sparse: HashMap<u32, usize>,
+    /// How many keys are set (`MEMOIZE`'s next key).
+    count: usize,
+}
+
+impl Memo {
+    const UNSET: usize = usize::MAX;
+
+    fn insert(&mut self, key: u32, node: usize) {
+        let k = key as usize;
+        if k == self.dense.len() {
+            if self.sparse.remove(&key).is_some() {
+                self.count -= 1;
+            }
+            self.dense.push(node);
+            self.count += 1;
+        } else if let Some(slot) = self.dense.get_mut(k) {
+            if *slot == Memo::UNSET {
+                self.count += 1;
+            }
+            *slot = node;
+        } else if self.sparse.insert(key, node).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn get(&self, key: u32) -> Option<usize> {
+        match self.dense.get(key as usize) {
+            Some(&node) if node != Memo::UNSET => Some(node),
+            _ => self.sparse.get(&key).copied(),
+        }
+    }
+}
+
 struct Machine<'a> {
     input: &'a [u8],
     at: usize,
@@ -103,7 +155,7 @@ struct Machine<'a> {
     stack: Vec<usize>,
     /// The stack's length at each `MARK` not yet consumed.
     marks: Vec<usize>,
-    memo: HashMap<u32, usize>,
+    memo: Memo,
     budget: &'a mut Budget,
 }
 
@@ -360,7 +412,7 @@ impl<'a> Machine<'a> {
                 }
                 op::MEMOIZE => {
                     let key =
-                        u32::try_from(self.memo.len()).map_err(|_| error("the memo is full"))?;
+                        u32::try_from(self.memo.count).map_err(|_| error("the memo is full"))?;
                     self.put(key)?;
                 }
                 op::BINPUT => {
@@ -570,9 +622,9 @@ impl<'a> Machine<'a> {
     }
 
     fn get(&mut self, key: u32) -> Result<(), Exception> {
-        let i = *self
+        let i = self
             .memo
-            .get(&key)
+            .get(key)
             .ok_or_else(|| error(format!("Memo value not found at index {key}")))?;
         self.budget.work(1)?;
         self.budget.memory(size_of::<usize>())?;

@@ -2,7 +2,7 @@
 //! every CPython from 3.4 reads.
 
 use super::super::compare::int_bytes;
-use super::super::protocol::Kind;
+use super::super::protocol::{Id, Kind};
 use super::super::refs::{self, ProxyRef};
 use super::super::value::{PyObject, PyValue};
 use super::op;
@@ -208,23 +208,89 @@ impl Encoder<'_> {
         }
     }
 
-    /// `RebuildProxy(ProxyClass, Token(typeid, address, id), 'pickle',
-    /// kwds)`, as a proxy's `__reduce__` gives it.
     fn proxy(&mut self, r: &ProxyRef) {
-        const MANAGERS: &str = "multiprocessing.managers";
         // The client now holds this reference.
         refs::sent(r.id);
+        self.rebuild_proxy(r.kind, r.id);
+    }
+
+    /// `RebuildProxy(ProxyClass, Token(typeid, address, id), 'pickle',
+    /// kwds)`, as a proxy's `__reduce__` gives it.
+    fn rebuild_proxy(&mut self, kind: Kind, id: Id) {
+        const MANAGERS: &str = "multiprocessing.managers";
         self.global(MANAGERS, "RebuildProxy");
         self.out.push(op::MARK);
-        self.global(MANAGERS, r.kind.proxy_name());
-        self.object(&PyObject::token(r.kind, r.id, self.address));
+        self.global(MANAGERS, kind.proxy_name());
+        self.object(&PyObject::token(kind, id, self.address));
         self.str("pickle");
         self.out.push(op::EMPTY_DICT);
-        if matches!(r.kind, Kind::Queue | Kind::JoinableQueue) {
+        if matches!(kind, Kind::Queue | Kind::JoinableQueue) {
             let exposed: Vec<PyValue> = QUEUE_EXPOSED.iter().map(|&m| m.into()).collect();
             self.set_items(&[("exposed".into(), PyValue::Tuple(exposed))]);
         }
         self.out.push(op::TUPLE);
         self.out.push(op::REDUCE);
+    }
+}
+
+/// How many bytes `v`'s own opcodes take in what [`dumps`] writes, not
+/// counting the values it contains (its items, arguments, state): the sum
+/// over a value and everything in it, plus 3 (`PROTO 4` and `STOP`), is
+/// the length of its pickle. For charging an answer's size item by item.
+pub(crate) fn own_len(v: &PyValue, address: &PyValue) -> usize {
+    /// The opcode and length of a str or bytes of `n` bytes, and them.
+    fn sized(n: usize) -> usize {
+        n + if n < 256 {
+            2
+        } else if u32::try_from(n).is_ok() {
+            5
+        } else {
+            9
+        }
+    }
+    fn tuple(n: usize) -> usize {
+        match n {
+            0..=3 => 1,
+            _ => 2,
+        }
+    }
+    let items = |empty: bool| if empty { 0 } else { 2 };
+    match v {
+        PyValue::None | PyValue::Bool(_) => 1,
+        PyValue::Int(i) => match *i {
+            0..=255 => 2,
+            256..=65535 => 3,
+            i if i32::try_from(i).is_ok() => 5,
+            i => 2 + int_bytes(i).len(),
+        },
+        PyValue::BigInt(b) => b.len() + if b.len() < 256 { 2 } else { 5 },
+        PyValue::Float(_) => 9,
+        PyValue::Str(s) => sized(s.len()),
+        PyValue::Bytes(b) => sized(b.len()),
+        PyValue::List(l) => 1 + items(l.is_empty()),
+        PyValue::Tuple(t) => tuple(t.len()),
+        PyValue::Dict(d) => 1 + items(d.is_empty()),
+        PyValue::Set(s) => 1 + items(s.is_empty()),
+        PyValue::FrozenSet(_) => 2,
+        PyValue::Object(o) => {
+            let global = sized(o.module.len()) + sized(o.name.len()) + 1;
+            if o.global {
+                return global;
+            }
+            global
+                + tuple(o.args.len())
+                + o.kwargs.as_ref().map_or(1, |kw| 2 + items(kw.is_empty()))
+                + items(o.list_items.is_empty())
+                + items(o.dict_items.is_empty())
+                + usize::from(o.state.is_some())
+        }
+        PyValue::Proxy(r) => {
+            let mut e = Encoder {
+                out: Vec::new(),
+                address,
+            };
+            e.rebuild_proxy(r.kind, r.id);
+            e.out.len()
+        }
     }
 }

@@ -24,9 +24,9 @@ mod encode;
 mod tests;
 
 #[allow(unused_imports)]
-pub(crate) use decode::{loads, loads_answer, MAX_INT_BYTES};
+pub(crate) use decode::{loads, loads_answer, loads_within, MAX_INT_BYTES};
 #[allow(unused_imports)]
-pub(crate) use encode::dumps;
+pub(crate) use encode::{dumps, own_len};
 
 /// For the fuzzer only (built with `--cfg fuzzing`): decodes `data` as a
 /// request within a request's memory, and if that succeeds, checks that

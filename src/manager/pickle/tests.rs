@@ -610,6 +610,25 @@ fn proxies_decode_to_references_and_encode_as_rebuild_proxy() {
 fn round_trips_keep_every_variant() {
     let address = PyValue::Str("/tmp/m.sock".into());
     let values = vec![
+        PyValue::Tuple((250..260).chain(65530..65540).map(PyValue::from).collect()),
+        PyValue::List(vec![
+            PyValue::Int(i64::from(i32::MIN)),
+            PyValue::Int(i64::from(i32::MIN) - 1),
+            PyValue::Str("s".repeat(255)),
+            PyValue::Str("s".repeat(256)),
+            PyValue::Bytes(vec![1; 255]),
+            PyValue::List(vec![]),
+            PyValue::Dict(vec![]),
+            PyValue::Set(vec![]),
+            PyValue::FrozenSet(vec![]),
+            PyValue::Tuple(vec![]),
+            PyValue::Tuple(vec![1.into(), 2.into(), 3.into(), 4.into()]),
+            PyValue::Dict(vec![(PyValue::None, true.into())]),
+        ]),
+        PyValue::List(vec![PyValue::Proxy(crate::manager::ProxyRef::new(
+            crate::manager::protocol::Kind::JoinableQueue,
+            u64::MAX,
+        ))]),
         PyValue::Int(i64::MIN),
         PyValue::Int(i64::MAX),
         PyValue::Int(-1),
@@ -636,6 +655,11 @@ fn round_trips_keep_every_variant() {
         };
         let back = items.pop().unwrap();
         assert_eq!(format!("{back}"), format!("{v}"));
+        assert_eq!(
+            3 + total_len(&v, &address),
+            dumps(&v, &address).len(),
+            "{v:?}"
+        );
         if let (PyValue::Object(a), PyValue::Object(b)) = (&v, &back) {
             assert_eq!(
                 (
@@ -666,4 +690,41 @@ fn round_trips_keep_every_variant() {
             assert_eq!(v, back);
         }
     }
+}
+
+/// The sum of `own_len` over `v` and everything in it.
+fn total_len(v: &PyValue, address: &PyValue) -> usize {
+    let all = |vs: &[PyValue]| vs.iter().map(|v| total_len(v, address)).sum::<usize>();
+    let pairs = |d: &[(PyValue, PyValue)]| {
+        d.iter()
+            .map(|(k, v)| total_len(k, address) + total_len(v, address))
+            .sum::<usize>()
+    };
+    own_len(v, address)
+        + match v {
+            PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+                all(vs)
+            }
+            PyValue::Dict(d) => pairs(d),
+            PyValue::Object(o) => {
+                all(&o.args)
+                    + o.kwargs.as_deref().map_or(0, pairs)
+                    + o.state.as_ref().map_or(0, |s| total_len(s, address))
+                    + all(&o.list_items)
+                    + pairs(&o.dict_items)
+            }
+            _ => 0,
+        }
+}
+
+#[test]
+fn memo_keys_may_be_sparse_and_memoize_takes_the_count() {
+    // BINPUT 5, LONG_BINPUT 2**32 - 1, then MEMOIZE (key 2, the count),
+    // each read back.
+    let b = b"\x80\x04K\x01q\x05K\x02r\xff\xff\xff\xffK\x03\x94(h\x05j\xff\xff\xff\xffh\x02t.";
+    assert_eq!(try_loads(b, 1 << 20).unwrap().to_string(), "(1, 2, 3)");
+    // Overwriting a key; a key never set.
+    let b = b"\x80\x04K\x01\x94K\x02q\x00h\x00.";
+    assert_eq!(try_loads(b, 1 << 20).unwrap().to_string(), "2");
+    assert!(try_loads(b"\x80\x04K\x01q\x05h\x04.", 1 << 20).is_err());
 }
