@@ -106,6 +106,7 @@ fn list_and_namespace_semantics_follow_python() {
             remote_kind(&ns.get::<f64>("x").unwrap_err()),
             "AttributeError"
         );
+        assert_eq!(remote_kind(&ns.del("x").unwrap_err()), "AttributeError");
     });
 }
 
@@ -203,21 +204,26 @@ fn wrong_keys_garbage_and_killed_clients_hurt_no_one_else() {
                 0o600
             );
         }
-        // An authenticated client that sends garbage, then one that sends a
-        // frame claiming 4 GiB: each loses its own connection only.
-        for garbage in [
-            vec![0, 0, 0, 3, 0xff, 0xff, 0xff],
-            multiproc::conn::frame::header(1 << 32).unwrap().to_vec(),
-        ] {
-            let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
-            // SAFETY: borrowing the connection's descriptor for one raw write.
-            let mut raw = std::mem::ManuallyDrop::new(unsafe {
-                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
-            });
-            raw.write_all(&garbage).unwrap();
-            assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
-        }
+        // An authenticated client that sends a frame that is no pickle: an
+        // error reply, and its connection goes on.
+        let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
+        let (kind, reply) = raw_request(&mut conn, &[0xff, 0xff, 0xff]);
+        assert_eq!(kind, "#TRACEBACK");
+        assert!(String::from_utf8_lossy(&reply).contains("UnpicklingError"));
+        assert_eq!(
+            raw_request(&mut conn, &pickled(None, "dummy", &[])).0,
+            "#RETURN"
+        );
+        // One that sends a frame claiming 4 GiB loses its own connection only.
+        let huge = multiproc::conn::frame::header(1 << 32).unwrap();
+        let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
+        // SAFETY: borrowing the connection's descriptor for one raw write.
+        let mut raw = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+        raw.write_all(&huge).unwrap();
+        assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
         // A client that connects and never says a word delays no one: a
         // new connection (here, a forked child's) is served at once.
         let Address::Unix(path) = m.address() else {
@@ -334,6 +340,16 @@ fn nested_proxies_name_one_object_that_lives_while_stored() {
             .collect();
         assert_eq!(seen, vec![0, 11, 2]);
         drop(rows);
+        // Read as a dynamic value, a nested proxy takes no reference: the
+        // one its answer carried is given back.
+        let any: multiproc::PyValue = ns.get("rows").unwrap();
+        assert!(any.to_string().starts_with("<ListProxy object"), "{any}");
+        let again: Vec<multiproc::PyValue> = ns
+            .get::<ListProxy<multiproc::PyValue>>("rows")
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_eq!(again.len(), 3);
         ns.del("rows").unwrap();
         assert_eq!(m.number_of_objects().unwrap(), 2);
 
@@ -523,12 +539,78 @@ enum Num {
     S(char),
 }
 
-/// Sends a request as raw bytes; the first byte of the answer (postcard's
-/// `Response` variant: 0 a value, 1 a new object, 3 an error), and the rest.
-fn raw_request(conn: &mut multiproc::conn::Connection, frame: &[u8]) -> (u8, Vec<u8>) {
+/// The pickle (protocol 2) of a request `(ident, method, args, {})`,
+/// written by hand from the pickles of its arguments: the tests need
+/// requests no client would build.
+fn pickled(ident: Option<&str>, method: &str, args: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = vec![0x80, 2, b'('];
+    match ident {
+        Some(ident) => out.extend(pickled_str(ident)),
+        None => out.push(b'N'),
+    }
+    out.extend(pickled_str(method));
+    out.push(b'(');
+    args.iter().for_each(|a| out.extend(a));
+    out.extend(b"t}t.");
+    out
+}
+
+/// `BINUNICODE`.
+fn pickled_str(s: &str) -> Vec<u8> {
+    let mut out = vec![b'X'];
+    out.extend((s.len() as u32).to_le_bytes());
+    out.extend(s.as_bytes());
+    out
+}
+
+/// `BININT`.
+fn pickled_int(i: i32) -> Vec<u8> {
+    let mut out = vec![b'J'];
+    out.extend(i.to_le_bytes());
+    out
+}
+
+/// A list of pickled items.
+fn pickled_list(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut out = b"](".to_vec();
+    items.into_iter().for_each(|i| out.extend(i));
+    out.push(b'e');
+    out
+}
+
+/// Sends a request as raw bytes; the reply's kind (`#RETURN`, `#ERROR`,
+/// `#TRACEBACK`) and the reply.
+fn raw_request(conn: &mut multiproc::conn::Connection, frame: &[u8]) -> (&'static str, Vec<u8>) {
     conn.send_bytes(frame).unwrap();
     let answer = conn.recv_bytes().unwrap();
-    (answer[0], answer[1..].to_vec())
+    (reply_kind(&answer), answer)
+}
+
+/// The kind of a pickled reply: the first of its tags it holds.
+fn reply_kind(answer: &[u8]) -> &'static str {
+    ["#RETURN", "#ERROR", "#TRACEBACK", "#PROXY"]
+        .into_iter()
+        .find(|k| answer.windows(k.len()).any(|w| w == k.as_bytes()))
+        .unwrap_or("?")
+}
+
+/// `create(typeid)` on a raw connection: the new object's ident.
+fn raw_create(conn: &mut multiproc::conn::Connection, typeid: &str) -> String {
+    let (kind, answer) = raw_request(conn, &pickled(None, "create", &[pickled_str(typeid)]));
+    assert_eq!(kind, "#RETURN");
+    // `('#RETURN', (ident, exposed))`: the ident is the first string after
+    // the tag (a str opcode, its length, then hex digits).
+    let at = answer.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
+    let rest = &answer[at..];
+    let (len, text) = match rest.iter().position(|&b| b == 0x8c || b == b'X') {
+        Some(p) if rest[p] == 0x8c => (rest[p + 1] as usize, &rest[p + 2..]),
+        Some(p) => (
+            u32::from_le_bytes(rest[p + 1..p + 5].try_into().unwrap()) as usize,
+            &rest[p + 5..],
+        ),
+        None => panic!("no ident in {answer:?}"),
+    };
+    String::from_utf8(text[..len].to_vec()).unwrap()
 }
 
 /// Issue 12.2 and 12.3 against a real server: the requests that killed it
@@ -538,25 +620,20 @@ fn requests_that_killed_the_server_get_answers() {
     watchdog("hostile requests", LIMIT, || {
         let m = Manager::start().unwrap();
         let d = m.dict::<u8, u8>().unwrap();
-        // `Create(List)` and `Create(Dict)`: the ids of new objects.
         let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
-        let [list, dict] = [[0u8, 1], [0, 0]].map(|frame| {
-            let (tag, id) = raw_request(&mut conn, &frame);
-            assert_eq!(tag, 1);
-            id
-        });
-        // A list nested 35,000 deep appended (Op 17), and a missing key
-        // nested 25,000 deep looked up (Op 4): each a 50-70 KB request.
-        for (id, op, depth) in [(list, 17, 35_000), (dict, 4, 25_000)] {
-            let mut frame = vec![3]; // Request::Call
-            frame.extend(id);
-            frame.push(op);
+        let list = raw_create(&mut conn, "list");
+        let dict = raw_create(&mut conn, "dict");
+        // A list nested 35,000 deep appended, and a missing key nested
+        // 25,000 deep looked up: each a 75-100 KB request.
+        for (ident, method, depth) in [(&list, "append", 35_000), (&dict, "get", 25_000)] {
+            let mut nested = Vec::new();
             for _ in 0..depth {
-                frame.extend([6, 1]); // a Value::List of one item
+                nested.extend(b"](");
             }
-            frame.extend([2, 2]); // Value::Int(1)
-            let (tag, error) = raw_request(&mut conn, &frame);
-            assert_eq!(tag, 3, "an error reply");
+            nested.extend(pickled_int(1));
+            nested.extend(std::iter::repeat_n(b'e', depth));
+            let (kind, error) = raw_request(&mut conn, &pickled(Some(ident), method, &[nested]));
+            assert_ne!(kind, "#RETURN", "an error reply");
             assert!(String::from_utf8_lossy(&error).contains("RecursionError"));
         }
         // The sort that ended the server with a panic.
@@ -586,23 +663,27 @@ fn a_client_pipelining_heavy_requests_delays_others_by_one_turn() {
         let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
         let d = other.dict::<u8, u8>().unwrap();
         d.set(1, 1).unwrap();
-        let (tag, list) = raw_request(&mut conn, &[0, 1]);
-        assert_eq!(tag, 1);
-        // A list of 2**20 ints (Op::Extend of Value::Int(1) each).
-        let mut extend = vec![3];
-        extend.extend(&list);
-        extend.extend([18, 0x80, 0x80, 0x40]);
-        extend.resize(extend.len() + (2 << 20), 2);
-        assert_eq!(raw_request(&mut conn, &extend).0, 0);
+        let list = raw_create(&mut conn, "list");
+        // A list of 2**20 ints, in two requests (one would take more
+        // memory than a request may).
+        let ints = pickled_list(std::iter::repeat_n(vec![b'K', 1], 1 << 19));
+        let extend = pickled(Some(&list), "extend", &[ints]);
+        for _ in 0..2 {
+            let (kind, reply) = raw_request(&mut conn, &extend);
+            assert_eq!(kind, "#RETURN", "{}", String::from_utf8_lossy(&reply));
+        }
         // A batch of 31 inserts at its front: just within one request's
         // work (each moves every item).
-        let mut batch = vec![4, 31];
-        for _ in 0..31 {
-            batch.extend(&list);
-            batch.extend([19, 0, 0]);
-        }
+        let insert = pickled(Some(&list), "insert", &[pickled_int(0), pickled_int(0)]);
+        // The request's tuple without its protocol header and STOP.
+        let item = insert[2..insert.len() - 1].to_vec();
+        let batch = pickled(
+            None,
+            "_multiproc_batch",
+            &[pickled_list(std::iter::repeat_n(item, 31))],
+        );
         let t = std::time::Instant::now();
-        assert_eq!(raw_request(&mut conn, &batch).0, 2, "answered");
+        assert_eq!(raw_request(&mut conn, &batch).0, "#RETURN", "answered");
         let one = t.elapsed();
         // Twenty of them in one write (so that one read of the server's
         // takes them all); meanwhile another client is served within a
@@ -624,7 +705,7 @@ fn a_client_pipelining_heavy_requests_delays_others_by_one_turn() {
             "waited {waited:?}; one request takes {one:?}"
         );
         for _ in 0..20 {
-            assert_eq!(conn.recv_bytes().unwrap()[0], 2);
+            assert_eq!(reply_kind(&conn.recv_bytes().unwrap()), "#RETURN");
         }
     });
 }

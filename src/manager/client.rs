@@ -1,20 +1,52 @@
-//! One process's connection to a manager server, and the round trip that
-//! every proxy operation makes over it.
+//! One process's connection to a manager server, and the round trips
+//! every proxy operation makes over it, in Python's manager protocol:
+//! pickled `(ident, methodname, args, kwds)` requests, `(kind, result)`
+//! replies (see `PYTHON-WIRE.md`).
+//!
+//! Each process opens one long connection on first use
+//! (`accept_connection`, as a CPython proxy's thread does), then asks the
+//! server to hold the references this connection takes
+//! (`_multiproc_hold`): multiproc's server then gives them back when the
+//! connection closes, however the process ended. A server that refuses
+//! (CPython's own) counts references globally; then the server-level calls
+//! (`create`, `incref`, `decref`, …) go on short connections of their own,
+//! as CPython's client sends them, and a dropped proxy's `decref` is what
+//! gives its reference back.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::calls;
 use super::de::from_value;
-use super::protocol::{Command, Response};
+use super::limits::Budget;
+use super::objects::MAX_FRAME;
+use super::pickle;
+use super::protocol::{Id, Kind, Op};
 use super::ser::to_value;
-use super::PyValue;
+use super::{ProxyRef, PyValue};
 use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
 use crate::poison;
 use crate::sys;
+
+/// The most memory decoding one answer may take (as the server allows a
+/// request: a client that trusts its server still bounds what it reads).
+const ANSWER_MEMORY: usize = 4 * MAX_FRAME;
+
+/// The name this client's connections give the server (`accept_connection`).
+const CONNECTION_NAME: &str = "MainProcess|multiproc";
+
+/// Whether the server holds each connection's references
+/// ([`Client::mode`]): not known before the first connection.
+const UNKNOWN: u8 = 0;
+/// It does (multiproc's server): every call goes on the long connection.
+const HELD: u8 = 1;
+/// It does not (CPython's): references are global counts.
+const GLOBAL: u8 = 2;
 
 /// One process's connection to the server, opened on first use in each
 /// process (a forked child never shares its parent's socket).
@@ -25,6 +57,11 @@ use crate::sys;
 pub(super) struct Client {
     pub(super) address: Address,
     pub(super) authkey: Vec<u8>,
+    /// The server's address as a `Token` carries it, in the nested proxies
+    /// this client sends: `('host', port)` or a socket's path.
+    token_address: PyValue,
+    /// [`HELD`], [`GLOBAL`] or [`UNKNOWN`].
+    mode: AtomicU8,
     /// This process's connection state (a `Box` leaked into the pointer).
     current: AtomicPtr<ProcessConn>,
     /// States of the processes this one was forked from, freed with the
@@ -40,11 +77,72 @@ struct ProcessConn {
     next: AtomicPtr<ProcessConn>,
 }
 
+/// What a call answered, before it is decoded.
+pub(super) struct Answer {
+    value: PyValue,
+    /// The objects whose references the server counted for this client
+    /// with the answer: the new object of a `#PROXY` answer, and on a
+    /// connection that holds its references, every proxy in the value.
+    /// A proxy decoded from the answer takes one over; the others are
+    /// given back once the answer is decoded.
+    carried: Vec<Id>,
+}
+
+thread_local! {
+    /// The references the answer this thread is decoding carries, not yet
+    /// taken over by a proxy.
+    static CARRIED: RefCell<Vec<Id>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes over a reference to `id` that the answer being decoded carries,
+/// if it carries one.
+pub(super) fn take_carried(id: Id) -> bool {
+    CARRIED.with_borrow_mut(|c| match c.iter().position(|&x| x == id) {
+        Some(i) => {
+            c.swap_remove(i);
+            true
+        }
+        None => false,
+    })
+}
+
+/// The ids of the proxies in `v`, one per proxy.
+fn proxies_in(v: &PyValue, out: &mut Vec<Id>) {
+    match v {
+        PyValue::Proxy(r) => out.push(r.id),
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            vs.iter().for_each(|v| proxies_in(v, out))
+        }
+        PyValue::Dict(d) => d.iter().for_each(|(k, v)| {
+            proxies_in(k, out);
+            proxies_in(v, out);
+        }),
+        PyValue::Object(o) => {
+            o.args
+                .iter()
+                .chain(&o.state)
+                .chain(&o.list_items)
+                .for_each(|v| proxies_in(v, out));
+            o.kwargs
+                .iter()
+                .flatten()
+                .chain(&o.dict_items)
+                .for_each(|(k, v)| {
+                    proxies_in(k, out);
+                    proxies_in(v, out);
+                });
+        }
+        _ => {}
+    }
+}
+
 impl Client {
     pub(super) fn new(address: Address, authkey: &[u8]) -> Client {
         Client {
+            token_address: token_address(&address),
             address,
             authkey: authkey.to_vec(),
+            mode: AtomicU8::new(UNKNOWN),
             current: AtomicPtr::new(std::ptr::null_mut()),
             retired: AtomicPtr::new(std::ptr::null_mut()),
         }
@@ -109,41 +207,372 @@ impl Client {
         }
     }
 
-    /// One round trip: sends `req`, returns the answer.
-    pub(super) fn request(&self, req: &Command) -> Result<Response> {
+    /// A new authenticated connection to the server.
+    fn open(&self) -> Result<Connection> {
+        let mut conn = connect(&self.address, Some(&self.authkey)).map_err(|e| match e {
+            Error::Io { .. } => Error::ManagerGone(e.to_string()),
+            other => other,
+        })?;
+        conn.set_max_message(MAX_FRAME);
+        Ok(conn)
+    }
+
+    /// This process's long connection: `accept_connection`, then
+    /// `_multiproc_hold`, which tells what kind of server it is.
+    fn open_long(&self) -> Result<Connection> {
+        let mut conn = self.open()?;
+        let accept = request(
+            None,
+            "accept_connection",
+            vec![CONNECTION_NAME.into()],
+            Vec::new(),
+        );
+        reply(self.round_trip(&mut conn, &accept)??, "accept_connection")?;
+        let hold = request(None, "_multiproc_hold", Vec::new(), Vec::new());
+        let held = match reply(self.round_trip(&mut conn, &hold)??, "_multiproc_hold") {
+            Ok(_) => HELD,
+            // CPython's server answers `#TRACEBACK`: it has no such call.
+            Err(Error::Remote { .. }) => GLOBAL,
+            Err(e) => return Err(e),
+        };
+        self.mode.store(held, Ordering::Release);
+        Ok(conn)
+    }
+
+    /// Sends `req` and reads the answer's value. A failure to send or
+    /// receive leaves the connection unusable (the caller drops it); one
+    /// to decode does not (the frame was read whole).
+    fn round_trip(&self, conn: &mut Connection, req: &PyValue) -> Result<Result<PyValue>> {
+        let bytes = pickle::dumps(req, &self.token_address);
+        if bytes.len() > MAX_FRAME {
+            // What the server would refuse by closing the connection.
+            return Ok(Err(Error::MessageTooLarge {
+                size: bytes.len() as u64,
+                limit: MAX_FRAME,
+            }));
+        }
+        conn.send_bytes(&bytes).map_err(gone)?;
+        let answer = conn.recv_bytes().map_err(gone)?;
+        let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
+        Ok(pickle::loads_answer(&answer, &mut budget)
+            .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}"))))
+    }
+
+    /// One round trip on this process's long connection, opened if need be.
+    fn on_long(&self, req: &PyValue) -> Result<PyValue> {
         let mut conn = poison::locked(&self.state().conn);
         let c = match &mut *conn {
             Some(c) => c,
-            None => conn.insert(connect(&self.address, Some(&self.authkey)).map_err(
-                |e| match e {
-                    Error::Io { .. } => Error::ManagerGone(e.to_string()),
-                    other => other,
-                },
-            )?),
+            None => conn.insert(self.open_long()?),
         };
-        let exchanged = c.send(req).and_then(|()| c.recv::<Response>());
-        match exchanged {
-            Ok(r) => Ok(r),
+        match self.round_trip(c, req) {
+            Ok(answer) => answer,
             Err(e) => {
                 *conn = None;
-                Err(match e {
-                    Error::ConnectionClosed => {
-                        Error::ManagerGone("the server closed the connection".into())
-                    }
-                    other => other,
-                })
+                Err(e)
             }
         }
     }
 
-    /// One round trip whose answer is a value, decoded as an `R`: every
-    /// conversion checked (a count is a `usize` only if it fits one).
-    pub(super) fn call<R: DeserializeOwned>(&self, req: &Command) -> Result<R> {
-        match self.request(req)? {
-            Response::Value(v) => decode(v),
-            other => Err(protocol_error(other)),
+    /// Whether the server holds this connection's references, connecting
+    /// to find out if nobody has yet.
+    fn held(&self) -> Result<bool> {
+        if self.mode.load(Ordering::Acquire) == UNKNOWN {
+            let mut conn = poison::locked(&self.state().conn);
+            if conn.is_none() {
+                *conn = Some(self.open_long()?);
+            }
+        }
+        Ok(self.mode.load(Ordering::Acquire) == HELD)
+    }
+
+    /// A server-level call (`ident` `None`): on the long connection of a
+    /// server that holds its references, else on a short connection of its
+    /// own, as CPython's server wants them.
+    pub(super) fn server_call(&self, method: &'static str, args: Vec<PyValue>) -> Result<PyValue> {
+        let req = request(None, method, args, Vec::new());
+        let answer = if self.held()? {
+            self.on_long(&req)?
+        } else {
+            let mut conn = self.open()?;
+            self.round_trip(&mut conn, &req)??
+        };
+        reply(answer, method).map(|a| a.value)
+    }
+
+    /// Calls the method that does `op` on object `id` of kind `kind`.
+    fn call_raw(&self, kind: Kind, id: Id, op: Op) -> Result<Answer> {
+        let (method, args, kwds) = calls::request(kind, op);
+        let req = request(Some(id), method, args, kwds);
+        self.carrying(reply(self.on_long(&req)?, method))
+    }
+
+    /// An answer with the references a server that holds them counted
+    /// for the proxies in its value (a `#PROXY` answer's one proxy carries
+    /// its reference already).
+    fn carrying(&self, answer: Result<Answer>) -> Result<Answer> {
+        let mut answer = answer?;
+        if self.mode.load(Ordering::Acquire) == HELD && answer.carried.is_empty() {
+            proxies_in(&answer.value, &mut answer.carried);
+        }
+        Ok(answer)
+    }
+
+    /// Calls the method that does `op` on object `id`, decoding the answer
+    /// as an `R`: every conversion checked (a count is a `usize` only if
+    /// it fits one).
+    pub(super) fn call<R: DeserializeOwned>(&self, kind: Kind, id: Id, op: Op) -> Result<R> {
+        let answer = self.call_raw(kind, id, op)?;
+        self.settle(answer)
+    }
+
+    /// Decodes an answer as an `R`, then gives back the references it
+    /// carried that no proxy took over.
+    fn settle<R: DeserializeOwned>(&self, answer: Answer) -> Result<R> {
+        let outer = CARRIED.replace(answer.carried);
+        let decoded = decode(answer.value);
+        for id in CARRIED.replace(outer) {
+            let _ = self.decref(id);
+        }
+        decoded
+    }
+
+    /// Several operations on object `id` in one round trip
+    /// (`_multiproc_batch`), each answer decoded as an `R`. A server
+    /// without batches (CPython's) gets them one by one.
+    pub(super) fn batch<R: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        id: Id,
+        ops: Vec<Op>,
+    ) -> Result<Vec<R>> {
+        if !self.held()? {
+            return ops.into_iter().map(|op| self.call(kind, id, op)).collect();
+        }
+        let mut methods = Vec::with_capacity(ops.len());
+        let ident = PyValue::Str(ident(id));
+        let items = ops
+            .into_iter()
+            .map(|op| {
+                let (method, args, kwds) = calls::request(kind, op);
+                methods.push(method);
+                PyValue::Tuple(vec![
+                    ident.clone(),
+                    method.into(),
+                    PyValue::Tuple(args),
+                    PyValue::Dict(kwds),
+                ])
+            })
+            .collect();
+        let req = request(
+            None,
+            "_multiproc_batch",
+            vec![PyValue::List(items)],
+            Vec::new(),
+        );
+        let answers = match reply(self.on_long(&req)?, "_multiproc_batch")?.value {
+            PyValue::List(answers) if answers.len() == methods.len() => answers,
+            other => {
+                return Err(Error::Deserialize(format!(
+                    "a batch of {} answered {}",
+                    methods.len(),
+                    other.type_name()
+                )))
+            }
+        };
+        let answers: Vec<Result<Answer>> = answers
+            .into_iter()
+            .zip(methods)
+            .map(|(a, method)| self.carrying(reply(a, method)))
+            .collect();
+        // Each answer is decoded (and what it owes given back) even after
+        // a failed one.
+        let mut out = Vec::with_capacity(answers.len());
+        let mut failed = None;
+        for a in answers {
+            match a.and_then(|a| self.settle(a)) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
     }
+
+    /// A new object of `kind` (`create(typeid)`), and the reference to it
+    /// that the server counted for this client.
+    pub(super) fn create(&self, kind: Kind) -> Result<Id> {
+        let answer = self.server_call("create", vec![kind.typeid().into()])?;
+        match answer {
+            PyValue::Tuple(t) | PyValue::List(t) if t.len() == 2 => match &t[0] {
+                PyValue::Str(ident) => parse_ident(ident),
+                other => Err(Error::Deserialize(format!(
+                    "create answered an ident of type {}",
+                    other.type_name()
+                ))),
+            },
+            other => Err(Error::Deserialize(format!(
+                "create answered {}, not (ident, exposed)",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Takes one more reference to object `id`.
+    pub(super) fn incref(&self, id: Id) -> Result<()> {
+        self.server_call("incref", vec![ident(id).into()]).map(drop)
+    }
+
+    /// Gives back a reference to object `id`.
+    pub(super) fn decref(&self, id: Id) -> Result<()> {
+        self.server_call("decref", vec![ident(id).into()]).map(drop)
+    }
+}
+
+/// An object's ident on the wire: its id in hex (`'%x' % id(obj)` in
+/// CPython's server, so its idents read back the same).
+fn ident(id: Id) -> String {
+    format!("{id:x}")
+}
+
+/// The id an ident names.
+fn parse_ident(ident: &str) -> Result<Id> {
+    Id::from_str_radix(ident, 16)
+        .map_err(|_| Error::Deserialize(format!("the server named an object {ident:?}")))
+}
+
+/// `(ident, methodname, args, kwds)`.
+fn request(
+    id: Option<Id>,
+    method: &str,
+    args: Vec<PyValue>,
+    kwds: Vec<(PyValue, PyValue)>,
+) -> PyValue {
+    PyValue::Tuple(vec![
+        id.map_or(PyValue::None, |id| PyValue::Str(ident(id))),
+        method.into(),
+        PyValue::Tuple(args),
+        PyValue::Dict(kwds),
+    ])
+}
+
+/// The address of a `Token`: `('host', port)` or a socket's path, as the
+/// server has it.
+fn token_address(address: &Address) -> PyValue {
+    match address {
+        Address::Tcp(a) => PyValue::Tuple(vec![
+            PyValue::Str(a.ip().to_string()),
+            PyValue::Int(a.port().into()),
+        ]),
+        Address::Unix(p) => PyValue::Str(p.to_string_lossy().into_owned()),
+    }
+}
+
+/// A failure to send or receive: the server is gone if the connection is.
+fn gone(e: Error) -> Error {
+    match e {
+        Error::ConnectionClosed => Error::ManagerGone("the server closed the connection".into()),
+        Error::Io { .. } => Error::ManagerGone(e.to_string()),
+        other => other,
+    }
+}
+
+/// What a `(kind, result)` reply to a call of `method` means.
+fn reply(answer: PyValue, method: &str) -> Result<Answer> {
+    let (kind, result) = match answer {
+        PyValue::Tuple(t) if t.len() == 2 => {
+            let mut t = t.into_iter();
+            match (t.next(), t.next()) {
+                (Some(PyValue::Str(kind)), Some(result)) => (kind, result),
+                _ => return Err(malformed()),
+            }
+        }
+        _ => return Err(malformed()),
+    };
+    match kind.as_str() {
+        "#RETURN" => Ok(Answer {
+            value: result,
+            carried: Vec::new(),
+        }),
+        "#ERROR" => Err(raised(result)),
+        "#PROXY" => proxy(result),
+        "#TRACEBACK" | "#UNSERIALIZABLE" => {
+            let text = match result {
+                PyValue::Str(s) => s,
+                other => other.to_string(),
+            };
+            let message = if method.starts_with("_multiproc_") {
+                format!(
+                    "{method} is multiproc's own, and this server (not multiproc's) does                      not have it: {}",
+                    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+                )
+            } else {
+                text
+            };
+            Err(Error::Remote {
+                kind: "RemoteError".into(),
+                message,
+            })
+        }
+        other => Err(Error::Deserialize(format!(
+            "the server answered a {other:?} reply"
+        ))),
+    }
+}
+
+fn malformed() -> Error {
+    Error::Deserialize("the server's answer is not a (kind, result) pair".into())
+}
+
+/// The error an `#ERROR` reply's exception object is: its class's name,
+/// and Python's `str()` of it.
+fn raised(exception: PyValue) -> Error {
+    let PyValue::Object(o) = exception else {
+        return Error::Remote {
+            kind: "Exception".into(),
+            message: exception.to_string(),
+        };
+    };
+    let message = match o.args.as_slice() {
+        [] => String::new(),
+        [PyValue::Str(s)] if o.name != "KeyError" => s.clone(),
+        [v] => v.repr(),
+        vs => PyValue::Tuple(vs.to_vec()).repr(),
+    };
+    Error::Remote {
+        kind: o.name.clone(),
+        message,
+    }
+}
+
+/// A `#PROXY` answer, `(exposed, Token(typeid, address, ident))`: the new
+/// object as a proxy value, and the reference the server counted for it.
+fn proxy(result: PyValue) -> Result<Answer> {
+    let bad = || Error::Deserialize("a #PROXY answer is not (exposed, Token)".into());
+    let PyValue::Tuple(t) = result else {
+        return Err(bad());
+    };
+    let Some(PyValue::Object(token)) = t.get(1) else {
+        return Err(bad());
+    };
+    let Some(PyValue::Tuple(fields)) = &token.state else {
+        return Err(bad());
+    };
+    let (Some(PyValue::Str(typeid)), Some(PyValue::Str(ident))) = (fields.first(), fields.get(2))
+    else {
+        return Err(bad());
+    };
+    let kind = Kind::from_typeid(typeid)
+        .ok_or_else(|| Error::Deserialize(format!("no proxy of typeid {typeid:?} here")))?;
+    let id = parse_ident(ident)?;
+    Ok(Answer {
+        value: PyValue::Proxy(ProxyRef::new(kind, id)),
+        carried: vec![id],
+    })
 }
 
 impl Drop for Client {
@@ -163,13 +592,6 @@ impl Drop for Client {
     }
 }
 
-pub(super) fn protocol_error(r: Response) -> Error {
-    match r {
-        Response::Error { kind, message } => Error::Remote { kind, message },
-        other => Error::ManagerGone(format!("unexpected answer {other:?}")),
-    }
-}
-
 /// A key or value as the manager stores it.
 pub(super) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<PyValue> {
     to_value(v).map_err(|e| Error::Serialize(e.to_string()))
@@ -182,7 +604,94 @@ pub(super) fn decode<T: DeserializeOwned>(v: PyValue) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::PyObject;
     use super::*;
+
+    fn answer(kind: &str, result: PyValue) -> PyValue {
+        PyValue::Tuple(vec![kind.into(), result])
+    }
+
+    fn exception(name: &str, args: Vec<PyValue>) -> PyValue {
+        PyValue::Object(Box::new(PyObject::call("builtins", name, args)))
+    }
+
+    fn remote(r: Result<Answer>) -> (String, String) {
+        match r {
+            Err(Error::Remote { kind, message }) => (kind, message),
+            Err(e) => panic!("not a remote error: {e}"),
+            Ok(a) => panic!("answered {}", a.value),
+        }
+    }
+
+    /// Python's `str()` of the exception an `#ERROR` carries.
+    #[test]
+    fn errors_are_their_exceptions_name_and_str() {
+        let (k, m) = remote(reply(
+            answer("#ERROR", exception("KeyError", vec!["k".into()])),
+            "__getitem__",
+        ));
+        assert_eq!((k.as_str(), m.as_str()), ("KeyError", "'k'"));
+        let (k, m) = remote(reply(
+            answer(
+                "#ERROR",
+                exception("IndexError", vec!["list index out of range".into()]),
+            ),
+            "__getitem__",
+        ));
+        assert_eq!(
+            (k.as_str(), m.as_str()),
+            ("IndexError", "list index out of range")
+        );
+        let (_, m) = remote(reply(
+            answer(
+                "#ERROR",
+                exception("ValueError", vec![1.into(), "x".into()]),
+            ),
+            "index",
+        ));
+        assert_eq!(m, "(1, 'x')");
+        let (_, m) = remote(reply(
+            answer("#ERROR", exception("RuntimeError", vec![])),
+            "x",
+        ));
+        assert_eq!(m, "");
+        let traceback = "Traceback (most recent call last):\n  ...\nKeyError: None\n";
+        let (k, m) = remote(reply(
+            answer("#TRACEBACK", traceback.into()),
+            "_multiproc_increment",
+        ));
+        assert_eq!(k, "RemoteError");
+        assert!(
+            m.starts_with("_multiproc_increment is multiproc's own")
+                && m.ends_with("KeyError: None")
+        );
+        let (k, m) = remote(reply(answer("#UNSERIALIZABLE", "text".into()), "get"));
+        assert_eq!((k.as_str(), m.as_str()), ("RemoteError", "text"));
+        assert!(matches!(
+            reply(PyValue::Int(1), "get"),
+            Err(Error::Deserialize(_))
+        ));
+    }
+
+    /// A `#PROXY` answer is a proxy value carrying the reference the
+    /// server counted for it.
+    #[test]
+    fn a_proxy_answer_carries_its_reference() {
+        let token = PyObject::token(Kind::Dict, 0xab, &PyValue::from("/x.sock"));
+        let a = reply(
+            answer(
+                "#PROXY",
+                PyValue::Tuple(vec![
+                    PyValue::Tuple(vec![]),
+                    PyValue::Object(Box::new(token)),
+                ]),
+            ),
+            "__iter__",
+        )
+        .unwrap();
+        assert!(matches!(&a.value, PyValue::Proxy(r) if r.id == 0xab && r.kind == Kind::Dict));
+        assert_eq!(a.carried, [0xab]);
+    }
 
     /// A parent's state, its lock held by a thread that was not forked:
     /// this process makes its own without waiting, and every state is

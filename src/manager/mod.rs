@@ -10,20 +10,22 @@
 //!
 //! Where things are: the client side is [`Manager`] (here), the connection
 //! of each process (`client`), the counted reference every proxy holds
-//! (`reference`) and one file per proxy (`dict`, `list`, `namespace`). The
-//! messages are in `protocol`, the frames they travel in are
-//! [`conn::frame`](crate::conn::frame). The server side speaks Python's
+//! (`reference`), one file per proxy (`dict`, `list`, `namespace`) and the
+//! method call each operation is (`calls`); the operations are in
+//! `protocol`, the frames they travel in are
+//! [`conn::frame`](crate::conn::frame). Both sides speak Python's
 //! manager protocol (pickled `(ident, methodname, args, kwds)` requests,
-//! `(kind, result)` replies, through `pickle`): its event loop (`server`),
-//! the object table, its reference counts and the calls waiting on queues
-//! (`objects`), the requests and replies (`dispatch`), which method is
-//! which operation (`methods`) and what each does (`apply`, and `queue`
-//! for queues), within the limits of `limits`. The
+//! `(kind, result)` replies, through `pickle`). The server side is its
+//! event loop (`server`), the object table, its reference counts and the
+//! calls waiting on queues (`objects`), the requests and replies
+//! (`dispatch`), which method is which operation (`methods`) and what each
+//! does (`apply`, and `queue` for queues), within the limits of `limits`. The
 //! values are [`PyValue`] (`value`, compared and hashed in `compare`),
 //! converted from and to typed Rust values by `ser` and `de`, and counted
 //! where they hold proxies by `refs`.
 
 mod apply;
+mod calls;
 mod client;
 mod compare;
 mod de;
@@ -64,8 +66,8 @@ pub use namespace::NamespaceProxy;
 pub use ser::ConvertError;
 pub use value::{ProxyRef, PyObject, PyValue};
 
-use client::{protocol_error, Client};
-use protocol::{Command, Kind, Response};
+use client::Client;
+use protocol::Kind;
 use reference::Reference;
 
 use crate::conn::{Address, Listener, Pipe};
@@ -221,12 +223,21 @@ impl Manager {
     /// A handle on a server that is already running (started by another
     /// program, or by `multiproc manager serve`).
     ///
+    /// The server may also be CPython's own (a `SyncManager`'s server, or
+    /// `multiprocessing.Manager()`'s, with its address and authkey): the
+    /// protocol is the same. There, references are counted globally, as
+    /// for CPython's clients (a process killed with proxies leaks their
+    /// objects), batches ([`DictProxy::set_many`]) are sent one call at a
+    /// time, and multiproc's own atomic methods ([`DictProxy::increment`],
+    /// [`DictProxy::compare_and_set`], [`ListProxy::increment`]) are refused
+    /// with [`Error::Remote`] `RemoteError`.
+    ///
     /// # Errors
     /// [`Error::AuthenticationFailed`] on a wrong key; if it is unreachable.
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
         let client = Arc::new(Client::new(address, authkey));
         // Connect now, so that a wrong address or key fails here.
-        client.call::<u64>(&Command::NumberOfObjects)?;
+        client.server_call("number_of_objects", Vec::new())?;
         Ok(Manager {
             client,
             server: None,
@@ -250,10 +261,8 @@ impl Manager {
 
     /// A new object of `kind`, and this process's reference to it.
     fn create(&self, kind: Kind) -> Result<Reference> {
-        match self.client.request(&Command::Create(kind))? {
-            Response::Created(id) => Ok(Reference::new(self.client.clone(), kind, id)),
-            other => Err(protocol_error(other)),
-        }
+        let id = self.client.create(kind)?;
+        Ok(Reference::new(self.client.clone(), kind, id))
     }
 
     /// A new shared dict.
@@ -341,7 +350,7 @@ impl Manager {
     /// # Errors
     /// If the server is gone.
     pub fn number_of_objects(&self) -> Result<u64> {
-        self.client.call(&Command::NumberOfObjects)
+        client::decode(self.client.server_call("number_of_objects", Vec::new())?)
     }
 
     /// Stops the server. Proxies still around get [`Error::ManagerGone`].
@@ -349,7 +358,7 @@ impl Manager {
     /// # Errors
     /// If the server was already gone.
     pub fn shutdown(&mut self) -> Result<()> {
-        let r = self.client.call::<()>(&Command::Shutdown);
+        let r = self.client.server_call("shutdown", Vec::new()).map(drop);
         if let Some((server, _)) = self.server.take() {
             if server.join_timeout(Duration::from_secs(10))?.is_none() {
                 server.kill()?;

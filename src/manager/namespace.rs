@@ -57,7 +57,7 @@ impl NamespaceProxy {
     /// `del ns.name`.
     ///
     /// # Errors
-    /// [`Error::Remote`] `KeyError` if unset.
+    /// [`Error::Remote`] `AttributeError` if unset.
     pub fn del(&self, name: &str) -> Result<()> {
         self.reference
             .call::<()>(Op::Del(PyValue::Str(name.into())))

@@ -415,6 +415,16 @@ impl Objects {
             },
         };
         let bytes = self.encode(reply);
+        // A connection that holds its references (`_multiproc_hold`) holds
+        // those of the proxies its answer carries: its client takes them
+        // over, where an object popped from a container would otherwise be
+        // freed before the client's `incref` of it arrives. Others incref
+        // what they keep, as CPython's clients do.
+        for id in refs::take_sent() {
+            if session.hold {
+                self.take(id, session);
+            }
+        }
         self.settle();
         self.collect(false);
         Answer::Reply(bytes, shutdown, work)
@@ -462,9 +472,13 @@ impl Objects {
         let address = &self.address;
         let mut bytes = survive_panic(
             || wire::dumps(&reply.into_value(address), address),
-            |e| wire::dumps(&Reply::error(e).into_value(address), address),
+            |e| {
+                refs::take_sent();
+                wire::dumps(&Reply::error(e).into_value(address), address)
+            },
         );
         if bytes.len() > MAX_FRAME {
+            refs::take_sent();
             bytes = wire::dumps(
                 &Reply::error((
                     "MemoryError",
@@ -474,9 +488,7 @@ impl Objects {
                 &self.address,
             );
         }
-        // A proxy sent in a value is the client's to incref, as with
-        // CPython's server.
-        refs::take_sent();
+        // The proxies sent (`refs::take_sent`) are the caller's to count.
         bytes
     }
 
@@ -542,6 +554,8 @@ impl Objects {
                     Err(reply) => {
                         self.drop_root(queue);
                         let bytes = self.encode(reply);
+                        // A proxy sent in a value is the client's to incref.
+                        refs::take_sent();
                         replies.push((peer, bytes));
                     }
                 }

@@ -1,5 +1,6 @@
-//! The messages between proxies and the manager server (postcard-encoded,
-//! one per [`Connection`](crate::conn::Connection) frame).
+//! What the manager's requests mean: the kinds of objects and the
+//! operations on them ([`Op`]), which Python's method calls are parsed
+//! into (`methods`) and the Rust client's are built from (`calls`).
 
 use serde::{Deserialize, Serialize};
 
@@ -22,19 +23,6 @@ pub(crate) enum Kind {
     Iterator,
     Queue,
     JoinableQueue,
-}
-
-/// What a client asks of the server: one message, one answer ([`Response`]).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Command {
-    Create(Kind),
-    Incref(Id),
-    Decref(Id),
-    Call(Id, Op),
-    /// Several operations, one round trip; answered by `Response::Batch`.
-    Batch(#[serde(deserialize_with = "bounded_vec")] Vec<(Id, Op)>),
-    NumberOfObjects,
-    Shutdown,
 }
 
 /// An operation on one object: what a method call means (parsed from
@@ -180,12 +168,4 @@ impl Op {
             Op::IMul(_) => "__imul__",
         }
     }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Response {
-    Value(PyValue),
-    Created(Id),
-    Batch(Vec<Response>),
-    Error { kind: String, message: String },
 }

@@ -8,10 +8,9 @@ use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
 
-use super::client::{decode, protocol_error, Client};
-use super::protocol::{Command, Id, Kind, Op, Response};
+use super::client::Client;
+use super::protocol::{Id, Kind, Op};
 use super::refs::PROXY_TOKEN;
-use super::PyValue;
 use crate::error::Result;
 use crate::sys;
 
@@ -60,8 +59,10 @@ impl Reference {
         s.serialize_newtype_struct(PROXY_TOKEN, &(self.kind, self.id))
     }
 
-    /// A proxy found in a server's answer: the server counted a reference
-    /// for this process when it sent it, which the handle takes over.
+    /// A proxy found in a server's answer: it takes over the reference the
+    /// answer carried for it (multiproc's server counts one for a client
+    /// that holds its references), or takes one now (as a Python client
+    /// does with a proxy it unpickles).
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
         kind: Kind,
@@ -89,13 +90,18 @@ impl Reference {
         let client = ANSWERED_BY.with_borrow(Weak::upgrade).ok_or_else(|| {
             D::Error::custom("a proxy can only be decoded from its manager's answer")
         })?;
+        if !super::client::take_carried(id) {
+            client
+                .incref(id)
+                .map_err(|e| D::Error::custom(format!("the {kind:?} object {id:x}: {e}")))?;
+        }
         Ok(Reference::new(client, kind, id))
     }
 
     fn own(&self) -> Result<()> {
         let me = sys::getpid();
         if self.holder.load(Ordering::Relaxed) != me {
-            self.client.call::<()>(&Command::Incref(self.id))?;
+            self.client.incref(self.id)?;
             self.holder.store(me, Ordering::Relaxed);
         }
         Ok(())
@@ -105,73 +111,23 @@ impl Reference {
     pub(super) fn call<R: DeserializeOwned>(&self, op: Op) -> Result<R> {
         self.own()?;
         self.answered();
-        self.client.call(&Command::Call(self.id, op))
+        self.client.call(self.kind, self.id, op)
     }
 
     /// Applies `ops` in one round trip, decoding each answer as an `R`.
     pub(super) fn batch<R: DeserializeOwned>(&self, ops: Vec<Op>) -> Result<Vec<R>> {
         self.own()?;
         self.answered();
-        match self.client.request(&Command::Batch(
-            ops.into_iter().map(|op| (self.id, op)).collect(),
-        ))? {
-            Response::Batch(rs) => rs
-                .into_iter()
-                .map(|r| match r {
-                    Response::Value(v) => decode(v),
-                    other => Err(protocol_error(other)),
-                })
-                .collect(),
-            other => Err(protocol_error(other)),
-        }
+        self.client.batch(self.kind, self.id, ops)
     }
 
-    /// Python's `str()` of the object (`{1: 'a'}`, `[9, 8, 7]`): a
-    /// snapshot, in one round trip. Nested proxies print as
-    /// `<DictProxy object 12>`, and the references their copies in the
-    /// answer carry are given back at once.
+    /// Python's `str()` of the object (`{1: 'a'}`, `[9, 8, 7]`,
+    /// `Namespace(a=1)`), as the server's `__repr__` gives it, in one round
+    /// trip.
     pub(super) fn display(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = self.kind.proxy_name();
-        let snapshot = match self.call::<PyValue>(Op::Snapshot) {
-            Ok(v) => v,
-            Err(e) => return write!(f, "<{name} object {}: {e}>", self.id),
-        };
-        let shown = match (self.kind, &snapshot) {
-            // As Python's `Namespace.__repr__`: `name=repr` for the names
-            // not starting with `_`, sorted as strings.
-            (Kind::Namespace, PyValue::Dict(attrs)) => {
-                let mut shown: Vec<String> = attrs
-                    .iter()
-                    .filter_map(|(k, v)| match k {
-                        PyValue::Str(name) if name.starts_with('_') => None,
-                        PyValue::Str(name) => Some(format!("{name}={v}")),
-                        other => Some(format!("{other}={v}")),
-                    })
-                    .collect();
-                shown.sort();
-                format!("Namespace({})", shown.join(", "))
-            }
-            (_, v) => v.to_string(),
-        };
-        self.release_nested(&snapshot);
-        f.write_str(&shown)
-    }
-
-    /// Gives back the references that the proxies inside `v`, an answer
-    /// of the server, were counted for.
-    fn release_nested(&self, v: &PyValue) {
-        match v {
-            PyValue::Proxy(r) => {
-                let _ = self.client.call::<()>(&Command::Decref(r.id));
-            }
-            PyValue::List(vs) | PyValue::Tuple(vs) => {
-                vs.iter().for_each(|v| self.release_nested(v))
-            }
-            PyValue::Dict(d) => d.iter().for_each(|(k, v)| {
-                self.release_nested(k);
-                self.release_nested(v);
-            }),
-            _ => {}
+        match self.call::<String>(Op::Repr) {
+            Ok(shown) => f.write_str(&shown),
+            Err(e) => write!(f, "<{} object {}: {e}>", self.kind.proxy_name(), self.id),
         }
     }
 }
@@ -181,7 +137,7 @@ impl Clone for Reference {
         // A clone is a reference of its own; if the server is gone, there is
         // nothing to count.
         let _ = self.own();
-        let _ = self.client.call::<()>(&Command::Incref(self.id));
+        let _ = self.client.incref(self.id);
         Reference::new(self.client.clone(), self.kind, self.id)
     }
 }
@@ -189,7 +145,7 @@ impl Clone for Reference {
 impl Drop for Reference {
     fn drop(&mut self) {
         if self.holder.load(Ordering::Relaxed) == sys::getpid() {
-            let _ = self.client.call::<()>(&Command::Decref(self.id));
+            let _ = self.client.decref(self.id);
         }
     }
 }
