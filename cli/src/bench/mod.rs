@@ -3,7 +3,9 @@
 //!
 //! [`scenarios`] is the table of what is compared; [`measure`] runs the
 //! workloads (both sides alternately); [`python`] runs the same workload
-//! in Python; [`table`], [`json`] and [`svg`] write the figures out.
+//! in Python (for the managed scenarios, Python's client against Python's
+//! server and against ours); [`table`], [`json`] and [`svg`] write the
+//! figures out.
 
 mod json;
 mod measure;
@@ -20,7 +22,7 @@ use clap::Args;
 
 use json::json_line;
 use measure::Size;
-use python::{python_available, run_python};
+use python::{python_available, run_python, OurServer, PythonFigure};
 use scenarios::{Scenario, SCENARIOS};
 use svg::plot_svg;
 use table::print_table;
@@ -120,7 +122,36 @@ type Measured = (f64, Vec<(&'static str, f64)>);
 struct Measurement {
     multiproc: f64,
     baselines: Vec<(&'static str, f64)>,
-    python: Option<f64>,
+    /// Python's `multiprocessing` (for the managed scenarios, its client
+    /// against its own server).
+    python: Option<PythonFigure>,
+    /// For the managed scenarios: Python's client (the same work) against
+    /// multiproc's server.
+    python_client_our_server: Option<PythonFigure>,
+}
+
+/// Python's figure for scenario `s` (workload size `n`), and for a managed
+/// scenario also Python's client against multiproc's server (started for
+/// this run, stopped after it), with both servers' CPU time per operation.
+fn run_pythons(s: &Scenario, n: u64) -> Result<(Option<PythonFigure>, Option<PythonFigure>)> {
+    let python = run_python(s.name, n, None)?;
+    if s.layer != Layer::Managed {
+        return Ok((python, None));
+    }
+    let ours = {
+        let server = OurServer::start()?;
+        run_python(s.name, n, Some(&server))?
+    };
+    let cpu = |f: Option<PythonFigure>| {
+        f.and_then(|f| f.server_cpu_us)
+            .map_or("n/a".into(), |c| format!("{c:.2}"))
+    };
+    eprint!(
+        " (python client: server CPU {} us/op in python's server, {} in multiproc's)",
+        cpu(python),
+        cpu(ours)
+    );
+    Ok((python, ours))
 }
 
 /// Runs the chosen scenarios and prints their figures.
@@ -146,15 +177,16 @@ pub fn run(options: &Options) -> Result<()> {
         let _ = std::io::stderr().flush();
         let t = Instant::now();
         let (multiproc, baselines) = (s.run)(&size)?;
-        let python = match (python, s.python_n) {
-            (true, Some(n)) => run_python(s.name, n(&size))?,
-            _ => None,
+        let (python, python_client_our_server) = match (python, s.python_n) {
+            (true, Some(n)) => run_pythons(s, n(&size))?,
+            _ => (None, None),
         };
         eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
         let m = Measurement {
             multiproc,
             baselines,
             python,
+            python_client_our_server,
         };
         if options.json {
             println!("{}", json_line(s, &m)?);
