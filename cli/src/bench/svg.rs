@@ -82,7 +82,7 @@ pub(super) fn plot_svg(results: &[(&Scenario, Measurement)]) -> String {
         svg += &format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
             LEFT - 8.0,
-            y + 20.0,
+            y + 28.0,
             s.name
         );
         for (i, (v, _, color)) in series(m).into_iter().enumerate() {
