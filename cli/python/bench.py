@@ -1,13 +1,17 @@
 """The Python side of `multiproc bench`: the same work with `multiprocessing`.
 
-Usage: python3 bench.py SCENARIO N
+Usage: python3 bench.py SCENARIO N [ADDRESS AUTHKEY_HEX SERVER_PID]
 Prints one number in the scenario's unit (see `multiproc bench --json`);
 the manager scenarios add the server's CPU time per operation in us.
+With ADDRESS (a Unix socket path), AUTHKEY_HEX and SERVER_PID, a manager
+scenario runs the same client work against that server (multiproc's, which
+`multiproc bench` starts) instead of a `Manager()` of Python's own.
 """
 import os
 import sys
 import time
 import multiprocessing as mp
+from multiprocessing.managers import SyncManager
 
 ctx = mp.get_context("fork")  # the start method multiproc's Process uses
 
@@ -141,19 +145,32 @@ def pool_map_10k(rounds):
     return times[len(times) // 2]  # ms, median
 
 
-def _server_cpu(manager):
+def _server_cpu(pid):
     """CPU seconds of the server process so far (exited threads included)."""
-    with open(f"/proc/{manager._process.pid}/stat") as f:
+    with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# The server the manager scenarios use: None for a `Manager()` of Python's
+# own, else (address, authkey hex, pid) of a running one (multiproc's).
+SERVER = None
+
+
 def _manager_clients(op, clients, n):
-    with ctx.Manager() as m:
+    if SERVER is None:
+        m = ctx.Manager()
+        pid = m._process.pid
+    else:
+        address, key, pid = SERVER
+        m = SyncManager(address=address, authkey=bytes.fromhex(key))
+        m.connect()
+        pid = int(pid)
+    try:
         d, l = m.dict(), m.list()
         if op == "get":
             d.update({i: i for i in range(n)})
-        cpu0 = _server_cpu(m)
+        cpu0 = _server_cpu(pid)
         t = time.perf_counter()
         if clients == 1:
             _manager_work(op, d, l, 0, n)
@@ -163,8 +180,18 @@ def _manager_clients(op, clients, n):
                 p.start()
             for p in ps:
                 p.join()
+                assert p.exitcode == 0, p.exitcode
         elapsed = time.perf_counter() - t
-        cpu = _server_cpu(m) - cpu0
+        cpu = _server_cpu(pid) - cpu0
+        expected = {"set": clients * n, "get": n, "update": clients * n // 1000 * 1000}
+        if op == "append":
+            assert len(l) == clients * n, (len(l), clients * n)
+        else:
+            assert len(d) == expected[op], (len(d), expected[op])
+        del d, l
+    finally:
+        if SERVER is None:
+            m.shutdown()
     ops = clients * n
     return f"{ops / elapsed} {cpu / ops * 1e6}"  # ops/s, server CPU us/op
 
@@ -220,4 +247,6 @@ def process_start_join(n):
 
 if __name__ == "__main__":
     scenario, n = sys.argv[1], int(sys.argv[2])
+    if len(sys.argv) == 6:
+        SERVER = tuple(sys.argv[3:6])
     print(globals()[scenario](n))

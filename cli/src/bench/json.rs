@@ -14,7 +14,17 @@ struct Line<'a> {
     multiproc: Option<f64>,
     /// The first (main) OS baseline.
     baseline: Option<Baseline<'a>>,
+    /// Python's `multiprocessing` (managed scenarios: its client and server).
     python: Option<f64>,
+    /// Managed scenarios: the server's CPU time per operation in
+    /// microseconds, Python's client against Python's server.
+    python_server_cpu_us: Option<f64>,
+    /// Managed scenarios: Python's client, the same work, against
+    /// multiproc's server.
+    python_client_multiproc_server: Option<f64>,
+    /// Managed scenarios: multiproc's server's CPU time per operation in
+    /// microseconds with Python's client.
+    python_client_multiproc_server_cpu_us: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -38,7 +48,65 @@ pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
             name,
             value: finite(v),
         }),
-        python: m.python.and_then(finite),
+        python: m.python.and_then(|p| finite(p.value)),
+        python_server_cpu_us: m.python.and_then(|p| p.server_cpu_us.and_then(finite)),
+        python_client_multiproc_server: m.python_client_our_server.and_then(|p| finite(p.value)),
+        python_client_multiproc_server_cpu_us: m
+            .python_client_our_server
+            .and_then(|p| p.server_cpu_us.and_then(finite)),
     };
     Ok(serde_json::to_string(&line)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::python::PythonFigure;
+    use crate::bench::scenarios::SCENARIOS;
+
+    fn scenario(name: &str) -> &'static Scenario {
+        SCENARIOS.iter().find(|s| s.name == name).expect("scenario")
+    }
+
+    #[test]
+    fn managed_line_has_both_python_servers() {
+        let m = Measurement {
+            multiproc: 11900.0,
+            baselines: vec![("raw Unix socket round trips", 12600.0)],
+            python: Some(PythonFigure {
+                value: 7600.0,
+                server_cpu_us: Some(80.0),
+            }),
+            python_client_our_server: Some(PythonFigure {
+                value: 9000.0,
+                server_cpu_us: Some(30.0),
+            }),
+        };
+        let line = json_line(scenario("manager_dict_set_1client"), &m).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
+        assert_eq!(v["python"], 7600.0);
+        assert_eq!(v["python_server_cpu_us"], 80.0);
+        assert_eq!(v["python_client_multiproc_server"], 9000.0);
+        assert_eq!(v["python_client_multiproc_server_cpu_us"], 30.0);
+        assert_eq!(v["baseline"]["value"], 12600.0);
+    }
+
+    #[test]
+    fn unmanaged_line_has_nulls_and_no_nan() {
+        let m = Measurement {
+            multiproc: f64::NAN,
+            baselines: Vec::new(),
+            python: Some(PythonFigure {
+                value: 156.2,
+                server_cpu_us: None,
+            }),
+            python_client_our_server: None,
+        };
+        let line = json_line(scenario("lock_uncontended"), &m).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
+        assert!(v["multiproc"].is_null());
+        assert_eq!(v["python"], 156.2);
+        assert!(v["python_server_cpu_us"].is_null());
+        assert!(v["python_client_multiproc_server"].is_null());
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! [`scenarios`] is the table of what is compared; [`measure`] runs the
 //! workloads (both sides alternately); [`python`] runs the same workload
-//! in Python; [`table`], [`json`] and [`svg`] write the figures out.
+//! in Python (for the managed scenarios, Python's client against Python's
+//! server and against ours); [`table`], [`json`] and [`svg`] write the
+//! figures out.
 
 mod json;
 mod measure;
@@ -19,8 +21,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use json::json_line;
-use measure::Size;
-use python::{python_available, run_python};
+use measure::{median, Size};
+use python::{python_available, run_python, OurServer, PythonFigure};
 use scenarios::{Scenario, SCENARIOS};
 use svg::plot_svg;
 use table::print_table;
@@ -120,7 +122,66 @@ type Measured = (f64, Vec<(&'static str, f64)>);
 struct Measurement {
     multiproc: f64,
     baselines: Vec<(&'static str, f64)>,
-    python: Option<f64>,
+    /// Python's `multiprocessing` (for the managed scenarios, its client
+    /// against its own server).
+    python: Option<PythonFigure>,
+    /// For the managed scenarios: Python's client (the same work) against
+    /// multiproc's server.
+    python_client_our_server: Option<PythonFigure>,
+}
+
+/// Python's figure for scenario `s` (workload size `n`). For a managed
+/// scenario, also Python's client against multiproc's server (a fresh one
+/// for each run, stopped after it), with both servers' CPU time per
+/// operation. A full run measures the two alternately (each going first
+/// every other round, as [`measure::paired`] does) and keeps the medians:
+/// a noisy machine moves a single run of either by a factor of two.
+/// `--quick` runs each once, to stay quick.
+fn run_pythons(
+    s: &Scenario,
+    n: u64,
+    size: &Size,
+) -> Result<(Option<PythonFigure>, Option<PythonFigure>)> {
+    if s.layer != Layer::Managed {
+        return Ok((run_python(s.name, n, None)?, None));
+    }
+    let theirs = || run_python(s.name, n, None);
+    let ours = || run_python(s.name, n, Some(&OurServer::start()?));
+    let (mut python, mut peer) = (Vec::new(), Vec::new());
+    let rounds = if size.quick { 1 } else { size.repeats() };
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            python.extend(theirs()?);
+            peer.extend(ours()?);
+        } else {
+            peer.extend(ours()?);
+            python.extend(theirs()?);
+        }
+    }
+    let (python, peer) = (median_figure(python), median_figure(peer));
+    let cpu = |f: Option<PythonFigure>| {
+        f.and_then(|f| f.server_cpu_us)
+            .map_or("n/a".into(), |c| format!("{c:.2}"))
+    };
+    eprint!(
+        " (python client: server CPU {} us/op in python's server, {} in multiproc's)",
+        cpu(python),
+        cpu(peer)
+    );
+    Ok((python, peer))
+}
+
+/// The median figure and the median server CPU time of some runs; `None`
+/// if none succeeded.
+fn median_figure(runs: Vec<PythonFigure>) -> Option<PythonFigure> {
+    if runs.is_empty() {
+        return None;
+    }
+    let cpus: Vec<f64> = runs.iter().filter_map(|f| f.server_cpu_us).collect();
+    Some(PythonFigure {
+        value: median(runs.iter().map(|f| f.value).collect()),
+        server_cpu_us: (!cpus.is_empty()).then(|| median(cpus)),
+    })
 }
 
 /// Runs the chosen scenarios and prints their figures.
@@ -146,15 +207,16 @@ pub fn run(options: &Options) -> Result<()> {
         let _ = std::io::stderr().flush();
         let t = Instant::now();
         let (multiproc, baselines) = (s.run)(&size)?;
-        let python = match (python, s.python_n) {
-            (true, Some(n)) => run_python(s.name, n(&size))?,
-            _ => None,
+        let (python, python_client_our_server) = match (python, s.python_n) {
+            (true, Some(n)) => run_pythons(s, n(&size), &size)?,
+            _ => (None, None),
         };
         eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
         let m = Measurement {
             multiproc,
             baselines,
             python,
+            python_client_our_server,
         };
         if options.json {
             println!("{}", json_line(s, &m)?);

@@ -1,28 +1,75 @@
 //! The same workloads in Python's `multiprocessing` (`python/bench.py`,
-//! compiled in), one scenario per `python3` run.
+//! compiled in), one scenario per `python3` run; for the managed scenarios,
+//! also Python's client against multiproc's server.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
+use multiproc::conn::{Address, Pipe};
+use multiproc::Process;
 
-/// The script: `python3 -c SCRIPT SCENARIO N` prints its figure (and, for
-/// the managed scenarios, the server's CPU time per operation).
+/// The script: `python3 -c SCRIPT SCENARIO N [ADDRESS AUTHKEY_HEX PID]`
+/// prints its figure (and, for the managed scenarios, the server's CPU
+/// time per operation).
 const PYTHON_SCRIPT: &str = include_str!("../../python/bench.py");
 
 pub(super) fn python_available() -> bool {
     Command::new("python3")
-        .args(["-c", "import multiprocessing"])
+        .args(["-c", "import multiprocessing.managers"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-/// Runs one scenario of the Python script; `None` (with a warning) if it fails.
-pub(super) fn run_python(scenario: &str, n: u64) -> Result<Option<f64>> {
+/// What one run of the Python script measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct PythonFigure {
+    /// The figure, in the scenario's unit.
+    pub(super) value: f64,
+    /// For the managed scenarios, the server's CPU time per operation in
+    /// microseconds (whichever server the client used).
+    pub(super) server_cpu_us: Option<f64>,
+}
+
+/// Parses the script's output: the figure, then optionally the server's
+/// CPU time per operation.
+fn parse_output(text: &str) -> Option<PythonFigure> {
+    let mut numbers = text.split_whitespace().map(str::parse::<f64>);
+    let value = numbers.next()?.ok()?;
+    let server_cpu_us = numbers.next().and_then(Result::ok);
+    Some(PythonFigure {
+        value,
+        server_cpu_us,
+    })
+}
+
+/// Runs one scenario of the Python script, against Python's own manager
+/// server, or against `server` (multiproc's) if given; `None` (with a
+/// warning) if it fails.
+pub(super) fn run_python(
+    scenario: &str,
+    n: u64,
+    server: Option<&OurServer>,
+) -> Result<Option<PythonFigure>> {
+    let mut args = vec![
+        "-c".to_string(),
+        PYTHON_SCRIPT.to_string(),
+        scenario.to_string(),
+        n.to_string(),
+    ];
+    if let Some(s) = server {
+        args.extend([
+            s.path.display().to_string(),
+            hex(&s.authkey),
+            s.pid.to_string(),
+        ]);
+    }
     let mut child = Command::new("python3")
-        .args(["-c", PYTHON_SCRIPT, scenario, &n.to_string()])
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -37,20 +84,134 @@ pub(super) fn run_python(scenario: &str, n: u64) -> Result<Option<f64>> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut numbers = text.split_whitespace().map(str::parse::<f64>);
-    // An optional second number is the Python server's CPU time per operation.
-    if let Some(Ok(cpu)) = numbers.clone().nth(1) {
-        eprint!(" (python server CPU {cpu:.2} us/op)");
-    }
-    match numbers.next() {
-        Some(Ok(v)) if out.status.success() => Ok(Some(v)),
+    match parse_output(&String::from_utf8_lossy(&out.stdout)) {
+        Some(figure) if out.status.success() => Ok(Some(figure)),
         _ => {
+            let against = if server.is_some() {
+                " against multiproc's server"
+            } else {
+                ""
+            };
             eprint!(
-                " (python failed: {})",
+                " (python{against} failed: {})",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
             Ok(None)
         }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+static SOCKETS: AtomicU64 = AtomicU64::new(0);
+
+/// multiproc's manager server (`multiproc::manager::serve`, what
+/// `multiproc manager serve` runs) in a child process of the bench, on a
+/// fresh Unix socket with a random authkey, for Python's client. Dropping
+/// it stops the server (by pid) and removes its socket.
+pub(super) struct OurServer {
+    process: Process<'static>,
+    pid: u32,
+    path: PathBuf,
+    authkey: [u8; 32],
+}
+
+impl OurServer {
+    pub(super) fn start() -> Result<OurServer> {
+        let mut authkey = [0u8; 32];
+        let mut filled = 0;
+        while filled < authkey.len() {
+            let rest = &mut authkey[filled..];
+            // SAFETY: `rest` is valid and writable for `rest.len()` bytes.
+            let got = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+            if got < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e).context("getrandom");
+                }
+            } else {
+                filled += got as usize;
+            }
+        }
+        let path = std::env::temp_dir().join(format!(
+            "multiproc-bench-{}-{}.sock",
+            std::process::id(),
+            SOCKETS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let address = Address::Unix(path.clone());
+        let (mut ready, mut tell) = Pipe(false)?;
+        // A daemon: killed if the bench dies before it stops the server.
+        let mut process = Process::new(move || {
+            let served = multiproc::manager::serve(&address, &authkey, |_| {
+                let _ = tell.send_bytes(b"");
+            });
+            // It returns only if it could not listen.
+            let Err(e) = served;
+            let _ = tell.send_bytes(e.to_string().as_bytes());
+        })
+        .with_name("multiproc manager server (bench)")
+        .daemon(true);
+        process.start()?;
+        let pid = process.pid().context("the server has no pid")?;
+        let server = OurServer {
+            process,
+            pid,
+            path,
+            authkey,
+        };
+        match ready.recv_bytes_timeout(Duration::from_secs(10)) {
+            Ok(why) if why.is_empty() => Ok(server),
+            Ok(why) => bail!(
+                "multiproc's manager server could not listen: {}",
+                String::from_utf8_lossy(&why)
+            ),
+            Err(e) => bail!("multiproc's manager server did not start: {e}"),
+        }
+    }
+}
+
+impl Drop for OurServer {
+    fn drop(&mut self) {
+        let _ = self.process.terminate();
+        if !matches!(
+            self.process.join_timeout(Duration::from_secs(5)),
+            Ok(Some(_))
+        ) {
+            let _ = self.process.kill();
+            let _ = self.process.join_timeout(Duration::from_secs(5));
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_with_and_without_server_cpu() {
+        assert_eq!(
+            parse_output("7600.5 36.0\n"),
+            Some(PythonFigure {
+                value: 7600.5,
+                server_cpu_us: Some(36.0)
+            })
+        );
+        assert_eq!(
+            parse_output("156.2\n"),
+            Some(PythonFigure {
+                value: 156.2,
+                server_cpu_us: None
+            })
+        );
+        assert_eq!(parse_output(""), None);
+        assert_eq!(parse_output("Traceback"), None);
+    }
+
+    #[test]
+    fn authkey_in_hex() {
+        assert_eq!(hex(&[0, 1, 0xab, 0xff]), "0001abff");
     }
 }

@@ -14,13 +14,22 @@ fn ns_per_op(unit: Unit, v: f64) -> f64 {
 pub(super) fn plot_svg(results: &[(&Scenario, Measurement)]) -> String {
     const LEFT: f64 = 230.0;
     const WIDTH: f64 = 620.0;
-    const ROW: f64 = 40.0;
+    const ROW: f64 = 50.0;
     const TOP: f64 = 50.0;
-    let series = |m: &Measurement| -> [(Option<f64>, &'static str, &'static str); 3] {
+    let series = |m: &Measurement| -> [(Option<f64>, &'static str, &'static str); 4] {
         [
             (Some(m.multiproc), "multiproc", "#2b6cb0"),
             (m.baselines.first().map(|b| b.1), "OS baseline", "#718096"),
-            (m.python, "Python multiprocessing", "#dd6b20"),
+            (
+                m.python.map(|p| p.value),
+                "Python multiprocessing",
+                "#dd6b20",
+            ),
+            (
+                m.python_client_our_server.map(|p| p.value),
+                "Python client, multiproc server",
+                "#38a169",
+            ),
         ]
     };
     let costs: Vec<f64> = results
@@ -73,7 +82,7 @@ pub(super) fn plot_svg(results: &[(&Scenario, Measurement)]) -> String {
         svg += &format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
             LEFT - 8.0,
-            y + 20.0,
+            y + 28.0,
             s.name
         );
         for (i, (v, _, color)) in series(m).into_iter().enumerate() {
@@ -91,7 +100,7 @@ pub(super) fn plot_svg(results: &[(&Scenario, Measurement)]) -> String {
         }
     }
     for (i, (_, name, color)) in series(&results[0].1).into_iter().enumerate() {
-        let lx = LEFT + 200.0 * i as f64;
+        let lx = 10.0 + 210.0 * i as f64;
         svg += &format!(
             "<rect x=\"{lx}\" y=\"{ly:.1}\" width=\"12\" height=\"12\" fill=\"{color}\"/>\n\
              <text x=\"{tx}\" y=\"{ty:.1}\">{name}</text>\n",

@@ -7,7 +7,12 @@ use super::scenarios::Scenario;
 use super::{Layer, Measurement};
 
 pub(super) fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
-    let header = [
+    // The managed rows' Python client against multiproc's server, beside
+    // the same client against Python's server: a column of its own.
+    let peer = results
+        .iter()
+        .any(|(_, m)| m.python_client_our_server.is_some());
+    let mut header = vec![
         "scenario",
         "multiproc",
         "OS baseline",
@@ -15,7 +20,10 @@ pub(super) fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
         "python",
         "vs python",
     ];
-    let mut rows: Vec<(Layer, [String; 6])> = Vec::new();
+    if peer {
+        header.push(PEER_HEADER);
+    }
+    let mut rows: Vec<(Layer, Vec<String>)> = Vec::new();
     for (s, m) in results {
         let speed = s.unit.speed(m.multiproc);
         let baseline = m.baselines.first().map_or("n/a".into(), |&(name, v)| {
@@ -24,23 +32,24 @@ pub(super) fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
         let of_os = m.baselines.first().map_or("n/a".into(), |&(_, v)| {
             format!("{:.0}%", 100.0 * speed / s.unit.speed(v))
         });
-        let py = m.python.map_or("n/a".into(), |v| s.unit.format(v));
-        let vs_py = m.python.map_or("n/a".into(), |v| {
-            format!("{:.1}x faster", speed / s.unit.speed(v))
+        let py = m.python.map_or("n/a".into(), |p| s.unit.format(p.value));
+        let vs_py = m.python.map_or("n/a".into(), |p| {
+            format!("{:.1}x faster", speed / s.unit.speed(p.value))
         });
-        rows.push((
-            s.layer,
-            [
-                s.name.into(),
-                s.unit.format(m.multiproc),
-                baseline,
-                of_os,
-                py,
-                vs_py,
-            ],
-        ));
+        let mut row = vec![
+            s.name.into(),
+            s.unit.format(m.multiproc),
+            baseline,
+            of_os,
+            py,
+            vs_py,
+        ];
+        if peer {
+            row.push(peer_cell(s, m));
+        }
+        rows.push((s.layer, row));
     }
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for (_, r) in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
@@ -48,13 +57,13 @@ pub(super) fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
     }
     let line = |cells: &[String]| {
         let mut out = String::new();
-        for (c, w) in cells.iter().zip(widths) {
+        for (c, &w) in cells.iter().zip(&widths) {
             let _ = write!(out, "{c:<w$}  ");
         }
         println!("{}", out.trim_end());
     };
     println!();
-    line(&header.map(String::from));
+    line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for layer in Layer::ALL {
         if rows.iter().any(|(l, _)| *l == layer) {
             println!("{}", layer.title());
@@ -72,10 +81,33 @@ pub(super) fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
     if !python {
         println!("(python3 with multiprocessing not found: Python columns are n/a)");
     }
+    if peer {
+        println!(
+            "\"{PEER_HEADER}\": Python's multiprocessing client, the same work as the \
+             python column, against multiproc's manager server instead of Python's; in \
+             brackets, its speed over the python column's."
+        );
+    }
     println!(
         "\"of OS speed\": multiproc's speed as a share of the raw OS primitive's, measured \
          alternately in this run (100% = no overhead)."
     );
+}
+
+const PEER_HEADER: &str = "python client, our server";
+
+/// The figure of Python's client against multiproc's server, and its speed
+/// over the same client against Python's own server.
+fn peer_cell(s: &Scenario, m: &Measurement) -> String {
+    match (m.python_client_our_server, m.python) {
+        (Some(ours), Some(theirs)) => format!(
+            "{} ({:.1}x)",
+            s.unit.format(ours.value),
+            s.unit.speed(ours.value) / s.unit.speed(theirs.value)
+        ),
+        (Some(ours), None) => s.unit.format(ours.value),
+        (None, _) => "n/a".into(),
+    }
 }
 
 /// The classic advice with numbers: how many shared-layer updates one
