@@ -4,6 +4,7 @@
 //! Run: `cargo run --example remote_manager` (builds the CLI if needed).
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -32,7 +33,9 @@ fn cli() -> std::io::Result<PathBuf> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key_file =
         std::env::temp_dir().join(format!("multiproc-example-key-{}", std::process::id()));
+    // Readable by its owner only: the server refuses a key others can read.
     std::fs::write(&key_file, b"a long shared secret")?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
 
     let mut server = Command::new(cli()?)
         .args([

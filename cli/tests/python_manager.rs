@@ -314,7 +314,6 @@ fn cpython_server_runs_the_tutorial() {
 
 /// CPython's own `_TestContainers`, unchanged, passes against our server.
 #[test]
-#[ignore = "issue 14: until the server speaks Python's protocol"]
 fn our_server_passes_cpythons_test_containers() {
     each_python("CPython's tests against our server", |python| {
         for transport in TRANSPORTS {
@@ -328,7 +327,6 @@ fn our_server_passes_cpythons_test_containers() {
 /// The interop script passes against our server, over both transports,
 /// and once with a client that pickles with protocol 5.
 #[test]
-#[ignore = "issue 14: until the server speaks Python's protocol"]
 fn our_server_passes_the_interop_script() {
     let mut newest = None;
     each_python("interop against our server", |python| {
@@ -353,7 +351,6 @@ fn our_server_passes_the_interop_script() {
 /// The tutorials' Manager program prints with our server what it prints
 /// with CPython's.
 #[test]
-#[ignore = "issue 14: until the server speaks Python's protocol"]
 fn our_server_runs_the_tutorial_as_cpythons_does() {
     each_python("tutorial against our server", |python| {
         let reference =

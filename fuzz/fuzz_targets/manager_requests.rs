@@ -9,57 +9,26 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use multiproc::conn::{connect, frame, Address};
-use multiproc::Process;
+use multiproc::conn::{connect, frame};
+use multiproc::Manager;
 
-/// A manager server (`manager::serve`, in a child process), spoken to as a
+/// A manager server of this process's (`Manager::start`: it removes its
+/// socket file when the fuzzer exits), spoken to over the raw wire as a
 /// Python client speaks to it.
-struct Server {
-    address: Address,
-    key: Vec<u8>,
-    /// The server's process: a daemon, killed when the fuzzer exits.
-    _child: Process<'static>,
-}
-
-fn manager() -> &'static Server {
-    static M: OnceLock<Server> = OnceLock::new();
+fn manager() -> &'static Manager {
+    static M: OnceLock<Manager> = OnceLock::new();
     M.get_or_init(|| {
         // libFuzzer's main, unlike Rust's, leaves SIGPIPE fatal; the raw
         // writes below may hit a connection the server has closed.
         // SAFETY: setting a signal's disposition to "ignore".
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        let path = std::env::temp_dir().join(format!(
-            "multiproc-fuzz-requests-{}.sock",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&path);
-        let (address, key) = (Address::Unix(path), b"fuzz".to_vec());
-        let mut child = Process::new({
-            let (address, key) = (address.clone(), key.clone());
-            move || {
-                let _ = multiproc::manager::serve(&address, &key, |_| {});
-            }
-        })
-        .daemon(true);
-        child.start().expect("start the server");
-        let server = Server {
-            address,
-            key,
-            _child: child,
-        };
-        for _ in 0..1000 {
-            if connect(&server.address, Some(&server.key)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        panic!("the server did not come up");
+        Manager::start().expect("start the manager")
     })
 }
 
 /// Whether the server answers `(None, 'number_of_objects', (), {})`.
-fn serves(m: &Server) -> Result<(), multiproc::Error> {
-    let mut conn = connect(&m.address, Some(&m.key))?;
+fn serves(m: &Manager) -> Result<(), multiproc::Error> {
+    let mut conn = connect(m.address(), Some(m.authkey()))?;
     conn.send_bytes(b"\x80\x02(NX\x11\x00\x00\x00number_of_objects)}t.")?;
     let reply = conn.recv_bytes()?;
     assert!(reply.windows(7).any(|w| w == b"#RETURN"), "{reply:?}");
@@ -85,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let m = manager();
-    let conn = connect(&m.address, Some(&m.key)).expect("the server accepts clients");
+    let conn = connect(m.address(), Some(m.authkey())).expect("the server accepts clients");
     // SAFETY: borrowing the connection's descriptor for raw writes; the
     // File is never dropped, so the descriptor stays the connection's.
     let mut raw =

@@ -73,17 +73,9 @@ impl Raised {
     }
 
     /// The exception as its class and message.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(super) fn into_exception(self) -> Exception {
+    #[cfg(test)]
+    fn into_exception(self) -> Exception {
         (self.class, self.message())
-    }
-
-    /// The exception object that `#ERROR` carries: `builtins.KeyError('k')`
-    /// (every exception an operation raises is a builtin).
-    // For the server's replies, once it sends `run`'s exceptions whole.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(super) fn into_object(self) -> PyValue {
-        PyValue::Object(Box::new(PyObject::call("builtins", self.class, self.args)))
     }
 }
 
@@ -605,9 +597,10 @@ fn dict_of(items: impl IntoIterator<Item = (PyValue, PyValue)>, hasher: &RandomS
 
 /// Applies `op` to `object`, a `kind` object; the answer's copies of
 /// stored values are taken from `budget` before they are made. The
-/// exception's arguments are flattened to a message.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) fn apply(kind: Kind, object: &mut Object, op: Op, budget: &mut Budget) -> OpResult {
+/// exception's arguments are flattened to a message. (The server sends
+/// `run`'s exceptions whole; this is the tests' shorthand.)
+#[cfg(test)]
+fn apply(kind: Kind, object: &mut Object, op: Op, budget: &mut Budget) -> OpResult {
     run(kind, object, op, budget).map_err(Raised::into_exception)
 }
 
@@ -2110,10 +2103,6 @@ mod tests {
         assert_eq!(run_op(Kind::List, &mut l, Op::Len), Ok(1000.into()));
     }
 
-    fn key_error_of(key: &str) -> Raised {
-        Raised::key_error(s(key))
-    }
-
     #[test]
     fn exceptions_print_as_pythons() {
         let key = Raised {
@@ -2125,12 +2114,6 @@ mod tests {
         assert_eq!(index.args, vec![s("list index out of range")]);
         assert_eq!(index.message(), "list index out of range");
         assert_eq!(Raised::from(("MemoryError", String::new())).args, vec![]);
-        let Raised { class, args } = key_error_of("k");
-        let PyValue::Object(o) = (Raised { class, args }).into_object() else {
-            panic!("not an object")
-        };
-        assert!(o.is_builtin("KeyError") && !o.new);
-        assert_eq!(o.args, vec![s("k")]);
         let two = Raised {
             class: "ValueError",
             args: vec![1.into(), s("a")],

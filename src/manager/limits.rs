@@ -40,26 +40,6 @@ pub(crate) enum Exceeded {
     Memory,
 }
 
-impl Exceeded {
-    /// The Python exception and message of the error reply.
-    #[allow(dead_code)] // the server's requests are pickles now (issue 14)
-    pub(crate) fn error(self, memory: usize) -> Exception {
-        match self {
-            Exceeded::Depth => (
-                "RecursionError",
-                format!("a value is nested deeper than {MAX_DEPTH} levels"),
-            ),
-            Exceeded::Memory => (
-                "MemoryError",
-                format!(
-                    "the request would take more than {} MiB to decode; send less at a time",
-                    memory >> 20
-                ),
-            ),
-        }
-    }
-}
-
 thread_local! {
     /// Levels of nesting left to the value being decoded.
     static DEPTH_LEFT: Cell<usize> = const { Cell::new(MAX_DEPTH + ANSWER_NESTING) };
@@ -72,11 +52,8 @@ thread_local! {
 /// Runs `decode` with nesting limited to [`MAX_DEPTH`] and the memory it
 /// takes to `memory` bytes; its result, which limit stopped it, and how
 /// much of `memory` is left.
-#[allow(dead_code)] // the server's requests are pickles now (issue 14)
-pub(crate) fn decode_limited<T>(
-    memory: usize,
-    decode: impl FnOnce() -> T,
-) -> (T, Option<Exceeded>, usize) {
+#[cfg(test)]
+fn decode_limited<T>(memory: usize, decode: impl FnOnce() -> T) -> (T, Option<Exceeded>, usize) {
     let depth = DEPTH_LEFT.replace(MAX_DEPTH);
     let outer = MEMORY_LEFT.replace(memory);
     EXCEEDED.set(None);

@@ -18,7 +18,6 @@
 //!   (`present` true) or absent (`present` false); answers whether it did.
 
 // The server calls `parse` once it speaks Python's protocol.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use super::protocol::{Exception, Kind, Op};
 use super::PyValue;

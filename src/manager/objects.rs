@@ -142,6 +142,8 @@ pub(super) struct Objects {
     hasher: RandomState,
     /// The registered typeids (`--object get_dict=dict`) and what they create.
     registry: HashMap<String, String>,
+    /// The one object each registered name stands for, once made.
+    named: HashMap<String, Id>,
     /// What tokens carry: where the server listens.
     address: PyValue,
     /// Calls waiting on queues, oldest first.
@@ -165,6 +167,24 @@ fn survive_panic<T>(f: impl FnOnce() -> T, failed: impl FnOnce(Exception) -> T) 
             "the manager server failed on this request (a bug); it goes on serving".into(),
         ))
     })
+}
+
+/// What a registered name's object exposes: a client builds an `AutoProxy`
+/// of it, which must not define a namespace's attribute dunders (see
+/// `methods::auto_exposed`).
+fn auto_exposed(body: &Body, exposed: &'static [&'static str]) -> &'static [&'static str] {
+    match body {
+        Body::Data(kind, _) => methods::auto_exposed(*kind),
+        _ => exposed,
+    }
+}
+
+/// `create`'s answer: the new reference's ident and the methods exposed.
+fn created(id: Id, exposed: &[&str]) -> Reply {
+    Reply::Return(PyValue::Tuple(vec![
+        PyValue::Str(ident(id)),
+        PyValue::Tuple(exposed.iter().map(|&m| m.into()).collect()),
+    ]))
 }
 
 /// The typeids every server has, and the methods their proxies call.
@@ -200,6 +220,7 @@ impl Objects {
             table: HashMap::new(),
             hasher: RandomState::new(),
             registry,
+            named: HashMap::new(),
             address,
             parked: Vec::new(),
             stirred: false,
@@ -832,7 +853,17 @@ impl Objects {
             "number_of_objects" => {
                 nargs(0)?;
                 self.collect(true);
-                Ok(Reply::Return(PyValue::Int(self.table.len() as i64)))
+                // A registered name's object that only the server holds is
+                // not counted, as CPython's server forgets such an object's
+                // id while the callable that made it keeps it.
+                let kept = self
+                    .named
+                    .values()
+                    .filter(|id| self.table.get(id).is_some_and(|e| e.refs == 1))
+                    .count();
+                Ok(Reply::Return(PyValue::Int(
+                    (self.table.len() - kept) as i64,
+                )))
             }
             "debug_info" => {
                 nargs(0)?;
@@ -960,6 +991,20 @@ impl Objects {
             return Err(type_error("create() needs a typeid (a str)"));
         };
         let args: Vec<PyValue> = args.collect();
+        let registered = self.registry.contains_key(&typeid);
+        if registered && (!args.is_empty() || !kwds.is_empty()) {
+            return Err(type_error(format!("{typeid}() takes no arguments")));
+        }
+        // A registered name stands for one object, as CPython's
+        // `register('get_dict', callable=lambda: the_dict)` does: every
+        // `create` of it is another reference to that object.
+        if let Some(&id) = self.named.get(&typeid) {
+            if let Some(e) = self.table.get(&id) {
+                let exposed = auto_exposed(&e.body, self.exposed(&e.body));
+                self.take(id, session);
+                return Ok(created(id, exposed));
+            }
+        }
         let kind = self
             .registry
             .get(&typeid)
@@ -1000,12 +1045,22 @@ impl Objects {
             }
             _ => return Err(("KeyError", PyValue::from(typeid.as_str()).repr())),
         };
-        let exposed = self.exposed(&body);
-        let id = self.insert(body, typeid, session);
-        Ok(Reply::Return(PyValue::Tuple(vec![
-            PyValue::Str(ident(id)),
-            PyValue::Tuple(exposed.iter().map(|&m| m.into()).collect()),
-        ])))
+        let mut exposed = self.exposed(&body);
+        if registered {
+            exposed = auto_exposed(&body, exposed);
+        }
+        let id = self.insert(body, typeid.clone(), session);
+        if registered {
+            // The server's own reference keeps it (and what it holds)
+            // while no client has one, as CPython's callable's closure does.
+            if let Some(e) = self.table.get_mut(&id) {
+                e.refs += 1;
+                e.roots += 1;
+                e.global += 1;
+            }
+            self.named.insert(typeid, id);
+        }
+        Ok(created(id, exposed))
     }
 
     /// `dict(*args, **kwds)`.
@@ -1353,6 +1408,28 @@ mod tests {
             traceback(m.server("create", vec![s("Iterator")])),
             "ValueError"
         );
+    }
+
+    #[test]
+    fn a_registered_name_is_one_object_that_outlives_its_proxies() {
+        let mut m = Server::new();
+        let before = m.objects();
+        let g = m.create("get_dict", vec![]);
+        m.ok(&g, "__setitem__", vec![s("k"), 1.into()]);
+        // Every client's reference given back: the server keeps its own.
+        m.server("decref", vec![s(&g)]);
+        let again = m.create("get_dict", vec![]);
+        assert_eq!(again, g, "get_dict() is the same object each time");
+        assert_eq!(m.ok(&again, "__getitem__", vec![s("k")]), 1.into());
+        assert_eq!(
+            traceback(m.server("create", vec![s("get_dict"), 1.into()])),
+            "TypeError"
+        );
+        // Only the server holds it now: not counted, as with CPython's.
+        m.server("decref", vec![s(&g)]);
+        assert_eq!(m.objects(), before);
+        let again = m.create("get_dict", vec![]);
+        assert_eq!(m.ok(&again, "__len__", vec![]), 1.into());
     }
 
     #[test]

@@ -47,19 +47,6 @@ pub(crate) fn loads_answer(bytes: &[u8], budget: &mut Budget) -> Result<PyValue,
     decode(bytes, budget, MAX_DEPTH + 2 + 2 * ANSWER_NESTING)
 }
 
-/// Decodes a pickle nested at most `max_depth` containers deep (for
-/// messages whose values sit deeper than a request's, such as a batch's).
-///
-/// # Errors
-/// As [`loads`].
-pub(crate) fn loads_within(
-    bytes: &[u8],
-    budget: &mut Budget,
-    max_depth: usize,
-) -> Result<PyValue, Exception> {
-    decode(bytes, budget, max_depth)
-}
-
 fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue, Exception> {
     let mut machine = Machine {
         input: bytes,

@@ -16,7 +16,6 @@
 
 // The server and the client switch over to this codec in their own
 // changes (issue 14); until then only the tests and the fuzzer use it.
-#![allow(dead_code)]
 
 mod decode;
 mod encode;
@@ -24,9 +23,9 @@ mod encode;
 mod tests;
 
 #[allow(unused_imports)]
-pub(crate) use decode::{loads, loads_answer, loads_within, MAX_INT_BYTES};
+pub(crate) use decode::{loads, loads_answer, MAX_INT_BYTES};
 #[allow(unused_imports)]
-pub(crate) use encode::{dumps, own_len};
+pub(crate) use encode::dumps;
 
 /// For the fuzzer only (built with `--cfg fuzzing`): decodes `data` as a
 /// request within a request's memory, and if that succeeds, checks that
