@@ -139,7 +139,7 @@ fn proxies_in(v: &PyValue, out: &mut Vec<Id>) {
 impl Client {
     pub(super) fn new(address: Address, authkey: &[u8]) -> Client {
         Client {
-            token_address: token_address(&address),
+            token_address: pickle::token_address(&address),
             address,
             authkey: authkey.to_vec(),
             mode: AtomicU8::new(UNKNOWN),
@@ -458,18 +458,6 @@ fn request(
         PyValue::Tuple(args),
         PyValue::Dict(kwds),
     ])
-}
-
-/// The address of a `Token`: `('host', port)` or a socket's path, as the
-/// server has it.
-fn token_address(address: &Address) -> PyValue {
-    match address {
-        Address::Tcp(a) => PyValue::Tuple(vec![
-            PyValue::Str(a.ip().to_string()),
-            PyValue::Int(a.port().into()),
-        ]),
-        Address::Unix(p) => PyValue::Str(p.to_string_lossy().into_owned()),
-    }
 }
 
 /// A failure to send or receive: the server is gone if the connection is.

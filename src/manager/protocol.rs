@@ -25,6 +25,18 @@ pub(crate) enum Kind {
     JoinableQueue,
 }
 
+impl Kind {
+    /// Every kind.
+    pub(crate) const ALL: [Kind; 6] = [
+        Kind::Dict,
+        Kind::List,
+        Kind::Namespace,
+        Kind::Iterator,
+        Kind::Queue,
+        Kind::JoinableQueue,
+    ];
+}
+
 /// An operation on one object: what a method call means (parsed from
 /// Python's method names by `methods::parse`, done by `apply`). Keys of
 /// lists are `Int` indexes (negative ones count from the end) or slices,

@@ -13,7 +13,7 @@ use super::PyValue;
 
 /// The methods a proxy of a queue may call (CPython's `public_methods` of a
 /// `queue.Queue`, as 3.8–3.12 expose them).
-pub(super) const EXPOSED: &[&str] = &[
+pub(crate) const EXPOSED: &[&str] = &[
     "empty",
     "full",
     "get",
@@ -60,21 +60,6 @@ fn empty() -> Exception {
 
 fn full() -> Exception {
     ("Full", String::new())
-}
-
-/// Python's truth of a value.
-pub(super) fn truthy(v: &PyValue) -> bool {
-    match v {
-        PyValue::None => false,
-        PyValue::Bool(b) => *b,
-        PyValue::Int(i) => *i != 0,
-        PyValue::Float(f) => *f != 0.0,
-        PyValue::Str(s) => !s.is_empty(),
-        PyValue::Bytes(b) => !b.is_empty(),
-        PyValue::List(v) | PyValue::Tuple(v) => !v.is_empty(),
-        PyValue::Dict(d) => !d.is_empty(),
-        _ => true,
-    }
 }
 
 /// The arguments of a call, by position or by name, as Python binds them.
@@ -153,7 +138,7 @@ fn patience(
     block: Option<PyValue>,
     timeout: Option<PyValue>,
 ) -> Result<Option<Duration>, Exception> {
-    if !block.as_ref().is_none_or(truthy) {
+    if !block.as_ref().is_none_or(super::methods::truth) {
         return Ok(Some(Duration::ZERO));
     }
     let secs = match timeout {

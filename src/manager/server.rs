@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use super::limits::MAX_WORK;
 use super::objects::{Answer, Objects, Session, MAX_FRAME};
 use super::refs;
-use super::PyValue;
 use crate::conn::auth::{Handshake, Side, HANDSHAKE_MAX, HANDSHAKE_TIMEOUT};
-use crate::conn::{frame, Address, Connection, Listener};
+use crate::conn::{frame, Connection, Listener};
 use crate::sys;
 
 /// How long a shutting-down server tries to deliver the last responses.
@@ -102,7 +101,7 @@ pub(crate) fn event_loop(
 ) -> ! {
     sys::flush_stdio();
     refs::start();
-    let mut objects = Objects::new(token_address(listener.address()), registry);
+    let mut objects = Objects::new(super::pickle::token_address(listener.address()), registry);
     let mut next_peer = 0u64;
     let mut peers: Vec<Peer> = Vec::new();
     let mut stopping: Option<Instant> = None;
@@ -414,16 +413,5 @@ fn deliver_woken(peers: &mut [Peer], objects: &mut Objects, now: Instant) {
             p.more = true;
             p.flush();
         }
-    }
-}
-
-/// The address a server's tokens carry: `('host', port)`, or a socket's path.
-fn token_address(address: &Address) -> PyValue {
-    match address {
-        Address::Tcp(a) => PyValue::Tuple(vec![
-            PyValue::Str(a.ip().to_string()),
-            PyValue::Int(a.port().into()),
-        ]),
-        Address::Unix(p) => PyValue::Str(p.to_string_lossy().into_owned()),
     }
 }

@@ -515,17 +515,10 @@ impl Kind {
 
     /// The kind of the typeid `typeid`, if it is one of this manager's.
     pub(crate) fn from_typeid(typeid: &str) -> Option<Kind> {
-        [
-            Kind::Dict,
-            Kind::List,
-            Kind::Namespace,
-            Kind::Iterator,
-            Kind::Queue,
-            Kind::JoinableQueue,
-        ]
-        .into_iter()
-        .find(|k| k.typeid() == typeid)
-        .or_else(|| super::refs::registered_typeid(typeid))
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.typeid() == typeid)
+            .or_else(|| super::refs::registered_typeid(typeid))
     }
 }
 

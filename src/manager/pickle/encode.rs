@@ -7,20 +7,6 @@ use super::super::refs::{self, ProxyRef};
 use super::super::value::{PyObject, PyValue};
 use super::op;
 
-/// What a `Queue`'s proxy exposes (CPython's `public_methods(queue.Queue())`
-/// before 3.13 added `shutdown`): the `exposed` a nested `AutoProxy` carries.
-const QUEUE_EXPOSED: &[&str] = &[
-    "empty",
-    "full",
-    "get",
-    "get_nowait",
-    "join",
-    "put",
-    "put_nowait",
-    "qsize",
-    "task_done",
-];
-
 /// `value` as a protocol 4 pickle. A nested proxy becomes
 /// `RebuildProxy(<ProxyClass>, Token(typeid, address, id), 'pickle',
 /// kwds)`, with `address` (a `(host, port)` tuple or a path) in its token.
@@ -225,7 +211,10 @@ impl Encoder<'_> {
         self.str("pickle");
         self.out.push(op::EMPTY_DICT);
         if matches!(kind, Kind::Queue | Kind::JoinableQueue) {
-            let exposed: Vec<PyValue> = QUEUE_EXPOSED.iter().map(|&m| m.into()).collect();
+            let exposed: Vec<PyValue> = super::super::queue::EXPOSED
+                .iter()
+                .map(|&m| m.into())
+                .collect();
             self.set_items(&[("exposed".into(), PyValue::Tuple(exposed))]);
         }
         self.out.push(op::TUPLE);

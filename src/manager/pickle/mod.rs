@@ -107,3 +107,15 @@ mod op {
     pub(super) const NEXT_BUFFER: u8 = 0x97;
     pub(super) const READONLY_BUFFER: u8 = 0x98;
 }
+
+/// The address a `Token` carries for a server at `address`: `('host',
+/// port)`, or a Unix socket's path, as CPython writes it.
+pub(crate) fn token_address(address: &crate::conn::Address) -> super::PyValue {
+    match address {
+        crate::conn::Address::Tcp(a) => super::PyValue::Tuple(vec![
+            super::PyValue::Str(a.ip().to_string()),
+            super::PyValue::Int(a.port().into()),
+        ]),
+        crate::conn::Address::Unix(p) => super::PyValue::Str(p.to_string_lossy().into_owned()),
+    }
+}

@@ -555,14 +555,7 @@ fn proxies_decode_to_references_and_encode_as_rebuild_proxy() {
     use crate::manager::protocol::Kind;
     use crate::manager::ProxyRef;
     let address = PyValue::Tuple(vec!["127.0.0.1".into(), 5000.into()]);
-    for kind in [
-        Kind::Dict,
-        Kind::List,
-        Kind::Namespace,
-        Kind::Iterator,
-        Kind::Queue,
-        Kind::JoinableQueue,
-    ] {
+    for kind in Kind::ALL {
         let v = PyValue::List(vec![PyValue::Proxy(ProxyRef::new(kind, 0xabc))]);
         let bytes = dumps(&v, &address);
         let back = try_loads(&bytes, 1 << 20).unwrap();
