@@ -522,7 +522,8 @@ impl Objects {
             peer,
             queue,
             wait,
-            deadline: timeout.map(|t| Instant::now() + t),
+            // A deadline past what an `Instant` holds is no deadline.
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
         });
     }
 
