@@ -383,15 +383,23 @@ fn a_run_type_is_pythons_process_subclass() {
         }
     }
     watchdog("run objects", LIMIT, || {
-        let before = Process::new(|| {});
-        let next: u32 = before.name()["Process-".len()..].parse().unwrap();
-        let worker = Worker {
-            n: 21,
-            expected_name: format!("Worker-{}", next + 1),
+        // Another test's thread may take the next number in between: then
+        // try again (the name must be exactly the one after `before`'s).
+        let (mut p, expected) = loop {
+            let before = Process::new(|| {});
+            let next: u32 = before.name()["Process-".len()..].parse().unwrap();
+            let worker = Worker {
+                n: 21,
+                expected_name: format!("Worker-{}", next + 1),
+            };
+            let expected = worker.expected_name.clone();
+            let p = Process::from_run(worker);
+            let name: u32 = p.name()["Worker-".len()..].parse().unwrap();
+            assert!(name > next, "{} after {}", p.name(), before.name());
+            if p.name() == expected {
+                break (p, expected);
+            }
         };
-        let expected = worker.expected_name.clone();
-        let mut p = Process::from_run(worker);
-        assert_eq!(p.name(), expected);
         assert_eq!(
             p.to_string(),
             format!(
