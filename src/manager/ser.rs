@@ -90,17 +90,18 @@ fn wrap(variant: Option<&'static str>, v: PyValue) -> PyValue {
 /// and its content as converted: a `PyValue` converts as itself.
 fn untag(variant: &str, content: PyValue) -> Result<PyValue, ConvertError> {
     let malformed = || ConvertError(format!("a malformed PyValue::{variant}"));
+    // `Vec<u8>` serializes as a sequence of ints.
+    let byte_list = |items: Vec<PyValue>| {
+        items
+            .into_iter()
+            .map(|b| match b {
+                PyValue::Int(b) => u8::try_from(b).map_err(|_| malformed()),
+                _ => Err(malformed()),
+            })
+            .collect::<Result<Vec<u8>, _>>()
+    };
     Ok(match (variant, content) {
-        // `Vec<u8>` serializes as a sequence of ints.
-        ("Bytes", PyValue::List(items)) => PyValue::Bytes(
-            items
-                .into_iter()
-                .map(|b| match b {
-                    PyValue::Int(b) => u8::try_from(b).map_err(|_| malformed()),
-                    _ => Err(malformed()),
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+        ("Bytes", PyValue::List(items)) => PyValue::Bytes(byte_list(items)?),
         ("Tuple", PyValue::List(items)) => PyValue::Tuple(items),
         // A `Vec` of pairs.
         ("Dict", PyValue::List(items)) => PyValue::Dict(
@@ -114,15 +115,7 @@ fn untag(variant: &str, content: PyValue) -> Result<PyValue, ConvertError> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        ("BigInt", PyValue::List(items)) => PyValue::BigInt(
-            items
-                .into_iter()
-                .map(|b| match b {
-                    PyValue::Int(b) => u8::try_from(b).map_err(|_| malformed()),
-                    _ => Err(malformed()),
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+        ("BigInt", PyValue::List(items)) => PyValue::BigInt(byte_list(items)?),
         ("Set", PyValue::List(items)) => PyValue::Set(items),
         ("FrozenSet", PyValue::List(items)) => PyValue::FrozenSet(items),
         ("Object", fields) => PyValue::Object(Box::new(from_value(fields)?)),
