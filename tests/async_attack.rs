@@ -1541,7 +1541,6 @@ fn a_hand_written_executor_runs_many_waits() {
 /// executor that is an ordinary state (a future held by a combinator that
 /// stopped polling it), where a released thread always runs eventually.
 #[test]
-#[ignore = "a released but unpolled barrier future keeps the barrier draining forever (reported)"]
 fn a_released_but_unpolled_barrier_party_does_not_wedge_the_next_pass() {
     watchdog("unpolled barrier party", LIMIT, || {
         let b = Barrier::new(2).unwrap();

@@ -504,3 +504,72 @@ fn pool_results_are_awaited() {
         pool.join().unwrap();
     });
 }
+
+/// More distinct words awaited at once than one `futex_waitv` takes (127
+/// beside the waiter thread's control word): each one is woken as soon as
+/// it is set, however many are awaited, never found by a periodic look.
+#[test]
+fn more_than_127_awaited_words_each_wake_promptly() {
+    watchdog("many distinct words", LIMIT, || {
+        const TASKS: usize = 500;
+        const TIMED: usize = 200;
+        let events: Vec<Event> = (0..TASKS).map(|_| Event::new().unwrap()).collect();
+        let armed = Semaphore::new(0).unwrap();
+        let woke = Semaphore::new(0).unwrap();
+        let child = {
+            let (events, armed, woke) = (events.clone(), armed.clone(), woke.clone());
+            async_child(multi_thread, move || async move {
+                let tasks: Vec<_> = events
+                    .into_iter()
+                    .map(|e| {
+                        let (armed, woke) = (armed.clone(), woke.clone());
+                        tokio::spawn(async move {
+                            let mut wait = std::pin::pin!(e.wait_timeout_async(PATIENCE));
+                            // Registered with the waiter once it returned Pending.
+                            let first =
+                                std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx)))
+                                    .await;
+                            assert!(first.is_pending());
+                            armed.release().unwrap();
+                            assert!(wait.await.unwrap());
+                            woke.release().unwrap();
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    tokio::time::timeout(PATIENCE, t).await.unwrap().unwrap();
+                }
+            })
+        };
+        for _ in 0..TASKS {
+            assert!(armed.acquire_timeout(PATIENCE));
+        }
+        // One at a time, the last armed first (those beyond the first 127).
+        let mut latencies: Vec<Duration> = events
+            .iter()
+            .rev()
+            .take(TIMED)
+            .map(|e| {
+                let start = Instant::now();
+                e.set();
+                assert!(woke.acquire_timeout(PATIENCE));
+                start.elapsed()
+            })
+            .collect();
+        for e in &events {
+            e.set();
+        }
+        assert_eq!(join(&child, PATIENCE), 0);
+        let total: Duration = latencies.iter().sum();
+        latencies.sort_unstable();
+        let median = latencies[TIMED / 2];
+        eprintln!(
+            "{TASKS} distinct words awaited, {TIMED} set one by one: median wake {median:?}, \
+             90th percentile {:?}, total {total:?}",
+            latencies[TIMED * 9 / 10]
+        );
+        // The old overflow poll (every 2 ms) gives a median near 1 ms.
+        assert!(median < Duration::from_micros(400), "median {median:?}");
+        assert!(total < Duration::from_millis(2) * TIMED as u32 / 4, "{total:?}");
+    });
+}

@@ -344,7 +344,6 @@ fn async_forgotten_and_dropped_futures() {
 /// Async: a released future that is never polled again (forgotten) holds
 /// up no later pass.
 #[test]
-#[ignore = "reproduces an open failure (issue 19): a released future never polled again keeps the barrier draining"]
 fn async_forgotten_futures_hold_up_nothing() {
     watchdog("forgotten futures", LIMIT, || {
         let rt = common::multi_thread();

@@ -16,9 +16,18 @@ use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
 const FILLING: u32 = 0;
+/// Python's draining state: parties of a released pass leaving one by
+/// one. Never entered now (a release takes every party out at once, see
+/// [`Inner::release`]); still understood, as a barrier state shared with
+/// an older build.
 const DRAINING: u32 = 1;
 const RESETTING: u32 = 2;
 const BROKEN: u32 = 3;
+/// The last party to arrive is releasing the pass: it holds the internal
+/// lock, and `count` holds the generation being completed. Seen only by
+/// whoever takes the lock after that party died half way, who finishes the
+/// release (see [`Inner::release`]).
+const RELEASING: u32 = 4;
 
 /// How often a sleeping party looks for parties that died inside the barrier.
 const DEATH_CHECK: Duration = Duration::from_millis(100);
@@ -34,7 +43,8 @@ struct BarrierState {
     /// sleeps. One that dies asleep leaves it too high: extra wake-ups only.
     sleepers: AtomicU32,
     parties: u32,
-    /// Parties inside `wait` (Python's `_count`).
+    /// Parties inside `wait` (Python's `_count`); while `state` is
+    /// `RELEASING`, the generation being completed.
     count: AtomicU32,
     state: AtomicU32,
     /// Completed passes: a party whose pass completed has passed, even if
@@ -232,8 +242,9 @@ impl Barrier {
     ///
     /// # Errors
     /// As for [`wait`](Barrier::wait), and [`Error::Timeout`] if the previous
-    /// pass was still draining (or a reset still finishing) when the time
-    /// ran out: this party never entered, and the barrier is not broken.
+    /// pass was still draining (or a reset still finishing: parties of the
+    /// reset pass still inside) when the time ran out: this party never
+    /// entered, and the barrier is not broken.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
         waiter::block_on(self.wait_inner(Some(timeout), Sleep::Block))
     }
@@ -242,9 +253,13 @@ impl Barrier {
     /// on an async runtime; any runtime will do).
     ///
     /// Cancellation: a future dropped before this party arrived changes
-    /// nothing; one dropped after it arrived breaks the barrier, as a
-    /// timeout does (the others get [`Error::BrokenBarrier`]), since the
-    /// pass can no longer fill with this party gone.
+    /// nothing; one dropped after it arrived and before the pass was
+    /// released breaks the barrier, as a timeout does (the others get
+    /// [`Error::BrokenBarrier`]), since the pass can no longer fill with
+    /// this party gone. Once the last party arrives, every party of the
+    /// pass has passed: the release takes them all out of the barrier at
+    /// once, so a released future that is never polled again, is dropped,
+    /// or whose process is killed, holds up and breaks no later pass.
     ///
     /// # Errors
     /// As for [`wait`](Barrier::wait), and if this process's waiter thread
@@ -277,7 +292,7 @@ impl Barrier {
         let mut inner = self.enter()?;
         // Let a previous pass drain, or a reset finish.
         if !inner
-            .wait_while(deadline, how, |s| matches!(s, DRAINING | RESETTING))
+            .wait_while(deadline, how, |s, _| matches!(s, DRAINING | RESETTING))
             .await?
         {
             return Err(Error::Timeout);
@@ -306,19 +321,15 @@ impl Barrier {
             match action {
                 Some(Err(panic)) => PassEnd::ActionPanicked(panic),
                 _ => {
-                    inside
-                        .inner
-                        .state()
-                        .generation
-                        .fetch_add(1, Ordering::Relaxed);
-                    inside.inner.set_state(DRAINING);
+                    inside.inner.release();
                     PassEnd::Passed
                 }
             }
         } else {
+            let joined = inside.generation;
             match inside
                 .inner
-                .wait_while(deadline, how, |s| s == FILLING)
+                .wait_while(deadline, how, |s, g| s == FILLING && g == joined)
                 .await?
             {
                 // Released by the last arrival; a reset or abort is an error.
@@ -411,6 +422,13 @@ impl Inner<'_> {
             Err(RecoverableLockError::OwnerDied(())) => {
                 self.held = true;
                 self.barrier.mutex.make_consistent()?;
+                if self.pass() == RELEASING {
+                    // The last party died releasing its pass, which had
+                    // filled: the pass is complete, and nobody else is
+                    // inside the barrier.
+                    self.finish_release();
+                    return Ok(());
+                }
                 self.bury_dead();
                 if self.pass() == FILLING {
                     self.set_state(BROKEN);
@@ -472,6 +490,35 @@ impl Inner<'_> {
         self.refill_if_empty();
     }
 
+    /// Completes the pass (by its last party, holding the internal lock):
+    /// every party inside has passed, and leaves the barrier at once, so
+    /// that none of them has to run again for the next pass to start (a
+    /// released future may never be polled again). Each party knows that
+    /// it passed by the generation, and does not leave itself.
+    ///
+    /// `count` keeps the generation being completed while the state says
+    /// `RELEASING`: whoever takes the lock after this party died half way
+    /// finishes the release exactly once ([`finish_release`] is idempotent).
+    fn release(&self) {
+        let generation = self.state().generation.load(Ordering::Relaxed);
+        self.state().count.store(generation, Ordering::Relaxed);
+        self.state().state.store(RELEASING, Ordering::Relaxed);
+        self.finish_release();
+    }
+
+    /// The second half of [`release`](Inner::release).
+    fn finish_release(&self) {
+        let completed = self.count();
+        self.state()
+            .generation
+            .store(completed.wrapping_add(1), Ordering::Relaxed);
+        for slot in self.slots() {
+            slot.store(0, Ordering::Relaxed);
+        }
+        self.state().count.store(0, Ordering::Relaxed);
+        self.set_state(FILLING);
+    }
+
     fn refill_if_empty(&self) {
         if self.count() == 0 && matches!(self.pass(), RESETTING | DRAINING) {
             self.set_state(FILLING);
@@ -520,16 +567,20 @@ impl Inner<'_> {
         }
     }
 
-    /// Sleeps, with the internal lock released, while `blocked` holds or
-    /// until `deadline`; returns whether `blocked` stopped holding.
+    /// Sleeps, with the internal lock released, while `blocked` holds for
+    /// the state and generation, or until `deadline`; returns whether
+    /// `blocked` stopped holding.
     async fn wait_while(
         &mut self,
         deadline: Deadline,
         how: Sleep,
-        blocked: impl Fn(u32) -> bool,
+        blocked: impl Fn(u32, u32) -> bool,
     ) -> Result<bool> {
         let seq = self.barrier.seq();
-        while blocked(self.pass()) {
+        while blocked(
+            self.pass(),
+            self.state().generation.load(Ordering::Relaxed),
+        ) {
             if deadline.passed() {
                 return Ok(false);
             }
@@ -584,9 +635,13 @@ impl Inside<'_> {
         self.inner.state().generation.load(Ordering::Relaxed) != self.generation
     }
 
-    /// Leaves (with the internal lock held).
+    /// Leaves (with the internal lock held), unless the pass it joined
+    /// completed: its release took every party of it out already (and its
+    /// slot may be another's now).
     fn leave(&mut self) {
-        self.inner.leave(self.slot);
+        if !self.passed() {
+            self.inner.leave(self.slot);
+        }
         self.left = true;
     }
 }
@@ -601,7 +656,7 @@ impl Drop for Inside<'_> {
         if !self.inner.held && self.inner.relock().is_err() {
             return;
         }
-        if self.inner.pass() == FILLING && !self.passed() {
+        if !self.passed() && self.inner.pass() == FILLING {
             self.inner.set_state(BROKEN);
         }
         self.leave();
