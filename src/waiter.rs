@@ -1,10 +1,14 @@
 //! Async waits on shared primitives, with any runtime.
 //!
 //! A task that awaits a futex word or a descriptor registers what it waits
-//! for with this process's waiter thread and returns `Pending`; the thread
-//! sleeps on every registered word at once (`futex_waitv`) or every
-//! registered descriptor at once (`poll`), and wakes the tasks whose word
-//! changed, whose descriptor became ready or whose deadline passed. The
+//! for with this process's waiter threads and returns `Pending`; a thread
+//! sleeps on up to [`Source::MAX`] registered words at once
+//! (`futex_waitv`) or descriptors (`poll`), and wakes the tasks whose word
+//! changed, whose descriptor became ready or whose deadline passed. Each
+//! registration is given to one thread for as long as it lasts (the one
+//! that already watches the same thing, or one with room): a thread is
+//! started when the others are full, and the last one retires after
+//! [`IDLE`] with nothing to watch. The
 //! tasks then look again, exactly as a blocking waiter does after its
 //! `futex_wait` returns. So nothing changes in the shared layout or on the
 //! waking side: `set`, `release`, `put` wake blocking and async waiters
@@ -25,9 +29,11 @@ use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
 use std::time::Duration;
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::poison::locked as lock;
@@ -64,17 +70,28 @@ enum Fired {
 
 struct Registry<S: Source> {
     pid: u32,
-    source: S,
-    entries: Mutex<Entries<S::Watch>>,
+    entries: Mutex<Entries<S>>,
 }
 
-struct Entries<W> {
-    list: Vec<Entry<W>>,
-    thread: bool,
+struct Entries<S: Source> {
+    list: Vec<Entry<S::Watch>>,
+    /// The running waiter threads, each by its own interruptible sleep;
+    /// thread `i` watches the entries whose `thread` is `i`.
+    threads: Vec<Arc<S>>,
 }
+
+/// At most this many waiter threads per source (`MAX` watches each);
+/// watches beyond them are looked at every [`OVERFLOW_POLL`].
+const MAX_THREADS: usize = 64;
+
+/// How long the last of several waiter threads stays with nothing to
+/// watch before it ends.
+const IDLE: Duration = Duration::from_secs(1);
 
 struct Entry<W> {
     id: u64,
+    /// The waiter thread that watches it.
+    thread: usize,
     watch: W,
     deadline: Deadline,
     waker: Waker,
@@ -102,10 +119,9 @@ fn current<S: Source>() -> io::Result<&'static Registry<S>> {
         }
         let fresh = Box::into_raw(Box::new(Registry {
             pid,
-            source: S::new()?,
             entries: Mutex::new(Entries {
                 list: Vec::new(),
-                thread: false,
+                threads: Vec::new(),
             }),
         }));
         match slot.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
@@ -126,6 +142,7 @@ fn forget_registries_in_children() -> io::Result<()> {
     extern "C" fn forget() {
         FUTEXES.store(std::ptr::null_mut(), Ordering::Relaxed);
         DESCRIPTORS.store(std::ptr::null_mut(), Ordering::Relaxed);
+        KEEPER.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
     static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if INSTALLED.swap(true, Ordering::AcqRel) {
@@ -181,29 +198,45 @@ impl<S: Source> Registration<S> {
             }
             None => entries.list.push(Entry {
                 id,
+                thread: 0,
                 watch,
                 deadline,
                 waker: waker.clone(),
             }),
         }
-        if entries.thread {
-            registry.source.interrupt();
-            return Ok(());
-        }
-        let started = std::thread::Builder::new()
-            .name("multiproc-waiter".into())
-            .spawn(move || waiter_thread(registry));
-        match started {
-            Ok(_) => {
-                entries.thread = true;
-                Ok(())
+        let thread = match choose_thread(&entries, id, watch) {
+            Some(t) => t,
+            None => {
+                let index = entries.threads.len();
+                let started = S::new().and_then(|source| {
+                    let source = Arc::new(source);
+                    let theirs = source.clone();
+                    std::thread::Builder::new()
+                        .name("multiproc-waiter".into())
+                        .spawn(move || waiter_thread(registry, index, theirs))
+                        .map(|_| source)
+                });
+                match started {
+                    Ok(source) => {
+                        entries.threads.push(source);
+                        index
+                    }
+                    // The threads there are: the least busy polls the
+                    // watches beyond what it can sleep on.
+                    Err(_) if index > 0 => least_busy(&entries, id),
+                    Err(e) => {
+                        entries.list.retain(|e| e.id != id);
+                        self.armed = None;
+                        return Err(Error::io("start the async waiter thread", e));
+                    }
+                }
             }
-            Err(e) => {
-                entries.list.retain(|e| e.id != id);
-                self.armed = None;
-                Err(Error::io("start the async waiter thread", e))
-            }
+        };
+        if let Some(e) = entries.list.iter_mut().find(|e| e.id == id) {
+            e.thread = thread;
         }
+        entries.threads[thread].interrupt();
+        Ok(())
     }
 }
 
@@ -226,29 +259,65 @@ impl<S: Source> Drop for Registration<S> {
     }
 }
 
-/// How long the thread sleeps before it lets tasks beyond the first
-/// [`Source::MAX`] distinct watches look again.
+/// How long a thread given more than [`Source::MAX`] distinct watches
+/// (when no more threads could be started) sleeps before it lets the
+/// tasks beyond them look again.
 const OVERFLOW_POLL: Duration = Duration::from_millis(2);
 
-/// The waiter thread.
-fn waiter_thread<S: Source>(registry: &'static Registry<S>) {
+/// The thread for entry `id`'s `watch`: the one that watches the same
+/// already, or the first with room (fewer than `MAX` other entries, so
+/// fewer distinct watches); `None` if a new one is wanted.
+fn choose_thread<S: Source>(entries: &Entries<S>, id: u64, watch: S::Watch) -> Option<usize> {
+    let others = || entries.list.iter().filter(move |e| e.id != id);
+    if let Some(e) = others().find(|e| e.watch == watch) {
+        return Some(e.thread);
+    }
+    let mut load = vec![0usize; entries.threads.len()];
+    for e in others() {
+        if let Some(n) = load.get_mut(e.thread) {
+            *n += 1;
+        }
+    }
+    let room = load.iter().position(|&n| n < S::MAX);
+    match room {
+        Some(t) => Some(t),
+        None if entries.threads.len() >= MAX_THREADS => Some(least_busy(entries, id)),
+        None => None,
+    }
+}
+
+/// The thread with the fewest entries but `id`'s.
+fn least_busy<S: Source>(entries: &Entries<S>, id: u64) -> usize {
+    let mut load = vec![0usize; entries.threads.len()];
+    for e in entries.list.iter().filter(|e| e.id != id) {
+        if let Some(n) = load.get_mut(e.thread) {
+            *n += 1;
+        }
+    }
+    (0..load.len()).min_by_key(|&t| load[t]).unwrap_or(0)
+}
+
+/// Waiter thread `index`, sleeping through `source` on the watches of
+/// the entries given to it.
+fn waiter_thread<S: Source>(registry: &'static Registry<S>, index: usize, source: Arc<S>) {
     let mut watches = Vec::new();
     let mut wake = Vec::new();
+    let mut idle_since: Option<Instant> = None;
     loop {
-        let snapshot = registry.source.snapshot();
+        let snapshot = source.snapshot();
         let mut deadline = Deadline::Never;
         let mut overflow = false;
         {
             let mut entries = lock(&registry.entries);
             entries.list.retain(|e| {
-                let expired = e.deadline.passed();
+                let expired = e.thread == index && e.deadline.passed();
                 if expired {
                     wake.push(e.waker.clone());
                 }
                 !expired
             });
             watches.clear();
-            for e in &entries.list {
+            for e in entries.list.iter().filter(|e| e.thread == index) {
                 deadline = deadline.earlier(e.deadline);
                 if !watches.contains(&e.watch) {
                     watches.push(e.watch);
@@ -259,16 +328,30 @@ fn waiter_thread<S: Source>(registry: &'static Registry<S>) {
                 overflow = true;
                 deadline = deadline.capped(OVERFLOW_POLL);
             }
+            if watches.is_empty() && index > 0 && index + 1 == entries.threads.len() {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= IDLE {
+                    // Retire: no entry is given to a thread that is not there.
+                    entries.threads.truncate(index);
+                    drop(entries);
+                    wake_each(&mut wake);
+                    return;
+                }
+                deadline = deadline.earlier(Deadline::after(IDLE));
+            } else {
+                idle_since = None;
+            }
         }
         wake_each(&mut wake);
-        let fired = registry.source.sleep(snapshot, &watches, deadline);
+        let fired = source.sleep(snapshot, &watches, deadline);
         let mut entries = lock(&registry.entries);
         entries.list.retain(|e| {
-            let woken = match &fired {
-                Fired::All => true,
-                Fired::Some(which) => which.iter().any(|&i| watches[i] == e.watch),
-                Fired::Nothing => overflow && !watches.contains(&e.watch),
-            };
+            let woken = e.thread == index
+                && match &fired {
+                    Fired::All => true,
+                    Fired::Some(which) => which.iter().any(|&i| watches[i] == e.watch),
+                    Fired::Nothing => overflow && !watches.contains(&e.watch),
+                };
             if woken {
                 wake.push(e.waker.clone());
             }
@@ -494,4 +577,83 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
         }
         std::thread::park();
     }
+}
+
+/// A job for the keeper thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// This process's keeper thread: it runs jobs, in order, for tasks that
+/// need something held by a thread while they await (a condition
+/// waiter's presence mutex: tasks move between threads, and a robust
+/// mutex belongs to the thread that took it). When the process dies, the
+/// kernel marks what the keeper held as its owner dead, exactly as for a
+/// blocking waiter's thread.
+struct Keeper {
+    pid: u32,
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+static KEEPER: AtomicPtr<Keeper> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This process's keeper, started on first use (and again in a forked
+/// child, which never touches its parent's: see [`current`]).
+fn keeper() -> Result<&'static Keeper> {
+    forget_registries_in_children().map_err(|e| Error::io("async waiter", e))?;
+    let pid = sys::getpid();
+    loop {
+        let seen = KEEPER.load(Ordering::Acquire);
+        // SAFETY: keepers are leaked, never freed.
+        if let Some(k) = unsafe { seen.as_ref() } {
+            if k.pid == pid {
+                return Ok(k);
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("multiproc-keeper".into())
+            .spawn(move || {
+                for job in rx {
+                    // A job that panics must not end the thread.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| Error::io("start the async keeper thread", e))?;
+        let fresh = Box::into_raw(Box::new(Keeper {
+            pid,
+            jobs: Mutex::new(tx),
+        }));
+        match KEEPER.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just installed; never freed from now on.
+            Ok(_) => return Ok(unsafe { &*fresh }),
+            // SAFETY: never shared; dropping its sender ends its thread.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+        }
+    }
+}
+
+/// Runs `job` on this process's keeper thread, after every job posted
+/// before it, without waiting for it.
+pub(crate) fn keep(job: impl FnOnce() + Send + 'static) -> Result<()> {
+    let keeper = keeper()?;
+    lock(&keeper.jobs)
+        .send(Box::new(job))
+        .map_err(|_| Error::io("async keeper thread", io::ErrorKind::BrokenPipe.into()))
+}
+
+/// Runs `job` on this process's keeper thread and waits (blocking this
+/// thread briefly) for its result.
+pub(crate) fn keep_and_wait<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    keep(move || {
+        let _ = tx.send(job());
+    })?;
+    rx.recv()
+        .map_err(|_| Error::io("async keeper thread", io::ErrorKind::BrokenPipe.into()))
+}
+
+/// Whether the calling process is the one that made `pid`'s keeper jobs.
+pub(crate) fn same_process(pid: u32) -> bool {
+    pid == sys::getpid()
 }

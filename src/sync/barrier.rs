@@ -577,10 +577,7 @@ impl Inner<'_> {
         blocked: impl Fn(u32, u32) -> bool,
     ) -> Result<bool> {
         let seq = self.barrier.seq();
-        while blocked(
-            self.pass(),
-            self.state().generation.load(Ordering::Relaxed),
-        ) {
+        while blocked(self.pass(), self.state().generation.load(Ordering::Relaxed)) {
             if deadline.passed() {
                 return Ok(false);
             }

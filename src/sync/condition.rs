@@ -13,6 +13,11 @@ use super::{Lock, RLock, RobustMutex};
 use crate::error::{Error, LockResult, RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{self, Deadline, MutexKind, PthreadMutex};
+use crate::waiter;
+
+/// How often an async waiter that found every slot taken looks for a free
+/// one (a slot freed by this or another process wakes nobody).
+const SLOT_POLL: Duration = Duration::from_millis(1);
 
 const MAX_WAITERS: usize = Condition::MAX_WAITERS;
 
@@ -455,11 +460,189 @@ impl Condition {
         self.lock_with(Deadline::after(timeout))
     }
 
+    /// Waits, without blocking the thread, until `predicate` holds, for at
+    /// most `timeout` if given; returns the predicate's last value (the
+    /// async form of [`ConditionGuard::wait_for`], for a task on any
+    /// runtime).
+    ///
+    /// No guard goes in or comes out: a robust lock belongs to the thread
+    /// that took it, and a task may move between threads at every
+    /// `.await`. So, as Python's `asyncio.Condition.wait_for` does between
+    /// its waits, this takes the condition's lock itself, on the polling
+    /// thread and within one poll, each time it calls `predicate`, and
+    /// releases it before it returns or suspends: `predicate` runs with
+    /// the lock held (it may change the protected data, say take the item
+    /// it waited for), and a notify that follows a change made under the
+    /// lock is never missed. Taking the lock blocks the polling thread for
+    /// as long as another holder keeps it, as [`lock`](Condition::lock)
+    /// does; keep critical sections short.
+    ///
+    /// While it waits, the task's place among the waiters (one of
+    /// [`MAX_WAITERS`](Condition::MAX_WAITERS)) is held for it by this
+    /// process's keeper thread, so a notify chooses it as it would a
+    /// blocking waiter, and a process killed while its tasks wait leaves
+    /// no place taken (its notifications go to other waiters). When every
+    /// place is taken the task waits for one to come free instead of
+    /// failing (looking at most every millisecond); it is not a waiter
+    /// meanwhile, which loses nothing, since it calls `predicate` again
+    /// before it takes a place.
+    ///
+    /// Cancellation: a future dropped while it waits gives up its place;
+    /// if a notify had chosen it already, the notification goes on to the
+    /// longest waiting waiter that the notify could have chosen instead,
+    /// as a dead waiter's does. A notification that ends the wait is
+    /// consumed, whatever `predicate` then says (as in Python).
+    ///
+    /// # Errors
+    /// [`Error::OwnerDied`] if a holder of the lock died: the lock is left
+    /// not recoverable, as [`lock`](Condition::lock) leaves it.
+    /// [`Error::InvalidArgument`] if the calling thread holds the lock
+    /// already (through a [`ConditionGuard`]): the lock could never be
+    /// released for a notifier. An error of the lock, or if this
+    /// process's waiter or keeper thread cannot be started.
+    pub async fn wait_for_async(
+        &self,
+        mut predicate: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        let deadline = Deadline::within(timeout);
+        loop {
+            let place = {
+                let _held = self.hold_for_async()?;
+                if predicate() {
+                    return Ok(true);
+                }
+                if deadline.passed() {
+                    return Ok(false);
+                }
+                // Taken while the lock is held, as a blocking waiter's.
+                let cond = self.clone();
+                match waiter::keep_and_wait(move || cond.enter())? {
+                    Ok((i, mine)) => Some(AsyncPlace {
+                        cond: self.clone(),
+                        pid: sys::getpid(),
+                        i,
+                        mine,
+                        consumed: false,
+                    }),
+                    Err(Error::TooManyWaiters { .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            };
+            match place {
+                None => {
+                    let inside = &self.shared().inside;
+                    let seen = inside.load(Ordering::Acquire);
+                    waiter::word(inside, deadline.capped(SLOT_POLL), || {
+                        if inside.load(Ordering::Acquire) == seen {
+                            ControlFlow::Continue(seen)
+                        } else {
+                            ControlFlow::Break(())
+                        }
+                    })
+                    .await?;
+                }
+                Some(mut place) => {
+                    let state = &self.shared().slots[place.i].state;
+                    let mine = place.mine;
+                    loop {
+                        let woken = waiter::word(state, deadline.capped(RECHECK), || {
+                            if state.load(Ordering::Acquire) == mine {
+                                ControlFlow::Continue(mine)
+                            } else {
+                                ControlFlow::Break(())
+                            }
+                        })
+                        .await?;
+                        if woken.is_some() || state.load(Ordering::Acquire) != mine {
+                            place.consumed = true;
+                            break;
+                        }
+                        if deadline.passed() {
+                            // Leaves unless a notify chose it first.
+                            place.consumed = state
+                                .compare_exchange(mine, FREE, Ordering::AcqRel, Ordering::Acquire)
+                                .is_err();
+                            break;
+                        }
+                        // A notification may have gone to a waiter that
+                        // died before taking it, and be this one's now.
+                        self.bury_dead(|s| s & NOTIFIED != 0);
+                    }
+                    // Given back by the keeper (after this, in order).
+                }
+            }
+        }
+    }
+
+    /// Takes the lock for one step of an async wait; released on drop.
+    fn hold_for_async(&self) -> Result<AsyncHold<'_>> {
+        let mutex = self.lock.mutex();
+        match mutex.acquire(Deadline::Never, || ()) {
+            Ok(()) => {}
+            Err(RecoverableLockError::OwnerDied(())) => {
+                let _ = mutex.unlock();
+                return Err(Error::OwnerDied);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let hold = AsyncHold { cond: self };
+        if let CondLock::RLock(_) = self.lock {
+            if mutex.recursion()? > 1 {
+                return Err(Error::InvalidArgument(
+                    "wait_for_async by a thread that holds the condition's lock".into(),
+                ));
+            }
+        }
+        Ok(hold)
+    }
+
     fn lock_with(&self, deadline: Deadline) -> RecoverableLockResult<ConditionGuard<'_>> {
         self.lock.mutex().acquire(deadline, || ConditionGuard {
             cond: self,
             _not_send: PhantomData,
         })
+    }
+}
+
+/// The condition's lock, held by the polling thread for one step of an
+/// async wait.
+struct AsyncHold<'a> {
+    cond: &'a Condition,
+}
+
+impl Drop for AsyncHold<'_> {
+    fn drop(&mut self) {
+        let _ = self.cond.lock.mutex().unlock();
+    }
+}
+
+/// An async waiter's place: slot `i`, whose mutex this process's keeper
+/// thread holds. Dropping it has the keeper give the slot back, passing on
+/// a notification that chose it unless the waiter took it (`consumed`).
+struct AsyncPlace {
+    cond: Condition,
+    /// The process whose keeper holds the slot's mutex.
+    pid: u32,
+    i: usize,
+    mine: u32,
+    consumed: bool,
+}
+
+impl Drop for AsyncPlace {
+    fn drop(&mut self) {
+        if !waiter::same_process(self.pid) {
+            return; // a forked copy: the slot is the parent's
+        }
+        let (cond, i, consumed) = (self.cond.clone(), self.i, self.consumed);
+        // If the keeper is gone (it never is while the process lives), the
+        // slot stays taken until the process ends, which frees it.
+        let _ = waiter::keep(move || {
+            if !consumed {
+                cond.take_over(i);
+            }
+            cond.leave(i);
+        });
     }
 }
 
