@@ -782,3 +782,53 @@ fn a_dropped_condition_future_passes_its_notification_on() {
         });
     });
 }
+
+/// A process whose awaiting task a `notify(1)` chose, killed -9 before the
+/// task took the notification (stopped first, so it cannot): its place is
+/// freed and the notification goes on to a live async waiter.
+#[test]
+fn a_notification_chosen_for_a_killed_async_waiter_goes_on_to_a_live_one() {
+    watchdog("condition killed chosen waiter", LIMIT, || {
+        use multiproc::{Condition, RawValue};
+        let cond = Condition::new().unwrap();
+        let flag = RawValue::new(0u32).unwrap();
+        let arrived = RawValue::new(0u32).unwrap();
+        let waiter = |cond: Condition, flag: RawValue<u32>, arrived: RawValue<u32>| {
+            async_child(multi_thread, move || async move {
+                let mut first = true;
+                let ok = cond
+                    .wait_for_async(
+                        || {
+                            if std::mem::take(&mut first) {
+                                arrived.atomic().fetch_add(1, SeqCst);
+                            }
+                            flag.atomic().load(SeqCst) == 1
+                        },
+                        Some(PATIENCE),
+                    )
+                    .await
+                    .unwrap();
+                assert!(ok);
+            })
+        };
+        // The victim waits longest: a notify(1) chooses it.
+        let victim = waiter(cond.clone(), flag.clone(), arrived.clone());
+        assert!(wait_until(PATIENCE, || arrived.atomic().load(SeqCst) == 1));
+        let live = waiter(cond.clone(), flag.clone(), arrived.clone());
+        assert!(wait_until(PATIENCE, || arrived.atomic().load(SeqCst) == 2));
+        let start = Instant::now();
+        {
+            let g = cond.lock().unwrap();
+            let pid = victim.pid().unwrap() as i32;
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            flag.atomic().store(1, SeqCst);
+            g.notify(1);
+            victim.kill().unwrap();
+            let _ = victim.join_timeout(PATIENCE).unwrap();
+        }
+        assert_eq!(join(&live, PATIENCE), 0);
+        assert!(start.elapsed() < PATIENCE / 2, "{:?}", start.elapsed());
+        eprintln!("notification passed on in {:?}", start.elapsed());
+    });
+}
