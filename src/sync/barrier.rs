@@ -498,7 +498,8 @@ impl Inner<'_> {
     ///
     /// `count` keeps the generation being completed while the state says
     /// `RELEASING`: whoever takes the lock after this party died half way
-    /// finishes the release exactly once ([`finish_release`] is idempotent).
+    /// finishes the release exactly once
+    /// ([`finish_release`](Inner::finish_release) is idempotent).
     fn release(&self) {
         let generation = self.state().generation.load(Ordering::Relaxed);
         self.state().count.store(generation, Ordering::Relaxed);
