@@ -208,7 +208,7 @@ impl RawArea {
 
     fn word(&self, at: usize) -> &AtomicU32 {
         // SAFETY: an aligned word inside the mapping, alive with `self`.
-        unsafe { &*self.map.add(at).cast::<AtomicU32>() }
+        unsafe { &*self.map.wrapping_add(at).cast::<AtomicU32>() }
     }
 
     fn request(&self, bytes: &[u8], len: u32) {
@@ -216,7 +216,7 @@ impl RawArea {
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
-                self.map.add(CONTROL_LEN),
+                self.map.wrapping_add(CONTROL_LEN),
                 bytes.len().min(SLOT),
             )
         };
@@ -242,7 +242,11 @@ impl RawArea {
         let mut out = vec![0; len];
         // SAFETY: at most a slot's bytes from the answer slot.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.map.add(CONTROL_LEN + SLOT), out.as_mut_ptr(), len)
+            std::ptr::copy_nonoverlapping(
+                self.map.wrapping_add(CONTROL_LEN + SLOT),
+                out.as_mut_ptr(),
+                len,
+            )
         };
         out
     }
@@ -288,8 +292,10 @@ fn recv_fds(conn: &Connection) -> Vec<OwnedFd> {
             // SAFETY: CMSG_LEN computes a size.
             let count = (hdr.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
             for i in 0..count {
-                // SAFETY: descriptors the kernel installed for us.
-                fds.push(unsafe { OwnedFd::from_raw_fd(data.add(i).read_unaligned()) });
+                // SAFETY: the `i`th int of the payload, inside `control`.
+                let fd = unsafe { data.wrapping_add(i).read_unaligned() };
+                // SAFETY: a descriptor the kernel installed for us alone.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
         // SAFETY: the next header or null.
@@ -306,11 +312,12 @@ fn hostile_areas_cost_their_client_only() {
         d.set(1, 1).unwrap();
         let raw = RawArea::open(&m).expect("an area");
         // Its size is sealed: the server's mapping can never fault.
-        // SAFETY: plain syscalls on a descriptor we own.
-        unsafe {
-            assert_eq!(libc::ftruncate(raw.memfd.as_raw_fd(), 0), -1);
-            assert_eq!(libc::ftruncate(raw.memfd.as_raw_fd(), 1 << 30), -1);
-        }
+        let truncate = |len| {
+            // SAFETY: a plain syscall on a descriptor we own.
+            unsafe { libc::ftruncate(raw.memfd.as_raw_fd(), len) }
+        };
+        assert_eq!(truncate(0), -1);
+        assert_eq!(truncate(1 << 30), -1);
         // A second area on the same connection is refused.
         raw.conn_send(SETUP);
         assert!(recv_fds(&raw.conn).is_empty(), "one area per connection");
