@@ -372,7 +372,7 @@ impl ClientArea {
         conn.send_bytes(setup_request())?;
         let mut got = Vec::new();
         let mut fds = Vec::new();
-        let mut chunk = [0u8; 512];
+        let mut chunk = vec![0u8; 16 << 10];
         let len = loop {
             let (n, more) = sys::recv_with_fds(conn, &mut chunk, 2, true)
                 .map_err(|e| Error::ManagerGone(format!("fast path setup: {e}")))?;
@@ -384,9 +384,11 @@ impl ClientArea {
             fds.extend(more);
             got.extend_from_slice(&chunk[..n]);
             if let Some((header, len)) = frame::parse_header(&got)? {
-                // Only a small answer can be read here, whole and nothing
-                // more: anything else leaves the connection to be dropped.
-                if len > 4096 {
+                // The answer is read whole and nothing more (a server
+                // sends nothing unasked): a server without the fast path
+                // answers with an error of its own, and the connection
+                // goes on without an area.
+                if len > super::objects::MAX_FRAME as u64 {
                     return Err(Error::Deserialize(
                         "a long answer to the fast path setup".into(),
                     ));
