@@ -232,6 +232,15 @@ def manager_dict_set_batched(n):
     return _manager_clients("update", 1, n)
 
 
+def manager_dict_set_4client(n):
+    return _manager_clients("set", 4, n)
+
+
+def manager_dict_set_1client_socket(n):
+    # Python's manager has only its socket: the same as manager_dict_set_1client.
+    return _manager_clients("set", 1, n)
+
+
 def _noop():
     pass
 

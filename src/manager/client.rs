@@ -12,6 +12,12 @@
 //! (`create`, `incref`, `decref`, …) go on short connections of their own,
 //! as CPython's client sends them, and a dropped proxy's `decref` is what
 //! gives its reference back.
+//!
+//! On multiproc's server over a `unix:` address, the long connection then
+//! asks for a fast-path area (see `fast`): its requests and answers that
+//! fit travel through shared memory, the socket staying for the rest and
+//! for telling that the server is gone. [`Transport::Socket`] keeps every
+//! call on the socket.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
@@ -22,12 +28,13 @@ use serde::Serialize;
 
 use super::calls;
 use super::de::from_value;
+use super::fast::{Called, ClientArea};
 use super::limits::Budget;
 use super::objects::MAX_FRAME;
 use super::pickle;
 use super::protocol::{Id, Kind, Op};
 use super::ser::to_value;
-use super::{ProxyRef, PyValue};
+use super::{ProxyRef, PyValue, Transport};
 use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
 use crate::poison;
@@ -62,6 +69,8 @@ pub(super) struct Client {
     token_address: PyValue,
     /// [`HELD`], [`GLOBAL`] or [`UNKNOWN`].
     mode: AtomicU8,
+    /// Whether the long connections ask for a fast-path area.
+    transport: Transport,
     /// This process's connection state (a `Box` leaked into the pointer).
     current: AtomicPtr<ProcessConn>,
     /// States of the processes this one was forked from, freed with the
@@ -72,9 +81,16 @@ pub(super) struct Client {
 /// One process's connection to the server.
 struct ProcessConn {
     pid: u32,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<Link>>,
     /// The next state in [`Client::retired`].
     next: AtomicPtr<ProcessConn>,
+}
+
+/// A process's long connection, and its fast-path area if it has one
+/// (which goes with the connection: a forked child's state drops both).
+struct Link {
+    conn: Connection,
+    fast: Option<ClientArea>,
 }
 
 /// What a call answered, before it is decoded.
@@ -137,8 +153,9 @@ fn proxies_in(v: &PyValue, out: &mut Vec<Id>) {
 }
 
 impl Client {
-    pub(super) fn new(address: Address, authkey: &[u8]) -> Client {
+    pub(super) fn new(address: Address, authkey: &[u8], transport: Transport) -> Client {
         Client {
+            transport,
             token_address: pickle::token_address(&address),
             address,
             authkey: authkey.to_vec(),
@@ -218,8 +235,9 @@ impl Client {
     }
 
     /// This process's long connection: `accept_connection`, then
-    /// `_multiproc_hold`, which tells what kind of server it is.
-    fn open_long(&self) -> Result<Connection> {
+    /// `_multiproc_hold`, which tells what kind of server it is; then, on
+    /// multiproc's server on this machine, its fast-path area.
+    fn open_long(&self) -> Result<Link> {
         let mut conn = self.open()?;
         let accept = request(
             None,
@@ -227,22 +245,38 @@ impl Client {
             vec![CONNECTION_NAME.into()],
             Vec::new(),
         );
-        reply(self.round_trip(&mut conn, &accept)??, "accept_connection")?;
+        reply(
+            self.round_trip(&mut conn, None, &accept)??,
+            "accept_connection",
+        )?;
         let hold = request(None, "_multiproc_hold", Vec::new(), Vec::new());
-        let held = match reply(self.round_trip(&mut conn, &hold)??, "_multiproc_hold") {
+        let held = match reply(self.round_trip(&mut conn, None, &hold)??, "_multiproc_hold") {
             Ok(_) => HELD,
             // CPython's server answers `#TRACEBACK`: it has no such call.
             Err(Error::Remote { .. }) => GLOBAL,
             Err(e) => return Err(e),
         };
         self.mode.store(held, Ordering::Release);
-        Ok(conn)
+        let fast = if held == HELD
+            && self.transport == Transport::Auto
+            && matches!(self.address, Address::Unix(_))
+        {
+            ClientArea::setup(&mut conn)?
+        } else {
+            None
+        };
+        Ok(Link { conn, fast })
     }
 
     /// Sends `req` and reads the answer's value. A failure to send or
     /// receive leaves the connection unusable (the caller drops it); one
     /// to decode does not (the frame was read whole).
-    fn round_trip(&self, conn: &mut Connection, req: &PyValue) -> Result<Result<PyValue>> {
+    fn round_trip(
+        &self,
+        conn: &mut Connection,
+        fast: Option<&mut ClientArea>,
+        req: &PyValue,
+    ) -> Result<Result<PyValue>> {
         let bytes = pickle::dumps(req, &self.token_address);
         if bytes.len() > MAX_FRAME {
             // What the server would refuse by closing the connection.
@@ -251,8 +285,17 @@ impl Client {
                 limit: MAX_FRAME,
             }));
         }
-        conn.send_bytes(&bytes).map_err(gone)?;
-        let answer = conn.recv_bytes().map_err(gone)?;
+        let called = match fast {
+            Some(area) if area.fits(bytes.len()) => area.call(conn, &bytes)?,
+            _ => {
+                conn.send_bytes(&bytes).map_err(gone)?;
+                Called::OnSocket
+            }
+        };
+        let answer = match called {
+            Called::Answer(answer) => answer,
+            Called::OnSocket => conn.recv_bytes().map_err(gone)?,
+        };
         let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
         Ok(pickle::loads_answer(&answer, &mut budget)
             .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}"))))
@@ -261,11 +304,11 @@ impl Client {
     /// One round trip on this process's long connection, opened if need be.
     fn on_long(&self, req: &PyValue) -> Result<PyValue> {
         let mut conn = poison::locked(&self.state().conn);
-        let c = match &mut *conn {
-            Some(c) => c,
+        let link = match &mut *conn {
+            Some(link) => link,
             None => conn.insert(self.open_long()?),
         };
-        match self.round_trip(c, req) {
+        match self.round_trip(&mut link.conn, link.fast.as_mut(), req) {
             Ok(answer) => answer,
             Err(e) => {
                 *conn = None;
@@ -295,7 +338,7 @@ impl Client {
             self.on_long(&req)?
         } else {
             let mut conn = self.open()?;
-            self.round_trip(&mut conn, &req)??
+            self.round_trip(&mut conn, None, &req)??
         };
         reply(answer, method).map(|a| a.value)
     }
@@ -686,7 +729,11 @@ mod tests {
     /// freed with the client (Miri checks the pointers and the leaks).
     #[test]
     fn a_process_never_takes_the_lock_of_a_state_not_its_own() {
-        let client = Client::new(Address::Unix("/nonexistent".into()), b"key");
+        let client = Client::new(
+            Address::Unix("/nonexistent".into()),
+            b"key",
+            Transport::Auto,
+        );
         let first: *const ProcessConn = client.state();
         assert!(std::ptr::eq(first, client.state()), "one state per process");
         let parents = Box::into_raw(Box::new(ProcessConn {

@@ -31,6 +31,12 @@ mod compare;
 mod de;
 mod dict;
 mod dispatch;
+#[cfg(not(fuzzing))]
+mod fast;
+/// The fast path's area, public to the fuzzer only (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fast;
 mod limits;
 mod list;
 mod methods;
@@ -158,6 +164,27 @@ pub struct Manager {
 
 static SOCKETS: AtomicU64 = AtomicU64::new(0);
 
+/// How a client's calls travel to its server.
+///
+/// A call is a round trip to the server either way. Over the socket, each
+/// costs two socket messages and the wake-ups of both processes; through
+/// shared memory (a per-connection area the server hands over after
+/// authentication), a call that finds the server running costs no system
+/// call at all, and otherwise one doorbell byte and one futex wake. The
+/// socket stays for authentication, for large requests and answers (over
+/// 64 KiB), and for telling that the server is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Through shared memory when the server is multiproc's and listens on
+    /// a `unix:` address (it is then on this machine); over the socket
+    /// otherwise (TCP, CPython's server).
+    #[default]
+    Auto,
+    /// Always over the socket (to compare, or to keep the server's memory
+    /// to one socket per client).
+    Socket,
+}
+
 impl Manager {
     /// Starts a server process on a fresh Unix socket with a random authkey.
     ///
@@ -235,7 +262,29 @@ impl Manager {
     /// # Errors
     /// [`Error::AuthenticationFailed`] on a wrong key; if it is unreachable.
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
-        let client = Arc::new(Client::new(address, authkey));
+        Manager::connect_with(address, authkey, Transport::Auto)
+    }
+
+    /// [`connect`](Manager::connect), choosing how calls travel:
+    /// [`Transport::Socket`] keeps every call of this handle's proxies
+    /// (and of the proxies made from them) on the socket.
+    ///
+    /// # Errors
+    /// As for [`connect`](Manager::connect).
+    ///
+    /// # Example
+    /// ```
+    /// use multiproc::manager::{Manager, Transport};
+    /// let manager = Manager::start()?;
+    /// let over_socket =
+    ///     Manager::connect_with(manager.address().clone(), manager.authkey(), Transport::Socket)?;
+    /// let d = over_socket.dict::<String, i64>()?;
+    /// d.set("a".into(), 1)?;
+    /// assert_eq!(d.get(&"a".into())?, Some(1));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn connect_with(address: Address, authkey: &[u8], transport: Transport) -> Result<Manager> {
+        let client = Arc::new(Client::new(address, authkey, transport));
         // Connect now, so that a wrong address or key fails here.
         client.server_call("number_of_objects", Vec::new())?;
         Ok(Manager {

@@ -3,9 +3,10 @@
 //! connection from one thread; what a command does is `objects`' business.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+use super::fast::{self, ServerArea, Spin, Taken};
 use super::limits::MAX_WORK;
 use super::objects::{Answer, Objects, Session, MAX_FRAME};
 use super::refs;
@@ -23,6 +24,18 @@ const PARENT_CHECK: Duration = Duration::from_secs(1);
 /// its requests until they are sent: a client that sends without reading
 /// costs the server bounded memory.
 const OUT_LIMIT: usize = 1 << 20;
+/// The most clients with a fast-path area at once; others stay on their
+/// sockets (each area is memory and two descriptors of the server's).
+const FAST_MAX: usize = 256;
+/// How long the server goes on serving fast-path areas before it looks at
+/// its sockets again (a socket client waits at most about this long more).
+const FAST_TURN: Duration = Duration::from_micros(200);
+/// How long the server spins over its fast-path areas for the next request
+/// after serving one, while it has a CPU to itself.
+const SERVER_SPIN: Duration = Duration::from_micros(50);
+/// A fast-path client that made a request this recently counts as busy
+/// (for whether spinning pays).
+const BUSY: Duration = Duration::from_millis(2);
 
 /// One client connection of the event loop.
 struct Peer {
@@ -50,6 +63,13 @@ struct Peer {
     more: bool,
     /// Gone: its references are released and it is dropped.
     dead: bool,
+    /// Its fast-path area (see `fast`), once it asked for one.
+    fast: Option<ServerArea>,
+    /// The sequence number of its waiting call, if that came through the
+    /// area (its reply goes there too).
+    parked_fast: Option<u32>,
+    /// When its last request through the area came.
+    last_fast: Option<Instant>,
 }
 
 impl Peer {
@@ -120,6 +140,11 @@ pub(crate) fn event_loop(
         sys::exit_now(1);
     }
     let mut accepting = Accepting::default();
+    // Fast-path areas only for clients on this machine (see `fast`).
+    let unix = matches!(listener.address(), crate::conn::Address::Unix(_));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut request = Vec::new();
+    let mut spin = Spin::new();
     loop {
         let now = Instant::now();
         accepting.resume_after(now);
@@ -154,12 +179,13 @@ pub(crate) fn event_loop(
                 && !p.closing
                 && !p.dead
                 && !p.more
-                && !p.parked;
+                && !p.parked
+                && p.fast.is_none();
             if fast_single && idle && stopping.is_none() && !sys::take_connect_signal() {
                 match p.conn.read_some() {
                     Ok(false) => {}
                     Ok(true) => {
-                        if serve_peer(p, &mut objects, false) {
+                        if serve_peer(p, &mut objects, false, unix) {
                             stopping = Some(Instant::now() + SHUTDOWN_GRACE);
                         }
                         p.flush();
@@ -168,6 +194,16 @@ pub(crate) fn event_loop(
                     Err(_) => p.dead = true,
                 }
             }
+        }
+        // The fast-path areas: served until they are idle for a spin's
+        // time, or for one turn if they keep the server busy.
+        let mut fast_busy = false;
+        if stopping.is_none() {
+            let turn = fast_turn(&mut peers, &mut objects, &mut request, cpus, &mut spin);
+            if turn.shutdown {
+                stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
+            fast_busy = turn.busy;
         }
         let mut timeout = PARENT_CHECK;
         for (_, d) in peers.iter().filter_map(|p| p.handshake.as_ref()) {
@@ -187,6 +223,26 @@ pub(crate) fn event_loop(
         {
             timeout = Duration::ZERO;
         }
+        // About to sleep: each fast-path client is told to ring the
+        // doorbell, then its area is looked at once more (a request
+        // published before the flag was seen would otherwise wait).
+        let fast_peers = peers.iter().filter(|p| p.fast.is_some()).count();
+        if fast_busy {
+            timeout = Duration::ZERO;
+        } else if !timeout.is_zero() && stopping.is_none() {
+            let mut waiting = false;
+            for a in peers.iter().filter_map(|p| p.fast.as_ref()) {
+                a.set_asleep(true);
+            }
+            for p in &peers {
+                if let Some(a) = &p.fast {
+                    waiting |= fast_servable(p) && a.pending();
+                }
+            }
+            if waiting {
+                timeout = Duration::ZERO;
+            }
+        }
         pfds.clear();
         let listening = stopping.is_none() && accepting.paused_until.is_none();
         pfds.push(sys::pollfd_for(
@@ -203,7 +259,22 @@ pub(crate) fn event_loop(
             let read = stopping.is_none() && !p.closing && watch && p.out.len() < OUT_LIMIT;
             pfds.push(sys::pollfd_for(p.conn.as_raw_fd(), read, p.pending()));
         }
-        if sys::poll(&mut pfds, sys::Deadline::after(timeout)).is_err() {
+        for a in peers.iter().filter_map(|p| p.fast.as_ref()) {
+            pfds.push(sys::pollfd_for(a.doorbell().as_raw_fd(), true, false));
+        }
+        let polled = sys::poll(&mut pfds, sys::Deadline::after(timeout));
+        for (a, pfd) in peers
+            .iter()
+            .filter_map(|p| p.fast.as_ref())
+            .zip(&pfds[1 + peers.len()..])
+        {
+            a.set_asleep(false);
+            if sys::ready(pfd) {
+                a.drain_doorbell();
+            }
+        }
+        debug_assert_eq!(pfds.len(), 1 + peers.len() + fast_peers);
+        if polled.is_err() {
             // Only EINVAL or ENOMEM: nothing to wait on now; try again.
             std::thread::sleep(Duration::from_millis(10));
             continue;
@@ -223,7 +294,7 @@ pub(crate) fn event_loop(
             }
             let unserved = p.more && p.out.len() < OUT_LIMIT;
             if (readable || unserved) && !p.dead && !p.parked && stopping.is_none() {
-                if serve_peer(p, &mut objects, readable) {
+                if serve_peer(p, &mut objects, readable, unix) {
                     stopping = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
                 p.flush();
@@ -309,6 +380,9 @@ impl Peer {
             closing: false,
             more: false,
             dead: false,
+            fast: None,
+            parked_fast: None,
+            last_fast: None,
         };
         match listener.authkey() {
             None => peer.conn.set_max_message(MAX_FRAME),
@@ -328,7 +402,7 @@ impl Peer {
 
 /// Serves the requests that have arrived whole on one connection (reading
 /// once more first if `read`); whether one of them asked for a shutdown.
-fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
+fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool, unix: bool) -> bool {
     let mut first = read;
     // The work of this turn: frames decoded and steps taken. Beyond a
     // quarter of one request's most, the others get their turn first: a
@@ -369,6 +443,10 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool) -> bool {
             }
             continue;
         }
+        if frame == fast::setup_request() {
+            grant_fast(peer, unix);
+            continue;
+        }
         match objects.answer(frame, &mut peer.session, peer.id) {
             Answer::Reply(reply, shutdown, work) => {
                 turn += work;
@@ -406,12 +484,205 @@ fn release_dead(peers: &mut Vec<Peer>, objects: &mut Objects) -> bool {
 fn deliver_woken(peers: &mut [Peer], objects: &mut Objects, now: Instant) {
     for (id, reply) in objects.wake(now) {
         if let Some(p) = peers.iter_mut().find(|p| p.id == id) {
-            p.queue(&reply);
+            match p.parked_fast.take() {
+                Some(seq) => reply_fast(p, seq, &reply),
+                None => p.queue(&reply),
+            }
             p.parked = false;
             p.sent_while_parked = false;
             // What it sent meanwhile is served on its next turn.
             p.more = true;
             p.flush();
         }
+    }
+}
+
+/// Grants a client's request for a fast-path area (see `fast`), or refuses
+/// it with an answer that leaves the client on its socket: over TCP, when
+/// the server has [`FAST_MAX`] areas, has answers of it still to send (the
+/// descriptors go with the grant's first byte), or cannot make one.
+fn grant_fast(peer: &mut Peer, unix: bool) {
+    if unix && peer.fast.is_none() && peer.out.is_empty() && FAST_AREAS.with(|n| n.get()) < FAST_MAX
+    {
+        if let Ok((area, memfd, theirs)) = ServerArea::create() {
+            let grant = ServerArea::grant_frame();
+            let fds = [memfd.as_fd(), theirs.as_fd()];
+            match sys::send_with_fds_nowait(&peer.conn, &grant, &fds) {
+                Ok(n) => {
+                    peer.out.extend_from_slice(&grant[n.min(grant.len())..]);
+                    peer.fast = Some(area);
+                    FAST_AREAS.with(|n| n.set(n.get() + 1));
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    peer.dead = true;
+                    return;
+                }
+            }
+        }
+    }
+    peer.queue(&fast::refusal());
+}
+
+thread_local! {
+    /// How many fast-path areas the server has.
+    static FAST_AREAS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.fast.is_some() {
+            FAST_AREAS.with(|n| n.set(n.get().saturating_sub(1)));
+        }
+    }
+}
+
+/// Whether a fast-path client may be served now.
+fn fast_servable(p: &Peer) -> bool {
+    p.fast.is_some()
+        && !p.parked
+        && !p.dead
+        && !p.closing
+        && p.handshake.is_none()
+        && p.out.len() < OUT_LIMIT
+}
+
+/// What one turn over the fast-path areas came to.
+struct FastTurn {
+    /// It ended with requests still coming: poll without waiting.
+    busy: bool,
+    /// A request asked for a shutdown.
+    shutdown: bool,
+}
+
+/// Serves the fast-path areas, one request of each per pass, until none
+/// has had a request for a spin's time (no spin when the busy clients and
+/// the server would be more than the CPUs: then a spin only takes a CPU
+/// from a client) or [`FAST_TURN`] has passed.
+fn fast_turn(
+    peers: &mut [Peer],
+    objects: &mut Objects,
+    buf: &mut Vec<u8>,
+    cpus: usize,
+    adaptive: &mut Spin,
+) -> FastTurn {
+    let mut turn = FastTurn {
+        busy: false,
+        shutdown: false,
+    };
+    let start = Instant::now();
+    let busy = peers
+        .iter()
+        .filter(|p| p.last_fast.is_some_and(|t| start.duration_since(t) < BUSY))
+        .count();
+    let max = if busy <= cpus {
+        SERVER_SPIN
+    } else {
+        Duration::ZERO
+    };
+    for a in peers.iter().filter_map(|p| p.fast.as_ref()) {
+        a.set_client_spin(max);
+    }
+    let mut spin = Duration::ZERO;
+    let mut last = start;
+    let mut served_any = false;
+    let mut spinning = false;
+    loop {
+        let mut served = false;
+        for p in peers.iter_mut().filter(|p| fast_servable(p)) {
+            match serve_fast(p, objects, buf) {
+                Fast::Nothing => {}
+                Fast::Served => served = true,
+                Fast::Shutdown => {
+                    turn.shutdown = true;
+                    return turn;
+                }
+            }
+        }
+        if !served && !served_any {
+            // Nothing came since the last poll: no spin before sleeping
+            // (the doorbell wakes the server).
+            return turn;
+        }
+        let now = Instant::now();
+        if served {
+            if spinning {
+                adaptive.outcome(true, max);
+                spinning = false;
+            }
+            served_any = true;
+            last = now;
+        }
+        if now.duration_since(start) >= FAST_TURN {
+            turn.busy = true;
+            return turn;
+        }
+        if !spinning && !served {
+            spin = adaptive.budget(max);
+            spinning = true;
+        }
+        if now.duration_since(last) >= spin {
+            if spinning && !spin.is_zero() {
+                adaptive.outcome(false, max);
+            }
+            return turn;
+        }
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// What serving one fast-path area came to.
+enum Fast {
+    Nothing,
+    Served,
+    Shutdown,
+}
+
+/// Serves the request waiting in a client's area, if there is one.
+fn serve_fast(p: &mut Peer, objects: &mut Objects, buf: &mut Vec<u8>) -> Fast {
+    let Some(area) = p.fast.as_mut() else {
+        return Fast::Nothing;
+    };
+    let seq = match area.take_request(buf) {
+        Taken::Nothing => return Fast::Nothing,
+        // A length it could not have written through the area: a client
+        // that does not follow the protocol ends, as on its socket.
+        Taken::Bad => {
+            p.dead = true;
+            return Fast::Served;
+        }
+        Taken::Request(seq) => seq,
+    };
+    p.last_fast = Some(Instant::now());
+    match objects.answer(buf, &mut p.session, p.id) {
+        Answer::Reply(reply, shutdown, _) => {
+            reply_fast(p, seq, &reply);
+            if shutdown {
+                Fast::Shutdown
+            } else {
+                Fast::Served
+            }
+        }
+        Answer::Parked => {
+            p.parked = true;
+            p.parked_fast = Some(seq);
+            Fast::Served
+        }
+    }
+}
+
+/// Answers request `seq` of a client's area: through it, or on the socket
+/// if the answer is larger than the area's slot.
+fn reply_fast(p: &mut Peer, seq: u32, reply: &[u8]) {
+    let Some(area) = &p.fast else {
+        return;
+    };
+    if !area.answer(seq, reply) {
+        area.answer_on_socket(seq);
+        p.queue(reply);
+        p.flush();
     }
 }

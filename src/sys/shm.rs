@@ -24,3 +24,23 @@ pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
 pub(crate) fn shm_dir() -> &'static Path {
     Path::new(SHM_DIR)
 }
+
+/// An anonymous memory file of `len` bytes (closed on exec) whose size is
+/// sealed: whoever it is passed to can write it but never shrink or grow
+/// it, so that the process that maps it never meets a `SIGBUS` from a
+/// peer's `ftruncate` (the manager's fast-path areas).
+pub(crate) fn sealed_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let fd = syscall(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    super::reserve(&fd, len)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: plain fcntl on a descriptor we own.
+    syscall(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(fd)
+}

@@ -55,6 +55,29 @@ pub(crate) fn send_with_fds(
     bytes: &[u8],
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> io::Result<()> {
+    let n = sendmsg_with_fds(socket, bytes, fds, 0)?;
+    if n != bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short sendmsg"));
+    }
+    Ok(())
+}
+
+/// [`send_with_fds`] that never waits: how much was sent (the descriptors
+/// went with the first byte), `WouldBlock` if nothing could be.
+pub(crate) fn send_with_fds_nowait(
+    socket: &impl AsRawFd,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<usize> {
+    sendmsg_with_fds(socket, bytes, fds, libc::MSG_DONTWAIT)
+}
+
+fn sendmsg_with_fds(
+    socket: &impl AsRawFd,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let data_len = std::mem::size_of_val(raw.as_slice()) as u32;
     // SAFETY: CMSG_SPACE only computes a size.
@@ -95,12 +118,7 @@ pub(crate) fn send_with_fds(
     }
     // SAFETY: `msg` points at `iov` (and at `control`, when descriptors are
     // attached), both alive for the call; sendmsg only reads through them.
-    let n =
-        syscall_count(|| unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
-    if n != bytes.len() {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, "short sendmsg"));
-    }
-    Ok(())
+    syscall_count(|| unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) })
 }
 
 /// One `recvmsg` on a Unix socket into `buf`, taking up to `max_fds`

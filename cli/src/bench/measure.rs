@@ -199,9 +199,20 @@ const BATCH: u64 = 1000;
 
 /// Operations per second on a managed dict or list by `clients` processes
 /// (this one, or forked ones released together), and the server's CPU time
-/// per operation.
-pub(super) fn managed_rate(op: ManagerOp, clients: u64, n: u64) -> Result<(f64, f64)> {
-    let manager = multiproc::manager::Manager::start()?;
+/// per operation. The clients' calls travel as `transport` says (through shared memory,
+/// or forced onto the socket).
+pub(super) fn managed_rate_over(
+    op: ManagerOp,
+    clients: u64,
+    n: u64,
+    transport: multiproc::manager::Transport,
+) -> Result<(f64, f64)> {
+    let started = multiproc::manager::Manager::start()?;
+    let manager = multiproc::manager::Manager::connect_with(
+        started.address().clone(),
+        started.authkey(),
+        transport,
+    )?;
     let dict = manager.dict::<u64, u64>()?;
     let list = manager.list::<u64>()?;
     if op == ManagerOp::Get {
@@ -217,7 +228,7 @@ pub(super) fn managed_rate(op: ManagerOp, clients: u64, n: u64) -> Result<(f64, 
                 .try_for_each(|b| dict.set_many((0..BATCH).map(|i| (base + b * BATCH + i, i)))),
         }
     };
-    let server = manager
+    let server = started
         .server_pid()
         .context("the manager has no server process")?;
     let cpu_before = cpu_seconds(server)?;

@@ -107,7 +107,7 @@ impl Layer {
             Layer::Shared => "-- shared layer (shared memory, no system call per operation)",
             Layer::Sockets => "-- connections (a system call per message)",
             Layer::Managed => {
-                "-- managed layer (Manager server, one socket round trip per operation)"
+                "-- managed layer (Manager server, one round trip per operation: shared memory, or the socket)"
             }
             Layer::Processes => "-- processes",
         }

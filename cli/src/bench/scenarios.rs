@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
+use multiproc::manager::Transport;
 use multiproc::{Array, Lock, Process, RawValue, Semaphore, Value};
 use multiproc_cli::baseline::{
     fork_exit_wait, AsyncEventPair, AsyncQueue, EventFdPingPong, EventPair, PipePingPong,
@@ -12,7 +13,7 @@ use multiproc_cli::baseline::{
 };
 
 use super::measure::{
-    items_per_sec, managed_rate, median, ms_per_process, ns_per_acquire, ns_per_lock, paired,
+    items_per_sec, managed_rate_over, median, ms_per_process, ns_per_acquire, ns_per_lock, paired,
     raw_round_trips_per_sec, sums_per_sec, two_process_rate, us_per_round_trip, ManagerOp, Size,
 };
 use super::{Layer, Measured, Unit};
@@ -147,6 +148,20 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         unit: Unit::Ms,
         run: process_start_join,
         python_n: Some(|s| s.pick(200, 50)),
+    },
+    Scenario {
+        name: "manager_dict_set_1client_socket",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed_over(s, ManagerOp::Set, 1, Transport::Socket),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "manager_dict_set_4client",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::Set, 4),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
     },
 ];
 
@@ -306,6 +321,18 @@ fn pool_map_10k(size: &Size) -> Result<Measured> {
 }
 
 fn managed(size: &Size, op: ManagerOp, clients: u64) -> Result<Measured> {
+    managed_over(size, op, clients, Transport::Auto)
+}
+
+/// A managed row whose clients' calls travel as `transport` says (through
+/// shared memory by default; [`Transport::Socket`] for the row that shows
+/// the socket path beside it).
+fn managed_over(
+    size: &Size,
+    op: ManagerOp,
+    clients: u64,
+    transport: Transport,
+) -> Result<Measured> {
     let n = match op {
         ManagerOp::SetBatched => size.pick(500_000, 100_000),
         _ => size.pick(20_000, 5_000),
@@ -314,7 +341,7 @@ fn managed(size: &Size, op: ManagerOp, clients: u64) -> Result<Measured> {
     let (a, b) = paired(
         size,
         || {
-            let (rate, cpu_us) = managed_rate(op, clients, n)?;
+            let (rate, cpu_us) = managed_rate_over(op, clients, n, transport)?;
             cpu.push(cpu_us);
             Ok(rate)
         },

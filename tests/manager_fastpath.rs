@@ -1,0 +1,397 @@
+//! The Manager's fast path (requests and answers through a shared-memory
+//! area per connection) across real processes: used when it can be, the
+//! socket when it cannot, and a server that trusts nothing a client writes
+//! in its area.
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{join, static_child, wait_until, watchdog};
+use multiproc::conn::{connect, Address, Connection};
+use multiproc::manager::{Manager, Transport};
+use multiproc::Error;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `(None, '_multiproc_fastpath', (1,), {})`, as the server recognises it.
+const SETUP: &[u8] = b"\x80\x02(NX\x13\x00\x00\x00_multiproc_fastpath(J\x01\x00\x00\x00t}t.";
+/// The area's layout (see `src/manager/fast.rs`).
+const CONTROL_LEN: usize = 4096;
+const SLOT: usize = 64 << 10;
+const AREA_LEN: usize = CONTROL_LEN + 2 * SLOT;
+const REQUEST_SEQ: usize = 0;
+const REQUEST_LEN: usize = 4;
+const ANSWER_SEQ: usize = 128;
+const ANSWER_LEN: usize = 132;
+
+/// The inodes of this process's mappings of fast-path areas.
+fn areas_mapped() -> Vec<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut inodes: Vec<u64> = maps
+        .lines()
+        .filter(|l| l.contains("multiproc-manager-fastpath"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes
+}
+
+fn socket_path(m: &Manager) -> std::path::PathBuf {
+    match m.address() {
+        Address::Unix(p) => p.clone(),
+        Address::Tcp(_) => unreachable!(),
+    }
+}
+
+/// Runs `f` in a child process of its own, whose mappings change only
+/// by what `f` does (the tests of this binary run on threads of one
+/// process).
+fn alone(f: impl FnOnce() + Send + 'static) {
+    assert_eq!(join(&static_child(f), LIMIT), 0);
+}
+
+/// The inodes in `now` that are not in `before`.
+fn new_areas(before: &[u64], now: &[u64]) -> Vec<u64> {
+    now.iter()
+        .filter(|i| !before.contains(i))
+        .copied()
+        .collect()
+}
+
+#[test]
+fn calls_go_through_shared_memory_and_large_ones_over_the_socket() {
+    watchdog("fast path", LIMIT, || {
+        alone(|| {
+            let before = areas_mapped();
+            let m = Manager::start().unwrap();
+            let d = m.dict::<String, String>().unwrap();
+            d.set("a".into(), "b".into()).unwrap();
+            assert_eq!(d.get(&"a".into()).unwrap().as_deref(), Some("b"));
+            let mine = new_areas(&before, &areas_mapped());
+            assert_eq!(mine.len(), 1, "one area: {mine:?}");
+            // A request over the area's slot, then an answer over it.
+            let big = "x".repeat(200_000);
+            d.set("big".into(), big.clone()).unwrap();
+            assert_eq!(d.get(&"big".into()).unwrap(), Some(big));
+            assert_eq!(d.len().unwrap(), 2);
+            // Forced onto the socket: no area for that connection.
+            let before = areas_mapped();
+            let s =
+                Manager::connect_with(m.address().clone(), m.authkey(), Transport::Socket).unwrap();
+            let d = s.dict::<u32, u32>().unwrap();
+            d.set(1, 2).unwrap();
+            assert_eq!(d.get(&1).unwrap(), Some(2));
+            assert_eq!(areas_mapped(), before, "no new area");
+        });
+    });
+}
+
+#[test]
+fn a_forked_child_never_uses_its_parents_area() {
+    watchdog("fork", LIMIT, || {
+        alone(|| {
+            let before = areas_mapped();
+            let m = Manager::start().unwrap();
+            let d = m.dict::<u32, u32>().unwrap();
+            d.set(0, 0).unwrap();
+            let parents = new_areas(&before, &areas_mapped());
+            assert_eq!(parents.len(), 1);
+            let theirs = d.clone();
+            let kid = static_child(move || {
+                for i in 1..100 {
+                    theirs.set(i, i).unwrap();
+                }
+                let now = areas_mapped();
+                assert!(
+                    !now.contains(&parents[0]),
+                    "the parent's area is unmapped here"
+                );
+                assert_eq!(new_areas(&before, &now).len(), 1, "one of its own");
+            });
+            assert_eq!(join(&kid, LIMIT), 0);
+            assert_eq!(d.len().unwrap(), 100);
+            assert_eq!(d.get(&99).unwrap(), Some(99));
+        });
+    });
+}
+
+#[test]
+fn a_dead_server_gives_manager_gone_never_a_hang() {
+    watchdog("dead server", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let path = socket_path(&m);
+        let d = m.dict::<u32, u32>().unwrap();
+        d.set(1, 1).unwrap();
+        let pid = m.server_pid().unwrap();
+        // SAFETY: signalling the server process this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        let e = loop {
+            // Until the kill lands, calls may still be answered.
+            match d.get(&1) {
+                Ok(_) => std::thread::yield_now(),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e, Error::ManagerGone(_)), "{e}");
+        drop(d);
+        drop(m);
+        let _ = std::fs::remove_file(path);
+    });
+}
+
+#[test]
+fn a_client_killed_mid_request_disturbs_no_one() {
+    watchdog("killed clients", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u64>().unwrap();
+        d.set(0, 0).unwrap();
+        for round in 0..5u64 {
+            let theirs = d.clone();
+            let busy = static_child(move || loop {
+                theirs.increment(&1, 1).unwrap();
+            });
+            assert!(wait_until(LIMIT, || d.get(&1).unwrap().unwrap_or(0) > round * 10));
+            std::thread::sleep(Duration::from_micros(round * 300));
+            busy.kill().unwrap();
+            join(&busy, LIMIT);
+            d.increment(&0, 1).unwrap();
+        }
+        assert_eq!(d.get(&0).unwrap(), Some(5));
+        // Every killed client's references went with its connection.
+        assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 1));
+    });
+}
+
+/// A raw client's fast-path area, as a hostile client holds it.
+struct RawArea {
+    conn: Connection,
+    map: *mut u8,
+    memfd: OwnedFd,
+    doorbell: OwnedFd,
+}
+
+impl RawArea {
+    /// Asks for an area on a new authenticated connection; `None` if the
+    /// answer carried no descriptors.
+    fn open(m: &Manager) -> Option<RawArea> {
+        let mut conn = connect(m.address(), Some(m.authkey())).unwrap();
+        conn.send_bytes(SETUP).unwrap();
+        let fds = recv_fds(&conn);
+        if fds.is_empty() {
+            return None;
+        }
+        let mut fds = fds.into_iter();
+        let (memfd, doorbell) = (fds.next().unwrap(), fds.next().unwrap());
+        // SAFETY: mapping a memory file of AREA_LEN bytes, shared.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                AREA_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        Some(RawArea {
+            conn,
+            map: map.cast(),
+            memfd,
+            doorbell,
+        })
+    }
+
+    fn word(&self, at: usize) -> &AtomicU32 {
+        // SAFETY: an aligned word inside the mapping, alive with `self`.
+        unsafe { &*self.map.wrapping_add(at).cast::<AtomicU32>() }
+    }
+
+    fn request(&self, bytes: &[u8], len: u32) {
+        // SAFETY: at most a slot's bytes into the request slot.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.wrapping_add(CONTROL_LEN),
+                bytes.len().min(SLOT),
+            )
+        };
+        self.word(REQUEST_LEN).store(len, Ordering::SeqCst);
+        self.word(REQUEST_SEQ).fetch_add(1, Ordering::SeqCst);
+        self.ring();
+    }
+
+    fn ring(&self) {
+        // SAFETY: a one-byte write from a valid buffer.
+        unsafe {
+            libc::send(
+                self.doorbell.as_raw_fd(),
+                b"!".as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    }
+
+    fn answer(&self) -> Vec<u8> {
+        let len = (self.word(ANSWER_LEN).load(Ordering::SeqCst) as usize).min(SLOT);
+        let mut out = vec![0; len];
+        // SAFETY: at most a slot's bytes from the answer slot.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.wrapping_add(CONTROL_LEN + SLOT),
+                out.as_mut_ptr(),
+                len,
+            )
+        };
+        out
+    }
+}
+
+// SAFETY: the mapping is shared memory reached through atomics and raw
+// copies only; any thread may use it.
+unsafe impl Sync for RawArea {}
+
+impl Drop for RawArea {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `open` mapped.
+        unsafe { libc::munmap(self.map.cast(), AREA_LEN) };
+    }
+}
+
+/// Reads one small answer frame, and the descriptors it carries.
+fn recv_fds(conn: &Connection) -> Vec<OwnedFd> {
+    let mut buf = [0u8; 512];
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr, then pointed at live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg writes within the buffers `msg` points at.
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n > 4, "an answer");
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a header inside `control`.
+        let hdr = unsafe { &*cmsg };
+        if hdr.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: its payload, inside `control`.
+            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
+            // SAFETY: CMSG_LEN computes a size.
+            let count = (hdr.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
+            for i in 0..count {
+                // SAFETY: the `i`th int of the payload, inside `control`.
+                let fd = unsafe { data.wrapping_add(i).read_unaligned() };
+                // SAFETY: a descriptor the kernel installed for us alone.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        // SAFETY: the next header or null.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    fds
+}
+
+#[test]
+fn hostile_areas_cost_their_client_only() {
+    watchdog("hostile areas", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        d.set(1, 1).unwrap();
+        let raw = RawArea::open(&m).expect("an area");
+        // Its size is sealed: the server's mapping can never fault.
+        let truncate = |len| {
+            // SAFETY: a plain syscall on a descriptor we own.
+            unsafe { libc::ftruncate(raw.memfd.as_raw_fd(), len) }
+        };
+        assert_eq!(truncate(0), -1);
+        assert_eq!(truncate(1 << 30), -1);
+        // A second area on the same connection is refused.
+        raw.conn_send(SETUP);
+        assert!(recv_fds(&raw.conn).is_empty(), "one area per connection");
+        // Garbage in the area: an error answer, through the area.
+        raw.request(&[0xff; 10], 10);
+        assert!(wait_until(LIMIT, || raw
+            .word(ANSWER_SEQ)
+            .load(Ordering::SeqCst)
+            == raw.word(REQUEST_SEQ).load(Ordering::SeqCst)));
+        let answer = raw.answer();
+        assert!(answer.windows(10).any(|w| w == b"#TRACEBACK"), "{answer:?}");
+        // Bytes changing under the server while others are served.
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    i = i.wrapping_add(1);
+                    let req = common_request(i);
+                    raw.request(&req, (req.len() as u32) ^ (i & 3));
+                    // A flood on the doorbell too.
+                    for _ in 0..16 {
+                        raw.ring();
+                    }
+                }
+            });
+            for i in 0..500 {
+                d.set(2, i).unwrap();
+                assert_eq!(d.get(&1).unwrap(), Some(1));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        // A length beyond the slot ends that client's connection only.
+        raw.request(b"", u32::MAX);
+        let mut conn = raw.conn_take();
+        assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
+        assert_eq!(d.get(&1).unwrap(), Some(1));
+        assert_eq!(m.number_of_objects().unwrap(), 1);
+    });
+}
+
+/// A well-formed request `(None, 'number_of_objects', (), {})`, or every
+/// so often a few of its bytes flipped.
+fn common_request(i: u32) -> Vec<u8> {
+    let mut req = b"\x80\x02(NX\x11\x00\x00\x00number_of_objects)}t.".to_vec();
+    if i % 3 == 0 {
+        let at = (i as usize / 3) % req.len();
+        req[at] ^= (i >> 8) as u8 | 1;
+    }
+    req
+}
+
+impl RawArea {
+    fn conn_send(&self, bytes: &[u8]) {
+        let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+        frame.extend(bytes);
+        // SAFETY: a write of a valid buffer on our own socket.
+        let n = unsafe {
+            libc::send(
+                self.conn.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        assert_eq!(n as usize, frame.len());
+    }
+
+    fn conn_take(self) -> Connection {
+        let fd = self.conn.as_raw_fd();
+        // SAFETY: a new descriptor for the same socket, owned by the result.
+        let dup = unsafe { libc::dup(fd) };
+        assert!(dup >= 0);
+        // SAFETY: `dup` is ours alone.
+        Connection::from_socket(unsafe { OwnedFd::from_raw_fd(dup) })
+    }
+}
