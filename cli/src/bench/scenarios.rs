@@ -135,6 +135,13 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         python_n: Some(|s| s.pick(200_000, 50_000)),
     },
     Scenario {
+        name: "manager_dict_get_batched",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::GetBatched, 1),
+        python_n: Some(|s| s.pick(200_000, 50_000)),
+    },
+    Scenario {
         name: "pool_map_10k",
         layer: Layer::Processes,
         unit: Unit::Ms,
@@ -307,7 +314,7 @@ fn pool_map_10k(size: &Size) -> Result<Measured> {
 
 fn managed(size: &Size, op: ManagerOp, clients: u64) -> Result<Measured> {
     let n = match op {
-        ManagerOp::SetBatched => size.pick(500_000, 100_000),
+        ManagerOp::SetBatched | ManagerOp::GetBatched => size.pick(500_000, 100_000),
         _ => size.pick(20_000, 5_000),
     };
     let (mut cpu, mut raw_cpu) = (Vec::new(), Vec::new());
