@@ -170,6 +170,8 @@ def _manager_clients(op, clients, n):
         d, l = m.dict(), m.list()
         if op == "get":
             d.update({i: i for i in range(n)})
+        elif op == "copy":  # the 1000 values each batch reads
+            d.update({i: i for i in range(1000)})
         cpu0 = _server_cpu(pid)
         t = time.perf_counter()
         if clients == 1:
@@ -183,7 +185,12 @@ def _manager_clients(op, clients, n):
                 assert p.exitcode == 0, p.exitcode
         elapsed = time.perf_counter() - t
         cpu = _server_cpu(pid) - cpu0
-        expected = {"set": clients * n, "get": n, "update": clients * n // 1000 * 1000}
+        expected = {
+            "set": clients * n,
+            "get": n,
+            "update": clients * n // 1000 * 1000,
+            "copy": 1000,
+        }
         if op == "append":
             assert len(l) == clients * n, (len(l), clients * n)
         else:
@@ -210,6 +217,9 @@ def _manager_work(op, d, l, client, n):
     elif op == "update":  # Python's way to batch: one update() per 1000 items
         for b in range(n // 1000):
             d.update({base + b * 1000 + i: i for i in range(1000)})
+    elif op == "copy":  # Python's closest to a batched lookup: 1000 values
+        for b in range(n // 1000):
+            assert len(d.copy()) == 1000
 
 
 def manager_dict_set_1client(n):
@@ -239,6 +249,10 @@ def manager_dict_set_4client(n):
 def manager_dict_set_1client_socket(n):
     # Python's manager has only its socket: the same as manager_dict_set_1client.
     return _manager_clients("set", 1, n)
+
+
+def manager_dict_get_batched(n):
+    return _manager_clients("copy", 1, n)
 
 
 def _noop():

@@ -670,6 +670,14 @@ fn dict(
             None => return Err(missing(kind, k)),
         },
         Op::Lookup(k) => lookup_or(d, &k, PyValue::None, budget)?,
+        Op::LookupMany(keys) => {
+            budget.work(keys.len())?;
+            let mut found = Vec::with_capacity(keys.len());
+            for k in &keys {
+                found.push(lookup_or(d, k, PyValue::None, budget)?);
+            }
+            PyValue::List(found)
+        }
         Op::LookupOr(k, default) => lookup_or(d, &k, default, budget)?,
         Op::Set(k, v) => {
             d.insert(k, v);

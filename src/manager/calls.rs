@@ -84,6 +84,7 @@ pub(super) fn request(kind: Kind, op: Op) -> Call {
         Op::Add(other) => plain("__add__", vec![other]),
         Op::Mul(n) => plain("__mul__", vec![PyValue::Int(n)]),
         Op::IMul(n) => plain("__imul__", vec![PyValue::Int(n)]),
+        Op::LookupMany(keys) => plain("_multiproc_get_many", vec![PyValue::List(keys)]),
     }
 }
 
@@ -126,6 +127,7 @@ mod tests {
             (List, Op::Get(PyValue::Int(-1)), None),
             (Namespace, Op::Get(s("name")), None),
             (Dict, Op::Lookup(s("k")), None),
+            (Dict, Op::LookupMany(vec![s("k"), PyValue::Int(1)]), None),
             (Dict, Op::Set(s("k"), 1.into()), None),
             (List, Op::Set(PyValue::Int(0), 1.into()), None),
             (Namespace, Op::Set(s("name"), 1.into()), None),
@@ -247,7 +249,7 @@ mod tests {
     }
 
     /// How many variants `Op` has (`request`'s match names each).
-    const VARIANTS: usize = 44;
+    const VARIANTS: usize = 45;
 
     /// A variant's name, from its `Debug`.
     fn variant(op: &Op) -> &'static str {

@@ -319,7 +319,7 @@ impl Client {
 
     /// Whether the server holds this connection's references, connecting
     /// to find out if nobody has yet.
-    fn held(&self) -> Result<bool> {
+    pub(super) fn held(&self) -> Result<bool> {
         if self.mode.load(Ordering::Acquire) == UNKNOWN {
             let mut conn = poison::locked(&self.state().conn);
             if conn.is_none() {

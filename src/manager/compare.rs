@@ -394,6 +394,10 @@ fn int_cmp_float(i: i64, f: f64) -> Option<Ordering> {
 impl PartialEq for PyValue {
     fn eq(&self, other: &Self) -> bool {
         use PyValue::*;
+        // The most common keys, directly.
+        if let (Int(a), Int(b)) = (self, other) {
+            return a == b;
+        }
         if let (Some(a), Some(b)) = (self.number(), other.number()) {
             return a.partial_cmp(b) == Some(Ordering::Equal);
         }
@@ -434,10 +438,9 @@ impl Hash for PyValue {
     fn hash<H: Hasher>(&self, state: &mut H) {
         if let Some(n) = self.number() {
             match n.as_int() {
-                Some(i) => {
-                    state.write_u8(0);
-                    state.write_i64(i);
-                }
+                // One write (the hasher's cost is per write): an int's
+                // 8 bytes, which no other kind of value writes alone.
+                Some(i) => state.write_i64(i),
                 // Not integral or out of `i64`'s range: equal only to
                 // the same float (a NaN to nothing).
                 Option::None => {

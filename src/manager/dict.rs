@@ -213,7 +213,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         self.update(items)
     }
 
-    /// Looks many keys up in one round trip.
+    /// Looks many keys up in one round trip (one call of multiproc's
+    /// server; a server without it, CPython's, gets one `get` per key).
     ///
     /// # Errors
     /// As for [`get`](DictProxy::get).
@@ -221,11 +222,21 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     where
         K: 'k,
     {
-        let ops = keys
-            .into_iter()
-            .map(|k| Ok(Op::Lookup(encode(k)?)))
-            .collect::<Result<Vec<_>>>()?;
-        self.reference.batch(ops)
+        let keys = keys.into_iter().map(encode).collect::<Result<Vec<_>>>()?;
+        if self.reference.multiproc_server()? {
+            let n = keys.len();
+            let found: Vec<Option<V>> = self.reference.call(Op::LookupMany(keys))?;
+            // A server that answers another count answers something else.
+            if found.len() != n {
+                return Err(crate::Error::Deserialize(format!(
+                    "get_many of {n} keys answered {}",
+                    found.len()
+                )));
+            }
+            return Ok(found);
+        }
+        self.reference
+            .batch(keys.into_iter().map(Op::Lookup).collect())
     }
 }
 

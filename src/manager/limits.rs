@@ -340,23 +340,29 @@ impl Budget {
         why
     }
 
-    /// Takes the cost of `v` (its postcard length, and its size in memory);
-    /// false as soon as either runs out.
+    /// Takes the cost of `v` (the length of its pickle, as the server's
+    /// encoder writes it, and its size in memory); false as soon as either
+    /// runs out.
     fn take(&mut self, v: &PyValue) -> bool {
+        // MARK and the opcode that ends the items, if there are any.
+        let items = |n: usize| if n == 0 { 0 } else { 2 };
         let (encoded, heap) = match v {
-            PyValue::None => (1, 0),
-            PyValue::Bool(_) => (2, 0),
-            PyValue::Int(i) => (1 + varint_len(((i << 1) ^ (i >> 63)) as u64), 0),
+            PyValue::None | PyValue::Bool(_) => (1, 0),
+            PyValue::Int(i) => (pickled_int_len(*i), 0),
             PyValue::Float(_) => (9, 0),
-            PyValue::Str(s) => (1 + varint_len(s.len() as u64) + s.len(), s.len()),
-            PyValue::Bytes(b) => (1 + varint_len(b.len() as u64) + b.len(), b.len()),
-            PyValue::List(vs) | PyValue::Tuple(vs) => (1 + varint_len(vs.len() as u64), 0),
-            PyValue::Dict(d) => (1 + varint_len(d.len() as u64), 0),
-            PyValue::Proxy(r) => (2 + varint_len(r.id), 0),
-            PyValue::BigInt(b) => (1 + varint_len(b.len() as u64) + b.len(), b.len()),
-            PyValue::Set(vs) | PyValue::FrozenSet(vs) => (1 + varint_len(vs.len() as u64), 0),
+            PyValue::Str(s) => (pickled_len(s.len()), s.len()),
+            PyValue::Bytes(b) => (pickled_len(b.len()), b.len()),
+            PyValue::List(vs) => (1 + items(vs.len()), 0),
+            PyValue::Tuple(vs) => (if vs.len() <= 3 { 1 } else { 2 }, 0),
+            PyValue::Dict(d) => (1 + items(d.len()), 0),
+            PyValue::Proxy(_) => (PICKLED_PROXY, 0),
+            PyValue::BigInt(b) => (b.len() + if b.len() < 256 { 2 } else { 5 }, b.len()),
+            PyValue::Set(vs) => (1 + items(vs.len()), 0),
+            PyValue::FrozenSet(_) => (2, 0),
+            // Its global, its args tuple, the call, items, kwargs and state
+            // opcodes (the values inside are taken below).
             PyValue::Object(o) => (
-                16 + o.module.len() + o.name.len(),
+                pickled_len(o.module.len()) + pickled_len(o.name.len()) + 16,
                 std::mem::size_of::<PyObject>() + o.module.len() + o.name.len(),
             ),
         };
@@ -420,9 +426,42 @@ pub(crate) fn size(v: &PyValue) -> usize {
     }
 }
 
-/// The length of `n` as a postcard varint.
-fn varint_len(n: u64) -> usize {
-    (64 - n.leading_zeros() as usize).max(1).div_ceil(7)
+/// The most a nested proxy's pickle takes: `RebuildProxy(ProxyClass,
+/// Token(typeid, address, id), 'pickle', kwds)`, with an address of at
+/// most a Unix socket's path (108 bytes) and a queue's exposed names.
+const PICKLED_PROXY: usize = 1024;
+
+/// The pickled length of a str or bytes of `n` bytes: its opcode, its
+/// length (1, 4 or 8 bytes) and the bytes.
+fn pickled_len(n: usize) -> usize {
+    n + if n < 256 {
+        2
+    } else if u32::try_from(n).is_ok() {
+        5
+    } else {
+        9
+    }
+}
+
+/// The pickled length of an int: `BININT1`, `BININT2`, `BININT`, or
+/// `LONG1` and its two's complement bytes.
+fn pickled_int_len(i: i64) -> usize {
+    if u8::try_from(i).is_ok() {
+        2
+    } else if u16::try_from(i).is_ok() {
+        3
+    } else if i32::try_from(i).is_ok() {
+        5
+    } else {
+        // The bytes, without the redundant sign bytes at the top.
+        let significant = 64
+            - if i < 0 {
+                i.leading_ones()
+            } else {
+                i.leading_zeros()
+            } as usize;
+        2 + (significant + 1).div_ceil(8)
+    }
 }
 
 #[cfg(test)]
@@ -495,20 +534,50 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_counts_exact_encoded_lengths() {
-        for v in [
+    fn the_budget_counts_exact_pickled_lengths() {
+        let mut ints = vec![0, 255, 256, 65535, 65536, -1, -129, -32769];
+        ints.extend([i32::MIN, i32::MAX].map(i64::from));
+        ints.extend([
+            i64::MIN,
+            i64::MAX,
+            1 << 31,
+            -(1 << 31) - 1,
+            1 << 39,
+            -(1 << 39),
+        ]);
+        ints.extend((0..64).flat_map(|b| {
+            [
+                1i64 << b,
+                (1i64 << b).wrapping_sub(1),
+                (1i64 << b).wrapping_neg(),
+            ]
+        }));
+        let values = ints.into_iter().map(PyValue::Int).chain([
             PyValue::None,
             PyValue::Bool(true),
-            PyValue::Int(-1),
-            PyValue::Int(i64::MIN),
-            PyValue::Int(300),
             PyValue::Float(0.5),
             PyValue::Str("é".repeat(200)),
+            PyValue::Str("x".repeat(255)),
+            PyValue::Str("x".repeat(256)),
             PyValue::Bytes(vec![7; 130]),
+            PyValue::Bytes(vec![7; 300]),
+            PyValue::BigInt(vec![1; 300]),
+            PyValue::BigInt(vec![1; 20]),
+            PyValue::Tuple(vec![]),
+            PyValue::Tuple(vec![PyValue::Int(1); 3]),
             PyValue::Tuple(vec![PyValue::Int(1); 200]),
+            PyValue::List(vec![]),
+            PyValue::List(vec![PyValue::Int(1); 2]),
+            PyValue::Set(vec![]),
+            PyValue::Set(vec![PyValue::Int(1)]),
+            PyValue::FrozenSet(vec![PyValue::Int(1)]),
+            PyValue::Dict(vec![]),
             PyValue::Dict(vec![(PyValue::Str("k".into()), PyValue::List(vec![]))]),
-        ] {
-            let len = postcard::to_allocvec(&v).unwrap().len();
+        ]);
+        let address = PyValue::Str("/tmp/x.sock".into());
+        for v in values {
+            // Less the protocol header and STOP.
+            let len = super::super::pickle::dumps(&v, &address).len() - 3;
             assert!(Budget::new(len, usize::MAX).charge([&v]).is_ok(), "{v:?}");
             assert!(
                 Budget::new(len - 1, usize::MAX).charge([&v]).is_err(),

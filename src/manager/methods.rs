@@ -48,6 +48,7 @@ const DICT: &[&str] = &[
     "fromkeys",
     INCREMENT,
     COMPARE_AND_SET,
+    GET_MANY,
 ];
 
 /// What a list exposes: `ListProxy`'s methods in CPython's order, then
@@ -91,6 +92,8 @@ const NAMESPACE: &[&str] = &[
 
 const INCREMENT: &str = "_multiproc_increment";
 const COMPARE_AND_SET: &str = "_multiproc_compare_and_set";
+/// A dict's lookups of many keys in one call: `[d.get(k) for k in keys]`.
+const GET_MANY: &str = "_multiproc_get_many";
 
 /// The methods a `kind` object answers, as `create` lists them (its
 /// `exposed`): CPython's proxy's, dunders included, so that an `AutoProxy`
@@ -503,6 +506,15 @@ fn dict(call: Call<'_>) -> Result<Op, Exception> {
         }
         "items" => call.none().map(|()| Op::Items)?,
         "keys" => call.none().map(|()| Op::Keys)?,
+        GET_MANY => match call.one()? {
+            PyValue::List(keys) | PyValue::Tuple(keys) => Op::LookupMany(keys),
+            other => {
+                return Err(type_error(format!(
+                    "{GET_MANY}: keys must be a list, not '{}'",
+                    other.type_name()
+                )))
+            }
+        },
         "pop" => {
             let mut args = call.between(1, 2)?.into_iter();
             let key = args.next().unwrap_or(PyValue::None);
@@ -669,6 +681,22 @@ mod tests {
             Ok(Op::Set(..))
         ));
         assert!(matches!(p(d, "get", vec![s("k")]), Ok(Op::Lookup(_))));
+        assert!(matches!(
+            p(d, "_multiproc_get_many", vec![PyValue::List(vec![s("k")])]),
+            Ok(Op::LookupMany(_))
+        ));
+        assert!(matches!(
+            p(d, "_multiproc_get_many", vec![s("k")]),
+            Err(("TypeError", _))
+        ));
+        assert!(matches!(
+            p(
+                Kind::List,
+                "_multiproc_get_many",
+                vec![PyValue::List(vec![])]
+            ),
+            Err(("AttributeError", _))
+        ));
         assert!(matches!(
             p(d, "get", vec![s("k"), 0.into()]),
             Ok(Op::LookupOr(..))

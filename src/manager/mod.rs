@@ -25,6 +25,10 @@
 //! where they hold proxies by `refs`.
 
 mod apply;
+/// A server's request handling in-process, for the criterion benches and
+/// the profiler only: not part of the API.
+#[doc(hidden)]
+pub mod bench;
 mod calls;
 mod client;
 mod compare;

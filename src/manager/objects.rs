@@ -1637,6 +1637,36 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore = "too slow under Miri")]
+    fn get_many_answers_each_key_within_one_budget() {
+        let mut m = Server::new();
+        let d = m.create("dict", vec![]);
+        let items = (0..3)
+            .map(|i| (PyValue::Int(i), s(&i.to_string())))
+            .collect();
+        m.ok(&d, "update", vec![PyValue::Dict(items)]);
+        let keys = vec![2.into(), 7.into(), PyValue::Float(1.0), s("0")];
+        assert_eq!(
+            m.ok(&d, "_multiproc_get_many", vec![PyValue::List(keys)]),
+            PyValue::List(vec![s("2"), PyValue::None, s("1"), PyValue::None])
+        );
+        assert_eq!(
+            error(m.call(&d, "_multiproc_get_many", vec![s("k")])),
+            "TypeError"
+        );
+        // Many copies of a large value: refused once the answer would
+        // pass a frame, not built.
+        m.ok(&d, "__setitem__", vec![s("big"), s(&"x".repeat(1 << 20))]);
+        let keys = PyValue::List(vec![s("big"); 100]);
+        let t = Instant::now();
+        assert_eq!(
+            error(m.call(&d, "_multiproc_get_many", vec![keys])),
+            "MemoryError"
+        );
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn the_deepest_values_accepted_pass_every_walk_of_the_server() {
         let mut m = Server::new();
         let l = m.create("list", vec![]);

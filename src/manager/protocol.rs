@@ -134,6 +134,9 @@ pub(crate) enum Op {
     Mul(i64),
     /// `list.__imul__(n)`, in place.
     IMul(i64),
+    /// `[d.get(k) for k in keys]`, in one call (`_multiproc_get_many`): a
+    /// batch of lookups without a request per key.
+    LookupMany(#[serde(deserialize_with = "bounded_vec")] Vec<PyValue>),
 }
 
 impl Op {
@@ -178,6 +181,7 @@ impl Op {
             Op::Add(_) => "__add__",
             Op::Mul(_) => "__mul__",
             Op::IMul(_) => "__imul__",
+            Op::LookupMany(_) => "_multiproc_get_many",
         }
     }
 }

@@ -114,6 +114,12 @@ impl Reference {
         self.client.call(self.kind, self.id, op)
     }
 
+    /// Whether the server is multiproc's (it holds this client's
+    /// references), and so has multiproc's own methods.
+    pub(super) fn multiproc_server(&self) -> Result<bool> {
+        self.client.held()
+    }
+
     /// Applies `ops` in one round trip, decoding each answer as an `R`.
     pub(super) fn batch<R: DeserializeOwned>(&self, ops: Vec<Op>) -> Result<Vec<R>> {
         self.own()?;

@@ -193,6 +193,10 @@ pub(super) enum ManagerOp {
     /// `update` with 1000 items: one round trip per batch, as Python's
     /// `d.update(batch)`.
     SetBatched,
+    /// `get_many` of 1000 keys: one round trip per batch (Python has no
+    /// batched lookup; its closest, one round trip for 1000 values, is
+    /// `copy()` of a 1000-item dict).
+    GetBatched,
 }
 
 const BATCH: u64 = 1000;
@@ -215,8 +219,10 @@ pub(super) fn managed_rate_over(
     )?;
     let dict = manager.dict::<u64, u64>()?;
     let list = manager.list::<u64>()?;
-    if op == ManagerOp::Get {
-        dict.set_many((0..n).map(|i| (i, i)))?;
+    if matches!(op, ManagerOp::Get | ManagerOp::GetBatched) {
+        for b in 0..n.div_ceil(BATCH) {
+            dict.set_many((b * BATCH..((b + 1) * BATCH).min(n)).map(|i| (i, i)))?;
+        }
     }
     let work = |client: u64| -> multiproc::Result<()> {
         let base = client * n;
@@ -226,6 +232,10 @@ pub(super) fn managed_rate_over(
             ManagerOp::Append => (0..n).try_for_each(|i| list.append(i)),
             ManagerOp::SetBatched => (0..n / BATCH)
                 .try_for_each(|b| dict.set_many((0..BATCH).map(|i| (base + b * BATCH + i, i)))),
+            ManagerOp::GetBatched => (0..n / BATCH).try_for_each(|b| {
+                let keys: Vec<u64> = (0..BATCH).map(|i| b * BATCH + i).collect();
+                dict.get_many(&keys).map(drop)
+            }),
         }
     };
     let server = started

@@ -122,6 +122,20 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         python_n: Some(|s| s.pick(20_000, 5_000)),
     },
     Scenario {
+        name: "manager_dict_set_1client_socket",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed_over(s, ManagerOp::Set, 1, Transport::Socket),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "manager_dict_set_4client",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::Set, 4),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
         name: "manager_list_append_1client",
         layer: Layer::Managed,
         unit: Unit::OpsPerSec,
@@ -133,6 +147,13 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         layer: Layer::Managed,
         unit: Unit::OpsPerSec,
         run: |s| managed(s, ManagerOp::SetBatched, 1),
+        python_n: Some(|s| s.pick(200_000, 50_000)),
+    },
+    Scenario {
+        name: "manager_dict_get_batched",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed(s, ManagerOp::GetBatched, 1),
         python_n: Some(|s| s.pick(200_000, 50_000)),
     },
     Scenario {
@@ -148,20 +169,6 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         unit: Unit::Ms,
         run: process_start_join,
         python_n: Some(|s| s.pick(200, 50)),
-    },
-    Scenario {
-        name: "manager_dict_set_1client_socket",
-        layer: Layer::Managed,
-        unit: Unit::OpsPerSec,
-        run: |s| managed_over(s, ManagerOp::Set, 1, Transport::Socket),
-        python_n: Some(|s| s.pick(20_000, 5_000)),
-    },
-    Scenario {
-        name: "manager_dict_set_4client",
-        layer: Layer::Managed,
-        unit: Unit::OpsPerSec,
-        run: |s| managed(s, ManagerOp::Set, 4),
-        python_n: Some(|s| s.pick(20_000, 5_000)),
     },
 ];
 
@@ -334,7 +341,7 @@ fn managed_over(
     transport: Transport,
 ) -> Result<Measured> {
     let n = match op {
-        ManagerOp::SetBatched => size.pick(500_000, 100_000),
+        ManagerOp::SetBatched | ManagerOp::GetBatched => size.pick(500_000, 100_000),
         _ => size.pick(20_000, 5_000),
     };
     let (mut cpu, mut raw_cpu) = (Vec::new(), Vec::new());

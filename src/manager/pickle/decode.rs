@@ -48,12 +48,16 @@ pub(crate) fn loads_answer(bytes: &[u8], budget: &mut Budget) -> Result<PyValue,
 }
 
 fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue, Exception> {
+    // Room for a small request's nodes from the start (an opcode takes a
+    // byte at least, a value two or more), so that it is not regrown node
+    // by node; a larger one grows, each node charged as it is added.
+    let small = (bytes.len() / 2).clamp(8, 1024);
     let mut machine = Machine {
         input: bytes,
         at: 0,
-        nodes: Vec::new(),
-        stack: Vec::new(),
-        marks: Vec::new(),
+        nodes: Vec::with_capacity(small),
+        stack: Vec::with_capacity(small.min(64)),
+        marks: Vec::with_capacity(8),
         memo: Memo::default(),
         budget,
     };
@@ -856,6 +860,14 @@ impl Builder<'_> {
         self.budget.memory(size_of::<PyValue>())?;
         let nodes = self.nodes;
         let node = &nodes[i];
+        // The scalars without heap parts, the most common items, inline.
+        match node {
+            Node::Scalar(PyValue::Int(v)) => return Ok(PyValue::Int(*v)),
+            Node::Scalar(PyValue::None) => return Ok(PyValue::None),
+            Node::Scalar(PyValue::Bool(b)) => return Ok(PyValue::Bool(*b)),
+            Node::Scalar(PyValue::Float(f)) => return Ok(PyValue::Float(*f)),
+            _ => {}
+        }
         if let Some(leaf) = self.leaf(node) {
             return leaf;
         }

@@ -11,10 +11,11 @@ use super::op;
 /// `RebuildProxy(<ProxyClass>, Token(typeid, address, id), 'pickle',
 /// kwds)`, with `address` (a `(host, port)` tuple or a path) in its token.
 pub(crate) fn dumps(value: &PyValue, address: &PyValue) -> Vec<u8> {
-    let mut e = Encoder {
-        out: vec![op::PROTO, 4],
-        address,
-    };
+    // Room for a small message from the start (most are), so that it is
+    // not regrown byte by byte.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[op::PROTO, 4]);
+    let mut e = Encoder { out, address };
     e.value(value);
     e.out.push(op::STOP);
     e.out

@@ -1,0 +1,98 @@
+//! The manager server's work on a batch, in this process (no socket):
+//! decoding the request's pickle, applying it, encoding the reply, for a
+//! 1000-item `update` of new keys and a 1000-key `get_many`.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use multiproc::manager::bench::Codec;
+
+const BATCH: i64 = 1000;
+/// Batches of new keys before the dict is cleared (at most 100k items).
+const ROUNDS: i64 = 100;
+
+fn batches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("manager_codec");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut codec = Codec::new();
+    let updates: Vec<Vec<u8>> = (0..ROUNDS)
+        .map(|r| codec.update_request((0..BATCH).map(|i| (r * BATCH + i, i))))
+        .collect();
+    let clear = codec.clear_request();
+    g.bench_function("update_1000", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for i in 0..iters {
+                let round = (i % ROUNDS as u64) as usize;
+                if round == 0 {
+                    codec.answer(&clear);
+                }
+                let t = Instant::now();
+                std::hint::black_box(codec.answer(&updates[round]));
+                spent += t.elapsed();
+            }
+            spent
+        })
+    });
+    let mut codec = Codec::new();
+    codec.answer(&codec.update_request((0..BATCH * 10).map(|i| (i, i))));
+    let req = codec.get_many_request((0..BATCH).map(|i| i * 7));
+    g.bench_function("get_many_1000", |b| b.iter(|| codec.answer(&req)));
+    let req = codec.get_batch_request((0..BATCH).map(|i| i * 7));
+    g.bench_function("batch_of_1000_gets", |b| b.iter(|| codec.answer(&req)));
+    let mut codec = Codec::new();
+    let set = codec.set_request(7, 7);
+    let get = codec.get_request(7);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single_set", |b| b.iter(|| codec.answer(&set)));
+    g.bench_function("single_get", |b| b.iter(|| codec.answer(&get)));
+    g.finish();
+}
+
+criterion_group!(benches, batches);
+
+/// `MANAGER_CODEC_PROFILE=update|get_many|batch|single` runs 100 batches of that kind
+/// (`single`: 100,000 single `__setitem__` requests) and nothing else (for `valgrind --tool=callgrind`: instructions per
+/// item are the count under `Codec::answer` divided by 100,000).
+fn main() {
+    match std::env::var("MANAGER_CODEC_PROFILE").as_deref() {
+        Ok("update") => {
+            let mut codec = Codec::new();
+            let updates: Vec<Vec<u8>> = (0..ROUNDS)
+                .map(|r| codec.update_request((0..BATCH).map(|i| (r * BATCH + i, i))))
+                .collect();
+            for u in &updates {
+                std::hint::black_box(codec.answer(u));
+            }
+        }
+        Ok("get_many") => {
+            let mut codec = Codec::new();
+            codec.answer(&codec.update_request((0..BATCH * 10).map(|i| (i, i))));
+            let req = codec.get_many_request((0..BATCH).map(|i| i * 7));
+            for _ in 0..ROUNDS {
+                std::hint::black_box(codec.answer(&req));
+            }
+        }
+        Ok("batch") => {
+            let mut codec = Codec::new();
+            codec.answer(&codec.update_request((0..BATCH * 10).map(|i| (i, i))));
+            let req = codec.get_batch_request((0..BATCH).map(|i| i * 7));
+            for _ in 0..ROUNDS {
+                std::hint::black_box(codec.answer(&req));
+            }
+        }
+        Ok("single") => {
+            let mut codec = Codec::new();
+            let sets: Vec<Vec<u8>> = (0..ROUNDS * BATCH)
+                .map(|i| codec.set_request(i % 1000, i))
+                .collect();
+            for s in &sets {
+                std::hint::black_box(codec.answer(s));
+            }
+        }
+        _ => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! For the criterion benches and the profiler only (not part of the API):
+//! a manager server's request handling in this process, without a socket,
+//! so that decoding, applying and encoding can be measured and profiled
+//! alone.
+
+use std::collections::HashMap;
+
+use super::dispatch::wire;
+use super::objects::{Answer, Objects, Session};
+use super::{refs, PyValue};
+
+/// A server's objects with one dict, served in this process.
+pub struct Codec {
+    objects: Objects,
+    session: Session,
+    dict: String,
+}
+
+impl Default for Codec {
+    fn default() -> Codec {
+        Codec::new()
+    }
+}
+
+impl Codec {
+    /// A server with one empty dict (created as a held connection's, as a
+    /// Rust client's are).
+    pub fn new() -> Codec {
+        refs::start();
+        let address = PyValue::Str("/tmp/multiproc-bench.sock".into());
+        let mut codec = Codec {
+            objects: Objects::new(address, HashMap::new()),
+            session: Session::default(),
+            dict: String::new(),
+        };
+        codec.answer(&codec.request(None, "_multiproc_hold", vec![]));
+        let reply = codec.answer(&codec.request(None, "create", vec!["dict".into()]));
+        let reply = wire::loads(
+            &reply,
+            &mut super::limits::Budget::new(usize::MAX, usize::MAX),
+        )
+        .expect("a reply");
+        let PyValue::Tuple(t) = reply else {
+            panic!("create answered {reply:?}")
+        };
+        let Some(PyValue::Tuple(r)) = t.get(1) else {
+            panic!("create answered {t:?}")
+        };
+        let Some(PyValue::Str(ident)) = r.first() else {
+            panic!("create answered {r:?}")
+        };
+        codec.dict = ident.clone();
+        codec
+    }
+
+    fn request(&self, ident: Option<&str>, method: &str, args: Vec<PyValue>) -> Vec<u8> {
+        let req = PyValue::Tuple(vec![
+            ident.map_or(PyValue::None, |i| PyValue::Str(i.into())),
+            method.into(),
+            PyValue::Tuple(args),
+            PyValue::Dict(Vec::new()),
+        ]);
+        wire::dumps(&req, &PyValue::None)
+    }
+
+    /// The request `d.update({k: v, …})` of the items given (ints), as
+    /// the Rust client encodes it.
+    pub fn update_request(&self, items: impl IntoIterator<Item = (i64, i64)>) -> Vec<u8> {
+        let dict = items
+            .into_iter()
+            .map(|(k, v)| (PyValue::Int(k), PyValue::Int(v)))
+            .collect();
+        self.request(Some(&self.dict), "update", vec![PyValue::Dict(dict)])
+    }
+
+    /// The request `d[k] = v` (`__setitem__`), as the Rust client encodes it.
+    pub fn set_request(&self, k: i64, v: i64) -> Vec<u8> {
+        self.request(
+            Some(&self.dict),
+            "__setitem__",
+            vec![PyValue::Int(k), PyValue::Int(v)],
+        )
+    }
+
+    /// The request `d.get(k)`, as the Rust client encodes it.
+    pub fn get_request(&self, k: i64) -> Vec<u8> {
+        self.request(Some(&self.dict), "get", vec![PyValue::Int(k)])
+    }
+
+    /// The request `d.clear()`.
+    pub fn clear_request(&self) -> Vec<u8> {
+        self.request(Some(&self.dict), "clear", vec![])
+    }
+
+    /// The request of `get_many(keys)` (ints), as the Rust client encodes
+    /// it for multiproc's server (`_multiproc_get_many`).
+    pub fn get_many_request(&self, keys: impl IntoIterator<Item = i64>) -> Vec<u8> {
+        let keys = keys.into_iter().map(PyValue::Int).collect();
+        self.request(
+            Some(&self.dict),
+            "_multiproc_get_many",
+            vec![PyValue::List(keys)],
+        )
+    }
+
+    /// The request of `get_many(keys)` (ints) as a batch of one `get`
+    /// request per key (`_multiproc_batch`, how any operations are batched).
+    pub fn get_batch_request(&self, keys: impl IntoIterator<Item = i64>) -> Vec<u8> {
+        let ident = PyValue::Str(self.dict.clone());
+        let items = keys
+            .into_iter()
+            .map(|k| {
+                PyValue::Tuple(vec![
+                    ident.clone(),
+                    "get".into(),
+                    PyValue::Tuple(vec![PyValue::Int(k)]),
+                    PyValue::Dict(Vec::new()),
+                ])
+            })
+            .collect();
+        self.request(None, "_multiproc_batch", vec![PyValue::List(items)])
+    }
+
+    /// Serves one encoded request (a frame's bytes): the encoded reply.
+    ///
+    /// # Panics
+    /// If the request waits (a queue's), which no dict request does.
+    pub fn answer(&mut self, frame: &[u8]) -> Vec<u8> {
+        match self.objects.answer(frame, &mut self.session, 1) {
+            Answer::Reply(bytes, _, _) => bytes,
+            Answer::Parked => panic!("a dict request does not wait"),
+        }
+    }
+}
