@@ -63,6 +63,11 @@ pub struct Connection {
     buf: Vec<u8>,
     start: usize,
     max_message: usize,
+    /// The last message was large and read straight into its destination:
+    /// the next header is read alone (exactly its bytes), so that the
+    /// message after it, likely large too, is not read into the buffer
+    /// first and copied out of it.
+    header_alone: bool,
 }
 
 /// A pair of connected [`Connection`]s, as Python's
@@ -157,6 +162,7 @@ impl Connection {
             writable,
             buf: Vec::new(),
             start: 0,
+            header_alone: false,
             max_message: DEFAULT_MAX_MESSAGE,
         }
     }
@@ -409,6 +415,17 @@ impl Connection {
         Ok(())
     }
 
+    /// As [`fill`](Self::fill), reading no more than the `n` bytes.
+    fn fill_exactly(&mut self, n: usize, deadline: Deadline) -> Result<()> {
+        while self.buffered() < n {
+            if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
+                return Err(Error::Timeout);
+            }
+            self.read_more(n, ReadMode::Exactly)?;
+        }
+        Ok(())
+    }
+
     /// One blocking read of whatever arrives, given up (`Ok(false)`) when a
     /// signal comes or the socket's receive timeout passes: for an event
     /// loop that has one client to wait for.
@@ -418,7 +435,7 @@ impl Connection {
     }
 
     /// One read towards `n` buffered bytes; `Ok(false)` if nothing came
-    /// (only without [`ReadMode::Wait`]).
+    /// (only without [`ReadMode::Wait`] or [`ReadMode::Exactly`]).
     fn read_more(&mut self, n: usize, mode: ReadMode) -> Result<bool> {
         if self.start > 0 {
             self.buf.drain(..self.start);
@@ -429,6 +446,12 @@ impl Connection {
         let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
         let got = match mode {
             ReadMode::Wait => sys::read(fd, self.buf.spare_capacity_mut()),
+            ReadMode::Exactly => {
+                let spare = self.buf.spare_capacity_mut();
+                // `fill_exactly` asks for more than is buffered: `want > 0`.
+                let want = n.saturating_sub(have).min(spare.len());
+                sys::read(fd, &mut spare[..want])
+            }
             ReadMode::NoWait => sys::read_nowait(fd, self.is_socket, self.buf.spare_capacity_mut()),
             ReadMode::Once => sys::recv_once(fd, self.buf.spare_capacity_mut()),
         };
@@ -554,6 +577,7 @@ impl Connection {
                     return Err(Error::Timeout);
                 }
                 let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
+                self.header_alone = true;
                 // Interrupted reads are retried by `sys::read`.
                 match read_outcome(sys::read(fd, dst))? {
                     Some(k) => return Ok(k),
@@ -589,8 +613,13 @@ impl Connection {
     fn read_frame_len(&mut self, deadline: Deadline) -> Result<(usize, usize)> {
         // A short header first; the long one's 8 more bytes only if it is one.
         let mut want = HEADER;
+        let alone = std::mem::take(&mut self.header_alone);
         loop {
-            self.fill(want, deadline)?;
+            if alone {
+                self.fill_exactly(want, deadline)?;
+            } else {
+                self.fill(want, deadline)?;
+            }
             match self.buffered_frame_len()? {
                 Some(lens) => return Ok(lens),
                 None => want = frame::LONG_HEADER_LEN,
@@ -708,6 +737,8 @@ enum ReadMode {
     NoWait,
     /// Blocks, but gives up on a signal or the socket's receive timeout.
     Once,
+    /// As `Wait`, but reads no more than the bytes asked for.
+    Exactly,
 }
 
 impl AsRawFd for Connection {

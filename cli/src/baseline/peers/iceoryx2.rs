@@ -89,6 +89,39 @@ macro_rules! lossless_service {
     };
 }
 
+/// The start of a one-way run, in shared memory: the publisher's process
+/// says when its publisher exists ([`PUBLISHER_READY`]), the subscriber's
+/// answers once it has connected to it ([`SUBSCRIBER_CONNECTED`]). Without
+/// it the publisher could send before the subscriber connects, and
+/// iceoryx2 drops what does not fit the buffer of a subscriber that has
+/// not connected yet, whatever the backpressure strategy.
+struct Handshake(multiproc::RawValue<u32>);
+
+const PUBLISHER_READY: u32 = 1;
+const SUBSCRIBER_CONNECTED: u32 = 2;
+
+impl Handshake {
+    fn new() -> Result<Self> {
+        Ok(Handshake(multiproc::RawValue::new(0)?))
+    }
+
+    fn say(&self, state: u32) {
+        self.0.atomic().store(state, Ordering::Release);
+    }
+
+    /// Waits (at most ten seconds) until the other side said `state`.
+    fn wait_for(&self, state: u32) -> Result<()> {
+        let t = Instant::now();
+        while self.0.atomic().load(Ordering::Acquire) < state {
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("iceoryx2 peer: the other process did not start");
+            }
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+}
+
 /// Runs `child` in a forked process while `parent` runs here; fails if
 /// either fails or the child does not end within a minute of `parent`.
 fn with_child<T>(
@@ -156,6 +189,7 @@ pub fn iceoryx2_items_per_sec(n: u64) -> Result<Delivered> {
         .buffer_size(BUFFER)
         .create()
         .ice("subscriber")?;
+    let start = Handshake::new()?;
     with_child(
         || {
             let node = new_node()?;
@@ -165,12 +199,20 @@ pub fn iceoryx2_items_per_sec(n: u64) -> Result<Delivered> {
                 .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
                 .create()
                 .ice("publisher")?;
+            start.say(PUBLISHER_READY);
+            start.wait_for(SUBSCRIBER_CONNECTED)?;
             for i in 0..n {
                 publisher.send_copy(i).ice("send")?;
             }
             Ok(())
         },
         |child| {
+            start.wait_for(PUBLISHER_READY)?;
+            // A receive connects the subscriber to the new publisher.
+            if subscriber.receive().ice("receive")?.is_some() {
+                bail!("iceoryx2 peer: a sample before the start");
+            }
+            start.say(SUBSCRIBER_CONNECTED);
             let mut delivered: u64 = 0;
             let mut t = Instant::now();
             while let Some(sample) = next(|| subscriber.receive().ice("receive"), child)? {
@@ -222,6 +264,7 @@ pub fn iceoryx2_payload_bytes_per_sec(n: u64, len: usize) -> Result<Delivered> {
         .buffer_size(PAYLOAD_BUFFER)
         .create()
         .ice("subscriber")?;
+    let start = Handshake::new()?;
     with_child(
         || {
             let node = new_node()?;
@@ -232,6 +275,8 @@ pub fn iceoryx2_payload_bytes_per_sec(n: u64, len: usize) -> Result<Delivered> {
                 .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
                 .create()
                 .ice("publisher")?;
+            start.say(PUBLISHER_READY);
+            start.wait_for(SUBSCRIBER_CONNECTED)?;
             let mut msg = vec![0u8; len];
             for i in 0..n {
                 crate::baseline::mark_payload(&mut msg, i);
@@ -241,6 +286,12 @@ pub fn iceoryx2_payload_bytes_per_sec(n: u64, len: usize) -> Result<Delivered> {
             Ok(())
         },
         |child| {
+            start.wait_for(PUBLISHER_READY)?;
+            // A receive connects the subscriber to the new publisher.
+            if subscriber.receive().ice("receive")?.is_some() {
+                bail!("iceoryx2 peer: a sample before the start");
+            }
+            start.say(SUBSCRIBER_CONNECTED);
             let mut delivered: u64 = 0;
             let mut t = Instant::now();
             while let Some(sample) = next(|| subscriber.receive().ice("receive"), child)? {
@@ -326,6 +377,8 @@ fn poll(subscriber: &Subscriber<ipc::Service, u64, ()>) -> Result<u64> {
             }
             std::hint::spin_loop();
         }
+        // Two processes polling on a busy machine: let others run.
+        std::thread::yield_now();
         if t.elapsed() > Duration::from_secs(10) {
             bail!("iceoryx2 ping-pong: no answer in 10 s");
         }
