@@ -962,4 +962,32 @@ mod tests {
         assert!(conn.closed());
         t.join().unwrap();
     }
+
+    /// A timeout of zero with nothing there, or of `Duration::MAX` with a
+    /// large message there, leaves the connection usable.
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
+    fn zero_and_endless_timeouts_around_a_large_message() {
+        let (mut raw, mut conn) = raw_pair();
+        assert!(matches!(
+            conn.recv_bytes_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        assert!(!conn.closed());
+        let big = vec![9u8; 3 * READ_CHUNK];
+        let sent = big.clone();
+        let t = std::thread::spawn(move || {
+            let mut stream = Vec::new();
+            frame::push(&mut stream, &sent).unwrap();
+            raw.write_all(&stream).unwrap();
+            raw
+        });
+        assert!(conn.recv_bytes_timeout(Duration::MAX).unwrap() == big);
+        let _raw = t.join().unwrap();
+        assert!(matches!(
+            conn.recv_bytes_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        assert!(!conn.closed());
+    }
 }

@@ -91,8 +91,8 @@ impl PipeSerdeVec {
 
 impl BenchPayload for PipeSerdeVec {
     fn send_payload(&self, msg: &[u8]) {
-        // The caller's value is a `Vec<u8>`; making it is not counted as
-        // serde's cost, but it is a copy the bytes rows do not make.
+        // serde encodes a `[u8]` as it does a `Vec<u8>` (a sequence, one
+        // element at a time), so the caller's buffer is sent as it is.
         let _ = lock(&self.0.tx).send(msg);
     }
     fn recv_payload(&self, check: &mut dyn FnMut(&[u8])) -> Option<()> {
