@@ -54,6 +54,9 @@ impl<T, E: std::fmt::Debug> Ice<T> for std::result::Result<T, E> {
 
 /// A node of this process that leaves signals to the program.
 fn new_node() -> Result<Node<ipc::Service>> {
+    // Not its warning that no config file was found (it then uses its
+    // defaults), which would break the bench's progress line.
+    set_log_level(LogLevel::Error);
     NodeBuilder::new()
         .signal_handling_mode(SignalHandlingMode::Disabled)
         .create::<ipc::Service>()
