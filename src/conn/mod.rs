@@ -17,6 +17,7 @@ pub mod frame;
 mod listener;
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
@@ -33,14 +34,19 @@ pub use listener::{connect, Address, Listener};
 
 /// The default largest message a connection accepts: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
-/// How much is read at once when buffering.
+/// How much is read at once when buffering; the rest of a message at
+/// least this long is read straight into its destination instead.
 const READ_CHUNK: usize = 64 << 10;
+/// The most [`Connection::recv_bytes`] allocates for a message before its
+/// bytes arrive; the buffer then doubles as they do.
+const UPFRONT: usize = 1 << 20;
 
 /// One end of a pipe or socket that carries whole messages.
 ///
 /// Messages keep their boundaries: each `recv` returns exactly what one
 /// `send` sent. `send`/`recv` carry any serde type (encoded with postcard);
-/// `send_bytes`/`recv_bytes` carry raw bytes. A closed peer is
+/// `send_bytes`/`recv_bytes` carry raw bytes (use them for a `Vec<u8>`:
+/// serde encodes one byte at a time, see [`send`](Connection::send)). A closed peer is
 /// [`Error::ConnectionClosed`]. After a framing error (a message over the
 /// limit, a peer that closed mid-message) the connection is closed: the
 /// stream can no longer be trusted to be at a message boundary.
@@ -57,6 +63,11 @@ pub struct Connection {
     buf: Vec<u8>,
     start: usize,
     max_message: usize,
+    /// The last message was large and read straight into its destination:
+    /// the next header is read alone (exactly its bytes), so that the
+    /// message after it, likely large too, is not read into the buffer
+    /// first and copied out of it.
+    header_alone: bool,
 }
 
 /// A pair of connected [`Connection`]s, as Python's
@@ -151,6 +162,7 @@ impl Connection {
             writable,
             buf: Vec::new(),
             start: 0,
+            header_alone: false,
             max_message: DEFAULT_MAX_MESSAGE,
         }
     }
@@ -294,6 +306,15 @@ impl Connection {
 
     /// Sends `value` (postcard-encoded) as one message.
     ///
+    /// Bytes: send a `Vec<u8>` or `[u8]` with
+    /// [`send_bytes`](Connection::send_bytes) (and receive it with
+    /// [`recv_bytes`](Connection::recv_bytes)) instead. Through serde, a
+    /// byte sequence is encoded and decoded one element at a time: 1 MiB
+    /// messages go about 15 times slower than through `send_bytes`
+    /// (`multiproc bench`'s `pipe_bytes_1mib` row shows both). Inside a
+    /// larger value, a byte field marked `#[serde(with = "serde_bytes")]`
+    /// (the `serde_bytes` crate) is copied whole.
+    ///
     /// # Errors
     /// [`Error::Serialize`], and those of [`send_bytes`](Connection::send_bytes).
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
@@ -306,24 +327,37 @@ impl Connection {
     /// # Errors
     /// [`Error::ConnectionClosed`], [`Error::MessageTooLarge`].
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        self.recv_frame(Deadline::Never).map(|r| r.to_vec())
+        self.recv_message(Deadline::Never)
     }
 
-    /// Receives one message into `buf`, returning its length.
+    /// Receives one message into `buf`, returning its length. A large
+    /// message is read straight into `buf`, with no copy in between.
     ///
     /// # Errors
     /// [`Error::BufferTooShort`] with the whole message if it does not fit
     /// (it is consumed either way), and those of [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let msg = self.recv_frame(Deadline::Never)?;
-        if msg.len() > buf.len() {
-            return Err(Error::BufferTooShort(msg.to_vec()));
+        let len = self.begin_message(Deadline::Never)?;
+        let Some(dst) = buf.get_mut(..len) else {
+            return Err(Error::BufferTooShort(
+                self.finish_message_vec(len, Deadline::Never)?,
+            ));
+        };
+        // SAFETY: `MaybeUninit<u8>` has `u8`'s layout, and only initialised
+        // bytes are written through the view (by read(2), or copied from
+        // the buffer), so `buf` stays initialised.
+        let dst = unsafe { &mut *(dst as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        let mut at = 0;
+        while at < len {
+            at += self.body_step(&mut dst[at..], Deadline::Never)?;
         }
-        buf[..msg.len()].copy_from_slice(msg);
-        Ok(msg.len())
+        Ok(len)
     }
 
     /// Receives one message and decodes it as `T`.
+    ///
+    /// For bytes, [`recv_bytes`](Connection::recv_bytes) is many times
+    /// faster than `recv::<Vec<u8>>()` (see [`send`](Connection::send)).
     ///
     /// # Errors
     /// [`Error::Deserialize`], and those of [`recv_bytes`](Connection::recv_bytes).
@@ -338,8 +372,7 @@ impl Connection {
     /// [`Error::Timeout`] (the connection is then closed if part of a
     /// message had arrived), and those of [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.recv_frame(Deadline::after(timeout))
-            .map(|r| r.to_vec())
+        self.recv_message(Deadline::after(timeout))
     }
 
     /// Whether a message (or end of file) is ready to be received, waiting
@@ -382,6 +415,17 @@ impl Connection {
         Ok(())
     }
 
+    /// As [`fill`](Self::fill), reading no more than the `n` bytes.
+    fn fill_exactly(&mut self, n: usize, deadline: Deadline) -> Result<()> {
+        while self.buffered() < n {
+            if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
+                return Err(Error::Timeout);
+            }
+            self.read_more(n, ReadMode::Exactly)?;
+        }
+        Ok(())
+    }
+
     /// One blocking read of whatever arrives, given up (`Ok(false)`) when a
     /// signal comes or the socket's receive timeout passes: for an event
     /// loop that has one client to wait for.
@@ -391,7 +435,7 @@ impl Connection {
     }
 
     /// One read towards `n` buffered bytes; `Ok(false)` if nothing came
-    /// (only without [`ReadMode::Wait`]).
+    /// (only without [`ReadMode::Wait`] or [`ReadMode::Exactly`]).
     fn read_more(&mut self, n: usize, mode: ReadMode) -> Result<bool> {
         if self.start > 0 {
             self.buf.drain(..self.start);
@@ -402,6 +446,12 @@ impl Connection {
         let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
         let got = match mode {
             ReadMode::Wait => sys::read(fd, self.buf.spare_capacity_mut()),
+            ReadMode::Exactly => {
+                let spare = self.buf.spare_capacity_mut();
+                // `fill_exactly` asks for more than is buffered: `want > 0`.
+                let want = n.saturating_sub(have).min(spare.len());
+                sys::read(fd, &mut spare[..want])
+            }
             ReadMode::NoWait => sys::read_nowait(fd, self.is_socket, self.buf.spare_capacity_mut()),
             ReadMode::Once => sys::recv_once(fd, self.buf.spare_capacity_mut()),
         };
@@ -409,22 +459,7 @@ impl Connection {
             // SAFETY: read(2) or recv(2) initialised the first `k` spare bytes.
             unsafe { self.buf.set_len(have + k) };
         }
-        match got {
-            Ok(0) => Err(Error::ConnectionClosed),
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) if e.raw_os_error() == Some(sys::errno::ECONNRESET) => {
-                Err(Error::ConnectionClosed)
-            }
-            Err(e) => Err(Error::io("recv", e)),
-        }
+        read_outcome(got).map(|k| k.is_some())
     }
 
     /// The next whole message if one has arrived, without waiting (for an
@@ -474,6 +509,91 @@ impl Connection {
         }
     }
 
+    /// Receives one message into a `Vec` of its own.
+    fn recv_message(&mut self, deadline: Deadline) -> Result<Vec<u8>> {
+        let len = self.begin_message(deadline)?;
+        self.finish_message_vec(len, deadline)
+    }
+
+    /// Reads and consumes the next message's header: the length of its
+    /// message, checked against the limit. As [`recv_frame`](Self::recv_frame),
+    /// an error closes the connection if part of a header had arrived.
+    fn begin_message(&mut self, deadline: Deadline) -> Result<usize> {
+        self.check_readable()?;
+        match self.read_frame_len(deadline) {
+            Ok((header, len)) => {
+                self.start += header;
+                Ok(len)
+            }
+            Err(e) => Err(self.fail(e, self.buffered() > 0)),
+        }
+    }
+
+    /// The `len`-byte message whose header [`begin_message`](Self::begin_message)
+    /// consumed, in a `Vec` of its size. The `Vec` is allocated as the
+    /// bytes arrive, up to [`UPFRONT`] at first and then doubling: a peer
+    /// that announces a message up to the limit and sends nothing does
+    /// not make this process allocate it.
+    fn finish_message_vec(&mut self, len: usize, deadline: Deadline) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len.min(UPFRONT));
+        while out.len() < len {
+            if out.len() == out.capacity() {
+                let target = len.min(out.capacity().saturating_mul(2));
+                out.reserve_exact(target - out.len());
+            }
+            let want = len - out.len();
+            let spare = out.spare_capacity_mut();
+            let k = spare.len().min(want);
+            let got = self.body_step(&mut spare[..k], deadline)?;
+            // SAFETY: `body_step` initialised the first `got` spare bytes.
+            unsafe { out.set_len(out.len() + got) };
+        }
+        Ok(out)
+    }
+
+    /// Puts the next bytes of the message being received into `dst` (not
+    /// empty, at most what is left of the message): what is buffered, or
+    /// else one read. A large rest is read straight into `dst` (no copy
+    /// through the buffer); a small one through the buffer, which takes
+    /// what follows it too (the next messages' bytes, in the same call).
+    /// Returns how many bytes of `dst` it initialised (none if a read
+    /// found nothing after all); an error closes the connection (the
+    /// stream is mid-message).
+    fn body_step(&mut self, dst: &mut [MaybeUninit<u8>], deadline: Deadline) -> Result<usize> {
+        let r = self.body_step_inner(dst, deadline);
+        r.map_err(|e| self.fail(e, true))
+    }
+
+    fn body_step_inner(
+        &mut self,
+        dst: &mut [MaybeUninit<u8>],
+        deadline: Deadline,
+    ) -> Result<usize> {
+        if self.buffered() == 0 {
+            if dst.len() < READ_CHUNK {
+                self.fill(1, deadline)?;
+            } else {
+                if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
+                    return Err(Error::Timeout);
+                }
+                let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
+                self.header_alone = true;
+                // Interrupted reads are retried by `sys::read`.
+                match read_outcome(sys::read(fd, dst))? {
+                    Some(k) => return Ok(k),
+                    None => return Ok(0),
+                }
+            }
+        }
+        let k = self.buffered().min(dst.len());
+        let src = &self.buf[self.start..self.start + k];
+        for (d, &b) in dst[..k].iter_mut().zip(src) {
+            d.write(b);
+        }
+        self.start += k;
+        Ok(k)
+    }
+
     fn recv_frame(&mut self, deadline: Deadline) -> Result<&[u8]> {
         self.check_readable()?;
         let (header, len) = match self.read_frame_len(deadline) {
@@ -493,8 +613,13 @@ impl Connection {
     fn read_frame_len(&mut self, deadline: Deadline) -> Result<(usize, usize)> {
         // A short header first; the long one's 8 more bytes only if it is one.
         let mut want = HEADER;
+        let alone = std::mem::take(&mut self.header_alone);
         loop {
-            self.fill(want, deadline)?;
+            if alone {
+                self.fill_exactly(want, deadline)?;
+            } else {
+                self.fill(want, deadline)?;
+            }
             match self.buffered_frame_len()? {
                 Some(lens) => return Ok(lens),
                 None => want = frame::LONG_HEADER_LEN,
@@ -523,6 +648,26 @@ impl Connection {
             self.close();
         }
         e
+    }
+}
+
+/// What a read's result means to the caller: `Some(bytes read)`, never
+/// `Some(0)`; `None` if it was interrupted or found nothing (without
+/// waiting); end of file or a reset is [`Error::ConnectionClosed`].
+fn read_outcome(got: io::Result<usize>) -> Result<Option<usize>> {
+    match got {
+        Ok(0) => Err(Error::ConnectionClosed),
+        Ok(k) => Ok(Some(k)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) if e.raw_os_error() == Some(sys::errno::ECONNRESET) => Err(Error::ConnectionClosed),
+        Err(e) => Err(Error::io("recv", e)),
     }
 }
 
@@ -592,6 +737,8 @@ enum ReadMode {
     NoWait,
     /// Blocks, but gives up on a signal or the socket's receive timeout.
     Once,
+    /// As `Wait`, but reads no more than the bytes asked for.
+    Exactly,
 }
 
 impl AsRawFd for Connection {
@@ -704,5 +851,143 @@ mod tests {
             );
             assert!(conn.closed());
         }
+    }
+
+    /// Messages of sizes around the read chunk and the up-front
+    /// allocation, written in odd pieces, each read back whole by
+    /// `recv_bytes` and `recv_bytes_into`, small and large interleaved.
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
+    fn large_and_small_messages_arrive_whole_in_any_pieces() {
+        let sizes = [
+            0,
+            1,
+            READ_CHUNK - 1,
+            READ_CHUNK,
+            READ_CHUNK + 1,
+            7,
+            UPFRONT - 1,
+            UPFRONT + 5,
+            3 * UPFRONT + 1,
+            2,
+        ];
+        let message = |i: usize, len: usize| -> Vec<u8> {
+            (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+        };
+        let (mut raw, mut conn) = raw_pair();
+        conn.set_max_message(4 * UPFRONT);
+        let t = std::thread::spawn(move || {
+            let mut stream = Vec::new();
+            for round in 0..2 {
+                for (i, &len) in sizes.iter().enumerate() {
+                    frame::push(&mut stream, &message(round * 100 + i, len)).unwrap();
+                }
+            }
+            // Pieces that cut headers and messages anywhere.
+            let mut at = 0;
+            let mut piece = 1;
+            while at < stream.len() {
+                let end = (at + piece).min(stream.len());
+                raw.write_all(&stream[at..end]).unwrap();
+                at = end;
+                piece = piece * 3 % 200_003 + 1;
+            }
+            raw
+        });
+        for (i, &len) in sizes.iter().enumerate() {
+            assert_eq!(conn.recv_bytes().unwrap(), message(i, len), "message {i}");
+        }
+        let mut into = vec![0xaa; 3 * UPFRONT + 10];
+        for (i, &len) in sizes.iter().enumerate() {
+            let n = conn.recv_bytes_into(&mut into).unwrap();
+            assert_eq!(n, len);
+            assert_eq!(into[..n], message(100 + i, len), "message {i}");
+        }
+        drop(t.join().unwrap());
+        assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
+    fn a_large_message_into_a_short_buffer_is_handed_back_whole() {
+        let (mut raw, mut conn) = raw_pair();
+        let big: Vec<u8> = (0..UPFRONT + 3).map(|j| j as u8).collect();
+        let t = std::thread::spawn(move || {
+            let mut stream = Vec::new();
+            frame::push(&mut stream, &big).unwrap();
+            frame::push(&mut stream, b"next").unwrap();
+            raw.write_all(&stream).unwrap();
+            (raw, big)
+        });
+        let mut small = [0; 16];
+        let got = conn.recv_bytes_into(&mut small);
+        let (_raw, big) = t.join().unwrap();
+        match got {
+            Err(Error::BufferTooShort(whole)) => assert!(whole == big),
+            other => panic!("{:?}", other.map_err(|e| e.to_string())),
+        }
+        assert_eq!(conn.recv_bytes_into(&mut small).unwrap(), 4);
+        assert_eq!(&small[..4], b"next");
+    }
+
+    /// A peer that announces a large message and stops part-way: end of
+    /// file and a timeout both close the connection, and what had arrived
+    /// is not taken for a message.
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
+    fn a_message_cut_short_closes_the_connection() {
+        let (mut raw, mut conn) = raw_pair();
+        conn.set_max_message(usize::MAX);
+        // 2**40 bytes announced, a few sent: nothing that size is allocated.
+        raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0, 0, 0, 0, 0])
+            .unwrap();
+        raw.write_all(&[1; 100]).unwrap();
+        assert!(matches!(
+            conn.recv_bytes_timeout(Duration::from_millis(20)),
+            Err(Error::Timeout)
+        ));
+        assert!(conn.closed());
+
+        let (mut raw, mut conn) = raw_pair();
+        let t = std::thread::spawn(move || {
+            raw.write_all(&frame::header(3 * READ_CHUNK).unwrap())
+                .unwrap();
+            raw.write_all(&vec![2; 2 * READ_CHUNK]).unwrap();
+        });
+        let mut into = vec![0; 4 * READ_CHUNK];
+        assert!(matches!(
+            conn.recv_bytes_into(&mut into),
+            Err(Error::ConnectionClosed)
+        ));
+        assert!(conn.closed());
+        t.join().unwrap();
+    }
+
+    /// A timeout of zero with nothing there, or of `Duration::MAX` with a
+    /// large message there, leaves the connection usable.
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
+    fn zero_and_endless_timeouts_around_a_large_message() {
+        let (mut raw, mut conn) = raw_pair();
+        assert!(matches!(
+            conn.recv_bytes_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        assert!(!conn.closed());
+        let big = vec![9u8; 3 * READ_CHUNK];
+        let sent = big.clone();
+        let t = std::thread::spawn(move || {
+            let mut stream = Vec::new();
+            frame::push(&mut stream, &sent).unwrap();
+            raw.write_all(&stream).unwrap();
+            raw
+        });
+        assert!(conn.recv_bytes_timeout(Duration::MAX).unwrap() == big);
+        let _raw = t.join().unwrap();
+        assert!(matches!(
+            conn.recv_bytes_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        assert!(!conn.closed());
     }
 }

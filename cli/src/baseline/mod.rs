@@ -11,6 +11,8 @@
 //! sides live in the same kind of shared mapping with the same alignment.
 
 mod lock;
+mod payload;
+pub mod peers;
 mod ping_pong;
 mod semaphore;
 mod stream;
@@ -20,6 +22,14 @@ use std::io;
 pub use lock::{
     BenchArray, BenchCounter, BenchMutex, RawAtomic, RawLockedArray, RobustPthreadMutex,
 };
+pub use payload::{
+    check_payload, mark_payload, BenchPayload, PipeBytes, PipeSerdeVec, RawSocketPayload,
+    PAYLOAD_LEN,
+};
+/// The iceoryx2 measurements the lead attaches to other rows (1 MiB
+/// payloads read in place, `u64` items counted by items delivered).
+#[cfg(feature = "peers")]
+pub use peers::{iceoryx2_items_per_sec, iceoryx2_payload_bytes_per_sec, Delivered};
 pub use ping_pong::{
     block_on, AsyncEventPair, BenchPingPong, EventFdPingPong, EventPair, PipePingPong,
     RawFutexPingPong, RawSocketPingPong,

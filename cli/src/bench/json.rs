@@ -14,6 +14,9 @@ struct Line<'a> {
     multiproc: Option<f64>,
     /// The first (main) OS baseline.
     baseline: Option<Baseline<'a>>,
+    /// The other baselines and peer crates, as the table's "also" lines
+    /// (added after the fields above; empty if there are none).
+    also: Vec<Baseline<'a>>,
     /// Python's `multiprocessing` (managed scenarios: its client and server).
     python: Option<f64>,
     /// Managed scenarios: the server's CPU time per operation in
@@ -48,6 +51,15 @@ pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
             name,
             value: finite(v),
         }),
+        also: m
+            .baselines
+            .iter()
+            .skip(1)
+            .map(|&(name, v)| Baseline {
+                name,
+                value: finite(v),
+            })
+            .collect(),
         python: m.python.and_then(|p| finite(p.value)),
         python_server_cpu_us: m.python.and_then(|p| p.server_cpu_us.and_then(finite)),
         python_client_multiproc_server: m.python_client_our_server.and_then(|p| finite(p.value)),
@@ -89,6 +101,22 @@ mod tests {
         assert_eq!(v["python_client_multiproc_server"], 9000.0);
         assert_eq!(v["python_client_multiproc_server_cpu_us"], 30.0);
         assert_eq!(v["baseline"]["value"], 12600.0);
+        assert_eq!(v["also"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn second_baselines_are_listed_after_the_first() {
+        let m = Measurement {
+            multiproc: 0.4,
+            baselines: vec![("futex word, same spin", 0.6), ("peer", f64::NAN)],
+            python: None,
+            python_client_our_server: None,
+        };
+        let line = json_line(scenario("event_pingpong"), &m).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
+        assert_eq!(v["baseline"]["name"], "futex word, same spin");
+        assert_eq!(v["also"][0]["name"], "peer");
+        assert!(v["also"][0]["value"].is_null());
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use multiproc::{Process, RawValue};
 use multiproc_cli::baseline::{
-    BenchArray, BenchCounter, BenchMutex, BenchPingPong, BenchSemaphore, BenchStream,
-    RawSocketPingPong,
+    check_payload, mark_payload, BenchArray, BenchCounter, BenchMutex, BenchPayload, BenchPingPong,
+    BenchSemaphore, BenchStream, RawSocketPingPong,
 };
 
 /// How big a run is.
@@ -123,6 +123,41 @@ pub(super) fn items_per_sec(stream: &impl BenchStream, n: u64) -> Result<f64> {
             }
         }
         let rate = n as f64 / t.elapsed().as_secs_f64();
+        if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
+            bail!("producer failed");
+        }
+        Ok(rate)
+    })
+}
+
+/// Bytes per second of `n` messages of `len` bytes from a forked producer
+/// to this process (each message checked by its first and last bytes).
+pub(super) fn bytes_per_sec(payload: &impl BenchPayload, n: u64, len: usize) -> Result<f64> {
+    multiproc::scope(|s| {
+        let mut producer = s
+            .process(|| {
+                let mut msg = vec![0u8; len];
+                for i in 0..n {
+                    mark_payload(&mut msg, i);
+                    payload.send_payload(&msg);
+                }
+            })
+            .daemon(true);
+        let t = Instant::now();
+        producer.start()?;
+        for i in 0..n {
+            let mut ok = false;
+            if payload
+                .recv_payload(&mut |m| ok = check_payload(m, i, len))
+                .is_none()
+            {
+                bail!("message {i} did not arrive");
+            }
+            if !ok {
+                bail!("message {i} arrived wrong");
+            }
+        }
+        let rate = (n * len as u64) as f64 / t.elapsed().as_secs_f64();
         if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
             bail!("producer failed");
         }

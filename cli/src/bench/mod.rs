@@ -48,6 +48,8 @@ pub struct Options {
 #[derive(Clone, Copy, PartialEq)]
 enum Unit {
     OpsPerSec,
+    /// Bytes per second, shown in GB/s.
+    BytesPerSec,
     Ns,
     Us,
     Ms,
@@ -57,6 +59,7 @@ impl Unit {
     fn name(self) -> &'static str {
         match self {
             Unit::OpsPerSec => "ops/s",
+            Unit::BytesPerSec => "B/s",
             Unit::Ns => "ns",
             Unit::Us => "us",
             Unit::Ms => "ms",
@@ -66,7 +69,7 @@ impl Unit {
     /// Operations per second, whatever the unit: higher is faster.
     fn speed(self, v: f64) -> f64 {
         match self {
-            Unit::OpsPerSec => v,
+            Unit::OpsPerSec | Unit::BytesPerSec => v,
             Unit::Ns => 1e9 / v,
             Unit::Us => 1e6 / v,
             Unit::Ms => 1e3 / v,
@@ -78,6 +81,7 @@ impl Unit {
             Unit::OpsPerSec if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
             Unit::OpsPerSec if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
             Unit::OpsPerSec => format!("{v:.0} /s"),
+            Unit::BytesPerSec => format!("{:.2} GB/s", v / 1e9),
             Unit::Ns => format!("{v:.1} ns"),
             Unit::Us => format!("{v:.2} us"),
             Unit::Ms => format!("{v:.3} ms"),

@@ -6,15 +6,17 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Result};
 use multiproc::manager::Transport;
 use multiproc::{Array, Lock, Process, RawValue, Semaphore, Value};
+use multiproc_cli::baseline::peers::{RawSyncEventPair, RawSyncMutex};
 use multiproc_cli::baseline::{
-    fork_exit_wait, AsyncEventPair, AsyncQueue, EventFdPingPong, EventPair, PipePingPong,
-    PosixSemaphore, RawAtomic, RawFutexPingPong, RawLockedArray, RawSocketPingPong,
-    RawSocketStream, RobustPthreadMutex,
+    fork_exit_wait, AsyncEventPair, AsyncQueue, EventFdPingPong, EventPair, PipeBytes,
+    PipePingPong, PipeSerdeVec, PosixSemaphore, RawAtomic, RawFutexPingPong, RawLockedArray,
+    RawSocketPayload, RawSocketPingPong, RawSocketStream, RobustPthreadMutex, PAYLOAD_LEN,
 };
 
 use super::measure::{
-    items_per_sec, managed_rate_over, median, ms_per_process, ns_per_acquire, ns_per_lock, paired,
-    raw_round_trips_per_sec, sums_per_sec, two_process_rate, us_per_round_trip, ManagerOp, Size,
+    bytes_per_sec, items_per_sec, managed_rate_over, median, ms_per_process, ns_per_acquire,
+    ns_per_lock, paired, raw_round_trips_per_sec, sums_per_sec, two_process_rate,
+    us_per_round_trip, ManagerOp, Size,
 };
 use super::{Layer, Measured, Unit};
 
@@ -85,6 +87,13 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         unit: Unit::Us,
         run: pipe_pingpong,
         python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
+        name: "pipe_bytes_1mib",
+        layer: Layer::Sockets,
+        unit: Unit::BytesPerSec,
+        run: pipe_bytes_1mib,
+        python_n: None,
     },
     Scenario {
         name: "value_atomic_incr_2proc",
@@ -172,12 +181,21 @@ pub(super) const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// The peer crate's mutex, as the table names it.
+const RAW_SYNC_MUTEX: &str = "raw_sync Mutex: pthread, not robust";
+
 fn lock_uncontended(size: &Size) -> Result<Measured> {
     let n = size.pick(5_000_000, 1_000_000);
     let ours = Lock::new()?;
     let raw = RobustPthreadMutex::new()?;
+    let peer = RawSyncMutex::new()?;
     let (a, b) = paired(size, || ns_per_lock(&ours, n), || ns_per_lock(&raw, n))?;
-    Ok((a, vec![("robust pthread mutex", b)]))
+    let c = median(
+        (0..size.repeats())
+            .map(|_| ns_per_lock(&peer, n))
+            .collect::<Result<_>>()?,
+    );
+    Ok((a, vec![("robust pthread mutex", b), (RAW_SYNC_MUTEX, c)]))
 }
 
 fn semaphore_uncontended(size: &Size) -> Result<Measured> {
@@ -210,12 +228,23 @@ fn event_pingpong(size: &Size) -> Result<Measured> {
         || us_per_round_trip(&futex, n),
         || us_per_round_trip(&eventfd, n),
     )?;
+    // The peer crate raw_sync: its spinning event at the full count, its
+    // condition-variable event (which sleeps every time) at the lower one.
+    let busy = RawSyncEventPair::new(true)?;
+    let condvar = RawSyncEventPair::new(false)?;
+    let (e, f) = paired(
+        size,
+        || us_per_round_trip(&busy, n * 10),
+        || us_per_round_trip(&condvar, n),
+    )?;
     Ok((
         a,
         vec![
             ("futex word, same spin", b),
             ("futex wait/wake, no spin", c),
             ("eventfd", d),
+            ("raw_sync BusyEvent: spins, never sleeps", e),
+            ("raw_sync Event: pthread condition variable", f),
         ],
     ))
 }
@@ -239,7 +268,11 @@ fn queue_items_2proc(size: &Size) -> Result<Measured> {
     let ours = multiproc::Queue::<u64>::new()?;
     let raw = RawSocketStream::new()?;
     let (a, b) = paired(size, || items_per_sec(&ours, n), || items_per_sec(&raw, n))?;
-    Ok((a, vec![("Unix socket, one write per item", b)]))
+    #[allow(unused_mut)]
+    let mut baselines = vec![("Unix socket, one write per item", b)];
+    #[cfg(feature = "peers")]
+    peers::items(size, n, &mut baselines)?;
+    Ok((a, baselines))
 }
 
 /// The queue with both ends awaiting (`put_async`, `get_async`), beside the
@@ -265,19 +298,29 @@ fn pipe_pingpong(size: &Size) -> Result<Measured> {
         || us_per_round_trip(&ours, n),
         || us_per_round_trip(&raw, n),
     )?;
-    Ok((a, vec![("raw Unix socket ping-pong", b)]))
+    #[allow(unused_mut)]
+    let mut baselines = vec![("raw Unix socket ping-pong", b)];
+    #[cfg(feature = "peers")]
+    peers::ping_pong(size, n, &mut baselines)?;
+    Ok((a, baselines))
 }
 
 fn value_locked_incr_2proc(size: &Size) -> Result<Measured> {
     let n = size.pick(2_000_000, 400_000);
     let ours = Value::new(0u64)?;
     let raw = RobustPthreadMutex::new()?;
+    let peer = RawSyncMutex::new()?;
     let (a, b) = paired(
         size,
         || two_process_rate(&ours, n),
         || two_process_rate(&raw, n),
     )?;
-    Ok((a, vec![("robust pthread mutex", b)]))
+    let c = median(
+        (0..size.repeats())
+            .map(|_| two_process_rate(&peer, n))
+            .collect::<Result<_>>()?,
+    );
+    Ok((a, vec![("robust pthread mutex", b), (RAW_SYNC_MUTEX, c)]))
 }
 
 fn value_atomic_incr_2proc(size: &Size) -> Result<Measured> {
@@ -379,4 +422,120 @@ fn process_start_join(size: &Size) -> Result<Measured> {
     let raw = || fork_exit_wait().map_err(anyhow::Error::from);
     let (a, b) = paired(size, || ms_per_process(n, ours), || ms_per_process(n, raw))?;
     Ok((a, vec![("fork + _exit + waitpid", b)]))
+}
+
+/// 1 MiB messages through a [`Pipe`](multiproc::conn::Pipe)'s `send_bytes`
+/// and `recv_bytes`, beside a raw Unix socket moving the same bytes, and
+/// the same pipe's `send`/`recv` of a `Vec<u8>` (serde).
+fn pipe_bytes_1mib(size: &Size) -> Result<Measured> {
+    let n = size.pick(4_000, 1_000);
+    let ours = PipeBytes::new()?;
+    let raw = RawSocketPayload::new(PAYLOAD_LEN)?;
+    let (a, b) = paired(
+        size,
+        || bytes_per_sec(&ours, n, PAYLOAD_LEN),
+        || bytes_per_sec(&raw, n, PAYLOAD_LEN),
+    )?;
+    // Serde walks a `Vec<u8>` a byte at a time: far fewer messages suffice.
+    let serde = PipeSerdeVec::new()?;
+    let c = median(
+        (0..size.repeats())
+            .map(|_| bytes_per_sec(&serde, n / 20, PAYLOAD_LEN))
+            .collect::<Result<_>>()?,
+    );
+    #[allow(unused_mut)]
+    let mut baselines = vec![
+        ("raw Unix socket, the same 1 MiB messages", b),
+        ("the same Pipe, send/recv of a Vec<u8> (serde)", c),
+    ];
+    #[cfg(feature = "peers")]
+    peers::payloads(size, n, &mut baselines)?;
+    Ok((a, baselines))
+}
+
+/// The peer crates of the `peers` feature, measured after multiproc and
+/// its OS baseline in the same run (medians of the same number of repeats)
+/// and appended to a row's baselines (the table's "also" lines).
+#[cfg(feature = "peers")]
+mod peers {
+    use anyhow::{bail, Result};
+    use multiproc_cli::baseline::peers::{
+        iceoryx2_items_per_sec, iceoryx2_payload_bytes_per_sec, iceoryx2_round_trip_us, Delivered,
+        IpcChannelBytes, IpcChannelPingPong, IpcChannelStream,
+    };
+    use multiproc_cli::baseline::PAYLOAD_LEN;
+
+    use super::super::measure::{bytes_per_sec, items_per_sec, median, us_per_round_trip, Size};
+
+    type Baselines = Vec<(&'static str, f64)>;
+
+    fn medians(size: &Size, mut run: impl FnMut() -> Result<f64>) -> Result<f64> {
+        Ok(median(
+            (0..size.repeats()).map(|_| run()).collect::<Result<_>>()?,
+        ))
+    }
+
+    /// The median rate of iceoryx2 runs, counted by items delivered, and
+    /// whether every run delivered every item.
+    fn delivered(size: &Size, mut run: impl FnMut() -> Result<Delivered>) -> Result<(f64, bool)> {
+        let runs: Vec<Delivered> = (0..size.repeats()).map(|_| run()).collect::<Result<_>>()?;
+        let lossless = runs.iter().all(Delivered::lossless);
+        if !lossless {
+            let lost: u64 = runs.iter().map(|r| r.sent - r.delivered).sum();
+            eprint!(" (iceoryx2 lost {lost} items: counted by items delivered)");
+        }
+        if runs.iter().any(|r| r.delivered < 2) {
+            bail!("iceoryx2 delivered (almost) nothing");
+        }
+        Ok((median(runs.iter().map(|r| r.rate).collect()), lossless))
+    }
+
+    pub(super) fn items(size: &Size, n: u64, out: &mut Baselines) -> Result<()> {
+        let ipc = IpcChannelStream::new()?;
+        out.push((
+            "ipc-channel, one message per item",
+            medians(size, || items_per_sec(&ipc, n))?,
+        ));
+        let (rate, lossless) = delivered(size, || iceoryx2_items_per_sec(n))?;
+        out.push((
+            if lossless {
+                "iceoryx2 publish-subscribe, lossless, counted by items delivered"
+            } else {
+                "iceoryx2 publish-subscribe, LOST ITEMS, counted by items delivered"
+            },
+            rate,
+        ));
+        Ok(())
+    }
+
+    pub(super) fn ping_pong(size: &Size, n: u64, out: &mut Baselines) -> Result<()> {
+        let ipc = IpcChannelPingPong::new()?;
+        out.push((
+            "ipc-channel ping-pong",
+            medians(size, || us_per_round_trip(&ipc, n))?,
+        ));
+        out.push((
+            "iceoryx2 publish-subscribe ping-pong, both sides polling",
+            medians(size, || iceoryx2_round_trip_us(n))?,
+        ));
+        Ok(())
+    }
+
+    pub(super) fn payloads(size: &Size, n: u64, out: &mut Baselines) -> Result<()> {
+        let ipc = IpcChannelBytes::new()?;
+        out.push((
+            "ipc-channel bytes channel",
+            medians(size, || bytes_per_sec(&ipc, n, PAYLOAD_LEN))?,
+        ));
+        let (rate, lossless) = delivered(size, || iceoryx2_payload_bytes_per_sec(n, PAYLOAD_LEN))?;
+        out.push((
+            if lossless {
+                "iceoryx2, lossless, reader reads every byte in place"
+            } else {
+                "iceoryx2, LOST PAYLOADS, reader reads every byte in place, counted by payloads delivered"
+            },
+            rate,
+        ));
+        Ok(())
+    }
 }
