@@ -547,10 +547,20 @@ pub fn fuzz_area(data: &[u8]) {
             let objects = Objects::new(PyValue::from("/fuzz.sock"), Default::default());
             (area, objects, Session::default())
         });
-        let n = data.len().min(CONTROL_LEN + REQUEST_CAP);
-        // SAFETY: at most the control words and request slot, inside the
-        // mapping, from the fuzzer's bytes.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), area.area.map.as_mut_ptr(), n) };
+        // The first 8 bytes over the request's control words (its sequence
+        // number and length), the rest over the request slot.
+        let (words, bytes) = data.split_at(data.len().min(8));
+        let bytes = &bytes[..bytes.len().min(REQUEST_CAP)];
+        // SAFETY: at most 8 bytes over the control words and a slot's
+        // bytes over the request slot, inside the mapping, from the
+        // fuzzer's bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(words.as_ptr(), area.area.map.as_mut_ptr(), words.len())
+        };
+        // SAFETY: as above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), area.area.request_slot(), bytes.len())
+        };
         let mut buf = Vec::new();
         match area.take_request(&mut buf) {
             Taken::Request(seq) => {

@@ -16,7 +16,9 @@
 //! [`conn::frame`](crate::conn::frame). Both sides speak Python's
 //! manager protocol (pickled `(ident, methodname, args, kwds)` requests,
 //! `(kind, result)` replies, through `pickle`). The server side is its
-//! event loop (`server`), the object table, its reference counts and the
+//! event loop (`server`, which also serves the shared-memory areas of the
+//! fast path, `fast`, through which Rust clients on the same machine call
+//! instead of their sockets; see [`Transport`]), the object table, its reference counts and the
 //! calls waiting on queues (`objects`), the requests and replies
 //! (`dispatch`), which method is which operation (`methods`) and what each
 //! does (`apply`, and `queue` for queues), within the limits of `limits`. The
