@@ -351,11 +351,11 @@ fn close_fails_puts_drains_gets_and_wakes_waiters() {
             assert!(wait_until(LIMIT, || procfs::blocked_in_futex(
                 waiter.pid().unwrap()
             )));
-            q.close().unwrap();
+            q.close_all().unwrap();
             assert_eq!(join(&waiter, LIMIT), 0);
             let q = Queue::<u8>::new().unwrap();
             q.put(1).unwrap();
-            q.close().unwrap();
+            q.close_all().unwrap();
             assert!(matches!(q.put(2), Err(PutError::Closed(2))));
             assert_eq!(q.get().unwrap(), 1);
             assert!(matches!(q.get(), Err(Error::Closed)));
@@ -699,7 +699,7 @@ fn a_busy_queue_never_reports_corruption() {
             for p in producers.iter().chain(&observers).chain(&burners) {
                 assert_eq!(join(p, LIMIT), 0);
             }
-            q.close().unwrap();
+            q.close_all().unwrap();
             for c in &consumers {
                 assert_eq!(join(c, LIMIT), 0);
             }
