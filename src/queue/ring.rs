@@ -861,15 +861,16 @@ impl Drop for Held<'_> {
 
 #[cfg(fuzzing)]
 impl Ring {
-    /// For the fuzzer: overwrites the two ends and then the ring's data
-    /// with `bytes`, as a broken or hostile process could; the validated
-    /// local sizes stay.
+    /// For the fuzzer: overwrites the two ends, then each side's view of
+    /// the other (from bytes 16..32, which are also the data's start) and
+    /// the ring's data with `bytes`, as a broken or hostile process could;
+    /// the validated local sizes stay.
     pub(crate) fn scribble(&self, bytes: &[u8]) {
         let s = self.shared();
         let mut words = bytes
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        for end in [&s.head.at, &s.tail.at] {
+        for end in [&s.head.at, &s.tail.at, &s.head.cached, &s.tail.cached] {
             end.store(words.next().unwrap_or(0), Ordering::Relaxed);
         }
         let data = bytes.get(16..).unwrap_or_default();
