@@ -7,6 +7,7 @@
 //! server and against ours); [`table`], [`json`] and [`svg`] write the
 //! figures out.
 
+mod bytes;
 mod json;
 mod measure;
 mod python;
@@ -48,6 +49,8 @@ pub struct Options {
 #[derive(Clone, Copy, PartialEq)]
 enum Unit {
     OpsPerSec,
+    /// Bytes per second (payload rows).
+    BytesPerSec,
     Ns,
     Us,
     Ms,
@@ -57,6 +60,7 @@ impl Unit {
     fn name(self) -> &'static str {
         match self {
             Unit::OpsPerSec => "ops/s",
+            Unit::BytesPerSec => "B/s",
             Unit::Ns => "ns",
             Unit::Us => "us",
             Unit::Ms => "ms",
@@ -66,7 +70,7 @@ impl Unit {
     /// Operations per second, whatever the unit: higher is faster.
     fn speed(self, v: f64) -> f64 {
         match self {
-            Unit::OpsPerSec => v,
+            Unit::OpsPerSec | Unit::BytesPerSec => v,
             Unit::Ns => 1e9 / v,
             Unit::Us => 1e6 / v,
             Unit::Ms => 1e3 / v,
@@ -78,6 +82,8 @@ impl Unit {
             Unit::OpsPerSec if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
             Unit::OpsPerSec if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
             Unit::OpsPerSec => format!("{v:.0} /s"),
+            Unit::BytesPerSec if v >= 1e9 => format!("{:.2} GB/s", v / 1e9),
+            Unit::BytesPerSec => format!("{:.0} MB/s", v / 1e6),
             Unit::Ns => format!("{v:.1} ns"),
             Unit::Us => format!("{v:.2} us"),
             Unit::Ms => format!("{v:.3} ms"),

@@ -148,6 +148,13 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         run: process_start_join,
         python_n: Some(|s| s.pick(200, 50)),
     },
+    Scenario {
+        name: "queue_bytes_1mib",
+        layer: Layer::Shared,
+        unit: Unit::BytesPerSec,
+        run: super::bytes::queue_bytes_1mib,
+        python_n: None,
+    },
 ];
 
 fn lock_uncontended(size: &Size) -> Result<Measured> {
