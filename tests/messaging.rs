@@ -585,8 +585,15 @@ fn a_corrupted_queue_is_an_error_not_a_panic() {
     const HEAD: u64 = 256 + 128 + 128;
     let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // Each end's line also holds, 16 bytes in, that side's last view of
+    // the other end; a side looks at the other's end only when its view
+    // says it must wait. The corruption is written to both, as if each
+    // side had just looked.
     let write = |at: u64, word: u64| {
-        std::os::unix::fs::FileExt::write_at(&file, &word.to_le_bytes(), at).unwrap();
+        let view = if at == HEAD { TAIL + 16 } else { HEAD + 16 };
+        for at in [at, view] {
+            std::os::unix::fs::FileExt::write_at(&file, &word.to_le_bytes(), at).unwrap();
+        }
     };
     // The head past the tail.
     write(HEAD, u64::MAX);
