@@ -285,7 +285,9 @@ impl Ring {
     /// What lies between `head` and `tail`, or `Corrupt` if they make no sense.
     fn extent(&self, head: u64, tail: u64) -> Result<Extent> {
         let (h, t) = (head & OFFSET_MASK, tail & OFFSET_MASK);
-        let bytes = (t + self.span - h) % self.span;
+        // Wrapping: an offset at or past `span` (corrupt memory) must not
+        // overflow; the check below refuses it.
+        let bytes = t.wrapping_add(self.span).wrapping_sub(h) % self.span;
         let items = ((tail >> OFFSET_BITS).wrapping_sub(head >> OFFSET_BITS)) & COUNT_MASK;
         let sane = h < self.span
             && t < self.span
