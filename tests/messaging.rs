@@ -351,11 +351,11 @@ fn close_fails_puts_drains_gets_and_wakes_waiters() {
             assert!(wait_until(LIMIT, || procfs::blocked_in_futex(
                 waiter.pid().unwrap()
             )));
-            q.close().unwrap();
+            q.close_all().unwrap();
             assert_eq!(join(&waiter, LIMIT), 0);
             let q = Queue::<u8>::new().unwrap();
             q.put(1).unwrap();
-            q.close().unwrap();
+            q.close_all().unwrap();
             assert!(matches!(q.put(2), Err(PutError::Closed(2))));
             assert_eq!(q.get().unwrap(), 1);
             assert!(matches!(q.get(), Err(Error::Closed)));
@@ -585,8 +585,15 @@ fn a_corrupted_queue_is_an_error_not_a_panic() {
     const HEAD: u64 = 256 + 128 + 128;
     let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // Each end's line also holds, 16 bytes in, that side's last view of
+    // the other end; a side looks at the other's end only when its view
+    // says it must wait. The corruption is written to both, as if each
+    // side had just looked.
     let write = |at: u64, word: u64| {
-        std::os::unix::fs::FileExt::write_at(&file, &word.to_le_bytes(), at).unwrap();
+        let view = if at == HEAD { TAIL + 16 } else { HEAD + 16 };
+        for at in [at, view] {
+            std::os::unix::fs::FileExt::write_at(&file, &word.to_le_bytes(), at).unwrap();
+        }
     };
     // The head past the tail.
     write(HEAD, u64::MAX);
@@ -699,7 +706,7 @@ fn a_busy_queue_never_reports_corruption() {
             for p in producers.iter().chain(&observers).chain(&burners) {
                 assert_eq!(join(p, LIMIT), 0);
             }
-            q.close().unwrap();
+            q.close_all().unwrap();
             for c in &consumers {
                 assert_eq!(join(c, LIMIT), 0);
             }

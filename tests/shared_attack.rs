@@ -392,7 +392,7 @@ fn close_races_put_and_get() {
                         let _ = q.len();
                         let _ = q.is_full();
                     }
-                    let _ = q.close();
+                    let _ = q.close_all();
                 });
             });
         }
@@ -863,8 +863,8 @@ fn close_wakes_blocked_put_and_get() {
             });
             let getter = child(s, || assert!(matches!(empty.get(), Err(Error::Closed))));
             // Both blocked (or about to be): close cannot be missed either way.
-            full.close().unwrap();
-            empty.close().unwrap();
+            full.close_all().unwrap();
+            empty.close_all().unwrap();
             assert_eq!(join(&putter, LIMIT), 0);
             assert_eq!(join(&getter, LIMIT), 0);
             // What was in the closed queue can still be got.

@@ -9,13 +9,26 @@
 //! behind, and a consumer killed half way through a get leaves the item for
 //! the next one: no torn item is ever delivered, and the queue stays usable
 //! for everyone else.
+//!
+//! Byte payloads have their own item type, [`Bytes`]: a `Queue<Bytes>`
+//! carries raw frames, written straight into the ring
+//! ([`put_with`](Queue::put_with)) and read in place
+//! ([`get_with`](Queue::get_with)), with no encoding and no copy in between.
+//! It has no `put`/`get` and a `Queue<T>` of serde items has no byte
+//! methods, and a named queue records its item type, so a byte frame is
+//! never decoded as a `T` by mistake.
 
+mod bytes;
 mod ring;
+
+pub use bytes::Bytes;
 
 use std::alloc::Layout;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -130,8 +143,19 @@ impl<T> From<PutError<T>> for Error {
 /// Bounded by the bytes of its ring and, optionally, by a number of items
 /// (Python's `maxsize`). Unlike Python's, a put of an item that cannot be
 /// encoded or can never fit is an error at once, not a message from a
-/// background thread; [`close`](Queue::close) closes it for every process
-/// (puts fail, gets drain what is left and then fail).
+/// background thread. [`close`](Queue::close) ends this handle's puts (as
+/// Python's `close`); [`close_all`](Queue::close_all) closes the queue for
+/// every process (puts fail, gets drain what is left and then fail).
+///
+/// # Byte payloads
+/// For bytes, use [`Queue<Bytes>`](Bytes) (frames written and read in
+/// place, no encoding), or wrap the bytes in a type that serializes them as
+/// one byte string (`serde_bytes::ByteBuf`). A `Queue<Vec<u8>>` works but
+/// is slow for large payloads: serde walks a `Vec<u8>` element by element,
+/// so each byte is one encoder call on the way in and one decoder call on
+/// the way out (about 7× slower than the byte path for 1 MiB payloads here,
+/// see `cli/benches/queue.rs`). Rust has no way to warn at compile time
+/// about one instantiation of a generic type, hence this note.
 ///
 /// # Example
 /// ```
@@ -146,6 +170,10 @@ impl<T> From<PutError<T>> for Error {
 /// ```
 pub struct Queue<T> {
     ring: Ring,
+    /// The process (its pid) that closed this handle and its clones with
+    /// [`close`](Queue::close); 0 if none did. A forked child has another
+    /// pid, so it may put again, as in Python.
+    closed_here: Arc<AtomicU32>,
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -163,6 +191,7 @@ impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             ring: self.ring.clone(),
+            closed_here: Arc::clone(&self.closed_here),
             _items: PhantomData,
         }
     }
@@ -200,13 +229,29 @@ impl<T> SharedObject for Queue<T> {
         Ok(Queue {
             // SAFETY: forwarded from the caller.
             ring: unsafe { Ring::from_region(region, bytes) }?,
+            closed_here: Arc::new(AtomicU32::new(0)),
             _items: PhantomData,
         })
     }
 }
 
+mod sealed {
+    /// Only this crate says what a queue carries.
+    pub trait Sealed {}
+}
+
+/// What a [`Queue`] carries: any serde item (encoded with postcard), or
+/// [`Bytes`] frames. Sealed: implemented for every
+/// `T: Serialize + DeserializeOwned` and for [`Bytes`], nothing else.
+pub trait Item: sealed::Sealed {}
+
+impl<T: Serialize + DeserializeOwned> sealed::Sealed for T {}
+impl<T: Serialize + DeserializeOwned> Item for T {}
+impl sealed::Sealed for Bytes {}
+impl Item for Bytes {}
+
 shared_constructors! {
-    impl[T: Serialize + DeserializeOwned] Queue<T> as "queue" {
+    impl[T: Item] Queue<T> as "queue" {
         args(maxsize: usize, bytes: usize) => (maxsize, bytes),
         made: " of at most `maxsize` items (0: no limit) in a ring of `bytes` bytes (64 bytes to 1 GiB)",
         errors: "[`Error::InvalidArgument`](crate::Error::InvalidArgument) for a ring under 64 bytes or over 1 GiB. ",
@@ -215,7 +260,7 @@ shared_constructors! {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T: Item> Queue<T> {
     /// An anonymous queue with a 1 MiB ring and no item limit.
     ///
     /// # Errors
@@ -231,8 +276,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn bounded(maxsize: usize) -> Result<Self> {
         Self::with_capacity(maxsize, DEFAULT_CAPACITY)
     }
+}
 
+impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn push(&self, item: T, deadline: Deadline) -> std::result::Result<(), PutError<T>> {
+        if self.closed_here() {
+            return Err(PutError::Closed(item));
+        }
         with_buffer(|buf| {
             let bytes = match postcard::to_extend(&item, std::mem::take(buf)) {
                 Ok(b) => {
@@ -251,6 +301,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         item: T,
         deadline: Deadline,
     ) -> std::result::Result<(), PutError<T>> {
+        if self.closed_here() {
+            return Err(PutError::Closed(item));
+        }
         let bytes = match postcard::to_allocvec(&item) {
             Ok(b) => b,
             Err(e) => return Err(PutError::Serialize(item, e.to_string())),
@@ -383,7 +436,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn try_get(&self) -> Result<T> {
         self.pop(Deadline::Now)
     }
+}
 
+/// What every queue has, whatever its items.
+impl<T> Queue<T> {
     /// The number of items (approximate, as Python's `qsize`: it may change at once).
     ///
     /// Read without a lock and without blocking, from both ends of the ring
@@ -406,12 +462,37 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Closes the queue for every process: puts fail with
     /// [`PutError::Closed`]; gets return the remaining items, then
-    /// [`Error::Closed`] instead of waiting. Waiters are woken.
+    /// [`Error::Closed`] instead of waiting. Waiters are woken. There is
+    /// no way back (Python has no such call; its `close` is
+    /// [`close`](Queue::close)).
     ///
     /// # Errors
     /// Only if the queue's lock fails.
-    pub fn close(&self) -> Result<()> {
+    pub fn close_all(&self) -> Result<()> {
         self.ring.close()
+    }
+
+    /// Python's `close()`: this process puts nothing more through this
+    /// handle or its clones. Their later puts fail with
+    /// [`PutError::Closed`]; gets still work (Python 3.8+ also refuses
+    /// `get` on a closed queue object), other processes and other handles
+    /// opened by name are unaffected, and a child forked afterwards may put
+    /// again. To close the queue for everyone, so that waiting getters
+    /// wake up with [`Error::Closed`] once it is drained, use
+    /// [`close_all`](Queue::close_all).
+    pub fn close(&self) {
+        self.closed_here
+            .store(std::process::id(), Ordering::Relaxed);
+    }
+
+    /// Whether this process closed this handle (or a clone) with
+    /// [`close`](Queue::close).
+    fn closed_here(&self) -> bool {
+        // `getpid` is a system call: only made once some process closed it.
+        match self.closed_here.load(Ordering::Relaxed) {
+            0 => false,
+            pid => pid == std::process::id(),
+        }
     }
 
     /// The largest encoded item this queue holds.
@@ -562,7 +643,7 @@ impl<T> fmt::Debug for JoinableQueue<T> {
 }
 
 /// The plain queue of Python's `multiprocessing.SimpleQueue`: `put`, `get`,
-/// `is_empty`, `close`, with a 1 MiB ring and no item limit.
+/// `is_empty`, `close` (and `close_all`), with a 1 MiB ring and no item limit.
 pub struct SimpleQueue<T>(Queue<T>);
 
 impl<T> Clone for SimpleQueue<T> {
@@ -577,7 +658,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// # Errors
     /// If shared memory cannot be allocated.
     pub fn new() -> Result<Self> {
-        Queue::new().map(Self)
+        Queue::<T>::new().map(Self)
     }
 
     /// Adds `item`, waiting for room.
@@ -617,12 +698,18 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.0.is_empty()
     }
 
-    /// Closes the queue, as [`Queue::close`].
+    /// Python's `close()`: this handle and its clones put nothing more in
+    /// this process, as [`Queue::close`].
+    pub fn close(&self) {
+        self.0.close()
+    }
+
+    /// Closes the queue for every process, as [`Queue::close_all`].
     ///
     /// # Errors
-    /// As for [`Queue::close`].
-    pub fn close(&self) -> Result<()> {
-        self.0.close()
+    /// As for [`Queue::close_all`].
+    pub fn close_all(&self) -> Result<()> {
+        self.0.close_all()
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, RecoverableLockError, Result};
 use crate::segment::Region;
-use crate::sync::{wait_for_change, Asleep, RobustMutex, RECHECK};
+use crate::sync::{spin, wait_for_change, Asleep, RobustMutex, RECHECK};
 use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
@@ -34,6 +34,17 @@ const COUNT_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
 /// Attempts at reading both ends at one instant (see [`Ring::snapshot`]).
 const SNAPSHOT_TRIES: u32 = 64;
+/// Times a waiter gives its CPU away (`sched_yield`) before it sleeps,
+/// after its spin found nothing. A peer on the same CPU then runs for the
+/// rest of its time slice (thousands of items) instead of being woken and
+/// preempted item by item; one on another CPU loses nothing.
+const YIELDS: u32 = 16;
+
+thread_local! {
+    /// Where a frame that straddles the ring's end is put together (or
+    /// taken apart) for a caller who needs it in one piece.
+    static STRADDLE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// One end of the ring, on a cache line of its own: the word its side moves
 /// and the futex word that side bumps after moving it.
@@ -46,6 +57,14 @@ struct End {
     /// Processes of the other side asleep on `moved`. One that dies asleep
     /// leaves it too high, which costs extra wake-ups only.
     sleepers: AtomicU32,
+    /// The other end as this side last read it (under this side's lock).
+    /// The other end only moves forward, so this is a conservative view:
+    /// less room for a producer, fewer items for a consumer. A side reads
+    /// the other one's line only when this view says it must wait, so a
+    /// producer and a consumer running apart do not pass the two lines
+    /// back and forth on every item (it lies in what was padding: the
+    /// layout is unchanged).
+    cached: AtomicU64,
 }
 
 impl End {
@@ -54,6 +73,7 @@ impl End {
             at: AtomicU64::new(0),
             moved: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
+            cached: AtomicU64::new(0),
         }
     }
 }
@@ -265,7 +285,9 @@ impl Ring {
     /// What lies between `head` and `tail`, or `Corrupt` if they make no sense.
     fn extent(&self, head: u64, tail: u64) -> Result<Extent> {
         let (h, t) = (head & OFFSET_MASK, tail & OFFSET_MASK);
-        let bytes = (t + self.span - h) % self.span;
+        // Wrapping: an offset at or past `span` (corrupt memory) must not
+        // overflow; the check below refuses it.
+        let bytes = t.wrapping_add(self.span).wrapping_sub(h) % self.span;
         let items = ((tail >> OFFSET_BITS).wrapping_sub(head >> OFFSET_BITS)) & COUNT_MASK;
         let sane = h < self.span
             && t < self.span
@@ -286,16 +308,14 @@ impl Ring {
         offset | (items << OFFSET_BITS)
     }
 
-    /// Both ends and what lies between them, read while one side's lock
-    /// is held: that side's end stands still, and the other side only ever
-    /// moves its own end within what it read of this one, so any value of
-    /// the other end read now is consistent with it. A check that fails
-    /// here means the memory really is corrupt.
-    fn locked_ends(&self, _held: &Held<'_>) -> Result<(u64, u64, Extent)> {
-        let s = self.shared();
-        let head = s.head.at.load(Ordering::Acquire);
-        let tail = s.tail.at.load(Ordering::Acquire);
-        Ok((head, tail, self.extent(head, tail)?))
+    /// What lies between `head` and `tail`, both read while one side's
+    /// lock is held, the other side's end fresh: that side's end stands
+    /// still, and the other side only ever moves its own end within what
+    /// it read of this one, so any value of the other end read now is
+    /// consistent with it. A check that fails here means the memory really
+    /// is corrupt.
+    fn locked_extent(&self, _held: &Held<'_>, head: u64, tail: u64) -> Result<Extent> {
+        self.extent(head, tail)
     }
 
     /// What lies between the ends at one instant, for a caller that takes
@@ -353,27 +373,56 @@ impl Ring {
         item: &[u8],
         deadline: Deadline,
     ) -> Result<std::result::Result<(), PushFailure>> {
-        let need = (LEN + item.len()) as u64;
+        self.push_with(item.len(), deadline, |buf| buf.copy_from_slice(item))
+    }
+
+    /// Adds one frame of `len` bytes (at most [`max_item`](Ring::max_item)),
+    /// written by `fill` in place, waiting for room until `deadline`.
+    /// `fill` runs with the producers' lock held, on the frame's bytes in
+    /// the ring (or on a buffer copied in afterwards if the frame straddles
+    /// the ring's end); the frame is published only after it returns, so a
+    /// producer killed or a `fill` that panics leaves nothing behind.
+    pub(crate) fn push_with(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<std::result::Result<(), PushFailure>> {
+        let need = (LEN + len) as u64;
         let s = self.shared();
+        let mut fill = Some(fill);
         loop {
-            // Before looking: a get after this read changes it.
-            let seen = s.head.moved.load(Ordering::SeqCst);
             let held = self.lock(Side::Producer)?;
             if s.closed.load(Ordering::Acquire) != 0 {
                 return Ok(Err(PushFailure::Closed));
             }
-            let (_, tail, extent) = self.locked_ends(&held)?;
-            let room = self.capacity - extent.bytes >= need
-                && (self.maxsize == 0 || extent.items < self.maxsize);
-            if room {
+            let tail = s.tail.at.load(Ordering::Acquire);
+            let room = |extent: &Extent| {
+                self.capacity - extent.bytes >= need
+                    && (self.maxsize == 0 || extent.items < self.maxsize)
+            };
+            // The head as last seen first; the consumers' line only if that
+            // view is short of room.
+            let cached = s.tail.cached.load(Ordering::Relaxed);
+            let mut head = cached;
+            let fits = match self.extent(cached, tail) {
+                Ok(e) if room(&e) => true,
+                _ => {
+                    head = s.head.at.load(Ordering::Acquire);
+                    s.tail.cached.store(head, Ordering::Relaxed);
+                    room(&self.locked_extent(&held, head, tail)?)
+                }
+            };
+            if fits {
                 let at = tail & OFFSET_MASK;
                 // SAFETY: the producers' lock is held and `need` bytes
-                // from the tail are free (`room`): the first `LEN` for the
+                // from the tail are free (`fits`): the first `LEN` for the
                 // length...
-                unsafe { self.copy_in(at, &(item.len() as u32).to_le_bytes()) };
-                // SAFETY: ...and the `need - LEN = item.len()` after them
-                // for the item.
-                unsafe { self.copy_in(at + LEN as u64, item) };
+                unsafe { self.copy_in(at, &(len as u32).to_le_bytes()) };
+                let fill = fill.take().expect("filled once: the loop returns after");
+                // SAFETY: ...and the `need - LEN = len` after them for the
+                // payload, which no consumer reads before the tail moves.
+                unsafe { self.fill_in(at + LEN as u64, len, fill) };
                 // Counted before it can be got (as Python's put does), so
                 // a consumer's `task_done` for it is never refused; the
                 // release store below publishes the count with the frame.
@@ -390,6 +439,12 @@ impl Ring {
             if !deadline.may_wait() {
                 return Ok(Err(PushFailure::Full));
             }
+            // Before looking again: a get after this read changes it, and
+            // one before it moved the head, which the look below sees.
+            let seen = s.head.moved.load(Ordering::SeqCst);
+            if s.head.at.load(Ordering::Acquire) != head {
+                continue;
+            }
             if !self.sleep(Side::Consumer, seen, deadline) {
                 return Ok(Err(PushFailure::Timeout));
             }
@@ -399,29 +454,55 @@ impl Ring {
     /// Takes one frame into `out` (replacing its content), waiting for one
     /// until `deadline`.
     pub(crate) fn pop(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
+        self.pop_with(deadline, |bytes| {
+            out.clear();
+            out.extend_from_slice(bytes);
+        })
+    }
+
+    /// Takes one frame, waiting for one until `deadline`, and returns what
+    /// `read` makes of its bytes. `read` runs with the consumers' lock held,
+    /// on the frame in the ring (or on a copy if it straddles the ring's
+    /// end); the frame is consumed only after `read` returns, so a consumer
+    /// killed meanwhile, or a `read` that panics, leaves it whole for the
+    /// next one. Producers never wait for `read`: they write only past the
+    /// tail, and the frame's bytes stay in use until it returns.
+    pub(crate) fn pop_with<R>(
+        &self,
+        deadline: Deadline,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let s = self.shared();
+        let mut read = Some(read);
         loop {
-            if deadline.may_wait() && self.idle_until_added(deadline) {
-                return Err(Error::Timeout);
-            }
-            let seen = s.tail.moved.load(Ordering::SeqCst);
             let held = self.lock(Side::Consumer)?;
-            let (head, _, extent) = self.locked_ends(&held)?;
+            let head = s.head.at.load(Ordering::Acquire);
+            // The tail as last seen first; the producers' line only once
+            // that view is empty.
+            let cached = s.head.cached.load(Ordering::Relaxed);
+            let extent = match self.extent(head, cached) {
+                Ok(e) if e.items > 0 => e,
+                _ => {
+                    let tail = s.tail.at.load(Ordering::Acquire);
+                    s.head.cached.store(tail, Ordering::Relaxed);
+                    self.locked_extent(&held, head, tail)?
+                }
+            };
             if extent.items > 0 {
                 let at = head & OFFSET_MASK;
                 // SAFETY: the consumers' lock is held; `extent.bytes` bytes
                 // from the head are in use, at least one frame's length.
                 let len = unsafe { self.frame_len(at, extent.bytes)? };
-                out.clear();
-                out.resize(len, 0);
-                // SAFETY: as above; `frame_len` checked the payload fits.
-                unsafe { self.copy_out(at + LEN as u64, out) };
+                let read = read.take().expect("read once: the loop returns after");
+                // SAFETY: as above; `frame_len` checked the payload lies in
+                // the bytes in use.
+                let r = unsafe { self.read_out(at + LEN as u64, len, read) };
                 s.head
                     .at
                     .store(self.advance(head, (LEN + len) as u64), Ordering::Release);
                 drop(held);
                 self.signal(Side::Consumer);
-                return Ok(());
+                return Ok(r);
             }
             drop(held);
             if s.closed.load(Ordering::Acquire) != 0 {
@@ -430,7 +511,7 @@ impl Ring {
             if !deadline.may_wait() {
                 return Err(Error::Empty);
             }
-            if !self.sleep(Side::Producer, seen, deadline) {
+            if self.idle_until_added(deadline) {
                 return Err(Error::Timeout);
             }
         }
@@ -471,8 +552,25 @@ impl Ring {
     /// Waits until `side` moves its end again (its word leaves `seen`), or
     /// a while has passed (then the caller looks again); false once
     /// `deadline` has passed.
+    ///
+    /// A bounded spin first (a peer running on another CPU answers within
+    /// it), then a few `sched_yield`s (a peer on this CPU runs meanwhile,
+    /// for a whole time slice of items, and is not preempted by a woken
+    /// waiter after each one), then a futex sleep.
     fn sleep(&self, side: Side, seen: u32, deadline: Deadline) -> bool {
         let end = self.end(side);
+        if spin(&end.moved, |v| v != seen).is_ok() {
+            return true;
+        }
+        for _ in 0..YIELDS {
+            std::thread::yield_now();
+            if end.moved.load(Ordering::Acquire) != seen {
+                return true;
+            }
+            if deadline.passed() {
+                return false;
+            }
+        }
         wait_for_change(&end.moved, seen, &end.sleepers, deadline.capped(RECHECK))
             || !deadline.passed()
     }
@@ -676,6 +774,62 @@ impl Ring {
         };
     }
 
+    /// Lets `fill` write the `len` bytes of the ring from offset `at`, in
+    /// place when they do not straddle its end.
+    ///
+    /// # Safety
+    /// As for [`copy_in`](Ring::copy_in), for `len` bytes from `at`.
+    unsafe fn fill_in(&self, at: u64, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let cap = self.capacity();
+        let start = (at % cap as u64) as usize;
+        if start + len <= cap {
+            // SAFETY: `start + len <= cap`: inside the ring.
+            let ptr = unsafe { self.ring_ptr().add(start) };
+            // SAFETY: `len` bytes from `ptr` are in the ring; per the caller
+            // no one else reads or writes them while the producers' lock is
+            // held (they are past the tail), and the shared memory is
+            // initialised (zeroed at creation).
+            let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+            fill(buf);
+        } else {
+            let mut buf = STRADDLE.take();
+            buf.clear();
+            buf.resize(len, 0);
+            fill(&mut buf);
+            // SAFETY: forwarded from the caller.
+            unsafe { self.copy_in(at, &buf) };
+            STRADDLE.set(buf);
+        }
+    }
+
+    /// What `read` makes of the `len` bytes of the ring from offset `at`,
+    /// read in place when they do not straddle its end.
+    ///
+    /// # Safety
+    /// As for [`copy_out`](Ring::copy_out), for `len` bytes from `at`.
+    unsafe fn read_out<R>(&self, at: u64, len: usize, read: impl FnOnce(&[u8]) -> R) -> R {
+        let cap = self.capacity();
+        let start = (at % cap as u64) as usize;
+        if start + len <= cap {
+            // SAFETY: `start + len <= cap`: inside the ring.
+            let ptr = unsafe { self.ring_ptr().add(start) };
+            // SAFETY: `len` bytes from `ptr` are in the ring; per the
+            // caller no producer writes them before the head moves past
+            // them, which happens after `read` returns.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+            read(bytes)
+        } else {
+            let mut buf = STRADDLE.take();
+            buf.clear();
+            buf.resize(len, 0);
+            // SAFETY: forwarded from the caller.
+            unsafe { self.copy_out(at, &mut buf) };
+            let r = read(&buf);
+            STRADDLE.set(buf);
+            r
+        }
+    }
+
     /// The payload length of the frame at `at`, checked to lie within the
     /// `used` bytes that follow.
     ///
@@ -709,15 +863,16 @@ impl Drop for Held<'_> {
 
 #[cfg(fuzzing)]
 impl Ring {
-    /// For the fuzzer: overwrites the two ends and then the ring's data
-    /// with `bytes`, as a broken or hostile process could; the validated
-    /// local sizes stay.
+    /// For the fuzzer: overwrites the two ends, then each side's view of
+    /// the other (from bytes 16..32, which are also the data's start) and
+    /// the ring's data with `bytes`, as a broken or hostile process could;
+    /// the validated local sizes stay.
     pub(crate) fn scribble(&self, bytes: &[u8]) {
         let s = self.shared();
         let mut words = bytes
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        for end in [&s.head.at, &s.tail.at] {
+        for end in [&s.head.at, &s.tail.at, &s.head.cached, &s.tail.cached] {
             end.store(words.next().unwrap_or(0), Ordering::Relaxed);
         }
         let data = bytes.get(16..).unwrap_or_default();

@@ -7,6 +7,7 @@
 //! server and against ours); [`table`], [`json`] and [`svg`] write the
 //! figures out.
 
+mod bytes;
 mod json;
 mod measure;
 mod python;
@@ -48,7 +49,7 @@ pub struct Options {
 #[derive(Clone, Copy, PartialEq)]
 enum Unit {
     OpsPerSec,
-    /// Bytes per second, shown in GB/s.
+    /// Bytes per second (payload rows), shown in GB/s or MB/s.
     BytesPerSec,
     Ns,
     Us,
@@ -81,7 +82,8 @@ impl Unit {
             Unit::OpsPerSec if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
             Unit::OpsPerSec if v >= 1e3 => format!("{:.1} k/s", v / 1e3),
             Unit::OpsPerSec => format!("{v:.0} /s"),
-            Unit::BytesPerSec => format!("{:.2} GB/s", v / 1e9),
+            Unit::BytesPerSec if v >= 1e9 => format!("{:.2} GB/s", v / 1e9),
+            Unit::BytesPerSec => format!("{:.0} MB/s", v / 1e6),
             Unit::Ns => format!("{v:.1} ns"),
             Unit::Us => format!("{v:.2} us"),
             Unit::Ms => format!("{v:.3} ms"),

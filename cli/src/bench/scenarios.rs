@@ -82,6 +82,13 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         python_n: None,
     },
     Scenario {
+        name: "queue_bytes_1mib",
+        layer: Layer::Shared,
+        unit: Unit::BytesPerSec,
+        run: super::bytes::queue_bytes_1mib,
+        python_n: None,
+    },
+    Scenario {
         name: "pipe_pingpong",
         layer: Layer::Sockets,
         unit: Unit::Us,
@@ -457,7 +464,7 @@ fn pipe_bytes_1mib(size: &Size) -> Result<Measured> {
 /// its OS baseline in the same run (medians of the same number of repeats)
 /// and appended to a row's baselines (the table's "also" lines).
 #[cfg(feature = "peers")]
-mod peers {
+pub(super) mod peers {
     use anyhow::{bail, Result};
     use multiproc_cli::baseline::peers::{
         iceoryx2_items_per_sec, iceoryx2_payload_bytes_per_sec, iceoryx2_round_trip_us, Delivered,

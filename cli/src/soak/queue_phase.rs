@@ -87,7 +87,7 @@ pub(super) fn queue_phase(shared: &Arc<Shared>, length: Duration) -> multiproc::
             p.join()?;
         }
     }
-    queue.close()?;
+    queue.close_all()?;
     for p in &consumers {
         if p.join_timeout(OP_TIMEOUT + SLACK)? != Some(0) {
             shared.violation(format_args!("a queue phase consumer did not stop"));
