@@ -528,7 +528,7 @@ pub(super) mod peers {
         Ok(())
     }
 
-    pub(super) fn payloads(size: &Size, n: u64, out: &mut Baselines) -> Result<()> {
+    pub(in crate::bench) fn payloads(size: &Size, n: u64, out: &mut Baselines) -> Result<()> {
         let ipc = IpcChannelBytes::new()?;
         out.push((
             "ipc-channel bytes channel",
