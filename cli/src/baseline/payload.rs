@@ -43,7 +43,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A duplex [`Pipe`]: `send_bytes` and `recv_bytes` (a fresh `Vec` per
+/// A duplex [`Pipe()`]: `send_bytes` and `recv_bytes` (a fresh `Vec` per
 /// message, as a caller gets it).
 pub struct PipeBytes {
     tx: Mutex<Connection>,
