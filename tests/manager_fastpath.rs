@@ -395,3 +395,159 @@ impl RawArea {
         Connection::from_socket(unsafe { OwnedFd::from_raw_fd(dup) })
     }
 }
+
+/// A client that hangs up its doorbell (shuts it down, or closes it) after
+/// using its area breaks the protocol: its doorbell would stay readable for
+/// good and keep the server's poll from ever sleeping. The server ends that
+/// client (its socket reads end of file) and goes on serving the others.
+#[test]
+fn a_hung_up_doorbell_ends_its_client_only() {
+    watchdog("doorbell hang-up", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        for close in [false, true] {
+            let raw = RawArea::open(&m).expect("an area");
+            let request = common_request(0);
+            raw.request(&request, request.len() as u32);
+            assert!(wait_until(LIMIT, || raw
+                .word(ANSWER_SEQ)
+                .load(Ordering::SeqCst)
+                == 1));
+            if close {
+                // The socket closed, its number kept (owned by `raw`).
+                let null = std::fs::File::open("/dev/null").unwrap();
+                // SAFETY: dup2 onto a descriptor `raw` owns, which stays open.
+                let r = unsafe { libc::dup2(null.as_raw_fd(), raw.doorbell.as_raw_fd()) };
+                assert!(r >= 0);
+            } else {
+                // SAFETY: shutdown of a socket `raw` owns.
+                unsafe { libc::shutdown(raw.doorbell.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+            let mut conn = raw.conn_take();
+            assert!(
+                conn.recv_bytes_timeout(LIMIT).is_err(),
+                "the server ends a client whose doorbell hung up"
+            );
+            d.set(1, 2).unwrap();
+            assert_eq!(d.get(&1).unwrap(), Some(2));
+        }
+    });
+}
+
+/// A client process out of descriptors cannot receive its area's two: it
+/// stays on its socket, and its calls work.
+#[test]
+fn a_client_out_of_descriptors_stays_on_its_socket() {
+    watchdog("client out of descriptors", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let (address, key) = (m.address().clone(), m.authkey().to_vec());
+        let child = static_child(move || {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            // SAFETY: lowers this child's own descriptor limit.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let mut held = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                held.push(f);
+            }
+            // One for the socket, one to spare: too few for the area's two
+            // and what its mapping takes.
+            held.truncate(held.len() - 2);
+            let result = Manager::connect(address, &key).and_then(|m| {
+                let d = m.dict::<u32, u32>()?;
+                d.set(1, 1)?;
+                d.get(&1)
+            });
+            std::process::exit(if matches!(result, Ok(Some(1))) { 0 } else { 3 });
+        });
+        assert_eq!(join(&child, LIMIT), 0);
+    });
+}
+
+/// A server (hostile, or broken) that grants an area whose memory file is
+/// shorter than an area, or not sealed against shrinking, never makes its
+/// client fault: the client stays on its socket.
+#[test]
+fn a_short_or_unsealed_area_from_a_server_is_refused() {
+    watchdog("hostile server", LIMIT, || {
+        for short in [true, false] {
+            let path = std::env::temp_dir().join(format!(
+                "multiproc-test-fast-{}-{short}.sock",
+                std::process::id()
+            ));
+            let address = Address::Unix(path.clone());
+            let key = b"fast path test key".to_vec();
+            let listener = multiproc::conn::Listener::bind(&address, Some(&key)).unwrap();
+            let child = static_child(move || {
+                let result = Manager::connect(address, &key).and_then(|m| m.number_of_objects());
+                std::process::exit(if matches!(result, Ok(0)) { 0 } else { 3 });
+            });
+            let mut conn = listener.accept().unwrap();
+            let none: &[u8] = b"\x80\x02X\x07\x00\x00\x00#RETURNN\x86.";
+            let zero: &[u8] = b"\x80\x02X\x07\x00\x00\x00#RETURNK\x00\x86.";
+            let grant: &[u8] =
+                b"\x80\x02X\x07\x00\x00\x00#RETURN(K\x01J\x00\x00\x01\x00J\x00\x00\x01\x00t\x86.";
+            while let Ok(request) = conn.recv_bytes() {
+                if request.windows(19).any(|w| w == b"_multiproc_fastpath") {
+                    // SAFETY: memfd_create only makes a new descriptor.
+                    let fd = unsafe { libc::memfd_create(c"short".as_ptr(), libc::MFD_CLOEXEC) };
+                    assert!(fd >= 0);
+                    // SAFETY: `fd` is new, and ours alone.
+                    let memfd = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                    // Either a page long, or long enough but unsealed.
+                    memfd
+                        .set_len(if short { 4096 } else { AREA_LEN as u64 })
+                        .unwrap();
+                    let (_ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+                    send_frame_with_fds(&conn, grant, &[memfd.as_raw_fd(), theirs.as_raw_fd()]);
+                } else if request.windows(17).any(|w| w == b"number_of_objects") {
+                    conn.send_bytes(zero).unwrap();
+                } else {
+                    conn.send_bytes(none).unwrap();
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+            assert_eq!(join(&child, LIMIT), 0, "short: {short}");
+        }
+    });
+}
+
+/// Sends `bytes` as one frame carrying `fds`.
+fn send_frame_with_fds(conn: &Connection, bytes: &[u8], fds: &[i32]) {
+    let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+    frame.extend(bytes);
+    let mut control = [0u64; 8];
+    let iov = libc::iovec {
+        iov_base: frame.as_mut_ptr().cast(),
+        iov_len: frame.len(),
+    };
+    // SAFETY: a zeroed msghdr, then pointed at live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = (&raw const iov).cast_mut();
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    let data_len = (fds.len() * 4) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(data_len) } as _;
+    // SAFETY: `msg` has room for one header of `data_len` bytes.
+    let header = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: CMSG_LEN only computes a size.
+    let cmsg_len = unsafe { libc::CMSG_LEN(data_len) } as _;
+    // SAFETY: `header` points into `control`, aligned and large enough.
+    unsafe {
+        header.write(libc::cmsghdr {
+            cmsg_len,
+            cmsg_level: libc::SOL_SOCKET,
+            cmsg_type: libc::SCM_RIGHTS,
+        })
+    };
+    // SAFETY: CMSG_DATA only computes the address of the header's payload.
+    let data = unsafe { libc::CMSG_DATA(header) };
+    // SAFETY: the payload has room for `fds` (CMSG_SPACE above).
+    unsafe { std::ptr::copy_nonoverlapping(fds.as_ptr(), data.cast(), fds.len()) };
+    // SAFETY: `msg` points at live buffers for the call.
+    let sent = unsafe { libc::sendmsg(conn.as_raw_fd(), &msg, 0) };
+    assert_eq!(sent as usize, frame.len());
+}

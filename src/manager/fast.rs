@@ -336,15 +336,26 @@ impl ServerArea {
         self.area.control().server.0[1].store(ns, Ordering::Relaxed);
     }
 
-    /// Empties the doorbell (a bounded amount, without waiting).
-    pub(crate) fn drain_doorbell(&self) {
+    /// Empties the doorbell (a bounded amount, without waiting); `false`
+    /// if the client's end is closed or shut down (its hang-up would keep
+    /// the doorbell readable, and the server's poll spinning, for as long
+    /// as the client lives): the caller takes the area away.
+    pub(crate) fn drain_doorbell(&self) -> bool {
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
         for _ in 0..4 {
             match sys::recv_nowait(&self.doorbell, &mut buf) {
                 Ok(n) if n == buf.len() => {}
-                _ => return,
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(e) => {
+                    return matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    )
+                }
             }
         }
+        true
     }
 }
 
@@ -373,9 +384,14 @@ impl ClientArea {
         let mut got = Vec::new();
         let mut fds = Vec::new();
         let mut chunk = vec![0u8; 16 << 10];
+        // Descriptors the kernel could not give this process (out of
+        // descriptors): the answer is read whole all the same, and the
+        // connection goes on without an area.
+        let mut cut = false;
         let len = loop {
-            let (n, more) = sys::recv_with_fds(conn, &mut chunk, 2, true)
+            let (n, more, lost) = sys::recv_some_fds(conn, &mut chunk, 2, true)
                 .map_err(|e| Error::ManagerGone(format!("fast path setup: {e}")))?;
+            cut |= lost;
             if n == 0 {
                 return Err(Error::ManagerGone(
                     "the server closed the connection".into(),
@@ -415,12 +431,21 @@ impl ClientArea {
                 ])
         );
         let mut fds = fds.into_iter();
-        let (Some(memfd), Some(doorbell), None, true) =
-            (fds.next(), fds.next(), fds.next(), granted)
+        let (Some(memfd), Some(doorbell), None, true, false) =
+            (fds.next(), fds.next(), fds.next(), granted, cut)
         else {
             return Ok(None);
         };
-        let area = Area::map(&memfd).map_err(|e| Error::io("mmap", e))?;
+        // The client bounds what it takes from its server too: an area it
+        // maps is big enough and can never shrink under it (a fault there
+        // would kill this process); one it cannot map (out of memory) it
+        // does without.
+        if !sys::is_sealed_at_least(&memfd, AREA_LEN) {
+            return Ok(None);
+        }
+        let Ok(area) = Area::map(&memfd) else {
+            return Ok(None);
+        };
         let seq = area.control().request.0[0].load(Ordering::Relaxed);
         Ok(Some(ClientArea {
             area,

@@ -263,14 +263,13 @@ pub(crate) fn event_loop(
             pfds.push(sys::pollfd_for(a.doorbell().as_raw_fd(), true, false));
         }
         let polled = sys::poll(&mut pfds, sys::Deadline::after(timeout));
-        for (a, pfd) in peers
-            .iter()
-            .filter_map(|p| p.fast.as_ref())
-            .zip(&pfds[1 + peers.len()..])
-        {
-            a.set_asleep(false);
-            if sys::ready(pfd) {
-                a.drain_doorbell();
+        let doorbells = &pfds[1 + peers.len()..];
+        for (p, pfd) in peers.iter_mut().filter(|p| p.fast.is_some()).zip(doorbells) {
+            if let Some(a) = &p.fast {
+                a.set_asleep(false);
+                if sys::ready(pfd) && !a.drain_doorbell() {
+                    hung_up(p);
+                }
             }
         }
         debug_assert_eq!(pfds.len(), 1 + peers.len() + fast_peers);
@@ -535,6 +534,19 @@ impl Drop for Peer {
         if self.fast.is_some() {
             FAST_AREAS.with(|n| n.set(n.get().saturating_sub(1)));
         }
+    }
+}
+
+/// A client hung up its doorbell (which would otherwise stay readable and
+/// keep the loop from sleeping). One that never used its area (a client
+/// that could not receive its descriptors: the kernel closed the ones it
+/// could not give it) goes on without one, on its socket; one that used it
+/// broke the protocol, and ends.
+fn hung_up(p: &mut Peer) {
+    if p.last_fast.is_some() || p.parked_fast.is_some() {
+        p.dead = true;
+    } else if p.fast.take().is_some() {
+        FAST_AREAS.with(|n| n.set(n.get().saturating_sub(1)));
     }
 }
 

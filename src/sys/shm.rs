@@ -25,6 +25,26 @@ pub(crate) fn shm_dir() -> &'static Path {
     Path::new(SHM_DIR)
 }
 
+/// Whether `fd` is a memory file of at least `len` bytes whose size no
+/// one can shrink any more (sealed with `F_SEAL_SHRINK`), so that a mapping
+/// of its first `len` bytes never faults: what a process checks before it
+/// maps a memory file a peer handed it.
+pub(crate) fn is_sealed_at_least(fd: &impl std::os::fd::AsRawFd, len: usize) -> bool {
+    // SAFETY: plain fcntl on a descriptor the caller owns.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+        return false;
+    }
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the buffer it is given.
+    if unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat succeeded, so it initialised `stat`.
+    let size = unsafe { stat.assume_init() }.st_size;
+    u64::try_from(size).is_ok_and(|size| size >= len as u64)
+}
+
 /// An anonymous memory file of `len` bytes (closed on exec) whose size is
 /// sealed: whoever it is passed to can write it but never shrink or grow
 /// it, so that the process that maps it never meets a `SIGBUS` from a

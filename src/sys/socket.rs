@@ -132,6 +132,22 @@ pub(crate) fn recv_with_fds(
     max_fds: usize,
     wait: bool,
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
+    match recv_some_fds(socket, buf, max_fds, wait)? {
+        (n, fds, false) => Ok((n, fds)),
+        (_, _, true) => Err(io::Error::other("more descriptors attached than expected")),
+    }
+}
+
+/// [`recv_with_fds`], but descriptors cut off (more than `max_fds`, or
+/// more than this process may open: the kernel closes those) are not an
+/// error: the bytes read are returned, with the descriptors that did
+/// arrive, and `true` for the cut.
+pub(crate) fn recv_some_fds(
+    socket: &impl AsRawFd,
+    buf: &mut [u8],
+    max_fds: usize,
+    wait: bool,
+) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
     let data_len = (max_fds * std::mem::size_of::<i32>()) as u32;
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
@@ -181,10 +197,7 @@ pub(crate) fn recv_with_fds(
         // CMSG_NXTHDR returns the next one or null past `msg_controllen`.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other("more descriptors attached than expected"));
-    }
-    Ok((n, fds))
+    Ok((n, fds, msg.msg_flags & libc::MSG_CTRUNC != 0))
 }
 
 /// One `recv` from a socket that does not wait: `WouldBlock` if nothing
