@@ -12,6 +12,19 @@ use multiproc::{Array, Error, Lock, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// Held by the test that calls `segment::clean()` (which removes every
+/// stale segment of the machine) and by the tests whose own segments are
+/// stale for a moment on purpose (a creator that exits before an opener
+/// opens), so that the tests of this binary, which run at once, never
+/// clean each other's segments away.
+static CLEANING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn cleaning() -> std::sync::MutexGuard<'static, ()> {
+    CLEANING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn shm_path(name: &str) -> String {
     format!("/dev/shm/{}{name}", segment::PREFIX)
 }
@@ -171,6 +184,7 @@ fn a_segment_whose_creator_died_mid_init_fails_fast() {
 #[test]
 fn list_and_clean_find_segments_whose_users_are_gone() {
     watchdog("shm clean", LIMIT, || {
+        let _cleaning = cleaning();
         let stale = TempName::new("stale");
         let live = TempName::new("live");
         let _kept = Value::create(&live, 1u8).unwrap();
@@ -206,6 +220,7 @@ fn list_and_clean_find_segments_whose_users_are_gone() {
 #[test]
 fn opener_registration_keeps_a_segment_alive_for_clean() {
     watchdog("attach", LIMIT, || {
+        let _cleaning = cleaning();
         let name = TempName::new("attached");
         let go = RawValue::new(0u32).unwrap();
         multiproc::scope(|s| {
