@@ -480,9 +480,17 @@ impl Ring {
             // The tail as last seen first; the producers' line only once
             // that view is empty.
             let cached = s.head.cached.load(Ordering::Relaxed);
+            let mut closed = false;
             let extent = match self.extent(head, cached) {
                 Ok(e) if e.items > 0 => e,
                 _ => {
+                    // `closed` before the tail: a close is stored (under
+                    // the producers' lock) after every put it follows has
+                    // published its tail, so a close seen here comes with
+                    // a tail that holds their items. Read the other way
+                    // round, a put and a close landing between the two
+                    // reads would give `Closed` with an item left.
+                    closed = s.closed.load(Ordering::Acquire) != 0;
                     let tail = s.tail.at.load(Ordering::Acquire);
                     s.head.cached.store(tail, Ordering::Relaxed);
                     self.locked_extent(&held, head, tail)?
@@ -505,7 +513,7 @@ impl Ring {
                 return Ok(r);
             }
             drop(held);
-            if s.closed.load(Ordering::Acquire) != 0 {
+            if closed {
                 return Err(Error::Closed);
             }
             if !deadline.may_wait() {
