@@ -25,6 +25,9 @@ use crate::waiter;
 const LEN: usize = 4;
 /// Attempts to take a lock before blocking on it.
 const LOCK_SPIN: u32 = 1000;
+/// Attempts at a contended lock by a caller with a deadline before it
+/// waits for it until that deadline (or, for a `try_` call, gives up).
+const LOCK_TRIES: u32 = 4;
 /// The bits of an end's word that hold the byte offset; the rest count items.
 const OFFSET_BITS: u32 = 36;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
@@ -344,25 +347,60 @@ impl Ring {
         self.capacity() - LEN
     }
 
-    /// Takes one side's lock. A process that died holding it left nothing
-    /// to repair (its end moves only over a whole frame, in one store).
-    fn lock(&self, side: Side) -> Result<Held<'_>> {
+    /// Takes one side's lock, waiting for it until `deadline`; `None` once
+    /// that has passed (the caller reports it as it reports a wait for an
+    /// item or for room that ran out). A process that died holding it left
+    /// nothing to repair (its end moves only over a whole frame, in one
+    /// store).
+    ///
+    /// Another caller may hold the lock for long: a consumer's
+    /// [`pop_with`](Ring::pop_with) closure, a producer's
+    /// [`push_with`](Ring::push_with) one. A `try_` caller therefore only
+    /// tries (a few times, for the common case of a holder that is done
+    /// within nanoseconds), and a timed one waits no longer than its
+    /// deadline.
+    fn lock(&self, side: Side, deadline: Deadline) -> Result<Option<Held<'_>>> {
         let lock = match side {
             Side::Producer => &self.producers,
             Side::Consumer => &self.consumers,
         };
-        // glibc's robust mutex never spins: a contended lock is a futex
-        // sleep. It is held for a few nanoseconds, so waiting briefly for
-        // it to look free avoids most of those calls.
-        match lock.acquire_spinning(LOCK_SPIN, || ()) {
-            Ok(()) => Ok(Held { lock }),
+        let acquired = match deadline {
+            // glibc's robust mutex never spins: a contended lock is a futex
+            // sleep. It is mostly held for a few nanoseconds, so waiting
+            // briefly for it to look free avoids most of those calls.
+            Deadline::Never => lock.acquire_spinning(LOCK_SPIN, || ()),
+            _ => {
+                let mut tries = 0;
+                loop {
+                    match lock.acquire(Deadline::Now, || ()) {
+                        Err(RecoverableLockError::WouldBlock | RecoverableLockError::Timeout)
+                            if tries < LOCK_TRIES =>
+                        {
+                            tries += 1;
+                            for _ in 0..LOCK_SPIN {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        Err(RecoverableLockError::WouldBlock | RecoverableLockError::Timeout)
+                            if deadline.may_wait() =>
+                        {
+                            break lock.acquire(deadline, || ());
+                        }
+                        done => break done,
+                    }
+                }
+            }
+        };
+        match acquired {
+            Ok(()) => Ok(Some(Held { lock })),
             Err(RecoverableLockError::OwnerDied(())) => {
                 let held = Held { lock };
                 lock.make_consistent()?;
                 // It may have died between moving its end and saying so.
                 self.signal(side);
-                Ok(held)
+                Ok(Some(held))
             }
+            Err(RecoverableLockError::WouldBlock | RecoverableLockError::Timeout) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -392,7 +430,13 @@ impl Ring {
         let s = self.shared();
         let mut fill = Some(fill);
         loop {
-            let held = self.lock(Side::Producer)?;
+            let Some(held) = self.lock(Side::Producer, deadline)? else {
+                return Ok(Err(if deadline.may_wait() {
+                    PushFailure::Timeout
+                } else {
+                    PushFailure::Full
+                }));
+            };
             if s.closed.load(Ordering::Acquire) != 0 {
                 return Ok(Err(PushFailure::Closed));
             }
@@ -475,7 +519,13 @@ impl Ring {
         let s = self.shared();
         let mut read = Some(read);
         loop {
-            let held = self.lock(Side::Consumer)?;
+            let Some(held) = self.lock(Side::Consumer, deadline)? else {
+                return Err(if deadline.may_wait() {
+                    Error::Timeout
+                } else {
+                    Error::Empty
+                });
+            };
             let head = s.head.at.load(Ordering::Acquire);
             // The tail as last seen first; the producers' line only once
             // that view is empty.
@@ -603,7 +653,9 @@ impl Ring {
     /// Refuses further puts and wakes every waiter; remaining items can still be got.
     pub(crate) fn close(&self) -> Result<()> {
         // Under the producers' lock: no put is half-way when it returns.
-        let held = self.lock(Side::Producer)?;
+        let held = self
+            .lock(Side::Producer, Deadline::Never)?
+            .ok_or(Error::Timeout)?;
         self.shared().closed.store(1, Ordering::Release);
         drop(held);
         self.signal(Side::Producer);
