@@ -33,8 +33,18 @@ const OFFSET_BITS: u32 = 36;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 /// Items are counted modulo 2^28: a ring holds at most `capacity / LEN`.
 const COUNT_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
-/// The largest ring: its frames can always be counted in 28 bits.
+/// The largest ring.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
+/// Most frames a ring holds at once, whatever its free bytes: the count of
+/// items between the ends is kept modulo `COUNT_MASK + 1`, so a ring that
+/// held that many (a 1 GiB ring of empty frames: 2^30 / 4 = 2^28) would
+/// count 0 items in its bytes and fail the consistency check. A put that
+/// would reach it waits as for a full ring.
+const MAX_ITEMS: u64 = COUNT_MASK;
+// The limit costs at most one frame of the largest ring, and offsets fit.
+const _: () = assert!(MAX_CAPACITY / LEN as u64 <= MAX_ITEMS + 1);
+const _: () = assert!(MAX_ITEMS <= COUNT_MASK);
+const _: () = assert!(MAX_CAPACITY <= OFFSET_MASK);
 /// Attempts at reading both ends at one instant (see [`Ring::snapshot`]).
 const SNAPSHOT_TRIES: u32 = 64;
 /// Times a waiter gives its CPU away (`sched_yield`) before it sleeps,
@@ -443,6 +453,7 @@ impl Ring {
             let tail = s.tail.at.load(Ordering::Acquire);
             let room = |extent: &Extent| {
                 self.capacity - extent.bytes >= need
+                    && extent.items < MAX_ITEMS
                     && (self.maxsize == 0 || extent.items < self.maxsize)
             };
             // The head as last seen first; the consumers' line only if that
@@ -939,5 +950,29 @@ impl Ring {
         let n = data.len().min(self.capacity());
         // SAFETY: `n` bytes fit the ring's data region.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.as_ptr::<u8>(), n) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No reachable state of a healthy ring fails the consistency check
+    /// of [`Ring::extent`] for want of count bits: the most frames a ring
+    /// can hold (all empty, or up to the item cap) stays below the count's
+    /// modulus, so a full ring never counts 0 items in its bytes.
+    #[test]
+    fn the_item_count_never_wraps() {
+        let modulus = COUNT_MASK + 1;
+        for capacity in [64, 4096, MAX_CAPACITY / 2, MAX_CAPACITY - 1, MAX_CAPACITY] {
+            let most = (capacity / LEN as u64).min(MAX_ITEMS);
+            assert!(most < modulus, "{capacity}: {most} frames");
+            // The check's conditions for `most` empty frames in
+            // `most * LEN` bytes: a count that kept its value.
+            assert_eq!(most & COUNT_MASK, most);
+            assert!(most * LEN as u64 <= capacity);
+        }
+        // The largest ring would reach the modulus without the cap.
+        assert_eq!(MAX_CAPACITY / LEN as u64, modulus);
     }
 }
