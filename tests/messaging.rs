@@ -796,3 +796,30 @@ fn close_all_never_hides_the_last_item_across_processes() {
         }
     });
 }
+
+/// `is_full` of a queue of zero-byte items (`()`) agrees with `try_put`.
+#[test]
+fn is_full_agrees_with_unit_items() {
+    let q = Queue::<()>::with_capacity(0, 64).unwrap();
+    let mut n = 0;
+    loop {
+        let full = q.is_full();
+        match q.try_put(()) {
+            Ok(()) => assert!(!full, "is_full said full, then a put fitted"),
+            Err(PutError::Full(())) => {
+                assert!(full, "a put was refused, but is_full said not full");
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        n += 1;
+        assert!(n <= 64);
+    }
+    assert_eq!(q.len(), n);
+    // Items of a byte or more: full once a one-byte item no longer fits.
+    let q = Queue::<u8>::with_capacity(0, 64).unwrap();
+    while q.try_put(1).is_ok() {
+        assert!(q.len() <= 64);
+    }
+    assert!(q.is_full());
+}

@@ -397,3 +397,34 @@ fn try_get_on_another_thread_during_get_with_returns_at_once() {
         assert_eq!(q.try_get_bytes().unwrap(), b"b");
     });
 }
+
+/// `is_full` agrees with what a put of an empty frame does: false while
+/// one still fits, true once `try_put_bytes` is refused.
+#[test]
+fn is_full_agrees_with_empty_frames() {
+    let q = Queue::<Bytes>::with_capacity(0, 64).unwrap();
+    let mut n = 0;
+    loop {
+        let full = q.is_full();
+        match q.try_put_bytes(b"") {
+            Ok(()) => assert!(!full, "is_full said full, then a put fitted"),
+            Err(Error::WouldBlock) => {
+                assert!(full, "a put was refused, but is_full said not full");
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        n += 1;
+        assert!(n <= 64, "a 64-byte ring took {n} frames");
+    }
+    // A ring full of empty frames: 64 / 4 of them, counted and got.
+    assert_eq!(n, 16);
+    assert_eq!(q.len(), 16);
+    assert!(q.is_full());
+    for left in (0..16).rev() {
+        assert_eq!(q.try_get_bytes().unwrap(), b"");
+        assert_eq!(q.len(), left);
+        assert!(!q.is_full());
+    }
+    assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
+}

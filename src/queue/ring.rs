@@ -649,11 +649,13 @@ impl Ring {
         self.snapshot().map_or(0, |e| e.items as usize)
     }
 
-    /// Whether even the smallest item would have to wait.
-    pub(crate) fn is_full(&self) -> bool {
+    /// Whether even an item of `smallest` bytes (the smallest the queue's
+    /// item type encodes to) would have to wait: the test a put makes.
+    pub(crate) fn is_full(&self, smallest: usize) -> bool {
         match self.snapshot() {
             Some(e) => {
-                self.capacity - e.bytes < LEN as u64 + 1
+                self.capacity - e.bytes < (LEN + smallest) as u64
+                    || e.items >= MAX_ITEMS
                     || (self.maxsize != 0 && e.items >= self.maxsize)
             }
             // A corrupt ring counts as full: nothing more can be put in it.
