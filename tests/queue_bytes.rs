@@ -309,3 +309,122 @@ fn frames_between_processes_arrive_once_and_whole() {
         assert!(seen.iter().all(|&n| n == 1), "a frame was lost");
     });
 }
+
+/// A `try_`/`_timeout` call honours its deadline while another process
+/// sits inside `get_with`'s (or `put_with`'s) closure holding the lock of
+/// its side: it used to wait for the closure to return.
+#[test]
+fn deadlines_hold_while_another_process_is_inside_a_closure() {
+    watchdog("deadlines vs a closure", LIMIT, || {
+        let q = Queue::<Bytes>::with_capacity(0, 4096).unwrap();
+        let inside = RawValue::new(0u32).unwrap();
+        let release = RawValue::new(0u32).unwrap();
+        let prompt = Duration::from_secs(1);
+        q.put_bytes(b"held").unwrap();
+        q.put_bytes(b"second").unwrap();
+        multiproc::scope(|s| {
+            let holder = child(s, || {
+                q.get_with(|_| {
+                    inside.atomic().store(1, SeqCst);
+                    assert!(wait_until(LIMIT, || release.atomic().load(SeqCst) == 1));
+                })
+                .unwrap();
+            });
+            assert!(wait_until(LIMIT, || inside.atomic().load(SeqCst) == 1));
+            let t = std::time::Instant::now();
+            assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
+            assert!(matches!(q.try_get_with(|_| ()), Err(Error::Empty)));
+            assert!(t.elapsed() < prompt, "try_get waited {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let r = q.get_bytes_timeout(Duration::from_millis(100));
+            assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+            assert!(t.elapsed() < prompt, "get_timeout waited {:?}", t.elapsed());
+            release.atomic().store(1, SeqCst);
+            assert_eq!(join(&holder, LIMIT), 0);
+        });
+        assert_eq!(q.try_get_bytes().unwrap(), b"second");
+        inside.atomic().store(0, SeqCst);
+        release.atomic().store(0, SeqCst);
+        multiproc::scope(|s| {
+            let holder = child(s, || {
+                q.put_with(10, |b| {
+                    b.fill(1);
+                    inside.atomic().store(1, SeqCst);
+                    assert!(wait_until(LIMIT, || release.atomic().load(SeqCst) == 1));
+                })
+                .unwrap();
+            });
+            assert!(wait_until(LIMIT, || inside.atomic().load(SeqCst) == 1));
+            let t = std::time::Instant::now();
+            assert!(matches!(q.try_put_bytes(b"x"), Err(Error::WouldBlock)));
+            assert!(t.elapsed() < prompt, "try_put waited {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let r = q.put_bytes_timeout(b"x", Duration::from_millis(100));
+            assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+            assert!(t.elapsed() < prompt, "put_timeout waited {:?}", t.elapsed());
+            release.atomic().store(1, SeqCst);
+            assert_eq!(join(&holder, LIMIT), 0);
+        });
+        assert_eq!(q.try_get_bytes().unwrap(), vec![1; 10]);
+        assert!(q.is_empty());
+    });
+}
+
+/// Another thread of the process calling `try_get_bytes` while this one
+/// is inside `get_with` returns at once (it used to wait for the closure).
+#[test]
+fn try_get_on_another_thread_during_get_with_returns_at_once() {
+    watchdog("thread inside get_with", LIMIT, || {
+        let q = Queue::<Bytes>::with_capacity(0, 256).unwrap();
+        q.put_bytes(b"a").unwrap();
+        q.put_bytes(b"b").unwrap();
+        let got = q
+            .get_with(|a| {
+                assert_eq!(a, b"a");
+                let (tx, rx) = std::sync::mpsc::channel();
+                let q2 = q.clone();
+                std::thread::spawn(move || {
+                    let t = std::time::Instant::now();
+                    let r = q2.try_get_bytes();
+                    let _ = tx.send((r.is_err_and(|e| matches!(e, Error::Empty)), t.elapsed()));
+                });
+                rx.recv_timeout(Duration::from_secs(10))
+            })
+            .unwrap();
+        let (empty, took) = got.expect("try_get_bytes did not return while get_with ran");
+        assert!(empty, "try_get_bytes said Empty");
+        assert!(took < Duration::from_secs(1), "try_get_bytes took {took:?}");
+        assert_eq!(q.try_get_bytes().unwrap(), b"b");
+    });
+}
+
+/// `is_full` agrees with what a put of an empty frame does: false while
+/// one still fits, true once `try_put_bytes` is refused.
+#[test]
+fn is_full_agrees_with_empty_frames() {
+    let q = Queue::<Bytes>::with_capacity(0, 64).unwrap();
+    let mut n = 0;
+    loop {
+        let full = q.is_full();
+        match q.try_put_bytes(b"") {
+            Ok(()) => assert!(!full, "is_full said full, then a put fitted"),
+            Err(Error::WouldBlock) => {
+                assert!(full, "a put was refused, but is_full said not full");
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        n += 1;
+        assert!(n <= 64, "a 64-byte ring took {n} frames");
+    }
+    // A ring full of empty frames: 64 / 4 of them, counted and got.
+    assert_eq!(n, 16);
+    assert_eq!(q.len(), 16);
+    assert!(q.is_full());
+    for left in (0..16).rev() {
+        assert_eq!(q.try_get_bytes().unwrap(), b"");
+        assert_eq!(q.len(), left);
+        assert!(!q.is_full());
+    }
+    assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
+}

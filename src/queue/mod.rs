@@ -457,7 +457,11 @@ impl<T> Queue<T> {
     /// Whether even the smallest item would have to wait (a snapshot, read
     /// as [`len`](Queue::len) is; `true` if the queue's memory is corrupt).
     pub fn is_full(&self) -> bool {
-        self.ring.is_full()
+        // The smallest item, the test a put of it makes: no bytes for
+        // `Bytes` (an empty frame) or any zero-sized type, one byte for
+        // any other (the least postcard writes for a value with data).
+        let smallest = usize::from(std::mem::size_of::<T>() != 0);
+        self.ring.is_full(smallest)
     }
 
     /// Closes the queue for every process: puts fail with

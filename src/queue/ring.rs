@@ -25,13 +25,26 @@ use crate::waiter;
 const LEN: usize = 4;
 /// Attempts to take a lock before blocking on it.
 const LOCK_SPIN: u32 = 1000;
+/// Attempts at a contended lock by a caller with a deadline before it
+/// waits for it until that deadline (or, for a `try_` call, gives up).
+const LOCK_TRIES: u32 = 4;
 /// The bits of an end's word that hold the byte offset; the rest count items.
 const OFFSET_BITS: u32 = 36;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 /// Items are counted modulo 2^28: a ring holds at most `capacity / LEN`.
 const COUNT_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
-/// The largest ring: its frames can always be counted in 28 bits.
+/// The largest ring.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
+/// Most frames a ring holds at once, whatever its free bytes: the count of
+/// items between the ends is kept modulo `COUNT_MASK + 1`, so a ring that
+/// held that many (a 1 GiB ring of empty frames: 2^30 / 4 = 2^28) would
+/// count 0 items in its bytes and fail the consistency check. A put that
+/// would reach it waits as for a full ring.
+const MAX_ITEMS: u64 = COUNT_MASK;
+// The limit costs at most one frame of the largest ring, and offsets fit.
+const _: () = assert!(MAX_CAPACITY / LEN as u64 <= MAX_ITEMS + 1);
+const _: () = assert!(MAX_ITEMS <= COUNT_MASK);
+const _: () = assert!(MAX_CAPACITY <= OFFSET_MASK);
 /// Attempts at reading both ends at one instant (see [`Ring::snapshot`]).
 const SNAPSHOT_TRIES: u32 = 64;
 /// Times a waiter gives its CPU away (`sched_yield`) before it sleeps,
@@ -344,25 +357,60 @@ impl Ring {
         self.capacity() - LEN
     }
 
-    /// Takes one side's lock. A process that died holding it left nothing
-    /// to repair (its end moves only over a whole frame, in one store).
-    fn lock(&self, side: Side) -> Result<Held<'_>> {
+    /// Takes one side's lock, waiting for it until `deadline`; `None` once
+    /// that has passed (the caller reports it as it reports a wait for an
+    /// item or for room that ran out). A process that died holding it left
+    /// nothing to repair (its end moves only over a whole frame, in one
+    /// store).
+    ///
+    /// Another caller may hold the lock for long: a consumer's
+    /// [`pop_with`](Ring::pop_with) closure, a producer's
+    /// [`push_with`](Ring::push_with) one. A `try_` caller therefore only
+    /// tries (a few times, for the common case of a holder that is done
+    /// within nanoseconds), and a timed one waits no longer than its
+    /// deadline.
+    fn lock(&self, side: Side, deadline: Deadline) -> Result<Option<Held<'_>>> {
         let lock = match side {
             Side::Producer => &self.producers,
             Side::Consumer => &self.consumers,
         };
-        // glibc's robust mutex never spins: a contended lock is a futex
-        // sleep. It is held for a few nanoseconds, so waiting briefly for
-        // it to look free avoids most of those calls.
-        match lock.acquire_spinning(LOCK_SPIN, || ()) {
-            Ok(()) => Ok(Held { lock }),
+        let acquired = match deadline {
+            // glibc's robust mutex never spins: a contended lock is a futex
+            // sleep. It is mostly held for a few nanoseconds, so waiting
+            // briefly for it to look free avoids most of those calls.
+            Deadline::Never => lock.acquire_spinning(LOCK_SPIN, || ()),
+            _ => {
+                let mut tries = 0;
+                loop {
+                    match lock.acquire(Deadline::Now, || ()) {
+                        Err(RecoverableLockError::WouldBlock | RecoverableLockError::Timeout)
+                            if tries < LOCK_TRIES =>
+                        {
+                            tries += 1;
+                            for _ in 0..LOCK_SPIN {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        Err(RecoverableLockError::WouldBlock | RecoverableLockError::Timeout)
+                            if deadline.may_wait() =>
+                        {
+                            break lock.acquire(deadline, || ());
+                        }
+                        done => break done,
+                    }
+                }
+            }
+        };
+        match acquired {
+            Ok(()) => Ok(Some(Held { lock })),
             Err(RecoverableLockError::OwnerDied(())) => {
                 let held = Held { lock };
                 lock.make_consistent()?;
                 // It may have died between moving its end and saying so.
                 self.signal(side);
-                Ok(held)
+                Ok(Some(held))
             }
+            Err(RecoverableLockError::WouldBlock | RecoverableLockError::Timeout) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -392,13 +440,20 @@ impl Ring {
         let s = self.shared();
         let mut fill = Some(fill);
         loop {
-            let held = self.lock(Side::Producer)?;
+            let Some(held) = self.lock(Side::Producer, deadline)? else {
+                return Ok(Err(if deadline.may_wait() {
+                    PushFailure::Timeout
+                } else {
+                    PushFailure::Full
+                }));
+            };
             if s.closed.load(Ordering::Acquire) != 0 {
                 return Ok(Err(PushFailure::Closed));
             }
             let tail = s.tail.at.load(Ordering::Acquire);
             let room = |extent: &Extent| {
                 self.capacity - extent.bytes >= need
+                    && extent.items < MAX_ITEMS
                     && (self.maxsize == 0 || extent.items < self.maxsize)
             };
             // The head as last seen first; the consumers' line only if that
@@ -475,14 +530,28 @@ impl Ring {
         let s = self.shared();
         let mut read = Some(read);
         loop {
-            let held = self.lock(Side::Consumer)?;
+            let Some(held) = self.lock(Side::Consumer, deadline)? else {
+                return Err(if deadline.may_wait() {
+                    Error::Timeout
+                } else {
+                    Error::Empty
+                });
+            };
             let head = s.head.at.load(Ordering::Acquire);
             // The tail as last seen first; the producers' line only once
             // that view is empty.
             let cached = s.head.cached.load(Ordering::Relaxed);
+            let mut closed = false;
             let extent = match self.extent(head, cached) {
                 Ok(e) if e.items > 0 => e,
                 _ => {
+                    // `closed` before the tail: a close is stored (under
+                    // the producers' lock) after every put it follows has
+                    // published its tail, so a close seen here comes with
+                    // a tail that holds their items. Read the other way
+                    // round, a put and a close landing between the two
+                    // reads would give `Closed` with an item left.
+                    closed = s.closed.load(Ordering::Acquire) != 0;
                     let tail = s.tail.at.load(Ordering::Acquire);
                     s.head.cached.store(tail, Ordering::Relaxed);
                     self.locked_extent(&held, head, tail)?
@@ -505,7 +574,7 @@ impl Ring {
                 return Ok(r);
             }
             drop(held);
-            if s.closed.load(Ordering::Acquire) != 0 {
+            if closed {
                 return Err(Error::Closed);
             }
             if !deadline.may_wait() {
@@ -580,11 +649,13 @@ impl Ring {
         self.snapshot().map_or(0, |e| e.items as usize)
     }
 
-    /// Whether even the smallest item would have to wait.
-    pub(crate) fn is_full(&self) -> bool {
+    /// Whether even an item of `smallest` bytes (the smallest the queue's
+    /// item type encodes to) would have to wait: the test a put makes.
+    pub(crate) fn is_full(&self, smallest: usize) -> bool {
         match self.snapshot() {
             Some(e) => {
-                self.capacity - e.bytes < LEN as u64 + 1
+                self.capacity - e.bytes < (LEN + smallest) as u64
+                    || e.items >= MAX_ITEMS
                     || (self.maxsize != 0 && e.items >= self.maxsize)
             }
             // A corrupt ring counts as full: nothing more can be put in it.
@@ -595,7 +666,9 @@ impl Ring {
     /// Refuses further puts and wakes every waiter; remaining items can still be got.
     pub(crate) fn close(&self) -> Result<()> {
         // Under the producers' lock: no put is half-way when it returns.
-        let held = self.lock(Side::Producer)?;
+        let held = self
+            .lock(Side::Producer, Deadline::Never)?
+            .ok_or(Error::Timeout)?;
         self.shared().closed.store(1, Ordering::Release);
         drop(held);
         self.signal(Side::Producer);
@@ -879,5 +952,29 @@ impl Ring {
         let n = data.len().min(self.capacity());
         // SAFETY: `n` bytes fit the ring's data region.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.as_ptr::<u8>(), n) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No reachable state of a healthy ring fails the consistency check
+    /// of [`Ring::extent`] for want of count bits: the most frames a ring
+    /// can hold (all empty, or up to the item cap) stays below the count's
+    /// modulus, so a full ring never counts 0 items in its bytes.
+    #[test]
+    fn the_item_count_never_wraps() {
+        let modulus = COUNT_MASK + 1;
+        for capacity in [64, 4096, MAX_CAPACITY / 2, MAX_CAPACITY - 1, MAX_CAPACITY] {
+            let most = (capacity / LEN as u64).min(MAX_ITEMS);
+            assert!(most < modulus, "{capacity}: {most} frames");
+            // The check's conditions for `most` empty frames in
+            // `most * LEN` bytes: a count that kept its value.
+            assert_eq!(most & COUNT_MASK, most);
+            assert!(most * LEN as u64 <= capacity);
+        }
+        // The largest ring would reach the modulus without the cap.
+        assert_eq!(MAX_CAPACITY / LEN as u64, modulus);
     }
 }
