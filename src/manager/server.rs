@@ -16,6 +16,12 @@ use crate::sys;
 
 /// How long a shutting-down server tries to deliver the last responses.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// When a server that starts shutting down now stops delivering responses
+/// (a constant grace: the sum cannot overflow).
+fn shutdown_deadline() -> Instant {
+    Instant::now() + SHUTDOWN_GRACE
+}
 /// The longest the loop waits in a blocking receive on its one client.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often the server checks that the process that started it is alive.
@@ -186,7 +192,7 @@ pub(crate) fn event_loop(
                     Ok(false) => {}
                     Ok(true) => {
                         if serve_peer(p, &mut objects, false, unix) {
-                            stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+                            stopping = Some(shutdown_deadline());
                         }
                         p.flush();
                         continue;
@@ -201,7 +207,7 @@ pub(crate) fn event_loop(
         if stopping.is_none() {
             let turn = fast_turn(&mut peers, &mut objects, &mut request, cpus, &mut spin);
             if turn.shutdown {
-                stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+                stopping = Some(shutdown_deadline());
             }
             fast_busy = turn.busy;
         }
@@ -294,7 +300,7 @@ pub(crate) fn event_loop(
             let unserved = p.more && p.out.len() < OUT_LIMIT;
             if (readable || unserved) && !p.dead && !p.parked && stopping.is_none() {
                 if serve_peer(p, &mut objects, readable, unix) {
-                    stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+                    stopping = Some(shutdown_deadline());
                 }
                 p.flush();
             }
