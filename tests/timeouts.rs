@@ -241,3 +241,89 @@ fn processes_and_pools() {
         }
     });
 }
+
+/// Timeouts that are representable on the clock but centuries long: the
+/// deadline is an ordinary instant far in the future, which the futex, the
+/// robust mutex's timed lock and `poll` must all accept (no EINVAL, no
+/// early return, no overflow in the milliseconds given to `poll`).
+const HUGE: [Duration; 3] = [
+    Duration::from_secs(i64::MAX as u64 / 4),
+    Duration::from_secs(u64::MAX / 2),
+    Duration::new(1 << 40, 999_999_999),
+];
+
+/// The calls added after the first audit (the byte queue's in-place
+/// `put_with`/`get_with`, `Condition::wait_for_async`) at every limit, and
+/// the older calls at the huge timeouts, both where they return at once
+/// and where they must sleep until another thread acts.
+#[test]
+fn newer_calls_and_huge_timeouts() {
+    use multiproc::queue::Bytes;
+    watchdog("newer calls and huge timeouts", LIMIT, || {
+        let q = Queue::<Bytes>::with_capacity(0, 64).unwrap();
+        times_out("Queue<Bytes>::get_with_timeout", |t| {
+            matches!(q.get_with_timeout(t, |_| ()), Err(Error::Timeout))
+        });
+        q.put_bytes(&[7; 40]).unwrap();
+        times_out("Queue<Bytes>::put_with_timeout", |t| {
+            matches!(q.put_with_timeout(40, t, |_| ()), Err(Error::Timeout))
+        });
+        q.get_with(|_| ()).unwrap();
+        for t in all_timeouts().chain(HUGE) {
+            q.put_with_timeout(3, t, |b| b.copy_from_slice(b"abc"))
+                .unwrap();
+            assert_eq!(q.get_with_timeout(t, |b| b.to_vec()).unwrap(), b"abc");
+            q.put_bytes_timeout(b"de", t).unwrap();
+            assert_eq!(q.get_bytes_timeout(t).unwrap(), b"de");
+        }
+
+        let cond = Condition::new().unwrap();
+        let lock = Lock::new().unwrap();
+        let event = Event::new().unwrap();
+        let (mut a, mut b) = Pipe(true).unwrap();
+        for t in HUGE {
+            drop(lock.lock_timeout(t).unwrap());
+            b.send_bytes(b"x").unwrap();
+            assert!(a.poll(Some(t)).unwrap());
+            assert_eq!(a.recv_bytes_timeout(t).unwrap(), b"x");
+            event.set();
+            assert!(event.wait_timeout(t));
+        }
+        // Sleeping with a huge deadline, then woken by another thread.
+        for t in HUGE {
+            let e = Event::new().unwrap();
+            let held = Lock::new().unwrap();
+            thread::scope(|s| {
+                let g = held.lock().unwrap();
+                s.spawn(|| {
+                    assert!(e.wait_timeout(t));
+                    drop(held.lock_timeout(t).unwrap());
+                });
+                thread::sleep(Duration::from_millis(20));
+                e.set();
+                drop(g);
+            });
+            let mut g = cond.lock().unwrap();
+            assert!(g.wait_for(|| true, Some(t)).unwrap());
+            drop(g);
+        }
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for t in SHORT {
+                let start = Instant::now();
+                assert!(!cond.wait_for_async(|| false, Some(t)).await.unwrap());
+                assert!(start.elapsed() >= t);
+            }
+            for t in all_timeouts().chain(HUGE) {
+                assert!(cond.wait_for_async(|| true, Some(t)).await.unwrap());
+                let e = Event::new().unwrap();
+                e.set();
+                assert!(e.wait_timeout_async(t).await.unwrap());
+            }
+        });
+    });
+}
