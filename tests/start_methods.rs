@@ -471,6 +471,22 @@ fn a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload() {
             ("empty", Vec::new(), "malformed payload".into()),
             ("garbage", vec![0xff; 64], "malformed payload".into()),
             (
+                // A first field that claims 2^32 - 1 bytes: refused
+                // before anything that long is allocated or read.
+                "huge length",
+                [&[0xff, 0xff, 0xff, 0xff, 0x0f][..], &good[5..]].concat(),
+                "malformed payload".into(),
+            ),
+            (
+                "huge length at the end",
+                [
+                    &good[..],
+                    &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01][..],
+                ]
+                .concat(),
+                "bytes after its end".into(),
+            ),
+            (
                 "trailing bytes",
                 [&good[..], &[0u8]].concat(),
                 "1 bytes after its end".into(),
