@@ -823,3 +823,143 @@ fn is_full_agrees_with_unit_items() {
     }
     assert!(q.is_full());
 }
+
+/// The byte queue's in-place paths under the same load: producers fill
+/// frames with `put_with_timeout` (zero and one-nanosecond timeouts, so
+/// they mostly fail on a full ring and look again), consumers read them in
+/// place with `try_get_with` and `get_with_timeout`, observers call `len`,
+/// `is_full` and `is_empty`, and more processes run than there are CPUs.
+/// No `Corrupt`, no torn frame, every item exactly once.
+#[test]
+fn a_busy_byte_queue_read_in_place_never_reports_corruption() {
+    use multiproc::queue::Bytes;
+    watchdog("busy byte queue", LIMIT, || {
+        const PRODUCERS: usize = 3;
+        const MAX_SEQ: usize = 1 << 20;
+        let q = Queue::<Bytes>::with_capacity(0, 192).unwrap();
+        let stop = RawValue::new(0u32).unwrap();
+        let put = RawArray::<u32>::new(PRODUCERS).unwrap();
+        let seen = RawArray::<u8>::new(PRODUCERS * MAX_SEQ).unwrap();
+        // [Corrupt, any other error, a torn frame, a len() beyond the ring]
+        let failures = RawArray::<u32>::new(4).unwrap();
+        let stopped = || stop.atomic().load(SeqCst) != 0;
+        let fail = |kind: usize| failures.atomic(kind).unwrap().fetch_add(1, SeqCst);
+        multiproc::scope(|ps| {
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|p| {
+                    let (q, put) = (q.clone(), put.clone());
+                    child(ps, move || {
+                        let next = put.atomic(p).unwrap();
+                        let mut n = 0u32;
+                        while !stopped() && (next.load(SeqCst) as usize) < MAX_SEQ {
+                            let seq = next.load(SeqCst);
+                            let len = 8 + seq as usize % 60;
+                            let t = Duration::from_nanos(u64::from(n % 2));
+                            n += 1;
+                            let r = q.put_with_timeout(len, t, |b| {
+                                b[..4].copy_from_slice(&(p as u32).to_le_bytes());
+                                b[4..8].copy_from_slice(&seq.to_le_bytes());
+                                b[8..].fill(seq as u8);
+                            });
+                            match r {
+                                Ok(()) => next.store(seq + 1, SeqCst),
+                                Err(Error::Timeout) => {}
+                                Err(Error::Corrupt { .. }) => drop(fail(0)),
+                                Err(_) => drop(fail(1)),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let consumers: Vec<_> = (0..3)
+                .map(|c| {
+                    let (q, seen) = (q.clone(), seen.clone());
+                    child(ps, move || {
+                        let read = |b: &[u8]| {
+                            let p = u32::from_le_bytes(b[..4].try_into().unwrap());
+                            let seq = u32::from_le_bytes(b[4..8].try_into().unwrap());
+                            let whole = b.len() == 8 + seq as usize % 60
+                                && b[8..].iter().all(|&x| x == seq as u8);
+                            (p, seq, whole)
+                        };
+                        let timeouts = [1, 999_999_999];
+                        let mut n = 0usize;
+                        loop {
+                            n += 1;
+                            let r = if (n + c) % 3 == 0 {
+                                q.try_get_with(read)
+                            } else {
+                                let t = Duration::from_nanos(timeouts[n % 2]);
+                                q.get_with_timeout(t, read)
+                            };
+                            match r {
+                                Ok((p, seq, whole)) => {
+                                    if !whole || p as usize >= PRODUCERS {
+                                        fail(2);
+                                        continue;
+                                    }
+                                    seen.atomic(p as usize * MAX_SEQ + seq as usize)
+                                        .unwrap()
+                                        .fetch_add(1, SeqCst);
+                                }
+                                Err(Error::Closed) => return,
+                                Err(Error::Timeout | Error::Empty) => {}
+                                Err(Error::Corrupt { .. }) => drop(fail(0)),
+                                Err(_) => drop(fail(1)),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let observers: Vec<_> = (0..2)
+                .map(|_| {
+                    let q = q.clone();
+                    child(ps, move || {
+                        while !stopped() {
+                            if q.len() > q.max_item_size() / 4 + 1 {
+                                fail(3);
+                            }
+                            std::hint::black_box((q.is_full(), q.is_empty()));
+                        }
+                    })
+                })
+                .collect();
+            let burners: Vec<_> = (0..3)
+                .map(|_| {
+                    child(ps, move || {
+                        while !stopped() {
+                            std::hint::spin_loop();
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(3)); // the length of the run
+            stop.atomic().store(1, SeqCst);
+            for p in producers.iter().chain(&observers).chain(&burners) {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+            q.close_all().unwrap();
+            for c in &consumers {
+                assert_eq!(join(c, LIMIT), 0);
+            }
+            let failures = failures.read(..).unwrap();
+            let (put, seen) = (put.read(..).unwrap(), seen.read(..).unwrap());
+            for (p, &n) in put.iter().enumerate() {
+                let mine = &seen[p * MAX_SEQ..(p + 1) * MAX_SEQ];
+                assert!(
+                    mine[..n as usize].iter().all(|&s| s == 1),
+                    "producer {p}'s items delivered exactly once"
+                );
+                assert!(mine[n as usize..].iter().all(|&s| s == 0));
+            }
+            let total: u32 = put.iter().sum();
+            eprintln!("busy byte queue: {total} items, failures {failures:?}");
+            assert_eq!(
+                failures,
+                [0, 0, 0, 0],
+                "[Corrupt, other errors, torn frames, impossible len()]"
+            );
+            assert!(total > 100, "traffic went through ({total} items)");
+        })
+    });
+}
