@@ -1048,3 +1048,75 @@ fn len_and_is_full_hammered_on_a_tiny_bounded_ring() {
         });
     });
 }
+
+/// Children forked from the main thread while other threads of the parent
+/// keep the crate's process-local locks busy: the anonymous-object arena
+/// (allocating and freeing small cells), named segments (create, open,
+/// unlink) and async waits (the waiter thread's registry). Each child
+/// uses all three at once and exits: none may find a lock held by a
+/// thread that does not exist in it.
+#[test]
+fn forks_while_other_threads_use_the_arena_named_segments_and_async_waits() {
+    use multiproc::{Array, Value};
+    use std::sync::atomic::AtomicBool;
+    watchdog("forks under busy crate locks", LIMIT, || {
+        let stop = AtomicBool::new(false);
+        let names = common::TempName::new("fork-busy");
+        let rt = common::multi_thread();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(SeqCst) {
+                    let v = Value::new(1u64).unwrap();
+                    let a = Array::<u8>::new(100).unwrap();
+                    std::hint::black_box((v.get().unwrap(), a.len()));
+                }
+            });
+            s.spawn(|| {
+                let mut i = 0u64;
+                while !stop.load(SeqCst) {
+                    let name = format!("{}-{}", &*names, i % 4);
+                    i += 1;
+                    let _ = multiproc::segment::Segment::unlink(&name);
+                    if let Ok(e) = Event::create(&name) {
+                        e.set();
+                        drop(Event::open(&name));
+                    }
+                    let _ = multiproc::segment::Segment::unlink(&name);
+                }
+            });
+            s.spawn(|| {
+                rt.block_on(async {
+                    while !stop.load(SeqCst) {
+                        let e = Event::new().unwrap();
+                        let waiting = e.wait_timeout_async(Duration::from_micros(50));
+                        std::hint::black_box(waiting.await.unwrap());
+                    }
+                })
+            });
+            for i in 0..40 {
+                let name = format!("{}-child-{i}", &*names);
+                let c = common::static_child(move || {
+                    let v = Value::new(7u64).unwrap();
+                    assert_eq!(v.get().unwrap(), 7);
+                    let e = Event::create(&name).unwrap();
+                    e.set();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        assert!(e.wait_timeout_async(Duration::from_secs(5)).await.unwrap());
+                        let other = Event::new().unwrap();
+                        assert!(!other
+                            .wait_timeout_async(Duration::from_millis(1))
+                            .await
+                            .unwrap());
+                    });
+                    multiproc::segment::Segment::unlink(&name).unwrap();
+                });
+                assert_eq!(join(&c, Duration::from_secs(20)), 0, "child {i}");
+            }
+            stop.store(true, SeqCst);
+        });
+    });
+}
