@@ -1120,3 +1120,46 @@ fn forks_while_other_threads_use_the_arena_named_segments_and_async_waits() {
         });
     });
 }
+
+/// Item 4's escape tried at run time: a scoped child's handle leaked with
+/// `mem::forget` (and one dropped at once) while the child still writes
+/// through a borrow of a locked value. The scope must not return before
+/// both children have exited, so the value the parent sees after it never
+/// changes again.
+#[test]
+fn a_leaked_scoped_handle_still_holds_the_scope_open() {
+    use multiproc::Value;
+    watchdog("leaked scoped handle", LIMIT, || {
+        let v = Value::new(0u64).unwrap();
+        let go = Event::new().unwrap();
+        {
+            let mut guard = v.lock().unwrap();
+            let counter = &mut *guard;
+            let go = &go;
+            multiproc::scope(|s| {
+                let leaked = s
+                    .start(move || {
+                        go.wait();
+                        for _ in 0..1000 {
+                            *counter += 1;
+                        }
+                    })
+                    .unwrap();
+                std::mem::forget(leaked);
+                drop(s.start(|| go.wait()).unwrap());
+                go.set();
+            });
+            // The child wrote through the parent's guard: the parent's
+            // mapping is shared, so the writes are visible here.
+            drop(guard);
+        }
+        let first = v.get().unwrap();
+        assert_eq!(first, 1000);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            v.get().unwrap(),
+            first,
+            "a child still wrote after the scope"
+        );
+    });
+}
