@@ -922,3 +922,57 @@ fn a_notification_chosen_for_a_dying_waiter_passes_on() {
         })
     });
 }
+
+/// Variants of issue 11's sequence: three waiters killed while they wait,
+/// then a `notify(2)` with only the dead waiting (it must not be kept for
+/// later), then two live waiters and a `notify(1)` (exactly one wakes),
+/// then a third live waiter and a `notify_all` (the two left wake, and
+/// nothing else).
+#[test]
+fn notifications_to_dead_waiters_only_are_not_kept() {
+    watchdog("notify with only dead waiters", LIMIT, || {
+        multiproc::scope(|ps| {
+            let cond = Condition::new().unwrap();
+            let sleeping = Semaphore::new(0).unwrap();
+            let woken = Semaphore::new(0).unwrap();
+            // [waiters that returned true, waiters that returned false]
+            let outcomes = RawArray::<u32>::new(2).unwrap();
+            let waiter = |timeout: Duration| {
+                let (cond, sleeping, woken, outcomes) = (
+                    cond.clone(),
+                    sleeping.clone(),
+                    woken.clone(),
+                    outcomes.clone(),
+                );
+                child(ps, move || {
+                    let mut g = cond.lock().unwrap();
+                    sleeping.release().unwrap();
+                    let notified = g.wait_timeout(timeout).unwrap();
+                    drop(g);
+                    let i = if notified { 0 } else { 1 };
+                    outcomes.atomic(i).unwrap().fetch_add(1, SeqCst);
+                    woken.release().unwrap();
+                })
+            };
+            let dead: Vec<_> = (0..3).map(|_| waiter(LIMIT)).collect();
+            all_waiting(&cond, &sleeping, 3);
+            for d in &dead {
+                d.kill().unwrap();
+                join(d, LIMIT);
+            }
+            cond.lock().unwrap().notify(2);
+            let (a, b) = (waiter(LIMIT), waiter(LIMIT));
+            all_waiting(&cond, &sleeping, 2);
+            cond.lock().unwrap().notify(1);
+            assert!(woken.acquire_timeout(LIMIT));
+            stays_false(TIMEOUT2, || woken.value() > 0);
+            let c = waiter(LIMIT);
+            all_waiting(&cond, &sleeping, 1);
+            cond.lock().unwrap().notify_all();
+            for p in [&a, &b, &c] {
+                assert_eq!(join(p, LIMIT), 0);
+            }
+            assert_eq!(outcomes.read(..).unwrap(), [3, 0], "[notified, timed out]");
+        })
+    });
+}
