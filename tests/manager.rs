@@ -439,6 +439,7 @@ fn dead_connections_never_lock_new_clients_out() {
             busy.join().unwrap();
             other.unwrap();
             assert!(took < Duration::from_secs(5), "connecting took {took:?}");
+            eprintln!("{:?}: a new client connected in {took:?}", m.address());
             drop(d);
             m.shutdown().unwrap();
         }
@@ -497,6 +498,86 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
             drop(silent);
             let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
             assert_eq!(other.number_of_objects().unwrap(), 0);
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// Audit of issue 12.4 with the fast path: Rust clients that each take a
+/// shared-memory area and a doorbell fill the server's descriptors; the
+/// server neither spins nor fails those already served, clients past the
+/// limit wait or stay on their socket, and once descriptors free a new
+/// client is served.
+#[test]
+fn fast_clients_filling_the_descriptors_neither_spin_nor_fail_the_server() {
+    watchdog("EMFILE fast", LIMIT, || {
+        let c = static_child(|| {
+            let set_limit = |soft: u64| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: `lim` is a valid, writable rlimit to fill.
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+                let old = lim.rlim_cur;
+                lim.rlim_cur = soft;
+                // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
+                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+                old
+            };
+            let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 24;
+            let old = set_limit(limit);
+            let m = Manager::start().unwrap();
+            set_limit(old);
+            let pid = m.server_pid().unwrap();
+            let d = m.dict::<u32, u32>().unwrap();
+            // Fast clients, each served once, until the server is full (a
+            // connect that fails is a refusal, never a hang or a crash).
+            let mut fast = Vec::new();
+            for i in 0..limit as u32 {
+                let address = m.address().clone();
+                let key = m.authkey().to_vec();
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let r = Manager::connect(address, &key).and_then(|c| {
+                        let d = c.dict::<u32, u32>()?;
+                        d.set(i, i)?;
+                        Ok((c, d))
+                    });
+                    let _ = tx.send(r);
+                });
+                match rx.recv_timeout(Duration::from_secs(2)) {
+                    Ok(Ok(client)) => fast.push(client),
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+            assert!(!fast.is_empty());
+            eprintln!(
+                "{} fast clients served under a limit of {limit} descriptors",
+                fast.len()
+            );
+            assert!(wait_until(LIMIT, || {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|fds| fds.count() as u64 >= limit - 3)
+                    .unwrap_or(false)
+            }));
+            let before = procfs::cpu_ticks(pid);
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_secs(1) {
+                std::thread::park_timeout(Duration::from_secs(1) - t.elapsed());
+            }
+            let used = procfs::cpu_ticks(pid) - before;
+            assert!(used < 20, "the server used {used} ticks of CPU in 1 s");
+            // Those served go on being served.
+            for (i, (_, fd)) in fast.iter().enumerate() {
+                assert_eq!(fd.get(&(i as u32)).unwrap(), Some(i as u32));
+            }
+            d.set(1000, 1).unwrap();
+            drop(fast);
+            let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
+            let od = other.dict::<u32, u32>().unwrap();
+            od.set(1, 1).unwrap();
+            assert_eq!(od.get(&1).unwrap(), Some(1));
         });
         assert_eq!(join(&c, LIMIT), 0);
     });

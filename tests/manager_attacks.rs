@@ -168,31 +168,81 @@ fn repeated(item: &P, n: usize) -> P {
     P::Raw(out)
 }
 
+/// A list nested `depth` deep around the int 1.
+fn nested(depth: usize) -> P {
+    let mut out = b"](".repeat(depth);
+    out.extend(b"K\x01");
+    out.extend(b"e".repeat(depth));
+    P::Raw(out)
+}
+
+/// Starts a server of its own (`manager::serve`, as `multiproc manager
+/// serve` runs it): the process, its socket's path, and a connection to
+/// it.
+fn serve() -> (Process<'static>, std::path::PathBuf, Connection) {
+    let path = std::env::temp_dir().join(format!(
+        "multiproc-attacks-{}-{:?}.sock",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let address = Address::Unix(path.clone());
+    let key = b"attacks".to_vec();
+    let mut server = Process::new({
+        let (address, key) = (address.clone(), key.clone());
+        move || {
+            let _ = multiproc::manager::serve(&address, &key, |_| {});
+        }
+    })
+    .daemon(true);
+    server.start().unwrap();
+    assert!(common::wait_until(Duration::from_secs(10), || connect(
+        &address,
+        Some(&key)
+    )
+    .is_ok()));
+    let conn = connect(&address, Some(&key)).unwrap();
+    (server, path, conn)
+}
+
+/// Audit of 2026-12-01: keys of a batched get nested beyond the limit
+/// are refused at decode with a RecursionError; keys within it are
+/// looked up; the server goes on serving.
+#[test]
+fn deep_keys_of_a_batched_get_are_refused_at_decode() {
+    watchdog("deep get_many", Duration::from_secs(60), || {
+        let (server, path, mut conn) = serve();
+        let dict = create(&mut conn, "dict");
+        for (depth, want) in [
+            (35_000, "RecursionError"),
+            (600, "RecursionError"),
+            (400, "#RETURN"),
+        ] {
+            let keys = P::List(vec![nested(depth), P::Int(1)]);
+            let frame = request(Some(&dict), "_multiproc_get_many", vec![keys]);
+            let (kind, reply, _) = send(&mut conn, &frame);
+            match want {
+                "#RETURN" => assert_eq!(kind, want, "nested {depth} deep"),
+                // Refused as the whole request (a #TRACEBACK naming it).
+                _ => assert!(
+                    kind != "#RETURN" && String::from_utf8_lossy(&reply).contains(want),
+                    "nested {depth} deep: {kind}"
+                ),
+            }
+        }
+        let frame = request(Some(&dict), "__len__", vec![]);
+        assert_eq!(send(&mut conn, &frame).0, "#RETURN");
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
 #[test]
 #[ignore = "a measurement, run by hand in release mode"]
 fn attack_costs() {
     watchdog("attacks", Duration::from_secs(300), || {
-        // A server of its own (`manager::serve`, as `multiproc manager
-        // serve` runs it), spoken to as a Python client speaks to it.
-        let path =
-            std::env::temp_dir().join(format!("multiproc-attacks-{}.sock", std::process::id()));
-        let address = Address::Unix(path.clone());
-        let key = b"attacks".to_vec();
-        let mut server = Process::new({
-            let (address, key) = (address.clone(), key.clone());
-            move || {
-                let _ = multiproc::manager::serve(&address, &key, |_| {});
-            }
-        })
-        .daemon(true);
-        server.start().unwrap();
+        let (server, path, mut conn) = serve();
         let pid = server.pid().unwrap();
-        assert!(common::wait_until(Duration::from_secs(10), || connect(
-            &address,
-            Some(&key)
-        )
-        .is_ok()));
-        let mut conn = connect(&address, Some(&key)).unwrap();
         let list = create(&mut conn, "list");
         let dict = create(&mut conn, "dict");
         let call = |ident: &str, method: &str, args: Vec<P>| request(Some(ident), method, args);
@@ -290,6 +340,58 @@ fn attack_costs() {
             pid,
             "sort of it (ints and a None)",
             call(&list, "sort", vec![]),
+        );
+        // Audit of 2026-12-01: new variants.
+        report(
+            &mut conn,
+            pid,
+            "get_many of a key nested 35,000 deep",
+            call(
+                &dict,
+                "_multiproc_get_many",
+                vec![P::List(vec![nested(35_000)])],
+            ),
+        );
+        let crafted: Vec<P> = {
+            let h = 2u64.wrapping_mul(0x51_7c_c1_b7_27_22_0a_95).rotate_left(5);
+            (0..25_000u64)
+                .map(|m| P::Int((h ^ (m << 49)) as i64))
+                .collect()
+        };
+        let items = P::Dict(crafted.iter().map(|k| (k.clone(), P::None)).collect());
+        send(&mut conn, &call(&dict, "update", vec![items]));
+        report(
+            &mut conn,
+            pid,
+            "get_many of those 25,000 crafted keys",
+            call(&dict, "_multiproc_get_many", vec![P::List(crafted)]),
+        );
+        for (what, method, args) in [
+            (
+                "list * 10**9 (1 Mi items)",
+                "__mul__",
+                vec![P::Int(1_000_000_000)],
+            ),
+            (
+                "list *= 10**9 (1 Mi items)",
+                "__imul__",
+                vec![P::Int(1_000_000_000)],
+            ),
+            ("repr of the 1 Mi-item list", "__repr__", vec![]),
+            ("snapshot of the 1 Mi-item list", "#GETVALUE", vec![]),
+        ] {
+            report(&mut conn, pid, what, call(&list, method, args));
+        }
+        let d2 = create(&mut conn, "dict");
+        report(
+            &mut conn,
+            pid,
+            "fromkeys of 1 Mi int keys",
+            call(
+                &d2,
+                "fromkeys",
+                vec![repeated(&P::Int(7), 1 << 20), P::Str("v".into())],
+            ),
         );
         send(&mut conn, &request(None, "shutdown", vec![]));
         server.join().unwrap();

@@ -551,3 +551,65 @@ fn send_frame_with_fds(conn: &Connection, bytes: &[u8], fds: &[i32]) {
     let sent = unsafe { libc::sendmsg(conn.as_raw_fd(), &msg, 0) };
     assert_eq!(sent as usize, frame.len());
 }
+
+/// Audit of issue 12.2 over the fast path: values nested just within,
+/// at, and beyond the limit, sent through a client's area (and the
+/// socket, for the larger), each get an answer; the server goes on.
+#[test]
+fn nesting_through_the_area_is_bounded_as_on_the_socket() {
+    use multiproc::manager::{PyValue, MAX_DEPTH};
+    // The client's conversion recurses per level: a debug build needs more
+    // than a spawned thread's 2 MiB for the deepest values a server takes.
+    // A value 50,000 deep overflowed even 64 MiB before the conversion
+    // refused what no server takes (a client's own crash, found by this
+    // audit).
+    let big_stack = |f: fn()| {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    watchdog("deep fast", LIMIT, move || {
+        big_stack(|| {
+            let m = Manager::start().unwrap();
+            let l = m.list::<PyValue>().unwrap();
+            let nested = |depth: usize| {
+                let mut v = PyValue::Int(1);
+                for _ in 0..depth - 1 {
+                    v = PyValue::List(vec![v]);
+                }
+                v
+            };
+            let mut stored = 0;
+            for depth in [
+                MAX_DEPTH - 2,
+                MAX_DEPTH - 1,
+                MAX_DEPTH,
+                MAX_DEPTH + 1,
+                50_000,
+            ] {
+                match l.append(nested(depth)) {
+                    Ok(()) => stored += 1,
+                    Err(e) => assert!(
+                        format!("{e:?}").contains("Recursion") || format!("{e:?}").contains("deep"),
+                        "{depth}: {e:?}"
+                    ),
+                }
+                assert_eq!(l.len().unwrap(), stored, "after {depth}");
+            }
+            assert!(stored >= 2, "the values within the limit are stored");
+            // Every walk of the stored deep values: snapshot, repr, compare,
+            // sort, count; then their drop.
+            let _ = l.to_vec();
+            let _ = format!("{l:?}");
+            let _ = l.sort();
+            let _ = l.count(&nested(MAX_DEPTH - 1));
+            l.clear().unwrap();
+            let d = m.dict::<u8, u8>().unwrap();
+            d.set(1, 1).unwrap();
+            assert_eq!(d.get(&1).unwrap(), Some(1), "still serving");
+        })
+    });
+}

@@ -1727,6 +1727,159 @@ mod tests {
         }
     }
 
+    /// New variants of issue 12's attacks (audit of 2026-12-01): nesting
+    /// just at and above the limit through `_multiproc_get_many`, deep
+    /// values compared, hashed and printed; mixed numbers in every lookup;
+    /// and requests whose answers would be huge. Each gets an answer, and
+    /// the table stays as it was.
+    #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    fn new_variants_of_the_hostile_requests_get_answers() {
+        let mut m = Server::new();
+        let l = m.create("list", vec![]);
+        let d = m.create("dict", vec![]);
+        let nested = |depth: usize| {
+            let mut v = PyValue::Int(1);
+            for _ in 0..depth - 1 {
+                v = PyValue::List(vec![v]);
+            }
+            v
+        };
+        let (at, above) = (nested(MAX_DEPTH - 1), nested(MAX_DEPTH + 1));
+        // Keys of a batched get: one nested one level below the limit
+        // (the list of keys adds one), and one above it.
+        // (The server takes lists as keys, as a Rust client's tuples.)
+        assert_eq!(
+            m.ok(
+                &d,
+                "_multiproc_get_many",
+                vec![PyValue::List(vec![at.clone()])]
+            ),
+            PyValue::List(vec![PyValue::None])
+        );
+        // Built here, not decoded (the decoder refuses it): still walked safely.
+        m.call(
+            &d,
+            "_multiproc_get_many",
+            vec![PyValue::List(vec![above.clone()])],
+        );
+        // Deep values compared with each other and with numbers, printed,
+        // repeated, sliced and joined.
+        m.ok(
+            &l,
+            "extend",
+            vec![PyValue::List(vec![at.clone(), 1.into(), at.clone()])],
+        );
+        assert_eq!(error(m.call(&l, "sort", vec![])), "TypeError");
+        assert_eq!(m.ok(&l, "index", vec![1.into()]), 1.into());
+        assert_eq!(m.ok(&l, "count", vec![at.clone()]), 2.into());
+        assert_eq!(m.ok(&l, "__contains__", vec![at.clone()]), true.into());
+        m.ok(&l, "__repr__", vec![]);
+        m.ok(&l, "__str__", vec![]);
+        m.ok(&l, "__mul__", vec![3.into()]);
+        m.ok(&l, "__add__", vec![PyValue::List(vec![at.clone()])]);
+        m.ok(
+            &l,
+            "__getitem__",
+            vec![PyValue::Object(Box::new(crate::manager::PyObject::call(
+                "builtins",
+                "slice",
+                vec![PyValue::None, PyValue::None, PyValue::Int(-1)],
+            )))],
+        );
+        m.ok(&l, "remove", vec![at.clone()]);
+        assert_eq!(m.ok(&l, "__len__", vec![]), 2.into());
+        // Int, float, bool, big int and NaN mixed in every lookup.
+        let big = PyValue::BigInt({
+            let mut b = vec![0u8; 9];
+            b[8] = 1;
+            b
+        });
+        let two53 = PyValue::Int(1 << 53);
+        let mixed = vec![
+            two53.clone(),
+            PyValue::Float((1u64 << 53) as f64),
+            PyValue::Int((1 << 53) + 1),
+            PyValue::Bool(true),
+            PyValue::Float(1.0),
+            PyValue::Float(f64::NAN),
+            big.clone(),
+            PyValue::Float(2f64.powi(64)),
+            PyValue::Float(f64::INFINITY),
+            PyValue::Int(-1),
+        ];
+        let n = m.create("list", vec![PyValue::List(mixed.clone())]);
+        assert_eq!(m.ok(&n, "count", vec![1.into()]), 2.into());
+        assert_eq!(m.ok(&n, "count", vec![two53.clone()]), 2.into());
+        assert_eq!(m.ok(&n, "index", vec![big.clone()]), 6.into());
+        assert_eq!(
+            m.ok(&n, "index", vec![PyValue::Float(2f64.powi(64))]),
+            6.into()
+        );
+        assert_eq!(
+            error(m.call(&n, "index", vec![PyValue::Float(f64::NAN)])),
+            "ValueError"
+        );
+        m.ok(&n, "remove", vec![PyValue::Float(1.0)]);
+        assert_eq!(m.ok(&n, "count", vec![true.into()]), 1.into());
+        // Python sorts these (NaN makes the order arbitrary but never
+        // fails): an answer, never a panic, the same items after.
+        m.ok(&n, "sort", vec![]);
+        m.ok(&n, "sort", vec![]);
+        assert_eq!(m.ok(&n, "__len__", vec![]), 9.into());
+        // As dict keys: 2**53 and 2.0**53 one key, 2**64 and 2.0**64 one
+        // key, NaN its own key each time it is a new object.
+        for (i, k) in mixed.into_iter().enumerate() {
+            m.ok(&d, "__setitem__", vec![k, PyValue::Int(i as i64)]);
+        }
+        assert_eq!(m.ok(&d, "__len__", vec![]), 7.into());
+        assert_eq!(
+            m.ok(&d, "__getitem__", vec![PyValue::Float(2f64.powi(64))]),
+            7.into()
+        );
+        assert_eq!(
+            m.ok(&d, "__contains__", vec![PyValue::Float(1.0)]),
+            true.into()
+        );
+        // Huge answers: refused before they are built.
+        let t = Instant::now();
+        let huge = PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        for (method, args) in [
+            ("__mul__", vec![PyValue::Int(1_000_000_000)]),
+            ("__rmul__", vec![huge.clone()]),
+            ("__imul__", vec![PyValue::Int(1 << 40)]),
+        ] {
+            let r = m.call(&n, method, args);
+            assert!(matches!(r, Reply::Error(_)), "{method}: {r:?}");
+        }
+        m.ok(&l, "__setitem__", vec![0.into(), s(&"x".repeat(1 << 20))]);
+        assert_eq!(
+            error(m.call(&l, "__mul__", vec![100.into()])),
+            "MemoryError"
+        );
+        assert_eq!(
+            error(m.call(&l, "__imul__", vec![100.into()])),
+            "MemoryError"
+        );
+        let keys = PyValue::List((0..1_000_000).map(PyValue::Int).collect());
+        let f = m.create("dict", vec![]);
+        let r = m.call(&f, "fromkeys", vec![keys, s(&"y".repeat(1000))]);
+        assert!(matches!(r, Reply::Error(_) | Reply::Return(_)), "{r:?}");
+        m.ok(&d, "__setitem__", vec![s("big"), s(&"x".repeat(4 << 20))]);
+        for _ in 0..3 {
+            let r = m.call(&d, "__or__", vec![PyValue::Dict(vec![])]);
+            assert!(matches!(r, Reply::Error(_) | Reply::Return(_)), "{r:?}");
+            m.ok(
+                &d,
+                "__ior__",
+                vec![PyValue::Dict(vec![(s("k"), s(&"z".repeat(1 << 20)))])],
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+        assert_eq!(m.ok(&n, "__len__", vec![]), 9.into());
+        assert_eq!(m.ok(&l, "__len__", vec![]), 2.into());
+    }
+
     #[test]
     fn dicts_hash_under_a_key_of_each_server() {
         use std::hash::BuildHasher;

@@ -6,10 +6,11 @@ use std::fmt;
 use serde::ser::{self, Serialize};
 
 use super::de::from_value;
+use super::limits::ANSWER_NESTING;
 use super::protocol::{Id, Kind};
 use super::refs::{ProxyRef, PROXY_TOKEN};
 use super::value::VALUE_TOKEN;
-use super::PyValue;
+use super::{PyValue, MAX_DEPTH};
 
 /// Why a [`PyValue`] could not be converted into a typed Rust value: the
 /// error of `PyValue`'s [`Deserializer`](serde::Deserializer), through
@@ -48,7 +49,26 @@ impl ser::Error for ConvertError {
 /// # Errors
 /// If `T`'s serialization fails.
 pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<PyValue, ConvertError> {
-    value.serialize(ValueSerializer)
+    // Each level of a value recurses here (a `PyValue`'s level twice: its
+    // variant, then its contents): a value nested deeper than a server
+    // takes is an error, not a stack overflow of the client.
+    let left = DEPTH_LEFT.get();
+    if left == 0 {
+        return Err(ConvertError(format!(
+            "nested more than {} deep (RecursionError)",
+            MAX_DEPTH + ANSWER_NESTING
+        )));
+    }
+    DEPTH_LEFT.set(left - 1);
+    let v = value.serialize(ValueSerializer);
+    DEPTH_LEFT.set(left);
+    v
+}
+
+thread_local! {
+    /// Levels of nesting left to the value being converted.
+    static DEPTH_LEFT: std::cell::Cell<usize> =
+        const { std::cell::Cell::new(2 * (MAX_DEPTH + ANSWER_NESTING + 1)) };
 }
 
 struct ValueSerializer;
@@ -201,7 +221,7 @@ impl ser::Serializer for ValueSerializer {
         Ok(PyValue::None)
     }
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<PyValue, ConvertError> {
-        v.serialize(self)
+        to_value(v)
     }
     fn serialize_unit(self) -> Result<PyValue, ConvertError> {
         Ok(PyValue::None)
@@ -227,10 +247,10 @@ impl ser::Serializer for ValueSerializer {
         v: &T,
     ) -> Result<PyValue, ConvertError> {
         if name == PROXY_TOKEN {
-            let (kind, id): (Kind, Id) = from_value(v.serialize(self)?)?;
+            let (kind, id): (Kind, Id) = from_value(to_value(v)?)?;
             return Ok(PyValue::Proxy(ProxyRef::new(kind, id)));
         }
-        v.serialize(self)
+        to_value(v)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -239,7 +259,7 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         v: &T,
     ) -> Result<PyValue, ConvertError> {
-        let content = v.serialize(self)?;
+        let content = to_value(v)?;
         if name == VALUE_TOKEN {
             return untag(variant, content);
         }
