@@ -971,3 +971,42 @@ fn a_thread_hammers_a_lock_while_the_pool_replaces_workers() {
         pool.join().unwrap();
     });
 }
+
+fn pool_in_forkserver_child(n: u64) {
+    let pool = Pool::with_processes(3).unwrap();
+    let r: Vec<_> = (0..n).map(|x| pool.apply_async(maybe_die, x)).collect();
+    for (x, h) in r.iter().enumerate() {
+        assert_died_or_ok(x as u64, &h.get());
+    }
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// A forkserver child killed while another thread waits for it without a
+/// limit; timeouts of 0 and 1 ns before; and a forkserver child that runs
+/// a pool of its own whose workers die.
+#[test]
+fn forkserver_child_killed_while_another_thread_waits() {
+    watchdog("forkserver join from a thread", LIMIT, || {
+        let mut k = Process::forkserver(waits_forever, ());
+        k.start().unwrap();
+        assert_eq!(k.join_timeout(Duration::ZERO).unwrap(), None);
+        assert_eq!(k.join_timeout(Duration::from_nanos(1)).unwrap(), None);
+        assert_eq!(k.join_timeout(Duration::new(0, 999_999_999)).unwrap(), None);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| k.join_timeout(Duration::MAX).unwrap());
+            // Likely (not needed) that the waiter is waiting by now.
+            std::thread::sleep(Duration::from_millis(50));
+            k.kill().unwrap();
+            assert_eq!(waiter.join().unwrap(), Some(-libc::SIGKILL));
+        });
+        assert_eq!(
+            k.join_timeout(Duration::ZERO).unwrap(),
+            Some(-libc::SIGKILL)
+        );
+
+        let mut p = Process::forkserver(pool_in_forkserver_child, 40);
+        p.start().unwrap();
+        assert_eq!(common::join(&p, LIMIT), 0);
+    });
+}
