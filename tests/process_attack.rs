@@ -783,3 +783,230 @@ fn a_task_that_leaves_a_child_running_does_not_stall_a_recycling_pool() {
         assert_eq!(report.get().unwrap(), 0, "the task's child was not killed");
     });
 }
+
+/// Dies in one of four ways chosen by `x`, or returns it doubled.
+fn die_four_ways(x: u64) -> u64 {
+    match x % 5 {
+        0 => std::process::abort(),
+        1 => {
+            // SAFETY: sending SIGKILL to this process.
+            unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
+            unreachable!()
+        }
+        2 => {
+            // SAFETY: the default action for SIGSEGV (std's handler returns
+            // for a raised one) in this process.
+            unsafe { libc::signal(libc::SIGSEGV, libc::SIG_DFL) };
+            // SAFETY: raising SIGSEGV in this process: it dies.
+            unsafe { libc::raise(libc::SIGSEGV) };
+            unreachable!()
+        }
+        3 => multiproc::process::exit(0),
+        _ => x * 2,
+    }
+}
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// 200 workers die (abort, SIGKILL, SIGSEGV, exit(0)) with more workers
+/// than CPUs, while another thread lists and starts children: every task
+/// has exactly one outcome, callbacks run once each, and the pool keeps no
+/// descriptor of a replaced worker.
+#[test]
+fn two_hundred_deaths_four_ways_leave_no_descriptor() {
+    watchdog("200 deaths", LIMIT, || {
+        let pool = PoolBuilder::default()
+            .processes(6)
+            .max_tasks_per_child(3)
+            .build()
+            .unwrap();
+        assert_eq!(pool.map(double, 0..12).unwrap().len(), 12);
+        let before = open_descriptors();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lister = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = active_children();
+                    let mut p = Process::new(|| {});
+                    p.start().unwrap();
+                    assert_eq!(p.join().unwrap(), 0);
+                }
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handles: Vec<_> = (0..250u64)
+            .map(|x| {
+                let (tx, tx2) = (tx.clone(), tx.clone());
+                pool.apply_async_with_error_callback(
+                    die_four_ways,
+                    x,
+                    move |v| tx.send((x, Ok(v))).unwrap(),
+                    move |e| tx2.send((x, Err(e))).unwrap(),
+                )
+            })
+            .collect();
+        drop(tx);
+        let mut seen: Vec<(u64, multiproc::Result<u64>)> = rx.iter().collect();
+        assert_eq!(seen.len(), 250);
+        seen.sort_by_key(|s| s.0);
+        for (i, (x, r)) in seen.iter().enumerate() {
+            assert_eq!(*x, i as u64);
+            match (x % 5, r) {
+                (4, Ok(v)) => assert_eq!(*v, x * 2),
+                (0, Err(Error::WorkerDied { exitcode })) => assert_eq!(*exitcode, -libc::SIGABRT),
+                (1, Err(Error::WorkerDied { exitcode })) => assert_eq!(*exitcode, -libc::SIGKILL),
+                (2, Err(Error::WorkerDied { exitcode })) => assert_eq!(*exitcode, -libc::SIGSEGV),
+                (3, Err(Error::WorkerDied { exitcode })) => assert_eq!(*exitcode, 0),
+                other => panic!("task {x}: {other:?}"),
+            }
+        }
+        // A callback runs before its result is ready (as in Python).
+        assert!(handles.iter().all(|h| h.wait_timeout(LIMIT)));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        lister.join().unwrap();
+        assert_eq!(pool.map(double, 0..60).unwrap().len(), 60);
+        // Replacement is asynchronous: wait for the count to settle.
+        let settled = common::wait_until(LIMIT, || open_descriptors() <= before);
+        assert!(
+            settled,
+            "{before} descriptors before, {} after",
+            open_descriptors()
+        );
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// The pool's fork server is killed while many tasks are in flight and
+/// workers die: every task ends (died or terminated), nothing hangs.
+#[test]
+fn fork_server_killed_while_workers_die_and_tasks_queue() {
+    watchdog("server killed under deaths", LIMIT, || {
+        let pool = Pool::with_processes(5).unwrap();
+        let server = pool.apply(worker_pid, ()).unwrap().1;
+        let handles: Vec<_> = (0..100u64)
+            .map(|x| pool.apply_async(die_four_ways, x))
+            .collect();
+        // SAFETY: SIGKILL to the pool's fork server, owned by this test's pool.
+        assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+        for (x, h) in handles.iter().enumerate() {
+            match h.get_timeout(LIMIT) {
+                Ok(v) => assert_eq!(v, x as u64 * 2),
+                Err(Error::WorkerDied { .. } | Error::PoolTerminated) => {}
+                other => panic!("task {x}: {other:?}"),
+            }
+        }
+        pool.terminate();
+        pool.join().unwrap();
+    });
+}
+
+/// A pool terminated, then dropped, while its workers die.
+#[test]
+fn pool_terminated_while_workers_die() {
+    watchdog("terminate under deaths", LIMIT, || {
+        for _ in 0..10 {
+            let pool = Pool::with_processes(4).unwrap();
+            let handles: Vec<_> = (0..40u64)
+                .map(|x| pool.apply_async(die_four_ways, x))
+                .collect();
+            pool.terminate();
+            for h in &handles {
+                assert!(h.get_timeout(LIMIT).is_ok() || h.ready());
+            }
+            pool.join().unwrap();
+            drop(pool);
+        }
+        assert!(common::wait_until(LIMIT, || procfs::zombie_children().is_empty()));
+    });
+}
+
+/// Locked and unlocked in a tight loop by a thread of the test process.
+static HAMMERED: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
+fn take_hammered(x: u64) -> u64 {
+    *HAMMERED.lock().unwrap() += 1;
+    if x % 4 == 1 {
+        std::process::abort()
+    }
+    x
+}
+
+/// Issue 11: one thread takes and releases a lock as fast as it can while
+/// the pool replaces workers (recycled and dead): no worker starts with
+/// the lock held, so every task ends.
+#[test]
+fn a_thread_hammers_a_lock_while_the_pool_replaces_workers() {
+    watchdog("hammered lock", LIMIT, || {
+        let pool = PoolBuilder::default()
+            .processes(4)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    *HAMMERED.lock().unwrap() += 1;
+                }
+            })
+        };
+        let handles: Vec<_> = (0..200u64)
+            .map(|x| pool.apply_async(take_hammered, x))
+            .collect();
+        for (x, h) in handles.iter().enumerate() {
+            match h.get_timeout(Duration::from_secs(30)) {
+                Ok(v) => assert_eq!(v, x as u64),
+                Err(Error::WorkerDied { .. }) if x % 4 == 1 => {}
+                other => panic!("task {x}: {other:?}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hammer.join().unwrap();
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+fn pool_in_forkserver_child(n: u64) {
+    let pool = Pool::with_processes(3).unwrap();
+    let r: Vec<_> = (0..n).map(|x| pool.apply_async(maybe_die, x)).collect();
+    for (x, h) in r.iter().enumerate() {
+        assert_died_or_ok(x as u64, &h.get());
+    }
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// A forkserver child killed while another thread waits for it without a
+/// limit; timeouts of 0 and 1 ns before; and a forkserver child that runs
+/// a pool of its own whose workers die.
+#[test]
+fn forkserver_child_killed_while_another_thread_waits() {
+    watchdog("forkserver join from a thread", LIMIT, || {
+        let mut k = Process::forkserver(waits_forever, ());
+        k.start().unwrap();
+        assert_eq!(k.join_timeout(Duration::ZERO).unwrap(), None);
+        assert_eq!(k.join_timeout(Duration::from_nanos(1)).unwrap(), None);
+        assert_eq!(k.join_timeout(Duration::new(0, 999_999_999)).unwrap(), None);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| k.join_timeout(Duration::MAX).unwrap());
+            // Likely (not needed) that the waiter is waiting by now.
+            std::thread::sleep(Duration::from_millis(50));
+            k.kill().unwrap();
+            assert_eq!(waiter.join().unwrap(), Some(-libc::SIGKILL));
+        });
+        assert_eq!(
+            k.join_timeout(Duration::ZERO).unwrap(),
+            Some(-libc::SIGKILL)
+        );
+
+        let mut p = Process::forkserver(pool_in_forkserver_child, 40);
+        p.start().unwrap();
+        assert_eq!(common::join(&p, LIMIT), 0);
+    });
+}
