@@ -447,6 +447,21 @@ fn dead_connections_never_lock_new_clients_out() {
     });
 }
 
+/// Sets this process's soft limit on descriptors, returning the old one.
+fn set_descriptor_limit(soft: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit to fill.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let old = lim.rlim_cur;
+    lim.rlim_cur = soft;
+    // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    old
+}
+
 /// Issue 12.4: a server out of descriptors, with clients still queued,
 /// waits for a descriptor to free instead of spinning on `accept`.
 #[test]
@@ -454,25 +469,12 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
     watchdog("EMFILE", LIMIT, || {
         // In a child: the descriptor limit is lowered for the server it starts.
         let c = static_child(|| {
-            let set_limit = |soft: u64| {
-                let mut lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                // SAFETY: `lim` is a valid, writable rlimit to fill.
-                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-                let old = lim.rlim_cur;
-                lim.rlim_cur = soft;
-                // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
-                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
-                old
-            };
             // A few descriptors beyond those this process has (the test
             // harness runs other tests beside this one).
             let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 24;
-            let old = set_limit(limit);
+            let old = set_descriptor_limit(limit);
             let m = Manager::start().unwrap();
-            set_limit(old);
+            set_descriptor_limit(old);
             let Address::Unix(path) = m.address() else {
                 unreachable!()
             };
@@ -512,23 +514,10 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
 fn fast_clients_filling_the_descriptors_neither_spin_nor_fail_the_server() {
     watchdog("EMFILE fast", LIMIT, || {
         let c = static_child(|| {
-            let set_limit = |soft: u64| {
-                let mut lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                // SAFETY: `lim` is a valid, writable rlimit to fill.
-                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-                let old = lim.rlim_cur;
-                lim.rlim_cur = soft;
-                // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
-                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
-                old
-            };
             let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 24;
-            let old = set_limit(limit);
+            let old = set_descriptor_limit(limit);
             let m = Manager::start().unwrap();
-            set_limit(old);
+            set_descriptor_limit(old);
             let pid = m.server_pid().unwrap();
             let d = m.dict::<u32, u32>().unwrap();
             // Fast clients, each served once, until the server is full (a

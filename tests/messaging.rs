@@ -625,6 +625,46 @@ fn a_corrupted_queue_is_an_error_not_a_panic() {
     assert_eq!(q.get().unwrap(), 3);
 }
 
+/// Spins until `stopped`: a process that only takes CPU from the others.
+fn burn_until(stopped: &impl Fn() -> bool) {
+    while !stopped() {
+        std::hint::spin_loop();
+    }
+}
+
+/// Ends a busy-queue run after 3 s: stops and joins `others` (producers,
+/// observers, burners), closes the queue with `close_all`, joins the
+/// consumers, and checks that producer `p`'s first `put[p]` items were each
+/// seen exactly once (`seen[p * max_seq + seq]`) and no other. Returns how
+/// many items went through.
+fn end_busy_run<'r, 'p: 'r>(
+    stop: &RawValue<u32>,
+    others: impl Iterator<Item = &'r multiproc::Process<'p>>,
+    close_all: impl FnOnce(),
+    consumers: &[multiproc::Process<'_>],
+    (put, seen, max_seq): (&RawArray<u32>, &RawArray<u8>, usize),
+) -> u32 {
+    std::thread::sleep(Duration::from_secs(3)); // the length of the run
+    stop.atomic().store(1, SeqCst);
+    for p in others {
+        assert_eq!(join(p, LIMIT), 0);
+    }
+    close_all();
+    for c in consumers {
+        assert_eq!(join(c, LIMIT), 0);
+    }
+    let (put, seen) = (put.read(..).unwrap(), seen.read(..).unwrap());
+    for (p, &n) in put.iter().enumerate() {
+        let mine = &seen[p * max_seq..(p + 1) * max_seq];
+        assert!(
+            mine[..n as usize].iter().all(|&s| s == 1),
+            "producer {p}'s items delivered exactly once"
+        );
+        assert!(mine[n as usize..].iter().all(|&s| s == 0));
+    }
+    put.iter().sum()
+}
+
 /// More busy processes than CPUs, a small ring, nothing killed: consumers
 /// and observers read the ring's ends while others move them, and a reader
 /// descheduled between reading one end and the other must never take that
@@ -693,34 +733,16 @@ fn a_busy_queue_never_reports_corruption() {
                 })
                 .collect();
             let burners: Vec<_> = (0..4)
-                .map(|_| {
-                    child(ps, move || {
-                        while !stopped() {
-                            std::hint::spin_loop();
-                        }
-                    })
-                })
+                .map(|_| child(ps, move || burn_until(&stopped)))
                 .collect();
-            std::thread::sleep(Duration::from_secs(3)); // the length of the run
-            stop.atomic().store(1, SeqCst);
-            for p in producers.iter().chain(&observers).chain(&burners) {
-                assert_eq!(join(p, LIMIT), 0);
-            }
-            q.close_all().unwrap();
-            for c in &consumers {
-                assert_eq!(join(c, LIMIT), 0);
-            }
+            let total = end_busy_run(
+                &stop,
+                producers.iter().chain(&observers).chain(&burners),
+                || q.close_all().unwrap(),
+                &consumers,
+                (&put, &seen, MAX_SEQ),
+            );
             let failures = failures.read(..).unwrap();
-            let (put, seen) = (put.read(..).unwrap(), seen.read(..).unwrap());
-            for (p, &n) in put.iter().enumerate() {
-                let mine = &seen[p * MAX_SEQ..(p + 1) * MAX_SEQ];
-                assert!(
-                    mine[..n as usize].iter().all(|&s| s == 1),
-                    "producer {p}'s items delivered exactly once"
-                );
-                assert!(mine[n as usize..].iter().all(|&s| s == 0));
-            }
-            let total: u32 = put.iter().sum();
             eprintln!("busy queue: {total} items, failures {failures:?}");
             assert_eq!(
                 failures,
@@ -925,34 +947,16 @@ fn a_busy_byte_queue_read_in_place_never_reports_corruption() {
                 })
                 .collect();
             let burners: Vec<_> = (0..3)
-                .map(|_| {
-                    child(ps, move || {
-                        while !stopped() {
-                            std::hint::spin_loop();
-                        }
-                    })
-                })
+                .map(|_| child(ps, move || burn_until(&stopped)))
                 .collect();
-            std::thread::sleep(Duration::from_secs(3)); // the length of the run
-            stop.atomic().store(1, SeqCst);
-            for p in producers.iter().chain(&observers).chain(&burners) {
-                assert_eq!(join(p, LIMIT), 0);
-            }
-            q.close_all().unwrap();
-            for c in &consumers {
-                assert_eq!(join(c, LIMIT), 0);
-            }
+            let total = end_busy_run(
+                &stop,
+                producers.iter().chain(&observers).chain(&burners),
+                || q.close_all().unwrap(),
+                &consumers,
+                (&put, &seen, MAX_SEQ),
+            );
             let failures = failures.read(..).unwrap();
-            let (put, seen) = (put.read(..).unwrap(), seen.read(..).unwrap());
-            for (p, &n) in put.iter().enumerate() {
-                let mine = &seen[p * MAX_SEQ..(p + 1) * MAX_SEQ];
-                assert!(
-                    mine[..n as usize].iter().all(|&s| s == 1),
-                    "producer {p}'s items delivered exactly once"
-                );
-                assert!(mine[n as usize..].iter().all(|&s| s == 0));
-            }
-            let total: u32 = put.iter().sum();
             eprintln!("busy byte queue: {total} items, failures {failures:?}");
             assert_eq!(
                 failures,
