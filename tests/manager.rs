@@ -447,6 +447,17 @@ fn dead_connections_never_lock_new_clients_out() {
     });
 }
 
+/// A manager whose server may open only a few descriptors beyond those
+/// this process has (the test harness runs other tests beside this one),
+/// and that limit.
+fn manager_with_few_descriptors() -> (Manager, u64) {
+    let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 24;
+    let old = set_descriptor_limit(limit);
+    let m = Manager::start().unwrap();
+    set_descriptor_limit(old);
+    (m, limit)
+}
+
 /// Sets this process's soft limit on descriptors, returning the old one.
 fn set_descriptor_limit(soft: u64) -> u64 {
     let mut lim = libc::rlimit {
@@ -469,12 +480,7 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
     watchdog("EMFILE", LIMIT, || {
         // In a child: the descriptor limit is lowered for the server it starts.
         let c = static_child(|| {
-            // A few descriptors beyond those this process has (the test
-            // harness runs other tests beside this one).
-            let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 24;
-            let old = set_descriptor_limit(limit);
-            let m = Manager::start().unwrap();
-            set_descriptor_limit(old);
+            let (m, limit) = manager_with_few_descriptors();
             let Address::Unix(path) = m.address() else {
                 unreachable!()
             };
@@ -514,10 +520,7 @@ fn out_of_descriptors_the_server_waits_instead_of_spinning() {
 fn fast_clients_filling_the_descriptors_neither_spin_nor_fail_the_server() {
     watchdog("EMFILE fast", LIMIT, || {
         let c = static_child(|| {
-            let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 24;
-            let old = set_descriptor_limit(limit);
-            let m = Manager::start().unwrap();
-            set_descriptor_limit(old);
+            let (m, limit) = manager_with_few_descriptors();
             let pid = m.server_pid().unwrap();
             let d = m.dict::<u32, u32>().unwrap();
             // Fast clients, each served once, until the server is full (a
