@@ -225,6 +225,11 @@ pub enum Error {
     /// The manager server shut down or is unreachable.
     #[error("the manager is gone: {0}")]
     ManagerGone(String),
+    /// The connection to a Redis-backed manager failed after the request
+    /// was sent: the operation may or may not have been done. The next
+    /// call connects again.
+    #[error("the outcome is unknown: {0}")]
+    Ambiguous(String),
     /// A pool operation in the wrong state or process (e.g. `join` before
     /// `close`, as Python's `ValueError("Pool is still running")`).
     #[error("pool: {0}")]

@@ -100,6 +100,7 @@ pub mod cell;
 pub mod conn;
 mod error;
 pub mod manager;
+mod per_process;
 mod poison;
 pub mod process;
 pub mod queue;

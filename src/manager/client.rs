@@ -20,8 +20,7 @@
 //! call on the socket.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -37,8 +36,8 @@ use super::ser::to_value;
 use super::{ProxyRef, PyValue, Transport};
 use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
+use crate::per_process::PerProcess;
 use crate::poison;
-use crate::sys;
 
 /// The most memory decoding one answer may take (as the server allows a
 /// request: a client that trusts its server still bounds what it reads).
@@ -71,19 +70,8 @@ pub(super) struct Client {
     mode: AtomicU8,
     /// Whether the long connections ask for a fast-path area.
     transport: Transport,
-    /// This process's connection state (a `Box` leaked into the pointer).
-    current: AtomicPtr<ProcessConn>,
-    /// States of the processes this one was forked from, freed with the
-    /// client: another thread of this process may still be reading one.
-    retired: AtomicPtr<ProcessConn>,
-}
-
-/// One process's connection to the server.
-struct ProcessConn {
-    pid: u32,
-    conn: Mutex<Option<Link>>,
-    /// The next state in [`Client::retired`].
-    next: AtomicPtr<ProcessConn>,
+    /// This process's long connection, made on first use in each process.
+    links: PerProcess<Link>,
 }
 
 /// A process's long connection, and its fast-path area if it has one
@@ -160,67 +148,7 @@ impl Client {
             address,
             authkey: authkey.to_vec(),
             mode: AtomicU8::new(UNKNOWN),
-            current: AtomicPtr::new(std::ptr::null_mut()),
-            retired: AtomicPtr::new(std::ptr::null_mut()),
-        }
-    }
-
-    /// This process's connection state, made on its first use here.
-    fn state(&self) -> &ProcessConn {
-        let me = sys::getpid();
-        loop {
-            let seen = self.current.load(Ordering::Acquire);
-            // SAFETY: a non-null pointer here came from `Box::into_raw`
-            // and is freed only when the client is dropped (see `retired`).
-            if let Some(state) = unsafe { seen.as_ref() } {
-                if state.pid == me {
-                    return state;
-                }
-            }
-            let mine = Box::into_raw(Box::new(ProcessConn {
-                pid: me,
-                conn: Mutex::new(None),
-                next: AtomicPtr::new(std::ptr::null_mut()),
-            }));
-            match self
-                .current
-                .compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    if !seen.is_null() {
-                        self.retire(seen);
-                    }
-                    // SAFETY: just made, freed only with the client.
-                    return unsafe { &*mine };
-                }
-                // Another thread of this process made one first.
-                // SAFETY: `mine` was never shared.
-                Err(_) => drop(unsafe { Box::from_raw(mine) }),
-            }
-        }
-    }
-
-    /// Keeps a parent's state until the client is dropped, closing this
-    /// process's copy of its socket now if no round trip was under way at
-    /// the fork (the server then sees the parent's connection end with the
-    /// parent, not with its last child).
-    fn retire(&self, old: *mut ProcessConn) {
-        // SAFETY: retired states live until the client is dropped.
-        let state = unsafe { &*old };
-        // Never waits: the lock may be held by a thread that was not forked.
-        if let Ok(mut conn) = state.conn.try_lock() {
-            conn.take();
-        }
-        let mut head = self.retired.load(Ordering::Acquire);
-        loop {
-            state.next.store(head, Ordering::Relaxed);
-            match self
-                .retired
-                .compare_exchange(head, old, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return,
-                Err(now) => head = now,
-            }
+            links: PerProcess::new(),
         }
     }
 
@@ -303,7 +231,7 @@ impl Client {
 
     /// One round trip on this process's long connection, opened if need be.
     fn on_long(&self, req: &PyValue) -> Result<PyValue> {
-        let mut conn = poison::locked(&self.state().conn);
+        let mut conn = poison::locked(self.links.get());
         let link = match &mut *conn {
             Some(link) => link,
             None => conn.insert(self.open_long()?),
@@ -321,7 +249,7 @@ impl Client {
     /// to find out if nobody has yet.
     pub(super) fn held(&self) -> Result<bool> {
         if self.mode.load(Ordering::Acquire) == UNKNOWN {
-            let mut conn = poison::locked(&self.state().conn);
+            let mut conn = poison::locked(self.links.get());
             if conn.is_none() {
                 *conn = Some(self.open_long()?);
             }
@@ -606,23 +534,6 @@ fn proxy(result: PyValue) -> Result<Answer> {
     })
 }
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        let current = *self.current.get_mut();
-        if !current.is_null() {
-            // SAFETY: from `Box::into_raw`, and no thread can reach it any
-            // more (the client is being dropped).
-            drop(unsafe { Box::from_raw(current) });
-        }
-        let mut next = *self.retired.get_mut();
-        while !next.is_null() {
-            // SAFETY: as above, for each retired state once.
-            let mut state = unsafe { Box::from_raw(next) };
-            next = *state.next.get_mut();
-        }
-    }
-}
-
 /// A key or value as the manager stores it.
 pub(super) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<PyValue> {
     to_value(v).map_err(|e| Error::Serialize(e.to_string()))
@@ -722,31 +633,5 @@ mod tests {
         .unwrap();
         assert!(matches!(&a.value, PyValue::Proxy(r) if r.id == 0xab && r.kind == Kind::Dict));
         assert_eq!(a.carried, [0xab]);
-    }
-
-    /// A parent's state, its lock held by a thread that was not forked:
-    /// this process makes its own without waiting, and every state is
-    /// freed with the client (Miri checks the pointers and the leaks).
-    #[test]
-    fn a_process_never_takes_the_lock_of_a_state_not_its_own() {
-        let client = Client::new(
-            Address::Unix("/nonexistent".into()),
-            b"key",
-            Transport::Auto,
-        );
-        let first: *const ProcessConn = client.state();
-        assert!(std::ptr::eq(first, client.state()), "one state per process");
-        let parents = Box::into_raw(Box::new(ProcessConn {
-            pid: sys::getpid().wrapping_add(1),
-            conn: Mutex::new(None),
-            next: AtomicPtr::new(std::ptr::null_mut()),
-        }));
-        // SAFETY: just made; the client frees it.
-        std::mem::forget(unsafe { &*parents }.conn.lock().unwrap());
-        client.retire(client.current.swap(parents, Ordering::AcqRel));
-        let mine = client.state();
-        assert_eq!(mine.pid, sys::getpid());
-        assert!(mine.conn.try_lock().is_ok());
-        assert!(!std::ptr::eq(mine, parents) && !std::ptr::eq(mine, first));
     }
 }

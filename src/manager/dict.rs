@@ -52,6 +52,12 @@ impl<K, V> Clone for DictProxy<K, V> {
 }
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    /// The object's name on Redis, for a Redis-backed manager's
+    /// `remove_named` (`None` for a manager server's object).
+    pub fn redis_name(&self) -> Option<&str> {
+        self.reference.redis_name()
+    }
+
     /// `d.get(key)`.
     ///
     /// # Errors
@@ -242,7 +248,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
 impl<K, V> fmt::Debug for DictProxy<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DictProxy({})", self.reference.id)
+        write!(f, "DictProxy({})", self.reference)
     }
 }
 

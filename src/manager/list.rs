@@ -50,6 +50,12 @@ impl<T> Clone for ListProxy<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    /// The object's name on Redis, for a Redis-backed manager's
+    /// `remove_named` (`None` for a manager server's object).
+    pub fn redis_name(&self) -> Option<&str> {
+        self.reference.redis_name()
+    }
+
     /// `l[index]`.
     ///
     /// # Errors
@@ -196,7 +202,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
 impl<T> fmt::Debug for ListProxy<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ListProxy({})", self.reference.id)
+        write!(f, "ListProxy({})", self.reference)
     }
 }
 

@@ -56,6 +56,8 @@ mod pickle;
 pub mod pickle;
 mod protocol;
 mod queue;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 mod reference;
 mod refs;
 mod ser;
@@ -75,6 +77,8 @@ pub use dict::DictProxy;
 pub use limits::{MAX_DEPTH, MAX_WORK};
 pub use list::ListProxy;
 pub use namespace::NamespaceProxy;
+#[cfg(feature = "redis")]
+pub use redis::DEFAULT_TIMEOUT as REDIS_TIMEOUT;
 pub use ser::ConvertError;
 pub use value::{ProxyRef, PyObject, PyValue};
 
@@ -163,9 +167,23 @@ pub fn serve_registered(
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Manager {
-    client: Arc<Client>,
-    /// The server this handle started, and the pid of the process that did.
-    server: Option<(Process<'static>, u32)>,
+    backend: Backend,
+}
+
+/// Where a manager's objects are.
+enum Backend {
+    /// On a manager server.
+    Server {
+        client: Arc<Client>,
+        /// The server this handle started, and the pid of the process that did.
+        server: Option<(Process<'static>, u32)>,
+    },
+    /// On Redis, at `address`.
+    #[cfg(feature = "redis")]
+    Redis {
+        store: Arc<redis::Store>,
+        address: Address,
+    },
 }
 
 static SOCKETS: AtomicU64 = AtomicU64::new(0);
@@ -249,7 +267,9 @@ impl Manager {
             }
         }
         let mut m = Manager::connect(address, &key)?;
-        m.server = Some((server, sys::getpid()));
+        if let Backend::Server { server: s, .. } = &mut m.backend {
+            *s = Some((server, sys::getpid()));
+        }
         Ok(m)
     }
 
@@ -294,30 +314,70 @@ impl Manager {
         // Connect now, so that a wrong address or key fails here.
         client.server_call("number_of_objects", Vec::new())?;
         Ok(Manager {
-            client,
-            server: None,
+            backend: Backend::Server {
+                client,
+                server: None,
+            },
         })
     }
 
-    /// Where the server listens.
+    /// Where the server listens (for a Redis-backed manager, Redis's
+    /// address).
     pub fn address(&self) -> &Address {
-        &self.client.address
+        match &self.backend {
+            Backend::Server { client, .. } => &client.address,
+            #[cfg(feature = "redis")]
+            Backend::Redis { address, .. } => address,
+        }
     }
 
     /// The server's pid, if this handle started it.
     pub fn server_pid(&self) -> Option<u32> {
-        self.server.as_ref().and_then(|(p, _)| p.pid())
+        match &self.backend {
+            Backend::Server { server, .. } => server.as_ref().and_then(|(p, _)| p.pid()),
+            #[cfg(feature = "redis")]
+            Backend::Redis { .. } => None,
+        }
     }
 
-    /// The key clients need (Python's `authkey`), for [`connect`](Manager::connect).
+    /// The key clients need (Python's `authkey`), for
+    /// [`connect`](Manager::connect); empty for a Redis-backed manager
+    /// (whose password, if any, is in its URL).
     pub fn authkey(&self) -> &[u8] {
-        &self.client.authkey
+        match &self.backend {
+            Backend::Server { client, .. } => &client.authkey,
+            #[cfg(feature = "redis")]
+            Backend::Redis { .. } => &[],
+        }
     }
 
-    /// A new object of `kind`, and this process's reference to it.
+    /// This handle's manager server.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a Redis-backed manager.
+    fn client(&self, what: &str) -> Result<&Arc<Client>> {
+        match &self.backend {
+            Backend::Server { client, .. } => Ok(client),
+            #[cfg(feature = "redis")]
+            Backend::Redis { .. } => Err(Error::InvalidArgument(format!(
+                "a Redis-backed manager has no server to {what}"
+            ))),
+        }
+    }
+
+    /// A new object of `kind`, and this process's reference to it (on
+    /// Redis, under a fresh random name).
     fn create(&self, kind: Kind) -> Result<Reference> {
-        let id = self.client.create(kind)?;
-        Ok(Reference::new(self.client.clone(), kind, id))
+        match &self.backend {
+            Backend::Server { client, .. } => {
+                let id = client.create(kind)?;
+                Ok(Reference::new(client.clone(), kind, id))
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis { store, .. } => {
+                Ok(Reference::redis(store.clone(), kind, redis::fresh_name()?))
+            }
+        }
     }
 
     /// A new shared dict.
@@ -405,7 +465,10 @@ impl Manager {
     /// # Errors
     /// If the server is gone.
     pub fn number_of_objects(&self) -> Result<u64> {
-        client::decode(self.client.server_call("number_of_objects", Vec::new())?)
+        client::decode(
+            self.client("count objects")?
+                .server_call("number_of_objects", Vec::new())?,
+        )
     }
 
     /// Stops the server. Proxies still around get [`Error::ManagerGone`].
@@ -413,8 +476,11 @@ impl Manager {
     /// # Errors
     /// If the server was already gone.
     pub fn shutdown(&mut self) -> Result<()> {
-        let r = self.client.server_call("shutdown", Vec::new()).map(drop);
-        if let Some((server, _)) = self.server.take() {
+        let Backend::Server { client, server } = &mut self.backend else {
+            return self.client("shut down").map(drop);
+        };
+        let r = client.server_call("shutdown", Vec::new()).map(drop);
+        if let Some((server, _)) = server.take() {
             if server.join_timeout(Duration::from_secs(10))?.is_none() {
                 server.kill()?;
                 server.join()?;
@@ -430,11 +496,14 @@ impl Drop for Manager {
     fn drop(&mut self) {
         // Only in the process that started it: a forked child that drops a
         // copy of the handle must not stop everyone's server.
-        if self
-            .server
-            .as_ref()
-            .is_some_and(|(_, starter)| *starter == sys::getpid())
+        if let Backend::Server {
+            server: Some((_, starter)),
+            ..
+        } = &self.backend
         {
+            if *starter != sys::getpid() {
+                return;
+            }
             let _ = self.shutdown();
         }
     }
@@ -443,7 +512,7 @@ impl Drop for Manager {
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
-            .field("address", &self.client.address)
+            .field("address", self.address())
             .finish()
     }
 }

@@ -37,6 +37,12 @@ impl<'de> serde::Deserialize<'de> for NamespaceProxy {
 }
 
 impl NamespaceProxy {
+    /// The object's name on Redis, for a Redis-backed manager's
+    /// `remove_named` (`None` for a manager server's object).
+    pub fn redis_name(&self) -> Option<&str> {
+        self.reference.redis_name()
+    }
+
     /// `ns.name`.
     ///
     /// # Errors
@@ -66,7 +72,7 @@ impl NamespaceProxy {
 
 impl fmt::Debug for NamespaceProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NamespaceProxy({})", self.reference.id)
+        write!(f, "NamespaceProxy({})", self.reference)
     }
 }
 

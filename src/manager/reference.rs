@@ -8,20 +8,35 @@ use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "redis")]
+use super::client::decode;
 use super::client::Client;
 use super::protocol::{Id, Kind, Op};
+#[cfg(feature = "redis")]
+use super::redis::Store;
 use super::refs::PROXY_TOKEN;
 use crate::error::Result;
 use crate::sys;
 
-/// One reference to a server object. The process that holds the reference
-/// is recorded: a forked child that uses an inherited proxy first takes a
-/// reference of its own, and only the holder's drop gives one back.
+/// One reference to a manager's object: a counted reference to an object
+/// of a manager server, or the name of an object on Redis.
 pub(super) struct Reference {
-    client: Arc<Client>,
     kind: Kind,
-    pub(super) id: Id,
-    holder: AtomicU32,
+    target: Target,
+}
+
+enum Target {
+    /// The process that holds the reference is recorded: a forked child
+    /// that uses an inherited proxy first takes a reference of its own,
+    /// and only the holder's drop gives one back.
+    Server {
+        client: Arc<Client>,
+        id: Id,
+        holder: AtomicU32,
+    },
+    /// Named objects on Redis are not counted: they live until deleted.
+    #[cfg(feature = "redis")]
+    Redis { store: Arc<Store>, name: String },
 }
 
 thread_local! {
@@ -34,18 +49,29 @@ impl Reference {
     /// Takes over a reference that the server counted for this process.
     pub(super) fn new(client: Arc<Client>, kind: Kind, id: Id) -> Reference {
         Reference {
-            client,
             kind,
-            id,
-            holder: AtomicU32::new(sys::getpid()),
+            target: Target::Server {
+                client,
+                id,
+                holder: AtomicU32::new(sys::getpid()),
+            },
         }
     }
 
-    /// Records that what this thread decodes next came from this handle's server.
-    fn answered(&self) {
+    /// The object `name` of `kind` on Redis.
+    #[cfg(feature = "redis")]
+    pub(super) fn redis(store: Arc<Store>, kind: Kind, name: String) -> Reference {
+        Reference {
+            kind,
+            target: Target::Redis { store, name },
+        }
+    }
+
+    /// Records that what this thread decodes next came from `client`'s server.
+    fn answered(client: &Arc<Client>) {
         ANSWERED_BY.with_borrow_mut(|c| {
-            if !std::ptr::eq(c.as_ptr(), Arc::as_ptr(&self.client)) {
-                *c = Arc::downgrade(&self.client);
+            if !std::ptr::eq(c.as_ptr(), Arc::as_ptr(client)) {
+                *c = Arc::downgrade(client);
             }
         });
     }
@@ -56,7 +82,13 @@ impl Reference {
         &self,
         s: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_newtype_struct(PROXY_TOKEN, &(self.kind, self.id))
+        match &self.target {
+            Target::Server { id, .. } => s.serialize_newtype_struct(PROXY_TOKEN, &(self.kind, *id)),
+            #[cfg(feature = "redis")]
+            Target::Redis { .. } => Err(serde::ser::Error::custom(
+                "a proxy of a Redis object is not sent in a value: send its name",
+            )),
+        }
     }
 
     /// A proxy found in a server's answer: it takes over the reference the
@@ -98,33 +130,52 @@ impl Reference {
         Ok(Reference::new(client, kind, id))
     }
 
-    fn own(&self) -> Result<()> {
+    /// Takes a reference of this process's own, if it does not hold this
+    /// one (a forked child's first use of an inherited proxy).
+    fn own(client: &Client, id: Id, holder: &AtomicU32) -> Result<()> {
         let me = sys::getpid();
-        if self.holder.load(Ordering::Relaxed) != me {
-            self.client.incref(self.id)?;
-            self.holder.store(me, Ordering::Relaxed);
+        if holder.load(Ordering::Relaxed) != me {
+            client.incref(id)?;
+            holder.store(me, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Applies `op` to the object, decoding the answer as an `R`.
     pub(super) fn call<R: DeserializeOwned>(&self, op: Op) -> Result<R> {
-        self.own()?;
-        self.answered();
-        self.client.call(self.kind, self.id, op)
+        match &self.target {
+            Target::Server { client, id, holder } => {
+                Reference::own(client, *id, holder)?;
+                Reference::answered(client);
+                client.call(self.kind, *id, op)
+            }
+            #[cfg(feature = "redis")]
+            Target::Redis { store, name } => decode(store.apply(self.kind, name, op)?),
+        }
     }
 
     /// Whether the server is multiproc's (it holds this client's
-    /// references), and so has multiproc's own methods.
+    /// references, or is Redis), and so has multiproc's own methods.
     pub(super) fn multiproc_server(&self) -> Result<bool> {
-        self.client.held()
+        match &self.target {
+            Target::Server { client, .. } => client.held(),
+            #[cfg(feature = "redis")]
+            Target::Redis { .. } => Ok(true),
+        }
     }
 
-    /// Applies `ops` in one round trip, decoding each answer as an `R`.
+    /// Applies `ops` in one round trip (on Redis, one at a time), decoding
+    /// each answer as an `R`.
     pub(super) fn batch<R: DeserializeOwned>(&self, ops: Vec<Op>) -> Result<Vec<R>> {
-        self.own()?;
-        self.answered();
-        self.client.batch(self.kind, self.id, ops)
+        match &self.target {
+            Target::Server { client, id, holder } => {
+                Reference::own(client, *id, holder)?;
+                Reference::answered(client);
+                client.batch(self.kind, *id, ops)
+            }
+            #[cfg(feature = "redis")]
+            Target::Redis { .. } => ops.into_iter().map(|op| self.call(op)).collect(),
+        }
     }
 
     /// Python's `str()` of the object (`{1: 'a'}`, `[9, 8, 7]`,
@@ -133,25 +184,57 @@ impl Reference {
     pub(super) fn display(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.call::<String>(Op::Repr) {
             Ok(shown) => f.write_str(&shown),
-            Err(e) => write!(f, "<{} object {}: {e}>", self.kind.proxy_name(), self.id),
+            Err(e) => write!(f, "<{} object {self}: {e}>", self.kind.proxy_name()),
+        }
+    }
+}
+
+impl Reference {
+    /// The object's name on Redis (`None` for a manager server's object).
+    pub(super) fn redis_name(&self) -> Option<&str> {
+        match &self.target {
+            Target::Server { .. } => None,
+            #[cfg(feature = "redis")]
+            Target::Redis { name, .. } => Some(name),
+        }
+    }
+}
+
+/// The object's id on its server, or its name on Redis.
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Server { id, .. } => write!(f, "{id}"),
+            #[cfg(feature = "redis")]
+            Target::Redis { name, .. } => write!(f, "{name:?}"),
         }
     }
 }
 
 impl Clone for Reference {
     fn clone(&self) -> Reference {
-        // A clone is a reference of its own; if the server is gone, there is
-        // nothing to count.
-        let _ = self.own();
-        let _ = self.client.incref(self.id);
-        Reference::new(self.client.clone(), self.kind, self.id)
+        match &self.target {
+            Target::Server { client, id, holder } => {
+                // A clone is a reference of its own; if the server is gone,
+                // there is nothing to count.
+                let _ = Reference::own(client, *id, holder);
+                let _ = client.incref(*id);
+                Reference::new(client.clone(), self.kind, *id)
+            }
+            #[cfg(feature = "redis")]
+            Target::Redis { store, name } => {
+                Reference::redis(store.clone(), self.kind, name.clone())
+            }
+        }
     }
 }
 
 impl Drop for Reference {
     fn drop(&mut self) {
-        if self.holder.load(Ordering::Relaxed) == sys::getpid() {
-            let _ = self.client.decref(self.id);
+        if let Target::Server { client, id, holder } = &self.target {
+            if holder.load(Ordering::Relaxed) == sys::getpid() {
+                let _ = client.decref(*id);
+            }
         }
     }
 }

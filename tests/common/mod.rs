@@ -15,6 +15,7 @@ use multiproc::{Process, Scope};
 
 pub mod harness;
 pub mod procfs;
+pub mod redis;
 
 /// The environment variable that tells a test binary run again which
 /// helper to be (its `main` reads it before running any test).

@@ -1,0 +1,195 @@
+//! How a [`PyValue`] is stored in Redis: as bytes its scripts can work on.
+//!
+//! - an `int` (64-bit) is its decimal digits, so that `HINCRBY`/`INCRBY`
+//!   add to it and a script reads it with `tonumber`;
+//! - a `str` is `s` and its UTF-8 (whose byte order is Python's `str` order);
+//! - a `float` is `f` and its shortest round-trip decimal;
+//! - `bytes` are `b` and the bytes;
+//! - anything else is a pickle (protocol 4: it starts with `0x80`), which a
+//!   Python program can read with `pickle.loads`.
+//!
+//! A dict's field is the encoding of its key made canonical: keys Python
+//! finds equal (`1`, `1.0`, `True`) are one field, as in a Python dict.
+
+use super::super::limits::Budget;
+use super::super::objects::MAX_FRAME;
+use super::super::pickle;
+use super::super::PyValue;
+use crate::error::{Error, Result};
+
+/// The most memory decoding one stored value may take.
+const VALUE_MEMORY: usize = 4 * MAX_FRAME;
+
+/// `value` as stored. A proxy of a local manager cannot be stored in Redis.
+///
+/// # Errors
+/// [`Error::Serialize`] if `value` holds a local manager's proxy.
+pub(crate) fn encode(value: &PyValue) -> Result<Vec<u8>> {
+    Ok(match value {
+        PyValue::Int(i) => i.to_string().into_bytes(),
+        PyValue::Str(s) => prefixed(b's', s.as_bytes()),
+        PyValue::Float(f) => prefixed(b'f', format!("{f:?}").as_bytes()),
+        PyValue::Bytes(b) => prefixed(b'b', b),
+        other => {
+            if holds_proxy(other) {
+                return Err(Error::Serialize(
+                    "a local manager's proxy cannot be stored in Redis".into(),
+                ));
+            }
+            pickle::dumps(other, &PyValue::None)
+        }
+    })
+}
+
+fn prefixed(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+fn holds_proxy(v: &PyValue) -> bool {
+    match v {
+        PyValue::Proxy(_) => true,
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            vs.iter().any(holds_proxy)
+        }
+        PyValue::Dict(d) => d.iter().any(|(k, v)| holds_proxy(k) || holds_proxy(v)),
+        PyValue::Object(o) => {
+            o.args
+                .iter()
+                .chain(&o.state)
+                .chain(&o.list_items)
+                .any(holds_proxy)
+                || o.kwargs
+                    .iter()
+                    .flatten()
+                    .chain(&o.dict_items)
+                    .any(|(k, v)| holds_proxy(k) || holds_proxy(v))
+        }
+        _ => false,
+    }
+}
+
+/// A stored value. Anything but the encodings above is
+/// [`Error::Deserialize`]: Redis is a shared store, and another program
+/// may have written the key.
+///
+/// # Errors
+/// As above.
+pub(crate) fn decode(bytes: &[u8]) -> Result<PyValue> {
+    let bad = |why: &str| Error::Deserialize(format!("a value stored in Redis: {why}"));
+    match bytes.first() {
+        None => Err(bad("empty")),
+        Some(b'-' | b'0'..=b'9') => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(PyValue::Int)
+            .ok_or_else(|| bad("not a 64-bit integer")),
+        Some(b's') => String::from_utf8(bytes[1..].to_vec())
+            .map(PyValue::Str)
+            .map_err(|_| bad("a str that is not UTF-8")),
+        Some(b'f') => std::str::from_utf8(&bytes[1..])
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(PyValue::Float)
+            .ok_or_else(|| bad("not a float")),
+        Some(b'b') => Ok(PyValue::Bytes(bytes[1..].to_vec())),
+        Some(0x80) => {
+            let mut budget = Budget::new(usize::MAX, VALUE_MEMORY);
+            pickle::loads(bytes, &mut budget)
+                .map_err(|(kind, message)| bad(&format!("{kind}: {message}")))
+        }
+        Some(_) => Err(bad("not an encoding of multiproc's")),
+    }
+}
+
+const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// `key` made canonical: what Python finds equal is the same value
+/// (`True` and `1.0` are `1`, `-0.0` is `0`), inside tuples too.
+pub(crate) fn canonical(key: &PyValue) -> PyValue {
+    match key {
+        PyValue::Bool(b) => PyValue::Int(i64::from(*b)),
+        // 2^63 is exact as an f64; `i64::MAX as f64` would round up to it.
+        PyValue::Float(f) if f.fract() == 0.0 && f.abs() < TWO_TO_63 || *f == -TWO_TO_63 => {
+            PyValue::Int(*f as i64)
+        }
+        PyValue::Tuple(items) => PyValue::Tuple(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A dict's field for `key`, and the key's own encoding when it differs
+/// (what the dict keeps to give the first key back as it was given).
+///
+/// # Errors
+/// As for [`encode`].
+pub(crate) fn field(key: &PyValue) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let own = encode(key)?;
+    let field = encode(&canonical(key))?;
+    Ok(if field == own {
+        (field, None)
+    } else {
+        (field, Some(own))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        for v in [
+            PyValue::Int(0),
+            PyValue::Int(i64::MIN),
+            PyValue::Int(i64::MAX),
+            PyValue::Str("".into()),
+            PyValue::Str("é∂".into()),
+            PyValue::Float(1.5),
+            PyValue::Float(-0.0),
+            PyValue::Float(1e300),
+            PyValue::Bytes(vec![0, 255]),
+            PyValue::Bool(true),
+            PyValue::None,
+            PyValue::Tuple(vec![PyValue::Int(1), PyValue::Str("a".into())]),
+            PyValue::Dict(vec![(PyValue::Int(1), PyValue::List(vec![]))]),
+        ] {
+            let back = decode(&encode(&v).unwrap()).unwrap();
+            assert_eq!(back.repr(), v.repr(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn equal_keys_are_one_field() {
+        let one = field(&PyValue::Int(1)).unwrap();
+        assert_eq!(one, (b"1".to_vec(), None));
+        for k in [PyValue::Float(1.0), PyValue::Bool(true)] {
+            let (f, own) = field(&k).unwrap();
+            assert_eq!(f, one.0);
+            assert!(own.is_some());
+        }
+        assert_eq!(field(&PyValue::Float(-0.0)).unwrap().0, b"0");
+        assert_ne!(field(&PyValue::Float(1.5)).unwrap().0, b"1");
+        assert_eq!(
+            field(&PyValue::Tuple(vec![PyValue::Float(2.0)])).unwrap().0,
+            field(&PyValue::Tuple(vec![PyValue::Int(2)])).unwrap().0
+        );
+    }
+
+    #[test]
+    fn foreign_bytes_are_an_error_not_a_panic() {
+        for b in [
+            &b""[..],
+            b"12x",
+            b"99999999999999999999",
+            b"s\xff",
+            b"fx",
+            b"\x80\x04junk",
+            b"?",
+        ] {
+            assert!(matches!(decode(b), Err(Error::Deserialize(_))), "{b:?}");
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The Redis backend of the managed layer: the same proxies
+//! ([`DictProxy`](super::DictProxy), [`ListProxy`](super::ListProxy),
+//! [`NamespaceProxy`](super::NamespaceProxy)) on a Redis server, so that
+//! processes on other machines share them (see
+//! [`Manager::connect_redis`](super::Manager::connect_redis)).
+//!
+//! Each object is a few Redis keys under one hash tag,
+//! `multiproc:{<kind>:<name>}:<part>` (see [`key`]), so that a cluster keeps
+//! them on one node and a script may touch them all. Every operation is one
+//! command or one Lua script, never a read then a write from the client:
+//! concurrent updates from any number of machines are atomic. Values are
+//! stored as `codec` says. Each process has its own connection (a forked
+//! child makes its own), with the manager's timeout on every round trip.
+
+#![allow(dead_code)] // TEMP: until the dict, list, queue and pool parts land
+
+pub(crate) mod codec;
+mod dict;
+mod list;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Connection, RedisError, RedisResult};
+
+use super::protocol::{Kind, Op};
+use super::PyValue;
+use crate::error::{Error, Result};
+use crate::per_process::PerProcess;
+use crate::poison;
+
+/// The longest object name.
+pub(crate) const MAX_NAME: usize = 512;
+
+/// The error code a script answers a Python exception with:
+/// `PYERR <ExceptionName> <message>`.
+pub(crate) const PYERR: &str = "PYERR";
+
+/// One Redis server (or cluster node) and this process's connection to it.
+pub(crate) struct Store {
+    client: redis::Client,
+    /// The URL it was opened with, for a proxy sent to another process.
+    pub(crate) url: String,
+    /// Where the server is, for errors (the URL without its password).
+    place: String,
+    /// The bound on connecting and on each round trip.
+    pub(crate) timeout: Duration,
+    links: PerProcess<Connection>,
+}
+
+impl Store {
+    /// A store on the server at `url` (`redis://host:port/db`,
+    /// `rediss://…` with the `redis-tls` feature, `redis+unix:///path`),
+    /// connected now so that a wrong URL fails here.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a URL that is not Redis's, or a zero
+    /// timeout; [`Error::ManagerGone`] if the server is unreachable.
+    pub(crate) fn open(url: &str, timeout: Duration) -> Result<Arc<Store>> {
+        if timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "a Redis manager's timeout must be above zero".into(),
+            ));
+        }
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
+        let place = client.get_connection_info().addr().to_string();
+        let store = Arc::new(Store {
+            client,
+            url: url.to_string(),
+            place,
+            timeout,
+            links: PerProcess::new(),
+        });
+        store.run(true, |c| redis::cmd("PING").query::<()>(c))?;
+        Ok(store)
+    }
+
+    /// A new connection, with the timeouts set.
+    fn connect(&self) -> Result<Connection> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.timeout)
+            .map_err(|e| self.unreachable(&e))?;
+        conn.set_read_timeout(Some(self.timeout))
+            .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
+            .map_err(|e| self.unreachable(&e))?;
+        Ok(conn)
+    }
+
+    fn unreachable(&self, e: &RedisError) -> Error {
+        Error::ManagerGone(format!("Redis at {} is unreachable: {e}", self.place))
+    }
+
+    /// Runs `f` on this process's connection (made if need be). A
+    /// connection that fails is dropped, and the next call makes a new
+    /// one. If it failed after the request may have been sent, a call
+    /// that may run twice (`again`: a read, or a write that sets what it
+    /// sets) runs once more on a new connection; any other is
+    /// [`Error::Ambiguous`].
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for what a script answers with [`PYERR`] (and
+    /// `RedisError` for the server's own errors); [`Error::ManagerGone`] if
+    /// the server cannot be reached; [`Error::Ambiguous`] as above.
+    pub(crate) fn run<R>(
+        &self,
+        again: bool,
+        mut f: impl FnMut(&mut Connection) -> RedisResult<R>,
+    ) -> Result<R> {
+        self.run_waiting(None, again, &mut f)
+    }
+
+    /// [`run`](Store::run) for a command that blocks on the server for up
+    /// to `wait` (`BLMOVE`, `BLPOP`): the round trip may take that much
+    /// longer than the timeout.
+    ///
+    /// # Errors
+    /// As for [`run`](Store::run).
+    pub(crate) fn run_blocking<R>(
+        &self,
+        wait: Duration,
+        again: bool,
+        mut f: impl FnMut(&mut Connection) -> RedisResult<R>,
+    ) -> Result<R> {
+        self.run_waiting(Some(wait), again, &mut f)
+    }
+
+    fn run_waiting<R>(
+        &self,
+        wait: Option<Duration>,
+        again: bool,
+        f: &mut dyn FnMut(&mut Connection) -> RedisResult<R>,
+    ) -> Result<R> {
+        let mut slot = poison::locked(self.links.get());
+        let mut tries = if again { 2 } else { 1 };
+        loop {
+            let conn = match &mut *slot {
+                Some(conn) => conn,
+                None => slot.insert(self.connect()?),
+            };
+            if let Some(wait) = wait {
+                let read = self.timeout.saturating_add(wait);
+                if let Err(e) = conn.set_read_timeout(Some(read)) {
+                    *slot = None;
+                    return Err(self.unreachable(&e));
+                }
+            }
+            let result = f(conn);
+            if wait.is_some() && result.is_ok() {
+                if let Err(e) = conn.set_read_timeout(Some(self.timeout)) {
+                    *slot = None;
+                    return Err(self.unreachable(&e));
+                }
+            }
+            match result {
+                Ok(r) => return Ok(r),
+                Err(e) if e.code() == Some(PYERR) => return Err(python_error(&e)),
+                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                    *slot = None;
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(if again {
+                            self.unreachable(&e)
+                        } else {
+                            Error::Ambiguous(format!(
+                                "the connection to Redis at {} failed during the call ({e}): it may or may not have been done",
+                                self.place
+                            ))
+                        });
+                    }
+                }
+                Err(e) => {
+                    if e.is_unrecoverable_error() {
+                        *slot = None;
+                    }
+                    return Err(Error::Remote {
+                        kind: "RedisError".into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Applies `op` to the object `name` of `kind`.
+    ///
+    /// # Errors
+    /// As for [`run`](Store::run); [`Error::Remote`] with Python's
+    /// exception where Python raises one.
+    pub(crate) fn apply(&self, kind: Kind, name: &str, op: Op) -> Result<PyValue> {
+        match kind {
+            Kind::Dict => dict::apply(self, Kind::Dict, name, op),
+            Kind::Namespace => dict::apply(self, Kind::Namespace, name, op),
+            Kind::List => list::apply(self, name, op),
+            other => Err(Error::InvalidArgument(format!(
+                "a Redis manager has no {other:?} objects"
+            ))),
+        }
+    }
+
+    /// Deletes every key of the object `name` of `kind`; whether it existed.
+    ///
+    /// # Errors
+    /// As for [`run`](Store::run).
+    pub(crate) fn delete(&self, kind: Kind, name: &str) -> Result<bool> {
+        let keys: Vec<String> = parts(kind)
+            .iter()
+            .map(|part| key(kind, name, part))
+            .collect();
+        self.run(true, |c| redis::cmd("DEL").arg(&keys).query::<u64>(c))
+            .map(|n| n > 0)
+    }
+}
+
+/// The Redis keys an object of `kind` is made of (its parts).
+fn parts(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Dict | Kind::Namespace => dict::PARTS,
+        Kind::List => list::PARTS,
+        _ => &[],
+    }
+}
+
+/// The Redis key of part `part` of the object `name` of `kind`. The hash
+/// tag (`{…}`) holds the kind and the name: every part of an object lives
+/// on one cluster node.
+pub(crate) fn key(kind: Kind, name: &str, part: &str) -> String {
+    let kind = match kind {
+        Kind::Dict => "dict",
+        Kind::List => "list",
+        Kind::Namespace => "namespace",
+        Kind::Queue => "queue",
+        Kind::JoinableQueue => "joinable",
+        Kind::Iterator => "iterator",
+    };
+    format!("multiproc:{{{kind}:{name}}}:{part}")
+}
+
+/// Checks an object's name: not empty, at most [`MAX_NAME`] bytes.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] otherwise.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(Error::InvalidArgument(format!(
+            "a Redis object's name has 1 to {MAX_NAME} bytes, not {}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A script's `PYERR <ExceptionName> <message>` as Python's exception.
+fn python_error(e: &RedisError) -> Error {
+    let detail = e.detail().unwrap_or("");
+    let (kind, message) = detail.split_once(' ').unwrap_or((detail, ""));
+    Error::Remote {
+        kind: kind.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// A fresh random name, for an object made without one.
+///
+/// # Errors
+/// If the OS has no random bytes.
+pub(crate) fn fresh_name() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    crate::sys::random_bytes(&mut bytes).map_err(|e| Error::io("getrandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// How long a Redis-backed manager waits to connect, and for each round
+/// trip, unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Redis-backed manager: the same proxies on a Redis server.
+impl super::Manager {
+    /// A manager whose objects live on the Redis server at `url`
+    /// (`redis://[:password@]host:port/db`, `redis+unix:///path`, and
+    /// `rediss://…` with the `redis-tls` feature), so that processes on
+    /// any machine that reaches it share them. Its proxies are the local
+    /// manager's types, with the same methods; each operation is one
+    /// Redis command or one Lua script, atomic on the server.
+    ///
+    /// What differs from a manager server (see the README's "Beyond one
+    /// machine"):
+    /// - objects are found by name ([`dict_named`](super::Manager::dict_named)):
+    ///   they are not counted, and live until
+    ///   [`remove_named`](super::Manager::remove_named) (an unnamed one gets a
+    ///   random name, [`DictProxy::redis_name`](super::DictProxy::redis_name));
+    /// - each process connects on its first call (a forked child makes its
+    ///   own connection), and every round trip is bounded by
+    ///   [`REDIS_TIMEOUT`](super::REDIS_TIMEOUT) (see
+    ///   [`connect_redis_with_timeout`](super::Manager::connect_redis_with_timeout));
+    /// - a connection that fails after a request was sent makes a call
+    ///   that changes something [`Error::Ambiguous`] (it may or may not
+    ///   have been done); a read is tried once more on a new connection.
+    ///   The next call connects again.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a URL that is not Redis's;
+    /// [`Error::ManagerGone`] if the server is unreachable.
+    pub fn connect_redis(url: &str) -> Result<super::Manager> {
+        super::Manager::connect_redis_with_timeout(url, DEFAULT_TIMEOUT)
+    }
+
+    /// [`connect_redis`](super::Manager::connect_redis), with `timeout`
+    /// bounding the connection and each round trip.
+    ///
+    /// # Errors
+    /// As for [`connect_redis`](super::Manager::connect_redis);
+    /// [`Error::InvalidArgument`] for a zero timeout.
+    pub fn connect_redis_with_timeout(url: &str, timeout: Duration) -> Result<super::Manager> {
+        let store = Store::open(url, timeout)?;
+        let address = match store.client.get_connection_info().addr() {
+            redis::ConnectionAddr::Unix(path) => crate::conn::Address::Unix(path.clone()),
+            other => {
+                let (host, port) = match other {
+                    redis::ConnectionAddr::Tcp(host, port) => (host, port),
+                    redis::ConnectionAddr::TcpTls { host, port, .. } => (host, port),
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "{url:?}: an address multiproc does not know"
+                        )))
+                    }
+                };
+                use std::net::ToSocketAddrs;
+                let resolved = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| Error::ManagerGone(format!("{host}:{port} does not resolve")))?;
+                crate::conn::Address::Tcp(resolved)
+            }
+        };
+        Ok(super::Manager {
+            backend: super::Backend::Redis { store, address },
+        })
+    }
+
+    /// The Redis store of a Redis-backed manager.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a manager server's handle.
+    fn store(&self, what: &str) -> Result<&Arc<Store>> {
+        match &self.backend {
+            super::Backend::Redis { store, .. } => Ok(store),
+            super::Backend::Server { .. } => Err(Error::InvalidArgument(format!(
+                "{what}: named objects are on Redis (Manager::connect_redis); a manager server's objects are reached through their proxies"
+            ))),
+        }
+    }
+
+    fn named(&self, kind: Kind, name: &str) -> Result<super::reference::Reference> {
+        check_name(name)?;
+        let store = self.store(name)?;
+        Ok(super::reference::Reference::redis(
+            store.clone(),
+            kind,
+            name.to_string(),
+        ))
+    }
+
+    /// The dict called `name` on Redis, empty until something is stored in
+    /// it: every process that asks for the same name gets the same dict.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on a manager server's handle, or for a
+    /// name that is empty or over 512 bytes.
+    pub fn dict_named<K, V>(&self, name: &str) -> Result<super::DictProxy<K, V>>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        Ok(super::DictProxy {
+            reference: self.named(Kind::Dict, name)?,
+            _types: std::marker::PhantomData,
+        })
+    }
+
+    /// The list called `name` on Redis (as [`dict_named`](super::Manager::dict_named)).
+    ///
+    /// # Errors
+    /// As for [`dict_named`](super::Manager::dict_named).
+    pub fn list_named<T>(&self, name: &str) -> Result<super::ListProxy<T>>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        Ok(super::ListProxy {
+            reference: self.named(Kind::List, name)?,
+            _types: std::marker::PhantomData,
+        })
+    }
+
+    /// The namespace called `name` on Redis (as [`dict_named`](super::Manager::dict_named)).
+    ///
+    /// # Errors
+    /// As for [`dict_named`](super::Manager::dict_named).
+    pub fn namespace_named(&self, name: &str) -> Result<super::NamespaceProxy> {
+        Ok(super::NamespaceProxy {
+            reference: self.named(Kind::Namespace, name)?,
+        })
+    }
+
+    /// Deletes the objects called `name` on Redis (a dict, a list and a
+    /// namespace may share a name); whether there was one.
+    ///
+    /// # Errors
+    /// As for [`dict_named`](super::Manager::dict_named); as a call on Redis.
+    pub fn remove_named(&self, name: &str) -> Result<bool> {
+        check_name(name)?;
+        let store = self.store(name)?;
+        let mut any = false;
+        for kind in [Kind::Dict, Kind::List, Kind::Namespace] {
+            any |= store.delete(kind, name)?;
+        }
+        Ok(any)
+    }
+}

@@ -1,0 +1,172 @@
+//! [`PerProcess`]: a value each process makes for itself on first use (a
+//! connection: a forked child never shares its parent's socket), safe
+//! against a fork from another thread.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
+
+use crate::sys;
+
+/// One value per process, made on its first use in each process and
+/// reached through a lock of that process's own.
+///
+/// Fork-safe: a child forked while another thread of its parent held the
+/// parent's lock (in the middle of a round trip) never touches that lock;
+/// it makes a slot of its own, found by pid. The parent's slot is kept
+/// until the `PerProcess` is dropped (another thread may still be reading
+/// it), and the child's copy of its value is dropped at once if that lock
+/// was free (closing the child's copy of a socket, so that the peer sees
+/// the parent's connection end with the parent).
+pub(crate) struct PerProcess<T> {
+    /// This process's slot (a `Box` leaked into the pointer).
+    current: AtomicPtr<Slot<T>>,
+    /// Slots of the processes this one was forked from, freed on drop.
+    retired: AtomicPtr<Slot<T>>,
+}
+
+struct Slot<T> {
+    pid: u32,
+    value: Mutex<Option<T>>,
+    /// The next slot in [`PerProcess::retired`].
+    next: AtomicPtr<Slot<T>>,
+}
+
+impl<T> Slot<T> {
+    fn boxed(pid: u32) -> *mut Slot<T> {
+        Box::into_raw(Box::new(Slot {
+            pid,
+            value: Mutex::new(None),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }))
+    }
+}
+
+// SAFETY: the slots are reached only through their `Mutex`, which makes a
+// `T: Send` shareable; the pointers are owned by the `PerProcess`.
+unsafe impl<T: Send> Sync for PerProcess<T> {}
+// SAFETY: as above; the slots move with the `PerProcess`.
+unsafe impl<T: Send> Send for PerProcess<T> {}
+
+impl<T> PerProcess<T> {
+    /// No slot yet in any process.
+    pub(crate) const fn new() -> PerProcess<T> {
+        PerProcess {
+            current: AtomicPtr::new(std::ptr::null_mut()),
+            retired: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// This process's value (`None` until the caller makes one), behind a
+    /// lock no other process ever took.
+    pub(crate) fn get(&self) -> &Mutex<Option<T>> {
+        &self.slot().value
+    }
+
+    fn slot(&self) -> &Slot<T> {
+        let me = sys::getpid();
+        loop {
+            let seen = self.current.load(Ordering::Acquire);
+            // SAFETY: a non-null pointer here came from `Box::into_raw`
+            // and is freed only when `self` is dropped (see `retired`).
+            if let Some(slot) = unsafe { seen.as_ref() } {
+                if slot.pid == me {
+                    return slot;
+                }
+            }
+            let mine = Slot::boxed(me);
+            match self
+                .current
+                .compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if !seen.is_null() {
+                        self.retire(seen);
+                    }
+                    // SAFETY: just made, freed only with `self`.
+                    return unsafe { &*mine };
+                }
+                // Another thread of this process made one first.
+                // SAFETY: `mine` was never shared.
+                Err(_) => drop(unsafe { Box::from_raw(mine) }),
+            }
+        }
+    }
+
+    /// Keeps a parent's slot until `self` is dropped, dropping this
+    /// process's copy of its value now if nobody held its lock at the fork.
+    fn retire(&self, old: *mut Slot<T>) {
+        // SAFETY: retired slots live until `self` is dropped.
+        let slot = unsafe { &*old };
+        // Never waits: the lock may be held by a thread that was not forked.
+        if let Ok(mut value) = slot.value.try_lock() {
+            value.take();
+        }
+        let mut head = self.retired.load(Ordering::Acquire);
+        loop {
+            slot.next.store(head, Ordering::Relaxed);
+            match self
+                .retired
+                .compare_exchange(head, old, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+}
+
+impl<T> Drop for PerProcess<T> {
+    fn drop(&mut self) {
+        let current = *self.current.get_mut();
+        if !current.is_null() {
+            // SAFETY: from `Box::into_raw`, and no thread can reach it any
+            // more (`self` is being dropped).
+            drop(unsafe { Box::from_raw(current) });
+        }
+        let mut next = *self.retired.get_mut();
+        while !next.is_null() {
+            // SAFETY: as above, for each retired slot once.
+            let mut slot = unsafe { Box::from_raw(next) };
+            next = *slot.next.get_mut();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a child forked while another thread held the parent's lock
+    /// sees: the parent's slot (another pid, its lock held forever), which
+    /// it must retire without waiting on that lock; every slot is freed
+    /// with the `PerProcess` (Miri checks the pointers and the leaks).
+    #[test]
+    fn a_process_never_takes_the_lock_of_a_slot_not_its_own() {
+        let per: PerProcess<u32> = PerProcess::new();
+        let first: *const Slot<u32> = per.slot();
+        assert!(std::ptr::eq(first, per.slot()), "one slot per process");
+        let parents = Slot::<u32>::boxed(sys::getpid().wrapping_add(1));
+        // SAFETY: just made; `per` frees it.
+        std::mem::forget(unsafe { &*parents }.value.lock().unwrap());
+        per.retire(per.current.swap(parents, Ordering::AcqRel));
+        let mine = per.slot();
+        assert_eq!(mine.pid, sys::getpid());
+        assert!(mine.value.try_lock().is_ok());
+        assert!(!std::ptr::eq(mine, parents) && !std::ptr::eq(mine, first));
+    }
+
+    /// A value made in the parent is dropped in the child that inherits it
+    /// (when its lock was free), and the child makes its own.
+    #[test]
+    fn an_inherited_value_is_dropped_and_remade() {
+        let per: PerProcess<u32> = PerProcess::new();
+        *per.get().lock().unwrap() = Some(7);
+        let parents = Slot::<u32>::boxed(sys::getpid().wrapping_add(1));
+        // SAFETY: just made; `per` frees it.
+        *unsafe { &*parents }.value.lock().unwrap() = Some(8);
+        per.retire(per.current.swap(parents, Ordering::AcqRel));
+        assert_eq!(*per.get().lock().unwrap(), None);
+        // SAFETY: retired, alive until `per` is dropped.
+        assert_eq!(*unsafe { &*parents }.value.lock().unwrap(), None);
+    }
+}

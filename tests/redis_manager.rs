@@ -1,0 +1,82 @@
+//! The Redis backend's connection: URLs, timeouts, a server that is not
+//! there, killed or restarted (clear errors, never a hang, recovery on
+//! the next call).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::redis_url;
+use multiproc::{Error, Manager};
+
+#[test]
+fn bad_urls_and_timeouts_are_invalid_arguments() {
+    for url in ["", "http://127.0.0.1:1/", "redis://[::1", "not a url"] {
+        assert!(
+            matches!(Manager::connect_redis(url), Err(Error::InvalidArgument(_))),
+            "{url:?}"
+        );
+    }
+    let zero = Manager::connect_redis_with_timeout("redis://127.0.0.1:1/", Duration::ZERO);
+    assert!(matches!(zero, Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn an_unreachable_server_is_manager_gone_within_the_timeout() {
+    // A port nothing listens on: refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = Instant::now();
+    let r = Manager::connect_redis(&format!("redis://127.0.0.1:{port}/"));
+    assert!(matches!(r, Err(Error::ManagerGone(_))), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // A listener that never answers: the timeout bounds the wait, and a
+    // huge one is accepted.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", silent.local_addr().unwrap());
+    let start = Instant::now();
+    let r = Manager::connect_redis_with_timeout(&url, Duration::from_millis(300));
+    assert!(matches!(r, Err(Error::ManagerGone(_))), "{r:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let huge = std::thread::spawn(move || Manager::connect_redis_with_timeout(&url, Duration::MAX));
+    drop(silent);
+    let r = common::watchdog(
+        "a connection with Duration::MAX",
+        Duration::from_secs(20),
+        || huge.join().unwrap(),
+    );
+    assert!(r.is_err());
+}
+
+#[test]
+fn named_objects_need_redis() {
+    let local = Manager::start().unwrap();
+    assert!(matches!(
+        local.dict_named::<String, i64>("x"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(local.dict::<String, i64>().unwrap().redis_name().is_none());
+    let Some(url) = redis_url("named_objects_need_redis") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    for bad in [String::new(), "x".repeat(513)] {
+        assert!(matches!(
+            m.dict_named::<String, i64>(&bad),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    let d = m.dict::<String, i64>().unwrap();
+    assert_eq!(d.redis_name().map(str::len), Some(32));
+    assert!(matches!(
+        m.number_of_objects(),
+        Err(Error::InvalidArgument(_))
+    ));
+}
