@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::redis_url;
+use common::redis::{redis_url, unique};
 use multiproc::{Error, Manager};
 
 #[test]
@@ -79,4 +79,52 @@ fn named_objects_need_redis() {
         m.number_of_objects(),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// A Redis object's proxy sent through a pipe or a queue to a forked child,
+/// and stored inside another Redis object, still reaches the same object.
+#[test]
+fn redis_proxies_travel_through_pipes_queues_and_values() {
+    let Some(url) = redis_url("redis_proxies_travel_through_pipes_queues_and_values") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    let (dname, lname) = (unique("travel-d"), unique("travel-l"));
+    let d = m.dict_named::<String, i64>(&dname).unwrap();
+    let holder = m
+        .dict_named::<String, multiproc::manager::DictProxy<String, i64>>(&lname)
+        .unwrap();
+    // Stored in a value, read back as a proxy of the same dict.
+    holder.set("inner".into(), d.clone()).unwrap();
+    let back = holder.get(&"inner".into()).unwrap().expect("stored");
+    back.set("via value".into(), 1).unwrap();
+    assert_eq!(d.get(&"via value".into()).unwrap(), Some(1));
+
+    let (mut parent, mut child_end) = multiproc::Pipe(true).unwrap();
+    let q = multiproc::Queue::<multiproc::manager::DictProxy<String, i64>>::new().unwrap();
+    let q2 = q.clone();
+    let mut child = common::static_child(move || {
+        let by_pipe: multiproc::manager::DictProxy<String, i64> = child_end.recv().unwrap();
+        by_pipe.increment(&"n".into(), 1).unwrap();
+        let by_queue = q2.get().unwrap();
+        by_queue.increment(&"n".into(), 10).unwrap();
+        child_end.send(&()).unwrap();
+    });
+    child.start().unwrap();
+    parent.send(&d).unwrap();
+    q.put(d.clone()).unwrap();
+    common::watchdog("the child's reply", Duration::from_secs(30), || {
+        parent.recv::<()>().unwrap()
+    });
+    assert_eq!(common::join(&child, Duration::from_secs(30)), 0);
+    assert_eq!(d.get(&"n".into()).unwrap(), Some(11));
+    // A local manager's proxy cannot be stored in Redis.
+    let local = Manager::start().unwrap();
+    let theirs = local.dict::<String, i64>().unwrap();
+    assert!(matches!(
+        holder.set("local".into(), theirs),
+        Err(Error::Serialize(_))
+    ));
+    m.remove_named(&dname).unwrap();
+    m.remove_named(&lname).unwrap();
 }

@@ -13,10 +13,20 @@ use super::client::decode;
 use super::client::Client;
 use super::protocol::{Id, Kind, Op};
 #[cfg(feature = "redis")]
-use super::redis::Store;
+use super::redis::{Store, REDIS_TOKEN};
 use super::refs::PROXY_TOKEN;
 use crate::error::Result;
 use crate::sys;
+
+/// While it lives, this thread decodes a server's answer (see
+/// [`Reference::answered`]); it puts back what was there before.
+struct Answering(Weak<Client>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        ANSWERED_BY.set(std::mem::take(&mut self.0));
+    }
+}
 
 /// One reference to a manager's object: a counted reference to an object
 /// of a manager server, or the name of an object on Redis.
@@ -67,17 +77,18 @@ impl Reference {
         }
     }
 
-    /// Records that what this thread decodes next came from `client`'s server.
-    fn answered(client: &Arc<Client>) {
-        ANSWERED_BY.with_borrow_mut(|c| {
-            if !std::ptr::eq(c.as_ptr(), Arc::as_ptr(client)) {
-                *c = Arc::downgrade(client);
-            }
-        });
+    /// Records that what this thread decodes, until the guard is dropped,
+    /// comes from `client`'s server. Outside such a call, a proxy decoded
+    /// is a Redis object's (from a pipe, a queue, a Redis value).
+    fn answered(client: &Arc<Client>) -> Answering {
+        Answering(ANSWERED_BY.replace(Arc::downgrade(client)))
     }
 
-    /// A proxy serializes as its kind and id under [`PROXY_TOKEN`], which
-    /// the bridge to [`PyValue`] turns into a [`PyValue::Proxy`].
+    /// A proxy of a server's object serializes as its kind and id under
+    /// [`PROXY_TOKEN`], which the bridge to [`PyValue`] turns into a
+    /// [`PyValue::Proxy`]. A Redis object's serializes as its Redis URL,
+    /// kind and name (under [`REDIS_TOKEN`]): whoever decodes it, in any
+    /// process, reaches the same object.
     pub(super) fn serialize<S: serde::Serializer>(
         &self,
         s: S,
@@ -85,9 +96,9 @@ impl Reference {
         match &self.target {
             Target::Server { id, .. } => s.serialize_newtype_struct(PROXY_TOKEN, &(self.kind, *id)),
             #[cfg(feature = "redis")]
-            Target::Redis { .. } => Err(serde::ser::Error::custom(
-                "a proxy of a Redis object is not sent in a value: send its name",
-            )),
+            Target::Redis { store, name } => {
+                s.serialize_newtype_struct(REDIS_TOKEN, &(&store.url, self.kind, name))
+            }
         }
     }
 
@@ -100,6 +111,14 @@ impl Reference {
         kind: Kind,
     ) -> std::result::Result<Reference, D::Error> {
         use serde::de::Error as _;
+        let Some(client) = ANSWERED_BY.with_borrow(Weak::upgrade) else {
+            #[cfg(feature = "redis")]
+            return Reference::deserialize_redis(d, kind);
+            #[cfg(not(feature = "redis"))]
+            return Err(D::Error::custom(
+                "a proxy can only be decoded from its manager's answer",
+            ));
+        };
         struct Fields;
         impl<'de> serde::de::Visitor<'de> for Fields {
             type Value = (Kind, Id);
@@ -119,15 +138,45 @@ impl Reference {
                 "expected a {kind:?} proxy, found a {found:?} proxy"
             )));
         }
-        let client = ANSWERED_BY.with_borrow(Weak::upgrade).ok_or_else(|| {
-            D::Error::custom("a proxy can only be decoded from its manager's answer")
-        })?;
         if !super::client::take_carried(id) {
             client
                 .incref(id)
                 .map_err(|e| D::Error::custom(format!("the {kind:?} object {id:x}: {e}")))?;
         }
         Ok(Reference::new(client, kind, id))
+    }
+
+    /// A Redis object's proxy, from its URL, kind and name (as
+    /// [`serialize`](Reference::serialize) wrote them), on this process's
+    /// store for that URL.
+    #[cfg(feature = "redis")]
+    fn deserialize_redis<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        kind: Kind,
+    ) -> std::result::Result<Reference, D::Error> {
+        use serde::de::Error as _;
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = (String, Kind, String);
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Redis object's proxy")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<(String, Kind, String), D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+        }
+        let (url, found, name) = d.deserialize_newtype_struct(REDIS_TOKEN, Fields)?;
+        if found != kind {
+            return Err(D::Error::custom(format!(
+                "expected a {kind:?} proxy, found a {found:?} proxy"
+            )));
+        }
+        super::redis::check_name(&name).map_err(D::Error::custom)?;
+        let store = Store::shared(&url, None).map_err(D::Error::custom)?;
+        Ok(Reference::redis(store, kind, name))
     }
 
     /// Takes a reference of this process's own, if it does not hold this
@@ -146,7 +195,7 @@ impl Reference {
         match &self.target {
             Target::Server { client, id, holder } => {
                 Reference::own(client, *id, holder)?;
-                Reference::answered(client);
+                let _answering = Reference::answered(client);
                 client.call(self.kind, *id, op)
             }
             #[cfg(feature = "redis")]
@@ -170,7 +219,7 @@ impl Reference {
         match &self.target {
             Target::Server { client, id, holder } => {
                 Reference::own(client, *id, holder)?;
-                Reference::answered(client);
+                let _answering = Reference::answered(client);
                 client.batch(self.kind, *id, ops)
             }
             #[cfg(feature = "redis")]

@@ -18,6 +18,7 @@ pub(crate) mod codec;
 mod dict;
 mod list;
 
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ use super::PyValue;
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
+
+/// The name under which a Redis object's proxy passes through serde: its
+/// URL, kind and name.
+pub(crate) const REDIS_TOKEN: &str = "$multiproc::RedisProxy";
 
 /// The longest object name.
 pub(crate) const MAX_NAME: usize = 512;
@@ -62,18 +67,64 @@ impl Store {
                 "a Redis manager's timeout must be above zero".into(),
             ));
         }
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
-        let place = client.get_connection_info().addr().to_string();
-        let store = Arc::new(Store {
-            client,
-            url: url.to_string(),
-            place,
-            timeout,
-            links: PerProcess::new(),
-        });
+        let store = Store::shared(url, Some(timeout))?;
         store.run(true, |c| redis::cmd("PING").query::<()>(c))?;
         Ok(store)
+    }
+
+    /// This process's store for `url` with `timeout` (with `None`, any
+    /// timeout, else [`DEFAULT_TIMEOUT`]), made if there is none: the
+    /// proxies of one server share one connection per process, whether
+    /// they came from a manager or were decoded from a pipe or a value.
+    /// Not connected yet.
+    ///
+    /// Stores are kept for the life of the process, one per URL and
+    /// timeout, in a list that is only ever added to (without a lock, so
+    /// that a child forked while another thread adds one never waits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a URL that is not Redis's.
+    pub(crate) fn shared(url: &str, timeout: Option<Duration>) -> Result<Arc<Store>> {
+        struct Kept {
+            store: Arc<Store>,
+            next: *mut Kept,
+        }
+        static KEPT: AtomicPtr<Kept> = AtomicPtr::new(std::ptr::null_mut());
+        let mut head = KEPT.load(Ordering::Acquire);
+        loop {
+            let mut at = head;
+            // SAFETY: every node came from `Box::into_raw` below and is
+            // never freed; `next` is written before the node is published.
+            while let Some(kept) = unsafe { at.as_ref() } {
+                if kept.store.url == url && timeout.is_none_or(|t| t == kept.store.timeout) {
+                    return Ok(kept.store.clone());
+                }
+                at = kept.next;
+            }
+            let client = redis::Client::open(url)
+                .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
+            let place = client.get_connection_info().addr().to_string();
+            let store = Arc::new(Store {
+                client,
+                url: url.to_string(),
+                place,
+                timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+                links: PerProcess::new(),
+            });
+            let node = Box::into_raw(Box::new(Kept {
+                store: store.clone(),
+                next: head,
+            }));
+            match KEPT.compare_exchange(head, node, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(store),
+                Err(now) => {
+                    // Another thread added one: look again from the new head.
+                    // SAFETY: `node` was never published.
+                    drop(unsafe { Box::from_raw(node) });
+                    head = now;
+                }
+            }
+        }
     }
 
     /// A new connection, with the timeouts set.
