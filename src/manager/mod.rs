@@ -56,8 +56,12 @@ mod pickle;
 pub mod pickle;
 mod protocol;
 mod queue;
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "redis", not(fuzzing)))]
 pub(crate) mod redis;
+/// The Redis backend, public to the fuzzer only (built with `--cfg fuzzing`).
+#[cfg(all(feature = "redis", fuzzing))]
+#[doc(hidden)]
+pub mod redis;
 mod reference;
 mod refs;
 mod ser;

@@ -135,6 +135,30 @@ pub(crate) fn field(key: &PyValue) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
     })
 }
 
+/// For the fuzzer only (built with `--cfg fuzzing`): decodes `data` as a
+/// value found in Redis (an error or a value, never a panic); a value it
+/// accepts encodes to bytes that decode to a value encoding the same, and
+/// its field as a key is found.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    if let Ok(v) = decode(data) {
+        let Ok(bytes) = encode(&v) else {
+            return;
+        };
+        let back = match decode(&bytes) {
+            Ok(back) => back,
+            Err(e) => panic!("what encode wrote does not decode: {e}\n{v:?}"),
+        };
+        assert!(
+            encode(&back).ok() == Some(bytes),
+            "{v:?} came back as {back:?}"
+        );
+        let (own_field, _) = field(&v).expect("a value that encodes has a field");
+        assert_eq!(field(&canonical(&v)).expect("canonical").0, own_field);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

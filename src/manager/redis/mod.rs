@@ -14,7 +14,12 @@
 
 #![allow(dead_code)] // TEMP: until the dict, list, queue and pool parts land
 
+#[cfg(not(fuzzing))]
 pub(crate) mod codec;
+/// The stored values' codec, public to the fuzzer only (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod codec;
 mod dict;
 mod list;
 
