@@ -103,14 +103,13 @@ fn redis_proxies_travel_through_pipes_queues_and_values() {
     let (mut parent, mut child_end) = multiproc::Pipe(true).unwrap();
     let q = multiproc::Queue::<multiproc::manager::DictProxy<String, i64>>::new().unwrap();
     let q2 = q.clone();
-    let mut child = common::static_child(move || {
+    let child = common::static_child(move || {
         let by_pipe: multiproc::manager::DictProxy<String, i64> = child_end.recv().unwrap();
         by_pipe.increment(&"n".into(), 1).unwrap();
         let by_queue = q2.get().unwrap();
         by_queue.increment(&"n".into(), 10).unwrap();
         child_end.send(&()).unwrap();
     });
-    child.start().unwrap();
     parent.send(&d).unwrap();
     q.put(d.clone()).unwrap();
     common::watchdog("the child's reply", Duration::from_secs(30), || {
