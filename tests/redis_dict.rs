@@ -717,6 +717,20 @@ fn foreign_values_are_errors_not_panics() {
         // A big decimal is not an int HINCRBY adds: an error, not a wrap.
         hset(&mut conn, b"sx", b"99999999999999999999");
         assert!(d.increment(&s("x"), K::Int(1)).is_err());
+        deserialize(
+            d.increment(&s("x"), K::Float(1.0)).map(|_| ()),
+            "float increment",
+        );
+        hset(&mut conn, b"sx", b"-9223372036854775809");
+        deserialize(
+            d.increment(&s("x"), K::Float(1.0)).map(|_| ()),
+            "float increment",
+        );
+        hset(&mut conn, b"sx", b"-9223372036854775808");
+        assert_eq!(
+            d.increment(&s("x"), K::Float(1.0)).unwrap(),
+            K::Float(i64::MIN as f64)
+        );
         // A field in the order that the values lack; a field that is no key.
         redis::cmd("ZADD")
             .arg(&o)

@@ -41,12 +41,16 @@ pub(super) const PARTS: &[&str] = &["v", "o", "k"];
 /// dropped keeping the three parts in step.
 const PRELUDE: &str = r"
 local V, O, K = KEYS[1], KEYS[2], KEYS[3]
+local after = nil
 local function put(f, v, own)
   if redis.call('HSET', V, f, v) == 1 then
-    local top = redis.call('ZREVRANGE', O, 0, 0, 'WITHSCORES')
-    local s = 1
-    if top[2] then s = tonumber(top[2]) + 1 end
-    redis.call('ZADD', O, s, f)
+    if not after then
+      local top = redis.call('ZREVRANGE', O, 0, 0, 'WITHSCORES')
+      after = 1
+      if top[2] then after = tonumber(top[2]) + 1 end
+    end
+    redis.call('ZADD', O, after, f)
+    after = after + 1
     if own ~= '' then redis.call('HSET', K, f, own) end
   end
 end
@@ -246,7 +250,14 @@ local f, own, d, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local old = redis.call('HGET', V, f)
 local b = nil
 if old == ARGV[5] then b = 1 elseif old == ARGV[6] then b = 0 end
-local int_old = old and string.match(old, '^-?%d+$')
+local function is_int(v)
+  local minus, digits = string.match(v, '^(-?)(%d+)$')
+  if not digits then return false end
+  if #digits ~= 19 then return #digits < 19 end
+  if minus == '-' then return digits <= '9223372036854775808' end
+  return digits <= '9223372036854775807'
+end
+local int_old = old and is_int(old)
 if kind == 'i' then
   if not old then
     put(f, d, own)
