@@ -127,3 +127,41 @@ fn redis_proxies_travel_through_pipes_queues_and_values() {
     m.remove_named(&dname).unwrap();
     m.remove_named(&lname).unwrap();
 }
+
+/// Proxies decoded from a peer's messages with ever new URLs: the process
+/// keeps a bounded number of stores, then says no (in a child, so that
+/// this binary's other tests keep their quota).
+#[test]
+fn a_peer_sending_proxies_of_many_servers_is_bounded() {
+    let (mut tx, mut rx) = multiproc::Pipe(true).unwrap();
+    let child = common::static_child(move || {
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..100 {
+            match rx.recv::<multiproc::manager::DictProxy<String, i64>>() {
+                Ok(d) => {
+                    assert!(d.redis_name().is_some());
+                    ok += 1;
+                }
+                Err(Error::Deserialize(_)) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(ok > 0 && ok <= 64 && refused == 100 - ok, "{ok} {refused}");
+        // A hostile kind, name or URL is an error too.
+        for _ in 0..3 {
+            assert!(rx
+                .recv::<multiproc::manager::DictProxy<String, i64>>()
+                .is_err());
+        }
+    });
+    // What a Redis dict's proxy is on the wire: its URL, kind (0: dict)
+    // and name.
+    for port in 1..=100u32 {
+        tx.send(&(format!("redis://127.0.0.1:{port}/"), 0u32, "x"))
+            .unwrap();
+    }
+    tx.send(&("redis://127.0.0.1:1/", 1u32, "x")).unwrap();
+    tx.send(&("redis://127.0.0.1:1/", 0u32, "")).unwrap();
+    tx.send(&("http://127.0.0.1:1/", 0u32, "x")).unwrap();
+    assert_eq!(common::join(&child, Duration::from_secs(60)), 0);
+}

@@ -39,6 +39,9 @@ use crate::poison;
 /// URL, kind and name.
 pub(crate) const REDIS_TOKEN: &str = "$multiproc::RedisProxy";
 
+/// The most stores (Redis URLs, with their timeouts) one process keeps.
+const MAX_STORES: usize = 64;
+
 /// The longest object name.
 pub(crate) const MAX_NAME: usize = 512;
 
@@ -84,11 +87,13 @@ impl Store {
     /// Not connected yet.
     ///
     /// Stores are kept for the life of the process, one per URL and
-    /// timeout, in a list that is only ever added to (without a lock, so
-    /// that a child forked while another thread adds one never waits).
+    /// timeout, at most [`MAX_STORES`], in a list that is only ever added
+    /// to (without a lock, so that a child forked while another thread
+    /// adds one never waits).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a URL that is not Redis's.
+    /// [`Error::InvalidArgument`] for a URL that is not Redis's, or one
+    /// more than [`MAX_STORES`].
     pub(crate) fn shared(url: &str, timeout: Option<Duration>) -> Result<Arc<Store>> {
         struct Kept {
             store: Arc<Store>,
@@ -98,6 +103,7 @@ impl Store {
         let mut head = KEPT.load(Ordering::Acquire);
         loop {
             let mut at = head;
+            let mut kept_now = 0;
             // SAFETY: every node came from `Box::into_raw` below and is
             // never freed; `next` is written before the node is published.
             while let Some(kept) = unsafe { at.as_ref() } {
@@ -105,6 +111,14 @@ impl Store {
                     return Ok(kept.store.clone());
                 }
                 at = kept.next;
+                kept_now += 1;
+            }
+            // A peer that sends proxies of ever new URLs must not make
+            // this process keep ever more stores.
+            if kept_now >= MAX_STORES {
+                return Err(Error::InvalidArgument(format!(
+                    "this process already has {MAX_STORES} Redis servers or timeouts; {url:?} would be one more"
+                )));
             }
             let client = redis::Client::open(url)
                 .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
