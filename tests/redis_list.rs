@@ -319,6 +319,49 @@ fn mixed_list_methods(b: &Backend) {
         "[0.30000000000000004, 1.5, 2.5, 1e+16, 2e+300, 1e-05, 1.0]"
     );
 
+    // A float an increment makes is stored as the caller's own floats
+    // are (found by `index` on Redis, where equality is the encoding's).
+    let floats = [
+        0.1,
+        1e-4,
+        9.9999e-5,
+        1.0000000000000002e-4,
+        9.999999999999998e15,
+        1e16,
+        1.2345678901234567e16,
+        123456789.125,
+        5e-324,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        -1.5e-7,
+        -0.0,
+        1e21,
+        1e22,
+        2.0 / 3.0,
+        100.0,
+        1e15,
+        123e-20,
+        -9_007_199_254_740_993.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    l.clear().unwrap();
+    l.extend(floats.map(F)).unwrap();
+    for (i, x) in floats.into_iter().enumerate() {
+        let got = l.increment(i as i64, F(-0.0)).unwrap();
+        match got {
+            F(y) => assert_eq!(y.to_bits(), x.to_bits(), "{x:?}"),
+            other => panic!("{x:?} + -0.0 = {other:?}"),
+        }
+        assert_eq!(l.index(&F(x)).unwrap(), i, "{x:?}");
+    }
+    // NaNs sort without an error.
+    l.clear().unwrap();
+    l.extend([F(2.0), F(f64::NAN), I(1), F(0.5)]).unwrap();
+    l.sort().unwrap();
+    assert_eq!(l.len().unwrap(), 4);
+    assert_eq!(l.increment(0, F(f64::NAN)).map(|_| ()).unwrap(), ());
+
     // Not numbers: a TypeError, nothing changed.
     l.clear().unwrap();
     l.extend([S("a".into()), I(1)]).unwrap();
@@ -444,6 +487,10 @@ fn redis_lists_differ_where_documented() {
         let (kind, _) = raised(n.increment(1, -1));
         assert_eq!(kind, "OverflowError");
         assert_eq!(n.to_vec().unwrap(), [i64::MAX, i64::MIN], "unchanged");
+        // Ints beyond 64 bits are an OverflowError.
+        let u = m.list_named::<u64>(&name).unwrap();
+        let (kind, _) = raised(u.increment(0, u64::MAX));
+        assert_eq!(kind, "OverflowError");
         // Bools are not numbers to a Redis list.
         let b = m.list_named::<bool>(&name).unwrap();
         b.clear().unwrap();
@@ -504,5 +551,56 @@ fn a_foreign_value_is_a_deserialize_error() {
         assert!(w.sort().is_err());
         assert!(m.remove_named(&other).unwrap());
         assert!(m.remove_named(&name).unwrap());
+    });
+}
+
+/// How many times the server has run `command` (its `INFO commandstats`).
+fn calls(raw: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+    let tag = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(tag.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// `extend` of 1000 items is one `RPUSH`; a compound operation is one
+/// script (a server of the test's own: no other client counts).
+#[test]
+fn each_operation_is_one_command_or_one_script() {
+    let Some(server) =
+        common::redis::OwnServer::start("each_operation_is_one_command_or_one_script")
+    else {
+        return;
+    };
+    watchdog("round trips", LIMIT, || {
+        let m = Manager::connect_redis(&server.url()).unwrap();
+        let l = m.list_named::<i64>("counted").unwrap();
+        let mut raw = redis::Client::open(server.url().as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let before = calls(&mut raw, "rpush");
+        l.extend(0..1000).unwrap();
+        assert_eq!(calls(&mut raw, "rpush") - before, 1);
+        assert_eq!(l.len().unwrap(), 1000);
+        // Each script once, so that it is loaded; then each is one EVALSHA.
+        let ops: [&dyn Fn(); 5] = [
+            &|| l.insert(500, -1).unwrap(),
+            &|| assert_eq!(l.pop(500).unwrap(), -1),
+            &|| l.sort().unwrap(),
+            &|| l.set(10, 10).unwrap(),
+            &|| assert_eq!(l.increment(10, 0).unwrap(), 10),
+        ];
+        for op in ops {
+            op();
+        }
+        for op in ops {
+            let (sha, eval) = (calls(&mut raw, "evalsha"), calls(&mut raw, "eval"));
+            op();
+            assert_eq!(calls(&mut raw, "evalsha") - sha, 1);
+            assert_eq!(calls(&mut raw, "eval"), eval);
+        }
+        assert_eq!(l.to_vec().unwrap(), (0..1000).collect::<Vec<_>>());
+        assert!(m.remove_named("counted").unwrap());
     });
 }

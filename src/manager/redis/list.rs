@@ -22,7 +22,8 @@
 //!   strs by their UTF-8 bytes (Python's order), bytes by bytes; any other
 //!   type (bools, tuples, None, ...) in a list of two or more items is a
 //!   `TypeError` (Python orders bools with numbers, and tuples with
-//!   tuples); NaNs may end elsewhere than Python puts them;
+//!   tuples; ints beyond 64 bits are stored as pickles, and are not
+//!   ordered either); NaNs may end elsewhere than Python puts them;
 //! - `l[i] += d` adds ints of 64 bits (beyond is `OverflowError`, a
 //!   manager server goes to 127 bits) and floats; bools are a `TypeError`.
 
@@ -398,14 +399,15 @@ fn type_error(message: String) -> Error {
     }
 }
 
-/// A script's `{'TE', a, b}` or `{'OK', …}` answer.
-fn checked(answer: Vec<Vec<u8>>, message: impl Fn(&PyValue, &PyValue) -> String) -> Result<Bulk> {
+/// A script's `{'TE', a, b}` (the error `refuse` makes of `a` and `b`)
+/// or `{'OK', …}` answer.
+fn checked(answer: Vec<Vec<u8>>, refuse: impl Fn(&PyValue, &PyValue) -> Error) -> Result<Bulk> {
     let mut it = answer.into_iter();
     match (it.next().as_deref(), it.next(), it.next()) {
         (Some(b"OK"), new, None) => Ok(new),
         (Some(b"TE"), Some(a), Some(b)) => {
             let (a, b) = (codec::decode(&a)?, codec::decode(&b)?);
-            Err(type_error(message(&a, &b)))
+            Err(refuse(&a, &b))
         }
         _ => Err(Error::Deserialize(
             "an answer of a multiproc script that is not its own".into(),
@@ -468,8 +470,10 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
         Op::Set(i, v) => {
             let i = int_index("__setitem__", &i)?;
             let v = codec::encode(&v)?;
+            // Not run twice: an insert in between would make it set
+            // another item.
             store
-                .run(true, |c| SET.key(&k).arg(i).arg(&v).invoke::<i64>(c))
+                .run(false, |c| SET.key(&k).arg(i).arg(&v).invoke::<i64>(c))
                 .map(none)
         }
         Op::Append(v) => {
@@ -575,16 +579,16 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
             .map(none),
         Op::Sort | Op::SortReverse => {
             let reverse = if matches!(op, Op::SortReverse) { 1 } else { 0 };
-            // Sorting twice sorts as once: it may run again.
-            let answer = store.run(true, |c| {
+            // Not run twice: an append in between would be sorted in.
+            let answer = store.run(false, |c| {
                 SORT.key(&k).arg(reverse).invoke::<Vec<Vec<u8>>>(c)
             })?;
             checked(answer, |a, b| {
-                format!(
+                type_error(format!(
                     "'<' not supported between instances of '{}' and '{}'",
                     a.type_name(),
                     b.type_name()
-                )
+                ))
             })
             .map(none)
         }
@@ -601,11 +605,18 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
                     .invoke::<Vec<Vec<u8>>>(c)
             })?;
             let new = checked(answer, |a, b| {
-                format!(
+                let big = |v: &PyValue| matches!(v, PyValue::BigInt(_));
+                if big(a) || big(b) {
+                    return Error::Remote {
+                        kind: "OverflowError".into(),
+                        message: "a Redis list adds ints of at most 64 bits".into(),
+                    };
+                }
+                type_error(format!(
                     "unsupported operand type(s) for +=: '{}' and '{}'",
                     a.type_name(),
                     b.type_name()
-                )
+                ))
             })?;
             match new {
                 Some(new) => codec::decode(&new),
