@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// An item of a mixed list: an int, a float or a str.
+/// An item of a mixed list: a bool, an int, a float or a str.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
 #[serde(untagged)]
 enum V {
+    B(bool),
     I(i64),
     F(f64),
     S(String),
@@ -209,7 +210,7 @@ fn int_list_methods(b: &Backend) {
 }
 
 fn mixed_list_methods(b: &Backend) {
-    use V::{F, I, S};
+    use V::{B, F, I, S};
     let l = b.list::<V>("mixed");
 
     // Ints and floats sort as numbers, stably (2.0 stays before 2).
@@ -258,6 +259,19 @@ fn mixed_list_methods(b: &Backend) {
             F(f64::INFINITY),
         ]
     );
+
+    // Bools are ints 0 and 1, for sort and increment.
+    l.clear().unwrap();
+    l.extend([I(1), B(true), F(0.5), B(false), I(-1)]).unwrap();
+    l.sort().unwrap();
+    assert_eq!(
+        l.to_vec().unwrap(),
+        [I(-1), B(false), F(0.5), I(1), B(true)]
+    );
+    assert_eq!(l.increment(4, I(1)).unwrap(), I(2));
+    assert_eq!(l.increment(1, B(true)).unwrap(), I(1));
+    assert_eq!(l.increment(2, B(true)).unwrap(), F(1.5));
+    assert_eq!(l.to_string(), "[-1, 1, 1.5, 1, 2]");
 
     // Strs by code point (UTF-8 bytes).
     l.clear().unwrap();
@@ -491,12 +505,18 @@ fn redis_lists_differ_where_documented() {
         let u = m.list_named::<u64>(&name).unwrap();
         let (kind, _) = raised(u.increment(0, u64::MAX));
         assert_eq!(kind, "OverflowError");
-        // Bools are not numbers to a Redis list.
-        let b = m.list_named::<bool>(&name).unwrap();
+        // Bools are not ints to equality.
+        let b = m.list_named::<V>(&name).unwrap();
         b.clear().unwrap();
-        b.extend([true, false]).unwrap();
-        assert_eq!(raised(b.sort()).0, "TypeError");
-        assert_eq!(b.to_vec().unwrap(), [true, false]);
+        b.extend([V::B(true), V::I(1)]).unwrap();
+        assert_eq!(b.index(&V::I(1)).unwrap(), 1);
+        assert_eq!(b.count(&V::B(true)).unwrap(), 1);
+        // Tuples are not ordered.
+        let t = m.list_named::<(i64, i64)>(&name).unwrap();
+        t.clear().unwrap();
+        t.extend([(2, 1), (1, 2)]).unwrap();
+        assert_eq!(raised(t.sort()).0, "TypeError");
+        assert_eq!(t.to_vec().unwrap(), [(2, 1), (1, 2)]);
         assert!(m.remove_named(&name).unwrap());
     });
 }

@@ -19,13 +19,13 @@
 //!   stored encodings: `1`, `1.0` and `True` are three different values
 //!   (Python finds them equal);
 //! - `sort` orders ints and floats by number (exactly, also beyond 2^53),
-//!   strs by their UTF-8 bytes (Python's order), bytes by bytes; any other
-//!   type (bools, tuples, None, ...) in a list of two or more items is a
-//!   `TypeError` (Python orders bools with numbers, and tuples with
+//!   bools with them (as Python does), strs by their UTF-8 bytes (Python's
+//!   order), bytes by bytes; any other type (tuples, None, ...) in a list
+//!   of two or more items is a `TypeError` (Python orders tuples with
 //!   tuples; ints beyond 64 bits are stored as pickles, and are not
 //!   ordered either); NaNs may end elsewhere than Python puts them;
 //! - `l[i] += d` adds ints of 64 bits (beyond is `OverflowError`, a
-//!   manager server goes to 127 bits) and floats; bools are a `TypeError`.
+//!   manager server goes to 127 bits), floats, and bools as ints.
 
 use std::sync::LazyLock;
 
@@ -133,10 +133,18 @@ return 1
     ))
 });
 
-/// Lua: what kind of number an encoding is (`'i'`, `'f'` or nil), and
-/// byte-wise comparison of strings (Lua's `<` follows the server's locale).
+/// Lua: what kind of number an encoding is (`'i'`, `'f'` or nil; bools
+/// are ints, as in Python), an int's (or bool's) digits, and byte-wise
+/// comparison of strings (Lua's `<` follows the server's locale). The
+/// script defines `TRUE` and `FALSE`: the encodings of `True` and `False`.
 const LUA_VALUES: &str = r"
+local function intof(s)
+  if s == TRUE then return '1' end
+  if s == FALSE then return '0' end
+  return s
+end
 local function numkind(s)
+  if s == TRUE or s == FALSE then return 'i' end
   local c = string.byte(s, 1)
   if c == nil then return nil end
   if c == 45 or (c >= 48 and c <= 57) then
@@ -163,11 +171,14 @@ local function bytelt(a, b)
 end
 ";
 
-/// `l.sort()` (stable). KEYS: list; ARGV: `1` for `reverse=True`.
+/// `l.sort()` (stable). KEYS: list; ARGV: `1` for `reverse=True`, the
+/// encodings of `True` and `False`.
 /// Answers `{'OK'}`, or `{'TE', a, b}`: `a < b` is not supported.
 static SORT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{LUA_HELPERS}{LUA_VALUES}
+        "{LUA_HELPERS}
+local TRUE, FALSE = ARGV[2], ARGV[3]
+{LUA_VALUES}
 -- Integer strings (no leading zeros, no '-0') compared exactly.
 local function cmpint(x, y)
   local nx, ny = string.byte(x, 1) == 45, string.byte(y, 1) == 45
@@ -256,8 +267,8 @@ for i = 1, n do
   if c0 == 'n' then
     local r = {{raw = s}}
     if numkind(s) == 'i' then
-      r.int = intstr(s)
-      r.num = tonumber(s)
+      r.int = intstr(intof(s))
+      r.num = tonumber(r.int)
       r.exact = math.abs(r.num) < EXACT
     else
       r.num = tonumber(string.sub(s, 2))
@@ -287,11 +298,14 @@ return {{'OK'}}
     ))
 });
 
-/// `l[i] += d`. KEYS: list, scratch key; ARGV: index, delta. Answers
+/// `l[i] += d`. KEYS: list, scratch key; ARGV: index, delta, the
+/// encodings of `True` and `False`. Answers
 /// `{'OK', new}`, or `{'TE', item, delta}` for what is not a number.
 static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{LUA_HELPERS}{LUA_VALUES}
+        "{LUA_HELPERS}
+local TRUE, FALSE = ARGV[3], ARGV[4]
+{LUA_VALUES}
 -- A float as Rust's `{{:?}}` writes it: the shortest digits that read back.
 local function fmtfloat(x)
   if x ~= x then return 'NaN' end
@@ -339,16 +353,16 @@ local ko, kd = numkind(old), numkind(d)
 if not ko or not kd then return {{'TE', old, d}} end
 local new
 if ko == 'i' and kd == 'i' then
-  redis.call('SET', KEYS[2], old)
-  local r = redis.pcall('INCRBY', KEYS[2], d)
+  redis.call('SET', KEYS[2], intof(old))
+  local r = redis.pcall('INCRBY', KEYS[2], intof(d))
   new = redis.call('GET', KEYS[2])
   redis.call('DEL', KEYS[2])
   if type(r) == 'table' and r.err then
-    return redis.error_reply('PYERR OverflowError ' .. old .. ' + ' .. d .. ' is beyond the 64-bit ints a Redis list holds')
+    return redis.error_reply('PYERR OverflowError ' .. intof(old) .. ' + ' .. intof(d) .. ' is beyond the 64-bit ints a Redis list holds')
   end
 else
   local function num(s, kind)
-    if kind == 'i' then return tonumber(s) end
+    if kind == 'i' then return tonumber(intof(s)) end
     return tonumber(string.sub(s, 2))
   end
   new = 'f' .. fmtfloat(num(old, ko) + num(d, kd))
@@ -358,6 +372,16 @@ return {{'OK', new}}
 "
     ))
 });
+
+/// The encodings of `True` and `False` (pickles), for the scripts that
+/// take bools for the ints 1 and 0, as Python does.
+static TRUE: LazyLock<Vec<u8>> = LazyLock::new(|| encoded_bool(true));
+static FALSE: LazyLock<Vec<u8>> = LazyLock::new(|| encoded_bool(false));
+
+fn encoded_bool(b: bool) -> Vec<u8> {
+    // A bool holds no proxy: its encoding cannot fail.
+    codec::encode(&PyValue::Bool(b)).unwrap_or_default()
+}
 
 /// A value that `Store::run` gives back: `Some(bytes)` or nil.
 type Bulk = Option<Vec<u8>>;
@@ -581,7 +605,11 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
             let reverse = if matches!(op, Op::SortReverse) { 1 } else { 0 };
             // Not run twice: an append in between would be sorted in.
             let answer = store.run(false, |c| {
-                SORT.key(&k).arg(reverse).invoke::<Vec<Vec<u8>>>(c)
+                SORT.key(&k)
+                    .arg(reverse)
+                    .arg(&*TRUE)
+                    .arg(&*FALSE)
+                    .invoke::<Vec<Vec<u8>>>(c)
             })?;
             checked(answer, |a, b| {
                 type_error(format!(
@@ -602,6 +630,8 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
                     .key(&scratch)
                     .arg(i)
                     .arg(&d)
+                    .arg(&*TRUE)
+                    .arg(&*FALSE)
                     .invoke::<Vec<Vec<u8>>>(c)
             })?;
             let new = checked(answer, |a, b| {
