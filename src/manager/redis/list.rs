@@ -661,3 +661,38 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation a list does not have is refused by name, before any
+    /// round trip.
+    #[test]
+    fn operations_a_list_has_not_are_invalid_arguments() {
+        let Ok(url) = std::env::var("MULTIPROC_TEST_REDIS") else {
+            eprintln!("skipped: MULTIPROC_TEST_REDIS is not set");
+            return;
+        };
+        let store = Store::open(&url, std::time::Duration::from_secs(5)).unwrap();
+        for op in [
+            Op::Keys,
+            Op::PopItem,
+            Op::Lookup(PyValue::Int(1)),
+            Op::Mul(2),
+        ] {
+            let name = op.name();
+            match apply(&store, "never-made", op) {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains(name), "{m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bools_have_encodings() {
+        assert!(!TRUE.is_empty() && !FALSE.is_empty() && *TRUE != *FALSE);
+        let p = pivot().unwrap();
+        assert!(p.starts_with(b"\0") && p != pivot().unwrap());
+    }
+}
