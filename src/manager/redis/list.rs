@@ -11,6 +11,12 @@
 //! | `remove`, `index`, `count`, `in` | `LREM 1` / `LPOS` / `LPOS COUNT 0` / `LPOS` | O(n) |
 //! | `len`, `clear` | `LLEN` / `DEL` | O(1) / O(n) |
 //! | `reverse`, `sort` | a script that reads, rewrites the list | O(n) / O(n log n), blocking the server meanwhile |
+//!
+//! A script holds the whole server while it runs: `sort` of 100,000 ints
+//! took 1.5 s, of 100,000 short strs 6.6 s (Lua compares them byte by
+//! byte) on a loaded 2-core machine, and past Redis's
+//! `busy-reply-threshold` (5 s) other clients' commands fail with `BUSY`
+//! until it ends. Sort long lists in the client (`to_vec`) instead.
 //! | slice, snapshot, repr | `LRANGE` | O(k) for k items |
 //! | `l[i] += d` | a script (ints through `INCRBY` on a scratch key of the same hash slot) | as `get` |
 //!
@@ -154,17 +160,13 @@ local function numkind(s)
   if c == 102 and tonumber(string.sub(s, 2)) then return 'f' end
   return nil
 end
+local byte = string.byte
 local function bytelt(a, b)
   if a == b then return false end
-  local n = math.min(#a, #b)
-  local i = 1
-  while i <= n do
-    local j = math.min(i + 63, n)
-    if string.sub(a, i, j) ~= string.sub(b, i, j) then break end
-    i = j + 1
-  end
-  for k = i, math.min(i + 63, n) do
-    local x, y = string.byte(a, k), string.byte(b, k)
+  local n = #a
+  if #b < n then n = #b end
+  for k = 1, n do
+    local x, y = byte(a, k), byte(b, k)
     if x ~= y then return x < y end
   end
   return #a < #b
@@ -279,12 +281,45 @@ for i = 1, n do
     t[i] = s
   end
 end
+-- Equal keys in groups, in the list's order (stable); the distinct keys
+-- sorted by table.sort (C's quicksort; numbers compared in C). Equal
+-- strs and bytes are equal encodings; equal numbers may not be (2, 2.0).
+local function grouped(keys, raws, lt)
+  local groups, distinct = {{}}, {{}}
+  for i = 1, n do
+    local g = groups[keys[i]]
+    if g == nil then
+      g = {{}}
+      groups[keys[i]] = g
+      distinct[#distinct + 1] = keys[i]
+    end
+    g[#g + 1] = raws[i]
+  end
+  if lt then table.sort(distinct, lt) else table.sort(distinct) end
+  local out = {{}}
+  for _, k in ipairs(distinct) do
+    for _, raw in ipairs(groups[k]) do out[#out + 1] = raw end
+  end
+  return out
+end
 local sorted
 if c0 == 'n' then
-  sorted = msort(t, numlt)
-  for i = 1, n do sorted[i] = sorted[i].raw end
+  local simple, nums, raws = true, {{}}, {{}}
+  for i = 1, n do
+    local r = t[i]
+    if not r.exact or r.num ~= r.num then simple = false; break end
+    nums[i] = r.num
+    raws[i] = r.raw
+  end
+  if simple then
+    -- Exact doubles (floats, ints below 2^53), no NaN: compared in C.
+    sorted = grouped(nums, raws, nil)
+  else
+    sorted = msort(t, numlt)
+    for i = 1, n do sorted[i] = sorted[i].raw end
+  end
 else
-  sorted = msort(t, bytelt)
+  sorted = grouped(t, t, bytelt)
 end
 if reverse then
   local back = {{}}
