@@ -7,18 +7,18 @@
 //! |---|---|---|
 //! | `get`, `set` | `LINDEX` / a script of `LLEN` + `LSET` | O(1) at the ends, O(min(i, n−i)) inside |
 //! | `append`, `extend` | one `RPUSH` (all the items) | O(1) per item |
-//! | `insert`, `pop`, `del l[i]` | a script (`LPUSH`/`RPUSH`/`LPOP`/`RPOP` at the ends, a unique pivot inside) | O(1) at the ends, O(n) inside |
+//! | `insert`, `pop`, `del l[i]` | a script (`LPUSH`/`RPUSH`/`LPOP`/`RPOP` at the ends, a unique pivot inside) | O(1) at the ends; inside O(i) (`insert`), O(min(i, n−i)) (`pop`) |
 //! | `remove`, `index`, `count`, `in` | `LREM 1` / `LPOS` / `LPOS COUNT 0` / `LPOS` | O(n) |
 //! | `len`, `clear` | `LLEN` / `DEL` | O(1) / O(n) |
 //! | `reverse`, `sort` | a script that reads, rewrites the list | O(n) / O(n log n), blocking the server meanwhile |
+//! | slice, snapshot, repr | `LRANGE` | O(k) for k items |
+//! | `l[i] += d` | a script (ints through `INCRBY` on a scratch key of the same hash slot) | as `get` |
 //!
 //! A script holds the whole server while it runs: `sort` of 100,000 ints
 //! took 1.5 s, of 100,000 short strs 6.6 s (Lua compares them byte by
 //! byte) on a loaded 2-core machine, and past Redis's
 //! `busy-reply-threshold` (5 s) other clients' commands fail with `BUSY`
 //! until it ends. Sort long lists in the client (`to_vec`) instead.
-//! | slice, snapshot, repr | `LRANGE` | O(k) for k items |
-//! | `l[i] += d` | a script (ints through `INCRBY` on a scratch key of the same hash slot) | as `get` |
 //!
 //! What differs from a manager server's list:
 //! - equality (`remove`, `index`, `count`, `in`) is equality of the
