@@ -624,3 +624,44 @@ fn each_operation_is_one_command_or_one_script() {
         assert!(m.remove_named("counted").unwrap());
     });
 }
+
+/// A server out of memory refuses a rewrite: the list is left as it was
+/// (a script's pushes are taken back), and it is readable and shrinkable.
+#[test]
+fn out_of_memory_leaves_the_list_as_it_was() {
+    let Some(server) = common::redis::OwnServer::start("out_of_memory_leaves_the_list_as_it_was")
+    else {
+        return;
+    };
+    watchdog("out of memory", LIMIT, || {
+        let m = Manager::connect_redis(&server.url()).unwrap();
+        let l = m.list_named::<i64>("full").unwrap();
+        l.extend((0..3000).rev()).unwrap();
+        let mut raw = redis::Client::open(server.url().as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(1)
+            .query::<()>(&mut raw)
+            .unwrap();
+        let before = l.to_vec().unwrap();
+        assert!(l.sort().is_err());
+        assert!(l.reverse().is_err());
+        assert!(l.insert(5, 1).is_err());
+        assert!(l.append(1).is_err());
+        assert_eq!(l.to_vec().unwrap(), before);
+        assert_eq!(l.pop(-1).unwrap(), 0);
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(0)
+            .query::<()>(&mut raw)
+            .unwrap();
+        l.sort().unwrap();
+        assert_eq!(l.to_vec().unwrap(), (1..3000).collect::<Vec<_>>());
+        assert!(m.remove_named("full").unwrap());
+    });
+}

@@ -46,14 +46,22 @@ use crate::manager::PyValue;
 /// that an increment of ints uses inside its script and deletes there.
 pub(super) const PARTS: &[&str] = &["l", "t"];
 
-/// How many values one `RPUSH` of a script takes (Lua's `unpack` has a
-/// bound).
+/// Lua helpers: `replace` puts the items `t` in place of the list's `n`
+/// (`RPUSH`es of at most 1000, as Lua's `unpack` has a bound, then an
+/// `LTRIM` of the old ones); if a push fails (`OOM`), it trims what it
+/// pushed and answers the error: the list is as it was. `at`: Python's
+/// index from the end.
 const LUA_HELPERS: &str = r"
-local function push(key, t)
-  local n = #t
+local function replace(key, t, n)
   for j = 1, n, 1000 do
-    redis.call('RPUSH', key, unpack(t, j, math.min(j + 999, n)))
+    local r = redis.pcall('RPUSH', key, unpack(t, j, math.min(j + 999, n)))
+    if type(r) == 'table' and r.err then
+      redis.call('LTRIM', key, 0, n - 1)
+      return r
+    end
   end
+  redis.call('LTRIM', key, n, -1)
+  return nil
 end
 local function at(i, n)
   i = tonumber(i)
@@ -92,7 +100,11 @@ elseif i == 0 then
 else
   local old = redis.call('LINDEX', KEYS[1], i)
   redis.call('LSET', KEYS[1], i, ARGV[3])
-  redis.call('LINSERT', KEYS[1], 'BEFORE', ARGV[3], ARGV[2])
+  local r = redis.pcall('LINSERT', KEYS[1], 'BEFORE', ARGV[3], ARGV[2])
+  if type(r) == 'table' and r.err then
+    redis.call('LSET', KEYS[1], i, old)
+    return r
+  end
   redis.call('LSET', KEYS[1], i + 1, old)
 end
 return 1
@@ -132,8 +144,8 @@ local n = #items
 if n < 2 then return 1 end
 local rev = {{}}
 for i = n, 1, -1 do rev[n - i + 1] = items[i] end
-redis.call('DEL', KEYS[1])
-push(KEYS[1], rev)
+local e = replace(KEYS[1], rev, n)
+if e then return e end
 return 1
 "
     ))
@@ -326,8 +338,8 @@ if reverse then
   for i = 1, n do back[i] = sorted[n - i + 1] end
   sorted = back
 end
-redis.call('DEL', KEYS[1])
-push(KEYS[1], sorted)
+local e = replace(KEYS[1], sorted, n)
+if e then return e end
 return {{'OK'}}
 "
     ))
