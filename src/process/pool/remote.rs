@@ -436,6 +436,19 @@ return 1",
     )
 });
 
+/// Tells the workers to stop, and wakes each blocked one with an id that
+/// names no task: `KEYS` stop, workers, pending.
+static STOP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], 1)
+for _ = 1, redis.call('SCARD', KEYS[2]) do
+  redis.call('RPUSH', KEYS[3], 'stop')
+end
+return 1",
+    )
+});
+
 /// Deletes a pool's keys: `KEYS` workers, tasks, deaths, pending, stop;
 /// `ARGV` key prefix.
 static REMOVE: LazyLock<Script> = LazyLock::new(|| {
@@ -722,24 +735,25 @@ impl RemotePool {
 
     /// Tells every worker of the pool to return from [`serve`] once its
     /// current task is done (and any worker started later to return at
-    /// once, until [`remove`](RemotePool::remove)). Tasks still waiting
-    /// stay in Redis.
+    /// once, until [`remove`](RemotePool::remove)), waking those that wait
+    /// for a task. Tasks still waiting stay in Redis.
     ///
     /// # Errors
-    /// As a call on Redis.
+    /// As a call on Redis ([`Error::Ambiguous`] if the connection failed
+    /// during the call: call it again).
     pub fn stop_workers(&self) -> Result<()> {
-        self.store.run(true, |c| {
-            redis::cmd("SET")
-                .arg(self.keys.stop())
-                .arg(1)
-                .query::<()>(c)
+        self.store.run(false, |c| {
+            STOP.key(self.keys.stop())
+                .key(self.keys.workers())
+                .key(self.keys.pending())
+                .invoke::<()>(c)
         })
     }
 
     /// Deletes the pool's keys in Redis: waiting tasks, the workers'
-    /// records, the stop flag, and the results of unfinished tasks. Call it
-    /// once the workers are gone (a worker still serving announces itself
-    /// again).
+    /// records, the stop flag, and results not yet read (found with `SCAN`:
+    /// a cost in the size of the database). Call it once the workers are
+    /// gone (a worker still serving announces itself again).
     ///
     /// # Errors
     /// As a call on Redis.
@@ -754,7 +768,28 @@ impl RemotePool {
                 .arg(&self.keys.prefix)
                 .invoke::<u64>(c)
         })?;
-        Ok(())
+        // Results that nobody read: found by their names.
+        let pattern = format!("{}result:*", glob_escape(&self.keys.prefix));
+        let mut cursor = 0u64;
+        loop {
+            let (next, found): (u64, Vec<String>) = self.store.run(true, |c| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)
+            })?;
+            if !found.is_empty() {
+                self.store
+                    .run(true, |c| redis::cmd("DEL").arg(&found).query::<u64>(c))?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 }
 
@@ -765,6 +800,18 @@ impl std::fmt::Debug for RemotePool {
             .field("url", &self.store.url)
             .finish()
     }
+}
+
+/// `text` as a `SCAN MATCH` pattern that matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// A copy of an error from submitting, for every handle of the batch.
