@@ -347,6 +347,19 @@ return redis.call('EXISTS', KEYS[3])",
     )
 });
 
+/// A worker takes the task it moved to its list: announces itself again
+/// (the reaper may have dropped it, if it was paused) and reads the
+/// task's record. `KEYS` tasks, workers, alive; `ARGV` id, worker, ttl
+/// (ms), who.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
+return redis.call('HGET', KEYS[1], ARGV[1])",
+    )
+});
+
 /// Records a task's result, unless it already has one (or is gone): `KEYS`
 /// processing, tasks, deaths, pending, result; `ARGV` id, message, result
 /// ttl (ms). Whether the result was recorded.
@@ -1044,6 +1057,14 @@ impl<R: DeserializeOwned> Iterator for Unordered<R> {
             if self.waiting.is_empty() {
                 return None;
             }
+            // Those never submitted, and those already read, first.
+            if let Some(i) = self.waiting.iter().position(|p| locked(&p.known).is_some()) {
+                match self.waiting.swap_remove(i).get::<R>(Deadline::Now) {
+                    Ok(values) => self.ready.extend(values.into_iter().rev().map(Ok)),
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
             // One round trip for all: which results are there?
             let keys: Vec<String> = self
                 .waiting
@@ -1057,14 +1078,17 @@ impl<R: DeserializeOwned> Iterator for Unordered<R> {
                 }
                 pipe.query::<Vec<bool>>(c)
             });
-            let index = match there {
-                Ok(there) => there.iter().position(|&t| t).unwrap_or(0),
-                Err(e) => return Some(Err(e)),
+            let waited = match there {
+                // Read it (at once: it is there).
+                Ok(there) => match there.iter().position(|&t| t) {
+                    Some(i) => self.waiting[i].wait(Deadline::Never),
+                    // None yet: wait a while for the first.
+                    None => self.waiting[0].wait(Deadline::after(WAIT_SLICE)),
+                },
+                Err(e) => Err(e),
             };
-            let chunk = self.waiting.swap_remove(index);
-            match chunk.get::<R>(Deadline::Never) {
-                Ok(values) => self.ready.extend(values.into_iter().rev().map(Ok)),
-                Err(e) => return Some(Err(e)),
+            if let Err(e) = waited {
+                return Some(Err(e));
             }
         }
     }
@@ -1167,12 +1191,16 @@ impl<'t> Worker<'t> {
         }
         let keys = Keys::new(&self.pool)?;
         let store = Store::open(&self.url, DEFAULT_TIMEOUT)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
         let me = format!("{}-{}", sys::getpid(), &fresh_name()?[..12]);
         let mut serving = Serving {
             worker: &self,
             store: &store,
             keys: &keys,
             me,
+            who: format!("{host} pid {}", sys::getpid()),
             every: self.heartbeat / 3,
             last_beat: Instant::now(),
         };
@@ -1219,6 +1247,8 @@ struct Serving<'w, 't> {
     store: &'w Store,
     keys: &'w Keys,
     me: String,
+    /// Its host and pid, the value of its heartbeat key.
+    who: String,
     /// How often the heartbeat is renewed.
     every: Duration,
     last_beat: Instant,
@@ -1229,14 +1259,13 @@ impl<'t> Serving<'_, 't> {
     /// told to stop.
     fn beat(&mut self) -> Result<bool> {
         self.last_beat = Instant::now();
-        let who = format!("pid {}", sys::getpid());
         self.store.run(true, |c| {
             BEAT.key(self.keys.workers())
                 .key(self.keys.alive(&self.me))
                 .key(self.keys.stop())
                 .arg(&self.me)
                 .arg(millis(self.worker.heartbeat))
-                .arg(&who)
+                .arg(&self.who)
                 .invoke::<bool>(c)
         })
     }
@@ -1304,8 +1333,16 @@ impl<'t> Serving<'_, 't> {
 
     /// Runs the task `id`, which this worker holds, and records how it went.
     fn handle(&mut self, id: &str) -> Result<()> {
+        self.last_beat = Instant::now();
         let record: Option<Vec<u8>> = self.store.run(true, |c| {
-            redis::cmd("HGET").arg(self.keys.tasks()).arg(id).query(c)
+            TAKE.key(self.keys.tasks())
+                .key(self.keys.workers())
+                .key(self.keys.alive(&self.me))
+                .arg(id)
+                .arg(&self.me)
+                .arg(millis(self.worker.heartbeat))
+                .arg(&self.who)
+                .invoke(c)
         })?;
         let Some(record) = record else {
             // Finished or failed already (run twice): nothing to do.
