@@ -395,6 +395,35 @@ fn bad_names_and_urls_are_clear_errors() {
     ));
 }
 
+/// examples/redis_pool, run as a user would (`cargo test` builds it; a
+/// run of this test binary alone may not have: then it says so).
+fn the_example_maps_with_workers_it_spawns() {
+    let Some(url) = redis_url("pool-example") else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("examples").join("redis_pool"))
+        .unwrap();
+    if !example.exists() {
+        eprintln!(
+            "skipped the example: {} is not built (`cargo test` or `cargo build --examples` builds it)",
+            example.display()
+        );
+        return;
+    }
+    let (status, out, err) =
+        common::run_with_deadline(Command::new(&example).arg(&url), b"", LIMIT);
+    assert!(status.success(), "{status}\nstdout: {out}\nstderr: {err}");
+    assert_eq!(
+        out.lines().last(),
+        Some("sum of squares: 328350"),
+        "stdout: {out}\nstderr: {err}"
+    );
+}
+
 fn main() -> ExitCode {
     if let Ok(spec) = std::env::var(WORKER_ENV) {
         worker(&spec);
@@ -408,5 +437,6 @@ fn main() -> ExitCode {
         a_worker_killed_mid_task_has_its_task_retried_on_another,
         a_task_that_kills_every_worker_is_worker_died,
         bad_names_and_urls_are_clear_errors,
+        the_example_maps_with_workers_it_spawns,
     ])
 }
