@@ -395,6 +395,37 @@ fn bad_names_and_urls_are_clear_errors() {
     ));
 }
 
+/// A submitter waiting for a result when the server dies gets a clear
+/// error, not a hang, and works again once the server is back.
+fn a_server_killed_mid_wait_is_a_clear_error() {
+    let Some(mut server) = common::redis::OwnServer::start("pool-server-killed") else {
+        return;
+    };
+    watchdog("a server killed mid-wait", LIMIT, || {
+        let pool = RemotePool::connect_named(&server.url(), "killed").unwrap();
+        let r = pool.apply_async(task!(square), 2);
+        assert!(matches!(
+            r.get_timeout(Duration::from_millis(100)),
+            Err(Error::Timeout)
+        ));
+        server.kill();
+        let start = Instant::now();
+        match r.get_timeout(Duration::MAX) {
+            Err(Error::ManagerGone(msg)) => assert!(msg.contains("unreachable"), "{msg}"),
+            other => panic!("expected ManagerGone, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+        server.restart();
+        // A new connection; the empty server has no workers.
+        assert_eq!(pool.workers().unwrap(), 0);
+        // The restarted server lost the task: it waits for ever.
+        assert!(matches!(
+            r.get_timeout(Duration::from_millis(100)),
+            Err(Error::Timeout)
+        ));
+    });
+}
+
 /// examples/redis_pool, run as a user would (`cargo test` builds it; a
 /// run of this test binary alone may not have: then it says so).
 fn the_example_maps_with_workers_it_spawns() {
@@ -437,6 +468,7 @@ fn main() -> ExitCode {
         a_worker_killed_mid_task_has_its_task_retried_on_another,
         a_task_that_kills_every_worker_is_worker_died,
         bad_names_and_urls_are_clear_errors,
+        a_server_killed_mid_wait_is_a_clear_error,
         the_example_maps_with_workers_it_spawns,
     ])
 }
