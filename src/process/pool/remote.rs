@@ -1482,3 +1482,52 @@ impl<'t> Serving<'_, 't> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn result_messages_decode_or_say_why() {
+        let done = message(tag::DONE, &postcard::to_allocvec(&vec![1u32, 2]).unwrap());
+        assert_eq!(decode::<u32>(&done).unwrap(), [1, 2]);
+        assert!(matches!(decode::<u32>(b"Fboom"), Err(Error::TaskFailed(m)) if m == "boom"));
+        assert!(matches!(
+            decode::<u32>(b"W-6"),
+            Err(Error::WorkerDied { exitcode: -6 })
+        ));
+        assert!(matches!(decode::<u32>(b"Uwho"), Err(Error::InvalidArgument(m)) if m == "who"));
+        // What another program may have written: errors, never a panic.
+        for foreign in [&b""[..], b"W", b"Wx", b"D\xff\xff\xff", b"xyz", b"D"] {
+            assert!(decode::<u32>(foreign).is_err(), "{foreign:?}");
+        }
+    }
+
+    #[test]
+    fn a_task_runs_a_chunk_and_refuses_bad_arguments() {
+        let t = crate::task!(double);
+        assert!(t.name().ends_with("::double"));
+        let run = sealed::Run::runner(&t);
+        let out = run(&postcard::to_allocvec(&vec![1u32, 21]).unwrap()).unwrap();
+        assert_eq!(postcard::from_bytes::<Vec<u32>>(&out).unwrap(), [2, 42]);
+        assert!(sealed::Run::runner(&t)(b"\x05\x01").is_err());
+        let mut long = postcard::to_allocvec(&vec![1u32]).unwrap();
+        long.push(0);
+        assert!(sealed::Run::runner(&t)(&long).is_err());
+    }
+
+    #[test]
+    fn key_patterns_match_only_themselves() {
+        assert_eq!(glob_escape("a*b?[c]\\d"), "a\\*b\\?\\[c\\]\\\\d");
+        assert!(Keys::new("").is_err());
+        assert!(Keys::new(&"x".repeat(MAX_NAME + 1)).is_err());
+        assert_eq!(
+            Keys::new("p").unwrap().result("id"),
+            "multiproc:{pool:p}:result:id"
+        );
+    }
+}
