@@ -120,6 +120,10 @@ pub use error::{
     Error, LockError, LockResult, RecoverableLockError, RecoverableLockResult, Result,
 };
 pub use manager::{Manager, PyValue};
+/// The pool across machines, on Redis: [`pool::RemotePool`] submits,
+/// [`pool::serve`] runs the workers.
+#[cfg(feature = "redis")]
+pub use process::pool::remote as pool;
 pub use process::{
     active_children, cpu_count, current_process, log_to_stderr, parent_process, scope, spawn_init,
     AsyncResult, LogLevel, Pool, Process, Scope,

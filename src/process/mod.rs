@@ -43,7 +43,7 @@ mod display;
 mod family;
 mod forkserver;
 mod logging;
-mod pool;
+pub(crate) mod pool;
 mod scope;
 mod spawn;
 mod state;

@@ -31,6 +31,8 @@
 //! `log` crate: see [`log_to_stderr`](crate::process::log_to_stderr).
 
 mod builder;
+#[cfg(feature = "redis")]
+pub mod remote;
 mod result;
 mod scheduler;
 pub(crate) mod task;

@@ -1,0 +1,474 @@
+//! The pool across machines (`multiproc::pool`) against a real Redis:
+//! workers are this test binary run again (exec'd: separate processes that
+//! share nothing but the Redis server), killed by pid when a test ends.
+//!
+//! Needs `MULTIPROC_TEST_REDIS` (see tests/common/redis.rs): skipped with a
+//! printed reason without it, a failure in CI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use common::harness::{self, tests};
+use common::redis::{redis_url, unique};
+use common::{wait_until, watchdog};
+use multiproc::pool::{RemotePool, Worker};
+use multiproc::{task, Error};
+
+/// Set in a worker: `<url>|<pool>`.
+const WORKER_ENV: &str = "MULTIPROC_TEST_POOL_WORKER";
+/// The workers' heartbeat: a dead worker's task is put back this long after.
+const HEARTBEAT: Duration = Duration::from_millis(600);
+/// The bound on every test.
+const LIMIT: Duration = Duration::from_secs(90);
+
+// The tasks (the workers serve all but `not_served`).
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn fail(x: u64) -> u64 {
+    panic!("no luck with {x}")
+}
+
+/// Ends its run (the child its worker forked) with exit code 7.
+fn exit_seven(_: u64) -> u64 {
+    std::process::exit(7)
+}
+
+/// Kills the worker that runs it (its child dies with it).
+fn kill_worker(_: u64) -> u64 {
+    let worker = std::os::unix::process::parent_id() as i32;
+    // SAFETY: a plain system call.
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Writes `dir/run-<worker pid>`; the first run then waits to be killed,
+/// any later one returns `x * 10`.
+fn hold((dir, x): (String, u64)) -> u64 {
+    let dir = Path::new(&dir);
+    let worker = std::os::unix::process::parent_id();
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join("first"))
+        .is_ok();
+    std::fs::write(dir.join(format!("run-{worker}")), b"").unwrap();
+    if first {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    x * 10
+}
+
+fn not_served(x: u64) -> u64 {
+    x
+}
+
+/// A worker's life: serve, then exit (0 when told to stop).
+fn worker(spec: &str) -> ! {
+    let (url, pool) = spec.split_once('|').expect("url|pool");
+    let served = Worker::new(
+        url,
+        &[
+            &task!(square),
+            &task!(fail),
+            &task!(exit_seven),
+            &task!(kill_worker),
+            &task!(hold),
+        ],
+    )
+    .pool(pool)
+    .heartbeat(HEARTBEAT)
+    .serve();
+    match served {
+        Ok(_) => multiproc::process::exit(0),
+        Err(e) => {
+            eprintln!("pool worker {}: {e}", std::process::id());
+            multiproc::process::exit(1)
+        }
+    }
+}
+
+/// A pool of its own and its worker processes; ends them (by pid) and
+/// removes the pool's keys when dropped.
+struct Fixture {
+    url: String,
+    pool: RemotePool,
+    workers: Vec<Child>,
+}
+
+impl Fixture {
+    /// `None` (skipped) without a Redis server.
+    fn new(test: &str, workers: usize) -> Option<Fixture> {
+        let url = redis_url(test)?;
+        let pool = RemotePool::connect_named(&url, &unique(test)).expect("connect");
+        let mut f = Fixture {
+            url,
+            pool,
+            workers: Vec::new(),
+        };
+        f.start(workers);
+        Some(f)
+    }
+
+    /// Starts `n` more workers and waits until they have announced
+    /// themselves.
+    fn start(&mut self, n: usize) {
+        for _ in 0..n {
+            let child = Command::new(std::env::current_exe().unwrap())
+                .env(WORKER_ENV, format!("{}|{}", self.url, self.pool.name()))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start a worker");
+            self.workers.push(child);
+        }
+        let want = self.alive();
+        assert!(
+            wait_until(Duration::from_secs(20), || self.pool.workers().unwrap()
+                == want),
+            "{want} workers did not announce themselves"
+        );
+    }
+
+    /// How many worker processes have not exited.
+    fn alive(&mut self) -> usize {
+        self.workers
+            .iter_mut()
+            .map(|c| c.try_wait().unwrap().is_none())
+            .filter(|&running| running)
+            .count()
+    }
+
+    /// Stops the workers through Redis and checks that each returned from
+    /// `serve` (exit code 0), except those killed.
+    fn stop(&mut self) {
+        self.pool.stop_workers().unwrap();
+        for c in &mut self.workers {
+            let exited = wait_until(Duration::from_secs(20), || c.try_wait().unwrap().is_some());
+            assert!(exited, "worker {} did not stop", c.id());
+            let status = c.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                status.success() || status.signal() == Some(libc::SIGKILL),
+                "worker {}: {status}",
+                c.id()
+            );
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for c in &mut self.workers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.pool.remove();
+    }
+}
+
+/// A directory of the test's own, removed afterwards.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// The pids in the `run-<pid>` files.
+    fn runs(&self) -> Vec<i32> {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("run-")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn map_apply_and_apply_async_across_workers() {
+    let Some(mut f) = Fixture::new("pool-map", 3) else {
+        return;
+    };
+    watchdog("map, apply, apply_async", LIMIT, || {
+        let squares = f.pool.map(task!(square), 0..200u64).unwrap();
+        assert_eq!(squares, (0..200u64).map(|x| x * x).collect::<Vec<_>>());
+        assert_eq!(f.pool.apply(task!(square), 12).unwrap(), 144);
+        let handles: Vec<_> = (0..10u64)
+            .map(|x| f.pool.apply_async(task!(square), x))
+            .collect();
+        for (x, h) in handles.iter().enumerate() {
+            assert_eq!(h.get().unwrap(), (x * x) as u64);
+            assert!(h.ready());
+            // A result, once read, stays with its handle.
+            assert_eq!(h.get_timeout(Duration::ZERO).unwrap(), (x * x) as u64);
+        }
+        let chunked = f.pool.map_async(task!(square), 0..50u64, Some(7));
+        assert_eq!(
+            chunked.get().unwrap(),
+            (0..50u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        let mut unordered: Vec<u64> = f
+            .pool
+            .imap_unordered(task!(square), 0..20u64)
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+        assert_eq!(f.pool.map(task!(square), Vec::<u64>::new()).unwrap(), []);
+        f.stop();
+    });
+}
+
+fn get_timeout_at_zero_and_max() {
+    // No worker yet: the task waits in Redis.
+    let Some(mut f) = Fixture::new("pool-timeouts", 0) else {
+        return;
+    };
+    watchdog("get_timeout", LIMIT, || {
+        let r = f.pool.apply_async(task!(square), 9);
+        let start = Instant::now();
+        assert!(matches!(r.get_timeout(Duration::ZERO), Err(Error::Timeout)));
+        assert!(!r.ready());
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let start = Instant::now();
+        assert!(matches!(
+            r.get_timeout(Duration::from_millis(300)),
+            Err(Error::Timeout)
+        ));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+        f.start(1);
+        assert_eq!(r.get_timeout(Duration::MAX).unwrap(), 81);
+        let m = f.pool.map_async(task!(square), 1..=3u64, None);
+        assert_eq!(m.get_timeout(Duration::MAX).unwrap(), [1, 4, 9]);
+        assert!(m.ready());
+        f.stop();
+    });
+}
+
+fn a_panicking_task_is_task_failed() {
+    let Some(mut f) = Fixture::new("pool-panic", 2) else {
+        return;
+    };
+    watchdog("a panicking task", LIMIT, || {
+        match f.pool.apply(task!(fail), 3) {
+            Err(Error::TaskFailed(msg)) => assert!(msg.contains("no luck with 3"), "{msg}"),
+            other => panic!("expected TaskFailed, got {other:?}"),
+        }
+        match f.pool.map(task!(fail), [1u64, 2]) {
+            Err(Error::TaskFailed(msg)) => assert!(msg.contains("no luck with"), "{msg}"),
+            other => panic!("expected TaskFailed, got {other:?}"),
+        }
+        // The workers serve on.
+        assert_eq!(f.pool.apply(task!(square), 5).unwrap(), 25);
+        assert_eq!(f.alive(), 2);
+        f.stop();
+    });
+}
+
+fn an_unknown_task_is_a_clear_error() {
+    let Some(mut f) = Fixture::new("pool-unknown", 1) else {
+        return;
+    };
+    watchdog("an unknown task", LIMIT, || {
+        match f.pool.apply(task!(not_served), 1) {
+            Err(Error::InvalidArgument(msg)) => {
+                assert!(msg.contains("::not_served"), "{msg}");
+                assert!(
+                    msg.contains("::square"),
+                    "the served tasks are listed: {msg}"
+                );
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        assert_eq!(f.pool.apply(task!(square), 3).unwrap(), 9);
+        f.stop();
+    });
+}
+
+fn a_task_that_dies_twice_is_worker_died_with_its_exit_code() {
+    let Some(mut f) = Fixture::new("pool-exit", 2) else {
+        return;
+    };
+    watchdog("a task that exits", LIMIT, || {
+        match f.pool.apply(task!(exit_seven), 1) {
+            Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, 7),
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        // Only the task's child died: both workers serve on.
+        assert_eq!(f.alive(), 2);
+        assert_eq!(f.pool.apply(task!(square), 4).unwrap(), 16);
+        f.stop();
+    });
+}
+
+fn a_worker_killed_mid_task_has_its_task_retried_on_another() {
+    let Some(mut f) = Fixture::new("pool-kill9", 2) else {
+        return;
+    };
+    let dir = TempDir::new("pool-kill9");
+    watchdog("a worker killed mid-task", LIMIT, || {
+        let r = f
+            .pool
+            .apply_async(task!(hold), (dir.0.to_str().unwrap().to_string(), 4));
+        assert!(
+            wait_until(Duration::from_secs(20), || !dir.runs().is_empty()),
+            "the task did not start"
+        );
+        let first = dir.runs()[0];
+        // SAFETY: a plain system call, on a worker this test started.
+        assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+        // Put back when its heartbeat lapses, and run by the other worker.
+        assert_eq!(r.get_timeout(Duration::from_secs(30)).unwrap(), 40);
+        let runs = dir.runs();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert!(runs.iter().any(|&p| p != first), "{runs:?}");
+        assert_eq!(f.alive(), 1);
+        assert_eq!(f.pool.workers().unwrap(), 1);
+        f.stop();
+    });
+}
+
+fn a_task_that_kills_every_worker_is_worker_died() {
+    let Some(mut f) = Fixture::new("pool-killer", 3) else {
+        return;
+    };
+    watchdog("a task that kills its workers", LIMIT, || {
+        match f.pool.apply(task!(kill_worker), 0) {
+            Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, -9),
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        // Run twice, by two workers: the third serves on.
+        assert!(wait_until(Duration::from_secs(10), || f.alive() == 1));
+        assert_eq!(f.pool.apply(task!(square), 6).unwrap(), 36);
+        f.stop();
+    });
+}
+
+fn bad_names_and_urls_are_clear_errors() {
+    let Some(url) = redis_url("pool-names") else {
+        return;
+    };
+    assert!(matches!(
+        RemotePool::connect_named(&url, ""),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        RemotePool::connect("http://example.com/"),
+        Err(Error::InvalidArgument(_))
+    ));
+    let tasks: [&dyn multiproc::pool::ServedTask; 2] = [&task!(square), &task!(square)];
+    assert!(matches!(
+        Worker::new(&url, &tasks).serve(),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        Worker::new(&url, &[&task!(square)])
+            .heartbeat(Duration::ZERO)
+            .serve(),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+/// A submitter waiting for a result when the server dies gets a clear
+/// error, not a hang, and works again once the server is back.
+fn a_server_killed_mid_wait_is_a_clear_error() {
+    let Some(mut server) = common::redis::OwnServer::start("pool-server-killed") else {
+        return;
+    };
+    watchdog("a server killed mid-wait", LIMIT, || {
+        let pool = RemotePool::connect_named(&server.url(), "killed").unwrap();
+        let r = pool.apply_async(task!(square), 2);
+        assert!(matches!(
+            r.get_timeout(Duration::from_millis(100)),
+            Err(Error::Timeout)
+        ));
+        server.kill();
+        let start = Instant::now();
+        match r.get_timeout(Duration::MAX) {
+            Err(Error::ManagerGone(msg)) => assert!(msg.contains("unreachable"), "{msg}"),
+            other => panic!("expected ManagerGone, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+        server.restart();
+        // A new connection; the empty server has no workers.
+        assert_eq!(pool.workers().unwrap(), 0);
+        // The restarted server lost the task: it waits for ever.
+        assert!(matches!(
+            r.get_timeout(Duration::from_millis(100)),
+            Err(Error::Timeout)
+        ));
+    });
+}
+
+/// examples/redis_pool, run as a user would (`cargo test` builds it; a
+/// run of this test binary alone may not have: then it says so).
+fn the_example_maps_with_workers_it_spawns() {
+    let Some(url) = redis_url("pool-example") else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("examples").join("redis_pool"))
+        .unwrap();
+    if !example.exists() {
+        eprintln!(
+            "skipped the example: {} is not built (`cargo test` or `cargo build --examples` builds it)",
+            example.display()
+        );
+        return;
+    }
+    let (status, out, err) =
+        common::run_with_deadline(Command::new(&example).arg(&url), b"", LIMIT);
+    assert!(status.success(), "{status}\nstdout: {out}\nstderr: {err}");
+    assert_eq!(
+        out.lines().last(),
+        Some("sum of squares: 328350"),
+        "stdout: {out}\nstderr: {err}"
+    );
+}
+
+fn main() -> ExitCode {
+    if let Ok(spec) = std::env::var(WORKER_ENV) {
+        worker(&spec);
+    }
+    harness::run(&tests![
+        map_apply_and_apply_async_across_workers,
+        get_timeout_at_zero_and_max,
+        a_panicking_task_is_task_failed,
+        an_unknown_task_is_a_clear_error,
+        a_task_that_dies_twice_is_worker_died_with_its_exit_code,
+        a_worker_killed_mid_task_has_its_task_retried_on_another,
+        a_task_that_kills_every_worker_is_worker_died,
+        bad_names_and_urls_are_clear_errors,
+        a_server_killed_mid_wait_is_a_clear_error,
+        the_example_maps_with_workers_it_spawns,
+    ])
+}
