@@ -22,6 +22,14 @@ fn raw(url: &str) -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().unwrap()
 }
 
+/// The keys of objects called `name` left on the server.
+fn leftover(url: &str, name: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("multiproc:{{*:{name}}}:*"))
+        .query(&mut raw(url))
+        .unwrap()
+}
+
 /// Parks a child forever: the parent kills it.
 fn park() -> ! {
     loop {
@@ -130,6 +138,57 @@ fn queue_methods() {
     assert_eq!(n, 1);
     assert!(m.remove_named(&name).unwrap());
     assert!(!m.remove_named(&name).unwrap());
+    // The consumers' heartbeats do not bring the removed queue back.
+    std::thread::sleep(Duration::from_millis(100));
+    drop((q, ints));
+    assert!(
+        wait_until(LIMIT, || leftover(&url, &name).is_empty()),
+        "{:?}",
+        leftover(&url, &name)
+    );
+}
+
+#[test]
+fn waits_longer_than_a_slice_are_woken_after_it() {
+    let Some((m, url)) = manager("waits_longer_than_a_slice") else {
+        return;
+    };
+    let name = unique("slices");
+    let (q, lock, e) = (
+        m.queue_named::<i64>(&name).unwrap(),
+        m.lock_named(&name).unwrap(),
+        m.event_named(&name).unwrap(),
+    );
+    let held = lock.acquire(None).unwrap();
+    let waiters = [
+        std::thread::spawn(move || {
+            q.get(Some(Duration::from_secs(20)))
+                .map(|(i, d)| (i, d.ack().unwrap()))
+                .is_ok()
+        }),
+        std::thread::spawn(move || lock.acquire(None).is_ok()),
+        std::thread::spawn(move || e.wait(Some(Duration::from_secs(20))).unwrap()),
+    ];
+    std::thread::sleep(Duration::from_millis(5500));
+    let (url2, name2) = (url.clone(), name.clone());
+    let other = start(move || {
+        let m = Manager::connect_redis(&url2).unwrap();
+        m.queue_named::<i64>(&name2).unwrap().put(&1).unwrap();
+        m.event_named(&name2).unwrap().set().unwrap();
+    });
+    held.release().unwrap();
+    watchdog("waits past a slice", LIMIT, || {
+        for w in waiters {
+            assert!(w.join().unwrap());
+        }
+    });
+    assert_eq!(other.join().unwrap(), 0);
+    assert!(m.remove_named(&name).unwrap());
+    assert!(
+        wait_until(LIMIT, || leftover(&url, &name).is_empty()),
+        "{:?}",
+        leftover(&url, &name)
+    );
 }
 
 #[test]

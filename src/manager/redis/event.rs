@@ -165,11 +165,11 @@ impl super::super::Manager {
     /// The event called `name` on Redis (see [`EventProxy`]): every
     /// process that asks for the same name gets the same event.
     ///
-    /// On a manager server's handle this is [`Error::InvalidArgument`] for
+    /// On a manager server's handle this is [`Error::InvalidArgument`](crate::Error::InvalidArgument) for
     /// now (as [`dict_named`](super::super::Manager::dict_named)).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] on a manager server's handle, or for a
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) on a manager server's handle, or for a
     /// name that is empty or over 512 bytes.
     pub fn event_named(&self, name: &str) -> Result<EventProxy> {
         check_name(name)?;

@@ -21,6 +21,7 @@
 //! the process uses.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -184,12 +185,36 @@ return n
     )
 });
 
-/// Registers a consumer and refreshes its heartbeat.
-static BEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+/// Registers a consumer (`ARGV[1]`) and starts its heartbeat.
+static JOIN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// Refreshes a consumer's heartbeat if it is still registered (1); 0 if
+/// the reaper took its items (it was too late) or the queue was removed.
+static BEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// A consumer that ends: its heartbeat goes (the reaper returns what it
+/// holds), and so does its registration if it holds nothing.
+static LEAVE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[2])
+if redis.call('LLEN', KEYS[3]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
 return 1
 ",
     )
@@ -305,6 +330,8 @@ struct QueueInner {
 /// ends (deleting the heartbeat) when this is dropped.
 struct Consumer {
     processing: String,
+    /// Still registered (its heartbeat thread clears it when not).
+    alive: Arc<AtomicBool>,
     _beating: mpsc::Sender<()>,
 }
 
@@ -609,30 +636,42 @@ impl QueueInner {
     fn consumer(&self) -> Result<Arc<Consumer>> {
         let mut slot = poison::locked(self.consumer.get());
         if let Some(c) = &*slot {
-            return Ok(c.clone());
+            if c.alive.load(Ordering::Relaxed) {
+                return Ok(c.clone());
+            }
         }
         let id = token()?;
-        let hb = format!("{}hb:{id}", self.prefix);
+        let keys = [
+            self.consumers.clone(),
+            format!("{}hb:{id}", self.prefix),
+            format!("{}p:{id}", self.prefix),
+        ];
         let ttl = self.heartbeat.as_millis().max(1).to_string();
-        let (consumers, hb_key, id_arg) = (self.consumers.clone(), hb.clone(), id.clone());
-        let beat = move |c: &mut Connection| {
-            BEAT.key(&consumers)
-                .key(&hb_key)
-                .arg(&id_arg)
+        self.store.run(true, |c| {
+            JOIN.key(&keys[0])
+                .key(&keys[1])
+                .arg(&id)
                 .arg(&ttl)
                 .invoke::<u64>(c)
-        };
-        let mut first = beat.clone();
-        self.store.run(true, &mut first)?;
+        })?;
         let (tx, rx) = mpsc::channel::<()>();
-        let store = self.store.clone();
-        let every = self.heartbeat / 3;
+        let alive = Arc::new(AtomicBool::new(true));
+        let beat = Beat {
+            store: self.store.clone(),
+            every: self.heartbeat / 3,
+            keys: keys.clone(),
+            id,
+            ttl,
+            alive: alive.clone(),
+        };
         std::thread::Builder::new()
             .name("multiproc-queue-heartbeat".into())
-            .spawn(move || heartbeat(&store, every, &rx, beat, &hb))
+            .spawn(move || beat.run(&rx))
             .map_err(|e| Error::io("spawn a queue heartbeat thread", e))?;
+        let [_, _, processing] = keys;
         let c = Arc::new(Consumer {
-            processing: format!("{}p:{id}", self.prefix),
+            processing,
+            alive,
             _beating: tx,
         });
         *slot = Some(c.clone());
@@ -649,36 +688,58 @@ impl QueueInner {
     }
 }
 
-/// A consumer's heartbeat thread: refreshes it every `every` on a
-/// connection of its own, until the consumer is dropped; then deletes it,
-/// so that the reaper gives its unacknowledged items to others at once.
-fn heartbeat(
-    store: &Store,
+/// A consumer's heartbeat thread.
+struct Beat {
+    store: Arc<Store>,
     every: Duration,
-    stop: &mpsc::Receiver<()>,
-    mut beat: impl FnMut(&mut Connection) -> RedisResult<u64>,
-    hb: &str,
-) {
-    let mut conn: Option<Connection> = None;
-    loop {
-        let stopped = !matches!(
-            stop.recv_timeout(every),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        );
-        if conn.is_none() {
-            conn = store.connect().ok();
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let r = if stopped {
-            redis::cmd("DEL").arg(hb).query::<u64>(c)
-        } else {
-            beat(c)
-        };
-        if r.is_err() {
-            conn = None;
-        }
-        if stopped {
-            return;
+    /// The consumers' set, the heartbeat, the items in progress.
+    keys: [String; 3],
+    id: String,
+    ttl: String,
+    alive: Arc<AtomicBool>,
+}
+
+impl Beat {
+    /// Refreshes the heartbeat every `every` on a connection of its own,
+    /// until the consumer is dropped (then it leaves, so that the reaper
+    /// gives its unacknowledged items to others at once) or is no longer
+    /// registered (then the next `get` makes a new consumer).
+    fn run(self, stop: &mpsc::Receiver<()>) {
+        let mut conn: Option<Connection> = None;
+        loop {
+            let stopped = !matches!(
+                stop.recv_timeout(self.every),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+            if conn.is_none() {
+                conn = self.store.connect().ok();
+            }
+            let Some(c) = conn.as_mut() else {
+                if stopped {
+                    return;
+                }
+                continue;
+            };
+            let k = &self.keys;
+            let script = if stopped { &*LEAVE } else { &*BEAT };
+            match script
+                .key(&k[0])
+                .key(&k[1])
+                .key(&k[2])
+                .arg(&self.id)
+                .arg(&self.ttl)
+                .invoke::<u64>(c)
+            {
+                Ok(0) => {
+                    self.alive.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => conn = None,
+            }
+            if stopped {
+                return;
+            }
         }
     }
 }
