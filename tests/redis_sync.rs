@@ -245,6 +245,45 @@ fn foreign_values_in_a_queue_are_errors_not_losses() {
     let n: u64 = redis::cmd("LLEN").arg(&dead).query(&mut c).unwrap();
     assert_eq!(n, 6);
     assert!(m.remove_named(&name).unwrap());
+    // Keys of another type: errors, for the queue, the lock, the event
+    // and the value alike.
+    for part in [
+        "queue:{n}}:q",
+        "lock:{n}}:lease",
+        "event:{n}}:flag",
+        "value:{n}}:v",
+    ] {
+        let key = format!("multiproc:{{{}", part.replace("{n}", &name));
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("f")
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+    }
+    assert!(matches!(
+        q.get(Some(Duration::ZERO)),
+        Err(Error::Remote { .. })
+    ));
+    assert!(matches!(
+        q.get(Some(Duration::from_millis(10))),
+        Err(Error::Remote { .. })
+    ));
+    assert!(matches!(q.put(&1), Err(Error::Remote { .. })));
+    assert!(matches!(q.qsize(), Err(Error::Remote { .. })));
+    let lock = m.lock_named(&name).unwrap();
+    assert!(matches!(lock.acquire(None), Err(Error::Remote { .. })));
+    let e = m.event_named(&name).unwrap();
+    assert!(e.is_set().unwrap(), "a key is there");
+    let v = m.value_named::<i64>(&name).unwrap();
+    assert!(matches!(v.get(), Err(Error::Remote { .. })));
+    assert!(matches!(v.increment(1), Err(Error::Remote { .. })));
+    assert!(matches!(
+        v.compare_and_set(&1, &2),
+        Err(Error::Remote { .. })
+    ));
+    assert!(m.remove_named(&name).unwrap());
+    assert!(leftover(&url, &name).is_empty());
 }
 
 #[test]
