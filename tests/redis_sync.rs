@@ -366,11 +366,14 @@ fn a_killed_consumers_items_go_to_another_with_delivery_count_two() {
     };
     let name = unique("queue-kill");
     let ready = format!("{name}-ready");
-    let hb = Duration::from_millis(500);
+    // The child's heartbeat is short (its items come back soon after it
+    // is killed), this consumer's long (a stall of the test does not
+    // make the reaper take what it holds).
+    let hb = Duration::from_secs(1);
     let q = m
         .queue_named::<i64>(&name)
         .unwrap()
-        .with_heartbeat(hb)
+        .with_heartbeat(Duration::from_secs(5))
         .unwrap();
     q.put_many(&[1, 2, 3, 4, 5]).unwrap();
     let child = {
