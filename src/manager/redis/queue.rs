@@ -416,15 +416,15 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         &self.inner.name
     }
 
-    /// This proxy with another heartbeat time to live for its consumer
-    /// (default 10 s): the shorter, the sooner a dead
+    /// A proxy of the same queue whose consumer's heartbeat lives `ttl`
+    /// unless refreshed (default 10 s): the shorter, the sooner a dead
     /// consumer's items go to another, and the more often its process
-    /// writes to Redis (every third of it). Takes effect if this process
-    /// has not taken an item through this proxy yet.
+    /// writes to Redis (every third of it). Its consumer is its own, not
+    /// that of `self`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] below 10 ms.
-    pub fn with_heartbeat(self, ttl: Duration) -> Result<QueueProxy<T>> {
+    pub fn with_heartbeat(&self, ttl: Duration) -> Result<QueueProxy<T>> {
         if ttl < Duration::from_millis(10) {
             return Err(Error::InvalidArgument(format!(
                 "a queue consumer's heartbeat lives 10 ms or more, not {ttl:?}"
