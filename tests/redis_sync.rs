@@ -2,6 +2,8 @@
 //! processes, with consumers and holders killed by SIGKILL, timeouts of
 //! 0, 1 ns and `Duration::MAX`, foreign values, a server that goes away.
 
+#![cfg(feature = "redis")]
+
 mod common;
 
 use std::collections::BTreeMap;
