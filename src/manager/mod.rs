@@ -82,6 +82,14 @@ pub use limits::{MAX_DEPTH, MAX_WORK};
 pub use list::ListProxy;
 pub use namespace::NamespaceProxy;
 #[cfg(feature = "redis")]
+pub use redis::event::EventProxy;
+#[cfg(feature = "redis")]
+pub use redis::lock::{LeaseGuard, LockProxy};
+#[cfg(feature = "redis")]
+pub use redis::queue::{Delivery, QueueProxy};
+#[cfg(feature = "redis")]
+pub use redis::value::ValueProxy;
+#[cfg(feature = "redis")]
 pub use redis::DEFAULT_TIMEOUT as REDIS_TIMEOUT;
 pub use ser::ConvertError;
 pub use value::{ProxyRef, PyObject, PyValue};

@@ -21,7 +21,11 @@ pub(crate) mod codec;
 #[doc(hidden)]
 pub mod codec;
 mod dict;
+pub(crate) mod event;
 mod list;
+pub(crate) mod lock;
+pub(crate) mod queue;
+pub(crate) mod value;
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
@@ -474,8 +478,9 @@ impl super::Manager {
         })
     }
 
-    /// Deletes the objects called `name` on Redis (a dict, a list and a
-    /// namespace may share a name); whether there was one.
+    /// Deletes the objects called `name` on Redis (a dict, a list, a
+    /// namespace, a queue, a lock, an event and a value may share a
+    /// name); whether there was one.
     ///
     /// # Errors
     /// As for [`dict_named`](super::Manager::dict_named); as a call on Redis.
@@ -486,6 +491,10 @@ impl super::Manager {
         for kind in [Kind::Dict, Kind::List, Kind::Namespace] {
             any |= store.delete(kind, name)?;
         }
+        any |= queue::delete(store, name)?;
+        any |= lock::delete(store, name)?;
+        any |= event::delete(store, name)?;
+        any |= value::delete(store, name)?;
         Ok(any)
     }
 }

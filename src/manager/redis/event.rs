@@ -1,0 +1,186 @@
+//! An event on Redis ([`EventProxy`]).
+//!
+//! Keys, under the hash tag `{event:<name>}`: `flag`, present while the
+//! event is set; and the pub/sub channel `set`, to which
+//! [`set`](EventProxy::set) publishes in the same script.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::queue::{deadline, next_wait, SLICE};
+use super::{check_name, Store};
+use crate::error::Result;
+
+fn part(name: &str, part: &str) -> String {
+    format!("multiproc:{{event:{name}}}:{part}")
+}
+
+/// Sets the flag and tells the waiters.
+static SET: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], '1')
+redis.call('PUBLISH', ARGV[1], '1')
+return 1
+",
+    )
+});
+
+/// Deletes the event `name`; whether it existed.
+pub(super) fn delete(store: &Store, name: &str) -> Result<bool> {
+    let flag = part(name, "flag");
+    store
+        .run(true, |c| redis::cmd("DEL").arg(&flag).query::<u64>(c))
+        .map(|n| n > 0)
+}
+
+/// An event on Redis (Python's `Event`), shared by every process (on any
+/// machine) that asks its manager for the same name
+/// ([`Manager::event_named`](super::super::Manager::event_named)).
+///
+/// A [`wait`](EventProxy::wait) subscribes to the event's channel (on a
+/// connection of its own), then reads the flag: a `set` after the
+/// subscription wakes it at once (and it answers `true` even if a `clear`
+/// came right after, as Python's does), a `set` before it is seen in the
+/// flag. No polling, except that a long wait reads the flag again every
+/// 5 s (which also notices a server gone, and a wake-up lost with a
+/// connection: pub/sub delivers at most once).
+pub struct EventProxy {
+    inner: Arc<EventInner>,
+}
+
+struct EventInner {
+    store: Arc<Store>,
+    name: String,
+    flag: String,
+    channel: String,
+}
+
+impl Clone for EventProxy {
+    fn clone(&self) -> Self {
+        EventProxy {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EventProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventProxy")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventProxy {
+    /// The event's name on Redis.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Sets the event, waking every waiter (one script: `SET` and
+    /// `PUBLISH`).
+    ///
+    /// # Errors
+    /// As a call on Redis.
+    pub fn set(&self) -> Result<()> {
+        let i = &self.inner;
+        i.store
+            .run(true, |c| SET.key(&i.flag).arg(&i.channel).invoke::<u64>(c))?;
+        Ok(())
+    }
+
+    /// Clears the event.
+    ///
+    /// # Errors
+    /// As a call on Redis.
+    pub fn clear(&self) -> Result<()> {
+        let flag = &self.inner.flag;
+        self.inner
+            .store
+            .run(true, |c| redis::cmd("DEL").arg(flag).query::<u64>(c))?;
+        Ok(())
+    }
+
+    /// Whether the event is set.
+    ///
+    /// # Errors
+    /// As a call on Redis.
+    pub fn is_set(&self) -> Result<bool> {
+        let flag = &self.inner.flag;
+        self.inner
+            .store
+            .run(true, |c| redis::cmd("EXISTS").arg(flag).query::<u64>(c))
+            .map(|n| n > 0)
+    }
+
+    /// Waits until the event is set, up to `timeout` (`None`: as long as
+    /// it takes; `Some(Duration::ZERO)`: not at all; any duration is
+    /// accepted); whether it was set (Python's `wait`: `false` only when
+    /// the time ran out).
+    ///
+    /// # Errors
+    /// As a call on Redis ([`Error::ManagerGone`](crate::Error::ManagerGone) if the server goes away
+    /// during the wait).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        if self.is_set()? {
+            return Ok(true);
+        }
+        let deadline = deadline(timeout);
+        let Some(first) = next_wait(deadline, SLICE) else {
+            return Ok(false);
+        };
+        let store = &self.inner.store;
+        let mut conn = store.connect()?;
+        let mut pubsub = conn.as_pubsub();
+        pubsub
+            .subscribe(&self.inner.channel)
+            .map_err(|e| store.unreachable(&e))?;
+        let mut wait = first;
+        loop {
+            // Subscribed: a set from now on is a message; one before, the flag.
+            if self.is_set()? {
+                return Ok(true);
+            }
+            let millis = Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(1).max(1));
+            pubsub
+                .set_read_timeout(Some(millis))
+                .map_err(|e| store.unreachable(&e))?;
+            match pubsub.get_message() {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(store.unreachable(&e)),
+            }
+            match next_wait(deadline, SLICE) {
+                Some(w) => wait = w,
+                None => return self.is_set(),
+            }
+        }
+    }
+}
+
+impl super::super::Manager {
+    /// The event called `name` on Redis (see [`EventProxy`]): every
+    /// process that asks for the same name gets the same event.
+    ///
+    /// On a manager server's handle this is [`Error::InvalidArgument`](crate::Error::InvalidArgument) for
+    /// now (as [`dict_named`](super::super::Manager::dict_named)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) on a manager server's handle, or for a
+    /// name that is empty or over 512 bytes.
+    pub fn event_named(&self, name: &str) -> Result<EventProxy> {
+        check_name(name)?;
+        let store = self.store(name)?;
+        Ok(EventProxy {
+            inner: Arc::new(EventInner {
+                store: store.clone(),
+                name: name.to_string(),
+                flag: part(name, "flag"),
+                channel: part(name, "set"),
+            }),
+        })
+    }
+}

@@ -1,0 +1,796 @@
+//! A reliable queue on Redis ([`QueueProxy`]): at-least-once delivery
+//! across machines, with acknowledgements and a reaper.
+//!
+//! Keys, under the hash tag `{queue:<name>}` (see [`key`](super::key)):
+//! - `q`: the items waiting, a list (put at the left, taken from the right);
+//! - `c`: the set of the consumers' ids;
+//! - `p:<consumer>`: the items a consumer took and has not acknowledged;
+//! - `hb:<consumer>`: the consumer's heartbeat, a key with a time to live
+//!   that a thread of the consumer's process refreshes while it lives;
+//! - `dead`: items that are not a multiproc envelope, or whose value does
+//!   not decode (dead letters, kept for a person to look at).
+//!
+//! An item is stored as an envelope, `mpq1:<id>:<deliveries>:<value>`:
+//! a unique id (so that an acknowledgement removes that item and no
+//! other), the number of the delivery the next consumer gets, and the
+//! value as `codec` stores it.
+//!
+//! This file also has what the lock and event waits share: a process's
+//! connections for blocking commands ([`Waiting`]), so that a thread
+//! blocked on the server holds none of the connection every other call of
+//! the process uses.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::{Connection, RedisResult, Script};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::super::client::{decode, encode};
+use super::super::protocol::Kind;
+use super::{check_name, codec, key, python_error, Store, PYERR};
+use crate::error::{Error, Result};
+use crate::per_process::PerProcess;
+use crate::poison;
+
+/// The longest one blocking command waits on the server before the
+/// client looks again (reaps, checks the server is there): a bound on how
+/// long a server that vanished without closing the connection goes
+/// unnoticed.
+pub(super) const SLICE: Duration = Duration::from_secs(5);
+
+/// How long a consumer's heartbeat lives unless refreshed, unless
+/// [`QueueProxy::with_heartbeat`] says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The envelope's tag.
+const TAG: &[u8] = b"mpq1:";
+
+/// The connections a process keeps for blocking commands, one per
+/// waiting thread at most, kept for the next wait.
+pub(super) struct Waiting {
+    idle: PerProcess<Vec<Connection>>,
+}
+
+impl Waiting {
+    pub(super) fn new() -> Waiting {
+        Waiting {
+            idle: PerProcess::new(),
+        }
+    }
+
+    /// Runs `f`, a command that blocks on the server for up to `wait`, on
+    /// a connection of its own. A connection that fails is dropped. A
+    /// failure after the command may have been sent is
+    /// [`Error::ManagerGone`] if it may run twice (`again`), else
+    /// [`Error::Ambiguous`].
+    ///
+    /// # Errors
+    /// As above; [`Error::Remote`] for the server's errors.
+    pub(super) fn run<R>(
+        &self,
+        store: &Store,
+        wait: Duration,
+        again: bool,
+        f: impl FnOnce(&mut Connection) -> RedisResult<R>,
+    ) -> Result<R> {
+        let taken = poison::locked(self.idle.get()).as_mut().and_then(Vec::pop);
+        let mut conn = match taken {
+            Some(conn) => conn,
+            None => store.connect()?,
+        };
+        let read = store.timeout.saturating_add(wait);
+        conn.set_read_timeout(Some(read))
+            .map_err(|e| store.unreachable(&e))?;
+        match f(&mut conn) {
+            Ok(r) => {
+                poison::locked(self.idle.get())
+                    .get_or_insert_with(Vec::new)
+                    .push(conn);
+                Ok(r)
+            }
+            Err(e) => Err(classify(store, &e, again)),
+        }
+    }
+}
+
+/// A Redis error as multiproc's (as `Store::run` does).
+pub(super) fn classify(store: &Store, e: &redis::RedisError, again: bool) -> Error {
+    if e.code() == Some(PYERR) {
+        python_error(e)
+    } else if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+        if again {
+            store.unreachable(e)
+        } else {
+            Error::Ambiguous(format!(
+                "the connection to Redis at {} failed during the call ({e}): it may or may not have been done",
+                store.place
+            ))
+        }
+    } else {
+        Error::Remote {
+            kind: "RedisError".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A wait as a blocking command's timeout in seconds: rounded up to whole
+/// milliseconds, at least one (Redis takes `0` for "forever").
+pub(super) fn seconds(wait: Duration) -> String {
+    let ms = wait.as_nanos().div_ceil(1_000_000).max(1);
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// How long until `deadline` (`None`: never), at most `slice`; `None` if
+/// it has passed.
+pub(super) fn next_wait(deadline: Option<Instant>, slice: Duration) -> Option<Duration> {
+    match deadline {
+        None => Some(slice),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                None
+            } else {
+                Some(left.min(slice))
+            }
+        }
+    }
+}
+
+/// `timeout` from now (`None`: never; a timeout too far to represent is never).
+pub(super) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// A fresh random token (32 hex digits).
+pub(super) fn token() -> Result<String> {
+    super::fresh_name()
+}
+
+/// Returns the items of consumers whose heartbeat expired to the head of
+/// the queue (the next taken), oldest first, with their delivery count one
+/// more; what is not an envelope goes to the dead letters. The keys of
+/// the consumers are derived from `ARGV[1]`, the object's key prefix,
+/// within its hash tag.
+static REAP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. id) == 0 then
+    local p = ARGV[1] .. 'p:' .. id
+    while true do
+      local e = redis.call('LPOP', p)
+      if not e then break end
+      local uid, c = string.match(e, '^mpq1:(%x+):(%d+):')
+      if uid and #c <= 15 then
+        local head = 'mpq1:' .. uid .. ':'
+        local rest = string.sub(e, #head + #c + 2)
+        redis.call('RPUSH', KEYS[1], head .. tostring(tonumber(c) + 1) .. ':' .. rest)
+        n = n + 1
+      else
+        redis.call('RPUSH', KEYS[3], e)
+      end
+    end
+    redis.call('SREM', KEYS[2], id)
+  end
+end
+return n
+",
+    )
+});
+
+/// Registers a consumer (`ARGV[1]`) and starts its heartbeat.
+static JOIN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// Refreshes a consumer's heartbeat if it is still registered (1); 0 if
+/// the reaper took its items (it was too late) or the queue was removed.
+static BEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// A consumer that ends: its heartbeat goes (the reaper returns what it
+/// holds), and so does its registration if it holds nothing.
+static LEAVE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[2])
+if redis.call('LLEN', KEYS[3]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+return 1
+",
+    )
+});
+
+/// Moves an item a consumer took to the dead letters.
+static BURY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if n > 0 then redis.call('RPUSH', KEYS[2], ARGV[1]) end
+return n
+",
+    )
+});
+
+/// Deletes a queue: its consumers' lists and heartbeats too.
+static DELETE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  n = n + redis.call('DEL', ARGV[1] .. 'p:' .. id, ARGV[1] .. 'hb:' .. id)
+end
+return n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+",
+    )
+});
+
+fn part(name: &str, part: &str) -> String {
+    key(Kind::Queue, name, part)
+}
+
+/// Deletes the queue `name`; whether it existed.
+pub(super) fn delete(store: &Store, name: &str) -> Result<bool> {
+    let prefix = part(name, "");
+    let keys = [part(name, "q"), part(name, "c"), part(name, "dead")];
+    store
+        .run(true, |c| {
+            DELETE
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(&prefix)
+                .invoke::<u64>(c)
+        })
+        .map(|n| n > 0)
+}
+
+/// A reliable queue on Redis, shared by every process (on any machine)
+/// that asks its manager for the same name
+/// ([`Manager::queue_named`](super::super::Manager::queue_named)).
+///
+/// Delivery is **at least once, not exactly once**: [`get`](QueueProxy::get)
+/// moves the item into this consumer's list of items in progress, and
+/// hands it out with a [`Delivery`]; [`Delivery::ack`] removes it from
+/// there when the work is done. If the consumer's process dies (or stops
+/// refreshing its heartbeat for longer than its time to live, say paused
+/// or cut off from Redis) before acknowledging, the reaper (run by any
+/// consumer's `get`, or by [`reap`](QueueProxy::reap)) puts the item back
+/// at the head of the queue, and another consumer gets it again with a
+/// higher [`Delivery::count`]: work that must not be done twice must be
+/// idempotent or checked by the consumer.
+///
+/// A consumer is one per proxy per process (its clones share it; a forked
+/// child gets its own): a thread of the process refreshes its heartbeat
+/// every third of its time to live until the proxy and its deliveries are
+/// dropped.
+///
+/// What differs from a manager server's queue: unbounded (no `maxsize`,
+/// `put` never waits); [`qsize`](QueueProxy::qsize) counts the items
+/// waiting, not those in progress; no `task_done`/`join`. An item that is
+/// not multiproc's (another program pushed it), or whose value does not
+/// decode as `T`, is moved to the queue's dead letters (the key
+/// `multiproc:{queue:<name>}:dead`) and `get` answers
+/// [`Error::Deserialize`]: never lost, never a panic.
+pub struct QueueProxy<T> {
+    inner: Arc<QueueInner>,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for QueueProxy<T> {
+    fn clone(&self) -> Self {
+        QueueProxy {
+            inner: self.inner.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for QueueProxy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueProxy")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct QueueInner {
+    store: Arc<Store>,
+    name: String,
+    queue: String,
+    consumers: String,
+    dead: String,
+    prefix: String,
+    heartbeat: Duration,
+    consumer: PerProcess<Arc<Consumer>>,
+    waiting: Waiting,
+    last_reap: Mutex<Option<Instant>>,
+}
+
+/// One consumer: its list of items in progress, and the thread that keeps its heartbeat, which
+/// ends (deleting the heartbeat) when this is dropped.
+struct Consumer {
+    processing: String,
+    /// Still registered (its heartbeat thread clears it when not).
+    alive: Arc<AtomicBool>,
+    _beating: mpsc::Sender<()>,
+}
+
+/// An item taken from a [`QueueProxy`]: acknowledge it with
+/// [`ack`](Delivery::ack) when its work is done.
+///
+/// Dropping it unacknowledged leaves the item in progress until its
+/// consumer ends (the proxy and its deliveries dropped, or the process
+/// gone), then the reaper gives it to another consumer.
+pub struct Delivery {
+    inner: Arc<QueueInner>,
+    consumer: Arc<Consumer>,
+    envelope: Vec<u8>,
+    count: u64,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("queue", &self.inner.name)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// Which delivery of the item this is: 1 the first time, 2 after its
+    /// first consumer died without acknowledging it, and so on.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Acknowledges the item: its work is done, it is removed from its
+    /// consumer's items in progress (one `LREM` of its envelope). `false`
+    /// if it was no longer there: the reaper had given it back to the
+    /// queue (this consumer's heartbeat had expired), and another consumer
+    /// may get it again.
+    ///
+    /// # Errors
+    /// As a call on Redis ([`Error::ManagerGone`] if unreachable).
+    pub fn ack(self) -> Result<bool> {
+        let (processing, envelope) = (&self.consumer.processing, &self.envelope);
+        self.inner
+            .store
+            .run(true, |c| {
+                redis::cmd("LREM")
+                    .arg(processing)
+                    .arg(1)
+                    .arg(envelope)
+                    .query::<u64>(c)
+            })
+            .map(|n| n > 0)
+    }
+}
+
+fn envelope(value: &[u8]) -> Result<Vec<u8>> {
+    let id = token()?;
+    let mut e = Vec::with_capacity(TAG.len() + id.len() + 3 + value.len());
+    e.extend_from_slice(TAG);
+    e.extend_from_slice(id.as_bytes());
+    e.extend_from_slice(b":1:");
+    e.extend_from_slice(value);
+    Ok(e)
+}
+
+/// An envelope's delivery count and value; `None` if it is not one.
+fn open(e: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = e.strip_prefix(TAG)?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let (id, rest) = (&rest[..colon], &rest[colon + 1..]);
+    if id.is_empty() || !id.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let count = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    Some((count, &rest[colon + 1..]))
+}
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    /// The queue's name on Redis.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// A proxy of the same queue whose consumer's heartbeat lives `ttl`
+    /// unless refreshed (default 10 s): the shorter, the sooner a dead
+    /// consumer's items go to another, and the more often its process
+    /// writes to Redis (every third of it). Its consumer is its own, not
+    /// that of `self`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] below 10 ms.
+    pub fn with_heartbeat(&self, ttl: Duration) -> Result<QueueProxy<T>> {
+        if ttl < Duration::from_millis(10) {
+            return Err(Error::InvalidArgument(format!(
+                "a queue consumer's heartbeat lives 10 ms or more, not {ttl:?}"
+            )));
+        }
+        let ttl = ttl.min(Duration::from_secs(1 << 30));
+        let i = &self.inner;
+        Ok(QueueProxy {
+            inner: Arc::new(QueueInner::new(i.store.clone(), &i.name, ttl)),
+            _types: PhantomData,
+        })
+    }
+
+    /// Puts `item` at the tail of the queue (one `LPUSH`).
+    ///
+    /// # Errors
+    /// [`Error::Serialize`] if `item` does not convert; as a call on
+    /// Redis (a failure after sending is [`Error::Ambiguous`]: it may have
+    /// been put).
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.put_many(std::slice::from_ref(item))
+    }
+
+    /// Puts `items` in order, in one round trip (one `LPUSH`).
+    ///
+    /// # Errors
+    /// As for [`put`](QueueProxy::put).
+    pub fn put_many(&self, items: &[T]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let envelopes = items
+            .iter()
+            .map(|item| envelope(&codec::encode(&encode(item)?)?))
+            .collect::<Result<Vec<_>>>()?;
+        let queue = &self.inner.queue;
+        self.inner.store.run(false, |c| {
+            redis::cmd("LPUSH")
+                .arg(queue)
+                .arg(&envelopes)
+                .query::<u64>(c)
+        })?;
+        Ok(())
+    }
+
+    /// Takes the item at the head of the queue, with its [`Delivery`]
+    /// (acknowledge it when done). `timeout`: `Some(Duration::ZERO)` does
+    /// not wait (`LMOVE`); `Some(t)` waits up to `t` (any `t`, a huge one
+    /// included); `None` waits as long as it takes. A wait is a `BLMOVE`
+    /// on a connection of its own, in slices of at most 5 s: a server that
+    /// goes away ends it with an error, not a hang.
+    ///
+    /// Runs the reaper first if this proxy has not run it for a third of
+    /// its heartbeat.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] if no item came in time; [`Error::Deserialize`] if
+    /// the item is not multiproc's or does not decode as `T` (it is moved
+    /// to the dead letters); as a call on Redis: a connection failure
+    /// while an item may have been taken is [`Error::Ambiguous`] (this
+    /// proxy then takes a new consumer id, and the old one's items return
+    /// to the queue when its heartbeat expires).
+    pub fn get(&self, timeout: Option<Duration>) -> Result<(T, Delivery)> {
+        let deadline = deadline(timeout);
+        let inner = &self.inner;
+        loop {
+            inner.reap_if_due()?;
+            let consumer = inner.consumer()?;
+            let (queue, processing) = (&inner.queue, &consumer.processing);
+            let taken = if timeout == Some(Duration::ZERO) {
+                inner.store.run(false, |c| {
+                    redis::cmd("LMOVE")
+                        .arg(queue)
+                        .arg(processing)
+                        .arg("RIGHT")
+                        .arg("LEFT")
+                        .query::<Option<Vec<u8>>>(c)
+                })
+            } else {
+                let Some(wait) = next_wait(deadline, SLICE.min(inner.heartbeat / 3)) else {
+                    return Err(Error::Empty);
+                };
+                inner.waiting.run(&inner.store, wait, false, |c| {
+                    redis::cmd("BLMOVE")
+                        .arg(queue)
+                        .arg(processing)
+                        .arg("RIGHT")
+                        .arg("LEFT")
+                        .arg(seconds(wait))
+                        .query::<Option<Vec<u8>>>(c)
+                })
+            };
+            let taken = match taken {
+                Err(e @ Error::Ambiguous(_)) => {
+                    inner.retire(&consumer);
+                    return Err(e);
+                }
+                other => other?,
+            };
+            match taken {
+                Some(e) => return self.deliver(consumer, e),
+                None if timeout == Some(Duration::ZERO) => return Err(Error::Empty),
+                None => {}
+            }
+        }
+    }
+
+    fn deliver(&self, consumer: Arc<Consumer>, e: Vec<u8>) -> Result<(T, Delivery)> {
+        let decoded = match open(&e) {
+            None => Err(Error::Deserialize(
+                "the queue held an item that is not multiproc's".into(),
+            )),
+            Some((count, value)) => codec::decode(value)
+                .and_then(decode::<T>)
+                .map(|item| (count, item)),
+        };
+        match decoded {
+            Ok((count, item)) => Ok((
+                item,
+                Delivery {
+                    inner: self.inner.clone(),
+                    consumer,
+                    envelope: e,
+                    count,
+                },
+            )),
+            Err(why) => {
+                let (processing, dead) = (&consumer.processing, &self.inner.dead);
+                self.inner.store.run(true, |c| {
+                    BURY.key(processing).key(dead).arg(&e).invoke::<u64>(c)
+                })?;
+                Err(Error::Deserialize(format!(
+                    "{why}; the item was moved to the dead letters, {dead}"
+                )))
+            }
+        }
+    }
+
+    /// Runs the reaper now: the items of consumers whose heartbeat expired
+    /// go back to the head of the queue, with their delivery count one
+    /// more (one script). The number of items returned.
+    ///
+    /// # Errors
+    /// As a call on Redis.
+    pub fn reap(&self) -> Result<u64> {
+        self.inner.reap()
+    }
+
+    /// The number of items waiting (not those taken and unacknowledged).
+    ///
+    /// # Errors
+    /// As a call on Redis.
+    pub fn qsize(&self) -> Result<u64> {
+        let queue = &self.inner.queue;
+        self.inner
+            .store
+            .run(true, |c| redis::cmd("LLEN").arg(queue).query::<u64>(c))
+    }
+
+    /// Whether no item is waiting.
+    ///
+    /// # Errors
+    /// As a call on Redis.
+    pub fn empty(&self) -> Result<bool> {
+        Ok(self.qsize()? == 0)
+    }
+}
+
+impl QueueInner {
+    fn new(store: Arc<Store>, name: &str, heartbeat: Duration) -> QueueInner {
+        QueueInner {
+            store,
+            name: name.to_string(),
+            queue: part(name, "q"),
+            consumers: part(name, "c"),
+            dead: part(name, "dead"),
+            prefix: part(name, ""),
+            heartbeat,
+            consumer: PerProcess::new(),
+            waiting: Waiting::new(),
+            last_reap: Mutex::new(None),
+        }
+    }
+
+    fn reap(&self) -> Result<u64> {
+        *poison::locked(&self.last_reap) = Some(Instant::now());
+        let (queue, consumers, dead, prefix) =
+            (&self.queue, &self.consumers, &self.dead, &self.prefix);
+        self.store.run(true, |c| {
+            REAP.key(queue)
+                .key(consumers)
+                .key(dead)
+                .arg(prefix)
+                .invoke::<u64>(c)
+        })
+    }
+
+    fn reap_if_due(&self) -> Result<()> {
+        let due =
+            poison::locked(&self.last_reap).is_none_or(|last| last.elapsed() >= self.heartbeat / 3);
+        if due {
+            self.reap()?;
+        }
+        Ok(())
+    }
+
+    /// This process's consumer, registered (and its heartbeat thread
+    /// started) on first use.
+    fn consumer(&self) -> Result<Arc<Consumer>> {
+        let mut slot = poison::locked(self.consumer.get());
+        if let Some(c) = &*slot {
+            if c.alive.load(Ordering::Relaxed) {
+                return Ok(c.clone());
+            }
+        }
+        let id = token()?;
+        let keys = [
+            self.consumers.clone(),
+            format!("{}hb:{id}", self.prefix),
+            format!("{}p:{id}", self.prefix),
+        ];
+        let ttl = self.heartbeat.as_millis().max(1).to_string();
+        self.store.run(true, |c| {
+            JOIN.key(&keys[0])
+                .key(&keys[1])
+                .arg(&id)
+                .arg(&ttl)
+                .invoke::<u64>(c)
+        })?;
+        let (tx, rx) = mpsc::channel::<()>();
+        let alive = Arc::new(AtomicBool::new(true));
+        let beat = Beat {
+            store: self.store.clone(),
+            every: self.heartbeat / 3,
+            keys: keys.clone(),
+            id,
+            ttl,
+            alive: alive.clone(),
+        };
+        std::thread::Builder::new()
+            .name("multiproc-queue-heartbeat".into())
+            .spawn(move || beat.run(&rx))
+            .map_err(|e| Error::io("spawn a queue heartbeat thread", e))?;
+        let [_, _, processing] = keys;
+        let c = Arc::new(Consumer {
+            processing,
+            alive,
+            _beating: tx,
+        });
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Stops using `consumer` for new items (after a failure that left
+    /// what it holds unknown).
+    fn retire(&self, consumer: &Arc<Consumer>) {
+        let mut slot = poison::locked(self.consumer.get());
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, consumer)) {
+            *slot = None;
+        }
+    }
+}
+
+/// A consumer's heartbeat thread.
+struct Beat {
+    store: Arc<Store>,
+    every: Duration,
+    /// The consumers' set, the heartbeat, the items in progress.
+    keys: [String; 3],
+    id: String,
+    ttl: String,
+    alive: Arc<AtomicBool>,
+}
+
+impl Beat {
+    /// Refreshes the heartbeat every `every` on a connection of its own,
+    /// until the consumer is dropped (then it leaves, so that the reaper
+    /// gives its unacknowledged items to others at once) or is no longer
+    /// registered (then the next `get` makes a new consumer).
+    fn run(self, stop: &mpsc::Receiver<()>) {
+        let mut conn: Option<Connection> = None;
+        loop {
+            let stopped = !matches!(
+                stop.recv_timeout(self.every),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+            if conn.is_none() {
+                conn = self.store.connect().ok();
+            }
+            let Some(c) = conn.as_mut() else {
+                if stopped {
+                    return;
+                }
+                continue;
+            };
+            let k = &self.keys;
+            let script = if stopped { &*LEAVE } else { &*BEAT };
+            match script
+                .key(&k[0])
+                .key(&k[1])
+                .key(&k[2])
+                .arg(&self.id)
+                .arg(&self.ttl)
+                .invoke::<u64>(c)
+            {
+                Ok(0) => {
+                    self.alive.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => conn = None,
+            }
+            if stopped {
+                return;
+            }
+        }
+    }
+}
+
+impl super::super::Manager {
+    /// The reliable queue called `name` on Redis (see [`QueueProxy`]):
+    /// every process that asks for the same name gets the same queue.
+    ///
+    /// On a manager server's handle this is [`Error::InvalidArgument`] for
+    /// now (as [`dict_named`](super::super::Manager::dict_named)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on a manager server's handle, or for a
+    /// name that is empty or over 512 bytes.
+    pub fn queue_named<T>(&self, name: &str) -> Result<QueueProxy<T>>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        check_name(name)?;
+        let store = self.store(name)?;
+        Ok(QueueProxy {
+            inner: Arc::new(QueueInner::new(store.clone(), name, DEFAULT_HEARTBEAT)),
+            _types: PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_open() {
+        let e = envelope(b"s\x00:x").unwrap();
+        assert_eq!(open(&e), Some((1, &b"s\x00:x"[..])));
+        for bad in [
+            &b""[..],
+            b"mpq1:",
+            b"mpq1:zz:1:x",
+            b"mpq1:ab:x:1",
+            b"mpq1:ab:1",
+            b"x",
+        ] {
+            assert_eq!(open(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn waits_are_whole_milliseconds() {
+        assert_eq!(seconds(Duration::from_nanos(1)), "0.001");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.500");
+        assert_eq!(seconds(Duration::from_micros(1001)), "0.002");
+    }
+}
