@@ -1,6 +1,7 @@
 //! The Redis backend's connection: URLs, timeouts, a server that is not
 //! there, killed or restarted (clear errors, never a hang, recovery on
 //! the next call).
+#![cfg(feature = "redis")]
 
 mod common;
 
