@@ -1,18 +1,636 @@
-//! Dicts and namespaces on Redis (placeholder: being written).
+//! Dicts and namespaces on Redis.
+//!
+//! A dict (or a namespace, the same with its own errors and `repr`) is
+//! three keys under one hash tag:
+//! - `v`, a hash: field → value, the field being the key's canonical
+//!   encoding ([`codec::field`]: `1`, `1.0` and `True` are one field) and
+//!   the value its [`codec::encode`]ing;
+//! - `o`, a sorted set: field → its insertion number, for Python's
+//!   insertion order (a new field gets the highest number + 1, read in
+//!   the same script; a field set again keeps its place, one removed and
+//!   set again goes last, as in Python);
+//! - `k`, a hash: field → the key's own encoding, only for a key whose
+//!   encoding is not its field (`1.0`, `True`): the first key given is the
+//!   one `keys()` answers, as in Python.
+//!
+//! Every operation is one command (`HGET`, `HMGET`, `HLEN`, `HEXISTS`,
+//! `DEL`) or one Lua script. What differs from a manager server:
+//! - `compare_and_set` compares encodings: a stored `1` is not an expected
+//!   `1.0` (Python's `==` says they are equal);
+//! - `increment` adds 64-bit ints (`HINCRBY`): past `i64` it is an
+//!   `OverflowError`, where a manager server goes on up to 127 bits;
+//! - a value another program wrote in the hash is [`Error::Deserialize`]
+//!   when read; a key of another Redis type is Redis's `WRONGTYPE` error.
 
-use super::Store;
+use std::sync::LazyLock;
+
+use redis::{FromRedisValue, Script};
+
+use super::{codec, key, Store};
 use crate::error::{Error, Result};
 use crate::manager::protocol::{Kind, Op};
-use crate::manager::PyValue;
+use crate::manager::{PyObject, PyValue};
 
 /// The keys a dict is made of: its values by field (`v`), its fields in
 /// insertion order (`o`), and the keys given in another form than their
 /// field (`k`).
 pub(super) const PARTS: &[&str] = &["v", "o", "k"];
 
-pub(super) fn apply(_store: &Store, _kind: Kind, _name: &str, op: Op) -> Result<PyValue> {
-    Err(Error::InvalidArgument(format!(
-        "{} is not done on Redis yet",
-        op.name()
-    )))
+/// What every script starts with: its keys, and how a field is put and
+/// dropped keeping the three parts in step.
+const PRELUDE: &str = r"
+local V, O, K = KEYS[1], KEYS[2], KEYS[3]
+local function put(f, v, own)
+  if redis.call('HSET', V, f, v) == 1 then
+    local top = redis.call('ZREVRANGE', O, 0, 0, 'WITHSCORES')
+    local s = 1
+    if top[2] then s = tonumber(top[2]) + 1 end
+    redis.call('ZADD', O, s, f)
+    if own ~= '' then redis.call('HSET', K, f, own) end
+  end
+end
+local function drop(f)
+  local had = redis.call('HDEL', V, f) == 1
+  redis.call('ZREM', O, f)
+  redis.call('HDEL', K, f)
+  return had
+end
+local function keys_of(fs)
+  if redis.call('EXISTS', K) == 1 then
+    local own = redis.call('HGETALL', K)
+    local m = {}
+    for i = 1, #own, 2 do m[own[i]] = own[i + 1] end
+    local ks = {}
+    for i = 1, #fs do ks[i] = m[fs[i]] or fs[i] end
+    return ks
+  end
+  return fs
+end
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+/// `d[f] = v` (ARGV: field, own encoding or '', value).
+static SET: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+put(ARGV[1], ARGV[3], ARGV[2])
+return 1
+",
+    )
+});
+
+/// `d.update(...)` (ARGV: field, own, value, field, own, value, ...).
+static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+for i = 1, #ARGV, 3 do put(ARGV[i], ARGV[i + 2], ARGV[i + 1]) end
+return #ARGV / 3
+",
+    )
+});
+
+/// `d.pop(f, None)`: the old value or nil (ARGV: field).
+static DISCARD: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local old = redis.call('HGET', V, ARGV[1])
+if old then drop(ARGV[1]) end
+return old
+",
+    )
+});
+
+/// `del d[f]`: whether it was there (ARGV: field).
+static DEL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if drop(ARGV[1]) then return 1 end
+return 0
+",
+    )
+});
+
+/// `d.popitem()`: {key, value} of the last field inserted, or {}.
+static POPITEM: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local f = redis.call('ZREVRANGE', O, 0, 0)[1]
+if not f then return {} end
+local v = redis.call('HGET', V, f)
+local own = redis.call('HGET', K, f)
+drop(f)
+return {own or f, v}
+",
+    )
+});
+
+/// `d.setdefault(f, v)`: the value after (ARGV: field, own, value).
+static SETDEFAULT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local old = redis.call('HGET', V, ARGV[1])
+if old then return old end
+put(ARGV[1], ARGV[3], ARGV[2])
+return ARGV[3]
+",
+    )
+});
+
+/// The keys (ARGV 'k'), values ('v') or both, flat ('kv'), in order. A
+/// value missing from `v` (another program's write) is nil.
+static LIST: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local fs = redis.call('ZRANGE', O, 0, -1)
+local mode = ARGV[1]
+if mode == 'k' then return keys_of(fs) end
+local out = {}
+if mode == 'v' then
+  for i = 1, #fs do out[i] = redis.call('HGET', V, fs[i]) end
+  return out
+end
+local ks = keys_of(fs)
+for i = 1, #fs do
+  out[2 * i - 1] = ks[i]
+  out[2 * i] = redis.call('HGET', V, fs[i])
+end
+return out
+",
+    )
+});
+
+/// `d[f] += delta`, atomically (ARGV: field, own, delta, 'i' for an int
+/// delta or 'f' for a float, the encodings of True and False). Answers
+/// {'v', new}, {'type', old} (old is not a number), or {'overflow', ''}.
+///
+/// Ints are added by `HINCRBY` (64-bit, an error past it); floats in Lua
+/// (doubles, as Python's), written as Rust's `{:?}` writes them (the
+/// codec's encoding: the shortest decimal that reads back the same).
+static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local function fmt(x)
+  if x ~= x then return 'NaN' end
+  if x == math.huge then return 'inf' end
+  if x == -math.huge then return '-inf' end
+  if x == 0 then
+    if 1 / x < 0 then return '-0.0' end
+    return '0.0'
+  end
+  local s
+  for p = 0, 16 do
+    s = string.format('%.' .. p .. 'e', x)
+    if tonumber(s) == x then break end
+  end
+  local sign, lead, frac, exp = string.match(s, '^(-?)(%d)%.?(%d*)e([-+]%d+)$')
+  local digits = string.gsub(lead .. frac, '0+$', '')
+  local e = tonumber(exp)
+  local a = math.abs(x)
+  if a < 1e-4 or a >= 1e16 then
+    local m = string.sub(digits, 1, 1)
+    if #digits > 1 then m = m .. '.' .. string.sub(digits, 2) end
+    return sign .. m .. 'e' .. string.format('%d', e)
+  end
+  if e >= 0 then
+    if #digits <= e + 1 then
+      return sign .. digits .. string.rep('0', e + 1 - #digits) .. '.0'
+    end
+    return sign .. string.sub(digits, 1, e + 1) .. '.' .. string.sub(digits, e + 2)
+  end
+  return sign .. '0.' .. string.rep('0', -e - 1) .. digits
+end
+local f, own, d, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local old = redis.call('HGET', V, f)
+local b = nil
+if old == ARGV[5] then b = 1 elseif old == ARGV[6] then b = 0 end
+local int_old = old and string.match(old, '^-?%d+$')
+if kind == 'i' then
+  if not old then
+    put(f, d, own)
+    return {'v', d}
+  end
+  if b then
+    if b == 1 and d == '9223372036854775807' then return {'overflow', ''} end
+    redis.call('HSET', V, f, d)
+    redis.call('HINCRBY', V, f, b)
+    return {'v', redis.call('HGET', V, f)}
+  end
+  if int_old then
+    local r = redis.pcall('HINCRBY', V, f, d)
+    if type(r) == 'table' and r.err then
+      if string.find(r.err, 'overflow') then return {'overflow', ''} end
+      return r
+    end
+    return {'v', redis.call('HGET', V, f)}
+  end
+end
+local x
+if not old then x = 0
+elseif b then x = b
+elseif int_old then x = tonumber(old)
+elseif string.sub(old, 1, 1) == 'f' then x = tonumber(string.sub(old, 2))
+end
+if not x then return {'type', old} end
+local y
+if kind == 'i' then y = tonumber(d) else y = tonumber(string.sub(d, 2)) end
+local new = 'f' .. fmt(x + y)
+put(f, new, own)
+return {'v', new}
+",
+    )
+});
+
+/// Sets `d[f] = new` if it is `expected` (ARGV: field, own, '1' with an
+/// expected value or '0' for absent, expected, new): 1 if it did.
+static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local cur = redis.call('HGET', V, ARGV[1])
+if ARGV[3] == '0' then
+  if cur then return 0 end
+  put(ARGV[1], ARGV[5], ARGV[2])
+  return 1
+end
+if cur == ARGV[4] then
+  redis.call('HSET', V, ARGV[1], ARGV[5])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// A dict or namespace on Redis: its kind and its keys.
+struct Dict<'a> {
+    store: &'a Store,
+    kind: Kind,
+    keys: [String; 3],
+}
+
+impl Dict<'_> {
+    /// Runs `script` with this dict's keys and `args`.
+    fn invoke<T: FromRedisValue>(&self, script: &Script, again: bool, args: &[&[u8]]) -> Result<T> {
+        self.store.run(again, |c| {
+            let mut call = script.prepare_invoke();
+            for k in &self.keys {
+                call.key(k);
+            }
+            for a in args {
+                call.arg(*a);
+            }
+            call.invoke(c)
+        })
+    }
+
+    /// `HGET v field`.
+    fn hget(&self, field: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.store.run(true, |c| {
+            redis::cmd("HGET")
+                .arg(&self.keys[0])
+                .arg(field)
+                .query::<Option<Vec<u8>>>(c)
+        })
+    }
+
+    /// Python's error for a missing `key`: a `KeyError`, or a namespace's
+    /// `AttributeError`.
+    fn missing(&self, key: &PyValue) -> Error {
+        if self.kind == Kind::Namespace {
+            no_attribute(key)
+        } else {
+            key_error(key)
+        }
+    }
+
+    /// The items in insertion order.
+    fn items(&self) -> Result<Vec<(PyValue, PyValue)>> {
+        let flat: Vec<Option<Vec<u8>>> = self.invoke(&LIST, true, &[b"kv"])?;
+        flat.chunks(2)
+            .map(|pair| match pair {
+                [Some(k), Some(v)] => Ok((codec::decode(k)?, codec::decode(v)?)),
+                _ => Err(inconsistent()),
+            })
+            .collect()
+    }
+
+    /// Python's `repr`: `{'a': 1}`, or `Namespace(a=1)` (names that start
+    /// with `_` hidden, the others sorted as their `name=value` strings, as
+    /// `Namespace.__repr__` does and the manager server answers).
+    fn repr(&self) -> Result<String> {
+        let items = self.items()?;
+        Ok(if self.kind == Kind::Namespace {
+            let mut shown: Vec<String> = items
+                .iter()
+                .filter_map(|(k, v)| match k {
+                    PyValue::Str(name) if name.starts_with('_') => None,
+                    PyValue::Str(name) => Some(format!("{name}={v}")),
+                    other => Some(format!("{other}={v}")),
+                })
+                .collect();
+            shown.sort();
+            format!("Namespace({})", shown.join(", "))
+        } else {
+            let shown: Vec<String> = items.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            format!("{{{}}}", shown.join(", "))
+        })
+    }
+
+    /// `d[key] += delta`, atomically.
+    fn increment(&self, key: &PyValue, delta: &PyValue) -> Result<PyValue> {
+        let (field, own) = codec::field(key)?;
+        let (kind, delta_bytes): (&[u8], Vec<u8>) = match delta {
+            PyValue::Bool(b) => (b"i", i64::from(*b).to_string().into_bytes()),
+            PyValue::Int(i) => (b"i", i.to_string().into_bytes()),
+            PyValue::BigInt(b) => match small_int(b) {
+                Some(i) => (b"i", i.to_string().into_bytes()),
+                None => return Err(overflow()),
+            },
+            PyValue::Float(_) => (b"f", codec::encode(delta)?),
+            other => {
+                // Nothing is written: Python's message names the stored type.
+                let old = match self.hget(&field)? {
+                    Some(old) => codec::decode(&old)?,
+                    None => PyValue::Int(0),
+                };
+                return Err(unsupported(&old, other));
+            }
+        };
+        let yes = codec::encode(&PyValue::Bool(true))?;
+        let no = codec::encode(&PyValue::Bool(false))?;
+        let own = own.unwrap_or_default();
+        let (tag, payload): (String, Vec<u8>) = self.invoke(
+            &INCREMENT,
+            false,
+            &[&field, &own, &delta_bytes, kind, &yes, &no],
+        )?;
+        match tag.as_str() {
+            "v" => codec::decode(&payload),
+            "type" => Err(unsupported(&codec::decode(&payload)?, delta)),
+            "overflow" => Err(overflow()),
+            other => Err(Error::Deserialize(format!(
+                "the increment script answered {other:?}"
+            ))),
+        }
+    }
+}
+
+/// `KeyError(key)`, as the manager server's client shows it.
+fn key_error(key: &PyValue) -> Error {
+    Error::Remote {
+        kind: "KeyError".into(),
+        message: key.repr(),
+    }
+}
+
+/// A namespace's `AttributeError` for the attribute `name`.
+fn no_attribute(name: &PyValue) -> Error {
+    let name = match name {
+        PyValue::Str(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Error::Remote {
+        kind: "AttributeError".into(),
+        message: format!("'Namespace' object has no attribute '{name}'"),
+    }
+}
+
+fn unsupported(old: &PyValue, delta: &PyValue) -> Error {
+    Error::Remote {
+        kind: "TypeError".into(),
+        message: format!(
+            "unsupported operand type(s) for +=: '{}' and '{}'",
+            old.type_name(),
+            delta.type_name()
+        ),
+    }
+}
+
+fn overflow() -> Error {
+    Error::Remote {
+        kind: "OverflowError".into(),
+        message: "a Redis manager adds ints of at most 64 bits".into(),
+    }
+}
+
+fn inconsistent() -> Error {
+    Error::Deserialize(
+        "a dict on Redis whose parts disagree (another program changed its keys)".into(),
+    )
+}
+
+/// A `BigInt`'s little-endian two's complement bytes as an `i64`, if it fits.
+fn small_int(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+    let mut le = [fill; 16];
+    le[..b.len()].copy_from_slice(b);
+    i64::try_from(i128::from_le_bytes(le)).ok()
+}
+
+/// A stored value, or `default` if absent.
+fn value_or(found: Option<Vec<u8>>, default: PyValue) -> Result<PyValue> {
+    found.map_or(Ok(default), |v| codec::decode(&v))
+}
+
+/// Applies `op` to the dict (or namespace, as `kind` says) `name`.
+pub(super) fn apply(store: &Store, kind: Kind, name: &str, op: Op) -> Result<PyValue> {
+    let d = Dict {
+        store,
+        kind,
+        keys: [
+            key(kind, name, PARTS[0]),
+            key(kind, name, PARTS[1]),
+            key(kind, name, PARTS[2]),
+        ],
+    };
+    let v = &d.keys[0];
+    Ok(match op {
+        Op::Len => PyValue::Int(store.run(true, |c| redis::cmd("HLEN").arg(v).query::<i64>(c))?),
+        Op::Clear => {
+            store.run(true, |c| redis::cmd("DEL").arg(&d.keys).query::<()>(c))?;
+            PyValue::None
+        }
+        Op::Contains(k) => {
+            let (field, _) = codec::field(&k)?;
+            PyValue::Bool(store.run(true, |c| {
+                redis::cmd("HEXISTS").arg(v).arg(&field).query::<bool>(c)
+            })?)
+        }
+        Op::Lookup(k) => value_or(d.hget(&codec::field(&k)?.0)?, PyValue::None)?,
+        Op::LookupOr(k, default) => value_or(d.hget(&codec::field(&k)?.0)?, default)?,
+        Op::Get(k) => match d.hget(&codec::field(&k)?.0)? {
+            Some(found) => codec::decode(&found)?,
+            None => return Err(d.missing(&k)),
+        },
+        Op::LookupMany(keys) => {
+            if keys.is_empty() {
+                return Ok(PyValue::List(Vec::new()));
+            }
+            let fields = keys
+                .iter()
+                .map(|k| Ok(codec::field(k)?.0))
+                .collect::<Result<Vec<_>>>()?;
+            let found: Vec<Option<Vec<u8>>> =
+                store.run(true, |c| redis::cmd("HMGET").arg(v).arg(&fields).query(c))?;
+            if found.len() != fields.len() {
+                return Err(inconsistent());
+            }
+            PyValue::List(
+                found
+                    .into_iter()
+                    .map(|f| value_or(f, PyValue::None))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        Op::Set(k, value) => {
+            let (field, own) = codec::field(&k)?;
+            let value = codec::encode(&value)?;
+            d.invoke::<()>(&SET, true, &[&field, &own.unwrap_or_default(), &value])?;
+            PyValue::None
+        }
+        Op::Update(items) => {
+            if items.is_empty() {
+                return Ok(PyValue::None);
+            }
+            let mut args = Vec::with_capacity(items.len() * 3);
+            for (k, value) in &items {
+                let (field, own) = codec::field(k)?;
+                args.push(field);
+                args.push(own.unwrap_or_default());
+                args.push(codec::encode(value)?);
+            }
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            d.invoke::<()>(&UPDATE, true, &args)?;
+            PyValue::None
+        }
+        Op::Discard(k) => {
+            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
+            value_or(found, PyValue::None)?
+        }
+        Op::PopOr(k, default) => {
+            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
+            value_or(found, default)?
+        }
+        Op::Pop(k) => {
+            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
+            match found {
+                Some(found) => codec::decode(&found)?,
+                None => return Err(key_error(&k)),
+            }
+        }
+        Op::Del(k) => {
+            let had: bool = d.invoke(&DEL, false, &[&codec::field(&k)?.0])?;
+            if !had {
+                return Err(d.missing(&k));
+            }
+            PyValue::None
+        }
+        Op::PopItem => {
+            let pair: Vec<Option<Vec<u8>>> = d.invoke(&POPITEM, false, &[])?;
+            match pair.as_slice() {
+                [] => {
+                    return Err(Error::Remote {
+                        kind: "KeyError".into(),
+                        message: "'popitem(): dictionary is empty'".into(),
+                    })
+                }
+                [Some(k), Some(v)] => PyValue::Tuple(vec![codec::decode(k)?, codec::decode(v)?]),
+                _ => return Err(inconsistent()),
+            }
+        }
+        Op::SetDefault(k, default) => {
+            let (field, own) = codec::field(&k)?;
+            let default = codec::encode(&default)?;
+            let found: Vec<u8> = d.invoke(
+                &SETDEFAULT,
+                true,
+                &[&field, &own.unwrap_or_default(), &default],
+            )?;
+            codec::decode(&found)?
+        }
+        Op::Keys => {
+            let keys: Vec<Vec<u8>> = d.invoke(&LIST, true, &[b"k"])?;
+            PyValue::List(
+                keys.iter()
+                    .map(|k| codec::decode(k))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        Op::Values => {
+            let values: Vec<Option<Vec<u8>>> = d.invoke(&LIST, true, &[b"v"])?;
+            PyValue::List(
+                values
+                    .iter()
+                    .map(|v| v.as_deref().map_or(Err(inconsistent()), codec::decode))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        Op::Snapshot | Op::Copy => PyValue::Dict(d.items()?),
+        Op::GetValue if kind == Kind::Namespace => PyValue::Object(Box::new(PyObject::instance(
+            "multiprocessing.managers",
+            "Namespace",
+            Vec::new(),
+            Some(PyValue::Dict(d.items()?)),
+        ))),
+        Op::GetValue => PyValue::Dict(d.items()?),
+        Op::Items => PyValue::List(
+            d.items()?
+                .into_iter()
+                .map(|(k, v)| PyValue::Tuple(vec![k, v]))
+                .collect(),
+        ),
+        Op::Repr => PyValue::Str(d.repr()?),
+        Op::Increment(k, delta) => d.increment(&k, &delta)?,
+        Op::CompareAndSet(k, expected, new) => {
+            let (field, own) = codec::field(&k)?;
+            let (flag, expected): (&[u8], Vec<u8>) = match &expected {
+                Some(e) => (b"1", codec::encode(e)?),
+                None => (b"0", Vec::new()),
+            };
+            let new = codec::encode(&new)?;
+            let done: bool = d.invoke(
+                &COMPARE_AND_SET,
+                false,
+                &[&field, &own.unwrap_or_default(), flag, &expected, &new],
+            )?;
+            PyValue::Bool(done)
+        }
+        // Python's own answer for a list's method on a dict.
+        op @ (Op::Append(_)
+        | Op::Extend(_)
+        | Op::ExtendWith(_)
+        | Op::Insert(..)
+        | Op::Remove(_)
+        | Op::Index(_)
+        | Op::IndexIn(..)
+        | Op::Count(_)
+        | Op::Reverse
+        | Op::Sort
+        | Op::SortReverse
+        | Op::Slice(..)
+        | Op::Add(_)
+        | Op::Mul(_)
+        | Op::IMul(_)) => {
+            return Err(Error::Remote {
+                kind: "TypeError".into(),
+                message: format!("{} is not an operation of a {kind:?}", op.name()),
+            })
+        }
+        op @ (Op::UpdateWith(..)
+        | Op::Or(_)
+        | Op::ROr(_)
+        | Op::FromKeys(..)
+        | Op::Iter
+        | Op::Reversed) => {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not done on a {kind:?} on Redis",
+                op.name()
+            )))
+        }
+    })
 }
