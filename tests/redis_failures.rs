@@ -22,10 +22,10 @@ use multiproc::{Error, Event, Manager};
 /// The manager's timeout in these tests.
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The longest a failed call may take: a read is tried twice, each try
-/// bounded by the timeout (connecting included), plus scheduling slack on
-/// a loaded machine.
-const CALL_BOUND: Duration = Duration::from_millis(3 * 500 + 1500);
+/// The longest a failed call may take: the timeout, plus slack on a
+/// loaded machine (a read that found its connection broken is tried once
+/// more, on a new one, which a killed server refuses at once).
+const CALL_BOUND: Duration = Duration::from_millis(500 + 700);
 
 /// The process id of the server at `url` (from `INFO server`).
 fn server_pid(url: &str) -> libc::pid_t {
@@ -176,7 +176,7 @@ fn a_paused_server_times_out_within_the_bound_and_recovers() {
     let increment_result;
     {
         let _stopped = Stopped::new(pid);
-        // A read: tried twice, each bounded by the timeout.
+        // A read: no answer within the timeout, and not tried again.
         let r = bounded("get of a paused server", || d.get(&"n".into()));
         assert!(is_gone(&r), "{r:?}");
         let message = r.unwrap_err().to_string();
@@ -218,9 +218,10 @@ fn a_paused_server_times_out_within_the_bound_and_recovers() {
 }
 
 /// Increments from several threads while the server is paused and
-/// continued, then killed and restarted: every increment that returned
-/// `Ok` is counted, and one that returned `ManagerGone` is not (nothing
-/// was sent); only an `Ambiguous` one may go either way.
+/// continued (a kill would lose the count: the server keeps nothing):
+/// every increment that returned `Ok` is counted, and one that returned
+/// `ManagerGone` is not (nothing was sent); only an `Ambiguous` one may go
+/// either way.
 #[test]
 fn an_increment_reported_done_is_counted() {
     let Some(server) = OwnServer::start("reported_done") else {
@@ -248,7 +249,7 @@ fn an_increment_reported_done_is_counted() {
                         // Each call waits its turn for the process's
                         // connection (three threads) and then its own
                         // round trip.
-                        assert!(start.elapsed() < 3 * CALL_BOUND, "{:?}", start.elapsed());
+                        assert!(start.elapsed() < 4 * CALL_BOUND, "{:?}", start.elapsed());
                     }
                 });
             }

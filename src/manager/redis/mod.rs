@@ -62,7 +62,15 @@ impl Store {
                 "a Redis manager's timeout must be above zero".into(),
             ));
         }
-        let client = redis::Client::open(url)
+        use redis::IntoConnectionInfo as _;
+        let info = url
+            .into_connection_info()
+            .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
+        // Without the crate's `CLIENT SETINFO` pair on connecting: it reads
+        // both answers, each with the whole timeout, so connecting to a
+        // server that does not answer would take twice the timeout.
+        let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let client = redis::Client::open(info.set_redis_settings(redis_settings))
             .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
         let place = client.get_connection_info().addr().to_string();
         let store = Arc::new(Store {
@@ -94,10 +102,10 @@ impl Store {
 
     /// Runs `f` on this process's connection (made if need be). A
     /// connection that fails is dropped, and the next call makes a new
-    /// one. If it failed after the request may have been sent, a call
+    /// one. If it broke after the request may have been sent, a call
     /// that may run twice (`again`: a read, or a write that sets what it
-    /// sets) runs once more on a new connection; any other is
-    /// [`Error::Ambiguous`].
+    /// sets) runs once more on a new connection (not after a timeout:
+    /// that would double the wait); any other is [`Error::Ambiguous`].
     ///
     /// # Errors
     /// [`Error::Remote`] for what a script answers with [`PYERR`] (and
@@ -159,7 +167,10 @@ impl Store {
                 Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                     *slot = None;
                     tries -= 1;
-                    if tries == 0 {
+                    // A server that did not answer in time is tried no
+                    // more: once more would double the wait. A connection
+                    // that broke (a restarted server) is made anew.
+                    if tries == 0 || e.is_timeout() {
                         return Err(if again {
                             self.unreachable(&e)
                         } else {
@@ -296,7 +307,8 @@ impl super::Manager {
     ///   [`connect_redis_with_timeout`](super::Manager::connect_redis_with_timeout));
     /// - a connection that fails after a request was sent makes a call
     ///   that changes something [`Error::Ambiguous`] (it may or may not
-    ///   have been done); a read is tried once more on a new connection.
+    ///   have been done); a read is tried once more on a new connection
+    ///   (unless the server did not answer within the timeout).
     ///   The next call connects again.
     ///
     /// # Errors
