@@ -43,9 +43,11 @@ pub(super) fn redis_managed(size: &Size, op: ManagerOp, clients: u64) -> Result<
         .redis
         .as_deref()
         .context("the Redis rows need --redis URL")?;
+    // The full run's sizes are the local manager rows'; `--quick` does
+    // less, as a network round trip costs ten times the fast path's.
     let n = match op {
-        ManagerOp::SetBatched | ManagerOp::GetBatched => size.pick(500_000, 100_000),
-        _ => size.pick(20_000, 5_000),
+        ManagerOp::SetBatched | ManagerOp::GetBatched => size.pick(500_000, 20_000),
+        _ => size.pick(20_000, 2_000),
     };
     let (mut cpu, mut raw_cpu) = (Vec::new(), Vec::new());
     let (a, b) = paired(
@@ -70,7 +72,7 @@ pub(super) fn redis_managed(size: &Size, op: ManagerOp, clients: u64) -> Result<
     if op == ManagerOp::Set && clients == 1 {
         let ping = median(
             (0..size.repeats())
-                .map(|_| ping_rate(url, size.pick(20_000, 5_000)))
+                .map(|_| ping_rate(url, size.pick(20_000, 2_000)))
                 .collect::<Result<_>>()?,
         );
         baselines.push(("raw PING round trips, redis crate", ping));
