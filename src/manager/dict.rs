@@ -190,6 +190,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// `d[key] += delta` as one atomic step on the server (a missing key
     /// counts as zero): concurrent increments from many processes never
     /// lose an update, unlike Python's `d[k] += 1`. Returns the new value.
+    /// On Redis ([`Manager::connect_redis`]) ints are 64-bit: a sum past
+    /// `i64` is an `OverflowError` and the value is left as it was (a
+    /// manager server goes on to 127 bits).
     ///
     /// # Errors
     /// [`Error::Remote`] `TypeError` if the value is not a number.
@@ -199,7 +202,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     }
 
     /// Sets `d[key] = new` only if it currently equals `expected` (`None`:
-    /// absent), atomically; whether it did.
+    /// absent), atomically; whether it did. On Redis
+    /// ([`Manager::connect_redis`]) "equals" is "has the same encoding":
+    /// an expected `1.0` does not match a stored `1` (Python's `==` says
+    /// they are equal, and a manager server matches them).
     ///
     /// # Errors
     /// [`Error::ManagerGone`], [`Error::Serialize`].

@@ -28,6 +28,7 @@ use redis::{FromRedisValue, Script};
 
 use super::{codec, key, Store};
 use crate::error::{Error, Result};
+use crate::manager::apply::Map;
 use crate::manager::protocol::{Kind, Op};
 use crate::manager::{PyObject, PyValue};
 
@@ -40,12 +41,16 @@ pub(super) const PARTS: &[&str] = &["v", "o", "k"];
 /// dropped keeping the three parts in step.
 const PRELUDE: &str = r"
 local V, O, K = KEYS[1], KEYS[2], KEYS[3]
+local after = nil
 local function put(f, v, own)
   if redis.call('HSET', V, f, v) == 1 then
-    local top = redis.call('ZREVRANGE', O, 0, 0, 'WITHSCORES')
-    local s = 1
-    if top[2] then s = tonumber(top[2]) + 1 end
-    redis.call('ZADD', O, s, f)
+    if not after then
+      local top = redis.call('ZREVRANGE', O, 0, 0, 'WITHSCORES')
+      after = 1
+      if top[2] then after = tonumber(top[2]) + 1 end
+    end
+    redis.call('ZADD', O, after, f)
+    after = after + 1
     if own ~= '' then redis.call('HSET', K, f, own) end
   end
 end
@@ -168,10 +173,53 @@ return out
 ///
 /// Ints are added by `HINCRBY` (64-bit, an error past it); floats in Lua
 /// (doubles, as Python's), written as Rust's `{:?}` writes them (the
-/// codec's encoding: the shortest decimal that reads back the same).
+/// codec's encoding): the shortest decimal that reads back the same, the
+/// nearest of those, an exact tie rounded up, as Rust's `flt2dec` does.
 static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
+local function num(dg, e)
+  return tonumber(string.sub(dg, 1, 1) .. '.' .. string.sub(dg, 2) .. 'e' .. string.format('%d', e))
+end
+local function step(dg, e, by)
+  local n = #dg
+  local t = {}
+  for i = 1, n do t[i] = string.byte(dg, i) - 48 end
+  local i = n
+  t[i] = t[i] + by
+  while i > 1 and (t[i] < 0 or t[i] > 9) do
+    if t[i] < 0 then t[i] = t[i] + 10 else t[i] = t[i] - 10 end
+    i = i - 1
+    t[i] = t[i] + by
+  end
+  if t[1] > 9 then return '1' .. string.rep('0', n - 1), e + 1 end
+  if t[1] == 0 then return string.rep('9', n), e - 1 end
+  local out = {}
+  for j = 1, n do out[j] = string.char(t[j] + 48) end
+  return table.concat(out), e
+end
+local function shortest(ax)
+  local dg, e
+  for p = 0, 16 do
+    local lead, frac, ex = string.match(string.format('%.' .. p .. 'e', ax), '^(%d)%.?(%d*)e([-+]%d+)$')
+    dg, e = lead .. frac, tonumber(ex)
+    if num(dg, e) == ax then
+      local tl, tf, te = string.match(string.format('%.40e', ax), '^(%d)%.(%d*)e([-+]%d+)$')
+      local td = tl .. tf
+      if tonumber(te) == e and string.sub(td, 1, p + 1) == dg
+          and string.sub(td, p + 2) == '5' .. string.rep('0', 39 - p) then
+        local ud, ue = step(dg, e, 1)
+        if num(ud, ue) == ax then return ud, ue end
+      end
+      return dg, e
+    end
+    for _, by in ipairs({1, -1}) do
+      local od, oe = step(dg, e, by)
+      if num(od, oe) == ax then return od, oe end
+    end
+  end
+  return dg, e
+end
 local function fmt(x)
   if x ~= x then return 'NaN' end
   if x == math.huge then return 'inf' end
@@ -180,15 +228,11 @@ local function fmt(x)
     if 1 / x < 0 then return '-0.0' end
     return '0.0'
   end
-  local s
-  for p = 0, 16 do
-    s = string.format('%.' .. p .. 'e', x)
-    if tonumber(s) == x then break end
-  end
-  local sign, lead, frac, exp = string.match(s, '^(-?)(%d)%.?(%d*)e([-+]%d+)$')
-  local digits = string.gsub(lead .. frac, '0+$', '')
-  local e = tonumber(exp)
+  local sign = ''
+  if x < 0 then sign = '-' end
   local a = math.abs(x)
+  local digits, e = shortest(a)
+  digits = string.gsub(digits, '0+$', '')
   if a < 1e-4 or a >= 1e16 then
     local m = string.sub(digits, 1, 1)
     if #digits > 1 then m = m .. '.' .. string.sub(digits, 2) end
@@ -206,7 +250,14 @@ local f, own, d, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local old = redis.call('HGET', V, f)
 local b = nil
 if old == ARGV[5] then b = 1 elseif old == ARGV[6] then b = 0 end
-local int_old = old and string.match(old, '^-?%d+$')
+local function is_int(v)
+  local minus, digits = string.match(v, '^(-?)(%d+)$')
+  if not digits then return false end
+  if #digits ~= 19 then return #digits < 19 end
+  if minus == '-' then return digits <= '9223372036854775808' end
+  return digits <= '9223372036854775807'
+end
+local int_old = old and is_int(old)
 if kind == 'i' then
   if not old then
     put(f, d, own)
@@ -432,6 +483,15 @@ fn small_int(b: &[u8]) -> Option<i64> {
     i64::try_from(i128::from_le_bytes(le)).ok()
 }
 
+/// A new dict of `first`'s items then `then`'s (a later value replaces an
+/// earlier one's, which keeps its place), as `dict | dict` makes it.
+fn union(first: Vec<(PyValue, PyValue)>, then: Vec<(PyValue, PyValue)>) -> PyValue {
+    let mut m = Map::with_hasher(std::hash::RandomState::new());
+    m.extend(first);
+    m.extend(then);
+    PyValue::Dict(m.into_iter().collect())
+}
+
 /// A stored value, or `default` if absent.
 fn value_or(found: Option<Vec<u8>>, default: PyValue) -> Result<PyValue> {
     found.map_or(Ok(default), |v| codec::decode(&v))
@@ -621,16 +681,232 @@ pub(super) fn apply(store: &Store, kind: Kind, name: &str, op: Op) -> Result<PyV
                 message: format!("{} is not an operation of a {kind:?}", op.name()),
             })
         }
-        op @ (Op::UpdateWith(..)
-        | Op::Or(_)
-        | Op::ROr(_)
-        | Op::FromKeys(..)
-        | Op::Iter
-        | Op::Reversed) => {
+        Op::Iter | Op::Reversed => {
+            let keys: Vec<Vec<u8>> = d.invoke(&LIST, true, &[b"k"])?;
+            let mut keys = keys
+                .iter()
+                .map(|k| codec::decode(k))
+                .collect::<Result<Vec<_>>>()?;
+            if matches!(op, Op::Reversed) {
+                keys.reverse();
+            }
+            PyValue::Object(Box::new(PyObject::call(
+                "builtins",
+                "iter",
+                vec![PyValue::List(keys)],
+            )))
+        }
+        Op::Or(other) | Op::ROr(other) if !matches!(other, PyValue::Dict(_)) => {
+            return Err(Error::Remote {
+                kind: "TypeError".into(),
+                message: format!(
+                    "unsupported operand type(s) for |: 'dict' and '{}'",
+                    other.type_name()
+                ),
+            })
+        }
+        Op::Or(PyValue::Dict(other)) => union(d.items()?, other),
+        Op::ROr(PyValue::Dict(other)) => union(other, d.items()?),
+        op @ (Op::UpdateWith(..) | Op::FromKeys(..) | Op::Or(_) | Op::ROr(_)) => {
             return Err(Error::InvalidArgument(format!(
                 "{} is not done on a {kind:?} on Redis",
                 op.name()
             )))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::RandomState;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::manager::apply::{self, Object};
+    use crate::manager::limits::Budget;
+
+    /// The test server (`MULTIPROC_TEST_REDIS`), or `None` (skipped; a
+    /// failure in CI).
+    fn store(test: &str) -> Option<Arc<Store>> {
+        match std::env::var("MULTIPROC_TEST_REDIS") {
+            Ok(url) if !url.is_empty() => Some(Store::open(&url, Duration::from_secs(10)).unwrap()),
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "in CI, {test} needs Redis"
+                );
+                eprintln!("skipped {test}: MULTIPROC_TEST_REDIS is not set");
+                None
+            }
+        }
+    }
+
+    /// One object on a manager server's object model and on Redis.
+    struct Twin {
+        kind: Kind,
+        local: Object,
+        store: Arc<Store>,
+        name: String,
+    }
+
+    impl Twin {
+        fn new(kind: Kind, store: Arc<Store>) -> Twin {
+            Twin {
+                kind,
+                local: Object::Dict(Map::with_hasher(RandomState::new())),
+                store,
+                name: super::super::fresh_name().unwrap(),
+            }
+        }
+
+        /// Applies the op `make` makes to both; they must answer alike.
+        fn check(&mut self, make: impl Fn() -> Op) {
+            let op = make();
+            let what = format!("{op:?}");
+            let mut budget = Budget::new(usize::MAX / 2, usize::MAX / 2);
+            let local = apply::run(self.kind, &mut self.local, make(), &mut budget)
+                .map_err(|r| (r.class.to_string(), r.message()));
+            let redis = self
+                .store
+                .apply(self.kind, &self.name, op)
+                .map_err(|e| match e {
+                    Error::Remote { kind, message } => (kind, message),
+                    other => ("not Python's".to_string(), other.to_string()),
+                });
+            assert_eq!(
+                anonymous(&format!("{local:?}")),
+                anonymous(&format!("{redis:?}")),
+                "{what}"
+            );
+        }
+    }
+
+    /// `text` without the `identity: N` of the objects in it (each object
+    /// made is another one).
+    fn anonymous(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("identity: ") {
+            out.push_str(&rest[..at]);
+            rest = rest[at + "identity: ".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        out + rest
+    }
+
+    impl Drop for Twin {
+        fn drop(&mut self) {
+            let _ = self.store.delete(self.kind, &self.name);
+        }
+    }
+
+    fn s(v: &str) -> PyValue {
+        PyValue::from(v)
+    }
+
+    fn ops(t: &mut Twin) {
+        use PyValue::{Bool, Float, Int, Tuple};
+        t.check(|| Op::Repr);
+        t.check(|| Op::PopItem);
+        t.check(|| Op::Set(s("a"), Int(1)));
+        t.check(|| Op::Set(Float(2.0), s("two")));
+        t.check(|| Op::Set(Int(2), s("deux")));
+        t.check(|| Op::Set(Bool(true), Tuple(vec![])));
+        t.check(|| Op::Set(s("_h"), Float(0.5)));
+        for k in [
+            s("a"),
+            Int(2),
+            Float(1.0),
+            s("zz"),
+            Float(2.5),
+            PyValue::None,
+        ] {
+            t.check(|| Op::Lookup(k.clone()));
+            t.check(|| Op::LookupOr(k.clone(), Int(7)));
+            t.check(|| Op::Get(k.clone()));
+            t.check(|| Op::Contains(k.clone()));
+        }
+        t.check(|| Op::LookupMany(vec![s("a"), s("zz"), Bool(true)]));
+        t.check(|| Op::LookupMany(vec![]));
+        for op in [
+            || Op::Len,
+            || Op::Keys,
+            || Op::Values,
+            || Op::Items,
+            || Op::Snapshot,
+            || Op::Copy,
+            || Op::GetValue,
+            || Op::Repr,
+        ] {
+            t.check(op);
+        }
+        t.check(|| Op::SetDefault(s("a"), Int(0)));
+        t.check(|| Op::SetDefault(s("sd"), PyValue::None));
+        t.check(|| Op::PopOr(s("zz"), Int(3)));
+        t.check(|| Op::PopOr(s("sd"), Int(3)));
+        t.check(|| Op::Pop(s("zz")));
+        t.check(|| Op::Discard(s("zz")));
+        t.check(|| Op::Del(s("zz")));
+        t.check(|| Op::Del(Float(2.0)));
+        t.check(|| Op::Set(Int(2), s("back")));
+        t.check(|| Op::Update(vec![(s("u"), Int(1)), (s("a"), Int(5)), (s("u"), Int(2))]));
+        t.check(|| Op::Update(vec![]));
+        t.check(|| Op::Increment(s("a"), Int(1)));
+        t.check(|| Op::Increment(s("a"), Float(0.25)));
+        t.check(|| Op::Increment(s("new"), Bool(true)));
+        t.check(|| Op::Increment(s("_h"), s("x")));
+        t.check(|| Op::Increment(Int(2), Int(1)));
+        t.check(|| Op::CompareAndSet(s("new"), Some(Int(1)), Int(9)));
+        t.check(|| Op::CompareAndSet(s("new"), None, Int(9)));
+        t.check(|| Op::CompareAndSet(s("c"), None, Int(9)));
+        t.check(|| Op::Keys);
+        t.check(|| Op::Repr);
+        t.check(|| Op::Snapshot);
+        t.check(|| Op::GetValue);
+        t.check(|| Op::Iter);
+        t.check(|| Op::Reversed);
+        t.check(|| Op::Or(PyValue::Dict(vec![(s("a"), Int(0)), (Float(9.0), Int(9))])));
+        t.check(|| Op::ROr(PyValue::Dict(vec![(s("z"), Int(0)), (Bool(true), Int(1))])));
+        t.check(|| Op::Or(Int(1)));
+        t.check(|| Op::ROr(PyValue::List(vec![])));
+        t.check(|| Op::Append(Int(1)));
+        t.check(|| Op::Slice(0, 1));
+        t.check(|| Op::Sort);
+        for _ in 0..9 {
+            t.check(|| Op::PopItem);
+        }
+        t.check(|| Op::Len);
+        t.check(|| Op::Set(s("a"), Int(1)));
+        t.check(|| Op::Clear);
+        t.check(|| Op::Snapshot);
+        t.check(|| Op::Repr);
+    }
+
+    #[test]
+    fn dicts_and_namespaces_answer_as_the_manager_server() {
+        let Some(store) = store("dicts_and_namespaces_answer_as_the_manager_server") else {
+            return;
+        };
+        for kind in [Kind::Dict, Kind::Namespace] {
+            ops(&mut Twin::new(kind, store.clone()));
+        }
+    }
+
+    #[test]
+    fn operations_redis_does_not_do_are_invalid_arguments() {
+        let Some(store) = store("operations_redis_does_not_do_are_invalid_arguments") else {
+            return;
+        };
+        let name = super::super::fresh_name().unwrap();
+        for op in [
+            Op::FromKeys(PyValue::List(vec![]), PyValue::None),
+            Op::UpdateWith(None, vec![]),
+        ] {
+            let what = op.name();
+            match store.apply(Kind::Dict, &name, op) {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
 }
