@@ -62,15 +62,7 @@ impl Store {
                 "a Redis manager's timeout must be above zero".into(),
             ));
         }
-        use redis::IntoConnectionInfo as _;
-        let info = url
-            .into_connection_info()
-            .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
-        // Without the crate's `CLIENT SETINFO` pair on connecting: it reads
-        // both answers, each with the whole timeout, so connecting to a
-        // server that does not answer would take twice the timeout.
-        let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
-        let client = redis::Client::open(info.set_redis_settings(redis_settings))
+        let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
         let place = client.get_connection_info().addr().to_string();
         let store = Arc::new(Store {
@@ -86,9 +78,13 @@ impl Store {
 
     /// A new connection, with the timeouts set.
     fn connect(&self) -> Result<Connection> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.timeout)
+        // Without the crate's `CLIENT SETINFO` pair: it reads both answers,
+        // each with the whole timeout, so connecting to a server that does
+        // not answer would take twice the timeout.
+        let info = self.client.get_connection_info().clone();
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let conn = redis::Client::open(info.set_redis_settings(settings))
+            .and_then(|client| client.get_connection_with_timeout(self.timeout))
             .map_err(|e| self.unreachable(&e))?;
         conn.set_read_timeout(Some(self.timeout))
             .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
