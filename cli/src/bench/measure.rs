@@ -14,6 +14,8 @@ use multiproc_cli::baseline::{
 /// How big a run is.
 pub(super) struct Size {
     pub(super) quick: bool,
+    /// The Redis server the Redis rows run on (`--redis URL`), if any.
+    pub(super) redis: Option<String>,
 }
 
 impl Size {
@@ -234,7 +236,7 @@ pub(super) enum ManagerOp {
     GetBatched,
 }
 
-const BATCH: u64 = 1000;
+pub(super) const BATCH: u64 = 1000;
 
 /// Operations per second on a managed dict or list by `clients` processes
 /// (this one, or forked ones released together), and the server's CPU time
@@ -278,39 +280,51 @@ pub(super) fn managed_rate_over(
         .context("the manager has no server process")?;
     let cpu_before = cpu_seconds(server)?;
     let t = Instant::now();
-    if clients == 1 {
-        work(0)?;
-    } else {
-        let go = RawValue::new(0u32)?;
-        multiproc::scope(|s| -> Result<()> {
-            let mut procs: Vec<Process> = (0..clients)
-                .map(|c| {
-                    let (go, work) = (&go, &work);
-                    s.fallible(move || {
-                        while go.atomic().load(Ordering::Acquire) == 0 {
-                            std::hint::spin_loop();
-                        }
-                        work(c)
-                    })
-                    .daemon(true)
-                })
-                .collect();
-            for p in &mut procs {
-                p.start()?;
-            }
-            go.atomic().store(1, Ordering::Release);
-            for p in &procs {
-                if p.join_timeout(Duration::from_secs(300))? != Some(0) {
-                    bail!("a manager client failed");
-                }
-            }
-            Ok(())
-        })?;
-    }
+    run_clients(clients, work)?;
     let elapsed = t.elapsed().as_secs_f64();
     let ops = (clients * n) as f64;
     let cpu = cpu_seconds(server)? - cpu_before;
     Ok((ops / elapsed, cpu / ops * 1e6))
+}
+
+/// Runs `work(0)` in this process when `clients` is 1; otherwise
+/// `work(c)` for each client `c` in a forked process of its own, all
+/// released together, and waits for them.
+pub(super) fn run_clients<E: std::fmt::Debug>(
+    clients: u64,
+    work: impl Fn(u64) -> std::result::Result<(), E> + Sync,
+) -> Result<()>
+where
+    anyhow::Error: From<E>,
+{
+    if clients == 1 {
+        return Ok(work(0)?);
+    }
+    let go = RawValue::new(0u32)?;
+    multiproc::scope(|s| -> Result<()> {
+        let mut procs: Vec<Process> = (0..clients)
+            .map(|c| {
+                let (go, work) = (&go, &work);
+                s.fallible(move || {
+                    while go.atomic().load(Ordering::Acquire) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    work(c)
+                })
+                .daemon(true)
+            })
+            .collect();
+        for p in &mut procs {
+            p.start()?;
+        }
+        go.atomic().store(1, Ordering::Release);
+        for p in &procs {
+            if p.join_timeout(Duration::from_secs(300))? != Some(0) {
+                bail!("a client process failed");
+            }
+        }
+        Ok(())
+    })
 }
 
 /// User + system CPU time of a process so far, in seconds, threads that

@@ -11,6 +11,7 @@ mod bytes;
 mod json;
 mod measure;
 mod python;
+mod redis;
 mod scenarios;
 mod svg;
 mod table;
@@ -44,6 +45,11 @@ pub struct Options {
     /// (log scale), multiproc beside the OS baseline and Python.
     #[arg(long, value_name = "FILE")]
     plot: Option<std::path::PathBuf>,
+    /// Also run the managed rows on the Redis server at this URL
+    /// (`redis://host:port/db`), beside raw Redis round trips measured in
+    /// the same run. Without it, no Redis rows.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -96,15 +102,18 @@ enum Layer {
     Shared,
     Sockets,
     Managed,
+    /// The managed rows on Redis (`--redis URL`).
+    Redis,
     Processes,
 }
 
 impl Layer {
     /// In table order.
-    const ALL: [Layer; 4] = [
+    const ALL: [Layer; 5] = [
         Layer::Shared,
         Layer::Sockets,
         Layer::Managed,
+        Layer::Redis,
         Layer::Processes,
     ];
 
@@ -114,6 +123,9 @@ impl Layer {
             Layer::Sockets => "-- connections (a system call per message)",
             Layer::Managed => {
                 "-- managed layer (Manager server, one round trip per operation: shared memory, or the socket)"
+            }
+            Layer::Redis => {
+                "-- managed layer on Redis (--redis URL: a network round trip per operation, one command or Lua script each)"
             }
             Layer::Processes => "-- processes",
         }
@@ -200,10 +212,22 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| options.only.is_empty() || options.only.iter().any(|n| n == s.name))
+        .filter(|s| {
+            if options.only.is_empty() {
+                s.layer != Layer::Redis || options.redis.is_some()
+            } else {
+                options.only.iter().any(|n| n == s.name)
+            }
+        })
         .collect();
+    if options.redis.is_none() {
+        if let Some(s) = chosen.iter().find(|s| s.layer == Layer::Redis) {
+            bail!("scenario {:?} runs on Redis: give --redis URL", s.name);
+        }
+    }
     let size = Size {
         quick: options.quick,
+        redis: options.redis.clone(),
     };
     let python = python_available();
     let started = Instant::now();

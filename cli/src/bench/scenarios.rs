@@ -18,6 +18,7 @@ use super::measure::{
     ns_per_lock, paired, raw_round_trips_per_sec, sums_per_sec, two_process_rate,
     us_per_round_trip, ManagerOp, Size,
 };
+use super::redis::redis_managed;
 use super::{Layer, Measured, Unit};
 
 /// One row of the table.
@@ -171,6 +172,41 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         unit: Unit::OpsPerSec,
         run: |s| managed(s, ManagerOp::GetBatched, 1),
         python_n: Some(|s| s.pick(200_000, 50_000)),
+    },
+    Scenario {
+        name: "redis_dict_set_1client",
+        layer: Layer::Redis,
+        unit: Unit::OpsPerSec,
+        run: |s| redis_managed(s, ManagerOp::Set, 1),
+        python_n: None,
+    },
+    Scenario {
+        name: "redis_dict_get_1client",
+        layer: Layer::Redis,
+        unit: Unit::OpsPerSec,
+        run: |s| redis_managed(s, ManagerOp::Get, 1),
+        python_n: None,
+    },
+    Scenario {
+        name: "redis_dict_set_2client",
+        layer: Layer::Redis,
+        unit: Unit::OpsPerSec,
+        run: |s| redis_managed(s, ManagerOp::Set, 2),
+        python_n: None,
+    },
+    Scenario {
+        name: "redis_dict_set_batched",
+        layer: Layer::Redis,
+        unit: Unit::OpsPerSec,
+        run: |s| redis_managed(s, ManagerOp::SetBatched, 1),
+        python_n: None,
+    },
+    Scenario {
+        name: "redis_dict_get_batched",
+        layer: Layer::Redis,
+        unit: Unit::OpsPerSec,
+        run: |s| redis_managed(s, ManagerOp::GetBatched, 1),
+        python_n: None,
     },
     Scenario {
         name: "pool_map_10k",

@@ -78,6 +78,7 @@ pub(super) fn print_table(results: &[(&Scenario, Measurement)], python: bool) {
         }
     }
     print_headline(results);
+    print_redis_headline(results);
     if !python {
         println!("(python3 with multiprocessing not found: Python columns are n/a)");
     }
@@ -137,6 +138,34 @@ fn print_headline(results: &[(&Scenario, Measurement)]) {
                 managed_ns / shared_ns
             );
         }
+        _ if results.iter().all(|(s, _)| s.layer == Layer::Redis) => {}
         _ => println!("headline: run manager_dict_set_1client and lock_uncontended for the managed/shared ratio"),
     }
+}
+
+/// The Redis rows' headline, when they ran: a managed dict set on Redis
+/// beside a raw round trip to the same server, and beside the local
+/// manager's when its row ran too.
+fn print_redis_headline(results: &[(&Scenario, Measurement)]) {
+    let find = |name: &str| results.iter().find(|(s, _)| s.name == name);
+    let Some((s, m)) = find("redis_dict_set_1client") else {
+        return;
+    };
+    let us = |s: &Scenario, v: f64| 1e6 / s.unit.speed(v);
+    let ours = us(s, m.multiproc);
+    let raw = m.baselines.first().map_or(String::new(), |&(name, v)| {
+        format!(", a raw round trip {:.1} us ({name})", us(s, v))
+    });
+    let local = find("manager_dict_set_1client_socket").map_or(String::new(), |(l, lm)| {
+        format!(
+            "; the local manager over its socket: {:.1} us",
+            us(l, lm.multiproc)
+        )
+    });
+    println!("headline (Redis): a managed dict set on Redis costs {ours:.1} us{raw}{local}.");
+    println!(
+        "Redis rows: their \"OS baseline\" is the same work in raw Redis commands on the same \
+         server (the redis crate, a connection per client, no pipelining), measured alternately \
+         in this run."
+    );
 }

@@ -152,9 +152,13 @@ impl Store {
 
     /// A new connection, with the timeouts set.
     fn connect(&self) -> Result<Connection> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.timeout)
+        // Without the crate's `CLIENT SETINFO` pair: it reads both answers,
+        // each with the whole timeout, so connecting to a server that does
+        // not answer would take twice the timeout.
+        let info = self.client.get_connection_info().clone();
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let conn = redis::Client::open(info.set_redis_settings(settings))
+            .and_then(|client| client.get_connection_with_timeout(self.timeout))
             .map_err(|e| self.unreachable(&e))?;
         conn.set_read_timeout(Some(self.timeout))
             .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
@@ -168,10 +172,10 @@ impl Store {
 
     /// Runs `f` on this process's connection (made if need be). A
     /// connection that fails is dropped, and the next call makes a new
-    /// one. If it failed after the request may have been sent, a call
+    /// one. If it broke after the request may have been sent, a call
     /// that may run twice (`again`: a read, or a write that sets what it
-    /// sets) runs once more on a new connection; any other is
-    /// [`Error::Ambiguous`].
+    /// sets) runs once more on a new connection (not after a timeout:
+    /// that would double the wait); any other is [`Error::Ambiguous`].
     ///
     /// # Errors
     /// [`Error::Remote`] for what a script answers with [`PYERR`] (and
@@ -233,7 +237,10 @@ impl Store {
                 Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                     *slot = None;
                     tries -= 1;
-                    if tries == 0 {
+                    // A server that did not answer in time is tried no
+                    // more: once more would double the wait. A connection
+                    // that broke (a restarted server) is made anew.
+                    if tries == 0 || e.is_timeout() {
                         return Err(if again {
                             self.unreachable(&e)
                         } else {
@@ -370,7 +377,8 @@ impl super::Manager {
     ///   [`connect_redis_with_timeout`](super::Manager::connect_redis_with_timeout));
     /// - a connection that fails after a request was sent makes a call
     ///   that changes something [`Error::Ambiguous`] (it may or may not
-    ///   have been done); a read is tried once more on a new connection.
+    ///   have been done); a read is tried once more on a new connection
+    ///   (unless the server did not answer within the timeout).
     ///   The next call connects again.
     ///
     /// # Errors
