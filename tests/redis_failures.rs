@@ -9,6 +9,7 @@
 //!
 //! Each test starts its own `redis-server` (`OwnServer`), and a watchdog
 //! bounds every part that could block.
+#![cfg(feature = "redis")]
 
 mod common;
 
