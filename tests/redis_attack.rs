@@ -1,0 +1,371 @@
+//! A hostile review of the Redis backend: servers that answer late,
+//! garbage or never, timeouts at their bounds, a fork in the middle of a
+//! call, foreign keys, names that look like other objects' keys.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis::{redis_url, unique};
+use multiproc::manager::Manager;
+use multiproc::Error;
+
+/// One command a client sent, as its arguments.
+type Command = Vec<Vec<u8>>;
+
+/// Reads one RESP command (an array of bulk strings); `None` at the end.
+fn read_command(r: &mut BufReader<TcpStream>) -> Option<Command> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let n: usize = line.trim().strip_prefix('*')?.parse().ok()?;
+    let mut args = Vec::with_capacity(n);
+    for _ in 0..n {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let len: usize = line.trim().strip_prefix('$')?.parse().ok()?;
+        let mut arg = vec![0; len + 2];
+        r.read_exact(&mut arg).ok()?;
+        arg.truncate(len);
+        args.push(arg);
+    }
+    Some(args)
+}
+
+/// A fake Redis server on a loopback port: `PING` and the client's
+/// `CLIENT …` handshake answered, every other command given to `answer`
+/// (with the connection's number, from 0) which writes what it wants and
+/// says whether to go on. Every command is recorded in `seen`.
+struct Fake {
+    port: u16,
+    seen: Arc<Mutex<Vec<(usize, String)>>>,
+}
+
+impl Fake {
+    fn start(
+        answer: impl Fn(usize, &Command, &mut TcpStream) -> bool + Send + Sync + 'static,
+    ) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(answer);
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { return };
+                let (answer, log) = (answer.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let mut w = stream.try_clone().unwrap();
+                    let mut r = BufReader::new(stream);
+                    while let Some(cmd) = read_command(&mut r) {
+                        let name = String::from_utf8_lossy(&cmd[0]).to_uppercase();
+                        log.lock().unwrap().push((n, name.clone()));
+                        let go_on = match name.as_str() {
+                            "PING" => w.write_all(b"+PONG\r\n").is_ok(),
+                            "CLIENT" | "SELECT" => w.write_all(b"+OK\r\n").is_ok(),
+                            _ => answer(n, &cmd, &mut w),
+                        };
+                        if !go_on {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Fake { port, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// How many times a command named `name` came.
+    fn count(&self, name: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n == name)
+            .count()
+    }
+}
+
+const SHORT: Duration = Duration::from_millis(300);
+
+/// A reply that comes after the timeout is never read as the answer of a
+/// later call: the late connection is dropped, a read is tried once more
+/// on a new one, and the next call gets its own answer.
+#[test]
+fn a_late_reply_is_never_the_next_calls_answer() {
+    let fake = Fake::start(|conn, cmd, w| {
+        if cmd[0].eq_ignore_ascii_case(b"HLEN") {
+            if conn < 2 {
+                // Too late, and then the rest of a reply.
+                std::thread::sleep(SHORT * 3);
+                let _ = w.write_all(b":111\r\n");
+                return true;
+            }
+            return w
+                .write_all(format!(":{}\r\n", 200 + conn).as_bytes())
+                .is_ok();
+        }
+        w.write_all(b"-ERR unknown\r\n").is_ok()
+    });
+    common::watchdog("late replies", Duration::from_secs(30), || {
+        let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
+        let d = m.dict_named::<String, i64>("late").unwrap();
+        let started = Instant::now();
+        let first = d.len();
+        assert!(matches!(first, Err(Error::ManagerGone(_))), "{first:?}");
+        assert!(started.elapsed() < SHORT * 5, "{:?}", started.elapsed());
+        // Two tries for a read (connections 0 and 1, one command each).
+        assert_eq!(fake.count("HLEN"), 2);
+        assert_eq!(d.len().unwrap(), 202);
+        assert_eq!(d.len().unwrap(), 202);
+    });
+}
+
+/// A call that changes something is sent once, never twice, when its
+/// reply does not come: the caller is told it is ambiguous.
+#[test]
+fn a_write_whose_reply_is_lost_is_sent_once_and_ambiguous() {
+    let fake = Fake::start(|_, cmd, w| {
+        if cmd[0].eq_ignore_ascii_case(b"EVALSHA") || cmd[0].eq_ignore_ascii_case(b"EVAL") {
+            std::thread::sleep(SHORT * 3);
+            return false;
+        }
+        w.write_all(b":0\r\n").is_ok()
+    });
+    common::watchdog("a lost write", Duration::from_secs(30), || {
+        let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
+        let d = m.dict_named::<String, i64>("lost").unwrap();
+        // `increment` may not run twice (a `set` may: it sets what it sets).
+        let r = d.increment(&"k".into(), 1);
+        assert!(matches!(r, Err(Error::Ambiguous(_))), "{r:?}");
+        assert_eq!(fake.count("EVALSHA") + fake.count("EVAL"), 1);
+    });
+}
+
+/// Garbage in place of a reply: an error within the timeout, never an
+/// allocation of what the garbage announces, never a hang.
+#[test]
+fn garbage_replies_are_errors_not_allocations_or_hangs() {
+    for reply in [
+        &b"$9999999999\r\n"[..],
+        b"*9999999999\r\n",
+        b"*-5\r\n",
+        b"$-7\r\n",
+        b":99999999999999999999999\r\n",
+        b"%9999999999999999999\r\n",
+        b"!\r\n",
+        b"\x00\x01\x02\r\n",
+        b"+OK\r\n",
+    ] {
+        let fake = Fake::start(move |_, _, w| w.write_all(reply).is_ok());
+        common::watchdog("garbage", Duration::from_secs(30), || {
+            let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
+            let d = m.dict_named::<String, i64>("garbage").unwrap();
+            let started = Instant::now();
+            let r = d.len();
+            assert!(r.is_err(), "{:?}: {r:?}", String::from_utf8_lossy(reply));
+            assert!(started.elapsed() < SHORT * 5, "{:?}", started.elapsed());
+        });
+    }
+}
+
+/// Arrays nested ever deeper, without end: the parser's depth bound
+/// answers an error, no stack overflow.
+#[test]
+fn endlessly_nested_arrays_are_an_error() {
+    let fake = Fake::start(|_, _, w| {
+        let chunk = b"*1\r\n".repeat(1024);
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                return false;
+            }
+        }
+        false
+    });
+    common::watchdog("nested", Duration::from_secs(30), || {
+        let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
+        let d = m.dict_named::<String, i64>("nested").unwrap();
+        assert!(d.len().is_err());
+    });
+}
+
+/// Timeouts at their bounds: 1 ns (below what a socket's timeout can
+/// hold) and `Duration::MAX` work, no panic and no "blocks forever".
+#[test]
+fn tiny_and_endless_timeouts_work() {
+    let Some(url) = redis_url("tiny_and_endless_timeouts_work") else {
+        return;
+    };
+    common::watchdog("timeouts", Duration::from_secs(60), || {
+        let name = unique("timeouts");
+        let m = Manager::connect_redis_with_timeout(&url, Duration::MAX).unwrap();
+        let d = m.dict_named::<String, i64>(&name).unwrap();
+        d.set("a".into(), 1).unwrap();
+        assert_eq!(d.len().unwrap(), 1);
+        // 1 ns: connecting or the round trip times out, or (a fast
+        // loopback) they are done; never a panic or a hang.
+        match Manager::connect_redis_with_timeout(&url, Duration::from_nanos(1)) {
+            Ok(m) => {
+                let _ = m.dict_named::<String, i64>(&name).unwrap().len();
+            }
+            Err(e) => assert!(matches!(e, Error::ManagerGone(_)), "{e}"),
+        }
+        // 1 ns against a server that never answers: an error at once.
+        let mute = Fake::start(|_, _, _| {
+            std::thread::sleep(Duration::from_secs(5));
+            false
+        });
+        let started = Instant::now();
+        if let Ok(m) = Manager::connect_redis_with_timeout(&mute.url(), Duration::from_nanos(1)) {
+            let r = m.dict_named::<String, i64>("mute").unwrap().len();
+            assert!(r.is_err(), "{r:?}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        m.remove_named(&name).unwrap();
+    });
+}
+
+/// A server that wants a password: a clear error with and without the
+/// wrong one, and the right one works.
+#[test]
+fn a_server_that_wants_a_password() {
+    let Some(server) = common::redis::OwnServer::start("a_server_that_wants_a_password") else {
+        return;
+    };
+    {
+        let mut c = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        c.write_all(b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$6\r\nsecret\r\n")
+            .unwrap();
+        let mut ok = [0u8; 5];
+        c.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+    }
+    common::watchdog("auth", Duration::from_secs(30), || {
+        let port = server.port;
+        match Manager::connect_redis(&format!("redis://127.0.0.1:{port}/")) {
+            Err(Error::Remote { message, .. }) => assert!(message.contains("NOAUTH"), "{message}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        match Manager::connect_redis(&format!("redis://:wrong@127.0.0.1:{port}/")) {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!e.contains("wrong"), "the password is shown: {e}");
+                eprintln!("wrong password: {e}");
+            }
+            Ok(_) => panic!("a wrong password connects"),
+        }
+        let m = Manager::connect_redis(&format!("redis://:secret@127.0.0.1:{port}/")).unwrap();
+        let d = m.dict_named::<String, i64>("auth").unwrap();
+        d.set("a".into(), 1).unwrap();
+        assert_eq!(d.len().unwrap(), 1);
+    });
+}
+
+/// A reply that trickles in, a byte at a time, each within the timeout:
+/// the call must still end near its timeout (the timeout bounds the round
+/// trip, not each read). BROKE, not fixed: the `redis` crate's sync
+/// connection puts the timeout on each socket read, so a server (or a
+/// peer's proxy naming a hostile server) keeps a call forever, and one
+/// that streams a huge bulk string fast makes the client buffer it all.
+/// Run with `--ignored` to see it.
+#[test]
+#[ignore = "broke, not fixed: a trickling reply holds a call past its timeout"]
+fn a_trickling_reply_ends_near_the_timeout() {
+    let fake = Fake::start(|_, _, w| {
+        if w.write_all(b"$100000000\r\n").is_err() {
+            return false;
+        }
+        loop {
+            std::thread::sleep(SHORT / 3);
+            if w.write_all(b"x").is_err() {
+                return false;
+            }
+        }
+    });
+    common::watchdog("a trickling reply", Duration::from_secs(20), || {
+        let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
+        let d = m.dict_named::<String, i64>("trickle").unwrap();
+        let started = Instant::now();
+        assert!(d.len().is_err());
+        assert!(started.elapsed() < SHORT * 10, "{:?}", started.elapsed());
+    });
+}
+
+/// A child forked while another thread of its parent is in the middle of
+/// a round trip (holding this process's connection) makes a connection of
+/// its own: it never waits on the parent's, nor reads its reply.
+#[test]
+fn a_fork_during_another_threads_call_does_not_deadlock() {
+    let fake = Fake::start(|conn, cmd, w| {
+        if cmd[0].eq_ignore_ascii_case(b"HLEN") {
+            if conn == 0 {
+                std::thread::sleep(Duration::from_secs(3));
+                return w.write_all(b":1\r\n").is_ok();
+            }
+            return w.write_all(b":5\r\n").is_ok();
+        }
+        w.write_all(b"-ERR unknown\r\n").is_ok()
+    });
+    let m = Manager::connect_redis_with_timeout(&fake.url(), Duration::from_secs(10)).unwrap();
+    let d = m.dict_named::<String, i64>("fork").unwrap();
+    let busy = {
+        let d = d.clone();
+        std::thread::spawn(move || d.len().unwrap())
+    };
+    assert!(common::wait_until(Duration::from_secs(10), || fake
+        .count("HLEN")
+        == 1));
+    let theirs = d.clone();
+    let child = common::static_child(move || {
+        assert_eq!(theirs.len().unwrap(), 5);
+    });
+    assert_eq!(common::join(&child, Duration::from_secs(20)), 0);
+    assert_eq!(busy.join().unwrap(), 1);
+    // The parent still has its own connection (number 0).
+    assert_eq!(d.len().unwrap(), 1);
+}
+
+/// Many threads of one process share its connection: every call gets its
+/// own answer, and every increment counts.
+#[test]
+fn many_threads_at_once() {
+    let Some(url) = redis_url("many_threads_at_once") else {
+        return;
+    };
+    let name = unique("threads");
+    let m = Manager::connect_redis(&url).unwrap();
+    let d = m.dict_named::<String, i64>(&name).unwrap();
+    common::watchdog("threads", Duration::from_secs(60), || {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        d.increment(&"n".into(), 1).unwrap();
+                        let own = format!("t{t}");
+                        d.set(own.clone(), i).unwrap();
+                        assert_eq!(d.get(&own).unwrap(), Some(i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    assert_eq!(d.get(&"n".into()).unwrap(), Some(400));
+    m.remove_named(&name).unwrap();
+}
