@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis::{redis_url, unique};
-use multiproc::manager::Manager;
+use multiproc::manager::{Manager, PyValue};
 use multiproc::Error;
 
 /// One command a client sent, as its arguments.
@@ -368,4 +368,202 @@ fn many_threads_at_once() {
     });
     assert_eq!(d.get(&"n".into()).unwrap(), Some(400));
     m.remove_named(&name).unwrap();
+}
+
+/// A raw command on the test server.
+fn raw(url: &str, args: &[&[u8]]) -> redis::Value {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut c)
+        .unwrap_or_else(|e| redis::Value::SimpleString(e.to_string()))
+}
+
+fn part(name: &str, p: &str) -> String {
+    format!("multiproc:{{dict:{name}}}:{p}")
+}
+
+/// A part of a dict that another program made a key of another type: the
+/// script says so before it writes anything (Redis does not roll back a
+/// script that fails half way).
+#[test]
+fn a_foreign_part_fails_before_any_write() {
+    let Some(url) = redis_url("a_foreign_part_fails_before_any_write") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    for foreign in ["o", "k"] {
+        let name = unique("foreign");
+        let d = m.dict_named::<PyValue, i64>(&name).unwrap();
+        raw(&url, &[b"SET", part(&name, foreign).as_bytes(), b"theirs"]);
+        // 1.0 is given in another form than its field: `k` is written too.
+        let one = PyValue::Float(1.0);
+        assert!(d.set(one.clone(), 1).is_err());
+        assert!(d.update(vec![(one.clone(), 1)]).is_err());
+        assert!(d.setdefault(one.clone(), 1).is_err());
+        assert!(d.increment(&one, 1).is_err());
+        assert!(d.compare_and_set(&one, None, 1).is_err());
+        assert_eq!(
+            raw(&url, &[b"EXISTS", part(&name, "v").as_bytes()]),
+            redis::Value::Int(0),
+            "{foreign}: a write before the error"
+        );
+        m.remove_named(&name).unwrap();
+    }
+}
+
+/// Floats at their edges stored and incremented: inf, NaN, -0.0.
+#[test]
+fn edge_floats_as_values_and_keys() {
+    let Some(url) = redis_url("edge_floats_as_values_and_keys") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    let name = unique("floats");
+    let d = m.dict_named::<String, f64>(&name).unwrap();
+    d.set("inf".into(), f64::INFINITY).unwrap();
+    assert_eq!(d.increment(&"inf".into(), 1.0).unwrap(), f64::INFINITY);
+    d.set("nan".into(), f64::NAN).unwrap();
+    assert!(d.increment(&"nan".into(), 1.0).unwrap().is_nan());
+    d.set("z".into(), -0.0).unwrap();
+    let z = d.increment(&"z".into(), -0.0).unwrap();
+    assert!(z == 0.0 && z.is_sign_negative(), "{z}");
+    d.set("big".into(), f64::MAX).unwrap();
+    assert_eq!(d.increment(&"big".into(), f64::MAX).unwrap(), f64::INFINITY);
+    let keys = m.dict_named::<f64, i64>(&name).unwrap();
+    keys.set(-0.0, 1).unwrap();
+    keys.set(0.0, 2).unwrap();
+    assert_eq!(keys.get(&0.0).unwrap(), Some(2));
+    keys.set(f64::NEG_INFINITY, 3).unwrap();
+    assert_eq!(keys.get(&f64::NEG_INFINITY).unwrap(), Some(3));
+    m.remove_named(&name).unwrap();
+}
+
+/// What `set` accepts, `get` gives back: a large value, and a value whose
+/// decoded form is much larger than its pickle.
+#[test]
+fn what_is_stored_can_be_read_back() {
+    let Some(url) = redis_url("what_is_stored_can_be_read_back") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    let name = unique("large");
+    common::watchdog("large values", Duration::from_secs(120), || {
+        let bytes = m.dict_named::<String, PyValue>(&name).unwrap();
+        let big = PyValue::Bytes(vec![7u8; 20 << 20]);
+        bytes.set("b".into(), big.clone()).unwrap();
+        assert_eq!(bytes.get(&"b".into()).unwrap().as_ref(), Some(&big));
+        let lists = m.dict_named::<String, Vec<u8>>(&name).unwrap();
+        // One of these is over the memory a value may take to read.
+        for n in [1_000, 300_000, 3_000_000] {
+            let many = vec![0u8; n];
+            match lists.set("l".into(), many.clone()) {
+                Ok(()) => assert_eq!(lists.get(&"l".into()).unwrap(), Some(many)),
+                Err(e) => assert!(n > 1_000 && matches!(e, Error::Serialize(_)), "{e}"),
+            }
+        }
+    });
+    m.remove_named(&name).unwrap();
+}
+
+/// Names that look like other objects' keys (`}`, `{`, `:`, `*`): each
+/// object has keys of its own, and `remove_named` deletes only its own.
+#[test]
+fn hostile_names_share_no_keys() {
+    let Some(url) = redis_url("hostile_names_share_no_keys") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    let base = unique("names");
+    let names = [
+        base.clone(),
+        format!("{base}}}:v"),
+        format!("{base}}}"),
+        format!("{base}:v"),
+        format!("{{{base}"),
+        format!("{base}*"),
+        "*".to_string(),
+        format!("{base}}}:o}}:k"),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let d = m.dict_named::<String, usize>(n).unwrap();
+        d.set("i".into(), i).unwrap();
+    }
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(
+            m.dict_named::<String, usize>(n).unwrap().len().unwrap(),
+            1,
+            "{n}"
+        );
+        assert_eq!(
+            m.dict_named::<String, usize>(n)
+                .unwrap()
+                .get(&"i".into())
+                .unwrap(),
+            Some(i)
+        );
+    }
+    assert!(m.remove_named(&names[0]).unwrap());
+    for (i, n) in names.iter().enumerate().skip(1) {
+        assert_eq!(
+            m.dict_named::<String, usize>(n)
+                .unwrap()
+                .get(&"i".into())
+                .unwrap(),
+            Some(i)
+        );
+    }
+    for n in &names[1..] {
+        assert!(m.remove_named(n).unwrap());
+    }
+}
+
+/// Compound operations from several processes at once: `setdefault`
+/// gives every process the same value, `popitem` never gives one item
+/// twice nor loses one.
+#[test]
+fn compound_operations_race_between_processes() {
+    let Some(url) = redis_url("compound_operations_race_between_processes") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    let name = unique("race");
+    let d = m.dict_named::<String, i64>(&name).unwrap();
+    for i in 0..400 {
+        d.set(format!("k{i}"), i).unwrap();
+    }
+    let out = m.dict_named::<String, i64>(&unique("race-out")).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|c| {
+            let (d, out) = (d.clone(), out.clone());
+            common::static_child(move || {
+                let mine = out.setdefault("first".into(), c).unwrap();
+                out.set(format!("first{c}"), mine).unwrap();
+                while let Ok((k, v)) = d.popitem() {
+                    assert_eq!(k, format!("k{v}"));
+                    assert!(
+                        out.compare_and_set(&k, None, c).unwrap(),
+                        "{k} popped twice"
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in &children {
+        assert_eq!(common::join(c, Duration::from_secs(60)), 0);
+    }
+    let firsts: Vec<Option<i64>> = (0..4)
+        .map(|c| out.get(&format!("first{c}")).unwrap())
+        .collect();
+    assert!(
+        firsts.iter().all(|f| f.is_some() && *f == firsts[0]),
+        "{firsts:?}"
+    );
+    assert_eq!(out.len().unwrap(), 405);
+    assert_eq!(d.len().unwrap(), 0);
+    m.remove_named(&name).unwrap();
+    m.remove_named(out.redis_name().unwrap()).unwrap();
 }

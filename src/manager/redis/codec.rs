@@ -36,7 +36,19 @@ pub(crate) fn encode(value: &PyValue) -> Result<Vec<u8>> {
                     "a local manager's proxy cannot be stored in Redis".into(),
                 ));
             }
-            pickle::dumps(other, &PyValue::None)
+            let bytes = pickle::dumps(other, &PyValue::None);
+            // What is stored must read back: a large pickle is decoded
+            // once here, within the budget `decode` has (a small one
+            // cannot exceed it: each node takes a byte of the pickle).
+            if bytes.len() > VALUE_MEMORY / 256 {
+                let mut budget = Budget::new(usize::MAX, VALUE_MEMORY);
+                if let Err((_, message)) = pickle::loads(&bytes, &mut budget) {
+                    return Err(Error::Serialize(format!(
+                        "a value too large to store in Redis ({message})"
+                    )));
+                }
+            }
+            bytes
         }
     })
 }

@@ -37,10 +37,18 @@ use crate::manager::{PyObject, PyValue};
 /// field (`k`).
 pub(super) const PARTS: &[&str] = &["v", "o", "k"];
 
-/// What every script starts with: its keys, and how a field is put and
-/// dropped keeping the three parts in step.
+/// What every script starts with: its keys (each of its own type, or none:
+/// a key another program made of another type fails the script before it
+/// writes anything, as Redis does not undo a script's writes), and how a
+/// field is put and dropped keeping the three parts in step.
 const PRELUDE: &str = r"
 local V, O, K = KEYS[1], KEYS[2], KEYS[3]
+for i, want in ipairs({'hash', 'zset', 'hash'}) do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a part of a dict')
+  end
+end
 local after = nil
 local function put(f, v, own)
   if redis.call('HSET', V, f, v) == 1 then
