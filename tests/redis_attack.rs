@@ -567,3 +567,76 @@ fn compound_operations_race_between_processes() {
     m.remove_named(&name).unwrap();
     m.remove_named(out.redis_name().unwrap()).unwrap();
 }
+
+/// A local manager's proxy decoded outside any call of its manager (from
+/// a pipe): a clear error, not a Redis proxy of nonsense.
+///
+/// BROKE, not fixed: the pipe's format (postcard) drops a decoder's own
+/// message (`SerdeDeCustom`), so what `Reference::deserialize_redis` says
+/// never reaches the caller; the fix is in `src/conn` (outside this
+/// review's files).
+#[test]
+#[ignore = "broke, not fixed: the pipe's format drops the decoder's message"]
+fn a_local_proxy_from_a_pipe_is_a_clear_error() {
+    let local = Manager::start().unwrap();
+    let d = local.dict::<String, i64>().unwrap();
+    let (mut tx, mut rx) = multiproc::Pipe(true).unwrap();
+    let sent = tx.send(&d);
+    let got = sent.and_then(|()| rx.recv::<multiproc::manager::DictProxy<String, i64>>());
+    match got {
+        Ok(p) => panic!("decoded as {:?}", p.redis_name()),
+        Err(e) => {
+            let e = e.to_string();
+            eprintln!("{e}");
+            assert!(e.contains("manager") || e.contains("proxy"), "{e}");
+        }
+    }
+}
+
+/// A password in a URL is never shown in an error.
+#[test]
+fn a_password_is_never_shown() {
+    for url in [
+        "redis://:hunter2@127.0.0.1:99999/",
+        "redis://user:hunter2@127.0.0.1:1/x",
+        "redis://user:hunter2@[::1/",
+    ] {
+        let e = Manager::connect_redis_with_timeout(url, Duration::from_secs(1))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+    // A proxy from a pipe naming such a URL.
+    let (mut tx, mut rx) = multiproc::Pipe(true).unwrap();
+    tx.send(&("redis://:hunter2@127.0.0.1:99999/", 0u32, "x"))
+        .unwrap();
+    let e = rx
+        .recv::<multiproc::manager::DictProxy<String, i64>>()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+/// A reply the client cannot parse leaves the connection in an unknown
+/// place: it is dropped, and the next call never reads what followed.
+#[test]
+fn an_unparsable_reply_drops_the_connection() {
+    let fake = Fake::start(|conn, cmd, w| {
+        if cmd[0].eq_ignore_ascii_case(b"HLEN") {
+            if conn == 0 {
+                return w.write_all(b"?garbage\r\n:111\r\n").is_ok();
+            }
+            return w.write_all(b":222\r\n").is_ok();
+        }
+        w.write_all(b"-ERR unknown\r\n").is_ok()
+    });
+    common::watchdog("unparsable", Duration::from_secs(30), || {
+        let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
+        let d = m.dict_named::<String, i64>("unparsable").unwrap();
+        let first = d.len();
+        assert!(first.is_err(), "{first:?}");
+        assert_eq!(d.len().unwrap(), 222);
+    });
+}

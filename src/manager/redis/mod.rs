@@ -117,11 +117,13 @@ impl Store {
             // this process keep ever more stores.
             if kept_now >= MAX_STORES {
                 return Err(Error::InvalidArgument(format!(
-                    "this process already has {MAX_STORES} Redis servers or timeouts; {url:?} would be one more"
+                    "this process already has {MAX_STORES} Redis servers or timeouts; {:?} would be one more",
+                    shown(url)
                 )));
             }
-            let client = redis::Client::open(url)
-                .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
+            let client = redis::Client::open(url).map_err(|e| {
+                Error::InvalidArgument(format!("{:?} is not a Redis URL: {e}", shown(url)))
+            })?;
             let place = client.get_connection_info().addr().to_string();
             let store = Arc::new(Store {
                 client,
@@ -321,6 +323,19 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `url` as an error shows it: without what comes before an `@` (a user
+/// and password) in its authority.
+pub(crate) fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// A script's `PYERR <ExceptionName> <message>` as Python's exception.
 fn python_error(e: &RedisError) -> Error {
     let detail = e.detail().unwrap_or("");
@@ -392,7 +407,8 @@ impl super::Manager {
                     redis::ConnectionAddr::TcpTls { host, port, .. } => (host, port),
                     _ => {
                         return Err(Error::InvalidArgument(format!(
-                            "{url:?}: an address multiproc does not know"
+                            "{:?}: an address multiproc does not know",
+                            shown(url)
                         )))
                     }
                 };
