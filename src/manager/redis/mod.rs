@@ -219,7 +219,13 @@ impl Store {
                 }
             }
             let result = f(conn);
-            if wait.is_some() && result.is_ok() {
+            // A connection kept (whatever the answer, even an error the
+            // server sent) gets its usual bound back.
+            let kept = match &result {
+                Ok(_) => true,
+                Err(e) => !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()),
+            };
+            if wait.is_some() && kept {
                 if let Err(e) = conn.set_read_timeout(Some(self.timeout)) {
                     *slot = None;
                     return Err(self.unreachable(&e));
@@ -503,5 +509,90 @@ impl super::Manager {
             any |= store.delete(kind, name)?;
         }
         Ok(any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A server that answers every command with `answer(n)` for the `n`th
+    /// command (from 0) after the handshake, or stays mute on `None`.
+    fn fake(answer: fn(usize) -> Option<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut w = stream.try_clone().unwrap();
+            let mut r = BufReader::new(stream);
+            let mut n = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let Some(count) = line.trim().strip_prefix('*') else {
+                    continue;
+                };
+                let mut name = String::new();
+                for i in 0..count.parse::<usize>().unwrap() {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    if i == 0 {
+                        name = line.trim().to_uppercase();
+                    }
+                }
+                let reply: Option<&[u8]> = match name.as_str() {
+                    "PING" => Some(b"+PONG\r\n"),
+                    "CLIENT" => Some(b"+OK\r\n"),
+                    _ => {
+                        n += 1;
+                        answer(n - 1)
+                    }
+                };
+                match reply {
+                    Some(reply) => w.write_all(reply).unwrap(),
+                    None => std::thread::sleep(Duration::from_secs(10)),
+                }
+            }
+        });
+        format!("redis://127.0.0.1:{port}/")
+    }
+
+    /// A blocking call answered with an error the server sent keeps its
+    /// connection: the next call is bounded by the timeout again, not by
+    /// the blocking call's longer one.
+    #[test]
+    fn a_blocking_call_that_fails_gives_the_timeout_back() {
+        let url = fake(|n| (n == 0).then_some(&b"-PYERR KeyError 'x'\r\n"[..]));
+        let store = Store::open(&url, Duration::from_millis(200)).unwrap();
+        let r = store.run_blocking(Duration::from_secs(30), false, |c| {
+            redis::cmd("BLPOP").arg("x").arg(30).query::<()>(c)
+        });
+        assert!(matches!(r, Err(Error::Remote { .. })), "{r:?}");
+        let started = Instant::now();
+        let r = store.run(false, |c| redis::cmd("HLEN").arg("x").query::<i64>(c));
+        assert!(matches!(r, Err(Error::Ambiguous(_))), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(shown("redis://:pw@h:1/0"), "redis://…@h:1/0");
+        assert_eq!(shown("redis://u:p@w@h:1/0?a=@"), "redis://…@h:1/0?a=@");
+        assert_eq!(shown("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(shown("nonsense"), "nonsense");
     }
 }
