@@ -256,7 +256,7 @@ fn a_server_that_wants_a_password() {
     common::watchdog("auth", Duration::from_secs(30), || {
         let port = server.port;
         match Manager::connect_redis(&format!("redis://127.0.0.1:{port}/")) {
-            Err(Error::Remote { message, .. }) => assert!(message.contains("NOAUTH"), "{message}"),
+            Err(Error::ManagerGone(e)) => assert!(e.contains("NOAUTH"), "{e}"),
             other => panic!("{:?}", other.map(|_| ())),
         }
         match Manager::connect_redis(&format!("redis://:wrong@127.0.0.1:{port}/")) {
@@ -670,5 +670,37 @@ fn a_redis_proxy_in_a_local_dict_reads_back() {
         }
         Err(e) => eprintln!("refused when stored: {e}"),
     }
+    m.remove_named(&name).unwrap();
+}
+
+/// Keys that are empty, binary or look like encodings of other types.
+#[test]
+fn hostile_keys() {
+    let Some(url) = redis_url("hostile_keys") else {
+        return;
+    };
+    let m = Manager::connect_redis(&url).unwrap();
+    let name = unique("keys");
+    let d = m.dict_named::<PyValue, i64>(&name).unwrap();
+    let keys = [
+        PyValue::Str(String::new()),
+        PyValue::Bytes(vec![]),
+        PyValue::Bytes(vec![0, 0xff, b'\r', b'\n']),
+        PyValue::Str("s".into()),
+        PyValue::Str("1".into()),
+        PyValue::Bytes(b"1".to_vec()),
+        PyValue::Int(1),
+        PyValue::Str("\0".into()),
+        PyValue::Tuple(vec![]),
+        PyValue::None,
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        d.set(k.clone(), i as i64).unwrap();
+    }
+    assert_eq!(d.len().unwrap(), keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(d.get(k).unwrap(), Some(i as i64), "{k:?}");
+    }
+    assert_eq!(d.keys().unwrap(), keys.to_vec());
     m.remove_named(&name).unwrap();
 }

@@ -68,7 +68,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a URL that is not Redis's, or a zero
-    /// timeout; [`Error::ManagerGone`] if the server is unreachable.
+    /// timeout; [`Error::ManagerGone`] if the server is unreachable or
+    /// refuses this client (a password missing or wrong).
     pub(crate) fn open(url: &str, timeout: Duration) -> Result<Arc<Store>> {
         if timeout.is_zero() {
             return Err(Error::InvalidArgument(
@@ -76,7 +77,18 @@ impl Store {
             ));
         }
         let store = Store::shared(url, Some(timeout))?;
-        store.run(true, |c| redis::cmd("PING").query::<()>(c))?;
+        // A server that refuses this client (a password it wants and was
+        // not given) is as unusable as one that is down, as a wrong
+        // password (refused when connecting) already is.
+        store
+            .run(true, |c| redis::cmd("PING").query::<()>(c))
+            .map_err(|e| match e {
+                Error::Remote { message, .. } => Error::ManagerGone(format!(
+                    "Redis at {} refuses this client: {message}",
+                    store.place
+                )),
+                other => other,
+            })?;
         Ok(store)
     }
 
