@@ -19,6 +19,13 @@
 //!   `1.0` (Python's `==` says they are equal);
 //! - `increment` adds 64-bit ints (`HINCRBY`): past `i64` it is an
 //!   `OverflowError`, where a manager server goes on up to 127 bits;
+//! - a NaN key is one field (`fNaN`): where a manager server keeps each
+//!   NaN stored as a key of its own (NaN equals nothing), here the second
+//!   replaces the first, and `d[nan]` finds it;
+//! - keys equal by Python's rules for objects (`complex(1, 0)` and `1`, a
+//!   `bytearray` and `bytes`) are different fields (ints, floats, bools,
+//!   big ints, tuples and frozensets of them are made canonical, see
+//!   [`codec::canonical`]);
 //! - a value another program wrote in the hash is [`Error::Deserialize`]
 //!   when read; a key of another Redis type is Redis's `WRONGTYPE` error.
 
