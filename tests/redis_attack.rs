@@ -439,6 +439,12 @@ fn edge_floats_as_values_and_keys() {
     assert_eq!(keys.get(&0.0).unwrap(), Some(2));
     keys.set(f64::NEG_INFINITY, 3).unwrap();
     assert_eq!(keys.get(&f64::NEG_INFINITY).unwrap(), Some(3));
+    // NaN keys are one field here (a manager server keeps each its own).
+    keys.set(f64::NAN, 4).unwrap();
+    keys.set(-f64::NAN, 5).unwrap();
+    assert_eq!(keys.get(&f64::NAN).unwrap(), Some(5));
+    // The 4 str keys above, 0, -inf and one NaN.
+    assert_eq!(keys.len().unwrap(), 7);
     m.remove_named(&name).unwrap();
 }
 

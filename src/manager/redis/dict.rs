@@ -25,7 +25,7 @@
 //! - keys equal by Python's rules for objects (`complex(1, 0)` and `1`, a
 //!   `bytearray` and `bytes`) are different fields (ints, floats, bools,
 //!   big ints, tuples and frozensets of them are made canonical, see
-//!   [`codec::canonical`]);
+//!   `codec::canonical`);
 //! - a value another program wrote in the hash is [`Error::Deserialize`]
 //!   when read; a key of another Redis type is Redis's `WRONGTYPE` error.
 
