@@ -168,7 +168,15 @@ impl Reference {
                 serde::Deserialize::deserialize(d)
             }
         }
-        let (url, found, name) = d.deserialize_newtype_struct(REDIS_TOKEN, Fields)?;
+        // Outside its manager's answers, only a Redis object's proxy is
+        // decoded: a local manager's (from a pipe or a queue) is an error.
+        let (url, found, name) = d
+            .deserialize_newtype_struct(REDIS_TOKEN, Fields)
+            .map_err(|e| {
+                D::Error::custom(format!(
+                    "not a Redis object's proxy (a local manager's proxy is decoded only from its manager's answers, not from a pipe or a queue): {e}"
+                ))
+            })?;
         if found != kind {
             return Err(D::Error::custom(format!(
                 "expected a {kind:?} proxy, found a {found:?} proxy"

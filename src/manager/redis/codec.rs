@@ -36,7 +36,19 @@ pub(crate) fn encode(value: &PyValue) -> Result<Vec<u8>> {
                     "a local manager's proxy cannot be stored in Redis".into(),
                 ));
             }
-            pickle::dumps(other, &PyValue::None)
+            let bytes = pickle::dumps(other, &PyValue::None);
+            // What is stored must read back: a large pickle is decoded
+            // once here, within the budget `decode` has (a small one
+            // cannot exceed it: each node takes a byte of the pickle).
+            if bytes.len() > VALUE_MEMORY / 256 {
+                let mut budget = Budget::new(usize::MAX, VALUE_MEMORY);
+                if let Err((_, message)) = pickle::loads(&bytes, &mut budget) {
+                    return Err(Error::Serialize(format!(
+                        "a value too large to store in Redis ({message})"
+                    )));
+                }
+            }
+            bytes
         }
     })
 }
@@ -107,7 +119,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<PyValue> {
 const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// `key` made canonical: what Python finds equal is the same value
-/// (`True` and `1.0` are `1`, `-0.0` is `0`), inside tuples too.
+/// (`True` and `1.0` are `1`, `-0.0` is `0`, `2.0**63` is `2**63`, an int
+/// given as a big int that fits 64 bits is that int, a frozenset's items
+/// in any order are one frozenset), inside tuples and frozensets too.
 pub(crate) fn canonical(key: &PyValue) -> PyValue {
     match key {
         PyValue::Bool(b) => PyValue::Int(i64::from(*b)),
@@ -115,9 +129,66 @@ pub(crate) fn canonical(key: &PyValue) -> PyValue {
         PyValue::Float(f) if f.fract() == 0.0 && f.abs() < TWO_TO_63 || *f == -TWO_TO_63 => {
             PyValue::Int(*f as i64)
         }
+        // An integral float past 64 bits is the big int it equals.
+        PyValue::Float(f) if f.is_finite() && f.fract() == 0.0 => PyValue::BigInt(float_bytes(*f)),
+        PyValue::BigInt(b) => {
+            let mut b = b.clone();
+            super::super::compare::minimal(&mut b);
+            if b.len() <= 8 {
+                let fill = if b.last().is_some_and(|&t| t & 0x80 != 0) {
+                    0xff
+                } else {
+                    0
+                };
+                let mut word = [fill; 8];
+                word[..b.len()].copy_from_slice(&b);
+                PyValue::Int(i64::from_le_bytes(word))
+            } else {
+                PyValue::BigInt(b)
+            }
+        }
         PyValue::Tuple(items) => PyValue::Tuple(items.iter().map(canonical).collect()),
+        // A set is no key in Python; as one here, it is a frozenset's field.
+        PyValue::FrozenSet(items) | PyValue::Set(items) => {
+            let mut items: Vec<(Vec<u8>, PyValue)> = items
+                .iter()
+                .map(|item| {
+                    let item = canonical(item);
+                    (encode(&item).unwrap_or_default(), item)
+                })
+                .collect();
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            PyValue::FrozenSet(items.into_iter().map(|(_, item)| item).collect())
+        }
         other => other.clone(),
     }
+}
+
+/// The minimal little-endian two's complement bytes of the integer `f`
+/// (finite and integral, at least 2^63 in magnitude).
+fn float_bytes(f: f64) -> Vec<u8> {
+    let bits = f.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as usize;
+    let mantissa = (bits & ((1 << 52) - 1)) | (1 << 52);
+    // f = mantissa * 2^(exponent - 1075), the shift at least 63 - 52.
+    let shift = exponent.saturating_sub(1075);
+    let mut mag = vec![0u8; (53 + shift) / 8 + 2];
+    for bit in 0..53 {
+        if mantissa >> bit & 1 == 1 {
+            let at = bit + shift;
+            mag[at / 8] |= 1 << (at % 8);
+        }
+    }
+    if f < 0.0 {
+        let mut carry = 1u16;
+        for byte in &mut mag {
+            let sum = u16::from(!*byte) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+    }
+    super::super::compare::minimal(&mut mag);
+    mag
 }
 
 /// A dict's field for `key`, and the key's own encoding when it differs
@@ -200,6 +271,51 @@ mod tests {
             field(&PyValue::Tuple(vec![PyValue::Float(2.0)])).unwrap().0,
             field(&PyValue::Tuple(vec![PyValue::Int(2)])).unwrap().0
         );
+    }
+
+    /// Keys the local manager finds equal (Python's `==`) are one field.
+    #[test]
+    fn keys_python_finds_equal_are_one_field() {
+        let two63 = PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0]);
+        let minus_two70 = PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0xc0]);
+        let pairs = [
+            (two63.clone(), PyValue::Float(TWO_TO_63)),
+            (minus_two70, PyValue::Float(-1180591620717411303424.0)),
+            (PyValue::BigInt(vec![1, 0, 0]), PyValue::Int(1)),
+            (PyValue::BigInt(vec![0xff, 0xff]), PyValue::Int(-1)),
+            (PyValue::BigInt(vec![]), PyValue::Float(-0.0)),
+            (
+                PyValue::FrozenSet(vec![PyValue::Int(1), PyValue::Str("x".into())]),
+                PyValue::FrozenSet(vec![PyValue::Str("x".into()), PyValue::Float(1.0)]),
+            ),
+            (
+                PyValue::Tuple(vec![PyValue::FrozenSet(vec![two63, PyValue::Int(2)])]),
+                PyValue::Tuple(vec![PyValue::FrozenSet(vec![
+                    PyValue::Float(2.0),
+                    PyValue::Float(TWO_TO_63),
+                ])]),
+            ),
+        ];
+        for (a, b) in pairs {
+            assert_eq!(a, b, "Python's ==");
+            assert_eq!(field(&a).unwrap().0, field(&b).unwrap().0, "{a:?} {b:?}");
+        }
+        // 2**64 + 1 is no float: not 2.0**64.
+        assert_ne!(
+            field(&PyValue::BigInt(vec![1, 0, 0, 0, 0, 0, 0, 0, 1]))
+                .unwrap()
+                .0,
+            field(&PyValue::Float(18446744073709551616.0)).unwrap().0
+        );
+        assert_eq!(
+            canonical(&PyValue::Float(18446744073709551616.0)),
+            PyValue::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 1])
+        );
+        assert_eq!(canonical(&PyValue::Float(f64::MAX)).to_string().len(), 309);
+        assert!(matches!(
+            canonical(&PyValue::Float(f64::INFINITY)),
+            PyValue::Float(_)
+        ));
     }
 
     #[test]

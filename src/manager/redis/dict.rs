@@ -19,6 +19,13 @@
 //!   `1.0` (Python's `==` says they are equal);
 //! - `increment` adds 64-bit ints (`HINCRBY`): past `i64` it is an
 //!   `OverflowError`, where a manager server goes on up to 127 bits;
+//! - a NaN key is one field (`fNaN`): where a manager server keeps each
+//!   NaN stored as a key of its own (NaN equals nothing), here the second
+//!   replaces the first, and `d[nan]` finds it;
+//! - keys equal by Python's rules for objects (`complex(1, 0)` and `1`, a
+//!   `bytearray` and `bytes`) are different fields (ints, floats, bools,
+//!   big ints, tuples and frozensets of them are made canonical, see
+//!   `codec::canonical`);
 //! - a value another program wrote in the hash is [`Error::Deserialize`]
 //!   when read; a key of another Redis type is Redis's `WRONGTYPE` error.
 
@@ -37,10 +44,18 @@ use crate::manager::{PyObject, PyValue};
 /// field (`k`).
 pub(super) const PARTS: &[&str] = &["v", "o", "k"];
 
-/// What every script starts with: its keys, and how a field is put and
-/// dropped keeping the three parts in step.
+/// What every script starts with: its keys (each of its own type, or none:
+/// a key another program made of another type fails the script before it
+/// writes anything, as Redis does not undo a script's writes), and how a
+/// field is put and dropped keeping the three parts in step.
 const PRELUDE: &str = r"
 local V, O, K = KEYS[1], KEYS[2], KEYS[3]
+for i, want in ipairs({'hash', 'zset', 'hash'}) do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a part of a dict')
+  end
+end
 local after = nil
 local function put(f, v, own)
   if redis.call('HSET', V, f, v) == 1 then

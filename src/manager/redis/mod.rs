@@ -72,7 +72,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a URL that is not Redis's, or a zero
-    /// timeout; [`Error::ManagerGone`] if the server is unreachable.
+    /// timeout; [`Error::ManagerGone`] if the server is unreachable or
+    /// refuses this client (a password missing or wrong).
     pub(crate) fn open(url: &str, timeout: Duration) -> Result<Arc<Store>> {
         if timeout.is_zero() {
             return Err(Error::InvalidArgument(
@@ -80,7 +81,18 @@ impl Store {
             ));
         }
         let store = Store::shared(url, Some(timeout))?;
-        store.run(true, |c| redis::cmd("PING").query::<()>(c))?;
+        // A server that refuses this client (a password it wants and was
+        // not given) is as unusable as one that is down, as a wrong
+        // password (refused when connecting) already is.
+        store
+            .run(true, |c| redis::cmd("PING").query::<()>(c))
+            .map_err(|e| match e {
+                Error::Remote { message, .. } => Error::ManagerGone(format!(
+                    "Redis at {} refuses this client: {message}",
+                    store.place
+                )),
+                other => other,
+            })?;
         Ok(store)
     }
 
@@ -121,11 +133,13 @@ impl Store {
             // this process keep ever more stores.
             if kept_now >= MAX_STORES {
                 return Err(Error::InvalidArgument(format!(
-                    "this process already has {MAX_STORES} Redis servers or timeouts; {url:?} would be one more"
+                    "this process already has {MAX_STORES} Redis servers or timeouts; {:?} would be one more",
+                    shown(url)
                 )));
             }
-            let client = redis::Client::open(url)
-                .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a Redis URL: {e}")))?;
+            let client = redis::Client::open(url).map_err(|e| {
+                Error::InvalidArgument(format!("{:?} is not a Redis URL: {e}", shown(url)))
+            })?;
             let place = client.get_connection_info().addr().to_string();
             let store = Arc::new(Store {
                 client,
@@ -225,7 +239,13 @@ impl Store {
                 }
             }
             let result = f(conn);
-            if wait.is_some() && result.is_ok() {
+            // A connection kept (whatever the answer, even an error the
+            // server sent) gets its usual bound back.
+            let kept = match &result {
+                Ok(_) => true,
+                Err(e) => !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()),
+            };
+            if wait.is_some() && kept {
                 if let Err(e) = conn.set_read_timeout(Some(self.timeout)) {
                     *slot = None;
                     return Err(self.unreachable(&e));
@@ -332,6 +352,19 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `url` as an error shows it: without what comes before an `@` (a user
+/// and password) in its authority.
+pub(crate) fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// A script's `PYERR <ExceptionName> <message>` as Python's exception.
 fn python_error(e: &RedisError) -> Error {
     let detail = e.detail().unwrap_or("");
@@ -404,7 +437,8 @@ impl super::Manager {
                     redis::ConnectionAddr::TcpTls { host, port, .. } => (host, port),
                     _ => {
                         return Err(Error::InvalidArgument(format!(
-                            "{url:?}: an address multiproc does not know"
+                            "{:?}: an address multiproc does not know",
+                            shown(url)
                         )))
                     }
                 };
@@ -504,5 +538,90 @@ impl super::Manager {
         any |= event::delete(store, name)?;
         any |= value::delete(store, name)?;
         Ok(any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A server that answers every command with `answer(n)` for the `n`th
+    /// command (from 0) after the handshake, or stays mute on `None`.
+    fn fake(answer: fn(usize) -> Option<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut w = stream.try_clone().unwrap();
+            let mut r = BufReader::new(stream);
+            let mut n = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let Some(count) = line.trim().strip_prefix('*') else {
+                    continue;
+                };
+                let mut name = String::new();
+                for i in 0..count.parse::<usize>().unwrap() {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    if i == 0 {
+                        name = line.trim().to_uppercase();
+                    }
+                }
+                let reply: Option<&[u8]> = match name.as_str() {
+                    "PING" => Some(b"+PONG\r\n"),
+                    "CLIENT" => Some(b"+OK\r\n"),
+                    _ => {
+                        n += 1;
+                        answer(n - 1)
+                    }
+                };
+                match reply {
+                    Some(reply) => w.write_all(reply).unwrap(),
+                    None => std::thread::sleep(Duration::from_secs(10)),
+                }
+            }
+        });
+        format!("redis://127.0.0.1:{port}/")
+    }
+
+    /// A blocking call answered with an error the server sent keeps its
+    /// connection: the next call is bounded by the timeout again, not by
+    /// the blocking call's longer one.
+    #[test]
+    fn a_blocking_call_that_fails_gives_the_timeout_back() {
+        let url = fake(|n| (n == 0).then_some(&b"-PYERR KeyError 'x'\r\n"[..]));
+        let store = Store::open(&url, Duration::from_millis(200)).unwrap();
+        let r = store.run_blocking(Duration::from_secs(30), false, |c| {
+            redis::cmd("BLPOP").arg("x").arg(30).query::<()>(c)
+        });
+        assert!(matches!(r, Err(Error::Remote { .. })), "{r:?}");
+        let started = Instant::now();
+        let r = store.run(false, |c| redis::cmd("HLEN").arg("x").query::<i64>(c));
+        assert!(matches!(r, Err(Error::Ambiguous(_))), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(shown("redis://:pw@h:1/0"), "redis://…@h:1/0");
+        assert_eq!(shown("redis://u:p@w@h:1/0?a=@"), "redis://…@h:1/0?a=@");
+        assert_eq!(shown("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(shown("nonsense"), "nonsense");
     }
 }
