@@ -379,3 +379,40 @@ fn the_redis_counter_example_counts_4000() {
     assert!(status.success(), "{status}: {err}");
     assert_eq!(out.lines().last(), Some("total: 4000"), "{out}");
 }
+
+/// A server that closes idle connections (its `timeout` setting, as hosted
+/// Redis services do): a write on this process's closed connection is
+/// sent on a new one and done once, never reported `Ambiguous`.
+#[test]
+fn a_write_after_the_server_closed_an_idle_connection_is_done_once() {
+    let Some(server) = OwnServer::start("a_write_after_the_server_closed_an_idle_connection")
+    else {
+        return;
+    };
+    let url = server.url();
+    let m = Manager::connect_redis_with_timeout(&url, TIMEOUT).unwrap();
+    let d = m.dict_named::<String, i64>(&unique("idle")).unwrap();
+    assert_eq!(d.increment(&"n".into(), 1).unwrap(), 1);
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "timeout", "1"])
+        .query(&mut admin)
+        .unwrap();
+    // The server closes the manager's idle connection (within a few
+    // seconds: it checks idle clients in the background); only the admin
+    // connection is left.
+    let closed = common::wait_until(Duration::from_secs(20), || {
+        let _: () = redis::cmd("PING").query(&mut admin).unwrap();
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+        list.lines().count() == 1
+    });
+    assert!(closed, "the server did not close the idle connection");
+    let r = bounded("an increment on a closed connection", || {
+        d.increment(&"n".into(), 1)
+    });
+    assert_eq!(r.unwrap(), 2);
+    assert_eq!(d.get(&"n".into()).unwrap(), Some(2));
+}

@@ -12,8 +12,6 @@
 //! stored as `codec` says. Each process has its own connection (a forked
 //! child makes its own), with the manager's timeout on every round trip.
 
-#![allow(dead_code)] // TEMP: until the dict, list, queue and pool parts land
-
 #[cfg(not(fuzzing))]
 pub(crate) mod codec;
 /// The stored values' codec, public to the fuzzer only (built with `--cfg fuzzing`).
@@ -29,7 +27,7 @@ pub(crate) mod value;
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisError, RedisResult};
 
@@ -45,6 +43,16 @@ pub(crate) const REDIS_TOKEN: &str = "$multiproc::RedisProxy";
 
 /// The most stores (Redis URLs, with their timeouts) one process keeps.
 const MAX_STORES: usize = 64;
+
+/// How long a connection may stay unused before a call that must not
+/// run twice checks it with a PING first.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// This process's connection, and when it was last used.
+struct Link {
+    conn: Connection,
+    used: Instant,
+}
 
 /// The longest object name.
 pub(crate) const MAX_NAME: usize = 512;
@@ -62,7 +70,7 @@ pub(crate) struct Store {
     place: String,
     /// The bound on connecting and on each round trip.
     pub(crate) timeout: Duration,
-    links: PerProcess<Connection>,
+    links: PerProcess<Link>,
 }
 
 impl Store {
@@ -96,11 +104,14 @@ impl Store {
         Ok(store)
     }
 
-    /// This process's store for `url` with `timeout` (with `None`, any
-    /// timeout, else [`DEFAULT_TIMEOUT`]), made if there is none: the
-    /// proxies of one server share one connection per process, whether
-    /// they came from a manager or were decoded from a pipe or a value.
-    /// Not connected yet.
+    /// This process's store for `url` with `timeout`, made if there is
+    /// none: the proxies of one server share one connection per process,
+    /// whether they came from a manager or were decoded from a pipe or a
+    /// value. Not connected yet. With `None` (a proxy decoded from a pipe,
+    /// a queue or a value), a store for `url` this process (or the one it
+    /// was forked from) already made, with any timeout, and never a new
+    /// one: a message from a peer never makes this process connect to a
+    /// server it did not choose.
     ///
     /// Stores are kept for the life of the process, one per URL and
     /// timeout, at most [`MAX_STORES`], in a list that is only ever added
@@ -108,8 +119,9 @@ impl Store {
     /// adds one never waits).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a URL that is not Redis's, or one
-    /// more than [`MAX_STORES`].
+    /// [`Error::InvalidArgument`] for a URL that is not Redis's, one more
+    /// than [`MAX_STORES`], or (with `None`) a server this process has no
+    /// store for.
     pub(crate) fn shared(url: &str, timeout: Option<Duration>) -> Result<Arc<Store>> {
         struct Kept {
             store: Arc<Store>,
@@ -129,8 +141,12 @@ impl Store {
                 at = kept.next;
                 kept_now += 1;
             }
-            // A peer that sends proxies of ever new URLs must not make
-            // this process keep ever more stores.
+            let Some(timeout) = timeout else {
+                return Err(Error::InvalidArgument(format!(
+                    "a proxy of an object on the Redis server at {:?}, which this process has not connected to (Manager::connect_redis first)",
+                    shown(url)
+                )));
+            };
             if kept_now >= MAX_STORES {
                 return Err(Error::InvalidArgument(format!(
                     "this process already has {MAX_STORES} Redis servers or timeouts; {:?} would be one more",
@@ -145,7 +161,7 @@ impl Store {
                 client,
                 url: url.to_string(),
                 place,
-                timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+                timeout,
                 links: PerProcess::new(),
             });
             let node = Box::into_raw(Box::new(Kept {
@@ -162,6 +178,14 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// A new link: a new connection, used now.
+    fn link(&self) -> Result<Link> {
+        Ok(Link {
+            conn: self.connect()?,
+            used: Instant::now(),
+        })
     }
 
     /// A new connection, with the timeouts set.
@@ -227,35 +251,53 @@ impl Store {
         let mut slot = poison::locked(self.links.get());
         let mut tries = if again { 2 } else { 1 };
         loop {
-            let conn = match &mut *slot {
-                Some(conn) => conn,
-                None => slot.insert(self.connect()?),
+            // Taken out while in use: whatever fails leaves no link behind,
+            // and only one that works is put back.
+            let mut link = match slot.take() {
+                Some(link) => link,
+                None => self.link()?,
             };
-            if let Some(wait) = wait {
-                let read = self.timeout.saturating_add(wait);
-                if let Err(e) = conn.set_read_timeout(Some(read)) {
-                    *slot = None;
-                    return Err(self.unreachable(&e));
+            // A call that must not run twice, on a connection idle for a
+            // while (which the server may have closed: an idle `timeout`,
+            // a restart), first checks it with a PING, so that a closed
+            // one is made anew before anything is sent, not reported
+            // `Ambiguous`.
+            if !again && link.used.elapsed() >= IDLE_CHECK {
+                if let Err(e) = redis::cmd("PING").query::<()>(&mut link.conn) {
+                    if e.is_timeout() {
+                        return Err(self.unreachable(&e));
+                    }
+                    link = self.link()?;
                 }
             }
-            let result = f(conn);
+            link.used = Instant::now();
+            if let Some(wait) = wait {
+                let read = self.timeout.saturating_add(wait);
+                link.conn
+                    .set_read_timeout(Some(read))
+                    .map_err(|e| self.unreachable(&e))?;
+            }
+            let result = f(&mut link.conn);
+            let broken =
+                |e: &RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
             // A connection kept (whatever the answer, even an error the
             // server sent) gets its usual bound back.
             let kept = match &result {
                 Ok(_) => true,
-                Err(e) => !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()),
+                Err(e) => !broken(e) && !e.is_unrecoverable_error(),
             };
-            if wait.is_some() && kept {
-                if let Err(e) = conn.set_read_timeout(Some(self.timeout)) {
-                    *slot = None;
-                    return Err(self.unreachable(&e));
+            if kept {
+                if wait.is_some() {
+                    link.conn
+                        .set_read_timeout(Some(self.timeout))
+                        .map_err(|e| self.unreachable(&e))?;
                 }
+                *slot = Some(link);
             }
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) if e.code() == Some(PYERR) => return Err(python_error(&e)),
-                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                    *slot = None;
+                Err(e) if broken(&e) => {
                     tries -= 1;
                     // A server that did not answer in time is tried no
                     // more: once more would double the wait. A connection
@@ -272,13 +314,10 @@ impl Store {
                     }
                 }
                 Err(e) => {
-                    if e.is_unrecoverable_error() {
-                        *slot = None;
-                    }
                     return Err(Error::Remote {
                         kind: "RedisError".into(),
                         message: e.to_string(),
-                    });
+                    })
                 }
             }
         }
