@@ -953,3 +953,35 @@ fn every_operation_is_one_call() {
         assert_eq!(monitor.calls(), 16, "one call each");
     });
 }
+
+/// Batches that cross the update script's chunks (500 items), with keys
+/// given twice, in another form (`7.0` then `7`), and already there:
+/// Python's order, first keys and last values on both backends.
+fn batch_body(m: &Manager, r: &mut Record) {
+    let made = Made::new(m);
+    let d = made.dict();
+    d.set(K::Int(600), s("before")).unwrap();
+    let mut items: Vec<(K, K)> = (0..1200).rev().map(|i| (K::Int(i), K::Int(i))).collect();
+    items.insert(3, (K::Float(7.0), s("first form")));
+    items.push((K::Int(5), s("last value")));
+    items.push((K::Bool(true), s("one is true")));
+    d.update(items).unwrap();
+    let keys = d.keys().unwrap();
+    r.note("len", keys.len());
+    r.note("first keys", format!("{:?}", &keys[..6]));
+    r.note("around 600", format!("{:?}", &keys[595..602]));
+    r.note("last keys", format!("{:?}", &keys[keys.len() - 3..]));
+    r.note("5", d.get(&K::Int(5)).unwrap());
+    r.note("1", d.get(&K::Int(1)).unwrap());
+    r.note("600", d.get(&K::Int(600)).unwrap());
+    r.note("7", d.get(&K::Int(7)).unwrap());
+    r.note("popitem", format!("{:?}", d.popitem().unwrap()));
+}
+
+#[test]
+fn batches_across_chunks_answer_alike_on_both_backends() {
+    on_both(
+        "batches_across_chunks_answer_alike_on_both_backends",
+        batch_body,
+    );
+}

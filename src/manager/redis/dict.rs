@@ -102,11 +102,42 @@ return 1
     )
 });
 
-/// `d.update(...)` (ARGV: field, own, value, field, own, value, ...).
+/// `d.update(...)` (ARGV: field, own, value, field, own, value, ...), in
+/// a few commands for the whole batch rather than a few per item: one
+/// `HSET` and one `ZADD NX` per 500 items (a new field gets the next
+/// number, in the batch's order; one already there keeps its place; a
+/// field given twice keeps its first place and its last value, as
+/// Python's `update`), and the key of a new field first given in another
+/// form than its field (`1.0`, `True`), as Python keeps the first key.
 static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-for i = 1, #ARGV, 3 do put(ARGV[i], ARGV[i + 2], ARGV[i + 1]) end
+local top = redis.call('ZREVRANGE', O, 0, 0, 'WITHSCORES')
+local first = 1
+if top[2] then first = tonumber(top[2]) + 1 end
+local owns, seen = {}, {}
+for i = 1, #ARGV, 3 do
+  local f = ARGV[i]
+  if not seen[f] then
+    seen[f] = true
+    if ARGV[i + 1] ~= '' and redis.call('HEXISTS', V, f) == 0 then
+      owns[#owns + 1] = i
+    end
+  end
+end
+local chunk = 500 * 3
+for c = 1, #ARGV, chunk do
+  local h, z = {}, {}
+  for i = c, math.min(c + chunk - 1, #ARGV), 3 do
+    h[#h + 1] = ARGV[i]
+    h[#h + 1] = ARGV[i + 2]
+    z[#z + 1] = first + (i - 1) / 3
+    z[#z + 1] = ARGV[i]
+  end
+  redis.call('HSET', V, unpack(h))
+  redis.call('ZADD', O, 'NX', unpack(z))
+end
+for _, i in ipairs(owns) do redis.call('HSET', K, ARGV[i], ARGV[i + 1]) end
 return #ARGV / 3
 ",
     )
