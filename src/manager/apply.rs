@@ -510,13 +510,22 @@ fn repr_cost<'a>(
 }
 
 /// Python's `repr` of a dict (`{'a': 1}`) or of a namespace
-/// (`Namespace(a=1, b='x')`: names that start with `_` hidden, the others
-/// sorted as their `name=value` strings, as `Namespace.__repr__` does).
+/// (`Namespace(a=1, b='x')`), within the request's budget.
 fn repr_dict(kind: Kind, d: &Map, budget: &mut Budget) -> OpResult {
     repr_cost(d.iter().flat_map(|(k, v)| [k, v]), budget)?;
-    let text = if kind == Kind::Namespace {
-        let mut shown: Vec<String> = d
-            .iter()
+    answer_str(dict_repr(kind, d.iter()), budget)
+}
+
+/// Python's `repr` of a dict's items (`{'a': 1}`) or of a namespace's
+/// (`Namespace(a=1, b='x')`: names that start with `_` hidden, the others
+/// sorted as their `name=value` strings, as `Namespace.__repr__` does);
+/// also what the Redis backend answers.
+pub(crate) fn dict_repr<'a>(
+    kind: Kind,
+    items: impl Iterator<Item = (&'a PyValue, &'a PyValue)>,
+) -> String {
+    if kind == Kind::Namespace {
+        let mut shown: Vec<String> = items
             .filter_map(|(k, v)| match k {
                 PyValue::Str(name) if name.starts_with('_') => None,
                 PyValue::Str(name) => Some(format!("{name}={v}")),
@@ -526,10 +535,9 @@ fn repr_dict(kind: Kind, d: &Map, budget: &mut Budget) -> OpResult {
         shown.sort();
         format!("Namespace({})", shown.join(", "))
     } else {
-        let items: Vec<String> = d.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        format!("{{{}}}", items.join(", "))
-    };
-    answer_str(text, budget)
+        let shown: Vec<String> = items.map(|(k, v)| format!("{k}: {v}")).collect();
+        format!("{{{}}}", shown.join(", "))
+    }
 }
 
 /// Python's `repr` of a list: `[1, 'a']`.

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use multiproc::manager::{DictProxy, ListProxy};
 use multiproc::{Process, RawValue};
 use multiproc_cli::baseline::{
     check_payload, mark_payload, BenchArray, BenchCounter, BenchMutex, BenchPayload, BenchPingPong,
@@ -256,25 +257,8 @@ pub(super) fn managed_rate_over(
     )?;
     let dict = manager.dict::<u64, u64>()?;
     let list = manager.list::<u64>()?;
-    if matches!(op, ManagerOp::Get | ManagerOp::GetBatched) {
-        for b in 0..n.div_ceil(BATCH) {
-            dict.set_many((b * BATCH..((b + 1) * BATCH).min(n)).map(|i| (i, i)))?;
-        }
-    }
-    let work = |client: u64| -> multiproc::Result<()> {
-        let base = client * n;
-        match op {
-            ManagerOp::Set => (0..n).try_for_each(|i| dict.set(base + i, i)),
-            ManagerOp::Get => (0..n).try_for_each(|i| dict.get(&i).map(drop)),
-            ManagerOp::Append => (0..n).try_for_each(|i| list.append(i)),
-            ManagerOp::SetBatched => (0..n / BATCH)
-                .try_for_each(|b| dict.set_many((0..BATCH).map(|i| (base + b * BATCH + i, i)))),
-            ManagerOp::GetBatched => (0..n / BATCH).try_for_each(|b| {
-                let keys: Vec<u64> = (0..BATCH).map(|i| b * BATCH + i).collect();
-                dict.get_many(&keys).map(drop)
-            }),
-        }
-    };
+    prepare(&dict, op, n)?;
+    let work = |client: u64| manager_work(&dict, &list, op, client, n);
     let server = started
         .server_pid()
         .context("the manager has no server process")?;
@@ -285,6 +269,39 @@ pub(super) fn managed_rate_over(
     let ops = (clients * n) as f64;
     let cpu = cpu_seconds(server)? - cpu_before;
     Ok((ops / elapsed, cpu / ops * 1e6))
+}
+
+/// Fills `dict` with the keys a `Get` row reads (nothing for the others).
+pub(super) fn prepare(dict: &DictProxy<u64, u64>, op: ManagerOp, n: u64) -> multiproc::Result<()> {
+    if matches!(op, ManagerOp::Get | ManagerOp::GetBatched) {
+        for b in 0..n.div_ceil(BATCH) {
+            dict.set_many((b * BATCH..((b + 1) * BATCH).min(n)).map(|i| (i, i)))?;
+        }
+    }
+    Ok(())
+}
+
+/// One client's work in a manager row: `n` operations of `op` (client
+/// `client` sets keys of its own).
+pub(super) fn manager_work(
+    dict: &DictProxy<u64, u64>,
+    list: &ListProxy<u64>,
+    op: ManagerOp,
+    client: u64,
+    n: u64,
+) -> multiproc::Result<()> {
+    let base = client * n;
+    match op {
+        ManagerOp::Set => (0..n).try_for_each(|i| dict.set(base + i, i)),
+        ManagerOp::Get => (0..n).try_for_each(|i| dict.get(&i).map(drop)),
+        ManagerOp::Append => (0..n).try_for_each(|i| list.append(i)),
+        ManagerOp::SetBatched => (0..n / BATCH)
+            .try_for_each(|b| dict.set_many((0..BATCH).map(|i| (base + b * BATCH + i, i)))),
+        ManagerOp::GetBatched => (0..n / BATCH).try_for_each(|b| {
+            let keys: Vec<u64> = (0..BATCH).map(|i| b * BATCH + i).collect();
+            dict.get_many(&keys).map(drop)
+        }),
+    }
 }
 
 /// Runs `work(0)` in this process when `clients` is 1; otherwise

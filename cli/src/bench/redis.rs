@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use multiproc::manager::Manager;
 
-use super::measure::{median, paired, run_clients, ManagerOp, Size, BATCH};
+use super::measure::{manager_work, median, paired, prepare, run_clients, ManagerOp, Size, BATCH};
 use super::Measured;
 
 /// The baseline's name in the table.
@@ -87,29 +87,10 @@ fn managed_rate(url: &str, op: ManagerOp, clients: u64, n: u64) -> Result<(f64, 
     let manager = Manager::connect_redis(url)?;
     let name = fresh("dict");
     let dict = manager.dict_named::<u64, u64>(&name)?;
+    let list = manager.list_named::<u64>(&name)?;
     let measured = (|| -> Result<(f64, f64)> {
-        if matches!(op, ManagerOp::Get | ManagerOp::GetBatched) {
-            for b in 0..n.div_ceil(BATCH) {
-                dict.set_many((b * BATCH..((b + 1) * BATCH).min(n)).map(|i| (i, i)))?;
-            }
-        }
-        let work = |client: u64| -> multiproc::Result<()> {
-            let base = client * n;
-            match op {
-                ManagerOp::Set => (0..n).try_for_each(|i| dict.set(base + i, i)),
-                ManagerOp::Get => (0..n).try_for_each(|i| dict.get(&i).map(drop)),
-                ManagerOp::Append => {
-                    let list = manager.list_named::<u64>(&name)?;
-                    (0..n).try_for_each(|i| list.append(i))
-                }
-                ManagerOp::SetBatched => (0..n / BATCH)
-                    .try_for_each(|b| dict.set_many((0..BATCH).map(|i| (base + b * BATCH + i, i)))),
-                ManagerOp::GetBatched => (0..n / BATCH).try_for_each(|b| {
-                    let keys: Vec<u64> = (0..BATCH).map(|i| b * BATCH + i).collect();
-                    dict.get_many(&keys).map(drop)
-                }),
-            }
-        };
+        prepare(&dict, op, n)?;
+        let work = |client: u64| manager_work(&dict, &list, op, client, n);
         timed(url, clients * n, || run_clients(clients, work))
     })();
     let removed = manager.remove_named(&name);

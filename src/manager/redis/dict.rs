@@ -35,6 +35,7 @@ use redis::{FromRedisValue, Script};
 
 use super::{codec, key, Store};
 use crate::error::{Error, Result};
+use crate::manager::apply::dict_repr;
 use crate::manager::apply::Map;
 use crate::manager::protocol::{Kind, Op};
 use crate::manager::{PyObject, PyValue};
@@ -418,21 +419,7 @@ impl Dict<'_> {
     /// `Namespace.__repr__` does and the manager server answers).
     fn repr(&self) -> Result<String> {
         let items = self.items()?;
-        Ok(if self.kind == Kind::Namespace {
-            let mut shown: Vec<String> = items
-                .iter()
-                .filter_map(|(k, v)| match k {
-                    PyValue::Str(name) if name.starts_with('_') => None,
-                    PyValue::Str(name) => Some(format!("{name}={v}")),
-                    other => Some(format!("{other}={v}")),
-                })
-                .collect();
-            shown.sort();
-            format!("Namespace({})", shown.join(", "))
-        } else {
-            let shown: Vec<String> = items.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            format!("{{{}}}", shown.join(", "))
-        })
+        Ok(dict_repr(self.kind, items.iter().map(|(k, v)| (k, v))))
     }
 
     /// `d[key] += delta`, atomically.
