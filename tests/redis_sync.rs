@@ -918,3 +918,110 @@ fn an_ack_after_the_reaper_took_the_item_does_not_count_twice() {
         leftover(&url, &name)
     );
 }
+
+#[test]
+fn queue_lock_event_and_value_proxies_travel_to_a_forked_child() {
+    use multiproc::manager::{EventProxy, LockProxy, QueueProxy, ValueProxy};
+    let Some((m, _)) = manager("proxies_travel") else {
+        return;
+    };
+    let name = unique("travel");
+    let (qn, ln, en, vn) = (
+        format!("{name}-q"),
+        format!("{name}-l"),
+        format!("{name}-e"),
+        format!("{name}-v"),
+    );
+    let q = m.queue_named::<i64>(&qn).unwrap();
+    let l = m.lock_named(&ln).unwrap();
+    let e = m.event_named(&en).unwrap();
+    let v = m.value_named::<i64>(&vn).unwrap();
+    v.set(&1).unwrap();
+    let held = l.try_acquire().unwrap();
+    let (mut parent, mut child_end) = multiproc::Pipe(true).unwrap();
+    let child = common::static_child(move || {
+        let q: QueueProxy<i64> = child_end.recv().unwrap();
+        let l: LockProxy = child_end.recv().unwrap();
+        let e: EventProxy = child_end.recv().unwrap();
+        let v: ValueProxy<i64> = child_end.recv().unwrap();
+        q.put(&42).unwrap();
+        assert_eq!(v.increment(10).unwrap(), 11);
+        // The parent releases once it got the item.
+        let g = l.acquire(Some(Duration::from_secs(30))).unwrap();
+        e.set().unwrap();
+        g.release().unwrap();
+        child_end.send(&()).unwrap();
+    });
+    parent.send(&q).unwrap();
+    parent.send(&l).unwrap();
+    parent.send(&e).unwrap();
+    parent.send(&v).unwrap();
+    watchdog("the child's use of the proxies", LIMIT, || {
+        let (item, d) = q.get(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(item, 42);
+        assert!(d.ack().unwrap());
+        held.release().unwrap();
+        assert!(e.wait(Some(Duration::from_secs(30))).unwrap());
+        parent.recv::<()>().unwrap();
+    });
+    assert_eq!(common::join(&child, LIMIT), 0);
+    assert_eq!(v.get().unwrap(), Some(11));
+    assert!(!l.is_locked().unwrap());
+    for n in [&qn, &ln, &en, &vn] {
+        m.remove_named(n).unwrap();
+    }
+}
+
+#[test]
+fn a_proxy_of_another_kind_or_of_a_server_never_connected_to_is_an_error() {
+    use multiproc::manager::{EventProxy, LockProxy, QueueProxy, ValueProxy};
+    let Some((m, url)) = manager("proxies_refused") else {
+        return;
+    };
+    let (mut tx, mut rx) = multiproc::Pipe(true).unwrap();
+    let name = unique("refused");
+    // Another kind's proxy: each kind checks its tag.
+    tx.send(&m.lock_named(&name).unwrap()).unwrap();
+    assert!(matches!(
+        rx.recv::<QueueProxy<i64>>(),
+        Err(Error::Deserialize(_))
+    ));
+    tx.send(&m.queue_named::<i64>(&name).unwrap()).unwrap();
+    assert!(matches!(rx.recv::<LockProxy>(), Err(Error::Deserialize(_))));
+    tx.send(&m.value_named::<i64>(&name).unwrap()).unwrap();
+    assert!(matches!(
+        rx.recv::<EventProxy>(),
+        Err(Error::Deserialize(_))
+    ));
+    tx.send(&m.event_named(&name).unwrap()).unwrap();
+    assert!(matches!(
+        rx.recv::<ValueProxy<i64>>(),
+        Err(Error::Deserialize(_))
+    ));
+    // A bad name, and a server this process never connected to (nothing
+    // listens there: a connection attempt would be an error of another
+    // kind, ManagerGone, and come later).
+    let nowhere = "redis://127.0.0.1:1/";
+    assert_ne!(nowhere, url);
+    for tag in ["queue", "lock", "event", "value"] {
+        for (u, n) in [(nowhere, "x"), (url.as_str(), "")] {
+            tx.send(&(u, tag, n)).unwrap();
+            let got = match tag {
+                "queue" => rx.recv::<QueueProxy<i64>>().map(drop),
+                "lock" => rx.recv::<LockProxy>().map(drop),
+                "event" => rx.recv::<EventProxy>().map(drop),
+                _ => rx.recv::<ValueProxy<i64>>().map(drop),
+            };
+            assert!(
+                matches!(got, Err(Error::Deserialize(_))),
+                "{tag} {u} {n:?}: {got:?}"
+            );
+        }
+    }
+    // The same on the wire with this server's URL decodes.
+    tx.send(&(url.as_str(), "value", name.as_str())).unwrap();
+    let v = rx.recv::<ValueProxy<i64>>().unwrap();
+    assert_eq!(v.name(), name);
+    assert_eq!(v.get().unwrap(), None);
+    m.remove_named(&name).unwrap();
+}

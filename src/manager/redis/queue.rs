@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use super::super::client::{decode, encode};
 use super::super::protocol::Kind;
-use super::{check_name, codec, key, python_error, Store, PYERR};
+use super::{check_name, codec, key, python_error, Store, PYERR, REDIS_TOKEN};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
@@ -154,6 +154,57 @@ pub(super) fn next_wait(deadline: Option<Instant>, slice: Duration) -> Option<Du
 /// `timeout` from now (`None`: never; a timeout too far to represent is never).
 pub(super) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// A proxy of the object `name` of this kind (`tag`: `"queue"`, `"lock"`,
+/// `"event"`, `"value"`) on `store`, as serde sees it: a newtype struct
+/// under [`REDIS_TOKEN`] holding its URL, kind tag and name, as a dict's
+/// proxy is (with a string for its kind).
+pub(super) fn serialize_proxy<S: serde::Serializer>(
+    s: S,
+    store: &Store,
+    tag: &str,
+    name: &str,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_newtype_struct(REDIS_TOKEN, &(&store.url, tag, name))
+}
+
+/// The store and name of a proxy [`serialize_proxy`] wrote with `tag`: on
+/// this process's store for its URL, never a new one (a message from a
+/// peer never makes this process connect to a server it did not choose).
+///
+/// # Errors
+/// Not such a proxy, another kind's, a bad name, or a URL this process has
+/// not connected to.
+pub(super) fn deserialize_proxy<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    tag: &str,
+) -> std::result::Result<(Arc<Store>, String), D::Error> {
+    use serde::de::Error as _;
+    struct Fields;
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = (String, String, String);
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a Redis object's proxy")
+        }
+        fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            serde::Deserialize::deserialize(d)
+        }
+    }
+    let (url, found, name) = d
+        .deserialize_newtype_struct(REDIS_TOKEN, Fields)
+        .map_err(|e| D::Error::custom(format!("not a Redis {tag}'s proxy: {e}")))?;
+    if found != tag {
+        return Err(D::Error::custom(format!(
+            "expected a Redis {tag}'s proxy, found a {found:?} proxy"
+        )));
+    }
+    check_name(&name).map_err(D::Error::custom)?;
+    let store = Store::shared(&url, None).map_err(D::Error::custom)?;
+    Ok((store, name))
 }
 
 /// A fresh random token (32 hex digits).
@@ -494,6 +545,28 @@ fn open(e: &[u8]) -> Option<(u64, &[u8])> {
     let colon = rest.iter().position(|&b| b == b':')?;
     let count = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
     Some((count, &rest[colon + 1..]))
+}
+
+/// A queue's proxy sent to another process (through a pipe, a queue, a
+/// Redis value): its URL, `"queue"` and its name.
+impl<T> Serialize for QueueProxy<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_proxy(s, &self.inner.store, "queue", &self.inner.name)
+    }
+}
+
+/// A queue's proxy from another process, on this process's store for its
+/// URL: an error if this process (or the one it was forked from) has not
+/// connected to that server. Its consumer's heartbeat is the default
+/// (10 s), not the sender's [`with_heartbeat`](QueueProxy::with_heartbeat).
+impl<'de, T> serde::Deserialize<'de> for QueueProxy<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (store, name) = deserialize_proxy(d, "queue")?;
+        Ok(QueueProxy {
+            inner: Arc::new(QueueInner::new(store, &name, DEFAULT_HEARTBEAT)),
+            _types: PhantomData,
+        })
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
