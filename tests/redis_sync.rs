@@ -708,3 +708,320 @@ fn value_methods() {
     assert!(m.remove_named(&name).unwrap());
     assert_eq!(v.get().unwrap(), None);
 }
+
+/// The queue's count of unfinished items, as stored.
+fn unfinished(url: &str, name: &str) -> Option<i64> {
+    redis::cmd("GET")
+        .arg(format!("multiproc:{{queue:{name}}}:u"))
+        .query(&mut raw(url))
+        .unwrap()
+}
+
+#[test]
+fn join_returns_after_every_item_is_acked_by_two_consumer_processes() {
+    let Some((m, url)) = manager("join_two_consumers") else {
+        return;
+    };
+    let name = unique("queue-join");
+    let q = m.queue_named::<i64>(&name).unwrap();
+    // Nothing put: done at once, whatever the timeout.
+    for t in [Some(Duration::ZERO), Some(Duration::from_nanos(1)), None] {
+        q.join(t).unwrap();
+    }
+    q.put_many(&(0..20).collect::<Vec<_>>()).unwrap();
+    assert_eq!(unfinished(&url, &name), Some(20));
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, name) = (url.clone(), name.clone());
+            start(move || {
+                let m = Manager::connect_redis(&url).unwrap();
+                let q = m.queue_named::<i64>(&name).unwrap();
+                loop {
+                    match q.get(Some(Duration::from_millis(200))) {
+                        Ok((_, d)) => assert!(d.ack().unwrap()),
+                        Err(Error::Empty) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    watchdog("a join while two processes ack", LIMIT, || {
+        q.join(Some(Duration::MAX)).unwrap();
+        q.join(None).unwrap();
+        q.join(Some(Duration::ZERO)).unwrap();
+        for c in children {
+            c.join().unwrap();
+            assert_eq!(c.exitcode(), Some(0));
+        }
+    });
+    assert_eq!(unfinished(&url, &name), Some(0));
+    assert!(m.remove_named(&name).unwrap());
+    assert!(
+        leftover(&url, &name).is_empty(),
+        "{:?}",
+        leftover(&url, &name)
+    );
+}
+
+#[test]
+fn join_times_out_while_an_item_is_unacked() {
+    let Some((m, url)) = manager("join_times_out") else {
+        return;
+    };
+    let name = unique("queue-join-timeout");
+    let q = m.queue_named::<String>(&name).unwrap();
+    q.put(&"a".to_string()).unwrap();
+    let (_, d) = q.get(Some(Duration::ZERO)).unwrap();
+    watchdog("joins that time out", LIMIT, || {
+        for t in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(300),
+        ] {
+            let start = Instant::now();
+            assert!(matches!(q.join(Some(t)), Err(Error::Timeout)), "{t:?}");
+            assert!(start.elapsed() >= t && start.elapsed() < Duration::from_secs(10));
+        }
+        // A join without a bound in another thread ends with the ack.
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.join(None))
+        };
+        assert!(d.ack().unwrap());
+        waiter.join().unwrap().unwrap();
+        q.join(Some(Duration::ZERO)).unwrap();
+    });
+    // A foreign count is an error, not a panic.
+    let _: () = redis::cmd("SET")
+        .arg(format!("multiproc:{{queue:{name}}}:u"))
+        .arg("x")
+        .query(&mut raw(&url))
+        .unwrap();
+    assert!(matches!(
+        q.join(Some(Duration::ZERO)),
+        Err(Error::Remote { .. })
+    ));
+    assert!(m.remove_named(&name).unwrap());
+    assert!(
+        leftover(&url, &name).is_empty(),
+        "{:?}",
+        leftover(&url, &name)
+    );
+}
+
+#[test]
+fn join_returns_after_a_killed_consumers_items_are_redelivered_and_acked() {
+    let Some((m, url)) = manager("join_killed_consumer") else {
+        return;
+    };
+    let name = unique("queue-join-kill");
+    let ready = format!("{name}-ready");
+    let q = m
+        .queue_named::<i64>(&name)
+        .unwrap()
+        .with_heartbeat(Duration::from_secs(5))
+        .unwrap();
+    q.put_many(&[1, 2, 3]).unwrap();
+    let child = {
+        let (url, name, ready) = (url.clone(), name.clone(), ready.clone());
+        start(move || {
+            let m = Manager::connect_redis(&url).unwrap();
+            let q = m
+                .queue_named::<i64>(&name)
+                .unwrap()
+                .with_heartbeat(Duration::from_secs(1))
+                .unwrap();
+            let held: Vec<_> = (0..2).map(|_| q.get(None).unwrap()).collect();
+            m.value_named::<i64>(&ready).unwrap().set(&1).unwrap();
+            let _keep = held;
+            park();
+        })
+    };
+    let r = m.value_named::<i64>(&ready).unwrap();
+    assert!(wait_until(LIMIT, || r.get().unwrap() == Some(1)));
+    child.kill().unwrap();
+    child.join().unwrap();
+    // The killed consumer's items are still unfinished.
+    assert!(matches!(q.join(Some(Duration::ZERO)), Err(Error::Timeout)));
+    watchdog("a join over a killed consumer's items", LIMIT, || {
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.join(None))
+        };
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            let (item, d) = q.get(Some(Duration::from_secs(30))).unwrap();
+            counts.push((item, d.count()));
+            assert!(d.ack().unwrap());
+        }
+        counts.sort();
+        assert_eq!(counts, [(1, 2), (2, 2), (3, 1)]);
+        waiter.join().unwrap().unwrap();
+    });
+    assert_eq!(unfinished(&url, &name), Some(0));
+    m.remove_named(&name).unwrap();
+    m.remove_named(&ready).unwrap();
+}
+
+#[test]
+fn an_ack_after_the_reaper_took_the_item_does_not_count_twice() {
+    let Some((m, url)) = manager("ack_after_reap") else {
+        return;
+    };
+    let name = unique("queue-join-reaped");
+    let q = m.queue_named::<String>(&name).unwrap();
+    q.put(&"a".to_string()).unwrap();
+    let (_, first) = q.get(Some(Duration::ZERO)).unwrap();
+    // This consumer's heartbeat goes as if it had expired: the reaper
+    // gives the item back (the heartbeat thread may set it again between
+    // the two; then again).
+    let consumers = format!("multiproc:{{queue:{name}}}:c");
+    assert!(wait_until(LIMIT, || {
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&consumers)
+            .query(&mut raw(&url))
+            .unwrap();
+        for id in ids {
+            let _: () = redis::cmd("DEL")
+                .arg(format!("multiproc:{{queue:{name}}}:hb:{id}"))
+                .query(&mut raw(&url))
+                .unwrap();
+        }
+        q.reap().unwrap() == 1
+    }));
+    assert!(!first.ack().unwrap());
+    assert_eq!(unfinished(&url, &name), Some(1));
+    assert!(matches!(q.join(Some(Duration::ZERO)), Err(Error::Timeout)));
+    let (_, second) = watchdog("the reaped item", LIMIT, || {
+        q.get(Some(Duration::from_secs(30))).unwrap()
+    });
+    assert_eq!(second.count(), 2);
+    assert!(second.ack().unwrap());
+    assert_eq!(unfinished(&url, &name), Some(0));
+    q.join(Some(Duration::ZERO)).unwrap();
+    // A count already 0 (say, set by hand) does not go below 0.
+    q.put(&"b".to_string()).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("multiproc:{{queue:{name}}}:u"))
+        .arg(0)
+        .query(&mut raw(&url))
+        .unwrap();
+    let (_, d) = q.get(Some(Duration::ZERO)).unwrap();
+    assert!(d.ack().unwrap());
+    assert_eq!(unfinished(&url, &name), Some(0));
+    assert!(m.remove_named(&name).unwrap());
+    drop(q);
+    assert!(
+        wait_until(LIMIT, || leftover(&url, &name).is_empty()),
+        "{:?}",
+        leftover(&url, &name)
+    );
+}
+
+#[test]
+fn queue_lock_event_and_value_proxies_travel_to_a_forked_child() {
+    use multiproc::manager::{EventProxy, LockProxy, QueueProxy, ValueProxy};
+    let Some((m, _)) = manager("proxies_travel") else {
+        return;
+    };
+    let name = unique("travel");
+    let (qn, ln, en, vn) = (
+        format!("{name}-q"),
+        format!("{name}-l"),
+        format!("{name}-e"),
+        format!("{name}-v"),
+    );
+    let q = m.queue_named::<i64>(&qn).unwrap();
+    let l = m.lock_named(&ln).unwrap();
+    let e = m.event_named(&en).unwrap();
+    let v = m.value_named::<i64>(&vn).unwrap();
+    v.set(&1).unwrap();
+    let held = l.try_acquire().unwrap();
+    let (mut parent, mut child_end) = multiproc::Pipe(true).unwrap();
+    let child = common::static_child(move || {
+        let q: QueueProxy<i64> = child_end.recv().unwrap();
+        let l: LockProxy = child_end.recv().unwrap();
+        let e: EventProxy = child_end.recv().unwrap();
+        let v: ValueProxy<i64> = child_end.recv().unwrap();
+        q.put(&42).unwrap();
+        assert_eq!(v.increment(10).unwrap(), 11);
+        // The parent releases once it got the item.
+        let g = l.acquire(Some(Duration::from_secs(30))).unwrap();
+        e.set().unwrap();
+        g.release().unwrap();
+        child_end.send(&()).unwrap();
+    });
+    parent.send(&q).unwrap();
+    parent.send(&l).unwrap();
+    parent.send(&e).unwrap();
+    parent.send(&v).unwrap();
+    watchdog("the child's use of the proxies", LIMIT, || {
+        let (item, d) = q.get(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(item, 42);
+        assert!(d.ack().unwrap());
+        held.release().unwrap();
+        assert!(e.wait(Some(Duration::from_secs(30))).unwrap());
+        parent.recv::<()>().unwrap();
+    });
+    assert_eq!(common::join(&child, LIMIT), 0);
+    assert_eq!(v.get().unwrap(), Some(11));
+    assert!(!l.is_locked().unwrap());
+    for n in [&qn, &ln, &en, &vn] {
+        m.remove_named(n).unwrap();
+    }
+}
+
+#[test]
+fn a_proxy_of_another_kind_or_of_a_server_never_connected_to_is_an_error() {
+    use multiproc::manager::{EventProxy, LockProxy, QueueProxy, ValueProxy};
+    let Some((m, url)) = manager("proxies_refused") else {
+        return;
+    };
+    let (mut tx, mut rx) = multiproc::Pipe(true).unwrap();
+    let name = unique("refused");
+    // Another kind's proxy: each kind checks its tag.
+    tx.send(&m.lock_named(&name).unwrap()).unwrap();
+    assert!(matches!(
+        rx.recv::<QueueProxy<i64>>(),
+        Err(Error::Deserialize(_))
+    ));
+    tx.send(&m.queue_named::<i64>(&name).unwrap()).unwrap();
+    assert!(matches!(rx.recv::<LockProxy>(), Err(Error::Deserialize(_))));
+    tx.send(&m.value_named::<i64>(&name).unwrap()).unwrap();
+    assert!(matches!(
+        rx.recv::<EventProxy>(),
+        Err(Error::Deserialize(_))
+    ));
+    tx.send(&m.event_named(&name).unwrap()).unwrap();
+    assert!(matches!(
+        rx.recv::<ValueProxy<i64>>(),
+        Err(Error::Deserialize(_))
+    ));
+    // A bad name, and a server this process never connected to (nothing
+    // listens there: a connection attempt would be an error of another
+    // kind, ManagerGone, and come later).
+    let nowhere = "redis://127.0.0.1:1/";
+    assert_ne!(nowhere, url);
+    for tag in ["queue", "lock", "event", "value"] {
+        for (u, n) in [(nowhere, "x"), (url.as_str(), "")] {
+            tx.send(&(u, tag, n)).unwrap();
+            let got = match tag {
+                "queue" => rx.recv::<QueueProxy<i64>>().map(drop),
+                "lock" => rx.recv::<LockProxy>().map(drop),
+                "event" => rx.recv::<EventProxy>().map(drop),
+                _ => rx.recv::<ValueProxy<i64>>().map(drop),
+            };
+            assert!(
+                matches!(got, Err(Error::Deserialize(_))),
+                "{tag} {u} {n:?}: {got:?}"
+            );
+        }
+    }
+    // The same on the wire with this server's URL decodes.
+    tx.send(&(url.as_str(), "value", name.as_str())).unwrap();
+    let v = rx.recv::<ValueProxy<i64>>().unwrap();
+    assert_eq!(v.name(), name);
+    assert_eq!(v.get().unwrap(), None);
+    m.remove_named(&name).unwrap();
+}

@@ -174,13 +174,37 @@ impl super::super::Manager {
     pub fn event_named(&self, name: &str) -> Result<EventProxy> {
         check_name(name)?;
         let store = self.store(name)?;
-        Ok(EventProxy {
+        Ok(EventProxy::new(store.clone(), name))
+    }
+}
+
+impl EventProxy {
+    fn new(store: Arc<Store>, name: &str) -> EventProxy {
+        EventProxy {
             inner: Arc::new(EventInner {
-                store: store.clone(),
+                store,
                 name: name.to_string(),
                 flag: part(name, "flag"),
                 channel: part(name, "set"),
             }),
-        })
+        }
+    }
+}
+
+/// An event's proxy sent to another process (through a pipe, a queue, a
+/// Redis value): its URL, `"event"` and its name.
+impl serde::Serialize for EventProxy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        super::queue::serialize_proxy(s, &self.inner.store, "event", &self.inner.name)
+    }
+}
+
+/// An event's proxy from another process, on this process's store for its
+/// URL: an error if this process (or the one it was forked from) has not
+/// connected to that server.
+impl<'de> serde::Deserialize<'de> for EventProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (store, name) = super::queue::deserialize_proxy(d, "event")?;
+        Ok(EventProxy::new(store, &name))
     }
 }

@@ -341,6 +341,28 @@ fn lease_ms(lease: Duration) -> Result<String> {
     Ok(ms.min(MAX_LEASE_MS).to_string())
 }
 
+/// A lock's proxy sent to another process (through a pipe, a queue, a
+/// Redis value): its URL, `"lock"` and its name.
+impl serde::Serialize for LockProxy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        super::queue::serialize_proxy(s, &self.inner.store, "lock", &self.inner.name)
+    }
+}
+
+/// A lock's proxy from another process, on this process's store for its
+/// URL: an error if this process (or the one it was forked from) has not
+/// connected to that server. Its lease is the default (30 s), not the
+/// sender's [`with_lease`](LockProxy::with_lease).
+impl<'de> serde::Deserialize<'de> for LockProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let (store, name) = super::queue::deserialize_proxy(d, "lock")?;
+        Ok(LockProxy {
+            inner: Arc::new(LockInner::new(store, &name, DEFAULT_LEASE).map_err(D::Error::custom)?),
+        })
+    }
+}
+
 impl LockInner {
     fn new(store: Arc<Store>, name: &str, lease: Duration) -> Result<LockInner> {
         lease_ms(lease)?;

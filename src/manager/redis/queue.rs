@@ -8,7 +8,11 @@
 //! - `hb:<consumer>`: the consumer's heartbeat, a key with a time to live
 //!   that a thread of the consumer's process refreshes while it lives;
 //! - `dead`: items that are not a multiproc envelope, or whose value does
-//!   not decode (dead letters, kept for a person to look at).
+//!   not decode (dead letters, kept for a person to look at);
+//! - `u`: the number of unfinished items (Python's `JoinableQueue`): one
+//!   more per item put, one less per item acknowledged;
+//! - `j`: a list an acknowledgement that brings `u` to 0 pushes a token to,
+//!   which [`QueueProxy::join`] waits on (a token that expires soon).
 //!
 //! An item is stored as an envelope, `mpq1:<id>:<deliveries>:<value>`:
 //! a unique id (so that an acknowledgement removes that item and no
@@ -32,7 +36,7 @@ use serde::Serialize;
 
 use super::super::client::{decode, encode};
 use super::super::protocol::Kind;
-use super::{check_name, codec, key, python_error, Store, PYERR};
+use super::{check_name, codec, key, python_error, Store, PYERR, REDIS_TOKEN};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
@@ -49,6 +53,11 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// The envelope's tag.
 const TAG: &[u8] = b"mpq1:";
+
+/// How long the token that wakes [`QueueProxy::join`] lives, in
+/// milliseconds (a waiter that missed it still looks at the count at the
+/// end of its slice).
+const TOKEN_MS: &str = "2000";
 
 /// The connections a process keeps for blocking commands, one per
 /// waiting thread at most, kept for the next wait.
@@ -147,6 +156,57 @@ pub(super) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
+/// A proxy of the object `name` of this kind (`tag`: `"queue"`, `"lock"`,
+/// `"event"`, `"value"`) on `store`, as serde sees it: a newtype struct
+/// under [`REDIS_TOKEN`] holding its URL, kind tag and name, as a dict's
+/// proxy is (with a string for its kind).
+pub(super) fn serialize_proxy<S: serde::Serializer>(
+    s: S,
+    store: &Store,
+    tag: &str,
+    name: &str,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_newtype_struct(REDIS_TOKEN, &(&store.url, tag, name))
+}
+
+/// The store and name of a proxy [`serialize_proxy`] wrote with `tag`: on
+/// this process's store for its URL, never a new one (a message from a
+/// peer never makes this process connect to a server it did not choose).
+///
+/// # Errors
+/// Not such a proxy, another kind's, a bad name, or a URL this process has
+/// not connected to.
+pub(super) fn deserialize_proxy<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    tag: &str,
+) -> std::result::Result<(Arc<Store>, String), D::Error> {
+    use serde::de::Error as _;
+    struct Fields;
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = (String, String, String);
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a Redis object's proxy")
+        }
+        fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            serde::Deserialize::deserialize(d)
+        }
+    }
+    let (url, found, name) = d
+        .deserialize_newtype_struct(REDIS_TOKEN, Fields)
+        .map_err(|e| D::Error::custom(format!("not a Redis {tag}'s proxy: {e}")))?;
+    if found != tag {
+        return Err(D::Error::custom(format!(
+            "expected a Redis {tag}'s proxy, found a {found:?} proxy"
+        )));
+    }
+    check_name(&name).map_err(D::Error::custom)?;
+    let store = Store::shared(&url, None).map_err(D::Error::custom)?;
+    Ok((store, name))
+}
+
 /// A fresh random token (32 hex digits).
 pub(super) fn token() -> Result<String> {
     super::fresh_name()
@@ -220,13 +280,81 @@ return 1
     )
 });
 
-/// Moves an item a consumer took to the dead letters.
+/// Moves an item a consumer took to the dead letters; one multiproc put
+/// (`ARGV[2]` is `1`) also counts as finished, as [`ACK`] does.
 static BURY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if n > 0 then redis.call('RPUSH', KEYS[2], ARGV[1]) end
+if n > 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  if ARGV[2] == '1' then
+    local u = tonumber(redis.call('GET', KEYS[3]))
+    if u and u > 0 and redis.call('DECR', KEYS[3]) == 0 then
+      redis.call('DEL', KEYS[4])
+      redis.call('RPUSH', KEYS[4], '1')
+      redis.call('PEXPIRE', KEYS[4], ARGV[3])
+    end
+  end
+end
 return n
+",
+    )
+});
+
+/// Puts the envelopes `ARGV` at the tail of the queue and counts them
+/// unfinished (`KEYS[2]`), in one script.
+static PUT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local i = 1
+while i <= #ARGV do
+  local j = math.min(i + 999, #ARGV)
+  redis.call('LPUSH', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+return redis.call('INCRBY', KEYS[2], #ARGV)
+",
+    )
+});
+
+/// Acknowledges an item (`task_done`): removes it from the consumer's
+/// items in progress, and only if it was there counts one fewer
+/// unfinished (never below 0); the count reaching 0 pushes a token to
+/// `KEYS[3]` for [`QueueProxy::join`], which expires after `ARGV[2]` ms.
+static ACK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if n > 0 then
+  local u = tonumber(redis.call('GET', KEYS[2]))
+  if u and u > 0 and redis.call('DECR', KEYS[2]) == 0 then
+    redis.call('DEL', KEYS[3])
+    redis.call('RPUSH', KEYS[3], '1')
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
+end
+return n
+",
+    )
+});
+
+/// The number of unfinished items (`KEYS[1]`, 0 if none); when it is 0
+/// and `ARGV[1]` is `1` (the caller was woken by a token), a token is
+/// left for the next waiter (one at most, expiring after `ARGV[2]` ms).
+static UNFINISHED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+local u = tonumber(v or '0')
+if not u then
+  return redis.error_reply('PYERR ValueError the unfinished count of the queue is not a number')
+end
+if u <= 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('RPUSH', KEYS[2], '1')
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return u
 ",
     )
 });
@@ -239,7 +367,7 @@ local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   n = n + redis.call('DEL', ARGV[1] .. 'p:' .. id, ARGV[1] .. 'hb:' .. id)
 end
-return n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], ARGV[1] .. 'u', ARGV[1] .. 'j')
 ",
     )
 });
@@ -286,7 +414,10 @@ pub(super) fn delete(store: &Store, name: &str) -> Result<bool> {
 ///
 /// What differs from a manager server's queue: unbounded (no `maxsize`,
 /// `put` never waits); [`qsize`](QueueProxy::qsize) counts the items
-/// waiting, not those in progress; no `task_done`/`join`. An item that is
+/// waiting, not those in progress. It is also Python's `JoinableQueue`:
+/// [`Delivery::ack`] is `task_done` (once per item, however often it is
+/// called) and [`join`](QueueProxy::join) waits for every item put to be
+/// acknowledged. An item that is
 /// not multiproc's (another program pushed it), or whose value does not
 /// decode as `T`, is moved to the queue's dead letters (the key
 /// `multiproc:{queue:<name>}:dead`) and `get` answers
@@ -319,6 +450,8 @@ struct QueueInner {
     queue: String,
     consumers: String,
     dead: String,
+    unfinished: String,
+    joined: String,
     prefix: String,
     heartbeat: Duration,
     consumer: PerProcess<Arc<Consumer>>,
@@ -364,24 +497,28 @@ impl Delivery {
         self.count
     }
 
-    /// Acknowledges the item: its work is done, it is removed from its
-    /// consumer's items in progress (one `LREM` of its envelope). `false`
-    /// if it was no longer there: the reaper had given it back to the
-    /// queue (this consumer's heartbeat had expired), and another consumer
-    /// may get it again.
+    /// Acknowledges the item, Python's `task_done`: its work is done, it
+    /// is removed from its consumer's items in progress (an `LREM` of its
+    /// envelope) and, only if it was there, counted as finished for
+    /// [`QueueProxy::join`] (in the same script). `false` if it was no
+    /// longer there: the reaper had given it back to the queue (this
+    /// consumer's heartbeat had expired), and another consumer may get it
+    /// again; it stays unfinished until that delivery is acknowledged.
     ///
     /// # Errors
     /// As a call on Redis ([`Error::ManagerGone`] if unreachable).
     pub fn ack(self) -> Result<bool> {
         let (processing, envelope) = (&self.consumer.processing, &self.envelope);
+        let (unfinished, joined) = (&self.inner.unfinished, &self.inner.joined);
         self.inner
             .store
             .run(true, |c| {
-                redis::cmd("LREM")
-                    .arg(processing)
-                    .arg(1)
+                ACK.key(processing)
+                    .key(unfinished)
+                    .key(joined)
                     .arg(envelope)
-                    .query::<u64>(c)
+                    .arg(TOKEN_MS)
+                    .invoke::<u64>(c)
             })
             .map(|n| n > 0)
     }
@@ -408,6 +545,28 @@ fn open(e: &[u8]) -> Option<(u64, &[u8])> {
     let colon = rest.iter().position(|&b| b == b':')?;
     let count = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
     Some((count, &rest[colon + 1..]))
+}
+
+/// A queue's proxy sent to another process (through a pipe, a queue, a
+/// Redis value): its URL, `"queue"` and its name.
+impl<T> Serialize for QueueProxy<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_proxy(s, &self.inner.store, "queue", &self.inner.name)
+    }
+}
+
+/// A queue's proxy from another process, on this process's store for its
+/// URL: an error if this process (or the one it was forked from) has not
+/// connected to that server. Its consumer's heartbeat is the default
+/// (10 s), not the sender's [`with_heartbeat`](QueueProxy::with_heartbeat).
+impl<'de, T> serde::Deserialize<'de> for QueueProxy<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (store, name) = deserialize_proxy(d, "queue")?;
+        Ok(QueueProxy {
+            inner: Arc::new(QueueInner::new(store, &name, DEFAULT_HEARTBEAT)),
+            _types: PhantomData,
+        })
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
@@ -438,7 +597,8 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         })
     }
 
-    /// Puts `item` at the tail of the queue (one `LPUSH`).
+    /// Puts `item` at the tail of the queue and counts it unfinished (one
+    /// script: `LPUSH` and `INCRBY`).
     ///
     /// # Errors
     /// [`Error::Serialize`] if `item` does not convert; as a call on
@@ -448,7 +608,8 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.put_many(std::slice::from_ref(item))
     }
 
-    /// Puts `items` in order, in one round trip (one `LPUSH`).
+    /// Puts `items` in order and counts them unfinished, in one round trip
+    /// (one script).
     ///
     /// # Errors
     /// As for [`put`](QueueProxy::put).
@@ -460,14 +621,64 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
             .iter()
             .map(|item| envelope(&codec::encode(&encode(item)?)?))
             .collect::<Result<Vec<_>>>()?;
-        let queue = &self.inner.queue;
+        let (queue, unfinished) = (&self.inner.queue, &self.inner.unfinished);
         self.inner.store.run(false, |c| {
-            redis::cmd("LPUSH")
-                .arg(queue)
+            PUT.key(queue)
+                .key(unfinished)
                 .arg(&envelopes)
-                .query::<u64>(c)
+                .invoke::<i64>(c)
         })?;
         Ok(())
+    }
+
+    /// Waits until every item put has been acknowledged (Python's
+    /// `JoinableQueue.join`): the count of unfinished items, one more per
+    /// item put and one less per [`Delivery::ack`], is 0. An item taken by
+    /// a consumer that died stays unfinished: it is delivered again, and
+    /// counts as finished when that delivery is acknowledged. An item
+    /// moved to the dead letters (it did not decode) counts as finished.
+    ///
+    /// `timeout`: `Some(Duration::ZERO)` looks once; `Some(t)` waits up
+    /// to `t` (any `t`, `Duration::MAX` included); `None` as long as it
+    /// takes. The wait is no polling loop: a `BLPOP` on the queue's `j`
+    /// key, to which the acknowledgement that brings the count to 0
+    /// pushes a token, on a connection of its own, in slices of at most
+    /// 5 s, after each of which the count is read again.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if items were still unfinished at the end of
+    /// `timeout`; [`Error::Remote`] if the count's key holds a foreign
+    /// value; as a call on Redis.
+    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = deadline(timeout);
+        let inner = &self.inner;
+        let (unfinished, joined) = (&inner.unfinished, &inner.joined);
+        let mut woken = false;
+        loop {
+            let left = inner.store.run(true, |c| {
+                UNFINISHED
+                    .key(unfinished)
+                    .key(joined)
+                    .arg(if woken { "1" } else { "0" })
+                    .arg(TOKEN_MS)
+                    .invoke::<i64>(c)
+            })?;
+            if left <= 0 {
+                return Ok(());
+            }
+            let Some(wait) = next_wait(deadline, SLICE) else {
+                return Err(Error::Timeout);
+            };
+            woken = inner
+                .waiting
+                .run(&inner.store, wait, true, |c| {
+                    redis::cmd("BLPOP")
+                        .arg(joined)
+                        .arg(seconds(wait))
+                        .query::<Option<(String, String)>>(c)
+                })?
+                .is_some();
+        }
     }
 
     /// Takes the item at the head of the queue, with its [`Delivery`]
@@ -553,8 +764,17 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
             )),
             Err(why) => {
                 let (processing, dead) = (&consumer.processing, &self.inner.dead);
+                let (unfinished, joined) = (&self.inner.unfinished, &self.inner.joined);
+                let ours = if open(&e).is_some() { "1" } else { "0" };
                 self.inner.store.run(true, |c| {
-                    BURY.key(processing).key(dead).arg(&e).invoke::<u64>(c)
+                    BURY.key(processing)
+                        .key(dead)
+                        .key(unfinished)
+                        .key(joined)
+                        .arg(&e)
+                        .arg(ours)
+                        .arg(TOKEN_MS)
+                        .invoke::<u64>(c)
                 })?;
                 Err(Error::Deserialize(format!(
                     "{why}; the item was moved to the dead letters, {dead}"
@@ -601,6 +821,8 @@ impl QueueInner {
             queue: part(name, "q"),
             consumers: part(name, "c"),
             dead: part(name, "dead"),
+            unfinished: part(name, "u"),
+            joined: part(name, "j"),
             prefix: part(name, ""),
             heartbeat,
             consumer: PerProcess::new(),

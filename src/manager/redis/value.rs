@@ -209,13 +209,37 @@ impl super::super::Manager {
     {
         check_name(name)?;
         let store = self.store(name)?;
-        Ok(ValueProxy {
+        Ok(ValueProxy::on(store.clone(), name))
+    }
+}
+
+impl<T> ValueProxy<T> {
+    fn on(store: Arc<Store>, name: &str) -> ValueProxy<T> {
+        ValueProxy {
             inner: Arc::new(ValueInner {
-                store: store.clone(),
+                store,
                 name: name.to_string(),
                 key: part(name),
             }),
             _types: PhantomData,
-        })
+        }
+    }
+}
+
+/// A value's proxy sent to another process (through a pipe, a queue, a
+/// Redis value): its URL, `"value"` and its name.
+impl<T> Serialize for ValueProxy<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        super::queue::serialize_proxy(s, &self.inner.store, "value", &self.inner.name)
+    }
+}
+
+/// A value's proxy from another process, on this process's store for its
+/// URL: an error if this process (or the one it was forked from) has not
+/// connected to that server.
+impl<'de, T> serde::Deserialize<'de> for ValueProxy<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (store, name) = super::queue::deserialize_proxy(d, "value")?;
+        Ok(ValueProxy::on(store, &name))
     }
 }
