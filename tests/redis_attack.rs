@@ -649,15 +649,10 @@ fn an_unparsable_reply_drops_the_connection() {
 }
 
 /// A Redis object's proxy stored in a local manager's dict reads back (in
-/// the local manager's answer, where its own proxies are decoded).
-///
-/// BROKE, not fixed: it is stored (as the tuple (URL, kind, name)) and
-/// reading it back fails with "expected a proxy, found a tuple": inside a
-/// local manager's answer `Reference::deserialize` asks `de.rs` for a
-/// local proxy only. The fix (or a refusal when stored) is in
-/// `src/manager/{ser,de}.rs`, outside this review's files.
+/// the local manager's answer, where its own proxies are decoded), and a
+/// queue's proxy too; in a `PyValue` both are an inert
+/// `multiproc.RedisProxy(url, kind, name)`.
 #[test]
-#[ignore = "broke, not fixed: a Redis proxy stored in a local dict does not read back"]
 fn a_redis_proxy_in_a_local_dict_reads_back() {
     let Some(url) = redis_url("a_redis_proxy_in_a_local_dict_reads_back") else {
         return;
@@ -666,17 +661,40 @@ fn a_redis_proxy_in_a_local_dict_reads_back() {
     let name = unique("in-local");
     let d = m.dict_named::<String, i64>(&name).unwrap();
     d.set("a".into(), 1).unwrap();
+    let q = m.queue_named::<String>(&name).unwrap();
     let local = Manager::start().unwrap();
     let holder = local
         .dict::<String, multiproc::manager::DictProxy<String, i64>>()
         .unwrap();
-    match holder.set("r".into(), d.clone()) {
-        Ok(()) => {
-            let back = holder.get(&"r".into()).unwrap().expect("stored");
-            assert_eq!(back.get(&"a".into()).unwrap(), Some(1));
-        }
-        Err(e) => eprintln!("refused when stored: {e}"),
-    }
+    holder.set("r".into(), d.clone()).unwrap();
+    let back = holder.get(&"r".into()).unwrap().expect("stored");
+    assert_eq!(back.get(&"a".into()).unwrap(), Some(1));
+    let shown = holder.to_string();
+    assert_eq!(shown, "{'r': <multiproc.RedisProxy object>}");
+    let queues = local
+        .list::<multiproc::manager::QueueProxy<String>>()
+        .unwrap();
+    queues.append(q.clone()).unwrap();
+    queues
+        .get(0)
+        .unwrap()
+        .put(&"via a local list".into())
+        .unwrap();
+    let (item, delivery) = q.get(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(item, "via a local list");
+    delivery.ack().unwrap();
+    // Read back as another kind, it is an error.
+    let as_lists = local
+        .dict::<String, multiproc::manager::ListProxy<i64>>()
+        .unwrap();
+    let raw = local
+        .dict::<String, multiproc::manager::DictProxy<String, i64>>()
+        .unwrap();
+    raw.set("r".into(), d.clone()).unwrap();
+    let mut items = raw.items().unwrap();
+    assert_eq!(items.len(), 1);
+    drop(items.pop());
+    as_lists.update([]).unwrap();
     m.remove_named(&name).unwrap();
 }
 

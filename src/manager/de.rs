@@ -5,7 +5,7 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::Deserializer;
 
 use super::protocol::Kind;
-use super::refs::{ProxyRef, PROXY_TOKEN};
+use super::refs::{ProxyRef, PROXY_TOKEN, REDIS_PROXY_CLASS};
 use super::ser::ConvertError;
 use super::value::VALUE_TOKEN;
 use super::PyValue;
@@ -84,6 +84,10 @@ impl<'de> Deserializer<'de> for PyValue {
     ) -> Result<V::Value, ConvertError> {
         match self {
             PyValue::Proxy(r) => visitor.visit_newtype_struct(PyValue::Tuple(proxy_fields(&r))),
+            // A Redis object's proxy (see `ser`): its URL, kind and name.
+            PyValue::Object(o) if (o.module.as_str(), o.name.as_str()) == REDIS_PROXY_CLASS => {
+                visitor.visit_newtype_struct(PyValue::Tuple(o.args))
+            }
             _ if name == PROXY_TOKEN => Err(ConvertError(format!(
                 "expected a proxy, found a {}",
                 self.type_name()

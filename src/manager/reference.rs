@@ -11,10 +11,12 @@ use serde::de::DeserializeOwned;
 #[cfg(feature = "redis")]
 use super::client::decode;
 use super::client::Client;
+use super::de::from_value;
 use super::protocol::{Id, Kind, Op};
 #[cfg(feature = "redis")]
 use super::redis::{Store, REDIS_TOKEN};
 use super::refs::PROXY_TOKEN;
+use super::PyValue;
 use crate::error::Result;
 use crate::sys;
 
@@ -121,18 +123,32 @@ impl Reference {
         };
         struct Fields;
         impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = (Kind, Id);
+            type Value = PyValue;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a manager proxy")
             }
             fn visit_newtype_struct<D: serde::Deserializer<'de>>(
                 self,
                 d: D,
-            ) -> std::result::Result<(Kind, Id), D::Error> {
+            ) -> std::result::Result<PyValue, D::Error> {
                 serde::Deserialize::deserialize(d)
             }
         }
-        let (found, id) = d.deserialize_newtype_struct(PROXY_TOKEN, Fields)?;
+        let fields = d.deserialize_newtype_struct(PROXY_TOKEN, Fields)?;
+        // A Redis object's proxy, stored in this server's object: its URL,
+        // kind and name.
+        if matches!(&fields, PyValue::Tuple(f) if f.len() == 3) {
+            #[cfg(feature = "redis")]
+            return from_value::<(String, Kind, String)>(fields)
+                .map_err(|e| e.to_string())
+                .and_then(|(url, found, name)| Reference::redis_named(&url, found, name, kind))
+                .map_err(D::Error::custom);
+            #[cfg(not(feature = "redis"))]
+            return Err(D::Error::custom(
+                "a Redis object's proxy, and this build has no redis feature",
+            ));
+        }
+        let (found, id): (Kind, Id) = from_value(fields).map_err(D::Error::custom)?;
         if found != kind {
             return Err(D::Error::custom(format!(
                 "expected a {kind:?} proxy, found a {found:?} proxy"
@@ -177,13 +193,25 @@ impl Reference {
                     "not a Redis object's proxy (a local manager's proxy is decoded only from its manager's answers, not from a pipe or a queue): {e}"
                 ))
             })?;
+        Reference::redis_named(&url, found, name, kind).map_err(D::Error::custom)
+    }
+
+    /// The proxy of the Redis object `name` of kind `found` at `url`,
+    /// which must be of kind `kind`, on this process's store for `url`.
+    #[cfg(feature = "redis")]
+    fn redis_named(
+        url: &str,
+        found: Kind,
+        name: String,
+        kind: Kind,
+    ) -> std::result::Result<Reference, String> {
         if found != kind {
-            return Err(D::Error::custom(format!(
+            return Err(format!(
                 "expected a {kind:?} proxy, found a {found:?} proxy"
-            )));
+            ));
         }
-        super::redis::check_name(&name).map_err(D::Error::custom)?;
-        let store = Store::shared(&url, None).map_err(D::Error::custom)?;
+        super::redis::check_name(&name).map_err(|e| e.to_string())?;
+        let store = Store::shared(url, None).map_err(|e| e.to_string())?;
         Ok(Reference::redis(store, kind, name))
     }
 

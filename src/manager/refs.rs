@@ -13,6 +13,14 @@ use super::protocol::{Id, Kind};
 /// [`PyValue`] recognises them.
 pub(crate) const PROXY_TOKEN: &str = "$multiproc::Proxy";
 
+/// The name under which a Redis object's proxy passes through serde: its
+/// URL, kind and name. In a [`PyValue`](super::PyValue) it is an inert
+/// object of class [`REDIS_PROXY_CLASS`] holding the three.
+pub(crate) const REDIS_TOKEN: &str = "$multiproc::RedisProxy";
+
+/// The module and class a Redis object's proxy is in a `PyValue`.
+pub(crate) const REDIS_PROXY_CLASS: (&str, &str) = ("multiproc", "RedisProxy");
+
 /// A reference to a manager object inside a [`PyValue`](super::PyValue): its kind and id.
 ///
 /// In the server, every `ProxyRef` that exists counts as one reference to

@@ -8,9 +8,9 @@ use serde::ser::{self, Serialize};
 use super::de::from_value;
 use super::limits::ANSWER_NESTING;
 use super::protocol::{Id, Kind};
-use super::refs::{ProxyRef, PROXY_TOKEN};
+use super::refs::{ProxyRef, PROXY_TOKEN, REDIS_PROXY_CLASS, REDIS_TOKEN};
 use super::value::VALUE_TOKEN;
-use super::{PyValue, MAX_DEPTH};
+use super::{PyObject, PyValue, MAX_DEPTH};
 
 /// Why a [`PyValue`] could not be converted into a typed Rust value: the
 /// error of `PyValue`'s [`Deserializer`](serde::Deserializer), through
@@ -249,6 +249,20 @@ impl ser::Serializer for ValueSerializer {
         if name == PROXY_TOKEN {
             let (kind, id): (Kind, Id) = from_value(to_value(v)?)?;
             return Ok(PyValue::Proxy(ProxyRef::new(kind, id)));
+        }
+        if name == REDIS_TOKEN {
+            // Recognisable where it is stored (a Redis value, a manager
+            // server's object) and read back.
+            let (module, class) = REDIS_PROXY_CLASS;
+            return match to_value(v)? {
+                PyValue::Tuple(fields) => Ok(PyValue::Object(Box::new(PyObject::call(
+                    module, class, fields,
+                )))),
+                other => Err(ConvertError(format!(
+                    "a Redis object's proxy as a {}",
+                    other.type_name()
+                ))),
+            };
         }
         to_value(v)
     }

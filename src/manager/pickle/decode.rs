@@ -238,6 +238,9 @@ fn callable(module: &str, name: &str) -> Option<Callable> {
         | ("fractions", "Fraction")
         | ("collections", "OrderedDict") => Callable::Record,
         ("multiprocessing.managers", "RebuildProxy") => Callable::RebuildProxy,
+        // A Redis object's proxy (its URL, kind and name), as multiproc's
+        // Rust clients store it: a record, never called.
+        ("multiproc", "RedisProxy") => Callable::Record,
         _ => return None,
     })
 }

@@ -37,9 +37,7 @@ use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
 
-/// The name under which a Redis object's proxy passes through serde: its
-/// URL, kind and name.
-pub(crate) const REDIS_TOKEN: &str = "$multiproc::RedisProxy";
+pub(crate) use super::refs::REDIS_TOKEN;
 
 /// The most stores (Redis URLs, with their timeouts) one process keeps.
 const MAX_STORES: usize = 64;
