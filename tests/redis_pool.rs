@@ -90,6 +90,19 @@ fn mark((dir, ms): (String, u64)) -> u64 {
     ms
 }
 
+/// Forks a grandchild that lives on a while (holding what the task's
+/// process holds, its result pipe too), then ends the task's process with
+/// exit code 3 without a result.
+fn fork_and_exit(_: u64) -> u64 {
+    // SAFETY: the grandchild only sleeps and exits.
+    if unsafe { libc::fork() } == 0 {
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: ends the grandchild without running the parent's exit code.
+        unsafe { libc::_exit(0) };
+    }
+    std::process::exit(3)
+}
+
 /// Sleeps `ms`, then returns it.
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -111,6 +124,7 @@ fn worker(spec: &str) -> ! {
             &task!(bytes),
             &task!(nap),
             &task!(mark),
+            &task!(fork_and_exit),
         ],
     )
     .pool(pool)
@@ -723,6 +737,41 @@ fn a_paused_worker_and_its_replacement_answer_once() {
     });
 }
 
+/// A task whose process forks a grandchild (which keeps its result pipe
+/// open) and exits without a result: seen as dead by its exit code, not
+/// waited for until the grandchild ends.
+fn a_task_that_forks_and_exits_is_worker_died() {
+    let Some(mut f) = Fixture::new("pool-forker", 1) else {
+        return;
+    };
+    watchdog("a task that forks and exits", LIMIT, || {
+        match f.pool.apply(task!(fork_and_exit), 0) {
+            Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, 3),
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        assert_eq!(f.pool.apply(task!(square), 2).unwrap(), 4);
+        f.stop();
+    });
+}
+
+/// `imap_unordered` whose task kills each worker that runs it, the last
+/// worker included: the waiting submitter reaps (nobody else is left to),
+/// so the item is `WorkerDied`, never a wait for ever.
+fn imap_unordered_reaps_when_no_worker_is_left() {
+    let Some(mut f) = Fixture::new("pool-imap-dead", 2) else {
+        return;
+    };
+    watchdog("imap_unordered with every worker killed", LIMIT, || {
+        let got: Vec<_> = f.pool.imap_unordered(task!(kill_worker), [0u64]).collect();
+        assert!(
+            matches!(got[..], [Err(Error::WorkerDied { exitcode: -9 })]),
+            "{got:?}"
+        );
+        assert!(wait_until(Duration::from_secs(10), || f.alive() == 0));
+        assert_eq!(f.pool.workers().unwrap(), 0);
+    });
+}
+
 /// `stop_workers` while tasks run: the running ones finish and are
 /// delivered, the waiting ones stay waiting (not lost, not failed).
 fn stop_workers_with_tasks_in_flight() {
@@ -806,6 +855,8 @@ fn main() -> ExitCode {
         many_items_through_map_and_imap_unordered,
         idle_limit_and_heartbeat_bounds,
         a_paused_worker_and_its_replacement_answer_once,
+        a_task_that_forks_and_exits_is_worker_died,
+        imap_unordered_reaps_when_no_worker_is_left,
         stop_workers_with_tasks_in_flight,
         the_example_maps_with_workers_it_spawns,
     ])
