@@ -772,6 +772,30 @@ fn imap_unordered_reaps_when_no_worker_is_left() {
     });
 }
 
+/// A task submitted under a served task's name but with other types (as
+/// another build of the program might): a clear error naming both, never
+/// a misdecode or a panic; the worker serves on.
+fn a_task_of_other_types_under_a_served_name_is_refused() {
+    let Some(mut f) = Fixture::new("pool-mismatch", 1) else {
+        return;
+    };
+    watchdog("a type mismatch", LIMIT, || {
+        fn narrow(x: u32) -> u32 {
+            x
+        }
+        let impostor =
+            multiproc::pool::RemoteTask::new(task!(square).name(), narrow as fn(u32) -> u32);
+        match f.pool.apply(impostor, 3) {
+            Err(Error::InvalidArgument(msg)) => {
+                assert!(msg.contains("u64") && msg.contains("u32"), "{msg}")
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        assert_eq!(f.pool.apply(task!(square), 3).unwrap(), 9);
+        f.stop();
+    });
+}
+
 /// `stop_workers` while tasks run: the running ones finish and are
 /// delivered, the waiting ones stay waiting (not lost, not failed).
 fn stop_workers_with_tasks_in_flight() {
@@ -857,6 +881,7 @@ fn main() -> ExitCode {
         a_paused_worker_and_its_replacement_answer_once,
         a_task_that_forks_and_exits_is_worker_died,
         imap_unordered_reaps_when_no_worker_is_left,
+        a_task_of_other_types_under_a_served_name_is_refused,
         stop_workers_with_tasks_in_flight,
         the_example_maps_with_workers_it_spawns,
     ])
