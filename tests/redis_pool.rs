@@ -72,6 +72,43 @@ fn not_served(x: u64) -> u64 {
     x
 }
 
+/// The length of its argument (for a 10 MB argument).
+fn length(v: Vec<u8>) -> u64 {
+    v.len() as u64
+}
+
+/// `n` bytes (for a 10 MB result).
+fn bytes(n: u64) -> Vec<u8> {
+    vec![7; n as usize]
+}
+
+/// Writes `dir/run-<worker pid>`, sleeps `ms`, returns `ms`.
+fn mark((dir, ms): (String, u64)) -> u64 {
+    let worker = std::os::unix::process::parent_id();
+    std::fs::write(Path::new(&dir).join(format!("run-{worker}")), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Forks a grandchild that lives on a while (holding what the task's
+/// process holds, its result pipe too), then ends the task's process with
+/// exit code 3 without a result.
+fn fork_and_exit(_: u64) -> u64 {
+    // SAFETY: the grandchild only sleeps and exits.
+    if unsafe { libc::fork() } == 0 {
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: ends the grandchild without running the parent's exit code.
+        unsafe { libc::_exit(0) };
+    }
+    std::process::exit(3)
+}
+
+/// Sleeps `ms`, then returns it.
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
 /// A worker's life: serve, then exit (0 when told to stop).
 fn worker(spec: &str) -> ! {
     let (url, pool) = spec.split_once('|').expect("url|pool");
@@ -83,6 +120,11 @@ fn worker(spec: &str) -> ! {
             &task!(exit_seven),
             &task!(kill_worker),
             &task!(hold),
+            &task!(length),
+            &task!(bytes),
+            &task!(nap),
+            &task!(mark),
+            &task!(fork_and_exit),
         ],
     )
     .pool(pool)
@@ -262,6 +304,16 @@ fn get_timeout_at_zero_and_max() {
             waited >= Duration::from_millis(300) && waited < Duration::from_secs(10),
             "{waited:?}"
         );
+        for tiny in [
+            Duration::from_nanos(1),
+            Duration::from_nanos(999_999_999),
+            Duration::new(0, 999_999),
+        ] {
+            let start = Instant::now();
+            assert!(matches!(r.get_timeout(tiny), Err(Error::Timeout)));
+            assert!(!r.wait_timeout(tiny));
+            assert!(start.elapsed() < Duration::from_secs(10));
+        }
         f.start(1);
         assert_eq!(r.get_timeout(Duration::MAX).unwrap(), 81);
         let m = f.pool.map_async(task!(square), 1..=3u64, None);
@@ -418,9 +470,361 @@ fn a_server_killed_mid_wait_is_a_clear_error() {
         server.restart();
         // A new connection; the empty server has no workers.
         assert_eq!(pool.workers().unwrap(), 0);
-        // The restarted server lost the task: it waits for ever.
+        // The restarted server lost the task: a look finds nothing; a
+        // wait finds it gone (never a wait for ever, and a clear error).
+        assert!(matches!(r.get_timeout(Duration::ZERO), Err(Error::Timeout)));
+        let start = Instant::now();
+        match r.get() {
+            Err(Error::ManagerGone(msg)) => assert!(msg.contains("no longer in Redis"), "{msg}"),
+            other => panic!("expected ManagerGone, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        // A map of which the server lost every chunk, and imap_unordered.
+        let m = pool.map_async(task!(square), 0..10u64, Some(3));
+        let u: Vec<_> = {
+            let it = pool.imap_unordered(task!(square), 0..3u64);
+            server.kill();
+            server.restart();
+            it.collect()
+        };
+        assert!(u.iter().all(Result::is_err), "{u:?}");
+        assert!(matches!(m.get(), Err(Error::ManagerGone(_))));
+        pool.remove().unwrap();
+    });
+}
+
+/// A pool removed while a submitter waits: the submitter is told, never
+/// left waiting for ever.
+fn a_task_of_a_removed_pool_is_an_error_not_a_hang() {
+    let Some(f) = Fixture::new("pool-removed", 0) else {
+        return;
+    };
+    watchdog("a removed pool", LIMIT, || {
+        let r = f.pool.apply_async(task!(square), 3);
+        let m = f.pool.map_async(task!(square), 0..10u64, Some(2));
+        assert!(matches!(r.get_timeout(Duration::ZERO), Err(Error::Timeout)));
+        f.pool.remove().unwrap();
+        let start = Instant::now();
+        assert!(matches!(r.get(), Err(Error::ManagerGone(_))));
         assert!(matches!(
-            r.get_timeout(Duration::from_millis(100)),
+            m.get_timeout(Duration::MAX),
+            Err(Error::ManagerGone(_))
+        ));
+        assert!(start.elapsed() < Duration::from_secs(10));
+    });
+}
+
+/// Entries another program pushed onto the pending list (bytes that are
+/// not UTF-8, an id with no task, an id whose record is garbage) do not
+/// make a worker fail, nor every worker in turn (what a failing worker
+/// holds is put back for the next).
+fn foreign_pending_entries_do_not_stop_the_workers() {
+    let Some(mut f) = Fixture::new("pool-foreign", 2) else {
+        return;
+    };
+    watchdog("foreign pending entries", LIMIT, || {
+        let prefix = format!("multiproc:{{pool:{}}}:", f.pool.name());
+        let mut c = redis::Client::open(f.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let pending = format!("{prefix}pending");
+        let _: () = redis::cmd("LPUSH")
+            .arg(&pending)
+            .arg(&b"\xff\xfe not utf-8"[..])
+            .arg("no-such-task")
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{prefix}tasks"))
+            .arg("garbage")
+            .arg(&b"\x05\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"[..])
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("LPUSH")
+            .arg(&pending)
+            .arg("garbage")
+            .query(&mut c)
+            .unwrap();
+        // A foreign "worker" (never alive) whose task list is no list:
+        // the reaper, which every worker runs, passes over it.
+        let _: () = redis::cmd("SADD")
+            .arg(format!("{prefix}workers"))
+            .arg("intruder")
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}processing:intruder"))
+            .arg("not a list")
+            .query(&mut c)
+            .unwrap();
+        // The reaper runs here too: it passes over the intruder's key and
+        // drops it (never alive).
+        assert_eq!(f.pool.workers().unwrap(), 2);
+        assert_eq!(
+            f.pool.map(task!(square), 0..20u64).unwrap(),
+            (0..20u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        assert!(wait_until(Duration::from_secs(10), || {
+            redis::cmd("LLEN")
+                .arg(&pending)
+                .query::<u64>(&mut c)
+                .unwrap()
+                == 0
+        }));
+        // The garbage record was answered (a clear failure in its result).
+        let result: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(format!("{prefix}result:garbage"))
+            .arg(0)
+            .arg(-1)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(result.len(), 1);
+        assert!(result[0].starts_with(b"F"), "{result:?}");
+        assert_eq!(f.alive(), 2);
+        f.stop();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}processing:intruder"))
+            .query(&mut c)
+            .unwrap();
+    });
+}
+
+/// A 10 MB argument and a 10 MB result go through.
+fn ten_megabyte_arguments_and_results() {
+    let Some(mut f) = Fixture::new("pool-huge", 1) else {
+        return;
+    };
+    watchdog("10 MB values", LIMIT, || {
+        let n = 10 << 20;
+        assert_eq!(f.pool.apply(task!(length), vec![1u8; n]).unwrap(), n as u64);
+        let got = f.pool.apply(task!(bytes), n as u64).unwrap();
+        assert!(got.len() == n && got.iter().all(|&b| b == 7));
+        f.stop();
+    });
+}
+
+/// `imap_unordered` over thousands of items, and a `map` of 100 000:
+/// every result once, in a bounded time (each round of `imap_unordered`
+/// once looked at every chunk still waiting: the square of the items).
+fn many_items_through_map_and_imap_unordered() {
+    let Some(mut f) = Fixture::new("pool-many", 2) else {
+        return;
+    };
+    watchdog("many items", LIMIT, || {
+        let n = 100_000u64;
+        let squares = f.pool.map(task!(square), 0..n).unwrap();
+        assert!(squares
+            .iter()
+            .enumerate()
+            .all(|(x, &y)| y == (x * x) as u64));
+        // The same tasks (chunks of one) through map and imap_unordered:
+        // the second costs about the same (before: five times as much).
+        let start = Instant::now();
+        let mapped = f.pool.map_async(task!(square), 0..1500u64, Some(1));
+        assert_eq!(mapped.get().unwrap().len(), 1500);
+        let map_took = start.elapsed();
+        let start = Instant::now();
+        let mut got: Vec<u64> = f
+            .pool
+            .imap_unordered(task!(square), 0..1500u64)
+            .map(Result::unwrap)
+            .collect();
+        let imap_took = start.elapsed();
+        eprintln!("1500 tasks: map {map_took:?}, imap_unordered {imap_took:?}");
+        got.sort_unstable();
+        assert_eq!(got, (0..1500u64).map(|x| x * x).collect::<Vec<_>>());
+        assert!(
+            imap_took < map_took * 3 + Duration::from_secs(3),
+            "map {map_took:?}, imap_unordered {imap_took:?}"
+        );
+        f.stop();
+    });
+}
+
+/// A worker's idle limit holds whatever its heartbeat; a heartbeat Redis
+/// cannot hold (`Duration::MAX`) is a clear error, never a panic.
+fn idle_limit_and_heartbeat_bounds() {
+    let Some(f) = Fixture::new("pool-idle", 0) else {
+        return;
+    };
+    watchdog("idle limit", LIMIT, || {
+        let start = Instant::now();
+        let served = Worker::new(&f.url, &[&task!(square)])
+            .pool(f.pool.name())
+            .idle_timeout(Duration::from_millis(200))
+            .serve()
+            .unwrap();
+        assert_eq!(served, 0);
+        let took = start.elapsed();
+        // Before: a wait of a third of the heartbeat (10 s by default).
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        for hb in [Duration::MAX, Duration::from_secs(u64::MAX / 1000)] {
+            assert!(matches!(
+                Worker::new(&f.url, &[&task!(square)])
+                    .pool(f.pool.name())
+                    .heartbeat(hb)
+                    .idle_timeout(Duration::ZERO)
+                    .serve(),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        // Zero idle time: returns at once.
+        assert_eq!(
+            Worker::new(&f.url, &[&task!(square)])
+                .pool(f.pool.name())
+                .idle_timeout(Duration::ZERO)
+                .serve()
+                .unwrap(),
+            0
+        );
+        assert_eq!(f.pool.workers().unwrap(), 0);
+    });
+}
+
+/// A worker paused past its heartbeat (a loaded machine, a stopped
+/// process) while its task runs: the reaper gives the task to another
+/// worker, both runs finish, and the submitter gets exactly one answer;
+/// the late run writes no second result (no stray key), and the paused
+/// worker serves on once it resumes.
+fn a_paused_worker_and_its_replacement_answer_once() {
+    let Some(mut f) = Fixture::new("pool-paused", 2) else {
+        return;
+    };
+    let dir = TempDir::new("pool-paused");
+    watchdog("a paused worker", LIMIT, || {
+        let r = f
+            .pool
+            .apply_async(task!(mark), (dir.0.to_str().unwrap().to_string(), 1500));
+        assert!(wait_until(Duration::from_secs(20), || !dir
+            .runs()
+            .is_empty()));
+        let first = dir.runs()[0];
+        // SAFETY: plain system calls, on a worker this test started.
+        assert_eq!(unsafe { libc::kill(first, libc::SIGSTOP) }, 0);
+        let second = wait_until(Duration::from_secs(20), || dir.runs().len() == 2);
+        let got = r.get_timeout(Duration::from_secs(30));
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(first, libc::SIGCONT) }, 0);
+        assert!(second, "the task was not given to the other worker");
+        assert_eq!(got.unwrap(), 1500);
+        // The paused worker finishes its run, announces itself and serves.
+        assert!(wait_until(Duration::from_secs(20), || f
+            .pool
+            .workers()
+            .unwrap()
+            == 2));
+        assert_eq!(
+            f.pool.map(task!(square), 0..10u64).unwrap(),
+            (0..10u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        f.stop();
+        let mut c = redis::Client::open(f.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let prefix = format!("multiproc:{{pool:{}}}:", f.pool.name());
+        let stray: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}result:*"))
+            .query(&mut c)
+            .unwrap();
+        assert!(stray.is_empty(), "results nobody will read: {stray:?}");
+        let tasks: u64 = redis::cmd("HLEN")
+            .arg(format!("{prefix}tasks"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(tasks, 0);
+    });
+}
+
+/// A task whose process forks a grandchild (which keeps its result pipe
+/// open) and exits without a result: seen as dead by its exit code, not
+/// waited for until the grandchild ends.
+fn a_task_that_forks_and_exits_is_worker_died() {
+    let Some(mut f) = Fixture::new("pool-forker", 1) else {
+        return;
+    };
+    watchdog("a task that forks and exits", LIMIT, || {
+        match f.pool.apply(task!(fork_and_exit), 0) {
+            Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, 3),
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        assert_eq!(f.pool.apply(task!(square), 2).unwrap(), 4);
+        f.stop();
+    });
+}
+
+/// `imap_unordered` whose task kills each worker that runs it, the last
+/// worker included: the waiting submitter reaps (nobody else is left to),
+/// so the item is `WorkerDied`, never a wait for ever.
+fn imap_unordered_reaps_when_no_worker_is_left() {
+    let Some(mut f) = Fixture::new("pool-imap-dead", 2) else {
+        return;
+    };
+    watchdog("imap_unordered with every worker killed", LIMIT, || {
+        let got: Vec<_> = f.pool.imap_unordered(task!(kill_worker), [0u64]).collect();
+        assert!(
+            matches!(got[..], [Err(Error::WorkerDied { exitcode: -9 })]),
+            "{got:?}"
+        );
+        assert!(wait_until(Duration::from_secs(10), || f.alive() == 0));
+        assert_eq!(f.pool.workers().unwrap(), 0);
+    });
+}
+
+/// A task submitted under a served task's name but with other types (as
+/// another build of the program might): a clear error naming both, never
+/// a misdecode or a panic; the worker serves on.
+fn a_task_of_other_types_under_a_served_name_is_refused() {
+    let Some(mut f) = Fixture::new("pool-mismatch", 1) else {
+        return;
+    };
+    watchdog("a type mismatch", LIMIT, || {
+        fn narrow(x: u32) -> u32 {
+            x
+        }
+        let impostor =
+            multiproc::pool::RemoteTask::new(task!(square).name(), narrow as fn(u32) -> u32);
+        match f.pool.apply(impostor, 3) {
+            Err(Error::InvalidArgument(msg)) => {
+                assert!(msg.contains("u64") && msg.contains("u32"), "{msg}")
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        assert_eq!(f.pool.apply(task!(square), 3).unwrap(), 9);
+        f.stop();
+    });
+}
+
+/// `stop_workers` while tasks run: the running ones finish and are
+/// delivered, the waiting ones stay waiting (not lost, not failed).
+fn stop_workers_with_tasks_in_flight() {
+    let Some(mut f) = Fixture::new("pool-stop", 1) else {
+        return;
+    };
+    watchdog("stop in flight", LIMIT, || {
+        let mut c = redis::Client::open(f.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let pending = format!("multiproc:{{pool:{}}}:pending", f.pool.name());
+        let a = f.pool.apply_async(task!(nap), 700);
+        // Taken by the worker (no longer pending), not yet done.
+        assert!(wait_until(Duration::from_secs(20), || {
+            redis::cmd("LLEN")
+                .arg(&pending)
+                .query::<u64>(&mut c)
+                .unwrap()
+                == 0
+        }));
+        assert!(!a.ready());
+        let b = f.pool.apply_async(task!(nap), 1);
+        f.stop();
+        // Still there, only waiting: not lost, not failed.
+        assert!(!b.ready());
+        assert_eq!(a.get_timeout(Duration::ZERO).unwrap(), 700);
+        assert!(matches!(
+            b.get_timeout(Duration::from_millis(1200)),
             Err(Error::Timeout)
         ));
     });
@@ -469,6 +873,16 @@ fn main() -> ExitCode {
         a_task_that_kills_every_worker_is_worker_died,
         bad_names_and_urls_are_clear_errors,
         a_server_killed_mid_wait_is_a_clear_error,
+        a_task_of_a_removed_pool_is_an_error_not_a_hang,
+        foreign_pending_entries_do_not_stop_the_workers,
+        ten_megabyte_arguments_and_results,
+        many_items_through_map_and_imap_unordered,
+        idle_limit_and_heartbeat_bounds,
+        a_paused_worker_and_its_replacement_answer_once,
+        a_task_that_forks_and_exits_is_worker_died,
+        imap_unordered_reaps_when_no_worker_is_left,
+        a_task_of_other_types_under_a_served_name_is_refused,
+        stop_workers_with_tasks_in_flight,
         the_example_maps_with_workers_it_spawns,
     ])
 }

@@ -45,6 +45,7 @@
 //! first in first out), cancel a submitted task, or bound a task's running
 //! time (a task that hangs holds its worker, as in the local pool).
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -68,6 +69,10 @@ pub const DEFAULT_POOL: &str = "default";
 /// worker that dies has its task put back this long after.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// The longest heartbeat a worker takes (Redis refuses expiry times past
+/// a bound, and a dead worker's task waits this long).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
+
 /// How long a result waits to be read before Redis drops it.
 const RESULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -79,6 +84,9 @@ const WAIT_SLICE: Duration = Duration::from_millis(500);
 /// the real one is not known (the worker may be on another machine), and
 /// `kill -9` is the usual cause.
 const LAPSED_EXITCODE: i32 = -9;
+
+/// How many of its oldest chunks `imap_unordered` looks at in one round.
+const UNORDERED_WINDOW: usize = 1024;
 
 /// Chunks submitted by one script call (each is a few arguments of it).
 const SUBMIT_BATCH: usize = 512;
@@ -413,7 +421,12 @@ local dead = 0
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. 'alive:' .. w) == 0 then
     local held = ARGV[1] .. 'processing:' .. w
-    for _, id in ipairs(redis.call('LRANGE', held, 0, -1)) do
+    local ids = {}
+    -- another program's key of that name is no task list: not read
+    if redis.call('TYPE', held).ok == 'list' then
+      ids = redis.call('LRANGE', held, 0, -1)
+    end
+    for _, id in ipairs(ids) do
       if redis.call('HEXISTS', KEYS[2], id) == 1 then
         if redis.call('HINCRBY', KEYS[3], id, 1) >= 2 then
           local result = ARGV[1] .. 'result:' .. id
@@ -474,6 +487,18 @@ for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
   redis.call('DEL', ARGV[1] .. 'result:' .. id)
 end
 return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])",
+    )
+});
+
+/// Whether a task is still known to Redis: waiting, running, or with its
+/// result there. `KEYS` tasks, result; `ARGV` id.
+static KNOWN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 1
+end
+return redis.call('HEXISTS', KEYS[1], ARGV[1])",
     )
 });
 
@@ -727,7 +752,7 @@ impl RemotePool {
         let chunks = self.submit(task, items.chunks(1).collect());
         Unordered {
             pool: self.clone(),
-            waiting: chunks,
+            waiting: chunks.into(),
             ready: Vec::new(),
             _result: PhantomData,
         }
@@ -896,7 +921,8 @@ impl Pending {
         let key = self.keys.result(&self.id);
         loop {
             let left = deadline.remaining();
-            let message: Option<Vec<u8>> = if left == Some(Duration::ZERO) {
+            let look_once = left == Some(Duration::ZERO);
+            let message: Option<Vec<u8>> = if look_once {
                 self.store
                     .run(true, |c| redis::cmd("LINDEX").arg(&key).arg(0).query(c))?
             } else {
@@ -921,10 +947,32 @@ impl Pending {
                 *known = Some(Known::Message(m));
                 return Ok(());
             }
+            if look_once {
+                return Ok(());
+            }
+            // After each slice of waiting, even the last (a caller that
+            // waits in slices, as `imap_unordered` does, relies on it).
+            reap(&self.store, &self.keys)?;
+            // Neither waiting nor done (one script: a result is written
+            // as its task is deleted): the server lost it, or the pool was
+            // removed. Waiting on would be for ever.
+            let there = self.store.run(true, |c| {
+                KNOWN
+                    .key(self.keys.tasks())
+                    .key(&key)
+                    .arg(&self.id)
+                    .invoke::<bool>(c)
+            })?;
+            if !there {
+                *known = Some(Known::Error(Error::ManagerGone(format!(
+                    "task {} is no longer in Redis (the server restarted without its data, the pool was removed, or its result expired unread)",
+                    self.id
+                ))));
+                return Ok(());
+            }
             if deadline.passed() {
                 return Ok(());
             }
-            reap(&self.store, &self.keys)?;
         }
     }
 
@@ -948,7 +996,10 @@ impl<R: DeserializeOwned> RemoteResult<R> {
     /// worker killed or lost); [`Error::InvalidArgument`] if the worker
     /// that took it does not serve a task of that name and types;
     /// [`Error::Deserialize`]; as a call on Redis ([`Error::ManagerGone`],
-    /// [`Error::Ambiguous`] if it could not be submitted).
+    /// [`Error::Ambiguous`] if it could not be submitted);
+    /// [`Error::ManagerGone`] too if Redis lost the task (a server
+    /// restarted without its data, the pool removed): found within half a
+    /// second of waiting.
     pub fn get(&self) -> Result<R> {
         self.get_until(Deadline::Never)
     }
@@ -1037,11 +1088,15 @@ impl<R> std::fmt::Debug for RemoteMapResult<R> {
     }
 }
 
-/// [`RemotePool::imap_unordered`]'s iterator: each round looks at every
-/// chunk still waiting, and blocks on the first.
+/// [`RemotePool::imap_unordered`]'s iterator: each round looks at the
+/// oldest chunks still waiting (at most [`UNORDERED_WINDOW`] of them, one
+/// round trip), reads all whose results are there, and blocks a while on
+/// the oldest if none is. A round costs the window, not all chunks: over
+/// 100 000 items, a round per result over all of them would cost their
+/// square.
 struct Unordered<R> {
     pool: RemotePool,
-    waiting: Vec<Pending>,
+    waiting: VecDeque<Pending>,
     ready: Vec<Result<R>>,
     _result: PhantomData<fn() -> R>,
 }
@@ -1057,17 +1112,10 @@ impl<R: DeserializeOwned> Iterator for Unordered<R> {
             if self.waiting.is_empty() {
                 return None;
             }
-            // Those never submitted, and those already read, first.
-            if let Some(i) = self.waiting.iter().position(|p| locked(&p.known).is_some()) {
-                match self.waiting.swap_remove(i).get::<R>(Deadline::Now) {
-                    Ok(values) => self.ready.extend(values.into_iter().rev().map(Ok)),
-                    Err(e) => return Some(Err(e)),
-                }
-                continue;
-            }
-            // One round trip for all: which results are there?
-            let keys: Vec<String> = self
-                .waiting
+            let n = self.waiting.len().min(UNORDERED_WINDOW);
+            let window: Vec<Pending> = self.waiting.drain(..n).collect();
+            // One round trip for the window: which results are there?
+            let keys: Vec<String> = window
                 .iter()
                 .map(|p| self.pool.keys.result(&p.id))
                 .collect();
@@ -1078,17 +1126,48 @@ impl<R: DeserializeOwned> Iterator for Unordered<R> {
                 }
                 pipe.query::<Vec<bool>>(c)
             });
-            let waited = match there {
-                // Read it (at once: it is there).
-                Ok(there) => match there.iter().position(|&t| t) {
-                    Some(i) => self.waiting[i].wait(Deadline::Never),
-                    // None yet: wait a while for the first.
-                    None => self.waiting[0].wait(Deadline::after(WAIT_SLICE)),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = waited {
+            let mut failed = None;
+            let mut keep = Vec::new();
+            let mut found = false;
+            match there {
+                Err(e) => {
+                    failed = Some(e);
+                    keep = window;
+                }
+                Ok(there) => {
+                    for (p, there) in window.into_iter().zip(there) {
+                        // Those never submitted, and those already read,
+                        // are there too.
+                        let there = there || locked(&p.known).is_some();
+                        if failed.is_some() || !there {
+                            keep.push(p);
+                            continue;
+                        }
+                        found = true;
+                        // At once: it is there.
+                        if let Err(e) = p.wait(Deadline::Never) {
+                            failed = Some(e);
+                            keep.push(p);
+                            continue;
+                        }
+                        match p.get::<R>(Deadline::Now) {
+                            Ok(values) => self.ready.extend(values.into_iter().rev().map(Ok)),
+                            Err(e) => self.ready.push(Err(e)),
+                        }
+                    }
+                }
+            }
+            for p in keep.into_iter().rev() {
+                self.waiting.push_front(p);
+            }
+            if let Some(e) = failed {
                 return Some(Err(e));
+            }
+            if !found {
+                // None yet: wait a while for the oldest.
+                if let Err(e) = self.waiting[0].wait(Deadline::after(WAIT_SLICE)) {
+                    return Some(Err(e));
+                }
             }
         }
     }
@@ -1147,7 +1226,7 @@ impl<'t> Worker<'t> {
 
     /// How long the worker's heartbeat key lives unless renewed (renewed
     /// every third of that): when the worker dies, its task is put back
-    /// this long after. At least 30 ms; default [`DEFAULT_HEARTBEAT`].
+    /// this long after. From 30 ms to a day; default [`DEFAULT_HEARTBEAT`].
     pub fn heartbeat(mut self, ttl: Duration) -> Self {
         self.heartbeat = ttl;
         self
@@ -1175,9 +1254,9 @@ impl<'t> Worker<'t> {
     /// server is unreachable: run it again, or under a supervisor);
     /// [`Error::Io`] if it cannot fork.
     pub fn serve(self) -> Result<u64> {
-        if self.heartbeat < Duration::from_millis(30) {
+        if self.heartbeat < Duration::from_millis(30) || self.heartbeat > MAX_HEARTBEAT {
             return Err(Error::InvalidArgument(format!(
-                "a worker's heartbeat must be at least 30 ms, not {:?}",
+                "a worker's heartbeat must be from 30 ms to a day, not {:?}",
                 self.heartbeat
             )));
         }
@@ -1293,7 +1372,10 @@ impl<'t> Serving<'_, 't> {
                 reap(self.store, self.keys)?;
                 last_reap = Some(Instant::now());
             }
-            let id: Option<String> = if look_back {
+            // Ids as bytes: an entry that another program pushed may not be
+            // UTF-8, and must not make the worker fail (nor every worker,
+            // as it is put back when one leaves).
+            let id: Option<Vec<u8>> = if look_back {
                 look_back = false;
                 self.store
                     .run(true, |c| redis::cmd("LINDEX").arg(&held).arg(-1).query(c))?
@@ -1303,7 +1385,14 @@ impl<'t> Serving<'_, 't> {
             let id = match id {
                 Some(id) => Some(id),
                 None => {
-                    let wait = self.every;
+                    // Not past the idle limit: the worker returns on time.
+                    let wait = match self.worker.idle {
+                        Some(idle) => self
+                            .every
+                            .min(idle.saturating_sub(idle_since.elapsed()))
+                            .max(Duration::from_millis(1)),
+                        None => self.every,
+                    };
                     let taken = self.store.run_blocking(wait, false, |c| {
                         redis::cmd("BLMOVE")
                             .arg(self.keys.pending())
@@ -1311,7 +1400,7 @@ impl<'t> Serving<'_, 't> {
                             .arg("RIGHT")
                             .arg("LEFT")
                             .arg(wait.as_secs_f64().max(0.001))
-                            .query::<Option<String>>(c)
+                            .query::<Option<Vec<u8>>>(c)
                     });
                     match taken {
                         Ok(id) => id,
@@ -1324,8 +1413,24 @@ impl<'t> Serving<'_, 't> {
                 }
             };
             if let Some(id) = id {
-                self.handle(&id)?;
-                served += 1;
+                match String::from_utf8(id) {
+                    Ok(id) => {
+                        self.handle(&id)?;
+                        served += 1;
+                    }
+                    Err(e) => {
+                        // No task has such an id: dropped.
+                        let id = e.into_bytes();
+                        log::warn!(
+                            "pool worker {}: dropped a pending entry that is not a task id: {:?}",
+                            self.me,
+                            String::from_utf8_lossy(&id)
+                        );
+                        self.store.run(true, |c| {
+                            redis::cmd("LREM").arg(&held).arg(1).arg(&id).query::<()>(c)
+                        })?;
+                    }
+                }
                 idle_since = Instant::now();
             }
         }
@@ -1460,14 +1565,32 @@ impl<'t> Serving<'_, 't> {
         ours: &mut crate::conn::Connection,
     ) -> Result<Ran> {
         loop {
-            if ours.poll(Some(self.every))? {
+            // Woken in time for the next heartbeat: once every third of
+            // its life, not up to two thirds (a loaded machine adds its
+            // delays to that, and a lapse runs the task twice).
+            let until_beat = self
+                .every
+                .saturating_sub(self.last_beat.elapsed())
+                .max(Duration::from_millis(1));
+            if ours.poll(Some(until_beat))? {
                 return Ok(match ours.recv_bytes() {
                     Ok(m) => {
                         child.join()?;
                         Ran::Message(m)
                     }
                     Err(Error::ConnectionClosed) => Ran::Died(child.join()?),
-                    Err(e) => return Err(e),
+                    // A result this worker cannot read (over the size
+                    // bound, a broken frame) fails the task, not the
+                    // worker: what a failing worker holds is put back, and
+                    // would fail every worker in turn.
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.join_timeout(self.every);
+                        Ran::Message(message(
+                            tag::FAILED,
+                            format!("the worker could not read the task's result: {e}").as_bytes(),
+                        ))
+                    }
                 });
             }
             if self.last_beat.elapsed() >= self.every {
