@@ -1,0 +1,268 @@
+//! Attacks on the Redis queue, lease lock, event and value: races of the
+//! reaper with a consumer whose heartbeat is late, limits of leases and
+//! timeouts, foreign values and odd names.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{redis_url, unique};
+use common::{wait_until, watchdog};
+use multiproc::{Error, Manager};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn manager(test: &str) -> Option<(Manager, String)> {
+    let url = redis_url(test)?;
+    Some((Manager::connect_redis(&url).unwrap(), url))
+}
+
+fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+fn leftover(url: &str, name: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("multiproc:{{*:{name}}}:*"))
+        .query(&mut raw(url))
+        .unwrap()
+}
+
+/// A consumer blocked in `get` whose heartbeat expired (its process was
+/// paused, or its heartbeat thread starved) is reaped; the item it then
+/// takes must not land in a list the reaper never looks at again: once
+/// the consumer is gone without acknowledging, the item comes back.
+#[test]
+fn an_item_taken_by_a_consumer_already_reaped_is_never_lost() {
+    let Some((m, url)) = manager("an_item_taken_by_a_consumer_already_reaped") else {
+        return;
+    };
+    let name = unique("attack-orphan");
+    let consumers = format!("multiproc:{{queue:{name}}}:c");
+    let a = m
+        .queue_named::<i64>(&name)
+        .unwrap()
+        .with_heartbeat(Duration::from_secs(3))
+        .unwrap();
+    let b = m.queue_named::<i64>(&name).unwrap();
+    let taker = std::thread::spawn(move || {
+        let (item, d) = a.get(Some(Duration::from_secs(30))).unwrap();
+        // The consumer goes away without acknowledging (as if killed).
+        drop(d);
+        drop(a);
+        item
+    });
+    let mut conn = raw(&url);
+    assert!(wait_until(LIMIT, || {
+        redis::cmd("SCARD")
+            .arg(&consumers)
+            .query::<u64>(&mut conn)
+            .unwrap()
+            == 1
+    }));
+    // Give the taker time to block in its BLMOVE.
+    std::thread::sleep(Duration::from_millis(200));
+    // Its heartbeat expires (simulated), the reaper runs.
+    let ids: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&consumers)
+        .query(&mut conn)
+        .unwrap();
+    let _: u64 = redis::cmd("DEL")
+        .arg(format!("multiproc:{{queue:{name}}}:hb:{}", ids[0]))
+        .query(&mut conn)
+        .unwrap();
+    b.reap().unwrap();
+    b.put(&7).unwrap();
+    let item = watchdog("the taker", LIMIT, || taker.join().unwrap());
+    assert_eq!(item, 7);
+    // The item was never acknowledged: the reaper must give it back.
+    let back = watchdog("the item back", LIMIT, || {
+        wait_until(Duration::from_secs(10), || {
+            b.reap().unwrap();
+            b.qsize().unwrap() == 1
+        })
+    });
+    assert!(back, "the unacknowledged item was lost");
+    let (item, d) = b.get(Some(Duration::ZERO)).unwrap();
+    assert_eq!(item, 7);
+    assert!(d.ack().unwrap());
+    drop(b);
+    m.remove_named(&name).unwrap();
+    assert!(wait_until(LIMIT, || {
+        m.remove_named(&name).unwrap();
+        leftover(&url, &name).is_empty()
+    }));
+}
+
+/// Leases and timeouts at their limits: 0, 1 ns, `Duration::MAX`; an
+/// extension by a non-owner after the lease passed to another; a release
+/// after the lease expired never frees the next holder's lock.
+#[test]
+fn leases_at_their_limits_and_stale_holders() {
+    let Some((m, url)) = manager("leases_at_their_limits") else {
+        return;
+    };
+    let name = unique("attack-lease");
+    let l = m.lock_named(&name).unwrap();
+    for lease in [Duration::ZERO, Duration::from_nanos(1)] {
+        assert!(
+            matches!(l.with_lease(lease), Err(Error::InvalidArgument(_))) || {
+                // If accepted, it must still be a working lock.
+                let g = l.with_lease(lease).unwrap().try_acquire();
+                drop(g);
+                true
+            }
+        );
+    }
+    let huge = l.with_lease(Duration::MAX).unwrap();
+    let g = watchdog("a Duration::MAX lease", LIMIT, || {
+        huge.acquire(Some(Duration::MAX)).unwrap()
+    });
+    g.extend(Duration::MAX).unwrap();
+    assert!(matches!(l.try_acquire(), Err(Error::Timeout)));
+    g.release().unwrap();
+    // A holder whose lease expired, then someone else holds it.
+    let short = l.with_lease(Duration::from_millis(50)).unwrap();
+    let stale = short.try_acquire().unwrap();
+    let first = stale.fencing_token();
+    let next = watchdog("the next holder", LIMIT, || {
+        l.acquire(Some(Duration::from_secs(30))).unwrap()
+    });
+    assert!(next.fencing_token() > first);
+    assert!(stale.extend(Duration::from_secs(30)).is_err());
+    let _ = stale.release();
+    assert!(
+        l.is_locked().unwrap(),
+        "a stale holder released the next's lock"
+    );
+    next.release().unwrap();
+    // Fencing tokens keep growing across remove_named? They restart: say so.
+    m.remove_named(&name).unwrap();
+    assert!(leftover(&url, &name).is_empty());
+}
+
+/// Values at their limits: an increment that overflows, a float
+/// increment to NaN or infinity, names with `{`, `}` and `*`, and a key
+/// of another Redis type.
+#[test]
+fn values_at_their_limits_and_foreign_keys() {
+    let Some((m, url)) = manager("values_at_their_limits") else {
+        return;
+    };
+    let name = unique("attack-value{x}*");
+    let v = m.value_named::<i64>(&name).unwrap();
+    v.set(&i64::MAX).unwrap();
+    assert!(v.increment(1).is_err());
+    assert_eq!(v.get().unwrap(), Some(i64::MAX));
+    let f = m.value_named::<f64>(&name).unwrap();
+    f.set(&1.0).unwrap();
+    assert!(f.increment_float(f64::NAN).is_err());
+    assert!(f.increment_float(f64::INFINITY).is_err());
+    assert!(f.increment_float(f64::MAX).is_ok());
+    let _ = f.increment_float(f64::MAX);
+    m.remove_named(&name).unwrap();
+    // A foreign type in the value's key, then in each key of a queue.
+    let mut conn = raw(&url);
+    let vkey: Vec<String> = leftover(&url, &name);
+    assert!(vkey.is_empty());
+    let _: u64 = redis::cmd("SADD")
+        .arg(format!("multiproc:{{value:{name}}}:v"))
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
+    let _ = v.get();
+    let _ = v.increment(1);
+    let _ = v.compare_and_set(&1, &2);
+    let _ = m.remove_named(&name);
+    let q = m.queue_named::<i64>(&name).unwrap();
+    for part in ["q", "c", "u", "j", "dead"] {
+        let key = format!("multiproc:{{queue:{name}}}:{part}");
+        let _: u64 = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
+        let _: u64 = redis::cmd("HSET")
+            .arg(&key)
+            .arg("f")
+            .arg("v")
+            .query(&mut conn)
+            .unwrap();
+        watchdog("calls on a foreign key", LIMIT, || {
+            let _ = q.put(&1);
+            let _ = q.get(Some(Duration::ZERO));
+            let _ = q.get(Some(Duration::from_millis(1)));
+            let _ = q.qsize();
+            let _ = q.join(Some(Duration::ZERO));
+            let _ = q.reap();
+        });
+        let _: u64 = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
+    }
+    drop(q);
+    assert!(wait_until(LIMIT, || {
+        let _ = m.remove_named(&name);
+        leftover(&url, &name).is_empty()
+    }));
+}
+
+/// A foreign value in a queue's key never makes a script half-done: a
+/// put whose unfinished count is not a number pushes nothing, and a
+/// reaper that cannot push back to the queue leaves the dead consumer's
+/// items where they are (never lost).
+#[test]
+fn a_foreign_key_never_loses_or_half_puts_an_item() {
+    let Some((m, url)) = manager("a_foreign_key_never_loses") else {
+        return;
+    };
+    let name = unique("attack-half");
+    let key = |part: &str| format!("multiproc:{{queue:{name}}}:{part}");
+    let mut conn = raw(&url);
+    let q = m.queue_named::<i64>(&name).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(key("u"))
+        .arg("abc")
+        .query(&mut conn)
+        .unwrap();
+    assert!(q.put(&1).is_err());
+    assert_eq!(q.qsize().unwrap(), 0, "a put that failed pushed its item");
+    let _: u64 = redis::cmd("DEL").arg(key("u")).query(&mut conn).unwrap();
+    // A consumer takes an item, then "dies" (its heartbeat is deleted)
+    // while another program made the queue's key a hash.
+    let a = m
+        .queue_named::<i64>(&name)
+        .unwrap()
+        .with_heartbeat(Duration::from_secs(30))
+        .unwrap();
+    q.put(&2).unwrap();
+    let (item, held) = watchdog("a get", LIMIT, || a.get(Some(Duration::ZERO)).unwrap());
+    assert_eq!(item, 2);
+    let ids: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(key("c"))
+        .query(&mut conn)
+        .unwrap();
+    let _: u64 = redis::cmd("DEL")
+        .arg(key(&format!("hb:{}", ids[0])))
+        .query(&mut conn)
+        .unwrap();
+    let _: u64 = redis::cmd("HSET")
+        .arg(key("q"))
+        .arg("f")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    assert!(q.reap().is_err());
+    let _: u64 = redis::cmd("DEL").arg(key("q")).query(&mut conn).unwrap();
+    assert_eq!(
+        q.reap().unwrap(),
+        1,
+        "the reaper lost the dead consumer's item"
+    );
+    let (item, d) = q.get(Some(Duration::ZERO)).unwrap();
+    assert_eq!((item, d.count()), (2, 2));
+    assert!(d.ack().unwrap());
+    assert!(!held.ack().unwrap());
+    drop((a, q));
+    let gone = wait_until(Duration::from_secs(10), || {
+        let _ = m.remove_named(&name);
+        leftover(&url, &name).is_empty()
+    });
+    assert!(gone, "left: {:?}", leftover(&url, &name));
+}
