@@ -137,10 +137,79 @@ fn leases_at_their_limits_and_stale_holders() {
         l.is_locked().unwrap(),
         "a stale holder released the next's lock"
     );
+    let last = next.fencing_token();
     next.release().unwrap();
-    // Fencing tokens keep growing across remove_named? They restart: say so.
+    // Fencing tokens keep growing across remove_named.
+    m.remove_named(&name).unwrap();
+    let g = l.try_acquire().unwrap();
+    assert!(
+        g.fencing_token() > last,
+        "{} after {last}",
+        g.fencing_token()
+    );
+    // A lost answer: the same acquisition run again answers the same.
+    g.release().unwrap();
     m.remove_named(&name).unwrap();
     assert!(leftover(&url, &name).is_empty());
+    // A foreign value in the fencing counter: an error, and no lease taken.
+    let fence = format!("multiproc:{{lock:{name}}}:fence");
+    let _: () = redis::cmd("SET")
+        .arg(&fence)
+        .arg("abc")
+        .query(&mut raw(&url))
+        .unwrap();
+    assert!(l.try_acquire().is_err());
+    assert!(
+        !l.is_locked().unwrap(),
+        "a failed acquire left a lease behind"
+    );
+    m.remove_named(&name).unwrap();
+    assert!(leftover(&url, &name).is_empty());
+}
+
+/// Children forked while this process's queue consumers beat (a short
+/// heartbeat: its thread is often in the channel's code) drop their
+/// copies of the proxies and exit; none hangs.
+#[test]
+fn forked_children_drop_a_beating_consumer_without_hanging() {
+    let Some((m, url)) = manager("forked_children_drop_a_beating_consumer") else {
+        return;
+    };
+    let name = unique("attack-fork");
+    let queues: Vec<_> = (0..4)
+        .map(|_| {
+            m.queue_named::<i64>(&name)
+                .unwrap()
+                .with_heartbeat(Duration::from_millis(10))
+                .unwrap()
+        })
+        .collect();
+    for q in &queues {
+        q.put(&1).unwrap();
+        let (_, d) = q.get(Some(Duration::ZERO)).unwrap();
+        assert!(d.ack().unwrap());
+    }
+    watchdog("forked children dropping consumers", LIMIT, || {
+        for _ in 0..40 {
+            let copies = queues.clone();
+            let mut p = multiproc::Process::new(move || {
+                // Each proxy's first use in the child drops the child's
+                // copy of the parent's consumer (and makes its own).
+                for q in &copies {
+                    let _ = q.get(Some(Duration::ZERO));
+                }
+                drop(copies);
+            });
+            p.start().unwrap();
+            assert_eq!(p.join().unwrap(), 0);
+        }
+    });
+    drop(queues);
+    let gone = wait_until(Duration::from_secs(10), || {
+        let _ = m.remove_named(&name);
+        leftover(&url, &name).is_empty()
+    });
+    assert!(gone, "left: {:?}", leftover(&url, &name));
 }
 
 /// Values at their limits: an increment that overflows, a float

@@ -526,7 +526,24 @@ struct Consumer {
     processing: String,
     /// Still registered (its heartbeat thread clears it when not).
     alive: Arc<AtomicBool>,
-    _beating: mpsc::Sender<()>,
+    /// Dropped, it stops the heartbeat thread (in the process that made
+    /// it only).
+    beating: Option<mpsc::Sender<()>>,
+    /// The process whose thread keeps its heartbeat.
+    pid: u32,
+}
+
+impl Drop for Consumer {
+    /// In a forked child (whose copy of a parent's consumer goes with the
+    /// child's copy of the proxy) the sender is forgotten, not dropped:
+    /// the child has no heartbeat thread to stop, and the channel's lock
+    /// may have been held by that thread at the fork, in which case
+    /// dropping it would hang the child.
+    fn drop(&mut self) {
+        if self.pid != crate::sys::getpid() {
+            std::mem::forget(self.beating.take());
+        }
+    }
 }
 
 /// An item taken from a [`QueueProxy`]: acknowledge it with
@@ -1006,7 +1023,8 @@ impl QueueInner {
             beat,
             processing,
             alive,
-            _beating: tx,
+            beating: Some(tx),
+            pid: crate::sys::getpid(),
         });
         *slot = Some(c.clone());
         Ok(c)
