@@ -335,3 +335,152 @@ fn a_foreign_key_never_loses_or_half_puts_an_item() {
     });
     assert!(gone, "left: {:?}", leftover(&url, &name));
 }
+
+/// Consumers with a short heartbeat on a machine with more busy
+/// processes than CPUs (so heartbeats are late and live consumers get
+/// reaped), killed by SIGKILL at random points of their get/ack loop and
+/// replaced: afterwards every item was seen, every item counts finished
+/// exactly once (`join` returns), and nothing is left in progress.
+#[test]
+fn consumers_killed_at_random_on_a_loaded_machine_lose_nothing() {
+    let Some((m, url)) = manager("consumers_killed_at_random") else {
+        return;
+    };
+    let name = unique("attack-storm");
+    let seen = format!("multiproc-test:{{{name}}}:seen");
+    const N: i64 = 300;
+    let q = m.queue_named::<i64>(&name).unwrap();
+    q.put_many(&(0..N).collect::<Vec<_>>()).unwrap();
+    let consumer = || {
+        let (url, name, seen) = (url.clone(), name.clone(), seen.clone());
+        let mut p = multiproc::Process::new(move || {
+            let m = Manager::connect_redis(&url).unwrap();
+            let q = m
+                .queue_named::<i64>(&name)
+                .unwrap()
+                .with_heartbeat(Duration::from_millis(60))
+                .unwrap();
+            let mut conn = raw(&url);
+            loop {
+                match q.get(Some(Duration::from_millis(500))) {
+                    Ok((item, d)) => {
+                        let _: u64 = redis::cmd("SADD")
+                            .arg(&seen)
+                            .arg(item)
+                            .query(&mut conn)
+                            .unwrap();
+                        let _ = d.ack();
+                    }
+                    Err(Error::Empty) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        p.start().unwrap();
+        p
+    };
+    let burners: Killed = Killed(
+        (0..3)
+            .map(|_| {
+                let mut p = multiproc::Process::new(|| loop {
+                    std::hint::spin_loop();
+                });
+                p.start().unwrap();
+                p
+            })
+            .collect(),
+    );
+    let mut consumers = Killed((0..3).map(|_| consumer()).collect());
+    let mut conn = raw(&url);
+    watchdog("the storm", LIMIT, || {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..25 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            std::thread::sleep(Duration::from_millis(20 + rng % 120));
+            let victim = usize::try_from(rng % 3).unwrap();
+            let old = std::mem::replace(&mut consumers.0[victim], consumer());
+            old.kill().unwrap();
+            old.join().unwrap();
+        }
+        let all = wait_until(Duration::from_secs(40), || {
+            redis::cmd("SCARD")
+                .arg(&seen)
+                .query::<i64>(&mut conn)
+                .unwrap()
+                == N
+        });
+        assert!(all, "items lost");
+        q.join(Some(Duration::from_secs(30))).unwrap();
+    });
+    drop((consumers, burners));
+    assert_eq!(q.qsize().unwrap(), 0);
+    let _: u64 = redis::cmd("DEL").arg(&seen).query(&mut conn).unwrap();
+    drop(q);
+    let gone = wait_until(Duration::from_secs(10), || {
+        let _ = m.remove_named(&name);
+        leftover(&url, &name).is_empty()
+    });
+    assert!(gone, "left: {:?}", leftover(&url, &name));
+}
+
+/// Child processes killed (SIGKILL) and joined when dropped, a failed
+/// test included.
+struct Killed(Vec<multiproc::Process<'static>>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = p.kill();
+            let _ = p.join();
+        }
+    }
+}
+
+/// Children forked while another thread of the parent hammers a queue
+/// proxy (its reaper's clock, its consumer, its blocking connections)
+/// can use their copy of the proxy at once.
+#[test]
+fn children_forked_while_a_thread_hammers_a_queue_can_use_it() {
+    let Some((m, url)) = manager("children_forked_while_a_thread_hammers") else {
+        return;
+    };
+    let name = unique("attack-hammer");
+    let q = m
+        .queue_named::<i64>(&name)
+        .unwrap()
+        .with_heartbeat(Duration::from_millis(30))
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    watchdog("forks while a thread hammers", LIMIT, || {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    q.put(&1).unwrap();
+                    let _ = q.reap();
+                    if let Ok((_, d)) = q.get(Some(Duration::from_millis(1))) {
+                        let _ = d.ack();
+                    }
+                }
+            });
+            for _ in 0..30 {
+                let q = q.clone();
+                let mut p = multiproc::Process::new(move || {
+                    q.put(&2).unwrap();
+                    let (_, d) = q.get(Some(Duration::from_secs(10))).unwrap();
+                    d.ack().unwrap();
+                });
+                p.start().unwrap();
+                assert_eq!(common::join(&p, Duration::from_secs(20)), 0);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    });
+    drop(q);
+    let gone = wait_until(Duration::from_secs(10), || {
+        let _ = m.remove_named(&name);
+        leftover(&url, &name).is_empty()
+    });
+    assert!(gone, "left: {:?}", leftover(&url, &name));
+}

@@ -27,7 +27,7 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Script};
@@ -513,7 +513,9 @@ struct QueueInner {
     heartbeat: Duration,
     consumer: PerProcess<Arc<Consumer>>,
     waiting: Waiting,
-    last_reap: Mutex<Option<Instant>>,
+    /// When this process last ran the reaper (per process: a plain lock
+    /// held by another thread at a fork would never be freed in the child).
+    last_reap: PerProcess<Instant>,
 }
 
 /// One consumer: its list of items in progress, and the thread that keeps its heartbeat, which
@@ -949,12 +951,12 @@ impl QueueInner {
             heartbeat,
             consumer: PerProcess::new(),
             waiting: Waiting::new(),
-            last_reap: Mutex::new(None),
+            last_reap: PerProcess::new(),
         }
     }
 
     fn reap(&self) -> Result<u64> {
-        *poison::locked(&self.last_reap) = Some(Instant::now());
+        *poison::locked(self.last_reap.get()) = Some(Instant::now());
         let (queue, consumers, dead, prefix) =
             (&self.queue, &self.consumers, &self.dead, &self.prefix);
         self.store.run(true, |c| {
@@ -967,8 +969,8 @@ impl QueueInner {
     }
 
     fn reap_if_due(&self) -> Result<()> {
-        let due =
-            poison::locked(&self.last_reap).is_none_or(|last| last.elapsed() >= self.heartbeat / 3);
+        let due = poison::locked(self.last_reap.get())
+            .is_none_or(|last| last.elapsed() >= self.heartbeat / 3);
         if due {
             self.reap()?;
         }
