@@ -789,7 +789,14 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     pub fn get(&self, timeout: Option<Duration>) -> Result<(T, Delivery)> {
         let deadline = deadline(timeout);
         let inner = &self.inner;
+        // Consumers found reaped on this call: after the first, the
+        // deadline is looked at (heartbeats so late that each new
+        // consumer is reaped before it takes must not make it spin).
+        let mut reaped = 0u32;
         loop {
+            if reaped > 1 && next_wait(deadline, SLICE).is_none() {
+                return Err(Error::Empty);
+            }
             inner.reap_if_due()?;
             let consumer = inner.consumer()?;
             let (queue, consumers) = (&inner.queue, &inner.consumers);
@@ -816,6 +823,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                 redis::Value::Int(0) => {
                     // Reaped: the next turn registers a new consumer.
                     inner.retire(&consumer);
+                    reaped += 1;
                     continue;
                 }
                 _ if timeout == Some(Duration::ZERO) => return Err(Error::Empty),
@@ -854,7 +862,10 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
             });
             match claimed {
                 Ok(1) => return self.deliver(consumer, e),
-                Ok(_) => inner.retire(&consumer),
+                Ok(_) => {
+                    inner.retire(&consumer);
+                    reaped += 1;
+                }
                 Err(err) => {
                     // The item is in this consumer's list: it returns to
                     // the queue when the consumer's heartbeat expires.
