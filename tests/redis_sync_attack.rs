@@ -266,10 +266,11 @@ fn values_at_their_limits_and_foreign_keys() {
         let _: u64 = redis::cmd("DEL").arg(&key).query(&mut conn).unwrap();
     }
     drop(q);
-    assert!(wait_until(LIMIT, || {
+    let gone = wait_until(Duration::from_secs(10), || {
         let _ = m.remove_named(&name);
         leftover(&url, &name).is_empty()
-    }));
+    });
+    assert!(gone, "left: {:?}", leftover(&url, &name));
 }
 
 /// A foreign value in a queue's key never makes a script half-done: a
