@@ -31,7 +31,11 @@ fn part(name: &str, part: &str) -> String {
 
 /// Takes the lock if its lease is free: `{1, fence, died}`; else `{0,
 /// milliseconds the lease has left}`. Run again by the same token (after
-/// a lost answer) it answers what it answered the first time.
+/// a lost answer) it answers what it answered the first time. The
+/// fencing counter starts at the server's clock in microseconds, so that
+/// tokens keep growing across a `remove_named` (unless that clock steps
+/// back); it is incremented before anything is written, so that a
+/// foreign value in its key is an error that takes no lease.
 static ACQUIRE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
@@ -44,10 +48,14 @@ if cur == ARGV[1] then
   end
 end
 if cur then return {0, redis.call('PTTL', KEYS[1])} end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])))
+end
+local f = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local died = redis.call('EXISTS', KEYS[2])
-local f = redis.call('INCR', KEYS[3])
-redis.call('SET', KEYS[2], ARGV[1] .. ':' .. f .. ':' .. died)
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. string.format('%d', f) .. ':' .. died)
 return {1, f, died}
 ",
     )

@@ -27,7 +27,7 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Script};
@@ -220,6 +220,12 @@ pub(super) fn token() -> Result<String> {
 static REAP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
+for _, k in ipairs({KEYS[1], KEYS[3]}) do
+  local t = redis.call('TYPE', k).ok
+  if t ~= 'list' and t ~= 'none' then
+    return redis.error_reply('PYERR TypeError the key ' .. k .. ' is not a list (another program wrote it)')
+  end
+end
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('EXISTS', ARGV[1] .. 'hb:' .. id) == 0 then
@@ -285,11 +291,16 @@ return 1
 static BURY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
+local t = redis.call('TYPE', KEYS[2]).ok
+if t ~= 'list' and t ~= 'none' then
+  return redis.error_reply('PYERR TypeError the dead letters key is not a list (another program wrote it)')
+end
+local v = redis.call('GET', KEYS[3])
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if n > 0 then
   redis.call('RPUSH', KEYS[2], ARGV[1])
   if ARGV[2] == '1' then
-    local u = tonumber(redis.call('GET', KEYS[3]))
+    local u = v and string.match(v, '^%d+$') and tonumber(v)
     if u and u > 0 and redis.call('DECR', KEYS[3]) == 0 then
       redis.call('DEL', KEYS[4])
       redis.call('RPUSH', KEYS[4], '1')
@@ -307,6 +318,10 @@ return n
 static PUT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
+local u = redis.call('GET', KEYS[2])
+if u and not string.match(u, '^%-?%d+$') then
+  return redis.error_reply('PYERR ValueError the unfinished count of the queue is not a number')
+end
 local i = 1
 while i <= #ARGV do
   local j = math.min(i + 999, #ARGV)
@@ -325,9 +340,10 @@ return redis.call('INCRBY', KEYS[2], #ARGV)
 static ACK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r"
+local v = redis.call('GET', KEYS[2])
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if n > 0 then
-  local u = tonumber(redis.call('GET', KEYS[2]))
+  local u = v and string.match(v, '^%d+$') and tonumber(v)
   if u and u > 0 and redis.call('DECR', KEYS[2]) == 0 then
     redis.call('DEL', KEYS[3])
     redis.call('RPUSH', KEYS[3], '1')
@@ -355,6 +371,47 @@ if u <= 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[2]) == 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return u
+",
+    )
+});
+
+/// Takes the item at the head of the queue (`KEYS[1]`) into the
+/// consumer's items in progress (`KEYS[3]`) if the consumer (`ARGV[1]`)
+/// is still registered (`KEYS[2]`), refreshing its heartbeat (`KEYS[4]`,
+/// `ARGV[2]` ms): the item, nil if none, 0 if the consumer is no longer
+/// registered (the reaper took it: an item put in its list would be seen
+/// by no reaper).
+static TAKE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 0 end
+local e = redis.call('LMOVE', KEYS[1], KEYS[3], 'RIGHT', 'LEFT')
+if e then redis.call('SET', KEYS[4], '1', 'PX', ARGV[2]) end
+return e
+",
+    )
+});
+
+/// After a `BLMOVE` put the item `ARGV[3]` in the consumer's items in
+/// progress (`KEYS[3]`): if the consumer (`ARGV[1]`) is still registered
+/// (`KEYS[2]`), refreshes its heartbeat (`KEYS[4]`, `ARGV[2]` ms) and
+/// answers 1; else (the reaper took it while it waited) puts the item
+/// back at the head of the queue (`KEYS[1]`), undelivered, and answers 0.
+static CLAIM: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+  return 1
+end
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'list' and t ~= 'none' then
+  return redis.error_reply('PYERR TypeError the queue key is not a list (another program wrote it)')
+end
+if redis.call('LREM', KEYS[3], 1, ARGV[3]) > 0 then
+  redis.call('RPUSH', KEYS[1], ARGV[3])
+end
+return 0
 ",
     )
 });
@@ -456,16 +513,39 @@ struct QueueInner {
     heartbeat: Duration,
     consumer: PerProcess<Arc<Consumer>>,
     waiting: Waiting,
-    last_reap: Mutex<Option<Instant>>,
+    /// When this process last ran the reaper (per process: a plain lock
+    /// held by another thread at a fork would never be freed in the child).
+    last_reap: PerProcess<Instant>,
 }
 
 /// One consumer: its list of items in progress, and the thread that keeps its heartbeat, which
 /// ends (deleting the heartbeat) when this is dropped.
 struct Consumer {
+    /// Its id in the queue's set of consumers.
+    id: String,
+    /// Its heartbeat's key.
+    beat: String,
     processing: String,
     /// Still registered (its heartbeat thread clears it when not).
     alive: Arc<AtomicBool>,
-    _beating: mpsc::Sender<()>,
+    /// Dropped, it stops the heartbeat thread (in the process that made
+    /// it only).
+    beating: Option<mpsc::Sender<()>>,
+    /// The process whose thread keeps its heartbeat.
+    pid: u32,
+}
+
+impl Drop for Consumer {
+    /// In a forked child (whose copy of a parent's consumer goes with the
+    /// child's copy of the proxy) the sender is forgotten, not dropped:
+    /// the child has no heartbeat thread to stop, and the channel's lock
+    /// may have been held by that thread at the fork, in which case
+    /// dropping it would hang the child.
+    fn drop(&mut self) {
+        if self.pid != crate::sys::getpid() {
+            std::mem::forget(self.beating.take());
+        }
+    }
 }
 
 /// An item taken from a [`QueueProxy`]: acknowledge it with
@@ -683,10 +763,18 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// Takes the item at the head of the queue, with its [`Delivery`]
     /// (acknowledge it when done). `timeout`: `Some(Duration::ZERO)` does
-    /// not wait (`LMOVE`); `Some(t)` waits up to `t` (any `t`, a huge one
-    /// included); `None` waits as long as it takes. A wait is a `BLMOVE`
-    /// on a connection of its own, in slices of at most 5 s: a server that
-    /// goes away ends it with an error, not a hang.
+    /// not wait; `Some(t)` waits up to `t` (any `t`, a huge one
+    /// included); `None` waits as long as it takes. A take is one script
+    /// (`LMOVE` into this consumer's items in progress, only while the
+    /// consumer is registered, refreshing its heartbeat); a wait is a
+    /// `BLMOVE` on a connection of its own, in slices of at most 5 s (a
+    /// server that goes away ends it with an error, not a hang), followed
+    /// by a script that claims the item for the consumer, or puts it back
+    /// at the head of the queue if the reaper took the consumer while it
+    /// waited (its heartbeat was late): an item is never left in a list
+    /// the reaper no longer looks at. One gap remains: a process that had
+    /// been paused past its heartbeat and dies between the `BLMOVE` and
+    /// the claim leaves that item in such a list.
     ///
     /// Runs the reaper first if this proxy has not run it for a third of
     /// its heartbeat.
@@ -701,33 +789,28 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     pub fn get(&self, timeout: Option<Duration>) -> Result<(T, Delivery)> {
         let deadline = deadline(timeout);
         let inner = &self.inner;
+        // Consumers found reaped on this call: after the first, the
+        // deadline is looked at (heartbeats so late that each new
+        // consumer is reaped before it takes must not make it spin).
+        let mut reaped = 0u32;
         loop {
+            if reaped > 1 && next_wait(deadline, SLICE).is_none() {
+                return Err(Error::Empty);
+            }
             inner.reap_if_due()?;
             let consumer = inner.consumer()?;
-            let (queue, processing) = (&inner.queue, &consumer.processing);
-            let taken = if timeout == Some(Duration::ZERO) {
-                inner.store.run(false, |c| {
-                    redis::cmd("LMOVE")
-                        .arg(queue)
-                        .arg(processing)
-                        .arg("RIGHT")
-                        .arg("LEFT")
-                        .query::<Option<Vec<u8>>>(c)
-                })
-            } else {
-                let Some(wait) = next_wait(deadline, SLICE.min(inner.heartbeat / 3)) else {
-                    return Err(Error::Empty);
-                };
-                inner.waiting.run(&inner.store, wait, false, |c| {
-                    redis::cmd("BLMOVE")
-                        .arg(queue)
-                        .arg(processing)
-                        .arg("RIGHT")
-                        .arg("LEFT")
-                        .arg(seconds(wait))
-                        .query::<Option<Vec<u8>>>(c)
-                })
-            };
+            let (queue, consumers) = (&inner.queue, &inner.consumers);
+            let (processing, beat) = (&consumer.processing, &consumer.beat);
+            let ttl = inner.ttl();
+            let taken = inner.store.run(false, |c| {
+                TAKE.key(queue)
+                    .key(consumers)
+                    .key(processing)
+                    .key(beat)
+                    .arg(&consumer.id)
+                    .arg(&ttl)
+                    .invoke::<redis::Value>(c)
+            });
             let taken = match taken {
                 Err(e @ Error::Ambiguous(_)) => {
                     inner.retire(&consumer);
@@ -736,9 +819,61 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                 other => other?,
             };
             match taken {
-                Some(e) => return self.deliver(consumer, e),
-                None if timeout == Some(Duration::ZERO) => return Err(Error::Empty),
-                None => {}
+                redis::Value::BulkString(e) => return self.deliver(consumer, e),
+                redis::Value::Int(0) => {
+                    // Reaped: the next turn registers a new consumer.
+                    inner.retire(&consumer);
+                    reaped += 1;
+                    continue;
+                }
+                _ if timeout == Some(Duration::ZERO) => return Err(Error::Empty),
+                _ => {}
+            }
+            let Some(wait) = next_wait(deadline, SLICE.min(inner.heartbeat / 3)) else {
+                return Err(Error::Empty);
+            };
+            let taken = inner.waiting.run(&inner.store, wait, false, |c| {
+                redis::cmd("BLMOVE")
+                    .arg(queue)
+                    .arg(processing)
+                    .arg("RIGHT")
+                    .arg("LEFT")
+                    .arg(seconds(wait))
+                    .query::<Option<Vec<u8>>>(c)
+            });
+            let taken = match taken {
+                Err(e @ Error::Ambiguous(_)) => {
+                    inner.retire(&consumer);
+                    return Err(e);
+                }
+                other => other?,
+            };
+            let Some(e) = taken else { continue };
+            let claimed = inner.store.run(true, |c| {
+                CLAIM
+                    .key(queue)
+                    .key(consumers)
+                    .key(processing)
+                    .key(beat)
+                    .arg(&consumer.id)
+                    .arg(&ttl)
+                    .arg(&e)
+                    .invoke::<u64>(c)
+            });
+            match claimed {
+                Ok(1) => return self.deliver(consumer, e),
+                Ok(_) => {
+                    inner.retire(&consumer);
+                    reaped += 1;
+                }
+                Err(err) => {
+                    // The item is in this consumer's list: it returns to
+                    // the queue when the consumer's heartbeat expires.
+                    inner.retire(&consumer);
+                    return Err(Error::Ambiguous(format!(
+                        "an item was taken but could not be claimed ({err}): it returns to the queue when this consumer's heartbeat expires"
+                    )));
+                }
             }
         }
     }
@@ -827,12 +962,12 @@ impl QueueInner {
             heartbeat,
             consumer: PerProcess::new(),
             waiting: Waiting::new(),
-            last_reap: Mutex::new(None),
+            last_reap: PerProcess::new(),
         }
     }
 
     fn reap(&self) -> Result<u64> {
-        *poison::locked(&self.last_reap) = Some(Instant::now());
+        *poison::locked(self.last_reap.get()) = Some(Instant::now());
         let (queue, consumers, dead, prefix) =
             (&self.queue, &self.consumers, &self.dead, &self.prefix);
         self.store.run(true, |c| {
@@ -845,12 +980,17 @@ impl QueueInner {
     }
 
     fn reap_if_due(&self) -> Result<()> {
-        let due =
-            poison::locked(&self.last_reap).is_none_or(|last| last.elapsed() >= self.heartbeat / 3);
+        let due = poison::locked(self.last_reap.get())
+            .is_none_or(|last| last.elapsed() >= self.heartbeat / 3);
         if due {
             self.reap()?;
         }
         Ok(())
+    }
+
+    /// The heartbeat's time to live in milliseconds.
+    fn ttl(&self) -> String {
+        self.heartbeat.as_millis().max(1).to_string()
     }
 
     /// This process's consumer, registered (and its heartbeat thread
@@ -868,7 +1008,7 @@ impl QueueInner {
             format!("{}hb:{id}", self.prefix),
             format!("{}p:{id}", self.prefix),
         ];
-        let ttl = self.heartbeat.as_millis().max(1).to_string();
+        let ttl = self.ttl();
         self.store.run(true, |c| {
             JOIN.key(&keys[0])
                 .key(&keys[1])
@@ -882,7 +1022,7 @@ impl QueueInner {
             store: self.store.clone(),
             every: self.heartbeat / 3,
             keys: keys.clone(),
-            id,
+            id: id.clone(),
             ttl,
             alive: alive.clone(),
         };
@@ -890,11 +1030,14 @@ impl QueueInner {
             .name("multiproc-queue-heartbeat".into())
             .spawn(move || beat.run(&rx))
             .map_err(|e| Error::io("spawn a queue heartbeat thread", e))?;
-        let [_, _, processing] = keys;
+        let [_, beat, processing] = keys;
         let c = Arc::new(Consumer {
+            id,
+            beat,
             processing,
             alive,
-            _beating: tx,
+            beating: Some(tx),
+            pid: crate::sys::getpid(),
         });
         *slot = Some(c.clone());
         Ok(c)
