@@ -9,28 +9,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::redis::{redis_url, unique, OwnServer};
+use common::redis::{leftover, manager, raw, remove_all, unique, OwnServer};
 use common::{wait_until, watchdog};
 use multiproc::{Error, Manager, Process};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn manager(test: &str) -> Option<(Manager, String)> {
-    let url = redis_url(test)?;
-    Some((Manager::connect_redis(&url).unwrap(), url))
-}
-
-fn raw(url: &str) -> redis::Connection {
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
-
-/// The keys of objects called `name` left on the server.
-fn leftover(url: &str, name: &str) -> Vec<String> {
-    redis::cmd("KEYS")
-        .arg(format!("multiproc:{{*:{name}}}:*"))
-        .query(&mut raw(url))
-        .unwrap()
-}
 
 /// Parks a child forever: the parent kills it.
 fn park() -> ! {
@@ -185,12 +168,7 @@ fn waits_longer_than_a_slice_are_woken_after_it() {
         }
     });
     assert_eq!(other.join().unwrap(), 0);
-    assert!(m.remove_named(&name).unwrap());
-    assert!(
-        wait_until(LIMIT, || leftover(&url, &name).is_empty()),
-        "{:?}",
-        leftover(&url, &name)
-    );
+    remove_all(&m, &url, &name);
 }
 
 #[test]
@@ -284,8 +262,7 @@ fn foreign_values_in_a_queue_are_errors_not_losses() {
         v.compare_and_set(&1, &2),
         Err(Error::Remote { .. })
     ));
-    assert!(m.remove_named(&name).unwrap());
-    assert!(leftover(&url, &name).is_empty());
+    remove_all(&m, &url, &name);
 }
 
 #[test]
@@ -756,12 +733,7 @@ fn join_returns_after_every_item_is_acked_by_two_consumer_processes() {
         }
     });
     assert_eq!(unfinished(&url, &name), Some(0));
-    assert!(m.remove_named(&name).unwrap());
-    assert!(
-        leftover(&url, &name).is_empty(),
-        "{:?}",
-        leftover(&url, &name)
-    );
+    remove_all(&m, &url, &name);
 }
 
 #[test]
@@ -802,12 +774,7 @@ fn join_times_out_while_an_item_is_unacked() {
         q.join(Some(Duration::ZERO)),
         Err(Error::Remote { .. })
     ));
-    assert!(m.remove_named(&name).unwrap());
-    assert!(
-        leftover(&url, &name).is_empty(),
-        "{:?}",
-        leftover(&url, &name)
-    );
+    remove_all(&m, &url, &name);
 }
 
 #[test]

@@ -8,27 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{redis_url, unique};
+use common::redis::{leftover, manager, raw, unique};
 use common::{wait_until, watchdog};
 use multiproc::{Error, Manager};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn manager(test: &str) -> Option<(Manager, String)> {
-    let url = redis_url(test)?;
-    Some((Manager::connect_redis(&url).unwrap(), url))
-}
-
-fn raw(url: &str) -> redis::Connection {
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
-
-fn leftover(url: &str, name: &str) -> Vec<String> {
-    redis::cmd("KEYS")
-        .arg(format!("multiproc:{{*:{name}}}:*"))
-        .query(&mut raw(url))
-        .unwrap()
-}
 
 /// A consumer blocked in `get` whose heartbeat expired (its process was
 /// paused, or its heartbeat thread starved) is reaped; the item it then

@@ -5,6 +5,11 @@
 //! test is skipped with a printed reason on a developer's machine, and
 //! fails in CI (`CI` set): a missing server is never a silent pass there.
 //! Tests that kill or restart a server start their own ([`OwnServer`]).
+//!
+//! The helpers that need the library's `redis` feature are behind it; the
+//! command-line tool's tests, which include this file too, have no such
+//! feature (and use none of them).
+#![allow(unexpected_cfgs)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -129,4 +134,37 @@ impl Drop for OwnServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A Redis-backed manager on the shared test server, and its URL; `None`
+/// (skipped) without one.
+#[cfg(feature = "redis")]
+pub fn manager(test: &str) -> Option<(multiproc::Manager, String)> {
+    let url = redis_url(test)?;
+    Some((multiproc::Manager::connect_redis(&url).unwrap(), url))
+}
+
+/// A raw connection to the server at `url`, as another program has.
+#[cfg(feature = "redis")]
+pub fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// The keys of objects called `name` left on the server.
+#[cfg(feature = "redis")]
+pub fn leftover(url: &str, name: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("multiproc:{{*:{name}}}:*"))
+        .query(&mut raw(url))
+        .unwrap()
+}
+
+/// Removes the objects called `name` (there must be one), and checks that
+/// no key of theirs is left (a heartbeat thread that outlived its queue
+/// must not bring one back).
+#[cfg(feature = "redis")]
+pub fn remove_all(m: &multiproc::Manager, url: &str, name: &str) {
+    assert!(m.remove_named(name).unwrap(), "{name} was not there");
+    let gone = super::wait_until(Duration::from_secs(30), || leftover(url, name).is_empty());
+    assert!(gone, "left: {:?}", leftover(url, name));
 }
