@@ -286,11 +286,26 @@ return 1
     )
 });
 
+/// What [`ACK`] and [`BURY`] share: one item finished. `v` is the count of
+/// unfinished items as read before any write (a foreign value there is
+/// left alone), `count` its key; the count reaching 0 pushes a token to
+/// `joined` for [`QueueProxy::join`], which expires after `ttl` ms.
+const FINISH: &str = r"
+local function finish(v, count, joined, ttl)
+  local u = v and string.match(v, '^%d+$') and tonumber(v)
+  if u and u > 0 and redis.call('DECR', count) == 0 then
+    redis.call('DEL', joined)
+    redis.call('RPUSH', joined, '1')
+    redis.call('PEXPIRE', joined, ttl)
+  end
+end
+";
+
 /// Moves an item a consumer took to the dead letters; one multiproc put
 /// (`ARGV[2]` is `1`) also counts as finished, as [`ACK`] does.
 static BURY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        "{FINISH}
 local t = redis.call('TYPE', KEYS[2]).ok
 if t ~= 'list' and t ~= 'none' then
   return redis.error_reply('PYERR TypeError the dead letters key is not a list (another program wrote it)')
@@ -299,18 +314,11 @@ local v = redis.call('GET', KEYS[3])
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if n > 0 then
   redis.call('RPUSH', KEYS[2], ARGV[1])
-  if ARGV[2] == '1' then
-    local u = v and string.match(v, '^%d+$') and tonumber(v)
-    if u and u > 0 and redis.call('DECR', KEYS[3]) == 0 then
-      redis.call('DEL', KEYS[4])
-      redis.call('RPUSH', KEYS[4], '1')
-      redis.call('PEXPIRE', KEYS[4], ARGV[3])
-    end
-  end
+  if ARGV[2] == '1' then finish(v, KEYS[3], KEYS[4], ARGV[3]) end
 end
 return n
-",
-    )
+"
+    ))
 });
 
 /// Puts the envelopes `ARGV` at the tail of the queue and counts them
@@ -338,21 +346,14 @@ return redis.call('INCRBY', KEYS[2], #ARGV)
 /// unfinished (never below 0); the count reaching 0 pushes a token to
 /// `KEYS[3]` for [`QueueProxy::join`], which expires after `ARGV[2]` ms.
 static ACK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        "{FINISH}
 local v = redis.call('GET', KEYS[2])
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if n > 0 then
-  local u = v and string.match(v, '^%d+$') and tonumber(v)
-  if u and u > 0 and redis.call('DECR', KEYS[2]) == 0 then
-    redis.call('DEL', KEYS[3])
-    redis.call('RPUSH', KEYS[3], '1')
-    redis.call('PEXPIRE', KEYS[3], ARGV[2])
-  end
-end
+if n > 0 then finish(v, KEYS[2], KEYS[3], ARGV[2]) end
 return n
-",
-    )
+"
+    ))
 });
 
 /// The number of unfinished items (`KEYS[1]`, 0 if none); when it is 0
