@@ -62,8 +62,12 @@ pub(crate) const PYERR: &str = "PYERR";
 /// One Redis server (or cluster node) and this process's connection to it.
 pub(crate) struct Store {
     client: redis::Client,
-    /// The URL it was opened with, for a proxy sent to another process.
+    /// The URL it was opened with, without a user and password (see
+    /// [`shown`]): what a proxy sent to another process carries, and what
+    /// the receiver finds its own store by.
     pub(crate) url: String,
+    /// The URL it was opened with.
+    full_url: String,
     /// Where the server is, for errors (the URL without its password).
     place: String,
     /// The bound on connecting and on each round trip.
@@ -133,7 +137,11 @@ impl Store {
             // SAFETY: every node came from `Box::into_raw` below and is
             // never freed; `next` is written before the node is published.
             while let Some(kept) = unsafe { at.as_ref() } {
-                if kept.store.url == url && timeout.is_none_or(|t| t == kept.store.timeout) {
+                let same = match timeout {
+                    Some(t) => kept.store.full_url == url && kept.store.timeout == t,
+                    None => kept.store.url == shown(url),
+                };
+                if same {
                     return Ok(kept.store.clone());
                 }
                 at = kept.next;
@@ -157,7 +165,8 @@ impl Store {
             let place = client.get_connection_info().addr().to_string();
             let store = Arc::new(Store {
                 client,
-                url: url.to_string(),
+                url: shown(url),
+                full_url: url.to_string(),
                 place,
                 timeout,
                 links: PerProcess::new(),
@@ -656,6 +665,18 @@ mod tests {
 
     #[test]
     fn passwords_are_not_shown() {
+        // Nor sent: a proxy carries the URL without them, and the receiver
+        // finds its own store (and password) by that.
+        let store = Store::shared("redis://:secret@127.0.0.1:1/3", Some(DEFAULT_TIMEOUT)).unwrap();
+        let proxy = super::super::DictProxy::<String, i64> {
+            reference: super::super::reference::Reference::redis(store, Kind::Dict, "d".into()),
+            _types: std::marker::PhantomData,
+        };
+        let bytes = postcard::to_allocvec(&proxy).unwrap();
+        assert!(!bytes.windows(6).any(|w| w == b"secret"));
+        let back: super::super::DictProxy<String, i64> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.redis_name(), Some("d"));
+        assert!(!format!("{back:?}").contains("secret"));
         assert_eq!(shown("redis://:pw@h:1/0"), "redis://…@h:1/0");
         assert_eq!(shown("redis://u:p@w@h:1/0?a=@"), "redis://…@h:1/0?a=@");
         assert_eq!(shown("redis://h:1/0"), "redis://h:1/0");
