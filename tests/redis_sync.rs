@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::redis::{leftover, manager, raw, remove_all, unique, OwnServer};
+use common::redis::{manager, no_leftovers, raw, remove_all, unique, OwnServer};
 use common::{wait_until, watchdog};
 use multiproc::{Error, Manager, Process};
 
@@ -126,11 +126,7 @@ fn queue_methods() {
     // The consumers' heartbeats do not bring the removed queue back.
     std::thread::sleep(Duration::from_millis(100));
     drop((q, ints));
-    assert!(
-        wait_until(LIMIT, || leftover(&url, &name).is_empty()),
-        "{:?}",
-        leftover(&url, &name)
-    );
+    no_leftovers(&url, &name);
 }
 
 #[test]
@@ -879,11 +875,7 @@ fn an_ack_after_the_reaper_took_the_item_does_not_count_twice() {
     assert_eq!(unfinished(&url, &name), Some(0));
     assert!(m.remove_named(&name).unwrap());
     drop(q);
-    assert!(
-        wait_until(LIMIT, || leftover(&url, &name).is_empty()),
-        "{:?}",
-        leftover(&url, &name)
-    );
+    no_leftovers(&url, &name);
 }
 
 #[test]

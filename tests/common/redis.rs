@@ -165,6 +165,13 @@ pub fn leftover(url: &str, name: &str) -> Vec<String> {
 #[cfg(feature = "redis")]
 pub fn remove_all(m: &multiproc::Manager, url: &str, name: &str) {
     assert!(m.remove_named(name).unwrap(), "{name} was not there");
+    no_leftovers(url, name);
+}
+
+/// Checks that no key of the objects called `name` is left (within 30 s:
+/// a heartbeat thread that outlived its queue must not bring one back).
+#[cfg(feature = "redis")]
+pub fn no_leftovers(url: &str, name: &str) {
     let gone = super::wait_until(Duration::from_secs(30), || leftover(url, name).is_empty());
     assert!(gone, "left: {:?}", leftover(url, name));
 }
