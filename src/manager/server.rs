@@ -150,7 +150,7 @@ pub(crate) fn event_loop(
     let unix = matches!(listener.address(), crate::conn::Address::Unix(_));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut request = Vec::new();
-    let mut spin = Spin::new();
+    let mut spin = FastSpin::new();
     loop {
         let now = Instant::now();
         accepting.resume_after(now);
@@ -574,6 +574,29 @@ struct FastTurn {
     shutdown: bool,
 }
 
+/// The server's spin over its fast-path areas, kept across turns.
+struct FastSpin {
+    adaptive: Spin,
+    /// When the last request was served.
+    last: Option<Instant>,
+    /// How long the server spins for the next request after it, and
+    /// whether that spin is still on (a turn may end in the middle of it,
+    /// to look at the sockets, and the next goes on with it).
+    budget: Duration,
+    spinning: bool,
+}
+
+impl FastSpin {
+    fn new() -> FastSpin {
+        FastSpin {
+            adaptive: Spin::new(),
+            last: None,
+            budget: Duration::ZERO,
+            spinning: false,
+        }
+    }
+}
+
 /// Serves the fast-path areas, one request of each per pass, until none
 /// has had a request for a spin's time (no spin when the busy clients and
 /// the server would be more than the CPUs: then a spin only takes a CPU
@@ -583,7 +606,7 @@ fn fast_turn(
     objects: &mut Objects,
     buf: &mut Vec<u8>,
     cpus: usize,
-    adaptive: &mut Spin,
+    state: &mut FastSpin,
 ) -> FastTurn {
     let mut turn = FastTurn {
         busy: false,
@@ -602,11 +625,8 @@ fn fast_turn(
     for a in peers.iter().filter_map(|p| p.fast.as_ref()) {
         a.set_client_spin(max);
     }
-    let mut spin = Duration::ZERO;
-    let mut last = start;
-    let mut served_any = false;
-    let mut spinning = false;
     loop {
+        let now = Instant::now();
         let mut served = false;
         for p in peers.iter_mut().filter(|p| fast_servable(p)) {
             match serve_fast(p, objects, buf) {
@@ -618,35 +638,39 @@ fn fast_turn(
                 }
             }
         }
-        if !served && !served_any {
-            // Nothing came since the last poll: no spin before sleeping
-            // (the doorbell wakes the server).
-            return turn;
-        }
-        let now = Instant::now();
         if served {
-            if spinning {
-                adaptive.outcome(true, max);
-                spinning = false;
+            if let (true, Some(t)) = (state.spinning, state.last) {
+                state.adaptive.caught(now.saturating_duration_since(t), max);
             }
-            served_any = true;
-            last = now;
+            state.last = Some(Instant::now());
+            state.budget = state.adaptive.budget(max);
+            state.spinning = !state.budget.is_zero();
+        } else if !state.spinning
+            || state
+                .last
+                .is_none_or(|t| now.saturating_duration_since(t) >= state.budget)
+        {
+            // Nothing for a spin's time: sleep (the doorbell wakes the
+            // server).
+            if state.spinning {
+                state.adaptive.missed();
+                state.spinning = false;
+            }
+            return turn;
         }
         if now.duration_since(start) >= FAST_TURN {
             turn.busy = true;
             return turn;
         }
-        if !spinning && !served {
-            spin = adaptive.budget(max);
-            spinning = true;
-        }
-        if now.duration_since(last) >= spin {
-            if spinning && !spin.is_zero() {
-                adaptive.outcome(false, max);
-            }
-            return turn;
-        }
+        // A pause is tens of nanoseconds: look for a request after each,
+        // and at the clock only now and then.
         for _ in 0..32 {
+            if peers
+                .iter()
+                .any(|p| fast_servable(p) && p.fast.as_ref().is_some_and(ServerArea::pending))
+            {
+                break;
+            }
             std::hint::spin_loop();
         }
     }
