@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{procfs, static_child, watchdog, TempName};
 use multiproc::process::PoolBuilder;
 use multiproc::process::{active_children, scope};
-use multiproc::{Error, Event, Pool, Process, Value};
+use multiproc::{Error, Event, Pool, Process, RawValue, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
@@ -900,6 +900,65 @@ fn two_hundred_deaths() {
     drop(pool);
     // Joined, the pool has closed everything it opened.
     assert_eq!(open_descriptors(), outside);
+}
+
+/// As a worker killed half-way through sending a large result: writes the
+/// header of a 1 MiB message and a little of it on the worker's socket to
+/// the pool, and kills itself. First it starts a child that keeps a copy
+/// of that socket (as a process forked while the socket is open does)
+/// until the test sets the counter `gate`, so no end of file comes.
+fn dies_half_way_through_its_result(gate: String) -> u64 {
+    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(sockets.len(), 1, "a worker's one socket is its pool's");
+    let mut holder = Process::new(move || {
+        let gate = RawValue::<u32>::open(&gate).expect("the test's gate");
+        common::wait_until(LIMIT, || {
+            gate.atomic().load(std::sync::atomic::Ordering::SeqCst) != 0
+        });
+    });
+    holder.start().unwrap();
+    let mut partial = (1i32 << 20).to_be_bytes().to_vec();
+    partial.extend_from_slice(&[0u8; 1000]);
+    // SAFETY: writing a buffer of ours to a descriptor this process holds.
+    let n = unsafe { libc::write(sockets[0], partial.as_ptr().cast(), partial.len()) };
+    assert_eq!(n, partial.len() as isize);
+    // SAFETY: sending SIGKILL to this process.
+    unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
+    unreachable!()
+}
+
+/// A worker that dies half-way through sending its result, its socket
+/// still open in another process, fails its task and is replaced: the
+/// pool never waits for the rest of a result (it used to block reading
+/// it, and with it every task of the pool).
+#[test]
+fn a_worker_killed_while_sending_its_result_fails_its_task() {
+    watchdog("half a result", 3 * LIMIT, || {
+        let gate = TempName::new("half-a-result");
+        let open = RawValue::create(&gate, 0u32).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
+        let r = pool.apply_async(dies_half_way_through_its_result, gate.0.clone());
+        let outcome = r.get_timeout(LIMIT);
+        // Other tasks meanwhile.
+        let other = pool.apply_async(double, 21).get_timeout(LIMIT);
+        // The copy of the socket goes (whatever happened).
+        open.atomic().store(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            matches!(outcome, Err(Error::WorkerDied { exitcode: -9 })),
+            "{outcome:?}"
+        );
+        assert_eq!(other.unwrap(), 42);
+        assert_eq!(pool.map(double, 0..20u64).unwrap().len(), 20);
+        pool.close();
+        pool.join().unwrap();
+    });
 }
 
 /// The pool's fork server is killed while many tasks are in flight and

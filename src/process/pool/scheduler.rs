@@ -103,6 +103,53 @@ impl Worker {
     fn kill(&self) {
         let _ = sys::pidfd_signal(&self.pidfd, sys::SIGKILL);
     }
+
+    /// Reads what the worker has sent, without ever waiting: completes its
+    /// task once the whole result is there, and marks it gone at the end
+    /// of file. A blocking read could wait forever for the rest of a
+    /// result whose worker died half-way through sending it, if a process
+    /// forked meanwhile holds a copy of the worker's end of the socket
+    /// (no end of file ever comes); the worker's exit is noticed on its
+    /// status socket instead, and fails the task.
+    fn collect(&mut self) {
+        if self.gone {
+            return;
+        }
+        let fd = [self.conn.as_raw_fd()];
+        // What is buffered first, then one read at a time while more is
+        // there; the socket holds one result at most (a worker sends
+        // nothing else until it is given another task).
+        let mut read = false;
+        loop {
+            match self.conn.try_recv_frame(read) {
+                Ok(Some(frame)) => {
+                    let outcome = match postcard::from_bytes(frame) {
+                        Ok(Ok(bytes)) => TaskOutcome::Done(bytes),
+                        Ok(Err(msg)) => TaskOutcome::Failed(msg),
+                        Err(e) => {
+                            // Not what a worker sends: it cannot be trusted with more.
+                            self.gone = true;
+                            self.kill();
+                            TaskOutcome::Failed(format!("the worker sent a malformed result: {e}"))
+                        }
+                    };
+                    if let Some(slot) = self.busy.take() {
+                        slot.complete(outcome);
+                    }
+                    return;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.gone = true;
+                    return;
+                }
+            }
+            if !matches!(sys::poll_readable(&fd, Deadline::Now), Ok(r) if r[0]) {
+                return;
+            }
+            read = true;
+        }
+    }
 }
 
 /// The scheduler thread's state.
@@ -240,20 +287,14 @@ impl Scheduler {
         let server_gone = ready[1];
         let mut exited = Vec::new();
         for (i, w) in self.workers.iter_mut().enumerate() {
-            if ready[2 + 2 * i] {
-                match w.conn.recv::<std::result::Result<Vec<u8>, String>>() {
-                    Ok(r) => {
-                        if let Some(slot) = w.busy.take() {
-                            slot.complete(match r {
-                                Ok(bytes) => TaskOutcome::Done(bytes),
-                                Err(msg) => TaskOutcome::Failed(msg),
-                            });
-                        }
-                    }
-                    Err(_) => w.gone = true,
-                }
+            let code = w.exit_code(ready[3 + 2 * i], server_gone);
+            // After an exit too: a result sent just before it may be
+            // there still, unread (a death is never noticed before the
+            // result that came ahead of it).
+            if ready[2 + 2 * i] || code.is_some() {
+                w.collect();
             }
-            if let Some(code) = w.exit_code(ready[3 + 2 * i], server_gone) {
+            if let Some(code) = code {
                 exited.push((i, code));
             }
         }
