@@ -908,15 +908,7 @@ fn two_hundred_deaths() {
 /// of that socket (as a process forked while the socket is open does)
 /// until the test sets the counter `gate`, so no end of file comes.
 fn dies_half_way_through_its_result(gate: String) -> u64 {
-    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-        })
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    assert_eq!(sockets.len(), 1, "a worker's one socket is its pool's");
+    let socket = the_socket();
     let mut holder = Process::new(move || {
         let gate = RawValue::<u32>::open(&gate).expect("the test's gate");
         common::wait_until(LIMIT, || {
@@ -927,7 +919,7 @@ fn dies_half_way_through_its_result(gate: String) -> u64 {
     let mut partial = (1i32 << 20).to_be_bytes().to_vec();
     partial.extend_from_slice(&[0u8; 1000]);
     // SAFETY: writing a buffer of ours to a descriptor this process holds.
-    let n = unsafe { libc::write(sockets[0], partial.as_ptr().cast(), partial.len()) };
+    let n = unsafe { libc::write(socket, partial.as_ptr().cast(), partial.len()) };
     assert_eq!(n, partial.len() as isize);
     // SAFETY: sending SIGKILL to this process.
     unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
@@ -956,6 +948,120 @@ fn a_worker_killed_while_sending_its_result_fails_its_task() {
         );
         assert_eq!(other.unwrap(), 42);
         assert_eq!(pool.map(double, 0..20u64).unwrap().len(), 20);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// The descriptor of this worker's one socket (its pool's).
+fn the_socket() -> i32 {
+    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(sockets.len(), 1, "a worker's one socket is its pool's");
+    sockets[0]
+}
+
+/// The stages of [`a_worker_dead_before_its_large_order_fails_it`], in a
+/// shared counter.
+const KILL: u32 = 1;
+const ORDER_CAME: u32 = 2;
+const DONE: u32 = 3;
+
+/// Starts a child that holds a copy of this worker's socket until the
+/// counter `stage` is `DONE`, telling (`ORDER_CAME`) when data comes on
+/// it after `KILL`; and a thread that kills this worker at `KILL`.
+/// Returns at once: the pid of the worker.
+fn die_when_told_keeping_the_socket(stage: String) -> u32 {
+    let socket = the_socket();
+    let name = stage.clone();
+    let mut holder = Process::new(move || {
+        let stage = RawValue::<u32>::open(&name).expect("the test's counter");
+        let stage = stage.atomic();
+        let seq = std::sync::atomic::Ordering::SeqCst;
+        let order_came = || {
+            let mut p = libc::pollfd {
+                fd: socket,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no wait.
+            stage.load(seq) == KILL && unsafe { libc::poll(&mut p, 1, 0) } == 1
+        };
+        if common::wait_until(LIMIT, order_came) {
+            stage.store(ORDER_CAME, seq);
+        }
+        common::wait_until(LIMIT, || stage.load(seq) == DONE);
+    });
+    holder.start().unwrap();
+    std::thread::spawn(move || {
+        let stage = RawValue::<u32>::open(&stage).expect("the test's counter");
+        common::wait_until(LIMIT, || {
+            stage.atomic().load(std::sync::atomic::Ordering::SeqCst) >= KILL
+        });
+        // SAFETY: sending SIGKILL to this process.
+        unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
+    });
+    std::process::id()
+}
+
+fn byte_count(bytes: Vec<u8>) -> usize {
+    bytes.len()
+}
+
+/// Continues a stopped process when dropped (on a failed assertion too).
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: SIGCONT to the test's pool's fork server.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// A worker that died before reading an order larger than its socket
+/// holds, the socket still open in another process, fails the task it was
+/// given: the pool never waits to send the rest (it used to block
+/// sending it, and with it every task of the pool).
+#[test]
+fn a_worker_dead_before_its_large_order_fails_it() {
+    watchdog("a large order to a dead worker", 3 * LIMIT, || {
+        let stage_name = TempName::new("large-order");
+        let stage = RawValue::create(&stage_name, 0u32).unwrap();
+        let stage = stage.atomic();
+        let seq = std::sync::atomic::Ordering::SeqCst;
+        let pool = Pool::with_processes(1).unwrap();
+        let worker = pool
+            .apply(die_when_told_keeping_the_socket, stage_name.0.clone())
+            .unwrap();
+        let server = procfs::ppid(worker).unwrap();
+        // With its fork server stopped, the pool cannot learn that the
+        // worker died, and gives it the next task.
+        // SAFETY: SIGSTOP to this test's pool's fork server, our child.
+        assert_eq!(unsafe { libc::kill(server as i32, libc::SIGSTOP) }, 0);
+        let stopped = Stopped(server);
+        stage.store(KILL, seq);
+        assert!(common::wait_until(LIMIT, || procfs::state(worker) == Some('Z')));
+        let large = pool.apply_async(byte_count, vec![7u8; 4 << 20]);
+        // The order has begun to arrive, in the dead worker's socket.
+        let came = common::wait_until(LIMIT, || stage.load(seq) == ORDER_CAME);
+        drop(stopped);
+        let outcome = large.get_timeout(LIMIT);
+        let other = pool
+            .apply_async(byte_count, vec![1u8; 10])
+            .get_timeout(LIMIT);
+        stage.store(DONE, seq);
+        assert!(came, "no order came to the dead worker");
+        assert!(
+            matches!(outcome, Err(Error::WorkerDied { exitcode: -9 })),
+            "{outcome:?}"
+        );
+        assert_eq!(other.unwrap(), 10);
         pool.close();
         pool.join().unwrap();
     });
