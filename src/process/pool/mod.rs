@@ -4,7 +4,10 @@
 //! pipe of its own and is given one task at a time, so the parent always
 //! knows which task a worker holds: when a worker dies, that task fails
 //! with [`Error::WorkerDied`] and a new worker takes its place. Nothing
-//! waits for a worker that is gone (Python's `Pool` hangs there).
+//! waits for a worker that is gone (Python's `Pool` hangs there): the
+//! scheduler reads results and sends orders without ever blocking on a
+//! worker's socket, so a worker that dies half-way through either, its
+//! socket still open in a process forked meanwhile, fails its task only.
 //!
 //! Every worker, first or replacement, is forked by the pool's own fork
 //! server (see `forkserver`), which the scheduler thread forks before it

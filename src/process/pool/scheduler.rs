@@ -5,14 +5,14 @@
 //! worker handler's name.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::result::{Slot, TaskOutcome};
 use super::task::CodeOrigin;
 use super::worker::{self, WorkerOrder};
-use crate::conn::Connection;
+use crate::conn::{frame, Connection};
 use crate::error::{Error, Result};
 use crate::process::forkserver::{self, ForkServer};
 use crate::process::{locked, next_child_path, path_name};
@@ -102,6 +102,89 @@ impl Worker {
 
     fn kill(&self) {
         let _ = sys::pidfd_signal(&self.pidfd, sys::SIGKILL);
+    }
+
+    /// Sends `order` without ever waiting for a worker that has exited:
+    /// `Err` if it has (or its fork server, `server`, is gone), or the
+    /// socket fails. A blocking send of an order larger than the socket
+    /// holds, to a worker that died before reading it, could wait forever,
+    /// if a process forked meanwhile holds a copy of the worker's end of
+    /// the socket (it then neither takes more nor refuses it).
+    fn send(&self, order: &WorkerOrder, server: BorrowedFd<'_>) -> std::result::Result<(), ()> {
+        let body = postcard::to_allocvec(order).map_err(drop)?;
+        let header = frame::header(body.len()).map_err(drop)?;
+        // One buffer: a small order goes in one system call.
+        let message = [&header[..], &body[..]].concat();
+        let fd = self.conn.as_raw_fd();
+        let mut at = 0;
+        while at < message.len() {
+            match sys::send_nowait(&fd, &message[at..]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut p = [
+                        sys::pollfd(fd, sys::Ready::Write),
+                        sys::pollfd(self.pidfd.as_raw_fd(), sys::Ready::Read),
+                        sys::pollfd(server.as_raw_fd(), sys::Ready::Read),
+                    ];
+                    if sys::poll(&mut p, Deadline::Never).is_err()
+                        || sys::ready(&p[1])
+                        || sys::ready(&p[2])
+                    {
+                        return Err(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the worker has sent, without ever waiting: completes its
+    /// task once the whole result is there, and marks it gone at the end
+    /// of file. A blocking read could wait forever for the rest of a
+    /// result whose worker died half-way through sending it, if a process
+    /// forked meanwhile holds a copy of the worker's end of the socket
+    /// (no end of file ever comes); the worker's exit is noticed on its
+    /// status socket instead, and fails the task.
+    fn collect(&mut self, readable: bool) {
+        if self.gone {
+            return;
+        }
+        let fd = [self.conn.as_raw_fd()];
+        // One read at a time while more is there (`readable`: poll just
+        // said so); the socket holds one result at most (a worker sends
+        // nothing else until it is given another task).
+        let mut read = readable;
+        loop {
+            match self.conn.try_recv_frame(read) {
+                Ok(Some(frame)) => {
+                    let outcome = match postcard::from_bytes(frame) {
+                        Ok(Ok(bytes)) => TaskOutcome::Done(bytes),
+                        Ok(Err(msg)) => TaskOutcome::Failed(msg),
+                        Err(e) => {
+                            // Not what a worker sends: it cannot be trusted with more.
+                            self.gone = true;
+                            self.kill();
+                            TaskOutcome::Failed(format!("the worker sent a malformed result: {e}"))
+                        }
+                    };
+                    if let Some(slot) = self.busy.take() {
+                        slot.complete(outcome);
+                    }
+                    return;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.gone = true;
+                    return;
+                }
+            }
+            if !matches!(sys::poll_readable(&fd, Deadline::Now), Ok(r) if r[0]) {
+                return;
+            }
+            read = true;
+        }
     }
 }
 
@@ -205,16 +288,22 @@ impl Scheduler {
                 break;
             };
             let w = &mut self.workers[i];
-            let sent = w.conn.send(&WorkerOrder::Run {
-                call: job.call,
-                origin: job.origin,
-                args: job.args,
-            });
+            let sent = w.send(
+                &WorkerOrder::Run {
+                    call: job.call,
+                    origin: job.origin,
+                    args: job.args,
+                },
+                self.server.pidfd(),
+            );
             w.given += 1;
             w.busy = Some(job.slot);
             if sent.is_err() {
-                // The worker is gone; its death is handled with the others.
+                // The worker is gone (or, if the socket failed, has half an
+                // order it would wait on forever: killed); its death is
+                // handled with the others.
                 w.gone = true;
+                w.kill();
             }
         }
         let idle = self.workers.iter().all(|w| w.busy.is_none());
@@ -240,20 +329,14 @@ impl Scheduler {
         let server_gone = ready[1];
         let mut exited = Vec::new();
         for (i, w) in self.workers.iter_mut().enumerate() {
-            if ready[2 + 2 * i] {
-                match w.conn.recv::<std::result::Result<Vec<u8>, String>>() {
-                    Ok(r) => {
-                        if let Some(slot) = w.busy.take() {
-                            slot.complete(match r {
-                                Ok(bytes) => TaskOutcome::Done(bytes),
-                                Err(msg) => TaskOutcome::Failed(msg),
-                            });
-                        }
-                    }
-                    Err(_) => w.gone = true,
-                }
+            let code = w.exit_code(ready[3 + 2 * i], server_gone);
+            // After an exit too: a result sent just before it may be
+            // there still, unread (a death is never noticed before the
+            // result that came ahead of it).
+            if ready[2 + 2 * i] || code.is_some() {
+                w.collect(ready[2 + 2 * i]);
             }
-            if let Some(code) = w.exit_code(ready[3 + 2 * i], server_gone) {
+            if let Some(code) = code {
                 exited.push((i, code));
             }
         }
@@ -280,7 +363,7 @@ impl Scheduler {
     /// waits for them (killing one that takes more than 10 s).
     fn stop_all(&mut self) {
         for w in &mut self.workers {
-            let _ = w.conn.send(&WorkerOrder::Stop);
+            let _ = w.send(&WorkerOrder::Stop, self.server.pidfd());
         }
         // Silently, as Python's `join` joins its workers.
         for w in &self.workers {
