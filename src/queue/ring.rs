@@ -319,6 +319,21 @@ impl Ring {
         i as usize
     }
 
+    #[cold]
+    #[inline(never)]
+    fn corrupt_ends(&self, head: u64, tail: u64) -> Error {
+        self.corrupt(format!("queue ends {head:#x} and {tail:#x}"))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn corrupt_frame(&self, len: u64, at: u64, used: u64) -> Error {
+        self.corrupt(format!(
+            "queue frame of {len} bytes at {at} overruns the {used} bytes in use"
+        ))
+    }
+
+    #[cold]
     fn corrupt(&self, what: String) -> Error {
         Error::Corrupt {
             name: String::new(),
@@ -327,6 +342,7 @@ impl Ring {
     }
 
     /// What lies between `head` and `tail`, or `Corrupt` if they make no sense.
+    #[inline]
     fn extent(&self, head: u64, tail: u64) -> Result<Extent> {
         let (h, t) = (head & OFFSET_MASK, tail & OFFSET_MASK);
         // Wrapping: offsets at or past `span` (corrupt memory) must not
@@ -345,12 +361,13 @@ impl Ring {
         if sane {
             Ok(Extent { bytes, items })
         } else {
-            Err(self.corrupt(format!("queue ends {head:#x} and {tail:#x}")))
+            Err(self.corrupt_ends(head, tail))
         }
     }
 
     /// An end (offset below `span`) moved past `frames` frames of `bytes`
     /// bytes in all (at most the capacity).
+    #[inline]
     fn advance(&self, end: u64, bytes: u64, frames: u64) -> u64 {
         let mut offset = (end & OFFSET_MASK) + bytes;
         if offset >= self.span {
@@ -370,6 +387,7 @@ impl Ring {
     /// it read of this one, so any value of the other end read now is
     /// consistent with it. A check that fails here means the memory really
     /// is corrupt.
+    #[inline]
     fn locked_extent(&self, _held: &Held<'_>, head: u64, tail: u64) -> Result<Extent> {
         self.extent(head, tail)
     }
@@ -412,6 +430,7 @@ impl Ring {
     /// tries (a few times, for the common case of a holder that is done
     /// within nanoseconds), and a timed one waits no longer than its
     /// deadline.
+    #[inline]
     fn lock(&self, side: Side, deadline: Deadline) -> Result<Option<Held<'_>>> {
         let lock = match side {
             Side::Producer => &self.producers,
@@ -839,6 +858,7 @@ impl Ring {
 
     /// Announces that `side` moved its end: a system call only if someone
     /// of the other side sleeps.
+    #[inline]
     fn signal(&self, side: Side) {
         let end = self.end(side);
         end.moved.fetch_add(1, Ordering::SeqCst);
@@ -1157,6 +1177,7 @@ impl Ring {
     /// # Safety
     /// As for [`copy_out`](Ring::copy_out), with `used` bytes from `at`
     /// in use, at least [`LEN`].
+    #[inline]
     unsafe fn frame_len(&self, at: u64, used: u64) -> Result<usize> {
         let start = self.index(at);
         let len = if start + LEN <= self.capacity() {
@@ -1173,9 +1194,7 @@ impl Ring {
         };
         let len = u32::from_le_bytes(len) as u64;
         if used < LEN as u64 + len {
-            return Err(self.corrupt(format!(
-                "queue frame of {len} bytes at {at} overruns the {used} bytes in use"
-            )));
+            return Err(self.corrupt_frame(len, at, used));
         }
         Ok(len as usize)
     }
