@@ -1229,7 +1229,7 @@ impl Drop for Held<'_> {
     }
 }
 
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, test))]
 impl Ring {
     /// For the fuzzer: overwrites the two ends, then each side's view of
     /// the other (from bytes 16..32, which are also the data's start) and
@@ -1253,6 +1253,87 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Queue;
+
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// Batches and single gets over rings whose ends look sane but whose
+    /// frames are garbage (what a broken or hostile process could leave):
+    /// every call returns items or an error, never panics, never loops,
+    /// and the ring takes puts again once drained or found corrupt.
+    #[test]
+    fn batches_over_scribbled_rings_return_items_or_errors() {
+        let q = Queue::<Vec<u8>>::with_capacity(0, 509).unwrap();
+        let ring = &q.ring;
+        let mut rng = 0x1234_5678_9abc_def1_u64;
+        let (mut some, mut corrupt) = (0, 0);
+        for round in 0..3000 {
+            let span = ring.span;
+            let head = xorshift(&mut rng) % span;
+            let bytes = xorshift(&mut rng) % (ring.capacity + 1);
+            let tail = (head + bytes) % span;
+            let items = if bytes == 0 {
+                0
+            } else {
+                1 + xorshift(&mut rng) % (bytes / LEN as u64).max(1)
+            };
+            let hc = xorshift(&mut rng) & COUNT_MASK;
+            let head = head | (hc << OFFSET_BITS);
+            let tail = tail | (((hc + items) & COUNT_MASK) << OFFSET_BITS);
+            // The ends, then the data (from byte 16, where `scribble` also
+            // takes the cached views from): bytes mostly zero or small, so
+            // that many lengths make sense and some do not.
+            let mut scribble: Vec<u8> = [head, tail].iter().flat_map(|w| w.to_le_bytes()).collect();
+            scribble.extend((0..ring.capacity).map(|_| {
+                let r = xorshift(&mut rng);
+                match r % 8 {
+                    0 => (r >> 16) as u8,
+                    1 | 2 => (r >> 16) as u8 % 12,
+                    _ => 0,
+                }
+            }));
+            ring.scribble(&scribble);
+            // The views each side would hold of the other end.
+            let s = ring.shared();
+            s.tail.cached.store(head, Ordering::Relaxed);
+            s.head.cached.store(tail, Ordering::Relaxed);
+            let _ = (q.len(), q.is_full());
+            let mut taken = 0;
+            for i in 0..600 {
+                let got = if i % 3 == 0 {
+                    q.try_get().map(|_| 1)
+                } else {
+                    q.try_get_many(1 + i % 7).map(|v| v.len())
+                };
+                match got {
+                    Ok(n) => taken += n,
+                    Err(Error::Corrupt { .. }) => {
+                        corrupt += 1;
+                        break;
+                    }
+                    Err(Error::Empty) => break,
+                    Err(Error::Deserialize(_)) => taken += 1,
+                    Err(e) => panic!("round {round}: unexpected {e}"),
+                }
+            }
+            assert!(taken <= items as usize, "round {round}: {taken} of {items}");
+            some += usize::from(taken > 0);
+            // Reset the ends: the ring works again.
+            ring.scribble(&[0; 32]);
+            q.try_put_many([vec![1u8, 2], vec![3]]).unwrap();
+            assert_eq!(q.try_get_many(5).unwrap(), vec![vec![1, 2], vec![3]]);
+        }
+        // Both kinds of round happened: items taken, corruption found.
+        assert!(
+            some > 100 && corrupt > 100,
+            "{some} with items, {corrupt} corrupt"
+        );
+    }
 
     /// No reachable state of a healthy ring fails the consistency check
     /// of [`Ring::extent`] for want of count bits: the most frames a ring
