@@ -2,13 +2,19 @@
 //! (Python's `multiprocessing` queues), with serde items and no feeder thread.
 //!
 //! Items are encoded (postcard) by the caller's process before any lock is
-//! taken, copied into a ring of length-prefixed frames under the
-//! producers' robust mutex, and decoded by the receiving process after the
-//! consumers' one is released. A frame becomes visible only once written
-//! whole, so a producer killed half way through a put leaves nothing
+//! taken and copied into a ring of length-prefixed frames under the
+//! producers' robust mutex. The receiving process decodes a small item
+//! (up to 4 KiB encoded) where it lies, under the consumers' mutex, and
+//! copies a larger one out to decode it after that mutex is released. A
+//! frame becomes visible only once written whole, and is consumed only
+//! once read, so a producer killed half way through a put leaves nothing
 //! behind, and a consumer killed half way through a get leaves the item for
 //! the next one: no torn item is ever delivered, and the queue stays usable
 //! for everyone else.
+//!
+//! [`put_many`](Queue::put_many) and [`get_many`](Queue::get_many) move a
+//! batch of items per hold of each lock, with the same guarantees for the
+//! batch: a run of items is published, or consumed, by one store.
 //!
 //! Byte payloads have their own item type, [`Bytes`]: a `Queue<Bytes>`
 //! carries raw frames, written straight into the ring
