@@ -269,8 +269,15 @@ fn a_consumer_killed_inside_a_batch_takes_nothing() {
                 });
                 // Inside the batch, decoding its third item.
                 assert!(wait_until(LIMIT, || inside.atomic().load(SeqCst) == 1));
-                // The consumers' lock is held: a try gives up at once.
+                // The consumers' lock is held: a try gives up at once, a
+                // timed call when its time is up.
                 assert!(matches!(q.try_get_many(1), Err(Error::Empty)));
+                let t = std::time::Instant::now();
+                assert!(matches!(
+                    q.get_many_timeout(1, Duration::from_millis(30)),
+                    Err(Error::Timeout)
+                ));
+                assert!(t.elapsed() < Duration::from_secs(10));
                 assert_eq!(q.len(), 4);
                 consumer.kill().unwrap();
                 assert_eq!(join(&consumer, LIMIT), -9);
