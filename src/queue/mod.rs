@@ -524,9 +524,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// Each hold of the lock publishes a run of whole items with one store:
     /// a producer killed at any point leaves a prefix of the batch in the
-    /// queue (possibly none of it), never a torn item. The whole batch
-    /// becomes visible at once when it fits the free room; a batch larger
-    /// than that goes in in runs, as consumers make room. Getters see the
+    /// queue (possibly none of it), never a torn item. A batch of up to
+    /// 64 KiB encoded becomes visible at once when it fits the free room;
+    /// a larger one, or one that does not fit, goes in in runs, as
+    /// consumers make room. Getters see the
     /// items in order, and items of other producers never come between
     /// the items of one run (they may between runs). An empty batch puts
     /// nothing and succeeds.
