@@ -2,7 +2,7 @@
 //! cross-process figures are `multiproc bench`'s `queue_items_2proc` and
 //! `queue_bytes_1mib` rows):
 //! - small items: `Queue<u64>` put + get beside one 8-byte write + read on
-//!   a Unix socket pair;
+//!   a Unix socket pair, and batches of 64 through `put_many` + `get_many`;
 //! - 1 MiB payloads, the reader touching every byte: `Queue<Bytes>`
 //!   (`put_with` + `get_with`, in place), `Queue<Vec<u8>>` and a queue of a
 //!   serde byte string (what `serde_bytes::ByteBuf` does), beside a raw Unix
@@ -69,6 +69,14 @@ fn small_items(c: &mut Criterion) {
         b.iter(|| {
             raw.produce(black_box(7));
             black_box(raw.consume())
+        })
+    });
+    // Per item, 64 at a time: one lock hold a side per batch.
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("Queue<u64> put_many + get_many of 64", |b| {
+        b.iter(|| {
+            q.put_many(black_box(0..64u64)).unwrap();
+            black_box(q.get_many(64).unwrap())
         })
     });
     g.finish();

@@ -2,13 +2,19 @@
 //! (Python's `multiprocessing` queues), with serde items and no feeder thread.
 //!
 //! Items are encoded (postcard) by the caller's process before any lock is
-//! taken, copied into a ring of length-prefixed frames under the
-//! producers' robust mutex, and decoded by the receiving process after the
-//! consumers' one is released. A frame becomes visible only once written
-//! whole, so a producer killed half way through a put leaves nothing
+//! taken and copied into a ring of length-prefixed frames under the
+//! producers' robust mutex. The receiving process decodes a small item
+//! (up to 4 KiB encoded) where it lies, under the consumers' mutex, and
+//! copies a larger one out to decode it after that mutex is released. A
+//! frame becomes visible only once written whole, and is consumed only
+//! once read, so a producer killed half way through a put leaves nothing
 //! behind, and a consumer killed half way through a get leaves the item for
 //! the next one: no torn item is ever delivered, and the queue stays usable
 //! for everyone else.
+//!
+//! [`put_many`](Queue::put_many) and [`get_many`](Queue::get_many) move a
+//! batch of items per hold of each lock, with the same guarantees for the
+//! batch: a run of items is published, or consumed, by one store.
 //!
 //! Byte payloads have their own item type, [`Bytes`]: a `Queue<Bytes>`
 //! carries raw frames, written straight into the ring
@@ -24,6 +30,7 @@ mod ring;
 pub use bytes::Bytes;
 
 use std::alloc::Layout;
+use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -37,7 +44,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::segment::{shared_constructors, ElemType, ObjectKind, Region, SharedObject};
 use crate::sys::Deadline;
-use ring::{PushFailure, Ring};
+use ring::{PushFailure, Ring, Take};
 
 thread_local! {
     /// Encoding and decoding buffers, reused so that a put or a get
@@ -52,6 +59,46 @@ fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     let r = f(&mut buf);
     BUFFER.set(buf);
     r
+}
+
+/// Encoded items up to this size are encoded on the stack.
+const SMALL_ITEM: usize = 64;
+
+/// Frames up to this size are decoded in place, under the consumers' lock.
+const DECODE_IN_PLACE: usize = 4096;
+
+/// What a get took from the ring: a small item decoded in place (or the
+/// panic its decoding raised, raised again once the frame is consumed, as
+/// when it was decoded after the lock), or a large one's bytes.
+enum Popped<T> {
+    Decoded(std::thread::Result<Result<T>>),
+    Copied(Vec<u8>),
+}
+
+/// Decodes one item.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Deserialize(e.to_string()))
+}
+
+/// Decodes one item, catching a panic of its `Deserialize`: a frame whose
+/// decoding panics is consumed all the same (else every consumer would
+/// take it again and panic in turn).
+fn decode_caught<T: DeserializeOwned>(bytes: &[u8]) -> std::thread::Result<Result<T>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(bytes)))
+}
+
+/// How many bytes of frames a [`Queue::put_many`] encodes before handing
+/// them to the ring, and how many a [`Queue::get_many`] takes at most in
+/// one hold of the consumers' lock (it always takes at least one item).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// A `Vec` that postcard appends to (it takes its writer by value).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// The ring size of queues made without one: 1 MiB.
@@ -134,6 +181,35 @@ impl<T> From<PutError<T>> for Error {
             PutError::Serialize(_, e) => Error::Serialize(e),
             PutError::Other(_, e) => e,
         }
+    }
+}
+
+/// Why a [`put_many`](Queue::put_many) (or its `try_`/`_timeout` form)
+/// stopped: the first [`put`](PutManyError::put) items of the batch are in
+/// the queue, in order, and the others are not.
+///
+/// To keep the items that were not put, pass the batch by reference
+/// (`q.put_many(&items)`): the first one not put is `items[e.put]`.
+#[derive(Debug)]
+pub struct PutManyError {
+    /// How many items, from the start of the batch, were put.
+    pub put: usize,
+    /// Why the next one was not.
+    pub error: PutError<()>,
+}
+
+impl fmt::Display for PutManyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (after {} items of the batch)", self.error, self.put)
+    }
+}
+
+impl std::error::Error for PutManyError {}
+
+/// Converting forgets how many items were put.
+impl From<PutManyError> for Error {
+    fn from(e: PutManyError) -> Error {
+        e.error.into()
     }
 }
 
@@ -283,6 +359,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.closed_here() {
             return Err(PutError::Closed(item));
         }
+        // A small item is encoded on the stack: no buffer to fetch, grow
+        // or put back. One that does not fit is encoded again below.
+        let mut small = [0u8; SMALL_ITEM];
+        match postcard::to_slice(&item, &mut small) {
+            Ok(bytes) => {
+                let bytes = &*bytes;
+                let item = self.fits(item, bytes.len())?;
+                return put_outcome(item, self.ring.push(bytes, deadline));
+            }
+            Err(postcard::Error::SerializeBufferFull) => {}
+            Err(e) => return Err(PutError::Serialize(item, e.to_string())),
+        }
         with_buffer(|buf| {
             let bytes = match postcard::to_extend(&item, std::mem::take(buf)) {
                 Ok(b) => {
@@ -406,10 +494,252 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn pop(&self, deadline: Deadline) -> Result<T> {
-        with_buffer(|buf| {
-            self.ring.pop(buf, deadline)?;
-            postcard::from_bytes(buf).map_err(|e| Error::Deserialize(e.to_string()))
-        })
+        // A small frame is decoded where it lies, under the consumers'
+        // lock (no copy); a large one is copied out and decoded after the
+        // lock is released, so that other consumers do not wait for it.
+        let got = self.ring.pop_with(deadline, |bytes| {
+            if bytes.len() <= DECODE_IN_PLACE {
+                Popped::Decoded(decode_caught(bytes))
+            } else {
+                let mut buf = BUFFER.take();
+                buf.clear();
+                buf.extend_from_slice(bytes);
+                Popped::Copied(buf)
+            }
+        })?;
+        match got {
+            Popped::Decoded(decoded) => decoded.unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Popped::Copied(buf) => {
+                let decoded = decode(&buf);
+                BUFFER.set(buf);
+                decoded
+            }
+        }
+    }
+
+    /// Adds every item of `items`, in order, taking the producers' lock
+    /// once for as many as fit (far cheaper per item than [`put`](Queue::put)
+    /// for small items), and waiting for room as needed. Items are encoded
+    /// before any lock is taken, about 64 KiB of them at a time.
+    ///
+    /// Each hold of the lock publishes a run of whole items with one store:
+    /// a producer killed at any point leaves a prefix of the batch in the
+    /// queue (possibly none of it), never a torn item. A batch of up to
+    /// 64 KiB encoded becomes visible at once when it fits the free room;
+    /// a larger one, or one that does not fit, goes in in runs, as
+    /// consumers make room. Getters see the
+    /// items in order, and items of other producers never come between
+    /// the items of one run (they may between runs). An empty batch puts
+    /// nothing and succeeds.
+    ///
+    /// `items` may yield `T` or `&T`: pass `&vec` (or `vec.iter()`) to
+    /// keep the items the error says were not put.
+    ///
+    /// # Errors
+    /// As for [`put`](Queue::put), in a [`PutManyError`] that says how
+    /// many items were put before the one that failed. An item that can
+    /// never fit ([`PutError::TooLarge`]) or cannot be encoded stops the
+    /// batch there; the items before it are put.
+    ///
+    /// # Example
+    /// ```
+    /// let q = multiproc::Queue::<u64>::new()?;
+    /// q.put_many(0..100u64).expect("room for 100 items");
+    /// assert_eq!(q.get_many(1000)?, (0..100).collect::<Vec<_>>());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_many<I>(&self, items: I) -> std::result::Result<(), PutManyError>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.push_many(items, Deadline::Never)
+    }
+
+    /// As [`put_many`](Queue::put_many), waiting at most `timeout` in all.
+    ///
+    /// # Errors
+    /// [`PutError::Timeout`] (with the count of items put before the
+    /// time ran out), and those of [`put_many`](Queue::put_many).
+    pub fn put_many_timeout<I>(
+        &self,
+        items: I,
+        timeout: Duration,
+    ) -> std::result::Result<(), PutManyError>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.push_many(items, Deadline::after(timeout))
+    }
+
+    /// As [`put_many`](Queue::put_many), without waiting: puts the items
+    /// (from the start) that fit now.
+    ///
+    /// # Errors
+    /// [`PutError::Full`] with the count of items put, and those of
+    /// [`put_many`](Queue::put_many).
+    pub fn try_put_many<I>(&self, items: I) -> std::result::Result<(), PutManyError>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.push_many(items, Deadline::Now)
+    }
+
+    fn push_many<I>(&self, items: I, deadline: Deadline) -> std::result::Result<(), PutManyError>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        let mut put = 0;
+        if self.closed_here() {
+            return Err(PutManyError {
+                put,
+                error: PutError::Closed(()),
+            });
+        }
+        let max = self.ring.max_item();
+        let mut items = items.into_iter();
+        // Taken out of its cell while in use: an iterator that puts on
+        // queues itself finds the cell empty and uses a buffer of its own.
+        let mut frames = BUFFER.take();
+        let outcome = loop {
+            frames.clear();
+            let (mut count, mut stop, mut done) = (0, None, false);
+            while frames.len() < BATCH_BYTES {
+                let Some(item) = items.next() else {
+                    done = true;
+                    break;
+                };
+                let start = frames.len();
+                frames.extend_from_slice(&[0; 4]);
+                if let Err(e) = postcard::to_extend(item.borrow(), Append(&mut frames)) {
+                    frames.truncate(start);
+                    stop = Some(PutError::Serialize((), e.to_string()));
+                    break;
+                }
+                let size = frames.len() - start - 4;
+                if size > max {
+                    frames.truncate(start);
+                    stop = Some(PutError::TooLarge {
+                        item: (),
+                        size,
+                        max,
+                    });
+                    break;
+                }
+                frames[start..start + 4].copy_from_slice(&(size as u32).to_le_bytes());
+                count += 1;
+            }
+            let mut at = 0;
+            while count > 0 {
+                match self.ring.push_frames(&frames[at..], count, deadline) {
+                    Ok(Ok((n, bytes))) => {
+                        put += n;
+                        count -= n;
+                        at += bytes;
+                    }
+                    Ok(Err(f)) => {
+                        stop = Some(match f {
+                            PushFailure::Full => PutError::Full(()),
+                            PushFailure::Timeout => PutError::Timeout(()),
+                            PushFailure::Closed => PutError::Closed(()),
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        stop = Some(PutError::Other((), e));
+                        break;
+                    }
+                }
+            }
+            match stop {
+                Some(error) => break Err(error),
+                None if done => break Ok(()),
+                None => {}
+            }
+        };
+        frames.clear();
+        BUFFER.set(frames);
+        outcome.map_err(|error| PutManyError { put, error })
+    }
+
+    /// Removes and returns up to `max` of the oldest items (at least one),
+    /// waiting for the first: all the items there are, up to `max`, taken
+    /// in one hold of the consumers' lock (far cheaper per item than
+    /// [`get`](Queue::get) for small items). One hold takes at most about
+    /// 64 KiB of encoded items, whatever `max`. `max == 0` returns no items
+    /// at once.
+    ///
+    /// Items are decoded under the consumers' lock, and consumed together
+    /// after the last one is: a consumer killed (or a `Deserialize` that
+    /// panics) before that leaves all of them in the queue, and once they
+    /// are consumed they are all in the returned `Vec` — each item is got
+    /// exactly once. (A panic while decoding one consumes the items
+    /// before it and that one, and drops them, as a loop of `get`s that
+    /// panicked there would.)
+    ///
+    /// # Errors
+    /// As for [`get`](Queue::get): [`Error::Closed`] once the queue is
+    /// closed and empty. An item that is not a `T` ends the batch before
+    /// it; it is the first one next time, and then consumed with
+    /// [`Error::Deserialize`].
+    pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
+        self.pop_many(max, Deadline::Never)
+    }
+
+    /// As [`get_many`](Queue::get_many), waiting at most `timeout` for the
+    /// first item.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and those of [`get_many`](Queue::get_many).
+    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
+        self.pop_many(max, Deadline::after(timeout))
+    }
+
+    /// As [`get_many`](Queue::get_many), without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Empty`], and those of [`get_many`](Queue::get_many).
+    pub fn try_get_many(&self, max: usize) -> Result<Vec<T>> {
+        self.pop_many(max, Deadline::Now)
+    }
+
+    fn pop_many(&self, max: usize, deadline: Deadline) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        let mut failed = None;
+        let mut panicked = None;
+        self.ring.pop_many(deadline, max, BATCH_BYTES, |bytes| {
+            if out.capacity() == 0 {
+                out.reserve(max.min(256));
+            }
+            match decode_caught(bytes) {
+                Ok(Ok(item)) => {
+                    out.push(item);
+                    Take::More
+                }
+                Ok(Err(e)) if out.is_empty() => {
+                    failed = Some(e);
+                    Take::Last
+                }
+                Ok(Err(_)) => Take::Leave,
+                Err(panic) => {
+                    panicked = Some(panic);
+                    Take::Last
+                }
+            }
+        })?;
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Removes and returns the oldest item, waiting for one.
@@ -566,7 +896,9 @@ impl<T> SharedObject for JoinableQueue<T> {
 
     unsafe fn from_region(region: Region, bytes: u64) -> std::result::Result<Self, String> {
         // SAFETY: forwarded from the caller.
-        unsafe { Queue::from_region(region, bytes) }.map(JoinableQueue)
+        let mut queue = unsafe { Queue::<T>::from_region(region, bytes) }?;
+        queue.ring.count_tasks();
+        Ok(JoinableQueue(queue))
     }
 }
 

@@ -44,7 +44,7 @@ const MAX_ITEMS: u64 = COUNT_MASK;
 // The limit costs at most one frame of the largest ring, and offsets fit.
 const _: () = assert!(MAX_CAPACITY / LEN as u64 <= MAX_ITEMS + 1);
 const _: () = assert!(MAX_ITEMS <= COUNT_MASK);
-const _: () = assert!(MAX_CAPACITY <= OFFSET_MASK);
+const _: () = assert!(2 * MAX_CAPACITY <= OFFSET_MASK + 1);
 /// Attempts at reading both ends at one instant (see [`Ring::snapshot`]).
 const SNAPSHOT_TRIES: u32 = 64;
 /// Times a waiter gives its CPU away (`sched_yield`) before it sleeps,
@@ -131,10 +131,14 @@ pub(crate) struct Ring {
     data: Region,
     capacity: u64,
     maxsize: u64,
-    /// Offsets run modulo `span`, the largest multiple of the capacity
-    /// that fits in the offset bits, so that `offset % capacity` never
-    /// jumps when they wrap.
+    /// Offsets run modulo `span`, twice the capacity: the ring index of
+    /// an offset is at most one subtraction away, never a division, and
+    /// the bytes between two ends (at most the capacity) are told apart
+    /// from their complement.
     span: u64,
+    /// Whether puts count unfinished tasks (a `JoinableQueue`): a plain
+    /// queue leaves that word, on the line the consumers read, alone.
+    counts_tasks: bool,
 }
 
 /// Why a push did not happen.
@@ -259,7 +263,8 @@ impl Ring {
             data,
             capacity: len,
             maxsize: 0,
-            span: (OFFSET_MASK + 1) / len * len,
+            span: 2 * len,
+            counts_tasks: false,
         };
         ring.maxsize = ring.shared().maxsize;
         if ring.shared().capacity != len {
@@ -288,6 +293,47 @@ impl Ring {
         self.capacity as usize
     }
 
+    /// Makes puts through this handle (and its clones) count unfinished
+    /// tasks, for [`task_done`](Ring::task_done) and [`join`](Ring::join).
+    pub(crate) fn count_tasks(&mut self) {
+        self.counts_tasks = true;
+    }
+
+    /// The index in the ring of byte offset `at`, below the capacity
+    /// whatever `at` is. Offsets are below `span` and a frame or a batch
+    /// starts at most a capacity past one, so a subtraction or two do on
+    /// every healthy path; the division only guards corrupt input.
+    #[inline]
+    fn index(&self, at: u64) -> usize {
+        let cap = self.capacity;
+        let mut i = at;
+        if i >= cap {
+            i -= cap;
+        }
+        if i >= cap {
+            i -= cap;
+        }
+        if i >= cap {
+            i %= cap;
+        }
+        i as usize
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn corrupt_ends(&self, head: u64, tail: u64) -> Error {
+        self.corrupt(format!("queue ends {head:#x} and {tail:#x}"))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn corrupt_frame(&self, len: u64, at: u64, used: u64) -> Error {
+        self.corrupt(format!(
+            "queue frame of {len} bytes at {at} overruns the {used} bytes in use"
+        ))
+    }
+
+    #[cold]
     fn corrupt(&self, what: String) -> Error {
         Error::Corrupt {
             name: String::new(),
@@ -296,11 +342,16 @@ impl Ring {
     }
 
     /// What lies between `head` and `tail`, or `Corrupt` if they make no sense.
+    #[inline]
     fn extent(&self, head: u64, tail: u64) -> Result<Extent> {
         let (h, t) = (head & OFFSET_MASK, tail & OFFSET_MASK);
-        // Wrapping: an offset at or past `span` (corrupt memory) must not
-        // overflow; the check below refuses it.
-        let bytes = t.wrapping_add(self.span).wrapping_sub(h) % self.span;
+        // Wrapping: offsets at or past `span` (corrupt memory) must not
+        // overflow; the check below refuses them.
+        let bytes = if t >= h {
+            t - h
+        } else {
+            t.wrapping_add(self.span).wrapping_sub(h)
+        };
         let items = ((tail >> OFFSET_BITS).wrapping_sub(head >> OFFSET_BITS)) & COUNT_MASK;
         let sane = h < self.span
             && t < self.span
@@ -310,14 +361,23 @@ impl Ring {
         if sane {
             Ok(Extent { bytes, items })
         } else {
-            Err(self.corrupt(format!("queue ends {head:#x} and {tail:#x}")))
+            Err(self.corrupt_ends(head, tail))
         }
     }
 
-    /// An end moved past one frame of `bytes` bytes (offset below `span`).
-    fn advance(&self, end: u64, bytes: u64) -> u64 {
-        let offset = ((end & OFFSET_MASK) + bytes) % self.span;
-        let items = ((end >> OFFSET_BITS) + 1) & COUNT_MASK;
+    /// An end (offset below `span`) moved past `frames` frames of `bytes`
+    /// bytes in all (at most the capacity).
+    #[inline]
+    fn advance(&self, end: u64, bytes: u64, frames: u64) -> u64 {
+        let mut offset = (end & OFFSET_MASK) + bytes;
+        if offset >= self.span {
+            offset -= self.span;
+        }
+        if offset >= self.span {
+            // Only for ends that were not checked; keeps them in range.
+            offset %= self.span;
+        }
+        let items = ((end >> OFFSET_BITS) + frames) & COUNT_MASK;
         offset | (items << OFFSET_BITS)
     }
 
@@ -327,6 +387,7 @@ impl Ring {
     /// it read of this one, so any value of the other end read now is
     /// consistent with it. A check that fails here means the memory really
     /// is corrupt.
+    #[inline]
     fn locked_extent(&self, _held: &Held<'_>, head: u64, tail: u64) -> Result<Extent> {
         self.extent(head, tail)
     }
@@ -369,6 +430,7 @@ impl Ring {
     /// tries (a few times, for the common case of a holder that is done
     /// within nanoseconds), and a timed one waits no longer than its
     /// deadline.
+    #[inline]
     fn lock(&self, side: Side, deadline: Deadline) -> Result<Option<Held<'_>>> {
         let lock = match side {
             Side::Producer => &self.producers,
@@ -473,7 +535,7 @@ impl Ring {
                 // SAFETY: the producers' lock is held and `need` bytes
                 // from the tail are free (`fits`): the first `LEN` for the
                 // length...
-                unsafe { self.copy_in(at, &(len as u32).to_le_bytes()) };
+                unsafe { self.write_len(at, len as u32) };
                 let fill = fill.take().expect("filled once: the loop returns after");
                 // SAFETY: ...and the `need - LEN = len` after them for the
                 // payload, which no consumer reads before the tail moves.
@@ -483,9 +545,13 @@ impl Ring {
                 // release store below publishes the count with the frame.
                 // A producer killed between the two leaves one unfinished
                 // task that no item will ever complete, as in Python.
-                s.unfinished.fetch_add(1, Ordering::Relaxed);
+                if self.counts_tasks {
+                    s.unfinished.fetch_add(1, Ordering::Relaxed);
+                }
                 // Publish only now, in one store: the frame is complete.
-                s.tail.at.store(self.advance(tail, need), Ordering::Release);
+                s.tail
+                    .at
+                    .store(self.advance(tail, need, 1), Ordering::Release);
                 drop(held);
                 self.signal(Side::Producer);
                 return Ok(Ok(()));
@@ -568,10 +634,192 @@ impl Ring {
                 let r = unsafe { self.read_out(at + LEN as u64, len, read) };
                 s.head
                     .at
-                    .store(self.advance(head, (LEN + len) as u64), Ordering::Release);
+                    .store(self.advance(head, (LEN + len) as u64, 1), Ordering::Release);
                 drop(held);
                 self.signal(Side::Consumer);
                 return Ok(r);
+            }
+            drop(held);
+            if closed {
+                return Err(Error::Closed);
+            }
+            if !deadline.may_wait() {
+                return Err(Error::Empty);
+            }
+            if self.idle_until_added(deadline) {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Adds the longest run of whole frames from the start of `frames`
+    /// that fits now, waiting until `deadline` for room for the first;
+    /// returns how many frames and bytes it added. `frames` holds `count`
+    /// frames laid out as in the ring (a little-endian `u32` length, then
+    /// that many bytes), each at most [`max_item`](Ring::max_item) long. The
+    /// run is published by one store of the tail: a producer killed at any
+    /// point leaves all of it or none, and never part of a frame.
+    pub(crate) fn push_frames(
+        &self,
+        frames: &[u8],
+        count: usize,
+        deadline: Deadline,
+    ) -> Result<std::result::Result<(usize, usize), PushFailure>> {
+        let s = self.shared();
+        if frame_at(frames, 0).is_none() {
+            return Ok(Ok((0, 0)));
+        }
+        loop {
+            let Some(held) = self.lock(Side::Producer, deadline)? else {
+                return Ok(Err(if deadline.may_wait() {
+                    PushFailure::Timeout
+                } else {
+                    PushFailure::Full
+                }));
+            };
+            if s.closed.load(Ordering::Acquire) != 0 {
+                return Ok(Err(PushFailure::Closed));
+            }
+            let tail = s.tail.at.load(Ordering::Acquire);
+            // Frames and bytes free for a run, under every limit.
+            let free = |e: &Extent| {
+                let mut items = MAX_ITEMS - e.items.min(MAX_ITEMS);
+                if self.maxsize != 0 {
+                    items = items.min(self.maxsize - e.items.min(self.maxsize));
+                }
+                (self.capacity - e.bytes, items)
+            };
+            // The head as last seen if it leaves room for the whole run;
+            // the consumers' line otherwise (so a run that does not fit
+            // was measured against the head as it is).
+            let cached = s.tail.cached.load(Ordering::Relaxed);
+            let mut head = cached;
+            let extent = match self.extent(cached, tail) {
+                Ok(e)
+                    if {
+                        let (bytes, items) = free(&e);
+                        bytes >= frames.len() as u64 && items >= count as u64
+                    } =>
+                {
+                    e
+                }
+                _ => {
+                    head = s.head.at.load(Ordering::Acquire);
+                    s.tail.cached.store(head, Ordering::Relaxed);
+                    self.locked_extent(&held, head, tail)?
+                }
+            };
+            let (room, slots) = free(&extent);
+            let (mut bytes, mut n) = (0usize, 0u64);
+            while n < slots {
+                match frame_at(frames, bytes) {
+                    Some(size) if (bytes + size) as u64 <= room => {
+                        bytes += size;
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if n > 0 {
+                // SAFETY: the producers' lock is held and the `bytes`
+                // bytes from the tail are free: `bytes <= room`.
+                unsafe { self.copy_in(tail & OFFSET_MASK, &frames[..bytes]) };
+                if self.counts_tasks {
+                    s.unfinished.fetch_add(n, Ordering::Relaxed);
+                }
+                // Publish the run in one store, once it is all written.
+                s.tail
+                    .at
+                    .store(self.advance(tail, bytes as u64, n), Ordering::Release);
+                drop(held);
+                self.signal(Side::Producer);
+                return Ok(Ok((n as usize, bytes)));
+            }
+            drop(held);
+            if !deadline.may_wait() {
+                return Ok(Err(PushFailure::Full));
+            }
+            let seen = s.head.moved.load(Ordering::SeqCst);
+            if s.head.at.load(Ordering::Acquire) != head {
+                continue;
+            }
+            if !self.sleep(Side::Consumer, seen, deadline) {
+                return Ok(Err(PushFailure::Timeout));
+            }
+        }
+    }
+
+    /// Takes frames in one hold of the consumers' lock, waiting until
+    /// `deadline` for the first: shows each to `read` in order (in place,
+    /// or a copy if it straddles the ring's end), at most `max_frames`,
+    /// and no more once `max_bytes` have been taken; returns how many it
+    /// took. They are consumed together, by one store of the head after
+    /// the last `read`: a consumer killed (or a `read` that panics) before
+    /// that leaves every one of them in the ring, whole.
+    pub(crate) fn pop_many(
+        &self,
+        deadline: Deadline,
+        max_frames: usize,
+        max_bytes: usize,
+        mut read: impl FnMut(&[u8]) -> Take,
+    ) -> Result<usize> {
+        let s = self.shared();
+        loop {
+            let Some(held) = self.lock(Side::Consumer, deadline)? else {
+                return Err(if deadline.may_wait() {
+                    Error::Timeout
+                } else {
+                    Error::Empty
+                });
+            };
+            let head = s.head.at.load(Ordering::Acquire);
+            let cached = s.head.cached.load(Ordering::Relaxed);
+            let mut closed = false;
+            let extent = match self.extent(head, cached) {
+                // The view is enough if it holds all that may be taken.
+                Ok(e) if e.items as usize >= max_frames || e.bytes as usize >= max_bytes => e,
+                _ => {
+                    // `closed` before the tail, as in `pop_with`.
+                    closed = s.closed.load(Ordering::Acquire) != 0;
+                    let tail = s.tail.at.load(Ordering::Acquire);
+                    s.head.cached.store(tail, Ordering::Relaxed);
+                    self.locked_extent(&held, head, tail)?
+                }
+            };
+            if extent.items > 0 {
+                let (mut taken, mut n) = (0u64, 0u64);
+                while n < extent.items && (n as usize) < max_frames && (taken as usize) < max_bytes
+                {
+                    let at = (head & OFFSET_MASK) + taken;
+                    // SAFETY: the consumers' lock is held; the
+                    // `extent.bytes - taken` bytes from `at` are in use and
+                    // hold `extent.items - n >= 1` frames.
+                    let len = match unsafe { self.frame_len(at, extent.bytes - taken) } {
+                        Ok(len) => len,
+                        Err(e) if n == 0 => return Err(e),
+                        // Take the frames before; the next call reports it.
+                        Err(_) => break,
+                    };
+                    // SAFETY: as above; `frame_len` checked the payload
+                    // lies in the bytes in use.
+                    let take = unsafe { self.read_out(at + LEN as u64, len, &mut read) };
+                    if let Take::Leave = take {
+                        break;
+                    }
+                    taken += (LEN + len) as u64;
+                    n += 1;
+                    if let Take::Last = take {
+                        break;
+                    }
+                }
+                if n > 0 {
+                    s.head
+                        .at
+                        .store(self.advance(head, taken, n), Ordering::Release);
+                    drop(held);
+                    self.signal(Side::Consumer);
+                }
+                return Ok(n as usize);
             }
             drop(held);
             if closed {
@@ -610,6 +858,7 @@ impl Ring {
 
     /// Announces that `side` moved its end: a system call only if someone
     /// of the other side sleeps.
+    #[inline]
     fn signal(&self, side: Side) {
         let end = self.end(side);
         end.moved.fetch_add(1, Ordering::SeqCst);
@@ -811,7 +1060,7 @@ impl Ring {
     /// capacity, and bytes no consumer reads before the tail moves past them.
     unsafe fn copy_in(&self, at: u64, bytes: &[u8]) {
         let cap = self.capacity();
-        let start = (at % cap as u64) as usize;
+        let start = self.index(at);
         let first = bytes.len().min(cap - start);
         let (head, wrapped) = bytes.split_at(first);
         // SAFETY: `start + first <= cap`: inside the ring.
@@ -832,7 +1081,7 @@ impl Ring {
     /// and bytes no producer overwrites before the head moves past them.
     unsafe fn copy_out(&self, at: u64, out: &mut [u8]) {
         let cap = self.capacity();
-        let start = (at % cap as u64) as usize;
+        let start = self.index(at);
         let first = out.len().min(cap - start);
         let (head, wrapped) = out.split_at_mut(first);
         // SAFETY: `start + first <= cap`: inside the ring.
@@ -854,7 +1103,7 @@ impl Ring {
     /// As for [`copy_in`](Ring::copy_in), for `len` bytes from `at`.
     unsafe fn fill_in(&self, at: u64, len: usize, fill: impl FnOnce(&mut [u8])) {
         let cap = self.capacity();
-        let start = (at % cap as u64) as usize;
+        let start = self.index(at);
         if start + len <= cap {
             // SAFETY: `start + len <= cap`: inside the ring.
             let ptr = unsafe { self.ring_ptr().add(start) };
@@ -882,7 +1131,7 @@ impl Ring {
     /// As for [`copy_out`](Ring::copy_out), for `len` bytes from `at`.
     unsafe fn read_out<R>(&self, at: u64, len: usize, read: impl FnOnce(&[u8]) -> R) -> R {
         let cap = self.capacity();
-        let start = (at % cap as u64) as usize;
+        let start = self.index(at);
         if start + len <= cap {
             // SAFETY: `start + len <= cap`: inside the ring.
             let ptr = unsafe { self.ring_ptr().add(start) };
@@ -903,24 +1152,70 @@ impl Ring {
         }
     }
 
+    /// Writes a frame's length prefix at offset `at`.
+    ///
+    /// # Safety
+    /// As for [`copy_in`](Ring::copy_in), for [`LEN`] bytes from `at`.
+    unsafe fn write_len(&self, at: u64, len: u32) {
+        let start = self.index(at);
+        let bytes = len.to_le_bytes();
+        if start + LEN <= self.capacity() {
+            // SAFETY: `start + LEN <= cap`: inside the ring.
+            let ptr = unsafe { self.ring_ptr().add(start) };
+            // SAFETY: those `LEN` bytes are free per the caller; an
+            // unaligned write of plain bytes.
+            unsafe { ptr.cast::<[u8; LEN]>().write_unaligned(bytes) };
+        } else {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.copy_in(at, &bytes) };
+        }
+    }
+
     /// The payload length of the frame at `at`, checked to lie within the
     /// `used` bytes that follow.
     ///
     /// # Safety
     /// As for [`copy_out`](Ring::copy_out), with `used` bytes from `at`
     /// in use, at least [`LEN`].
+    #[inline]
     unsafe fn frame_len(&self, at: u64, used: u64) -> Result<usize> {
-        let mut len = [0u8; LEN];
-        // SAFETY: the first `LEN <= used` bytes, per the caller.
-        unsafe { self.copy_out(at, &mut len) };
+        let start = self.index(at);
+        let len = if start + LEN <= self.capacity() {
+            // SAFETY: `start + LEN <= cap`: inside the ring.
+            let ptr = unsafe { self.ring_ptr().add(start) };
+            // SAFETY: those `LEN` bytes are in use per the caller; an
+            // unaligned read of plain bytes.
+            unsafe { ptr.cast::<[u8; LEN]>().read_unaligned() }
+        } else {
+            let mut len = [0u8; LEN];
+            // SAFETY: the first `LEN <= used` bytes, per the caller.
+            unsafe { self.copy_out(at, &mut len) };
+            len
+        };
         let len = u32::from_le_bytes(len) as u64;
         if used < LEN as u64 + len {
-            return Err(self.corrupt(format!(
-                "queue frame of {len} bytes at {at} overruns the {used} bytes in use"
-            )));
+            return Err(self.corrupt_frame(len, at, used));
         }
         Ok(len as usize)
     }
+}
+
+/// What a batch reader ([`Ring::pop_many`]) does with the frame shown.
+pub(crate) enum Take {
+    /// Takes it, and would take the next.
+    More,
+    /// Takes it, and no more.
+    Last,
+    /// Leaves it (and the rest) in the ring.
+    Leave,
+}
+
+/// The size of the frame (length prefix included) at `at` in a run of
+/// frames laid out as in the ring; `None` past the last whole one.
+fn frame_at(frames: &[u8], at: usize) -> Option<usize> {
+    let len = frames.get(at..at.checked_add(LEN)?)?;
+    let size = LEN + u32::from_le_bytes(len.try_into().ok()?) as usize;
+    (frames.len() - at >= size).then_some(size)
 }
 
 /// One side's lock, held.
@@ -934,7 +1229,7 @@ impl Drop for Held<'_> {
     }
 }
 
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, test))]
 impl Ring {
     /// For the fuzzer: overwrites the two ends, then each side's view of
     /// the other (from bytes 16..32, which are also the data's start) and
@@ -958,6 +1253,87 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Queue;
+
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// Batches and single gets over rings whose ends look sane but whose
+    /// frames are garbage (what a broken or hostile process could leave):
+    /// every call returns items or an error, never panics, never loops,
+    /// and the ring takes puts again once drained or found corrupt.
+    #[test]
+    fn batches_over_scribbled_rings_return_items_or_errors() {
+        let q = Queue::<Vec<u8>>::with_capacity(0, 509).unwrap();
+        let ring = &q.ring;
+        let mut rng = 0x1234_5678_9abc_def1_u64;
+        let (mut some, mut corrupt) = (0, 0);
+        for round in 0..3000 {
+            let span = ring.span;
+            let head = xorshift(&mut rng) % span;
+            let bytes = xorshift(&mut rng) % (ring.capacity + 1);
+            let tail = (head + bytes) % span;
+            let items = if bytes == 0 {
+                0
+            } else {
+                1 + xorshift(&mut rng) % (bytes / LEN as u64).max(1)
+            };
+            let hc = xorshift(&mut rng) & COUNT_MASK;
+            let head = head | (hc << OFFSET_BITS);
+            let tail = tail | (((hc + items) & COUNT_MASK) << OFFSET_BITS);
+            // The ends, then the data (from byte 16, where `scribble` also
+            // takes the cached views from): bytes mostly zero or small, so
+            // that many lengths make sense and some do not.
+            let mut scribble: Vec<u8> = [head, tail].iter().flat_map(|w| w.to_le_bytes()).collect();
+            scribble.extend((0..ring.capacity).map(|_| {
+                let r = xorshift(&mut rng);
+                match r % 8 {
+                    0 => (r >> 16) as u8,
+                    1 | 2 => (r >> 16) as u8 % 12,
+                    _ => 0,
+                }
+            }));
+            ring.scribble(&scribble);
+            // The views each side would hold of the other end.
+            let s = ring.shared();
+            s.tail.cached.store(head, Ordering::Relaxed);
+            s.head.cached.store(tail, Ordering::Relaxed);
+            let _ = (q.len(), q.is_full());
+            let mut taken = 0;
+            for i in 0..600 {
+                let got = if i % 3 == 0 {
+                    q.try_get().map(|_| 1)
+                } else {
+                    q.try_get_many(1 + i % 7).map(|v| v.len())
+                };
+                match got {
+                    Ok(n) => taken += n,
+                    Err(Error::Corrupt { .. }) => {
+                        corrupt += 1;
+                        break;
+                    }
+                    Err(Error::Empty) => break,
+                    Err(Error::Deserialize(_)) => taken += 1,
+                    Err(e) => panic!("round {round}: unexpected {e}"),
+                }
+            }
+            assert!(taken <= items as usize, "round {round}: {taken} of {items}");
+            some += usize::from(taken > 0);
+            // Reset the ends: the ring works again.
+            ring.scribble(&[0; 32]);
+            q.try_put_many([vec![1u8, 2], vec![3]]).unwrap();
+            assert_eq!(q.try_get_many(5).unwrap(), vec![vec![1, 2], vec![3]]);
+        }
+        // Both kinds of round happened: items taken, corruption found.
+        assert!(
+            some > 100 && corrupt > 100,
+            "{some} with items, {corrupt} corrupt"
+        );
+    }
 
     /// No reachable state of a healthy ring fails the consistency check
     /// of [`Ring::extent`] for want of count bits: the most frames a ring

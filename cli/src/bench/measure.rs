@@ -133,6 +133,39 @@ pub(super) fn items_per_sec(stream: &impl BenchStream, n: u64) -> Result<f64> {
     })
 }
 
+/// Items per second from a forked producer to this process, moved in
+/// batches of `batch` with `put_many` and `get_many`.
+pub(super) fn batched_items_per_sec(q: &multiproc::Queue<u64>, n: u64, batch: u64) -> Result<f64> {
+    multiproc::scope(|s| {
+        let mut producer = s
+            .process(|| {
+                let mut i = 0;
+                while i < n {
+                    let end = (i + batch).min(n);
+                    let _ = q.put_many(i..end);
+                    i = end;
+                }
+            })
+            .daemon(true);
+        let t = Instant::now();
+        producer.start()?;
+        let mut i = 0;
+        while i < n {
+            for got in q.get_many(batch as usize)? {
+                if got != i {
+                    bail!("item {i} arrived as {got}");
+                }
+                i += 1;
+            }
+        }
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
+            bail!("producer failed");
+        }
+        Ok(rate)
+    })
+}
+
 /// Bytes per second of `n` messages of `len` bytes from a forked producer
 /// to this process (each message checked by its first and last bytes).
 pub(super) fn bytes_per_sec(payload: &impl BenchPayload, n: u64, len: usize) -> Result<f64> {

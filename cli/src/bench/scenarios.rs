@@ -14,8 +14,8 @@ use multiproc_cli::baseline::{
 };
 
 use super::measure::{
-    bytes_per_sec, items_per_sec, managed_rate_over, median, ms_per_process, ns_per_acquire,
-    ns_per_lock, paired, raw_round_trips_per_sec, sums_per_sec, two_process_rate,
+    batched_items_per_sec, bytes_per_sec, items_per_sec, managed_rate_over, median, ms_per_process,
+    ns_per_acquire, ns_per_lock, paired, raw_round_trips_per_sec, sums_per_sec, two_process_rate,
     us_per_round_trip, ManagerOp, Size,
 };
 use super::redis::redis_managed;
@@ -311,8 +311,17 @@ fn queue_items_2proc(size: &Size) -> Result<Measured> {
     let ours = multiproc::Queue::<u64>::new()?;
     let raw = RawSocketStream::new()?;
     let (a, b) = paired(size, || items_per_sec(&ours, n), || items_per_sec(&raw, n))?;
+    let batched = (0..size.repeats())
+        .map(|_| batched_items_per_sec(&ours, n, 64))
+        .collect::<Result<Vec<_>>>()?;
     #[allow(unused_mut)]
-    let mut baselines = vec![("Unix socket, one write per item", b)];
+    let mut baselines = vec![
+        ("Unix socket, one write per item", b),
+        (
+            "the same Queue, put_many/get_many of 64 items",
+            median(batched),
+        ),
+    ];
     #[cfg(feature = "peers")]
     peers::items(size, n, &mut baselines)?;
     Ok((a, baselines))
