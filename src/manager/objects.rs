@@ -4,10 +4,9 @@
 //! feeds it frames). What each request does is `dispatch`'s business.
 
 use std::collections::HashMap;
-use std::hash::RandomState;
 use std::time::{Duration, Instant};
 
-use super::apply::{run, Map, Object};
+use super::apply::{keyed, run, Keyed, Map, Object};
 use super::dispatch::{ident, parse_ident, wire, Reply, Request};
 use super::limits::Budget;
 use super::methods;
@@ -139,7 +138,7 @@ pub(super) struct Objects {
     next: Id,
     table: HashMap<Id, Entry>,
     /// The key of every dict's hasher.
-    hasher: RandomState,
+    hasher: Keyed,
     /// The registered typeids (`--object get_dict=dict`) and what they create.
     registry: HashMap<String, String>,
     /// The one object each registered name stands for, once made.
@@ -218,7 +217,7 @@ impl Objects {
         Objects {
             next: u64::from_le_bytes(seed) >> 2,
             table: HashMap::new(),
-            hasher: RandomState::new(),
+            hasher: keyed(),
             registry,
             named: HashMap::new(),
             address,
