@@ -136,7 +136,9 @@ enum Done {
 /// Every object of one manager.
 pub(super) struct Objects {
     next: Id,
-    table: HashMap<Id, Entry>,
+    /// Every object by id (ids are this server's, given in order: a
+    /// client chooses none of the keys, so a fast hash is safe here too).
+    table: HashMap<Id, Entry, Keyed>,
     /// The key of every dict's hasher.
     hasher: Keyed,
     /// The registered typeids (`--object get_dict=dict`) and what they create.
@@ -216,7 +218,7 @@ impl Objects {
         }
         Objects {
             next: u64::from_le_bytes(seed) >> 2,
-            table: HashMap::new(),
+            table: HashMap::with_hasher(keyed()),
             hasher: keyed(),
             registry,
             named: HashMap::new(),

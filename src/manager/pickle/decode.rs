@@ -1,6 +1,7 @@
 //! The decoder: pickle's stack machine over an arena of nodes, then one
 //! walk from the result that builds the value and charges every node it
-//! builds.
+//! builds. (Plain values are first tried in one pass, `flat`, which
+//! decodes and charges them exactly as this would.)
 //!
 //! The stack and the memo hold indexes into the arena, and the opcodes
 //! that fill a container (`APPEND`, `SETITEM`, `ADDITEMS`, `BUILD`) change

@@ -16,6 +16,8 @@
 //! nests a value deeper than the depth allowed, so dropping what it built
 //! stays within the stack.
 
+use std::cell::Cell;
+
 use super::super::limits::Budget;
 use super::super::value::PyValue;
 use super::decode::{int_from_bytes, Memo, MAX_INT_BYTES, NODE};
@@ -38,11 +40,20 @@ const MAX_OWED: usize = 16 << 10;
 /// what `decode` would; `GiveUp` for anything it does not take on, with
 /// `budget` charged part of the way (the caller restores it).
 pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fast<PyValue> {
+    thread_local! {
+        /// The stacks of the last decoding, kept for the next one (small
+        /// requests would spend more on allocating them than on the rest).
+        static SPARE: Cell<(Vec<PyValue>, Vec<u32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+    }
+    let (mut stack, mut heights) = SPARE.take();
+    let room = (bytes.len() / 2).clamp(8, SPARE_ITEMS);
+    stack.reserve(room);
+    heights.reserve(room);
     let mut f = Flat {
         input: bytes,
         at: 0,
-        stack: Vec::with_capacity((bytes.len() / 2).clamp(8, 1 << 12)),
-        heights: Vec::with_capacity((bytes.len() / 2).clamp(8, 1 << 12)),
+        stack,
+        heights,
         marks: Vec::new(),
         memo: Memo::default(),
         memoized: Vec::new(),
@@ -53,8 +64,19 @@ pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fas
         owed_work: 0,
         max_depth: u32::try_from(max_depth).unwrap_or(u32::MAX),
     };
-    f.run()
+    let value = f.run();
+    let (mut stack, mut heights) = (f.stack, f.heights);
+    stack.clear();
+    heights.clear();
+    if stack.capacity() <= SPARE_ITEMS {
+        SPARE.set((stack, heights));
+    }
+    value
 }
+
+/// The most stack entries kept from one decoding to the next (64 KiB
+/// per thread; a 1000-item dict's fit).
+const SPARE_ITEMS: usize = 1 << 11;
 
 struct Flat<'a> {
     input: &'a [u8],
@@ -300,6 +322,7 @@ impl<'a> Flat<'a> {
     }
 
     /// Pays what is owed.
+    #[inline]
     fn settle(&mut self) -> Fast<()> {
         let (memory, work) = (self.owed_memory, self.owed_work);
         self.owed_memory = 0;
