@@ -54,6 +54,8 @@ criterion_group!(benches, batches);
 /// `MANAGER_CODEC_PROFILE=update|get_many|batch|single` runs 100 batches of that kind
 /// (`single`: 100,000 single `__setitem__` requests) and nothing else (for `valgrind --tool=callgrind`: instructions per
 /// item are the count under `Codec::answer` divided by 100,000).
+/// `client_update|client_get_many|client_single` run the same with the
+/// client's side too: its count is the one under `Codec::client_*`.
 fn main() {
     match std::env::var("MANAGER_CODEC_PROFILE").as_deref() {
         Ok("update") => {
@@ -88,6 +90,36 @@ fn main() {
                 .collect();
             for s in &sets {
                 std::hint::black_box(codec.answer(s));
+            }
+        }
+        // The client's side of the same calls: the requests as a Rust
+        // `DictProxy` makes them (serde, then the pickle), and the replies
+        // decoded as it decodes them (count under `Codec::client_*`).
+        Ok("client_update") => {
+            let mut codec = Codec::new();
+            for r in 0..ROUNDS {
+                let req = codec.client_update((0..BATCH).map(|i| (r * BATCH + i, i)));
+                let reply = codec.answer(&req);
+                codec.client_reply::<()>(&reply);
+            }
+        }
+        Ok("client_get_many") => {
+            let mut codec = Codec::new();
+            codec.answer(&codec.update_request((0..BATCH * 10).map(|i| (i, i))));
+            let keys: Vec<i64> = (0..BATCH).map(|i| i * 7).collect();
+            for _ in 0..ROUNDS {
+                let req = codec.client_get_many(&keys);
+                let reply = codec.answer(&req);
+                let found: Vec<Option<i64>> = codec.client_reply(&reply);
+                std::hint::black_box(found);
+            }
+        }
+        Ok("client_single") => {
+            let mut codec = Codec::new();
+            for i in 0..ROUNDS * BATCH {
+                let req = codec.client_set(i % 1000, i);
+                let reply = codec.answer(&req);
+                codec.client_reply::<()>(&reply);
             }
         }
         _ => {

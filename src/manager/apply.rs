@@ -15,8 +15,6 @@
 //! may be another than CPython's (it depends on the order of comparisons,
 //! which CPython itself changed in 3.13).
 
-use std::hash::RandomState;
-
 use indexmap::IndexMap;
 
 use super::compare::sort;
@@ -25,10 +23,66 @@ use super::methods::int_of;
 use super::protocol::{Exception, Kind, Op};
 use super::{PyObject, PyValue};
 
-/// The server's dicts hash with SipHash-1-3 under a random key of this
-/// server's (std's `RandomState`): a client that chooses keys cannot
-/// choose their collisions.
-pub(super) type Map = IndexMap<PyValue, PyValue, RandomState>;
+/// The server's dicts hash with foldhash (its fast variant) under a key
+/// drawn from the operating system's randomness when the server starts
+/// (see [`keyed`]): a client that chooses keys does not know the key, and
+/// so cannot choose their collisions. It is several times cheaper than
+/// std's SipHash-1-3 per key; the dicts iterate in insertion order, so
+/// no answer shows how keys hash.
+pub(super) type Map = IndexMap<PyValue, PyValue, Keyed>;
+
+/// The hasher of the server's dicts (see [`Map`]): foldhash's, keyed.
+#[derive(Clone, Debug)]
+pub(super) struct Keyed(foldhash::fast::SeedableRandomState);
+
+/// A new random key for dicts' hashers: a per-key seed and a seed shared
+/// by this process, both drawn from std's `RandomState` (whose SipHash
+/// keys come from the operating system's randomness), not from foldhash's
+/// own default (addresses and the time).
+pub(super) fn keyed() -> Keyed {
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    static SHARED: OnceLock<foldhash::SharedSeed> = OnceLock::new();
+    let random = || std::hash::RandomState::new().hash_one(0x6d70_7263_u64);
+    let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(random()));
+    Keyed(foldhash::fast::SeedableRandomState::with_seed(
+        random(),
+        shared,
+    ))
+}
+
+impl std::hash::BuildHasher for Keyed {
+    type Hasher = KeyedHasher;
+    #[inline]
+    fn build_hasher(&self) -> KeyedHasher {
+        KeyedHasher(self.0.build_hasher())
+    }
+}
+
+/// foldhash's hasher, whose writes stay out of line in a debug build:
+/// hashing a value recurses once per level of nesting, and inlined there
+/// they would make each level's frame several times larger (the deepest
+/// value allowed must hash within a thread's stack).
+pub(super) struct KeyedHasher(foldhash::fast::FoldHasher<'static>);
+
+macro_rules! forward {
+    ($($name:ident: $t:ty),*) => {$(
+        #[cfg_attr(debug_assertions, inline(never))]
+        #[cfg_attr(not(debug_assertions), inline)]
+        fn $name(&mut self, i: $t) {
+            self.0.$name(i)
+        }
+    )*};
+}
+
+impl std::hash::Hasher for KeyedHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+    forward!(write: &[u8], write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64,
+        write_u128: u128, write_usize: usize);
+}
 
 /// A manager object's contents.
 pub(super) enum Object {
@@ -597,7 +651,7 @@ fn iterator(items: Vec<PyValue>) -> PyValue {
 
 /// A new dict of `items` (later ones replacing the values of earlier
 /// equal keys, which keep their place), with `hasher`'s key.
-fn dict_of(items: impl IntoIterator<Item = (PyValue, PyValue)>, hasher: &RandomState) -> PyValue {
+fn dict_of(items: impl IntoIterator<Item = (PyValue, PyValue)>, hasher: &Keyed) -> PyValue {
     let mut m = Map::with_hasher(hasher.clone());
     m.extend(items);
     PyValue::Dict(m.into_iter().collect())
@@ -754,6 +808,9 @@ fn dict(
             )
         }
         Op::Update(items) => {
+            // Room for every item at once, as Python's `update` makes it
+            // (rather than growing the table a few times on the way).
+            d.reserve(items.len());
             d.extend(items);
             PyValue::None
         }
@@ -762,6 +819,7 @@ fn dict(
                 Some(other) => pairs_of(other, budget)?,
                 None => Vec::new(),
             };
+            d.reserve(pairs.len() + kwds.len());
             d.extend(pairs);
             d.extend(kwds);
             PyValue::None
@@ -1097,7 +1155,7 @@ mod tests {
     }
 
     fn dict() -> Object {
-        Object::Dict(Map::with_hasher(RandomState::new()))
+        Object::Dict(Map::with_hasher(keyed()))
     }
 
     fn ints(v: &[i64]) -> Vec<PyValue> {
@@ -2192,7 +2250,7 @@ mod tests {
             let mut object = match init {
                 PyValue::List(items) if kind == Kind::List => Object::List(items),
                 PyValue::List(pairs) => {
-                    let mut m = Map::with_hasher(RandomState::new());
+                    let mut m = Map::with_hasher(keyed());
                     for pair in pairs {
                         let PyValue::Tuple(pair) = pair else {
                             panic!("{described}")
@@ -2276,7 +2334,7 @@ mod tests {
             let mut object = match kind {
                 Kind::List => Object::List((0..next() % 8).map(|_| atoms(next())).collect()),
                 _ => {
-                    let mut m = Map::with_hasher(RandomState::new());
+                    let mut m = Map::with_hasher(keyed());
                     for _ in 0..next() % 6 {
                         m.insert(s(["a", "b", "_c"][next() as usize % 3]), atoms(next()));
                     }

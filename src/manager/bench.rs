@@ -5,8 +5,13 @@
 
 use std::collections::HashMap;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use super::dispatch::wire;
 use super::objects::{Answer, Objects, Session};
+use super::protocol::{Kind, Op};
+use super::{calls, de, pickle, ser};
 use super::{refs, PyValue};
 
 /// A server's objects with one dict, served in this process.
@@ -121,6 +126,74 @@ impl Codec {
         self.request(None, "_multiproc_batch", vec![PyValue::List(items)])
     }
 
+    /// The request `d.update(items)` as a Rust client's `DictProxy`
+    /// makes it: each key and value through serde, then the pickle.
+    ///
+    /// # Panics
+    /// If an item does not convert.
+    #[inline(never)]
+    pub fn client_update<K: Serialize, V: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Vec<u8> {
+        let items = items
+            .into_iter()
+            .map(|(k, v)| (value(&k), value(&v)))
+            .collect();
+        self.client_request(Op::Update(items))
+    }
+
+    /// The request of a Rust client's `get_many(keys)`.
+    ///
+    /// # Panics
+    /// If a key does not convert.
+    #[inline(never)]
+    pub fn client_get_many<'k, K: Serialize + 'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k K>,
+    ) -> Vec<u8> {
+        self.client_request(Op::LookupMany(keys.into_iter().map(value).collect()))
+    }
+
+    /// The request of a Rust client's `set(k, v)`.
+    ///
+    /// # Panics
+    /// If the key or value does not convert.
+    #[inline(never)]
+    pub fn client_set<K: Serialize, V: Serialize>(&self, k: K, v: V) -> Vec<u8> {
+        self.client_request(Op::Set(value(&k), value(&v)))
+    }
+
+    fn client_request(&self, op: Op) -> Vec<u8> {
+        let (method, args, kwds) = calls::request(Kind::Dict, op);
+        let req = PyValue::Tuple(vec![
+            PyValue::Str(self.dict.clone()),
+            method.into(),
+            PyValue::Tuple(args),
+            PyValue::Dict(kwds),
+        ]);
+        pickle::dumps(&req, &PyValue::None)
+    }
+
+    /// What a Rust client makes of a reply to a call: its result as an
+    /// `R` (the pickle decoded, then through serde).
+    ///
+    /// # Panics
+    /// If the reply is not a `#RETURN` of an `R`.
+    #[inline(never)]
+    pub fn client_reply<R: DeserializeOwned>(&self, reply: &[u8]) -> R {
+        let mut budget = super::limits::Budget::new(usize::MAX, usize::MAX);
+        let v = pickle::loads_answer(reply, &mut budget).expect("a reply");
+        let PyValue::Tuple(t) = v else {
+            panic!("not a reply: {v:?}")
+        };
+        let Ok([PyValue::Str(kind), result]) = <[PyValue; 2]>::try_from(t) else {
+            panic!("not a reply")
+        };
+        assert_eq!(kind, "#RETURN");
+        de::from_value(result).expect("an R")
+    }
+
     /// Serves one encoded request (a frame's bytes): the encoded reply.
     ///
     /// # Panics
@@ -131,4 +204,8 @@ impl Codec {
             Answer::Parked => panic!("a dict request does not wait"),
         }
     }
+}
+
+fn value<T: Serialize + ?Sized>(v: &T) -> PyValue {
+    ser::to_value(v).expect("a value that converts")
 }

@@ -250,6 +250,7 @@ pub const MAX_WORK: usize = 1 << 25;
 /// What is left for the rest of one request: encoded bytes of its answer
 /// (whose frame must stay within the limit), memory (the copies made to
 /// build the answer) and work.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Budget {
     answer: usize,
     memory: usize,

@@ -4,10 +4,9 @@
 //! feeds it frames). What each request does is `dispatch`'s business.
 
 use std::collections::HashMap;
-use std::hash::RandomState;
 use std::time::{Duration, Instant};
 
-use super::apply::{run, Map, Object};
+use super::apply::{keyed, run, Keyed, Map, Object};
 use super::dispatch::{ident, parse_ident, wire, Reply, Request};
 use super::limits::Budget;
 use super::methods;
@@ -137,9 +136,11 @@ enum Done {
 /// Every object of one manager.
 pub(super) struct Objects {
     next: Id,
-    table: HashMap<Id, Entry>,
+    /// Every object by id (ids are this server's, given in order: a
+    /// client chooses none of the keys, so a fast hash is safe here too).
+    table: HashMap<Id, Entry, Keyed>,
     /// The key of every dict's hasher.
-    hasher: RandomState,
+    hasher: Keyed,
     /// The registered typeids (`--object get_dict=dict`) and what they create.
     registry: HashMap<String, String>,
     /// The one object each registered name stands for, once made.
@@ -217,8 +218,8 @@ impl Objects {
         }
         Objects {
             next: u64::from_le_bytes(seed) >> 2,
-            table: HashMap::new(),
-            hasher: RandomState::new(),
+            table: HashMap::with_hasher(keyed()),
+            hasher: keyed(),
             registry,
             named: HashMap::new(),
             address,

@@ -1,6 +1,7 @@
 //! The decoder: pickle's stack machine over an arena of nodes, then one
 //! walk from the result that builds the value and charges every node it
-//! builds.
+//! builds. (Plain values are first tried in one pass, `flat`, which
+//! decodes and charges them exactly as this would.)
 //!
 //! The stack and the memo hold indexes into the arena, and the opcodes
 //! that fill a container (`APPEND`, `SETITEM`, `ADDITEMS`, `BUILD`) change
@@ -48,6 +49,22 @@ pub(crate) fn loads_answer(bytes: &[u8], budget: &mut Budget) -> Result<PyValue,
 }
 
 fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue, Exception> {
+    // Plain values in one pass; anything else (or anything wrong) from
+    // the start again, with the budget as it was.
+    let before = budget.clone();
+    if let Ok(v) = super::flat::decode(bytes, budget, max_depth) {
+        return Ok(v);
+    }
+    *budget = before;
+    general(bytes, budget, max_depth)
+}
+
+/// The general decoder: every opcode, every error.
+pub(super) fn general(
+    bytes: &[u8],
+    budget: &mut Budget,
+    max_depth: usize,
+) -> Result<PyValue, Exception> {
     // Room for a small request's nodes from the start (an opcode takes a
     // byte at least, a value two or more), so that it is not regrown node
     // by node; a larger one grows, each node charged as it is added.
@@ -86,6 +103,9 @@ struct ObjectNode {
     dict_items: Vec<(usize, usize)>,
 }
 
+/// The memory a node takes (charged for each node made).
+pub(super) const NODE: usize = size_of::<Node>();
+
 enum Node {
     /// A value without parts: `None`, a bool, number, str or bytes.
     Scalar(PyValue),
@@ -103,17 +123,17 @@ enum Node {
 /// The memo: node indexes by key. Keys are dense from 0 in what CPython
 /// writes (`MEMOIZE` takes the next); others go to a map.
 #[derive(Default)]
-struct Memo {
+pub(super) struct Memo {
     dense: Vec<usize>,
     sparse: HashMap<u32, usize>,
     /// How many keys are set (`MEMOIZE`'s next key).
-    count: usize,
+    pub(super) count: usize,
 }
 
 impl Memo {
     const UNSET: usize = usize::MAX;
 
-    fn insert(&mut self, key: u32, node: usize) {
+    pub(super) fn insert(&mut self, key: u32, node: usize) {
         let k = key as usize;
         if k == self.dense.len() {
             if self.sparse.remove(&key).is_some() {
@@ -131,7 +151,7 @@ impl Memo {
         }
     }
 
-    fn get(&self, key: u32) -> Option<usize> {
+    pub(super) fn get(&self, key: u32) -> Option<usize> {
         match self.dense.get(key as usize) {
             Some(&node) if node != Memo::UNSET => Some(node),
             _ => self.sparse.get(&key).copied(),

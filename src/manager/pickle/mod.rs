@@ -19,6 +19,7 @@
 
 mod decode;
 mod encode;
+mod flat;
 #[cfg(test)]
 mod tests;
 
@@ -29,14 +30,35 @@ pub(crate) use encode::dumps;
 
 /// For the fuzzer only (built with `--cfg fuzzing`): decodes `data` as a
 /// request within a request's memory, and if that succeeds, checks that
-/// what the value encodes to decodes to a value that encodes the same.
+/// what the value encodes to decodes to a value that encodes the same;
+/// and that whatever the one-pass decoder takes on, within any budget and
+/// depth, it decodes and charges exactly as the general decoder does.
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub fn fuzz(data: &[u8]) {
     use super::limits::Budget;
+    let address = super::PyValue::Str("/tmp/fuzz.sock".into());
+    let small = data.len().saturating_mul(24);
+    for (memory, depth) in [
+        (64 << 20, super::limits::MAX_DEPTH + 2),
+        (small, 3),
+        (small / 3, 1),
+    ] {
+        let mut fast = Budget::new(usize::MAX, memory);
+        if let Ok(v) = flat::decode(data, &mut fast, depth) {
+            let mut budget = Budget::new(usize::MAX, memory);
+            match decode::general(data, &mut budget, depth) {
+                Ok(w) => assert!(
+                    dumps(&v, &address) == dumps(&w, &address),
+                    "one pass gave {v:?}, the general decoder {w:?}"
+                ),
+                Err(e) => panic!("one pass gave {v:?}, the general decoder {e:?}"),
+            }
+            assert_eq!(fast, budget, "the two decoders charged {v:?} differently");
+        }
+    }
     let mut budget = Budget::new(usize::MAX, 64 << 20);
     if let Ok(v) = loads(data, &mut budget) {
-        let address = super::PyValue::Str("/tmp/fuzz.sock".into());
         let bytes = dumps(&v, &address);
         let mut budget = Budget::new(usize::MAX, usize::MAX);
         let back = match loads_answer(&bytes, &mut budget) {

@@ -691,3 +691,165 @@ fn memo_keys_may_be_sparse_and_memoize_takes_the_count() {
     assert_eq!(try_loads(b, 1 << 20).unwrap().to_string(), "2");
     assert!(try_loads(b"\x80\x04K\x01q\x05h\x04.", 1 << 20).is_err());
 }
+
+/// Whether the one-pass decoder takes `bytes` on within the request's
+/// depth and a large budget; checked, for small depths and (`sweep`)
+/// for memory budgets around what decoding needs, that whatever it takes
+/// on it decodes and charges exactly as the general decoder does.
+fn one_pass_agrees(bytes: &[u8], sweep: bool) -> bool {
+    use super::super::limits::MAX_DEPTH;
+    let address = PyValue::Str("/tmp/x.sock".into());
+    let agree = |memory: usize, depth: usize| -> bool {
+        let mut fast = Budget::new(usize::MAX, memory);
+        let Ok(v) = flat::decode(bytes, &mut fast, depth) else {
+            return false;
+        };
+        let mut general = Budget::new(usize::MAX, memory);
+        let w = decode::general(bytes, &mut general, depth)
+            .unwrap_or_else(|e| panic!("{bytes:?}: one pass gave {v:?}, the general {e:?}"));
+        assert!(
+            dumps(&v, &address) == dumps(&w, &address),
+            "{bytes:?}: {v:?} against {w:?}"
+        );
+        assert_eq!(fast, general, "{bytes:?} charged differently");
+        true
+    };
+    let took = agree(64 << 20, MAX_DEPTH + 2);
+    for depth in 0..4 {
+        agree(64 << 20, depth);
+    }
+    if sweep {
+        // The least memory the general decoder needs, then budgets
+        // around it: the one pass succeeds exactly where it does.
+        let ok = |m: usize| {
+            decode::general(bytes, &mut Budget::new(usize::MAX, m), MAX_DEPTH + 2).is_ok()
+        };
+        let (mut low, mut high) = (0, 64 << 20);
+        while low < high {
+            let mid = (low + high) / 2;
+            if ok(mid) {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        for memory in [0, 1, low / 2, low.saturating_sub(1), low, low + 1] {
+            assert_eq!(
+                agree(memory, MAX_DEPTH + 2),
+                took && memory >= low,
+                "{bytes:?} at {memory}"
+            );
+        }
+    }
+    took
+}
+
+#[test]
+fn the_one_pass_decoder_agrees_with_the_general_one() {
+    let address = PyValue::Str("/tmp/x.sock".into());
+    // What it takes on: Rust clients' requests, CPython's (framed and
+    // memoized), each way of building tuples, lists and dicts.
+    let plain: Vec<Vec<u8>> = vec![
+        dumps(
+            &PyValue::Tuple(vec![
+                "7f00".into(),
+                "update".into(),
+                PyValue::Tuple(vec![PyValue::Dict(
+                    (0..300)
+                        .map(|i| (PyValue::Int(i * 1000), PyValue::Int(-i)))
+                        .collect(),
+                )]),
+                PyValue::Dict(vec![]),
+            ]),
+            &address,
+        ),
+        dumps(
+            &PyValue::List(vec![
+                PyValue::None,
+                true.into(),
+                false.into(),
+                PyValue::Float(-0.5),
+                PyValue::Str("é".repeat(300)),
+                PyValue::Bytes(vec![1; 300]),
+                PyValue::BigInt(vec![0; 20].into_iter().chain([1]).collect()),
+                PyValue::Int(i64::MIN),
+                PyValue::Tuple(vec![]),
+                PyValue::Tuple(vec![1.into()]),
+                PyValue::Tuple((0..5).map(PyValue::from).collect()),
+                PyValue::List(vec![PyValue::List(vec![PyValue::Dict(vec![(
+                    PyValue::Tuple(vec![1.into(), "k".into()]),
+                    PyValue::List(vec![]),
+                )])])]),
+            ]),
+            &address,
+        ),
+        hex(CAPTURED[0].1),
+        hex(CAPTURED[2].1),
+        // DICT, LIST, TUPLE after a MARK; APPEND and SETITEM one by one.
+        b"\x80\x02((K\x01K\x02K\x03(K\x04ldK\x05(t\x86t.".to_vec(),
+        b"\x80\x04]\x94K\x01a}\x94K\x02K\x03sK\x04\x87.".to_vec(),
+        // Memoized str read back (as CPython writes a repeated str), a
+        // MEMOIZE twice on one value, sparse keys.
+        b"\x80\x04}\x94(\x8c\x01a\x94\x8c\x01x\x94\x94\x8c\x01bh\x01\x8c\x01ch\x03u.".to_vec(),
+        b"\x80\x04(K\x01q\x05K\x02r\xff\xff\xff\xffh\x05j\xff\xff\xff\xff\x94h\x02t.".to_vec(),
+        // A MARK left open under the value.
+        b"\x80\x04(K\x01.".to_vec(),
+    ];
+    for p in &plain {
+        assert!(one_pass_agrees(p, true), "not taken on: {p:?}");
+    }
+    // What it gives up on, for the general decoder to answer.
+    let other: Vec<&[u8]> = vec![
+        // Values left under the top (which the general decoder never copies).
+        b"\x80\x04K\x01q\x05K\x02r\xff\xff\xff\xffK\x03\x94(h\x05j\xff\xff\xff\xffh\x02t.",
+        b"\x80\x04]\x94h\x00a.",
+        b"\x80\x04]\x94K\x01ah\x00.",
+        b"\x80\x04K\x01K\x02.",
+        b"\x80\x04K\x010K\x02.",
+        b"\x80\x04K\x012\x86.",
+        b"\x80\x04\x8f(K\x01\x90.",
+        b"\x80\x04\x8c\x08builtins\x8c\x03len\x93.",
+        b"\x80\x04K\x01q\x05h\x04.",
+        b"\x80\x04(K\x01K\x02K\x03d.",
+        b"\x80\x04(a.",
+        b"\x80\x04K\x01(K\x02a.",
+        b"\x80\x04]K\x01(a.",
+        b"\x80\x04\x8c\x02\xff\xfe.",
+        b"\x80\x04K\x01",
+        b"\x80\x06N.",
+        b"\x80\x04\x95\xff\x00\x00\x00\x00\x00\x00\x00N.",
+        b"\x80\x04\x8a\x01",
+        b"\x80\x04\x8b\xff\xff\xff\xffN.",
+    ];
+    for p in other {
+        assert!(!one_pass_agrees(p, true), "taken on: {p:?}");
+    }
+    // Every prefix and every one-byte change of the plain pickles.
+    for p in &plain {
+        for end in (0..p.len()).step_by(p.len() / 200 + 1) {
+            one_pass_agrees(&p[..end], false);
+        }
+        for at in 0..p.len().min(120) {
+            for byte in [0, 1, b'(', b'.', b'a', b'u', b't', 0x85, 0x94, b'h', 0xff] {
+                let mut q = p.clone();
+                q[at] = byte;
+                one_pass_agrees(&q, false);
+            }
+        }
+    }
+    // Nesting: as deep as allowed, and one more.
+    let nested = |depth: usize| {
+        let mut b = vec![0x80, 4];
+        b.extend(std::iter::repeat_n(b']', depth));
+        b.extend(std::iter::repeat_n(b'a', depth - 1));
+        b.push(b'.');
+        b
+    };
+    use super::super::limits::MAX_DEPTH;
+    let mut budget = Budget::new(usize::MAX, 64 << 20);
+    assert!(flat::decode(&nested(MAX_DEPTH + 2), &mut budget, MAX_DEPTH + 2).is_ok());
+    let mut budget = Budget::new(usize::MAX, 64 << 20);
+    assert!(flat::decode(&nested(MAX_DEPTH + 3), &mut budget, MAX_DEPTH + 2).is_err());
+    let mut budget = Budget::new(usize::MAX, 64 << 20);
+    assert!(flat::decode(&nested(100_000), &mut budget, MAX_DEPTH + 2).is_err());
+}

@@ -519,7 +519,7 @@ fn small_int(b: &[u8]) -> Option<i64> {
 /// A new dict of `first`'s items then `then`'s (a later value replaces an
 /// earlier one's, which keeps its place), as `dict | dict` makes it.
 fn union(first: Vec<(PyValue, PyValue)>, then: Vec<(PyValue, PyValue)>) -> PyValue {
-    let mut m = Map::with_hasher(std::hash::RandomState::new());
+    let mut m = Map::with_hasher(crate::manager::apply::keyed());
     m.extend(first);
     m.extend(then);
     PyValue::Dict(m.into_iter().collect())
@@ -751,7 +751,6 @@ pub(super) fn apply(store: &Store, kind: Kind, name: &str, op: Op) -> Result<PyV
 
 #[cfg(test)]
 mod tests {
-    use std::hash::RandomState;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -787,7 +786,7 @@ mod tests {
         fn new(kind: Kind, store: Arc<Store>) -> Twin {
             Twin {
                 kind,
-                local: Object::Dict(Map::with_hasher(RandomState::new())),
+                local: Object::Dict(Map::with_hasher(apply::keyed())),
                 store,
                 name: super::super::fresh_name().unwrap(),
             }
