@@ -436,7 +436,9 @@ fn managed_over(
     transport: Transport,
 ) -> Result<Measured> {
     let n = match op {
-        ManagerOp::SetBatched | ManagerOp::GetBatched => size.pick(500_000, 100_000),
+        // As many items as Python's rows (`python_n`): the dict grows to
+        // this size, and the cost of growing it depends on its size.
+        ManagerOp::SetBatched | ManagerOp::GetBatched => size.pick(200_000, 50_000),
         _ => size.pick(20_000, 5_000),
     };
     let (mut cpu, mut raw_cpu) = (Vec::new(), Vec::new());
