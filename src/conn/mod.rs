@@ -310,7 +310,7 @@ impl Connection {
     /// [`send_bytes`](Connection::send_bytes) (and receive it with
     /// [`recv_bytes`](Connection::recv_bytes)) instead. Through serde, a
     /// byte sequence is encoded and decoded one element at a time: 1 MiB
-    /// messages go about 15 times slower than through `send_bytes`
+    /// messages go about 5 times slower than through `send_bytes`
     /// (`multiproc bench`'s `pipe_bytes_1mib` row shows both). Inside a
     /// larger value, a byte field marked `#[serde(with = "serde_bytes")]`
     /// (the `serde_bytes` crate) is copied whole.

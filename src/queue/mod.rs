@@ -229,8 +229,9 @@ impl From<PutManyError> for Error {
 /// one byte string (`serde_bytes::ByteBuf`). A `Queue<Vec<u8>>` works but
 /// is slow for large payloads: serde walks a `Vec<u8>` element by element,
 /// so each byte is one encoder call on the way in and one decoder call on
-/// the way out (about 7× slower than the byte path for 1 MiB payloads here,
-/// see `cli/benches/queue.rs`). Rust has no way to warn at compile time
+/// the way out: with 1 MiB payloads, `multiproc bench` measured about
+/// 1 GB/s here, against 10 GB/s for a `ByteBuf` and 40 GB/s for
+/// `Queue<Bytes>` (the `queue_bytes_1mib` row and its "also" lines). Rust has no way to warn at compile time
 /// about one instantiation of a generic type, hence this note.
 ///
 /// # Example
