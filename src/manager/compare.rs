@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::PyValue;
 
@@ -445,8 +446,19 @@ impl Hash for PyValue {
                 // the same float (a NaN to nothing).
                 Option::None => {
                     state.write_u8(1);
-                    if let Number::Float(f) = n {
-                        state.write_u64(f.to_bits());
+                    match n {
+                        // A NaN equals nothing (not even itself here), so
+                        // any hash will do: a new one each time, as CPython
+                        // (3.10 on) hashes each NaN by its identity. One
+                        // hash for all would let a client store many NaN
+                        // keys (or tuples of one) that all collide, each
+                        // insert comparing with every one before it.
+                        Number::Float(f) if f.is_nan() => {
+                            static NAN: AtomicU64 = AtomicU64::new(0);
+                            state.write_u64(NAN.fetch_add(1, AtomicOrdering::Relaxed));
+                        }
+                        Number::Float(f) => state.write_u64(f.to_bits()),
+                        Number::Int(_) => {}
                     }
                 }
             }
