@@ -290,10 +290,15 @@ fn set_eq(a: &[PyValue], b: &[PyValue]) -> bool {
         .all(|x| index.get(&item_hash(x)).is_some_and(|ys| ys.contains(&x)))
 }
 
-/// One item's hash, the same in every process and every call.
+/// One item's hash, the same for every call in this process, under a
+/// random key of its own: a set hashes as the sum of its items' hashes,
+/// and a client that knew the key could compute sets of items whose sums
+/// are equal (a subset-sum problem, easy for 64-bit sums), so that set
+/// keys collide whatever the key of the dict's hasher.
 fn item_hash(v: &PyValue) -> u64 {
     use std::hash::BuildHasher;
-    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(v)
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new).hash_one(v)
 }
 
 /// Python's `list.sort()`: stable, by `<` only; on a `TypeError` (items
@@ -534,6 +539,15 @@ mod tests {
         use std::hash::BuildHasher;
         // One fixed key, so that hashes compare across calls.
         std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(v)
+    }
+
+    /// Sets hash by their items' hashes, which must not be the public
+    /// ones of an unkeyed hasher (whose sums a client could make collide).
+    #[test]
+    fn set_items_hash_under_a_secret_key() {
+        let items: Vec<PyValue> = (0..4).map(PyValue::Int).collect();
+        assert!(items.iter().all(|v| item_hash(v) != hash(v)));
+        assert_eq!(item_hash(&items[1]), item_hash(&PyValue::Float(1.0)));
     }
 
     #[test]
