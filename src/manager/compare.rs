@@ -294,11 +294,31 @@ fn set_eq(a: &[PyValue], b: &[PyValue]) -> bool {
 /// random key of its own: a set hashes as the sum of its items' hashes,
 /// and a client that knew the key could compute sets of items whose sums
 /// are equal (a subset-sum problem, easy for 64-bit sums), so that set
-/// keys collide whatever the key of the dict's hasher.
+/// keys collide whatever the key of the dict's hasher. (The key is a
+/// secret first word: a keyed `RandomState` in a `OnceLock` here made
+/// the hashing of every dict key dearer, through what got inlined.)
 fn item_hash(v: &PyValue) -> u64 {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    KEY.get_or_init(std::hash::RandomState::new).hash_one(v)
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_u64(item_key());
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// This process's key for [`item_hash`], drawn once (never 0).
+#[inline(never)]
+fn item_key() -> u64 {
+    static KEY: AtomicU64 = AtomicU64::new(0);
+    match KEY.load(AtomicOrdering::Relaxed) {
+        0 => {
+            use std::hash::BuildHasher;
+            let fresh = std::hash::RandomState::new().hash_one(0x7365_7473_u64) | 1;
+            match KEY.compare_exchange(0, fresh, AtomicOrdering::Relaxed, AtomicOrdering::Relaxed) {
+                Ok(_) => fresh,
+                Err(first) => first,
+            }
+        }
+        key => key,
+    }
 }
 
 /// Python's `list.sort()`: stable, by `<` only; on a `TypeError` (items
@@ -438,6 +458,19 @@ impl PartialEq for PyValue {
 /// a NaN key is a key of its own each time it is stored, as in Python.
 impl Eq for PyValue {}
 
+/// What a NaN hashes as: a NaN equals nothing (not even itself here), so
+/// any hash will do, and it is a new one each time, as CPython (3.10 on)
+/// hashes each NaN by its identity. One hash for all would let a client
+/// store many NaN keys (or tuples of one) that all collide, each insert
+/// comparing with every one before it. Out of line: the common keys'
+/// hashing stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn nan_hash() -> u64 {
+    static NAN: AtomicU64 = AtomicU64::new(0);
+    NAN.fetch_add(1, AtomicOrdering::Relaxed)
+}
+
 /// Consistent with `==`: equal values hash alike (`1`, `1.0` and `true`
 /// as the int 1).
 impl Hash for PyValue {
@@ -451,19 +484,8 @@ impl Hash for PyValue {
                 // the same float (a NaN to nothing).
                 Option::None => {
                     state.write_u8(1);
-                    match n {
-                        // A NaN equals nothing (not even itself here), so
-                        // any hash will do: a new one each time, as CPython
-                        // (3.10 on) hashes each NaN by its identity. One
-                        // hash for all would let a client store many NaN
-                        // keys (or tuples of one) that all collide, each
-                        // insert comparing with every one before it.
-                        Number::Float(f) if f.is_nan() => {
-                            static NAN: AtomicU64 = AtomicU64::new(0);
-                            state.write_u64(NAN.fetch_add(1, AtomicOrdering::Relaxed));
-                        }
-                        Number::Float(f) => state.write_u64(f.to_bits()),
-                        Number::Int(_) => {}
+                    if let Number::Float(f) = n {
+                        state.write_u64(if f.is_nan() { nan_hash() } else { f.to_bits() });
                     }
                 }
             }
