@@ -2,7 +2,7 @@
 //! connection: a forked child never shares its parent's socket), safe
 //! against a fork from another thread.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
 
 use crate::sys;
@@ -26,10 +26,6 @@ pub(crate) struct PerProcess<T> {
 
 struct Slot<T> {
     pid: u32,
-    /// The [`FORK_EPOCH`] at which `pid` was last found to be this
-    /// process's (`u64::MAX`: not yet), so that a call needs no `getpid`
-    /// system call until the next fork.
-    epoch: AtomicU64,
     value: Mutex<Option<T>>,
     /// The next slot in [`PerProcess::retired`].
     next: AtomicPtr<Slot<T>>,
@@ -39,7 +35,6 @@ impl<T> Slot<T> {
     fn boxed(pid: u32) -> *mut Slot<T> {
         Box::into_raw(Box::new(Slot {
             pid,
-            epoch: AtomicU64::new(u64::MAX),
             value: Mutex::new(None),
             next: AtomicPtr::new(std::ptr::null_mut()),
         }))
@@ -68,27 +63,14 @@ impl<T> PerProcess<T> {
     }
 
     fn slot(&self) -> &Slot<T> {
-        // Read before the pid, and trusted only once the handler that
-        // bumps it in every child is in (see `fork_epoch`).
-        let epoch = fork_epoch();
-        if let Some(epoch) = epoch {
-            // SAFETY: as below.
-            if let Some(slot) = unsafe { self.current.load(Ordering::Acquire).as_ref() } {
-                if slot.epoch.load(Ordering::Acquire) == epoch {
-                    return slot;
-                }
-            }
-        }
-        let me = sys::getpid();
+        // No system call but in a new process (see `cached_pid`).
+        let me = sys::cached_pid();
         loop {
             let seen = self.current.load(Ordering::Acquire);
             // SAFETY: a non-null pointer here came from `Box::into_raw`
             // and is freed only when `self` is dropped (see `retired`).
             if let Some(slot) = unsafe { seen.as_ref() } {
                 if slot.pid == me {
-                    if let Some(epoch) = epoch {
-                        slot.epoch.store(epoch, Ordering::Release);
-                    }
                     return slot;
                 }
             }
@@ -134,42 +116,6 @@ impl<T> PerProcess<T> {
     }
 }
 
-/// Bumped in every child of a `fork(3)` (by a `pthread_atfork` handler):
-/// a slot whose pid was checked at the current epoch is this process's
-/// without asking the kernel. A child of a fork that bypasses the C
-/// library (a raw `clone` system call, which only `unsafe` code can make)
-/// is not seen; every fork of this crate and of safe Rust goes through it.
-static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// Whether the handler that bumps [`FORK_EPOCH`] is in: 0 not yet, 1
-/// being put in, 2 in, 3 it could not be.
-static HANDLER: AtomicU8 = AtomicU8::new(0);
-
-/// The current fork epoch, once the handler is in (it is put in on the
-/// first call; never waited for: a thread that finds another one putting
-/// it in, or a process that could not, asks the kernel for its pid).
-fn fork_epoch() -> Option<u64> {
-    extern "C" fn nothing() {}
-    extern "C" fn child() {
-        FORK_EPOCH.fetch_add(1, Ordering::AcqRel);
-    }
-    let installed = match HANDLER.load(Ordering::Acquire) {
-        2 => true,
-        // Miri cannot run `pthread_atfork`: it asks for the pid each time.
-        0 if !cfg!(miri)
-            && HANDLER
-                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok() =>
-        {
-            let ok = sys::at_fork(nothing, nothing, child).is_ok();
-            HANDLER.store(if ok { 2 } else { 3 }, Ordering::Release);
-            ok
-        }
-        _ => false,
-    };
-    installed.then(|| FORK_EPOCH.load(Ordering::Acquire))
-}
-
 impl<T> Drop for PerProcess<T> {
     fn drop(&mut self) {
         let current = *self.current.get_mut();
@@ -210,9 +156,8 @@ mod tests {
         assert!(!std::ptr::eq(mine, parents) && !std::ptr::eq(mine, first));
     }
 
-    /// A child forked after its parent used its slot (so the slot's pid
-    /// was last checked at the parent's epoch) finds that it is not its
-    /// own: the epoch moved with the fork.
+    /// A child forked after its parent used its slot (so the parent's pid
+    /// is cached) finds that it is not its own.
     #[test]
     #[cfg_attr(miri, ignore = "fork")]
     fn a_forked_child_never_takes_its_parents_slot() {
@@ -240,6 +185,53 @@ mod tests {
             Some(7),
             "the parent's value stays"
         );
+    }
+
+    /// As above for a child made by a raw `clone` system call, which runs
+    /// no `pthread_atfork` handler (nor does glibc's `_Fork`): it must
+    /// not take the slot (the connection, the fast-path area) of the
+    /// process it was cloned from. Cloned from a forked child, which has
+    /// one thread (so the clone may allocate: no other thread held the
+    /// allocator's lock).
+    #[test]
+    #[cfg_attr(miri, ignore = "fork")]
+    fn a_child_of_a_raw_clone_never_takes_its_parents_slot() {
+        let per: PerProcess<u32> = PerProcess::new();
+        *per.get().lock().unwrap() = Some(7);
+        let wait = |pid: libc::pid_t| {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            let waited = unsafe { libc::waitpid(pid, &mut status, 0) } == pid;
+            waited && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+        };
+        // SAFETY: the child makes system calls, allocates (it has one
+        // thread) and calls `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let parents: *const Slot<u32> = per.slot();
+            // Found again: known to be this process's.
+            let again = std::ptr::eq(parents, per.slot());
+            // SAFETY: a fork without the C library (flags: SIGCHLD only);
+            // the child returns from the call on its own copy of the stack.
+            let raw = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+            if raw == 0 {
+                // SAFETY: a system call without arguments.
+                let me = unsafe { libc::syscall(libc::SYS_getpid) };
+                let mine = per.slot();
+                let ok = !std::ptr::eq(mine, parents)
+                    && i64::from(mine.pid) == me
+                    && mine.value.try_lock().is_ok_and(|v| v.is_none());
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let ok =
+                again && raw > 0 && wait(raw as libc::pid_t) && std::ptr::eq(parents, per.slot());
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        assert!(wait(pid), "the clone took its parent's slot");
+        assert_eq!(*per.get().lock().unwrap(), Some(7));
     }
 
     /// A value made in the parent is dropped in the child that inherits it

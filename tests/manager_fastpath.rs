@@ -613,3 +613,40 @@ fn nesting_through_the_area_is_bounded_as_on_the_socket() {
         })
     });
 }
+
+/// More fast-path clients than CPUs (8 on this 2-core machine), each
+/// calling in bursts with pauses between them (so that the server goes
+/// to sleep and wakes, its `server_asleep` flag set and cleared under
+/// the clients' publishes): every call is answered, none is lost (a lost
+/// wake-up would hang a client until the watchdog), no client starves.
+#[test]
+fn more_clients_than_cpus_all_progress() {
+    const CLIENTS: u32 = 8;
+    const CALLS: u64 = 1500;
+    watchdog("many clients", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u64>().unwrap();
+        d.set(0, 0).unwrap();
+        let kids: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let theirs = d.clone();
+                static_child(move || {
+                    for call in 0..CALLS {
+                        theirs.increment(&i, 1).unwrap();
+                        if call % 50 == 0 {
+                            // An idle gap of a few hundred microseconds:
+                            // long enough for the server to sleep.
+                            std::thread::sleep(Duration::from_micros(100 * u64::from(i % 4)));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for kid in &kids {
+            assert_eq!(join(kid, LIMIT), 0);
+        }
+        for i in 0..CLIENTS {
+            assert_eq!(d.get(&i).unwrap(), Some(CALLS), "client {i}");
+        }
+    });
+}

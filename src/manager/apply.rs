@@ -2355,6 +2355,48 @@ mod tests {
         assert!(answered > 3000 && raised > 1500, "{answered} {raised}");
     }
 
+    /// Keys that are all unequal but hash alike whatever the key (a NaN
+    /// equals nothing, not even a NaN of the same bits; nor does a tuple
+    /// or frozenset holding one) would make each insert compare with every
+    /// key before it: as cheap to insert as so many random floats.
+    #[test]
+    fn nan_keys_do_not_collide() {
+        use std::hash::BuildHasher;
+        use std::time::{Duration, Instant};
+        let nan = || PyValue::Float(f64::NAN);
+        let hasher = keyed();
+        assert_ne!(hasher.hash_one(nan()), hasher.hash_one(nan()));
+        let n = 20_000;
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            PyValue::Float(f64::from_bits(x >> 12 | 0x3ff0_0000_0000_0000))
+        };
+        let time = |keys: Vec<PyValue>| {
+            let mut d = dict();
+            let items = keys.into_iter().map(|k| (k, PyValue::None)).collect();
+            let t = Instant::now();
+            run_op(Kind::Dict, &mut d, Op::Update(items)).unwrap();
+            let Object::Dict(m) = &d else { unreachable!() };
+            assert_eq!(m.len(), n, "every NaN is a key of its own");
+            t.elapsed()
+        };
+        let floats = time((0..n).map(|_| random()).collect());
+        for (what, key) in [
+            ("NaN", &nan as &dyn Fn() -> PyValue),
+            ("(NaN,)", &|| PyValue::Tuple(vec![nan()])),
+            ("frozenset({NaN})", &|| PyValue::FrozenSet(vec![nan()])),
+        ] {
+            let crafted = time((0..n).map(|_| key()).collect());
+            assert!(
+                crafted < floats * 20 + Duration::from_millis(200),
+                "{n} {what} keys took {crafted:?}, random floats {floats:?}"
+            );
+        }
+    }
+
     fn exposed_and_fallbacks(kind: Kind) -> Vec<&'static str> {
         let mut all = crate::manager::methods::exposed(kind).to_vec();
         all.extend(["#GETVALUE", "__repr__", "__str__", "nonsense"]);

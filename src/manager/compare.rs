@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::PyValue;
 
@@ -289,10 +290,58 @@ fn set_eq(a: &[PyValue], b: &[PyValue]) -> bool {
         .all(|x| index.get(&item_hash(x)).is_some_and(|ys| ys.contains(&x)))
 }
 
-/// One item's hash, the same in every process and every call.
+/// Two dicts (of distinct keys) are equal as in Python: the same length,
+/// and each key of one in the other with an equal value, in any order
+/// (found through a hash index, for large dicts).
+fn dict_eq(a: &[(PyValue, PyValue)], b: &[(PyValue, PyValue)]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let has = |pairs: &[&(PyValue, PyValue)], (k, v): &(PyValue, PyValue)| {
+        pairs.iter().any(|(k2, v2)| k2 == k && v2 == v)
+    };
+    if a.len() <= 8 {
+        let b: Vec<_> = b.iter().collect();
+        return a.iter().all(|p| has(&b, p));
+    }
+    let mut index: std::collections::HashMap<u64, Vec<&(PyValue, PyValue)>> =
+        std::collections::HashMap::with_capacity(b.len());
+    for p in b {
+        index.entry(item_hash(&p.0)).or_default().push(p);
+    }
+    a.iter()
+        .all(|p| index.get(&item_hash(&p.0)).is_some_and(|ps| has(ps, p)))
+}
+
+/// One item's hash, the same for every call in this process, under a
+/// random key of its own: a set hashes as the sum of its items' hashes,
+/// and a client that knew the key could compute sets of items whose sums
+/// are equal (a subset-sum problem, easy for 64-bit sums), so that set
+/// keys collide whatever the key of the dict's hasher. (The key is a
+/// secret first word: a keyed `RandomState` in a `OnceLock` here made
+/// the hashing of every dict key dearer, through what got inlined.)
 fn item_hash(v: &PyValue) -> u64 {
-    use std::hash::BuildHasher;
-    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(v)
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_u64(item_key());
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// This process's key for [`item_hash`], drawn once (never 0).
+#[inline(never)]
+fn item_key() -> u64 {
+    static KEY: AtomicU64 = AtomicU64::new(0);
+    match KEY.load(AtomicOrdering::Relaxed) {
+        0 => {
+            use std::hash::BuildHasher;
+            let fresh = std::hash::RandomState::new().hash_one(0x7365_7473_u64) | 1;
+            match KEY.compare_exchange(0, fresh, AtomicOrdering::Relaxed, AtomicOrdering::Relaxed) {
+                Ok(_) => fresh,
+                Err(first) => first,
+            }
+        }
+        key => key,
+    }
 }
 
 /// Python's `list.sort()`: stable, by `<` only; on a `TypeError` (items
@@ -406,7 +455,7 @@ impl PartialEq for PyValue {
             (Str(a), Str(b)) => a == b,
             (Bytes(a), Bytes(b)) => a == b,
             (List(a), List(b)) | (Tuple(a), Tuple(b)) => a == b,
-            (Dict(a), Dict(b)) => a == b,
+            (Dict(a), Dict(b)) => dict_eq(a, b),
             (Proxy(a), Proxy(b)) => a == b,
             (BigInt(_), _) | (_, BigInt(_)) => {
                 big_cmp_any(self, other) == Some(Some(Ordering::Equal))
@@ -432,6 +481,19 @@ impl PartialEq for PyValue {
 /// a NaN key is a key of its own each time it is stored, as in Python.
 impl Eq for PyValue {}
 
+/// What a NaN hashes as: a NaN equals nothing (not even itself here), so
+/// any hash will do, and it is a new one each time, as CPython (3.10 on)
+/// hashes each NaN by its identity. One hash for all would let a client
+/// store many NaN keys (or tuples of one) that all collide, each insert
+/// comparing with every one before it. Out of line: the common keys'
+/// hashing stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn nan_hash() -> u64 {
+    static NAN: AtomicU64 = AtomicU64::new(0);
+    NAN.fetch_add(1, AtomicOrdering::Relaxed)
+}
+
 /// Consistent with `==`: equal values hash alike (`1`, `1.0` and `true`
 /// as the int 1).
 impl Hash for PyValue {
@@ -446,7 +508,7 @@ impl Hash for PyValue {
                 Option::None => {
                     state.write_u8(1);
                     if let Number::Float(f) = n {
-                        state.write_u64(f.to_bits());
+                        state.write_u64(if f.is_nan() { nan_hash() } else { f.to_bits() });
                     }
                 }
             }
@@ -469,9 +531,11 @@ impl Hash for PyValue {
                 state.write_u8(5);
                 v.hash(state);
             }
+            // Order-independent, as its `==`.
             PyValue::Dict(d) => {
                 state.write_u8(6);
-                d.hash(state);
+                let pair = |(k, v): &(PyValue, PyValue)| item_hash(k) ^ item_hash(v).rotate_left(1);
+                state.write_u64(d.iter().map(pair).fold(0, u64::wrapping_add));
             }
             PyValue::Proxy(r) => {
                 state.write_u8(7);
@@ -522,6 +586,46 @@ mod tests {
         use std::hash::BuildHasher;
         // One fixed key, so that hashes compare across calls.
         std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(v)
+    }
+
+    /// Dicts compare as in Python, whatever their order: `[{1: 2, 3: 4}]`
+    /// holds `{3: 4, 1: 2}` (`count`, `index`, `remove`, `in` depend on
+    /// it); and equal dicts hash alike (the server takes them as keys).
+    #[test]
+    fn dicts_are_equal_in_any_order() {
+        use std::hash::BuildHasher;
+        let dict = |pairs: &[(i64, i64)]| {
+            PyValue::Dict(
+                pairs
+                    .iter()
+                    .map(|&(k, v)| (PyValue::Int(k), PyValue::Int(v)))
+                    .collect(),
+            )
+        };
+        let s = std::hash::RandomState::new();
+        for n in [2, 20] {
+            let forward: Vec<(i64, i64)> = (0..n).map(|i| (i, i * 10)).collect();
+            let backward: Vec<(i64, i64)> = forward.iter().rev().copied().collect();
+            let (a, b) = (dict(&forward), dict(&backward));
+            assert_eq!(a, b, "{n} items");
+            assert_eq!(s.hash_one(&a), s.hash_one(&b));
+            let mut other = backward.clone();
+            other[0].1 += 1;
+            assert_ne!(a, dict(&other));
+            assert_ne!(a, dict(&forward[1..]));
+            let mut swapped = forward.clone();
+            (swapped[0].1, swapped[1].1) = (swapped[1].1, swapped[0].1);
+            assert_ne!(a, dict(&swapped));
+        }
+    }
+
+    /// Sets hash by their items' hashes, which must not be the public
+    /// ones of an unkeyed hasher (whose sums a client could make collide).
+    #[test]
+    fn set_items_hash_under_a_secret_key() {
+        let items: Vec<PyValue> = (0..4).map(PyValue::Int).collect();
+        assert!(items.iter().all(|v| item_hash(v) != hash(v)));
+        assert_eq!(item_hash(&items[1]), item_hash(&PyValue::Float(1.0)));
     }
 
     #[test]

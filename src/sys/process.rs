@@ -30,6 +30,84 @@ pub(crate) fn getpid() -> u32 {
     std::process::id()
 }
 
+/// The calling process's id as [`getpid`] gives it, without a system call
+/// once known: kept in a page that the kernel empties in the child of any
+/// fork (`MADV_WIPEONFORK`, Linux 4.14), however it was made — `fork(3)`,
+/// `_Fork`, a raw `clone` system call, none of which a `pthread_atfork`
+/// handler sees all of. Where the page cannot be had, [`getpid`] each time.
+pub(crate) fn cached_pid() -> u32 {
+    use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+    /// The page (its first word the pid, 0 until known in this process),
+    /// null until mapped, [`NONE`] if it could not be.
+    static PAGE: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+    const NONE: *mut AtomicU32 = std::ptr::dangling_mut();
+    if cfg!(miri) {
+        // Miri has no `madvise`.
+        return getpid();
+    }
+    let mut page = PAGE.load(Ordering::Acquire);
+    if page.is_null() {
+        page = wiped_on_fork().unwrap_or(NONE);
+        if let Err(first) = PAGE.compare_exchange(
+            std::ptr::null_mut(),
+            page,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            if page != NONE {
+                // SAFETY: our own mapping, never shared.
+                unsafe { libc::munmap(page.cast(), page_size()) };
+            }
+            page = first;
+        }
+    }
+    if page == NONE {
+        return getpid();
+    }
+    // SAFETY: a page mapped for good (never unmapped once published),
+    // aligned, readable and writable.
+    let word = unsafe { &*page };
+    match word.load(Ordering::Relaxed) {
+        0 => {
+            let pid = getpid();
+            word.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a configuration value.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// A zeroed private page that forks leave zeroed in the child.
+fn wiped_on_fork() -> Option<*mut std::sync::atomic::AtomicU32> {
+    let len = page_size();
+    // SAFETY: a new anonymous private mapping; no existing memory changes.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: advice on the mapping just made.
+    if unsafe { libc::madvise(page, len, libc::MADV_WIPEONFORK) } != 0 {
+        // SAFETY: our own mapping, never shared.
+        unsafe { libc::munmap(page, len) };
+        return None;
+    }
+    Some(page.cast())
+}
+
 /// The signal that ends a process and cannot be caught.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// The signal that asks a process to end.

@@ -448,8 +448,8 @@ impl<'a> Flat<'a> {
     }
 
     /// `MEMOIZE`/`BINPUT`: a scalar is copied once (a later `put` of the
-    /// same value shares the copy); a container is marked, and reading
-    /// it back gives up.
+    /// same value, or of a copy just read back, shares the copy); a
+    /// container is marked, and reading it back gives up.
     fn put(&mut self, key: u32) -> Fast<()> {
         let top = self.stack.len().checked_sub(1).ok_or(GiveUp)?;
         if self.marks.last() == Some(&self.stack.len()) {
@@ -486,6 +486,9 @@ impl<'a> Flat<'a> {
         self.settle()?;
         let v = self.memoized[entry].clone();
         self.push(v, 0);
+        // A `put` of this copy shares the memo's (another copy of it
+        // would be charged nowhere).
+        self.last_put = Some((self.changes, entry));
         Ok(())
     }
 }

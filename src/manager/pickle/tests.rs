@@ -853,3 +853,50 @@ fn the_one_pass_decoder_agrees_with_the_general_one() {
     let mut budget = Budget::new(usize::MAX, 64 << 20);
     assert!(flat::decode(&nested(100_000), &mut budget, MAX_DEPTH + 2).is_err());
 }
+
+/// A memoized str read back and memoized again (`h0 MEMOIZE h1 MEMOIZE`
+/// ...: each copy under a new key) is charged once per copy; the one-pass
+/// decoder must not also keep a copy of each in its memo, which would
+/// take twice the memory the budget allows. Measured as the peak memory
+/// of a child that decodes it.
+#[test]
+#[cfg_attr(miri, ignore = "fork")]
+fn memo_copies_read_back_take_no_more_memory_than_charged() {
+    const LEN: usize = 1 << 20;
+    const COPIES: u8 = 60;
+    let mut b = vec![0x80, 4, b'(', b'X'];
+    b.extend_from_slice(&(LEN as u32).to_le_bytes());
+    b.extend(std::iter::repeat_n(b'x', LEN));
+    b.push(0x94);
+    for key in 0..COPIES {
+        b.extend_from_slice(&[b'h', key, 0x94]);
+    }
+    b.extend_from_slice(b"l.");
+    let peak_kb = || -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    // SAFETY: the child decodes, reads a file and calls `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        let before = peak_kb();
+        let v = loads(&b, &mut Budget::new(usize::MAX, 70 << 20));
+        let grown_mb = (peak_kb().saturating_sub(before) >> 10).min(250);
+        let ok = matches!(&v, Ok(PyValue::List(l)) if l.len() == usize::from(COPIES) + 1);
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(if ok { grown_mb as i32 } else { 255 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "{status}");
+    let grown_mb = libc::WEXITSTATUS(status);
+    assert!(grown_mb != 255, "not decoded");
+    // The 61 copies of the list (61 MiB), and little more.
+    assert!(grown_mb < 90, "decoding took {grown_mb} MiB");
+}
