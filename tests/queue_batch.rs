@@ -542,3 +542,89 @@ fn a_joinable_batch_counts_every_item() {
     q.join_timeout(Duration::ZERO).unwrap();
     assert!(matches!(q.task_done(), Err(Error::TooManyTaskDone)));
 }
+
+thread_local! {
+    /// The queue a [`Reentrant`] puts on while it is decoded, and what
+    /// that put returned.
+    static REENTER: std::cell::RefCell<(Option<Queue<Reentrant>>, Option<String>)> =
+        const { std::cell::RefCell::new((None, None)) };
+}
+
+/// A `u32` whose decoding (under the consumers' lock) puts one item, or
+/// a batch, back on its own queue.
+#[derive(Debug, PartialEq)]
+struct Reentrant(u32);
+
+impl Serialize for Reentrant {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reentrant {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        REENTER.with(|r| {
+            let mut r = r.borrow_mut();
+            let outcome = match (&r.0, v) {
+                (Some(q), 1) => Some(format!("{:?}", q.put(Reentrant(0)).map_err(Error::from))),
+                (Some(q), 2) => Some(format!(
+                    "{:?}",
+                    q.put_many([Reentrant(0)]).map_err(|e| Error::from(e.error))
+                )),
+                _ => None,
+            };
+            if outcome.is_some() {
+                r.1 = outcome;
+            }
+        });
+        Ok(Reentrant(v))
+    }
+}
+
+/// An operation that would wait for the other end of its own queue while
+/// the calling thread holds that end's lock (a `Deserialize` that puts on
+/// its full queue; a `put_with` closure that gets from its empty queue, a
+/// `get_with` one that puts on its full one) fails with
+/// [`Error::Deadlock`] instead of hanging every process of that side.
+#[test]
+fn waiting_on_the_lock_this_thread_holds_is_a_deadlock_error() {
+    watchdog("waits under the queue's own lock", LIMIT, || {
+        for (kind, many) in [(1u32, false), (2, false), (1, true), (2, true)] {
+            let q = Queue::<Reentrant>::with_capacity(0, 64).unwrap();
+            REENTER.with(|r| *r.borrow_mut() = (Some(q.clone()), None));
+            q.put(Reentrant(kind)).unwrap();
+            while q.try_put(Reentrant(7)).is_ok() {}
+            let first = if many {
+                q.get_many(1).unwrap().remove(0)
+            } else {
+                q.get().unwrap()
+            };
+            assert_eq!(first, Reentrant(kind));
+            let inner = REENTER.with(|r| r.borrow_mut().1.take());
+            assert_eq!(inner.as_deref(), Some("Err(Deadlock)"), "kind {kind}");
+            REENTER.with(|r| *r.borrow_mut() = (None, None));
+            // Nothing was lost or added; the locks were released.
+            while q.try_get().is_ok() {}
+            q.put(Reentrant(9)).unwrap();
+            assert_eq!(q.get().unwrap(), Reentrant(9));
+        }
+
+        let b = Queue::<multiproc::queue::Bytes>::with_capacity(0, 64).unwrap();
+        let mut inner = None;
+        b.put_with(1, |buf| {
+            buf[0] = 1;
+            inner = Some(b.get_bytes());
+        })
+        .unwrap();
+        assert!(matches!(inner, Some(Err(Error::Deadlock))), "{inner:?}");
+        while b.try_put_bytes(b"full").is_ok() {}
+        let mut inner = None;
+        let got = b.get_with(|frame| {
+            inner = Some(b.put_bytes(b"x"));
+            frame.to_vec()
+        });
+        assert_eq!(got.unwrap(), vec![1]);
+        assert!(matches!(inner, Some(Err(Error::Deadlock))), "{inner:?}");
+    });
+}

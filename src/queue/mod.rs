@@ -678,7 +678,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// are consumed they are all in the returned `Vec` — each item is got
     /// exactly once. (A panic while decoding one consumes the items
     /// before it and that one, and drops them, as a loop of `get`s that
-    /// panicked there would.)
+    /// panicked there would.) A `Deserialize` that would wait on this
+    /// queue (a `put` on it while it is full, a `get`) gets
+    /// [`Error::Deadlock`] instead: it holds the consumers' lock.
     ///
     /// # Errors
     /// As for [`get`](Queue::get): [`Error::Closed`] once the queue is

@@ -566,6 +566,7 @@ impl Ring {
             if s.head.at.load(Ordering::Acquire) != head {
                 continue;
             }
+            self.not_held_here(Side::Consumer)?;
             if !self.sleep(Side::Consumer, seen, deadline) {
                 return Ok(Err(PushFailure::Timeout));
             }
@@ -646,6 +647,7 @@ impl Ring {
             if !deadline.may_wait() {
                 return Err(Error::Empty);
             }
+            self.not_held_here(Side::Producer)?;
             if self.idle_until_added(deadline) {
                 return Err(Error::Timeout);
             }
@@ -743,6 +745,7 @@ impl Ring {
             if s.head.at.load(Ordering::Acquire) != head {
                 continue;
             }
+            self.not_held_here(Side::Consumer)?;
             if !self.sleep(Side::Consumer, seen, deadline) {
                 return Ok(Err(PushFailure::Timeout));
             }
@@ -828,9 +831,26 @@ impl Ring {
             if !deadline.may_wait() {
                 return Err(Error::Empty);
             }
+            self.not_held_here(Side::Producer)?;
             if self.idle_until_added(deadline) {
                 return Err(Error::Timeout);
             }
+        }
+    }
+
+    /// `Deadlock` if the calling thread holds `side`'s lock, about to wait
+    /// for that side to move its end: it would wait for itself. That is a
+    /// `Deserialize` (or a `get_with` closure), run under the consumers'
+    /// lock, putting on its own full queue, or a `put_with` closure
+    /// getting from its own empty one.
+    fn not_held_here(&self, side: Side) -> Result<()> {
+        let lock = match side {
+            Side::Producer => &self.producers,
+            Side::Consumer => &self.consumers,
+        };
+        match lock.owner() {
+            Some(tid) if tid == sys::gettid() => Err(Error::Deadlock),
+            _ => Ok(()),
         }
     }
 
