@@ -628,3 +628,53 @@ fn waiting_on_the_lock_this_thread_holds_is_a_deadlock_error() {
         assert!(matches!(inner, Some(Err(Error::Deadlock))), "{inner:?}");
     });
 }
+
+/// A `u32` whose encoding panics for 3.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Unencodable(u32);
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(self.0 != 3, "encoding 3");
+        s.serialize_u32(self.0)
+    }
+}
+
+/// An iterator (or a `Serialize`) that panics half-way through a batch:
+/// every item it gave before the panic is put, as by a loop of `put`s
+/// that panicked there, and the queue and its buffers work afterwards.
+#[test]
+fn a_batch_whose_items_panic_puts_those_before() {
+    let q = Queue::<u64>::new().unwrap();
+    let r = std::panic::catch_unwind(|| {
+        q.put_many((0..10u64).map(|i| if i == 5 { panic!("item 5") } else { i }))
+    });
+    assert!(r.is_err());
+    assert_eq!(q.try_get_many(100).unwrap(), (0..5).collect::<Vec<_>>());
+
+    // Past the first encoded run (64 KiB): the runs before and the part
+    // of this one encoded before the panic.
+    let big = Queue::<Vec<u8>>::new().unwrap();
+    let r = std::panic::catch_unwind(|| {
+        big.put_many((0..200u8).map(|i| {
+            assert!(i != 150, "item 150");
+            vec![i; 1000]
+        }))
+    });
+    assert!(r.is_err());
+    let mut got = Vec::new();
+    while let Ok(items) = big.try_get_many(1000) {
+        got.extend(items.into_iter().map(|v| v[0]));
+    }
+    assert_eq!(got, (0..150).collect::<Vec<_>>());
+
+    let q = Queue::<Unencodable>::new().unwrap();
+    let r = std::panic::catch_unwind(|| q.put_many((0..6).map(Unencodable)));
+    assert!(r.is_err());
+    assert_eq!(
+        q.try_get_many(100).unwrap(),
+        (0..3).map(Unencodable).collect::<Vec<_>>()
+    );
+    q.put_many((4..6).map(Unencodable)).unwrap();
+    assert_eq!(q.len(), 2);
+}

@@ -530,7 +530,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// consumers make room. Getters see the
     /// items in order, and items of other producers never come between
     /// the items of one run (they may between runs). An empty batch puts
-    /// nothing and succeeds.
+    /// nothing and succeeds. If the iterator, or an item's `Serialize`,
+    /// panics, the items before it are put (as by a loop of
+    /// [`put`](Queue::put)s), then the panic goes on.
     ///
     /// `items` may yield `T` or `&T`: pass `&vec` (or `vec.iter()`) to
     /// keep the items the error says were not put.
@@ -604,34 +606,46 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Taken out of its cell while in use: an iterator that puts on
         // queues itself finds the cell empty and uses a buffer of its own.
         let mut frames = BUFFER.take();
+        let mut panicked = None;
         let outcome = loop {
             frames.clear();
-            let (mut count, mut stop, mut done) = (0, None, false);
-            while frames.len() < BATCH_BYTES {
-                let Some(item) = items.next() else {
-                    done = true;
-                    break;
-                };
-                let start = frames.len();
-                frames.extend_from_slice(&[0; 4]);
-                if let Err(e) = postcard::to_extend(item.borrow(), Append(&mut frames)) {
-                    frames.truncate(start);
-                    stop = Some(PutError::Serialize((), e.to_string()));
-                    break;
+            // Frames encoded whole, and their bytes: what a panic of the
+            // iterator or of a `Serialize` leaves to put, as a loop of
+            // `put`s that panicked there would have put them.
+            let (mut count, mut whole) = (0, 0);
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while frames.len() < BATCH_BYTES {
+                    let Some(item) = items.next() else {
+                        return Ok(true);
+                    };
+                    let start = frames.len();
+                    frames.extend_from_slice(&[0; 4]);
+                    if let Err(e) = postcard::to_extend(item.borrow(), Append(&mut frames)) {
+                        return Err(PutError::Serialize((), e.to_string()));
+                    }
+                    let size = frames.len() - start - 4;
+                    if size > max {
+                        return Err(PutError::TooLarge {
+                            item: (),
+                            size,
+                            max,
+                        });
+                    }
+                    frames[start..start + 4].copy_from_slice(&(size as u32).to_le_bytes());
+                    count += 1;
+                    whole = frames.len();
                 }
-                let size = frames.len() - start - 4;
-                if size > max {
-                    frames.truncate(start);
-                    stop = Some(PutError::TooLarge {
-                        item: (),
-                        size,
-                        max,
-                    });
-                    break;
+                Ok(false)
+            }));
+            frames.truncate(whole);
+            let (mut stop, done) = match encoded {
+                Ok(Ok(done)) => (None, done),
+                Ok(Err(e)) => (Some(e), false),
+                Err(panic) => {
+                    panicked = Some(panic);
+                    (None, true)
                 }
-                frames[start..start + 4].copy_from_slice(&(size as u32).to_le_bytes());
-                count += 1;
-            }
+            };
             let mut at = 0;
             while count > 0 {
                 match self.ring.push_frames(&frames[at..], count, deadline) {
@@ -662,6 +676,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         frames.clear();
         BUFFER.set(frames);
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
         outcome.map_err(|error| PutManyError { put, error })
     }
 
