@@ -690,12 +690,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// at once.
     ///
     /// Items are decoded under the consumers' lock, and consumed together
-    /// after the last one is: a consumer killed (or a `Deserialize` that
-    /// panics) before that leaves all of them in the queue, and once they
-    /// are consumed they are all in the returned `Vec` — each item is got
-    /// exactly once. (A panic while decoding one consumes the items
-    /// before it and that one, and drops them, as a loop of `get`s that
-    /// panicked there would.) A `Deserialize` that would wait on this
+    /// after the last one is: a consumer killed before that leaves all of
+    /// them in the queue, and once they are consumed they are all in the
+    /// returned `Vec` — each item is got exactly once. A `Deserialize`
+    /// that panics ends the batch before its item, as one that fails
+    /// does: the items before it are returned, and the next call starts
+    /// with it and panics again, consuming that item only (else every
+    /// consumer would take it and panic in turn). A `Deserialize` that would wait on this
     /// queue (a `put` on it while it is full, a `get`) gets
     /// [`Error::Deadlock`] instead: it holds the consumers' lock.
     ///
@@ -746,10 +747,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     Take::Last
                 }
                 Ok(Err(_)) => Take::Leave,
-                Err(panic) => {
+                Err(panic) if out.is_empty() => {
                     panicked = Some(panic);
                     Take::Last
                 }
+                Err(_) => Take::Leave,
             }
         })?;
         if let Some(panic) = panicked {
