@@ -681,3 +681,24 @@ fn a_batch_whose_items_panic_puts_those_before() {
     q.put_many((4..6).map(Unencodable)).unwrap();
     assert_eq!(q.len(), 2);
 }
+
+/// `close` (this handle) while a batch is being put, by its own iterator
+/// or by another thread: the items given before it are put, and none
+/// after, as with a loop of `put`s.
+#[test]
+fn a_close_during_a_batch_refuses_the_items_after_it() {
+    let q = Queue::<u64>::new().unwrap();
+    let r = q.put_many((0..10u64).inspect(|&i| {
+        if i == 5 {
+            q.close();
+        }
+    }));
+    assert!(matches!(
+        r,
+        Err(PutManyError {
+            put: 5,
+            error: PutError::Closed(())
+        })
+    ));
+    assert_eq!(q.try_get_many(100).unwrap(), (0..5).collect::<Vec<_>>());
+}

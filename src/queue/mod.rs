@@ -618,6 +618,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     let Some(item) = items.next() else {
                         return Ok(true);
                     };
+                    // Closed by the iterator or another thread: as for a
+                    // loop of `put`s, the items given after it are refused.
+                    if self.closed_here() {
+                        return Err(PutError::Closed(()));
+                    }
                     let start = frames.len();
                     frames.extend_from_slice(&[0; 4]);
                     if let Err(e) = postcard::to_extend(item.borrow(), Append(&mut frames)) {
