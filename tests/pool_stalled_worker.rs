@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -73,5 +74,53 @@ fn a_frozen_worker_half_way_through_an_order_blocks_nobody() {
         for pid in pids {
             assert!(wait_until(LIMIT, || procfs::gone(pid)));
         }
+    });
+}
+
+/// The worker that runs [`big_result`], once it is about to return.
+static SENDER: OnceLock<multiproc::RawValue<u32>> = OnceLock::new();
+
+fn big_result(_: ()) -> Vec<u8> {
+    let v = vec![3u8; 64 << 20];
+    SENDER
+        .get()
+        .unwrap()
+        .atomic()
+        .store(std::process::id(), SeqCst);
+    v
+}
+
+/// A worker frozen while it sends a result larger than the socket holds
+/// (or just before, or after): the other worker goes on serving, the
+/// result is either whole or not there, and killing the frozen worker
+/// fails its task (unless the result had arrived whole) and replaces it.
+#[test]
+fn a_worker_frozen_while_sending_its_result_blocks_nobody() {
+    watchdog("a result half sent", 2 * LIMIT, || {
+        SENDER.set(multiproc::RawValue::new(0).unwrap()).unwrap();
+        let pool = Pool::with_processes(2).unwrap();
+        let big = pool.apply_async(big_result, ());
+        let sender = SENDER.get().unwrap().atomic();
+        assert!(wait_until(LIMIT, || sender.load(SeqCst) != 0));
+        let pid = sender.load(SeqCst);
+        // SAFETY: stopping a worker of the pool, a process this test started.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
+        assert!(wait_until(LIMIT, || procfs::stopped(pid)));
+        assert_eq!(pool.map(double, 0..50u64).unwrap()[49], 98);
+        match big.get_timeout(Duration::from_millis(50)) {
+            Ok(v) => assert!(v.len() == 64 << 20 && v.iter().all(|&b| b == 3)),
+            Err(Error::Timeout) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+        match big.get() {
+            Ok(v) => assert!(v.len() == 64 << 20 && v.iter().all(|&b| b == 3)),
+            Err(Error::WorkerDied { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        assert_eq!(pool.map(double, 0..50u64).unwrap()[49], 98);
+        pool.close();
+        pool.join().unwrap();
     });
 }
