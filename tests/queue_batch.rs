@@ -702,3 +702,22 @@ fn a_close_during_a_batch_refuses_the_items_after_it() {
     ));
     assert_eq!(q.try_get_many(100).unwrap(), (0..5).collect::<Vec<_>>());
 }
+
+/// The ring's offsets changed meaning with batches (they run modulo twice
+/// the ring's size): a named queue made by a build of the layout before
+/// (version 3) is refused, not read with offsets it means otherwise.
+#[test]
+fn a_queue_of_the_layout_before_batches_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let name = common::TempName::new("old-layout-queue");
+    let q = Queue::<u32>::create(&name, 0, 4096).unwrap();
+    let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // The header's version, after its 8-byte magic.
+    file.write_all_at(&3u32.to_le_bytes(), 8).unwrap();
+    drop(q);
+    assert!(matches!(
+        Queue::<u32>::open(&name),
+        Err(Error::VersionMismatch { found: 3, .. })
+    ));
+}
