@@ -225,7 +225,9 @@ impl Scheduler {
             "PoolForkServer",
             Box::new(move |_, fds| match fds.into_iter().next() {
                 Some(fd) => {
-                    worker::run(&mut Connection::from_socket(fd), config);
+                    let mut conn = Connection::from_socket(fd);
+                    conn.set_max_message(usize::MAX);
+                    worker::run(&mut conn, config);
                     0
                 }
                 None => 1,
@@ -248,11 +250,15 @@ impl Scheduler {
         let served = self
             .server
             .fork(&name, &path, Vec::new(), &[theirs.as_fd()])?;
+        let mut conn = Connection::from_socket(ours);
+        // Both ends are this pool's own processes: orders and results of
+        // any size, as in Python (a connection's default limit is 64 MiB).
+        conn.set_max_message(usize::MAX);
         self.workers.push(Worker {
             pidfd: served.pidfd,
             pid: served.pid,
             status: served.status,
-            conn: Connection::from_socket(ours),
+            conn,
             busy: None,
             given: 0,
             gone: false,
