@@ -721,3 +721,64 @@ fn a_queue_of_the_layout_before_batches_is_refused() {
         Err(Error::VersionMismatch { found: 3, .. })
     ));
 }
+
+thread_local! {
+    /// The queue a [`Peeking`] item looks into while it is decoded, and
+    /// what it found there.
+    static PEEK: std::cell::RefCell<(Option<Queue<Peeking>>, Option<String>)> =
+        const { std::cell::RefCell::new((None, None)) };
+}
+
+/// Bytes whose decoding, when the first is 1, tries a `get` on its own
+/// queue: that works only if the consumers' lock is not held meanwhile.
+#[derive(Debug, PartialEq, Serialize)]
+struct Peeking(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Peeking {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<u8>::deserialize(d)?;
+        if v.first() == Some(&1) {
+            PEEK.with(|p| {
+                let mut p = p.borrow_mut();
+                let found =
+                    p.0.as_ref()
+                        .map(|q| format!("{:?}", q.try_get().map(|x| x.0.len())));
+                p.1 = found;
+            });
+        }
+        Ok(Peeking(v))
+    }
+}
+
+/// A large item (over 4 KiB encoded) is decoded after the consumers' lock
+/// is released, by `get_many` as by `get`: a slow `Deserialize` of it
+/// keeps no other consumer (nor a producer waiting for room) waiting. It
+/// is got alone, after the small items before it.
+#[test]
+fn large_items_are_decoded_after_the_lock_in_batches_too() {
+    let q = Queue::<Peeking>::new().unwrap();
+    PEEK.with(|p| *p.borrow_mut() = (Some(q.clone()), None));
+    let mut large = vec![1u8; 10_000];
+    large[1] = 2;
+    for many in [false, true] {
+        q.put_many([
+            Peeking(vec![0; 3]),
+            Peeking(large.clone()),
+            Peeking(vec![0; 7]),
+        ])
+        .unwrap();
+        let lens = |items: Vec<Peeking>| items.iter().map(|p| p.0.len()).collect::<Vec<_>>();
+        if many {
+            assert_eq!(lens(q.get_many(10).unwrap()), [3]);
+            assert!(q.get_many(10).unwrap() == [Peeking(large.clone())]);
+        } else {
+            assert_eq!(q.get().unwrap(), Peeking(vec![0; 3]));
+            assert!(q.get().unwrap() == Peeking(large.clone()));
+        }
+        // Its decoding took the item after it: the lock was free.
+        let found = PEEK.with(|p| p.borrow_mut().1.take());
+        assert_eq!(found.as_deref(), Some("Ok(7)"), "get_many: {many}");
+        assert!(q.is_empty());
+    }
+    PEEK.with(|p| *p.borrow_mut() = (None, None));
+}

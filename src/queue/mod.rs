@@ -694,10 +694,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// 64 KiB of encoded items, whatever `max`. `max == 0` returns no items
     /// at once.
     ///
-    /// Items are decoded under the consumers' lock, and consumed together
-    /// after the last one is: a consumer killed before that leaves all of
-    /// them in the queue, and once they are consumed they are all in the
-    /// returned `Vec` — each item is got exactly once. A `Deserialize`
+    /// Small items (up to 4 KiB encoded) are decoded under the consumers'
+    /// lock, and consumed together after the last one is: a consumer
+    /// killed before that leaves all of them in the queue, and once they
+    /// are consumed they are all in the returned `Vec` — each item is got
+    /// exactly once. A larger item is got as by [`get`](Queue::get):
+    /// alone (it ends a batch of small ones before it), copied out and
+    /// decoded after the lock is released, so that a slow `Deserialize`
+    /// of it keeps no other consumer waiting. A `Deserialize`
     /// that panics ends the batch before its item, as one that fails
     /// does: the items before it are returned, and the next call starts
     /// with it and panics again, consuming that item only (else every
@@ -738,7 +742,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let mut failed = None;
         let mut panicked = None;
+        let mut large = None;
         self.ring.pop_many(deadline, max, BATCH_BYTES, |bytes| {
+            if bytes.len() > DECODE_IN_PLACE {
+                // As for `get`: copied out, decoded once the lock is
+                // released; so it ends a batch, or is one alone.
+                if !out.is_empty() {
+                    return Take::Leave;
+                }
+                let mut buf = BUFFER.take();
+                buf.clear();
+                buf.extend_from_slice(bytes);
+                large = Some(buf);
+                return Take::Last;
+            }
             if out.capacity() == 0 {
                 out.reserve(max.min(256));
             }
@@ -759,6 +776,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 Err(_) => Take::Leave,
             }
         })?;
+        if let Some(buf) = large {
+            let decoded = decode(&buf);
+            BUFFER.set(buf);
+            return decoded.map(|item| vec![item]);
+        }
         if let Some(panic) = panicked {
             std::panic::resume_unwind(panic);
         }
