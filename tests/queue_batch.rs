@@ -782,3 +782,45 @@ fn large_items_are_decoded_after_the_lock_in_batches_too() {
     }
     PEEK.with(|p| *p.borrow_mut() = (None, None));
 }
+
+/// An iterator given to `put_many` that waits for an item of the same
+/// queue while the batch holds back items it encoded but has not yet
+/// published would wait for itself: it gets [`Error::Deadlock`] instead
+/// of hanging. With nothing held back it waits (here: gets) as usual.
+#[test]
+fn a_batch_whose_iterator_waits_on_its_own_queue_is_a_deadlock_error() {
+    watchdog("put_many waiting for itself", LIMIT, || {
+        let q = Queue::<u64>::new().unwrap();
+        let mut inner = Vec::new();
+        q.put_many((0..4u64).inspect(|&i| {
+            if i == 2 {
+                inner.push(q.get_timeout(LIMIT).map_err(|e| e.to_string()));
+                inner.push(
+                    q.get_many(5)
+                        .map(|v| v.len() as u64)
+                        .map_err(|e| e.to_string()),
+                );
+            }
+        }))
+        .unwrap();
+        assert!(
+            inner
+                .iter()
+                .all(|r| matches!(r, Err(e) if e.contains("deadlock"))),
+            "{inner:?}"
+        );
+        assert_eq!(q.try_get_many(10).unwrap(), [0, 1, 2, 3]);
+
+        // A run already published, nothing held back: the get works.
+        q.put(7).unwrap();
+        let mut got = None;
+        q.put_many((0..2u64).inspect(|&i| {
+            if i == 0 {
+                got = Some(q.get().unwrap());
+            }
+        }))
+        .unwrap();
+        assert_eq!(got, Some(7));
+        assert_eq!(q.try_get_many(10).unwrap(), [0, 1]);
+    });
+}

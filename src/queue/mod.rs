@@ -532,7 +532,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// the items of one run (they may between runs). An empty batch puts
     /// nothing and succeeds. If the iterator, or an item's `Serialize`,
     /// panics, the items before it are put (as by a loop of
-    /// [`put`](Queue::put)s), then the panic goes on.
+    /// [`put`](Queue::put)s), then the panic goes on. An iterator that
+    /// waits for an item of this queue (a `get`) while the batch holds
+    /// back items it gave, encoded but not yet published, would wait for
+    /// itself: the `get` fails with [`Error::Deadlock`].
     ///
     /// `items` may yield `T` or `&T`: pass `&vec` (or `vec.iter()`) to
     /// keep the items the error says were not put.
@@ -614,6 +617,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // `put`s that panicked there would have put them.
             let (mut count, mut whole) = (0, 0);
             let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Once an item is encoded, the iterator may not wait for
+                // one of this queue: it would wait for itself.
+                let mut holding = None;
                 while frames.len() < BATCH_BYTES {
                     let Some(item) = items.next() else {
                         return Ok(true);
@@ -639,6 +645,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     frames[start..start + 4].copy_from_slice(&(size as u32).to_le_bytes());
                     count += 1;
                     whole = frames.len();
+                    if holding.is_none() {
+                        holding = Some(self.ring.holding_back());
+                    }
                 }
                 Ok(false)
             }));
