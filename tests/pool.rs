@@ -813,3 +813,25 @@ fn children_a_task_leaves_running_end_with_its_worker() {
         }
     });
 }
+
+fn length_of(s: String) -> usize {
+    s.len()
+}
+
+fn text_of(n: usize) -> String {
+    "y".repeat(n)
+}
+
+/// Arguments and results past a connection's default limit (64 MiB) go
+/// through, as in Python: the pool's workers are its own processes.
+/// (Strings: postcard encodes them in one piece, a `Vec<u8>` byte by byte.)
+#[test]
+fn arguments_and_results_larger_than_64_mib_go_through() {
+    watchdog("64 MiB and more each way", LIMIT, || {
+        const N: usize = (64 << 20) + 4096;
+        let pool = Pool::with_processes(1).unwrap();
+        assert_eq!(pool.apply(length_of, "x".repeat(N)).unwrap(), N);
+        let s = pool.apply(text_of, N).unwrap();
+        assert!(s.len() == N && s.bytes().all(|b| b == b'y'));
+    });
+}

@@ -235,9 +235,12 @@ fn a_bad_item_ends_the_batch_before_it_and_is_then_consumed() {
     assert!(matches!(q.get_many(10), Err(Error::Deserialize(_))));
     assert_eq!(q.get_many(10).unwrap(), vec![Picky(2)]);
 
-    // A panic while decoding: the items before it and it are consumed
-    // (as by a loop of gets), the rest stay; the lock is released.
+    // A panic while decoding ends the batch before that item, as an
+    // error does: the items before it are returned, not dropped with the
+    // panic. The next batch starts with it: it panics, consuming that
+    // item only; the lock is released.
     q.put_many([Picky(1), Picky(666), Picky(2)]).unwrap();
+    assert_eq!(q.get_many(10).unwrap(), vec![Picky(1)]);
     let r = std::panic::catch_unwind(|| q.get_many(10));
     assert!(r.is_err());
     assert_eq!(q.len(), 1);
@@ -541,4 +544,283 @@ fn a_joinable_batch_counts_every_item() {
     q.task_done().unwrap();
     q.join_timeout(Duration::ZERO).unwrap();
     assert!(matches!(q.task_done(), Err(Error::TooManyTaskDone)));
+}
+
+thread_local! {
+    /// The queue a [`Reentrant`] puts on while it is decoded, and what
+    /// that put returned.
+    static REENTER: std::cell::RefCell<(Option<Queue<Reentrant>>, Option<String>)> =
+        const { std::cell::RefCell::new((None, None)) };
+}
+
+/// A `u32` whose decoding (under the consumers' lock) puts one item, or
+/// a batch, back on its own queue.
+#[derive(Debug, PartialEq)]
+struct Reentrant(u32);
+
+impl Serialize for Reentrant {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reentrant {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        REENTER.with(|r| {
+            let mut r = r.borrow_mut();
+            let outcome = match (&r.0, v) {
+                (Some(q), 1) => Some(format!("{:?}", q.put(Reentrant(0)).map_err(Error::from))),
+                (Some(q), 2) => Some(format!(
+                    "{:?}",
+                    q.put_many([Reentrant(0)]).map_err(|e| Error::from(e.error))
+                )),
+                _ => None,
+            };
+            if outcome.is_some() {
+                r.1 = outcome;
+            }
+        });
+        Ok(Reentrant(v))
+    }
+}
+
+/// An operation that would wait for the other end of its own queue while
+/// the calling thread holds that end's lock (a `Deserialize` that puts on
+/// its full queue; a `put_with` closure that gets from its empty queue, a
+/// `get_with` one that puts on its full one) fails with
+/// [`Error::Deadlock`] instead of hanging every process of that side.
+#[test]
+fn waiting_on_the_lock_this_thread_holds_is_a_deadlock_error() {
+    watchdog("waits under the queue's own lock", LIMIT, || {
+        for (kind, many) in [(1u32, false), (2, false), (1, true), (2, true)] {
+            let q = Queue::<Reentrant>::with_capacity(0, 64).unwrap();
+            REENTER.with(|r| *r.borrow_mut() = (Some(q.clone()), None));
+            q.put(Reentrant(kind)).unwrap();
+            while q.try_put(Reentrant(7)).is_ok() {}
+            let first = if many {
+                q.get_many(1).unwrap().remove(0)
+            } else {
+                q.get().unwrap()
+            };
+            assert_eq!(first, Reentrant(kind));
+            let inner = REENTER.with(|r| r.borrow_mut().1.take());
+            assert_eq!(inner.as_deref(), Some("Err(Deadlock)"), "kind {kind}");
+            REENTER.with(|r| *r.borrow_mut() = (None, None));
+            // Nothing was lost or added; the locks were released.
+            while q.try_get().is_ok() {}
+            q.put(Reentrant(9)).unwrap();
+            assert_eq!(q.get().unwrap(), Reentrant(9));
+        }
+
+        let b = Queue::<multiproc::queue::Bytes>::with_capacity(0, 64).unwrap();
+        let mut inner = None;
+        b.put_with(1, |buf| {
+            buf[0] = 1;
+            inner = Some(b.get_bytes());
+        })
+        .unwrap();
+        assert!(matches!(inner, Some(Err(Error::Deadlock))), "{inner:?}");
+        while b.try_put_bytes(b"full").is_ok() {}
+        let mut inner = None;
+        let got = b.get_with(|frame| {
+            inner = Some(b.put_bytes(b"x"));
+            frame.to_vec()
+        });
+        assert_eq!(got.unwrap(), vec![1]);
+        assert!(matches!(inner, Some(Err(Error::Deadlock))), "{inner:?}");
+    });
+}
+
+/// A `u32` whose encoding panics for 3.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Unencodable(u32);
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(self.0 != 3, "encoding 3");
+        s.serialize_u32(self.0)
+    }
+}
+
+/// An iterator (or a `Serialize`) that panics half-way through a batch:
+/// every item it gave before the panic is put, as by a loop of `put`s
+/// that panicked there, and the queue and its buffers work afterwards.
+#[test]
+fn a_batch_whose_items_panic_puts_those_before() {
+    let q = Queue::<u64>::new().unwrap();
+    let r = std::panic::catch_unwind(|| {
+        q.put_many((0..10u64).map(|i| if i == 5 { panic!("item 5") } else { i }))
+    });
+    assert!(r.is_err());
+    assert_eq!(q.try_get_many(100).unwrap(), (0..5).collect::<Vec<_>>());
+
+    // Past the first encoded run (64 KiB): the runs before and the part
+    // of this one encoded before the panic.
+    let big = Queue::<Vec<u8>>::new().unwrap();
+    let r = std::panic::catch_unwind(|| {
+        big.put_many((0..200u8).map(|i| {
+            assert!(i != 150, "item 150");
+            vec![i; 1000]
+        }))
+    });
+    assert!(r.is_err());
+    let mut got = Vec::new();
+    while let Ok(items) = big.try_get_many(1000) {
+        got.extend(items.into_iter().map(|v| v[0]));
+    }
+    assert_eq!(got, (0..150).collect::<Vec<_>>());
+
+    let q = Queue::<Unencodable>::new().unwrap();
+    let r = std::panic::catch_unwind(|| q.put_many((0..6).map(Unencodable)));
+    assert!(r.is_err());
+    assert_eq!(
+        q.try_get_many(100).unwrap(),
+        (0..3).map(Unencodable).collect::<Vec<_>>()
+    );
+    q.put_many((4..6).map(Unencodable)).unwrap();
+    assert_eq!(q.len(), 2);
+}
+
+/// `close` (this handle) while a batch is being put, by its own iterator
+/// or by another thread: the items given before it are put, and none
+/// after, as with a loop of `put`s.
+#[test]
+fn a_close_during_a_batch_refuses_the_items_after_it() {
+    let q = Queue::<u64>::new().unwrap();
+    let r = q.put_many((0..10u64).inspect(|&i| {
+        if i == 5 {
+            q.close();
+        }
+    }));
+    assert!(matches!(
+        r,
+        Err(PutManyError {
+            put: 5,
+            error: PutError::Closed(())
+        })
+    ));
+    assert_eq!(q.try_get_many(100).unwrap(), (0..5).collect::<Vec<_>>());
+}
+
+/// The ring's offsets changed meaning with batches (they run modulo twice
+/// the ring's size): a named queue made by a build of the layout before
+/// (version 3) is refused, not read with offsets it means otherwise.
+#[test]
+fn a_queue_of_the_layout_before_batches_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let name = common::TempName::new("old-layout-queue");
+    let q = Queue::<u32>::create(&name, 0, 4096).unwrap();
+    let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // The header's version, after its 8-byte magic.
+    file.write_all_at(&3u32.to_le_bytes(), 8).unwrap();
+    drop(q);
+    assert!(matches!(
+        Queue::<u32>::open(&name),
+        Err(Error::VersionMismatch { found: 3, .. })
+    ));
+}
+
+thread_local! {
+    /// The queue a [`Peeking`] item looks into while it is decoded, and
+    /// what it found there.
+    static PEEK: std::cell::RefCell<(Option<Queue<Peeking>>, Option<String>)> =
+        const { std::cell::RefCell::new((None, None)) };
+}
+
+/// Bytes whose decoding, when the first is 1, tries a `get` on its own
+/// queue: that works only if the consumers' lock is not held meanwhile.
+#[derive(Debug, PartialEq, Serialize)]
+struct Peeking(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Peeking {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<u8>::deserialize(d)?;
+        if v.first() == Some(&1) {
+            PEEK.with(|p| {
+                let mut p = p.borrow_mut();
+                let found =
+                    p.0.as_ref()
+                        .map(|q| format!("{:?}", q.try_get().map(|x| x.0.len())));
+                p.1 = found;
+            });
+        }
+        Ok(Peeking(v))
+    }
+}
+
+/// A large item (over 4 KiB encoded) is decoded after the consumers' lock
+/// is released, by `get_many` as by `get`: a slow `Deserialize` of it
+/// keeps no other consumer (nor a producer waiting for room) waiting. It
+/// is got alone, after the small items before it.
+#[test]
+fn large_items_are_decoded_after_the_lock_in_batches_too() {
+    let q = Queue::<Peeking>::new().unwrap();
+    PEEK.with(|p| *p.borrow_mut() = (Some(q.clone()), None));
+    let mut large = vec![1u8; 10_000];
+    large[1] = 2;
+    for many in [false, true] {
+        q.put_many([
+            Peeking(vec![0; 3]),
+            Peeking(large.clone()),
+            Peeking(vec![0; 7]),
+        ])
+        .unwrap();
+        let lens = |items: Vec<Peeking>| items.iter().map(|p| p.0.len()).collect::<Vec<_>>();
+        if many {
+            assert_eq!(lens(q.get_many(10).unwrap()), [3]);
+            assert!(q.get_many(10).unwrap() == [Peeking(large.clone())]);
+        } else {
+            assert_eq!(q.get().unwrap(), Peeking(vec![0; 3]));
+            assert!(q.get().unwrap() == Peeking(large.clone()));
+        }
+        // Its decoding took the item after it: the lock was free.
+        let found = PEEK.with(|p| p.borrow_mut().1.take());
+        assert_eq!(found.as_deref(), Some("Ok(7)"), "get_many: {many}");
+        assert!(q.is_empty());
+    }
+    PEEK.with(|p| *p.borrow_mut() = (None, None));
+}
+
+/// An iterator given to `put_many` that waits for an item of the same
+/// queue while the batch holds back items it encoded but has not yet
+/// published would wait for itself: it gets [`Error::Deadlock`] instead
+/// of hanging. With nothing held back it waits (here: gets) as usual.
+#[test]
+fn a_batch_whose_iterator_waits_on_its_own_queue_is_a_deadlock_error() {
+    watchdog("put_many waiting for itself", LIMIT, || {
+        let q = Queue::<u64>::new().unwrap();
+        let mut inner = Vec::new();
+        q.put_many((0..4u64).inspect(|&i| {
+            if i == 2 {
+                inner.push(q.get_timeout(LIMIT).map_err(|e| e.to_string()));
+                inner.push(
+                    q.get_many(5)
+                        .map(|v| v.len() as u64)
+                        .map_err(|e| e.to_string()),
+                );
+            }
+        }))
+        .unwrap();
+        assert!(
+            inner
+                .iter()
+                .all(|r| matches!(r, Err(e) if e.contains("deadlock"))),
+            "{inner:?}"
+        );
+        assert_eq!(q.try_get_many(10).unwrap(), [0, 1, 2, 3]);
+
+        // A run already published, nothing held back: the get works.
+        q.put(7).unwrap();
+        let mut got = None;
+        q.put_many((0..2u64).inspect(|&i| {
+            if i == 0 {
+                got = Some(q.get().unwrap());
+            }
+        }))
+        .unwrap();
+        assert_eq!(got, Some(7));
+        assert_eq!(q.try_get_many(10).unwrap(), [0, 1]);
+    });
 }

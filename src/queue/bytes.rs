@@ -36,7 +36,11 @@ use crate::sys::Deadline;
 /// - `get_with`'s closure holds the consumers' lock: other consumers wait
 ///   for it, producers never do (they write only to the free part of the
 ///   ring). If the ring is full, a producer waits for room exactly as long
-///   as the read takes.
+///   as the read takes;
+/// - a closure that would wait on its own queue (a `get` inside
+///   `put_with`'s closure while the queue is empty, a `put` inside
+///   `get_with`'s while it is full) gets [`Error::Deadlock`] instead of
+///   hanging: its thread holds the lock of the end it waits for.
 ///
 /// # Example
 /// ```

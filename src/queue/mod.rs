@@ -531,7 +531,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// consumers make room. Getters see the
     /// items in order, and items of other producers never come between
     /// the items of one run (they may between runs). An empty batch puts
-    /// nothing and succeeds.
+    /// nothing and succeeds. If the iterator, or an item's `Serialize`,
+    /// panics, the items before it are put (as by a loop of
+    /// [`put`](Queue::put)s), then the panic goes on. An iterator that
+    /// waits for an item of this queue (a `get`) while the batch holds
+    /// back items it gave, encoded but not yet published, would wait for
+    /// itself: the `get` fails with [`Error::Deadlock`].
     ///
     /// `items` may yield `T` or `&T`: pass `&vec` (or `vec.iter()`) to
     /// keep the items the error says were not put.
@@ -605,34 +610,57 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Taken out of its cell while in use: an iterator that puts on
         // queues itself finds the cell empty and uses a buffer of its own.
         let mut frames = BUFFER.take();
+        let mut panicked = None;
         let outcome = loop {
             frames.clear();
-            let (mut count, mut stop, mut done) = (0, None, false);
-            while frames.len() < BATCH_BYTES {
-                let Some(item) = items.next() else {
-                    done = true;
-                    break;
-                };
-                let start = frames.len();
-                frames.extend_from_slice(&[0; 4]);
-                if let Err(e) = postcard::to_extend(item.borrow(), Append(&mut frames)) {
-                    frames.truncate(start);
-                    stop = Some(PutError::Serialize((), e.to_string()));
-                    break;
+            // Frames encoded whole, and their bytes: what a panic of the
+            // iterator or of a `Serialize` leaves to put, as a loop of
+            // `put`s that panicked there would have put them.
+            let (mut count, mut whole) = (0, 0);
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Once an item is encoded, the iterator may not wait for
+                // one of this queue: it would wait for itself.
+                let mut holding = None;
+                while frames.len() < BATCH_BYTES {
+                    let Some(item) = items.next() else {
+                        return Ok(true);
+                    };
+                    // Closed by the iterator or another thread: as for a
+                    // loop of `put`s, the items given after it are refused.
+                    if self.closed_here() {
+                        return Err(PutError::Closed(()));
+                    }
+                    let start = frames.len();
+                    frames.extend_from_slice(&[0; 4]);
+                    if let Err(e) = postcard::to_extend(item.borrow(), Append(&mut frames)) {
+                        return Err(PutError::Serialize((), e.to_string()));
+                    }
+                    let size = frames.len() - start - 4;
+                    if size > max {
+                        return Err(PutError::TooLarge {
+                            item: (),
+                            size,
+                            max,
+                        });
+                    }
+                    frames[start..start + 4].copy_from_slice(&(size as u32).to_le_bytes());
+                    count += 1;
+                    whole = frames.len();
+                    if holding.is_none() {
+                        holding = Some(self.ring.holding_back());
+                    }
                 }
-                let size = frames.len() - start - 4;
-                if size > max {
-                    frames.truncate(start);
-                    stop = Some(PutError::TooLarge {
-                        item: (),
-                        size,
-                        max,
-                    });
-                    break;
+                Ok(false)
+            }));
+            frames.truncate(whole);
+            let (mut stop, done) = match encoded {
+                Ok(Ok(done)) => (None, done),
+                Ok(Err(e)) => (Some(e), false),
+                Err(panic) => {
+                    panicked = Some(panic);
+                    (None, true)
                 }
-                frames[start..start + 4].copy_from_slice(&(size as u32).to_le_bytes());
-                count += 1;
-            }
+            };
             let mut at = 0;
             while count > 0 {
                 match self.ring.push_frames(&frames[at..], count, deadline) {
@@ -663,6 +691,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         frames.clear();
         BUFFER.set(frames);
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
         outcome.map_err(|error| PutManyError { put, error })
     }
 
@@ -673,13 +704,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// 64 KiB of encoded items, whatever `max`. `max == 0` returns no items
     /// at once.
     ///
-    /// Items are decoded under the consumers' lock, and consumed together
-    /// after the last one is: a consumer killed (or a `Deserialize` that
-    /// panics) before that leaves all of them in the queue, and once they
+    /// Small items (up to 4 KiB encoded) are decoded under the consumers'
+    /// lock, and consumed together after the last one is: a consumer
+    /// killed before that leaves all of them in the queue, and once they
     /// are consumed they are all in the returned `Vec` — each item is got
-    /// exactly once. (A panic while decoding one consumes the items
-    /// before it and that one, and drops them, as a loop of `get`s that
-    /// panicked there would.)
+    /// exactly once. A larger item is got as by [`get`](Queue::get):
+    /// alone (it ends a batch of small ones before it), copied out and
+    /// decoded after the lock is released, so that a slow `Deserialize`
+    /// of it keeps no other consumer waiting. A `Deserialize`
+    /// that panics ends the batch before its item, as one that fails
+    /// does: the items before it are returned, and the next call starts
+    /// with it and panics again, consuming that item only (else every
+    /// consumer would take it and panic in turn). A `Deserialize` that would wait on this
+    /// queue (a `put` on it while it is full, a `get`) gets
+    /// [`Error::Deadlock`] instead: it holds the consumers' lock.
     ///
     /// # Errors
     /// As for [`get`](Queue::get): [`Error::Closed`] once the queue is
@@ -714,7 +752,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let mut failed = None;
         let mut panicked = None;
+        let mut large = None;
         self.ring.pop_many(deadline, max, BATCH_BYTES, |bytes| {
+            if bytes.len() > DECODE_IN_PLACE {
+                // As for `get`: copied out, decoded once the lock is
+                // released; so it ends a batch, or is one alone.
+                if !out.is_empty() {
+                    return Take::Leave;
+                }
+                let mut buf = BUFFER.take();
+                buf.clear();
+                buf.extend_from_slice(bytes);
+                large = Some(buf);
+                return Take::Last;
+            }
             if out.capacity() == 0 {
                 out.reserve(max.min(256));
             }
@@ -728,12 +779,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     Take::Last
                 }
                 Ok(Err(_)) => Take::Leave,
-                Err(panic) => {
+                Err(panic) if out.is_empty() => {
                     panicked = Some(panic);
                     Take::Last
                 }
+                Err(_) => Take::Leave,
             }
         })?;
+        if let Some(buf) = large {
+            let decoded = decode(&buf);
+            BUFFER.set(buf);
+            return decoded.map(|item| vec![item]);
+        }
         if let Some(panic) = panicked {
             std::panic::resume_unwind(panic);
         }

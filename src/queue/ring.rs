@@ -57,6 +57,9 @@ thread_local! {
     /// Where a frame that straddles the ring's end is put together (or
     /// taken apart) for a caller who needs it in one piece.
     static STRADDLE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The ring (its state's address) of which this thread holds back
+    /// items: encoded by a `put_many`, not yet published; 0 for none.
+    static HELD_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// One end of the ring, on a cache line of its own: the word its side moves
@@ -566,6 +569,7 @@ impl Ring {
             if s.head.at.load(Ordering::Acquire) != head {
                 continue;
             }
+            self.not_held_here(Side::Consumer)?;
             if !self.sleep(Side::Consumer, seen, deadline) {
                 return Ok(Err(PushFailure::Timeout));
             }
@@ -646,6 +650,7 @@ impl Ring {
             if !deadline.may_wait() {
                 return Err(Error::Empty);
             }
+            self.not_held_here(Side::Producer)?;
             if self.idle_until_added(deadline) {
                 return Err(Error::Timeout);
             }
@@ -743,6 +748,7 @@ impl Ring {
             if s.head.at.load(Ordering::Acquire) != head {
                 continue;
             }
+            self.not_held_here(Side::Consumer)?;
             if !self.sleep(Side::Consumer, seen, deadline) {
                 return Ok(Err(PushFailure::Timeout));
             }
@@ -828,10 +834,43 @@ impl Ring {
             if !deadline.may_wait() {
                 return Err(Error::Empty);
             }
+            self.not_held_here(Side::Producer)?;
             if self.idle_until_added(deadline) {
                 return Err(Error::Timeout);
             }
         }
+    }
+
+    /// `Deadlock` if the calling thread, about to wait for `side` to move
+    /// its end, is what that waits for: it holds `side`'s lock, or (for
+    /// an item) holds items back. That is a `Deserialize` (or a `get_with`
+    /// closure), run under the consumers' lock, putting on its own full
+    /// queue; a `put_with` closure getting from its own empty one; a
+    /// `put_many` iterator getting from its own queue before the items
+    /// it gave are published.
+    fn not_held_here(&self, side: Side) -> Result<()> {
+        let lock = match side {
+            Side::Producer => &self.producers,
+            Side::Consumer => &self.consumers,
+        };
+        let holds_items = matches!(side, Side::Producer) && HELD_BACK.get() == self.id();
+        match lock.owner() {
+            _ if holds_items => Err(Error::Deadlock),
+            Some(tid) if tid == sys::gettid() => Err(Error::Deadlock),
+            _ => Ok(()),
+        }
+    }
+
+    /// This ring's identity in this process: its state's address.
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self.shared()) as usize
+    }
+
+    /// Says, until the guard is dropped, that the calling thread holds back
+    /// items of this ring: a get that would wait for an item then fails
+    /// with `Deadlock` instead of waiting for this thread.
+    pub(crate) fn holding_back(&self) -> HoldingBack {
+        HoldingBack(HELD_BACK.replace(self.id()))
     }
 
     /// While the queue looks empty (and open), waits for an item without
@@ -1197,6 +1236,17 @@ impl Ring {
             return Err(self.corrupt_frame(len, at, used));
         }
         Ok(len as usize)
+    }
+}
+
+/// While alive, the calling thread holds back items of a ring (see
+/// [`Ring::holding_back`]); puts the previous mark back when dropped.
+#[must_use = "the mark is taken off at once if unused"]
+pub(crate) struct HoldingBack(usize);
+
+impl Drop for HoldingBack {
+    fn drop(&mut self) {
+        HELD_BACK.set(self.0);
     }
 }
 

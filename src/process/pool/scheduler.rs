@@ -105,12 +105,19 @@ impl Worker {
     }
 
     /// Sends `order` without ever waiting for a worker that has exited:
-    /// `Err` if it has (or its fork server, `server`, is gone), or the
-    /// socket fails. A blocking send of an order larger than the socket
-    /// holds, to a worker that died before reading it, could wait forever,
-    /// if a process forked meanwhile holds a copy of the worker's end of
-    /// the socket (it then neither takes more nor refuses it).
-    fn send(&self, order: &WorkerOrder, server: BorrowedFd<'_>) -> std::result::Result<(), ()> {
+    /// `Err` if it has (or its fork server, `server`, is gone), if the pool
+    /// is terminated meanwhile (`shared`), or the socket fails. A blocking
+    /// send of an order larger than the socket holds, to a worker that
+    /// died before reading it, could wait forever, if a process forked
+    /// meanwhile holds a copy of the worker's end of the socket (it then
+    /// neither takes more nor refuses it); one to a worker that is alive
+    /// but frozen (`SIGSTOP`) waits until `terminate`.
+    fn send(
+        &self,
+        order: &WorkerOrder,
+        server: BorrowedFd<'_>,
+        shared: &Shared,
+    ) -> std::result::Result<(), ()> {
         let body = postcard::to_allocvec(order).map_err(drop)?;
         let header = frame::header(body.len()).map_err(drop)?;
         // One buffer: a small order goes in one system call.
@@ -125,12 +132,21 @@ impl Worker {
                         sys::pollfd(fd, sys::Ready::Write),
                         sys::pollfd(self.pidfd.as_raw_fd(), sys::Ready::Read),
                         sys::pollfd(server.as_raw_fd(), sys::Ready::Read),
+                        sys::pollfd(shared.wake.as_raw_fd(), sys::Ready::Read),
                     ];
                     if sys::poll(&mut p, Deadline::Never).is_err()
                         || sys::ready(&p[1])
                         || sys::ready(&p[2])
                     {
                         return Err(());
+                    }
+                    if sys::ready(&p[3]) {
+                        // Taken here: `dispatch` reads the state again
+                        // after every send, so nothing it announced is missed.
+                        sys::eventfd_read(&shared.wake);
+                        if locked(&shared.state).terminating {
+                            return Err(());
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -209,7 +225,9 @@ impl Scheduler {
             "PoolForkServer",
             Box::new(move |_, fds| match fds.into_iter().next() {
                 Some(fd) => {
-                    worker::run(&mut Connection::from_socket(fd), config);
+                    let mut conn = Connection::from_socket(fd);
+                    conn.set_max_message(usize::MAX);
+                    worker::run(&mut conn, config);
                     0
                 }
                 None => 1,
@@ -232,11 +250,15 @@ impl Scheduler {
         let served = self
             .server
             .fork(&name, &path, Vec::new(), &[theirs.as_fd()])?;
+        let mut conn = Connection::from_socket(ours);
+        // Both ends are this pool's own processes: orders and results of
+        // any size, as in Python (a connection's default limit is 64 MiB).
+        conn.set_max_message(usize::MAX);
         self.workers.push(Worker {
             pidfd: served.pidfd,
             pid: served.pid,
             status: served.status,
-            conn: Connection::from_socket(ours),
+            conn,
             busy: None,
             given: 0,
             gone: false,
@@ -273,19 +295,22 @@ impl Scheduler {
     /// terminating, or closed with nothing left to do.
     fn dispatch(&mut self) -> (bool, bool) {
         let shared = self.shared.clone();
-        let mut state = locked(&shared.state);
-        if state.terminating {
-            for job in state.pending.drain(..) {
-                job.slot.complete(TaskOutcome::Terminated);
-            }
-            return (true, false);
-        }
         for i in 0..self.workers.len() {
             if !self.can_take_work(&self.workers[i]) {
                 continue;
             }
-            let Some(job) = state.pending.pop_front() else {
-                break;
+            // The state's lock is not held while sending: a worker that
+            // reads its order slowly (or is frozen) must not keep the
+            // pool's handle from queueing tasks or terminating.
+            let job = {
+                let mut state = locked(&shared.state);
+                if state.terminating {
+                    break;
+                }
+                let Some(job) = state.pending.pop_front() else {
+                    break;
+                };
+                job
             };
             let w = &mut self.workers[i];
             let sent = w.send(
@@ -295,16 +320,24 @@ impl Scheduler {
                     args: job.args,
                 },
                 self.server.pidfd(),
+                &shared,
             );
             w.given += 1;
             w.busy = Some(job.slot);
             if sent.is_err() {
-                // The worker is gone (or, if the socket failed, has half an
-                // order it would wait on forever: killed); its death is
-                // handled with the others.
+                // The worker is gone (or, if the socket failed or the pool
+                // is terminating, has half an order it would wait on
+                // forever: killed); its death is handled with the others.
                 w.gone = true;
                 w.kill();
             }
+        }
+        let mut state = locked(&shared.state);
+        if state.terminating {
+            for job in state.pending.drain(..) {
+                job.slot.complete(TaskOutcome::Terminated);
+            }
+            return (true, false);
         }
         let idle = self.workers.iter().all(|w| w.busy.is_none());
         (false, state.closed && state.pending.is_empty() && idle)
@@ -363,7 +396,7 @@ impl Scheduler {
     /// waits for them (killing one that takes more than 10 s).
     fn stop_all(&mut self) {
         for w in &mut self.workers {
-            let _ = w.send(&WorkerOrder::Stop, self.server.pidfd());
+            let _ = w.send(&WorkerOrder::Stop, self.server.pidfd(), &self.shared);
         }
         // Silently, as Python's `join` joins its workers.
         for w in &self.workers {
