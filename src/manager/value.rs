@@ -27,8 +27,8 @@ pub use super::refs::ProxyRef;
 /// Python). Sets compare regardless of order, a `set` equal to a
 /// `frozenset` with the same items; a [`PyObject`] equals only itself,
 /// except `complex`, `slice`, `range` and `bytearray`, which compare by
-/// value as in Python. Unlike Python, dicts compare in order, and lists,
-/// dicts and sets may be dict keys. Decoding refuses values nested deeper than
+/// value as in Python. Dicts compare whatever their order, as in Python;
+/// unlike Python, lists, dicts and sets may be dict keys. Decoding refuses values nested deeper than
 /// [`MAX_DEPTH`](super::MAX_DEPTH) containers, so that no walk over a value can exhaust the
 /// stack.
 ///
