@@ -505,16 +505,10 @@ impl Ring {
         let s = self.shared();
         let mut fill = Some(fill);
         loop {
-            let Some(held) = self.lock(Side::Producer, deadline)? else {
-                return Ok(Err(if deadline.may_wait() {
-                    PushFailure::Timeout
-                } else {
-                    PushFailure::Full
-                }));
+            let held = match self.lock_to_push(deadline)? {
+                Ok(held) => held,
+                Err(failure) => return Ok(Err(failure)),
             };
-            if s.closed.load(Ordering::Acquire) != 0 {
-                return Ok(Err(PushFailure::Closed));
-            }
             let tail = s.tail.at.load(Ordering::Acquire);
             let room = |extent: &Extent| {
                 self.capacity - extent.bytes >= need
@@ -560,20 +554,57 @@ impl Ring {
                 return Ok(Ok(()));
             }
             drop(held);
-            if !deadline.may_wait() {
-                return Ok(Err(PushFailure::Full));
-            }
-            // Before looking again: a get after this read changes it, and
-            // one before it moved the head, which the look below sees.
-            let seen = s.head.moved.load(Ordering::SeqCst);
-            if s.head.at.load(Ordering::Acquire) != head {
-                continue;
-            }
-            self.not_held_here(Side::Consumer)?;
-            if !self.sleep(Side::Consumer, seen, deadline) {
-                return Ok(Err(PushFailure::Timeout));
+            if let Err(failure) = self.wait_for_room(head, deadline)? {
+                return Ok(Err(failure));
             }
         }
+    }
+
+    /// The producers' lock, for a push: `Full` (or `Timeout` if
+    /// `deadline` allowed a wait) if it could not be had in time, `Closed`
+    /// if the queue is closed.
+    fn lock_to_push(
+        &self,
+        deadline: Deadline,
+    ) -> Result<std::result::Result<Held<'_>, PushFailure>> {
+        let Some(held) = self.lock(Side::Producer, deadline)? else {
+            return Ok(Err(if deadline.may_wait() {
+                PushFailure::Timeout
+            } else {
+                PushFailure::Full
+            }));
+        };
+        if self.shared().closed.load(Ordering::Acquire) != 0 {
+            return Ok(Err(PushFailure::Closed));
+        }
+        Ok(Ok(held))
+    }
+
+    /// After a push found no room with the head at `head` (and let go of
+    /// the producers' lock): waits until a get may have made some, `Ok`
+    /// to look again; `Full` if `deadline` allows no wait, `Timeout` once
+    /// it has passed.
+    fn wait_for_room(
+        &self,
+        head: u64,
+        deadline: Deadline,
+    ) -> Result<std::result::Result<(), PushFailure>> {
+        if !deadline.may_wait() {
+            return Ok(Err(PushFailure::Full));
+        }
+        let s = self.shared();
+        // Before looking again: a get after this read changes it, and one
+        // before it moved the head, which the look below sees.
+        let seen = s.head.moved.load(Ordering::SeqCst);
+        if s.head.at.load(Ordering::Acquire) != head {
+            return Ok(Ok(()));
+        }
+        self.not_held_here(Side::Consumer)?;
+        Ok(if self.sleep(Side::Consumer, seen, deadline) {
+            Ok(())
+        } else {
+            Err(PushFailure::Timeout)
+        })
     }
 
     /// Takes one frame into `out` (replacing its content), waiting for one
@@ -675,16 +706,10 @@ impl Ring {
             return Ok(Ok((0, 0)));
         }
         loop {
-            let Some(held) = self.lock(Side::Producer, deadline)? else {
-                return Ok(Err(if deadline.may_wait() {
-                    PushFailure::Timeout
-                } else {
-                    PushFailure::Full
-                }));
+            let held = match self.lock_to_push(deadline)? {
+                Ok(held) => held,
+                Err(failure) => return Ok(Err(failure)),
             };
-            if s.closed.load(Ordering::Acquire) != 0 {
-                return Ok(Err(PushFailure::Closed));
-            }
             let tail = s.tail.at.load(Ordering::Acquire);
             // Frames and bytes free for a run, under every limit.
             let free = |e: &Extent| {
@@ -741,16 +766,8 @@ impl Ring {
                 return Ok(Ok((n as usize, bytes)));
             }
             drop(held);
-            if !deadline.may_wait() {
-                return Ok(Err(PushFailure::Full));
-            }
-            let seen = s.head.moved.load(Ordering::SeqCst);
-            if s.head.at.load(Ordering::Acquire) != head {
-                continue;
-            }
-            self.not_held_here(Side::Consumer)?;
-            if !self.sleep(Side::Consumer, seen, deadline) {
-                return Ok(Err(PushFailure::Timeout));
+            if let Err(failure) = self.wait_for_room(head, deadline)? {
+                return Ok(Err(failure));
             }
         }
     }
