@@ -1,0 +1,414 @@
+//! A sweep of two kinds of breakage over the public API:
+//!
+//! - the timed calls that `timeouts.rs` does not reach (batch queue calls,
+//!   the `lock_recovering_timeout` forms, the async forms, arrays) at the
+//!   limits of their timeout, and waits of `Duration::MAX` ended by
+//!   another process;
+//! - a child forked while another thread of its parent is inside the
+//!   crate (allocating in the arena, starting processes, in a scope, in an
+//!   async wait, mid queue call, mid manager round trip), which must never
+//!   find a lock of the crate's copied in its held state.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{join, watchdog};
+use multiproc::{
+    Array, Barrier, Condition, Error, Event, JoinableQueue, Lock, LockError, Pipe, Queue, RLock,
+    RecoverableLockError, Semaphore, Value,
+};
+
+const LIMIT: Duration = Duration::from_secs(90);
+/// How long a forked child may take before it counts as hung.
+const CHILD_LIMIT: Duration = Duration::from_secs(20);
+
+/// Timeouts that end before anything happens.
+const SHORT: [Duration; 2] = [Duration::ZERO, Duration::from_nanos(1)];
+
+/// Every kind of timeout: zero, tiny, and too large for the clock (or
+/// representable but centuries long).
+const ALL: [Duration; 6] = [
+    Duration::ZERO,
+    Duration::from_nanos(1),
+    Duration::MAX,
+    Duration::from_secs(u64::MAX),
+    Duration::from_secs(i64::MAX as u64),
+    Duration::new(i64::MAX as u64 / 4, 999_999_999),
+];
+
+/// `f` times out with each short timeout, promptly.
+fn times_out(what: &str, mut f: impl FnMut(Duration) -> bool) {
+    for t in SHORT {
+        let start = Instant::now();
+        assert!(f(t), "{what} with {t:?} did not time out");
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{what} with {t:?} took {took:?}"
+        );
+    }
+}
+
+#[test]
+fn batch_queue_calls_at_every_limit() {
+    watchdog("batch queue calls", LIMIT, || {
+        let q = Queue::<u32>::bounded(2).unwrap();
+        times_out("Queue::get_many_timeout", |t| {
+            matches!(q.get_many_timeout(4, t), Err(Error::Timeout))
+        });
+        q.put_many([1, 2]).unwrap();
+        times_out("Queue::put_many_timeout", |t| {
+            q.put_many_timeout([3], t).is_err()
+        });
+        assert_eq!(q.get_many_timeout(4, Duration::MAX).unwrap(), [1, 2]);
+        for t in ALL {
+            q.put_many_timeout([5, 6], t).unwrap();
+            assert_eq!(q.get_many_timeout(4, t).unwrap(), [5, 6], "{t:?}");
+        }
+    });
+}
+
+#[test]
+fn recovering_and_array_locks_at_every_limit() {
+    watchdog("recovering locks", LIMIT, || {
+        let lock = Lock::new().unwrap();
+        let rlock = RLock::new().unwrap();
+        let value = Value::new(0u64).unwrap();
+        let array = Array::from_slice(&[0u32; 4]).unwrap();
+        let cond = Condition::new().unwrap();
+        for t in ALL {
+            drop(lock.lock_recovering_timeout(t).unwrap());
+            drop(rlock.lock_recovering_timeout(t).unwrap());
+            drop(value.lock_recovering_timeout(t).unwrap());
+            drop(array.lock_recovering_timeout(t).unwrap());
+            drop(array.lock_timeout(t).unwrap());
+            drop(cond.lock_recovering_timeout(t).unwrap());
+            drop(cond.lock_timeout(t).unwrap());
+        }
+        let (taken, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        thread::scope(|s| {
+            s.spawn(|| {
+                let _g = lock.lock().unwrap();
+                let _r = rlock.lock().unwrap();
+                let _v = value.lock().unwrap();
+                let _a = array.lock().unwrap();
+                let _c = cond.lock().unwrap();
+                taken.wait();
+                release.wait();
+            });
+            taken.wait();
+            let timed_out = |r: Result<(), RecoverableLockError<()>>| {
+                matches!(r, Err(RecoverableLockError::Timeout))
+            };
+            times_out("Lock::lock_recovering_timeout", |t| {
+                timed_out(
+                    lock.lock_recovering_timeout(t)
+                        .map(drop)
+                        .map_err(drop_guard),
+                )
+            });
+            times_out("RLock::lock_recovering_timeout", |t| {
+                timed_out(
+                    rlock
+                        .lock_recovering_timeout(t)
+                        .map(drop)
+                        .map_err(drop_guard),
+                )
+            });
+            times_out("Value::lock_recovering_timeout", |t| {
+                timed_out(
+                    value
+                        .lock_recovering_timeout(t)
+                        .map(drop)
+                        .map_err(drop_guard),
+                )
+            });
+            times_out("Array::lock_recovering_timeout", |t| {
+                timed_out(
+                    array
+                        .lock_recovering_timeout(t)
+                        .map(drop)
+                        .map_err(drop_guard),
+                )
+            });
+            times_out("Array::lock_timeout", |t| {
+                matches!(array.lock_timeout(t), Err(LockError::Timeout))
+            });
+            times_out("Condition::lock_recovering_timeout", |t| {
+                timed_out(
+                    cond.lock_recovering_timeout(t)
+                        .map(drop)
+                        .map_err(drop_guard),
+                )
+            });
+            release.wait();
+            drop(lock.lock_recovering_timeout(Duration::MAX).unwrap());
+            drop(array.lock_recovering_timeout(Duration::MAX).unwrap());
+            drop(cond.lock_recovering_timeout(Duration::MAX).unwrap());
+        });
+    });
+}
+
+/// A recoverable lock error without its guard.
+fn drop_guard<G>(e: RecoverableLockError<G>) -> RecoverableLockError<()> {
+    match e {
+        RecoverableLockError::OwnerDied(_) => RecoverableLockError::OwnerDied(()),
+        RecoverableLockError::NotRecoverable => RecoverableLockError::NotRecoverable,
+        RecoverableLockError::Timeout => RecoverableLockError::Timeout,
+        RecoverableLockError::WouldBlock => RecoverableLockError::WouldBlock,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn async_timed_calls_at_every_limit() {
+    watchdog("async timed calls", LIMIT, || {
+        common::current_thread().block_on(async {
+            let q = Queue::<u32>::bounded(1).unwrap();
+            let jq = JoinableQueue::<u32>::new().unwrap();
+            let sem = Semaphore::new(0).unwrap();
+            let event = Event::new().unwrap();
+            for t in SHORT {
+                let start = Instant::now();
+                assert!(matches!(q.get_timeout_async(t).await, Err(Error::Timeout)));
+                assert!(!sem.acquire_timeout_async(t).await.unwrap());
+                assert!(!event.wait_timeout_async(t).await.unwrap());
+                jq.put(1).unwrap();
+                assert!(matches!(
+                    jq.join_timeout_async(t).await,
+                    Err(Error::Timeout)
+                ));
+                jq.get().unwrap();
+                jq.task_done().unwrap();
+                assert!(matches!(
+                    Barrier::new(2).unwrap().wait_timeout_async(t).await,
+                    Err(Error::BrokenBarrier)
+                ));
+                assert!(start.elapsed() < Duration::from_secs(5));
+            }
+            event.set();
+            let one = Barrier::new(1).unwrap();
+            for t in ALL {
+                q.put(1).unwrap();
+                assert_eq!(q.get_timeout_async(t).await.unwrap(), 1);
+                sem.release().unwrap();
+                assert!(sem.acquire_timeout_async(t).await.unwrap());
+                assert!(event.wait_timeout_async(t).await.unwrap());
+                jq.join_timeout_async(t).await.unwrap();
+                one.wait_timeout_async(t).await.unwrap();
+            }
+        });
+    });
+}
+
+/// Waits of every huge timeout in a child, each ended by the parent once
+/// the child says (through a pipe) it is about to wait: they return when
+/// the object becomes ready, not early and not never.
+#[test]
+fn huge_waits_in_a_child_end_when_the_parent_acts() {
+    watchdog("huge waits across processes", LIMIT, || {
+        let event = Event::new().unwrap();
+        let sem = Semaphore::new(0).unwrap();
+        let q = Queue::<u32>::bounded(1).unwrap();
+        let lock = Lock::new().unwrap();
+        let barrier = Barrier::with_timeout(2, Duration::MAX).unwrap();
+        let (mut mine, mut theirs) = Pipe(true).unwrap();
+        multiproc::scope(|s| {
+            let guard = lock.lock().unwrap();
+            let child = common::child(s, || {
+                for t in ALL.into_iter().filter(|t| !t.is_zero() && t.as_nanos() > 1) {
+                    theirs.send_bytes(b"event").unwrap();
+                    assert!(event.wait_timeout(t), "{t:?}");
+                    theirs.send_bytes(b"sem").unwrap();
+                    assert!(sem.acquire_timeout(t), "{t:?}");
+                    theirs.send_bytes(b"queue").unwrap();
+                    assert_eq!(q.get_timeout(t).unwrap(), 9);
+                    theirs.send_bytes(b"pipe").unwrap();
+                    assert_eq!(theirs.recv_bytes_timeout(t).unwrap(), b"go");
+                    theirs.send_bytes(b"barrier").unwrap();
+                    barrier.wait().unwrap();
+                }
+                theirs.send_bytes(b"lock").unwrap();
+                drop(lock.lock_timeout(Duration::MAX).unwrap());
+                drop(lock.lock_timeout(Duration::from_secs(u64::MAX)).unwrap());
+            });
+            for _ in ALL.into_iter().filter(|t| !t.is_zero() && t.as_nanos() > 1) {
+                assert_eq!(mine.recv_bytes().unwrap(), b"event");
+                event.set();
+                assert_eq!(mine.recv_bytes().unwrap(), b"sem");
+                event.clear();
+                sem.release().unwrap();
+                assert_eq!(mine.recv_bytes().unwrap(), b"queue");
+                q.put(9).unwrap();
+                assert_eq!(mine.recv_bytes().unwrap(), b"pipe");
+                mine.send_bytes(b"go").unwrap();
+                assert_eq!(mine.recv_bytes().unwrap(), b"barrier");
+                barrier.wait_timeout(Duration::MAX).unwrap();
+            }
+            assert_eq!(mine.recv_bytes().unwrap(), b"lock");
+            drop(guard);
+            assert_eq!(join(&child, CHILD_LIMIT), 0);
+        });
+    });
+}
+
+/// Runs `busy` over and over on another thread while the main thread
+/// forks `forks` children, each running `child` (which must finish well
+/// within [`CHILD_LIMIT`], or the test fails and the child is killed).
+fn fork_while<B, C>(what: &str, forks: usize, busy: B, child: C)
+where
+    B: Fn() + Sync,
+    C: Fn() + Sync,
+{
+    watchdog(what, LIMIT, || {
+        /// Stops the busy thread when the forking ends, even by a panic.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Relaxed);
+            }
+        }
+        let stop = AtomicBool::new(false);
+        thread::scope(|ts| {
+            ts.spawn(|| {
+                while !stop.load(Relaxed) {
+                    busy();
+                }
+            });
+            let _stop = Stop(&stop);
+            for _ in 0..forks {
+                multiproc::scope(|s| {
+                    let p = common::child(s, &child);
+                    assert_eq!(join(&p, CHILD_LIMIT), 0, "{what}: a child failed");
+                });
+            }
+        });
+    });
+}
+
+#[test]
+fn fork_while_another_thread_allocates_shared_objects() {
+    fork_while(
+        "arena",
+        40,
+        || {
+            let v = Value::new(1u64).unwrap();
+            let a = Array::from_slice(&[1u8; 300]).unwrap();
+            let l = Lock::new().unwrap();
+            drop((v, a, l));
+        },
+        || {
+            let v = Value::new(2u64).unwrap();
+            v.set(3).unwrap();
+            assert_eq!(v.get().unwrap(), 3);
+            drop(Event::new().unwrap());
+        },
+    );
+}
+
+#[test]
+fn fork_while_another_thread_starts_processes_and_scopes() {
+    fork_while(
+        "process family",
+        30,
+        || {
+            multiproc::scope(|s| {
+                let p = common::child(s, || {});
+                join(&p, CHILD_LIMIT);
+            });
+            let mut p = multiproc::Process::new(|| {});
+            p.start().unwrap();
+            p.join_timeout(CHILD_LIMIT).unwrap();
+        },
+        || {
+            multiproc::scope(|s| {
+                let p = common::child(s, || {});
+                assert_eq!(join(&p, CHILD_LIMIT), 0);
+            });
+            assert!(multiproc::process::active_children().is_empty());
+        },
+    );
+}
+
+#[test]
+fn fork_while_another_thread_uses_a_queue() {
+    let q = Queue::<Vec<u8>>::with_capacity(0, 1 << 16).unwrap();
+    let item = vec![7u8; 3000];
+    fork_while(
+        "queue",
+        40,
+        || {
+            // Takes all there is, children's items too, so it never fills.
+            q.put_many([item.clone(), item.clone()]).unwrap();
+            assert!(q.get_many_timeout(64, Duration::ZERO).unwrap().len() >= 2);
+            q.put(item.clone()).unwrap();
+            assert!(!q
+                .get_many_timeout(64, Duration::from_nanos(1))
+                .unwrap()
+                .is_empty());
+        },
+        || {
+            let own = Queue::<Vec<u8>>::new().unwrap();
+            own.put_many([vec![1; 3000], vec![2; 5]]).unwrap();
+            assert_eq!(own.get_many(2).unwrap(), [vec![1; 3000], vec![2; 5]]);
+            // The parent's queue takes a put from the child; the
+            // parent's thread may then take it, so it is not read back.
+            q.put_timeout(vec![3], CHILD_LIMIT).unwrap();
+        },
+    );
+}
+
+#[test]
+fn fork_while_another_thread_awaits() {
+    let event = Event::new().unwrap();
+    let sem = Semaphore::new(0).unwrap();
+    let childs = Semaphore::new(0).unwrap();
+    let rt = common::current_thread();
+    fork_while(
+        "async waiter",
+        30,
+        || {
+            rt.block_on(async {
+                let _ = event.wait_timeout_async(Duration::from_micros(50)).await;
+                let _ = sem.acquire_timeout_async(Duration::ZERO).await;
+            })
+        },
+        || {
+            common::current_thread().block_on(async {
+                assert!(!event
+                    .wait_timeout_async(Duration::from_millis(1))
+                    .await
+                    .unwrap());
+                childs.release().unwrap();
+                assert!(childs.acquire_timeout_async(Duration::MAX).await.unwrap());
+            })
+        },
+    );
+}
+
+#[test]
+fn fork_while_another_thread_calls_the_manager() {
+    let mut manager = multiproc::manager::Manager::start().unwrap();
+    let dict = manager.dict::<u32, String>().unwrap();
+    let list = manager.list::<u32>().unwrap();
+    fork_while(
+        "manager",
+        25,
+        || {
+            dict.set(1, "x".repeat(100)).unwrap();
+            list.append(1).unwrap();
+            let _ = dict.get(&1).unwrap();
+            list.clear().unwrap();
+        },
+        || {
+            dict.set(2, "y".to_string()).unwrap();
+            assert_eq!(dict.get(&2).unwrap().as_deref(), Some("y"));
+            list.append(2).unwrap();
+        },
+    );
+    manager.shutdown().unwrap();
+}
+
