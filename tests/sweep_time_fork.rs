@@ -412,3 +412,105 @@ fn fork_while_another_thread_calls_the_manager() {
     manager.shutdown().unwrap();
 }
 
+/// The environment variable that makes [`first_fork_setup_helper`] run.
+const SETUP_HELPER: &str = "MULTIPROC_SWEEP_SETUP_HELPER";
+
+/// A child forked (by any means: here `fork(2)` itself) while another
+/// thread of its parent makes the parent's first process, and so installs
+/// the crate's fork handlers, can start processes of its own: it is not
+/// left waiting for an installation that only a thread it does not have
+/// was doing. Run in a new process, where nothing is installed yet, many
+/// times, the fork landing at varying moments of the installation.
+#[test]
+fn a_fork_during_the_first_start_in_another_thread_leaves_a_working_child() {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(SETUP_HELPER, "1").args([
+        "--exact",
+        "first_fork_setup_helper",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    let (status, out, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+    assert!(status.success(), "{status}: {out}{err}");
+    assert!(out.contains("trials done"), "{out}{err}");
+}
+
+/// One trial per fresh process (a `fork(2)` of this one, which has never
+/// started a process): a thread starts the first process while this one
+/// forks; the forked child must start and join one within the deadline.
+#[test]
+fn first_fork_setup_helper() {
+    if std::env::var_os(SETUP_HELPER).is_none() {
+        return;
+    }
+    for trial in 0..1000u32 {
+        let fresh = raw_fork(|| {
+            let go = AtomicBool::new(false);
+            thread::scope(|ts| {
+                ts.spawn(|| {
+                    while !go.load(Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                    let mut p = multiproc::Process::new(|| {});
+                    p.start().unwrap();
+                    p.join().unwrap();
+                });
+                go.store(true, Relaxed);
+                // Forks at a moment that varies from trial to trial.
+                for _ in 0..(trial % 40) * 25 {
+                    std::hint::spin_loop();
+                }
+                let child = raw_fork(|| {
+                    let mut p = multiproc::Process::new(|| {});
+                    p.start().unwrap();
+                    p.join().unwrap()
+                });
+                wait_raw(child, Duration::from_secs(10))
+            })
+        });
+        let code = wait_raw(fresh, Duration::from_secs(30));
+        assert_eq!(code, 0, "trial {trial}: the forked child hung or failed");
+    }
+    println!("trials done");
+}
+
+/// Forks with `fork(2)`; the child runs `f` and exits with the code it
+/// returns, or 1 if it panics. The child's pid.
+fn raw_fork(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child runs `f` and exits at once, without unwinding
+    // into the parent's frames.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(1);
+        // SAFETY: ends the child without running the parent's exit hooks.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Waits up to `limit` for the raw child `pid`; its exit code, or 99
+/// after killing it if it has not exited in time.
+fn wait_raw(pid: libc::pid_t, limit: Duration) -> i32 {
+    let end = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is this process's unreaped child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                98
+            };
+        }
+        if Instant::now() >= end {
+            // SAFETY: `pid` is this process's own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return 99;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}

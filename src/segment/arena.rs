@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::header::Contents;
 use super::{ElemType, ObjectKind, Segment};
@@ -55,7 +55,12 @@ fn arena() -> MutexGuard<'static, Option<Arena>> {
     poison::locked(&ARENA)
 }
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-static ATFORK: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
+/// Whether the fork handlers are installed: [`INSTALLED`], 0 if not
+/// begun, or the pid of the process installing them shifted left by one.
+/// Not a `OnceLock`: a child forked while another thread was installing
+/// them would find it being initialised for ever, and wait for it.
+static ATFORK: AtomicU64 = AtomicU64::new(0);
+const INSTALLED: u64 = 1;
 
 /// Freed blocks of one size: their chunk and offset.
 type FreeBlocks = Vec<(Arc<Segment>, usize)>;
@@ -257,12 +262,31 @@ impl Region {
 /// installing them would give the child a lock that nobody releases, and
 /// this call waits for that thread instead.
 pub(crate) fn ready_for_fork() -> Result<()> {
-    ATFORK
-        .get_or_init(register_atfork)
-        .map_err(|errno| Error::io("pthread_atfork", std::io::Error::from_raw_os_error(errno)))
+    let me = u64::from(sys::getpid()) << 1;
+    loop {
+        match ATFORK.load(Ordering::Acquire) {
+            INSTALLED => return Ok(()),
+            // Another thread of this process is installing them.
+            state if state == me => std::thread::yield_now(),
+            // Not begun, or begun by the process this one was forked from
+            // (had the handlers been installed then, the child handler
+            // would have said so).
+            state => {
+                if ATFORK
+                    .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let installed = register_atfork();
+                    let next = if installed.is_ok() { INSTALLED } else { 0 };
+                    ATFORK.store(next, Ordering::Release);
+                    return installed.map_err(|e| Error::io("pthread_atfork", e));
+                }
+            }
+        }
+    }
 }
 
-fn register_atfork() -> std::result::Result<(), i32> {
+fn register_atfork() -> std::io::Result<()> {
     extern "C" fn prepare() {
         // Holding the arena lock across the fork means no allocation can
         // straddle it, and the child's copy is held by this thread.
@@ -270,8 +294,14 @@ fn register_atfork() -> std::result::Result<(), i32> {
         FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
         HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(guard));
     }
-    extern "C" fn after() {
+    extern "C" fn parent() {
         HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
     }
-    sys::at_fork(prepare, after, after).map_err(|e| e.raw_os_error().unwrap_or(sys::errno::ENOMEM))
+    extern "C" fn child() {
+        parent();
+        // Installed in the parent, so in this process too (whatever the
+        // parent's `ATFORK` said when it forked).
+        ATFORK.store(INSTALLED, Ordering::Release);
+    }
+    sys::at_fork(prepare, parent, child)
 }
