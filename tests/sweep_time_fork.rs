@@ -514,3 +514,76 @@ fn wait_raw(pid: libc::pid_t, limit: Duration) -> i32 {
         thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// The environment variable that makes [`first_script_helper`] run.
+#[cfg(feature = "redis")]
+const SCRIPT_HELPER: &str = "MULTIPROC_SWEEP_SCRIPT_HELPER";
+
+/// As [`a_fork_during_the_first_start_in_another_thread_leaves_a_working_child`],
+/// for the Lua scripts of the Redis proxies, made on first use: a child
+/// forked while another thread makes one (its first `set` on a dict) can
+/// still use it.
+#[cfg(feature = "redis")]
+#[test]
+fn a_fork_during_a_first_redis_call_in_another_thread_leaves_a_working_child() {
+    let Some(url) = common::redis::redis_url("first redis call") else {
+        return;
+    };
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(SCRIPT_HELPER, url).args([
+        "--exact",
+        "first_script_helper",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    let (status, out, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+    assert!(status.success(), "{status}: {out}{err}");
+    assert!(out.contains("trials done"), "{out}{err}");
+}
+
+/// One trial per fresh process, as in [`first_fork_setup_helper`].
+#[cfg(feature = "redis")]
+#[test]
+fn first_script_helper() {
+    use multiproc::manager::Manager;
+    let Some(url) = std::env::var_os(SCRIPT_HELPER) else {
+        return;
+    };
+    let url = url.into_string().unwrap();
+    let name = common::redis::unique("sweep-script");
+    let manager = Manager::connect_redis(&url).unwrap();
+    let dict = manager.dict_named::<u32, u32>(&name).unwrap();
+    for trial in 0..600u32 {
+        let fresh = raw_fork(|| {
+            let (ready, go) = (AtomicBool::new(false), AtomicBool::new(false));
+            thread::scope(|ts| {
+                ts.spawn(|| {
+                    // Connected (a call without a script), then the first
+                    // call with one.
+                    dict.get(&1).unwrap();
+                    ready.store(true, Relaxed);
+                    while !go.load(Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                    dict.set(1, 1).unwrap();
+                });
+                while !ready.load(Relaxed) {
+                    std::hint::spin_loop();
+                }
+                go.store(true, Relaxed);
+                for _ in 0..(trial % 60) * 200 {
+                    std::hint::spin_loop();
+                }
+                let child = raw_fork(|| {
+                    dict.set(2, 2).unwrap();
+                    0
+                });
+                wait_raw(child, Duration::from_secs(10))
+            })
+        });
+        let code = wait_raw(fresh, Duration::from_secs(30));
+        assert_eq!(code, 0, "trial {trial}: the forked child hung or failed");
+    }
+    dict.clear().unwrap();
+    println!("trials done");
+}

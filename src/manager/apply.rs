@@ -41,13 +41,14 @@ pub(super) struct Keyed(foldhash::fast::SeedableRandomState);
 /// own default (addresses and the time).
 pub(super) fn keyed() -> Keyed {
     use std::hash::BuildHasher;
-    use std::sync::OnceLock;
-    static SHARED: OnceLock<foldhash::SharedSeed> = OnceLock::new();
-    let random = || std::hash::RandomState::new().hash_one(0x6d70_7263_u64);
-    let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(random()));
+    fn random() -> u64 {
+        std::hash::RandomState::new().hash_one(0x6d70_7263_u64)
+    }
+    static SHARED: crate::lazy::Lazy<foldhash::SharedSeed> =
+        crate::lazy::Lazy::new(|| foldhash::SharedSeed::from_u64(random()));
     Keyed(foldhash::fast::SeedableRandomState::with_seed(
         random(),
-        shared,
+        &SHARED,
     ))
 }
 

@@ -29,7 +29,7 @@
 //! - a value another program wrote in the hash is [`Error::Deserialize`]
 //!   when read; a key of another Redis type is Redis's `WRONGTYPE` error.
 
-use std::sync::LazyLock;
+use crate::lazy::Lazy;
 
 use redis::{FromRedisValue, Script};
 
@@ -94,7 +94,7 @@ fn script(body: &str) -> Script {
 }
 
 /// `d[f] = v` (ARGV: field, own encoding or '', value).
-static SET: LazyLock<Script> = LazyLock::new(|| {
+static SET: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 put(ARGV[1], ARGV[3], ARGV[2])
@@ -110,7 +110,7 @@ return 1
 /// field given twice keeps its first place and its last value, as
 /// Python's `update`), and the key of a new field first given in another
 /// form than its field (`1.0`, `True`), as Python keeps the first key.
-static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+static UPDATE: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 local top = redis.call('ZREVRANGE', O, 0, 0, 'WITHSCORES')
@@ -145,7 +145,7 @@ return #ARGV / 3
 });
 
 /// `d.pop(f, None)`: the old value or nil (ARGV: field).
-static DISCARD: LazyLock<Script> = LazyLock::new(|| {
+static DISCARD: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 local old = redis.call('HGET', V, ARGV[1])
@@ -156,7 +156,7 @@ return old
 });
 
 /// `del d[f]`: whether it was there (ARGV: field).
-static DEL: LazyLock<Script> = LazyLock::new(|| {
+static DEL: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 if drop(ARGV[1]) then return 1 end
@@ -166,7 +166,7 @@ return 0
 });
 
 /// `d.popitem()`: {key, value} of the last field inserted, or {}.
-static POPITEM: LazyLock<Script> = LazyLock::new(|| {
+static POPITEM: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 local f = redis.call('ZREVRANGE', O, 0, 0)[1]
@@ -180,7 +180,7 @@ return {own or f, v}
 });
 
 /// `d.setdefault(f, v)`: the value after (ARGV: field, own, value).
-static SETDEFAULT: LazyLock<Script> = LazyLock::new(|| {
+static SETDEFAULT: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 local old = redis.call('HGET', V, ARGV[1])
@@ -193,7 +193,7 @@ return ARGV[3]
 
 /// The keys (ARGV 'k'), values ('v') or both, flat ('kv'), in order. A
 /// value missing from `v` (another program's write) is nil.
-static LIST: LazyLock<Script> = LazyLock::new(|| {
+static LIST: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 local fs = redis.call('ZRANGE', O, 0, -1)
@@ -222,7 +222,7 @@ return out
 /// (doubles, as Python's), written as Rust's `{:?}` writes them (the
 /// codec's encoding): the shortest decimal that reads back the same, the
 /// nearest of those, an exact tie rounded up, as Rust's `flt2dec` does.
-static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+static INCREMENT: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 local function num(dg, e)
@@ -343,7 +343,7 @@ return {'v', new}
 
 /// Sets `d[f] = new` if it is `expected` (ARGV: field, own, '1' with an
 /// expected value or '0' for absent, expected, new): 1 if it did.
-static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+static COMPARE_AND_SET: Lazy<Script> = Lazy::new(|| {
     script(
         r"
 local cur = redis.call('HGET', V, ARGV[1])

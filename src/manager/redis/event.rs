@@ -18,7 +18,7 @@ fn part(name: &str, part: &str) -> String {
 }
 
 /// Sets the flag and tells the waiters.
-static SET: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static SET: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], '1')

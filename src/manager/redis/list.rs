@@ -33,7 +33,7 @@
 //! - `l[i] += d` adds ints of 64 bits (beyond is `OverflowError`, a
 //!   manager server goes to 127 bits), floats, and bools as ints.
 
-use std::sync::LazyLock;
+use crate::lazy::Lazy;
 
 use redis::Script;
 
@@ -71,7 +71,7 @@ end
 ";
 
 /// `l[i] = v`. KEYS: list; ARGV: index, value.
-static SET: LazyLock<Script> = LazyLock::new(|| {
+static SET: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local n = redis.call('LLEN', KEYS[1])
@@ -87,7 +87,7 @@ return 1
 
 /// `l.insert(i, v)`, `i` clamped as Python does. KEYS: list; ARGV: index,
 /// value, a pivot no value equals.
-static INSERT: LazyLock<Script> = LazyLock::new(|| {
+static INSERT: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local n = redis.call('LLEN', KEYS[1])
@@ -114,7 +114,7 @@ return 1
 
 /// `l.pop(i)` and `del l[i]`. KEYS: list; ARGV: index, a pivot no value
 /// equals, the message for an empty list, for an index out of range.
-static POP: LazyLock<Script> = LazyLock::new(|| {
+static POP: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local n = redis.call('LLEN', KEYS[1])
@@ -136,7 +136,7 @@ return v
 });
 
 /// `l.reverse()`. KEYS: list.
-static REVERSE: LazyLock<Script> = LazyLock::new(|| {
+static REVERSE: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
@@ -188,7 +188,7 @@ end
 /// `l.sort()` (stable). KEYS: list; ARGV: `1` for `reverse=True`, the
 /// encodings of `True` and `False`.
 /// Answers `{'OK'}`, or `{'TE', a, b}`: `a < b` is not supported.
-static SORT: LazyLock<Script> = LazyLock::new(|| {
+static SORT: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local TRUE, FALSE = ARGV[2], ARGV[3]
@@ -348,7 +348,7 @@ return {{'OK'}}
 /// `l[i] += d`. KEYS: list, scratch key; ARGV: index, delta, the
 /// encodings of `True` and `False`. Answers
 /// `{'OK', new}`, or `{'TE', item, delta}` for what is not a number.
-static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+static INCREMENT: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local TRUE, FALSE = ARGV[3], ARGV[4]
@@ -422,8 +422,8 @@ return {{'OK', new}}
 
 /// The encodings of `True` and `False` (pickles), for the scripts that
 /// take bools for the ints 1 and 0, as Python does.
-static TRUE: LazyLock<Vec<u8>> = LazyLock::new(|| encoded_bool(true));
-static FALSE: LazyLock<Vec<u8>> = LazyLock::new(|| encoded_bool(false));
+static TRUE: Lazy<Vec<u8>> = Lazy::new(|| encoded_bool(true));
+static FALSE: Lazy<Vec<u8>> = Lazy::new(|| encoded_bool(false));
 
 fn encoded_bool(b: bool) -> Vec<u8> {
     // A bool holds no proxy: its encoding cannot fail.

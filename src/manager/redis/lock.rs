@@ -36,7 +36,7 @@ fn part(name: &str, part: &str) -> String {
 /// tokens keep growing across a `remove_named` (unless that clock steps
 /// back); it is incremented before anything is written, so that a
 /// foreign value in its key is an error that takes no lease.
-static ACQUIRE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static ACQUIRE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 local cur = redis.call('GET', KEYS[1])
@@ -62,7 +62,7 @@ return {1, f, died}
 });
 
 /// Releases the lock if `ARGV[1]` holds it (1), else 0; wakes a waiter.
-static RELEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static RELEASE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -75,7 +75,7 @@ return 1
 });
 
 /// Extends the lease of `ARGV[1]` to `ARGV[2]` ms from now (1), else 0.
-static EXTEND: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static EXTEND: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end

@@ -217,7 +217,7 @@ pub(super) fn token() -> Result<String> {
 /// more; what is not an envelope goes to the dead letters. The keys of
 /// the consumers are derived from `ARGV[1]`, the object's key prefix,
 /// within its hash tag.
-static REAP: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static REAP: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 for _, k in ipairs({KEYS[1], KEYS[3]}) do
@@ -252,7 +252,7 @@ return n
 });
 
 /// Registers a consumer (`ARGV[1]`) and starts its heartbeat.
-static JOIN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static JOIN: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -264,7 +264,7 @@ return 1
 
 /// Refreshes a consumer's heartbeat if it is still registered (1); 0 if
 /// the reaper took its items (it was too late) or the queue was removed.
-static BEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static BEAT: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -276,7 +276,7 @@ return 1
 
 /// A consumer that ends: its heartbeat goes (the reaper returns what it
 /// holds), and so does its registration if it holds nothing.
-static LEAVE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static LEAVE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 redis.call('DEL', KEYS[2])
@@ -303,7 +303,7 @@ end
 
 /// Moves an item a consumer took to the dead letters; one multiproc put
 /// (`ARGV[2]` is `1`) also counts as finished, as [`ACK`] does.
-static BURY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static BURY: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(&format!(
         "{FINISH}
 local t = redis.call('TYPE', KEYS[2]).ok
@@ -323,7 +323,7 @@ return n
 
 /// Puts the envelopes `ARGV` at the tail of the queue and counts them
 /// unfinished (`KEYS[2]`), in one script.
-static PUT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static PUT: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 local u = redis.call('GET', KEYS[2])
@@ -345,7 +345,7 @@ return redis.call('INCRBY', KEYS[2], #ARGV)
 /// items in progress, and only if it was there counts one fewer
 /// unfinished (never below 0); the count reaching 0 pushes a token to
 /// `KEYS[3]` for [`QueueProxy::join`], which expires after `ARGV[2]` ms.
-static ACK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static ACK: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(&format!(
         "{FINISH}
 local v = redis.call('GET', KEYS[2])
@@ -359,7 +359,7 @@ return n
 /// The number of unfinished items (`KEYS[1]`, 0 if none); when it is 0
 /// and `ARGV[1]` is `1` (the caller was woken by a token), a token is
 /// left for the next waiter (one at most, expiring after `ARGV[2]` ms).
-static UNFINISHED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static UNFINISHED: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 local v = redis.call('GET', KEYS[1])
@@ -382,7 +382,7 @@ return u
 /// `ARGV[2]` ms): the item, nil if none, 0 if the consumer is no longer
 /// registered (the reaper took it: an item put in its list would be seen
 /// by no reaper).
-static TAKE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static TAKE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 0 end
@@ -398,7 +398,7 @@ return e
 /// (`KEYS[2]`), refreshes its heartbeat (`KEYS[4]`, `ARGV[2]` ms) and
 /// answers 1; else (the reaper took it while it waited) puts the item
 /// back at the head of the queue (`KEYS[1]`), undelivered, and answers 0.
-static CLAIM: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static CLAIM: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
@@ -418,7 +418,7 @@ return 0
 });
 
 /// Deletes a queue: its consumers' lists and heartbeats too.
-static DELETE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static DELETE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 local n = 0

@@ -18,7 +18,7 @@ fn part(name: &str) -> String {
 
 /// Adds a float to the value (an int, a float or nothing, which is 0):
 /// the sum, stored as a float.
-static ADD_FLOAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static ADD_FLOAT: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 local v = redis.call('GET', KEYS[1])
@@ -43,7 +43,7 @@ return 'f' .. s
 });
 
 /// Sets the value to `ARGV[2]` if it is `ARGV[1]` (byte for byte): 1, else 0.
-static CAS: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static CAS: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end

@@ -48,7 +48,7 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -56,6 +56,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::lazy::Lazy;
 use crate::manager::redis::{fresh_name, Store, DEFAULT_TIMEOUT, MAX_NAME};
 use crate::poison::locked;
 use crate::process::Process;
@@ -333,7 +334,7 @@ impl Keys {
 }
 
 /// Stores chunks: `KEYS` tasks, pending; `ARGV` id, record, id, record, ….
-static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
+static SUBMIT: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 for i = 1, #ARGV, 2 do
@@ -346,7 +347,7 @@ return #ARGV / 2",
 
 /// A worker's heartbeat, which also announces it: `KEYS` workers, alive,
 /// stop; `ARGV` worker, ttl (ms), who. Whether the pool is told to stop.
-static BEAT: LazyLock<Script> = LazyLock::new(|| {
+static BEAT: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -359,7 +360,7 @@ return redis.call('EXISTS', KEYS[3])",
 /// (the reaper may have dropped it, if it was paused) and reads the
 /// task's record. `KEYS` tasks, workers, alive; `ARGV` id, worker, ttl
 /// (ms), who.
-static TAKE: LazyLock<Script> = LazyLock::new(|| {
+static TAKE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 redis.call('SADD', KEYS[2], ARGV[2])
@@ -371,7 +372,7 @@ return redis.call('HGET', KEYS[1], ARGV[1])",
 /// Records a task's result, unless it already has one (or is gone): `KEYS`
 /// processing, tasks, deaths, pending, result; `ARGV` id, message, result
 /// ttl (ms). Whether the result was recorded.
-static FINISH: LazyLock<Script> = LazyLock::new(|| {
+static FINISH: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
@@ -392,7 +393,7 @@ return 1",
 /// A run of a task died: it waits again (first death) or fails: `KEYS`
 /// processing, tasks, deaths, pending, result; `ARGV` id, exit code,
 /// result ttl (ms). `retry`, `failed` or `gone`.
-static DIED: LazyLock<Script> = LazyLock::new(|| {
+static DIED: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
@@ -414,7 +415,7 @@ return 'retry'",
 /// Returns the tasks of workers whose heartbeat lapsed (or fails those that
 /// lapsed before): `KEYS` workers, tasks, deaths, pending; `ARGV` key
 /// prefix, result ttl (ms), exit code. How many workers it found dead.
-static REAP: LazyLock<Script> = LazyLock::new(|| {
+static REAP: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local dead = 0
@@ -450,7 +451,7 @@ return dead",
 
 /// A worker leaves: what it holds waits again. `KEYS` workers, alive,
 /// processing, pending; `ARGV` worker.
-static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+static LEAVE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
@@ -464,7 +465,7 @@ return 1",
 
 /// Tells the workers to stop, and wakes each blocked one with an id that
 /// names no task: `KEYS` stop, workers, pending.
-static STOP: LazyLock<Script> = LazyLock::new(|| {
+static STOP: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], 1)
@@ -477,7 +478,7 @@ return 1",
 
 /// Deletes a pool's keys: `KEYS` workers, tasks, deaths, pending, stop;
 /// `ARGV` key prefix.
-static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+static REMOVE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -492,7 +493,7 @@ return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])",
 
 /// Whether a task is still known to Redis: waiting, running, or with its
 /// result there. `KEYS` tasks, result; `ARGV` id.
-static KNOWN: LazyLock<Script> = LazyLock::new(|| {
+static KNOWN: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[2]) == 1 then
