@@ -443,21 +443,29 @@ fn first_fork_setup_helper() {
     if std::env::var_os(SETUP_HELPER).is_none() {
         return;
     }
-    for trial in 0..1000u32 {
+    for trial in 0..2000u32 {
+        // Odd trials: the thread has made its process (the fork handlers
+        // are installed) and races only its first start.
+        let made_first = trial % 2 == 1;
         let fresh = raw_fork(|| {
-            let go = AtomicBool::new(false);
+            let (ready, go) = (AtomicBool::new(false), AtomicBool::new(false));
             thread::scope(|ts| {
                 ts.spawn(|| {
+                    let early = made_first.then(|| multiproc::Process::new(|| {}));
+                    ready.store(true, Relaxed);
                     while !go.load(Relaxed) {
                         std::hint::spin_loop();
                     }
-                    let mut p = multiproc::Process::new(|| {});
+                    let mut p = early.unwrap_or_else(|| multiproc::Process::new(|| {}));
                     p.start().unwrap();
                     p.join().unwrap();
                 });
+                while !ready.load(Relaxed) {
+                    std::hint::spin_loop();
+                }
                 go.store(true, Relaxed);
                 // Forks at a moment that varies from trial to trial.
-                for _ in 0..(trial % 40) * 25 {
+                for _ in 0..(trial / 2 % 50) * 40 {
                     std::hint::spin_loop();
                 }
                 let child = raw_fork(|| {

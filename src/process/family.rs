@@ -127,6 +127,9 @@ pub(super) fn ready_for_fork() -> Result<()> {
                     let installed = sys::at_exit(exit_hook).and_then(|()| {
                         sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)
                     });
+                    if installed.is_ok() {
+                        install_panic_header();
+                    }
                     let next = if installed.is_ok() {
                         HANDLERS_INSTALLED
                     } else {
@@ -288,26 +291,26 @@ pub fn exit(code: i32) -> ! {
 
 /// Like Python's "Process Process-1:" header before a traceback: a panic in
 /// a child first says which process it is, then the previous hook prints
-/// the rest. Installed once, in the parent, so that a child allocates (and
-/// so copies) nothing for it.
-pub(super) fn install_panic_header() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // try_lock: a panic while this thread holds the lock must not
-            // deadlock; and the lock is released before printing, since a
-            // forking thread takes stderr's lock before this one.
-            let name = IDENTITY
-                .try_lock()
-                .ok()
-                .and_then(|i| i.as_ref().map(|i| i.name.clone()));
-            if let Some(name) = name {
-                eprintln!("Process {name}:");
-            }
-            previous(info);
-        }));
-    });
+/// the rest. Installed with the fork handlers, once per process tree (a
+/// child inherits it), so that a child allocates (and so copies) nothing
+/// for it, and never under a `Once`: a child forked while another thread
+/// was installing it would wait for that `Once` for ever. (A fork between
+/// the handlers and the hook gives a child without the header.)
+fn install_panic_header() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // try_lock: a panic while this thread holds the lock must not
+        // deadlock; and the lock is released before printing, since a
+        // forking thread takes stderr's lock before this one.
+        let name = IDENTITY
+            .try_lock()
+            .ok()
+            .and_then(|i| i.as_ref().map(|i| i.name.clone()));
+        if let Some(name) = name {
+            eprintln!("Process {name}:");
+        }
+        previous(info);
+    }));
 }
 
 /// The identity path of the next child of this process (and counts it).

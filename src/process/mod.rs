@@ -432,7 +432,6 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             return Err(self.state_error("already started"));
         };
         reap_children();
-        install_panic_header();
         let pid = match launch {
             Launch::Fork(target) => self.fork(target.into_target(), scope, listed)?,
             Launch::Spawn(call) => spawn::start(

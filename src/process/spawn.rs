@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{identity, install_panic_header, Identity, ProcessInfo, CHILD_COUNTER};
+use super::{identity, Identity, ProcessInfo, CHILD_COUNTER};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -341,7 +341,6 @@ fn become_child<'e>(
         },
     });
     CHILD_COUNTER.store(0, Ordering::Relaxed);
-    install_panic_header();
     if let Some(level) = p.log_level {
         super::logging::install_inherited(level);
     }
