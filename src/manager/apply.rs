@@ -339,7 +339,10 @@ fn del_slice(
 /// The items of an iterable a client sent (`list.extend`'s argument): a
 /// list's or tuple's items, a str's characters, a bytes' ints, a dict's
 /// keys. Those made here (characters, ints) are taken from `budget`.
-fn items_of(v: PyValue, budget: &mut Budget) -> std::result::Result<Vec<PyValue>, Exception> {
+pub(super) fn items_of(
+    v: PyValue,
+    budget: &mut Budget,
+) -> std::result::Result<Vec<PyValue>, Exception> {
     match v {
         PyValue::List(vs) | PyValue::Tuple(vs) => Ok(vs),
         PyValue::Dict(d) => Ok(d.into_iter().map(|(k, _)| k).collect()),
@@ -406,7 +409,7 @@ fn range_items(
 
 /// The items of `dict.update`'s argument: a dict's, or an iterable's of
 /// pairs.
-fn pairs_of(
+pub(super) fn pairs_of(
     v: PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<Vec<(PyValue, PyValue)>, Exception> {
