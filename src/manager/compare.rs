@@ -462,6 +462,9 @@ impl PartialEq for PyValue {
             }
             (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => set_eq(a, b),
             (Object(a), Object(b)) if a.identity == b.identity => true,
+            (Object(a), Object(b)) if a.range_key().is_some() && b.range_key().is_some() => {
+                a.range_key() == b.range_key()
+            }
             (Object(a), Object(b)) if a.by_value() && b.by_value() => {
                 a.same_value(b)
                     || self.bytes_like().is_some() && self.bytes_like() == other.bytes_like()
@@ -563,6 +566,9 @@ impl Hash for PyValue {
                     b.hash(state);
                 } else if let Some(real) = self.complex_real() {
                     real.hash(state);
+                } else if let Some(key) = o.range_key() {
+                    state.write_u8(13);
+                    key.hash(state);
                 } else if o.by_value() {
                     state.write_u8(11);
                     o.module.hash(state);
@@ -809,6 +815,25 @@ mod tests {
         assert_eq!(ba, PyValue::Bytes(b"ab".to_vec()));
         assert_eq!(hash(&ba), hash(&PyValue::Bytes(b"ab".to_vec())));
         assert_eq!(ba.lt(&PyValue::Bytes(b"b".to_vec())), Ok(true));
+        // Ranges as the sequences they are.
+        let range =
+            |a: i64, b: i64, c: i64| obj("builtins", "range", vec![a.into(), b.into(), c.into()]);
+        for (x, y) in [
+            ((0, 0, 1), (5, 5, 1)),
+            ((0, 3, 2), (0, 4, 2)),
+            ((1, 2, 5), (1, 3, 7)),
+            ((3, 0, -1), (3, 0, -1)),
+        ] {
+            let (x, y) = (range(x.0, x.1, x.2), range(y.0, y.1, y.2));
+            assert_eq!(x, y);
+            assert_eq!(hash(&x), hash(&y));
+        }
+        assert_ne!(range(0, 3, 1), range(0, 3, 2));
+        assert_ne!(range(0, 2, 1), range(1, 2, 1));
+        assert_ne!(
+            range(0, 3, 1),
+            PyValue::List(vec![0.into(), 1.into(), 2.into()])
+        );
         let s1 = obj("builtins", "slice", vec![1.into(), 3.into(), PyValue::None]);
         let s2 = obj("builtins", "slice", vec![1.into(), 4.into(), PyValue::None]);
         assert_eq!(s1, s1.clone());
