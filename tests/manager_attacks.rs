@@ -398,3 +398,65 @@ fn attack_costs() {
         let _ = std::fs::remove_file(&path);
     });
 }
+
+/// A frozenset nested `depth` deep: each level holds the ints 0 to 7 and
+/// the level below.
+fn chain(depth: usize) -> P {
+    let ints: Vec<u8> = (0..8u8).flat_map(|i| [b'K', i]).collect();
+    let mut out = b"(".to_vec();
+    out.extend(&ints);
+    out.push(0x91); // FROZENSET
+    for _ in 0..depth {
+        let mut level = b"(".to_vec();
+        level.extend(out);
+        level.extend(&ints);
+        level.push(0x91);
+        out = level;
+    }
+    P::Raw(out)
+}
+
+/// Audit of 2026-12-01: frozensets nested deep were hashed again at each
+/// level that deduplicated (decoding) or compared (`count`) them: work
+/// growing with the square of their depth, seconds of the server's time
+/// for one request that its budget counted as a fraction of a second.
+/// Now each is about as dear as a flat list of as many values.
+#[test]
+fn nested_frozensets_cost_what_their_size_does() {
+    watchdog("nested frozensets", Duration::from_secs(300), || {
+        let (server, path, mut conn) = serve();
+        let pid = server.pid().unwrap();
+        let list = create(&mut conn, "list");
+        let (depth, n) = (450, 100);
+        // As many values, flat.
+        let flat = repeated(&P::Int(3), n * (depth + 1) * 9);
+        let cpu = |conn: &mut Connection, frame: Vec<u8>| {
+            let (before, _) = usage(pid);
+            let (kind, reply, _) = send(conn, &frame);
+            assert_eq!(kind, "#RETURN", "{}", String::from_utf8_lossy(&reply));
+            usage(pid).0 - before
+        };
+        let other = create(&mut conn, "list");
+        let base = cpu(&mut conn, request(Some(&other), "extend", vec![flat]));
+        let mut chains = b"](".to_vec();
+        let mut one = Vec::new();
+        chain(depth).write(&mut one);
+        for _ in 0..n {
+            chains.extend(&one);
+        }
+        chains.push(b'e');
+        let decode = cpu(
+            &mut conn,
+            request(Some(&list), "extend", vec![P::Raw(chains)]),
+        );
+        let count = cpu(&mut conn, request(Some(&list), "count", vec![chain(depth)]));
+        let bound = base * 20 + Duration::from_millis(300);
+        assert!(
+            decode < bound && count < bound,
+            "decoding took {decode:?}, counting {count:?}, a flat list {base:?}"
+        );
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}

@@ -281,6 +281,7 @@ fn set_eq(a: &[PyValue], b: &[PyValue]) -> bool {
     if a.len() <= 8 {
         return a.iter().all(|x| set_contains(b, x));
     }
+    let _memo = HashMemo::start();
     let mut index: std::collections::HashMap<u64, Vec<&PyValue>> =
         std::collections::HashMap::with_capacity(b.len());
     for y in b {
@@ -304,6 +305,7 @@ fn dict_eq(a: &[(PyValue, PyValue)], b: &[(PyValue, PyValue)]) -> bool {
         let b: Vec<_> = b.iter().collect();
         return a.iter().all(|p| has(&b, p));
     }
+    let _memo = HashMemo::start();
     let mut index: std::collections::HashMap<u64, Vec<&(PyValue, PyValue)>> =
         std::collections::HashMap::with_capacity(b.len());
     for p in b {
@@ -311,6 +313,60 @@ fn dict_eq(a: &[(PyValue, PyValue)], b: &[(PyValue, PyValue)]) -> bool {
     }
     a.iter()
         .all(|p| index.get(&item_hash(&p.0)).is_some_and(|ps| has(ps, p)))
+}
+
+thread_local! {
+    /// The item-hash sums of the sets and dicts hashed while a [`HashMemo`]
+    /// is kept, by the address and length of their items (which stay put
+    /// when the set or dict moves): without them, sets nested `d` deep are
+    /// hashed again at each level that compares or deduplicates them, `d`
+    /// times the work (a probe 300 deep kept the server from its other
+    /// clients for seconds).
+    static SUMS: std::cell::RefCell<Option<std::collections::HashMap<(usize, usize), u64>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps [`SUMS`] while the outermost user that started it runs: a
+/// comparison through a hash index, or the decoding of a message. No set
+/// or dict hashed meanwhile may be dropped, nor its items changed.
+pub(crate) struct HashMemo {
+    outermost: bool,
+}
+
+impl HashMemo {
+    /// Starts remembering, or goes on with an outer memo.
+    pub(crate) fn start() -> HashMemo {
+        let outermost = SUMS.with_borrow_mut(|sums| {
+            sums.is_none() && {
+                *sums = Some(std::collections::HashMap::new());
+                true
+            }
+        });
+        HashMemo { outermost }
+    }
+}
+
+impl Drop for HashMemo {
+    fn drop(&mut self) {
+        if self.outermost {
+            SUMS.with_borrow_mut(|sums| *sums = None);
+        }
+    }
+}
+
+/// The item-hash sum of the set or dict whose items are `at` (address,
+/// length): remembered while a [`HashMemo`] is kept, else computed.
+fn memo_sum(at: (usize, usize), sum: impl FnOnce() -> u64) -> u64 {
+    if let Some(known) = SUMS.with_borrow(|sums| sums.as_ref().and_then(|s| s.get(&at).copied())) {
+        return known;
+    }
+    let computed = sum();
+    SUMS.with_borrow_mut(|sums| {
+        if let Some(sums) = sums {
+            sums.insert(at, computed);
+        }
+    });
+    computed
 }
 
 /// One item's hash, the same for every call in this process, under a
@@ -538,7 +594,9 @@ impl Hash for PyValue {
             PyValue::Dict(d) => {
                 state.write_u8(6);
                 let pair = |(k, v): &(PyValue, PyValue)| item_hash(k) ^ item_hash(v).rotate_left(1);
-                state.write_u64(d.iter().map(pair).fold(0, u64::wrapping_add));
+                state.write_u64(memo_sum((d.as_ptr() as usize, d.len()), || {
+                    d.iter().map(pair).fold(0, u64::wrapping_add)
+                }));
             }
             PyValue::Proxy(r) => {
                 state.write_u8(7);
@@ -558,7 +616,9 @@ impl Hash for PyValue {
             // Order-independent: the sum of the items' own hashes.
             PyValue::Set(v) | PyValue::FrozenSet(v) => {
                 state.write_u8(10);
-                state.write_u64(v.iter().map(item_hash).fold(0, u64::wrapping_add));
+                state.write_u64(memo_sum((v.as_ptr() as usize, v.len()), || {
+                    v.iter().map(item_hash).fold(0, u64::wrapping_add)
+                }));
             }
             PyValue::Object(o) => {
                 if let Some(b) = self.bytes_like() {
