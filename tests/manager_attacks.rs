@@ -460,3 +460,59 @@ fn nested_frozensets_cost_what_their_size_does() {
         let _ = std::fs::remove_file(&path);
     });
 }
+
+/// Audit of 2026-12-01: a `count` of a small set hashed as much of each
+/// stored set of as many items (its first item, 5000 ints here) as it
+/// had, which the budget did not take: a batch of 1000 such counts kept
+/// the server 11 s. Now the stored items' sizes are taken too, and the
+/// batch is refused within about one request's work.
+#[test]
+fn counting_a_small_set_among_large_ones_takes_their_size() {
+    watchdog(
+        "small set among large ones",
+        Duration::from_secs(300),
+        || {
+            let (server, path, mut conn) = serve();
+            let pid = server.pid().unwrap();
+            let list = create(&mut conn, "list");
+            // frozenset({(a, ..., a + 4999), 1, ..., 8}).
+            let large = |a: i64| {
+                let mut out = b"(".to_vec();
+                P::Tuple((a..a + 5000).map(P::Int).collect()).write(&mut out);
+                (1..=8).for_each(|i| P::Int(i).write(&mut out));
+                out.push(0x91); // FROZENSET
+                P::Raw(out)
+            };
+            for chunk in 0..3 {
+                let items = P::List((0..100).map(|i| large((chunk * 100 + i) * 5000)).collect());
+                assert_eq!(
+                    send(&mut conn, &request(Some(&list), "extend", vec![items])).0,
+                    "#RETURN"
+                );
+            }
+            let mut small = b"(".to_vec();
+            (0..9).for_each(|i| P::Int(i).write(&mut small));
+            small.push(0x91);
+            let one = P::Tuple(vec![
+                s(&list),
+                s("count"),
+                P::Tuple(vec![P::Raw(small)]),
+                P::Dict(vec![]),
+            ]);
+            let (before, _) = usage(pid);
+            let (kind, _, _) = send(
+                &mut conn,
+                &request(None, "_multiproc_batch", vec![repeated(&one, 1000)]),
+            );
+            let cpu = usage(pid).0 - before;
+            // Refused part way (a debug build takes longer to get there).
+            assert_eq!(
+                kind, "RuntimeError",
+                "a batch of 1000 counts took the server {cpu:?}"
+            );
+            send(&mut conn, &request(None, "shutdown", vec![]));
+            server.join().unwrap();
+            let _ = std::fs::remove_file(&path);
+        },
+    );
+}

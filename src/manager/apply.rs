@@ -1131,7 +1131,15 @@ fn scan(
     probe: &PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<(), Exception> {
-    budget.work(items.len().saturating_mul(limits::size(probe)))
+    budget.work(items.len().saturating_mul(limits::size(probe)))?;
+    // A set or dict compared with one of as many items hashes all of the
+    // other's: the items' own sizes bound that.
+    if limits::unordered_inside(probe) {
+        for item in items {
+            budget.work(limits::size_up_to(item, budget.work_left()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `d.pop(k)` keeping the order of the others, which moves those after it.
