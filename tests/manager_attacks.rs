@@ -552,3 +552,52 @@ fn sorting_large_sets_is_linear_in_their_size() {
         let _ = std::fs::remove_file(&path);
     });
 }
+
+/// Audit of 2026-12-01: `compare_and_set` took no work for its
+/// comparison, which for sets of as many items hashes the stored one's: a
+/// batch of 300 against a stored set holding a million-int tuple kept the
+/// server 2 s (ten times more for ten times as many). Now taken as a
+/// `count` takes it, and the batch is refused within about one request's
+/// work.
+#[test]
+fn compare_and_set_takes_the_work_of_its_comparison() {
+    watchdog(
+        "compare_and_set against a large set",
+        Duration::from_secs(300),
+        || {
+            let (server, path, mut conn) = serve();
+            let pid = server.pid().unwrap();
+            let dict = create(&mut conn, "dict");
+            let set = |first: Option<P>| {
+                let mut out = b"(".to_vec();
+                first.iter().for_each(|p| p.write(&mut out));
+                (1..=8).for_each(|i| P::Int(i).write(&mut out));
+                if first.is_none() {
+                    P::Int(0).write(&mut out);
+                }
+                out.push(0x91); // FROZENSET
+                P::Raw(out)
+            };
+            let large = set(Some(P::Tuple((0..1_000_000).map(P::Int).collect())));
+            let frame = request(Some(&dict), "__setitem__", vec![s("k"), large]);
+            assert_eq!(send(&mut conn, &frame).0, "#RETURN");
+            let one = P::Tuple(vec![
+                s(&dict),
+                s("_multiproc_compare_and_set"),
+                P::Tuple(vec![s("k"), P::Raw(b"\x88".to_vec()), set(None), P::Int(0)]),
+                P::Dict(vec![]),
+            ]);
+            let (before, _) = usage(pid);
+            let (kind, _, _) = send(
+                &mut conn,
+                &request(None, "_multiproc_batch", vec![repeated(&one, 300)]),
+            );
+            let cpu = usage(pid).0 - before;
+            // Refused part way (a debug build takes longer to get there).
+            assert_eq!(kind, "RuntimeError", "the batch took the server {cpu:?}");
+            send(&mut conn, &request(None, "shutdown", vec![]));
+            server.join().unwrap();
+            let _ = std::fs::remove_file(&path);
+        },
+    );
+}

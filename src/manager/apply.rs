@@ -857,6 +857,9 @@ fn dict(
             new
         }
         Op::CompareAndSet(k, expected, new) => {
+            if let (Some(stored), Some(expected)) = (d.get(&k), &expected) {
+                scan(std::slice::from_ref(stored), expected, budget)?;
+            }
             let matches = d.get(&k) == expected.as_ref();
             if matches {
                 d.insert(k, new);
@@ -969,6 +972,9 @@ fn list(
         }
         Op::CompareAndSet(k, expected, new) => {
             let i = index(&k, l.len(), GET_RANGE)?;
+            if let Some(expected) = &expected {
+                scan(std::slice::from_ref(&l[i]), expected, budget)?;
+            }
             let matches = Some(&l[i]) == expected.as_ref();
             if matches {
                 l[i] = new;
