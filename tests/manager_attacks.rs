@@ -601,3 +601,52 @@ fn compare_and_set_takes_the_work_of_its_comparison() {
         },
     );
 }
+
+/// Audit of 2026-12-01: each comparison with a stored int of 62 KB
+/// walked or copied all of it (for any probe, even `7`), and the work of
+/// comparing one such int with another of its length was not taken: a
+/// batch of 100 counts over 1000 of them kept the server 2 s with the
+/// probe `7`, and 9 s with a large int. Now `7` costs what it looks, and
+/// the large probe's bytes are taken from the budget.
+#[test]
+fn large_ints_cost_what_comparing_them_does() {
+    watchdog("large ints compared", Duration::from_secs(300), || {
+        let (server, path, mut conn) = serve();
+        let pid = server.pid().unwrap();
+        let list = create(&mut conn, "list");
+        // 2**500000 + j, as LONG4 and its two's complement bytes.
+        let large = |j: u8| {
+            let mut bytes = vec![0u8; 62_501];
+            bytes[0] = j;
+            bytes[62_500] = 1;
+            let mut out = vec![0x8b];
+            out.extend((bytes.len() as u32).to_le_bytes());
+            out.extend(bytes);
+            P::Raw(out)
+        };
+        for _ in 0..10 {
+            let items = P::List((0..100).map(large).collect());
+            let frame = request(Some(&list), "extend", vec![items]);
+            assert_eq!(send(&mut conn, &frame).0, "#RETURN");
+        }
+        let counts = |probe: P| {
+            let one = P::Tuple(vec![
+                s(&list),
+                s("count"),
+                P::Tuple(vec![probe]),
+                P::Dict(vec![]),
+            ]);
+            request(None, "_multiproc_batch", vec![repeated(&one, 100)])
+        };
+        let (before, _) = usage(pid);
+        let (kind, _, _) = send(&mut conn, &counts(P::Int(7)));
+        let cpu = usage(pid).0 - before;
+        assert_eq!(kind, "#RETURN");
+        assert!(cpu < Duration::from_secs(1), "100 counts of 7 took {cpu:?}");
+        let (kind, _, _) = send(&mut conn, &counts(large(200)));
+        assert_eq!(kind, "RuntimeError", "100 counts of a large int");
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}

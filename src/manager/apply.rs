@@ -1121,7 +1121,7 @@ fn sort_list(l: &mut Vec<PyValue>, budget: &mut Budget) -> std::result::Result<(
     // items.
     let mut widest = 0;
     for v in l.iter() {
-        let size = limits::size(v);
+        let size = limits::compare_cost(v);
         budget.work(size)?;
         widest = widest.max(size);
     }
@@ -1137,7 +1137,7 @@ fn scan(
     probe: &PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<(), Exception> {
-    budget.work(items.len().saturating_mul(limits::size(probe)))?;
+    budget.work(items.len().saturating_mul(limits::compare_cost(probe)))?;
     // A set or dict compared with one of as many items hashes all of the
     // other's: the items' own sizes bound that.
     if limits::unordered_inside(probe) {

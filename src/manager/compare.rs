@@ -106,8 +106,9 @@ fn big_to_i64(b: &[u8]) -> Option<i64> {
     let negative = b.last().is_some_and(|&x| x & 0x80 != 0);
     let fill = if negative { 0xff } else { 0 };
     if b.len() > 8 {
-        // Fits only if the bytes above 8 are sign extension.
-        if b[8..].iter().any(|&x| x != fill) || (b[7] & 0x80 != 0) != negative {
+        // Fits only if the bytes above 8 are sign extension (looked at
+        // from the top, where a large int differs at once).
+        if b[8..].iter().rev().any(|&x| x != fill) || (b[7] & 0x80 != 0) != negative {
             return Option::None;
         }
     }
@@ -203,12 +204,14 @@ fn big_cmp_any(a: &PyValue, b: &PyValue) -> Option<Option<Ordering>> {
     if !matches!(a, PyValue::BigInt(_)) && !matches!(b, PyValue::BigInt(_)) {
         return Option::None;
     }
-    let as_big = |v: &PyValue| -> Option<Result<Vec<u8>, f64>> {
+    // Borrowed: a copy of a stored int of 64 KiB for each comparison with
+    // it made a scan of a list of them cost that much per item.
+    fn as_big(v: &PyValue) -> Option<Result<std::borrow::Cow<'_, [u8]>, f64>> {
         match v {
             PyValue::Float(f) => Some(Err(*f)),
-            v => v.big().map(|b| Ok(b.into_owned())),
+            v => v.big().map(Ok),
         }
-    };
+    }
     let (x, y) = (as_big(a)?, as_big(b)?);
     Some(match (x, y) {
         (Ok(x), Ok(y)) => Some(big_cmp(&x, &y)),

@@ -432,6 +432,35 @@ pub(crate) fn size(v: &PyValue) -> usize {
     }
 }
 
+/// The most work comparing `v` with another value takes: its values, and
+/// a step for each 32 bytes of its strs and bytes (compared a word at a
+/// time) and each 8 bytes of its ints beyond 64 bits (byte by byte).
+pub(crate) fn compare_cost(v: &PyValue) -> usize {
+    let all = |vs: &[PyValue]| vs.iter().map(compare_cost).sum::<usize>();
+    let pairs = |d: &[(PyValue, PyValue)]| {
+        d.iter()
+            .map(|(k, v)| compare_cost(k) + compare_cost(v))
+            .sum::<usize>()
+    };
+    1 + match v {
+        PyValue::Str(s) => s.len() / 32,
+        PyValue::Bytes(b) => b.len() / 32,
+        PyValue::BigInt(b) => b.len() / 8,
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            all(vs)
+        }
+        PyValue::Dict(d) => pairs(d),
+        PyValue::Object(o) => {
+            all(&o.args)
+                + o.kwargs.as_deref().map_or(0, pairs)
+                + o.state.as_ref().map_or(0, compare_cost)
+                + all(&o.list_items)
+                + pairs(&o.dict_items)
+        }
+        _ => 0,
+    }
+}
+
 /// How many values `v` is made of, counted up to just past `limit` (a
 /// walk of at most `limit + 1` of them).
 pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
