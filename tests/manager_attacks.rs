@@ -398,3 +398,255 @@ fn attack_costs() {
         let _ = std::fs::remove_file(&path);
     });
 }
+
+/// A frozenset nested `depth` deep: each level holds the ints 0 to 7 and
+/// the level below.
+fn chain(depth: usize) -> P {
+    let ints: Vec<u8> = (0..8u8).flat_map(|i| [b'K', i]).collect();
+    let mut out = b"(".to_vec();
+    out.extend(&ints);
+    out.push(0x91); // FROZENSET
+    for _ in 0..depth {
+        let mut level = b"(".to_vec();
+        level.extend(out);
+        level.extend(&ints);
+        level.push(0x91);
+        out = level;
+    }
+    P::Raw(out)
+}
+
+/// Audit of 2026-12-01: frozensets nested deep were hashed again at each
+/// level that deduplicated (decoding) or compared (`count`) them: work
+/// growing with the square of their depth, seconds of the server's time
+/// for one request that its budget counted as a fraction of a second.
+/// Now each is about as dear as a flat list of as many values.
+#[test]
+fn nested_frozensets_cost_what_their_size_does() {
+    watchdog("nested frozensets", Duration::from_secs(300), || {
+        let (server, path, mut conn) = serve();
+        let pid = server.pid().unwrap();
+        let list = create(&mut conn, "list");
+        let (depth, n) = (450, 100);
+        // As many values, flat.
+        let flat = repeated(&P::Int(3), n * (depth + 1) * 9);
+        let cpu = |conn: &mut Connection, frame: Vec<u8>| {
+            let (before, _) = usage(pid);
+            let (kind, reply, _) = send(conn, &frame);
+            assert_eq!(kind, "#RETURN", "{}", String::from_utf8_lossy(&reply));
+            usage(pid).0 - before
+        };
+        let other = create(&mut conn, "list");
+        let base = cpu(&mut conn, request(Some(&other), "extend", vec![flat]));
+        let mut chains = b"](".to_vec();
+        let mut one = Vec::new();
+        chain(depth).write(&mut one);
+        for _ in 0..n {
+            chains.extend(&one);
+        }
+        chains.push(b'e');
+        let decode = cpu(
+            &mut conn,
+            request(Some(&list), "extend", vec![P::Raw(chains)]),
+        );
+        let count = cpu(&mut conn, request(Some(&list), "count", vec![chain(depth)]));
+        let bound = base * 20 + Duration::from_millis(300);
+        assert!(
+            decode < bound && count < bound,
+            "decoding took {decode:?}, counting {count:?}, a flat list {base:?}"
+        );
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
+/// Audit of 2026-12-01: a `count` of a small set hashed as much of each
+/// stored set of as many items (its first item, 5000 ints here) as it
+/// had, which the budget did not take: a batch of 1000 such counts kept
+/// the server 11 s. Now the stored items' sizes are taken too, and the
+/// batch is refused within about one request's work.
+#[test]
+fn counting_a_small_set_among_large_ones_takes_their_size() {
+    watchdog(
+        "small set among large ones",
+        Duration::from_secs(300),
+        || {
+            let (server, path, mut conn) = serve();
+            let pid = server.pid().unwrap();
+            let list = create(&mut conn, "list");
+            // frozenset({(a, ..., a + 4999), 1, ..., 8}).
+            let large = |a: i64| {
+                let mut out = b"(".to_vec();
+                P::Tuple((a..a + 5000).map(P::Int).collect()).write(&mut out);
+                (1..=8).for_each(|i| P::Int(i).write(&mut out));
+                out.push(0x91); // FROZENSET
+                P::Raw(out)
+            };
+            for chunk in 0..3 {
+                let items = P::List((0..100).map(|i| large((chunk * 100 + i) * 5000)).collect());
+                assert_eq!(
+                    send(&mut conn, &request(Some(&list), "extend", vec![items])).0,
+                    "#RETURN"
+                );
+            }
+            let mut small = b"(".to_vec();
+            (0..9).for_each(|i| P::Int(i).write(&mut small));
+            small.push(0x91);
+            let one = P::Tuple(vec![
+                s(&list),
+                s("count"),
+                P::Tuple(vec![P::Raw(small)]),
+                P::Dict(vec![]),
+            ]);
+            let (before, _) = usage(pid);
+            let (kind, _, _) = send(
+                &mut conn,
+                &request(None, "_multiproc_batch", vec![repeated(&one, 1000)]),
+            );
+            let cpu = usage(pid).0 - before;
+            // Refused part way (a debug build takes longer to get there).
+            assert_eq!(
+                kind, "RuntimeError",
+                "a batch of 1000 counts took the server {cpu:?}"
+            );
+            send(&mut conn, &request(None, "shutdown", vec![]));
+            server.join().unwrap();
+            let _ = std::fs::remove_file(&path);
+        },
+    );
+}
+
+/// Audit of 2026-12-01: `<` of two sets (what `sort` asks) searched the
+/// larger for each item of the smaller, the product of their lengths: a
+/// sort of two sets of 100,000 ints kept the server 11 s. Now through a
+/// hash index, as `==`.
+#[test]
+fn sorting_large_sets_is_linear_in_their_size() {
+    watchdog("large sets sorted", Duration::from_secs(300), || {
+        let (server, path, mut conn) = serve();
+        let pid = server.pid().unwrap();
+        let list = create(&mut conn, "list");
+        let set = |from: i64, to: i64| {
+            let mut out = b"(".to_vec();
+            (from..to).for_each(|i| P::Int(i).write(&mut out));
+            out.push(0x91); // FROZENSET
+            P::Raw(out)
+        };
+        let n = 100_000;
+        let items = P::List(vec![set(-1, n), set(0, n)]);
+        assert_eq!(
+            send(&mut conn, &request(Some(&list), "extend", vec![items])).0,
+            "#RETURN"
+        );
+        let (before, _) = usage(pid);
+        let (kind, _, _) = send(&mut conn, &request(Some(&list), "sort", vec![]));
+        let cpu = usage(pid).0 - before;
+        assert_eq!(kind, "#RETURN");
+        assert!(
+            cpu < Duration::from_secs(3),
+            "the sort took the server {cpu:?}"
+        );
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
+/// Audit of 2026-12-01: `compare_and_set` took no work for its
+/// comparison, which for sets of as many items hashes the stored one's: a
+/// batch of 300 against a stored set holding a million-int tuple kept the
+/// server 2 s (ten times more for ten times as many). Now taken as a
+/// `count` takes it, and the batch is refused within about one request's
+/// work.
+#[test]
+fn compare_and_set_takes_the_work_of_its_comparison() {
+    watchdog(
+        "compare_and_set against a large set",
+        Duration::from_secs(300),
+        || {
+            let (server, path, mut conn) = serve();
+            let pid = server.pid().unwrap();
+            let dict = create(&mut conn, "dict");
+            let set = |first: Option<P>| {
+                let mut out = b"(".to_vec();
+                first.iter().for_each(|p| p.write(&mut out));
+                (1..=8).for_each(|i| P::Int(i).write(&mut out));
+                if first.is_none() {
+                    P::Int(0).write(&mut out);
+                }
+                out.push(0x91); // FROZENSET
+                P::Raw(out)
+            };
+            let large = set(Some(P::Tuple((0..1_000_000).map(P::Int).collect())));
+            let frame = request(Some(&dict), "__setitem__", vec![s("k"), large]);
+            assert_eq!(send(&mut conn, &frame).0, "#RETURN");
+            let one = P::Tuple(vec![
+                s(&dict),
+                s("_multiproc_compare_and_set"),
+                P::Tuple(vec![s("k"), P::Raw(b"\x88".to_vec()), set(None), P::Int(0)]),
+                P::Dict(vec![]),
+            ]);
+            let (before, _) = usage(pid);
+            let (kind, _, _) = send(
+                &mut conn,
+                &request(None, "_multiproc_batch", vec![repeated(&one, 300)]),
+            );
+            let cpu = usage(pid).0 - before;
+            // Refused part way (a debug build takes longer to get there).
+            assert_eq!(kind, "RuntimeError", "the batch took the server {cpu:?}");
+            send(&mut conn, &request(None, "shutdown", vec![]));
+            server.join().unwrap();
+            let _ = std::fs::remove_file(&path);
+        },
+    );
+}
+
+/// Audit of 2026-12-01: each comparison with a stored int of 62 KB
+/// walked or copied all of it (for any probe, even `7`), and the work of
+/// comparing one such int with another of its length was not taken: a
+/// batch of 100 counts over 1000 of them kept the server 2 s with the
+/// probe `7`, and 9 s with a large int. Now `7` costs what it looks, and
+/// the large probe's bytes are taken from the budget.
+#[test]
+fn large_ints_cost_what_comparing_them_does() {
+    watchdog("large ints compared", Duration::from_secs(300), || {
+        let (server, path, mut conn) = serve();
+        let pid = server.pid().unwrap();
+        let list = create(&mut conn, "list");
+        // 2**500000 + j, as LONG4 and its two's complement bytes.
+        let large = |j: u8| {
+            let mut bytes = vec![0u8; 62_501];
+            bytes[0] = j;
+            bytes[62_500] = 1;
+            let mut out = vec![0x8b];
+            out.extend((bytes.len() as u32).to_le_bytes());
+            out.extend(bytes);
+            P::Raw(out)
+        };
+        for _ in 0..10 {
+            let items = P::List((0..100).map(large).collect());
+            let frame = request(Some(&list), "extend", vec![items]);
+            assert_eq!(send(&mut conn, &frame).0, "#RETURN");
+        }
+        let counts = |probe: P| {
+            let one = P::Tuple(vec![
+                s(&list),
+                s("count"),
+                P::Tuple(vec![probe]),
+                P::Dict(vec![]),
+            ]);
+            request(None, "_multiproc_batch", vec![repeated(&one, 100)])
+        };
+        let (before, _) = usage(pid);
+        let (kind, _, _) = send(&mut conn, &counts(P::Int(7)));
+        let cpu = usage(pid).0 - before;
+        assert_eq!(kind, "#RETURN");
+        assert!(cpu < Duration::from_secs(1), "100 counts of 7 took {cpu:?}");
+        let (kind, _, _) = send(&mut conn, &counts(large(200)));
+        assert_eq!(kind, "RuntimeError", "100 counts of a large int");
+        send(&mut conn, &request(None, "shutdown", vec![]));
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}

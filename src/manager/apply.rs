@@ -340,7 +340,10 @@ fn del_slice(
 /// The items of an iterable a client sent (`list.extend`'s argument): a
 /// list's or tuple's items, a str's characters, a bytes' ints, a dict's
 /// keys. Those made here (characters, ints) are taken from `budget`.
-fn items_of(v: PyValue, budget: &mut Budget) -> std::result::Result<Vec<PyValue>, Exception> {
+pub(super) fn items_of(
+    v: PyValue,
+    budget: &mut Budget,
+) -> std::result::Result<Vec<PyValue>, Exception> {
     match v {
         PyValue::List(vs) | PyValue::Tuple(vs) => Ok(vs),
         PyValue::Dict(d) => Ok(d.into_iter().map(|(k, _)| k).collect()),
@@ -407,7 +410,7 @@ fn range_items(
 
 /// The items of `dict.update`'s argument: a dict's, or an iterable's of
 /// pairs.
-fn pairs_of(
+pub(super) fn pairs_of(
     v: PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<Vec<(PyValue, PyValue)>, Exception> {
@@ -855,6 +858,9 @@ fn dict(
             new
         }
         Op::CompareAndSet(k, expected, new) => {
+            if let (Some(stored), Some(expected)) = (d.get(&k), &expected) {
+                scan(std::slice::from_ref(stored), expected, budget)?;
+            }
             let matches = d.get(&k) == expected.as_ref();
             if matches {
                 d.insert(k, new);
@@ -967,6 +973,9 @@ fn list(
         }
         Op::CompareAndSet(k, expected, new) => {
             let i = index(&k, l.len(), GET_RANGE)?;
+            if let Some(expected) = &expected {
+                scan(std::slice::from_ref(&l[i]), expected, budget)?;
+            }
             let matches = Some(&l[i]) == expected.as_ref();
             if matches {
                 l[i] = new;
@@ -1113,7 +1122,7 @@ fn sort_list(l: &mut Vec<PyValue>, budget: &mut Budget) -> std::result::Result<(
     // items.
     let mut widest = 0;
     for v in l.iter() {
-        let size = limits::size(v);
+        let size = limits::compare_cost(v);
         budget.work(size)?;
         widest = widest.max(size);
     }
@@ -1129,7 +1138,15 @@ fn scan(
     probe: &PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<(), Exception> {
-    budget.work(items.len().saturating_mul(limits::size(probe)))
+    budget.work(items.len().saturating_mul(limits::compare_cost(probe)))?;
+    // A set or dict compared with one of as many items hashes all of the
+    // other's: the items' own sizes bound that.
+    if limits::unordered_inside(probe) {
+        for item in items {
+            budget.work(limits::size_up_to(item, budget.work_left()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `d.pop(k)` keeping the order of the others, which moves those after it.

@@ -44,7 +44,7 @@ impl PyValue {
         match (self, other) {
             (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => {
                 // A proper subset.
-                Ok(a.len() < b.len() && a.iter().all(|x| set_contains(b, x)))
+                Ok(a.len() < b.len() && all_in(a, b))
             }
             (Object(a), Object(b)) if a.is_builtin("slice") && b.is_builtin("slice") => {
                 PyValue::lt_items(&a.args, &b.args)
@@ -106,8 +106,9 @@ fn big_to_i64(b: &[u8]) -> Option<i64> {
     let negative = b.last().is_some_and(|&x| x & 0x80 != 0);
     let fill = if negative { 0xff } else { 0 };
     if b.len() > 8 {
-        // Fits only if the bytes above 8 are sign extension.
-        if b[8..].iter().any(|&x| x != fill) || (b[7] & 0x80 != 0) != negative {
+        // Fits only if the bytes above 8 are sign extension (looked at
+        // from the top, where a large int differs at once).
+        if b[8..].iter().rev().any(|&x| x != fill) || (b[7] & 0x80 != 0) != negative {
             return Option::None;
         }
     }
@@ -203,12 +204,14 @@ fn big_cmp_any(a: &PyValue, b: &PyValue) -> Option<Option<Ordering>> {
     if !matches!(a, PyValue::BigInt(_)) && !matches!(b, PyValue::BigInt(_)) {
         return Option::None;
     }
-    let as_big = |v: &PyValue| -> Option<Result<Vec<u8>, f64>> {
+    // Borrowed: a copy of a stored int of 64 KiB for each comparison with
+    // it made a scan of a list of them cost that much per item.
+    fn as_big(v: &PyValue) -> Option<Result<std::borrow::Cow<'_, [u8]>, f64>> {
         match v {
             PyValue::Float(f) => Some(Err(*f)),
-            v => v.big().map(|b| Ok(b.into_owned())),
+            v => v.big().map(Ok),
         }
-    };
+    }
     let (x, y) = (as_big(a)?, as_big(b)?);
     Some(match (x, y) {
         (Ok(x), Ok(y)) => Some(big_cmp(&x, &y)),
@@ -275,12 +278,18 @@ fn set_contains(items: &[PyValue], x: &PyValue) -> bool {
 /// Two sets of distinct items are equal: the same length, and each item
 /// of one in the other (found through a hash index, for large sets).
 fn set_eq(a: &[PyValue], b: &[PyValue]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    if a.len() <= 8 {
+    a.len() == b.len() && all_in(a, b)
+}
+
+/// Whether each item of `a` is in `b` (through a hash index of `b`, unless
+/// both are small): one pass over each, where a search of `b` for each
+/// would take their product (a subset test of two sets of 100,000 items
+/// kept the server from its other clients for seconds).
+fn all_in(a: &[PyValue], b: &[PyValue]) -> bool {
+    if a.len() <= 8 && b.len() <= 8 {
         return a.iter().all(|x| set_contains(b, x));
     }
+    let _memo = HashMemo::start();
     let mut index: std::collections::HashMap<u64, Vec<&PyValue>> =
         std::collections::HashMap::with_capacity(b.len());
     for y in b {
@@ -304,6 +313,7 @@ fn dict_eq(a: &[(PyValue, PyValue)], b: &[(PyValue, PyValue)]) -> bool {
         let b: Vec<_> = b.iter().collect();
         return a.iter().all(|p| has(&b, p));
     }
+    let _memo = HashMemo::start();
     let mut index: std::collections::HashMap<u64, Vec<&(PyValue, PyValue)>> =
         std::collections::HashMap::with_capacity(b.len());
     for p in b {
@@ -311,6 +321,60 @@ fn dict_eq(a: &[(PyValue, PyValue)], b: &[(PyValue, PyValue)]) -> bool {
     }
     a.iter()
         .all(|p| index.get(&item_hash(&p.0)).is_some_and(|ps| has(ps, p)))
+}
+
+thread_local! {
+    /// The item-hash sums of the sets and dicts hashed while a [`HashMemo`]
+    /// is kept, by the address and length of their items (which stay put
+    /// when the set or dict moves): without them, sets nested `d` deep are
+    /// hashed again at each level that compares or deduplicates them, `d`
+    /// times the work (a probe 300 deep kept the server from its other
+    /// clients for seconds).
+    static SUMS: std::cell::RefCell<Option<std::collections::HashMap<(usize, usize), u64>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps [`SUMS`] while the outermost user that started it runs: a
+/// comparison through a hash index, or the decoding of a message. No set
+/// or dict hashed meanwhile may be dropped, nor its items changed.
+pub(crate) struct HashMemo {
+    outermost: bool,
+}
+
+impl HashMemo {
+    /// Starts remembering, or goes on with an outer memo.
+    pub(crate) fn start() -> HashMemo {
+        let outermost = SUMS.with_borrow_mut(|sums| {
+            sums.is_none() && {
+                *sums = Some(std::collections::HashMap::new());
+                true
+            }
+        });
+        HashMemo { outermost }
+    }
+}
+
+impl Drop for HashMemo {
+    fn drop(&mut self) {
+        if self.outermost {
+            SUMS.with_borrow_mut(|sums| *sums = None);
+        }
+    }
+}
+
+/// The item-hash sum of the set or dict whose items are `at` (address,
+/// length): remembered while a [`HashMemo`] is kept, else computed.
+fn memo_sum(at: (usize, usize), sum: impl FnOnce() -> u64) -> u64 {
+    if let Some(known) = SUMS.with_borrow(|sums| sums.as_ref().and_then(|s| s.get(&at).copied())) {
+        return known;
+    }
+    let computed = sum();
+    SUMS.with_borrow_mut(|sums| {
+        if let Some(sums) = sums {
+            sums.insert(at, computed);
+        }
+    });
+    computed
 }
 
 /// One item's hash, the same for every call in this process, under a
@@ -462,6 +526,9 @@ impl PartialEq for PyValue {
             }
             (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => set_eq(a, b),
             (Object(a), Object(b)) if a.identity == b.identity => true,
+            (Object(a), Object(b)) if a.range_key().is_some() && b.range_key().is_some() => {
+                a.range_key() == b.range_key()
+            }
             (Object(a), Object(b)) if a.by_value() && b.by_value() => {
                 a.same_value(b)
                     || self.bytes_like().is_some() && self.bytes_like() == other.bytes_like()
@@ -535,7 +602,9 @@ impl Hash for PyValue {
             PyValue::Dict(d) => {
                 state.write_u8(6);
                 let pair = |(k, v): &(PyValue, PyValue)| item_hash(k) ^ item_hash(v).rotate_left(1);
-                state.write_u64(d.iter().map(pair).fold(0, u64::wrapping_add));
+                state.write_u64(memo_sum((d.as_ptr() as usize, d.len()), || {
+                    d.iter().map(pair).fold(0, u64::wrapping_add)
+                }));
             }
             PyValue::Proxy(r) => {
                 state.write_u8(7);
@@ -555,7 +624,9 @@ impl Hash for PyValue {
             // Order-independent: the sum of the items' own hashes.
             PyValue::Set(v) | PyValue::FrozenSet(v) => {
                 state.write_u8(10);
-                state.write_u64(v.iter().map(item_hash).fold(0, u64::wrapping_add));
+                state.write_u64(memo_sum((v.as_ptr() as usize, v.len()), || {
+                    v.iter().map(item_hash).fold(0, u64::wrapping_add)
+                }));
             }
             PyValue::Object(o) => {
                 if let Some(b) = self.bytes_like() {
@@ -563,6 +634,9 @@ impl Hash for PyValue {
                     b.hash(state);
                 } else if let Some(real) = self.complex_real() {
                     real.hash(state);
+                } else if let Some(key) = o.range_key() {
+                    state.write_u8(13);
+                    key.hash(state);
                 } else if o.by_value() {
                     state.write_u8(11);
                     o.module.hash(state);
@@ -809,6 +883,25 @@ mod tests {
         assert_eq!(ba, PyValue::Bytes(b"ab".to_vec()));
         assert_eq!(hash(&ba), hash(&PyValue::Bytes(b"ab".to_vec())));
         assert_eq!(ba.lt(&PyValue::Bytes(b"b".to_vec())), Ok(true));
+        // Ranges as the sequences they are.
+        let range =
+            |a: i64, b: i64, c: i64| obj("builtins", "range", vec![a.into(), b.into(), c.into()]);
+        for (x, y) in [
+            ((0, 0, 1), (5, 5, 1)),
+            ((0, 3, 2), (0, 4, 2)),
+            ((1, 2, 5), (1, 3, 7)),
+            ((3, 0, -1), (3, 0, -1)),
+        ] {
+            let (x, y) = (range(x.0, x.1, x.2), range(y.0, y.1, y.2));
+            assert_eq!(x, y);
+            assert_eq!(hash(&x), hash(&y));
+        }
+        assert_ne!(range(0, 3, 1), range(0, 3, 2));
+        assert_ne!(range(0, 2, 1), range(1, 2, 1));
+        assert_ne!(
+            range(0, 3, 1),
+            PyValue::List(vec![0.into(), 1.into(), 2.into()])
+        );
         let s1 = obj("builtins", "slice", vec![1.into(), 3.into(), PyValue::None]);
         let s2 = obj("builtins", "slice", vec![1.into(), 4.into(), PyValue::None]);
         assert_eq!(s1, s1.clone());

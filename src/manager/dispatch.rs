@@ -251,30 +251,6 @@ pub(super) mod wire {
         )))
     }
 
-    /// `(start, stop, step)` of a `builtins.range` object, if `v` is one
-    /// (with bounds that fit `i64`).
-    pub(in crate::manager) fn range(v: &PyValue) -> Option<(i64, i64, i64)> {
-        let PyValue::Object(o) = v else { return None };
-        if !o.is_builtin("range") {
-            return None;
-        }
-        let int = |v: Option<&PyValue>| match v {
-            Some(PyValue::Int(i)) => Some(*i),
-            Some(PyValue::Bool(b)) => Some(i64::from(*b)),
-            _ => None,
-        };
-        match o.args.len() {
-            1 => Some((0, int(o.args.first())?, 1)),
-            2 => Some((int(o.args.first())?, int(o.args.get(1))?, 1)),
-            3 => Some((
-                int(o.args.first())?,
-                int(o.args.get(1))?,
-                int(o.args.get(2))?,
-            )),
-            _ => None,
-        }
-    }
-
     /// The ident of a Token (what `get_methods` is given), or an ident.
     pub(in crate::manager) fn token_ident(v: &PyValue) -> Option<&str> {
         match v {

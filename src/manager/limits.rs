@@ -274,6 +274,11 @@ impl Budget {
         MAX_WORK - self.work
     }
 
+    /// The steps of work left.
+    pub(crate) fn work_left(&self) -> usize {
+        self.work
+    }
+
     /// Whether something was refused: the request may do no more.
     pub(crate) fn spent(&self) -> bool {
         self.spent
@@ -424,6 +429,86 @@ pub(crate) fn size(v: &PyValue) -> usize {
                 + pairs(&o.dict_items)
         }
         _ => 0,
+    }
+}
+
+/// The most work comparing `v` with another value takes: its values, and
+/// a step for each 32 bytes of its strs and bytes (compared a word at a
+/// time) and each 8 bytes of its ints beyond 64 bits (byte by byte).
+pub(crate) fn compare_cost(v: &PyValue) -> usize {
+    let all = |vs: &[PyValue]| vs.iter().map(compare_cost).sum::<usize>();
+    let pairs = |d: &[(PyValue, PyValue)]| {
+        d.iter()
+            .map(|(k, v)| compare_cost(k) + compare_cost(v))
+            .sum::<usize>()
+    };
+    1 + match v {
+        PyValue::Str(s) => s.len() / 32,
+        PyValue::Bytes(b) => b.len() / 32,
+        PyValue::BigInt(b) => b.len() / 8,
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            all(vs)
+        }
+        PyValue::Dict(d) => pairs(d),
+        PyValue::Object(o) => {
+            all(&o.args)
+                + o.kwargs.as_deref().map_or(0, pairs)
+                + o.state.as_ref().map_or(0, compare_cost)
+                + all(&o.list_items)
+                + pairs(&o.dict_items)
+        }
+        _ => 0,
+    }
+}
+
+/// How many values `v` is made of, counted up to just past `limit` (a
+/// walk of at most `limit + 1` of them).
+pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
+    fn walk(v: &PyValue, left: &mut usize) -> bool {
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        let all = |vs: &[PyValue], left: &mut usize| vs.iter().all(|v| walk(v, left));
+        let pairs = |d: &[(PyValue, PyValue)], left: &mut usize| {
+            d.iter().all(|(k, v)| walk(k, left) && walk(v, left))
+        };
+        match v {
+            PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+                all(vs, left)
+            }
+            PyValue::Dict(d) => pairs(d, left),
+            PyValue::Object(o) => {
+                all(&o.args, left)
+                    && pairs(o.kwargs.as_deref().unwrap_or_default(), left)
+                    && o.state.iter().all(|v| walk(v, left))
+                    && all(&o.list_items, left)
+                    && pairs(&o.dict_items, left)
+            }
+            _ => true,
+        }
+    }
+    let mut left = limit.saturating_add(1);
+    walk(v, &mut left);
+    limit.saturating_add(1) - left
+}
+
+/// Whether `v` holds a set, frozenset or dict: comparing it with a value
+/// that holds one too hashes the items of both (not only as many as `v`
+/// has).
+pub(crate) fn unordered_inside(v: &PyValue) -> bool {
+    let any = |vs: &[PyValue]| vs.iter().any(unordered_inside);
+    match v {
+        PyValue::Set(_) | PyValue::FrozenSet(_) | PyValue::Dict(_) => true,
+        PyValue::List(vs) | PyValue::Tuple(vs) => any(vs),
+        PyValue::Object(o) => {
+            any(&o.args)
+                || o.kwargs.is_some()
+                || o.state.as_ref().is_some_and(unordered_inside)
+                || any(&o.list_items)
+                || !o.dict_items.is_empty()
+        }
+        _ => false,
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::apply::{keyed, run, Keyed, Map, Object};
+use super::apply::{items_of, keyed, pairs_of, run, Keyed, Map, Object};
 use super::dispatch::{ident, parse_ident, wire, Reply, Request};
 use super::limits::Budget;
 use super::methods;
@@ -28,9 +28,6 @@ const FRAME_SLACK: usize = 64;
 /// at its peak: this lets a million-item list arrive in one request, as
 /// `m.list(list(range(10**6)))` sends it.)
 const REQUEST_MEMORY: usize = 8 * MAX_FRAME;
-
-/// The longest `range` a `create` may expand (`m.list(range(n))`).
-const RANGE_MAX: usize = REQUEST_MEMORY / std::mem::size_of::<PyValue>();
 
 /// What an object is.
 pub(super) enum Body {
@@ -1019,7 +1016,7 @@ impl Objects {
                     return Err(type_error("list() takes no keyword arguments"));
                 }
                 let items = match <[PyValue; 1]>::try_from(args) {
-                    Ok([v]) => iterate(v, budget)?,
+                    Ok([v]) => items_of(v, budget)?,
                     Err(args) if args.is_empty() => Vec::new(),
                     Err(args) => {
                         return Err(type_error(format!(
@@ -1074,23 +1071,7 @@ impl Objects {
     ) -> Result<Map, Exception> {
         let mut d = Map::with_hasher(self.hasher.clone());
         match <[PyValue; 1]>::try_from(args) {
-            Ok([PyValue::Dict(items)]) => d.extend(items),
-            Ok([v]) => {
-                for (i, item) in iterate(v, budget)?.into_iter().enumerate() {
-                    match item {
-                        PyValue::List(kv) | PyValue::Tuple(kv) if kv.len() == 2 => {
-                            let mut kv = kv.into_iter();
-                            let k = kv.next().unwrap_or(PyValue::None);
-                            d.insert(k, kv.next().unwrap_or(PyValue::None));
-                        }
-                        _ => {
-                            return Err(type_error(format!(
-                            "cannot convert dictionary update sequence element #{i} to a sequence"
-                        )))
-                        }
-                    }
-                }
-            }
+            Ok([v]) => d.extend(pairs_of(v, budget)?),
             Err(args) if args.is_empty() => {}
             Err(args) => {
                 return Err(type_error(format!(
@@ -1101,56 +1082,6 @@ impl Objects {
         }
         d.extend(kwds);
         Ok(d)
-    }
-}
-
-/// The items of an iterable a client sent (`list(v)`): a list, tuple, set,
-/// dict (its keys), str (its characters), bytes (its ints) or range
-/// (bounded).
-fn iterate(v: PyValue, budget: &mut Budget) -> Result<Vec<PyValue>, Exception> {
-    if let Some((start, stop, step)) = wire::range(&v) {
-        if step == 0 {
-            return Err(("ValueError", "range() arg 3 must not be zero".into()));
-        }
-        let len = if (step > 0 && start < stop) || (step < 0 && start > stop) {
-            let span = (i128::from(stop) - i128::from(start)).unsigned_abs();
-            let step = i128::from(step).unsigned_abs();
-            span.div_ceil(step)
-        } else {
-            0
-        };
-        if len > RANGE_MAX as u128 {
-            return Err((
-                "MemoryError",
-                format!(
-                    "a range of {len} items is more than this server expands (at most {RANGE_MAX})"
-                ),
-            ));
-        }
-        budget.work(len as usize)?;
-        let mut items = Vec::with_capacity(len as usize);
-        let mut x = i128::from(start);
-        for _ in 0..len {
-            items.push(PyValue::Int(x as i64));
-            x += i128::from(step);
-        }
-        return Ok(items);
-    }
-    match v {
-        PyValue::List(items) | PyValue::Tuple(items) => Ok(items),
-        PyValue::Dict(items) => Ok(items.into_iter().map(|(k, _)| k).collect()),
-        PyValue::Str(s) => {
-            budget.work(s.len())?;
-            Ok(s.chars().map(|c| PyValue::Str(c.into())).collect())
-        }
-        PyValue::Bytes(b) => {
-            budget.work(b.len())?;
-            Ok(b.into_iter().map(|x| PyValue::Int(x.into())).collect())
-        }
-        other => Err(type_error(format!(
-            "'{}' object is not iterable",
-            other.type_name()
-        ))),
     }
 }
 

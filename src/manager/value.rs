@@ -221,6 +221,31 @@ impl PyObject {
             )
     }
 
+    /// What a `range(start, stop, step)` (as the decoder leaves it: three
+    /// ints) is compared and hashed by, as Python's: its length, its start
+    /// if it has items and its step if it has more than one (so
+    /// `range(0) == range(5, 5)` and `range(0, 3, 2) == range(0, 4, 2)`).
+    pub(crate) fn range_key(&self) -> Option<(u128, i64, i64)> {
+        let [PyValue::Int(start), PyValue::Int(stop), PyValue::Int(step)] = self.args[..] else {
+            return None;
+        };
+        if !self.is_builtin("range") || self.global || step == 0 {
+            return None;
+        }
+        let span = i128::from(stop) - i128::from(start);
+        let len = if (step > 0) == (span > 0) && span != 0 {
+            span.unsigned_abs()
+                .div_ceil(i128::from(step).unsigned_abs())
+        } else {
+            0
+        };
+        Some(match len {
+            0 => (0, 0, 0),
+            1 => (1, start, 0),
+            _ => (len, start, step),
+        })
+    }
+
     /// Whether two objects compared by value are made of equal parts.
     pub(crate) fn same_value(&self, other: &PyObject) -> bool {
         self.module == other.module

@@ -215,6 +215,15 @@ def list_semantics(m):
     assert 2 in m.list([1, 2]) and 5 not in m.list([1, 2]), "in"
     assert str(m.list([1, "a", None])) == str([1, "a", None]), "str(list)"
     assert m.list(range(3))._getvalue() == [0, 1, 2], "m.list(range(3)) (a pickled range), _getvalue()"
+    # Made from any iterable, as extend and update take it.
+    for it in ({1, 2}, frozenset({3}), bytearray(b"ab"), b"ab", "ab", {"k": 1}, range(3, 0, -1)):
+        assert m.list(it)._getvalue() == list(it), "m.list(%r): %r" % (it, m.list(it)._getvalue())
+    for it in ([[1, 2]], {(1, 2)}, frozenset({(3, 4)}), ["ab"], [b"ab"], [range(2)], [(1, "a"), (1.0, "b")]):
+        assert m.dict(it)._getvalue() == dict(it), "m.dict(%r): %r" % (it, m.dict(it)._getvalue())
+    for it in ([(1, 2, 3)], [1], 5):
+        # A create fails as a RemoteError that carries the server's traceback.
+        want, got = raised(lambda: dict(it)), raised(lambda: m.dict(it))
+        assert "%s: %s" % (type(want).__name__, want) in str(got), "m.dict(%r): %r" % (it, got)
 
 
 @check("sort: reverse, mixed types are TypeError, key=len refused (CPython: run)")

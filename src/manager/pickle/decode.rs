@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::super::compare::minimal;
+use super::super::compare::{minimal, HashMemo};
 use super::super::limits::{Budget, ANSWER_NESTING, MAX_DEPTH};
 use super::super::protocol::{Exception, Id, Kind};
 use super::super::refs::{self, ProxyRef};
@@ -79,9 +79,11 @@ pub(super) fn general(
         budget,
     };
     let root = machine.run()?;
+    let _memo = HashMemo::start();
     let mut builder = Builder {
         nodes: &machine.nodes,
         open: vec![false; machine.nodes.len()],
+        duplicates: Vec::new(),
         budget: machine.budget,
         max_depth,
     };
@@ -870,6 +872,10 @@ struct Builder<'a> {
     nodes: &'a [Node],
     /// The containers being built: reaching one again is a cycle.
     open: Vec<bool>,
+    /// A set's items dropped as duplicates, kept until the end (sets
+    /// hashed are remembered by their items' address meanwhile: see
+    /// [`HashMemo`]).
+    duplicates: Vec<PyValue>,
     budget: &'a mut Budget,
     max_depth: usize,
 }
@@ -993,11 +999,13 @@ impl Builder<'_> {
             std::collections::HashSet::with_capacity(all.len());
         let keep: Vec<bool> = all.iter().map(|v| seen.insert(v)).collect();
         drop(seen);
-        let mut keep = keep.into_iter();
-        Ok(all
+        let (kept, duplicates) = all
             .into_iter()
-            .filter(|_| keep.next() == Some(true))
-            .collect())
+            .zip(keep)
+            .partition::<Vec<_>, _>(|(_, k)| *k);
+        self.duplicates
+            .extend(duplicates.into_iter().map(|(v, _)| v));
+        Ok(kept.into_iter().map(|(v, _)| v).collect())
     }
 }
 
