@@ -264,21 +264,7 @@ where
     C: Fn() + Sync,
 {
     watchdog(what, LIMIT, || {
-        /// Stops the busy thread when the forking ends, even by a panic.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Relaxed);
-            }
-        }
-        let stop = AtomicBool::new(false);
-        thread::scope(|ts| {
-            ts.spawn(|| {
-                while !stop.load(Relaxed) {
-                    busy();
-                }
-            });
-            let _stop = Stop(&stop);
+        common::while_another_thread_runs(busy, || {
             for _ in 0..forks {
                 multiproc::scope(|s| {
                     let p = common::child(s, &child);

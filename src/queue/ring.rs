@@ -563,6 +563,7 @@ impl Ring {
     /// The producers' lock, for a push: `Full` (or `Timeout` if
     /// `deadline` allowed a wait) if it could not be had in time, `Closed`
     /// if the queue is closed.
+    #[inline]
     fn lock_to_push(
         &self,
         deadline: Deadline,
@@ -631,33 +632,9 @@ impl Ring {
         let s = self.shared();
         let mut read = Some(read);
         loop {
-            let Some(held) = self.lock(Side::Consumer, deadline)? else {
-                return Err(if deadline.may_wait() {
-                    Error::Timeout
-                } else {
-                    Error::Empty
-                });
-            };
+            let held = self.lock_to_pop(deadline)?;
             let head = s.head.at.load(Ordering::Acquire);
-            // The tail as last seen first; the producers' line only once
-            // that view is empty.
-            let cached = s.head.cached.load(Ordering::Relaxed);
-            let mut closed = false;
-            let extent = match self.extent(head, cached) {
-                Ok(e) if e.items > 0 => e,
-                _ => {
-                    // `closed` before the tail: a close is stored (under
-                    // the producers' lock) after every put it follows has
-                    // published its tail, so a close seen here comes with
-                    // a tail that holds their items. Read the other way
-                    // round, a put and a close landing between the two
-                    // reads would give `Closed` with an item left.
-                    closed = s.closed.load(Ordering::Acquire) != 0;
-                    let tail = s.tail.at.load(Ordering::Acquire);
-                    s.head.cached.store(tail, Ordering::Relaxed);
-                    self.locked_extent(&held, head, tail)?
-                }
-            };
+            let (extent, closed) = self.items_from(&held, head, |e| e.items > 0)?;
             if extent.items > 0 {
                 let at = head & OFFSET_MASK;
                 // SAFETY: the consumers' lock is held; `extent.bytes` bytes
@@ -675,17 +652,67 @@ impl Ring {
                 return Ok(r);
             }
             drop(held);
-            if closed {
-                return Err(Error::Closed);
-            }
-            if !deadline.may_wait() {
-                return Err(Error::Empty);
-            }
-            self.not_held_here(Side::Producer)?;
-            if self.idle_until_added(deadline) {
-                return Err(Error::Timeout);
+            self.wait_for_items(closed, deadline)?;
+        }
+    }
+
+    /// The consumers' lock, for a get: `Empty` (or `Timeout` if
+    /// `deadline` allowed a wait) if it could not be had in time.
+    #[inline]
+    fn lock_to_pop(&self, deadline: Deadline) -> Result<Held<'_>> {
+        self.lock(Side::Consumer, deadline)?
+            .ok_or(if deadline.may_wait() {
+                Error::Timeout
+            } else {
+                Error::Empty
+            })
+    }
+
+    /// The frames from `head` (under the consumers' lock): the tail as
+    /// last seen if that view is `enough`, else the producers' line, read
+    /// then; and whether the queue was closed (known only when the line
+    /// was read).
+    #[inline]
+    fn items_from(
+        &self,
+        held: &Held<'_>,
+        head: u64,
+        enough: impl Fn(&Extent) -> bool,
+    ) -> Result<(Extent, bool)> {
+        let s = self.shared();
+        match self.extent(head, s.head.cached.load(Ordering::Relaxed)) {
+            Ok(e) if enough(&e) => Ok((e, false)),
+            _ => {
+                // `closed` before the tail: a close is stored (under the
+                // producers' lock) after every put it follows has
+                // published its tail, so a close seen here comes with a
+                // tail that holds their items. Read the other way round,
+                // a put and a close landing between the two reads would
+                // give `Closed` with an item left.
+                let closed = s.closed.load(Ordering::Acquire) != 0;
+                let tail = s.tail.at.load(Ordering::Acquire);
+                s.head.cached.store(tail, Ordering::Relaxed);
+                Ok((self.locked_extent(held, head, tail)?, closed))
             }
         }
+    }
+
+    /// After a get found no item (and let go of the consumers' lock):
+    /// `Closed` if the queue was, `Empty` if `deadline` allows no wait;
+    /// else waits until a put may have added one (`Ok`: look again), or
+    /// `Timeout`.
+    fn wait_for_items(&self, closed: bool, deadline: Deadline) -> Result<()> {
+        if closed {
+            return Err(Error::Closed);
+        }
+        if !deadline.may_wait() {
+            return Err(Error::Empty);
+        }
+        self.not_held_here(Side::Producer)?;
+        if self.idle_until_added(deadline) {
+            return Err(Error::Timeout);
+        }
+        Ok(())
     }
 
     /// Adds the longest run of whole frames from the start of `frames`
@@ -788,27 +815,12 @@ impl Ring {
     ) -> Result<usize> {
         let s = self.shared();
         loop {
-            let Some(held) = self.lock(Side::Consumer, deadline)? else {
-                return Err(if deadline.may_wait() {
-                    Error::Timeout
-                } else {
-                    Error::Empty
-                });
-            };
+            let held = self.lock_to_pop(deadline)?;
             let head = s.head.at.load(Ordering::Acquire);
-            let cached = s.head.cached.load(Ordering::Relaxed);
-            let mut closed = false;
-            let extent = match self.extent(head, cached) {
-                // The view is enough if it holds all that may be taken.
-                Ok(e) if e.items as usize >= max_frames || e.bytes as usize >= max_bytes => e,
-                _ => {
-                    // `closed` before the tail, as in `pop_with`.
-                    closed = s.closed.load(Ordering::Acquire) != 0;
-                    let tail = s.tail.at.load(Ordering::Acquire);
-                    s.head.cached.store(tail, Ordering::Relaxed);
-                    self.locked_extent(&held, head, tail)?
-                }
-            };
+            // The view is enough if it holds all that may be taken.
+            let (extent, closed) = self.items_from(&held, head, |e| {
+                e.items as usize >= max_frames || e.bytes as usize >= max_bytes
+            })?;
             if extent.items > 0 {
                 let (mut taken, mut n) = (0u64, 0u64);
                 while n < extent.items && (n as usize) < max_frames && (taken as usize) < max_bytes
@@ -845,16 +857,7 @@ impl Ring {
                 return Ok(n as usize);
             }
             drop(held);
-            if closed {
-                return Err(Error::Closed);
-            }
-            if !deadline.may_wait() {
-                return Err(Error::Empty);
-            }
-            self.not_held_here(Side::Producer)?;
-            if self.idle_until_added(deadline) {
-                return Err(Error::Timeout);
-            }
+            self.wait_for_items(closed, deadline)?;
         }
     }
 

@@ -187,7 +187,21 @@ pub fn while_another_thread_holds<R>(
     lock: &'static std::sync::Mutex<u64>,
     f: impl FnOnce() -> R,
 ) -> R {
-    /// Stops the holder when `f` ends, even by a panic.
+    while_another_thread_runs(
+        || {
+            let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..20_000 {
+                *g = std::hint::black_box(*g + 1);
+            }
+        },
+        f,
+    )
+}
+
+/// Runs `f` while another thread runs `busy` over and over, until `f`
+/// ends (even by a panic).
+pub fn while_another_thread_runs<R>(busy: impl Fn() + Sync, f: impl FnOnce() -> R) -> R {
+    /// Stops the busy thread when `f` ends, even by a panic.
     struct Stop<'a>(&'a AtomicBool);
     impl Drop for Stop<'_> {
         fn drop(&mut self) {
@@ -198,10 +212,7 @@ pub fn while_another_thread_holds<R>(
     thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Relaxed) {
-                let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-                for _ in 0..20_000 {
-                    *g = std::hint::black_box(*g + 1);
-                }
+                busy();
             }
         });
         let _stop = Stop(&stop);
