@@ -4,7 +4,7 @@
 //! happens to the children when a process exits.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::state::{poll_state, signal_state, wait_until_exited, State};
@@ -89,13 +89,9 @@ pub(super) fn children() -> MutexGuard<'static, Vec<ChildEntry>> {
     locked(&CHILDREN)
 }
 
-/// Whether the fork handlers and the exit hook are installed: 0 not yet,
-/// `HANDLERS_INSTALLED`, or the pid (shifted left) of the process whose
-/// thread is installing them. Not a `Once`: a process forked while a
-/// thread of its parent installs them must not wait for that thread, which
-/// it does not have; it installs them itself.
-pub(super) static FORK_HANDLERS: AtomicU64 = AtomicU64::new(0);
-pub(super) const HANDLERS_INSTALLED: u64 = 1;
+/// Whether the fork handlers and the exit hook are installed (not a
+/// `Once`: see [`sys::InstallOnce`]).
+static FORK_HANDLERS: sys::InstallOnce = sys::InstallOnce::new();
 
 /// Installs, once, the fork handlers that make the crate's process-local
 /// state safe across a fork from any thread (the arena's, then this
@@ -108,39 +104,16 @@ pub(super) const HANDLERS_INSTALLED: u64 = 1;
 /// as in `sys::fork`, which takes the streams before it forks.
 pub(super) fn ready_for_fork() -> Result<()> {
     crate::segment::ready_for_fork()?;
-    let me = u64::from(sys::getpid()) << 1;
-    loop {
-        match FORK_HANDLERS.load(Ordering::Acquire) {
-            HANDLERS_INSTALLED => return Ok(()),
-            // Another thread of this process is installing them.
-            state if state == me => std::thread::yield_now(),
-            // Not begun, or begun by the process this one was forked from
-            // (had the fork handlers been installed then, the child handler
-            // would have said so).
-            state => {
-                if FORK_HANDLERS
-                    .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    // The exit hook first: run twice (after a fork between
-                    // the two), it finds nothing the second time.
-                    let installed = sys::at_exit(exit_hook).and_then(|()| {
-                        sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)
-                    });
-                    if installed.is_ok() {
-                        install_panic_header();
-                    }
-                    let next = if installed.is_ok() {
-                        HANDLERS_INSTALLED
-                    } else {
-                        0
-                    };
-                    FORK_HANDLERS.store(next, Ordering::Release);
-                    return installed.map_err(|e| Error::io("pthread_atfork/atexit", e));
-                }
-            }
-        }
-    }
+    FORK_HANDLERS
+        .run(|| {
+            // The exit hook first: run twice (after a fork between the
+            // two), it finds nothing the second time.
+            sys::at_exit(exit_hook)?;
+            sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)?;
+            install_panic_header();
+            Ok(())
+        })
+        .map_err(|e| Error::io("pthread_atfork/atexit", e))
 }
 
 extern "C" fn prepare_fork() {
@@ -171,7 +144,7 @@ extern "C" fn after_fork_in_child() {
             scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
         }
     });
-    FORK_HANDLERS.store(HANDLERS_INSTALLED, Ordering::Relaxed);
+    FORK_HANDLERS.mark_installed();
 }
 
 /// Python's `util._exit_function`, run by `exit` in this process.

@@ -55,12 +55,9 @@ fn arena() -> MutexGuard<'static, Option<Arena>> {
     poison::locked(&ARENA)
 }
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-/// Whether the fork handlers are installed: [`INSTALLED`], 0 if not
-/// begun, or the pid of the process installing them shifted left by one.
-/// Not a `OnceLock`: a child forked while another thread was installing
-/// them would find it being initialised for ever, and wait for it.
-static ATFORK: AtomicU64 = AtomicU64::new(0);
-const INSTALLED: u64 = 1;
+/// Whether the fork handlers are installed (not a `OnceLock`: see
+/// [`sys::InstallOnce`]).
+static ATFORK: sys::InstallOnce = sys::InstallOnce::new();
 
 /// Freed blocks of one size: their chunk and offset.
 type FreeBlocks = Vec<(Arc<Segment>, usize)>;
@@ -262,28 +259,9 @@ impl Region {
 /// installing them would give the child a lock that nobody releases, and
 /// this call waits for that thread instead.
 pub(crate) fn ready_for_fork() -> Result<()> {
-    let me = u64::from(sys::getpid()) << 1;
-    loop {
-        match ATFORK.load(Ordering::Acquire) {
-            INSTALLED => return Ok(()),
-            // Another thread of this process is installing them.
-            state if state == me => std::thread::yield_now(),
-            // Not begun, or begun by the process this one was forked from
-            // (had the handlers been installed then, the child handler
-            // would have said so).
-            state => {
-                if ATFORK
-                    .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    let installed = register_atfork();
-                    let next = if installed.is_ok() { INSTALLED } else { 0 };
-                    ATFORK.store(next, Ordering::Release);
-                    return installed.map_err(|e| Error::io("pthread_atfork", e));
-                }
-            }
-        }
-    }
+    ATFORK
+        .run(register_atfork)
+        .map_err(|e| Error::io("pthread_atfork", e))
 }
 
 fn register_atfork() -> std::io::Result<()> {
@@ -301,7 +279,7 @@ fn register_atfork() -> std::io::Result<()> {
         parent();
         // Installed in the parent, so in this process too (whatever the
         // parent's `ATFORK` said when it forked).
-        ATFORK.store(INSTALLED, Ordering::Release);
+        ATFORK.mark_installed();
     }
     sys::at_fork(prepare, parent, child)
 }

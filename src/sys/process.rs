@@ -272,6 +272,64 @@ pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<i32>> {
     }))
 }
 
+/// A one-time installation (fork handlers, an exit hook) that no fork can
+/// leave "in progress" for ever. Not a `Once`: a process forked while a
+/// thread of its parent was installing would wait for that thread, which
+/// it does not have. Here the state is 0 (not yet), [`INSTALLED`](Self),
+/// or the pid (shifted left) of the process whose thread is installing;
+/// a child that finds its parent's pid there installs for itself.
+pub(crate) struct InstallOnce(std::sync::atomic::AtomicU64);
+
+impl InstallOnce {
+    const INSTALLED: u64 = 1;
+
+    /// Not installed yet.
+    pub(crate) const fn new() -> InstallOnce {
+        InstallOnce(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Runs `install` unless it has run in this process (or in the parent
+    /// it was forked from, with [`mark_installed`](Self::mark_installed)
+    /// called in the child); a thread that finds another one of this
+    /// process installing waits for it. An error leaves it not installed.
+    pub(crate) fn run(&self, install: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let me = u64::from(getpid()) << 1;
+        loop {
+            match self.0.load(Ordering::Acquire) {
+                Self::INSTALLED => return Ok(()),
+                // Another thread of this process is installing.
+                state if state == me => std::thread::yield_now(),
+                // Not begun, or begun by the process this one was forked
+                // from (had it finished then, the child would know).
+                state => {
+                    if self
+                        .0
+                        .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        let installed = install();
+                        let next = if installed.is_ok() {
+                            Self::INSTALLED
+                        } else {
+                            0
+                        };
+                        self.0.store(next, Ordering::Release);
+                        return installed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Says it is installed in this process: for a child fork handler,
+    /// whatever the state was when the parent forked.
+    pub(crate) fn mark_installed(&self) {
+        self.0
+            .store(Self::INSTALLED, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Registers fork handlers: `prepare` runs in the forking thread before the
 /// fork, `parent` and `child` after it on each side.
 pub(crate) fn at_fork(
