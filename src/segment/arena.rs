@@ -84,7 +84,7 @@ impl Drop for Block {
         let mut arena = arena();
         let Some(arena) = arena.as_mut() else { return };
         if arena.pid == self.pid
-            && self.pid == sys::getpid()
+            && self.pid == sys::cached_pid()
             && self.epoch == FORK_EPOCH.load(Ordering::Relaxed)
         {
             arena
@@ -131,7 +131,7 @@ impl Region {
         ready_for_fork()?;
         let size = layout.size().max(1).next_multiple_of(GRAIN);
         let key = (size, GRAIN);
-        let pid = sys::getpid();
+        let pid = sys::cached_pid();
         let mut guard = arena();
         let arena = match guard.as_mut() {
             Some(a) if a.pid == pid => a,

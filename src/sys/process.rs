@@ -294,6 +294,10 @@ impl InstallOnce {
     /// process installing waits for it. An error leaves it not installed.
     pub(crate) fn run(&self, install: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         use std::sync::atomic::Ordering;
+        // The common case without a system call.
+        if self.0.load(Ordering::Acquire) == Self::INSTALLED {
+            return Ok(());
+        }
         let me = u64::from(getpid()) << 1;
         loop {
             match self.0.load(Ordering::Acquire) {
