@@ -12,7 +12,7 @@ use super::{array_layout, too_large, Init};
 use crate::error::{RecoverableLockResult, Result};
 use crate::segment::Region;
 use crate::sync::{Lock, LockGuard, RobustMutex};
-use crate::sys::{Deadline, MutexKind};
+use crate::sys::{self, Deadline, MutexKind};
 
 pub(crate) struct LockedCells<T> {
     lock: Lock,
@@ -107,6 +107,7 @@ impl<T: Pod> LockedCells<T> {
         CellGuard {
             _held: held,
             data,
+            pid: sys::cached_pid(),
             _marker: PhantomData,
         }
     }
@@ -130,10 +131,26 @@ impl<T: Pod> LockedCells<T> {
 /// Access to locked shared cells: derefs to `T` for a
 /// [`Value`](super::Value) and to `[T]` for an [`Array`](super::Array).
 /// The lock is released when the guard is dropped.
+///
+/// # Panics
+/// Dereferencing panics in any process but the one that took the lock.
+/// A forked child has a copy of every guard its parent held, and a
+/// closure that captured one (given to [`Process::new_local`] or
+/// [`Scope::process_local`]) carries it into the child, while the parent
+/// drops its own copy at the fork and so releases the lock: the child's
+/// copy gives no access, or it would write while another process holds
+/// the lock. A child borrows the cells safely through a reference taken
+/// in the parent (`let cells = &mut *guard;`), which a
+/// [`scope`](crate::scope) keeps locked until the child has exited.
+///
+/// [`Process::new_local`]: crate::Process::new_local
+/// [`Scope::process_local`]: crate::Scope::process_local
 #[must_use = "if unused the lock is released at once"]
 pub struct CellGuard<'a, U: ?Sized> {
     _held: LockGuard<'a>,
     data: *mut U,
+    /// The process that took the lock, the only one the guard serves.
+    pid: u32,
     _marker: PhantomData<&'a mut U>,
 }
 
@@ -143,6 +160,16 @@ pub type ValueGuard<'a, T> = CellGuard<'a, T>;
 pub type ArrayGuard<'a, T> = CellGuard<'a, [T]>;
 
 impl<U: ?Sized> CellGuard<'_, U> {
+    /// The cells, in the process that took the lock only (see the type's
+    /// documentation).
+    #[inline]
+    fn data(&self) -> *mut U {
+        if sys::cached_pid() != self.pid {
+            foreign_guard();
+        }
+        self.data
+    }
+
     /// Marks the lock consistent after its previous owner died, once the
     /// caller has repaired the data. A no-op after a normal lock.
     ///
@@ -157,9 +184,10 @@ impl<U: ?Sized> Deref for CellGuard<'_, U> {
     type Target = U;
     #[inline]
     fn deref(&self) -> &U {
-        // SAFETY: the lock is held, so no other process or thread that goes
-        // through the lock touches the cells while this reference lives.
-        unsafe { &*self.data }
+        // SAFETY: the lock is held (by this process: `data` checks), so no
+        // other process or thread that goes through the lock touches the
+        // cells while this reference lives.
+        unsafe { &*self.data() }
     }
 }
 
@@ -167,8 +195,19 @@ impl<U: ?Sized> DerefMut for CellGuard<'_, U> {
     #[inline]
     fn deref_mut(&mut self) -> &mut U {
         // SAFETY: as for `deref`; `&mut self` makes this the only reference.
-        unsafe { &mut *self.data }
+        unsafe { &mut *self.data() }
     }
+}
+
+/// A guard used in a process that does not hold its lock.
+#[cold]
+#[inline(never)]
+fn foreign_guard() -> ! {
+    panic!(
+        "a Value or Array guard used in a process that did not take its lock \
+         (a guard captured by a forked child's closure; the parent released \
+         the lock when it dropped its copy)"
+    )
 }
 
 impl<U: ?Sized + std::fmt::Debug> std::fmt::Debug for CellGuard<'_, U> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::futex::{wait_while, wake_all};
 use crate::error::{Error, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
-use crate::sys::Deadline;
+use crate::sys::{self, Deadline};
 use crate::waiter;
 
 /// Someone may be asleep waiting for a permit. A release clears it and wakes
@@ -167,7 +167,7 @@ impl Semaphore {
     /// As for [`acquire_async`](Semaphore::acquire_async).
     pub async fn permit_async(&self) -> Result<Permit<'_>> {
         self.acquire_async().await?;
-        Ok(Permit { sem: self })
+        Ok(Permit::new(self))
     }
 
     async fn acquire_until_async(&self, deadline: Deadline) -> Result<bool> {
@@ -239,17 +239,17 @@ impl Semaphore {
     /// Takes a permit, blocking; the permit is released when dropped.
     pub fn permit(&self) -> Permit<'_> {
         self.acquire();
-        Permit { sem: self }
+        Permit::new(self)
     }
 
     /// Takes a permit if one is free at once.
     pub fn try_permit(&self) -> Option<Permit<'_>> {
-        self.try_acquire().then(|| Permit { sem: self })
+        self.try_acquire().then(|| Permit::new(self))
     }
 
     /// Takes a permit, waiting at most `timeout`.
     pub fn permit_timeout(&self, timeout: Duration) -> Option<Permit<'_>> {
-        self.acquire_timeout(timeout).then(|| Permit { sem: self })
+        self.acquire_timeout(timeout).then(|| Permit::new(self))
     }
 }
 
@@ -261,17 +261,37 @@ impl std::fmt::Debug for Semaphore {
     }
 }
 
-/// A permit of a [`Semaphore`], released when dropped.
+/// A permit of a [`Semaphore`], released when dropped by the process
+/// that took it.
+///
+/// A forked child has a copy of every permit its parent held; a copy gives
+/// nothing back when dropped, so that one permit taken is one released.
+/// A permit moved into a child's closure is therefore released by the
+/// parent, which drops its copy of the closure at the fork: a child that
+/// must hold a permit while it runs takes it itself.
 #[must_use = "if unused the permit is released at once"]
 #[derive(Debug)]
 pub struct Permit<'a> {
     sem: &'a Semaphore,
+    /// The process that took the permit, the only one that releases it.
+    pid: u32,
+}
+
+impl<'a> Permit<'a> {
+    fn new(sem: &'a Semaphore) -> Self {
+        Permit {
+            sem,
+            pid: sys::cached_pid(),
+        }
+    }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        // Cannot pass the limit: this permit was taken from the count.
-        let _ = self.sem.release();
+        if sys::cached_pid() == self.pid {
+            // Cannot pass the limit: this permit was taken from the count.
+            let _ = self.sem.release();
+        }
     }
 }
 
