@@ -37,8 +37,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 /// How much is read at once when buffering; the rest of a message at
 /// least this long is read straight into its destination instead.
 const READ_CHUNK: usize = 64 << 10;
-/// The most [`Connection::recv_bytes`] allocates for a message before its
-/// bytes arrive; the buffer then doubles as they do.
+/// The most a receive allocates for a message before its bytes arrive;
+/// the buffer then doubles as they do.
 const UPFRONT: usize = 1 << 20;
 
 /// One end of a pipe or socket that carries whole messages.
@@ -442,7 +442,12 @@ impl Connection {
             self.start = 0;
         }
         let have = self.buf.len();
-        self.buf.reserve(n.saturating_sub(have).max(READ_CHUNK));
+        // Room for what is missing, but never more than what has arrived
+        // (or `UPFRONT`): the buffer grows with the bytes, not with what a
+        // header claims, which could be more than the memory there is.
+        let missing = n.saturating_sub(have);
+        self.buf
+            .reserve(missing.min(UPFRONT.max(have)).max(READ_CHUNK));
         let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
         let got = match mode {
             ReadMode::Wait => sys::read(fd, self.buf.spare_capacity_mut()),

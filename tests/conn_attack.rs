@@ -1,0 +1,44 @@
+//! Fourth-round attack on connections: hostile peers of a `Connection`,
+//! a `Listener` and a client, at the frame and the handshake level.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::{child, join, watchdog};
+use multiproc::conn::frame;
+use multiproc::{Connection, Error};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A peer that announces a message far larger than memory and sends
+/// nothing more. With a limit raised to let large messages through, a
+/// typed `recv` must not allocate what the header claims before the bytes
+/// come (an allocation that fails aborts the process): it reads on as
+/// `recv_bytes` does, and ends when the peer does.
+#[test]
+fn a_huge_announced_message_is_not_allocated_by_a_typed_recv() {
+    watchdog("huge announced message", LIMIT, || {
+        multiproc::scope(|s| {
+            let p = child(s, || {
+                for typed in [false, true] {
+                    let (raw, ours) = UnixStream::pair().unwrap();
+                    let mut conn = Connection::from_socket(ours.into());
+                    conn.set_max_message(usize::MAX);
+                    (&raw).write_all(&frame::header(1 << 46).unwrap()).unwrap();
+                    (&raw).write_all(&[7; 100]).unwrap();
+                    drop(raw);
+                    let r = if typed {
+                        conn.recv::<Vec<u8>>().map(drop)
+                    } else {
+                        conn.recv_bytes().map(drop)
+                    };
+                    assert!(matches!(r, Err(Error::ConnectionClosed)), "{r:?}");
+                }
+            });
+            assert_eq!(join(&p, LIMIT), 0, "the receiver died");
+        });
+    });
+}
