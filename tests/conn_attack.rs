@@ -42,3 +42,33 @@ fn a_huge_announced_message_is_not_allocated_by_a_typed_recv() {
         });
     });
 }
+
+/// Waiting on what can never become readable is an error at once, as in
+/// Python (`OSError: handle is closed`, `connection is write-only`), not
+/// a wait for ever: `poll` on a sending-only end, `wait` on a closed
+/// connection (one closed by a framing error included) or on a sending-only end.
+#[test]
+fn waits_that_can_never_end_are_errors() {
+    watchdog("waits that can never end", LIMIT, || {
+        let (reader, writer) = multiproc::Pipe(false).unwrap();
+        assert!(matches!(writer.poll(None), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            multiproc::conn::wait(&[&writer], None),
+            Err(Error::InvalidArgument(_))
+        ));
+        let (raw, ours) = UnixStream::pair().unwrap();
+        let mut conn = Connection::from_socket(ours.into());
+        conn.set_max_message(10);
+        (&raw).write_all(&frame::header(11).unwrap()).unwrap();
+        assert!(matches!(
+            conn.recv_bytes(),
+            Err(Error::MessageTooLarge { .. })
+        ));
+        assert!(conn.closed());
+        assert!(conn.poll(None).is_err());
+        assert!(multiproc::conn::wait(&[&conn], None).is_err());
+        // One closed among open ones: still refused (Python raises too).
+        assert!(multiproc::conn::wait(&[&reader, &conn], None).is_err());
+        drop(raw);
+    });
+}

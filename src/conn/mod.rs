@@ -197,9 +197,12 @@ impl Connection {
         self.fd.is_none()
     }
 
-    /// Closes this end; the peer then sees end of file.
+    /// Closes this end; the peer then sees end of file. What was received
+    /// and not yet returned is dropped: a closed end receives nothing.
     pub fn close(&mut self) {
         self.fd = None;
+        self.buf = Vec::new();
+        self.start = 0;
     }
 
     fn fd(&self) -> Result<&OwnedFd> {
@@ -379,12 +382,15 @@ impl Connection {
     /// at most `timeout` for one; `None` waits forever.
     ///
     /// # Errors
-    /// On an OS failure, or on a closed end.
+    /// On an OS failure; on a closed end; `InvalidArgument` on an end that
+    /// only sends (which nothing could ever make readable).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_readable()?;
         self.poll_until(Deadline::within(timeout))
     }
 
     fn poll_until(&self, deadline: Deadline) -> Result<bool> {
+        self.fd()?;
         if self.buffered() > 0 {
             return Ok(true);
         }
@@ -758,8 +764,14 @@ impl AsRawFd for Connection {
 /// (Python's `multiprocessing.connection.wait`).
 ///
 /// # Errors
-/// On an OS failure.
+/// On an OS failure; if one of `connections` is closed, or only sends
+/// (`InvalidArgument`): nothing could make it ready, and a wait without a
+/// timeout on it alone would never end (Python raises `OSError` too).
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    for c in connections {
+        c.check_readable()?;
+        c.fd()?;
+    }
     let ready: Vec<usize> = (0..connections.len())
         .filter(|&i| connections[i].buffered() > 0)
         .collect();
