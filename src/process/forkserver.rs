@@ -49,7 +49,38 @@ const MAX_FDS: usize = 8;
 struct Order {
     name: String,
     path: Vec<u32>,
+    #[serde(with = "byte_string")]
     body: Vec<u8>,
+}
+
+/// A `Vec<u8>` as one byte string: serde's default, a sequence, is encoded
+/// and decoded a byte at a time (many times slower for large arguments).
+mod byte_string {
+    use serde::{de, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
 }
 
 /// A fork server, and the socket on which it takes requests.
@@ -326,6 +357,7 @@ impl Call {
 struct Encoded {
     call: u64,
     func: u64,
+    #[serde(with = "byte_string")]
     args: Vec<u8>,
 }
 
@@ -472,7 +504,11 @@ fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: 
     if sys::die_with_parent(server_pid).is_err() {
         sys::exit_now(1);
     }
-    let order: Order = match Connection::from_socket(status).recv() {
+    let mut orders = Connection::from_socket(status);
+    // The order comes from the process that asked for this child, with
+    // arguments of any size (as a Python child's are).
+    orders.set_max_message(usize::MAX);
+    let order: Order = match orders.recv() {
         Ok(order) => order,
         Err(e) => {
             eprintln!("multiproc: a fork server's child got no order: {e}");
