@@ -324,7 +324,11 @@ type Trampoline = fn(usize, &[u8]) -> i32;
 /// this process (the same executable at the same addresses: no `exec`);
 /// they travel only over the private socket between this process and its
 /// own fork server, never from outside (a spawned child, by contrast, is
-/// a new program and runs only listed entries: see `spawn`).
+/// a new program and runs only listed entries: see `spawn`). Code this
+/// process loaded after it forked the server (`dlopen`) is missing in the
+/// server, or something else is at its address: each address travels with
+/// the object that holds it (as a pool task's does), and the child calls
+/// it only if its own object there is the same file at the same place.
 pub(super) struct Call {
     call: usize,
     func: usize,
@@ -341,14 +345,55 @@ impl Call {
     }
 
     /// The call as bytes for [`run_encoded`].
+    ///
+    /// # Errors
+    /// [`Error::Serialize`] if the arguments could not be encoded;
+    /// `InvalidArgument` if the dynamic loader knows no object that holds
+    /// the function or its trampoline (a child could not check it has them).
     pub(super) fn encode(&self) -> Result<Vec<u8>> {
         let args = self.args.clone().map_err(Error::Serialize)?;
         let encoded = Encoded {
             call: self.call as u64,
             func: self.func as u64,
+            call_origin: Origin::of(self.call)?,
+            func_origin: Origin::of(self.func)?,
             args,
         };
         postcard::to_allocvec(&encoded).map_err(|e| Error::Serialize(e.to_string()))
+    }
+}
+
+/// The loaded object (executable or shared library) that holds some code:
+/// where it is loaded and its path, as the dynamic loader knows them.
+#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
+struct Origin {
+    base: u64,
+    #[serde(with = "byte_string")]
+    path: Vec<u8>,
+}
+
+impl Origin {
+    fn of(addr: usize) -> Result<Origin> {
+        let object = sys::loaded_object(addr).ok_or_else(|| {
+            Error::InvalidArgument(
+                "a fork server's child cannot be given a function that is in no object \
+                 the dynamic loader knows"
+                    .into(),
+            )
+        })?;
+        Ok(Origin {
+            base: object.base as u64,
+            path: object.path,
+        })
+    }
+
+    /// Whether this process has the same object, at the same place, at
+    /// `addr`: then it has the same code there.
+    fn holds(&self, addr: u64) -> bool {
+        usize::try_from(addr)
+            .ok()
+            .and_then(|a| Origin::of(a).ok())
+            .is_some_and(|mine| mine == *self)
     }
 }
 
@@ -357,30 +402,41 @@ impl Call {
 struct Encoded {
     call: u64,
     func: u64,
+    call_origin: Origin,
+    func_origin: Origin,
     #[serde(with = "byte_string")]
     args: Vec<u8>,
 }
 
 /// Runs a call made by [`Call::encode`]; the exit code.
 fn run_encoded(bytes: &[u8]) -> i32 {
-    match postcard::from_bytes::<Encoded>(bytes) {
-        Ok(e) => {
-            // SAFETY: `call` is the address of a `Trampoline` taken by this
-            // process's parent, of which this process is a fork (see `Call`).
-            let call: Trampoline =
-                unsafe { std::mem::transmute::<usize, Trampoline>(e.call as usize) };
-            call(e.func as usize, &e.args)
-        }
+    let e = match postcard::from_bytes::<Encoded>(bytes) {
+        Ok(e) => e,
         Err(e) => {
             eprintln!("multiproc: a fork server's child got a malformed call: {e}");
-            1
+            return 1;
         }
+    };
+    if !e.call_origin.holds(e.call) || !e.func_origin.holds(e.func) {
+        eprintln!(
+            "multiproc: a fork server's child does not have the function's code ({}): \
+             it was loaded after the fork server started",
+            String::from_utf8_lossy(&e.func_origin.path)
+        );
+        return 1;
     }
+    // SAFETY: `call` is the address of a `Trampoline` taken by this
+    // process's parent, of which this process is a fork (see `Call`), in
+    // the object `call_origin`, which this process has at the same place
+    // (checked above): the same code.
+    let call: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(e.call as usize) };
+    call(e.func as usize, &e.args)
 }
 
 fn run<A: DeserializeOwned>(func: usize, args: &[u8]) -> i32 {
     // SAFETY: `func` is the address of an `fn(A)` taken in `Call::new` with
-    // the same `A`, by the process this one is a fork of (see `Call`).
+    // the same `A`, by the process this one is a fork of (see `Call`), in
+    // an object this process has at the same place (`run_encoded` checks).
     let f: fn(A) = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
     match postcard::from_bytes(args) {
         Ok(a) => {
@@ -523,4 +579,43 @@ fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: 
     let code = catch_unwind(AssertUnwindSafe(|| serve(order.body, fds))).unwrap_or(1);
     // As any child's end: daemon children killed, the others waited for.
     super::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    static RAN: AtomicU32 = AtomicU32::new(0);
+
+    fn record(n: u32) {
+        RAN.store(n, Ordering::Relaxed);
+    }
+
+    /// A call is run only where the objects that hold its function and
+    /// trampoline are those of the process that made it: an address from
+    /// an object this process lacks (code loaded after the server forked)
+    /// or in no object at all is refused, never jumped to.
+    #[test]
+    #[cfg_attr(miri, ignore = "asks the dynamic loader")]
+    fn a_call_runs_only_where_its_code_is_the_same() {
+        let call = Call::new(record, &41);
+        assert_eq!(run_encoded(&call.encode().unwrap()), 0);
+        assert_eq!(RAN.load(Ordering::Relaxed), 41);
+        let forged = |edit: &dyn Fn(&mut Encoded)| {
+            let mut e: Encoded = postcard::from_bytes(&Call::new(record, &7).encode().unwrap())
+                .expect("our own encoding");
+            edit(&mut e);
+            run_encoded(&postcard::to_allocvec(&e).unwrap())
+        };
+        let elsewhere = || Origin {
+            base: u64::MAX - 4095,
+            path: b"/not/loaded.so".to_vec(),
+        };
+        assert_eq!(forged(&|e| e.func_origin = elsewhere()), 1);
+        assert_eq!(forged(&|e| e.call_origin = elsewhere()), 1);
+        assert_eq!(forged(&|e| e.call = 16), 1);
+        assert_eq!(forged(&|e| e.func = 16), 1);
+        assert_eq!(RAN.load(Ordering::Relaxed), 41, "nothing forged ran");
+    }
 }
