@@ -236,14 +236,10 @@ impl Segment {
     /// Opens a named segment and checks that it holds `kind` of `elem`.
     pub(crate) fn open_named(name: &str, kind: ObjectKind, elem: &ElemType) -> Result<Segment> {
         let path = path_for(name)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::NotFound(name.into()),
-                _ => Error::io(format!("open segment {name:?}"), e),
-            })?;
+        let mut file = open_existing(&path, true).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(name.into()),
+            _ => Error::io(format!("open segment {name:?}"), e),
+        })?;
         let (info, size) = read_info(name, &mut file)?;
         info.expect(name, kind, elem)?;
         let map = MmapOptions::new()
@@ -330,16 +326,51 @@ fn bytes_contents(size: usize) -> Contents {
     }
 }
 
+/// Opens an existing segment file as `shm_open` does: not through a
+/// symbolic link, and without waiting (a FIFO or a device put there under
+/// a segment's name, `/dev/shm` being writable by every user, would have
+/// `open` or the first read wait for ever); [`read_info`] then refuses
+/// anything but a regular file.
+fn open_existing(path: &std::path::Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Reads and checks the header of an open segment file; returns it and the file's size.
 fn read_info(name: &str, file: &mut File) -> Result<(SegmentInfo, u64)> {
-    let size = file
+    let meta = file
         .metadata()
-        .map_err(|e| Error::io(format!("stat segment {name:?}"), e))?
-        .len();
+        .map_err(|e| Error::io(format!("stat segment {name:?}"), e))?;
+    if !meta.is_file() {
+        return Err(Error::Corrupt {
+            name: name.into(),
+            what: format!("not a regular file but {}", kind_of(meta.file_type())),
+        });
+    }
+    let size = meta.len();
     let mut buf = [0u8; DATA_OFFSET];
     let n =
         read_up_to(file, &mut buf).map_err(|e| Error::io(format!("read segment {name:?}"), e))?;
     Ok((SegmentInfo::parse_header(name, &buf[..n], size)?, size))
+}
+
+/// What a file that is not a regular file is, for an error.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "of an unknown kind"
+    }
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {

@@ -1,8 +1,6 @@
 //! Listing and cleaning up this crate's named segments (`multiproc shm`).
 
-use std::fs::File;
-
-use super::{read_info, SegmentInfo, PREFIX, TMP_TAG};
+use super::{open_existing, read_info, SegmentInfo, PREFIX, TMP_TAG};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -43,7 +41,7 @@ pub fn list() -> Result<Vec<ListedSegment>> {
             continue;
         };
         // The segment may vanish between listing and opening: skip it then.
-        let Ok(mut file) = File::open(entry.path()) else {
+        let Ok(mut file) = open_existing(&entry.path(), false) else {
             continue;
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
