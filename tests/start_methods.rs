@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         &entry!(sleeps),
         &entry!(identity),
         &entry!(touch),
+        &entry!(touch_all),
     ]);
     if std::env::var_os(common::HELPER_ENV).is_some() {
         logging_helper();
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         the_main_process_has_no_parent_process,
         a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload,
         a_payload_on_stdin_is_never_run,
+        a_child_is_spawned_by_a_process_whose_standard_streams_are_closed,
     ])
 }
 
@@ -524,3 +526,27 @@ fn a_payload_on_stdin_is_never_run() {
         assert!(err.contains("does not name a payload descriptor"), "{err}");
     });
 }
+
+/// A process started with its standard streams closed (a daemon, a
+/// program run with `<&- >&-`) spawns as any other: the payload's
+/// descriptor, which may then be 0, 1 or 2, must not be the one the
+/// child's standard streams replace. Each stream alone, then all three.
+fn a_child_is_spawned_by_a_process_whose_standard_streams_are_closed() {
+    watchdog("spawn with closed standard streams", LIMIT, || {
+        for closed in [&[0][..], &[1], &[2], &[0, 1, 2]] {
+            let mut p = Process::new(move || {
+                for &fd in closed {
+                    // SAFETY: closes a standard stream of this child only.
+                    unsafe { libc::close(fd) };
+                }
+                let mut spawned = Process::spawn(entry!(touch_all), ());
+                let code = spawned.start().and_then(|()| spawned.join());
+                process::exit(if matches!(code, Ok(0)) { 0 } else { 9 });
+            });
+            p.start().unwrap();
+            assert_eq!(join(&p, LIMIT), 0, "closed {closed:?}");
+        }
+    });
+}
+
+fn touch_all(_: ()) {}

@@ -206,7 +206,10 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
         log_level: super::logging::inherited_level(),
     };
     let bytes = postcard::to_allocvec(&payload).map_err(|e| Error::Serialize(e.to_string()))?;
-    let mut file = File::from(sys::memfd(PAYLOAD_FILE).map_err(|e| Error::io("memfd_create", e))?);
+    let memfd = sys::memfd(PAYLOAD_FILE)
+        .and_then(sys::above_standard_streams)
+        .map_err(|e| Error::io("memfd_create", e))?;
+    let mut file = File::from(memfd);
     file.write_all(&bytes)
         .map_err(|e| Error::io("write the spawned child's work", e))?;
     let fd = file.as_raw_fd();

@@ -131,6 +131,20 @@ pub(crate) fn keep_on_exec(fd: i32) -> io::Result<()> {
     syscall(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
 }
 
+/// `fd`, or a copy of it (closed on exec) numbered 3 or above if it is a
+/// standard stream's number (0, 1 or 2, free in a process that closed its
+/// streams): a descriptor handed down to a child by number must not be
+/// one that the child's standard streams replace.
+pub(crate) fn above_standard_streams(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl on a descriptor we own; F_DUPFD_CLOEXEC makes a new one.
+    let copy = syscall(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
 /// What descriptor `fd` of this process refers to (`/proc/self/fd`).
 pub(crate) fn fd_target(fd: i32) -> io::Result<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{fd}"))
