@@ -528,7 +528,8 @@ fn a_payload_on_stdin_is_never_run() {
 }
 
 /// A process started with its standard streams closed (a daemon, a
-/// program run with `<&- >&-`) spawns as any other: the payload's
+/// program run with `<&- >&-`) spawns as any other (and starts children
+/// through a fork server and a pool): the payload's
 /// descriptor, which may then be 0, 1 or 2, must not be the one the
 /// child's standard streams replace. Each stream alone, then all three.
 fn a_child_is_spawned_by_a_process_whose_standard_streams_are_closed() {
@@ -541,7 +542,12 @@ fn a_child_is_spawned_by_a_process_whose_standard_streams_are_closed() {
                 }
                 let mut spawned = Process::spawn(entry!(touch_all), ());
                 let code = spawned.start().and_then(|()| spawned.join());
-                process::exit(if matches!(code, Ok(0)) { 0 } else { 9 });
+                let mut served = Process::forkserver(touch_all, ());
+                let served = served.start().and_then(|()| served.join());
+                let pooled = multiproc::Pool::with_processes(1).and_then(|p| p.apply(double, 4));
+                let ok =
+                    matches!(code, Ok(0)) && matches!(served, Ok(0)) && matches!(pooled, Ok(8));
+                process::exit(if ok { 0 } else { 9 });
             });
             p.start().unwrap();
             assert_eq!(join(&p, LIMIT), 0, "closed {closed:?}");
@@ -550,3 +556,7 @@ fn a_child_is_spawned_by_a_process_whose_standard_streams_are_closed() {
 }
 
 fn touch_all(_: ()) {}
+
+fn double(x: u32) -> u32 {
+    x * 2
+}
