@@ -31,3 +31,49 @@ fn a_forkserver_child_gets_arguments_over_the_default_message_limit() {
         assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
     });
 }
+
+fn wait_gate(name: String) {
+    multiproc::Event::open(&name).unwrap().wait();
+}
+
+/// More children than the descriptor limit lets a process (and its fork
+/// server) keep track of: every start either succeeds or is an error at
+/// once, never a hang, no child is lost, and the server keeps serving
+/// once the children are gone.
+#[test]
+fn forkserver_children_past_the_descriptor_limit_fail_cleanly() {
+    watchdog("forkserver past the descriptor limit", LIMIT, || {
+        let name = format!("test-gate-{}", std::process::id());
+        let gate = multiproc::Event::create(&name).unwrap();
+        let mut p = Process::new(move || {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            // SAFETY: lowers this child's own descriptor limit.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let mut started = Vec::new();
+            let mut refused = 0;
+            for _ in 0..60 {
+                let mut c = Process::forkserver(wait_gate, name.clone());
+                match c.start() {
+                    Ok(()) => started.push(c),
+                    Err(_) => refused += 1,
+                }
+            }
+            assert!(refused > 0, "60 children fitted in 64 descriptors?");
+            multiproc::Event::open(&name).unwrap().set();
+            for c in &started {
+                assert_eq!(c.join_timeout(LIMIT).unwrap(), Some(0));
+            }
+            let mut after = Process::forkserver(wait_gate, name.clone());
+            after.start().unwrap();
+            assert_eq!(after.join_timeout(LIMIT).unwrap(), Some(0));
+        });
+        p.start().unwrap();
+        let code = p.join_timeout(LIMIT).unwrap();
+        drop(gate);
+        let _ = multiproc::segment::Segment::unlink(&format!("test-gate-{}", std::process::id()));
+        assert_eq!(code, Some(0));
+    });
+}
