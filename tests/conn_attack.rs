@@ -72,3 +72,27 @@ fn waits_that_can_never_end_are_errors() {
         drop(raw);
     });
 }
+
+/// A listener moved into a child's closure (bound first, so that the
+/// parent knows where to connect before the child runs) is the child's:
+/// the parent's copy, dropped at the fork, must not remove the socket
+/// file the child listens on. The child's drop removes it.
+#[test]
+fn a_listener_moved_into_a_child_keeps_its_socket_file() {
+    watchdog("listener moved into a child", LIMIT, || {
+        use multiproc::conn::{connect, Address, Listener};
+        let path = std::env::temp_dir().join(format!("conn-attack-moved-{}", std::process::id()));
+        let address = Address::Unix(path.clone());
+        let listener = Listener::bind(&address, Some(b"key")).unwrap();
+        let p = common::static_child(move || {
+            let mut c = listener.accept().unwrap();
+            let n: u32 = c.recv().unwrap();
+            c.send(&(n + 1)).unwrap();
+        });
+        let mut c = connect(&address, Some(b"key")).expect("the socket file is there");
+        c.send(&41u32).unwrap();
+        assert_eq!(c.recv::<u32>().unwrap(), 42);
+        assert_eq!(join(&p, LIMIT), 0);
+        assert!(!path.exists(), "the child removed its socket file");
+    });
+}

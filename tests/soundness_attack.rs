@@ -99,17 +99,26 @@ fn cells_borrowed_through_a_reference_taken_in_the_parent_are_written() {
 }
 
 /// A permit moved into a child's closure exists twice after the fork: the
-/// parent drops its copy at once, the child at its end. One permit taken
-/// must be one given back, not two (which would leave the semaphore above
-/// its initial value for good).
+/// parent drops its copy at once, the child when it is done with it. The
+/// child holds the permit: the parent's copy gives nothing back, the
+/// child's gives it back once (not twice, which would leave the semaphore
+/// above its initial value for good).
 #[test]
-fn a_permit_moved_into_a_child_is_given_back_once() {
+fn a_permit_moved_into_a_child_is_held_by_the_child_and_given_back_once() {
     watchdog("permit moved into a child", LIMIT, || {
         let sem = multiproc::Semaphore::new(1).unwrap();
         let sem: &'static multiproc::Semaphore = Box::leak(Box::new(sem));
+        let go = Event::new().unwrap();
+        let told = go.clone();
         let permit = sem.permit();
-        let mut p = Process::new(move || drop(permit));
+        let mut p = Process::new(move || {
+            told.wait();
+            drop(permit);
+        });
         p.start().unwrap();
+        assert_eq!(sem.value(), 0, "the child holds the permit");
+        assert!(!sem.try_acquire());
+        go.set();
         assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
         assert_eq!(sem.value(), 1, "one permit taken, one given back");
     });

@@ -73,8 +73,10 @@ enum Socket {
 /// with a Python 3.12+ peer or another `multiproc`, HMAC-MD5 where a Python
 /// 3.8-3.11 peer requires it), so a Python `multiprocessing.connection.Client`
 /// with the same key connects, and [`connect`] reaches a Python `Listener`. A Unix socket file is
-/// created mode 0600 and removed when the listener is dropped; a stale one
-/// left by a crashed process is replaced, a live one is an error.
+/// created mode 0600 and removed when the listener is dropped (a listener
+/// moved into a forked child's closure is the child's: the file stays
+/// until the child drops it); a stale one left by a crashed process is
+/// replaced, a live one is an error.
 ///
 /// # Example
 /// ```
@@ -186,7 +188,11 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.remove_socket_file();
+        // A listener moved into a forked child's closure is the child's:
+        // the parent's copy, dropped at the fork, leaves the file to it.
+        if !crate::process::dropping_handed_to_child() {
+            self.remove_socket_file();
+        }
     }
 }
 

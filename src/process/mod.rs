@@ -493,7 +493,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         match forked {
             Err(e) => Err(Error::io("fork", e)),
             Ok(Forked::Child) => self.run_child(target, parent, listed),
-            Ok(Forked::Parent { pid }) => Ok(pid),
+            Ok(Forked::Parent { pid }) => {
+                handed_to_child(target);
+                Ok(pid)
+            }
         }
     }
 
@@ -643,4 +646,34 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             what,
         }
     }
+}
+
+thread_local! {
+    /// Set while this thread drops its copy of the closure of a child it
+    /// has just forked (see [`dropping_handed_to_child`]).
+    static HANDING_TO_CHILD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Drops this process's copy of `target`, the closure of a child just
+/// forked, which now owns what the closure captured.
+fn handed_to_child(target: Target<'_>) {
+    /// Clears the mark even if a drop panics.
+    struct Handing;
+    impl Drop for Handing {
+        fn drop(&mut self) {
+            HANDING_TO_CHILD.set(false);
+        }
+    }
+    HANDING_TO_CHILD.set(true);
+    let _handing = Handing;
+    drop(target);
+}
+
+/// Whether the value being dropped is the parent's copy of one that a
+/// forked child's closure captured: after the fork both processes have
+/// it, the child owns it, and the parent drops its copy at once. A value
+/// whose drop gives something back to other processes (a semaphore's
+/// permit, a listener's socket file) leaves that to the child's copy.
+pub(crate) fn dropping_handed_to_child() -> bool {
+    HANDING_TO_CHILD.get()
 }

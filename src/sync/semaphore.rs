@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::futex::{wait_while, wake_all};
 use crate::error::{Error, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
-use crate::sys::{self, Deadline};
+use crate::sys::Deadline;
 use crate::waiter;
 
 /// Someone may be asleep waiting for a permit. A release clears it and wakes
@@ -261,37 +261,31 @@ impl std::fmt::Debug for Semaphore {
     }
 }
 
-/// A permit of a [`Semaphore`], released when dropped by the process
-/// that took it.
+/// A permit of a [`Semaphore`], released when dropped.
 ///
-/// A forked child has a copy of every permit its parent held; a copy gives
-/// nothing back when dropped, so that one permit taken is one released.
-/// A permit moved into a child's closure is therefore released by the
-/// parent, which drops its copy of the closure at the fork: a child that
-/// must hold a permit while it runs takes it itself.
+/// A permit moved into the closure of a forked child is the child's: it
+/// is released when the child drops it (never, if the child is killed
+/// first), not when the parent drops its own copy of the closure at the
+/// fork. So a child can hold a slot of a semaphore for as long as it runs.
 #[must_use = "if unused the permit is released at once"]
 #[derive(Debug)]
 pub struct Permit<'a> {
     sem: &'a Semaphore,
-    /// The process that took the permit, the only one that releases it.
-    pid: u32,
 }
 
 impl<'a> Permit<'a> {
     fn new(sem: &'a Semaphore) -> Self {
-        Permit {
-            sem,
-            pid: sys::cached_pid(),
-        }
+        Permit { sem }
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if sys::cached_pid() == self.pid {
-            // Cannot pass the limit: this permit was taken from the count.
-            let _ = self.sem.release();
+        if crate::process::dropping_handed_to_child() {
+            return;
         }
+        // Cannot pass the limit: this permit was taken from the count.
+        let _ = self.sem.release();
     }
 }
 
