@@ -3,6 +3,64 @@
 //!
 //! Element types are [`bytemuck::Pod`]: plain bytes with no pointers,
 //! references or handles, which mean nothing in another process.
+//!
+//! # What cannot go into shared memory
+//! Every bit pattern of an element must be a valid value, since another
+//! process (or a scribble on a named segment) may write any bytes; and it
+//! may own nothing, since no drop runs in shared memory. So the compiler
+//! refuses a `bool` or a `char` (most bit patterns are invalid),
+//! ```compile_fail,E0277
+//! let v = multiproc::Value::new(true);
+//! ```
+//! ```compile_fail,E0277
+//! let a = multiproc::Array::from_slice(&['a', 'b']);
+//! ```
+//! an enum (its discriminant has invalid values),
+//! ```compile_fail,E0277
+//! #[derive(Clone, Copy)]
+//! #[repr(u8)]
+//! enum Colour { Red, Green }
+//! let v = multiproc::RawValue::new(Colour::Red);
+//! ```
+//! a reference or a type that owns memory (an address means nothing in
+//! another process),
+//! ```compile_fail,E0277
+//! static X: u32 = 5;
+//! let v = multiproc::Value::new(&X);
+//! ```
+//! ```compile_fail,E0277
+//! let v = multiproc::Value::new(String::from("no"));
+//! ```
+//! ```compile_fail,E0277
+//! let v = multiproc::RawArray::from_slice(&[Box::new(1u32)]);
+//! ```
+//! and a struct with padding (uninitialised bytes), which `Pod`'s derive
+//! rejects:
+//! ```compile_fail
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct Padded {
+//!     tag: u8,
+//!     value: u32,
+//! }
+//! ```
+//! A guard gives access only while it lives, on the thread that locked:
+//! it cannot outlive its value,
+//! ```compile_fail,E0597
+//! let guard;
+//! {
+//!     let v = multiproc::Value::new(0u64)?;
+//!     guard = v.lock()?;
+//! }
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//! nor go to another thread (the lock belongs to the thread that took it).
+//! ```compile_fail,E0277
+//! let v = multiproc::Array::from_slice(&[1u8, 2])?;
+//! let guard = v.lock()?;
+//! std::thread::spawn(move || guard[0] = 3);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
 
 mod array;
 mod locked;
