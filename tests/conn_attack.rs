@@ -96,3 +96,18 @@ fn a_listener_moved_into_a_child_keeps_its_socket_file() {
         assert!(!path.exists(), "the child removed its socket file");
     });
 }
+
+/// A Unix address with a NUL byte is refused before anything is bound:
+/// no socket file is left at the part of the path before the NUL.
+#[test]
+fn a_socket_path_with_a_nul_byte_binds_nothing() {
+    use multiproc::conn::{Address, Listener};
+    let before = std::env::temp_dir().join(format!("conn-attack-nul-{}", std::process::id()));
+    let mut with_nul = before.clone().into_os_string();
+    with_nul.push("\0tail");
+    let r = Listener::bind(&Address::Unix(with_nul.into()), None);
+    assert!(r.is_err());
+    let left = before.exists();
+    let _ = std::fs::remove_file(&before);
+    assert!(!left, "a socket file was left at {}", before.display());
+}

@@ -321,6 +321,10 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
             "socket path too long",
         ));
     }
+    // Before binding: a NUL byte would bind a socket at the path before it
+    // (or, leading, in the abstract namespace), which chmod cannot reach.
+    let c = CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket path with a NUL byte"))?;
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
@@ -339,7 +343,6 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
             len,
         )
     })?;
-    let c = CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: a valid NUL-terminated path.
     if let Err(e) = syscall(unsafe { libc::chmod(c.as_ptr(), 0o600) }) {
         let _ = std::fs::remove_file(path);
