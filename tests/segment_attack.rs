@@ -51,3 +51,35 @@ fn a_symlink_under_a_segment_name_is_not_followed() {
         assert_eq!(made.get().unwrap(), 5);
     });
 }
+
+/// Another user can create files in `/dev/shm` under any free name,
+/// including the temporary name a creator builds a segment under before
+/// publishing it. Squatting the temporary names this process would use
+/// (its pid is no secret) must not stop it from creating a segment under
+/// a name nobody squats.
+#[test]
+fn squatted_temporary_names_do_not_stop_a_create() {
+    watchdog("squatted temporary names", LIMIT, || {
+        let squats: Vec<String> = (0..2000)
+            .map(|seq| {
+                format!(
+                    "/dev/shm/{}~tmp-{}-{seq}",
+                    segment::PREFIX,
+                    std::process::id()
+                )
+            })
+            .collect();
+        for s in &squats {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(s);
+        }
+        let name = TempName::new("squatted-tmp");
+        let made = Value::create(&name, 3u32);
+        for s in &squats {
+            let _ = std::fs::remove_file(s);
+        }
+        assert_eq!(made.unwrap().get().unwrap(), 3);
+    });
+}

@@ -182,19 +182,7 @@ impl Segment {
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
         let path = path_for(name)?;
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let tmp = sys::shm_dir().join(format!(
-            "{PREFIX}{TMP_TAG}{}-{}",
-            sys::getpid(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let (tmp, file) = temporary_file()?;
         let built = Self::build(file, contents, init, Some(name)).and_then(|seg| {
             // link() never replaces an existing name: creation is exclusive.
             std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
@@ -313,6 +301,37 @@ impl Drop for Segment {
                     Ordering::Relaxed,
                 );
             }
+        }
+    }
+}
+
+/// A new file to build a named segment in, under a temporary name: this
+/// process's pid (so that `clean` can tell a builder that died), a
+/// sequence number and random bits. Another user may create files under
+/// any free name in `/dev/shm`, and a pid is no secret: a name taken is
+/// passed over for another.
+fn temporary_file() -> Result<(PathBuf, File)> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut tries = 0;
+    loop {
+        let mut random = [0u8; 8];
+        sys::random_bytes(&mut random).map_err(|e| Error::io("getrandom", e))?;
+        let tmp = sys::shm_dir().join(format!(
+            "{PREFIX}{TMP_TAG}{}-{}-{:016x}",
+            sys::getpid(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            u64::from_ne_bytes(random)
+        ));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(Error::io(format!("create {}", tmp.display()), e)),
         }
     }
 }
