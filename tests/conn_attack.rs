@@ -111,3 +111,35 @@ fn a_socket_path_with_a_nul_byte_binds_nothing() {
     let _ = std::fs::remove_file(&before);
     assert!(!left, "a socket file was left at {}", before.display());
 }
+
+/// A long header announcing the largest length there is (`u64::MAX`),
+/// with no limit set: the header's and the message's lengths must not
+/// overflow when added (a panic in debug builds, a wrong slice in
+/// release ones) in any receive, blocking, typed or async.
+#[test]
+fn the_largest_announced_length_overflows_nothing() {
+    watchdog("largest announced length", LIMIT, || {
+        for how in 0..3 {
+            let (raw, ours) = UnixStream::pair().unwrap();
+            let mut conn = Connection::from_socket(ours.into());
+            conn.set_max_message(usize::MAX);
+            (&raw).write_all(&[0xff; frame::LONG_HEADER_LEN]).unwrap();
+            (&raw).write_all(&[7; 100]).unwrap();
+            drop(raw);
+            let r = match how {
+                0 => conn.recv::<u8>().map(drop),
+                1 => conn.recv_bytes().map(drop),
+                _ => common::current_thread()
+                    .block_on(conn.recv_bytes_async())
+                    .map(drop),
+            };
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::ConnectionClosed | Error::MessageTooLarge { .. })
+                ),
+                "{how}: {r:?}"
+            );
+        }
+    });
+}

@@ -34,6 +34,9 @@ pub use listener::{connect, Address, Listener};
 
 /// The default largest message a connection accepts: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+/// The longest message any connection receives, whatever its limit: the
+/// most a `Vec` holds, less a long header.
+const LARGEST_MESSAGE: usize = isize::MAX as usize - frame::LONG_HEADER_LEN;
 /// How much is read at once when buffering; the rest of a message at
 /// least this long is read straight into its destination instead.
 const READ_CHUNK: usize = 64 << 10;
@@ -172,7 +175,10 @@ impl Connection {
         Connection::new(fd, true, true)
     }
 
-    /// Sets the largest message this end accepts (it does not limit sending).
+    /// Sets the largest message this end accepts (it does not limit
+    /// sending). A longer one is [`Error::MessageTooLarge`] from its header
+    /// alone, before any of it is read; so is one longer than a `Vec` can
+    /// be, whatever the limit.
     pub fn set_max_message(&mut self, bytes: usize) {
         self.max_message = bytes;
     }
@@ -644,12 +650,12 @@ impl Connection {
         let Some((header, len)) = frame::parse_header(&self.buf[self.start..])? else {
             return Ok(None);
         };
+        // Whatever the limit, no message is longer than a `Vec` can be,
+        // and its header's length added to it cannot overflow.
+        let limit = self.max_message.min(LARGEST_MESSAGE);
         match usize::try_from(len) {
-            Ok(len) if len <= self.max_message => Ok(Some((header, len))),
-            _ => Err(Error::MessageTooLarge {
-                size: len,
-                limit: self.max_message,
-            }),
+            Ok(len) if len <= limit => Ok(Some((header, len))),
+            _ => Err(Error::MessageTooLarge { size: len, limit }),
         }
     }
 
