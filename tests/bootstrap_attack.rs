@@ -77,3 +77,26 @@ fn forkserver_children_past_the_descriptor_limit_fail_cleanly() {
         assert_eq!(code, Some(0));
     });
 }
+
+fn never_runs(_: ()) {
+    multiproc::process::exit(3);
+}
+
+/// This test binary's `main` (libtest's) never calls `spawn_init`, so a
+/// spawned copy of it would run the program again from the start (here,
+/// the tests) instead of the entry: the start is refused at once, as
+/// Python refuses to start a process while the program is bootstrapping.
+#[test]
+fn spawn_without_spawn_init_is_refused_before_anything_runs() {
+    watchdog("spawn without spawn_init", LIMIT, || {
+        let mut p = Process::spawn(multiproc::entry!(never_runs), ())
+            // Were the child started, it would run no test and exit 0.
+            .exec_args(["no-test-is-called-this"]);
+        let started = p.start();
+        let code = started.as_ref().ok().map(|()| p.join_timeout(LIMIT));
+        assert!(
+            matches!(started, Err(multiproc::Error::InvalidArgument(_))),
+            "{started:?}, then {code:?}"
+        );
+    });
+}

@@ -248,8 +248,9 @@ impl Process<'static> {
     /// A process that will run `entry`'s function on `args` in a fresh copy
     /// of this program (the spawn start method), named `Process-N` like
     /// Python's. The program's `main` must call [`spawn_init`] first, with
-    /// `entry` among its entries. Exit code 0 when the function returns, 1
-    /// if it panics.
+    /// `entry` among its entries ([`start`](Process::start) is an
+    /// `InvalidArgument` error in a process that has not called it). Exit
+    /// code 0 when the function returns, 1 if it panics.
     pub fn spawn<A>(entry: Entry<A>, args: A) -> Self
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,

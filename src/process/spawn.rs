@@ -189,10 +189,17 @@ struct Payload {
 
 /// Starts the child; its pid.
 pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> Result<u32> {
-    if std::env::var_os(ENV).is_some() && !INITIALIZED.load(Ordering::Relaxed) {
-        return Err(Error::InvalidArgument(
-            "this process was started by spawn, but its main() did not call multiproc::spawn_init() first".into(),
-        ));
+    if !INITIALIZED.load(Ordering::Relaxed) {
+        // The child is this program again: without `spawn_init` it would
+        // run `main` from the start (redoing this process's work, and
+        // reporting success) instead of the entry.
+        let why = if std::env::var_os(ENV).is_some() {
+            "this process was started by spawn, but its main() did not call multiproc::spawn_init() first"
+        } else {
+            "Process::spawn needs multiproc::spawn_init() called first in main(): \
+             the spawned child runs this program from the start"
+        };
+        return Err(Error::InvalidArgument(why.into()));
     }
     let payload = Payload {
         entry: call.entry.into(),
