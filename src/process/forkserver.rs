@@ -564,7 +564,10 @@ fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: 
     // The order comes from the process that asked for this child, with
     // arguments of any size (as a Python child's are).
     orders.set_max_message(usize::MAX);
-    let order: Order = match orders.recv() {
+    let order = orders.recv::<Order>();
+    // The status socket is the server's: closed before the work starts.
+    drop(orders);
+    let order = match order {
         Ok(order) => order,
         Err(e) => {
             eprintln!("multiproc: a fork server's child got no order: {e}");
