@@ -98,6 +98,7 @@
 
 pub mod cell;
 pub mod conn;
+mod decode;
 mod error;
 mod lazy;
 pub mod manager;

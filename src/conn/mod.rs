@@ -310,7 +310,7 @@ impl Connection {
     /// [`Error::Deserialize`], and those of [`recv_bytes`](Connection::recv_bytes).
     pub async fn recv_async<T: DeserializeOwned>(&mut self) -> Result<T> {
         let msg = self.recv_bytes_async().await?;
-        postcard::from_bytes(&msg).map_err(|e| Error::Deserialize(e.to_string()))
+        crate::decode::from_bytes(&msg).map_err(|e| Error::Deserialize(e.to_string()))
     }
 
     /// Sends `value` (postcard-encoded) as one message.
@@ -369,10 +369,12 @@ impl Connection {
     /// faster than `recv::<Vec<u8>>()` (see [`send`](Connection::send)).
     ///
     /// # Errors
-    /// [`Error::Deserialize`], and those of [`recv_bytes`](Connection::recv_bytes).
+    /// [`Error::Deserialize`] (also for a value nested more than 256 levels
+    /// deep, which could otherwise overflow the stack), and those of
+    /// [`recv_bytes`](Connection::recv_bytes).
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
         let msg = self.recv_frame(Deadline::Never)?;
-        postcard::from_bytes(msg).map_err(|e| Error::Deserialize(e.to_string()))
+        crate::decode::from_bytes(msg).map_err(|e| Error::Deserialize(e.to_string()))
     }
 
     /// Receives one message, waiting at most `timeout` for all of it.

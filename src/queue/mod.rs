@@ -75,9 +75,9 @@ enum Popped<T> {
     Copied(Vec<u8>),
 }
 
-/// Decodes one item.
+/// Decodes one item (another process put it: its nesting is bounded).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Deserialize(e.to_string()))
+    crate::decode::from_bytes(bytes).map_err(|e| Error::Deserialize(e.to_string()))
 }
 
 /// Decodes one item, catching a panic of its `Deserialize`: a frame whose
@@ -467,7 +467,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     async fn pop_async(&self, deadline: Deadline) -> Result<T> {
         let mut buf = Vec::new();
         self.ring.pop_async(&mut buf, deadline).await?;
-        postcard::from_bytes(&buf).map_err(|e| Error::Deserialize(e.to_string()))
+        decode(&buf)
     }
 
     /// Adds `item`, waiting for room.
