@@ -16,7 +16,9 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 
-/// How deep a value from another process may nest.
+/// How deep a value from another process may nest (ciborium's default).
+/// A debug build decodes a simple recursive type four times as deep on a
+/// thread's default 2 MiB stack, which leaves room for larger levels.
 pub(crate) const MAX_DEPTH: usize = 256;
 
 /// Decodes `bytes` (trailing bytes ignored, as `postcard::from_bytes`
