@@ -34,6 +34,19 @@ pub(crate) fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<
     })
 }
 
+/// As [`from_bytes`], returning the bytes after the value too.
+///
+/// # Errors
+/// As for [`from_bytes`].
+pub(crate) fn take_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<(T, &[u8])> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(Limited {
+        de: &mut de,
+        left: MAX_DEPTH,
+    })?;
+    Ok((value, de.finalize()?))
+}
+
 /// A deserializer that may go `left` levels deeper.
 struct Limited<D> {
     de: D,
@@ -428,7 +441,12 @@ mod tests {
             let e = from_bytes::<Tree>(&bytes).unwrap_err();
             assert!(matches!(e, postcard::Error::SerdeDeCustom), "{e:?}");
         }
+        let mut shallow = postcard::to_allocvec(&tree(3)).unwrap();
+        shallow.extend_from_slice(b"rest");
+        let (t, rest) = take_from_bytes::<Tree>(&shallow).unwrap();
+        assert_eq!((t, rest), (tree(3), &b"rest"[..]));
         let deep: Vec<u8> = std::iter::repeat_n(1u8, MAX_DEPTH + 1).chain([0]).collect();
         assert!(from_bytes::<Option<Box<Tree>>>(&deep).is_err());
+        assert!(take_from_bytes::<Option<Box<Tree>>>(&deep).is_err());
     }
 }

@@ -201,7 +201,8 @@ where
     fn runner(&self) -> sealed::Runner {
         let func = self.func;
         Box::new(move |args: &[u8]| {
-            let args: Vec<A> = match postcard::take_from_bytes(args) {
+            // From Redis, where another program may have written it.
+            let args: Vec<A> = match crate::decode::take_from_bytes(args) {
                 Ok((args, [])) => args,
                 Ok((_, rest)) => return Err(format!("{} bytes after the arguments", rest.len())),
                 Err(e) => return Err(format!("cannot decode the arguments: {e}")),
@@ -250,7 +251,7 @@ fn message(tag: u8, body: &[u8]) -> Vec<u8> {
 fn decode<R: DeserializeOwned>(message: &[u8]) -> Result<Vec<R>> {
     let text = |body: &[u8]| String::from_utf8_lossy(body).into_owned();
     match message.split_first() {
-        Some((&tag::DONE, body)) => match postcard::take_from_bytes::<Vec<R>>(body) {
+        Some((&tag::DONE, body)) => match crate::decode::take_from_bytes::<Vec<R>>(body) {
             Ok((values, [])) => Ok(values),
             Ok((_, rest)) => Err(Error::Deserialize(format!(
                 "{} bytes after a task's results",
