@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use criterion::BatchSize;
 use criterion::{criterion_group, Criterion, Throughput};
-use multiproc::manager::bench::Codec;
+use multiproc::manager::bench::{bare_updates, Codec, IntBatches};
 
 const BATCH: i64 = 1000;
 /// Batches of new keys before the dict is cleared (at most 100k items).
@@ -49,7 +50,45 @@ fn batches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, batches);
+/// A dict growing to the size of the bench's batched rows (200 batches of
+/// 1000 new keys, in a new dict each time): the server answering the
+/// requests, beside the same items put into the server's map type alone
+/// (no request, no decoding). The second is the floor of the first: the
+/// dict's own cost at this size, mostly cache misses.
+fn growth(c: &mut Criterion) {
+    const BATCHES: i64 = 200;
+    let mut g = c.benchmark_group("manager_dict_growth");
+    g.throughput(Throughput::Elements((BATCHES * BATCH) as u64));
+    g.sample_size(10);
+    g.bench_function("server_update_200k", |b| {
+        b.iter_batched(
+            || {
+                let codec = Codec::new();
+                let requests: Vec<Vec<u8>> = (0..BATCHES)
+                    .map(|b| codec.update_request((0..BATCH).map(|i| (b * BATCH + i, i))))
+                    .collect();
+                (codec, requests)
+            },
+            |(mut codec, requests)| {
+                for r in &requests {
+                    std::hint::black_box(codec.answer(r));
+                }
+                codec
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("bare_map_200k", |b| {
+        b.iter_batched(
+            || IntBatches::new(BATCHES, BATCH),
+            bare_updates,
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, batches, growth);
 
 /// `MANAGER_CODEC_PROFILE=update|get_many|batch|single` runs 100 batches of that kind
 /// (`single`: 100,000 single `__setitem__` requests) and nothing else (for `valgrind --tool=callgrind`: instructions per

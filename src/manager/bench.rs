@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::apply::{keyed, Map};
 use super::dispatch::wire;
 use super::objects::{Answer, Objects, Session};
 use super::protocol::{Kind, Op};
@@ -204,6 +205,40 @@ impl Codec {
             Answer::Parked => panic!("a dict request does not wait"),
         }
     }
+}
+
+/// Batches of int items, decoded already: what a server's `update`
+/// inserts once it has decoded a request.
+pub struct IntBatches(Vec<Vec<(PyValue, PyValue)>>);
+
+impl IntBatches {
+    /// `batches` batches of `per_batch` new int keys (each key's value is
+    /// its place in its batch), as the bench's batched rows set them.
+    pub fn new(batches: i64, per_batch: i64) -> IntBatches {
+        IntBatches(
+            (0..batches)
+                .map(|b| {
+                    (0..per_batch)
+                        .map(|i| (PyValue::Int(b * per_batch + i), PyValue::Int(i)))
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The server's dict alone, with nothing of a request around it: a new
+/// map of the server's type (and hasher), into which each batch goes as
+/// `update` puts it (room for the batch, then the items). The floor of
+/// any server's `update` that keeps its dicts in this map. Returns the
+/// map, for the caller to drop outside any timing.
+pub fn bare_updates(batches: IntBatches) -> impl Sized {
+    let mut map = Map::with_hasher(keyed());
+    for batch in batches.0 {
+        map.reserve(batch.len());
+        map.extend(batch);
+    }
+    map
 }
 
 fn value<T: Serialize + ?Sized>(v: &T) -> PyValue {
