@@ -99,6 +99,7 @@
 pub mod cell;
 pub mod conn;
 mod error;
+mod fork_handlers;
 mod lazy;
 pub mod manager;
 mod per_process;
