@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -403,23 +403,23 @@ const SETUP_HELPER: &str = "MULTIPROC_SWEEP_SETUP_HELPER";
 
 /// A child forked (by any means: here `fork(2)` itself) while another
 /// thread of its parent makes the parent's first process, and so installs
-/// the crate's fork handlers, can start processes of its own: it is not
-/// left waiting for an installation that only a thread it does not have
-/// was doing. Run in a new process, where nothing is installed yet, many
-/// times, the fork landing at varying moments of the installation.
+/// the crate's fork handlers and its panic header, can start processes of
+/// its own: it is not left waiting for an installation that only a thread
+/// it does not have was doing, nor finds a lock of the crate's held by
+/// such a thread. Run in a new process, where nothing is installed yet,
+/// many times, the fork landing at varying moments of the installation.
 ///
-/// Known to fail about once in 1000–3000 trials on a loaded machine, so
-/// ignored until fixed: glibc runs each `prepare` handler with its atfork
-/// lock released, so the thread installing this crate's process handlers
-/// can register them while a fork in another thread is in the arena's
-/// `prepare` (registered just before); that fork then runs none of the
-/// new handlers, and if the installing thread takes the process registry
-/// (`IDENTITY`) before the fork, the child inherits it held and its first
-/// `Process::new` waits for ever (seen with gdb). Fix: register every
-/// handler in one `pthread_atfork` call, or make the registries' locks
-/// recognise a copy held by a thread of another process.
+/// This once failed about once in 1000–3000 trials on a loaded machine:
+/// glibc runs each `prepare` handler with its atfork lock released, so the
+/// installing thread could register the process module's handlers while a
+/// fork in another thread was in the arena's `prepare` (registered just
+/// before); that fork then ran none of the new handlers, and if the
+/// installing thread took the process registry (`IDENTITY`) before the
+/// fork, the child inherited it held and its first `Process::new` waited
+/// for ever. Now one registration holds all the handlers, and the fork
+/// gate (registered at load, see [`fork_gate_is_registered_at_load`])
+/// keeps forks out of every installation.
 #[test]
-#[ignore = "known race, see the doc comment"]
 fn a_fork_during_the_first_start_in_another_thread_leaves_a_working_child() {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command.env(SETUP_HELPER, "1").args([
@@ -519,6 +519,120 @@ fn wait_raw(pid: libc::pid_t, limit: Duration) -> i32 {
         }
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The environment variable that makes [`gate_at_load_helper`] run.
+const GATE_HELPER: &str = "MULTIPROC_SWEEP_GATE_HELPER";
+
+/// The crate's fork gate is registered when the program is loaded, before
+/// `main` (an ELF constructor, kept in the link of this test, which links
+/// the crate as an rlib): in a new process that has not called the crate,
+/// a `fork(2)` made while another thread installs the crate's panic
+/// header (at its first start, here held up by a panic hook that another
+/// thread is running) waits for the installation to end, and the child
+/// works.
+#[test]
+fn fork_gate_is_registered_at_load() {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(GATE_HELPER, "1").args([
+        "--exact",
+        "gate_at_load_helper",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    let (status, out, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+    assert!(status.success(), "{status}: {out}{err}");
+    assert!(out.contains("the fork waited"), "{out}{err}");
+}
+
+/// In the new process of [`fork_gate_is_registered_at_load`].
+#[test]
+fn gate_at_load_helper() {
+    if std::env::var_os(GATE_HELPER).is_none() {
+        return;
+    }
+    static IN_HOOK: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    // Ends the hook first: a panic waits for the hook lock.
+    let fail = |why: &str| -> ! {
+        RELEASE.store(true, Relaxed);
+        panic!("{why}");
+    };
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        while !done() {
+            if Instant::now() >= deadline {
+                fail(&format!("timed out waiting for {what}"));
+            }
+            thread::yield_now();
+        }
+    };
+    // Nothing of the crate's has run yet. A panic hook that holds the
+    // hook lock (shared) until released, so that installing another one
+    // waits.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if thread::current().name() == Some("held-panic") {
+            IN_HOOK.store(true, Relaxed);
+            while !RELEASE.load(Relaxed) {
+                thread::yield_now();
+            }
+        } else {
+            previous(info);
+        }
+    }));
+    let installer_tid = AtomicI32::new(0);
+    let forker_tid = AtomicI32::new(0);
+    let fork_returned = AtomicBool::new(false);
+    thread::scope(|ts| {
+        let panicker = thread::Builder::new()
+            .name("held-panic".into())
+            .spawn_scoped(ts, || panic!("held in the hook"))
+            .unwrap();
+        wait_for("the panic hook", &|| IN_HOOK.load(Relaxed));
+        let installer = ts.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            installer_tid.store(unsafe { libc::gettid() }, Relaxed);
+            // The first start: installs the handlers and the panic header,
+            // which waits for the hook lock.
+            let mut p = multiproc::Process::new(|| {});
+            p.start().unwrap();
+            assert_eq!(p.join().unwrap(), 0);
+        });
+        wait_for("the installation to wait for the hook lock", &|| {
+            in_futex_wait(installer_tid.load(Relaxed))
+        });
+        let forker = ts.spawn(|| {
+            // SAFETY: as above.
+            forker_tid.store(unsafe { libc::gettid() }, Relaxed);
+            let child = raw_fork(|| {
+                let mut p = multiproc::Process::new(|| {});
+                p.start().unwrap();
+                p.join().unwrap()
+            });
+            fork_returned.store(true, Relaxed);
+            wait_raw(child, CHILD_LIMIT)
+        });
+        wait_for("the fork to wait at the gate", &|| {
+            if fork_returned.load(Relaxed) {
+                fail("the fork did not wait for the installation: no fork gate");
+            }
+            in_futex_wait(forker_tid.load(Relaxed))
+        });
+        RELEASE.store(true, Relaxed);
+        assert!(panicker.join().is_err());
+        installer.join().unwrap();
+        assert_eq!(forker.join().unwrap(), 0, "the forked child failed");
+    });
+    println!("the fork waited");
+}
+
+/// Whether thread `tid` of this process is blocked in a futex wait.
+fn in_futex_wait(tid: libc::pid_t) -> bool {
+    let futex = libc::SYS_futex.to_string();
+    tid != 0
+        && std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some(futex.as_str()))
 }
 
 /// The environment variable that makes [`first_script_helper`] run.
