@@ -635,6 +635,108 @@ fn in_futex_wait(tid: libc::pid_t) -> bool {
             .is_ok_and(|s| s.split_whitespace().next() == Some(futex.as_str()))
 }
 
+/// The environment variable that makes [`missed_handlers_helper`] run.
+const MISSED_HELPER: &str = "MULTIPROC_SWEEP_MISSED_HELPER";
+
+/// A fork whose `prepare` handlers began before the crate's handlers were
+/// registered runs none of them (glibc 2.36 on releases its atfork lock
+/// while each runs, so the registration can happen meanwhile): the fork
+/// gate takes the crate's locks for it. Here a `prepare` handler of
+/// another library holds such a fork while the crate's first use
+/// registers the handlers and this thread then holds the standard output:
+/// the fork must wait for it (the gate took it) and give a working child.
+#[test]
+fn a_fork_that_missed_the_handlers_takes_the_locks_at_the_gate() {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(MISSED_HELPER, "1").args([
+        "--exact",
+        "missed_handlers_helper",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    let (status, out, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+    assert!(status.success(), "{status}: {out}{err}");
+    assert!(out.contains("the gate took the locks"), "{out}{err}");
+}
+
+/// In the new process of
+/// [`a_fork_that_missed_the_handlers_takes_the_locks_at_the_gate`].
+#[test]
+fn missed_handlers_helper() {
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static IN_PREPARE: AtomicBool = AtomicBool::new(false);
+    static GO: AtomicBool = AtomicBool::new(false);
+    /// Another library's `prepare` handler: holds the armed fork.
+    extern "C" fn slow_prepare() {
+        if ARMED.swap(false, Relaxed) {
+            IN_PREPARE.store(true, Relaxed);
+            while !GO.load(Relaxed) {
+                thread::yield_now();
+            }
+        }
+    }
+    if std::env::var_os(MISSED_HELPER).is_none() {
+        return;
+    }
+    // Before 2.36 the registration would wait for the fork to end.
+    // SAFETY: no preconditions.
+    let version = unsafe { libc::gnu_get_libc_version() };
+    // SAFETY: glibc's version is a static C string.
+    let glibc = unsafe { std::ffi::CStr::from_ptr(version) };
+    let minor = glibc.to_str().unwrap().split('.').nth(1).unwrap();
+    if minor.parse::<u32>().unwrap() < 36 {
+        println!("the gate took the locks (not tested: glibc {glibc:?})");
+        return;
+    }
+    // Nothing of the crate's has run yet, so this handler is registered
+    // before the crate's handlers and runs after their `prepare`.
+    // SAFETY: a plain function valid for the process's life.
+    let registered = unsafe { libc::pthread_atfork(Some(slow_prepare), None, None) };
+    assert_eq!(registered, 0);
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let forker_tid = AtomicI32::new(0);
+    let fork_returned = AtomicBool::new(false);
+    thread::scope(|ts| {
+        let forker = ts.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            forker_tid.store(unsafe { libc::gettid() }, Relaxed);
+            ARMED.store(true, Relaxed);
+            let child = raw_fork(|| {
+                println!("a child of the fork that missed the handlers");
+                let mut p = multiproc::Process::new(|| {});
+                p.start().unwrap();
+                p.join().unwrap()
+            });
+            fork_returned.store(true, Relaxed);
+            wait_raw(child, CHILD_LIMIT)
+        });
+        while !IN_PREPARE.load(Relaxed) {
+            if Instant::now() >= deadline {
+                GO.store(true, Relaxed);
+                panic!("timed out waiting for the fork");
+            }
+            thread::yield_now();
+        }
+        // The crate's first use registers its handlers, too late for the
+        // fork under way.
+        drop(Value::new(1u8).unwrap());
+        let stdout = std::io::stdout().lock();
+        GO.store(true, Relaxed);
+        let mut took = false;
+        while !took && !fork_returned.load(Relaxed) && Instant::now() < deadline {
+            took = in_futex_wait(forker_tid.load(Relaxed));
+            thread::yield_now();
+        }
+        drop(stdout);
+        assert!(
+            took,
+            "the fork that missed the handlers did not wait for stdout"
+        );
+        assert_eq!(forker.join().unwrap(), 0, "the forked child failed");
+    });
+    println!("the gate took the locks");
+}
+
 /// The environment variable that makes [`first_script_helper`] run.
 #[cfg(feature = "redis")]
 const SCRIPT_HELPER: &str = "MULTIPROC_SWEEP_SCRIPT_HELPER";
