@@ -12,7 +12,9 @@
 //!   registration), such as an allocator's (jemalloc registers its own at
 //!   its first allocation): a thread that holds a stream or the arena
 //!   while it allocates is waited for before the allocator's locks are
-//!   taken, not after, which would deadlock;
+//!   taken, not after, which would deadlock. Their `prepare` first waits
+//!   for any one-time installation under way (see below), before it takes
+//!   a lock;
 //! - **the fork gate**, registered when the program is loaded (an ELF
 //!   constructor, before `main` and before any thread), so that every
 //!   fork runs it, after the `prepare` handlers of everything set up
@@ -81,6 +83,10 @@ pub(crate) fn ready() -> Result<()> {
 }
 
 extern "C" fn prepare() {
+    // Not with the locks held, at the gate: the panic header's
+    // installation waits for the panic hook's lock, whose holder (a
+    // panicking thread) may be waiting for the standard error stream.
+    sys::wait_for_installations();
     take_locks();
     PREPARED.set(true);
 }

@@ -417,7 +417,8 @@ const SETUP_HELPER: &str = "MULTIPROC_SWEEP_SETUP_HELPER";
 /// installing thread took the process registry (`IDENTITY`) before the
 /// fork, the child inherited it held and its first `Process::new` waited
 /// for ever. Now one registration holds all the handlers, and the fork
-/// gate (registered at load, see [`fork_gate_is_registered_at_load`])
+/// gate (registered at load, see
+/// [`a_fork_that_missed_the_handlers_takes_the_locks_at_the_gate`])
 /// keeps forks out of every installation.
 #[test]
 fn a_fork_during_the_first_start_in_another_thread_leaves_a_working_child() {
@@ -521,22 +522,20 @@ fn wait_raw(pid: libc::pid_t, limit: Duration) -> i32 {
     }
 }
 
-/// The environment variable that makes [`gate_at_load_helper`] run.
-const GATE_HELPER: &str = "MULTIPROC_SWEEP_GATE_HELPER";
+/// The environment variable that makes [`panic_header_helper`] run.
+const HEADER_HELPER: &str = "MULTIPROC_SWEEP_HEADER_HELPER";
 
-/// The crate's fork gate is registered when the program is loaded, before
-/// `main` (an ELF constructor, kept in the link of this test, which links
-/// the crate as an rlib): in a new process that has not called the crate,
-/// a `fork(2)` made while another thread installs the crate's panic
-/// header (at its first start, here held up by a panic hook that another
-/// thread is running) waits for the installation to end, and the child
-/// works.
+/// In a new process that has not called the crate, a `fork(2)` made while
+/// another thread installs the crate's panic header (at its first start,
+/// here held up by a panic hook that a third thread is running, which
+/// holds the hook's lock) waits for the installation to end, and the child
+/// works: it never copies the hook's lock held by the installing thread.
 #[test]
-fn fork_gate_is_registered_at_load() {
+fn a_fork_during_the_panic_header_installation_waits_for_it() {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command.env(GATE_HELPER, "1").args([
+    command.env(HEADER_HELPER, "1").args([
         "--exact",
-        "gate_at_load_helper",
+        "panic_header_helper",
         "--test-threads=1",
         "--nocapture",
     ]);
@@ -545,10 +544,11 @@ fn fork_gate_is_registered_at_load() {
     assert!(out.contains("the fork waited"), "{out}{err}");
 }
 
-/// In the new process of [`fork_gate_is_registered_at_load`].
+/// In the new process of
+/// [`a_fork_during_the_panic_header_installation_waits_for_it`].
 #[test]
-fn gate_at_load_helper() {
-    if std::env::var_os(GATE_HELPER).is_none() {
+fn panic_header_helper() {
+    if std::env::var_os(HEADER_HELPER).is_none() {
         return;
     }
     static IN_HOOK: AtomicBool = AtomicBool::new(false);
@@ -613,9 +613,9 @@ fn gate_at_load_helper() {
             fork_returned.store(true, Relaxed);
             wait_raw(child, CHILD_LIMIT)
         });
-        wait_for("the fork to wait at the gate", &|| {
+        wait_for("the fork to wait", &|| {
             if fork_returned.load(Relaxed) {
-                fail("the fork did not wait for the installation: no fork gate");
+                fail("the fork did not wait for the installation");
             }
             in_futex_wait(forker_tid.load(Relaxed))
         });
@@ -645,6 +645,12 @@ const MISSED_HELPER: &str = "MULTIPROC_SWEEP_MISSED_HELPER";
 /// another library holds such a fork while the crate's first use
 /// registers the handlers and this thread then holds the standard output:
 /// the fork must wait for it (the gate took it) and give a working child.
+///
+/// This also shows that the gate is registered when the program is
+/// loaded, before `main` (an ELF constructor, kept in the link of this
+/// test, which links the crate as an rlib): only that registration comes
+/// before the other library's, made first thing in a new process that has
+/// not called the crate.
 #[test]
 fn a_fork_that_missed_the_handlers_takes_the_locks_at_the_gate() {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());

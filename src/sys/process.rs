@@ -282,11 +282,13 @@ pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<i32>> {
 /// registered when the program is loaded) keeps every fork out of: a fork
 /// that comes while an installation runs waits for its end, and an
 /// installation that begins while forks are under way waits for them to
-/// be done. So no child finds a lock taken by an installing thread it does
-/// not have, nor an installation it cannot tell done from not begun. An
-/// installation must not wait for anything that the `prepare` handlers a
-/// fork ran before the gate may hold, such as an allocator's locks: it
-/// allocates nothing through Rust's allocator.
+/// be done (and the crate's other `prepare` handler waits for one before
+/// it takes any lock: [`wait_for_installations`]). So no child finds a
+/// lock taken by an installing thread it does not have, nor an
+/// installation it cannot tell done from not begun. An installation must
+/// not wait for anything that the `prepare` handlers a fork ran before the
+/// gate may hold, such as an allocator's locks: it allocates nothing
+/// through Rust's allocator.
 pub(crate) struct InstallOnce(std::sync::atomic::AtomicBool);
 
 /// The pid of the process whose thread is running an installation, or 0.
@@ -387,12 +389,31 @@ pub(crate) fn fork_gate_enter() {
                 u64::from(me) << 32 | 1
             })
         });
-        let installing = INSTALLING.load(SeqCst);
-        if installing != me {
+        if INSTALLING.load(SeqCst) != me {
             return;
         }
         // Out of the installer's way while it waits for the gate to empty.
         fork_gate_leave();
+        wait_for_installation(me);
+    }
+}
+
+/// Waits while a thread of this process is installing something (see
+/// [`InstallOnce`]): for a `prepare` handler, before it takes any lock
+/// that the installing thread could be waiting for, if only indirectly
+/// (a thread that holds the lock the installation needs may be waiting
+/// for it). The fork gate waits again, for an installation that began
+/// after this.
+pub(crate) fn wait_for_installations() {
+    wait_for_installation(getpid());
+}
+
+fn wait_for_installation(me: u32) {
+    loop {
+        let installing = INSTALLING.load(std::sync::atomic::Ordering::SeqCst);
+        if installing != me {
+            return;
+        }
         super::futex_wait(&INSTALLING, installing, Deadline::Never);
     }
 }
