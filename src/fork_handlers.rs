@@ -64,6 +64,10 @@ sys::run_at_load!(REGISTER_GATE = register_gate);
 /// the crate's, no panic). Should it fail (no memory), forks are as
 /// without it.
 extern "C" fn register_gate() {
+    // Miri, which may run constructors, cannot fork.
+    if cfg!(miri) {
+        return;
+    }
     let _ = sys::at_fork(gate_prepare, gate_parent, gate_child);
 }
 
