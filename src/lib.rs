@@ -100,6 +100,7 @@ pub mod cell;
 pub mod conn;
 mod decode;
 mod error;
+mod fork_handlers;
 mod lazy;
 pub mod manager;
 mod per_process;

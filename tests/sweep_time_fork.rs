@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -403,23 +403,24 @@ const SETUP_HELPER: &str = "MULTIPROC_SWEEP_SETUP_HELPER";
 
 /// A child forked (by any means: here `fork(2)` itself) while another
 /// thread of its parent makes the parent's first process, and so installs
-/// the crate's fork handlers, can start processes of its own: it is not
-/// left waiting for an installation that only a thread it does not have
-/// was doing. Run in a new process, where nothing is installed yet, many
-/// times, the fork landing at varying moments of the installation.
+/// the crate's fork handlers and its panic header, can start processes of
+/// its own: it is not left waiting for an installation that only a thread
+/// it does not have was doing, nor finds a lock of the crate's held by
+/// such a thread. Run in a new process, where nothing is installed yet,
+/// many times, the fork landing at varying moments of the installation.
 ///
-/// Known to fail about once in 1000–3000 trials on a loaded machine, so
-/// ignored until fixed: glibc runs each `prepare` handler with its atfork
-/// lock released, so the thread installing this crate's process handlers
-/// can register them while a fork in another thread is in the arena's
-/// `prepare` (registered just before); that fork then runs none of the
-/// new handlers, and if the installing thread takes the process registry
-/// (`IDENTITY`) before the fork, the child inherits it held and its first
-/// `Process::new` waits for ever (seen with gdb). Fix: register every
-/// handler in one `pthread_atfork` call, or make the registries' locks
-/// recognise a copy held by a thread of another process.
+/// This once failed about once in 1000–3000 trials on a loaded machine:
+/// glibc runs each `prepare` handler with its atfork lock released, so the
+/// installing thread could register the process module's handlers while a
+/// fork in another thread was in the arena's `prepare` (registered just
+/// before); that fork then ran none of the new handlers, and if the
+/// installing thread took the process registry (`IDENTITY`) before the
+/// fork, the child inherited it held and its first `Process::new` waited
+/// for ever. Now one registration holds all the handlers, and the fork
+/// gate (registered at load, see
+/// [`a_fork_that_missed_the_handlers_takes_the_locks_at_the_gate`])
+/// keeps forks out of every installation.
 #[test]
-#[ignore = "known race, see the doc comment"]
 fn a_fork_during_the_first_start_in_another_thread_leaves_a_working_child() {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command.env(SETUP_HELPER, "1").args([
@@ -519,6 +520,227 @@ fn wait_raw(pid: libc::pid_t, limit: Duration) -> i32 {
         }
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The environment variable that makes [`panic_header_helper`] run.
+const HEADER_HELPER: &str = "MULTIPROC_SWEEP_HEADER_HELPER";
+
+/// In a new process that has not called the crate, a `fork(2)` made while
+/// another thread installs the crate's panic header (at its first start,
+/// here held up by a panic hook that a third thread is running, which
+/// holds the hook's lock) waits for the installation to end, and the child
+/// works: it never copies the hook's lock held by the installing thread.
+#[test]
+fn a_fork_during_the_panic_header_installation_waits_for_it() {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(HEADER_HELPER, "1").args([
+        "--exact",
+        "panic_header_helper",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    let (status, out, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+    assert!(status.success(), "{status}: {out}{err}");
+    assert!(out.contains("the fork waited"), "{out}{err}");
+}
+
+/// In the new process of
+/// [`a_fork_during_the_panic_header_installation_waits_for_it`].
+#[test]
+fn panic_header_helper() {
+    if std::env::var_os(HEADER_HELPER).is_none() {
+        return;
+    }
+    static IN_HOOK: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    // Ends the hook first: a panic waits for the hook lock.
+    let fail = |why: &str| -> ! {
+        RELEASE.store(true, Relaxed);
+        panic!("{why}");
+    };
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        while !done() {
+            if Instant::now() >= deadline {
+                fail(&format!("timed out waiting for {what}"));
+            }
+            thread::yield_now();
+        }
+    };
+    // Nothing of the crate's has run yet. A panic hook that holds the
+    // hook lock (shared) until released, so that installing another one
+    // waits.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if thread::current().name() == Some("held-panic") {
+            IN_HOOK.store(true, Relaxed);
+            while !RELEASE.load(Relaxed) {
+                thread::yield_now();
+            }
+        } else {
+            previous(info);
+        }
+    }));
+    let installer_tid = AtomicI32::new(0);
+    let forker_tid = AtomicI32::new(0);
+    let fork_returned = AtomicBool::new(false);
+    thread::scope(|ts| {
+        let panicker = thread::Builder::new()
+            .name("held-panic".into())
+            .spawn_scoped(ts, || panic!("held in the hook"))
+            .unwrap();
+        wait_for("the panic hook", &|| IN_HOOK.load(Relaxed));
+        let installer = ts.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            installer_tid.store(unsafe { libc::gettid() }, Relaxed);
+            // The first start: installs the handlers and the panic header,
+            // which waits for the hook lock.
+            let mut p = multiproc::Process::new(|| {});
+            p.start().unwrap();
+            assert_eq!(p.join().unwrap(), 0);
+        });
+        wait_for("the installation to wait for the hook lock", &|| {
+            in_futex_wait(installer_tid.load(Relaxed))
+        });
+        let forker = ts.spawn(|| {
+            // SAFETY: as above.
+            forker_tid.store(unsafe { libc::gettid() }, Relaxed);
+            let child = raw_fork(|| {
+                let mut p = multiproc::Process::new(|| {});
+                p.start().unwrap();
+                p.join().unwrap()
+            });
+            fork_returned.store(true, Relaxed);
+            wait_raw(child, CHILD_LIMIT)
+        });
+        wait_for("the fork to wait", &|| {
+            if fork_returned.load(Relaxed) {
+                fail("the fork did not wait for the installation");
+            }
+            in_futex_wait(forker_tid.load(Relaxed))
+        });
+        RELEASE.store(true, Relaxed);
+        assert!(panicker.join().is_err());
+        installer.join().unwrap();
+        assert_eq!(forker.join().unwrap(), 0, "the forked child failed");
+    });
+    println!("the fork waited");
+}
+
+/// Whether thread `tid` of this process is blocked in a futex wait.
+fn in_futex_wait(tid: libc::pid_t) -> bool {
+    let futex = libc::SYS_futex.to_string();
+    tid != 0
+        && std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some(futex.as_str()))
+}
+
+/// The environment variable that makes [`missed_handlers_helper`] run.
+const MISSED_HELPER: &str = "MULTIPROC_SWEEP_MISSED_HELPER";
+
+/// A fork whose `prepare` handlers began before the crate's handlers were
+/// registered runs none of them (glibc 2.36 on releases its atfork lock
+/// while each runs, so the registration can happen meanwhile): the fork
+/// gate takes the crate's locks for it. Here a `prepare` handler of
+/// another library holds such a fork while the crate's first use
+/// registers the handlers and this thread then holds the standard output:
+/// the fork must wait for it (the gate took it) and give a working child.
+///
+/// This also shows that the gate is registered when the program is
+/// loaded, before `main` (an ELF constructor, kept in the link of this
+/// test, which links the crate as an rlib): only that registration comes
+/// before the other library's, made first thing in a new process that has
+/// not called the crate.
+#[test]
+fn a_fork_that_missed_the_handlers_takes_the_locks_at_the_gate() {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(MISSED_HELPER, "1").args([
+        "--exact",
+        "missed_handlers_helper",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    let (status, out, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+    assert!(status.success(), "{status}: {out}{err}");
+    assert!(out.contains("the gate took the locks"), "{out}{err}");
+}
+
+/// In the new process of
+/// [`a_fork_that_missed_the_handlers_takes_the_locks_at_the_gate`].
+#[test]
+fn missed_handlers_helper() {
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static IN_PREPARE: AtomicBool = AtomicBool::new(false);
+    static GO: AtomicBool = AtomicBool::new(false);
+    /// Another library's `prepare` handler: holds the armed fork.
+    extern "C" fn slow_prepare() {
+        if ARMED.swap(false, Relaxed) {
+            IN_PREPARE.store(true, Relaxed);
+            while !GO.load(Relaxed) {
+                thread::yield_now();
+            }
+        }
+    }
+    if std::env::var_os(MISSED_HELPER).is_none() {
+        return;
+    }
+    // Before 2.36 the registration would wait for the fork to end.
+    // SAFETY: no preconditions.
+    let version = unsafe { libc::gnu_get_libc_version() };
+    // SAFETY: glibc's version is a static C string.
+    let glibc = unsafe { std::ffi::CStr::from_ptr(version) };
+    let minor = glibc.to_str().unwrap().split('.').nth(1).unwrap();
+    if minor.parse::<u32>().unwrap() < 36 {
+        println!("the gate took the locks (not tested: glibc {glibc:?})");
+        return;
+    }
+    // Nothing of the crate's has run yet, so this handler is registered
+    // before the crate's handlers and runs after their `prepare`.
+    // SAFETY: a plain function valid for the process's life.
+    let registered = unsafe { libc::pthread_atfork(Some(slow_prepare), None, None) };
+    assert_eq!(registered, 0);
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let forker_tid = AtomicI32::new(0);
+    let fork_returned = AtomicBool::new(false);
+    thread::scope(|ts| {
+        let forker = ts.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            forker_tid.store(unsafe { libc::gettid() }, Relaxed);
+            ARMED.store(true, Relaxed);
+            let child = raw_fork(|| {
+                println!("a child of the fork that missed the handlers");
+                let mut p = multiproc::Process::new(|| {});
+                p.start().unwrap();
+                p.join().unwrap()
+            });
+            fork_returned.store(true, Relaxed);
+            wait_raw(child, CHILD_LIMIT)
+        });
+        while !IN_PREPARE.load(Relaxed) {
+            if Instant::now() >= deadline {
+                GO.store(true, Relaxed);
+                panic!("timed out waiting for the fork");
+            }
+            thread::yield_now();
+        }
+        // The crate's first use registers its handlers, too late for the
+        // fork under way.
+        drop(Value::new(1u8).unwrap());
+        let stdout = std::io::stdout().lock();
+        GO.store(true, Relaxed);
+        let mut took = false;
+        while !took && !fork_returned.load(Relaxed) && Instant::now() < deadline {
+            took = in_futex_wait(forker_tid.load(Relaxed));
+            thread::yield_now();
+        }
+        drop(stdout);
+        assert!(
+            took,
+            "the fork that missed the handlers did not wait for stdout"
+        );
+        assert_eq!(forker.join().unwrap(), 0, "the forked child failed");
+    });
+    println!("the gate took the locks");
 }
 
 /// The environment variable that makes [`first_script_helper`] run.

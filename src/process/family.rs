@@ -4,12 +4,12 @@
 //! happens to the children when a process exits.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::state::{poll_state, signal_state, wait_until_exited, State};
 use super::{logging, scope};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::poison::{self, locked};
 use crate::sys;
 
@@ -25,7 +25,7 @@ pub(super) struct Identity {
 
 // The child touches these after fork, so they are `std` mutexes (a plain
 // futex word), held briefly and never across a blocking call, and the fork
-// handlers (`ready_for_fork`) hold them across every fork.
+// handlers (`prepare_fork`) hold them across every fork.
 pub(super) static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
 /// Children created so far by this process (reset in each child).
 pub(super) static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -79,47 +79,32 @@ thread_local! {
 /// held by a thread it lacks.
 pub(super) fn identity() -> MutexGuard<'static, Option<Identity>> {
     // Without handlers (out of memory) the registries work as before.
-    let _ = ready_for_fork();
+    let _ = crate::fork_handlers::ready();
     locked(&IDENTITY)
 }
 
 /// The registry of children, locked (see [`identity`]).
 pub(super) fn children() -> MutexGuard<'static, Vec<ChildEntry>> {
-    let _ = ready_for_fork();
+    let _ = crate::fork_handlers::ready();
     locked(&CHILDREN)
 }
 
-/// Whether the fork handlers and the exit hook are installed (not a
-/// `Once`: see [`sys::InstallOnce`]).
-static FORK_HANDLERS: sys::InstallOnce = sys::InstallOnce::new();
-
-/// Installs, once, the fork handlers that make the crate's process-local
-/// state safe across a fork from any thread (the arena's, then this
-/// module's), and the exit hook that joins children. Called before every
-/// start and every use of a registry.
-///
-/// The arena's handlers are registered first, so that this module's
-/// `prepare` runs before the arena's (handlers run in reverse order): the
-/// standard streams, then the registries, then the arena, in every fork,
-/// as in `sys::fork`, which takes the streams before it forks.
+/// Makes sure the crate's fork handlers and exit hook are installed (see
+/// `crate::fork_handlers`), and the panic header. Called before every
+/// start, in a spawned child and by `log_to_stderr`.
 pub(super) fn ready_for_fork() -> Result<()> {
-    crate::segment::ready_for_fork()?;
-    FORK_HANDLERS
-        .run(|| {
-            // The exit hook first: run twice (after a fork between the
-            // two), it finds nothing the second time.
-            sys::at_exit(exit_hook)?;
-            sys::at_fork(prepare_fork, after_fork_in_parent, after_fork_in_child)?;
-            install_panic_header();
-            Ok(())
-        })
-        .map_err(|e| Error::io("pthread_atfork/atexit", e))
+    crate::fork_handlers::ready()?;
+    install_panic_header();
+    Ok(())
 }
 
-extern "C" fn prepare_fork() {
-    // Always in this order (see `ready_for_fork`); nothing takes two of
-    // them otherwise (the standard streams are reentrant locks, already
-    // held by `sys::fork`).
+/// Before a fork: takes the standard streams and the registries, held by
+/// the forking thread until [`after_fork_in_parent`] or
+/// [`after_fork_in_child`]. Always in this order (the arena's lock comes
+/// after them, see `crate::fork_handlers`); nothing takes two of them
+/// otherwise (the standard streams are reentrant locks, already held by
+/// `sys::fork`).
+pub(crate) fn prepare_fork() {
     let held = HeldForFork {
         _stdout: std::io::stdout().lock(),
         _stderr: std::io::stderr().lock(),
@@ -131,11 +116,13 @@ extern "C" fn prepare_fork() {
     HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(held));
 }
 
-extern "C" fn after_fork_in_parent() {
+/// After a fork, in the parent.
+pub(crate) fn after_fork_in_parent() {
     HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
 }
 
-extern "C" fn after_fork_in_child() {
+/// After a fork, in the child.
+pub(crate) fn after_fork_in_child() {
     HELD_FOR_FORK.with(|h| {
         if let Some(mut held) = h.borrow_mut().take() {
             // The parent's children are not this process's (and their
@@ -144,11 +131,10 @@ extern "C" fn after_fork_in_child() {
             scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
         }
     });
-    FORK_HANDLERS.mark_installed();
 }
 
 /// Python's `util._exit_function`, run by `exit` in this process.
-extern "C" fn exit_hook() {
+pub(crate) extern "C" fn exit_hook() {
     finish_at_exit();
 }
 
@@ -262,28 +248,61 @@ pub fn exit(code: i32) -> ! {
     sys::exit_now(code)
 }
 
+/// Whether the panic header is installed (not a `Once`: see
+/// [`sys::InstallOnce`]).
+static PANIC_HEADER: sys::InstallOnce = sys::InstallOnce::new();
+
+/// A panic hook, as `std::panic::take_hook` returns it.
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// The hook that was in place before the header's, which the header's
+/// calls: null until set, then a box that is never freed (set before the
+/// header's hook is).
+static PREVIOUS_HOOK: AtomicPtr<PanicHook> = AtomicPtr::new(std::ptr::null_mut());
+
 /// Like Python's "Process Process-1:" header before a traceback: a panic in
 /// a child first says which process it is, then the previous hook prints
-/// the rest. Installed with the fork handlers, once per process tree (a
-/// child inherits it), so that a child allocates (and so copies) nothing
-/// for it, and never under a `Once`: a child forked while another thread
-/// was installing it would wait for that `Once` for ever. (A fork between
-/// the handlers and the hook gives a child without the header.)
+/// the rest. Installed at the first start of a [`Process`](super::Process)
+/// (not at load: a program that starts no process keeps its panic hook as
+/// it is), once per process tree (a child inherits it), so
+/// that a child allocates (and so copies) nothing for it. As an
+/// [`sys::InstallOnce`], which no fork crosses: a child never finds the
+/// hook's lock held by the installing thread, nor waits for a `Once` that
+/// only that thread would have finished. The installation itself allocates
+/// nothing (the box for the previous hook is made before it, and the new
+/// hook is a plain function).
 fn install_panic_header() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        // try_lock: a panic while this thread holds the lock must not
-        // deadlock; and the lock is released before printing, since a
-        // forking thread takes stderr's lock before this one.
-        let name = IDENTITY
-            .try_lock()
-            .ok()
-            .and_then(|i| i.as_ref().map(|i| i.name.clone()));
-        if let Some(name) = name {
-            eprintln!("Process {name}:");
-        }
+    // `take_hook` and `set_hook` panic in a panicking thread: a later call
+    // installs it.
+    if PANIC_HEADER.is_installed() || std::thread::panicking() {
+        return;
+    }
+    let mut previous: Box<PanicHook> = Box::new(Box::new(|_: &std::panic::PanicHookInfo<'_>| {}));
+    // Never fails: the installation has no error of its own.
+    let _ = PANIC_HEADER.run(move || {
+        *previous = std::panic::take_hook();
+        PREVIOUS_HOOK.store(Box::into_raw(previous), Ordering::Release);
+        std::panic::set_hook(Box::new(print_header_then_previous));
+        Ok(())
+    });
+}
+
+/// The panic header's hook.
+fn print_header_then_previous(info: &std::panic::PanicHookInfo<'_>) {
+    // try_lock: a panic while this thread holds the lock must not
+    // deadlock; and the lock is released before printing, since a
+    // forking thread takes stderr's lock before this one.
+    let name = IDENTITY
+        .try_lock()
+        .ok()
+        .and_then(|i| i.as_ref().map(|i| i.name.clone()));
+    if let Some(name) = name {
+        eprintln!("Process {name}:");
+    }
+    // SAFETY: the pointer is null or a box that is never freed.
+    if let Some(previous) = unsafe { PREVIOUS_HOOK.load(Ordering::Acquire).as_ref() } {
         previous(info);
-    }));
+    }
 }
 
 /// The identity path of the next child of this process (and counts it).

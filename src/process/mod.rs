@@ -14,7 +14,10 @@
 //! streams are
 //! taken by `pthread_atfork` handlers around every fork, whoever forks, so
 //! a child never finds one held by a thread it lacks. The handlers are
-//! installed before any of these locks is first taken.
+//! installed before any of these locks is first taken, and a small handler
+//! that the crate registers when the program is loaded (before `main`)
+//! keeps every fork out of that installation, so a fork in another thread
+//! that races it is covered too.
 //!
 //! # Exit
 //! As in Python, a process that exits (returning from `main`, calling
@@ -61,6 +64,9 @@ pub use target::{LocalProcess, LocalTarget, Run, SendTarget};
 
 // The crate-private pieces, for this file and the ones beside it.
 use family::*;
+// The process module's part of the crate's fork handlers and its exit hook
+// (see `crate::fork_handlers`).
+pub(crate) use family::{after_fork_in_child, after_fork_in_parent, exit_hook, prepare_fork};
 use state::*;
 use target::*;
 

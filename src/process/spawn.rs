@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{identity, Identity, ProcessInfo, CHILD_COUNTER};
+use super::{identity, ready_for_fork, Identity, ProcessInfo, CHILD_COUNTER};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -342,6 +342,9 @@ fn become_child<'e>(
     entries: &[&'e dyn SpawnEntry],
 ) -> std::result::Result<(&'e dyn SpawnEntry, Vec<u8>), String> {
     let entry = find(entries, &p.entry, &p.arg_type)?;
+    // The panic header, as a forked child has it from its parent (without
+    // handlers, out of memory, the child runs as before).
+    let _ = ready_for_fork();
     *identity() = Some(Identity {
         name: p.name,
         path: p.path,

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::header::Contents;
 use super::{ElemType, ObjectKind, Segment};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::poison;
 use crate::sys;
 
@@ -55,9 +55,6 @@ fn arena() -> MutexGuard<'static, Option<Arena>> {
     poison::locked(&ARENA)
 }
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-/// Whether the fork handlers are installed (not a `OnceLock`: see
-/// [`sys::InstallOnce`]).
-static ATFORK: sys::InstallOnce = sys::InstallOnce::new();
 
 /// Freed blocks of one size: their chunk and offset.
 type FreeBlocks = Vec<(Arc<Segment>, usize)>;
@@ -126,9 +123,9 @@ impl Region {
         if layout.size() > LARGE || layout.align() > GRAIN {
             return Self::own_segment(layout);
         }
-        // Without the handlers, blocks alive at a fork could be handed out
-        // twice: refuse rather than risk it.
-        ready_for_fork()?;
+        // Without the fork handlers, blocks alive at a fork could be handed
+        // out twice: refuse rather than risk it.
+        crate::fork_handlers::ready()?;
         let size = layout.size().max(1).next_multiple_of(GRAIN);
         let key = (size, GRAIN);
         let pid = sys::cached_pid();
@@ -254,32 +251,20 @@ impl Region {
     }
 }
 
-/// Installs the arena's fork handlers, once. [`Process`](crate::Process)
-/// calls it before it forks: a fork while another thread is still
-/// installing them would give the child a lock that nobody releases, and
-/// this call waits for that thread instead.
-pub(crate) fn ready_for_fork() -> Result<()> {
-    ATFORK
-        .run(register_atfork)
-        .map_err(|e| Error::io("pthread_atfork", e))
+// The arena's part of the crate's fork handlers (registered by
+// `crate::fork_handlers`, which runs them after the process registries'
+// `prepare` and before their `parent` and `child` handlers).
+
+/// Before a fork: holding the arena lock across it means no allocation can
+/// straddle it, and the child's copy is held by the forking thread.
+pub(crate) fn prepare_fork() {
+    let guard = arena();
+    FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(guard));
 }
 
-fn register_atfork() -> std::io::Result<()> {
-    extern "C" fn prepare() {
-        // Holding the arena lock across the fork means no allocation can
-        // straddle it, and the child's copy is held by this thread.
-        let guard = arena();
-        FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
-        HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(guard));
-    }
-    extern "C" fn parent() {
-        HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
-    }
-    extern "C" fn child() {
-        parent();
-        // Installed in the parent, so in this process too (whatever the
-        // parent's `ATFORK` said when it forked).
-        ATFORK.mark_installed();
-    }
-    sys::at_fork(prepare, parent, child)
+/// After a fork, in the parent and in the child (whose copy of the lock
+/// is this thread's).
+pub(crate) fn after_fork() {
+    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
 }

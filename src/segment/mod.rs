@@ -25,7 +25,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::sys;
 
-pub(crate) use arena::{ready_for_fork, Region};
+pub(crate) use arena::{after_fork, prepare_fork, Region};
 pub(crate) use header::ElemType;
 pub use header::{ObjectKind, SegmentInfo};
 pub(crate) use place::{place, shared_constructors, Placement, SharedObject};

@@ -272,67 +272,175 @@ pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<i32>> {
     }))
 }
 
-/// A one-time installation (fork handlers, an exit hook) that no fork can
-/// leave "in progress" for ever. Not a `Once`: a process forked while a
-/// thread of its parent was installing would wait for that thread, which
-/// it does not have. Here the state is 0 (not yet), [`INSTALLED`](Self),
-/// or the pid (shifted left) of the process whose thread is installing;
-/// a child that finds its parent's pid there installs for itself.
-pub(crate) struct InstallOnce(std::sync::atomic::AtomicU64);
+/// A one-time installation (fork handlers, an exit hook, a panic hook)
+/// that no fork copies half done. Not a `Once`: a process forked while a
+/// thread of its parent was inside one would wait for that thread, which
+/// it does not have.
+///
+/// Every installation runs inside the process's single installation slot,
+/// which the fork gate ([`fork_gate_enter`], a `prepare` handler
+/// registered when the program is loaded) keeps every fork out of: a fork
+/// that comes while an installation runs waits for its end, and an
+/// installation that begins while forks are under way waits for them to
+/// be done (and the crate's other `prepare` handler waits for one before
+/// it takes any lock: [`wait_for_installations`]). So no child finds a
+/// lock taken by an installing thread it does not have, nor an
+/// installation it cannot tell done from not begun. An installation must
+/// not wait for anything that the `prepare` handlers a fork ran before the
+/// gate may hold, such as an allocator's locks: it allocates nothing
+/// through Rust's allocator.
+pub(crate) struct InstallOnce(std::sync::atomic::AtomicBool);
+
+/// The pid of the process whose thread is running an installation, or 0.
+/// A child that finds its parent's pid here (a fork that bypassed the
+/// gate) takes the slot over.
+static INSTALLING: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The forks between the gate and the `fork` system call (counted from the
+/// gate's `prepare` handler to its `parent` one): the count in the low 32
+/// bits, the pid of the process they fork in the high ones (so that a
+/// child of a fork that bypassed the gate does not wait for its parent's).
+static FORKS_AT_GATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether a fork of this process (`me`) is between the gate and the
+/// `fork` system call.
+fn forks_at_gate(me: u32) -> bool {
+    let at_gate = FORKS_AT_GATE.load(std::sync::atomic::Ordering::SeqCst);
+    at_gate >> 32 == u64::from(me) && at_gate as u32 != 0
+}
 
 impl InstallOnce {
-    const INSTALLED: u64 = 1;
-
     /// Not installed yet.
     pub(crate) const fn new() -> InstallOnce {
-        InstallOnce(std::sync::atomic::AtomicU64::new(0))
+        InstallOnce(std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// Whether it is installed in this process (or in the parent it was
+    /// forked from).
+    pub(crate) fn is_installed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Runs `install` unless it has run in this process (or in the parent
-    /// it was forked from, with [`mark_installed`](Self::mark_installed)
-    /// called in the child); a thread that finds another one of this
+    /// it was forked from); a thread that finds another one of this
     /// process installing waits for it. An error leaves it not installed.
     pub(crate) fn run(&self, install: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
-        use std::sync::atomic::Ordering;
+        use std::sync::atomic::Ordering::{Release, SeqCst};
         // The common case without a system call.
-        if self.0.load(Ordering::Acquire) == Self::INSTALLED {
+        if self.is_installed() {
             return Ok(());
         }
-        let me = u64::from(getpid()) << 1;
+        let me = getpid();
         loop {
-            match self.0.load(Ordering::Acquire) {
-                Self::INSTALLED => return Ok(()),
+            match INSTALLING.load(SeqCst) {
                 // Another thread of this process is installing.
                 state if state == me => std::thread::yield_now(),
-                // Not begun, or begun by the process this one was forked
-                // from (had it finished then, the child would know).
+                // Free, or taken by the process this one was forked from
+                // (by a fork that bypassed the gate).
                 state => {
-                    if self
-                        .0
-                        .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
+                    if INSTALLING
+                        .compare_exchange(state, me, SeqCst, SeqCst)
                         .is_ok()
                     {
-                        let installed = install();
-                        let next = if installed.is_ok() {
-                            Self::INSTALLED
-                        } else {
-                            0
-                        };
-                        self.0.store(next, Ordering::Release);
-                        return installed;
+                        break;
                     }
                 }
             }
         }
+        // Sequentially consistent with the gate: a fork that reaches it
+        // from now on waits, and those that passed it before are counted.
+        while forks_at_gate(me) {
+            std::thread::yield_now();
+        }
+        let installed = if self.is_installed() {
+            Ok(())
+        } else {
+            install()
+        };
+        if installed.is_ok() {
+            self.0.store(true, Release);
+        }
+        INSTALLING.store(0, SeqCst);
+        super::futex_wake(&INSTALLING, u32::MAX);
+        installed
     }
 
-    /// Says it is installed in this process: for a child fork handler,
-    /// whatever the state was when the parent forked.
+    /// Says it is installed in this process: for a child fork handler
+    /// (a fork that bypassed the gate may have copied the installation
+    /// done but not yet marked so).
     pub(crate) fn mark_installed(&self) {
-        self.0
-            .store(Self::INSTALLED, std::sync::atomic::Ordering::Release);
+        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
+
+/// The fork gate's `prepare` handler, for a handler registered when the
+/// program is loaded (so that it runs after the `prepare` handlers of
+/// everything set up later, just before the fork): waits while a thread
+/// of this process is installing something (see [`InstallOnce`]), then
+/// counts this fork until [`fork_gate_leave`] or [`fork_gate_child`].
+pub(crate) fn fork_gate_enter() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let me = getpid();
+    loop {
+        // Never fails: the closure always gives a value.
+        let _ = FORKS_AT_GATE.fetch_update(SeqCst, SeqCst, |at_gate| {
+            Some(if at_gate >> 32 == u64::from(me) {
+                at_gate + 1
+            } else {
+                u64::from(me) << 32 | 1
+            })
+        });
+        if INSTALLING.load(SeqCst) != me {
+            return;
+        }
+        // Out of the installer's way while it waits for the gate to empty.
+        fork_gate_leave();
+        wait_for_installation(me);
+    }
+}
+
+/// Waits while a thread of this process is installing something (see
+/// [`InstallOnce`]): for a `prepare` handler, before it takes any lock
+/// that the installing thread could be waiting for, if only indirectly
+/// (a thread that holds the lock the installation needs may be waiting
+/// for it). The fork gate waits again, for an installation that began
+/// after this.
+pub(crate) fn wait_for_installations() {
+    wait_for_installation(getpid());
+}
+
+fn wait_for_installation(me: u32) {
+    loop {
+        let installing = INSTALLING.load(std::sync::atomic::Ordering::SeqCst);
+        if installing != me {
+            return;
+        }
+        super::futex_wait(&INSTALLING, installing, Deadline::Never);
+    }
+}
+
+/// Stops counting this fork (the gate's `parent` handler: the fork is
+/// done).
+pub(crate) fn fork_gate_leave() {
+    FORKS_AT_GATE.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The fork gate's `child` handler: the child has no fork under way.
+pub(crate) fn fork_gate_child() {
+    FORKS_AT_GATE.store(0, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes the program's loader call `$init` (an `extern "C" fn()`) when it
+/// loads the object this crate is linked into: before `main` and before
+/// any thread for a program, with the other constructors of its object
+/// (an ELF `.init_array` entry; `#[used]` keeps it in an rlib's link).
+macro_rules! run_at_load {
+    ($name:ident = $init:path) => {
+        #[used]
+        #[link_section = ".init_array"]
+        static $name: extern "C" fn() = $init;
+    };
+}
+pub(crate) use run_at_load;
 
 /// Registers fork handlers: `prepare` runs in the forking thread before the
 /// fork, `parent` and `child` after it on each side.
