@@ -223,7 +223,7 @@ impl Pool {
         job: std::result::Result<(CodeOrigin, Vec<u8>), String>,
         callback: Option<Callback>,
     ) -> Arc<Slot> {
-        let slot = Arc::new(Slot::new(self.owner, callback));
+        let slot = Arc::new(Slot::new(self.owner, self.scheduler_thread, callback));
         if !self.is_owner() {
             slot.complete(TaskOutcome::Foreign);
             return slot;

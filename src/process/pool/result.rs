@@ -26,6 +26,9 @@ pub(super) enum TaskOutcome {
     Closed,
     /// Used from a process other than the pool's.
     Foreign,
+    /// Waited for, not there yet, on the pool's scheduler thread (in one
+    /// of the pool's callbacks): the thread that would deliver it.
+    OnScheduler,
 }
 
 impl TaskOutcome {
@@ -37,6 +40,10 @@ impl TaskOutcome {
             TaskOutcome::Terminated => Err(Error::PoolTerminated),
             TaskOutcome::Closed => Err(Error::PoolClosed),
             TaskOutcome::Foreign => Err(foreign_error()),
+            TaskOutcome::OnScheduler => Err(Error::PoolState(
+                "waiting in one of the pool's callbacks for a result of the same pool, \
+                 which that callback's thread would deliver: the wait would never end",
+            )),
         }
     }
 }
@@ -61,17 +68,30 @@ pub(super) struct Slot {
     callback: Mutex<Option<Callback>>,
     /// The pool's process, the only one where the outcome can arrive.
     owner: u32,
+    /// The pool's scheduler thread, the one that delivers the outcome
+    /// (and runs the callbacks): a wait there would never end.
+    scheduler: std::thread::ThreadId,
 }
 
 impl Slot {
-    pub(super) fn new(owner: u32, callback: Option<Callback>) -> Slot {
+    pub(super) fn new(
+        owner: u32,
+        scheduler: std::thread::ThreadId,
+        callback: Option<Callback>,
+    ) -> Slot {
         Slot {
             outcome: Mutex::new(None),
             ready: Condvar::new(),
             wakers: Mutex::new(Vec::new()),
             callback: Mutex::new(callback),
             owner,
+            scheduler,
         }
+    }
+
+    /// Whether the calling thread is the one that delivers the outcome.
+    fn on_scheduler(&self) -> bool {
+        std::thread::current().id() == self.scheduler
     }
 
     /// Records the outcome, after running the callback (as Python's
@@ -97,6 +117,9 @@ impl Slot {
         if let Some(o) = &*known {
             return Poll::Ready(o.clone());
         }
+        if self.on_scheduler() {
+            return Poll::Ready(TaskOutcome::OnScheduler);
+        }
         // Registered under the outcome's lock: `complete` sets the outcome
         // under it before it takes the wakers.
         let mut wakers = locked(&self.wakers);
@@ -119,6 +142,9 @@ impl Slot {
         }
     }
 
+    /// The outcome, waiting for it until `deadline` (`None` if it did not
+    /// come); [`TaskOutcome::OnScheduler`] at once if it is not there and
+    /// the calling thread is the one that would deliver it.
     fn wait(&self, deadline: Deadline) -> Option<TaskOutcome> {
         if sys::getpid() != self.owner {
             return self.inspect(|o| o.cloned());
@@ -127,6 +153,9 @@ impl Slot {
         loop {
             if let Some(o) = &*g {
                 return Some(o.clone());
+            }
+            if self.on_scheduler() {
+                return Some(TaskOutcome::OnScheduler);
             }
             let left = deadline.remaining();
             if left.is_some_and(|t| t.is_zero()) {
@@ -166,7 +195,9 @@ impl<R: DeserializeOwned> Chunk<R> {
     }
 
     fn wait(&self, deadline: Deadline) -> bool {
-        self.slot.wait(deadline).is_some()
+        self.slot
+            .wait(deadline)
+            .is_some_and(|o| !matches!(o, TaskOutcome::OnScheduler))
     }
 
     fn ready(&self) -> bool {
@@ -211,7 +242,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// [`Error::TaskFailed`] if it panicked, [`Error::WorkerDied`] if its
     /// worker died, [`Error::PoolTerminated`], [`Error::PoolClosed`] if it
     /// was submitted after `close`, [`Error::Deserialize`], and
-    /// [`Error::PoolState`] in a process other than the pool's.
+    /// [`Error::PoolState`] in a process other than the pool's, or, for a
+    /// task not finished yet, in one of the same pool's callbacks: they
+    /// run on the thread that delivers the results, so the wait would
+    /// never end (Python's result handler thread hangs there).
     pub fn get(&self) -> Result<R> {
         self.chunk.get_until(Deadline::Never).and_then(only)
     }
@@ -236,7 +270,9 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         self.chunk.get_async().await.and_then(only)
     }
 
-    /// Waits until the task has finished.
+    /// Waits until the task has finished (in one of the same pool's
+    /// callbacks, which would wait for ever, returns at once: see
+    /// [`get`](AsyncResult::get)).
     pub fn wait(&self) {
         self.chunk.wait(Deadline::Never);
     }
@@ -313,7 +349,8 @@ impl<R: DeserializeOwned> MapResult<R> {
         self.chunks.iter().all(Chunk::ready)
     }
 
-    /// Waits until every item is done.
+    /// Waits until every item is done (in one of the same pool's
+    /// callbacks, returns at once: see [`AsyncResult::get`]).
     pub fn wait(&self) {
         for c in &self.chunks {
             c.wait(Deadline::Never);
