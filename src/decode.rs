@@ -21,30 +21,102 @@ use serde::de::{
 /// thread's default 2 MiB stack, which leaves room for larger levels.
 pub(crate) const MAX_DEPTH: usize = 256;
 
+/// Why a message did not decode: postcard's reason, or the message of the
+/// type that refused it (a `Deserialize` impl's own, or that the value
+/// nests too deeply), which postcard's error type would drop.
+#[derive(Debug)]
+pub(crate) struct DecodeError(String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Decodes `bytes` (trailing bytes ignored, as `postcard::from_bytes`
 /// does), refusing values nested deeper than [`MAX_DEPTH`].
 ///
 /// # Errors
-/// Postcard's, and one that says the value nests too deeply.
-pub(crate) fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<T> {
-    let mut de = postcard::Deserializer::from_bytes(bytes);
-    T::deserialize(Limited {
-        de: &mut de,
-        left: MAX_DEPTH,
-    })
+/// Postcard's, the decoded type's own, and one that says the value nests
+/// too deeply.
+pub(crate) fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    take_from_bytes(bytes).map(|(value, _)| value)
 }
 
 /// As [`from_bytes`], returning the bytes after the value too.
 ///
 /// # Errors
 /// As for [`from_bytes`].
-pub(crate) fn take_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<(T, &[u8])> {
+pub(crate) fn take_from_bytes<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, &[u8]), DecodeError> {
+    MESSAGE.take();
     let mut de = postcard::Deserializer::from_bytes(bytes);
     let value = T::deserialize(Limited {
         de: &mut de,
         left: MAX_DEPTH,
-    })?;
-    Ok((value, de.finalize()?))
+    })
+    .map_err(|e| DecodeError(e.into_message()))?;
+    let rest = de
+        .finalize()
+        .map_err(|e| DecodeError(Kept::Inner(e).into_message()))?;
+    Ok((value, rest))
+}
+
+thread_local! {
+    /// The message of the last [`Kept::Message`] handed to postcard as
+    /// its own error, which keeps no message (read back at the top).
+    static MESSAGE: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// The error of the wrapped deserializers: the inner deserializer's, or a
+/// message (made by `custom`, which postcard's error would drop).
+#[derive(Debug)]
+enum Kept<E> {
+    Inner(E),
+    Message(String),
+}
+
+impl<E: fmt::Display> fmt::Display for Kept<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kept::Inner(e) => e.fmt(f),
+            Kept::Message(m) => f.write_str(m),
+        }
+    }
+}
+
+impl<E: de::Error> std::error::Error for Kept<E> {}
+
+impl<E: de::Error> de::Error for Kept<E> {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Kept::Message(msg.to_string())
+    }
+}
+
+impl<E: de::Error> Kept<E> {
+    /// As the inner deserializer's error, to give back to it: a message
+    /// waits in [`MESSAGE`] for the top to read.
+    fn into_inner(self) -> E {
+        match self {
+            Kept::Inner(e) => e,
+            Kept::Message(m) => {
+                let e = E::custom(&m);
+                MESSAGE.set(Some(m));
+                e
+            }
+        }
+    }
+
+    /// The message to show: a kept one if the inner error is the one made
+    /// from it.
+    fn into_message(self) -> String {
+        match (self, MESSAGE.take()) {
+            (Kept::Message(m), _) => m,
+            (Kept::Inner(e), Some(m)) if e.to_string() == E::custom(&m).to_string() => m,
+            (Kept::Inner(e), _) => e.to_string(),
+        }
+    }
 }
 
 /// A deserializer that may go `left` levels deeper.
@@ -61,14 +133,14 @@ fn deeper<E: de::Error>(left: usize) -> Result<usize, E> {
 
 macro_rules! forward_deserialize {
     ($($method:ident),* $(,)?) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.de.$method(Wrapped { inner: visitor, left: self.left })
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Kept<D::Error>> {
+            self.de.$method(Wrapped { inner: visitor, left: self.left }).map_err(Kept::Inner)
         }
     )*};
 }
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
-    type Error = D::Error;
+    type Error = Kept<D::Error>;
 
     forward_deserialize!(
         deserialize_any,
@@ -102,36 +174,40 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         self,
         name: &'static str,
         visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    ) -> Result<V::Value, Kept<D::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.deserialize_unit_struct(name, wrapped)
+        self.de
+            .deserialize_unit_struct(name, wrapped)
+            .map_err(Kept::Inner)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
         visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    ) -> Result<V::Value, Kept<D::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.deserialize_newtype_struct(name, wrapped)
+        self.de
+            .deserialize_newtype_struct(name, wrapped)
+            .map_err(Kept::Inner)
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(
         self,
         len: usize,
         visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    ) -> Result<V::Value, Kept<D::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.deserialize_tuple(len, wrapped)
+        self.de.deserialize_tuple(len, wrapped).map_err(Kept::Inner)
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -139,12 +215,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         name: &'static str,
         len: usize,
         visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    ) -> Result<V::Value, Kept<D::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.deserialize_tuple_struct(name, len, wrapped)
+        self.de
+            .deserialize_tuple_struct(name, len, wrapped)
+            .map_err(Kept::Inner)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -152,12 +230,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         name: &'static str,
         fields: &'static [&'static str],
         visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    ) -> Result<V::Value, Kept<D::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.deserialize_struct(name, fields, wrapped)
+        self.de
+            .deserialize_struct(name, fields, wrapped)
+            .map_err(Kept::Inner)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -165,12 +245,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         name: &'static str,
         variants: &'static [&'static str],
         visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    ) -> Result<V::Value, Kept<D::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.deserialize_enum(name, variants, wrapped)
+        self.de
+            .deserialize_enum(name, variants, wrapped)
+            .map_err(Kept::Inner)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -187,7 +269,7 @@ struct Wrapped<V> {
 macro_rules! forward_visit {
     ($($method:ident($ty:ty)),* $(,)?) => {$(
         fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
-            self.inner.$method(v)
+            self.inner.$method::<Kept<E>>(v).map_err(Kept::into_inner)
         }
     )*};
 }
@@ -223,36 +305,46 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrapped<V> {
     );
 
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
-        self.inner.visit_none()
+        self.inner.visit_none::<Kept<E>>().map_err(Kept::into_inner)
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
-        self.inner.visit_unit()
+        self.inner.visit_unit::<Kept<E>>().map_err(Kept::into_inner)
     }
 
     fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
-        let left = deeper(self.left)?;
-        self.inner.visit_some(Limited { de, left })
+        let left = deeper(self.left).map_err(Kept::into_inner)?;
+        self.inner
+            .visit_some(Limited { de, left })
+            .map_err(Kept::into_inner)
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
-        let left = deeper(self.left)?;
-        self.inner.visit_newtype_struct(Limited { de, left })
+        let left = deeper(self.left).map_err(Kept::into_inner)?;
+        self.inner
+            .visit_newtype_struct(Limited { de, left })
+            .map_err(Kept::into_inner)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        let left = deeper(self.left)?;
-        self.inner.visit_seq(Limited { de: seq, left })
+        let left = deeper(self.left).map_err(Kept::into_inner)?;
+        self.inner
+            .visit_seq(Limited { de: seq, left })
+            .map_err(Kept::into_inner)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        let left = deeper(self.left)?;
-        self.inner.visit_map(Limited { de: map, left })
+        let left = deeper(self.left).map_err(Kept::into_inner)?;
+        self.inner
+            .visit_map(Limited { de: map, left })
+            .map_err(Kept::into_inner)
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        let left = deeper(self.left)?;
-        self.inner.visit_enum(Limited { de: data, left })
+        let left = deeper(self.left).map_err(Kept::into_inner)?;
+        self.inner
+            .visit_enum(Limited { de: data, left })
+            .map_err(Kept::into_inner)
     }
 }
 
@@ -266,25 +358,27 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<S::Value, D::Error> {
-        self.inner.deserialize(Limited {
-            de,
-            left: self.left,
-        })
+        self.inner
+            .deserialize(Limited {
+                de,
+                left: self.left,
+            })
+            .map_err(Kept::into_inner)
     }
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Limited<A> {
-    type Error = A::Error;
+    type Error = Kept<A::Error>;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
-    ) -> Result<Option<T::Value>, A::Error> {
+    ) -> Result<Option<T::Value>, Kept<A::Error>> {
         let seed = Seed {
             inner: seed,
             left: self.left,
         };
-        self.de.next_element_seed(seed)
+        self.de.next_element_seed(seed).map_err(Kept::Inner)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -293,25 +387,28 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Limited<A> {
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for Limited<A> {
-    type Error = A::Error;
+    type Error = Kept<A::Error>;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
+    ) -> Result<Option<K::Value>, Kept<A::Error>> {
         let seed = Seed {
             inner: seed,
             left: self.left,
         };
-        self.de.next_key_seed(seed)
+        self.de.next_key_seed(seed).map_err(Kept::Inner)
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Kept<A::Error>> {
         let seed = Seed {
             inner: seed,
             left: self.left,
         };
-        self.de.next_value_seed(seed)
+        self.de.next_value_seed(seed).map_err(Kept::Inner)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -320,52 +417,62 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Limited<A> {
 }
 
 impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Limited<A> {
-    type Error = A::Error;
+    type Error = Kept<A::Error>;
     type Variant = Limited<A::Variant>;
 
     fn variant_seed<V: DeserializeSeed<'de>>(
         self,
         seed: V,
-    ) -> Result<(V::Value, Limited<A::Variant>), A::Error> {
+    ) -> Result<(V::Value, Limited<A::Variant>), Kept<A::Error>> {
         let left = self.left;
-        let (value, variant) = self.de.variant_seed(Seed { inner: seed, left })?;
+        let (value, variant) = self
+            .de
+            .variant_seed(Seed { inner: seed, left })
+            .map_err(Kept::Inner)?;
         Ok((value, Limited { de: variant, left }))
     }
 }
 
 impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Limited<A> {
-    type Error = A::Error;
+    type Error = Kept<A::Error>;
 
-    fn unit_variant(self) -> Result<(), A::Error> {
-        self.de.unit_variant()
+    fn unit_variant(self) -> Result<(), Kept<A::Error>> {
+        self.de.unit_variant().map_err(Kept::Inner)
     }
 
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Kept<A::Error>> {
         let seed = Seed {
             inner: seed,
             left: self.left,
         };
-        self.de.newtype_variant_seed(seed)
+        self.de.newtype_variant_seed(seed).map_err(Kept::Inner)
     }
 
-    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Kept<A::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.tuple_variant(len, wrapped)
+        self.de.tuple_variant(len, wrapped).map_err(Kept::Inner)
     }
 
     fn struct_variant<V: Visitor<'de>>(
         self,
         fields: &'static [&'static str],
         visitor: V,
-    ) -> Result<V::Value, A::Error> {
+    ) -> Result<V::Value, Kept<A::Error>> {
         let wrapped = Wrapped {
             inner: visitor,
             left: self.left,
         };
-        self.de.struct_variant(fields, wrapped)
+        self.de.struct_variant(fields, wrapped).map_err(Kept::Inner)
     }
 }
 
@@ -438,8 +545,8 @@ mod tests {
         for depth in [MAX_DEPTH, 1_000_000] {
             let mut bytes = vec![1u8; depth];
             bytes.push(0);
-            let e = from_bytes::<Tree>(&bytes).unwrap_err();
-            assert!(matches!(e, postcard::Error::SerdeDeCustom), "{e:?}");
+            let e = from_bytes::<Tree>(&bytes).unwrap_err().to_string();
+            assert_eq!(e, format!("nested more than {MAX_DEPTH} levels deep"));
         }
         let mut shallow = postcard::to_allocvec(&tree(3)).unwrap();
         shallow.extend_from_slice(b"rest");
@@ -448,5 +555,39 @@ mod tests {
         let deep: Vec<u8> = std::iter::repeat_n(1u8, MAX_DEPTH + 1).chain([0]).collect();
         assert!(from_bytes::<Option<Box<Tree>>>(&deep).is_err());
         assert!(take_from_bytes::<Option<Box<Tree>>>(&deep).is_err());
+    }
+
+    /// A type's own refusal reaches the caller with its message, at any
+    /// depth (postcard's error type would say only "Serde Deserialization
+    /// Error"); postcard's own errors are postcard's.
+    #[test]
+    fn a_types_own_message_is_kept() {
+        #[derive(Debug)]
+        struct Picky;
+        impl<'de> serde::Deserialize<'de> for Picky {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Picky, D::Error> {
+                match u8::deserialize(d)? {
+                    7 => Ok(Picky),
+                    n => Err(de::Error::custom(format_args!("{n} is not 7"))),
+                }
+            }
+        }
+        let bytes = postcard::to_allocvec(&vec![Some(7u8), Some(8)]).unwrap();
+        let e = from_bytes::<Vec<Option<Picky>>>(&bytes).unwrap_err();
+        assert_eq!(e.to_string(), "8 is not 7");
+        let e = from_bytes::<std::num::NonZeroU8>(&[0]).unwrap_err();
+        assert!(e.to_string().contains("nonzero"), "{e}");
+        let e = from_bytes::<u32>(&[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            postcard::Error::DeserializeUnexpectedEnd.to_string()
+        );
+        // A message swallowed on the way is not shown for a later error.
+        assert!(from_bytes::<Picky>(&[8]).is_err());
+        let e = from_bytes::<(u8, u32)>(&[1]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            postcard::Error::DeserializeUnexpectedEnd.to_string()
+        );
     }
 }

@@ -576,14 +576,9 @@ fn compound_operations_race_between_processes() {
 }
 
 /// A local manager's proxy decoded outside any call of its manager (from
-/// a pipe): a clear error, not a Redis proxy of nonsense.
-///
-/// BROKE, not fixed: the pipe's format (postcard) drops a decoder's own
-/// message (`SerdeDeCustom`), so what `Reference::deserialize_redis` says
-/// never reaches the caller; the fix is in `src/conn` (outside this
-/// review's files).
+/// a pipe): a clear error, not a Redis proxy of nonsense. (Postcard's own
+/// error type keeps no message: `crate::decode` keeps the decoder's.)
 #[test]
-#[ignore = "broke, not fixed: the pipe's format drops the decoder's message"]
 fn a_local_proxy_from_a_pipe_is_a_clear_error() {
     let local = Manager::start().unwrap();
     let d = local.dict::<String, i64>().unwrap();
