@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::poison::locked as lock;
-use crate::sync::spin;
+use crate::sync::{spin, RECHECK};
 use crate::sys::{self, Deadline, Ready, WaitvOutcome};
 
 /// What a waiter thread sleeps on: futex words or descriptors.
@@ -498,7 +498,9 @@ impl Source for Descriptors {
 /// called as a blocking wait loop's body is, and either finishes
 /// (`Break`) or names the value of `word` to sleep on (`Continue`), having
 /// announced a sleeper if the waking side needs to know. `Ok(None)` once
-/// `deadline` has passed with `attempt` unfinished.
+/// `deadline` has passed with `attempt` unfinished. As a blocking sleeper
+/// does, it calls `attempt` again at least
+/// every [`RECHECK`]: a waker killed before its wake-up call wakes nobody.
 pub(crate) async fn word<T>(
     word: &AtomicU32,
     deadline: Deadline,
@@ -508,19 +510,24 @@ pub(crate) async fn word<T>(
     // Before the first sleep, a short spin as a blocking waiter's: a peer
     // that is running answers within it, and the task is never suspended.
     let mut spun = false;
-    until::<Futexes, T>(deadline, move || loop {
-        match attempt() {
-            ControlFlow::Break(t) => return ControlFlow::Break(t),
-            ControlFlow::Continue(v) if !spun => {
-                spun = true;
-                if spin(word, |now| now != v).is_err() {
-                    return ControlFlow::Continue((addr, v));
+    loop {
+        let slice = until::<Futexes, T>(deadline.capped(RECHECK), || loop {
+            match attempt() {
+                ControlFlow::Break(t) => return ControlFlow::Break(t),
+                ControlFlow::Continue(v) if !spun => {
+                    spun = true;
+                    if spin(word, |now| now != v).is_err() {
+                        return ControlFlow::Continue((addr, v));
+                    }
                 }
+                ControlFlow::Continue(v) => return ControlFlow::Continue((addr, v)),
             }
-            ControlFlow::Continue(v) => return ControlFlow::Continue((addr, v)),
+        })
+        .await?;
+        if slice.is_some() || deadline.passed() {
+            return Ok(slice);
         }
-    })
-    .await
+    }
 }
 
 /// Waits, without blocking the thread, until `attempt` finishes; it names

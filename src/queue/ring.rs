@@ -1031,16 +1031,16 @@ impl Ring {
         }
         let added = &self.shared().tail;
         let _asleep = Asleep::new(&added.sleepers);
-        let popped = self
-            .await_word(&added.moved, deadline, || {
-                // Before looking: a put after this read changes it.
-                let seen = added.moved.load(Ordering::SeqCst);
-                match self.pop(out, Deadline::Now) {
-                    Err(Error::Empty) => ControlFlow::Continue(seen),
-                    done => ControlFlow::Break(done),
-                }
-            })
-            .await?;
+        // `waiter::word` looks again every `RECHECK`, as a blocking sleeper does.
+        let popped = waiter::word(&added.moved, deadline, || {
+            // Before looking: a put after this read changes it.
+            let seen = added.moved.load(Ordering::SeqCst);
+            match self.pop(out, Deadline::Now) {
+                Err(Error::Empty) => ControlFlow::Continue(seen),
+                done => ControlFlow::Break(done),
+            }
+        })
+        .await?;
         popped.unwrap_or(Err(Error::Timeout))
     }
 
@@ -1057,15 +1057,14 @@ impl Ring {
         }
         let taken = &self.shared().head;
         let _asleep = Asleep::new(&taken.sleepers);
-        let pushed = self
-            .await_word(&taken.moved, deadline, || {
-                let seen = taken.moved.load(Ordering::SeqCst);
-                match self.push(item, Deadline::Now) {
-                    Ok(Err(PushFailure::Full)) => ControlFlow::Continue(seen),
-                    done => ControlFlow::Break(done),
-                }
-            })
-            .await?;
+        let pushed = waiter::word(&taken.moved, deadline, || {
+            let seen = taken.moved.load(Ordering::SeqCst);
+            match self.push(item, Deadline::Now) {
+                Ok(Err(PushFailure::Full)) => ControlFlow::Continue(seen),
+                done => ControlFlow::Break(done),
+            }
+        })
+        .await?;
         pushed.unwrap_or(Ok(Err(PushFailure::Timeout)))
     }
 
@@ -1076,35 +1075,16 @@ impl Ring {
             return Ok(());
         }
         let _asleep = Asleep::new(&s.joiners);
-        let joined = self
-            .await_word(&s.done, deadline, || {
-                let seen = s.done.load(Ordering::SeqCst);
-                if s.unfinished.load(Ordering::Acquire) == 0 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(seen)
-                }
-            })
-            .await?;
+        let joined = waiter::word(&s.done, deadline, || {
+            let seen = s.done.load(Ordering::SeqCst);
+            if s.unfinished.load(Ordering::Acquire) == 0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(seen)
+            }
+        })
+        .await?;
         joined.ok_or(Error::Timeout)
-    }
-
-    /// Awaits `attempt` on `word`, looking again every [`RECHECK`] as a
-    /// blocking sleeper does; `None` once `deadline` has passed.
-    async fn await_word<T>(
-        &self,
-        word: &AtomicU32,
-        deadline: Deadline,
-        mut attempt: impl FnMut() -> ControlFlow<T, u32>,
-    ) -> Result<Option<T>> {
-        loop {
-            if let Some(t) = waiter::word(word, deadline.capped(RECHECK), &mut attempt).await? {
-                return Ok(Some(t));
-            }
-            if deadline.passed() {
-                return Ok(None);
-            }
-        }
     }
 
     fn ring_ptr(&self) -> *mut u8 {

@@ -167,3 +167,30 @@ impl std::fmt::Debug for Event {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::futex::testing::woken_after;
+
+    /// A `set` killed between raising the flag and its wake-up call
+    /// leaves the flag up, the sleepers bit cleared, and a sleeper nobody
+    /// wakes; a later `set` sees no sleeper either. The sleeper must
+    /// return.
+    #[test]
+    #[cfg_attr(miri, ignore = "shared memory and futexes are outside Miri")]
+    fn a_sleeper_whose_setter_died_sees_the_flag() {
+        let event = Event::new().unwrap();
+        let word = event.word();
+        let woken = woken_after(
+            word,
+            || event.wait(),
+            || {
+                word.store(SET, Ordering::Release);
+                event.set();
+            },
+            Duration::from_secs(10),
+        );
+        assert!(woken, "the flag set, and its waiter asleep");
+    }
+}

@@ -66,6 +66,11 @@ pub(crate) fn spin(word: &AtomicU32, done: impl Fn(u32) -> bool) -> std::result:
 /// needs to know. `None` once `deadline` has passed with `look`
 /// unfinished. The same `look` serves the async form
 /// ([`crate::waiter::word`]).
+///
+/// A sleep lasts at most [`RECHECK`] before `look` runs again: a waker
+/// killed between its change of `word` and its wake-up call (or one that
+/// saw no sleeper announced because a killed waker had just cleared the
+/// announcement) leaves a sleeper that nobody will wake.
 #[inline]
 pub(crate) fn wait_while<T>(
     word: &AtomicU32,
@@ -78,7 +83,9 @@ pub(crate) fn wait_while<T>(
         match look() {
             ControlFlow::Break(t) => return Some(t),
             ControlFlow::Continue(v) => {
-                if sys::futex_wait(word, v, deadline) == Woke::TimedOut {
+                if sys::futex_wait(word, v, deadline.capped(RECHECK)) == Woke::TimedOut
+                    && deadline.passed()
+                {
                     return None;
                 }
             }
@@ -136,4 +143,50 @@ impl Drop for Asleep<'_> {
 /// Wakes every process sleeping on `word`.
 pub(crate) fn wake_all(word: &AtomicU32) {
     sys::futex_wake(word, u32::MAX);
+}
+
+/// What the tests of the futex-based primitives share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::AtomicU32;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use crate::sys;
+
+    /// Runs `wait` on a thread of its own until it sleeps in the kernel
+    /// on a futex, then `strand` (which leaves the state a waker killed
+    /// half way leaves); returns whether `wait` then returned within
+    /// `limit`. If it did not, wakes every sleeper on `word` so that the
+    /// thread can end.
+    pub(crate) fn woken_after(
+        word: &AtomicU32,
+        wait: impl FnOnce() + Send,
+        strand: impl FnOnce(),
+        limit: Duration,
+    ) -> bool {
+        std::thread::scope(|s| {
+            let (tid_tx, tid_rx) = mpsc::channel();
+            let (done_tx, done_rx) = mpsc::channel();
+            s.spawn(move || {
+                tid_tx.send(sys::gettid()).unwrap();
+                wait();
+                done_tx.send(()).unwrap();
+            });
+            let tid = tid_rx.recv().unwrap();
+            let wchan = format!("/proc/self/task/{tid}/wchan");
+            let end = Instant::now() + limit;
+            while !std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("futex")) {
+                assert!(Instant::now() < end, "the waiter never slept");
+                std::thread::yield_now();
+            }
+            strand();
+            let woken = done_rx.recv_timeout(limit).is_ok();
+            while !woken && done_rx.try_recv().is_err() {
+                sys::futex_wake(word, u32::MAX);
+                std::thread::yield_now();
+            }
+            woken
+        })
+    }
 }

@@ -171,4 +171,33 @@ mod tests {
         lock.unlock().unwrap();
         assert!(matches!(lock.recursion(), Err(Error::NotOwner)));
     }
+
+    /// A lock waiter woken by an unlock and killed before it took the
+    /// lock, while a third thread took it first, takes the lock word's
+    /// waiters bit with it: the kernel's clean-up after the dead wakes a
+    /// sleeper only if the word is free, and the next unlock, seeing no
+    /// waiter, wakes nobody. The other sleepers must not sleep for ever.
+    #[test]
+    #[cfg_attr(miri, ignore = "shared memory and pthread mutexes are outside Miri")]
+    fn a_lock_sleeper_outlives_a_lost_waiters_bit() {
+        use crate::sync::futex::testing::woken_after;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        /// glibc's (and the kernel's) waiters bit of a lock word.
+        const FUTEX_WAITERS: u32 = 0x8000_0000;
+        let lock = crate::Lock::new().unwrap();
+        // SAFETY: the lock word is glibc's first `int` of the mutex,
+        // changed only atomically (see `mutex_looks_free`).
+        let word = unsafe { &*lock.mutex().mutex().cast::<AtomicU32>() };
+        let held = lock.lock().unwrap();
+        let woken = woken_after(
+            word,
+            || drop(lock.lock().unwrap()),
+            || {
+                word.fetch_and(!FUTEX_WAITERS, Ordering::SeqCst);
+                drop(held);
+            },
+            std::time::Duration::from_secs(10),
+        );
+        assert!(woken, "a free lock, and its waiter asleep");
+    }
 }

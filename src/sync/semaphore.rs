@@ -334,3 +334,34 @@ impl Deref for BoundedSemaphore {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::futex::testing::woken_after;
+
+    /// A release killed between its count and its wake-up call leaves a
+    /// permit, the sleepers bit cleared, and a sleeper nobody wakes; later
+    /// releases see no sleeper either. The sleeper must find the permit.
+    #[test]
+    #[cfg_attr(miri, ignore = "shared memory and futexes are outside Miri")]
+    fn a_sleeper_whose_waker_died_takes_the_permit() {
+        let sem = Semaphore::new(0).unwrap();
+        let word = &sem.shared().word;
+        let woken = woken_after(
+            word,
+            || sem.acquire(),
+            || word.store(1, Ordering::Release),
+            Duration::from_secs(10),
+        );
+        assert!(woken, "a free permit, and its waiter asleep");
+        // The same for a task.
+        let woken = woken_after(
+            word,
+            || crate::waiter::block_on(sem.acquire_async()).unwrap(),
+            || word.store(1, Ordering::Release),
+            Duration::from_secs(10),
+        );
+        assert!(woken, "a free permit, and its task asleep");
+    }
+}

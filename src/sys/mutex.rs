@@ -86,19 +86,31 @@ pub(crate) unsafe fn mutex_lock(
     // the caller: every later lock then hangs (or is EDEADLK in this thread).
     // The timed lock handles that case correctly, so a try is a timed lock
     // whose deadline has already passed ([`Deadline::timespec`] of `Now`).
-    let rc = match deadline.timespec() {
-        // SAFETY: `m` is a live initialised mutex per the caller.
-        None => unsafe { libc::pthread_mutex_lock(m) },
-        // SAFETY: as above; `t` outlives the call, which only reads it.
-        Some(t) => unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t) },
-    };
-    match rc {
-        0 => Ok(Acquired::Clean),
-        libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
-        libc::ETIMEDOUT if !deadline.may_wait() => Err(libc::EBUSY),
-        e => Err(e),
+    // It is also the first attempt of every lock: a free mutex is taken
+    // at once, without reading the clock.
+    let mut slice = Deadline::Now;
+    loop {
+        let t = slice.timespec().expect("a slice ends");
+        // SAFETY: `m` is a live initialised mutex per the caller; `t`
+        // outlives the call, which only reads it.
+        match unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &t) } {
+            0 => return Ok(Acquired::Clean),
+            libc::EOWNERDEAD => return Ok(Acquired::OwnerDied),
+            libc::ETIMEDOUT if !deadline.may_wait() => return Err(libc::EBUSY),
+            // A sleep on the lock lasts at most `LOCK_RECHECK`: a waiter
+            // woken by an unlock and killed before it took the lock, while
+            // another thread took it first, takes the word's waiters bit
+            // with it (the kernel's clean-up after the dead wakes a sleeper
+            // only when the word is free), and the next unlock then wakes
+            // none of the sleepers left. Trying again sets the bit again.
+            libc::ETIMEDOUT if !deadline.passed() => slice = deadline.capped(LOCK_RECHECK),
+            e => return Err(e),
+        }
     }
 }
+
+/// The longest a lock waiter sleeps without trying the lock again.
+const LOCK_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Unlocks a mutex; `EPERM` if the caller does not own it.
 ///
