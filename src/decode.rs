@@ -132,9 +132,14 @@ fn deeper<E: de::Error>(left: usize) -> Result<usize, E> {
 }
 
 macro_rules! forward_deserialize {
-    ($($method:ident),* $(,)?) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Kept<D::Error>> {
-            self.de.$method(Wrapped { inner: visitor, left: self.left }).map_err(Kept::Inner)
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(
+            self,
+            $($arg: $ty,)*
+            visitor: V,
+        ) -> Result<V::Value, Kept<D::Error>> {
+            let wrapped = Wrapped { inner: visitor, left: self.left };
+            self.de.$method($($arg,)* wrapped).map_err(Kept::Inner)
         }
     )*};
 }
@@ -143,117 +148,38 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
     type Error = Kept<D::Error>;
 
     forward_deserialize!(
-        deserialize_any,
-        deserialize_bool,
-        deserialize_i8,
-        deserialize_i16,
-        deserialize_i32,
-        deserialize_i64,
-        deserialize_i128,
-        deserialize_u8,
-        deserialize_u16,
-        deserialize_u32,
-        deserialize_u64,
-        deserialize_u128,
-        deserialize_f32,
-        deserialize_f64,
-        deserialize_char,
-        deserialize_str,
-        deserialize_string,
-        deserialize_bytes,
-        deserialize_byte_buf,
-        deserialize_option,
-        deserialize_unit,
-        deserialize_seq,
-        deserialize_map,
-        deserialize_identifier,
-        deserialize_ignored_any,
+        deserialize_any(),
+        deserialize_bool(),
+        deserialize_i8(),
+        deserialize_i16(),
+        deserialize_i32(),
+        deserialize_i64(),
+        deserialize_i128(),
+        deserialize_u8(),
+        deserialize_u16(),
+        deserialize_u32(),
+        deserialize_u64(),
+        deserialize_u128(),
+        deserialize_f32(),
+        deserialize_f64(),
+        deserialize_char(),
+        deserialize_str(),
+        deserialize_string(),
+        deserialize_bytes(),
+        deserialize_byte_buf(),
+        deserialize_option(),
+        deserialize_unit(),
+        deserialize_seq(),
+        deserialize_map(),
+        deserialize_identifier(),
+        deserialize_ignored_any(),
+        deserialize_unit_struct(name: &'static str),
+        deserialize_newtype_struct(name: &'static str),
+        deserialize_tuple(len: usize),
+        deserialize_tuple_struct(name: &'static str, len: usize),
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
     );
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Kept<D::Error>> {
-        let wrapped = Wrapped {
-            inner: visitor,
-            left: self.left,
-        };
-        self.de
-            .deserialize_unit_struct(name, wrapped)
-            .map_err(Kept::Inner)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Kept<D::Error>> {
-        let wrapped = Wrapped {
-            inner: visitor,
-            left: self.left,
-        };
-        self.de
-            .deserialize_newtype_struct(name, wrapped)
-            .map_err(Kept::Inner)
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Kept<D::Error>> {
-        let wrapped = Wrapped {
-            inner: visitor,
-            left: self.left,
-        };
-        self.de.deserialize_tuple(len, wrapped).map_err(Kept::Inner)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Kept<D::Error>> {
-        let wrapped = Wrapped {
-            inner: visitor,
-            left: self.left,
-        };
-        self.de
-            .deserialize_tuple_struct(name, len, wrapped)
-            .map_err(Kept::Inner)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Kept<D::Error>> {
-        let wrapped = Wrapped {
-            inner: visitor,
-            left: self.left,
-        };
-        self.de
-            .deserialize_struct(name, fields, wrapped)
-            .map_err(Kept::Inner)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Kept<D::Error>> {
-        let wrapped = Wrapped {
-            inner: visitor,
-            left: self.left,
-        };
-        self.de
-            .deserialize_enum(name, variants, wrapped)
-            .map_err(Kept::Inner)
-    }
 
     fn is_human_readable(&self) -> bool {
         self.de.is_human_readable()
