@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::code_origin::CodeOrigin;
 use super::{locked, pairing, parent_process, Process, CHILD_COUNTER, IDENTITY};
 use crate::conn::Connection;
 use crate::error::{Error, Result};
@@ -355,46 +356,23 @@ impl Call {
         let encoded = Encoded {
             call: self.call as u64,
             func: self.func as u64,
-            call_origin: Origin::of(self.call)?,
-            func_origin: Origin::of(self.func)?,
+            call_origin: origin(self.call)?,
+            func_origin: origin(self.func)?,
             args,
         };
         postcard::to_allocvec(&encoded).map_err(|e| Error::Serialize(e.to_string()))
     }
 }
 
-/// The loaded object (executable or shared library) that holds some code:
-/// where it is loaded and its path, as the dynamic loader knows them.
-#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
-struct Origin {
-    base: u64,
-    #[serde(with = "byte_string")]
-    path: Vec<u8>,
-}
-
-impl Origin {
-    fn of(addr: usize) -> Result<Origin> {
-        let object = sys::loaded_object(addr).ok_or_else(|| {
-            Error::InvalidArgument(
-                "a fork server's child cannot be given a function that is in no object \
-                 the dynamic loader knows"
-                    .into(),
-            )
-        })?;
-        Ok(Origin {
-            base: object.base as u64,
-            path: object.path,
-        })
-    }
-
-    /// Whether this process has the same object, at the same place, at
-    /// `addr`: then it has the same code there.
-    fn holds(&self, addr: u64) -> bool {
-        usize::try_from(addr)
-            .ok()
-            .and_then(|a| Origin::of(a).ok())
-            .is_some_and(|mine| mine == *self)
-    }
+/// The object that holds the code at `addr`, which a child checks it has.
+fn origin(addr: usize) -> Result<CodeOrigin> {
+    CodeOrigin::of(addr).ok_or_else(|| {
+        Error::InvalidArgument(
+            "a fork server's child cannot be given a function that is in no object \
+             the dynamic loader knows"
+                .into(),
+        )
+    })
 }
 
 /// A [`Call`] as the server's child receives it.
@@ -402,8 +380,8 @@ impl Origin {
 struct Encoded {
     call: u64,
     func: u64,
-    call_origin: Origin,
-    func_origin: Origin,
+    call_origin: CodeOrigin,
+    func_origin: CodeOrigin,
     #[serde(with = "byte_string")]
     args: Vec<u8>,
 }
@@ -417,11 +395,13 @@ fn run_encoded(bytes: &[u8]) -> i32 {
             return 1;
         }
     };
-    if !e.call_origin.holds(e.call) || !e.func_origin.holds(e.func) {
+    let holds =
+        |origin: &CodeOrigin, addr: u64| usize::try_from(addr).is_ok_and(|addr| origin.holds(addr));
+    if !holds(&e.call_origin, e.call) || !holds(&e.func_origin, e.func) {
         eprintln!(
             "multiproc: a fork server's child does not have the function's code ({}): \
              it was loaded after the fork server started",
-            String::from_utf8_lossy(&e.func_origin.path)
+            e.func_origin.path()
         );
         return 1;
     }
@@ -611,9 +591,10 @@ mod tests {
             edit(&mut e);
             run_encoded(&postcard::to_allocvec(&e).unwrap())
         };
-        let elsewhere = || Origin {
-            base: u64::MAX - 4095,
-            path: b"/not/loaded.so".to_vec(),
+        // An object this process lacks (code loaded after the server forked).
+        let elsewhere = || -> CodeOrigin {
+            let fields = (usize::MAX - 4095, b"/not/loaded.so".to_vec());
+            postcard::from_bytes(&postcard::to_allocvec(&fields).unwrap()).unwrap()
         };
         assert_eq!(forged(&|e| e.func_origin = elsewhere()), 1);
         assert_eq!(forged(&|e| e.call_origin = elsewhere()), 1);

@@ -42,6 +42,7 @@
 //! other threads took any. Every [`Pool`] worker is started that way, by a
 //! server of the pool's own.
 
+mod code_origin;
 mod display;
 mod family;
 mod forkserver;

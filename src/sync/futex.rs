@@ -150,9 +150,9 @@ pub(crate) fn wake_all(word: &AtomicU32) {
 pub(crate) mod testing {
     use std::sync::atomic::AtomicU32;
     use std::sync::mpsc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    use crate::sys;
+    use crate::sys::{self, Deadline};
 
     /// Runs `wait` on a thread of its own until it sleeps in the kernel
     /// on a futex, then `strand` (which leaves the state a waker killed
@@ -175,9 +175,9 @@ pub(crate) mod testing {
             });
             let tid = tid_rx.recv().unwrap();
             let wchan = format!("/proc/self/task/{tid}/wchan");
-            let end = Instant::now() + limit;
+            let end = Deadline::after(limit);
             while !std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("futex")) {
-                assert!(Instant::now() < end, "the waiter never slept");
+                assert!(!end.passed(), "the waiter never slept");
                 std::thread::yield_now();
             }
             strand();

@@ -52,7 +52,8 @@ use self::result::{decode, foreign_error, per_item, Callback, Chunk, Slot, TaskO
 pub use self::result::{AsyncResult, MapResult};
 use self::scheduler::{Job, Shared};
 pub use self::task::Task;
-use self::task::{CodeOrigin, Fallible, Finish, Plain};
+use self::task::{Fallible, Finish, Plain};
+use super::code_origin::CodeOrigin;
 use crate::error::{Error, Result};
 use crate::poison::{self, locked};
 use crate::sys;

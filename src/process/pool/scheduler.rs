@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::result::{Slot, TaskOutcome};
-use super::task::CodeOrigin;
 use super::worker::{self, WorkerOrder};
 use crate::conn::{frame, Connection};
 use crate::error::{Error, Result};
+use crate::process::code_origin::CodeOrigin;
 use crate::process::forkserver::{self, ForkServer};
 use crate::process::{locked, next_child_path, path_name};
 use crate::sys::{self, Deadline};

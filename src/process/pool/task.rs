@@ -12,8 +12,6 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::sys;
-
 /// The form in which a worker runs a task: the trampoline's address is
 /// what the parent sends (see [`Trampoline::address`]).
 pub(super) type Trampoline = fn(&[u8]) -> Result<Vec<u8>, String>;
@@ -225,37 +223,4 @@ where
         .map(|a| K::finish(task.call_with(a)))
         .collect::<Result<Vec<_>, String>>()?;
     postcard::to_allocvec(&out).map_err(|e| format!("cannot serialize the result: {e}"))
-}
-
-/// Which loaded object (executable or shared library) holds some code:
-/// its load address and path, as the dynamic loader knows them.
-///
-/// A trampoline's address is valid in a worker only if the worker has the
-/// same object at the same place: its memory is a copy of the pool's
-/// process as it was when the pool was created, so code that the process
-/// loaded later (`dlopen`) is missing there, or something else is. The
-/// parent sends the identity of the object that holds the trampoline, and
-/// the worker calls the address only if its own object there matches: the
-/// same file mapped at the same address is the same code.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
-pub(super) struct CodeOrigin {
-    base: usize,
-    path: Vec<u8>,
-}
-
-impl CodeOrigin {
-    /// The object that holds the code at address `call` in this process,
-    /// if the loader knows one.
-    pub(super) fn of(call: usize) -> Option<CodeOrigin> {
-        let object = sys::loaded_object(call)?;
-        Some(CodeOrigin {
-            base: object.base,
-            path: object.path,
-        })
-    }
-
-    /// The object's path, as the loader names it.
-    pub(super) fn path(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.path)
-    }
 }

@@ -7,8 +7,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use serde::{Deserialize, Serialize};
 
 use super::scheduler::Config;
-use super::task::{CodeOrigin, Trampoline};
+use super::task::Trampoline;
 use crate::conn::Connection;
+use crate::process::code_origin::CodeOrigin;
 use crate::process::{children, signal_state};
 use crate::sys;
 
@@ -75,7 +76,7 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
 /// The trampoline at `call`, if this process has the code the pool's
 /// process had there (`origin`).
 fn checked(call: usize, origin: &CodeOrigin) -> Option<Trampoline> {
-    if CodeOrigin::of(call).as_ref() != Some(origin) {
+    if !origin.holds(call) {
         return None;
     }
     // SAFETY: `call` came from `address` in the pool's process, applied to
