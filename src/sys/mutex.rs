@@ -84,6 +84,14 @@ pub(crate) unsafe fn mutex_lock(
     // The first attempt is glibc's try, its fast path: a free mutex is
     // taken at once (the timed lock below costs several nanoseconds more
     // for the same, `lock_uncontended` in the bench).
+    // glibc's try on a mutex that is not recoverable leaves its lock word
+    // taken (see `undo_unrecoverable_try`), and a kill before that is
+    // undone would leave it so for good: such a mutex is not tried.
+    // SAFETY: `m` is a live initialised mutex per the caller.
+    let owner = unsafe { glibc_word(m, OWNER_OFFSET) };
+    if owner.load(Ordering::Acquire) == NOT_RECOVERABLE {
+        return Err(libc::ENOTRECOVERABLE);
+    }
     // SAFETY: `m` is a live initialised mutex per the caller.
     match unsafe { libc::pthread_mutex_trylock(m) } {
         0 => return Ok(Acquired::Clean),
@@ -116,22 +124,51 @@ pub(crate) unsafe fn mutex_lock(
     }
 }
 
-/// After `pthread_mutex_trylock` said `ENOTRECOVERABLE`: glibc's try on a
-/// robust mutex that is not recoverable takes the lock word before it
-/// looks, and leaves it taken by the caller (its timed lock gives it
-/// back), so that every later lock would wait for ever (or be `EDEADLK`
-/// in this thread). Gives the word back as glibc's unlock does, if it is
-/// the caller's.
+/// Where glibc's mutex keeps its `int`s, in bytes: `struct
+/// __pthread_mutex_s` begins with `int __lock; unsigned __count; int
+/// __owner` on every Linux ABI.
+const LOCK_OFFSET: usize = 0;
+const COUNT_OFFSET: usize = 4;
+const OWNER_OFFSET: usize = 8;
+/// glibc's `__owner` of a mutex that is not recoverable
+/// (`PTHREAD_MUTEX_NOTRECOVERABLE`, `INT_MAX - 1`; `INT_MAX` is one held
+/// after its owner died, not yet made consistent).
+const NOT_RECOVERABLE: u32 = 0x7fff_fffe;
+/// The lock word's bits, the kernel's robust-futex ABI
+/// (`Documentation/locking/robust-futex-ABI.rst`): the owner's thread id
+/// in the low 30 bits, bit 30 set by the kernel when the owner died, bit
+/// 31 when others wait.
+const FUTEX_WAITERS: u32 = 1 << 31;
+const FUTEX_OWNER_DIED: u32 = 1 << 30;
+const FUTEX_TID_MASK: u32 = FUTEX_OWNER_DIED - 1;
+
+/// The aligned `int` of glibc's mutex `m` at byte `offset` (one of the
+/// offsets above), which glibc and the kernel change only atomically
+/// (`__count`: only its owner, which reads it too).
+///
+/// # Safety
+/// As for [`mutex_lock`], for as long as the reference is used.
+unsafe fn glibc_word<'a>(m: *mut PthreadMutex, offset: usize) -> &'a AtomicU32 {
+    const { assert!(OWNER_OFFSET + 4 <= std::mem::size_of::<PthreadMutex>()) };
+    // `wrapping_add` stays inside the mutex (the assertion above).
+    let word = m.cast::<u8>().wrapping_add(offset).cast::<AtomicU32>();
+    // SAFETY: `m` is a live mutex per the caller, and `word` one of its
+    // 4-byte aligned `int`s.
+    unsafe { &*word }
+}
+
+/// After `pthread_mutex_trylock` said `ENOTRECOVERABLE` (the mutex became
+/// not recoverable after `mutex_lock` looked): glibc's try takes the lock
+/// word before it looks at the owner, and leaves it taken by the caller
+/// (its timed lock gives it back), so that every later lock would wait for
+/// ever (or be `EDEADLK` in this thread). Gives the word back as glibc's
+/// unlock does, if it is the caller's.
 ///
 /// # Safety
 /// As for [`mutex_lock`].
 unsafe fn undo_unrecoverable_try(m: *mut PthreadMutex) {
-    /// glibc's (and the kernel's) bits of a robust lock word.
-    const FUTEX_WAITERS: u32 = 0x8000_0000;
-    const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
-    // SAFETY: glibc's mutex begins with its lock word, an aligned `int`
-    // that every party changes atomically; `m` is live per the caller.
-    let word = unsafe { &*(m.cast::<AtomicU32>()) };
+    // SAFETY: as for this function.
+    let word = unsafe { glibc_word(m, LOCK_OFFSET) };
     let taken = word.load(Ordering::Acquire);
     if taken & FUTEX_TID_MASK == gettid()
         && word
@@ -166,9 +203,8 @@ pub(crate) unsafe fn mutex_unlock(m: *mut PthreadMutex) -> Result<(), libc::c_in
 /// As for [`mutex_lock`].
 #[inline]
 pub(crate) unsafe fn mutex_looks_free(m: *mut PthreadMutex) -> bool {
-    // SAFETY: the lock word is an aligned int that glibc only changes
-    // atomically; reading it atomically is race-free.
-    unsafe { (*m.cast::<AtomicU32>()).load(std::sync::atomic::Ordering::Relaxed) == 0 }
+    // SAFETY: as for this function.
+    unsafe { glibc_word(m, LOCK_OFFSET) }.load(Ordering::Relaxed) == 0
 }
 
 /// How many times the calling thread holds a recursive mutex that it owns
@@ -177,32 +213,21 @@ pub(crate) unsafe fn mutex_looks_free(m: *mut PthreadMutex) -> bool {
 /// # Safety
 /// As for [`mutex_lock`], and the calling thread holds the mutex.
 pub(crate) unsafe fn mutex_recursion(m: *mut PthreadMutex) -> u32 {
-    // SAFETY: glibc's pthread_mutex_t starts with `int __lock; unsigned int
-    // __count;` on every Linux ABI, so one `u32` past its start is still
-    // inside the mutex `m` points to.
-    let count = unsafe { m.cast::<u32>().add(1) };
-    // SAFETY: `count` is glibc's aligned `__count` in a live mutex (the
-    // caller's contract); only the owner writes it, and the caller is the
-    // owner, so the read does not race.
-    unsafe { count.read_volatile() }
+    // SAFETY: as for this function; only the owner writes `__count`, and
+    // the caller is the owner.
+    unsafe { glibc_word(m, COUNT_OFFSET) }.load(Ordering::Relaxed)
 }
 
 /// The thread that a robust mutex's lock word names as its owner: `None`
-/// if it is free or its owner died. The word is the kernel's robust-futex
-/// ABI (`Documentation/locking/robust-futex-ABI.rst`): the owner's thread id
-/// in the low 30 bits, bit 30 set by the kernel when the owner died, bit 31
-/// when others wait.
+/// if it is free or its owner died (see [`FUTEX_TID_MASK`]).
 ///
 /// # Safety
 /// As for [`mutex_lock`]; the mutex is robust (every [`mutex_init`] one is).
 pub(crate) unsafe fn mutex_owner(m: *mut PthreadMutex) -> Option<u32> {
-    const OWNER_DIED: u32 = 1 << 30;
-    const TID_MASK: u32 = OWNER_DIED - 1;
-    // SAFETY: as in `mutex_looks_free`: glibc and the kernel change the
-    // lock word only atomically.
-    let word = unsafe { (*m.cast::<AtomicU32>()).load(std::sync::atomic::Ordering::Acquire) };
-    let tid = word & TID_MASK;
-    (tid != 0 && word & OWNER_DIED == 0).then_some(tid)
+    // SAFETY: as for this function.
+    let word = unsafe { glibc_word(m, LOCK_OFFSET) }.load(Ordering::Acquire);
+    let tid = word & FUTEX_TID_MASK;
+    (tid != 0 && word & FUTEX_OWNER_DIED == 0).then_some(tid)
 }
 
 /// The calling thread's id, as robust mutexes record their owner.
@@ -220,5 +245,65 @@ pub(crate) unsafe fn mutex_make_consistent(m: *mut PthreadMutex) -> Result<(), l
     match unsafe { libc::pthread_mutex_consistent(m) } {
         0 => Ok(()),
         e => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mutex that is not recoverable: every lock says so at once and
+    /// none leaves the lock word taken; and glibc's own try, which does
+    /// leave it taken (the race `mutex_lock`'s look cannot close), is
+    /// undone by `undo_unrecoverable_try`.
+    #[test]
+    #[cfg_attr(miri, ignore = "pthread mutexes are outside Miri")]
+    fn a_mutex_not_recoverable_is_never_left_taken() {
+        for kind in [MutexKind::ErrorCheck, MutexKind::Recursive] {
+            // SAFETY: a zeroed `pthread_mutex_t` is plain bytes, then
+            // initialised before any use; boxed, it stays where it is.
+            let mut boxed: Box<PthreadMutex> = Box::new(unsafe { std::mem::zeroed() });
+            let m: *mut PthreadMutex = &mut *boxed;
+            // SAFETY: `m` is valid, writable and unused.
+            unsafe { mutex_init(m, kind) }.unwrap();
+            let addr = m as usize;
+            // A thread that ends holding it: its owner dies.
+            std::thread::spawn(move || {
+                // SAFETY: the mutex lives until the end of the test.
+                let got = unsafe { mutex_lock(addr as *mut PthreadMutex, Deadline::Never) };
+                assert_eq!(got, Ok(Acquired::Clean));
+            })
+            .join()
+            .unwrap();
+            let lock = |deadline| {
+                // SAFETY: `m` is live and initialised.
+                unsafe { mutex_lock(m, deadline) }
+            };
+            // SAFETY: as above.
+            let free = || unsafe { mutex_looks_free(m) };
+            // SAFETY: as above.
+            let owner = || unsafe { glibc_word(m, OWNER_OFFSET) }.load(Ordering::Acquire);
+            assert_eq!(lock(Deadline::Never), Ok(Acquired::OwnerDied));
+            // Held after its owner died: not yet "not recoverable".
+            assert_ne!(owner(), NOT_RECOVERABLE);
+            // Released unrepaired: not recoverable (glibc's mark, which
+            // `mutex_lock` looks at before it tries).
+            // SAFETY: as above; this thread holds it.
+            assert_eq!(unsafe { mutex_unlock(m) }, Ok(()));
+            assert_eq!(owner(), NOT_RECOVERABLE);
+            for deadline in [Deadline::Now, Deadline::Never] {
+                assert_eq!(lock(deadline), Err(libc::ENOTRECOVERABLE));
+                assert!(free());
+            }
+            // SAFETY: as above.
+            let tried = unsafe { libc::pthread_mutex_trylock(m) };
+            assert_eq!(tried, libc::ENOTRECOVERABLE);
+            assert!(!free(), "glibc's try took the word");
+            // SAFETY: as above.
+            unsafe { undo_unrecoverable_try(m) };
+            assert!(free());
+            let a_second = Deadline::after(std::time::Duration::from_secs(1));
+            assert_eq!(lock(a_second), Err(libc::ENOTRECOVERABLE));
+        }
     }
 }
