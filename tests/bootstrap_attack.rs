@@ -52,6 +52,9 @@ fn forkserver_children_past_the_descriptor_limit_fail_cleanly() {
             };
             // SAFETY: lowers this child's own descriptor limit.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            // Opened before the descriptors run out: how many are left once
+            // a start is refused depends on how many this process inherited.
+            let open_gate = multiproc::Event::open(&name).unwrap();
             let mut started = Vec::new();
             let mut refused = 0;
             for _ in 0..60 {
@@ -62,10 +65,11 @@ fn forkserver_children_past_the_descriptor_limit_fail_cleanly() {
                 }
             }
             assert!(refused > 0, "60 children fitted in 64 descriptors?");
-            multiproc::Event::open(&name).unwrap().set();
+            open_gate.set();
             for c in &started {
                 assert_eq!(c.join_timeout(LIMIT).unwrap(), Some(0));
             }
+            drop(started);
             let mut after = Process::forkserver(wait_gate, name.clone());
             after.start().unwrap();
             assert_eq!(after.join_timeout(LIMIT).unwrap(), Some(0));
@@ -98,5 +102,60 @@ fn spawn_without_spawn_init_is_refused_before_anything_runs() {
             matches!(started, Err(multiproc::Error::InvalidArgument(_))),
             "{started:?}, then {code:?}"
         );
+    });
+}
+
+/// Opens `/dev/null` until the descriptor table is full, whatever this
+/// process inherited; the files, to close when done.
+fn fill_descriptors() -> Vec<std::fs::File> {
+    let mut held = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return held,
+            Err(e) => panic!("open /dev/null: {e}"),
+        }
+    }
+}
+
+/// A process with no descriptor to spare still waits for, polls and
+/// reaps its children, forked or from the fork server (a join that needs a
+/// descriptor could never free the ones the children hold).
+#[test]
+fn a_process_out_of_descriptors_still_joins_its_children() {
+    watchdog("join out of descriptors", LIMIT, || {
+        let name = format!("test-nofd-{}", std::process::id());
+        let gate = multiproc::Event::create(&name).unwrap();
+        let mut p = Process::new(move || {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            // SAFETY: lowers this child's own descriptor limit.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let open_gate = multiproc::Event::open(&name).unwrap();
+            let gate_name = name.clone();
+            // Daemons: a failed check must not leave them waiting for the gate.
+            let mut forked = Process::new(move || wait_gate(gate_name)).daemon(true);
+            forked.start().unwrap();
+            let mut served = Process::forkserver(wait_gate, name.clone()).daemon(true);
+            served.start().unwrap();
+            let held = fill_descriptors();
+            for c in [&forked, &served] {
+                assert_eq!(c.join_timeout(Duration::ZERO).unwrap(), None);
+                assert!(c.is_alive());
+            }
+            open_gate.set();
+            assert_eq!(forked.join().unwrap(), 0);
+            assert_eq!(served.join_timeout(LIMIT).unwrap(), Some(0));
+            assert_eq!(served.exitcode(), Some(0));
+            drop(held);
+        });
+        p.start().unwrap();
+        let code = p.join_timeout(LIMIT).unwrap();
+        p.kill().unwrap();
+        drop(gate);
+        let _ = multiproc::segment::Segment::unlink(&format!("test-nofd-{}", std::process::id()));
+        assert_eq!(code, Some(0));
     });
 }

@@ -454,7 +454,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             )?,
             Launch::ForkServer(call) => {
                 let served = forkserver::fork_global(&self.name, &self.path, &call)?;
-                let reaper = Reaper::ForkServer(served.status);
+                let reaper = Reaper::ForkServer(Arc::new(served.status));
                 self.running(served.pid, served.pidfd, reaper, listed.then_some(scope));
                 return Ok(());
             }
@@ -477,6 +477,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// Records the started child, and lists it among this process's
     /// children unless `listed` is `None`.
     fn running(&mut self, pid: u32, pidfd: OwnedFd, reaper: Reaper, listed: Option<Option<u64>>) {
+        let pidfd = Arc::new(pidfd);
         *locked(&self.state) = State::Running { pid, pidfd, reaper };
         self.pid.store(pid, Ordering::Relaxed);
         self.started_by.store(sys::getpid(), Ordering::Release);
@@ -593,7 +594,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// [`Error::ProcessState`] if not started, or started by another process.
     pub async fn join_async(&self) -> Result<i32> {
         drop(self.state()?);
-        let exited = match exit_descriptor(&self.state)? {
+        let exited = match exit_descriptor(&self.state) {
             Ok(fd) => fd,
             Err(Some(code)) => return Ok(code),
             Err(None) => return Err(self.state_error("not started")),

@@ -2,7 +2,7 @@
 //! who reaps it) or exited, and the waits and signals on it.
 
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::forkserver;
 use crate::error::{Error, Result};
@@ -13,7 +13,9 @@ pub(super) enum State {
     NotStarted,
     Running {
         pid: u32,
-        pidfd: OwnedFd,
+        /// Shared with the waits in progress, which need no descriptor of
+        /// their own (a process out of descriptors can still join).
+        pidfd: Arc<OwnedFd>,
         reaper: Reaper,
     },
     Exited {
@@ -26,7 +28,7 @@ pub(super) enum Reaper {
     /// This process (`waitpid`).
     Us,
     /// A fork server, which sends the exit code on this socket.
-    ForkServer(OwnedFd),
+    ForkServer(Arc<OwnedFd>),
 }
 
 /// Sends `signal` to the child behind `state`; a no-op once it has exited.
@@ -46,7 +48,7 @@ pub(super) fn signal_state(state: &Mutex<State>, signal: i32) -> Result<()> {
 /// Waits until `deadline` for the child behind `state` to exit; its exit
 /// code once reaped.
 pub(super) fn wait_state(state: &Mutex<State>, deadline: Deadline) -> Result<Option<i32>> {
-    let exited = match exit_descriptor(state)? {
+    let exited = match exit_descriptor(state) {
         Ok(fd) => fd,
         Err(code) => return Ok(code),
     };
@@ -62,23 +64,22 @@ pub(super) fn wait_state(state: &Mutex<State>, deadline: Deadline) -> Result<Opt
 /// sent), or what is known already: its exit code, `None` if not started.
 pub(super) fn exit_descriptor(
     state: &Mutex<State>,
-) -> Result<std::result::Result<OwnedFd, Option<i32>>> {
-    let fd = match &*locked(state) {
-        State::NotStarted => return Ok(Err(None)),
-        State::Exited { code } => return Ok(Err(Some(*code))),
-        State::Running { pidfd, reaper, .. } => match reaper {
-            Reaper::Us => pidfd.try_clone(),
-            Reaper::ForkServer(status) => status.try_clone(),
-        },
-    };
-    fd.map(Ok).map_err(|e| Error::io("dup pidfd", e))
+) -> std::result::Result<Arc<OwnedFd>, Option<i32>> {
+    match &*locked(state) {
+        State::NotStarted => Err(None),
+        State::Exited { code } => Err(Some(*code)),
+        State::Running { pidfd, reaper, .. } => Ok(match reaper {
+            Reaper::Us => pidfd.clone(),
+            Reaper::ForkServer(status) => status.clone(),
+        }),
+    }
 }
 
 /// Returns once the child behind `state` has exited, whatever fails: a
 /// scope's soundness rests on it.
 pub(super) fn wait_until_exited(state: &Mutex<State>) {
     if wait_state(state, Deadline::Never).is_err() {
-        // No descriptor to spare for the pidfd: block in waitpid instead
+        // The poll failed (out of memory): block in waitpid instead
         // (ECHILD only once the child is gone).
         if let State::Running { pid, .. } = &*locked(state) {
             let _ = sys::waitpid(*pid, true);
