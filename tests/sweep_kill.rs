@@ -7,7 +7,9 @@
 //! the death), a semaphore loses at most a dead holder's permits, waiters
 //! are never stranded, a barrier breaks (unless the dead party was not
 //! inside a wait), a queue neither reports corruption nor loses or repeats
-//! an item beyond those in a dead consumer's hands.
+//! an item beyond those in a dead consumer's hands. The Manager's clients
+//! (through its shared-memory fast path and its socket) and its server are
+//! killed the same way: no request is applied twice, no client hangs.
 //!
 //! Every object is anonymous (no segment to unlink); every process is a
 //! daemon child of the test's thread, killed and reaped by the test.
@@ -1039,5 +1041,130 @@ fn cell_sweep() {
             assert_eq!(value.get().unwrap()[0], value.get().unwrap()[1]);
         }
         eprintln!("cell sweep: {n} trials, {deaths} locks found with a dead holder");
+    });
+}
+
+/// The Manager's clients, through the shared-memory fast path and the
+/// socket: three children each bump their own key (small requests, in
+/// the shared area) and now and then store a value too large for the
+/// area (on the socket), counting each acknowledged bump in shared
+/// memory; one is killed, the others go on; all killed, each key holds
+/// the acknowledged bumps, or one more (a bump the server applied whose
+/// answer its client never read), never fewer nor two more, and the
+/// server serves a new client and drops the dead clients' references.
+#[test]
+fn manager_client_sweep() {
+    let n = trials(60);
+    watchdog("manager client sweep", sweep_limit(n), || {
+        let mut rng = Rng::new("manager client sweep");
+        let m = multiproc::Manager::start().unwrap();
+        let d = m.dict::<u32, u64>().unwrap();
+        let blobs = m.dict::<u32, Vec<u64>>().unwrap();
+        let acked = RawArray::<u64>::new(3).unwrap();
+        let objects = m.number_of_objects().unwrap();
+        let mut unanswered = 0;
+        for trial in 0..n as u32 {
+            let keys = [3 * trial, 3 * trial + 1, 3 * trial + 2];
+            for k in 0..3 {
+                acked.atomic(k).unwrap().store(0, SeqCst);
+            }
+            let mut hammers: Vec<Hammer> = (0..3)
+                .map(|k| {
+                    let (d, blobs, acked) = (d.clone(), blobs.clone(), acked.clone());
+                    Hammer::start(format!("client {k}"), move |beat| {
+                        // Over the area's 64 KiB: this one takes the socket.
+                        let blob = vec![u64::from(keys[k]); 10_000];
+                        for i in 0u64.. {
+                            d.increment(&keys[k], 1).unwrap();
+                            acked.atomic(k).unwrap().fetch_add(1, SeqCst);
+                            if i % 16 == 15 {
+                                blobs.set(keys[k], blob.clone()).unwrap();
+                                assert_eq!(blobs.get(&keys[k]).unwrap().as_ref(), Some(&blob));
+                            }
+                            beat.tick();
+                        }
+                    })
+                })
+                .collect();
+            kill_all(&mut rng, &mut hammers);
+            for (k, key) in keys.iter().enumerate() {
+                let acked = acked.atomic(k).unwrap().load(SeqCst);
+                let stored = d.get(key).unwrap().unwrap_or(0);
+                assert!(
+                    stored == acked || stored == acked + 1,
+                    "client {k}: {acked} bumps acknowledged, {stored} stored"
+                );
+                unanswered += stored - acked;
+            }
+            // The dead clients' proxies were released with their connections.
+            assert!(
+                wait_until(STEP, || m.number_of_objects().unwrap() == objects),
+                "{} objects after trial {trial}, {objects} before",
+                m.number_of_objects().unwrap()
+            );
+        }
+        eprintln!("manager client sweep: {n} trials, {unanswered} bumps applied but not answered");
+    });
+}
+
+/// The Manager's server killed at a random moment while three clients
+/// hammer it (in the shared area and on the socket): every client's next
+/// call fails with `ManagerGone` soon after, none hangs or sees another
+/// error; the socket file the server leaves is removed.
+#[test]
+fn manager_server_sweep() {
+    let n = trials(30);
+    watchdog("manager server sweep", sweep_limit(n), || {
+        let mut rng = Rng::new("manager server sweep");
+        for _ in 0..n {
+            let m = multiproc::Manager::start().unwrap();
+            let d = m.dict::<u32, u64>().unwrap();
+            let blobs = m.dict::<u32, Vec<u64>>().unwrap();
+            let mut hammers: Vec<Hammer> = (0..3u32)
+                .map(|k| {
+                    let (d, blobs) = (d.clone(), blobs.clone());
+                    Hammer::start(format!("client {k}"), move |beat| {
+                        // Over the area's 64 KiB: this one takes the socket.
+                        let blob = vec![u64::from(k); 10_000];
+                        for i in 0u64.. {
+                            let r = if i % 16 == 15 {
+                                blobs.set(k, blob.clone())
+                            } else {
+                                d.increment(&k, 1).map(drop)
+                            };
+                            match r {
+                                Ok(()) => beat.tick(),
+                                Err(Error::ManagerGone(_)) => multiproc::process::exit(0),
+                                Err(e) => panic!("client {k} with its server killed: {e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in &hammers {
+                h.beat.started(&h.name);
+            }
+            rng.pause();
+            let pid = m.server_pid().unwrap();
+            // SAFETY: signalling the server process this test started.
+            assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+            for h in &mut hammers {
+                assert_eq!(
+                    join(&h.process, STEP),
+                    0,
+                    "{} after the server died",
+                    h.name
+                );
+                h.killed = true;
+            }
+            let path = match m.address() {
+                multiproc::conn::Address::Unix(path) => Some(path.clone()),
+                multiproc::conn::Address::Tcp(_) => None,
+            };
+            drop((d, blobs, m));
+            if let Some(path) = path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     });
 }
