@@ -417,6 +417,52 @@ fn a_short_reply_trickled_past_the_timeout_is_a_timeout() {
     ends_near_the_timeout("a slow short reply", |w| trickle(w, b":1234567890\r\n"));
 }
 
+/// An event's wait whose channel message trickles in, a byte at a time:
+/// it ends within its wait and the timeout, with an error; a message that
+/// never begins ends it at its wait, unset.
+#[test]
+fn an_events_trickled_message_ends_its_wait() {
+    let fake = Fake::start(|conn, cmd, w| {
+        let name = String::from_utf8_lossy(&cmd[0]).to_uppercase();
+        match name.as_str() {
+            "SUBSCRIBE" => {
+                let channel = &cmd[1];
+                let mut confirm =
+                    format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n", channel.len()).into_bytes();
+                confirm.extend_from_slice(channel);
+                confirm.extend_from_slice(b"\r\n:1\r\n");
+                if w.write_all(&confirm).is_err() {
+                    return false;
+                }
+                // The second connection that subscribes: a message that
+                // never comes.
+                if conn == 2 {
+                    return stall(w);
+                }
+                trickle(w, b"*3\r\n$7\r\nmessage\r\n")
+            }
+            _ => w.write_all(b":0\r\n").is_ok(),
+        }
+    });
+    common::watchdog("a trickled event", Duration::from_secs(30), || {
+        let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
+        let e = m.event_named("trickled").unwrap();
+        let wait = Duration::from_secs(1);
+        let started = Instant::now();
+        let r = e.wait(Some(wait));
+        assert!(matches!(r, Err(Error::ManagerGone(_))), "{r:?}");
+        assert!(
+            started.elapsed() < wait + SHORT + MARGIN,
+            "{:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        assert!(!e.wait(Some(SHORT)).unwrap());
+        let took = started.elapsed();
+        assert!(took >= SHORT && took < SHORT + MARGIN, "{took:?}");
+    });
+}
+
 /// A proxy in front of the test server that passes everything at once,
 /// but a chunk from the server that holds `needle`, which it sends a byte
 /// at a time, a third of [`SHORT`] apart. Its port.

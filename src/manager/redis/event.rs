@@ -123,7 +123,8 @@ impl EventProxy {
     ///
     /// # Errors
     /// As a call on Redis ([`Error::ManagerGone`](crate::Error::ManagerGone) if the server goes away
-    /// during the wait).
+    /// during the wait, or sends a message that does not come whole
+    /// within the manager's timeout).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         if self.is_set()? {
             return Ok(true);
@@ -156,9 +157,10 @@ impl EventProxy {
                 return Ok(true);
             }
             // Any message on the channel is a set; a message that began
-            // to come and did not end in time, an error (a server that
-            // sends one a byte at a time holds the wait no longer).
-            match conn.receive(wait) {
+            // to come and did not end within the timeout, an error (a
+            // server that sends one a byte at a time holds the wait no
+            // longer).
+            match conn.receive(wait, store.timeout) {
                 Ok(Some(_)) => return Ok(true),
                 Ok(None) => {}
                 Err(e) => return Err(store.unreachable(&e)),

@@ -147,6 +147,8 @@ struct Bounded<'a> {
     read_timeout: &'a mut Duration,
     read_bytes: &'a mut u64,
     deadline: Option<Instant>,
+    /// Once a byte has come, the deadline becomes this from then.
+    then: Option<Duration>,
     slack: Duration,
 }
 
@@ -161,6 +163,9 @@ impl Read for Bounded<'_> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(timed_out()),
             Ok(n) => {
                 *self.read_bytes += n as u64;
+                if let Some(then) = self.then.take().filter(|_| n > 0) {
+                    self.deadline = Instant::now().checked_add(then);
+                }
                 Ok(n)
             }
             other => other,
@@ -192,12 +197,18 @@ impl Own {
         Ok(())
     }
 
-    fn read_value(&mut self, deadline: Option<Instant>, slack: Duration) -> RedisResult<Value> {
+    fn read_value(
+        &mut self,
+        deadline: Option<Instant>,
+        then: Option<Duration>,
+        slack: Duration,
+    ) -> RedisResult<Value> {
         self.parser.parse_value(Bounded {
             stream: &mut self.stream,
             read_timeout: &mut self.read_timeout,
             read_bytes: &mut self.read_bytes,
             deadline,
+            then,
             slack,
         })
     }
@@ -215,7 +226,7 @@ impl Own {
             .map_err(RedisError::from)
             .and_then(|()| {
                 (0..count)
-                    .map(|_| self.read_value(deadline, slack))
+                    .map(|_| self.read_value(deadline, None, slack))
                     .collect::<RedisResult<Vec<_>>>()
             });
         if result.is_err() {
@@ -307,19 +318,19 @@ impl Wire {
     }
 
     /// Reads one value the server sends unasked (a message on a channel
-    /// this connection subscribed to), waiting up to `wait`: `None` if
-    /// none began to come by then (the connection stays usable); one that
-    /// began and did not end in time is the crate's timeout error, and
-    /// the connection is closed.
+    /// this connection subscribed to), waiting up to `wait` for it to
+    /// begin, and then up to `then` for the rest: `None` if none began to
+    /// come (the connection stays usable); one that began and did not end
+    /// in time is the crate's timeout error, and the connection is closed.
     ///
     /// # Errors
     /// The crate's, as above.
-    pub(crate) fn receive(&mut self, wait: Duration) -> RedisResult<Option<Value>> {
+    pub(crate) fn receive(&mut self, wait: Duration, then: Duration) -> RedisResult<Option<Value>> {
         let deadline = Instant::now().checked_add(wait);
         match &mut self.link {
             Kind::Own(own) => {
                 let before = own.read_bytes;
-                match own.read_value(deadline, self.slack) {
+                match own.read_value(deadline, Some(then), self.slack) {
                     Err(e) if e.is_timeout() && own.read_bytes == before => Ok(None),
                     Err(e) => {
                         own.open = false;
