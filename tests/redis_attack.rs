@@ -463,6 +463,110 @@ fn an_events_trickled_message_ends_its_wait() {
     });
 }
 
+/// A `redis-server` of this test's own on a Unix socket only, with a
+/// password, killed (by pid) and its directory removed when dropped.
+struct UnixServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for UnixServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Over a Unix socket (`redis+unix://`), with a password and a database
+/// other than 0: the handshake is done, and each call is bounded as over
+/// TCP.
+#[test]
+fn a_unix_socket_with_a_password_and_a_database() {
+    // Where the shared server runs, so does redis-server (a machine
+    // without one skips, as the shared server's tests do).
+    if redis_url("a_unix_socket_with_a_password_and_a_database").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("multiproc-test-unix-redis-{}", unique("u")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("redis.sock");
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(&socket)
+        .args([
+            "--requirepass",
+            "secret",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = UnixServer { child, dir };
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    }));
+    common::watchdog("unix", Duration::from_secs(30), || {
+        let path = socket.to_str().unwrap();
+        let refused = Manager::connect_redis_with_timeout(&format!("redis+unix://{path}"), SHORT);
+        assert!(
+            matches!(refused, Err(Error::ManagerGone(_))),
+            "{:?}",
+            refused.map(|_| ())
+        );
+        let m = Manager::connect_redis_with_timeout(
+            &format!("redis+unix://{path}?db=2&pass=secret"),
+            SHORT,
+        )
+        .unwrap();
+        let d = m.dict_named::<String, i64>("over-unix").unwrap();
+        d.set("a".into(), 5).unwrap();
+        assert_eq!(d.get(&"a".into()).unwrap(), Some(5));
+        // In database 2, not 0.
+        let mut raw = std::os::unix::net::UnixStream::connect(path).unwrap();
+        raw.write_all(b"*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n*2\r\n$6\r\nEXISTS\r\n$28\r\nmultiproc:{dict:over-unix}:v\r\n").unwrap();
+        let mut got = [0u8; 9];
+        raw.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"+OK\r\n:0\r\n");
+        assert!(m.remove_named("over-unix").unwrap());
+    });
+    drop(server);
+    // A Unix server that accepts and never answers: the handshake's PING
+    // ends at the timeout.
+    let dir = std::env::temp_dir().join(format!("multiproc-test-mute-unix-{}", unique("m")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mute.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let held = std::thread::spawn(move || listener.accept().map(|(s, _)| stall_unix(s)));
+    common::watchdog("mute unix", Duration::from_secs(30), || {
+        let started = Instant::now();
+        let r =
+            Manager::connect_redis_with_timeout(&format!("redis+unix://{}", path.display()), SHORT);
+        assert!(
+            matches!(r, Err(Error::ManagerGone(_))),
+            "{:?}",
+            r.map(|_| ())
+        );
+        let took = started.elapsed();
+        assert!(took >= SHORT && took < SHORT + MARGIN, "{took:?}");
+    });
+    let _ = held.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until the client closes its Unix connection (or 30 s pass).
+fn stall_unix(mut s: std::os::unix::net::UnixStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = [0u8; 256];
+    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+}
+
 /// A proxy in front of the test server that passes everything at once,
 /// but a chunk from the server that holds `needle`, which it sends a byte
 /// at a time, a third of [`SHORT`] apart. Its port.
