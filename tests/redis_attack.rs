@@ -560,6 +560,37 @@ fn a_unix_socket_with_a_password_and_a_database() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A RESP3 URL (`?protocol=resp3`) speaks RESP2 all the same (the
+/// replies multiproc reads are RESP2's; an event's channel messages would
+/// be RESP3 push values): the calls, the blocking ones among them, work.
+#[test]
+fn a_resp3_url_speaks_resp2() {
+    let Some(url) = redis_url("a_resp3_url_speaks_resp2") else {
+        return;
+    };
+    common::watchdog("resp3", Duration::from_secs(30), || {
+        let m = Manager::connect_redis(&format!("{url}?protocol=resp3")).unwrap();
+        let name = unique("resp3");
+        let d = m.dict_named::<String, i64>(&name).unwrap();
+        d.set("a".into(), 1).unwrap();
+        assert_eq!(d.increment(&"a".into(), 2).unwrap(), 3);
+        let q = m.queue_named::<String>(&name).unwrap();
+        assert!(matches!(
+            q.get(Some(Duration::from_millis(50))),
+            Err(Error::Empty)
+        ));
+        q.put(&"x".into()).unwrap();
+        let (item, delivery) = q.get(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(item, "x");
+        assert!(delivery.ack().unwrap());
+        let e = m.event_named(&name).unwrap();
+        assert!(!e.wait(Some(Duration::from_millis(50))).unwrap());
+        e.set().unwrap();
+        assert!(e.wait(Some(Duration::from_secs(5))).unwrap());
+        m.remove_named(&name).unwrap();
+    });
+}
+
 /// Waits until the client closes its Unix connection (or 30 s pass).
 fn stall_unix(mut s: std::os::unix::net::UnixStream) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));

@@ -15,9 +15,14 @@
 //! caller drops the connection: one that stopped half way through a reply
 //! is never used again.
 //!
-//! TLS (`rediss://`, the `redis-tls` feature) and RESP3 connections are
-//! the crate's own, with each read bounded by the time the call has, at
-//! its start: there, a trickling server can still hold a call longer.
+//! TLS connections (`rediss://`, the `redis-tls` feature) are the crate's
+//! own, with each read bounded by the time the call has, at its start:
+//! there, a trickling server can still hold a call longer.
+//!
+//! Every connection speaks RESP2, whatever the URL's `protocol`: the
+//! replies this crate reads are RESP2's, and a channel's messages (an
+//! event's wait) are replies, not RESP3's push values the crate's
+//! connection would skip.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -48,8 +53,8 @@ pub(crate) struct Wire {
 
 enum Kind {
     Own(Own),
-    /// TLS or RESP3: the crate's connection, and the read timeout its
-    /// socket has now.
+    /// TLS: the crate's connection, and the read timeout its socket has
+    /// now.
     Crate(Box<redis::Connection>, Duration),
 }
 
@@ -250,18 +255,19 @@ impl Wire {
         let slack = (timeout / 32).clamp(Duration::from_micros(2), SLACK_MAX);
         let redis = info.redis_settings();
         let own = match info.addr() {
-            ConnectionAddr::Tcp(host, port) if redis.protocol() == ProtocolVersion::RESP2 => {
+            ConnectionAddr::Tcp(host, port) => {
                 Some(Stream::Tcp(connect_tcp(host, *port, deadline)?))
             }
-            ConnectionAddr::Unix(path) if redis.protocol() == ProtocolVersion::RESP2 => {
-                Some(Stream::Unix(UnixStream::connect(path)?))
-            }
+            ConnectionAddr::Unix(path) => Some(Stream::Unix(UnixStream::connect(path)?)),
             _ => None,
         };
         let Some(stream) = own else {
             // The crate's handshake skips its `CLIENT SETINFO` pair: it
             // reads both answers, each with the whole timeout.
-            let settings = redis.clone().set_skip_set_lib_name();
+            let settings = redis
+                .clone()
+                .set_skip_set_lib_name()
+                .set_protocol(ProtocolVersion::RESP2);
             let conn = redis::Client::open(info.clone().set_redis_settings(settings))?
                 .get_connection_with_timeout(timeout)?;
             conn.set_read_timeout(Some(socket_timeout(timeout)))?;
