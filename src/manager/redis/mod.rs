@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{RedisError, RedisResult};
+use redis::{ConnectionLike as _, RedisError, RedisResult};
 
 use wire::Wire;
 
@@ -284,12 +284,13 @@ impl Store {
             let broken =
                 |e: &RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
             // A connection is kept whatever the answer, even an error the
-            // server sent, unless it broke or timed out: where its stream
-            // stands is then unknown.
-            let kept = match &result {
-                Ok(_) => true,
-                Err(e) => !broken(e) && !e.is_unrecoverable_error(),
-            };
+            // server sent, unless it broke, timed out or read what it
+            // could not parse: where its stream stands is then unknown.
+            let kept = link.conn.is_open()
+                && match &result {
+                    Ok(_) => true,
+                    Err(e) => !broken(e) && !e.is_unrecoverable_error(),
+                };
             if kept {
                 *slot = Some(link);
             }

@@ -4,16 +4,24 @@
 //! The `redis` crate's own synchronous connection bounds each socket read
 //! by its timeout, not the round trip: a server that sends its reply a
 //! byte at a time, each before the read's timeout, holds a call as long
-//! as it likes. A `Wire` owns its socket instead, and gives the crate's
-//! parser a reader that lowers the socket's timeout to the time left
-//! before a read when the time left is below it: the first read of a call
-//! (made right after its request was written) costs no system call more
-//! than the crate's own connection; only a reply that needs several reads
-//! (a large value, a server that trickles) or a call that waits on the
-//! server (`BLMOVE`) sets the timeout. A call that times out fails with
+//! as it likes. A `Wire` owns its socket instead (the crate's connection
+//! does not show its descriptor), speaks to it with the crate's command
+//! encoding and parser, and gives the parser a reader that sets the
+//! socket's timeout to the time left before a read (and a write) when
+//! the timeout it has is above that by more than a slack, or below it:
+//! the first read of a call, made right after its request was written,
+//! costs no system call more than the crate's own connection; only a
+//! reply that needs several reads (a large value, a server that trickles)
+//! or a call that waits on the server (`BLMOVE`) sets the timeout. (A
+//! watchdog thread that shuts the socket down at the deadline would cost
+//! a wake-up or two per call instead.) A call that times out fails with
 //! the crate's timeout error (an I/O error of kind `TimedOut`), and the
 //! caller drops the connection: one that stopped half way through a reply
 //! is never used again.
+//!
+//! Connecting is bounded too (by the timeout), but for a name's DNS
+//! lookup and a Unix socket's `connect` to a listener whose backlog is
+//! full, which wait as the crate's own connection does.
 //!
 //! TLS connections (`rediss://`, the `redis-tls` feature) are the crate's
 //! own, with each read bounded by the time the call has, at its start:
