@@ -1050,7 +1050,8 @@ fn recv_bytes_timeout_keeps_its_timeout_with_half_a_message_buffered() {
     watchdog("recv timeout mid-message", LIMIT, || {
         use std::io::Write;
         let (mut raw, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut conn = multiproc::Connection::from_socket(std::os::fd::OwnedFd::from(theirs));
+        let mut conn =
+            multiproc::Connection::from_socket(std::os::fd::OwnedFd::from(theirs)).unwrap();
         // A header for 100 bytes, and 10 of them.
         raw.write_all(&multiproc::conn::frame::header(100).unwrap())
             .unwrap();

@@ -25,7 +25,7 @@ fn a_huge_announced_message_is_not_allocated_by_a_typed_recv() {
             let p = child(s, || {
                 for typed in [false, true] {
                     let (raw, ours) = UnixStream::pair().unwrap();
-                    let mut conn = Connection::from_socket(ours.into());
+                    let mut conn = Connection::from_socket(ours.into()).unwrap();
                     conn.set_max_message(usize::MAX);
                     (&raw).write_all(&frame::header(1 << 46).unwrap()).unwrap();
                     (&raw).write_all(&[7; 100]).unwrap();
@@ -57,7 +57,7 @@ fn waits_that_can_never_end_are_errors() {
             Err(Error::InvalidArgument(_))
         ));
         let (raw, ours) = UnixStream::pair().unwrap();
-        let mut conn = Connection::from_socket(ours.into());
+        let mut conn = Connection::from_socket(ours.into()).unwrap();
         conn.set_max_message(10);
         (&raw).write_all(&frame::header(11).unwrap()).unwrap();
         assert!(matches!(
@@ -121,7 +121,7 @@ fn the_largest_announced_length_overflows_nothing() {
     watchdog("largest announced length", LIMIT, || {
         for how in 0..3 {
             let (raw, ours) = UnixStream::pair().unwrap();
-            let mut conn = Connection::from_socket(ours.into());
+            let mut conn = Connection::from_socket(ours.into()).unwrap();
             conn.set_max_message(usize::MAX);
             (&raw).write_all(&[0xff; frame::LONG_HEADER_LEN]).unwrap();
             (&raw).write_all(&[7; 100]).unwrap();
@@ -161,7 +161,7 @@ fn a_deeply_nested_message_does_not_overflow_the_stack() {
         multiproc::scope(|s| {
             let p = child(s, || {
                 let (raw, ours) = UnixStream::pair().unwrap();
-                let mut conn = Connection::from_socket(ours.into());
+                let mut conn = Connection::from_socket(ours.into()).unwrap();
                 let mut message = vec![1u8; 1 << 20];
                 message.push(0);
                 let writer = std::thread::spawn(move || {

@@ -392,7 +392,7 @@ impl RawArea {
         let dup = unsafe { libc::dup(fd) };
         assert!(dup >= 0);
         // SAFETY: `dup` is ours alone.
-        Connection::from_socket(unsafe { OwnedFd::from_raw_fd(dup) })
+        Connection::from_socket(unsafe { OwnedFd::from_raw_fd(dup) }).unwrap()
     }
 }
 

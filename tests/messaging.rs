@@ -85,7 +85,7 @@ fn oversized_and_lying_frames_are_refused_before_allocation() {
     assert!(b.closed(), "the stream is no longer at a boundary: closed");
     // A raw peer claiming a 4 GiB message: refused from the header alone.
     let (raw, ours) = UnixStream::pair().unwrap();
-    let mut conn = multiproc::Connection::from_socket(ours.into());
+    let mut conn = multiproc::Connection::from_socket(ours.into()).unwrap();
     (&raw).write_all(&frame::header(1 << 32).unwrap()).unwrap();
     assert!(matches!(
         conn.recv_bytes(),
@@ -93,7 +93,7 @@ fn oversized_and_lying_frames_are_refused_before_allocation() {
     ));
     // A peer that dies mid-message: end of file, not a partial message.
     let (raw, ours) = UnixStream::pair().unwrap();
-    let mut conn = multiproc::Connection::from_socket(ours.into());
+    let mut conn = multiproc::Connection::from_socket(ours.into()).unwrap();
     (&raw).write_all(&frame::header(100).unwrap()).unwrap();
     (&raw).write_all(&[1u8; 10]).unwrap();
     drop(raw);

@@ -156,7 +156,7 @@ impl Listener {
             }),
         }
         .map_err(|e| Error::io("accept", e))?;
-        Ok(Connection::from_socket(fd))
+        Connection::from_socket(fd)
     }
 
     /// Makes [`accept`](Listener::accept) return `WouldBlock` instead of
@@ -253,7 +253,7 @@ pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> 
         }),
     }
     .map_err(|e| Error::io(format!("connect to {address}"), e))?;
-    let mut conn = Connection::from_socket(fd);
+    let mut conn = Connection::from_socket(fd)?;
     if let Some(key) = authkey {
         handshake(&mut conn, key, Side::Client)?;
     }

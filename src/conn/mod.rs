@@ -170,9 +170,47 @@ impl Connection {
         }
     }
 
-    /// A connection over a connected stream socket (both directions).
-    pub fn from_socket(fd: OwnedFd) -> Connection {
-        Connection::new(fd, true, true)
+    /// A connection over a connected stream socket (both directions): a
+    /// Unix or TCP socket of type `SOCK_STREAM`, whose bytes the message
+    /// framing reads as one stream.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a descriptor that is not a socket (a
+    /// file, a pipe) or a socket of another type (`SOCK_DGRAM`,
+    /// `SOCK_SEQPACKET`, `SOCK_RAW`): a datagram's bytes beyond what one
+    /// read asks for are lost, and the framing would read them as the next
+    /// message's. The descriptor is closed then. [`Error::Io`] if its type
+    /// cannot be read.
+    ///
+    /// # Example
+    /// ```
+    /// use std::os::unix::net::{UnixDatagram, UnixStream};
+    /// use multiproc::Connection;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let (mut a, mut b) = (Connection::from_socket(a.into())?, Connection::from_socket(b.into())?);
+    /// a.send(&7u8)?;
+    /// assert_eq!(b.recv::<u8>()?, 7);
+    /// let (datagram, _) = UnixDatagram::pair()?;
+    /// assert!(Connection::from_socket(datagram.into()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_socket(fd: OwnedFd) -> Result<Connection> {
+        match socket_type(&fd) {
+            Ok(libc::SOCK_STREAM) => Ok(Connection::new(fd, true, true)),
+            Ok(other) => Err(Error::InvalidArgument(format!(
+                "Connection::from_socket takes a stream socket (SOCK_STREAM), not {}: message framing needs a byte stream",
+                match other {
+                    libc::SOCK_DGRAM => "a datagram socket (SOCK_DGRAM)".to_string(),
+                    libc::SOCK_SEQPACKET => "a sequenced-packet socket (SOCK_SEQPACKET)".to_string(),
+                    libc::SOCK_RAW => "a raw socket (SOCK_RAW)".to_string(),
+                    n => format!("a socket of type {n}"),
+                }
+            ))),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => Err(Error::InvalidArgument(
+                "Connection::from_socket takes a stream socket, not a descriptor that is no socket (a file, a pipe: see Pipe)".into(),
+            )),
+            Err(e) => Err(Error::io("getsockopt(SO_TYPE)", e)),
+        }
     }
 
     /// Sets the largest message this end accepts (it does not limit
@@ -792,6 +830,28 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     Ok((0..r.len()).filter(|&i| r[i]).collect())
 }
 
+/// The type of socket `fd` is (`SOCK_STREAM`, …); `ENOTSOCK` for a
+/// descriptor that is no socket.
+fn socket_type(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid, writable, and `len` is the size
+    // of `kind`; a bad descriptor is at worst an error.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut kind).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,7 +861,7 @@ mod tests {
     /// A connection and the raw socket at the other end.
     fn raw_pair() -> (UnixStream, Connection) {
         let (raw, ours) = UnixStream::pair().unwrap();
-        (raw, Connection::from_socket(ours.into()))
+        (raw, Connection::from_socket(ours.into()).unwrap())
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl ForkServer {
             path: path.to_vec(),
             body,
         };
-        Connection::from_socket(ours.try_clone().map_err(err)?).send(&order)?;
+        Connection::from_socket(ours.try_clone().map_err(err)?)?.send(&order)?;
         // The server may die before it answers (and a copy of its request
         // socket elsewhere would keep the question pending): wait on both.
         let ready = sys::poll_readable(
@@ -540,7 +540,9 @@ fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: 
     if sys::die_with_parent(server_pid).is_err() {
         sys::exit_now(1);
     }
-    let mut orders = Connection::from_socket(status);
+    let Ok(mut orders) = Connection::from_socket(status) else {
+        sys::exit_now(1);
+    };
     // The order comes from the process that asked for this child, with
     // arguments of any size (as a Python child's are).
     orders.set_max_message(usize::MAX);

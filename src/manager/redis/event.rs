@@ -123,7 +123,8 @@ impl EventProxy {
     ///
     /// # Errors
     /// As a call on Redis ([`Error::ManagerGone`](crate::Error::ManagerGone) if the server goes away
-    /// during the wait).
+    /// during the wait, or sends a message that does not come whole
+    /// within the manager's timeout).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         if self.is_set()? {
             return Ok(true);
@@ -133,24 +134,35 @@ impl EventProxy {
             return Ok(false);
         };
         let store = &self.inner.store;
-        let mut conn = store.connect()?;
-        let mut pubsub = conn.as_pubsub();
-        pubsub
-            .subscribe(&self.inner.channel)
-            .map_err(|e| store.unreachable(&e))?;
+        // A connection of its own, subscribed to the event's channel.
+        let mut subscribed = None;
         let mut wait = first;
         loop {
+            let conn = match &mut subscribed {
+                Some(conn) => conn,
+                None => {
+                    let mut conn = store.connect()?;
+                    let channel = &self.inner.channel;
+                    conn.call(store.timeout, |c| {
+                        redis::cmd("SUBSCRIBE")
+                            .arg(channel)
+                            .query::<redis::Value>(c)
+                    })
+                    .map_err(|e| store.unreachable(&e))?;
+                    subscribed.insert(conn)
+                }
+            };
             // Subscribed: a set from now on is a message; one before, the flag.
             if self.is_set()? {
                 return Ok(true);
             }
-            let millis = Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(1).max(1));
-            pubsub
-                .set_read_timeout(Some(millis))
-                .map_err(|e| store.unreachable(&e))?;
-            match pubsub.get_message() {
-                Ok(_) => return Ok(true),
-                Err(e) if e.is_timeout() => {}
+            // Any message on the channel is a set; a message that began
+            // to come and did not end within the timeout, an error (a
+            // server that sends one a byte at a time holds the wait no
+            // longer).
+            match conn.receive(wait, store.timeout) {
+                Ok(Some(_)) => return Ok(true),
+                Ok(None) => {}
                 Err(e) => return Err(store.unreachable(&e)),
             }
             match next_wait(deadline, SLICE) {

@@ -10,7 +10,8 @@
 //! command or one Lua script, never a read then a write from the client:
 //! concurrent updates from any number of machines are atomic. Values are
 //! stored as `codec` says. Each process has its own connection (a forked
-//! child makes its own), with the manager's timeout on every round trip.
+//! child makes its own), and the manager's timeout bounds each call as a
+//! whole, whatever the server sends or does not (see [`wire`]).
 
 #[cfg(not(fuzzing))]
 pub(crate) mod codec;
@@ -24,12 +25,15 @@ mod list;
 pub(crate) mod lock;
 pub(crate) mod queue;
 pub(crate) mod value;
+mod wire;
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{Connection, RedisError, RedisResult};
+use redis::{ConnectionLike as _, RedisError, RedisResult};
+
+use wire::Wire;
 
 use super::protocol::{Kind, Op};
 use super::PyValue;
@@ -48,7 +52,7 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// This process's connection, and when it was last used.
 struct Link {
-    conn: Connection,
+    conn: Wire,
     used: Instant,
 }
 
@@ -195,29 +199,23 @@ impl Store {
         })
     }
 
-    /// A new connection, with the timeouts set.
-    fn connect(&self) -> Result<Connection> {
-        // Without the crate's `CLIENT SETINFO` pair: it reads both answers,
-        // each with the whole timeout, so connecting to a server that does
-        // not answer would take twice the timeout.
-        let info = self.client.get_connection_info().clone();
-        let settings = info.redis_settings().clone().set_skip_set_lib_name();
-        let conn = redis::Client::open(info.set_redis_settings(settings))
-            .and_then(|client| client.get_connection_with_timeout(self.timeout))
-            .map_err(|e| self.unreachable(&e))?;
-        conn.set_read_timeout(Some(self.timeout))
-            .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
-            .map_err(|e| self.unreachable(&e))?;
-        Ok(conn)
+    /// A new connection, connected (and its handshake done) within the
+    /// timeout.
+    fn connect(&self) -> Result<Wire> {
+        Wire::connect(self.client.get_connection_info(), self.timeout)
+            .map_err(|e| self.unreachable(&e))
     }
 
     fn unreachable(&self, e: &RedisError) -> Error {
         Error::ManagerGone(format!("Redis at {} is unreachable: {e}", self.place))
     }
 
-    /// Runs `f` on this process's connection (made if need be). A
-    /// connection that fails is dropped, and the next call makes a new
-    /// one. If it broke after the request may have been sent, a call
+    /// Runs `f` on this process's connection (made if need be), all of it
+    /// within the timeout: past it, `f`'s command fails with the crate's
+    /// timeout error, whatever the server sends or does not (see
+    /// [`wire`]). A connection that fails is dropped, and the next call
+    /// makes a new one: one that timed out half way through a reply is
+    /// never read again. If it broke after the request may have been sent, a call
     /// that may run twice (`again`: a read, or a write that sets what it
     /// sets) runs once more on a new connection (not after a timeout:
     /// that would double the wait); any other is [`Error::Ambiguous`].
@@ -229,14 +227,14 @@ impl Store {
     pub(crate) fn run<R>(
         &self,
         again: bool,
-        mut f: impl FnMut(&mut Connection) -> RedisResult<R>,
+        mut f: impl FnMut(&mut Wire) -> RedisResult<R>,
     ) -> Result<R> {
         self.run_waiting(None, again, &mut f)
     }
 
     /// [`run`](Store::run) for a command that blocks on the server for up
-    /// to `wait` (`BLMOVE`, `BLPOP`): the round trip may take that much
-    /// longer than the timeout.
+    /// to `wait` (`BLMOVE`, `BLPOP`): the call may take that much longer
+    /// than the timeout.
     ///
     /// # Errors
     /// As for [`run`](Store::run).
@@ -244,7 +242,7 @@ impl Store {
         &self,
         wait: Duration,
         again: bool,
-        mut f: impl FnMut(&mut Connection) -> RedisResult<R>,
+        mut f: impl FnMut(&mut Wire) -> RedisResult<R>,
     ) -> Result<R> {
         self.run_waiting(Some(wait), again, &mut f)
     }
@@ -253,8 +251,9 @@ impl Store {
         &self,
         wait: Option<Duration>,
         again: bool,
-        f: &mut dyn FnMut(&mut Connection) -> RedisResult<R>,
+        f: &mut dyn FnMut(&mut Wire) -> RedisResult<R>,
     ) -> Result<R> {
+        let budget = self.timeout.saturating_add(wait.unwrap_or(Duration::ZERO));
         let mut slot = poison::locked(self.links.get());
         let mut tries = if again { 2 } else { 1 };
         loop {
@@ -270,7 +269,10 @@ impl Store {
             // one is made anew before anything is sent, not reported
             // `Ambiguous`.
             if !again && link.used.elapsed() >= IDLE_CHECK {
-                if let Err(e) = redis::cmd("PING").query::<()>(&mut link.conn) {
+                let ping = link
+                    .conn
+                    .call(self.timeout, |c| redis::cmd("PING").query::<()>(c));
+                if let Err(e) = ping {
                     if e.is_timeout() {
                         return Err(self.unreachable(&e));
                     }
@@ -278,27 +280,18 @@ impl Store {
                 }
             }
             link.used = Instant::now();
-            if let Some(wait) = wait {
-                let read = self.timeout.saturating_add(wait);
-                link.conn
-                    .set_read_timeout(Some(read))
-                    .map_err(|e| self.unreachable(&e))?;
-            }
-            let result = f(&mut link.conn);
+            let result = link.conn.call(budget, &mut *f);
             let broken =
                 |e: &RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
-            // A connection kept (whatever the answer, even an error the
-            // server sent) gets its usual bound back.
-            let kept = match &result {
-                Ok(_) => true,
-                Err(e) => !broken(e) && !e.is_unrecoverable_error(),
-            };
+            // A connection is kept whatever the answer, even an error the
+            // server sent, unless it broke, timed out or read what it
+            // could not parse: where its stream stands is then unknown.
+            let kept = link.conn.is_open()
+                && match &result {
+                    Ok(_) => true,
+                    Err(e) => !broken(e) && !e.is_unrecoverable_error(),
+                };
             if kept {
-                if wait.is_some() {
-                    link.conn
-                        .set_read_timeout(Some(self.timeout))
-                        .map_err(|e| self.unreachable(&e))?;
-                }
                 *slot = Some(link);
             }
             match result {
@@ -451,9 +444,14 @@ impl super::Manager {
     ///   [`remove_named`](super::Manager::remove_named) (an unnamed one gets a
     ///   random name, [`DictProxy::redis_name`](super::DictProxy::redis_name));
     /// - each process connects on its first call (a forked child makes its
-    ///   own connection), and every round trip is bounded by
+    ///   own connection), and every call ends within
     ///   [`REDIS_TIMEOUT`](super::REDIS_TIMEOUT) (see
-    ///   [`connect_redis_with_timeout`](super::Manager::connect_redis_with_timeout));
+    ///   [`connect_redis_with_timeout`](super::Manager::connect_redis_with_timeout)),
+    ///   and a few milliseconds, whatever the server does (one that
+    ///   answers late, half way or a byte at a time); a call that waits on
+    ///   the server (a queue's `get`) within its wait and the timeout.
+    ///   Over TLS (`rediss://`) or RESP3, the timeout bounds each read of
+    ///   a reply instead;
     /// - a connection that fails after a request was sent makes a call
     ///   that changes something [`Error::Ambiguous`] (it may or may not
     ///   have been done); a read is tried once more on a new connection

@@ -30,12 +30,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{Connection, RedisResult, Script};
+use redis::{RedisResult, Script};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::super::client::{decode, encode};
 use super::super::protocol::Kind;
+use super::wire::Wire;
 use super::{check_name, codec, key, python_error, Store, PYERR, REDIS_TOKEN};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
@@ -62,7 +63,7 @@ const TOKEN_MS: &str = "2000";
 /// The connections a process keeps for blocking commands, one per
 /// waiting thread at most, kept for the next wait.
 pub(super) struct Waiting {
-    idle: PerProcess<Vec<Connection>>,
+    idle: PerProcess<Vec<Wire>>,
 }
 
 impl Waiting {
@@ -85,17 +86,14 @@ impl Waiting {
         store: &Store,
         wait: Duration,
         again: bool,
-        f: impl FnOnce(&mut Connection) -> RedisResult<R>,
+        f: impl FnOnce(&mut Wire) -> RedisResult<R>,
     ) -> Result<R> {
         let taken = poison::locked(self.idle.get()).as_mut().and_then(Vec::pop);
         let mut conn = match taken {
             Some(conn) => conn,
             None => store.connect()?,
         };
-        let read = store.timeout.saturating_add(wait);
-        conn.set_read_timeout(Some(read))
-            .map_err(|e| store.unreachable(&e))?;
-        match f(&mut conn) {
+        match conn.call(store.timeout.saturating_add(wait), f) {
             Ok(r) => {
                 poison::locked(self.idle.get())
                     .get_or_insert_with(Vec::new)
@@ -783,10 +781,13 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     /// [`Error::Empty`] if no item came in time; [`Error::Deserialize`] if
     /// the item is not multiproc's or does not decode as `T` (it is moved
-    /// to the dead letters); as a call on Redis: a connection failure
-    /// while an item may have been taken is [`Error::Ambiguous`] (this
+    /// to the dead letters); as a call on Redis: a connection failure or
+    /// a timeout while an item may have been taken (the server took it
+    /// and its reply did not come in time) is [`Error::Ambiguous`] (this
     /// proxy then takes a new consumer id, and the old one's items return
-    /// to the queue when its heartbeat expires).
+    /// to the queue when its heartbeat expires, or at once when this
+    /// proxy is dropped): an item is never lost, it may be delivered
+    /// twice.
     pub fn get(&self, timeout: Option<Duration>) -> Result<(T, Delivery)> {
         let deadline = deadline(timeout);
         let inner = &self.inner;
@@ -1071,7 +1072,7 @@ impl Beat {
     /// gives its unacknowledged items to others at once) or is no longer
     /// registered (then the next `get` makes a new consumer).
     fn run(self, stop: &mpsc::Receiver<()>) {
-        let mut conn: Option<Connection> = None;
+        let mut conn: Option<Wire> = None;
         loop {
             let stopped = !matches!(
                 stop.recv_timeout(self.every),
@@ -1088,14 +1089,16 @@ impl Beat {
             };
             let k = &self.keys;
             let script = if stopped { &*LEAVE } else { &*BEAT };
-            match script
-                .key(&k[0])
-                .key(&k[1])
-                .key(&k[2])
-                .arg(&self.id)
-                .arg(&self.ttl)
-                .invoke::<u64>(c)
-            {
+            let beat = c.call(self.store.timeout, |c| {
+                script
+                    .key(&k[0])
+                    .key(&k[1])
+                    .key(&k[2])
+                    .arg(&self.id)
+                    .arg(&self.ttl)
+                    .invoke::<u64>(c)
+            });
+            match beat {
                 Ok(0) => {
                     self.alive.store(false, Ordering::Relaxed);
                     return;

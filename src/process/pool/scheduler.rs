@@ -224,12 +224,14 @@ impl Scheduler {
         let server = ForkServer::start(
             "PoolForkServer",
             Box::new(move |_, fds| match fds.into_iter().next() {
-                Some(fd) => {
-                    let mut conn = Connection::from_socket(fd);
-                    conn.set_max_message(usize::MAX);
-                    worker::run(&mut conn, config);
-                    0
-                }
+                Some(fd) => match Connection::from_socket(fd) {
+                    Ok(mut conn) => {
+                        conn.set_max_message(usize::MAX);
+                        worker::run(&mut conn, config);
+                        0
+                    }
+                    Err(_) => 1,
+                },
                 None => 1,
             }),
         )?;
@@ -247,10 +249,10 @@ impl Scheduler {
         let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
         let path = next_child_path();
         let name = path_name("ForkServerPoolWorker", &path);
+        let mut conn = Connection::from_socket(ours)?;
         let served = self
             .server
             .fork(&name, &path, Vec::new(), &[theirs.as_fd()])?;
-        let mut conn = Connection::from_socket(ours);
         // Both ends are this pool's own processes: orders and results of
         // any size, as in Python (a connection's default limit is 64 MiB).
         conn.set_max_message(usize::MAX);
