@@ -851,7 +851,11 @@ impl Objects {
             "accept_connection" if !batch => nargs(1).map(|()| Reply::Return(PyValue::None)),
             "number_of_objects" => {
                 nargs(0)?;
-                self.collect(true);
+                // Not inside a batch: each would walk every stored value
+                // again (the batch's request may walk once when it ends).
+                if !batch {
+                    self.collect(true);
+                }
                 // A registered name's object that only the server holds is
                 // not counted, as CPython's server forgets such an object's
                 // id while the callable that made it keeps it.
@@ -866,7 +870,10 @@ impl Objects {
             }
             "debug_info" => {
                 nargs(0)?;
-                self.collect(true);
+                if !batch {
+                    self.collect(true);
+                }
+                budget.work(self.table.len())?;
                 let mut ids: Vec<_> = self.table.keys().copied().collect();
                 ids.sort_by_key(|id| ident(*id));
                 let mut lines = Vec::new();
@@ -910,7 +917,9 @@ impl Objects {
                     exposed.iter().map(|&m| m.into()).collect(),
                 )))
             }
-            "create" => self.create(args, kwds, session, budget),
+            // Not inside a batch: a batch that fails later (its answer
+            // too large) would lose the idents of the objects it made.
+            "create" if !batch => self.create(args, kwds, session, budget),
             "_multiproc_hold" if !batch => {
                 nargs(0)?;
                 session.hold = true;
