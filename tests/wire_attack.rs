@@ -247,3 +247,52 @@ fn counting_objects_in_a_batch_walks_the_values_once() {
         stop(server, path, conn);
     });
 }
+
+/// A dict iterator's `__next__` with an argument took the next key as if
+/// it had none (CPython's refuses, and the key stays for the next call).
+#[test]
+fn an_iterators_next_takes_no_arguments() {
+    watchdog("iterator arguments", LIMIT, || {
+        let (server, path, mut conn) = serve("iterator");
+        let dict = create(&mut conn, "dict");
+        for key in ["a", "b"] {
+            let set = request(Some(&dict), "__setitem__", vec![s(key), P::None]);
+            assert!(has(&send(&mut conn, &set), "#RETURN"));
+        }
+        let reply = send(&mut conn, &request(Some(&dict), "__iter__", vec![]));
+        assert!(has(&reply, "#PROXY"), "{}", shown(&reply));
+        // The iterator's ident: the last run of hex digits in the Token.
+        // The iterator's ident: the Token's last str (SHORT_BINUNICODE).
+        let at = reply.iter().rposition(|&b| b == 0x8c).unwrap();
+        let n = usize::from(reply[at + 1]);
+        let it = String::from_utf8(reply[at + 2..at + 2 + n].to_vec()).unwrap();
+        // `(ident, '__next__', (), {'x': 1})`.
+        let with_kwds = {
+            let mut out = vec![0x80, 2];
+            P::Tuple(vec![
+                s(&it),
+                s("__next__"),
+                P::Tuple(vec![]),
+                P::Raw(b"}X\x01\x00\x00\x00xK\x01s".to_vec()),
+            ])
+            .write(&mut out);
+            out.push(b'.');
+            out
+        };
+        for frame in [request(Some(&it), "__next__", vec![P::Int(1)]), with_kwds] {
+            let reply = send(&mut conn, &frame);
+            assert!(
+                has(&reply, "#ERROR") && has(&reply, "TypeError"),
+                "{}",
+                shown(&reply)
+            );
+        }
+        let reply = send(&mut conn, &request(Some(&it), "__next__", vec![]));
+        assert!(
+            has(&reply, "#RETURN") && has(&reply, "a"),
+            "{}",
+            shown(&reply)
+        );
+        stop(server, path, conn);
+    });
+}

@@ -707,6 +707,14 @@ impl Objects {
                 Done::Reply(reply)
             }
             Body::Iterator(_) => match method {
+                // As CPython's, refused before a key is taken.
+                "__next__" if !kwds.is_empty() => Done::Reply(Reply::error(type_error(
+                    "wrapper __next__() takes no keyword arguments",
+                ))),
+                "__next__" if !args.is_empty() => Done::Reply(Reply::error(type_error(format!(
+                    "expected 0 arguments, got {}",
+                    args.len()
+                )))),
                 "__next__" => Done::Reply(self.next_key(id)),
                 "send" | "throw" | "close" => Done::Reply(Reply::Traceback((
                     "AttributeError",
