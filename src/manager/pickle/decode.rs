@@ -422,6 +422,7 @@ impl<'a> Machine<'a> {
                     let top = self.top()?;
                     self.budget.memory(items.len() * size_of::<usize>())?;
                     match &mut self.nodes[top] {
+                        _ if items.is_empty() => {}
                         Node::Set(v) => v.extend(items),
                         _ => return Err(error("ADDITEMS to something that is not a set")),
                     }
@@ -651,6 +652,10 @@ impl<'a> Machine<'a> {
     /// `APPEND`/`APPENDS` to the list (or list-like object) on the stack.
     fn extend(&mut self, items: Vec<usize>) -> Result<(), Exception> {
         let top = self.top()?;
+        // No items: nothing, onto anything (CPython looks no further).
+        if items.is_empty() {
+            return Ok(());
+        }
         self.budget.memory(items.len() * size_of::<usize>())?;
         match &mut self.nodes[top] {
             Node::List(v) => v.extend(items),
@@ -663,6 +668,9 @@ impl<'a> Machine<'a> {
     /// `SETITEM`/`SETITEMS` on the dict (or dict-like object) on the stack.
     fn set_items(&mut self, items: Vec<(usize, usize)>) -> Result<(), Exception> {
         let top = self.top()?;
+        if items.is_empty() {
+            return Ok(());
+        }
         self.budget.memory(items.len() * 2 * size_of::<usize>())?;
         match &mut self.nodes[top] {
             Node::Dict(d) => d.extend(items),

@@ -900,3 +900,28 @@ fn memo_copies_read_back_take_no_more_memory_than_charged() {
     // The 61 copies of the list (61 MiB), and little more.
     assert!(grown_mb < 90, "decoding took {grown_mb} MiB");
 }
+
+/// `APPENDS`, `SETITEMS` and `ADDITEMS` of no items change nothing, onto
+/// whatever is below the mark: CPython returns before it looks at that
+/// (`do_append`, `do_setitems`, `load_additems`), so such pickles load
+/// there; with items, only a list, a dict or a set takes them.
+#[test]
+fn adding_no_items_to_anything_is_nothing() {
+    for (body, want) in [
+        (&b"K\x05(e"[..], "5"),
+        (b"N(u", "None"),
+        (b"\x8c\x01x(\x90", "'x'"),
+        (b"](K\x01e(u", "[1]"),
+        (b")(e(u(\x90", "()"),
+    ] {
+        let v = try_loads(&pickle4(body), 1 << 20);
+        assert_eq!(v.map(|v| v.to_string()), Ok(want.into()), "{body:?}");
+    }
+    for body in [&b"K\x05(K\x01e"[..], b"N(K\x01K\x02u", b"](K\x01\x90"] {
+        assert!(try_loads(&pickle4(body), 1 << 20).is_err(), "{body:?}");
+    }
+    // Still nothing below the mark: an error, as in CPython.
+    for body in [&b"(e"[..], b"(u", b"(\x90"] {
+        assert!(try_loads(&pickle4(body), 1 << 20).is_err(), "{body:?}");
+    }
+}
