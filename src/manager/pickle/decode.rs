@@ -509,9 +509,12 @@ impl<'a> Machine<'a> {
                 op::BUILD => {
                     let state = self.pop()?;
                     let top = self.top()?;
+                    let none = matches!(self.nodes[state], Node::Scalar(PyValue::None));
                     match &mut self.nodes[top] {
                         Node::Object(o) if o.state.is_none() => o.state = Some(state),
                         Node::Object(_) => return Err(error("BUILD twice on one object")),
+                        // Python's default `__setstate__` of `None`: nothing.
+                        _ if none => {}
                         _ => return Err(error("BUILD on something that is not an object")),
                     }
                 }

@@ -439,7 +439,7 @@ fn malformed_pickles_are_errors_never_panics() {
         &b"\x80\x04a."[..],               // APPEND on an empty stack
         b"\x80\x04(a.",                   // APPEND onto a mark
         b"\x80\x04Na.",                   // APPEND to None
-        b"\x80\x04)Nb.",                  // BUILD on a tuple
+        b"\x80\x04)}b.",                  // BUILD of a dict on a tuple
         b"\x80\x04Ne.",                   // APPENDS without a mark
         b"\x80\x04h\x05.",                // memo key never stored
         b"\x80\x04.",                     // STOP on an empty stack
@@ -924,4 +924,19 @@ fn adding_no_items_to_anything_is_nothing() {
     for body in [&b"(e"[..], b"(u", b"(\x90"] {
         assert!(try_loads(&pickle4(body), 1 << 20).is_err(), "{body:?}");
     }
+}
+
+/// `BUILD` with the state `None` onto a value that is no object (a
+/// float, a list) leaves it as it is, as CPython's default
+/// `__setstate__` does; other states onto it are refused.
+#[test]
+fn building_none_onto_a_plain_value_is_nothing() {
+    for (body, want) in [
+        (&b"G\x80\x00\x00\x00\x00\x00\x00\x00Nb"[..], "-0.0"),
+        (b"](K\x01eNb", "[1]"),
+    ] {
+        let v = try_loads(&pickle4(body), 1 << 20);
+        assert_eq!(v.map(|v| v.to_string()), Ok(want.into()), "{body:?}");
+    }
+    assert!(try_loads(&pickle4(b"]}b"), 1 << 20).is_err());
 }
