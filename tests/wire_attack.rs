@@ -296,3 +296,80 @@ fn an_iterators_next_takes_no_arguments() {
         stop(server, path, conn);
     });
 }
+
+/// The request `(ident, method, args, kwds)` with `args` and `kwds` as
+/// they are (any values, written ahead).
+fn request_raw(ident: Option<&str>, method: &str, args: P, kwds: P) -> Vec<u8> {
+    let mut out = vec![0x80, 2];
+    P::Tuple(vec![ident.map_or(P::None, s), s(method), args, kwds]).write(&mut out);
+    out.push(b'.');
+    out
+}
+
+/// CPython's server spreads a request's args with `*` and its kwds with
+/// `**` when it calls the method: any iterable is args (a str its
+/// characters), and anything else fails that call, an `#ERROR` the client
+/// raises as the `TypeError` itself, after the object and the method were
+/// found (an unknown object or method is still a `#TRACEBACK`).
+#[test]
+fn args_and_kwds_are_spread_as_cpython_spreads_them() {
+    watchdog("args and kwds", LIMIT, || {
+        let (server, path, mut conn) = serve("spread");
+        let list = create(&mut conn, "list");
+        let empty = || P::Raw(b"}".to_vec());
+        // A str of one character: that character, appended.
+        let reply = send(
+            &mut conn,
+            &request_raw(Some(&list), "append", s("z"), empty()),
+        );
+        assert!(has(&reply, "#RETURN"), "{}", shown(&reply));
+        let reply = send(
+            &mut conn,
+            &request(Some(&list), "__getitem__", vec![P::Int(0)]),
+        );
+        assert!(
+            has(&reply, "#RETURN") && has(&reply, "z"),
+            "{}",
+            shown(&reply)
+        );
+        for (args, kwds) in [
+            (P::None, empty()),
+            (P::Int(3), empty()),
+            (P::Tuple(vec![P::Int(1)]), P::None),
+            (P::Tuple(vec![P::Int(1)]), P::Raw(b"]".to_vec())),
+            (P::Tuple(vec![]), P::Raw(b"}K\x01K\x02s".to_vec())),
+        ] {
+            let reply = send(&mut conn, &request_raw(Some(&list), "append", args, kwds));
+            assert!(
+                has(&reply, "#ERROR") && has(&reply, "TypeError"),
+                "{}",
+                shown(&reply)
+            );
+        }
+        // The object and the method are looked up first.
+        let reply = send(
+            &mut conn,
+            &request_raw(Some("12345"), "append", P::None, empty()),
+        );
+        assert!(
+            has(&reply, "#TRACEBACK") && has(&reply, "KeyError"),
+            "{}",
+            shown(&reply)
+        );
+        let reply = send(
+            &mut conn,
+            &request_raw(Some(&list), "nope", P::None, empty()),
+        );
+        assert!(
+            has(&reply, "#TRACEBACK") && has(&reply, "AttributeError"),
+            "{}",
+            shown(&reply)
+        );
+        // The server's own calls fail as a whole, as CPython's do.
+        let reply = send(&mut conn, &request_raw(None, "dummy", P::None, empty()));
+        assert!(has(&reply, "#TRACEBACK"), "{}", shown(&reply));
+        let reply = send(&mut conn, &request(Some(&list), "__len__", vec![]));
+        assert!(has(&reply, "#RETURN"), "{}", shown(&reply));
+        stop(server, path, conn);
+    });
+}

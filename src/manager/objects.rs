@@ -605,13 +605,36 @@ impl Objects {
             method,
             args,
             kwds,
+            unspread,
         } = req;
         let Some(target) = target else {
+            if let Some(e) = unspread {
+                return Done::Reply(Reply::Traceback(e));
+            }
             return self.server_call(&method, args, kwds, session, peer, budget, batch);
         };
         let Some(id) = parse_ident(&target).filter(|id| self.table.contains_key(id)) else {
             return Done::Reply(not_found(&target));
         };
+        if let Some(e) = unspread {
+            // The method is looked up first: one that is not there is
+            // refused as a call of it without arguments would be (before
+            // anything is done); one that is fails to be called.
+            let body = &self.table[&id].body;
+            let fallback = matches!(method.as_str(), "#GETVALUE" | "__repr__" | "__str__");
+            let callable = match body {
+                Body::Iterator(_) => method == "__next__",
+                _ => self.exposed(body).contains(&method.as_str()),
+            };
+            return match (callable, fallback) {
+                (true, _) => Done::Reply(Reply::error(e)),
+                // CPython's fallbacks fail as a `#TRACEBACK`.
+                (false, true) => Done::Reply(Reply::Traceback(e)),
+                (false, false) => {
+                    self.object_call(id, &method, vec![], vec![], session, budget, batch)
+                }
+            };
+        }
         let data = matches!(self.table[&id].body, Body::Data(..));
         match method.as_str() {
             "#GETVALUE" | "__repr__" | "__str__" if !data => {
@@ -1174,6 +1197,7 @@ mod tests {
                 method: method.into(),
                 args,
                 kwds,
+                unspread: None,
             };
             let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
             let (served, _) =
@@ -1314,6 +1338,7 @@ mod tests {
                 method: "shutdown".into(),
                 args: vec![],
                 kwds: vec![],
+                unspread: None,
             },
             &[],
             &mut m.session,
