@@ -700,6 +700,14 @@ impl Objects {
                     return not_exposed(name, exposed);
                 }
                 if kind == Kind::Dict && method == "__iter__" {
+                    // It makes an object, whose ident a batch that fails
+                    // later (its answer too large) would lose.
+                    if batch {
+                        return Done::Reply(Reply::error((
+                            "RuntimeError",
+                            "__iter__ cannot make an iterator inside a batch".into(),
+                        )));
+                    }
                     if !args.is_empty() || !kwds.is_empty() {
                         return Done::Reply(Reply::error(type_error("expected 0 arguments")));
                     }
