@@ -418,3 +418,41 @@ fn comparing_deep_values_walks_them_once() {
         stop(server, path, conn);
     });
 }
+
+/// A batch that gives back the last reference to a list and then stores a
+/// proxy of it (the proxy came with the request): the list was freed
+/// first, its proxy's reference taken only after the batch, so the
+/// stored proxy named an object that was gone. A request's proxies hold
+/// their objects from the start.
+#[test]
+fn proxies_in_a_request_hold_their_objects_from_its_start() {
+    watchdog("proxy held", LIMIT, || {
+        let (server, path, mut conn) = serve("held");
+        let outer = create(&mut conn, "list");
+        let inner = create(&mut conn, "list");
+        let reply = send(
+            &mut conn,
+            &request(Some(&inner), "append", vec![P::Int(42)]),
+        );
+        assert!(has(&reply, "#RETURN"));
+        let mut items = b"](".to_vec();
+        call(None, "decref", vec![s(&inner)]).write(&mut items);
+        call(Some(&outer), "append", vec![list_proxy(&inner)]).write(&mut items);
+        items.push(b'e');
+        let reply = send(&mut conn, &batch(P::Raw(items)));
+        assert!(
+            has(&reply, "#RETURN") && !has(&reply, "Error"),
+            "{}",
+            shown(&reply)
+        );
+        // Held by `outer` only, and there.
+        let reply = send(&mut conn, &request(Some(&inner), "__len__", vec![]));
+        assert!(has(&reply, "#RETURN"), "{}", shown(&reply));
+        assert_eq!(objects(&mut conn), 2);
+        // Given back with the value that holds it.
+        let reply = send(&mut conn, &request(Some(&outer), "clear", vec![]));
+        assert!(has(&reply, "#RETURN"), "{}", shown(&reply));
+        assert_eq!(objects(&mut conn), 1);
+        stop(server, path, conn);
+    });
+}

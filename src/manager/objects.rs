@@ -470,6 +470,9 @@ impl Objects {
                 0,
             );
         }
+        // The request's proxies hold their objects from now: a batch may
+        // give back another reference to one before it stores the proxy.
+        self.settle();
         let done = survive_panic(
             || self.call(req, session, peer, budget, false),
             |e| Done::Reply(Reply::error(e)),
