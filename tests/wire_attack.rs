@@ -456,3 +456,50 @@ fn proxies_in_a_request_hold_their_objects_from_its_start() {
         stop(server, path, conn);
     });
 }
+
+/// The same walk, one request at a time: an `incref` and a `decref` make
+/// a suspect, and a `number_of_objects` (or any request, once suspects
+/// are many) walked every stored value for it, each time: three cheap
+/// requests for a walk over everything the server holds. Walks are spread
+/// over the requests served since the last one.
+#[test]
+fn counting_objects_again_and_again_walks_the_values_seldom() {
+    watchdog("counts one by one", LIMIT, || {
+        let (server, path, mut conn) = serve("counts-again");
+        let pid = server.pid().unwrap();
+        let inner = create(&mut conn, "list");
+        let outer = create(&mut conn, "list");
+        let extend = request(Some(&outer), "extend", vec![repeated(&P::Int(1), 1 << 20)]);
+        for _ in 0..4 {
+            assert!(has(&send(&mut conn, &extend), "#RETURN"));
+        }
+        let reply = send(
+            &mut conn,
+            &request(Some(&outer), "append", vec![list_proxy(&inner)]),
+        );
+        assert!(has(&reply, "#RETURN"), "{}", shown(&reply));
+        assert!(has(
+            &send(&mut conn, &request(None, "decref", vec![s(&inner)])),
+            "#RETURN"
+        ));
+        let round = [
+            request(None, "incref", vec![s(&inner)]),
+            request(None, "decref", vec![s(&inner)]),
+            request(None, "number_of_objects", vec![]),
+        ];
+        let ticks = common::procfs::cpu_ticks(pid);
+        for _ in 0..300 {
+            for r in &round {
+                assert!(has(&send(&mut conn, r), "#RETURN"));
+            }
+        }
+        let cpu = Duration::from_millis((common::procfs::cpu_ticks(pid) - ticks) * 10);
+        assert!(
+            cpu < Duration::from_secs(4),
+            "300 counts took {cpu:?} of the server's CPU"
+        );
+        // Both held: the one by the other.
+        assert_eq!(objects(&mut conn), 2);
+        stop(server, path, conn);
+    });
+}

@@ -151,6 +151,22 @@ pub(super) struct Objects {
     /// Times an object was left held by values only since the last
     /// collection of cycles.
     suspects: usize,
+    /// The values the last collection of cycles walked.
+    walked: usize,
+    /// Requests answered since the last collection of cycles.
+    since_walk: usize,
+}
+
+/// The values a collection of cycles may walk per request answered since
+/// the last one: a walk over every stored value is spread over that many
+/// requests at least, whatever asks for it (`number_of_objects`, suspects
+/// piling up), so that cheap requests cannot make the server walk all it
+/// holds for each of them.
+const WALK_PER_REQUEST: usize = 1 << 16;
+
+thread_local! {
+    /// Values the collection of cycles under way has walked.
+    static WALKED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `f` (a request), but a panic (a bug) fails only the request it
@@ -223,6 +239,8 @@ impl Objects {
             parked: Vec::new(),
             stirred: false,
             suspects: 0,
+            walked: 0,
+            since_walk: 0,
         }
     }
 
@@ -257,13 +275,19 @@ impl Objects {
     /// other), as Python's garbage collector would; if objects were left
     /// held by values only often enough since the last time (`now`:
     /// whenever any was), so that its cost, a walk over every stored
-    /// value, is spread over as many requests.
+    /// value, is spread over as many requests; and never before enough
+    /// requests were answered since the last walk to pay for it
+    /// ([`WALK_PER_REQUEST`] values each).
     fn collect(&mut self, now: bool) {
-        let due = self.suspects > 0 && (now || self.suspects > 256.max(self.table.len()));
+        let affordable = self.since_walk.saturating_mul(WALK_PER_REQUEST) >= self.walked;
+        let due =
+            self.suspects > 0 && affordable && (now || self.suspects > 256.max(self.table.len()));
         if !due {
             return;
         }
         self.suspects = 0;
+        self.since_walk = 0;
+        WALKED.set(0);
         let mut reachable: std::collections::HashSet<Id> = self
             .table
             .iter()
@@ -312,6 +336,7 @@ impl Objects {
             .filter_map(|id| self.table.remove(id))
             .collect();
         drop(bodies);
+        self.walked = WALKED.get();
         self.settle();
     }
 
@@ -460,6 +485,7 @@ impl Objects {
         peer: u64,
         budget: &mut Budget,
     ) -> (Served, usize) {
+        self.since_walk = self.since_walk.saturating_add(1);
         let unknown = decoded
             .iter()
             .find(|(kind, id)| self.table.get(id).is_none_or(|e| !e.body.is(*kind)));
@@ -1138,6 +1164,7 @@ impl Objects {
 
 /// Collects the ids of the proxies inside `v`.
 fn proxies_in(v: &PyValue, found: &mut Vec<Id>) {
+    WALKED.set(WALKED.get() + 1);
     match v {
         PyValue::Proxy(r) => found.push(r.id),
         PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
