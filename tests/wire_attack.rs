@@ -143,9 +143,19 @@ fn objects(conn: &mut Connection) -> i32 {
     }
 }
 
+/// A server's socket file, removed when dropped (a failed test's too).
+struct Socket(std::path::PathBuf);
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A server of its own (`manager::serve`, as `multiproc manager serve`
-/// runs it), its socket's path, and a connection to it.
-fn serve(name: &str) -> (Process<'static>, std::path::PathBuf, Connection) {
+/// runs it; a daemon, killed when the test process exits), its socket,
+/// and a connection to it.
+fn serve(name: &str) -> (Process<'static>, Socket, Connection) {
     let path = std::env::temp_dir().join(format!(
         "multiproc-wire-attack-{}-{name}.sock",
         std::process::id()
@@ -166,13 +176,13 @@ fn serve(name: &str) -> (Process<'static>, std::path::PathBuf, Connection) {
     )
     .is_ok()));
     let conn = connect(&address, Some(&key)).unwrap();
-    (server, path, conn)
+    (server, Socket(path), conn)
 }
 
-fn stop(server: Process<'static>, path: std::path::PathBuf, mut conn: Connection) {
+fn stop(server: Process<'static>, socket: Socket, mut conn: Connection) {
     send(&mut conn, &request(None, "shutdown", vec![]));
     server.join().unwrap();
-    let _ = std::fs::remove_file(&path);
+    drop(socket);
 }
 
 /// A batch of `create`s made every object (300,000 of them took 1.5 s of
