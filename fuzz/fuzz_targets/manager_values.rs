@@ -181,7 +181,17 @@ enum Step {
     Index(Shape),
     Snapshot,
     Pop(i8),
+    /// Up to 1023 tuples nested up to the depth limit around 0 to 6, so
+    /// that comparing them walks down to their innermost item (a walk
+    /// per level once made sorting them quadratic in the depth).
+    ExtendDeep(u16, u16),
 }
+
+/// The longest one step may take: every request is bounded to about a
+/// quarter of a second of the server's work ([`multiproc::manager::MAX_WORK`]);
+/// far beyond it, on however busy a machine, a request costs more than
+/// it was charged.
+const STEP_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn manager() -> &'static Manager {
     static M: OnceLock<Manager> = OnceLock::new();
@@ -202,6 +212,7 @@ fuzz_target!(|steps: Vec<Step>| {
     let d: DictProxy<Py, Py> = m.dict().unwrap();
     let l: ListProxy<Py> = m.list().unwrap();
     for step in steps.iter().take(32) {
+        let began = std::time::Instant::now();
         match step {
             Step::Set(k, v) => answered(d.set(k.py(), v.py())),
             Step::Get(k) => answered(d.get(&k.py())),
@@ -231,7 +242,19 @@ fuzz_target!(|steps: Vec<Step>| {
                 answered(d.items());
             }
             Step::Pop(i) => answered(l.pop((*i).into())),
+            Step::ExtendDeep(n, depth) => {
+                let depth = usize::from(*depth) % MAX_DEPTH;
+                answered(l.extend((0..usize::from(*n) % 1024).map(|i| {
+                    let mut v = Py::Int((i % 7) as i64);
+                    for _ in 0..depth {
+                        v = Py::Tuple(vec![v]);
+                    }
+                    v
+                })))
+            }
         }
+        let took = began.elapsed();
+        assert!(took < STEP_LIMIT, "{step:?} took {took:?}");
     }
     drop((d, l));
     if let Err(e) = m.number_of_objects() {

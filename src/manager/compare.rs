@@ -68,10 +68,31 @@ impl PyValue {
     /// `a < b` of two sequences: the first items that differ decide; else
     /// the shorter is less.
     fn lt_items(a: &[PyValue], b: &[PyValue]) -> Result<bool, String> {
-        match a.iter().zip(b).find(|(x, y)| x != y) {
-            Some((x, y)) => x.lt(y),
-            Option::None => Ok(a.len() < b.len()),
+        Ok(PyValue::first_difference(a, b)?.unwrap_or(a.len() < b.len()))
+    }
+
+    /// `x < y` of the first items of `a` and `b` that differ (Python's
+    /// `x != y`, then `x < y`), or `None` if none does. Lists in lists and
+    /// tuples in tuples are compared item by item in the same walk: an
+    /// `!=` of them and then a `<` one level down, asking `!=` again,
+    /// would walk a value nested n deep n times.
+    fn first_difference(a: &[PyValue], b: &[PyValue]) -> Result<Option<bool>, String> {
+        use PyValue::{List, Tuple};
+        for (x, y) in a.iter().zip(b) {
+            match (x, y) {
+                (List(p), List(q)) | (Tuple(p), Tuple(q)) => {
+                    if let Some(lt) = PyValue::first_difference(p, q)? {
+                        return Ok(Some(lt));
+                    }
+                    if p.len() != q.len() {
+                        return Ok(Some(p.len() < q.len()));
+                    }
+                }
+                _ if x != y => return x.lt(y).map(Some),
+                _ => {}
+            }
         }
+        Ok(Option::None)
     }
 
     /// The bytes of a `bytes` or a `bytearray`.

@@ -20,6 +20,10 @@ pub(super) struct Request {
     pub(super) method: String,
     pub(super) args: Vec<PyValue>,
     pub(super) kwds: Vec<(PyValue, PyValue)>,
+    /// Why `args` or `kwds` cannot be spread into a call (`*args` of a
+    /// value that is no iterable, `**kwds` of no mapping): the call fails
+    /// with it once its object and method are found, as CPython's does.
+    pub(super) unspread: Option<Exception>,
 }
 
 impl Request {
@@ -60,38 +64,45 @@ impl Request {
         let PyValue::Str(method) = next() else {
             return Err(("TypeError", "a method name is a str".into()));
         };
+        let mut unspread = None;
         let args = match next() {
-            PyValue::Tuple(a) | PyValue::List(a) => a,
+            PyValue::Tuple(a) | PyValue::List(a) | PyValue::Set(a) | PyValue::FrozenSet(a) => a,
+            PyValue::Str(s) => s.chars().map(|c| PyValue::Str(c.into())).collect(),
+            PyValue::Bytes(b) => b.into_iter().map(|b| PyValue::Int(b.into())).collect(),
+            PyValue::Dict(d) => d.into_iter().map(|(k, _)| k).collect(),
             other => {
-                return Err((
+                unspread = Some((
                     "TypeError",
                     format!(
                         "argument after * must be an iterable, not {}",
                         other.type_name()
                     ),
-                ))
+                ));
+                Vec::new()
             }
         };
         let kwds = match next() {
             PyValue::Dict(k) => k,
             other => {
-                return Err((
+                unspread = unspread.or(Some((
                     "TypeError",
                     format!(
                         "argument after ** must be a mapping, not {}",
                         other.type_name()
                     ),
-                ))
+                )));
+                Vec::new()
             }
         };
         if kwds.iter().any(|(k, _)| !matches!(k, PyValue::Str(_))) {
-            return Err(("TypeError", "keywords must be strings".into()));
+            unspread = unspread.or(Some(("TypeError", "keywords must be strings".into())));
         }
         Ok(Request {
             ident,
             method,
             args,
             kwds,
+            unspread,
         })
     }
 }
@@ -309,6 +320,17 @@ mod tests {
             PyValue::Tuple(vec![]),
             PyValue::Dict(vec![(1.into(), 2.into())]),
         ]);
-        assert!(Request::parse(bad_kwds).is_err());
+        // Parsed; the call fails with it (`*`/`**` of the wrong values).
+        let r = Request::parse(bad_kwds).unwrap();
+        assert_eq!(r.unspread.unwrap().0, "TypeError");
+        let str_args = PyValue::Tuple(vec![
+            PyValue::None,
+            "dummy".into(),
+            "ab".into(),
+            PyValue::Dict(vec![]),
+        ]);
+        let r = Request::parse(str_args).unwrap();
+        assert_eq!(r.args, vec!["a".into(), "b".into()]);
+        assert!(r.unspread.is_none());
     }
 }

@@ -151,6 +151,22 @@ pub(super) struct Objects {
     /// Times an object was left held by values only since the last
     /// collection of cycles.
     suspects: usize,
+    /// The values the last collection of cycles walked.
+    walked: usize,
+    /// Requests answered since the last collection of cycles.
+    since_walk: usize,
+}
+
+/// The values a collection of cycles may walk per request answered since
+/// the last one: a walk over every stored value is spread over that many
+/// requests at least, whatever asks for it (`number_of_objects`, suspects
+/// piling up), so that cheap requests cannot make the server walk all it
+/// holds for each of them.
+const WALK_PER_REQUEST: usize = 1 << 16;
+
+thread_local! {
+    /// Values the collection of cycles under way has walked.
+    static WALKED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `f` (a request), but a panic (a bug) fails only the request it
@@ -223,6 +239,8 @@ impl Objects {
             parked: Vec::new(),
             stirred: false,
             suspects: 0,
+            walked: 0,
+            since_walk: 0,
         }
     }
 
@@ -257,13 +275,19 @@ impl Objects {
     /// other), as Python's garbage collector would; if objects were left
     /// held by values only often enough since the last time (`now`:
     /// whenever any was), so that its cost, a walk over every stored
-    /// value, is spread over as many requests.
+    /// value, is spread over as many requests; and never before enough
+    /// requests were answered since the last walk to pay for it
+    /// ([`WALK_PER_REQUEST`] values each).
     fn collect(&mut self, now: bool) {
-        let due = self.suspects > 0 && (now || self.suspects > 256.max(self.table.len()));
+        let affordable = self.since_walk.saturating_mul(WALK_PER_REQUEST) >= self.walked;
+        let due =
+            self.suspects > 0 && affordable && (now || self.suspects > 256.max(self.table.len()));
         if !due {
             return;
         }
         self.suspects = 0;
+        self.since_walk = 0;
+        WALKED.set(0);
         let mut reachable: std::collections::HashSet<Id> = self
             .table
             .iter()
@@ -312,6 +336,7 @@ impl Objects {
             .filter_map(|id| self.table.remove(id))
             .collect();
         drop(bodies);
+        self.walked = WALKED.get();
         self.settle();
     }
 
@@ -460,6 +485,7 @@ impl Objects {
         peer: u64,
         budget: &mut Budget,
     ) -> (Served, usize) {
+        self.since_walk = self.since_walk.saturating_add(1);
         let unknown = decoded
             .iter()
             .find(|(kind, id)| self.table.get(id).is_none_or(|e| !e.body.is(*kind)));
@@ -470,6 +496,9 @@ impl Objects {
                 0,
             );
         }
+        // The request's proxies hold their objects from now: a batch may
+        // give back another reference to one before it stores the proxy.
+        self.settle();
         let done = survive_panic(
             || self.call(req, session, peer, budget, false),
             |e| Done::Reply(Reply::error(e)),
@@ -605,13 +634,36 @@ impl Objects {
             method,
             args,
             kwds,
+            unspread,
         } = req;
         let Some(target) = target else {
+            if let Some(e) = unspread {
+                return Done::Reply(Reply::Traceback(e));
+            }
             return self.server_call(&method, args, kwds, session, peer, budget, batch);
         };
         let Some(id) = parse_ident(&target).filter(|id| self.table.contains_key(id)) else {
             return Done::Reply(not_found(&target));
         };
+        if let Some(e) = unspread {
+            // The method is looked up first: one that is not there is
+            // refused as a call of it without arguments would be (before
+            // anything is done); one that is fails to be called.
+            let body = &self.table[&id].body;
+            let fallback = matches!(method.as_str(), "#GETVALUE" | "__repr__" | "__str__");
+            let callable = match body {
+                Body::Iterator(_) => method == "__next__",
+                _ => self.exposed(body).contains(&method.as_str()),
+            };
+            return match (callable, fallback) {
+                (true, _) => Done::Reply(Reply::error(e)),
+                // CPython's fallbacks fail as a `#TRACEBACK`.
+                (false, true) => Done::Reply(Reply::Traceback(e)),
+                (false, false) => {
+                    self.object_call(id, &method, vec![], vec![], session, budget, batch)
+                }
+            };
+        }
         let data = matches!(self.table[&id].body, Body::Data(..));
         match method.as_str() {
             "#GETVALUE" | "__repr__" | "__str__" if !data => {
@@ -677,6 +729,14 @@ impl Objects {
                     return not_exposed(name, exposed);
                 }
                 if kind == Kind::Dict && method == "__iter__" {
+                    // It makes an object, whose ident a batch that fails
+                    // later (its answer too large) would lose.
+                    if batch {
+                        return Done::Reply(Reply::error((
+                            "RuntimeError",
+                            "__iter__ cannot make an iterator inside a batch".into(),
+                        )));
+                    }
                     if !args.is_empty() || !kwds.is_empty() {
                         return Done::Reply(Reply::error(type_error("expected 0 arguments")));
                     }
@@ -707,6 +767,14 @@ impl Objects {
                 Done::Reply(reply)
             }
             Body::Iterator(_) => match method {
+                // As CPython's, refused before a key is taken.
+                "__next__" if !kwds.is_empty() => Done::Reply(Reply::error(type_error(
+                    "wrapper __next__() takes no keyword arguments",
+                ))),
+                "__next__" if !args.is_empty() => Done::Reply(Reply::error(type_error(format!(
+                    "expected 0 arguments, got {}",
+                    args.len()
+                )))),
                 "__next__" => Done::Reply(self.next_key(id)),
                 "send" | "throw" | "close" => Done::Reply(Reply::Traceback((
                     "AttributeError",
@@ -851,7 +919,11 @@ impl Objects {
             "accept_connection" if !batch => nargs(1).map(|()| Reply::Return(PyValue::None)),
             "number_of_objects" => {
                 nargs(0)?;
-                self.collect(true);
+                // Not inside a batch: each would walk every stored value
+                // again (the batch's request may walk once when it ends).
+                if !batch {
+                    self.collect(true);
+                }
                 // A registered name's object that only the server holds is
                 // not counted, as CPython's server forgets such an object's
                 // id while the callable that made it keeps it.
@@ -866,7 +938,10 @@ impl Objects {
             }
             "debug_info" => {
                 nargs(0)?;
-                self.collect(true);
+                if !batch {
+                    self.collect(true);
+                }
+                budget.work(self.table.len())?;
                 let mut ids: Vec<_> = self.table.keys().copied().collect();
                 ids.sort_by_key(|id| ident(*id));
                 let mut lines = Vec::new();
@@ -910,7 +985,9 @@ impl Objects {
                     exposed.iter().map(|&m| m.into()).collect(),
                 )))
             }
-            "create" => self.create(args, kwds, session, budget),
+            // Not inside a batch: a batch that fails later (its answer
+            // too large) would lose the idents of the objects it made.
+            "create" if !batch => self.create(args, kwds, session, budget),
             "_multiproc_hold" if !batch => {
                 nargs(0)?;
                 session.hold = true;
@@ -1087,6 +1164,7 @@ impl Objects {
 
 /// Collects the ids of the proxies inside `v`.
 fn proxies_in(v: &PyValue, found: &mut Vec<Id>) {
+    WALKED.set(WALKED.get() + 1);
     match v {
         PyValue::Proxy(r) => found.push(r.id),
         PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
@@ -1157,6 +1235,7 @@ mod tests {
                 method: method.into(),
                 args,
                 kwds,
+                unspread: None,
             };
             let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
             let (served, _) =
@@ -1297,6 +1376,7 @@ mod tests {
                 method: "shutdown".into(),
                 args: vec![],
                 kwds: vec![],
+                unspread: None,
             },
             &[],
             &mut m.session,

@@ -422,6 +422,7 @@ impl<'a> Machine<'a> {
                     let top = self.top()?;
                     self.budget.memory(items.len() * size_of::<usize>())?;
                     match &mut self.nodes[top] {
+                        _ if items.is_empty() => {}
                         Node::Set(v) => v.extend(items),
                         _ => return Err(error("ADDITEMS to something that is not a set")),
                     }
@@ -508,9 +509,12 @@ impl<'a> Machine<'a> {
                 op::BUILD => {
                     let state = self.pop()?;
                     let top = self.top()?;
+                    let none = matches!(self.nodes[state], Node::Scalar(PyValue::None));
                     match &mut self.nodes[top] {
                         Node::Object(o) if o.state.is_none() => o.state = Some(state),
                         Node::Object(_) => return Err(error("BUILD twice on one object")),
+                        // Python's default `__setstate__` of `None`: nothing.
+                        _ if none => {}
                         _ => return Err(error("BUILD on something that is not an object")),
                     }
                 }
@@ -651,6 +655,10 @@ impl<'a> Machine<'a> {
     /// `APPEND`/`APPENDS` to the list (or list-like object) on the stack.
     fn extend(&mut self, items: Vec<usize>) -> Result<(), Exception> {
         let top = self.top()?;
+        // No items: nothing, onto anything (CPython looks no further).
+        if items.is_empty() {
+            return Ok(());
+        }
         self.budget.memory(items.len() * size_of::<usize>())?;
         match &mut self.nodes[top] {
             Node::List(v) => v.extend(items),
@@ -663,6 +671,9 @@ impl<'a> Machine<'a> {
     /// `SETITEM`/`SETITEMS` on the dict (or dict-like object) on the stack.
     fn set_items(&mut self, items: Vec<(usize, usize)>) -> Result<(), Exception> {
         let top = self.top()?;
+        if items.is_empty() {
+            return Ok(());
+        }
         self.budget.memory(items.len() * 2 * size_of::<usize>())?;
         match &mut self.nodes[top] {
             Node::Dict(d) => d.extend(items),

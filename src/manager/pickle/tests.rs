@@ -439,7 +439,7 @@ fn malformed_pickles_are_errors_never_panics() {
         &b"\x80\x04a."[..],               // APPEND on an empty stack
         b"\x80\x04(a.",                   // APPEND onto a mark
         b"\x80\x04Na.",                   // APPEND to None
-        b"\x80\x04)Nb.",                  // BUILD on a tuple
+        b"\x80\x04)}b.",                  // BUILD of a dict on a tuple
         b"\x80\x04Ne.",                   // APPENDS without a mark
         b"\x80\x04h\x05.",                // memo key never stored
         b"\x80\x04.",                     // STOP on an empty stack
@@ -899,4 +899,44 @@ fn memo_copies_read_back_take_no_more_memory_than_charged() {
     assert!(grown_mb != 255, "not decoded");
     // The 61 copies of the list (61 MiB), and little more.
     assert!(grown_mb < 90, "decoding took {grown_mb} MiB");
+}
+
+/// `APPENDS`, `SETITEMS` and `ADDITEMS` of no items change nothing, onto
+/// whatever is below the mark: CPython returns before it looks at that
+/// (`do_append`, `do_setitems`, `load_additems`), so such pickles load
+/// there; with items, only a list, a dict or a set takes them.
+#[test]
+fn adding_no_items_to_anything_is_nothing() {
+    for (body, want) in [
+        (&b"K\x05(e"[..], "5"),
+        (b"N(u", "None"),
+        (b"\x8c\x01x(\x90", "'x'"),
+        (b"](K\x01e(u", "[1]"),
+        (b")(e(u(\x90", "()"),
+    ] {
+        let v = try_loads(&pickle4(body), 1 << 20);
+        assert_eq!(v.map(|v| v.to_string()), Ok(want.into()), "{body:?}");
+    }
+    for body in [&b"K\x05(K\x01e"[..], b"N(K\x01K\x02u", b"](K\x01\x90"] {
+        assert!(try_loads(&pickle4(body), 1 << 20).is_err(), "{body:?}");
+    }
+    // Still nothing below the mark: an error, as in CPython.
+    for body in [&b"(e"[..], b"(u", b"(\x90"] {
+        assert!(try_loads(&pickle4(body), 1 << 20).is_err(), "{body:?}");
+    }
+}
+
+/// `BUILD` with the state `None` onto a value that is no object (a
+/// float, a list) leaves it as it is, as CPython's default
+/// `__setstate__` does; other states onto it are refused.
+#[test]
+fn building_none_onto_a_plain_value_is_nothing() {
+    for (body, want) in [
+        (&b"G\x80\x00\x00\x00\x00\x00\x00\x00Nb"[..], "-0.0"),
+        (b"](K\x01eNb", "[1]"),
+    ] {
+        let v = try_loads(&pickle4(body), 1 << 20);
+        assert_eq!(v.map(|v| v.to_string()), Ok(want.into()), "{body:?}");
+    }
+    assert!(try_loads(&pickle4(b"]}b"), 1 << 20).is_err());
 }
