@@ -132,6 +132,19 @@ impl Args {
     }
 }
 
+/// Whether a `PyValue::BigInt`'s two's complement bytes are negative.
+fn is_negative(bytes: &[u8]) -> bool {
+    bytes.last().is_some_and(|&top| top & 0x80 != 0)
+}
+
+/// Whether a positive `PyValue::BigInt` rounds to a float past `f64::MAX`
+/// (at least 2^1024 - 2^970), as Python's `float(int)` refuses it.
+fn rounds_past_float(bytes: &[u8]) -> bool {
+    let bit = |i: usize| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1);
+    let len = bytes.len() * 8;
+    (1024..len).any(bit) || (970..1024).all(bit)
+}
+
 /// `block` and `timeout` as `queue.Queue` reads them: how long a call may
 /// wait (`Some(ZERO)`: not at all; `None`: as long as it takes).
 fn patience(
@@ -146,6 +159,12 @@ fn patience(
         Some(PyValue::Int(i)) => i as f64,
         Some(PyValue::Bool(b)) => f64::from(u8::from(b)),
         Some(PyValue::Float(f)) => f,
+        Some(PyValue::BigInt(b)) if is_negative(&b) => -1.0,
+        // Added to the clock as a float in Python.
+        Some(PyValue::BigInt(b)) if rounds_past_float(&b) => {
+            return Err(("OverflowError", "int too large to convert to float".into()))
+        }
+        Some(PyValue::BigInt(_)) => TIMEOUT_MAX,
         Some(other) => {
             return Err((
                 "TypeError",
@@ -183,6 +202,19 @@ impl Queue {
             None => 0,
             Some(PyValue::Int(n)) => usize::try_from(n).unwrap_or(0),
             Some(PyValue::Bool(b)) => usize::from(b),
+            // Python compares the size with it: an int past any size bounds
+            // nothing, a negative one neither; full at a float's ceiling.
+            Some(PyValue::BigInt(b)) if is_negative(&b) => 0,
+            Some(PyValue::BigInt(_)) => usize::MAX,
+            Some(PyValue::Float(f)) if f > 0.0 => {
+                let ceil = f.ceil();
+                if ceil < usize::MAX as f64 {
+                    ceil as usize
+                } else {
+                    usize::MAX
+                }
+            }
+            Some(PyValue::Float(_)) => 0,
             Some(other) => {
                 return Err((
                     "TypeError",
@@ -348,6 +380,63 @@ mod tests {
             Ok(Step::Done(v)) => v,
             _ => panic!("not done"),
         }
+    }
+
+    /// A `BigInt` of `2^exp - 2^low` (or `-2^exp` if `negative`), as the
+    /// pickle decoder makes it.
+    fn big(exp: usize, low: Option<usize>, negative: bool) -> PyValue {
+        let mut bytes = vec![0u8; exp / 8 + 1];
+        match (negative, low) {
+            (true, _) => {
+                bytes[exp / 8] = 0xff << (exp % 8);
+            }
+            (false, Some(low)) => (low..exp).for_each(|i| bytes[i / 8] |= 1 << (i % 8)),
+            (false, None) => bytes[exp / 8] = 1 << (exp % 8),
+        }
+        PyValue::BigInt(bytes)
+    }
+
+    /// Sizes and timeouts that are not small ints, as CPython's
+    /// `queue.Queue` takes them (checked against CPython 3.12).
+    #[test]
+    fn big_and_float_sizes_and_timeouts_are_pythons() {
+        for (maxsize, fits) in [
+            (big(100, None, false), 3),
+            (big(100, None, true), 3),
+            (2.5.into(), 3),
+            (f64::NAN.into(), 3),
+            (f64::INFINITY.into(), 3),
+            ((-1.5).into(), 3),
+            (1.0.into(), 1),
+        ] {
+            let mut q = Queue::new(vec![maxsize.clone()], vec![]).unwrap();
+            let put = (0..3)
+                .take_while(|&i| call(&mut q, "put_nowait", vec![i.into()]).is_ok())
+                .count();
+            assert_eq!(put, fits, "maxsize {maxsize:?}");
+        }
+        let mut q = Queue::new(vec![], vec![]).unwrap();
+        let get = |q: &mut Queue, t: PyValue| call(q, "get", vec![true.into(), t]);
+        assert!(matches!(
+            get(&mut q, big(1100, None, false)),
+            Err("OverflowError")
+        ));
+        assert!(matches!(
+            get(&mut q, big(1024, Some(970), false)),
+            Err("OverflowError")
+        ));
+        assert!(matches!(
+            get(&mut q, big(1024, Some(971), false)),
+            Ok(Step::Wait(Wait::Get, Some(_)))
+        ));
+        assert!(matches!(
+            get(&mut q, big(100, None, false)),
+            Ok(Step::Wait(Wait::Get, Some(_)))
+        ));
+        assert!(matches!(
+            get(&mut q, big(100, None, true)),
+            Err("ValueError")
+        ));
     }
 
     #[test]
