@@ -153,6 +153,18 @@ impl Memo {
         }
     }
 
+    /// The memory charged for setting `key`: a key past the dense ones
+    /// goes to the map, whose entry (16 bytes), control byte, spare
+    /// capacity and copy while it grows cost about three times a slot.
+    pub(super) fn cost(&self, key: u32) -> usize {
+        let slots = if key as usize > self.dense.len() {
+            6
+        } else {
+            2
+        };
+        slots * size_of::<usize>()
+    }
+
     pub(super) fn get(&self, key: u32) -> Option<usize> {
         match self.dense.get(key as usize) {
             Some(&node) if node != Memo::UNSET => Some(node),
@@ -636,7 +648,7 @@ impl<'a> Machine<'a> {
 
     fn put(&mut self, key: u32) -> Result<(), Exception> {
         let top = self.top()?;
-        self.budget.memory(2 * size_of::<usize>())?;
+        self.budget.memory(self.memo.cost(key))?;
         self.memo.insert(key, top);
         Ok(())
     }

@@ -455,7 +455,7 @@ impl<'a> Flat<'a> {
         if self.marks.last() == Some(&self.stack.len()) {
             return Err(GiveUp);
         }
-        self.owe(2 * WORD, 0)?;
+        self.owe(self.memo.cost(key), 0)?;
         self.settle()?;
         let entry = match self.last_put {
             Some((changes, entry)) if changes == self.changes => entry,
