@@ -297,7 +297,7 @@ fn print_header_then_previous(info: &std::panic::PanicHookInfo<'_>) {
         .ok()
         .and_then(|i| i.as_ref().map(|i| i.name.clone()));
     if let Some(name) = name {
-        eprintln!("Process {name}:");
+        logging::to_stderr(format_args!("Process {name}:"));
     }
     // SAFETY: the pointer is null or a box that is never freed.
     if let Some(previous) = unsafe { PREVIOUS_HOOK.load(Ordering::Acquire).as_ref() } {

@@ -116,7 +116,9 @@ impl ForkServer {
             // so that the server sees the end of file when the client closes
             // its own) and whatever other threads had open at the fork.
             if let Err(e) = sys::release_inherited(&[server_end.as_raw_fd()]) {
-                eprintln!("multiproc: a fork server cannot release its parent's descriptors: {e}");
+                super::logging::to_stderr(format_args!(
+                    "multiproc: a fork server cannot release its parent's descriptors: {e}"
+                ));
                 sys::exit_now(1);
             }
             sys::exit_now(run_server(server_end, &serve))
@@ -391,18 +393,20 @@ fn run_encoded(bytes: &[u8]) -> i32 {
     let e = match postcard::from_bytes::<Encoded>(bytes) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("multiproc: a fork server's child got a malformed call: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child got a malformed call: {e}"
+            ));
             return 1;
         }
     };
     let holds =
         |origin: &CodeOrigin, addr: u64| usize::try_from(addr).is_ok_and(|addr| origin.holds(addr));
     if !holds(&e.call_origin, e.call) || !holds(&e.func_origin, e.func) {
-        eprintln!(
+        super::logging::to_stderr(format_args!(
             "multiproc: a fork server's child does not have the function's code ({}): \
              it was loaded after the fork server started",
             e.func_origin.path()
-        );
+        ));
         return 1;
     }
     // SAFETY: `call` is the address of a `Trampoline` taken by this
@@ -424,7 +428,9 @@ fn run<A: DeserializeOwned>(func: usize, args: &[u8]) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("multiproc: a fork server's child cannot decode its arguments: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child cannot decode its arguments: {e}"
+            ));
             1
         }
     }
@@ -550,7 +556,9 @@ fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: 
     let order = match order {
         Ok(order) => order,
         Err(e) => {
-            eprintln!("multiproc: a fork server's child got no order: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child got no order: {e}"
+            ));
             sys::exit_now(1)
         }
     };

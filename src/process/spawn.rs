@@ -280,16 +280,18 @@ pub fn spawn_init(entries: &[&dyn SpawnEntry]) {
         })) {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => {
-                eprintln!(
+                super::logging::to_stderr(format_args!(
                     "multiproc: cannot decode the arguments of `{}`: {e}",
                     entry.name()
-                );
+                ));
                 1
             }
             Err(_) => 1,
         },
         Err(e) => {
-            eprintln!("multiproc: a spawned child could not start: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a spawned child could not start: {e}"
+            ));
             1
         }
     };
