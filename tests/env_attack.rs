@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use common::harness::tests;
-use common::watchdog;
-use multiproc::{entry, Process};
+use common::{join, static_child, watchdog};
+use multiproc::{entry, Event, Process};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     multiproc::spawn_init(&[&entry!(panics_with_stderr_broken)]);
     common::harness::run(&tests![
         a_child_whose_stderr_is_a_closed_pipe_ends_with_its_own_exit_code,
+        a_start_refused_for_want_of_a_descriptor_runs_nothing,
+        a_sigchld_handler_that_reaps_every_child_fails_no_start,
     ])
 }
 
@@ -77,5 +79,77 @@ fn a_child_whose_stderr_is_a_closed_pipe_ends_with_its_own_exit_code() {
             codes.push(code);
         }
         assert_eq!(codes, [Some(1), Some(1), Some(0), Some(1), Some(1)]);
+    });
+}
+
+/// Opens `/dev/null` until the descriptor table is full.
+fn fill_descriptors() -> Vec<std::fs::File> {
+    let mut held = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return held,
+            Err(e) => panic!("open /dev/null: {e}"),
+        }
+    }
+}
+
+fn lower_nofile(n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: lowers this process's own descriptor limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+/// A fork that `start` cannot follow with the child's pid file descriptor
+/// (the table is full) is refused before the child runs any of its work:
+/// a start that reports an error must not have run the closure (it was
+/// killed after it had begun, its side effects done). Python makes its
+/// pipes before it forks, so it too fails before anything runs.
+fn a_start_refused_for_want_of_a_descriptor_runs_nothing() {
+    watchdog("start with no descriptor left", LIMIT, || {
+        let c = static_child(|| {
+            lower_nofile(64);
+            let ran = Event::new().unwrap();
+            let held = fill_descriptors();
+            for _ in 0..50 {
+                let r = ran.clone();
+                let mut p = Process::new(move || r.set());
+                assert!(p.start().is_err(), "a start with no descriptor left");
+            }
+            drop(held);
+            assert!(!ran.is_set(), "a child whose start failed ran its work");
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+extern "C" fn reap_every_child(_: libc::c_int) {
+    // SAFETY: waitpid is async-signal-safe; a null status is allowed.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
+/// A program whose SIGCHLD handler reaps every child (`waitpid(-1)`, a
+/// common idiom) starts children that exit at once: every start succeeds
+/// (before, the handler could reap the child before `start` had its pid
+/// file descriptor, and the start failed with `ESRCH` after the child had
+/// run; and the pid it then killed was free for reuse). Joins return
+/// (Python's join returns with no exit code: the status is gone).
+fn a_sigchld_handler_that_reaps_every_child_fails_no_start() {
+    watchdog("starts under a reaping SIGCHLD handler", LIMIT, || {
+        let c = static_child(|| {
+            let handler = reap_every_child as extern "C" fn(libc::c_int);
+            // SAFETY: installs a handler (async-signal-safe) in this child.
+            unsafe { libc::signal(libc::SIGCHLD, handler as libc::sighandler_t) };
+            for _ in 0..50 {
+                let mut p = Process::new(|| ());
+                let started = p.start();
+                assert!(started.is_ok(), "{started:?}");
+                let _ = p.join_timeout(LIMIT).unwrap();
+            }
+        });
+        assert_eq!(join(&c, LIMIT), 0);
     });
 }

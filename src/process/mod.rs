@@ -441,7 +441,13 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         };
         reap_children();
         let pid = match launch {
-            Launch::Fork(target) => self.fork(target.into_target(), scope, listed)?,
+            Launch::Fork(target) => {
+                let gate = StartGate::new()?;
+                let (pid, gate) = self.fork(target.into_target(), scope, listed, gate)?;
+                let pidfd = gate.open_pidfd(pid)?;
+                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
+                return Ok(());
+            }
             Launch::Spawn(call) => spawn::start(
                 &call,
                 &spawn::Child {
@@ -469,7 +475,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 // pid is the child's: started just now and not reaped yet.
                 let _ = sys::kill(pid, sys::SIGKILL);
                 let _ = sys::waitpid(pid, true);
-                Err(Error::io("pidfd_open (Linux 5.3 or later is required)", e))
+                Err(pidfd_error(e))
             }
         }
     }
@@ -494,17 +500,34 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 
     /// Forks; in the parent returns the child's pid, in the child runs
     /// `target` and never returns.
-    fn fork(&mut self, target: Target<'a>, scope: Option<u64>, listed: bool) -> Result<u32> {
+    /// The child waits at `gate` before it runs anything; the parent gets
+    /// its end of the gate back with the pid.
+    fn fork(
+        &mut self,
+        target: Target<'a>,
+        scope: Option<u64>,
+        listed: bool,
+        gate: StartGate,
+    ) -> Result<(u32, GateParent)> {
         let parent = current_process();
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
         FORKING_FOR_SCOPE.set(None);
         match forked {
             Err(e) => Err(Error::io("fork", e)),
-            Ok(Forked::Child) => self.run_child(target, parent, listed),
+            Ok(Forked::Child) => {
+                // Without the parent's copy of its end here, the parent's
+                // death reads as end of file.
+                drop(gate.parent);
+                if !StartGate::opened(gate.child) {
+                    sys::exit_now(1);
+                }
+                self.run_child(target, parent, listed)
+            }
             Ok(Forked::Parent { pid }) => {
+                drop(gate.child);
                 handed_to_child(target);
-                Ok(pid)
+                Ok((pid, gate.parent))
             }
         }
     }
@@ -661,6 +684,81 @@ thread_local! {
     /// Set while this thread drops its copy of the closure of a child it
     /// has just forked (see [`dropping_handed_to_child`]).
     static HANDING_TO_CHILD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a forked child waits on before it runs anything: its parent's
+/// word that it holds the child's pid file descriptor. Until then the
+/// child cannot exit, so no SIGCHLD handler of the parent's (one that
+/// reaps every child) can reap it before `pidfd_open`, which would fail,
+/// and free its pid for reuse; and when `pidfd_open` fails (no descriptor
+/// left) the child is told to exit having run none of its work. Made
+/// before the fork: in a full descriptor table the start fails before any
+/// child exists, as Python's, whose pipes are made before it forks.
+struct StartGate {
+    parent: GateParent,
+    child: OwnedFd,
+}
+
+/// The parent's end of a [`StartGate`].
+struct GateParent(OwnedFd);
+
+/// The byte that lets a child run.
+const GATE_OPEN: u8 = 1;
+/// The byte that tells it to exit (as does the end of file, should the
+/// parent die first).
+const GATE_SHUT: u8 = 0;
+
+impl StartGate {
+    fn new() -> Result<StartGate> {
+        let (parent, child) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
+        Ok(StartGate {
+            parent: GateParent(parent),
+            child,
+        })
+    }
+
+    /// In the child: waits for the parent's word; whether to run.
+    fn opened(gate: OwnedFd) -> bool {
+        let mut byte = [std::mem::MaybeUninit::new(0u8)];
+        matches!(sys::read(&gate, &mut byte), Ok(1))
+            // SAFETY: `read` returned 1: the byte is initialised.
+            && unsafe { byte[0].assume_init() } == GATE_OPEN
+    }
+}
+
+impl GateParent {
+    /// In the parent, once the child's end is closed here (so that the
+    /// descriptor it took is free again for the pidfd): the child's pidfd,
+    /// and the child let run; or, if there is none, the child told to exit
+    /// and reaped.
+    fn open_pidfd(self, pid: u32) -> Result<OwnedFd> {
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => {
+                // A byte into an empty socket buffer: it cannot block. If the
+                // child is gone (killed meanwhile), its pidfd says so.
+                let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
+                Ok(pidfd)
+            }
+            Err(e) => {
+                // Said, not left to the end of file, which a copy of this
+                // end in a child another thread forks meanwhile would hold
+                // off. The child is alive (it waits for this word) and not
+                // reaped: its pid is still its own.
+                let _ = sys::send_nowait(&self.0, &[GATE_SHUT]);
+                let _ = sys::waitpid(pid, true);
+                Err(pidfd_error(e))
+            }
+        }
+    }
+}
+
+/// The error of a failed `pidfd_open`.
+fn pidfd_error(e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOSYS) {
+        Error::io("pidfd_open (Linux 5.3 or later is required)", e)
+    } else {
+        Error::io("pidfd_open", e)
+    }
 }
 
 /// Drops this process's copy of `target`, the closure of a child just
