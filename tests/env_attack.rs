@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         a_child_whose_stderr_is_a_closed_pipe_ends_with_its_own_exit_code,
         a_start_refused_for_want_of_a_descriptor_runs_nothing,
         a_sigchld_handler_that_reaps_every_child_fails_no_start,
+        fork_servers_started_under_a_reaping_sigchld_handler_keep_exit_codes,
     ])
 }
 
@@ -152,4 +153,46 @@ fn a_sigchld_handler_that_reaps_every_child_fails_no_start() {
         });
         assert_eq!(join(&c, LIMIT), 0);
     });
+}
+
+fn exits_with(code: i32) {
+    multiproc::process::exit(code);
+}
+
+fn triple(x: u64) -> u64 {
+    x * 3
+}
+
+/// A fork server (the global one, a pool's) started while the program's
+/// SIGCHLD handler reaps every child does not inherit the handler: the
+/// server reaps its children itself, so their exit codes reach the
+/// caller and no start fails because a child was reaped before the server
+/// had its pidfd.
+fn fork_servers_started_under_a_reaping_sigchld_handler_keep_exit_codes() {
+    watchdog(
+        "fork servers under a reaping SIGCHLD handler",
+        LIMIT,
+        || {
+            let c = static_child(|| {
+                let handler = reap_every_child as extern "C" fn(libc::c_int);
+                // SAFETY: installs a handler (async-signal-safe) in this child.
+                unsafe { libc::signal(libc::SIGCHLD, handler as libc::sighandler_t) };
+                for i in 0..30 {
+                    let mut p = Process::forkserver(exits_with, i % 4);
+                    let started = p.start();
+                    assert!(started.is_ok(), "{started:?}");
+                    assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(i % 4));
+                }
+                let pool = multiproc::Pool::builder()
+                    .processes(2)
+                    .max_tasks_per_child(1)
+                    .build()
+                    .unwrap();
+                let items: Vec<u64> = (0..20).collect();
+                let tripled: Vec<u64> = items.iter().map(|x| x * 3).collect();
+                assert_eq!(pool.map(triple, items).unwrap(), tripled);
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+        },
+    );
 }

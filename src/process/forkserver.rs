@@ -121,6 +121,14 @@ impl ForkServer {
                 ));
                 sys::exit_now(1);
             }
+            // Its children are its own to reap (and they start with the
+            // default, as Python's fork server's do).
+            if let Err(e) = sys::default_child_signal() {
+                super::logging::to_stderr(format_args!(
+                    "multiproc: a fork server cannot reset SIGCHLD: {e}"
+                ));
+                sys::exit_now(1);
+            }
             sys::exit_now(run_server(server_end, &serve))
         })
         .with_name(name);
