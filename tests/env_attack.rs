@@ -6,22 +6,24 @@
 
 mod common;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use common::harness::tests;
-use common::{join, static_child, watchdog};
+use common::{join, static_child, watchdog, TempName};
 use multiproc::{entry, Event, Process};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
-    multiproc::spawn_init(&[&entry!(panics_with_stderr_broken)]);
+    multiproc::spawn_init(&[&entry!(panics_with_stderr_broken), &entry!(waits_for_gate)]);
     common::harness::run(&tests![
         a_child_whose_stderr_is_a_closed_pipe_ends_with_its_own_exit_code,
         a_start_refused_for_want_of_a_descriptor_runs_nothing,
         a_sigchld_handler_that_reaps_every_child_fails_no_start,
         fork_servers_started_under_a_reaping_sigchld_handler_keep_exit_codes,
+        a_spawned_child_keeps_no_descriptor_it_was_not_given,
     ])
 }
 
@@ -195,4 +197,49 @@ fn fork_servers_started_under_a_reaping_sigchld_handler_keep_exit_codes() {
             assert_eq!(join(&c, LIMIT), 0);
         },
     );
+}
+
+fn waits_for_gate(name: String) {
+    assert!(Event::open(&name).unwrap().wait_timeout(LIMIT));
+}
+
+/// A spawned child runs a new program that inherits only its standard
+/// streams (and its work), as Python's spawn does (`close_fds`): a
+/// descriptor of the parent's that is not closed on exec (a shell's pipe,
+/// one a C library opened) is not held by the child for its whole life,
+/// where the write end of a pipe would keep its reader from ever seeing
+/// the end of file.
+fn a_spawned_child_keeps_no_descriptor_it_was_not_given() {
+    watchdog("spawned child and an inherited pipe", LIMIT, || {
+        // In a child: a process that another test forks meanwhile would
+        // hold the pipe too.
+        let c = static_child(|| {
+            let name = TempName::new("spawn-fds");
+            let gate = Event::create(&name).unwrap();
+            let mut fds = [0; 2];
+            // SAFETY: pipe writes two descriptors to a valid array; not closed
+            // on exec, as a descriptor made outside Rust's std may not be.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: a fresh descriptor that nothing else owns.
+            let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+            // SAFETY: as above; the two are distinct.
+            let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+            let mut p = Process::spawn(entry!(waits_for_gate), name.to_string());
+            p.start().unwrap();
+            drop(write);
+            let mut poll = libc::pollfd {
+                fd: read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Readable at once if nobody else holds the write end (end of file).
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
+            gate.set();
+            let code = p.join_timeout(LIMIT).unwrap();
+            assert_eq!(ready, 1, "the spawned child holds the pipe's write end");
+            assert_eq!(code, Some(0));
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
 }

@@ -257,7 +257,9 @@ impl Process<'static> {
     /// Python's. The program's `main` must call [`spawn_init`] first, with
     /// `entry` among its entries ([`start`](Process::start) is an
     /// `InvalidArgument` error in a process that has not called it). Exit
-    /// code 0 when the function returns, 1 if it panics.
+    /// code 0 when the function returns, 1 if it panics. As in Python, the
+    /// child inherits this process's standard streams and no other
+    /// descriptor.
     pub fn spawn<A>(entry: Entry<A>, args: A) -> Self
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,
