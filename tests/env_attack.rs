@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         a_sigchld_handler_that_reaps_every_child_fails_no_start,
         fork_servers_started_under_a_reaping_sigchld_handler_keep_exit_codes,
         a_spawned_child_keeps_no_descriptor_it_was_not_given,
+        a_child_reaped_by_someone_else_is_reported_by_every_join,
     ])
 }
 
@@ -138,8 +139,8 @@ extern "C" fn reap_every_child(_: libc::c_int) {
 /// common idiom) starts children that exit at once: every start succeeds
 /// (before, the handler could reap the child before `start` had its pid
 /// file descriptor, and the start failed with `ESRCH` after the child had
-/// run; and the pid it then killed was free for reuse). Joins return
-/// (Python's join returns with no exit code: the status is gone).
+/// run; and the pid it then killed was free for reuse). Joins return: the
+/// exit code, or the error that says the handler took it.
 fn a_sigchld_handler_that_reaps_every_child_fails_no_start() {
     watchdog("starts under a reaping SIGCHLD handler", LIMIT, || {
         let c = static_child(|| {
@@ -150,7 +151,14 @@ fn a_sigchld_handler_that_reaps_every_child_fails_no_start() {
                 let mut p = Process::new(|| ());
                 let started = p.start();
                 assert!(started.is_ok(), "{started:?}");
-                let _ = p.join_timeout(LIMIT).unwrap();
+                let joined = p.join_timeout(LIMIT);
+                assert!(
+                    matches!(
+                        joined,
+                        Ok(Some(0)) | Err(multiproc::Error::ProcessState { .. })
+                    ),
+                    "{joined:?}"
+                );
             }
         });
         assert_eq!(join(&c, LIMIT), 0);
@@ -241,5 +249,42 @@ fn a_spawned_child_keeps_no_descriptor_it_was_not_given() {
             assert_eq!(code, Some(0));
         });
         assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// With SIGCHLD ignored (the kernel reaps) or a handler that reaps every
+/// child, the exit status of a forked child is gone. Every join says so:
+/// `join` and `join_async` did, but `join_timeout` answered `None`
+/// ("still running") at once, forever, so that a loop on it spun; and a
+/// Manager's `shutdown`, which joins its server, failed though the server
+/// had stopped. (Python's join returns with no exit code, its
+/// `shutdown` raises nothing.)
+fn a_child_reaped_by_someone_else_is_reported_by_every_join() {
+    watchdog("joins of children reaped elsewhere", LIMIT, || {
+        let handler = reap_every_child as extern "C" fn(libc::c_int);
+        for disposition in [libc::SIG_IGN, handler as libc::sighandler_t] {
+            let c = static_child(move || {
+                // SAFETY: sets a disposition (or an async-signal-safe
+                // handler) in this child.
+                unsafe { libc::signal(libc::SIGCHLD, disposition) };
+                let done = Event::new().unwrap();
+                let d = done.clone();
+                let mut p = Process::new(move || d.set());
+                p.start().unwrap();
+                done.wait();
+                let joined = p.join_timeout(LIMIT);
+                assert!(
+                    matches!(joined, Err(multiproc::Error::ProcessState { .. })),
+                    "{joined:?}"
+                );
+                assert!(p.join().is_err());
+                let mut m = multiproc::Manager::start().unwrap();
+                let d = m.dict::<u32, u32>().unwrap();
+                d.set(1, 1).unwrap();
+                let stopped = m.shutdown();
+                assert!(stopped.is_ok(), "{stopped:?}");
+            });
+            assert_eq!(join(&c, LIMIT), 0);
+        }
     });
 }

@@ -493,9 +493,22 @@ impl Manager {
         };
         let r = client.server_call("shutdown", Vec::new()).map(drop);
         if let Some((server, _)) = server.take() {
-            if server.join_timeout(Duration::from_secs(10))?.is_none() {
-                server.kill()?;
-                server.join()?;
+            // A server whose exit status SIGCHLD's disposition took has
+            // stopped all the same.
+            let gone = |e: Error| {
+                if crate::process::is_unreaped(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            };
+            match server.join_timeout(Duration::from_secs(10)) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    server.kill()?;
+                    server.join().map(drop).or_else(gone)?;
+                }
+                Err(e) => gone(e)?,
             }
         }
         r

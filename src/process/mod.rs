@@ -68,6 +68,7 @@ use family::*;
 // The process module's part of the crate's fork handlers and its exit hook
 // (see `crate::fork_handlers`).
 pub(crate) use family::{after_fork_in_child, after_fork_in_parent, exit_hook, prepare_fork};
+pub(crate) use state::is_unreaped;
 use state::*;
 use target::*;
 
@@ -597,7 +598,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// Waits for the child to exit and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started, or started by another process.
+    /// [`Error::ProcessState`] if not started, or started by another
+    /// process, or if it exited and its exit status was taken by someone
+    /// else (SIGCHLD set to `SIG_IGN`, or a handler that reaps every child:
+    /// Python's join returns with no exit code then).
     pub fn join(&self) -> Result<i32> {
         self.wait(Deadline::Never)?
             .ok_or_else(|| unreaped_error(&self.name))
@@ -606,7 +610,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// Waits at most `timeout` for the child; `None` if it is still running.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started, or started by another process.
+    /// [`Error::ProcessState`] if not started, or started by another
+    /// process, or if it exited and its exit status was taken by someone
+    /// else (SIGCHLD set to `SIG_IGN`, or a handler that reaps every child),
+    /// as [`join`](Process::join).
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         self.wait(Deadline::after(timeout))
     }
@@ -644,7 +651,21 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 
     fn wait(&self, deadline: Deadline) -> Result<Option<i32>> {
         drop(self.state()?);
-        wait_state(&self.state, deadline)
+        match wait_state(&self.state, deadline)? {
+            // Not "still running": every later wait would return at once.
+            None if self.exited_unreaped() => Err(unreaped_error(&self.name)),
+            r => Ok(r),
+        }
+    }
+
+    /// Whether the child has exited with nothing for this process to reap
+    /// (SIGCHLD ignored, or a handler reaped it): its exit descriptor is
+    /// readable, and still no exit code.
+    fn exited_unreaped(&self) -> bool {
+        exit_descriptor(&self.state).is_ok_and(|exited| {
+            sys::pidfd_wait(&exited, Deadline::Now).unwrap_or(false)
+                && poll_state(&self.state).is_none()
+        })
     }
 
     /// Reaps the child if it has exited; returns its exit code if known.
