@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         fork_servers_started_under_a_reaping_sigchld_handler_keep_exit_codes,
         a_spawned_child_keeps_no_descriptor_it_was_not_given,
         a_child_reaped_by_someone_else_is_reported_by_every_join,
+        a_manager_starts_whatever_tmpdir_says,
     ])
 }
 
@@ -286,5 +287,42 @@ fn a_child_reaped_by_someone_else_is_reported_by_every_join() {
             });
             assert_eq!(join(&c, LIMIT), 0);
         }
+    });
+}
+
+/// `Manager::start` makes its socket in the temporary directory. As
+/// Python's (`tempfile.gettempdir`), a `TMPDIR` that names no directory is
+/// passed over for the next candidate (`/tmp`), and an unset one too; one
+/// whose socket path would not fit a Unix address (108 bytes) is a clear
+/// error, never a panic.
+fn a_manager_starts_whatever_tmpdir_says() {
+    watchdog("Manager::start under odd TMPDIRs", LIMIT, || {
+        let c = static_child(|| {
+            let missing = format!("/nonexistent-{}", std::process::id());
+            for tmpdir in [Some(missing.as_str()), None, Some("/dev/null")] {
+                match tmpdir {
+                    Some(dir) => std::env::set_var("TMPDIR", dir),
+                    None => std::env::remove_var("TMPDIR"),
+                }
+                let started = multiproc::Manager::start();
+                assert!(started.is_ok(), "TMPDIR={tmpdir:?}: {started:?}");
+                let m = started.unwrap();
+                assert_eq!(m.dict::<u32, u32>().unwrap().len().unwrap(), 0);
+            }
+            let long = std::path::Path::new("/tmp").join(format!(
+                "{}-{}",
+                "d".repeat(100),
+                std::process::id()
+            ));
+            std::fs::create_dir(&long).unwrap();
+            std::env::set_var("TMPDIR", &long);
+            let started = multiproc::Manager::start().map(drop);
+            std::fs::remove_dir(&long).unwrap();
+            match started {
+                Err(e) => assert!(e.to_string().contains("too long"), "{e}"),
+                Ok(()) => panic!("a socket path over 108 bytes"),
+            }
+        });
+        assert_eq!(join(&c, LIMIT), 0);
     });
 }
