@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         a_spawned_child_keeps_no_descriptor_it_was_not_given,
         a_child_reaped_by_someone_else_is_reported_by_every_join,
         a_manager_starts_whatever_tmpdir_says,
+        with_no_descriptor_left_existing_objects_still_work,
+        signals_without_sa_restart_interrupt_no_wait,
     ])
 }
 
@@ -322,6 +324,174 @@ fn a_manager_starts_whatever_tmpdir_says() {
                 Err(e) => assert!(e.to_string().contains("too long"), "{e}"),
                 Ok(()) => panic!("a socket path over 108 bytes"),
             }
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// In a process with no descriptor to spare, what needs no new descriptor
+/// still works: a queue's put and get (blocking and async), a lock, a
+/// pipe, an existing Manager proxy (from another thread too), a pool's
+/// map with its workers restarting, a forked child's join.
+fn with_no_descriptor_left_existing_objects_still_work() {
+    watchdog("existing objects in a full descriptor table", LIMIT, || {
+        let c = static_child(|| {
+            lower_nofile(128);
+            let q = multiproc::Queue::<u64>::new().unwrap();
+            let lock = multiproc::Lock::new().unwrap();
+            let (mut a, mut b) = multiproc::Pipe(true).unwrap();
+            let m = multiproc::Manager::start().unwrap();
+            let d = m.dict::<u32, u32>().unwrap();
+            let pool = multiproc::Pool::builder()
+                .processes(2)
+                .max_tasks_per_child(1)
+                .build()
+                .unwrap();
+            let gate = Event::new().unwrap();
+            let g = gate.clone();
+            // A daemon: a failed check must not leave it waiting for the gate.
+            let mut kid = Process::new(move || assert!(g.wait_timeout(LIMIT))).daemon(true);
+            kid.start().unwrap();
+            let held = fill_descriptors();
+            q.put(5).unwrap();
+            assert_eq!(q.get().unwrap(), 5);
+            q.put(6).unwrap();
+            assert_eq!(block_on(q.get_async()).unwrap(), 6);
+            drop(lock.lock().unwrap());
+            a.send(&7u32).unwrap();
+            assert_eq!(b.recv::<u32>().unwrap(), 7);
+            d.set(1, 2).unwrap();
+            let d2 = d.clone();
+            assert_eq!(
+                std::thread::spawn(move || d2.get(&1))
+                    .join()
+                    .unwrap()
+                    .unwrap(),
+                Some(2)
+            );
+            let tripled: Vec<u64> = (0..10).map(|x| x * 3).collect();
+            assert_eq!(pool.map(triple, 0..10u64).unwrap(), tripled);
+            gate.set();
+            assert_eq!(kid.join_timeout(LIMIT).unwrap(), Some(0));
+            drop(held);
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// Polls `f` on this thread until it is ready (within `LIMIT`).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let end = std::time::Instant::now() + LIMIT;
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "not ready within {LIMIT:?}");
+        std::thread::park_timeout(left);
+    }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A handler installed without `SA_RESTART` makes blocking calls fail with
+/// `EINTR`; signals delivered over and over to a thread blocked in a
+/// queue's get, a join, an event's wait, a connection's recv, a pool's
+/// map, proxy calls and a listener's accept lose nothing and end none of
+/// them early: each returns what it waited for.
+fn signals_without_sa_restart_interrupt_no_wait() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    watchdog("waits under a storm of signals", LIMIT, || {
+        let c = static_child(|| {
+            // SAFETY: a zeroed sigaction is a valid value (no flags: no
+            // SA_RESTART).
+            let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+            // SAFETY: installs, in this child only, a handler that does
+            // nothing (async-signal-safe).
+            let installed =
+                unsafe { libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()) };
+            assert_eq!(installed, 0);
+            // SAFETY: pthread_self has no preconditions.
+            let me = unsafe { libc::pthread_self() };
+            // The waited-for event happens only after many signals.
+            let go = Event::new().unwrap();
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            let storm = {
+                let (go, stop) = (go.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    for n in 1u64.. {
+                        if stop.load(Relaxed) {
+                            break;
+                        }
+                        // SAFETY: this thread is joined before `me` ends.
+                        unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+                        if n % 200 == 0 {
+                            go.set();
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            };
+            let q = multiproc::Queue::<u64>::new().unwrap();
+            let (q2, go2) = (q.clone(), go.clone());
+            let mut p = Process::new(move || {
+                assert!(go2.wait_timeout(LIMIT));
+                q2.put(9).unwrap();
+            })
+            .daemon(true);
+            go.clear();
+            p.start().unwrap();
+            assert_eq!(q.get().unwrap(), 9);
+            assert_eq!(p.join().unwrap(), 0);
+            go.clear();
+            assert!(go.wait_timeout(LIMIT));
+            let (mut a, mut b) = multiproc::Pipe(true).unwrap();
+            let go3 = go.clone();
+            go.clear();
+            let mut p = Process::new(move || {
+                assert!(go3.wait_timeout(LIMIT));
+                b.send(&3u32).unwrap();
+            })
+            .daemon(true);
+            p.start().unwrap();
+            assert_eq!(a.recv::<u32>().unwrap(), 3);
+            assert_eq!(p.join().unwrap(), 0);
+            let pool = multiproc::Pool::with_processes(1).unwrap();
+            assert_eq!(pool.map(triple, [1u64, 2]).unwrap(), vec![3, 6]);
+            let m = multiproc::Manager::start().unwrap();
+            let d = m.dict::<u32, u32>().unwrap();
+            for i in 0..200 {
+                d.set(i, i).unwrap();
+            }
+            assert_eq!(d.len().unwrap(), 200);
+            let path =
+                std::path::Path::new("/tmp").join(format!("env-attack-{}", std::process::id()));
+            let address = multiproc::conn::Address::Unix(path.clone());
+            let listener = multiproc::conn::Listener::bind(&address, None).unwrap();
+            let go4 = go.clone();
+            go.clear();
+            let mut p = Process::new(move || {
+                assert!(go4.wait_timeout(LIMIT));
+                multiproc::conn::connect(&address, None).unwrap();
+            })
+            .daemon(true);
+            p.start().unwrap();
+            let accepted = listener.accept().map(drop);
+            let _ = std::fs::remove_file(&path);
+            assert!(accepted.is_ok(), "{accepted:?}");
+            assert_eq!(p.join().unwrap(), 0);
+            stop.store(true, Relaxed);
+            storm.join().unwrap();
         });
         assert_eq!(join(&c, LIMIT), 0);
     });
