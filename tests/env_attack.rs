@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         a_manager_starts_whatever_tmpdir_says,
         with_no_descriptor_left_existing_objects_still_work,
         signals_without_sa_restart_interrupt_no_wait,
+        a_fork_server_out_of_descriptors_runs_no_refused_child,
     ])
 }
 
@@ -101,6 +102,23 @@ fn fill_descriptors() -> Vec<std::fs::File> {
     }
 }
 
+/// Sets this process's soft descriptor limit to `n`; the hard limit, up
+/// to which it may be raised again.
+fn set_soft_nofile(n: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to a valid pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
+    limit.rlim_cur = n;
+    // SAFETY: sets this process's own limit from a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    limit.rlim_max
+}
+
+/// Sets this process's descriptor limit (soft and hard) to `n`.
 fn lower_nofile(n: u64) {
     let limit = libc::rlimit {
         rlim_cur: n,
@@ -492,6 +510,58 @@ fn signals_without_sa_restart_interrupt_no_wait() {
             assert_eq!(p.join().unwrap(), 0);
             stop.store(true, Relaxed);
             storm.join().unwrap();
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// Shared with the fork server's children, which are forks of the process
+/// that set it (through the server, forked after it was set).
+static STARTED: std::sync::OnceLock<(multiproc::Semaphore, Event)> = std::sync::OnceLock::new();
+
+/// Counts itself, then waits for the gate.
+fn count_then_wait(_: ()) {
+    let (started, gate) = STARTED.get().unwrap();
+    started.release().unwrap();
+    assert!(gate.wait_timeout(LIMIT));
+}
+
+/// A fork server with no descriptor left for a new child's pidfd refuses
+/// the start, and the refused child has run nothing: it learns its work
+/// only once the server holds its pidfd. (Before, the order went out with
+/// the request, the child read it at once, and the server killed it after
+/// it had begun.) So every child that ran is a child whose start
+/// succeeded.
+fn a_fork_server_out_of_descriptors_runs_no_refused_child() {
+    watchdog("fork server out of descriptors", LIMIT, || {
+        let c = static_child(|| {
+            let hard = set_soft_nofile(64);
+            STARTED
+                .set((multiproc::Semaphore::new(0).unwrap(), Event::new().unwrap()))
+                .unwrap();
+            multiproc::process::start_forkserver().unwrap();
+            // The server keeps the low limit; this process, the client,
+            // has room for every child the server can start.
+            set_soft_nofile(hard.min(1024));
+            let mut started = Vec::new();
+            let mut refused = 0;
+            for _ in 0..60 {
+                let mut c = Process::forkserver(count_then_wait, ()).daemon(true);
+                match c.start() {
+                    Ok(()) => started.push(c),
+                    Err(_) => refused += 1,
+                }
+            }
+            let (ran, gate) = STARTED.get().unwrap();
+            gate.set();
+            for c in &started {
+                assert_eq!(c.join_timeout(LIMIT).unwrap(), Some(0));
+            }
+            assert!(
+                refused > 0,
+                "60 children fitted in the server's 64 descriptors?"
+            );
+            assert_eq!(ran.value() as usize, started.len());
         });
         assert_eq!(join(&c, LIMIT), 0);
     });

@@ -153,24 +153,20 @@ impl ForkServer {
         fds: &[BorrowedFd<'_>],
     ) -> Result<Served> {
         let err = |e| Error::io("start a child through the fork server", e);
-        let ours = {
+        let (ours, orders) = {
             // The server's end of the status socket must be the server's
             // only: a copy in a process forked meanwhile would keep it from
             // reading as closed when the server dies.
             let _no_fork = pairing();
             let (ours, theirs) = sys::socketpair().map_err(err)?;
+            // Taken before asking: once the child exists, sending its order
+            // needs no new descriptor.
+            let orders = ours.try_clone().map_err(err)?;
             let mut attached = vec![theirs.as_fd()];
             attached.extend_from_slice(fds);
             sys::send_with_fds(&self.requests, &[FORK], &attached).map_err(err)?;
-            ours
+            (ours, orders)
         };
-        // The child reads its order itself: the server never parses it.
-        let order = Order {
-            name: name.into(),
-            path: path.to_vec(),
-            body,
-        };
-        Connection::from_socket(ours.try_clone().map_err(err)?).send(&order)?;
         // The server may die before it answers (and a copy of its request
         // socket elsewhere would keep the question pending): wait on both.
         let ready = sys::poll_readable(
@@ -185,11 +181,23 @@ impl ForkServer {
         let (n, mut got) = sys::recv_with_fds(&ours, &mut reply, 1, true).map_err(err)?;
         let pid = i32::from_le_bytes(reply);
         match (n, got.pop()) {
-            (4, Some(pidfd)) if pid > 0 => Ok(Served {
-                pid: pid as u32,
-                pidfd,
-                status: ours,
-            }),
+            (4, Some(pidfd)) if pid > 0 => {
+                // The child learns its work (the server never parses it)
+                // only now that the server holds its pidfd: a child the
+                // server could not keep track of was killed before it read
+                // anything, and ran nothing.
+                let order = Order {
+                    name: name.into(),
+                    path: path.to_vec(),
+                    body,
+                };
+                Connection::from_socket(orders).send(&order)?;
+                Ok(Served {
+                    pid: pid as u32,
+                    pidfd,
+                    status: ours,
+                })
+            }
             (4, _) if pid < 0 => Err(err(io::Error::from_raw_os_error(-pid))),
             _ => Err(err(io::Error::other("the fork server is gone"))),
         }
