@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         with_no_descriptor_left_existing_objects_still_work,
         signals_without_sa_restart_interrupt_no_wait,
         a_fork_server_out_of_descriptors_runs_no_refused_child,
+        a_pool_is_dropped_after_its_owner_drops_privileges,
     ])
 }
 
@@ -562,6 +563,39 @@ fn a_fork_server_out_of_descriptors_runs_no_refused_child() {
                 "60 children fitted in the server's 64 descriptors?"
             );
             assert_eq!(ran.value() as usize, started.len());
+        });
+        assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// A daemon's pattern: start a pool (and a Manager) as root, then drop
+/// privileges. The pool's workers keep the old credentials, so this
+/// process may no longer signal them: dropping the pool waited forever
+/// for workers its `SIGKILL` had not reached. Their fork server, which may
+/// kill them, now does. (Skipped unless the tests run as root.)
+fn a_pool_is_dropped_after_its_owner_drops_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to change credentials");
+        return;
+    }
+    watchdog("a pool dropped after setuid", LIMIT, || {
+        let c = static_child(|| {
+            let pool = multiproc::Pool::with_processes(2).unwrap();
+            let mut m = multiproc::Manager::start().unwrap();
+            let d = m.dict::<u32, u32>().unwrap();
+            // SAFETY: changes this child's own credentials (group first).
+            assert_eq!(unsafe { libc::setgid(65534) }, 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::setuid(65534) }, 0);
+            // The change cleared the death signal the test's children have.
+            // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+            let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            assert_eq!(set, 0);
+            assert_eq!(pool.map(triple, 0..4u64).unwrap(), vec![0, 3, 6, 9]);
+            d.set(1, 1).unwrap();
+            drop(pool);
+            assert!(m.shutdown().is_ok());
         });
         assert_eq!(join(&c, LIMIT), 0);
     });

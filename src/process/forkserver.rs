@@ -220,7 +220,7 @@ impl ForkServer {
     }
 
     /// Tells the server to kill its children and exit, and reaps it.
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         let _ = sys::send_with_fds(&self.requests, &[STOP], &[]);
         let _ = self.process.join();
     }
