@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         signals_without_sa_restart_interrupt_no_wait,
         a_fork_server_out_of_descriptors_runs_no_refused_child,
         a_pool_is_dropped_after_its_owner_drops_privileges,
+        a_process_that_dropped_privileges_exits_past_its_daemons,
     ])
 }
 
@@ -584,19 +585,59 @@ fn a_pool_is_dropped_after_its_owner_drops_privileges() {
             let pool = multiproc::Pool::with_processes(2).unwrap();
             let mut m = multiproc::Manager::start().unwrap();
             let d = m.dict::<u32, u32>().unwrap();
-            // SAFETY: changes this child's own credentials (group first).
-            assert_eq!(unsafe { libc::setgid(65534) }, 0);
-            // SAFETY: as above.
-            assert_eq!(unsafe { libc::setuid(65534) }, 0);
-            // The change cleared the death signal the test's children have.
-            // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
-            let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            assert_eq!(set, 0);
+            become_nobody();
             assert_eq!(pool.map(triple, 0..4u64).unwrap(), vec![0, 3, 6, 9]);
             d.set(1, 1).unwrap();
             drop(pool);
             assert!(m.shutdown().is_ok());
         });
         assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+fn waits_long(_: ()) {
+    let _ = Event::new().unwrap().wait_timeout(2 * LIMIT);
+}
+
+/// Changes this process's credentials to nobody's, and restores the death
+/// signal the change cleared (the test's children have one).
+fn become_nobody() {
+    // SAFETY: changes this process's own credentials (group first).
+    assert_eq!(unsafe { libc::setgid(65534) }, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setuid(65534) }, 0);
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    assert_eq!(set, 0);
+}
+
+/// At exit a process kills its daemon children and waits for every child
+/// (Python's rule). One that dropped its privileges after starting them
+/// may no longer kill them; it waited for them forever, and they, dying
+/// with it, for it. It now exits past them: they die with it. (Python's
+/// exit handler stops at the refused kill. Skipped unless root.) The
+/// fork server's daemon dies with its server, which watches this process.
+fn a_process_that_dropped_privileges_exits_past_its_daemons() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to change credentials");
+        return;
+    }
+    watchdog("exit after setuid with daemon children", 2 * LIMIT, || {
+        // The forked daemon outlives its parent: the kernel sends the death
+        // signal as from the parent, which, now nobody, may not signal a
+        // root process (it is orphaned, as Python's daemons are). Its end:
+        let end = Event::new().unwrap();
+        let e = end.clone();
+        let c = static_child(move || {
+            let mut forked = Process::new(move || assert!(e.wait_timeout(2 * LIMIT))).daemon(true);
+            forked.start().unwrap();
+            let mut served = Process::forkserver(waits_long, ()).daemon(true);
+            served.start().unwrap();
+            become_nobody();
+        });
+        let code = join(&c, LIMIT);
+        end.set();
+        assert_eq!(code, 0);
     });
 }
