@@ -223,13 +223,17 @@ pub enum Transport {
 
 impl Manager {
     /// Starts a server process on a fresh Unix socket with a random authkey.
+    /// The socket is made in the temporary directory that Python's
+    /// `tempfile.gettempdir` would choose (`$TMPDIR` if it is a writable
+    /// directory, else `/tmp`…).
     ///
     /// # Errors
-    /// If the server cannot be started or does not come up within 10 s.
+    /// If the server cannot be started or does not come up within 10 s; if
+    /// the socket's path is too long for a Unix address (108 bytes).
     pub fn start() -> Result<Manager> {
         let mut key = [0u8; 32];
         sys::random_bytes(&mut key).map_err(|e| Error::io("getrandom", e))?;
-        let path = std::env::temp_dir().join(format!(
+        let path = sys::socket_dir().join(format!(
             "multiproc-manager-{}-{}.sock",
             sys::getpid(),
             SOCKETS.fetch_add(1, Ordering::Relaxed)
@@ -493,9 +497,22 @@ impl Manager {
         };
         let r = client.server_call("shutdown", Vec::new()).map(drop);
         if let Some((server, _)) = server.take() {
-            if server.join_timeout(Duration::from_secs(10))?.is_none() {
-                server.kill()?;
-                server.join()?;
+            // A server whose exit status SIGCHLD's disposition took has
+            // stopped all the same.
+            let gone = |e: Error| {
+                if crate::process::is_unreaped(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            };
+            match server.join_timeout(Duration::from_secs(10)) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    server.kill()?;
+                    server.join().map(drop).or_else(gone)?;
+                }
+                Err(e) => gone(e)?,
             }
         }
         r

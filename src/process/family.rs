@@ -153,21 +153,36 @@ pub(super) fn finish_at_exit() {
 /// What a process does with its children when it exits, and a scope when
 /// it ends (Python's rule): kills the daemon children among those `which`
 /// selects, then waits until every one of them has exited; with Python's
-/// log records if `log`.
-pub(super) fn finish_children(which: impl Fn(&ChildEntry) -> bool, log: bool) {
-    let chosen: Vec<(String, bool, Arc<Mutex<State>>)> = children()
+/// log records if `at_exit`.
+///
+/// At exit, a daemon child that this process may no longer signal (it
+/// changed its credentials since the child started) is not waited for:
+/// it dies with this process (a daemon's death signal, or its fork
+/// server's), and would otherwise wait for it forever. A scope waits for
+/// every child whatever happens: its soundness rests on it.
+pub(super) fn finish_children(which: impl Fn(&ChildEntry) -> bool, at_exit: bool) {
+    let mut chosen: Vec<(String, bool, Arc<Mutex<State>>)> = children()
         .iter()
         .filter(|c| which(c) && poll_state(&c.state).is_none())
         .map(|c| (c.name.clone(), c.daemon, c.state.clone()))
         .collect();
+    let mut refused = Vec::new();
     for (name, _, state) in chosen.iter().filter(|(_, daemon, _)| *daemon) {
-        if log {
+        if at_exit {
             logging::info(format_args!("calling terminate() for daemon {name}"));
         }
-        let _ = signal_state(state, sys::SIGKILL);
+        if let Err(e) = signal_state(state, sys::SIGKILL) {
+            refused.push(Arc::as_ptr(state));
+            if at_exit {
+                logging::info(format_args!("cannot kill daemon {name}: {e}"));
+            }
+        }
+    }
+    if at_exit {
+        chosen.retain(|(_, _, state)| !refused.contains(&Arc::as_ptr(state)));
     }
     for (name, _, state) in &chosen {
-        if log {
+        if at_exit {
             logging::info(format_args!("calling join() for process {name}"));
         }
         wait_until_exited(state);
@@ -297,7 +312,7 @@ fn print_header_then_previous(info: &std::panic::PanicHookInfo<'_>) {
         .ok()
         .and_then(|i| i.as_ref().map(|i| i.name.clone()));
     if let Some(name) = name {
-        eprintln!("Process {name}:");
+        logging::to_stderr(format_args!("Process {name}:"));
     }
     // SAFETY: the pointer is null or a box that is never freed.
     if let Some(previous) = unsafe { PREVIOUS_HOOK.load(Ordering::Acquire).as_ref() } {

@@ -116,7 +116,17 @@ impl ForkServer {
             // so that the server sees the end of file when the client closes
             // its own) and whatever other threads had open at the fork.
             if let Err(e) = sys::release_inherited(&[server_end.as_raw_fd()]) {
-                eprintln!("multiproc: a fork server cannot release its parent's descriptors: {e}");
+                super::logging::to_stderr(format_args!(
+                    "multiproc: a fork server cannot release its parent's descriptors: {e}"
+                ));
+                sys::exit_now(1);
+            }
+            // Its children are its own to reap (and they start with the
+            // default, as Python's fork server's do).
+            if let Err(e) = sys::default_child_signal() {
+                super::logging::to_stderr(format_args!(
+                    "multiproc: a fork server cannot reset SIGCHLD: {e}"
+                ));
                 sys::exit_now(1);
             }
             sys::exit_now(run_server(server_end, &serve))
@@ -143,24 +153,20 @@ impl ForkServer {
         fds: &[BorrowedFd<'_>],
     ) -> Result<Served> {
         let err = |e| Error::io("start a child through the fork server", e);
-        let ours = {
+        let (ours, orders) = {
             // The server's end of the status socket must be the server's
             // only: a copy in a process forked meanwhile would keep it from
             // reading as closed when the server dies.
             let _no_fork = pairing();
             let (ours, theirs) = sys::socketpair().map_err(err)?;
+            // Taken before asking: once the child exists, sending its order
+            // needs no new descriptor.
+            let orders = ours.try_clone().map_err(err)?;
             let mut attached = vec![theirs.as_fd()];
             attached.extend_from_slice(fds);
             sys::send_with_fds(&self.requests, &[FORK], &attached).map_err(err)?;
-            ours
+            (ours, orders)
         };
-        // The child reads its order itself: the server never parses it.
-        let order = Order {
-            name: name.into(),
-            path: path.to_vec(),
-            body,
-        };
-        Connection::from_socket(ours.try_clone().map_err(err)?)?.send(&order)?;
         // The server may die before it answers (and a copy of its request
         // socket elsewhere would keep the question pending): wait on both.
         let ready = sys::poll_readable(
@@ -175,11 +181,23 @@ impl ForkServer {
         let (n, mut got) = sys::recv_with_fds(&ours, &mut reply, 1, true).map_err(err)?;
         let pid = i32::from_le_bytes(reply);
         match (n, got.pop()) {
-            (4, Some(pidfd)) if pid > 0 => Ok(Served {
-                pid: pid as u32,
-                pidfd,
-                status: ours,
-            }),
+            (4, Some(pidfd)) if pid > 0 => {
+                // The child learns its work (the server never parses it)
+                // only now that the server holds its pidfd: a child the
+                // server could not keep track of was killed before it read
+                // anything, and ran nothing.
+                let order = Order {
+                    name: name.into(),
+                    path: path.to_vec(),
+                    body,
+                };
+                Connection::from_socket(orders)?.send(&order)?;
+                Ok(Served {
+                    pid: pid as u32,
+                    pidfd,
+                    status: ours,
+                })
+            }
             (4, _) if pid < 0 => Err(err(io::Error::from_raw_os_error(-pid))),
             _ => Err(err(io::Error::other("the fork server is gone"))),
         }
@@ -202,7 +220,7 @@ impl ForkServer {
     }
 
     /// Tells the server to kill its children and exit, and reaps it.
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         let _ = sys::send_with_fds(&self.requests, &[STOP], &[]);
         let _ = self.process.join();
     }
@@ -391,18 +409,20 @@ fn run_encoded(bytes: &[u8]) -> i32 {
     let e = match postcard::from_bytes::<Encoded>(bytes) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("multiproc: a fork server's child got a malformed call: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child got a malformed call: {e}"
+            ));
             return 1;
         }
     };
     let holds =
         |origin: &CodeOrigin, addr: u64| usize::try_from(addr).is_ok_and(|addr| origin.holds(addr));
     if !holds(&e.call_origin, e.call) || !holds(&e.func_origin, e.func) {
-        eprintln!(
+        super::logging::to_stderr(format_args!(
             "multiproc: a fork server's child does not have the function's code ({}): \
              it was loaded after the fork server started",
             e.func_origin.path()
-        );
+        ));
         return 1;
     }
     // SAFETY: `call` is the address of a `Trampoline` taken by this
@@ -424,7 +444,9 @@ fn run<A: DeserializeOwned>(func: usize, args: &[u8]) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("multiproc: a fork server's child cannot decode its arguments: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child cannot decode its arguments: {e}"
+            ));
             1
         }
     }
@@ -552,7 +574,9 @@ fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: 
     let order = match order {
         Ok(order) => order,
         Err(e) => {
-            eprintln!("multiproc: a fork server's child got no order: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child got no order: {e}"
+            ));
             sys::exit_now(1)
         }
     };

@@ -176,6 +176,16 @@ pub(crate) fn debug(args: fmt::Arguments<'_>) {
     record(LogLevel::Debug, args);
 }
 
+/// Writes `args` and a newline to stderr in one write, as `eprintln!`
+/// would, but ignores a failure instead of panicking: a child whose stderr
+/// is a closed pipe must still end with its own exit code (a panic while
+/// the panic hook prints is an abort, and `SIGABRT` is not the code the
+/// parent should see).
+pub(crate) fn to_stderr(args: fmt::Arguments<'_>) {
+    let line = format!("{args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// Writes each record to stderr as `[LEVEL/ProcessName] message`.
 struct StderrLogger {
     level: LogLevel,

@@ -68,6 +68,7 @@ use family::*;
 // The process module's part of the crate's fork handlers and its exit hook
 // (see `crate::fork_handlers`).
 pub(crate) use family::{after_fork_in_child, after_fork_in_parent, exit_hook, prepare_fork};
+pub(crate) use state::is_unreaped;
 use state::*;
 use target::*;
 
@@ -257,7 +258,9 @@ impl Process<'static> {
     /// Python's. The program's `main` must call [`spawn_init`] first, with
     /// `entry` among its entries ([`start`](Process::start) is an
     /// `InvalidArgument` error in a process that has not called it). Exit
-    /// code 0 when the function returns, 1 if it panics.
+    /// code 0 when the function returns, 1 if it panics. As in Python, the
+    /// child inherits this process's standard streams and no other
+    /// descriptor.
     pub fn spawn<A>(entry: Entry<A>, args: A) -> Self
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,
@@ -441,7 +444,13 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         };
         reap_children();
         let pid = match launch {
-            Launch::Fork(target) => self.fork(target.into_target(), scope, listed)?,
+            Launch::Fork(target) => {
+                let gate = StartGate::new()?;
+                let (pid, gate) = self.fork(target.into_target(), scope, listed, gate)?;
+                let pidfd = gate.open_pidfd(pid)?;
+                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
+                return Ok(());
+            }
             Launch::Spawn(call) => spawn::start(
                 &call,
                 &spawn::Child {
@@ -469,7 +478,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 // pid is the child's: started just now and not reaped yet.
                 let _ = sys::kill(pid, sys::SIGKILL);
                 let _ = sys::waitpid(pid, true);
-                Err(Error::io("pidfd_open (Linux 5.3 or later is required)", e))
+                Err(pidfd_error(e))
             }
         }
     }
@@ -494,17 +503,34 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 
     /// Forks; in the parent returns the child's pid, in the child runs
     /// `target` and never returns.
-    fn fork(&mut self, target: Target<'a>, scope: Option<u64>, listed: bool) -> Result<u32> {
+    /// The child waits at `gate` before it runs anything; the parent gets
+    /// its end of the gate back with the pid.
+    fn fork(
+        &mut self,
+        target: Target<'a>,
+        scope: Option<u64>,
+        listed: bool,
+        gate: StartGate,
+    ) -> Result<(u32, GateParent)> {
         let parent = current_process();
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
         FORKING_FOR_SCOPE.set(None);
         match forked {
             Err(e) => Err(Error::io("fork", e)),
-            Ok(Forked::Child) => self.run_child(target, parent, listed),
+            Ok(Forked::Child) => {
+                // Without the parent's copy of its end here, the parent's
+                // death reads as end of file.
+                drop(gate.parent);
+                if !StartGate::opened(gate.child) {
+                    sys::exit_now(1);
+                }
+                self.run_child(target, parent, listed)
+            }
             Ok(Forked::Parent { pid }) => {
+                drop(gate.child);
                 handed_to_child(target);
-                Ok(pid)
+                Ok((pid, gate.parent))
             }
         }
     }
@@ -572,7 +598,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// Waits for the child to exit and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started, or started by another process.
+    /// [`Error::ProcessState`] if not started, or started by another
+    /// process, or if it exited and its exit status was taken by someone
+    /// else (SIGCHLD set to `SIG_IGN`, or a handler that reaps every child:
+    /// Python's join returns with no exit code then).
     pub fn join(&self) -> Result<i32> {
         self.wait(Deadline::Never)?
             .ok_or_else(|| unreaped_error(&self.name))
@@ -581,7 +610,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// Waits at most `timeout` for the child; `None` if it is still running.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if not started, or started by another process.
+    /// [`Error::ProcessState`] if not started, or started by another
+    /// process, or if it exited and its exit status was taken by someone
+    /// else (SIGCHLD set to `SIG_IGN`, or a handler that reaps every child),
+    /// as [`join`](Process::join).
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         self.wait(Deadline::after(timeout))
     }
@@ -619,7 +651,21 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 
     fn wait(&self, deadline: Deadline) -> Result<Option<i32>> {
         drop(self.state()?);
-        wait_state(&self.state, deadline)
+        match wait_state(&self.state, deadline)? {
+            // Not "still running": every later wait would return at once.
+            None if self.exited_unreaped() => Err(unreaped_error(&self.name)),
+            r => Ok(r),
+        }
+    }
+
+    /// Whether the child has exited with nothing for this process to reap
+    /// (SIGCHLD ignored, or a handler reaped it): its exit descriptor is
+    /// readable, and still no exit code.
+    fn exited_unreaped(&self) -> bool {
+        exit_descriptor(&self.state).is_ok_and(|exited| {
+            sys::pidfd_wait(&exited, Deadline::Now).unwrap_or(false)
+                && poll_state(&self.state).is_none()
+        })
     }
 
     /// Reaps the child if it has exited; returns its exit code if known.
@@ -661,6 +707,81 @@ thread_local! {
     /// Set while this thread drops its copy of the closure of a child it
     /// has just forked (see [`dropping_handed_to_child`]).
     static HANDING_TO_CHILD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a forked child waits on before it runs anything: its parent's
+/// word that it holds the child's pid file descriptor. Until then the
+/// child cannot exit, so no SIGCHLD handler of the parent's (one that
+/// reaps every child) can reap it before `pidfd_open`, which would fail,
+/// and free its pid for reuse; and when `pidfd_open` fails (no descriptor
+/// left) the child is told to exit having run none of its work. Made
+/// before the fork: in a full descriptor table the start fails before any
+/// child exists, as Python's, whose pipes are made before it forks.
+struct StartGate {
+    parent: GateParent,
+    child: OwnedFd,
+}
+
+/// The parent's end of a [`StartGate`].
+struct GateParent(OwnedFd);
+
+/// The byte that lets a child run.
+const GATE_OPEN: u8 = 1;
+/// The byte that tells it to exit (as does the end of file, should the
+/// parent die first).
+const GATE_SHUT: u8 = 0;
+
+impl StartGate {
+    fn new() -> Result<StartGate> {
+        let (parent, child) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
+        Ok(StartGate {
+            parent: GateParent(parent),
+            child,
+        })
+    }
+
+    /// In the child: waits for the parent's word; whether to run.
+    fn opened(gate: OwnedFd) -> bool {
+        let mut byte = [std::mem::MaybeUninit::new(0u8)];
+        matches!(sys::read(&gate, &mut byte), Ok(1))
+            // SAFETY: `read` returned 1: the byte is initialised.
+            && unsafe { byte[0].assume_init() } == GATE_OPEN
+    }
+}
+
+impl GateParent {
+    /// In the parent, once the child's end is closed here (so that the
+    /// descriptor it took is free again for the pidfd): the child's pidfd,
+    /// and the child let run; or, if there is none, the child told to exit
+    /// and reaped.
+    fn open_pidfd(self, pid: u32) -> Result<OwnedFd> {
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => {
+                // A byte into an empty socket buffer: it cannot block. If the
+                // child is gone (killed meanwhile), its pidfd says so.
+                let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
+                Ok(pidfd)
+            }
+            Err(e) => {
+                // Said, not left to the end of file, which a copy of this
+                // end in a child another thread forks meanwhile would hold
+                // off. The child is alive (it waits for this word) and not
+                // reaped: its pid is still its own.
+                let _ = sys::send_nowait(&self.0, &[GATE_SHUT]);
+                let _ = sys::waitpid(pid, true);
+                Err(pidfd_error(e))
+            }
+        }
+    }
+}
+
+/// The error of a failed `pidfd_open`.
+fn pidfd_error(e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOSYS) {
+        Error::io("pidfd_open (Linux 5.3 or later is required)", e)
+    } else {
+        Error::io("pidfd_open", e)
+    }
 }
 
 /// Drops this process's copy of `target`, the closure of a child just

@@ -229,9 +229,20 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
         .args(exec_args)
         .env(ENV, fd.to_string())
         .stdin(Stdio::null());
-    // SAFETY: the hook makes one system call (fcntl, async-signal-safe) on
-    // a descriptor that stays open until `spawn` returns.
-    unsafe { command.pre_exec(move || sys::keep_on_exec(fd)) };
+    // The child inherits its standard streams and its work, nothing else,
+    // as Python's spawned children (`close_fds`): a descriptor of ours that
+    // is not closed on exec (a pipe a C library made, one this program
+    // inherited) would otherwise stay open for the child's whole life, and
+    // the write end of a pipe would keep its reader waiting for the end.
+    // SAFETY: the hook makes only system calls (close_range or fcntl,
+    // getrlimit: async-signal-safe) and allocates nothing; `fd` stays open
+    // until `spawn` returns.
+    unsafe {
+        command.pre_exec(move || {
+            sys::close_on_exec_from(3)?;
+            sys::keep_on_exec(fd)
+        })
+    };
     let process = command
         .spawn()
         .map_err(|e| Error::io("spawn /proc/self/exe", e))?;
@@ -280,16 +291,18 @@ pub fn spawn_init(entries: &[&dyn SpawnEntry]) {
         })) {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => {
-                eprintln!(
+                super::logging::to_stderr(format_args!(
                     "multiproc: cannot decode the arguments of `{}`: {e}",
                     entry.name()
-                );
+                ));
                 1
             }
             Err(_) => 1,
         },
         Err(e) => {
-            eprintln!("multiproc: a spawned child could not start: {e}");
+            super::logging::to_stderr(format_args!(
+                "multiproc: a spawned child could not start: {e}"
+            ));
             1
         }
     };

@@ -105,9 +105,19 @@ pub(super) fn poll_state(state: &Mutex<State>) -> Option<i32> {
     }
 }
 
+/// Why a child that has exited has no exit code.
+const UNREAPED: &str = "exited but could not be reaped (was SIGCHLD set to SIG_IGN, \
+                        or does a handler reap every child?)";
+
 pub(super) fn unreaped_error(name: &str) -> Error {
     Error::ProcessState {
         name: name.into(),
-        what: "exited but could not be reaped (was SIGCHLD set to SIG_IGN?)",
+        what: UNREAPED,
     }
+}
+
+/// Whether `e` says that a child exited and its exit status was taken by
+/// someone else (see [`unreaped_error`]): it is gone all the same.
+pub(crate) fn is_unreaped(e: &Error) -> bool {
+    matches!(e, Error::ProcessState { what, .. } if *what == UNREAPED)
 }

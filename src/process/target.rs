@@ -81,7 +81,10 @@ pub(super) fn fallible<'a, E: fmt::Debug>(
     move || match target() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("Process {}: error: {e:?}", current_process().name());
+            super::logging::to_stderr(format_args!(
+                "Process {}: error: {e:?}",
+                current_process().name()
+            ));
             1
         }
     }

@@ -212,6 +212,19 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+/// Gives `SIGCHLD` its default disposition in this process: a helper
+/// forked from the user's program (the fork server) reaps its own
+/// children, and a handler of the program's that reaps every child, or
+/// `SIG_IGN`, would take their exit statuses first. (Python's helpers are
+/// new programs, with the default.)
+pub(crate) fn default_child_signal() -> io::Result<()> {
+    // SAFETY: sets a disposition (the default, no handler) for a valid signal.
+    if unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Asks the kernel to send `SIGKILL` to the calling process when its parent
 /// exits, and closes the race where the parent died before the request.
 pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {

@@ -308,6 +308,31 @@ pub(crate) fn take_connect_signal() -> bool {
     CONNECTED.swap(false, Ordering::Relaxed)
 }
 
+/// The directory for a new Unix socket file, chosen as Python's
+/// `tempfile.gettempdir` chooses: the first of `$TMPDIR`, `$TEMP`, `$TMP`,
+/// `/tmp`, `/var/tmp`, `/usr/tmp` that is a directory this process may
+/// create files in (a `TMPDIR` that names nothing is passed over, not an
+/// error); the current directory if none is.
+pub(crate) fn socket_dir() -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let from_env = ["TMPDIR", "TEMP", "TMP"]
+        .into_iter()
+        .filter_map(|var| std::env::var_os(var).filter(|v| !v.is_empty()));
+    let fixed = ["/tmp", "/var/tmp", "/usr/tmp"].map(std::ffi::OsString::from);
+    from_env
+        .chain(fixed)
+        .map(std::path::PathBuf::from)
+        .find(|dir| {
+            let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+                return false;
+            };
+            // SAFETY: a valid NUL-terminated path; access only reads it.
+            let writable = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+            writable && dir.is_dir()
+        })
+        .unwrap_or_else(|| ".".into())
+}
+
 /// A listening Unix stream socket at `path`, made mode 0600 before it
 /// accepts anyone (bind, chmod, then listen).
 pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {

@@ -100,8 +100,15 @@ impl Worker {
         })
     }
 
-    fn kill(&self) {
-        let _ = sys::pidfd_signal(&self.pidfd, sys::SIGKILL);
+    /// Sends the worker `SIGKILL`; `false` if this process may no longer
+    /// signal it (it changed its credentials since the worker started, as
+    /// a daemon that drops its privileges does): then only its fork server
+    /// can kill it.
+    fn kill(&self) -> bool {
+        !matches!(
+            sys::pidfd_signal(&self.pidfd, sys::SIGKILL),
+            Err(e) if e.raw_os_error() == Some(sys::errno::EPERM)
+        )
     }
 
     /// Sends `order` without ever waiting for a worker that has exited:
@@ -405,7 +412,10 @@ impl Scheduler {
             if w.join(&self.server, Deadline::after(Duration::from_secs(10)))
                 .is_none()
             {
-                w.kill();
+                if !w.kill() {
+                    // It kills its children on the way out.
+                    self.server.stop();
+                }
                 w.join(&self.server, Deadline::Never);
             }
         }
@@ -414,8 +424,14 @@ impl Scheduler {
     /// After `terminate` (or drop): kills the workers, fails their tasks.
     fn kill_all(&mut self) {
         log::debug!("terminating workers");
-        for w in &self.workers {
-            w.kill();
+        let refused = self
+            .workers
+            .iter()
+            .fold(false, |refused, w| !w.kill() | refused);
+        if refused {
+            // A worker this process may no longer signal: its fork server
+            // kills its children on the way out (a join would wait forever).
+            self.server.stop();
         }
         log::debug!("joining pool workers");
         for w in &mut self.workers {
