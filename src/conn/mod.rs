@@ -195,7 +195,7 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_socket(fd: OwnedFd) -> Result<Connection> {
-        match socket_type(&fd) {
+        match sys::socket_type(&fd) {
             Ok(libc::SOCK_STREAM) => Ok(Connection::new(fd, true, true)),
             Ok(other) => Err(Error::InvalidArgument(format!(
                 "Connection::from_socket takes a stream socket (SOCK_STREAM), not {}: message framing needs a byte stream",
@@ -828,28 +828,6 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     let r =
         sys::poll_readable(&fds, Deadline::within(timeout)).map_err(|e| Error::io("poll", e))?;
     Ok((0..r.len()).filter(|&i| r[i]).collect())
-}
-
-/// The type of socket `fd` is (`SOCK_STREAM`, …); `ENOTSOCK` for a
-/// descriptor that is no socket.
-fn socket_type(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `kind` and `len` are valid, writable, and `len` is the size
-    // of `kind`; a bad descriptor is at worst an error.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&raw mut kind).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(kind)
 }
 
 #[cfg(test)]

@@ -23,6 +23,26 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     unix_pair(libc::SOCK_STREAM)
 }
 
+/// The type of socket `fd` is (`SOCK_STREAM`, …); `ENOTSOCK` for a
+/// descriptor that is no socket.
+pub(crate) fn socket_type(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid, writable, and `len` is the size
+    // of `kind`; a bad descriptor is at worst an error.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut kind).cast(),
+            &mut len,
+        )
+    };
+    syscall(r)?;
+    Ok(kind)
+}
+
 /// A connected pair of Unix sequenced-packet sockets, closed on exec: each
 /// send arrives as one message, whole, even from several senders at once.
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
