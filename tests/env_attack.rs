@@ -352,7 +352,8 @@ fn a_manager_starts_whatever_tmpdir_says() {
 /// In a process with no descriptor to spare, what needs no new descriptor
 /// still works: a queue's put and get (blocking and async), a lock, a
 /// pipe, an existing Manager proxy (from another thread too), a pool's
-/// map with its workers restarting, a forked child's join.
+/// map with its workers restarting, a forked child's join; a new
+/// connection to the Manager is an `Io` error (EMFILE), not `ManagerGone`.
 fn with_no_descriptor_left_existing_objects_still_work() {
     watchdog("existing objects in a full descriptor table", LIMIT, || {
         let c = static_child(|| {
@@ -362,6 +363,8 @@ fn with_no_descriptor_left_existing_objects_still_work() {
             let (mut a, mut b) = multiproc::Pipe(true).unwrap();
             let m = multiproc::Manager::start().unwrap();
             let d = m.dict::<u32, u32>().unwrap();
+            // A server this process has no connection to.
+            let other = multiproc::Manager::start().unwrap();
             let pool = multiproc::Pool::builder()
                 .processes(2)
                 .max_tasks_per_child(1)
@@ -373,6 +376,15 @@ fn with_no_descriptor_left_existing_objects_still_work() {
             let mut kid = Process::new(move || assert!(g.wait_timeout(LIMIT))).daemon(true);
             kid.start().unwrap();
             let held = fill_descriptors();
+            // What needs a new descriptor fails, and says why: the server
+            // is not gone.
+            let fresh = multiproc::Manager::connect(other.address().clone(), other.authkey());
+            match fresh.and_then(|fresh| fresh.dict::<u32, u32>().map(drop)) {
+                Err(multiproc::Error::Io { source, .. }) => {
+                    assert_eq!(source.raw_os_error(), Some(libc::EMFILE))
+                }
+                other => panic!("a connect in a full table: {:?}", other.err()),
+            }
             q.put(5).unwrap();
             assert_eq!(q.get().unwrap(), 5);
             q.put(6).unwrap();

@@ -155,6 +155,8 @@ impl Client {
     /// A new authenticated connection to the server.
     fn open(&self) -> Result<Connection> {
         let mut conn = connect(&self.address, Some(&self.authkey)).map_err(|e| match e {
+            // Out of descriptors or memory here: the server is not gone.
+            Error::Io { ref source, .. } if is_local_shortage(source) => e,
             Error::Io { .. } => Error::ManagerGone(e.to_string()),
             other => other,
         })?;
@@ -429,6 +431,15 @@ fn request(
         PyValue::Tuple(args),
         PyValue::Dict(kwds),
     ])
+}
+
+/// Whether a failed connect ran out of something of this process's or
+/// this machine's (descriptors, memory), not of the server's.
+fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+    )
 }
 
 /// A failure to send or receive: the server is gone if the connection is.
