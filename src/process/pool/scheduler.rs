@@ -343,7 +343,10 @@ impl Scheduler {
         }
         let mut state = locked(&shared.state);
         if state.terminating {
-            for job in state.pending.drain(..) {
+            let pending = std::mem::take(&mut state.pending);
+            // Not under the state's lock: their callbacks may use the pool.
+            drop(state);
+            for job in pending {
                 job.slot.complete(TaskOutcome::Terminated);
             }
             return (true, false);

@@ -1,0 +1,156 @@
+//! Attacks on the local `Pool`: callbacks that use the pool while it is
+//! being terminated, tasks that fork, callbacks whose panics misbehave.
+
+mod common;
+
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use common::watchdog;
+use multiproc::{Error, Pool};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms)); // the task's own work
+    ms
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Error callbacks of tasks still queued when the pool is terminated run
+/// with `PoolTerminated`; one that uses the pool (submits, closes) must
+/// get an answer, not wait forever for a lock the scheduler holds.
+#[test]
+fn an_error_callback_that_uses_the_pool_during_terminate_does_not_deadlock() {
+    watchdog("callback during terminate", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(1).unwrap());
+        // Keep the one worker busy so that the next tasks stay queued.
+        let busy = pool.apply_async(sleep_ms, 300);
+        let (tx, rx) = mpsc::channel();
+        let queued: Vec<_> = (0..3)
+            .map(|_| {
+                let p = Arc::downgrade(&pool);
+                let tx = tx.clone();
+                pool.apply_async_with_error_callback(
+                    square,
+                    2,
+                    |_| {},
+                    move |e| {
+                        let again = p.upgrade().map(|p| {
+                            p.close();
+                            p.apply_async(square, 3).get()
+                        });
+                        let _ = tx.send((e, again));
+                    },
+                )
+            })
+            .collect();
+        drop(tx);
+        pool.terminate();
+        for r in &queued {
+            assert!(
+                matches!(r.get(), Err(Error::PoolTerminated)),
+                "{:?}",
+                r.get()
+            );
+        }
+        let seen: Vec<_> = rx.iter().collect();
+        assert_eq!(seen.len(), 3);
+        for (e, again) in seen {
+            assert!(matches!(e, Error::PoolTerminated), "{e:?}");
+            if let Some(again) = again {
+                assert!(
+                    matches!(again, Err(Error::PoolTerminated | Error::PoolClosed)),
+                    "{again:?}"
+                );
+            }
+        }
+        assert!(matches!(busy.get(), Err(Error::PoolTerminated)));
+        pool.join().unwrap();
+    });
+}
+
+/// A task that forks with `fork(2)` itself: the copy returns from the
+/// task too. Only the worker's own result may reach the pool, never the
+/// copy's (which would be taken for the worker's next task's result).
+fn fork_and_return(x: u64) -> u64 {
+    // SAFETY: fork in a single-threaded worker; both copies return.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // The copy answers late, when the worker has its next task.
+        std::thread::sleep(Duration::from_millis(200)); // the copy's own delay
+        x + 1000
+    } else {
+        x
+    }
+}
+
+fn slow_identity(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(400)); // outlasts the copy's delay
+    x
+}
+
+#[test]
+fn a_copy_forked_by_a_task_never_answers_for_the_worker() {
+    watchdog("task that forks", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        assert_eq!(pool.apply(fork_and_return, 1).unwrap(), 1);
+        // The copy's late "1001" must not be this task's result.
+        assert_eq!(pool.apply(slow_identity, 7).unwrap(), 7);
+        assert_eq!(pool.apply(square, 5).unwrap(), 25);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// A panic payload whose own drop panics.
+struct Bomb;
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("payload dropped");
+    }
+}
+
+/// A callback that panics with such a payload must not take down the
+/// thread that delivers every other result.
+#[test]
+fn a_callback_panic_whose_payload_panics_on_drop_loses_no_result() {
+    watchdog("callback panic payload", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let first = pool.apply_async_with(square, 2, |_| std::panic::panic_any(Bomb));
+        let rest: Vec<_> = (0..4).map(|i| pool.apply_async(square, i)).collect();
+        assert_eq!(first.get().unwrap(), 4);
+        for (i, r) in rest.iter().enumerate() {
+            assert_eq!(
+                r.get_timeout(Duration::from_secs(30)).unwrap(),
+                (i * i) as u64
+            );
+        }
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+fn panic_with_bomb(_: ()) -> u8 {
+    std::panic::panic_any(Bomb)
+}
+
+/// A task whose panic payload panics when dropped fails alone, as any
+/// panicking task does; its worker lives on.
+#[test]
+fn a_task_panic_whose_payload_panics_on_drop_fails_that_task_only() {
+    watchdog("task panic payload", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let pid = pool.apply(|(): ()| std::process::id(), ()).unwrap();
+        match pool.apply(panic_with_bomb, ()) {
+            Err(Error::TaskFailed(msg)) => assert!(msg.contains("non-string"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pool.apply(|(): ()| std::process::id(), ()).unwrap(), pid);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
