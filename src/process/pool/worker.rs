@@ -37,6 +37,7 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
     if let Some(init) = config.initializer {
         init();
     }
+    let me = sys::getpid();
     let mut completed = 0u64;
     while config.max_tasks == 0 || completed < config.max_tasks {
         let (call, origin, args) = match conn.recv::<WorkerOrder>() {
@@ -52,11 +53,14 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
         };
         let result = match checked(call, &origin) {
             Some(call) => catch_unwind(AssertUnwindSafe(|| call(&args))).unwrap_or_else(|panic| {
-                Err(panic
+                let msg = panic
                     .downcast_ref::<String>()
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a panic with a non-string payload".into()))
+                    .unwrap_or_else(|| "a panic with a non-string payload".into());
+                // Its drop may panic again, and end the worker: leaked.
+                std::mem::forget(panic);
+                Err(msg)
             }),
             None => Err(format!(
                 "the task's code ({}) was loaded after the pool was created: \
@@ -64,6 +68,13 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
                 origin.path()
             )),
         };
+        if sys::getpid() != me {
+            // A copy of this worker that the task forked (`fork(2)`) and
+            // that returned from it: the pool's socket is the worker's,
+            // and an answer from here would be taken for the worker's
+            // next task's result. It ends, as a forked child does.
+            sys::exit_now(0);
+        }
         if conn.send(&result).is_err() {
             break;
         }
