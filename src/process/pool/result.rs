@@ -99,8 +99,11 @@ impl Slot {
     pub(super) fn complete(&self, outcome: TaskOutcome) {
         let callback = locked(&self.callback).take();
         if let Some(cb) = callback {
-            // A panicking callback must not take the pool's scheduler down.
-            let _ = catch_unwind(AssertUnwindSafe(|| cb(&outcome)));
+            // A panicking callback must not take the pool's scheduler
+            // down, nor its payload, whose drop may panic again: leaked.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(&outcome))) {
+                std::mem::forget(payload);
+            }
         }
         *locked(&self.outcome) = Some(outcome);
         self.ready.notify_all();
