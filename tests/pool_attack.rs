@@ -274,3 +274,55 @@ fn submitting_from_many_threads_while_terminating_loses_no_result() {
         pool.join().unwrap();
     });
 }
+
+/// A result type whose decoding panics in the parent.
+#[derive(Debug, PartialEq)]
+struct Touchy(u64);
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <u64 as serde::Deserialize>::deserialize(d)?;
+        if v == 13 {
+            panic!("unlucky");
+        }
+        Ok(Touchy(v))
+    }
+}
+
+fn touchy(x: u64) -> Touchy {
+    Touchy(x)
+}
+
+/// `imap_unordered` decodes its results where `imap` does: on the
+/// caller's thread, so a `Deserialize` that panics there panics the
+/// caller, as with `imap`, instead of silently losing its chunk (the
+/// callbacks' thread catches panics).
+#[test]
+fn imap_unordered_loses_no_item_to_a_panicking_deserialize() {
+    watchdog("imap_unordered decode panic", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let mut got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.imap_unordered(touchy, 10..16u64, None)
+                .map(|r| r.unwrap().0)
+                .collect::<Vec<_>>()
+        }))
+        .map_err(|_| "panicked")
+        .map(|mut v| {
+            v.sort();
+            v
+        });
+        // Either the caller saw the panic, or nothing was lost.
+        if let Ok(v) = &mut got {
+            assert_eq!(*v, [10, 11, 12, 13, 14, 15]);
+        }
+        assert_eq!(got, Err("panicked"));
+        pool.close();
+        pool.join().unwrap();
+    });
+}

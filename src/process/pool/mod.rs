@@ -500,11 +500,13 @@ impl Pool {
         T: Task<fn(A) -> R, Args = A, Output = R>,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<R>>>();
+        // The outcomes, decoded by the caller's thread as `imap`'s are:
+        // a `Deserialize` that panics in a callback would lose its chunk.
+        let (tx, rx) = std::sync::mpsc::channel::<TaskOutcome>();
         let each_chunk = || -> Option<Callback> {
             let tx = tx.clone();
             Some(Box::new(move |o: &TaskOutcome| {
-                let _ = tx.send(decode::<R>(o.clone()));
+                let _ = tx.send(o.clone());
             }))
         };
         // Results arrive through the callbacks, not the handles.
@@ -515,7 +517,7 @@ impl Pool {
             each_chunk,
         );
         drop(tx);
-        rx.into_iter().flat_map(per_item)
+        rx.into_iter().flat_map(|o| per_item(decode::<R>(o)))
     }
 
     /// Accepts no more tasks; queued ones still run. Follow with
