@@ -326,3 +326,89 @@ fn imap_unordered_loses_no_item_to_a_panicking_deserialize() {
         pool.join().unwrap();
     });
 }
+
+fn die_now(_: ()) -> u8 {
+    // SAFETY: sending SIGKILL to this process.
+    unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
+    unreachable!()
+}
+
+fn big(mib: usize) -> Vec<u8> {
+    vec![7u8; mib << 20]
+}
+
+/// Timeouts at both ends, on results that are there, not yet, or whose
+/// worker died; a large result arrives whole (32 MiB here, for a debug
+/// build's speed; 128 MiB takes about a second in release).
+#[test]
+fn timeouts_at_the_extremes_and_a_large_result() {
+    watchdog("timeouts", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let slow = pool.apply_async(sleep_ms, 300);
+        assert!(matches!(
+            slow.get_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        assert!(!slow.wait_timeout(Duration::ZERO));
+        assert_eq!(slow.get_timeout(Duration::MAX).unwrap(), 300);
+        assert_eq!(slow.get_timeout(Duration::ZERO).unwrap(), 300);
+        let dead = pool.apply_async(die_now, ());
+        assert!(matches!(
+            dead.get_timeout(Duration::MAX),
+            Err(Error::WorkerDied { exitcode: -9 })
+        ));
+        assert!(matches!(
+            dead.get_timeout(Duration::ZERO),
+            Err(Error::WorkerDied { exitcode: -9 })
+        ));
+        assert_eq!(dead.successful(), Some(false));
+        let many: Vec<_> = (0..50).map(|i| pool.apply_async(square, i)).collect();
+        for r in &many {
+            r.wait();
+        }
+        assert!(many.iter().all(|r| r.successful() == Some(true)));
+        let m = pool.map_async(square, 0..0u64);
+        assert!(m.ready());
+        assert_eq!(m.get_timeout(Duration::ZERO).unwrap(), Vec::<u64>::new());
+        let r = pool.apply(big, 32).unwrap();
+        assert_eq!(r.len(), 32 << 20);
+        assert!(r.iter().all(|&b| b == 7));
+        drop(r);
+        pool.close();
+        pool.join().unwrap();
+        // A result outlives its pool.
+        assert_eq!(many[3].get().unwrap(), 9);
+    });
+}
+
+/// A child forked (with `Process`) while a pool exists gets a clear
+/// error from every call, never the parent's scheduler; a pool it makes
+/// of its own works. The parent's pool is untouched.
+#[test]
+fn a_forked_child_cannot_use_the_parents_pool_but_can_make_its_own() {
+    watchdog("forked child", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(1).unwrap());
+        let pending = Arc::new(pool.apply_async(sleep_ms, 200));
+        let (p2, pend2) = (pool.clone(), pending.clone());
+        let child = common::static_child(move || {
+            assert!(matches!(p2.apply(square, 2), Err(Error::PoolState(_))));
+            assert!(matches!(p2.map(square, 0..3u64), Err(Error::PoolState(_))));
+            assert!(p2
+                .imap(square, 0..2u64, None)
+                .all(|r| matches!(r, Err(Error::PoolState(_)))));
+            assert!(matches!(pend2.get(), Err(Error::PoolState(_))));
+            p2.close();
+            p2.terminate();
+            assert!(matches!(p2.join(), Err(Error::PoolState(_))));
+            let own = Pool::with_processes(1).unwrap();
+            assert_eq!(own.apply(square, 6).unwrap(), 36);
+            own.close();
+            own.join().unwrap();
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+        assert_eq!(pending.get().unwrap(), 200);
+        assert_eq!(pool.apply(square, 4).unwrap(), 16);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
