@@ -412,3 +412,92 @@ fn a_forked_child_cannot_use_the_parents_pool_but_can_make_its_own() {
         pool.join().unwrap();
     });
 }
+
+/// `close`, `terminate` and `join` in every order, each twice, from two
+/// threads; use after each gives a clear error.
+#[test]
+fn close_terminate_join_in_every_order() {
+    watchdog("lifecycle orders", LIMIT, || {
+        type Step = fn(&Pool) -> bool;
+        let close: Step = |p| {
+            p.close();
+            true
+        };
+        let terminate: Step = |p| {
+            p.terminate();
+            true
+        };
+        let join: Step = |p| p.join().is_ok();
+        let steps = [("close", close), ("terminate", terminate), ("join", join)];
+        for a in 0..3 {
+            for b in 0..3 {
+                for c in 0..3 {
+                    let pool = Arc::new(Pool::with_processes(1).unwrap());
+                    let pending = pool.apply_async(sleep_ms, 50);
+                    let (mut closed, mut ended) = (false, false);
+                    for i in [a, a, b, c, c] {
+                        let (name, step) = steps[i];
+                        let ok = if name == "join" {
+                            let p2 = pool.clone();
+                            let other = std::thread::spawn(move || p2.join().is_ok());
+                            let mine = step(&pool);
+                            let theirs = other.join().unwrap();
+                            assert_eq!(mine, theirs);
+                            mine
+                        } else {
+                            step(&pool)
+                        };
+                        match name {
+                            "close" | "terminate" => closed = true,
+                            _ => {
+                                assert_eq!(ok, closed, "join after {a} {b} {c}");
+                                ended |= ok;
+                            }
+                        }
+                        if closed {
+                            assert!(matches!(
+                                pool.apply(square, 2),
+                                Err(Error::PoolClosed | Error::PoolTerminated)
+                            ));
+                        }
+                    }
+                    match pending.get() {
+                        Ok(50) | Err(Error::PoolTerminated) => {}
+                        other => panic!("{other:?} after {a} {b} {c}"),
+                    }
+                    if ended {
+                        assert!(pending.ready());
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A pool of more workers than this process has descriptors for fails
+/// to build with an error and leaves nothing behind.
+#[test]
+fn a_pool_too_big_for_the_descriptor_table_is_an_error() {
+    watchdog("too many workers", LIMIT, || {
+        let child = common::static_child(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            // SAFETY: a valid rlimit for this (child) process.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let fds = open_fds();
+            match Pool::with_processes(100) {
+                Err(Error::Io { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(open_fds(), fds);
+            assert!(common::wait_until(Duration::from_secs(10), || {
+                common::procfs::zombie_children().is_empty()
+            }));
+            let pool = Pool::with_processes(2).unwrap();
+            assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+    });
+}
