@@ -501,3 +501,40 @@ fn a_pool_too_big_for_the_descriptor_table_is_an_error() {
         assert_eq!(common::join(&child, LIMIT), 0);
     });
 }
+
+fn abort_now(_: ()) -> u8 {
+    std::process::abort()
+}
+
+/// Iterators and results that outlive their pool end with
+/// `PoolTerminated` for what had not run; callbacks that submit to the
+/// pool (while it runs) have their tasks run; one that waits for such a
+/// task gets `PoolState`; an aborting task fails alone.
+#[test]
+fn iterators_outlive_the_pool_and_callbacks_submit() {
+    watchdog("outliving iterators", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(1).unwrap());
+        assert!(matches!(
+            pool.apply(abort_now, ()),
+            Err(Error::WorkerDied { exitcode: -6 })
+        ));
+        let (tx, rx) = mpsc::channel();
+        let weak = Arc::downgrade(&pool);
+        pool.apply_async_with(square, 4, move |v| {
+            let p = weak.upgrade().unwrap();
+            let next = p.apply_async(square, v);
+            let waited = p.apply(square, 1);
+            tx.send((next, waited)).unwrap();
+        });
+        let (next, waited) = rx.recv_timeout(LIMIT).unwrap();
+        assert!(matches!(waited, Err(Error::PoolState(_))), "{waited:?}");
+        assert_eq!(next.get().unwrap(), 256);
+        let _busy = pool.apply_async(sleep_ms, 200);
+        let ordered = pool.imap(square, 0..5u64, None);
+        let unordered = pool.imap_unordered(square, 0..5u64, None);
+        drop(pool);
+        for r in ordered.chain(unordered) {
+            assert!(matches!(r, Err(Error::PoolTerminated)), "{r:?}");
+        }
+    });
+}
