@@ -538,3 +538,31 @@ fn iterators_outlive_the_pool_and_callbacks_submit() {
         }
     });
 }
+
+fn nested_pool_sum(n: u64) -> u64 {
+    let inner = Pool::with_processes(2).unwrap();
+    let sum = inner.map(square, 0..n).unwrap().into_iter().sum();
+    inner.close();
+    inner.join().unwrap();
+    sum
+}
+
+fn child_with_process(x: u64) -> u64 {
+    let mut p = multiproc::Process::new(move || multiproc::process::exit((x % 100) as i32));
+    p.start().unwrap();
+    p.join().unwrap() as u64
+}
+
+/// A task may make a pool of its own (Python forbids a pool worker any
+/// child) and start processes; the outer pool is unaffected.
+#[test]
+fn a_task_that_makes_a_pool_or_a_process() {
+    watchdog("nested pool", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let got = pool.map(nested_pool_sum, [3u64, 4, 5]).unwrap();
+        assert_eq!(got, [5, 14, 30]);
+        assert_eq!(pool.map(child_with_process, [7u64, 42]).unwrap(), [7, 42]);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
