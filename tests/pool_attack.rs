@@ -566,3 +566,53 @@ fn a_task_that_makes_a_pool_or_a_process() {
         pool.join().unwrap();
     });
 }
+
+/// A value whose encoding fails (`Refuse(false)`) or panics (`Refuse(true)`).
+#[derive(Debug, serde::Deserialize)]
+struct Refuse(bool);
+
+impl serde::Serialize for Refuse {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        if self.0 {
+            panic!("serialize panicked");
+        }
+        Err(serde::ser::Error::custom("refused"))
+    }
+}
+
+fn make_refuse(panics: bool) -> Refuse {
+    Refuse(panics)
+}
+
+fn take_refuse(_: Refuse) -> u8 {
+    0
+}
+
+/// Results that cannot be encoded (an error, or a panic) fail their task
+/// with `TaskFailed`, arguments that cannot be encoded fail it at once,
+/// and the pool goes on.
+#[test]
+fn values_that_fail_to_encode_fail_their_task_only() {
+    watchdog("encoding failures", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        for panics in [false, true] {
+            match pool.apply(make_refuse, panics) {
+                Err(Error::TaskFailed(msg)) => {
+                    // postcard keeps no custom message: only that it failed.
+                    assert!(
+                        msg.contains("serialize") || msg.contains("panicked"),
+                        "{msg}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match pool.apply(take_refuse, Refuse(false)) {
+            Err(Error::TaskFailed(msg)) => assert!(msg.contains("serialize"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pool.apply(square, 9).unwrap(), 81);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
