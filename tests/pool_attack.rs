@@ -616,3 +616,47 @@ fn values_that_fail_to_encode_fail_their_task_only() {
         pool.join().unwrap();
     });
 }
+
+/// Empty input after `close` or `terminate`, or in a forked child, is
+/// still an error, as Python's `map(f, [])` raises "Pool not running"
+/// there; on a running pool it is an empty result.
+#[test]
+fn empty_input_to_a_pool_that_cannot_take_it_is_an_error() {
+    watchdog("empty input", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(1).unwrap());
+        assert_eq!(
+            pool.map(square, Vec::<u64>::new()).unwrap(),
+            Vec::<u64>::new()
+        );
+        assert_eq!(pool.imap(square, Vec::<u64>::new(), None).count(), 0);
+        let p2 = pool.clone();
+        let child = common::static_child(move || {
+            assert!(matches!(
+                p2.map(square, Vec::<u64>::new()),
+                Err(Error::PoolState(_))
+            ));
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+        pool.close();
+        assert!(matches!(
+            pool.map(square, Vec::<u64>::new()),
+            Err(Error::PoolClosed)
+        ));
+        assert!(matches!(
+            pool.starmap_async(square, Vec::<u64>::new()).get(),
+            Err(Error::PoolClosed)
+        ));
+        let items: Vec<_> = pool.imap(square, Vec::<u64>::new(), None).collect();
+        assert!(matches!(items[..], [Err(Error::PoolClosed)]), "{items:?}");
+        let items: Vec<_> = pool
+            .imap_unordered(square, Vec::<u64>::new(), Some(3))
+            .collect();
+        assert!(matches!(items[..], [Err(Error::PoolClosed)]), "{items:?}");
+        pool.terminate();
+        assert!(matches!(
+            pool.map(square, Vec::<u64>::new()),
+            Err(Error::PoolTerminated)
+        ));
+        pool.join().unwrap();
+    });
+}

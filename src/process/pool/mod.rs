@@ -50,7 +50,7 @@ use serde::Serialize;
 pub use self::builder::PoolBuilder;
 use self::result::{decode, foreign_error, per_item, Callback, Chunk, Slot, TaskOutcome};
 pub use self::result::{AsyncResult, MapResult};
-use self::scheduler::{Job, Shared};
+use self::scheduler::{Job, Shared, State};
 pub use self::task::Task;
 use self::task::{Fallible, Finish, Plain};
 use super::code_origin::CodeOrigin;
@@ -196,7 +196,25 @@ impl Pool {
             let chunk: Vec<T::Args> = items.by_ref().take(size.max(1)).collect();
             chunks.push(self.submit_chunk(&code, &chunk, callback()));
         }
+        if chunks.is_empty() {
+            // Nothing to run, but a pool that takes no tasks still says
+            // so (Python's `map(f, [])` raises "Pool not running").
+            if let Some(refusal) = self.refusal() {
+                let slot = Arc::new(Slot::new(self.owner, self.scheduler_thread, callback()));
+                slot.complete(refusal);
+                chunks.push(Chunk::new(slot));
+            }
+        }
         chunks
+    }
+
+    /// Why the pool takes no task now, if it does not: used from another
+    /// process, closed or terminated.
+    fn refusal(&self) -> Option<TaskOutcome> {
+        if !self.is_owner() {
+            return Some(TaskOutcome::Foreign);
+        }
+        refusal(&locked(&self.shared.state))
     }
 
     /// Queues one chunk of calls of `code`.
@@ -237,12 +255,7 @@ impl Pool {
             }
         };
         let mut state = locked(&self.shared.state);
-        if state.closed || state.terminating {
-            let outcome = if state.terminating {
-                TaskOutcome::Terminated
-            } else {
-                TaskOutcome::Closed
-            };
+        if let Some(outcome) = refusal(&state) {
             drop(state);
             slot.complete(outcome);
             return slot;
@@ -584,6 +597,17 @@ impl Pool {
             let _ = scheduler.join();
         }
         Ok(())
+    }
+}
+
+/// Why a pool in `state` takes no task, if it does not.
+fn refusal(state: &State) -> Option<TaskOutcome> {
+    if state.terminating {
+        Some(TaskOutcome::Terminated)
+    } else if state.closed {
+        Some(TaskOutcome::Closed)
+    } else {
+        None
     }
 }
 
