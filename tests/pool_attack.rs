@@ -660,3 +660,34 @@ fn empty_input_to_a_pool_that_cannot_take_it_is_an_error() {
         pool.join().unwrap();
     });
 }
+
+fn my_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// The pool's fork server killed (by the OOM killer, say): the workers
+/// die with it, their tasks fail, and the pool, which can start no
+/// more, fails what is queued and what comes after instead of waiting.
+#[test]
+fn the_pools_fork_server_killed_fails_tasks_without_a_hang() {
+    watchdog("fork server killed", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let worker = pool.apply(my_pid, ()).unwrap();
+        let server = common::procfs::ppid(worker).unwrap();
+        assert_ne!(server, std::process::id());
+        let running = pool.apply_async(sleep_ms, 5000);
+        // SAFETY: signalling the pool's own fork server, this test's grandchild.
+        assert_eq!(unsafe { libc::kill(server as libc::pid_t, libc::SIGKILL) }, 0);
+        assert!(running.get().is_err());
+        let after = pool.apply_async(square, 2).get_timeout(Duration::from_secs(30));
+        assert!(
+            matches!(after, Err(Error::PoolTerminated | Error::WorkerDied { .. })),
+            "{after:?}"
+        );
+        pool.terminate();
+        pool.join().unwrap();
+        assert!(common::wait_until(Duration::from_secs(10), || {
+            common::procfs::gone(worker)
+        }));
+    });
+}
