@@ -677,9 +677,14 @@ fn the_pools_fork_server_killed_fails_tasks_without_a_hang() {
         assert_ne!(server, std::process::id());
         let running = pool.apply_async(sleep_ms, 5000);
         // SAFETY: signalling the pool's own fork server, this test's grandchild.
-        assert_eq!(unsafe { libc::kill(server as libc::pid_t, libc::SIGKILL) }, 0);
+        assert_eq!(
+            unsafe { libc::kill(server as libc::pid_t, libc::SIGKILL) },
+            0
+        );
         assert!(running.get().is_err());
-        let after = pool.apply_async(square, 2).get_timeout(Duration::from_secs(30));
+        let after = pool
+            .apply_async(square, 2)
+            .get_timeout(Duration::from_secs(30));
         assert!(
             matches!(after, Err(Error::PoolTerminated | Error::WorkerDied { .. })),
             "{after:?}"
@@ -689,5 +694,29 @@ fn the_pools_fork_server_killed_fails_tasks_without_a_hang() {
         assert!(common::wait_until(Duration::from_secs(10), || {
             common::procfs::gone(worker)
         }));
+    });
+}
+
+/// The descriptor limit lowered below what the pool's scheduler polls
+/// (`poll` then fails with `EINVAL`): results still arrive, no thread
+/// spins on the failing call.
+#[test]
+fn a_descriptor_limit_lowered_under_the_pool_loses_no_result() {
+    watchdog("lowered descriptor limit", LIMIT, || {
+        let child = common::static_child(|| {
+            let pool = Pool::with_processes(20).unwrap();
+            assert_eq!(pool.apply(square, 3).unwrap(), 9);
+            let limit = libc::rlimit {
+                rlim_cur: 24,
+                rlim_max: 1024,
+            };
+            // SAFETY: a valid rlimit for this (child) process.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let r = pool.map(square, 0..100u64);
+            assert_eq!(r.unwrap(), (0..100u64).map(square).collect::<Vec<_>>());
+            pool.close();
+            pool.join().unwrap();
+        });
+        assert_eq!(common::join(&child, Duration::from_secs(50)), 0);
     });
 }

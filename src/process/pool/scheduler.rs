@@ -365,8 +365,10 @@ impl Scheduler {
             fds.push(if w.gone { -1 } else { w.conn.as_raw_fd() });
             fds.push(w.status.as_raw_fd());
         }
-        let Ok(ready) = sys::poll_readable(&fds, sys::Deadline::Never) else {
-            return;
+        let ready = match sys::poll_readable(&fds, sys::Deadline::Never) {
+            Ok(ready) => ready,
+            Err(e) if e.raw_os_error() == Some(sys::errno::EINVAL) => poll_in_groups(&fds),
+            Err(_) => return,
         };
         if ready[0] {
             sys::eventfd_read(&self.shared.wake);
@@ -444,5 +446,45 @@ impl Scheduler {
                 slot.complete(TaskOutcome::Terminated);
             }
         }
+    }
+}
+
+/// How long [`poll_in_groups`] waits on its first group before it looks
+/// at the others again.
+const GROUP_WAIT: Duration = Duration::from_millis(10);
+
+/// Waits until any of `fds` is readable when they are more than one
+/// `poll` takes: more than the descriptor limit (`RLIMIT_NOFILE`, which
+/// the program may lower below what the pool polls), for which it fails
+/// with `EINVAL` (a failure each time, where the scheduler would spin
+/// and read no result). Looks at them in groups that it can, without
+/// waiting, then waits on the first group (the wake-up is `fds[0]`, so
+/// orders and `terminate` come at once) at most [`GROUP_WAIT`], and
+/// again. Which are readable, as [`sys::poll_readable`] says.
+fn poll_in_groups(fds: &[i32]) -> Vec<bool> {
+    let mut size = fds.len();
+    loop {
+        size = (size / 2).max(1);
+        let mut ready = Vec::with_capacity(fds.len());
+        for group in fds.chunks(size) {
+            match sys::poll_readable(group, Deadline::Now) {
+                Ok(r) => ready.extend(r),
+                // Still too many at once (or another failure): smaller groups.
+                Err(_) => break,
+            }
+        }
+        if ready.len() < fds.len() {
+            if size == 1 {
+                // Not even one at a time: nothing is known to be readable.
+                return vec![false; fds.len()];
+            }
+            continue;
+        }
+        if ready.iter().any(|&r| r) {
+            return ready;
+        }
+        let _ = sys::poll_readable(&fds[..size], Deadline::after(GROUP_WAIT));
+        // Looked at again in groups of the same size.
+        size = (size * 2).min(fds.len());
     }
 }
