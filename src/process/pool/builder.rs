@@ -39,6 +39,11 @@ impl PoolBuilder {
     }
 
     /// A function each worker runs once when it starts.
+    ///
+    /// One that panics or exits ends its worker, which the pool replaces
+    /// (for ever, as Python's does, for one that always fails): each task
+    /// given to such a worker fails with [`Error::WorkerDied`] (Python's
+    /// wait for ever).
     pub fn initializer(mut self, f: fn()) -> Self {
         self.initializer = Some(f);
         self
