@@ -677,10 +677,8 @@ fn the_pools_fork_server_killed_fails_tasks_without_a_hang() {
         assert_ne!(server, std::process::id());
         let running = pool.apply_async(sleep_ms, 5000);
         // SAFETY: signalling the pool's own fork server, this test's grandchild.
-        assert_eq!(
-            unsafe { libc::kill(server as libc::pid_t, libc::SIGKILL) },
-            0
-        );
+        let killed = unsafe { libc::kill(server as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(killed, 0);
         assert!(running.get().is_err());
         let after = pool
             .apply_async(square, 2)
