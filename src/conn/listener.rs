@@ -224,15 +224,17 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
             path.display()
         )));
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(Error::io(
+    // Without waiting: a live listener whose backlog is full would hold a
+    // blocking connect until it accepted someone.
+    match sys::unix_listening(path) {
+        Ok(true) => Err(Error::io(
             format!("listen on {}", path.display()),
             io::Error::new(
                 io::ErrorKind::AddrInUse,
                 "another process is listening there",
             ),
         )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+        Ok(false) => std::fs::remove_file(path)
             .map_err(|e| Error::io(format!("remove stale {}", path.display()), e)),
         Err(e) => Err(Error::io(format!("probe {}", path.display()), e)),
     }

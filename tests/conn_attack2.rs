@@ -1,0 +1,215 @@
+//! Fifth-round attack on connections: listeners at awkward paths, a live
+//! listener that accepts nobody, and frame lengths at the limit.
+
+mod common;
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::watchdog;
+use multiproc::conn::{frame, Address, Listener};
+use multiproc::{Connection, Error};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A path under the temporary directory, removed when dropped.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("ca2-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A listening Unix socket at `path` with a backlog of 0, made with libc
+/// (std's listeners take a large backlog).
+fn listen_backlog_zero(path: &Path) -> OwnedFd {
+    // SAFETY: plain syscalls on a fresh descriptor and a zeroed sockaddr_un.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len
+            ),
+            0
+        );
+        assert_eq!(libc::listen(fd.as_raw_fd(), 0), 0);
+        fd
+    }
+}
+
+/// A live listener whose backlog is full (it accepts nobody) is still
+/// live: binding a `Listener` at its path must say so, not wait for ever
+/// in the probe that tells a live socket file from a stale one (a
+/// blocking connect to a full backlog waits until the listener accepts).
+#[test]
+fn binding_over_a_live_listener_with_a_full_backlog_does_not_hang() {
+    watchdog("bind over a full backlog", LIMIT, || {
+        let path = Tmp::new("full");
+        let _live = listen_backlog_zero(&path.0);
+        // Fill the backlog with connections that are never accepted.
+        let mut queued = Vec::new();
+        loop {
+            // SAFETY: plain syscalls on a fresh descriptor.
+            let fd = unsafe {
+                let fd = libc::socket(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    0,
+                );
+                assert!(fd >= 0);
+                OwnedFd::from_raw_fd(fd)
+            };
+            let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(path.0.as_os_str().as_bytes()) {
+                *d = *s as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            // SAFETY: `addr` is a valid sockaddr_un.
+            let r = unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&addr as *const libc::sockaddr_un).cast(),
+                    len,
+                )
+            };
+            if r != 0 {
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
+                break;
+            }
+            queued.push(fd);
+            assert!(queued.len() < 10_000, "the backlog never filled");
+        }
+        let r = Listener::bind(&Address::Unix(path.0.clone()), None);
+        match r {
+            Err(Error::Io { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(path.0.exists(), "the live socket file was removed");
+    });
+}
+
+/// Paths that exist and are not sockets (a directory, a symlink to a live
+/// socket, a regular file) are refused and left alone; a path one byte
+/// too long for `sun_path` is an error, the longest that fits binds.
+#[test]
+fn awkward_unix_paths_are_refused_or_bound_cleanly() {
+    watchdog("awkward paths", LIMIT, || {
+        let dir = Tmp::new("dir");
+        std::fs::create_dir(&dir.0).unwrap();
+        assert!(Listener::bind(&Address::Unix(dir.0.clone()), None).is_err());
+        assert!(dir.0.is_dir());
+
+        let target = Tmp::new("target");
+        let live = Listener::bind(&Address::Unix(target.0.clone()), None).unwrap();
+        let link = Tmp::new("link");
+        std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+        assert!(Listener::bind(&Address::Unix(link.0.clone()), None).is_err());
+        assert!(target.0.exists() && link.0.symlink_metadata().is_ok());
+        drop(live);
+
+        let file = Tmp::new("file");
+        std::fs::write(&file.0, b"keep me").unwrap();
+        assert!(Listener::bind(&Address::Unix(file.0.clone()), None).is_err());
+        assert_eq!(std::fs::read(&file.0).unwrap(), b"keep me");
+
+        // sun_path holds 108 bytes with the NUL: 107 fit, 108 do not.
+        let base = Tmp::new("long");
+        let pad = |n: usize| {
+            let mut s = base.0.clone().into_os_string();
+            while s.len() < n {
+                s.push("x");
+            }
+            PathBuf::from(s)
+        };
+        let (fits, too_long) = (pad(107), pad(108));
+        assert!(base.0.as_os_str().len() < 100);
+        let l = Listener::bind(&Address::Unix(fits.clone()), Some(b"k")).unwrap();
+        let t = std::thread::spawn({
+            let fits = fits.clone();
+            move || multiproc::conn::connect(&Address::Unix(fits), Some(b"k")).map(drop)
+        });
+        drop(l.accept().unwrap());
+        t.join().unwrap().unwrap();
+        drop(l);
+        assert!(!fits.exists());
+        let e = Listener::bind(&Address::Unix(too_long.clone()), None).unwrap_err();
+        assert!(e.to_string().contains("too long"), "{e}");
+        assert!(!too_long.exists());
+        assert!(multiproc::conn::connect(&Address::Unix(too_long), None).is_err());
+    });
+}
+
+/// A message of exactly the limit is received; one byte more is refused
+/// from its header alone and closes the connection; a zero-length one is
+/// a message.
+#[test]
+fn lengths_at_the_limit() {
+    watchdog("lengths at the limit", LIMIT, || {
+        let (raw, ours) = UnixStream::pair().unwrap();
+        let mut conn = Connection::from_socket(ours.into()).unwrap();
+        conn.set_max_message(1000);
+        let mut stream = Vec::new();
+        frame::push(&mut stream, &[1; 1000]).unwrap();
+        frame::push(&mut stream, b"").unwrap();
+        stream.extend_from_slice(&frame::header(1001).unwrap());
+        (&raw).write_all(&stream).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), vec![1; 1000]);
+        assert_eq!(conn.recv_bytes().unwrap(), b"");
+        let r = conn.recv_bytes();
+        assert!(
+            matches!(
+                r,
+                Err(Error::MessageTooLarge {
+                    size: 1001,
+                    limit: 1000
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(conn.closed());
+    });
+}
+
+/// Half a header, and then nothing for ever: a receive with a timeout
+/// ends at its deadline and closes the connection (the stream is no
+/// longer at a message boundary).
+#[test]
+fn half_a_header_for_ever_times_out() {
+    watchdog("half a header", LIMIT, || {
+        let (raw, ours) = UnixStream::pair().unwrap();
+        let mut conn = Connection::from_socket(ours.into()).unwrap();
+        (&raw).write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0]).unwrap();
+        let r = conn.recv_bytes_timeout(Duration::from_millis(50));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(conn.closed());
+        drop(raw);
+    });
+}
