@@ -213,3 +213,78 @@ fn half_a_header_for_ever_times_out() {
         drop(raw);
     });
 }
+
+/// `wait` on no connection at all: with a timeout it returns nothing when
+/// the timeout passes; without one nothing could ever end it (Python's
+/// waits for ever), so it is an error at once, as for a closed connection.
+#[test]
+fn a_wait_on_nothing_without_a_timeout_is_an_error() {
+    watchdog("wait on nothing", LIMIT, || {
+        let r = multiproc::conn::wait(&[], Some(Duration::from_millis(10)));
+        assert!(matches!(&r, Ok(v) if v.is_empty()), "{r:?}");
+        let r = multiproc::conn::wait(&[], None);
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    });
+}
+
+/// A TCP listener on IPv6 loopback, port 0 (the OS chooses): the address
+/// it reports is reachable, authenticated both ways; a client that
+/// connects and leaves without a word fails its own `accept` only, and
+/// the next client gets through.
+#[test]
+fn ipv6_port_zero_and_a_client_that_leaves_at_once() {
+    watchdog("ipv6 port 0", LIMIT, || {
+        let Ok(any) = "tcp:[::1]:0".parse::<Address>() else {
+            return;
+        };
+        let l = match Listener::bind(&any, Some(b"k6")) {
+            Ok(l) => l,
+            // No IPv6 on this machine.
+            Err(e) => return eprintln!("skipped: {e}"),
+        };
+        let at = l.address().clone();
+        let Address::Tcp(sa) = &at else {
+            panic!("{at:?}")
+        };
+        assert!(sa.is_ipv6() && sa.port() != 0, "{sa}");
+        let t = std::thread::spawn(move || {
+            drop(std::net::TcpStream::connect(match &at {
+                Address::Tcp(sa) => *sa,
+                Address::Unix(_) => unreachable!(),
+            }));
+            let mut c = multiproc::conn::connect(&at, Some(b"k6")).unwrap();
+            c.send_bytes(b"over v6").unwrap();
+        });
+        let first = l.accept();
+        assert!(
+            matches!(first, Err(Error::AuthenticationFailed(_))),
+            "{first:?}"
+        );
+        let mut c = l.accept().unwrap();
+        assert_eq!(c.recv_bytes().unwrap(), b"over v6");
+        t.join().unwrap();
+    });
+}
+
+/// A message that does not fit `recv_bytes_into`'s buffer is handed back
+/// whole in `BufferTooShort` (Python keeps it in the exception too), and
+/// the next message is read as usual; a message of exactly the buffer's
+/// length fits.
+#[test]
+fn recv_bytes_into_a_short_buffer_keeps_the_message() {
+    watchdog("recv_bytes_into short", LIMIT, || {
+        let (mut a, mut b) = multiproc::Pipe(true).unwrap();
+        a.send_bytes(b"12345").unwrap();
+        a.send_bytes(b"1234").unwrap();
+        a.send_bytes(b"").unwrap();
+        let mut buf = [0u8; 4];
+        match b.recv_bytes_into(&mut buf) {
+            Err(Error::BufferTooShort(m)) => assert_eq!(m, b"12345"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 4);
+        assert_eq!(&buf, b"1234");
+        assert_eq!(b.recv_bytes_into(&mut []).unwrap(), 0);
+        assert!(!b.closed());
+    });
+}

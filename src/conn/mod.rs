@@ -813,7 +813,15 @@ impl AsRawFd for Connection {
 /// On an OS failure; if one of `connections` is closed, or only sends
 /// (`InvalidArgument`): nothing could make it ready, and a wait without a
 /// timeout on it alone would never end (Python raises `OSError` too).
+/// `InvalidArgument` too for no connections and no timeout, which nothing
+/// could end (Python's waits for ever); with a timeout, no connections
+/// is a sleep that returns none.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    if connections.is_empty() && timeout.is_none() {
+        return Err(Error::InvalidArgument(
+            "wait on no connections without a timeout would never end".into(),
+        ));
+    }
     for c in connections {
         c.check_readable()?;
         c.fd()?;
