@@ -288,3 +288,27 @@ fn recv_bytes_into_a_short_buffer_keeps_the_message() {
         assert!(!b.closed());
     });
 }
+
+/// A listener whose socket file was removed (a temporary-files cleaner)
+/// and whose path another listener then bound must not remove the other
+/// listener's file when it is dropped: only the file it made is its own.
+#[test]
+fn a_listener_removes_only_its_own_socket_file() {
+    watchdog("only its own socket file", LIMIT, || {
+        let path = Tmp::new("own");
+        let address = Address::Unix(path.0.clone());
+        let first = Listener::bind(&address, None).unwrap();
+        std::fs::remove_file(&path.0).unwrap();
+        let second = Listener::bind(&address, None).unwrap();
+        drop(first);
+        assert!(path.0.exists(), "the second listener's file was removed");
+        let t = std::thread::spawn({
+            let address = address.clone();
+            move || multiproc::conn::connect(&address, None).map(drop)
+        });
+        drop(second.accept().unwrap());
+        t.join().unwrap().unwrap();
+        drop(second);
+        assert!(!path.0.exists(), "the second listener left its file");
+    });
+}
