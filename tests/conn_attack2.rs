@@ -312,3 +312,64 @@ fn a_listener_removes_only_its_own_socket_file() {
         assert!(!path.0.exists(), "the second listener left its file");
     });
 }
+
+/// A value whose serialization fails part-way puts nothing on the wire:
+/// the connection stays usable and the next message is read as sent.
+#[test]
+fn a_send_whose_serialization_fails_sends_nothing() {
+    struct FailsHalfway;
+    impl serde::Serialize for FailsHalfway {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error as _, SerializeSeq};
+            let mut seq = s.serialize_seq(Some(3))?;
+            seq.serialize_element(&1u32)?;
+            seq.serialize_element(&2u32)?;
+            Err(S::Error::custom("not this one"))
+        }
+    }
+    watchdog("serialization fails", LIMIT, || {
+        let (mut a, mut b) = multiproc::Pipe(true).unwrap();
+        let r = a.send(&FailsHalfway);
+        assert!(matches!(r, Err(Error::Serialize(_))), "{r:?}");
+        assert!(!b.poll(Some(Duration::ZERO)).unwrap(), "bytes went out");
+        a.send(&7u32).unwrap();
+        assert_eq!(b.recv::<u32>().unwrap(), 7);
+    });
+}
+
+/// A peer that connects and never says a word holds `accept` (and a
+/// server that accepts and never speaks holds `connect`) for the
+/// handshake's 20 s per message, not for ever: each side then fails with
+/// `AuthenticationFailed`, and the listener takes the next client (Python's
+/// `accept` would wait for ever; README's differences say so).
+#[test]
+fn a_silent_peer_holds_a_handshake_for_a_bounded_time() {
+    watchdog("silent peer", Duration::from_secs(90), || {
+        // Our listener, a silent client.
+        let path = Tmp::new("silent");
+        let address = Address::Unix(path.0.clone());
+        let l = Listener::bind(&address, Some(b"key")).unwrap();
+        let silent = UnixStream::connect(&path.0).unwrap();
+        // A silent server: a raw listener that accepts and says nothing.
+        let quiet = Tmp::new("quiet");
+        let raw = std::os::unix::net::UnixListener::bind(&quiet.0).unwrap();
+        let quiet_addr = Address::Unix(quiet.0.clone());
+        let client = std::thread::spawn(move || {
+            let r = multiproc::conn::connect(&quiet_addr, Some(b"key")).map(drop);
+            (r, raw)
+        });
+        let started = std::time::Instant::now();
+        let r = l.accept();
+        assert!(matches!(r, Err(Error::AuthenticationFailed(_))), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_secs(19));
+        let (r, _raw) = client.join().unwrap();
+        assert!(matches!(r, Err(Error::AuthenticationFailed(_))), "{r:?}");
+        drop(silent);
+        let t = std::thread::spawn({
+            let address = address.clone();
+            move || multiproc::conn::connect(&address, Some(b"key")).map(drop)
+        });
+        drop(l.accept().unwrap());
+        t.join().unwrap().unwrap();
+    });
+}
