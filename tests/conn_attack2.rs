@@ -373,3 +373,32 @@ fn a_silent_peer_holds_a_handshake_for_a_bounded_time() {
         t.join().unwrap().unwrap();
     });
 }
+
+/// A socket handed over in nonblocking mode (from an event loop, say) is
+/// still read and written as a blocking connection: a large message to a
+/// peer that reads slowly goes out whole rather than failing part-way
+/// with `WouldBlock` (which left half a frame on the wire), and a receive
+/// waits for its message.
+#[test]
+fn a_nonblocking_socket_is_used_as_a_blocking_connection() {
+    watchdog("nonblocking socket", LIMIT, || {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut a = Connection::from_socket(a.into()).unwrap();
+        let mut b = Connection::from_socket(b.into()).unwrap();
+        let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+        let sent = big.clone();
+        let t = std::thread::spawn(move || {
+            let r = a.send_bytes(&sent);
+            (r, a)
+        });
+        let got = b.recv_bytes().unwrap();
+        let (r, mut a) = t.join().unwrap();
+        r.unwrap();
+        assert!(got == big, "the message arrived torn");
+        let t = std::thread::spawn(move || b.recv_bytes());
+        a.send_bytes(b"after").unwrap();
+        assert_eq!(t.join().unwrap().unwrap(), b"after");
+    });
+}

@@ -172,7 +172,9 @@ impl Connection {
 
     /// A connection over a connected stream socket (both directions): a
     /// Unix or TCP socket of type `SOCK_STREAM`, whose bytes the message
-    /// framing reads as one stream.
+    /// framing reads as one stream. A socket in nonblocking mode is made
+    /// blocking (`send_bytes` and `recv_bytes` wait; the async methods
+    /// never block the thread either way).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a descriptor that is not a socket (a
@@ -196,7 +198,12 @@ impl Connection {
     /// ```
     pub fn from_socket(fd: OwnedFd) -> Result<Connection> {
         match sys::socket_type(&fd) {
-            Ok(libc::SOCK_STREAM) => Ok(Connection::new(fd, true, true)),
+            Ok(libc::SOCK_STREAM) => {
+                // A nonblocking socket would fail a send part-way, with
+                // half a frame on the wire, and spin a receive.
+                sys::set_blocking(&fd).map_err(|e| Error::io("fcntl(O_NONBLOCK)", e))?;
+                Ok(Connection::new(fd, true, true))
+            }
             Ok(other) => Err(Error::InvalidArgument(format!(
                 "Connection::from_socket takes a stream socket (SOCK_STREAM), not {}: message framing needs a byte stream",
                 match other {

@@ -353,6 +353,19 @@ pub(crate) fn socket_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| ".".into())
 }
 
+/// Clears `O_NONBLOCK` on a socket, so that its reads and writes wait
+/// (the nonblocking calls here ask with `MSG_DONTWAIT` instead).
+pub(crate) fn set_blocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: plain syscall.
+    let flags = syscall(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: plain syscall.
+        syscall(unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
+
 /// The address of the Unix socket file `path`, its length, and the path
 /// NUL-terminated.
 fn unix_addr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t, CString)> {
