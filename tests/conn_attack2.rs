@@ -199,8 +199,9 @@ fn lengths_at_the_limit() {
 }
 
 /// Half a header, and then nothing for ever: a receive with a timeout
-/// ends at its deadline and closes the connection (the stream is no
-/// longer at a message boundary).
+/// ends at its deadline (the half header stays buffered, the connection
+/// open); the peer's end then closes the connection, which had half a
+/// message.
 #[test]
 fn half_a_header_for_ever_times_out() {
     watchdog("half a header", LIMIT, || {
@@ -209,8 +210,11 @@ fn half_a_header_for_ever_times_out() {
         (&raw).write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0]).unwrap();
         let r = conn.recv_bytes_timeout(Duration::from_millis(50));
         assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-        assert!(conn.closed());
+        assert!(!conn.closed());
         drop(raw);
+        let r = conn.recv_bytes_timeout(Duration::from_secs(10));
+        assert!(matches!(r, Err(Error::ConnectionClosed)), "{r:?}");
+        assert!(conn.closed());
     });
 }
 
@@ -400,5 +404,48 @@ fn a_nonblocking_socket_is_used_as_a_blocking_connection() {
         let t = std::thread::spawn(move || b.recv_bytes());
         a.send_bytes(b"after").unwrap();
         assert_eq!(t.join().unwrap().unwrap(), b"after");
+    });
+}
+
+/// Part of a message read along with the one before it (one write carried
+/// both) makes `poll` say ready; a receive with a timeout that then ends
+/// before the rest comes must not destroy the connection: the stream is
+/// still whole, and the next receive returns the message when it is
+/// complete (Python's `poll(0)` then `recv_bytes` only waits for it).
+#[test]
+fn a_timeout_with_part_of_a_message_buffered_keeps_the_connection() {
+    watchdog("timeout mid-message", LIMIT, || {
+        let (mut raw, ours) = UnixStream::pair().unwrap();
+        let mut conn = Connection::from_socket(ours.into()).unwrap();
+        let mut stream = Vec::new();
+        frame::push(&mut stream, b"first").unwrap();
+        frame::push(&mut stream, b"second message").unwrap();
+        let cut = stream.len() - 6;
+        raw.write_all(&stream[..cut]).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"first");
+        assert!(conn.poll(Some(Duration::ZERO)).unwrap());
+        for timeout in [Duration::ZERO, Duration::from_millis(30)] {
+            let r = conn.recv_bytes_timeout(timeout);
+            assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+            assert!(!conn.closed(), "a timeout closed a sound stream");
+        }
+        raw.write_all(&stream[cut..]).unwrap();
+        let got = conn.recv_bytes_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, b"second message");
+        // A large message arriving slower than the timeout, the same way.
+        let big: Vec<u8> = (0..3u32 << 20).map(|i| i as u8).collect();
+        let mut stream = Vec::new();
+        frame::push(&mut stream, &big).unwrap();
+        raw.write_all(&stream[..32 << 10]).unwrap();
+        let r = conn.recv_bytes_timeout(Duration::from_millis(20));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        let t = std::thread::spawn(move || {
+            raw.write_all(&stream[32 << 10..]).unwrap();
+            raw
+        });
+        assert!(conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap() == big);
+        let raw = t.join().unwrap();
+        drop(raw);
+        assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
     });
 }

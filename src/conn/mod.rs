@@ -425,8 +425,10 @@ impl Connection {
     /// Receives one message, waiting at most `timeout` for all of it.
     ///
     /// # Errors
-    /// [`Error::Timeout`] (the connection is then closed if part of a
-    /// message had arrived), and those of [`recv_bytes`](Connection::recv_bytes).
+    /// [`Error::Timeout`] (the connection stays usable: what part of a
+    /// message had arrived stays buffered, and a later receive returns the
+    /// message once the rest has come), and those of
+    /// [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         self.recv_message(Deadline::after(timeout))
     }
@@ -574,9 +576,35 @@ impl Connection {
     }
 
     /// Receives one message into a `Vec` of its own.
+    ///
+    /// With a deadline, nothing is consumed before the whole message has
+    /// arrived: a timeout leaves what came buffered, the stream at its
+    /// boundary and the connection usable (the message is then copied out
+    /// of the buffer once; without a deadline it is read straight into
+    /// its `Vec`).
     fn recv_message(&mut self, deadline: Deadline) -> Result<Vec<u8>> {
-        let len = self.begin_message(deadline)?;
-        self.finish_message_vec(len, deadline)
+        if matches!(deadline, Deadline::Never) {
+            let len = self.begin_message(deadline)?;
+            return self.finish_message_vec(len, deadline);
+        }
+        self.check_readable()?;
+        let keep_on_timeout = |conn: &mut Connection, e: Error| match e {
+            Error::Timeout => e,
+            e => {
+                let mid = conn.buffered() > 0;
+                conn.fail(e, mid)
+            }
+        };
+        let (header, len) = match self.read_frame_len(deadline) {
+            Ok(lens) => lens,
+            Err(e) => return Err(keep_on_timeout(self, e)),
+        };
+        if let Err(e) = self.fill(header + len, deadline) {
+            return Err(keep_on_timeout(self, e));
+        }
+        let at = self.start + header;
+        self.start = at + len;
+        Ok(self.buf[at..at + len].to_vec())
     }
 
     /// Reads and consumes the next message's header: the length of its
@@ -1008,9 +1036,10 @@ mod tests {
         assert_eq!(&small[..4], b"next");
     }
 
-    /// A peer that announces a large message and stops part-way: end of
-    /// file and a timeout both close the connection, and what had arrived
-    /// is not taken for a message.
+    /// A peer that announces a large message and stops part-way: a
+    /// timeout keeps what arrived (the stream is still whole), end of file
+    /// closes the connection, and what had arrived is not taken for a
+    /// message.
     #[test]
     #[cfg_attr(miri, ignore = "sockets are outside Miri")]
     fn a_message_cut_short_closes_the_connection() {
@@ -1023,6 +1052,13 @@ mod tests {
         assert!(matches!(
             conn.recv_bytes_timeout(Duration::from_millis(20)),
             Err(Error::Timeout)
+        ));
+        assert!(!conn.closed());
+        assert!(conn.buf.capacity() < 1 << 20);
+        drop(raw);
+        assert!(matches!(
+            conn.recv_bytes_timeout(Duration::from_secs(10)),
+            Err(Error::ConnectionClosed)
         ));
         assert!(conn.closed());
 
