@@ -34,31 +34,52 @@ impl Drop for Tmp {
     }
 }
 
+/// A fresh Unix stream socket, nonblocking if asked.
+fn unix_socket(nonblocking: bool) -> OwnedFd {
+    let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain syscall.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The address of the socket file `path`.
+fn sockaddr(path: &Path) -> libc::sockaddr_un {
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    addr
+}
+
+const ADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+
 /// A listening Unix socket at `path` with a backlog of 0, made with libc
 /// (std's listeners take a large backlog).
 fn listen_backlog_zero(path: &Path) -> OwnedFd {
-    // SAFETY: plain syscalls on a fresh descriptor and a zeroed sockaddr_un.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
-            *d = *s as libc::c_char;
-        }
-        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        assert_eq!(
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len
-            ),
-            0
-        );
-        assert_eq!(libc::listen(fd.as_raw_fd(), 0), 0);
-        fd
-    }
+    let fd = unix_socket(false);
+    let addr = sockaddr(path);
+    // SAFETY: `addr` is a valid sockaddr_un of `ADDR_LEN` bytes.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            ADDR_LEN,
+        )
+    };
+    assert_eq!(r, 0);
+    // SAFETY: plain syscall on a bound socket.
+    assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 0) }, 0);
+    fd
 }
 
 /// A live listener whose backlog is full (it accepts nobody) is still
@@ -72,29 +93,15 @@ fn binding_over_a_live_listener_with_a_full_backlog_does_not_hang() {
         let _live = listen_backlog_zero(&path.0);
         // Fill the backlog with connections that are never accepted.
         let mut queued = Vec::new();
+        let addr = sockaddr(&path.0);
         loop {
-            // SAFETY: plain syscalls on a fresh descriptor.
-            let fd = unsafe {
-                let fd = libc::socket(
-                    libc::AF_UNIX,
-                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    0,
-                );
-                assert!(fd >= 0);
-                OwnedFd::from_raw_fd(fd)
-            };
-            let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (d, s) in addr.sun_path.iter_mut().zip(path.0.as_os_str().as_bytes()) {
-                *d = *s as libc::c_char;
-            }
-            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-            // SAFETY: `addr` is a valid sockaddr_un.
+            let fd = unix_socket(true);
+            // SAFETY: `addr` is a valid sockaddr_un of `ADDR_LEN` bytes.
             let r = unsafe {
                 libc::connect(
                     fd.as_raw_fd(),
                     (&addr as *const libc::sockaddr_un).cast(),
-                    len,
+                    ADDR_LEN,
                 )
             };
             if r != 0 {
