@@ -456,3 +456,67 @@ fn a_timeout_with_part_of_a_message_buffered_keeps_the_connection() {
         assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
     });
 }
+
+/// A Python client (3.8's MD5 answers and 3.13's `{sha256}` ones) to our
+/// listener, with messages of exactly the default limit (64 MiB) both
+/// ways, a pickled value where a postcard one is expected (an error, the
+/// connection still usable), and the end of the stream.
+#[test]
+fn python_clients_with_64_mib_messages_and_a_pickle() {
+    use sha2::Digest as _;
+    const SCRIPT: &str = r#"
+import sys, hashlib
+from multiprocessing.connection import Client
+c = Client(sys.argv[1], authkey=b'big key')
+m = c.recv_bytes()
+c.send_bytes(hashlib.sha256(m).digest())
+c.send_bytes(bytes(range(256)) * (1 << 18))
+c.send({'pickled': [1, 2, 3]})
+c.send_bytes(b'after')
+c.close()
+"#;
+    let home = std::env::var("HOME").unwrap_or_default();
+    let pythons: Vec<PathBuf> = ["3.8", "3.13"]
+        .iter()
+        .filter_map(|v| {
+            let root = PathBuf::from(&home).join(".pyenv/versions");
+            std::fs::read_dir(&root)
+                .ok()?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with(&format!("{v}.")))
+                .map(|n| root.join(n).join("bin/python"))
+        })
+        .collect();
+    if pythons.is_empty() {
+        return eprintln!("skipped: no Python 3.8 or 3.13 under ~/.pyenv");
+    }
+    watchdog("python 64 MiB", Duration::from_secs(120), || {
+        for python in pythons {
+            let path = Tmp::new("py64");
+            let address = Address::Unix(path.0.clone());
+            let l = Listener::bind(&address, Some(b"big key")).unwrap();
+            let mut py = std::process::Command::new(&python)
+                .arg("-c")
+                .arg(SCRIPT)
+                .arg(&path.0)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut c = l.accept().unwrap();
+            let ours: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+            c.send_bytes(&ours).unwrap();
+            let digest = c.recv_bytes().unwrap();
+            assert_eq!(digest, sha2::Sha256::digest(&ours).to_vec(), "{python:?}");
+            let theirs = c.recv_bytes().unwrap();
+            assert_eq!(theirs.len(), 64 << 20);
+            assert!(theirs.iter().enumerate().all(|(i, &b)| b == i as u8));
+            let r = c.recv::<String>();
+            assert!(matches!(r, Err(Error::Deserialize(_))), "{r:?}");
+            assert_eq!(c.recv_bytes().unwrap(), b"after");
+            assert!(matches!(c.recv_bytes(), Err(Error::ConnectionClosed)));
+            let status = py.wait().unwrap();
+            assert!(status.success(), "{python:?}: {status}");
+        }
+    });
+}
