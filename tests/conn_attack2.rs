@@ -520,3 +520,22 @@ c.close()
         }
     });
 }
+
+/// A listening socket is a stream socket, but no connection: nothing it
+/// could read is a message, and `poll` would say ready when a client
+/// connects. `from_socket` refuses it.
+#[test]
+fn a_listening_socket_is_no_connection() {
+    watchdog("listening socket", LIMIT, || {
+        let path = Tmp::new("listening");
+        let l = std::os::unix::net::UnixListener::bind(&path.0).unwrap();
+        let r = Connection::from_socket(l.into());
+        assert!(
+            matches!(&r, Err(Error::InvalidArgument(m)) if m.contains("listening")),
+            "{r:?}"
+        );
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Connection::from_socket(t.into());
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    });
+}

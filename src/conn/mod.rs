@@ -178,7 +178,7 @@ impl Connection {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a descriptor that is not a socket (a
-    /// file, a pipe) or a socket of another type (`SOCK_DGRAM`,
+    /// file, a pipe), a listening socket, or a socket of another type (`SOCK_DGRAM`,
     /// `SOCK_SEQPACKET`, `SOCK_RAW`): a datagram's bytes beyond what one
     /// read asks for are lost, and the framing would read them as the next
     /// message's. The descriptor is closed then. [`Error::Io`] if its type
@@ -198,6 +198,11 @@ impl Connection {
     /// ```
     pub fn from_socket(fd: OwnedFd) -> Result<Connection> {
         match sys::socket_type(&fd) {
+            Ok(libc::SOCK_STREAM) if sys::is_listening(&fd).unwrap_or(false) => {
+                Err(Error::InvalidArgument(
+                    "Connection::from_socket takes a connected stream socket, not a listening one (see Listener)".into(),
+                ))
+            }
             Ok(libc::SOCK_STREAM) => {
                 // A nonblocking socket would fail a send part-way, with
                 // half a frame on the wire, and spin a receive.

@@ -43,6 +43,25 @@ pub(crate) fn socket_type(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
     Ok(kind)
 }
 
+/// Whether the socket `fd` is listening (`SO_ACCEPTCONN`).
+pub(crate) fn is_listening(fd: &impl AsRawFd) -> io::Result<bool> {
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `on` and `len` are valid, writable, and `len` is the size
+    // of `on`; a bad descriptor is at worst an error.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut on).cast(),
+            &mut len,
+        )
+    };
+    syscall(r)?;
+    Ok(on != 0)
+}
+
 /// A connected pair of Unix sequenced-packet sockets, closed on exec: each
 /// send arrives as one message, whole, even from several senders at once.
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
