@@ -564,3 +564,63 @@ fn a_childs_copy_of_a_kept_listener_leaves_the_socket_file() {
         assert!(!path.0.exists());
     });
 }
+
+/// A connection whose descriptor someone else made nonblocking (through
+/// `as_raw_fd`, or a process sharing it): a large send that the socket
+/// cannot take whole fails, and must not leave half a frame on the wire
+/// for the next messages to be read into. Every whole frame the reader
+/// gets is a message as sent, in order.
+#[test]
+fn a_send_cut_short_by_o_nonblock_set_elsewhere_tears_no_frame() {
+    watchdog("O_NONBLOCK set elsewhere", LIMIT, || {
+        let (raw, ours) = UnixStream::pair().unwrap();
+        let mut a = Connection::from_socket(ours.into()).unwrap();
+        let fd = a.as_raw_fd();
+        // SAFETY: plain syscall on a live descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) },
+            0
+        );
+        raw.set_nonblocking(true).unwrap();
+        let mut stream = Vec::new();
+        let drain = |stream: &mut Vec<u8>| {
+            let mut chunk = vec![0; 1 << 16];
+            loop {
+                match std::io::Read::read(&mut &raw, &mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => stream.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        let big = vec![7u8; 8 << 20];
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        if a.send_bytes(&big).is_ok() {
+            sent.push(big.clone());
+        }
+        // Small messages, the socket drained before each, until more than
+        // the big message's length has gone by.
+        let small = vec![1u8; 1 << 16];
+        while stream.len() < 9 << 20 && !a.closed() {
+            drain(&mut stream);
+            match a.send_bytes(&small) {
+                Ok(()) => sent.push(small.clone()),
+                Err(_) => break,
+            }
+        }
+        drop(a);
+        drain(&mut stream);
+        let got: Vec<&[u8]> = frame::frames(&stream).collect();
+        assert!(got.len() <= sent.len());
+        for (i, m) in got.iter().enumerate() {
+            assert!(
+                *m == sent[i],
+                "frame {i} ({} bytes) is not what was sent",
+                m.len()
+            );
+        }
+    });
+}

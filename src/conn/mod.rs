@@ -274,11 +274,33 @@ impl Connection {
     ///
     /// # Errors
     /// [`Error::ConnectionClosed`] if the peer is gone; `InvalidArgument`
-    /// on a receive-only end.
+    /// on a receive-only end; [`Error::Io`] (`WouldBlock`) if another
+    /// process or a caller made the descriptor nonblocking and it would
+    /// not take the whole message: this end is then closed (and a
+    /// socket's sending side shut down), so that the peer sees the end of
+    /// the stream rather than half a message.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let header = self.header_for(bytes)?;
         let fd = self.fd()?;
-        sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]).map_err(send_error)
+        match sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]) {
+            Ok(()) => Ok(()),
+            // Someone made the descriptor nonblocking (a process sharing
+            // it, a caller through `as_raw_fd`), and it took part of the
+            // message, maybe: the rest must not follow as another
+            // message's bytes, so the stream ends here, as for an async
+            // send dropped part-way.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.is_socket {
+                    let _ = sys::shutdown_write(fd);
+                }
+                self.close();
+                Err(Error::io(
+                    "send (the descriptor was made nonblocking elsewhere, and part of the message may have gone: the connection is closed)",
+                    e,
+                ))
+            }
+            Err(e) => Err(send_error(e)),
+        }
     }
 
     /// The length header of a message of `bytes`, on an end that may send.
