@@ -579,10 +579,8 @@ fn a_send_cut_short_by_o_nonblock_set_elsewhere_tears_no_frame() {
         // SAFETY: plain syscall on a live descriptor.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) },
-            0
-        );
+        let set = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        assert_eq!(set, 0);
         raw.set_nonblocking(true).unwrap();
         let mut stream = Vec::new();
         let drain = |stream: &mut Vec<u8>| {
