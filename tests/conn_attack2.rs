@@ -622,3 +622,53 @@ fn a_send_cut_short_by_o_nonblock_set_elsewhere_tears_no_frame() {
         }
     });
 }
+
+/// The CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    // SAFETY: a zeroed rusage is a valid value, and getrusage fills it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is valid and writable.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// A receive on a descriptor someone else made nonblocking waits for its
+/// message in `poll`, not in a loop of reads that find nothing: the
+/// receiving thread uses next to no CPU while the sender takes its time.
+#[test]
+fn a_receive_on_a_descriptor_made_nonblocking_elsewhere_does_not_spin() {
+    watchdog("receive on O_NONBLOCK", LIMIT, || {
+        let (mut a, mut b) = multiproc::Pipe(true).unwrap();
+        let fd = b.as_raw_fd();
+        // SAFETY: plain syscall on a live descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        let set = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        assert_eq!(set, 0);
+        let receiver = std::thread::spawn(move || {
+            let before = thread_cpu();
+            let small = b.recv_bytes().unwrap();
+            let mut into = vec![0; 1 << 20];
+            let n = b.recv_bytes_into(&mut into).unwrap();
+            let timed = b.recv_bytes_timeout(Duration::from_secs(20)).unwrap();
+            (thread_cpu() - before, small, n, timed)
+        });
+        // The sender takes its time: that is the scenario.
+        let pause = Duration::from_millis(300);
+        std::thread::sleep(pause);
+        a.send_bytes(b"small").unwrap();
+        std::thread::sleep(pause);
+        a.send_bytes(&vec![3u8; 1 << 20]).unwrap();
+        std::thread::sleep(pause);
+        a.send_bytes(b"timed").unwrap();
+        let (cpu, small, n, timed) = receiver.join().unwrap();
+        assert_eq!(small, b"small");
+        assert_eq!(timed, b"timed");
+        assert_eq!(n, 1 << 20);
+        assert!(
+            cpu < Duration::from_millis(300),
+            "the receiver spun: {cpu:?} of CPU"
+        );
+    });
+}

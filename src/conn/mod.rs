@@ -498,7 +498,18 @@ impl Connection {
             if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
                 return Err(Error::Timeout);
             }
-            self.read_more(n, ReadMode::Wait)?;
+            self.read_waiting(n, ReadMode::Wait, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// One read towards `n` buffered bytes; one that found nothing (a
+    /// descriptor made nonblocking elsewhere) waits in `poll` until there
+    /// is something (a timeout at the deadline), rather than read again
+    /// at once, which would spin.
+    fn read_waiting(&mut self, n: usize, mode: ReadMode, deadline: Deadline) -> Result<()> {
+        if !self.read_more(n, mode)? && !self.descriptor_readable(deadline)? {
+            return Err(Error::Timeout);
         }
         Ok(())
     }
@@ -509,7 +520,7 @@ impl Connection {
             if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
                 return Err(Error::Timeout);
             }
-            self.read_more(n, ReadMode::Exactly)?;
+            self.read_waiting(n, ReadMode::Exactly, deadline)?;
         }
         Ok(())
     }
@@ -698,10 +709,13 @@ impl Connection {
                 let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
                 self.header_alone = true;
                 // Interrupted reads are retried by `sys::read`.
-                match read_outcome(sys::read(fd, dst))? {
-                    Some(k) => return Ok(k),
-                    None => return Ok(0),
-                }
+                return match read_outcome(sys::read(fd, dst))? {
+                    Some(k) => Ok(k),
+                    // Nothing (a descriptor made nonblocking elsewhere):
+                    // wait for something rather than spin.
+                    None if !self.descriptor_readable(deadline)? => Err(Error::Timeout),
+                    None => Ok(0),
+                };
             }
         }
         let k = self.buffered().min(dst.len());
