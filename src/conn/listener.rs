@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -95,6 +95,10 @@ pub struct Listener {
     socket: Socket,
     address: Address,
     authkey: Option<Vec<u8>>,
+    /// The device and inode of the Unix socket file it made: the file at
+    /// its path is removed only while it is still this one (another
+    /// listener may have bound the path after this one's file was removed).
+    file: Option<(u64, u64)>,
 }
 
 impl Listener {
@@ -104,11 +108,15 @@ impl Listener {
     /// `AddrInUse` if another process listens there; `InvalidArgument` if a
     /// Unix path exists and is not a socket; OS errors.
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
+        let mut file = None;
         let (socket, address) = match address {
             Address::Unix(path) => {
                 remove_stale_socket(path)?;
                 let fd = sys::unix_listen(path, 128)
                     .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+                file = std::fs::symlink_metadata(path)
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()));
                 (Socket::Unix(UnixListener::from(fd)), address.clone())
             }
             Address::Tcp(addr) => {
@@ -122,6 +130,7 @@ impl Listener {
             socket,
             address,
             authkey: authkey.map(<[u8]>::to_vec),
+            file,
         })
     }
 
@@ -178,10 +187,15 @@ impl Listener {
 
 impl Listener {
     /// Removes the Unix socket file now (for a process that is about to
-    /// exit without dropping the listener).
+    /// exit without dropping the listener), if the file at its path is
+    /// still the one it made.
     pub(crate) fn remove_socket_file(&self) {
         if let Address::Unix(path) = &self.address {
-            let _ = std::fs::remove_file(path);
+            let ours = std::fs::symlink_metadata(path)
+                .is_ok_and(|m| Some((m.dev(), m.ino())) == self.file);
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -224,15 +238,17 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
             path.display()
         )));
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(Error::io(
+    // Without waiting: a live listener whose backlog is full would hold a
+    // blocking connect until it accepted someone.
+    match sys::unix_listening(path) {
+        Ok(true) => Err(Error::io(
             format!("listen on {}", path.display()),
             io::Error::new(
                 io::ErrorKind::AddrInUse,
                 "another process is listening there",
             ),
         )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+        Ok(false) => std::fs::remove_file(path)
             .map_err(|e| Error::io(format!("remove stale {}", path.display()), e)),
         Err(e) => Err(Error::io(format!("probe {}", path.display()), e)),
     }

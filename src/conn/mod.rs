@@ -172,11 +172,13 @@ impl Connection {
 
     /// A connection over a connected stream socket (both directions): a
     /// Unix or TCP socket of type `SOCK_STREAM`, whose bytes the message
-    /// framing reads as one stream.
+    /// framing reads as one stream. A socket in nonblocking mode is made
+    /// blocking (`send_bytes` and `recv_bytes` wait; the async methods
+    /// never block the thread either way).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a descriptor that is not a socket (a
-    /// file, a pipe) or a socket of another type (`SOCK_DGRAM`,
+    /// file, a pipe), a listening socket, or a socket of another type (`SOCK_DGRAM`,
     /// `SOCK_SEQPACKET`, `SOCK_RAW`): a datagram's bytes beyond what one
     /// read asks for are lost, and the framing would read them as the next
     /// message's. The descriptor is closed then. [`Error::Io`] if its type
@@ -196,7 +198,17 @@ impl Connection {
     /// ```
     pub fn from_socket(fd: OwnedFd) -> Result<Connection> {
         match sys::socket_type(&fd) {
-            Ok(libc::SOCK_STREAM) => Ok(Connection::new(fd, true, true)),
+            Ok(libc::SOCK_STREAM) if sys::is_listening(&fd).unwrap_or(false) => {
+                Err(Error::InvalidArgument(
+                    "Connection::from_socket takes a connected stream socket, not a listening one (see Listener)".into(),
+                ))
+            }
+            Ok(libc::SOCK_STREAM) => {
+                // A nonblocking socket would fail a send part-way, with
+                // half a frame on the wire, and spin a receive.
+                sys::set_blocking(&fd).map_err(|e| Error::io("fcntl(O_NONBLOCK)", e))?;
+                Ok(Connection::new(fd, true, true))
+            }
             Ok(other) => Err(Error::InvalidArgument(format!(
                 "Connection::from_socket takes a stream socket (SOCK_STREAM), not {}: message framing needs a byte stream",
                 match other {
@@ -262,11 +274,33 @@ impl Connection {
     ///
     /// # Errors
     /// [`Error::ConnectionClosed`] if the peer is gone; `InvalidArgument`
-    /// on a receive-only end.
+    /// on a receive-only end; [`Error::Io`] (`WouldBlock`) if another
+    /// process or a caller made the descriptor nonblocking and it would
+    /// not take the whole message: this end is then closed (and a
+    /// socket's sending side shut down), so that the peer sees the end of
+    /// the stream rather than half a message.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let header = self.header_for(bytes)?;
         let fd = self.fd()?;
-        sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]).map_err(send_error)
+        match sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]) {
+            Ok(()) => Ok(()),
+            // Someone made the descriptor nonblocking (a process sharing
+            // it, a caller through `as_raw_fd`), and it took part of the
+            // message, maybe: the rest must not follow as another
+            // message's bytes, so the stream ends here, as for an async
+            // send dropped part-way.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.is_socket {
+                    let _ = sys::shutdown_write(fd);
+                }
+                self.close();
+                Err(Error::io(
+                    "send (the descriptor was made nonblocking elsewhere, and part of the message may have gone: the connection is closed)",
+                    e,
+                ))
+            }
+            Err(e) => Err(send_error(e)),
+        }
     }
 
     /// The length header of a message of `bytes`, on an end that may send.
@@ -418,8 +452,10 @@ impl Connection {
     /// Receives one message, waiting at most `timeout` for all of it.
     ///
     /// # Errors
-    /// [`Error::Timeout`] (the connection is then closed if part of a
-    /// message had arrived), and those of [`recv_bytes`](Connection::recv_bytes).
+    /// [`Error::Timeout`] (the connection stays usable: what part of a
+    /// message had arrived stays buffered, and a later receive returns the
+    /// message once the rest has come), and those of
+    /// [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         self.recv_message(Deadline::after(timeout))
     }
@@ -462,7 +498,18 @@ impl Connection {
             if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
                 return Err(Error::Timeout);
             }
-            self.read_more(n, ReadMode::Wait)?;
+            self.read_waiting(n, ReadMode::Wait, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// One read towards `n` buffered bytes; one that found nothing (a
+    /// descriptor made nonblocking elsewhere) waits in `poll` until there
+    /// is something (a timeout at the deadline), rather than read again
+    /// at once, which would spin.
+    fn read_waiting(&mut self, n: usize, mode: ReadMode, deadline: Deadline) -> Result<()> {
+        if !self.read_more(n, mode)? && !self.descriptor_readable(deadline)? {
+            return Err(Error::Timeout);
         }
         Ok(())
     }
@@ -473,7 +520,7 @@ impl Connection {
             if !matches!(deadline, Deadline::Never) && !self.descriptor_readable(deadline)? {
                 return Err(Error::Timeout);
             }
-            self.read_more(n, ReadMode::Exactly)?;
+            self.read_waiting(n, ReadMode::Exactly, deadline)?;
         }
         Ok(())
     }
@@ -567,9 +614,35 @@ impl Connection {
     }
 
     /// Receives one message into a `Vec` of its own.
+    ///
+    /// With a deadline, nothing is consumed before the whole message has
+    /// arrived: a timeout leaves what came buffered, the stream at its
+    /// boundary and the connection usable (the message is then copied out
+    /// of the buffer once; without a deadline it is read straight into
+    /// its `Vec`).
     fn recv_message(&mut self, deadline: Deadline) -> Result<Vec<u8>> {
-        let len = self.begin_message(deadline)?;
-        self.finish_message_vec(len, deadline)
+        if matches!(deadline, Deadline::Never) {
+            let len = self.begin_message(deadline)?;
+            return self.finish_message_vec(len, deadline);
+        }
+        self.check_readable()?;
+        let keep_on_timeout = |conn: &mut Connection, e: Error| match e {
+            Error::Timeout => e,
+            e => {
+                let mid = conn.buffered() > 0;
+                conn.fail(e, mid)
+            }
+        };
+        let (header, len) = match self.read_frame_len(deadline) {
+            Ok(lens) => lens,
+            Err(e) => return Err(keep_on_timeout(self, e)),
+        };
+        if let Err(e) = self.fill(header + len, deadline) {
+            return Err(keep_on_timeout(self, e));
+        }
+        let at = self.start + header;
+        self.start = at + len;
+        Ok(self.buf[at..at + len].to_vec())
     }
 
     /// Reads and consumes the next message's header: the length of its
@@ -636,10 +709,13 @@ impl Connection {
                 let fd = self.fd.as_ref().ok_or(Error::ConnectionClosed)?;
                 self.header_alone = true;
                 // Interrupted reads are retried by `sys::read`.
-                match read_outcome(sys::read(fd, dst))? {
-                    Some(k) => return Ok(k),
-                    None => return Ok(0),
-                }
+                return match read_outcome(sys::read(fd, dst))? {
+                    Some(k) => Ok(k),
+                    // Nothing (a descriptor made nonblocking elsewhere):
+                    // wait for something rather than spin.
+                    None if !self.descriptor_readable(deadline)? => Err(Error::Timeout),
+                    None => Ok(0),
+                };
             }
         }
         let k = self.buffered().min(dst.len());
@@ -813,7 +889,15 @@ impl AsRawFd for Connection {
 /// On an OS failure; if one of `connections` is closed, or only sends
 /// (`InvalidArgument`): nothing could make it ready, and a wait without a
 /// timeout on it alone would never end (Python raises `OSError` too).
+/// `InvalidArgument` too for no connections and no timeout, which nothing
+/// could end (Python's waits for ever); with a timeout, no connections
+/// is a sleep that returns none.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    if connections.is_empty() && timeout.is_none() {
+        return Err(Error::InvalidArgument(
+            "wait on no connections without a timeout would never end".into(),
+        ));
+    }
     for c in connections {
         c.check_readable()?;
         c.fd()?;
@@ -993,9 +1077,10 @@ mod tests {
         assert_eq!(&small[..4], b"next");
     }
 
-    /// A peer that announces a large message and stops part-way: end of
-    /// file and a timeout both close the connection, and what had arrived
-    /// is not taken for a message.
+    /// A peer that announces a large message and stops part-way: a
+    /// timeout keeps what arrived (the stream is still whole), end of file
+    /// closes the connection, and what had arrived is not taken for a
+    /// message.
     #[test]
     #[cfg_attr(miri, ignore = "sockets are outside Miri")]
     fn a_message_cut_short_closes_the_connection() {
@@ -1008,6 +1093,13 @@ mod tests {
         assert!(matches!(
             conn.recv_bytes_timeout(Duration::from_millis(20)),
             Err(Error::Timeout)
+        ));
+        assert!(!conn.closed());
+        assert!(conn.buf.capacity() < 1 << 20);
+        drop(raw);
+        assert!(matches!(
+            conn.recv_bytes_timeout(Duration::from_secs(10)),
+            Err(Error::ConnectionClosed)
         ));
         assert!(conn.closed());
 

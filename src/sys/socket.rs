@@ -43,6 +43,25 @@ pub(crate) fn socket_type(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
     Ok(kind)
 }
 
+/// Whether the socket `fd` is listening (`SO_ACCEPTCONN`).
+pub(crate) fn is_listening(fd: &impl AsRawFd) -> io::Result<bool> {
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `on` and `len` are valid, writable, and `len` is the size
+    // of `on`; a bad descriptor is at worst an error.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut on).cast(),
+            &mut len,
+        )
+    };
+    syscall(r)?;
+    Ok(on != 0)
+}
+
 /// A connected pair of Unix sequenced-packet sockets, closed on exec: each
 /// send arrives as one message, whole, even from several senders at once.
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -353,9 +372,22 @@ pub(crate) fn socket_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| ".".into())
 }
 
-/// A listening Unix stream socket at `path`, made mode 0600 before it
-/// accepts anyone (bind, chmod, then listen).
-pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+/// Clears `O_NONBLOCK` on a socket, so that its reads and writes wait
+/// (the nonblocking calls here ask with `MSG_DONTWAIT` instead).
+pub(crate) fn set_blocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: plain syscall.
+    let flags = syscall(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: plain syscall.
+        syscall(unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
+
+/// The address of the Unix socket file `path`, its length, and the path
+/// NUL-terminated.
+fn unix_addr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t, CString)> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: a zeroed sockaddr_un is a valid value.
@@ -366,20 +398,39 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
             "socket path too long",
         ));
     }
-    // Before binding: a NUL byte would bind a socket at the path before it
-    // (or, leading, in the abstract namespace), which chmod cannot reach.
+    // A NUL byte would name a socket at the path before it (or, leading,
+    // in the abstract namespace), which chmod cannot reach.
     let c = CString::new(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket path with a NUL byte"))?;
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
-    // SAFETY: plain syscall.
-    let fd =
-        syscall(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    Ok((addr, len, c))
+}
+
+/// A fresh Unix stream socket, nonblocking if asked.
+fn unix_stream_socket(nonblocking: bool) -> io::Result<OwnedFd> {
+    let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain syscall.
+    let fd = syscall(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    })?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A listening Unix stream socket at `path`, made mode 0600 before it
+/// accepts anyone (bind, chmod, then listen); the file is removed if a
+/// step after the bind fails.
+pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+    let (addr, len, c) = unix_addr(path)?;
+    let fd = unix_stream_socket(false)?;
     // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
     syscall(unsafe {
         libc::bind(
@@ -388,14 +439,40 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
             len,
         )
     })?;
-    // SAFETY: a valid NUL-terminated path.
-    if let Err(e) = syscall(unsafe { libc::chmod(c.as_ptr(), 0o600) }) {
+    // SAFETY: a valid NUL-terminated path; then a plain syscall on a bound socket.
+    let made = syscall(unsafe { libc::chmod(c.as_ptr(), 0o600) })
+        .and_then(|_| syscall(unsafe { libc::listen(fd.as_raw_fd(), backlog) }));
+    if let Err(e) = made {
         let _ = std::fs::remove_file(path);
         return Err(e);
     }
-    // SAFETY: plain syscall on a bound socket.
-    syscall(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
+}
+
+/// Whether a process listens at the Unix socket file `path`, asked
+/// without waiting: a connect that succeeds, or finds the listener's
+/// backlog full (`EAGAIN`: a blocking connect would wait until it
+/// accepts), is `Ok(true)`; one refused (nobody listens: a stale file) is
+/// `Ok(false)`; other errors are returned.
+pub(crate) fn unix_listening(path: &Path) -> io::Result<bool> {
+    let (addr, len, _) = unix_addr(path)?;
+    let fd = unix_stream_socket(true)?;
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
+    let r = syscall(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    });
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(true),
+            Some(libc::ECONNREFUSED) => Ok(false),
+            _ => Err(e),
+        },
+    }
 }
 
 /// What a failed `accept(2)` means to a loop that accepts until the queue
