@@ -1029,19 +1029,35 @@ impl Ring {
             Err(Error::Empty) => {}
             done => return done,
         }
-        let added = &self.shared().tail;
-        let _asleep = Asleep::new(&added.sleepers);
-        // `waiter::word` looks again every `RECHECK`, as a blocking sleeper does.
-        let popped = waiter::word(&added.moved, deadline, || {
-            // Before looking: a put after this read changes it.
-            let seen = added.moved.load(Ordering::SeqCst);
-            match self.pop(out, Deadline::Now) {
-                Err(Error::Empty) => ControlFlow::Continue(seen),
-                done => ControlFlow::Break(done),
+        let s = self.shared();
+        let _asleep = Asleep::new(&s.tail.sleepers);
+        loop {
+            // Items there, yet none taken: another consumer holds the lock
+            // (a blocking getter decodes under it). It moves the head when
+            // it takes its item, so that is the word to sleep on then; a
+            // put would never come to wake this task, which would wait for
+            // its next look (`RECHECK`) every time it met the lock held.
+            let busy = self.len() > 0;
+            let end = if busy { &s.head } else { &s.tail };
+            let _taking = busy.then(|| Asleep::new(&s.head.sleepers));
+            // `waiter::word` looks again every `RECHECK`, as a blocking sleeper does.
+            let popped = waiter::word(&end.moved, deadline, || {
+                // Before looking: a move of that end after this read changes it.
+                let seen = end.moved.load(Ordering::SeqCst);
+                match self.pop(out, Deadline::Now) {
+                    // The other word is the one to sleep on now.
+                    Err(Error::Empty) if (self.len() > 0) != busy => ControlFlow::Break(None),
+                    Err(Error::Empty) => ControlFlow::Continue(seen),
+                    done => ControlFlow::Break(Some(done)),
+                }
+            })
+            .await?;
+            match popped {
+                None => return Err(Error::Timeout),
+                Some(Some(done)) => return done,
+                Some(None) => {}
             }
-        })
-        .await?;
-        popped.unwrap_or(Err(Error::Timeout))
+        }
     }
 
     /// As [`push`](Ring::push) with a deadline, without blocking the

@@ -1,0 +1,401 @@
+//! More adversarial tests of the async waits: a getter that finds the
+//! consumers' lock busy with an item waiting, thousands of waits against
+//! the process's descriptors and threads, a thousand futures on one word,
+//! and the extreme timeouts of every timed async wait.
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use common::{current_thread, multi_thread, watchdog};
+use multiproc::{Barrier, Condition, Error, Event, JoinableQueue, Queue, RawValue, Semaphore};
+use serde::{Deserialize, Deserializer, Serialize};
+
+const LIMIT: Duration = Duration::from_secs(90);
+/// Long enough that no healthy wait here comes near it.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Awaits `f` for at most [`PATIENCE`]; a hang fails the test.
+async fn patiently<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: still pending after {PATIENCE:?}"),
+    }
+}
+
+/// A waker that counts its wake-ups and lets a thread wait for one.
+#[derive(Default)]
+struct Flag {
+    woken: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        *self.woken.lock().unwrap() += 1;
+        self.cv.notify_all();
+    }
+}
+
+impl Flag {
+    fn count(&self) -> usize {
+        *self.woken.lock().unwrap()
+    }
+    /// Waits until woken more than `seen` times; whether it was within `limit`.
+    fn wait_past(&self, seen: usize, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let mut n = self.woken.lock().unwrap();
+        while *n <= seen {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = self.cv.wait_timeout(n, left).unwrap().0;
+        }
+        true
+    }
+}
+
+fn poll_with<F: Future + ?Sized>(f: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(waker))
+}
+
+// ---------------------------------------------------------------------------
+// A getter that finds the consumers' lock busy.
+
+/// An item whose decoding, for the value 0, stops until [`GATE`] opens: a
+/// blocking getter decodes a small item under the consumers' lock, so
+/// this holds that lock for as long as the test wants.
+#[derive(Serialize, Debug, PartialEq)]
+struct Stall(u32);
+
+/// Whether a decoding of `Stall(0)` is under way, and whether it may end.
+static GATE: Mutex<(bool, bool)> = Mutex::new((false, false));
+static GATE_CV: Condvar = Condvar::new();
+
+impl<'de> Deserialize<'de> for Stall {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if v == 0 {
+            let mut g = GATE.lock().unwrap();
+            g.0 = true;
+            GATE_CV.notify_all();
+            let end = Instant::now() + PATIENCE;
+            while !g.1 && Instant::now() < end {
+                g = GATE_CV
+                    .wait_timeout(g, end.saturating_duration_since(Instant::now()))
+                    .unwrap()
+                    .0;
+            }
+            g.0 = false;
+        }
+        Ok(Stall(v))
+    }
+}
+
+/// An async getter that arrives while a blocking getter holds the
+/// consumers' lock, with another item waiting behind the one being
+/// taken, is woken when that lock comes free: not only by the periodic
+/// look again (100 ms later), which under steady contention from blocking
+/// getters would hold each async get for that long.
+#[test]
+fn an_async_get_that_finds_the_consumers_lock_busy_is_woken_when_it_frees() {
+    watchdog("get behind a busy consumers' lock", LIMIT, || {
+        let q = Queue::<Stall>::new().unwrap();
+        let mut slow_rounds = 0;
+        const ROUNDS: usize = 4;
+        for _ in 0..ROUNDS {
+            *GATE.lock().unwrap() = (false, false);
+            q.put(Stall(0)).unwrap();
+            q.put(Stall(1)).unwrap();
+            let blocking = {
+                let q = q.clone();
+                std::thread::spawn(move || q.get().unwrap())
+            };
+            // Wait until the blocking getter holds the lock, decoding.
+            {
+                let mut g = GATE.lock().unwrap();
+                while !g.0 {
+                    g = GATE_CV.wait_timeout(g, PATIENCE).unwrap().0;
+                }
+            }
+            let flag = Arc::new(Flag::default());
+            let waker = Waker::from(flag.clone());
+            let mut get = Box::pin(q.get_timeout_async(PATIENCE));
+            assert!(
+                poll_with(get.as_mut(), &waker).is_pending(),
+                "the lock is held: nothing can be taken yet"
+            );
+            let seen = flag.count();
+            let opened = Instant::now();
+            {
+                let mut g = GATE.lock().unwrap();
+                g.1 = true;
+                GATE_CV.notify_all();
+            }
+            assert_eq!(blocking.join().unwrap(), Stall(0));
+            assert!(flag.wait_past(seen, PATIENCE), "never woken");
+            let mut got = None;
+            let end = Instant::now() + PATIENCE;
+            while got.is_none() {
+                let seen = flag.count();
+                match poll_with(get.as_mut(), &waker) {
+                    Poll::Ready(r) => got = Some(r.unwrap()),
+                    Poll::Pending => assert!(flag.wait_past(seen, end - Instant::now())),
+                }
+            }
+            let waited = opened.elapsed();
+            assert_eq!(got.unwrap(), Stall(1));
+            if waited >= Duration::from_millis(70) {
+                slow_rounds += 1;
+            }
+        }
+        assert!(
+            slow_rounds < ROUNDS,
+            "every round, the async getter saw the item only at its periodic look"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Resources.
+
+fn descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Ten thousand async waits of every kind (finished at once, timed out,
+/// woken, dropped pending) leave the process with as many descriptors as
+/// before and, once idle waiter threads have retired, as many threads.
+#[test]
+fn ten_thousand_async_waits_leak_no_descriptor_or_thread() {
+    watchdog("ten thousand waits", LIMIT, || {
+        let event = Event::new().unwrap();
+        let q = Queue::<u32>::new().unwrap();
+        let sem = Semaphore::new(0).unwrap();
+        let cond = Condition::new().unwrap();
+        let jq = JoinableQueue::<u32>::new().unwrap();
+        let rt = current_thread();
+        let round = |i: u32| {
+            rt.block_on(async {
+                match i % 8 {
+                    0 => assert!(!event.wait_timeout_async(Duration::ZERO).await.unwrap()),
+                    1 => assert!(!event
+                        .wait_timeout_async(Duration::from_micros(50))
+                        .await
+                        .unwrap()),
+                    2 => {
+                        q.put(i).unwrap();
+                        assert_eq!(q.get_async().await.unwrap(), i);
+                    }
+                    3 => assert!(matches!(
+                        q.get_timeout_async(Duration::from_micros(50)).await,
+                        Err(Error::Timeout)
+                    )),
+                    4 => assert!(!sem
+                        .acquire_timeout_async(Duration::from_micros(50))
+                        .await
+                        .unwrap()),
+                    5 => assert!(!cond
+                        .wait_for_async(|| false, Some(Duration::from_micros(50)))
+                        .await
+                        .unwrap()),
+                    6 => {
+                        // Dropped while pending, armed.
+                        let mut f = Box::pin(event.wait_async());
+                        let w = Waker::noop();
+                        assert!(poll_with(f.as_mut(), w).is_pending());
+                        let mut g = Box::pin(cond.wait_for_async(|| false, None));
+                        assert!(poll_with(g.as_mut(), w).is_pending());
+                    }
+                    _ => {
+                        jq.put(i).unwrap();
+                        let t = async {
+                            jq.get_async().await.unwrap();
+                            jq.task_done().unwrap();
+                        };
+                        let (_, joined) = tokio::join!(t, jq.join_async());
+                        joined.unwrap();
+                    }
+                }
+            })
+        };
+        // Warm up: the waiter and keeper threads start.
+        for i in 0..64 {
+            round(i);
+        }
+        let (fds, tasks) = (descriptors(), threads());
+        for i in 0..10_000 {
+            round(i);
+        }
+        assert_eq!(descriptors(), fds, "descriptors leaked");
+        // Extra waiter threads retire after a second idle.
+        let end = Instant::now() + PATIENCE;
+        while threads() > tasks && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(threads() <= tasks, "threads: {} > {tasks}", threads());
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Many futures on one word.
+
+/// A thousand tasks awaiting one event, one queue and one semaphore in one
+/// runtime are each woken: every task ends, every item and permit taken
+/// once.
+#[test]
+fn a_thousand_tasks_on_one_event_queue_and_semaphore_all_wake() {
+    watchdog("a thousand on one word", LIMIT, || {
+        const N: u32 = 1000;
+        for rt in [current_thread(), multi_thread()] {
+            let event = Event::new().unwrap();
+            let q = Queue::<u32>::new().unwrap();
+            let sem = Semaphore::new(0).unwrap();
+            let ready = Arc::new(AtomicUsize::new(0));
+            rt.block_on(async {
+                let mut tasks = Vec::new();
+                for _ in 0..N {
+                    let (event, q, sem, ready) =
+                        (event.clone(), q.clone(), sem.clone(), ready.clone());
+                    tasks.push(tokio::spawn(async move {
+                        ready.fetch_add(1, SeqCst);
+                        event.wait_async().await.unwrap();
+                        let item = q.get_async().await.unwrap();
+                        sem.acquire_async().await.unwrap();
+                        item
+                    }));
+                }
+                while ready.load(SeqCst) < N as usize {
+                    tokio::task::yield_now().await;
+                }
+                event.set();
+                for i in 0..N {
+                    q.put_async(i).await.unwrap();
+                }
+                for _ in 0..N {
+                    sem.release().unwrap();
+                }
+                let mut got = Vec::new();
+                for t in tasks {
+                    got.push(patiently("one of a thousand", t).await.unwrap());
+                }
+                got.sort_unstable();
+                assert_eq!(got, (0..N).collect::<Vec<_>>());
+                assert!(!sem.try_acquire(), "a permit left over");
+                assert!(q.try_get().is_err(), "an item left over");
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Extreme timeouts.
+
+/// `Duration::ZERO` and `Duration::MAX` on every timed async wait: zero
+/// answers at once (taking what is there), the maximum waits like no
+/// timeout at all and ends when woken; neither panics.
+#[test]
+fn zero_and_max_timeouts_on_every_timed_async_wait() {
+    watchdog("zero and max timeouts", LIMIT, || {
+        let rt = multi_thread();
+        rt.block_on(async {
+            let event = Event::new().unwrap();
+            let q = Queue::<u32>::new().unwrap();
+            let jq = JoinableQueue::<u32>::new().unwrap();
+            let sem = Semaphore::new(0).unwrap();
+            let cond = Condition::new().unwrap();
+            let flag = RawValue::new(0u32).unwrap();
+            let barrier = Barrier::new(2).unwrap();
+
+            // Zero: nothing there.
+            assert!(!event.wait_timeout_async(Duration::ZERO).await.unwrap());
+            assert!(matches!(
+                q.get_timeout_async(Duration::ZERO).await,
+                Err(Error::Timeout)
+            ));
+            assert!(!sem.acquire_timeout_async(Duration::ZERO).await.unwrap());
+            assert!(!cond
+                .wait_for_async(|| false, Some(Duration::ZERO))
+                .await
+                .unwrap());
+            jq.put(1).unwrap();
+            assert!(matches!(
+                jq.join_timeout_async(Duration::ZERO).await,
+                Err(Error::Timeout)
+            ));
+            assert!(matches!(
+                barrier.wait_timeout_async(Duration::ZERO).await,
+                Err(Error::Timeout | Error::BrokenBarrier)
+            ));
+            barrier.reset().unwrap();
+
+            // Zero: something there is taken.
+            q.put(7).unwrap();
+            assert_eq!(q.get_timeout_async(Duration::ZERO).await.unwrap(), 7);
+            sem.release().unwrap();
+            assert!(sem.acquire_timeout_async(Duration::ZERO).await.unwrap());
+            event.set();
+            assert!(event.wait_timeout_async(Duration::ZERO).await.unwrap());
+            event.clear();
+            assert!(cond
+                .wait_for_async(|| true, Some(Duration::ZERO))
+                .await
+                .unwrap());
+
+            // Max: waits, and ends when woken.
+            let done = Arc::new(AtomicBool::new(false));
+            let waits = {
+                let (event, q, sem, cond, flag, jq, barrier) = (
+                    event.clone(),
+                    q.clone(),
+                    sem.clone(),
+                    cond.clone(),
+                    flag.clone(),
+                    jq.clone(),
+                    barrier.clone(),
+                );
+                let done = done.clone();
+                tokio::spawn(async move {
+                    assert!(event.wait_timeout_async(Duration::MAX).await.unwrap());
+                    assert_eq!(q.get_timeout_async(Duration::MAX).await.unwrap(), 9);
+                    assert!(sem.acquire_timeout_async(Duration::MAX).await.unwrap());
+                    assert!(cond
+                        .wait_for_async(|| flag.atomic().load(SeqCst) == 1, Some(Duration::MAX))
+                        .await
+                        .unwrap());
+                    jq.join_timeout_async(Duration::MAX).await.unwrap();
+                    barrier.wait_timeout_async(Duration::MAX).await.unwrap();
+                    done.store(true, SeqCst);
+                })
+            };
+            event.set();
+            q.put(9).unwrap();
+            sem.release().unwrap();
+            {
+                let g = cond.lock().unwrap();
+                flag.atomic().store(1, SeqCst);
+                g.notify_all();
+            }
+            jq.get().unwrap();
+            jq.task_done().unwrap();
+            patiently("the other party", barrier.wait_async())
+                .await
+                .unwrap();
+            patiently("the max waits", waits).await.unwrap();
+            assert!(done.load(SeqCst));
+        });
+    });
+}
