@@ -527,3 +527,45 @@ fn a_dropped_pool_result_get_keeps_no_waker() {
         pool.terminate();
     });
 }
+
+/// A thousand tasks of one runtime are a barrier's thousand parties, for
+/// several passes: each pass releases all of them, each index given once.
+#[test]
+fn a_thousand_tasks_pass_one_barrier_again_and_again() {
+    watchdog("a thousand parties", LIMIT, || {
+        const N: u32 = 1000;
+        const PASSES: usize = 3;
+        for rt in [current_thread(), multi_thread()] {
+            let barrier = Barrier::new(N).unwrap();
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..N)
+                    .map(|_| {
+                        let barrier = barrier.clone();
+                        tokio::spawn(async move {
+                            let mut got = Vec::new();
+                            for _ in 0..PASSES {
+                                got.push(barrier.wait_async().await.unwrap());
+                            }
+                            got
+                        })
+                    })
+                    .collect();
+                let mut by_pass = vec![Vec::new(); PASSES];
+                for t in tasks {
+                    for (pass, index) in patiently("a party", t)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .enumerate()
+                    {
+                        by_pass[pass].push(index);
+                    }
+                }
+                for mut indexes in by_pass {
+                    indexes.sort_unstable();
+                    assert_eq!(indexes, (0..N).collect::<Vec<_>>());
+                }
+            });
+        }
+    });
+}

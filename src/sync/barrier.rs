@@ -544,7 +544,24 @@ impl Inner<'_> {
     /// internal lock, between counting itself and taking its slot or
     /// between freeing its slot and uncounting itself, leaves no phantom
     /// party that would keep a pass from ever draining.
+    ///
+    /// Many parties are often one process's (its threads, or its tasks:
+    /// a thousand tasks of one runtime are a thousand parties, each of which
+    /// looks here after every wake-up): this process is alive without
+    /// asking, and each other pid is asked about once per look, not once
+    /// per slot, which made a pass of N parties cost N² system calls.
     fn bury_dead(&self) {
+        let me = sys::getpid();
+        let mut known: Option<(u32, bool)> = None;
+        let mut alive = |pid: u32| match known {
+            _ if pid == me => true,
+            Some((p, a)) if p == pid => a,
+            _ => {
+                let a = sys::pid_alive(pid);
+                known = Some((pid, a));
+                a
+            }
+        };
         let mut buried = false;
         let mut inside = 0;
         for slot in self.slots() {
@@ -552,7 +569,7 @@ impl Inner<'_> {
             if pid == 0 {
                 continue;
             }
-            if sys::pid_alive(pid) {
+            if alive(pid) {
                 inside += 1;
             } else {
                 slot.store(0, Ordering::Relaxed);
