@@ -569,3 +569,61 @@ fn a_thousand_tasks_pass_one_barrier_again_and_again() {
         }
     });
 }
+
+/// More tasks awaiting one condition than it has places for waiters do
+/// not spin while nothing happens: the ones without a place wait for one
+/// to come free, they do not take the lock and ask the keeper thread for
+/// a place every millisecond each (a hundred such tasks kept a CPU busy).
+#[test]
+fn tasks_beyond_the_condition_places_do_not_spin() {
+    watchdog("condition overflow spin", LIMIT, || {
+        let n = Condition::MAX_WAITERS * 2;
+        let cond = Condition::new().unwrap();
+        let go = RawValue::new(0u32).unwrap();
+        let looks = Arc::new(AtomicUsize::new(0));
+        let rt = current_thread();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let (cond, go, looks) = (cond.clone(), go.clone(), looks.clone());
+                    tokio::spawn(async move {
+                        cond.wait_for_async(
+                            || {
+                                looks.fetch_add(1, SeqCst);
+                                go.atomic().load(SeqCst) == 1
+                            },
+                            Some(PATIENCE),
+                        )
+                        .await
+                        .unwrap()
+                    })
+                })
+                .collect();
+            // Every task has looked once, and waits (in a place or for one).
+            while looks.load(SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A measurement window (not a wait for a condition): how often
+            // the tasks without a place look in it.
+            let (wall, seen) = (Instant::now(), looks.load(SeqCst));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let idle = wall.elapsed();
+            let per_task = (looks.load(SeqCst) - seen) / (n - Condition::MAX_WAITERS);
+            {
+                let g = cond.lock().unwrap();
+                go.atomic().store(1, SeqCst);
+                g.notify_all();
+            }
+            for t in tasks {
+                assert!(patiently("a waiter", t).await.unwrap());
+            }
+            // A look every 100 ms is 5 in 500 ms; allow twice that.
+            let allowed = (idle.as_millis() / 50) as usize;
+            assert!(
+                per_task <= allowed,
+                "{per_task} looks per task without a place in {idle:?}: they spin"
+            );
+        });
+    });
+}
