@@ -627,3 +627,60 @@ fn tasks_beyond_the_condition_places_do_not_spin() {
         });
     });
 }
+
+// ---------------------------------------------------------------------------
+// Futures copied by a fork.
+
+/// A pending get, copied into a forked child that drops its copy, leaves
+/// the parent's get counted as a sleeper: the child's drop took the
+/// parent's task out of the queue's sleeper count, so a put made no
+/// wake-up call and the parent's task saw its item only at its periodic
+/// look, 100 ms later.
+#[test]
+fn a_pending_get_dropped_in_a_forked_child_leaves_the_parent_counted() {
+    watchdog("pending get dropped in a child", LIMIT, || {
+        const ROUNDS: u32 = 4;
+        let mut slow_rounds = 0;
+        for round in 0..ROUNDS {
+            // A fresh queue each round: the count the child broke stays broken.
+            let q = Queue::<u32>::new().unwrap();
+            let flag = Arc::new(Flag::default());
+            let waker = Waker::from(flag.clone());
+            let mut get = Box::pin(q.get_async());
+            assert!(poll_with(get.as_mut(), &waker).is_pending());
+            // SAFETY: the child only drops the future and exits.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                drop(get);
+                // SAFETY: ends the child at once, running nothing else.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child this test just forked.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert_eq!(status, 0);
+            let seen = flag.count();
+            let put = Instant::now();
+            q.put(round).unwrap();
+            assert!(flag.wait_past(seen, PATIENCE), "never woken");
+            let waited = put.elapsed();
+            let end = Instant::now() + PATIENCE;
+            let got = loop {
+                let seen = flag.count();
+                match poll_with(get.as_mut(), &waker) {
+                    Poll::Ready(r) => break r.unwrap(),
+                    Poll::Pending => assert!(flag.wait_past(seen, end - Instant::now())),
+                }
+            };
+            assert_eq!(got, round);
+            if waited >= Duration::from_millis(70) {
+                slow_rounds += 1;
+            }
+        }
+        assert!(
+            slow_rounds < ROUNDS,
+            "every round, the parent's get saw its item only at its periodic look"
+        );
+    });
+}
