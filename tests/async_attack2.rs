@@ -684,3 +684,46 @@ fn a_pending_get_dropped_in_a_forked_child_leaves_the_parent_counted() {
         );
     });
 }
+
+/// A pending barrier wait, copied into a forked child that drops its copy,
+/// leaves the parent's party in the pass: the child's drop left the pass
+/// in the parent's party's name and broke it.
+#[test]
+fn a_pending_barrier_wait_dropped_in_a_forked_child_breaks_nothing() {
+    watchdog("pending barrier wait dropped in a child", LIMIT, || {
+        let barrier = Barrier::new(2).unwrap();
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut wait = Box::pin(barrier.wait_async());
+        assert!(poll_with(wait.as_mut(), &waker).is_pending());
+        // SAFETY: the child only drops the future and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            drop(wait);
+            // SAFETY: ends the child at once, running nothing else.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child this test just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0);
+        let other = {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || barrier.wait_timeout(PATIENCE))
+        };
+        let end = Instant::now() + PATIENCE;
+        let mine = loop {
+            let seen = flag.count();
+            match poll_with(wait.as_mut(), &waker) {
+                Poll::Ready(r) => break r,
+                Poll::Pending => assert!(flag.wait_past(seen, end - Instant::now())),
+            }
+        };
+        let theirs = other.join().unwrap();
+        assert!(
+            mine.is_ok() && theirs.is_ok(),
+            "the pass broke: {mine:?}, {theirs:?}"
+        );
+    });
+}

@@ -308,6 +308,7 @@ impl Barrier {
         // through.
         let mut inside = Inside {
             inner,
+            pid: sys::cached_pid(),
             slot,
             generation,
             left: false,
@@ -638,6 +639,9 @@ enum Sleep {
 /// A party inside the barrier: counted, with its slot.
 struct Inside<'a> {
     inner: Inner<'a>,
+    /// The process of the party: a copy that a `fork` made of a pending
+    /// wait is not a party, and its drop leaves nothing.
+    pid: u32,
     slot: Option<usize>,
     /// The pass it joined.
     generation: u32,
@@ -663,7 +667,7 @@ impl Inside<'_> {
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        if self.left {
+        if self.left || sys::cached_pid() != self.pid {
             return;
         }
         // Gone mid-pass (a dropped future, or an error): the pass cannot
