@@ -130,11 +130,12 @@ fn an_async_get_that_finds_the_consumers_lock_busy_is_woken_when_it_frees() {
             let flag = Arc::new(Flag::default());
             let waker = Waker::from(flag.clone());
             let mut get = Box::pin(q.get_timeout_async(PATIENCE));
+            // Before the poll: a wake-up after it counts.
+            let seen = flag.count();
             assert!(
                 poll_with(get.as_mut(), &waker).is_pending(),
                 "the lock is held: nothing can be taken yet"
             );
-            let seen = flag.count();
             let opened = Instant::now();
             {
                 let mut g = GATE.lock().unwrap();
@@ -647,6 +648,8 @@ fn a_pending_get_dropped_in_a_forked_child_leaves_the_parent_counted() {
             let flag = Arc::new(Flag::default());
             let waker = Waker::from(flag.clone());
             let mut get = Box::pin(q.get_async());
+            // Before the poll: a wake-up after it counts.
+            let seen = flag.count();
             assert!(poll_with(get.as_mut(), &waker).is_pending());
             // SAFETY: the child only drops the future and exits.
             let pid = unsafe { libc::fork() };
@@ -660,7 +663,6 @@ fn a_pending_get_dropped_in_a_forked_child_leaves_the_parent_counted() {
             // SAFETY: waits for the child this test just forked.
             assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
             assert_eq!(status, 0);
-            let seen = flag.count();
             let put = Instant::now();
             q.put(round).unwrap();
             assert!(flag.wait_past(seen, PATIENCE), "never woken");
