@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{wait_for_change, wake_all, Asleep};
+use super::futex::{wait_for_change, wake_all, AsleepHere};
 use super::RobustMutex;
 use crate::error::{Error, RecoverableLockError, Result};
 use crate::segment::{place, shared_constructors, ObjectKind, Placement, Region, SharedObject};
@@ -308,6 +308,7 @@ impl Barrier {
         // through.
         let mut inside = Inside {
             inner,
+            pid: sys::cached_pid(),
             slot,
             generation,
             left: false,
@@ -544,7 +545,24 @@ impl Inner<'_> {
     /// internal lock, between counting itself and taking its slot or
     /// between freeing its slot and uncounting itself, leaves no phantom
     /// party that would keep a pass from ever draining.
+    ///
+    /// Many parties are often one process's (its threads, or its tasks:
+    /// a thousand tasks of one runtime are a thousand parties, each of which
+    /// looks here after every wake-up): this process is alive without
+    /// asking, and each other pid is asked about once per look, not once
+    /// per slot, which made a pass of N parties cost N² system calls.
     fn bury_dead(&self) {
+        let me = sys::getpid();
+        let mut known: Option<(u32, bool)> = None;
+        let mut alive = |pid: u32| match known {
+            _ if pid == me => true,
+            Some((p, a)) if p == pid => a,
+            _ => {
+                let a = sys::pid_alive(pid);
+                known = Some((pid, a));
+                a
+            }
+        };
         let mut buried = false;
         let mut inside = 0;
         for slot in self.slots() {
@@ -552,7 +570,7 @@ impl Inner<'_> {
             if pid == 0 {
                 continue;
             }
-            if sys::pid_alive(pid) {
+            if alive(pid) {
                 inside += 1;
             } else {
                 slot.store(0, Ordering::Relaxed);
@@ -591,7 +609,7 @@ impl Inner<'_> {
                     wait_for_change(seq, seen, &self.state().sleepers, nap);
                 }
                 Sleep::Await => {
-                    let _asleep = Asleep::new(&self.state().sleepers);
+                    let _asleep = AsleepHere::new(&self.state().sleepers);
                     waiter::word(seq, nap, || {
                         if seq.load(Ordering::SeqCst) == seen {
                             ControlFlow::Continue(seen)
@@ -621,6 +639,9 @@ enum Sleep {
 /// A party inside the barrier: counted, with its slot.
 struct Inside<'a> {
     inner: Inner<'a>,
+    /// The process of the party: a copy that a `fork` made of a pending
+    /// wait is not a party, and its drop leaves nothing.
+    pid: u32,
     slot: Option<usize>,
     /// The pass it joined.
     generation: u32,
@@ -646,7 +667,7 @@ impl Inside<'_> {
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        if self.left {
+        if self.left || sys::cached_pid() != self.pid {
             return;
         }
         // Gone mid-pass (a dropped future, or an error): the pass cannot

@@ -15,10 +15,6 @@ use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{self, Deadline, MutexKind, PthreadMutex};
 use crate::waiter;
 
-/// How often an async waiter that found every slot taken looks for a free
-/// one (a slot freed by this or another process wakes nobody).
-const SLOT_POLL: Duration = Duration::from_millis(1);
-
 const MAX_WAITERS: usize = Condition::MAX_WAITERS;
 
 /// A slot's state: nobody in it.
@@ -329,8 +325,12 @@ impl Condition {
         // Free before unlocking: a slot whose mutex is free but whose state
         // is not would look like a dead waiter's, or a leaver's.
         shared.slots[i].state.store(FREE, Ordering::Release);
-        shared.inside.fetch_sub(1, Ordering::AcqRel);
+        let was = shared.inside.fetch_sub(1, Ordering::AcqRel);
         let _ = self.presence[i].unlock();
+        if was as usize >= MAX_WAITERS {
+            // Every place was taken: async waiters may be waiting for one.
+            sys::futex_wake(&shared.inside, u32::MAX);
+        }
     }
 
     /// Frees slot `i` if its waiter died, passing on a notification it
@@ -491,7 +491,8 @@ impl Condition {
     /// blocking waiter, and a process killed while its tasks wait leaves
     /// no place taken (its notifications go to other waiters). When every
     /// place is taken the task waits for one to come free instead of
-    /// failing (looking at most every millisecond); it is not a waiter
+    /// failing (woken when one does, and looking again at least every
+    /// 100 ms for one whose waiter died); it is not a waiter
     /// meanwhile, which loses nothing, since it calls `predicate` again
     /// before it takes a place.
     ///
@@ -523,25 +524,29 @@ impl Condition {
                 if deadline.passed() {
                     return Ok(false);
                 }
+                // Before looking for a place: a place freed after this
+                // changes it.
+                let seen = self.shared().inside.load(Ordering::Acquire);
                 // Taken while the lock is held, as a blocking waiter's.
                 let cond = self.clone();
                 match waiter::keep_and_wait(move || cond.enter())? {
-                    Ok((i, mine)) => Some(AsyncPlace {
+                    Ok((i, mine)) => Ok(AsyncPlace {
                         cond: self.clone(),
                         pid: sys::getpid(),
                         i,
                         mine,
                         consumed: false,
                     }),
-                    Err(Error::TooManyWaiters { .. }) => None,
+                    Err(Error::TooManyWaiters { .. }) => Err(seen),
                     Err(e) => return Err(e),
                 }
             };
             match place {
-                None => {
+                Err(seen) => {
+                    // Woken when a place comes free (see `leave`); looks
+                    // again every `RECHECK` for one whose waiter died.
                     let inside = &self.shared().inside;
-                    let seen = inside.load(Ordering::Acquire);
-                    waiter::word(inside, deadline.capped(SLOT_POLL), || {
+                    waiter::word(inside, deadline.capped(RECHECK), || {
                         if inside.load(Ordering::Acquire) == seen {
                             ControlFlow::Continue(seen)
                         } else {
@@ -550,7 +555,7 @@ impl Condition {
                     })
                     .await?;
                 }
-                Some(mut place) => {
+                Ok(mut place) => {
                     let state = &self.shared().slots[place.i].state;
                     let mine = place.mine;
                     loop {

@@ -140,6 +140,34 @@ impl Drop for Asleep<'_> {
     }
 }
 
+/// As [`Asleep`], for a task, which a `fork` may copy while it waits:
+/// only the process that counted it uncounts it. A child's copy dropped
+/// (or finished) there must not take the parent's task out of the count,
+/// which would leave it, and every other sleeper, without wake-up calls
+/// (the count even wraps when the parent's task ends in turn).
+pub(crate) struct AsleepHere<'a> {
+    sleepers: &'a AtomicU32,
+    pid: u32,
+}
+
+impl<'a> AsleepHere<'a> {
+    pub(crate) fn new(sleepers: &'a AtomicU32) -> Self {
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        AsleepHere {
+            sleepers,
+            pid: sys::cached_pid(),
+        }
+    }
+}
+
+impl Drop for AsleepHere<'_> {
+    fn drop(&mut self) {
+        if sys::cached_pid() == self.pid {
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Wakes every process sleeping on `word`.
 pub(crate) fn wake_all(word: &AtomicU32) {
     sys::futex_wake(word, u32::MAX);
