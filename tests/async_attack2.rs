@@ -517,7 +517,6 @@ fn nap(ms: u64) -> u64 {
 /// each dropped `get_async` (a `select!` that lost, a timeout) kept a
 /// clone until the task finished, and with it the awaiting task.
 #[test]
-#[ignore = "src/process/pool/result.rs keeps the waker of a dropped get_async (see the async session's report)"]
 fn a_dropped_pool_result_get_keeps_no_waker() {
     watchdog("dropped pool get keeps no waker", LIMIT, || {
         let pool = multiproc::Pool::with_processes(1).unwrap();
@@ -734,7 +733,6 @@ fn a_pending_barrier_wait_dropped_in_a_forked_child_breaks_nothing() {
 /// leaves the parent's connection open: the child's drop shut the shared
 /// socket down, and the parent's send (and every later one) failed.
 #[test]
-#[ignore = "src/conn/mod.rs: Sending's drop shuts the socket down in a forked child too (see the async session's report)"]
 fn a_half_sent_message_dropped_in_a_forked_child_leaves_the_parents_send() {
     watchdog("half sent message dropped in a child", LIMIT, || {
         let (mut a, mut b) = multiproc::Pipe(true).unwrap();

@@ -333,6 +333,7 @@ impl Connection {
             conn: self,
             parts: [&header, bytes],
             sent: 0,
+            sender: sys::getpid(),
         };
         waiter::descriptor(fd, Deadline::Never, || sending.step(fd))
             .await?
@@ -819,6 +820,9 @@ struct Sending<'a, 'b> {
     is_socket: bool,
     parts: [&'b [u8]; 2],
     sent: usize,
+    /// The process sending: a copy of the future in a forked child is not
+    /// its send, and its drop must not end the parent's stream.
+    sender: u32,
 }
 
 impl Sending<'_, '_> {
@@ -845,7 +849,7 @@ impl Sending<'_, '_> {
 impl Drop for Sending<'_, '_> {
     fn drop(&mut self) {
         let total = self.parts[0].len() + self.parts[1].len();
-        if self.sent > 0 && self.sent < total {
+        if self.sent > 0 && self.sent < total && self.sender == sys::getpid() {
             // Half a message would be read as a frame: end the stream. A
             // socket is shut down first, so that the peer reads its end
             // even while another process (a forked child) holds a copy of

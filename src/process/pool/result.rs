@@ -83,12 +83,37 @@ impl Callback {
     }
 }
 
+/// The wakers of the tasks awaiting an outcome, each under its key.
+#[derive(Default)]
+struct Wakers {
+    list: Vec<(u64, Waker)>,
+    next: u64,
+}
+
+/// An async wait on a [`Slot`]: its waker leaves the slot when the wait is
+/// dropped (a `select!` that lost, a timeout), not only when the outcome
+/// comes, which could hold the task long after it stopped waiting.
+struct Awaiting<'a> {
+    slot: &'a Slot,
+    key: Option<u64>,
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        // Registered only in the pool's process (a forked child's copy of
+        // the lock may be held by a thread it does not have).
+        if let Some(k) = self.key.filter(|_| sys::getpid() == self.slot.owner) {
+            locked(&self.slot.wakers).list.retain(|(id, _)| *id != k);
+        }
+    }
+}
+
 /// Where a task's outcome lands.
 pub(super) struct Slot {
     outcome: Mutex<Option<TaskOutcome>>,
     ready: Condvar,
     /// Tasks awaiting the outcome (registered while `outcome` is locked).
-    wakers: Mutex<Vec<Waker>>,
+    wakers: Mutex<Wakers>,
     callback: Mutex<Option<Callback>>,
     /// The pool's process, the only one where the outcome can arrive.
     owner: u32,
@@ -106,7 +131,7 @@ impl Slot {
         Slot {
             outcome: Mutex::new(None),
             ready: Condvar::new(),
-            wakers: Mutex::new(Vec::new()),
+            wakers: Mutex::new(Wakers::default()),
             callback: Mutex::new(callback),
             owner,
             scheduler,
@@ -141,12 +166,14 @@ impl Slot {
         }
         *locked(&self.outcome) = Some(outcome);
         self.ready.notify_all();
-        let wakers = std::mem::take(&mut *locked(&self.wakers));
-        wakers.into_iter().for_each(Waker::wake);
+        let wakers = std::mem::take(&mut locked(&self.wakers).list);
+        wakers.into_iter().for_each(|(_, w)| w.wake());
     }
 
-    /// The outcome once it is there, without blocking the thread.
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<TaskOutcome> {
+    /// The outcome once it is there, without blocking the thread; else
+    /// the task's waker registered under `key` (given one at the first
+    /// registration; [`Awaiting`] removes it if the wait is dropped).
+    fn poll(&self, cx: &mut Context<'_>, key: &mut Option<u64>) -> Poll<TaskOutcome> {
         if sys::getpid() != self.owner {
             return Poll::Ready(self.inspect(|o| o.cloned()).unwrap_or(TaskOutcome::Foreign));
         }
@@ -160,8 +187,15 @@ impl Slot {
         // Registered under the outcome's lock: `complete` sets the outcome
         // under it before it takes the wakers.
         let mut wakers = locked(&self.wakers);
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        let wakers = &mut *wakers;
+        match key.and_then(|k| wakers.list.iter_mut().find(|(id, _)| *id == k)) {
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => {
+                let k = wakers.next;
+                wakers.next += 1;
+                wakers.list.push((k, cx.waker().clone()));
+                *key = Some(k);
+            }
         }
         Poll::Pending
     }
@@ -228,7 +262,11 @@ impl<R: DeserializeOwned> Chunk<R> {
     }
 
     async fn get_async(&self) -> Result<Vec<R>> {
-        decode(std::future::poll_fn(|cx| self.slot.poll(cx)).await)
+        let mut awaiting = Awaiting {
+            slot: &self.slot,
+            key: None,
+        };
+        decode(std::future::poll_fn(|cx| awaiting.slot.poll(cx, &mut awaiting.key)).await)
     }
 
     fn wait(&self, deadline: Deadline) -> bool {
