@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::watchdog;
+use common::{fill_descriptors, lower_nofile, watchdog};
 use multiproc::Process;
 
 /// Just over a connection's default message limit.
@@ -46,12 +46,7 @@ fn forkserver_children_past_the_descriptor_limit_fail_cleanly() {
         let name = format!("test-gate-{}", std::process::id());
         let gate = multiproc::Event::create(&name).unwrap();
         let mut p = Process::new(move || {
-            let limit = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            // SAFETY: lowers this child's own descriptor limit.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            lower_nofile(64);
             // Opened before the descriptors run out: how many are left once
             // a start is refused depends on how many this process inherited.
             let open_gate = multiproc::Event::open(&name).unwrap();
@@ -105,19 +100,6 @@ fn spawn_without_spawn_init_is_refused_before_anything_runs() {
     });
 }
 
-/// Opens `/dev/null` until the descriptor table is full, whatever this
-/// process inherited; the files, to close when done.
-fn fill_descriptors() -> Vec<std::fs::File> {
-    let mut held = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => held.push(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return held,
-            Err(e) => panic!("open /dev/null: {e}"),
-        }
-    }
-}
-
 /// A process with no descriptor to spare still waits for, polls and
 /// reaps its children, forked or from the fork server (a join that needs a
 /// descriptor could never free the ones the children hold).
@@ -127,12 +109,7 @@ fn a_process_out_of_descriptors_still_joins_its_children() {
         let name = format!("test-nofd-{}", std::process::id());
         let gate = multiproc::Event::create(&name).unwrap();
         let mut p = Process::new(move || {
-            let limit = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            // SAFETY: lowers this child's own descriptor limit.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            lower_nofile(64);
             let open_gate = multiproc::Event::open(&name).unwrap();
             let gate_name = name.clone();
             // Daemons: a failed check must not leave them waiting for the gate.

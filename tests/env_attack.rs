@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use common::harness::tests;
-use common::{join, static_child, watchdog, TempName};
+use common::{fill_descriptors, join, lower_nofile, static_child, watchdog, TempName};
 use multiproc::{entry, Event, Process};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -92,18 +92,6 @@ fn a_child_whose_stderr_is_a_closed_pipe_ends_with_its_own_exit_code() {
     });
 }
 
-/// Opens `/dev/null` until the descriptor table is full.
-fn fill_descriptors() -> Vec<std::fs::File> {
-    let mut held = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => held.push(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return held,
-            Err(e) => panic!("open /dev/null: {e}"),
-        }
-    }
-}
-
 /// Sets this process's soft descriptor limit to `n`; the hard limit, up
 /// to which it may be raised again.
 fn set_soft_nofile(n: u64) -> u64 {
@@ -118,16 +106,6 @@ fn set_soft_nofile(n: u64) -> u64 {
     // SAFETY: sets this process's own limit from a valid rlimit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
     limit.rlim_max
-}
-
-/// Sets this process's descriptor limit (soft and hard) to `n`.
-fn lower_nofile(n: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    // SAFETY: lowers this process's own descriptor limit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }
 
 /// A fork that `start` cannot follow with the child's pid file descriptor

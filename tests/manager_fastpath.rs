@@ -442,16 +442,8 @@ fn a_client_out_of_descriptors_stays_on_its_socket() {
         let m = Manager::start().unwrap();
         let (address, key) = (m.address().clone(), m.authkey().to_vec());
         let child = static_child(move || {
-            let limit = libc::rlimit {
-                rlim_cur: 256,
-                rlim_max: 256,
-            };
-            // SAFETY: lowers this child's own descriptor limit.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-            let mut held = Vec::new();
-            while let Ok(f) = std::fs::File::open("/dev/null") {
-                held.push(f);
-            }
+            common::lower_nofile(256);
+            let mut held = common::fill_descriptors();
             // One for the socket, one to spare: too few for the area's two
             // and what its mapping takes.
             held.truncate(held.len() - 2);

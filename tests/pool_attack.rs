@@ -484,12 +484,7 @@ fn close_terminate_join_in_every_order() {
 fn a_pool_too_big_for_the_descriptor_table_is_an_error() {
     watchdog("too many workers", LIMIT, || {
         let child = common::static_child(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            // SAFETY: a valid rlimit for this (child) process.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            common::lower_nofile(64);
             let fds = open_fds();
             match Pool::with_processes(100) {
                 Err(Error::Io { .. }) => {}

@@ -16,6 +16,7 @@ use multiproc::{Process, Scope};
 pub mod harness;
 pub mod procfs;
 pub mod redis;
+pub mod wakers;
 
 /// The environment variable that tells a test binary run again which
 /// helper to be (its `main` reads it before running any test).
@@ -265,4 +266,26 @@ pub fn join(p: &Process<'_>, limit: Duration) -> i32 {
             panic!("{} did not exit within {limit:?}", p.name());
         }
     }
+}
+
+/// Opens `/dev/null` until the descriptor table is full.
+pub fn fill_descriptors() -> Vec<std::fs::File> {
+    let mut held = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return held,
+            Err(e) => panic!("open /dev/null: {e}"),
+        }
+    }
+}
+
+/// Sets this process's descriptor limit (soft and hard) to `n`.
+pub fn lower_nofile(n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: lowers this process's own descriptor limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }
