@@ -367,21 +367,9 @@ fn a_thousand_tasks_on_one_condition_each_take_one_token() {
                 for _ in 0..N {
                     let (cond, tokens, taken) = (cond.clone(), tokens.clone(), taken.clone());
                     tasks.push(tokio::spawn(async move {
-                        cond.wait_for_async(
-                            || {
-                                let t = tokens.atomic();
-                                if t.load(SeqCst) > 0 {
-                                    t.fetch_sub(1, SeqCst);
-                                    taken.atomic().fetch_add(1, SeqCst);
-                                    true
-                                } else {
-                                    false
-                                }
-                            },
-                            Some(PATIENCE),
-                        )
-                        .await
-                        .unwrap()
+                        cond.wait_for_async(|| common::take_token(&tokens, &taken), Some(PATIENCE))
+                            .await
+                            .unwrap()
                     }));
                 }
                 tokio::task::yield_now().await;

@@ -603,14 +603,7 @@ fn token_takers(
                         if std::mem::take(&mut first) {
                             arrived.atomic().fetch_add(1, SeqCst);
                         }
-                        let t = tokens.atomic();
-                        if t.load(SeqCst) > 0 {
-                            t.fetch_sub(1, SeqCst);
-                            taken.atomic().fetch_add(1, SeqCst);
-                            true
-                        } else {
-                            false
-                        }
+                        common::take_token(&tokens, &taken)
                     },
                     Some(PATIENCE),
                 )

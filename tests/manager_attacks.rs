@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::watchdog;
-use multiproc::conn::{connect, Address, Connection};
+use multiproc::conn::Connection;
 use multiproc::Process;
 
 /// The server's CPU time so far, and its peak resident memory (VmHWM), in kB.
@@ -180,28 +180,9 @@ fn nested(depth: usize) -> P {
 /// serve` runs it): the process, its socket's path, and a connection to
 /// it.
 fn serve() -> (Process<'static>, std::path::PathBuf, Connection) {
-    let path = std::env::temp_dir().join(format!(
-        "multiproc-attacks-{}-{:?}.sock",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let address = Address::Unix(path.clone());
-    let key = b"attacks".to_vec();
-    let mut server = Process::new({
-        let (address, key) = (address.clone(), key.clone());
-        move || {
-            let _ = multiproc::manager::serve(&address, &key, |_| {});
-        }
-    })
-    .daemon(true);
-    server.start().unwrap();
-    assert!(common::wait_until(Duration::from_secs(10), || connect(
-        &address,
-        Some(&key)
-    )
-    .is_ok()));
-    let conn = connect(&address, Some(&key)).unwrap();
-    (server, path, conn)
+    let thread = format!("{:?}", std::thread::current().id());
+    let name: String = thread.chars().filter(char::is_ascii_alphanumeric).collect();
+    common::serve_manager(&format!("attacks-{name}"), b"attacks")
 }
 
 /// Audit of 2026-12-01: keys of a batched get nested beyond the limit

@@ -326,18 +326,26 @@ fn trickle(w: &mut TcpStream, reply: &[u8]) -> bool {
     false
 }
 
-/// The first connection's `HLEN` and `HINCRBY`-like scripts get what
-/// `misbehave` does; later connections' get `:7`. Each call on the first
-/// ends within the timeout and a margin, with a clear error, and the next
-/// call (on a new connection) gets its answer.
-fn ends_near_the_timeout(what: &str, misbehave: fn(&mut TcpStream) -> bool) {
-    let fake = Fake::start(move |conn, _, w| {
+/// A server whose first connection gets what `misbehave` does, and
+/// every later one `:7`.
+fn misbehaving_first(
+    misbehave: fn(&mut TcpStream) -> bool,
+) -> impl Fn(usize, &Command, &mut TcpStream) -> bool + Send + Sync + 'static {
+    move |conn, _, w| {
         if conn == 0 {
             misbehave(w)
         } else {
             w.write_all(b":7\r\n").is_ok()
         }
-    });
+    }
+}
+
+/// The first connection's `HLEN` and `HINCRBY`-like scripts get what
+/// `misbehave` does; later connections' get `:7`. Each call on the first
+/// ends within the timeout and a margin, with a clear error, and the next
+/// call (on a new connection) gets its answer.
+fn ends_near_the_timeout(what: &str, misbehave: fn(&mut TcpStream) -> bool) {
+    let fake = Fake::start(misbehaving_first(misbehave));
     common::watchdog(what, Duration::from_secs(30), || {
         let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
         let d = m.dict_named::<String, i64>("misbehaving").unwrap();
@@ -358,13 +366,7 @@ fn ends_near_the_timeout(what: &str, misbehave: fn(&mut TcpStream) -> bool) {
         assert_eq!(fake.count("HLEN"), 2, "{what}");
     });
     // A call that may not run twice: ambiguous, as soon.
-    let fake = Fake::start(move |conn, _, w| {
-        if conn == 0 {
-            misbehave(w)
-        } else {
-            w.write_all(b":7\r\n").is_ok()
-        }
-    });
+    let fake = Fake::start(misbehaving_first(misbehave));
     common::watchdog(what, Duration::from_secs(30), || {
         let m = Manager::connect_redis_with_timeout(&fake.url(), SHORT).unwrap();
         let d = m.dict_named::<String, i64>("misbehaving").unwrap();

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::watchdog;
-use multiproc::conn::{connect, Address, Connection};
+use multiproc::conn::Connection;
 use multiproc::Process;
 
 const LIMIT: Duration = Duration::from_secs(180);
@@ -156,26 +156,7 @@ impl Drop for Socket {
 /// runs it; a daemon, killed when the test process exits), its socket,
 /// and a connection to it.
 fn serve(name: &str) -> (Process<'static>, Socket, Connection) {
-    let path = std::env::temp_dir().join(format!(
-        "multiproc-wire-attack-{}-{name}.sock",
-        std::process::id()
-    ));
-    let address = Address::Unix(path.clone());
-    let key = b"wire attack".to_vec();
-    let mut server = Process::new({
-        let (address, key) = (address.clone(), key.clone());
-        move || {
-            let _ = multiproc::manager::serve(&address, &key, |_| {});
-        }
-    })
-    .daemon(true);
-    server.start().unwrap();
-    assert!(common::wait_until(Duration::from_secs(10), || connect(
-        &address,
-        Some(&key)
-    )
-    .is_ok()));
-    let conn = connect(&address, Some(&key)).unwrap();
+    let (server, path, conn) = common::serve_manager(&format!("wire-{name}"), b"wire attack");
     (server, Socket(path), conn)
 }
 

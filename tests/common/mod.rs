@@ -289,3 +289,52 @@ pub fn lower_nofile(n: u64) {
     // SAFETY: lowers this process's own descriptor limit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }
+
+/// A Manager server of its own (`manager::serve`, as `multiproc manager
+/// serve` runs it; a daemon, killed when the test process exits) on a
+/// Unix socket named after this process and `name`, with `key`: the
+/// process, its socket's path, and a connection to it.
+pub fn serve_manager(
+    name: &str,
+    key: &[u8],
+) -> (
+    Process<'static>,
+    std::path::PathBuf,
+    multiproc::conn::Connection,
+) {
+    use multiproc::conn::{connect, Address};
+    let path = std::env::temp_dir().join(format!(
+        "multiproc-test-serve-{}-{name}.sock",
+        std::process::id()
+    ));
+    let address = Address::Unix(path.clone());
+    let mut server = Process::new({
+        let (address, key) = (address.clone(), key.to_vec());
+        move || {
+            let _ = multiproc::manager::serve(&address, &key, |_| {});
+        }
+    })
+    .daemon(true);
+    server.start().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || connect(
+        &address,
+        Some(key)
+    )
+    .is_ok()));
+    let conn = connect(&address, Some(key)).unwrap();
+    (server, path, conn)
+}
+
+/// A condition's predicate that takes one of `tokens` if there is one,
+/// counting it in `taken`; whether it took one.
+pub fn take_token(tokens: &multiproc::RawValue<u32>, taken: &multiproc::RawValue<u32>) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    let t = tokens.atomic();
+    if t.load(SeqCst) > 0 {
+        t.fetch_sub(1, SeqCst);
+        taken.atomic().fetch_add(1, SeqCst);
+        true
+    } else {
+        false
+    }
+}
