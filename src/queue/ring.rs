@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, RecoverableLockError, Result};
 use crate::segment::Region;
-use crate::sync::{spin, wait_for_change, AsleepHere, RobustMutex, RECHECK};
+use crate::sync::{spin, wait_for_change, Asleep, RobustMutex, RECHECK};
 use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
@@ -1030,7 +1030,7 @@ impl Ring {
             done => return done,
         }
         let s = self.shared();
-        let _asleep = AsleepHere::new(&s.tail.sleepers);
+        let _asleep = Asleep::new(&s.tail.sleepers);
         loop {
             // Items there, yet none taken: another consumer holds the lock
             // (a blocking getter decodes under it). It moves the head when
@@ -1039,7 +1039,7 @@ impl Ring {
             // its next look (`RECHECK`) every time it met the lock held.
             let busy = self.len() > 0;
             let end = if busy { &s.head } else { &s.tail };
-            let _taking = busy.then(|| AsleepHere::new(&s.head.sleepers));
+            let _taking = busy.then(|| Asleep::new(&s.head.sleepers));
             // `waiter::word` looks again every `RECHECK`, as a blocking sleeper does.
             let popped = waiter::word(&end.moved, deadline, || {
                 // Before looking: a move of that end after this read changes it.
@@ -1072,7 +1072,7 @@ impl Ring {
             done => return done,
         }
         let taken = &self.shared().head;
-        let _asleep = AsleepHere::new(&taken.sleepers);
+        let _asleep = Asleep::new(&taken.sleepers);
         let pushed = waiter::word(&taken.moved, deadline, || {
             let seen = taken.moved.load(Ordering::SeqCst);
             match self.push(item, Deadline::Now) {
@@ -1090,7 +1090,7 @@ impl Ring {
         if s.unfinished.load(Ordering::Acquire) == 0 {
             return Ok(());
         }
-        let _asleep = AsleepHere::new(&s.joiners);
+        let _asleep = Asleep::new(&s.joiners);
         let joined = waiter::word(&s.done, deadline, || {
             let seen = s.done.load(Ordering::SeqCst);
             if s.unfinished.load(Ordering::Acquire) == 0 {

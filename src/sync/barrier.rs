@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::futex::{wait_for_change, wake_all, AsleepHere};
+use super::futex::{wait_for_change, wake_all, Asleep};
 use super::RobustMutex;
 use crate::error::{Error, RecoverableLockError, Result};
 use crate::segment::{place, shared_constructors, ObjectKind, Placement, Region, SharedObject};
@@ -609,7 +609,7 @@ impl Inner<'_> {
                     wait_for_change(seq, seen, &self.state().sleepers, nap);
                 }
                 Sleep::Await => {
-                    let _asleep = AsleepHere::new(&self.state().sleepers);
+                    let _asleep = Asleep::new(&self.state().sleepers);
                     waiter::word(seq, nap, || {
                         if seq.load(Ordering::SeqCst) == seen {
                             ControlFlow::Continue(seen)

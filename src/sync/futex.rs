@@ -124,43 +124,26 @@ pub(crate) fn wait_for_change(
 /// A sleeper counted in a primitive's `sleepers` word for as long as it
 /// lives, however the sleep ends (a dropped future included). SeqCst, as
 /// on the waking side: either the sleeper sees the change, or the changer
-/// sees the sleeper.
-pub(crate) struct Asleep<'a>(&'a AtomicU32);
-
-impl<'a> Asleep<'a> {
-    pub(crate) fn new(sleepers: &'a AtomicU32) -> Self {
-        sleepers.fetch_add(1, Ordering::SeqCst);
-        Asleep(sleepers)
-    }
-}
-
-impl Drop for Asleep<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// As [`Asleep`], for a task, which a `fork` may copy while it waits:
-/// only the process that counted it uncounts it. A child's copy dropped
-/// (or finished) there must not take the parent's task out of the count,
-/// which would leave it, and every other sleeper, without wake-up calls
-/// (the count even wraps when the parent's task ends in turn).
-pub(crate) struct AsleepHere<'a> {
+/// sees the sleeper. Only the process that counted it uncounts it: a task
+/// that a `fork` copied while it waited, dropped (or finished) in the
+/// child, must not take the parent's task out of the count, which would
+/// leave it, and every other sleeper, without wake-up calls.
+pub(crate) struct Asleep<'a> {
     sleepers: &'a AtomicU32,
     pid: u32,
 }
 
-impl<'a> AsleepHere<'a> {
+impl<'a> Asleep<'a> {
     pub(crate) fn new(sleepers: &'a AtomicU32) -> Self {
         sleepers.fetch_add(1, Ordering::SeqCst);
-        AsleepHere {
+        Asleep {
             sleepers,
             pid: sys::cached_pid(),
         }
     }
 }
 
-impl Drop for AsleepHere<'_> {
+impl Drop for Asleep<'_> {
     fn drop(&mut self) {
         if sys::cached_pid() == self.pid {
             self.sleepers.fetch_sub(1, Ordering::SeqCst);

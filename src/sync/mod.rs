@@ -31,5 +31,5 @@ pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Permit, Semaphore};
 
-pub(crate) use futex::{spin, wait_for_change, AsleepHere, RECHECK};
+pub(crate) use futex::{spin, wait_for_change, Asleep, RECHECK};
 pub(crate) use mutex::RobustMutex;
