@@ -26,40 +26,31 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// The type of socket `fd` is (`SOCK_STREAM`, …); `ENOTSOCK` for a
 /// descriptor that is no socket.
 pub(crate) fn socket_type(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `kind` and `len` are valid, writable, and `len` is the size
-    // of `kind`; a bad descriptor is at worst an error.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&raw mut kind).cast(),
-            &mut len,
-        )
-    };
-    syscall(r)?;
-    Ok(kind)
+    socket_option(fd, libc::SO_TYPE)
 }
 
 /// Whether the socket `fd` is listening (`SO_ACCEPTCONN`).
 pub(crate) fn is_listening(fd: &impl AsRawFd) -> io::Result<bool> {
-    let mut on: libc::c_int = 0;
+    socket_option(fd, libc::SO_ACCEPTCONN).map(|on| on != 0)
+}
+
+/// The socket-level option `option` of `fd`, an `int`.
+fn socket_option(fd: &impl AsRawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `on` and `len` are valid, writable, and `len` is the size
-    // of `on`; a bad descriptor is at worst an error.
+    // SAFETY: `value` and `len` are valid, writable, and `len` is the size
+    // of `value`; a bad descriptor or option is at worst an error.
     let r = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&raw mut on).cast(),
+            option,
+            (&raw mut value).cast(),
             &mut len,
         )
     };
     syscall(r)?;
-    Ok(on != 0)
+    Ok(value)
 }
 
 /// A connected pair of Unix sequenced-packet sockets, closed on exec: each
