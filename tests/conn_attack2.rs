@@ -550,7 +550,6 @@ thread_local! {
 /// child's copy must not remove the parent's socket file (Python's
 /// listener unlinks its file only in the process that made it).
 #[test]
-#[ignore = "open: a forked copy cannot yet tell itself from a listener handed to the child (see dropping_handed_to_child)"]
 fn a_childs_copy_of_a_kept_listener_leaves_the_socket_file() {
     watchdog("child's copy of a kept listener", LIMIT, || {
         let path = Tmp::new("kept");

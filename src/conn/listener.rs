@@ -9,9 +9,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 
 use super::auth::{handshake, Side};
 use super::Connection;
+use crate::cell::RawValue;
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -95,10 +97,24 @@ pub struct Listener {
     socket: Socket,
     address: Address,
     authkey: Option<Vec<u8>>,
-    /// The device and inode of the Unix socket file it made: the file at
-    /// its path is removed only while it is still this one (another
-    /// listener may have bound the path after this one's file was removed).
-    file: Option<(u64, u64)>,
+    /// The Unix socket file it made, if any.
+    file: Option<SocketFile>,
+}
+
+/// The Unix socket file a listener made, removed when the listener is
+/// dropped by the process that owns it and only while it is still this
+/// file (another listener may have bound the path after this one's file
+/// was removed).
+struct SocketFile {
+    /// Its device and inode.
+    id: (u64, u64),
+    /// The pid of the process that removes it: the one that bound it, or
+    /// the forked child whose closure the listener was moved into. Shared
+    /// memory, so that the parent's hand-over reaches the child's copy. A
+    /// copy that a forked child merely inherited (one kept in a
+    /// thread-local, say) leaves the file alone, as Python's listener
+    /// unlinks its file only in the process that made it.
+    owner: RawValue<u32>,
 }
 
 impl Listener {
@@ -112,11 +128,14 @@ impl Listener {
         let (socket, address) = match address {
             Address::Unix(path) => {
                 remove_stale_socket(path)?;
+                // Before the file exists: a failure leaves nothing behind.
+                let owner = RawValue::new(sys::getpid())?;
                 let fd = sys::unix_listen(path, 128)
                     .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
-                file = std::fs::symlink_metadata(path)
-                    .ok()
-                    .map(|m| (m.dev(), m.ino()));
+                file = std::fs::symlink_metadata(path).ok().map(|m| SocketFile {
+                    id: (m.dev(), m.ino()),
+                    owner,
+                });
                 (Socket::Unix(UnixListener::from(fd)), address.clone())
             }
             Address::Tcp(addr) => {
@@ -190,22 +209,28 @@ impl Listener {
     /// exit without dropping the listener), if the file at its path is
     /// still the one it made.
     pub(crate) fn remove_socket_file(&self) {
-        if let Address::Unix(path) = &self.address {
-            let ours = std::fs::symlink_metadata(path)
-                .is_ok_and(|m| Some((m.dev(), m.ino())) == self.file);
-            if ours {
-                let _ = std::fs::remove_file(path);
-            }
+        let (Address::Unix(path), Some(file)) = (&self.address, &self.file) else {
+            return;
+        };
+        if file.owner.atomic().load(Ordering::Acquire) != sys::getpid() {
+            return;
+        }
+        let ours = std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == file.id);
+        if ours {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // A listener moved into a forked child's closure is the child's:
-        // the parent's copy, dropped at the fork, leaves the file to it.
-        if !crate::process::dropping_handed_to_child() {
-            self.remove_socket_file();
+        match (crate::process::handing_to_child(), &self.file) {
+            // A listener moved into a forked child's closure is the
+            // child's: the parent's copy, dropped at the fork (before the
+            // child runs), hands the file over.
+            (Some(child), Some(file)) => file.owner.atomic().store(child, Ordering::Release),
+            (Some(_), None) => {}
+            (None, _) => self.remove_socket_file(),
         }
     }
 }

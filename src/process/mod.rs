@@ -529,7 +529,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             }
             Ok(Forked::Parent { pid }) => {
                 drop(gate.child);
-                handed_to_child(target);
+                handed_to_child(target, pid);
                 Ok((pid, gate.parent))
             }
         }
@@ -704,9 +704,9 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 }
 
 thread_local! {
-    /// Set while this thread drops its copy of the closure of a child it
-    /// has just forked (see [`dropping_handed_to_child`]).
-    static HANDING_TO_CHILD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The pid of the child this thread has just forked, while it drops its
+    /// copy of the child's closure (see [`handing_to_child`]).
+    static HANDING_TO_CHILD: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
 /// What a forked child waits on before it runs anything: its parent's
@@ -784,26 +784,28 @@ fn pidfd_error(e: std::io::Error) -> Error {
     }
 }
 
-/// Drops this process's copy of `target`, the closure of a child just
-/// forked, which now owns what the closure captured.
-fn handed_to_child(target: Target<'_>) {
+/// Drops this process's copy of `target`, the closure of the child `pid`
+/// just forked (still waiting at its start gate), which now owns what the
+/// closure captured.
+fn handed_to_child(target: Target<'_>, pid: u32) {
     /// Clears the mark even if a drop panics.
     struct Handing;
     impl Drop for Handing {
         fn drop(&mut self) {
-            HANDING_TO_CHILD.set(false);
+            HANDING_TO_CHILD.set(None);
         }
     }
-    HANDING_TO_CHILD.set(true);
+    HANDING_TO_CHILD.set(Some(pid));
     let _handing = Handing;
     drop(target);
 }
 
-/// Whether the value being dropped is the parent's copy of one that a
-/// forked child's closure captured: after the fork both processes have
-/// it, the child owns it, and the parent drops its copy at once. A value
-/// whose drop gives something back to other processes (a semaphore's
-/// permit, a listener's socket file) leaves that to the child's copy.
-pub(crate) fn dropping_handed_to_child() -> bool {
+/// If the value being dropped is the parent's copy of one that a forked
+/// child's closure captured, that child's pid: after the fork both
+/// processes have it, the child owns it, and the parent drops its copy at
+/// once, before the child runs. A value whose drop gives something back
+/// to other processes (a semaphore's permit, a listener's socket file)
+/// leaves that to the child's copy.
+pub(crate) fn handing_to_child() -> Option<u32> {
     HANDING_TO_CHILD.get()
 }

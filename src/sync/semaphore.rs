@@ -281,7 +281,7 @@ impl<'a> Permit<'a> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if crate::process::dropping_handed_to_child() {
+        if crate::process::handing_to_child().is_some() {
             return;
         }
         // Cannot pass the limit: this permit was taken from the count.
