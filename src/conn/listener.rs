@@ -75,10 +75,12 @@ enum Socket {
 /// with a Python 3.12+ peer or another `multiproc`, HMAC-MD5 where a Python
 /// 3.8-3.11 peer requires it), so a Python `multiprocessing.connection.Client`
 /// with the same key connects, and [`connect`] reaches a Python `Listener`. A Unix socket file is
-/// created mode 0600 and removed when the listener is dropped (a listener
-/// moved into a forked child's closure is the child's: the file stays
-/// until the child drops it); a stale one left by a crashed process is
-/// replaced, a live one is an error.
+/// created mode 0600 and removed when the listener is dropped by the
+/// process that bound it (a listener moved into a forked child's closure
+/// is the child's: the file stays until the child drops it; a copy a child
+/// merely inherited, in a thread-local say, leaves it, as Python's does);
+/// a stale one left by a crashed process is replaced, a live one is an
+/// error.
 ///
 /// # Example
 /// ```
