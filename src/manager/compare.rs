@@ -585,7 +585,19 @@ fn nan_hash() -> u64 {
 /// Consistent with `==`: equal values hash alike (`1`, `1.0` and `true`
 /// as the int 1).
 impl Hash for PyValue {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
+        // The most common keys, directly (as `number` would hash them).
+        if let PyValue::Int(i) = self {
+            return state.write_i64(*i);
+        }
+        self.hash_other(state);
+    }
+}
+
+impl PyValue {
+    /// [`Hash`] of every value but an `Int`.
+    fn hash_other<H: Hasher>(&self, state: &mut H) {
         if let Some(n) = self.number() {
             match n.as_int() {
                 // One write (the hasher's cost is per write): an int's
