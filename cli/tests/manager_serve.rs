@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::watchdog;
+use multiproc::conn::Address;
 
 /// Issue 12, also: `multiproc manager serve` refuses an authkey file that
 /// other users may read, unless told to (then it warns).
@@ -115,15 +116,24 @@ impl Served {
         std::fs::write(&key, b"secret").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let sock = dir.join("sock");
-        let mut server = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_multiproc"));
+        command
             .args(["manager", "serve", "--listen"])
             .arg(format!("unix:{}", sock.display()))
             .arg("--authkey-file")
             .arg(&key)
             .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::piped());
+        // As at a terminal: Ctrl-C's default action, whatever this test
+        // inherited (a background job's shell ignores it).
+        let default_ctrl_c = || {
+            // SAFETY: `signal` is async-signal-safe.
+            unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+            Ok(())
+        };
+        // SAFETY: the hook calls only an async-signal-safe function.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut command, default_ctrl_c) };
+        let mut server = command.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(server.stdout.take().unwrap())
             .read_line(&mut line)
@@ -226,6 +236,40 @@ fn manager_serve_parks_waiting_queue_calls() {
     });
 }
 
+/// Stopped by a signal (Ctrl-C, `kill`, its terminal closing), the server
+/// removes its socket file; after Ctrl-C it exits with 0, as Python's
+/// `serve_forever` does, and after the others it dies of the signal. A
+/// client's next call finds it gone.
+#[test]
+fn manager_serve_removes_its_socket_file_when_stopped_by_a_signal() {
+    use std::os::unix::process::ExitStatusExt;
+    watchdog("manager serve signals", Duration::from_secs(60), || {
+        for (signal, code, by) in [
+            (libc::SIGINT, Some(0), None),
+            (libc::SIGTERM, None, Some(libc::SIGTERM)),
+            (libc::SIGHUP, None, Some(libc::SIGHUP)),
+        ] {
+            let mut m = Served::start(&[]);
+            let Address::Unix(path) = m.address.clone() else {
+                unreachable!("a Unix address")
+            };
+            let mut c = m.connect();
+            assert!(path.exists());
+            // SAFETY: a signal to the server this test started.
+            assert_eq!(unsafe { libc::kill(m.server.id() as i32, signal) }, 0);
+            let status = m.server.wait().unwrap();
+            assert_eq!(
+                (status.code(), status.signal()),
+                (code, by),
+                "signal {signal}"
+            );
+            assert!(!path.exists(), "signal {signal} left {}", path.display());
+            c.send_bytes(&request(None, "debug_info", b"")).ok();
+            assert!(c.recv_bytes().is_err());
+        }
+    });
+}
+
 /// `--object NAME=TYPEID` takes only the typeids the server has.
 #[test]
 fn manager_serve_refuses_an_unknown_typeid() {
@@ -237,22 +281,23 @@ fn manager_serve_refuses_an_unknown_typeid() {
         std::fs::write(&key, b"secret").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         for (bad, why) in [
-            ("get_thing=Thing", "typeid"),
-            ("dict=list", "registered name"),
-            ("get_dict", "NAME=TYPEID"),
-            ("=dict", "NAME=TYPEID"),
+            (&["get_thing=Thing"][..], "typeid"),
+            (&["dict=list"], "registered name"),
+            (&["get_dict"], "NAME=TYPEID"),
+            (&["=dict"], "NAME=TYPEID"),
+            (&["get=dict", "get=list"], "registered twice"),
         ] {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_multiproc"))
                 .args(["manager", "serve", "--listen"])
                 .arg(format!("unix:{}", dir.join("sock").display()))
                 .arg("--authkey-file")
                 .arg(&key)
-                .args(["--object", bad])
+                .args(bad.iter().flat_map(|b| ["--object", b]))
                 .output()
                 .unwrap();
-            assert!(!out.status.success(), "{bad}");
+            assert!(!out.status.success(), "{bad:?}");
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains(why), "{bad}: {err}");
+            assert!(err.contains(why), "{bad:?}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     });

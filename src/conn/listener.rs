@@ -207,6 +207,14 @@ impl Listener {
 }
 
 impl Listener {
+    /// The Unix socket file it made (its path, device and inode), if any.
+    pub(crate) fn socket_file(&self) -> Option<(&std::path::Path, (u64, u64))> {
+        match (&self.address, &self.file) {
+            (Address::Unix(path), Some(file)) => Some((path, file.id)),
+            _ => None,
+        }
+    }
+
     /// Removes the Unix socket file now (for a process that is about to
     /// exit without dropping the listener), if the file at its path is
     /// still the one it made.

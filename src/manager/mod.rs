@@ -124,8 +124,8 @@ pub fn serve(
 /// (`BaseManager.register('get_dict')`, then `m.get_dict()`).
 ///
 /// # Errors
-/// If a typeid is not one of those, or a name is already a typeid; if it
-/// cannot listen at `address`.
+/// If a typeid is not one of those, or a name is already a typeid or is
+/// given twice; if it cannot listen at `address`.
 pub fn serve_registered(
     address: &Address,
     authkey: &[u8],
@@ -144,7 +144,11 @@ pub fn serve_registered(
                 "{name}={typeid}: {name:?} cannot be a registered name"
             )));
         }
-        registry.insert(name.clone(), typeid.clone());
+        if registry.insert(name.clone(), typeid.clone()).is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{name}={typeid}: {name:?} is registered twice"
+            )));
+        }
     }
     let listener = Listener::bind(address, Some(authkey))?;
     ready(listener.address());
@@ -251,6 +255,10 @@ impl Manager {
                 let _ = tell.send(&Some(format!("cannot release descriptors: {e}")));
                 return;
             }
+            // Ctrl-C at the terminal reaches the whole process group: the
+            // server ignores it, as Python's does, so that its owner can
+            // still shut it down (or it ends when its owner has gone).
+            let _ = sys::ignore_signal(sys::SIGINT);
             match Listener::bind(&listen_at, Some(&listen_key)) {
                 Ok(listener) => {
                     let _ = tell.send(&None::<String>);

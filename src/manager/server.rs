@@ -137,6 +137,15 @@ pub(crate) fn event_loop(
         listener.remove_socket_file();
         sys::exit_now(0)
     };
+    // Ended by a signal (Ctrl-C at a standalone server, SIGTERM, its
+    // terminal closing), the server still removes its socket file.
+    if let Some((path, id)) = listener.socket_file() {
+        if let Err(e) =
+            sys::remove_socket_on_signal(path, id, &[sys::SIGINT, sys::SIGTERM, sys::SIGHUP])
+        {
+            log::warn!("manager server: a signal will leave the socket file behind: {e}");
+        }
+    }
     // Without it, a single client is served through poll (see below).
     let fast_single = sys::signal_on_connect(&listener).is_ok();
     // Every readiness accepts the whole queue: a connection left queued

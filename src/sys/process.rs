@@ -112,6 +112,10 @@ fn wiped_on_fork() -> Option<*mut std::sync::atomic::AtomicU32> {
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// The signal that asks a process to end.
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// Ctrl-C at a terminal.
+pub(crate) const SIGINT: i32 = libc::SIGINT;
+/// The terminal of the process's session has closed.
+pub(crate) const SIGHUP: i32 = libc::SIGHUP;
 
 /// The name of signal `n` as Python's `signal` module spells it (Linux's
 /// numbering), for exit codes such as `-SIGTERM`.

@@ -293,6 +293,80 @@ pub(crate) fn set_recv_timeout(fd: &impl AsRawFd, timeout: Duration) -> io::Resu
     .map(drop)
 }
 
+/// The socket file that [`remove_socket_on_signal`]'s handler removes: its
+/// path, device and inode.
+static STOPPED_REMOVES: std::sync::OnceLock<(CString, u64, u64)> = std::sync::OnceLock::new();
+
+/// Has each of `signals` whose disposition is the default (not one ignored
+/// or handled by the program) remove the Unix socket file `path` — while it
+/// is still the file `(dev, ino)` — and then end the process: with exit
+/// code 0 for `SIGINT` (as Python's `serve_forever` after Ctrl-C), and for
+/// any other signal by that signal, as its default would. For a process
+/// that serves one socket until it is stopped; a second call in the same
+/// process keeps the first file.
+pub(crate) fn remove_socket_on_signal(
+    path: &Path,
+    (dev, ino): (u64, u64),
+    signals: &[i32],
+) -> io::Result<()> {
+    extern "C" fn on_stop(signal: libc::c_int) {
+        if let Some((path, dev, ino)) = STOPPED_REMOVES.get() {
+            // SAFETY: `stat` is a plain C struct, valid when zeroed.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: `path` is a NUL-terminated string that lives for the
+            // process; `st` is writable. `lstat` and `unlink` are
+            // async-signal-safe.
+            let ours = unsafe { libc::lstat(path.as_ptr(), &mut st) } == 0
+                && st.st_dev == *dev
+                && st.st_ino == *ino;
+            if ours {
+                // SAFETY: as above.
+                unsafe { libc::unlink(path.as_ptr()) };
+            }
+        }
+        if signal == libc::SIGINT {
+            // SAFETY: `_exit` is async-signal-safe and never returns.
+            unsafe { libc::_exit(0) }
+        }
+        // SAFETY: `signal` is async-signal-safe.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+        // SAFETY: as above; the signal is blocked while its handler runs,
+        // and delivered with its default action once the handler returns.
+        unsafe { libc::raise(signal) };
+    }
+    let path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let _ = STOPPED_REMOVES.set((path, dev, ino));
+    for &signal in signals {
+        // SAFETY: `sigaction` is a plain C struct, valid when zeroed.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid signal number; only the old action is asked for.
+        syscall(unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) })?;
+        if old.sa_sigaction != libc::SIG_DFL {
+            continue;
+        }
+        // SAFETY: as above.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: `sa_mask` is a valid, writable signal set.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        // SAFETY: `action` is fully set and outlives the call; the handler
+        // calls only async-signal-safe functions and reads a `OnceLock` set
+        // above, before the handler was installed.
+        syscall(unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) })?;
+    }
+    Ok(())
+}
+
+/// Has this process ignore `signal`.
+pub(crate) fn ignore_signal(signal: i32) -> io::Result<()> {
+    // SAFETY: a valid signal number and the `SIG_IGN` disposition.
+    if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Set by the `SIGIO` handler of [`signal_on_connect`].
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 
