@@ -14,6 +14,15 @@
 //! waking side: `set`, `release`, `put` wake blocking and async waiters
 //! alike, and a process that never awaits never starts a thread.
 //!
+//! Idle tasks cost little, and no more each when there are many: arming,
+//! refreshing or dropping a registration touches its own entry (a hash
+//! and a deadline tree), never every entry; a wait whose outcome depends
+//! on the word alone ([`word_alone`]) is not looked at again until the
+//! word changes, a thread having the kernel compare its words again every
+//! [`RECHECK`] in case a waker died before its wake-up call; and the
+//! periodic looks of the other waits ([`word`]) fall on a coarse grid, so
+//! that a thread wakes once for many of them.
+//!
 //! Two rules keep this sound when futures are dropped, forgotten or moved
 //! across a `fork`:
 //! - the thread never reads a registered address itself: only the kernel
@@ -24,6 +33,7 @@
 //!   touches the registry (or its lock) that it inherited from its parent,
 //!   whose waiter thread it does not have, and starts its own on first use.
 
+use std::collections::{hash_map, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
@@ -43,9 +53,13 @@ use crate::sys::{self, Deadline, Ready, WaitvOutcome};
 /// What a waiter thread sleeps on: futex words or descriptors.
 trait Source: Sized + Send + Sync + 'static {
     /// One thing to wait for.
-    type Watch: Copy + Eq + Send;
+    type Watch: Copy + Eq + std::hash::Hash + Send;
     /// How many distinct watches one sleep can cover.
     const MAX: usize;
+    /// How often a thread with watches sleeps again even if none fired:
+    /// the kernel then compares every watched word once more, which
+    /// finds a change whose wake-up call never came.
+    const LOOK_AGAIN: Option<Duration>;
     /// The slot that holds this process's registry.
     fn slot() -> &'static AtomicPtr<Registry<Self>>;
     fn new() -> io::Result<Self>;
@@ -74,10 +88,36 @@ struct Registry<S: Source> {
 }
 
 struct Entries<S: Source> {
-    list: Vec<Entry<S::Watch>>,
-    /// The running waiter threads, each by its own interruptible sleep;
-    /// thread `i` watches the entries whose `thread` is `i`.
-    threads: Vec<Arc<S>>,
+    /// Every armed registration, by id.
+    by_id: HashMap<u64, Entry<S::Watch>>,
+    /// Every distinct watch: the thread it is given to and the entries
+    /// on it (all on that one thread).
+    by_watch: HashMap<S::Watch, Watched>,
+    /// The running waiter threads; thread `i` sleeps through `threads[i]`.
+    threads: Vec<Thread<S>>,
+}
+
+/// The entries on one watch, and the thread that watches it.
+struct Watched {
+    thread: usize,
+    ids: HashSet<u64>,
+}
+
+/// One waiter thread's share: arming, refreshing or dropping an entry
+/// costs a hash and a tree update, never a pass over every entry.
+struct Thread<S: Source> {
+    /// Its interruptible sleep.
+    source: Arc<S>,
+    /// The distinct watches given to it, in the order given: it sleeps
+    /// on the first [`Source::MAX`].
+    watches: Vec<S::Watch>,
+    /// Its entries' deadlines, earliest first (never-ending ones are not
+    /// there).
+    deadlines: BTreeSet<(Due, u64)>,
+    /// When its current or next sleep ends at the latest, as it last
+    /// collected its watches (`None`: never): an entry due no earlier,
+    /// on a watch it already sleeps on, needs no interruption.
+    until: Option<Due>,
 }
 
 /// At most this many waiter threads per source (`MAX` watches each);
@@ -89,7 +129,6 @@ const MAX_THREADS: usize = 64;
 const IDLE: Duration = Duration::from_secs(1);
 
 struct Entry<W> {
-    id: u64,
     /// The waiter thread that watches it.
     thread: usize,
     watch: W,
@@ -120,7 +159,8 @@ fn current<S: Source>() -> io::Result<&'static Registry<S>> {
         let fresh = Box::into_raw(Box::new(Registry {
             pid,
             entries: Mutex::new(Entries {
-                list: Vec::new(),
+                by_id: HashMap::new(),
+                by_watch: HashMap::new(),
                 threads: Vec::new(),
             }),
         }));
@@ -176,35 +216,36 @@ impl<S: Source> Registration<S> {
         // drop another future registered here (and so take the lock).
         let mut _replaced = None;
         let registry = current::<S>().map_err(|e| Error::io("async waiter", e))?;
-        let mut entries = lock(&registry.entries);
+        let mut guard = lock(&registry.entries);
+        let entries = &mut *guard;
         let id = match self.armed {
             Some((pid, id)) if pid == registry.pid => id,
             _ => NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         self.armed = Some((registry.pid, id));
-        match entries.list.iter_mut().find(|e| e.id == id) {
-            Some(e) if e.watch == watch => {
+        let due = key(deadline);
+        if let Some(e) = entries.by_id.get_mut(&id) {
+            if e.watch == watch {
                 // Same watch: the thread already sleeps on it.
                 if !e.waker.will_wake(waker) {
                     _replaced = Some(std::mem::replace(&mut e.waker, waker.clone()));
                 }
-                e.deadline = deadline;
+                let was = key(std::mem::replace(&mut e.deadline, deadline));
+                if was != due {
+                    let thread = &mut entries.threads[e.thread];
+                    if let Some(k) = was {
+                        thread.deadlines.remove(&(k, id));
+                    }
+                    if let Some(k) = due {
+                        thread.deadlines.insert((k, id));
+                    }
+                    thread.wake_by(due);
+                }
                 return Ok(());
             }
-            Some(e) => {
-                e.watch = watch;
-                e.deadline = deadline;
-                _replaced = Some(std::mem::replace(&mut e.waker, waker.clone()));
-            }
-            None => entries.list.push(Entry {
-                id,
-                thread: 0,
-                watch,
-                deadline,
-                waker: waker.clone(),
-            }),
+            _replaced = entries.take(id);
         }
-        let thread = match choose_thread(&entries, id, watch) {
+        let thread = match entries.choose_thread(watch) {
             Some(t) => t,
             None => {
                 let index = entries.threads.len();
@@ -218,24 +259,56 @@ impl<S: Source> Registration<S> {
                 });
                 match started {
                     Ok(source) => {
-                        entries.threads.push(source);
+                        entries.threads.push(Thread {
+                            source,
+                            watches: Vec::new(),
+                            deadlines: BTreeSet::new(),
+                            until: None,
+                        });
                         index
                     }
                     // The threads there are: the least busy polls the
                     // watches beyond what it can sleep on.
-                    Err(_) if index > 0 => least_busy(&entries, id),
+                    Err(_) if index > 0 => entries.least_busy(),
                     Err(e) => {
-                        entries.list.retain(|e| e.id != id);
                         self.armed = None;
                         return Err(Error::io("start the async waiter thread", e));
                     }
                 }
             }
         };
-        if let Some(e) = entries.list.iter_mut().find(|e| e.id == id) {
-            e.thread = thread;
+        let t = &mut entries.threads[thread];
+        let fresh = match entries.by_watch.entry(watch) {
+            hash_map::Entry::Occupied(mut o) => {
+                o.get_mut().ids.insert(id);
+                false
+            }
+            hash_map::Entry::Vacant(v) => {
+                v.insert(Watched {
+                    thread,
+                    ids: HashSet::from([id]),
+                });
+                t.watches.push(watch);
+                true
+            }
+        };
+        if let Some(k) = due {
+            t.deadlines.insert((k, id));
         }
-        entries.threads[thread].interrupt();
+        entries.by_id.insert(
+            id,
+            Entry {
+                thread,
+                watch,
+                deadline,
+                waker: waker.clone(),
+            },
+        );
+        if fresh {
+            t.source.interrupt();
+        } else {
+            t.wake_by(due);
+        }
         Ok(())
     }
 }
@@ -250,12 +323,104 @@ impl<S: Source> Drop for Registration<S> {
         }
         if let Ok(registry) = current::<S>() {
             let mut entries = lock(&registry.entries);
-            let gone = entries.list.iter().position(|e| e.id == id);
-            let entry = gone.map(|i| entries.list.remove(i));
+            let waker = entries.take(id);
             // Its waker is dropped after the lock is released (see `arm`).
             drop(entries);
-            drop(entry);
+            drop(waker);
         }
+    }
+}
+
+/// A point on the monotonic clock, as (seconds, nanoseconds): the order
+/// of the deadline trees.
+type Due = (i64, i64);
+
+/// `deadline` as a point on the clock; `None` for never.
+fn key(deadline: Deadline) -> Option<Due> {
+    deadline.timespec().map(|t| (t.tv_sec, t.tv_nsec))
+}
+
+/// The deadline at `at`.
+fn at((tv_sec, tv_nsec): Due) -> Deadline {
+    Deadline::At(libc::timespec { tv_sec, tv_nsec })
+}
+
+impl<S: Source> Thread<S> {
+    /// Makes the thread wake by `due` (`None`: never): interrupts its
+    /// sleep if that would end later.
+    fn wake_by(&mut self, due: Option<Due>) {
+        let sooner = match (due, self.until) {
+            (Some(due), Some(until)) => due < until,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if sooner {
+            // It collects again after this, and so sleeps until `due` at
+            // the latest: later entries need not interrupt it again.
+            self.until = due;
+            self.source.interrupt();
+        }
+    }
+}
+
+impl<S: Source> Entries<S> {
+    /// Takes entry `id` out; returns its waker, to be dropped (or woken)
+    /// once the lock is released.
+    fn take(&mut self, id: u64) -> Option<Waker> {
+        let e = self.by_id.remove(&id)?;
+        if let Some(thread) = self.threads.get_mut(e.thread) {
+            if let Some(k) = key(e.deadline) {
+                thread.deadlines.remove(&(k, id));
+            }
+            if let hash_map::Entry::Occupied(mut o) = self.by_watch.entry(e.watch) {
+                o.get_mut().ids.remove(&id);
+                if o.get().ids.is_empty() {
+                    o.remove();
+                    thread.watches.retain(|w| *w != e.watch);
+                }
+            }
+        }
+        Some(e.waker)
+    }
+
+    /// Takes out every entry on `watch` if thread `index` watches it;
+    /// their wakers go to `wake`.
+    fn take_watch(&mut self, index: usize, watch: S::Watch, wake: &mut Vec<Waker>) {
+        let watched = match self.by_watch.entry(watch) {
+            hash_map::Entry::Occupied(o) if o.get().thread == index => o.remove(),
+            _ => return,
+        };
+        let thread = &mut self.threads[index];
+        thread.watches.retain(|w| *w != watch);
+        for id in watched.ids {
+            if let Some(e) = self.by_id.remove(&id) {
+                if let Some(k) = key(e.deadline) {
+                    thread.deadlines.remove(&(k, id));
+                }
+                wake.push(e.waker);
+            }
+        }
+    }
+
+    /// The thread for `watch`: the one that watches it already, or the
+    /// first with room (fewer than `MAX` distinct watches); `None` if a
+    /// new one is wanted.
+    fn choose_thread(&self, watch: S::Watch) -> Option<usize> {
+        if let Some(w) = self.by_watch.get(&watch) {
+            return Some(w.thread);
+        }
+        match self.threads.iter().position(|t| t.watches.len() < S::MAX) {
+            Some(t) => Some(t),
+            None if self.threads.len() >= MAX_THREADS => Some(self.least_busy()),
+            None => None,
+        }
+    }
+
+    /// The thread with the fewest watches.
+    fn least_busy(&self) -> usize {
+        (0..self.threads.len())
+            .min_by_key(|&t| self.threads[t].watches.len())
+            .unwrap_or(0)
     }
 }
 
@@ -264,69 +429,43 @@ impl<S: Source> Drop for Registration<S> {
 /// tasks beyond them look again.
 const OVERFLOW_POLL: Duration = Duration::from_millis(2);
 
-/// The thread for entry `id`'s `watch`: the one that watches the same
-/// already, or the first with room (fewer than `MAX` other entries, so
-/// fewer distinct watches); `None` if a new one is wanted.
-fn choose_thread<S: Source>(entries: &Entries<S>, id: u64, watch: S::Watch) -> Option<usize> {
-    let others = || entries.list.iter().filter(move |e| e.id != id);
-    if let Some(e) = others().find(|e| e.watch == watch) {
-        return Some(e.thread);
-    }
-    let mut load = vec![0usize; entries.threads.len()];
-    for e in others() {
-        if let Some(n) = load.get_mut(e.thread) {
-            *n += 1;
-        }
-    }
-    let room = load.iter().position(|&n| n < S::MAX);
-    match room {
-        Some(t) => Some(t),
-        None if entries.threads.len() >= MAX_THREADS => Some(least_busy(entries, id)),
-        None => None,
-    }
-}
-
-/// The thread with the fewest entries but `id`'s.
-fn least_busy<S: Source>(entries: &Entries<S>, id: u64) -> usize {
-    let mut load = vec![0usize; entries.threads.len()];
-    for e in entries.list.iter().filter(|e| e.id != id) {
-        if let Some(n) = load.get_mut(e.thread) {
-            *n += 1;
-        }
-    }
-    (0..load.len()).min_by_key(|&t| load[t]).unwrap_or(0)
-}
-
-/// Waiter thread `index`, sleeping through `source` on the watches of
-/// the entries given to it.
+/// Waiter thread `index`, sleeping through `source` on the watches given
+/// to it.
 fn waiter_thread<S: Source>(registry: &'static Registry<S>, index: usize, source: Arc<S>) {
     let mut watches = Vec::new();
     let mut wake = Vec::new();
     let mut idle_since: Option<Instant> = None;
     loop {
         let snapshot = source.snapshot();
-        let mut deadline = Deadline::Never;
-        let mut overflow = false;
+        let mut deadline;
+        let overflow;
         {
             let mut entries = lock(&registry.entries);
-            entries.list.retain(|e| {
-                let expired = e.thread == index && e.deadline.passed();
-                if expired {
-                    wake.push(e.waker.clone());
+            let now = key(Deadline::after(Duration::ZERO));
+            while let Some(&(due, id)) = entries.threads[index].deadlines.first() {
+                if Some(due) > now {
+                    break;
                 }
-                !expired
-            });
-            watches.clear();
-            for e in entries.list.iter().filter(|e| e.thread == index) {
-                deadline = deadline.earlier(e.deadline);
-                if !watches.contains(&e.watch) {
-                    watches.push(e.watch);
+                match entries.take(id) {
+                    Some(waker) => wake.push(waker),
+                    None => {
+                        entries.threads[index].deadlines.pop_first();
+                    }
                 }
             }
-            if watches.len() > S::MAX {
-                watches.truncate(S::MAX);
-                overflow = true;
+            let thread = &entries.threads[index];
+            watches.clear();
+            watches.extend(thread.watches.iter().take(S::MAX).copied());
+            overflow = thread.watches.len() > S::MAX;
+            deadline = thread
+                .deadlines
+                .first()
+                .map_or(Deadline::Never, |&(k, _)| at(k));
+            if overflow {
                 deadline = deadline.capped(OVERFLOW_POLL);
+            }
+            if let (false, Some(every)) = (watches.is_empty(), S::LOOK_AGAIN) {
+                deadline = deadline.capped(every);
             }
             if watches.is_empty() && index > 0 && index + 1 == entries.threads.len() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -341,22 +480,28 @@ fn waiter_thread<S: Source>(registry: &'static Registry<S>, index: usize, source
             } else {
                 idle_since = None;
             }
+            entries.threads[index].until = key(deadline);
         }
         wake_each(&mut wake);
         let fired = source.sleep(snapshot, &watches, deadline);
         let mut entries = lock(&registry.entries);
-        entries.list.retain(|e| {
-            let woken = e.thread == index
-                && match &fired {
-                    Fired::All => true,
-                    Fired::Some(which) => which.iter().any(|&i| watches[i] == e.watch),
-                    Fired::Nothing => overflow && !watches.contains(&e.watch),
-                };
-            if woken {
-                wake.push(e.waker.clone());
-            }
-            !woken
-        });
+        let woken: Vec<S::Watch> = match fired {
+            Fired::All => entries.threads[index].watches.clone(),
+            Fired::Some(which) => which
+                .iter()
+                .filter_map(|&i| watches.get(i).copied())
+                .collect(),
+            Fired::Nothing if overflow => entries.threads[index]
+                .watches
+                .iter()
+                .filter(|w| !watches.contains(w))
+                .copied()
+                .collect(),
+            Fired::Nothing => Vec::new(),
+        };
+        for watch in woken {
+            entries.take_watch(index, watch, &mut wake);
+        }
         drop(entries);
         wake_each(&mut wake);
     }
@@ -390,6 +535,7 @@ impl Source for Futexes {
     type Watch = (usize, u32);
     /// `futex_waitv` takes 128 words; one is the control word.
     const MAX: usize = 127;
+    const LOOK_AGAIN: Option<Duration> = Some(RECHECK);
 
     fn slot() -> &'static AtomicPtr<Registry<Self>> {
         &FUTEXES
@@ -456,6 +602,8 @@ static DESCRIPTORS: AtomicPtr<Registry<Descriptors>> = AtomicPtr::new(std::ptr::
 impl Source for Descriptors {
     type Watch = (RawFd, Ready);
     const MAX: usize = 1023;
+    /// `poll` reports a ready descriptor however late it looks.
+    const LOOK_AGAIN: Option<Duration> = None;
 
     fn slot() -> &'static AtomicPtr<Registry<Self>> {
         &DESCRIPTORS
@@ -501,32 +649,69 @@ impl Source for Descriptors {
 /// `deadline` has passed with `attempt` unfinished. As a blocking sleeper
 /// does, it calls `attempt` again at least
 /// every [`RECHECK`]: a waker killed before its wake-up call wakes nobody.
+/// (Those looks are on a grid of [`LOOK_GRID`], so that the waiter thread
+/// wakes once for the looks of many tasks.)
 pub(crate) async fn word<T>(
     word: &AtomicU32,
     deadline: Deadline,
+    attempt: impl FnMut() -> ControlFlow<T, u32>,
+) -> Result<Option<T>> {
+    on_word(word, deadline, true, attempt).await
+}
+
+/// As [`word`], for an `attempt` whose outcome depends on the value of
+/// `word` alone: it is called again only when the word changes (or
+/// `deadline` passes), so an idle task costs nothing. A waker killed
+/// between its change of the word and its wake-up call is still seen:
+/// the waiter thread has the kernel compare every word it watches again
+/// every [`RECHECK`] ([`Source::LOOK_AGAIN`]).
+pub(crate) async fn word_alone<T>(
+    word: &AtomicU32,
+    deadline: Deadline,
+    attempt: impl FnMut() -> ControlFlow<T, u32>,
+) -> Result<Option<T>> {
+    on_word(word, deadline, false, attempt).await
+}
+
+async fn on_word<T>(
+    word: &AtomicU32,
+    deadline: Deadline,
+    look_again: bool,
     mut attempt: impl FnMut() -> ControlFlow<T, u32>,
 ) -> Result<Option<T>> {
     let addr = word.as_ptr() as usize;
     // Before the first sleep, a short spin as a blocking waiter's: a peer
     // that is running answers within it, and the task is never suspended.
     let mut spun = false;
-    loop {
-        let slice = until::<Futexes, T>(deadline.capped(RECHECK), || loop {
-            match attempt() {
-                ControlFlow::Break(t) => return ControlFlow::Break(t),
-                ControlFlow::Continue(v) if !spun => {
-                    spun = true;
-                    if spin(word, |now| now != v).is_err() {
-                        return ControlFlow::Continue((addr, v));
-                    }
+    until::<Futexes, T>(deadline, look_again, || loop {
+        match attempt() {
+            ControlFlow::Break(t) => return ControlFlow::Break(t),
+            ControlFlow::Continue(v) if !spun => {
+                spun = true;
+                if spin(word, |now| now != v).is_err() {
+                    return ControlFlow::Continue((addr, v));
                 }
-                ControlFlow::Continue(v) => return ControlFlow::Continue((addr, v)),
             }
-        })
-        .await?;
-        if slice.is_some() || deadline.passed() {
-            return Ok(slice);
+            ControlFlow::Continue(v) => return ControlFlow::Continue((addr, v)),
         }
+    })
+    .await
+}
+
+/// The grid that the periodic looks of [`word`] fall on.
+const LOOK_GRID: Duration = Duration::from_millis(25);
+
+/// When a task that looks again every [`RECHECK`] looks next: at most
+/// that long from now, rounded down to the [`LOOK_GRID`] (which divides a
+/// second), so that many tasks' looks come due together.
+fn next_look() -> Deadline {
+    match Deadline::after(RECHECK) {
+        Deadline::At(mut t) => {
+            let grid = LOOK_GRID.as_nanos() as i64;
+            t.tv_nsec -= t.tv_nsec % grid;
+            Deadline::At(t)
+        }
+        other => other,
     }
 }
 
@@ -537,7 +722,7 @@ pub(crate) async fn descriptor<T>(
     deadline: Deadline,
     mut attempt: impl FnMut() -> ControlFlow<Result<T>, Ready>,
 ) -> Result<Option<T>> {
-    until::<Descriptors, Result<T>>(deadline, move || match attempt() {
+    until::<Descriptors, Result<T>>(deadline, false, move || match attempt() {
         ControlFlow::Break(t) => ControlFlow::Break(t),
         ControlFlow::Continue(ready) => ControlFlow::Continue((fd, ready)),
     })
@@ -545,18 +730,29 @@ pub(crate) async fn descriptor<T>(
     .transpose()
 }
 
+/// Waits until `attempt` finishes or `deadline` passes, calling it again
+/// whenever its watch fires, and (if `look_again`) at least every
+/// [`RECHECK`].
 async fn until<S: Source, T>(
     deadline: Deadline,
+    look_again: bool,
     mut attempt: impl FnMut() -> ControlFlow<T, S::Watch>,
 ) -> Result<Option<T>> {
     let mut registration = Registration::<S>::new();
     std::future::poll_fn(|cx| match attempt() {
         ControlFlow::Break(t) => Poll::Ready(Ok(Some(t))),
         ControlFlow::Continue(_) if deadline.passed() => Poll::Ready(Ok(None)),
-        ControlFlow::Continue(w) => match registration.arm(w, deadline, cx.waker()) {
-            Ok(()) => Poll::Pending,
-            Err(e) => Poll::Ready(Err(e)),
-        },
+        ControlFlow::Continue(w) => {
+            let wake_at = if look_again {
+                deadline.earlier(next_look())
+            } else {
+                deadline
+            };
+            match registration.arm(w, wake_at, cx.waker()) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        }
     })
     .await
 }

@@ -131,7 +131,7 @@ impl Event {
     }
 
     async fn wait_until_async(&self, deadline: Deadline) -> Result<bool> {
-        let done = waiter::word(self.word(), deadline, || self.look()).await?;
+        let done = waiter::word_alone(self.word(), deadline, || self.look()).await?;
         Ok(done.is_some() || self.is_set())
     }
 
@@ -171,7 +171,7 @@ impl std::fmt::Debug for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::futex::testing::woken_after;
+    use crate::sync::futex::testing::{waiter_threads_asleep, woken_after};
 
     /// A `set` killed between raising the flag and its wake-up call
     /// leaves the flag up, the sleepers bit cleared, and a sleeper nobody
@@ -192,5 +192,20 @@ mod tests {
             Duration::from_secs(10),
         );
         assert!(woken, "the flag set, and its waiter asleep");
+        // The same for a task (its look depends on the word alone: the
+        // waiter thread's periodic compare must find the change).
+        let event = Event::new().unwrap();
+        let word = event.word();
+        let woken = woken_after(
+            word,
+            || crate::waiter::block_on(event.wait_async()).unwrap(),
+            || {
+                waiter_threads_asleep(Duration::from_secs(10));
+                word.store(SET, Ordering::Release);
+                event.set();
+            },
+            Duration::from_secs(10),
+        );
+        assert!(woken, "the flag set, and its task asleep");
     }
 }

@@ -200,4 +200,25 @@ pub(crate) mod testing {
             woken
         })
     }
+
+    /// Waits until every async waiter thread of this process sleeps in
+    /// the kernel: a change made then is one that no thread has compared
+    /// yet, and that only a wake-up call or a periodic compare finds.
+    pub(crate) fn waiter_threads_asleep(limit: Duration) {
+        let end = Deadline::after(limit);
+        let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+        loop {
+            let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+            let asleep = tasks.filter_map(|t| t.ok()).all(|t| {
+                // `comm` holds the first 15 bytes of the name.
+                !read(t.path().join("comm")).starts_with("multiproc-waite")
+                    || read(t.path().join("wchan")).contains("futex")
+            });
+            if asleep {
+                return;
+            }
+            assert!(!end.passed(), "a waiter thread never slept");
+            std::thread::yield_now();
+        }
+    }
 }

@@ -172,7 +172,7 @@ impl Semaphore {
 
     async fn acquire_until_async(&self, deadline: Deadline) -> Result<bool> {
         let word = &self.shared().word;
-        let got = waiter::word(word, deadline, || self.look()).await?;
+        let got = waiter::word_alone(word, deadline, || self.look()).await?;
         Ok(got.is_some() || self.try_acquire())
     }
 
@@ -338,7 +338,7 @@ impl Deref for BoundedSemaphore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::futex::testing::woken_after;
+    use crate::sync::futex::testing::{waiter_threads_asleep, woken_after};
 
     /// A release killed between its count and its wake-up call leaves a
     /// permit, the sleepers bit cleared, and a sleeper nobody wakes; later
@@ -359,7 +359,10 @@ mod tests {
         let woken = woken_after(
             word,
             || crate::waiter::block_on(sem.acquire_async()).unwrap(),
-            || word.store(1, Ordering::Release),
+            || {
+                waiter_threads_asleep(Duration::from_secs(10));
+                word.store(1, Ordering::Release);
+            },
             Duration::from_secs(10),
         );
         assert!(woken, "a free permit, and its task asleep");

@@ -9,7 +9,7 @@ use super::{syscall, Deadline};
 pub(crate) type PollFd = libc::pollfd;
 
 /// What a descriptor is waited for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Ready {
     /// Something to read, end of file, or an error.
     Read,
