@@ -234,3 +234,33 @@ fn more_processes_than_cpus_contend_without_livelock() {
         }
     });
 }
+
+/// Zero-sized elements: any length is an empty allocation, every method
+/// works, and a named one opens with its length.
+#[test]
+fn zero_sized_elements_of_any_length() {
+    use multiproc::{Array, RawArray, RawValue, Value};
+    let a = Array::<()>::new(usize::MAX).unwrap();
+    assert_eq!(a.len(), usize::MAX);
+    assert_eq!(a.get(usize::MAX - 1).unwrap(), ());
+    assert!(a.get(usize::MAX).is_err());
+    a.set(5, ()).unwrap();
+    assert_eq!(a.read(usize::MAX - 3..).unwrap().len(), 3);
+    assert!(a.write(usize::MAX, &[(), ()]).is_err());
+    assert_eq!(a.lock().unwrap().len(), usize::MAX);
+    let r = RawArray::<[u64; 0]>::new(usize::MAX).unwrap();
+    assert_eq!(r.get(usize::MAX - 1).unwrap(), []);
+    assert!(r.get(usize::MAX).is_err());
+    assert_eq!(r.read(..3).unwrap().len(), 3);
+    let v = Value::new(()).unwrap();
+    v.set(()).unwrap();
+    let rv = RawValue::new([0u32; 0]).unwrap();
+    rv.set([]);
+    assert_eq!(rv.get(), []);
+    let name = TempName::new("zst");
+    let named = Array::<()>::create(&name, &[(); 3]).unwrap();
+    let opened = Array::<()>::open(&name).unwrap();
+    assert_eq!((named.len(), opened.len()), (3, 3));
+    let s = static_child(move || assert_eq!(opened.to_vec().unwrap().len(), 3));
+    assert_eq!(join(&s, LIMIT), 0);
+}
