@@ -264,3 +264,19 @@ fn zero_sized_elements_of_any_length() {
     let s = static_child(move || assert_eq!(opened.to_vec().unwrap().len(), 3));
     assert_eq!(join(&s, LIMIT), 0);
 }
+
+/// Reading every element of a raw array of `usize::MAX` zero-sized
+/// elements returns at once (it looped once per element).
+#[test]
+fn a_raw_array_of_zero_sized_elements_is_read_whole_at_once() {
+    use multiproc::RawArray;
+    let r = RawArray::<()>::new(usize::MAX).unwrap();
+    let all = watchdog(
+        "read of usize::MAX elements",
+        Duration::from_secs(10),
+        || r.read(..).unwrap(),
+    );
+    assert_eq!(all.len(), usize::MAX);
+    assert_eq!(r.read(7..9).unwrap(), [(), ()]);
+    assert!(r.read(..=usize::MAX).is_err());
+}
