@@ -280,3 +280,26 @@ fn a_raw_array_of_zero_sized_elements_is_read_whole_at_once() {
     assert_eq!(r.read(7..9).unwrap(), [(), ()]);
     assert!(r.read(..=usize::MAX).is_err());
 }
+
+/// A named semaphore whose limit another process scribbled past the
+/// largest count: a release at the largest count is refused, and the
+/// count never wraps into the sleepers flag (which lost every permit).
+#[test]
+fn a_scribbled_semaphore_limit_never_wraps_the_count() {
+    use multiproc::Error;
+    const COUNT: u32 = (1 << 31) - 1;
+    let name = TempName::new("sem-limit");
+    let s = Semaphore::create(&name, COUNT).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    // The limit is the word after the count.
+    file.write_all_at(&u32::MAX.to_ne_bytes(), 256 + 4).unwrap();
+    let opened = Semaphore::open(&name).unwrap();
+    assert!(matches!(opened.release(), Err(Error::TooManyReleases)));
+    assert_eq!(s.value(), COUNT);
+    assert!(s.try_acquire());
+    opened.release().unwrap();
+    assert_eq!(s.value(), COUNT);
+}
