@@ -359,3 +359,129 @@ fn a_named_segment_shrunk_under_its_users_is_an_error_not_a_sigbus() {
     });
     assert_eq!(join(&user, LIMIT), 0, "a user of the shrunk segment");
 }
+
+/// The start time of process `pid` (field 22 of its `/proc/PID/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Forks a child that sleeps until killed with pid `target` (the pid of a
+/// process that died, which started at `dead_start`), or returns `None` if
+/// no fork got it. With the right to write `ns_last_pid` (root), the next
+/// pid is asked for; else the pid space is cycled through when it is small
+/// (`pid_max` of at most 65536).
+///
+/// A process is known by its pid and its start time, in clock ticks (10
+/// ms): one that took the pid within the tick the dead one started in is
+/// killed and the pid taken again. Only `ns_last_pid` can hand a pid out
+/// again that soon; cycling through the pid space takes far longer.
+fn squat_pid(target: u32, dead_start: u64) -> Option<libc::pid_t> {
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let settable = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/sys/kernel/ns_last_pid")
+        .is_ok();
+    let tries = if settable {
+        100_000
+    } else if pid_max <= 65536 {
+        2 * pid_max
+    } else {
+        0
+    };
+    for _ in 0..tries {
+        if settable {
+            // Other processes on the machine may take it first: retried.
+            let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", target - 1));
+        }
+        // SAFETY: the child only calls async-signal-safe functions.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            0 => {
+                // SAFETY: getpid, _exit and pause are async-signal-safe.
+                if unsafe { libc::getpid() } as u32 != target {
+                    // SAFETY: as above.
+                    unsafe { libc::_exit(0) };
+                }
+                loop {
+                    // SAFETY: as above.
+                    unsafe { libc::pause() };
+                }
+            }
+            p if p < 0 => return None,
+            p if p as u32 == target && start_time(target) != Some(dead_start) => return Some(p),
+            p => {
+                // SAFETY: ending the child just forked (it may be asleep).
+                unsafe { libc::kill(p, libc::SIGKILL) };
+                // SAFETY: reaping the child just forked.
+                unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+            }
+        }
+    }
+    None
+}
+
+/// A party killed inside a barrier whose pid another process takes before
+/// the others look still breaks the barrier: the party is known by its
+/// pid and its start time, not by its pid alone (which the survivors took
+/// for the dead party alive, and waited for ever).
+#[test]
+fn a_dead_partys_pid_taken_by_another_process_still_breaks_the_barrier() {
+    use multiproc::Error;
+    watchdog("barrier with a reused pid", LIMIT, || {
+        let barrier = Barrier::new(3).unwrap();
+        let b = barrier.clone();
+        let doomed = static_child(move || {
+            let _ = b.wait();
+        });
+        let b = barrier.clone();
+        let survivor = static_child(move || {
+            let r = b.wait();
+            assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
+        });
+        assert!(common::wait_until(LIMIT, || barrier.n_waiting() == 2));
+        // The survivor looks for dead parties only when it runs: stopped,
+        // it cannot see the doomed party die before its pid is taken.
+        let survivor_pid = survivor.pid().unwrap();
+        // SAFETY: a signal to a child this test started.
+        unsafe { libc::kill(survivor_pid as libc::pid_t, libc::SIGSTOP) };
+        assert!(common::wait_until(LIMIT, || common::procfs::stopped(
+            survivor_pid
+        )));
+        let dead = doomed.pid().unwrap();
+        let dead_start = start_time(dead).unwrap();
+        doomed.kill().unwrap();
+        assert_eq!(join(&doomed, LIMIT), -libc::SIGKILL);
+        let squatter = squat_pid(dead, dead_start);
+        // SAFETY: as above.
+        unsafe { libc::kill(survivor_pid as libc::pid_t, libc::SIGCONT) };
+        let Some(squatter) = squatter else {
+            eprintln!("pid {dead} could not be taken again: nothing to test");
+            barrier.abort().unwrap();
+            join(&survivor, LIMIT);
+            return;
+        };
+        let code = survivor.join_timeout(Duration::from_secs(10)).unwrap();
+        // SAFETY: ending the squatter this test forked...
+        unsafe { libc::kill(squatter, libc::SIGKILL) };
+        // SAFETY: ...and reaping it.
+        unsafe { libc::waitpid(squatter, std::ptr::null_mut(), 0) };
+        if code.is_none() {
+            survivor.kill().unwrap();
+        }
+        assert_eq!(
+            code,
+            Some(0),
+            "the survivor of a party whose pid was reused"
+        );
+    });
+}
