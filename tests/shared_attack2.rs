@@ -152,6 +152,24 @@ fn scribbled_sync_objects_neither_panic_nor_hang() {
                 let _ = b.abort();
             },
         );
+        // A joinable queue's state after its two mutexes (a cache line
+        // each): sizes, task counts, the closed flag and both ends.
+        fuzz(
+            "scr-jq",
+            300,
+            (128, 96),
+            |n| multiproc::JoinableQueue::<u64>::create(n, 4, 256).unwrap(),
+            |q| {
+                let _ = q.put_timeout(7, SHORT);
+                let _ = q.get_timeout(SHORT);
+                let _ = q.get_many_timeout(5, SHORT);
+                let _ = q.put_many_timeout([1u64, 2, 3], SHORT);
+                let _ = q.task_done();
+                let _ = q.task_done();
+                let _ = q.join_timeout(SHORT);
+                let _ = (q.len(), q.is_full(), q.is_empty());
+            },
+        );
     });
 }
 
