@@ -819,7 +819,7 @@ fn a_namespace_prints_as_python_prints_it() {
 
 #[test]
 fn the_largest_barrier_and_semaphore_are_made() {
-    // 2^22 pid slots: 16 MiB.
+    // 2^22 slots of a pid and a start time: 48 MiB.
     assert_eq!(
         Barrier::new(Barrier::MAX_PARTIES).unwrap().parties(),
         Barrier::MAX_PARTIES

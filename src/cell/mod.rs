@@ -117,14 +117,19 @@ fn too_large(len: u64) -> Error {
 }
 
 /// Resolves `range` against a length, or names the first index out of bounds.
+///
+/// A bound one past `usize::MAX` (`..=usize::MAX`, or a start excluding
+/// `usize::MAX`) is out of bounds of every array, even one of `usize::MAX`
+/// zero-sized elements: it must not saturate back inside.
 fn resolve(range: impl RangeBounds<usize>, len: usize) -> Result<Range<usize>> {
+    let past = |index: usize| Error::OutOfBounds { index, len };
     let start = match range.start_bound() {
         Bound::Included(&s) => s,
-        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Excluded(&s) => s.checked_add(1).ok_or_else(|| past(s))?,
         Bound::Unbounded => 0,
     };
     let end = match range.end_bound() {
-        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Included(&e) => e.checked_add(1).ok_or_else(|| past(e))?,
         Bound::Excluded(&e) => e,
         Bound::Unbounded => len,
     };
@@ -157,5 +162,21 @@ mod tests {
             resolve((Bound::Included(4), Bound::Excluded(3)), 5),
             Err(Error::OutOfBounds { index: 4, .. })
         ));
+        // One past the largest index is past every length.
+        assert!(matches!(
+            resolve(usize::MAX..=usize::MAX, usize::MAX),
+            Err(Error::OutOfBounds {
+                index: usize::MAX,
+                ..
+            })
+        ));
+        assert!(matches!(
+            resolve((Bound::Excluded(usize::MAX), Bound::Unbounded), usize::MAX),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert_eq!(
+            resolve(usize::MAX - 1..=usize::MAX - 1, usize::MAX).unwrap(),
+            usize::MAX - 1..usize::MAX
+        );
     }
 }

@@ -437,9 +437,19 @@ impl<T: Pod> RawArray<T> {
     /// # Errors
     /// [`Error::OutOfBounds`].
     pub fn read(&self, range: impl RangeBounds<usize>) -> Result<Vec<T>> {
-        resolve(range, self.len())?
-            .map(|i| self.cells.read(i))
-            .collect()
+        let range = resolve(range, self.len())?;
+        if std::mem::size_of::<T>() == 0 {
+            // Nothing to load, and up to `usize::MAX` of them: one copy of
+            // an empty slice, not a loop of that many steps.
+            // SAFETY: a dangling pointer is non-null and aligned, and any
+            // length of a zero-sized type spans zero bytes; a `Pod` type
+            // of no bytes has exactly one value.
+            let none = unsafe {
+                std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), range.len())
+            };
+            return Ok(none.to_vec());
+        }
+        range.map(|i| self.cells.read(i)).collect()
     }
 
     /// Element `index` as a std atomic.

@@ -52,7 +52,9 @@ struct BarrierState {
     generation: AtomicU32,
     /// Default timeout in nanoseconds, 0 for none.
     timeout_ns: AtomicU64,
-    // Followed by `parties` pid slots (0 = free).
+    // Followed by `parties` pid slots (0 = free), then as many start times
+    // (`sys::start_time`) of the processes in them: a party is known by
+    // both, since the pid of one that died may be another process's since.
 }
 
 /// How one party's pass through the barrier ended.
@@ -118,7 +120,7 @@ impl SharedObject for Barrier {
 
     unsafe fn init(at: NonNull<u8>, (parties, timeout): BarrierArgs) -> Result<()> {
         let timeout_ns = timeout.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
-        let (_, state, _) = Self::parts(u64::from(parties))?;
+        let (_, state, ..) = Self::parts(u64::from(parties))?;
         // Per the caller, `at` is fresh zeroed memory laid out as
         // `parts(parties)`, not yet shared.
         // SAFETY: the mutex is at offset 0 of that memory.
@@ -147,7 +149,7 @@ impl SharedObject for Barrier {
             .ok()
             .filter(|&p| p > 0)
             .ok_or_else(|| format!("a barrier of {len} parties"))?;
-        let (_, state, _) = Self::parts(len).map_err(|e| e.to_string())?;
+        let (_, state, ..) = Self::parts(len).map_err(|e| e.to_string())?;
         Ok(Barrier {
             // SAFETY: the object starts with the mutex `init` made, per the
             // caller.
@@ -173,7 +175,8 @@ shared_constructors! {
 impl Barrier {
     /// The most parties a barrier takes: as many as Linux can have
     /// processes (its `PID_MAX_LIMIT`). Each party has a slot for its pid
-    /// in the shared memory, so `u32::MAX` parties would need 16 GiB.
+    /// and its start time in the shared memory (12 bytes), so `u32::MAX`
+    /// parties would need 48 GiB.
     pub const MAX_PARTIES: u32 = 1 << 22;
 
     /// A new anonymous barrier whose waits time out after `timeout` by
@@ -194,26 +197,25 @@ impl Barrier {
         self
     }
 
-    /// The memory of a barrier for `parties`, and where its state and its
-    /// pid slots start.
-    fn parts(parties: u64) -> Result<(Layout, usize, usize)> {
+    /// The memory of a barrier for `parties`, and where its state, its pid
+    /// slots and their start times start.
+    fn parts(parties: u64) -> Result<(Layout, usize, usize, usize)> {
         if parties > u64::from(Barrier::MAX_PARTIES) {
             return Err(Error::InvalidArgument(format!(
                 "{parties} parties (a barrier takes at most {})",
                 Barrier::MAX_PARTIES
             )));
         }
-        let slots = usize::try_from(parties)
-            .ok()
-            .and_then(|n| Layout::array::<AtomicU32>(n).ok())
-            .ok_or_else(|| Error::InvalidArgument(format!("{parties} parties")))?;
+        let too_many = || Error::InvalidArgument(format!("{parties} parties"));
+        let n = usize::try_from(parties).map_err(|_| too_many())?;
+        let slots = Layout::array::<AtomicU32>(n).map_err(|_| too_many())?;
+        let starts = Layout::array::<AtomicU64>(n).map_err(|_| too_many())?;
         let (l, state) = RobustMutex::layout()
             .extend(Layout::new::<BarrierState>())
             .expect("small");
-        let (l, pids) = l
-            .extend(slots)
-            .map_err(|_| Error::InvalidArgument(format!("{parties} parties")))?;
-        Ok((l, state, pids))
+        let (l, pids) = l.extend(slots).map_err(|_| too_many())?;
+        let (l, starts) = l.extend(starts).map_err(|_| too_many())?;
+        Ok((l, state, pids, starts))
     }
 
     fn seq(&self) -> &AtomicU32 {
@@ -457,7 +459,7 @@ impl Inner<'_> {
     }
 
     fn slots(&self) -> &[AtomicU32] {
-        let (_, state, pids) =
+        let (_, state, pids, _) =
             Barrier::parts(u64::from(self.barrier.parties)).expect("checked at creation");
         // SAFETY: the slots start `pids - state` bytes after the state
         // (`parts` puts them after it), inside the object's memory.
@@ -469,15 +471,32 @@ impl Inner<'_> {
         }
     }
 
+    /// The start times of the processes in the slots.
+    fn starts(&self) -> &[AtomicU64] {
+        let (_, state, _, starts) =
+            Barrier::parts(u64::from(self.barrier.parties)).expect("checked at creation");
+        // SAFETY: the start times begin `starts - state` bytes after the
+        // state (`parts` puts them after the slots), inside the object's
+        // memory.
+        let base = unsafe { self.barrier.state.as_ptr::<u8>().add(starts - state) };
+        // SAFETY: `parties` aligned `AtomicU64`s, mapped while the barrier
+        // lives, only ever accessed atomically.
+        unsafe {
+            std::slice::from_raw_parts(base.cast::<AtomicU64>(), self.barrier.parties as usize)
+        }
+    }
+
     /// Records this process in a free slot; there is one, since at most
     /// `parties` are inside.
     fn claim_slot(&self) -> Option<usize> {
-        let me = sys::getpid();
+        let (pid, start) = sys::own_pid_and_start();
         let slot = self
             .slots()
             .iter()
             .position(|s| s.load(Ordering::Relaxed) == 0)?;
-        self.slots()[slot].store(me, Ordering::Relaxed);
+        // The start time first: a slot is taken only once its pid is in.
+        self.starts()[slot].store(start, Ordering::Relaxed);
+        self.slots()[slot].store(pid, Ordering::Relaxed);
         Some(slot)
     }
 
@@ -552,25 +571,25 @@ impl Inner<'_> {
     /// asking, and each other pid is asked about once per look, not once
     /// per slot, which made a pass of N parties cost N² system calls.
     fn bury_dead(&self) {
-        let me = sys::getpid();
-        let mut known: Option<(u32, bool)> = None;
-        let mut alive = |pid: u32| match known {
-            _ if pid == me => true,
-            Some((p, a)) if p == pid => a,
+        let me = sys::own_pid_and_start();
+        let mut known: Option<(u32, u64, bool)> = None;
+        let mut alive = |pid: u32, start: u64| match known {
+            _ if (pid, start) == me => true,
+            Some((p, s, a)) if (p, s) == (pid, start) => a,
             _ => {
-                let a = sys::pid_alive(pid);
-                known = Some((pid, a));
+                let a = sys::pid_alive_since(pid, start);
+                known = Some((pid, start, a));
                 a
             }
         };
         let mut buried = false;
         let mut inside = 0;
-        for slot in self.slots() {
+        for (slot, start) in self.slots().iter().zip(self.starts()) {
             let pid = slot.load(Ordering::Relaxed);
             if pid == 0 {
                 continue;
             }
-            if alive(pid) {
+            if alive(pid, start.load(Ordering::Relaxed)) {
                 inside += 1;
             } else {
                 slot.store(0, Ordering::Relaxed);

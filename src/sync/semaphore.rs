@@ -209,9 +209,12 @@ impl Semaphore {
     #[inline]
     pub fn release(&self) -> Result<()> {
         let shared = self.shared();
+        // A limit scribbled past `COUNT` (a named semaphore is writable by
+        // other processes) must not let the count carry into `SLEEPERS`.
+        let max = shared.max.min(COUNT);
         let mut v = shared.word.load(Ordering::Acquire);
         loop {
-            if v & COUNT >= shared.max {
+            if v & COUNT >= max {
                 return Err(Error::TooManyReleases);
             }
             // One step: one more permit, and the sleepers flag cleared.

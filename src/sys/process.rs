@@ -10,19 +10,63 @@ use super::{errno_result, poll_readable, syscall, syscall_retrying, Deadline};
 /// zombie (a killed process that its parent has not reaped yet can no
 /// longer touch shared memory).
 pub(crate) fn pid_alive(pid: u32) -> bool {
+    pid_alive_since(pid, 0)
+}
+
+/// As [`pid_alive`], for the process that had `start` as its
+/// [`start_time`] (0 if unknown): a process that took the pid of a dead
+/// one since (pids are reused, after as few as 32768 forks) is not it.
+pub(crate) fn pid_alive_since(pid: u32, start: u64) -> bool {
     // Signal 0 only checks for existence and permission.
     if kill(pid, 0).is_err_and(|e| e.raw_os_error() != Some(libc::EPERM)) {
         return false;
     }
-    // The state is the first field after the parenthesised command name.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state != "Z" && state != "X"),
+        Ok(stat) => match state_and_start(&stat) {
+            Some((state, started)) => {
+                state != "Z" && state != "X" && (start == 0 || started == Some(start))
+            }
+            None => true,
+        },
         // Gone between the two checks, or /proc hidden: trust kill().
         Err(e) => e.kind() != io::ErrorKind::NotFound,
     }
+}
+
+/// When the calling process started, in clock ticks since boot (the
+/// `starttime` of `/proc/self/stat`), which tells it apart from any other
+/// process that has or had its pid; 0 if `/proc` cannot say.
+pub(crate) fn start_time() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| state_and_start(&stat)?.1)
+        .unwrap_or(0)
+}
+
+/// The calling process's id and [`start_time`], the latter read once per
+/// process (a forked child has a pid of its own, so it reads its own).
+pub(crate) fn own_pid_and_start() -> (u32, u64) {
+    thread_local! {
+        static KNOWN: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    let pid = cached_pid();
+    KNOWN.with(|known| match known.get() {
+        (p, start) if p == pid => (pid, start),
+        _ => {
+            let start = start_time();
+            known.set((pid, start));
+            (pid, start)
+        }
+    })
+}
+
+/// The state and the start time of a `/proc/PID/stat` line: the first
+/// and the twentieth field after the parenthesised command name (fields
+/// 3 and 22 of proc(5)).
+fn state_and_start(stat: &str) -> Option<(&str, Option<u64>)> {
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    Some((state, fields.nth(18).and_then(|t| t.parse().ok())))
 }
 
 /// The calling process's id.
@@ -482,6 +526,21 @@ pub(crate) fn at_exit(hook: extern "C" fn()) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::{pid_alive_since, start_time, state_and_start};
+
+    #[test]
+    fn a_start_time_tells_a_process_from_one_with_its_pid_before() {
+        let me = std::process::id();
+        let start = start_time();
+        assert_ne!(start, 0);
+        assert!(pid_alive_since(me, start));
+        assert!(pid_alive_since(me, 0));
+        assert!(!pid_alive_since(me, start + 1));
+        // A command name with a parenthesis and spaces in it.
+        let stat = "7 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 19";
+        assert_eq!(state_and_start(stat), Some(("S", Some(4242))));
+    }
+
     #[test]
     fn kill_of_no_process_is_esrch() {
         // Beyond pid_max (at most 2^22): no process has this pid.
