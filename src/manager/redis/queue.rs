@@ -61,13 +61,14 @@ const TAG: &[u8] = b"mpq1:";
 const TOKEN_MS: &str = "2000";
 
 /// The connections a process keeps for blocking commands, one per
-/// waiting thread at most, kept for the next wait.
-pub(super) struct Waiting {
+/// waiting thread at most, kept for the next wait (the queue's, the
+/// lock's, and the pool's waits for results).
+pub(crate) struct Waiting {
     idle: PerProcess<Vec<Wire>>,
 }
 
 impl Waiting {
-    pub(super) fn new() -> Waiting {
+    pub(crate) fn new() -> Waiting {
         Waiting {
             idle: PerProcess::new(),
         }
@@ -77,30 +78,43 @@ impl Waiting {
     /// a connection of its own. A connection that fails is dropped. A
     /// failure after the command may have been sent is
     /// [`Error::ManagerGone`] if it may run twice (`again`), else
-    /// [`Error::Ambiguous`].
+    /// [`Error::Ambiguous`]; one that may run twice and broke a kept
+    /// connection (closed by the server while idle) runs once more on a
+    /// new one.
     ///
     /// # Errors
     /// As above; [`Error::Remote`] for the server's errors.
-    pub(super) fn run<R>(
+    pub(crate) fn run<R>(
         &self,
         store: &Store,
         wait: Duration,
         again: bool,
-        f: impl FnOnce(&mut Wire) -> RedisResult<R>,
+        mut f: impl FnMut(&mut Wire) -> RedisResult<R>,
     ) -> Result<R> {
         let taken = poison::locked(self.idle.get()).as_mut().and_then(Vec::pop);
+        let mut retry = again && taken.is_some();
         let mut conn = match taken {
             Some(conn) => conn,
             None => store.connect()?,
         };
-        match conn.call(store.timeout.saturating_add(wait), f) {
-            Ok(r) => {
-                poison::locked(self.idle.get())
-                    .get_or_insert_with(Vec::new)
-                    .push(conn);
-                Ok(r)
+        loop {
+            match conn.call(store.timeout.saturating_add(wait), &mut f) {
+                Ok(r) => {
+                    poison::locked(self.idle.get())
+                        .get_or_insert_with(Vec::new)
+                        .push(conn);
+                    return Ok(r);
+                }
+                Err(e)
+                    if retry
+                        && !e.is_timeout()
+                        && (e.is_io_error() || e.is_connection_dropped()) =>
+                {
+                    retry = false;
+                    conn = store.connect()?;
+                }
+                Err(e) => return Err(classify(store, &e, again)),
             }
-            Err(e) => Err(classify(store, &e, again)),
         }
     }
 }

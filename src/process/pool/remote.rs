@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lazy::Lazy;
+use crate::manager::redis::queue::Waiting;
 use crate::manager::redis::{fresh_name, Store, DEFAULT_TIMEOUT, MAX_NAME};
 use crate::poison::locked;
 use crate::process::Process;
@@ -568,6 +569,9 @@ fn reap(store: &Store, keys: &Keys) -> Result<u64> {
 #[derive(Clone)]
 pub struct RemotePool {
     store: Arc<Store>,
+    /// The connections of the threads that wait for results: one that
+    /// waits holds none that another thread's calls need.
+    waiting: Arc<Waiting>,
     keys: Keys,
     name: String,
 }
@@ -595,6 +599,7 @@ impl RemotePool {
         let keys = Keys::new(name)?;
         Ok(RemotePool {
             store: Store::open(url, DEFAULT_TIMEOUT)?,
+            waiting: Arc::new(Waiting::new()),
             keys,
             name: name.to_string(),
         })
@@ -879,6 +884,7 @@ enum Known {
 /// The handle on one submitted chunk.
 struct Pending {
     store: Arc<Store>,
+    waiting: Arc<Waiting>,
     keys: Keys,
     id: String,
     known: Mutex<Option<Known>>,
@@ -888,6 +894,7 @@ impl Pending {
     fn new(pool: &RemotePool, id: String) -> Pending {
         Pending {
             store: pool.store.clone(),
+            waiting: pool.waiting.clone(),
             keys: pool.keys.clone(),
             id,
             known: Mutex::new(None),
@@ -912,9 +919,10 @@ impl Pending {
 
     /// Waits for the result message until `deadline`: read without taking
     /// it (a rotation of the one-item list, which may be repeated after a
-    /// lost connection), then deleted. Between slices of the wait, the
-    /// reaper runs: a task whose worker died is put back even when no
-    /// other worker is alive to notice.
+    /// lost connection), on a connection of the pool's waiting threads,
+    /// then deleted. Between slices of the wait, the reaper runs: a task
+    /// whose worker died is put back even when no other worker is alive
+    /// to notice.
     fn wait(&self, deadline: Deadline) -> Result<()> {
         let mut known = locked(&self.known);
         if known.is_some() {
@@ -931,7 +939,7 @@ impl Pending {
                 let slice = left.map_or(WAIT_SLICE, |l| l.min(WAIT_SLICE));
                 // Redis takes seconds; 0 would wait forever.
                 let secs = slice.as_secs_f64().max(0.001);
-                self.store.run_blocking(slice, true, |c| {
+                self.waiting.run(&self.store, slice, true, |c| {
                     redis::cmd("BLMOVE")
                         .arg(&key)
                         .arg(&key)

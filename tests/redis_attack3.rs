@@ -1,0 +1,126 @@
+//! A third round of attacks on the Redis backend and the pool across
+//! machines: threads of one process sharing a server, kills mid-operation,
+//! keys scribbled on by another client.
+//!
+//! Needs `MULTIPROC_TEST_REDIS` (see tests/common/redis.rs): skipped with a
+//! printed reason without it, a failure in CI. Pool workers are this test
+//! binary run again (`pool_worker`, an ignored test that serves only when
+//! its environment says so), killed by pid when a test ends.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::redis::{redis_url, unique};
+use common::{wait_until, watchdog};
+use multiproc::pool::{RemotePool, Worker};
+use multiproc::{task, Manager};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Set in a worker: `<url>|<pool>`.
+const WORKER_ENV: &str = "MULTIPROC_TEST_ATTACK3_WORKER";
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Sleeps `ms`, then returns it.
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// A pool worker's life, when this binary is run as one; nothing otherwise.
+#[test]
+#[ignore = "a pool worker's entry: the pool tests run this binary again as one"]
+fn pool_worker() {
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return;
+    };
+    let (url, pool) = spec.split_once('|').expect("url|pool");
+    let served = Worker::new(url, &[&task!(square), &task!(nap)])
+        .pool(pool)
+        .heartbeat(Duration::from_millis(600))
+        .serve();
+    if let Err(e) = served {
+        eprintln!("pool worker {}: {e}", std::process::id());
+        std::process::exit(1);
+    }
+}
+
+/// A pool of its own and its worker processes; kills them (by pid) and
+/// removes the pool's keys when dropped.
+struct Workers {
+    pool: RemotePool,
+    children: Vec<Child>,
+}
+
+impl Workers {
+    fn start(url: &str, test: &str, n: usize) -> Workers {
+        let pool = RemotePool::connect_named(url, &unique(test)).expect("connect");
+        let children = (0..n)
+            .map(|_| {
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "pool_worker", "--ignored", "--test-threads=1"])
+                    .env(WORKER_ENV, format!("{url}|{}", pool.name()))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("start a worker")
+            })
+            .collect();
+        let w = Workers { pool, children };
+        assert!(
+            wait_until(Duration::from_secs(30), || w.pool.workers().unwrap() == n),
+            "{n} workers did not announce themselves"
+        );
+        w
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.pool.remove();
+    }
+}
+
+/// One thread waits for a slow task's result; another thread of the same
+/// process applies quick tasks and uses a dict on the same server. The
+/// waiting thread must not hold the process's connection while it waits:
+/// the others' calls answer in their own time, not after the slow task.
+#[test]
+fn a_threads_wait_for_a_slow_result_holds_up_no_other_thread() {
+    let Some(url) = redis_url("a_threads_wait_for_a_slow_result") else {
+        return;
+    };
+    watchdog("a slow result and quick calls", LIMIT, || {
+        let w = Workers::start(&url, "attack3-slow-wait", 2);
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("attack3-slow-wait-dict");
+        let d = m.dict_named::<String, i64>(&name).unwrap();
+        let slow = w.pool.apply_async(task!(nap), 6000);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| slow.get().unwrap());
+            let start = Instant::now();
+            for i in 0..5u64 {
+                assert_eq!(w.pool.apply(task!(square), i).unwrap(), i * i);
+                d.set("k".into(), i as i64).unwrap();
+            }
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_secs(3),
+                "five quick tasks and dict sets took {took:?} while another thread waited"
+            );
+            assert_eq!(waiter.join().unwrap(), 6000);
+        });
+        assert!(m.remove_named(&name).unwrap());
+    });
+}
