@@ -124,3 +124,36 @@ fn a_threads_wait_for_a_slow_result_holds_up_no_other_thread() {
         assert!(m.remove_named(&name).unwrap());
     });
 }
+
+/// A thread waits for a result with `get`; another asks `ready()` and
+/// `wait_timeout` of the same result (Python's `AsyncResult` answers
+/// `ready()` at once whoever waits): each answers in its own time, and
+/// both threads see the result once it comes.
+#[test]
+fn ready_and_wait_timeout_answer_while_another_thread_gets() {
+    let Some(url) = redis_url("ready_and_wait_timeout_answer") else {
+        return;
+    };
+    watchdog("ready while another thread gets", LIMIT, || {
+        let w = Workers::start(&url, "attack3-ready", 1);
+        let slow = w.pool.apply_async(task!(nap), 3000);
+        std::thread::scope(|s| {
+            let getter = s.spawn(|| slow.get().unwrap());
+            // Over a second of looks, while the getter waits.
+            for _ in 0..10 {
+                let start = Instant::now();
+                assert!(!slow.ready());
+                assert!(!slow.wait_timeout(Duration::from_millis(100)));
+                let took = start.elapsed();
+                assert!(
+                    took < Duration::from_millis(1000),
+                    "ready and a 100 ms wait took {took:?} while another thread waited"
+                );
+            }
+            // Both see the result: neither is told it is gone.
+            assert!(slow.wait_timeout(Duration::from_secs(30)));
+            assert_eq!(slow.get().unwrap(), 3000);
+            assert_eq!(getter.join().unwrap(), 3000);
+        });
+    });
+}

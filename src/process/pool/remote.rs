@@ -922,10 +922,11 @@ impl Pending {
     /// lost connection), on a connection of the pool's waiting threads,
     /// then deleted. Between slices of the wait, the reaper runs: a task
     /// whose worker died is put back even when no other worker is alive
-    /// to notice.
+    /// to notice. The handle's lock is held to look and to record, never
+    /// while waiting: another thread's `ready` answers at once.
     fn wait(&self, deadline: Deadline) -> Result<()> {
-        let mut known = locked(&self.known);
-        if known.is_some() {
+        let settled = || locked(&self.known).is_some();
+        if settled() {
             return Ok(());
         }
         let key = self.keys.result(&self.id);
@@ -950,11 +951,13 @@ impl Pending {
                 })?
             };
             if let Some(m) = message {
+                // Recorded before the key goes: another thread of this
+                // handle that then finds it gone finds this first.
+                locked(&self.known).get_or_insert(Known::Message(m));
                 // A failed delete leaves the key to its expiry.
                 let _ = self
                     .store
                     .run(true, |c| redis::cmd("DEL").arg(&key).query::<()>(c));
-                *known = Some(Known::Message(m));
                 return Ok(());
             }
             if look_once {
@@ -974,13 +977,15 @@ impl Pending {
                     .invoke::<bool>(c)
             })?;
             if !there {
-                *known = Some(Known::Error(Error::ManagerGone(format!(
-                    "task {} is no longer in Redis (the server restarted without its data, the pool was removed, or its result expired unread)",
-                    self.id
-                ))));
+                locked(&self.known).get_or_insert_with(|| {
+                    Known::Error(Error::ManagerGone(format!(
+                        "task {} is no longer in Redis (the server restarted without its data, the pool was removed, or its result expired unread)",
+                        self.id
+                    )))
+                });
                 return Ok(());
             }
-            if deadline.passed() {
+            if deadline.passed() || settled() {
                 return Ok(());
             }
         }
