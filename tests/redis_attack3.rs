@@ -46,9 +46,13 @@ fn pool_worker() {
         .pool(pool)
         .heartbeat(Duration::from_millis(600))
         .serve();
-    if let Err(e) = served {
-        eprintln!("pool worker {}: {e}", std::process::id());
-        std::process::exit(1);
+    match served {
+        // What `serve` says it ran, told to the test as the exit code.
+        Ok(n) => std::process::exit(100 + i32::try_from(n.min(100)).unwrap()),
+        Err(e) => {
+            eprintln!("pool worker {}: {e}", std::process::id());
+            std::process::exit(1);
+        }
     }
 }
 
@@ -155,5 +159,36 @@ fn ready_and_wait_timeout_answer_while_another_thread_gets() {
             assert_eq!(slow.get().unwrap(), 3000);
             assert_eq!(getter.join().unwrap(), 3000);
         });
+    });
+}
+
+/// `serve` answers the number of tasks it ran: the entries that wake a
+/// waiting worker for a stop, and ids of tasks already finished, are no
+/// tasks (nor count towards `max_tasks`).
+#[test]
+fn serve_counts_the_tasks_it_ran_and_no_stop_entry() {
+    let Some(url) = redis_url("serve_counts_the_tasks_it_ran") else {
+        return;
+    };
+    watchdog("a worker's count", LIMIT, || {
+        let mut w = Workers::start(&url, "attack3-count", 1);
+        assert_eq!(w.pool.apply(task!(square), 3).unwrap(), 9);
+        assert_eq!(w.pool.apply(task!(square), 4).unwrap(), 16);
+        // An id of no task, as a finished task's second run finds.
+        let pending = format!("multiproc:{{pool:{}}}:pending", w.pool.name());
+        let _: u64 = redis::cmd("LPUSH")
+            .arg(&pending)
+            .arg("0123456789abcdef0123456789abcdef")
+            .query(&mut common::redis::raw(&url))
+            .unwrap();
+        assert_eq!(w.pool.apply(task!(square), 5).unwrap(), 25);
+        w.pool.stop_workers().unwrap();
+        let c = &mut w.children[0];
+        assert!(wait_until(Duration::from_secs(30), || c
+            .try_wait()
+            .unwrap()
+            .is_some()));
+        let code = c.wait().unwrap().code();
+        assert_eq!(code, Some(103), "serve's count, plus 100");
     });
 }

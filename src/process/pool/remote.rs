@@ -1430,8 +1430,7 @@ impl<'t> Serving<'_, 't> {
             if let Some(id) = id {
                 match String::from_utf8(id) {
                     Ok(id) => {
-                        self.handle(&id)?;
-                        served += 1;
+                        served += u64::from(self.handle(&id)?);
                     }
                     Err(e) => {
                         // No task has such an id: dropped.
@@ -1451,8 +1450,10 @@ impl<'t> Serving<'_, 't> {
         }
     }
 
-    /// Runs the task `id`, which this worker holds, and records how it went.
-    fn handle(&mut self, id: &str) -> Result<()> {
+    /// Runs the task `id`, which this worker holds, and records how it
+    /// went; whether there was such a task to run (a stop's wake-up, or a
+    /// task already finished, is none).
+    fn handle(&mut self, id: &str) -> Result<bool> {
         self.last_beat = Instant::now();
         let record: Option<Vec<u8>> = self.store.run(true, |c| {
             TAKE.key(self.keys.tasks())
@@ -1470,7 +1471,7 @@ impl<'t> Serving<'_, 't> {
             self.store.run(true, |c| {
                 redis::cmd("LREM").arg(&held).arg(1).arg(id).query::<()>(c)
             })?;
-            return Ok(());
+            return Ok(false);
         };
         let ran = match postcard::from_bytes::<Record>(&record) {
             Err(e) => Ran::Message(message(
@@ -1507,7 +1508,7 @@ impl<'t> Serving<'_, 't> {
                 finish(&DIED, code.to_string().as_bytes())?
             }
         };
-        Ok(())
+        Ok(true)
     }
 
     /// The served task that `record` asks for; why not, if none.
