@@ -192,3 +192,111 @@ fn serve_counts_the_tasks_it_ran_and_no_stop_entry() {
         assert_eq!(code, Some(103), "serve's count, plus 100");
     });
 }
+
+/// A TCP proxy to the Redis server at `url` that, once armed, drops the
+/// next reply the server sends on any connection (closing that
+/// connection instead of passing it on): a reply lost after the server
+/// did the work.
+struct ReplyDropper {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReplyDropper {
+    fn start(url: &str) -> ReplyDropper {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let target = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let arm = armed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Both);
+                    let _ = c_in.shutdown(Shutdown::Both);
+                });
+                let arm = arm.clone();
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = s_in.read(&mut buf) {
+                        if arm.swap(false, Ordering::SeqCst) || c_out.write_all(&buf[..n]).is_err()
+                        {
+                            break;
+                        }
+                    }
+                    let _ = s_in.shutdown(Shutdown::Both);
+                    let _ = c_out.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        ReplyDropper { port, armed }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// An acknowledgement that the server did, whose reply was lost: `ack`
+/// must not answer that the item was taken back by the reaper (it was
+/// finished, and will never come again); it says so, or that it cannot
+/// know.
+#[test]
+fn an_ack_whose_reply_is_lost_is_not_reported_as_reaped() {
+    let Some(url) = redis_url("an_ack_whose_reply_is_lost") else {
+        return;
+    };
+    watchdog("a lost ack reply", LIMIT, || {
+        let proxy = ReplyDropper::start(&url);
+        let m = Manager::connect_redis(&proxy.url()).unwrap();
+        let name = unique("attack3-lost-ack");
+        // A heartbeat that beats no more during the test.
+        let q = m
+            .queue_named::<i64>(&name)
+            .unwrap()
+            .with_heartbeat(Duration::from_secs(600))
+            .unwrap();
+        q.put_many(&[1, 2]).unwrap();
+        // The acknowledgement's script is loaded with the first.
+        let (one, d) = q.get(Some(Duration::ZERO)).unwrap();
+        assert_eq!(one, 1);
+        assert!(d.ack().unwrap());
+        let (two, d) = q.get(Some(Duration::ZERO)).unwrap();
+        assert_eq!(two, 2);
+        proxy.arm();
+        let acked = d.ack();
+        // It was done: nothing is left unfinished or waiting.
+        q.join(Some(Duration::ZERO)).unwrap();
+        assert_eq!(q.qsize().unwrap(), 0);
+        assert!(q.reap().unwrap() == 0);
+        assert!(
+            matches!(acked, Ok(true) | Err(multiproc::Error::Ambiguous(_))),
+            "an ack the server did answered {acked:?}"
+        );
+        drop(q);
+        m.remove_named(&name).unwrap();
+    });
+}

@@ -599,13 +599,16 @@ impl Delivery {
     /// again; it stays unfinished until that delivery is acknowledged.
     ///
     /// # Errors
-    /// As a call on Redis ([`Error::ManagerGone`] if unreachable).
+    /// As a call on Redis ([`Error::ManagerGone`] if unreachable): a
+    /// failure after sending is [`Error::Ambiguous`] (it may have been
+    /// acknowledged; run again, it would find the item gone and answer
+    /// `false` as if the reaper had taken it).
     pub fn ack(self) -> Result<bool> {
         let (processing, envelope) = (&self.consumer.processing, &self.envelope);
         let (unfinished, joined) = (&self.inner.unfinished, &self.inner.joined);
         self.inner
             .store
-            .run(true, |c| {
+            .run(false, |c| {
                 ACK.key(processing)
                     .key(unfinished)
                     .key(joined)
