@@ -300,3 +300,43 @@ fn an_ack_whose_reply_is_lost_is_not_reported_as_reaped() {
         m.remove_named(&name).unwrap();
     });
 }
+
+/// Removing a pool deletes its own keys only: another pool whose name
+/// begins with this one's and holds `}:result:` (any name is allowed)
+/// keeps its waiting tasks.
+#[test]
+fn removing_a_pool_leaves_a_pool_of_a_longer_name_alone() {
+    let Some(url) = redis_url("removing_a_pool_leaves") else {
+        return;
+    };
+    watchdog("two pools of close names", LIMIT, || {
+        let short = unique("attack3-remove");
+        let long = format!("{short}}}:result:x");
+        let a = RemotePool::connect_named(&url, &short).unwrap();
+        let b = RemotePool::connect_named(&url, &long).unwrap();
+        // Tasks of `b` wait (no worker serves it).
+        let waiting = b.apply_async(task!(square), 3);
+        let mut c = common::redis::raw(&url);
+        let pending = format!("multiproc:{{pool:{long}}}:pending");
+        let len = |c: &mut redis::Connection| -> u64 {
+            redis::cmd("LLEN").arg(&pending).query(c).unwrap()
+        };
+        assert_eq!(len(&mut c), 1);
+        a.remove().unwrap();
+        assert_eq!(
+            len(&mut c),
+            1,
+            "removing {short:?} deleted {long:?}'s tasks"
+        );
+        assert!(matches!(
+            waiting.get_timeout(Duration::ZERO),
+            Err(multiproc::Error::Timeout)
+        ));
+        b.remove().unwrap();
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("multiproc:{{pool:{short}*"))
+            .query(&mut c)
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    });
+}

@@ -813,8 +813,14 @@ impl RemotePool {
                 .arg(&self.keys.prefix)
                 .invoke::<u64>(c)
         })?;
-        // Results that nobody read: found by their names.
-        let pattern = format!("{}result:*", glob_escape(&self.keys.prefix));
+        // Results that nobody read: found by their names, a task id (32
+        // hex digits) after the prefix, and nothing more (a `*` would
+        // match the keys of a pool named `<this name>}:result:…`).
+        let pattern = format!(
+            "{}result:{}",
+            glob_escape(&self.keys.prefix),
+            "[0-9a-f]".repeat(32)
+        );
         let mut cursor = 0u64;
         loop {
             let (next, found): (u64, Vec<String>) = self.store.run(true, |c| {
