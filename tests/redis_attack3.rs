@@ -34,6 +34,28 @@ fn nap(ms: u64) -> u64 {
     ms
 }
 
+/// A result that refuses to be encoded.
+#[derive(Debug)]
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| Unencodable)
+    }
+}
+
+fn unencodable(_: u64) -> Unencodable {
+    Unencodable
+}
+
 /// A pool worker's life, when this binary is run as one; nothing otherwise.
 #[test]
 #[ignore = "a pool worker's entry: the pool tests run this binary again as one"]
@@ -42,7 +64,7 @@ fn pool_worker() {
         return;
     };
     let (url, pool) = spec.split_once('|').expect("url|pool");
-    let served = Worker::new(url, &[&task!(square), &task!(nap)])
+    let served = Worker::new(url, &[&task!(square), &task!(nap), &task!(unencodable)])
         .pool(pool)
         .heartbeat(Duration::from_millis(600))
         .serve();
@@ -298,6 +320,42 @@ fn an_ack_whose_reply_is_lost_is_not_reported_as_reaped() {
         );
         drop(q);
         m.remove_named(&name).unwrap();
+    });
+}
+
+/// More workers than CPUs, a task whose result cannot be encoded among
+/// quick ones: that task fails alone (`TaskFailed`), every
+/// other item comes back once and right, and the workers serve on.
+#[test]
+fn more_workers_than_cpus_and_an_unencodable_result() {
+    let Some(url) = redis_url("more_workers_than_cpus") else {
+        return;
+    };
+    watchdog("many workers", LIMIT, || {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let w = Workers::start(&url, "attack3-many", cpus * 3);
+        let bad = w.pool.apply_async(task!(unencodable), 1);
+        let squares = w
+            .pool
+            .map_async(task!(square), 0..600u64, Some(1))
+            .get()
+            .unwrap();
+        assert_eq!(squares, (0..600u64).map(|x| x * x).collect::<Vec<_>>());
+        match bad.get() {
+            Err(multiproc::Error::TaskFailed(m)) => {
+                // (postcard keeps no custom message: not the value's own words)
+                assert!(m.contains("cannot encode the result"), "{m}")
+            }
+            other => panic!("expected TaskFailed, got {other:?}"),
+        }
+        let mut unordered: Vec<u64> = w
+            .pool
+            .imap_unordered(task!(square), 0..200u64)
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, (0..200u64).map(|x| x * x).collect::<Vec<_>>());
+        assert_eq!(w.pool.workers().unwrap(), cpus * 3);
     });
 }
 
