@@ -398,3 +398,43 @@ fn removing_a_pool_leaves_a_pool_of_a_longer_name_alone() {
         assert!(left.is_empty(), "{left:?}");
     });
 }
+
+/// A server that closes idle connections (its `timeout`, as hosted Redis
+/// services do) closes the connection a queue `get` waited on before: the
+/// next wait is made on a new one, an empty queue is `Empty` (never
+/// `Ambiguous`: nothing was taken), and an item put then is delivered.
+#[test]
+fn a_wait_after_the_server_closed_an_idle_waiting_connection_is_not_ambiguous() {
+    let Some(server) = common::redis::OwnServer::start("a_wait_after_the_server_closed") else {
+        return;
+    };
+    watchdog("a wait on a closed connection", LIMIT, || {
+        let url = server.url();
+        let m = Manager::connect_redis(&url).unwrap();
+        let q = m.queue_named::<i64>(&unique("attack3-idle")).unwrap();
+        assert!(matches!(
+            q.get(Some(Duration::from_millis(50))),
+            Err(multiproc::Error::Empty)
+        ));
+        let mut admin = common::redis::raw(&url);
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "timeout", "1"])
+            .query(&mut admin)
+            .unwrap();
+        // The server closes the idle connections: the waiting one, the
+        // manager's (the heartbeat's beats keep its own alive).
+        let list = |admin: &mut redis::Connection| -> String {
+            redis::cmd("CLIENT").arg("LIST").query(admin).unwrap()
+        };
+        let closed = wait_until(Duration::from_secs(20), || {
+            !list(&mut admin).contains("cmd=blmove")
+        });
+        assert!(closed, "the server did not close the idle connection");
+        let r = q.get(Some(Duration::from_millis(50)));
+        assert!(matches!(r, Err(multiproc::Error::Empty)), "{r:?}");
+        q.put(&5).unwrap();
+        let (item, d) = q.get(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(item, 5);
+        assert!(d.ack().unwrap());
+    });
+}

@@ -37,7 +37,7 @@ use serde::Serialize;
 use super::super::client::{decode, encode};
 use super::super::protocol::Kind;
 use super::wire::Wire;
-use super::{check_name, codec, key, python_error, Store, PYERR, REDIS_TOKEN};
+use super::{check_name, codec, key, python_error, Store, IDLE_CHECK, PYERR, REDIS_TOKEN};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
@@ -64,7 +64,8 @@ const TOKEN_MS: &str = "2000";
 /// waiting thread at most, kept for the next wait (the queue's, the
 /// lock's, and the pool's waits for results).
 pub(crate) struct Waiting {
-    idle: PerProcess<Vec<Wire>>,
+    /// Each with when it was last used.
+    idle: PerProcess<Vec<(Wire, Instant)>>,
 }
 
 impl Waiting {
@@ -78,9 +79,11 @@ impl Waiting {
     /// a connection of its own. A connection that fails is dropped. A
     /// failure after the command may have been sent is
     /// [`Error::ManagerGone`] if it may run twice (`again`), else
-    /// [`Error::Ambiguous`]; one that may run twice and broke a kept
-    /// connection (closed by the server while idle) runs once more on a
-    /// new one.
+    /// [`Error::Ambiguous`]. A kept connection the server may have closed
+    /// while it was idle (a restart, an idle `timeout`) is not taken for
+    /// a failure of the call: a call that may run twice runs once more on
+    /// a new one, and one that may not is sent only after a `PING` on a
+    /// connection idle for a second or more (as [`Store::run`] does).
     ///
     /// # Errors
     /// As above; [`Error::Remote`] for the server's errors.
@@ -94,7 +97,14 @@ impl Waiting {
         let taken = poison::locked(self.idle.get()).as_mut().and_then(Vec::pop);
         let mut retry = again && taken.is_some();
         let mut conn = match taken {
-            Some(conn) => conn,
+            Some((mut conn, used)) if !again && used.elapsed() >= IDLE_CHECK => {
+                match conn.call(store.timeout, |c| redis::cmd("PING").query::<()>(c)) {
+                    Ok(()) => conn,
+                    Err(e) if e.is_timeout() => return Err(store.unreachable(&e)),
+                    Err(_) => store.connect()?,
+                }
+            }
+            Some((conn, _)) => conn,
             None => store.connect()?,
         };
         loop {
@@ -102,7 +112,7 @@ impl Waiting {
                 Ok(r) => {
                     poison::locked(self.idle.get())
                         .get_or_insert_with(Vec::new)
-                        .push(conn);
+                        .push((conn, Instant::now()));
                     return Ok(r);
                 }
                 Err(e)
