@@ -438,3 +438,52 @@ fn a_wait_after_the_server_closed_an_idle_waiting_connection_is_not_ambiguous() 
         assert!(d.ack().unwrap());
     });
 }
+
+/// Another program writes a hash where a running task's result goes: the
+/// submitter gets a clear error, and the worker serves on (one foreign
+/// key must not end a worker, nor every worker in turn).
+#[test]
+fn a_foreign_result_key_fails_that_task_not_the_worker() {
+    let Some(url) = redis_url("a_foreign_result_key") else {
+        return;
+    };
+    watchdog("a foreign result key", LIMIT, || {
+        let mut w = Workers::start(&url, "attack3-foreign-result", 1);
+        let prefix = format!("multiproc:{{pool:{}}}:", w.pool.name());
+        let slow = w.pool.apply_async(task!(nap), 1500);
+        let mut c = common::redis::raw(&url);
+        let mut ids: Vec<String> = Vec::new();
+        assert!(wait_until(Duration::from_secs(10), || {
+            ids = redis::cmd("HKEYS")
+                .arg(format!("{prefix}tasks"))
+                .query(&mut c)
+                .unwrap();
+            !ids.is_empty()
+        }));
+        let _: u64 = redis::cmd("HSET")
+            .arg(format!("{prefix}result:{}", ids[0]))
+            .arg("x")
+            .arg("y")
+            .query(&mut c)
+            .unwrap();
+        let r = slow.get_timeout(Duration::from_secs(20));
+        assert!(
+            matches!(&r, Err(multiproc::Error::Remote { message, .. }) if message.contains("WRONGTYPE")),
+            "{r:?}"
+        );
+        // The task ran to its end: its worker has recorded what it could.
+        let tasks = format!("{prefix}tasks");
+        assert!(wait_until(Duration::from_secs(20), || {
+            redis::cmd("HLEN").arg(&tasks).query::<u64>(&mut c).unwrap() == 0
+        }));
+        // The worker is still there, and serves.
+        let r = w.pool.apply_async(task!(square), 6);
+        let r = r.get_timeout(Duration::from_secs(20));
+        assert!(
+            w.children[0].try_wait().unwrap().is_none(),
+            "the worker ended: {:?}",
+            w.children[0].try_wait()
+        );
+        assert_eq!(r.unwrap(), 36);
+    });
+}

@@ -371,12 +371,26 @@ return redis.call('HGET', KEYS[1], ARGV[1])",
     )
 });
 
+/// What the scripts that write a result share: whether another program's
+/// value (not a list) is in the result key `k`. It is left alone, and the
+/// script's other writes are done (a script that failed half way would
+/// leave the task in no list, and end the worker that ran it, and each
+/// worker that runs the reaper after it).
+const FOREIGN: &str = r"
+local function foreign(k)
+  local t = redis.call('TYPE', k).ok
+  return t ~= 'list' and t ~= 'none'
+end
+";
+
 /// Records a task's result, unless it already has one (or is gone): `KEYS`
 /// processing, tasks, deaths, pending, result; `ARGV` id, message, result
-/// ttl (ms). Whether the result was recorded.
+/// ttl (ms). Whether the result was recorded (not if another program's
+/// value is in its key: the task is done, and the submitter's read of
+/// that key fails).
 static FINISH: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{FOREIGN}
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then
   return 0
@@ -386,18 +400,21 @@ if held == 0 then
   redis.call('LREM', KEYS[4], 0, ARGV[1])
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
+if foreign(KEYS[5]) then
+  return 0
+end
 redis.call('RPUSH', KEYS[5], ARGV[2])
 redis.call('PEXPIRE', KEYS[5], ARGV[3])
-return 1",
-    )
+return 1"
+    ))
 });
 
 /// A run of a task died: it waits again (first death) or fails: `KEYS`
 /// processing, tasks, deaths, pending, result; `ARGV` id, exit code,
 /// result ttl (ms). `retry`, `failed` or `gone`.
 static DIED: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{FOREIGN}
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 or held == 0 then
   return 'gone'
@@ -405,26 +422,28 @@ end
 if redis.call('HINCRBY', KEYS[3], ARGV[1], 1) >= 2 then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('RPUSH', KEYS[5], 'W' .. ARGV[2])
-  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+  if not foreign(KEYS[5]) then
+    redis.call('RPUSH', KEYS[5], 'W' .. ARGV[2])
+    redis.call('PEXPIRE', KEYS[5], ARGV[3])
+  end
   return 'failed'
 end
 redis.call('RPUSH', KEYS[4], ARGV[1])
-return 'retry'",
-    )
+return 'retry'"
+    ))
 });
 
 /// Returns the tasks of workers whose heartbeat lapsed (or fails those that
 /// lapsed before): `KEYS` workers, tasks, deaths, pending; `ARGV` key
 /// prefix, result ttl (ms), exit code. How many workers it found dead.
 static REAP: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{FOREIGN}
 local dead = 0
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. 'alive:' .. w) == 0 then
     local held = ARGV[1] .. 'processing:' .. w
-    local ids = {}
+    local ids = {{}}
     -- another program's key of that name is no task list: not read
     if redis.call('TYPE', held).ok == 'list' then
       ids = redis.call('LRANGE', held, 0, -1)
@@ -435,8 +454,10 @@ for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
           local result = ARGV[1] .. 'result:' .. id
           redis.call('HDEL', KEYS[2], id)
           redis.call('HDEL', KEYS[3], id)
-          redis.call('RPUSH', result, 'W' .. ARGV[3])
-          redis.call('PEXPIRE', result, ARGV[2])
+          if not foreign(result) then
+            redis.call('RPUSH', result, 'W' .. ARGV[3])
+            redis.call('PEXPIRE', result, ARGV[2])
+          end
         else
           redis.call('RPUSH', KEYS[4], id)
         end
@@ -447,8 +468,8 @@ for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     dead = dead + 1
   end
 end
-return dead",
-    )
+return dead"
+    ))
 });
 
 /// A worker leaves: what it holds waits again. `KEYS` workers, alive,
