@@ -487,3 +487,50 @@ fn a_foreign_result_key_fails_that_task_not_the_worker() {
         assert_eq!(r.unwrap(), 36);
     });
 }
+
+/// Another program overwrote a dead consumer's list of items in progress
+/// with a string: the reaper leaves that key alone (and `remove_named`
+/// deletes it), and every other consumer's `get` goes on working (it runs
+/// the reaper first: a reaper that failed on that key failed every `get`
+/// of the queue for ever).
+#[test]
+fn a_foreign_key_of_one_dead_consumer_does_not_stop_the_queue() {
+    let Some(url) = redis_url("a_foreign_key_of_one_dead_consumer") else {
+        return;
+    };
+    watchdog("a dead consumer's foreign key", LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("attack3-foreign-p");
+        let key = |part: &str| format!("multiproc:{{queue:{name}}}:{part}");
+        let mut c = common::redis::raw(&url);
+        let a = m
+            .queue_named::<i64>(&name)
+            .unwrap()
+            .with_heartbeat(Duration::from_secs(60))
+            .unwrap();
+        a.put(&1).unwrap();
+        let (one, held) = a.get(Some(Duration::ZERO)).unwrap();
+        assert_eq!(one, 1);
+        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(key("c")).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key(&format!("p:{}", ids[0])))
+            .arg("not a list")
+            .query(&mut c)
+            .unwrap();
+        let _: u64 = redis::cmd("DEL")
+            .arg(key(&format!("hb:{}", ids[0])))
+            .query(&mut c)
+            .unwrap();
+        let b = m.queue_named::<i64>(&name).unwrap();
+        b.put(&2).unwrap();
+        let got = b.get(Some(Duration::ZERO));
+        assert!(matches!(got, Ok((2, _))), "{got:?}");
+        let (_, d) = got.unwrap();
+        assert!(d.ack().unwrap());
+        assert_eq!(b.reap().unwrap(), 0);
+        // The acknowledgement of what the other program overwrote is refused.
+        assert!(held.ack().is_err());
+        drop((a, b));
+        common::redis::remove_all(&m, &url, &name);
+    });
+}

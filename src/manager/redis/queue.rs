@@ -236,7 +236,10 @@ pub(super) fn token() -> Result<String> {
 
 /// Returns the items of consumers whose heartbeat expired to the head of
 /// the queue (the next taken), oldest first, with their delivery count one
-/// more; what is not an envelope goes to the dead letters. The keys of
+/// more; what is not an envelope goes to the dead letters. A consumer
+/// whose list of items is not a list (another program wrote it) is left
+/// alone, registered (so that deleting the queue deletes that key): one
+/// such key must not fail every reaper, and so every `get`. The keys of
 /// the consumers are derived from `ARGV[1]`, the object's key prefix,
 /// within its hash tag.
 static REAP: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
@@ -250,8 +253,9 @@ for _, k in ipairs({KEYS[1], KEYS[3]}) do
 end
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. id) == 0 then
-    local p = ARGV[1] .. 'p:' .. id
+  local p = ARGV[1] .. 'p:' .. id
+  local t = redis.call('TYPE', p).ok
+  if (t == 'list' or t == 'none') and redis.call('EXISTS', ARGV[1] .. 'hb:' .. id) == 0 then
     while true do
       local e = redis.call('LPOP', p)
       if not e then break end
