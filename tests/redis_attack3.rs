@@ -534,3 +534,54 @@ fn a_foreign_key_of_one_dead_consumer_does_not_stop_the_queue() {
         common::redis::remove_all(&m, &url, &name);
     });
 }
+
+/// Every timed call of the queue, lock and event at 0, 1 ns and
+/// `Duration::MAX` when what it waits for is there: each succeeds at
+/// once (no overflow, no "timed out" for a free lock or a set event).
+#[test]
+fn timed_calls_at_zero_one_nanosecond_and_max_succeed_when_free() {
+    let Some(url) = redis_url("timed_calls_at_zero_one_nanosecond_and_max") else {
+        return;
+    };
+    watchdog("timed calls at their limits", LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("attack3-limits");
+        let q = m
+            .queue_named::<u32>(&name)
+            .unwrap()
+            .with_heartbeat(Duration::MAX)
+            .unwrap();
+        let lock = m
+            .lock_named(&name)
+            .unwrap()
+            .with_lease(Duration::MAX)
+            .unwrap();
+        let event = m.event_named(&name).unwrap();
+        event.set().unwrap();
+        let pool = RemotePool::connect_named(&url, &name).unwrap();
+        for t in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
+            q.put(&7).unwrap();
+            let (item, d) = q.get(Some(t)).unwrap_or_else(|e| panic!("get({t:?}): {e}"));
+            assert_eq!(item, 7);
+            assert!(d.ack().unwrap());
+            q.join(Some(t))
+                .unwrap_or_else(|e| panic!("join({t:?}): {e}"));
+            let g = lock
+                .acquire(Some(t))
+                .unwrap_or_else(|e| panic!("acquire({t:?}): {e}"));
+            g.extend(Duration::MAX).unwrap();
+            assert!(g.extend(Duration::from_nanos(1)).is_err());
+            g.release().unwrap();
+            assert!(event.wait(Some(t)).unwrap(), "wait({t:?})");
+            // An empty map is done at once, whatever the timeout.
+            let none: Vec<u64> = pool
+                .map_async(task!(square), Vec::<u64>::new(), None)
+                .get_timeout(t)
+                .unwrap();
+            assert!(none.is_empty());
+        }
+        drop(q);
+        common::redis::remove_all(&m, &url, &name);
+        pool.remove().unwrap();
+    });
+}
