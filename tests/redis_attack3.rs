@@ -87,7 +87,11 @@ struct Workers {
 
 impl Workers {
     fn start(url: &str, test: &str, n: usize) -> Workers {
-        let pool = RemotePool::connect_named(url, &unique(test)).expect("connect");
+        Workers::start_named(url, &unique(test), n)
+    }
+
+    fn start_named(url: &str, name: &str, n: usize) -> Workers {
+        let pool = RemotePool::connect_named(url, name).expect("connect");
         let children = (0..n)
             .map(|_| {
                 Command::new(std::env::current_exe().unwrap())
@@ -583,5 +587,49 @@ fn timed_calls_at_zero_one_nanosecond_and_max_succeed_when_free() {
         drop(q);
         common::redis::remove_all(&m, &url, &name);
         pool.remove().unwrap();
+    });
+}
+
+/// Pools whose names hold a space, braces, glob characters, a colon, or
+/// are as long as allowed: each serves its tasks, and `remove` leaves none
+/// of its keys (and none of another's).
+#[test]
+fn pools_of_odd_names_serve_and_are_removed_whole() {
+    let Some(url) = redis_url("pools_of_odd_names") else {
+        return;
+    };
+    watchdog("pools of odd names", LIMIT, || {
+        let base = unique("attack3-odd");
+        let long = format!("{base}{}", "x".repeat(512 - base.len()));
+        let names = [
+            format!("{base} a b"),
+            format!("{{{base}}}"),
+            format!("{base}}}"),
+            format!("{base}*?[a]\\:result:"),
+            long,
+        ];
+        let mut c = common::redis::raw(&url);
+        let keys = |c: &mut redis::Connection| -> Vec<String> {
+            let all: Vec<String> = redis::cmd("KEYS")
+                .arg("multiproc:{pool:*")
+                .query(c)
+                .unwrap();
+            all.into_iter()
+                .filter(|k| k.contains(base.as_str()))
+                .collect()
+        };
+        for name in &names {
+            let w = Workers::start_named(&url, name, 1);
+            assert_eq!(w.pool.apply(task!(square), 9).unwrap(), 81, "{name:?}");
+            // A result nobody reads.
+            let _unread = w.pool.apply_async(task!(square), 2);
+            assert!(wait_until(Duration::from_secs(30), || keys(&mut c)
+                .iter()
+                .any(|k| k.contains(":result:") && !k.ends_with(":result:"))));
+            w.pool.stop_workers().unwrap();
+            // Dropped: its worker killed, the pool removed.
+            drop(w);
+            assert!(keys(&mut c).is_empty(), "{name:?} left: {:?}", keys(&mut c));
+        }
     });
 }
