@@ -633,3 +633,56 @@ fn pools_of_odd_names_serve_and_are_removed_whole() {
         }
     });
 }
+
+/// Workers killed (SIGKILL) at random moments of claiming, running and
+/// finishing tasks, and replaced: every task of a map comes back, right,
+/// or as `WorkerDied` (two of its runs died), and none is lost or hangs.
+#[test]
+fn workers_killed_at_random_lose_no_task() {
+    let Some(url) = redis_url("workers_killed_at_random") else {
+        return;
+    };
+    watchdog("workers killed at random", LIMIT, || {
+        let mut w = Workers::start(&url, "attack3-kill", 3);
+        let handles: Vec<_> = (0..300u64)
+            .map(|i| (i, w.pool.apply_async(task!(nap), i % 7 * 15)))
+            .collect();
+        let mut seed = std::process::id() as u64 | 1;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let start = Instant::now();
+        let mut kills = 0;
+        while start.elapsed() < Duration::from_secs(6) {
+            std::thread::sleep(Duration::from_millis(40 + rand() % 120));
+            let k = (rand() % w.children.len() as u64) as usize;
+            let _ = w.children[k].kill();
+            let _ = w.children[k].wait();
+            kills += 1;
+            let spare = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "pool_worker", "--ignored", "--test-threads=1"])
+                .env(WORKER_ENV, format!("{url}|{}", w.pool.name()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            w.children[k] = spare;
+        }
+        let (mut ok, mut died) = (0, 0);
+        for (i, h) in &handles {
+            match h.get_timeout(Duration::from_secs(60)) {
+                Ok(v) => {
+                    assert_eq!(v, i % 7 * 15);
+                    ok += 1;
+                }
+                Err(multiproc::Error::WorkerDied { .. }) => died += 1,
+                Err(e) => panic!("task {i}: {e}"),
+            }
+        }
+        eprintln!("{kills} kills: {ok} done, {died} died twice");
+        assert_eq!(ok + died, handles.len());
+    });
+}
