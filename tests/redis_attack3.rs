@@ -686,3 +686,34 @@ fn workers_killed_at_random_lose_no_task() {
         assert_eq!(ok + died, handles.len());
     });
 }
+
+/// A child forked while another thread of its parent waits for a pool
+/// result (its blocking read in flight) uses the same pool handle: it
+/// gets its own results on its own connections, and the parent's waiter
+/// still gets its result (neither reads the other's reply).
+#[test]
+fn a_child_forked_mid_wait_uses_the_pool_on_its_own_connection() {
+    let Some(url) = redis_url("a_child_forked_mid_wait") else {
+        return;
+    };
+    watchdog("a fork mid-wait", LIMIT, || {
+        let w = Workers::start(&url, "attack3-fork", 2);
+        let slow = w.pool.apply_async(task!(nap), 1500);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| slow.get().unwrap());
+            // Forked while the waiter is (most likely) blocked in Redis.
+            let pool = w.pool.clone();
+            let child = common::static_child(move || {
+                for i in 0..5u64 {
+                    assert_eq!(pool.apply(task!(square), i).unwrap(), i * i);
+                }
+                let r = pool.apply_async(task!(nap), 10);
+                assert!(r.wait_timeout(Duration::from_secs(30)));
+                assert_eq!(r.get().unwrap(), 10);
+            });
+            assert_eq!(common::join(&child, Duration::from_secs(60)), 0);
+            assert_eq!(waiter.join().unwrap(), 1500);
+        });
+        assert_eq!(w.pool.apply(task!(square), 12).unwrap(), 144);
+    });
+}
