@@ -48,7 +48,7 @@ const MAX_STORES: usize = 64;
 
 /// How long a connection may stay unused before a call that must not
 /// run twice checks it with a PING first.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+pub(super) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// This process's connection, and when it was last used.
 struct Link {

@@ -37,7 +37,7 @@ use serde::Serialize;
 use super::super::client::{decode, encode};
 use super::super::protocol::Kind;
 use super::wire::Wire;
-use super::{check_name, codec, key, python_error, Store, PYERR, REDIS_TOKEN};
+use super::{check_name, codec, key, python_error, Store, IDLE_CHECK, PYERR, REDIS_TOKEN};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
@@ -61,13 +61,15 @@ const TAG: &[u8] = b"mpq1:";
 const TOKEN_MS: &str = "2000";
 
 /// The connections a process keeps for blocking commands, one per
-/// waiting thread at most, kept for the next wait.
-pub(super) struct Waiting {
-    idle: PerProcess<Vec<Wire>>,
+/// waiting thread at most, kept for the next wait (the queue's, the
+/// lock's, and the pool's waits for results).
+pub(crate) struct Waiting {
+    /// Each with when it was last used.
+    idle: PerProcess<Vec<(Wire, Instant)>>,
 }
 
 impl Waiting {
-    pub(super) fn new() -> Waiting {
+    pub(crate) fn new() -> Waiting {
         Waiting {
             idle: PerProcess::new(),
         }
@@ -77,30 +79,52 @@ impl Waiting {
     /// a connection of its own. A connection that fails is dropped. A
     /// failure after the command may have been sent is
     /// [`Error::ManagerGone`] if it may run twice (`again`), else
-    /// [`Error::Ambiguous`].
+    /// [`Error::Ambiguous`]. A kept connection the server may have closed
+    /// while it was idle (a restart, an idle `timeout`) is not taken for
+    /// a failure of the call: a call that may run twice runs once more on
+    /// a new one, and one that may not is sent only after a `PING` on a
+    /// connection idle for a second or more (as [`Store::run`] does).
     ///
     /// # Errors
     /// As above; [`Error::Remote`] for the server's errors.
-    pub(super) fn run<R>(
+    pub(crate) fn run<R>(
         &self,
         store: &Store,
         wait: Duration,
         again: bool,
-        f: impl FnOnce(&mut Wire) -> RedisResult<R>,
+        mut f: impl FnMut(&mut Wire) -> RedisResult<R>,
     ) -> Result<R> {
         let taken = poison::locked(self.idle.get()).as_mut().and_then(Vec::pop);
+        let mut retry = again && taken.is_some();
         let mut conn = match taken {
-            Some(conn) => conn,
+            Some((mut conn, used)) if !again && used.elapsed() >= IDLE_CHECK => {
+                match conn.call(store.timeout, |c| redis::cmd("PING").query::<()>(c)) {
+                    Ok(()) => conn,
+                    Err(e) if e.is_timeout() => return Err(store.unreachable(&e)),
+                    Err(_) => store.connect()?,
+                }
+            }
+            Some((conn, _)) => conn,
             None => store.connect()?,
         };
-        match conn.call(store.timeout.saturating_add(wait), f) {
-            Ok(r) => {
-                poison::locked(self.idle.get())
-                    .get_or_insert_with(Vec::new)
-                    .push(conn);
-                Ok(r)
+        loop {
+            match conn.call(store.timeout.saturating_add(wait), &mut f) {
+                Ok(r) => {
+                    poison::locked(self.idle.get())
+                        .get_or_insert_with(Vec::new)
+                        .push((conn, Instant::now()));
+                    return Ok(r);
+                }
+                Err(e)
+                    if retry
+                        && !e.is_timeout()
+                        && (e.is_io_error() || e.is_connection_dropped()) =>
+                {
+                    retry = false;
+                    conn = store.connect()?;
+                }
+                Err(e) => return Err(classify(store, &e, again)),
             }
-            Err(e) => Err(classify(store, &e, again)),
         }
     }
 }
@@ -212,7 +236,10 @@ pub(super) fn token() -> Result<String> {
 
 /// Returns the items of consumers whose heartbeat expired to the head of
 /// the queue (the next taken), oldest first, with their delivery count one
-/// more; what is not an envelope goes to the dead letters. The keys of
+/// more; what is not an envelope goes to the dead letters. A consumer
+/// whose list of items is not a list (another program wrote it) is left
+/// alone, registered (so that deleting the queue deletes that key): one
+/// such key must not fail every reaper, and so every `get`. The keys of
 /// the consumers are derived from `ARGV[1]`, the object's key prefix,
 /// within its hash tag.
 static REAP: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
@@ -226,8 +253,9 @@ for _, k in ipairs({KEYS[1], KEYS[3]}) do
 end
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. id) == 0 then
-    local p = ARGV[1] .. 'p:' .. id
+  local p = ARGV[1] .. 'p:' .. id
+  local t = redis.call('TYPE', p).ok
+  if (t == 'list' or t == 'none') and redis.call('EXISTS', ARGV[1] .. 'hb:' .. id) == 0 then
     while true do
       local e = redis.call('LPOP', p)
       if not e then break end
@@ -585,13 +613,16 @@ impl Delivery {
     /// again; it stays unfinished until that delivery is acknowledged.
     ///
     /// # Errors
-    /// As a call on Redis ([`Error::ManagerGone`] if unreachable).
+    /// As a call on Redis ([`Error::ManagerGone`] if unreachable): a
+    /// failure after sending is [`Error::Ambiguous`] (it may have been
+    /// acknowledged; run again, it would find the item gone and answer
+    /// `false` as if the reaper had taken it).
     pub fn ack(self) -> Result<bool> {
         let (processing, envelope) = (&self.consumer.processing, &self.envelope);
         let (unfinished, joined) = (&self.inner.unfinished, &self.inner.joined);
         self.inner
             .store
-            .run(true, |c| {
+            .run(false, |c| {
                 ACK.key(processing)
                     .key(unfinished)
                     .key(joined)

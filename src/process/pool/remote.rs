@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lazy::Lazy;
+use crate::manager::redis::queue::Waiting;
 use crate::manager::redis::{fresh_name, Store, DEFAULT_TIMEOUT, MAX_NAME};
 use crate::poison::locked;
 use crate::process::Process;
@@ -370,12 +371,26 @@ return redis.call('HGET', KEYS[1], ARGV[1])",
     )
 });
 
+/// What the scripts that write a result share: whether another program's
+/// value (not a list) is in the result key `k`. It is left alone, and the
+/// script's other writes are done (a script that failed half way would
+/// leave the task in no list, and end the worker that ran it, and each
+/// worker that runs the reaper after it).
+const FOREIGN: &str = r"
+local function foreign(k)
+  local t = redis.call('TYPE', k).ok
+  return t ~= 'list' and t ~= 'none'
+end
+";
+
 /// Records a task's result, unless it already has one (or is gone): `KEYS`
 /// processing, tasks, deaths, pending, result; `ARGV` id, message, result
-/// ttl (ms). Whether the result was recorded.
+/// ttl (ms). Whether the result was recorded (not if another program's
+/// value is in its key: the task is done, and the submitter's read of
+/// that key fails).
 static FINISH: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{FOREIGN}
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then
   return 0
@@ -385,18 +400,21 @@ if held == 0 then
   redis.call('LREM', KEYS[4], 0, ARGV[1])
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
+if foreign(KEYS[5]) then
+  return 0
+end
 redis.call('RPUSH', KEYS[5], ARGV[2])
 redis.call('PEXPIRE', KEYS[5], ARGV[3])
-return 1",
-    )
+return 1"
+    ))
 });
 
 /// A run of a task died: it waits again (first death) or fails: `KEYS`
 /// processing, tasks, deaths, pending, result; `ARGV` id, exit code,
 /// result ttl (ms). `retry`, `failed` or `gone`.
 static DIED: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{FOREIGN}
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 or held == 0 then
   return 'gone'
@@ -404,26 +422,28 @@ end
 if redis.call('HINCRBY', KEYS[3], ARGV[1], 1) >= 2 then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('RPUSH', KEYS[5], 'W' .. ARGV[2])
-  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+  if not foreign(KEYS[5]) then
+    redis.call('RPUSH', KEYS[5], 'W' .. ARGV[2])
+    redis.call('PEXPIRE', KEYS[5], ARGV[3])
+  end
   return 'failed'
 end
 redis.call('RPUSH', KEYS[4], ARGV[1])
-return 'retry'",
-    )
+return 'retry'"
+    ))
 });
 
 /// Returns the tasks of workers whose heartbeat lapsed (or fails those that
 /// lapsed before): `KEYS` workers, tasks, deaths, pending; `ARGV` key
 /// prefix, result ttl (ms), exit code. How many workers it found dead.
 static REAP: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{FOREIGN}
 local dead = 0
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. 'alive:' .. w) == 0 then
     local held = ARGV[1] .. 'processing:' .. w
-    local ids = {}
+    local ids = {{}}
     -- another program's key of that name is no task list: not read
     if redis.call('TYPE', held).ok == 'list' then
       ids = redis.call('LRANGE', held, 0, -1)
@@ -434,8 +454,10 @@ for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
           local result = ARGV[1] .. 'result:' .. id
           redis.call('HDEL', KEYS[2], id)
           redis.call('HDEL', KEYS[3], id)
-          redis.call('RPUSH', result, 'W' .. ARGV[3])
-          redis.call('PEXPIRE', result, ARGV[2])
+          if not foreign(result) then
+            redis.call('RPUSH', result, 'W' .. ARGV[3])
+            redis.call('PEXPIRE', result, ARGV[2])
+          end
         else
           redis.call('RPUSH', KEYS[4], id)
         end
@@ -446,8 +468,8 @@ for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     dead = dead + 1
   end
 end
-return dead",
-    )
+return dead"
+    ))
 });
 
 /// A worker leaves: what it holds waits again. `KEYS` workers, alive,
@@ -568,6 +590,9 @@ fn reap(store: &Store, keys: &Keys) -> Result<u64> {
 #[derive(Clone)]
 pub struct RemotePool {
     store: Arc<Store>,
+    /// The connections of the threads that wait for results: one that
+    /// waits holds none that another thread's calls need.
+    waiting: Arc<Waiting>,
     keys: Keys,
     name: String,
 }
@@ -595,6 +620,7 @@ impl RemotePool {
         let keys = Keys::new(name)?;
         Ok(RemotePool {
             store: Store::open(url, DEFAULT_TIMEOUT)?,
+            waiting: Arc::new(Waiting::new()),
             keys,
             name: name.to_string(),
         })
@@ -808,8 +834,14 @@ impl RemotePool {
                 .arg(&self.keys.prefix)
                 .invoke::<u64>(c)
         })?;
-        // Results that nobody read: found by their names.
-        let pattern = format!("{}result:*", glob_escape(&self.keys.prefix));
+        // Results that nobody read: found by their names, a task id (32
+        // hex digits) after the prefix, and nothing more (a `*` would
+        // match the keys of a pool named `<this name>}:result:…`).
+        let pattern = format!(
+            "{}result:{}",
+            glob_escape(&self.keys.prefix),
+            "[0-9a-f]".repeat(32)
+        );
         let mut cursor = 0u64;
         loop {
             let (next, found): (u64, Vec<String>) = self.store.run(true, |c| {
@@ -879,6 +911,7 @@ enum Known {
 /// The handle on one submitted chunk.
 struct Pending {
     store: Arc<Store>,
+    waiting: Arc<Waiting>,
     keys: Keys,
     id: String,
     known: Mutex<Option<Known>>,
@@ -888,6 +921,7 @@ impl Pending {
     fn new(pool: &RemotePool, id: String) -> Pending {
         Pending {
             store: pool.store.clone(),
+            waiting: pool.waiting.clone(),
             keys: pool.keys.clone(),
             id,
             known: Mutex::new(None),
@@ -912,12 +946,14 @@ impl Pending {
 
     /// Waits for the result message until `deadline`: read without taking
     /// it (a rotation of the one-item list, which may be repeated after a
-    /// lost connection), then deleted. Between slices of the wait, the
-    /// reaper runs: a task whose worker died is put back even when no
-    /// other worker is alive to notice.
+    /// lost connection), on a connection of the pool's waiting threads,
+    /// then deleted. Between slices of the wait, the reaper runs: a task
+    /// whose worker died is put back even when no other worker is alive
+    /// to notice. The handle's lock is held to look and to record, never
+    /// while waiting: another thread's `ready` answers at once.
     fn wait(&self, deadline: Deadline) -> Result<()> {
-        let mut known = locked(&self.known);
-        if known.is_some() {
+        let settled = || locked(&self.known).is_some();
+        if settled() {
             return Ok(());
         }
         let key = self.keys.result(&self.id);
@@ -931,7 +967,7 @@ impl Pending {
                 let slice = left.map_or(WAIT_SLICE, |l| l.min(WAIT_SLICE));
                 // Redis takes seconds; 0 would wait forever.
                 let secs = slice.as_secs_f64().max(0.001);
-                self.store.run_blocking(slice, true, |c| {
+                self.waiting.run(&self.store, slice, true, |c| {
                     redis::cmd("BLMOVE")
                         .arg(&key)
                         .arg(&key)
@@ -942,11 +978,13 @@ impl Pending {
                 })?
             };
             if let Some(m) = message {
+                // Recorded before the key goes: another thread of this
+                // handle that then finds it gone finds this first.
+                locked(&self.known).get_or_insert(Known::Message(m));
                 // A failed delete leaves the key to its expiry.
                 let _ = self
                     .store
                     .run(true, |c| redis::cmd("DEL").arg(&key).query::<()>(c));
-                *known = Some(Known::Message(m));
                 return Ok(());
             }
             if look_once {
@@ -966,13 +1004,15 @@ impl Pending {
                     .invoke::<bool>(c)
             })?;
             if !there {
-                *known = Some(Known::Error(Error::ManagerGone(format!(
-                    "task {} is no longer in Redis (the server restarted without its data, the pool was removed, or its result expired unread)",
-                    self.id
-                ))));
+                locked(&self.known).get_or_insert_with(|| {
+                    Known::Error(Error::ManagerGone(format!(
+                        "task {} is no longer in Redis (the server restarted without its data, the pool was removed, or its result expired unread)",
+                        self.id
+                    )))
+                });
                 return Ok(());
             }
-            if deadline.passed() {
+            if deadline.passed() || settled() {
                 return Ok(());
             }
         }
@@ -1417,8 +1457,7 @@ impl<'t> Serving<'_, 't> {
             if let Some(id) = id {
                 match String::from_utf8(id) {
                     Ok(id) => {
-                        self.handle(&id)?;
-                        served += 1;
+                        served += u64::from(self.handle(&id)?);
                     }
                     Err(e) => {
                         // No task has such an id: dropped.
@@ -1438,8 +1477,10 @@ impl<'t> Serving<'_, 't> {
         }
     }
 
-    /// Runs the task `id`, which this worker holds, and records how it went.
-    fn handle(&mut self, id: &str) -> Result<()> {
+    /// Runs the task `id`, which this worker holds, and records how it
+    /// went; whether there was such a task to run (a stop's wake-up, or a
+    /// task already finished, is none).
+    fn handle(&mut self, id: &str) -> Result<bool> {
         self.last_beat = Instant::now();
         let record: Option<Vec<u8>> = self.store.run(true, |c| {
             TAKE.key(self.keys.tasks())
@@ -1457,7 +1498,7 @@ impl<'t> Serving<'_, 't> {
             self.store.run(true, |c| {
                 redis::cmd("LREM").arg(&held).arg(1).arg(id).query::<()>(c)
             })?;
-            return Ok(());
+            return Ok(false);
         };
         let ran = match postcard::from_bytes::<Record>(&record) {
             Err(e) => Ran::Message(message(
@@ -1494,7 +1535,7 @@ impl<'t> Serving<'_, 't> {
                 finish(&DIED, code.to_string().as_bytes())?
             }
         };
-        Ok(())
+        Ok(true)
     }
 
     /// The served task that `record` asks for; why not, if none.
