@@ -129,7 +129,22 @@ impl ForkServer {
                 ));
                 sys::exit_now(1);
             }
-            sys::exit_now(run_server(server_end, &serve))
+            // Ctrl-C at the terminal reaches the whole process group: the
+            // server does not end by it, as Python's does not, so that the
+            // program can go on starting children (and a pool keeps its
+            // workers' server). Blocked rather than ignored: each child
+            // unblocks it (unless the program had it blocked), and one sent
+            // to a child before it has is still delivered then.
+            let blocked = match sys::block_signal(sys::SIGINT, true) {
+                Ok(was) => Blocked(was),
+                Err(e) => {
+                    super::logging::to_stderr(format_args!(
+                        "multiproc: a fork server cannot block SIGINT: {e}"
+                    ));
+                    sys::exit_now(1);
+                }
+            };
+            sys::exit_now(run_server(server_end, &serve, blocked))
         })
         .with_name(name);
         process.start_unlisted()?;
@@ -463,7 +478,12 @@ struct Child {
 }
 
 /// The server's loop; its exit code.
-fn run_server(requests: OwnedFd, serve: &ChildBody) -> i32 {
+/// Whether SIGINT was blocked in the program a fork server was started
+/// from (the server blocks it; its children take that back).
+#[derive(Clone, Copy)]
+struct Blocked(bool);
+
+fn run_server(requests: OwnedFd, serve: &ChildBody, ctrl_c: Blocked) -> i32 {
     let server_pid = sys::getpid();
     let Some(parent) = parent_process() else {
         return 1;
@@ -503,7 +523,7 @@ fn run_server(requests: OwnedFd, serve: &ChildBody) -> i32 {
                     Ok(Forked::Child) => {
                         // The server's descriptors are not the child's.
                         drop((requests, parent_fd, children));
-                        run_child(status, fds, serve, server_pid)
+                        run_child(status, fds, serve, server_pid, ctrl_c)
                     }
                     Ok(Forked::Parent { pid }) => children.extend(adopt(pid, status)),
                     Err(e) => reply(&status, -e.raw_os_error().unwrap_or(sys::errno::EIO), None),
@@ -558,8 +578,15 @@ fn reap(child: Child) {
 }
 
 /// A child of the server: becomes the process its order describes and runs.
-fn run_child(status: OwnedFd, fds: Vec<OwnedFd>, serve: &ChildBody, server_pid: u32) -> ! {
-    if sys::die_with_parent(server_pid).is_err() {
+fn run_child(
+    status: OwnedFd,
+    fds: Vec<OwnedFd>,
+    serve: &ChildBody,
+    server_pid: u32,
+    ctrl_c: Blocked,
+) -> ! {
+    let unblocked = ctrl_c.0 || sys::block_signal(sys::SIGINT, false).is_ok();
+    if sys::die_with_parent(server_pid).is_err() || !unblocked {
         sys::exit_now(1);
     }
     let Ok(mut orders) = Connection::from_socket(status) else {

@@ -273,6 +273,41 @@ pub(crate) fn default_child_signal() -> io::Result<()> {
     Ok(())
 }
 
+/// Has this process ignore `signal`.
+pub(crate) fn ignore_signal(signal: i32) -> io::Result<()> {
+    // SAFETY: a valid signal number and the `SIG_IGN` disposition.
+    if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Blocks (`block`) or unblocks `signal` for the calling thread, whose
+/// forked children inherit its mask (a blocked signal sent to one waits,
+/// pending, until it unblocks it); whether it was blocked before.
+pub(crate) fn block_signal(signal: i32, block: bool) -> io::Result<bool> {
+    // SAFETY: `sigset_t` is a plain C struct, valid when zeroed.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable signal set.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: as above, and a valid signal number.
+    syscall(unsafe { libc::sigaddset(&mut set, signal) })?;
+    let how = if block {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    // SAFETY: both sets are initialised and outlive the call.
+    let r = unsafe { libc::pthread_sigmask(how, &set, &mut old) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    // SAFETY: `old` was filled by the call above.
+    Ok(unsafe { libc::sigismember(&old, signal) } == 1)
+}
+
 /// Asks the kernel to send `SIGKILL` to the calling process when its parent
 /// exits, and closes the race where the parent died before the request.
 pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {

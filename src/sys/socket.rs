@@ -358,15 +358,6 @@ pub(crate) fn remove_socket_on_signal(
     Ok(())
 }
 
-/// Has this process ignore `signal`.
-pub(crate) fn ignore_signal(signal: i32) -> io::Result<()> {
-    // SAFETY: a valid signal number and the `SIG_IGN` disposition.
-    if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Set by the `SIGIO` handler of [`signal_on_connect`].
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 
