@@ -299,11 +299,45 @@ impl Client {
         self.settle(answer)
     }
 
+    /// [`call`](Client::call) of an `op` that takes a value out of object
+    /// `id` (a `pop`): a value that does not decode as an `R` is put back
+    /// with the operation `put_back` makes of it, so that a proxy of the
+    /// wrong type loses nothing.
+    pub(super) fn call_taking<R: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        id: Id,
+        op: Op,
+        put_back: impl FnOnce(PyValue) -> Option<Op>,
+    ) -> Result<R> {
+        let answer = self.call_raw(kind, id, op)?;
+        let taken = answer.value.clone();
+        // Put back before the references the answer carried are given
+        // back, so that the objects of proxies in it stay alive.
+        self.settle_or(answer, |e| {
+            put_back_error(
+                e,
+                put_back(taken)
+                    .map(|op| self.call::<serde::de::IgnoredAny>(kind, id, op).map(drop)),
+            )
+        })
+    }
+
     /// Decodes an answer as an `R`, then gives back the references it
     /// carried that no proxy took over.
     fn settle<R: DeserializeOwned>(&self, answer: Answer) -> Result<R> {
+        self.settle_or(answer, |e| e)
+    }
+
+    /// [`settle`](Client::settle), turning a failure to decode into
+    /// `failed(error)` while the references are still held.
+    fn settle_or<R: DeserializeOwned>(
+        &self,
+        answer: Answer,
+        failed: impl FnOnce(Error) -> Error,
+    ) -> Result<R> {
         let outer = CARRIED.replace(answer.carried);
-        let decoded = decode(answer.value);
+        let decoded = decode(answer.value).map_err(failed);
         for id in CARRIED.replace(outer) {
             let _ = self.decref(id);
         }
@@ -416,6 +450,18 @@ fn ident(id: Id) -> String {
 fn parse_ident(ident: &str) -> Result<Id> {
     Id::from_str_radix(ident, 16)
         .map_err(|_| Error::Deserialize(format!("the server named an object {ident:?}")))
+}
+
+/// The error of a value taken out of an object that did not decode, after
+/// `put_back` (`None`: there was nothing to put back).
+pub(super) fn put_back_error(e: Error, put_back: Option<Result<()>>) -> Error {
+    match put_back {
+        Some(Ok(())) => Error::Deserialize(format!("{e}; the value was put back")),
+        Some(Err(again)) => Error::Deserialize(format!(
+            "{e}; the value was taken, and putting it back failed: {again}"
+        )),
+        None => e,
+    }
 }
 
 /// `(ident, methodname, args, kwds)`.

@@ -239,6 +239,32 @@ impl Reference {
         }
     }
 
+    /// Applies `op`, which takes a value out of the object, decoding the
+    /// answer as an `R`; a value that does not decode is put back with the
+    /// operation `put_back` makes of it.
+    pub(super) fn take<R: DeserializeOwned>(
+        &self,
+        op: Op,
+        put_back: impl FnOnce(PyValue) -> Option<Op>,
+    ) -> Result<R> {
+        match &self.target {
+            Target::Server { client, id, holder } => {
+                Reference::own(client, *id, holder)?;
+                let _answering = Reference::answered(client);
+                client.call_taking(self.kind, *id, op, put_back)
+            }
+            #[cfg(feature = "redis")]
+            Target::Redis { store, name } => {
+                let taken = store.apply(self.kind, name, op)?;
+                decode(taken.clone()).map_err(|e| {
+                    let again =
+                        put_back(taken).map(|op| store.apply(self.kind, name, op).map(drop));
+                    super::client::put_back_error(e, again)
+                })
+            }
+        }
+    }
+
     /// Whether the server is multiproc's (it holds this client's
     /// references, or is Redis), and so has multiproc's own methods.
     pub(super) fn multiproc_server(&self) -> Result<bool> {
