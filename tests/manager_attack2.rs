@@ -92,3 +92,36 @@ fn a_value_popped_as_the_wrong_type_is_put_back_on_redis() {
         }
     });
 }
+
+/// A unit struct: `None` in the manager's values, as `()` is.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Unit;
+
+/// An `Option` whose value is itself stored as `None` (`Some(None)`,
+/// `Some(())`, `Some(Unit)`) would read back as `None`, another value:
+/// storing one is an `Error::Serialize`, and nothing is stored. Every
+/// other `Option` reads back as itself.
+#[test]
+fn an_option_that_would_read_back_as_another_is_refused() {
+    watchdog("Some(None)", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<i64, Option<Option<i64>>>().unwrap();
+        let refused = |r: multiproc::Result<()>| matches!(r, Err(Error::Serialize(_)));
+        assert!(refused(d.set(1, Some(None))));
+        assert_eq!(d.len().unwrap(), 0);
+        for v in [None, Some(Some(0)), Some(Some(-1))] {
+            d.set(2, v).unwrap();
+            assert_eq!(d.items().unwrap(), [(2, v)]);
+        }
+        let units = m.list::<Option<()>>().unwrap();
+        assert!(refused(units.append(Some(()))));
+        units.append(None).unwrap();
+        assert_eq!(units.to_vec().unwrap(), [None]);
+        let ns = m.namespace().unwrap();
+        assert!(refused(ns.set("u", &Some(Unit))));
+        assert!(refused(ns.set("v", &vec![Some(None::<String>)])));
+        ns.set("w", &Unit).unwrap();
+        assert_eq!(ns.get::<Unit>("w").unwrap(), Unit);
+        assert!(matches!(ns.get::<i64>("u"), Err(Error::Remote { .. })));
+    });
+}
