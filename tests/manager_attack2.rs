@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::watchdog;
+use common::{join, static_child, watchdog};
 use multiproc::manager::{DictProxy, ListProxy, Manager};
 use multiproc::Error;
 
@@ -123,5 +123,147 @@ fn an_option_that_would_read_back_as_another_is_refused() {
         ns.set("w", &Unit).unwrap();
         assert_eq!(ns.get::<Unit>("w").unwrap(), Unit);
         assert!(matches!(ns.get::<i64>("u"), Err(Error::Remote { .. })));
+    });
+}
+
+/// The descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A tag no other client's or round's item has.
+fn tag(client: u64, round: u64) -> u64 {
+    client << 32 | round
+}
+
+/// Clients killed with SIGKILL at random moments of list appends, dict
+/// `set_many`/`get_many`, `setdefault` and `pop` (through the fast path,
+/// and on the socket for a large `set_many`): the others carry on; every
+/// append a client saw acknowledged is in the list exactly once, in its
+/// order, and the one it had in flight at most once; the server ends up
+/// with the objects and the descriptors it had (a dead client's
+/// references, connection and fast-path area are freed).
+#[test]
+fn clients_killed_mid_call_of_any_method_leave_nothing_behind() {
+    use multiproc::RawArray;
+    use std::sync::atomic::Ordering::SeqCst;
+    const CLIENTS: u64 = 4;
+    let trials: u64 = std::env::var("MULTIPROC_SWEEP_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    watchdog("kill sweep of manager methods", LIMIT * 4, || {
+        let m = Manager::start().unwrap();
+        let server = m.server_pid().unwrap();
+        let l = m.list::<u64>().unwrap();
+        let d = m.dict::<u64, u64>().unwrap();
+        let objects = m.number_of_objects().unwrap();
+        let fds = open_fds(server);
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("seed {seed:#x}");
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for trial in 0..trials {
+            // Appends acknowledged, and rounds begun, per client.
+            let acked = RawArray::<u64>::new(CLIENTS as usize).unwrap();
+            let begun = RawArray::<u64>::new(CLIENTS as usize).unwrap();
+            let kids: Vec<_> = (0..CLIENTS)
+                .map(|k| {
+                    let (l, d) = (l.clone(), d.clone());
+                    let (acked, begun) = (acked.clone(), begun.clone());
+                    static_child(move || {
+                        let k = k + CLIENTS * trial;
+                        for i in 0u64.. {
+                            begun
+                                .atomic((k % CLIENTS) as usize)
+                                .unwrap()
+                                .store(i + 1, SeqCst);
+                            l.append(tag(k, i)).unwrap();
+                            acked
+                                .atomic((k % CLIENTS) as usize)
+                                .unwrap()
+                                .store(i + 1, SeqCst);
+                            let keys = [tag(k, 3 * i), tag(k, 3 * i + 1), tag(k, 3 * i + 2)];
+                            if i % 8 == 7 {
+                                // Over the area's 64 KiB: on the socket.
+                                let many: Vec<(u64, u64)> =
+                                    (0..10_000).map(|j| (tag(k, 1 << 31 | j), j)).collect();
+                                d.set_many(many).unwrap();
+                            }
+                            d.set_many(keys.map(|key| (key, i))).unwrap();
+                            assert_eq!(d.get_many(&keys).unwrap(), [Some(i); 3]);
+                            assert_eq!(d.setdefault(keys[0], 7).unwrap(), i);
+                            assert_eq!(d.pop(&keys[1]).unwrap(), i);
+                            assert_eq!(d.remove(&keys[2]).unwrap(), Some(i));
+                        }
+                    })
+                })
+                .collect();
+            for k in 0..CLIENTS as usize {
+                assert!(
+                    common::wait_until(LIMIT, || acked.atomic(k).unwrap().load(SeqCst) > 0),
+                    "client {k} never started"
+                );
+            }
+            // A pause of 1 µs to 8 ms, then one client killed.
+            let pause = Duration::from_nanos(1_000 << rand(14));
+            let end = std::time::Instant::now() + pause;
+            while std::time::Instant::now() < end {
+                std::hint::spin_loop();
+            }
+            let victim = rand(CLIENTS) as usize;
+            kids[victim].kill().unwrap();
+            assert_eq!(join(&kids[victim], LIMIT), -9);
+            for (k, kid) in kids.iter().enumerate().filter(|&(k, _)| k != victim) {
+                let from = acked.atomic(k).unwrap().load(SeqCst);
+                assert!(
+                    common::wait_until(LIMIT, || acked.atomic(k).unwrap().load(SeqCst) > from + 2),
+                    "trial {trial}: client {k} stuck after client {victim} died"
+                );
+                kid.kill().unwrap();
+                assert_eq!(join(kid, LIMIT), -9);
+            }
+            let items = l.to_vec().unwrap();
+            for k in 0..CLIENTS {
+                let mine: Vec<u64> = items
+                    .iter()
+                    .filter(|&&t| t >> 32 == k + CLIENTS * trial)
+                    .map(|&t| t & 0xffff_ffff)
+                    .collect();
+                let (acked, begun) = (
+                    acked.atomic(k as usize).unwrap().load(SeqCst),
+                    begun.atomic(k as usize).unwrap().load(SeqCst),
+                );
+                let expected: Vec<u64> = (0..acked).collect();
+                assert!(
+                    mine == expected || (begun > acked && mine == (0..begun).collect::<Vec<_>>()),
+                    "trial {trial}: client {k}: {acked} appends acknowledged, {begun} begun, list has {} of its items (first missing or repeated: {:?})",
+                    mine.len(),
+                    mine.iter().enumerate().find(|&(i, &v)| i as u64 != v)
+                );
+            }
+            assert!(
+                common::wait_until(LIMIT, || m.number_of_objects().unwrap() == objects),
+                "trial {trial}: {} objects, {objects} before",
+                m.number_of_objects().unwrap()
+            );
+            assert!(
+                common::wait_until(LIMIT, || open_fds(server) == fds),
+                "trial {trial}: the server has {} descriptors open, {fds} before",
+                open_fds(server)
+            );
+            l.clear().unwrap();
+            d.clear().unwrap();
+        }
     });
 }
