@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{join, static_child, watchdog};
 use multiproc::manager::{DictProxy, ListProxy, Manager};
-use multiproc::Error;
+use multiproc::{Error, Process, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -265,5 +265,52 @@ fn clients_killed_mid_call_of_any_method_leave_nothing_behind() {
             l.clear().unwrap();
             d.clear().unwrap();
         }
+    });
+}
+
+/// A client forks a child that never uses the manager (a worker of its
+/// own, or a helper), then is killed: its connection ends with it, so the
+/// server frees what only it held at once, not when the child exits (the
+/// child's copy of the connection's socket kept the connection open).
+#[test]
+fn a_dead_clients_connection_ends_with_it_whatever_its_children_inherited() {
+    use std::sync::atomic::Ordering::SeqCst;
+    watchdog("a dead client's children", LIMIT * 2, || {
+        let m = Manager::start().unwrap();
+        let server = m.server_pid().unwrap();
+        let (objects, fds) = (m.number_of_objects().unwrap(), open_fds(server));
+        let (address, key) = (m.address().clone(), m.authkey().to_vec());
+        let helper = RawValue::<u32>::new(0).unwrap();
+        let theirs = helper.clone();
+        let client = static_child(move || {
+            let m = Manager::connect(address, &key).unwrap();
+            let d = m.dict::<i64, i64>().unwrap();
+            d.set(1, 1).unwrap();
+            // Forked while its connection is open; outlives the test
+            // (which kills it) unless the test is aborted.
+            let mut child = Process::new(|| std::thread::sleep(LIMIT * 3));
+            child.start().unwrap();
+            theirs.atomic().store(child.pid().unwrap(), SeqCst);
+            loop {
+                d.increment(&1, 1).unwrap();
+            }
+        });
+        assert!(common::wait_until(LIMIT, || helper.atomic().load(SeqCst) != 0));
+        let helper = helper.atomic().load(SeqCst);
+        client.kill().unwrap();
+        assert_eq!(join(&client, LIMIT), -9);
+        let freed = common::wait_until(LIMIT, || {
+            m.number_of_objects().unwrap() == objects && open_fds(server) == fds
+        });
+        // The helper, orphaned, is this test's to end.
+        // SAFETY: a signal to a process this test started (its pid is
+        // not reused before it is reaped by init, after this kill).
+        unsafe { libc::kill(helper as i32, libc::SIGKILL) };
+        assert!(
+            freed,
+            "{} objects (before {objects}), {} descriptors (before {fds}) while the dead client's child lives",
+            m.number_of_objects().unwrap(),
+            open_fds(server)
+        );
     });
 }

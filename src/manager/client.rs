@@ -20,7 +20,8 @@
 //! call on the socket.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -79,6 +80,54 @@ pub(super) struct Client {
 struct Link {
     conn: Connection,
     fast: Option<ClientArea>,
+    /// Its place in [`SOCKETS`], if it has one.
+    listed: Option<usize>,
+}
+
+/// The sockets of this process's long connections (`-1`: a free place),
+/// which a forked child makes inert at once ([`after_fork_in_child`]):
+/// the server sees a connection end, and gives back the references it
+/// held, when its process ends, not when the last child that inherited
+/// the socket does (a child never uses its parent's connection). A
+/// connection beyond the places is left as it is.
+static SOCKETS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+
+impl Link {
+    fn new(conn: Connection, fast: Option<ClientArea>) -> Link {
+        let fd = conn.as_raw_fd();
+        // The handler that makes them inert runs only once installed.
+        let listed = crate::fork_handlers::ready().ok().and_then(|()| {
+            SOCKETS.iter().position(|s| {
+                s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+        });
+        Link { conn, fast, listed }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Off the list before the socket is closed (and its number reused).
+        if let Some(i) = self.listed {
+            let _ = SOCKETS[i].compare_exchange(
+                self.conn.as_raw_fd(),
+                -1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+/// In a forked child, right after the fork: makes its copies of the
+/// parent's connections' sockets inert (the numbers stay taken by the
+/// parent's state, which the child drops on its first call).
+pub(crate) fn after_fork_in_child() {
+    crate::sys::make_inert(SOCKETS.iter().filter_map(|s| {
+        let fd = s.swap(-1, Ordering::AcqRel);
+        (fd >= 0).then_some(fd)
+    }));
 }
 
 /// What a call answered, before it is decoded.
@@ -195,7 +244,7 @@ impl Client {
         } else {
             None
         };
-        Ok(Link { conn, fast })
+        Ok(Link::new(conn, fast))
     }
 
     /// Sends `req` and reads the answer's value. A failure to send or

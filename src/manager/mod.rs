@@ -94,6 +94,7 @@ pub use redis::DEFAULT_TIMEOUT as REDIS_TIMEOUT;
 pub use ser::ConvertError;
 pub use value::{ProxyRef, PyObject, PyValue};
 
+pub(crate) use client::after_fork_in_child;
 use client::Client;
 use protocol::Kind;
 use reference::Reference;
