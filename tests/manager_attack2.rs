@@ -314,3 +314,49 @@ fn a_dead_clients_connection_ends_with_it_whatever_its_children_inherited() {
         );
     });
 }
+
+/// Threads of a forked child that make their first calls on an inherited
+/// proxy at once take one reference for the child, not one each: once
+/// the child and the parent drop their proxies, the object is freed,
+/// while the child lives on (the extra references lived as long as the
+/// child's connection).
+#[test]
+fn threads_of_a_child_first_using_an_inherited_proxy_take_one_reference() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const THREADS: usize = 8;
+    watchdog("first uses in a child", LIMIT * 2, || {
+        let m = Manager::start().unwrap();
+        let objects = m.number_of_objects().unwrap();
+        let d = m.dict::<u64, u64>().unwrap();
+        let dropped = RawValue::<u32>::new(0).unwrap();
+        let theirs = (d.clone(), dropped.clone());
+        let child = static_child(move || {
+            let (d, dropped) = theirs;
+            let start = std::sync::Barrier::new(THREADS);
+            std::thread::scope(|s| {
+                for t in 0..THREADS as u64 {
+                    let (d, start) = (&d, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        d.set(t, t).unwrap();
+                    });
+                }
+            });
+            drop(d);
+            dropped.atomic().store(1, SeqCst);
+            // Lives on until the test kills it.
+            std::thread::sleep(LIMIT * 3);
+        });
+        assert!(common::wait_until(LIMIT, || dropped.atomic().load(SeqCst) == 1));
+        assert_eq!(d.len().unwrap(), THREADS);
+        drop(d);
+        let freed = common::wait_until(LIMIT, || m.number_of_objects().unwrap() == objects);
+        child.kill().unwrap();
+        assert_eq!(join(&child, LIMIT), -9);
+        assert!(
+            freed,
+            "{} objects while the child lives",
+            m.number_of_objects().unwrap()
+        );
+    });
+}

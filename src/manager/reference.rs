@@ -217,11 +217,19 @@ impl Reference {
 
     /// Takes a reference of this process's own, if it does not hold this
     /// one (a forked child's first use of an inherited proxy).
+    /// Of threads that make their first calls at once, one takes it.
     fn own(client: &Client, id: Id, holder: &AtomicU32) -> Result<()> {
         let me = sys::getpid();
-        if holder.load(Ordering::Relaxed) != me {
-            client.incref(id)?;
-            holder.store(me, Ordering::Relaxed);
+        if holder.load(Ordering::Relaxed) == me {
+            return Ok(());
+        }
+        let was = holder.swap(me, Ordering::Relaxed);
+        if was != me {
+            if let Err(e) = client.incref(id) {
+                // Not taken: the next call tries again.
+                let _ = holder.compare_exchange(me, was, Ordering::Relaxed, Ordering::Relaxed);
+                return Err(e);
+            }
         }
         Ok(())
     }
