@@ -360,3 +360,60 @@ fn threads_of_a_child_first_using_an_inherited_proxy_take_one_reference() {
         );
     });
 }
+
+/// Sixteen fast-path clients on a machine of two CPUs, appending to one
+/// list and batching into one dict as fast as they can: no livelock (each
+/// finishes), no call waits for seconds, and every write is there exactly
+/// once.
+#[test]
+fn sixteen_clients_on_two_cpus_lose_and_repeat_nothing() {
+    const CLIENTS: u64 = 16;
+    const ROUNDS: u64 = 200;
+    watchdog("sixteen clients", LIMIT * 2, || {
+        let m = Manager::start().unwrap();
+        let l = m.list::<u64>().unwrap();
+        let d = m.dict::<u64, u64>().unwrap();
+        // The longest call of each client, in µs.
+        let slowest = multiproc::RawArray::<u64>::new(CLIENTS as usize).unwrap();
+        let kids: Vec<_> = (0..CLIENTS)
+            .map(|k| {
+                let (l, d, slowest) = (l.clone(), d.clone(), slowest.clone());
+                static_child(move || {
+                    let mut worst = Duration::ZERO;
+                    for i in 0..ROUNDS {
+                        let t = std::time::Instant::now();
+                        l.append(tag(k, i)).unwrap();
+                        d.set_many([(tag(k, 2 * i), i), (tag(k, 2 * i + 1), i)])
+                            .unwrap();
+                        worst = worst.max(t.elapsed());
+                    }
+                    slowest.atomic(k as usize).unwrap().store(
+                        worst.as_micros() as u64,
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
+                })
+            })
+            .collect();
+        for kid in &kids {
+            assert_eq!(join(kid, LIMIT), 0);
+        }
+        let mut items = l.to_vec().unwrap();
+        items.sort_unstable();
+        let expected: Vec<u64> = (0..CLIENTS)
+            .flat_map(|k| (0..ROUNDS).map(move |i| tag(k, i)))
+            .collect();
+        assert_eq!(items, expected);
+        assert_eq!(d.len().unwrap() as u64, 2 * CLIENTS * ROUNDS);
+        let worst = (0..CLIENTS as usize)
+            .map(|k| {
+                slowest
+                    .atomic(k)
+                    .unwrap()
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            })
+            .max()
+            .unwrap();
+        eprintln!("the slowest call took {worst} µs");
+        assert!(worst < 10_000_000, "a call took {worst} µs");
+    });
+}
