@@ -417,3 +417,35 @@ fn sixteen_clients_on_two_cpus_lose_and_repeat_nothing() {
         assert!(worst < 10_000_000, "a call took {worst} µs");
     });
 }
+
+/// `Manager::connect` to a program that authenticates with the key but is
+/// no manager (its own `Listener`, say) and never answers: an error
+/// within the handshake's time limit, not a wait for ever (the first
+/// requests waited without a limit).
+#[test]
+fn connecting_to_a_listener_that_never_answers_fails_in_time() {
+    watchdog("a mute listener", LIMIT * 2, || {
+        let key = b"the same key";
+        let path = std::env::temp_dir().join(format!(
+            "multiproc-attack2-mute-{}.sock",
+            std::process::id()
+        ));
+        let address = multiproc::conn::Address::Unix(path.clone());
+        let listener = multiproc::conn::Listener::bind(&address, Some(key)).unwrap();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let mute = std::thread::spawn(move || {
+            let conn = listener.accept();
+            // Holds the connection, unanswered, until the test is done.
+            let _ = wait.recv();
+            drop(conn);
+        });
+        let started = std::time::Instant::now();
+        let r = Manager::connect(address, key);
+        let took = started.elapsed();
+        drop(done);
+        mute.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(r, Err(Error::ManagerGone(_))), "{:?}", r.map(drop));
+        assert!(took < Duration::from_secs(40), "took {took:?}");
+    });
+}

@@ -35,6 +35,7 @@ use super::pickle;
 use super::protocol::{Id, Kind, Op};
 use super::ser::to_value;
 use super::{ProxyRef, PyValue, Transport};
+use crate::conn::auth::HANDSHAKE_TIMEOUT;
 use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
@@ -224,12 +225,9 @@ impl Client {
             vec![CONNECTION_NAME.into()],
             Vec::new(),
         );
-        reply(
-            self.round_trip(&mut conn, None, &accept)??,
-            "accept_connection",
-        )?;
+        reply(self.hello(&mut conn, &accept)??, "accept_connection")?;
         let hold = request(None, "_multiproc_hold", Vec::new(), Vec::new());
-        let held = match reply(self.round_trip(&mut conn, None, &hold)??, "_multiproc_hold") {
+        let held = match reply(self.hello(&mut conn, &hold)??, "_multiproc_hold") {
             Ok(_) => HELD,
             // CPython's server answers `#TRACEBACK`: it has no such call.
             Err(Error::Remote { .. }) => GLOBAL,
@@ -245,6 +243,25 @@ impl Client {
             None
         };
         Ok(Link::new(conn, fast))
+    }
+
+    /// A round trip of the first requests on a new connection, whose
+    /// answer must come within the handshake's time limit: a peer that
+    /// took the key but does not answer them is no manager (or a stuck
+    /// one), and the connection is refused rather than waited on for ever.
+    fn hello(&self, conn: &mut Connection, req: &PyValue) -> Result<Result<PyValue>> {
+        conn.send_bytes(&pickle::dumps(req, &self.token_address))
+            .map_err(gone)?;
+        let answer = conn
+            .recv_bytes_timeout(HANDSHAKE_TIMEOUT)
+            .map_err(|e| match e {
+                Error::Timeout => Error::ManagerGone(format!(
+                    "{}: no answer within {HANDSHAKE_TIMEOUT:?}: not a manager?",
+                    self.address
+                )),
+                e => gone(e),
+            })?;
+        Ok(loads(&answer))
     }
 
     /// Sends `req` and reads the answer's value. A failure to send or
@@ -275,9 +292,7 @@ impl Client {
             Called::Answer(answer) => answer,
             Called::OnSocket => conn.recv_bytes().map_err(gone)?,
         };
-        let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
-        Ok(pickle::loads_answer(&answer, &mut budget)
-            .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}"))))
+        Ok(loads(&answer))
     }
 
     /// One round trip on this process's long connection, opened if need be.
@@ -511,6 +526,13 @@ pub(super) fn put_back_error(e: Error, put_back: Option<Result<()>>) -> Error {
         )),
         None => e,
     }
+}
+
+/// An answer's value, from its pickle.
+fn loads(answer: &[u8]) -> Result<PyValue> {
+    let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
+    pickle::loads_answer(answer, &mut budget)
+        .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}")))
 }
 
 /// `(ident, methodname, args, kwds)`.
