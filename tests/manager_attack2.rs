@@ -449,3 +449,36 @@ fn connecting_to_a_listener_that_never_answers_fails_in_time() {
         assert!(took < Duration::from_secs(40), "took {took:?}");
     });
 }
+
+/// `Manager::shutdown` (and so dropping a manager) returns as soon as the
+/// server has answered and exited, as Python's does, whether it was asked
+/// through the fast path or on the socket: the server waited out its
+/// whole grace for undelivered answers (a second) when it had none left.
+#[test]
+fn a_shutdown_takes_no_grace_it_does_not_need() {
+    watchdog("shutdown time", LIMIT, || {
+        let time = |transport| {
+            (0..3)
+                .map(|_| {
+                    let mut m = Manager::start().unwrap();
+                    let mut asker =
+                        Manager::connect_with(m.address().clone(), m.authkey(), transport).unwrap();
+                    let started = std::time::Instant::now();
+                    asker.shutdown().unwrap();
+                    // Joins the server, which is gone.
+                    assert!(matches!(m.shutdown(), Err(Error::ManagerGone(_))));
+                    started.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        use multiproc::manager::Transport;
+        for transport in [Transport::Auto, Transport::Socket] {
+            let fastest = time(transport);
+            assert!(
+                fastest < Duration::from_millis(500),
+                "{transport:?}: {fastest:?}"
+            );
+        }
+    });
+}
