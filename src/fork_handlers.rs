@@ -44,7 +44,7 @@
 use std::cell::Cell;
 
 use crate::error::{Error, Result};
-use crate::{process, segment, sys};
+use crate::{manager, process, segment, sys};
 
 /// Whether the handlers and the exit hook are registered (not a `Once`:
 /// see [`sys::InstallOnce`]).
@@ -110,6 +110,7 @@ extern "C" fn after_fork_in_parent() {
 extern "C" fn after_fork_in_child() {
     segment::after_fork();
     process::after_fork_in_child();
+    manager::after_fork_in_child();
     // Registered in the parent, so in this process too (whatever the
     // parent's `HANDLERS` said when it forked).
     HANDLERS.mark_installed();

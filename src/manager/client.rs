@@ -20,7 +20,8 @@
 //! call on the socket.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,6 +35,7 @@ use super::pickle;
 use super::protocol::{Id, Kind, Op};
 use super::ser::to_value;
 use super::{ProxyRef, PyValue, Transport};
+use crate::conn::auth::HANDSHAKE_TIMEOUT;
 use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
@@ -79,6 +81,54 @@ pub(super) struct Client {
 struct Link {
     conn: Connection,
     fast: Option<ClientArea>,
+    /// Its place in [`SOCKETS`], if it has one.
+    listed: Option<usize>,
+}
+
+/// The sockets of this process's long connections (`-1`: a free place),
+/// which a forked child makes inert at once ([`after_fork_in_child`]):
+/// the server sees a connection end, and gives back the references it
+/// held, when its process ends, not when the last child that inherited
+/// the socket does (a child never uses its parent's connection). A
+/// connection beyond the places is left as it is.
+static SOCKETS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+
+impl Link {
+    fn new(conn: Connection, fast: Option<ClientArea>) -> Link {
+        let fd = conn.as_raw_fd();
+        // The handler that makes them inert runs only once installed.
+        let listed = crate::fork_handlers::ready().ok().and_then(|()| {
+            SOCKETS.iter().position(|s| {
+                s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+        });
+        Link { conn, fast, listed }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Off the list before the socket is closed (and its number reused).
+        if let Some(i) = self.listed {
+            let _ = SOCKETS[i].compare_exchange(
+                self.conn.as_raw_fd(),
+                -1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+/// In a forked child, right after the fork: makes its copies of the
+/// parent's connections' sockets inert (the numbers stay taken by the
+/// parent's state, which the child drops on its first call).
+pub(crate) fn after_fork_in_child() {
+    crate::sys::make_inert(SOCKETS.iter().filter_map(|s| {
+        let fd = s.swap(-1, Ordering::AcqRel);
+        (fd >= 0).then_some(fd)
+    }));
 }
 
 /// What a call answered, before it is decoded.
@@ -175,12 +225,9 @@ impl Client {
             vec![CONNECTION_NAME.into()],
             Vec::new(),
         );
-        reply(
-            self.round_trip(&mut conn, None, &accept)??,
-            "accept_connection",
-        )?;
+        reply(self.hello(&mut conn, &accept)??, "accept_connection")?;
         let hold = request(None, "_multiproc_hold", Vec::new(), Vec::new());
-        let held = match reply(self.round_trip(&mut conn, None, &hold)??, "_multiproc_hold") {
+        let held = match reply(self.hello(&mut conn, &hold)??, "_multiproc_hold") {
             Ok(_) => HELD,
             // CPython's server answers `#TRACEBACK`: it has no such call.
             Err(Error::Remote { .. }) => GLOBAL,
@@ -195,7 +242,26 @@ impl Client {
         } else {
             None
         };
-        Ok(Link { conn, fast })
+        Ok(Link::new(conn, fast))
+    }
+
+    /// A round trip of the first requests on a new connection, whose
+    /// answer must come within the handshake's time limit: a peer that
+    /// took the key but does not answer them is no manager (or a stuck
+    /// one), and the connection is refused rather than waited on for ever.
+    fn hello(&self, conn: &mut Connection, req: &PyValue) -> Result<Result<PyValue>> {
+        conn.send_bytes(&pickle::dumps(req, &self.token_address))
+            .map_err(gone)?;
+        let answer = conn
+            .recv_bytes_timeout(HANDSHAKE_TIMEOUT)
+            .map_err(|e| match e {
+                Error::Timeout => Error::ManagerGone(format!(
+                    "{}: no answer within {HANDSHAKE_TIMEOUT:?}: not a manager?",
+                    self.address
+                )),
+                e => gone(e),
+            })?;
+        Ok(loads(&answer))
     }
 
     /// Sends `req` and reads the answer's value. A failure to send or
@@ -226,9 +292,7 @@ impl Client {
             Called::Answer(answer) => answer,
             Called::OnSocket => conn.recv_bytes().map_err(gone)?,
         };
-        let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
-        Ok(pickle::loads_answer(&answer, &mut budget)
-            .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}"))))
+        Ok(loads(&answer))
     }
 
     /// One round trip on this process's long connection, opened if need be.
@@ -299,11 +363,45 @@ impl Client {
         self.settle(answer)
     }
 
+    /// [`call`](Client::call) of an `op` that takes a value out of object
+    /// `id` (a `pop`): a value that does not decode as an `R` is put back
+    /// with the operation `put_back` makes of it, so that a proxy of the
+    /// wrong type loses nothing.
+    pub(super) fn call_taking<R: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        id: Id,
+        op: Op,
+        put_back: impl FnOnce(PyValue) -> Option<Op>,
+    ) -> Result<R> {
+        let answer = self.call_raw(kind, id, op)?;
+        let taken = answer.value.clone();
+        // Put back before the references the answer carried are given
+        // back, so that the objects of proxies in it stay alive.
+        self.settle_or(answer, |e| {
+            put_back_error(
+                e,
+                put_back(taken)
+                    .map(|op| self.call::<serde::de::IgnoredAny>(kind, id, op).map(drop)),
+            )
+        })
+    }
+
     /// Decodes an answer as an `R`, then gives back the references it
     /// carried that no proxy took over.
     fn settle<R: DeserializeOwned>(&self, answer: Answer) -> Result<R> {
+        self.settle_or(answer, |e| e)
+    }
+
+    /// [`settle`](Client::settle), turning a failure to decode into
+    /// `failed(error)` while the references are still held.
+    fn settle_or<R: DeserializeOwned>(
+        &self,
+        answer: Answer,
+        failed: impl FnOnce(Error) -> Error,
+    ) -> Result<R> {
         let outer = CARRIED.replace(answer.carried);
-        let decoded = decode(answer.value);
+        let decoded = decode(answer.value).map_err(failed);
         for id in CARRIED.replace(outer) {
             let _ = self.decref(id);
         }
@@ -416,6 +514,25 @@ fn ident(id: Id) -> String {
 fn parse_ident(ident: &str) -> Result<Id> {
     Id::from_str_radix(ident, 16)
         .map_err(|_| Error::Deserialize(format!("the server named an object {ident:?}")))
+}
+
+/// The error of a value taken out of an object that did not decode, after
+/// `put_back` (`None`: there was nothing to put back).
+pub(super) fn put_back_error(e: Error, put_back: Option<Result<()>>) -> Error {
+    match put_back {
+        Some(Ok(())) => Error::Deserialize(format!("{e}; the value was put back")),
+        Some(Err(again)) => Error::Deserialize(format!(
+            "{e}; the value was taken, and putting it back failed: {again}"
+        )),
+        None => e,
+    }
+}
+
+/// An answer's value, from its pickle.
+fn loads(answer: &[u8]) -> Result<PyValue> {
+    let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
+    pickle::loads_answer(answer, &mut budget)
+        .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}")))
 }
 
 /// `(ident, methodname, args, kwds)`.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::client::encode;
 use super::protocol::{Kind, Op};
 use super::reference::Reference;
+use super::PyValue;
 use crate::error::Result;
 #[cfg(doc)]
 use crate::{Error, Manager};
@@ -78,25 +79,38 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// `d.pop(key, None)`: removes the key, returning its value if present.
     ///
     /// # Errors
-    /// As for [`get`](DictProxy::get).
+    /// As for [`get`](DictProxy::get); a value that is not a `V` is put
+    /// back (its key then comes last in the dict's order).
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
-        self.reference.call(Op::Discard(encode(key)?))
+        let key = encode(key)?;
+        self.reference
+            .take(Op::Discard(key.clone()), |v| Some(Op::SetDefault(key, v)))
     }
 
     /// `d.pop(key)`.
     ///
     /// # Errors
-    /// [`Error::Remote`] `KeyError` if absent.
+    /// [`Error::Remote`] `KeyError` if absent; [`Error::Deserialize`] if
+    /// the value is not a `V`, which is put back (its key then comes last
+    /// in the dict's order).
     pub fn pop(&self, key: &K) -> Result<V> {
-        self.reference.call(Op::Pop(encode(key)?))
+        let key = encode(key)?;
+        self.reference
+            .take(Op::Pop(key.clone()), |v| Some(Op::SetDefault(key, v)))
     }
 
     /// `d.popitem()`: the last item inserted.
     ///
     /// # Errors
-    /// [`Error::Remote`] `KeyError` if empty.
+    /// [`Error::Remote`] `KeyError` if empty; [`Error::Deserialize`] if
+    /// the item is not a `(K, V)`, which is put back.
     pub fn popitem(&self) -> Result<(K, V)> {
-        self.reference.call(Op::PopItem)
+        self.reference.take(Op::PopItem, |item| match item {
+            PyValue::Tuple(kv) => <[PyValue; 2]>::try_from(kv)
+                .ok()
+                .map(|[k, v]| Op::SetDefault(k, v)),
+            _ => None,
+        })
     }
 
     /// `d.setdefault(key, default)`: the value, inserting `default` if absent.

@@ -105,9 +105,17 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// `l.pop(index)` (`-1` for the last).
     ///
     /// # Errors
-    /// [`Error::Remote`] `IndexError`.
+    /// [`Error::Remote`] `IndexError`; [`Error::Deserialize`] if the item
+    /// is not a `T`, which is put back where it was.
     pub fn pop(&self, index: i64) -> Result<T> {
-        self.reference.call(Op::Pop(PyValue::Int(index)))
+        // Back where it was: `insert(i)` goes before the item at `i`, so
+        // an index from the end is one more once the item is gone.
+        self.reference
+            .take(Op::Pop(PyValue::Int(index)), |v| match index {
+                -1 => Some(Op::Append(v)),
+                i if i < -1 => Some(Op::Insert(i + 1, v)),
+                i => Some(Op::Insert(i, v)),
+            })
     }
 
     /// `l.remove(value)`: the first equal item.

@@ -94,6 +94,7 @@ pub use redis::DEFAULT_TIMEOUT as REDIS_TIMEOUT;
 pub use ser::ConvertError;
 pub use value::{ProxyRef, PyObject, PyValue};
 
+pub(crate) use client::after_fork_in_child;
 use client::Client;
 use protocol::Kind;
 use reference::Reference;
@@ -310,7 +311,9 @@ impl Manager {
     /// with [`Error::Remote`] `RemoteError`.
     ///
     /// # Errors
-    /// [`Error::AuthenticationFailed`] on a wrong key; if it is unreachable.
+    /// [`Error::AuthenticationFailed`] on a wrong key; [`Error::ManagerGone`]
+    /// if it is unreachable, or if it takes the key but does not answer
+    /// the first requests within 20 s (it is no manager, or a stuck one).
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
         Manager::connect_with(address, authkey, Transport::Auto)
     }

@@ -217,11 +217,19 @@ impl Reference {
 
     /// Takes a reference of this process's own, if it does not hold this
     /// one (a forked child's first use of an inherited proxy).
+    /// Of threads that make their first calls at once, one takes it.
     fn own(client: &Client, id: Id, holder: &AtomicU32) -> Result<()> {
         let me = sys::getpid();
-        if holder.load(Ordering::Relaxed) != me {
-            client.incref(id)?;
-            holder.store(me, Ordering::Relaxed);
+        if holder.load(Ordering::Relaxed) == me {
+            return Ok(());
+        }
+        let was = holder.swap(me, Ordering::Relaxed);
+        if was != me {
+            if let Err(e) = client.incref(id) {
+                // Not taken: the next call tries again.
+                let _ = holder.compare_exchange(me, was, Ordering::Relaxed, Ordering::Relaxed);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -236,6 +244,32 @@ impl Reference {
             }
             #[cfg(feature = "redis")]
             Target::Redis { store, name } => decode(store.apply(self.kind, name, op)?),
+        }
+    }
+
+    /// Applies `op`, which takes a value out of the object, decoding the
+    /// answer as an `R`; a value that does not decode is put back with the
+    /// operation `put_back` makes of it.
+    pub(super) fn take<R: DeserializeOwned>(
+        &self,
+        op: Op,
+        put_back: impl FnOnce(PyValue) -> Option<Op>,
+    ) -> Result<R> {
+        match &self.target {
+            Target::Server { client, id, holder } => {
+                Reference::own(client, *id, holder)?;
+                let _answering = Reference::answered(client);
+                client.call_taking(self.kind, *id, op, put_back)
+            }
+            #[cfg(feature = "redis")]
+            Target::Redis { store, name } => {
+                let taken = store.apply(self.kind, name, op)?;
+                decode(taken.clone()).map_err(|e| {
+                    let again =
+                        put_back(taken).map(|op| store.apply(self.kind, name, op).map(drop));
+                    super::client::put_back_error(e, again)
+                })
+            }
         }
     }
 

@@ -221,7 +221,14 @@ impl ser::Serializer for ValueSerializer {
         Ok(PyValue::None)
     }
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<PyValue, ConvertError> {
-        to_value(v)
+        match to_value(v)? {
+            // It would read back as `None`, another value.
+            PyValue::None => Err(ConvertError(
+                "Some of a value stored as None (None, (), a unit struct) would read back as None"
+                    .into(),
+            )),
+            v => Ok(v),
+        }
     }
     fn serialize_unit(self) -> Result<PyValue, ConvertError> {
         Ok(PyValue::None)

@@ -238,6 +238,11 @@ pub(crate) fn event_loop(
         {
             timeout = Duration::ZERO;
         }
+        // Stopping with every answer delivered: exit at the loop's top,
+        // without waiting out the grace.
+        if stopping.is_some() && peers.iter().all(|p| !p.pending()) {
+            timeout = Duration::ZERO;
+        }
         // About to sleep: each fast-path client is told to ring the
         // doorbell, then its area is looked at once more (a request
         // published before the flag was seen would otherwise wait).

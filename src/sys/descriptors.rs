@@ -5,6 +5,28 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::{pipe, syscall};
 
+/// Makes descriptors `fds` inert, as [`release_inherited`] does: for a
+/// forked child, to let go of its copies of descriptors that must end
+/// with the parent. Allocates nothing and takes no lock (it runs in a
+/// `pthread_atfork` child handler); a failure leaves them as they were.
+pub(crate) fn make_inert(fds: impl Iterator<Item = RawFd>) {
+    let mut placeholder = None;
+    for fd in fds {
+        if placeholder.is_none() {
+            let Ok((read, write)) = pipe() else {
+                return;
+            };
+            drop(write);
+            placeholder = Some(read);
+        }
+        if let Some(p) = &placeholder {
+            // SAFETY: as in `release_inherited`: the descriptor `fd` is
+            // replaced under the same number, its owner unchanged.
+            unsafe { libc::dup3(p.as_raw_fd(), fd, libc::O_CLOEXEC) };
+        }
+    }
+}
+
 /// Makes every open descriptor of this process, except the standard
 /// streams and `keep`, inert: the number stays taken (so that a handle
 /// left in memory by the parent can never alias a descriptor opened

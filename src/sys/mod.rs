@@ -52,7 +52,7 @@ mod socket;
 
 pub(crate) use deadline::Deadline;
 #[cfg(target_os = "linux")]
-pub(crate) use descriptors::release_inherited;
+pub(crate) use descriptors::{make_inert, release_inherited};
 #[cfg(target_os = "linux")]
 pub(crate) use {
     eventfd::*, fd::*, futex::*, loader::*, memory::*, mutex::*, poll::*, process::*, random::*,
