@@ -458,32 +458,33 @@ impl Inner<'_> {
         self.state().count.load(Ordering::Relaxed)
     }
 
+    /// The pid slots.
     fn slots(&self) -> &[AtomicU32] {
         let (_, state, pids, _) =
             Barrier::parts(u64::from(self.barrier.parties)).expect("checked at creation");
-        // SAFETY: the slots start `pids - state` bytes after the state
-        // (`parts` puts them after it), inside the object's memory.
-        let base = unsafe { self.barrier.state.as_ptr::<u8>().add(pids - state) };
-        // SAFETY: `parties` aligned `AtomicU32` slots, mapped while the
-        // barrier lives, only ever accessed atomically.
-        unsafe {
-            std::slice::from_raw_parts(base.cast::<AtomicU32>(), self.barrier.parties as usize)
-        }
+        // SAFETY: `parts` puts `parties` aligned `AtomicU32`s at `pids`.
+        unsafe { self.array_at(pids - state) }
     }
 
     /// The start times of the processes in the slots.
     fn starts(&self) -> &[AtomicU64] {
         let (_, state, _, starts) =
             Barrier::parts(u64::from(self.barrier.parties)).expect("checked at creation");
-        // SAFETY: the start times begin `starts - state` bytes after the
-        // state (`parts` puts them after the slots), inside the object's
-        // memory.
-        let base = unsafe { self.barrier.state.as_ptr::<u8>().add(starts - state) };
-        // SAFETY: `parties` aligned `AtomicU64`s, mapped while the barrier
-        // lives, only ever accessed atomically.
-        unsafe {
-            std::slice::from_raw_parts(base.cast::<AtomicU64>(), self.barrier.parties as usize)
-        }
+        // SAFETY: `parts` puts `parties` aligned `AtomicU64`s at `starts`.
+        unsafe { self.array_at(starts - state) }
+    }
+
+    /// The `parties` atomics that start `offset` bytes after the state.
+    ///
+    /// # Safety
+    /// `parts` must put `parties` aligned `A`s there, inside the object's
+    /// memory; they are only ever accessed atomically.
+    unsafe fn array_at<A>(&self, offset: usize) -> &[A] {
+        // SAFETY: inside the object's memory, per the caller.
+        let base = unsafe { self.barrier.state.as_ptr::<u8>().add(offset) };
+        // SAFETY: `parties` aligned `A`s, per the caller, mapped while the
+        // barrier lives.
+        unsafe { std::slice::from_raw_parts(base.cast::<A>(), self.barrier.parties as usize) }
     }
 
     /// Records this process in a free slot; there is one, since at most
