@@ -477,12 +477,12 @@ struct Child {
     status: OwnedFd,
 }
 
-/// The server's loop; its exit code.
 /// Whether SIGINT was blocked in the program a fork server was started
 /// from (the server blocks it; its children take that back).
 #[derive(Clone, Copy)]
 struct Blocked(bool);
 
+/// The server's loop; its exit code.
 fn run_server(requests: OwnedFd, serve: &ChildBody, ctrl_c: Blocked) -> i32 {
     let server_pid = sys::getpid();
     let Some(parent) = parent_process() else {
