@@ -12,6 +12,8 @@ use multiproc_cli::baseline::{
     BenchSemaphore, BenchStream, RawSocketPingPong,
 };
 
+use super::bytes::touch;
+
 /// How big a run is.
 pub(super) struct Size {
     pub(super) quick: bool,
@@ -167,7 +169,8 @@ pub(super) fn batched_items_per_sec(q: &multiproc::Queue<u64>, n: u64, batch: u6
 }
 
 /// Bytes per second of `n` messages of `len` bytes from a forked producer
-/// to this process (each message checked by its first and last bytes).
+/// to this process (each message checked by its first and last bytes, and
+/// every byte of it read, as a reader that uses the payload must).
 pub(super) fn bytes_per_sec(payload: &impl BenchPayload, n: u64, len: usize) -> Result<f64> {
     multiproc::scope(|s| {
         let mut producer = s
@@ -181,10 +184,14 @@ pub(super) fn bytes_per_sec(payload: &impl BenchPayload, n: u64, len: usize) -> 
             .daemon(true);
         let t = Instant::now();
         producer.start()?;
+        let mut sums = 0u64;
         for i in 0..n {
             let mut ok = false;
             if payload
-                .recv_payload(&mut |m| ok = check_payload(m, i, len))
+                .recv_payload(&mut |m| {
+                    ok = check_payload(m, i, len);
+                    sums = sums.wrapping_add(touch(m));
+                })
                 .is_none()
             {
                 bail!("message {i} did not arrive");
@@ -194,6 +201,7 @@ pub(super) fn bytes_per_sec(payload: &impl BenchPayload, n: u64, len: usize) -> 
             }
         }
         let rate = (n * len as u64) as f64 / t.elapsed().as_secs_f64();
+        std::hint::black_box(sums);
         if producer.join_timeout(Duration::from_secs(60))? != Some(0) {
             bail!("producer failed");
         }
