@@ -6,6 +6,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -111,6 +112,9 @@ pub(super) fn queue_bytes_1mib(size: &Size) -> Result<Measured> {
     let data = payload(0);
     let ours = Queue::<Bytes>::with_capacity(0, RING)?;
     let (tx, rx) = UnixStream::pair()?;
+    // The raw producer's message, numbered in place: the socket's one copy
+    // of each message is the kernel's, as the queue's is into its ring.
+    let message = Mutex::new(data.clone());
     let mut buf = vec![0u8; MIB];
     let (a, b) = paired(
         size,
@@ -130,7 +134,7 @@ pub(super) fn queue_bytes_1mib(size: &Size) -> Result<Measured> {
             bytes_per_sec(
                 n,
                 |i| {
-                    let mut message = data.clone();
+                    let mut message = message.lock().unwrap_or_else(PoisonError::into_inner);
                     message[..8].copy_from_slice(&i.to_le_bytes());
                     let _ = (&tx).write_all(&message);
                 },
