@@ -82,9 +82,12 @@ pub(super) fn ns_per_acquire(sem: &impl BenchSemaphore, n: u64) -> Result<f64> {
     Ok(t.elapsed().as_nanos() as f64 / n as f64)
 }
 
-/// Microseconds per round trip between this process and a forked answerer.
+/// The untimed round trips before a ping-pong's timed ones.
+const WARM_UP: u64 = 100;
+
+/// Microseconds per round trip between this process and a forked answerer
+/// (after [`WARM_UP`] untimed ones).
 pub(super) fn us_per_round_trip(pp: &impl BenchPingPong, n: u64) -> Result<f64> {
-    const WARM_UP: u64 = 100;
     multiproc::scope(|s| {
         let mut answerer = s
             .process(|| {
@@ -386,8 +389,7 @@ where
 }
 
 /// User + system CPU time of a process so far, in seconds, threads that
-/// have exited included. Counted in clock ticks (10 ms): a full run's
-/// second or so of server work makes that precise to about 1%.
+/// have exited included.
 fn cpu_seconds(pid: u32) -> Result<f64> {
     // The process's CPU clock, to the nanosecond, all its threads (exited
     // ones included): `/proc/<pid>/stat` counts 10 ms ticks, which is 50 ns
@@ -408,7 +410,6 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9)
 }
 
-/// Raw Unix-socket round trips per second, the floor of any managed operation.
 /// Round trips per second over a raw socket pair, and the CPU time the
 /// answering process spent per round trip in microseconds: the least any
 /// socket server can spend per operation on this machine.
@@ -416,9 +417,10 @@ pub(super) fn raw_round_trips_per_sec(n: u64) -> Result<(f64, f64)> {
     let raw = RawSocketPingPong::new()?;
     let before = reaped_children_cpu_seconds();
     let us = us_per_round_trip(&raw, n)?;
-    // The answerer, reaped by now, is the only child that ended meanwhile.
+    // The answerer, reaped by now, is the only child that ended meanwhile;
+    // it answered the warm-up's round trips too.
     let cpu = reaped_children_cpu_seconds() - before;
-    Ok((1e6 / us, cpu / n as f64 * 1e6))
+    Ok((1e6 / us, cpu / (n + WARM_UP) as f64 * 1e6))
 }
 
 /// User + system CPU time of this process's children that have been
