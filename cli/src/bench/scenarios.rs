@@ -406,6 +406,10 @@ fn pool_map_10k(size: &Size) -> Result<Measured> {
     let rounds = size.pick(20, 5);
     let items: Vec<u32> = (0..10_000).collect();
     let expected: Vec<u32> = items.iter().map(|&x| tiny(x)).collect();
+    // One untimed map first, as the Python side does.
+    if pool.map(tiny, items.iter().copied())? != expected {
+        bail!("pool map returned wrong results");
+    }
     let ms = median(
         (0..rounds)
             .map(|_| -> Result<f64> {
