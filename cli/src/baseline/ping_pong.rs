@@ -113,15 +113,16 @@ impl BenchPingPong for AsyncEventPair {
 /// `sync::futex::SPIN`): the spinning ping-pong spins as long.
 const SPIN: u32 = 500;
 
-/// Re-checks `word` up to `rounds` times; whether it saw `expect`.
+/// Re-checks `word` up to `rounds` times; whether it saw message `expect`
+/// (whether or not the peer has marked it [`SLEEPING`] meanwhile).
 fn spin_until(word: &AtomicU32, expect: u32, rounds: u32) -> bool {
     for _ in 0..rounds {
-        if word.load(Ordering::Acquire) == expect {
+        if word.load(Ordering::Acquire) & !SLEEPING == expect {
             return true;
         }
         std::hint::spin_loop();
     }
-    word.load(Ordering::Acquire) == expect
+    word.load(Ordering::Acquire) & !SLEEPING == expect
 }
 
 /// `FUTEX_WAIT_BITSET` with no timeout, as the library sleeps: while
@@ -148,9 +149,11 @@ fn futex_wake(word: &AtomicU32) {
 }
 
 /// The kernel primitive alone: one futex word in shared memory, a
-/// `FUTEX_WAIT` whenever the answer is not there yet and a `FUTEX_WAKE` on
-/// every message; optionally the same bounded spin as the library's waits
-/// first, which is what the hardware allows when the peer is running.
+/// `FUTEX_WAIT` whenever the answer is not there yet (the waiter first
+/// marks the word [`SLEEPING`]) and a `FUTEX_WAKE` on a message only when
+/// the word says its peer sleeps; optionally the same bounded spin as the
+/// library's waits first, which is what the hardware allows when the peer
+/// is running.
 pub struct RawFutexPingPong {
     mem: Segment,
     /// How many times to re-check the word before sleeping: [`SPIN`], or
@@ -182,21 +185,35 @@ impl RawFutexPingPong {
         unsafe { &*self.mem.as_ptr().cast() }
     }
 
-    fn send_and_await(&self, send: Option<u32>, expect: u32) {
+    /// Puts message `v` in the word, and wakes the peer if it sleeps.
+    fn send(&self, v: u32) {
         let word = self.word();
-        if let Some(v) = send {
-            word.store(v, Ordering::Release);
+        if word.swap(v, Ordering::AcqRel) & SLEEPING != 0 {
             futex_wake(word);
         }
+    }
+
+    /// Waits until the word holds message `expect`.
+    fn await_message(&self, expect: u32) {
+        let word = self.word();
         if self.spin_rounds > 0 && spin_until(word, expect, self.spin_rounds) {
             return;
         }
         loop {
             let v = word.load(Ordering::Acquire);
-            if v == expect {
+            // The message, even if the peer, waiting for the answer to
+            // it, has marked it since.
+            if v & !SLEEPING == expect {
                 return;
             }
-            futex_wait(word, v);
+            // Say so before sleeping: the peer's next message wakes us.
+            if v & SLEEPING != 0
+                || word
+                    .compare_exchange(v, v | SLEEPING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                futex_wait(word, v | SLEEPING);
+            }
         }
     }
 }
@@ -205,14 +222,17 @@ const PING: u32 = 1;
 
 const PONG: u32 = 2;
 
+/// Set in the word by a side about to sleep on it.
+const SLEEPING: u32 = 4;
+
 impl BenchPingPong for RawFutexPingPong {
     fn answer(&self) {
-        self.send_and_await(None, PING);
-        self.word().store(PONG, Ordering::Release);
-        futex_wake(self.word());
+        self.await_message(PING);
+        self.send(PONG);
     }
     fn ask(&self) {
-        self.send_and_await(Some(PING), PONG);
+        self.send(PING);
+        self.await_message(PONG);
     }
 }
 

@@ -283,7 +283,7 @@ fn event_pingpong(size: &Size) -> Result<Measured> {
     Ok((
         a,
         vec![
-            ("futex word, same spin", b),
+            ("futex word, same spin, wakes only a sleeper", b),
             ("futex wait/wake, no spin", c),
             ("eventfd", d),
             ("raw_sync BusyEvent: spins, never sleeps", e),
