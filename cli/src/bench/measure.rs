@@ -51,18 +51,25 @@ pub(super) fn paired(
     mut ours: impl FnMut() -> Result<f64>,
     mut theirs: impl FnMut() -> Result<f64>,
 ) -> Result<(f64, f64)> {
-    let mut a = Vec::new();
-    let mut b = Vec::new();
-    for round in 0..size.repeats() {
-        if round % 2 == 0 {
-            a.push(ours()?);
-            b.push(theirs()?);
-        } else {
-            b.push(theirs()?);
-            a.push(ours()?);
+    let [a, b] = alternated(size.repeats(), [&mut ours, &mut theirs])?;
+    Ok((a, b))
+}
+
+/// Runs each of `runs` once per round for `rounds` rounds, round `r`
+/// starting with run `r % K` (for two, each goes first every other
+/// round), and returns the median of each.
+pub(super) fn alternated<const K: usize>(
+    rounds: usize,
+    runs: [&mut dyn FnMut() -> Result<f64>; K],
+) -> Result<[f64; K]> {
+    let mut figures: [Vec<f64>; K] = std::array::from_fn(|_| Vec::new());
+    for round in 0..rounds {
+        for k in 0..K {
+            let i = (round + k) % K;
+            figures[i].push(runs[i]()?);
         }
     }
-    Ok((median(a), median(b)))
+    Ok(figures.map(median))
 }
 
 /// Nanoseconds per uncontended lock+unlock.
@@ -432,4 +439,60 @@ fn reaped_children_cpu_seconds() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternated_rotates_who_goes_first_and_keeps_medians() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let run = |k: usize, figures: [f64; 3]| {
+            let order = &order;
+            let mut calls = 0;
+            move || {
+                order.borrow_mut().push(k);
+                calls += 1;
+                Ok(figures[calls - 1])
+            }
+        };
+        let (mut a, mut b, mut c) = (
+            run(0, [5.0, 1.0, 3.0]),
+            run(1, [2.0, 9.0, 4.0]),
+            run(2, [7.0, 7.0, 0.5]),
+        );
+        let got = alternated(3, [&mut a, &mut b, &mut c]).unwrap();
+        assert_eq!(got, [3.0, 4.0, 7.0]);
+        assert_eq!(order.into_inner(), [0, 1, 2, 1, 2, 0, 2, 0, 1]);
+    }
+
+    #[test]
+    fn paired_alternates_as_before() {
+        let size = Size {
+            quick: true,
+            redis: None,
+        };
+        let order = std::cell::RefCell::new(Vec::new());
+        let (a, b) = paired(
+            &size,
+            || {
+                order.borrow_mut().push('a');
+                Ok(1.0)
+            },
+            || {
+                order.borrow_mut().push('b');
+                Ok(2.0)
+            },
+        )
+        .unwrap();
+        assert_eq!((a, b), (1.0, 2.0));
+        assert_eq!(order.into_inner(), ['a', 'b', 'b', 'a', 'a', 'b']);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+    }
 }

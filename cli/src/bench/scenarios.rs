@@ -14,9 +14,9 @@ use multiproc_cli::baseline::{
 };
 
 use super::measure::{
-    batched_items_per_sec, bytes_per_sec, items_per_sec, managed_rate_over, median, ms_per_process,
-    ns_per_acquire, ns_per_lock, paired, raw_round_trips_per_sec, sums_per_sec, two_process_rate,
-    us_per_round_trip, ManagerOp, Size,
+    alternated, batched_items_per_sec, bytes_per_sec, items_per_sec, managed_rate_over, median,
+    ms_per_process, ns_per_acquire, ns_per_lock, paired, raw_round_trips_per_sec, sums_per_sec,
+    two_process_rate, us_per_round_trip, ManagerOp, Size,
 };
 use super::redis::redis_managed;
 use super::{Layer, Measured, Unit};
@@ -293,17 +293,29 @@ fn event_pingpong(size: &Size) -> Result<Measured> {
 }
 
 /// The event ping-pong with both sides awaiting (`wait_async`), beside the
-/// same blocking ping-pong without its spin: what the waiter thread costs.
+/// OS baseline of the blocking ping-pong (a futex word with the same spin)
+/// and the same futex without its spin (what sleeping every time costs),
+/// all three alternately.
 fn event_pingpong_async(size: &Size) -> Result<Measured> {
     let n = size.pick(5_000, 1_000);
     let ours = AsyncEventPair::new()?;
+    let spinning = RawFutexPingPong::new(true)?;
     let futex = RawFutexPingPong::new(false)?;
-    let (a, b) = paired(
-        size,
-        || us_per_round_trip(&ours, n),
-        || us_per_round_trip(&futex, n),
+    let [a, b, c] = alternated(
+        size.repeats(),
+        [
+            &mut || us_per_round_trip(&ours, n),
+            &mut || us_per_round_trip(&spinning, n),
+            &mut || us_per_round_trip(&futex, n),
+        ],
     )?;
-    Ok((a, vec![("futex wait/wake, no spin", b)]))
+    Ok((
+        a,
+        vec![
+            ("futex word, same spin, wakes only a sleeper", b),
+            ("futex wait/wake, no spin", c),
+        ],
+    ))
 }
 
 fn queue_items_2proc(size: &Size) -> Result<Measured> {
@@ -327,18 +339,29 @@ fn queue_items_2proc(size: &Size) -> Result<Measured> {
     Ok((a, baselines))
 }
 
-/// The queue with both ends awaiting (`put_async`, `get_async`), beside the
-/// blocking queue in the same run.
+/// The queue with both ends awaiting (`put_async`, `get_async`), beside
+/// the OS baseline (a Unix socket, one write per item) and the blocking
+/// queue, all three alternately.
 fn queue_items_async(size: &Size) -> Result<Measured> {
     let n = size.pick(1_000_000, 200_000);
     let ours = AsyncQueue(multiproc::Queue::<u64>::new()?);
+    let raw = RawSocketStream::new()?;
     let blocking = multiproc::Queue::<u64>::new()?;
-    let (a, b) = paired(
-        size,
-        || items_per_sec(&ours, n),
-        || items_per_sec(&blocking, n),
+    let [a, b, c] = alternated(
+        size.repeats(),
+        [
+            &mut || items_per_sec(&ours, n),
+            &mut || items_per_sec(&raw, n),
+            &mut || items_per_sec(&blocking, n),
+        ],
     )?;
-    Ok((a, vec![("the same Queue, blocking put and get", b)]))
+    Ok((
+        a,
+        vec![
+            ("Unix socket, one write per item", b),
+            ("the same Queue, blocking put and get", c),
+        ],
+    ))
 }
 
 fn pipe_pingpong(size: &Size) -> Result<Measured> {
