@@ -1,12 +1,27 @@
 //! `multiproc bench --plot FILE`: a bar chart of every scenario's cost per
 //! operation, multiproc beside the OS baseline and Python.
 
+use multiproc_cli::baseline::PAYLOAD_LEN;
+
 use super::scenarios::Scenario;
 use super::{Measurement, Unit};
 
-/// Nanoseconds per operation, whatever the unit.
+/// Nanoseconds per operation, whatever the unit; for the payload rows
+/// (bytes per second), per 1 MiB message, their operation.
 fn ns_per_op(unit: Unit, v: f64) -> f64 {
-    1e9 / unit.speed(v)
+    match unit {
+        Unit::BytesPerSec => 1e9 * PAYLOAD_LEN as f64 / v,
+        _ => 1e9 / unit.speed(v),
+    }
+}
+
+/// A row's label: its name, and what its operation is when that is not
+/// plain from the name.
+fn label(s: &Scenario) -> String {
+    match s.unit {
+        Unit::BytesPerSec => format!("{} (per MiB)", s.name),
+        _ => s.name.to_string(),
+    }
 }
 
 /// A horizontal bar chart, one group of bars per scenario, on a log scale of
@@ -83,7 +98,7 @@ pub(super) fn plot_svg(results: &[(&Scenario, Measurement)]) -> String {
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
             LEFT - 8.0,
             y + 28.0,
-            s.name
+            label(s)
         );
         for (i, (v, _, color)) in series(m).into_iter().enumerate() {
             let Some(v) = v else { continue };
@@ -110,4 +125,20 @@ pub(super) fn plot_svg(results: &[(&Scenario, Measurement)]) -> String {
         );
     }
     svg + "</svg>\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_per_operation_of_each_unit() {
+        assert_eq!(ns_per_op(Unit::Ns, 9.5), 9.5);
+        assert_eq!(ns_per_op(Unit::Us, 2.0), 2_000.0);
+        assert_eq!(ns_per_op(Unit::Ms, 0.5), 500_000.0);
+        assert_eq!(ns_per_op(Unit::OpsPerSec, 1e6), 1_000.0);
+        // A 1 MiB message at 1 GiB/s takes 1/1024 s, not 1 ns per byte.
+        let gib = (1u64 << 30) as f64;
+        assert_eq!(ns_per_op(Unit::BytesPerSec, gib), 1e9 / 1024.0);
+    }
 }
