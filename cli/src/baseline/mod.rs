@@ -31,7 +31,7 @@ pub use payload::{
 #[cfg(feature = "peers")]
 pub use peers::{iceoryx2_items_per_sec, iceoryx2_payload_bytes_per_sec, Delivered};
 pub use ping_pong::{
-    block_on, AsyncEventPair, BenchPingPong, EventFdPingPong, EventPair, PipePingPong,
+    block_on, AsyncEventPair, BenchPingPong, EventFdPingPong, EventPair, PipePingPong, RawCall,
     RawFutexPingPong, RawSocketPingPong,
 };
 pub use semaphore::{BenchSemaphore, PosixSemaphore};

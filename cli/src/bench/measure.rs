@@ -9,7 +9,7 @@ use multiproc::manager::{DictProxy, ListProxy};
 use multiproc::{Process, RawValue};
 use multiproc_cli::baseline::{
     check_payload, mark_payload, BenchArray, BenchCounter, BenchMutex, BenchPayload, BenchPingPong,
-    BenchSemaphore, BenchStream, RawSocketPingPong,
+    BenchSemaphore, BenchStream, RawCall,
 };
 
 use super::bytes::touch;
@@ -417,28 +417,71 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9)
 }
 
-/// Round trips per second over a raw socket pair, and the CPU time the
-/// answering process spent per round trip in microseconds: the least any
-/// socket server can spend per operation on this machine.
-pub(super) fn raw_round_trips_per_sec(n: u64) -> Result<(f64, f64)> {
-    let raw = RawSocketPingPong::new()?;
-    let before = reaped_children_cpu_seconds();
-    let us = us_per_round_trip(&raw, n)?;
-    // The answerer, reaped by now, is the only child that ended meanwhile;
-    // it answered the warm-up's round trips too.
-    let cpu = reaped_children_cpu_seconds() - before;
-    Ok((1e6 / us, cpu / (n + WARM_UP) as f64 * 1e6))
+/// The sizes of one raw call standing for a manager call of `op`: its
+/// request and answer in bytes (`u64` keys and values, 8 bytes each, no
+/// encoding), and the operations it carries.
+pub(super) fn raw_call_shape(op: ManagerOp) -> (usize, usize, u64) {
+    let batch = BATCH as usize;
+    match op {
+        ManagerOp::Set => (16, 8, 1),
+        ManagerOp::Get | ManagerOp::Append => (8, 8, 1),
+        ManagerOp::SetBatched => (16 * batch, 8, BATCH),
+        ManagerOp::GetBatched => (8 * batch, 8 * batch, BATCH),
+    }
 }
 
-/// User + system CPU time of this process's children that have been
-/// waited for, in seconds.
-fn reaped_children_cpu_seconds() -> f64 {
-    // SAFETY: `rusage` is a plain C struct of integers, valid when zeroed.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable struct for getrusage to fill.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+/// The OS baseline of a managed row: the same clients (this process, or
+/// `clients` forked ones released together) making the same number of
+/// round trips, each carrying the same operations' keys and values raw
+/// ([`raw_call_shape`]), to one answering process (a thread per client)
+/// through shared memory or over a Unix socket as `transport` says.
+/// Returns operations per second and the answering process's CPU time
+/// per operation in microseconds.
+pub(super) fn raw_calls_per_sec(
+    op: ManagerOp,
+    clients: u64,
+    n: u64,
+    transport: multiproc::manager::Transport,
+) -> Result<(f64, f64)> {
+    let (request, answer, per_call) = raw_call_shape(op);
+    let shared = transport != multiproc::manager::Transport::Socket;
+    let calls = n / per_call;
+    let channels = (0..clients)
+        .map(|_| RawCall::new(shared, request, answer))
+        .collect::<Result<Vec<_>>>()?;
+    let done = RawValue::new(0u32)?;
+    multiproc::scope(|s| -> Result<(f64, f64)> {
+        let mut server = s
+            .process(|| {
+                std::thread::scope(|t| {
+                    for c in &channels {
+                        t.spawn(move || (0..calls).for_each(|_| c.answer()));
+                    }
+                });
+                // Until the parent has read this process's CPU time.
+                while done.atomic().load(Ordering::Acquire) == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .daemon(true);
+        server.start()?;
+        let pid = server.pid().context("the answering process has no pid")?;
+        let cpu_before = cpu_seconds(pid)?;
+        let t = Instant::now();
+        run_clients(clients, |c| -> Result<()> {
+            let channel = &channels[c as usize];
+            (0..calls).for_each(|_| channel.ask());
+            Ok(())
+        })?;
+        let elapsed = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(pid)? - cpu_before;
+        done.atomic().store(1, Ordering::Release);
+        if server.join_timeout(Duration::from_secs(60))? != Some(0) {
+            bail!("the raw calls' answering process failed or hung");
+        }
+        let ops = (clients * calls * per_call) as f64;
+        Ok((ops / elapsed, cpu / ops * 1e6))
+    })
 }
 
 #[cfg(test)]
@@ -488,6 +531,16 @@ mod tests {
         .unwrap();
         assert_eq!((a, b), (1.0, 2.0));
         assert_eq!(order.into_inner(), ['a', 'b', 'b', 'a', 'a', 'b']);
+    }
+
+    #[test]
+    fn raw_calls_carry_what_the_manager_calls_do() {
+        // One key and value each way for a single call; a batch of 1000
+        // keys and values, or 1000 keys and 1000 values back, for a batch.
+        assert_eq!(raw_call_shape(ManagerOp::Set), (16, 8, 1));
+        assert_eq!(raw_call_shape(ManagerOp::Get), (8, 8, 1));
+        assert_eq!(raw_call_shape(ManagerOp::SetBatched), (16_000, 8, BATCH));
+        assert_eq!(raw_call_shape(ManagerOp::GetBatched), (8_000, 8_000, BATCH));
     }
 
     #[test]

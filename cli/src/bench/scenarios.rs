@@ -15,7 +15,7 @@ use multiproc_cli::baseline::{
 
 use super::measure::{
     alternated, batched_items_per_sec, bytes_per_sec, items_per_sec, managed_rate_over, median,
-    ms_per_process, ns_per_acquire, ns_per_lock, paired, raw_round_trips_per_sec, sums_per_sec,
+    ms_per_process, ns_per_acquire, ns_per_lock, paired, raw_calls_per_sec, sums_per_sec,
     two_process_rate, us_per_round_trip, ManagerOp, Size,
 };
 use super::redis::redis_managed;
@@ -477,17 +477,31 @@ fn managed_over(
             Ok(rate)
         },
         || {
-            let (rate, cpu_us) = raw_round_trips_per_sec(size.pick(20_000, 5_000))?;
+            let (rate, cpu_us) = raw_calls_per_sec(op, clients, n, transport)?;
             raw_cpu.push(cpu_us);
             Ok(rate)
         },
     )?;
     eprint!(
-        " (server CPU {:.2} us/op; a raw socket echo's {:.2})",
+        " (server CPU {:.2} us/op; the raw calls' answerer's {:.2})",
         median(cpu),
         median(raw_cpu)
     );
-    Ok((a, vec![("raw Unix socket round trips", b)]))
+    Ok((a, vec![(raw_calls_name(op, clients, transport), b)]))
+}
+
+/// What a managed row's OS baseline ([`raw_calls_per_sec`]) is, in words.
+fn raw_calls_name(op: ManagerOp, clients: u64, transport: Transport) -> &'static str {
+    let batched = matches!(op, ManagerOp::SetBatched | ManagerOp::GetBatched);
+    match (transport, clients, batched) {
+        (Transport::Socket, 1, false) => "raw Unix socket round trips",
+        (Transport::Socket, _, _) => "raw Unix socket round trips, same clients and batches",
+        (_, 1, false) => "raw shared-memory round trips (futex word, same spin)",
+        (_, 2, false) => "raw shared-memory round trips, 2 clients to one process",
+        (_, 4, false) => "raw shared-memory round trips, 4 clients to one process",
+        (_, 1, true) => "raw shared-memory round trips of 1000 keys, counted by key",
+        _ => "raw shared-memory round trips, same clients and batches",
+    }
 }
 
 fn process_start_join(size: &Size) -> Result<Measured> {
