@@ -362,22 +362,14 @@ impl BenchPingPong for PipePingPong {
     }
 }
 
-/// What carries a [`RawCall`]'s request and answer.
-enum CallChannel {
-    /// A Unix socket pair: the bytes are written and read.
-    Socket(UnixStream, UnixStream),
-    /// A shared area (request, then answer) and a futex word with the
-    /// library's spin ([`RawFutexPingPong`]): the bytes are copied in and out.
-    Shared(RawFutexPingPong, Segment),
-}
-
-/// A raw round trip carrying a request of `request_len` bytes and an
-/// answer of `answer_len` bytes, over a Unix socket or through shared
-/// memory: what one manager call costs the OS, with no encoding and no
-/// work done. The answering side copies each request out before it
-/// answers (as a server that reads it must).
+/// A raw round trip over a Unix socket pair carrying a request of
+/// `request_len` bytes and an answer of `answer_len` bytes: what one
+/// manager call over a socket costs the OS, with no encoding and no work
+/// done. The answering side reads each request whole before it answers
+/// (as a server that reads it must).
 pub struct RawCall {
-    channel: CallChannel,
+    client_end: UnixStream,
+    server_end: UnixStream,
     request_len: usize,
     answer_len: usize,
     client: std::sync::Mutex<Vec<u8>>,
@@ -385,24 +377,16 @@ pub struct RawCall {
 }
 
 impl RawCall {
-    /// A new channel for calls of these sizes: through shared memory if
-    /// `shared`, else over a Unix socket pair.
+    /// A new socket pair for calls of these sizes.
     ///
     /// # Errors
-    /// If the socket pair or the shared memory cannot be made.
-    pub fn new(shared: bool, request_len: usize, answer_len: usize) -> Result<Self> {
-        let channel = if shared {
-            CallChannel::Shared(
-                RawFutexPingPong::new(true)?,
-                Segment::anonymous(request_len + answer_len)?,
-            )
-        } else {
-            let (a, b) = UnixStream::pair()?;
-            CallChannel::Socket(a, b)
-        };
+    /// If the socket pair cannot be made.
+    pub fn new(request_len: usize, answer_len: usize) -> Result<Self> {
+        let (client_end, server_end) = UnixStream::pair()?;
         let buf = || std::sync::Mutex::new(vec![1u8; request_len.max(answer_len)]);
         Ok(RawCall {
-            channel,
+            client_end,
+            server_end,
             request_len,
             answer_len,
             client: buf(),
@@ -415,53 +399,15 @@ fn lock(m: &std::sync::Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Copies `from` into the area at `at` (the caller's side of the
-/// handshake owns that part of the area now).
-fn copy_in(area: &Segment, at: usize, from: &[u8]) {
-    // SAFETY: `at + from.len()` is within the area (request, then answer),
-    // whose part the handshake gives to this side alone.
-    unsafe {
-        std::ptr::copy_nonoverlapping(from.as_ptr(), area.as_ptr().wrapping_add(at), from.len())
-    };
-}
-
-/// Copies the area's bytes at `at` into `to`.
-fn copy_out(area: &Segment, at: usize, to: &mut [u8]) {
-    // SAFETY: as for `copy_in`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(area.as_ptr().wrapping_add(at), to.as_mut_ptr(), to.len())
-    };
-}
-
 impl BenchPingPong for RawCall {
     fn answer(&self) {
         let mut buf = lock(&self.server);
-        match &self.channel {
-            CallChannel::Socket(_, b) => {
-                let _ = (&*b).read_exact(&mut buf[..self.request_len]);
-                let _ = (&*b).write_all(&buf[..self.answer_len]);
-            }
-            CallChannel::Shared(futex, area) => {
-                futex.await_message(PING);
-                copy_out(area, 0, &mut buf[..self.request_len]);
-                copy_in(area, self.request_len, &buf[..self.answer_len]);
-                futex.send(PONG);
-            }
-        }
+        let _ = (&self.server_end).read_exact(&mut buf[..self.request_len]);
+        let _ = (&self.server_end).write_all(&buf[..self.answer_len]);
     }
     fn ask(&self) {
         let mut buf = lock(&self.client);
-        match &self.channel {
-            CallChannel::Socket(a, _) => {
-                let _ = (&*a).write_all(&buf[..self.request_len]);
-                let _ = (&*a).read_exact(&mut buf[..self.answer_len]);
-            }
-            CallChannel::Shared(futex, area) => {
-                copy_in(area, 0, &buf[..self.request_len]);
-                futex.send(PING);
-                futex.await_message(PONG);
-                copy_out(area, self.request_len, &mut buf[..self.answer_len]);
-            }
-        }
+        let _ = (&self.client_end).write_all(&buf[..self.request_len]);
+        let _ = (&self.client_end).read_exact(&mut buf[..self.answer_len]);
     }
 }

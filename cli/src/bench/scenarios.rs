@@ -477,7 +477,7 @@ fn managed_over(
             Ok(rate)
         },
         || {
-            let (rate, cpu_us) = raw_calls_per_sec(op, clients, n, transport)?;
+            let (rate, cpu_us) = raw_calls_per_sec(op, clients, n)?;
             raw_cpu.push(cpu_us);
             Ok(rate)
         },
@@ -487,20 +487,18 @@ fn managed_over(
         median(cpu),
         median(raw_cpu)
     );
-    Ok((a, vec![(raw_calls_name(op, clients, transport), b)]))
+    Ok((a, vec![(raw_calls_name(op, clients), b)]))
 }
 
 /// What a managed row's OS baseline ([`raw_calls_per_sec`]) is, in words.
-fn raw_calls_name(op: ManagerOp, clients: u64, transport: Transport) -> &'static str {
+fn raw_calls_name(op: ManagerOp, clients: u64) -> &'static str {
     let batched = matches!(op, ManagerOp::SetBatched | ManagerOp::GetBatched);
-    match (transport, clients, batched) {
-        (Transport::Socket, 1, false) => "raw Unix socket round trips",
-        (Transport::Socket, _, _) => "raw Unix socket round trips, same clients and batches",
-        (_, 1, false) => "raw shared-memory round trips (futex word, same spin)",
-        (_, 2, false) => "raw shared-memory round trips, 2 clients to one process",
-        (_, 4, false) => "raw shared-memory round trips, 4 clients to one process",
-        (_, 1, true) => "raw shared-memory round trips of 1000 keys, counted by key",
-        _ => "raw shared-memory round trips, same clients and batches",
+    match (clients, batched) {
+        (1, false) => "raw Unix socket round trips",
+        (2, false) => "raw Unix socket round trips, 2 clients to one process",
+        (4, false) => "raw Unix socket round trips, 4 clients to one process",
+        (1, true) => "raw Unix socket round trips of 1000 keys, counted by key",
+        _ => "raw Unix socket round trips, same clients and batches",
     }
 }
 
