@@ -633,12 +633,17 @@ impl Source for Descriptors {
         if sys::ready(&pfds[0]) {
             sys::eventfd_read(&self.wake);
         }
-        Fired::Some(
-            (1..pfds.len())
-                .filter(|&i| sys::ready(&pfds[i]))
-                .map(|i| i - 1)
-                .collect(),
-        )
+        let ready: Vec<usize> = (1..pfds.len())
+            .filter(|&i| sys::ready(&pfds[i]))
+            .map(|i| i - 1)
+            .collect();
+        // None ready: an interruption or the deadline, after which the
+        // watches beyond those polled are looked at.
+        if ready.is_empty() {
+            Fired::Nothing
+        } else {
+            Fired::Some(ready)
+        }
     }
 }
 

@@ -300,3 +300,63 @@ fn waiting_on_more_words_than_every_thread_takes_does_not_spin() {
         );
     });
 }
+
+/// More descriptors awaited at once than one waiter thread polls (1023),
+/// when no second thread can be had (the descriptor table is full when
+/// the extra waits arm, so its wake-up eventfd cannot be made): the
+/// thread that takes the extra ones must look at them every 2 ms, and a
+/// message sent to one of them is received. Run in a child process, whose
+/// descriptor table it fills.
+#[test]
+fn descriptors_past_one_threads_poll_are_looked_at_when_no_thread_can_start() {
+    watchdog("descriptor overflow", LIMIT, || {
+        let child = static_child(|| {
+            const FIRST: usize = 1023;
+            const EXTRA: usize = 5;
+            let rt = current_thread();
+            let pairs: Vec<_> = (0..FIRST + EXTRA)
+                .map(|_| multiproc::pipe().unwrap())
+                .collect();
+            let polls = Arc::new(AtomicUsize::new(0));
+            let mut senders = Vec::new();
+            let mut tasks = Vec::new();
+            let mut spawn_until_polled =
+                |range: std::ops::Range<usize>,
+                 pairs: &mut Vec<_>,
+                 senders: &mut Vec<_>,
+                 tasks: &mut Vec<_>| {
+                    for _ in range {
+                        let (mut a, b): (multiproc::Connection, multiproc::Connection) =
+                            pairs.remove(0);
+                        senders.push(b);
+                        tasks.push(rt.spawn(Counted {
+                            inner: Box::pin(async move { a.recv_async::<u32>().await.unwrap() }),
+                            polls: polls.clone(),
+                        }));
+                    }
+                    let want = tasks.len();
+                    let end = Instant::now() + Duration::from_secs(30);
+                    while polls.load(SeqCst) < want {
+                        assert!(Instant::now() < end, "the tasks never ran");
+                        rt.block_on(tokio::task::yield_now());
+                    }
+                };
+            let mut pairs = pairs;
+            spawn_until_polled(0..FIRST, &mut pairs, &mut senders, &mut tasks);
+            // No descriptor left for a second thread's eventfd.
+            let held = common::fill_descriptors();
+            spawn_until_polled(0..EXTRA, &mut pairs, &mut senders, &mut tasks);
+            drop(held);
+            for (i, t) in tasks.into_iter().enumerate().rev() {
+                senders[i].send(&(i as u32)).unwrap();
+                let got = rt.block_on(patiently("a receive", t)).unwrap();
+                assert_eq!(got, i as u32);
+            }
+        });
+        assert_eq!(
+            join(&child, LIMIT),
+            0,
+            "a receive past the poll never ended"
+        );
+    });
+}
