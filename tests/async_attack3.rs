@@ -320,27 +320,26 @@ fn descriptors_past_one_threads_poll_are_looked_at_when_no_thread_can_start() {
             let polls = Arc::new(AtomicUsize::new(0));
             let mut senders = Vec::new();
             let mut tasks = Vec::new();
-            let mut spawn_until_polled =
-                |range: std::ops::Range<usize>,
-                 pairs: &mut Vec<_>,
-                 senders: &mut Vec<_>,
-                 tasks: &mut Vec<_>| {
-                    for _ in range {
-                        let (mut a, b): (multiproc::Connection, multiproc::Connection) =
-                            pairs.remove(0);
-                        senders.push(b);
-                        tasks.push(rt.spawn(Counted {
-                            inner: Box::pin(async move { a.recv_async::<u32>().await.unwrap() }),
-                            polls: polls.clone(),
-                        }));
-                    }
-                    let want = tasks.len();
-                    let end = Instant::now() + Duration::from_secs(30);
-                    while polls.load(SeqCst) < want {
-                        assert!(Instant::now() < end, "the tasks never ran");
-                        rt.block_on(tokio::task::yield_now());
-                    }
-                };
+            let spawn_until_polled = |range: std::ops::Range<usize>,
+                                      pairs: &mut Vec<_>,
+                                      senders: &mut Vec<_>,
+                                      tasks: &mut Vec<_>| {
+                for _ in range {
+                    let (mut a, b): (multiproc::Connection, multiproc::Connection) =
+                        pairs.remove(0);
+                    senders.push(b);
+                    tasks.push(rt.spawn(Counted {
+                        inner: Box::pin(async move { a.recv_async::<u32>().await.unwrap() }),
+                        polls: polls.clone(),
+                    }));
+                }
+                let want = tasks.len();
+                let end = Instant::now() + Duration::from_secs(30);
+                while polls.load(SeqCst) < want {
+                    assert!(Instant::now() < end, "the tasks never ran");
+                    rt.block_on(tokio::task::yield_now());
+                }
+            };
             let mut pairs = pairs;
             spawn_until_polled(0..FIRST, &mut pairs, &mut senders, &mut tasks);
             // No descriptor left for a second thread's eventfd.
@@ -357,6 +356,81 @@ fn descriptors_past_one_threads_poll_are_looked_at_when_no_thread_can_start() {
             join(&child, LIMIT),
             0,
             "a receive past the poll never ended"
+        );
+    });
+}
+
+/// Thirty-two event ping-pongs at once between tasks of this process and
+/// threads of another, all on one waiter thread's words: wake-ups that
+/// come while the thread takes another word's tasks or collects its
+/// watches again are not lost (a lost one would cost the periodic
+/// compare, 100 ms, each time: minutes over all the rounds).
+#[test]
+fn many_ping_pongs_on_one_waiter_thread_lose_no_wakeup() {
+    watchdog("many ping-pongs", LIMIT, || {
+        const PAIRS: usize = 32;
+        const ROUNDS: usize = 300;
+        let pings: Vec<Event> = (0..PAIRS).map(|_| Event::new().unwrap()).collect();
+        let pongs: Vec<Event> = (0..PAIRS).map(|_| Event::new().unwrap()).collect();
+        let (ps, qs) = (pings.clone(), pongs.clone());
+        let child = static_child(move || {
+            let threads: Vec<_> = ps
+                .into_iter()
+                .zip(qs)
+                .map(|(ping, pong)| {
+                    std::thread::spawn(move || {
+                        for _ in 0..ROUNDS {
+                            assert!(ping.wait_timeout(Duration::from_secs(20)));
+                            ping.clear();
+                            // Past the task's spin: it sleeps on the waiter.
+                            std::thread::sleep(Duration::from_micros(300));
+                            pong.set();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        });
+        let rt = multi_thread();
+        let start = Instant::now();
+        let tasks: Vec<_> = pings
+            .into_iter()
+            .zip(pongs)
+            .map(|(ping, pong)| {
+                rt.spawn(async move {
+                    let mut slow = 0;
+                    for _ in 0..ROUNDS {
+                        let t = Instant::now();
+                        ping.set();
+                        assert!(pong
+                            .wait_timeout_async(Duration::from_secs(20))
+                            .await
+                            .unwrap());
+                        pong.clear();
+                        if t.elapsed() >= Duration::from_millis(90) {
+                            slow += 1;
+                        }
+                    }
+                    slow
+                })
+            })
+            .collect();
+        let mut slow = 0;
+        for t in tasks {
+            slow += rt.block_on(patiently("a ping-pong", t)).unwrap();
+        }
+        let elapsed = start.elapsed();
+        assert_eq!(join(&child, LIMIT), 0);
+        eprintln!(
+            "{} rounds in {elapsed:?}, {slow} of them 90 ms or more",
+            PAIRS * ROUNDS
+        );
+        assert!(
+            slow < PAIRS * ROUNDS / 20,
+            "{slow} rounds of {} took 90 ms or more: wake-ups lost",
+            PAIRS * ROUNDS
         );
     });
 }
