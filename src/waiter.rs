@@ -576,7 +576,23 @@ impl Source for Futexes {
             // again) or a watched one did (then the next sleep finds it
             // changed too, with the control word as it was).
             WaitvOutcome::Changed if self.snapshot() != snapshot => Fired::Nothing,
-            WaitvOutcome::Changed => Fired::All,
+            // Which ones: the kernel compares each alone (with a deadline
+            // long past, so that it never sleeps), so that the tasks on
+            // the other words, idle, are not woken for nothing. None
+            // changed any more: the next sleep compares them all again.
+            WaitvOutcome::Changed => {
+                let changed: Vec<usize> = (0..watches.len())
+                    .filter(|&i| {
+                        let alone = sys::futex_waitv(&watches[i..=i], Deadline::Now);
+                        !matches!(alone, WaitvOutcome::TimedOut)
+                    })
+                    .collect();
+                if changed.is_empty() {
+                    Fired::Nothing
+                } else {
+                    Fired::Some(changed)
+                }
+            }
             WaitvOutcome::Unsupported => {
                 // Before Linux 5.16: sleep on the control word alone for a
                 // while, then let every task look again.

@@ -434,3 +434,63 @@ fn many_ping_pongs_on_one_waiter_thread_lose_no_wakeup() {
         );
     });
 }
+
+/// Idle tasks on an event are not looked at again because of traffic on
+/// other words of the same waiter thread: a queue that another process
+/// keeps putting to, got from by a task here, leaves the two thousand
+/// tasks on the event asleep (a race of the queue's word with the
+/// thread's compare is reported as "some word changed", which woke every
+/// task of the thread).
+#[test]
+fn traffic_on_one_word_does_not_wake_idle_tasks_on_another() {
+    watchdog("idle tasks beside traffic", LIMIT, || {
+        const IDLE_TASKS: usize = 2000;
+        const ITEMS: u32 = 3000;
+        let idle = Event::new().unwrap();
+        let queue = multiproc::Queue::<u32>::new().unwrap();
+        let rt = multi_thread();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..IDLE_TASKS)
+            .map(|_| {
+                let e = idle.clone();
+                rt.spawn(Counted {
+                    inner: Box::pin(async move { e.wait_async().await.unwrap() }),
+                    polls: polls.clone(),
+                })
+            })
+            .collect();
+        let end = Instant::now() + Duration::from_secs(60);
+        while polls.load(SeqCst) < IDLE_TASKS {
+            assert!(Instant::now() < end, "the tasks never ran");
+            std::thread::yield_now();
+        }
+        let before = polls.load(SeqCst);
+        let q = queue.clone();
+        let child = static_child(move || {
+            for i in 0..ITEMS {
+                q.put(i).unwrap();
+                if i % 4 == 0 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        });
+        let q = queue.clone();
+        let getter = rt.spawn(async move {
+            for i in 0..ITEMS {
+                assert_eq!(q.get_async().await.unwrap(), i);
+            }
+        });
+        rt.block_on(patiently("the getter", getter)).unwrap();
+        assert_eq!(join(&child, LIMIT), 0);
+        let during = polls.load(SeqCst) - before;
+        idle.set();
+        for t in tasks {
+            rt.block_on(patiently("an idle task", t)).unwrap();
+        }
+        eprintln!("{during} polls of idle tasks during {ITEMS} gets");
+        assert!(
+            during <= IDLE_TASKS * 5,
+            "{during} polls of {IDLE_TASKS} idle tasks during {ITEMS} gets from another word"
+        );
+    });
+}
