@@ -217,7 +217,7 @@ fn tasks_and_a_blocking_waiter_of_another_process_share_every_permit() {
             .collect();
         for _ in 0..ROUNDS {
             sem.release().unwrap();
-            // Each permit is taken within a second, by a task or the child.
+            // Each permit is taken, by a task or the child.
             assert!(
                 taken.acquire_timeout(Duration::from_secs(10)),
                 "a released permit was never taken (value {})",
@@ -228,7 +228,9 @@ fn tasks_and_a_blocking_waiter_of_another_process_share_every_permit() {
             rt.block_on(patiently("a task", t)).unwrap();
         }
         assert_eq!(join(&child, Duration::from_secs(30)), 0);
-        assert!(got.load(SeqCst) > 0, "the tasks took no permit");
+        // How many the tasks took is a race with the child (from none to
+        // most, by the load of the machine): no share is promised.
+        eprintln!("the tasks took {} of {ROUNDS}", got.load(SeqCst));
     });
 }
 
