@@ -643,8 +643,31 @@ impl Source for Descriptors {
         let mut pfds = Vec::with_capacity(watches.len() + 1);
         pfds.push(sys::pollfd(self.wake.as_raw_fd(), Ready::Read));
         pfds.extend(watches.iter().map(|&(fd, ready)| sys::pollfd(fd, ready)));
-        if sys::poll(&mut pfds, deadline).is_err() {
-            return Fired::All;
+        // A program may lower its descriptor limit below what it has
+        // open, and `poll` takes no more than the limit (EINVAL: a failure
+        // each time, where every task would look again, re-arm and so
+        // interrupt the next `poll`, for ever). Then the thread sleeps on
+        // as many as it can, at most `OVERFLOW_POLL`, and looks at the
+        // others in groups of that many without waiting.
+        let mut polled = pfds.len();
+        loop {
+            let sleep = if polled < pfds.len() {
+                deadline.capped(OVERFLOW_POLL)
+            } else {
+                deadline
+            };
+            match sys::poll(&mut pfds[..polled], sleep) {
+                Ok(()) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && polled > 1 => {
+                    polled = (polled / 2).max(1);
+                }
+                Err(_) => return Fired::All,
+            }
+        }
+        for group in pfds[polled..].chunks_mut(polled) {
+            if sys::poll(group, Deadline::Now).is_err() {
+                return Fired::All;
+            }
         }
         if sys::ready(&pfds[0]) {
             sys::eventfd_read(&self.wake);

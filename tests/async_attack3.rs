@@ -496,3 +496,66 @@ fn traffic_on_one_word_does_not_wake_idle_tasks_on_another() {
         );
     });
 }
+
+/// A process that lowers its descriptor limit below the descriptors it
+/// has open while tasks await some of them: the waiter thread's `poll`
+/// of more descriptors than the limit fails (EINVAL), and must not be
+/// taken as "any may be ready" (every task would look again and re-arm,
+/// which interrupts the thread, whose next `poll` fails again: a busy
+/// loop for as long as the tasks wait), and every task still receives
+/// its message. Run in a child process.
+#[test]
+fn awaiting_more_descriptors_than_the_limit_does_not_spin() {
+    watchdog("descriptors past the limit", LIMIT, || {
+        let child = static_child(|| {
+            const PAIRS: usize = 20;
+            let rt = current_thread();
+            let polls = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            let mut senders = Vec::new();
+            for _ in 0..PAIRS {
+                let (mut a, b) = multiproc::pipe().unwrap();
+                senders.push(b);
+                tasks.push(rt.spawn(Counted {
+                    inner: Box::pin(async move { a.recv_async::<u32>().await.unwrap() }),
+                    polls: polls.clone(),
+                }));
+            }
+            let end = Instant::now() + Duration::from_secs(30);
+            while polls.load(SeqCst) < PAIRS {
+                assert!(Instant::now() < end, "the tasks never ran");
+                rt.block_on(tokio::task::yield_now());
+            }
+            common::lower_nofile(PAIRS as u64 / 2);
+            // Wakes the thread, which then polls past the limit.
+            senders[0].send(&0u32).unwrap();
+            let first = tasks.remove(0);
+            assert_eq!(
+                rt.block_on(patiently("the first receive", first)).unwrap(),
+                0
+            );
+            // A measurement window (not a wait for a condition).
+            let before = polls.load(SeqCst);
+            let start = Instant::now();
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+            let in_window = polls.load(SeqCst) - before;
+            let elapsed = start.elapsed();
+            for (i, t) in tasks.into_iter().enumerate() {
+                senders[i + 1].send(&1u32).unwrap();
+                assert_eq!(rt.block_on(patiently("a receive", t)).unwrap(), 1);
+            }
+            eprintln!(
+                "{in_window} polls of {} idle tasks in {elapsed:?}",
+                PAIRS - 1
+            );
+            // A look every 2 ms by each task would be 150 each; a spin is
+            // thousands each.
+            assert!(
+                in_window <= 300 * PAIRS,
+                "{in_window} polls of {} idle tasks in {elapsed:?}: the waiter thread spins",
+                PAIRS - 1
+            );
+        });
+        assert_eq!(join(&child, LIMIT), 0);
+    });
+}
