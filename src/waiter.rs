@@ -576,7 +576,23 @@ impl Source for Futexes {
             // again) or a watched one did (then the next sleep finds it
             // changed too, with the control word as it was).
             WaitvOutcome::Changed if self.snapshot() != snapshot => Fired::Nothing,
-            WaitvOutcome::Changed => Fired::All,
+            // Which ones: the kernel compares each alone (with a deadline
+            // long past, so that it never sleeps), so that the tasks on
+            // the other words, idle, are not woken for nothing. None
+            // changed any more: the next sleep compares them all again.
+            WaitvOutcome::Changed => {
+                let changed: Vec<usize> = (0..watches.len())
+                    .filter(|&i| {
+                        let alone = sys::futex_waitv(&watches[i..=i], Deadline::Now);
+                        !matches!(alone, WaitvOutcome::TimedOut)
+                    })
+                    .collect();
+                if changed.is_empty() {
+                    Fired::Nothing
+                } else {
+                    Fired::Some(changed)
+                }
+            }
             WaitvOutcome::Unsupported => {
                 // Before Linux 5.16: sleep on the control word alone for a
                 // while, then let every task look again.
@@ -627,18 +643,46 @@ impl Source for Descriptors {
         let mut pfds = Vec::with_capacity(watches.len() + 1);
         pfds.push(sys::pollfd(self.wake.as_raw_fd(), Ready::Read));
         pfds.extend(watches.iter().map(|&(fd, ready)| sys::pollfd(fd, ready)));
-        if sys::poll(&mut pfds, deadline).is_err() {
-            return Fired::All;
+        // A program may lower its descriptor limit below what it has
+        // open, and `poll` takes no more than the limit (EINVAL: a failure
+        // each time, where every task would look again, re-arm and so
+        // interrupt the next `poll`, for ever). Then the thread sleeps on
+        // as many as it can, at most `OVERFLOW_POLL`, and looks at the
+        // others in groups of that many without waiting.
+        let mut polled = pfds.len();
+        loop {
+            let sleep = if polled < pfds.len() {
+                deadline.capped(OVERFLOW_POLL)
+            } else {
+                deadline
+            };
+            match sys::poll(&mut pfds[..polled], sleep) {
+                Ok(()) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && polled > 1 => {
+                    polled = (polled / 2).max(1);
+                }
+                Err(_) => return Fired::All,
+            }
+        }
+        for group in pfds[polled..].chunks_mut(polled) {
+            if sys::poll(group, Deadline::Now).is_err() {
+                return Fired::All;
+            }
         }
         if sys::ready(&pfds[0]) {
             sys::eventfd_read(&self.wake);
         }
-        Fired::Some(
-            (1..pfds.len())
-                .filter(|&i| sys::ready(&pfds[i]))
-                .map(|i| i - 1)
-                .collect(),
-        )
+        let ready: Vec<usize> = (1..pfds.len())
+            .filter(|&i| sys::ready(&pfds[i]))
+            .map(|i| i - 1)
+            .collect();
+        // None ready: an interruption or the deadline, after which the
+        // watches beyond those polled are looked at.
+        if ready.is_empty() {
+            Fired::Nothing
+        } else {
+            Fired::Some(ready)
+        }
     }
 }
 
