@@ -336,6 +336,42 @@ def nested(m):
     assert b[:] == [5], "b.pop(0) takes b out of itself"
 
 
+@check("a nested proxy taken out of its last container: pop, popitem, queue get")
+def popped_proxies(m):
+    # Each time the container held the only reference: the client increfs
+    # the proxy it receives after the server has answered, so the server
+    # must not free the object in between.
+    d = m.dict()
+    d["l"] = m.list([1])
+    gc.collect()
+    assert d.pop("l")[:] == [1], "d.pop() of a nested list"
+    d["l"] = m.list([2])
+    gc.collect()
+    assert d.popitem()[1][:] == [2], "d.popitem() of a nested list"
+    l = m.list()
+    l.append(m.dict({"k": 3}))
+    gc.collect()
+    assert l.pop()["k"] == 3, "l.pop() of a nested dict"
+    ns = m.Namespace()
+    ns.x = m.list([4])
+    gc.collect()
+    x = ns.x
+    del ns.x
+    assert x[:] == [4], "a namespace attribute read, then deleted"
+    for q in (m.Queue(), m.JoinableQueue()):
+        q.put(m.list([5]))
+        gc.collect()
+        assert q.get()[:] == [5], "a list proxy through a %s" % q._token.typeid
+        waiter = threading.Thread(target=lambda: q.put(m.dict({"k": 6})))
+        got = []
+        reader = threading.Thread(target=lambda: got.append(q.get(timeout=60)["k"]))
+        reader.start()
+        waiter.start()
+        waiter.join(60)
+        reader.join(60)
+        assert got == [6], "a dict proxy handed to a get that waited: %r" % (got,)
+
+
 @check("a user's dataclass instance stored and read back equal")
 def user_class(m):
     p = Point(3, 4.5, "here", ("a", 1))
