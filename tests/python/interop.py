@@ -387,6 +387,23 @@ def user_class(m):
     assert q.point == p, "in a Namespace"
 
 
+@check("classes and functions as keys and items: one object each, as in Python")
+def classes_as_keys(m):
+    d = m.dict()
+    d[Point] = "point"
+    d[int] = "int"
+    d[len] = "len"
+    assert Point in d and d[Point] == "point", "a class as a key is found again: %r" % (d.keys(),)
+    assert d.get(int) == "int" and d.get(len) == "len", "a builtin class or function as a key"
+    assert str not in d and d.get(dict) is None, "another class is another key"
+    d[int] = "again"
+    assert len(d) == 3 and d[int] == "again", "the same class stored twice is one key: %r" % (d.copy(),)
+    l = m.list([int, str, int, Point])
+    assert l.count(int) == 2 and l.index(Point) == 3 and str in l, "count/index/in of classes"
+    l.remove(str)
+    assert l[:] == [int, int, Point], "remove(str): %r" % (l[:],)
+
+
 @check("a 3 MiB value")
 def big_value(m):
     blob = bytes(range(256)) * (3 * MIB // 256)
