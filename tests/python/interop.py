@@ -21,9 +21,11 @@ Prints one line per check group and "interop: all passed" at the end.
 """
 
 import argparse
+import collections
 import gc
 import multiprocessing
 import os
+import pathlib
 import pickle
 import struct
 import sys
@@ -402,6 +404,28 @@ def classes_as_keys(m):
     assert l.count(int) == 2 and l.index(Point) == 3 and str in l, "count/index/in of classes"
     l.remove(str)
     assert l[:] == [int, int, Point], "remove(str): %r" % (l[:],)
+
+
+@check("the standard library's containers and paths: deque, Counter, defaultdict, pathlib")
+def stdlib_values(m):
+    cases = {
+        "deque": collections.deque([1, "a"], 5),
+        "Counter": collections.Counter("abracadabra"),
+        "defaultdict": collections.defaultdict(list, {1: [2], "k": []}),
+        "PurePosixPath": pathlib.PurePosixPath("/a/b.txt"),
+        "Path": pathlib.Path("/tmp/x"),
+    }
+    d = m.dict()
+    for what, value in cases.items():
+        d[what] = value
+        back = d[what]
+        assert back == value and type(back) is type(value), "%s: stored %r, read back %r" % (what, value, back)
+    assert d["deque"].maxlen == 5 and d["defaultdict"].default_factory is list, "their arguments come back"
+    paths = m.dict()
+    paths[pathlib.PurePosixPath("/a")] = 1
+    assert pathlib.PurePosixPath("/a") in paths and paths.get(pathlib.PurePosixPath("/b")) is None, (
+        "a path as a key is found again by an equal path: %r" % (paths.keys(),))
+    assert m.list([pathlib.Path("/x"), pathlib.Path("/y")]).index(pathlib.Path("/y")) == 1, "index of a path"
 
 
 @check("a 3 MiB value")

@@ -265,6 +265,11 @@ const VALUES: &[(&str, Option<&str>, Option<&str>)] = &[
         Some("[<decimal.Decimal object>, <fractions.Fraction object>, <collections.OrderedDict object>]"),
         None,
     ),
+    (
+        "[collections.deque([1], 3), collections.Counter('ab'), collections.defaultdict(list, {1: [2]})]",
+        Some("[<collections.deque object>, <collections.Counter object>, <collections.defaultdict object>]"),
+        None,
+    ),
     ("[len, Point]", Some("[<class 'builtins.len'>, <class '__main__.Point'>]"), Some("[<built-in function len>, <class '__main__.Point'>]")),
 ];
 
