@@ -35,7 +35,7 @@ from multiprocessing import connection
 from multiprocessing.managers import BaseManager, BaseProxy, ListProxy, SyncManager
 from multiprocessing.reduction import ForkingPickler
 
-from manager_common import Point, address, authkey
+from manager_common import Color, Point, address, authkey
 
 ARGS = None
 MIB = 1024 * 1024
@@ -426,6 +426,20 @@ def stdlib_values(m):
     assert pathlib.PurePosixPath("/a") in paths and paths.get(pathlib.PurePosixPath("/b")) is None, (
         "a path as a key is found again by an equal path: %r" % (paths.keys(),))
     assert m.list([pathlib.Path("/x"), pathlib.Path("/y")]).index(pathlib.Path("/y")) == 1, "index of a path"
+
+
+@check("refused values (README: an Enum member, a lone surrogate): a clear error, the server goes on")
+def refused_values(m):
+    for what, value in (("an Enum member", Color.RED), ("a lone surrogate", "a\udcff")):
+        d = m.dict()
+        err = raised(lambda: d.__setitem__("k", value))
+        if ARGS.cpython_server:
+            assert err is None and d["k"] == value, "CPython's server stores %s: %r" % (what, err)
+        else:
+            assert err is not None and "UnpicklingError" in str(err), "%s: %r, want an UnpicklingError" % (what, err)
+            assert "k" not in d, "a refused value is not stored"
+        d["k"] = what
+        assert d["k"] == what, "the connection goes on after %s" % what
 
 
 @check("a 3 MiB value")
