@@ -547,6 +547,10 @@ impl PartialEq for PyValue {
             }
             (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => set_eq(a, b),
             (Object(a), Object(b)) if a.identity == b.identity => true,
+            // A class or function is one object in a process: its name.
+            (Object(a), Object(b)) if a.global || b.global => {
+                a.global && b.global && a.module == b.module && a.name == b.name
+            }
             (Object(a), Object(b)) if a.range_key().is_some() && b.range_key().is_some() => {
                 a.range_key() == b.range_key()
             }
@@ -670,6 +674,10 @@ impl PyValue {
                 } else if let Some(key) = o.range_key() {
                     state.write_u8(13);
                     key.hash(state);
+                } else if o.global {
+                    state.write_u8(14);
+                    o.module.hash(state);
+                    o.name.hash(state);
                 } else if o.by_value() {
                     state.write_u8(11);
                     o.module.hash(state);

@@ -148,6 +148,9 @@ pub(super) struct Objects {
     parked: Vec<Parked>,
     /// A queue changed since the parked calls were last looked at.
     stirred: bool,
+    /// The references lent to each connection that does not hold its own,
+    /// one per proxy its last answer carried (see [`Objects::lend`]).
+    lent: HashMap<u64, Vec<Id>>,
     /// Times an object was left held by values only since the last
     /// collection of cycles.
     suspects: usize,
@@ -238,6 +241,7 @@ impl Objects {
             address,
             parked: Vec::new(),
             stirred: false,
+            lent: HashMap::new(),
             suspects: 0,
             walked: 0,
             since_walk: 0,
@@ -360,9 +364,33 @@ impl Objects {
         }
     }
 
+    /// Lends connection `peer` a reference to each of `sent`, the proxies
+    /// its answer carries, until its next request or until it closes. Its
+    /// client (Python's `RebuildProxy`) increfs each from another
+    /// connection once it has the answer, before it sends this one anything
+    /// else; without the loan, an object popped from the container that was
+    /// its last holder would be freed before that incref arrives.
+    fn lend(&mut self, peer: u64, sent: Vec<Id>) {
+        for id in sent {
+            if let Some(e) = self.table.get_mut(&id) {
+                e.refs += 1;
+                e.roots += 1;
+                self.lent.entry(peer).or_default().push(id);
+            }
+        }
+    }
+
+    /// Gives back what [`Objects::lend`] lent connection `peer`.
+    fn end_loans(&mut self, peer: u64) {
+        for id in self.lent.remove(&peer).unwrap_or_default() {
+            self.drop_root(id);
+        }
+    }
+
     /// Gives back every reference a closed connection held, and forgets its
     /// waiting call.
     pub(super) fn release(&mut self, peer: u64, session: &Session) {
+        self.end_loans(peer);
         for (&id, &n) in &session.held {
             for _ in 0..n {
                 self.drop_root(id);
@@ -444,6 +472,8 @@ impl Objects {
     /// (a frame that decodes to no request gets a `#TRACEBACK`, and the
     /// connection goes on), or that it waits.
     pub(super) fn answer(&mut self, frame: &[u8], session: &mut Session, peer: u64) -> Answer {
+        // Its client has taken its references to what the last answer sent.
+        self.end_loans(peer);
         let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
         let value = survive_panic(|| wire::loads(frame, &mut budget), Err);
         // Proxies inside the request must name objects of this manager.
@@ -463,11 +493,15 @@ impl Objects {
         // those of the proxies its answer carries: its client takes them
         // over, where an object popped from a container would otherwise be
         // freed before the client's `incref` of it arrives. Others incref
-        // what they keep, as CPython's clients do.
-        for id in refs::take_sent() {
-            if session.hold {
+        // what they keep, as CPython's clients do, and are lent a reference
+        // until then.
+        let sent = refs::take_sent();
+        if session.hold {
+            for id in sent {
                 self.take(id, session);
             }
+        } else {
+            self.lend(peer, sent);
         }
         self.settle();
         self.collect(false);
@@ -604,7 +638,8 @@ impl Objects {
                         self.drop_root(queue);
                         let bytes = self.encode(reply);
                         // A proxy sent in a value is the client's to incref.
-                        refs::take_sent();
+                        let sent = refs::take_sent();
+                        self.lend(peer, sent);
                         replies.push((peer, bytes));
                     }
                 }

@@ -204,21 +204,23 @@ impl PyObject {
 
     /// The objects compared by value (what they are made of) rather than
     /// by identity: the builtins `complex`, `slice`, `range` and
-    /// `bytearray`, and the standard library's value types that a pickle
-    /// may make (`datetime`, `Decimal`, …: see `pickle`).
+    /// `bytearray`, and some of the standard library's value types that a
+    /// pickle may make (`datetime`, `Decimal`, `Fraction`, `OrderedDict`,
+    /// `pathlib`'s paths; not `deque`, `Counter` or `defaultdict`).
     pub(crate) fn by_value(&self) -> bool {
         !self.global
-            && matches!(
-                (self.module.as_str(), self.name.as_str()),
-                ("builtins", "complex" | "slice" | "range" | "bytearray")
-                    | (
-                        "datetime",
-                        "datetime" | "date" | "time" | "timedelta" | "timezone"
-                    )
-                    | ("decimal", "Decimal")
-                    | ("fractions", "Fraction")
-                    | ("collections", "OrderedDict")
-            )
+            && (super::pickle::is_pathlib(&self.module, &self.name)
+                || matches!(
+                    (self.module.as_str(), self.name.as_str()),
+                    ("builtins", "complex" | "slice" | "range" | "bytearray")
+                        | (
+                            "datetime",
+                            "datetime" | "date" | "time" | "timedelta" | "timezone"
+                        )
+                        | ("decimal", "Decimal")
+                        | ("fractions", "Fraction")
+                        | ("collections", "OrderedDict")
+                ))
     }
 
     /// What a `range(start, stop, step)` (as the decoder leaves it: three

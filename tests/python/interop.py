@@ -21,9 +21,11 @@ Prints one line per check group and "interop: all passed" at the end.
 """
 
 import argparse
+import collections
 import gc
 import multiprocessing
 import os
+import pathlib
 import pickle
 import struct
 import sys
@@ -33,7 +35,7 @@ from multiprocessing import connection
 from multiprocessing.managers import BaseManager, BaseProxy, ListProxy, SyncManager
 from multiprocessing.reduction import ForkingPickler
 
-from manager_common import Point, address, authkey
+from manager_common import Color, Point, address, authkey
 
 ARGS = None
 MIB = 1024 * 1024
@@ -336,6 +338,42 @@ def nested(m):
     assert b[:] == [5], "b.pop(0) takes b out of itself"
 
 
+@check("a nested proxy taken out of its last container: pop, popitem, queue get")
+def popped_proxies(m):
+    # Each time the container held the only reference: the client increfs
+    # the proxy it receives after the server has answered, so the server
+    # must not free the object in between.
+    d = m.dict()
+    d["l"] = m.list([1])
+    gc.collect()
+    assert d.pop("l")[:] == [1], "d.pop() of a nested list"
+    d["l"] = m.list([2])
+    gc.collect()
+    assert d.popitem()[1][:] == [2], "d.popitem() of a nested list"
+    l = m.list()
+    l.append(m.dict({"k": 3}))
+    gc.collect()
+    assert l.pop()["k"] == 3, "l.pop() of a nested dict"
+    ns = m.Namespace()
+    ns.x = m.list([4])
+    gc.collect()
+    x = ns.x
+    del ns.x
+    assert x[:] == [4], "a namespace attribute read, then deleted"
+    for q in (m.Queue(), m.JoinableQueue()):
+        q.put(m.list([5]))
+        gc.collect()
+        assert q.get()[:] == [5], "a list proxy through a %s" % q._token.typeid
+        waiter = threading.Thread(target=lambda: q.put(m.dict({"k": 6})))
+        got = []
+        reader = threading.Thread(target=lambda: got.append(q.get(timeout=60)["k"]))
+        reader.start()
+        waiter.start()
+        waiter.join(60)
+        reader.join(60)
+        assert got == [6], "a dict proxy handed to a get that waited: %r" % (got,)
+
+
 @check("a user's dataclass instance stored and read back equal")
 def user_class(m):
     p = Point(3, 4.5, "here", ("a", 1))
@@ -349,6 +387,59 @@ def user_class(m):
     assert d["p"] == p, "in a dict: %r" % (d["p"],)
     q = m.Namespace(point=p)
     assert q.point == p, "in a Namespace"
+
+
+@check("classes and functions as keys and items: one object each, as in Python")
+def classes_as_keys(m):
+    d = m.dict()
+    d[Point] = "point"
+    d[int] = "int"
+    d[len] = "len"
+    assert Point in d and d[Point] == "point", "a class as a key is found again: %r" % (d.keys(),)
+    assert d.get(int) == "int" and d.get(len) == "len", "a builtin class or function as a key"
+    assert str not in d and d.get(dict) is None, "another class is another key"
+    d[int] = "again"
+    assert len(d) == 3 and d[int] == "again", "the same class stored twice is one key: %r" % (d.copy(),)
+    l = m.list([int, str, int, Point])
+    assert l.count(int) == 2 and l.index(Point) == 3 and str in l, "count/index/in of classes"
+    l.remove(str)
+    assert l[:] == [int, int, Point], "remove(str): %r" % (l[:],)
+
+
+@check("the standard library's containers and paths: deque, Counter, defaultdict, pathlib")
+def stdlib_values(m):
+    cases = {
+        "deque": collections.deque([1, "a"], 5),
+        "Counter": collections.Counter("abracadabra"),
+        "defaultdict": collections.defaultdict(list, {1: [2], "k": []}),
+        "PurePosixPath": pathlib.PurePosixPath("/a/b.txt"),
+        "Path": pathlib.Path("/tmp/x"),
+    }
+    d = m.dict()
+    for what, value in cases.items():
+        d[what] = value
+        back = d[what]
+        assert back == value and type(back) is type(value), "%s: stored %r, read back %r" % (what, value, back)
+    assert d["deque"].maxlen == 5 and d["defaultdict"].default_factory is list, "their arguments come back"
+    paths = m.dict()
+    paths[pathlib.PurePosixPath("/a")] = 1
+    assert pathlib.PurePosixPath("/a") in paths and paths.get(pathlib.PurePosixPath("/b")) is None, (
+        "a path as a key is found again by an equal path: %r" % (paths.keys(),))
+    assert m.list([pathlib.Path("/x"), pathlib.Path("/y")]).index(pathlib.Path("/y")) == 1, "index of a path"
+
+
+@check("refused values (README: an Enum member, a lone surrogate): a clear error, the server goes on")
+def refused_values(m):
+    for what, value in (("an Enum member", Color.RED), ("a lone surrogate", "a\udcff")):
+        d = m.dict()
+        err = raised(lambda: d.__setitem__("k", value))
+        if ARGS.cpython_server:
+            assert err is None and d["k"] == value, "CPython's server stores %s: %r" % (what, err)
+        else:
+            assert err is not None and "UnpicklingError" in str(err), "%s: %r, want an UnpicklingError" % (what, err)
+            assert "k" not in d, "a refused value is not stored"
+        d["k"] = what
+        assert d["k"] == what, "the connection goes on after %s" % what
 
 
 @check("a 3 MiB value")

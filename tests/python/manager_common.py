@@ -1,5 +1,5 @@
 """What the scripts in this directory share: their command-line arguments,
-and a user's class that the interop script stores in a managed list.
+and a user's class and Enum that the interop script stores.
 
 ADDRESS is `unix:PATH`, `tcp:HOST:PORT` (what `multiproc manager serve`
 prints after "serving on"), a bare path, or HOST:PORT. AUTHKEY_HEX is the
@@ -7,6 +7,7 @@ key in hexadecimal.
 """
 
 import dataclasses
+import enum
 
 
 def address(text):
@@ -43,3 +44,10 @@ class Point:
     y: float
     label: str = ""
     tags: tuple = ()
+
+
+class Color(enum.Enum):
+    """A user's Enum: its members pickle as a call of the class, which
+    CPython's server makes and ours refuses (README)."""
+
+    RED = 1

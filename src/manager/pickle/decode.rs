@@ -217,11 +217,22 @@ fn global_name(module: &str, name: &str) -> (String, String) {
     (module.into(), name.into())
 }
 
+/// Whether `module.name` is one of `pathlib`'s path classes (whose module
+/// is `pathlib._local` from Python 3.13).
+pub(crate) fn is_pathlib(module: &str, name: &str) -> bool {
+    matches!(module, "pathlib" | "pathlib._local")
+        && matches!(
+            name,
+            "PurePath" | "PurePosixPath" | "PureWindowsPath" | "Path" | "PosixPath" | "WindowsPath"
+        )
+}
+
 /// What `REDUCE` may call: nothing that runs code or reaches the system.
 /// Besides the builtins of the manager protocol (`slice`, `complex`, …),
 /// the exceptions of replies and a manager's `RebuildProxy`, a few value
 /// types of the standard library (`datetime`, `Decimal`, `Fraction`,
-/// `OrderedDict`) that Python programs store, which become inert records.
+/// `OrderedDict`, `deque`, `Counter`, `defaultdict`, `pathlib`'s paths)
+/// that Python programs store, which become inert records.
 fn callable(module: &str, name: &str) -> Option<Callable> {
     const EXCEPTIONS: &[&str] = &[
         "ArithmeticError",
@@ -270,7 +281,8 @@ fn callable(module: &str, name: &str) -> Option<Callable> {
         ("datetime", "datetime" | "date" | "time" | "timedelta" | "timezone")
         | ("decimal", "Decimal")
         | ("fractions", "Fraction")
-        | ("collections", "OrderedDict") => Callable::Record,
+        | ("collections", "OrderedDict" | "deque" | "Counter" | "defaultdict") => Callable::Record,
+        (module, path) if is_pathlib(module, path) => Callable::Record,
         ("multiprocessing.managers", "RebuildProxy") => Callable::RebuildProxy,
         // A Redis object's proxy (its URL, kind and name), as multiproc's
         // Rust clients store it: a record, never called.

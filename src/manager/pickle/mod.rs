@@ -24,7 +24,7 @@ mod flat;
 mod tests;
 
 #[allow(unused_imports)]
-pub(crate) use decode::{loads, loads_answer, MAX_INT_BYTES};
+pub(crate) use decode::{is_pathlib, loads, loads_answer, MAX_INT_BYTES};
 #[allow(unused_imports)]
 pub(crate) use encode::dumps;
 

@@ -265,6 +265,11 @@ const VALUES: &[(&str, Option<&str>, Option<&str>)] = &[
         Some("[<decimal.Decimal object>, <fractions.Fraction object>, <collections.OrderedDict object>]"),
         None,
     ),
+    (
+        "[collections.deque([1], 3), collections.Counter('ab'), collections.defaultdict(list, {1: [2]})]",
+        Some("[<collections.deque object>, <collections.Counter object>, <collections.defaultdict object>]"),
+        None,
+    ),
     ("[len, Point]", Some("[<class 'builtins.len'>, <class '__main__.Point'>]"), Some("[<built-in function len>, <class '__main__.Point'>]")),
 ];
 
@@ -673,7 +678,11 @@ fn round_trips_keep_every_variant() {
                     b.global
                 )
             );
-            assert_ne!(v, back, "two decoded objects are two objects");
+            if a.global {
+                assert_eq!(v, back, "a class or function is one object, its name");
+            } else {
+                assert_ne!(v, back, "two decoded objects are two objects");
+            }
         } else {
             assert_eq!(v, back);
         }
