@@ -251,6 +251,11 @@ def manager_dict_set_1client_socket(n):
     return _manager_clients("set", 1, n)
 
 
+def manager_dict_set_4client_socket(n):
+    # The same as manager_dict_set_4client, as for the 1-client socket row.
+    return _manager_clients("set", 4, n)
+
+
 def manager_dict_get_batched(n):
     return _manager_clients("copy", 1, n)
 

@@ -153,6 +153,13 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         python_n: Some(|s| s.pick(20_000, 5_000)),
     },
     Scenario {
+        name: "manager_dict_set_4client_socket",
+        layer: Layer::Managed,
+        unit: Unit::OpsPerSec,
+        run: |s| managed_over(s, ManagerOp::Set, 4, Transport::Socket),
+        python_n: Some(|s| s.pick(20_000, 5_000)),
+    },
+    Scenario {
         name: "manager_list_append_1client",
         layer: Layer::Managed,
         unit: Unit::OpsPerSec,
