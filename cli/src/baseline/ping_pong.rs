@@ -114,7 +114,7 @@ impl BenchPingPong for AsyncEventPair {
 const SPIN: u32 = 500;
 
 /// Re-checks `word` up to `rounds` times; whether it saw message `expect`
-/// (whether or not the peer has marked it [`SLEEPING`] meanwhile).
+/// (whether or not the peer has marked it `SLEEPING` meanwhile).
 fn spin_until(word: &AtomicU32, expect: u32, rounds: u32) -> bool {
     for _ in 0..rounds {
         if word.load(Ordering::Acquire) & !SLEEPING == expect {
@@ -150,7 +150,7 @@ fn futex_wake(word: &AtomicU32) {
 
 /// The kernel primitive alone: one futex word in shared memory, a
 /// `FUTEX_WAIT` whenever the answer is not there yet (the waiter first
-/// marks the word [`SLEEPING`]) and a `FUTEX_WAKE` on a message only when
+/// marks the word sleeping (a bit of the word)) and a `FUTEX_WAKE` on a message only when
 /// the word says its peer sleeps; optionally the same bounded spin as the
 /// library's waits first, which is what the hardware allows when the peer
 /// is running.
