@@ -150,7 +150,7 @@ fn futex_wake(word: &AtomicU32) {
 
 /// The kernel primitive alone: one futex word in shared memory, a
 /// `FUTEX_WAIT` whenever the answer is not there yet (the waiter first
-/// marks the word sleeping (a bit of the word)) and a `FUTEX_WAKE` on a message only when
+/// sets the word's sleeping bit) and a `FUTEX_WAKE` on a message only when
 /// the word says its peer sleeps; optionally the same bounded spin as the
 /// library's waits first, which is what the hardware allows when the peer
 /// is running.
