@@ -117,3 +117,87 @@ fn a_permit_moved_into_a_child_that_fails_to_start_is_given_back() {
     });
     assert_eq!(common::join(&p, LIMIT), 0);
 }
+
+// ------------------------------------------------ Ctrl-C to the whole group
+
+static CTRL_C_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_ctrl_c(_: libc::c_int) {
+    CTRL_C_SEEN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The program's Ctrl-C handler (a flag, as signal-hook's).
+fn handle_ctrl_c() {
+    let handler: extern "C" fn(libc::c_int) = note_ctrl_c;
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+}
+
+/// Sends Ctrl-C to this process's group (at x == 5), as a terminal does.
+fn ctrl_c_at_five(x: u64) -> u64 {
+    if x == 5 {
+        // SAFETY: a signal to the test's own process group (its child's).
+        unsafe { libc::kill(-libc::getpgrp(), libc::SIGINT) };
+    }
+    x * 2
+}
+
+/// Ctrl-C to the group of a program using a Manager, a pool and a child,
+/// with the handler installed before (`early`) or after them: no hang, the
+/// pool goes on, and everything is shut down with nothing left.
+fn ctrl_c_to_the_group(early: bool) {
+    let p = common::static_child(move || {
+        // SAFETY: makes this (forked, single-purpose) child a group leader.
+        assert_eq!(unsafe { libc::setpgid(0, 0) }, 0);
+        // SAFETY: resets one signal's disposition.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+        if early {
+            handle_ctrl_c();
+        }
+        let mut m = multiproc::Manager::start().unwrap();
+        let Address::Unix(sock) = m.address().clone() else {
+            unreachable!()
+        };
+        let l = m.list_from(0..3).unwrap();
+        let pool = multiproc::Pool::with_processes(2).unwrap();
+        let mut child = Process::forkserver(|()| std::thread::park(), ());
+        child.start().unwrap();
+        if !early {
+            handle_ctrl_c();
+        }
+        let first = pool.map(ctrl_c_at_five, 0..40u64);
+        assert!(CTRL_C_SEEN.load(std::sync::atomic::Ordering::Relaxed));
+        if let Ok(v) = &first {
+            assert_eq!(v.len(), 40);
+        }
+        // The pool goes on (its workers replaced if they died).
+        assert_eq!(pool.map(ctrl_c_at_five, 6..9u64).unwrap(), [12, 14, 16]);
+        assert_eq!(l.to_string(), "[0, 1, 2]");
+        pool.close();
+        pool.join().unwrap();
+        child.kill().unwrap();
+        child.join().unwrap();
+        m.shutdown().unwrap();
+        assert!(!sock.exists(), "manager socket left");
+    });
+    let pgid = p.pid().unwrap() as i32;
+    assert_eq!(common::join(&p, LIMIT), 0);
+    // Nothing of the group is left (the helpers die with their parents).
+    // SAFETY: a signal 0 only asks whether the group has members.
+    let gone = common::wait_until(LIMIT, || unsafe { libc::kill(-pgid, 0) } != 0);
+    if !gone {
+        // SAFETY: the group is this test's child's.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    assert!(gone, "processes of the group left");
+}
+
+#[test]
+fn ctrl_c_to_the_group_with_the_handler_installed_first() {
+    ctrl_c_to_the_group(true);
+}
+
+#[test]
+fn ctrl_c_to_the_group_with_the_handler_installed_after() {
+    ctrl_c_to_the_group(false);
+}
