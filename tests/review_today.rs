@@ -68,10 +68,8 @@ fn refuse_pidfd_open() {
         filter: filter.as_ptr().cast_mut(),
     };
     // SAFETY: prctl with plain integer arguments for this process.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        0
-    );
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
     // SAFETY: `prog` points at `filter`, both alive for the call; the
     // kernel copies the program.
     let r = unsafe {
@@ -136,8 +134,10 @@ fn handle_ctrl_c() {
 /// Sends Ctrl-C to this process's group (at x == 5), as a terminal does.
 fn ctrl_c_at_five(x: u64) -> u64 {
     if x == 5 {
+        // SAFETY: getpgrp only reads this process's group.
+        let group = unsafe { libc::getpgrp() };
         // SAFETY: a signal to the test's own process group (its child's).
-        unsafe { libc::kill(-libc::getpgrp(), libc::SIGINT) };
+        unsafe { libc::kill(-group, libc::SIGINT) };
     }
     x * 2
 }
