@@ -579,6 +579,37 @@ mod tests {
     }
 
     #[test]
+    fn clients_of_which_one_cannot_be_started_do_not_hang() {
+        // In a child with few descriptors left, so that a client's start
+        // fails after others started (each takes one, for its pidfd): the
+        // started ones must not wait for ever to be released.
+        for free in 2..12 {
+            let mut child = Process::new(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                // SAFETY: lowers this (forked) process's own limit.
+                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+                let mut held = Vec::new();
+                while let Ok(f) = std::fs::File::open("/dev/null") {
+                    held.push(f);
+                }
+                held.truncate(held.len().saturating_sub(free));
+                // An error (no start, or a later one failed), or Ok.
+                let _ = run_clients(4, |_| Ok::<(), anyhow::Error>(()));
+            })
+            .daemon(true);
+            child.start().unwrap();
+            let code = child.join_timeout(Duration::from_secs(30)).unwrap();
+            if code.is_none() {
+                child.kill().unwrap();
+            }
+            assert_eq!(code, Some(0), "with {free} descriptors free");
+        }
+    }
+
+    #[test]
     fn raw_calls_with_a_failed_client_fail_and_do_not_hang() {
         // Client 1 fails before its first call: its answering thread
         // waits for calls that never come.
