@@ -201,3 +201,69 @@ fn ctrl_c_to_the_group_with_the_handler_installed_first() {
 fn ctrl_c_to_the_group_with_the_handler_installed_after() {
     ctrl_c_to_the_group(false);
 }
+
+// ------------------------------------- a standalone server's signal handlers
+
+#[test]
+fn a_signalled_server_leaves_a_socket_file_another_listener_made_at_its_path() {
+    common::watchdog("SIGTERM at a server whose path was taken", LIMIT, || {
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            let (server, path, conn) = common::serve_manager(&format!("taken-{signal}"), b"k");
+            drop(conn);
+            // Another listener takes the path (the server's file removed).
+            std::fs::remove_file(&path).unwrap();
+            let other = Listener::bind(&Address::Unix(path.clone()), None).unwrap();
+            // SAFETY: a signal to the server this test started.
+            assert_eq!(unsafe { libc::kill(server.pid().unwrap() as i32, signal) }, 0);
+            let code = common::join(&server, LIMIT);
+            let expected = if signal == libc::SIGINT { 0 } else { -signal };
+            assert_eq!(code, expected, "signal {signal}");
+            assert!(path.exists(), "signal {signal} removed another's file");
+            drop(other);
+            assert!(!path.exists());
+        }
+    });
+}
+
+#[test]
+fn a_signal_storm_at_a_server_ends_it_with_its_socket_file_removed() {
+    common::watchdog("a signal storm at a server", LIMIT, || {
+        let (server, path, conn) = common::serve_manager("storm", b"k");
+        drop(conn);
+        let pid = server.pid().unwrap() as i32;
+        // The pid stays the server's (a zombie at worst) until joined.
+        for _ in 0..300 {
+            for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
+                // SAFETY: a signal to the server this test started.
+                assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+            }
+        }
+        let code = common::join(&server, LIMIT);
+        assert!([0, -libc::SIGINT, -libc::SIGTERM, -libc::SIGHUP].contains(&code), "{code}");
+        assert!(!path.exists(), "socket file left");
+    });
+}
+
+#[test]
+fn a_server_signalled_as_its_socket_file_appears_removes_it() {
+    common::watchdog("SIGTERM at a starting server", LIMIT, || {
+        for round in 0..20 {
+            let path = TempPath::new(&format!("starting-{round}"));
+            let address = Address::Unix(path.0.clone());
+            let mut server = Process::new({
+                let address = address.clone();
+                move || {
+                    let _ = multiproc::manager::serve(&address, b"k", |_| {});
+                }
+            })
+            .daemon(true);
+            server.start().unwrap();
+            let pid = server.pid().unwrap() as i32;
+            assert!(common::wait_until(LIMIT, || path.0.exists()));
+            // SAFETY: a signal to the server this test started.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+            assert_eq!(common::join(&server, LIMIT), -libc::SIGTERM);
+            assert!(!path.0.exists(), "round {round}: socket file left");
+        }
+    });
+}
