@@ -213,8 +213,9 @@ fn a_signalled_server_leaves_a_socket_file_another_listener_made_at_its_path() {
             // Another listener takes the path (the server's file removed).
             std::fs::remove_file(&path).unwrap();
             let other = Listener::bind(&Address::Unix(path.clone()), None).unwrap();
+            let pid = server.pid().unwrap() as i32;
             // SAFETY: a signal to the server this test started.
-            assert_eq!(unsafe { libc::kill(server.pid().unwrap() as i32, signal) }, 0);
+            assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
             let code = common::join(&server, LIMIT);
             let expected = if signal == libc::SIGINT { 0 } else { -signal };
             assert_eq!(code, expected, "signal {signal}");
@@ -239,7 +240,10 @@ fn a_signal_storm_at_a_server_ends_it_with_its_socket_file_removed() {
             }
         }
         let code = common::join(&server, LIMIT);
-        assert!([0, -libc::SIGINT, -libc::SIGTERM, -libc::SIGHUP].contains(&code), "{code}");
+        assert!(
+            [0, -libc::SIGINT, -libc::SIGTERM, -libc::SIGHUP].contains(&code),
+            "{code}"
+        );
         assert!(!path.exists(), "socket file left");
     });
 }
