@@ -308,6 +308,39 @@ pub(crate) fn block_signal(signal: i32, block: bool) -> io::Result<bool> {
     Ok(unsafe { libc::sigismember(&old, signal) } == 1)
 }
 
+/// `signals` blocked in the calling thread until dropped; then the
+/// thread's mask from before is back, and one of them sent meanwhile is
+/// delivered.
+pub(crate) struct SignalsHeld(libc::sigset_t);
+
+impl SignalsHeld {
+    pub(crate) fn new(signals: &[i32]) -> io::Result<SignalsHeld> {
+        // SAFETY: `sigset_t` is a plain C struct, valid when zeroed.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, writable signal set.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &signal in signals {
+            // SAFETY: as above, and a signal number (checked by the call).
+            syscall(unsafe { libc::sigaddset(&mut set, signal) })?;
+        }
+        // SAFETY: both sets are initialised and outlive the call.
+        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        Ok(SignalsHeld(old))
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        // SAFETY: the mask filled by `pthread_sigmask` in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
 /// Asks the kernel to send `SIGKILL` to the calling process when its parent
 /// exits, and closes the race where the parent died before the request.
 pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
