@@ -271,3 +271,34 @@ fn a_server_signalled_as_its_socket_file_appears_removes_it() {
         }
     });
 }
+
+#[test]
+fn ctrl_c_at_a_tcp_server_exits_0_as_at_a_unix_one() {
+    common::watchdog("Ctrl-C at a TCP server", LIMIT, || {
+        let port = multiproc::RawValue::new(0u32).unwrap();
+        let mut server = Process::new({
+            let port = port.clone();
+            move || {
+                // SAFETY: resets one signal's disposition (a test may
+                // inherit it ignored).
+                unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+                let address = Address::Tcp("127.0.0.1:0".parse().unwrap());
+                let _ = multiproc::manager::serve(&address, b"k", |bound| {
+                    if let Address::Tcp(a) = bound {
+                        port.atomic()
+                            .store(u32::from(a.port()), std::sync::atomic::Ordering::Release);
+                    }
+                });
+            }
+        })
+        .daemon(true);
+        server.start().unwrap();
+        let bound = || port.atomic().load(std::sync::atomic::Ordering::Acquire) != 0;
+        assert!(common::wait_until(LIMIT, bound));
+        let pid = server.pid().unwrap() as i32;
+        // SAFETY: a signal to the server this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        // As Python's serve_forever, whatever the address.
+        assert_eq!(common::join(&server, LIMIT), 0);
+    });
+}
