@@ -154,11 +154,10 @@ pub(crate) fn event_loop(
         sys::exit_now(0)
     };
     // Ended by a signal (Ctrl-C at a standalone server, SIGTERM, its
-    // terminal closing), the server still removes its socket file.
-    if let Some((path, id)) = listener.socket_file() {
-        if let Err(e) = sys::remove_socket_on_signal(path, id, &STOP_SIGNALS) {
-            log::warn!("manager server: a signal will leave the socket file behind: {e}");
-        }
+    // terminal closing), the server still removes its socket file (and
+    // exits 0 after Ctrl-C, on TCP as well).
+    if let Err(e) = sys::remove_socket_on_signal(listener.socket_file(), &STOP_SIGNALS) {
+        log::warn!("manager server: a signal will leave the socket file behind: {e}");
     }
     drop(held);
     // Without it, a single client is served through poll (see below).
