@@ -302,3 +302,73 @@ fn ctrl_c_at_a_tcp_server_exits_0_as_at_a_unix_one() {
         assert_eq!(common::join(&server, LIMIT), 0);
     });
 }
+
+// ------------------------------------------------------------- barriers
+
+/// Makes this process's /proc hide other users' processes (`hidepid=2`,
+/// in a mount namespace of its own); false if it cannot (not root).
+fn hide_other_users_processes() -> bool {
+    // SAFETY: plain system calls on this process's own mount namespace,
+    // with NUL-terminated strings that outlive them.
+    unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+            && libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                0,
+                c"hidepid=2".as_ptr().cast(),
+            ) == 0
+    }
+}
+
+/// Becomes user and group `id` (from root).
+fn become_user(id: u32) {
+    // SAFETY: plain system calls changing this process's own ids.
+    let r = unsafe {
+        (
+            libc::setgroups(0, std::ptr::null()),
+            libc::setgid(id),
+            libc::setuid(id),
+        )
+    };
+    assert_eq!(r, (0, 0, 0));
+}
+
+#[test]
+fn barrier_parties_of_two_users_under_hidepid_are_alive_to_each_other() {
+    let p = common::static_child(|| {
+        if !hide_other_users_processes() {
+            eprintln!("skipped: cannot mount /proc with hidepid=2 here");
+            return;
+        }
+        let barrier = multiproc::Barrier::new(3).unwrap();
+        let parties: Vec<_> = [65533, 65534]
+            .into_iter()
+            .map(|id| {
+                let b = barrier.clone();
+                common::static_child(move || {
+                    become_user(id);
+                    b.wait_timeout(LIMIT).unwrap();
+                })
+            })
+            .collect();
+        assert!(common::wait_until(LIMIT, || barrier.n_waiting() == 2));
+        // Ten looks for dead parties each (every 100 ms): each party is
+        // the other's, alive, though /proc does not show it.
+        let broke = common::wait_until(Duration::from_secs(1), || barrier.is_broken());
+        assert!(!broke, "a live party of another user taken for dead");
+        barrier.wait_timeout(LIMIT).unwrap();
+        for p in &parties {
+            assert_eq!(common::join(p, LIMIT), 0);
+        }
+    });
+    assert_eq!(common::join(&p, LIMIT), 0);
+}
