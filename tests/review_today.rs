@@ -308,38 +308,41 @@ fn ctrl_c_at_a_tcp_server_exits_0_as_at_a_unix_one() {
 /// Makes this process's /proc hide other users' processes (`hidepid=2`,
 /// in a mount namespace of its own); false if it cannot (not root).
 fn hide_other_users_processes() -> bool {
-    // SAFETY: plain system calls on this process's own mount namespace,
-    // with NUL-terminated strings that outlive them.
-    unsafe {
-        libc::unshare(libc::CLONE_NEWNS) == 0
-            && libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) == 0
-            && libc::mount(
+    // SAFETY: leaves the mount namespace this process shares.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return false;
+    }
+    // SAFETY: makes this namespace's mounts private; no pointer but null.
+    let private = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    // SAFETY: NUL-terminated strings that outlive the call.
+    private == 0
+        && unsafe {
+            libc::mount(
                 c"proc".as_ptr(),
                 c"/proc".as_ptr(),
                 c"proc".as_ptr(),
                 0,
                 c"hidepid=2".as_ptr().cast(),
-            ) == 0
-    }
+            )
+        } == 0
 }
 
 /// Becomes user and group `id` (from root).
 fn become_user(id: u32) {
-    // SAFETY: plain system calls changing this process's own ids.
-    let r = unsafe {
-        (
-            libc::setgroups(0, std::ptr::null()),
-            libc::setgid(id),
-            libc::setuid(id),
-        )
-    };
-    assert_eq!(r, (0, 0, 0));
+    // SAFETY: drops this process's supplementary groups.
+    assert_eq!(unsafe { libc::setgroups(0, std::ptr::null()) }, 0);
+    // SAFETY: changes this process's own group id.
+    assert_eq!(unsafe { libc::setgid(id) }, 0);
+    // SAFETY: changes this process's own user id.
+    assert_eq!(unsafe { libc::setuid(id) }, 0);
 }
 
 #[test]
