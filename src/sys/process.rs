@@ -18,9 +18,11 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 /// one since (pids are reused, after as few as 32768 forks) is not it.
 pub(crate) fn pid_alive_since(pid: u32, start: u64) -> bool {
     // Signal 0 only checks for existence and permission.
-    if kill(pid, 0).is_err_and(|e| e.raw_os_error() != Some(libc::EPERM)) {
-        return false;
-    }
+    let another_users = match kill(pid, 0) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => true,
+        Err(_) => return false,
+    };
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => match state_and_start(&stat) {
             Some((state, started)) => {
@@ -28,8 +30,9 @@ pub(crate) fn pid_alive_since(pid: u32, start: u64) -> bool {
             }
             None => true,
         },
-        // Gone between the two checks, or /proc hidden: trust kill().
-        Err(e) => e.kind() != io::ErrorKind::NotFound,
+        // Another user's process that /proc does not show (`hidepid=2`),
+        // or /proc unreadable: trust kill(). Else it has just exited.
+        Err(e) => another_users || e.kind() != io::ErrorKind::NotFound,
     }
 }
 
