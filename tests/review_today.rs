@@ -251,7 +251,7 @@ fn a_signal_storm_at_a_server_ends_it_with_its_socket_file_removed() {
 #[test]
 fn a_server_signalled_as_its_socket_file_appears_removes_it() {
     common::watchdog("SIGTERM at a starting server", LIMIT, || {
-        for round in 0..20 {
+        for round in 0..100 {
             let path = TempPath::new(&format!("starting-{round}"));
             let address = Address::Unix(path.0.clone());
             let mut server = Process::new({
