@@ -231,14 +231,27 @@ fn a_signal_storm_at_a_server_ends_it_with_its_socket_file_removed() {
     common::watchdog("a signal storm at a server", LIMIT, || {
         let (server, path, conn) = common::serve_manager("storm", b"k");
         drop(conn);
-        let pid = server.pid().unwrap() as i32;
-        // The pid stays the server's (a zombie at worst) until joined.
-        for _ in 0..300 {
+        let pid = server.pid().unwrap() as libc::pid_t;
+        // Through a pidfd: the crate may reap the server as soon as it
+        // ends, and its pid be another process's.
+        // SAFETY: pidfd_open of the server this test started.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+        assert!(pidfd >= 0);
+        'storm: for _ in 0..300 {
             for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
-                // SAFETY: a signal to the server this test started.
-                assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+                // SAFETY: a signal through the pidfd made above.
+                let r = unsafe {
+                    libc::syscall(libc::SYS_pidfd_send_signal, pidfd, signal, 0usize, 0u32)
+                };
+                if r != 0 {
+                    let e = std::io::Error::last_os_error();
+                    assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{e}");
+                    break 'storm;
+                }
             }
         }
+        // SAFETY: closes the pidfd made above.
+        unsafe { libc::close(pidfd) };
         let code = common::join(&server, LIMIT);
         assert!(
             [0, -libc::SIGINT, -libc::SIGTERM, -libc::SIGHUP].contains(&code),
