@@ -151,9 +151,10 @@ pub fn serve_registered(
             )));
         }
     }
+    let held = server::hold_stop_signals();
     let listener = Listener::bind(address, Some(authkey))?;
     ready(listener.address());
-    server::event_loop(listener, None, registry)
+    server::event_loop(listener, None, registry, held)
 }
 
 /// A manager: a server process that owns shared dicts, lists and
@@ -260,11 +261,12 @@ impl Manager {
             // server ignores it, as Python's does, so that its owner can
             // still shut it down (or it ends when its owner has gone).
             let _ = sys::ignore_signal(sys::SIGINT);
+            let held = server::hold_stop_signals();
             match Listener::bind(&listen_at, Some(&listen_key)) {
                 Ok(listener) => {
                     let _ = tell.send(&None::<String>);
                     drop(tell);
-                    server::event_loop(listener, Some(parent), Default::default())
+                    server::event_loop(listener, Some(parent), Default::default(), held)
                 }
                 Err(e) => {
                     let _ = tell.send(&Some(e.to_string()));

@@ -112,8 +112,23 @@ impl Peer {
     }
 }
 
+/// The signals that stop a server: Ctrl-C at a standalone one, SIGTERM,
+/// its terminal closing.
+pub(super) const STOP_SIGNALS: [i32; 3] = [sys::SIGINT, sys::SIGTERM, sys::SIGHUP];
+
+/// Holds [`STOP_SIGNALS`] in this thread from before a server makes its
+/// socket file until [`event_loop`] has them remove it: one sent between
+/// is delivered then, and the file removed.
+pub(super) fn hold_stop_signals() -> Option<sys::SignalsHeld> {
+    sys::SignalsHeld::new(&STOP_SIGNALS)
+        .inspect_err(|e| log::warn!("manager server: cannot hold stop signals: {e}"))
+        .ok()
+}
+
 /// Serves clients until one asks for a shutdown (or, with `parent`, until
-/// that process is gone); then removes the socket file and exits.
+/// that process is gone); then removes the socket file and exits. `held`
+/// (see [`hold_stop_signals`]) is let go once a stop signal removes the
+/// socket file.
 ///
 /// One thread runs an event loop over every connection: it never blocks on
 /// a client, so a slow or hostile one (including one that stalls in the
@@ -124,6 +139,7 @@ pub(crate) fn event_loop(
     listener: Listener,
     parent: Option<u32>,
     registry: HashMap<String, String>,
+    held: Option<sys::SignalsHeld>,
 ) -> ! {
     sys::flush_stdio();
     refs::start();
@@ -138,14 +154,12 @@ pub(crate) fn event_loop(
         sys::exit_now(0)
     };
     // Ended by a signal (Ctrl-C at a standalone server, SIGTERM, its
-    // terminal closing), the server still removes its socket file.
-    if let Some((path, id)) = listener.socket_file() {
-        if let Err(e) =
-            sys::remove_socket_on_signal(path, id, &[sys::SIGINT, sys::SIGTERM, sys::SIGHUP])
-        {
-            log::warn!("manager server: a signal will leave the socket file behind: {e}");
-        }
+    // terminal closing), the server still removes its socket file (and
+    // exits 0 after Ctrl-C, on TCP as well).
+    if let Err(e) = sys::remove_socket_on_signal(listener.socket_file(), &STOP_SIGNALS) {
+        log::warn!("manager server: a signal will leave the socket file behind: {e}");
     }
+    drop(held);
     // Without it, a single client is served through poll (see below).
     let fast_single = sys::signal_on_connect(&listener).is_ok();
     // Every readiness accepts the whole queue: a connection left queued

@@ -446,8 +446,8 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         let pid = match launch {
             Launch::Fork(target) => {
                 let gate = StartGate::new()?;
-                let (pid, gate) = self.fork(target.into_target(), scope, listed, gate)?;
-                let pidfd = gate.open_pidfd(pid)?;
+                let (pid, gate, target) = self.fork(target.into_target(), scope, listed, gate)?;
+                let pidfd = gate.open_pidfd(pid, target)?;
                 self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
                 return Ok(());
             }
@@ -504,14 +504,15 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// Forks; in the parent returns the child's pid, in the child runs
     /// `target` and never returns.
     /// The child waits at `gate` before it runs anything; the parent gets
-    /// its end of the gate back with the pid.
+    /// its end of the gate back with the pid, and its copy of `target`,
+    /// which is still its own until the gate opens.
     fn fork(
         &mut self,
         target: Target<'a>,
         scope: Option<u64>,
         listed: bool,
         gate: StartGate,
-    ) -> Result<(u32, GateParent)> {
+    ) -> Result<(u32, GateParent, Target<'a>)> {
         let parent = current_process();
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
@@ -529,8 +530,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             }
             Ok(Forked::Parent { pid }) => {
                 drop(gate.child);
-                handed_to_child(target, pid);
-                Ok((pid, gate.parent))
+                Ok((pid, gate.parent, target))
             }
         }
     }
@@ -752,11 +752,15 @@ impl StartGate {
 impl GateParent {
     /// In the parent, once the child's end is closed here (so that the
     /// descriptor it took is free again for the pidfd): the child's pidfd,
-    /// and the child let run; or, if there is none, the child told to exit
-    /// and reaped.
-    fn open_pidfd(self, pid: u32) -> Result<OwnedFd> {
+    /// and the child let run, `target` (this process's copy of its closure)
+    /// handed over to it first; or, if there is none, the child told to
+    /// exit and reaped, and `target` dropped as this process's own (the
+    /// child ran none of it: a listener's socket file, a permit, are still
+    /// this process's to give back).
+    fn open_pidfd(self, pid: u32, target: Target<'_>) -> Result<OwnedFd> {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
+                handed_to_child(target, pid);
                 // A byte into an empty socket buffer: it cannot block. If the
                 // child is gone (killed meanwhile), its pidfd says so.
                 let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
@@ -769,6 +773,7 @@ impl GateParent {
                 // reaped: its pid is still its own.
                 let _ = sys::send_nowait(&self.0, &[GATE_SHUT]);
                 let _ = sys::waitpid(pid, true);
+                drop(target);
                 Err(pidfd_error(e))
             }
         }

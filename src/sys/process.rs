@@ -18,9 +18,11 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 /// one since (pids are reused, after as few as 32768 forks) is not it.
 pub(crate) fn pid_alive_since(pid: u32, start: u64) -> bool {
     // Signal 0 only checks for existence and permission.
-    if kill(pid, 0).is_err_and(|e| e.raw_os_error() != Some(libc::EPERM)) {
-        return false;
-    }
+    let another_users = match kill(pid, 0) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => true,
+        Err(_) => return false,
+    };
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => match state_and_start(&stat) {
             Some((state, started)) => {
@@ -28,8 +30,9 @@ pub(crate) fn pid_alive_since(pid: u32, start: u64) -> bool {
             }
             None => true,
         },
-        // Gone between the two checks, or /proc hidden: trust kill().
-        Err(e) => e.kind() != io::ErrorKind::NotFound,
+        // Another user's process that /proc does not show (`hidepid=2`),
+        // or /proc unreadable: trust kill(). Else it has just exited.
+        Err(e) => another_users || e.kind() != io::ErrorKind::NotFound,
     }
 }
 
@@ -306,6 +309,39 @@ pub(crate) fn block_signal(signal: i32, block: bool) -> io::Result<bool> {
     }
     // SAFETY: `old` was filled by the call above.
     Ok(unsafe { libc::sigismember(&old, signal) } == 1)
+}
+
+/// `signals` blocked in the calling thread until dropped; then the
+/// thread's mask from before is back, and one of them sent meanwhile is
+/// delivered.
+pub(crate) struct SignalsHeld(libc::sigset_t);
+
+impl SignalsHeld {
+    pub(crate) fn new(signals: &[i32]) -> io::Result<SignalsHeld> {
+        // SAFETY: `sigset_t` is a plain C struct, valid when zeroed.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, writable signal set.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &signal in signals {
+            // SAFETY: as above, and a signal number (checked by the call).
+            syscall(unsafe { libc::sigaddset(&mut set, signal) })?;
+        }
+        // SAFETY: both sets are initialised and outlive the call.
+        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        Ok(SignalsHeld(old))
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        // SAFETY: the mask filled by `pthread_sigmask` in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
 }
 
 /// Asks the kernel to send `SIGKILL` to the calling process when its parent

@@ -298,15 +298,15 @@ pub(crate) fn set_recv_timeout(fd: &impl AsRawFd, timeout: Duration) -> io::Resu
 static STOPPED_REMOVES: std::sync::OnceLock<(CString, u64, u64)> = std::sync::OnceLock::new();
 
 /// Has each of `signals` whose disposition is the default (not one ignored
-/// or handled by the program) remove the Unix socket file `path` — while it
-/// is still the file `(dev, ino)` — and then end the process: with exit
-/// code 0 for `SIGINT` (as Python's `serve_forever` after Ctrl-C), and for
-/// any other signal by that signal, as its default would. For a process
-/// that serves one socket until it is stopped; a second call in the same
-/// process keeps the first file.
+/// or handled by the program) remove the Unix socket file `file`, if any:
+/// `path` — while it is still the file `(dev, ino)` — and then end the
+/// process: with exit code 0 for `SIGINT` (as Python's `serve_forever`
+/// after Ctrl-C, whatever it serves on), and for any other signal by that
+/// signal, as its default would. For a process that serves one socket
+/// until it is stopped; a second call in the same process keeps the first
+/// file.
 pub(crate) fn remove_socket_on_signal(
-    path: &Path,
-    (dev, ino): (u64, u64),
+    file: Option<(&Path, (u64, u64))>,
     signals: &[i32],
 ) -> io::Result<()> {
     extern "C" fn on_stop(signal: libc::c_int) {
@@ -334,9 +334,11 @@ pub(crate) fn remove_socket_on_signal(
         // and delivered with its default action once the handler returns.
         unsafe { libc::raise(signal) };
     }
-    let path = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let _ = STOPPED_REMOVES.set((path, dev, ino));
+    if let Some((path, (dev, ino))) = file {
+        let path = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let _ = STOPPED_REMOVES.set((path, dev, ino));
+    }
     for &signal in signals {
         // SAFETY: `sigaction` is a plain C struct, valid when zeroed.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };

@@ -399,6 +399,27 @@ fn lock(m: &std::sync::Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl RawCall {
+    /// One round trip, asked.
+    ///
+    /// # Errors
+    /// If the answering side is gone or [hung up](RawCall::hang_up).
+    pub fn call(&self) -> std::io::Result<()> {
+        let mut buf = lock(&self.client);
+        (&self.client_end).write_all(&buf[..self.request_len])?;
+        (&self.client_end).read_exact(&mut buf[..self.answer_len])
+    }
+
+    /// Ends the socket pair in every process that has it: each call, and
+    /// each wait for one, fails from then on. For the process that made
+    /// it, once a side is gone (its copy of the other side's end keeps
+    /// that from reading as the end of the stream).
+    pub fn hang_up(&self) {
+        let _ = self.client_end.shutdown(std::net::Shutdown::Both);
+        let _ = self.server_end.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl BenchPingPong for RawCall {
     fn answer(&self) {
         let mut buf = lock(&self.server);
@@ -406,8 +427,6 @@ impl BenchPingPong for RawCall {
         let _ = (&self.server_end).write_all(&buf[..self.answer_len]);
     }
     fn ask(&self) {
-        let mut buf = lock(&self.client);
-        let _ = (&self.client_end).write_all(&buf[..self.request_len]);
-        let _ = (&self.client_end).read_exact(&mut buf[..self.answer_len]);
+        let _ = self.call();
     }
 }

@@ -440,12 +440,31 @@ pub(super) fn raw_call_shape(op: ManagerOp) -> (usize, usize, u64) {
 /// second and the answering process's CPU time per operation in
 /// microseconds.
 pub(super) fn raw_calls_per_sec(op: ManagerOp, clients: u64, n: u64) -> Result<(f64, f64)> {
+    raw_calls_by(op, clients, n, |_, channel, calls| {
+        (0..calls).try_for_each(|_| channel.call())
+    })
+}
+
+/// [`raw_calls_per_sec`], each client `c` making its `calls` on its
+/// channel by `client(c, channel, calls)`.
+fn raw_calls_by(
+    op: ManagerOp,
+    clients: u64,
+    n: u64,
+    client: impl Fn(u64, &RawCall, u64) -> std::io::Result<()> + Sync,
+) -> Result<(f64, f64)> {
     let (request, answer, per_call) = raw_call_shape(op);
     let calls = n / per_call;
     let channels = (0..clients)
         .map(|_| RawCall::new(request, answer))
         .collect::<Result<Vec<_>>>()?;
     let done = RawValue::new(0u32)?;
+    // Ends every channel (the answering threads and the clients see that
+    // at once), and lets the answering process exit.
+    let finish = || {
+        channels.iter().for_each(RawCall::hang_up);
+        done.atomic().store(1, Ordering::Release);
+    };
     multiproc::scope(|s| -> Result<(f64, f64)> {
         let mut server = s
             .process(|| {
@@ -462,19 +481,30 @@ pub(super) fn raw_calls_per_sec(op: ManagerOp, clients: u64, n: u64) -> Result<(
             .daemon(true);
         server.start()?;
         let pid = server.pid().context("the answering process has no pid")?;
-        let cpu_before = cpu_seconds(pid)?;
-        let t = Instant::now();
-        run_clients(clients, |c| -> Result<()> {
-            let channel = &channels[c as usize];
-            (0..calls).for_each(|_| channel.ask());
-            Ok(())
-        })?;
-        let elapsed = t.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(pid)? - cpu_before;
-        done.atomic().store(1, Ordering::Release);
-        if server.join_timeout(Duration::from_secs(60))? != Some(0) {
-            bail!("the raw calls' answering process failed or hung");
-        }
+        let measured = std::thread::scope(|t| {
+            // Should the answering process die, its clients are not left
+            // waiting for answers (this process holds its ends too).
+            let watch = t.spawn(|| {
+                let code = server.join();
+                finish();
+                code
+            });
+            let measured = (|| {
+                let cpu_before = cpu_seconds(pid)?;
+                let t = Instant::now();
+                run_clients(clients, |c| client(c, &channels[c as usize], calls))?;
+                let elapsed = t.elapsed().as_secs_f64();
+                Ok::<_, anyhow::Error>((elapsed, cpu_seconds(pid)? - cpu_before))
+            })();
+            // However the clients ended (one may have failed half way),
+            // the answering threads are not left waiting for their calls.
+            finish();
+            match watch.join() {
+                Ok(Ok(0)) => measured,
+                _ => bail!("the raw calls' answering process failed"),
+            }
+        });
+        let (elapsed, cpu) = measured.context("raw calls over Unix sockets")?;
         let ops = (clients * calls * per_call) as f64;
         Ok((ops / elapsed, cpu / ops * 1e6))
     })
@@ -537,6 +567,63 @@ mod tests {
         assert_eq!(raw_call_shape(ManagerOp::Get), (8, 8, 1));
         assert_eq!(raw_call_shape(ManagerOp::SetBatched), (16_000, 8, BATCH));
         assert_eq!(raw_call_shape(ManagerOp::GetBatched), (8_000, 8_000, BATCH));
+    }
+
+    /// Runs `f` on a thread of its own; fails if it takes over a minute
+    /// (the thread is then left to the end of the test process).
+    fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("hung for a minute")
+    }
+
+    #[test]
+    fn clients_of_which_one_cannot_be_started_do_not_hang() {
+        // In a child with few descriptors left, so that a client's start
+        // fails after others started (each takes one, for its pidfd): the
+        // started ones must not wait for ever to be released.
+        for free in 2..12 {
+            let mut child = Process::new(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                // SAFETY: lowers this (forked) process's own limit.
+                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+                let mut held = Vec::new();
+                while let Ok(f) = std::fs::File::open("/dev/null") {
+                    held.push(f);
+                }
+                held.truncate(held.len().saturating_sub(free));
+                // An error (no start, or a later one failed), or Ok.
+                let _ = run_clients(4, |_| Ok::<(), anyhow::Error>(()));
+            })
+            .daemon(true);
+            child.start().unwrap();
+            let code = child.join_timeout(Duration::from_secs(30)).unwrap();
+            if code.is_none() {
+                child.kill().unwrap();
+            }
+            assert_eq!(code, Some(0), "with {free} descriptors free");
+        }
+    }
+
+    #[test]
+    fn raw_calls_with_a_failed_client_fail_and_do_not_hang() {
+        // Client 1 fails before its first call: its answering thread
+        // waits for calls that never come.
+        let got = within_a_minute(|| {
+            raw_calls_by(ManagerOp::Get, 3, 1000, |c, channel, calls| {
+                if c == 1 {
+                    return Err(std::io::Error::other("client failed"));
+                }
+                (0..calls).try_for_each(|_| channel.call())
+            })
+        });
+        assert!(got.is_err(), "{got:?}");
+        let got = within_a_minute(|| raw_calls_per_sec(ManagerOp::Get, 2, 1000));
+        assert!(got.is_ok(), "{got:?}");
     }
 
     #[test]
