@@ -132,11 +132,11 @@ impl ForkServer {
             // Ctrl-C at the terminal reaches the whole process group: the
             // server does not end by it, as Python's does not, so that the
             // program can go on starting children (and a pool keeps its
-            // workers' server). Blocked rather than ignored: each child
-            // unblocks it (unless the program had it blocked), and one sent
-            // to a child before it has is still delivered then.
-            let blocked = match sys::block_signal(sys::SIGINT, true) {
-                Ok(was) => Blocked(was),
+            // workers' server). Held (blocked) rather than ignored: each
+            // child gets the program's mask back, and one sent to a child
+            // before it has is still delivered then.
+            let ctrl_c = match sys::SignalsHeld::new(&[sys::SIGINT]) {
+                Ok(held) => held,
                 Err(e) => {
                     super::logging::to_stderr(format_args!(
                         "multiproc: a fork server cannot block SIGINT: {e}"
@@ -144,7 +144,7 @@ impl ForkServer {
                     sys::exit_now(1);
                 }
             };
-            sys::exit_now(run_server(server_end, &serve, blocked))
+            sys::exit_now(run_server(server_end, &serve, &ctrl_c))
         })
         .with_name(name);
         process.start_unlisted()?;
@@ -477,13 +477,9 @@ struct Child {
     status: OwnedFd,
 }
 
-/// Whether SIGINT was blocked in the program a fork server was started
-/// from (the server blocks it; its children take that back).
-#[derive(Clone, Copy)]
-struct Blocked(bool);
-
-/// The server's loop; its exit code.
-fn run_server(requests: OwnedFd, serve: &ChildBody, ctrl_c: Blocked) -> i32 {
+/// The server's loop; its exit code. `ctrl_c` holds SIGINT in the server;
+/// each child lets it go.
+fn run_server(requests: OwnedFd, serve: &ChildBody, ctrl_c: &sys::SignalsHeld) -> i32 {
     let server_pid = sys::getpid();
     let Some(parent) = parent_process() else {
         return 1;
@@ -583,10 +579,9 @@ fn run_child(
     fds: Vec<OwnedFd>,
     serve: &ChildBody,
     server_pid: u32,
-    ctrl_c: Blocked,
+    ctrl_c: &sys::SignalsHeld,
 ) -> ! {
-    let unblocked = ctrl_c.0 || sys::block_signal(sys::SIGINT, false).is_ok();
-    if sys::die_with_parent(server_pid).is_err() || !unblocked {
+    if sys::die_with_parent(server_pid).is_err() || ctrl_c.release_here().is_err() {
         sys::exit_now(1);
     }
     let Ok(mut orders) = Connection::from_socket(status) else {

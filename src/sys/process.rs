@@ -285,32 +285,6 @@ pub(crate) fn ignore_signal(signal: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Blocks (`block`) or unblocks `signal` for the calling thread, whose
-/// forked children inherit its mask (a blocked signal sent to one waits,
-/// pending, until it unblocks it); whether it was blocked before.
-pub(crate) fn block_signal(signal: i32, block: bool) -> io::Result<bool> {
-    // SAFETY: `sigset_t` is a plain C struct, valid when zeroed.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable signal set.
-    unsafe { libc::sigemptyset(&mut set) };
-    // SAFETY: as above, and a valid signal number.
-    syscall(unsafe { libc::sigaddset(&mut set, signal) })?;
-    let how = if block {
-        libc::SIG_BLOCK
-    } else {
-        libc::SIG_UNBLOCK
-    };
-    // SAFETY: both sets are initialised and outlive the call.
-    let r = unsafe { libc::pthread_sigmask(how, &set, &mut old) };
-    if r != 0 {
-        return Err(io::Error::from_raw_os_error(r));
-    }
-    // SAFETY: `old` was filled by the call above.
-    Ok(unsafe { libc::sigismember(&old, signal) } == 1)
-}
-
 /// `signals` blocked in the calling thread until dropped; then the
 /// thread's mask from before is back, and one of them sent meanwhile is
 /// delivered.
@@ -335,12 +309,23 @@ impl SignalsHeld {
         }
         Ok(SignalsHeld(old))
     }
+
+    /// Gives the calling thread the mask from before: for a forked child
+    /// of the thread that holds them (which inherited its mask and its
+    /// copy of this), whose parent goes on holding them.
+    pub(crate) fn release_here(&self) -> io::Result<()> {
+        // SAFETY: the mask filled by `pthread_sigmask` in `new`.
+        let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        match r {
+            0 => Ok(()),
+            r => Err(io::Error::from_raw_os_error(r)),
+        }
+    }
 }
 
 impl Drop for SignalsHeld {
     fn drop(&mut self) {
-        // SAFETY: the mask filled by `pthread_sigmask` in `new`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        let _ = self.release_here();
     }
 }
 
