@@ -97,11 +97,23 @@ pub(super) struct Session {
     /// client ended, so that a process that exits or is killed never leaks
     /// an object.
     pub(super) held: HashMap<Id, u64>,
+    /// The client process, on a Unix socket (whose `incref`s end the loans
+    /// of its other connections: see [`Objects::lend`]).
+    pub(super) pid: Option<u32>,
+}
+
+/// The references lent to one connection (see [`Objects::lend`]): its
+/// client process, if known, and how many of each object.
+struct Loans {
+    pid: Option<u32>,
+    ids: HashMap<Id, u32>,
 }
 
 /// A call waiting on a queue, of connection `peer`.
 struct Parked {
     peer: u64,
+    /// Its client process, if known (for the loans of its reply).
+    pid: Option<u32>,
     /// The queue (one of its references is this call's).
     queue: Id,
     wait: Wait,
@@ -150,7 +162,7 @@ pub(super) struct Objects {
     stirred: bool,
     /// The references lent to each connection that does not hold its own,
     /// one per proxy its last answer carried (see [`Objects::lend`]).
-    lent: HashMap<u64, Vec<Id>>,
+    lent: HashMap<u64, Loans>,
     /// Times an object was left held by values only since the last
     /// collection of cycles.
     suspects: usize,
@@ -369,15 +381,48 @@ impl Objects {
     /// client (Python's `RebuildProxy`) increfs each from another
     /// connection once it has the answer, before it sends this one anything
     /// else; without the loan, an object popped from the container that was
-    /// its last holder would be freed before that incref arrives.
-    fn lend(&mut self, peer: u64, sent: Vec<Id>) {
+    /// its last holder would be freed before that incref arrives. The
+    /// incref itself ends one loan of the object to a connection of the
+    /// same process, when the server knows the processes (Unix sockets),
+    /// so that an object the client then lets go of is freed, as on
+    /// CPython's server, even if that connection is never used again.
+    fn lend(&mut self, peer: u64, pid: Option<u32>, sent: Vec<Id>) {
         for id in sent {
             if let Some(e) = self.table.get_mut(&id) {
                 e.refs += 1;
                 e.roots += 1;
-                self.lent.entry(peer).or_default().push(id);
+                let loans = self.lent.entry(peer).or_insert_with(|| Loans {
+                    pid,
+                    ids: HashMap::new(),
+                });
+                *loans.ids.entry(id).or_default() += 1;
             }
         }
+    }
+
+    /// Ends one loan of `id` to a connection of process `pid` (which has
+    /// just taken a reference of its own to it), if there is one.
+    fn redeem(&mut self, id: Id, pid: Option<u32>) {
+        if self.lent.is_empty() || pid.is_none() {
+            return;
+        }
+        let Some((&peer, loans)) = self
+            .lent
+            .iter_mut()
+            .find(|(_, l)| l.pid == pid && l.ids.contains_key(&id))
+        else {
+            return;
+        };
+        if let Some(n) = loans.ids.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                loans.ids.remove(&id);
+            }
+        }
+        if loans.ids.is_empty() {
+            self.lent.remove(&peer);
+        }
+        self.drop_root(id);
     }
 
     /// Gives back what [`Objects::lend`] lent connection `peer`.
@@ -387,8 +432,13 @@ impl Objects {
         if self.lent.is_empty() {
             return;
         }
-        for id in self.lent.remove(&peer).unwrap_or_default() {
-            self.drop_root(id);
+        let Some(loans) = self.lent.remove(&peer) else {
+            return;
+        };
+        for (id, n) in loans.ids {
+            for _ in 0..n {
+                self.drop_root(id);
+            }
         }
     }
 
@@ -506,7 +556,7 @@ impl Objects {
                 self.take(id, session);
             }
         } else {
-            self.lend(peer, sent);
+            self.lend(peer, session.pid, sent);
         }
         self.settle();
         self.collect(false);
@@ -546,7 +596,7 @@ impl Objects {
             Done::Reply(r) => Served::Reply(r, false),
             Done::Shutdown => Served::Reply(Reply::Return(PyValue::None), true),
             Done::Park(queue, wait, timeout) => {
-                self.park(peer, queue, wait, timeout);
+                self.park(peer, session.pid, queue, wait, timeout);
                 Served::Parked
             }
         };
@@ -579,13 +629,21 @@ impl Objects {
         bytes
     }
 
-    fn park(&mut self, peer: u64, queue: Id, wait: Wait, timeout: Option<Duration>) {
+    fn park(
+        &mut self,
+        peer: u64,
+        pid: Option<u32>,
+        queue: Id,
+        wait: Wait,
+        timeout: Option<Duration>,
+    ) {
         if let Some(e) = self.table.get_mut(&queue) {
             e.refs += 1;
             e.roots += 1;
         }
         self.parked.push(Parked {
             peer,
+            pid,
             queue,
             wait,
             // A deadline past what an `Instant` holds is no deadline.
@@ -616,6 +674,7 @@ impl Objects {
             for p in std::mem::take(&mut self.parked) {
                 let Parked {
                     peer,
+                    pid,
                     queue,
                     wait,
                     deadline,
@@ -635,6 +694,7 @@ impl Objects {
                 match done {
                     Ok(wait) => self.parked.push(Parked {
                         peer,
+                        pid,
                         queue,
                         wait,
                         deadline,
@@ -644,7 +704,7 @@ impl Objects {
                         let bytes = self.encode(reply);
                         // A proxy sent in a value is the client's to incref.
                         let sent = refs::take_sent();
-                        self.lend(peer, sent);
+                        self.lend(peer, pid, sent);
                         replies.push((peer, bytes));
                     }
                 }
@@ -1007,6 +1067,9 @@ impl Objects {
             "incref" => {
                 let id = self.ident_arg(&args)?;
                 self.take(id, session);
+                if !session.hold {
+                    self.redeem(id, session.pid);
+                }
                 Ok(Reply::Return(PyValue::None))
             }
             "decref" => {

@@ -401,13 +401,18 @@ impl Peer {
         // Only the loop's blocking receive (one client, nothing else to do)
         // waits; this bounds it, for the parent check and for new clients.
         sys::set_recv_timeout(&conn, RECV_TIMEOUT).ok()?;
+        // A Unix socket's client process, whose increfs end its loans.
+        let pid = sys::peer_pid(&conn);
         let mut peer = Peer {
             id,
             conn,
             handshake: None,
             out: Vec::new(),
             sent: 0,
-            session: Session::default(),
+            session: Session {
+                pid,
+                ..Session::default()
+            },
             parked: false,
             sent_while_parked: false,
             closing: false,

@@ -29,6 +29,28 @@ pub(crate) fn socket_type(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
     socket_option(fd, libc::SO_TYPE)
 }
 
+/// The process at the other end of the Unix socket `fd` (`SO_PEERCRED`:
+/// the one that connected), if it is one.
+pub(crate) fn peer_pid(fd: &impl AsRawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of their sizes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid as u32)
+}
+
 /// Whether the socket `fd` is listening (`SO_ACCEPTCONN`).
 pub(crate) fn is_listening(fd: &impl AsRawFd) -> io::Result<bool> {
     socket_option(fd, libc::SO_ACCEPTCONN).map(|on| on != 0)

@@ -374,6 +374,25 @@ def popped_proxies(m):
         assert got == [6], "a dict proxy handed to a get that waited: %r" % (got,)
 
 
+@check("a popped nested proxy let go of is freed, the connection idle since")
+def popped_proxy_freed(m):
+    if isinstance(ARGS.address, tuple) and not ARGS.cpython_server:
+        # Over TCP ours cannot tell which connections are the client's:
+        # the object lives until this connection's next request.
+        return "over TCP"
+    gc.collect()
+    before = m._number_of_objects()
+    d = m.dict()
+    d["l"] = m.list([1])
+    gc.collect()
+    x = d.pop("l")
+    # The last request on this thread's connection was the pop.
+    del x
+    gc.collect()
+    after = m._number_of_objects()
+    assert after == before + 1, "objects: %d before, %d with the dict after the pop and the del" % (before, after)
+
+
 @check("a user's dataclass instance stored and read back equal")
 def user_class(m):
     p = Point(3, 4.5, "here", ("a", 1))
