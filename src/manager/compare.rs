@@ -678,6 +678,9 @@ impl PyValue {
                     state.write_u8(14);
                     o.module.hash(state);
                     o.name.hash(state);
+                } else if let Some(key) = o.path_key() {
+                    state.write_u8(15);
+                    key.hash(state);
                 } else if o.by_value() {
                     state.write_u8(11);
                     o.module.hash(state);

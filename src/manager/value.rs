@@ -248,8 +248,67 @@ impl PyObject {
         })
     }
 
+    /// What a `pathlib` path compares by, as Python's do: its flavour
+    /// (Windows or not) and its normalised text (a path pickles as its
+    /// parts up to Python 3.12 and as the strings it was made of from 3.13,
+    /// so that `Path("a//b")`, `Path("a", "b")` and `PurePosixPath("./a/b")`
+    /// arrive as different arguments). A POSIX path drops empty and `.`
+    /// parts and restarts at an absolute one; a Windows path is compared
+    /// without case, with `/` as `\` and runs of separators as one past
+    /// its start.
+    pub(crate) fn path_key(&self) -> Option<(bool, String)> {
+        if self.global || !super::pickle::is_pathlib(&self.module, &self.name) {
+            return None;
+        }
+        let parts = self
+            .args
+            .iter()
+            .map(|a| match a {
+                PyValue::Str(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect::<Option<Vec<&str>>>()?;
+        if self.name.contains("Windows") {
+            // Joined as Python joins them: a drive (`C:`) or a part ending
+            // in a separator takes the next part without one.
+            let mut joined = String::new();
+            for p in parts {
+                let p = p.replace('/', "\\").to_lowercase();
+                if !(joined.is_empty() || joined.ends_with(['\\', ':'])) {
+                    joined.push('\\');
+                }
+                joined.push_str(&p);
+            }
+            let lead = joined.len() - joined.trim_start_matches('\\').len();
+            let mut key = "\\".repeat(lead.min(2));
+            let rest = joined[lead..].split('\\').filter(|p| !p.is_empty());
+            key.push_str(&rest.collect::<Vec<_>>().join("\\"));
+            return Some((true, key));
+        }
+        let mut root = "";
+        let mut kept: Vec<&str> = Vec::new();
+        for p in parts {
+            if p.starts_with('/') {
+                root = if p.starts_with("//") && !p.starts_with("///") {
+                    "//"
+                } else {
+                    "/"
+                };
+                kept.clear();
+            }
+            kept.extend(p.split('/').filter(|s| !s.is_empty() && *s != "."));
+        }
+        if root.is_empty() && kept.is_empty() {
+            return Some((false, ".".into()));
+        }
+        Some((false, format!("{root}{}", kept.join("/"))))
+    }
+
     /// Whether two objects compared by value are made of equal parts.
     pub(crate) fn same_value(&self, other: &PyObject) -> bool {
+        if let (Some(a), Some(b)) = (self.path_key(), other.path_key()) {
+            return a == b;
+        }
         self.module == other.module
             && self.name == other.name
             && self.args == other.args
