@@ -19,23 +19,16 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// How long a server is given to go, within the test's `LIMIT`.
 const GONE: Duration = Duration::from_secs(20);
 
-/// Gives Ctrl-C its default action in this process, as at a terminal (a
-/// test may inherit it ignored, from a background job's shell).
-fn default_ctrl_c() {
-    // SAFETY: resets one signal's disposition; nothing else is touched.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
-}
-
 /// Sends Ctrl-C's signal to `pid`, a process this test started.
 fn ctrl_c(pid: u32) {
     // SAFETY: a signal to a process of this test's.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
 }
 
-/// A manager whose server was forked with Ctrl-C's default action, its
-/// socket path and the server's pid.
+/// A manager whose server was forked with the stop signals' default
+/// actions, its socket path and the server's pid.
 fn started() -> (Manager, std::path::PathBuf, i32) {
-    default_ctrl_c();
+    common::default_stop_signals();
     let m = Manager::start().unwrap();
     let Address::Unix(path) = m.address().clone() else {
         unreachable!("Manager::start listens on a Unix socket")
@@ -105,7 +98,7 @@ fn the_fork_server_ignores_ctrl_c_and_its_children_do_not() {
     watchdog("Ctrl-C at the fork server", LIMIT, || {
         // In a child, which has a fork server of its own.
         let p = static_child(|| {
-            default_ctrl_c();
+            common::default_stop_signals();
             let mut a = Process::forkserver(waits_forever, ());
             a.start().unwrap();
             let server = procfs::ppid(a.pid().unwrap()).unwrap();
@@ -127,7 +120,7 @@ fn the_fork_server_ignores_ctrl_c_and_its_children_do_not() {
 #[test]
 fn a_pools_fork_server_ignores_ctrl_c() {
     watchdog("Ctrl-C at a pool's fork server", LIMIT, || {
-        default_ctrl_c();
+        common::default_stop_signals();
         let pool = Pool::with_processes(2).unwrap();
         let server = pool.apply(parent_pid, ()).unwrap();
         ctrl_c(server);

@@ -270,6 +270,7 @@ fn a_server_signalled_as_its_socket_file_appears_removes_it() {
             let mut server = Process::new({
                 let address = address.clone();
                 move || {
+                    common::default_stop_signals();
                     let _ = multiproc::manager::serve(&address, b"k", |_| {});
                 }
             })
@@ -292,9 +293,7 @@ fn ctrl_c_at_a_tcp_server_exits_0_as_at_a_unix_one() {
         let mut server = Process::new({
             let port = port.clone();
             move || {
-                // SAFETY: resets one signal's disposition (a test may
-                // inherit it ignored).
-                unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+                common::default_stop_signals();
                 let address = Address::Tcp("127.0.0.1:0".parse().unwrap());
                 let _ = multiproc::manager::serve(&address, b"k", |bound| {
                     if let Address::Tcp(a) = bound {

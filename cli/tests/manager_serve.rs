@@ -124,15 +124,18 @@ impl Served {
             .arg(&key)
             .args(extra)
             .stdout(Stdio::piped());
-        // As at a terminal: Ctrl-C's default action, whatever this test
-        // inherited (a background job's shell ignores it).
-        let default_ctrl_c = || {
-            // SAFETY: `signal` is async-signal-safe.
-            unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+        // As at a terminal: the stop signals' default actions, whatever
+        // this test inherited (a background job's shell ignores SIGINT,
+        // `nohup` SIGHUP).
+        let default_stop_signals = || {
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                // SAFETY: `signal` is async-signal-safe.
+                unsafe { libc::signal(signal, libc::SIG_DFL) };
+            }
             Ok(())
         };
         // SAFETY: the hook calls only an async-signal-safe function.
-        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut command, default_ctrl_c) };
+        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut command, default_stop_signals) };
         let mut server = command.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(server.stdout.take().unwrap())

@@ -311,6 +311,10 @@ pub fn serve_manager(
     let mut server = Process::new({
         let (address, key) = (address.clone(), key.to_vec());
         move || {
+            // As a server started at a terminal: the stop signals' default
+            // actions, whatever this test inherited (a background job's
+            // shell ignores SIGINT, `nohup` SIGHUP).
+            default_stop_signals();
             let _ = multiproc::manager::serve(&address, &key, |_| {});
         }
     })
@@ -323,6 +327,16 @@ pub fn serve_manager(
     .is_ok()));
     let conn = connect(&address, Some(key)).unwrap();
     (server, path, conn)
+}
+
+/// Gives SIGINT, SIGTERM and SIGHUP their default actions in this process,
+/// as at a terminal, whatever it inherited (a background job's shell
+/// ignores SIGINT, `nohup` SIGHUP): for tests that stop servers with them.
+pub fn default_stop_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: resets one signal's disposition; nothing else is touched.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
 }
 
 /// A condition's predicate that takes one of `tokens` if there is one,
