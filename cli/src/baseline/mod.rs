@@ -11,6 +11,7 @@
 //! sides live in the same kind of shared mapping with the same alignment.
 
 mod lock;
+mod map;
 mod payload;
 pub mod peers;
 mod ping_pong;
@@ -22,6 +23,7 @@ use std::io;
 pub use lock::{
     BenchArray, BenchCounter, BenchMutex, RawAtomic, RawLockedArray, RobustPthreadMutex,
 };
+pub use map::{ordered_map_items_per_sec, MapWork};
 pub use payload::{
     check_payload, mark_payload, BenchPayload, PipeBytes, PipeSerdeVec, RawSocketPayload,
     PAYLOAD_LEN,

@@ -8,15 +8,16 @@ use multiproc::manager::Transport;
 use multiproc::{Array, Lock, Process, RawValue, Semaphore, Value};
 use multiproc_cli::baseline::peers::{RawSyncEventPair, RawSyncMutex};
 use multiproc_cli::baseline::{
-    fork_exit_wait, AsyncEventPair, AsyncQueue, EventFdPingPong, EventPair, PipeBytes,
-    PipePingPong, PipeSerdeVec, PosixSemaphore, RawAtomic, RawFutexPingPong, RawLockedArray,
-    RawSocketPayload, RawSocketPingPong, RawSocketStream, RobustPthreadMutex, PAYLOAD_LEN,
+    fork_exit_wait, ordered_map_items_per_sec, AsyncEventPair, AsyncQueue, EventFdPingPong,
+    EventPair, MapWork, PipeBytes, PipePingPong, PipeSerdeVec, PosixSemaphore, RawAtomic,
+    RawFutexPingPong, RawLockedArray, RawSocketPayload, RawSocketPingPong, RawSocketStream,
+    RobustPthreadMutex, PAYLOAD_LEN,
 };
 
 use super::measure::{
     alternated, batched_items_per_sec, bytes_per_sec, items_per_sec, managed_rate_over, median,
     ms_per_process, ns_per_acquire, ns_per_lock, paired, raw_calls_per_sec, sums_per_sec,
-    two_process_rate, us_per_round_trip, ManagerOp, Size,
+    two_process_rate, us_per_round_trip, ManagerOp, Size, BATCH,
 };
 use super::redis::redis_managed;
 use super::{Layer, Measured, Unit};
@@ -476,26 +477,45 @@ fn managed_over(
         _ => size.pick(20_000, 5_000),
     };
     let (mut cpu, mut raw_cpu) = (Vec::new(), Vec::new());
-    let (a, b) = paired(
-        size,
-        || {
-            let (rate, cpu_us) = managed_rate_over(op, clients, n, transport)?;
-            cpu.push(cpu_us);
-            Ok(rate)
-        },
-        || {
-            let (rate, cpu_us) = raw_calls_per_sec(op, clients, n)?;
-            raw_cpu.push(cpu_us);
-            Ok(rate)
-        },
-    )?;
+    let mut ours = || {
+        let (rate, cpu_us) = managed_rate_over(op, clients, n, transport)?;
+        cpu.push(cpu_us);
+        Ok(rate)
+    };
+    let mut raw = || {
+        let (rate, cpu_us) = raw_calls_per_sec(op, clients, n)?;
+        raw_cpu.push(cpu_us);
+        Ok(rate)
+    };
+    // The batched rows also stand beside their storage floor: the same
+    // items kept by a fresh process that does nothing else.
+    let floor = match op {
+        ManagerOp::SetBatched => Some(MapWork::Insert),
+        ManagerOp::GetBatched => Some(MapWork::Lookup),
+        _ => None,
+    };
+    let (a, baselines) = match floor {
+        None => {
+            let (a, b) = paired(size, ours, raw)?;
+            (a, vec![(raw_calls_name(op, clients), b)])
+        }
+        Some(work) => {
+            let mut map = || ordered_map_items_per_sec(work, n, BATCH);
+            let [a, b, c] = alternated(size.repeats(), [&mut ours, &mut raw, &mut map])?;
+            (a, vec![(raw_calls_name(op, clients), b), (MAP_FLOOR, c)])
+        }
+    };
     eprint!(
         " (server CPU {:.2} us/op; the raw calls' answerer's {:.2})",
         median(cpu),
         median(raw_cpu)
     );
-    Ok((a, vec![(raw_calls_name(op, clients), b)]))
+    Ok((a, baselines))
 }
+
+/// The batched rows' second baseline ([`ordered_map_items_per_sec`]).
+const MAP_FLOOR: &str = "the storage floor: a fresh process keeping the same items in an \
+     insertion-ordered map of u64 (IndexMap), no transport, no decoding";
 
 /// What a managed row's OS baseline ([`raw_calls_per_sec`]) is, in words.
 fn raw_calls_name(op: ManagerOp, clients: u64) -> &'static str {
