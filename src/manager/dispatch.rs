@@ -160,7 +160,13 @@ impl Reply {
 
     /// The `(kind, result)` tuple sent, with `address` in its tokens.
     pub(super) fn into_value(self, address: &PyValue) -> PyValue {
-        let kind = PyValue::Str(self.kind().into());
+        let (kind, result) = self.into_parts(address);
+        PyValue::Tuple(vec![PyValue::Str(kind.into()), result])
+    }
+
+    /// Its kind tag and its result, with `address` in its tokens.
+    fn into_parts(self, address: &PyValue) -> (&'static str, PyValue) {
+        let kind = self.kind();
         let result = match self {
             Reply::Return(v) => v,
             Reply::Error(e) => wire::exception(e),
@@ -177,7 +183,7 @@ impl Reply {
                 PyValue::List(replies.into_iter().map(|r| r.into_value(address)).collect())
             }
         };
-        PyValue::Tuple(vec![kind, result])
+        (kind, result)
     }
 
     /// What it costs a batch beyond the stored values it copies: its tag
@@ -202,12 +208,19 @@ pub(super) fn ident(id: u64) -> String {
 /// The id an ident names, read back strictly (the exact spelling
 /// [`ident`] writes: lowercase, no sign, no leading zero).
 pub(super) fn parse_ident(s: &str) -> Option<u64> {
-    let canonical = !s.is_empty()
-        && s.len() <= 16
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && (s == "0" || !s.starts_with('0'));
-    canonical.then(|| u64::from_str_radix(s, 16).ok()).flatten()
+    // One pass (every request names its object by ident).
+    let bytes = s.as_bytes();
+    if bytes.is_empty() || bytes.len() > 16 || (bytes[0] == b'0' && bytes.len() > 1) {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |id, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some(id << 4 | u64::from(digit))
+    })
 }
 
 /// The module of a Python exception class the server raises.
@@ -227,6 +240,7 @@ pub(super) mod wire {
     use super::super::pickle;
     use super::super::protocol::Exception;
     use super::super::{PyObject, PyValue};
+    use super::Reply;
 
     /// A frame's value (its pickle), within `budget`.
     pub(in crate::manager) fn loads(
@@ -236,9 +250,16 @@ pub(super) mod wire {
         pickle::loads(frame, budget)
     }
 
-    /// The bytes of a reply, with `address` in the tokens of its proxies.
+    /// The bytes of a value, with `address` in the tokens of its proxies.
     pub(in crate::manager) fn dumps(v: &PyValue, address: &PyValue) -> Vec<u8> {
         pickle::dumps(v, address)
+    }
+
+    /// The bytes of a reply (as [`dumps`] of its
+    /// [`into_value`](Reply::into_value), without making that tuple).
+    pub(in crate::manager) fn dumps_reply(reply: Reply, address: &PyValue) -> Vec<u8> {
+        let (kind, result) = reply.into_parts(address);
+        pickle::dumps_tagged(kind, &result, address)
     }
 
     /// The exception object `#ERROR` carries: `KeyError('k')`,
@@ -299,6 +320,35 @@ mod tests {
             "10000000000000000",
         ] {
             assert_eq!(parse_ident(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A reply's bytes are those of its `(kind, result)` tuple, for every
+    /// kind of reply.
+    #[test]
+    fn replies_encode_as_their_tuples() {
+        let address = PyValue::Str("/tmp/x.sock".into());
+        let replies = || {
+            vec![
+                Reply::Return(PyValue::None),
+                Reply::Return(PyValue::Tuple(vec![1.into(), "x".repeat(300).into()])),
+                Reply::error(("KeyError", "k".into())),
+                Reply::Traceback(("ValueError", "bad".into())),
+                Reply::Unserializable(("TypeError", String::new())),
+                Reply::Proxy {
+                    exposed: &["get", "set"],
+                    typeid: "dict".into(),
+                    ident: "7f".into(),
+                },
+                Reply::Batch(vec![
+                    Reply::Return(2.into()),
+                    Reply::error(("KeyError", "k".into())),
+                ]),
+            ]
+        };
+        for (a, b) in replies().into_iter().zip(replies()) {
+            let tuple = wire::dumps(&b.into_value(&address), &address);
+            assert_eq!(wire::dumps_reply(a, &address), tuple);
         }
     }
 

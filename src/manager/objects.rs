@@ -608,20 +608,19 @@ impl Objects {
     fn encode(&mut self, reply: Reply) -> Vec<u8> {
         let address = &self.address;
         let mut bytes = survive_panic(
-            || wire::dumps(&reply.into_value(address), address),
+            || wire::dumps_reply(reply, address),
             |e| {
                 refs::take_sent();
-                wire::dumps(&Reply::error(e).into_value(address), address)
+                wire::dumps_reply(Reply::error(e), address)
             },
         );
         if bytes.len() > MAX_FRAME {
             refs::take_sent();
-            bytes = wire::dumps(
-                &Reply::error((
+            bytes = wire::dumps_reply(
+                Reply::error((
                     "MemoryError",
                     "the answer would exceed the frame limit; ask for less at a time".into(),
-                ))
-                .into_value(&self.address),
+                )),
                 &self.address,
             );
         }

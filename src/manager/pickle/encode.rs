@@ -11,12 +11,27 @@ use super::op;
 /// `RebuildProxy(<ProxyClass>, Token(typeid, address, id), 'pickle',
 /// kwds)`, with `address` (a `(host, port)` tuple or a path) in its token.
 pub(crate) fn dumps(value: &PyValue, address: &PyValue) -> Vec<u8> {
+    encoded(address, |e| e.value(value))
+}
+
+/// The pickle of the pair `(tag, value)`, as [`dumps`] would write it,
+/// without the tuple made first (every reply is such a pair).
+pub(crate) fn dumps_tagged(tag: &str, value: &PyValue, address: &PyValue) -> Vec<u8> {
+    encoded(address, |e| {
+        e.str(tag);
+        e.value(value);
+        e.out.push(op::TUPLE2);
+    })
+}
+
+/// A protocol 4 pickle of what `write` writes.
+fn encoded(address: &PyValue, write: impl FnOnce(&mut Encoder)) -> Vec<u8> {
     // Room for a small message from the start (most are), so that it is
     // not regrown byte by byte.
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[op::PROTO, 4]);
     let mut e = Encoder { out, address };
-    e.value(value);
+    write(&mut e);
     e.out.push(op::STOP);
     e.out
 }

@@ -43,9 +43,9 @@ pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fas
     thread_local! {
         /// The stacks of the last decoding, kept for the next one (small
         /// requests would spend more on allocating them than on the rest).
-        static SPARE: Cell<(Vec<PyValue>, Vec<u32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+        static SPARE: Cell<Stacks> = const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
     }
-    let (mut stack, mut heights) = SPARE.take();
+    let (mut stack, mut heights, marks) = SPARE.take();
     let room = (bytes.len() / 2).clamp(8, SPARE_ITEMS);
     stack.reserve(room);
     heights.reserve(room);
@@ -54,7 +54,7 @@ pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fas
         at: 0,
         stack,
         heights,
-        marks: Vec::new(),
+        marks,
         memo: Memo::default(),
         memoized: Vec::new(),
         last_put: None,
@@ -65,14 +65,18 @@ pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fas
         max_depth: u32::try_from(max_depth).unwrap_or(u32::MAX),
     };
     let value = f.run();
-    let (mut stack, mut heights) = (f.stack, f.heights);
+    let (mut stack, mut heights, mut marks) = (f.stack, f.heights, f.marks);
     stack.clear();
     heights.clear();
-    if stack.capacity() <= SPARE_ITEMS {
-        SPARE.set((stack, heights));
+    marks.clear();
+    if stack.capacity() <= SPARE_ITEMS && marks.capacity() <= SPARE_ITEMS {
+        SPARE.set((stack, heights, marks));
     }
     value
 }
+
+/// The value stack, the heights of its values and the marks.
+type Stacks = (Vec<PyValue>, Vec<u32>, Vec<usize>);
 
 /// The most stack entries kept from one decoding to the next (64 KiB
 /// per thread; a 1000-item dict's fit).
@@ -390,7 +394,8 @@ impl<'a> Flat<'a> {
     ) -> Fast<()> {
         self.owe(NODE + VALUE + n * VALUE, 2)?;
         self.settle()?;
-        let items: Vec<PyValue> = self.stack.drain(from..).collect();
+        // One copy of the items into a vector of their size.
+        let items = self.stack.split_off(from);
         self.heights.truncate(from);
         self.push(make(items), height);
         Ok(())

@@ -26,7 +26,7 @@ mod tests;
 #[allow(unused_imports)]
 pub(crate) use decode::{is_pathlib, loads, loads_answer, MAX_INT_BYTES};
 #[allow(unused_imports)]
-pub(crate) use encode::dumps;
+pub(crate) use encode::{dumps, dumps_tagged};
 
 /// For the fuzzer only (built with `--cfg fuzzing`): decodes `data` as a
 /// request within a request's memory, and if that succeeds, checks that
