@@ -21,6 +21,8 @@ use crate::sync::{spin, wait_for_change, Asleep, RobustMutex, RECHECK};
 use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
+use super::{keep_spare, take_spare};
+
 /// The length prefix of a frame.
 const LEN: usize = 4;
 /// Attempts to take a lock before blocking on it.
@@ -1169,13 +1171,13 @@ impl Ring {
             let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
             fill(buf);
         } else {
-            let mut buf = STRADDLE.take();
+            let mut buf = take_spare(&STRADDLE);
             buf.clear();
             buf.resize(len, 0);
             fill(&mut buf);
             // SAFETY: forwarded from the caller.
             unsafe { self.copy_in(at, &buf) };
-            STRADDLE.set(buf);
+            keep_spare(&STRADDLE, buf);
         }
     }
 
@@ -1196,13 +1198,13 @@ impl Ring {
             let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
             read(bytes)
         } else {
-            let mut buf = STRADDLE.take();
+            let mut buf = take_spare(&STRADDLE);
             buf.clear();
             buf.resize(len, 0);
             // SAFETY: forwarded from the caller.
             unsafe { self.copy_out(at, &mut buf) };
             let r = read(&buf);
-            STRADDLE.set(buf);
+            keep_spare(&STRADDLE, buf);
             r
         }
     }
