@@ -5,11 +5,15 @@
 mod common;
 
 use std::cell::RefCell;
-use std::time::Duration;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use common::{join, static_child, watchdog};
-use multiproc::queue::Bytes;
+use common::wakers::{poll_with, Flag, PATIENCE};
+use common::{join, procfs, static_child, wait_until, watchdog};
+use multiproc::queue::{Bytes, PutError};
 use multiproc::Queue;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -91,5 +95,112 @@ fn queues_work_in_a_thread_local_destructor() {
         assert_eq!(join(&p, LIMIT), 0);
         assert_eq!(done.try_get().unwrap(), 1);
         assert!(queues.items.is_empty() && queues.frames.is_empty());
+    });
+}
+
+// ---------------------------------------------------------------------------
+// An async put that finds the producers' lock held.
+
+/// Bytes encoded as one byte string (a memory copy, as `serde_bytes`
+/// does), so that a large item costs a producer about as long to encode
+/// as to copy into the ring under the producers' lock.
+#[derive(Clone, Debug, PartialEq)]
+struct Blob(Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+        }
+        d.deserialize_byte_buf(Visit)
+    }
+}
+
+/// Sends `signal` to process `pid`, which this test started.
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: a signal to a child of this test, by its pid.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+}
+
+/// An async put that arrives while another producer holds the producers'
+/// lock (here: a process stopped while it copies a large item in), with
+/// room in the ring, is woken when that producer publishes its item and
+/// lets the lock go: not only by its periodic look again (100 ms later).
+/// No consumer moves the head meanwhile (consumers busy elsewhere: the
+/// queue only grows), so a put that waits for the head waits for that
+/// look, every time it meets the lock held.
+#[test]
+fn an_async_put_that_finds_the_producers_lock_busy_is_woken_when_it_frees() {
+    watchdog("put behind a busy producers' lock", LIMIT, || {
+        const ROUNDS: usize = 4;
+        let q = Queue::<Blob>::with_capacity(0, 64 << 20).unwrap();
+        let theirs = q.clone();
+        let producer = static_child(move || loop {
+            theirs.put(Blob(vec![7; 1 << 20])).unwrap();
+        });
+        let pid = producer.pid().unwrap();
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let (mut measured, mut slow, mut tries) = (0, 0, 0);
+        while measured < ROUNDS {
+            tries += 1;
+            assert!(
+                tries < 10_000,
+                "the producer was never caught holding the lock"
+            );
+            // Room for everything the producer puts until the next round.
+            while q.try_get_many(1000).is_ok() {}
+            signal(pid, libc::SIGSTOP);
+            assert!(wait_until(LIMIT, || procfs::stopped(pid)));
+            // Stopped with the lock held: a try finds no room, yet the
+            // ring has plenty.
+            let held =
+                matches!(q.try_put(Blob(Vec::new())), Err(PutError::Full(_))) && !q.is_full();
+            if !held {
+                signal(pid, libc::SIGCONT);
+                continue;
+            }
+            let mut put = Box::pin(q.put_timeout_async(Blob(vec![1]), PATIENCE));
+            let seen = flag.count();
+            assert!(
+                poll_with(put.as_mut(), &waker).is_pending(),
+                "the lock is held"
+            );
+            let resumed = Instant::now();
+            signal(pid, libc::SIGCONT);
+            let end = resumed + PATIENCE;
+            let mut seen = seen;
+            loop {
+                assert!(flag.wait_past(seen, end - Instant::now()), "never woken");
+                seen = flag.count();
+                if let Poll::Ready(r) = poll_with(put.as_mut(), &waker) {
+                    r.unwrap();
+                    break;
+                }
+            }
+            measured += 1;
+            if resumed.elapsed() >= Duration::from_millis(70) {
+                slow += 1;
+            }
+        }
+        producer.kill().unwrap();
+        assert_ne!(join(&producer, LIMIT), 0);
+        assert!(
+            slow < ROUNDS,
+            "every round, the async put got in only at its periodic look ({tries} tries)"
+        );
     });
 }
