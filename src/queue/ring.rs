@@ -592,10 +592,15 @@ impl Ring {
         head: u64,
         deadline: Deadline,
     ) -> Result<std::result::Result<(), PushFailure>> {
+        let s = self.shared();
+        // The lock was let go of without a frame published: an async put
+        // that found it held sleeps on the tail's word (see `push_async`).
+        if s.tail.sleepers.load(Ordering::SeqCst) > 0 {
+            self.signal(Side::Producer);
+        }
         if !deadline.may_wait() {
             return Ok(Err(PushFailure::Full));
         }
-        let s = self.shared();
         // Before looking again: a get after this read changes it, and one
         // before it moved the head, which the look below sees.
         let seen = s.head.moved.load(Ordering::SeqCst);
@@ -1073,17 +1078,36 @@ impl Ring {
             Ok(Err(PushFailure::Full)) => {}
             done => return done,
         }
-        let taken = &self.shared().head;
-        let _asleep = Asleep::new(&taken.sleepers);
-        let pushed = waiter::word(&taken.moved, deadline, || {
-            let seen = taken.moved.load(Ordering::SeqCst);
-            match self.push(item, Deadline::Now) {
-                Ok(Err(PushFailure::Full)) => ControlFlow::Continue(seen),
-                done => ControlFlow::Break(done),
+        let s = self.shared();
+        let _asleep = Asleep::new(&s.head.sleepers);
+        let has_room = || !self.is_full(item.len());
+        loop {
+            // Room there, yet none taken: another producer holds the lock.
+            // It moves the tail when it publishes its item (or says so if
+            // it lets the lock go without one), so that is the word to
+            // sleep on then: the head may not move for long (consumers
+            // busy elsewhere), and this task would wait for its next look
+            // (`RECHECK`) every time it met the lock held.
+            let busy = has_room();
+            let end = if busy { &s.tail } else { &s.head };
+            let _putting = busy.then(|| Asleep::new(&s.tail.sleepers));
+            let pushed = waiter::word(&end.moved, deadline, || {
+                // Before trying: a move of that end after this read changes it.
+                let seen = end.moved.load(Ordering::SeqCst);
+                match self.push(item, Deadline::Now) {
+                    // The other word is the one to sleep on now.
+                    Ok(Err(PushFailure::Full)) if has_room() != busy => ControlFlow::Break(None),
+                    Ok(Err(PushFailure::Full)) => ControlFlow::Continue(seen),
+                    done => ControlFlow::Break(Some(done)),
+                }
+            })
+            .await?;
+            match pushed {
+                None => return Ok(Err(PushFailure::Timeout)),
+                Some(Some(done)) => return done,
+                Some(None) => {}
             }
-        })
-        .await?;
-        pushed.unwrap_or(Ok(Err(PushFailure::Timeout)))
+        }
     }
 
     /// As [`join`](Ring::join), without blocking the thread.
