@@ -10,9 +10,9 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::wakers::{poll_with, Flag, PATIENCE};
-use common::{join, procfs, static_child, wait_until, watchdog};
+use common::{join, procfs, static_child, wait_until, watchdog, TempName};
 use multiproc::queue::{Bytes, PutError};
-use multiproc::Queue;
+use multiproc::{Error, Queue};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -203,4 +203,47 @@ fn an_async_put_that_finds_the_producers_lock_busy_is_woken_when_it_frees() {
             "every round, the async put got in only at its periodic look ({tries} tries)"
         );
     });
+}
+
+// ---------------------------------------------------------------------------
+// A batch whose iterator waits on its own queue through another handle.
+
+/// A `put_many` iterator that waits for an item of its own queue while
+/// the batch holds back items, through another handle on that queue (a
+/// named queue opened again in the same process: a mapping of its own),
+/// gets [`Error::Deadlock`] as through the same handle: the wait would
+/// never end (here it would time out; a `get` would hang).
+#[test]
+fn a_batch_whose_iterator_waits_through_another_handle_is_a_deadlock_error() {
+    watchdog(
+        "put_many waiting for itself by another handle",
+        LIMIT,
+        || {
+            let name = TempName::new("qa-held-back");
+            let created = Queue::<u64>::create(&name, 0, 4096).unwrap();
+            let opened = Queue::<u64>::open(&name).unwrap();
+            for (put, get) in [(&created, &opened), (&opened, &created)] {
+                let mut inner = None;
+                put.put_many((0..4u64).inspect(|&i| {
+                    if i == 2 {
+                        inner = Some(get.get_timeout(Duration::from_secs(5)));
+                    }
+                }))
+                .unwrap();
+                assert!(matches!(inner, Some(Err(Error::Deadlock))), "{inner:?}");
+                assert_eq!(get.try_get_many(10).unwrap(), [0, 1, 2, 3]);
+            }
+            // Another queue's handle waits as usual.
+            let other = Queue::<u64>::new().unwrap();
+            let mut inner = None;
+            created
+                .put_many((0..2u64).inspect(|&i| {
+                    if i == 1 {
+                        inner = Some(other.get_timeout(Duration::from_millis(1)));
+                    }
+                }))
+                .unwrap();
+            assert!(matches!(inner, Some(Err(Error::Timeout))), "{inner:?}");
+        },
+    );
 }
