@@ -61,7 +61,7 @@ thread_local! {
     static STRADDLE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     /// The ring (its state's address) of which this thread holds back
     /// items: encoded by a `put_many`, not yet published; 0 for none.
-    static HELD_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static HELD_BACK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// One end of the ring, on a cache line of its own: the word its side moves
@@ -144,6 +144,9 @@ pub(crate) struct Ring {
     /// Whether puts count unfinished tasks (a `JoinableQueue`): a plain
     /// queue leaves that word, on the line the consumers read, alone.
     counts_tasks: bool,
+    /// The ring's identity in this process, the same through every handle
+    /// on it (see [`Ring::holding_back`]).
+    id: u64,
 }
 
 /// Why a push did not happen.
@@ -264,6 +267,7 @@ impl Ring {
         let mut ring = Ring {
             producers,
             consumers,
+            id: identity(&state),
             state,
             data,
             capacity: len,
@@ -880,7 +884,7 @@ impl Ring {
             Side::Producer => &self.producers,
             Side::Consumer => &self.consumers,
         };
-        let holds_items = matches!(side, Side::Producer) && HELD_BACK.get() == self.id();
+        let holds_items = matches!(side, Side::Producer) && HELD_BACK.get() == self.id;
         match lock.owner() {
             _ if holds_items => Err(Error::Deadlock),
             Some(tid) if tid == sys::gettid() => Err(Error::Deadlock),
@@ -888,16 +892,11 @@ impl Ring {
         }
     }
 
-    /// This ring's identity in this process: its state's address.
-    fn id(&self) -> usize {
-        std::ptr::from_ref(self.shared()) as usize
-    }
-
     /// Says, until the guard is dropped, that the calling thread holds back
     /// items of this ring: a get that would wait for an item then fails
     /// with `Deadlock` instead of waiting for this thread.
     pub(crate) fn holding_back(&self) -> HoldingBack {
-        HoldingBack(HELD_BACK.replace(self.id()))
+        HoldingBack(HELD_BACK.replace(self.id))
     }
 
     /// While the queue looks empty (and open), waits for an item without
@@ -1281,10 +1280,26 @@ impl Ring {
     }
 }
 
+/// The identity in this process of the ring whose state is `state`, the
+/// same through every handle on it: the file and offset of a named queue
+/// (opened again, it is mapped again, at another address), else the
+/// state's address (an anonymous queue is mapped once per process). Never 0.
+fn identity(state: &Region) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    match state.file_position() {
+        Some(position) => {
+            let mut h = DefaultHasher::new();
+            position.hash(&mut h);
+            h.finish().max(1)
+        }
+        None => state.as_ptr::<u8>() as u64,
+    }
+}
+
 /// While alive, the calling thread holds back items of a ring (see
 /// [`Ring::holding_back`]); puts the previous mark back when dropped.
 #[must_use = "the mark is taken off at once if unused"]
-pub(crate) struct HoldingBack(usize);
+pub(crate) struct HoldingBack(u64);
 
 impl Drop for HoldingBack {
     fn drop(&mut self) {
