@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::wakers::{poll_with, Flag, PATIENCE};
 use common::{join, procfs, static_child, wait_until, watchdog, TempName};
 use multiproc::queue::{Bytes, PutError};
-use multiproc::{Error, Queue};
+use multiproc::{Error, Event, Queue};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -246,4 +246,36 @@ fn a_batch_whose_iterator_waits_through_another_handle_is_a_deadlock_error() {
             assert!(matches!(inner, Some(Err(Error::Timeout))), "{inner:?}");
         },
     );
+}
+
+/// A child process started by a `put_many` iterator (a worker per so
+/// many jobs, say) holds back nothing: its thread's copy of the batch's
+/// mark is its parent's. Its `get` on the queue, empty until the parent's
+/// batch is published, waits for the batch as any other process's does,
+/// instead of failing at once with [`Error::Deadlock`].
+#[test]
+fn a_child_started_by_a_batchs_iterator_waits_for_the_batch() {
+    watchdog("a worker started inside put_many", LIMIT, || {
+        let q = Queue::<u64>::new().unwrap();
+        let waited = Event::new().unwrap();
+        let mut worker = None;
+        q.put_many((0..4u64).inspect(|&i| {
+            if i == 1 {
+                let (theirs, told) = (q.clone(), waited.clone());
+                let started = static_child(move || {
+                    // Before the batch is published: a wait that times out.
+                    let early = theirs.get_timeout(Duration::from_millis(1));
+                    assert!(matches!(early, Err(Error::Timeout)), "{early:?}");
+                    told.set();
+                    assert_eq!(theirs.get_timeout(LIMIT).unwrap(), 0);
+                });
+                // Until it has waited, or failed (its exit code says how).
+                assert!(wait_until(LIMIT, || waited.is_set() || !started.is_alive()));
+                worker = Some(started);
+            }
+        }))
+        .unwrap();
+        assert_eq!(join(&worker.unwrap(), LIMIT), 0);
+        assert_eq!(q.try_get_many(10).unwrap(), [1, 2, 3]);
+    });
 }
