@@ -59,9 +59,11 @@ thread_local! {
     /// Where a frame that straddles the ring's end is put together (or
     /// taken apart) for a caller who needs it in one piece.
     static STRADDLE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    /// The ring (its state's address) of which this thread holds back
-    /// items: encoded by a `put_many`, not yet published; 0 for none.
-    static HELD_BACK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The ring (its identity) of which this thread holds back items:
+    /// encoded by a `put_many`, not yet published; 0 for none. With the
+    /// process that holds them: a child forked meanwhile (by the batch's
+    /// iterator) has a copy of the mark, but holds nothing back.
+    static HELD_BACK: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// One end of the ring, on a cache line of its own: the word its side moves
@@ -884,7 +886,10 @@ impl Ring {
             Side::Producer => &self.producers,
             Side::Consumer => &self.consumers,
         };
-        let holds_items = matches!(side, Side::Producer) && HELD_BACK.get() == self.id;
+        let holds_items = matches!(side, Side::Producer) && {
+            let (pid, id) = HELD_BACK.get();
+            id == self.id && pid == sys::cached_pid()
+        };
         match lock.owner() {
             _ if holds_items => Err(Error::Deadlock),
             Some(tid) if tid == sys::gettid() => Err(Error::Deadlock),
@@ -896,7 +901,7 @@ impl Ring {
     /// items of this ring: a get that would wait for an item then fails
     /// with `Deadlock` instead of waiting for this thread.
     pub(crate) fn holding_back(&self) -> HoldingBack {
-        HoldingBack(HELD_BACK.replace(self.id))
+        HoldingBack(HELD_BACK.replace((sys::cached_pid(), self.id)))
     }
 
     /// While the queue looks empty (and open), waits for an item without
@@ -1299,7 +1304,7 @@ fn identity(state: &Region) -> u64 {
 /// While alive, the calling thread holds back items of a ring (see
 /// [`Ring::holding_back`]); puts the previous mark back when dropped.
 #[must_use = "the mark is taken off at once if unused"]
-pub(crate) struct HoldingBack(u64);
+pub(crate) struct HoldingBack((u32, u64));
 
 impl Drop for HoldingBack {
     fn drop(&mut self) {
