@@ -279,3 +279,101 @@ fn a_child_started_by_a_batchs_iterator_waits_for_the_batch() {
         assert_eq!(q.try_get_many(10).unwrap(), [1, 2, 3]);
     });
 }
+
+// ---------------------------------------------------------------------------
+// Async puts and gets with tiny timeouts on a contended bounded queue.
+
+/// Async puts and gets of two processes' tasks, each with a timeout of
+/// up to a fraction of a millisecond, on a queue of two items whose
+/// producers' and consumers' locks are contended: a put that timed out
+/// added nothing, one that returned `Ok` added its item once, and a get
+/// that timed out took nothing. The set of items put is the set got.
+#[test]
+fn async_puts_and_gets_that_time_out_add_and_take_nothing() {
+    use multiproc::{RawArray, RawValue};
+    use std::sync::atomic::Ordering::SeqCst;
+    const PER_TASK: u32 = 300;
+    const TASKS: u32 = 6;
+    const ITEMS: u32 = 2 * TASKS * PER_TASK;
+    watchdog("async timeouts on a bounded queue", LIMIT, || {
+        let q = Queue::<u32>::bounded(2).unwrap();
+        let put = RawArray::<u32>::new(ITEMS as usize).unwrap();
+        let got = RawArray::<u32>::new(ITEMS as usize).unwrap();
+        let producers_done = RawValue::new(0u32).unwrap();
+        let spread =
+            |seed: u32| Duration::from_micros(u64::from(seed.wrapping_mul(2_654_435_761) % 300));
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let (q, put, done) = (q.clone(), put.clone(), producers_done.clone());
+                common::async_child(common::current_thread, move || async move {
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|t| {
+                            let (q, put) = (q.clone(), put.clone());
+                            tokio::spawn(async move {
+                                for k in 0..PER_TASK {
+                                    let i = (p * TASKS + t) * PER_TASK + k;
+                                    match q.put_timeout_async(i, spread(i)).await {
+                                        Ok(()) => {
+                                            put.atomic(i as usize).unwrap().fetch_add(1, SeqCst);
+                                        }
+                                        Err(PutError::Timeout(back)) => assert_eq!(back, i),
+                                        Err(e) => panic!("put {i}: {e}"),
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    done.atomic().fetch_add(1, SeqCst);
+                })
+            })
+            .collect();
+        let consumer = {
+            let (q, got, done) = (q.clone(), got.clone(), producers_done.clone());
+            common::async_child(common::multi_thread, move || async move {
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let (q, got, done) = (q.clone(), got.clone(), done.clone());
+                        tokio::spawn(async move {
+                            let mut n = t;
+                            while done.get() < 2 {
+                                n = n.wrapping_add(7);
+                                match q.get_timeout_async(spread(n)).await {
+                                    Ok(i) => {
+                                        got.atomic(i as usize).unwrap().fetch_add(1, SeqCst);
+                                    }
+                                    Err(Error::Timeout) => {}
+                                    Err(e) => panic!("get: {e}"),
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        };
+        for p in &producers {
+            assert_eq!(join(p, LIMIT), 0);
+        }
+        assert_eq!(join(&consumer, LIMIT), 0);
+        while let Ok(i) = q.try_get() {
+            got.atomic(i as usize).unwrap().fetch_add(1, SeqCst);
+        }
+        let (put, got) = (put.read(..).unwrap(), got.read(..).unwrap());
+        let added = put.iter().filter(|&&n| n == 1).count();
+        for i in 0..ITEMS as usize {
+            assert!(put[i] <= 1, "item {i} put {} times", put[i]);
+            assert_eq!(
+                got[i], put[i],
+                "item {i}: put {} times, got {}",
+                put[i], got[i]
+            );
+        }
+        eprintln!("{added} of {ITEMS} put");
+        assert!(added > 0, "no put got in");
+    });
+}
