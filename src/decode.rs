@@ -9,6 +9,7 @@
 //! counts, and a value nested deeper than [`MAX_DEPTH`] is a decoding
 //! error, as Python's unpickler raises `RecursionError`.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{
@@ -50,7 +51,7 @@ pub(crate) fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeE
 pub(crate) fn take_from_bytes<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, &[u8]), DecodeError> {
-    MESSAGE.take();
+    let _ = MESSAGE.try_with(Cell::take);
     let mut de = postcard::Deserializer::from_bytes(bytes);
     let value = T::deserialize(Limited {
         de: &mut de,
@@ -66,7 +67,9 @@ pub(crate) fn take_from_bytes<T: DeserializeOwned>(
 thread_local! {
     /// The message of the last [`Kept::Message`] handed to postcard as
     /// its own error, which keeps no message (read back at the top).
-    static MESSAGE: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+    /// Reached with `try_with`: a thread-local value's destructor may
+    /// decode after this cell is gone (its messages are then postcard's).
+    static MESSAGE: Cell<Option<String>> = const { Cell::new(None) };
 }
 
 /// The error of the wrapped deserializers: the inner deserializer's, or a
@@ -102,7 +105,7 @@ impl<E: de::Error> Kept<E> {
             Kept::Inner(e) => e,
             Kept::Message(m) => {
                 let e = E::custom(&m);
-                MESSAGE.set(Some(m));
+                let _ = MESSAGE.try_with(|kept| kept.set(Some(m)));
                 e
             }
         }
@@ -111,7 +114,7 @@ impl<E: de::Error> Kept<E> {
     /// The message to show: a kept one if the inner error is the one made
     /// from it.
     fn into_message(self) -> String {
-        match (self, MESSAGE.take()) {
+        match (self, MESSAGE.try_with(Cell::take).ok().flatten()) {
             (Kept::Message(m), _) => m,
             (Kept::Inner(e), Some(m)) if e.to_string() == E::custom(&m).to_string() => m,
             (Kept::Inner(e), _) => e.to_string(),

@@ -31,11 +31,13 @@ pub use bytes::Bytes;
 
 use std::alloc::Layout;
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -49,15 +51,30 @@ use ring::{PushFailure, Ring, Take};
 thread_local! {
     /// Encoding and decoding buffers, reused so that a put or a get
     /// allocates nothing once warm.
-    static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer a thread keeps between calls: this thread's `spare`, taken out
+/// of its cell while in use (its content is left over), or a new one if
+/// the cell is gone. A thread-local value's destructor may put and get
+/// after the cells of its thread were destroyed; `with` would panic there,
+/// which in a destructor aborts the process.
+fn take_spare(spare: &'static LocalKey<Cell<Vec<u8>>>) -> Vec<u8> {
+    spare.try_with(Cell::take).unwrap_or_default()
+}
+
+/// Puts a buffer taken by [`take_spare`] back for the next call; drops it
+/// if the cell is gone.
+fn keep_spare(spare: &'static LocalKey<Cell<Vec<u8>>>, buf: Vec<u8>) {
+    let _ = spare.try_with(|cell| cell.set(buf));
 }
 
 /// Runs `f` with this thread's scratch buffer (empty on entry).
 fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    let mut buf = BUFFER.take();
+    let mut buf = take_spare(&BUFFER);
     buf.clear();
     let r = f(&mut buf);
-    BUFFER.set(buf);
+    keep_spare(&BUFFER, buf);
     r
 }
 
@@ -502,7 +519,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if bytes.len() <= DECODE_IN_PLACE {
                 Popped::Decoded(decode_caught(bytes))
             } else {
-                let mut buf = BUFFER.take();
+                let mut buf = take_spare(&BUFFER);
                 buf.clear();
                 buf.extend_from_slice(bytes);
                 Popped::Copied(buf)
@@ -512,7 +529,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Popped::Decoded(decoded) => decoded.unwrap_or_else(|p| std::panic::resume_unwind(p)),
             Popped::Copied(buf) => {
                 let decoded = decode(&buf);
-                BUFFER.set(buf);
+                keep_spare(&BUFFER, buf);
                 decoded
             }
         }
@@ -609,7 +626,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut items = items.into_iter();
         // Taken out of its cell while in use: an iterator that puts on
         // queues itself finds the cell empty and uses a buffer of its own.
-        let mut frames = BUFFER.take();
+        let mut frames = take_spare(&BUFFER);
         let mut panicked = None;
         let outcome = loop {
             frames.clear();
@@ -690,7 +707,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             }
         };
         frames.clear();
-        BUFFER.set(frames);
+        keep_spare(&BUFFER, frames);
         if let Some(panic) = panicked {
             std::panic::resume_unwind(panic);
         }
@@ -760,7 +777,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 if !out.is_empty() {
                     return Take::Leave;
                 }
-                let mut buf = BUFFER.take();
+                let mut buf = take_spare(&BUFFER);
                 buf.clear();
                 buf.extend_from_slice(bytes);
                 large = Some(buf);
@@ -788,7 +805,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })?;
         if let Some(buf) = large {
             let decoded = decode(&buf);
-            BUFFER.set(buf);
+            keep_spare(&BUFFER, buf);
             return decoded.map(|item| vec![item]);
         }
         if let Some(panic) = panicked {

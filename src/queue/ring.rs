@@ -21,6 +21,8 @@ use crate::sync::{spin, wait_for_change, Asleep, RobustMutex, RECHECK};
 use crate::sys::{self, Deadline, MutexKind};
 use crate::waiter;
 
+use super::{keep_spare, take_spare};
+
 /// The length prefix of a frame.
 const LEN: usize = 4;
 /// Attempts to take a lock before blocking on it.
@@ -57,9 +59,11 @@ thread_local! {
     /// Where a frame that straddles the ring's end is put together (or
     /// taken apart) for a caller who needs it in one piece.
     static STRADDLE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    /// The ring (its state's address) of which this thread holds back
-    /// items: encoded by a `put_many`, not yet published; 0 for none.
-    static HELD_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The ring (its identity) of which this thread holds back items:
+    /// encoded by a `put_many`, not yet published; 0 for none. With the
+    /// process that holds them: a child forked meanwhile (by the batch's
+    /// iterator) has a copy of the mark, but holds nothing back.
+    static HELD_BACK: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// One end of the ring, on a cache line of its own: the word its side moves
@@ -142,6 +146,9 @@ pub(crate) struct Ring {
     /// Whether puts count unfinished tasks (a `JoinableQueue`): a plain
     /// queue leaves that word, on the line the consumers read, alone.
     counts_tasks: bool,
+    /// The ring's identity in this process, the same through every handle
+    /// on it (see [`Ring::holding_back`]).
+    id: u64,
 }
 
 /// Why a push did not happen.
@@ -262,6 +269,7 @@ impl Ring {
         let mut ring = Ring {
             producers,
             consumers,
+            id: identity(&state),
             state,
             data,
             capacity: len,
@@ -590,10 +598,15 @@ impl Ring {
         head: u64,
         deadline: Deadline,
     ) -> Result<std::result::Result<(), PushFailure>> {
+        let s = self.shared();
+        // The lock was let go of without a frame published: an async put
+        // that found it held sleeps on the tail's word (see `push_async`).
+        if s.tail.sleepers.load(Ordering::SeqCst) > 0 {
+            self.signal(Side::Producer);
+        }
         if !deadline.may_wait() {
             return Ok(Err(PushFailure::Full));
         }
-        let s = self.shared();
         // Before looking again: a get after this read changes it, and one
         // before it moved the head, which the look below sees.
         let seen = s.head.moved.load(Ordering::SeqCst);
@@ -873,7 +886,10 @@ impl Ring {
             Side::Producer => &self.producers,
             Side::Consumer => &self.consumers,
         };
-        let holds_items = matches!(side, Side::Producer) && HELD_BACK.get() == self.id();
+        let holds_items = matches!(side, Side::Producer) && {
+            let (pid, id) = HELD_BACK.get();
+            id == self.id && pid == sys::cached_pid()
+        };
         match lock.owner() {
             _ if holds_items => Err(Error::Deadlock),
             Some(tid) if tid == sys::gettid() => Err(Error::Deadlock),
@@ -881,16 +897,11 @@ impl Ring {
         }
     }
 
-    /// This ring's identity in this process: its state's address.
-    fn id(&self) -> usize {
-        std::ptr::from_ref(self.shared()) as usize
-    }
-
     /// Says, until the guard is dropped, that the calling thread holds back
     /// items of this ring: a get that would wait for an item then fails
     /// with `Deadlock` instead of waiting for this thread.
     pub(crate) fn holding_back(&self) -> HoldingBack {
-        HoldingBack(HELD_BACK.replace(self.id()))
+        HoldingBack(HELD_BACK.replace((sys::cached_pid(), self.id)))
     }
 
     /// While the queue looks empty (and open), waits for an item without
@@ -1071,17 +1082,36 @@ impl Ring {
             Ok(Err(PushFailure::Full)) => {}
             done => return done,
         }
-        let taken = &self.shared().head;
-        let _asleep = Asleep::new(&taken.sleepers);
-        let pushed = waiter::word(&taken.moved, deadline, || {
-            let seen = taken.moved.load(Ordering::SeqCst);
-            match self.push(item, Deadline::Now) {
-                Ok(Err(PushFailure::Full)) => ControlFlow::Continue(seen),
-                done => ControlFlow::Break(done),
+        let s = self.shared();
+        let _asleep = Asleep::new(&s.head.sleepers);
+        let has_room = || !self.is_full(item.len());
+        loop {
+            // Room there, yet none taken: another producer holds the lock.
+            // It moves the tail when it publishes its item (or says so if
+            // it lets the lock go without one), so that is the word to
+            // sleep on then: the head may not move for long (consumers
+            // busy elsewhere), and this task would wait for its next look
+            // (`RECHECK`) every time it met the lock held.
+            let busy = has_room();
+            let end = if busy { &s.tail } else { &s.head };
+            let _putting = busy.then(|| Asleep::new(&s.tail.sleepers));
+            let pushed = waiter::word(&end.moved, deadline, || {
+                // Before trying: a move of that end after this read changes it.
+                let seen = end.moved.load(Ordering::SeqCst);
+                match self.push(item, Deadline::Now) {
+                    // The other word is the one to sleep on now.
+                    Ok(Err(PushFailure::Full)) if has_room() != busy => ControlFlow::Break(None),
+                    Ok(Err(PushFailure::Full)) => ControlFlow::Continue(seen),
+                    done => ControlFlow::Break(Some(done)),
+                }
+            })
+            .await?;
+            match pushed {
+                None => return Ok(Err(PushFailure::Timeout)),
+                Some(Some(done)) => return done,
+                Some(None) => {}
             }
-        })
-        .await?;
-        pushed.unwrap_or(Ok(Err(PushFailure::Timeout)))
+        }
     }
 
     /// As [`join`](Ring::join), without blocking the thread.
@@ -1169,13 +1199,13 @@ impl Ring {
             let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
             fill(buf);
         } else {
-            let mut buf = STRADDLE.take();
+            let mut buf = take_spare(&STRADDLE);
             buf.clear();
             buf.resize(len, 0);
             fill(&mut buf);
             // SAFETY: forwarded from the caller.
             unsafe { self.copy_in(at, &buf) };
-            STRADDLE.set(buf);
+            keep_spare(&STRADDLE, buf);
         }
     }
 
@@ -1196,13 +1226,13 @@ impl Ring {
             let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
             read(bytes)
         } else {
-            let mut buf = STRADDLE.take();
+            let mut buf = take_spare(&STRADDLE);
             buf.clear();
             buf.resize(len, 0);
             // SAFETY: forwarded from the caller.
             unsafe { self.copy_out(at, &mut buf) };
             let r = read(&buf);
-            STRADDLE.set(buf);
+            keep_spare(&STRADDLE, buf);
             r
         }
     }
@@ -1255,10 +1285,26 @@ impl Ring {
     }
 }
 
+/// The identity in this process of the ring whose state is `state`, the
+/// same through every handle on it: the file and offset of a named queue
+/// (opened again, it is mapped again, at another address), else the
+/// state's address (an anonymous queue is mapped once per process). Never 0.
+fn identity(state: &Region) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    match state.file_position() {
+        Some(position) => {
+            let mut h = DefaultHasher::new();
+            position.hash(&mut h);
+            h.finish().max(1)
+        }
+        None => state.as_ptr::<u8>() as u64,
+    }
+}
+
 /// While alive, the calling thread holds back items of a ring (see
 /// [`Ring::holding_back`]); puts the previous mark back when dropped.
 #[must_use = "the mark is taken off at once if unused"]
-pub(crate) struct HoldingBack(usize);
+pub(crate) struct HoldingBack((u32, u64));
 
 impl Drop for HoldingBack {
     fn drop(&mut self) {
