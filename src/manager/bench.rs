@@ -12,7 +12,7 @@ use super::apply::{keyed, Map};
 use super::dispatch::wire;
 use super::objects::{Answer, Objects, Session};
 use super::protocol::{Kind, Op};
-use super::{calls, de, pickle, ser};
+use super::{calls, client, de, pickle, ser};
 use super::{refs, PyValue};
 
 /// A server's objects with one dict, served in this process.
@@ -167,32 +167,18 @@ impl Codec {
 
     fn client_request(&self, op: Op) -> Vec<u8> {
         let (method, args, kwds) = calls::request(Kind::Dict, op);
-        let req = PyValue::Tuple(vec![
-            PyValue::Str(self.dict.clone()),
-            method.into(),
-            PyValue::Tuple(args),
-            PyValue::Dict(kwds),
-        ]);
-        pickle::dumps(&req, &PyValue::None)
+        pickle::dumps_request(Some(&self.dict), method, &args, &kwds, &PyValue::None)
     }
 
     /// What a Rust client makes of a reply to a call: its result as an
-    /// `R` (the pickle decoded, then through serde).
+    /// `R` (read as the client reads it, then through serde).
     ///
     /// # Panics
     /// If the reply is not a `#RETURN` of an `R`.
     #[inline(never)]
     pub fn client_reply<R: DeserializeOwned>(&self, reply: &[u8]) -> R {
-        let mut budget = super::limits::Budget::new(usize::MAX, usize::MAX);
-        let v = pickle::loads_answer(reply, &mut budget).expect("a reply");
-        let PyValue::Tuple(t) = v else {
-            panic!("not a reply: {v:?}")
-        };
-        let Ok([PyValue::Str(kind), result]) = <[PyValue; 2]>::try_from(t) else {
-            panic!("not a reply")
-        };
-        assert_eq!(kind, "#RETURN");
-        de::from_value(result).expect("an R")
+        let answer = client::answer_of(reply, "a call").expect("a reply");
+        de::from_value(answer.value).expect("an R")
     }
 
     /// Serves one encoded request (a frame's bytes): the encoded reply.

@@ -133,7 +133,7 @@ pub(crate) fn after_fork_in_child() {
 
 /// What a call answered, before it is decoded.
 pub(super) struct Answer {
-    value: PyValue,
+    pub(super) value: PyValue,
     /// The objects whose references the server counted for this client
     /// with the answer: the new object of a `#PROXY` answer, and on a
     /// connection that holds its references, every proxy in the value.
@@ -219,15 +219,10 @@ impl Client {
     /// multiproc's server on this machine, its fast-path area.
     fn open_long(&self) -> Result<Link> {
         let mut conn = self.open()?;
-        let accept = request(
-            None,
-            "accept_connection",
-            vec![CONNECTION_NAME.into()],
-            Vec::new(),
-        );
-        reply(self.hello(&mut conn, &accept)??, "accept_connection")?;
-        let hold = request(None, "_multiproc_hold", Vec::new(), Vec::new());
-        let held = match reply(self.hello(&mut conn, &hold)??, "_multiproc_hold") {
+        let accept = self.request(None, "accept_connection", &[CONNECTION_NAME.into()], &[]);
+        answer_of(&self.hello(&mut conn, &accept)?, "accept_connection")?;
+        let hold = self.request(None, "_multiproc_hold", &[], &[]);
+        let held = match answer_of(&self.hello(&mut conn, &hold)?, "_multiproc_hold") {
             Ok(_) => HELD,
             // CPython's server answers `#TRACEBACK`: it has no such call.
             Err(Error::Remote { .. }) => GLOBAL,
@@ -249,31 +244,27 @@ impl Client {
     /// answer must come within the handshake's time limit: a peer that
     /// took the key but does not answer them is no manager (or a stuck
     /// one), and the connection is refused rather than waited on for ever.
-    fn hello(&self, conn: &mut Connection, req: &PyValue) -> Result<Result<PyValue>> {
-        conn.send_bytes(&pickle::dumps(req, &self.token_address))
-            .map_err(gone)?;
-        let answer = conn
-            .recv_bytes_timeout(HANDSHAKE_TIMEOUT)
+    fn hello(&self, conn: &mut Connection, req: &[u8]) -> Result<Vec<u8>> {
+        conn.send_bytes(req).map_err(gone)?;
+        conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)
             .map_err(|e| match e {
                 Error::Timeout => Error::ManagerGone(format!(
                     "{}: no answer within {HANDSHAKE_TIMEOUT:?}: not a manager?",
                     self.address
                 )),
                 e => gone(e),
-            })?;
-        Ok(loads(&answer))
+            })
     }
 
-    /// Sends `req` and reads the answer's value. A failure to send or
-    /// receive leaves the connection unusable (the caller drops it); one
-    /// to decode does not (the frame was read whole).
+    /// Sends the request `bytes` and reads the answer's. A failure to send
+    /// or receive leaves the connection unusable (the caller drops it); a
+    /// request too large to send does not.
     fn round_trip(
         &self,
         conn: &mut Connection,
         fast: Option<&mut ClientArea>,
-        req: &PyValue,
-    ) -> Result<Result<PyValue>> {
-        let bytes = pickle::dumps(req, &self.token_address);
+        bytes: &[u8],
+    ) -> Result<Result<Vec<u8>>> {
         if bytes.len() > MAX_FRAME {
             // What the server would refuse by closing the connection.
             return Ok(Err(Error::MessageTooLarge {
@@ -282,21 +273,21 @@ impl Client {
             }));
         }
         let called = match fast {
-            Some(area) if area.fits(bytes.len()) => area.call(conn, &bytes)?,
+            Some(area) if area.fits(bytes.len()) => area.call(conn, bytes)?,
             _ => {
-                conn.send_bytes(&bytes).map_err(gone)?;
+                conn.send_bytes(bytes).map_err(gone)?;
                 Called::OnSocket
             }
         };
-        let answer = match called {
+        Ok(Ok(match called {
             Called::Answer(answer) => answer,
             Called::OnSocket => conn.recv_bytes().map_err(gone)?,
-        };
-        Ok(loads(&answer))
+        }))
     }
 
-    /// One round trip on this process's long connection, opened if need be.
-    fn on_long(&self, req: &PyValue) -> Result<PyValue> {
+    /// One round trip on this process's long connection, opened if need be:
+    /// the answer's bytes.
+    fn on_long(&self, req: &[u8]) -> Result<Vec<u8>> {
         let mut conn = poison::locked(self.links.get());
         let link = match &mut *conn {
             Some(link) => link,
@@ -327,21 +318,21 @@ impl Client {
     /// server that holds its references, else on a short connection of its
     /// own, as CPython's server wants them.
     pub(super) fn server_call(&self, method: &'static str, args: Vec<PyValue>) -> Result<PyValue> {
-        let req = request(None, method, args, Vec::new());
+        let req = self.request(None, method, &args, &[]);
         let answer = if self.held()? {
             self.on_long(&req)?
         } else {
             let mut conn = self.open()?;
             self.round_trip(&mut conn, None, &req)??
         };
-        reply(answer, method).map(|a| a.value)
+        answer_of(&answer, method).map(|a| a.value)
     }
 
     /// Calls the method that does `op` on object `id` of kind `kind`.
     fn call_raw(&self, kind: Kind, id: Id, op: Op) -> Result<Answer> {
         let (method, args, kwds) = calls::request(kind, op);
-        let req = request(Some(id), method, args, kwds);
-        self.carrying(reply(self.on_long(&req)?, method))
+        let req = self.request(Some(id), method, &args, &kwds);
+        self.carrying(answer_of(&self.on_long(&req)?, method))
     }
 
     /// An answer with the references a server that holds them counted
@@ -435,13 +426,8 @@ impl Client {
                 ])
             })
             .collect();
-        let req = request(
-            None,
-            "_multiproc_batch",
-            vec![PyValue::List(items)],
-            Vec::new(),
-        );
-        let answers = match reply(self.on_long(&req)?, "_multiproc_batch")?.value {
+        let req = self.request(None, "_multiproc_batch", &[PyValue::List(items)], &[]);
+        let answers = match answer_of(&self.on_long(&req)?, "_multiproc_batch")?.value {
             PyValue::List(answers) if answers.len() == methods.len() => answers,
             other => {
                 return Err(Error::Deserialize(format!(
@@ -493,6 +479,19 @@ impl Client {
         }
     }
 
+    /// The bytes of the request `(ident, methodname, args, kwds)`.
+    fn request(
+        &self,
+        id: Option<Id>,
+        method: &str,
+        args: &[PyValue],
+        kwds: &[(PyValue, PyValue)],
+    ) -> Vec<u8> {
+        let mut hex = [0; 16];
+        let ident = id.map(|id| ident_in(id, &mut hex));
+        pickle::dumps_request(ident, method, args, kwds, &self.token_address)
+    }
+
     /// Takes one more reference to object `id`.
     pub(super) fn incref(&self, id: Id) -> Result<()> {
         self.server_call("incref", vec![ident(id).into()]).map(drop)
@@ -508,6 +507,17 @@ impl Client {
 /// CPython's server, so its idents read back the same).
 fn ident(id: Id) -> String {
     format!("{id:x}")
+}
+
+/// [`ident`], written into `buf` rather than a new string.
+fn ident_in(id: Id, buf: &mut [u8; 16]) -> &str {
+    let digits = (64 - id.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        let nibble = (id >> (4 * (digits - 1 - i))) & 0xf;
+        *b = b"0123456789abcdef"[nibble as usize];
+    }
+    // Hex digits are ASCII.
+    std::str::from_utf8(&buf[..digits]).unwrap_or_default()
 }
 
 /// The id an ident names.
@@ -535,19 +545,17 @@ fn loads(answer: &[u8]) -> Result<PyValue> {
         .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}")))
 }
 
-/// `(ident, methodname, args, kwds)`.
-fn request(
-    id: Option<Id>,
-    method: &str,
-    args: Vec<PyValue>,
-    kwds: Vec<(PyValue, PyValue)>,
-) -> PyValue {
-    PyValue::Tuple(vec![
-        id.map_or(PyValue::None, |id| PyValue::Str(ident(id))),
-        method.into(),
-        PyValue::Tuple(args),
-        PyValue::Dict(kwds),
-    ])
+/// What the server's answer `bytes` to a call of `method` mean. The
+/// answer to most calls, `('#RETURN', None)` or a number, is read
+/// straight from its bytes.
+pub(super) fn answer_of(bytes: &[u8], method: &str) -> Result<Answer> {
+    match pickle::returned_scalar(bytes) {
+        Some(value) => Ok(Answer {
+            value,
+            carried: Vec::new(),
+        }),
+        None => reply(loads(bytes)?, method),
+    }
 }
 
 /// Whether a failed connect ran out of something of this process's or
@@ -676,6 +684,15 @@ pub(super) fn decode<T: DeserializeOwned>(v: PyValue) -> Result<T> {
 mod tests {
     use super::super::PyObject;
     use super::*;
+
+    #[test]
+    fn idents_written_in_place_are_the_idents() {
+        let mut ids = vec![0, 1, 9, 10, 15, 16, 0xabc, u64::MAX, u64::MAX >> 4];
+        ids.extend((0..64).map(|shift| 1u64 << shift));
+        for id in ids {
+            assert_eq!(ident_in(id, &mut [0; 16]), ident(id));
+        }
+    }
 
     fn answer(kind: &str, result: PyValue) -> PyValue {
         PyValue::Tuple(vec![kind.into(), result])

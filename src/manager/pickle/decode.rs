@@ -48,6 +48,44 @@ pub(crate) fn loads_answer(bytes: &[u8], budget: &mut Budget) -> Result<PyValue,
     decode(bytes, budget, MAX_DEPTH + 2 + 2 * ANSWER_NESTING)
 }
 
+/// The value `v` of a reply `('#RETURN', v)` that is `None`, a bool, an
+/// int of `i64` or a float, read straight from `bytes` if they are exactly
+/// the pickle multiproc's server writes for it (from which
+/// [`loads_answer`] decodes that pair); `None` for any other bytes, which
+/// are the decoders'.
+pub(crate) fn returned_scalar(bytes: &[u8]) -> Option<PyValue> {
+    const RETURN: &[u8] = &[
+        op::PROTO,
+        4,
+        op::SHORT_BINUNICODE,
+        7,
+        b'#',
+        b'R',
+        b'E',
+        b'T',
+        b'U',
+        b'R',
+        b'N',
+    ];
+    let scalar = bytes
+        .strip_prefix(RETURN)?
+        .strip_suffix(&[op::TUPLE2, op::STOP])?;
+    let (&code, arg) = scalar.split_first()?;
+    Some(match (code, arg) {
+        (op::NONE, []) => PyValue::None,
+        (op::NEWTRUE, []) => PyValue::Bool(true),
+        (op::NEWFALSE, []) => PyValue::Bool(false),
+        (op::BININT1, &[b]) => PyValue::Int(b.into()),
+        (op::BININT2, &[a, b]) => PyValue::Int(u16::from_le_bytes([a, b]).into()),
+        (op::BININT, &[a, b, c, d]) => PyValue::Int(i32::from_le_bytes([a, b, c, d]).into()),
+        (op::BINFLOAT, arg) => PyValue::Float(f64::from_be_bytes(arg.try_into().ok()?)),
+        (op::LONG1, [n, int @ ..]) if usize::from(*n) == int.len() && int.len() <= 8 => {
+            int_from_bytes(int)
+        }
+        _ => return None,
+    })
+}
+
 fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue, Exception> {
     // Plain values in one pass; anything else (or anything wrong) from
     // the start again, with the budget as it was.
@@ -886,17 +924,24 @@ fn latin1(s: &str) -> Option<Vec<u8>> {
 /// An int from pickle's little-endian two's complement bytes: an `Int` if
 /// it fits `i64`, else a minimal `BigInt`.
 pub(crate) fn int_from_bytes(b: &[u8]) -> PyValue {
-    let mut v = b.to_vec();
-    minimal(&mut v);
-    if v.len() <= 8 {
-        let fill = if v.last().is_some_and(|&t| t & 0x80 != 0) {
+    // Eight bytes or fewer, sign-extended, are an `i64` as they are.
+    let word = |b: &[u8]| {
+        let fill = if b.last().is_some_and(|&t| t & 0x80 != 0) {
             0xff
         } else {
             0
         };
         let mut word = [fill; 8];
-        word[..v.len()].copy_from_slice(&v);
+        word[..b.len()].copy_from_slice(b);
         PyValue::Int(i64::from_le_bytes(word))
+    };
+    if b.len() <= 8 {
+        return word(b);
+    }
+    let mut v = b.to_vec();
+    minimal(&mut v);
+    if v.len() <= 8 {
+        word(&v)
     } else {
         PyValue::BigInt(v)
     }

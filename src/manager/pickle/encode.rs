@@ -24,6 +24,29 @@ pub(crate) fn dumps_tagged(tag: &str, value: &PyValue, address: &PyValue) -> Vec
     })
 }
 
+/// The pickle of the request `(ident, method, args, kwds)`, as [`dumps`]
+/// would write it, without the tuple made first.
+pub(crate) fn dumps_request(
+    ident: Option<&str>,
+    method: &str,
+    args: &[PyValue],
+    kwds: &[(PyValue, PyValue)],
+    address: &PyValue,
+) -> Vec<u8> {
+    encoded(address, |e| {
+        e.out.push(op::MARK);
+        match ident {
+            Some(ident) => e.str(ident),
+            None => e.out.push(op::NONE),
+        }
+        e.str(method);
+        e.tuple(args);
+        e.out.push(op::EMPTY_DICT);
+        e.set_items(kwds);
+        e.out.push(op::TUPLE);
+    })
+}
+
 /// A protocol 4 pickle of what `write` writes.
 fn encoded(address: &PyValue, write: impl FnOnce(&mut Encoder)) -> Vec<u8> {
     // Room for a small message from the start (most are), so that it is

@@ -24,9 +24,9 @@ mod flat;
 mod tests;
 
 #[allow(unused_imports)]
-pub(crate) use decode::{is_pathlib, loads, loads_answer, MAX_INT_BYTES};
+pub(crate) use decode::{is_pathlib, loads, loads_answer, returned_scalar, MAX_INT_BYTES};
 #[allow(unused_imports)]
-pub(crate) use encode::{dumps, dumps_tagged};
+pub(crate) use encode::{dumps, dumps_request, dumps_tagged};
 
 /// For the fuzzer only (built with `--cfg fuzzing`): decodes `data` as a
 /// request within a request's memory, and if that succeeds, checks that
@@ -55,6 +55,17 @@ pub fn fuzz(data: &[u8]) {
                 Err(e) => panic!("one pass gave {v:?}, the general decoder {e:?}"),
             }
             assert_eq!(fast, budget, "the two decoders charged {v:?} differently");
+        }
+    }
+    // A reply read straight from its bytes is read as the decoders read it.
+    if let Some(v) = returned_scalar(data) {
+        let pair = super::PyValue::Tuple(vec!["#RETURN".into(), v]);
+        match loads_answer(data, &mut Budget::new(usize::MAX, 64 << 20)) {
+            Ok(w) => assert!(
+                dumps(&pair, &address) == dumps(&w, &address),
+                "read straight as {pair:?}, by the decoders as {w:?}"
+            ),
+            Err(e) => panic!("read straight as {pair:?}, which the decoders refuse: {e:?}"),
         }
     }
     let mut budget = Budget::new(usize::MAX, 64 << 20);

@@ -949,3 +949,108 @@ fn building_none_onto_a_plain_value_is_nothing() {
     }
     assert!(try_loads(&pickle4(b"]}b"), 1 << 20).is_err());
 }
+
+/// The replies read straight from their bytes are read as the decoders
+/// read them, and bytes that are not exactly such a reply are left to the
+/// decoders.
+#[test]
+fn returned_scalars_read_as_the_decoders_read_them() {
+    let address = PyValue::Str("/tmp/x.sock".into());
+    let mut scalars = vec![
+        PyValue::None,
+        PyValue::Bool(true),
+        PyValue::Bool(false),
+        PyValue::Float(-0.5),
+        PyValue::Float(f64::NAN),
+    ];
+    for i in [
+        0,
+        1,
+        255,
+        256,
+        65535,
+        65536,
+        -1,
+        -129,
+        i64::from(i32::MIN),
+        i64::from(i32::MAX),
+    ] {
+        scalars.extend([i, i + 1, i - 1, i64::MAX - i.abs(), i64::MIN + i.abs()].map(PyValue::Int));
+    }
+    let decoded = |bytes: &[u8]| loads_answer(bytes, &mut budget()).ok();
+    for v in scalars {
+        let bytes = dumps_tagged("#RETURN", &v, &address);
+        let fast = returned_scalar(&bytes).unwrap_or_else(|| panic!("{v:?} not read"));
+        let pair = PyValue::Tuple(vec!["#RETURN".into(), fast]);
+        assert_eq!(
+            Some(dumps(&pair, &address)),
+            decoded(&bytes).map(|d| dumps(&d, &address))
+        );
+        // Every byte changed, and every shorter and longer pickle: read
+        // alike by both, or left to the decoders.
+        for at in 0..bytes.len() {
+            for delta in [1u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[at] = b[at].wrapping_add(delta);
+                agree(&b, &address);
+            }
+            agree(&bytes[..at], &address);
+            let mut longer = bytes.clone();
+            longer.insert(at, b'N');
+            agree(&longer, &address);
+        }
+    }
+    // Other replies are the decoders'.
+    for v in [
+        PyValue::Str("x".into()),
+        PyValue::Tuple(vec![]),
+        PyValue::BigInt(vec![0; 9]),
+    ] {
+        assert_eq!(
+            returned_scalar(&dumps_tagged("#RETURN", &v, &address)),
+            None
+        );
+    }
+    assert_eq!(
+        returned_scalar(&dumps_tagged("#ERROR", &PyValue::None, &address)),
+        None
+    );
+}
+
+/// `bytes` read straight as a reply's scalar only where the decoders read
+/// them as that reply.
+fn agree(bytes: &[u8], address: &PyValue) {
+    if let Some(v) = returned_scalar(bytes) {
+        let pair = PyValue::Tuple(vec!["#RETURN".into(), v]);
+        let decoded = loads_answer(bytes, &mut budget()).unwrap_or_else(|e| {
+            panic!("{bytes:?} read as {pair:?}, which the decoders refuse: {e:?}")
+        });
+        assert_eq!(dumps(&decoded, address), dumps(&pair, address), "{bytes:?}");
+    }
+}
+
+/// A request's bytes are those of its tuple.
+#[test]
+fn requests_encode_as_their_tuples() {
+    let address = PyValue::Str("/tmp/x.sock".into());
+    let kwds = [(PyValue::from("k"), PyValue::from(1))];
+    let args = [PyValue::from(1), PyValue::from("v"), PyValue::Tuple(vec![])];
+    for ident in [None, Some("7f")] {
+        for (args, kwds) in [
+            (&args[..], &kwds[..]),
+            (&args[..2], &[][..]),
+            (&[][..], &[][..]),
+        ] {
+            let tuple = PyValue::Tuple(vec![
+                ident.map_or(PyValue::None, PyValue::from),
+                "get".into(),
+                PyValue::Tuple(args.to_vec()),
+                PyValue::Dict(kwds.to_vec()),
+            ]);
+            assert_eq!(
+                dumps_request(ident, "get", args, kwds, &address),
+                dumps(&tuple, &address)
+            );
+        }
+    }
+}
