@@ -18,9 +18,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     multiproc::spawn_init(&[&entry!(returns)]);
-    common::harness::run(&tests![
-        a_reaping_sigchld_handler_fails_no_spawned_start,
-    ])
+    common::harness::run(&tests![a_reaping_sigchld_handler_fails_no_spawned_start,])
 }
 
 fn returns(_: ()) {}
@@ -34,23 +32,29 @@ extern "C" fn reap_every_child(_: libc::c_int) {
 /// to (`SCHED_IDLE`), its children scheduled as usual: a child it starts
 /// then runs to its end before the thread goes on, as on a loaded machine.
 fn yield_to_children() {
-    let mut one_cpu: libc::cpu_set_t = unsafe_zeroed();
+    // SAFETY: a cpu_set_t is an array of integers: all zeroes is valid.
+    let mut one_cpu: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: CPU_SET on a valid, zeroed set.
     unsafe { libc::CPU_SET(0, &mut one_cpu) };
     // SAFETY: a valid set of its size, for the calling thread (0).
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&one_cpu), &one_cpu) };
-    assert_eq!(r, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: a valid policy and parameter for the calling thread (0).
     let r = unsafe {
         libc::sched_setscheduler(0, libc::SCHED_IDLE | libc::SCHED_RESET_ON_FORK, &param)
     };
-    assert_eq!(r, 0, "sched_setscheduler: {}", std::io::Error::last_os_error());
-}
-
-fn unsafe_zeroed<T>() -> T {
-    // SAFETY: used for plain C structs of integers only.
-    unsafe { std::mem::zeroed() }
+    assert_eq!(
+        r,
+        0,
+        "sched_setscheduler: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A program whose SIGCHLD handler reaps every child starts spawned

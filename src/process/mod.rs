@@ -443,24 +443,25 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             return Err(self.state_error("already started"));
         };
         reap_children();
-        let pid = match launch {
+        let (pid, pidfd) = match launch {
             Launch::Fork(target) => {
                 let gate = StartGate::new()?;
                 let (pid, gate, target) = self.fork(target.into_target(), scope, listed, gate)?;
-                let pidfd = gate.open_pidfd(pid, target)?;
-                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
-                return Ok(());
+                (pid, gate.open_pidfd(pid, Some(target))?)
             }
-            Launch::Spawn(call) => spawn::start(
-                &call,
-                &spawn::Child {
-                    name: &self.name,
-                    path: &self.path,
-                    daemon: self.daemon,
-                    parent: &current_process(),
-                },
-                &self.exec_args,
-            )?,
+            Launch::Spawn(call) => {
+                let (pid, gate) = spawn::start(
+                    &call,
+                    &spawn::Child {
+                        name: &self.name,
+                        path: &self.path,
+                        daemon: self.daemon,
+                        parent: &current_process(),
+                    },
+                    &self.exec_args,
+                )?;
+                (pid, gate.open_pidfd(pid, None)?)
+            }
             Launch::ForkServer(call) => {
                 let served = forkserver::fork_global(&self.name, &self.path, &call)?;
                 let reaper = Reaper::ForkServer(Arc::new(served.status));
@@ -468,19 +469,8 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 return Ok(());
             }
         };
-        match sys::pidfd_open(pid) {
-            Ok(pidfd) => {
-                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
-                Ok(())
-            }
-            Err(e) => {
-                // Without a pidfd the child cannot be waited on safely. The
-                // pid is the child's: started just now and not reaped yet.
-                let _ = sys::kill(pid, sys::SIGKILL);
-                let _ = sys::waitpid(pid, true);
-                Err(pidfd_error(e))
-            }
-        }
+        self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
+        Ok(())
     }
 
     /// Records the started child, and lists it among this process's
@@ -709,8 +699,8 @@ thread_local! {
     static HANDING_TO_CHILD: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
-/// What a forked child waits on before it runs anything: its parent's
-/// word that it holds the child's pid file descriptor. Until then the
+/// What a forked or spawned child waits on before it runs anything: its
+/// parent's word that it holds the child's pid file descriptor. Until then the
 /// child cannot exit, so no SIGCHLD handler of the parent's (one that
 /// reaps every child) can reap it before `pidfd_open`, which would fail,
 /// and free its pid for reuse; and when `pidfd_open` fails (no descriptor
@@ -752,15 +742,17 @@ impl StartGate {
 impl GateParent {
     /// In the parent, once the child's end is closed here (so that the
     /// descriptor it took is free again for the pidfd): the child's pidfd,
-    /// and the child let run, `target` (this process's copy of its closure)
-    /// handed over to it first; or, if there is none, the child told to
-    /// exit and reaped, and `target` dropped as this process's own (the
-    /// child ran none of it: a listener's socket file, a permit, are still
-    /// this process's to give back).
-    fn open_pidfd(self, pid: u32, target: Target<'_>) -> Result<OwnedFd> {
+    /// and the child let run, `target` (this process's copy of a forked
+    /// child's closure) handed over to it first; or, if there is none, the
+    /// child told to exit and reaped, and `target` dropped as this
+    /// process's own (the child ran none of it: a listener's socket file,
+    /// a permit, are still this process's to give back).
+    fn open_pidfd(self, pid: u32, target: Option<Target<'_>>) -> Result<OwnedFd> {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
-                handed_to_child(target, pid);
+                if let Some(target) = target {
+                    handed_to_child(target, pid);
+                }
                 // A byte into an empty socket buffer: it cannot block. If the
                 // child is gone (killed meanwhile), its pidfd says so.
                 let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
