@@ -12,13 +12,22 @@ use std::time::Duration;
 
 use common::harness::tests;
 use common::{join, static_child, watchdog};
+use multiproc::process::start_forkserver;
 use multiproc::{entry, Process};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     multiproc::spawn_init(&[&entry!(returns)]);
-    common::harness::run(&tests![a_reaping_sigchld_handler_fails_no_spawned_start,])
+    match std::env::var(common::HELPER_ENV).as_deref() {
+        Ok("log-server-first") => return log_from_a_forkserver_child(true),
+        Ok("log-logger-first") => return log_from_a_forkserver_child(false),
+        _ => {}
+    }
+    common::harness::run(&tests![
+        a_reaping_sigchld_handler_fails_no_spawned_start,
+        forkserver_children_log_their_life_as_python_does,
+    ])
 }
 
 fn returns(_: ()) {}
@@ -86,4 +95,52 @@ fn a_reaping_sigchld_handler_fails_no_spawned_start() {
         });
         assert_eq!(join(&c, LIMIT), 0);
     });
+}
+
+fn log_line(_: ()) {
+    log::warn!("from the child");
+}
+
+/// Logs at level INFO from a child of the fork server, which is started
+/// before the logger is set up (`server_first`, as the crate advises: the
+/// server first thing in `main`) or after.
+fn log_from_a_forkserver_child(server_first: bool) -> ExitCode {
+    if server_first {
+        start_forkserver().unwrap();
+    }
+    multiproc::log_to_stderr(log::LevelFilter::Info).unwrap();
+    let mut p = Process::forkserver(log_line, ()).with_name("logger-ForkServer");
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 0);
+    ExitCode::SUCCESS
+}
+
+/// A child of the fork server reports its life as a forked or a spawned
+/// one does, and as Python's forkserver children do (whose preparation
+/// data carries the parent's logging set-up with each child), whether
+/// the server started before the logger was set up or after. Before, it
+/// logged no `child process calling self.run()`, and nothing at all when
+/// the server had started first.
+fn forkserver_children_log_their_life_as_python_does() {
+    for mode in ["log-logger-first", "log-server-first"] {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.env(common::HELPER_ENV, mode);
+        let (status, _, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+        assert!(status.success(), "{mode}: {status}: {err}");
+        let name = "logger-ForkServer";
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains(&format!("/{name}] ")))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                format!("[INFO/{name}] child process calling self.run()"),
+                format!("[WARNING/{name}] from the child"),
+                format!("[INFO/{name}] process shutting down"),
+                format!("[INFO/{name}] process exiting with exitcode 0"),
+            ],
+            "{mode}: {err}"
+        );
+    }
 }
