@@ -52,6 +52,9 @@ struct Order {
     path: Vec<u32>,
     #[serde(with = "byte_string")]
     body: Vec<u8>,
+    /// The client's `log_to_stderr` level, if it called it (perhaps after
+    /// it started the server, which then has no such logger).
+    log_level: Option<usize>,
 }
 
 /// A `Vec<u8>` as one byte string: serde's default, a sequence, is encoded
@@ -205,6 +208,7 @@ impl ForkServer {
                     name: name.into(),
                     path: path.to_vec(),
                     body,
+                    log_level: super::logging::inherited_level(),
                 };
                 Connection::from_socket(orders)?.send(&order)?;
                 Ok(Served {
@@ -607,6 +611,11 @@ fn run_child(
         identity.path = order.path;
     }
     CHILD_COUNTER.store(0, Ordering::Relaxed);
+    if let Some(level) = order.log_level {
+        // A no-op if the server had the logger already.
+        super::logging::install_inherited(level);
+    }
+    super::logging::info(format_args!("child process calling self.run()"));
     let code = catch_unwind(AssertUnwindSafe(|| serve(order.body, fds))).unwrap_or(1);
     // As any child's end: daemon children killed, the others waited for.
     super::exit(code)

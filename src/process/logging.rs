@@ -138,7 +138,8 @@ pub(super) fn inherited_level() -> Option<usize> {
     }
 }
 
-/// Installs the logger in a spawned child at the level its parent used.
+/// Installs the logger in a spawned child, or a fork server's, at the
+/// level its parent used.
 pub(super) fn install_inherited(level: usize) {
     let level = u8::try_from(level)
         .ok()
