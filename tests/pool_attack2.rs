@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     common::harness::run(&tests![
         a_reaping_sigchld_handler_fails_no_spawned_start,
         forkserver_children_log_their_life_as_python_does,
+        a_forkserver_child_runs_in_its_parents_working_directory,
     ])
 }
 
@@ -143,4 +144,44 @@ fn forkserver_children_log_their_life_as_python_does() {
             "{mode}: {err}"
         );
     }
+}
+
+/// Writes the child's working directory into the file `out` (a path
+/// from the root).
+fn report_cwd(out: std::path::PathBuf) {
+    let cwd = std::env::current_dir().unwrap();
+    std::fs::write(out, cwd.as_os_str().as_encoded_bytes()).unwrap();
+}
+
+/// A child of the fork server runs in the directory its parent is in when
+/// it starts the child, not the one the parent was in when it started the
+/// server (first thing in `main`, as advised), as Python's forkserver
+/// children do (their preparation data carries the parent's `getcwd()`):
+/// a relative path names the same file in both.
+fn a_forkserver_child_runs_in_its_parents_working_directory() {
+    watchdog("a forkserver child's working directory", LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("multiproc-cwd-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let out = dir.join("seen");
+        let c = static_child({
+            let (dir, out) = (dir.clone(), out.clone());
+            move || {
+                start_forkserver().unwrap();
+                std::env::set_current_dir(&dir).unwrap();
+                let mut p = Process::forkserver(report_cwd, out.clone());
+                p.start().unwrap();
+                assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
+                let seen = std::fs::read(&out).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&seen),
+                    std::env::current_dir().unwrap().to_string_lossy(),
+                    "the child's working directory"
+                );
+            }
+        });
+        let code = join(&c, LIMIT);
+        let _ = std::fs::remove_file(&out);
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(code, 0);
+    });
 }
