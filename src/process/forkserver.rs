@@ -20,8 +20,10 @@
 //! first, and every child is killed if the server dies, so it leaves
 //! neither zombies nor orphans.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -396,6 +398,10 @@ impl Call {
             call_origin: origin(self.call)?,
             func_origin: origin(self.func)?,
             args,
+            // Not known if it was removed: the child then stays in the server's.
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|dir| dir.into_os_string().into_vec()),
         };
         postcard::to_allocvec(&encoded).map_err(|e| Error::Serialize(e.to_string()))
     }
@@ -421,6 +427,10 @@ struct Encoded {
     func_origin: CodeOrigin,
     #[serde(with = "byte_string")]
     args: Vec<u8>,
+    /// The working directory of the process that started the child, which
+    /// the child runs in (as Python's forkserver children do), rather than
+    /// the one the server was started in.
+    cwd: Option<Vec<u8>>,
 }
 
 /// Runs a call made by [`Call::encode`]; the exit code.
@@ -443,6 +453,19 @@ fn run_encoded(bytes: &[u8]) -> i32 {
             e.func_origin.path()
         ));
         return 1;
+    }
+    if let Some(dir) = e
+        .cwd
+        .map(|dir| std::path::PathBuf::from(OsString::from_vec(dir)))
+    {
+        if let Err(err) = std::env::set_current_dir(&dir) {
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child cannot enter its parent's working \
+                 directory {}: {err}",
+                dir.display()
+            ));
+            return 1;
+        }
     }
     // SAFETY: `call` is the address of a `Trampoline` taken by this
     // process's parent, of which this process is a fork (see `Call`), in

@@ -273,7 +273,9 @@ impl Process<'static> {
     /// `Process-N`. The server is a fork of this process, started on first
     /// use: start it early with [`start_forkserver`], while the program has
     /// one thread. The child dies if the server does (which it does when
-    /// this process exits). Exit code 0 when `f` returns, 1 if it panics.
+    /// this process exits). It runs in the directory this process is in
+    /// when it starts the child, as Python's. Exit code 0 when `f`
+    /// returns, 1 if it panics.
     ///
     /// # Example
     /// ```
