@@ -18,7 +18,7 @@ use multiproc::{entry, Process};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
-    multiproc::spawn_init(&[&entry!(returns)]);
+    multiproc::spawn_init(&[&entry!(returns), &entry!(panic_with_bomb)]);
     match std::env::var(common::HELPER_ENV).as_deref() {
         Ok("log-server-first") => return log_from_a_forkserver_child(true),
         Ok("log-logger-first") => return log_from_a_forkserver_child(false),
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         a_reaping_sigchld_handler_fails_no_spawned_start,
         forkserver_children_log_their_life_as_python_does,
         a_forkserver_child_runs_in_its_parents_working_directory,
+        a_child_whose_panic_payload_panics_on_drop_exits_1,
     ])
 }
 
@@ -183,5 +184,73 @@ fn a_forkserver_child_runs_in_its_parents_working_directory() {
         let _ = std::fs::remove_file(&out);
         std::fs::remove_dir(&dir).unwrap();
         assert_eq!(code, 0);
+    });
+}
+
+/// A panic payload whose drop panics again.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+fn panic_with_bomb(_: ()) {
+    std::panic::panic_any(Bomb)
+}
+
+/// Marks, if dropped in a process other than `owner`, that code of that
+/// process's stack ran there.
+struct Witness {
+    owner: u32,
+    escaped: multiproc::RawValue<u32>,
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            self.escaped.set(std::process::id());
+        }
+    }
+}
+
+/// A child whose closure panics with a payload whose drop panics again
+/// ends with exit code 1, as for any panic, under each start method.
+/// Before, the second panic unwound out of the forked child's start into
+/// the parent's code that had called `start` (dropping the parent's
+/// values there: a guard, a temporary file), and the child ended as that
+/// code did (exit code 0 when the thread's end was the process's); a
+/// spawned child's unwound out of `spawn_init` into `main`.
+fn a_child_whose_panic_payload_panics_on_drop_exits_1() {
+    watchdog("panic payloads that panic on drop", LIMIT, || {
+        let escaped = multiproc::RawValue::new(0u32).unwrap();
+        let code = {
+            let _witness = Witness {
+                owner: std::process::id(),
+                escaped: escaped.clone(),
+            };
+            let mut p = Process::new(|| panic_with_bomb(()));
+            p.start().unwrap();
+            p.join_timeout(LIMIT).unwrap()
+        };
+        let mut codes = vec![("fork", code)];
+        for (how, mut p) in [
+            ("spawn", Process::spawn(entry!(panic_with_bomb), ())),
+            ("forkserver", Process::forkserver(panic_with_bomb, ())),
+        ] {
+            p.start().unwrap();
+            codes.push((how, p.join_timeout(LIMIT).unwrap()));
+        }
+        let want = [
+            ("fork", Some(1)),
+            ("spawn", Some(1)),
+            ("forkserver", Some(1)),
+        ];
+        assert_eq!(
+            (escaped.get(), &codes[..]),
+            (0, &want[..]),
+            "(the pid of a child that ran its parent's code, exit codes)"
+        );
     });
 }
