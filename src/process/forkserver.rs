@@ -24,7 +24,6 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use serde::de::DeserializeOwned;
@@ -639,7 +638,7 @@ fn run_child(
         super::logging::install_inherited(level);
     }
     super::logging::info(format_args!("child process calling self.run()"));
-    let code = catch_unwind(AssertUnwindSafe(|| serve(order.body, fds))).unwrap_or(1);
+    let code = super::run_catching(|| serve(order.body, fds));
     // As any child's end: daemon children killed, the others waited for.
     super::exit(code)
 }

@@ -544,8 +544,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             // Python's logs do not show as processes either.
             logging::info(format_args!("child process calling self.run()"));
         }
-        let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
-        exit(code)
+        exit(run_catching(target))
     }
 
     /// The child's state, for the process that started it only: a copy of
@@ -772,6 +771,17 @@ impl GateParent {
             }
         }
     }
+}
+
+/// Runs a child's work; its exit code, or 1 if it panics. The panic's
+/// payload is leaked, not dropped: its drop may panic again, and that
+/// panic would unwind out of the child's start into the code of the
+/// parent that called it, which the child would then run as its own.
+fn run_catching(work: impl FnOnce() -> i32) -> i32 {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        std::mem::forget(payload);
+        1
+    })
 }
 
 /// The error of a failed `pidfd_open`.

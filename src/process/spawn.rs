@@ -33,7 +33,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -311,20 +310,19 @@ pub fn spawn_init(entries: &[&dyn SpawnEntry]) {
     };
     wait_at_gate();
     let code = match receive(&var).and_then(|p| become_child(p, entries)) {
-        Ok((entry, args)) => match catch_unwind(AssertUnwindSafe(|| {
+        Ok((entry, args)) => super::run_catching(|| {
             super::logging::info(format_args!("child process calling self.run()"));
-            entry.run(&args)
-        })) {
-            Ok(Ok(())) => 0,
-            Ok(Err(e)) => {
-                super::logging::to_stderr(format_args!(
-                    "multiproc: cannot decode the arguments of `{}`: {e}",
-                    entry.name()
-                ));
-                1
+            match entry.run(&args) {
+                Ok(()) => 0,
+                Err(e) => {
+                    super::logging::to_stderr(format_args!(
+                        "multiproc: cannot decode the arguments of `{}`: {e}",
+                        entry.name()
+                    ));
+                    1
+                }
             }
-            Err(_) => 1,
-        },
+        }),
         Err(e) => {
             super::logging::to_stderr(format_args!(
                 "multiproc: a spawned child could not start: {e}"
