@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         forkserver_children_log_their_life_as_python_does,
         a_forkserver_child_runs_in_its_parents_working_directory,
         a_child_whose_panic_payload_panics_on_drop_exits_1,
+        a_logger_that_panics_breaks_no_child_and_no_pool,
     ])
 }
 
@@ -252,5 +253,59 @@ fn a_child_whose_panic_payload_panics_on_drop_exits_1() {
             (0, &want[..]),
             "(the pid of a child that ran its parent's code, exit codes)"
         );
+    });
+}
+
+/// A logger that cannot write: as one that prints with `println!` to a
+/// pipe whose reader has gone (`program | head`), which panics.
+struct PanickingLogger;
+
+impl log::Log for PanickingLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, _: &log::Record<'_>) {
+        panic!("the logger cannot write");
+    }
+
+    fn flush(&self) {}
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// The records of the crate's own (a child's life, a pool's) go to a
+/// logger that panics: children run and end with their own exit codes,
+/// and pools work. Before, a forked child's first record panicked out of
+/// its start into its parent's code, which it ran as its own; a pool's
+/// scheduler thread died at its first record, and the pool could not be
+/// built.
+fn a_logger_that_panics_breaks_no_child_and_no_pool() {
+    watchdog("a logger that panics", LIMIT, || {
+        let c = static_child(|| {
+            log::set_logger(&PanickingLogger).unwrap();
+            log::set_max_level(log::LevelFilter::Trace);
+            let escaped = multiproc::RawValue::new(0u32).unwrap();
+            let code = {
+                let _witness = Witness {
+                    owner: std::process::id(),
+                    escaped: escaped.clone(),
+                };
+                let mut p = Process::new(|| ());
+                p.start().unwrap();
+                p.join_timeout(LIMIT).unwrap()
+            };
+            assert_eq!((escaped.get(), code), (0, Some(0)), "fork");
+            let mut p = Process::forkserver(returns, ());
+            p.start().unwrap();
+            assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0), "forkserver");
+            let pool = multiproc::Pool::with_processes(1).unwrap();
+            assert_eq!(pool.map(double, 0..4u64).unwrap(), [0, 2, 4, 6]);
+            pool.close();
+            pool.join().unwrap();
+        });
+        assert_eq!(join(&c, LIMIT), 0);
     });
 }
