@@ -56,6 +56,7 @@ use self::task::{Fallible, Finish, Plain};
 use super::code_origin::CodeOrigin;
 use crate::error::{Error, Result};
 use crate::poison::{self, locked};
+use crate::process::logging;
 use crate::sys;
 
 /// A task's trampoline, as the scheduler sends it.
@@ -538,7 +539,7 @@ impl Pool {
     /// Accepts no more tasks; queued ones still run. Follow with
     /// [`join`](Pool::join). Does nothing in a process other than the pool's.
     pub fn close(&self) {
-        log::debug!("closing pool");
+        logging::debug_record!("closing pool");
         if self.is_owner() {
             locked(&self.shared.state).closed = true;
             self.shared.wake();
@@ -548,7 +549,7 @@ impl Pool {
     /// Stops the workers at once (`SIGKILL`); tasks not finished fail with
     /// [`Error::PoolTerminated`]. Does nothing in a process other than the pool's.
     pub fn terminate(&self) {
-        log::debug!("terminating pool");
+        logging::debug_record!("terminating pool");
         if self.is_owner() {
             locked(&self.shared.state).terminating = true;
             self.shared.wake();
@@ -563,7 +564,7 @@ impl Pool {
             .finalized
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            log::debug!("finalizing pool");
+            logging::debug_record!("finalizing pool");
         }
     }
 
@@ -577,7 +578,7 @@ impl Pool {
     /// pool's, or in one of the pool's callbacks (which run on the thread
     /// that join would wait for).
     pub fn join(&self) -> Result<()> {
-        log::debug!("joining pool");
+        logging::debug_record!("joining pool");
         if !self.is_owner() {
             return Err(foreign_error());
         }
