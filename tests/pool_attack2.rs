@@ -44,12 +44,28 @@ extern "C" fn reap_every_child(_: libc::c_int) {
 /// to (`SCHED_IDLE`), its children scheduled as usual: a child it starts
 /// then runs to its end before the thread goes on, as on a loaded machine.
 fn yield_to_children() {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: a cpu_set_t is an array of integers: all zeroes is valid.
-    let mut one_cpu: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET on a valid, zeroed set.
-    unsafe { libc::CPU_SET(0, &mut one_cpu) };
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: a valid set of its size, for the calling thread (0).
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&one_cpu), &one_cpu) };
+    let r = unsafe { libc::sched_getaffinity(0, size, &mut allowed) };
+    assert_eq!(
+        r,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    // The first CPU this thread may run on (not always CPU 0 in a container).
+    let first = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads a valid set, at an index below its size.
+        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+        .expect("a thread runs on some CPU");
+    // SAFETY: as for `allowed`.
+    let mut one_cpu: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET on a valid set, at an index below its size.
+    unsafe { libc::CPU_SET(first, &mut one_cpu) };
+    // SAFETY: a valid set of its size, for the calling thread (0).
+    let r = unsafe { libc::sched_setaffinity(0, size, &one_cpu) };
     assert_eq!(
         r,
         0,
