@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         a_forkserver_child_runs_in_its_parents_working_directory,
         a_child_whose_panic_payload_panics_on_drop_exits_1,
         a_logger_that_panics_breaks_no_child_and_no_pool,
+        a_hand_over_whose_drop_panics_loses_no_child,
     ])
 }
 
@@ -323,5 +324,40 @@ fn a_logger_that_panics_breaks_no_child_and_no_pool() {
             pool.join().unwrap();
         });
         assert_eq!(join(&c, LIMIT), 0);
+    });
+}
+
+/// A value whose drop panics in the process `.0` only.
+struct PanicsInParent(u32);
+
+impl Drop for PanicsInParent {
+    fn drop(&mut self) {
+        if std::process::id() == self.0 {
+            panic!("the parent's copy panics on drop");
+        }
+    }
+}
+
+/// A value moved into a forked child whose parent's copy panics when
+/// dropped at the hand-over: the child runs all the same, as the value's
+/// owner, and is recorded and joined; the panic reaches the caller of
+/// `start`. Before, the child was left out of the record (the handle said
+/// "not started"), ran nothing, and was never reaped.
+fn a_hand_over_whose_drop_panics_loses_no_child() {
+    watchdog("a hand-over whose drop panics", LIMIT, || {
+        let ran = multiproc::RawValue::new(0u32).unwrap();
+        let value = PanicsInParent(std::process::id());
+        let mut p = Process::new({
+            let ran = ran.clone();
+            move || {
+                drop(value);
+                ran.set(1);
+            }
+        });
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.start()));
+        assert!(started.is_err(), "the drop's panic reaches the caller");
+        assert!(p.pid().is_some(), "the child is recorded");
+        assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
+        assert_eq!(ran.get(), 1, "the child ran");
     });
 }
