@@ -424,6 +424,11 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// [`Error::ProcessState`] if already started, or if it belongs to a
     /// [`scope`] run by another process; [`Error::Io`] if the child cannot
     /// be started.
+    ///
+    /// # Panics
+    /// If a forked child's closure captured a value whose drop panics
+    /// here, where this process drops its copy as the child takes over:
+    /// after the child is started and recorded (it runs, and can be joined).
     pub fn start(&mut self) -> Result<()> {
         self.start_as(true)
     }
@@ -445,7 +450,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             return Err(self.state_error("already started"));
         };
         reap_children();
-        let (pid, pidfd) = match launch {
+        let (pid, (pidfd, panic)) = match launch {
             Launch::Fork(target) => {
                 let gate = StartGate::new()?;
                 let (pid, gate, target) = self.fork(target.into_target(), scope, listed, gate)?;
@@ -472,7 +477,11 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             }
         };
         self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
-        Ok(())
+        match panic {
+            // The child runs and is recorded; the panic is the caller's.
+            Some(panic) => std::panic::resume_unwind(panic),
+            None => Ok(()),
+        }
     }
 
     /// Records the started child, and lists it among this process's
@@ -748,16 +757,24 @@ impl GateParent {
     /// child told to exit and reaped, and `target` dropped as this
     /// process's own (the child ran none of it: a listener's socket file,
     /// a permit, are still this process's to give back).
-    fn open_pidfd(self, pid: u32, target: Option<Target<'_>>) -> Result<OwnedFd> {
+    ///
+    /// A panic of that hand-over (a drop of the program's) is returned, not
+    /// raised: the child runs all the same, as the owner of what its closure
+    /// took, and must be recorded before the caller gets the panic.
+    fn open_pidfd(
+        self,
+        pid: u32,
+        target: Option<Target<'_>>,
+    ) -> Result<(OwnedFd, Option<Box<dyn std::any::Any + Send>>)> {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
-                if let Some(target) = target {
-                    handed_to_child(target, pid);
-                }
+                let panic = target.and_then(|target| {
+                    catch_unwind(AssertUnwindSafe(|| handed_to_child(target, pid))).err()
+                });
                 // A byte into an empty socket buffer: it cannot block. If the
                 // child is gone (killed meanwhile), its pidfd says so.
                 let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
-                Ok(pidfd)
+                Ok((pidfd, panic))
             }
             Err(e) => {
                 // Said, not left to the end of file, which a copy of this
