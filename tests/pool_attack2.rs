@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         a_child_whose_panic_payload_panics_on_drop_exits_1,
         a_logger_that_panics_breaks_no_child_and_no_pool,
         a_hand_over_whose_drop_panics_loses_no_child,
+        a_waker_that_panics_leaves_the_pool_serving,
     ])
 }
 
@@ -359,5 +361,46 @@ fn a_hand_over_whose_drop_panics_loses_no_child() {
         assert!(p.pid().is_some(), "the child is recorded");
         assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
         assert_eq!(ran.get(), 1, "the child ran");
+    });
+}
+
+/// The gate a task waits at: made before the pool, so its workers share it.
+static GATE: std::sync::OnceLock<multiproc::Event> = std::sync::OnceLock::new();
+
+fn wait_at_the_gate(_: ()) -> bool {
+    GATE.get().is_some_and(|gate| gate.wait_timeout(LIMIT))
+}
+
+/// A waker that panics when woken, as the async book's executor does once
+/// its run queue is gone.
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("this executor is gone");
+    }
+}
+
+/// A task awaited (`get_async`) by a task of an executor whose waker
+/// panics: the pool's scheduler thread, which wakes it, goes on serving.
+/// Before, it died there, and every later result waited for ever.
+fn a_waker_that_panics_leaves_the_pool_serving() {
+    watchdog("a waker that panics", LIMIT, || {
+        let _ = GATE.set(multiproc::Event::new().unwrap());
+        let pool = multiproc::Pool::with_processes(2).unwrap();
+        let waiting = pool.apply_async(wait_at_the_gate, ());
+        let waker = std::task::Waker::from(std::sync::Arc::new(PanickingWaker));
+        let mut get = Box::pin(waiting.get_async());
+        let polled = get
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending(), "the task waits at the gate");
+        GATE.get().unwrap().set();
+        assert_eq!(waiting.get_timeout(LIMIT).unwrap(), true);
+        drop(get);
+        let later = pool.apply_async(double, 21);
+        assert_eq!(later.get_timeout(Duration::from_secs(20)).unwrap(), 42);
+        pool.close();
+        pool.join().unwrap();
     });
 }
