@@ -396,7 +396,10 @@ fn a_waker_that_panics_leaves_the_pool_serving() {
             .poll(&mut std::task::Context::from_waker(&waker));
         assert!(polled.is_pending(), "the task waits at the gate");
         GATE.get().unwrap().set();
-        assert_eq!(waiting.get_timeout(LIMIT).unwrap(), true);
+        assert!(
+            waiting.get_timeout(LIMIT).unwrap(),
+            "the task passed the gate"
+        );
         drop(get);
         let later = pool.apply_async(double, 21);
         assert_eq!(later.get_timeout(Duration::from_secs(20)).unwrap(), 42);
