@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         a_logger_that_panics_breaks_no_child_and_no_pool,
         a_hand_over_whose_drop_panics_loses_no_child,
         a_waker_that_panics_leaves_the_pool_serving,
+        imap_unordered_in_a_callback_of_the_same_pool_is_an_error,
     ])
 }
 
@@ -404,6 +405,32 @@ fn a_waker_that_panics_leaves_the_pool_serving() {
         let later = pool.apply_async(double, 21);
         assert_eq!(later.get_timeout(Duration::from_secs(20)).unwrap(), 42);
         pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// `imap_unordered` of a pool in one of its own callbacks, which run on
+/// the thread that delivers the results, fails each item at once with a
+/// `PoolState` error, as `imap`, `map` and `get` do there. Before, it
+/// waited for a delivery that its own thread would make: the pool hung.
+fn imap_unordered_in_a_callback_of_the_same_pool_is_an_error() {
+    watchdog("imap_unordered in a callback", LIMIT, || {
+        let pool = std::sync::Arc::new(multiproc::Pool::with_processes(1).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = pool.clone();
+        let first = pool.apply_async_with(double, 1, move |_| {
+            let got: Vec<_> = inner.imap_unordered(double, 0..3u64, None).collect();
+            let _ = tx.send(got);
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("imap_unordered in a callback answered");
+        assert!(!got.is_empty());
+        for r in &got {
+            assert!(matches!(r, Err(multiproc::Error::PoolState(_))), "{got:?}");
+        }
+        assert_eq!(first.get_timeout(LIMIT).unwrap(), 2);
+        pool.terminate();
         pool.join().unwrap();
     });
 }
