@@ -505,7 +505,9 @@ impl Pool {
     }
 
     /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
-    /// done, in whatever order (Python's `imap_unordered`).
+    /// done, in whatever order (Python's `imap_unordered`). In one of the
+    /// same pool's callbacks, a chunk not done yet yields a
+    /// [`Error::PoolState`] at once, as with `imap` (see [`AsyncResult::get`]).
     pub fn imap_unordered<A, R, T>(
         &self,
         f: T,
@@ -519,19 +521,26 @@ impl Pool {
         // The outcomes, decoded by the caller's thread as `imap`'s are:
         // a `Deserialize` that panics in a callback would lose its chunk.
         let (tx, rx) = std::sync::mpsc::channel::<TaskOutcome>();
-        let each_chunk = || -> Option<Callback> {
-            let tx = tx.clone();
-            Some(Callback::delivery(move |o: &TaskOutcome| {
-                let _ = tx.send(o.clone());
-            }))
-        };
-        // Results arrive through the callbacks, not the handles.
-        let _: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(
-            f,
-            items.into_iter().collect(),
-            chunksize.unwrap_or(1),
-            each_chunk,
-        );
+        let items = items.into_iter().collect();
+        let size = chunksize.unwrap_or(1);
+        if self.on_scheduler_thread() {
+            // In one of this pool's callbacks, whose thread would make the
+            // deliveries that the iteration waits for: each chunk yields
+            // what is known now, for one not done the error `imap` gives
+            // here, instead of a wait that would never end.
+            for chunk in self.submit::<fn(A) -> R, T, Plain>(f, items, size, || None) {
+                let _ = tx.send(chunk.outcome_on_scheduler());
+            }
+        } else {
+            let each_chunk = || -> Option<Callback> {
+                let tx = tx.clone();
+                Some(Callback::delivery(move |o: &TaskOutcome| {
+                    let _ = tx.send(o.clone());
+                }))
+            };
+            // Results arrive through the callbacks, not the handles.
+            let _: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(f, items, size, each_chunk);
+        }
         drop(tx);
         rx.into_iter().flat_map(|o| per_item(decode::<R>(o)))
     }
