@@ -20,9 +20,10 @@
 //! first, and every child is killed if the server dies, so it leaves
 //! neither zombies nor orphans.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use serde::de::DeserializeOwned;
@@ -52,6 +53,9 @@ struct Order {
     path: Vec<u32>,
     #[serde(with = "byte_string")]
     body: Vec<u8>,
+    /// The client's `log_to_stderr` level, if it called it (perhaps after
+    /// it started the server, which then has no such logger).
+    log_level: Option<usize>,
 }
 
 /// A `Vec<u8>` as one byte string: serde's default, a sequence, is encoded
@@ -205,6 +209,7 @@ impl ForkServer {
                     name: name.into(),
                     path: path.to_vec(),
                     body,
+                    log_level: super::logging::inherited_level(),
                 };
                 Connection::from_socket(orders)?.send(&order)?;
                 Ok(Served {
@@ -392,6 +397,10 @@ impl Call {
             call_origin: origin(self.call)?,
             func_origin: origin(self.func)?,
             args,
+            // Not known if it was removed: the child then stays in the server's.
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|dir| dir.into_os_string().into_vec()),
         };
         postcard::to_allocvec(&encoded).map_err(|e| Error::Serialize(e.to_string()))
     }
@@ -417,6 +426,10 @@ struct Encoded {
     func_origin: CodeOrigin,
     #[serde(with = "byte_string")]
     args: Vec<u8>,
+    /// The working directory of the process that started the child, which
+    /// the child runs in (as Python's forkserver children do), rather than
+    /// the one the server was started in.
+    cwd: Option<Vec<u8>>,
 }
 
 /// Runs a call made by [`Call::encode`]; the exit code.
@@ -439,6 +452,19 @@ fn run_encoded(bytes: &[u8]) -> i32 {
             e.func_origin.path()
         ));
         return 1;
+    }
+    if let Some(dir) = e
+        .cwd
+        .map(|dir| std::path::PathBuf::from(OsString::from_vec(dir)))
+    {
+        if let Err(err) = std::env::set_current_dir(&dir) {
+            super::logging::to_stderr(format_args!(
+                "multiproc: a fork server's child cannot enter its parent's working \
+                 directory {}: {err}",
+                dir.display()
+            ));
+            return 1;
+        }
     }
     // SAFETY: `call` is the address of a `Trampoline` taken by this
     // process's parent, of which this process is a fork (see `Call`), in
@@ -607,7 +633,12 @@ fn run_child(
         identity.path = order.path;
     }
     CHILD_COUNTER.store(0, Ordering::Relaxed);
-    let code = catch_unwind(AssertUnwindSafe(|| serve(order.body, fds))).unwrap_or(1);
+    if let Some(level) = order.log_level {
+        // A no-op if the server had the logger already.
+        super::logging::install_inherited(level);
+    }
+    super::logging::info(format_args!("child process calling self.run()"));
+    let code = super::run_catching(|| serve(order.body, fds));
     // As any child's end: daemon children killed, the others waited for.
     super::exit(code)
 }

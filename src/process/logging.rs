@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::current_process;
@@ -138,7 +139,8 @@ pub(super) fn inherited_level() -> Option<usize> {
     }
 }
 
-/// Installs the logger in a spawned child at the level its parent used.
+/// Installs the logger in a spawned child, or a fork server's, at the
+/// level its parent used.
 pub(super) fn install_inherited(level: usize) {
     let level = u8::try_from(level)
         .ok()
@@ -155,16 +157,38 @@ pub(crate) fn record(level: LogLevel, args: fmt::Arguments<'_>) {
         return;
     }
     RECORD_LEVEL.set(Some(level));
-    log::logger().log(
-        &log::Record::builder()
-            .args(args)
-            .level(log_level)
-            .target("multiproc")
-            .module_path_static(Some(module_path!()))
-            .build(),
-    );
+    guarded(|| {
+        log::logger().log(
+            &log::Record::builder()
+                .args(args)
+                .level(log_level)
+                .target("multiproc")
+                .module_path_static(Some(module_path!()))
+                .build(),
+        );
+    });
     RECORD_LEVEL.set(None);
 }
+
+/// Runs `log`, a call of the program's logger for a record of this crate,
+/// ignoring a panic there (a logger that prints with `println!` to a pipe
+/// whose reader has gone panics), as Python's logging reports its
+/// handlers' errors and goes on: a record must not end a pool's scheduler
+/// thread, nor unwind out of a forked child's start into its parent's
+/// code. The panic's payload is leaked (its drop might panic again).
+pub(crate) fn guarded(log: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(log)) {
+        std::mem::forget(payload);
+    }
+}
+
+/// `log::debug!` for a record of this crate, through [`guarded`].
+macro_rules! debug_record {
+    ($($arg:tt)*) => {
+        $crate::process::logging::guarded(|| log::debug!($($arg)*))
+    };
+}
+pub(crate) use debug_record;
 
 /// Python's `util.info`.
 pub(crate) fn info(args: fmt::Arguments<'_>) {

@@ -273,7 +273,9 @@ impl Process<'static> {
     /// `Process-N`. The server is a fork of this process, started on first
     /// use: start it early with [`start_forkserver`], while the program has
     /// one thread. The child dies if the server does (which it does when
-    /// this process exits). Exit code 0 when `f` returns, 1 if it panics.
+    /// this process exits). It runs in the directory this process is in
+    /// when it starts the child, as Python's. Exit code 0 when `f`
+    /// returns, 1 if it panics.
     ///
     /// # Example
     /// ```
@@ -422,6 +424,11 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// [`Error::ProcessState`] if already started, or if it belongs to a
     /// [`scope`] run by another process; [`Error::Io`] if the child cannot
     /// be started.
+    ///
+    /// # Panics
+    /// If a forked child's closure captured a value whose drop panics
+    /// here, where this process drops its copy as the child takes over:
+    /// after the child is started and recorded (it runs, and can be joined).
     pub fn start(&mut self) -> Result<()> {
         self.start_as(true)
     }
@@ -443,24 +450,25 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             return Err(self.state_error("already started"));
         };
         reap_children();
-        let pid = match launch {
+        let (pid, (pidfd, panic)) = match launch {
             Launch::Fork(target) => {
                 let gate = StartGate::new()?;
                 let (pid, gate, target) = self.fork(target.into_target(), scope, listed, gate)?;
-                let pidfd = gate.open_pidfd(pid, target)?;
-                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
-                return Ok(());
+                (pid, gate.open_pidfd(pid, Some(target))?)
             }
-            Launch::Spawn(call) => spawn::start(
-                &call,
-                &spawn::Child {
-                    name: &self.name,
-                    path: &self.path,
-                    daemon: self.daemon,
-                    parent: &current_process(),
-                },
-                &self.exec_args,
-            )?,
+            Launch::Spawn(call) => {
+                let (pid, gate) = spawn::start(
+                    &call,
+                    &spawn::Child {
+                        name: &self.name,
+                        path: &self.path,
+                        daemon: self.daemon,
+                        parent: &current_process(),
+                    },
+                    &self.exec_args,
+                )?;
+                (pid, gate.open_pidfd(pid, None)?)
+            }
             Launch::ForkServer(call) => {
                 let served = forkserver::fork_global(&self.name, &self.path, &call)?;
                 let reaper = Reaper::ForkServer(Arc::new(served.status));
@@ -468,18 +476,11 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 return Ok(());
             }
         };
-        match sys::pidfd_open(pid) {
-            Ok(pidfd) => {
-                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
-                Ok(())
-            }
-            Err(e) => {
-                // Without a pidfd the child cannot be waited on safely. The
-                // pid is the child's: started just now and not reaped yet.
-                let _ = sys::kill(pid, sys::SIGKILL);
-                let _ = sys::waitpid(pid, true);
-                Err(pidfd_error(e))
-            }
+        self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
+        match panic {
+            // The child runs and is recorded; the panic is the caller's.
+            Some(panic) => std::panic::resume_unwind(panic),
+            None => Ok(()),
         }
     }
 
@@ -552,8 +553,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             // Python's logs do not show as processes either.
             logging::info(format_args!("child process calling self.run()"));
         }
-        let code = catch_unwind(AssertUnwindSafe(target)).unwrap_or(1);
-        exit(code)
+        exit(run_catching(target))
     }
 
     /// The child's state, for the process that started it only: a copy of
@@ -709,8 +709,8 @@ thread_local! {
     static HANDING_TO_CHILD: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
-/// What a forked child waits on before it runs anything: its parent's
-/// word that it holds the child's pid file descriptor. Until then the
+/// What a forked or spawned child waits on before it runs anything: its
+/// parent's word that it holds the child's pid file descriptor. Until then the
 /// child cannot exit, so no SIGCHLD handler of the parent's (one that
 /// reaps every child) can reap it before `pidfd_open`, which would fail,
 /// and free its pid for reuse; and when `pidfd_open` fails (no descriptor
@@ -752,19 +752,29 @@ impl StartGate {
 impl GateParent {
     /// In the parent, once the child's end is closed here (so that the
     /// descriptor it took is free again for the pidfd): the child's pidfd,
-    /// and the child let run, `target` (this process's copy of its closure)
-    /// handed over to it first; or, if there is none, the child told to
-    /// exit and reaped, and `target` dropped as this process's own (the
-    /// child ran none of it: a listener's socket file, a permit, are still
-    /// this process's to give back).
-    fn open_pidfd(self, pid: u32, target: Target<'_>) -> Result<OwnedFd> {
+    /// and the child let run, `target` (this process's copy of a forked
+    /// child's closure) handed over to it first; or, if there is none, the
+    /// child told to exit and reaped, and `target` dropped as this
+    /// process's own (the child ran none of it: a listener's socket file,
+    /// a permit, are still this process's to give back).
+    ///
+    /// A panic of that hand-over (a drop of the program's) is returned, not
+    /// raised: the child runs all the same, as the owner of what its closure
+    /// took, and must be recorded before the caller gets the panic.
+    fn open_pidfd(
+        self,
+        pid: u32,
+        target: Option<Target<'_>>,
+    ) -> Result<(OwnedFd, Option<Box<dyn std::any::Any + Send>>)> {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
-                handed_to_child(target, pid);
+                let panic = target.and_then(|target| {
+                    catch_unwind(AssertUnwindSafe(|| handed_to_child(target, pid))).err()
+                });
                 // A byte into an empty socket buffer: it cannot block. If the
                 // child is gone (killed meanwhile), its pidfd says so.
                 let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
-                Ok(pidfd)
+                Ok((pidfd, panic))
             }
             Err(e) => {
                 // Said, not left to the end of file, which a copy of this
@@ -778,6 +788,17 @@ impl GateParent {
             }
         }
     }
+}
+
+/// Runs a child's work; its exit code, or 1 if it panics. The panic's
+/// payload is leaked, not dropped: its drop may panic again, and that
+/// panic would unwind out of the child's start into the code of the
+/// parent that called it, which the child would then run as its own.
+fn run_catching(work: impl FnOnce() -> i32) -> i32 {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        std::mem::forget(payload);
+        1
+    })
 }
 
 /// The error of a failed `pidfd_open`.

@@ -19,6 +19,13 @@
 //! inherits, named in the child's environment; the child checks that the
 //! descriptor is such a file before reading it. Standard input is left to
 //! the program (`/dev/null`, as Python's children have).
+//!
+//! The child also inherits its end of a start gate (see `StartGate`),
+//! named in its environment too: it waits there, before it reads its
+//! payload, for its parent's word that the parent holds its pid file
+//! descriptor. Until then it cannot exit, so a SIGCHLD handler of the
+//! parent's that reaps every child cannot take it (and free its pid)
+//! before the parent can name it for good.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -26,19 +33,22 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{identity, ready_for_fork, Identity, ProcessInfo, CHILD_COUNTER};
+use super::{
+    identity, ready_for_fork, GateParent, Identity, ProcessInfo, StartGate, CHILD_COUNTER,
+};
 use crate::error::{Error, Result};
 use crate::sys;
 
 /// Tells a spawned child that it is one, and which descriptor holds its work.
 const ENV: &str = "MULTIPROC_SPAWNED";
+/// Tells a spawned child which descriptor is its end of the start gate.
+const GATE_ENV: &str = "MULTIPROC_SPAWN_GATE";
 /// The name of the payload's memory file, checked by the child.
 const PAYLOAD_FILE: &str = "multiproc-spawn";
 /// Whether this process called [`spawn_init`].
@@ -187,8 +197,13 @@ struct Payload {
     log_level: Option<usize>,
 }
 
-/// Starts the child; its pid.
-pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> Result<u32> {
+/// Starts the child; its pid, and the parent's end of the gate where it
+/// waits before it reads its work.
+pub(super) fn start(
+    call: &Call,
+    child: &Child<'_>,
+    exec_args: &[OsString],
+) -> Result<(u32, GateParent)> {
     if !INITIALIZED.load(Ordering::Relaxed) {
         // The child is this program again: without `spawn_init` it would
         // run `main` from the start (redoing this process's work, and
@@ -220,6 +235,10 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
     file.write_all(&bytes)
         .map_err(|e| Error::io("write the spawned child's work", e))?;
     let fd = file.as_raw_fd();
+    let StartGate { parent, child } = StartGate::new()?;
+    // Not a standard stream's number, which the child's stdin would take.
+    let gate = sys::above_standard_streams(child).map_err(|e| Error::io("fcntl", e))?;
+    let gate_fd = gate.as_raw_fd();
     let arg0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| "multiproc-child".into());
@@ -228,6 +247,7 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
         .arg0(arg0)
         .args(exec_args)
         .env(ENV, fd.to_string())
+        .env(GATE_ENV, gate_fd.to_string())
         .stdin(Stdio::null());
     // The child inherits its standard streams and its work, nothing else,
     // as Python's spawned children (`close_fds`): a descriptor of ours that
@@ -235,19 +255,23 @@ pub(super) fn start(call: &Call, child: &Child<'_>, exec_args: &[OsString]) -> R
     // inherited) would otherwise stay open for the child's whole life, and
     // the write end of a pipe would keep its reader waiting for the end.
     // SAFETY: the hook makes only system calls (close_range or fcntl,
-    // getrlimit: async-signal-safe) and allocates nothing; `fd` stays open
-    // until `spawn` returns.
+    // getrlimit: async-signal-safe) and allocates nothing; `fd` and
+    // `gate_fd` stay open until `spawn` returns.
     unsafe {
         command.pre_exec(move || {
             sys::close_on_exec_from(3)?;
-            sys::keep_on_exec(fd)
+            sys::keep_on_exec(fd)?;
+            sys::keep_on_exec(gate_fd)
         })
     };
     let process = command
         .spawn()
         .map_err(|e| Error::io("spawn /proc/self/exe", e))?;
+    // The child's end is the child's only: its parent's death (with this
+    // end open nowhere else) reads there as the end of file.
+    drop(gate);
     // The handle is dropped without waiting: `Process` reaps the child.
-    Ok(process.id())
+    Ok((process.id(), parent))
 }
 
 /// Call this first thing in `main` of a program that uses
@@ -284,21 +308,21 @@ pub fn spawn_init(entries: &[&dyn SpawnEntry]) {
     let Some(var) = std::env::var_os(ENV) else {
         return;
     };
+    wait_at_gate();
     let code = match receive(&var).and_then(|p| become_child(p, entries)) {
-        Ok((entry, args)) => match catch_unwind(AssertUnwindSafe(|| {
+        Ok((entry, args)) => super::run_catching(|| {
             super::logging::info(format_args!("child process calling self.run()"));
-            entry.run(&args)
-        })) {
-            Ok(Ok(())) => 0,
-            Ok(Err(e)) => {
-                super::logging::to_stderr(format_args!(
-                    "multiproc: cannot decode the arguments of `{}`: {e}",
-                    entry.name()
-                ));
-                1
+            match entry.run(&args) {
+                Ok(()) => 0,
+                Err(e) => {
+                    super::logging::to_stderr(format_args!(
+                        "multiproc: cannot decode the arguments of `{}`: {e}",
+                        entry.name()
+                    ));
+                    1
+                }
             }
-            Err(_) => 1,
-        },
+        }),
         Err(e) => {
             super::logging::to_stderr(format_args!(
                 "multiproc: a spawned child could not start: {e}"
@@ -307,6 +331,34 @@ pub fn spawn_init(entries: &[&dyn SpawnEntry]) {
         }
     };
     super::exit(code)
+}
+
+/// In a spawned child: waits for the parent's word that it may run (see
+/// the module's documentation); exits at once if told not to, or if the
+/// parent died first. A child started without a gate (by another program
+/// that sets only the payload's variable) does not wait.
+fn wait_at_gate() {
+    let Some(var) = std::env::var_os(GATE_ENV) else {
+        return;
+    };
+    std::env::remove_var(GATE_ENV);
+    let fd = var
+        .to_str()
+        .and_then(|s| s.parse::<i32>().ok())
+        .filter(|&fd| fd > 2)
+        .filter(|&fd| sys::fd_target(fd).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")));
+    let Some(fd) = fd else {
+        super::logging::to_stderr(format_args!(
+            "multiproc: {GATE_ENV}={var:?} does not name a start gate"
+        ));
+        sys::exit_now(1);
+    };
+    // SAFETY: the descriptor is open and is a socket, which only a parent's
+    // `start` hands down under this variable; `spawn_init` runs first thing
+    // in `main`, so nothing else in this program has claimed it.
+    if !StartGate::opened(unsafe { OwnedFd::from_raw_fd(fd) }) {
+        sys::exit_now(1);
+    }
 }
 
 /// The largest payload a child reads.

@@ -56,6 +56,7 @@ use self::task::{Fallible, Finish, Plain};
 use super::code_origin::CodeOrigin;
 use crate::error::{Error, Result};
 use crate::poison::{self, locked};
+use crate::process::logging;
 use crate::sys;
 
 /// A task's trampoline, as the scheduler sends it.
@@ -504,7 +505,9 @@ impl Pool {
     }
 
     /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
-    /// done, in whatever order (Python's `imap_unordered`).
+    /// done, in whatever order (Python's `imap_unordered`). In one of the
+    /// same pool's callbacks, a chunk not done yet yields a
+    /// [`Error::PoolState`] at once, as with `imap` (see [`AsyncResult::get`]).
     pub fn imap_unordered<A, R, T>(
         &self,
         f: T,
@@ -518,19 +521,26 @@ impl Pool {
         // The outcomes, decoded by the caller's thread as `imap`'s are:
         // a `Deserialize` that panics in a callback would lose its chunk.
         let (tx, rx) = std::sync::mpsc::channel::<TaskOutcome>();
-        let each_chunk = || -> Option<Callback> {
-            let tx = tx.clone();
-            Some(Callback::delivery(move |o: &TaskOutcome| {
-                let _ = tx.send(o.clone());
-            }))
-        };
-        // Results arrive through the callbacks, not the handles.
-        let _: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(
-            f,
-            items.into_iter().collect(),
-            chunksize.unwrap_or(1),
-            each_chunk,
-        );
+        let items = items.into_iter().collect();
+        let size = chunksize.unwrap_or(1);
+        if self.on_scheduler_thread() {
+            // In one of this pool's callbacks, whose thread would make the
+            // deliveries that the iteration waits for: each chunk yields
+            // what is known now, for one not done the error `imap` gives
+            // here, instead of a wait that would never end.
+            for chunk in self.submit::<fn(A) -> R, T, Plain>(f, items, size, || None) {
+                let _ = tx.send(chunk.outcome_on_scheduler());
+            }
+        } else {
+            let each_chunk = || -> Option<Callback> {
+                let tx = tx.clone();
+                Some(Callback::delivery(move |o: &TaskOutcome| {
+                    let _ = tx.send(o.clone());
+                }))
+            };
+            // Results arrive through the callbacks, not the handles.
+            let _: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(f, items, size, each_chunk);
+        }
         drop(tx);
         rx.into_iter().flat_map(|o| per_item(decode::<R>(o)))
     }
@@ -538,7 +548,7 @@ impl Pool {
     /// Accepts no more tasks; queued ones still run. Follow with
     /// [`join`](Pool::join). Does nothing in a process other than the pool's.
     pub fn close(&self) {
-        log::debug!("closing pool");
+        logging::debug_record!("closing pool");
         if self.is_owner() {
             locked(&self.shared.state).closed = true;
             self.shared.wake();
@@ -548,7 +558,7 @@ impl Pool {
     /// Stops the workers at once (`SIGKILL`); tasks not finished fail with
     /// [`Error::PoolTerminated`]. Does nothing in a process other than the pool's.
     pub fn terminate(&self) {
-        log::debug!("terminating pool");
+        logging::debug_record!("terminating pool");
         if self.is_owner() {
             locked(&self.shared.state).terminating = true;
             self.shared.wake();
@@ -563,7 +573,7 @@ impl Pool {
             .finalized
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            log::debug!("finalizing pool");
+            logging::debug_record!("finalizing pool");
         }
     }
 
@@ -577,7 +587,7 @@ impl Pool {
     /// pool's, or in one of the pool's callbacks (which run on the thread
     /// that join would wait for).
     pub fn join(&self) -> Result<()> {
-        log::debug!("joining pool");
+        logging::debug_record!("joining pool");
         if !self.is_owner() {
             return Err(foreign_error());
         }

@@ -167,7 +167,15 @@ impl Slot {
         *locked(&self.outcome) = Some(outcome);
         self.ready.notify_all();
         let wakers = std::mem::take(&mut locked(&self.wakers).list);
-        wakers.into_iter().for_each(|(_, w)| w.wake());
+        for (_, waker) in wakers {
+            // An executor's waker may panic (the async book's does once its
+            // run queue is gone): that must not end the pool's scheduler
+            // thread, which delivers every other outcome. Its payload is
+            // leaked, as a callback's is.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                std::mem::forget(payload);
+            }
+        }
     }
 
     /// The outcome once it is there, without blocking the thread; else
@@ -267,6 +275,15 @@ impl<R: DeserializeOwned> Chunk<R> {
             key: None,
         };
         decode(std::future::poll_fn(|cx| awaiting.slot.poll(cx, &mut awaiting.key)).await)
+    }
+
+    /// The outcome as known on the pool's scheduler thread, which cannot
+    /// wait for it (it would deliver it): [`TaskOutcome::OnScheduler`] if
+    /// it is not there yet.
+    pub(super) fn outcome_on_scheduler(&self) -> TaskOutcome {
+        self.slot
+            .wait(Deadline::Now)
+            .unwrap_or(TaskOutcome::OnScheduler)
     }
 
     fn wait(&self, deadline: Deadline) -> bool {

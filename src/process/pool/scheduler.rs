@@ -15,6 +15,7 @@ use crate::conn::{frame, Connection};
 use crate::error::{Error, Result};
 use crate::process::code_origin::CodeOrigin;
 use crate::process::forkserver::{self, ForkServer};
+use crate::process::logging;
 use crate::process::{locked, next_child_path, path_name};
 use crate::sys::{self, Deadline};
 
@@ -272,7 +273,7 @@ impl Scheduler {
             given: 0,
             gone: false,
         });
-        log::debug!("added worker");
+        logging::debug_record!("added worker");
         Ok(())
     }
 
@@ -287,12 +288,12 @@ impl Scheduler {
         loop {
             let (terminating, finished) = self.dispatch();
             if terminating {
-                log::debug!("worker handler exiting");
+                logging::debug_record!("worker handler exiting");
                 self.kill_all();
                 return;
             }
             if finished {
-                log::debug!("worker handler exiting");
+                logging::debug_record!("worker handler exiting");
                 self.stop_all();
                 return;
             }
@@ -391,7 +392,7 @@ impl Scheduler {
         // (and in Python's order: `_join_exited_workers` goes backwards,
         // then `_repopulate_pool` starts the replacements).
         for &(i, code) in exited.iter().rev() {
-            log::debug!("cleaning up worker {i}");
+            logging::debug_record!("cleaning up worker {i}");
             let w = self.workers.swap_remove(i);
             if let Some(slot) = w.busy {
                 slot.complete(TaskOutcome::WorkerDied(code));
@@ -428,7 +429,7 @@ impl Scheduler {
 
     /// After `terminate` (or drop): kills the workers, fails their tasks.
     fn kill_all(&mut self) {
-        log::debug!("terminating workers");
+        logging::debug_record!("terminating workers");
         let refused = self
             .workers
             .iter()
@@ -438,9 +439,9 @@ impl Scheduler {
             // kills its children on the way out (a join would wait forever).
             self.server.stop();
         }
-        log::debug!("joining pool workers");
+        logging::debug_record!("joining pool workers");
         for w in &mut self.workers {
-            log::debug!("cleaning up worker {}", w.pid);
+            logging::debug_record!("cleaning up worker {}", w.pid);
             w.join(&self.server, Deadline::Never);
             if let Some(slot) = w.busy.take() {
                 slot.complete(TaskOutcome::Terminated);

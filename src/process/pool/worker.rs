@@ -10,6 +10,7 @@ use super::scheduler::Config;
 use super::task::Trampoline;
 use crate::conn::Connection;
 use crate::process::code_origin::CodeOrigin;
+use crate::process::logging;
 use crate::process::{children, signal_state};
 use crate::sys;
 
@@ -43,11 +44,11 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
         let (call, origin, args) = match conn.recv::<WorkerOrder>() {
             Ok(WorkerOrder::Run { call, origin, args }) => (call, origin, args),
             Ok(WorkerOrder::Stop) => {
-                log::debug!("worker got sentinel -- exiting");
+                logging::debug_record!("worker got sentinel -- exiting");
                 break;
             }
             Err(_) => {
-                log::debug!("worker got EOFError or OSError -- exiting");
+                logging::debug_record!("worker got EOFError or OSError -- exiting");
                 break;
             }
         };
@@ -80,7 +81,7 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
         }
         completed += 1;
     }
-    log::debug!("worker exiting after {completed} tasks");
+    logging::debug_record!("worker exiting after {completed} tasks");
     kill_children();
 }
 
