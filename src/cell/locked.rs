@@ -2,6 +2,7 @@
 //! `len` elements of `T` behind a robust lock.
 
 use std::alloc::Layout;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -104,6 +105,7 @@ impl<T: Pod> LockedCells<T> {
 
     #[inline]
     fn guard<'a, U: ?Sized>(&'a self, held: LockGuard<'a>, data: *mut U) -> CellGuard<'a, U> {
+        let _ = HELD.try_with(|held| held.0.set(held.0.get() + 1));
         CellGuard {
             _held: held,
             data,
@@ -143,6 +145,15 @@ impl<T: Pod> LockedCells<T> {
 /// in the parent (`let cells = &mut *guard;`), which a
 /// [`scope`](crate::scope) keeps locked until the child has exited.
 ///
+/// # Leaked guards
+/// A guard that is leaked (`Box::leak`, `mem::forget`) keeps the lock, as
+/// a leaked `std` guard does, and a reference taken through it may live
+/// as long as the value. But the kernel releases a robust lock when the
+/// thread holding it ends, and the next locker would then have a second
+/// reference to the cells: so a thread (other than the main thread, whose
+/// end is the process's) that ends with a guard not dropped aborts the
+/// process, with a message, rather than let that happen.
+///
 /// [`Process::new_local`]: crate::Process::new_local
 /// [`Scope::process_local`]: crate::Scope::process_local
 #[must_use = "if unused the lock is released at once"]
@@ -177,6 +188,43 @@ impl<U: ?Sized> CellGuard<'_, U> {
     /// Only on an OS failure.
     pub fn make_consistent(guard: &Self) -> Result<()> {
         LockGuard::make_consistent(&guard._held)
+    }
+}
+
+impl<U: ?Sized> Drop for CellGuard<'_, U> {
+    #[inline]
+    fn drop(&mut self) {
+        // A forked child's copy was counted by its parent's thread.
+        if sys::cached_pid() == self.pid {
+            let _ = HELD.try_with(|held| held.0.set(held.0.get() - 1));
+        }
+    }
+}
+
+thread_local! {
+    /// The cell guards this thread holds.
+    static HELD: HeldGuards = const { HeldGuards(Cell::new(0)) };
+}
+
+/// A count of the calling thread's cell guards, checked as the thread ends.
+struct HeldGuards(Cell<usize>);
+
+impl Drop for HeldGuards {
+    fn drop(&mut self) {
+        // Leaked guards, in a thread that ends before its process: the
+        // kernel is about to release their robust locks while references
+        // taken through them may live on in other threads. The main
+        // thread's end is its process's, which ends every reference too.
+        if self.0.get() != 0 && sys::gettid() != sys::getpid() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "multiproc: a thread ends holding the lock of a Value or Array \
+                 through a leaked guard; its lock would be released while \
+                 references to the cells may live on: aborting"
+            );
+            std::process::abort();
+        }
     }
 }
 
