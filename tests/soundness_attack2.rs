@@ -1,12 +1,13 @@
 //! Fifth-round attack on the soundness of the safe API: a thread that
-//! ends while it holds a cell's robust lock through a leaked guard.
+//! ends while it holds a cell's robust lock through a leaked guard, and
+//! queue items decoded from bytes a peer writes meanwhile.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{join, static_child, watchdog};
-use multiproc::{RecoverableLockError, Value};
+use common::{join, static_child, wait_until, watchdog, TempName};
+use multiproc::{Error, Queue, RawValue, RecoverableLockError, Value};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -41,6 +42,73 @@ fn a_thread_ending_with_a_leaked_guard_never_lets_the_lock_be_recovered() {
             join(&p, LIMIT),
             -libc::SIGABRT,
             "the lock of a leaked guard was handed out again"
+        );
+    });
+}
+
+/// Another process that can open a named queue may write into it at any
+/// time, lock or no lock. A `String` item is checked to be UTF-8 as it is
+/// decoded: it must be decoded from bytes that cannot change between that
+/// check and the copy into the `String`, or a peer flipping a byte in
+/// between makes a safe `get` return a `String` that is not UTF-8.
+#[test]
+fn a_string_decoded_while_a_peer_writes_its_frame_is_utf8_or_an_error() {
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    watchdog("string decoded while a peer writes", LIMIT, || {
+        let name = TempName::new("sound2-utf8");
+        // As long as a frame decoded in place may be (checking it takes
+        // long enough for the peer to come between), in a ring of exactly
+        // one frame (a 4-byte length, a 2-byte varint, the text): every
+        // frame lies where the first does.
+        let item = "a".repeat(4000);
+        let q = Queue::<String>::create(&name, 0, 4 + 2 + item.len()).unwrap();
+        q.put(item.clone()).unwrap();
+        let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let map = memmap2::MmapRaw::map_raw(&file).unwrap();
+        // SAFETY (for each `AtomicU8::from_ptr` below): an offset inside the
+        // live mapping, and a byte every process here reaches only atomically
+        // or through the queue's own copies.
+        let byte = move |at: usize| unsafe { AtomicU8::from_ptr(map.as_mut_ptr().add(at)) };
+        let first = (0..file.metadata().unwrap().len() as usize - 64)
+            .find(|&at| (at..at + 64).all(|at| byte(at).load(Relaxed) == b'a'))
+            .expect("the payload is in the segment");
+        // A byte near the start of the payload: checked first, copied first.
+        let target = first + 8;
+        let running = RawValue::new(0u32).unwrap();
+        let flag = running.clone();
+        let peer = static_child(move || {
+            flag.set(1);
+            while flag.get() == 1 {
+                match byte(target).load(Relaxed) {
+                    b'a' => byte(target).store(0xff, Relaxed),
+                    0xff => byte(target).store(b'a', Relaxed),
+                    _ => std::hint::spin_loop(),
+                }
+            }
+        });
+        assert!(wait_until(LIMIT, || running.get() == 1));
+        let mut broken = 0;
+        for _ in 0..20_000 {
+            if broken > 0 {
+                break;
+            }
+            match q.get() {
+                Ok(s) => broken += usize::from(std::str::from_utf8(s.as_bytes()).is_err()),
+                Err(Error::Deserialize(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+            q.put(item.clone()).unwrap();
+        }
+        running.set(0);
+        assert_eq!(join(&peer, LIMIT), 0);
+        assert_eq!(
+            broken, 0,
+            "strings that are not UTF-8 came out of the queue"
         );
     });
 }
