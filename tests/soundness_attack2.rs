@@ -70,10 +70,13 @@ fn a_string_decoded_while_a_peer_writes_its_frame_is_utf8_or_an_error() {
             .open(path)
             .unwrap();
         let map = memmap2::MmapRaw::map_raw(&file).unwrap();
-        // SAFETY (for each `AtomicU8::from_ptr` below): an offset inside the
-        // live mapping, and a byte every process here reaches only atomically
-        // or through the queue's own copies.
-        let byte = move |at: usize| unsafe { AtomicU8::from_ptr(map.as_mut_ptr().add(at)) };
+        let byte = move |at: usize| {
+            assert!(at < map.len());
+            // SAFETY: a byte of the mapping, which the closure keeps alive;
+            // every process here reaches it atomically or through the
+            // queue's own copies.
+            unsafe { AtomicU8::from_ptr(map.as_mut_ptr().wrapping_add(at)) }
+        };
         let first = (0..file.metadata().unwrap().len() as usize - 64)
             .find(|&at| (at..at + 64).all(|at| byte(at).load(Relaxed) == b'a'))
             .expect("the payload is in the segment");
