@@ -115,3 +115,62 @@ fn a_string_decoded_while_a_peer_writes_its_frame_is_utf8_or_an_error() {
         );
     });
 }
+
+/// An element aligned beyond a segment's data area (256 bytes).
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(4096))]
+struct PageAligned([u8; 4096]);
+
+/// The header's tag of an element type: FNV-1a of its name, size and
+/// alignment (as the crate writes it).
+fn elem_tag(name: &str, size: u32, align: u32) -> u64 {
+    let mut tag: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name
+        .bytes()
+        .chain(size.to_le_bytes())
+        .chain(align.to_le_bytes())
+    {
+        tag = (tag ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    tag
+}
+
+/// No creator makes a named object of an element aligned beyond the data
+/// area, which is only 256-aligned; a header that says one is there (a
+/// peer wrote it) must be refused, not opened into a misaligned `&T`.
+#[test]
+fn a_header_naming_an_element_aligned_beyond_the_data_area_is_refused() {
+    use std::io::{Seek, SeekFrom, Write};
+    let name = TempName::new("sound2-align");
+    // Room for a `Value<PageAligned>`: a mutex, then the element at 4096.
+    let _room = multiproc::Array::create(&name, &[0u8; 8192]).unwrap();
+    let path = format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name);
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let type_name = std::any::type_name::<PageAligned>();
+    let mut elem_name = [0u8; 64];
+    elem_name[..type_name.len()].copy_from_slice(type_name.as_bytes());
+    // The header's fields from `len` on (`#[repr(C)]`, from offset 32):
+    // len, elem_tag, kind (5: Value), elem_size, elem_align; then the
+    // element's name at 64.
+    let mut fields = Vec::new();
+    fields.extend(1u64.to_ne_bytes());
+    fields.extend(elem_tag(type_name, 4096, 4096).to_ne_bytes());
+    fields.extend(5u32.to_ne_bytes());
+    fields.extend(4096u32.to_ne_bytes());
+    fields.extend(4096u32.to_ne_bytes());
+    file.seek(SeekFrom::Start(32)).unwrap();
+    file.write_all(&fields).unwrap();
+    file.seek(SeekFrom::Start(64)).unwrap();
+    file.write_all(&elem_name).unwrap();
+    match Value::<PageAligned>::open(&name) {
+        Err(Error::Corrupt { .. }) => {}
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(v) => {
+            let at = std::ptr::from_ref(&*v.lock().unwrap()) as usize;
+            panic!(
+                "opened, its element at {at:#x}, which is {} past a page",
+                at % 4096
+            );
+        }
+    }
+}
