@@ -174,3 +174,27 @@ fn a_header_naming_an_element_aligned_beyond_the_data_area_is_refused() {
         }
     }
 }
+
+/// A raw segment's size plus its header must not overflow: the sum is a
+/// `NoSpace` error, never a panic, nor (wrapped) a small segment whose
+/// `len` says it has almost `usize::MAX` bytes.
+#[test]
+fn a_segment_too_large_for_its_header_is_no_space() {
+    use multiproc::segment::Segment;
+    let name = TempName::new("sound2-huge");
+    for size in [usize::MAX, usize::MAX - 255, isize::MAX as usize] {
+        let made = [
+            std::panic::catch_unwind(|| Segment::anonymous(size).map(|s| s.len())),
+            std::panic::catch_unwind(|| Segment::create(&name, size).map(|s| s.len())),
+            std::panic::catch_unwind(|| Segment::create_or_open(&name, size).map(|s| s.len())),
+        ];
+        for made in made {
+            match made {
+                Ok(Err(Error::NoSpace { .. })) => {}
+                Ok(Err(e)) => panic!("{size} bytes: {e}"),
+                Ok(Ok(len)) => panic!("{size} bytes: a segment of {len}"),
+                Err(_) => panic!("{size} bytes: a panic"),
+            }
+        }
+    }
+}
