@@ -196,7 +196,7 @@ impl<U: ?Sized> Drop for CellGuard<'_, U> {
     fn drop(&mut self) {
         // A forked child's copy was counted by its parent's thread.
         if sys::cached_pid() == self.pid {
-            let _ = HELD.try_with(|held| held.0.set(held.0.get() - 1));
+            let _ = HELD.try_with(|held| held.0.set(held.0.get().saturating_sub(1)));
         }
     }
 }
