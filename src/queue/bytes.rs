@@ -1,5 +1,5 @@
 //! `Queue<Bytes>`: raw byte frames written straight into the ring and read
-//! through one copy, with no encoding in between.
+//! in place, with no encoding and no copy in between.
 
 use std::time::Duration;
 
@@ -17,17 +17,14 @@ use crate::sys::Deadline;
 ///
 /// | write | read |
 /// |---|---|
-/// | [`put_with(len, \|buf\| …)`](Queue::put_with): fill the frame in the ring | [`get_with(\|bytes\| …)`](Queue::get_with): look at the frame, copied to a per-thread buffer |
+/// | [`put_with(len, \|buf\| …)`](Queue::put_with): fill the frame in the ring | [`get_with(\|bytes\| …)`](Queue::get_with): look at the frame in the ring |
 /// | [`put_bytes(&[u8])`](Queue::put_bytes): one copy in | [`get_bytes()`](Queue::get_bytes): one copy out, a `Vec<u8>` |
 ///
 /// Each has `try_` and `_timeout` forms, as `put`/`get` do. A frame holds
 /// 0 bytes up to [`max_item_size`](Queue::max_item_size) (the ring's size
-/// less 4). A frame that straddles the ring's end is written through a
+/// less 4). A frame that straddles the ring's end goes through a
 /// per-thread buffer (one copy); with a ring that is a multiple of the
-/// frame size plus 4 bytes, none ever is. A frame is always read from a
-/// copy: any process that can open a named queue may write its bytes,
-/// lock or no lock, and bytes checked in the ring (as UTF-8, say) could
-/// change before they are used.
+/// frame size plus 4 bytes, none ever does.
 ///
 /// What holds, with processes killed at any moment:
 /// - a producer killed inside `put_with`'s closure, or a closure that
@@ -141,11 +138,16 @@ impl Queue<Bytes> {
     }
 
     /// Takes the oldest frame, waiting for one, and returns what `read`
-    /// makes of its bytes, copied out of the ring. `read` runs with the
+    /// makes of its bytes, read in place in the ring. `read` runs with the
     /// consumers' lock held (other consumers wait for it; producers do not,
     /// but a full ring gains no room until it returns). The frame is
     /// consumed once `read` returns; if `read` panics, or the process is
     /// killed meanwhile, it stays whole for the next consumer.
+    ///
+    /// The bytes are the ring's own, which a process that ignores the lock
+    /// (any that can open a named queue can write it) may change while
+    /// `read` runs: where bytes are checked and then used (as UTF-8, say),
+    /// check a copy ([`get_bytes`](Queue::get_bytes)).
     ///
     /// # Errors
     /// [`Error::Closed`] once the queue is closed for all and empty;

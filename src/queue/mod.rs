@@ -4,10 +4,10 @@
 //! Items are encoded (postcard) by the caller's process before any lock is
 //! taken and copied into a ring of length-prefixed frames under the
 //! producers' robust mutex. The receiving process copies each frame out
-//! (a process that can open the queue may write the ring at any time, and
-//! a decoder must not check bytes that change before it uses them),
-//! decodes a small item (up to 4 KiB encoded) under the consumers' mutex,
-//! and a larger one after that mutex is released. A
+//! of the ring (a process that can open the queue may write the ring at
+//! any time, and a decoder must not check bytes that change before it
+//! uses them), decodes a small item (up to 4 KiB encoded) under the
+//! consumers' mutex, and a larger one after that mutex is released. A
 //! frame becomes visible only once written whole, and is consumed only
 //! once read, so a producer killed half way through a put leaves nothing
 //! behind, and a consumer killed half way through a get leaves the item for
@@ -20,8 +20,8 @@
 //!
 //! Byte payloads have their own item type, [`Bytes`]: a `Queue<Bytes>`
 //! carries raw frames, written straight into the ring
-//! ([`put_with`](Queue::put_with)) and read through one copy
-//! ([`get_with`](Queue::get_with)), with no encoding in between.
+//! ([`put_with`](Queue::put_with)) and read in place
+//! ([`get_with`](Queue::get_with)), with no encoding and no copy in between.
 //! It has no `put`/`get` and a `Queue<T>` of serde items has no byte
 //! methods, and a named queue records its item type, so a byte frame is
 //! never decoded as a `T` by mistake.
@@ -66,8 +66,8 @@ fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 /// Encoded items up to this size are encoded on the stack.
 const SMALL_ITEM: usize = 64;
 
-/// Frames up to this size are decoded under the consumers' lock (from the
-/// ring's copy of the frame, which no other process can write).
+/// Frames up to this size are decoded under the consumers' lock (from a
+/// copy: see [`decode_copy_caught`]).
 const DECODE_UNDER_LOCK: usize = 4096;
 
 /// What a get took from the ring: a small item decoded (or the
@@ -88,6 +88,18 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// take it again and panic in turn).
 fn decode_caught<T: DeserializeOwned>(bytes: &[u8]) -> std::thread::Result<Result<T>> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(bytes)))
+}
+
+/// [`decode_caught`] on a copy of a frame in the ring. Never the ring
+/// itself: any process that can open the queue may write it, lock or no
+/// lock, and a decoder that checks bytes and then copies them (a
+/// `String`'s UTF-8) would make an invalid value of bytes that changed in
+/// between.
+fn decode_copy_caught<T: DeserializeOwned>(frame: &[u8]) -> std::thread::Result<Result<T>> {
+    with_buffer(|buf| {
+        buf.extend_from_slice(frame);
+        decode_caught(buf)
+    })
 }
 
 /// How many bytes of frames a [`Queue::put_many`] encodes before handing
@@ -503,7 +515,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // consumers do not wait for it.
         let got = self.ring.pop_with(deadline, |bytes| {
             if bytes.len() <= DECODE_UNDER_LOCK {
-                Popped::Decoded(decode_caught(bytes))
+                Popped::Decoded(decode_copy_caught(bytes))
             } else {
                 let mut buf = BUFFER.take();
                 buf.clear();
@@ -772,7 +784,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if out.capacity() == 0 {
                 out.reserve(max.min(256));
             }
-            match decode_caught(bytes) {
+            match decode_copy_caught(bytes) {
                 Ok(Ok(item)) => {
                     out.push(item);
                     Take::More

@@ -54,8 +54,8 @@ const SNAPSHOT_TRIES: u32 = 64;
 const YIELDS: u32 = 16;
 
 thread_local! {
-    /// Where a frame is copied out of the ring for a reader, or one that
-    /// straddles the ring's end is put together for a writer.
+    /// Where a frame that straddles the ring's end is put together (or
+    /// taken apart) for a caller who needs it in one piece.
     static STRADDLE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     /// The ring (its state's address) of which this thread holds back
     /// items: encoded by a `put_many`, not yet published; 0 for none.
@@ -619,7 +619,8 @@ impl Ring {
 
     /// Takes one frame, waiting for one until `deadline`, and returns what
     /// `read` makes of its bytes. `read` runs with the consumers' lock held,
-    /// on a copy of the frame (see [`read_out`](Ring::read_out)); the frame is consumed only after `read` returns, so a consumer
+    /// on the frame in the ring (or on a copy if it straddles the ring's
+    /// end); the frame is consumed only after `read` returns, so a consumer
     /// killed meanwhile, or a `read` that panics, leaves it whole for the
     /// next one. Producers never wait for `read`: they write only past the
     /// tail, and the frame's bytes stay in use until it returns.
@@ -799,8 +800,8 @@ impl Ring {
     }
 
     /// Takes frames in one hold of the consumers' lock, waiting until
-    /// `deadline` for the first: shows each to `read` in order (a copy:
-    /// see [`read_out`](Ring::read_out)), at most `max_frames`,
+    /// `deadline` for the first: shows each to `read` in order (in place,
+    /// or a copy if it straddles the ring's end), at most `max_frames`,
     /// and no more once `max_bytes` have been taken; returns how many it
     /// took. They are consumed together, by one store of the head after
     /// the last `read`: a consumer killed (or a `read` that panics) before
@@ -1178,23 +1179,32 @@ impl Ring {
         }
     }
 
-    /// What `read` makes of a copy of the `len` bytes of the ring from
-    /// offset `at`. A copy, never the ring itself: any process that can
-    /// open the queue may write its bytes, lock or no lock, and a `read`
-    /// that checks bytes and then uses them (a `String` checked to be
-    /// UTF-8, then copied) must see bytes that cannot change in between.
+    /// What `read` makes of the `len` bytes of the ring from offset `at`,
+    /// read in place when they do not straddle its end.
     ///
     /// # Safety
     /// As for [`copy_out`](Ring::copy_out), for `len` bytes from `at`.
     unsafe fn read_out<R>(&self, at: u64, len: usize, read: impl FnOnce(&[u8]) -> R) -> R {
-        let mut buf = STRADDLE.take();
-        buf.clear();
-        buf.resize(len, 0);
-        // SAFETY: forwarded from the caller.
-        unsafe { self.copy_out(at, &mut buf) };
-        let r = read(&buf);
-        STRADDLE.set(buf);
-        r
+        let cap = self.capacity();
+        let start = self.index(at);
+        if start + len <= cap {
+            // SAFETY: `start + len <= cap`: inside the ring.
+            let ptr = unsafe { self.ring_ptr().add(start) };
+            // SAFETY: `len` bytes from `ptr` are in the ring; per the
+            // caller no producer writes them before the head moves past
+            // them, which happens after `read` returns.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+            read(bytes)
+        } else {
+            let mut buf = STRADDLE.take();
+            buf.clear();
+            buf.resize(len, 0);
+            // SAFETY: forwarded from the caller.
+            unsafe { self.copy_out(at, &mut buf) };
+            let r = read(&buf);
+            STRADDLE.set(buf);
+            r
+        }
     }
 
     /// Writes a frame's length prefix at offset `at`.
