@@ -198,3 +198,27 @@ fn a_segment_too_large_for_its_header_is_no_space() {
         }
     }
 }
+
+/// A thread may keep a guard in a thread-local until it ends: the guard is
+/// dropped with it (releasing the lock), which is no leak, and must not be
+/// taken for one by a check that runs before that thread-local is dropped.
+#[test]
+fn a_guard_kept_in_a_thread_local_until_the_thread_ends_is_no_leak() {
+    use multiproc::cell::ValueGuard;
+    use std::cell::RefCell;
+    thread_local! {
+        static KEPT: RefCell<Option<ValueGuard<'static, u64>>> = const { RefCell::new(None) };
+    }
+    watchdog("guard kept in a thread-local", LIMIT, || {
+        let p = static_child(|| {
+            let v: &'static Value<u64> = Box::leak(Box::new(Value::new(0).unwrap()));
+            std::thread::spawn(move || {
+                KEPT.with(|k| *k.borrow_mut() = Some(v.lock().unwrap()));
+            })
+            .join()
+            .unwrap();
+            assert!(v.try_lock().is_ok(), "the thread's guard was dropped");
+        });
+        assert_eq!(join(&p, LIMIT), 0);
+    });
+}
