@@ -2,6 +2,7 @@
 //! `len` elements of `T` behind a robust lock.
 
 use std::alloc::Layout;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -9,7 +10,7 @@ use std::ptr::NonNull;
 use bytemuck::Pod;
 
 use super::{array_layout, too_large, Init};
-use crate::error::{RecoverableLockResult, Result};
+use crate::error::{RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::Region;
 use crate::sync::{Lock, LockGuard, RobustMutex};
 use crate::sys::{self, Deadline, MutexKind};
@@ -104,6 +105,7 @@ impl<T: Pod> LockedCells<T> {
 
     #[inline]
     fn guard<'a, U: ?Sized>(&'a self, held: LockGuard<'a>, data: *mut U) -> CellGuard<'a, U> {
+        HELD.set(HELD.get() + 1);
         CellGuard {
             _held: held,
             data,
@@ -120,6 +122,11 @@ impl<T: Pod> LockedCells<T> {
         deadline: Deadline,
         view: fn(*mut T, usize) -> *mut U,
     ) -> RecoverableLockResult<CellGuard<'_, U>> {
+        if !WATCHED.get() {
+            // No guard without the check of leaked ones (see `CellGuard`).
+            sys::call_at_thread_end(thread_ends).map_err(RecoverableLockError::Os)?;
+            WATCHED.set(true);
+        }
         let data = view(self.data.as_ptr::<T>(), self.len);
         match self.lock.acquire_with(deadline) {
             Ok(g) => Ok(self.guard(g, data)),
@@ -142,6 +149,16 @@ impl<T: Pod> LockedCells<T> {
 /// the lock. A child borrows the cells safely through a reference taken
 /// in the parent (`let cells = &mut *guard;`), which a
 /// [`scope`](crate::scope) keeps locked until the child has exited.
+///
+/// # Leaked guards
+/// A guard that is leaked (`Box::leak`, `mem::forget`) keeps the lock, as
+/// a leaked `std` guard does, and a reference taken through it may live
+/// as long as the value. But the kernel releases a robust lock when the
+/// thread holding it ends, and the next locker would then have a second
+/// reference to the cells: so a thread that ends, before its process
+/// does, with a guard not dropped (once its thread-locals, which may keep
+/// guards, are dropped) aborts the process, with a message, rather than
+/// let that happen.
 ///
 /// [`Process::new_local`]: crate::Process::new_local
 /// [`Scope::process_local`]: crate::Scope::process_local
@@ -177,6 +194,41 @@ impl<U: ?Sized> CellGuard<'_, U> {
     /// Only on an OS failure.
     pub fn make_consistent(guard: &Self) -> Result<()> {
         LockGuard::make_consistent(&guard._held)
+    }
+}
+
+impl<U: ?Sized> Drop for CellGuard<'_, U> {
+    #[inline]
+    fn drop(&mut self) {
+        // A forked child's copy was counted by its parent's thread.
+        if sys::cached_pid() == self.pid {
+            HELD.set(HELD.get().saturating_sub(1));
+        }
+    }
+}
+
+thread_local! {
+    /// The cell guards this thread holds. No destructor: it is read as
+    /// the thread ends, after every thread-local's destructor (one of
+    /// which may drop a guard the thread kept there).
+    static HELD: Cell<usize> = const { Cell::new(0) };
+    /// Whether [`thread_ends`] is called when this thread ends.
+    static WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Checks, as a thread ends, that it holds no cell guard: one it leaked
+/// still holds a robust lock, which the kernel is about to release while
+/// references taken through the guard may live on in other threads.
+extern "C" fn thread_ends(_: *mut std::ffi::c_void) {
+    if HELD.get() != 0 {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "multiproc: a thread ends holding the lock of a Value or Array \
+             through a leaked guard; its lock would be released while \
+             references to the cells may live on: aborting"
+        );
+        std::process::abort();
     }
 }
 

@@ -17,9 +17,32 @@ use crate::segment::{
 /// Integer types with a same-sized atomic twin, for lock-free counters in
 /// shared memory through [`RawValue::atomic`] and [`RawArray::atomic`].
 ///
+/// Sealed: implemented for the integers of 1 to 8 bytes only. Other
+/// processes and [`RawValue::get`] copy an element in atomic pieces of its
+/// whole size, and an atomic twin of another make (two `AtomicU16` for a
+/// 4-byte pair, or no atomic at all) would race with them:
+/// ```compile_fail,E0277
+/// use std::sync::atomic::AtomicU16;
+/// #[derive(Clone, Copy)]
+/// #[repr(C, align(4))]
+/// struct Pair([u16; 2]);
+/// // SAFETY: two `u16`, no padding; any bits are a valid pair.
+/// unsafe impl bytemuck::Zeroable for Pair {}
+/// // SAFETY: as above.
+/// unsafe impl bytemuck::Pod for Pair {}
+/// #[repr(C, align(4))]
+/// struct AtomicPair([AtomicU16; 2]);
+/// // SAFETY: the size, alignment and bit validity of `Pair`.
+/// unsafe impl multiproc::cell::AtomicElement for Pair {
+///     type Atomic = AtomicPair;
+/// }
+/// ```
+///
 /// # Safety
-/// `Atomic` must have the same size, alignment and bit validity as `Self`.
-pub unsafe trait AtomicElement: Pod {
+/// `Atomic` must be the `std::sync::atomic` integer of `Self`'s size,
+/// alignment and bit validity, so that it accesses the element as one
+/// atomic access of that size, as the copies of [`RawValue::get`] do.
+pub unsafe trait AtomicElement: Pod + sealed::Sealed {
     /// The `std::sync::atomic` type of the same width.
     type Atomic: Send + Sync;
 }
@@ -35,7 +58,13 @@ macro_rules! atomic_elements {
         unsafe impl AtomicElement for $t {
             type Atomic = $a;
         }
+        impl sealed::Sealed for $t {}
     )*};
+}
+
+mod sealed {
+    /// Only this crate says which elements have an atomic twin.
+    pub trait Sealed {}
 }
 
 atomic_elements!(

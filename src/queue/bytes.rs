@@ -144,6 +144,11 @@ impl Queue<Bytes> {
     /// consumed once `read` returns; if `read` panics, or the process is
     /// killed meanwhile, it stays whole for the next consumer.
     ///
+    /// The bytes are the ring's own, which a process that ignores the lock
+    /// (any that can open a named queue can write it) may change while
+    /// `read` runs: where bytes are checked and then used (as UTF-8, say),
+    /// check a copy ([`get_bytes`](Queue::get_bytes)).
+    ///
     /// # Errors
     /// [`Error::Closed`] once the queue is closed for all and empty;
     /// [`Error::Corrupt`] if the ring's memory was damaged.

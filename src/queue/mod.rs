@@ -3,9 +3,11 @@
 //!
 //! Items are encoded (postcard) by the caller's process before any lock is
 //! taken and copied into a ring of length-prefixed frames under the
-//! producers' robust mutex. The receiving process decodes a small item
-//! (up to 4 KiB encoded) where it lies, under the consumers' mutex, and
-//! copies a larger one out to decode it after that mutex is released. A
+//! producers' robust mutex. The receiving process copies each frame out
+//! of the ring (a process that can open the queue may write the ring at
+//! any time, and a decoder must not check bytes that change before it
+//! uses them), decodes a small item (up to 4 KiB encoded) under the
+//! consumers' mutex, and a larger one after that mutex is released. A
 //! frame becomes visible only once written whole, and is consumed only
 //! once read, so a producer killed half way through a put leaves nothing
 //! behind, and a consumer killed half way through a get leaves the item for
@@ -81,10 +83,11 @@ fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 /// Encoded items up to this size are encoded on the stack.
 const SMALL_ITEM: usize = 64;
 
-/// Frames up to this size are decoded in place, under the consumers' lock.
-const DECODE_IN_PLACE: usize = 4096;
+/// Frames up to this size are decoded under the consumers' lock (from a
+/// copy: see [`decode_copy_caught`]).
+const DECODE_UNDER_LOCK: usize = 4096;
 
-/// What a get took from the ring: a small item decoded in place (or the
+/// What a get took from the ring: a small item decoded (or the
 /// panic its decoding raised, raised again once the frame is consumed, as
 /// when it was decoded after the lock), or a large one's bytes.
 enum Popped<T> {
@@ -102,6 +105,18 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// take it again and panic in turn).
 fn decode_caught<T: DeserializeOwned>(bytes: &[u8]) -> std::thread::Result<Result<T>> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(bytes)))
+}
+
+/// [`decode_caught`] on a copy of a frame in the ring. Never the ring
+/// itself: any process that can open the queue may write it, lock or no
+/// lock, and a decoder that checks bytes and then copies them (a
+/// `String`'s UTF-8) would make an invalid value of bytes that changed in
+/// between.
+fn decode_copy_caught<T: DeserializeOwned>(frame: &[u8]) -> std::thread::Result<Result<T>> {
+    with_buffer(|buf| {
+        buf.extend_from_slice(frame);
+        decode_caught(buf)
+    })
 }
 
 /// How many bytes of frames a [`Queue::put_many`] encodes before handing
@@ -512,12 +527,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn pop(&self, deadline: Deadline) -> Result<T> {
-        // A small frame is decoded where it lies, under the consumers'
-        // lock (no copy); a large one is copied out and decoded after the
-        // lock is released, so that other consumers do not wait for it.
+        // A small frame is decoded under the consumers' lock; a large one
+        // is kept and decoded after the lock is released, so that other
+        // consumers do not wait for it.
         let got = self.ring.pop_with(deadline, |bytes| {
-            if bytes.len() <= DECODE_IN_PLACE {
-                Popped::Decoded(decode_caught(bytes))
+            if bytes.len() <= DECODE_UNDER_LOCK {
+                Popped::Decoded(decode_copy_caught(bytes))
             } else {
                 let mut buf = take_spare(&BUFFER);
                 buf.clear();
@@ -771,7 +786,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut panicked = None;
         let mut large = None;
         self.ring.pop_many(deadline, max, BATCH_BYTES, |bytes| {
-            if bytes.len() > DECODE_IN_PLACE {
+            if bytes.len() > DECODE_UNDER_LOCK {
                 // As for `get`: copied out, decoded once the lock is
                 // released; so it ends a batch, or is one alone.
                 if !out.is_empty() {
@@ -786,7 +801,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if out.capacity() == 0 {
                 out.reserve(max.min(256));
             }
-            match decode_caught(bytes) {
+            match decode_copy_caught(bytes) {
                 Ok(Ok(item)) => {
                     out.push(item);
                     Take::More

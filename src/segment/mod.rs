@@ -86,7 +86,7 @@ impl Segment {
     /// # Errors
     /// [`Error::NoSpace`] when the memory cannot be reserved or mapped.
     pub fn anonymous(size: usize) -> Result<Segment> {
-        Self::create_anonymous(&bytes_contents(size), |_| Ok(()))
+        Self::create_anonymous(&bytes_contents(size)?, |_| Ok(()))
     }
 
     /// Creates a named segment of `size` bytes (zeroed).
@@ -107,7 +107,7 @@ impl Segment {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn create(name: &str, size: usize) -> Result<Segment> {
-        Self::create_named(name, &bytes_contents(size), |_| Ok(()))
+        Self::create_named(name, &bytes_contents(size)?, |_| Ok(()))
     }
 
     /// Opens the named segment made by [`create`](Segment::create).
@@ -123,7 +123,7 @@ impl Segment {
     /// # Errors
     /// As for [`create`](Segment::create) and [`open`](Segment::open).
     pub fn create_or_open(name: &str, size: usize) -> Result<Segment> {
-        Self::create_or_open_named(name, &bytes_contents(size), |_| Ok(()))
+        Self::create_or_open_named(name, &bytes_contents(size)?, |_| Ok(()))
     }
 
     /// Removes the name of a segment. Processes that have it mapped keep
@@ -336,13 +336,21 @@ fn temporary_file() -> Result<(PathBuf, File)> {
     }
 }
 
-fn bytes_contents(size: usize) -> Contents {
-    Contents {
+/// The header of a raw segment of `size` bytes, which with the header
+/// must fit a file's size (and so a `usize`).
+fn bytes_contents(size: usize) -> Result<Contents> {
+    if size > isize::MAX as usize - DATA_OFFSET {
+        return Err(Error::NoSpace {
+            size,
+            source: io::Error::from_raw_os_error(sys::errno::EFBIG),
+        });
+    }
+    Ok(Contents {
         kind: ObjectKind::Bytes,
         elem: ElemType::none(),
         len: size as u64,
         data_size: size,
-    }
+    })
 }
 
 /// Opens an existing segment file as `shm_open` does: not through a

@@ -127,7 +127,8 @@ pub(crate) fn place<T: SharedObject>(how: Placement<'_, T::Args<'_>>) -> Result<
     // SAFETY: `region` holds `layout(len)` bytes, filled by `T::init`
     // above, or (opened) in a segment whose header says `T::KIND` and
     // `T::elem()`, that its creator published only after `T::init`
-    // returned, and that its data area fits `layout(len)` (`opened`).
+    // returned, and whose data area fits `layout(len)` and is aligned
+    // for it (`opened`).
     unsafe { T::from_region(region, len) }.map_err(|what| Error::Corrupt {
         name: name.into(),
         what,
@@ -155,6 +156,17 @@ fn contents<T: SharedObject>(len: u64) -> Result<Contents> {
 fn opened<T: SharedObject>(seg: Segment) -> Result<(Region, u64)> {
     let info = seg.info()?;
     let needed = T::layout(info.len)?;
+    // No creator makes one (see `contents`), but a header may say so.
+    if needed.align() > DATA_OFFSET {
+        return Err(Error::Corrupt {
+            name: seg.name().unwrap_or_default().into(),
+            what: format!(
+                "a {} aligned to {} bytes, in a data area aligned to {DATA_OFFSET}",
+                T::KIND,
+                needed.align()
+            ),
+        });
+    }
     if needed.size() as u64 > info.data_size {
         return Err(Error::Corrupt {
             name: seg.name().unwrap_or_default().into(),

@@ -580,6 +580,44 @@ pub(crate) fn at_exit(hook: extern "C" fn()) -> io::Result<()> {
     }
 }
 
+/// Has `at_end` called as the calling thread ends (not when its process
+/// exits), after the destructors of every Rust thread-local (glibc runs
+/// pthread keys' destructors after those). One key per
+/// process, made on first use by whichever `at_end` comes first: every
+/// caller must pass the same function.
+///
+/// # Errors
+/// If no pthread key is left.
+pub(crate) fn call_at_thread_end(
+    at_end: unsafe extern "C" fn(*mut libc::c_void),
+) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// The key plus one, 0 until made.
+    static KEY: AtomicU64 = AtomicU64::new(0);
+    let key = match KEY.load(Ordering::Acquire) {
+        0 => {
+            let mut mine: libc::pthread_key_t = 0;
+            // SAFETY: `mine` is writable; `at_end` is a valid destructor.
+            errno_result(unsafe { libc::pthread_key_create(&mut mine, Some(at_end)) })?;
+            match KEY.compare_exchange(0, u64::from(mine) + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => mine,
+                Err(theirs) => {
+                    // SAFETY: `mine` was made above and never used.
+                    unsafe { libc::pthread_key_delete(mine) };
+                    (theirs - 1) as libc::pthread_key_t
+                }
+            }
+        }
+        k => (k - 1) as libc::pthread_key_t,
+    };
+    // A value that is not null has the destructor called.
+    // SAFETY: `key` is a live key of this process.
+    errno_result(unsafe {
+        libc::pthread_setspecific(key, std::ptr::NonNull::<u8>::dangling().as_ptr().cast())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::{pid_alive_since, start_time, state_and_start};
