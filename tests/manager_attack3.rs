@@ -1,0 +1,192 @@
+//! A hostile but authenticated client of the manager server sending
+//! legal-looking requests built to exhaust it, with pickles written by
+//! hand: each is answered within a request's bounds, and the server goes
+//! on serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::watchdog;
+use multiproc::conn::Connection;
+use multiproc::Process;
+
+/// The longest a test may take, in a debug build on a busy machine.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// How long an attack may keep the server (a debug build on a loaded
+/// machine; the attacks that failed took minutes).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A pickle (protocol 2) of the few values the attacks send.
+enum P {
+    None,
+    Int(i32),
+    Str(String),
+    Tuple(Vec<P>),
+    /// Bytes written as they are (a value encoded ahead).
+    Raw(Vec<u8>),
+}
+
+impl P {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            P::None => out.push(b'N'),
+            P::Int(i) => {
+                out.push(b'J');
+                out.extend(i.to_le_bytes());
+            }
+            P::Str(s) => {
+                out.push(b'X');
+                out.extend((s.len() as u32).to_le_bytes());
+                out.extend(s.as_bytes());
+            }
+            P::Tuple(items) => {
+                out.push(b'(');
+                items.iter().for_each(|v| v.write(out));
+                out.push(b't');
+            }
+            P::Raw(bytes) => out.extend(bytes),
+        }
+    }
+}
+
+fn s(v: &str) -> P {
+    P::Str(v.into())
+}
+
+/// The pickle of the request `(ident, method, args, {})`.
+fn request(ident: Option<&str>, method: &str, args: Vec<P>) -> Vec<u8> {
+    let mut out = vec![0x80, 2];
+    P::Tuple(vec![
+        ident.map_or(P::None, s),
+        s(method),
+        P::Tuple(args),
+        P::Raw(b"}".to_vec()),
+    ])
+    .write(&mut out);
+    out.push(b'.');
+    out
+}
+
+/// Sends one request and waits at most [`PATIENCE`] for its reply.
+fn send(conn: &mut Connection, frame: &[u8]) -> Result<Vec<u8>, String> {
+    let t = std::time::Instant::now();
+    conn.send_bytes(frame).unwrap();
+    conn.recv_bytes_timeout(PATIENCE)
+        .map_err(|e| format!("no answer after {:?}: {e}", t.elapsed()))
+}
+
+fn has(reply: &[u8], what: &str) -> bool {
+    reply.windows(what.len()).any(|w| w == what.as_bytes())
+}
+
+/// A new object of `typeid`: its ident (the first hex string after the
+/// reply's tag).
+fn create(conn: &mut Connection, typeid: &str) -> String {
+    let reply = send(conn, &request(None, "create", vec![s(typeid)])).unwrap();
+    assert!(has(&reply, "#RETURN"), "create {typeid}");
+    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
+    reply[at..]
+        .iter()
+        .skip_while(|b| !b.is_ascii_hexdigit())
+        .take_while(|b| b.is_ascii_hexdigit())
+        .map(|&b| b as char)
+        .collect()
+}
+
+/// A server of its own: the process, its socket's path, a connection.
+fn serve(name: &str) -> (Process<'static>, std::path::PathBuf, Connection) {
+    common::serve_manager(&format!("attack3-{name}"), b"attack3")
+}
+
+/// Stops the server: by a shutdown request if it still answers, else by
+/// killing it (it is this test's child); removes its socket.
+fn stop(server: Process<'static>, path: std::path::PathBuf, mut conn: Connection) {
+    if send(&mut conn, &request(None, "shutdown", vec![])).is_err() {
+        server.kill().unwrap();
+    }
+    server.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Runs `attacks` against a server of its own; a failed one still stops
+/// the server and removes its socket.
+fn against_server(name: &str, attacks: impl FnOnce(&mut Connection) -> Result<(), String>) {
+    watchdog(name, LIMIT, || {
+        let (server, path, mut conn) = serve(name);
+        let outcome = attacks(&mut conn);
+        stop(server, path, conn);
+        outcome.unwrap();
+    });
+}
+
+/// `n` keys, each an `OrderedDict` of one item of its own (made by
+/// `collections.OrderedDict()` and set with `SETITEMS`), written with
+/// `item` around each.
+fn ordered_dicts(n: i32, item: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    // The class once, memoized, then fetched.
+    let mut out = b"ccollections\nOrderedDict\nq\x000".to_vec();
+    for i in 0..n {
+        let mut key = b"h\x00)R(".to_vec();
+        P::Int(i).write(&mut key);
+        key.extend(b"K\x00u");
+        out.extend(item(key));
+    }
+    out
+}
+
+/// Audit of 2026-12-01 (third): a value type of the standard library
+/// (`OrderedDict`, `Decimal`, `datetime`, …) hashed by its class and
+/// arguments only, while `==` compares its state and items too: keys
+/// that differ only in those (`OrderedDict`s, made with no arguments, or
+/// a `Decimal` given a state) all collided, each insert comparing with
+/// every one before it. An update with 16,000 such keys kept the server
+/// from its other clients for 80 s; a set of as many, 90 s.
+#[test]
+fn value_types_that_differ_only_in_their_state_do_not_collide() {
+    against_server("state-keys", |conn| {
+        let n = 20_000;
+        let dict = create(conn, "dict");
+        let mut items = b"}(".to_vec();
+        items.extend(ordered_dicts(n, |mut key| {
+            key.push(b'N');
+            key
+        }));
+        items.push(b'u');
+        let reply = send(conn, &request(Some(&dict), "update", vec![P::Raw(items)]))?;
+        assert!(
+            has(&reply, "#RETURN"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        let reply = send(conn, &request(Some(&dict), "__len__", vec![]))?;
+        assert!(has(&reply, "#RETURN"));
+        // A set of as many.
+        let list = create(conn, "list");
+        let mut set = b"cbuiltins\nset\n(](".to_vec();
+        set.extend(ordered_dicts(n, |key| key));
+        set.extend(b"etR");
+        let reply = send(conn, &request(Some(&list), "append", vec![P::Raw(set)]))?;
+        assert!(
+            has(&reply, "#RETURN"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        // And `Decimal`s made with no arguments and given a state each.
+        let mut items = b"}(cdecimal\nDecimal\nq\x010".to_vec();
+        for i in 0..n {
+            items.extend(b"h\x01)R");
+            P::Int(i).write(&mut items);
+            items.extend(b"bN");
+        }
+        items.push(b'u');
+        let reply = send(conn, &request(Some(&dict), "update", vec![P::Raw(items)]))?;
+        assert!(
+            has(&reply, "#RETURN"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        Ok(())
+    });
+}
