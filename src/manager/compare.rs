@@ -682,10 +682,17 @@ impl PyValue {
                     state.write_u8(15);
                     key.hash(state);
                 } else if o.by_value() {
+                    // Every part `same_value` compares: objects that
+                    // differed only in their state or items (a client's
+                    // `OrderedDict`s, made with no arguments) all collided.
                     state.write_u8(11);
                     o.module.hash(state);
                     o.name.hash(state);
                     o.args.hash(state);
+                    o.kwargs.hash(state);
+                    o.state.hash(state);
+                    o.list_items.hash(state);
+                    o.dict_items.hash(state);
                 } else {
                     state.write_u8(12);
                     state.write_u64(o.identity);
