@@ -190,3 +190,37 @@ fn value_types_that_differ_only_in_their_state_do_not_collide() {
         Ok(())
     });
 }
+
+/// A list of `n` copies of one int of 1750 bytes (about 4200 digits, as
+/// many as Python prints), written once and memoized.
+fn large_ints(n: usize) -> P {
+    let mut big = vec![0x55u8; 1750];
+    big[1749] = 0x01;
+    let mut out = b"](\x8b".to_vec(); // LONG4
+    out.extend((big.len() as u32).to_le_bytes());
+    out.extend(big);
+    out.extend(b"q\x02");
+    out.extend(b"h\x02".repeat(n - 1));
+    out.push(b'e');
+    P::Raw(out)
+}
+
+/// Audit of 2026-12-01 (third): the `repr` of a list took a step of work
+/// for each int, however long: an int of 4000 digits takes a thousand
+/// divisions of its limbs to write, and the `repr` of a list of 11,000
+/// of them (20 MB stored) kept the server from its other clients for
+/// 20 s. Now its digits are taken from the budget; a few hundred such
+/// ints still print.
+#[test]
+fn the_repr_of_many_large_ints_takes_their_digits_work() {
+    against_server("repr-ints", |conn| {
+        for (n, want) in [(11_000, "RuntimeError"), (100, "#RETURN")] {
+            let list = create(conn, "list");
+            let extend = request(Some(&list), "extend", vec![large_ints(n)]);
+            assert!(has(&send(conn, &extend)?, "#RETURN"));
+            let reply = send(conn, &request(Some(&list), "__repr__", vec![]))?;
+            assert!(has(&reply, want), "{n} ints: want {want}");
+        }
+        Ok(())
+    });
+}
