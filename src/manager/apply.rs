@@ -550,6 +550,32 @@ fn repr_bound(v: &PyValue) -> usize {
     }
 }
 
+/// The work of writing `v`'s `repr`: a step for each of its values, and
+/// the decimal digits of its large ints.
+fn repr_work(v: &PyValue) -> usize {
+    let all = |vs: &[PyValue]| vs.iter().map(repr_work).sum::<usize>();
+    let pairs = |d: &[(PyValue, PyValue)]| {
+        d.iter()
+            .map(|(k, v)| repr_work(k) + repr_work(v))
+            .sum::<usize>()
+    };
+    1 + match v {
+        PyValue::BigInt(b) => super::value::decimal_work(b),
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            all(vs)
+        }
+        PyValue::Dict(d) => pairs(d),
+        PyValue::Object(o) => {
+            all(&o.args)
+                + o.kwargs.as_deref().map_or(0, pairs)
+                + o.state.as_ref().map_or(0, repr_work)
+                + all(&o.list_items)
+                + pairs(&o.dict_items)
+        }
+        _ => 0,
+    }
+}
+
 /// Takes the work of walking `values` for their `repr`, or refuses one
 /// that would be too long before it is made.
 fn repr_cost<'a>(
@@ -558,7 +584,7 @@ fn repr_cost<'a>(
 ) -> std::result::Result<(), Exception> {
     let mut bound = 2usize;
     for v in values {
-        budget.work(limits::size(v))?;
+        budget.work(repr_work(v))?;
         bound = bound.saturating_add(repr_bound(v)).saturating_add(4);
     }
     if bound > REPR_MAX {
