@@ -224,3 +224,58 @@ fn the_repr_of_many_large_ints_takes_their_digits_work() {
         Ok(())
     });
 }
+
+/// `pathlib.PureWindowsPath(text)`, as Python 3.13 pickles it.
+fn windows_path(text: &str) -> P {
+    let mut out = b"cpathlib\nPureWindowsPath\n(".to_vec();
+    s(text).write(&mut out);
+    out.extend(b"tR");
+    P::Raw(out)
+}
+
+/// Audit of 2026-12-01 (third): two paths compare by their normalised
+/// text (lowered, separators folded), made again for each comparison, but
+/// a path cost what a str does, a step for each 32 bytes: a `count` of a
+/// path of 8 MB among 60 small ones kept the server from its other
+/// clients for 14 s (a debug build), and a `count` of a small path among
+/// a few stored paths of 8 MB took a step each. Now each byte of a path
+/// compared is a step, on either side.
+#[test]
+fn comparing_long_paths_takes_their_length() {
+    against_server("paths", |conn| {
+        let long = "A".repeat(8 << 20);
+        let small = P::Raw(
+            (0..60)
+                .flat_map(|i| {
+                    let P::Raw(path) = windows_path(&format!("c:/x{i}")) else {
+                        unreachable!()
+                    };
+                    path
+                })
+                .collect(),
+        );
+        let list = create(conn, "list");
+        let mut items = b"](".to_vec();
+        small.write(&mut items);
+        items.push(b'e');
+        let extend = request(Some(&list), "extend", vec![P::Raw(items)]);
+        assert!(has(&send(conn, &extend)?, "#RETURN"));
+        let count = request(Some(&list), "count", vec![windows_path(&long)]);
+        assert!(has(&send(conn, &count)?, "RuntimeError"), "long probe");
+        // Long ones stored, a small probe.
+        let stored = create(conn, "list");
+        for _ in 0..5 {
+            let append = request(Some(&stored), "append", vec![windows_path(&long)]);
+            assert!(has(&send(conn, &append)?, "#RETURN"));
+        }
+        let count = request(Some(&stored), "count", vec![windows_path("c:/x")]);
+        assert!(
+            has(&send(conn, &count)?, "RuntimeError"),
+            "long paths stored"
+        );
+        // Paths a few KB long compare as before.
+        let count = request(Some(&list), "count", vec![windows_path(&long[..4096])]);
+        assert!(has(&send(conn, &count)?, "#RETURN"), "a path of 4 KB");
+        Ok(())
+    });
+}
