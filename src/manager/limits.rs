@@ -432,9 +432,25 @@ pub(crate) fn size(v: &PyValue) -> usize {
     }
 }
 
+/// The bytes of a `pathlib` path's parts: comparing it with another path
+/// normalises its text, a step a byte (each comparison again).
+fn path_bytes(o: &PyObject) -> usize {
+    if o.global || !super::pickle::is_pathlib(&o.module, &o.name) {
+        return 0;
+    }
+    o.args
+        .iter()
+        .map(|a| match a {
+            PyValue::Str(s) => s.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The most work comparing `v` with another value takes: its values, and
 /// a step for each 32 bytes of its strs and bytes (compared a word at a
-/// time) and each 8 bytes of its ints beyond 64 bits (byte by byte).
+/// time), each 8 bytes of its ints beyond 64 bits (byte by byte) and each
+/// byte of its paths (normalised).
 pub(crate) fn compare_cost(v: &PyValue) -> usize {
     let all = |vs: &[PyValue]| vs.iter().map(compare_cost).sum::<usize>();
     let pairs = |d: &[(PyValue, PyValue)]| {
@@ -451,7 +467,8 @@ pub(crate) fn compare_cost(v: &PyValue) -> usize {
         }
         PyValue::Dict(d) => pairs(d),
         PyValue::Object(o) => {
-            all(&o.args)
+            path_bytes(o)
+                + all(&o.args)
                 + o.kwargs.as_deref().map_or(0, pairs)
                 + o.state.as_ref().map_or(0, compare_cost)
                 + all(&o.list_items)
@@ -461,14 +478,20 @@ pub(crate) fn compare_cost(v: &PyValue) -> usize {
     }
 }
 
-/// How many values `v` is made of, counted up to just past `limit` (a
-/// walk of at most `limit + 1` of them).
+/// How many values `v` is made of and bytes its paths are (what comparing
+/// it with a value holding sets or paths takes), counted up to just past
+/// `limit` (a walk of at most `limit + 1` of its values).
 pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
     fn walk(v: &PyValue, left: &mut usize) -> bool {
-        if *left == 0 {
+        let cost = match v {
+            PyValue::Object(o) => 1 + path_bytes(o),
+            _ => 1,
+        };
+        if *left < cost {
+            *left = 0;
             return false;
         }
-        *left -= 1;
+        *left -= cost;
         let all = |vs: &[PyValue], left: &mut usize| vs.iter().all(|v| walk(v, left));
         let pairs = |d: &[(PyValue, PyValue)], left: &mut usize| {
             d.iter().all(|(k, v)| walk(k, left) && walk(v, left))
@@ -493,13 +516,14 @@ pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
     limit.saturating_add(1) - left
 }
 
-/// Whether `v` holds a set, frozenset or dict: comparing it with a value
-/// that holds one too hashes the items of both (not only as many as `v`
-/// has).
+/// Whether `v` holds a set, frozenset, dict or path: comparing it with a
+/// value that holds one too hashes the items of both, or normalises both
+/// paths (not only as much as `v` has).
 pub(crate) fn unordered_inside(v: &PyValue) -> bool {
     let any = |vs: &[PyValue]| vs.iter().any(unordered_inside);
     match v {
         PyValue::Set(_) | PyValue::FrozenSet(_) | PyValue::Dict(_) => true,
+        PyValue::Object(o) if path_bytes(o) > 0 => true,
         PyValue::List(vs) | PyValue::Tuple(vs) => any(vs),
         PyValue::Object(o) => {
             any(&o.args)

@@ -306,8 +306,11 @@ impl PyObject {
 
     /// Whether two objects compared by value are made of equal parts.
     pub(crate) fn same_value(&self, other: &PyObject) -> bool {
-        if let (Some(a), Some(b)) = (self.path_key(), other.path_key()) {
-            return a == b;
+        // The other's text normalised only if this is a path too.
+        if let Some(a) = self.path_key() {
+            if let Some(b) = other.path_key() {
+                return a == b;
+            }
         }
         self.module == other.module
             && self.name == other.name
