@@ -279,3 +279,36 @@ fn comparing_long_paths_takes_their_length() {
         Ok(())
     });
 }
+
+/// `set(range(start, start + n))`, as a pickle.
+fn int_set(start: i32, n: i32) -> P {
+    let mut out = b"cbuiltins\nset\n(](".to_vec();
+    for i in start..start + n {
+        P::Int(i).write(&mut out);
+    }
+    out.extend(b"etR");
+    P::Raw(out)
+}
+
+/// Audit of 2026-12-01 (third): `<` of two sets (a proper subset) hashes
+/// every item of the larger into an index, a keyed SipHash and a table
+/// entry each, several times the step of work the budget took for it: a
+/// sort of 32 sets of 100,000 ints in decreasing size (each comparison
+/// indexing the larger) kept the server from its other clients for 16 s
+/// (a debug build). Now each value hashed is taken as several steps; a
+/// sort of smaller sets still runs.
+#[test]
+fn sorting_sets_takes_the_work_of_hashing_them() {
+    against_server("sort-sets", |conn| {
+        for (n, want) in [(100_000, "RuntimeError"), (1000, "#RETURN")] {
+            let list = create(conn, "list");
+            for i in 0..32 {
+                let append = request(Some(&list), "append", vec![int_set(i * 7, n - i)]);
+                assert!(has(&send(conn, &append)?, "#RETURN"));
+            }
+            let reply = send(conn, &request(Some(&list), "sort", vec![]))?;
+            assert!(has(&reply, want), "sets of {n}: want {want}");
+        }
+        Ok(())
+    });
+}
