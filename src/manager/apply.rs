@@ -1148,7 +1148,7 @@ fn sort_list(l: &mut Vec<PyValue>, budget: &mut Budget) -> std::result::Result<(
     // items.
     let mut widest = 0;
     for v in l.iter() {
-        let size = limits::compare_cost(v);
+        let size = limits::compare_cost(v).saturating_mul(limits::other_side_weight(v).max(1));
         budget.work(size)?;
         widest = widest.max(size);
     }
@@ -1164,12 +1164,16 @@ fn scan(
     probe: &PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<(), Exception> {
-    budget.work(items.len().saturating_mul(limits::compare_cost(probe)))?;
+    let weight = limits::other_side_weight(probe);
+    let cost = limits::compare_cost(probe).saturating_mul(weight.max(1));
+    budget.work(items.len().saturating_mul(cost))?;
     // A set or dict compared with one of as many items hashes all of the
-    // other's: the items' own sizes bound that.
-    if limits::unordered_inside(probe) {
+    // other's, a path normalises the other's: the items' own sizes bound
+    // that.
+    if weight > 0 {
         for item in items {
-            budget.work(limits::size_up_to(item, budget.work_left()))?;
+            let size = limits::size_up_to(item, budget.work_left() / weight);
+            budget.work(size.saturating_mul(weight))?;
         }
     }
     Ok(())

@@ -516,23 +516,27 @@ pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
     limit.saturating_add(1) - left
 }
 
-/// Whether `v` holds a set, frozenset, dict or path: comparing it with a
-/// value that holds one too hashes the items of both, or normalises both
-/// paths (not only as much as `v` has).
-pub(crate) fn unordered_inside(v: &PyValue) -> bool {
-    let any = |vs: &[PyValue]| vs.iter().any(unordered_inside);
+/// The steps of work each value of a set, frozenset or dict takes when it
+/// is compared with another: hashed into an index (a keyed SipHash and a
+/// table entry) and looked up, several times a value walked.
+pub(crate) const HASH_STEPS: usize = 8;
+
+/// What comparing `v` with another value takes for each value of the
+/// other: nothing beyond as many as `v` has (0); each byte of its paths
+/// too, normalised, if `v` holds a path (1); [`HASH_STEPS`] for each of
+/// the other's values, and of `v`'s, if `v` holds a set, frozenset or
+/// dict (the items of both hashed).
+pub(crate) fn other_side_weight(v: &PyValue) -> usize {
+    let most = |vs: &[PyValue]| vs.iter().map(other_side_weight).max().unwrap_or(0);
     match v {
-        PyValue::Set(_) | PyValue::FrozenSet(_) | PyValue::Dict(_) => true,
-        PyValue::Object(o) if path_bytes(o) > 0 => true,
-        PyValue::List(vs) | PyValue::Tuple(vs) => any(vs),
-        PyValue::Object(o) => {
-            any(&o.args)
-                || o.kwargs.is_some()
-                || o.state.as_ref().is_some_and(unordered_inside)
-                || any(&o.list_items)
-                || !o.dict_items.is_empty()
-        }
-        _ => false,
+        PyValue::Set(_) | PyValue::FrozenSet(_) | PyValue::Dict(_) => HASH_STEPS,
+        PyValue::List(vs) | PyValue::Tuple(vs) => most(vs),
+        PyValue::Object(o) if o.kwargs.is_some() || !o.dict_items.is_empty() => HASH_STEPS,
+        PyValue::Object(o) => most(&o.args)
+            .max(o.state.as_ref().map_or(0, other_side_weight))
+            .max(most(&o.list_items))
+            .max(usize::from(path_bytes(o) > 0)),
+        _ => 0,
     }
 }
 
