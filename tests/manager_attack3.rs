@@ -343,3 +343,40 @@ fn hashing_a_large_int_takes_no_longer_than_reading_it() {
         Ok(())
     });
 }
+
+/// A dict whose pickle sets the key 1 `n` times, to 0, 1, 2, ….
+fn one_key_set_again(n: i32) -> P {
+    let mut out = b"}(".to_vec();
+    for i in 0..n {
+        out.extend(b"K\x01");
+        P::Int(i).write(&mut out);
+    }
+    out.push(b'u');
+    P::Raw(out)
+}
+
+/// Audit of 2026-12-01 (third): a dict inside a value kept every item its
+/// pickle set, the same key set again included, where Python keeps one
+/// (the last value): two such dicts of 50,000 items set at one key
+/// compared all their items with each other, as every item was in the
+/// one bucket of the index, and a `count` of one among a list holding
+/// the other kept the server from its other clients for minutes. Now a
+/// key set again replaces its value, as in Python.
+#[test]
+fn a_key_set_again_in_a_pickled_dict_is_one_item() {
+    against_server("dict-keys", |conn| {
+        let list = create(conn, "list");
+        let append = request(Some(&list), "append", vec![one_key_set_again(50_000)]);
+        assert!(has(&send(conn, &append)?, "#RETURN"));
+        let count = request(Some(&list), "count", vec![one_key_set_again(50_000)]);
+        assert!(has(&send(conn, &count)?, "#RETURN"));
+        // One item, as Python reads it: `{1: 49999}`.
+        let repr = send(conn, &request(Some(&list), "__repr__", vec![]))?;
+        assert!(
+            has(&repr, "[{1: 49999}]"),
+            "{}",
+            String::from_utf8_lossy(&repr)
+        );
+        Ok(())
+    });
+}
