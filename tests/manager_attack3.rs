@@ -377,6 +377,19 @@ fn a_key_set_again_in_a_pickled_dict_is_one_item() {
             "{}",
             String::from_utf8_lossy(&repr)
         );
+        // Beside a set (which the general decoder takes), the same.
+        let list = create(conn, "list");
+        let mut beside = b"(cbuiltins\nset\n)R".to_vec();
+        one_key_set_again(3).write(&mut beside);
+        beside.push(b't');
+        let append = request(Some(&list), "append", vec![P::Raw(beside)]);
+        assert!(has(&send(conn, &append)?, "#RETURN"));
+        let repr = send(conn, &request(Some(&list), "__repr__", vec![]))?;
+        assert!(
+            has(&repr, "[(set(), {1: 2})]"),
+            "{}",
+            String::from_utf8_lossy(&repr)
+        );
         Ok(())
     });
 }
