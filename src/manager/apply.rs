@@ -1170,11 +1170,12 @@ fn scan(
     // A set or dict compared with one of as many items hashes all of the
     // other's, a path normalises the other's: the items' own sizes bound
     // that.
-    if weight > 0 {
-        for item in items {
-            let size = limits::size_up_to(item, budget.work_left() / weight);
-            budget.work(size.saturating_mul(weight))?;
-        }
+    for item in items {
+        let Some(left) = budget.work_left().checked_div(weight) else {
+            break;
+        };
+        let size = limits::size_up_to(item, left);
+        budget.work(size.saturating_mul(weight))?;
     }
     Ok(())
 }

@@ -412,26 +412,6 @@ fn too_large() -> Exception {
     )
 }
 
-/// How many values `v` is made of: what a walk over it (a comparison with
-/// it) visits at most.
-pub(crate) fn size(v: &PyValue) -> usize {
-    let pairs = |d: &[(PyValue, PyValue)]| d.iter().map(|(k, v)| size(k) + size(v)).sum::<usize>();
-    1 + match v {
-        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
-            vs.iter().map(size).sum()
-        }
-        PyValue::Dict(d) => pairs(d),
-        PyValue::Object(o) => {
-            o.args.iter().map(size).sum::<usize>()
-                + o.kwargs.as_deref().map_or(0, pairs)
-                + o.state.as_ref().map_or(0, size)
-                + o.list_items.iter().map(size).sum::<usize>()
-                + pairs(&o.dict_items)
-        }
-        _ => 0,
-    }
-}
-
 /// The bytes of a `pathlib` path's parts: comparing it with another path
 /// normalises its text, a step a byte (each comparison again).
 fn path_bytes(o: &PyObject) -> usize {
