@@ -309,6 +309,26 @@ fn sorting_sets_takes_the_work_of_hashing_them() {
             let reply = send(conn, &request(Some(&list), "sort", vec![]))?;
             assert!(has(&reply, want), "sets of {n}: want {want}");
         }
+        // Small dicts compare item by item: a count of one among a million
+        // records (of one item each) runs.
+        let list = create(conn, "list");
+        for part in 0..3 {
+            let mut records = b"](".to_vec();
+            for i in 0..350_000 {
+                records.extend(b"}(K\x01");
+                P::Int(part * 350_000 + i).write(&mut records);
+                records.push(b'u');
+            }
+            records.push(b'e');
+            let extend = request(Some(&list), "extend", vec![P::Raw(records)]);
+            assert!(has(&send(conn, &extend)?, "#RETURN"));
+        }
+        let probe = P::Raw(b"}(K\x01K\x07u".to_vec());
+        let count = request(Some(&list), "count", vec![probe]);
+        assert!(
+            has(&send(conn, &count)?, "#RETURN"),
+            "a count of a small dict"
+        );
         Ok(())
     });
 }
