@@ -502,20 +502,37 @@ pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
 pub(crate) const HASH_STEPS: usize = 8;
 
 /// What comparing `v` with another value takes for each value of the
-/// other: nothing beyond as many as `v` has (0); each byte of its paths
-/// too, normalised, if `v` holds a path (1); [`HASH_STEPS`] for each of
-/// the other's values, and of `v`'s, if `v` holds a set, frozenset or
-/// dict (the items of both hashed).
+/// other: nothing beyond as many as `v` has (0); each one, and each byte
+/// of its paths, normalised, if `v` holds a path or a small set,
+/// frozenset or dict (compared item by item) (1); [`HASH_STEPS`] for each
+/// of the other's values, and of `v`'s, if `v` holds a larger one (the
+/// items of both hashed into an index).
 pub(crate) fn other_side_weight(v: &PyValue) -> usize {
+    // As `compare`'s `all_in` and `dict_eq` index them.
+    const INDEXED: usize = 8;
     let most = |vs: &[PyValue]| vs.iter().map(other_side_weight).max().unwrap_or(0);
+    let pairs = |d: &[(PyValue, PyValue)]| {
+        d.iter()
+            .map(|(k, v)| other_side_weight(k).max(other_side_weight(v)))
+            .max()
+            .unwrap_or(0)
+    };
     match v {
-        PyValue::Set(_) | PyValue::FrozenSet(_) | PyValue::Dict(_) => HASH_STEPS,
+        PyValue::Set(vs) | PyValue::FrozenSet(vs) if vs.len() > INDEXED => HASH_STEPS,
+        PyValue::Dict(d) if d.len() > INDEXED => HASH_STEPS,
+        PyValue::Set(vs) | PyValue::FrozenSet(vs) => most(vs).max(1),
+        PyValue::Dict(d) => pairs(d).max(1),
         PyValue::List(vs) | PyValue::Tuple(vs) => most(vs),
-        PyValue::Object(o) if o.kwargs.is_some() || !o.dict_items.is_empty() => HASH_STEPS,
+        // Its items and keyword arguments are compared in order, its
+        // path normalised.
         PyValue::Object(o) => most(&o.args)
+            .max(o.kwargs.as_deref().map_or(0, pairs))
             .max(o.state.as_ref().map_or(0, other_side_weight))
             .max(most(&o.list_items))
-            .max(usize::from(path_bytes(o) > 0)),
+            .max(pairs(&o.dict_items))
+            .max(usize::from(
+                path_bytes(o) > 0 || o.kwargs.is_some() || !o.dict_items.is_empty(),
+            )),
         _ => 0,
     }
 }
