@@ -413,3 +413,42 @@ fn a_key_set_again_in_a_pickled_dict_is_one_item() {
         Ok(())
     });
 }
+
+/// Audit of 2026-12-01 (third): the `repr` of a list took a step of work
+/// for each float, whose shortest digits take dozens: the `repr` of 2.3
+/// million floats (within the length a `repr` may have) kept the server
+/// from its other clients for 4 s (a debug build, twice a request's
+/// work) before its answer was refused as longer than a frame. Now a
+/// float's digits are taken as the work they are, and the `repr` is
+/// refused before it is made; that of 100,000 floats is answered.
+#[test]
+fn the_repr_of_many_floats_takes_their_digits_work() {
+    against_server("repr-floats", |conn| {
+        let floats = |n: usize| {
+            let mut out = b"](".to_vec();
+            for i in 0..n {
+                out.push(b'G'); // BINFLOAT
+                out.extend((0.123_456_789_012_345 + i as f64).to_be_bytes());
+            }
+            out.push(b'e');
+            P::Raw(out)
+        };
+        let list = create(conn, "list");
+        for _ in 0..5 {
+            let extend = request(Some(&list), "extend", vec![floats(460_000)]);
+            assert!(has(&send(conn, &extend)?, "#RETURN"));
+        }
+        let reply = send(conn, &request(Some(&list), "__repr__", vec![]))?;
+        assert!(
+            has(&reply, "RuntimeError"),
+            "{}",
+            String::from_utf8_lossy(&reply[..reply.len().min(300)])
+        );
+        let list = create(conn, "list");
+        let extend = request(Some(&list), "extend", vec![floats(100_000)]);
+        assert!(has(&send(conn, &extend)?, "#RETURN"));
+        let reply = send(conn, &request(Some(&list), "__repr__", vec![]))?;
+        assert!(has(&reply, "#RETURN"), "100,000 floats");
+        Ok(())
+    });
+}
