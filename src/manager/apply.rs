@@ -551,7 +551,9 @@ fn repr_bound(v: &PyValue) -> usize {
 }
 
 /// The work of writing `v`'s `repr`: a step for each of its values, and
-/// the decimal digits of its large ints.
+/// the digits of its numbers (a float's shortest digits take as long as
+/// a dozen values walked, an int's a few) and the characters of its strs
+/// and bytes (each looked at for an escape).
 fn repr_work(v: &PyValue) -> usize {
     let all = |vs: &[PyValue]| vs.iter().map(repr_work).sum::<usize>();
     let pairs = |d: &[(PyValue, PyValue)]| {
@@ -560,6 +562,10 @@ fn repr_work(v: &PyValue) -> usize {
             .sum::<usize>()
     };
     1 + match v {
+        PyValue::Int(_) => 4,
+        PyValue::Float(_) => 16,
+        PyValue::Str(s) => s.len() / 4,
+        PyValue::Bytes(b) => b.len() / 4,
         PyValue::BigInt(b) => super::value::decimal_work(b),
         PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
             all(vs)
