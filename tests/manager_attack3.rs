@@ -100,24 +100,24 @@ fn serve(name: &str) -> (Process<'static>, std::path::PathBuf, Connection) {
     common::serve_manager(&format!("attack3-{name}"), b"attack3")
 }
 
-/// Stops the server: by a shutdown request if it still answers, else by
-/// killing it (it is this test's child); removes its socket.
-fn stop(server: Process<'static>, path: std::path::PathBuf, mut conn: Connection) {
-    if send(&mut conn, &request(None, "shutdown", vec![])).is_err() {
-        server.kill().unwrap();
-    }
-    server.join().unwrap();
-    let _ = std::fs::remove_file(&path);
-}
-
-/// Runs `attacks` against a server of its own; a failed one still stops
-/// the server and removes its socket.
+/// Runs `attacks` against a server of its own, then stops it: by a
+/// shutdown request after attacks that all passed, else by killing it (it
+/// is this test's child, and may still be busy with the attack); removes
+/// its socket either way.
 fn against_server(name: &str, attacks: impl FnOnce(&mut Connection) -> Result<(), String>) {
     watchdog(name, LIMIT, || {
         let (server, path, mut conn) = serve(name);
-        let outcome = attacks(&mut conn);
-        stop(server, path, conn);
-        outcome.unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| attacks(&mut conn)));
+        let passed = matches!(outcome, Ok(Ok(())));
+        if !passed || send(&mut conn, &request(None, "shutdown", vec![])).is_err() {
+            server.kill().unwrap();
+        }
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        match outcome {
+            Ok(result) => result.unwrap(),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     });
 }
 
