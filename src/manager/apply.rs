@@ -550,6 +550,38 @@ fn repr_bound(v: &PyValue) -> usize {
     }
 }
 
+/// The work of writing `v`'s `repr`: a step for each of its values, and
+/// the digits of its numbers (a float's shortest digits take as long as
+/// a dozen values walked, an int's a few) and the characters of its strs
+/// and bytes (each looked at for an escape).
+fn repr_work(v: &PyValue) -> usize {
+    let all = |vs: &[PyValue]| vs.iter().map(repr_work).sum::<usize>();
+    let pairs = |d: &[(PyValue, PyValue)]| {
+        d.iter()
+            .map(|(k, v)| repr_work(k) + repr_work(v))
+            .sum::<usize>()
+    };
+    1 + match v {
+        PyValue::Int(_) => 4,
+        PyValue::Float(_) => 16,
+        PyValue::Str(s) => s.len() / 4,
+        PyValue::Bytes(b) => b.len() / 4,
+        PyValue::BigInt(b) => super::value::decimal_work(b),
+        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+            all(vs)
+        }
+        PyValue::Dict(d) => pairs(d),
+        PyValue::Object(o) => {
+            all(&o.args)
+                + o.kwargs.as_deref().map_or(0, pairs)
+                + o.state.as_ref().map_or(0, repr_work)
+                + all(&o.list_items)
+                + pairs(&o.dict_items)
+        }
+        _ => 0,
+    }
+}
+
 /// Takes the work of walking `values` for their `repr`, or refuses one
 /// that would be too long before it is made.
 fn repr_cost<'a>(
@@ -558,7 +590,7 @@ fn repr_cost<'a>(
 ) -> std::result::Result<(), Exception> {
     let mut bound = 2usize;
     for v in values {
-        budget.work(limits::size(v))?;
+        budget.work(repr_work(v))?;
         bound = bound.saturating_add(repr_bound(v)).saturating_add(4);
     }
     if bound > REPR_MAX {
@@ -1122,7 +1154,7 @@ fn sort_list(l: &mut Vec<PyValue>, budget: &mut Budget) -> std::result::Result<(
     // items.
     let mut widest = 0;
     for v in l.iter() {
-        let size = limits::compare_cost(v);
+        let size = limits::compare_cost(v).saturating_mul(limits::other_side_weight(v).max(1));
         budget.work(size)?;
         widest = widest.max(size);
     }
@@ -1138,13 +1170,18 @@ fn scan(
     probe: &PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<(), Exception> {
-    budget.work(items.len().saturating_mul(limits::compare_cost(probe)))?;
+    let weight = limits::other_side_weight(probe);
+    let cost = limits::compare_cost(probe).saturating_mul(weight.max(1));
+    budget.work(items.len().saturating_mul(cost))?;
     // A set or dict compared with one of as many items hashes all of the
-    // other's: the items' own sizes bound that.
-    if limits::unordered_inside(probe) {
-        for item in items {
-            budget.work(limits::size_up_to(item, budget.work_left()))?;
-        }
+    // other's, a path normalises the other's: the items' own sizes bound
+    // that.
+    for item in items {
+        let Some(left) = budget.work_left().checked_div(weight) else {
+            break;
+        };
+        let size = limits::size_up_to(item, left);
+        budget.work(size.saturating_mul(weight))?;
     }
     Ok(())
 }

@@ -266,6 +266,11 @@ fn big_cmp_float(x: &[u8], f: f64) -> Option<Ordering> {
 
 /// The int as the float it equals exactly, if there is one.
 fn big_as_float(b: &[u8]) -> Option<f64> {
+    // No float is 2**1024 or more, an int of more than 129 bytes (its
+    // bits looked at one by one below took a hash of a 64 KB int 28 ms).
+    if b.len() > 129 {
+        return Option::None;
+    }
     let negative = b.last().is_some_and(|&t| t & 0x80 != 0);
     let mut mag = b.to_vec();
     if negative {
@@ -682,10 +687,17 @@ impl PyValue {
                     state.write_u8(15);
                     key.hash(state);
                 } else if o.by_value() {
+                    // Every part `same_value` compares: objects that
+                    // differed only in their state or items (a client's
+                    // `OrderedDict`s, made with no arguments) all collided.
                     state.write_u8(11);
                     o.module.hash(state);
                     o.name.hash(state);
                     o.args.hash(state);
+                    o.kwargs.hash(state);
+                    o.state.hash(state);
+                    o.list_items.hash(state);
+                    o.dict_items.hash(state);
                 } else {
                     state.write_u8(12);
                     state.write_u64(o.identity);

@@ -412,29 +412,25 @@ fn too_large() -> Exception {
     )
 }
 
-/// How many values `v` is made of: what a walk over it (a comparison with
-/// it) visits at most.
-pub(crate) fn size(v: &PyValue) -> usize {
-    let pairs = |d: &[(PyValue, PyValue)]| d.iter().map(|(k, v)| size(k) + size(v)).sum::<usize>();
-    1 + match v {
-        PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
-            vs.iter().map(size).sum()
-        }
-        PyValue::Dict(d) => pairs(d),
-        PyValue::Object(o) => {
-            o.args.iter().map(size).sum::<usize>()
-                + o.kwargs.as_deref().map_or(0, pairs)
-                + o.state.as_ref().map_or(0, size)
-                + o.list_items.iter().map(size).sum::<usize>()
-                + pairs(&o.dict_items)
-        }
-        _ => 0,
+/// The bytes of a `pathlib` path's parts: comparing it with another path
+/// normalises its text, a step a byte (each comparison again).
+fn path_bytes(o: &PyObject) -> usize {
+    if o.global || !super::pickle::is_pathlib(&o.module, &o.name) {
+        return 0;
     }
+    o.args
+        .iter()
+        .map(|a| match a {
+            PyValue::Str(s) => s.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The most work comparing `v` with another value takes: its values, and
 /// a step for each 32 bytes of its strs and bytes (compared a word at a
-/// time) and each 8 bytes of its ints beyond 64 bits (byte by byte).
+/// time), each 8 bytes of its ints beyond 64 bits (byte by byte) and each
+/// byte of its paths (normalised).
 pub(crate) fn compare_cost(v: &PyValue) -> usize {
     let all = |vs: &[PyValue]| vs.iter().map(compare_cost).sum::<usize>();
     let pairs = |d: &[(PyValue, PyValue)]| {
@@ -451,7 +447,8 @@ pub(crate) fn compare_cost(v: &PyValue) -> usize {
         }
         PyValue::Dict(d) => pairs(d),
         PyValue::Object(o) => {
-            all(&o.args)
+            path_bytes(o)
+                + all(&o.args)
                 + o.kwargs.as_deref().map_or(0, pairs)
                 + o.state.as_ref().map_or(0, compare_cost)
                 + all(&o.list_items)
@@ -461,14 +458,20 @@ pub(crate) fn compare_cost(v: &PyValue) -> usize {
     }
 }
 
-/// How many values `v` is made of, counted up to just past `limit` (a
-/// walk of at most `limit + 1` of them).
+/// How many values `v` is made of and bytes its paths are (what comparing
+/// it with a value holding sets or paths takes), counted up to just past
+/// `limit` (a walk of at most `limit + 1` of its values).
 pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
     fn walk(v: &PyValue, left: &mut usize) -> bool {
-        if *left == 0 {
+        let cost = match v {
+            PyValue::Object(o) => 1 + path_bytes(o),
+            _ => 1,
+        };
+        if *left < cost {
+            *left = 0;
             return false;
         }
-        *left -= 1;
+        *left -= cost;
         let all = |vs: &[PyValue], left: &mut usize| vs.iter().all(|v| walk(v, left));
         let pairs = |d: &[(PyValue, PyValue)], left: &mut usize| {
             d.iter().all(|(k, v)| walk(k, left) && walk(v, left))
@@ -493,22 +496,44 @@ pub(crate) fn size_up_to(v: &PyValue, limit: usize) -> usize {
     limit.saturating_add(1) - left
 }
 
-/// Whether `v` holds a set, frozenset or dict: comparing it with a value
-/// that holds one too hashes the items of both (not only as many as `v`
-/// has).
-pub(crate) fn unordered_inside(v: &PyValue) -> bool {
-    let any = |vs: &[PyValue]| vs.iter().any(unordered_inside);
+/// The steps of work each value of a set, frozenset or dict takes when it
+/// is compared with another: hashed into an index (a keyed SipHash and a
+/// table entry) and looked up, several times a value walked.
+pub(crate) const HASH_STEPS: usize = 8;
+
+/// What comparing `v` with another value takes for each value of the
+/// other: nothing beyond as many as `v` has (0); each one, and each byte
+/// of its paths, normalised, if `v` holds a path or a small set,
+/// frozenset or dict (compared item by item) (1); [`HASH_STEPS`] for each
+/// of the other's values, and of `v`'s, if `v` holds a larger one (the
+/// items of both hashed into an index).
+pub(crate) fn other_side_weight(v: &PyValue) -> usize {
+    // As `compare`'s `all_in` and `dict_eq` index them.
+    const INDEXED: usize = 8;
+    let most = |vs: &[PyValue]| vs.iter().map(other_side_weight).max().unwrap_or(0);
+    let pairs = |d: &[(PyValue, PyValue)]| {
+        d.iter()
+            .map(|(k, v)| other_side_weight(k).max(other_side_weight(v)))
+            .max()
+            .unwrap_or(0)
+    };
     match v {
-        PyValue::Set(_) | PyValue::FrozenSet(_) | PyValue::Dict(_) => true,
-        PyValue::List(vs) | PyValue::Tuple(vs) => any(vs),
-        PyValue::Object(o) => {
-            any(&o.args)
-                || o.kwargs.is_some()
-                || o.state.as_ref().is_some_and(unordered_inside)
-                || any(&o.list_items)
-                || !o.dict_items.is_empty()
-        }
-        _ => false,
+        PyValue::Set(vs) | PyValue::FrozenSet(vs) if vs.len() > INDEXED => HASH_STEPS,
+        PyValue::Dict(d) if d.len() > INDEXED => HASH_STEPS,
+        PyValue::Set(vs) | PyValue::FrozenSet(vs) => most(vs).max(1),
+        PyValue::Dict(d) => pairs(d).max(1),
+        PyValue::List(vs) | PyValue::Tuple(vs) => most(vs),
+        // Its items and keyword arguments are compared in order, its
+        // path normalised.
+        PyValue::Object(o) => most(&o.args)
+            .max(o.kwargs.as_deref().map_or(0, pairs))
+            .max(o.state.as_ref().map_or(0, other_side_weight))
+            .max(most(&o.list_items))
+            .max(pairs(&o.dict_items))
+            .max(usize::from(
+                path_bytes(o) > 0 || o.kwargs.is_some() || !o.dict_items.is_empty(),
+            )),
+        _ => 0,
     }
 }
 

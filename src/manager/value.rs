@@ -306,8 +306,11 @@ impl PyObject {
 
     /// Whether two objects compared by value are made of equal parts.
     pub(crate) fn same_value(&self, other: &PyObject) -> bool {
-        if let (Some(a), Some(b)) = (self.path_key(), other.path_key()) {
-            return a == b;
+        // The other's text normalised only if this is a path too.
+        if let Some(a) = self.path_key() {
+            if let Some(b) = other.path_key() {
+                return a == b;
+            }
         }
         self.module == other.module
             && self.name == other.name
@@ -503,6 +506,22 @@ fn write_complex(out: &mut String, real: &PyValue, imag: &PyValue) {
     }
 }
 
+/// The most 32-bit limbs an int [`write_bigint`] writes in decimal has
+/// (about Python's 4300 digits); a longer one prints as its size.
+const DECIMAL_LIMBS: usize = 1800 / 4;
+
+/// About the work of writing the int of `bytes` in decimal, in a
+/// [`Budget`](super::limits::Budget)'s steps: its repeated division takes
+/// a pass over the limbs left for each 9 digits, about `len² / 30` divisions
+/// for `len` bytes (a list of 12,000 ints of 1750 bytes kept the server
+/// seconds for its `repr`), each a fraction of a step.
+pub(crate) fn decimal_work(bytes: &[u8]) -> usize {
+    if bytes.len() > DECIMAL_LIMBS * 4 + 8 {
+        return 1;
+    }
+    bytes.len() * bytes.len() / 64
+}
+
 /// Python's `repr` of an int given as little-endian two's complement
 /// bytes. Python refuses to print ints of more than 4300 digits; those
 /// print as `<int of N bits>` here.
@@ -525,7 +544,7 @@ fn write_bigint(out: &mut String, bytes: &[u8]) {
     while limbs.last() == Some(&0) {
         limbs.pop();
     }
-    if limbs.len() > 1800 / 4 {
+    if limbs.len() > DECIMAL_LIMBS {
         let _ = write!(out, "<int of {} bits>", limbs.len() * 32);
         return;
     }

@@ -993,7 +993,13 @@ impl Builder<'_> {
         let value = match node {
             Node::List(v) => self.items(v, depth).map(PyValue::List),
             Node::Tuple(v) => self.items(v, depth).map(PyValue::Tuple),
-            Node::Dict(d) => self.pairs(d, depth).map(PyValue::Dict),
+            Node::Dict(d) => self.pairs(d, depth).map(|mut pairs| {
+                // What a key set again replaced stays until the end, as a
+                // set's duplicates (see `duplicates`).
+                let gone = one_item_a_key(&mut pairs);
+                self.duplicates.extend(gone);
+                PyValue::Dict(pairs)
+            }),
             Node::Set(v) => self.distinct(v, depth).map(PyValue::Set),
             Node::FrozenSet(v) => self.distinct(v, depth).map(PyValue::FrozenSet),
             Node::Object(o) => self.object(o, depth),
@@ -1087,6 +1093,48 @@ impl Builder<'_> {
             .extend(duplicates.into_iter().map(|(v, _)| v));
         Ok(kept.into_iter().map(|(v, _)| v).collect())
     }
+}
+
+/// Keeps one item for each key of a dict's `pairs`, where the key was
+/// first set, with the value it was set to last, as Python's unpickler
+/// makes a dict (`SETITEM` of a key it holds replaces its value): kept
+/// as many times as set, two dicts of 50,000 items set at one key took
+/// the product of their lengths to compare (every item in the one bucket
+/// of the index). The keys and values dropped, as the caller may have to
+/// keep them for a while.
+pub(super) fn one_item_a_key(pairs: &mut Vec<(PyValue, PyValue)>) -> Vec<PyValue> {
+    if pairs.len() < 2 {
+        return Vec::new();
+    }
+    // Each key set again, and where it was first set, in order.
+    let mut first = HashMap::with_capacity(pairs.len());
+    let mut again = Vec::new();
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        match first.get(k) {
+            Some(&at) => again.push((i, at)),
+            None => {
+                first.insert(k, i);
+            }
+        }
+    }
+    drop(first);
+    let mut gone = Vec::with_capacity(2 * again.len());
+    for &(i, at) in &again {
+        let last = std::mem::replace(&mut pairs[i].1, PyValue::None);
+        gone.push(std::mem::replace(&mut pairs[at].1, last));
+    }
+    let mut i = 0;
+    let mut again = again.into_iter().map(|(i, _)| i).peekable();
+    pairs.retain_mut(|(k, _)| {
+        let keep = again.peek() != Some(&i);
+        if !keep {
+            again.next();
+            gone.push(std::mem::replace(k, PyValue::None));
+        }
+        i += 1;
+        keep
+    });
+    gone
 }
 
 fn too_deep() -> Exception {

@@ -20,8 +20,24 @@ use std::cell::Cell;
 
 use super::super::limits::Budget;
 use super::super::value::PyValue;
-use super::decode::{int_from_bytes, Memo, MAX_INT_BYTES, NODE};
+use super::decode::{int_from_bytes, one_item_a_key, Memo, MAX_INT_BYTES, NODE};
 use super::op;
+
+/// Keeps one item a key in each dict inside `v`, as the general decoder
+/// does (see [`one_item_a_key`]).
+fn one_item_a_key_inside(v: &mut PyValue) {
+    match v {
+        PyValue::List(vs) | PyValue::Tuple(vs) => vs.iter_mut().for_each(one_item_a_key_inside),
+        PyValue::Dict(d) => {
+            for (k, v) in d.iter_mut() {
+                one_item_a_key_inside(k);
+                one_item_a_key_inside(v);
+            }
+            one_item_a_key(d);
+        }
+        _ => {}
+    }
+}
 
 /// Why the fast path stopped: the general decoder takes over.
 pub(super) struct GiveUp;
@@ -62,9 +78,15 @@ pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fas
         budget,
         owed_memory: 0,
         owed_work: 0,
+        several_keys: false,
         max_depth: u32::try_from(max_depth).unwrap_or(u32::MAX),
     };
-    let value = f.run();
+    let value = f.run().map(|mut v| {
+        if f.several_keys {
+            one_item_a_key_inside(&mut v);
+        }
+        v
+    });
     let (mut stack, mut heights, mut marks) = (f.stack, f.heights, f.marks);
     stack.clear();
     heights.clear();
@@ -104,6 +126,8 @@ struct Flat<'a> {
     /// Charges not yet taken from `budget` (see [`Flat::owe`]).
     owed_memory: usize,
     owed_work: usize,
+    /// A dict of more than one item was made: some key may be set again.
+    several_keys: bool,
     max_depth: u32,
 }
 
@@ -230,6 +254,7 @@ impl<'a> Flat<'a> {
                     }
                     drop(items);
                     self.heights.truncate(mark);
+                    self.several_keys |= pairs.len() > 1;
                     self.push(PyValue::Dict(pairs), height);
                 }
                 op::APPEND | op::SETITEM => {
@@ -448,6 +473,7 @@ impl<'a> Flat<'a> {
         }
         drop(items);
         self.heights.truncate(from);
+        self.several_keys |= pairs.len() > 1;
         self.stack[dict] = PyValue::Dict(pairs);
         Ok(())
     }
