@@ -1,0 +1,110 @@
+//! Sixth-round attack on connections: readiness with part of a message
+//! buffered, SIGPIPE on a one-way pipe, and Python peers.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::watchdog;
+use multiproc::conn::{frame, wait};
+use multiproc::{Connection, Error, Pipe};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A timed receive that gave up with part of a message buffered leaves
+/// nothing a receive could return: `poll` and `wait` then wait for the
+/// peer (their timeout) instead of saying "ready" at once, which made a
+/// loop of `poll` and timed receives spin while a peer sent slowly. More
+/// bytes, a whole message or the peer's end make it ready again.
+#[test]
+fn part_of_a_message_buffered_is_not_ready() {
+    watchdog("part of a message buffered", LIMIT, || {
+        let (raw, ours) = UnixStream::pair().unwrap();
+        let (other_raw, other) = UnixStream::pair().unwrap();
+        let mut conn = Connection::from_socket(ours.into()).unwrap();
+        let other = Connection::from_socket(other.into()).unwrap();
+        (&raw).write_all(&frame::header(6).unwrap()).unwrap();
+        (&raw).write_all(b"abc").unwrap();
+        let r = conn.recv_bytes_timeout(Duration::from_millis(1));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+
+        let wait_for = Duration::from_millis(50);
+        let t = Instant::now();
+        assert!(!conn.poll(Some(wait_for)).unwrap(), "poll");
+        assert!(t.elapsed() >= wait_for, "poll returned after {:?}", t.elapsed());
+        assert!(!conn.poll(Some(Duration::ZERO)).unwrap());
+        let t = Instant::now();
+        let ready = wait(&[&conn, &other], Some(wait_for)).unwrap();
+        assert!(ready.is_empty(), "{ready:?}");
+        assert!(t.elapsed() >= wait_for, "wait returned after {:?}", t.elapsed());
+
+        // The other connection's message is reported with it.
+        (&other_raw).write_all(&frame::header(0).unwrap()).unwrap();
+        assert_eq!(wait(&[&conn, &other], None).unwrap(), [1]);
+        // New bytes of the message are something to read, as in Python.
+        (&raw).write_all(b"d").unwrap();
+        assert!(conn.poll(Some(Duration::ZERO)).unwrap());
+        assert_eq!(wait(&[&conn, &other], Some(Duration::ZERO)).unwrap(), [0, 1]);
+        (&raw).write_all(b"ef").unwrap();
+        assert_eq!(conn.recv_bytes_timeout(LIMIT).unwrap(), b"abcdef");
+
+        // A whole message buffered behind the one received is ready,
+        // though the descriptor has nothing more.
+        let mut two = Vec::new();
+        frame::push(&mut two, b"one").unwrap();
+        frame::push(&mut two, b"two").unwrap();
+        (&raw).write_all(&two).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"one");
+        assert!(conn.poll(Some(Duration::ZERO)).unwrap());
+        assert_eq!(wait(&[&conn, &other], Some(Duration::ZERO)).unwrap(), [0, 1]);
+        assert_eq!(conn.recv_bytes().unwrap(), b"two");
+
+        // Part of a message and the peer's end: ready (the receive says
+        // the connection closed).
+        (&raw).write_all(&frame::header(6).unwrap()).unwrap();
+        let r = conn.recv_bytes_timeout(Duration::from_millis(1));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        drop(raw);
+        assert!(conn.poll(None).unwrap());
+        let r = conn.recv_bytes();
+        assert!(matches!(r, Err(Error::ConnectionClosed)), "{r:?}");
+        drop(other_raw);
+    });
+}
+
+/// Sending on a one-way pipe whose reader is gone is
+/// `ConnectionClosed`, as on a socket, in a process that gave SIGPIPE its
+/// default action back (many command-line programs do, to end quietly in
+/// a shell pipeline): the write killed it. The thread's signal mask is
+/// as before, and no SIGPIPE is left pending.
+#[test]
+fn a_send_to_a_gone_pipe_reader_raises_no_sigpipe() {
+    let p = common::static_child(|| {
+        // SAFETY: this child's own disposition of SIGPIPE.
+        assert_ne!(unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) }, libc::SIG_ERR);
+        let (reader, mut writer) = Pipe::simplex().unwrap();
+        drop(reader);
+        let r = writer.send_bytes(b"to nobody");
+        assert!(matches!(r, Err(Error::ConnectionClosed)), "{r:?}");
+        let r = writer.send_bytes(&vec![1; 1 << 20]);
+        assert!(matches!(r, Err(Error::ConnectionClosed)), "{r:?}");
+        let r = common::current_thread().block_on(writer.send_bytes_async(b"async"));
+        assert!(matches!(r, Err(Error::ConnectionClosed)), "{r:?}");
+        // SAFETY: `sigset_t` is plain data, valid when zeroed; both
+        // calls write a valid set.
+        let (mask, pending) = unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
+            libc::sigpending(&mut pending);
+            (mask, pending)
+        };
+        // SAFETY: valid, initialised sets.
+        assert_eq!(unsafe { libc::sigismember(&mask, libc::SIGPIPE) }, 0, "still held");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sigismember(&pending, libc::SIGPIPE) }, 0, "pending");
+    });
+    assert_eq!(common::join(&p, LIMIT), 0, "the child died (-13: of SIGPIPE)");
+}
