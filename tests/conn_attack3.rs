@@ -33,12 +33,20 @@ fn part_of_a_message_buffered_is_not_ready() {
         let wait_for = Duration::from_millis(50);
         let t = Instant::now();
         assert!(!conn.poll(Some(wait_for)).unwrap(), "poll");
-        assert!(t.elapsed() >= wait_for, "poll returned after {:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= wait_for,
+            "poll returned after {:?}",
+            t.elapsed()
+        );
         assert!(!conn.poll(Some(Duration::ZERO)).unwrap());
         let t = Instant::now();
         let ready = wait(&[&conn, &other], Some(wait_for)).unwrap();
         assert!(ready.is_empty(), "{ready:?}");
-        assert!(t.elapsed() >= wait_for, "wait returned after {:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= wait_for,
+            "wait returned after {:?}",
+            t.elapsed()
+        );
 
         // The other connection's message is reported with it.
         (&other_raw).write_all(&frame::header(0).unwrap()).unwrap();
@@ -46,7 +54,10 @@ fn part_of_a_message_buffered_is_not_ready() {
         // New bytes of the message are something to read, as in Python.
         (&raw).write_all(b"d").unwrap();
         assert!(conn.poll(Some(Duration::ZERO)).unwrap());
-        assert_eq!(wait(&[&conn, &other], Some(Duration::ZERO)).unwrap(), [0, 1]);
+        assert_eq!(
+            wait(&[&conn, &other], Some(Duration::ZERO)).unwrap(),
+            [0, 1]
+        );
         (&raw).write_all(b"ef").unwrap();
         assert_eq!(conn.recv_bytes_timeout(LIMIT).unwrap(), b"abcdef");
 
@@ -58,7 +69,10 @@ fn part_of_a_message_buffered_is_not_ready() {
         (&raw).write_all(&two).unwrap();
         assert_eq!(conn.recv_bytes().unwrap(), b"one");
         assert!(conn.poll(Some(Duration::ZERO)).unwrap());
-        assert_eq!(wait(&[&conn, &other], Some(Duration::ZERO)).unwrap(), [0, 1]);
+        assert_eq!(
+            wait(&[&conn, &other], Some(Duration::ZERO)).unwrap(),
+            [0, 1]
+        );
         assert_eq!(conn.recv_bytes().unwrap(), b"two");
 
         // Part of a message and the peer's end: ready (the receive says
@@ -83,7 +97,10 @@ fn part_of_a_message_buffered_is_not_ready() {
 fn a_send_to_a_gone_pipe_reader_raises_no_sigpipe() {
     let p = common::static_child(|| {
         // SAFETY: this child's own disposition of SIGPIPE.
-        assert_ne!(unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) }, libc::SIG_ERR);
+        assert_ne!(
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) },
+            libc::SIG_ERR
+        );
         let (reader, mut writer) = Pipe::simplex().unwrap();
         drop(reader);
         let r = writer.send_bytes(b"to nobody");
@@ -102,9 +119,21 @@ fn a_send_to_a_gone_pipe_reader_raises_no_sigpipe() {
             (mask, pending)
         };
         // SAFETY: valid, initialised sets.
-        assert_eq!(unsafe { libc::sigismember(&mask, libc::SIGPIPE) }, 0, "still held");
+        assert_eq!(
+            unsafe { libc::sigismember(&mask, libc::SIGPIPE) },
+            0,
+            "still held"
+        );
         // SAFETY: as above.
-        assert_eq!(unsafe { libc::sigismember(&pending, libc::SIGPIPE) }, 0, "pending");
+        assert_eq!(
+            unsafe { libc::sigismember(&pending, libc::SIGPIPE) },
+            0,
+            "pending"
+        );
     });
-    assert_eq!(common::join(&p, LIMIT), 0, "the child died (-13: of SIGPIPE)");
+    assert_eq!(
+        common::join(&p, LIMIT),
+        0,
+        "the child died (-13: of SIGPIPE)"
+    );
 }
