@@ -139,3 +139,18 @@ fn a_send_to_a_gone_pipe_reader_raises_no_sigpipe() {
         "the child died (-13: of SIGPIPE)"
     );
 }
+
+/// `wait` on no connection with a timeout too long for the clock
+/// (`Duration::MAX`) is the wait without a timeout, an error at once:
+/// it slept for ever.
+#[test]
+fn a_wait_on_nothing_for_ever_is_an_error_whatever_says_for_ever() {
+    watchdog("wait on nothing for ever", LIMIT, || {
+        for timeout in [None, Some(Duration::MAX)] {
+            let r = wait(&[], timeout);
+            assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+        }
+        let r = wait(&[], Some(Duration::from_nanos(1)));
+        assert!(matches!(&r, Ok(v) if v.is_empty()), "{r:?}");
+    });
+}
