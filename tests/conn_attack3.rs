@@ -144,7 +144,7 @@ fn a_send_to_a_gone_pipe_reader_raises_no_sigpipe() {
 /// (`Duration::MAX`) is the wait without a timeout, an error at once:
 /// it slept for ever.
 #[test]
-fn a_wait_on_nothing_for_ever_is_an_error_whatever_says_for_ever() {
+fn a_wait_on_nothing_with_duration_max_is_an_error() {
     watchdog("wait on nothing for ever", LIMIT, || {
         for timeout in [None, Some(Duration::MAX)] {
             let r = wait(&[], timeout);

@@ -918,11 +918,13 @@ impl AsRawFd for Connection {
 /// On an OS failure; if one of `connections` is closed, or only sends
 /// (`InvalidArgument`): nothing could make it ready, and a wait without a
 /// timeout on it alone would never end (Python raises `OSError` too).
-/// `InvalidArgument` too for no connections and no timeout, which nothing
-/// could end (Python's waits for ever); with a timeout, no connections
-/// is a sleep that returns none.
+/// `InvalidArgument` too for no connections and no timeout (or one too
+/// long for the clock, such as `Duration::MAX`), which nothing could end
+/// (Python's waits for ever); with a timeout, no connections is a sleep
+/// that returns none.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    if connections.is_empty() && timeout.is_none() {
+    let deadline = Deadline::within(timeout);
+    if connections.is_empty() && matches!(deadline, Deadline::Never) {
         return Err(Error::InvalidArgument(
             "wait on no connections without a timeout would never end".into(),
         ));
@@ -937,7 +939,7 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     let deadline = if buffered.contains(&true) {
         Deadline::Now
     } else {
-        Deadline::within(timeout)
+        deadline
     };
     let fds: Vec<i32> = connections.iter().map(|c| c.as_raw_fd()).collect();
     let r = sys::poll_readable(&fds, deadline).map_err(|e| Error::io("poll", e))?;
