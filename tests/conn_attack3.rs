@@ -154,3 +154,55 @@ fn a_wait_on_nothing_with_duration_max_is_an_error() {
         assert!(matches!(&r, Ok(v) if v.is_empty()), "{r:?}");
     });
 }
+
+/// Two listeners binding one Unix path at once, over a stale socket file
+/// or none: exactly one of them gets it, and clients reach that one; the
+/// other is `AddrInUse`. Before, one in a hundred rounds both succeeded:
+/// one took the other's fresh file for a stale one (it refuses
+/// connections between its bind and its listen, or was bound just after
+/// the stale file was probed) and removed it, and that other listened on
+/// a file no longer there, unreachable, without an error.
+#[test]
+fn two_listeners_binding_one_path_at_once_never_both_get_it() {
+    use multiproc::conn::{connect, Address, Listener};
+    use std::sync::{Arc, Barrier};
+    let path = std::env::temp_dir().join(format!("conn-attack3-race-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let address = Address::Unix(path.clone());
+    watchdog("binding one path at once", LIMIT, || {
+        for round in 0..2000 {
+            if round % 2 == 0 {
+                // A stale socket file: bound, and its socket closed.
+                drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+            }
+            let start = Arc::new(Barrier::new(2));
+            let binders: Vec<_> = (0..2)
+                .map(|_| {
+                    let (start, address) = (start.clone(), address.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Listener::bind(&address, None)
+                    })
+                })
+                .collect();
+            let (won, lost): (Vec<_>, Vec<_>) = binders
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .partition(Result::is_ok);
+            let lost: Vec<Error> = lost.into_iter().map(Result::unwrap_err).collect();
+            assert_eq!(won.len(), 1, "round {round}: {lost:?}");
+            let in_use = match &lost[0] {
+                Error::Io { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
+                _ => false,
+            };
+            assert!(in_use, "round {round}: {lost:?}");
+            let won: Vec<Listener> = won.into_iter().map(Result::unwrap).collect();
+            let client = connect(&address, None).unwrap();
+            drop(won[0].accept().unwrap());
+            drop(client);
+            drop(won);
+            assert!(!path.exists(), "round {round}: the winner's file stayed");
+        }
+    });
+    let _ = std::fs::remove_file(&path);
+}
