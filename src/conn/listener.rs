@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::auth::{handshake, Side};
 use super::Connection;
@@ -129,15 +129,10 @@ impl Listener {
         let mut file = None;
         let (socket, address) = match address {
             Address::Unix(path) => {
-                remove_stale_socket(path)?;
                 // Before the file exists: a failure leaves nothing behind.
                 let owner = RawValue::new(sys::getpid())?;
-                let fd = sys::unix_listen(path, 128)
-                    .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
-                file = std::fs::symlink_metadata(path).ok().map(|m| SocketFile {
-                    id: (m.dev(), m.ino()),
-                    owner,
-                });
+                let (fd, id) = listen_unix(path)?;
+                file = Some(SocketFile { id, owner });
                 (Socket::Unix(UnixListener::from(fd)), address.clone())
             }
             Address::Tcp(addr) => {
@@ -262,12 +257,43 @@ impl fmt::Debug for Listener {
     }
 }
 
-/// Removes a socket file that nobody listens on any more.
-fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
+/// How many times a Unix listener binds again after finding its path
+/// taken by a stale socket file that it removed (other listeners may be
+/// binding the same path at once).
+const BIND_ATTEMPTS: usize = 8;
+
+/// A listening socket at the Unix socket file `path`, and the file's
+/// device and inode: bound where nothing is, or in the place of a stale
+/// socket file (one nobody listens on any more).
+fn listen_unix(path: &Path) -> Result<(OwnedFd, (u64, u64))> {
+    let listen_error = |e| Error::io(format!("listen on {}", path.display()), e);
+    for _ in 0..BIND_ATTEMPTS {
+        match sys::unix_listen(path, 128) {
+            Ok(made) => return Ok(made),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => remove_stale_socket(path)?,
+            Err(e) => return Err(listen_error(e)),
+        }
+    }
+    Err(listen_error(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "other listeners keep taking the path",
+    )))
+}
+
+/// Removes the socket file at `path` if nobody listens on it. Another
+/// listener may bind the path between the look and the removal (one that
+/// found the same stale file and removed it first), and a fresh file
+/// refuses connections until its listener listens: the file is renamed
+/// aside and looked at again there, removed only if nobody listens on it
+/// still, and put back otherwise (its listener checks, once it listens,
+/// that its file is still in place).
+fn remove_stale_socket(path: &Path) -> Result<()> {
+    let found = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("inspect {}", path.display()), e)),
     };
-    if !meta.file_type().is_socket() {
+    if !found.file_type().is_socket() {
         return Err(Error::InvalidArgument(format!(
             "{} exists and is not a socket",
             path.display()
@@ -276,17 +302,44 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
     // Without waiting: a live listener whose backlog is full would hold a
     // blocking connect until it accepted someone.
     match sys::unix_listening(path) {
-        Ok(true) => Err(Error::io(
-            format!("listen on {}", path.display()),
-            io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "another process is listening there",
-            ),
-        )),
-        Ok(false) => std::fs::remove_file(path)
-            .map_err(|e| Error::io(format!("remove stale {}", path.display()), e)),
-        Err(e) => Err(Error::io(format!("probe {}", path.display()), e)),
+        Ok(true) => {
+            return Err(Error::io(
+                format!("listen on {}", path.display()),
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process is listening there",
+                ),
+            ))
+        }
+        Ok(false) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("probe {}", path.display()), e)),
     }
+    static ASIDE: AtomicU32 = AtomicU32::new(0);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(
+        ".{}-{}.stale",
+        sys::getpid(),
+        ASIDE.fetch_add(1, Ordering::Relaxed)
+    ));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("remove stale {}", path.display()), e)),
+    }
+    // Where the name aside is too long for a socket address, it is taken
+    // for live unless it is the very file found stale: the same inode,
+    // its contents' time unchanged (a rename leaves it; a new file's
+    // differs).
+    let identity = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec());
+    let same = std::fs::symlink_metadata(&aside).is_ok_and(|m| identity(&m) == identity(&found));
+    if sys::unix_listening(Path::new(&aside)).unwrap_or(!same) {
+        // A link, not a rename: it never replaces what yet another
+        // listener may have bound there meanwhile.
+        let _ = std::fs::hard_link(&aside, path);
+    }
+    let _ = std::fs::remove_file(&aside);
+    Ok(())
 }
 
 /// Connects to a [`Listener`] and, with `authkey`, authenticates both ways
