@@ -1,5 +1,6 @@
 //! Sixth-round attack on connections: readiness with part of a message
-//! buffered, SIGPIPE on a one-way pipe, and Python peers.
+//! buffered, SIGPIPE on a one-way pipe, `wait` with `Duration::MAX`, and
+//! listeners binding one Unix path at once.
 
 mod common;
 
