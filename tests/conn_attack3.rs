@@ -167,8 +167,16 @@ fn a_wait_on_nothing_with_duration_max_is_an_error() {
 fn two_listeners_binding_one_path_at_once_never_both_get_it() {
     use multiproc::conn::{connect, Address, Listener};
     use std::sync::{Arc, Barrier};
+    /// The socket path, removed however the test ends.
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
     let path = std::env::temp_dir().join(format!("conn-attack3-race-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
+    let _removed = Removed(path.clone());
     let address = Address::Unix(path.clone());
     watchdog("binding one path at once", LIMIT, || {
         for round in 0..2000 {
@@ -205,5 +213,4 @@ fn two_listeners_binding_one_path_at_once_never_both_get_it() {
             assert!(!path.exists(), "round {round}: the winner's file stayed");
         }
     });
-    let _ = std::fs::remove_file(&path);
 }
