@@ -214,3 +214,43 @@ fn two_listeners_binding_one_path_at_once_never_both_get_it() {
         }
     });
 }
+
+/// A second listener binding the path of a live one fails with
+/// `AddrInUse`, and the live one never hears of it: its next accept is
+/// the next real client. Before, the second's liveness probe was a
+/// connection in the first's queue: with a key, that accept failed
+/// (`AuthenticationFailed`, ending a `listener.accept()?` loop whenever
+/// a second copy of a program started); without, it returned a
+/// connection already at its end.
+#[test]
+fn a_second_bind_at_a_live_path_is_no_client_of_the_first() {
+    use multiproc::conn::{connect, Address, Listener};
+    let path = std::env::temp_dir().join(format!("conn-attack3-live-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let address = Address::Unix(path.clone());
+    watchdog("a second bind at a live path", LIMIT, || {
+        for key in [Some(&b"key"[..]), None] {
+            let live = Listener::bind(&address, key).unwrap();
+            for _ in 0..3 {
+                let r = Listener::bind(&address, key);
+                assert!(
+                    matches!(&r, Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse),
+                    "{r:?}"
+                );
+            }
+            let client = std::thread::spawn({
+                let address = address.clone();
+                move || {
+                    let mut c = connect(&address, key).unwrap();
+                    c.send_bytes(b"a real client").unwrap();
+                    c
+                }
+            });
+            let mut accepted = live.accept().unwrap();
+            assert_eq!(accepted.recv_bytes().unwrap(), b"a real client");
+            drop(client.join().unwrap());
+            drop(live);
+            assert!(!path.exists());
+        }
+    });
+}
