@@ -117,6 +117,10 @@ struct SocketFile {
     /// thread-local, say) leaves the file alone, as Python's listener
     /// unlinks its file only in the process that made it.
     owner: RawValue<u32>,
+    /// The mark that tells another process binding the path that this
+    /// listener lives, without connecting to it (see
+    /// `sys::claim_listener_mark`).
+    _mark: Option<OwnedFd>,
 }
 
 impl Listener {
@@ -131,9 +135,16 @@ impl Listener {
             Address::Unix(path) => {
                 // Before the file exists: a failure leaves nothing behind.
                 let owner = RawValue::new(sys::getpid())?;
-                let (fd, id) = listen_unix(path)?;
-                file = Some(SocketFile { id, owner });
-                (Socket::Unix(UnixListener::from(fd)), address.clone())
+                let made = listen_unix(path)?;
+                file = Some(SocketFile {
+                    id: made.id,
+                    owner,
+                    _mark: made.mark,
+                });
+                (
+                    Socket::Unix(UnixListener::from(made.socket)),
+                    address.clone(),
+                )
             }
             Address::Tcp(addr) => {
                 let l = TcpListener::bind(addr)
@@ -262,10 +273,10 @@ impl fmt::Debug for Listener {
 /// binding the same path at once).
 const BIND_ATTEMPTS: usize = 8;
 
-/// A listening socket at the Unix socket file `path`, and the file's
-/// device and inode: bound where nothing is, or in the place of a stale
-/// socket file (one nobody listens on any more).
-fn listen_unix(path: &Path) -> Result<(OwnedFd, (u64, u64))> {
+/// A listening socket at the Unix socket file `path` (with its file's
+/// device and inode, and its mark): bound where nothing is, or in the
+/// place of a stale socket file (one nobody listens on any more).
+fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
     let listen_error = |e| Error::io(format!("listen on {}", path.display()), e);
     for _ in 0..BIND_ATTEMPTS {
         match sys::unix_listen(path, 128) {
@@ -301,7 +312,7 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
     }
     // Without waiting: a live listener whose backlog is full would hold a
     // blocking connect until it accepted someone.
-    match sys::unix_listening(path) {
+    match listening(path, (found.dev(), found.ino())) {
         Ok(true) => {
             return Err(Error::io(
                 format!("listen on {}", path.display()),
@@ -332,14 +343,30 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
     // its contents' time unchanged (a rename leaves it; a new file's
     // differs).
     let identity = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec());
-    let same = std::fs::symlink_metadata(&aside).is_ok_and(|m| identity(&m) == identity(&found));
-    if sys::unix_listening(Path::new(&aside)).unwrap_or(!same) {
+    let live = match std::fs::symlink_metadata(&aside) {
+        Ok(m) => listening(Path::new(&aside), (m.dev(), m.ino()))
+            .unwrap_or(identity(&m) != identity(&found)),
+        Err(_) => true,
+    };
+    if live {
         // A link, not a rename: it never replaces what yet another
         // listener may have bound there meanwhile.
         let _ = std::fs::hard_link(&aside, path);
     }
     let _ = std::fs::remove_file(&aside);
     Ok(())
+}
+
+/// Whether a process listens on the Unix socket file `path`, of device
+/// and inode `id`. A listener of this crate says so by its mark, which
+/// leaves it alone; any other is asked by connecting, and its accept
+/// then returns that connection, at its end at once: there is no other
+/// way to ask it.
+fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
+    if sys::claim_listener_mark(id)?.is_none() {
+        return Ok(true);
+    }
+    sys::unix_listening(path)
 }
 
 /// Connects to a [`Listener`] and, with `authkey`, authenticates both ways
