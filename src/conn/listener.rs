@@ -80,7 +80,9 @@ enum Socket {
 /// is the child's: the file stays until the child drops it; a copy a child
 /// merely inherited, in a thread-local say, leaves it, as Python's does);
 /// a stale one left by a crashed process is replaced, a live one is an
-/// error.
+/// error (and a live one of this crate is not even connected to: its
+/// accept never sees the attempt). The file appears at its path only once
+/// the socket listens, so a client that finds it can connect.
 ///
 /// # Example
 /// ```
