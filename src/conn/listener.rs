@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::auth::{handshake, Side};
 use super::Connection;
@@ -80,7 +80,9 @@ enum Socket {
 /// is the child's: the file stays until the child drops it; a copy a child
 /// merely inherited, in a thread-local say, leaves it, as Python's does);
 /// a stale one left by a crashed process is replaced, a live one is an
-/// error.
+/// error (and a live one of this crate is not even connected to: its
+/// accept never sees the attempt). The file appears at its path only once
+/// the socket listens, so a client that finds it can connect.
 ///
 /// # Example
 /// ```
@@ -117,6 +119,10 @@ struct SocketFile {
     /// thread-local, say) leaves the file alone, as Python's listener
     /// unlinks its file only in the process that made it.
     owner: RawValue<u32>,
+    /// The mark that tells another process binding the path that this
+    /// listener lives, without connecting to it (see
+    /// `sys::claim_listener_mark`).
+    _mark: Option<OwnedFd>,
 }
 
 impl Listener {
@@ -129,16 +135,18 @@ impl Listener {
         let mut file = None;
         let (socket, address) = match address {
             Address::Unix(path) => {
-                remove_stale_socket(path)?;
                 // Before the file exists: a failure leaves nothing behind.
                 let owner = RawValue::new(sys::getpid())?;
-                let fd = sys::unix_listen(path, 128)
-                    .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
-                file = std::fs::symlink_metadata(path).ok().map(|m| SocketFile {
-                    id: (m.dev(), m.ino()),
+                let made = listen_unix(path)?;
+                file = Some(SocketFile {
+                    id: made.id,
                     owner,
+                    _mark: made.mark,
                 });
-                (Socket::Unix(UnixListener::from(fd)), address.clone())
+                (
+                    Socket::Unix(UnixListener::from(made.socket)),
+                    address.clone(),
+                )
             }
             Address::Tcp(addr) => {
                 let l = TcpListener::bind(addr)
@@ -262,12 +270,43 @@ impl fmt::Debug for Listener {
     }
 }
 
-/// Removes a socket file that nobody listens on any more.
-fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
+/// How many times a Unix listener binds again after finding its path
+/// taken by a stale socket file that it removed (other listeners may be
+/// binding the same path at once).
+const BIND_ATTEMPTS: usize = 8;
+
+/// A listening socket at the Unix socket file `path` (with its file's
+/// device and inode, and its mark): bound where nothing is, or in the
+/// place of a stale socket file (one nobody listens on any more).
+fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
+    let listen_error = |e| Error::io(format!("listen on {}", path.display()), e);
+    for _ in 0..BIND_ATTEMPTS {
+        match sys::unix_listen(path, 128) {
+            Ok(made) => return Ok(made),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => remove_stale_socket(path)?,
+            Err(e) => return Err(listen_error(e)),
+        }
+    }
+    Err(listen_error(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "other listeners keep taking the path",
+    )))
+}
+
+/// Removes the socket file at `path` if nobody listens on it. Another
+/// listener may bind the path between the look and the removal (one that
+/// found the same stale file and removed it first), and a fresh file
+/// refuses connections until its listener listens: the file is renamed
+/// aside and looked at again there, removed only if nobody listens on it
+/// still, and put back otherwise (its listener checks, once it listens,
+/// that its file is still in place).
+fn remove_stale_socket(path: &Path) -> Result<()> {
+    let found = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("inspect {}", path.display()), e)),
     };
-    if !meta.file_type().is_socket() {
+    if !found.file_type().is_socket() {
         return Err(Error::InvalidArgument(format!(
             "{} exists and is not a socket",
             path.display()
@@ -275,18 +314,61 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
     }
     // Without waiting: a live listener whose backlog is full would hold a
     // blocking connect until it accepted someone.
-    match sys::unix_listening(path) {
-        Ok(true) => Err(Error::io(
-            format!("listen on {}", path.display()),
-            io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "another process is listening there",
-            ),
-        )),
-        Ok(false) => std::fs::remove_file(path)
-            .map_err(|e| Error::io(format!("remove stale {}", path.display()), e)),
-        Err(e) => Err(Error::io(format!("probe {}", path.display()), e)),
+    match listening(path, (found.dev(), found.ino())) {
+        Ok(true) => {
+            return Err(Error::io(
+                format!("listen on {}", path.display()),
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process is listening there",
+                ),
+            ))
+        }
+        Ok(false) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("probe {}", path.display()), e)),
     }
+    static ASIDE: AtomicU32 = AtomicU32::new(0);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(
+        ".{}-{}.stale",
+        sys::getpid(),
+        ASIDE.fetch_add(1, Ordering::Relaxed)
+    ));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("remove stale {}", path.display()), e)),
+    }
+    // Where the name aside is too long for a socket address, it is taken
+    // for live unless it is the very file found stale: the same inode,
+    // its contents' time unchanged (a rename leaves it; a new file's
+    // differs).
+    let identity = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec());
+    let live = match std::fs::symlink_metadata(&aside) {
+        Ok(m) => listening(Path::new(&aside), (m.dev(), m.ino()))
+            .unwrap_or(identity(&m) != identity(&found)),
+        Err(_) => true,
+    };
+    if live {
+        // A link, not a rename: it never replaces what yet another
+        // listener may have bound there meanwhile.
+        let _ = std::fs::hard_link(&aside, path);
+    }
+    let _ = std::fs::remove_file(&aside);
+    Ok(())
+}
+
+/// Whether a process listens on the Unix socket file `path`, of device
+/// and inode `id`. A listener of this crate says so by its mark, which
+/// leaves it alone; any other is asked by connecting, and its accept
+/// then returns that connection, at its end at once: there is no other
+/// way to ask it.
+fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
+    if sys::claim_listener_mark(id)?.is_none() {
+        return Ok(true);
+    }
+    sys::unix_listening(path)
 }
 
 /// Connects to a [`Listener`] and, with `authkey`, authenticates both ways

@@ -71,6 +71,10 @@ pub struct Connection {
     /// message after it, likely large too, is not read into the buffer
     /// first and copied out of it.
     header_alone: bool,
+    /// A timed receive gave up with the buffered bytes, part of a
+    /// message: they are no longer news to `poll` and `wait` (until more
+    /// arrive), which would otherwise say "ready" at once for ever.
+    incomplete_timed_out: bool,
 }
 
 /// A pair of connected [`Connection`]s, as Python's
@@ -166,6 +170,7 @@ impl Connection {
             buf: Vec::new(),
             start: 0,
             header_alone: false,
+            incomplete_timed_out: false,
             max_message: DEFAULT_MAX_MESSAGE,
         }
     }
@@ -462,7 +467,10 @@ impl Connection {
     }
 
     /// Whether a message (or end of file) is ready to be received, waiting
-    /// at most `timeout` for one; `None` waits forever.
+    /// at most `timeout` for one; `None` waits forever. As in Python,
+    /// unread bytes of a message count (its rest may still be on its
+    /// way), but not those a timed receive gave up with: then only new
+    /// bytes do.
     ///
     /// # Errors
     /// On an OS failure; on a closed end; `InvalidArgument` on an end that
@@ -474,10 +482,23 @@ impl Connection {
 
     fn poll_until(&self, deadline: Deadline) -> Result<bool> {
         self.fd()?;
-        if self.buffered() > 0 {
+        if self.message_buffered() {
             return Ok(true);
         }
         self.descriptor_readable(deadline)
+    }
+
+    /// Whether what is buffered is something to receive: a whole
+    /// message, a header that a receive refuses, or part of a message
+    /// (unread bytes, as Python's `poll` counts them) unless a timed
+    /// receive already gave up with them: readiness then waits for the
+    /// peer, or a loop of `poll` and timed receives would spin.
+    fn message_buffered(&self) -> bool {
+        match self.buffered_frame_len() {
+            Ok(Some((header, len))) if self.buffered() >= header + len => true,
+            Ok(_) => self.buffered() > 0 && !self.incomplete_timed_out,
+            Err(_) => true,
+        }
     }
 
     /// Whether the descriptor has something to read, whatever is buffered.
@@ -563,6 +584,7 @@ impl Connection {
         if let Ok(k) = got {
             // SAFETY: read(2) or recv(2) initialised the first `k` spare bytes.
             unsafe { self.buf.set_len(have + k) };
+            self.incomplete_timed_out &= k == 0;
         }
         read_outcome(got).map(|k| k.is_some())
     }
@@ -628,7 +650,10 @@ impl Connection {
         }
         self.check_readable()?;
         let keep_on_timeout = |conn: &mut Connection, e: Error| match e {
-            Error::Timeout => e,
+            Error::Timeout => {
+                conn.incomplete_timed_out = conn.buffered() > 0;
+                e
+            }
             e => {
                 let mid = conn.buffered() > 0;
                 conn.fail(e, mid)
@@ -893,11 +918,13 @@ impl AsRawFd for Connection {
 /// On an OS failure; if one of `connections` is closed, or only sends
 /// (`InvalidArgument`): nothing could make it ready, and a wait without a
 /// timeout on it alone would never end (Python raises `OSError` too).
-/// `InvalidArgument` too for no connections and no timeout, which nothing
-/// could end (Python's waits for ever); with a timeout, no connections
-/// is a sleep that returns none.
+/// `InvalidArgument` too for no connections and no timeout (or one too
+/// long for the clock, such as `Duration::MAX`), which nothing could end
+/// (Python's waits for ever); with a timeout, no connections is a sleep
+/// that returns none.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    if connections.is_empty() && timeout.is_none() {
+    let deadline = Deadline::within(timeout);
+    if connections.is_empty() && matches!(deadline, Deadline::Never) {
         return Err(Error::InvalidArgument(
             "wait on no connections without a timeout would never end".into(),
         ));
@@ -906,16 +933,17 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         c.check_readable()?;
         c.fd()?;
     }
-    let ready: Vec<usize> = (0..connections.len())
-        .filter(|&i| connections[i].buffered() > 0)
-        .collect();
-    if !ready.is_empty() {
-        return Ok(ready);
-    }
+    let buffered: Vec<bool> = connections.iter().map(|c| c.message_buffered()).collect();
+    // A message already buffered ends the wait, but the others that are
+    // ready are reported with it, as Python's `wait` reports them.
+    let deadline = if buffered.contains(&true) {
+        Deadline::Now
+    } else {
+        deadline
+    };
     let fds: Vec<i32> = connections.iter().map(|c| c.as_raw_fd()).collect();
-    let r =
-        sys::poll_readable(&fds, Deadline::within(timeout)).map_err(|e| Error::io("poll", e))?;
-    Ok((0..r.len()).filter(|&i| r[i]).collect())
+    let r = sys::poll_readable(&fds, deadline).map_err(|e| Error::io("poll", e))?;
+    Ok((0..r.len()).filter(|&i| buffered[i] || r[i]).collect())
 }
 
 #[cfg(test)]

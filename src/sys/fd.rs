@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::{ready_now, recv_nowait, send_nowait, syscall, syscall_count, Ready};
+use super::{ready_now, recv_nowait, send_nowait, syscall, syscall_count, Ready, SignalsHeld};
 
 /// A pipe: (read end, write end), closed on exec.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -19,13 +19,40 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
+/// Runs `write`, writes to a pipe, with SIGPIPE held in the calling
+/// thread, so that a pipe whose reader is gone is `EPIPE` only, as
+/// `MSG_NOSIGNAL` makes it on a socket, whatever the process does on
+/// SIGPIPE: one that gave it its default action back (as command-line
+/// programs do, to end quietly in a shell pipeline) died of the write.
+/// The SIGPIPE a write raised is taken back before the thread's mask is
+/// restored (unless the caller held SIGPIPE already).
+fn without_sigpipe<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let held = SignalsHeld::new(&[libc::SIGPIPE])?;
+    let r = write();
+    let broken = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EPIPE));
+    if broken && !held.held_before(libc::SIGPIPE) {
+        held.discard_pending(libc::SIGPIPE);
+    }
+    r
+}
+
 /// Writes all of `parts` in as few system calls as the kernel allows;
-/// `MSG_NOSIGNAL` on sockets, so a closed peer is `EPIPE`, not a signal.
+/// `MSG_NOSIGNAL` on sockets, and SIGPIPE held on a pipe, so a closed
+/// peer is `EPIPE`, not a signal.
 pub(crate) fn write_all_vectored(
     fd: &impl AsRawFd,
     is_socket: bool,
     parts: &[&[u8]],
 ) -> io::Result<()> {
+    if is_socket {
+        write_all_parts(fd, true, parts)
+    } else {
+        without_sigpipe(|| write_all_parts(fd, false, parts))
+    }
+}
+
+/// [`write_all_vectored`], with SIGPIPE as the caller left it.
+fn write_all_parts(fd: &impl AsRawFd, is_socket: bool, parts: &[&[u8]]) -> io::Result<()> {
     let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     while !parts.is_empty() {
         let iov: Vec<libc::iovec> = parts
@@ -98,7 +125,7 @@ pub(crate) fn read_nowait(
 }
 
 /// One write to a socket or a pipe that does not wait (and raises no
-/// SIGPIPE on a socket): how much was written, `WouldBlock` if nothing
+/// SIGPIPE): how much was written, `WouldBlock` if nothing
 /// could be. A pipe is asked with `poll` first, as in [`read_nowait`];
 /// `poll` calls a pipe writable when a page is free, so at most
 /// `PIPE_BUF` bytes are written at once, which then never waits.
@@ -110,8 +137,10 @@ pub(crate) fn write_nowait(fd: &impl AsRawFd, is_socket: bool, bytes: &[u8]) -> 
         return Err(io::ErrorKind::WouldBlock.into());
     }
     let n = bytes.len().min(libc::PIPE_BUF);
-    // SAFETY: `bytes` is valid for reads of at least `n` bytes.
-    syscall_count(|| unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), n) })
+    without_sigpipe(|| {
+        // SAFETY: `bytes` is valid for reads of at least `n` bytes.
+        syscall_count(|| unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), n) })
+    })
 }
 
 /// Whether a descriptor is a socket.

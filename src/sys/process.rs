@@ -310,6 +310,36 @@ impl SignalsHeld {
         Ok(SignalsHeld(old))
     }
 
+    /// Whether `signal` was held already before: by the thread's mask
+    /// from before.
+    pub(crate) fn held_before(&self, signal: i32) -> bool {
+        // SAFETY: the mask filled by `pthread_sigmask` in `new`; a bad
+        // signal number is at worst -1.
+        unsafe { libc::sigismember(&self.0, signal) == 1 }
+    }
+
+    /// Takes back a `signal` pending for the calling thread (one it
+    /// holds), if there is one, so that it is not delivered when the
+    /// mask from before is back.
+    pub(crate) fn discard_pending(&self, signal: i32) {
+        // SAFETY: `sigset_t` is a plain C struct, valid when zeroed.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, writable signal set.
+        unsafe { libc::sigemptyset(&mut set) };
+        // SAFETY: as above; a bad signal number is refused by the call.
+        unsafe { libc::sigaddset(&mut set, signal) };
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // A zero timeout: EAGAIN if none is pending; EINTR if a handler
+        // of another signal ran, then look again.
+        // SAFETY: a valid set and timeout; no siginfo is asked for.
+        while unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &now) } < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+    }
+
     /// Gives the calling thread the mask from before: for a forked child
     /// of the thread that holds them (which inherited its mask and its
     /// copy of this), whose parent goes on holding them.

@@ -505,10 +505,114 @@ fn unix_stream_socket(nonblocking: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A listening Unix stream socket at `path`, and its file's device and
+/// inode. The file appears at `path` only once the socket listens: it is
+/// made under a temporary name beside it (bind, chmod 0600, listen) and
+/// linked to `path`, which fails if the path is taken (`AddrInUse`). A
+/// file that refuses connections is then a stale one for good, never one
+/// whose listener is yet to listen, which a process replacing stale files
+/// could take away. Where the temporary name would be too long for a
+/// socket address, the socket is made at `path` itself, and if the file
+/// there after the listen is not the one the bind made, this is
+/// `AddrInUse` too, rather than a socket that no client can reach.
+pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<UnixListening> {
+    // Clients must reach it by this path: one a socket address cannot
+    // hold is refused at once.
+    unix_addr(path)?;
+    let mut random = [0u8; 8];
+    super::random_bytes(&mut random)?;
+    let name = format!(".{:016x}.socket", u64::from_ne_bytes(random));
+    let temporary = path.with_file_name(name);
+    if unix_addr(&temporary).is_ok() && path.file_name().is_some() {
+        let made = bind_and_listen(&temporary, backlog).and_then(marked);
+        let linked = match &made {
+            Ok(_) => std::fs::hard_link(&temporary, path),
+            Err(_) => Ok(()),
+        };
+        let _ = std::fs::remove_file(&temporary);
+        let made = made?;
+        match linked {
+            Ok(()) => return Ok(made),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(in_use("the path is taken"))
+            }
+            // A file system without hard links: made at the path itself.
+            Err(_) => {}
+        }
+    }
+    let made = marked(bind_and_listen(path, backlog)?)?;
+    if file_id(path).ok() != Some(made.id) {
+        return Err(in_use(REPLACED));
+    }
+    Ok(made)
+}
+
+/// A listening Unix socket made by [`unix_listen`].
+pub(crate) struct UnixListening {
+    /// The listening socket.
+    pub(crate) socket: OwnedFd,
+    /// Its file's device and inode.
+    pub(crate) id: (u64, u64),
+    /// Its mark ([`claim_listener_mark`]), to be held as long as it
+    /// listens; `None` if another process took the name first (then
+    /// they tell this listener live all the same).
+    pub(crate) mark: Option<OwnedFd>,
+}
+
+/// The socket and file `made`, with the mark of a live listener claimed.
+fn marked((socket, id): (OwnedFd, (u64, u64))) -> io::Result<UnixListening> {
+    let mark = claim_listener_mark(id)?;
+    Ok(UnixListening { socket, id, mark })
+}
+
+/// Claims the mark of a live listener of the socket file `id` (device
+/// and inode): a socket bound to a name of the abstract namespace made
+/// from `id`, which lasts as long as the descriptor returned (and its
+/// copies); `None` if a listener holds it. So another process tells a
+/// live listener of this crate without connecting to it, which would be
+/// a client that its accept returns. (A file's device and inode name no
+/// other file while its listener lives: the socket keeps the file's
+/// inode.)
+pub(crate) fn claim_listener_mark(id: (u64, u64)) -> io::Result<Option<OwnedFd>> {
+    let name = format!("multiproc-listener-{:x}-{:x}", id.0, id.1);
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // A leading NUL: the abstract namespace, where the name dies with
+    // the socket.
+    for (d, s) in addr.sun_path[1..].iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t;
+    let fd = unix_stream_socket(false)?;
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
+    let bound = syscall(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    });
+    match bound {
+        Ok(_) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why a socket file made at its path directly is not there any more.
+const REPLACED: &str = "the socket file was replaced while it was being made";
+
+/// An `AddrInUse` error saying `why`.
+fn in_use(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::AddrInUse, why.to_string())
+}
+
 /// A listening Unix stream socket at `path`, made mode 0600 before it
-/// accepts anyone (bind, chmod, then listen); the file is removed if a
-/// step after the bind fails.
-pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+/// accepts anyone (bind, chmod, then listen), and its file's device and
+/// inode (looked at right after the bind); the file is removed if a step
+/// after the bind fails and it is still this one.
+fn bind_and_listen(path: &Path, backlog: i32) -> io::Result<(OwnedFd, (u64, u64))> {
     let (addr, len, c) = unix_addr(path)?;
     let fd = unix_stream_socket(false)?;
     // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
@@ -519,14 +623,27 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
             len,
         )
     })?;
-    // SAFETY: a valid NUL-terminated path; then a plain syscall on a bound socket.
+    let id = file_id(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => in_use(REPLACED),
+        _ => e,
+    })?;
+    // SAFETY: a valid NUL-terminated path.
     let made = syscall(unsafe { libc::chmod(c.as_ptr(), 0o600) })
+        // SAFETY: a plain syscall on a bound socket.
         .and_then(|_| syscall(unsafe { libc::listen(fd.as_raw_fd(), backlog) }));
     if let Err(e) = made {
-        let _ = std::fs::remove_file(path);
+        if file_id(path).is_ok_and(|now| now == id) {
+            let _ = std::fs::remove_file(path);
+        }
         return Err(e);
     }
-    Ok(fd)
+    Ok((fd, id))
+}
+
+/// The device and inode of the file at `path` (not followed if a link).
+fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
 /// Whether a process listens at the Unix socket file `path`, asked
