@@ -12,6 +12,7 @@
 //! and the budget refuses it long before the work explodes. A node reached
 //! again inside itself (a list that contains itself) is refused.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use super::super::compare::{minimal, HashMemo};
@@ -1103,21 +1104,35 @@ impl Builder<'_> {
 /// of the index). The keys and values dropped, as the caller may have to
 /// keep them for a while.
 pub(super) fn one_item_a_key(pairs: &mut Vec<(PyValue, PyValue)>) -> Vec<PyValue> {
-    if pairs.len() < 2 {
+    // Each key set again, and where it was first set, in order.
+    let again: Vec<(usize, usize)> = match pairs.len() {
+        0 | 1 => return Vec::new(),
+        // A few keys: each compared with those before it.
+        n if n <= FEW_KEYS => (1..n)
+            .filter_map(|i| {
+                let at = (0..i).find(|&j| pairs[j].0 == pairs[i].0)?;
+                Some((i, at))
+            })
+            .collect(),
+        // More: through an index, with the hasher of the server's dicts
+        // (a key chosen to collide with others cannot be chosen here).
+        n => {
+            let mut first = HashMap::with_capacity_and_hasher(n, super::super::apply::keyed());
+            let mut again = Vec::new();
+            for (i, (k, _)) in pairs.iter().enumerate() {
+                match first.entry(k) {
+                    Entry::Occupied(at) => again.push((i, *at.get())),
+                    Entry::Vacant(slot) => {
+                        slot.insert(i);
+                    }
+                }
+            }
+            again
+        }
+    };
+    if again.is_empty() {
         return Vec::new();
     }
-    // Each key set again, and where it was first set, in order.
-    let mut first = HashMap::with_capacity(pairs.len());
-    let mut again = Vec::new();
-    for (i, (k, _)) in pairs.iter().enumerate() {
-        match first.get(k) {
-            Some(&at) => again.push((i, at)),
-            None => {
-                first.insert(k, i);
-            }
-        }
-    }
-    drop(first);
     let mut gone = Vec::with_capacity(2 * again.len());
     for &(i, at) in &again {
         let last = std::mem::replace(&mut pairs[i].1, PyValue::None);
@@ -1136,6 +1151,11 @@ pub(super) fn one_item_a_key(pairs: &mut Vec<(PyValue, PyValue)>) -> Vec<PyValue
     });
     gone
 }
+
+/// The most keys of a dict whose repeats are found by comparing each key
+/// with those before it (at most 28 comparisons) rather than through an
+/// index.
+const FEW_KEYS: usize = 8;
 
 fn too_deep() -> Exception {
     (

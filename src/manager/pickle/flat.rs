@@ -26,12 +26,23 @@ use super::op;
 /// Keeps one item a key in each dict inside `v`, as the general decoder
 /// does (see [`one_item_a_key`]).
 fn one_item_a_key_inside(v: &mut PyValue) {
+    // Scalars (most items) are passed over without a call.
+    fn nested(v: &PyValue) -> bool {
+        matches!(v, PyValue::List(_) | PyValue::Tuple(_) | PyValue::Dict(_))
+    }
     match v {
-        PyValue::List(vs) | PyValue::Tuple(vs) => vs.iter_mut().for_each(one_item_a_key_inside),
+        PyValue::List(vs) | PyValue::Tuple(vs) => vs
+            .iter_mut()
+            .filter(|v| nested(v))
+            .for_each(one_item_a_key_inside),
         PyValue::Dict(d) => {
             for (k, v) in d.iter_mut() {
-                one_item_a_key_inside(k);
-                one_item_a_key_inside(v);
+                if nested(k) {
+                    one_item_a_key_inside(k);
+                }
+                if nested(v) {
+                    one_item_a_key_inside(v);
+                }
             }
             one_item_a_key(d);
         }
