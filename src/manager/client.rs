@@ -506,7 +506,7 @@ impl Client {
 /// An object's ident on the wire: its id in hex (`'%x' % id(obj)` in
 /// CPython's server, so its idents read back the same).
 fn ident(id: Id) -> String {
-    format!("{id:x}")
+    ident_in(id, &mut [0; 16]).to_owned()
 }
 
 /// [`ident`], written into `buf` rather than a new string.
@@ -686,11 +686,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idents_written_in_place_are_the_idents() {
+    fn idents_are_lowercase_hex_as_cpythons() {
         let mut ids = vec![0, 1, 9, 10, 15, 16, 0xabc, u64::MAX, u64::MAX >> 4];
         ids.extend((0..64).map(|shift| 1u64 << shift));
         for id in ids {
-            assert_eq!(ident_in(id, &mut [0; 16]), ident(id));
+            assert_eq!(ident(id), format!("{id:x}"));
+            assert_eq!(parse_ident(&ident(id)).unwrap(), id);
         }
     }
 
