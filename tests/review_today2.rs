@@ -1,0 +1,85 @@
+//! Second review of the day's changes: Unix listeners replacing a stale
+//! socket file at once.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::watchdog;
+use multiproc::conn::{connect, Address, Listener};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A fresh directory unique to this test, removed with what is in it.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mp-today2-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two listeners replacing one stale socket file at once: neither's
+/// probe of the file is a client of the other, and the winner holds its
+/// mark, so that a third bind at the path is no client of it either. The
+/// winner's first accept is the real client. Before, one round in a few
+/// hundred it was a probe (at its end at once): the loser's probe of the
+/// stale file went by its path, to the winner's file put there since; or
+/// (where a freed inode is the next file's, as on ext4) the winner's
+/// socket had the inode of the loser's dropped one, whose mark, closed
+/// after its socket, was still there, and the winner went without one.
+#[test]
+fn a_winner_over_a_stale_file_is_marked() {
+    use std::sync::{Arc, Barrier};
+    watchdog("stale race marks", LIMIT, || {
+        let dir = TempDir::new("stalerace");
+        let path = dir.0.join("s");
+        let address = Address::Unix(path.clone());
+        for round in 0..3000 {
+            drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+            let start = Arc::new(Barrier::new(2));
+            let binders: Vec<_> = (0..2)
+                .map(|_| {
+                    let (start, address) = (start.clone(), address.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Listener::bind(&address, None)
+                    })
+                })
+                .collect();
+            let won: Vec<Listener> = binders
+                .into_iter()
+                .filter_map(|t| t.join().unwrap().ok())
+                .collect();
+            assert_eq!(won.len(), 1, "round {round}");
+            let third = Listener::bind(&address, None);
+            assert!(third.is_err(), "round {round}");
+            let client = std::thread::spawn({
+                let address = address.clone();
+                move || {
+                    let mut c = connect(&address, None).unwrap();
+                    c.send_bytes(b"real").unwrap();
+                    c
+                }
+            });
+            let mut accepted = won[0].accept().unwrap();
+            let got = accepted.recv_bytes();
+            assert!(
+                matches!(&got, Ok(b) if b == b"real"),
+                "round {round}: the winner's first accept was {got:?}"
+            );
+            drop(client.join().unwrap());
+            drop(won);
+        }
+    });
+}
