@@ -363,12 +363,33 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
 /// and inode `id`. A listener of this crate says so by its mark, which
 /// leaves it alone; any other is asked by connecting, and its accept
 /// then returns that connection, at its end at once: there is no other
-/// way to ask it.
+/// way to ask it. `NotFound` if the file at `path` is not that one any
+/// more.
 fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The file held, and asked through its descriptor: by its path, the
+    // connection reached whatever was there by then, which a listener
+    // replacing the stale file at once may have put there without this
+    // looking for its mark (the probe was that listener's next client).
+    // Held, its inode is no new socket's while its mark is looked for.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = held.metadata()?;
+    if (meta.dev(), meta.ino()) != id {
+        return Err(io::ErrorKind::NotFound.into());
+    }
     if sys::claim_listener_mark(id)?.is_none() {
         return Ok(true);
     }
-    sys::unix_listening(path)
+    let through = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    match sys::unix_listening(&through) {
+        // Without `/proc`, by its path.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => sys::unix_listening(path),
+        asked => asked,
+    }
 }
 
 /// Connects to a [`Listener`] and, with `authkey`, authenticates both ways
