@@ -98,11 +98,12 @@ enum Socket {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Listener {
+    /// The Unix socket file it made, if any. Dropped before the socket,
+    /// its mark with it (see `sys::UnixListening`).
+    file: Option<SocketFile>,
     socket: Socket,
     address: Address,
     authkey: Option<Vec<u8>>,
-    /// The Unix socket file it made, if any.
-    file: Option<SocketFile>,
 }
 
 /// The Unix socket file a listener made, removed when the listener is

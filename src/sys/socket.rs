@@ -549,14 +549,16 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<UnixListening
 
 /// A listening Unix socket made by [`unix_listen`].
 pub(crate) struct UnixListening {
+    /// Its mark ([`claim_listener_mark`]), to be held as long as it
+    /// listens; `None` if another process took the name first (then
+    /// they tell this listener live all the same). Dropped before the
+    /// socket: a mark that outlived it for a moment was taken for the
+    /// mark of a new socket given the freed inode, left without one.
+    pub(crate) mark: Option<OwnedFd>,
     /// The listening socket.
     pub(crate) socket: OwnedFd,
     /// Its file's device and inode.
     pub(crate) id: (u64, u64),
-    /// Its mark ([`claim_listener_mark`]), to be held as long as it
-    /// listens; `None` if another process took the name first (then
-    /// they tell this listener live all the same).
-    pub(crate) mark: Option<OwnedFd>,
 }
 
 /// The socket and file `made`, with the mark of a live listener claimed.
