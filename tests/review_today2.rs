@@ -40,10 +40,24 @@ impl Drop for TempDir {
 /// after its socket, was still there, and the winner went without one.
 #[test]
 fn a_winner_over_a_stale_file_is_marked() {
+    let dir = TempDir::new("stalerace");
+    racing_over_a_stale_file(dir.0.join("s"));
+}
+
+/// As [`a_winner_over_a_stale_file_is_marked`], at a path too long for
+/// the temporary name beside it (the socket is made at the path itself).
+#[test]
+fn a_winner_over_a_stale_file_at_a_long_path_is_marked() {
+    let dir = TempDir::new("long");
+    let pad = 100 - dir.0.as_os_str().len();
+    let path = dir.0.join("s".repeat(pad));
+    assert_eq!(path.as_os_str().len(), 101);
+    racing_over_a_stale_file(path);
+}
+
+fn racing_over_a_stale_file(path: PathBuf) {
     use std::sync::{Arc, Barrier};
     watchdog("stale race marks", LIMIT, || {
-        let dir = TempDir::new("stalerace");
-        let path = dir.0.join("s");
         let address = Address::Unix(path.clone());
         for round in 0..3000 {
             drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
