@@ -97,3 +97,34 @@ fn racing_over_a_stale_file(path: PathBuf) {
         }
     });
 }
+
+/// A process that binds a live listener's path (a second copy of a
+/// program, trying again until the first is gone), killed at any moment,
+/// leaves nothing beside the path. Before, each attempt made a socket
+/// file under a temporary name before it found the path taken, and one
+/// kill in two left that file behind.
+#[test]
+fn a_binder_killed_at_a_live_path_leaves_nothing() {
+    watchdog("killed binder", LIMIT, || {
+        let dir = TempDir::new("killed");
+        let path = dir.0.join("s");
+        let address = Address::Unix(path.clone());
+        let live = Listener::bind(&address, None).unwrap();
+        for i in 0..200u64 {
+            let address = address.clone();
+            let mut binder = multiproc::Process::new(move || loop {
+                assert!(Listener::bind(&address, None).is_err());
+            });
+            binder.start().unwrap();
+            std::thread::sleep(Duration::from_micros(200 + (i * 37) % 2000));
+            binder.kill().unwrap();
+            binder.join().unwrap();
+            let names: Vec<_> = std::fs::read_dir(&dir.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["s"], "round {i}");
+        }
+        drop(live);
+    });
+}
