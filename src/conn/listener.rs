@@ -282,9 +282,14 @@ const BIND_ATTEMPTS: usize = 8;
 fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
     let listen_error = |e| Error::io(format!("listen on {}", path.display()), e);
     for _ in 0..BIND_ATTEMPTS {
+        // A file at the path is looked at first: a bind at a live one
+        // makes nothing beside it (a temporary file that a kill could
+        // leave behind, as it did one time in two for a process trying
+        // again and again).
+        remove_stale_socket(path)?;
         match sys::unix_listen(path, 128) {
             Ok(made) => return Ok(made),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => remove_stale_socket(path)?,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(listen_error(e)),
         }
     }
