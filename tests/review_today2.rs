@@ -128,3 +128,77 @@ fn a_binder_killed_at_a_live_path_leaves_nothing() {
         drop(live);
     });
 }
+
+/// A child forked while another thread binds a path over a stale socket
+/// file (so looks at it) does not make the next stale file there look
+/// live. Before, the look claimed the stale file's mark for a moment, the
+/// child kept a copy of it, and a file given the same inode (as ext4
+/// gives a freed one to the next file) was taken for a live listener's:
+/// `AddrInUse` for as long as the child lived.
+#[test]
+fn a_forked_child_keeps_no_look_at_a_stale_file() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    watchdog("forks during looks", LIMIT, || {
+        let dir = TempDir::new("forklook");
+        let path = dir.0.join("s");
+        let address = Address::Unix(path.clone());
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut children = std::collections::VecDeque::new();
+                while !done.load(Ordering::Relaxed) {
+                    let mut child = multiproc::Process::new(|| {
+                        std::thread::sleep(Duration::from_millis(50));
+                    });
+                    child.start().unwrap();
+                    children.push_back(child);
+                    if children.len() > 20 {
+                        children.pop_front().unwrap().join().unwrap();
+                    }
+                }
+                for child in children {
+                    child.join().unwrap();
+                }
+            });
+            let outcome = std::panic::catch_unwind(|| {
+                for round in 0..20000 {
+                    stale_socket_file(&path);
+                    let bound = Listener::bind(&address, None);
+                    assert!(bound.is_ok(), "round {round}: {:?}", bound.err());
+                }
+            });
+            done.store(true, Ordering::Relaxed);
+            if let Err(panic) = outcome {
+                std::panic::resume_unwind(panic);
+            }
+        });
+    });
+}
+
+/// A stale socket file at `path`: bound, never listened on, closed (a
+/// listening socket here would be live in a child forked meanwhile).
+fn stale_socket_file(path: &std::path::Path) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
