@@ -60,7 +60,7 @@ fn racing_over_a_stale_file(path: PathBuf) {
     watchdog("stale race marks", LIMIT, || {
         let address = Address::Unix(path.clone());
         for round in 0..3000 {
-            drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+            stale_socket_file(&path);
             let start = Arc::new(Barrier::new(2));
             let binders: Vec<_> = (0..2)
                 .map(|_| {
@@ -161,7 +161,7 @@ fn a_forked_child_keeps_no_look_at_a_stale_file() {
                 }
             });
             let outcome = std::panic::catch_unwind(|| {
-                for round in 0..20000 {
+                for round in 0..10000 {
                     stale_socket_file(&path);
                     let bound = Listener::bind(&address, None);
                     assert!(bound.is_ok(), "round {round}: {:?}", bound.err());
