@@ -378,7 +378,6 @@ fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
     // connection reached whatever was there by then, which a listener
     // replacing the stale file at once may have put there without this
     // looking for its mark (the probe was that listener's next client).
-    // Held, its inode is no new socket's while its mark is looked for.
     let held = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
@@ -387,7 +386,7 @@ fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
     if (meta.dev(), meta.ino()) != id {
         return Err(io::ErrorKind::NotFound.into());
     }
-    if sys::claim_listener_mark(id)?.is_none() {
+    if sys::listener_marked(id)? {
         return Ok(true);
     }
     let through = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));

@@ -568,24 +568,15 @@ fn marked((socket, id): (OwnedFd, (u64, u64))) -> io::Result<UnixListening> {
 }
 
 /// Claims the mark of a live listener of the socket file `id` (device
-/// and inode): a socket bound to a name of the abstract namespace made
+/// and inode): a socket listening at a name of the abstract namespace made
 /// from `id`, which lasts as long as the descriptor returned (and its
 /// copies); `None` if a listener holds it. So another process tells a
-/// live listener of this crate without connecting to it, which would be
-/// a client that its accept returns. (A file's device and inode name no
-/// other file while its listener lives: the socket keeps the file's
-/// inode.)
+/// live listener of this crate ([`listener_marked`]) without connecting
+/// to it, which would be a client that its accept returns. (A file's
+/// device and inode name no other file while its listener lives: the
+/// socket keeps the file's inode.)
 pub(crate) fn claim_listener_mark(id: (u64, u64)) -> io::Result<Option<OwnedFd>> {
-    let name = format!("multiproc-listener-{:x}-{:x}", id.0, id.1);
-    // SAFETY: a zeroed sockaddr_un is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // A leading NUL: the abstract namespace, where the name dies with
-    // the socket.
-    for (d, s) in addr.sun_path[1..].iter_mut().zip(name.as_bytes()) {
-        *d = *s as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t;
+    let (addr, len) = mark_address(id);
     let fd = unix_stream_socket(false)?;
     // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
     let bound = syscall(unsafe {
@@ -596,10 +587,40 @@ pub(crate) fn claim_listener_mark(id: (u64, u64)) -> io::Result<Option<OwnedFd>>
         )
     });
     match bound {
-        Ok(_) => Ok(Some(fd)),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(None),
-        Err(e) => Err(e),
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => return Ok(None),
+        Err(e) => return Err(e),
     }
+    // Listening, so that others ask by connecting to it, not by claiming
+    // it: a claim held for a moment by one asking was copied into a child
+    // forked meanwhile, and a later file given the same inode (as ext4
+    // gives a freed one to the next file) looked live while that child
+    // lived. Nothing accepts: a full queue answers as well.
+    // SAFETY: a plain syscall on a bound socket.
+    syscall(unsafe { libc::listen(fd.as_raw_fd(), 0) })?;
+    Ok(Some(fd))
+}
+
+/// Whether a listener of this crate holds the mark of the socket file
+/// `id` (see [`claim_listener_mark`]), asked without waiting.
+pub(crate) fn listener_marked(id: (u64, u64)) -> io::Result<bool> {
+    let (addr, len) = mark_address(id);
+    connects_at_once(&addr, len)
+}
+
+/// The abstract address of the mark of the socket file `id`.
+fn mark_address(id: (u64, u64)) -> (libc::sockaddr_un, libc::socklen_t) {
+    let name = format!("multiproc-listener-{:x}-{:x}", id.0, id.1);
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // A leading NUL: the abstract namespace, where the name dies with
+    // the socket.
+    for (d, s) in addr.sun_path[1..].iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t;
+    (addr, len)
 }
 
 /// Why a socket file made at its path directly is not there any more.
@@ -655,12 +676,18 @@ fn file_id(path: &Path) -> io::Result<(u64, u64)> {
 /// `Ok(false)`; other errors are returned.
 pub(crate) fn unix_listening(path: &Path) -> io::Result<bool> {
     let (addr, len, _) = unix_addr(path)?;
+    connects_at_once(&addr, len)
+}
+
+/// Whether a process listens at `addr` (of `len` bytes), as
+/// [`unix_listening`] tells.
+fn connects_at_once(addr: &libc::sockaddr_un, len: libc::socklen_t) -> io::Result<bool> {
     let fd = unix_stream_socket(true)?;
     // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
     let r = syscall(unsafe {
         libc::connect(
             fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
+            (addr as *const libc::sockaddr_un).cast(),
             len,
         )
     });
