@@ -8,48 +8,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::pickle::{s, P};
 use common::watchdog;
 use multiproc::conn::Connection;
 use multiproc::Process;
 
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// A pickle (protocol 2) of the few values the attacks send.
-enum P {
-    None,
-    Int(i32),
-    Str(String),
-    Tuple(Vec<P>),
-    /// Bytes written as they are (a value encoded ahead).
-    Raw(Vec<u8>),
-}
-
-impl P {
-    fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            P::None => out.push(b'N'),
-            P::Int(i) => {
-                out.push(b'J');
-                out.extend(i.to_le_bytes());
-            }
-            P::Str(s) => {
-                out.push(b'X');
-                out.extend((s.len() as u32).to_le_bytes());
-                out.extend(s.as_bytes());
-            }
-            P::Tuple(items) => {
-                out.push(b'(');
-                items.iter().for_each(|v| v.write(out));
-                out.push(b't');
-            }
-            P::Raw(bytes) => out.extend(bytes),
-        }
-    }
-}
-
-fn s(v: &str) -> P {
-    P::Str(v.into())
-}
 
 /// The request `(ident, method, args, {})`, as a value.
 fn call(ident: Option<&str>, method: &str, args: Vec<P>) -> P {
