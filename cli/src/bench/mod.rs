@@ -226,7 +226,9 @@ pub fn run(options: &Options) -> Result<()> {
         }
     }
     // A chart that cannot be written fails now, not after the whole run.
-    let mut plot = options.plot.as_deref().map(PlotFile::open).transpose()?;
+    if let Some(path) = &options.plot {
+        check_writable(path)?;
+    }
     let size = Size {
         quick: options.quick,
         redis: options.redis.clone(),
@@ -259,54 +261,27 @@ pub fn run(options: &Options) -> Result<()> {
         print_table(&results, python);
         eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
     }
-    if let Some(plot) = &mut plot {
-        plot.write(&plot_svg(&results))?;
-        eprintln!("chart written to {}", plot.path.display());
+    if let Some(path) = &options.plot {
+        std::fs::write(path, plot_svg(&results))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("chart written to {}", path.display());
     }
     Ok(())
 }
 
-/// The `--plot` file, opened before the run; a file the run made for it
-/// is removed again if the run fails before the chart is written.
-struct PlotFile {
-    path: std::path::PathBuf,
-    file: std::fs::File,
-    made: bool,
-    written: bool,
-}
-
-impl PlotFile {
-    fn open(path: &std::path::Path) -> Result<PlotFile> {
-        let made = !path.exists();
-        let file = std::fs::File::options()
-            .write(true)
-            .create(true)
-            // Kept as it is until the chart is ready (a failed run leaves it).
-            .truncate(false)
-            .open(path)
-            .with_context(|| format!("opening {} for the chart", path.display()))?;
-        Ok(PlotFile {
-            path: path.to_owned(),
-            file,
-            made,
-            written: false,
-        })
+/// Fails if `path` cannot be written, leaving it as it was: a file that
+/// was there is opened (not truncated), one that was not is made and
+/// removed again.
+fn check_writable(path: &std::path::Path) -> Result<()> {
+    let existed = path.exists();
+    std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening {} for the chart", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
     }
-
-    fn write(&mut self, svg: &str) -> Result<()> {
-        self.file
-            .set_len(0)
-            .and_then(|()| self.file.write_all(svg.as_bytes()))
-            .with_context(|| format!("writing {}", self.path.display()))?;
-        self.written = true;
-        Ok(())
-    }
-}
-
-impl Drop for PlotFile {
-    fn drop(&mut self) {
-        if self.made && !self.written {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
+    Ok(())
 }
