@@ -166,7 +166,6 @@ fn a_wait_on_nothing_with_duration_max_is_an_error() {
 #[test]
 fn two_listeners_binding_one_path_at_once_never_both_get_it() {
     use multiproc::conn::{connect, Address, Listener};
-    use std::sync::{Arc, Barrier};
     /// The socket path, removed however the test ends.
     struct Removed(std::path::PathBuf);
     impl Drop for Removed {
@@ -184,19 +183,8 @@ fn two_listeners_binding_one_path_at_once_never_both_get_it() {
                 // A stale socket file: bound, and its socket closed.
                 drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
             }
-            let start = Arc::new(Barrier::new(2));
-            let binders: Vec<_> = (0..2)
-                .map(|_| {
-                    let (start, address) = (start.clone(), address.clone());
-                    std::thread::spawn(move || {
-                        start.wait();
-                        Listener::bind(&address, None)
-                    })
-                })
-                .collect();
-            let (won, lost): (Vec<_>, Vec<_>) = binders
+            let (won, lost): (Vec<_>, Vec<_>) = common::two_binds_at_once(&address)
                 .into_iter()
-                .map(|t| t.join().unwrap())
                 .partition(Result::is_ok);
             let lost: Vec<Error> = lost.into_iter().map(Result::unwrap_err).collect();
             assert_eq!(won.len(), 1, "round {round}: {lost:?}");

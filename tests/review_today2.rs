@@ -56,24 +56,13 @@ fn a_winner_over_a_stale_file_at_a_long_path_is_marked() {
 }
 
 fn racing_over_a_stale_file(path: PathBuf) {
-    use std::sync::{Arc, Barrier};
     watchdog("stale race marks", LIMIT, || {
         let address = Address::Unix(path.clone());
         for round in 0..3000 {
             stale_socket_file(&path);
-            let start = Arc::new(Barrier::new(2));
-            let binders: Vec<_> = (0..2)
-                .map(|_| {
-                    let (start, address) = (start.clone(), address.clone());
-                    std::thread::spawn(move || {
-                        start.wait();
-                        Listener::bind(&address, None)
-                    })
-                })
-                .collect();
-            let won: Vec<Listener> = binders
+            let won: Vec<Listener> = common::two_binds_at_once(&address)
                 .into_iter()
-                .filter_map(|t| t.join().unwrap().ok())
+                .filter_map(Result::ok)
                 .collect();
             assert_eq!(won.len(), 1, "round {round}");
             let third = Listener::bind(&address, None);

@@ -353,3 +353,21 @@ pub fn take_token(tokens: &multiproc::RawValue<u32>, taken: &multiproc::RawValue
         false
     }
 }
+
+/// Two threads binding `address` at once (released together by a
+/// barrier): what each bind gave.
+pub fn two_binds_at_once(
+    address: &multiproc::conn::Address,
+) -> Vec<multiproc::Result<multiproc::conn::Listener>> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let binders: Vec<_> = (0..2)
+        .map(|_| {
+            let (start, address) = (start.clone(), address.clone());
+            thread::spawn(move || {
+                start.wait();
+                multiproc::conn::Listener::bind(&address, None)
+            })
+        })
+        .collect();
+    binders.into_iter().map(|t| t.join().unwrap()).collect()
+}
