@@ -93,7 +93,7 @@ fn ordered_dicts(n: i32, item: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
     let mut out = b"ccollections\nOrderedDict\nq\x000".to_vec();
     for i in 0..n {
         let mut key = b"h\x00)R(".to_vec();
-        P::Int(i).write(&mut key);
+        P::Int(i.into()).write(&mut key);
         key.extend(b"K\x00u");
         out.extend(item(key));
     }
@@ -141,7 +141,7 @@ fn value_types_that_differ_only_in_their_state_do_not_collide() {
         let mut items = b"}(cdecimal\nDecimal\nq\x010".to_vec();
         for i in 0..n {
             items.extend(b"h\x01)R");
-            P::Int(i).write(&mut items);
+            P::Int(i.into()).write(&mut items);
             items.extend(b"bN");
         }
         items.push(b'u');
@@ -248,7 +248,7 @@ fn comparing_long_paths_takes_their_length() {
 fn int_set(start: i32, n: i32) -> P {
     let mut out = b"cbuiltins\nset\n(](".to_vec();
     for i in start..start + n {
-        P::Int(i).write(&mut out);
+        P::Int(i.into()).write(&mut out);
     }
     out.extend(b"etR");
     P::Raw(out)
@@ -333,7 +333,7 @@ fn one_key_set_again(n: i32) -> P {
     let mut out = b"}(".to_vec();
     for i in 0..n {
         out.extend(b"K\x01");
-        P::Int(i).write(&mut out);
+        P::Int(i.into()).write(&mut out);
     }
     out.push(b'u');
     P::Raw(out)
