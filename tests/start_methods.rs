@@ -63,6 +63,9 @@ fn main() -> ExitCode {
         a_spawned_child_runs_only_a_listed_entry_on_a_well_formed_payload,
         a_payload_on_stdin_is_never_run,
         a_child_is_spawned_by_a_process_whose_standard_streams_are_closed,
+        a_start_that_fails_can_be_retried_fork,
+        a_start_that_fails_can_be_retried_spawn,
+        a_start_that_fails_can_be_retried_forkserver,
     ])
 }
 
@@ -305,6 +308,62 @@ fn shared_memory_by_name_spawn() {
 fn shared_memory_by_name_forkserver() {
     watchdog("touch forkserver", LIMIT, || {
         shared_by_name(Start::ForkServer)
+    });
+}
+
+/// A start that fails (here: no descriptor can be opened, so neither the
+/// fork's start gate nor a spawn's pipes nor a fork-server connection can
+/// be made) leaves the process unstarted with its closure, as Python's
+/// `Process.start` leaves a process that failed to start: a second start
+/// runs it.
+fn start_fails_then_runs(start: Start) {
+    let name = common::TempName::new(&format!("retry-{start:?}"));
+    let v = RawValue::create(&name, 0u32).unwrap();
+    let mut p = make(start, entry!(touch), name.0.clone());
+    let failed = with_no_new_descriptors(|| p.start());
+    assert!(
+        matches!(failed, Err(multiproc::Error::Io { .. })),
+        "{start:?}: {failed:?}"
+    );
+    assert_eq!(p.pid(), None, "{start:?}");
+    assert_eq!(p.exitcode(), None, "{start:?}");
+    p.start().unwrap();
+    assert_eq!(join(&p, LIMIT), 0, "{start:?}");
+    assert_eq!(v.get(), 7, "{start:?}");
+}
+
+/// Runs `f` while this process may open no new descriptor (its
+/// `RLIMIT_NOFILE` soft limit at 0; restored after).
+fn with_no_new_descriptors<R>(f: impl FnOnce() -> R) -> R {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid rlimit to write.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: valid rlimits, read only.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &none) }, 0);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) }, 0);
+    out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn a_start_that_fails_can_be_retried_fork() {
+    watchdog("retry fork", LIMIT, || start_fails_then_runs(Start::Fork));
+}
+
+fn a_start_that_fails_can_be_retried_spawn() {
+    watchdog("retry spawn", LIMIT, || start_fails_then_runs(Start::Spawn));
+}
+
+fn a_start_that_fails_can_be_retried_forkserver() {
+    watchdog("retry forkserver", LIMIT, || {
+        start_fails_then_runs(Start::ForkServer)
     });
 }
 

@@ -423,7 +423,8 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// # Errors
     /// [`Error::ProcessState`] if already started, or if it belongs to a
     /// [`scope`] run by another process; [`Error::Io`] if the child cannot
-    /// be started.
+    /// be started (no child ran: the process is left unstarted, closure
+    /// and all, and may be started again, as in Python).
     ///
     /// # Panics
     /// If a forked child's closure captured a value whose drop panics
@@ -450,38 +451,78 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             return Err(self.state_error("already started"));
         };
         reap_children();
-        let (pid, (pidfd, panic)) = match launch {
-            Launch::Fork(target) => {
-                let gate = StartGate::new()?;
-                let (pid, gate, target) = self.fork(target.into_target(), scope, listed, gate)?;
-                (pid, gate.open_pidfd(pid, Some(target))?)
+        // A start that fails before its child runs leaves the process as it
+        // was, closure and all, as Python's `start` does: it may be retried.
+        match self.launch(launch, scope, listed)? {
+            Launched::Ours { pid, pidfd, panic } => {
+                self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
+                match panic {
+                    // The child runs and is recorded; the panic is the caller's.
+                    Some(panic) => std::panic::resume_unwind(panic),
+                    None => Ok(()),
+                }
             }
-            Launch::Spawn(call) => {
-                let (pid, gate) = spawn::start(
-                    &call,
-                    &spawn::Child {
-                        name: &self.name,
-                        path: &self.path,
-                        daemon: self.daemon,
-                        parent: &current_process(),
-                    },
-                    &self.exec_args,
-                )?;
-                (pid, gate.open_pidfd(pid, None)?)
-            }
-            Launch::ForkServer(call) => {
-                let served = forkserver::fork_global(&self.name, &self.path, &call)?;
+            Launched::Served(served) => {
                 let reaper = Reaper::ForkServer(Arc::new(served.status));
                 self.running(served.pid, served.pidfd, reaper, listed.then_some(scope));
-                return Ok(());
+                Ok(())
             }
-        };
-        self.running(pid, pidfd, Reaper::Us, listed.then_some(scope));
-        match panic {
-            // The child runs and is recorded; the panic is the caller's.
-            Some(panic) => std::panic::resume_unwind(panic),
-            None => Ok(()),
         }
+    }
+
+    /// Starts the child as `launch` says; on a failure before the child
+    /// runs, keeps `launch` for another start.
+    fn launch(&mut self, launch: Launch<T>, scope: Option<u64>, listed: bool) -> Result<Launched> {
+        match launch {
+            Launch::Fork(target) => {
+                let gate = match StartGate::new() {
+                    Ok(gate) => gate,
+                    Err(e) => return Err(self.keep(Launch::Fork(target), e)),
+                };
+                let (pid, gate, target) = match self.fork(target, scope, listed, gate) {
+                    Ok(forked) => forked,
+                    Err((e, target)) => return Err(self.keep(Launch::Fork(target), e)),
+                };
+                match gate.pidfd(pid) {
+                    Ok(pidfd) => Ok(Launched::Ours {
+                        pid,
+                        pidfd,
+                        panic: gate.open(pid, Some(target.into_target())),
+                    }),
+                    Err(e) => Err(self.keep(Launch::Fork(target), e)),
+                }
+            }
+            Launch::Spawn(call) => {
+                let child = spawn::Child {
+                    name: &self.name,
+                    path: &self.path,
+                    daemon: self.daemon,
+                    parent: &current_process(),
+                };
+                match spawn::start(&call, &child, &self.exec_args)
+                    .and_then(|(pid, gate)| Ok((pid, gate.pidfd(pid)?, gate)))
+                {
+                    Ok((pid, pidfd, gate)) => Ok(Launched::Ours {
+                        pid,
+                        pidfd,
+                        panic: gate.open(pid, None),
+                    }),
+                    Err(e) => Err(self.keep(Launch::Spawn(call), e)),
+                }
+            }
+            Launch::ForkServer(call) => {
+                match forkserver::fork_global(&self.name, &self.path, &call) {
+                    Ok(served) => Ok(Launched::Served(served)),
+                    Err(e) => Err(self.keep(Launch::ForkServer(call), e)),
+                }
+            }
+        }
+    }
+
+    /// Keeps `launch` for another start, after `e`; `e`.
+    fn keep(&mut self, launch: Launch<T>, e: Error) -> Error {
+        *poison::get_mut(&mut self.launch) = Some(launch);
+        e
     }
 
     /// Records the started child, and lists it among this process's
@@ -507,19 +548,22 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// The child waits at `gate` before it runs anything; the parent gets
     /// its end of the gate back with the pid, and its copy of `target`,
     /// which is still its own until the gate opens.
+    /// Forks the child, which waits at `gate` and then runs `target`: its
+    /// pid, the gate's end here and this process's copy of `target`; or
+    /// the error and `target`, if no child was made.
     fn fork(
         &mut self,
-        target: Target<'a>,
+        target: T,
         scope: Option<u64>,
         listed: bool,
         gate: StartGate,
-    ) -> Result<(u32, GateParent, Target<'a>)> {
+    ) -> std::result::Result<(u32, GateParent, T), (Error, T)> {
         let parent = current_process();
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
         FORKING_FOR_SCOPE.set(None);
         match forked {
-            Err(e) => Err(Error::io("fork", e)),
+            Err(e) => Err((Error::io("fork", e), target)),
             Ok(Forked::Child) => {
                 // Without the parent's copy of its end here, the parent's
                 // death reads as end of file.
@@ -527,7 +571,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 if !StartGate::opened(gate.child) {
                     sys::exit_now(1);
                 }
-                self.run_child(target, parent, listed)
+                self.run_child(target.into_target(), parent, listed)
             }
             Ok(Forked::Parent { pid }) => {
                 drop(gate.child);
@@ -709,6 +753,19 @@ thread_local! {
     static HANDING_TO_CHILD: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
+/// A started child, as [`Process::launch`] made it.
+enum Launched {
+    /// Forked or spawned by this process, which reaps it: the panic of a
+    /// captured value's drop at the hand-over, if any, is the caller's.
+    Ours {
+        pid: u32,
+        pidfd: OwnedFd,
+        panic: Option<Box<dyn std::any::Any + Send>>,
+    },
+    /// Forked by the fork server, which reaps it.
+    Served(forkserver::Served),
+}
+
 /// What a forked or spawned child waits on before it runs anything: its
 /// parent's word that it holds the child's pid file descriptor. Until then the
 /// child cannot exit, so no SIGCHLD handler of the parent's (one that
@@ -751,42 +808,37 @@ impl StartGate {
 
 impl GateParent {
     /// In the parent, once the child's end is closed here (so that the
-    /// descriptor it took is free again for the pidfd): the child's pidfd,
-    /// and the child let run, `target` (this process's copy of a forked
-    /// child's closure) handed over to it first; or, if there is none, the
-    /// child told to exit and reaped, and `target` dropped as this
-    /// process's own (the child ran none of it: a listener's socket file,
-    /// a permit, are still this process's to give back).
+    /// descriptor it took is free again for the pidfd): the child's pidfd;
+    /// or, if there is none, the child told to exit and reaped, having run
+    /// none of its closure (whose copy here, a listener's socket file, a
+    /// permit, are still this process's: the start may be retried).
+    fn pidfd(&self, pid: u32) -> Result<OwnedFd> {
+        sys::pidfd_open(pid).map_err(|e| {
+            // Said, not left to the end of file, which a copy of this end
+            // in a child another thread forks meanwhile would hold off. The
+            // child is alive (it waits for this word) and not reaped: its
+            // pid is still its own.
+            let _ = sys::send_nowait(&self.0, &[GATE_SHUT]);
+            let _ = sys::waitpid(pid, true);
+            pidfd_error(e)
+        })
+    }
+
+    /// Lets the child `pid` (whose pidfd this process holds) run, `target`
+    /// (this process's copy of a forked child's closure) handed over to it
+    /// first.
     ///
     /// A panic of that hand-over (a drop of the program's) is returned, not
     /// raised: the child runs all the same, as the owner of what its closure
     /// took, and must be recorded before the caller gets the panic.
-    fn open_pidfd(
-        self,
-        pid: u32,
-        target: Option<Target<'_>>,
-    ) -> Result<(OwnedFd, Option<Box<dyn std::any::Any + Send>>)> {
-        match sys::pidfd_open(pid) {
-            Ok(pidfd) => {
-                let panic = target.and_then(|target| {
-                    catch_unwind(AssertUnwindSafe(|| handed_to_child(target, pid))).err()
-                });
-                // A byte into an empty socket buffer: it cannot block. If the
-                // child is gone (killed meanwhile), its pidfd says so.
-                let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
-                Ok((pidfd, panic))
-            }
-            Err(e) => {
-                // Said, not left to the end of file, which a copy of this
-                // end in a child another thread forks meanwhile would hold
-                // off. The child is alive (it waits for this word) and not
-                // reaped: its pid is still its own.
-                let _ = sys::send_nowait(&self.0, &[GATE_SHUT]);
-                let _ = sys::waitpid(pid, true);
-                drop(target);
-                Err(pidfd_error(e))
-            }
-        }
+    fn open(self, pid: u32, target: Option<Target<'_>>) -> Option<Box<dyn std::any::Any + Send>> {
+        let panic = target.and_then(|target| {
+            catch_unwind(AssertUnwindSafe(|| handed_to_child(target, pid))).err()
+        });
+        // A byte into an empty socket buffer: it cannot block. If the child
+        // is gone (killed meanwhile), its pidfd says so.
+        let _ = sys::send_nowait(&self.0, &[GATE_OPEN]);
+        panic
     }
 }
 
