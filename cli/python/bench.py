@@ -5,11 +5,16 @@ Prints one number in the scenario's unit (see `multiproc bench --json`);
 the manager scenarios add the server's CPU time per operation in us.
 With ADDRESS (a Unix socket path), AUTHKEY_HEX and SERVER_PID, a manager
 scenario runs the same client work against that server (multiproc's, which
-`multiproc bench` starts) instead of a `Manager()` of Python's own.
+`multiproc bench` starts) instead of a `Manager()` of Python's own. With
+AUTHKEY_HEX `raw`, ADDRESS is a raw socket echo's (which `multiproc bench`
+starts too): each client sends the requests its proxy would (the same
+pickles, framed as `Connection.send_bytes` frames them) and unpickles each
+answer, and the figures are that echo's (set, get and append only).
 """
 import sys
 import time
 import multiprocessing as mp
+from multiprocessing.connection import Client
 from multiprocessing.managers import SyncManager
 
 ctx = mp.get_context("fork")  # the start method multiproc's Process uses
@@ -157,7 +162,23 @@ def _server_cpu(pid):
 SERVER = None
 
 
+def _clients(work, clients, args, n):
+    """Runs `work(*args, c, n)` in `clients` clients: this process for one,
+    forked children for more."""
+    if clients == 1:
+        work(*args, 0, n)
+        return
+    ps = [ctx.Process(target=work, args=(*args, c, n)) for c in range(clients)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+        assert p.exitcode == 0, p.exitcode
+
+
 def _manager_clients(op, clients, n):
+    if SERVER is not None and SERVER[1] == "raw":
+        return _raw_clients(op, clients, n)
     if SERVER is None:
         m = ctx.Manager()
         pid = m._process.pid
@@ -174,15 +195,7 @@ def _manager_clients(op, clients, n):
             d.update({i: i for i in range(1000)})
         cpu0 = _server_cpu(pid)
         t = time.perf_counter()
-        if clients == 1:
-            _manager_work(op, d, l, 0, n)
-        else:
-            ps = [ctx.Process(target=_manager_work, args=(op, d, l, c, n)) for c in range(clients)]
-            for p in ps:
-                p.start()
-            for p in ps:
-                p.join()
-                assert p.exitcode == 0, p.exitcode
+        _clients(_manager_work, clients, (op, d, l), n)
         elapsed = time.perf_counter() - t
         cpu = _server_cpu(pid) - cpu0
         expected = {
@@ -220,6 +233,40 @@ def _manager_work(op, d, l, client, n):
     elif op == "copy":  # Python's closest to a batched lookup: 1000 values
         for b in range(n // 1000):
             assert len(d.copy()) == 1000
+
+
+def _raw_clients(op, clients, n):
+    address, _, pid = SERVER
+    pid = int(pid)
+    cpu0 = _server_cpu(pid)
+    t = time.perf_counter()
+    _clients(_raw_work, clients, (op, address), n)
+    elapsed = time.perf_counter() - t
+    cpu = _server_cpu(pid) - cpu0
+    ops = clients * n
+    return f"{ops / elapsed} {cpu / ops * 1e6}"  # calls/s, echo CPU us/call
+
+
+def _raw_work(op, address, client, n):
+    """The calls `_manager_work` makes for `op`, as a proxy sends them (its
+    id, method, args and kwargs, through `Connection.send`), to the raw
+    echo, whose every answer is `('#RETURN', None)`."""
+    conn = Client(address)
+    ident = "7f" + "0" * 10  # as long as an id the server gives
+    base = client * n
+    for i in range(n):
+        if op == "set":
+            call = (ident, "__setitem__", (base + i, i), {})
+        elif op == "get":
+            call = (ident, "get", (i,), {})
+        elif op == "append":
+            call = (ident, "append", (i,), {})
+        else:
+            raise ValueError(f"no raw calls for {op}")
+        conn.send(call)
+        kind, _ = conn.recv()
+        assert kind == "#RETURN", kind
+    conn.close()
 
 
 def manager_dict_set_1client(n):

@@ -28,6 +28,9 @@ struct Line<'a> {
     /// Managed scenarios: multiproc's server's CPU time per operation in
     /// microseconds with Python's client.
     python_client_multiproc_server_cpu_us: Option<f64>,
+    /// Managed scenarios but the batched ones: a raw socket echo's CPU
+    /// time per call, answering the same Python client's calls.
+    python_client_raw_echo_cpu_us: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -66,6 +69,9 @@ pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
         python_client_multiproc_server_cpu_us: m
             .python_client_our_server
             .and_then(|p| p.server_cpu_us.and_then(finite)),
+        python_client_raw_echo_cpu_us: m
+            .python_client_raw_echo
+            .and_then(|p| p.server_cpu_us.and_then(finite)),
     };
     Ok(serde_json::to_string(&line)?)
 }
@@ -81,7 +87,7 @@ mod tests {
     }
 
     #[test]
-    fn managed_line_has_both_python_servers() {
+    fn managed_line_has_both_python_servers_and_the_echo() {
         let m = Measurement {
             multiproc: 11900.0,
             baselines: vec![("raw Unix socket round trips", 12600.0)],
@@ -93,6 +99,10 @@ mod tests {
                 value: 9000.0,
                 server_cpu_us: Some(30.0),
             }),
+            python_client_raw_echo: Some(PythonFigure {
+                value: 20000.0,
+                server_cpu_us: Some(25.0),
+            }),
         };
         let line = json_line(scenario("manager_dict_set_1client"), &m).expect("json");
         let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
@@ -100,6 +110,7 @@ mod tests {
         assert_eq!(v["python_server_cpu_us"], 80.0);
         assert_eq!(v["python_client_multiproc_server"], 9000.0);
         assert_eq!(v["python_client_multiproc_server_cpu_us"], 30.0);
+        assert_eq!(v["python_client_raw_echo_cpu_us"], 25.0);
         assert_eq!(v["baseline"]["value"], 12600.0);
         assert_eq!(v["also"], serde_json::json!([]));
     }
@@ -111,6 +122,7 @@ mod tests {
             baselines: vec![("futex word, same spin", 0.6), ("peer", f64::NAN)],
             python: None,
             python_client_our_server: None,
+            python_client_raw_echo: None,
         };
         let line = json_line(scenario("event_pingpong"), &m).expect("json");
         let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
@@ -129,6 +141,7 @@ mod tests {
                 server_cpu_us: None,
             }),
             python_client_our_server: None,
+            python_client_raw_echo: None,
         };
         let line = json_line(scenario("lock_uncontended"), &m).expect("json");
         let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
@@ -136,5 +149,6 @@ mod tests {
         assert_eq!(v["python"], 156.2);
         assert!(v["python_server_cpu_us"].is_null());
         assert!(v["python_client_multiproc_server"].is_null());
+        assert!(v["python_client_raw_echo_cpu_us"].is_null());
     }
 }

@@ -24,7 +24,7 @@ use clap::Args;
 
 use json::json_line;
 use measure::{median, Size};
-use python::{python_available, run_python, OurServer, PythonFigure};
+use python::{python_available, run_python, Answerer, OurServer, PythonFigure, RawEcho};
 use scenarios::{Scenario, SCENARIOS};
 use svg::plot_svg;
 use table::print_table;
@@ -146,47 +146,69 @@ struct Measurement {
     /// For the managed scenarios: Python's client (the same work) against
     /// multiproc's server.
     python_client_our_server: Option<PythonFigure>,
+    /// For the managed scenarios but the batched ones: the same client's
+    /// calls answered by a raw socket echo.
+    python_client_raw_echo: Option<PythonFigure>,
 }
 
 /// Python's figure for scenario `s` (workload size `n`). For a managed
 /// scenario, also Python's client against multiproc's server (a fresh one
 /// for each run, stopped after it), with both servers' CPU time per
-/// operation. A full run measures the two alternately (each going first
-/// every other round, as [`measure::paired`] does) and keeps the medians:
-/// a noisy machine moves a single run of either by a factor of two.
-/// `--quick` runs each once, to stay quick.
-fn run_pythons(
-    s: &Scenario,
-    n: u64,
-    size: &Size,
-) -> Result<(Option<PythonFigure>, Option<PythonFigure>)> {
+/// operation, and (but for the batched scenarios) the CPU time per call of
+/// a raw socket echo answering the same clients' calls ([`RawEcho`]). A
+/// full run measures them in turn (each going first in its turn, as
+/// [`measure::alternated`] does) and keeps the medians: a noisy machine
+/// moves a single run of any by a factor of two. `--quick` runs each
+/// once, to stay quick.
+fn run_pythons(s: &Scenario, n: u64, size: &Size) -> Result<PythonFigures> {
+    let mut figures = PythonFigures::default();
     if s.layer != Layer::Managed {
-        return Ok((run_python(s.name, n, None)?, None));
+        figures.python = run_python(s.name, n, Answerer::Python)?;
+        return Ok(figures);
     }
-    let theirs = || run_python(s.name, n, None);
-    let ours = || run_python(s.name, n, Some(&OurServer::start()?));
-    let (mut python, mut peer) = (Vec::new(), Vec::new());
+    let batched = s.name.ends_with("_batched");
+    let mut runs: [Vec<PythonFigure>; 3] = Default::default();
     let rounds = if size.quick { 1 } else { size.repeats() };
     for round in 0..rounds {
-        if round % 2 == 0 {
-            python.extend(theirs()?);
-            peer.extend(ours()?);
-        } else {
-            peer.extend(ours()?);
-            python.extend(theirs()?);
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let figure = match which {
+                0 => run_python(s.name, n, Answerer::Python)?,
+                1 => run_python(s.name, n, Answerer::Ours(&OurServer::start()?))?,
+                _ if batched => None,
+                _ => run_python(s.name, n, Answerer::Raw(&RawEcho::start()?))?,
+            };
+            runs[which].extend(figure);
         }
     }
-    let (python, peer) = (median_figure(python), median_figure(peer));
+    let [python, ours, raw] = runs.map(median_figure);
     let cpu = |f: Option<PythonFigure>| {
         f.and_then(|f| f.server_cpu_us)
             .map_or("n/a".into(), |c| format!("{c:.2}"))
     };
     eprint!(
-        " (python client: server CPU {} us/op in python's server, {} in multiproc's)",
+        " (python client: server CPU {} us/op in python's server, {} in multiproc's, {} in a raw socket echo's)",
         cpu(python),
-        cpu(peer)
+        cpu(ours),
+        cpu(raw)
     );
-    Ok((python, peer))
+    Ok(PythonFigures {
+        python,
+        our_server: ours,
+        raw_echo: raw,
+    })
+}
+
+/// What [`run_pythons`] measured.
+#[derive(Default)]
+struct PythonFigures {
+    /// Python's `multiprocessing` (managed scenarios: its client and
+    /// server).
+    python: Option<PythonFigure>,
+    /// Python's client against multiproc's server.
+    our_server: Option<PythonFigure>,
+    /// Python's client's calls answered by a raw socket echo.
+    raw_echo: Option<PythonFigure>,
 }
 
 /// The median figure and the median server CPU time of some runs; `None`
@@ -241,16 +263,17 @@ pub fn run(options: &Options) -> Result<()> {
         let _ = std::io::stderr().flush();
         let t = Instant::now();
         let (multiproc, baselines) = (s.run)(&size)?;
-        let (python, python_client_our_server) = match (python, s.python_n) {
+        let pythons = match (python, s.python_n) {
             (true, Some(n)) => run_pythons(s, n(&size), &size)?,
-            _ => (None, None),
+            _ => PythonFigures::default(),
         };
         eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
         let m = Measurement {
             multiproc,
             baselines,
-            python,
-            python_client_our_server,
+            python: pythons.python,
+            python_client_our_server: pythons.our_server,
+            python_client_raw_echo: pythons.raw_echo,
         };
         if options.json {
             println!("{}", json_line(s, &m)?);

@@ -47,13 +47,22 @@ fn parse_output(text: &str) -> Option<PythonFigure> {
     })
 }
 
-/// Runs one scenario of the Python script, against Python's own manager
-/// server, or against `server` (multiproc's) if given; `None` (with a
-/// warning) if it fails.
+/// Who answers a managed scenario's Python clients.
+pub(super) enum Answerer<'a> {
+    /// A `Manager()` of Python's own.
+    Python,
+    /// multiproc's server.
+    Ours(&'a OurServer),
+    /// A raw socket echo ([`RawEcho`]).
+    Raw(&'a RawEcho),
+}
+
+/// Runs one scenario of the Python script; for a managed one, its clients
+/// talk to `answerer`. `None` (with a warning) if it fails.
 pub(super) fn run_python(
     scenario: &str,
     n: u64,
-    server: Option<&OurServer>,
+    answerer: Answerer,
 ) -> Result<Option<PythonFigure>> {
     let mut args = vec![
         "-c".to_string(),
@@ -61,13 +70,25 @@ pub(super) fn run_python(
         scenario.to_string(),
         n.to_string(),
     ];
-    if let Some(s) = server {
-        args.extend([
-            s.path.display().to_string(),
-            hex(&s.authkey),
-            s.pid.to_string(),
-        ]);
-    }
+    let against = match answerer {
+        Answerer::Python => "",
+        Answerer::Ours(s) => {
+            args.extend([
+                s.path.display().to_string(),
+                hex(&s.authkey),
+                s.pid.to_string(),
+            ]);
+            " against multiproc's server"
+        }
+        Answerer::Raw(e) => {
+            args.extend([
+                e.path.display().to_string(),
+                "raw".into(),
+                e.pid.to_string(),
+            ]);
+            " against a raw socket echo"
+        }
+    };
     let mut child = Command::new("python3")
         .args(&args)
         .stdout(Stdio::piped())
@@ -87,11 +108,6 @@ pub(super) fn run_python(
     match parse_output(&String::from_utf8_lossy(&out.stdout)) {
         Some(figure) if out.status.success() => Ok(Some(figure)),
         _ => {
-            let against = if server.is_some() {
-                " against multiproc's server"
-            } else {
-                ""
-            };
             eprint!(
                 " (python{against} failed: {})",
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -106,6 +122,91 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 static SOCKETS: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh socket path for a server of the bench.
+fn socket_path() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "multiproc-bench-{}-{}.sock",
+        std::process::id(),
+        SOCKETS.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// The frame a raw echo answers every call with: `('#RETURN', None)`
+/// pickled (protocol 4, as Python's manager server answers a set), after
+/// its length (`Connection.send_bytes`' frame).
+const ECHO_ANSWER: &[u8] = b"\0\0\0\x0e\x80\x04\x8c\x07#RETURNN\x86.";
+
+/// A raw socket echo for Python's clients: a process listening on a fresh
+/// Unix socket that answers each frame a connection sends with
+/// [`ECHO_ANSWER`], from a thread per connection (as Python's manager
+/// server serves its clients and the raw calls' answerer its channels),
+/// decoding nothing: what the same clients' calls cost a server that does
+/// nothing but the socket's part. Dropping it stops the process (by pid)
+/// and removes its socket.
+pub(super) struct RawEcho {
+    process: Process<'static>,
+    pid: u32,
+    path: PathBuf,
+}
+
+impl RawEcho {
+    pub(super) fn start() -> Result<RawEcho> {
+        let path = socket_path();
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .with_context(|| format!("binding {}", path.display()))?;
+        // A daemon: killed if the bench dies before it stops the echo.
+        let mut process = Process::new(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || echo(conn));
+            }
+        })
+        .with_name("raw socket echo (bench)")
+        .daemon(true);
+        let started = process.start();
+        let echo = RawEcho {
+            pid: process.pid().unwrap_or(0),
+            process,
+            path,
+        };
+        started?;
+        Ok(echo)
+    }
+}
+
+/// Answers each frame `conn` sends with [`ECHO_ANSWER`] until it closes.
+fn echo(mut conn: std::os::unix::net::UnixStream) {
+    use std::io::{Read as _, Write as _};
+    let mut body = Vec::new();
+    let mut len = [0u8; 4];
+    while conn.read_exact(&mut len).is_ok() {
+        // A frame of 2 GiB or more: not one a client of the bench sends.
+        let Ok(n) = usize::try_from(i32::from_be_bytes(len)) else {
+            return;
+        };
+        body.resize(n, 0);
+        if conn.read_exact(&mut body).is_err() || conn.write_all(ECHO_ANSWER).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for RawEcho {
+    fn drop(&mut self) {
+        stop(&mut self.process);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Stops a server process of the bench: SIGTERM, then SIGKILL if it is
+/// still there after 5 s.
+fn stop(process: &mut Process<'static>) {
+    let _ = process.terminate();
+    if !matches!(process.join_timeout(Duration::from_secs(5)), Ok(Some(_))) {
+        let _ = process.kill();
+        let _ = process.join_timeout(Duration::from_secs(5));
+    }
+}
 
 /// multiproc's manager server (`multiproc::manager::serve`, what
 /// `multiproc manager serve` runs) in a child process of the bench, on a
@@ -135,11 +236,7 @@ impl OurServer {
                 filled += got as usize;
             }
         }
-        let path = std::env::temp_dir().join(format!(
-            "multiproc-bench-{}-{}.sock",
-            std::process::id(),
-            SOCKETS.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = socket_path();
         let address = Address::Unix(path.clone());
         let (mut ready, mut tell) = Pipe(false)?;
         // A daemon: killed if the bench dies before it stops the server.
@@ -174,14 +271,7 @@ impl OurServer {
 
 impl Drop for OurServer {
     fn drop(&mut self) {
-        let _ = self.process.terminate();
-        if !matches!(
-            self.process.join_timeout(Duration::from_secs(5)),
-            Ok(Some(_))
-        ) {
-            let _ = self.process.kill();
-            let _ = self.process.join_timeout(Duration::from_secs(5));
-        }
+        stop(&mut self.process);
         let _ = std::fs::remove_file(&self.path);
     }
 }
