@@ -9,15 +9,19 @@
 //! only after `accept_connection`; this one answers both on any
 //! connection (so a client may keep one connection for everything).
 
+use std::borrow::Cow;
+
 use super::apply::Raised;
 use super::protocol::Exception;
 use super::PyValue;
 
 /// One request: `(ident, methodname, args, kwds)`; `ident` `None` for the
 /// server's own calls.
-pub(super) struct Request {
-    pub(super) ident: Option<String>,
-    pub(super) method: String,
+pub(super) struct Request<'f> {
+    /// Borrowed from the request's bytes when they were read straight
+    /// (see [`Request::read`]).
+    pub(super) ident: Option<Cow<'f, str>>,
+    pub(super) method: Cow<'f, str>,
     pub(super) args: Vec<PyValue>,
     pub(super) kwds: Vec<(PyValue, PyValue)>,
     /// Why `args` or `kwds` cannot be spread into a call (`*args` of a
@@ -26,11 +30,28 @@ pub(super) struct Request {
     pub(super) unspread: Option<Exception>,
 }
 
-impl Request {
+impl<'f> Request<'f> {
+    /// The request `frame` holds, read straight from it if it is a plain
+    /// call of scalars (`pickle::request_parts`): what [`parse`] makes of
+    /// what the decoders make of it, without decoding it; `None` for any
+    /// other, which is theirs.
+    ///
+    /// [`parse`]: Request::parse
+    pub(super) fn read(frame: &'f [u8]) -> Option<Request<'f>> {
+        let parts = super::pickle::request_parts(frame)?;
+        Some(Request {
+            ident: parts.ident.map(Cow::Borrowed),
+            method: Cow::Borrowed(parts.method),
+            args: parts.args,
+            kwds: Vec::new(),
+            unspread: None,
+        })
+    }
+
     /// The request a decoded frame holds, or why it is none (CPython's
     /// server unpacks any four items; the args it spreads with `*`, the
     /// kwds with `**`).
-    pub(super) fn parse(v: PyValue) -> Result<Request, Exception> {
+    pub(super) fn parse(v: PyValue) -> Result<Request<'f>, Exception> {
         let items = match v {
             PyValue::Tuple(items) | PyValue::List(items) if items.len() == 4 => items,
             PyValue::Tuple(items) | PyValue::List(items) => {
@@ -53,7 +74,7 @@ impl Request {
         let mut next = || items.next().unwrap_or(PyValue::None);
         let ident = match next() {
             PyValue::None => None,
-            PyValue::Str(s) => Some(s),
+            PyValue::Str(s) => Some(Cow::Owned(s)),
             other => {
                 return Err((
                     "TypeError",
@@ -99,7 +120,7 @@ impl Request {
         }
         Ok(Request {
             ident,
-            method,
+            method: Cow::Owned(method),
             args,
             kwds,
             unspread,
@@ -361,7 +382,7 @@ mod tests {
             PyValue::Dict(vec![]),
         ]))
         .unwrap();
-        assert_eq!((r.ident, r.method.as_str()), (None, "create"));
+        assert_eq!((r.ident, &*r.method), (None, "create"));
         assert!(Request::parse(PyValue::Int(1)).is_err());
         assert!(Request::parse(PyValue::Tuple(vec![PyValue::None; 3])).is_err());
         let bad_kwds = PyValue::Tuple(vec![

@@ -530,10 +530,15 @@ impl Objects {
         // Its client has taken its references to what the last answer sent.
         self.end_loans(peer);
         let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
-        let value = survive_panic(|| wire::loads(frame, &mut budget), Err);
+        // A plain call of scalars is read straight from the frame; any
+        // other request is decoded.
+        let req = match Request::read(frame) {
+            Some(req) => Ok(req),
+            None => survive_panic(|| wire::loads(frame, &mut budget), Err).and_then(Request::parse),
+        };
         // Proxies inside the request must name objects of this manager.
         let decoded = refs::take_decoded();
-        let (reply, shutdown, work) = match value.and_then(Request::parse) {
+        let (reply, shutdown, work) = match req {
             Err(e) => (Reply::Traceback(e), false, budget.work_done()),
             Ok(req) => match self.serve(req, &decoded, session, peer, &mut budget) {
                 (Served::Reply(reply, shutdown), work) => (reply, shutdown, work),
@@ -568,7 +573,7 @@ impl Objects {
     /// shutdown), or that it waits; and the work it took.
     fn serve(
         &mut self,
-        req: Request,
+        req: Request<'_>,
         decoded: &[(Kind, Id)],
         session: &mut Session,
         peer: u64,
@@ -722,7 +727,7 @@ impl Objects {
     /// refused).
     fn call(
         &mut self,
-        req: Request,
+        req: Request<'_>,
         session: &mut Session,
         peer: u64,
         budget: &mut Budget,
@@ -749,10 +754,10 @@ impl Objects {
             // refused as a call of it without arguments would be (before
             // anything is done); one that is fails to be called.
             let body = &self.table[&id].body;
-            let fallback = matches!(method.as_str(), "#GETVALUE" | "__repr__" | "__str__");
+            let fallback = matches!(&*method, "#GETVALUE" | "__repr__" | "__str__");
             let callable = match body {
                 Body::Iterator(_) => method == "__next__",
-                _ => self.exposed(body).contains(&method.as_str()),
+                _ => self.exposed(body).contains(&&*method),
             };
             return match (callable, fallback) {
                 (true, _) => Done::Reply(Reply::error(e)),
@@ -764,7 +769,7 @@ impl Objects {
             };
         }
         let data = matches!(self.table[&id].body, Body::Data(..));
-        match method.as_str() {
+        match &*method {
             "#GETVALUE" | "__repr__" | "__str__" if !data => {
                 Done::Reply(self.fallback(id, &method))
             }
@@ -1333,7 +1338,7 @@ mod tests {
             kwds: Vec<(PyValue, PyValue)>,
         ) -> Option<Reply> {
             let req = Request {
-                ident: ident.map(String::from),
+                ident: ident.map(Into::into),
                 method: method.into(),
                 args,
                 kwds,

@@ -87,6 +87,144 @@ pub(crate) fn returned_scalar(bytes: &[u8]) -> Option<PyValue> {
     })
 }
 
+/// The parts of a request `(ident, method, args, {})`, read straight from
+/// its bytes by [`request_parts`].
+#[derive(Debug, PartialEq)]
+pub(crate) struct RequestParts<'a> {
+    /// The object's ident (`None` for a call of the server's).
+    pub(crate) ident: Option<&'a str>,
+    pub(crate) method: &'a str,
+    /// The positional arguments, scalars all.
+    pub(crate) args: Vec<PyValue>,
+}
+
+/// The most arguments [`request_parts`] reads.
+const PARTS_MAX_ARGS: usize = 8;
+
+/// A request read straight from `bytes` when they are exactly the pickle
+/// of `(ident, method, args, {})` whose ident is a str or `None`, method
+/// a str and args a tuple of at most [`PARTS_MAX_ARGS`] scalars (`None`,
+/// bools, ints of `i64`, floats, short strs and bytes), as CPython's
+/// clients write it (protocol 4, one frame, each str and tuple memoized)
+/// and multiproc's (no frame, no memo): what [`loads`] decodes from them
+/// and `Request::parse` takes apart, without the tuple around them. `None`
+/// for any other bytes, which are the decoders'.
+pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
+    let mut r = Reader(bytes);
+    if r.byte()? != op::PROTO || !(2..=5).contains(&r.byte()?) {
+        return None;
+    }
+    if r.0.first() == Some(&op::FRAME) {
+        r.take(1)?;
+        let framed = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        // One frame of all the rest: anything else is the decoders'.
+        if usize::try_from(framed).ok()? != r.0.len() {
+            return None;
+        }
+    }
+    if r.byte()? != op::MARK {
+        return None;
+    }
+    let ident = match r.byte()? {
+        op::NONE => None,
+        op::SHORT_BINUNICODE => Some(r.short_str()?),
+        _ => return None,
+    };
+    if r.byte()? != op::SHORT_BINUNICODE {
+        return None;
+    }
+    let method = r.short_str()?;
+    let mut args = Vec::new();
+    let marked = r.0.first() == Some(&op::MARK);
+    if marked {
+        r.take(1)?;
+    }
+    loop {
+        let code = r.byte()?;
+        let scalar = match code {
+            op::NONE => PyValue::None,
+            op::NEWTRUE => PyValue::Bool(true),
+            op::NEWFALSE => PyValue::Bool(false),
+            op::BININT1 => PyValue::Int(r.byte()?.into()),
+            op::BININT2 => PyValue::Int(u16::from_le_bytes(r.take(2)?.try_into().ok()?).into()),
+            op::BININT => PyValue::Int(i32::from_le_bytes(r.take(4)?.try_into().ok()?).into()),
+            op::LONG1 => {
+                let n = usize::from(r.byte()?);
+                match int_from_bytes(r.take(n)?) {
+                    PyValue::Int(i) if n <= 8 => PyValue::Int(i),
+                    _ => return None,
+                }
+            }
+            op::BINFLOAT => PyValue::Float(f64::from_be_bytes(r.take(8)?.try_into().ok()?)),
+            op::SHORT_BINUNICODE => PyValue::Str(r.short_str()?.into()),
+            op::SHORT_BINBYTES => {
+                let n = usize::from(r.byte()?);
+                let b = r.take(n)?.to_vec();
+                r.memoized();
+                PyValue::Bytes(b)
+            }
+            op::EMPTY_TUPLE if !marked && args.is_empty() => break,
+            op::TUPLE1 | op::TUPLE2 | op::TUPLE3 if !marked => {
+                if args.len() != usize::from(code - op::TUPLE1 + 1) {
+                    return None;
+                }
+                break;
+            }
+            op::TUPLE if marked => break,
+            _ => return None,
+        };
+        if args.len() == PARTS_MAX_ARGS {
+            return None;
+        }
+        args.push(scalar);
+    }
+    r.memoized();
+    if r.byte()? != op::EMPTY_DICT {
+        return None;
+    }
+    r.memoized();
+    if r.byte()? != op::TUPLE {
+        return None;
+    }
+    r.memoized();
+    (r.0 == [op::STOP]).then_some(RequestParts {
+        ident,
+        method,
+        args,
+    })
+}
+
+/// The bytes [`request_parts`] has yet to read.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(taken)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    /// A `SHORT_BINUNICODE`'s str (its opcode read), and the `MEMOIZE`
+    /// after it, if there is one.
+    fn short_str(&mut self) -> Option<&'a str> {
+        let n = usize::from(self.byte()?);
+        let s = std::str::from_utf8(self.take(n)?).ok()?;
+        self.memoized();
+        Some(s)
+    }
+
+    /// Passes a `MEMOIZE`, if there is one.
+    fn memoized(&mut self) {
+        if self.0.first() == Some(&op::MEMOIZE) {
+            self.0 = &self.0[1..];
+        }
+    }
+}
+
 fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Result<PyValue, Exception> {
     // Plain values in one pass; anything else (or anything wrong) from
     // the start again, with the budget as it was.

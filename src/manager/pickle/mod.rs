@@ -24,7 +24,9 @@ mod flat;
 mod tests;
 
 #[allow(unused_imports)]
-pub(crate) use decode::{is_pathlib, loads, loads_answer, returned_scalar, MAX_INT_BYTES};
+pub(crate) use decode::{
+    is_pathlib, loads, loads_answer, request_parts, returned_scalar, RequestParts, MAX_INT_BYTES,
+};
 #[allow(unused_imports)]
 pub(crate) use encode::{dumps, dumps_request, dumps_tagged};
 
@@ -32,7 +34,9 @@ pub(crate) use encode::{dumps, dumps_request, dumps_tagged};
 /// request within a request's memory, and if that succeeds, checks that
 /// what the value encodes to decodes to a value that encodes the same;
 /// and that whatever the one-pass decoder takes on, within any budget and
-/// depth, it decodes and charges exactly as the general decoder does.
+/// depth, it decodes and charges exactly as the general decoder does; and
+/// that a reply's scalar or a request read straight from the bytes is read
+/// as the decoders read it.
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub fn fuzz(data: &[u8]) {
@@ -66,6 +70,24 @@ pub fn fuzz(data: &[u8]) {
                 "read straight as {pair:?}, by the decoders as {w:?}"
             ),
             Err(e) => panic!("read straight as {pair:?}, which the decoders refuse: {e:?}"),
+        }
+    }
+    // So is a request read straight from its bytes.
+    if let Some(parts) = request_parts(data) {
+        let read = super::PyValue::Tuple(vec![
+            parts
+                .ident
+                .map_or(super::PyValue::None, super::PyValue::from),
+            parts.method.into(),
+            super::PyValue::Tuple(parts.args),
+            super::PyValue::Dict(Default::default()),
+        ]);
+        match loads(data, &mut Budget::new(usize::MAX, 64 << 20)) {
+            Ok(w) => assert!(
+                dumps(&read, &address) == dumps(&w, &address),
+                "read straight as {read:?}, by the decoders as {w:?}"
+            ),
+            Err(e) => panic!("read straight as {read:?}, which the decoders refuse: {e:?}"),
         }
     }
     let mut budget = Budget::new(usize::MAX, 64 << 20);

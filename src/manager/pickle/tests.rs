@@ -1029,6 +1029,105 @@ fn agree(bytes: &[u8], address: &PyValue) {
     }
 }
 
+/// Requests as CPython 3.11's clients pickle them (`Connection.send`):
+/// plain calls of scalars, which are read straight from their bytes.
+const PLAIN_CALLS: &[(&str, &str)] = &[
+    ("('7f3a2b1c', '__setitem__', (7, 70000), {})", "80 04 95 28 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 0b 5f 5f 73 65 74 69 74 65 6d 5f 5f 94 4b 07 4a 70 11 01 00 86 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'get', (-1,), {})", "80 04 95 1e 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 03 67 65 74 94 4a ff ff ff ff 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'append', ('héllo',), {})", "80 04 95 25 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 61 70 70 65 6e 64 94 8c 06 68 c3 a9 6c 6c 6f 94 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', '__setitem__', (b'k', 2.5), {})", "80 04 95 2e 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 0b 5f 5f 73 65 74 69 74 65 6d 5f 5f 94 43 01 6b 94 47 40 04 00 00 00 00 00 00 86 94 7d 94 74 94 2e"),
+    ("(None, 'incref', ('7f3a2b1c',), {})", "80 04 95 1d 00 00 00 00 00 00 00 28 4e 8c 06 69 6e 63 72 65 66 94 8c 08 37 66 33 61 32 62 31 63 94 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', '__len__', (), {})", "80 04 95 1c 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 07 5f 5f 6c 65 6e 5f 5f 94 29 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'f', (True, False, None, 1099511627776, -9223372036854775808, 300), {})", "80 04 95 30 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 66 94 28 88 89 4e 8a 06 00 00 00 00 00 01 8a 08 00 00 00 00 00 00 00 80 4d 2c 01 74 94 7d 94 74 94 2e"),
+];
+
+/// Requests as CPython 3.11's clients pickle them that are the
+/// decoders' (an int past `i64`, a str read back from the memo, keyword
+/// arguments, a list, more arguments than are read straight).
+const OTHER_CALLS: &[(&str, &str)] = &[
+    ("('7f3a2b1c', 'g', (18446744073709551616,), {})", "80 04 95 22 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 67 94 8a 09 00 00 00 00 00 00 00 00 01 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'h', ('k', 'k'), {})", "80 04 95 1d 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 68 94 8c 01 6b 94 68 02 86 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'i', (1,), {'x': 1})", "80 04 95 20 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 69 94 4b 01 85 94 7d 94 8c 01 78 94 4b 01 73 74 94 2e"),
+    ("('7f3a2b1c', 'j', ([1],), {})", "80 04 95 1c 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 6a 94 5d 94 4b 01 61 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'k', (0, 1, 2, 3, 4, 5, 6, 7, 8), {})", "80 04 95 2a 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 6b 94 28 4b 00 4b 01 4b 02 4b 03 4b 04 4b 05 4b 06 4b 07 4b 08 74 94 7d 94 74 94 2e"),
+];
+/// A request read straight from its bytes is read as the decoders read
+/// it: CPython's and multiproc's plain calls of scalars are, every byte of
+/// them changed and every shorter and longer pickle read alike by both or
+/// left to the decoders; other calls are the decoders'.
+#[test]
+fn plain_calls_read_as_the_decoders_read_them() {
+    let address = PyValue::Str("/tmp/x.sock".into());
+    let mut plain: Vec<Vec<u8>> = PLAIN_CALLS.iter().map(|(_, b)| hex(b)).collect();
+    for args in [
+        vec![],
+        vec![
+            PyValue::Int(i64::MIN),
+            PyValue::Int(-129),
+            PyValue::Int(65536),
+        ],
+        vec![PyValue::Str("k".into()), PyValue::Bytes(b"v".to_vec())],
+        vec![
+            PyValue::Float(-0.0),
+            PyValue::None,
+            PyValue::Bool(true),
+            PyValue::Int(7),
+        ],
+    ] {
+        plain.push(dumps_request(Some("7f3a"), "m", &args, &[], &address));
+        plain.push(dumps_request(None, "incref", &args, &[], &address));
+    }
+    for bytes in &plain {
+        let parts = request_parts(bytes).unwrap_or_else(|| panic!("{bytes:?} not read"));
+        assert_eq!(
+            Some(dumps(&request_value(parts), &address)),
+            loads(bytes, &mut budget())
+                .ok()
+                .map(|d| dumps(&d, &address))
+        );
+        for at in 0..bytes.len() {
+            for delta in [1u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[at] = b[at].wrapping_add(delta);
+                agree_on_request(&b, &address);
+            }
+            agree_on_request(&bytes[..at], &address);
+            for extra in [op::MEMOIZE, op::NONE, op::STOP, op::MARK] {
+                let mut longer = bytes.clone();
+                longer.insert(at, extra);
+                agree_on_request(&longer, &address);
+            }
+        }
+    }
+    for (repr, bytes) in OTHER_CALLS {
+        let bytes = hex(bytes);
+        assert_eq!(request_parts(&bytes), None, "{repr}");
+        assert_eq!(loads(&bytes, &mut budget()).unwrap().to_string(), *repr);
+    }
+}
+
+/// The request tuple of what [`request_parts`] read.
+fn request_value(parts: RequestParts<'_>) -> PyValue {
+    PyValue::Tuple(vec![
+        parts.ident.map_or(PyValue::None, PyValue::from),
+        parts.method.into(),
+        PyValue::Tuple(parts.args),
+        PyValue::Dict(Default::default()),
+    ])
+}
+
+/// `bytes` read straight as a request only where the decoders read them
+/// as that request.
+fn agree_on_request(bytes: &[u8], address: &PyValue) {
+    if let Some(parts) = request_parts(bytes) {
+        let read = request_value(parts);
+        let decoded = loads(bytes, &mut budget()).unwrap_or_else(|e| {
+            panic!("{bytes:?} read as {read:?}, which the decoders refuse: {e:?}")
+        });
+        assert_eq!(dumps(&decoded, address), dumps(&read, address), "{bytes:?}");
+    }
+}
+
 /// A request's bytes are those of its tuple.
 #[test]
 fn requests_encode_as_their_tuples() {
