@@ -294,3 +294,511 @@ fn waits_in_a_pthread_key_destructor() {
         assert_ran_clean("foreign thread with a key");
     });
 }
+
+/// Every blocking wait of the shared layer on objects where it cannot
+/// finish (a lock another thread holds, an unset event, a semaphore
+/// without permits, a barrier whose other party never comes, an empty
+/// queue, a full one), each given `timeout`: `(name, timed out as it
+/// should, with the right result)`.
+struct Blocked {
+    lock: Lock,
+    rlock: RLock,
+    value: Value<u64>,
+    sem: Semaphore,
+    bounded: BoundedSemaphore,
+    unset: Event,
+    cond: Condition,
+    two_parties: Barrier,
+    empty: Queue<u32>,
+    full: Queue<u32>,
+}
+
+impl Blocked {
+    fn new() -> Blocked {
+        let full = Queue::bounded(1).unwrap();
+        full.put(1).unwrap();
+        Blocked {
+            lock: Lock::new().unwrap(),
+            rlock: RLock::new().unwrap(),
+            value: Value::new(0).unwrap(),
+            sem: Semaphore::new(0).unwrap(),
+            bounded: BoundedSemaphore::new(0).unwrap(),
+            unset: Event::new().unwrap(),
+            cond: Condition::new().unwrap(),
+            two_parties: Barrier::new(2).unwrap(),
+            empty: Queue::new().unwrap(),
+            full,
+        }
+    }
+
+    /// Runs `f` while another thread holds the locks.
+    fn while_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let (taken, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        thread::scope(|s| {
+            s.spawn(|| {
+                let _g = self.lock.lock().unwrap();
+                let _r = self.rlock.lock().unwrap();
+                let _v = self.value.lock().unwrap();
+                taken.wait();
+                release.wait();
+            });
+            taken.wait();
+            // Lets the holder go however `f` ends (a panic included).
+            let _release = OnDrop(|| {
+                release.wait();
+            });
+            f()
+        })
+    }
+
+    /// The blocking waits, each with `t`; `check` takes each one's name
+    /// and whether it ended as a timeout should, as it returns.
+    fn waits(&self, t: Duration, check: &mut dyn FnMut(&'static str, bool)) {
+        use multiproc::queue::PutError;
+        let timed_out = matches!(self.lock.lock_timeout(t), Err(LockError::Timeout));
+        check("Lock::lock_timeout", timed_out);
+        let timed_out = matches!(self.rlock.lock_timeout(t), Err(LockError::Timeout));
+        check("RLock::lock_timeout", timed_out);
+        let timed_out = matches!(self.value.lock_timeout(t), Err(LockError::Timeout));
+        check("Value::lock_timeout", timed_out);
+        check("Semaphore::acquire_timeout", !self.sem.acquire_timeout(t));
+        check(
+            "BoundedSemaphore::acquire_timeout",
+            !self.bounded.acquire_timeout(t),
+        );
+        check(
+            "Semaphore::permit_timeout",
+            self.sem.permit_timeout(t).is_none(),
+        );
+        check("Event::wait_timeout", !self.unset.wait_timeout(t));
+        let mut g = self.cond.lock().unwrap();
+        let timed_out = matches!(g.wait_timeout(t), Ok(false));
+        check("Condition::wait_timeout", timed_out);
+        let timed_out = matches!(g.wait_for(|| false, Some(t)), Ok(false));
+        check("Condition::wait_for", timed_out);
+        drop(g);
+        let timed_out = matches!(self.two_parties.wait_timeout(t), Err(Error::BrokenBarrier));
+        check("Barrier::wait_timeout", timed_out);
+        self.two_parties.reset().unwrap();
+        let timed_out = matches!(self.empty.get_timeout(t), Err(Error::Timeout));
+        check("Queue::get_timeout", timed_out);
+        let timed_out = matches!(self.full.put_timeout(2, t), Err(PutError::Timeout(2)));
+        check("Queue::put_timeout", timed_out);
+    }
+
+    /// The async forms of the waits, as [`waits`](Blocked::waits).
+    async fn async_waits(&self, t: Duration, check: &mut dyn FnMut(&'static str, bool)) {
+        use multiproc::queue::PutError;
+        let timed_out = matches!(self.sem.acquire_timeout_async(t).await, Ok(false));
+        check("Semaphore::acquire_timeout_async", timed_out);
+        let timed_out = matches!(self.unset.wait_timeout_async(t).await, Ok(false));
+        check("Event::wait_timeout_async", timed_out);
+        let timed_out = matches!(self.cond.wait_for_async(|| false, Some(t)).await, Ok(false));
+        check("Condition::wait_for_async", timed_out);
+        let timed_out = matches!(
+            self.two_parties.wait_timeout_async(t).await,
+            Err(Error::BrokenBarrier)
+        );
+        check("Barrier::wait_timeout_async", timed_out);
+        self.two_parties.reset().unwrap();
+        let timed_out = matches!(self.empty.get_timeout_async(t).await, Err(Error::Timeout));
+        check("Queue::get_timeout_async", timed_out);
+        let timed_out = matches!(
+            self.full.put_timeout_async(2, t).await,
+            Err(PutError::Timeout(2))
+        );
+        check("Queue::put_timeout_async", timed_out);
+    }
+}
+
+/// Times each wait of `run` (all given `timeout`) and checks that it
+/// timed out as it should, neither early nor much later; returns what
+/// went wrong.
+fn timed(
+    timeout: Duration,
+    late: Duration,
+    run: impl FnOnce(&mut dyn FnMut(&'static str, bool)),
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut last = Instant::now();
+    run(&mut |name, ok| {
+        let took = last.elapsed();
+        if !ok {
+            wrong.push(format!("{name}: wrong result"));
+        } else if took < timeout {
+            wrong.push(format!("{name}: returned after {took:?} < {timeout:?}"));
+        } else if took > timeout + late {
+            wrong.push(format!("{name}: returned after {took:?}"));
+        }
+        last = Instant::now();
+    });
+    wrong
+}
+
+/// Runs its closure when dropped: the end of a test step, however it ends.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// Sends SIGUSR1, whose handler does nothing and was installed without
+/// `SA_RESTART`, to every other thread of this process every 100 µs while
+/// `f` runs: every sleep in the kernel is cut short with `EINTR`.
+fn under_a_stream_of_signals<R>(f: impl FnOnce() -> R) -> R {
+    extern "C" fn nothing(_: libc::c_int) {}
+    // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe
+    // (it does nothing); no SA_RESTART, so interrupted calls fail with EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let stop = AtomicBool::new(false);
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let r = thread::scope(|s| {
+        s.spawn(|| {
+            let (pid, me) = (std::process::id(), common::procfs::gettid());
+            let mut tids = Vec::new();
+            let mut listed = Instant::now() - Duration::from_secs(1);
+            while !stop.load(Ordering::Relaxed) {
+                // Threads come and go (the async waiter threads): list
+                // them again now and then.
+                if listed.elapsed() > Duration::from_millis(5) {
+                    tids = std::fs::read_dir("/proc/self/task")
+                        .unwrap()
+                        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                        .filter(|&t| t != me)
+                        .collect();
+                    listed = Instant::now();
+                }
+                for &tid in &tids {
+                    // SAFETY: tgkill with a signal whose handler is
+                    // installed; a thread that has ended gets nothing.
+                    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                // The handler's SA_RESTART-less interruptions, not this
+                // thread's pace, are what is tested: 100 µs between rounds.
+                thread::sleep(Duration::from_micros(100));
+            }
+        });
+        let _stop = OnDrop(|| stop.store(true, Ordering::Relaxed));
+        f()
+    });
+    assert!(
+        sent.load(Ordering::Relaxed) > 100,
+        "too few signals were sent"
+    );
+    r
+}
+
+#[test]
+fn timed_waits_end_on_time_under_a_stream_of_signals() {
+    in_child("timed waits under signals", || {
+        let b = Blocked::new();
+        let timeout = Duration::from_millis(150);
+        let late = Duration::from_secs(3);
+        under_a_stream_of_signals(|| {
+            let wrong = b.while_held(|| timed(timeout, late, |c| b.waits(timeout, c)));
+            assert!(wrong.is_empty(), "blocking: {wrong:?}");
+            let rt = common::current_thread();
+            let wrong = rt.block_on(async {
+                let mut wrong = Vec::new();
+                let mut last = Instant::now();
+                let mut check = |name: &'static str, ok: bool| {
+                    let took = last.elapsed();
+                    if !ok || took < timeout || took > timeout + late {
+                        wrong.push(format!("{name}: {ok} after {took:?}"));
+                    }
+                    last = Instant::now();
+                };
+                b.async_waits(timeout, &mut check).await;
+                wrong
+            });
+            assert!(wrong.is_empty(), "async: {wrong:?}");
+            // Satisfied during a long wait: success, neither a timeout
+            // nor an error from an interrupted sleep.
+            let event = Event::new().unwrap();
+            let sem = Semaphore::new(0).unwrap();
+            thread::scope(|s| {
+                let w = s.spawn(|| {
+                    (
+                        event.wait_timeout(Duration::from_secs(30)),
+                        sem.acquire_timeout(Duration::from_secs(30)),
+                    )
+                });
+                thread::sleep(Duration::from_millis(50));
+                event.set();
+                sem.release().unwrap();
+                assert_eq!(w.join().unwrap(), (true, true));
+            });
+        });
+    });
+}
+
+#[test]
+fn zero_and_one_nanosecond_try_once() {
+    watchdog("zero timeouts", LIMIT, || {
+        let b = Blocked::new();
+        for t in [Duration::ZERO, Duration::from_nanos(1)] {
+            let wrong = b.while_held(|| timed(t, Duration::from_millis(500), |c| b.waits(t, c)));
+            assert!(wrong.is_empty(), "{t:?}: {wrong:?}");
+            let rt = common::current_thread();
+            let wrong = rt.block_on(async {
+                let mut wrong = Vec::new();
+                let mut last = Instant::now();
+                let mut check = |name: &'static str, ok: bool| {
+                    let took = last.elapsed();
+                    if !ok || took > Duration::from_millis(500) {
+                        wrong.push(format!("{name}: {ok} after {took:?}"));
+                    }
+                    last = Instant::now();
+                };
+                b.async_waits(t, &mut check).await;
+                wrong
+            });
+            assert!(wrong.is_empty(), "async {t:?}: {wrong:?}");
+        }
+    });
+}
+
+/// Timeouts at and past the end of the monotonic clock: deadlines whose
+/// seconds are `i64::MAX` or just short of it (as far as the kernel's
+/// timers go), ones whose nanoseconds carry them past it, and durations
+/// no clock holds.
+fn edge_timeouts() -> Vec<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let left = i64::MAX as u64 - now.tv_sec as u64;
+    vec![
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::new(u64::MAX, 999_999_999),
+        Duration::from_secs(i64::MAX as u64),
+        Duration::new(left, 999_999_999),
+        Duration::new(left - 1, 999_999_999),
+        Duration::new(left - 1, 0),
+        Duration::new(left - 2, 0),
+        Duration::from_secs(left / 2),
+    ]
+}
+
+/// The waits of `o` that can finish at once, each given `t`; what went
+/// wrong.
+fn ready_waits(o: &Objects, t: Duration) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut check = |what: &str, ok: bool| {
+        if !ok {
+            wrong.push(format!("{what} with {t:?}"));
+        }
+    };
+    check("Barrier::wait_timeout", o.one_party.wait_timeout(t).is_ok());
+    check("Event::wait_timeout", o.event.wait_timeout(t));
+    check("Lock::lock_timeout", o.lock.lock_timeout(t).is_ok());
+    check("RLock::lock_timeout", o.rlock.lock_timeout(t).is_ok());
+    check("Value::lock_timeout", o.value.lock_timeout(t).is_ok());
+    check("Semaphore::acquire_timeout", o.sem.acquire_timeout(t));
+    check(
+        "Semaphore::permit_timeout",
+        o.sem.permit_timeout(t).is_some(),
+    );
+    check(
+        "BoundedSemaphore::acquire_timeout",
+        o.bounded.acquire_timeout(t),
+    );
+    check("BoundedSemaphore::release", o.bounded.release().is_ok());
+    check(
+        "Condition::wait_for",
+        matches!(o.cond.lock().unwrap().wait_for(|| true, Some(t)), Ok(true)),
+    );
+    check("Queue::put_timeout", o.queue.put_timeout(5, t).is_ok());
+    check(
+        "Queue::get_timeout",
+        matches!(o.queue.get_timeout(t), Ok(5)),
+    );
+    let rt = common::current_thread();
+    let more = rt.block_on(async {
+        vec![
+            (
+                "Barrier::wait_timeout_async",
+                o.one_party.wait_timeout_async(t).await.is_ok(),
+            ),
+            (
+                "Event::wait_timeout_async",
+                matches!(o.event.wait_timeout_async(t).await, Ok(true)),
+            ),
+            (
+                "Semaphore::acquire_timeout_async",
+                matches!(o.sem.acquire_timeout_async(t).await, Ok(true)),
+            ),
+            (
+                "Condition::wait_for_async",
+                matches!(o.cond.wait_for_async(|| true, Some(t)).await, Ok(true)),
+            ),
+            (
+                "Queue::put_timeout_async",
+                o.queue.put_timeout_async(6, t).await.is_ok(),
+            ),
+            (
+                "Queue::get_timeout_async",
+                matches!(o.queue.get_timeout_async(t).await, Ok(6)),
+            ),
+        ]
+    });
+    for (what, ok) in more {
+        check(what, ok);
+    }
+    wrong
+}
+
+#[test]
+fn waits_that_can_finish_at_once_do_with_timeouts_at_the_end_of_the_clock() {
+    watchdog("ready waits at the clock's end", LIMIT, || {
+        let o = Objects::new();
+        for t in edge_timeouts() {
+            let wrong = ready_waits(&o, t);
+            assert!(wrong.is_empty(), "{wrong:?}");
+        }
+    });
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Whether thread `tid` of this process sleeps in the kernel (a futex
+/// wait for a blocking wait; `epoll_wait` for a runtime's thread).
+fn thread_sleeps(tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, f)| f.trim_start().starts_with('S'))
+    })
+}
+
+/// Runs `wait` (given `t`) on a thread of its own; once that thread
+/// sleeps in the kernel, lets it sleep 150 ms, then runs `satisfy`.
+/// `wait` must return true, and its thread must have slept rather than
+/// spun meanwhile.
+fn sleeps_until_satisfied(
+    what: &str,
+    t: Duration,
+    wait: impl FnOnce(Duration) -> bool + Send,
+    satisfy: impl FnOnce(),
+) {
+    thread::scope(|s| {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let w = s.spawn(move || {
+            tid_tx.send(common::procfs::gettid()).unwrap();
+            let cpu = thread_cpu();
+            let ok = wait(t);
+            (ok, thread_cpu() - cpu)
+        });
+        let tid = tid_rx.recv().unwrap();
+        let asleep = common::wait_until(Duration::from_secs(10), || thread_sleeps(tid));
+        assert!(asleep, "{what} with {t:?}: never slept");
+        thread::sleep(Duration::from_millis(150));
+        satisfy();
+        let (ok, cpu) = w.join().unwrap();
+        assert!(ok, "{what} with {t:?}: failed");
+        assert!(
+            cpu < Duration::from_millis(60),
+            "{what} with {t:?}: used {cpu:?} of CPU while it waited"
+        );
+    });
+}
+
+#[test]
+fn waits_sleep_until_satisfied_with_timeouts_at_the_end_of_the_clock() {
+    watchdog("sleeping waits at the clock's end", LIMIT * 2, || {
+        for t in edge_timeouts() {
+            let event = Event::new().unwrap();
+            sleeps_until_satisfied(
+                "Event::wait_timeout",
+                t,
+                |t| event.wait_timeout(t),
+                || event.set(),
+            );
+            let sem = Semaphore::new(0).unwrap();
+            sleeps_until_satisfied(
+                "Semaphore::acquire_timeout",
+                t,
+                |t| sem.acquire_timeout(t),
+                || sem.release().unwrap(),
+            );
+            let lock = Lock::new().unwrap();
+            let g = lock.lock().unwrap();
+            sleeps_until_satisfied(
+                "Lock::lock_timeout",
+                t,
+                |t| lock.lock_timeout(t).is_ok(),
+                || drop(g),
+            );
+            let rlock = RLock::new().unwrap();
+            let g = rlock.lock().unwrap();
+            sleeps_until_satisfied(
+                "RLock::lock_timeout",
+                t,
+                |t| rlock.lock_timeout(t).is_ok(),
+                || drop(g),
+            );
+            let barrier = Barrier::new(2).unwrap();
+            sleeps_until_satisfied(
+                "Barrier::wait_timeout",
+                t,
+                |t| barrier.wait_timeout(t).is_ok(),
+                || assert!(barrier.wait_timeout(t).is_ok()),
+            );
+            let cond = Condition::new().unwrap();
+            let flag = AtomicBool::new(false);
+            sleeps_until_satisfied(
+                "Condition::wait_for",
+                t,
+                |t| {
+                    let mut g = cond.lock().unwrap();
+                    g.wait_for(|| flag.load(Ordering::SeqCst), Some(t)).unwrap()
+                },
+                || {
+                    let g = cond.lock().unwrap();
+                    flag.store(true, Ordering::SeqCst);
+                    g.notify_all();
+                },
+            );
+            let queue = Queue::<u32>::new().unwrap();
+            sleeps_until_satisfied(
+                "Queue::get_timeout",
+                t,
+                |t| matches!(queue.get_timeout(t), Ok(9)),
+                || queue.put(9).unwrap(),
+            );
+            let event = Event::new().unwrap();
+            sleeps_until_satisfied(
+                "Event::wait_timeout_async",
+                t,
+                |t| {
+                    let rt = common::current_thread();
+                    matches!(rt.block_on(event.wait_timeout_async(t)), Ok(true))
+                },
+                || event.set(),
+            );
+        }
+    });
+}
