@@ -822,10 +822,17 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
             sys::futex_wake(&self.0, 1);
         }
     }
+    let mut future = std::pin::pin!(future);
+    // The barrier's blocking form finishes in its first poll: no waker is
+    // made for it. A future that is pending is polled again at once with
+    // the real waker, which it then keeps (as a re-poll must).
+    let mut first = std::task::Context::from_waker(Waker::noop());
+    if let Poll::Ready(out) = future.as_mut().poll(&mut first) {
+        return out;
+    }
     let unpark = Arc::new(Unpark(AtomicU32::new(0)));
     let waker = Waker::from(Arc::clone(&unpark));
     let mut cx = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
