@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::{join, static_child, watchdog};
 use multiproc::{
-    Barrier, BoundedSemaphore, Condition, Error, Event, Lock, LockError, Queue, RLock, Semaphore,
-    Value,
+    Barrier, BoundedSemaphore, Condition, Error, Event, Lock, LockError, Queue, RLock, RawValue,
+    Semaphore, Value,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -942,5 +942,70 @@ fn a_fork_in_a_thread_local_destructor_after_a_fork_of_the_thread() {
         .join()
         .unwrap();
         assert!(FORKED.load(Ordering::SeqCst), "the destructor's fork");
+    });
+}
+
+/// A thread-local value whose destructor sleeps in waits that another
+/// thread ends: a barrier's second party, an event's set, a notify.
+struct SleepsOnDrop(Option<(Barrier, Event, Condition, RawValue<u32>)>);
+
+impl Drop for SleepsOnDrop {
+    fn drop(&mut self) {
+        if let Some((barrier, event, cond, flag)) = self.0.take() {
+            let mut wrong = Vec::new();
+            if barrier.wait_timeout(LIMIT).is_err() {
+                wrong.push("Barrier::wait_timeout".to_owned());
+            }
+            if !event.wait_timeout(LIMIT) {
+                wrong.push("Event::wait_timeout".to_owned());
+            }
+            let mut g = cond.lock().unwrap();
+            let seen = g.wait_for(|| flag.atomic().load(Ordering::SeqCst) == 1, Some(LIMIT));
+            if !matches!(seen, Ok(true)) {
+                wrong.push(format!("Condition::wait_for: {seen:?}"));
+            }
+            drop(g);
+            report(wrong);
+        }
+    }
+}
+
+thread_local! {
+    static SLEEPS_ON_DROP: RefCell<SleepsOnDrop> = const { RefCell::new(SleepsOnDrop(None)) };
+}
+
+#[test]
+fn waits_in_a_thread_local_destructor_sleep_until_another_thread_ends_them() {
+    in_child("sleeping waits in a TLS destructor", || {
+        let barrier = Barrier::new(2).unwrap();
+        let event = Event::new().unwrap();
+        let cond = Condition::new().unwrap();
+        let flag = RawValue::<u32>::new(0).unwrap();
+        let theirs = (barrier.clone(), event.clone(), cond.clone(), flag.clone());
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let t = thread::spawn(move || {
+            SLEEPS_ON_DROP.with(|s| s.borrow_mut().0 = Some(theirs));
+            // The thread's own waits first, so that what they use is
+            // destroyed before the destructor runs.
+            let o = Objects::new();
+            assert!(run_waits(&o).is_empty());
+            tid_tx.send(common::procfs::gettid()).unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let asleep = || common::wait_until(LIMIT, || thread_sleeps(tid));
+        assert!(barrier.wait_timeout(LIMIT).is_ok());
+        assert!(asleep(), "never slept on the event");
+        event.set();
+        // Asleep on the condition: its notify is what wakes it.
+        assert!(common::wait_until(LIMIT, || cond.lock().is_ok_and(|g| {
+            drop(g);
+            thread_sleeps(tid)
+        })));
+        let g = cond.lock().unwrap();
+        flag.atomic().store(1, Ordering::SeqCst);
+        g.notify_all();
+        drop(g);
+        t.join().unwrap();
+        assert_ran_clean("sleeping waits in a TLS destructor");
     });
 }
