@@ -521,7 +521,12 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 /// `SA_RESTART`, to every other thread of this process every 100 µs while
 /// `f` runs: every sleep in the kernel is cut short with `EINTR`.
 fn under_a_stream_of_signals<R>(f: impl FnOnce() -> R) -> R {
-    extern "C" fn nothing(_: libc::c_int) {}
+    /// Signals handled: all the handler does (an atomic add is
+    /// async-signal-safe).
+    static HANDLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    extern "C" fn nothing(_: libc::c_int) {
+        HANDLED.fetch_add(1, Ordering::Relaxed);
+    }
     // SAFETY: all zeroes is a valid `sigaction` (an empty mask, no flags).
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -566,6 +571,10 @@ fn under_a_stream_of_signals<R>(f: impl FnOnce() -> R) -> R {
     assert!(
         sent.load(Ordering::Relaxed) > 100,
         "too few signals were sent"
+    );
+    assert!(
+        HANDLED.load(Ordering::Relaxed) > 100,
+        "too few signals were handled"
     );
     r
 }
