@@ -801,28 +801,47 @@ async fn until<S: Source, T>(
     .await
 }
 
-/// Runs `future` to completion on this thread, parking it while the future
+/// Runs `future` to completion on this thread, sleeping while the future
 /// waits: for code that drives an async algorithm whose waits block (the
 /// barrier's blocking form), never a runtime.
+///
+/// The thread sleeps on a futex word of the waker's own, not through
+/// `std::thread::park` and a waker kept in a thread-local: a blocking wait
+/// may be called from a thread-local value's destructor (where the
+/// thread's other thread-locals may be gone, and reaching one panics,
+/// which aborts there) or on a thread that std did not make.
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
+    /// Woken: 1 from a wake-up until the sleeper takes it.
+    struct Unpark(AtomicU32);
     impl std::task::Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.store(1, Ordering::Release);
+            sys::futex_wake(&self.0, 1);
         }
     }
-    thread_local! {
-        /// This thread's waker, made once.
-        static WAKER: Waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    }
-    let waker = WAKER.with(Waker::clone);
-    let mut cx = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
+    // The barrier's blocking form finishes in its first poll: no waker is
+    // made for it. A future that is pending is polled again at once with
+    // the real waker, which it then keeps (as a re-poll must).
+    let mut first = std::task::Context::from_waker(Waker::noop());
+    if let Poll::Ready(out) = future.as_mut().poll(&mut first) {
+        return out;
+    }
+    let unpark = Arc::new(Unpark(AtomicU32::new(0)));
+    let waker = Waker::from(Arc::clone(&unpark));
+    let mut cx = std::task::Context::from_waker(&waker);
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
         }
-        std::thread::park();
+        // A wake-up during the poll is taken here, without a sleep; a
+        // signal or a spurious return only loops.
+        while unpark.0.swap(0, Ordering::Acquire) == 0 {
+            sys::futex_wait(&unpark.0, 0, Deadline::Never);
+        }
     }
 }
 
