@@ -930,14 +930,10 @@ thread_local! {
     static FORKS_ON_DROP: RefCell<ForksOnDrop> = const { RefCell::new(ForksOnDrop(false)) };
 }
 
-/// Ignored: the process registries' fork handler keeps what it holds
-/// across a fork in a thread-local (`HELD_FOR_FORK` in
-/// src/process/family.rs, `prepare_fork`), which a thread that forked
-/// before has destroyed by then: the handler panics, and the process
-/// aborts. (The arena's handler, which did the same, keeps its guard in a
-/// static now.)
+/// The fork handlers keep what they hold across a fork in statics: a
+/// thread-local, which a thread that forked before has destroyed by then,
+/// made the handler panic, and the process abort.
 #[test]
-#[ignore = "src/process/family.rs keeps its fork guards in a thread-local"]
 fn a_fork_in_a_thread_local_destructor_after_a_fork_of_the_thread() {
     in_child("a fork in a TLS destructor", || {
         thread::spawn(|| {

@@ -3,7 +3,7 @@
 //! handlers that keep those registries usable in a forked child, and what
 //! happens to the children when a process exits.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -68,9 +68,26 @@ pub(super) struct HeldForFork {
     pub(super) _pairing: RwLockWriteGuard<'static, ()>,
 }
 
+/// The guards [`prepare_fork`] takes, held across a fork by the forking
+/// thread. In a static, not a thread-local: a fork may come from a
+/// thread-local value's destructor, after this thread's other
+/// thread-locals are gone (reaching one there panics, and a panic in a
+/// fork handler aborts).
+static HELD_FOR_FORK: HeldSlot = HeldSlot(UnsafeCell::new(None));
+
+/// See [`HELD_FOR_FORK`].
+struct HeldSlot(UnsafeCell<Option<HeldForFork>>);
+
+// SAFETY: only the thread that holds the registries' locks reaches the
+// cell: [`prepare_fork`] once it took them, the `after_fork_*` handler of
+// the same fork (the crate's handlers run in pairs: both or neither)
+// before it lets them go; so one thread at a time.
+unsafe impl Sync for HeldSlot {}
+
 thread_local! {
-    static HELD_FOR_FORK: RefCell<Option<HeldForFork>> = const { RefCell::new(None) };
-    /// The scope whose child this thread is forking, if any.
+    /// The scope whose child this thread is forking, if any. (A `Cell` of
+    /// a `Copy` value needs no destructor: it is there in a thread-local
+    /// destructor too.)
     pub(super) static FORKING_FOR_SCOPE: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
@@ -113,24 +130,30 @@ pub(crate) fn prepare_fork() {
         witnesses: scope::witnesses(),
         _pairing: poison::write(&PAIRING),
     };
-    HELD_FOR_FORK.with(|h| *h.borrow_mut() = Some(held));
+    // SAFETY: this thread holds the registries' locks (see `HeldSlot`).
+    unsafe { *HELD_FOR_FORK.0.get() = Some(held) };
+}
+
+/// The guards of this fork's [`prepare_fork`], taken from their slot.
+fn take_held() -> Option<HeldForFork> {
+    // SAFETY: this thread holds the registries' locks, taken by its
+    // `prepare_fork` in this fork (see `HeldSlot`).
+    unsafe { (*HELD_FOR_FORK.0.get()).take() }
 }
 
 /// After a fork, in the parent.
 pub(crate) fn after_fork_in_parent() {
-    HELD_FOR_FORK.with(|h| drop(h.borrow_mut().take()));
+    drop(take_held());
 }
 
 /// After a fork, in the child.
 pub(crate) fn after_fork_in_child() {
-    HELD_FOR_FORK.with(|h| {
-        if let Some(mut held) = h.borrow_mut().take() {
-            // The parent's children are not this process's (and their
-            // pidfds are only copies): forget them without closing anything.
-            std::mem::forget(std::mem::take(&mut *held.children));
-            scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
-        }
-    });
+    if let Some(mut held) = take_held() {
+        // The parent's children are not this process's (and their pidfds
+        // are only copies): forget them without closing anything.
+        std::mem::forget(std::mem::take(&mut *held.children));
+        scope::keep_witnesses(&mut held.witnesses, FORKING_FOR_SCOPE.get());
+    }
 }
 
 /// Python's `util._exit_function`, run by `exit` in this process.
