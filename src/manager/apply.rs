@@ -907,7 +907,7 @@ fn dict(
 fn lookup_or(d: &Map, k: &PyValue, default: PyValue, budget: &mut Budget) -> OpResult {
     match d.get(k) {
         Some(v) => {
-            budget.charge([v])?;
+            budget.charge_value(v)?;
             Ok(v.clone())
         }
         None => Ok(default),

@@ -301,6 +301,17 @@ impl Budget {
         }
     }
 
+    /// [`charge`](Budget::charge) of one value, a scalar's cost taken
+    /// without a call (a batched lookup charges each value it answers).
+    #[inline]
+    pub(crate) fn charge_value(&mut self, v: &PyValue) -> Result<(), Exception> {
+        if self.take(v) {
+            Ok(())
+        } else {
+            Err(self.refuse(too_large()))
+        }
+    }
+
     /// Takes what answering with a copy of each of `values` costs, or
     /// refuses (having walked no more of them than the budget allows).
     pub(crate) fn charge<'a>(
@@ -349,7 +360,39 @@ impl Budget {
     /// Takes the cost of `v` (the length of its pickle, as the server's
     /// encoder writes it, and its size in memory); false as soon as either
     /// runs out.
+    #[inline]
     fn take(&mut self, v: &PyValue) -> bool {
+        let scalar = match v {
+            PyValue::None | PyValue::Bool(_) => Some(1),
+            PyValue::Int(i) => Some(pickled_int_len(*i)),
+            PyValue::Float(_) => Some(9),
+            _ => None,
+        };
+        match scalar {
+            Some(encoded) => self.take_sizes(encoded, std::mem::size_of::<PyValue>()),
+            None => self.take_any(v),
+        }
+    }
+
+    /// Takes `encoded` bytes of the answer and `memory` bytes; false if
+    /// either runs out.
+    #[inline]
+    fn take_sizes(&mut self, encoded: usize, memory: usize) -> bool {
+        match (
+            self.answer.checked_sub(encoded),
+            self.memory.checked_sub(memory),
+        ) {
+            (Some(a), Some(m)) => {
+                self.answer = a;
+                self.memory = m;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// [`take`](Budget::take) of any value, its items too.
+    fn take_any(&mut self, v: &PyValue) -> bool {
         // MARK and the opcode that ends the items, if there are any.
         let items = |n: usize| if n == 0 { 0 } else { 2 };
         let (encoded, heap) = match v {
@@ -372,16 +415,8 @@ impl Budget {
                 std::mem::size_of::<PyObject>() + o.module.len() + o.name.len(),
             ),
         };
-        let memory = std::mem::size_of::<PyValue>() + heap;
-        match (
-            self.answer.checked_sub(encoded),
-            self.memory.checked_sub(memory),
-        ) {
-            (Some(a), Some(m)) => {
-                self.answer = a;
-                self.memory = m;
-            }
-            _ => return false,
+        if !self.take_sizes(encoded, std::mem::size_of::<PyValue>() + heap) {
+            return false;
         }
         match v {
             PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
