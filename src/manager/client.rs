@@ -41,9 +41,13 @@ use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
 
-/// The most memory decoding one answer may take (as the server allows a
-/// request: a client that trusts its server still bounds what it reads).
-const ANSWER_MEMORY: usize = 4 * MAX_FRAME;
+/// The most memory decoding one answer may take: a client that trusts its
+/// server still bounds what it reads, but never below what the server lets
+/// one request take (`objects::REQUEST_MEMORY`, 8 frames), with room for
+/// the answer's own wrapping. A value the server took in one request
+/// reads back whole; at half that, a million-item value was stored but
+/// could not be read, and a `pop` of it took it out and lost it.
+const ANSWER_MEMORY: usize = 16 * MAX_FRAME;
 
 /// The name this client's connections give the server (`accept_connection`).
 const CONNECTION_NAME: &str = "MainProcess|multiproc";
