@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::watchdog;
+use common::{join, static_child, wait_until, watchdog};
 use multiproc::manager::Manager;
+use multiproc::Semaphore;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -36,5 +37,45 @@ fn the_largest_value_the_server_takes_reads_back_and_pops() {
             Some(n)
         );
         assert!(d.is_empty().unwrap());
+    });
+}
+
+/// A proxy moved into a forked child's closure, the only one there is:
+/// the parent drops its copy as the child starts, and the object must
+/// live for the child all the same (it was freed before the child's first
+/// call, which failed with `KeyError`), and be freed once the child ends.
+#[test]
+fn a_proxy_moved_into_a_child_lives_for_it() {
+    watchdog("moved proxy", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let user = {
+            let d = m.dict::<u32, u32>().unwrap();
+            static_child(move || {
+                d.set(1, 1).unwrap();
+                assert_eq!(d.get(&1).unwrap(), Some(1));
+            })
+        };
+        assert_eq!(join(&user, LIMIT), 0);
+        assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+
+        // A child that never uses it keeps it alive as long as it runs,
+        // and a killed one gives it back.
+        let started = Semaphore::new(0).unwrap();
+        let idle = {
+            let l = m.list::<u8>().unwrap();
+            let started = started.clone();
+            static_child(move || {
+                let _l = l;
+                started.release().unwrap();
+                loop {
+                    std::thread::park();
+                }
+            })
+        };
+        assert!(started.acquire_timeout(LIMIT));
+        assert_eq!(m.number_of_objects().unwrap(), 1);
+        idle.kill().unwrap();
+        join(&idle, LIMIT);
+        assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
     });
 }

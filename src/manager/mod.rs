@@ -494,6 +494,7 @@ impl Manager {
     /// # Errors
     /// If the server is gone.
     pub fn number_of_objects(&self) -> Result<u64> {
+        reference::give_back_handed();
         client::decode(
             self.client("count objects")?
                 .server_call("number_of_objects", Vec::new())?,

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
@@ -18,7 +18,8 @@ use super::redis::{Store, REDIS_TOKEN};
 use super::refs::PROXY_TOKEN;
 use super::PyValue;
 use crate::error::Result;
-use crate::sys;
+use crate::per_process::PerProcess;
+use crate::{poison, sys};
 
 /// While it lives, this thread decodes a server's answer (see
 /// [`Reference::answered`]); it puts back what was there before.
@@ -60,6 +61,7 @@ thread_local! {
 impl Reference {
     /// Takes over a reference that the server counted for this process.
     pub(super) fn new(client: Arc<Client>, kind: Kind, id: Id) -> Reference {
+        give_back_handed();
         Reference {
             kind,
             target: Target::Server {
@@ -352,8 +354,66 @@ impl Drop for Reference {
     fn drop(&mut self) {
         if let Target::Server { client, id, holder } = &self.target {
             if holder.load(Ordering::Relaxed) == sys::getpid() {
-                let _ = client.decref(*id);
+                match crate::process::handing_to_child() {
+                    // The parent's copy of a proxy moved into a forked
+                    // child's closure, dropped before the child runs: the
+                    // child takes a reference of its own on first use, so
+                    // this one is kept until the child has ended (given
+                    // back now, the object could be gone before that).
+                    Some(child) => hand_to(child, client.clone(), *id),
+                    None => {
+                        let _ = client.decref(*id);
+                    }
+                }
             }
+            give_back_handed();
         }
+    }
+}
+
+/// A reference kept for a forked child that was handed a proxy of it
+/// (see [`Reference`]'s drop), until that child ends.
+struct Handed {
+    child: u32,
+    client: Arc<Client>,
+    id: Id,
+}
+
+/// This process's [`Handed`] references (a forked child starts with none
+/// of its parent's: they are the parent's to give back).
+static HANDED: PerProcess<Vec<Handed>> = PerProcess::new();
+
+/// Whether [`HANDED`] may hold something (checked before taking its lock).
+static ANY_HANDED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps this process's reference to `id` until `child` has ended.
+fn hand_to(child: u32, client: Arc<Client>, id: Id) {
+    poison::locked(HANDED.get())
+        .get_or_insert_with(Vec::new)
+        .push(Handed { child, client, id });
+    ANY_HANDED.store(true, Ordering::Release);
+}
+
+/// Gives back the references kept for children that have ended (each
+/// proxy made or dropped looks, and [`Manager::number_of_objects`]).
+///
+/// [`Manager::number_of_objects`]: super::Manager::number_of_objects
+pub(super) fn give_back_handed() {
+    if !ANY_HANDED.load(Ordering::Acquire) || crate::process::handing_to_child().is_some() {
+        return;
+    }
+    let ended: Vec<Handed> = {
+        let mut list = poison::locked(HANDED.get());
+        let list = list.get_or_insert_with(Vec::new);
+        let (ended, running) = std::mem::take(list)
+            .into_iter()
+            .partition(|h| !sys::pid_alive(h.child));
+        *list = running;
+        ANY_HANDED.store(!list.is_empty(), Ordering::Release);
+        ended
+    };
+    // Outside the lock: each is a round trip.
+    for h in ended {
+        let _ = h.client.decref(h.id);
     }
 }
