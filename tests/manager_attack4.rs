@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, static_child, wait_until, watchdog};
+use common::{join, procfs, static_child, wait_until, watchdog};
 use multiproc::manager::Manager;
 use multiproc::Semaphore;
 
@@ -77,5 +77,39 @@ fn a_proxy_moved_into_a_child_lives_for_it() {
         idle.kill().unwrap();
         join(&idle, LIMIT);
         assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+    });
+}
+
+/// A manager handle moved into a forked child's closure is the child's:
+/// the parent's copy, dropped as the child starts, does not shut the
+/// server down under it (it did: the child's first call found no socket),
+/// and the child can shut it down (its `shutdown` failed: it tried to
+/// wait for a process that is not its child).
+#[test]
+fn a_manager_moved_into_a_child_is_the_childs() {
+    watchdog("moved manager", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let server = m.server_pid().unwrap();
+        let path = match m.address() {
+            multiproc::conn::Address::Unix(p) => p.clone(),
+            multiproc::conn::Address::Tcp(_) => unreachable!(),
+        };
+        let owner = static_child(move || {
+            let mut m = m;
+            let d = m.dict::<u32, u32>().unwrap();
+            d.set(1, 2).unwrap();
+            assert_eq!(d.get(&1).unwrap(), Some(2));
+            drop(d);
+            m.shutdown().unwrap();
+        });
+        let code = join(&owner, LIMIT);
+        if code != 0 {
+            // Do not leave the server behind for the other tests.
+            // SAFETY: signalling the server this test started.
+            let _ = unsafe { libc::kill(server as i32, libc::SIGKILL) };
+        }
+        assert_eq!(code, 0);
+        assert!(wait_until(LIMIT, || procfs::gone(server)));
+        assert!(wait_until(LIMIT, || !path.exists()));
     });
 }
