@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{join, procfs, static_child, wait_until, watchdog};
 use multiproc::manager::Manager;
-use multiproc::Semaphore;
+use multiproc::{Error, Semaphore};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -111,5 +111,89 @@ fn a_manager_moved_into_a_child_is_the_childs() {
         assert_eq!(code, 0);
         assert!(wait_until(LIMIT, || procfs::gone(server)));
         assert!(wait_until(LIMIT, || !path.exists()));
+    });
+}
+
+/// A server killed with SIGKILL while threads of this process and of
+/// forked children call it, on the fast path and on the socket (answers
+/// too large for the area), gives every call `ManagerGone` promptly;
+/// dropping the proxies then takes no longer.
+#[test]
+fn a_server_killed_under_many_callers_fails_them_all_promptly() {
+    watchdog("killed server", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let server = m.server_pid().unwrap();
+        let path = match m.address() {
+            multiproc::conn::Address::Unix(p) => p.clone(),
+            multiproc::conn::Address::Tcp(_) => unreachable!(),
+        };
+        let d = m.dict::<u32, Vec<u8>>().unwrap();
+        d.set(0, vec![1; 200 << 10]).unwrap();
+        let ready = Semaphore::new(0).unwrap();
+        let call = |d: &multiproc::manager::DictProxy<u32, Vec<u8>>, i: u32| -> Error {
+            loop {
+                let r = if i % 2 == 0 {
+                    d.get(&0).map(drop)
+                } else {
+                    d.set(i, vec![i as u8; 8]).map(drop)
+                };
+                if let Err(e) = r {
+                    return e;
+                }
+            }
+        };
+        let children: Vec<_> = (0..3u32)
+            .map(|c| {
+                let d = d.clone();
+                let ready = ready.clone();
+                static_child(move || {
+                    d.len().unwrap();
+                    ready.release().unwrap();
+                    std::thread::scope(|s| {
+                        for i in 0..4 {
+                            let d = &d;
+                            s.spawn(move || {
+                                let e = call(d, c * 4 + i);
+                                assert!(matches!(e, Error::ManagerGone(_)), "{e}");
+                            });
+                        }
+                    });
+                })
+            })
+            .collect();
+        for _ in &children {
+            assert!(ready.acquire_timeout(LIMIT));
+        }
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let d = &d;
+                    s.spawn(move || call(d, 100 + i))
+                })
+                .collect();
+            // SAFETY: signalling the server this test started.
+            assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+            let killed = Instant::now();
+            for t in threads {
+                let e = t.join().unwrap();
+                assert!(matches!(e, Error::ManagerGone(_)), "{e}");
+            }
+            assert!(killed.elapsed() < Duration::from_secs(10));
+        });
+        for c in &children {
+            assert_eq!(join(c, LIMIT), 0);
+        }
+        let start = Instant::now();
+        let clones: Vec<_> = (0..1000).map(|_| d.clone()).collect();
+        drop(clones);
+        drop(d);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(matches!(m.number_of_objects(), Err(Error::ManagerGone(_))));
+        drop(m);
+        let _ = std::fs::remove_file(path);
     });
 }
