@@ -43,7 +43,8 @@ fn the_largest_value_the_server_takes_reads_back_and_pops() {
 /// A proxy moved into a forked child's closure, the only one there is:
 /// the parent drops its copy as the child starts, and the object must
 /// live for the child all the same (it was freed before the child's first
-/// call, which failed with `KeyError`), and be freed once the child ends.
+/// call, which failed with `KeyError`), and be freed once the child no
+/// longer needs it: it has ended, or dropped its copy unused.
 #[test]
 fn a_proxy_moved_into_a_child_lives_for_it() {
     watchdog("moved proxy", LIMIT, || {
@@ -77,6 +78,24 @@ fn a_proxy_moved_into_a_child_lives_for_it() {
         idle.kill().unwrap();
         join(&idle, LIMIT);
         assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+
+        // One that drops it unused, and lives on, gives it back at once.
+        let dropped = {
+            let ns = m.namespace().unwrap();
+            let started = started.clone();
+            static_child(move || {
+                drop(ns);
+                started.release().unwrap();
+                loop {
+                    std::thread::park();
+                }
+            })
+        };
+        assert!(started.acquire_timeout(LIMIT));
+        let freed = wait_until(LIMIT, || m.number_of_objects().unwrap() == 0);
+        dropped.kill().unwrap();
+        join(&dropped, LIMIT);
+        assert!(freed, "the object lived as long as the child");
     });
 }
 
