@@ -216,3 +216,34 @@ fn a_server_killed_under_many_callers_fails_them_all_promptly() {
         let _ = std::fs::remove_file(path);
     });
 }
+
+/// A list built of many appends can hold more than one answer may bring
+/// back whole: reading it whole is an error that says to ask for less (it
+/// said "send less at a time", a request's words), and it reads in slices.
+#[test]
+fn a_list_too_large_to_read_whole_says_so_and_reads_in_slices() {
+    watchdog("too large to read", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let l = m.list::<i64>().unwrap();
+        const CHUNK: usize = 500_000;
+        let mut len = 0;
+        let whole = loop {
+            l.extend(vec![1i64; CHUNK]).unwrap();
+            len += CHUNK;
+            match l.to_vec() {
+                Ok(v) => assert_eq!(v.len(), len),
+                Err(e) => break e,
+            }
+            assert!(len < 20 * CHUNK, "no answer too large");
+        };
+        let text = whole.to_string();
+        assert!(text.contains("ask for less"), "{text}");
+        let mut read = 0;
+        while read < len {
+            let part = l.slice(read as i64, (read + CHUNK) as i64).unwrap();
+            assert!(part.iter().all(|&x| x == 1));
+            read += part.len();
+        }
+        assert_eq!(read, len);
+    });
+}

@@ -545,8 +545,15 @@ pub(super) fn put_back_error(e: Error, put_back: Option<Result<()>>) -> Error {
 /// An answer's value, from its pickle.
 fn loads(answer: &[u8]) -> Result<PyValue> {
     let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
-    pickle::loads_answer(answer, &mut budget)
-        .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}")))
+    pickle::loads_answer(answer, &mut budget).map_err(|(kind, message)| match kind {
+        // The decoder's words are a server's, for a request.
+        "MemoryError" => Error::Deserialize(format!(
+            "MemoryError: the answer would take more than {} MiB to decode here; \
+             ask for less at a time (a slice)",
+            ANSWER_MEMORY >> 20
+        )),
+        _ => Error::Deserialize(format!("{kind}: {message}")),
+    })
 }
 
 /// What the server's answer `bytes` to a call of `method` mean. The
