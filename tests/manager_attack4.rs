@@ -247,3 +247,83 @@ fn a_list_too_large_to_read_whole_says_so_and_reads_in_slices() {
         assert_eq!(read, len);
     });
 }
+
+/// The pids of this process's live children (not zombies).
+fn live_children() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    pids.retain(|&p| procfs::alive(p));
+    pids
+}
+
+/// `Manager::start` out of descriptors at each step fails with an error,
+/// never leaving the server it started behind (it did when connecting to
+/// it failed: the server ran on until this process exited).
+#[test]
+fn a_manager_that_fails_to_start_leaves_no_server_behind() {
+    watchdog("start out of descriptors", LIMIT, || {
+        let tester = static_child(|| {
+            common::lower_nofile(256);
+            let (mut failed, mut started) = (0, 0);
+            for free in 0..16 {
+                let mut held = common::fill_descriptors();
+                held.truncate(held.len().saturating_sub(free));
+                let r = Manager::start();
+                drop(held);
+                match r {
+                    Ok(mut m) => {
+                        started += 1;
+                        m.shutdown().unwrap();
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{free} free: {e}");
+                    }
+                }
+                assert!(
+                    wait_until(Duration::from_secs(5), || live_children().is_empty()),
+                    "{free} descriptors free: servers left running: {:?}",
+                    live_children()
+                );
+            }
+            assert!(
+                failed > 0 && started > 0,
+                "{failed} failed, {started} started"
+            );
+        });
+        assert_eq!(join(&tester, LIMIT), 0);
+    });
+}
+
+/// Proxies handed on: a child given the only proxies clones one, uses it,
+/// and hands the clone and another it never used to a grandchild; all of
+/// them work, and every object is freed once they have ended.
+#[test]
+fn proxies_handed_on_to_a_grandchild_live_for_it_and_are_freed() {
+    watchdog("handed on", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let child = {
+            let d = m.dict::<u32, u32>().unwrap();
+            let l = m.list::<u32>().unwrap();
+            static_child(move || {
+                let d2 = d.clone();
+                d.set(1, 1).unwrap();
+                let grandchild = static_child(move || {
+                    d2.set(2, 2).unwrap();
+                    l.append(3).unwrap();
+                    assert_eq!(l.to_vec().unwrap(), [3]);
+                });
+                assert_eq!(join(&grandchild, LIMIT), 0);
+                assert_eq!(d.len().unwrap(), 2);
+            })
+        };
+        assert_eq!(join(&child, LIMIT), 0);
+        assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+    });
+}
