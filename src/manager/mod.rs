@@ -502,6 +502,8 @@ impl Manager {
     }
 
     /// Stops the server. Proxies still around get [`Error::ManagerGone`].
+    /// The process that started the server waits for it to exit; a forked
+    /// child given the handle (not the server's parent) does not.
     ///
     /// # Errors
     /// If the server was already gone.
