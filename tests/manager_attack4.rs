@@ -327,3 +327,89 @@ fn proxies_handed_on_to_a_grandchild_live_for_it_and_are_freed() {
         assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
     });
 }
+
+/// `(kind, result)`, pickled as a server's reply.
+fn reply(kind: &str, result: common::pickle::P) -> Vec<u8> {
+    let mut out = vec![0x80, 2];
+    common::pickle::P::Tuple(vec![common::pickle::s(kind), result]).write(&mut out);
+    out.push(b'.');
+    out
+}
+
+/// A process forked (by `fork` itself) while another of its parent's
+/// threads is connecting to a manager, between authentication and the
+/// connection's first answers, keeps no live copy of that connection:
+/// once the parent has exited, its server sees the connection end (and
+/// gives back its references) though the child lives on. (The socket was
+/// made inert in forked children only once the handshake was over.)
+#[test]
+fn a_child_forked_while_a_connection_is_made_does_not_keep_it_open() {
+    use common::pickle::P;
+    use multiproc::conn::{Address, Listener};
+    use multiproc::RawValue;
+    const KEY: &[u8] = b"forked mid-handshake";
+    watchdog("forked mid-handshake", LIMIT, || {
+        let path = std::env::temp_dir().join(format!("attack4-{}.sock", std::process::id()));
+        let address = Address::Unix(path);
+        let listener = Listener::bind(&address, Some(KEY)).unwrap();
+        let in_handshake = Semaphore::new(0).unwrap();
+        let forked = Semaphore::new(0).unwrap();
+        let grandchild = RawValue::<u32>::new(0).unwrap();
+        let client = {
+            let (address, in_handshake, forked, grandchild) = (
+                address.clone(),
+                in_handshake.clone(),
+                forked.clone(),
+                grandchild.clone(),
+            );
+            static_child(move || {
+                let forker = std::thread::spawn(move || {
+                    assert!(in_handshake.acquire_timeout(LIMIT));
+                    // SAFETY: the child only waits for signals (pause is
+                    // async-signal-safe) until the test kills it.
+                    let pid = unsafe { libc::fork() };
+                    if pid == 0 {
+                        loop {
+                            // SAFETY: as above.
+                            unsafe { libc::pause() };
+                        }
+                    }
+                    assert!(pid > 0);
+                    grandchild
+                        .atomic()
+                        .store(pid as u32, std::sync::atomic::Ordering::SeqCst);
+                    forked.release().unwrap();
+                });
+                let m = Manager::connect(address, KEY).unwrap();
+                forker.join().unwrap();
+                drop(m);
+            })
+        };
+        // The fake server: it answers the first request only once the
+        // client's other thread has forked.
+        let mut conn = listener.accept().unwrap();
+        conn.recv_bytes_timeout(LIMIT).unwrap();
+        in_handshake.release().unwrap();
+        assert!(forked.acquire_timeout(LIMIT));
+        conn.send_bytes(&reply("#RETURN", P::None)).unwrap();
+        // No `_multiproc_hold` here (CPython's server): server-level calls
+        // then come on short connections.
+        conn.recv_bytes_timeout(LIMIT).unwrap();
+        conn.send_bytes(&reply("#TRACEBACK", common::pickle::s("no such method")))
+            .unwrap();
+        let mut short = listener.accept().unwrap();
+        short.recv_bytes_timeout(LIMIT).unwrap();
+        short.send_bytes(&reply("#RETURN", P::Int(0))).unwrap();
+        assert_eq!(join(&client, LIMIT), 0);
+        let ended = conn.recv_bytes_timeout(Duration::from_secs(10));
+        let pid = grandchild
+            .atomic()
+            .load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: signalling the process the test's child forked.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert!(
+            matches!(ended, Err(Error::ConnectionClosed)),
+            "the connection of a process that exited is still open: {ended:?}"
+        );
+    });
+}

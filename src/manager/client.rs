@@ -83,10 +83,11 @@ pub(super) struct Client {
 /// A process's long connection, and its fast-path area if it has one
 /// (which goes with the connection: a forked child's state drops both).
 struct Link {
+    /// First, so that it is dropped (off the list) before the socket is
+    /// closed and its number reused.
+    _listed: Listed,
     conn: Connection,
     fast: Option<ClientArea>,
-    /// Its place in [`SOCKETS`], if it has one.
-    listed: Option<usize>,
 }
 
 /// The sockets of this process's long connections (`-1`: a free place),
@@ -97,30 +98,33 @@ struct Link {
 /// connection beyond the places is left as it is.
 static SOCKETS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 
-impl Link {
-    fn new(conn: Connection, fast: Option<ClientArea>) -> Link {
+/// A socket's place in [`SOCKETS`], if it has one, from as soon as the
+/// connection is made (a child forked by another thread while the
+/// connection's first requests are answered must not keep it open) until
+/// it is dropped, before the socket is closed.
+struct Listed {
+    place: Option<usize>,
+    fd: i32,
+}
+
+impl Listed {
+    fn new(conn: &Connection) -> Listed {
         let fd = conn.as_raw_fd();
         // The handler that makes them inert runs only once installed.
-        let listed = crate::fork_handlers::ready().ok().and_then(|()| {
+        let place = crate::fork_handlers::ready().ok().and_then(|()| {
             SOCKETS.iter().position(|s| {
                 s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             })
         });
-        Link { conn, fast, listed }
+        Listed { place, fd }
     }
 }
 
-impl Drop for Link {
+impl Drop for Listed {
     fn drop(&mut self) {
-        // Off the list before the socket is closed (and its number reused).
-        if let Some(i) = self.listed {
-            let _ = SOCKETS[i].compare_exchange(
-                self.conn.as_raw_fd(),
-                -1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        if let Some(i) = self.place {
+            let _ = SOCKETS[i].compare_exchange(self.fd, -1, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }
@@ -223,6 +227,8 @@ impl Client {
     /// multiproc's server on this machine, its fast-path area.
     fn open_long(&self) -> Result<Link> {
         let mut conn = self.open()?;
+        // Declared after `conn`: on an early return, dropped first.
+        let listed = Listed::new(&conn);
         let accept = self.request(None, "accept_connection", &[CONNECTION_NAME.into()], &[]);
         answer_of(&self.hello(&mut conn, &accept)?, "accept_connection")?;
         let hold = self.request(None, "_multiproc_hold", &[], &[]);
@@ -241,7 +247,11 @@ impl Client {
         } else {
             None
         };
-        Ok(Link::new(conn, fast))
+        Ok(Link {
+            _listed: listed,
+            conn,
+            fast,
+        })
     }
 
     /// A round trip of the first requests on a new connection, whose
