@@ -362,9 +362,9 @@ impl Drop for Reference {
                     // The parent's copy of a proxy moved into a forked
                     // child's closure, dropped before the child runs: the
                     // child takes a reference of its own on first use, so
-                    // this one is kept until the child has (or has dropped
-                    // its copy, or has ended): given back now, the object
-                    // could be gone before the child's first call.
+                    // this one is kept until it has (or has dropped its
+                    // copy unused, or has ended): given back now, the
+                    // object could be gone before the child's first call.
                     Some(child) => hand_to(child, client.clone(), *id, holder.slot_of(me)),
                     None => {
                         let _ = client.decref(*id);
