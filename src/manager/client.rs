@@ -41,9 +41,13 @@ use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
 
-/// The most memory decoding one answer may take (as the server allows a
-/// request: a client that trusts its server still bounds what it reads).
-const ANSWER_MEMORY: usize = 4 * MAX_FRAME;
+/// The most memory decoding one answer may take: a client that trusts its
+/// server still bounds what it reads, but never below what the server lets
+/// one request take (`objects::REQUEST_MEMORY`, 8 frames), with room for
+/// the answer's own wrapping. A value the server took in one request
+/// reads back whole; at half that, a million-item value was stored but
+/// could not be read, and a `pop` of it took it out and lost it.
+const ANSWER_MEMORY: usize = 16 * MAX_FRAME;
 
 /// The name this client's connections give the server (`accept_connection`).
 const CONNECTION_NAME: &str = "MainProcess|multiproc";
@@ -79,10 +83,11 @@ pub(super) struct Client {
 /// A process's long connection, and its fast-path area if it has one
 /// (which goes with the connection: a forked child's state drops both).
 struct Link {
+    /// First, so that it is dropped (off the list) before the socket is
+    /// closed and its number reused.
+    _listed: Listed,
     conn: Connection,
     fast: Option<ClientArea>,
-    /// Its place in [`SOCKETS`], if it has one.
-    listed: Option<usize>,
 }
 
 /// The sockets of this process's long connections (`-1`: a free place),
@@ -93,30 +98,33 @@ struct Link {
 /// connection beyond the places is left as it is.
 static SOCKETS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 
-impl Link {
-    fn new(conn: Connection, fast: Option<ClientArea>) -> Link {
+/// A socket's place in [`SOCKETS`], if it has one, from as soon as the
+/// connection is made (a child forked by another thread while the
+/// connection's first requests are answered must not keep it open) until
+/// it is dropped, before the socket is closed.
+struct Listed {
+    place: Option<usize>,
+    fd: i32,
+}
+
+impl Listed {
+    fn new(conn: &Connection) -> Listed {
         let fd = conn.as_raw_fd();
         // The handler that makes them inert runs only once installed.
-        let listed = crate::fork_handlers::ready().ok().and_then(|()| {
+        let place = crate::fork_handlers::ready().ok().and_then(|()| {
             SOCKETS.iter().position(|s| {
                 s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             })
         });
-        Link { conn, fast, listed }
+        Listed { place, fd }
     }
 }
 
-impl Drop for Link {
+impl Drop for Listed {
     fn drop(&mut self) {
-        // Off the list before the socket is closed (and its number reused).
-        if let Some(i) = self.listed {
-            let _ = SOCKETS[i].compare_exchange(
-                self.conn.as_raw_fd(),
-                -1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        if let Some(i) = self.place {
+            let _ = SOCKETS[i].compare_exchange(self.fd, -1, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }
@@ -219,6 +227,8 @@ impl Client {
     /// multiproc's server on this machine, its fast-path area.
     fn open_long(&self) -> Result<Link> {
         let mut conn = self.open()?;
+        // Declared after `conn`: on an early return, dropped first.
+        let listed = Listed::new(&conn);
         let accept = self.request(None, "accept_connection", &[CONNECTION_NAME.into()], &[]);
         answer_of(&self.hello(&mut conn, &accept)?, "accept_connection")?;
         let hold = self.request(None, "_multiproc_hold", &[], &[]);
@@ -237,7 +247,11 @@ impl Client {
         } else {
             None
         };
-        Ok(Link::new(conn, fast))
+        Ok(Link {
+            _listed: listed,
+            conn,
+            fast,
+        })
     }
 
     /// A round trip of the first requests on a new connection, whose
@@ -541,8 +555,15 @@ pub(super) fn put_back_error(e: Error, put_back: Option<Result<()>>) -> Error {
 /// An answer's value, from its pickle.
 fn loads(answer: &[u8]) -> Result<PyValue> {
     let mut budget = Budget::new(usize::MAX, ANSWER_MEMORY);
-    pickle::loads_answer(answer, &mut budget)
-        .map_err(|(kind, message)| Error::Deserialize(format!("{kind}: {message}")))
+    pickle::loads_answer(answer, &mut budget).map_err(|(kind, message)| match kind {
+        // The decoder's words are a server's, for a request.
+        "MemoryError" => Error::Deserialize(format!(
+            "MemoryError: the answer would take more than {} MiB to decode here; \
+             ask for less at a time (a slice)",
+            ANSWER_MEMORY >> 20
+        )),
+        _ => Error::Deserialize(format!("{kind}: {message}")),
+    })
 }
 
 /// What the server's answer `bytes` to a call of `method` mean. The

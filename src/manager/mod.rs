@@ -494,6 +494,7 @@ impl Manager {
     /// # Errors
     /// If the server is gone.
     pub fn number_of_objects(&self) -> Result<u64> {
+        reference::give_back_handed();
         client::decode(
             self.client("count objects")?
                 .server_call("number_of_objects", Vec::new())?,
@@ -501,6 +502,8 @@ impl Manager {
     }
 
     /// Stops the server. Proxies still around get [`Error::ManagerGone`].
+    /// The process that started the server waits for it to exit; a forked
+    /// child given the handle (not the server's parent) does not.
     ///
     /// # Errors
     /// If the server was already gone.
@@ -509,7 +512,9 @@ impl Manager {
             return self.client("shut down").map(drop);
         };
         let r = client.server_call("shutdown", Vec::new()).map(drop);
-        if let Some((server, _)) = server.take() {
+        // Only the process that started the server can wait for it (a
+        // forked child given the handle is not its parent).
+        if let Some((server, _)) = server.take_if(|(_, starter)| *starter == sys::getpid()) {
             // A server whose exit status SIGCHLD's disposition took has
             // stopped all the same.
             let gone = |e: Error| {
@@ -533,7 +538,10 @@ impl Manager {
 }
 
 /// A manager started by this process is shut down when its handle is
-/// dropped (as leaving Python's `with Manager() as m:` block).
+/// dropped (as leaving Python's `with Manager() as m:` block). A handle
+/// moved into a forked child's closure is the child's: the server then
+/// runs until the child calls [`shutdown`](Manager::shutdown) or this
+/// process exits.
 impl Drop for Manager {
     fn drop(&mut self) {
         // Only in the process that started it: a forked child that drops a
@@ -544,6 +552,13 @@ impl Drop for Manager {
         } = &self.backend
         {
             if *starter != sys::getpid() {
+                return;
+            }
+            // The parent's copy of a handle moved into a forked child's
+            // closure, dropped before the child runs: the server is the
+            // child's to use (it stops when this process exits, or when
+            // the child shuts it down).
+            if crate::process::handing_to_child().is_some() {
                 return;
             }
             let _ = self.shutdown();

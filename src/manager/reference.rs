@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
@@ -18,7 +18,8 @@ use super::redis::{Store, REDIS_TOKEN};
 use super::refs::PROXY_TOKEN;
 use super::PyValue;
 use crate::error::Result;
-use crate::sys;
+use crate::per_process::PerProcess;
+use crate::{poison, sys};
 
 /// While it lives, this thread decodes a server's answer (see
 /// [`Reference::answered`]); it puts back what was there before.
@@ -44,7 +45,7 @@ enum Target {
     Server {
         client: Arc<Client>,
         id: Id,
-        holder: AtomicU32,
+        holder: Holder,
     },
     /// Named objects on Redis are not counted: they live until deleted.
     #[cfg(feature = "redis")]
@@ -60,12 +61,13 @@ thread_local! {
 impl Reference {
     /// Takes over a reference that the server counted for this process.
     pub(super) fn new(client: Arc<Client>, kind: Kind, id: Id) -> Reference {
+        give_back_handed();
         Reference {
             kind,
             target: Target::Server {
                 client,
                 id,
-                holder: AtomicU32::new(sys::getpid()),
+                holder: Holder::new(),
             },
         }
     }
@@ -218,18 +220,21 @@ impl Reference {
     /// Takes a reference of this process's own, if it does not hold this
     /// one (a forked child's first use of an inherited proxy).
     /// Of threads that make their first calls at once, one takes it.
-    fn own(client: &Client, id: Id, holder: &AtomicU32) -> Result<()> {
+    fn own(client: &Client, id: Id, holder: &Holder) -> Result<()> {
         let me = sys::getpid();
-        if holder.load(Ordering::Relaxed) == me {
+        if holder.pid.load(Ordering::Relaxed) == me {
             return Ok(());
         }
-        let was = holder.swap(me, Ordering::Relaxed);
+        let was = holder.pid.swap(me, Ordering::Relaxed);
         if was != me {
             if let Err(e) = client.incref(id) {
                 // Not taken: the next call tries again.
-                let _ = holder.compare_exchange(me, was, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = holder
+                    .pid
+                    .compare_exchange(me, was, Ordering::Relaxed, Ordering::Relaxed);
                 return Err(e);
             }
+            holder.taken_over(me);
         }
         Ok(())
     }
@@ -351,9 +356,218 @@ impl Clone for Reference {
 impl Drop for Reference {
     fn drop(&mut self) {
         if let Target::Server { client, id, holder } = &self.target {
-            if holder.load(Ordering::Relaxed) == sys::getpid() {
-                let _ = client.decref(*id);
+            let me = sys::getpid();
+            if holder.pid.load(Ordering::Relaxed) == me {
+                match crate::process::handing_to_child() {
+                    // The parent's copy of a proxy moved into a forked
+                    // child's closure, dropped before the child runs: the
+                    // child takes a reference of its own on first use, so
+                    // this one is kept until it has (or has dropped its
+                    // copy unused, or has ended): given back now, the
+                    // object could be gone before the child's first call.
+                    Some(child) => hand_to(child, client.clone(), *id, holder.slot_of(me)),
+                    None => {
+                        let _ = client.decref(*id);
+                        holder.free(me);
+                    }
+                }
+            } else {
+                // A copy that this process never took a reference for: if
+                // it was handed to this process, the parent's is not needed.
+                holder.taken_over(me);
             }
+            give_back_handed();
+        }
+    }
+}
+
+/// Who holds a [`Reference`]'s reference, and its word in this process's
+/// slab of [`Slot`]s, through which a forked child handed the proxy tells
+/// the parent that it no longer needs the parent's reference.
+struct Holder {
+    /// The process that holds the reference.
+    pid: AtomicU32,
+    /// `None` if the slab was full (a handed reference is then kept until
+    /// the child ends).
+    slot: Option<Slot>,
+}
+
+impl Holder {
+    fn new() -> Holder {
+        Holder {
+            pid: AtomicU32::new(sys::getpid()),
+            slot: Slot::take(),
+        }
+    }
+
+    /// The slot, if it is this process's (`me`) to hand over.
+    fn slot_of(&self, me: u32) -> Option<Slot> {
+        self.slot.filter(|s| s.owner == me)
+    }
+
+    /// In process `me`, which has its own reference now (or never needs
+    /// one): if the parent handed it this proxy, the parent's can go.
+    fn taken_over(&self, me: u32) {
+        if let Some(s) = self.slot {
+            if s.words[0].load(Ordering::Acquire) == me {
+                s.words[1].store(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// Frees the slot, if it is this process's (`me`).
+    fn free(&self, me: u32) {
+        if let Some(s) = self.slot_of(me) {
+            s.free();
+        }
+    }
+}
+
+/// Two words in a slab of memory shared with every child forked since it
+/// was made (`MAP_SHARED`): the child a proxy was handed to, and whether
+/// that child took a reference of its own (or dropped its copy unused).
+/// Only the process that made the slab takes and frees its slots.
+#[derive(Clone, Copy)]
+struct Slot {
+    words: &'static [AtomicU32; 2],
+    index: u32,
+    /// The process whose slab it is.
+    owner: u32,
+}
+
+/// Slots in a process's slab.
+const SLOTS: usize = 16 << 10;
+
+/// A process's slab: where it is, and its free slots.
+struct Slab {
+    words: &'static [[AtomicU32; 2]],
+    free: Vec<u32>,
+    used: usize,
+}
+
+/// This process's slab, made on first use (a forked child makes its own).
+static SLAB: PerProcess<Option<Slab>> = PerProcess::new();
+
+impl Slot {
+    /// A free slot of this process's slab, if there is one.
+    fn take() -> Option<Slot> {
+        let mut slab = poison::locked(SLAB.get());
+        let slab = slab.get_or_insert_with(Slab::map).as_mut()?;
+        let index = match slab.free.pop() {
+            Some(i) => i,
+            None if slab.used < slab.words.len() => {
+                slab.used += 1;
+                (slab.used - 1) as u32
+            }
+            None => return None,
+        };
+        Some(Slot {
+            words: &slab.words[index as usize],
+            index,
+            owner: sys::getpid(),
+        })
+    }
+
+    /// Gives the slot back to this process's slab.
+    fn free(self) {
+        self.words[0].store(0, Ordering::Relaxed);
+        self.words[1].store(0, Ordering::Relaxed);
+        if let Some(slab) = poison::locked(SLAB.get()).as_mut().and_then(Option::as_mut) {
+            slab.free.push(self.index);
+        }
+    }
+}
+
+impl Slab {
+    /// A new slab, never unmapped (the copies of proxies in children
+    /// point into it); `None` if it cannot be mapped.
+    fn map() -> Option<Slab> {
+        let len = SLOTS * std::mem::size_of::<[AtomicU32; 2]>();
+        // SAFETY: a new anonymous mapping, at an address of the kernel's
+        // choice; nothing is overwritten.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: `len` bytes, page-aligned, zeroed, mapped for good (never
+        // unmapped, so `'static`); atomics only, for which zeroes and any
+        // bytes a child writes are valid.
+        let words = unsafe { std::slice::from_raw_parts(p.cast::<[AtomicU32; 2]>(), SLOTS) };
+        Some(Slab {
+            words,
+            free: Vec::new(),
+            used: 0,
+        })
+    }
+}
+
+/// A reference kept for a forked child that was handed a proxy of it
+/// (see [`Reference`]'s drop), until that child takes one of its own,
+/// drops its copy, or ends.
+struct Handed {
+    child: u32,
+    client: Arc<Client>,
+    id: Id,
+    slot: Option<Slot>,
+}
+
+/// This process's [`Handed`] references (a forked child starts with none
+/// of its parent's: they are the parent's to give back).
+static HANDED: PerProcess<Vec<Handed>> = PerProcess::new();
+
+/// Whether [`HANDED`] may hold something (checked before taking its lock).
+static ANY_HANDED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps this process's reference to `id` for `child` (see [`Handed`]).
+fn hand_to(child: u32, client: Arc<Client>, id: Id, slot: Option<Slot>) {
+    if let Some(s) = slot {
+        s.words[0].store(child, Ordering::Release);
+    }
+    poison::locked(HANDED.get())
+        .get_or_insert_with(Vec::new)
+        .push(Handed {
+            child,
+            client,
+            id,
+            slot,
+        });
+    ANY_HANDED.store(true, Ordering::Release);
+}
+
+/// Gives back the references kept for children that no longer need them
+/// (each proxy made or dropped looks, and [`Manager::number_of_objects`]).
+///
+/// [`Manager::number_of_objects`]: super::Manager::number_of_objects
+pub(super) fn give_back_handed() {
+    if !ANY_HANDED.load(Ordering::Acquire) || crate::process::handing_to_child().is_some() {
+        return;
+    }
+    let ended: Vec<Handed> = {
+        let mut list = poison::locked(HANDED.get());
+        let list = list.get_or_insert_with(Vec::new);
+        let (ended, running) = std::mem::take(list).into_iter().partition(|h| {
+            h.slot
+                .is_some_and(|s| s.words[1].load(Ordering::Acquire) == 1)
+                || !sys::pid_alive(h.child)
+        });
+        *list = running;
+        ANY_HANDED.store(!list.is_empty(), Ordering::Release);
+        ended
+    };
+    // Outside the lock: each is a round trip.
+    for h in ended {
+        let _ = h.client.decref(h.id);
+        if let Some(s) = h.slot {
+            s.free();
         }
     }
 }
