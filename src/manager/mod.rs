@@ -293,7 +293,16 @@ impl Manager {
                 return Err(Error::ManagerGone(format!("the server did not start: {e}")));
             }
         }
-        let mut m = Manager::connect(address, &key)?;
+        let mut m = match Manager::connect(address, &key) {
+            Ok(m) => m,
+            Err(e) => {
+                // No handle will stop it: it goes now, not at this
+                // process's exit.
+                let _ = server.kill();
+                let _ = server.join();
+                return Err(e);
+            }
+        };
         if let Backend::Server { server: s, .. } = &mut m.backend {
             *s = Some((server, sys::getpid()));
         }
