@@ -482,22 +482,7 @@ impl Slab {
     /// A new slab, never unmapped (the copies of proxies in children
     /// point into it); `None` if it cannot be mapped.
     fn map() -> Option<Slab> {
-        let len = SLOTS * std::mem::size_of::<[AtomicU32; 2]>();
-        // SAFETY: a new anonymous mapping, at an address of the kernel's
-        // choice; nothing is overwritten.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return None;
-        }
+        let p = sys::map_anonymous(SLOTS * std::mem::size_of::<[AtomicU32; 2]>(), true)?;
         // SAFETY: `len` bytes, page-aligned, zeroed, mapped for good (never
         // unmapped, so `'static`); atomics only, for which zeroes and any
         // bytes a child writes are valid.

@@ -1,10 +1,34 @@
-//! The system's memory: reserving a memory file's backing store, and how
-//! much the system can still give.
+//! The system's memory: reserving a memory file's backing store, how
+//! much the system can still give, and anonymous mappings.
 
 use std::io;
 use std::os::fd::AsRawFd;
 
 use super::errno_result;
+
+/// A new zeroed anonymous mapping of `len` bytes, page-aligned, shared
+/// with the children forked after it (`MAP_SHARED`) or copied into them
+/// (`MAP_PRIVATE`); `None` if the system gives none.
+pub(crate) fn map_anonymous(len: usize, shared: bool) -> Option<*mut libc::c_void> {
+    let sharing = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    // SAFETY: a new anonymous mapping, at an address of the kernel's
+    // choice; no existing memory changes.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            sharing | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p)
+}
 
 /// Allocates the backing memory of `fd` up to `len` bytes now, so that a full
 /// tmpfs is an error here and never a `SIGBUS` on first touch later.

@@ -132,20 +132,7 @@ fn page_size() -> usize {
 /// A zeroed private page that forks leave zeroed in the child.
 fn wiped_on_fork() -> Option<*mut std::sync::atomic::AtomicU32> {
     let len = page_size();
-    // SAFETY: a new anonymous private mapping; no existing memory changes.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if page == libc::MAP_FAILED {
-        return None;
-    }
+    let page = super::map_anonymous(len, false)?;
     // SAFETY: advice on the mapping just made.
     if unsafe { libc::madvise(page, len, libc::MADV_WIPEONFORK) } != 0 {
         // SAFETY: our own mapping, never shared.
