@@ -503,7 +503,7 @@ impl Manager {
     /// # Errors
     /// If the server is gone.
     pub fn number_of_objects(&self) -> Result<u64> {
-        reference::give_back_handed();
+        reference::give_back_handed(true);
         client::decode(
             self.client("count objects")?
                 .server_call("number_of_objects", Vec::new())?,

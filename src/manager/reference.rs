@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
@@ -61,7 +62,7 @@ thread_local! {
 impl Reference {
     /// Takes over a reference that the server counted for this process.
     pub(super) fn new(client: Arc<Client>, kind: Kind, id: Id) -> Reference {
-        give_back_handed();
+        give_back_handed(false);
         Reference {
             kind,
             target: Target::Server {
@@ -376,7 +377,7 @@ impl Drop for Reference {
                 // it was handed to this process, the parent's is not needed.
                 holder.taken_over(me);
             }
-            give_back_handed();
+            give_back_handed(false);
         }
     }
 }
@@ -506,8 +507,20 @@ struct Handed {
 }
 
 /// This process's [`Handed`] references (a forked child starts with none
-/// of its parent's: they are the parent's to give back).
-static HANDED: PerProcess<Vec<Handed>> = PerProcess::new();
+/// of its parent's: they are the parent's to give back), and when it last
+/// looked for children that ended.
+static HANDED: PerProcess<Handing> = PerProcess::new();
+
+/// See [`HANDED`].
+#[derive(Default)]
+struct Handing {
+    list: Vec<Handed>,
+    looked: Option<Instant>,
+}
+
+/// How often a proxy made or dropped looks for children that ended
+/// (a look reads `/proc` once a child).
+const LOOK_EVERY: Duration = Duration::from_millis(50);
 
 /// Whether [`HANDED`] may hold something (checked before taking its lock).
 static ANY_HANDED: AtomicBool = AtomicBool::new(false);
@@ -518,7 +531,8 @@ fn hand_to(child: u32, client: Arc<Client>, id: Id, slot: Option<Slot>) {
         s.words[0].store(child, Ordering::Release);
     }
     poison::locked(HANDED.get())
-        .get_or_insert_with(Vec::new)
+        .get_or_insert_with(Handing::default)
+        .list
         .push(Handed {
             child,
             client,
@@ -530,22 +544,49 @@ fn hand_to(child: u32, client: Arc<Client>, id: Id, slot: Option<Slot>) {
 
 /// Gives back the references kept for children that no longer need them
 /// (each proxy made or dropped looks, and [`Manager::number_of_objects`]).
+/// Children that ended are looked for at most every [`LOOK_EVERY`], or
+/// now if `now`.
 ///
 /// [`Manager::number_of_objects`]: super::Manager::number_of_objects
-pub(super) fn give_back_handed() {
+pub(super) fn give_back_handed(now: bool) {
     if !ANY_HANDED.load(Ordering::Acquire) || crate::process::handing_to_child().is_some() {
         return;
     }
     let ended: Vec<Handed> = {
-        let mut list = poison::locked(HANDED.get());
-        let list = list.get_or_insert_with(Vec::new);
-        let (ended, running) = std::mem::take(list).into_iter().partition(|h| {
-            h.slot
-                .is_some_and(|s| s.words[1].load(Ordering::Acquire) == 1)
-                || !sys::pid_alive(h.child)
-        });
-        *list = running;
-        ANY_HANDED.store(!list.is_empty(), Ordering::Release);
+        let mut handing = poison::locked(HANDED.get());
+        let handing = handing.get_or_insert_with(Handing::default);
+        let at = Instant::now();
+        let look = now
+            || handing
+                .looked
+                .is_none_or(|t| at.duration_since(t) >= LOOK_EVERY);
+        if look {
+            handing.looked = Some(at);
+        }
+        // Each child looked at once.
+        let (mut alive, mut gone) = (Vec::new(), Vec::new());
+        let mut ended_child = |pid: u32| {
+            if !look || alive.contains(&pid) {
+                false
+            } else if gone.contains(&pid) {
+                true
+            } else if sys::pid_alive(pid) {
+                alive.push(pid);
+                false
+            } else {
+                gone.push(pid);
+                true
+            }
+        };
+        let (ended, running) = std::mem::take(&mut handing.list)
+            .into_iter()
+            .partition(|h| {
+                h.slot
+                    .is_some_and(|s| s.words[1].load(Ordering::Acquire) == 1)
+                    || ended_child(h.child)
+            });
+        handing.list = running;
+        ANY_HANDED.store(!handing.list.is_empty(), Ordering::Release);
         ended
     };
     // Outside the lock: each is a round trip.
