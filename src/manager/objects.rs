@@ -1251,7 +1251,13 @@ impl Objects {
     ) -> Result<Map, Exception> {
         let mut d = Map::with_hasher(self.hasher.clone());
         match <[PyValue; 1]>::try_from(args) {
-            Ok([v]) => d.extend(pairs_of(v, budget)?),
+            Ok([v]) => {
+                let pairs = pairs_of(v, budget)?;
+                pairs
+                    .iter()
+                    .try_for_each(|(k, _)| super::apply::hashable(k))?;
+                d.extend(pairs);
+            }
             Err(args) if args.is_empty() => {}
             Err(args) => {
                 return Err(type_error(format!(
