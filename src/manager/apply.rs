@@ -152,6 +152,65 @@ fn type_error(msg: String) -> Exception {
     ("TypeError", msg)
 }
 
+/// Python's `TypeError` for a dict key it cannot hash: an `OrderedDict`,
+/// `defaultdict`, `Counter`, `deque` or `bytearray`, or a tuple holding
+/// one. (Lists, dicts and sets are keys here: see [`PyValue`].) Ints and
+/// strs pass with one test of their kind. Every insert asks it; a lookup
+/// only when the key is missing, so that the lookups of a batch cost what
+/// they did (a key found equals a stored one, which was asked: only an
+/// `OrderedDict`, `defaultdict` or `Counter` equal to a dict stored as a
+/// key is found where Python refuses it).
+#[inline]
+pub(super) fn hashable(k: &PyValue) -> std::result::Result<(), Exception> {
+    use PyValue::*;
+    match k {
+        Object(_) | Tuple(_) | FrozenSet(_) | List(_) | Dict(_) | Set(_) => unhashable(k),
+        _ => Ok(()),
+    }
+}
+
+/// [`hashable`] of a value that may hold a value Python cannot hash.
+#[cold]
+#[inline(never)]
+fn unhashable(k: &PyValue) -> std::result::Result<(), Exception> {
+    match k.unhashable() {
+        Some(name) => Err(type_error(format!("unhashable type: '{name}'"))),
+        None => Ok(()),
+    }
+}
+
+/// `k`, if Python can hash it (see [`hashable`]).
+#[inline]
+fn hashed(k: &PyValue) -> std::result::Result<&PyValue, Exception> {
+    hashable(k).map(|()| k)
+}
+
+/// Whether `k` may be popped from `d`: an empty dict pops any key without
+/// hashing it, as Python's (`{}.pop([], 5)` is 5).
+fn popped(d: &Map, k: &PyValue) -> std::result::Result<(), Exception> {
+    if d.is_empty() {
+        return Ok(());
+    }
+    hashable(k)
+}
+
+/// Inserts `items` in order, as Python's `dict.update` does: up to the
+/// first key Python cannot hash, whose `TypeError` it answers.
+fn insert_all(
+    d: &mut Map,
+    items: impl IntoIterator<Item = (PyValue, PyValue)>,
+) -> std::result::Result<(), Exception> {
+    let mut refused = Ok(());
+    d.extend(items.into_iter().map_while(|(k, v)| match hashable(&k) {
+        Ok(()) => Some((k, v)),
+        Err(e) => {
+            refused = Err(e);
+            None
+        }
+    }));
+    refused
+}
+
 fn index_error(msg: &str) -> Exception {
     ("IndexError", msg.into())
 }
@@ -366,6 +425,17 @@ pub(super) fn items_of(
             Ok(out)
         }
         PyValue::Set(vs) | PyValue::FrozenSet(vs) => Ok(vs),
+        // A deque's items, an OrderedDict's, defaultdict's or Counter's keys.
+        PyValue::Object(ref o) if o.module == "collections" && v.deque_items().is_some() => {
+            let items = v.deque_items().unwrap_or_default();
+            budget.charge(items)?;
+            Ok(items.to_vec())
+        }
+        PyValue::Object(ref o) if o.module == "collections" && v.mapping().is_some() => {
+            let pairs = v.mapping().map_or(&[][..], |(_, pairs)| pairs);
+            budget.charge(pairs.iter().map(|(k, _)| k))?;
+            Ok(pairs.iter().map(|(k, _)| k.clone()).collect())
+        }
         PyValue::Object(o) if o.is_builtin("bytearray") => match o.args.first() {
             Some(PyValue::Bytes(b)) => items_of(PyValue::Bytes(b.clone()), budget),
             _ => Ok(Vec::new()),
@@ -416,6 +486,10 @@ pub(super) fn pairs_of(
 ) -> std::result::Result<Vec<(PyValue, PyValue)>, Exception> {
     if let PyValue::Dict(d) = v {
         return Ok(d);
+    }
+    if let (PyValue::Object(_), Some((_, pairs))) = (&v, v.mapping()) {
+        budget.charge(pairs.iter().flat_map(|(k, v)| [k, v]))?;
+        return Ok(pairs.to_vec());
     }
     let mut pairs = Vec::new();
     for (i, item) in items_of(v, budget)?.into_iter().enumerate() {
@@ -765,7 +839,10 @@ fn dict(
                 budget.charge([v])?;
                 v.clone()
             }
-            None => return Err(missing(kind, k)),
+            None => {
+                hashable(&k)?;
+                return Err(missing(kind, k));
+            }
         },
         Op::Lookup(k) => lookup_or(d, &k, PyValue::None, budget)?,
         Op::LookupMany(keys) => {
@@ -778,14 +855,16 @@ fn dict(
         }
         Op::LookupOr(k, default) => lookup_or(d, &k, default, budget)?,
         Op::Set(k, v) => {
+            hashable(&k)?;
             d.insert(k, v);
             PyValue::None
         }
-        Op::Del(k) => match remove_key(d, &k, budget)? {
+        Op::Del(k) => match remove_key(d, hashed(&k)?, budget)? {
             Some(_) => PyValue::None,
             None => return Err(missing(kind, k)),
         },
         Op::Pop(k) => {
+            popped(d, &k)?;
             budget.charge(d.get(&k))?;
             match remove_key(d, &k, budget)? {
                 Some(v) => v,
@@ -793,10 +872,12 @@ fn dict(
             }
         }
         Op::Discard(k) => {
+            popped(d, &k)?;
             budget.charge(d.get(&k))?;
             remove_key(d, &k, budget)?.unwrap_or(PyValue::None)
         }
         Op::PopOr(k, default) => {
+            popped(d, &k)?;
             budget.charge(d.get(&k))?;
             remove_key(d, &k, budget)?.unwrap_or(default)
         }
@@ -813,10 +894,17 @@ fn dict(
             }
         }
         Op::SetDefault(k, v) => {
+            hashable(&k)?;
             budget.charge([d.get(&k).unwrap_or(&v)])?;
             d.entry(k).or_insert(v).clone()
         }
-        Op::Contains(k) => PyValue::Bool(d.contains_key(&k)),
+        Op::Contains(k) => {
+            let found = d.contains_key(&k);
+            if !found {
+                hashable(&k)?;
+            }
+            PyValue::Bool(found)
+        }
         Op::Keys => {
             budget.charge(d.keys())?;
             PyValue::List(d.keys().cloned().collect())
@@ -847,7 +935,7 @@ fn dict(
             // Room for every item at once, as Python's `update` makes it
             // (rather than growing the table a few times on the way).
             d.reserve(items.len());
-            d.extend(items);
+            insert_all(d, items)?;
             PyValue::None
         }
         Op::UpdateWith(other, kwds) => {
@@ -856,7 +944,7 @@ fn dict(
                 None => Vec::new(),
             };
             d.reserve(pairs.len() + kwds.len());
-            d.extend(pairs);
+            insert_all(d, pairs)?;
             d.extend(kwds);
             PyValue::None
         }
@@ -878,10 +966,12 @@ fn dict(
         }
         Op::FromKeys(keys, value) => {
             let keys = items_of(keys, budget)?;
+            keys.iter().try_for_each(hashable)?;
             budget.charge(keys.iter().map(|_| &value))?;
             dict_of(keys.into_iter().map(|k| (k, value.clone())), d.hasher())
         }
         Op::Increment(k, delta) => {
+            hashable(&k)?;
             let new = match d.get(&k) {
                 Some(old) => add(old, &delta)?,
                 None => add(&PyValue::Int(0), &delta)?,
@@ -890,6 +980,7 @@ fn dict(
             new
         }
         Op::CompareAndSet(k, expected, new) => {
+            hashable(&k)?;
             if let (Some(stored), Some(expected)) = (d.get(&k), &expected) {
                 scan(std::slice::from_ref(stored), expected, budget)?;
             }
@@ -910,8 +1001,18 @@ fn lookup_or(d: &Map, k: &PyValue, default: PyValue, budget: &mut Budget) -> OpR
             budget.charge_value(v)?;
             Ok(v.clone())
         }
-        None => Ok(default),
+        None => absent(k, default),
     }
+}
+
+/// [`lookup_or`]'s answer for a missing key: `default`, or the
+/// `TypeError` of a key Python cannot hash. Out of line: the lookups that
+/// find their key compile as they did without it.
+#[cold]
+#[inline(never)]
+fn absent(k: &PyValue, default: PyValue) -> OpResult {
+    hashable(k)?;
+    Ok(default)
 }
 
 /// An operation on a list.

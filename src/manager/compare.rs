@@ -41,6 +41,21 @@ impl PyValue {
         if let Some(o) = big_cmp_any(self, other) {
             return Ok(o == Some(Ordering::Less));
         }
+        if let (Object(_), Object(_)) = (self, other) {
+            if let Some(lt) = time_lt(self, other) {
+                return lt;
+            }
+            if let (Some(a), Some(b)) = (self.deque_items(), other.deque_items()) {
+                return PyValue::lt_items(a, b);
+            }
+            if let (Some((Mapping::Counter, a)), Some((Mapping::Counter, b))) =
+                (self.mapping(), other.mapping())
+            {
+                // Python 3.10's `Counter.__lt__`: `self <= other and
+                // self != other`, `<=` of each count (a missing one 0).
+                return Ok(counts_all(a, b, PyValue::le)? && !counter_eq(a, b));
+            }
+        }
         match (self, other) {
             (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => {
                 // A proper subset.
@@ -62,6 +77,81 @@ impl PyValue {
                 self.type_name(),
                 other.type_name()
             )),
+        }
+    }
+
+    /// Python's `self <= other` (as `<` or `==`), or its `TypeError`.
+    fn le(&self, other: &PyValue) -> Result<bool, String> {
+        Ok(self.lt(other).map_err(|e| e.replacen("'<'", "'<='", 1))? || self == other)
+    }
+
+    /// The items of a dict-like value (`dict`, and the `OrderedDict`,
+    /// `defaultdict` and `Counter` a Python client sends), and how it
+    /// compares.
+    pub(crate) fn mapping(&self) -> Option<(Mapping, &[(PyValue, PyValue)])> {
+        let o = match self {
+            PyValue::Dict(d) => return Some((Mapping::Dict, d)),
+            PyValue::Object(o) if !o.global && o.module == "collections" => o,
+            _ => return Option::None,
+        };
+        match (o.name.as_str(), &o.args[..]) {
+            ("OrderedDict", []) => Some((Mapping::Ordered, &o.dict_items)),
+            // The default factory does not take part in `==`.
+            ("defaultdict", [] | [_]) => Some((Mapping::Dict, &o.dict_items)),
+            // Pickled as `Counter(dict(self))`.
+            ("Counter", []) if o.dict_items.is_empty() => Some((Mapping::Counter, &[])),
+            ("Counter", [PyValue::Dict(d)]) if o.dict_items.is_empty() => {
+                Some((Mapping::Counter, d))
+            }
+            _ => Option::None,
+        }
+    }
+
+    /// The items of a `collections.deque` a Python client sends (pickled
+    /// as `deque((), maxlen)` and its items appended).
+    pub(crate) fn deque_items(&self) -> Option<&[PyValue]> {
+        let PyValue::Object(o) = self else {
+            return Option::None;
+        };
+        if !o.is("collections", "deque") {
+            return Option::None;
+        }
+        let given: &[PyValue] = match o.args.first() {
+            Option::None => &[],
+            Some(PyValue::List(v) | PyValue::Tuple(v)) => v,
+            Some(_) => return Option::None,
+        };
+        match (given.is_empty(), o.list_items.is_empty()) {
+            (true, _) => Some(&o.list_items),
+            (false, true) => Some(given),
+            (false, false) => Option::None,
+        }
+    }
+
+    /// The name of the type that makes this value unusable as a dict key
+    /// in Python (`'collections.deque'`, `'bytearray'`), found in it or
+    /// in the values it holds; `None` if Python hashes it, or if it is a
+    /// list, dict or set (which this server takes as keys).
+    pub(crate) fn unhashable(&self) -> Option<&str> {
+        match self {
+            PyValue::List(v) | PyValue::Tuple(v) | PyValue::Set(v) | PyValue::FrozenSet(v) => {
+                v.iter().find_map(PyValue::unhashable)
+            }
+            PyValue::Dict(d) => d
+                .iter()
+                .find_map(|(k, v)| k.unhashable().or_else(|| v.unhashable())),
+            PyValue::Object(o)
+                if !o.global
+                    && (o.is_builtin("bytearray")
+                        || o.module == "collections"
+                            && matches!(
+                                o.name.as_str(),
+                                "OrderedDict" | "defaultdict" | "Counter" | "deque"
+                            )) =>
+            {
+                Some(self.type_name())
+            }
+            _ => Option::None,
         }
     }
 
@@ -294,6 +384,209 @@ fn big_as_float(b: &[u8]) -> Option<f64> {
     }
     let f = m as f64 * 2f64.powi(low as i32);
     Some(if negative { -f } else { f })
+}
+
+/// What a `datetime` value a Python client sends compares and hashes
+/// by, as Python's: a `date`, a naive `datetime` or `time` by its
+/// fields (not its `fold`), an aware one (its `tzinfo` a fixed
+/// `timezone`) by the instant it names, a `timedelta` by its length.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub(crate) enum TimeKey {
+    /// A `date`: its year, month and day.
+    Date(u32),
+    /// A naive `datetime`: microseconds from 0001-01-01 00:00.
+    Naive(i128),
+    /// An aware `datetime`: microseconds from 0001-01-01 00:00 UTC.
+    Aware(i128),
+    /// A naive `time`: microseconds from midnight.
+    Time(i128),
+    /// An aware `time`: microseconds from midnight UTC.
+    AwareTime(i128),
+    /// A `timedelta`, in microseconds.
+    Delta(i128),
+}
+
+impl super::value::PyObject {
+    /// What a `datetime.date`, `datetime`, `time` or `timedelta` compares
+    /// by; `None` for another object, or one not pickled as Python
+    /// pickles them.
+    pub(crate) fn time_key(&self) -> Option<TimeKey> {
+        if self.global || self.module != "datetime" {
+            return Option::None;
+        }
+        let delta = |args: &[PyValue]| match *args {
+            [PyValue::Int(days), PyValue::Int(seconds), PyValue::Int(us)] => {
+                Some((i128::from(days) * 86_400 + i128::from(seconds)) * 1_000_000 + i128::from(us))
+            }
+            _ => Option::None,
+        };
+        let fields = |b: &[u8]| -> i128 {
+            // Year, month (its top bit `fold`), day, hour, minute, second,
+            // microsecond (3 bytes): as microseconds from 0001-01-01.
+            let days = days_from_civil(
+                i64::from(b[0]) << 8 | i64::from(b[1]),
+                i64::from(b[2] & 0x7f),
+                i64::from(b[3]),
+            );
+            let seconds =
+                days * 86_400 + i64::from(b[4]) * 3600 + i64::from(b[5]) * 60 + i64::from(b[6]);
+            i128::from(seconds) * 1_000_000 + i128::from(u32::from_be_bytes([0, b[7], b[8], b[9]]))
+        };
+        // The offset of a `timezone`, in microseconds.
+        let offset = |tz: &super::value::PyObject| match tz.args.first() {
+            Some(PyValue::Object(o)) if tz.is("datetime", "timezone") => {
+                o.is("datetime", "timedelta").then(|| delta(&o.args))?
+            }
+            _ => Option::None,
+        };
+        let clock = |b: &[u8]| {
+            (i128::from(b[0] & 0x7f) * 3600 + i128::from(b[1]) * 60 + i128::from(b[2])) * 1_000_000
+                + i128::from(u32::from_be_bytes([0, b[3], b[4], b[5]]))
+        };
+        match (self.name.as_str(), &self.args[..]) {
+            ("timedelta", args) => delta(args).map(TimeKey::Delta),
+            ("date", [PyValue::Bytes(b)]) if b.len() == 4 => {
+                Some(TimeKey::Date(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+            }
+            ("datetime", [PyValue::Bytes(b)]) if b.len() == 10 => Some(TimeKey::Naive(fields(b))),
+            ("datetime", [PyValue::Bytes(b), PyValue::Object(tz)]) if b.len() == 10 => {
+                Some(TimeKey::Aware(fields(b) - offset(tz)?))
+            }
+            ("time", [PyValue::Bytes(b)]) if b.len() == 6 => Some(TimeKey::Time(clock(b))),
+            ("time", [PyValue::Bytes(b), PyValue::Object(tz)]) if b.len() == 6 => {
+                Some(TimeKey::AwareTime(clock(b) - offset(tz)?))
+            }
+            _ => Option::None,
+        }
+    }
+}
+
+/// The days from 0001-01-01 to `year-month-day` (proleptic Gregorian),
+/// for dates in the range Python's are.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe
+}
+
+/// Python's `a < b` of two `datetime` values, if it is defined: `None` if
+/// they are not both such values, or are of two types.
+fn time_lt(a: &PyValue, b: &PyValue) -> Option<Result<bool, String>> {
+    let (PyValue::Object(a), PyValue::Object(b)) = (a, b) else {
+        return Option::None;
+    };
+    match (a.time_key()?, b.time_key()?) {
+        (TimeKey::Naive(_), TimeKey::Aware(_)) | (TimeKey::Aware(_), TimeKey::Naive(_)) => Some(
+            Err("can't compare offset-naive and offset-aware datetimes".into()),
+        ),
+        (TimeKey::Time(_), TimeKey::AwareTime(_)) | (TimeKey::AwareTime(_), TimeKey::Time(_)) => {
+            Some(Err(
+                "can't compare offset-naive and offset-aware times".into()
+            ))
+        }
+        (x, y) if std::mem::discriminant(&x) == std::mem::discriminant(&y) => Some(Ok(x < y)),
+        _ => Option::None,
+    }
+}
+
+/// How a dict-like value compares (see [`PyValue::mapping`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mapping {
+    /// A `dict` or `defaultdict`: by items, in any order.
+    Dict,
+    /// An `OrderedDict`: with another, by items in order; with any
+    /// other dict, as a dict.
+    Ordered,
+    /// A `Counter`: with another, by counts, a missing one counting 0
+    /// (Python 3.10 and later); with any other dict, as a dict.
+    Counter,
+}
+
+/// Python's `==` of two dict-like values.
+fn mapping_eq(
+    (ka, a): (Mapping, &[(PyValue, PyValue)]),
+    (kb, b): (Mapping, &[(PyValue, PyValue)]),
+) -> bool {
+    match (ka, kb) {
+        (Mapping::Ordered, Mapping::Ordered) => {
+            dict_eq(a, b) && a.iter().zip(b).all(|(x, y)| x.0 == y.0)
+        }
+        (Mapping::Counter, Mapping::Counter) => counter_eq(a, b),
+        _ => dict_eq(a, b),
+    }
+}
+
+/// Python 3.10's `Counter.__eq__`: each count of either equals the
+/// other's (a missing count is 0).
+fn counter_eq(a: &[(PyValue, PyValue)], b: &[(PyValue, PyValue)]) -> bool {
+    counts_all(a, b, |x, y| Ok(x == y)).unwrap_or(false)
+}
+
+/// Python's `all(f(a[e], b[e]) for c in (a, b) for e in c)` of two
+/// Counters (a missing count is 0), in that order, stopping at the first
+/// false answer or error.
+fn counts_all(
+    a: &[(PyValue, PyValue)],
+    b: &[(PyValue, PyValue)],
+    f: impl Fn(&PyValue, &PyValue) -> Result<bool, String>,
+) -> Result<bool, String> {
+    let zero = PyValue::Int(0);
+    let (in_a, in_b) = (Counts::new(a), Counts::new(b));
+    for (k, v) in a {
+        if !f(v, in_b.get(k).unwrap_or(&zero))? {
+            return Ok(false);
+        }
+    }
+    for (k, v) in b {
+        if !f(in_a.get(k).unwrap_or(&zero), v)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The counts of a Counter, looked up by key: through a hash index if
+/// there are many (one search of all for each key of the other would
+/// take their product).
+struct Counts<'a> {
+    items: &'a [(PyValue, PyValue)],
+    index: Option<std::collections::HashMap<u64, Vec<usize>>>,
+    _memo: HashMemo,
+}
+
+impl<'a> Counts<'a> {
+    fn new(items: &'a [(PyValue, PyValue)]) -> Counts<'a> {
+        let _memo = HashMemo::start();
+        let index = (items.len() > 8).then(|| {
+            let mut index = std::collections::HashMap::<u64, Vec<usize>>::new();
+            for (i, (k, _)) in items.iter().enumerate() {
+                index.entry(item_hash(k)).or_default().push(i);
+            }
+            index
+        });
+        Counts {
+            items,
+            index,
+            _memo,
+        }
+    }
+
+    fn get(&self, k: &PyValue) -> Option<&'a PyValue> {
+        let items = self.items;
+        match &self.index {
+            Option::None => items.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v),
+            Some(index) => index
+                .get(&item_hash(k))?
+                .iter()
+                .map(|&i| &items[i])
+                .find(|(k2, _)| k2 == k)
+                .map(|(_, v)| v),
+        }
+    }
 }
 
 /// Whether the set `items` holds `x`.
@@ -556,6 +849,28 @@ impl PartialEq for PyValue {
             (Object(a), Object(b)) if a.global || b.global => {
                 a.global && b.global && a.module == b.module && a.name == b.name
             }
+            // OrderedDict, defaultdict, Counter and deque by their items
+            // (a dict-like one equal to a dict as a dict is).
+            (Object(a), Object(b)) if a.module == "collections" || b.module == "collections" => {
+                match (self.mapping(), other.mapping()) {
+                    (Some(x), Some(y)) => mapping_eq(x, y),
+                    _ => self
+                        .deque_items()
+                        .is_some_and(|x| Some(x) == other.deque_items()),
+                }
+            }
+            (Object(_), Dict(_)) | (Dict(_), Object(_)) => {
+                match (self.mapping(), other.mapping()) {
+                    (Some(x), Some(y)) => mapping_eq(x, y),
+                    _ => false,
+                }
+            }
+            (Object(a), Object(b)) if a.module == "datetime" && b.module == "datetime" => {
+                match (a.time_key(), b.time_key()) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => a.same_value(b),
+                }
+            }
             (Object(a), Object(b)) if a.range_key().is_some() && b.range_key().is_some() => {
                 a.range_key() == b.range_key()
             }
@@ -640,14 +955,7 @@ impl PyValue {
                 state.write_u8(5);
                 v.hash(state);
             }
-            // Order-independent, as its `==`.
-            PyValue::Dict(d) => {
-                state.write_u8(6);
-                let pair = |(k, v): &(PyValue, PyValue)| item_hash(k) ^ item_hash(v).rotate_left(1);
-                state.write_u64(memo_sum((d.as_ptr() as usize, d.len()), || {
-                    d.iter().map(pair).fold(0, u64::wrapping_add)
-                }));
-            }
+            PyValue::Dict(d) => hash_mapping(d, Mapping::Dict, state),
             PyValue::Proxy(r) => {
                 state.write_u8(7);
                 r.hash(state);
@@ -671,7 +979,15 @@ impl PyValue {
                 }));
             }
             PyValue::Object(o) => {
-                if let Some(b) = self.bytes_like() {
+                if let Some((kind, items)) = self.mapping() {
+                    hash_mapping(items, kind, state);
+                } else if let Some(key) = o.time_key() {
+                    state.write_u8(17);
+                    key.hash(state);
+                } else if let Some(items) = self.deque_items() {
+                    state.write_u8(16);
+                    items.hash(state);
+                } else if let Some(b) = self.bytes_like() {
                     state.write_u8(3);
                     b.hash(state);
                 } else if let Some(real) = self.complex_real() {
@@ -706,6 +1022,25 @@ impl PyValue {
             _ => state.write_u8(8),
         }
     }
+}
+
+/// A dict-like value's hash: order-independent, as its `==`. A Counter
+/// leaves out its zero counts, which its `==` with another Counter
+/// ignores (but a dict's does not: `Counter(a=0) == {'a': 0}` and
+/// `Counter(a=0) == Counter()`, but `{'a': 0} != Counter()`; no hash
+/// follows such an `==`, and Python hashes none of them: the server
+/// takes no Counter as a key).
+fn hash_mapping<H: Hasher>(items: &[(PyValue, PyValue)], kind: Mapping, state: &mut H) {
+    state.write_u8(6);
+    let counted = |(_, v): &&(PyValue, PyValue)| kind != Mapping::Counter || *v != PyValue::Int(0);
+    let pair = |(k, v): &(PyValue, PyValue)| item_hash(k) ^ item_hash(v).rotate_left(1);
+    state.write_u64(memo_sum((items.as_ptr() as usize, items.len()), || {
+        items
+            .iter()
+            .filter(counted)
+            .map(pair)
+            .fold(0, u64::wrapping_add)
+    }));
 }
 
 #[cfg(test)]
@@ -895,6 +1230,81 @@ mod tests {
         assert_eq!(int_bytes(-1), vec![0xff]);
         assert_eq!(int_bytes(0), Vec::<u8>::new());
         assert_eq!(int_bytes(128), vec![0x80, 0]);
+    }
+
+    /// `OrderedDict`, `defaultdict`, `Counter` and `deque` (as a Python
+    /// client pickles them) compare by their items as Python's do, and
+    /// equal ones hash alike.
+    #[test]
+    fn collections_compare_by_their_items() {
+        use super::super::value::PyObject;
+        let pairs = |kv: &[(&str, i64)]| -> Vec<(PyValue, PyValue)> {
+            kv.iter().map(|&(k, v)| (k.into(), v.into())).collect()
+        };
+        let with_items = |name: &str, args: Vec<PyValue>, kv: &[(&str, i64)]| {
+            let mut o = PyObject::call("collections", name, args);
+            o.dict_items = pairs(kv);
+            PyValue::Object(Box::new(o))
+        };
+        let od = |kv: &[(&str, i64)]| with_items("OrderedDict", vec![], kv);
+        let dd = |kv: &[(&str, i64)]| with_items("defaultdict", vec![PyValue::None], kv);
+        let counter = |kv: &[(&str, i64)]| {
+            let args = vec![PyValue::Dict(pairs(kv))];
+            PyValue::Object(Box::new(PyObject::call("collections", "Counter", args)))
+        };
+        let dict = |kv: &[(&str, i64)]| PyValue::Dict(pairs(kv));
+        let deque = |items: Vec<PyValue>| {
+            let mut o = PyObject::call("collections", "deque", vec![PyValue::Tuple(vec![])]);
+            o.list_items = items;
+            PyValue::Object(Box::new(o))
+        };
+        let ab = [("a", 1), ("b", 2)];
+        let ba = [("b", 2), ("a", 1)];
+        // Equal as dicts, whatever the order, but two OrderedDicts in order.
+        for x in [od(&ab), dd(&ab), counter(&ab), dict(&ab)] {
+            for y in [od(&ba), dd(&ba), counter(&ba), dict(&ba)] {
+                let ordered = matches!((&x, &y), (PyValue::Object(a), PyValue::Object(b))
+                    if a.name == "OrderedDict" && b.name == "OrderedDict");
+                assert_eq!(x == y, !ordered, "{x:?} == {y:?}");
+                assert_eq!(y == x, !ordered, "{y:?} == {x:?}");
+                if !ordered {
+                    assert_eq!(hash(&x), hash(&y), "{x:?} and {y:?} hash alike");
+                }
+            }
+            assert_ne!(x, dict(&[("a", 1)]));
+            assert_ne!(x, deque(vec!["a".into(), "b".into()]));
+        }
+        assert_eq!(od(&ab), od(&ab));
+        // Counters: a missing count is 0 (Python 3.10 on), and `<` is a
+        // multiset's.
+        let a1 = counter(&[("a", 1)]);
+        let a1b0 = counter(&[("a", 1), ("b", 0)]);
+        assert_eq!(a1, a1b0);
+        assert_eq!(hash(&a1), hash(&a1b0));
+        assert_ne!(a1b0, dict(&[("a", 1)]), "a dict's == counts every key");
+        assert_eq!(a1.lt(&counter(&[("a", 2)])), Ok(true));
+        assert_eq!(a1.lt(&counter(&[("b", 1)])), Ok(false));
+        assert_eq!(a1.lt(&a1b0), Ok(false));
+        assert!(a1.lt(&dict(&[("a", 2)])).is_err());
+        // Deques: by items, and ordered as sequences; never a list.
+        let d12 = deque(vec![1.into(), 2.into()]);
+        assert_eq!(
+            d12,
+            deque(vec![1.0.into(), true.into(), 2.into()][1..].to_vec())
+        );
+        assert_eq!(d12, deque(vec![true.into(), 2.0.into()]));
+        assert_eq!(hash(&d12), hash(&deque(vec![true.into(), 2.0.into()])));
+        assert_ne!(d12, PyValue::List(vec![1.into(), 2.into()]));
+        assert_eq!(deque(vec![1.into()]).lt(&d12), Ok(true));
+        assert!(d12.lt(&PyValue::List(vec![])).is_err());
+        // None of them is a key; nor is a tuple holding one.
+        for v in [od(&ab), dd(&ab), counter(&ab), d12.clone()] {
+            assert!(v.unhashable().is_some());
+            assert!(PyValue::Tuple(vec![1.into(), v]).unhashable().is_some());
+        }
+        assert_eq!(PyValue::Tuple(vec![1.into()]).unhashable(), None);
+        assert_eq!(d12.type_name(), "collections.deque");
+        assert_eq!(a1.type_name(), "Counter");
     }
 
     #[test]

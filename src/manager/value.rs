@@ -26,8 +26,10 @@ pub use super::refs::ProxyRef;
 /// even itself, as two NaNs decoded from two requests are two objects in
 /// Python). Sets compare regardless of order, a `set` equal to a
 /// `frozenset` with the same items; a [`PyObject`] equals only itself,
-/// except `complex`, `slice`, `range` and `bytearray`, which compare by
-/// value as in Python. Dicts compare whatever their order, as in Python;
+/// except `complex`, `slice`, `range`, `bytearray` and some of the
+/// standard library's types (an `OrderedDict`, `defaultdict` or `Counter`
+/// equals a dict with its items, a `deque` another with its items), which
+/// compare by value as in Python. Dicts compare whatever their order, as in Python;
 /// unlike Python, lists, dicts and sets may be dict keys. Decoding refuses values nested deeper than
 /// [`MAX_DEPTH`](super::MAX_DEPTH) containers, so that no walk over a value can exhaust the
 /// stack.
@@ -93,7 +95,8 @@ pub enum PyValue {
 /// Two records compare equal only if they are the same object (a copy of
 /// one stored value), except `complex`, `slice`, `range`, `bytearray` and
 /// the standard library's value types (`datetime`, `Decimal`, `Fraction`,
-/// `OrderedDict`), which compare by what they are made of, as in Python.
+/// `OrderedDict`, `Counter`, `defaultdict`, `deque`), which compare by
+/// what they are made of, as in Python.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PyObject {
     /// The class's (or function's) module: `builtins`, `__main__`, ….
@@ -197,6 +200,25 @@ impl PyObject {
         !self.global && self.module == module && self.name == name
     }
 
+    /// The name Python's messages give the standard library's types
+    /// written in C, with their module (`'collections.deque'`,
+    /// `'decimal.Decimal'`); `None` for the others, which go by their
+    /// class's name (`'Counter'`, `'Fraction'`).
+    fn c_type_name(&self) -> Option<&'static str> {
+        Some(match (self.module.as_str(), self.name.as_str()) {
+            ("collections", "deque") => "collections.deque",
+            ("collections", "defaultdict") => "collections.defaultdict",
+            ("collections", "OrderedDict") => "collections.OrderedDict",
+            ("datetime", "datetime") => "datetime.datetime",
+            ("datetime", "date") => "datetime.date",
+            ("datetime", "time") => "datetime.time",
+            ("datetime", "timedelta") => "datetime.timedelta",
+            ("datetime", "timezone") => "datetime.timezone",
+            ("decimal", "Decimal") => "decimal.Decimal",
+            _ => return None,
+        })
+    }
+
     /// Whether this is an instance of the builtin `name`.
     pub(crate) fn is_builtin(&self, name: &str) -> bool {
         self.is("builtins", name)
@@ -205,8 +227,9 @@ impl PyObject {
     /// The objects compared by value (what they are made of) rather than
     /// by identity: the builtins `complex`, `slice`, `range` and
     /// `bytearray`, and some of the standard library's value types that a
-    /// pickle may make (`datetime`, `Decimal`, `Fraction`, `OrderedDict`,
-    /// `pathlib`'s paths; not `deque`, `Counter` or `defaultdict`).
+    /// pickle may make (`datetime`, `Decimal`, `Fraction`, `pathlib`'s
+    /// paths; `OrderedDict`, `deque`, `Counter` and `defaultdict` compare
+    /// by their items, see `PyValue::mapping`).
     pub(crate) fn by_value(&self) -> bool {
         !self.global
             && (super::pickle::is_pathlib(&self.module, &self.name)
@@ -219,7 +242,6 @@ impl PyObject {
                         )
                         | ("decimal", "Decimal")
                         | ("fractions", "Fraction")
-                        | ("collections", "OrderedDict")
                 ))
     }
 
@@ -343,7 +365,9 @@ impl PyValue {
             PyValue::Set(_) => "set",
             PyValue::FrozenSet(_) => "frozenset",
             PyValue::Object(o) if o.global => "type",
-            PyValue::Object(o) => o.name.rsplit('.').next().unwrap_or(&o.name),
+            PyValue::Object(o) => o
+                .c_type_name()
+                .unwrap_or_else(|| o.name.rsplit('.').next().unwrap_or(&o.name)),
         }
     }
 
