@@ -200,15 +200,15 @@ fn insert_all(
     d: &mut Map,
     items: impl IntoIterator<Item = (PyValue, PyValue)>,
 ) -> std::result::Result<(), Exception> {
-    let mut refused = Ok(());
-    d.extend(items.into_iter().map_while(|(k, v)| match hashable(&k) {
-        Ok(()) => Some((k, v)),
-        Err(e) => {
-            refused = Err(e);
-            None
-        }
-    }));
-    refused
+    let items = items.into_iter();
+    // As `extend` reserves: half if the map has keys, which may repeat.
+    let n = items.size_hint().0;
+    d.reserve(if d.is_empty() { n } else { n.div_ceil(2) });
+    for (k, v) in items {
+        hashable(&k)?;
+        d.insert(k, v);
+    }
+    Ok(())
 }
 
 fn index_error(msg: &str) -> Exception {
