@@ -125,15 +125,12 @@ fn a_binder_killed_at_a_live_path_leaves_nothing() {
 /// gives a freed one to the next file) was taken for a live listener's:
 /// `AddrInUse` for as long as the child lived.
 ///
-/// Ignored: it still fails about once in ten runs, for a cause the probe
-/// fix does not reach. A child forked while the round's own listener is
-/// open keeps a copy of that listener's mark (a fork copies every
-/// descriptor), and the next stale file, given the freed inode, is taken
-/// for live (`AddrInUse`) until the child exits. Closing the marks a child
-/// does not own in the fork handler would fix it (as the manager's
-/// sockets are made inert there).
+/// And a child forked while the round's own listener is open keeps no
+/// copy of that listener's mark (the fork handlers make it inert): before,
+/// the child's copy outlived the child's copy of the listening socket at
+/// its exit, and the next stale file, given the freed inode, was taken
+/// for live (`AddrInUse`; about one run in ten).
 #[test]
-#[ignore = "a child forked while a listener is open keeps its mark (see above)"]
 fn a_forked_child_keeps_no_look_at_a_stale_file() {
     use std::sync::atomic::{AtomicBool, Ordering};
     watchdog("forks during looks", LIMIT, || {

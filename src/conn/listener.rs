@@ -122,8 +122,10 @@ struct SocketFile {
     owner: RawValue<u32>,
     /// The mark that tells another process binding the path that this
     /// listener lives, without connecting to it (see
-    /// `sys::claim_listener_mark`).
-    _mark: Option<OwnedFd>,
+    /// `sys::ListenerMark`): this process's own, or in a forked child an
+    /// inert copy, until the child takes the listener over (it claims
+    /// one of its own at its first use there).
+    mark: sys::ListenerMark,
 }
 
 impl Listener {
@@ -138,11 +140,14 @@ impl Listener {
             Address::Unix(path) => {
                 // Before the file exists: a failure leaves nothing behind.
                 let owner = RawValue::new(sys::getpid())?;
+                // Before the mark is made: every fork, from now on, makes
+                // a child's copy of it inert.
+                crate::fork_handlers::ready()?;
                 let made = listen_unix(path)?;
                 file = Some(SocketFile {
                     id: made.id,
                     owner,
-                    _mark: made.mark,
+                    mark: made.mark,
                 });
                 (
                     Socket::Unix(UnixListener::from(made.socket)),
@@ -166,6 +171,7 @@ impl Listener {
 
     /// The address it listens at (for `tcp:…:0`, with the port the OS chose).
     pub fn address(&self) -> &Address {
+        self.keep_mark();
         &self.address
     }
 
@@ -187,6 +193,7 @@ impl Listener {
     /// holds up the others. Nothing may be read from it before a handshake
     /// with [`authkey`](Listener::authkey) succeeds.
     pub(crate) fn accept_unauthenticated(&self) -> Result<Connection> {
+        self.keep_mark();
         let fd: OwnedFd = match &self.socket {
             Socket::Unix(l) => l.accept().map(|(s, _)| s.into()),
             Socket::Tcp(l) => l.accept().map(|(s, _)| {
@@ -202,6 +209,7 @@ impl Listener {
     /// waiting when no client is queued (for an event loop that accepts
     /// until the queue is empty).
     pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        self.keep_mark();
         match &self.socket {
             Socket::Unix(l) => l.set_nonblocking(nonblocking),
             Socket::Tcp(l) => l.set_nonblocking(nonblocking),
@@ -216,6 +224,23 @@ impl Listener {
 }
 
 impl Listener {
+    /// In a forked child that has taken the listener over (one moved into
+    /// its closure), claims the mark of its socket file for this process
+    /// (the fork made the child's copy inert, and the parent's went with
+    /// its copy of the listener). A child that merely inherited a copy
+    /// keeps none: its parent's holds as long as the parent's listener,
+    /// and the file goes with that. (Until the child's first use, a bind
+    /// elsewhere at the path asks the child's listener by connecting: it
+    /// is told `AddrInUse` all the same, and the child's accept returns
+    /// that connection, closed.)
+    fn keep_mark(&self) {
+        if let Some(file) = &self.file {
+            if file.owner.atomic().load(Ordering::Acquire) == sys::getpid() {
+                file.mark.keep();
+            }
+        }
+    }
+
     /// The Unix socket file it made (its path, device and inode), if any.
     pub(crate) fn socket_file(&self) -> Option<(&std::path::Path, (u64, u64))> {
         match (&self.address, &self.file) {
@@ -256,6 +281,7 @@ impl Drop for Listener {
 
 impl std::os::fd::AsRawFd for Listener {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.keep_mark();
         match &self.socket {
             Socket::Unix(l) => l.as_raw_fd(),
             Socket::Tcp(l) => l.as_raw_fd(),
