@@ -307,6 +307,7 @@ const BIND_ATTEMPTS: usize = 8;
 /// place of a stale socket file (one nobody listens on any more).
 fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
     let listen_error = |e| Error::io(format!("listen on {}", path.display()), e);
+    remove_leftovers(path, false);
     for _ in 0..BIND_ATTEMPTS {
         // A file at the path is looked at first: a bind at a live one
         // makes nothing beside it (a temporary file that a kill could
@@ -323,6 +324,78 @@ fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
         io::ErrorKind::AddrInUse,
         "other listeners keep taking the path",
     )))
+}
+
+/// Removes, beside `path`, the temporary files that a process killed while
+/// it was binding a path there left behind: a socket file under a
+/// temporary name (`sys::temporary_socket_maker`), and a stale file of
+/// `path` renamed aside (see [`remove_stale_socket`]). Only those whose
+/// maker, named by their name, is gone and that nobody listens on: a live
+/// process may still be using one (and a process of another pid namespace,
+/// whose pid is unknown here, may be binding one: it binds at the path
+/// itself when its temporary file is taken away). Looked for once per
+/// directory in a process, and `again` (when a stale file was found at a
+/// path: a crash happened there); a failure leaves them.
+fn remove_leftovers(path: &Path, again: bool) {
+    use std::sync::Mutex;
+    /// The directories looked in.
+    static LOOKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // A lock a forked child's copy may find held by a thread it does
+    // not have: then it looks again.
+    if let Ok(mut looked) = LOOKED.try_lock() {
+        let before = looked.iter().any(|d| d == dir);
+        if before && !again {
+            return;
+        }
+        if !before {
+            looked.push(dir.to_path_buf());
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let stale_prefix = path.file_name().map(|n| {
+        let mut p = n.to_owned();
+        p.push(".");
+        p
+    });
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let maker = sys::temporary_socket_maker(&name).or_else(|| {
+            let prefix = stale_prefix.as_ref()?.to_str()?;
+            aside_maker(name.to_str()?.strip_prefix(prefix)?)
+        });
+        let Some(maker) = maker else {
+            continue;
+        };
+        let gone = maker == 0
+            || i32::try_from(maker).is_err()
+            || (maker != sys::getpid() && !sys::pid_alive(maker));
+        if !gone {
+            continue;
+        }
+        let leftover = dir.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&leftover) else {
+            continue;
+        };
+        if meta.file_type().is_socket()
+            && matches!(listening(&leftover, (meta.dev(), meta.ino())), Ok(false))
+        {
+            let _ = std::fs::remove_file(&leftover);
+        }
+    }
+}
+
+/// The process that renamed a stale file aside, from the end of its new
+/// name after the path's (`PID-N.stale`, see [`remove_stale_socket`]).
+fn aside_maker(end: &str) -> Option<u32> {
+    let (pid, n) = end.strip_suffix(".stale")?.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
 }
 
 /// Removes the socket file at `path` if nobody listens on it. Another
@@ -388,6 +461,10 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
         let _ = std::fs::hard_link(&aside, path);
     }
     let _ = std::fs::remove_file(&aside);
+    if !live {
+        // Its process crashed, perhaps in the middle of a bind.
+        remove_leftovers(path, true);
+    }
     Ok(())
 }
 

@@ -519,9 +519,13 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<UnixListening
     // Clients must reach it by this path: one a socket address cannot
     // hold is refused at once.
     unix_addr(path)?;
-    let mut random = [0u8; 8];
+    let mut random = [0u8; 4];
     super::random_bytes(&mut random)?;
-    let name = format!(".{:016x}.socket", u64::from_ne_bytes(random));
+    let name = format!(
+        ".{:08x}{:08x}.socket",
+        super::getpid(),
+        u32::from_ne_bytes(random)
+    );
     let temporary = path.with_file_name(name);
     if unix_addr(&temporary).is_ok() && path.file_name().is_some() {
         let made = bind_and_listen(&temporary, backlog).and_then(marked);
@@ -545,6 +549,18 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<UnixListening
         return Err(in_use(REPLACED));
     }
     Ok(made)
+}
+
+/// The process that made `name`, if it is the name of a temporary socket
+/// file of [`unix_listen`] (`.PPPPPPPPRRRRRRRR.socket`: its pid and a
+/// random number, in hexadecimal), which its maker removes unless it is
+/// killed first.
+pub(crate) fn temporary_socket_maker(name: &std::ffi::OsStr) -> Option<u32> {
+    let hex = name.to_str()?.strip_prefix('.')?.strip_suffix(".socket")?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(&hex[..8], 16).ok()
 }
 
 /// A listening Unix socket made by [`unix_listen`].
