@@ -1,7 +1,8 @@
 //! The crate's `pthread_atfork` handlers, in one place because their order
 //! is one: every fork takes the standard streams, then the process
-//! registries (`process`), then the arena (`segment`), and releases them
-//! after.
+//! registries (`process`), then the arena (`segment`), then the list of
+//! listeners' marks (`sys::prepare_fork_marks`, whose copies a child makes
+//! inert), and releases them after.
 //!
 //! Two registrations:
 //! - **the handlers** that hold those locks across every fork, and the
@@ -100,14 +101,17 @@ extern "C" fn prepare() {
 fn take_locks() {
     process::prepare_fork();
     segment::prepare_fork();
+    sys::prepare_fork_marks();
 }
 
 extern "C" fn after_fork_in_parent() {
+    sys::after_fork_marks_in_parent();
     segment::after_fork();
     process::after_fork_in_parent();
 }
 
 extern "C" fn after_fork_in_child() {
+    sys::after_fork_marks_in_child();
     segment::after_fork();
     process::after_fork_in_child();
     manager::after_fork_in_child();

@@ -122,8 +122,10 @@ struct SocketFile {
     owner: RawValue<u32>,
     /// The mark that tells another process binding the path that this
     /// listener lives, without connecting to it (see
-    /// `sys::claim_listener_mark`).
-    _mark: Option<OwnedFd>,
+    /// `sys::ListenerMark`): this process's own, or in a forked child an
+    /// inert copy, until the child takes the listener over (it claims
+    /// one of its own at its first use there).
+    mark: sys::ListenerMark,
 }
 
 impl Listener {
@@ -138,11 +140,14 @@ impl Listener {
             Address::Unix(path) => {
                 // Before the file exists: a failure leaves nothing behind.
                 let owner = RawValue::new(sys::getpid())?;
+                // Before the mark is made: every fork, from now on, makes
+                // a child's copy of it inert.
+                crate::fork_handlers::ready()?;
                 let made = listen_unix(path)?;
                 file = Some(SocketFile {
                     id: made.id,
                     owner,
-                    _mark: made.mark,
+                    mark: made.mark,
                 });
                 (
                     Socket::Unix(UnixListener::from(made.socket)),
@@ -166,6 +171,7 @@ impl Listener {
 
     /// The address it listens at (for `tcp:…:0`, with the port the OS chose).
     pub fn address(&self) -> &Address {
+        self.keep_mark();
         &self.address
     }
 
@@ -187,6 +193,7 @@ impl Listener {
     /// holds up the others. Nothing may be read from it before a handshake
     /// with [`authkey`](Listener::authkey) succeeds.
     pub(crate) fn accept_unauthenticated(&self) -> Result<Connection> {
+        self.keep_mark();
         let fd: OwnedFd = match &self.socket {
             Socket::Unix(l) => l.accept().map(|(s, _)| s.into()),
             Socket::Tcp(l) => l.accept().map(|(s, _)| {
@@ -202,6 +209,7 @@ impl Listener {
     /// waiting when no client is queued (for an event loop that accepts
     /// until the queue is empty).
     pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        self.keep_mark();
         match &self.socket {
             Socket::Unix(l) => l.set_nonblocking(nonblocking),
             Socket::Tcp(l) => l.set_nonblocking(nonblocking),
@@ -216,6 +224,23 @@ impl Listener {
 }
 
 impl Listener {
+    /// In a forked child that has taken the listener over (one moved into
+    /// its closure), claims the mark of its socket file for this process
+    /// (the fork made the child's copy inert, and the parent's went with
+    /// its copy of the listener). A child that merely inherited a copy
+    /// keeps none: its parent's holds as long as the parent's listener,
+    /// and the file goes with that. (Until the child's first use, a bind
+    /// elsewhere at the path asks the child's listener by connecting: it
+    /// is told `AddrInUse` all the same, and the child's accept returns
+    /// that connection, closed.)
+    fn keep_mark(&self) {
+        if let Some(file) = &self.file {
+            if file.owner.atomic().load(Ordering::Acquire) == sys::getpid() {
+                file.mark.keep();
+            }
+        }
+    }
+
     /// The Unix socket file it made (its path, device and inode), if any.
     pub(crate) fn socket_file(&self) -> Option<(&std::path::Path, (u64, u64))> {
         match (&self.address, &self.file) {
@@ -256,6 +281,7 @@ impl Drop for Listener {
 
 impl std::os::fd::AsRawFd for Listener {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.keep_mark();
         match &self.socket {
             Socket::Unix(l) => l.as_raw_fd(),
             Socket::Tcp(l) => l.as_raw_fd(),
@@ -281,6 +307,7 @@ const BIND_ATTEMPTS: usize = 8;
 /// place of a stale socket file (one nobody listens on any more).
 fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
     let listen_error = |e| Error::io(format!("listen on {}", path.display()), e);
+    remove_leftovers(path, false);
     for _ in 0..BIND_ATTEMPTS {
         // A file at the path is looked at first: a bind at a live one
         // makes nothing beside it (a temporary file that a kill could
@@ -297,6 +324,78 @@ fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
         io::ErrorKind::AddrInUse,
         "other listeners keep taking the path",
     )))
+}
+
+/// Removes, beside `path`, the temporary files that a process killed while
+/// it was binding a path there left behind: a socket file under a
+/// temporary name (`sys::temporary_socket_maker`), and a stale file of
+/// `path` renamed aside (see [`remove_stale_socket`]). Only those whose
+/// maker, named by their name, is gone and that nobody listens on: a live
+/// process may still be using one (and a process of another pid namespace,
+/// whose pid is unknown here, may be binding one: it binds at the path
+/// itself when its temporary file is taken away). Looked for once per
+/// directory in a process, and `again` (when a stale file was found at a
+/// path: a crash happened there); a failure leaves them.
+fn remove_leftovers(path: &Path, again: bool) {
+    use std::sync::Mutex;
+    /// The directories looked in.
+    static LOOKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // A lock a forked child's copy may find held by a thread it does
+    // not have: then it looks again.
+    if let Ok(mut looked) = LOOKED.try_lock() {
+        let before = looked.iter().any(|d| d == dir);
+        if before && !again {
+            return;
+        }
+        if !before {
+            looked.push(dir.to_path_buf());
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let stale_prefix = path.file_name().map(|n| {
+        let mut p = n.to_owned();
+        p.push(".");
+        p
+    });
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let maker = sys::temporary_socket_maker(&name).or_else(|| {
+            let prefix = stale_prefix.as_ref()?.to_str()?;
+            aside_maker(name.to_str()?.strip_prefix(prefix)?)
+        });
+        let Some(maker) = maker else {
+            continue;
+        };
+        let gone = maker == 0
+            || i32::try_from(maker).is_err()
+            || (maker != sys::getpid() && !sys::pid_alive(maker));
+        if !gone {
+            continue;
+        }
+        let leftover = dir.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&leftover) else {
+            continue;
+        };
+        if meta.file_type().is_socket()
+            && matches!(listening(&leftover, (meta.dev(), meta.ino())), Ok(false))
+        {
+            let _ = std::fs::remove_file(&leftover);
+        }
+    }
+}
+
+/// The process that renamed a stale file aside, from the end of its new
+/// name after the path's (`PID-N.stale`, see [`remove_stale_socket`]).
+fn aside_maker(end: &str) -> Option<u32> {
+    let (pid, n) = end.strip_suffix(".stale")?.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
 }
 
 /// Removes the socket file at `path` if nobody listens on it. Another
@@ -362,6 +461,10 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
         let _ = std::fs::hard_link(&aside, path);
     }
     let _ = std::fs::remove_file(&aside);
+    if !live {
+        // Its process crashed, perhaps in the middle of a bind.
+        remove_leftovers(path, true);
+    }
     Ok(())
 }
 

@@ -4,9 +4,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{syscall, syscall_count};
@@ -519,9 +519,13 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<UnixListening
     // Clients must reach it by this path: one a socket address cannot
     // hold is refused at once.
     unix_addr(path)?;
-    let mut random = [0u8; 8];
+    let mut random = [0u8; 4];
     super::random_bytes(&mut random)?;
-    let name = format!(".{:016x}.socket", u64::from_ne_bytes(random));
+    let name = format!(
+        ".{:08x}{:08x}.socket",
+        super::getpid(),
+        u32::from_ne_bytes(random)
+    );
     let temporary = path.with_file_name(name);
     if unix_addr(&temporary).is_ok() && path.file_name().is_some() {
         let made = bind_and_listen(&temporary, backlog).and_then(marked);
@@ -547,14 +551,25 @@ pub(crate) fn unix_listen(path: &Path, backlog: i32) -> io::Result<UnixListening
     Ok(made)
 }
 
+/// The process that made `name`, if it is the name of a temporary socket
+/// file of [`unix_listen`] (`.PPPPPPPPRRRRRRRR.socket`: its pid and a
+/// random number, in hexadecimal), which its maker removes unless it is
+/// killed first.
+pub(crate) fn temporary_socket_maker(name: &std::ffi::OsStr) -> Option<u32> {
+    let hex = name.to_str()?.strip_prefix('.')?.strip_suffix(".socket")?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(&hex[..8], 16).ok()
+}
+
 /// A listening Unix socket made by [`unix_listen`].
 pub(crate) struct UnixListening {
-    /// Its mark ([`claim_listener_mark`]), to be held as long as it
-    /// listens; `None` if another process took the name first (then
-    /// they tell this listener live all the same). Dropped before the
-    /// socket: a mark that outlived it for a moment was taken for the
-    /// mark of a new socket given the freed inode, left without one.
-    pub(crate) mark: Option<OwnedFd>,
+    /// Its mark ([`ListenerMark`]), to be held as long as it listens.
+    /// Dropped before the socket: a mark that outlived it for a moment
+    /// was taken for the mark of a new socket given the freed inode, left
+    /// without one.
+    pub(crate) mark: ListenerMark,
     /// The listening socket.
     pub(crate) socket: OwnedFd,
     /// Its file's device and inode.
@@ -563,20 +578,163 @@ pub(crate) struct UnixListening {
 
 /// The socket and file `made`, with the mark of a live listener claimed.
 fn marked((socket, id): (OwnedFd, (u64, u64))) -> io::Result<UnixListening> {
-    let mark = claim_listener_mark(id)?;
+    let mark = ListenerMark::claim(id)?;
     Ok(UnixListening { socket, id, mark })
 }
 
-/// Claims the mark of a live listener of the socket file `id` (device
-/// and inode): a socket listening at a name of the abstract namespace made
-/// from `id`, which lasts as long as the descriptor returned (and its
-/// copies); `None` if a listener holds it. So another process tells a
-/// live listener of this crate ([`listener_marked`]) without connecting
-/// to it, which would be a client that its accept returns. (A file's
-/// device and inode name no other file while its listener lives: the
-/// socket keeps the file's inode.)
-pub(crate) fn claim_listener_mark(id: (u64, u64)) -> io::Result<Option<OwnedFd>> {
+/// The mark of a live listener of the socket file `id` (device and
+/// inode): a socket listening at a name of the abstract namespace made
+/// from `id`, which lasts as long as its descriptor. So another process
+/// tells a live listener of this crate ([`listener_marked`]) without
+/// connecting to it, which would be a client that its accept returns. (A
+/// file's device and inode name no other file while its listener lives:
+/// the socket keeps the file's inode.)
+///
+/// The mark is this process's alone: a forked child's copy of it is made
+/// inert at the fork ([`after_fork_marks_in_child`]), so that it never
+/// outlives the child's copy of the listening socket (at the child's exit,
+/// say) to make a new file given the freed inode look live. A child that
+/// takes the listener over claims a mark of its own ([`ListenerMark::keep`]).
+pub(crate) struct ListenerMark {
+    id: (u64, u64),
+    /// The process that claimed the mark (high 32 bits) and its
+    /// descriptor there (low 32 bits; [`NO_MARK`] if another listener held
+    /// the name: then they tell this listener live all the same). In
+    /// another process (a forked child), the descriptor's number is the
+    /// child's copy, made inert at the fork, still to be closed.
+    held: AtomicU64,
+}
+
+/// The descriptor part of [`ListenerMark::held`] for no descriptor.
+const NO_MARK: u32 = u32::MAX;
+
+/// The descriptors of this process's marks, which a forked child makes
+/// inert. A mark is made and listed, and unlisted and closed, under its
+/// lock, and every fork holds it (from the `prepare` fork handler to the
+/// `parent` or `child` one): no child gets a copy of a mark that is not
+/// listed.
+static MARKS: std::sync::Mutex<Vec<libc::c_int>> = std::sync::Mutex::new(Vec::new());
+
+/// The list of marks, locked.
+type MarksHeld = std::sync::MutexGuard<'static, Vec<libc::c_int>>;
+
+thread_local! {
+    /// [`MARKS`], held by the thread that forks, across the fork.
+    static MARKS_HELD: std::cell::RefCell<Option<MarksHeld>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`MARKS`], locked (nothing panics while holding it).
+fn marks() -> MarksHeld {
+    MARKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Before a fork (a `prepare` fork handler): takes the list of marks.
+pub(crate) fn prepare_fork_marks() {
+    let held = marks();
+    MARKS_HELD.with(|h| *h.borrow_mut() = Some(held));
+}
+
+/// After a fork, in the parent: gives the list of marks back.
+pub(crate) fn after_fork_marks_in_parent() {
+    MARKS_HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+/// After a fork, in the child: makes its copies of the parent's marks
+/// inert (the numbers stay taken by the copies of their listeners, which
+/// close them), and gives the list, now empty, back. Allocates nothing
+/// and takes no lock: the forking thread, this one, holds the list.
+pub(crate) fn after_fork_marks_in_child() {
+    MARKS_HELD.with(|h| {
+        if let Some(mut held) = h.borrow_mut().take() {
+            super::make_inert(held.iter().copied());
+            held.clear();
+        }
+    });
+}
+
+impl ListenerMark {
+    /// Claims the mark of the socket file `id`; one without a descriptor
+    /// if a listener holds it already. Call `fork_handlers::ready` first,
+    /// or a child forked meanwhile may keep a copy of it.
+    pub(crate) fn claim(id: (u64, u64)) -> io::Result<ListenerMark> {
+        let held = claim_listener_mark(id)?;
+        Ok(ListenerMark {
+            id,
+            held: AtomicU64::new(held),
+        })
+    }
+
+    /// Where this process has no mark of its own (in a forked child, its
+    /// copy), claims one: for a listener this process has taken over. On
+    /// a failure it has none, and asks again next time.
+    pub(crate) fn keep(&self) {
+        let now = self.held.load(Ordering::Acquire);
+        if now >> 32 == u64::from(super::getpid()) {
+            return;
+        }
+        let Ok(new) = claim_listener_mark(self.id) else {
+            return;
+        };
+        match self
+            .held
+            .compare_exchange(now, new, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => close_copy(now),
+            // Another thread of this process claimed it first.
+            Err(_) => release(new),
+        }
+    }
+}
+
+impl Drop for ListenerMark {
+    fn drop(&mut self) {
+        let held = *self.held.get_mut();
+        if held >> 32 == u64::from(super::getpid()) {
+            release(held);
+        } else {
+            close_copy(held);
+        }
+    }
+}
+
+/// The descriptor part of `held` (see [`ListenerMark::held`]), if any.
+fn mark_fd(held: u64) -> Option<libc::c_int> {
+    let fd = held as u32;
+    (fd != NO_MARK).then_some(fd as libc::c_int)
+}
+
+/// Closes the descriptor of `held` (see [`ListenerMark::held`]), a
+/// forked child's copy of another process's mark, made inert at the fork.
+fn close_copy(held: u64) {
+    if let Some(fd) = mark_fd(held) {
+        // SAFETY: the number is this mark's own copy, which nothing else
+        // closes.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Unlists and closes this process's mark `held` (see
+/// [`ListenerMark::held`]), if it holds one: under the list's lock, so
+/// that no fork copies it once unlisted.
+fn release(held: u64) {
+    if let Some(fd) = mark_fd(held) {
+        let mut marks = marks();
+        marks.retain(|&m| m != fd);
+        // SAFETY: the mark's own descriptor, which nothing else closes.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Claims the mark of the socket file `id` (see [`ListenerMark`]) for
+/// this process, listed for the fork handlers: its pid and descriptor as
+/// [`ListenerMark::held`] holds them (without a descriptor if a listener
+/// holds the mark).
+fn claim_listener_mark(id: (u64, u64)) -> io::Result<u64> {
     let (addr, len) = mark_address(id);
+    let mut marks = marks();
     let fd = unix_stream_socket(false)?;
     // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
     let bound = syscall(unsafe {
@@ -588,7 +746,7 @@ pub(crate) fn claim_listener_mark(id: (u64, u64)) -> io::Result<Option<OwnedFd>>
     });
     match bound {
         Ok(_) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => return Ok(held(NO_MARK)),
         Err(e) => return Err(e),
     }
     // Listening, so that others ask by connecting to it, not by claiming
@@ -598,11 +756,21 @@ pub(crate) fn claim_listener_mark(id: (u64, u64)) -> io::Result<Option<OwnedFd>>
     // lived. Nothing accepts: a full queue answers as well.
     // SAFETY: a plain syscall on a bound socket.
     syscall(unsafe { libc::listen(fd.as_raw_fd(), 0) })?;
-    Ok(Some(fd))
+    marks
+        .try_reserve(1)
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    let fd = fd.into_raw_fd();
+    marks.push(fd);
+    Ok(held(fd as u32))
+}
+
+/// [`ListenerMark::held`] for this process and the descriptor `fd`.
+fn held(fd: u32) -> u64 {
+    u64::from(super::getpid()) << 32 | u64::from(fd)
 }
 
 /// Whether a listener of this crate holds the mark of the socket file
-/// `id` (see [`claim_listener_mark`]), asked without waiting.
+/// `id` (see [`ListenerMark`]), asked without waiting.
 pub(crate) fn listener_marked(id: (u64, u64)) -> io::Result<bool> {
     let (addr, len) = mark_address(id);
     connects_at_once(&addr, len)
