@@ -390,3 +390,59 @@ fn threads_that_fork_at_once_each_get_their_own_guards() {
         assert_eq!(v.get().unwrap(), 2 * ROUNDS);
     });
 }
+
+/// A fork that fails (`EAGAIN`: the user's process limit, which root
+/// escapes, so in a child that gives up root first): the closure is kept,
+/// its captured value not dropped; with the limit raised, the retry runs
+/// it. (glibc runs the fork handlers' `parent` half after a failed fork
+/// too, so the guards of its `prepare` are let go.)
+#[test]
+fn a_start_whose_fork_fails_can_be_retried() {
+    let _serial = serial();
+    watchdog("fork fails", LIMIT, || {
+        let mut helper = Process::new(|| {
+            // SAFETY: plain calls, on this process's credentials and limits.
+            unsafe {
+                assert_eq!(libc::setgid(65534), 0);
+                assert_eq!(libc::setuid(65534), 0);
+            }
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit to write.
+            assert_eq!(
+                unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) },
+                0
+            );
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: a valid rlimit, read only.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &none) }, 0);
+            let (c, drops) = Counted::new(false);
+            let mut p = Process::new(move || {
+                let _kept = &c;
+            });
+            let failed = p.start();
+            assert!(
+                matches!(&failed, Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EAGAIN)),
+                "{failed:?}"
+            );
+            assert_eq!(drops.load(Ordering::SeqCst), 0);
+            assert_eq!(p.pid(), None);
+            let again = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &again) }, 0);
+            p.start().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            assert_eq!(p.join_timeout(LIMIT).unwrap(), Some(0));
+        });
+        helper.start().unwrap();
+        assert_eq!(join(&helper, LIMIT), 0);
+    });
+}
