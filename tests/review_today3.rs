@@ -401,20 +401,17 @@ fn a_start_whose_fork_fails_can_be_retried() {
     let _serial = serial();
     watchdog("fork fails", LIMIT, || {
         let mut helper = Process::new(|| {
-            // SAFETY: plain calls, on this process's credentials and limits.
-            unsafe {
-                assert_eq!(libc::setgid(65534), 0);
-                assert_eq!(libc::setuid(65534), 0);
-            }
+            // SAFETY: a plain call, on this process's credentials.
+            assert_eq!(unsafe { libc::setgid(65534) }, 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::setuid(65534) }, 0);
             let mut limit = libc::rlimit {
                 rlim_cur: 0,
                 rlim_max: 0,
             };
             // SAFETY: a valid rlimit to write.
-            assert_eq!(
-                unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) },
-                0
-            );
+            let got = unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) };
+            assert_eq!(got, 0);
             let none = libc::rlimit {
                 rlim_cur: 0,
                 rlim_max: limit.rlim_max,
