@@ -443,3 +443,54 @@ fn a_start_whose_fork_fails_can_be_retried() {
         assert_eq!(join(&helper, LIMIT), 0);
     });
 }
+
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+/// This process's children whose parent is this process, by pid (from
+/// `/proc`).
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`: the fields after the last ')'.
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            after.split_whitespace().nth(1) == Some(&me.to_string())
+        })
+        .collect()
+}
+
+/// The fork server dies between starts (killed, by its pid: this test
+/// made it): a start while no new one can be made fails and keeps the
+/// call; the next starts a new server, which runs it.
+#[test]
+fn a_forkserver_start_after_the_server_died_can_be_retried() {
+    let _serial = serial();
+    watchdog("forkserver dies", LIMIT, || {
+        let before = children();
+        let mut first = Process::forkserver(exit_with, 3);
+        first.start().unwrap();
+        assert_eq!(join(&first, LIMIT), 3);
+        let servers: Vec<u32> = children()
+            .into_iter()
+            .filter(|pid| !before.contains(pid))
+            .collect();
+        if servers.len() != 1 {
+            // The server was started by another test of this binary (none
+            // does) or is not this process's child: nothing to kill.
+            return eprintln!("skipped: fork servers {servers:?}");
+        }
+        // SAFETY: a plain call, on the fork server this test started.
+        assert_eq!(unsafe { libc::kill(servers[0] as i32, libc::SIGKILL) }, 0);
+        let mut p = Process::forkserver(exit_with, 5);
+        io_error(with_no_new_descriptors(|| p.start()));
+        assert_eq!(p.pid(), None);
+        p.start().unwrap();
+        assert_eq!(join(&p, LIMIT), 5);
+    });
+}
