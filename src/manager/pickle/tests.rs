@@ -1153,3 +1153,180 @@ fn requests_encode_as_their_tuples() {
         }
     }
 }
+
+/// A request read straight leaves the server the budget the decoders
+/// leave it: the same bytes served through the decoders (a byte after
+/// their `STOP`, which the decoders never read, keeps them off the
+/// straight read) take the same work and fail at the same size. They do
+/// not: `Request::read` charges nothing, so that a request read straight
+/// may build an answer the decoded one is refused (`MemoryError`), and its
+/// work (the server's turn between connections) counts less.
+#[test]
+#[ignore = "review finding, not fixed: the fix is in Objects::answer (charge the budget what the decoders charge)"]
+fn a_request_read_straight_takes_the_budget_the_decoders_take() {
+    use super::super::objects::{Answer, Objects, Session};
+    let address = PyValue::Str("/tmp/x.sock".into());
+    super::super::refs::start();
+    let mut objects = Objects::new(
+        PyValue::Tuple(vec!["127.0.0.1".into(), 5000.into()]),
+        Default::default(),
+    );
+    let mut session = Session::default();
+    let mut ask = |bytes: &[u8]| match objects.answer(bytes, &mut session, 1) {
+        Answer::Reply(reply, _, work) => (reply, work),
+        Answer::Parked => panic!("parked"),
+    };
+    let (reply, _) = ask(&dumps_request(
+        None,
+        "create",
+        &["list".into()],
+        &[],
+        &address,
+    ));
+    let created = loads_answer(&reply, &mut budget()).unwrap();
+    let PyValue::Tuple(t) = created else {
+        panic!("{created}")
+    };
+    let PyValue::Tuple(t) = &t[1] else {
+        panic!("{t:?}")
+    };
+    let PyValue::Str(ident) = &t[0] else {
+        panic!("{t:?}")
+    };
+    let ident = ident.clone();
+    let append = dumps_request(Some(&ident), "append", &[PyValue::None], &[], &address);
+    assert!(request_parts(&append).is_some());
+    ask(&append);
+    // The same call, read straight and decoded.
+    let both = |n: i64| {
+        let straight = dumps_request(Some(&ident), "__mul__", &[n.into()], &[], &address);
+        assert!(request_parts(&straight).is_some());
+        let mut decoded = straight.clone();
+        decoded.push(op::NONE);
+        assert_eq!(request_parts(&decoded), None);
+        assert_eq!(
+            dumps(&loads(&decoded, &mut budget()).unwrap(), &address),
+            dumps(&loads(&straight, &mut budget()).unwrap(), &address)
+        );
+        (straight, decoded)
+    };
+    let returned = |reply: &[u8]| reply.windows(7).take(32).any(|w| w == b"#RETURN");
+    // `[None] * n` for the most items the request's memory holds: read
+    // straight, it takes all of it; decoded, the request's nodes took some.
+    let request_memory = 8 * super::super::objects::MAX_FRAME;
+    let most = (request_memory / size_of::<PyValue>()) as i64;
+    let (straight, decoded) = both(most);
+    assert!(returned(&ask(&straight).0));
+    assert!(
+        returned(&ask(&decoded).0),
+        "[None] * {most}: read straight, not decoded"
+    );
+    // The work the same request takes either way.
+    let (straight, decoded) = both(3);
+    let (a, work_straight) = ask(&straight);
+    let (b, work_decoded) = ask(&decoded);
+    assert_eq!(a, b);
+    assert_eq!(work_straight, work_decoded, "work");
+}
+
+/// Plain calls of scalars written by hand in the forms no client writes
+/// (every protocol from 2 to 5, framed or not, with or without memo, a
+/// marked tuple of no arguments, ints in `LONG1`'s longest and empty
+/// forms, `-0.0` and a NaN's payload, strs and bytes at 255 bytes, UTF-8
+/// past ASCII): each is read straight, as the decoders read it; and the
+/// same with a lying frame, trailing bytes or a surrogate is theirs.
+#[test]
+fn hand_written_plain_calls_read_as_the_decoders_read_them() {
+    let address = PyValue::Str("/tmp/x.sock".into());
+    let s = |s: &str| [&[op::SHORT_BINUNICODE, s.len() as u8][..], s.as_bytes()].concat();
+    let long1 = |b: &[u8]| [&[op::LONG1, b.len() as u8][..], b].concat();
+    let float = |f: u64| [&[op::BINFLOAT][..], &f.to_be_bytes()].concat();
+    let args: Vec<Vec<u8>> = vec![
+        long1(&[]),
+        long1(&[1, 0, 0, 0, 0, 0, 0, 0]),
+        long1(&[0xff; 8]),
+        long1(&[0, 0, 0, 0, 0, 0, 0, 0x80]),
+        long1(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+        long1(&[0x80]),
+        long1(&[0xff, 0x00]),
+        float((-0.0f64).to_bits()),
+        float(0x7ff8_0000_dead_beef),
+        float(0xfff0_0000_0000_0001),
+        s(&"é".repeat(127)),
+        s(&"x".repeat(255)),
+        [&[op::SHORT_BINBYTES, 255][..], &[0xff; 255]].concat(),
+        vec![op::BININT2, 0xff, 0xff],
+        vec![op::BININT, 0, 0, 0, 0x80],
+    ];
+    let mut reqs: Vec<Vec<u8>> = Vec::new();
+    for proto in 2..=5u8 {
+        for framed in [false, true] {
+            for memo in [false, true] {
+                let m = |mut b: Vec<u8>| {
+                    if memo {
+                        b.push(op::MEMOIZE);
+                    }
+                    b
+                };
+                let mut calls: Vec<Vec<u8>> = vec![
+                    // A marked tuple of no arguments.
+                    [vec![op::MARK], m(vec![op::TUPLE])].concat(),
+                    m(vec![op::EMPTY_TUPLE]),
+                ];
+                for a in &args {
+                    calls.push([a.clone(), m(vec![op::TUPLE1])].concat());
+                    let marked = [&[op::MARK][..], a, a, a].concat();
+                    calls.push([marked, m(vec![op::TUPLE])].concat());
+                }
+                for call in calls {
+                    let body = [
+                        vec![op::MARK],
+                        m(s("7f3a")),
+                        m(s("m")),
+                        call,
+                        m(vec![op::EMPTY_DICT]),
+                        m(vec![op::TUPLE]),
+                        vec![op::STOP],
+                    ]
+                    .concat();
+                    let mut bytes = vec![op::PROTO, proto];
+                    if framed {
+                        bytes.push(op::FRAME);
+                        bytes.extend((body.len() as u64).to_le_bytes());
+                    }
+                    bytes.extend(body);
+                    reqs.push(bytes);
+                }
+            }
+        }
+    }
+    for bytes in &reqs {
+        let parts = request_parts(bytes).unwrap_or_else(|| panic!("{bytes:?} not read"));
+        assert_eq!(
+            dumps(&request_value(parts), &address),
+            dumps(&loads(bytes, &mut budget()).unwrap(), &address),
+            "{bytes:?}"
+        );
+        // Trailing bytes (which the decoders never read) and a frame
+        // that says one byte more or less: the decoders'.
+        for extra in [op::STOP, op::NONE] {
+            let mut longer = bytes.clone();
+            longer.push(extra);
+            assert_eq!(request_parts(&longer), None);
+        }
+        if bytes[2] == op::FRAME {
+            for lie in [-1i64, 1] {
+                let mut b = bytes.clone();
+                let n = u64::from_le_bytes(b[3..11].try_into().unwrap());
+                b[3..11].copy_from_slice(&(n as i64 + lie).to_le_bytes());
+                agree_on_request(&b, &address);
+                assert_eq!(request_parts(&b), None);
+            }
+        }
+    }
+    // A lone surrogate in a str, as CPython writes it (`surrogatepass`).
+    let mut b = reqs[0].clone();
+    let at = b.windows(4).position(|w| w == b"7f3a").unwrap();
+    b[at..at + 3].copy_from_slice(&[0xed, 0xa0, 0x80]);
+    assert_eq!(request_parts(&b), None);
+}
