@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 
 use super::apply::Raised;
+use super::limits::Budget;
 use super::protocol::Exception;
 use super::PyValue;
 
@@ -33,12 +34,19 @@ pub(super) struct Request<'f> {
 impl<'f> Request<'f> {
     /// The request `frame` holds, read straight from it if it is a plain
     /// call of scalars (`pickle::request_parts`): what [`parse`] makes of
-    /// what the decoders make of it, without decoding it; `None` for any
-    /// other, which is theirs.
+    /// what the decoders make of it, without decoding it, and `budget`
+    /// charged what they would have charged; `None` for any other, which
+    /// is theirs.
     ///
     /// [`parse`]: Request::parse
-    pub(super) fn read(frame: &'f [u8]) -> Option<Request<'f>> {
+    pub(super) fn read(frame: &'f [u8], budget: &mut Budget) -> Option<Request<'f>> {
         let parts = super::pickle::request_parts(frame)?;
+        // What decoding it would have charged (a small request's few
+        // nodes: only a budget the decoders would refuse refuses it).
+        let (memory, work) = parts.charges;
+        if !budget.take_decoded(memory, work) {
+            return None;
+        }
         Some(Request {
             ident: parts.ident.map(Cow::Borrowed),
             method: Cow::Borrowed(parts.method),

@@ -269,6 +269,20 @@ impl Budget {
         }
     }
 
+    /// Takes `memory` bytes and `work` steps if both are left (what
+    /// decoding a request charges); false, having taken neither, if not.
+    #[inline]
+    pub(crate) fn take_decoded(&mut self, memory: usize, work: usize) -> bool {
+        match (self.memory.checked_sub(memory), self.work.checked_sub(work)) {
+            (Some(m), Some(w)) => {
+                self.memory = m;
+                self.work = w;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The steps of work taken so far.
     pub(crate) fn work_done(&self) -> usize {
         MAX_WORK - self.work

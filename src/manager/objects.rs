@@ -532,7 +532,7 @@ impl Objects {
         let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
         // A plain call of scalars is read straight from the frame; any
         // other request is decoded.
-        let req = match Request::read(frame) {
+        let req = match Request::read(frame, &mut budget) {
             Some(req) => Ok(req),
             None => survive_panic(|| wire::loads(frame, &mut budget), Err).and_then(Request::parse),
         };

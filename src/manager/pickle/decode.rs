@@ -96,6 +96,9 @@ pub(crate) struct RequestParts<'a> {
     pub(crate) method: &'a str,
     /// The positional arguments, scalars all.
     pub(crate) args: Vec<PyValue>,
+    /// What decoding the request charges a budget: memory, then work (as
+    /// [`loads`] would have charged it).
+    pub(crate) charges: (usize, usize),
 }
 
 /// The most arguments [`request_parts`] reads.
@@ -110,23 +113,31 @@ const PARTS_MAX_ARGS: usize = 8;
 /// and `Request::parse` takes apart, without the tuple around them. `None`
 /// for any other bytes, which are the decoders'.
 pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
-    let mut r = Reader(bytes);
+    let mut r = Reader {
+        rest: bytes,
+        memory: 0,
+        work: 0,
+    };
     if r.byte()? != op::PROTO || !(2..=5).contains(&r.byte()?) {
         return None;
     }
-    if r.0.first() == Some(&op::FRAME) {
+    if r.rest.first() == Some(&op::FRAME) {
         r.take(1)?;
         let framed = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
         // One frame of all the rest: anything else is the decoders'.
-        if usize::try_from(framed).ok()? != r.0.len() {
+        if usize::try_from(framed).ok()? != r.rest.len() {
             return None;
         }
     }
     if r.byte()? != op::MARK {
         return None;
     }
+    r.mark();
     let ident = match r.byte()? {
-        op::NONE => None,
+        op::NONE => {
+            r.node(0);
+            None
+        }
         op::SHORT_BINUNICODE => Some(r.short_str()?),
         _ => return None,
     };
@@ -135,9 +146,10 @@ pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
     }
     let method = r.short_str()?;
     let mut args = Vec::new();
-    let marked = r.0.first() == Some(&op::MARK);
+    let marked = r.rest.first() == Some(&op::MARK);
     if marked {
         r.take(1)?;
+        r.mark();
     }
     loop {
         let code = r.byte()?;
@@ -160,8 +172,10 @@ pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
             op::SHORT_BINBYTES => {
                 let n = usize::from(r.byte()?);
                 let b = r.take(n)?.to_vec();
+                r.node(n);
                 r.memoized();
-                PyValue::Bytes(b)
+                args.push(PyValue::Bytes(b));
+                continue;
             }
             op::EMPTY_TUPLE if !marked && args.is_empty() => break,
             op::TUPLE1 | op::TUPLE2 | op::TUPLE3 if !marked => {
@@ -176,32 +190,61 @@ pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
         if args.len() == PARTS_MAX_ARGS {
             return None;
         }
+        if !matches!(scalar, PyValue::Str(_)) {
+            r.node(0);
+        }
         args.push(scalar);
     }
+    r.container(args.len());
     r.memoized();
     if r.byte()? != op::EMPTY_DICT {
         return None;
     }
+    r.container(0);
     r.memoized();
     if r.byte()? != op::TUPLE {
         return None;
     }
+    r.container(4);
     r.memoized();
-    (r.0 == [op::STOP]).then_some(RequestParts {
+    (r.rest == [op::STOP]).then_some(RequestParts {
         ident,
         method,
         args,
+        charges: (r.memory, r.work),
     })
 }
 
-/// The bytes [`request_parts`] has yet to read.
-struct Reader<'a>(&'a [u8]);
+/// The bytes [`request_parts`] has yet to read, and what decoding those
+/// it read charges (as the one-pass decoder, `flat`, charges it).
+struct Reader<'a> {
+    rest: &'a [u8],
+    memory: usize,
+    work: usize,
+}
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (taken, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
+        let (taken, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
         Some(taken)
+    }
+
+    /// A `MARK`.
+    fn mark(&mut self) {
+        self.memory += size_of::<usize>();
+    }
+
+    /// A scalar with `held` bytes on the heap: its node and its copy.
+    fn node(&mut self, held: usize) {
+        self.memory += NODE + size_of::<PyValue>() + 2 * held;
+        self.work += 2;
+    }
+
+    /// A container of `n` items.
+    fn container(&mut self, n: usize) {
+        self.memory += NODE + (1 + n) * size_of::<PyValue>();
+        self.work += 2;
     }
 
     fn byte(&mut self) -> Option<u8> {
@@ -213,6 +256,7 @@ impl<'a> Reader<'a> {
     fn short_str(&mut self) -> Option<&'a str> {
         let n = usize::from(self.byte()?);
         let b = self.take(n)?;
+        self.node(n);
         // Idents and method names are ASCII, checked a word at a time
         // (`from_utf8` spends a dozen instructions a byte on them).
         let s = if b.is_ascii() {
@@ -225,10 +269,12 @@ impl<'a> Reader<'a> {
         Some(s)
     }
 
-    /// Passes a `MEMOIZE`, if there is one.
+    /// Passes a `MEMOIZE`, if there is one (its memo entry: keys are
+    /// dense here).
     fn memoized(&mut self) {
-        if self.0.first() == Some(&op::MEMOIZE) {
-            self.0 = &self.0[1..];
+        if self.rest.first() == Some(&op::MEMOIZE) {
+            self.rest = &self.rest[1..];
+            self.memory += 2 * size_of::<usize>();
         }
     }
 }

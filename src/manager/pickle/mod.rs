@@ -74,6 +74,9 @@ pub fn fuzz(data: &[u8]) {
     }
     // So is a request read straight from its bytes.
     if let Some(parts) = request_parts(data) {
+        let mut charged = Budget::new(usize::MAX, 64 << 20);
+        let _ = charged.memory(parts.charges.0);
+        let _ = charged.work(parts.charges.1);
         let read = super::PyValue::Tuple(vec![
             parts
                 .ident
@@ -82,13 +85,18 @@ pub fn fuzz(data: &[u8]) {
             super::PyValue::Tuple(parts.args),
             super::PyValue::Dict(Default::default()),
         ]);
-        match loads(data, &mut Budget::new(usize::MAX, 64 << 20)) {
+        let mut decoding = Budget::new(usize::MAX, 64 << 20);
+        match loads(data, &mut decoding) {
             Ok(w) => assert!(
                 dumps(&read, &address) == dumps(&w, &address),
                 "read straight as {read:?}, by the decoders as {w:?}"
             ),
             Err(e) => panic!("read straight as {read:?}, which the decoders refuse: {e:?}"),
         }
+        assert_eq!(
+            charged, decoding,
+            "{read:?} read straight charged otherwise"
+        );
     }
     let mut budget = Budget::new(usize::MAX, 64 << 20);
     if let Ok(v) = loads(data, &mut budget) {
