@@ -296,11 +296,18 @@ pub(crate) fn send_nowait(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> 
     })
 }
 
-/// Bounds how long a blocking receive on a socket waits (`SO_RCVTIMEO`).
+/// Bounds how long a blocking receive on a socket waits (`SO_RCVTIMEO`):
+/// at least a microsecond (a zero `timeval` would mean no bound at all),
+/// at most what a `timeval` holds.
 pub(crate) fn set_recv_timeout(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
+    let tv_sec = libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX);
+    let micros = match (tv_sec, timeout.subsec_micros()) {
+        (0, 0) => 1,
+        (_, us) => us,
+    };
     let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_sec,
+        tv_usec: libc::suseconds_t::from(micros),
     };
     // SAFETY: a valid timeval of the size given.
     syscall(unsafe {
@@ -902,5 +909,37 @@ mod tests {
         let (read, _write) = super::super::pipe().unwrap();
         let e = super::set_recv_timeout(&read, Duration::from_secs(1)).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK), "{e}");
+    }
+
+    /// A zero bound is the shortest one, not none (a zero `timeval`); one
+    /// past what a `timeval` holds is the longest (it wrapped to a negative
+    /// number of seconds).
+    #[test]
+    fn receive_bounds_at_both_ends() {
+        let (a, _b) = super::socketpair().unwrap();
+        super::set_recv_timeout(&a, Duration::ZERO).unwrap();
+        let mut byte = [std::mem::MaybeUninit::new(0u8)];
+        let e = super::super::read(&a, &mut byte).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+        super::set_recv_timeout(&a, Duration::MAX).unwrap();
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+        // SAFETY: a valid timeval and its length, written by the kernel.
+        let got = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&a),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&mut tv as *mut libc::timeval).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(got, 0);
+        // The kernel keeps a bound that long as none (it reads back 0).
+        let forever = tv.tv_sec == 0 && tv.tv_usec == 0;
+        assert!(forever || tv.tv_sec > 1 << 30, "{} s", tv.tv_sec);
     }
 }
