@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cpython::{pyenv_pythons, CpythonServer};
 use common::{child, join, watchdog};
 use multiproc::conn::Address;
 use multiproc::manager::{DictProxy, ListProxy, Manager};
@@ -33,89 +32,6 @@ s.serve_forever()
 
 const KEY: &str = "cpython manager key";
 
-/// Every CPython 3.8+ that pyenv has here.
-fn pythons() -> Vec<String> {
-    let root = std::env::var("PYENV_ROOT")
-        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    let mut found: Vec<(u32, String)> = std::fs::read_dir(format!("{root}/versions"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().into_string().ok()?;
-            let minor: u32 = v.strip_prefix("3.")?.split('.').next()?.parse().ok()?;
-            (minor >= 8).then(|| (minor, format!("{root}/versions/{v}/bin/python3")))
-        })
-        .filter(|(_, p)| std::path::Path::new(p).exists())
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
-}
-
-/// A CPython manager server process, killed (by its pid) if still running
-/// when dropped, and its socket file removed.
-struct Server {
-    child: Child,
-    path: std::path::PathBuf,
-}
-
-impl Server {
-    /// Starts one with `python`, and waits (within `LIMIT`) until it listens.
-    fn start(python: &str) -> Server {
-        let path = std::env::temp_dir().join(format!(
-            "multiproc-cpython-{}-{}.sock",
-            std::process::id(),
-            python.len() + python.bytes().map(usize::from).sum::<usize>()
-        ));
-        let _ = std::fs::remove_file(&path);
-        let mut child = Command::new(python)
-            .args(["-c", SERVER, path.to_str().unwrap(), KEY])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("python runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tell, told) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tell.send(line);
-        });
-        let server = Server { child, path };
-        let line = told
-            .recv_timeout(LIMIT)
-            .expect("the server prints its address");
-        assert_eq!(
-            line.trim(),
-            server.path.to_str().unwrap(),
-            "{python}: the server did not start"
-        );
-        server
-    }
-
-    /// Waits (within `limit`) for it to exit by itself.
-    fn exited_within(&mut self, limit: Duration) -> bool {
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if self.child.try_wait().unwrap().is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 fn remote(e: Error) -> (String, String) {
     match e {
         Error::Remote { kind, message } => (kind, message),
@@ -125,15 +41,15 @@ fn remote(e: Error) -> (String, String) {
 
 #[test]
 fn the_rust_client_works_against_cpythons_own_manager_server() {
-    let pythons = pythons();
+    let pythons: Vec<String> = pyenv_pythons().into_iter().map(|(_, p)| p).collect();
     if pythons.is_empty() {
         println!("no CPython 3.8+ under pyenv: nothing to check against");
         return;
     }
     watchdog("CPython's server", LIMIT * pythons.len() as u32, || {
         for python in &pythons {
-            let mut server = Server::start(python);
-            let address = Address::Unix(server.path.clone());
+            let mut server = CpythonServer::start(python, SERVER, KEY, "cpython", LIMIT);
+            let address = Address::Unix(server.path().to_path_buf());
             let wrong = Manager::connect(address.clone(), b"not the key").unwrap_err();
             assert!(
                 matches!(wrong, Error::AuthenticationFailed(_)),

@@ -11,10 +11,10 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::cpython::{pyenv_pythons, CpythonServer};
 use common::{run_with_deadline, watchdog};
 use multiproc::conn::Address;
 use multiproc::Manager;
@@ -294,76 +294,6 @@ for name, case in CASES.items():
     print("%s: %s" % (name, answer))
 "#;
 
-/// Every CPython 3.8+ that pyenv has here.
-fn pythons() -> Vec<String> {
-    let root = std::env::var("PYENV_ROOT")
-        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    let mut found: Vec<(u32, String)> = std::fs::read_dir(format!("{root}/versions"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().into_string().ok()?;
-            let minor: u32 = v.strip_prefix("3.")?.split('.').next()?.parse().ok()?;
-            (minor >= 8).then(|| (minor, format!("{root}/versions/{v}/bin/python3")))
-        })
-        .filter(|(_, p)| std::path::Path::new(p).exists())
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
-}
-
-/// CPython's manager server, killed (by its pid) when dropped, and its
-/// socket file removed.
-struct CpythonServer {
-    child: Child,
-    path: std::path::PathBuf,
-}
-
-impl CpythonServer {
-    /// Starts one with `python`, and waits (within `RUN_LIMIT`) until it
-    /// listens.
-    fn start(python: &str) -> CpythonServer {
-        let path = std::env::temp_dir().join(format!(
-            "multiproc-semantics-{}-{}.sock",
-            std::process::id(),
-            python.bytes().map(usize::from).sum::<usize>()
-        ));
-        let _ = std::fs::remove_file(&path);
-        let mut child = Command::new(python)
-            .args(["-c", CPYTHON_SERVER, path.to_str().unwrap(), KEY])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("python runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tell, told) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tell.send(line);
-        });
-        let server = CpythonServer { child, path };
-        let line = told
-            .recv_timeout(RUN_LIMIT)
-            .expect("the server prints its address");
-        assert_eq!(
-            line.trim(),
-            server.path.to_str().unwrap(),
-            "{python}: the server did not start"
-        );
-        server
-    }
-}
-
-impl Drop for CpythonServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// The program's answers, run by `python` against the server at `path`:
 /// each case's name and answer, in order.
 fn answers(python: &str, path: &std::path::Path) -> Vec<(String, String)> {
@@ -386,7 +316,7 @@ fn answers(python: &str, path: &std::path::Path) -> Vec<(String, String)> {
 
 #[test]
 fn python_gets_the_same_answers_from_both_servers() {
-    let pythons = pythons();
+    let pythons: Vec<String> = pyenv_pythons().into_iter().map(|(_, p)| p).collect();
     if pythons.is_empty() {
         println!("no CPython 3.8+ under pyenv: nothing to compare with");
         return;
@@ -395,8 +325,9 @@ fn python_gets_the_same_answers_from_both_servers() {
         let (server, ours, conn) = common::serve_manager("semantics", KEY.as_bytes());
         drop(conn);
         for python in &pythons {
-            let reference = CpythonServer::start(python);
-            let want = answers(python, &reference.path);
+            let reference =
+                CpythonServer::start(python, CPYTHON_SERVER, KEY, "semantics", RUN_LIMIT);
+            let want = answers(python, reference.path());
             drop(reference);
             let got = answers(python, &ours);
             let ours_by_name: std::collections::HashMap<&str, &str> =

@@ -31,21 +31,12 @@ shm.close()
 
 /// Every CPython 3.8+ that pyenv has here, or `python3`.
 fn pythons() -> Vec<String> {
-    let root = std::env::var("PYENV_ROOT")
-        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    let mut found: Vec<String> = std::fs::read_dir(format!("{root}/versions"))
+    let found: Vec<String> = common::cpython::pyenv_pythons()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().into_string().ok()?;
-            let minor: u32 = v.strip_prefix("3.")?.split('.').next()?.parse().ok()?;
-            (minor >= 8).then(|| format!("{root}/versions/{v}/bin/python3"))
-        })
-        .filter(|p| std::path::Path::new(p).exists())
+        .map(|(_, p)| p)
         .collect();
     if found.is_empty() {
-        found.push("python3".into());
+        return vec!["python3".into()];
     }
     found
 }

@@ -210,19 +210,11 @@ fn square(x: u64) -> u64 {
 
 /// Every CPython 3.8 and 3.13 that pyenv has here, or none.
 fn pythons() -> Vec<String> {
-    let root = std::env::var("PYENV_ROOT")
-        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    let mut found: Vec<String> = std::fs::read_dir(format!("{root}/versions"))
+    common::cpython::pyenv_pythons()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|v| v.starts_with("3.8.") || v.starts_with("3.13."))
-        .map(|v| format!("{root}/versions/{v}/bin/python3"))
-        .filter(|p| std::path::Path::new(p).exists())
-        .collect();
-    found.sort();
-    found
+        .filter(|(minor, _)| [8, 13].contains(minor))
+        .map(|(_, p)| p)
+        .collect()
 }
 
 /// CPython's clients call a list and a dict of a multiproc server and of

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use multiproc::segment::Segment;
 use multiproc::{Process, Scope};
 
+pub mod cpython;
 pub mod harness;
 pub mod pickle;
 pub mod procfs;
