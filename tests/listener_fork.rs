@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,24 +31,6 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A fresh directory unique to this test, removed with what is in it.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mp-lfork-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The device and inode of the file at `path`.
@@ -165,7 +147,7 @@ impl Drop for Reaped {
 fn a_child_that_inherits_a_listener_keeps_no_mark() {
     let _alone = alone();
     watchdog("inherited mark", LIMIT, || {
-        let dir = TempDir::new("inherit");
+        let dir = common::TempDir::new("inherit");
         let path = dir.0.join("s");
         let listener = Listener::bind(&Address::Unix(path.clone()), None).unwrap();
         let id = file_id(&path);
@@ -185,7 +167,7 @@ fn a_child_that_inherits_a_listener_keeps_no_mark() {
 fn a_program_run_while_a_listener_is_open_keeps_no_mark() {
     let _alone = alone();
     watchdog("exec mark", LIMIT, || {
-        let dir = TempDir::new("exec");
+        let dir = common::TempDir::new("exec");
         let path = dir.0.join("s");
         let listener = Listener::bind(&Address::Unix(path.clone()), None).unwrap();
         let id = file_id(&path);
@@ -220,7 +202,7 @@ fn a_program_run_while_a_listener_is_open_keeps_no_mark() {
 fn a_child_given_a_listener_accepts_and_holds_its_mark() {
     let _alone = alone();
     watchdog("handed-over mark", LIMIT, || {
-        let dir = TempDir::new("given");
+        let dir = common::TempDir::new("given");
         let path = dir.0.join("s");
         let address = Address::Unix(path.clone());
         let listener = Listener::bind(&address, None).unwrap();
@@ -257,7 +239,7 @@ fn a_child_given_a_listener_accepts_and_holds_its_mark() {
 fn a_child_accepts_on_its_parents_listener() {
     let _alone = alone();
     watchdog("shared listener", LIMIT, || {
-        let dir = TempDir::new("shared");
+        let dir = common::TempDir::new("shared");
         let path = dir.0.join("s");
         let address = Address::Unix(path.clone());
         let listener = Arc::new(Listener::bind(&address, None).unwrap());

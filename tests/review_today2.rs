@@ -11,24 +11,6 @@ use multiproc::conn::{connect, Address, Listener};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A fresh directory unique to this test, removed with what is in it.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mp-today2-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Two listeners replacing one stale socket file at once: neither's
 /// probe of the file is a client of the other, and the winner holds its
 /// mark, so that a third bind at the path is no client of it either. The
@@ -40,7 +22,7 @@ impl Drop for TempDir {
 /// after its socket, was still there, and the winner went without one.
 #[test]
 fn a_winner_over_a_stale_file_is_marked() {
-    let dir = TempDir::new("stalerace");
+    let dir = common::TempDir::new("stalerace");
     racing_over_a_stale_file(dir.0.join("s"));
 }
 
@@ -48,7 +30,7 @@ fn a_winner_over_a_stale_file_is_marked() {
 /// the temporary name beside it (the socket is made at the path itself).
 #[test]
 fn a_winner_over_a_stale_file_at_a_long_path_is_marked() {
-    let dir = TempDir::new("long");
+    let dir = common::TempDir::new("long");
     let pad = 100 - dir.0.as_os_str().len();
     let path = dir.0.join("s".repeat(pad));
     assert_eq!(path.as_os_str().len(), 101);
@@ -95,7 +77,7 @@ fn racing_over_a_stale_file(path: PathBuf) {
 #[test]
 fn a_binder_killed_at_a_live_path_leaves_nothing() {
     watchdog("killed binder", LIMIT, || {
-        let dir = TempDir::new("killed");
+        let dir = common::TempDir::new("killed");
         let path = dir.0.join("s");
         let address = Address::Unix(path.clone());
         let live = Listener::bind(&address, None).unwrap();
@@ -127,7 +109,7 @@ fn a_binder_killed_at_a_live_path_leaves_nothing() {
 #[test]
 fn a_bind_removes_what_a_binder_killed_mid_bind_left() {
     watchdog("killed mid-bind", LIMIT, || {
-        let dir = TempDir::new("midbind");
+        let dir = common::TempDir::new("midbind");
         let path = dir.0.join("s");
         let address = Address::Unix(path.clone());
         let deadline = Instant::now() + Duration::from_secs(40);
@@ -202,7 +184,7 @@ fn temporaries(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
 fn a_forked_child_keeps_no_look_at_a_stale_file() {
     use std::sync::atomic::{AtomicBool, Ordering};
     watchdog("forks during looks", LIMIT, || {
-        let dir = TempDir::new("forklook");
+        let dir = common::TempDir::new("forklook");
         let path = dir.0.join("s");
         let address = Address::Unix(path.clone());
         let done = AtomicBool::new(false);

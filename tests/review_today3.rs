@@ -27,27 +27,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f` while this process may open no new descriptor (its
-/// `RLIMIT_NOFILE` soft limit at 0; restored after).
-fn with_no_new_descriptors<R>(f: impl FnOnce() -> R) -> R {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a valid rlimit to write.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
-    let none = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: valid rlimits, read only.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &none) }, 0);
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) }, 0);
-    out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
 /// Counts its drops in the process that made it (a child's drops are its
 /// own copy's).
 struct Counted {
@@ -96,8 +75,8 @@ fn a_captured_value_is_dropped_once_whatever_the_starts() {
         let mut p = Process::new(move || {
             let _kept = &c;
         });
-        io_error(with_no_new_descriptors(|| p.start()));
-        io_error(with_no_new_descriptors(|| p.start()));
+        io_error(common::with_no_new_descriptors(|| p.start()));
+        io_error(common::with_no_new_descriptors(|| p.start()));
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         drop(p);
         assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped unstarted");
@@ -106,7 +85,7 @@ fn a_captured_value_is_dropped_once_whatever_the_starts() {
         let mut p = Process::new(move || {
             let _kept = &c;
         });
-        io_error(with_no_new_descriptors(|| p.start()));
+        io_error(common::with_no_new_descriptors(|| p.start()));
         p.start().unwrap();
         assert_eq!(drops.load(Ordering::SeqCst), 1, "handed over");
         assert!(matches!(p.start(), Err(Error::ProcessState { .. })));
@@ -128,7 +107,7 @@ fn a_drop_that_panics_at_the_retried_start_is_raised_once() {
         let mut p = Process::new(move || {
             let _kept = &c;
         });
-        io_error(with_no_new_descriptors(|| p.start()));
+        io_error(common::with_no_new_descriptors(|| p.start()));
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.start()));
         assert!(started.is_err(), "the drop's panic is raised");
@@ -152,13 +131,13 @@ fn a_scoped_start_that_fails_can_be_retried() {
         let (c, drops) = Counted::new(false);
         multiproc::scope(|s| {
             let mut p = s.process(|| v.set(7).unwrap());
-            io_error(with_no_new_descriptors(|| p.start()));
+            io_error(common::with_no_new_descriptors(|| p.start()));
             p.start().unwrap();
             assert_eq!(join(&p, LIMIT), 0);
             let mut q = s.process(move || {
                 let _kept = &c;
             });
-            io_error(with_no_new_descriptors(|| q.start()));
+            io_error(common::with_no_new_descriptors(|| q.start()));
             drop(q);
         });
         assert_eq!(v.get().unwrap(), 7);
@@ -179,7 +158,7 @@ fn a_local_start_that_fails_can_be_retried() {
             let _kept = &c;
             rc.set(9).unwrap();
         });
-        io_error(with_no_new_descriptors(|| p.start()));
+        io_error(common::with_no_new_descriptors(|| p.start()));
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         p.start().unwrap();
         assert_eq!(drops.load(Ordering::SeqCst), 1);
@@ -194,7 +173,8 @@ fn a_local_start_that_fails_can_be_retried() {
 fn a_pool_whose_workers_cannot_start_says_so() {
     let _serial = serial();
     watchdog("pool start", LIMIT, || {
-        let failed = with_no_new_descriptors(|| multiproc::Pool::builder().processes(2).build());
+        let failed =
+            common::with_no_new_descriptors(|| multiproc::Pool::builder().processes(2).build());
         assert!(failed.is_err());
         let pool = multiproc::Pool::builder().processes(2).build().unwrap();
         let squares = pool.map(square, [1u64, 2, 3]).unwrap();
@@ -480,7 +460,7 @@ fn a_forkserver_start_after_the_server_died_can_be_retried() {
         // SAFETY: a plain call, on the fork server this test started.
         assert_eq!(unsafe { libc::kill(servers[0] as i32, libc::SIGKILL) }, 0);
         let mut p = Process::forkserver(exit_with, 5);
-        io_error(with_no_new_descriptors(|| p.start()));
+        io_error(common::with_no_new_descriptors(|| p.start()));
         assert_eq!(p.pid(), None);
         p.start().unwrap();
         assert_eq!(join(&p, LIMIT), 5);

@@ -320,7 +320,7 @@ fn start_fails_then_runs(start: Start) {
     let name = common::TempName::new(&format!("retry-{start:?}"));
     let v = RawValue::create(&name, 0u32).unwrap();
     let mut p = make(start, entry!(touch), name.0.clone());
-    let failed = with_no_new_descriptors(|| p.start());
+    let failed = common::with_no_new_descriptors(|| p.start());
     assert!(
         matches!(failed, Err(multiproc::Error::Io { .. })),
         "{start:?}: {failed:?}"
@@ -330,27 +330,6 @@ fn start_fails_then_runs(start: Start) {
     p.start().unwrap();
     assert_eq!(join(&p, LIMIT), 0, "{start:?}");
     assert_eq!(v.get(), 7, "{start:?}");
-}
-
-/// Runs `f` while this process may open no new descriptor (its
-/// `RLIMIT_NOFILE` soft limit at 0; restored after).
-fn with_no_new_descriptors<R>(f: impl FnOnce() -> R) -> R {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a valid rlimit to write.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
-    let none = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: valid rlimits, read only.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &none) }, 0);
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) }, 0);
-    out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn a_start_that_fails_can_be_retried_fork() {

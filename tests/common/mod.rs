@@ -151,6 +151,47 @@ impl std::ops::Deref for TempName {
     }
 }
 
+/// A fresh directory of the test's own (named after `tag` and this
+/// process), removed with what is in it when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mp-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `f` while this process may open no new descriptor (its
+/// `RLIMIT_NOFILE` soft limit at 0; restored after, even if `f` panics).
+/// The limit is the whole process's: nothing else may run meanwhile.
+pub fn with_no_new_descriptors<R>(f: impl FnOnce() -> R) -> R {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid rlimit to write.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: valid rlimits, read only.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &none) }, 0);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) }, 0);
+    out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// A daemon child of scope `s` running `f`, started at once. A panic in
 /// `f` is printed straight to fd 2 (the test harness's output capture does
 /// not reach a forked child) and gives exit code 1.
