@@ -83,7 +83,7 @@ fn refuse_pidfd_open() {
 }
 
 #[test]
-fn a_listener_moved_into_a_child_that_fails_to_start_removes_its_file() {
+fn a_listener_moved_into_a_child_that_fails_to_start_is_kept_until_the_process_goes() {
     let path = TempPath::new("failed-start");
     let inner = path.0.clone();
     let p = common::static_child(move || {
@@ -93,8 +93,18 @@ fn a_listener_moved_into_a_child_that_fails_to_start_removes_its_file() {
         let mut child = Process::new(move || drop(listener));
         let err = child.start().unwrap_err();
         assert!(err.to_string().contains("pidfd_open"), "{err}");
-        // The child never ran: the listener is still this process's.
-        assert!(!inner.exists(), "socket file left behind by a failed start");
+        // The child never ran: the listener is still this process's, kept
+        // with the closure for another start (as Python's `start` keeps
+        // its target), and its file goes with the unstarted process.
+        assert!(
+            inner.exists(),
+            "the listener's file went with a failed start"
+        );
+        drop(child);
+        assert!(
+            !inner.exists(),
+            "socket file left behind by a dropped process"
+        );
     });
     assert_eq!(common::join(&p, LIMIT), 0);
     assert!(!path.0.exists());
