@@ -625,10 +625,26 @@ static MARKS: std::sync::Mutex<Vec<libc::c_int>> = std::sync::Mutex::new(Vec::ne
 /// The list of marks, locked.
 type MarksHeld = std::sync::MutexGuard<'static, Vec<libc::c_int>>;
 
-thread_local! {
-    /// [`MARKS`], held by the thread that forks, across the fork.
-    static MARKS_HELD: std::cell::RefCell<Option<MarksHeld>> =
-        const { std::cell::RefCell::new(None) };
+/// [`MARKS`], held by the thread that forks, across the fork. In a static,
+/// not a thread-local: a fork may come from a thread-local value's
+/// destructor, after this thread's other thread-locals are gone (reaching
+/// one there panics, and a panic in a fork handler aborts).
+static MARKS_HELD: HeldMarks = HeldMarks(std::cell::UnsafeCell::new(None));
+
+/// See [`MARKS_HELD`].
+struct HeldMarks(std::cell::UnsafeCell<Option<MarksHeld>>);
+
+// SAFETY: only the thread that holds [`MARKS`]' lock reaches the cell:
+// [`prepare_fork_marks`] once it took it, the `after_fork_marks_*` handler
+// of the same fork (the crate's handlers run in pairs: both or neither)
+// before it lets it go; so one thread at a time.
+unsafe impl Sync for HeldMarks {}
+
+/// The list of marks this fork's [`prepare_fork_marks`] took.
+fn take_held_marks() -> Option<MarksHeld> {
+    // SAFETY: this thread holds the lock, taken by its
+    // `prepare_fork_marks` in this fork (see `HeldMarks`).
+    unsafe { (*MARKS_HELD.0.get()).take() }
 }
 
 /// [`MARKS`], locked (nothing panics while holding it).
@@ -641,12 +657,13 @@ fn marks() -> MarksHeld {
 /// Before a fork (a `prepare` fork handler): takes the list of marks.
 pub(crate) fn prepare_fork_marks() {
     let held = marks();
-    MARKS_HELD.with(|h| *h.borrow_mut() = Some(held));
+    // SAFETY: this thread holds the lock (see `HeldMarks`).
+    unsafe { *MARKS_HELD.0.get() = Some(held) };
 }
 
 /// After a fork, in the parent: gives the list of marks back.
 pub(crate) fn after_fork_marks_in_parent() {
-    MARKS_HELD.with(|h| drop(h.borrow_mut().take()));
+    drop(take_held_marks());
 }
 
 /// After a fork, in the child: makes its copies of the parent's marks
@@ -654,12 +671,10 @@ pub(crate) fn after_fork_marks_in_parent() {
 /// close them), and gives the list, now empty, back. Allocates nothing
 /// and takes no lock: the forking thread, this one, holds the list.
 pub(crate) fn after_fork_marks_in_child() {
-    MARKS_HELD.with(|h| {
-        if let Some(mut held) = h.borrow_mut().take() {
-            super::make_inert(held.iter().copied());
-            held.clear();
-        }
-    });
+    if let Some(mut held) = take_held_marks() {
+        super::make_inert(held.iter().copied());
+        held.clear();
+    }
 }
 
 impl ListenerMark {
