@@ -309,8 +309,10 @@ if __name__ == '__main__':
 /// Forks from several threads at once, each through the crate's fork
 /// handlers (whose guards wait in one static slot): processes started and
 /// joined on two threads, raw `fork`s on a third, `std::process::Command`
-/// (which may `vfork` or `clone` without the handlers) on a fourth, and
-/// the arena used meanwhile on a fifth. Every child runs, nothing hangs.
+/// (which may `vfork` or `clone` without the handlers) on a fourth, the
+/// arena used meanwhile on a fifth, listeners bound and dropped on a sixth
+/// (three slots in all). Every child runs, every bind succeeds, nothing
+/// hangs.
 #[test]
 fn threads_that_fork_at_once_each_get_their_own_guards() {
     let _serial = serial();
@@ -356,6 +358,16 @@ fn threads_that_fork_at_once_each_get_their_own_guards() {
                 for i in 0..ROUNDS * 10 {
                     let w = multiproc::Value::new(i).unwrap();
                     assert_eq!(w.get().unwrap(), i);
+                }
+            });
+            // Listeners made and dropped meanwhile: their marks are made
+            // and closed under the lock every fork holds (a mark a child
+            // kept would make the next bind at the path fail).
+            s.spawn(|| {
+                let dir = common::TempDir::new("forks-at-once");
+                let address = multiproc::conn::Address::Unix(dir.0.join("s"));
+                for _ in 0..ROUNDS * 5 {
+                    drop(multiproc::conn::Listener::bind(&address, None).unwrap());
                 }
             });
         });

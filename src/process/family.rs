@@ -3,7 +3,7 @@
 //! handlers that keep those registries usable in a forked child, and what
 //! happens to the children when a process exits.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -69,20 +69,8 @@ pub(super) struct HeldForFork {
 }
 
 /// The guards [`prepare_fork`] takes, held across a fork by the forking
-/// thread. In a static, not a thread-local: a fork may come from a
-/// thread-local value's destructor, after this thread's other
-/// thread-locals are gone (reaching one there panics, and a panic in a
-/// fork handler aborts).
-static HELD_FOR_FORK: HeldSlot = HeldSlot(UnsafeCell::new(None));
-
-/// See [`HELD_FOR_FORK`].
-struct HeldSlot(UnsafeCell<Option<HeldForFork>>);
-
-// SAFETY: only the thread that holds the registries' locks reaches the
-// cell: [`prepare_fork`] once it took them, the `after_fork_*` handler of
-// the same fork (the crate's handlers run in pairs: both or neither)
-// before it lets them go; so one thread at a time.
-unsafe impl Sync for HeldSlot {}
+/// thread.
+static HELD_FOR_FORK: sys::HeldAcrossFork<HeldForFork> = sys::HeldAcrossFork::new();
 
 thread_local! {
     /// The scope whose child this thread is forking, if any. (A `Cell` of
@@ -130,15 +118,15 @@ pub(crate) fn prepare_fork() {
         witnesses: scope::witnesses(),
         _pairing: poison::write(&PAIRING),
     };
-    // SAFETY: this thread holds the registries' locks (see `HeldSlot`).
-    unsafe { *HELD_FOR_FORK.0.get() = Some(held) };
+    // SAFETY: this thread holds the registries' locks, just taken.
+    unsafe { HELD_FOR_FORK.put(held) };
 }
 
 /// The guards of this fork's [`prepare_fork`], taken from their slot.
 fn take_held() -> Option<HeldForFork> {
-    // SAFETY: this thread holds the registries' locks, taken by its
-    // `prepare_fork` in this fork (see `HeldSlot`).
-    unsafe { (*HELD_FOR_FORK.0.get()).take() }
+    // SAFETY: called by the handlers of the fork whose `prepare_fork`
+    // put them.
+    unsafe { HELD_FOR_FORK.take() }
 }
 
 /// After a fork, in the parent.

@@ -19,7 +19,6 @@
 //! the child.
 
 use std::alloc::Layout;
-use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,20 +43,9 @@ const GRAIN: usize = 128;
 
 static ARENA: Mutex<Option<Arena>> = Mutex::new(None);
 
-/// The arena guard held across a fork by the forking thread. In a static,
-/// not a thread-local: a fork may come from a thread-local value's
-/// destructor, after this thread's other thread-locals are gone (reaching
-/// one there panics, and a panic in a fork handler aborts).
-static HELD_FOR_FORK: HeldForFork = HeldForFork(UnsafeCell::new(None));
-
-/// See [`HELD_FOR_FORK`].
-struct HeldForFork(UnsafeCell<Option<MutexGuard<'static, Option<Arena>>>>);
-
-// SAFETY: only the thread that holds the arena lock reaches the cell:
-// [`prepare_fork`] once it took the lock, [`after_fork`] in the same fork
-// (the crate's handlers run in pairs: both or neither), before it lets
-// the lock go; so one thread at a time.
-unsafe impl Sync for HeldForFork {}
+/// The arena guard held across a fork by the forking thread.
+static HELD_FOR_FORK: sys::HeldAcrossFork<MutexGuard<'static, Option<Arena>>> =
+    sys::HeldAcrossFork::new();
 
 /// Locks the arena. Nothing panics while holding it, so poison is ignored.
 fn arena() -> MutexGuard<'static, Option<Arena>> {
@@ -269,14 +257,13 @@ impl Region {
 pub(crate) fn prepare_fork() {
     let guard = arena();
     FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: this thread holds the arena lock (see `HeldForFork`).
-    unsafe { *HELD_FOR_FORK.0.get() = Some(guard) };
+    // SAFETY: this thread holds the arena lock, just taken.
+    unsafe { HELD_FOR_FORK.put(guard) };
 }
 
 /// After a fork, in the parent and in the child (whose copy of the lock
 /// is this thread's).
 pub(crate) fn after_fork() {
-    // SAFETY: this thread holds the arena lock, taken by its
-    // `prepare_fork` in this fork (see `HeldForFork`).
-    drop(unsafe { (*HELD_FOR_FORK.0.get()).take() });
+    // SAFETY: a handler of the fork whose `prepare_fork` put it.
+    drop(unsafe { HELD_FOR_FORK.take() });
 }

@@ -34,6 +34,8 @@ mod fd;
 #[cfg(target_os = "linux")]
 mod futex;
 #[cfg(target_os = "linux")]
+mod held;
+#[cfg(target_os = "linux")]
 mod loader;
 #[cfg(target_os = "linux")]
 mod memory;
@@ -55,8 +57,8 @@ pub(crate) use deadline::Deadline;
 pub(crate) use descriptors::{make_inert, release_inherited};
 #[cfg(target_os = "linux")]
 pub(crate) use {
-    eventfd::*, fd::*, futex::*, loader::*, memory::*, mutex::*, poll::*, process::*, random::*,
-    shm::*, socket::*,
+    eventfd::*, fd::*, futex::*, held::*, loader::*, memory::*, mutex::*, poll::*, process::*,
+    random::*, shm::*, socket::*,
 };
 
 #[cfg(not(target_os = "linux"))]

@@ -625,26 +625,14 @@ static MARKS: std::sync::Mutex<Vec<libc::c_int>> = std::sync::Mutex::new(Vec::ne
 /// The list of marks, locked.
 type MarksHeld = std::sync::MutexGuard<'static, Vec<libc::c_int>>;
 
-/// [`MARKS`], held by the thread that forks, across the fork. In a static,
-/// not a thread-local: a fork may come from a thread-local value's
-/// destructor, after this thread's other thread-locals are gone (reaching
-/// one there panics, and a panic in a fork handler aborts).
-static MARKS_HELD: HeldMarks = HeldMarks(std::cell::UnsafeCell::new(None));
-
-/// See [`MARKS_HELD`].
-struct HeldMarks(std::cell::UnsafeCell<Option<MarksHeld>>);
-
-// SAFETY: only the thread that holds [`MARKS`]' lock reaches the cell:
-// [`prepare_fork_marks`] once it took it, the `after_fork_marks_*` handler
-// of the same fork (the crate's handlers run in pairs: both or neither)
-// before it lets it go; so one thread at a time.
-unsafe impl Sync for HeldMarks {}
+/// [`MARKS`], held by the thread that forks, across the fork.
+static MARKS_HELD: super::HeldAcrossFork<MarksHeld> = super::HeldAcrossFork::new();
 
 /// The list of marks this fork's [`prepare_fork_marks`] took.
 fn take_held_marks() -> Option<MarksHeld> {
-    // SAFETY: this thread holds the lock, taken by its
-    // `prepare_fork_marks` in this fork (see `HeldMarks`).
-    unsafe { (*MARKS_HELD.0.get()).take() }
+    // SAFETY: called by the handlers of the fork whose
+    // `prepare_fork_marks` put it.
+    unsafe { MARKS_HELD.take() }
 }
 
 /// [`MARKS`], locked (nothing panics while holding it).
@@ -657,8 +645,8 @@ fn marks() -> MarksHeld {
 /// Before a fork (a `prepare` fork handler): takes the list of marks.
 pub(crate) fn prepare_fork_marks() {
     let held = marks();
-    // SAFETY: this thread holds the lock (see `HeldMarks`).
-    unsafe { *MARKS_HELD.0.get() = Some(held) };
+    // SAFETY: this thread holds the lock, just taken.
+    unsafe { MARKS_HELD.put(held) };
 }
 
 /// After a fork, in the parent: gives the list of marks back.
