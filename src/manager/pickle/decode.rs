@@ -71,20 +71,10 @@ pub(crate) fn returned_scalar(bytes: &[u8]) -> Option<PyValue> {
     let scalar = bytes
         .strip_prefix(RETURN)?
         .strip_suffix(&[op::TUPLE2, op::STOP])?;
-    let (&code, arg) = scalar.split_first()?;
-    Some(match (code, arg) {
-        (op::NONE, []) => PyValue::None,
-        (op::NEWTRUE, []) => PyValue::Bool(true),
-        (op::NEWFALSE, []) => PyValue::Bool(false),
-        (op::BININT1, &[b]) => PyValue::Int(b.into()),
-        (op::BININT2, &[a, b]) => PyValue::Int(u16::from_le_bytes([a, b]).into()),
-        (op::BININT, &[a, b, c, d]) => PyValue::Int(i32::from_le_bytes([a, b, c, d]).into()),
-        (op::BINFLOAT, arg) => PyValue::Float(f64::from_be_bytes(arg.try_into().ok()?)),
-        (op::LONG1, [n, int @ ..]) if usize::from(*n) == int.len() && int.len() <= 8 => {
-            int_from_bytes(int)
-        }
-        _ => return None,
-    })
+    let mut r = Reader::new(scalar);
+    let code = r.byte()?;
+    let v = r.scalar(code)?;
+    r.rest.is_empty().then_some(v)
 }
 
 /// The parts of a request `(ident, method, args, {})`, read straight from
@@ -113,11 +103,7 @@ const PARTS_MAX_ARGS: usize = 8;
 /// and `Request::parse` takes apart, without the tuple around them. `None`
 /// for any other bytes, which are the decoders'.
 pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
-    let mut r = Reader {
-        rest: bytes,
-        memory: 0,
-        work: 0,
-    };
+    let mut r = Reader::new(bytes);
     if r.byte()? != op::PROTO || !(2..=5).contains(&r.byte()?) {
         return None;
     }
@@ -154,20 +140,14 @@ pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
     loop {
         let code = r.byte()?;
         let scalar = match code {
-            op::NONE => PyValue::None,
-            op::NEWTRUE => PyValue::Bool(true),
-            op::NEWFALSE => PyValue::Bool(false),
-            op::BININT1 => PyValue::Int(r.byte()?.into()),
-            op::BININT2 => PyValue::Int(u16::from_le_bytes(r.take(2)?.try_into().ok()?).into()),
-            op::BININT => PyValue::Int(i32::from_le_bytes(r.take(4)?.try_into().ok()?).into()),
-            op::LONG1 => {
-                let n = usize::from(r.byte()?);
-                match int_from_bytes(r.take(n)?) {
-                    PyValue::Int(i) if n <= 8 => PyValue::Int(i),
-                    _ => return None,
-                }
-            }
-            op::BINFLOAT => PyValue::Float(f64::from_be_bytes(r.take(8)?.try_into().ok()?)),
+            op::NONE
+            | op::NEWTRUE
+            | op::NEWFALSE
+            | op::BININT1
+            | op::BININT2
+            | op::BININT
+            | op::LONG1
+            | op::BINFLOAT => r.scalar(code)?,
             op::SHORT_BINUNICODE => PyValue::Str(r.short_str()?.into()),
             op::SHORT_BINBYTES => {
                 let n = usize::from(r.byte()?);
@@ -215,8 +195,9 @@ pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
     })
 }
 
-/// The bytes [`request_parts`] has yet to read, and what decoding those
-/// it read charges (as the one-pass decoder, `flat`, charges it).
+/// The bytes [`request_parts`] (or [`returned_scalar`]) has yet to read,
+/// and what decoding those it read charges (as the one-pass decoder,
+/// `flat`, charges it).
 struct Reader<'a> {
     rest: &'a [u8],
     memory: usize,
@@ -224,6 +205,36 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader {
+            rest: bytes,
+            memory: 0,
+            work: 0,
+        }
+    }
+
+    /// The value of a scalar opcode `code` (its argument read): `None`, a
+    /// bool, an int of `i64` or a float; `None` for any other opcode.
+    fn scalar(&mut self, code: u8) -> Option<PyValue> {
+        Some(match code {
+            op::NONE => PyValue::None,
+            op::NEWTRUE => PyValue::Bool(true),
+            op::NEWFALSE => PyValue::Bool(false),
+            op::BININT1 => PyValue::Int(self.byte()?.into()),
+            op::BININT2 => PyValue::Int(u16::from_le_bytes(self.take(2)?.try_into().ok()?).into()),
+            op::BININT => PyValue::Int(i32::from_le_bytes(self.take(4)?.try_into().ok()?).into()),
+            op::LONG1 => {
+                let n = usize::from(self.byte()?);
+                match int_from_bytes(self.take(n)?) {
+                    PyValue::Int(i) if n <= 8 => PyValue::Int(i),
+                    _ => return None,
+                }
+            }
+            op::BINFLOAT => PyValue::Float(f64::from_be_bytes(self.take(8)?.try_into().ok()?)),
+            _ => return None,
+        })
+    }
+
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (taken, rest) = self.rest.split_at_checked(n)?;
         self.rest = rest;
