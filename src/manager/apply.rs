@@ -851,6 +851,7 @@ fn dict(
             for k in &keys {
                 found.push(lookup_or(d, k, PyValue::None, budget)?);
             }
+            super::value::drop_values(keys);
             PyValue::List(found)
         }
         Op::LookupOr(k, default) => lookup_or(d, &k, default, budget)?,
@@ -936,6 +937,19 @@ fn dict(
             // (rather than growing the table a few times on the way).
             d.reserve(items.len());
             insert_all(d, items)?;
+            PyValue::None
+        }
+        Op::UpdateWith(Some(PyValue::Dict(items)), kwds) => {
+            // A dict's keys are all hashable in Python (its unpickler
+            // would refuse the request): none is inserted if one is not.
+            // Its items may set a key twice (`pickle::loads_request`):
+            // inserted in order, the key stays where first set.
+            items.iter().try_for_each(|(k, _)| hashable(k))?;
+            d.reserve(items.len() + kwds.len());
+            for (k, v) in items {
+                d.insert(k, v);
+            }
+            d.extend(kwds);
             PyValue::None
         }
         Op::UpdateWith(other, kwds) => {

@@ -167,7 +167,9 @@ impl Codec {
 
     fn client_request(&self, op: Op) -> Vec<u8> {
         let (method, args, kwds) = calls::request(Kind::Dict, op);
-        pickle::dumps_request(Some(&self.dict), method, &args, &kwds, &PyValue::None)
+        let req = pickle::dumps_request(Some(&self.dict), method, &args, &kwds, &PyValue::None);
+        args.into_iter().for_each(PyValue::drop_batch);
+        req
     }
 
     /// What a Rust client makes of a reply to a call: its result as an

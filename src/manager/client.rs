@@ -346,6 +346,7 @@ impl Client {
     fn call_raw(&self, kind: Kind, id: Id, op: Op) -> Result<Answer> {
         let (method, args, kwds) = calls::request(kind, op);
         let req = self.request(Some(id), method, &args, &kwds);
+        args.into_iter().for_each(PyValue::drop_batch);
         self.carrying(answer_of(&self.on_long(&req)?, method))
     }
 

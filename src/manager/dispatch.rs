@@ -279,6 +279,15 @@ pub(super) mod wire {
         pickle::loads(frame, budget)
     }
 
+    /// A request frame's value, within `budget` (see
+    /// [`pickle::loads_request`]).
+    pub(in crate::manager) fn loads_request(
+        frame: &[u8],
+        budget: &mut Budget,
+    ) -> Result<PyValue, Exception> {
+        pickle::loads_request(frame, budget)
+    }
+
     /// The bytes of a value, with `address` in the tokens of its proxies.
     pub(in crate::manager) fn dumps(v: &PyValue, address: &PyValue) -> Vec<u8> {
         pickle::dumps(v, address)
@@ -288,7 +297,9 @@ pub(super) mod wire {
     /// [`into_value`](Reply::into_value), without making that tuple).
     pub(in crate::manager) fn dumps_reply(reply: Reply, address: &PyValue) -> Vec<u8> {
         let (kind, result) = reply.into_parts(address);
-        pickle::dumps_tagged(kind, &result, address)
+        let bytes = pickle::dumps_tagged(kind, &result, address);
+        result.drop_batch();
+        bytes
     }
 
     /// The exception object `#ERROR` carries: `KeyError('k')`,

@@ -534,7 +534,8 @@ impl Objects {
         // other request is decoded.
         let req = match Request::read(frame, &mut budget) {
             Some(req) => Ok(req),
-            None => survive_panic(|| wire::loads(frame, &mut budget), Err).and_then(Request::parse),
+            None => survive_panic(|| wire::loads_request(frame, &mut budget), Err)
+                .and_then(Request::parse),
         };
         // Proxies inside the request must name objects of this manager.
         let decoded = refs::take_decoded();
@@ -1867,6 +1868,73 @@ mod tests {
         let d = m.create("dict", vec![]);
         m.ok(&d, "__setitem__", vec![1.into(), 2.into()]);
         assert_eq!(m.ok(&d, "__len__", vec![]), 1.into());
+    }
+
+    /// An `update` whose dict sets a key twice (read without keeping one
+    /// item a key: `pickle::loads_request`) ends as Python's: each key
+    /// where first set, with the value set last, equal keys of other
+    /// types kept as first set; a dict inside still keeps one item a key;
+    /// and a key Python cannot hash inserts nothing.
+    #[test]
+    fn an_update_whose_dict_sets_a_key_twice_ends_as_pythons() {
+        let mut m = Server::new();
+        let d = m.create("dict", vec![]);
+        m.ok(&d, "__setitem__", vec![s("b"), 0.into()]);
+        let update = |m: &mut Server, items: Vec<(PyValue, PyValue)>| {
+            let frame = super::super::pickle::dumps_request(
+                Some(&d),
+                "update",
+                &[PyValue::Dict(items)],
+                &[],
+                &PyValue::None,
+            );
+            match m.objects.answer(&frame, &mut m.session, 1) {
+                Answer::Reply(bytes, false, _) => {
+                    wire::loads(&bytes, &mut Budget::new(usize::MAX, usize::MAX))
+                }
+                _ => panic!("no reply"),
+            }
+        };
+        let inner = PyValue::Dict(vec![(s("x"), 1.into()), (s("x"), 2.into())]);
+        let items = vec![
+            (s("a"), 1.into()),
+            (s("b"), 2.into()),
+            (s("a"), 3.into()),
+            (1.into(), s("x")),
+            (PyValue::Float(1.0), s("y")),
+            (PyValue::Bool(true), s("z")),
+            (s("n"), inner),
+        ];
+        assert!(update(&mut m, items).is_ok());
+        // Python: d = {'b': 0}; d.update({'a': 1, 'b': 2, 'a': 3, 1: 'x',
+        // 1.0: 'y', True: 'z', 'n': {'x': 1, 'x': 2}})
+        let expected = PyValue::Dict(vec![
+            (s("b"), 2.into()),
+            (s("a"), 3.into()),
+            (1.into(), s("z")),
+            (s("n"), PyValue::Dict(vec![(s("x"), 2.into())])),
+        ]);
+        let copy = m.ok(&d, "copy", vec![]);
+        assert_eq!(format!("{copy:?}"), format!("{expected:?}"));
+        let bytearray = PyValue::Object(Box::new(super::super::PyObject::call(
+            "builtins",
+            "bytearray",
+            vec![PyValue::Bytes(vec![6])],
+        )));
+        let answer = update(
+            &mut m,
+            vec![
+                (s("c"), 1.into()),
+                (bytearray, 2.into()),
+                (s("c"), 3.into()),
+            ],
+        );
+        assert!(
+            format!("{answer:?}").contains("unhashable type"),
+            "{answer:?}"
+        );
+        let copy = m.ok(&d, "copy", vec![]);
+        assert_eq!(format!("{copy:?}"), format!("{expected:?}"));
     }
 
     #[test]

@@ -348,6 +348,21 @@ impl PyObject {
 pub(crate) const VALUE_TOKEN: &str = "$multiproc::PyValue";
 
 impl PyValue {
+    /// Drops `self` as dropping it does, but the scalars directly inside it
+    /// without a call each: a `PyValue`'s drop glue saves and restores six
+    /// registers even for an int, most of the work of dropping a batch's
+    /// thousand ints.
+    #[inline]
+    pub(crate) fn drop_batch(self) {
+        match self {
+            PyValue::List(vs) | PyValue::Tuple(vs) | PyValue::Set(vs) | PyValue::FrozenSet(vs) => {
+                drop_values(vs);
+            }
+            PyValue::Dict(pairs) => drop_pairs(pairs),
+            other => drop_value(other),
+        }
+    }
+
     /// The Python type name (`"int"`, `"str"`, `"DictProxy"`, …).
     pub fn type_name(&self) -> &str {
         match self {
@@ -879,6 +894,33 @@ impl<T: Into<PyValue>> FromIterator<T> for PyValue {
 impl<A: Into<PyValue>, B: Into<PyValue>> From<(A, B)> for PyValue {
     fn from((a, b): (A, B)) -> PyValue {
         PyValue::Tuple(vec![a.into(), b.into()])
+    }
+}
+
+/// Drops `values` as dropping the vector does, the scalars among them
+/// without a call each (see [`PyValue::drop_batch`]).
+pub(crate) fn drop_values(values: Vec<PyValue>) {
+    values.into_iter().for_each(drop_value);
+}
+
+/// [`drop_values`] of a dict's items.
+fn drop_pairs(pairs: Vec<(PyValue, PyValue)>) {
+    pairs.into_iter().for_each(|(k, v)| {
+        drop_value(k);
+        drop_value(v);
+    });
+}
+
+/// Drops `v`, without a call if it owns nothing (a `None`, bool, int or
+/// float).
+#[inline(always)]
+fn drop_value(v: PyValue) {
+    if matches!(
+        v,
+        PyValue::None | PyValue::Bool(_) | PyValue::Int(_) | PyValue::Float(_)
+    ) {
+        // Nothing to free: the glue's call is skipped.
+        std::mem::forget(v);
     }
 }
 

@@ -20,6 +20,7 @@ use super::super::limits::{Budget, ANSWER_NESTING, MAX_DEPTH};
 use super::super::protocol::{Exception, Id, Kind};
 use super::super::refs::{self, ProxyRef};
 use super::super::value::{PyObject, PyValue};
+use super::flat::{one_item_a_key_below, one_item_a_key_inside};
 use super::op;
 
 /// The longest int a pickle may hold, in bytes (about 158,000 decimal
@@ -37,6 +38,52 @@ pub(crate) const MAX_INT_BYTES: usize = 64 << 10;
 /// too deep; the budget's `MemoryError` or `RuntimeError` when it runs out.
 pub(crate) fn loads(bytes: &[u8], budget: &mut Budget) -> Result<PyValue, Exception> {
     decode(bytes, budget, MAX_DEPTH + 2)
+}
+
+/// Decodes a request as [`loads`] does, except that the one dict a
+/// `update` call with no keywords passes (`d.update({...})`, a batch of
+/// items) keeps each item as the pickle set it, a key set twice twice:
+/// the server's `update` inserts them in order, which keeps each key
+/// where it was first set with the value set last, as keeping one item a
+/// key would have, and a pass over the batch is saved. (A dict's own
+/// pickle sets each key once; a pickle written otherwise may set one
+/// twice. The general decoder, for what the one pass does not take on,
+/// keeps one item a key anyway.)
+///
+/// # Errors
+/// As [`loads`].
+pub(crate) fn loads_request(bytes: &[u8], budget: &mut Budget) -> Result<PyValue, Exception> {
+    let max_depth = MAX_DEPTH + 2;
+    let before = budget.clone();
+    let Ok((mut request, several_keys)) = super::flat::decode_as_set(bytes, budget, max_depth)
+    else {
+        *budget = before;
+        return general(bytes, budget, max_depth);
+    };
+    if several_keys {
+        match update_items(&mut request) {
+            Some(items) => one_item_a_key_below(items),
+            None => one_item_a_key_inside(&mut request),
+        }
+    }
+    Ok(request)
+}
+
+/// The items of the dict `request` passes alone to `update`, if it is
+/// such a call: `(ident, 'update', ({...},), {})`.
+fn update_items(request: &mut PyValue) -> Option<&mut Vec<(PyValue, PyValue)>> {
+    let PyValue::Tuple(parts) = request else {
+        return None;
+    };
+    let [PyValue::Str(_), PyValue::Str(method), PyValue::Tuple(args), PyValue::Dict(kwds)] =
+        &mut parts[..]
+    else {
+        return None;
+    };
+    match &mut args[..] {
+        [PyValue::Dict(items)] if method == "update" && kwds.is_empty() => Some(items),
+        _ => None,
+    }
 }
 
 /// Decodes a pickle a server answered: as [`loads`], but allowing the few

@@ -25,29 +25,37 @@ use super::op;
 
 /// Keeps one item a key in each dict inside `v`, as the general decoder
 /// does (see [`one_item_a_key`]).
-fn one_item_a_key_inside(v: &mut PyValue) {
-    // Scalars (most items) are passed over without a call.
-    fn nested(v: &PyValue) -> bool {
-        matches!(v, PyValue::List(_) | PyValue::Tuple(_) | PyValue::Dict(_))
-    }
+pub(super) fn one_item_a_key_inside(v: &mut PyValue) {
     match v {
         PyValue::List(vs) | PyValue::Tuple(vs) => vs
             .iter_mut()
             .filter(|v| nested(v))
             .for_each(one_item_a_key_inside),
         PyValue::Dict(d) => {
-            for (k, v) in d.iter_mut() {
-                if nested(k) {
-                    one_item_a_key_inside(k);
-                }
-                if nested(v) {
-                    one_item_a_key_inside(v);
-                }
-            }
+            one_item_a_key_below(d);
             one_item_a_key(d);
         }
         _ => {}
     }
+}
+
+/// [`one_item_a_key_inside`] each key and value of `pairs` (but not among
+/// `pairs` themselves).
+pub(super) fn one_item_a_key_below(pairs: &mut [(PyValue, PyValue)]) {
+    for (k, v) in pairs {
+        if nested(k) {
+            one_item_a_key_inside(k);
+        }
+        if nested(v) {
+            one_item_a_key_inside(v);
+        }
+    }
+}
+
+/// Whether `v` may hold a dict (scalars, most items, are passed over
+/// without a call).
+fn nested(v: &PyValue) -> bool {
+    matches!(v, PyValue::List(_) | PyValue::Tuple(_) | PyValue::Dict(_))
 }
 
 /// Why the fast path stopped: the general decoder takes over.
@@ -67,6 +75,21 @@ const MAX_OWED: usize = 16 << 10;
 /// what `decode` would; `GiveUp` for anything it does not take on, with
 /// `budget` charged part of the way (the caller restores it).
 pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fast<PyValue> {
+    let (mut v, several_keys) = decode_as_set(bytes, budget, max_depth)?;
+    if several_keys {
+        one_item_a_key_inside(&mut v);
+    }
+    Ok(v)
+}
+
+/// As [`decode`], but each dict with its items as the pickle set them (a
+/// key set twice is there twice), and whether any dict has more than one
+/// item (whose keys may repeat: [`one_item_a_key_inside`] keeps one).
+pub(super) fn decode_as_set(
+    bytes: &[u8],
+    budget: &mut Budget,
+    max_depth: usize,
+) -> Fast<(PyValue, bool)> {
     thread_local! {
         /// The stacks of the last decoding, kept for the next one (small
         /// requests would spend more on allocating them than on the rest).
@@ -92,12 +115,7 @@ pub(super) fn decode(bytes: &[u8], budget: &mut Budget, max_depth: usize) -> Fas
         several_keys: false,
         max_depth: u32::try_from(max_depth).unwrap_or(u32::MAX),
     };
-    let value = f.run().map(|mut v| {
-        if f.several_keys {
-            one_item_a_key_inside(&mut v);
-        }
-        v
-    });
+    let value = f.run().map(|v| (v, f.several_keys));
     let (mut stack, mut heights, mut marks) = (f.stack, f.heights, f.marks);
     stack.clear();
     heights.clear();

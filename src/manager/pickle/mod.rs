@@ -25,7 +25,8 @@ mod tests;
 
 #[allow(unused_imports)]
 pub(crate) use decode::{
-    is_pathlib, loads, loads_answer, request_parts, returned_scalar, RequestParts, MAX_INT_BYTES,
+    is_pathlib, loads, loads_answer, loads_request, request_parts, returned_scalar, RequestParts,
+    MAX_INT_BYTES,
 };
 #[allow(unused_imports)]
 pub(crate) use encode::{dumps, dumps_request, dumps_tagged};
@@ -36,7 +37,8 @@ pub(crate) use encode::{dumps, dumps_request, dumps_tagged};
 /// and that whatever the one-pass decoder takes on, within any budget and
 /// depth, it decodes and charges exactly as the general decoder does; and
 /// that a reply's scalar or a request read straight from the bytes is read
-/// as the decoders read it.
+/// as the decoders read it; and that the server reads a request as
+/// [`loads`] does, but for an `update`'s items (`loads_request`).
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub fn fuzz(data: &[u8]) {
@@ -98,6 +100,24 @@ pub fn fuzz(data: &[u8]) {
             "{read:?} read straight charged otherwise"
         );
     }
+    // The server's read of a request is `loads`', but for the items an
+    // `update` passes, which may set a key twice until one is kept.
+    let (mut server, mut client) = (
+        Budget::new(usize::MAX, 64 << 20),
+        Budget::new(usize::MAX, 64 << 20),
+    );
+    match (loads_request(data, &mut server), loads(data, &mut client)) {
+        (Ok(mut v), Ok(w)) => {
+            flat::one_item_a_key_inside(&mut v);
+            assert!(
+                dumps(&v, &address) == dumps(&w, &address),
+                "the server read {v:?}, loads {w:?}"
+            );
+        }
+        (Err(_), Err(_)) => {}
+        (v, w) => panic!("the server read {v:?}, loads {w:?}"),
+    }
+    assert_eq!(server, client, "the server's read charged otherwise");
     let mut budget = Budget::new(usize::MAX, 64 << 20);
     if let Ok(v) = loads(data, &mut budget) {
         let bytes = dumps(&v, &address);
