@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{join, procfs, static_child, watchdog};
-use multiproc::Event;
+use multiproc::{Event, JoinableQueue};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -22,8 +22,8 @@ fn all_threads_in_futex(pid: u32) -> bool {
 }
 
 /// `set()` then `clear()` at once (a pulse) while a process waits: in
-/// CPython the waiter wakes and its `wait(30)` returns `False` at once
-/// (the flag is down again when it looks); it must not sleep through the
+/// CPython the waiter wakes and its `wait(30)` returns at once (`False`:
+/// the flag is down again when it looks); it must not sleep through the
 /// pulse until its timeout. The same for an awaiting task.
 #[test]
 fn an_event_pulsed_while_a_process_waits_wakes_it() {
@@ -39,15 +39,10 @@ fn an_event_pulsed_while_a_process_waits_wakes_it() {
                     theirs.wait_timeout(Duration::from_secs(60))
                 };
                 // Woken by the pulse, long before the timeout, with the
-                // flag as it is then: down.
-                let code = if flag {
-                    2
-                } else if start.elapsed() >= Duration::from_secs(30) {
-                    3
-                } else {
-                    0
-                };
-                std::process::exit(code);
+                // flag as it is then: down, or (woken between the set and
+                // the clear) up.
+                let late = start.elapsed() >= Duration::from_secs(30);
+                std::process::exit(if late && !flag { 3 } else { 0 });
             });
             let pid = waiter.pid().unwrap();
             assert!(
@@ -70,4 +65,43 @@ fn async_wait(event: &Event) -> bool {
     common::current_thread()
         .block_on(event.wait_timeout_async(Duration::from_secs(60)))
         .unwrap()
+}
+
+/// Every task done, then a new item put at once, while a process waits in
+/// `join`: in CPython the last `task_done` notifies the joiners, whose
+/// `join` returns (all the work it waited for is done); it must not wait
+/// on for the new item. The same for an awaiting task.
+#[test]
+fn a_join_returns_when_every_task_was_done_even_if_an_item_follows() {
+    watchdog("join past a zero", LIMIT, || {
+        for awaiting in [false, true] {
+            let queue = JoinableQueue::<u32>::new().unwrap();
+            queue.put(1).unwrap();
+            assert_eq!(queue.get().unwrap(), 1);
+            let theirs = queue.clone();
+            let joiner = static_child(move || {
+                let long = Duration::from_secs(60);
+                let joined = if awaiting {
+                    common::current_thread().block_on(theirs.join_timeout_async(long))
+                } else {
+                    theirs.join_timeout(long)
+                };
+                std::process::exit(i32::from(joined.is_err()));
+            });
+            let pid = joiner.pid().unwrap();
+            assert!(
+                common::wait_until(LIMIT / 4, || all_threads_in_futex(pid)),
+                "the joiner never slept"
+            );
+            queue.task_done().unwrap();
+            queue.put(2).unwrap();
+            assert_eq!(
+                join(&joiner, Duration::from_secs(40)),
+                0,
+                "awaiting {awaiting}"
+            );
+            assert_eq!(queue.get().unwrap(), 2);
+            queue.task_done().unwrap();
+        }
+    });
 }
