@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{join, procfs, static_child, watchdog};
-use multiproc::{Event, JoinableQueue};
+use multiproc::{Condition, Error, Event, JoinableQueue, LockError, Value};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -103,5 +103,23 @@ fn a_join_returns_when_every_task_was_done_even_if_an_item_follows() {
             assert_eq!(queue.get().unwrap(), 2);
             queue.task_done().unwrap();
         }
+    });
+}
+
+/// Python's `Condition(v.get_lock())` idiom reads `v.value` with the lock
+/// held, which its default `RLock` allows. A `Value`'s lock is a `Lock`
+/// here (a difference the README lists): the read is a `Deadlock` error,
+/// at once, never a hang, and the lock stays the condition's.
+#[test]
+fn a_value_read_under_a_condition_over_its_own_lock_is_a_deadlock_error() {
+    watchdog("value under its condition", LIMIT, || {
+        let value = Value::new(7u64).unwrap();
+        let cond = Condition::with_lock(value.get_lock()).unwrap();
+        let mut held = cond.lock().unwrap();
+        assert!(matches!(value.get(), Err(Error::Deadlock)));
+        assert!(matches!(value.lock(), Err(LockError::Deadlock)));
+        assert!(!held.wait_timeout(Duration::from_millis(1)).unwrap());
+        drop(held);
+        assert_eq!(value.get().unwrap(), 7);
     });
 }
