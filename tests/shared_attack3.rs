@@ -6,9 +6,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{join, procfs, static_child, watchdog};
-use multiproc::{Condition, Error, Event, JoinableQueue, LockError, Value};
+use multiproc::{Condition, Error, Event, JoinableQueue, LockError, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits until a child that set `ready` just before its wait sleeps in it
+/// (every thread of it asleep in a futex wait, after `ready`).
+fn asleep_in_its_wait(pid: u32, ready: &RawValue<u32>) -> bool {
+    common::wait_until(LIMIT / 4, || ready.get() == 1 && all_threads_in_futex(pid))
+}
 
 /// Whether every thread of process `pid` is asleep in a futex wait.
 fn all_threads_in_futex(pid: u32) -> bool {
@@ -30,9 +36,11 @@ fn an_event_pulsed_while_a_process_waits_wakes_it() {
     watchdog("event pulse", LIMIT, || {
         for awaiting in [false, true] {
             let event = Event::new().unwrap();
-            let theirs = event.clone();
+            let ready = RawValue::new(0u32).unwrap();
+            let (theirs, their_ready) = (event.clone(), ready.clone());
             let waiter = static_child(move || {
                 let start = Instant::now();
+                their_ready.set(1);
                 let flag = if awaiting {
                     async_wait(&theirs)
                 } else {
@@ -44,9 +52,8 @@ fn an_event_pulsed_while_a_process_waits_wakes_it() {
                 let late = start.elapsed() >= Duration::from_secs(30);
                 std::process::exit(if late && !flag { 3 } else { 0 });
             });
-            let pid = waiter.pid().unwrap();
             assert!(
-                common::wait_until(LIMIT / 4, || all_threads_in_futex(pid)),
+                asleep_in_its_wait(waiter.pid().unwrap(), &ready),
                 "the waiter never slept"
             );
             event.set();
@@ -78,9 +85,11 @@ fn a_join_returns_when_every_task_was_done_even_if_an_item_follows() {
             let queue = JoinableQueue::<u32>::new().unwrap();
             queue.put(1).unwrap();
             assert_eq!(queue.get().unwrap(), 1);
-            let theirs = queue.clone();
+            let ready = RawValue::new(0u32).unwrap();
+            let (theirs, their_ready) = (queue.clone(), ready.clone());
             let joiner = static_child(move || {
                 let long = Duration::from_secs(60);
+                their_ready.set(1);
                 let joined = if awaiting {
                     common::current_thread().block_on(theirs.join_timeout_async(long))
                 } else {
@@ -88,9 +97,8 @@ fn a_join_returns_when_every_task_was_done_even_if_an_item_follows() {
                 };
                 std::process::exit(i32::from(joined.is_err()));
             });
-            let pid = joiner.pid().unwrap();
             assert!(
-                common::wait_until(LIMIT / 4, || all_threads_in_futex(pid)),
+                asleep_in_its_wait(joiner.pid().unwrap(), &ready),
                 "the joiner never slept"
             );
             queue.task_done().unwrap();
