@@ -5,8 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{join, procfs, static_child, watchdog};
-use multiproc::{Condition, Error, Event, JoinableQueue, LockError, RawValue, Value};
+use common::{join, procfs, static_child, watchdog, TempName};
+use multiproc::{
+    Condition, Error, Event, JoinableQueue, Lock, LockError, RLock, RawArray, RawValue, Value,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -129,5 +131,43 @@ fn a_value_read_under_a_condition_over_its_own_lock_is_a_deadlock_error() {
         assert!(!held.wait_timeout(Duration::from_millis(1)).unwrap());
         drop(held);
         assert_eq!(value.get().unwrap(), 7);
+    });
+}
+
+/// A robust mutex that a thread holds is a link of that thread's robust
+/// list (glibc threads the list through the mutexes themselves). An
+/// `RLock` taken with `acquire` and never released, whose last handle is
+/// then dropped, must not have its memory unmapped or handed to another
+/// object while it is a link: the thread's next lock of any robust mutex
+/// writes through it, into whatever lies there now (the cells of a
+/// `RawArray` made in its place, here), or faults if nothing does.
+#[test]
+fn a_held_lock_whose_last_handle_is_dropped_leaves_no_dangling_robust_link() {
+    watchdog("held lock dropped", LIMIT, || {
+        for named in [false, true] {
+            let name = TempName::new(&format!("held-dropped-{named}"));
+            let cells_name = TempName::new(&format!("held-dropped-cells-{named}"));
+            let (their_name, their_cells) = (name.0.clone(), cells_name.0.clone());
+            let user = static_child(move || {
+                let rlock = if named {
+                    RLock::create(&their_name).unwrap()
+                } else {
+                    RLock::new().unwrap()
+                };
+                rlock.acquire().unwrap();
+                drop(rlock);
+                // Likely in the memory just dropped (the arena's block, or
+                // a mapping at the same address).
+                let cells = if named {
+                    RawArray::create(&their_cells, &[7u64; 16]).unwrap()
+                } else {
+                    RawArray::from_slice(&[7u64; 16]).unwrap()
+                };
+                let lock = Lock::new().unwrap();
+                drop(lock.lock().unwrap());
+                assert_eq!(cells.read(..).unwrap(), [7; 16], "nobody wrote the cells");
+            });
+            assert_eq!(join(&user, LIMIT / 2), 0, "named {named}");
+        }
     });
 }
