@@ -1019,7 +1019,10 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.0.ring.task_done()
     }
 
-    /// Waits until every item put has been marked done.
+    /// Waits until every item put has been marked done: it returns once
+    /// no task is unfinished, or once the last one was marked done after it
+    /// began, even if another item was put at once (as Python's, which the
+    /// last `task_done` notifies).
     ///
     /// # Errors
     /// Only if the queue's lock fails.

@@ -1014,18 +1014,21 @@ impl Ring {
         }
     }
 
-    /// Waits until every item put has been marked done.
+    /// Waits until every item put has been marked done: until no task is
+    /// unfinished, or the last one was done since the wait began (as in
+    /// Python, whose last `task_done` notifies the joiners, which return
+    /// even if another item was put meanwhile).
     pub(crate) fn join(&self, deadline: Deadline) -> Result<()> {
         let s = self.shared();
+        let start = s.done.load(Ordering::SeqCst);
         loop {
-            let seen = s.done.load(Ordering::SeqCst);
-            if s.unfinished.load(Ordering::Acquire) == 0 {
+            if s.unfinished.load(Ordering::Acquire) == 0 || s.done.load(Ordering::SeqCst) != start {
                 return Ok(());
             }
             if deadline.passed() {
                 return Err(Error::Timeout);
             }
-            wait_for_change(&s.done, seen, &s.joiners, deadline.capped(RECHECK));
+            wait_for_change(&s.done, start, &s.joiners, deadline.capped(RECHECK));
         }
     }
 
@@ -1117,16 +1120,16 @@ impl Ring {
     /// As [`join`](Ring::join), without blocking the thread.
     pub(crate) async fn join_async(&self, deadline: Deadline) -> Result<()> {
         let s = self.shared();
+        let start = s.done.load(Ordering::SeqCst);
         if s.unfinished.load(Ordering::Acquire) == 0 {
             return Ok(());
         }
         let _asleep = Asleep::new(&s.joiners);
         let joined = waiter::word(&s.done, deadline, || {
-            let seen = s.done.load(Ordering::SeqCst);
-            if s.unfinished.load(Ordering::Acquire) == 0 {
+            if s.unfinished.load(Ordering::Acquire) == 0 || s.done.load(Ordering::SeqCst) != start {
                 ControlFlow::Break(())
             } else {
-                ControlFlow::Continue(seen)
+                ControlFlow::Continue(start)
             }
         })
         .await?;

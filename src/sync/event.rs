@@ -17,6 +17,13 @@ const SET: u32 = 1;
 /// Someone may be asleep waiting for the flag. A waiter that dies asleep
 /// leaves it set, which costs one needless wake-up and nothing else.
 const SLEEPERS: u32 = 2;
+/// One [`Event::set`] that raised the flag, counted in the bits above the
+/// two others: a waiter that slept through a set undone at once by a
+/// clear (a pulse) still sees that one happened, and returns, as
+/// Python's waiters, which a set notifies, do.
+const RAISED: u32 = 4;
+/// The bits that count the raising sets.
+const RAISES: u32 = !(SET | SLEEPERS);
 
 /// A flag shared between processes (Python's `multiprocessing.Event`):
 /// [`wait`](Event::wait) blocks until another process [`set`](Event::set)s it.
@@ -73,11 +80,25 @@ impl Event {
         unsafe { &*self.state.as_ptr::<AtomicU32>() }
     }
 
-    /// Sets the flag and wakes every waiter.
+    /// Sets the flag and wakes every waiter (even one that finds it
+    /// cleared again by the time it looks: its wait then returns with the
+    /// flag down, as in Python).
     #[inline]
     pub fn set(&self) {
-        if self.word().swap(SET, Ordering::AcqRel) & SLEEPERS != 0 {
-            wake_all(self.word());
+        let raise = |v: u32| {
+            let up = if v & SET == 0 {
+                (v | SET).wrapping_add(RAISED)
+            } else {
+                v
+            };
+            Some(up & !SLEEPERS)
+        };
+        let word = self.word();
+        let was = match word.fetch_update(Ordering::AcqRel, Ordering::Acquire, raise) {
+            Ok(v) | Err(v) => v,
+        };
+        if was & SLEEPERS != 0 {
+            wake_all(word);
         }
     }
 
@@ -93,20 +114,23 @@ impl Event {
         self.word().load(Ordering::Acquire) & SET != 0
     }
 
-    /// Blocks until the flag is set.
+    /// Blocks until the flag is set, or until a [`set`](Event::set) that a
+    /// [`clear`](Event::clear) undid at once (a pulse) since the wait began.
     #[inline]
     pub fn wait(&self) {
         self.wait_until(Deadline::Never);
     }
 
-    /// Blocks until the flag is set or `timeout` passes; returns the flag,
-    /// as Python's `Event.wait(timeout)` does.
+    /// Blocks until the flag is set, a pulse (see [`wait`](Event::wait)),
+    /// or `timeout` passes; returns the flag, as Python's
+    /// `Event.wait(timeout)` does (`false` after a pulse).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.wait_until(Deadline::after(timeout))
     }
 
-    /// Waits until the flag is set, without blocking the thread (for a
-    /// task on an async runtime; any runtime will do).
+    /// Waits until the flag is set (or a pulse, see [`wait`](Event::wait)),
+    /// without blocking the thread (for a task on an async runtime; any
+    /// runtime will do).
     ///
     /// # Errors
     /// Only if this process's waiter thread cannot be started.
@@ -131,23 +155,31 @@ impl Event {
     }
 
     async fn wait_until_async(&self, deadline: Deadline) -> Result<bool> {
-        let done = waiter::word_alone(self.word(), deadline, || self.look()).await?;
-        Ok(done.is_some() || self.is_set())
+        let start = self.word().load(Ordering::Acquire);
+        let done = waiter::word_alone(self.word(), deadline, || self.look(start)).await?;
+        Ok(done.unwrap_or_else(|| self.is_set()))
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
-        wait_while(self.word(), deadline, |v| v & SET != 0, || self.look()).is_some()
-            || self.is_set()
+        let word = self.word();
+        let start = word.load(Ordering::Acquire);
+        let done = |v: u32| v & SET != 0 || (v ^ start) & RAISES != 0;
+        wait_while(word, deadline, done, || self.look(start)).unwrap_or_else(|| self.is_set())
     }
 
-    /// One look for a waiter: done if the flag is set, else the value to
-    /// sleep on, with the sleepers bit announced.
-    fn look(&self) -> ControlFlow<(), u32> {
+    /// One look for a waiter whose wait began with the word at `start`:
+    /// done, with the flag, if it is set or was raised since; else the
+    /// value to sleep on, with the sleepers bit announced.
+    fn look(&self, start: u32) -> ControlFlow<bool, u32> {
         let word = self.word();
         let mut v = word.load(Ordering::Acquire);
         loop {
             if v & SET != 0 {
-                return ControlFlow::Break(());
+                return ControlFlow::Break(true);
+            }
+            // Raised and lowered again since the wait began: a pulse.
+            if (v ^ start) & RAISES != 0 {
+                return ControlFlow::Break(false);
             }
             if v & SLEEPERS != 0 {
                 return ControlFlow::Continue(v);

@@ -4,6 +4,7 @@
 
 use std::alloc::Layout;
 use std::io;
+use std::sync::Arc;
 
 use crate::error::{Error, RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::Region;
@@ -14,6 +15,24 @@ use crate::sys::{self, errno, Acquired, Deadline, MutexKind, PthreadMutex};
 #[derive(Clone)]
 pub(crate) struct RobustMutex {
     region: Region,
+    /// Shared by this handle and its clones (`None` only once dropped):
+    /// the last of them to go looks whether the mutex is still held.
+    handles: Option<Arc<()>>,
+}
+
+impl Drop for RobustMutex {
+    fn drop(&mut self) {
+        let last = self.handles.take().and_then(Arc::into_inner).is_some();
+        // SAFETY: `region` keeps the initialised mutex mapped.
+        if last && unsafe { sys::mutex_held_in_this_process(self.mutex()) } {
+            // Held with no handle left to release it (a guard forgotten,
+            // an `RLock::acquire` never released): a link of its holder's
+            // robust list, through which glibc writes at the holder's
+            // next lock or unlock. Its memory is never unmapped nor given
+            // to another object while this process lives.
+            std::mem::forget(self.region.clone());
+        }
+    }
 }
 
 impl RobustMutex {
@@ -39,7 +58,10 @@ impl RobustMutex {
     /// segment header confirmed and whose creator finished initialising it
     /// (the header's ready state).
     pub(crate) unsafe fn from_region(region: Region) -> Self {
-        RobustMutex { region }
+        RobustMutex {
+            region,
+            handles: Some(Arc::new(())),
+        }
     }
 
     #[inline]

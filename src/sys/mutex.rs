@@ -230,6 +230,28 @@ pub(crate) unsafe fn mutex_owner(m: *mut PthreadMutex) -> Option<u32> {
     (tid != 0 && word & FUTEX_OWNER_DIED == 0).then_some(tid)
 }
 
+/// Whether a live thread of this process holds the robust mutex `m`. It
+/// is then a link of that thread's robust list, which glibc threads
+/// through the mutexes themselves: the thread's next lock or unlock of a
+/// robust mutex writes into its neighbours on the list, and the kernel
+/// reads the list when the thread ends.
+///
+/// # Safety
+/// As for [`mutex_lock`].
+pub(crate) unsafe fn mutex_held_in_this_process(m: *mut PthreadMutex) -> bool {
+    // SAFETY: as for this function.
+    let Some(tid) = (unsafe { mutex_owner(m) }) else {
+        return false;
+    };
+    tid == gettid() || {
+        let pid = super::getpid() as libc::pid_t;
+        // Signal 0 sends nothing: the call only says whether `tid` is a
+        // thread of this process.
+        // SAFETY: tgkill takes no pointers.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid as libc::pid_t, 0) == 0 }
+    }
+}
+
 /// The calling thread's id, as robust mutexes record their owner.
 pub(crate) fn gettid() -> u32 {
     // SAFETY: gettid cannot fail.
