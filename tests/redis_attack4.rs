@@ -1,0 +1,57 @@
+//! A fourth round of attacks on the Redis backend: what one proxy stores
+//! read back and compared by another, keys another program wrote, and
+//! limits of the arguments.
+//!
+//! Needs `MULTIPROC_TEST_REDIS` (see tests/common/redis.rs): skipped with a
+//! printed reason without it, a failure in CI.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{redis_url, unique};
+use common::watchdog;
+use multiproc::Manager;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// A value's float sum is stored as the codec stores that float: a
+/// compare_and_set of the value `get` answers succeeds, as it does after
+/// a `set` of the same float.
+#[test]
+fn a_float_sum_compares_equal_to_what_get_answers() {
+    let test = "a_float_sum_compares_equal_to_what_get_answers";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("vfloat");
+        let v = m.value_named::<f64>(&name).unwrap();
+        for (start, delta) in [
+            (0.0, 0.1),
+            (0.1, 0.2),
+            (1.0, 2.0),
+            (0.0, 1e20),
+            (0.0, 5e-324),
+        ] {
+            v.set(&start).unwrap();
+            let sum = v.increment_float(delta).unwrap();
+            assert_eq!(sum, start + delta);
+            assert_eq!(v.get().unwrap(), Some(sum));
+            assert!(
+                v.compare_and_set(&sum, &-1.0).unwrap(),
+                "{start} + {delta}: the stored sum is not what a set of {sum} stores"
+            );
+            assert_eq!(v.get().unwrap(), Some(-1.0));
+        }
+        assert!(m.remove_named(&name).unwrap());
+        let _ = raw;
+    });
+}
