@@ -52,6 +52,37 @@ fn a_float_sum_compares_equal_to_what_get_answers() {
             assert_eq!(v.get().unwrap(), Some(-1.0));
         }
         assert!(m.remove_named(&name).unwrap());
-        let _ = raw;
+    });
+}
+
+/// An unfinished count another program left at the edge of 64 bits (or
+/// past it, as digits) makes a put fail before it pushes anything: a put
+/// reported failed that had pushed its item would be put twice when run
+/// again.
+#[test]
+fn a_put_whose_count_cannot_grow_pushes_nothing() {
+    let test = "a_put_whose_count_cannot_grow_pushes_nothing";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("qcount");
+        let count = format!("multiproc:{{queue:{name}}}:u");
+        let mut conn = raw(&url);
+        let q = m.queue_named::<i64>(&name).unwrap();
+        for foreign in ["9223372036854775807", "99999999999999999999"] {
+            let _: () = redis::cmd("SET")
+                .arg(&count)
+                .arg(foreign)
+                .query(&mut conn)
+                .unwrap();
+            let put = q.put_many(&[1, 2]);
+            assert!(put.is_err(), "{foreign}: {put:?}");
+            assert_eq!(q.qsize().unwrap(), 0, "{foreign}: a failed put pushed");
+            let left: String = redis::cmd("GET").arg(&count).query(&mut conn).unwrap();
+            assert_eq!(left, foreign);
+        }
+        assert!(m.remove_named(&name).unwrap());
     });
 }

@@ -348,13 +348,25 @@ return n
 });
 
 /// Puts the envelopes `ARGV` at the tail of the queue and counts them
-/// unfinished (`KEYS[2]`), in one script.
+/// unfinished (`KEYS[2]`), in one script. The count is added first, and
+/// the queue's type checked before: a count that cannot grow (a foreign
+/// value, one at the edge of 64 bits) or a queue key of another type
+/// fails the put before anything is written (a put reported failed that
+/// had pushed its items would put them twice when run again).
 static PUT: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'list' and t ~= 'none' then
+  return redis.error_reply('PYERR TypeError the queue key is not a list (another program wrote it)')
+end
 local u = redis.call('GET', KEYS[2])
 if u and not string.match(u, '^%-?%d+$') then
   return redis.error_reply('PYERR ValueError the unfinished count of the queue is not a number')
+end
+local n = redis.pcall('INCRBY', KEYS[2], #ARGV)
+if type(n) == 'table' and n.err then
+  return redis.error_reply('PYERR ValueError the unfinished count of the queue cannot grow: ' .. n.err)
 end
 local i = 1
 while i <= #ARGV do
@@ -362,7 +374,7 @@ while i <= #ARGV do
   redis.call('LPUSH', KEYS[1], unpack(ARGV, i, j))
   i = j + 1
 end
-return redis.call('INCRBY', KEYS[2], #ARGV)
+return n
 ",
     )
 });
