@@ -86,3 +86,52 @@ fn a_put_whose_count_cannot_grow_pushes_nothing() {
         assert!(m.remove_named(&name).unwrap());
     });
 }
+
+/// A list's float sum is stored as the codec stores that float (as a
+/// dict's is): `index`, `count` and `remove`, which compare encodings,
+/// find the sum `increment` answered. Powers of two are where the
+/// shortest decimal that reads back is not the nearest of its length.
+#[test]
+fn a_lists_float_sum_is_found_by_index() {
+    let test = "a_lists_float_sum_is_found_by_index";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("lfloat");
+        let key = format!("multiproc:{{list:{name}}}:l");
+        let mut conn = raw(&url);
+        let l = m.list_named::<f64>(&name).unwrap();
+        let mut floats: Vec<f64> = (-1074..1024).map(|e| 2f64.powi(e)).collect();
+        floats.extend([
+            0.1,
+            0.3,
+            1e23,
+            5e-324,
+            1.7976931348623157e308,
+            9007199254740993.0,
+        ]);
+        let mut bad = Vec::new();
+        for x in floats {
+            l.clear().unwrap();
+            l.append(0.0).unwrap();
+            let sum = l.increment(0, x).unwrap();
+            assert_eq!(sum.to_bits(), x.to_bits());
+            let stored: Vec<u8> = redis::cmd("LINDEX")
+                .arg(&key)
+                .arg(0)
+                .query(&mut conn)
+                .unwrap();
+            if stored != format!("f{x:?}").into_bytes() {
+                bad.push((x, String::from_utf8_lossy(&stored).into_owned()));
+            }
+        }
+        assert!(bad.is_empty(), "stored otherwise than the codec: {bad:?}");
+        l.clear().unwrap();
+        l.append(0.0).unwrap();
+        let sum = l.increment(0, 2f64.powi(-1074 + 60)).unwrap();
+        assert_eq!(l.index(&sum).unwrap(), 0);
+        assert!(m.remove_named(&name).is_ok());
+    });
+}
