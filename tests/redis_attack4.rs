@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::redis::{redis_url, unique};
 use common::watchdog;
-use multiproc::Manager;
+use multiproc::pool::RemotePool;
+use multiproc::{task, Error, Manager};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -133,5 +134,81 @@ fn a_lists_float_sum_is_found_by_index() {
         let sum = l.increment(0, 2f64.powi(-1074 + 60)).unwrap();
         assert_eq!(l.index(&sum).unwrap(), 0);
         assert!(m.remove_named(&name).is_ok());
+    });
+}
+
+/// Another program's value where a pool counts its tasks' deaths (the
+/// `deaths` key of another type, or a task's count that is no number)
+/// fails no reaper: a reaper that failed there failed every worker's and
+/// every waiting submitter's call for ever (and pushed the tasks it had
+/// put back again at each try). The dead worker's task is reported, not
+/// run for ever nor lost.
+#[test]
+fn a_foreign_death_count_fails_no_reaper() {
+    let test = "a_foreign_death_count_fails_no_reaper";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    fn square(x: u64) -> u64 {
+        x * x
+    }
+    watchdog(test, LIMIT, || {
+        let mut conn = raw(&url);
+        for foreign_key in [true, false] {
+            let pool = RemotePool::connect_named(&url, &unique("deaths")).unwrap();
+            let prefix = format!("multiproc:{{pool:{}}}:", pool.name());
+            let part = |p: &str| format!("{prefix}{p}");
+            // No worker: the tasks wait; a "ghost" worker, dead (no
+            // heartbeat key), holds the first.
+            let first = pool.apply_async(task!(square), 3);
+            let second = pool.apply_async(task!(square), 4);
+            let id: String = redis::cmd("RPOPLPUSH")
+                .arg(part("pending"))
+                .arg(part("processing:ghost"))
+                .query(&mut conn)
+                .unwrap();
+            let _: u64 = redis::cmd("SADD")
+                .arg(part("workers"))
+                .arg("ghost")
+                .query(&mut conn)
+                .unwrap();
+            if foreign_key {
+                let _: () = redis::cmd("SET")
+                    .arg(part("deaths"))
+                    .arg("x")
+                    .query(&mut conn)
+                    .unwrap();
+            } else {
+                let _: u64 = redis::cmd("HSET")
+                    .arg(part("deaths"))
+                    .arg(&id)
+                    .arg("not a number")
+                    .query(&mut conn)
+                    .unwrap();
+            }
+            assert_eq!(pool.workers().unwrap(), 0);
+            assert_eq!(pool.workers().unwrap(), 0);
+            let pending: Vec<String> = redis::cmd("LRANGE")
+                .arg(part("pending"))
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .unwrap();
+            assert!(
+                pending.iter().filter(|p| **p == id).count() <= 1,
+                "{pending:?}"
+            );
+            let r = first.get_timeout(Duration::from_secs(5));
+            assert!(
+                matches!(r, Err(Error::WorkerDied { .. })),
+                "foreign key {foreign_key}: {r:?}"
+            );
+            assert!(!second.ready());
+            let _: u64 = redis::cmd("DEL")
+                .arg(part("deaths"))
+                .query(&mut conn)
+                .unwrap();
+            pool.remove().unwrap();
+        }
     });
 }
