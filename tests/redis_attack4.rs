@@ -212,3 +212,37 @@ fn a_foreign_death_count_fails_no_reaper() {
         }
     });
 }
+
+/// An acknowledgement whose unfinished count another program made
+/// digits past 64 bits is not reported failed after it removed the item
+/// (run again, it would answer that the reaper took it): it acknowledges
+/// and leaves the foreign count alone.
+#[test]
+fn an_ack_with_a_foreign_count_is_done_or_not_at_all() {
+    let test = "an_ack_with_a_foreign_count_is_done_or_not_at_all";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("ackcount");
+        let count = format!("multiproc:{{queue:{name}}}:u");
+        let mut conn = raw(&url);
+        let q = m.queue_named::<i64>(&name).unwrap();
+        q.put(&7).unwrap();
+        let (item, d) = q.get(Some(Duration::ZERO)).unwrap();
+        assert_eq!(item, 7);
+        let foreign = "99999999999999999999";
+        let _: () = redis::cmd("SET")
+            .arg(&count)
+            .arg(foreign)
+            .query(&mut conn)
+            .unwrap();
+        let acked = d.ack();
+        assert!(matches!(acked, Ok(true)), "{acked:?}");
+        let left: String = redis::cmd("GET").arg(&count).query(&mut conn).unwrap();
+        assert_eq!(left, foreign);
+        drop(q);
+        assert!(m.remove_named(&name).unwrap());
+    });
+}

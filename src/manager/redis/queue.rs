@@ -314,12 +314,13 @@ return 1
 
 /// What [`ACK`] and [`BURY`] share: one item finished. `v` is the count of
 /// unfinished items as read before any write (a foreign value there is
-/// left alone), `count` its key; the count reaching 0 pushes a token to
+/// left alone, digits past 64 bits too: the item is finished all the
+/// same), `count` its key; the count reaching 0 pushes a token to
 /// `joined` for [`QueueProxy::join`], which expires after `ttl` ms.
 const FINISH: &str = r"
 local function finish(v, count, joined, ttl)
   local u = v and string.match(v, '^%d+$') and tonumber(v)
-  if u and u > 0 and redis.call('DECR', count) == 0 then
+  if u and u > 0 and redis.pcall('DECR', count) == 0 then
     redis.call('DEL', joined)
     redis.call('RPUSH', joined, '1')
     redis.call('PEXPIRE', joined, ttl)
