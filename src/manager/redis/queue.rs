@@ -236,7 +236,7 @@ pub(super) fn token() -> Result<String> {
 
 /// Returns the items of consumers whose heartbeat expired to the head of
 /// the queue (the next taken), oldest first, with their delivery count one
-/// more; what is not an envelope goes to the dead letters. A consumer
+/// more (as digits: `tostring` writes 1e14 and up as `1e+14`); what is not an envelope goes to the dead letters. A consumer
 /// whose list of items is not a list (another program wrote it) is left
 /// alone, registered (so that deleting the queue deletes that key): one
 /// such key must not fail every reaper, and so every `get`. The keys of
@@ -263,7 +263,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
       if uid and #c <= 15 then
         local head = 'mpq1:' .. uid .. ':'
         local rest = string.sub(e, #head + #c + 2)
-        redis.call('RPUSH', KEYS[1], head .. tostring(tonumber(c) + 1) .. ':' .. rest)
+        redis.call('RPUSH', KEYS[1], head .. string.format('%d', tonumber(c) + 1) .. ':' .. rest)
         n = n + 1
       else
         redis.call('RPUSH', KEYS[3], e)
