@@ -296,3 +296,35 @@ fn a_large_delivery_count_survives_the_reaper() {
         m.remove_named(&name).unwrap();
     });
 }
+
+/// A queue's set of consumers that another program made a key of
+/// another type does not stop `remove_named`: the queue's script failed
+/// on it, and the name's lock, event and value (deleted after the queue)
+/// could never be removed.
+#[test]
+fn remove_named_deletes_a_queue_whose_consumer_set_is_foreign() {
+    let test = "remove_named_deletes_a_queue_whose_consumer_set_is_foreign";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("qforeign");
+        let mut conn = raw(&url);
+        let consumers = format!("multiproc:{{queue:{name}}}:c");
+        let _: () = redis::cmd("SET")
+            .arg(&consumers)
+            .arg("x")
+            .query(&mut conn)
+            .unwrap();
+        let v = m.value_named::<i64>(&name).unwrap();
+        v.set(&1).unwrap();
+        assert!(m.remove_named(&name).unwrap());
+        assert_eq!(v.get().unwrap(), None);
+        let left: u64 = redis::cmd("EXISTS")
+            .arg(&consumers)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(left, 0);
+    });
+}

@@ -236,7 +236,8 @@ pub(super) fn token() -> Result<String> {
 
 /// Returns the items of consumers whose heartbeat expired to the head of
 /// the queue (the next taken), oldest first, with their delivery count one
-/// more (as digits: `tostring` writes 1e14 and up as `1e+14`); what is not an envelope goes to the dead letters. A consumer
+/// more (as digits: `tostring` writes 1e14 and up as `1e+14`); what is
+/// not an envelope goes to the dead letters. A consumer
 /// whose list of items is not a list (another program wrote it) is left
 /// alone, registered (so that deleting the queue deletes that key): one
 /// such key must not fail every reaper, and so every `get`. The keys of
@@ -456,12 +457,16 @@ return 0
     )
 });
 
-/// Deletes a queue: its consumers' lists and heartbeats too.
+/// Deletes a queue: its consumers' lists and heartbeats too (those of
+/// the consumers in its set, when that key is a set: another program's
+/// key of another type there is deleted with the others).
 static DELETE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+local ids = {}
+if redis.call('TYPE', KEYS[2]).ok == 'set' then ids = redis.call('SMEMBERS', KEYS[2]) end
+for _, id in ipairs(ids) do
   n = n + redis.call('DEL', ARGV[1] .. 'p:' .. id, ARGV[1] .. 'hb:' .. id)
 end
 return n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], ARGV[1] .. 'u', ARGV[1] .. 'j')
