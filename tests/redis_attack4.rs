@@ -328,3 +328,37 @@ fn remove_named_deletes_a_queue_whose_consumer_set_is_foreign() {
         assert_eq!(left, 0);
     });
 }
+
+/// A pool whose workers' set or tasks' hash another program made a key
+/// of another type is removed all the same (its script failed on them,
+/// and the pool could never be removed).
+#[test]
+fn a_pool_with_foreign_keys_is_removed() {
+    let test = "a_pool_with_foreign_keys_is_removed";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let mut conn = raw(&url);
+        for part in ["workers", "tasks"] {
+            let pool = RemotePool::connect_named(&url, &unique("premove")).unwrap();
+            let prefix = format!("multiproc:{{pool:{}}}:", pool.name());
+            let _: () = redis::cmd("SET")
+                .arg(format!("{prefix}{part}"))
+                .arg("x")
+                .query(&mut conn)
+                .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(format!("{prefix}stop"))
+                .arg("1")
+                .query(&mut conn)
+                .unwrap();
+            pool.remove().unwrap();
+            let left: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut conn)
+                .unwrap();
+            assert!(left.is_empty(), "{part}: {left:?}");
+        }
+    });
+}

@@ -511,14 +511,20 @@ return 1",
 });
 
 /// Deletes a pool's keys: `KEYS` workers, tasks, deaths, pending, stop;
-/// `ARGV` key prefix.
+/// `ARGV` key prefix. The workers' and the tasks' keys are read only if
+/// they are a set and a hash (another program's key of another type there
+/// is deleted with the others, not a script that fails for ever).
 static REMOVE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
-for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local function read(k, want, cmd)
+  if redis.call('TYPE', k).ok ~= want then return {} end
+  return redis.call(cmd, k)
+end
+for _, w in ipairs(read(KEYS[1], 'set', 'SMEMBERS')) do
   redis.call('DEL', ARGV[1] .. 'alive:' .. w, ARGV[1] .. 'processing:' .. w)
 end
-for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+for _, id in ipairs(read(KEYS[2], 'hash', 'HKEYS')) do
   redis.call('DEL', ARGV[1] .. 'result:' .. id)
 end
 return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])",
