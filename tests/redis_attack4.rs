@@ -362,3 +362,58 @@ fn a_pool_with_foreign_keys_is_removed() {
         }
     });
 }
+
+/// An item that does not decode, taken by a `get` whose move of it to the
+/// dead letters then failed (here: the dead letters' key of another
+/// type), is not left for ever in the list of a consumer that lives on:
+/// the consumer is retired, and the reaper takes the item from it (to
+/// the queue, or as here, to the dead letters).
+#[test]
+fn an_item_whose_burial_failed_is_not_kept_by_a_live_consumer() {
+    let test = "an_item_whose_burial_failed_is_not_kept_by_a_live_consumer";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("bury");
+        let key = |p: &str| format!("multiproc:{{queue:{name}}}:{p}");
+        let mut conn = raw(&url);
+        let q = m.queue_named::<i64>(&name).unwrap();
+        let _: u64 = redis::cmd("LPUSH")
+            .arg(key("q"))
+            .arg("junk")
+            .query(&mut conn)
+            .unwrap();
+        // Reaped just now: the get's reaper (which would refuse the
+        // foreign key) is not due.
+        q.reap().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key("dead"))
+            .arg("x")
+            .query(&mut conn)
+            .unwrap();
+        let r = q.get(Some(Duration::ZERO));
+        assert!(r.is_err(), "{r:?}");
+        let _: u64 = redis::cmd("DEL").arg(key("dead")).query(&mut conn).unwrap();
+        // The retired consumer leaves (its heartbeat thread, at once);
+        // the reaper then takes its item (to the dead letters: it is no
+        // envelope).
+        let dead = || {
+            q.reap().unwrap();
+            redis::cmd("LRANGE")
+                .arg(key("dead"))
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<String>>(&mut raw(&url))
+                .unwrap()
+        };
+        assert!(
+            common::wait_until(Duration::from_secs(20), || dead() == ["junk"]),
+            "the item stayed with a consumer that lives on"
+        );
+        assert_eq!(q.qsize().unwrap(), 0);
+        drop(q);
+        m.remove_named(&name).unwrap();
+    });
+}

@@ -952,7 +952,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                 let (processing, dead) = (&consumer.processing, &self.inner.dead);
                 let (unfinished, joined) = (&self.inner.unfinished, &self.inner.joined);
                 let ours = if open(&e).is_some() { "1" } else { "0" };
-                self.inner.store.run(true, |c| {
+                let buried = self.inner.store.run(true, |c| {
                     BURY.key(processing)
                         .key(dead)
                         .key(unfinished)
@@ -961,7 +961,15 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                         .arg(ours)
                         .arg(TOKEN_MS)
                         .invoke::<u64>(c)
-                })?;
+                });
+                if let Err(err) = buried {
+                    // The item is still in this consumer's list: retired,
+                    // the consumer leaves when dropped (here), and the
+                    // reaper returns the item to the queue, rather than
+                    // leaving it there while this proxy lives.
+                    self.inner.retire(&consumer);
+                    return Err(err);
+                }
                 Err(Error::Deserialize(format!(
                     "{why}; the item was moved to the dead letters, {dead}"
                 )))
