@@ -417,3 +417,37 @@ fn an_item_whose_burial_failed_is_not_kept_by_a_live_consumer() {
         m.remove_named(&name).unwrap();
     });
 }
+
+/// A submission to a pool whose pending list another program made a key
+/// of another type fails before it writes anything: it stored the task's
+/// record and then failed, leaving a record no worker would ever see.
+#[test]
+fn a_submission_to_a_foreign_pending_key_writes_nothing() {
+    let test = "a_submission_to_a_foreign_pending_key_writes_nothing";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    fn square(x: u64) -> u64 {
+        x * x
+    }
+    watchdog(test, LIMIT, || {
+        let mut conn = raw(&url);
+        let pool = RemotePool::connect_named(&url, &unique("psubmit")).unwrap();
+        let prefix = format!("multiproc:{{pool:{}}}:", pool.name());
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}pending"))
+            .arg("x")
+            .query(&mut conn)
+            .unwrap();
+        let r = pool
+            .apply_async(task!(square), 3)
+            .get_timeout(Duration::ZERO);
+        assert!(r.is_err(), "{r:?}");
+        let records: u64 = redis::cmd("HLEN")
+            .arg(format!("{prefix}tasks"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(records, 0, "a failed submission left its record");
+        pool.remove().unwrap();
+    });
+}

@@ -336,9 +336,17 @@ impl Keys {
 }
 
 /// Stores chunks: `KEYS` tasks, pending; `ARGV` id, record, id, record, ….
+/// Another program's key of another type in either fails it before it
+/// writes anything (not after a record whose id no list holds).
 static SUBMIT: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
+for i, want in ipairs({'hash', 'list'}) do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= want and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. want .. ' of a pool')
+  end
+end
 for i = 1, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('LPUSH', KEYS[2], ARGV[i])
