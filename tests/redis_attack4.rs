@@ -451,3 +451,28 @@ fn a_submission_to_a_foreign_pending_key_writes_nothing() {
         pool.remove().unwrap();
     });
 }
+
+/// A join whose unfinished count another program made digits past 64
+/// bits does not return as if every item were done (the script's number
+/// came back from Lua as a negative integer).
+#[test]
+fn a_join_with_a_count_past_64_bits_is_not_done() {
+    let test = "a_join_with_a_count_past_64_bits_is_not_done";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    watchdog(test, LIMIT, || {
+        let m = Manager::connect_redis(&url).unwrap();
+        let name = unique("joinbig");
+        let mut conn = raw(&url);
+        let q = m.queue_named::<i64>(&name).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("multiproc:{{queue:{name}}}:u"))
+            .arg("99999999999999999999")
+            .query(&mut conn)
+            .unwrap();
+        let r = q.join(Some(Duration::ZERO));
+        assert!(r.is_err(), "{r:?}");
+        m.remove_named(&name).unwrap();
+    });
+}

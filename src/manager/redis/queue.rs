@@ -396,22 +396,23 @@ return n
     ))
 });
 
-/// The number of unfinished items (`KEYS[1]`, 0 if none); when it is 0
-/// and `ARGV[1]` is `1` (the caller was woken by a token), a token is
-/// left for the next waiter (one at most, expiring after `ARGV[2]` ms).
+/// The number of unfinished items (`KEYS[1]`, 0 if none), as its digits
+/// (a Lua number past 64 bits would come back as a wrong integer); when
+/// it is 0 and `ARGV[1]` is `1` (the caller was woken by a token), a
+/// token is left for the next waiter (one at most, expiring after
+/// `ARGV[2]` ms).
 static UNFINISHED: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
-local v = redis.call('GET', KEYS[1])
-local u = tonumber(v or '0')
-if not u then
+local v = redis.call('GET', KEYS[1]) or '0'
+if not string.match(v, '^%-?%d+$') then
   return redis.error_reply('PYERR ValueError the unfinished count of the queue is not a number')
 end
-if u <= 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[2]) == 0 then
+if tonumber(v) <= 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[2]) == 0 then
   redis.call('RPUSH', KEYS[2], '1')
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
-return u
+return v
 ",
     )
 });
@@ -789,7 +790,11 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                     .key(joined)
                     .arg(if woken { "1" } else { "0" })
                     .arg(TOKEN_MS)
-                    .invoke::<i64>(c)
+                    .invoke::<String>(c)
+            })?;
+            let left: i64 = left.parse().map_err(|_| Error::Remote {
+                kind: "ValueError".into(),
+                message: format!("the unfinished count of the queue, {left}, is past 64 bits"),
             })?;
             if left <= 0 {
                 return Ok(());
