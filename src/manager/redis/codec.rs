@@ -116,6 +116,81 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<PyValue> {
     }
 }
 
+/// Lua: `fmt(x)`, the codec's encoding of the float `x` without its `f`
+/// (as Rust's `{:?}` writes it: the shortest decimal that reads back the
+/// same, the nearest of those, an exact tie rounded up, as Rust's
+/// `flt2dec` does), for the scripts that store a float they computed.
+pub(crate) const LUA_FLOAT: &str = r"
+local function num(dg, e)
+  return tonumber(string.sub(dg, 1, 1) .. '.' .. string.sub(dg, 2) .. 'e' .. string.format('%d', e))
+end
+local function step(dg, e, by)
+  local n = #dg
+  local t = {}
+  for i = 1, n do t[i] = string.byte(dg, i) - 48 end
+  local i = n
+  t[i] = t[i] + by
+  while i > 1 and (t[i] < 0 or t[i] > 9) do
+    if t[i] < 0 then t[i] = t[i] + 10 else t[i] = t[i] - 10 end
+    i = i - 1
+    t[i] = t[i] + by
+  end
+  if t[1] > 9 then return '1' .. string.rep('0', n - 1), e + 1 end
+  if t[1] == 0 then return string.rep('9', n), e - 1 end
+  local out = {}
+  for j = 1, n do out[j] = string.char(t[j] + 48) end
+  return table.concat(out), e
+end
+local function shortest(ax)
+  local dg, e
+  for p = 0, 16 do
+    local lead, frac, ex = string.match(string.format('%.' .. p .. 'e', ax), '^(%d)%.?(%d*)e([-+]%d+)$')
+    dg, e = lead .. frac, tonumber(ex)
+    if num(dg, e) == ax then
+      local tl, tf, te = string.match(string.format('%.40e', ax), '^(%d)%.(%d*)e([-+]%d+)$')
+      local td = tl .. tf
+      if tonumber(te) == e and string.sub(td, 1, p + 1) == dg
+          and string.sub(td, p + 2) == '5' .. string.rep('0', 39 - p) then
+        local ud, ue = step(dg, e, 1)
+        if num(ud, ue) == ax then return ud, ue end
+      end
+      return dg, e
+    end
+    for _, by in ipairs({1, -1}) do
+      local od, oe = step(dg, e, by)
+      if num(od, oe) == ax then return od, oe end
+    end
+  end
+  return dg, e
+end
+local function fmt(x)
+  if x ~= x then return 'NaN' end
+  if x == math.huge then return 'inf' end
+  if x == -math.huge then return '-inf' end
+  if x == 0 then
+    if 1 / x < 0 then return '-0.0' end
+    return '0.0'
+  end
+  local sign = ''
+  if x < 0 then sign = '-' end
+  local a = math.abs(x)
+  local digits, e = shortest(a)
+  digits = string.gsub(digits, '0+$', '')
+  if a < 1e-4 or a >= 1e16 then
+    local m = string.sub(digits, 1, 1)
+    if #digits > 1 then m = m .. '.' .. string.sub(digits, 2) end
+    return sign .. m .. 'e' .. string.format('%d', e)
+  end
+  if e >= 0 then
+    if #digits <= e + 1 then
+      return sign .. digits .. string.rep('0', e + 1 - #digits) .. '.0'
+    end
+    return sign .. string.sub(digits, 1, e + 1) .. '.' .. string.sub(digits, e + 2)
+  end
+  return sign .. '0.' .. string.rep('0', -e - 1) .. digits
+end
+";
+
 const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// `key` made canonical: what Python finds equal is the same value

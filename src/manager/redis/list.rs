@@ -37,6 +37,7 @@ use crate::lazy::Lazy;
 
 use redis::Script;
 
+use super::codec::LUA_FLOAT;
 use super::{codec, fresh_name, key, Store};
 use crate::error::{Error, Result};
 use crate::manager::protocol::{Kind, Op};
@@ -353,42 +354,7 @@ static INCREMENT: Lazy<Script> = Lazy::new(|| {
         "{LUA_HELPERS}
 local TRUE, FALSE = ARGV[3], ARGV[4]
 {LUA_VALUES}
--- A float as Rust's `{{:?}}` writes it: the shortest digits that read back.
-local function fmtfloat(x)
-  if x ~= x then return 'NaN' end
-  if x == math.huge then return 'inf' end
-  if x == -math.huge then return '-inf' end
-  if x == 0 then if 1 / x < 0 then return '-0.0' else return '0.0' end end
-  local s
-  for p = 0, 16 do
-    s = string.format('%.' .. p .. 'e', x)
-    if tonumber(s) == x then break end
-  end
-  local sign, d1, frac, e = string.match(s, '^(%-?)(%d)%.?(%d*)e([-+]%d+)$')
-  local digits = d1 .. frac
-  local exp = tonumber(e)
-  local ax = math.abs(x)
-  if ax >= 1e-4 and ax < 1e16 then
-    local ip, fp
-    if exp >= 0 then
-      if #digits <= exp + 1 then
-        ip = digits .. string.rep('0', exp + 1 - #digits)
-        fp = '0'
-      else
-        ip = string.sub(digits, 1, exp + 1)
-        fp = string.sub(digits, exp + 2)
-      end
-    else
-      ip = '0'
-      fp = string.rep('0', -exp - 1) .. digits
-    end
-    return sign .. ip .. '.' .. fp
-  end
-  local m = d1
-  if #frac > 0 then m = m .. '.' .. frac end
-  return sign .. m .. 'e' .. string.format('%d', exp)
-end
-
+{LUA_FLOAT}
 local n = redis.call('LLEN', KEYS[1])
 local i = at(ARGV[1], n)
 if i < 0 or i >= n then
@@ -412,7 +378,7 @@ else
     if kind == 'i' then return tonumber(intof(s)) end
     return tonumber(string.sub(s, 2))
   end
-  new = 'f' .. fmtfloat(num(old, ko) + num(d, kd))
+  new = 'f' .. fmt(num(old, ko) + num(d, kd))
 end
 redis.call('LSET', KEYS[1], i, new)
 return {{'OK', new}}

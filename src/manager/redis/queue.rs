@@ -236,7 +236,8 @@ pub(super) fn token() -> Result<String> {
 
 /// Returns the items of consumers whose heartbeat expired to the head of
 /// the queue (the next taken), oldest first, with their delivery count one
-/// more; what is not an envelope goes to the dead letters. A consumer
+/// more (as digits: `tostring` writes 1e14 and up as `1e+14`); what is
+/// not an envelope goes to the dead letters. A consumer
 /// whose list of items is not a list (another program wrote it) is left
 /// alone, registered (so that deleting the queue deletes that key): one
 /// such key must not fail every reaper, and so every `get`. The keys of
@@ -263,7 +264,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
       if uid and #c <= 15 then
         local head = 'mpq1:' .. uid .. ':'
         local rest = string.sub(e, #head + #c + 2)
-        redis.call('RPUSH', KEYS[1], head .. tostring(tonumber(c) + 1) .. ':' .. rest)
+        redis.call('RPUSH', KEYS[1], head .. string.format('%d', tonumber(c) + 1) .. ':' .. rest)
         n = n + 1
       else
         redis.call('RPUSH', KEYS[3], e)
@@ -314,12 +315,13 @@ return 1
 
 /// What [`ACK`] and [`BURY`] share: one item finished. `v` is the count of
 /// unfinished items as read before any write (a foreign value there is
-/// left alone), `count` its key; the count reaching 0 pushes a token to
+/// left alone, digits past 64 bits too: the item is finished all the
+/// same), `count` its key; the count reaching 0 pushes a token to
 /// `joined` for [`QueueProxy::join`], which expires after `ttl` ms.
 const FINISH: &str = r"
 local function finish(v, count, joined, ttl)
   local u = v and string.match(v, '^%d+$') and tonumber(v)
-  if u and u > 0 and redis.call('DECR', count) == 0 then
+  if u and u > 0 and redis.pcall('DECR', count) == 0 then
     redis.call('DEL', joined)
     redis.call('RPUSH', joined, '1')
     redis.call('PEXPIRE', joined, ttl)
@@ -348,13 +350,25 @@ return n
 });
 
 /// Puts the envelopes `ARGV` at the tail of the queue and counts them
-/// unfinished (`KEYS[2]`), in one script.
+/// unfinished (`KEYS[2]`), in one script. The count is added first, and
+/// the queue's type checked before: a count that cannot grow (a foreign
+/// value, one at the edge of 64 bits) or a queue key of another type
+/// fails the put before anything is written (a put reported failed that
+/// had pushed its items would put them twice when run again).
 static PUT: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'list' and t ~= 'none' then
+  return redis.error_reply('PYERR TypeError the queue key is not a list (another program wrote it)')
+end
 local u = redis.call('GET', KEYS[2])
 if u and not string.match(u, '^%-?%d+$') then
   return redis.error_reply('PYERR ValueError the unfinished count of the queue is not a number')
+end
+local n = redis.pcall('INCRBY', KEYS[2], #ARGV)
+if type(n) == 'table' and n.err then
+  return redis.error_reply('PYERR ValueError the unfinished count of the queue cannot grow: ' .. n.err)
 end
 local i = 1
 while i <= #ARGV do
@@ -362,7 +376,7 @@ while i <= #ARGV do
   redis.call('LPUSH', KEYS[1], unpack(ARGV, i, j))
   i = j + 1
 end
-return redis.call('INCRBY', KEYS[2], #ARGV)
+return n
 ",
     )
 });
@@ -382,22 +396,23 @@ return n
     ))
 });
 
-/// The number of unfinished items (`KEYS[1]`, 0 if none); when it is 0
-/// and `ARGV[1]` is `1` (the caller was woken by a token), a token is
-/// left for the next waiter (one at most, expiring after `ARGV[2]` ms).
+/// The number of unfinished items (`KEYS[1]`, 0 if none), as its digits
+/// (a Lua number past 64 bits would come back as a wrong integer); when
+/// it is 0 and `ARGV[1]` is `1` (the caller was woken by a token), a
+/// token is left for the next waiter (one at most, expiring after
+/// `ARGV[2]` ms).
 static UNFINISHED: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
-local v = redis.call('GET', KEYS[1])
-local u = tonumber(v or '0')
-if not u then
+local v = redis.call('GET', KEYS[1]) or '0'
+if not string.match(v, '^%-?%d+$') then
   return redis.error_reply('PYERR ValueError the unfinished count of the queue is not a number')
 end
-if u <= 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[2]) == 0 then
+if tonumber(v) <= 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[2]) == 0 then
   redis.call('RPUSH', KEYS[2], '1')
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
-return u
+return v
 ",
     )
 });
@@ -443,12 +458,16 @@ return 0
     )
 });
 
-/// Deletes a queue: its consumers' lists and heartbeats too.
+/// Deletes a queue: its consumers' lists and heartbeats too (those of
+/// the consumers in its set, when that key is a set: another program's
+/// key of another type there is deleted with the others).
 static DELETE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+local ids = {}
+if redis.call('TYPE', KEYS[2]).ok == 'set' then ids = redis.call('SMEMBERS', KEYS[2]) end
+for _, id in ipairs(ids) do
   n = n + redis.call('DEL', ARGV[1] .. 'p:' .. id, ARGV[1] .. 'hb:' .. id)
 end
 return n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], ARGV[1] .. 'u', ARGV[1] .. 'j')
@@ -771,7 +790,11 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                     .key(joined)
                     .arg(if woken { "1" } else { "0" })
                     .arg(TOKEN_MS)
-                    .invoke::<i64>(c)
+                    .invoke::<String>(c)
+            })?;
+            let left: i64 = left.parse().map_err(|_| Error::Remote {
+                kind: "ValueError".into(),
+                message: format!("the unfinished count of the queue, {left}, is past 64 bits"),
             })?;
             if left <= 0 {
                 return Ok(());
@@ -934,7 +957,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                 let (processing, dead) = (&consumer.processing, &self.inner.dead);
                 let (unfinished, joined) = (&self.inner.unfinished, &self.inner.joined);
                 let ours = if open(&e).is_some() { "1" } else { "0" };
-                self.inner.store.run(true, |c| {
+                let buried = self.inner.store.run(true, |c| {
                     BURY.key(processing)
                         .key(dead)
                         .key(unfinished)
@@ -943,7 +966,15 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
                         .arg(ours)
                         .arg(TOKEN_MS)
                         .invoke::<u64>(c)
-                })?;
+                });
+                if let Err(err) = buried {
+                    // The item is still in this consumer's list: retired,
+                    // the consumer leaves when dropped (here), and the
+                    // reaper returns the item to the queue, rather than
+                    // leaving it there while this proxy lives.
+                    self.inner.retire(&consumer);
+                    return Err(err);
+                }
                 Err(Error::Deserialize(format!(
                     "{why}; the item was moved to the dead letters, {dead}"
                 )))

@@ -17,10 +17,13 @@ fn part(name: &str) -> String {
 }
 
 /// Adds a float to the value (an int, a float or nothing, which is 0):
-/// the sum, stored as a float.
+/// the sum, stored as a float as the codec stores it (so that a
+/// `compare_and_set` of the sum `get` answers finds it).
 static ADD_FLOAT: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
-        r"
+        &[
+            codec::LUA_FLOAT,
+            r"
 local v = redis.call('GET', KEYS[1])
 local x
 if not v then x = 0
@@ -30,15 +33,12 @@ end
 if x == nil then
   return redis.error_reply('PYERR TypeError the value is not a number')
 end
-local y = x + tonumber(ARGV[1])
-local s
-if y ~= y then s = 'NaN'
-elseif y == math.huge then s = 'inf'
-elseif y == -math.huge then s = '-inf'
-else s = string.format('%.17g', y) end
-redis.call('SET', KEYS[1], 'f' .. s)
-return 'f' .. s
+local s = 'f' .. fmt(x + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], s)
+return s
 ",
+        ]
+        .concat(),
     )
 });
 

@@ -336,9 +336,17 @@ impl Keys {
 }
 
 /// Stores chunks: `KEYS` tasks, pending; `ARGV` id, record, id, record, ….
+/// Another program's key of another type in either fails it before it
+/// writes anything (not after a record whose id no list holds).
 static SUBMIT: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
+for i, want in ipairs({'hash', 'list'}) do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= want and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. want .. ' of a pool')
+  end
+end
 for i = 1, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('LPUSH', KEYS[2], ARGV[i])
@@ -372,14 +380,25 @@ return redis.call('HGET', KEYS[1], ARGV[1])",
 });
 
 /// What the scripts that write a result share: whether another program's
-/// value (not a list) is in the result key `k`. It is left alone, and the
-/// script's other writes are done (a script that failed half way would
-/// leave the task in no list, and end the worker that ran it, and each
-/// worker that runs the reaper after it).
+/// value (not a list) is in the result key `k`; and a run's death
+/// counted in the hash `deaths`, whether it is the task's second. Another
+/// program's value is left alone, and the script's other writes are done
+/// (a script that failed half way would leave the task in no list, and
+/// end the worker that ran it, and each worker that runs the reaper after
+/// it): a count that cannot be kept (the key of another type, a field
+/// that is no number) counts as a second death, so that the task is
+/// reported rather than run again for ever.
 const FOREIGN: &str = r"
 local function foreign(k)
   local t = redis.call('TYPE', k).ok
   return t ~= 'list' and t ~= 'none'
+end
+local function second_death(deaths, id)
+  local n = redis.pcall('HINCRBY', deaths, id, 1)
+  return type(n) ~= 'number' or n >= 2
+end
+local function forget_deaths(deaths, id)
+  redis.pcall('HDEL', deaths, id)
 end
 ";
 
@@ -399,7 +418,7 @@ if held == 0 then
   -- the reaper took it from this worker meanwhile: it may wait again
   redis.call('LREM', KEYS[4], 0, ARGV[1])
 end
-redis.call('HDEL', KEYS[3], ARGV[1])
+forget_deaths(KEYS[3], ARGV[1])
 if foreign(KEYS[5]) then
   return 0
 end
@@ -419,9 +438,9 @@ local held = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 or held == 0 then
   return 'gone'
 end
-if redis.call('HINCRBY', KEYS[3], ARGV[1], 1) >= 2 then
+if second_death(KEYS[3], ARGV[1]) then
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[3], ARGV[1])
+  forget_deaths(KEYS[3], ARGV[1])
   if not foreign(KEYS[5]) then
     redis.call('RPUSH', KEYS[5], 'W' .. ARGV[2])
     redis.call('PEXPIRE', KEYS[5], ARGV[3])
@@ -450,10 +469,10 @@ for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
     for _, id in ipairs(ids) do
       if redis.call('HEXISTS', KEYS[2], id) == 1 then
-        if redis.call('HINCRBY', KEYS[3], id, 1) >= 2 then
+        if second_death(KEYS[3], id) then
           local result = ARGV[1] .. 'result:' .. id
           redis.call('HDEL', KEYS[2], id)
-          redis.call('HDEL', KEYS[3], id)
+          forget_deaths(KEYS[3], id)
           if not foreign(result) then
             redis.call('RPUSH', result, 'W' .. ARGV[3])
             redis.call('PEXPIRE', result, ARGV[2])
@@ -500,14 +519,20 @@ return 1",
 });
 
 /// Deletes a pool's keys: `KEYS` workers, tasks, deaths, pending, stop;
-/// `ARGV` key prefix.
+/// `ARGV` key prefix. The workers' and the tasks' keys are read only if
+/// they are a set and a hash (another program's key of another type there
+/// is deleted with the others, not a script that fails for ever).
 static REMOVE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
-for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local function read(k, want, cmd)
+  if redis.call('TYPE', k).ok ~= want then return {} end
+  return redis.call(cmd, k)
+end
+for _, w in ipairs(read(KEYS[1], 'set', 'SMEMBERS')) do
   redis.call('DEL', ARGV[1] .. 'alive:' .. w, ARGV[1] .. 'processing:' .. w)
 end
-for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+for _, id in ipairs(read(KEYS[2], 'hash', 'HKEYS')) do
   redis.call('DEL', ARGV[1] .. 'result:' .. id)
 end
 return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])",
