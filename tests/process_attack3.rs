@@ -41,3 +41,34 @@ fn imap_unordered_iterated_in_a_forked_child_does_not_hang() {
         drop(pool);
     });
 }
+
+fn answer() -> u32 {
+    42
+}
+
+/// An `imap_unordered` iterator made on the caller's thread and iterated
+/// in one of the same pool's callbacks, on the thread that delivers its
+/// results: a chunk not done yet is the error `imap` gives there, not a
+/// wait that would hold the pool's scheduler for ever.
+#[test]
+fn imap_unordered_iterated_in_a_callback_of_its_pool_does_not_hang() {
+    watchdog("imap_unordered in a callback", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        // One worker held for ever; the other runs the callback's task.
+        let unordered = pool.imap_unordered(park, [1u32], None);
+        let (tx, rx) = std::sync::mpsc::channel();
+        pool.apply_async_with(answer, (), move |_| {
+            let got: Vec<_> = unordered.collect();
+            let _ = tx.send(format!("{got:?}"));
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(got) => assert!(got.starts_with("[Err(PoolState("), "{got}"),
+            Err(_) => {
+                // The scheduler thread is stuck in the callback: a drop
+                // would wait for it for ever.
+                std::mem::forget(pool);
+                panic!("the callback's iteration did not return");
+            }
+        }
+    });
+}
