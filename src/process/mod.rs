@@ -382,9 +382,11 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     }
 
     /// A daemon child is killed (`SIGKILL`) when the parent exits, however
-    /// it exits, and at the end of its [`scope`]. Note: for an abnormal
-    /// exit, Linux ties this to the parent *thread* that calls
-    /// [`start`](Process::start), so start daemons from a long-lived thread.
+    /// it exits, and at the end of its [`scope`]. Note: Linux ties the kill
+    /// on an abnormal exit (`PR_SET_PDEATHSIG`) to the parent *thread* that
+    /// calls [`start`](Process::start): a daemon is killed as soon as that
+    /// thread ends, even if the process runs on (Python's lives until the
+    /// process exits), so start daemons from a long-lived thread.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self
