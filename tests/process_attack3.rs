@@ -99,3 +99,40 @@ fn a_daemon_started_from_a_thread_dies_with_that_thread() {
         assert!(!matches!((&ours).read(&mut [0u8; 1]), Ok(1)));
     });
 }
+
+fn block_for_ever(_: ()) {
+    loop {
+        std::thread::park();
+    }
+}
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The process-wide fork server killed again and again: each start after
+/// a kill starts a new server, and the dead one's descriptors (its request
+/// socket, its pid file descriptor) go, rather than stay open for the rest
+/// of the process's life.
+#[test]
+fn a_fork_server_killed_again_and_again_leaks_no_descriptor() {
+    watchdog("fork server killed again and again", LIMIT, || {
+        // In a child, which has a fork server of its own, so that killing
+        // it disturbs no other test.
+        let p = static_child(|| {
+            let mut counts = Vec::new();
+            for _ in 0..5 {
+                let mut a = multiproc::Process::forkserver(block_for_ever, ());
+                a.start().unwrap();
+                let server = common::procfs::ppid(a.pid().unwrap()).unwrap();
+                a.kill().unwrap();
+                assert_eq!(a.join().unwrap(), -9);
+                // SAFETY: the server is this process's child, never reaped.
+                assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+                counts.push(open_descriptors());
+            }
+            assert!(counts.windows(2).all(|w| w[0] == w[1]), "{counts:?}");
+        });
+        assert_eq!(join(&p, LIMIT), 0);
+    });
+}
