@@ -358,6 +358,31 @@ pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// [`die_with_parent`] for a child forked by the thread `thread` of
+/// `parent`. The kernel sends the signal when that thread ends (not the
+/// process), and a thread that ended before the request was made never
+/// sends it: then the calling process is killed now, as it would have been,
+/// so that a daemon started from a thread that ends at once dies the same
+/// way every time.
+pub(crate) fn die_with_parent_thread(parent: u32, thread: u32) -> io::Result<()> {
+    die_with_parent(parent)?;
+    // SAFETY: signal 0 only asks whether the thread exists.
+    let asked = syscall(unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            parent as libc::pid_t,
+            thread as libc::pid_t,
+            0,
+        )
+    });
+    if matches!(asked, Err(e) if e.raw_os_error() == Some(libc::ESRCH)) {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() } as u32;
+        kill(me, libc::SIGKILL)?;
+    }
+    Ok(())
+}
+
 /// A pid file descriptor: a handle on one process that never refers to
 /// another process after the pid is reused.
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
