@@ -144,3 +144,62 @@ fn a_fork_server_killed_again_and_again_leaks_no_descriptor() {
         assert_eq!(join(&p, LIMIT), 0);
     });
 }
+
+fn quick(_: ()) {}
+
+/// Threads starting fork-server children while the server is killed again
+/// and again: every start either runs its child or fails, none hangs, and
+/// the dead servers' descriptors are all closed by the end (the last
+/// thread using one closes it).
+#[test]
+fn threads_start_fork_server_children_while_the_server_is_killed() {
+    watchdog("fork server killed under threads", LIMIT, || {
+        let p = static_child(|| {
+            let base = {
+                let mut a = multiproc::Process::forkserver(quick, ());
+                a.start().unwrap();
+                assert_eq!(a.join().unwrap(), 0);
+                open_descriptors()
+            };
+            let starters: Vec<_> = (0..4)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        let mut ran = 0;
+                        for _ in 0..25 {
+                            let mut c = multiproc::Process::forkserver(quick, ());
+                            if c.start().is_ok() {
+                                let code = c.join().unwrap();
+                                assert!(code == 0 || code == -9, "{code}");
+                                ran += 1;
+                            }
+                        }
+                        ran
+                    })
+                })
+                .collect();
+            let mut killed = 0;
+            while killed < 5 {
+                let mut a = multiproc::Process::forkserver(block_for_ever, ());
+                if a.start().is_err() {
+                    continue;
+                }
+                let server = common::procfs::ppid(a.pid().unwrap());
+                a.kill().unwrap();
+                let _ = a.join();
+                if let Some(server) = server.filter(|&s| s != std::process::id()) {
+                    // SAFETY: the server is this process's child (or gone).
+                    unsafe { libc::kill(server as i32, libc::SIGKILL) };
+                    killed += 1;
+                }
+            }
+            let ran: usize = starters.into_iter().map(|t| t.join().unwrap()).sum();
+            assert!(ran > 0);
+            // Once more after the last kill: the last dead server retired.
+            let mut a = multiproc::Process::forkserver(quick, ());
+            a.start().unwrap();
+            assert_eq!(a.join().unwrap(), 0);
+            assert_eq!(open_descriptors(), base);
+        });
+        assert_eq!(join(&p, LIMIT), 0);
+    });
+}
