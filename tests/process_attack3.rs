@@ -203,3 +203,29 @@ fn threads_start_fork_server_children_while_the_server_is_killed() {
         assert_eq!(join(&p, LIMIT), 0);
     });
 }
+
+/// A child killed by the first or the last real-time signal prints as
+/// Python's repr prints it (`exitcode=-SIGRTMIN`, `exitcode=-SIGRTMAX`:
+/// Python's table has the two by name), and one in between by number.
+#[test]
+fn exit_codes_of_real_time_signals_print_as_pythons() {
+    watchdog("real-time signals", LIMIT, || {
+        for (signal, shown) in [
+            (libc::SIGRTMIN(), "-SIGRTMIN".to_string()),
+            (libc::SIGRTMAX(), "-SIGRTMAX".to_string()),
+            (libc::SIGRTMIN() + 1, format!("-{}", libc::SIGRTMIN() + 1)),
+        ] {
+            let mut p = multiproc::Process::new(move || {
+                // SAFETY: raising a signal whose default action ends the process.
+                unsafe { libc::raise(signal) };
+            });
+            p.start().unwrap();
+            assert_eq!(join(&p, Duration::from_secs(30)), -signal);
+            let printed = p.to_string();
+            assert!(
+                printed.ends_with(&format!(" stopped exitcode={shown}>")),
+                "{printed}"
+            );
+        }
+    });
+}

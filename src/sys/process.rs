@@ -187,7 +187,17 @@ pub(crate) fn signal_name(n: i32) -> Option<&'static str> {
         (libc::SIGPWR, "SIGPWR"),
         (libc::SIGSYS, "SIGSYS"),
     ];
-    NAMES.iter().find(|(s, _)| *s == n).map(|(_, name)| *name)
+    // The real-time signals' ends are in Python's table too (by the C
+    // library's numbers, 34 and 64 under glibc); those between are not.
+    let real_time = [
+        (libc::SIGRTMIN(), "SIGRTMIN"),
+        (libc::SIGRTMAX(), "SIGRTMAX"),
+    ];
+    NAMES
+        .iter()
+        .chain(&real_time)
+        .find(|(s, _)| *s == n)
+        .map(|(_, name)| *name)
 }
 
 /// Sends `signal` to process `pid`. Only for a child that this process
