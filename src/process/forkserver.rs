@@ -20,11 +20,13 @@
 //! first, and every child is killed if the server dies, so it leaves
 //! neither zombies nor orphans.
 
+use std::cell::UnsafeCell;
 use std::ffi::OsString;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -279,12 +281,93 @@ pub(super) fn exit_code(status: &OwnedFd) -> Option<i32> {
 /// own: the inherited one is the parent's.
 struct Global {
     owner: u32,
-    server: ForkServer,
+    /// Dropped (its descriptors closed) once it is retired and unused.
+    server: UnsafeCell<ManuallyDrop<ForkServer>>,
+    /// The [`Lease`]s on `server`, with [`RETIRED`] set once the server
+    /// was found dead and replaced: no lease is taken after that, and the
+    /// last one out (or the retirement, if there is none) drops the server.
+    users: AtomicUsize,
 }
 
-/// Leaked once per process that starts one, so that it is reached without
+/// The bit of [`Global::users`] that says the server was replaced.
+const RETIRED: usize = 1 << (usize::BITS - 1);
+
+impl Global {
+    /// A lease on the server, unless it was retired.
+    fn lease(&'static self) -> Option<Lease> {
+        let mut users = self.users.load(Ordering::Acquire);
+        loop {
+            if users & RETIRED != 0 {
+                return None;
+            }
+            match self.users.compare_exchange_weak(
+                users,
+                users + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Lease(self)),
+                Err(now) => users = now,
+            }
+        }
+    }
+
+    /// Takes no more leases; the server goes with the last one.
+    fn retire(&self) {
+        if self.users.fetch_or(RETIRED, Ordering::AcqRel) == 0 {
+            // SAFETY: no lease is held (the count was zero) and none can be
+            // taken any more (retired): nothing refers to the server, and
+            // this is the one transition to "retired and unused".
+            unsafe { self.drop_server() };
+        }
+    }
+
+    /// Drops the server (stopping nothing: it is dead) and so closes its
+    /// descriptors.
+    ///
+    /// # Safety
+    /// Once only, with no reference to the server left or to come.
+    unsafe fn drop_server(&self) {
+        // SAFETY: the caller's promise: nobody else reaches the server.
+        let server = unsafe { &mut *self.server.get() };
+        // SAFETY: dropped once (the caller's promise), never used after.
+        unsafe { ManuallyDrop::drop(server) };
+    }
+}
+
+// SAFETY: the server is shared as `&ForkServer` (which is `Sync`) through
+// leases only, and reached mutably once, to drop it, when no lease is held
+// and none can be taken (see `Global::retire` and `Lease`'s drop).
+unsafe impl Sync for Global {}
+
+/// Use of a [`Global`]'s server, which stays open meanwhile.
+struct Lease(&'static Global);
+
+impl std::ops::Deref for Lease {
+    type Target = ForkServer;
+
+    fn deref(&self) -> &ForkServer {
+        // SAFETY: the server is dropped only once retired with no lease
+        // held, and this lease is held.
+        unsafe { &*self.0.server.get() }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.0.users.fetch_sub(1, Ordering::AcqRel) == RETIRED | 1 {
+            // SAFETY: this was the last lease of a retired server: nothing
+            // else refers to it, none can come, and the count is now
+            // `RETIRED` alone, which no other lease or retirement leaves.
+            unsafe { self.0.drop_server() };
+        }
+    }
+}
+
+/// Leaked once per server a process starts, so that it is reached without
 /// a lock (a lock held by another thread at a fork would stay held in the
-/// child).
+/// child); a dead server's descriptors are closed once it is replaced and
+/// no thread uses it any more.
 static GLOBAL: AtomicPtr<Global> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Starts this process's fork server for [`Process::forkserver`] if it is
@@ -315,34 +398,50 @@ pub(super) fn fork_global(name: &str, path: &[u32], call: &Call) -> Result<Serve
     }
 }
 
-fn global() -> Result<&'static ForkServer> {
+fn global() -> Result<Lease> {
     let me = sys::getpid();
     let current = GLOBAL.load(Ordering::Acquire);
-    // SAFETY: a non-null pointer in GLOBAL came from `Box::leak` and is
-    // never freed: valid for the life of the process (and its forks).
-    if let Some(g) = unsafe { current.as_ref() } {
-        if g.owner == me {
-            if g.server.is_running() {
-                return Ok(&g.server);
-            }
-            // Killed (by a user, the OOM killer): as Python's
-            // `ensure_running`, start another. The dead one is reaped; its
-            // `Global` stays leaked, since other threads may still hold it.
-            let _ = g.server.process.join();
+    // SAFETY: a non-null pointer in GLOBAL came from `Box::into_raw` and
+    // is never freed: valid for the life of the process (and its forks).
+    let found = unsafe { current.as_ref() }.filter(|g| g.owner == me);
+    if let Some(g) = found {
+        // Retired: another thread replaced it meanwhile; look again.
+        let Some(lease) = g.lease() else {
+            return global();
+        };
+        if lease.is_running() {
+            return Ok(lease);
         }
+        // Killed (by a user, the OOM killer): as Python's
+        // `ensure_running`, start another. The dead one is reaped.
+        let _ = lease.process.join();
     }
     let mine = Box::into_raw(Box::new(Global {
         owner: me,
-        server: ForkServer::start("ForkServer", Box::new(|body, _| run_encoded(&body)))?,
+        server: UnsafeCell::new(ManuallyDrop::new(ForkServer::start(
+            "ForkServer",
+            Box::new(|body, _| run_encoded(&body)),
+        )?)),
+        users: AtomicUsize::new(0),
     }));
     match GLOBAL.compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire) {
-        // The inherited server (if any) is the parent's: left alone.
-        // SAFETY: `mine` was just leaked and is now published, never freed.
-        Ok(_) => Ok(unsafe { &(*mine).server }),
+        Ok(_) => {
+            // The dead server's descriptors close with its last lease. An
+            // inherited server (another owner's) is the parent's: left alone.
+            if let Some(g) = found {
+                g.retire();
+            }
+            // SAFETY: `mine` is now published, never freed.
+            let g: &'static Global = unsafe { &*mine };
+            // Retired only by the thread that replaces it, after this one.
+            g.lease().map_or_else(global, Ok)
+        }
         Err(_) => {
             // Another thread of this process started one first: use that.
             // SAFETY: `mine` was never published; this is its only owner.
-            drop(unsafe { Box::from_raw(mine) });
+            let mine = unsafe { Box::from_raw(mine) };
+            // SAFETY: never published: nothing else refers to its server.
+            unsafe { mine.drop_server() };
             global()
         }
     }

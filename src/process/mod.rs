@@ -382,9 +382,11 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     }
 
     /// A daemon child is killed (`SIGKILL`) when the parent exits, however
-    /// it exits, and at the end of its [`scope`]. Note: for an abnormal
-    /// exit, Linux ties this to the parent *thread* that calls
-    /// [`start`](Process::start), so start daemons from a long-lived thread.
+    /// it exits, and at the end of its [`scope`]. Note: Linux ties the kill
+    /// on an abnormal exit (`PR_SET_PDEATHSIG`) to the parent *thread* that
+    /// calls [`start`](Process::start): a daemon is killed as soon as that
+    /// thread ends, even if the process runs on (Python's lives until the
+    /// process exits), so start daemons from a long-lived thread.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self
@@ -559,6 +561,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         gate: StartGate,
     ) -> std::result::Result<(u32, GateParent, T), (Error, T)> {
         let parent = current_process();
+        let thread = sys::gettid();
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
         FORKING_FOR_SCOPE.set(None);
@@ -571,7 +574,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 if !StartGate::opened(gate.child) {
                     sys::exit_now(1);
                 }
-                self.run_child(target.into_target(), parent, listed)
+                self.run_child(target.into_target(), parent, thread, listed)
             }
             Ok(Forked::Parent { pid }) => {
                 drop(gate.child);
@@ -580,7 +583,14 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         }
     }
 
-    fn run_child(&mut self, target: Target<'a>, parent: ProcessInfo, listed: bool) -> ! {
+    /// Runs the child forked by the thread `thread` of `parent`.
+    fn run_child(
+        &mut self,
+        target: Target<'a>,
+        parent: ProcessInfo,
+        thread: u32,
+        listed: bool,
+    ) -> ! {
         let parent_pid = parent.pid;
         // The fork handlers released the registries: this is the only thread.
         *identity() = Some(Identity {
@@ -589,7 +599,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             parent,
         });
         CHILD_COUNTER.store(0, Ordering::Relaxed);
-        if self.daemon && sys::die_with_parent(parent_pid).is_err() {
+        if self.daemon && sys::die_with_parent_thread(parent_pid, thread).is_err() {
             sys::exit_now(1);
         }
         if listed {

@@ -187,7 +187,17 @@ pub(crate) fn signal_name(n: i32) -> Option<&'static str> {
         (libc::SIGPWR, "SIGPWR"),
         (libc::SIGSYS, "SIGSYS"),
     ];
-    NAMES.iter().find(|(s, _)| *s == n).map(|(_, name)| *name)
+    // The real-time signals' ends are in Python's table too (by the C
+    // library's numbers, 34 and 64 under glibc); those between are not.
+    let real_time = [
+        (libc::SIGRTMIN(), "SIGRTMIN"),
+        (libc::SIGRTMAX(), "SIGRTMAX"),
+    ];
+    NAMES
+        .iter()
+        .chain(&real_time)
+        .find(|(s, _)| *s == n)
+        .map(|(_, name)| *name)
 }
 
 /// Sends `signal` to process `pid`. Only for a child that this process
@@ -354,6 +364,31 @@ pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } as u32 != parent {
         exit_now(1);
+    }
+    Ok(())
+}
+
+/// [`die_with_parent`] for a child forked by the thread `thread` of
+/// `parent`. The kernel sends the signal when that thread ends (not the
+/// process), and a thread that ended before the request was made never
+/// sends it: then the calling process is killed now, as it would have been,
+/// so that a daemon started from a thread that ends at once dies the same
+/// way every time.
+pub(crate) fn die_with_parent_thread(parent: u32, thread: u32) -> io::Result<()> {
+    die_with_parent(parent)?;
+    // SAFETY: signal 0 only asks whether the thread exists.
+    let asked = syscall(unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            parent as libc::pid_t,
+            thread as libc::pid_t,
+            0,
+        )
+    });
+    if matches!(asked, Err(e) if e.raw_os_error() == Some(libc::ESRCH)) {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() } as u32;
+        kill(me, libc::SIGKILL)?;
     }
     Ok(())
 }

@@ -505,9 +505,12 @@ impl Pool {
     }
 
     /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
-    /// done, in whatever order (Python's `imap_unordered`). In one of the
-    /// same pool's callbacks, a chunk not done yet yields a
-    /// [`Error::PoolState`] at once, as with `imap` (see [`AsyncResult::get`]).
+    /// done, in whatever order (Python's `imap_unordered`). Iterated in one
+    /// of the same pool's callbacks (wherever the iterator was made), a
+    /// chunk not done yet yields a [`Error::PoolState`] at once, as with
+    /// `imap` (see [`AsyncResult::get`]);
+    /// in a forked child that took the iterator, every chunk not yielded
+    /// yet does (the results arrive in the pool's process only).
     pub fn imap_unordered<A, R, T>(
         &self,
         f: T,
@@ -523,26 +526,35 @@ impl Pool {
         let (tx, rx) = std::sync::mpsc::channel::<TaskOutcome>();
         let items = items.into_iter().collect();
         let size = chunksize.unwrap_or(1);
-        if self.on_scheduler_thread() {
-            // In one of this pool's callbacks, whose thread would make the
-            // deliveries that the iteration waits for: each chunk yields
-            // what is known now, for one not done the error `imap` gives
-            // here, instead of a wait that would never end.
-            for chunk in self.submit::<fn(A) -> R, T, Plain>(f, items, size, || None) {
-                let _ = tx.send(chunk.outcome_on_scheduler());
-            }
-        } else {
-            let each_chunk = || -> Option<Callback> {
-                let tx = tx.clone();
-                Some(Callback::delivery(move |o: &TaskOutcome| {
-                    let _ = tx.send(o.clone());
-                }))
-            };
-            // Results arrive through the callbacks, not the handles.
-            let _: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(f, items, size, each_chunk);
-        }
+        let each_chunk = || -> Option<Callback> {
+            let tx = tx.clone();
+            Some(Callback::delivery(move |o: &TaskOutcome| {
+                let _ = tx.send(o.clone());
+            }))
+        };
+        // Results arrive through the callbacks, not the handles.
+        let chunks: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(f, items, size, each_chunk);
+        let mut left = chunks.len();
         drop(tx);
-        rx.into_iter().flat_map(|o| per_item(decode::<R>(o)))
+        let (owner, scheduler) = (self.owner, self.scheduler_thread);
+        std::iter::from_fn(move || {
+            left = left.checked_sub(1)?;
+            // In a forked child, where the scheduler thread that delivers
+            // the outcomes does not run, every chunk left is the error
+            // `imap` gives there, not a wait for ever (the channel is not
+            // touched: a fork may have copied it in the middle of a send).
+            if sys::getpid() != owner {
+                return Some(TaskOutcome::Foreign);
+            }
+            // In one of the pool's callbacks (wherever the iterator was made),
+            // on the thread that makes the deliveries: none comes while it
+            // runs, so a chunk not delivered yet is not waited for.
+            if std::thread::current().id() == scheduler {
+                return Some(rx.try_recv().unwrap_or(TaskOutcome::OnScheduler));
+            }
+            rx.recv().ok()
+        })
+        .flat_map(|o| per_item(decode::<R>(o)))
     }
 
     /// Accepts no more tasks; queued ones still run. Follow with

@@ -277,15 +277,6 @@ impl<R: DeserializeOwned> Chunk<R> {
         decode(std::future::poll_fn(|cx| awaiting.slot.poll(cx, &mut awaiting.key)).await)
     }
 
-    /// The outcome as known on the pool's scheduler thread, which cannot
-    /// wait for it (it would deliver it): [`TaskOutcome::OnScheduler`] if
-    /// it is not there yet.
-    pub(super) fn outcome_on_scheduler(&self) -> TaskOutcome {
-        self.slot
-            .wait(Deadline::Now)
-            .unwrap_or(TaskOutcome::OnScheduler)
-    }
-
     fn wait(&self, deadline: Deadline) -> bool {
         self.slot
             .wait(deadline)
