@@ -131,7 +131,8 @@ pub(crate) struct RequestParts<'a> {
     /// The object's ident (`None` for a call of the server's).
     pub(crate) ident: Option<&'a str>,
     pub(crate) method: &'a str,
-    /// The positional arguments, scalars all.
+    /// The positional arguments: scalars and lists of scalars, or an
+    /// `update`'s one dict of scalars (a key set twice there twice).
     pub(crate) args: Vec<PyValue>,
     /// What decoding the request charges a budget: memory, then work (as
     /// [`loads`] would have charged it).
@@ -140,11 +141,17 @@ pub(crate) struct RequestParts<'a> {
 
 /// The most arguments [`request_parts`] reads.
 const PARTS_MAX_ARGS: usize = 8;
+/// The most items of a list or an `update`'s dict [`request_parts`] reads
+/// (a larger one is the decoders', which charge the budget before they
+/// allocate).
+const PARTS_MAX_ITEMS: usize = 4096;
 
 /// A request read straight from `bytes` when they are exactly the pickle
 /// of `(ident, method, args, {})` whose ident is a str or `None`, method
 /// a str and args a tuple of at most [`PARTS_MAX_ARGS`] scalars (`None`,
-/// bools, ints of `i64`, floats, short strs and bytes), as CPython's
+/// bools, ints of `i64`, floats, short strs and bytes) or lists of
+/// scalars, or an `update`'s one dict of scalars (its items as set, a key
+/// set twice twice, as [`loads_request`] reads them), as CPython's
 /// clients write it (protocol 4, one frame, each str and tuple memoized)
 /// and multiproc's (no frame, no memo): what [`loads`] decodes from them
 /// and `Request::parse` takes apart, without the tuple around them. `None`
@@ -186,24 +193,7 @@ pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
     }
     loop {
         let code = r.byte()?;
-        let scalar = match code {
-            op::NONE
-            | op::NEWTRUE
-            | op::NEWFALSE
-            | op::BININT1
-            | op::BININT2
-            | op::BININT
-            | op::LONG1
-            | op::BINFLOAT => r.scalar(code)?,
-            op::SHORT_BINUNICODE => PyValue::Str(r.short_str()?.into()),
-            op::SHORT_BINBYTES => {
-                let n = usize::from(r.byte()?);
-                let b = r.take(n)?.to_vec();
-                r.node(n);
-                r.memoized();
-                args.push(PyValue::Bytes(b));
-                continue;
-            }
+        let arg = match code {
             op::EMPTY_TUPLE if !marked && args.is_empty() => break,
             op::TUPLE1 | op::TUPLE2 | op::TUPLE3 if !marked => {
                 if args.len() != usize::from(code - op::TUPLE1 + 1) {
@@ -212,15 +202,18 @@ pub(crate) fn request_parts(bytes: &[u8]) -> Option<RequestParts<'_>> {
                 break;
             }
             op::TUPLE if marked => break,
-            _ => return None,
+            // The batches `d.update({...})`, `l.extend([...])` and
+            // `get_many` send.
+            op::EMPTY_DICT if method == "update" && args.is_empty() => {
+                PyValue::Dict(r.dict_items()?)
+            }
+            op::EMPTY_LIST => PyValue::List(r.list_items()?),
+            code => r.item(code)?,
         };
         if args.len() == PARTS_MAX_ARGS {
             return None;
         }
-        if !matches!(scalar, PyValue::Str(_)) {
-            r.node(0);
-        }
-        args.push(scalar);
+        args.push(arg);
     }
     r.container(args.len());
     r.memoized();
@@ -262,6 +255,7 @@ impl<'a> Reader<'a> {
 
     /// The value of a scalar opcode `code` (its argument read): `None`, a
     /// bool, an int of `i64` or a float; `None` for any other opcode.
+    #[inline(always)]
     fn scalar(&mut self, code: u8) -> Option<PyValue> {
         Some(match code {
             op::NONE => PyValue::None,
@@ -280,6 +274,103 @@ impl<'a> Reader<'a> {
             op::BINFLOAT => PyValue::Float(f64::from_be_bytes(self.take(8)?.try_into().ok()?)),
             _ => return None,
         })
+    }
+
+    /// The scalar of opcode `code` (its argument read) that a request's
+    /// argument or an update's key or value may be: a [`scalar`](Self::scalar),
+    /// a short str or short bytes (and its `MEMOIZE`).
+    #[inline(always)]
+    fn item(&mut self, code: u8) -> Option<PyValue> {
+        Some(match code {
+            op::SHORT_BINUNICODE => PyValue::Str(self.short_str()?.into()),
+            op::SHORT_BINBYTES => {
+                let n = usize::from(self.byte()?);
+                let b = self.take(n)?.to_vec();
+                self.node(n);
+                self.memoized();
+                PyValue::Bytes(b)
+            }
+            code => {
+                let v = self.scalar(code)?;
+                self.node(0);
+                v
+            }
+        })
+    }
+
+    /// The items of a dict whose `EMPTY_DICT` was read, as the pickle sets
+    /// them (a key set twice is there twice); scalars all.
+    fn dict_items(&mut self) -> Option<Vec<(PyValue, PyValue)>> {
+        // Room for the items of the rest, if each takes four bytes (an
+        // int key and value take four or more).
+        let mut items = Vec::with_capacity((self.rest.len() / 4).min(PARTS_MAX_ITEMS));
+        self.batches(op::SETITEMS, op::SETITEM, 2, |r, code| {
+            let k = r.item(code)?;
+            let code = r.byte()?;
+            items.push((k, r.item(code)?));
+            Some(items.len())
+        })?;
+        Some(items)
+    }
+
+    /// The items of a list whose `EMPTY_LIST` was read; scalars all.
+    fn list_items(&mut self) -> Option<Vec<PyValue>> {
+        let mut items = Vec::with_capacity((self.rest.len() / 2).min(PARTS_MAX_ITEMS));
+        self.batches(op::APPENDS, op::APPEND, 1, |r, code| {
+            items.push(r.item(code)?);
+            Some(items.len())
+        })?;
+        Some(items)
+    }
+
+    /// The batches that fill the list or dict just read (and its
+    /// `MEMOIZE`), up to the end of the arguments: each `MARK`, items,
+    /// then `many`; or one item, then `one` (as CPython writes a list or
+    /// dict of one item). `item` reads an item (`per` values) whose first
+    /// opcode is given, and says how many there are now; at most
+    /// [`PARTS_MAX_ITEMS`].
+    #[inline(always)]
+    fn batches(
+        &mut self,
+        many: u8,
+        one: u8,
+        per: usize,
+        mut item: impl FnMut(&mut Self, u8) -> Option<usize>,
+    ) -> Option<()> {
+        self.container(0);
+        self.memoized();
+        let mut read = |r: &mut Self, code: u8| match item(r, code)? {
+            n if n > PARTS_MAX_ITEMS => None,
+            _ => Some(()),
+        };
+        loop {
+            let n = match *self.rest.first()? {
+                op::MARK => {
+                    self.take(1)?;
+                    self.mark();
+                    let mut n = 0;
+                    loop {
+                        match self.byte()? {
+                            code if code == many => break n,
+                            code => read(self, code)?,
+                        }
+                        n += 1;
+                    }
+                }
+                // The next argument or the end of the arguments.
+                op::TUPLE | op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => return Some(()),
+                _ => {
+                    let code = self.byte()?;
+                    read(self, code)?;
+                    if self.byte()? != one {
+                        return None;
+                    }
+                    1
+                }
+            };
+            // The decoders' indexes of the values added, and their copies.
+            self.memory += n * per * (size_of::<usize>() + size_of::<PyValue>());
+        }
     }
 
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {

@@ -79,7 +79,7 @@ pub fn fuzz(data: &[u8]) {
         let mut charged = Budget::new(usize::MAX, 64 << 20);
         let _ = charged.memory(parts.charges.0);
         let _ = charged.work(parts.charges.1);
-        let read = super::PyValue::Tuple(vec![
+        let mut read = super::PyValue::Tuple(vec![
             parts
                 .ident
                 .map_or(super::PyValue::None, super::PyValue::from),
@@ -87,6 +87,8 @@ pub fn fuzz(data: &[u8]) {
             super::PyValue::Tuple(parts.args),
             super::PyValue::Dict(Default::default()),
         ]);
+        // An update's items as set: the decoders keep one a key.
+        flat::one_item_a_key_inside(&mut read);
         let mut decoding = Budget::new(usize::MAX, 64 << 20);
         match loads(data, &mut decoding) {
             Ok(w) => assert!(

@@ -1039,6 +1039,12 @@ const PLAIN_CALLS: &[(&str, &str)] = &[
     ("(None, 'incref', ('7f3a2b1c',), {})", "80 04 95 1d 00 00 00 00 00 00 00 28 4e 8c 06 69 6e 63 72 65 66 94 8c 08 37 66 33 61 32 62 31 63 94 85 94 7d 94 74 94 2e"),
     ("('7f3a2b1c', '__len__', (), {})", "80 04 95 1c 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 07 5f 5f 6c 65 6e 5f 5f 94 29 7d 94 74 94 2e"),
     ("('7f3a2b1c', 'f', (True, False, None, 1099511627776, -9223372036854775808, 300), {})", "80 04 95 30 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 66 94 28 88 89 4e 8a 06 00 00 00 00 00 01 8a 08 00 00 00 00 00 00 00 80 4d 2c 01 74 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'update', ({1: 2, 300: -5, 'k': 2.5, b'b': None, 70000: True},), {})", "80 04 95 44 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 75 70 64 61 74 65 94 7d 94 28 4b 01 4b 02 4d 2c 01 4a fb ff ff ff 8c 01 6b 94 47 40 04 00 00 00 00 00 00 43 01 62 94 4e 4a 70 11 01 00 88 75 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'update', ({'a': 1},), {})", "80 04 95 25 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 75 70 64 61 74 65 94 7d 94 8c 01 61 94 4b 01 73 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'update', ({},), {})", "80 04 95 1e 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 75 70 64 61 74 65 94 7d 94 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'j', ([1],), {})", "80 04 95 1c 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 6a 94 5d 94 4b 01 61 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'extend', ([1, 'a', None, 2.5, b'x'],), {})", "80 04 95 34 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 65 78 74 65 6e 64 94 5d 94 28 4b 01 8c 01 61 94 4e 47 40 04 00 00 00 00 00 00 43 01 78 94 65 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', '_multiproc_get_many', ([3, 70000, -1],), {})", "80 04 95 39 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 13 5f 6d 75 6c 74 69 70 72 6f 63 5f 67 65 74 5f 6d 61 6e 79 94 5d 94 28 4b 03 4a 70 11 01 00 4a ff ff ff ff 65 85 94 7d 94 74 94 2e"),
 ];
 
 /// Requests as CPython 3.11's clients pickle them that are the
@@ -1048,8 +1054,14 @@ const OTHER_CALLS: &[(&str, &str)] = &[
     ("('7f3a2b1c', 'g', (18446744073709551616,), {})", "80 04 95 22 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 67 94 8a 09 00 00 00 00 00 00 00 00 01 85 94 7d 94 74 94 2e"),
     ("('7f3a2b1c', 'h', ('k', 'k'), {})", "80 04 95 1d 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 68 94 8c 01 6b 94 68 02 86 94 7d 94 74 94 2e"),
     ("('7f3a2b1c', 'i', (1,), {'x': 1})", "80 04 95 20 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 69 94 4b 01 85 94 7d 94 8c 01 78 94 4b 01 73 74 94 2e"),
-    ("('7f3a2b1c', 'j', ([1],), {})", "80 04 95 1c 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 6a 94 5d 94 4b 01 61 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'j', ([[1]],), {})", "80 04 95 1f 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 6a 94 5d 94 5d 94 4b 01 61 61 85 94 7d 94 74 94 2e"),
     ("('7f3a2b1c', 'k', (0, 1, 2, 3, 4, 5, 6, 7, 8), {})", "80 04 95 2a 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 01 6b 94 28 4b 00 4b 01 4b 02 4b 03 4b 04 4b 05 4b 06 4b 07 4b 08 74 94 7d 94 74 94 2e"),
+    // Updates the decoders read: a str read back from the memo, keyword
+    // arguments, a list; and a dict that is not an update's.
+    ("('7f3a2b1c', 'update', ({'a': 'v', 'b': 'v'},), {})", "80 04 95 2e 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 75 70 64 61 74 65 94 7d 94 28 8c 01 61 94 8c 01 76 94 8c 01 62 94 68 04 75 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', 'update', ({'a': 1},), {'b': 2})", "80 04 95 2c 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 75 70 64 61 74 65 94 7d 94 8c 01 61 94 4b 01 73 85 94 7d 94 8c 01 62 94 4b 02 73 74 94 2e"),
+    ("('7f3a2b1c', 'update', ({'a': [1]},), {})", "80 04 95 28 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 06 75 70 64 61 74 65 94 7d 94 8c 01 61 94 5d 94 4b 01 61 73 85 94 7d 94 74 94 2e"),
+    ("('7f3a2b1c', '__setitem__', ('a', {'b': 1}), {})", "80 04 95 2e 00 00 00 00 00 00 00 28 8c 08 37 66 33 61 32 62 31 63 94 8c 0b 5f 5f 73 65 74 69 74 65 6d 5f 5f 94 8c 01 61 94 7d 94 8c 01 62 94 4b 01 73 86 94 7d 94 74 94 2e"),
 ];
 /// A request read straight from its bytes is read as the decoders read
 /// it: CPython's and multiproc's plain calls of scalars are, every byte of
@@ -1077,6 +1089,29 @@ fn plain_calls_read_as_the_decoders_read_them() {
         plain.push(dumps_request(Some("7f3a"), "m", &args, &[], &address));
         plain.push(dumps_request(None, "incref", &args, &[], &address));
     }
+    // Lists of scalars, empty and not, among other arguments.
+    let list = PyValue::List(vec![PyValue::Int(-3), PyValue::Str("s".into())]);
+    for args in [
+        vec![list.clone()],
+        vec![PyValue::Int(0), PyValue::List(vec![])],
+        vec![PyValue::Int(1), list],
+    ] {
+        plain.push(dumps_request(Some("7f3a"), "m", &args, &[], &address));
+    }
+    // An update whose dict sets a key twice (1 and 1.0 are one key).
+    let items = vec![
+        (PyValue::Int(1), PyValue::Str("x".into())),
+        (PyValue::Str("k".into()), PyValue::Float(0.5)),
+        (PyValue::Float(1.0), PyValue::Bytes(b"y".to_vec())),
+        (PyValue::Int(1), PyValue::None),
+    ];
+    plain.push(dumps_request(
+        Some("7f3a"),
+        "update",
+        &[PyValue::Dict(items)],
+        &[],
+        &address,
+    ));
     for bytes in &plain {
         let parts = request_parts(bytes).unwrap_or_else(|| panic!("{bytes:?} not read"));
         read_alike(bytes, &address, parts);
@@ -1099,6 +1134,67 @@ fn plain_calls_read_as_the_decoders_read_them() {
         assert_eq!(request_parts(&bytes), None, "{repr}");
         assert_eq!(loads(&bytes, &mut budget()).unwrap().to_string(), *repr);
     }
+}
+
+/// An update's dict of more items than a batch, as CPython writes it
+/// (`MARK` … `SETITEMS` for each thousand; with one item, `SETITEM`), is
+/// read straight with each key set twice where the pickle sets it twice,
+/// and as the decoders read it; one of more items than are read straight
+/// is the decoders'.
+#[test]
+fn large_updates_read_as_the_decoders_read_them() {
+    let address = PyValue::Str("/tmp/x.sock".into());
+    let update = |n: u16, batches: &[std::ops::Range<u16>], single: bool| {
+        let mut body = vec![op::MARK, op::SHORT_BINUNICODE, 4];
+        body.extend(b"7f3a");
+        body.extend([op::MEMOIZE, op::SHORT_BINUNICODE, 6]);
+        body.extend(b"update");
+        body.extend([op::MEMOIZE, op::EMPTY_DICT, op::MEMOIZE]);
+        let item = |body: &mut Vec<u8>, i: u16| {
+            body.push(op::BININT2);
+            body.extend((i % n).to_le_bytes());
+            body.extend([op::BININT1, i as u8]);
+        };
+        for batch in batches {
+            body.push(op::MARK);
+            batch.clone().for_each(|i| item(&mut body, i));
+            body.push(op::SETITEMS);
+        }
+        if single {
+            item(&mut body, n);
+            body.push(op::SETITEM);
+        }
+        body.extend([op::TUPLE1, op::MEMOIZE, op::EMPTY_DICT, op::MEMOIZE]);
+        body.extend([op::TUPLE, op::MEMOIZE, op::STOP]);
+        let mut bytes = vec![op::PROTO, 4, op::FRAME];
+        bytes.extend((body.len() as u64).to_le_bytes());
+        bytes.extend(body);
+        bytes
+    };
+    // 2500 items over 2000 keys (the last 500 set again), in batches of
+    // 1000 and a last single item.
+    let bytes = update(2000, &[0..1000, 1000..2000, 2000..2500], true);
+    let parts = request_parts(&bytes).expect("read straight");
+    let PyValue::Dict(items) = &parts.args[0] else {
+        panic!("{:?}", parts.args)
+    };
+    assert_eq!(items.len(), 2501);
+    read_alike(&bytes, &address, parts);
+    // An empty batch, as a pickle may hold one.
+    let bytes = update(3, &[0..3, 3..3], false);
+    read_alike(
+        &bytes,
+        &address,
+        request_parts(&bytes).expect("read straight"),
+    );
+    // More items than are read straight: the decoders'.
+    let bytes = update(
+        5000,
+        &[0..1000, 1000..2000, 2000..3000, 3000..4000, 4000..4097],
+        false,
+    );
+    assert_eq!(request_parts(&bytes), None);
+    assert!(loads(&bytes, &mut budget()).is_ok());
 }
 
 /// The request tuple of what [`request_parts`] read.
@@ -1125,7 +1221,9 @@ fn read_alike(bytes: &[u8], address: &PyValue, parts: RequestParts<'_>) {
     let mut charged = budget();
     charged.memory(parts.charges.0).unwrap();
     charged.work(parts.charges.1).unwrap();
-    let read = request_value(parts);
+    let mut read = request_value(parts);
+    // An update's items as set: the decoders keep one a key.
+    super::flat::one_item_a_key_inside(&mut read);
     let mut decoding = budget();
     let decoded = loads(bytes, &mut decoding)
         .unwrap_or_else(|e| panic!("{bytes:?} read as {read:?}, which the decoders refuse: {e:?}"));
