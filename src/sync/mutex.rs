@@ -4,6 +4,7 @@
 
 use std::alloc::Layout;
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, RecoverableLockError, RecoverableLockResult, Result};
@@ -16,15 +17,29 @@ use crate::sys::{self, errno, Acquired, Deadline, MutexKind, PthreadMutex};
 pub(crate) struct RobustMutex {
     region: Region,
     /// Shared by this handle and its clones (`None` only once dropped):
-    /// the last of them to go looks whether the mutex is still held.
-    handles: Option<Arc<()>>,
+    /// how many times the mutex was linked into its holder's robust list
+    /// through them (a first acquire: a recursive one's later acquires are
+    /// not linked again) and not unlinked since through them (a last
+    /// release), never below zero. glibc links the mutex at the address
+    /// of the handle that locked it, and its holder's next lock or unlock
+    /// writes there: the last of these handles to go keeps the mapping if
+    /// the mutex is still held, and only if it was linked through them
+    /// (another opening, a named object opened again, maps it elsewhere).
+    /// A last release through another opening leaves the count up: the
+    /// mapping is then kept if the mutex is held again, never freed while
+    /// linked.
+    holds: Option<Arc<AtomicU32>>,
 }
 
 impl Drop for RobustMutex {
     fn drop(&mut self) {
-        let last = self.handles.take().and_then(Arc::into_inner).is_some();
+        let locked_here = self
+            .holds
+            .take()
+            .and_then(Arc::into_inner)
+            .is_some_and(|holds| holds.into_inner() != 0);
         // SAFETY: `region` keeps the initialised mutex mapped.
-        if last && unsafe { sys::mutex_held_in_this_process(self.mutex()) } {
+        if locked_here && unsafe { sys::mutex_held_in_this_process(self.mutex()) } {
             // Held with no handle left to release it (a guard forgotten,
             // an `RLock::acquire` never released): a link of its holder's
             // robust list, through which glibc writes at the holder's
@@ -60,13 +75,31 @@ impl RobustMutex {
     pub(crate) unsafe fn from_region(region: Region) -> Self {
         RobustMutex {
             region,
-            handles: Some(Arc::new(())),
+            holds: Some(Arc::new(AtomicU32::new(0))),
         }
     }
 
     #[inline]
     fn mutex(&self) -> *mut PthreadMutex {
         self.region.as_ptr()
+    }
+
+    /// Whether the calling thread, if it holds the mutex, holds it once:
+    /// its lock linked it, or its unlock unlinks it. (An error-checking
+    /// mutex counts nothing: 0.)
+    #[inline]
+    fn held_once(&self) -> bool {
+        // SAFETY: `region` keeps the initialised mutex mapped.
+        unsafe { sys::mutex_recursion(self.mutex()) <= 1 }
+    }
+
+    /// Counts a link of the mutex into the calling thread's robust list
+    /// through this handle, if the lock just taken made one.
+    #[inline]
+    fn count_link(&self) {
+        if let Some(holds) = self.holds.as_ref().filter(|_| self.held_once()) {
+            holds.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Locks, building the guard with `guard` once the lock is held.
@@ -78,8 +111,14 @@ impl RobustMutex {
     ) -> RecoverableLockResult<G> {
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_lock(self.mutex(), deadline) } {
-            Ok(Acquired::Clean) => Ok(guard()),
-            Ok(Acquired::OwnerDied) => Err(RecoverableLockError::OwnerDied(guard())),
+            Ok(Acquired::Clean) => {
+                self.count_link();
+                Ok(guard())
+            }
+            Ok(Acquired::OwnerDied) => {
+                self.count_link();
+                Err(RecoverableLockError::OwnerDied(guard()))
+            }
             Err(errno::EBUSY) => Err(RecoverableLockError::WouldBlock),
             Err(errno::ETIMEDOUT) => Err(RecoverableLockError::Timeout),
             Err(errno::ENOTRECOVERABLE) => Err(RecoverableLockError::NotRecoverable),
@@ -94,9 +133,18 @@ impl RobustMutex {
     /// [`Error::NotOwner`] if the calling thread does not hold it.
     #[inline]
     pub(crate) fn unlock(&self) -> Result<()> {
+        // Read while the caller holds the mutex, if it does (the unlock
+        // says so).
+        let unlinks = self.held_once();
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_unlock(self.mutex()) } {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(holds) = self.holds.as_ref().filter(|_| unlinks) {
+                    let _ = holds
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                }
+                Ok(())
+            }
             Err(errno::EPERM) => Err(Error::NotOwner),
             Err(e) => Err(Error::io(
                 "pthread_mutex_unlock",

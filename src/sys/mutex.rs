@@ -208,13 +208,15 @@ pub(crate) unsafe fn mutex_looks_free(m: *mut PthreadMutex) -> bool {
 }
 
 /// How many times the calling thread holds a recursive mutex that it owns
-/// (glibc's `__count`, the second `int` of `pthread_mutex_t`).
+/// (glibc's `__count`, the second `int` of `pthread_mutex_t`): only its
+/// holder can trust the answer (another thread reads a count that its
+/// owner may be changing).
 ///
 /// # Safety
-/// As for [`mutex_lock`], and the calling thread holds the mutex.
+/// As for [`mutex_lock`].
 pub(crate) unsafe fn mutex_recursion(m: *mut PthreadMutex) -> u32 {
-    // SAFETY: as for this function; only the owner writes `__count`, and
-    // the caller is the owner.
+    // SAFETY: as for this function; the word is read atomically (only the
+    // owner writes `__count`, atomically or while no other thread looks).
     unsafe { glibc_word(m, COUNT_OFFSET) }.load(Ordering::Relaxed)
 }
 
