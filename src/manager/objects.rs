@@ -29,6 +29,12 @@ const FRAME_SLACK: usize = 64;
 /// `m.list(list(range(10**6)))` sends it.)
 const REQUEST_MEMORY: usize = 8 * MAX_FRAME;
 
+/// What one request may spend: its answer's frame (less the tags around
+/// it) and [`REQUEST_MEMORY`].
+pub(super) fn request_budget() -> Budget {
+    Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY)
+}
+
 /// What an object is.
 pub(super) enum Body {
     /// A dict, list or namespace.
@@ -529,7 +535,7 @@ impl Objects {
     pub(super) fn answer(&mut self, frame: &[u8], session: &mut Session, peer: u64) -> Answer {
         // Its client has taken its references to what the last answer sent.
         self.end_loans(peer);
-        let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+        let mut budget = request_budget();
         // A plain call of scalars is read straight from the frame; any
         // other request is decoded.
         let req = match Request::read(frame, &mut budget) {
@@ -683,7 +689,7 @@ impl Objects {
                     wait,
                     deadline,
                 } = p;
-                let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+                let mut budget = request_budget();
                 let done = match self.table.get_mut(&queue).map(|e| &mut e.body) {
                     Some(Body::Queue(q)) => match q.attempt(wait, &mut budget) {
                         Ok(Ok(v)) => Err(Reply::Return(v)),
@@ -1351,7 +1357,7 @@ mod tests {
                 kwds,
                 unspread: None,
             };
-            let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+            let mut budget = request_budget();
             let (served, _) =
                 self.objects
                     .serve(req, &[], &mut self.session, self.peer, &mut budget);
