@@ -92,3 +92,55 @@ for q in (m.Queue(), m.JoinableQueue()):
         );
     });
 }
+
+/// A queue's calls with the wrong arguments raise what a local
+/// `queue.Queue` raises for them, word for word (Python 3.10+'s words, as
+/// everywhere in the server). The server said `put() takes 3 positional
+/// arguments but 4 were given` where Python says `Queue.put() takes from
+/// 2 to 4 positional arguments but 5 were given`: `self` counts, the
+/// defaults make a range, and the method is named with its class.
+#[test]
+fn a_queues_argument_errors_are_pythons() {
+    const PROGRAM: &str = r#"
+import queue, sys
+from multiprocessing.managers import SyncManager
+m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
+m.connect()
+if sys.version_info < (3, 10):
+    print("same")   # older words; the server speaks 3.10's
+    sys.exit(0)
+CALLS = [
+    ("put", (), {}), ("put", (1, True, None, 4), {}), ("put", (1,), {"item": 2}),
+    ("put", (1,), {"x": 2}), ("get", (True, None, 4), {}), ("get", (), {"z": 1}),
+    ("qsize", (1,), {}), ("qsize", (1, 2), {}), ("qsize", (), {"x": 1}),
+    ("put_nowait", (), {}), ("put_nowait", (1, 2), {}), ("get_nowait", (1,), {}),
+    ("task_done", (1,), {}), ("join", (1,), {}), ("empty", (1,), {}), ("full", (1,), {}),
+]
+local, remote = queue.Queue(), m.Queue()
+def error(f):
+    try:
+        f()
+    except Exception as e:
+        lines = [l for l in str(e).splitlines() if l.strip("-")]
+        return lines[-1] if "Traceback" in str(e) else "%s: %s" % (type(e).__name__, e)
+    return "no error"
+differences = []
+for name, args, kwds in CALLS:
+    want = error(lambda: getattr(local, name)(*args, **kwds))
+    got = error(lambda: remote._callmethod(name, args, kwds))
+    if want != got:
+        differences.append("%s%r %r: Python's %r, the server's %r" % (name, args, kwds, want, got))
+for args, kwds in [((1, 2), {}), ((), {"x": 1})]:
+    want = error(lambda: queue.Queue(*args, **kwds))
+    got = error(lambda: m.Queue(*args, **kwds))
+    if want != got:
+        differences.append("Queue%r %r: Python's %r, the server's %r" % (args, kwds, want, got))
+print("\n".join(differences) or "same")
+"#;
+    watchdog("queue argument errors", LIMIT, || {
+        let Some(out) = against_server("queue-args", PROGRAM) else {
+            return;
+        };
+        assert_eq!(out, "same\n");
+    });
+}
