@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::cpython::pyenv_pythons;
-use common::{run_with_deadline, watchdog};
+use common::pickle::{s, P};
+use common::{run_with_deadline, wait_until, watchdog};
+use multiproc::conn::{connect, Address, Connection};
 
 /// The longest a test may take.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -142,5 +144,112 @@ print("\n".join(differences) or "same")
             return;
         };
         assert_eq!(out, "same\n");
+    });
+}
+
+/// A request `(ident, method, args, {})`, pickled.
+fn request(ident: Option<&str>, method: &str, args: Vec<P>) -> Vec<u8> {
+    let mut out = vec![0x80, 2];
+    P::Tuple(vec![
+        ident.map_or(P::None, s),
+        s(method),
+        P::Tuple(args),
+        P::Dict(vec![]),
+    ])
+    .write(&mut out);
+    out.push(b'.');
+    out
+}
+
+/// Sends a request and waits for its reply, which must be a `#RETURN`.
+fn call(conn: &mut Connection, frame: &[u8]) -> Vec<u8> {
+    conn.send_bytes(frame).unwrap();
+    let reply = conn.recv_bytes().unwrap();
+    assert!(
+        reply.windows(7).any(|w| w == b"#RETURN"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    reply
+}
+
+/// A new object of `typeid` (counted globally, as a Python client's): its
+/// ident.
+fn create(conn: &mut Connection, typeid: &str) -> String {
+    let reply = call(conn, &request(None, "create", vec![s(typeid)]));
+    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
+    reply[at..]
+        .iter()
+        .skip_while(|b| !b.is_ascii_hexdigit())
+        .take_while(|b| b.is_ascii_hexdigit())
+        .map(|&b| b as char)
+        .collect()
+}
+
+/// The descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The most memory process `pid` has had resident, in bytes.
+fn peak_rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+/// Connections that each ask for a 15 MiB answer and never read it: the
+/// server held every one of those answers (48 of them, 720 MiB; with
+/// thousands of connections, any amount). It now reads no more requests
+/// while it holds more than a bound of unsent answers, and ends the
+/// connections whose answers have not moved for a while: its memory stays
+/// bounded, other clients are served, and the stalled connections beyond
+/// what the bound holds close.
+#[test]
+fn connections_that_never_read_their_answers_cost_the_server_bounded_memory() {
+    const STALLED: usize = 48;
+    const MIB: usize = 1 << 20;
+    watchdog("unread answers", LIMIT, || {
+        let (server, path, mut conn) = common::serve_manager("unread", KEY.as_bytes());
+        let pid = server.pid().unwrap();
+        let address = Address::Unix(path.clone());
+        let list = create(&mut conn, "list");
+        for _ in 0..15 {
+            call(
+                &mut conn,
+                &request(Some(&list), "append", vec![s(&"x".repeat(MIB))]),
+            );
+        }
+        let fds = open_fds(pid);
+        let stalled: Vec<Connection> = (0..STALLED)
+            .map(|_| {
+                let mut c = connect(&address, Some(KEY.as_bytes())).unwrap();
+                c.send_bytes(&request(Some(&list), "copy", vec![])).unwrap();
+                c
+            })
+            .collect();
+        // Another client is served meanwhile.
+        let mut m = multiproc::Manager::connect(address.clone(), KEY.as_bytes()).unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        d.set(1, 2).unwrap();
+        assert_eq!(d.get(&1).unwrap(), Some(2));
+        drop(d);
+        // What the bound holds may stay, unread (256 MiB: 17 answers).
+        let closed = wait_until(Duration::from_secs(60), || open_fds(pid) <= fds + 17);
+        let peak = peak_rss(pid);
+        assert!(closed, "{} connections left open", open_fds(pid) - fds);
+        println!("the server's memory peaked at {} MiB", peak / MIB);
+        assert!(
+            peak < 500 * MIB,
+            "the server's memory peaked at {} MiB",
+            peak / MIB
+        );
+        drop(stalled);
+        m.shutdown().unwrap();
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     });
 }
