@@ -3,7 +3,7 @@
 //! one encoded reply out (without sockets: the event loop in `server`
 //! feeds it frames). What each request does is `dispatch`'s business.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::apply::{items_of, keyed, pairs_of, run, Keyed, Map, Object};
@@ -28,6 +28,12 @@ const FRAME_SLACK: usize = 64;
 /// at its peak: this lets a million-item list arrive in one request, as
 /// `m.list(list(range(10**6)))` sends it.)
 const REQUEST_MEMORY: usize = 8 * MAX_FRAME;
+
+/// What one request may spend: its answer's frame (less the tags around
+/// it) and [`REQUEST_MEMORY`].
+pub(super) fn request_budget() -> Budget {
+    Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY)
+}
 
 /// What an object is.
 pub(super) enum Body {
@@ -529,7 +535,7 @@ impl Objects {
     pub(super) fn answer(&mut self, frame: &[u8], session: &mut Session, peer: u64) -> Answer {
         // Its client has taken its references to what the last answer sent.
         self.end_loans(peer);
-        let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+        let mut budget = request_budget();
         // A plain call of scalars is read straight from the frame; any
         // other request is decoded.
         let req = match Request::read(frame, &mut budget) {
@@ -672,52 +678,90 @@ impl Objects {
         if !std::mem::take(&mut self.stirred) && !timed_out {
             return Vec::new();
         }
-        let mut replies = Vec::new();
-        // Pass after pass, for calls that the ones done let go on.
-        loop {
-            let before = replies.len();
-            for p in std::mem::take(&mut self.parked) {
-                let Parked {
-                    peer,
-                    pid,
-                    queue,
-                    wait,
-                    deadline,
-                } = p;
-                let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
-                let done = match self.table.get_mut(&queue).map(|e| &mut e.body) {
-                    Some(Body::Queue(q)) => match q.attempt(wait, &mut budget) {
-                        Ok(Ok(v)) => Err(Reply::Return(v)),
-                        Ok(Err(wait)) if deadline.is_some_and(|d| d <= now) => {
-                            Err(Reply::error(Queue::timed_out(&wait)))
-                        }
-                        Ok(Err(wait)) => Ok(wait),
-                        Err(e) => Err(Reply::error(e)),
-                    },
-                    _ => Err(Reply::error(("ReferenceError", "the queue is gone".into()))),
+        let mut waiting: Vec<Option<Parked>> = std::mem::take(&mut self.parked)
+            .into_iter()
+            .map(Some)
+            .collect();
+        // Each queue's waiting gets, puts and joins, oldest first. A call
+        // done lets others go on (a get makes room for a put, a put brings
+        // an item for a get): each kind's oldest is tried again after any
+        // call of the queue is done, and a kind stops at its first call
+        // that must go on waiting, so that each call is tried about once
+        // (trying every call after each one done took the square of their
+        // number: thousands of them kept the server from everyone else).
+        let mut queues: HashMap<Id, [VecDeque<usize>; 3]> = HashMap::new();
+        for (i, p) in waiting.iter().enumerate() {
+            if let Some(p) = p {
+                let kind = match p.wait {
+                    Wait::Get => 0,
+                    Wait::Put(_) => 1,
+                    Wait::Join => 2,
                 };
-                match done {
-                    Ok(wait) => self.parked.push(Parked {
-                        peer,
-                        pid,
-                        queue,
-                        wait,
-                        deadline,
-                    }),
-                    Err(reply) => {
-                        self.drop_root(queue);
-                        let bytes = self.encode(reply);
-                        // A proxy sent in a value is the client's to incref.
-                        let sent = refs::take_sent();
-                        self.lend(peer, pid, sent);
-                        replies.push((peer, bytes));
+                queues.entry(p.queue).or_default()[kind].push_back(i);
+            }
+        }
+        let mut done: Vec<(usize, Parked, Reply)> = Vec::new();
+        for (queue, mut kinds) in queues {
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                for calls in &mut kinds {
+                    while let Some(&i) = calls.front() {
+                        let Some(p) = waiting[i].take() else {
+                            calls.pop_front();
+                            continue;
+                        };
+                        let mut budget = request_budget();
+                        let outcome = match self.table.get_mut(&queue).map(|e| &mut e.body) {
+                            Some(Body::Queue(q)) => match q.attempt(p.wait, &mut budget) {
+                                Ok(Ok(v)) => Err(Reply::Return(v)),
+                                Ok(Err(wait)) => Ok(wait),
+                                Err(e) => Err(Reply::error(e)),
+                            },
+                            _ => Err(Reply::error(("ReferenceError", "the queue is gone".into()))),
+                        };
+                        let p = Parked {
+                            wait: Wait::Join,
+                            ..p
+                        };
+                        match outcome {
+                            Ok(wait) => {
+                                waiting[i] = Some(Parked { wait, ..p });
+                                break;
+                            }
+                            Err(reply) => {
+                                calls.pop_front();
+                                done.push((i, p, reply));
+                                progressed = true;
+                            }
+                        }
                     }
                 }
             }
-            if replies.len() == before {
-                break;
+        }
+        // What could not be done and is out of time times out.
+        for (i, slot) in waiting.iter_mut().enumerate() {
+            if slot
+                .as_ref()
+                .is_some_and(|p| p.deadline.is_some_and(|d| d <= now))
+            {
+                if let Some(p) = slot.take() {
+                    let reply = Reply::error(Queue::timed_out(&p.wait));
+                    done.push((i, p, reply));
+                }
             }
         }
+        done.sort_by_key(|(i, _, _)| *i);
+        let mut replies = Vec::with_capacity(done.len());
+        for (_, p, reply) in done {
+            self.drop_root(p.queue);
+            let bytes = self.encode(reply);
+            // A proxy sent in a value is the client's to incref.
+            let sent = refs::take_sent();
+            self.lend(p.peer, p.pid, sent);
+            replies.push((p.peer, bytes));
+        }
+        self.parked = waiting.into_iter().flatten().collect();
         self.stirred = false;
         self.settle();
         replies
@@ -1352,7 +1396,7 @@ mod tests {
                 kwds,
                 unspread: None,
             };
-            let mut budget = Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY);
+            let mut budget = request_budget();
             let (served, _) =
                 self.objects
                     .serve(req, &[], &mut self.session, self.peer, &mut budget);

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::limits::Budget;
+use super::objects::request_budget;
 use super::protocol::Exception;
 use super::PyValue;
 
@@ -78,9 +79,11 @@ impl Args {
         Args { method, args, kwds }
     }
 
-    /// Binds the parameters `names` (in order); `TypeError` for an
-    /// argument given twice, unknown or beyond them, or for a missing one
-    /// of the first `required`.
+    /// Binds the parameters `names` (in order, after `self`); `TypeError`
+    /// for an argument given twice, unknown or beyond them, or for a
+    /// missing one of the first `required`, in the words of Python 3.10+
+    /// (`Queue.put() takes from 2 to 4 positional arguments but 5 were
+    /// given`: `self` counts).
     pub(super) fn bind(
         self,
         names: &[&str],
@@ -88,12 +91,21 @@ impl Args {
     ) -> Result<Vec<Option<PyValue>>, Exception> {
         let m = self.method;
         if self.args.len() > names.len() {
+            let takes = if required == names.len() {
+                let s = if names.is_empty() { "" } else { "s" };
+                format!("{} positional argument{s}", names.len() + 1)
+            } else {
+                format!(
+                    "from {} to {} positional arguments",
+                    required + 1,
+                    names.len() + 1
+                )
+            };
             return Err((
                 "TypeError",
                 format!(
-                    "{m}() takes {} positional arguments but {} were given",
-                    names.len(),
-                    self.args.len()
+                    "Queue.{m}() takes {takes} but {} were given",
+                    self.args.len() + 1
                 ),
             ));
         }
@@ -108,13 +120,13 @@ impl Args {
             let Some(i) = names.iter().position(|n| *n == k) else {
                 return Err((
                     "TypeError",
-                    format!("{m}() got an unexpected keyword argument '{k}'"),
+                    format!("Queue.{m}() got an unexpected keyword argument '{k}'"),
                 ));
             };
             if bound[i].is_some() {
                 return Err((
                     "TypeError",
-                    format!("{m}() got multiple values for argument '{k}'"),
+                    format!("Queue.{m}() got multiple values for argument '{k}'"),
                 ));
             }
             bound[i] = Some(v);
@@ -123,7 +135,7 @@ impl Args {
             return Err((
                 "TypeError",
                 format!(
-                    "{m}() missing 1 required positional argument: '{}'",
+                    "Queue.{m}() missing 1 required positional argument: '{}'",
                     names[i]
                 ),
             ));
@@ -143,6 +155,22 @@ fn rounds_past_float(bytes: &[u8]) -> bool {
     let bit = |i: usize| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1);
     let len = bytes.len() * 8;
     (1024..len).any(bit) || (970..1024).all(bit)
+}
+
+/// Refuses an item that no `get` could answer with: it would stay at the
+/// queue's head, failing every client's `get` for ever. (A value whose
+/// parts are one object many times over, `[s] * 40`, pickles small from
+/// a Python client, whose pickler writes `s` once, but the server's
+/// answer writes every part.)
+fn gettable(item: &PyValue) -> Result<(), Exception> {
+    request_budget().charge([item]).map_err(|_| {
+        (
+            "MemoryError",
+            "the item would be too large to get back from the queue \
+             (its answer would exceed a frame); put less at a time"
+                .into(),
+        )
+    })
 }
 
 /// `block` and `timeout` as `queue.Queue` reads them: how long a call may
@@ -196,8 +224,9 @@ impl Queue {
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
     ) -> Result<Queue, Exception> {
-        let [maxsize] = <[_; 1]>::try_from(Args::new("Queue", args, kwds).bind(&["maxsize"], 0)?)
-            .unwrap_or([None]);
+        let [maxsize] =
+            <[_; 1]>::try_from(Args::new("__init__", args, kwds).bind(&["maxsize"], 0)?)
+                .unwrap_or([None]);
         let maxsize = match maxsize {
             None => 0,
             Some(PyValue::Int(n)) => usize::try_from(n).unwrap_or(0),
@@ -272,6 +301,7 @@ impl Queue {
                         .unwrap_or(PyValue::None);
                     (item, Some(Duration::ZERO))
                 };
+                gettable(&item)?;
                 self.start(Wait::Put(item), wait, full, budget)
             }
             "get" | "get_nowait" => {

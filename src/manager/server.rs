@@ -30,6 +30,15 @@ const PARENT_CHECK: Duration = Duration::from_secs(1);
 /// its requests until they are sent: a client that sends without reading
 /// costs the server bounded memory.
 const OUT_LIMIT: usize = 1 << 20;
+/// Responses queued for all clients together beyond which the server reads
+/// no requests until they drain, and ends the connections whose responses
+/// have not moved for [`STALLED`]: a client that stops reading, on
+/// thousands of connections, would otherwise have the server hold one
+/// whole answer (up to a frame) per connection.
+const TOTAL_OUT_LIMIT: usize = 256 << 20;
+/// How long a connection's queued responses may stay unread, while the
+/// server holds more than [`TOTAL_OUT_LIMIT`], before it ends.
+const STALLED: Duration = Duration::from_secs(2);
 /// The most clients with a fast-path area at once; others stay on their
 /// sockets (each area is memory and two descriptors of the server's).
 const FAST_MAX: usize = 256;
@@ -54,6 +63,10 @@ struct Peer {
     /// Encoded responses not yet sent, and how much of them was.
     out: Vec<u8>,
     sent: usize,
+    /// Bytes of responses sent, ever, and, while the server holds too many
+    /// unsent ones, the count seen last and since when it has not moved.
+    sent_total: u64,
+    stall: Option<(u64, Instant)>,
     /// What it is to the objects (the references it holds).
     session: Session,
     /// A call of it waits on a queue: nothing more of it is served (its
@@ -92,7 +105,10 @@ impl Peer {
     fn flush(&mut self) {
         while self.sent < self.out.len() {
             match sys::send_nowait(&self.conn, &self.out[self.sent..]) {
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.sent_total += n as u64;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(_) => {
                     self.dead = true;
@@ -109,6 +125,33 @@ impl Peer {
 
     fn pending(&self) -> bool {
         self.sent < self.out.len()
+    }
+
+    fn unsent(&self) -> usize {
+        self.out.len() - self.sent
+    }
+}
+
+/// While the clients' unsent responses together exceed
+/// [`TOTAL_OUT_LIMIT`], ends the connections whose responses have not
+/// moved for [`STALLED`].
+fn end_stalled(peers: &mut [Peer], now: Instant) {
+    let total: usize = peers.iter().map(Peer::unsent).sum();
+    if total <= TOTAL_OUT_LIMIT {
+        for p in peers.iter_mut() {
+            p.stall = None;
+        }
+        return;
+    }
+    for p in peers.iter_mut().filter(|p| p.pending()) {
+        match p.stall {
+            Some((sent, since)) if sent == p.sent_total => {
+                if now.duration_since(since) >= STALLED {
+                    p.dead = true;
+                }
+            }
+            _ => p.stall = Some((p.sent_total, now)),
+        }
     }
 }
 
@@ -189,10 +232,13 @@ pub(crate) fn event_loop(
                 p.dead = true;
             }
         }
+        end_stalled(&mut peers, now);
         if release_dead(&mut peers, &mut objects) {
             accepting.resume();
         }
         deliver_woken(&mut peers, &mut objects, now);
+        let mut queued: usize = peers.iter().map(Peer::unsent).sum();
+        let over = queued > TOTAL_OUT_LIMIT;
         if let Some(deadline) = stopping {
             if deadline <= now || peers.iter().all(|p| !p.pending()) {
                 exit(&listener);
@@ -214,7 +260,7 @@ pub(crate) fn event_loop(
                 match p.conn.read_some() {
                     Ok(false) => {}
                     Ok(true) => {
-                        if serve_peer(p, &mut objects, false, unix) {
+                        if serve_peer(p, &mut objects, false, unix, true) {
                             stopping = Some(shutdown_deadline());
                         }
                         p.flush();
@@ -227,13 +273,22 @@ pub(crate) fn event_loop(
         // The fast-path areas: served until they are idle for a spin's
         // time, or for one turn if they keep the server busy.
         let mut fast_busy = false;
-        if stopping.is_none() {
-            let turn = fast_turn(&mut peers, &mut objects, &mut request, cpus, &mut spin);
+        if stopping.is_none() && !over {
+            let turn = fast_turn(
+                &mut peers,
+                &mut objects,
+                &mut request,
+                cpus,
+                &mut spin,
+                &mut queued,
+            );
             if turn.shutdown {
                 stopping = Some(shutdown_deadline());
             }
             fast_busy = turn.busy;
         }
+        // Answers too large for an area may have been queued meanwhile.
+        let over = queued > TOTAL_OUT_LIMIT;
         let mut timeout = PARENT_CHECK;
         for (_, d) in peers.iter().filter_map(|p| p.handshake.as_ref()) {
             timeout = timeout.min(d.saturating_duration_since(now));
@@ -246,7 +301,10 @@ pub(crate) fn event_loop(
         {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
-        if peers
+        if over {
+            // Until what is queued drains, or the stalled connections end.
+            timeout = timeout.min(STALLED / 4);
+        } else if peers
             .iter()
             .any(|p| p.more && !p.parked && p.out.len() < OUT_LIMIT)
         {
@@ -273,7 +331,8 @@ pub(crate) fn event_loop(
                     waiting |= fast_servable(p) && a.pending();
                 }
             }
-            if waiting {
+            // (Not served until what is queued drains.)
+            if waiting && !over {
                 timeout = Duration::ZERO;
             }
         }
@@ -290,7 +349,11 @@ pub(crate) fn event_loop(
             // dropped, rather than take an item from the queue when one
             // comes.
             let watch = !p.parked || !p.sent_while_parked;
-            let read = stopping.is_none() && !p.closing && watch && p.out.len() < OUT_LIMIT;
+            let read = stopping.is_none()
+                && (!over || p.handshake.is_some())
+                && !p.closing
+                && watch
+                && p.out.len() < OUT_LIMIT;
             pfds.push(sys::pollfd_for(p.conn.as_raw_fd(), read, p.pending()));
         }
         for a in peers.iter().filter_map(|p| p.fast.as_ref()) {
@@ -325,12 +388,26 @@ pub(crate) fn event_loop(
                 }
                 continue;
             }
+            // Past the total, sockets are not watched for reading but in
+            // handshakes (whose messages are small): one readable hung up.
+            if readable && over && p.handshake.is_none() {
+                p.dead = true;
+                continue;
+            }
             let unserved = p.more && p.out.len() < OUT_LIMIT;
-            if (readable || unserved) && !p.dead && !p.parked && stopping.is_none() {
-                if serve_peer(p, &mut objects, readable, unix) {
+            if (readable || unserved)
+                && (queued <= TOTAL_OUT_LIMIT || p.handshake.is_some())
+                && !p.dead
+                && !p.parked
+                && stopping.is_none()
+            {
+                let before = p.unsent();
+                let requests = queued <= TOTAL_OUT_LIMIT;
+                if serve_peer(p, &mut objects, readable, unix, requests) {
                     stopping = Some(shutdown_deadline());
                 }
                 p.flush();
+                queued = (queued + p.unsent()).saturating_sub(before);
             }
         }
         if sys::ready(&pfds[0]) {
@@ -409,6 +486,8 @@ impl Peer {
             handshake: None,
             out: Vec::new(),
             sent: 0,
+            sent_total: 0,
+            stall: None,
             session: Session {
                 pid,
                 ..Session::default()
@@ -439,8 +518,15 @@ impl Peer {
 }
 
 /// Serves the requests that have arrived whole on one connection (reading
-/// once more first if `read`); whether one of them asked for a shutdown.
-fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool, unix: bool) -> bool {
+/// once more first if `read`; only its handshake unless `requests`);
+/// whether one of them asked for a shutdown.
+fn serve_peer(
+    peer: &mut Peer,
+    objects: &mut Objects,
+    read: bool,
+    unix: bool,
+    requests: bool,
+) -> bool {
     let mut first = read;
     // The work of this turn: frames decoded and steps taken. Beyond a
     // quarter of one request's most, the others get their turn first: a
@@ -448,7 +534,8 @@ fn serve_peer(peer: &mut Peer, objects: &mut Objects, read: bool, unix: bool) ->
     let mut turn = 0;
     peer.more = false;
     loop {
-        if turn >= MAX_WORK / 4 || peer.out.len() >= OUT_LIMIT {
+        let more = peer.handshake.is_none() && !requests;
+        if more || turn >= MAX_WORK / 4 || peer.out.len() >= OUT_LIMIT {
             peer.more = true;
             break;
         }
@@ -640,6 +727,7 @@ fn fast_turn(
     buf: &mut Vec<u8>,
     cpus: usize,
     state: &mut FastSpin,
+    queued: &mut usize,
 ) -> FastTurn {
     let mut turn = FastTurn {
         busy: false,
@@ -662,7 +750,14 @@ fn fast_turn(
         let now = Instant::now();
         let mut served = false;
         for p in peers.iter_mut().filter(|p| fast_servable(p)) {
-            match serve_fast(p, objects, buf) {
+            // Answers too large for an area are queued on the socket.
+            if *queued > TOTAL_OUT_LIMIT {
+                return turn;
+            }
+            let before = p.unsent();
+            let fast = serve_fast(p, objects, buf);
+            *queued = (*queued + p.unsent()).saturating_sub(before);
+            match fast {
                 Fast::Nothing => {}
                 Fast::Served => served = true,
                 Fast::Shutdown => {
