@@ -322,3 +322,31 @@ print("took %.2f s" % took)
         }
     });
 }
+
+/// A server that dies during a client's handshake (its listener gone, the
+/// connection closed before the challenge) is `ManagerGone` to the client,
+/// as a server killed at any other moment is; it was
+/// `AuthenticationFailed`, which a call racing a killed server under load
+/// could get.
+#[test]
+fn a_server_gone_during_the_handshake_is_manager_gone() {
+    watchdog("handshake cut", LIMIT, || {
+        let dir = common::TempDir::new("handshake-cut");
+        let path = dir.0.join("m.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            // The listener goes first, then the connection: the server died.
+            drop(listener);
+            std::fs::remove_file(&path).unwrap();
+            drop(conn);
+        });
+        let address = Address::Unix(dir.0.join("m.sock"));
+        let e = match multiproc::Manager::connect(address, b"key") {
+            Err(e) => e,
+            Ok(_) => panic!("connected to no server"),
+        };
+        server.join().unwrap();
+        assert!(matches!(e, multiproc::Error::ManagerGone(_)), "{e}");
+    });
+}

@@ -216,10 +216,24 @@ impl Client {
             // Out of descriptors or memory here: the server is not gone.
             Error::Io { ref source, .. } if is_local_shortage(source) => e,
             Error::Io { .. } => Error::ManagerGone(e.to_string()),
+            // A handshake cut short by a server that died meanwhile (a
+            // server that lives refused the key, and takes connections).
+            Error::AuthenticationFailed(_) if self.refuses_connections() => {
+                Error::ManagerGone(e.to_string())
+            }
             other => other,
         })?;
         conn.set_max_message(MAX_FRAME);
         Ok(conn)
+    }
+
+    /// Whether the server's address takes no connection (not for want of
+    /// descriptors or memory here): the server is gone.
+    fn refuses_connections(&self) -> bool {
+        match connect(&self.address, None) {
+            Err(Error::Io { ref source, .. }) => !is_local_shortage(source),
+            _ => false,
+        }
     }
 
     /// This process's long connection: `accept_connection`, then
