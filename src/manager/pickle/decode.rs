@@ -305,12 +305,19 @@ impl<'a> Reader<'a> {
         // int key and value take four or more).
         let mut items = Vec::with_capacity((self.rest.len() / 4).min(PARTS_MAX_ITEMS));
         self.batches(op::SETITEMS, op::SETITEM, 2, |r, code| {
-            let k = r.item(code)?;
-            let code = r.byte()?;
-            items.push((k, r.item(code)?));
-            Some(items.len())
+            r.pair(code, &mut items)
         })?;
         Some(items)
+    }
+
+    /// A dict's item whose key's opcode `code` was read, onto `items`:
+    /// how many there are now.
+    #[inline(always)]
+    fn pair(&mut self, code: u8, items: &mut Vec<(PyValue, PyValue)>) -> Option<usize> {
+        let k = self.item(code)?;
+        let code = self.byte()?;
+        items.push((k, self.item(code)?));
+        Some(items.len())
     }
 
     /// The items of a list whose `EMPTY_LIST` was read; scalars all.
@@ -339,35 +346,34 @@ impl<'a> Reader<'a> {
     ) -> Option<()> {
         self.container(0);
         self.memoized();
-        let mut read = |r: &mut Self, code: u8| match item(r, code)? {
-            n if n > PARTS_MAX_ITEMS => None,
-            _ => Some(()),
-        };
         loop {
-            let n = match *self.rest.first()? {
+            let batch = match *self.rest.first()? {
                 op::MARK => {
                     self.take(1)?;
                     self.mark();
-                    let mut n = 0;
-                    loop {
-                        match self.byte()? {
-                            code if code == many => break n,
-                            code => read(self, code)?,
-                        }
-                        n += 1;
-                    }
+                    true
                 }
                 // The next argument or the end of the arguments.
                 op::TUPLE | op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => return Some(()),
-                _ => {
-                    let code = self.byte()?;
-                    read(self, code)?;
+                _ => false,
+            };
+            let mut n = 0;
+            loop {
+                let code = self.byte()?;
+                if batch && code == many {
+                    break;
+                }
+                if item(self, code)? > PARTS_MAX_ITEMS {
+                    return None;
+                }
+                n += 1;
+                if !batch {
                     if self.byte()? != one {
                         return None;
                     }
-                    1
+                    break;
                 }
-            };
+            }
             // The decoders' indexes of the values added, and their copies.
             self.memory += n * per * (size_of::<usize>() + size_of::<PyValue>());
         }
