@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::pickle::{s, P};
+use common::pickle::{request, returned_ident, s, P};
 use common::watchdog;
 use multiproc::conn::Connection;
 use multiproc::Process;
@@ -18,20 +18,6 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// How long an attack may keep the server (a debug build on a loaded
 /// machine; the attacks that failed took minutes).
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// The pickle of the request `(ident, method, args, {})`.
-fn request(ident: Option<&str>, method: &str, args: Vec<P>) -> Vec<u8> {
-    let mut out = vec![0x80, 2];
-    P::Tuple(vec![
-        ident.map_or(P::None, s),
-        s(method),
-        P::Tuple(args),
-        P::Raw(b"}".to_vec()),
-    ])
-    .write(&mut out);
-    out.push(b'.');
-    out
-}
 
 /// Sends one request and waits at most [`PATIENCE`] for its reply.
 fn send(conn: &mut Connection, frame: &[u8]) -> Result<Vec<u8>, String> {
@@ -50,13 +36,7 @@ fn has(reply: &[u8], what: &str) -> bool {
 fn create(conn: &mut Connection, typeid: &str) -> String {
     let reply = send(conn, &request(None, "create", vec![s(typeid)])).unwrap();
     assert!(has(&reply, "#RETURN"), "create {typeid}");
-    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
-    reply[at..]
-        .iter()
-        .skip_while(|b| !b.is_ascii_hexdigit())
-        .take_while(|b| b.is_ascii_hexdigit())
-        .map(|&b| b as char)
-        .collect()
+    returned_ident(&reply)
 }
 
 /// A server of its own: the process, its socket's path, a connection.

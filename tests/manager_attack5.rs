@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::cpython::pyenv_pythons;
-use common::pickle::{s, P};
+use common::pickle::{request, returned_ident, s};
 use common::{run_with_deadline, wait_until, watchdog};
 use multiproc::conn::{connect, Address, Connection};
 
@@ -148,20 +148,6 @@ print("\n".join(differences) or "same")
     });
 }
 
-/// A request `(ident, method, args, {})`, pickled.
-fn request(ident: Option<&str>, method: &str, args: Vec<P>) -> Vec<u8> {
-    let mut out = vec![0x80, 2];
-    P::Tuple(vec![
-        ident.map_or(P::None, s),
-        s(method),
-        P::Tuple(args),
-        P::Dict(vec![]),
-    ])
-    .write(&mut out);
-    out.push(b'.');
-    out
-}
-
 /// Sends a request and waits for its reply, which must be a `#RETURN`.
 fn call(conn: &mut Connection, frame: &[u8]) -> Vec<u8> {
     conn.send_bytes(frame).unwrap();
@@ -178,13 +164,7 @@ fn call(conn: &mut Connection, frame: &[u8]) -> Vec<u8> {
 /// ident.
 fn create(conn: &mut Connection, typeid: &str) -> String {
     let reply = call(conn, &request(None, "create", vec![s(typeid)]));
-    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
-    reply[at..]
-        .iter()
-        .skip_while(|b| !b.is_ascii_hexdigit())
-        .take_while(|b| b.is_ascii_hexdigit())
-        .map(|&b| b as char)
-        .collect()
+    returned_ident(&reply)
 }
 
 /// The descriptors process `pid` has open.

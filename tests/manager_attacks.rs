@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pickle::{s, P};
+use common::pickle::{request, returned_ident, s, P};
 use common::watchdog;
 use multiproc::conn::Connection;
 use multiproc::Process;
@@ -25,20 +25,6 @@ fn usage(pid: u32) -> (Duration, u64) {
         .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
         .unwrap();
     (Duration::from_millis(ticks * 10), hwm)
-}
-
-/// The pickle of the request `(ident, method, args, {})`.
-fn request(ident: Option<&str>, method: &str, args: Vec<P>) -> Vec<u8> {
-    let mut out = vec![0x80, 2];
-    P::Tuple(vec![
-        ident.map_or(P::None, s),
-        s(method),
-        P::Tuple(args),
-        P::Dict(vec![]),
-    ])
-    .write(&mut out);
-    out.push(b'.');
-    out
 }
 
 /// Sends one raw request and waits for its reply: the reply's kind (and
@@ -86,15 +72,7 @@ fn report(conn: &mut Connection, pid: u32, what: &str, frame: Vec<u8>) {
 fn create(conn: &mut Connection, typeid: &str) -> String {
     let (kind, reply, _) = send(conn, &request(None, "create", vec![s(typeid)]));
     assert_eq!(kind, "#RETURN");
-    // The ident is the first string after the tag: hex digits.
-    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
-    let ident: String = reply[at..]
-        .iter()
-        .skip_while(|b| !b.is_ascii_hexdigit())
-        .take_while(|b| b.is_ascii_hexdigit())
-        .map(|&b| b as char)
-        .collect();
-    ident
+    returned_ident(&reply)
 }
 
 /// A list of `n` copies of the pickle `item`, written at once.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::pickle::{s, P};
+use common::pickle::{returned_ident, s, P};
 use common::watchdog;
 use multiproc::conn::Connection;
 use multiproc::Process;
@@ -84,13 +84,7 @@ fn has(reply: &[u8], what: &str) -> bool {
 fn create(conn: &mut Connection, typeid: &str) -> String {
     let reply = send(conn, &request(None, "create", vec![s(typeid)]));
     assert!(has(&reply, "#RETURN"), "{}", shown(&reply));
-    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
-    reply[at..]
-        .iter()
-        .skip_while(|b| !b.is_ascii_hexdigit())
-        .take_while(|b| b.is_ascii_hexdigit())
-        .map(|&b| b as char)
-        .collect()
+    returned_ident(&reply)
 }
 
 /// The server's `number_of_objects`.

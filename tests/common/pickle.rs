@@ -61,3 +61,29 @@ impl P {
 pub fn s(v: &str) -> P {
     P::Str(v.into())
 }
+
+/// The pickle of the request `(ident, method, args, {})`.
+pub fn request(ident: Option<&str>, method: &str, args: Vec<P>) -> Vec<u8> {
+    let mut out = vec![0x80, 2];
+    P::Tuple(vec![
+        ident.map_or(P::None, s),
+        s(method),
+        P::Tuple(args),
+        P::Dict(vec![]),
+    ])
+    .write(&mut out);
+    out.push(b'.');
+    out
+}
+
+/// The ident a `create` answered in `reply`: the first hex string after
+/// its `#RETURN` tag.
+pub fn returned_ident(reply: &[u8]) -> String {
+    let at = reply.windows(7).position(|w| w == b"#RETURN").unwrap() + 7;
+    reply[at..]
+        .iter()
+        .skip_while(|b| !b.is_ascii_hexdigit())
+        .take_while(|b| b.is_ascii_hexdigit())
+        .map(|&b| b as char)
+        .collect()
+}
