@@ -19,17 +19,6 @@ use multiproc::{Error, PyValue};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// CPython's own manager server at `argv[1]` with key `argv[2]`; prints
-/// its address once it listens.
-const SERVER: &str = r#"
-import sys
-from multiprocessing.managers import SyncManager
-m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
-s = m.get_server()
-print(s.address, flush=True)
-s.serve_forever()
-"#;
-
 const KEY: &str = "cpython manager key";
 
 fn remote(e: Error) -> (String, String) {
@@ -48,7 +37,7 @@ fn the_rust_client_works_against_cpythons_own_manager_server() {
     }
     watchdog("CPython's server", LIMIT * pythons.len() as u32, || {
         for python in &pythons {
-            let mut server = CpythonServer::start(python, SERVER, KEY, "cpython", LIMIT);
+            let mut server = CpythonServer::start(python, KEY, "cpython", LIMIT);
             let address = Address::Unix(server.path().to_path_buf());
             let wrong = Manager::connect(address.clone(), b"not the key").unwrap_err();
             assert!(

@@ -27,17 +27,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 const KEY: &str = "manager semantics key";
 
-/// CPython's own manager server at `argv[1]` with key `argv[2]`; prints
-/// its address once it listens.
-const CPYTHON_SERVER: &str = r#"
-import sys
-from multiprocessing.managers import SyncManager
-m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
-s = m.get_server()
-print(s.address, flush=True)
-s.serve_forever()
-"#;
-
 /// The program: connects to the server at `argv[1]` with key `argv[2]`
 /// and prints one `name: answer` line per case (an exception as its type
 /// and message).
@@ -325,8 +314,7 @@ fn python_gets_the_same_answers_from_both_servers() {
         let (server, ours, conn) = common::serve_manager("semantics", KEY.as_bytes());
         drop(conn);
         for python in &pythons {
-            let reference =
-                CpythonServer::start(python, CPYTHON_SERVER, KEY, "semantics", RUN_LIMIT);
+            let reference = CpythonServer::start(python, KEY, "semantics", RUN_LIMIT);
             let want = answers(python, reference.path());
             drop(reference);
             let got = answers(python, &ours);

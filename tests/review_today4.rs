@@ -126,17 +126,6 @@ fn an_rlock_linked_through_one_opening_and_released_through_it_keeps_its_mapping
     });
 }
 
-/// CPython's own manager server at `argv[1]` with key `argv[2]`; prints
-/// its address once it listens.
-const CPYTHON_SERVER: &str = r#"
-import sys
-from multiprocessing.managers import SyncManager
-m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
-s = m.get_server()
-print(s.address, flush=True)
-s.serve_forever()
-"#;
-
 /// Sends `update` calls whose dict a hand-made pickle writes (a key set
 /// twice, equal keys of other types, NaN keys, proxies as values set
 /// twice) straight on a proxy's connection, and prints what each left.
@@ -230,13 +219,8 @@ fn an_update_of_a_hand_made_dict_ends_as_cpythons() {
     watchdog("update of a hand-made dict", LIMIT, || {
         let (server, ours, conn) = common::serve_manager("review4-update", KEY.as_bytes());
         drop(conn);
-        let reference = common::cpython::CpythonServer::start(
-            &python,
-            CPYTHON_SERVER,
-            KEY,
-            "review4-update",
-            LIMIT,
-        );
+        let reference =
+            common::cpython::CpythonServer::start(&python, KEY, "review4-update", LIMIT);
         let want = update_answers(&python, reference.path());
         drop(reference);
         let got = update_answers(&python, &ours);

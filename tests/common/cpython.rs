@@ -25,6 +25,17 @@ pub fn pyenv_pythons() -> Vec<(u32, String)> {
     found
 }
 
+/// CPython's own manager server at `argv[1]` with key `argv[2]`; prints
+/// its address once it listens.
+const SERVER: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager
+m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
+s = m.get_server()
+print(s.address, flush=True)
+s.serve_forever()
+"#;
+
 /// A CPython manager server process, killed (by its pid) if still running
 /// when dropped, and its socket file removed.
 pub struct CpythonServer {
@@ -33,17 +44,10 @@ pub struct CpythonServer {
 }
 
 impl CpythonServer {
-    /// Starts `script` (which serves on the socket path and key it is
-    /// given as its arguments, and prints its address once it listens)
-    /// with `python`, on a socket named after `name`; waits (within
-    /// `limit`) until it listens.
-    pub fn start(
-        python: &str,
-        script: &str,
-        key: &str,
-        name: &str,
-        limit: Duration,
-    ) -> CpythonServer {
+    /// Starts CPython's own manager server ([`SERVER`]) with `python`,
+    /// with `key`, on a socket named after `name`; waits (within `limit`)
+    /// until it listens.
+    pub fn start(python: &str, key: &str, name: &str, limit: Duration) -> CpythonServer {
         let path = std::env::temp_dir().join(format!(
             "multiproc-{name}-{}-{}.sock",
             std::process::id(),
@@ -51,7 +55,7 @@ impl CpythonServer {
         ));
         let _ = std::fs::remove_file(&path);
         let mut child = Command::new(python)
-            .args(["-c", script, path.to_str().unwrap(), key])
+            .args(["-c", SERVER, path.to_str().unwrap(), key])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
