@@ -293,9 +293,16 @@ pub(super) mod wire {
         pickle::dumps(v, address)
     }
 
+    /// `('#RETURN', None)` as [`pickle::dumps_tagged`] writes it.
+    const RETURN_NONE: &[u8] = b"\x80\x04\x8c\x07#RETURNN\x86.";
+
     /// The bytes of a reply (as [`dumps`] of its
     /// [`into_value`](Reply::into_value), without making that tuple).
     pub(in crate::manager) fn dumps_reply(reply: Reply, address: &PyValue) -> Vec<u8> {
+        // The answer of every call that returns nothing (a set, an append).
+        if let Reply::Return(PyValue::None) = reply {
+            return RETURN_NONE.to_vec();
+        }
         let (kind, result) = reply.into_parts(address);
         let bytes = pickle::dumps_tagged(kind, &result, address);
         result.drop_batch();
@@ -342,6 +349,15 @@ pub(super) mod wire {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_return_of_none_is_written_as_any_reply() {
+        let address = PyValue::None;
+        assert_eq!(
+            wire::dumps_reply(Reply::Return(PyValue::None), &address),
+            super::super::pickle::dumps_tagged("#RETURN", &PyValue::None, &address)
+        );
+    }
 
     #[test]
     fn idents_read_back_only_as_written() {
