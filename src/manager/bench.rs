@@ -203,11 +203,20 @@ impl IntBatches {
     /// `batches` batches of `per_batch` new int keys (each key's value is
     /// its place in its batch), as the bench's batched rows set them.
     pub fn new(batches: i64, per_batch: i64) -> IntBatches {
+        IntBatches::of(batches.saturating_mul(per_batch), per_batch)
+    }
+
+    /// The int keys `0..n` as [`IntBatches::new`] makes them, in batches
+    /// of `per_batch` (the last one shorter if `per_batch` does not
+    /// divide `n`).
+    pub fn of(n: i64, per_batch: i64) -> IntBatches {
+        let per_batch = per_batch.max(1);
+        let batches = (n.max(0) + per_batch - 1) / per_batch;
         IntBatches(
             (0..batches)
                 .map(|b| {
-                    (0..per_batch)
-                        .map(|i| (PyValue::Int(b * per_batch + i), PyValue::Int(i)))
+                    (b * per_batch..((b + 1) * per_batch).min(n))
+                        .map(|k| (PyValue::Int(k), PyValue::Int(k - b * per_batch)))
                         .collect()
                 })
                 .collect(),
@@ -227,6 +236,33 @@ pub fn bare_updates(batches: IntBatches) -> impl Sized {
         map.extend(batch);
     }
     map
+}
+
+/// The server's dict alone, looked up: a map of the server's type holding
+/// the int keys `0..n` (each its own value), made before it is returned,
+/// whose [`BareDict::lookups`] are the floor of a server's `get_many`.
+pub struct BareDict(Map);
+
+impl BareDict {
+    /// The map of `n` int items.
+    pub fn new(n: i64) -> BareDict {
+        let mut map = Map::with_hasher(keyed());
+        map.extend((0..n).map(|k| (PyValue::Int(k), PyValue::Int(k))));
+        BareDict(map)
+    }
+
+    /// Looks up `keys` (ints) as a `get_many` does: each found value
+    /// copied into the answer's list, `None` for a key not there.
+    pub fn lookups(&self, keys: impl IntoIterator<Item = i64>) -> Vec<PyValue> {
+        keys.into_iter()
+            .map(|k| {
+                self.0
+                    .get(&PyValue::Int(k))
+                    .cloned()
+                    .unwrap_or(PyValue::None)
+            })
+            .collect()
+    }
 }
 
 fn value<T: Serialize + ?Sized>(v: &T) -> PyValue {

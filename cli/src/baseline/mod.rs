@@ -23,7 +23,7 @@ use std::io;
 pub use lock::{
     BenchArray, BenchCounter, BenchMutex, RawAtomic, RawLockedArray, RobustPthreadMutex,
 };
-pub use map::{ordered_map_items_per_sec, MapWork};
+pub use map::{ordered_map_items_per_sec, Items, MapWork};
 pub use payload::{
     check_payload, mark_payload, BenchPayload, PipeBytes, PipeSerdeVec, RawSocketPayload,
     PAYLOAD_LEN,

@@ -9,7 +9,7 @@ use multiproc::{Array, Lock, Process, RawValue, Semaphore, Value};
 use multiproc_cli::baseline::peers::{RawSyncEventPair, RawSyncMutex};
 use multiproc_cli::baseline::{
     fork_exit_wait, ordered_map_items_per_sec, AsyncEventPair, AsyncQueue, EventFdPingPong,
-    EventPair, MapWork, PipeBytes, PipePingPong, PipeSerdeVec, PosixSemaphore, RawAtomic,
+    EventPair, Items, MapWork, PipeBytes, PipePingPong, PipeSerdeVec, PosixSemaphore, RawAtomic,
     RawFutexPingPong, RawLockedArray, RawSocketPayload, RawSocketPingPong, RawSocketStream,
     RobustPthreadMutex, PAYLOAD_LEN,
 };
@@ -500,9 +500,18 @@ fn managed_over(
             (a, vec![(raw_calls_name(op, clients), b)])
         }
         Some(work) => {
-            let mut map = || ordered_map_items_per_sec(work, n, BATCH);
-            let [a, b, c] = alternated(size.repeats(), [&mut ours, &mut raw, &mut map])?;
-            (a, vec![(raw_calls_name(op, clients), b), (MAP_FLOOR, c)])
+            let mut map = || ordered_map_items_per_sec(work, Items::U64, n, BATCH);
+            let mut values = || ordered_map_items_per_sec(work, Items::Values, n, BATCH);
+            let [a, b, c, d] =
+                alternated(size.repeats(), [&mut ours, &mut raw, &mut map, &mut values])?;
+            (
+                a,
+                vec![
+                    (raw_calls_name(op, clients), b),
+                    (MAP_FLOOR, c),
+                    (VALUES_FLOOR, d),
+                ],
+            )
         }
     };
     eprint!(
@@ -516,6 +525,11 @@ fn managed_over(
 /// The batched rows' second baseline ([`ordered_map_items_per_sec`]).
 const MAP_FLOOR: &str = "the storage floor: a fresh process keeping the same items in an \
      insertion-ordered map of u64 (IndexMap), no transport, no decoding";
+
+/// The batched rows' third baseline: the second with the server's own
+/// dict and values.
+const VALUES_FLOOR: &str = "the value model's floor: the same, in the server's own dict \
+     of dynamic values (what any item of a managed dict is kept as)";
 
 /// What a managed row's OS baseline ([`raw_calls_per_sec`]) is, in words.
 fn raw_calls_name(op: ManagerOp, clients: u64) -> &'static str {
