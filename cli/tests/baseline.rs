@@ -56,19 +56,21 @@ fn ping_pongs_answer() {
     });
 }
 
-/// The batched manager rows' storage floor runs in a process of its own
-/// and gives a rate for both kinds of work, batches that do not divide
+/// The batched manager rows' storage floors run in a process of its own
+/// and give a rate for both kinds of work, batches that do not divide
 /// the keys included.
 #[test]
 fn the_map_floor_measures_inserts_and_lookups() {
     common::watchdog("map floor", Duration::from_secs(60), || {
         for work in [MapWork::Insert, MapWork::Lookup] {
-            for (n, batch) in [(10_000, 1000), (1001, 1000), (5, 0)] {
-                let rate = ordered_map_items_per_sec(work, n, batch).unwrap();
-                assert!(
-                    rate.is_finite() && rate > 0.0,
-                    "{work:?} {n} {batch}: {rate}"
-                );
+            for items in [Items::U64, Items::Values] {
+                for (n, batch) in [(10_000, 1000), (1001, 1000), (5, 0)] {
+                    let rate = ordered_map_items_per_sec(work, items, n, batch).unwrap();
+                    assert!(
+                        rate.is_finite() && rate > 0.0,
+                        "{work:?} {items:?} {n} {batch}: {rate}"
+                    );
+                }
             }
         }
     });

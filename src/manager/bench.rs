@@ -268,3 +268,24 @@ impl BareDict {
 fn value<T: Serialize + ?Sized>(v: &T) -> PyValue {
     ser::to_value(v).expect("a value that converts")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_batches_hold_each_key_once() {
+        for (n, per_batch) in [(2000, 1000), (1001, 1000), (5, 0), (0, 10)] {
+            let batches = IntBatches::of(n, per_batch).0;
+            let keys: Vec<PyValue> = batches.iter().flatten().map(|(k, _)| k.clone()).collect();
+            assert_eq!(keys, (0..n).map(PyValue::Int).collect::<Vec<_>>());
+            assert!(batches.iter().all(|b| b.len() <= per_batch.max(1) as usize));
+        }
+        let d = BareDict::new(3);
+        assert_eq!(
+            d.lookups([2, 3]),
+            [PyValue::Int(2), PyValue::None],
+            "a key not there is None"
+        );
+    }
+}
