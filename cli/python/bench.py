@@ -11,6 +11,7 @@ starts too): each client sends the requests its proxy would (the same
 pickles, framed as `Connection.send_bytes` frames them) and unpickles each
 answer, and the figures are that echo's (set, get and append only).
 """
+import os
 import sys
 import time
 import multiprocessing as mp
@@ -157,6 +158,27 @@ def _server_cpu(pid):
     return time.clock_gettime((~pid << 3) | 2)
 
 
+def _server_split(pid):
+    """User and system CPU seconds of the server process so far: the
+    kernel's split of the clock above (`/proc/<pid>/stat`'s utime and
+    stime, charged a 10 ms tick at a time to whichever the process was in
+    when the tick came)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _server_usage(pid, ops, elapsed, before):
+    """The figures the managed scenarios print: ops/s, then the server's
+    CPU time per op in microseconds, then its user and system parts."""
+    cpu0, (user0, sys0) = before
+    cpu = _server_cpu(pid) - cpu0
+    user, sys_ = _server_split(pid)
+    us = [seconds / ops * 1e6 for seconds in (cpu, user - user0, sys_ - sys0)]
+    return " ".join(str(f) for f in [ops / elapsed, *us])
+
+
 # The server the manager scenarios use: None for a `Manager()` of Python's
 # own, else (address, authkey hex, pid) of a running one (multiproc's).
 SERVER = None
@@ -193,11 +215,11 @@ def _manager_clients(op, clients, n):
             d.update({i: i for i in range(n)})
         elif op == "copy":  # the 1000 values each batch reads
             d.update({i: i for i in range(1000)})
-        cpu0 = _server_cpu(pid)
+        before = (_server_cpu(pid), _server_split(pid))
         t = time.perf_counter()
         _clients(_manager_work, clients, (op, d, l), n)
         elapsed = time.perf_counter() - t
-        cpu = _server_cpu(pid) - cpu0
+        usage = _server_usage(pid, clients * n, elapsed, before)
         expected = {
             "set": clients * n,
             "get": n,
@@ -212,8 +234,7 @@ def _manager_clients(op, clients, n):
     finally:
         if SERVER is None:
             m.shutdown()
-    ops = clients * n
-    return f"{ops / elapsed} {cpu / ops * 1e6}"  # ops/s, server CPU us/op
+    return usage
 
 
 def _manager_work(op, d, l, client, n):
@@ -238,13 +259,11 @@ def _manager_work(op, d, l, client, n):
 def _raw_clients(op, clients, n):
     address, _, pid = SERVER
     pid = int(pid)
-    cpu0 = _server_cpu(pid)
+    before = (_server_cpu(pid), _server_split(pid))
     t = time.perf_counter()
     _clients(_raw_work, clients, (op, address), n)
     elapsed = time.perf_counter() - t
-    cpu = _server_cpu(pid) - cpu0
-    ops = clients * n
-    return f"{ops / elapsed} {cpu / ops * 1e6}"  # calls/s, echo CPU us/call
+    return _server_usage(pid, clients * n, elapsed, before)
 
 
 def _raw_work(op, address, client, n):

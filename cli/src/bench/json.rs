@@ -3,6 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use super::python::PythonFigure;
 use super::scenarios::Scenario;
 use super::Measurement;
 
@@ -31,6 +32,14 @@ struct Line<'a> {
     /// Managed scenarios but the batched ones: a raw socket echo's CPU
     /// time per call, answering the same Python client's calls.
     python_client_raw_echo_cpu_us: Option<f64>,
+    /// The user and system parts of the three CPU times above (as the
+    /// kernel splits them, sampling at its ticks), in the same order.
+    python_server_user_us: Option<f64>,
+    python_server_system_us: Option<f64>,
+    python_client_multiproc_server_user_us: Option<f64>,
+    python_client_multiproc_server_system_us: Option<f64>,
+    python_client_raw_echo_user_us: Option<f64>,
+    python_client_raw_echo_system_us: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -44,8 +53,19 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// The user and system parts of a figure's server CPU time.
+fn user_system(f: Option<PythonFigure>) -> (Option<f64>, Option<f64>) {
+    match f.and_then(|f| f.server_user_system_us) {
+        Some((user, system)) => (finite(user), finite(system)),
+        None => (None, None),
+    }
+}
+
 /// The JSON object for one scenario's figures, on one line.
 pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
+    let python = user_system(m.python);
+    let ours = user_system(m.python_client_our_server);
+    let echo = user_system(m.python_client_raw_echo);
     let line = Line {
         scenario: s.name,
         unit: s.unit.name(),
@@ -72,6 +92,12 @@ pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
         python_client_raw_echo_cpu_us: m
             .python_client_raw_echo
             .and_then(|p| p.server_cpu_us.and_then(finite)),
+        python_server_user_us: python.0,
+        python_server_system_us: python.1,
+        python_client_multiproc_server_user_us: ours.0,
+        python_client_multiproc_server_system_us: ours.1,
+        python_client_raw_echo_user_us: echo.0,
+        python_client_raw_echo_system_us: echo.1,
     };
     Ok(serde_json::to_string(&line)?)
 }
@@ -79,7 +105,6 @@ pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::python::PythonFigure;
     use crate::bench::scenarios::SCENARIOS;
 
     fn scenario(name: &str) -> &'static Scenario {
@@ -94,14 +119,17 @@ mod tests {
             python: Some(PythonFigure {
                 value: 7600.0,
                 server_cpu_us: Some(80.0),
+                server_user_system_us: Some((30.0, 50.0)),
             }),
             python_client_our_server: Some(PythonFigure {
                 value: 9000.0,
                 server_cpu_us: Some(30.0),
+                server_user_system_us: Some((10.0, 20.0)),
             }),
             python_client_raw_echo: Some(PythonFigure {
                 value: 20000.0,
                 server_cpu_us: Some(25.0),
+                server_user_system_us: None,
             }),
         };
         let line = json_line(scenario("manager_dict_set_1client"), &m).expect("json");
@@ -111,6 +139,11 @@ mod tests {
         assert_eq!(v["python_client_multiproc_server"], 9000.0);
         assert_eq!(v["python_client_multiproc_server_cpu_us"], 30.0);
         assert_eq!(v["python_client_raw_echo_cpu_us"], 25.0);
+        assert_eq!(v["python_server_user_us"], 30.0);
+        assert_eq!(v["python_server_system_us"], 50.0);
+        assert_eq!(v["python_client_multiproc_server_user_us"], 10.0);
+        assert_eq!(v["python_client_multiproc_server_system_us"], 20.0);
+        assert!(v["python_client_raw_echo_user_us"].is_null());
         assert_eq!(v["baseline"]["value"], 12600.0);
         assert_eq!(v["also"], serde_json::json!([]));
     }
@@ -139,6 +172,7 @@ mod tests {
             python: Some(PythonFigure {
                 value: 156.2,
                 server_cpu_us: None,
+                server_user_system_us: None,
             }),
             python_client_our_server: None,
             python_client_raw_echo: None,

@@ -183,8 +183,13 @@ fn run_pythons(s: &Scenario, n: u64, size: &Size) -> Result<PythonFigures> {
     }
     let [python, ours, raw] = runs.map(median_figure);
     let cpu = |f: Option<PythonFigure>| {
-        f.and_then(|f| f.server_cpu_us)
-            .map_or("n/a".into(), |c| format!("{c:.2}"))
+        let Some(c) = f.and_then(|f| f.server_cpu_us) else {
+            return "n/a".into();
+        };
+        match f.and_then(|f| f.server_user_system_us) {
+            Some((user, system)) => format!("{c:.2} (user {user:.2}, system {system:.2})"),
+            None => format!("{c:.2}"),
+        }
     };
     eprint!(
         " (python client: server CPU {} us/op in python's server, {} in multiproc's, {} in a raw socket echo's)",
@@ -211,16 +216,19 @@ struct PythonFigures {
     raw_echo: Option<PythonFigure>,
 }
 
-/// The median figure and the median server CPU time of some runs; `None`
-/// if none succeeded.
+/// The median figure and the median server CPU time (and its parts) of
+/// some runs; `None` if none succeeded.
 fn median_figure(runs: Vec<PythonFigure>) -> Option<PythonFigure> {
     if runs.is_empty() {
         return None;
     }
     let cpus: Vec<f64> = runs.iter().filter_map(|f| f.server_cpu_us).collect();
+    let (users, systems): (Vec<f64>, Vec<f64>) =
+        runs.iter().filter_map(|f| f.server_user_system_us).unzip();
     Some(PythonFigure {
         value: median(runs.iter().map(|f| f.value).collect()),
         server_cpu_us: (!cpus.is_empty()).then(|| median(cpus)),
+        server_user_system_us: (!users.is_empty()).then(|| (median(users), median(systems))),
     })
 }
 

@@ -33,17 +33,23 @@ pub(super) struct PythonFigure {
     /// For the managed scenarios, the server's CPU time per operation in
     /// microseconds (whichever server the client used).
     pub(super) server_cpu_us: Option<f64>,
+    /// Its user and system parts, as the kernel splits it (sampled at
+    /// its 10 ms ticks).
+    pub(super) server_user_system_us: Option<(f64, f64)>,
 }
 
 /// Parses the script's output: the figure, then optionally the server's
-/// CPU time per operation.
+/// CPU time per operation, then optionally its user and system parts.
 fn parse_output(text: &str) -> Option<PythonFigure> {
     let mut numbers = text.split_whitespace().map(str::parse::<f64>);
     let value = numbers.next()?.ok()?;
-    let server_cpu_us = numbers.next().and_then(Result::ok);
+    let mut next = || numbers.next().and_then(Result::ok);
+    let server_cpu_us = next();
+    let server_user_system_us = next().zip(next());
     Some(PythonFigure {
         value,
         server_cpu_us,
+        server_user_system_us,
     })
 }
 
@@ -283,17 +289,27 @@ mod tests {
     #[test]
     fn output_with_and_without_server_cpu() {
         assert_eq!(
+            parse_output("7600.5 36.0 10.5 25.5\n"),
+            Some(PythonFigure {
+                value: 7600.5,
+                server_cpu_us: Some(36.0),
+                server_user_system_us: Some((10.5, 25.5)),
+            })
+        );
+        assert_eq!(
             parse_output("7600.5 36.0\n"),
             Some(PythonFigure {
                 value: 7600.5,
-                server_cpu_us: Some(36.0)
+                server_cpu_us: Some(36.0),
+                server_user_system_us: None,
             })
         );
         assert_eq!(
             parse_output("156.2\n"),
             Some(PythonFigure {
                 value: 156.2,
-                server_cpu_us: None
+                server_cpu_us: None,
+                server_user_system_us: None,
             })
         );
         assert_eq!(parse_output(""), None);
