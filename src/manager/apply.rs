@@ -844,17 +844,17 @@ fn dict(
                 return Err(missing(kind, k));
             }
         },
-        Op::Lookup(k) => lookup_or(d, &k, PyValue::None, budget)?,
+        Op::Lookup(k) => lookup_or(d, &k, || PyValue::None, budget)?,
         Op::LookupMany(keys) => {
             budget.work(keys.len())?;
             let mut found = Vec::with_capacity(keys.len());
             for k in &keys {
-                found.push(lookup_or(d, k, PyValue::None, budget)?);
+                found.push(lookup_or(d, k, || PyValue::None, budget)?);
             }
             super::value::drop_values(keys);
             PyValue::List(found)
         }
-        Op::LookupOr(k, default) => lookup_or(d, &k, default, budget)?,
+        Op::LookupOr(k, default) => lookup_or(d, &k, || default, budget)?,
         Op::Set(k, v) => {
             hashable(&k)?;
             d.insert(k, v);
@@ -1008,14 +1008,20 @@ fn dict(
     })
 }
 
-/// `d.get(k, default)`.
-fn lookup_or(d: &Map, k: &PyValue, default: PyValue, budget: &mut Budget) -> OpResult {
+/// `d.get(k, default)`; the default is made only for a key not there (a
+/// batch of lookups would otherwise drop one for every key found).
+fn lookup_or(
+    d: &Map,
+    k: &PyValue,
+    default: impl FnOnce() -> PyValue,
+    budget: &mut Budget,
+) -> OpResult {
     match d.get(k) {
         Some(v) => {
             budget.charge_value(v)?;
             Ok(v.clone())
         }
-        None => absent(k, default),
+        None => absent(k, default()),
     }
 }
 

@@ -170,14 +170,25 @@ impl Encoder<'_> {
         match items.len() {
             0 => self.out.push(op::EMPTY_TUPLE),
             n @ 1..=3 => {
-                items.iter().for_each(|v| self.value(v));
+                items.iter().for_each(|v| self.item(v));
                 self.out.push(op::TUPLE1 + (n as u8 - 1));
             }
             _ => {
                 self.out.push(op::MARK);
-                items.iter().for_each(|v| self.value(v));
+                items.iter().for_each(|v| self.item(v));
                 self.out.push(op::TUPLE);
             }
+        }
+    }
+
+    /// An item of a container: [`Encoder::value`], with the most common
+    /// one, an int, written in the caller's loop rather than through the
+    /// recursive call.
+    #[inline(always)]
+    fn item(&mut self, v: &PyValue) {
+        match v {
+            PyValue::Int(i) => self.int(*i),
+            v => self.value(v),
         }
     }
 
@@ -185,7 +196,7 @@ impl Encoder<'_> {
     fn appends(&mut self, items: &[PyValue]) {
         if !items.is_empty() {
             self.out.push(op::MARK);
-            items.iter().for_each(|v| self.value(v));
+            items.iter().for_each(|v| self.item(v));
             self.out.push(op::APPENDS);
         }
     }
@@ -195,8 +206,8 @@ impl Encoder<'_> {
         if !items.is_empty() {
             self.out.push(op::MARK);
             for (k, v) in items {
-                self.value(k);
-                self.value(v);
+                self.item(k);
+                self.item(v);
             }
             self.out.push(op::SETITEMS);
         }
