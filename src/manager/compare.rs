@@ -824,12 +824,20 @@ fn int_cmp_float(i: i64, f: f64) -> Option<Ordering> {
 
 /// Python's `==` (see [`PyValue`] for where it differs).
 impl PartialEq for PyValue {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        use PyValue::*;
-        // The most common keys, directly.
-        if let (Int(a), Int(b)) = (self, other) {
+        // The most common keys, directly (inlined into the dict's probe).
+        if let (PyValue::Int(a), PyValue::Int(b)) = (self, other) {
             return a == b;
         }
+        self.eq_other(other)
+    }
+}
+
+impl PyValue {
+    /// [`PartialEq`] of every pair of values but two `Int`s.
+    fn eq_other(&self, other: &Self) -> bool {
+        use PyValue::*;
         if let (Some(a), Some(b)) = (self.number(), other.number()) {
             return a.partial_cmp(b) == Some(Ordering::Equal);
         }
