@@ -175,3 +175,15 @@ pub fn no_leftovers(url: &str, name: &str) {
     let gone = super::wait_until(Duration::from_secs(30), || leftover(url, name).is_empty());
     assert!(gone, "left: {:?}", leftover(url, name));
 }
+
+/// What most Redis attack tests begin with: the shared test server's URL
+/// (the test skipped, with the reason printed, without one) and a name no
+/// other test uses, made of `prefix`; `body` runs with both under a
+/// watchdog of `limit`.
+pub fn attack(test: &str, prefix: &str, limit: Duration, body: impl FnOnce(&str, &str)) {
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    let name = unique(prefix);
+    super::watchdog(test, limit, || body(&url, &name));
+}

@@ -144,14 +144,22 @@ return #ARGV / 3
     )
 });
 
-/// `d.pop(f, None)`: the old value or nil (ARGV: field).
+/// `d.pop(f, None)` (ARGV: field, the value expected, see
+/// `super::take`): `{}` if absent, `{'T', value}` taken, `{'P', value}`
+/// left.
 static DISCARD: Lazy<Script> = Lazy::new(|| {
     script(
-        r"
+        &[
+            &codec::LUA_PLAIN,
+            r"
 local old = redis.call('HGET', V, ARGV[1])
-if old then drop(ARGV[1]) end
-return old
+if not old then return {} end
+if old ~= ARGV[2] and not plain(old) then return {'P', old} end
+drop(ARGV[1])
+return {'T', old}
 ",
+        ]
+        .concat(),
     )
 });
 
@@ -165,17 +173,27 @@ return 0
     )
 });
 
-/// `d.popitem()`: {key, value} of the last field inserted, or {}.
+/// `d.popitem()`: of the last field inserted, `{'T', key, value}` taken
+/// (without its value if the hash lacks one: another program's write),
+/// `{'P', key, value}` left (ARGV: the key and value expected, see
+/// `super::take`), or `{}`.
 static POPITEM: Lazy<Script> = Lazy::new(|| {
     script(
-        r"
+        &[
+            &codec::LUA_PLAIN,
+            r"
 local f = redis.call('ZREVRANGE', O, 0, 0)[1]
 if not f then return {} end
 local v = redis.call('HGET', V, f)
-local own = redis.call('HGET', K, f)
+local k = redis.call('HGET', K, f) or f
+if v and not (k == ARGV[1] and v == ARGV[2]) and not (plain(k) and plain(v)) then
+  return {'P', k, v}
+end
 drop(f)
-return {own or f, v}
+return {'T', k, v}
 ",
+        ]
+        .concat(),
     )
 });
 
@@ -316,6 +334,22 @@ impl Dict<'_> {
             }
             call.invoke(c)
         })
+    }
+
+    /// Takes the value of `key` out (`pop`), if there: one that does not
+    /// decode is left (see `super::take`).
+    fn take(&self, key: &PyValue) -> Result<Option<Vec<u8>>> {
+        let (field, _) = codec::field(key)?;
+        let taken = super::take(|expected| {
+            let mut args: Vec<&[u8]> = vec![&field];
+            args.extend(expected.iter().map(Vec::as_slice));
+            self.invoke(&DISCARD, false, &args)
+        })?;
+        match taken {
+            None => Ok(None),
+            Some(mut values) if values.len() == 1 => Ok(values.pop()),
+            Some(_) => Err(inconsistent()),
+        }
     }
 
     /// `HGET v field`.
@@ -536,21 +570,12 @@ pub(super) fn apply(store: &Store, kind: Kind, name: &str, op: Op) -> Result<PyV
             d.invoke::<()>(&UPDATE, true, &args)?;
             PyValue::None
         }
-        Op::Discard(k) => {
-            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
-            value_or(found, PyValue::None)?
-        }
-        Op::PopOr(k, default) => {
-            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
-            value_or(found, default)?
-        }
-        Op::Pop(k) => {
-            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
-            match found {
-                Some(found) => codec::decode(&found)?,
-                None => return Err(key_error(&k)),
-            }
-        }
+        Op::Discard(k) => value_or(d.take(&k)?, PyValue::None)?,
+        Op::PopOr(k, default) => value_or(d.take(&k)?, default)?,
+        Op::Pop(k) => match d.take(&k)? {
+            Some(found) => codec::decode(&found)?,
+            None => return Err(key_error(&k)),
+        },
         Op::Del(k) => {
             let had: bool = d.invoke(&DEL, false, &[&codec::field(&k)?.0])?;
             if !had {
@@ -559,16 +584,20 @@ pub(super) fn apply(store: &Store, kind: Kind, name: &str, op: Op) -> Result<PyV
             PyValue::None
         }
         Op::PopItem => {
-            let pair: Vec<Option<Vec<u8>>> = d.invoke(&POPITEM, false, &[])?;
-            match pair.as_slice() {
-                [] => {
+            let taken = super::take(|expected| {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(2);
+                args.extend(expected.iter().map(Vec::as_slice));
+                d.invoke(&POPITEM, false, &args)
+            })?;
+            match taken.as_deref() {
+                None => {
                     return Err(Error::Remote {
                         kind: "KeyError".into(),
                         message: "'popitem(): dictionary is empty'".into(),
                     })
                 }
-                [Some(k), Some(v)] => PyValue::Tuple(vec![codec::decode(k)?, codec::decode(v)?]),
-                _ => return Err(inconsistent()),
+                Some([k, v]) => PyValue::Tuple(vec![codec::decode(k)?, codec::decode(v)?]),
+                Some(_) => return Err(inconsistent()),
             }
         }
         Op::SetDefault(k, default) => {

@@ -37,7 +37,7 @@ use crate::lazy::Lazy;
 
 use redis::Script;
 
-use super::codec::LUA_FLOAT;
+use super::codec::{LUA_FLOAT, LUA_PLAIN};
 use super::{codec, fresh_name, key, Store};
 use crate::error::{Error, Result};
 use crate::manager::protocol::{Kind, Op};
@@ -114,25 +114,34 @@ return 1
 });
 
 /// `l.pop(i)` and `del l[i]`. KEYS: list; ARGV: index, a pivot no value
-/// equals, the message for an empty list, for an index out of range.
+/// equals, the message for an empty list, for an index out of range, `1`
+/// to take any item (`del`), and the item expected (see `super::take`).
+/// Answers `{'T', item}` (taken) or `{'P', item}` (left where it was).
 static POP: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
+{}
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return redis.error_reply('PYERR IndexError ' .. ARGV[3]) end
 local i = at(ARGV[1], n)
 if i < 0 or i >= n then return redis.error_reply('PYERR IndexError ' .. ARGV[4]) end
-if i == 0 then return redis.call('LPOP', KEYS[1]) end
-if i == n - 1 then return redis.call('RPOP', KEYS[1]) end
 local v = redis.call('LINDEX', KEYS[1], i)
-redis.call('LSET', KEYS[1], i, ARGV[2])
-if i < n / 2 then
-  redis.call('LREM', KEYS[1], 1, ARGV[2])
+if ARGV[5] ~= '1' and v ~= ARGV[6] and not plain(v) then return {{'P', v}} end
+if i == 0 then
+  redis.call('LPOP', KEYS[1])
+elseif i == n - 1 then
+  redis.call('RPOP', KEYS[1])
 else
-  redis.call('LREM', KEYS[1], -1, ARGV[2])
+  redis.call('LSET', KEYS[1], i, ARGV[2])
+  if i < n / 2 then
+    redis.call('LREM', KEYS[1], 1, ARGV[2])
+  else
+    redis.call('LREM', KEYS[1], -1, ARGV[2])
+  end
 end
-return v
-"
+return {{'T', v}}
+",
+        *LUA_PLAIN
     ))
 });
 
@@ -553,18 +562,23 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
                 ("pop from empty list", "pop index out of range")
             };
             let pivot = pivot()?;
-            let v = store.run(false, |c| {
-                POP.key(&k)
-                    .arg(i)
-                    .arg(&pivot)
-                    .arg(empty)
-                    .arg(range)
-                    .invoke::<Vec<u8>>(c)
+            let any = if del { "1" } else { "0" };
+            let taken = super::take(|expected| {
+                store.run(false, |c| {
+                    let mut call = POP.key(&k);
+                    call.arg(i).arg(&pivot).arg(empty).arg(range).arg(any);
+                    if let Some(e) = expected.first() {
+                        call.arg(e);
+                    }
+                    call.invoke(c)
+                })
             })?;
-            if del {
-                Ok(PyValue::None)
-            } else {
-                codec::decode(&v)
+            match taken.as_deref() {
+                _ if del => Ok(PyValue::None),
+                Some([v]) => codec::decode(v),
+                _ => Err(Error::Deserialize(
+                    "an answer of a multiproc script that is not its own".into(),
+                )),
             }
         }
         Op::Remove(v) => {

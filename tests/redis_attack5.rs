@@ -1,0 +1,184 @@
+//! A fifth round of attacks on the Redis backend: values another program
+//! wrote taken out of an object (never lost), keys of another Redis type,
+//! limits of the arguments, and a server that is gone.
+//!
+//! Needs `MULTIPROC_TEST_REDIS` (see tests/common/redis.rs): skipped with a
+//! printed reason without it, a failure in CI.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{attack, raw};
+use multiproc::{Error, Manager};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Values no multiproc program writes: not an encoding, a str that is not
+/// UTF-8, an int past 64 bits, a float that does not parse, a broken pickle.
+const FOREIGN: [&[u8]; 6] = [
+    b"junk",
+    b"",
+    b"s\xff",
+    b"99999999999999999999",
+    b"f1.5.5",
+    b"\x80\x04junk",
+];
+
+fn deserialize<T: std::fmt::Debug>(r: multiproc::Result<T>, what: &str) {
+    assert!(matches!(r, Err(Error::Deserialize(_))), "{what}: {r:?}");
+}
+
+fn lrange(conn: &mut redis::Connection, key: &str) -> Vec<Vec<u8>> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .unwrap()
+}
+
+/// A list item another program wrote that does not decode, popped (at
+/// either end or inside, by an index from the start or the end): a
+/// `Deserialize` error, and the item is still where it was, as is every
+/// other item.
+#[test]
+fn a_foreign_item_popped_from_a_list_stays_where_it_was() {
+    attack("a_foreign_item_popped", "lpop", LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let key = format!("multiproc:{{list:{name}}}:l");
+        let mut conn = raw(url);
+        let l = m.list_named::<i64>(name).unwrap();
+        for foreign in FOREIGN {
+            l.clear().unwrap();
+            let _: i64 = redis::cmd("RPUSH")
+                .arg(&key)
+                .arg(foreign)
+                .arg("1")
+                .arg(foreign)
+                .arg("2")
+                .arg("3")
+                .arg(foreign)
+                .arg("4")
+                .arg(foreign)
+                .query(&mut conn)
+                .unwrap();
+            let before = lrange(&mut conn, &key);
+            for at in [0, 2, 5, 7, -1, -3, -6, -8] {
+                deserialize(l.pop(at), &format!("pop({at}) of {foreign:?}"));
+                assert_eq!(
+                    lrange(&mut conn, &key),
+                    before,
+                    "pop({at}) of {foreign:?} changed the list"
+                );
+            }
+            // What decodes is still popped, from among the foreign items.
+            assert_eq!(l.pop(1).unwrap(), 1);
+            assert_eq!(l.pop(-2).unwrap(), 4);
+            assert_eq!(l.len().unwrap(), 6);
+        }
+        assert!(m.remove_named(name).unwrap());
+    });
+}
+
+/// A dict's value another program wrote that does not decode, popped by
+/// key (`pop`, `remove`): a `Deserialize` error, and the item is still
+/// there, in its place in the dict's order.
+#[test]
+fn a_foreign_value_popped_from_a_dict_stays() {
+    attack(
+        "a_foreign_value_popped_from_a_dict",
+        "dpop",
+        LIMIT,
+        |url, name| {
+            let m = Manager::connect_redis(url).unwrap();
+            let v = format!("multiproc:{{dict:{name}}}:v");
+            let mut conn = raw(url);
+            let d = m.dict_named::<String, i64>(name).unwrap();
+            for foreign in FOREIGN {
+                d.clear().unwrap();
+                d.set("x".into(), 1).unwrap();
+                d.set("y".into(), 2).unwrap();
+                d.set("z".into(), 3).unwrap();
+                let _: () = redis::cmd("HSET")
+                    .arg(&v)
+                    .arg("sy")
+                    .arg(foreign)
+                    .query(&mut conn)
+                    .unwrap();
+                deserialize(d.pop(&"y".into()), &format!("pop of {foreign:?}"));
+                deserialize(d.remove(&"y".into()), &format!("remove of {foreign:?}"));
+                let left: Option<Vec<u8>> = redis::cmd("HGET")
+                    .arg(&v)
+                    .arg("sy")
+                    .query(&mut conn)
+                    .unwrap();
+                assert_eq!(left.as_deref(), Some(foreign), "{foreign:?} was taken");
+                assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
+                // The last inserted, foreign: popitem leaves it too.
+                d.set("y".into(), 2).unwrap();
+                let _: () = redis::cmd("HSET")
+                    .arg(&v)
+                    .arg("sz")
+                    .arg(foreign)
+                    .query(&mut conn)
+                    .unwrap();
+                deserialize(d.popitem(), &format!("popitem of {foreign:?}"));
+                assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
+                // What decodes is still popped.
+                assert_eq!(d.pop(&"y".into()).unwrap(), 2);
+                assert_eq!(d.keys().unwrap(), ["x", "z"]);
+            }
+            assert!(m.remove_named(name).unwrap());
+        },
+    );
+}
+
+/// A dict's key another program wrote that does not decode (a field no
+/// multiproc key encodes to), the last inserted: `popitem` is a
+/// `Deserialize` error and leaves it, with its value.
+#[test]
+fn a_foreign_key_popped_from_a_dict_stays() {
+    attack(
+        "a_foreign_key_popped_from_a_dict",
+        "dkey",
+        LIMIT,
+        |url, name| {
+            let m = Manager::connect_redis(url).unwrap();
+            let v = format!("multiproc:{{dict:{name}}}:v");
+            let o = format!("multiproc:{{dict:{name}}}:o");
+            let mut conn = raw(url);
+            let d = m.dict_named::<String, i64>(name).unwrap();
+            d.set("x".into(), 1).unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(&v)
+                .arg(b"\xff")
+                .arg("7")
+                .query(&mut conn)
+                .unwrap();
+            let _: () = redis::cmd("ZADD")
+                .arg(&o)
+                .arg(100)
+                .arg(b"\xff")
+                .query(&mut conn)
+                .unwrap();
+            deserialize(d.popitem(), "popitem of a foreign key");
+            let left: Option<String> = redis::cmd("HGET")
+                .arg(&v)
+                .arg(b"\xff")
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(left.as_deref(), Some("7"));
+            let order: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                .arg(&o)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(order, [b"sx".to_vec(), b"\xff".to_vec()]);
+            assert!(m.remove_named(name).unwrap());
+        },
+    );
+}
