@@ -182,3 +182,79 @@ fn a_foreign_key_popped_from_a_dict_stays() {
         },
     );
 }
+
+/// Numbers another program wrote that `get` refuses (a hex or spaced
+/// float, which Lua's `tonumber` reads; an int past 64 bits): an
+/// increment of one is an error and leaves it, in a value, a dict and a
+/// list (it was replaced by the sum of what Lua read: lost).
+#[test]
+fn an_increment_of_a_number_get_refuses_leaves_it() {
+    const NUMBERS: [&str; 7] = [
+        "f0x10",
+        "f 1",
+        "f1 ",
+        "f-0x1p4",
+        "99999999999999999999999",
+        "99999999999999999999",
+        "-99999999999999999999",
+    ];
+    attack(
+        "an_increment_of_a_number_get_refuses",
+        "incr",
+        LIMIT,
+        |url, name| {
+            let m = Manager::connect_redis(url).unwrap();
+            let mut conn = raw(url);
+            let get = |conn: &mut redis::Connection, cmd: &str, key: &str, at: &str| {
+                let mut c = redis::cmd(cmd);
+                c.arg(key);
+                if !at.is_empty() {
+                    c.arg(at);
+                }
+                c.query::<Vec<u8>>(conn).unwrap()
+            };
+            let value = m.value_named::<f64>(name).unwrap();
+            let vkey = format!("multiproc:{{value:{name}}}:v");
+            let d = m.dict_named::<String, f64>(name).unwrap();
+            let dkey = format!("multiproc:{{dict:{name}}}:v");
+            let l = m.list_named::<f64>(name).unwrap();
+            let lkey = format!("multiproc:{{list:{name}}}:l");
+            for foreign in NUMBERS {
+                let _: () = redis::cmd("SET")
+                    .arg(&vkey)
+                    .arg(foreign)
+                    .query(&mut conn)
+                    .unwrap();
+                deserialize(value.get(), &format!("get of {foreign:?}"));
+                assert!(value.increment_float(1.0).is_err(), "{foreign:?}");
+                assert_eq!(get(&mut conn, "GET", &vkey, ""), foreign.as_bytes());
+
+                d.clear().unwrap();
+                d.set("x".into(), 0.0).unwrap();
+                let _: () = redis::cmd("HSET")
+                    .arg(&dkey)
+                    .arg("sx")
+                    .arg(foreign)
+                    .query(&mut conn)
+                    .unwrap();
+                deserialize(d.get(&"x".into()), &format!("dict get of {foreign:?}"));
+                let r = d.increment(&"x".into(), 1.0);
+                assert!(r.is_err(), "dict {foreign:?}: {r:?}");
+                assert_eq!(get(&mut conn, "HGET", &dkey, "sx"), foreign.as_bytes());
+
+                l.clear().unwrap();
+                let _: () = redis::cmd("RPUSH")
+                    .arg(&lkey)
+                    .arg(foreign)
+                    .query(&mut conn)
+                    .unwrap();
+                deserialize(l.get(0), &format!("list get of {foreign:?}"));
+                let r = l.increment(0, 1.0);
+                assert!(r.is_err(), "list {foreign:?}: {r:?}");
+                assert_eq!(get(&mut conn, "LINDEX", &lkey, "0"), foreign.as_bytes());
+            }
+            assert!(m.remove_named(name).unwrap());
+            common::redis::no_leftovers(url, name);
+        },
+    );
+}

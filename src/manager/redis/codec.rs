@@ -162,6 +162,32 @@ fn lua_string(bytes: &[u8]) -> String {
     out
 }
 
+/// Lua: the numbers of encodings as [`decode`] reads them, for the
+/// scripts that add to a stored number: `is_i64(s)`, whether `s` is an
+/// int of 64 bits; `float_of(s)`, the float of an `f` encoding, or nil.
+/// What `decode` refuses is no number (Lua's `tonumber` also reads hex
+/// and spaces, and ints past 64 bits): an increment of it is an error,
+/// never a sum written over it.
+pub(crate) const LUA_NUMBERS: &str = r"
+local function is_i64(s)
+  local minus, digits = string.match(s, '^(%-?)(%d+)$')
+  if not digits then return false end
+  digits = string.gsub(digits, '^0+(%d)', '%1')
+  if #digits ~= 19 then return #digits < 19 end
+  if minus == '-' then return digits <= '9223372036854775808' end
+  return digits <= '9223372036854775807'
+end
+local function float_of(s)
+  if string.byte(s, 1) ~= 102 then return nil end
+  local t = string.sub(s, 2)
+  local word = string.lower((string.gsub(t, '^[%+%-]', '')))
+  if string.find(t, '^[%d%.eE%+%-]+$') or word == 'inf' or word == 'infinity' or word == 'nan' then
+    return tonumber(t)
+  end
+  return nil
+end
+";
+
 /// Lua: `fmt(x)`, the codec's encoding of the float `x` without its `f`
 /// (as Rust's `{:?}` writes it: the shortest decimal that reads back the
 /// same, the nearest of those, an exact tie rounded up, as Rust's

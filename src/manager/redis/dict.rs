@@ -243,6 +243,7 @@ static INCREMENT: Lazy<Script> = Lazy::new(|| {
     script(
         &[
             codec::LUA_FLOAT,
+            codec::LUA_NUMBERS,
             r"
 local f, own, d, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local old = redis.call('HGET', V, f)
@@ -280,7 +281,7 @@ local x
 if not old then x = 0
 elseif b then x = b
 elseif int_old then x = tonumber(old)
-elseif string.sub(old, 1, 1) == 'f' then x = tonumber(string.sub(old, 2))
+else x = float_of(old)
 end
 if not x then return {'type', old} end
 local y

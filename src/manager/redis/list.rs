@@ -37,7 +37,7 @@ use crate::lazy::Lazy;
 
 use redis::Script;
 
-use super::codec::{LUA_FLOAT, LUA_PLAIN};
+use super::codec::{LUA_FLOAT, LUA_NUMBERS, LUA_PLAIN};
 use super::{codec, fresh_name, key, Store};
 use crate::error::{Error, Result};
 use crate::manager::protocol::{Kind, Op};
@@ -161,8 +161,9 @@ return 1
     ))
 });
 
-/// Lua: what kind of number an encoding is (`'i'`, `'f'` or nil; bools
-/// are ints, as in Python), an int's (or bool's) digits, and byte-wise
+/// Lua (after `codec::LUA_NUMBERS`): what kind of number an encoding is
+/// (`'i'`, `'f'` or nil: what `decode` refuses is none; bools are ints,
+/// as in Python), an int's (or bool's) digits, and byte-wise
 /// comparison of strings (Lua's `<` follows the server's locale). The
 /// script defines `TRUE` and `FALSE`: the encodings of `True` and `False`.
 const LUA_VALUES: &str = r"
@@ -176,10 +177,10 @@ local function numkind(s)
   local c = string.byte(s, 1)
   if c == nil then return nil end
   if c == 45 or (c >= 48 and c <= 57) then
-    if #s <= 20 and string.find(s, '^%-?%d+$') then return 'i' end
+    if is_i64(s) then return 'i' end
     return nil
   end
-  if c == 102 and tonumber(string.sub(s, 2)) then return 'f' end
+  if float_of(s) then return 'f' end
   return nil
 end
 local byte = string.byte
@@ -202,6 +203,7 @@ static SORT: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local TRUE, FALSE = ARGV[2], ARGV[3]
+{LUA_NUMBERS}
 {LUA_VALUES}
 -- Integer strings (no leading zeros, no '-0') compared exactly.
 local function cmpint(x, y)
@@ -362,6 +364,7 @@ static INCREMENT: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local TRUE, FALSE = ARGV[3], ARGV[4]
+{LUA_NUMBERS}
 {LUA_VALUES}
 {LUA_FLOAT}
 local n = redis.call('LLEN', KEYS[1])
