@@ -46,7 +46,7 @@ fn lrange(conn: &mut redis::Connection, key: &str) -> Vec<Vec<u8>> {
 /// other item.
 #[test]
 fn a_foreign_item_popped_from_a_list_stays_where_it_was() {
-    attack("a_foreign_item_popped", "lpop", LIMIT, |url, name| {
+    attack(LIMIT, |url, name| {
         let m = Manager::connect_redis(url).unwrap();
         let key = format!("multiproc:{{list:{name}}}:l");
         let mut conn = raw(url);
@@ -88,52 +88,47 @@ fn a_foreign_item_popped_from_a_list_stays_where_it_was() {
 /// there, in its place in the dict's order.
 #[test]
 fn a_foreign_value_popped_from_a_dict_stays() {
-    attack(
-        "a_foreign_value_popped_from_a_dict",
-        "dpop",
-        LIMIT,
-        |url, name| {
-            let m = Manager::connect_redis(url).unwrap();
-            let v = format!("multiproc:{{dict:{name}}}:v");
-            let mut conn = raw(url);
-            let d = m.dict_named::<String, i64>(name).unwrap();
-            for foreign in FOREIGN {
-                d.clear().unwrap();
-                d.set("x".into(), 1).unwrap();
-                d.set("y".into(), 2).unwrap();
-                d.set("z".into(), 3).unwrap();
-                let _: () = redis::cmd("HSET")
-                    .arg(&v)
-                    .arg("sy")
-                    .arg(foreign)
-                    .query(&mut conn)
-                    .unwrap();
-                deserialize(d.pop(&"y".into()), &format!("pop of {foreign:?}"));
-                deserialize(d.remove(&"y".into()), &format!("remove of {foreign:?}"));
-                let left: Option<Vec<u8>> = redis::cmd("HGET")
-                    .arg(&v)
-                    .arg("sy")
-                    .query(&mut conn)
-                    .unwrap();
-                assert_eq!(left.as_deref(), Some(foreign), "{foreign:?} was taken");
-                assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
-                // The last inserted, foreign: popitem leaves it too.
-                d.set("y".into(), 2).unwrap();
-                let _: () = redis::cmd("HSET")
-                    .arg(&v)
-                    .arg("sz")
-                    .arg(foreign)
-                    .query(&mut conn)
-                    .unwrap();
-                deserialize(d.popitem(), &format!("popitem of {foreign:?}"));
-                assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
-                // What decodes is still popped.
-                assert_eq!(d.pop(&"y".into()).unwrap(), 2);
-                assert_eq!(d.keys().unwrap(), ["x", "z"]);
-            }
-            assert!(m.remove_named(name).unwrap());
-        },
-    );
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let v = format!("multiproc:{{dict:{name}}}:v");
+        let mut conn = raw(url);
+        let d = m.dict_named::<String, i64>(name).unwrap();
+        for foreign in FOREIGN {
+            d.clear().unwrap();
+            d.set("x".into(), 1).unwrap();
+            d.set("y".into(), 2).unwrap();
+            d.set("z".into(), 3).unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(&v)
+                .arg("sy")
+                .arg(foreign)
+                .query(&mut conn)
+                .unwrap();
+            deserialize(d.pop(&"y".into()), &format!("pop of {foreign:?}"));
+            deserialize(d.remove(&"y".into()), &format!("remove of {foreign:?}"));
+            let left: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(&v)
+                .arg("sy")
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(left.as_deref(), Some(foreign), "{foreign:?} was taken");
+            assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
+            // The last inserted, foreign: popitem leaves it too.
+            d.set("y".into(), 2).unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(&v)
+                .arg("sz")
+                .arg(foreign)
+                .query(&mut conn)
+                .unwrap();
+            deserialize(d.popitem(), &format!("popitem of {foreign:?}"));
+            assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
+            // What decodes is still popped.
+            assert_eq!(d.pop(&"y".into()).unwrap(), 2);
+            assert_eq!(d.keys().unwrap(), ["x", "z"]);
+        }
+        assert!(m.remove_named(name).unwrap());
+    });
 }
 
 /// A dict's key another program wrote that does not decode (a field no
@@ -141,46 +136,41 @@ fn a_foreign_value_popped_from_a_dict_stays() {
 /// `Deserialize` error and leaves it, with its value.
 #[test]
 fn a_foreign_key_popped_from_a_dict_stays() {
-    attack(
-        "a_foreign_key_popped_from_a_dict",
-        "dkey",
-        LIMIT,
-        |url, name| {
-            let m = Manager::connect_redis(url).unwrap();
-            let v = format!("multiproc:{{dict:{name}}}:v");
-            let o = format!("multiproc:{{dict:{name}}}:o");
-            let mut conn = raw(url);
-            let d = m.dict_named::<String, i64>(name).unwrap();
-            d.set("x".into(), 1).unwrap();
-            let _: () = redis::cmd("HSET")
-                .arg(&v)
-                .arg(b"\xff")
-                .arg("7")
-                .query(&mut conn)
-                .unwrap();
-            let _: () = redis::cmd("ZADD")
-                .arg(&o)
-                .arg(100)
-                .arg(b"\xff")
-                .query(&mut conn)
-                .unwrap();
-            deserialize(d.popitem(), "popitem of a foreign key");
-            let left: Option<String> = redis::cmd("HGET")
-                .arg(&v)
-                .arg(b"\xff")
-                .query(&mut conn)
-                .unwrap();
-            assert_eq!(left.as_deref(), Some("7"));
-            let order: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-                .arg(&o)
-                .arg(0)
-                .arg(-1)
-                .query(&mut conn)
-                .unwrap();
-            assert_eq!(order, [b"sx".to_vec(), b"\xff".to_vec()]);
-            assert!(m.remove_named(name).unwrap());
-        },
-    );
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let v = format!("multiproc:{{dict:{name}}}:v");
+        let o = format!("multiproc:{{dict:{name}}}:o");
+        let mut conn = raw(url);
+        let d = m.dict_named::<String, i64>(name).unwrap();
+        d.set("x".into(), 1).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(&v)
+            .arg(b"\xff")
+            .arg("7")
+            .query(&mut conn)
+            .unwrap();
+        let _: () = redis::cmd("ZADD")
+            .arg(&o)
+            .arg(100)
+            .arg(b"\xff")
+            .query(&mut conn)
+            .unwrap();
+        deserialize(d.popitem(), "popitem of a foreign key");
+        let left: Option<String> = redis::cmd("HGET")
+            .arg(&v)
+            .arg(b"\xff")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(left.as_deref(), Some("7"));
+        let order: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(&o)
+            .arg(0)
+            .arg(-1)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(order, [b"sx".to_vec(), b"\xff".to_vec()]);
+        assert!(m.remove_named(name).unwrap());
+    });
 }
 
 /// Numbers another program wrote that `get` refuses (a hex or spaced
@@ -198,63 +188,58 @@ fn an_increment_of_a_number_get_refuses_leaves_it() {
         "99999999999999999999",
         "-99999999999999999999",
     ];
-    attack(
-        "an_increment_of_a_number_get_refuses",
-        "incr",
-        LIMIT,
-        |url, name| {
-            let m = Manager::connect_redis(url).unwrap();
-            let mut conn = raw(url);
-            let get = |conn: &mut redis::Connection, cmd: &str, key: &str, at: &str| {
-                let mut c = redis::cmd(cmd);
-                c.arg(key);
-                if !at.is_empty() {
-                    c.arg(at);
-                }
-                c.query::<Vec<u8>>(conn).unwrap()
-            };
-            let value = m.value_named::<f64>(name).unwrap();
-            let vkey = format!("multiproc:{{value:{name}}}:v");
-            let d = m.dict_named::<String, f64>(name).unwrap();
-            let dkey = format!("multiproc:{{dict:{name}}}:v");
-            let l = m.list_named::<f64>(name).unwrap();
-            let lkey = format!("multiproc:{{list:{name}}}:l");
-            for foreign in NUMBERS {
-                let _: () = redis::cmd("SET")
-                    .arg(&vkey)
-                    .arg(foreign)
-                    .query(&mut conn)
-                    .unwrap();
-                deserialize(value.get(), &format!("get of {foreign:?}"));
-                assert!(value.increment_float(1.0).is_err(), "{foreign:?}");
-                assert_eq!(get(&mut conn, "GET", &vkey, ""), foreign.as_bytes());
-
-                d.clear().unwrap();
-                d.set("x".into(), 0.0).unwrap();
-                let _: () = redis::cmd("HSET")
-                    .arg(&dkey)
-                    .arg("sx")
-                    .arg(foreign)
-                    .query(&mut conn)
-                    .unwrap();
-                deserialize(d.get(&"x".into()), &format!("dict get of {foreign:?}"));
-                let r = d.increment(&"x".into(), 1.0);
-                assert!(r.is_err(), "dict {foreign:?}: {r:?}");
-                assert_eq!(get(&mut conn, "HGET", &dkey, "sx"), foreign.as_bytes());
-
-                l.clear().unwrap();
-                let _: () = redis::cmd("RPUSH")
-                    .arg(&lkey)
-                    .arg(foreign)
-                    .query(&mut conn)
-                    .unwrap();
-                deserialize(l.get(0), &format!("list get of {foreign:?}"));
-                let r = l.increment(0, 1.0);
-                assert!(r.is_err(), "list {foreign:?}: {r:?}");
-                assert_eq!(get(&mut conn, "LINDEX", &lkey, "0"), foreign.as_bytes());
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let mut conn = raw(url);
+        let get = |conn: &mut redis::Connection, cmd: &str, key: &str, at: &str| {
+            let mut c = redis::cmd(cmd);
+            c.arg(key);
+            if !at.is_empty() {
+                c.arg(at);
             }
-            assert!(m.remove_named(name).unwrap());
-            common::redis::no_leftovers(url, name);
-        },
-    );
+            c.query::<Vec<u8>>(conn).unwrap()
+        };
+        let value = m.value_named::<f64>(name).unwrap();
+        let vkey = format!("multiproc:{{value:{name}}}:v");
+        let d = m.dict_named::<String, f64>(name).unwrap();
+        let dkey = format!("multiproc:{{dict:{name}}}:v");
+        let l = m.list_named::<f64>(name).unwrap();
+        let lkey = format!("multiproc:{{list:{name}}}:l");
+        for foreign in NUMBERS {
+            let _: () = redis::cmd("SET")
+                .arg(&vkey)
+                .arg(foreign)
+                .query(&mut conn)
+                .unwrap();
+            deserialize(value.get(), &format!("get of {foreign:?}"));
+            assert!(value.increment_float(1.0).is_err(), "{foreign:?}");
+            assert_eq!(get(&mut conn, "GET", &vkey, ""), foreign.as_bytes());
+
+            d.clear().unwrap();
+            d.set("x".into(), 0.0).unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(&dkey)
+                .arg("sx")
+                .arg(foreign)
+                .query(&mut conn)
+                .unwrap();
+            deserialize(d.get(&"x".into()), &format!("dict get of {foreign:?}"));
+            let r = d.increment(&"x".into(), 1.0);
+            assert!(r.is_err(), "dict {foreign:?}: {r:?}");
+            assert_eq!(get(&mut conn, "HGET", &dkey, "sx"), foreign.as_bytes());
+
+            l.clear().unwrap();
+            let _: () = redis::cmd("RPUSH")
+                .arg(&lkey)
+                .arg(foreign)
+                .query(&mut conn)
+                .unwrap();
+            deserialize(l.get(0), &format!("list get of {foreign:?}"));
+            let r = l.increment(0, 1.0);
+            assert!(r.is_err(), "list {foreign:?}: {r:?}");
+            assert_eq!(get(&mut conn, "LINDEX", &lkey, "0"), foreign.as_bytes());
+        }
+        assert!(m.remove_named(name).unwrap());
+        common::redis::no_leftovers(url, name);
+    });
 }
