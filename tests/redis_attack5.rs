@@ -243,3 +243,32 @@ fn an_increment_of_a_number_get_refuses_leaves_it() {
         common::redis::no_leftovers(url, name);
     });
 }
+
+/// Values a script cannot tell decode (pickles: tuples, big ints, None
+/// inside a tuple) are taken on a second look, once decoded: `pop` and
+/// `popitem` answer them and take them, and only them.
+#[test]
+fn values_decoded_before_they_are_taken_are_taken() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let l = m.list_named::<(i64, Option<String>)>(name).unwrap();
+        let items: Vec<(i64, Option<String>)> = (0..8)
+            .map(|i| (i, (i % 2 == 0).then(|| "é".repeat(i as usize))))
+            .collect();
+        l.extend(items.clone()).unwrap();
+        let mut left = items.clone();
+        for at in [0i64, -1, 3, -3, 1] {
+            let i = if at < 0 { left.len() as i64 + at } else { at } as usize;
+            assert_eq!(l.pop(at).unwrap(), left.remove(i), "pop({at})");
+            assert_eq!(l.to_vec().unwrap(), left, "pop({at})");
+        }
+        let d = m.dict_named::<(i64, i64), Vec<u8>>(name).unwrap();
+        for i in 0..4 {
+            d.set((i, -i), vec![0xff; i as usize]).unwrap();
+        }
+        assert_eq!(d.pop(&(1, -1)).unwrap(), [0xff]);
+        assert_eq!(d.popitem().unwrap(), ((3, -3), vec![0xff; 3]));
+        assert_eq!(d.keys().unwrap(), [(0, 0), (2, -2)]);
+        assert!(m.remove_named(name).unwrap());
+    });
+}
