@@ -482,9 +482,7 @@ mod tests {
             let e = encode(&PyValue::Float(f)).unwrap();
             assert!(decode(&e).is_ok(), "{f}");
         }
-        for (bytes, literal) in [(&b"\x80\x04N."[..], "'\\128\\004\\078\\046'")] {
-            assert_eq!(lua_string(bytes), literal);
-        }
+        assert_eq!(lua_string(b"\x80\x04N."), "'\\128\\004\\078\\046'");
         assert!(LUA_PLAIN.contains(&lua_string(&encode(&PyValue::None).unwrap())));
         for n in ["-999999999999999999", "999999999999999999"] {
             assert!(decode(n.as_bytes()).is_ok());
