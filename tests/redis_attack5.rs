@@ -272,3 +272,119 @@ fn values_decoded_before_they_are_taken_are_taken() {
         assert!(m.remove_named(name).unwrap());
     });
 }
+
+/// Every key of `keys` as Redis serializes it (`DUMP`), to compare.
+fn dump(conn: &mut redis::Connection, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+    keys.iter()
+        .map(|k| redis::cmd("DUMP").arg(k).query(conn).unwrap())
+        .collect()
+}
+
+/// Every operation of a list and a dict that fails on what another
+/// program wrote (each foreign value at each place) fails having written
+/// nothing: a failed call changed nothing, so nothing is lost.
+#[test]
+fn an_operation_that_fails_on_foreign_values_writes_nothing() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let mut conn = raw(url);
+        let part = |kind: &str, p: &str| format!("multiproc:{{{kind}:{name}}}:{p}");
+        let lkeys = [part("list", "l"), part("list", "t")];
+        let dkeys = [part("dict", "v"), part("dict", "o"), part("dict", "k")];
+        let l = m.list_named::<i64>(name).unwrap();
+        let d = m.dict_named::<String, i64>(name).unwrap();
+        let mut failed = 0;
+        for foreign in FOREIGN.iter().chain(&[&b"f0x10"[..], b"f 1"]) {
+            for at in 0..3i64 {
+                l.clear().unwrap();
+                l.extend([1, 2]).unwrap();
+                let _: () = redis::cmd("LINSERT")
+                    .arg(&lkeys[0])
+                    .arg("BEFORE")
+                    .arg(if at == 0 { "1" } else { "2" })
+                    .arg(foreign)
+                    .query(&mut conn)
+                    .unwrap();
+                if at == 2 {
+                    let _: () = redis::cmd("RPUSH")
+                        .arg(&lkeys[0])
+                        .arg(foreign)
+                        .query(&mut conn)
+                        .unwrap();
+                }
+                let ops: [(&str, &dyn Fn() -> multiproc::Result<()>); 11] = [
+                    ("pop", &|| l.pop(at).map(drop)),
+                    ("pop(-1)", &|| l.pop(-1).map(drop)),
+                    ("increment", &|| l.increment(at, 1).map(drop)),
+                    ("increment(-1)", &|| l.increment(-1, 1).map(drop)),
+                    ("sort", &|| l.sort()),
+                    ("get", &|| l.get(at).map(drop)),
+                    ("to_vec", &|| l.to_vec().map(drop)),
+                    ("index", &|| l.index(&7).map(drop)),
+                    ("remove", &|| l.remove(&7)),
+                    ("slice", &|| l.slice(0, 9).map(drop)),
+                    ("set", &|| l.set(9, 1)),
+                ];
+                for (what, op) in ops {
+                    let before = dump(&mut conn, &lkeys);
+                    if op().is_err() {
+                        failed += 1;
+                        assert_eq!(
+                            dump(&mut conn, &lkeys),
+                            before,
+                            "list {what} at {at} of {foreign:?} failed and wrote"
+                        );
+                    }
+                }
+            }
+            for field in [&b"sx"[..], b"sz", b"\xff"] {
+                d.clear().unwrap();
+                d.set("x".into(), 1).unwrap();
+                d.set("y".into(), 2).unwrap();
+                let _: () = redis::cmd("HSET")
+                    .arg(&dkeys[0])
+                    .arg(field)
+                    .arg(foreign)
+                    .query(&mut conn)
+                    .unwrap();
+                let _: () = redis::cmd("ZADD")
+                    .arg(&dkeys[1])
+                    .arg("NX")
+                    .arg(100)
+                    .arg(field)
+                    .query(&mut conn)
+                    .unwrap();
+                let ops: [(&str, &dyn Fn() -> multiproc::Result<()>); 10] = [
+                    ("pop", &|| d.pop(&"x".into()).map(drop)),
+                    ("remove", &|| d.remove(&"z".into()).map(drop)),
+                    ("popitem", &|| d.popitem().map(drop)),
+                    ("increment", &|| d.increment(&"x".into(), 1).map(drop)),
+                    ("increment z", &|| d.increment(&"z".into(), 1).map(drop)),
+                    ("setdefault", &|| d.setdefault("x".into(), 5).map(drop)),
+                    ("items", &|| d.items().map(drop)),
+                    ("keys", &|| d.keys().map(drop)),
+                    ("values", &|| d.values().map(drop)),
+                    ("compare_and_set", &|| {
+                        d.compare_and_set(&"x".into(), Some(&1), 3).map(drop)
+                    }),
+                ];
+                for (what, op) in ops {
+                    let before = dump(&mut conn, &dkeys);
+                    if op().is_err() {
+                        failed += 1;
+                        assert_eq!(
+                            dump(&mut conn, &dkeys),
+                            before,
+                            "dict {what} with {field:?} = {foreign:?} failed and wrote"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            failed > 100,
+            "only {failed} failures: the values were not foreign"
+        );
+        assert!(m.remove_named(name).unwrap());
+    });
+}
