@@ -388,3 +388,138 @@ fn an_operation_that_fails_on_foreign_values_writes_nothing() {
         assert!(m.remove_named(name).unwrap());
     });
 }
+
+/// Plants a key of Redis type `kind` at `key`.
+fn plant(conn: &mut redis::Connection, key: &str, kind: &str) {
+    let _: () = redis::cmd("DEL").arg(key).query(conn).unwrap();
+    let mut c = match kind {
+        "string" => redis::cmd("SET"),
+        "list" => redis::cmd("RPUSH"),
+        "set" => redis::cmd("SADD"),
+        "zset" => {
+            let mut c = redis::cmd("ZADD");
+            c.arg(key).arg(1);
+            c.arg("sx");
+            let _: () = c.query(conn).unwrap();
+            return;
+        }
+        "hash" => {
+            let mut c = redis::cmd("HSET");
+            c.arg(key).arg("sx");
+            c.arg("1");
+            let _: () = c.query(conn).unwrap();
+            return;
+        }
+        _ => {
+            let mut c = redis::cmd("XADD");
+            c.arg(key).arg("*").arg("sx").arg("1");
+            let _: () = c.query(conn).unwrap();
+            return;
+        }
+    };
+    c.arg(key).arg("sx");
+    let _: () = c.query(conn).unwrap();
+}
+
+/// A part of a list or dict that another program made a key of another
+/// Redis type: every operation that fails on it (a clear error, never a
+/// panic or a hang) has written nothing.
+#[test]
+fn an_operation_that_fails_on_a_part_of_another_type_writes_nothing() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let mut conn = raw(url);
+        let part = |kind: &str, p: &str| format!("multiproc:{{{kind}:{name}}}:{p}");
+        let lkeys = [part("list", "l"), part("list", "t")];
+        let dkeys = [part("dict", "v"), part("dict", "o"), part("dict", "k")];
+        let l = m.list_named::<i64>(name).unwrap();
+        let d = m.dict_named::<String, i64>(name).unwrap();
+        let mut failed = 0;
+        for kind in ["string", "list", "set", "zset", "hash", "stream"] {
+            for at in 0..lkeys.len() {
+                if at == 0 && kind == "list" {
+                    continue;
+                }
+                l.clear().unwrap();
+                l.extend([1, 2, 3]).unwrap();
+                plant(&mut conn, &lkeys[at], kind);
+                let ops: [(&str, &dyn Fn() -> multiproc::Result<()>); 14] = [
+                    ("pop", &|| l.pop(1).map(drop)),
+                    ("pop(-1)", &|| l.pop(-1).map(drop)),
+                    ("increment", &|| l.increment(1, 1).map(drop)),
+                    ("sort", &|| l.sort()),
+                    ("reverse", &|| l.reverse()),
+                    ("insert", &|| l.insert(1, 5)),
+                    ("append", &|| l.append(5)),
+                    ("extend", &|| l.extend([5, 6])),
+                    ("set", &|| l.set(1, 5)),
+                    ("remove", &|| l.remove(&2)),
+                    ("index", &|| l.index(&2).map(drop)),
+                    ("len", &|| l.len().map(drop)),
+                    ("to_vec", &|| l.to_vec().map(drop)),
+                    ("get", &|| l.get(1).map(drop)),
+                ];
+                for (what, op) in ops {
+                    let before = dump(&mut conn, &lkeys);
+                    if op().is_err() {
+                        failed += 1;
+                        assert_eq!(
+                            dump(&mut conn, &lkeys),
+                            before,
+                            "list {what} with a {kind} at {} failed and wrote",
+                            lkeys[at]
+                        );
+                    }
+                }
+            }
+            for (at, own) in ["hash", "zset", "hash"].into_iter().enumerate() {
+                if kind == own {
+                    continue;
+                }
+                d.clear().unwrap();
+                d.set("x".into(), 1).unwrap();
+                d.set("y".into(), 2).unwrap();
+                plant(&mut conn, &dkeys[at], kind);
+                let ops: [(&str, &dyn Fn() -> multiproc::Result<()>); 14] = [
+                    ("pop", &|| d.pop(&"x".into()).map(drop)),
+                    ("remove", &|| d.remove(&"x".into()).map(drop)),
+                    ("popitem", &|| d.popitem().map(drop)),
+                    ("increment", &|| d.increment(&"x".into(), 1).map(drop)),
+                    ("setdefault", &|| d.setdefault("z".into(), 5).map(drop)),
+                    ("set", &|| d.set("z".into(), 5)),
+                    ("set_many", &|| {
+                        d.set_many([("z".into(), 5), ("w".into(), 6)])
+                    }),
+                    ("items", &|| d.items().map(drop)),
+                    ("keys", &|| d.keys().map(drop)),
+                    ("len", &|| d.len().map(drop)),
+                    ("get", &|| d.get(&"x".into()).map(drop)),
+                    ("contains", &|| d.contains(&"x".into()).map(drop)),
+                    ("get_many", &|| {
+                        d.get_many(&["x".into(), "q".into()]).map(drop)
+                    }),
+                    ("compare_and_set", &|| {
+                        d.compare_and_set(&"x".into(), Some(&1), 3).map(drop)
+                    }),
+                ];
+                for (what, op) in ops {
+                    let before = dump(&mut conn, &dkeys);
+                    if op().is_err() {
+                        failed += 1;
+                        assert_eq!(
+                            dump(&mut conn, &dkeys),
+                            before,
+                            "dict {what} with a {kind} at {} failed and wrote",
+                            dkeys[at]
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            failed > 100,
+            "only {failed} failures: the keys were not foreign"
+        );
+        assert!(m.remove_named(name).unwrap());
+    });
+}
