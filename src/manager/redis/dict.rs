@@ -14,7 +14,9 @@
 //!   one `keys()` answers, as in Python.
 //!
 //! Every operation is one command (`HGET`, `HMGET`, `HLEN`, `HEXISTS`,
-//! `DEL`) or one Lua script. What differs from a manager server:
+//! `DEL`) or one Lua script (a `pop` or `popitem` of a value the script
+//! cannot tell decodes, two: see `super::take`). What differs from a
+//! manager server:
 //! - `compare_and_set` compares encodings: a stored `1` is not an expected
 //!   `1.0` (Python's `==` says they are equal);
 //! - `increment` adds 64-bit ints (`HINCRBY`): past `i64` it is an
@@ -27,7 +29,8 @@
 //!   big ints, tuples and frozensets of them are made canonical, see
 //!   `codec::canonical`);
 //! - a value another program wrote in the hash is [`Error::Deserialize`]
-//!   when read; a key of another Redis type is Redis's `WRONGTYPE` error.
+//!   when read, and is left where it was when popped; a key of another
+//!   Redis type is Redis's `WRONGTYPE` error.
 
 use crate::lazy::Lazy;
 

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `get`, `set` | `LINDEX` / a script of `LLEN` + `LSET` | O(1) at the ends, O(min(i, n−i)) inside |
 //! | `append`, `extend` | one `RPUSH` (all the items) | O(1) per item |
-//! | `insert`, `pop`, `del l[i]` | a script (`LPUSH`/`RPUSH`/`LPOP`/`RPOP` at the ends, a unique pivot inside) | O(1) at the ends; inside O(i) (`insert`), O(min(i, n−i)) (`pop`) |
+//! | `insert`, `pop`, `del l[i]` | a script (`LPUSH`/`RPUSH`/`LPOP`/`RPOP` at the ends, a unique pivot inside; a `pop` of an item the script cannot tell decodes, a second one once the client decoded it) | O(1) at the ends; inside O(i) (`insert`), O(min(i, n−i)) (`pop`) |
 //! | `remove`, `index`, `count`, `in` | `LREM 1` / `LPOS` / `LPOS COUNT 0` / `LPOS` | O(n) |
 //! | `len`, `clear` | `LLEN` / `DEL` | O(1) / O(n) |
 //! | `reverse`, `sort` | a script that reads, rewrites the list | O(n) / O(n log n), blocking the server meanwhile |

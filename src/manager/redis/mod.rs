@@ -8,7 +8,11 @@
 //! `multiproc:{<kind>:<name>}:<part>` (see [`key`]), so that a cluster keeps
 //! them on one node and a script may touch them all. Every operation is one
 //! command or one Lua script, never a read then a write from the client:
-//! concurrent updates from any number of machines are atomic. Values are
+//! concurrent updates from any number of machines are atomic. (A `pop` of
+//! a value the script cannot tell decodes, a pickle or a str that is not
+//! ASCII, takes two: the first leaves it, the second takes it if it is
+//! still the value the client decoded, see [`take`]: what does not decode
+//! is never taken.) Values are
 //! stored as `codec` says. Each process has its own connection (a forked
 //! child makes its own), and the manager's timeout bounds each call as a
 //! whole, whatever the server sends or does not (see [`wire`]).
