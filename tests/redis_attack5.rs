@@ -523,3 +523,46 @@ fn an_operation_that_fails_on_a_part_of_another_type_writes_nothing() {
         assert!(m.remove_named(name).unwrap());
     });
 }
+
+/// A pop that takes two looks (a value the script cannot tell decodes)
+/// on a server killed before it, and restarted empty: a clear error
+/// within the timeout, never a hang or a panic, and the next pop on the
+/// restarted server works.
+#[test]
+fn a_two_look_pop_on_a_killed_server_is_a_clear_error() {
+    let test = "a_two_look_pop_on_a_killed_server_is_a_clear_error";
+    common::watchdog(test, LIMIT, || {
+        let Some(mut server) = common::redis::OwnServer::start(test) else {
+            return;
+        };
+        let timeout = Duration::from_secs(2);
+        let m = Manager::connect_redis_with_timeout(&server.url(), timeout).unwrap();
+        let name = common::redis::unique("gone");
+        let l = m.list_named::<(i64, i64)>(&name).unwrap();
+        let d = m.dict_named::<(i64, i64), (i64, i64)>(&name).unwrap();
+        l.extend([(1, 1), (2, 2)]).unwrap();
+        d.set((1, 1), (2, 2)).unwrap();
+        server.kill();
+        let gone = |r: multiproc::Result<()>| {
+            assert!(
+                matches!(r, Err(Error::ManagerGone(_) | Error::Ambiguous(_))),
+                "{r:?}"
+            );
+        };
+        let start = std::time::Instant::now();
+        gone(l.pop(0).map(drop));
+        gone(d.pop(&(1, 1)).map(drop));
+        gone(d.popitem().map(drop));
+        assert!(start.elapsed() < 4 * timeout, "{:?}", start.elapsed());
+        server.restart();
+        let r = l.pop(0);
+        assert!(
+            matches!(&r, Err(Error::Remote { kind, .. }) if kind == "IndexError"),
+            "{r:?}"
+        );
+        l.append((3, 3)).unwrap();
+        assert_eq!(l.pop(-1).unwrap(), (3, 3));
+        d.set((1, 1), (2, 2)).unwrap();
+        assert_eq!(d.popitem().unwrap(), ((1, 1), (2, 2)));
+    });
+}
