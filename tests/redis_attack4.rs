@@ -11,30 +11,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{redis_url, unique};
-use common::watchdog;
+use common::redis::{attack, raw};
 use multiproc::pool::RemotePool;
 use multiproc::{task, Error, Manager};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn raw(url: &str) -> redis::Connection {
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
 
 /// A value's float sum is stored as the codec stores that float: a
 /// compare_and_set of the value `get` answers succeeds, as it does after
 /// a `set` of the same float.
 #[test]
 fn a_float_sum_compares_equal_to_what_get_answers() {
-    let test = "a_float_sum_compares_equal_to_what_get_answers";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("vfloat");
-        let v = m.value_named::<f64>(&name).unwrap();
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let v = m.value_named::<f64>(name).unwrap();
         for (start, delta) in [
             (0.0, 0.1),
             (0.1, 0.2),
@@ -52,7 +42,7 @@ fn a_float_sum_compares_equal_to_what_get_answers() {
             );
             assert_eq!(v.get().unwrap(), Some(-1.0));
         }
-        assert!(m.remove_named(&name).unwrap());
+        assert!(m.remove_named(name).unwrap());
     });
 }
 
@@ -62,16 +52,11 @@ fn a_float_sum_compares_equal_to_what_get_answers() {
 /// again.
 #[test]
 fn a_put_whose_count_cannot_grow_pushes_nothing() {
-    let test = "a_put_whose_count_cannot_grow_pushes_nothing";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("qcount");
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
         let count = format!("multiproc:{{queue:{name}}}:u");
-        let mut conn = raw(&url);
-        let q = m.queue_named::<i64>(&name).unwrap();
+        let mut conn = raw(url);
+        let q = m.queue_named::<i64>(name).unwrap();
         for foreign in ["9223372036854775807", "99999999999999999999"] {
             let _: () = redis::cmd("SET")
                 .arg(&count)
@@ -84,7 +69,7 @@ fn a_put_whose_count_cannot_grow_pushes_nothing() {
             let left: String = redis::cmd("GET").arg(&count).query(&mut conn).unwrap();
             assert_eq!(left, foreign);
         }
-        assert!(m.remove_named(&name).unwrap());
+        assert!(m.remove_named(name).unwrap());
     });
 }
 
@@ -94,16 +79,11 @@ fn a_put_whose_count_cannot_grow_pushes_nothing() {
 /// shortest decimal that reads back is not the nearest of its length.
 #[test]
 fn a_lists_float_sum_is_found_by_index() {
-    let test = "a_lists_float_sum_is_found_by_index";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("lfloat");
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
         let key = format!("multiproc:{{list:{name}}}:l");
-        let mut conn = raw(&url);
-        let l = m.list_named::<f64>(&name).unwrap();
+        let mut conn = raw(url);
+        let l = m.list_named::<f64>(name).unwrap();
         let mut floats: Vec<f64> = (-1074..1024).map(|e| 2f64.powi(e)).collect();
         floats.extend([
             0.1,
@@ -133,7 +113,7 @@ fn a_lists_float_sum_is_found_by_index() {
         l.append(0.0).unwrap();
         let sum = l.increment(0, 2f64.powi(-1074 + 60)).unwrap();
         assert_eq!(l.index(&sum).unwrap(), 0);
-        assert!(m.remove_named(&name).is_ok());
+        assert!(m.remove_named(name).is_ok());
     });
 }
 
@@ -145,17 +125,13 @@ fn a_lists_float_sum_is_found_by_index() {
 /// run for ever nor lost.
 #[test]
 fn a_foreign_death_count_fails_no_reaper() {
-    let test = "a_foreign_death_count_fails_no_reaper";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
     fn square(x: u64) -> u64 {
         x * x
     }
-    watchdog(test, LIMIT, || {
-        let mut conn = raw(&url);
+    attack(LIMIT, |url, name| {
+        let mut conn = raw(url);
         for foreign_key in [true, false] {
-            let pool = RemotePool::connect_named(&url, &unique("deaths")).unwrap();
+            let pool = RemotePool::connect_named(url, &format!("{name}-{foreign_key}")).unwrap();
             let prefix = format!("multiproc:{{pool:{}}}:", pool.name());
             let part = |p: &str| format!("{prefix}{p}");
             // No worker: the tasks wait; a "ghost" worker, dead (no
@@ -219,16 +195,11 @@ fn a_foreign_death_count_fails_no_reaper() {
 /// and leaves the foreign count alone.
 #[test]
 fn an_ack_with_a_foreign_count_is_done_or_not_at_all() {
-    let test = "an_ack_with_a_foreign_count_is_done_or_not_at_all";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("ackcount");
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
         let count = format!("multiproc:{{queue:{name}}}:u");
-        let mut conn = raw(&url);
-        let q = m.queue_named::<i64>(&name).unwrap();
+        let mut conn = raw(url);
+        let q = m.queue_named::<i64>(name).unwrap();
         q.put(&7).unwrap();
         let (item, d) = q.get(Some(Duration::ZERO)).unwrap();
         assert_eq!(item, 7);
@@ -243,7 +214,7 @@ fn an_ack_with_a_foreign_count_is_done_or_not_at_all() {
         let left: String = redis::cmd("GET").arg(&count).query(&mut conn).unwrap();
         assert_eq!(left, foreign);
         drop(q);
-        assert!(m.remove_named(&name).unwrap());
+        assert!(m.remove_named(name).unwrap());
     });
 }
 
@@ -252,17 +223,12 @@ fn an_ack_with_a_foreign_count_is_done_or_not_at_all() {
 /// reader takes for a count: the item went to the dead letters).
 #[test]
 fn a_large_delivery_count_survives_the_reaper() {
-    let test = "a_large_delivery_count_survives_the_reaper";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("bigcount");
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
         let key = |p: &str| format!("multiproc:{{queue:{name}}}:{p}");
-        let mut conn = raw(&url);
+        let mut conn = raw(url);
         let q = m
-            .queue_named::<i64>(&name)
+            .queue_named::<i64>(name)
             .unwrap()
             .with_heartbeat(Duration::from_secs(30))
             .unwrap();
@@ -293,7 +259,7 @@ fn a_large_delivery_count_survives_the_reaper() {
             assert!(!held.ack().unwrap());
         }
         drop(q);
-        m.remove_named(&name).unwrap();
+        m.remove_named(name).unwrap();
     });
 }
 
@@ -303,23 +269,18 @@ fn a_large_delivery_count_survives_the_reaper() {
 /// could never be removed.
 #[test]
 fn remove_named_deletes_a_queue_whose_consumer_set_is_foreign() {
-    let test = "remove_named_deletes_a_queue_whose_consumer_set_is_foreign";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("qforeign");
-        let mut conn = raw(&url);
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let mut conn = raw(url);
         let consumers = format!("multiproc:{{queue:{name}}}:c");
         let _: () = redis::cmd("SET")
             .arg(&consumers)
             .arg("x")
             .query(&mut conn)
             .unwrap();
-        let v = m.value_named::<i64>(&name).unwrap();
+        let v = m.value_named::<i64>(name).unwrap();
         v.set(&1).unwrap();
-        assert!(m.remove_named(&name).unwrap());
+        assert!(m.remove_named(name).unwrap());
         assert_eq!(v.get().unwrap(), None);
         let left: u64 = redis::cmd("EXISTS")
             .arg(&consumers)
@@ -334,14 +295,10 @@ fn remove_named_deletes_a_queue_whose_consumer_set_is_foreign() {
 /// and the pool could never be removed).
 #[test]
 fn a_pool_with_foreign_keys_is_removed() {
-    let test = "a_pool_with_foreign_keys_is_removed";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let mut conn = raw(&url);
+    attack(LIMIT, |url, name| {
+        let mut conn = raw(url);
         for part in ["workers", "tasks"] {
-            let pool = RemotePool::connect_named(&url, &unique("premove")).unwrap();
+            let pool = RemotePool::connect_named(url, &format!("{name}-{part}")).unwrap();
             let prefix = format!("multiproc:{{pool:{}}}:", pool.name());
             let _: () = redis::cmd("SET")
                 .arg(format!("{prefix}{part}"))
@@ -370,16 +327,11 @@ fn a_pool_with_foreign_keys_is_removed() {
 /// the queue, or as here, to the dead letters).
 #[test]
 fn an_item_whose_burial_failed_is_not_kept_by_a_live_consumer() {
-    let test = "an_item_whose_burial_failed_is_not_kept_by_a_live_consumer";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("bury");
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
         let key = |p: &str| format!("multiproc:{{queue:{name}}}:{p}");
-        let mut conn = raw(&url);
-        let q = m.queue_named::<i64>(&name).unwrap();
+        let mut conn = raw(url);
+        let q = m.queue_named::<i64>(name).unwrap();
         let _: u64 = redis::cmd("LPUSH")
             .arg(key("q"))
             .arg("junk")
@@ -405,7 +357,7 @@ fn an_item_whose_burial_failed_is_not_kept_by_a_live_consumer() {
                 .arg(key("dead"))
                 .arg(0)
                 .arg(-1)
-                .query::<Vec<String>>(&mut raw(&url))
+                .query::<Vec<String>>(&mut raw(url))
                 .unwrap()
         };
         assert!(
@@ -414,7 +366,7 @@ fn an_item_whose_burial_failed_is_not_kept_by_a_live_consumer() {
         );
         assert_eq!(q.qsize().unwrap(), 0);
         drop(q);
-        m.remove_named(&name).unwrap();
+        m.remove_named(name).unwrap();
     });
 }
 
@@ -423,16 +375,12 @@ fn an_item_whose_burial_failed_is_not_kept_by_a_live_consumer() {
 /// record and then failed, leaving a record no worker would ever see.
 #[test]
 fn a_submission_to_a_foreign_pending_key_writes_nothing() {
-    let test = "a_submission_to_a_foreign_pending_key_writes_nothing";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
     fn square(x: u64) -> u64 {
         x * x
     }
-    watchdog(test, LIMIT, || {
-        let mut conn = raw(&url);
-        let pool = RemotePool::connect_named(&url, &unique("psubmit")).unwrap();
+    attack(LIMIT, |url, name| {
+        let mut conn = raw(url);
+        let pool = RemotePool::connect_named(url, name).unwrap();
         let prefix = format!("multiproc:{{pool:{}}}:", pool.name());
         let _: () = redis::cmd("SET")
             .arg(format!("{prefix}pending"))
@@ -457,15 +405,10 @@ fn a_submission_to_a_foreign_pending_key_writes_nothing() {
 /// came back from Lua as a negative integer).
 #[test]
 fn a_join_with_a_count_past_64_bits_is_not_done() {
-    let test = "a_join_with_a_count_past_64_bits_is_not_done";
-    let Some(url) = redis_url(test) else {
-        return;
-    };
-    watchdog(test, LIMIT, || {
-        let m = Manager::connect_redis(&url).unwrap();
-        let name = unique("joinbig");
-        let mut conn = raw(&url);
-        let q = m.queue_named::<i64>(&name).unwrap();
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let mut conn = raw(url);
+        let q = m.queue_named::<i64>(name).unwrap();
         let _: () = redis::cmd("SET")
             .arg(format!("multiproc:{{queue:{name}}}:u"))
             .arg("99999999999999999999")
@@ -473,6 +416,6 @@ fn a_join_with_a_count_past_64_bits_is_not_done() {
             .unwrap();
         let r = q.join(Some(Duration::ZERO));
         assert!(r.is_err(), "{r:?}");
-        m.remove_named(&name).unwrap();
+        m.remove_named(name).unwrap();
     });
 }

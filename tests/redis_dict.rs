@@ -751,6 +751,24 @@ fn foreign_values_are_errors_not_panics() {
             .unwrap();
         deserialize(d.keys().map(|_| ()), "keys");
         deserialize(d.popitem().map(|_| ()), "popitem of a foreign key");
+        // Left where it was, with its value: nothing is lost.
+        deserialize(d.keys().map(|_| ()), "keys after popitem");
+        let left: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&v)
+            .arg(b"\xff")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(left.as_deref(), Some(&b"1"[..]));
+        redis::cmd("HDEL")
+            .arg(&v)
+            .arg(b"\xff")
+            .query::<()>(&mut conn)
+            .unwrap();
+        redis::cmd("ZREM")
+            .arg(&o)
+            .arg(b"\xff")
+            .query::<()>(&mut conn)
+            .unwrap();
         assert_eq!(d.keys().unwrap(), [s("x"), s("y")]);
         // A typed dict reading a value of another type.
         let typed = m.dict_named::<String, i64>(&name).unwrap();

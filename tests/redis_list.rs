@@ -552,11 +552,24 @@ fn a_foreign_value_is_a_deserialize_error() {
         assert!(deser(l.slice(0, 2).map(drop)));
         assert!(deser(l.increment(1, 1).map(drop)));
         assert!(deser(l.sort()));
-        assert!(deser(l.pop(1).map(drop)));
+        let stored = |raw: &mut redis::Connection| {
+            redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<Vec<u8>>>(raw)
+                .unwrap()
+        };
+        let before = stored(&mut raw);
+        // A pop of an item that does not decode takes nothing.
+        for at in [1, 2, -1] {
+            assert!(deser(l.pop(at).map(drop)));
+            assert_eq!(stored(&mut raw), before, "pop({at})");
+        }
         let shown = l.to_string();
         assert!(shown.starts_with("<ListProxy object "), "{shown}");
         assert_eq!(l.get(0).unwrap(), 5);
-        assert_eq!(l.len().unwrap(), 3);
+        assert_eq!(l.len().unwrap(), 4);
         // A key of another type: a clear error.
         let other = unique("wrongtype");
         let okey = format!("multiproc:{{list:{other}}}:l");

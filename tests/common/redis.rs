@@ -175,3 +175,18 @@ pub fn no_leftovers(url: &str, name: &str) {
     let gone = super::wait_until(Duration::from_secs(30), || leftover(url, name).is_empty());
     assert!(gone, "left: {:?}", leftover(url, name));
 }
+
+/// What most Redis attack tests begin with: the shared test server's URL
+/// (the test skipped, with the reason printed, without one) and a name no
+/// other test uses, made of the test's name (the name of the thread the
+/// test harness runs it on); `body` runs with both under a watchdog of
+/// `limit`.
+pub fn attack(limit: Duration, body: impl FnOnce(&str, &str)) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a Redis test");
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    let name = unique(test);
+    super::watchdog(test, limit, || body(&url, &name));
+}

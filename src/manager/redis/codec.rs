@@ -16,6 +16,7 @@ use super::super::objects::MAX_FRAME;
 use super::super::pickle;
 use super::super::PyValue;
 use crate::error::{Error, Result};
+use crate::lazy::Lazy;
 
 /// The most memory decoding one stored value may take.
 const VALUE_MEMORY: usize = 4 * MAX_FRAME;
@@ -115,6 +116,77 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<PyValue> {
         Some(_) => Err(bad("not an encoding of multiproc's")),
     }
 }
+
+/// Lua: `plain(s)`, whether `s` is an encoding [`decode`] surely accepts
+/// (bytes, an ASCII str, an int of at most 18 digits, a float as
+/// [`encode`] writes one, `None`, `True`, `False`): a script that takes a
+/// value out of an object takes such a one at once; any other it leaves
+/// where it is and answers, for the client to decode first (see
+/// `super::take`).
+pub(crate) static LUA_PLAIN: Lazy<String> = Lazy::new(|| {
+    let constants: Vec<String> = [PyValue::None, PyValue::Bool(true), PyValue::Bool(false)]
+        .iter()
+        // None and the bools hold no proxy: their encodings cannot fail.
+        .map(|v| format!("[{}] = true", lua_string(&encode(v).unwrap_or_default())))
+        .collect();
+    format!(
+        r"
+local PLAIN = {{{}}}
+local function plain(s)
+  if PLAIN[s] then return true end
+  local c = string.byte(s, 1)
+  if c == 98 then return true end
+  if c == 115 then return not string.find(s, '[\128-\255]') end
+  if c == 102 then
+    local f = string.sub(s, 2)
+    return f == 'inf' or f == '-inf' or f == 'NaN'
+      or string.find(f, '^%-?%d+%.%d+$') ~= nil
+      or string.find(f, '^%-?%d+e%-?%d+$') ~= nil
+      or string.find(f, '^%-?%d%.%d+e%-?%d+$') ~= nil
+  end
+  local d = string.match(s, '^%-?(%d+)$')
+  return d ~= nil and #d <= 18
+end
+",
+        constants.join(", ")
+    )
+});
+
+/// `bytes` as a Lua string literal (each byte a decimal escape).
+fn lua_string(bytes: &[u8]) -> String {
+    let mut out = String::from("'");
+    for b in bytes {
+        out.push_str(&format!("\\{b:03}"));
+    }
+    out.push('\'');
+    out
+}
+
+/// Lua: the numbers of encodings as [`decode`] reads them, for the
+/// scripts that add to a stored number: `is_i64(s)`, whether `s` is an
+/// int of 64 bits; `float_of(s)`, the float of an `f` encoding, or nil.
+/// What `decode` refuses is no number (Lua's `tonumber` also reads hex
+/// and spaces, and ints past 64 bits): an increment of it is an error,
+/// never a sum written over it.
+pub(crate) const LUA_NUMBERS: &str = r"
+local function is_i64(s)
+  local minus, digits = string.match(s, '^(%-?)(%d+)$')
+  if not digits then return false end
+  digits = string.gsub(digits, '^0+(%d)', '%1')
+  if #digits ~= 19 then return #digits < 19 end
+  if minus == '-' then return digits <= '9223372036854775808' end
+  return digits <= '9223372036854775807'
+end
+local function float_of(s)
+  if string.byte(s, 1) ~= 102 then return nil end
+  local t = string.sub(s, 2)
+  local word = string.lower((string.gsub(t, '^[%+%-]', '')))
+  if string.find(t, '^[%d%.eE%+%-]+$') or word == 'inf' or word == 'infinity' or word == 'nan' then
+    return tonumber(t)
+  end
+  return nil
+end
+";
 
 /// Lua: `fmt(x)`, the codec's encoding of the float `x` without its `f`
 /// (as Rust's `{:?}` writes it: the shortest decimal that reads back the
@@ -391,6 +463,33 @@ mod tests {
             canonical(&PyValue::Float(f64::INFINITY)),
             PyValue::Float(_)
         ));
+    }
+
+    /// What `plain` takes at once decodes: the floats `encode` writes
+    /// (of the forms it matches) parse, and the constants are encodings.
+    #[test]
+    fn plain_values_decode() {
+        for f in [
+            1.5,
+            -0.0,
+            1e300,
+            1.5e-300,
+            1e-7,
+            5e-324,
+            f64::INFINITY,
+            f64::NAN,
+        ] {
+            let e = encode(&PyValue::Float(f)).unwrap();
+            assert!(decode(&e).is_ok(), "{f}");
+        }
+        assert_eq!(lua_string(b"\x80\x04N."), "'\\128\\004\\078\\046'");
+        assert!(LUA_PLAIN.contains(&lua_string(&encode(&PyValue::None).unwrap())));
+        for n in ["-999999999999999999", "999999999999999999"] {
+            assert!(decode(n.as_bytes()).is_ok());
+        }
+        for f in ["f1.5", "f-1e300", "f1.5e-7", "finf", "f-inf", "fNaN"] {
+            assert!(decode(f.as_bytes()).is_ok(), "{f}");
+        }
     }
 
     #[test]

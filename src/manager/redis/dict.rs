@@ -14,7 +14,9 @@
 //!   one `keys()` answers, as in Python.
 //!
 //! Every operation is one command (`HGET`, `HMGET`, `HLEN`, `HEXISTS`,
-//! `DEL`) or one Lua script. What differs from a manager server:
+//! `DEL`) or one Lua script (a `pop` or `popitem` of a value the script
+//! cannot tell decodes, two: see `super::take`). What differs from a
+//! manager server:
 //! - `compare_and_set` compares encodings: a stored `1` is not an expected
 //!   `1.0` (Python's `==` says they are equal);
 //! - `increment` adds 64-bit ints (`HINCRBY`): past `i64` it is an
@@ -27,7 +29,8 @@
 //!   big ints, tuples and frozensets of them are made canonical, see
 //!   `codec::canonical`);
 //! - a value another program wrote in the hash is [`Error::Deserialize`]
-//!   when read; a key of another Redis type is Redis's `WRONGTYPE` error.
+//!   when read, and is left where it was when popped; a key of another
+//!   Redis type is Redis's `WRONGTYPE` error.
 
 use crate::lazy::Lazy;
 
@@ -144,14 +147,22 @@ return #ARGV / 3
     )
 });
 
-/// `d.pop(f, None)`: the old value or nil (ARGV: field).
+/// `d.pop(f, None)` (ARGV: field, the value expected, see
+/// `super::take`): `{}` if absent, `{'T', value}` taken, `{'P', value}`
+/// left.
 static DISCARD: Lazy<Script> = Lazy::new(|| {
     script(
-        r"
+        &[
+            &codec::LUA_PLAIN,
+            r"
 local old = redis.call('HGET', V, ARGV[1])
-if old then drop(ARGV[1]) end
-return old
+if not old then return {} end
+if old ~= ARGV[2] and not plain(old) then return {'P', old} end
+drop(ARGV[1])
+return {'T', old}
 ",
+        ]
+        .concat(),
     )
 });
 
@@ -165,17 +176,27 @@ return 0
     )
 });
 
-/// `d.popitem()`: {key, value} of the last field inserted, or {}.
+/// `d.popitem()`: of the last field inserted, `{'T', key, value}` taken
+/// (without its value if the hash lacks one: another program's write),
+/// `{'P', key, value}` left (ARGV: the key and value expected, see
+/// `super::take`), or `{}`.
 static POPITEM: Lazy<Script> = Lazy::new(|| {
     script(
-        r"
+        &[
+            &codec::LUA_PLAIN,
+            r"
 local f = redis.call('ZREVRANGE', O, 0, 0)[1]
 if not f then return {} end
 local v = redis.call('HGET', V, f)
-local own = redis.call('HGET', K, f)
+local k = redis.call('HGET', K, f) or f
+if v and not (k == ARGV[1] and v == ARGV[2]) and not (plain(k) and plain(v)) then
+  return {'P', k, v}
+end
 drop(f)
-return {own or f, v}
+return {'T', k, v}
 ",
+        ]
+        .concat(),
     )
 });
 
@@ -225,6 +246,7 @@ static INCREMENT: Lazy<Script> = Lazy::new(|| {
     script(
         &[
             codec::LUA_FLOAT,
+            codec::LUA_NUMBERS,
             r"
 local f, own, d, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local old = redis.call('HGET', V, f)
@@ -262,7 +284,7 @@ local x
 if not old then x = 0
 elseif b then x = b
 elseif int_old then x = tonumber(old)
-elseif string.sub(old, 1, 1) == 'f' then x = tonumber(string.sub(old, 2))
+else x = float_of(old)
 end
 if not x then return {'type', old} end
 local y
@@ -316,6 +338,22 @@ impl Dict<'_> {
             }
             call.invoke(c)
         })
+    }
+
+    /// Takes the value of `key` out (`pop`), if there: one that does not
+    /// decode is left (see `super::take`).
+    fn take(&self, key: &PyValue) -> Result<Option<Vec<u8>>> {
+        let (field, _) = codec::field(key)?;
+        let taken = super::take(|expected| {
+            let mut args: Vec<&[u8]> = vec![&field];
+            args.extend(expected.iter().map(Vec::as_slice));
+            self.invoke(&DISCARD, false, &args)
+        })?;
+        match taken {
+            None => Ok(None),
+            Some(mut values) if values.len() == 1 => Ok(values.pop()),
+            Some(_) => Err(inconsistent()),
+        }
     }
 
     /// `HGET v field`.
@@ -536,21 +574,12 @@ pub(super) fn apply(store: &Store, kind: Kind, name: &str, op: Op) -> Result<PyV
             d.invoke::<()>(&UPDATE, true, &args)?;
             PyValue::None
         }
-        Op::Discard(k) => {
-            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
-            value_or(found, PyValue::None)?
-        }
-        Op::PopOr(k, default) => {
-            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
-            value_or(found, default)?
-        }
-        Op::Pop(k) => {
-            let found: Option<Vec<u8>> = d.invoke(&DISCARD, false, &[&codec::field(&k)?.0])?;
-            match found {
-                Some(found) => codec::decode(&found)?,
-                None => return Err(key_error(&k)),
-            }
-        }
+        Op::Discard(k) => value_or(d.take(&k)?, PyValue::None)?,
+        Op::PopOr(k, default) => value_or(d.take(&k)?, default)?,
+        Op::Pop(k) => match d.take(&k)? {
+            Some(found) => codec::decode(&found)?,
+            None => return Err(key_error(&k)),
+        },
         Op::Del(k) => {
             let had: bool = d.invoke(&DEL, false, &[&codec::field(&k)?.0])?;
             if !had {
@@ -559,16 +588,20 @@ pub(super) fn apply(store: &Store, kind: Kind, name: &str, op: Op) -> Result<PyV
             PyValue::None
         }
         Op::PopItem => {
-            let pair: Vec<Option<Vec<u8>>> = d.invoke(&POPITEM, false, &[])?;
-            match pair.as_slice() {
-                [] => {
+            let taken = super::take(|expected| {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(2);
+                args.extend(expected.iter().map(Vec::as_slice));
+                d.invoke(&POPITEM, false, &args)
+            })?;
+            match taken.as_deref() {
+                None => {
                     return Err(Error::Remote {
                         kind: "KeyError".into(),
                         message: "'popitem(): dictionary is empty'".into(),
                     })
                 }
-                [Some(k), Some(v)] => PyValue::Tuple(vec![codec::decode(k)?, codec::decode(v)?]),
-                _ => return Err(inconsistent()),
+                Some([k, v]) => PyValue::Tuple(vec![codec::decode(k)?, codec::decode(v)?]),
+                Some(_) => return Err(inconsistent()),
             }
         }
         Op::SetDefault(k, default) => {

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `get`, `set` | `LINDEX` / a script of `LLEN` + `LSET` | O(1) at the ends, O(min(i, n−i)) inside |
 //! | `append`, `extend` | one `RPUSH` (all the items) | O(1) per item |
-//! | `insert`, `pop`, `del l[i]` | a script (`LPUSH`/`RPUSH`/`LPOP`/`RPOP` at the ends, a unique pivot inside) | O(1) at the ends; inside O(i) (`insert`), O(min(i, n−i)) (`pop`) |
+//! | `insert`, `pop`, `del l[i]` | a script (`LPUSH`/`RPUSH`/`LPOP`/`RPOP` at the ends, a unique pivot inside; a `pop` of an item the script cannot tell decodes, a second one once the client decoded it) | O(1) at the ends; inside O(i) (`insert`), O(min(i, n−i)) (`pop`) |
 //! | `remove`, `index`, `count`, `in` | `LREM 1` / `LPOS` / `LPOS COUNT 0` / `LPOS` | O(n) |
 //! | `len`, `clear` | `LLEN` / `DEL` | O(1) / O(n) |
 //! | `reverse`, `sort` | a script that reads, rewrites the list | O(n) / O(n log n), blocking the server meanwhile |
@@ -37,7 +37,7 @@ use crate::lazy::Lazy;
 
 use redis::Script;
 
-use super::codec::LUA_FLOAT;
+use super::codec::{LUA_FLOAT, LUA_NUMBERS, LUA_PLAIN};
 use super::{codec, fresh_name, key, Store};
 use crate::error::{Error, Result};
 use crate::manager::protocol::{Kind, Op};
@@ -114,25 +114,34 @@ return 1
 });
 
 /// `l.pop(i)` and `del l[i]`. KEYS: list; ARGV: index, a pivot no value
-/// equals, the message for an empty list, for an index out of range.
+/// equals, the message for an empty list, for an index out of range, `1`
+/// to take any item (`del`), and the item expected (see `super::take`).
+/// Answers `{'T', item}` (taken) or `{'P', item}` (left where it was).
 static POP: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
+{}
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return redis.error_reply('PYERR IndexError ' .. ARGV[3]) end
 local i = at(ARGV[1], n)
 if i < 0 or i >= n then return redis.error_reply('PYERR IndexError ' .. ARGV[4]) end
-if i == 0 then return redis.call('LPOP', KEYS[1]) end
-if i == n - 1 then return redis.call('RPOP', KEYS[1]) end
 local v = redis.call('LINDEX', KEYS[1], i)
-redis.call('LSET', KEYS[1], i, ARGV[2])
-if i < n / 2 then
-  redis.call('LREM', KEYS[1], 1, ARGV[2])
+if ARGV[5] ~= '1' and v ~= ARGV[6] and not plain(v) then return {{'P', v}} end
+if i == 0 then
+  redis.call('LPOP', KEYS[1])
+elseif i == n - 1 then
+  redis.call('RPOP', KEYS[1])
 else
-  redis.call('LREM', KEYS[1], -1, ARGV[2])
+  redis.call('LSET', KEYS[1], i, ARGV[2])
+  if i < n / 2 then
+    redis.call('LREM', KEYS[1], 1, ARGV[2])
+  else
+    redis.call('LREM', KEYS[1], -1, ARGV[2])
+  end
 end
-return v
-"
+return {{'T', v}}
+",
+        *LUA_PLAIN
     ))
 });
 
@@ -152,8 +161,9 @@ return 1
     ))
 });
 
-/// Lua: what kind of number an encoding is (`'i'`, `'f'` or nil; bools
-/// are ints, as in Python), an int's (or bool's) digits, and byte-wise
+/// Lua (after `codec::LUA_NUMBERS`): what kind of number an encoding is
+/// (`'i'`, `'f'` or nil: what `decode` refuses is none; bools are ints,
+/// as in Python), an int's (or bool's) digits, and byte-wise
 /// comparison of strings (Lua's `<` follows the server's locale). The
 /// script defines `TRUE` and `FALSE`: the encodings of `True` and `False`.
 const LUA_VALUES: &str = r"
@@ -167,10 +177,10 @@ local function numkind(s)
   local c = string.byte(s, 1)
   if c == nil then return nil end
   if c == 45 or (c >= 48 and c <= 57) then
-    if #s <= 20 and string.find(s, '^%-?%d+$') then return 'i' end
+    if is_i64(s) then return 'i' end
     return nil
   end
-  if c == 102 and tonumber(string.sub(s, 2)) then return 'f' end
+  if float_of(s) then return 'f' end
   return nil
 end
 local byte = string.byte
@@ -193,6 +203,7 @@ static SORT: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local TRUE, FALSE = ARGV[2], ARGV[3]
+{LUA_NUMBERS}
 {LUA_VALUES}
 -- Integer strings (no leading zeros, no '-0') compared exactly.
 local function cmpint(x, y)
@@ -353,6 +364,7 @@ static INCREMENT: Lazy<Script> = Lazy::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local TRUE, FALSE = ARGV[3], ARGV[4]
+{LUA_NUMBERS}
 {LUA_VALUES}
 {LUA_FLOAT}
 local n = redis.call('LLEN', KEYS[1])
@@ -553,18 +565,23 @@ pub(super) fn apply(store: &Store, name: &str, op: Op) -> Result<PyValue> {
                 ("pop from empty list", "pop index out of range")
             };
             let pivot = pivot()?;
-            let v = store.run(false, |c| {
-                POP.key(&k)
-                    .arg(i)
-                    .arg(&pivot)
-                    .arg(empty)
-                    .arg(range)
-                    .invoke::<Vec<u8>>(c)
+            let any = if del { "1" } else { "0" };
+            let taken = super::take(|expected| {
+                store.run(false, |c| {
+                    let mut call = POP.key(&k);
+                    call.arg(i).arg(&pivot).arg(empty).arg(range).arg(any);
+                    if let Some(e) = expected.first() {
+                        call.arg(e);
+                    }
+                    call.invoke(c)
+                })
             })?;
-            if del {
-                Ok(PyValue::None)
-            } else {
-                codec::decode(&v)
+            match taken.as_deref() {
+                _ if del => Ok(PyValue::None),
+                Some([v]) => codec::decode(v),
+                _ => Err(Error::Deserialize(
+                    "an answer of a multiproc script that is not its own".into(),
+                )),
             }
         }
         Op::Remove(v) => {

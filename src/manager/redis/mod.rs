@@ -8,7 +8,11 @@
 //! `multiproc:{<kind>:<name>}:<part>` (see [`key`]), so that a cluster keeps
 //! them on one node and a script may touch them all. Every operation is one
 //! command or one Lua script, never a read then a write from the client:
-//! concurrent updates from any number of machines are atomic. Values are
+//! concurrent updates from any number of machines are atomic. (A `pop` of
+//! a value the script cannot tell decodes, a pickle or a str that is not
+//! ASCII, takes two: the first leaves it, the second takes it if it is
+//! still the value the client decoded, see [`take`]: what does not decode
+//! is never taken.) Values are
 //! stored as `codec` says. Each process has its own connection (a forked
 //! child makes its own), and the manager's timeout bounds each call as a
 //! whole, whatever the server sends or does not (see [`wire`]).
@@ -402,6 +406,61 @@ pub(crate) fn shown(url: &str) -> String {
         Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
         None => url.to_string(),
     }
+}
+
+/// How many times [`take`] asks again for a value that another client
+/// keeps changing between its looks.
+const TAKE_TRIES: usize = 64;
+
+/// Takes values out of an object without losing any that does not
+/// decode: `call(expected)` runs a script that answers `{}` (nothing to
+/// take), `{'T', values…}` (taken: each plain, see [`codec::LUA_PLAIN`],
+/// or the `expected` ones), or `{'P', values…}` (left where they were).
+/// Values left are decoded here: one that does not decode is the error,
+/// and nothing is taken; ones that do are asked for again as `expected`,
+/// which the script takes if they are still what it would take. The
+/// values taken (a nil among them ends them), or `None`.
+///
+/// # Errors
+/// `call`'s; [`Error::Deserialize`] for a value that does not decode (left
+/// where it was); [`Error::Remote`] `RuntimeError` if the values changed
+/// between each of [`TAKE_TRIES`] looks (nothing was taken).
+pub(super) fn take(
+    mut call: impl FnMut(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>,
+) -> Result<Option<Vec<Vec<u8>>>> {
+    let mut expected = Vec::new();
+    for _ in 0..TAKE_TRIES {
+        let mut answer = call(&expected)?.into_iter();
+        let Some(flag) = answer.next() else {
+            return Ok(None);
+        };
+        let values: Vec<Vec<u8>> = answer.map_while(|v| v).collect();
+        match flag.as_deref() {
+            Some(b"T") => return Ok(Some(values)),
+            Some(b"P") => {
+                for v in &values {
+                    codec::decode(v).map_err(|e| match e {
+                        Error::Deserialize(why) => {
+                            Error::Deserialize(format!("{why}; it was left where it was"))
+                        }
+                        other => other,
+                    })?;
+                }
+                expected = values;
+            }
+            _ => {
+                return Err(Error::Deserialize(
+                    "an answer of a multiproc script that is not its own".into(),
+                ))
+            }
+        }
+    }
+    Err(Error::Remote {
+        kind: "RuntimeError".into(),
+        message: format!(
+            "the value to take changed {TAKE_TRIES} times while it was being taken (another client kept writing it): nothing was taken"
+        ),
+    })
 }
 
 /// A script's `PYERR <ExceptionName> <message>` as Python's exception.

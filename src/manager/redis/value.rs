@@ -23,12 +23,13 @@ static ADD_FLOAT: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         &[
             codec::LUA_FLOAT,
+            codec::LUA_NUMBERS,
             r"
 local v = redis.call('GET', KEYS[1])
 local x
 if not v then x = 0
-elseif string.match(v, '^%-?%d+$') then x = tonumber(v)
-elseif string.sub(v, 1, 1) == 'f' then x = tonumber(string.sub(v, 2))
+elseif is_i64(v) then x = tonumber(v)
+else x = float_of(v)
 end
 if x == nil then
   return redis.error_reply('PYERR TypeError the value is not a number')
