@@ -1,0 +1,190 @@
+//! The manager server against clients that try to exhaust its memory or
+//! its descriptors through the connections themselves: requests sent in
+//! part and never finished, handshakes never answered.
+
+mod common;
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::pickle::{request, returned_ident, s};
+use common::{wait_until, watchdog};
+use multiproc::conn::{connect, Address, Connection};
+use multiproc::Manager;
+
+/// The longest a test may take.
+const LIMIT: Duration = Duration::from_secs(300);
+
+const KEY: &str = "manager attack6 key";
+
+const MIB: usize = 1 << 20;
+
+/// A line of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`).
+fn status_bytes(pid: u32, field: &str) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+/// The memory process `pid` has resident now, in bytes.
+fn rss(pid: u32) -> usize {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The most memory process `pid` has had resident, in bytes.
+fn peak_rss(pid: u32) -> usize {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// Sends a request and waits (at most a minute) for its reply, which must
+/// be a `#RETURN`.
+fn call(conn: &mut Connection, frame: &[u8]) -> Vec<u8> {
+    conn.send_bytes(frame).unwrap();
+    let reply = conn.recv_bytes_timeout(Duration::from_secs(60)).unwrap();
+    assert!(
+        reply.windows(7).any(|w| w == b"#RETURN"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    reply
+}
+
+/// A hostile client on an authenticated connection: a thread that sends
+/// the header of a `frame`-byte request and `part` bytes of it, then one
+/// byte every 100 ms (never enough to finish it), until the server closes
+/// the connection or the client is stopped.
+struct Partial {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    /// The connection, kept open (the thread writes on a duplicate).
+    _conn: Connection,
+}
+
+impl Partial {
+    fn start(address: &Address, frame: usize, part: usize) -> Partial {
+        let conn = connect(address, Some(KEY.as_bytes())).unwrap();
+        // SAFETY: a duplicate of a live descriptor, owned by the stream.
+        let mut stream = unsafe {
+            let fd = libc::dup(conn.as_raw_fd());
+            assert!(fd >= 0);
+            UnixStream::from_raw_fd(fd)
+        };
+        // Short writes, so that the thread sees `stop` while the server
+        // reads nothing from it.
+        stream
+            .set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut head = (frame as u32).to_be_bytes().to_vec();
+                head.resize(4 + part, b'x');
+                let mut sent = 0;
+                while !stop.load(Relaxed) {
+                    let end = if sent < head.len() {
+                        head.len()
+                    } else {
+                        // The trickle: a byte at a time, never the last.
+                        if sent >= 4 + frame - 1 {
+                            return;
+                        }
+                        std::thread::park_timeout(Duration::from_millis(100));
+                        sent + 1
+                    };
+                    let chunk = if sent < head.len() {
+                        &head[sent..end]
+                    } else {
+                        &b"x"[..]
+                    };
+                    match stream.write(chunk) {
+                        Ok(n) => sent += n,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        // The server closed the connection.
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        Partial {
+            stop,
+            thread,
+            _conn: conn,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Relaxed);
+        self.thread.thread().unpark();
+        self.thread.join().unwrap();
+    }
+}
+
+/// Connections that each send most of a 16 MiB request and then a byte
+/// now and then, never finishing it: the server buffered every one of them
+/// whole (32 of them, 480 MiB; with more connections, any amount). It now
+/// holds partly received requests up to a bound in all, reads no more
+/// from the others until that frees, and ends the connections that hold
+/// part of it without sending the rest: its memory stays bounded, and an
+/// honest client's large request is served.
+#[test]
+fn requests_sent_in_part_cost_the_server_bounded_memory() {
+    const HOSTILE: usize = 32;
+    const FRAME: usize = 16 * MIB - 64;
+    watchdog("partial requests", LIMIT, || {
+        let (server, path, mut conn) = common::serve_manager("partial", KEY.as_bytes());
+        let pid = server.pid().unwrap();
+        let address = Address::Unix(path.clone());
+        let list = returned_ident(&call(&mut conn, &request(None, "create", vec![s("list")])));
+        let before = rss(pid);
+        let hostile: Vec<Partial> = (0..HOSTILE)
+            .map(|_| Partial::start(&address, FRAME, 15 * MIB))
+            .collect();
+        // The server is holding a good part of them.
+        assert!(wait_until(Duration::from_secs(60), || rss(pid)
+            > before + 100 * MIB));
+        // An honest client's large request is served meanwhile.
+        let start = Instant::now();
+        let mut honest = connect(&address, Some(KEY.as_bytes())).unwrap();
+        call(
+            &mut honest,
+            &request(Some(&list), "append", vec![s(&"y".repeat(FRAME - 4096))]),
+        );
+        println!("the honest request took {:?}", start.elapsed());
+        let peak = peak_rss(pid);
+        println!(
+            "the server's memory peaked at {} MiB ({} MiB before)",
+            peak / MIB,
+            before / MIB
+        );
+        for h in hostile {
+            h.stop();
+        }
+        assert!(
+            peak < before + 320 * MIB,
+            "the server's memory peaked at {} MiB ({} MiB before)",
+            peak / MIB,
+            before / MIB
+        );
+        // Small calls go on.
+        call(&mut conn, &request(Some(&list), "__len__", vec![]));
+        drop(honest);
+        drop(conn);
+        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
+        m.shutdown().unwrap();
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
