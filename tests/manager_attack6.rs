@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::pickle::{request, returned_ident, s};
-use common::{wait_until, watchdog};
+use common::{join, static_child, wait_until, watchdog};
 use multiproc::conn::{connect, Address, Connection};
 use multiproc::Manager;
 
@@ -42,6 +42,11 @@ fn rss(pid: u32) -> usize {
 /// The most memory process `pid` has had resident, in bytes.
 fn peak_rss(pid: u32) -> usize {
     status_bytes(pid, "VmHWM:")
+}
+
+/// The descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// Sends a request and waits (at most a minute) for its reply, which must
@@ -186,5 +191,56 @@ fn requests_sent_in_part_cost_the_server_bounded_memory() {
         m.shutdown().unwrap();
         server.join().unwrap();
         let _ = std::fs::remove_file(&path);
+    });
+}
+
+/// A server with a soft limit of `limit` descriptors (set for the fork
+/// that starts it); a child of this process's.
+fn manager_with_few_descriptors(limit: u64) -> Manager {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit to fill.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let old = lim.rlim_cur;
+    lim.rlim_cur = limit;
+    // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let m = Manager::start().unwrap();
+    lim.rlim_cur = old;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    m
+}
+
+/// Connections that never answer the handshake's challenge, as many as
+/// the server has descriptors for: every other client waited until they
+/// timed out (20 s), and an attacker that keeps as many open kept
+/// everyone out for ever. Out of descriptors, the server now ends the
+/// oldest connection still in its handshake to take the next one: an
+/// honest client gets in at once.
+#[test]
+fn handshakes_never_answered_do_not_keep_other_clients_out() {
+    watchdog("silent handshakes", LIMIT, || {
+        let c = static_child(|| {
+            let limit = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 + 40;
+            let m = manager_with_few_descriptors(limit);
+            let pid = m.server_pid().unwrap();
+            let Address::Unix(path) = m.address() else {
+                unreachable!()
+            };
+            let silent: Vec<_> = (0..limit + 20)
+                .map(|_| UnixStream::connect(path).unwrap())
+                .collect();
+            assert!(wait_until(LIMIT, || open_fds(pid) as u64 >= limit - 2));
+            let start = Instant::now();
+            let other = Manager::connect(m.address().clone(), m.authkey()).unwrap();
+            assert_eq!(other.number_of_objects().unwrap(), 0);
+            let took = start.elapsed();
+            assert!(took < Duration::from_secs(5), "connecting took {took:?}");
+            drop(silent);
+        });
+        assert_eq!(join(&c, LIMIT), 0);
     });
 }

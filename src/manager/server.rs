@@ -570,6 +570,14 @@ impl Accepting {
                     sys::AcceptFailure::QueueEmpty => return,
                     sys::AcceptFailure::ThisConnection => continue,
                     sys::AcceptFailure::Exhausted => {
+                        // Its descriptor for this one: a client that has not
+                        // proved it knows the key must not keep the others
+                        // out (until its handshake times out, and then
+                        // again at once).
+                        if let Some(i) = peers.iter().position(|p| p.handshake.is_some()) {
+                            drop(peers.remove(i));
+                            continue;
+                        }
                         if !self.logged {
                             self.logged = true;
                             log::warn!(
@@ -608,6 +616,9 @@ impl Peer {
             sent: 0,
             sent_total: 0,
             stall: None,
+            grant: 0,
+            starved: false,
+            in_stall: None,
             session: Session {
                 pid,
                 ..Session::default()
