@@ -194,6 +194,52 @@ fn requests_sent_in_part_cost_the_server_bounded_memory() {
     });
 }
 
+/// Connections that each send one large request (refused: a method of no
+/// object) and then sit idle: each kept the buffer it was received in (16
+/// MiB and more: 24 of them kept 188 MiB resident, more of them any
+/// amount). A buffer gives its memory back once its large request is
+/// served.
+#[test]
+fn large_requests_served_leave_no_memory_behind_on_idle_connections() {
+    const IDLE: usize = 24;
+    watchdog("idle after large requests", LIMIT, || {
+        let (server, path, conn) = common::serve_manager("idle-large", KEY.as_bytes());
+        let pid = server.pid().unwrap();
+        let address = Address::Unix(path.clone());
+        let before = rss(pid);
+        let big = request(Some("nothing"), "append", vec![s(&"z".repeat(16 * MIB - 4096))]);
+        let idle: Vec<Connection> = (0..IDLE)
+            .map(|_| {
+                let mut c = connect(&address, Some(KEY.as_bytes())).unwrap();
+                c.send_bytes(&big).unwrap();
+                // An error (a `KeyError`): its kind does not matter here.
+                c.recv_bytes_timeout(Duration::from_secs(60)).unwrap();
+                c
+            })
+            .collect();
+        // A round trip on another connection: the server is past the last
+        // of them.
+        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 0);
+        let now = rss(pid);
+        println!(
+            "the server holds {} MiB ({} MiB before)",
+            now / MIB,
+            before / MIB
+        );
+        assert!(
+            now < before + 64 * MIB,
+            "the server holds {} MiB ({} MiB before)",
+            now / MIB,
+            before / MIB
+        );
+        drop((idle, conn));
+        m.shutdown().unwrap();
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
 /// A server with a soft limit of `limit` descriptors (set for the fork
 /// that starts it); a child of this process's.
 fn manager_with_few_descriptors(limit: u64) -> Manager {
