@@ -240,6 +240,69 @@ fn large_requests_served_leave_no_memory_behind_on_idle_connections() {
     });
 }
 
+/// Raises this process's soft limit on descriptors to `want` (within its
+/// hard limit), for the servers it starts after; the limit it got.
+fn raise_nofile(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit to fill.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur = lim.rlim_cur.max(want.min(lim.rlim_max));
+    // SAFETY: `lim` is a valid rlimit that setrlimit only reads.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    lim.rlim_cur
+}
+
+/// Thousands of connections that never authenticate, each sending all
+/// but the last byte of the longest answer a handshake takes: the server
+/// holds no more for each than that answer and the connection itself
+/// (its memory grows by less than 16 KiB a connection), and serves an
+/// honest client meanwhile.
+#[test]
+fn unauthenticated_connections_hold_no_more_than_a_handshake() {
+    const SILENT: usize = 3000;
+    watchdog("unauthenticated", LIMIT, || {
+        if raise_nofile(2 * SILENT as u64 + 200) < 2 * SILENT as u64 + 200 {
+            println!("descriptor limit too low to try");
+            return;
+        }
+        let (server, path, conn) = common::serve_manager("unauth", KEY.as_bytes());
+        let pid = server.pid().unwrap();
+        let before = rss(pid);
+        let fds = open_fds(pid);
+        let mut answer = 256u32.to_be_bytes().to_vec();
+        answer.resize(4 + 255, b'a');
+        let silent: Vec<UnixStream> = (0..SILENT)
+            .map(|_| {
+                let mut c = UnixStream::connect(&path).unwrap();
+                c.write_all(&answer).unwrap();
+                c
+            })
+            .collect();
+        assert!(wait_until(Duration::from_secs(60), || open_fds(pid)
+            >= fds + SILENT));
+        // A round trip: the server has read what they sent.
+        let mut m = Manager::connect(Address::Unix(path.clone()), KEY.as_bytes()).unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 0);
+        let grown = rss(pid).saturating_sub(before);
+        println!(
+            "the server grew by {} KiB a connection",
+            grown / SILENT >> 10
+        );
+        assert!(
+            grown < SILENT * (16 << 10),
+            "the server grew by {} KiB a connection",
+            grown / SILENT >> 10
+        );
+        drop((silent, conn));
+        m.shutdown().unwrap();
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
 /// A server with a soft limit of `limit` descriptors (set for the fork
 /// that starts it); a child of this process's.
 fn manager_with_few_descriptors(limit: u64) -> Manager {
