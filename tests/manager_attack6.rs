@@ -158,8 +158,7 @@ fn requests_sent_in_part_cost_the_server_bounded_memory() {
             .map(|_| Partial::start(&address, FRAME, 15 * MIB))
             .collect();
         // The server is holding a good part of them.
-        assert!(wait_until(Duration::from_secs(60), || rss(pid)
-            > before + 100 * MIB));
+        assert!(wait_until(Duration::from_secs(60), || rss(pid) > before + 100 * MIB));
         // An honest client's large request is served meanwhile.
         let start = Instant::now();
         let mut honest = connect(&address, Some(KEY.as_bytes())).unwrap();
@@ -207,7 +206,11 @@ fn large_requests_served_leave_no_memory_behind_on_idle_connections() {
         let pid = server.pid().unwrap();
         let address = Address::Unix(path.clone());
         let before = rss(pid);
-        let big = request(Some("nothing"), "append", vec![s(&"z".repeat(16 * MIB - 4096))]);
+        let big = request(
+            Some("nothing"),
+            "append",
+            vec![s(&"z".repeat(16 * MIB - 4096))],
+        );
         let idle: Vec<Connection> = (0..IDLE)
             .map(|_| {
                 let mut c = connect(&address, Some(KEY.as_bytes())).unwrap();
@@ -281,8 +284,7 @@ fn unauthenticated_connections_hold_no_more_than_a_handshake() {
                 c
             })
             .collect();
-        assert!(wait_until(Duration::from_secs(60), || open_fds(pid)
-            >= fds + SILENT));
+        assert!(wait_until(Duration::from_secs(60), || open_fds(pid) >= fds + SILENT));
         // A round trip: the server has read what they sent.
         let mut m = Manager::connect(Address::Unix(path.clone()), KEY.as_bytes()).unwrap();
         assert_eq!(m.number_of_objects().unwrap(), 0);

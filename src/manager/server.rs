@@ -184,14 +184,17 @@ fn grant_reads(peers: &mut [Peer]) -> bool {
     for p in peers.iter_mut() {
         p.starved = false;
         // Idle (nothing buffered) with a small buffer, the common case,
-        // costs two loads.
+        // costs three loads.
         if p.grant > 0 || p.conn.buffered_len() > 0 || p.conn.read_buffer_size() > IN_FREE {
             let want = p
                 .conn
                 .next_frame_len()
                 .filter(|&f| f > READ_CHUNK)
                 .map_or(0, in_need);
-            if want == 0 && p.conn.read_buffer_size() > IN_FREE {
+            // (Not while what it holds takes most of it: the small
+            // requests behind a large one are served first.)
+            let size = p.conn.read_buffer_size();
+            if want == 0 && size > IN_FREE.max(2 * p.conn.buffered_len()) {
                 p.conn.trim_read_buffer(READ_CHUNK);
             }
             p.grant = p.grant.min(want);
@@ -346,10 +349,11 @@ pub(crate) fn event_loop(
             accepting.resume();
         }
         deliver_woken(&mut peers, &mut objects, now);
-        let starving = grant_reads(&mut peers);
-        end_stalled_reads(&mut peers, starving, now);
         let mut queued: usize = peers.iter().map(Peer::unsent).sum();
         let over = queued > TOTAL_OUT_LIMIT;
+        let starving = grant_reads(&mut peers);
+        // (Past the answers' total, the server reads from no one.)
+        end_stalled_reads(&mut peers, starving && !over, now);
         if let Some(deadline) = stopping {
             if deadline <= now || peers.iter().all(|p| !p.pending()) {
                 exit(&listener);
