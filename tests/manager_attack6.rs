@@ -76,12 +76,11 @@ struct Partial {
 impl Partial {
     fn start(address: &Address, frame: usize, part: usize) -> Partial {
         let conn = connect(address, Some(KEY.as_bytes())).unwrap();
-        // SAFETY: a duplicate of a live descriptor, owned by the stream.
-        let mut stream = unsafe {
-            let fd = libc::dup(conn.as_raw_fd());
-            assert!(fd >= 0);
-            UnixStream::from_raw_fd(fd)
-        };
+        // SAFETY: duplicates a live descriptor of this process.
+        let fd = unsafe { libc::dup(conn.as_raw_fd()) };
+        assert!(fd >= 0);
+        // SAFETY: the duplicate is new and owned by nothing else.
+        let mut stream = unsafe { UnixStream::from_raw_fd(fd) };
         // Short writes, so that the thread sees `stop` while the server
         // reads nothing from it.
         stream
@@ -291,12 +290,12 @@ fn unauthenticated_connections_hold_no_more_than_a_handshake() {
         let grown = rss(pid).saturating_sub(before);
         println!(
             "the server grew by {} KiB a connection",
-            grown / SILENT >> 10
+            (grown / SILENT) >> 10
         );
         assert!(
             grown < SILENT * (16 << 10),
             "the server grew by {} KiB a connection",
-            grown / SILENT >> 10
+            (grown / SILENT) >> 10
         );
         drop((silent, conn));
         m.shutdown().unwrap();
