@@ -242,6 +242,57 @@ fn large_requests_served_leave_no_memory_behind_on_idle_connections() {
     });
 }
 
+/// Connections that each read one large answer (a copy of a 15 MiB list)
+/// and then sit idle: each kept the buffer its answer was queued in (24
+/// of them kept 390 MiB resident, more of them any amount). A
+/// connection's queue of answers gives its memory back once a large
+/// answer is sent.
+#[test]
+fn large_answers_sent_leave_no_memory_behind_on_idle_connections() {
+    const IDLE: usize = 24;
+    watchdog("idle after large answers", LIMIT, || {
+        let (server, path, mut conn) = common::serve_manager("idle-answers", KEY.as_bytes());
+        let pid = server.pid().unwrap();
+        let address = Address::Unix(path.clone());
+        let list = returned_ident(&call(&mut conn, &request(None, "create", vec![s("list")])));
+        for _ in 0..15 {
+            call(
+                &mut conn,
+                &request(Some(&list), "append", vec![s(&"x".repeat(MIB))]),
+            );
+        }
+        let before = rss(pid);
+        let copy = request(Some(&list), "copy", vec![]);
+        let idle: Vec<Connection> = (0..IDLE)
+            .map(|_| {
+                let mut c = connect(&address, Some(KEY.as_bytes())).unwrap();
+                assert!(call(&mut c, &copy).len() > 15 * MIB);
+                c
+            })
+            .collect();
+        // A round trip on another connection: the server is past the last
+        // of them.
+        call(&mut conn, &request(Some(&list), "__len__", vec![]));
+        let now = rss(pid);
+        println!(
+            "the server holds {} MiB ({} MiB before)",
+            now / MIB,
+            before / MIB
+        );
+        assert!(
+            now < before + 64 * MIB,
+            "the server holds {} MiB ({} MiB before)",
+            now / MIB,
+            before / MIB
+        );
+        drop((idle, conn));
+        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
+        m.shutdown().unwrap();
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
 /// Raises this process's soft limit on descriptors to `want` (within its
 /// hard limit), for the servers it starts after; the limit it got.
 fn raise_nofile(want: u64) -> u64 {

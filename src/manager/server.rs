@@ -143,6 +143,11 @@ impl Peer {
         }
         self.out.clear();
         self.sent = 0;
+        // A large answer's memory goes back once it is sent: an idle
+        // connection would keep it for ever.
+        if self.out.capacity() > 2 * READ_CHUNK {
+            self.out.shrink_to(READ_CHUNK);
+        }
         if self.closing {
             self.dead = true;
         }
