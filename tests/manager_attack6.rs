@@ -192,6 +192,42 @@ fn requests_sent_in_part_cost_the_server_bounded_memory() {
     });
 }
 
+/// Honest clients sending large requests all at once, more than the
+/// server holds partly received at a time (12 of 16 MiB; it holds 256
+/// MiB, each taking up to twice its size): each waits its turn, and none
+/// is taken for one that stalls.
+#[test]
+fn many_large_requests_at_once_are_all_served() {
+    const CLIENTS: usize = 12;
+    watchdog("large requests at once", LIMIT, || {
+        let (server, path, mut conn) = common::serve_manager("large-at-once", KEY.as_bytes());
+        let address = Address::Unix(path.clone());
+        let list = returned_ident(&call(&mut conn, &request(None, "create", vec![s("list")])));
+        let big = Arc::new(request(
+            Some(&list),
+            "count",
+            vec![s(&"c".repeat(16 * MIB - 4096))],
+        ));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let mut c = connect(&address, Some(KEY.as_bytes())).unwrap();
+                let big = big.clone();
+                std::thread::spawn(move || {
+                    call(&mut c, &big);
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        drop(conn);
+        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
+        m.shutdown().unwrap();
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
 /// Connections that each send one large request (refused: a method of no
 /// object) and then sit idle: each kept the buffer it was received in (16
 /// MiB and more: 24 of them kept 188 MiB resident, more of them any
