@@ -189,7 +189,7 @@ fn grant_reads(peers: &mut [Peer]) -> bool {
     for p in peers.iter_mut() {
         p.starved = false;
         // Idle (nothing buffered) with a small buffer, the common case,
-        // costs three loads.
+        // costs a few loads.
         if p.grant > 0 || p.conn.buffered_len() > 0 || p.conn.read_buffer_size() > IN_FREE {
             let want = p
                 .conn
