@@ -39,7 +39,7 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 const LARGEST_MESSAGE: usize = isize::MAX as usize - frame::LONG_HEADER_LEN;
 /// How much is read at once when buffering; the rest of a message at
 /// least this long is read straight into its destination instead.
-const READ_CHUNK: usize = 64 << 10;
+pub(crate) const READ_CHUNK: usize = 64 << 10;
 /// The most a receive allocates for a message before its bytes arrive;
 /// the buffer then doubles as they do.
 const UPFRONT: usize = 1 << 20;
@@ -587,6 +587,35 @@ impl Connection {
             self.incomplete_timed_out &= k == 0;
         }
         read_outcome(got).map(|k| k.is_some())
+    }
+
+    /// The bytes of memory the receive buffer takes (for an event loop that
+    /// bounds what its connections hold, with the next three).
+    pub(crate) fn read_buffer_size(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// The bytes received and not yet returned.
+    pub(crate) fn buffered_len(&self) -> usize {
+        self.buffered()
+    }
+
+    /// The length, header included, of the next message, once its header
+    /// has arrived (whether the message has or not); `None` before, or if
+    /// the header is invalid (which the next receive reports).
+    pub(crate) fn next_frame_len(&self) -> Option<usize> {
+        match self.buffered_frame_len() {
+            Ok(Some((header, len))) => Some(header + len),
+            _ => None,
+        }
+    }
+
+    /// Gives back the receive buffer's memory beyond what it holds, or
+    /// beyond `keep` bytes if it holds less.
+    pub(crate) fn trim_read_buffer(&mut self, keep: usize) {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.shrink_to(keep.max(self.buf.len()));
     }
 
     /// The next whole message if one has arrived, without waiting (for an

@@ -11,7 +11,7 @@ use super::limits::MAX_WORK;
 use super::objects::{Answer, Objects, Session, MAX_FRAME};
 use super::refs;
 use crate::conn::auth::{Handshake, Side, HANDSHAKE_MAX, HANDSHAKE_TIMEOUT};
-use crate::conn::{frame, Connection, Listener};
+use crate::conn::{frame, Connection, Listener, READ_CHUNK};
 use crate::sys;
 
 /// How long a shutting-down server tries to deliver the last responses.
@@ -39,6 +39,24 @@ const TOTAL_OUT_LIMIT: usize = 256 << 20;
 /// How long a connection's queued responses may stay unread, while the
 /// server holds more than [`TOTAL_OUT_LIMIT`], before it ends.
 const STALLED: Duration = Duration::from_secs(2);
+/// Bytes of partly received requests the server holds for all clients
+/// together, beyond what each connection holds freely ([`IN_FREE`]): a
+/// connection whose request is larger than [`READ_CHUNK`] is read only
+/// once it is granted what receiving it whole may take of this (see
+/// [`grant_reads`]); the others wait, and the connections holding part of
+/// it that do not send the rest end (see [`end_stalled_reads`]). Without
+/// it, clients that send most of a request and never the rest would have
+/// the server hold a frame's worth each, on any number of connections.
+const TOTAL_IN_LIMIT: usize = 256 << 20;
+/// The bytes of a receive buffer not counted in [`TOTAL_IN_LIMIT`]: what a
+/// buffer grows to for requests up to [`READ_CHUNK`] (reads of that much,
+/// doubling), with room to spare. (What only the connections' number
+/// bounds, as their sockets' buffers in the kernel are.)
+const IN_FREE: usize = 4 * READ_CHUNK;
+/// The least a connection holding part of [`TOTAL_IN_LIMIT`] must receive
+/// every [`STALLED`] while others wait for it: one that trickles a byte
+/// now and then holds it as surely as one that sends nothing.
+const IN_PROGRESS: usize = READ_CHUNK;
 /// The most clients with a fast-path area at once; others stay on their
 /// sockets (each area is memory and two descriptors of the server's).
 const FAST_MAX: usize = 256;
@@ -67,6 +85,13 @@ struct Peer {
     /// unsent ones, the count seen last and since when it has not moved.
     sent_total: u64,
     stall: Option<(u64, Instant)>,
+    /// What of [`TOTAL_IN_LIMIT`] it was granted to receive its next
+    /// request (a large one) in; it was refused it this turn (`starved`: its
+    /// socket is not read until it is granted); and, while others wait,
+    /// what it had received when last seen to make progress, and when.
+    grant: usize,
+    starved: bool,
+    in_stall: Option<(usize, Instant)>,
     /// What it is to the objects (the references it holds).
     session: Session,
     /// A call of it waits on a queue: nothing more of it is served (its
@@ -118,6 +143,11 @@ impl Peer {
         }
         self.out.clear();
         self.sent = 0;
+        // A large answer's memory goes back once it is sent: an idle
+        // connection would keep it for ever.
+        if self.out.capacity() > 2 * READ_CHUNK {
+            self.out.shrink_to(READ_CHUNK);
+        }
         if self.closing {
             self.dead = true;
         }
@@ -129,6 +159,93 @@ impl Peer {
 
     fn unsent(&self) -> usize {
         self.out.len() - self.sent
+    }
+
+    /// What its receive buffer takes of [`TOTAL_IN_LIMIT`]: what it was
+    /// granted, or what the buffer takes beyond [`IN_FREE`] if more.
+    fn held(&self) -> usize {
+        self.conn
+            .read_buffer_size()
+            .saturating_sub(IN_FREE)
+            .max(self.grant)
+    }
+}
+
+/// What receiving a request of `frame` bytes (header included) may take
+/// of [`TOTAL_IN_LIMIT`]: the receive buffer grows by reads of
+/// [`READ_CHUNK`], doubling, to at most twice the request and two reads.
+fn in_need(frame: usize) -> usize {
+    frame.saturating_mul(2).saturating_add(2 * READ_CHUNK)
+}
+
+/// Grants what of [`TOTAL_IN_LIMIT`] is left to the connections whose next
+/// request is larger than [`READ_CHUNK`] (oldest connection first), and
+/// gives back the grants of those whose large request was received (and
+/// the buffer's memory with it); whether one was refused (it is
+/// `starved`: its socket is not read until it is granted).
+fn grant_reads(peers: &mut [Peer]) -> bool {
+    let mut total = 0;
+    let mut wanting = false;
+    for p in peers.iter_mut() {
+        p.starved = false;
+        // Idle (nothing buffered) with a small buffer, the common case,
+        // costs a few loads.
+        if p.grant > 0 || p.conn.buffered_len() > 0 || p.conn.read_buffer_size() > IN_FREE {
+            let want = p
+                .conn
+                .next_frame_len()
+                .filter(|&f| f > READ_CHUNK)
+                .map_or(0, in_need);
+            // (Not while what it holds takes most of it: the small
+            // requests behind a large one are served first.)
+            let size = p.conn.read_buffer_size();
+            if want == 0 && size > IN_FREE.max(2 * p.conn.buffered_len()) {
+                p.conn.trim_read_buffer(READ_CHUNK);
+            }
+            p.grant = p.grant.min(want);
+            p.starved = want > p.grant;
+            wanting |= p.starved;
+        }
+        total += p.held();
+    }
+    if !wanting {
+        return false;
+    }
+    let mut refused = false;
+    for p in peers.iter_mut().filter(|p| p.starved) {
+        let Some(want) = p.conn.next_frame_len().map(in_need) else {
+            continue;
+        };
+        let held = p.held();
+        if total - held + want <= TOTAL_IN_LIMIT {
+            total = total - held + want;
+            p.grant = want;
+            p.starved = false;
+        } else {
+            refused = true;
+        }
+    }
+    refused
+}
+
+/// While a connection waits for [`TOTAL_IN_LIMIT`] (`waiting`), ends the
+/// connections holding part of it that have received less than
+/// [`IN_PROGRESS`] for [`STALLED`].
+fn end_stalled_reads(peers: &mut [Peer], waiting: bool, now: Instant) {
+    for p in peers.iter_mut() {
+        if !waiting || p.held() == 0 {
+            p.in_stall = None;
+            continue;
+        }
+        let have = p.conn.buffered_len();
+        match p.in_stall {
+            Some((mark, since)) if (mark..mark + IN_PROGRESS).contains(&have) => {
+                if now.duration_since(since) >= STALLED {
+                    p.dead = true;
+                }
+            }
+            _ => p.in_stall = Some((have, now)),
+        }
     }
 }
 
@@ -239,6 +356,9 @@ pub(crate) fn event_loop(
         deliver_woken(&mut peers, &mut objects, now);
         let mut queued: usize = peers.iter().map(Peer::unsent).sum();
         let over = queued > TOTAL_OUT_LIMIT;
+        let starving = grant_reads(&mut peers);
+        // (Past the answers' total, the server reads from no one.)
+        end_stalled_reads(&mut peers, starving && !over, now);
         if let Some(deadline) = stopping {
             if deadline <= now || peers.iter().all(|p| !p.pending()) {
                 exit(&listener);
@@ -301,8 +421,9 @@ pub(crate) fn event_loop(
         {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
-        if over {
-            // Until what is queued drains, or the stalled connections end.
+        if over || starving {
+            // Until what is queued (or received) drains, or the stalled
+            // connections end.
             timeout = timeout.min(STALLED / 4);
         } else if peers
             .iter()
@@ -352,6 +473,7 @@ pub(crate) fn event_loop(
             let read = stopping.is_none()
                 && (!over || p.handshake.is_some())
                 && !p.closing
+                && !p.starved
                 && watch
                 && p.out.len() < OUT_LIMIT;
             pfds.push(sys::pollfd_for(p.conn.as_raw_fd(), read, p.pending()));
@@ -391,6 +513,11 @@ pub(crate) fn event_loop(
             // Past the total, sockets are not watched for reading but in
             // handshakes (whose messages are small): one readable hung up.
             if readable && over && p.handshake.is_none() {
+                p.dead = true;
+                continue;
+            }
+            // So is one waiting for what it may receive in.
+            if readable && p.starved {
                 p.dead = true;
                 continue;
             }
@@ -441,7 +568,9 @@ impl Accepting {
         }
     }
 
-    /// Takes every queued client (until `accept` would block), or pauses.
+    /// Takes every queued client (until `accept` would block), or pauses;
+    /// out of descriptors, ends the oldest connection still in its
+    /// handshake (`peers` are in the order they came) to take the next.
     fn accept_all(&mut self, listener: &Listener, peers: &mut Vec<Peer>, next_peer: &mut u64) {
         loop {
             let conn = match listener.accept_unauthenticated() {
@@ -450,6 +579,14 @@ impl Accepting {
                     sys::AcceptFailure::QueueEmpty => return,
                     sys::AcceptFailure::ThisConnection => continue,
                     sys::AcceptFailure::Exhausted => {
+                        // Its descriptor for this one: a client that has not
+                        // proved it knows the key must not keep the others
+                        // out (until its handshake times out, and then
+                        // again at once).
+                        if let Some(i) = peers.iter().position(|p| p.handshake.is_some()) {
+                            drop(peers.remove(i));
+                            continue;
+                        }
                         if !self.logged {
                             self.logged = true;
                             log::warn!(
@@ -488,6 +625,9 @@ impl Peer {
             sent: 0,
             sent_total: 0,
             stall: None,
+            grant: 0,
+            starved: false,
+            in_stall: None,
             session: Session {
                 pid,
                 ..Session::default()
