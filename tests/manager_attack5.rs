@@ -96,6 +96,66 @@ for q in (m.Queue(), m.JoinableQueue()):
     });
 }
 
+/// The same value stored in a dict, a list or a namespace was taken, and
+/// then could not be read back whole (its answer exceeds a frame); and each
+/// such request, 1 MiB on the wire, took 40 MiB of the server's memory. Any
+/// request whose values, written out, would exceed a frame is now refused
+/// with `MemoryError`, storing nothing; one with repeats that fit is taken
+/// and reads back equal.
+#[test]
+fn values_too_large_to_read_back_are_refused_wherever_they_go() {
+    const PROGRAM: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager
+m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
+m.connect()
+d, l, ns = m.dict(), m.list(), m.Namespace()
+s = 'x' * (1 << 20)
+big = [s] * 40
+calls = [
+    ("d[k] = v", lambda: d.__setitem__("a", big)),
+    ("d.update", lambda: d.update({"a": big})),
+    ("d.update(kw)", lambda: d.update(a=big)),
+    ("d.setdefault", lambda: d.setdefault("a", big)),
+    ("l.append", lambda: l.append(big)),
+    ("l.extend", lambda: l.extend([big])),
+    ("ns.a = v", lambda: setattr(ns, "a", big)),
+    ("two 10 MiB", lambda: d.__setitem__("a", [s * 10] * 2)),
+]
+for name, call in calls:
+    try:
+        call()
+        print(name, "taken")
+    except MemoryError:
+        print(name, "MemoryError")
+print("stored:", len(d), len(l), hasattr(ns, "a"))
+d["b"] = [s] * 10
+v = d["b"]
+print("read back:", len(v), v[3] == s)
+"#;
+    watchdog("values too large to read back", LIMIT, || {
+        let Some(out) = against_server("read-back", PROGRAM) else {
+            return;
+        };
+        let refused = [
+            "d[k] = v",
+            "d.update",
+            "d.update(kw)",
+            "d.setdefault",
+            "l.append",
+            "l.extend",
+            "ns.a = v",
+            "two 10 MiB",
+        ]
+        .map(|name| format!("{name} MemoryError\n"))
+        .concat();
+        assert_eq!(
+            out,
+            format!("{refused}stored: 0 0 False\nread back: 10 True\n")
+        );
+    });
+}
+
 /// A queue's calls with the wrong arguments raise what a local
 /// `queue.Queue` raises for them, word for word (Python 3.10+'s words, as
 /// everywhere in the server). The server said `put() takes 3 positional

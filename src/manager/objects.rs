@@ -31,8 +31,30 @@ const REQUEST_MEMORY: usize = 8 * MAX_FRAME;
 
 /// What one request may spend: its answer's frame (less the tags around
 /// it) and [`REQUEST_MEMORY`].
-pub(super) fn request_budget() -> Budget {
+fn request_budget() -> Budget {
     Budget::new(MAX_FRAME - FRAME_SLACK, REQUEST_MEMORY)
+}
+
+/// The request decoded, if its values fit a frame written out. A Python
+/// client's pickler writes an object once however often a value holds it
+/// (`[s] * 40`, `s` a 1 MiB str), where the server's values hold a copy
+/// each and its answers write every one: such a value, stored, could not
+/// be read back whole (its answer would exceed a frame), and a queue item
+/// would fail every `get` at the queue's head; and the copies would let a
+/// small request take many times its size of the server's memory. Only a
+/// request the decoders read can hold such repeats ([`Request::read`]'s
+/// cannot), so only theirs pay this walk.
+fn written_whole(req: Request<'_>) -> Result<Request<'_>, Exception> {
+    let values = req.kwds.iter().flat_map(|(k, v)| [k, v]);
+    match request_budget().charge(req.args.iter().chain(values)) {
+        Ok(()) => Ok(req),
+        Err(_) => Err((
+            "MemoryError",
+            "the request's values hold parts so often over that, written out, they would \
+             exceed a frame (16 MiB), and could not be read back whole; send less at a time"
+                .into(),
+        )),
+    }
 }
 
 /// What an object is.
@@ -541,12 +563,14 @@ impl Objects {
         let req = match Request::read(frame, &mut budget) {
             Some(req) => Ok(req),
             None => survive_panic(|| wire::loads_request(frame, &mut budget), Err)
-                .and_then(Request::parse),
+                .and_then(Request::parse)
+                .map_err(Reply::Traceback)
+                .and_then(|req| written_whole(req).map_err(Reply::error)),
         };
         // Proxies inside the request must name objects of this manager.
         let decoded = refs::take_decoded();
         let (reply, shutdown, work) = match req {
-            Err(e) => (Reply::Traceback(e), false, budget.work_done()),
+            Err(reply) => (reply, false, budget.work_done()),
             Ok(req) => match self.serve(req, &decoded, session, peer, &mut budget) {
                 (Served::Reply(reply, shutdown), work) => (reply, shutdown, work),
                 (Served::Parked, _) => {

@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::limits::Budget;
-use super::objects::request_budget;
 use super::protocol::Exception;
 use super::PyValue;
 
@@ -157,22 +156,6 @@ fn rounds_past_float(bytes: &[u8]) -> bool {
     (1024..len).any(bit) || (970..1024).all(bit)
 }
 
-/// Refuses an item that no `get` could answer with: it would stay at the
-/// queue's head, failing every client's `get` for ever. (A value whose
-/// parts are one object many times over, `[s] * 40`, pickles small from
-/// a Python client, whose pickler writes `s` once, but the server's
-/// answer writes every part.)
-fn gettable(item: &PyValue) -> Result<(), Exception> {
-    request_budget().charge([item]).map_err(|_| {
-        (
-            "MemoryError",
-            "the item would be too large to get back from the queue \
-             (its answer would exceed a frame); put less at a time"
-                .into(),
-        )
-    })
-}
-
 /// `block` and `timeout` as `queue.Queue` reads them: how long a call may
 /// wait (`Some(ZERO)`: not at all; `None`: as long as it takes).
 fn patience(
@@ -301,7 +284,8 @@ impl Queue {
                         .unwrap_or(PyValue::None);
                     (item, Some(Duration::ZERO))
                 };
-                gettable(&item)?;
+                // (An item no `get` could answer with is refused with
+                // its request: see `objects::written_whole`.)
                 self.start(Wait::Put(item), wait, full, budget)
             }
             "get" | "get_nowait" => {
