@@ -384,9 +384,11 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// A daemon child is killed (`SIGKILL`) when the parent exits, however
     /// it exits, and at the end of its [`scope`]. Note: Linux ties the kill
     /// on an abnormal exit (`PR_SET_PDEATHSIG`) to the parent *thread* that
-    /// calls [`start`](Process::start): a daemon is killed as soon as that
-    /// thread ends, even if the process runs on (Python's lives until the
-    /// process exits), so start daemons from a long-lived thread.
+    /// calls [`start`](Process::start): a forked or spawned daemon is
+    /// killed as soon as that thread ends, every time, even if the process
+    /// runs on (Python's lives until the process exits), so start daemons
+    /// from a long-lived thread. A fork server's daemon is the server's
+    /// child, and lives until this process ends, as Python's.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self
@@ -500,6 +502,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                     path: &self.path,
                     daemon: self.daemon,
                     parent: &current_process(),
+                    thread: sys::gettid(),
                 };
                 match spawn::start(&call, &child, &self.exec_args)
                     .and_then(|(pid, gate)| Ok((pid, gate.pidfd(pid)?, gate)))

@@ -181,6 +181,8 @@ pub(super) struct Child<'a> {
     pub(super) path: &'a [u32],
     pub(super) daemon: bool,
     pub(super) parent: &'a ProcessInfo,
+    /// The parent's thread that starts the child (see `die_with_parent_thread`).
+    pub(super) thread: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -193,6 +195,8 @@ struct Payload {
     daemon: bool,
     parent_name: String,
     parent_pid: u32,
+    /// The parent's thread that started this child: a daemon dies with it.
+    parent_thread: u32,
     /// The parent's `log_to_stderr` level, if it called it.
     log_level: Option<usize>,
 }
@@ -225,6 +229,7 @@ pub(super) fn start(
         daemon: child.daemon,
         parent_name: child.parent.name.clone(),
         parent_pid: child.parent.pid,
+        parent_thread: child.thread,
         log_level: super::logging::inherited_level(),
     };
     let bytes = postcard::to_allocvec(&payload).map_err(|e| Error::Serialize(e.to_string()))?;
@@ -423,7 +428,11 @@ fn become_child<'e>(
         super::logging::install_inherited(level);
     }
     if p.daemon {
-        sys::die_with_parent(p.parent_pid).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+        // As a forked daemon: the kernel's signal names the thread that
+        // started this child, which may have ended while this program
+        // started (then the signal would never come).
+        sys::die_with_parent_thread(p.parent_pid, p.parent_thread)
+            .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     }
     Ok((entry, p.args))
 }

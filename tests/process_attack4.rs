@@ -1,0 +1,100 @@
+//! Adversarial review of the process tools (fourth round): Process under
+//! the three start methods, Pool, Pipe/Connection, Listener/Client, with
+//! cases the earlier rounds leave out.
+//!
+//! A spawned child is this test binary run again under libtest's `main`,
+//! which calls no `spawn_init`: the spawning tests name the test
+//! [`spawned_children_start_here`] as the child's only test to run, and
+//! that test's `spawn_init` runs the child's work and never returns.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{join, watchdog};
+use multiproc::{entry, Process};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Every function a spawned child of this binary may run.
+fn spawn_entries() {
+    multiproc::spawn_init(&[&entry!(park_for_ever)]);
+}
+
+/// In a spawned child, the child's work (it never returns); in a test run,
+/// nothing.
+#[test]
+fn spawned_children_start_here() {
+    spawn_entries();
+}
+
+/// Arguments that make a spawned child of this binary run its work.
+const SPAWNED: [&str; 3] = ["spawned_children_start_here", "--exact", "--nocapture"];
+
+fn park_for_ever(_: ()) {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A spawned daemon child started from a thread dies when that thread
+/// ends, as a forked one does (process_attack3): every time, also when the
+/// thread ended before the child (a new program, slow to reach the point
+/// where it asks for the parent-death signal) asked for it.
+#[test]
+fn a_spawned_daemon_started_from_a_thread_dies_with_that_thread() {
+    spawn_entries();
+    watchdog("spawned daemons of ended threads", LIMIT, || {
+        let started: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let mut p = Process::spawn(entry!(park_for_ever), ())
+                        .exec_args(SPAWNED)
+                        .daemon(true);
+                    p.start().unwrap();
+                    p
+                })
+            })
+            .collect();
+        for t in started {
+            let p = t.join().unwrap();
+            assert_eq!(join(&p, Duration::from_secs(20)), -9);
+        }
+    });
+}
+
+fn wait_for_event(name: String) {
+    let event = multiproc::Event::open(&name).unwrap();
+    event.wait();
+}
+
+/// A fork server's daemon child is the server's child, not the thread's:
+/// started from a thread that ends at once, it lives on until this
+/// process ends (as Python's daemons do), every time, rather than dying
+/// with the thread or not depending on a race.
+#[test]
+fn a_forkserver_daemon_outlives_the_thread_that_started_it() {
+    watchdog("forkserver daemons of ended threads", LIMIT, || {
+        let name = format!("test-pa4-fsd-{}", std::process::id());
+        let event = multiproc::Event::create(&name).unwrap();
+        let started: Vec<_> = (0..4)
+            .map(|_| {
+                let name = name.clone();
+                std::thread::spawn(move || {
+                    let mut p = Process::forkserver(wait_for_event, name).daemon(true);
+                    p.start().unwrap();
+                    p
+                })
+            })
+            .collect();
+        let children: Vec<_> = started.into_iter().map(|t| t.join().unwrap()).collect();
+        for p in &children {
+            assert_eq!(p.join_timeout(Duration::from_millis(100)).unwrap(), None);
+        }
+        event.set();
+        for p in &children {
+            assert_eq!(join(p, Duration::from_secs(20)), 0);
+        }
+        multiproc::segment::Segment::unlink(&name).unwrap();
+    });
+}
