@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, watchdog};
+use common::{join, procfs, watchdog, TempName};
 use multiproc::{entry, Process};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -96,5 +96,45 @@ fn a_forkserver_daemon_outlives_the_thread_that_started_it() {
             assert_eq!(join(p, Duration::from_secs(20)), 0);
         }
         multiproc::segment::Segment::unlink(&name).unwrap();
+    });
+}
+
+/// Starts a child (not a daemon) that waits for the event `gate`; its pid.
+/// (By name: a worker has none of the test's descriptors.)
+fn leave_a_child(gate: String) -> u32 {
+    let mut p = Process::new(move || multiproc::Event::open(&gate).unwrap().wait());
+    p.start().unwrap();
+    p.pid().unwrap()
+}
+
+/// Opens the gate when dropped: a child that waits there never outlives
+/// the test.
+struct Gate(multiproc::Event);
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// A pool task's child ends with its worker when the worker is killed
+/// (`terminate`, a `SIGKILL` from elsewhere), as it does when the worker
+/// exits (process_attack's recycling test): it was left running for ever,
+/// an orphan of nobody's, where Python's pool workers may have no
+/// children at all.
+#[test]
+fn a_pool_tasks_child_dies_with_its_killed_worker() {
+    watchdog("a task's child after its worker is killed", LIMIT, || {
+        let gate = TempName::new("pa4-task-child");
+        let _open_gate = Gate(multiproc::Event::create(&gate).unwrap());
+        let pool = multiproc::Pool::with_processes(1).unwrap();
+        let child = pool.apply(leave_a_child, gate.0.clone()).unwrap();
+        assert!(procfs::alive(child));
+        pool.terminate();
+        pool.join().unwrap();
+        assert!(
+            common::wait_until(Duration::from_secs(20), || !procfs::alive(child)),
+            "the task's child {child} outlived its killed worker"
+        );
     });
 }

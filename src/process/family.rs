@@ -4,7 +4,7 @@
 //! happens to the children when a process exits.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::state::{poll_state, signal_state, wait_until_exited, State};
@@ -29,6 +29,24 @@ pub(super) struct Identity {
 pub(super) static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
 /// Children created so far by this process (reset in each child).
 pub(super) static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Whether every child this process starts dies with it, daemon or not
+/// (a pool worker's: see [`children_die_with_this_process`]); reset in
+/// each child.
+static CHILDREN_DIE_WITH_IT: AtomicBool = AtomicBool::new(false);
+
+/// From now on, every child this process starts is killed when it dies
+/// (by the parent-death signal a daemon gets), as well as when it exits:
+/// for a pool worker, whose tasks' children must not outlive it when it
+/// is killed (`terminate`), and which kills them when it exits.
+pub(crate) fn children_die_with_this_process() {
+    CHILDREN_DIE_WITH_IT.store(true, Ordering::Relaxed);
+}
+
+/// Whether a child started now must die with this process (or the thread
+/// that starts it) even if it is no daemon.
+pub(super) fn children_die_with_it() -> bool {
+    CHILDREN_DIE_WITH_IT.load(Ordering::Relaxed)
+}
 /// Every child started and not yet known to have exited, with its handle's
 /// state: `active_children` lists them, a child whose handle was dropped
 /// is still reaped (not left a zombie), and exits and scopes join them.
@@ -136,6 +154,8 @@ pub(crate) fn after_fork_in_parent() {
 
 /// After a fork, in the child.
 pub(crate) fn after_fork_in_child() {
+    // A pool worker's child is no pool worker.
+    CHILDREN_DIE_WITH_IT.store(false, Ordering::Relaxed);
     if let Some(mut held) = take_held() {
         // The parent's children are not this process's (and their pidfds
         // are only copies): forget them without closing anything.

@@ -421,6 +421,14 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         self.daemon
     }
 
+    /// Whether the child, once started, is killed when its parent dies (or
+    /// the thread that starts it ends): a daemon, or any child of a pool
+    /// worker (see `children_die_with_this_process`) but the crate's own
+    /// helpers (not `listed`: a fork server, which watches its parent).
+    fn dies_with_parent(&self, listed: bool) -> bool {
+        self.daemon || (listed && children_die_with_it())
+    }
+
     /// Starts the child: forks it (it runs the closure and exits), or
     /// spawns a new copy of the program, or has the fork server fork it.
     ///
@@ -500,7 +508,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 let child = spawn::Child {
                     name: &self.name,
                     path: &self.path,
-                    daemon: self.daemon,
+                    dies_with_parent: self.dies_with_parent(listed),
                     parent: &current_process(),
                     thread: sys::gettid(),
                 };
@@ -564,7 +572,8 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         gate: StartGate,
     ) -> std::result::Result<(u32, GateParent, T), (Error, T)> {
         let parent = current_process();
-        let thread = sys::gettid();
+        // The thread whose end kills the child, if it dies with its parent.
+        let dies_with = self.dies_with_parent(listed).then(sys::gettid);
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
         FORKING_FOR_SCOPE.set(None);
@@ -577,7 +586,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 if !StartGate::opened(gate.child) {
                     sys::exit_now(1);
                 }
-                self.run_child(target.into_target(), parent, thread, listed)
+                self.run_child(target.into_target(), parent, dies_with, listed)
             }
             Ok(Forked::Parent { pid }) => {
                 drop(gate.child);
@@ -586,12 +595,13 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         }
     }
 
-    /// Runs the child forked by the thread `thread` of `parent`.
+    /// Runs the child forked by `parent`, which dies with the thread
+    /// `dies_with` of `parent`, if any, that forked it.
     fn run_child(
         &mut self,
         target: Target<'a>,
         parent: ProcessInfo,
-        thread: u32,
+        dies_with: Option<u32>,
         listed: bool,
     ) -> ! {
         let parent_pid = parent.pid;
@@ -602,8 +612,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             parent,
         });
         CHILD_COUNTER.store(0, Ordering::Relaxed);
-        if self.daemon && sys::die_with_parent_thread(parent_pid, thread).is_err() {
-            sys::exit_now(1);
+        if let Some(thread) = dies_with {
+            if sys::die_with_parent_thread(parent_pid, thread).is_err() {
+                sys::exit_now(1);
+            }
         }
         if listed {
             // Not for the crate's own helpers (a fork server), which

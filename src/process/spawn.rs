@@ -179,7 +179,9 @@ impl Call {
 pub(super) struct Child<'a> {
     pub(super) name: &'a str,
     pub(super) path: &'a [u32],
-    pub(super) daemon: bool,
+    /// Whether it is killed when its parent dies (a daemon, or a pool
+    /// worker's child), or the thread that starts it ends.
+    pub(super) dies_with_parent: bool,
     pub(super) parent: &'a ProcessInfo,
     /// The parent's thread that starts the child (see `die_with_parent_thread`).
     pub(super) thread: u32,
@@ -192,7 +194,7 @@ struct Payload {
     args: Vec<u8>,
     name: String,
     path: Vec<u32>,
-    daemon: bool,
+    dies_with_parent: bool,
     parent_name: String,
     parent_pid: u32,
     /// The parent's thread that started this child: a daemon dies with it.
@@ -226,7 +228,7 @@ pub(super) fn start(
         args: call.args.clone().map_err(Error::Serialize)?,
         name: child.name.into(),
         path: child.path.to_vec(),
-        daemon: child.daemon,
+        dies_with_parent: child.dies_with_parent,
         parent_name: child.parent.name.clone(),
         parent_pid: child.parent.pid,
         parent_thread: child.thread,
@@ -427,7 +429,7 @@ fn become_child<'e>(
     if let Some(level) = p.log_level {
         super::logging::install_inherited(level);
     }
-    if p.daemon {
+    if p.dies_with_parent {
         // As a forked daemon: the kernel's signal names the thread that
         // started this child, which may have ended while this program
         // started (then the signal would never come).

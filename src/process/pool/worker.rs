@@ -11,7 +11,7 @@ use super::task::Trampoline;
 use crate::conn::Connection;
 use crate::process::code_origin::CodeOrigin;
 use crate::process::logging;
-use crate::process::{children, signal_state};
+use crate::process::{children, children_die_with_this_process, signal_state};
 use crate::sys;
 
 /// What the scheduler sends a worker.
@@ -35,6 +35,9 @@ pub(super) fn address(call: Trampoline) -> usize {
 
 /// Runs tasks from `conn` (Python's `multiprocessing.pool.worker`).
 pub(super) fn run(conn: &mut Connection, config: Config) {
+    // The processes that tasks start end with this worker, when it exits
+    // (`kill_children`) and when it is killed.
+    children_die_with_this_process();
     if let Some(init) = config.initializer {
         init();
     }
@@ -109,6 +112,8 @@ fn checked(call: usize, origin: &CodeOrigin) -> Option<Trampoline> {
 /// may have no children at all; here a task may start processes, but they
 /// end with the worker, as a daemon's would, so that a worker's exit
 /// (recycled by `max_tasks_per_child`, or at `close`) never waits on one.
+/// (A worker killed, by `terminate` say, takes them with it by their
+/// parent-death signal: see `run`.)
 fn kill_children() {
     let running: Vec<_> = children().iter().map(|c| c.state.clone()).collect();
     for state in &running {
