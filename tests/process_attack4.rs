@@ -138,3 +138,39 @@ fn a_pool_tasks_child_dies_with_its_killed_worker() {
         );
     });
 }
+
+/// Starts a Manager and leaves it running; its server's pid and socket
+/// file.
+fn leave_a_manager(_: ()) -> (u32, String) {
+    let manager = multiproc::Manager::start().unwrap();
+    let pid = manager.server_pid().unwrap();
+    let multiproc::conn::Address::Unix(path) = manager.address().clone() else {
+        panic!("a Unix manager");
+    };
+    // Its drop would shut the server down.
+    std::mem::forget(manager);
+    (pid, path.to_string_lossy().into_owned())
+}
+
+/// A Manager's server that a pool task started is not killed outright
+/// with its killed worker, as the task's other children are: it watches
+/// its parent, and on its way out removes its socket file (a kill would
+/// leave the file behind).
+#[test]
+fn a_pool_tasks_manager_cleans_up_after_its_killed_worker() {
+    watchdog("a task's manager after its worker is killed", LIMIT, || {
+        let pool = multiproc::Pool::with_processes(1).unwrap();
+        let (server, path) = pool.apply(leave_a_manager, ()).unwrap();
+        assert!(std::path::Path::new(&path).exists());
+        pool.terminate();
+        pool.join().unwrap();
+        assert!(
+            common::wait_until(Duration::from_secs(30), || !procfs::alive(server)),
+            "the task's manager {server} outlived its killed worker"
+        );
+        assert!(
+            !std::path::Path::new(&path).exists(),
+            "the killed worker's manager left its socket file {path}"
+        );
+    });
+}

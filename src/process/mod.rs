@@ -423,10 +423,12 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 
     /// Whether the child, once started, is killed when its parent dies (or
     /// the thread that starts it ends): a daemon, or any child of a pool
-    /// worker (see `children_die_with_this_process`) but the crate's own
-    /// helpers (not `listed`: a fork server, which watches its parent).
+    /// worker (see `children_die_with_this_process`) but those that watch
+    /// their parent and end by themselves when it does (the crate's fork
+    /// servers, not `listed`; a Manager's server, see
+    /// `ends_when_parent_exits`), which clean up on their way out.
     fn dies_with_parent(&self, listed: bool) -> bool {
-        self.daemon || (listed && children_die_with_it())
+        self.daemon || (listed && self.waited_at_exit && children_die_with_it())
     }
 
     /// Starts the child: forks it (it runs the closure and exits), or
