@@ -174,3 +174,32 @@ fn a_pool_tasks_manager_cleans_up_after_its_killed_worker() {
         );
     });
 }
+
+/// Starts a child (not a daemon) that waits for the event `gate`, then
+/// ends its worker with `exit(3)`, as a task may.
+fn leave_a_child_and_exit(gate: String) -> u32 {
+    leave_a_child(gate);
+    multiproc::process::exit(3)
+}
+
+/// A task that ends its worker with `exit` while a child it started still
+/// runs: the worker exits at once, taking the child with it, as when it
+/// leaves its loop (the exit waited for the child, as a process's exit
+/// waits for its children, and with it the task's result, for ever).
+#[test]
+fn a_task_that_exits_its_worker_with_a_child_running_does_not_hang() {
+    watchdog("a task's exit with a child running", LIMIT, || {
+        let gate = TempName::new("pa4-exit-child");
+        let _open_gate = Gate(multiproc::Event::create(&gate).unwrap());
+        let pool = multiproc::Pool::with_processes(1).unwrap();
+        let r = pool
+            .apply_async(leave_a_child_and_exit, gate.0.clone())
+            .get_timeout(Duration::from_secs(20));
+        assert!(
+            matches!(r, Err(multiproc::Error::WorkerDied { exitcode: 3 })),
+            "{r:?}"
+        );
+        // The pool still serves, with a new worker.
+        assert!(pool.apply(leave_a_child, gate.0.clone()).is_ok());
+    });
+}

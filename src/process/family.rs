@@ -35,9 +35,11 @@ pub(super) static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 static CHILDREN_DIE_WITH_IT: AtomicBool = AtomicBool::new(false);
 
 /// From now on, every child this process starts is killed when it dies
-/// (by the parent-death signal a daemon gets), as well as when it exits:
-/// for a pool worker, whose tasks' children must not outlive it when it
-/// is killed (`terminate`), and which kills them when it exits.
+/// (by the parent-death signal a daemon gets), and its exit kills every
+/// child rather than wait for it, as a daemon's: for a pool worker, whose
+/// tasks' children must neither outlive it when it is killed
+/// (`terminate`) nor hold up its exit (a task's `exit`, or the end of its
+/// loop).
 pub(crate) fn children_die_with_this_process() {
     CHILDREN_DIE_WITH_IT.store(true, Ordering::Relaxed);
 }
@@ -183,8 +185,8 @@ pub(super) fn finish_at_exit() {
 
 /// What a process does with its children when it exits, and a scope when
 /// it ends (Python's rule): kills the daemon children among those `which`
-/// selects, then waits until every one of them has exited; with Python's
-/// log records if `at_exit`.
+/// selects (every one, at a pool worker's exit), then waits until every
+/// one of them has exited; with Python's log records if `at_exit`.
 ///
 /// At exit, a daemon child that this process may no longer signal (it
 /// changed its credentials since the child started) is not waited for:
@@ -192,10 +194,13 @@ pub(super) fn finish_at_exit() {
 /// server's), and would otherwise wait for it forever. A scope waits for
 /// every child whatever happens: its soundness rests on it.
 pub(super) fn finish_children(which: impl Fn(&ChildEntry) -> bool, at_exit: bool) {
+    // A pool worker's exit kills every child, as its loop's end does: a
+    // task that exits the worker must not leave it waiting for them.
+    let all_die = at_exit && children_die_with_it();
     let mut chosen: Vec<(String, bool, Arc<Mutex<State>>)> = children()
         .iter()
         .filter(|c| which(c) && poll_state(&c.state).is_none())
-        .map(|c| (c.name.clone(), c.daemon, c.state.clone()))
+        .map(|c| (c.name.clone(), c.daemon || all_die, c.state.clone()))
         .collect();
     let mut refused = Vec::new();
     for (name, _, state) in chosen.iter().filter(|(_, daemon, _)| *daemon) {
