@@ -203,3 +203,33 @@ fn a_task_that_exits_its_worker_with_a_child_running_does_not_hang() {
         assert!(pool.apply(leave_a_child, gate.0.clone()).is_ok());
     });
 }
+
+/// An async send polled until part of its message went out and then
+/// forgotten (`mem::forget`, which safe code may do: no drop runs) ends
+/// the stream as a dropped one does, at the next use of the connection:
+/// the next message followed the first one's half, and the peer read the
+/// two as one message of the first one's length, a corrupt one.
+#[test]
+fn a_half_sent_message_whose_future_is_forgotten_tears_no_frame() {
+    use std::task::Poll;
+    watchdog("a forgotten half send", LIMIT, || {
+        let (mut ours, mut theirs) = multiproc::Pipe::duplex().unwrap();
+        // More than a socket pair's buffers hold: the send stops part-way.
+        let big = vec![7u8; 8 << 20];
+        let waker = std::sync::Arc::new(common::wakers::Flag::default()).into();
+        {
+            let mut send = Box::pin(ours.send_bytes_async(&big));
+            let first = common::wakers::poll_with(send.as_mut(), &waker);
+            assert!(first.is_pending(), "the whole message went at once");
+            std::mem::forget(send);
+        }
+        let reader = std::thread::spawn(move || theirs.recv_bytes_timeout(Duration::from_secs(10)));
+        let next = ours.send_bytes(b"next");
+        let got = reader.join().unwrap();
+        assert!(
+            next.is_err() && matches!(got, Err(multiproc::Error::ConnectionClosed)),
+            "sent: {next:?}; received: {:?}",
+            got.map(|m| m.len())
+        );
+    });
+}
