@@ -211,7 +211,6 @@ fn a_task_that_exits_its_worker_with_a_child_running_does_not_hang() {
 /// two as one message of the first one's length, a corrupt one.
 #[test]
 fn a_half_sent_message_whose_future_is_forgotten_tears_no_frame() {
-    use std::task::Poll;
     watchdog("a forgotten half send", LIMIT, || {
         let (mut ours, mut theirs) = multiproc::Pipe::duplex().unwrap();
         // More than a socket pair's buffers hold: the send stops part-way.
