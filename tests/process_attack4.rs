@@ -232,3 +232,24 @@ fn a_half_sent_message_whose_future_is_forgotten_tears_no_frame() {
         );
     });
 }
+
+/// The daemon flag set once the child runs changes nothing, and the
+/// handle says so (Python refuses it: "process has already started"): it
+/// said `daemon` (`is_daemon`, its repr), while the child, started as no
+/// daemon, was still waited for at exit and never killed.
+#[test]
+fn a_daemon_flag_set_after_start_is_not_reported() {
+    watchdog("daemon after start", LIMIT, || {
+        let gate = TempName::new("pa4-daemon-after");
+        let event = multiproc::Event::create(&gate).unwrap();
+        let open = Gate(event.clone());
+        let name = gate.0.clone();
+        let mut p = Process::new(move || multiproc::Event::open(&name).unwrap().wait());
+        p.start().unwrap();
+        let p = p.daemon(true);
+        let shown = p.to_string();
+        assert!(!p.is_daemon() && !shown.ends_with(" daemon>"), "{shown}");
+        drop(open);
+        assert_eq!(join(&p, Duration::from_secs(20)), 0);
+    });
+}

@@ -389,8 +389,14 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// runs on (Python's lives until the process exits), so start daemons
     /// from a long-lived thread. A fork server's daemon is the server's
     /// child, and lives until this process ends, as Python's.
+    ///
+    /// Set before [`start`](Process::start): once the child runs, it
+    /// changes nothing (Python refuses it), and the handle goes on telling
+    /// what the child was started as.
     pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
+        if self.started_by.load(Ordering::Acquire) == 0 {
+            self.daemon = daemon;
+        }
         self
     }
 
