@@ -75,6 +75,10 @@ pub struct Connection {
     /// message: they are no longer news to `poll` and `wait` (until more
     /// arrive), which would otherwise say "ready" at once for ever.
     incomplete_timed_out: bool,
+    /// The process whose async send has sent part of its message and not
+    /// the rest (see [`Sending`]): while it is under way, and after, if
+    /// its future was forgotten (`mem::forget`) rather than dropped.
+    half_sent: Option<u32>,
 }
 
 /// A pair of connected [`Connection`]s, as Python's
@@ -171,6 +175,7 @@ impl Connection {
             start: 0,
             header_alone: false,
             incomplete_timed_out: false,
+            half_sent: None,
             max_message: DEFAULT_MAX_MESSAGE,
         }
     }
@@ -264,6 +269,26 @@ impl Connection {
         self.fd = None;
         self.buf = Vec::new();
         self.start = 0;
+        self.half_sent = None;
+    }
+
+    /// Ends the stream if an async send of this process stopped part-way
+    /// (its future dropped, or forgotten and this a later send): half a
+    /// message would be read as a frame, with whatever follows as its
+    /// rest. A socket is shut down first, so that the peer reads its end
+    /// even while another process (a forked child) holds a copy of this
+    /// descriptor; closing only this copy would leave the peer waiting for
+    /// the rest of the message.
+    fn end_half_sent(&mut self) {
+        if self.half_sent != Some(sys::getpid()) {
+            return;
+        }
+        if self.is_socket {
+            if let Ok(fd) = self.fd() {
+                let _ = sys::shutdown_write(fd);
+            }
+        }
+        self.close();
     }
 
     fn fd(&self) -> Result<&OwnedFd> {
@@ -285,6 +310,7 @@ impl Connection {
     /// socket's sending side shut down), so that the peer sees the end of
     /// the stream rather than half a message.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.end_half_sent();
         let header = self.header_for(bytes)?;
         let fd = self.fd()?;
         match sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]) {
@@ -323,7 +349,8 @@ impl Connection {
     ///
     /// Cancellation: a future dropped before it sent anything sent nothing;
     /// one dropped part-way closes this end (the peer sees the connection
-    /// end instead of half a message), so a message is never torn. A
+    /// end instead of half a message), so a message is never torn; one
+    /// forgotten part-way (`mem::forget`) leaves that to the next send. A
     /// socket's sending side is shut down for every process that shares
     /// it; a one-way pipe's reader sees the end only once every process
     /// holding the sending end has closed it.
@@ -331,6 +358,7 @@ impl Connection {
     /// # Errors
     /// As for [`send_bytes`](Connection::send_bytes).
     pub async fn send_bytes_async(&mut self, bytes: &[u8]) -> Result<()> {
+        self.end_half_sent();
         let header = self.header_for(bytes)?;
         let fd = self.fd()?.as_raw_fd();
         let mut sending = Sending {
@@ -887,10 +915,16 @@ impl Sending<'_, '_> {
             let rest = match self.sent.checked_sub(header.len()) {
                 None => &header[self.sent..],
                 Some(at) if at < body.len() => &body[at..],
-                Some(_) => return ControlFlow::Break(Ok(())),
+                Some(_) => {
+                    self.conn.half_sent = None;
+                    return ControlFlow::Break(Ok(()));
+                }
             };
             match sys::write_nowait(&fd, self.is_socket, rest) {
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.conn.half_sent = Some(self.sender);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return ControlFlow::Continue(Ready::Write)
                 }
@@ -902,20 +936,9 @@ impl Sending<'_, '_> {
 
 impl Drop for Sending<'_, '_> {
     fn drop(&mut self) {
-        let total = self.parts[0].len() + self.parts[1].len();
-        if self.sent > 0 && self.sent < total && self.sender == sys::getpid() {
-            // Half a message would be read as a frame: end the stream. A
-            // socket is shut down first, so that the peer reads its end
-            // even while another process (a forked child) holds a copy of
-            // this descriptor; closing only this copy would leave the peer
-            // waiting for the rest of the message.
-            if self.is_socket {
-                if let Ok(fd) = self.conn.fd() {
-                    let _ = sys::shutdown_write(fd);
-                }
-            }
-            self.conn.close();
-        }
+        // Dropped part-way (in the process that sends: a copy of the
+        // future in a forked child is not its send).
+        self.conn.end_half_sent();
     }
 }
 

@@ -4,7 +4,7 @@
 //! happens to the children when a process exits.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::state::{poll_state, signal_state, wait_until_exited, State};
@@ -29,6 +29,26 @@ pub(super) struct Identity {
 pub(super) static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
 /// Children created so far by this process (reset in each child).
 pub(super) static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Whether every child this process starts dies with it, daemon or not
+/// (a pool worker's: see [`children_die_with_this_process`]); reset in
+/// each child.
+static CHILDREN_DIE_WITH_IT: AtomicBool = AtomicBool::new(false);
+
+/// From now on, every child this process starts is killed when it dies
+/// (by the parent-death signal a daemon gets), and its exit kills every
+/// child rather than wait for it, as a daemon's: for a pool worker, whose
+/// tasks' children must neither outlive it when it is killed
+/// (`terminate`) nor hold up its exit (a task's `exit`, or the end of its
+/// loop).
+pub(crate) fn children_die_with_this_process() {
+    CHILDREN_DIE_WITH_IT.store(true, Ordering::Relaxed);
+}
+
+/// Whether a child started now must die with this process (or the thread
+/// that starts it) even if it is no daemon.
+pub(super) fn children_die_with_it() -> bool {
+    CHILDREN_DIE_WITH_IT.load(Ordering::Relaxed)
+}
 /// Every child started and not yet known to have exited, with its handle's
 /// state: `active_children` lists them, a child whose handle was dropped
 /// is still reaped (not left a zombie), and exits and scopes join them.
@@ -136,6 +156,8 @@ pub(crate) fn after_fork_in_parent() {
 
 /// After a fork, in the child.
 pub(crate) fn after_fork_in_child() {
+    // A pool worker's child is no pool worker.
+    CHILDREN_DIE_WITH_IT.store(false, Ordering::Relaxed);
     if let Some(mut held) = take_held() {
         // The parent's children are not this process's (and their pidfds
         // are only copies): forget them without closing anything.
@@ -163,8 +185,8 @@ pub(super) fn finish_at_exit() {
 
 /// What a process does with its children when it exits, and a scope when
 /// it ends (Python's rule): kills the daemon children among those `which`
-/// selects, then waits until every one of them has exited; with Python's
-/// log records if `at_exit`.
+/// selects (every one, at a pool worker's exit), then waits until every
+/// one of them has exited; with Python's log records if `at_exit`.
 ///
 /// At exit, a daemon child that this process may no longer signal (it
 /// changed its credentials since the child started) is not waited for:
@@ -172,10 +194,13 @@ pub(super) fn finish_at_exit() {
 /// server's), and would otherwise wait for it forever. A scope waits for
 /// every child whatever happens: its soundness rests on it.
 pub(super) fn finish_children(which: impl Fn(&ChildEntry) -> bool, at_exit: bool) {
+    // A pool worker's exit kills every child, as its loop's end does: a
+    // task that exits the worker must not leave it waiting for them.
+    let all_die = at_exit && children_die_with_it();
     let mut chosen: Vec<(String, bool, Arc<Mutex<State>>)> = children()
         .iter()
         .filter(|c| which(c) && poll_state(&c.state).is_none())
-        .map(|c| (c.name.clone(), c.daemon, c.state.clone()))
+        .map(|c| (c.name.clone(), c.daemon || all_die, c.state.clone()))
         .collect();
     let mut refused = Vec::new();
     for (name, _, state) in chosen.iter().filter(|(_, daemon, _)| *daemon) {

@@ -384,11 +384,19 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// A daemon child is killed (`SIGKILL`) when the parent exits, however
     /// it exits, and at the end of its [`scope`]. Note: Linux ties the kill
     /// on an abnormal exit (`PR_SET_PDEATHSIG`) to the parent *thread* that
-    /// calls [`start`](Process::start): a daemon is killed as soon as that
-    /// thread ends, even if the process runs on (Python's lives until the
-    /// process exits), so start daemons from a long-lived thread.
+    /// calls [`start`](Process::start): a forked or spawned daemon is
+    /// killed as soon as that thread ends, every time, even if the process
+    /// runs on (Python's lives until the process exits), so start daemons
+    /// from a long-lived thread. A fork server's daemon is the server's
+    /// child, and lives until this process ends, as Python's.
+    ///
+    /// Set before [`start`](Process::start): once the child runs, it
+    /// changes nothing (Python refuses it), and the handle goes on telling
+    /// what the child was started as.
     pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
+        if self.started_by.load(Ordering::Acquire) == 0 {
+            self.daemon = daemon;
+        }
         self
     }
 
@@ -417,6 +425,16 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// Whether this is a daemon process.
     pub fn is_daemon(&self) -> bool {
         self.daemon
+    }
+
+    /// Whether the child, once started, is killed when its parent dies (or
+    /// the thread that starts it ends): a daemon, or any child of a pool
+    /// worker (see `children_die_with_this_process`) but those that watch
+    /// their parent and end by themselves when it does (the crate's fork
+    /// servers, not `listed`; a Manager's server, see
+    /// `ends_when_parent_exits`), which clean up on their way out.
+    fn dies_with_parent(&self, listed: bool) -> bool {
+        self.daemon || (listed && self.waited_at_exit && children_die_with_it())
     }
 
     /// Starts the child: forks it (it runs the closure and exits), or
@@ -498,8 +516,9 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 let child = spawn::Child {
                     name: &self.name,
                     path: &self.path,
-                    daemon: self.daemon,
+                    dies_with_parent: self.dies_with_parent(listed),
                     parent: &current_process(),
+                    thread: sys::gettid(),
                 };
                 match spawn::start(&call, &child, &self.exec_args)
                     .and_then(|(pid, gate)| Ok((pid, gate.pidfd(pid)?, gate)))
@@ -561,7 +580,8 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         gate: StartGate,
     ) -> std::result::Result<(u32, GateParent, T), (Error, T)> {
         let parent = current_process();
-        let thread = sys::gettid();
+        // The thread whose end kills the child, if it dies with its parent.
+        let dies_with = self.dies_with_parent(listed).then(sys::gettid);
         FORKING_FOR_SCOPE.set(scope);
         let forked = sys::fork();
         FORKING_FOR_SCOPE.set(None);
@@ -574,7 +594,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
                 if !StartGate::opened(gate.child) {
                     sys::exit_now(1);
                 }
-                self.run_child(target.into_target(), parent, thread, listed)
+                self.run_child(target.into_target(), parent, dies_with, listed)
             }
             Ok(Forked::Parent { pid }) => {
                 drop(gate.child);
@@ -583,12 +603,13 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
         }
     }
 
-    /// Runs the child forked by the thread `thread` of `parent`.
+    /// Runs the child forked by `parent`, which dies with the thread
+    /// `dies_with` of `parent`, if any, that forked it.
     fn run_child(
         &mut self,
         target: Target<'a>,
         parent: ProcessInfo,
-        thread: u32,
+        dies_with: Option<u32>,
         listed: bool,
     ) -> ! {
         let parent_pid = parent.pid;
@@ -599,8 +620,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             parent,
         });
         CHILD_COUNTER.store(0, Ordering::Relaxed);
-        if self.daemon && sys::die_with_parent_thread(parent_pid, thread).is_err() {
-            sys::exit_now(1);
+        if let Some(thread) = dies_with {
+            if sys::die_with_parent_thread(parent_pid, thread).is_err() {
+                sys::exit_now(1);
+            }
         }
         if listed {
             // Not for the crate's own helpers (a fork server), which

@@ -179,8 +179,12 @@ impl Call {
 pub(super) struct Child<'a> {
     pub(super) name: &'a str,
     pub(super) path: &'a [u32],
-    pub(super) daemon: bool,
+    /// Whether it is killed when its parent dies (a daemon, or a pool
+    /// worker's child), or the thread that starts it ends.
+    pub(super) dies_with_parent: bool,
     pub(super) parent: &'a ProcessInfo,
+    /// The parent's thread that starts the child (see `die_with_parent_thread`).
+    pub(super) thread: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -190,9 +194,11 @@ struct Payload {
     args: Vec<u8>,
     name: String,
     path: Vec<u32>,
-    daemon: bool,
+    dies_with_parent: bool,
     parent_name: String,
     parent_pid: u32,
+    /// The parent's thread that started this child: a daemon dies with it.
+    parent_thread: u32,
     /// The parent's `log_to_stderr` level, if it called it.
     log_level: Option<usize>,
 }
@@ -222,9 +228,10 @@ pub(super) fn start(
         args: call.args.clone().map_err(Error::Serialize)?,
         name: child.name.into(),
         path: child.path.to_vec(),
-        daemon: child.daemon,
+        dies_with_parent: child.dies_with_parent,
         parent_name: child.parent.name.clone(),
         parent_pid: child.parent.pid,
+        parent_thread: child.thread,
         log_level: super::logging::inherited_level(),
     };
     let bytes = postcard::to_allocvec(&payload).map_err(|e| Error::Serialize(e.to_string()))?;
@@ -422,8 +429,12 @@ fn become_child<'e>(
     if let Some(level) = p.log_level {
         super::logging::install_inherited(level);
     }
-    if p.daemon {
-        sys::die_with_parent(p.parent_pid).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    if p.dies_with_parent {
+        // As a forked daemon: the kernel's signal names the thread that
+        // started this child, which may have ended while this program
+        // started (then the signal would never come).
+        sys::die_with_parent_thread(p.parent_pid, p.parent_thread)
+            .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     }
     Ok((entry, p.args))
 }

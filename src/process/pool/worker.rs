@@ -1,6 +1,6 @@
 //! A worker's life, in the worker process: run the initializer, then one
 //! task at a time until told to stop, the pipe closes, or `max_tasks` are
-//! done; then end the children its tasks left running.
+//! done; its exit then ends the children its tasks left running.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::scheduler::Config;
 use super::task::Trampoline;
 use crate::conn::Connection;
+use crate::process::children_die_with_this_process;
 use crate::process::code_origin::CodeOrigin;
 use crate::process::logging;
-use crate::process::{children, signal_state};
 use crate::sys;
 
 /// What the scheduler sends a worker.
@@ -35,6 +35,10 @@ pub(super) fn address(call: Trampoline) -> usize {
 
 /// Runs tasks from `conn` (Python's `multiprocessing.pool.worker`).
 pub(super) fn run(conn: &mut Connection, config: Config) {
+    // The processes that tasks start end with this worker, when it exits
+    // (rather than hold up its exit: Python's pool workers are daemonic
+    // and may have no children at all) and when it is killed.
+    children_die_with_this_process();
     if let Some(init) = config.initializer {
         init();
     }
@@ -82,7 +86,6 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
         completed += 1;
     }
     logging::debug_record!("worker exiting after {completed} tasks");
-    kill_children();
 }
 
 /// The trampoline at `call`, if this process has the code the pool's
@@ -102,18 +105,6 @@ fn checked(call: usize, origin: &CodeOrigin) -> Option<Trampoline> {
     // function of this very type. Code the pool's process loaded since
     // (`dlopen`) fails the check and is never called.
     Some(unsafe { std::mem::transmute::<usize, Trampoline>(call) })
-}
-
-/// Kills the children that tasks started and left running, before the
-/// worker's exit waits for them. Python's pool workers are daemonic and
-/// may have no children at all; here a task may start processes, but they
-/// end with the worker, as a daemon's would, so that a worker's exit
-/// (recycled by `max_tasks_per_child`, or at `close`) never waits on one.
-fn kill_children() {
-    let running: Vec<_> = children().iter().map(|c| c.state.clone()).collect();
-    for state in &running {
-        let _ = signal_state(state, sys::SIGKILL);
-    }
 }
 
 #[cfg(test)]
