@@ -9,7 +9,7 @@ use crate::sys;
 /// `b"MPROCSEG"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// Bumped whenever the layout of the header or of any object state changes.
-pub(crate) const LAYOUT_VERSION: u32 = 5;
+pub(crate) const LAYOUT_VERSION: u32 = 6;
 /// Where the data area starts: the header rounded up to a cache line.
 pub(crate) const DATA_OFFSET: usize = 256;
 /// How many opener pids a segment records.
