@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{join, static_child, watchdog};
-use multiproc::Barrier;
+use multiproc::{Barrier, Error, RawArray};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -46,5 +46,47 @@ fn a_barrier_of_many_processes_passes_at_the_pace_of_its_slowest() {
             took < LATE * ROUNDS + Duration::from_secs(8),
             "{PARTIES} parties, {ROUNDS} rounds: {took:?}"
         );
+    });
+}
+
+/// Python's barrier action may look at its barrier (its lock is
+/// re-entrant): `n_waiting` is every party then, and an `abort` or a
+/// `reset` there is overridden by the release that follows it. Here the
+/// action's look was a `Deadlock` that `n_waiting` reported as 0 parties,
+/// and `abort` and `reset` failed.
+#[test]
+fn a_barrier_action_looks_at_its_barrier_as_pythons_does() {
+    watchdog("barrier action looks", LIMIT, || {
+        let seen = RawArray::<u32>::new(6).unwrap();
+        let barrier = Barrier::new(2).unwrap();
+        let (mine, theirs) = (barrier.clone(), seen.clone());
+        let barrier = barrier.with_action(move || {
+            let wait = mine.wait_timeout(Duration::from_millis(1));
+            theirs.set(0, mine.n_waiting()).unwrap();
+            theirs.set(1, mine.is_broken().into()).unwrap();
+            theirs.set(2, mine.abort().is_ok().into()).unwrap();
+            theirs.set(3, mine.is_broken().into()).unwrap();
+            theirs.set(4, mine.reset().is_ok().into()).unwrap();
+            theirs
+                .set(5, matches!(wait, Err(Error::Deadlock)).into())
+                .unwrap();
+        });
+        let other = barrier.clone();
+        let child = static_child(move || {
+            other.wait().unwrap();
+        });
+        barrier.wait().unwrap();
+        assert_eq!(join(&child, LIMIT), 0);
+        // As CPython 3.12: 2 waiting, not broken, aborted (broken), reset.
+        assert_eq!(seen.read(..).unwrap(), [2, 0, 1, 1, 1, 1]);
+        assert!(!barrier.is_broken());
+        assert_eq!(barrier.n_waiting(), 0);
+        // And the next pass goes as any other.
+        let other = barrier.clone();
+        let child = static_child(move || {
+            other.wait().unwrap();
+        });
+        barrier.wait().unwrap();
+        assert_eq!(join(&child, LIMIT), 0);
     });
 }

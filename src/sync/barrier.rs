@@ -196,6 +196,11 @@ impl Barrier {
     /// pass, before any party is released. The action belongs to this
     /// process's handles (and forked children's copies of them); a process
     /// that opens the barrier by name sets its own.
+    ///
+    /// As in Python, the action may look at the barrier (`n_waiting` is
+    /// then the parties of the pass, all arrived) and `abort` or `reset`
+    /// it, which the release that follows the action overrides; a `wait`
+    /// in it is [`Error::Deadlock`].
     pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Barrier {
         self.action = Some(Arc::new(action));
         self
@@ -364,7 +369,7 @@ impl Barrier {
     /// # Errors
     /// Only on an OS failure of the internal lock.
     pub fn abort(&self) -> Result<()> {
-        self.enter()?.set_state(BROKEN);
+        self.look()?.set_state(BROKEN);
         Ok(())
     }
 
@@ -374,7 +379,7 @@ impl Barrier {
     /// # Errors
     /// Only on an OS failure of the internal lock.
     pub fn reset(&self) -> Result<()> {
-        let inner = self.enter()?;
+        let inner = self.look()?;
         if inner.count() > 0 {
             // Waiters leave as broken; the last one out refills it.
             inner.set_state(RESETTING);
@@ -386,13 +391,27 @@ impl Barrier {
 
     /// Whether the barrier is broken.
     pub fn is_broken(&self) -> bool {
-        self.enter().is_ok_and(|i| i.pass() == BROKEN)
+        self.look().is_ok_and(|i| i.pass() == BROKEN)
     }
 
     /// How many parties are waiting for the current pass to fill.
     pub fn n_waiting(&self) -> u32 {
-        self.enter()
+        self.look()
             .map_or(0, |i| if i.pass() == FILLING { i.count() } else { 0 })
+    }
+
+    /// The internal lock for a look or a change of state: taken, or, in
+    /// the action (which runs with it held by its thread: no other code
+    /// does), used as held there, as Python's re-entrant lock lets its
+    /// action do. A `wait` always takes it, and so is refused there.
+    fn look(&self) -> Result<Inner<'_>> {
+        if self.mutex.owner() == Some(sys::gettid()) {
+            return Ok(Inner {
+                barrier: self,
+                held: false,
+            });
+        }
+        self.enter()
     }
 
     /// Takes the internal lock.
