@@ -90,3 +90,58 @@ fn a_barrier_action_looks_at_its_barrier_as_pythons_does() {
         assert_eq!(join(&child, LIMIT), 0);
     });
 }
+
+/// More processes open a named object than its header has slots to record
+/// them (16), and the recorded ones, its creator among them, end: the last
+/// opener still uses it, so `multiproc shm clean` must not call it stale
+/// (its name removed, the next `create_or_open` would make another object,
+/// and what is put there would never reach that opener).
+#[test]
+fn a_named_object_used_only_by_openers_past_the_recorded_ones_is_not_stale() {
+    use multiproc::{Event, RawValue, Semaphore};
+    const RECORDED: usize = 16;
+    watchdog("unrecorded opener", LIMIT, || {
+        let name = common::TempName::new("unrecorded");
+        let creator = {
+            let name = name.0.clone();
+            static_child(move || drop(RawValue::create(&name, 0u32).unwrap()))
+        };
+        assert_eq!(join(&creator, LIMIT), 0);
+        let (opened, go, done) = (
+            Semaphore::new(0).unwrap(),
+            Event::new().unwrap(),
+            Event::new().unwrap(),
+        );
+        let opener = |until: &Event| {
+            let (name, opened, until) = (name.0.clone(), opened.clone(), until.clone());
+            static_child(move || {
+                let v = RawValue::<u32>::open(&name).unwrap();
+                opened.release().unwrap();
+                until.wait();
+                v.atomic().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let recorded: Vec<_> = (0..RECORDED).map(|_| opener(&go)).collect();
+        for _ in 0..RECORDED {
+            opened.acquire();
+        }
+        let last = opener(&done);
+        opened.acquire();
+        go.set();
+        for p in &recorded {
+            assert_eq!(join(p, LIMIT), 0);
+        }
+        let listed = multiproc::segment::list().unwrap();
+        let entry = listed.iter().find(|s| s.name == name.0).expect("listed");
+        assert!(entry.alive && !entry.is_stale(), "{entry:?}");
+        done.set();
+        assert_eq!(join(&last, LIMIT), 0);
+        let v = RawValue::<u32>::open(&name).unwrap();
+        assert_eq!(v.get(), RECORDED as u32 + 1);
+        drop(v);
+        // Now nobody uses it.
+        let listed = multiproc::segment::list().unwrap();
+        let entry = listed.iter().find(|s| s.name == name.0).expect("listed");
+        assert!(entry.is_stale(), "{entry:?}");
+    });
+}

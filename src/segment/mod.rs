@@ -54,8 +54,17 @@ const MAX_NAME_LEN: usize = 200;
 pub struct Segment {
     map: MmapRaw,
     name: Option<String>,
-    /// The header slot this process registered in on open, and its pid then.
-    attached: Option<(usize, u32)>,
+    /// How this process registered in the header on open, and its pid then.
+    attached: Option<(Attached, u32)>,
+}
+
+/// Where an opener is recorded in a segment's header.
+#[derive(Clone, Copy, Debug)]
+enum Attached {
+    /// In this slot of pids.
+    Slot(usize),
+    /// Counted among the openers past the slots.
+    Unrecorded,
 }
 
 impl std::fmt::Debug for Segment {
@@ -280,26 +289,41 @@ impl Segment {
                     .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
-                self.attached = Some((i, me));
+                self.attached = Some((Attached::Slot(i), me));
                 return;
             }
         }
-        // Every slot belongs to a live process: the segment is visibly in
-        // use, so not recording this one loses nothing.
+        // Every slot belongs to a live process; they may all end before
+        // this one, which is then the segment's only user: counted, so
+        // that `clean` never takes it for a stale one.
+        self.header().unrecorded.fetch_add(1, Ordering::AcqRel);
+        self.attached = Some((Attached::Unrecorded, me));
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
         // A forked child inherits the handle but not the registration.
-        if let Some((slot, pid)) = self.attached {
-            if pid == sys::getpid() {
-                let _ = self.header().attached[slot].compare_exchange(
+        let Some((how, pid)) = self.attached else {
+            return;
+        };
+        if pid != sys::getpid() {
+            return;
+        }
+        let header = self.header();
+        match how {
+            Attached::Slot(slot) => {
+                let _ = header.attached[slot].compare_exchange(
                     pid,
                     0,
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 );
+            }
+            Attached::Unrecorded => {
+                let _ = header
+                    .unrecorded
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
             }
         }
     }
