@@ -145,3 +145,109 @@ fn a_named_object_used_only_by_openers_past_the_recorded_ones_is_not_stale() {
         assert!(entry.is_stale(), "{entry:?}");
     });
 }
+
+/// A party killed among many waiting processes breaks the barrier for all
+/// of them within a few looks for dead parties, now that one look serves
+/// them all (see the test above).
+#[test]
+fn a_party_killed_among_many_waiting_processes_breaks_the_barrier_at_once() {
+    use multiproc::{RawValue, Semaphore};
+    const PARTIES: u32 = 100;
+    watchdog("barrier crowd kill", LIMIT, || {
+        let barrier = Barrier::new(PARTIES + 1).unwrap();
+        let arrived = Semaphore::new(0).unwrap();
+        let broken = RawValue::new(0u32).unwrap();
+        let children: Vec<_> = (0..PARTIES)
+            .map(|_| {
+                let (barrier, arrived, broken) = (barrier.clone(), arrived.clone(), broken.clone());
+                static_child(move || {
+                    arrived.release().unwrap();
+                    match barrier.wait() {
+                        Err(Error::BrokenBarrier) => {
+                            broken
+                                .atomic()
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..PARTIES {
+            arrived.acquire();
+        }
+        assert!(common::wait_until(LIMIT, || barrier.n_waiting() == PARTIES));
+        let start = Instant::now();
+        children[17].kill().unwrap();
+        for (i, c) in children.iter().enumerate() {
+            if i != 17 {
+                assert_eq!(join(c, LIMIT), 0);
+            }
+        }
+        join(&children[17], LIMIT);
+        assert_eq!(broken.get(), PARTIES - 1);
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(10), "broken after {took:?}");
+    });
+}
+
+/// A process that opened a named object forks a child that goes on using
+/// it, and is killed (so its exit hook never waits for the child): the
+/// object is in use by the child, which its header must show, or `shm
+/// clean` calls it stale and removes its name under it.
+#[test]
+fn a_named_object_used_by_the_child_of_a_killed_opener_is_not_stale() {
+    use multiproc::{Event, Process, RawValue, Semaphore};
+    watchdog("inherited named object", LIMIT, || {
+        let name = common::TempName::new("inherited");
+        let creator = {
+            let name = name.0.clone();
+            static_child(move || drop(RawValue::create(&name, 0u32).unwrap()))
+        };
+        assert_eq!(join(&creator, LIMIT), 0);
+        let (started, done, ended) = (
+            Semaphore::new(0).unwrap(),
+            Event::new().unwrap(),
+            Semaphore::new(0).unwrap(),
+        );
+        let grandchild = RawValue::new(0u32).unwrap();
+        let opener = {
+            let name = name.0.clone();
+            let (started, done, ended, grandchild) = (
+                started.clone(),
+                done.clone(),
+                ended.clone(),
+                grandchild.clone(),
+            );
+            static_child(move || {
+                let v = RawValue::<u32>::open(&name).unwrap();
+                let release = done.clone();
+                let mut p = Process::new(move || {
+                    let done = release;
+                    started.release().unwrap();
+                    done.wait();
+                    v.atomic().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    ended.release().unwrap();
+                });
+                p.start().unwrap();
+                grandchild.set(p.pid().unwrap());
+                done.wait();
+            })
+        };
+        started.acquire();
+        opener.kill().unwrap();
+        join(&opener, LIMIT);
+        let listed = multiproc::segment::list().unwrap();
+        let entry = listed.iter().find(|s| s.name == name.0).expect("listed");
+        let in_use = entry.alive && !entry.is_stale();
+        done.set();
+        let ended_in_time = ended.acquire_timeout(LIMIT);
+        if !ended_in_time {
+            // SAFETY: a plain kill of the process this test started.
+            unsafe { libc::kill(grandchild.get() as i32, libc::SIGKILL) };
+        }
+        assert!(in_use, "{entry:?}");
+        assert!(ended_in_time);
+        assert_eq!(RawValue::<u32>::open(&name).unwrap().get(), 1);
+    });
+}

@@ -19,13 +19,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::sys;
+use crate::{poison, sys};
 
-pub(crate) use arena::{after_fork, prepare_fork, Region};
+pub(crate) use arena::Region;
 pub(crate) use header::ElemType;
 pub use header::{ObjectKind, SegmentInfo};
 pub(crate) use place::{place, shared_constructors, Placement, SharedObject};
@@ -54,8 +55,71 @@ const MAX_NAME_LEN: usize = 200;
 pub struct Segment {
     map: MmapRaw,
     name: Option<String>,
-    /// How this process registered in the header on open, and its pid then.
-    attached: Option<(Attached, u32)>,
+    /// Its entry in this process's list of named segments ([`NAMED`]).
+    named: Option<u64>,
+}
+
+/// A named segment that this process maps, and where this process is
+/// recorded in its header.
+struct Named {
+    id: u64,
+    /// The address of its header, mapped while the entry is listed (the
+    /// segment takes it out before it unmaps).
+    header: usize,
+    /// Where, and the pid then: a forked child's copy of the list says
+    /// where its parent is recorded, until the child records itself.
+    recorded: Option<(Attached, u32)>,
+}
+
+/// The named segments this process maps, so that a forked child, which
+/// maps them too, records itself in their headers: a child that goes on
+/// using one after its parent ended (killed: its exit hook would wait
+/// for the child) keeps it from being called stale. Held across every
+/// fork, as the arena is.
+static NAMED: Mutex<Vec<Named>> = Mutex::new(Vec::new());
+
+static HELD_NAMED: sys::HeldAcrossFork<MutexGuard<'static, Vec<Named>>> =
+    sys::HeldAcrossFork::new();
+
+/// The crate's `prepare` handler's part for segments: the arena, then
+/// the list of named segments.
+pub(crate) fn prepare_fork() {
+    arena::prepare_fork();
+    let named = poison::locked(&NAMED);
+    // SAFETY: this thread holds the list's lock, just taken.
+    unsafe { HELD_NAMED.put(named) };
+}
+
+/// The `parent` handler's part for segments.
+pub(crate) fn after_fork() {
+    // SAFETY: a handler of the fork whose `prepare_fork` put it.
+    drop(unsafe { HELD_NAMED.take() });
+    arena::after_fork();
+}
+
+/// The `child` handler's part: records the child in a free slot of each
+/// named segment it inherited (none if every slot is taken: only a free
+/// one, and no question about the pids in the others, in a handler that
+/// runs before the child's own code).
+pub(crate) fn after_fork_in_child() {
+    // SAFETY: a handler of the fork whose `prepare_fork` put it.
+    if let Some(mut named) = unsafe { HELD_NAMED.take() } {
+        let me = sys::getpid();
+        for entry in named.iter_mut() {
+            // SAFETY: listed, so mapped (inherited with the parent's
+            // mappings); a header starts every segment.
+            let header = unsafe { &*(entry.header as *const Header) };
+            entry.recorded = header
+                .attached
+                .iter()
+                .position(|slot| {
+                    slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                })
+                .map(|i| (Attached::Slot(i), me));
+        }
+    }
+    arena::after_fork();
 }
 
 /// Where an opener is recorded in a segment's header.
@@ -192,12 +256,15 @@ impl Segment {
     ) -> Result<Segment> {
         let path = path_for(name)?;
         let (tmp, file) = temporary_file()?;
-        let built = Self::build(file, contents, init, Some(name)).and_then(|seg| {
+        let built = Self::build(file, contents, init, Some(name)).and_then(|mut seg| {
+            crate::fork_handlers::ready()?;
             // link() never replaces an existing name: creation is exclusive.
             std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.into()),
                 _ => Error::io(format!("publish segment {name:?}"), e),
             })?;
+            // The creator is recorded as such; its children in slots.
+            seg.list(None);
             Ok(seg)
         });
         let _ = std::fs::remove_file(&tmp);
@@ -223,7 +290,7 @@ impl Segment {
         let seg = Segment {
             map,
             name: name.map(Into::into),
-            attached: None,
+            named: None,
         };
         init(NonNull::new(seg.as_ptr()).expect("mapping is non-null"))?;
         seg.header().mark_ready();
@@ -246,9 +313,11 @@ impl Segment {
         let mut seg = Segment {
             map,
             name: Some(name.into()),
-            attached: None,
+            named: None,
         };
-        seg.attach();
+        crate::fork_handlers::ready()?;
+        let recorded = seg.attach();
+        seg.list(recorded);
         Ok(seg)
     }
 
@@ -278,9 +347,22 @@ impl Segment {
         SegmentInfo::parse_header(self.name().unwrap_or(""), &bytes, self.map.len() as u64)
     }
 
+    /// Lists the segment among this process's named ones ([`NAMED`]),
+    /// recorded as `recorded` in its header.
+    fn list(&mut self, recorded: Option<(Attached, u32)>) {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        poison::locked(&NAMED).push(Named {
+            id,
+            header: self.map.as_ptr() as usize,
+            recorded,
+        });
+        self.named = Some(id);
+    }
+
     /// Records this process in a free (or dead) slot of the header, so that
     /// `multiproc shm clean` knows the segment is in use.
-    fn attach(&mut self) {
+    fn attach(&self) -> Option<(Attached, u32)> {
         let me = sys::getpid();
         for (i, slot) in self.header().attached.iter().enumerate() {
             let cur = slot.load(Ordering::Relaxed);
@@ -289,27 +371,35 @@ impl Segment {
                     .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
-                self.attached = Some((Attached::Slot(i), me));
-                return;
+                return Some((Attached::Slot(i), me));
             }
         }
         // Every slot belongs to a live process; they may all end before
         // this one, which is then the segment's only user: counted, so
         // that `clean` never takes it for a stale one.
         self.header().unrecorded.fetch_add(1, Ordering::AcqRel);
-        self.attached = Some((Attached::Unrecorded, me));
+        Some((Attached::Unrecorded, me))
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
         // A forked child inherits the handle but not the registration.
-        let Some((how, pid)) = self.attached else {
+        let Some(id) = self.named else {
             return;
         };
-        if pid != sys::getpid() {
+        let recorded = {
+            let mut named = poison::locked(&NAMED);
+            match named.iter().position(|n| n.id == id) {
+                Some(at) => named.swap_remove(at).recorded,
+                None => None,
+            }
+        };
+        // A forked child's entry says where the child is recorded (if it
+        // could be); an entry of another process's never comes here.
+        let Some((how, pid)) = recorded.filter(|&(_, pid)| pid == sys::getpid()) else {
             return;
-        }
+        };
         let header = self.header();
         match how {
             Attached::Slot(slot) => {
