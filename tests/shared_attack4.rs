@@ -251,3 +251,27 @@ fn a_named_object_used_by_the_child_of_a_killed_opener_is_not_stale() {
         assert_eq!(RawValue::<u32>::open(&name).unwrap().get(), 1);
     });
 }
+
+/// A named segment shrunk to nothing under its mappings (as any process
+/// of the user may do to a file in `/dev/shm`) is a `SIGBUS` for its users
+/// (see `shared_attack2`), but not for a child forked afterwards that
+/// never touches it: the child's recording of itself in the headers of
+/// the named segments it inherits must not touch a header that is gone.
+#[test]
+fn a_child_forked_while_a_named_segment_is_shrunk_to_nothing_starts() {
+    use multiproc::RawValue;
+    watchdog("shrunk segment at a fork", LIMIT, || {
+        let name = common::TempName::new("shrunk-fork");
+        let v = RawValue::create(&name, 5u64).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}{}", multiproc::segment::PREFIX, &*name))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let child = static_child(|| {});
+        assert_eq!(join(&child, LIMIT), 0);
+        // Never touched, so never a SIGBUS here.
+        drop(v);
+    });
+}

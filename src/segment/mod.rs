@@ -97,6 +97,28 @@ pub(crate) fn after_fork() {
     arena::after_fork();
 }
 
+/// Whether the byte at `at`, in a mapping of this process, can be read: a
+/// named segment's file shrunk under its mappings (any process of the
+/// user may do that to a file in `/dev/shm`) has no page behind its
+/// header, and touching it is a `SIGBUS`. The kernel reads it here, and
+/// says `EFAULT` instead (or `EPERM`, where a sandbox forbids the call:
+/// then the header is left alone too).
+fn readable(at: usize) -> bool {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: std::ptr::from_mut(&mut byte).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        iov_base: at as *mut libc::c_void,
+        iov_len: 1,
+    };
+    let me = sys::getpid() as libc::pid_t;
+    // SAFETY: reads one byte of this process's memory into `byte`; a bad
+    // address is an error, not a fault.
+    unsafe { libc::process_vm_readv(me, &local, 1, &remote, 1, 0) == 1 }
+}
+
 /// The `child` handler's part: records the child in a free slot of each
 /// named segment it inherited (none if every slot is taken: only a free
 /// one, and no question about the pids in the others, in a handler that
@@ -106,8 +128,13 @@ pub(crate) fn after_fork_in_child() {
     if let Some(mut named) = unsafe { HELD_NAMED.take() } {
         let me = sys::getpid();
         for entry in named.iter_mut() {
+            entry.recorded = None;
+            if !readable(entry.header) {
+                continue;
+            }
             // SAFETY: listed, so mapped (inherited with the parent's
-            // mappings); a header starts every segment.
+            // mappings), and its page is there; a header starts every
+            // segment.
             let header = unsafe { &*(entry.header as *const Header) };
             entry.recorded = header
                 .attached
