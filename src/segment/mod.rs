@@ -411,7 +411,8 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // A forked child inherits the handle but not the registration.
+        // Out of the list before the mapping goes (a fork meanwhile would
+        // have the child write to a header no longer mapped).
         let Some(id) = self.named else {
             return;
         };
