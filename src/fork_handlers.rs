@@ -1,6 +1,7 @@
 //! The crate's `pthread_atfork` handlers, in one place because their order
 //! is one: every fork takes the standard streams, then the process
-//! registries (`process`), then the arena (`segment`), then the list of
+//! registries (`process`), then the arena and the list of named segments
+//! (`segment`), then the list of
 //! listeners' marks (`sys::prepare_fork_marks`, whose copies a child makes
 //! inert), and releases them after.
 //!
@@ -112,7 +113,7 @@ extern "C" fn after_fork_in_parent() {
 
 extern "C" fn after_fork_in_child() {
     sys::after_fork_marks_in_child();
-    segment::after_fork();
+    segment::after_fork_in_child();
     process::after_fork_in_child();
     manager::after_fork_in_child();
     // Registered in the parent, so in this process too (whatever the

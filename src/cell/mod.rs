@@ -34,6 +34,21 @@
 //! ```compile_fail,E0277
 //! let v = multiproc::RawArray::from_slice(&[Box::new(1u32)]);
 //! ```
+//! ```compile_fail,E0277
+//! let v = multiproc::RawValue::new(std::ptr::null::<u8>());
+//! ```
+//! ```compile_fail,E0277
+//! let f: fn() = || {};
+//! let v = multiproc::Value::new(f);
+//! ```
+//! or a type with interior mutability of its own (a process-local atomic
+//! or cell; [`RawValue::atomic`] gives an element's atomic twin instead):
+//! ```compile_fail,E0277
+//! let v = multiproc::RawValue::new(std::sync::atomic::AtomicU32::new(0));
+//! ```
+//! ```compile_fail,E0277
+//! let v = multiproc::Array::from_slice(&[std::cell::Cell::new(0u8)]);
+//! ```
 //! and a struct with padding (uninitialised bytes), which `Pod`'s derive
 //! rejects:
 //! ```compile_fail
@@ -54,11 +69,37 @@
 //! }
 //! # Ok::<(), multiproc::Error>(())
 //! ```
+//! nor lend its cells for longer than it lives,
+//! ```compile_fail,E0505
+//! let v = multiproc::Array::from_slice(&[1u8, 2])?;
+//! let guard = v.lock()?;
+//! let cells: &[u8] = &guard;
+//! drop(guard);
+//! assert_eq!(cells[0], 1);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//! nor be shared with another thread,
+//! ```compile_fail,E0277
+//! let v = multiproc::Value::new(0u64)?;
+//! let guard = v.lock()?;
+//! std::thread::scope(|s| {
+//!     s.spawn(|| *guard + 1);
+//! });
+//! # Ok::<(), multiproc::Error>(())
+//! ```
 //! nor go to another thread (the lock belongs to the thread that took it).
 //! ```compile_fail,E0277
 //! let v = multiproc::Array::from_slice(&[1u8, 2])?;
 //! let guard = v.lock()?;
 //! std::thread::spawn(move || guard[0] = 3);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//! An element's atomic twin lives no longer than its cell:
+//! ```compile_fail,E0505
+//! let v = multiproc::RawValue::new(0u32)?;
+//! let hits = v.atomic();
+//! drop(v);
+//! hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 

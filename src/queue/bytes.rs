@@ -53,6 +53,34 @@ use crate::sys::Deadline;
 /// assert_eq!(q.get_bytes()?, b"world");
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// The frame's bytes are lent for the closure only: neither the bytes of
+/// `get_with` (which producers reuse once the frame is consumed) nor those
+/// of `put_with` (which consumers read once the frame is published) can
+/// be kept past it,
+/// ```compile_fail
+/// let q = multiproc::queue::Queue::<multiproc::queue::Bytes>::new()?;
+/// q.put_bytes(b"hello")?;
+/// let kept: &[u8] = q.get_with(|frame| frame)?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+/// ```compile_fail,E0521
+/// let q = multiproc::queue::Queue::<multiproc::queue::Bytes>::new()?;
+/// let mut kept: Option<&mut [u8]> = None;
+/// q.put_with(5, |buf| kept = Some(buf))?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+/// and the two kinds of queue keep to their own methods:
+/// ```compile_fail,E0599
+/// let q = multiproc::queue::Queue::<u32>::new()?;
+/// q.put_bytes(b"\x05")?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+/// ```compile_fail,E0599
+/// let q = multiproc::queue::Queue::<multiproc::queue::Bytes>::new()?;
+/// let item = q.get()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub enum Bytes {}
 
 impl Queue<Bytes> {

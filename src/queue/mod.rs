@@ -352,6 +352,14 @@ mod sealed {
 /// What a [`Queue`] carries: any serde item (encoded with postcard), or
 /// [`Bytes`] frames. Sealed: implemented for every
 /// `T: Serialize + DeserializeOwned` and for [`Bytes`], nothing else.
+///
+/// An item is received as a value of its own: one that would borrow from
+/// the bytes it was decoded from (which stay in the ring, or in a buffer
+/// reused at once) is refused.
+/// ```compile_fail,E0599
+/// let q = multiproc::queue::Queue::<&'static str>::new()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub trait Item: sealed::Sealed {}
 
 impl<T: Serialize + DeserializeOwned> sealed::Sealed for T {}

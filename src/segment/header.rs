@@ -9,7 +9,7 @@ use crate::sys;
 /// `b"MPROCSEG"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// Bumped whenever the layout of the header or of any object state changes.
-pub(crate) const LAYOUT_VERSION: u32 = 5;
+pub(crate) const LAYOUT_VERSION: u32 = 6;
 /// Where the data area starts: the header rounded up to a cache line.
 pub(crate) const DATA_OFFSET: usize = 256;
 /// How many opener pids a segment records.
@@ -141,6 +141,11 @@ pub(crate) struct Header {
     elem_name: [u8; TYPE_NAME_LEN],
     /// Pids of processes that opened the segment by name (0 = free slot).
     pub(crate) attached: [AtomicU32; ATTACH_SLOTS],
+    /// Processes that opened it by name while every slot was taken, not
+    /// yet closed. One killed leaves it too high: the segment is then never
+    /// called stale (its name must be unlinked by hand), never called dead
+    /// while in use.
+    pub(crate) unrecorded: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= DATA_OFFSET);
@@ -190,6 +195,7 @@ impl Header {
             creator_pid: sys::getpid(),
             elem_name,
             attached: Default::default(),
+            unrecorded: AtomicU32::new(0),
         };
         // SAFETY: valid, aligned and unshared per the caller.
         unsafe { at.write(header) };
@@ -222,6 +228,8 @@ impl Header {
             let at = att + 4 * i;
             bytes[at..at + 4].copy_from_slice(&pid.load(Ordering::Relaxed).to_ne_bytes());
         }
+        let at = std::mem::offset_of!(Header, unrecorded);
+        bytes[at..at + 4].copy_from_slice(&self.unrecorded.load(Ordering::Relaxed).to_ne_bytes());
         bytes
     }
 }
@@ -255,6 +263,9 @@ pub struct SegmentInfo {
     pub creator_pid: u32,
     /// Pids of processes that opened it by name and have not closed it.
     pub attached_pids: Vec<u32>,
+    /// How many more processes opened it by name, past the slots that
+    /// record pids, and have not closed it (or were killed).
+    pub unrecorded_openers: u32,
     pub(crate) elem_tag: u64,
 }
 
@@ -355,7 +366,9 @@ impl SegmentInfo {
             .map(|i| u32_at(att + 4 * i))
             .filter(|&p| p != 0)
             .collect();
+        let unrecorded_openers = u32_at(std::mem::offset_of!(Header, unrecorded));
         Ok(SegmentInfo {
+            unrecorded_openers,
             kind,
             elem_name,
             elem_size,
@@ -393,11 +406,13 @@ impl SegmentInfo {
         Ok(())
     }
 
-    /// Whether any process that created or opened the segment still exists.
+    /// Whether any process that created or opened the segment still
+    /// exists (or may: one opened it past the recorded ones).
     pub fn in_use(&self) -> bool {
-        std::iter::once(&self.creator_pid)
-            .chain(&self.attached_pids)
-            .any(|&p| sys::pid_alive(p))
+        self.unrecorded_openers > 0
+            || std::iter::once(&self.creator_pid)
+                .chain(&self.attached_pids)
+                .any(|&p| sys::pid_alive(p))
     }
 }
 

@@ -19,13 +19,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::sys;
+use crate::{poison, sys};
 
-pub(crate) use arena::{after_fork, prepare_fork, Region};
+pub(crate) use arena::Region;
 pub(crate) use header::ElemType;
 pub use header::{ObjectKind, SegmentInfo};
 pub(crate) use place::{place, shared_constructors, Placement, SharedObject};
@@ -54,8 +55,107 @@ const MAX_NAME_LEN: usize = 200;
 pub struct Segment {
     map: MmapRaw,
     name: Option<String>,
-    /// The header slot this process registered in on open, and its pid then.
-    attached: Option<(usize, u32)>,
+    /// Its entry in this process's list of named segments ([`NAMED`]).
+    named: Option<u64>,
+}
+
+/// A named segment that this process maps, and where this process is
+/// recorded in its header.
+struct Named {
+    id: u64,
+    /// The address of its header, mapped while the entry is listed (the
+    /// segment takes it out before it unmaps).
+    header: usize,
+    /// Where, and the pid then: a forked child's copy of the list says
+    /// where its parent is recorded, until the child records itself.
+    recorded: Option<(Attached, u32)>,
+}
+
+/// The named segments this process maps, so that a forked child, which
+/// maps them too, records itself in their headers: a child that goes on
+/// using one after its parent ended (killed: its exit hook would wait
+/// for the child) keeps it from being called stale. Held across every
+/// fork, as the arena is.
+static NAMED: Mutex<Vec<Named>> = Mutex::new(Vec::new());
+
+static HELD_NAMED: sys::HeldAcrossFork<MutexGuard<'static, Vec<Named>>> =
+    sys::HeldAcrossFork::new();
+
+/// The crate's `prepare` handler's part for segments: the arena, then
+/// the list of named segments.
+pub(crate) fn prepare_fork() {
+    arena::prepare_fork();
+    let named = poison::locked(&NAMED);
+    // SAFETY: this thread holds the list's lock, just taken.
+    unsafe { HELD_NAMED.put(named) };
+}
+
+/// The `parent` handler's part for segments.
+pub(crate) fn after_fork() {
+    // SAFETY: a handler of the fork whose `prepare_fork` put it.
+    drop(unsafe { HELD_NAMED.take() });
+    arena::after_fork();
+}
+
+/// Whether the byte at `at`, in a mapping of this process, can be read: a
+/// named segment's file shrunk under its mappings (any process of the
+/// user may do that to a file in `/dev/shm`) has no page behind its
+/// header, and touching it is a `SIGBUS`. The kernel reads it here, and
+/// says `EFAULT` instead (or `EPERM`, where a sandbox forbids the call:
+/// then the header is left alone too).
+fn readable(at: usize) -> bool {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: std::ptr::from_mut(&mut byte).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        iov_base: at as *mut libc::c_void,
+        iov_len: 1,
+    };
+    let me = sys::getpid() as libc::pid_t;
+    // SAFETY: reads one byte of this process's memory into `byte`; a bad
+    // address is an error, not a fault.
+    unsafe { libc::process_vm_readv(me, &local, 1, &remote, 1, 0) == 1 }
+}
+
+/// The `child` handler's part: records the child in a free slot of each
+/// named segment it inherited (none if every slot is taken: only a free
+/// one, and no question about the pids in the others, in a handler that
+/// runs before the child's own code).
+pub(crate) fn after_fork_in_child() {
+    // SAFETY: a handler of the fork whose `prepare_fork` put it.
+    if let Some(mut named) = unsafe { HELD_NAMED.take() } {
+        let me = sys::getpid();
+        for entry in named.iter_mut() {
+            entry.recorded = None;
+            if !readable(entry.header) {
+                continue;
+            }
+            // SAFETY: listed, so mapped (inherited with the parent's
+            // mappings), and its page is there; a header starts every
+            // segment.
+            let header = unsafe { &*(entry.header as *const Header) };
+            entry.recorded = header
+                .attached
+                .iter()
+                .position(|slot| {
+                    slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                })
+                .map(|i| (Attached::Slot(i), me));
+        }
+    }
+    arena::after_fork();
+}
+
+/// Where an opener is recorded in a segment's header.
+#[derive(Clone, Copy, Debug)]
+enum Attached {
+    /// In this slot of pids.
+    Slot(usize),
+    /// Counted among the openers past the slots.
+    Unrecorded,
 }
 
 impl std::fmt::Debug for Segment {
@@ -183,12 +283,15 @@ impl Segment {
     ) -> Result<Segment> {
         let path = path_for(name)?;
         let (tmp, file) = temporary_file()?;
-        let built = Self::build(file, contents, init, Some(name)).and_then(|seg| {
+        let built = Self::build(file, contents, init, Some(name)).and_then(|mut seg| {
+            crate::fork_handlers::ready()?;
             // link() never replaces an existing name: creation is exclusive.
             std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.into()),
                 _ => Error::io(format!("publish segment {name:?}"), e),
             })?;
+            // The creator is recorded as such; its children in slots.
+            seg.list(None);
             Ok(seg)
         });
         let _ = std::fs::remove_file(&tmp);
@@ -214,7 +317,7 @@ impl Segment {
         let seg = Segment {
             map,
             name: name.map(Into::into),
-            attached: None,
+            named: None,
         };
         init(NonNull::new(seg.as_ptr()).expect("mapping is non-null"))?;
         seg.header().mark_ready();
@@ -237,9 +340,11 @@ impl Segment {
         let mut seg = Segment {
             map,
             name: Some(name.into()),
-            attached: None,
+            named: None,
         };
-        seg.attach();
+        crate::fork_handlers::ready()?;
+        let recorded = seg.attach();
+        seg.list(recorded);
         Ok(seg)
     }
 
@@ -269,9 +374,22 @@ impl Segment {
         SegmentInfo::parse_header(self.name().unwrap_or(""), &bytes, self.map.len() as u64)
     }
 
+    /// Lists the segment among this process's named ones ([`NAMED`]),
+    /// recorded as `recorded` in its header.
+    fn list(&mut self, recorded: Option<(Attached, u32)>) {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        poison::locked(&NAMED).push(Named {
+            id,
+            header: self.map.as_ptr() as usize,
+            recorded,
+        });
+        self.named = Some(id);
+    }
+
     /// Records this process in a free (or dead) slot of the header, so that
     /// `multiproc shm clean` knows the segment is in use.
-    fn attach(&mut self) {
+    fn attach(&self) -> Option<(Attached, u32)> {
         let me = sys::getpid();
         for (i, slot) in self.header().attached.iter().enumerate() {
             let cur = slot.load(Ordering::Relaxed);
@@ -280,26 +398,50 @@ impl Segment {
                     .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
-                self.attached = Some((i, me));
-                return;
+                return Some((Attached::Slot(i), me));
             }
         }
-        // Every slot belongs to a live process: the segment is visibly in
-        // use, so not recording this one loses nothing.
+        // Every slot belongs to a live process; they may all end before
+        // this one, which is then the segment's only user: counted, so
+        // that `clean` never takes it for a stale one.
+        self.header().unrecorded.fetch_add(1, Ordering::AcqRel);
+        Some((Attached::Unrecorded, me))
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // A forked child inherits the handle but not the registration.
-        if let Some((slot, pid)) = self.attached {
-            if pid == sys::getpid() {
-                let _ = self.header().attached[slot].compare_exchange(
+        // Out of the list before the mapping goes (a fork meanwhile would
+        // have the child write to a header no longer mapped).
+        let Some(id) = self.named else {
+            return;
+        };
+        let recorded = {
+            let mut named = poison::locked(&NAMED);
+            match named.iter().position(|n| n.id == id) {
+                Some(at) => named.swap_remove(at).recorded,
+                None => None,
+            }
+        };
+        // A forked child's entry says where the child is recorded (if it
+        // could be); an entry of another process's never comes here.
+        let Some((how, pid)) = recorded.filter(|&(_, pid)| pid == sys::getpid()) else {
+            return;
+        };
+        let header = self.header();
+        match how {
+            Attached::Slot(slot) => {
+                let _ = header.attached[slot].compare_exchange(
                     pid,
                     0,
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 );
+            }
+            Attached::Unrecorded => {
+                let _ = header
+                    .unrecorded
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
             }
         }
     }
