@@ -138,10 +138,12 @@ fn scribbled_sync_objects_neither_panic_nor_hang() {
                 }
             },
         );
+        // A barrier's state: its ten words (the last two the time of the
+        // last look for dead parties), then its two parties' pid slots.
         fuzz(
             "scr-barrier",
             300,
-            (MUTEX, 8 + 2),
+            (MUTEX, 10 + 2),
             |n| Barrier::create(n, 2).unwrap(),
             |b| {
                 let _ = b.wait_timeout(SHORT);
