@@ -52,14 +52,17 @@
 //! whose blocking mode a client could change), read without waiting.
 //! A client that dies mid-call leaves an area that is freed with its
 //! connection; a forked child never uses its parent's area (each process
-//! has its own connection, see `client`).
+//! has its own connection, see `client`), nor even has it: the mapping is
+//! not inherited, and the doorbell is made inert in the child with the
+//! socket.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::pickle;
 use super::PyValue;
@@ -200,15 +203,26 @@ pub(crate) fn refusal() -> Vec<u8> {
     )
 }
 
-/// A mapping of an area.
+/// A mapping of an area, which a forked child never inherits
+/// (`MADV_DONTFORK`): a child forked while another thread was in the
+/// middle of a call keeps its copy of the connection's state, which it
+/// never drops, and kept the area mapped with it for as long as it lived.
 struct Area {
-    map: MmapRaw,
+    map: ManuallyDrop<MmapRaw>,
+    /// The process that mapped it, the only one that unmaps it: in a
+    /// forked child, its addresses are not the area's (and may be a
+    /// mapping of the child's own by the time the copy is dropped).
+    pid: u32,
 }
 
 impl Area {
     fn map(fd: &impl AsRawFd) -> io::Result<Area> {
         let map = MmapOptions::new().len(AREA_LEN).map_raw(fd)?;
-        Ok(Area { map })
+        map.advise(Advice::DontFork)?;
+        Ok(Area {
+            map: ManuallyDrop::new(map),
+            pid: sys::cached_pid(),
+        })
     }
 
     fn control(&self) -> &Control {
@@ -469,6 +483,12 @@ impl ClientArea {
         }))
     }
 
+    /// The client's end of the doorbell (which a forked child makes inert,
+    /// as it does the connection's socket).
+    pub(crate) fn doorbell(&self) -> &OwnedFd {
+        &self.doorbell
+    }
+
     /// Whether a request of `len` bytes travels through the area.
     pub(crate) fn fits(&self, len: usize) -> bool {
         len <= REQUEST_CAP
@@ -574,6 +594,15 @@ impl ClientArea {
                     "the server closed the connection".into(),
                 ));
             }
+        }
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        if sys::cached_pid() == self.pid {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.map) };
         }
     }
 }
