@@ -286,6 +286,10 @@ pub(crate) fn event_loop(
                 stopping = Some(shutdown_deadline());
             }
             fast_busy = turn.busy;
+            // The calls the areas' requests woke are answered now, not
+            // when the poll below next wakes (up to `PARENT_CHECK`).
+            deliver_woken(&mut peers, &mut objects, Instant::now());
+            queued = peers.iter().map(Peer::unsent).sum();
         }
         // Answers too large for an area may have been queued meanwhile.
         let over = queued > TOTAL_OUT_LIMIT;
