@@ -715,3 +715,73 @@ fn a_client_that_never_reads_its_answers_costs_the_server_bounded_memory() {
         assert_eq!(d.get(&1).unwrap(), Some(1));
     });
 }
+
+/// A pickled float (`BINFLOAT`).
+fn float(f: f64) -> common::pickle::P {
+    let mut bytes = vec![b'G'];
+    bytes.extend(f.to_be_bytes());
+    common::pickle::P::Raw(bytes)
+}
+
+/// Calls that wait on the server (a queue's `get`) made through the area,
+/// with timeouts of zero, a short one, and forever (`inf`, and the largest
+/// float): each answer comes back through the area when it is due (one
+/// that another area's call woke came only when the server's poll next
+/// woke, up to a second later); a
+/// client that dies while its call waits forever takes nothing from the
+/// queue, and the others are served meanwhile.
+#[test]
+fn waiting_calls_through_the_area_with_timeouts_from_zero_to_forever() {
+    use common::pickle::{request, returned_ident, s, P};
+    watchdog("waiting calls", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        d.set(1, 1).unwrap();
+        let a = RawArea::open(&m);
+        let b = RawArea::open(&m);
+        let q = returned_ident(&a.call(&request(None, "create", vec![s("Queue")])));
+        let held = b.call(&request(None, "incref", vec![s(&q)]));
+        assert!(held.windows(7).any(|w| w == b"#RETURN"), "{held:?}");
+        let get = |timeout: P| request(Some(&q), "get", vec![P::Int(1), timeout]);
+        let put = |v: i64| request(Some(&q), "put", vec![P::Int(v)]);
+        let empty = |answer: &[u8]| answer.windows(5).any(|w| w == b"Empty");
+        // Zero, and a short wait: `Empty`, through the area.
+        assert!(empty(&a.call(&get(P::Int(0)))));
+        let start = Instant::now();
+        assert!(empty(&a.call(&get(float(0.05)))));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        for forever in [float(f64::INFINITY), float(f64::MAX), P::Int(i64::MAX)] {
+            let seq = a.request(&get(forever.clone()), get(forever).len() as u32);
+            // Others are served while it waits.
+            d.set(2, 2).unwrap();
+            assert_eq!(d.get(&1).unwrap(), Some(1));
+            let put42 = put(42);
+            assert!(b.call(&put42).windows(7).any(|w| w == b"#RETURN"));
+            // At once, not at the server's next look at the clock (its
+            // poll slept up to a second with the answer undelivered).
+            let put_at = Instant::now();
+            let answer = a.answer(seq);
+            let late = put_at.elapsed();
+            assert!(
+                late < Duration::from_millis(500),
+                "answered {late:?} after the put"
+            );
+            assert!(answer.windows(7).any(|w| w == b"#RETURN"), "{answer:?}");
+            assert!(!empty(&answer));
+        }
+        // Dead while it waits forever: the item put next stays in the queue.
+        a.request(
+            &get(float(f64::INFINITY)),
+            get(float(f64::INFINITY)).len() as u32,
+        );
+        assert_eq!(d.get(&1).unwrap(), Some(1));
+        drop(a);
+        assert!(b.call(&put(7)).windows(7).any(|w| w == b"#RETURN"));
+        let left = b.call(&request(Some(&q), "qsize", vec![]));
+        assert!(
+            left.windows(2).any(|w| w == b"K\x01")
+                || left.windows(5).any(|w| w == b"J\x01\x00\x00\x00"),
+            "{left:?}"
+        );
+    });
+}
