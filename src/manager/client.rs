@@ -91,14 +91,14 @@ struct Link {
     fast: Option<ClientArea>,
 }
 
-/// The sockets of this process's long connections and of their areas'
-/// doorbells (`-1`: a free place),
-/// which a forked child makes inert at once ([`after_fork_in_child`]):
-/// the server sees a connection end, and gives back the references it
-/// held, when its process ends, not when the last child that inherited
-/// the socket does (a child never uses its parent's connection). A
-/// connection beyond the places is left as it is.
-static SOCKETS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+/// The sockets of this process's long connections, and of their areas'
+/// doorbells (`-1`: a free place), which a forked child makes inert at
+/// once ([`after_fork_in_child`]): the server sees a connection end, and
+/// gives back the references it held, when its process ends, not when the
+/// last child that inherited the socket does (a child never uses its
+/// parent's connection). Room for 64 connections with an area; a socket
+/// beyond the places is left as it is.
+static SOCKETS: [AtomicI32; 128] = [const { AtomicI32::new(-1) }; 128];
 
 /// A socket's place in [`SOCKETS`], if it has one, from as soon as the
 /// connection is made (a child forked by another thread while the
