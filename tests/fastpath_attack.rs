@@ -785,3 +785,40 @@ fn waiting_calls_through_the_area_with_timeouts_from_zero_to_forever() {
         );
     });
 }
+
+/// A peer that takes the key and answers a client's first requests but
+/// never the fast path's setup (a stuck server, or no manager) is refused
+/// within the handshake's time limit (20 s), as one that does not answer
+/// the first requests is: the client's call fails, never hangs.
+#[test]
+fn a_server_that_never_answers_the_setup_is_refused_in_time() {
+    watchdog("unanswered setup", LIMIT, || {
+        let path = std::env::temp_dir().join(format!(
+            "multiproc-test-fast-attack-{}.sock",
+            std::process::id()
+        ));
+        let address = multiproc::conn::Address::Unix(path.clone());
+        let key = b"fast path attack key".to_vec();
+        let listener = multiproc::conn::Listener::bind(&address, Some(&key)).unwrap();
+        let child = static_child(move || {
+            let start = Instant::now();
+            let result = Manager::connect(address, &key).and_then(|m| m.number_of_objects());
+            assert!(matches!(result, Err(Error::ManagerGone(_))), "{result:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "{:?}",
+                start.elapsed()
+            );
+        });
+        let mut conn = listener.accept().unwrap();
+        let none: &[u8] = b"\x80\x02X\x07\x00\x00\x00#RETURNN\x86.";
+        // Until the client gives up, and closes its connection.
+        while let Ok(request) = conn.recv_bytes() {
+            if !request.windows(19).any(|w| w == b"_multiproc_fastpath") {
+                conn.send_bytes(none).unwrap();
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(join(&child, LIMIT), 0);
+    });
+}

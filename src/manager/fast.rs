@@ -66,6 +66,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::pickle;
 use super::PyValue;
+use crate::conn::auth::HANDSHAKE_TIMEOUT;
 use crate::conn::{frame, Connection};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -416,7 +417,20 @@ impl ClientArea {
         // descriptors): the answer is read whole all the same, and the
         // connection goes on without an area.
         let mut cut = false;
+        // Within the handshake's time, as the connection's first answers:
+        // a peer that never answers is no manager (or a stuck one), and
+        // its client fails rather than wait for ever.
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         let len = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ready = conn
+                .poll(Some(left))
+                .map_err(|e| Error::ManagerGone(format!("fast path setup: {e}")))?;
+            if !ready {
+                return Err(Error::ManagerGone(format!(
+                    "no answer to the fast path setup within {HANDSHAKE_TIMEOUT:?}: not a manager?"
+                )));
+            }
             let (n, more, lost) = sys::recv_some_fds(conn, &mut chunk, 2, true)
                 .map_err(|e| Error::ManagerGone(format!("fast path setup: {e}")))?;
             cut |= lost;
