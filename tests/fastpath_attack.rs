@@ -619,12 +619,9 @@ fn scribbled_areas_cost_their_clients_only() {
                         _ => {
                             // The request's bytes change under the server.
                             let at = (r >> 8) as usize % SLOT;
+                            let byte = raw.map.wrapping_add(CONTROL_LEN + at);
                             // SAFETY: one byte inside the request slot.
-                            unsafe {
-                                raw.map
-                                    .add(CONTROL_LEN + at)
-                                    .write_volatile((r >> 40) as u8)
-                            };
+                            unsafe { byte.write_volatile((r >> 40) as u8) };
                             raw.ring();
                         }
                     }
