@@ -819,3 +819,37 @@ fn a_server_that_never_answers_the_setup_is_refused_in_time() {
         assert_eq!(join(&child, LIMIT), 0);
     });
 }
+
+/// More connections asking for an area than the server grants (256): the
+/// others stay on their sockets, every call of every connection is
+/// answered, and an area given back is granted again.
+#[test]
+fn more_connections_than_areas_all_work() {
+    const CONNECTIONS: usize = 270;
+    watchdog("many connections", LIMIT, || {
+        alone(|| {
+            let m = Manager::start().unwrap();
+            let (address, key) = (m.address().clone(), m.authkey().to_vec());
+            let d = m.dict::<u32, u32>().unwrap();
+            let before = areas_mapped();
+            let mut handles: Vec<_> = (0..CONNECTIONS)
+                .map(|_| Manager::connect(address.clone(), &key).unwrap())
+                .collect();
+            for (i, h) in handles.iter().enumerate() {
+                h.number_of_objects().unwrap();
+                d.set(i as u32, i as u32).unwrap();
+            }
+            let areas = new_areas(&before, &areas_mapped()).len();
+            assert_eq!(areas, 256 - 1, "one is the first connection's");
+            for (i, h) in handles.iter().enumerate() {
+                assert!(h.number_of_objects().unwrap() >= 1, "{i}");
+            }
+            assert_eq!(d.len().unwrap(), CONNECTIONS);
+            // Given back with its connection, then granted again.
+            handles.truncate(10);
+            let again = Manager::connect(address, &key).unwrap();
+            again.number_of_objects().unwrap();
+            assert_eq!(areas_mapped().len(), 10 + 2, "ten kept, the first, the new");
+        });
+    });
+}
