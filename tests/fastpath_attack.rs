@@ -95,6 +95,16 @@ impl Drop for Stopped {
     }
 }
 
+/// Sets its flag when dropped, even by a failed assertion: the threads
+/// that wait for it stop, and the scope that waits for them ends.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A child forked (by another thread) while its parent is in the middle of
 /// a call through its area holds nothing of the parent's connection: not
 /// its socket, not its doorbell, not its area mapped. (It kept the area
@@ -346,6 +356,7 @@ fn forks_from_one_thread_while_others_call_share_nothing() {
             let parents = areas_mapped();
             assert_eq!(parents.len(), 1);
             let stop = AtomicBool::new(false);
+            let mut codes = Vec::new();
             let counts: Vec<u64> = std::thread::scope(|s| {
                 let workers: Vec<_> = (0..THREADS)
                     .map(|t| {
@@ -373,11 +384,17 @@ fn forks_from_one_thread_while_others_call_share_nothing() {
                             "kept {kept:?}, mapped {mapped:?} of {parents:?}"
                         );
                     });
-                    assert_eq!(join(&kid, LIMIT), 0, "child {c}");
+                    // Asserted once the workers stop (a failure here would
+                    // leave them calling, and the scope waiting for them).
+                    codes.push(join(&kid, LIMIT));
                 }
                 stop.store(true, Ordering::Relaxed);
                 workers.into_iter().map(|w| w.join().unwrap()).collect()
             });
+            assert!(
+                codes.iter().all(|&c| c == 0),
+                "children's exit codes: {codes:?}"
+            );
             for (t, n) in counts.into_iter().enumerate() {
                 assert_eq!(d.get(&(100 + t as u32)).unwrap(), Some(n));
             }
@@ -632,6 +649,7 @@ fn scribbled_areas_cost_their_clients_only() {
                 }
                 opened
             });
+            let _stop = SetOnDrop(&stop);
             for i in 0..2000 {
                 let start = Instant::now();
                 d.set(2, i).unwrap();
