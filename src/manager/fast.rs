@@ -420,13 +420,13 @@ impl ClientArea {
         // Within the handshake's time, as the connection's first answers:
         // a peer that never answers is no manager (or a stuck one), and
         // its client fails rather than wait for ever.
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        // (The descriptor's readiness: nothing of the answer is buffered
+        // in `conn`, which read the earlier answers whole and nothing more.)
+        let deadline = sys::Deadline::after(HANDSHAKE_TIMEOUT);
         let len = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ready = conn
-                .poll(Some(left))
+            let ready = sys::poll_readable(&[conn.as_raw_fd()], deadline)
                 .map_err(|e| Error::ManagerGone(format!("fast path setup: {e}")))?;
-            if !ready {
+            if !ready[0] {
                 return Err(Error::ManagerGone(format!(
                     "no answer to the fast path setup within {HANDSHAKE_TIMEOUT:?}: not a manager?"
                 )));
