@@ -659,6 +659,11 @@ pub fn fuzz_area(data: &[u8]) {
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), area.area.request_slot(), bytes.len())
         };
+        // The client's sleep flag, scribbled too (with the sequence
+        // number's bytes): the server's wake-up of any word's value.
+        let c = area.area.control();
+        let flag = c.request.0[0].load(Ordering::Relaxed);
+        c.client.0[0].store(flag, Ordering::Relaxed);
         let mut buf = Vec::new();
         match area.take_request(&mut buf) {
             Taken::Request(seq) => {
@@ -667,9 +672,15 @@ pub fn fuzz_area(data: &[u8]) {
                     return;
                 }
                 if let Answer::Reply(reply, _, _) = objects.answer(&buf, session, 1) {
-                    if !area.answer(seq, &reply) {
+                    let len = if area.answer(seq, &reply) {
+                        reply.len() as u32
+                    } else {
                         area.answer_on_socket(seq);
-                    }
+                        ON_SOCKET
+                    };
+                    let c = area.area.control();
+                    assert_eq!(c.answer.0[0].load(Ordering::SeqCst), seq, "answered");
+                    assert_eq!(c.answer.0[1].load(Ordering::SeqCst), len, "its length");
                 }
             }
             Taken::Bad | Taken::Nothing => {}
