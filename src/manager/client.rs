@@ -83,20 +83,22 @@ pub(super) struct Client {
 /// A process's long connection, and its fast-path area if it has one
 /// (which goes with the connection: a forked child's state drops both).
 struct Link {
-    /// First, so that it is dropped (off the list) before the socket is
-    /// closed and its number reused.
+    /// First, so that they are dropped (off the list) before the socket
+    /// and the area's doorbell are closed and their numbers reused.
     _listed: Listed,
+    _doorbell_listed: Option<Listed>,
     conn: Connection,
     fast: Option<ClientArea>,
 }
 
-/// The sockets of this process's long connections (`-1`: a free place),
-/// which a forked child makes inert at once ([`after_fork_in_child`]):
-/// the server sees a connection end, and gives back the references it
-/// held, when its process ends, not when the last child that inherited
-/// the socket does (a child never uses its parent's connection). A
-/// connection beyond the places is left as it is.
-static SOCKETS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+/// The sockets of this process's long connections, and of their areas'
+/// doorbells (`-1`: a free place), which a forked child makes inert at
+/// once ([`after_fork_in_child`]): the server sees a connection end, and
+/// gives back the references it held, when its process ends, not when the
+/// last child that inherited the socket does (a child never uses its
+/// parent's connection). Room for 64 connections with an area; a socket
+/// beyond the places is left as it is.
+static SOCKETS: [AtomicI32; 128] = [const { AtomicI32::new(-1) }; 128];
 
 /// A socket's place in [`SOCKETS`], if it has one, from as soon as the
 /// connection is made (a child forked by another thread while the
@@ -108,8 +110,8 @@ struct Listed {
 }
 
 impl Listed {
-    fn new(conn: &Connection) -> Listed {
-        let fd = conn.as_raw_fd();
+    fn new(socket: &impl AsRawFd) -> Listed {
+        let fd = socket.as_raw_fd();
         // The handler that makes them inert runs only once installed.
         let place = crate::fork_handlers::ready().ok().and_then(|()| {
             SOCKETS.iter().position(|s| {
@@ -263,6 +265,7 @@ impl Client {
         };
         Ok(Link {
             _listed: listed,
+            _doorbell_listed: fast.as_ref().map(|a| Listed::new(a.doorbell())),
             conn,
             fast,
         })

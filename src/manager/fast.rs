@@ -52,17 +52,21 @@
 //! whose blocking mode a client could change), read without waiting.
 //! A client that dies mid-call leaves an area that is freed with its
 //! connection; a forked child never uses its parent's area (each process
-//! has its own connection, see `client`).
+//! has its own connection, see `client`), nor even has it: the mapping is
+//! not inherited, and the doorbell is made inert in the child with the
+//! socket.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::pickle;
 use super::PyValue;
+use crate::conn::auth::HANDSHAKE_TIMEOUT;
 use crate::conn::{frame, Connection};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -200,15 +204,26 @@ pub(crate) fn refusal() -> Vec<u8> {
     )
 }
 
-/// A mapping of an area.
+/// A mapping of an area, which a forked child never inherits
+/// (`MADV_DONTFORK`): a child forked while another thread was in the
+/// middle of a call keeps its copy of the connection's state, which it
+/// never drops, and kept the area mapped with it for as long as it lived.
 struct Area {
-    map: MmapRaw,
+    map: ManuallyDrop<MmapRaw>,
+    /// The process that mapped it, the only one that unmaps it: in a
+    /// forked child, its addresses are not the area's (and may be a
+    /// mapping of the child's own by the time the copy is dropped).
+    pid: u32,
 }
 
 impl Area {
     fn map(fd: &impl AsRawFd) -> io::Result<Area> {
         let map = MmapOptions::new().len(AREA_LEN).map_raw(fd)?;
-        Ok(Area { map })
+        map.advise(Advice::DontFork)?;
+        Ok(Area {
+            map: ManuallyDrop::new(map),
+            pid: sys::cached_pid(),
+        })
     }
 
     fn control(&self) -> &Control {
@@ -402,7 +417,20 @@ impl ClientArea {
         // descriptors): the answer is read whole all the same, and the
         // connection goes on without an area.
         let mut cut = false;
+        // Within the handshake's time, as the connection's first answers:
+        // a peer that never answers is no manager (or a stuck one), and
+        // its client fails rather than wait for ever.
+        // (The descriptor's readiness: nothing of the answer is buffered
+        // in `conn`, which read the earlier answers whole and nothing more.)
+        let deadline = sys::Deadline::after(HANDSHAKE_TIMEOUT);
         let len = loop {
+            let ready = sys::poll_readable(&[conn.as_raw_fd()], deadline)
+                .map_err(|e| Error::ManagerGone(format!("fast path setup: {e}")))?;
+            if !ready[0] {
+                return Err(Error::ManagerGone(format!(
+                    "no answer to the fast path setup within {HANDSHAKE_TIMEOUT:?}: not a manager?"
+                )));
+            }
             let (n, more, lost) = sys::recv_some_fds(conn, &mut chunk, 2, true)
                 .map_err(|e| Error::ManagerGone(format!("fast path setup: {e}")))?;
             cut |= lost;
@@ -467,6 +495,12 @@ impl ClientArea {
             seq,
             spin: Spin::new(),
         }))
+    }
+
+    /// The client's end of the doorbell (which a forked child makes inert,
+    /// as it does the connection's socket).
+    pub(crate) fn doorbell(&self) -> &OwnedFd {
+        &self.doorbell
     }
 
     /// Whether a request of `len` bytes travels through the area.
@@ -578,6 +612,15 @@ impl ClientArea {
     }
 }
 
+impl Drop for Area {
+    fn drop(&mut self) {
+        if sys::cached_pid() == self.pid {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.map) };
+        }
+    }
+}
+
 impl AsFd for ServerArea {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.doorbell.as_fd()
@@ -616,6 +659,11 @@ pub fn fuzz_area(data: &[u8]) {
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), area.area.request_slot(), bytes.len())
         };
+        // The client's sleep flag, scribbled too (with the sequence
+        // number's bytes): the server's wake-up of any word's value.
+        let c = area.area.control();
+        let flag = c.request.0[0].load(Ordering::Relaxed);
+        c.client.0[0].store(flag, Ordering::Relaxed);
         let mut buf = Vec::new();
         match area.take_request(&mut buf) {
             Taken::Request(seq) => {
@@ -624,9 +672,15 @@ pub fn fuzz_area(data: &[u8]) {
                     return;
                 }
                 if let Answer::Reply(reply, _, _) = objects.answer(&buf, session, 1) {
-                    if !area.answer(seq, &reply) {
+                    let len = if area.answer(seq, &reply) {
+                        reply.len() as u32
+                    } else {
                         area.answer_on_socket(seq);
-                    }
+                        ON_SOCKET
+                    };
+                    let c = area.area.control();
+                    assert_eq!(c.answer.0[0].load(Ordering::SeqCst), seq, "answered");
+                    assert_eq!(c.answer.0[1].load(Ordering::SeqCst), len, "its length");
                 }
             }
             Taken::Bad | Taken::Nothing => {}

@@ -405,7 +405,11 @@ pub(crate) fn event_loop(
             if turn.shutdown {
                 stopping = Some(shutdown_deadline());
             }
-            fast_busy = turn.busy;
+            // A request served may have woken a waiting call: the loop goes
+            // round at once to answer it (its poll seeing first whether
+            // that call's client is gone), rather than sleep up to
+            // `PARENT_CHECK` with the answer undelivered.
+            fast_busy = turn.busy || (turn.served && peers.iter().any(|p| p.parked));
         }
         // Answers too large for an area may have been queued meanwhile.
         let over = queued > TOTAL_OUT_LIMIT;
@@ -832,6 +836,8 @@ struct FastTurn {
     busy: bool,
     /// A request asked for a shutdown.
     shutdown: bool,
+    /// It served a request.
+    served: bool,
 }
 
 /// The server's spin over its fast-path areas, kept across turns.
@@ -872,6 +878,7 @@ fn fast_turn(
     let mut turn = FastTurn {
         busy: false,
         shutdown: false,
+        served: false,
     };
     let start = Instant::now();
     let busy = peers
@@ -899,7 +906,10 @@ fn fast_turn(
             *queued = (*queued + p.unsent()).saturating_sub(before);
             match fast {
                 Fast::Nothing => {}
-                Fast::Served => served = true,
+                Fast::Served => {
+                    served = true;
+                    turn.served = true;
+                }
                 Fast::Shutdown => {
                     turn.shutdown = true;
                     return turn;
