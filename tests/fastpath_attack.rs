@@ -4,37 +4,16 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::fastpath::*;
 use common::procfs;
 use common::{join, static_child, wait_until, watchdog};
 use multiproc::manager::{Manager, Transport};
 use multiproc::Error;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The inodes of this process's mappings of fast-path areas.
-fn areas_mapped() -> Vec<u64> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let mut inodes: Vec<u64> = maps
-        .lines()
-        .filter(|l| l.contains("multiproc-manager-fastpath"))
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
-        .collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    inodes
-}
-
-/// The inodes in `now` that are not in `before`.
-fn new_areas(before: &[u64], now: &[u64]) -> Vec<u64> {
-    now.iter()
-        .filter(|i| !before.contains(i))
-        .copied()
-        .collect()
-}
 
 /// This process's descriptors that are sockets whose other end process
 /// `pid` made (its connections to the server, and its areas' doorbells).
@@ -62,13 +41,6 @@ fn sockets_to(pid: u32) -> Vec<i32> {
             r == 0 && cred.pid as u32 == pid
         })
         .collect()
-}
-
-/// Runs `f` in a child process of its own, whose mappings and descriptors
-/// change only by what `f` does (the tests of this binary run on threads
-/// of one process).
-fn alone(f: impl FnOnce() + Send + 'static) {
-    assert_eq!(join(&static_child(f), LIMIT), 0);
 }
 
 /// Sends `signal` to process `pid`, which the test started.
@@ -405,177 +377,8 @@ fn forks_from_one_thread_while_others_call_share_nothing() {
     });
 }
 
-/// `(None, '_multiproc_fastpath', (1,), {})`, as the server recognises it.
-const SETUP: &[u8] = b"\x80\x02(NX\x13\x00\x00\x00_multiproc_fastpath(J\x01\x00\x00\x00t}t.";
-/// The area's layout (see `src/manager/fast.rs`).
-const CONTROL_LEN: usize = 4096;
-const SLOT: usize = 64 << 10;
-const AREA_LEN: usize = CONTROL_LEN + 2 * SLOT;
-const REQUEST_SEQ: usize = 0;
-const REQUEST_LEN: usize = 4;
-const ANSWER_SEQ: usize = 128;
-const ANSWER_LEN: usize = 132;
 /// The control words: four cache lines of sixteen.
 const CONTROL_WORDS: usize = 4 * 16;
-
-/// A hostile client's area, reached as raw memory.
-struct RawArea {
-    conn: multiproc::conn::Connection,
-    map: *mut u8,
-    doorbell: std::os::fd::OwnedFd,
-}
-
-// SAFETY: the mapping is shared memory reached through atomics and raw
-// copies only; any thread may use it.
-unsafe impl Sync for RawArea {}
-// SAFETY: as above.
-unsafe impl Send for RawArea {}
-
-impl RawArea {
-    /// Asks for an area on a new authenticated connection whose
-    /// references the server holds (`_multiproc_hold`, as a Rust client's).
-    fn open(m: &Manager) -> RawArea {
-        let mut conn = multiproc::conn::connect(m.address(), Some(m.authkey())).unwrap();
-        conn.send_bytes(&common::pickle::request(None, "_multiproc_hold", vec![]))
-            .unwrap();
-        let held = conn.recv_bytes().unwrap();
-        assert!(held.windows(7).any(|w| w == b"#RETURN"), "{held:?}");
-        conn.send_bytes(SETUP).unwrap();
-        let mut fds = recv_fds(&conn).into_iter();
-        let (memfd, doorbell) = (fds.next().expect("an area"), fds.next().unwrap());
-        // SAFETY: mapping a memory file of AREA_LEN bytes, shared.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                AREA_LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                memfd.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED);
-        RawArea {
-            conn,
-            map: map.cast(),
-            doorbell,
-        }
-    }
-
-    fn word(&self, at: usize) -> &std::sync::atomic::AtomicU32 {
-        assert!(at % 4 == 0 && at < CONTROL_LEN);
-        // SAFETY: an aligned word inside the mapping, alive with `self`.
-        unsafe { &*self.map.wrapping_add(at).cast() }
-    }
-
-    /// Writes `bytes` into the request slot and publishes them as `len`
-    /// bytes under the next sequence number, ringing the doorbell.
-    fn request(&self, bytes: &[u8], len: u32) -> u32 {
-        // SAFETY: at most a slot's bytes into the request slot.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.map.wrapping_add(CONTROL_LEN),
-                bytes.len().min(SLOT),
-            )
-        };
-        self.word(REQUEST_LEN).store(len, Ordering::SeqCst);
-        let seq = self.word(REQUEST_SEQ).fetch_add(1, Ordering::SeqCst) + 1;
-        self.ring();
-        seq
-    }
-
-    fn ring(&self) {
-        // SAFETY: a one-byte write from a valid buffer.
-        unsafe {
-            libc::send(
-                self.doorbell.as_raw_fd(),
-                b"!".as_ptr().cast(),
-                1,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-    }
-
-    /// Waits for the answer to `seq` and reads it from the answer slot.
-    fn answer(&self, seq: u32) -> Vec<u8> {
-        assert!(wait_until(LIMIT, || self
-            .word(ANSWER_SEQ)
-            .load(Ordering::SeqCst)
-            == seq));
-        let len = (self.word(ANSWER_LEN).load(Ordering::SeqCst) as usize).min(SLOT);
-        let mut out = vec![0; len];
-        // SAFETY: at most a slot's bytes from the answer slot.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.map.wrapping_add(CONTROL_LEN + SLOT),
-                out.as_mut_ptr(),
-                len,
-            )
-        };
-        out
-    }
-
-    /// A call through the area: the answer's bytes.
-    fn call(&self, bytes: &[u8]) -> Vec<u8> {
-        let seq = self.request(bytes, bytes.len() as u32);
-        self.answer(seq)
-    }
-
-    /// Whether the server ended this connection.
-    fn ended(&self) -> bool {
-        self.conn.poll(Some(Duration::ZERO)).unwrap_or(true)
-    }
-}
-
-impl Drop for RawArea {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `open` mapped.
-        unsafe { libc::munmap(self.map.cast(), AREA_LEN) };
-    }
-}
-
-/// Reads one small answer frame, and the descriptors it carries.
-fn recv_fds(conn: &multiproc::conn::Connection) -> Vec<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let mut buf = [0u8; 512];
-    let mut control = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: a zeroed msghdr, then pointed at live buffers.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: recvmsg writes within the buffers `msg` points at.
-    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    assert!(n > 4, "an answer");
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        // SAFETY: a header inside `control`.
-        let hdr = unsafe { &*cmsg };
-        if hdr.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: its payload, inside `control`.
-            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
-            // SAFETY: CMSG_LEN computes a size.
-            let count = (hdr.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
-            for i in 0..count {
-                // SAFETY: the `i`th int of the payload, inside `control`.
-                let fd = unsafe { data.wrapping_add(i).read_unaligned() };
-                // SAFETY: a descriptor the kernel installed for us alone.
-                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        // SAFETY: the next header or null.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
-    fds
-}
 
 /// A small generator of arbitrary numbers (xorshift).
 struct Noise(u64);
@@ -606,7 +409,7 @@ fn scribbled_areas_cost_their_clients_only() {
         let opened = std::thread::scope(|s| {
             let scribbler = s.spawn(|| {
                 let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
-                let mut raw = RawArea::open(&m);
+                let mut raw = RawArea::open(&m, true).expect("an area");
                 let mut opened = 1;
                 let create =
                     common::pickle::request(None, "create", vec![common::pickle::s("dict")]);
@@ -643,7 +446,7 @@ fn scribbled_areas_cost_their_clients_only() {
                         }
                     }
                     if i % 256 == 0 && raw.ended() {
-                        raw = RawArea::open(&m);
+                        raw = RawArea::open(&m, true).expect("an area");
                         opened += 1;
                     }
                 }
@@ -680,7 +483,7 @@ fn a_client_that_never_reads_its_answers_costs_the_server_bounded_memory() {
         let server = m.server_pid().unwrap();
         let d = m.dict::<u32, u32>().unwrap();
         d.set(1, 1).unwrap();
-        let raw = RawArea::open(&m);
+        let raw = RawArea::open(&m, true).expect("an area");
         let ident =
             returned_ident(&raw.call(&request(None, "create", vec![common::pickle::s("dict")])));
         let big = "x".repeat(60_000);
@@ -752,8 +555,8 @@ fn waiting_calls_through_the_area_with_timeouts_from_zero_to_forever() {
         let m = Manager::start().unwrap();
         let d = m.dict::<u32, u32>().unwrap();
         d.set(1, 1).unwrap();
-        let a = RawArea::open(&m);
-        let b = RawArea::open(&m);
+        let a = RawArea::open(&m, true).expect("an area");
+        let b = RawArea::open(&m, true).expect("an area");
         let q = returned_ident(&a.call(&request(None, "create", vec![s("Queue")])));
         let held = b.call(&request(None, "incref", vec![s(&q)]));
         assert!(held.windows(7).any(|w| w == b"#RETURN"), "{held:?}");

@@ -6,60 +6,22 @@
 mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::fastpath::*;
 use common::{join, static_child, wait_until, watchdog};
-use multiproc::conn::{connect, Address, Connection};
+use multiproc::conn::{Address, Connection};
 use multiproc::manager::{Manager, Transport};
 use multiproc::Error;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// `(None, '_multiproc_fastpath', (1,), {})`, as the server recognises it.
-const SETUP: &[u8] = b"\x80\x02(NX\x13\x00\x00\x00_multiproc_fastpath(J\x01\x00\x00\x00t}t.";
-/// The area's layout (see `src/manager/fast.rs`).
-const CONTROL_LEN: usize = 4096;
-const SLOT: usize = 64 << 10;
-const AREA_LEN: usize = CONTROL_LEN + 2 * SLOT;
-const REQUEST_SEQ: usize = 0;
-const REQUEST_LEN: usize = 4;
-const ANSWER_SEQ: usize = 128;
-const ANSWER_LEN: usize = 132;
-
-/// The inodes of this process's mappings of fast-path areas.
-fn areas_mapped() -> Vec<u64> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let mut inodes: Vec<u64> = maps
-        .lines()
-        .filter(|l| l.contains("multiproc-manager-fastpath"))
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
-        .collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    inodes
-}
 
 fn socket_path(m: &Manager) -> std::path::PathBuf {
     match m.address() {
         Address::Unix(p) => p.clone(),
         Address::Tcp(_) => unreachable!(),
     }
-}
-
-/// Runs `f` in a child process of its own, whose mappings change only
-/// by what `f` does (the tests of this binary run on threads of one
-/// process).
-fn alone(f: impl FnOnce() + Send + 'static) {
-    assert_eq!(join(&static_child(f), LIMIT), 0);
-}
-
-/// The inodes in `now` that are not in `before`.
-fn new_areas(before: &[u64], now: &[u64]) -> Vec<u64> {
-    now.iter()
-        .filter(|i| !before.contains(i))
-        .copied()
-        .collect()
 }
 
 #[test]
@@ -166,151 +128,13 @@ fn a_client_killed_mid_request_disturbs_no_one() {
     });
 }
 
-/// A raw client's fast-path area, as a hostile client holds it.
-struct RawArea {
-    conn: Connection,
-    map: *mut u8,
-    memfd: OwnedFd,
-    doorbell: OwnedFd,
-}
-
-impl RawArea {
-    /// Asks for an area on a new authenticated connection; `None` if the
-    /// answer carried no descriptors.
-    fn open(m: &Manager) -> Option<RawArea> {
-        let mut conn = connect(m.address(), Some(m.authkey())).unwrap();
-        conn.send_bytes(SETUP).unwrap();
-        let fds = recv_fds(&conn);
-        if fds.is_empty() {
-            return None;
-        }
-        let mut fds = fds.into_iter();
-        let (memfd, doorbell) = (fds.next().unwrap(), fds.next().unwrap());
-        // SAFETY: mapping a memory file of AREA_LEN bytes, shared.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                AREA_LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                memfd.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED);
-        Some(RawArea {
-            conn,
-            map: map.cast(),
-            memfd,
-            doorbell,
-        })
-    }
-
-    fn word(&self, at: usize) -> &AtomicU32 {
-        // SAFETY: an aligned word inside the mapping, alive with `self`.
-        unsafe { &*self.map.wrapping_add(at).cast::<AtomicU32>() }
-    }
-
-    fn request(&self, bytes: &[u8], len: u32) {
-        // SAFETY: at most a slot's bytes into the request slot.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.map.wrapping_add(CONTROL_LEN),
-                bytes.len().min(SLOT),
-            )
-        };
-        self.word(REQUEST_LEN).store(len, Ordering::SeqCst);
-        self.word(REQUEST_SEQ).fetch_add(1, Ordering::SeqCst);
-        self.ring();
-    }
-
-    fn ring(&self) {
-        // SAFETY: a one-byte write from a valid buffer.
-        unsafe {
-            libc::send(
-                self.doorbell.as_raw_fd(),
-                b"!".as_ptr().cast(),
-                1,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-    }
-
-    fn answer(&self) -> Vec<u8> {
-        let len = (self.word(ANSWER_LEN).load(Ordering::SeqCst) as usize).min(SLOT);
-        let mut out = vec![0; len];
-        // SAFETY: at most a slot's bytes from the answer slot.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.map.wrapping_add(CONTROL_LEN + SLOT),
-                out.as_mut_ptr(),
-                len,
-            )
-        };
-        out
-    }
-}
-
-// SAFETY: the mapping is shared memory reached through atomics and raw
-// copies only; any thread may use it.
-unsafe impl Sync for RawArea {}
-
-impl Drop for RawArea {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `open` mapped.
-        unsafe { libc::munmap(self.map.cast(), AREA_LEN) };
-    }
-}
-
-/// Reads one small answer frame, and the descriptors it carries.
-fn recv_fds(conn: &Connection) -> Vec<OwnedFd> {
-    let mut buf = [0u8; 512];
-    let mut control = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: a zeroed msghdr, then pointed at live buffers.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: recvmsg writes within the buffers `msg` points at.
-    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    assert!(n > 4, "an answer");
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        // SAFETY: a header inside `control`.
-        let hdr = unsafe { &*cmsg };
-        if hdr.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: its payload, inside `control`.
-            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
-            // SAFETY: CMSG_LEN computes a size.
-            let count = (hdr.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
-            for i in 0..count {
-                // SAFETY: the `i`th int of the payload, inside `control`.
-                let fd = unsafe { data.wrapping_add(i).read_unaligned() };
-                // SAFETY: a descriptor the kernel installed for us alone.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        // SAFETY: the next header or null.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
-    fds
-}
-
 #[test]
 fn hostile_areas_cost_their_client_only() {
     watchdog("hostile areas", LIMIT, || {
         let m = Manager::start().unwrap();
         let d = m.dict::<u32, u32>().unwrap();
         d.set(1, 1).unwrap();
-        let raw = RawArea::open(&m).expect("an area");
+        let raw = RawArea::open(&m, false).expect("an area");
         // Its size is sealed: the server's mapping can never fault.
         let truncate = |len| {
             // SAFETY: a plain syscall on a descriptor we own.
@@ -327,7 +151,7 @@ fn hostile_areas_cost_their_client_only() {
             .word(ANSWER_SEQ)
             .load(Ordering::SeqCst)
             == raw.word(REQUEST_SEQ).load(Ordering::SeqCst)));
-        let answer = raw.answer();
+        let answer = raw.read_answer();
         assert!(answer.windows(10).any(|w| w == b"#TRACEBACK"), "{answer:?}");
         // Bytes changing under the server while others are served.
         let stop = AtomicBool::new(false);
@@ -406,7 +230,7 @@ fn a_hung_up_doorbell_ends_its_client_only() {
         let m = Manager::start().unwrap();
         let d = m.dict::<u32, u32>().unwrap();
         for close in [false, true] {
-            let raw = RawArea::open(&m).expect("an area");
+            let raw = RawArea::open(&m, false).expect("an area");
             let request = common_request(0);
             raw.request(&request, request.len() as u32);
             assert!(wait_until(LIMIT, || raw

@@ -14,6 +14,7 @@ use multiproc::segment::Segment;
 use multiproc::{Process, Scope};
 
 pub mod cpython;
+pub mod fastpath;
 pub mod harness;
 pub mod pickle;
 pub mod procfs;
