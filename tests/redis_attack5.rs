@@ -32,12 +32,17 @@ fn deserialize<T: std::fmt::Debug>(r: multiproc::Result<T>, what: &str) {
 }
 
 fn lrange(conn: &mut redis::Connection, key: &str) -> Vec<Vec<u8>> {
-    redis::cmd("LRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap()
+    cmd(conn, "LRANGE", (key, 0, -1))
+}
+
+/// Runs the Redis command `name` with `args` (a tuple), as another program
+/// would: its answer.
+fn cmd<T: redis::FromRedisValue>(
+    conn: &mut redis::Connection,
+    name: &str,
+    args: impl redis::ToRedisArgs,
+) -> T {
+    redis::cmd(name).arg(args).query(conn).unwrap()
 }
 
 /// A list item another program wrote that does not decode, popped (at
@@ -53,18 +58,11 @@ fn a_foreign_item_popped_from_a_list_stays_where_it_was() {
         let l = m.list_named::<i64>(name).unwrap();
         for foreign in FOREIGN {
             l.clear().unwrap();
-            let _: i64 = redis::cmd("RPUSH")
-                .arg(&key)
-                .arg(foreign)
-                .arg("1")
-                .arg(foreign)
-                .arg("2")
-                .arg("3")
-                .arg(foreign)
-                .arg("4")
-                .arg(foreign)
-                .query(&mut conn)
-                .unwrap();
+            let _: i64 = cmd(
+                &mut conn,
+                "RPUSH",
+                (&key, foreign, "1", foreign, "2", "3", foreign, "4", foreign),
+            );
             let before = lrange(&mut conn, &key);
             for at in [0, 2, 5, 7, -1, -3, -6, -8] {
                 deserialize(l.pop(at), &format!("pop({at}) of {foreign:?}"));
@@ -98,29 +96,15 @@ fn a_foreign_value_popped_from_a_dict_stays() {
             d.set("x".into(), 1).unwrap();
             d.set("y".into(), 2).unwrap();
             d.set("z".into(), 3).unwrap();
-            let _: () = redis::cmd("HSET")
-                .arg(&v)
-                .arg("sy")
-                .arg(foreign)
-                .query(&mut conn)
-                .unwrap();
+            let _: () = cmd(&mut conn, "HSET", (&v, "sy", foreign));
             deserialize(d.pop(&"y".into()), &format!("pop of {foreign:?}"));
             deserialize(d.remove(&"y".into()), &format!("remove of {foreign:?}"));
-            let left: Option<Vec<u8>> = redis::cmd("HGET")
-                .arg(&v)
-                .arg("sy")
-                .query(&mut conn)
-                .unwrap();
+            let left: Option<Vec<u8>> = cmd(&mut conn, "HGET", (&v, "sy"));
             assert_eq!(left.as_deref(), Some(foreign), "{foreign:?} was taken");
             assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
             // The last inserted, foreign: popitem leaves it too.
             d.set("y".into(), 2).unwrap();
-            let _: () = redis::cmd("HSET")
-                .arg(&v)
-                .arg("sz")
-                .arg(foreign)
-                .query(&mut conn)
-                .unwrap();
+            let _: () = cmd(&mut conn, "HSET", (&v, "sz", foreign));
             deserialize(d.popitem(), &format!("popitem of {foreign:?}"));
             assert_eq!(d.keys().unwrap(), ["x", "y", "z"]);
             // What decodes is still popped.
@@ -143,31 +127,12 @@ fn a_foreign_key_popped_from_a_dict_stays() {
         let mut conn = raw(url);
         let d = m.dict_named::<String, i64>(name).unwrap();
         d.set("x".into(), 1).unwrap();
-        let _: () = redis::cmd("HSET")
-            .arg(&v)
-            .arg(b"\xff")
-            .arg("7")
-            .query(&mut conn)
-            .unwrap();
-        let _: () = redis::cmd("ZADD")
-            .arg(&o)
-            .arg(100)
-            .arg(b"\xff")
-            .query(&mut conn)
-            .unwrap();
+        let _: () = cmd(&mut conn, "HSET", (&v, b"\xff", "7"));
+        let _: () = cmd(&mut conn, "ZADD", (&o, 100, b"\xff"));
         deserialize(d.popitem(), "popitem of a foreign key");
-        let left: Option<String> = redis::cmd("HGET")
-            .arg(&v)
-            .arg(b"\xff")
-            .query(&mut conn)
-            .unwrap();
+        let left: Option<String> = cmd(&mut conn, "HGET", (&v, b"\xff"));
         assert_eq!(left.as_deref(), Some("7"));
-        let order: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-            .arg(&o)
-            .arg(0)
-            .arg(-1)
-            .query(&mut conn)
-            .unwrap();
+        let order: Vec<Vec<u8>> = cmd(&mut conn, "ZRANGE", (&o, 0, -1));
         assert_eq!(order, [b"sx".to_vec(), b"\xff".to_vec()]);
         assert!(m.remove_named(name).unwrap());
     });
@@ -206,34 +171,21 @@ fn an_increment_of_a_number_get_refuses_leaves_it() {
         let l = m.list_named::<f64>(name).unwrap();
         let lkey = format!("multiproc:{{list:{name}}}:l");
         for foreign in NUMBERS {
-            let _: () = redis::cmd("SET")
-                .arg(&vkey)
-                .arg(foreign)
-                .query(&mut conn)
-                .unwrap();
+            let _: () = cmd(&mut conn, "SET", (&vkey, foreign));
             deserialize(value.get(), &format!("get of {foreign:?}"));
             assert!(value.increment_float(1.0).is_err(), "{foreign:?}");
             assert_eq!(get(&mut conn, "GET", &vkey, ""), foreign.as_bytes());
 
             d.clear().unwrap();
             d.set("x".into(), 0.0).unwrap();
-            let _: () = redis::cmd("HSET")
-                .arg(&dkey)
-                .arg("sx")
-                .arg(foreign)
-                .query(&mut conn)
-                .unwrap();
+            let _: () = cmd(&mut conn, "HSET", (&dkey, "sx", foreign));
             deserialize(d.get(&"x".into()), &format!("dict get of {foreign:?}"));
             let r = d.increment(&"x".into(), 1.0);
             assert!(r.is_err(), "dict {foreign:?}: {r:?}");
             assert_eq!(get(&mut conn, "HGET", &dkey, "sx"), foreign.as_bytes());
 
             l.clear().unwrap();
-            let _: () = redis::cmd("RPUSH")
-                .arg(&lkey)
-                .arg(foreign)
-                .query(&mut conn)
-                .unwrap();
+            let _: () = cmd(&mut conn, "RPUSH", (&lkey, foreign));
             deserialize(l.get(0), &format!("list get of {foreign:?}"));
             let r = l.increment(0, 1.0);
             assert!(r.is_err(), "list {foreign:?}: {r:?}");
@@ -275,9 +227,7 @@ fn values_decoded_before_they_are_taken_are_taken() {
 
 /// Every key of `keys` as Redis serializes it (`DUMP`), to compare.
 fn dump(conn: &mut redis::Connection, keys: &[String]) -> Vec<Option<Vec<u8>>> {
-    keys.iter()
-        .map(|k| redis::cmd("DUMP").arg(k).query(conn).unwrap())
-        .collect()
+    keys.iter().map(|k| cmd(conn, "DUMP", (k,))).collect()
 }
 
 /// Every operation of a list and a dict that fails on what another
@@ -298,19 +248,18 @@ fn an_operation_that_fails_on_foreign_values_writes_nothing() {
             for at in 0..3i64 {
                 l.clear().unwrap();
                 l.extend([1, 2]).unwrap();
-                let _: () = redis::cmd("LINSERT")
-                    .arg(&lkeys[0])
-                    .arg("BEFORE")
-                    .arg(if at == 0 { "1" } else { "2" })
-                    .arg(foreign)
-                    .query(&mut conn)
-                    .unwrap();
+                let _: () = cmd(
+                    &mut conn,
+                    "LINSERT",
+                    (
+                        &lkeys[0],
+                        "BEFORE",
+                        if at == 0 { "1" } else { "2" },
+                        foreign,
+                    ),
+                );
                 if at == 2 {
-                    let _: () = redis::cmd("RPUSH")
-                        .arg(&lkeys[0])
-                        .arg(foreign)
-                        .query(&mut conn)
-                        .unwrap();
+                    let _: () = cmd(&mut conn, "RPUSH", (&lkeys[0], foreign));
                 }
                 let ops: [(&str, &dyn Fn() -> multiproc::Result<()>); 11] = [
                     ("pop", &|| l.pop(at).map(drop)),
@@ -341,19 +290,8 @@ fn an_operation_that_fails_on_foreign_values_writes_nothing() {
                 d.clear().unwrap();
                 d.set("x".into(), 1).unwrap();
                 d.set("y".into(), 2).unwrap();
-                let _: () = redis::cmd("HSET")
-                    .arg(&dkeys[0])
-                    .arg(field)
-                    .arg(foreign)
-                    .query(&mut conn)
-                    .unwrap();
-                let _: () = redis::cmd("ZADD")
-                    .arg(&dkeys[1])
-                    .arg("NX")
-                    .arg(100)
-                    .arg(field)
-                    .query(&mut conn)
-                    .unwrap();
+                let _: () = cmd(&mut conn, "HSET", (&dkeys[0], field, foreign));
+                let _: () = cmd(&mut conn, "ZADD", (&dkeys[1], "NX", 100, field));
                 let ops: [(&str, &dyn Fn() -> multiproc::Result<()>); 10] = [
                     ("pop", &|| d.pop(&"x".into()).map(drop)),
                     ("remove", &|| d.remove(&"z".into()).map(drop)),
@@ -391,7 +329,7 @@ fn an_operation_that_fails_on_foreign_values_writes_nothing() {
 
 /// Plants a key of Redis type `kind` at `key`.
 fn plant(conn: &mut redis::Connection, key: &str, kind: &str) {
-    let _: () = redis::cmd("DEL").arg(key).query(conn).unwrap();
+    let _: () = cmd(conn, "DEL", (key,));
     let mut c = match kind {
         "string" => redis::cmd("SET"),
         "list" => redis::cmd("RPUSH"),
