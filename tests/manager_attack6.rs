@@ -104,6 +104,20 @@ impl Drop for Fresh {
     }
 }
 
+/// Shuts down the server at `path` (through a new connection), waits for
+/// its process and removes its socket file.
+fn shut_down(server: Fresh, path: &std::path::Path) {
+    let m = Manager::connect(Address::Unix(path.to_path_buf()), KEY.as_bytes()).unwrap();
+    shut_down_through(m, server, path);
+}
+
+/// [`shut_down`] through the manager `m` already connected to it.
+fn shut_down_through(mut m: Manager, server: Fresh, path: &std::path::Path) {
+    m.shutdown().unwrap();
+    server.join().unwrap();
+    let _ = std::fs::remove_file(path);
+}
+
 /// A server of its own in a fresh process (see [`serve_here`]): it, its
 /// socket's path, and a connection to it.
 fn serve_fresh(name: &str, key: &[u8]) -> (Fresh, std::path::PathBuf, Connection) {
@@ -270,10 +284,7 @@ fn requests_sent_in_part_cost_the_server_bounded_memory() {
         call(&mut conn, &request(Some(&list), "__len__", vec![]));
         drop(honest);
         drop(conn);
-        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
-        m.shutdown().unwrap();
-        server.join().unwrap();
-        let _ = std::fs::remove_file(&path);
+        shut_down(server, &path);
     });
 }
 
@@ -306,10 +317,7 @@ fn many_large_requests_at_once_are_all_served() {
             c.join().unwrap();
         }
         drop(conn);
-        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
-        m.shutdown().unwrap();
-        server.join().unwrap();
-        let _ = std::fs::remove_file(&path);
+        shut_down(server, &path);
     });
 }
 
@@ -342,7 +350,7 @@ fn large_requests_served_leave_no_memory_behind_on_idle_connections() {
             .collect();
         // A round trip on another connection: the server is past the last
         // of them.
-        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
+        let m = Manager::connect(address, KEY.as_bytes()).unwrap();
         assert_eq!(m.number_of_objects().unwrap(), 0);
         let now = rss(pid);
         println!(
@@ -357,9 +365,7 @@ fn large_requests_served_leave_no_memory_behind_on_idle_connections() {
             before / MIB
         );
         drop((idle, conn));
-        m.shutdown().unwrap();
-        server.join().unwrap();
-        let _ = std::fs::remove_file(&path);
+        shut_down_through(m, server, &path);
     });
 }
 
@@ -407,10 +413,7 @@ fn large_answers_sent_leave_no_memory_behind_on_idle_connections() {
             before / MIB
         );
         drop((idle, conn));
-        let mut m = Manager::connect(address, KEY.as_bytes()).unwrap();
-        m.shutdown().unwrap();
-        server.join().unwrap();
-        let _ = std::fs::remove_file(&path);
+        shut_down(server, &path);
     });
 }
 
@@ -457,7 +460,7 @@ fn unauthenticated_connections_hold_no_more_than_a_handshake() {
             .collect();
         assert!(wait_until(Duration::from_secs(60), || open_fds(pid) >= fds + SILENT));
         // A round trip: the server has read what they sent.
-        let mut m = Manager::connect(Address::Unix(path.clone()), KEY.as_bytes()).unwrap();
+        let m = Manager::connect(Address::Unix(path.clone()), KEY.as_bytes()).unwrap();
         assert_eq!(m.number_of_objects().unwrap(), 0);
         let grown = rss(pid).saturating_sub(before);
         println!(
@@ -470,9 +473,7 @@ fn unauthenticated_connections_hold_no_more_than_a_handshake() {
             (grown / SILENT) >> 10
         );
         drop((silent, conn));
-        m.shutdown().unwrap();
-        server.join().unwrap();
-        let _ = std::fs::remove_file(&path);
+        shut_down_through(m, server, &path);
     });
 }
 
