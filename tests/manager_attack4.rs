@@ -264,7 +264,8 @@ fn live_children() -> Vec<u32> {
 
 /// `Manager::start` out of descriptors at each step fails with an error,
 /// never leaving the server it started behind (it did when connecting to
-/// it failed: the server ran on until this process exited).
+/// it failed: the server ran on until this process exited), nor its
+/// socket file (the server, killed, left it).
 #[test]
 fn a_manager_that_fails_to_start_leaves_no_server_behind() {
     watchdog("start out of descriptors", LIMIT, || {
@@ -296,6 +297,14 @@ fn a_manager_that_fails_to_start_leaves_no_server_behind() {
                 failed > 0 && started > 0,
                 "{failed} failed, {started} started"
             );
+            // Nor the socket file of a server it stopped (one was left).
+            let mine = format!("multiproc-manager-{}-", std::process::id());
+            let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.starts_with(&mine))
+                .collect();
+            assert!(left.is_empty(), "socket files left behind: {left:?}");
         });
         assert_eq!(join(&tester, LIMIT), 0);
     });

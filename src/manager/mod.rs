@@ -244,7 +244,14 @@ impl Manager {
             sys::getpid(),
             SOCKETS.fetch_add(1, Ordering::Relaxed)
         ));
-        let address = Address::Unix(path);
+        let address = Address::Unix(path.clone());
+        // A server stopped here leaves its socket file (bound, or about to
+        // be): it is this start's alone (named by this process and count).
+        let abandon = |server: &mut Process<'static>| {
+            let _ = server.kill();
+            let _ = server.join();
+            let _ = std::fs::remove_file(&path);
+        };
         let (mut ready, mut tell) = Pipe(false)?;
         let (listen_at, listen_key) = (address.clone(), key.to_vec());
         let parent = sys::getpid();
@@ -288,8 +295,7 @@ impl Manager {
                 Err(e) => return Err(Error::Deserialize(e.to_string())),
             },
             Err(e) => {
-                let _ = server.kill();
-                let _ = server.join();
+                abandon(&mut server);
                 return Err(Error::ManagerGone(format!("the server did not start: {e}")));
             }
         }
@@ -298,8 +304,7 @@ impl Manager {
             Err(e) => {
                 // No handle will stop it: it goes now, not at this
                 // process's exit.
-                let _ = server.kill();
-                let _ = server.join();
+                abandon(&mut server);
                 return Err(e);
             }
         };
