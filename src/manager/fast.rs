@@ -59,7 +59,7 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -264,7 +264,12 @@ pub(crate) struct ServerArea {
     doorbell: OwnedFd,
     /// The sequence number of the last request taken.
     seen: u32,
+    /// Which area this is, of all the server made (see [`ServerArea::serial`]).
+    serial: u64,
 }
+
+/// How many areas the server has made.
+static AREAS_MADE: AtomicU64 = AtomicU64::new(0);
 
 impl ServerArea {
     /// A new area, and what the client gets of it: the memory file and its
@@ -277,6 +282,7 @@ impl ServerArea {
             area,
             doorbell,
             seen: 0,
+            serial: AREAS_MADE.fetch_add(1, Ordering::Relaxed),
         };
         server.set_client_spin(CLIENT_SPIN_MAX);
         Ok((server, memfd, theirs))
@@ -293,6 +299,12 @@ impl ServerArea {
     /// The server's end of the doorbell, to poll.
     pub(crate) fn doorbell(&self) -> &OwnedFd {
         &self.doorbell
+    }
+
+    /// A number no other area of this server has: what its doorbell is,
+    /// for the server's [`Poller`](crate::sys::Poller).
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// Whether the client published a request not yet taken.

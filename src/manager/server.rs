@@ -309,6 +309,9 @@ pub(crate) fn event_loop(
     let mut stopping: Option<Instant> = None;
     let mut checked = Instant::now();
     let mut pfds: Vec<sys::PollFd> = Vec::new();
+    // What each of `pfds` is, for the poller (see `wait_keys`).
+    let mut keys: Vec<u64> = Vec::new();
+    let mut poller = sys::Poller::default();
     let exit = |listener: &Listener| -> ! {
         listener.remove_socket_file();
         sys::exit_now(0)
@@ -329,6 +332,9 @@ pub(crate) fn event_loop(
         sys::exit_now(1);
     }
     let mut accepting = Accepting::default();
+    // Once, not every round: the listener's `as_raw_fd` claims its socket
+    // file's mark for the process calling it, which costs two `getpid`s.
+    let listening_fd = listener.as_raw_fd();
     // Fast-path areas only for clients on this machine (see `fast`).
     let unix = matches!(listener.address(), crate::conn::Address::Unix(_));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -462,9 +468,10 @@ pub(crate) fn event_loop(
             }
         }
         pfds.clear();
+        keys.clear();
         let listening = stopping.is_none() && accepting.paused_until.is_none();
         pfds.push(sys::pollfd_for(
-            if listening { listener.as_raw_fd() } else { -1 },
+            if listening { listening_fd } else { -1 },
             true,
             false,
         ));
@@ -485,7 +492,8 @@ pub(crate) fn event_loop(
         for a in peers.iter().filter_map(|p| p.fast.as_ref()) {
             pfds.push(sys::pollfd_for(a.doorbell().as_raw_fd(), true, false));
         }
-        let polled = sys::poll(&mut pfds, sys::Deadline::after(timeout));
+        wait_keys(&peers, &mut keys);
+        let polled = poller.wait(&mut pfds, &keys, sys::Deadline::after(timeout));
         let doorbells = &pfds[1 + peers.len()..];
         for (p, pfd) in peers.iter_mut().filter(|p| p.fast.is_some()).zip(doorbells) {
             if let Some(a) = &p.fast {
@@ -545,6 +553,18 @@ pub(crate) fn event_loop(
             accepting.accept_all(&listener, &mut peers, &mut next_peer);
         }
     }
+}
+
+/// What each descriptor the loop waits on is, in its order: the listener,
+/// each peer's connection, each fast-path area's doorbell. A key names one
+/// open file for as long as the server runs (a peer's number, an area's),
+/// so that the poller registers a descriptor number anew once it belongs
+/// to another.
+fn wait_keys(peers: &[Peer], keys: &mut Vec<u64>) {
+    keys.push(0);
+    keys.extend(peers.iter().map(|p| p.id << 1));
+    let areas = peers.iter().filter_map(|p| p.fast.as_ref());
+    keys.extend(areas.map(|a| a.serial() << 1 | 1));
 }
 
 /// How long the server stops accepting after running out of descriptors,

@@ -1,7 +1,7 @@
 //! Waiting for descriptors to become ready (`poll(2)`).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{syscall, Deadline};
 
@@ -89,4 +89,252 @@ pub(super) fn ready_now(fd: &impl AsRawFd, wanted: Ready) -> io::Result<bool> {
     let mut p = [pollfd(fd.as_raw_fd(), wanted)];
     poll(&mut p, Deadline::Now)?;
     Ok(ready(&p[0]))
+}
+
+/// A wait on many descriptors for a loop that waits on nearly the same
+/// ones every round (the manager server's), through one `epoll` instance:
+/// a descriptor's interest reaches the kernel only when it changes, so a
+/// round costs the kernel nothing for a descriptor that is not ready,
+/// where `poll(2)` registers and unregisters each of them every time.
+///
+/// [`wait`](Poller::wait) takes the same entries as [`poll`] and reports
+/// the same way (level-triggered: what is ready stays reported until it
+/// is dealt with), with a key for each that names what the descriptor is
+/// (a connection, not its number): a number closed and given to something
+/// new between two rounds is registered again. The kernel drops a closed
+/// descriptor's registration by itself only when no other descriptor
+/// refers to its file, so every descriptor waited on must be the only one
+/// open on its file, as the server's own sockets are. A round whose change
+/// the kernel refuses (out of memory, or past `max_user_watches`) is
+/// waited through [`poll`], and the registrations are made anew.
+#[derive(Default)]
+pub(crate) struct Poller {
+    /// The `epoll` instance; `None` after a refusal, until the next round.
+    epoll: Option<OwnedFd>,
+    /// By descriptor number: what is registered for it.
+    registered: Vec<Option<Registered>>,
+    /// The descriptors registered, to find those no longer waited on.
+    fds: Vec<i32>,
+    /// What `epoll_wait` reports.
+    events: Vec<libc::epoll_event>,
+    /// This round's number.
+    round: u64,
+}
+
+/// One registered descriptor.
+#[derive(Clone, Copy)]
+struct Registered {
+    key: u64,
+    events: u32,
+    /// The last round that waited on it, and where its entry was then.
+    round: u64,
+    slot: usize,
+}
+
+impl Poller {
+    /// Waits until one of `pfds` is ready or `deadline` passes, as [`poll`]
+    /// does; `keys[i]` names what `pfds[i]`'s descriptor is (distinct
+    /// among the entries, never reused for another file). Negative
+    /// descriptors are skipped.
+    pub(crate) fn wait(
+        &mut self,
+        pfds: &mut [PollFd],
+        keys: &[u64],
+        deadline: Deadline,
+    ) -> io::Result<()> {
+        debug_assert_eq!(pfds.len(), keys.len());
+        self.round += 1;
+        let registered = self.register(pfds, keys);
+        self.forget_unused();
+        if registered.is_err() {
+            // Made anew next round, from nothing.
+            self.epoll = None;
+            self.registered.clear();
+            self.fds.clear();
+            return poll(pfds, deadline);
+        }
+        let Some(epoll) = &self.epoll else {
+            return poll(pfds, deadline);
+        };
+        let epoll = epoll.as_raw_fd();
+        self.events.clear();
+        self.events.reserve(self.fds.len().max(1));
+        let capacity = self.events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
+        let ready = loop {
+            // SAFETY: `events` has room for `capacity` entries, which the
+            // kernel fills (the count it returns).
+            let r = syscall(unsafe {
+                libc::epoll_wait(
+                    epoll,
+                    self.events.as_mut_ptr(),
+                    capacity,
+                    deadline.poll_millis(),
+                )
+            });
+            match r {
+                Ok(ready) if ready > 0 || deadline.passed() => break ready as usize,
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+                _ => {}
+            }
+        };
+        // SAFETY: the kernel wrote the first `ready` entries.
+        unsafe { self.events.set_len(ready) };
+        for event in &self.events {
+            let fd = event.u64 as usize;
+            if let Some(Some(r)) = self.registered.get(fd) {
+                // epoll's event bits are poll's.
+                pfds[r.slot].revents = event.events as libc::c_short;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the kernel what changed since the last round: each entry's
+    /// descriptor registered (again, if its key changed) with the events
+    /// it waits for. An error: a refusal, or two entries for one
+    /// descriptor.
+    fn register(&mut self, pfds: &mut [PollFd], keys: &[u64]) -> io::Result<()> {
+        if self.epoll.is_none() {
+            // SAFETY: no pointers; a new descriptor on success.
+            let fd = syscall(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+            // SAFETY: a descriptor just made, owned by nothing else.
+            self.epoll = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        for (slot, (p, &key)) in pfds.iter_mut().zip(keys).enumerate() {
+            p.revents = 0;
+            let Ok(n) = usize::try_from(p.fd) else {
+                continue;
+            };
+            if n >= self.registered.len() {
+                self.registered.resize(n + 1, None);
+            }
+            let events = p.events as u16 as u32;
+            let wanted = Registered {
+                key,
+                events,
+                round: self.round,
+                slot,
+            };
+            match self.registered[n] {
+                Some(r) if r.round == self.round => {
+                    return Err(io::Error::from(io::ErrorKind::InvalidInput));
+                }
+                Some(r) if r.key == key => {
+                    if r.events != events {
+                        self.control(libc::EPOLL_CTL_MOD, p.fd, events)?;
+                    }
+                }
+                Some(_) => {
+                    // Another file with the number: the old one's
+                    // registration went with its closing (see above).
+                    self.control(libc::EPOLL_CTL_ADD, p.fd, events)?;
+                }
+                None => {
+                    self.control(libc::EPOLL_CTL_ADD, p.fd, events)?;
+                    self.fds.push(p.fd);
+                }
+            }
+            self.registered[n] = Some(wanted);
+        }
+        Ok(())
+    }
+
+    /// Unregisters the descriptors that this round did not wait on (one
+    /// closed since is gone from the kernel's list already).
+    fn forget_unused(&mut self) {
+        let round = self.round;
+        let mut i = 0;
+        while i < self.fds.len() {
+            let fd = self.fds[i];
+            let n = fd as usize;
+            if self.registered[n].is_some_and(|r| r.round == round) {
+                i += 1;
+                continue;
+            }
+            if self.registered[n].is_some() {
+                let _ = self.control(libc::EPOLL_CTL_DEL, fd, 0);
+            }
+            self.registered[n] = None;
+            self.fds.swap_remove(i);
+        }
+    }
+
+    /// `epoll_ctl(op)` for `fd`, with `events` and the descriptor as data.
+    fn control(&self, op: libc::c_int, fd: i32, events: u32) -> io::Result<()> {
+        let Some(epoll) = &self.epoll else {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        };
+        let mut event = libc::epoll_event {
+            events,
+            u64: fd as u64,
+        };
+        // SAFETY: a valid event for the call to read.
+        syscall(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event) }).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn readable(poller: &mut Poller, fds: &[i32], keys: &[u64]) -> Vec<bool> {
+        let mut pfds: Vec<PollFd> = fds.iter().map(|&fd| pollfd(fd, Ready::Read)).collect();
+        let deadline = Deadline::after(Duration::from_millis(1));
+        poller.wait(&mut pfds, keys, deadline).unwrap();
+        pfds.iter().map(ready).collect()
+    }
+
+    fn ring(fd: &OwnedFd) {
+        super::super::send_nowait(fd, &[1]).unwrap();
+    }
+
+    #[test]
+    fn a_number_given_to_another_file_is_waited_on_anew() {
+        let mut poller = Poller::default();
+        let (a, a_peer) = super::super::socketpair().unwrap();
+        let fd = a.as_raw_fd();
+        assert_eq!(readable(&mut poller, &[fd], &[1]), [false]);
+        // Another file takes the number (its own closes): what a closed
+        // descriptor's number and the next one opened do.
+        let (b, b_peer) = super::super::socketpair().unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(a);
+        // SAFETY: both numbers are this test's own; `fd` is owned below.
+        assert_eq!(unsafe { libc::dup2(b.as_raw_fd(), fd) }, fd);
+        drop((b, a_peer));
+        // SAFETY: the only descriptor of b's file now, owned by nothing else.
+        let _b = unsafe { OwnedFd::from_raw_fd(fd) };
+        ring(&b_peer);
+        assert_eq!(readable(&mut poller, &[fd], &[2]), [true]);
+    }
+
+    #[test]
+    fn changes_of_interest_and_descriptors_left_out_are_followed() {
+        let mut poller = Poller::default();
+        let (a, a_peer) = super::super::socketpair().unwrap();
+        let (b, b_peer) = super::super::socketpair().unwrap();
+        let fds = [a.as_raw_fd(), b.as_raw_fd()];
+        ring(&b_peer);
+        assert_eq!(readable(&mut poller, &fds, &[1, 2]), [false, true]);
+        // Waited on for writing only now: not reported readable.
+        let mut pfds = [pollfd_for(fds[1], false, false)];
+        let deadline = Deadline::after(Duration::from_millis(1));
+        poller.wait(&mut pfds, &[2], deadline).unwrap();
+        assert!(!ready(&pfds[0]));
+        ring(&a_peer);
+        assert_eq!(readable(&mut poller, &fds[..1], &[1]), [true]);
+        assert_eq!(readable(&mut poller, &fds, &[1, 2]), [true, true]);
+        // Skipped entries stay unreported.
+        assert_eq!(readable(&mut poller, &[-1, fds[1]], &[1, 2]), [false, true]);
+    }
+
+    #[test]
+    fn two_entries_for_one_descriptor_are_waited_on_through_poll() {
+        let mut poller = Poller::default();
+        let (a, a_peer) = super::super::socketpair().unwrap();
+        ring(&a_peer);
+        let fd = a.as_raw_fd();
+        assert_eq!(readable(&mut poller, &[fd, fd], &[1, 2]), [true, true]);
+        assert_eq!(readable(&mut poller, &[fd], &[1]), [true]);
+    }
 }
