@@ -508,7 +508,7 @@ fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
 /// [`Error::AuthenticationFailed`] on a key mismatch; OS errors.
 pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
     let fd: OwnedFd = match address {
-        Address::Unix(path) => UnixStream::connect(path).map(Into::into),
+        Address::Unix(path) => connect_unix(path).map(Into::into),
         Address::Tcp(addr) => TcpStream::connect(addr).map(|s| {
             let _ = s.set_nodelay(true);
             s.into()
@@ -520,4 +520,18 @@ pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> 
         handshake(&mut conn, key, Side::Client)?;
     }
     Ok(conn)
+}
+
+/// A connection to the Unix socket file `path`. A signal that comes while
+/// the listener's queue is full (from a handler installed without
+/// `SA_RESTART`) ends std's connect with `Interrupted`; the socket never
+/// connected, so a new one tries again, as Python's connect does (PEP
+/// 475). (std's TCP connect tries again itself.)
+fn connect_unix(path: &Path) -> io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(path) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            connected => return connected,
+        }
+    }
 }
