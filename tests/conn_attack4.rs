@@ -174,3 +174,17 @@ fn a_child_does_not_send_into_a_message_its_parent_left_half_sent() {
         assert!(matches!(end, Error::ConnectionClosed), "{end:?}");
     });
 }
+
+/// A Unix address with an empty path (which `"unix:"` cannot spell, but
+/// `Address::Unix` can hold): the bind made a nameless socket in the
+/// abstract namespace (Linux's meaning of an empty name), found no file
+/// for it, tried again eight times and said another listener kept taking
+/// the path (`AddrInUse`). It is refused at once, as the abstract
+/// namespace is (Python's `Listener('')` binds a name there).
+#[test]
+fn an_empty_unix_path_is_refused_as_such() {
+    watchdog("an empty path", LIMIT, || {
+        let r = Listener::bind(&Address::Unix(PathBuf::new()), None);
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    });
+}

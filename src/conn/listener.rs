@@ -133,10 +133,17 @@ impl Listener {
     ///
     /// # Errors
     /// `AddrInUse` if another process listens there; `InvalidArgument` if a
-    /// Unix path exists and is not a socket; OS errors.
+    /// Unix path exists and is not a socket, or is empty; OS errors.
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
         let mut file = None;
         let (socket, address) = match address {
+            // Linux's name for an empty path is one in the abstract
+            // namespace, which is not spoken here: no file would name it.
+            Address::Unix(path) if path.as_os_str().is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "an empty Unix socket path (Python's names a socket in the abstract namespace, which is refused)".into(),
+                ))
+            }
             Address::Unix(path) => {
                 // Before the file exists: a failure leaves nothing behind.
                 let owner = RawValue::new(sys::getpid())?;
