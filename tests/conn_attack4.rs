@@ -188,3 +188,28 @@ fn an_empty_unix_path_is_refused_as_such() {
         assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
     });
 }
+
+/// A connection's `Debug` form printed its receive buffer byte by byte:
+/// what was received (secrets included) went into any log that printed
+/// the connection, long after it was returned, and a 16 MiB message made
+/// a string of about 50 MB. Python's repr of a connection shows no data.
+#[test]
+fn debug_shows_no_received_bytes() {
+    watchdog("debug of a connection", LIMIT, || {
+        let (mut a, mut b) = multiproc::Pipe::duplex().unwrap();
+        let secret = vec![b'S'; 16 << 20];
+        let sent = secret.clone();
+        let sender = std::thread::spawn(move || {
+            a.send_bytes(&sent).unwrap();
+            a.send_bytes(b"after").unwrap();
+            a
+        });
+        let got = b.recv_bytes_timeout(LIMIT).unwrap();
+        assert!(got == secret);
+        let _a = sender.join().unwrap();
+        let shown = format!("{b:?}");
+        assert!(shown.len() < 1000, "{} bytes", shown.len());
+        assert!(!shown.contains("83, 83"), "{shown}");
+        assert_eq!(b.recv_bytes().unwrap(), b"after");
+    });
+}

@@ -56,7 +56,6 @@ const UPFRONT: usize = 1 << 20;
 ///
 /// A connection used in a forked child should be used there only (or only
 /// in the parent): two processes reading one stream interleave its bytes.
-#[derive(Debug)]
 pub struct Connection {
     fd: Option<OwnedFd>,
     readable: bool,
@@ -79,6 +78,21 @@ pub struct Connection {
     /// the rest (see [`Sending`]): while it is under way, and after, if
     /// its future was forgotten (`mem::forget`) rather than dropped.
     half_sent: Option<u32>,
+}
+
+impl std::fmt::Debug for Connection {
+    /// Its descriptor, directions, limit and how many bytes it holds
+    /// unread: never the bytes themselves (what was received may be
+    /// secret, and may be many megabytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.as_raw_fd())
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .field("buffered", &self.buffered())
+            .field("max_message", &self.max_message)
+            .finish()
+    }
 }
 
 /// A pair of connected [`Connection`]s, as Python's
