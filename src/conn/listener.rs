@@ -133,10 +133,17 @@ impl Listener {
     ///
     /// # Errors
     /// `AddrInUse` if another process listens there; `InvalidArgument` if a
-    /// Unix path exists and is not a socket; OS errors.
+    /// Unix path exists and is not a socket, or is empty; OS errors.
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
         let mut file = None;
         let (socket, address) = match address {
+            // Linux's name for an empty path is one in the abstract
+            // namespace, which is not spoken here: no file would name it.
+            Address::Unix(path) if path.as_os_str().is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "an empty Unix socket path (Python's names a socket in the abstract namespace, which is refused)".into(),
+                ))
+            }
             Address::Unix(path) => {
                 // Before the file exists: a failure leaves nothing behind.
                 let owner = RawValue::new(sys::getpid())?;
@@ -508,7 +515,7 @@ fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
 /// [`Error::AuthenticationFailed`] on a key mismatch; OS errors.
 pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
     let fd: OwnedFd = match address {
-        Address::Unix(path) => UnixStream::connect(path).map(Into::into),
+        Address::Unix(path) => connect_unix(path).map(Into::into),
         Address::Tcp(addr) => TcpStream::connect(addr).map(|s| {
             let _ = s.set_nodelay(true);
             s.into()
@@ -520,4 +527,18 @@ pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> 
         handshake(&mut conn, key, Side::Client)?;
     }
     Ok(conn)
+}
+
+/// A connection to the Unix socket file `path`. A signal that comes while
+/// the listener's queue is full (from a handler installed without
+/// `SA_RESTART`) ends std's connect with `Interrupted`; the socket never
+/// connected, so a new one tries again, as Python's connect does (PEP
+/// 475). (std's TCP connect tries again itself.)
+fn connect_unix(path: &Path) -> io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(path) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            connected => return connected,
+        }
+    }
 }

@@ -56,7 +56,6 @@ const UPFRONT: usize = 1 << 20;
 ///
 /// A connection used in a forked child should be used there only (or only
 /// in the parent): two processes reading one stream interleave its bytes.
-#[derive(Debug)]
 pub struct Connection {
     fd: Option<OwnedFd>,
     readable: bool,
@@ -79,6 +78,21 @@ pub struct Connection {
     /// the rest (see [`Sending`]): while it is under way, and after, if
     /// its future was forgotten (`mem::forget`) rather than dropped.
     half_sent: Option<u32>,
+}
+
+impl std::fmt::Debug for Connection {
+    /// Its descriptor, directions, limit and how many bytes it holds
+    /// unread: never the bytes themselves (what was received may be
+    /// secret, and may be many megabytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.as_raw_fd())
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .field("buffered", &self.buffered())
+            .field("max_message", &self.max_message)
+            .finish()
+    }
 }
 
 /// A pair of connected [`Connection`]s, as Python's
@@ -272,15 +286,23 @@ impl Connection {
         self.half_sent = None;
     }
 
-    /// Ends the stream if an async send of this process stopped part-way
-    /// (its future dropped, or forgotten and this a later send): half a
-    /// message would be read as a frame, with whatever follows as its
-    /// rest. A socket is shut down first, so that the peer reads its end
-    /// even while another process (a forked child) holds a copy of this
-    /// descriptor; closing only this copy would leave the peer waiting for
-    /// the rest of the message.
-    fn end_half_sent(&mut self) {
-        if self.half_sent != Some(sys::getpid()) {
+    /// Ends the stream if an async send stopped part-way: half a message
+    /// would be read as a frame, with whatever follows as its rest. On a
+    /// dropped future, only if the send was this process's (`anyone`
+    /// false: a forked child's copy of the future is not its send); before
+    /// a send, whoever's it was (`anyone` true): a child given the
+    /// connection after its parent forgot a send part-way would otherwise
+    /// send its messages into the middle of that one. A socket is shut
+    /// down first, so that the peer reads its end even while another
+    /// process (a forked child) holds a copy of this descriptor; closing
+    /// only this copy would leave the peer waiting for the rest of the
+    /// message.
+    fn end_half_sent(&mut self, anyone: bool) {
+        let ended = match self.half_sent {
+            Some(sender) => anyone || sender == sys::getpid(),
+            None => false,
+        };
+        if !ended {
             return;
         }
         if self.is_socket {
@@ -310,7 +332,7 @@ impl Connection {
     /// socket's sending side shut down), so that the peer sees the end of
     /// the stream rather than half a message.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        self.end_half_sent();
+        self.end_half_sent(true);
         let header = self.header_for(bytes)?;
         let fd = self.fd()?;
         match sys::write_all_vectored(fd, self.is_socket, &[&header, bytes]) {
@@ -358,7 +380,7 @@ impl Connection {
     /// # Errors
     /// As for [`send_bytes`](Connection::send_bytes).
     pub async fn send_bytes_async(&mut self, bytes: &[u8]) -> Result<()> {
-        self.end_half_sent();
+        self.end_half_sent(true);
         let header = self.header_for(bytes)?;
         let fd = self.fd()?.as_raw_fd();
         let mut sending = Sending {
@@ -938,7 +960,7 @@ impl Drop for Sending<'_, '_> {
     fn drop(&mut self) {
         // Dropped part-way (in the process that sends: a copy of the
         // future in a forked child is not its send).
-        self.conn.end_half_sent();
+        self.conn.end_half_sent(false);
     }
 }
 
