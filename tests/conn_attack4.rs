@@ -230,7 +230,6 @@ fn debug_shows_no_received_bytes() {
 /// With the queue the system allows (`somaxconn`, 4096 by default), all
 /// are served within moments.
 #[test]
-#[ignore = "the fix, a larger TCP backlog, needs a src/sys wrapper for listen(2)"]
 fn more_tcp_clients_at_once_than_the_default_queue_all_get_through() {
     watchdog("many TCP clients at once", Duration::from_secs(60), || {
         const CLIENTS: u32 = 400;

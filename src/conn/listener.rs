@@ -163,6 +163,7 @@ impl Listener {
             }
             Address::Tcp(addr) => {
                 let l = TcpListener::bind(addr)
+                    .and_then(|l| sys::lengthen_backlog(&l).map(|()| l))
                     .map_err(|e| Error::io(format!("listen on {addr}"), e))?;
                 let actual = l.local_addr().map_err(|e| Error::io("local_addr", e))?;
                 (Socket::Tcp(l), Address::Tcp(actual))
@@ -321,7 +322,7 @@ fn listen_unix(path: &Path) -> Result<sys::UnixListening> {
         // leave behind, as it did one time in two for a process trying
         // again and again).
         remove_stale_socket(path)?;
-        match sys::unix_listen(path, 128) {
+        match sys::unix_listen(path, sys::BACKLOG) {
             Ok(made) => return Ok(made),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(listen_error(e)),

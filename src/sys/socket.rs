@@ -512,6 +512,21 @@ fn unix_stream_socket(nonblocking: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The longest queue of connections not yet accepted that a listener asks
+/// for: as long as the system allows (Linux caps what is asked at
+/// `net.core.somaxconn`, 4096 by default). A short queue fails clients
+/// that come at once: a TCP client dropped from a full queue thinks itself
+/// connected and waits for the kernel's retry (after 1, 3, 7 … s) past its
+/// handshake's deadline.
+pub(crate) const BACKLOG: i32 = i32::MAX;
+
+/// Asks again for `fd`'s listening queue to be [`BACKLOG`] long (for a
+/// listener made by std, which asks for 128).
+pub(crate) fn lengthen_backlog(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: a plain syscall on a listening socket.
+    syscall(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) }).map(drop)
+}
+
 /// A listening Unix stream socket at `path`, and its file's device and
 /// inode. The file appears at `path` only once the socket listens: it is
 /// made under a temporary name beside it (bind, chmod 0600, listen) and
