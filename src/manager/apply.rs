@@ -484,34 +484,54 @@ pub(super) fn pairs_of(
     v: PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<Vec<(PyValue, PyValue)>, Exception> {
+    let (pairs, end) = pairs_until(v, budget);
+    end.map(|()| pairs)
+}
+
+/// [`pairs_of`] as far as it goes, as Python's `dict.update` reads its
+/// argument: the pairs before the first item that is not a pair, and that
+/// item's error (the pairs before it are inserted all the same).
+fn pairs_until(
+    v: PyValue,
+    budget: &mut Budget,
+) -> (Vec<(PyValue, PyValue)>, std::result::Result<(), Exception>) {
     if let PyValue::Dict(d) = v {
-        return Ok(d);
+        return (d, Ok(()));
     }
     if let (PyValue::Object(_), Some((_, pairs))) = (&v, v.mapping()) {
-        budget.charge(pairs.iter().flat_map(|(k, v)| [k, v]))?;
-        return Ok(pairs.to_vec());
+        return match budget.charge(pairs.iter().flat_map(|(k, v)| [k, v])) {
+            Ok(()) => (pairs.to_vec(), Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        };
     }
-    let mut pairs = Vec::new();
-    for (i, item) in items_of(v, budget)?.into_iter().enumerate() {
-        let pair = items_of(item, budget).map_err(|_| {
-            type_error(format!(
-                "cannot convert dictionary update sequence element #{i} to a sequence"
-            ))
-        })?;
+    let items = match items_of(v, budget) {
+        Ok(items) => items,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    let mut pairs = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let pair = match items_of(item, budget) {
+            Ok(pair) => pair,
+            // The budget's refusal ends the request as it is.
+            Err(e) if budget.spent() => return (pairs, Err(e)),
+            Err(_) => {
+                let message =
+                    format!("cannot convert dictionary update sequence element #{i} to a sequence");
+                return (pairs, Err(type_error(message)));
+            }
+        };
         match <[PyValue; 2]>::try_from(pair) {
             Ok([k, v]) => pairs.push((k, v)),
             Err(pair) => {
-                return Err((
-                    "ValueError",
-                    format!(
-                        "dictionary update sequence element #{i} has length {}; 2 is required",
-                        pair.len()
-                    ),
-                ))
+                let message = format!(
+                    "dictionary update sequence element #{i} has length {}; 2 is required",
+                    pair.len()
+                );
+                return (pairs, Err(("ValueError", message)));
             }
         }
     }
-    Ok(pairs)
+    (pairs, Ok(()))
 }
 
 /// An int of up to 128 bits, as an `Int` if it fits `i64` and else as a
@@ -953,12 +973,14 @@ fn dict(
             PyValue::None
         }
         Op::UpdateWith(other, kwds) => {
-            let pairs = match other {
-                Some(other) => pairs_of(other, budget)?,
-                None => Vec::new(),
+            // Python inserts the pairs before an item that is not one.
+            let (pairs, end) = match other {
+                Some(other) => pairs_until(other, budget),
+                None => (Vec::new(), Ok(())),
             };
             d.reserve(pairs.len() + kwds.len());
             insert_all(d, pairs)?;
+            end?;
             d.extend(kwds);
             PyValue::None
         }

@@ -219,6 +219,80 @@ impl PyObject {
         })
     }
 
+    /// What a bare global of the `builtins` module is, if not a class:
+    /// one of its two constants that pickle by name (`Ellipsis`,
+    /// `NotImplemented`) or one of its functions (`len`), by CPython 3.13's
+    /// `builtins` (`open` is `io.open`).
+    fn builtin_global(&self) -> Option<BuiltinGlobal> {
+        /// The functions of `builtins`, in order (for a binary search).
+        const FUNCTIONS: [&str; 45] = [
+            "__build_class__",
+            "__import__",
+            "abs",
+            "aiter",
+            "all",
+            "anext",
+            "any",
+            "ascii",
+            "bin",
+            "breakpoint",
+            "callable",
+            "chr",
+            "compile",
+            "delattr",
+            "dir",
+            "divmod",
+            "eval",
+            "exec",
+            "format",
+            "getattr",
+            "globals",
+            "hasattr",
+            "hash",
+            "hex",
+            "id",
+            "input",
+            "isinstance",
+            "issubclass",
+            "iter",
+            "len",
+            "locals",
+            "max",
+            "min",
+            "next",
+            "oct",
+            "open",
+            "ord",
+            "pow",
+            "print",
+            "repr",
+            "round",
+            "setattr",
+            "sorted",
+            "sum",
+            "vars",
+        ];
+        if !self.global || self.module != "builtins" {
+            return None;
+        }
+        match self.name.as_str() {
+            "Ellipsis" | "NotImplemented" => Some(BuiltinGlobal::Constant),
+            name if FUNCTIONS.binary_search(&name).is_ok() => Some(BuiltinGlobal::Function),
+            _ => None,
+        }
+    }
+
+    /// The name of the type of a bare global (a class's is `type`), as
+    /// Python's messages give it.
+    fn global_type_name(&self) -> &'static str {
+        match (self.builtin_global(), self.name.as_str()) {
+            (Some(BuiltinGlobal::Constant), "Ellipsis") => "ellipsis",
+            (Some(BuiltinGlobal::Constant), _) => "NotImplementedType",
+            (Some(BuiltinGlobal::Function), _) => "builtin_function_or_method",
+            (None, _) => "type",
+        }
+    }
+
     /// Whether this is an instance of the builtin `name`.
     pub(crate) fn is_builtin(&self, name: &str) -> bool {
         self.is("builtins", name)
@@ -379,7 +453,7 @@ impl PyValue {
             PyValue::BigInt(_) => "int",
             PyValue::Set(_) => "set",
             PyValue::FrozenSet(_) => "frozenset",
-            PyValue::Object(o) if o.global => "type",
+            PyValue::Object(o) if o.global => o.global_type_name(),
             PyValue::Object(o) => o
                 .c_type_name()
                 .unwrap_or_else(|| o.name.rsplit('.').next().unwrap_or(&o.name)),
@@ -493,7 +567,18 @@ impl PyObject {
             out.push(')');
         };
         if self.global {
-            let _ = write!(out, "<class '{}.{}'>", self.module, self.name);
+            match (self.module.as_str(), self.builtin_global()) {
+                (_, Some(BuiltinGlobal::Constant)) => out.push_str(&self.name),
+                (_, Some(BuiltinGlobal::Function)) => {
+                    let _ = write!(out, "<built-in function {}>", self.name);
+                }
+                ("builtins", _) => {
+                    let _ = write!(out, "<class '{}'>", self.name);
+                }
+                (module, None) => {
+                    let _ = write!(out, "<class '{module}.{}'>", self.name);
+                }
+            }
             return;
         }
         if self.module != "builtins" {
@@ -517,6 +602,15 @@ impl PyObject {
             name => call(out, name, args),
         }
     }
+}
+
+/// What a bare global of the `builtins` module is, if not a class.
+#[derive(Clone, Copy)]
+enum BuiltinGlobal {
+    /// `Ellipsis` or `NotImplemented`.
+    Constant,
+    /// A function, such as `len`.
+    Function,
 }
 
 /// Python's `repr` of `complex(real, imag)`: `(1+2j)`, `2j`, `(-0-1j)`.
