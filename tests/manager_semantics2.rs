@@ -189,6 +189,14 @@ LISTS = {
     "set step -1": lambda: do(B(), lambda l: setitem(l, slice(4, 2, -1), [9, 8])),
     "set step -1 wrong length": lambda: do(B(), lambda l: setitem(l, slice(4, 2, -1), [9])),
     "set slice int": lambda: do(B(), lambda l: setitem(l, slice(1, 2), 5)),
+    # The slice is checked before what is assigned to it.
+    "set step 0 int": lambda: do(B(), lambda l: setitem(l, slice(None, None, 0), 5)),
+    "set step 0 None": lambda: do(B(), lambda l: setitem(l, slice(1, 2, 0), None)),
+    "set step 0 huge": lambda: do(B(), lambda l: setitem(l, slice(2 ** 70, None, 0), 1.5)),
+    "set str bounds int": lambda: do(B(), lambda l: setitem(l, slice("a", None, 0), 5)),
+    "get str bounds": lambda: B()["a":"b":0],
+    "del str bounds": lambda: do(B(), lambda l: delitem(l, slice(None, 1.5, 0))),
+    "get str step": lambda: B()["a"::"b"],
     "set slice dict": lambda: do(B(), lambda l: setitem(l, slice(1, 2), {"a": 1, "b": 2})),
     "set slice bytes": lambda: do(B(), lambda l: setitem(l, slice(1, 2), b"xy")),
     "set slice set": lambda: do(B(), lambda l: setitem(l, slice(0, 10), {3})),
@@ -661,6 +669,10 @@ fn same_answers(group: &str) {
     });
 }
 
+/// Among them: `l[::0] = 5` and `l['a'::0]` are the `ValueError` of the
+/// step, as Python reads a slice's step first and the slice before the
+/// value; they were the `TypeError` of a value that is not iterable and of
+/// the bounds.
 #[test]
 fn list_methods_at_the_edges_answer_as_cpythons() {
     same_answers("lists");

@@ -262,12 +262,23 @@ fn slice_of(key: &PyValue) -> Option<std::result::Result<Slice, Exception>> {
     }
     let part = |i: usize| slice_part(o.args.get(i).unwrap_or(&PyValue::None));
     Some((|| {
+        // Python reads the step first (`PySlice_Unpack`): `l['a'::0]`, and
+        // `l[::0] = 5`, are the step's `ValueError`.
+        let step = part(2)?;
+        if step == Some(0) {
+            return Err(zero_step());
+        }
         Ok(Slice {
             start: part(0)?,
             stop: part(1)?,
-            step: part(2)?,
+            step,
         })
     })())
+}
+
+/// Python's `ValueError` for a slice with a step of 0.
+fn zero_step() -> Exception {
+    ("ValueError", "slice step cannot be zero".into())
 }
 
 /// One bound of a slice: `None`, or an int clamped to `i64`.
@@ -289,7 +300,7 @@ impl Slice {
     fn indices(self, len: usize) -> std::result::Result<(i64, i64, usize), Exception> {
         let step = self.step.unwrap_or(1);
         if step == 0 {
-            return Err(("ValueError", "slice step cannot be zero".into()));
+            return Err(zero_step());
         }
         let step = step.max(-i64::MAX);
         let len = len as i64;
