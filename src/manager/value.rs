@@ -643,6 +643,10 @@ fn write_complex(out: &mut String, real: &PyValue, imag: &PyValue) {
 /// (about Python's 4300 digits); a longer one prints as its size.
 const DECIMAL_LIMBS: usize = 1800 / 4;
 
+/// The most digits Python prints of an int (`sys.get_int_max_str_digits()`
+/// by default).
+const MAX_STR_DIGITS: usize = 4300;
+
 /// About the work of writing the int of `bytes` in decimal, in a
 /// [`Budget`](super::limits::Budget)'s steps: its repeated division takes
 /// a pass over the limbs left for each 9 digits, about `len² / 30` divisions
@@ -677,8 +681,9 @@ fn write_bigint(out: &mut String, bytes: &[u8]) {
     while limbs.last() == Some(&0) {
         limbs.pop();
     }
+    let bits = limbs.len() * 32;
     if limbs.len() > DECIMAL_LIMBS {
-        let _ = write!(out, "<int of {} bits>", limbs.len() * 32);
+        let _ = write!(out, "<int of {bits} bits>");
         return;
     }
     // Repeated division by 10**9.
@@ -694,6 +699,15 @@ fn write_bigint(out: &mut String, bytes: &[u8]) {
         while limbs.last() == Some(&0) {
             limbs.pop();
         }
+    }
+    // Python's limit is on the digits, which the limbs only bound.
+    let digits = chunks
+        .last()
+        .map_or(1, |top| top.checked_ilog10().unwrap_or(0) as usize + 1)
+        + 9 * chunks.len().saturating_sub(1);
+    if digits > MAX_STR_DIGITS {
+        let _ = write!(out, "<int of {bits} bits>");
+        return;
     }
     if negative {
         out.push('-');
