@@ -261,6 +261,10 @@ LISTS = {
     "sort reverse 1": lambda: do(L(3, 1, 2), lambda l: l.sort(reverse=1)),
     "sort positional": lambda: do(L(3, 1, 2), lambda l: l._callmethod("sort", (True,))),
     "sort key None": lambda: do(L(3, 1, 2), lambda l: l.sort(key=None)),
+    "sort three positional": lambda: do(L(3, 1, 2), lambda l: l._callmethod("sort", (1, 2, 3))),
+    "sort two positional and a keyword": lambda: do(L(3, 1, 2), lambda l: l._callmethod("sort", (1, 2), {"x": 1})),
+    "sort one positional and two keywords": lambda: do(L(3, 1, 2), lambda l: l._callmethod("sort", (1,), {"reverse": 1, "key": None})),
+    "sort three keywords": lambda: do(L(3, 1, 2), lambda l: l._callmethod("sort", (), {"a": 1, "b": 2, "c": 3})),
     "sort unknown keyword": lambda: do(L(3, 1, 2), lambda l: l.sort(foo=1)),
     "sort strs": lambda: do(L("b", "B", "a", "\xe9", ""), lambda l: l.sort()),
     "sort tuples": lambda: do(L((1, 2), (1,), (0, "z"), ()), lambda l: l.sort()),
@@ -676,7 +680,8 @@ fn same_answers(group: &str) {
 /// Among them: `l[::0] = 5` and `l['a'::0]` are the `ValueError` of the
 /// step, as Python reads a slice's step first and the slice before the
 /// value; they were the `TypeError` of a value that is not iterable and of
-/// the bounds.
+/// the bounds. And `sort(1, 2, 3)` is refused for its count of arguments
+/// before its positional ones, as Python's.
 #[test]
 fn list_methods_at_the_edges_answer_as_cpythons() {
     same_answers("lists");
