@@ -322,6 +322,8 @@ LISTS = {
     "nan in": lambda: nan in L(1),
     "len": lambda: len(L(1, 2, [3])),
     "reversed": lambda: list(reversed(L(1, 2, 3))),
+    "reversed type": lambda: type(reversed(L(1, 2, 3))).__name__,
+    "reversed of empty": lambda: list(reversed(L())),
     "iterate": lambda: [x for x in L(1, 2, 3)],
     "copy.copy": lambda: copy.copy(L(1, [2]))[:],
     "deepcopy": lambda: copy.deepcopy(L(1, [2])),
@@ -681,7 +683,8 @@ fn same_answers(group: &str) {
 /// step, as Python reads a slice's step first and the slice before the
 /// value; they were the `TypeError` of a value that is not iterable and of
 /// the bounds. And `sort(1, 2, 3)` is refused for its count of arguments
-/// before its positional ones, as Python's.
+/// before its positional ones, as Python's; and `reversed(proxy)` is a
+/// `list_reverseiterator` (it was a `list_iterator`).
 #[test]
 fn list_methods_at_the_edges_answer_as_cpythons() {
     same_answers("lists");

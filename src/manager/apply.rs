@@ -781,7 +781,8 @@ fn namespace(attrs: Vec<(PyValue, PyValue)>) -> PyValue {
     )))
 }
 
-/// `iter(items)`: an iterator for the client (what `__reversed__` answers).
+/// `iter(items)`: an iterator for the client (what a dict's `__reversed__`
+/// answers).
 fn iterator(items: Vec<PyValue>) -> PyValue {
     PyValue::Object(Box::new(PyObject::call(
         "builtins",
@@ -1091,7 +1092,12 @@ fn list(
         }
         Op::Reversed => {
             budget.charge(l.iter())?;
-            iterator(l.iter().rev().cloned().collect())
+            // As CPython pickles a `list_reverseiterator`: `reversed(list)`.
+            PyValue::Object(Box::new(PyObject::call(
+                "builtins",
+                "reversed",
+                vec![PyValue::List(l.clone())],
+            )))
         }
         Op::Repr => repr_list(l, budget)?,
         Op::Get(k) => match slice_of(&k) {
@@ -1967,10 +1973,12 @@ mod tests {
             after("__imul__", vec![1.into()]),
             list(ints(&[0, 1, 2, 3, 4]))
         );
-        assert_eq!(
-            iterated(on_five("__reversed__", vec![])),
-            ints(&[4, 3, 2, 1, 0])
-        );
+        match on_five("__reversed__", vec![]) {
+            Ok(PyValue::Object(o)) if o.is_builtin("reversed") => {
+                assert_eq!(o.args, [PyValue::List(ints(&[0, 1, 2, 3, 4]))]);
+            }
+            other => panic!("not a reverse iterator: {other:?}"),
+        }
         assert_eq!(on_five("copy", vec![]), list(ints(&[0, 1, 2, 3, 4])));
         assert_eq!(after("clear", vec![]), list(vec![]));
         assert_eq!(after("reverse", vec![]), list(ints(&[4, 3, 2, 1, 0])));
@@ -2405,12 +2413,18 @@ mod tests {
     }
 
     /// What `generate.py` (beside the cases) prints for an answer: an
-    /// iterator as the list of its items.
+    /// iterator (a reverse one too) as the list of its items.
     fn shown(v: &PyValue) -> String {
         match v {
             PyValue::Object(o) if o.is_builtin("iter") && o.args.len() == 1 => {
                 o.args[0].to_string()
             }
+            PyValue::Object(o) if o.is_builtin("reversed") => match &o.args[..] {
+                [PyValue::List(items)] => {
+                    PyValue::List(items.iter().rev().cloned().collect()).to_string()
+                }
+                _ => v.to_string(),
+            },
             v => v.to_string(),
         }
     }
