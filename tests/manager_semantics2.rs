@@ -38,7 +38,7 @@ const KEY: &str = "manager semantics 2 key";
 /// and prints one `name: answer` line for each case of the group named by
 /// `argv[3]` (an exception as its type and message; on Python before 3.10,
 /// its type only).
-const PROGRAM: &str = r#"
+const PROGRAM: &str = r##"
 import copy, queue, sys
 import collections
 from multiprocessing.managers import SyncManager
@@ -139,6 +139,35 @@ def q_do(f, q=None):
         return f(q)
     except Exception as e:
         return ("raised", failure(e))
+
+
+def short_str(text):
+    b = text.encode()
+    return b"\x8c" + bytes([len(b)]) + b
+
+
+def deep(depth, kind):
+    """A pickle of 1 nested `depth` deep in lists, tuples, dicts or
+    frozensets, made by hand (Python's pickler would recurse)."""
+    if kind == "list":
+        return b"]" * depth + b"K\x01" + b"a" * depth
+    if kind == "tuple":
+        return b"K\x01" + b"\x85" * depth
+    if kind == "dict":
+        return (b"}" + short_str("k")) * depth + b"K\x01" + b"s" * depth
+    return b"(" * depth + b"K\x01" + b"\x91" * depth
+
+
+def set_deep(depth, kind):
+    """d['k'] = the deep value, sent raw on the proxy's connection: whether
+    the server answered (stored or refused), and whether it still serves."""
+    d = D()
+    d._connect()
+    request = (b"\x80\x04(" + short_str(d._id) + short_str("__setitem__") + short_str("k")
+               + deep(depth, kind) + b"\x86}t.")
+    d._tls.connection.send_bytes(request)
+    answered = d._tls.connection.recv()[0] in ("#RETURN", "#TRACEBACK", "#ERROR")
+    return (answered, L(1, 2)[:])
 
 
 def nest(depth):
@@ -551,6 +580,12 @@ VALUES = {
     "nested 100": lambda: L(nest(100))[0] == nest(99),
     "str of nested 400": lambda: len(str(L(nest(400)))),
     "still serves": lambda: L(1, 2)[:],
+    # Nested far past what the server stores: it answers, and lives on.
+    "10000 deep lists": lambda: set_deep(10000, "list"),
+    "10000 deep tuples": lambda: set_deep(10000, "tuple"),
+    "10000 deep dicts": lambda: set_deep(10000, "dict"),
+    "10000 deep frozensets": lambda: set_deep(10000, "frozenset"),
+    "200000 deep lists": lambda: set_deep(200000, "list"),
     "Decimals": lambda: L(__import__("decimal").Decimal("1.1"), __import__("decimal").Decimal("nan"))[:],
     "Fraction": lambda: L(__import__("fractions").Fraction(1, 3))[:],
     "complexes": lambda: L(complex(nan, -inf), 1j, -0j)[:],
@@ -608,7 +643,7 @@ for name, case in GROUPS[sys.argv[3]].items():
     except Exception as e:
         answer = failure(e)
     print("%s: %s" % (name, answer), flush=True)
-"#;
+"##;
 
 /// The program's answers for `group`, run by `python` against the server
 /// at `path`: each case's name and answer, in order.
