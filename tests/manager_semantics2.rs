@@ -599,6 +599,10 @@ VALUES = {
     "slice": lambda: L(slice(1, 2, 3))[:],
     "str of complexes": lambda: str(L(1j, -0j, complex(1, -0.0), complex(nan, 1), complex(1e20, 1e-5), complex(-1, 2))),
     "str of floats": lambda: str(L(1e16, 1e-5, 123456789012345678.0, 0.1 + 0.2, -1e-7, 1e22, 2.5e-308)),
+    # Floats halfway between two shortest reprs print the even one.
+    "str of halfway floats": lambda: str(L(2008639537980651.25, 14714478697032.8125, 88829973153144.125, -959431876686547.25, 2.5e-05, 0.3)),
+    "str of halfway complex": lambda: str(L(complex(1e28, 1200951487367379.25))),
+    "str of halfway keys": lambda: str(D({1467403850351245.25: 1, -1430414904791571.25: 2})),
     "str of big ints": lambda: str(L(-2 ** 63, 2 ** 63, 2 ** 64 + 1, -10 ** 30)),
     # Python prints ints of up to 4300 digits (a proxy's str of a longer
     # one fails; the server prints its size).
@@ -750,8 +754,11 @@ fn queue_methods_at_the_edges_answer_as_cpythons() {
 
 /// Among them: the builtins that pickle as globals print as Python prints
 /// them (`<class 'int'>`, `<built-in function len>`, `Ellipsis`) and are
-/// named by their types in `sort`'s `TypeError` (`'ellipsis'`). The server
-/// printed `<class 'builtins.int'>` for each, and named them all `'type'`.
+/// named by their types in `sort`'s `TypeError` (`'ellipsis'`) (the server
+/// printed `<class 'builtins.int'>` for each, and named them all `'type'`);
+/// and a float halfway between two shortest reprs prints as the even one,
+/// as Python's (`2008639537980651.25` as `2008639537980651.2`; it printed
+/// `2008639537980651.3`).
 #[test]
 fn values_and_their_str_answer_as_cpythons() {
     same_answers("values");

@@ -784,21 +784,90 @@ fn write_float(out: &mut String, f: f64) {
     if f.is_infinite() {
         return out.push_str(if f > 0.0 { "inf" } else { "-inf" });
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: `-1.25e-7`.
+    let (digits, exp) = shortest_digits(f.abs());
+    if f.is_sign_negative() {
+        out.push('-');
+    }
+    if (-4..16).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
+        } else {
+            // Within 0..16: the digits before the point.
+            let whole = exp as usize + 1;
+            if digits.len() <= whole {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', whole - digits.len()));
+                out.push_str(".0");
+            } else {
+                out.push_str(&digits[..whole]);
+                out.push('.');
+                out.push_str(&digits[whole..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let sign = if exp < 0 { '-' } else { '+' };
+        // Writing to a String cannot fail.
+        let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+    }
+}
+
+/// The shortest digits that read back as `f` (finite, not negative), as
+/// Python's `repr` picks them, and the decimal exponent of the first:
+/// `("125", -7)` for `1.25e-07`, `("0", 0)` for zero.
+fn shortest_digits(f: f64) -> (String, i32) {
+    // Rust's `{:e}` gives the shortest round-trip digits (`1.25e-7`), the
+    // nearest to `f` of them; but of two equally near, it gives the upper
+    // one, where Python gives the even one.
     let sci = format!("{f:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..16).contains(&exp) {
-        let s = format!("{f}");
-        out.push_str(&s);
-        if !s.contains('.') {
-            out.push_str(".0");
+    let mut digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    let last = digits.as_bytes().last().map_or(0, |&d| d - b'0');
+    if digits.len() > 1 && last % 2 == 1 {
+        let lower = format!("{}{}", &digits[..digits.len() - 1], last - 1);
+        // `f` halfway between the two: `lower` followed by a 5, exactly.
+        let halfway = format!("{lower}5")
+            .parse::<u64>()
+            .is_ok_and(|half| equals_decimal(f, half, exp - lower.len() as i32));
+        if halfway {
+            digits = lower;
         }
-    } else {
-        let sign = if exp < 0 { '-' } else { '+' };
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{mantissa}e{sign}{:02}", exp.unsigned_abs());
     }
+    (digits, exp)
+}
+
+/// Whether `f` (finite, not negative) is exactly `digits × 10^exp`.
+fn equals_decimal(f: f64, digits: u64, exp: i32) -> bool {
+    let bits = f.to_bits();
+    let (biased, fraction) = ((bits >> 52) as i32, bits & ((1 << 52) - 1));
+    // `f` is `m × 2^e2`.
+    let (m, e2) = match biased {
+        0 => (fraction, -1074),
+        _ => (fraction | 1 << 52, biased - 1075),
+    };
+    // 5^27 is the largest power of 5 below 2^63; past it neither side's
+    // factors of 5 can match (`m` < 2^53, `digits` < 10^19).
+    if exp.unsigned_abs() > 27 || m == 0 || digits == 0 {
+        return m == 0 && digits == 0;
+    }
+    let five = 5u128.pow(exp.unsigned_abs());
+    // digits × 5^exp × 2^exp = m × 2^e2, with the 5s moved to the side
+    // where their power is positive: both sides then whole numbers times
+    // powers of 2, compared as odd part and power of 2.
+    let (left, right) = if exp >= 0 {
+        (u128::from(digits) * five, u128::from(m))
+    } else {
+        (u128::from(digits), u128::from(m) * five)
+    };
+    let split = |n: u128, power: i32| (n >> n.trailing_zeros(), power + n.trailing_zeros() as i32);
+    split(left, exp) == split(right, e2)
 }
 
 /// Python's `repr` of a str: in single quotes unless it holds a single
