@@ -262,12 +262,23 @@ fn slice_of(key: &PyValue) -> Option<std::result::Result<Slice, Exception>> {
     }
     let part = |i: usize| slice_part(o.args.get(i).unwrap_or(&PyValue::None));
     Some((|| {
+        // Python reads the step first (`PySlice_Unpack`): `l['a'::0]`, and
+        // `l[::0] = 5`, are the step's `ValueError`.
+        let step = part(2)?;
+        if step == Some(0) {
+            return Err(zero_step());
+        }
         Ok(Slice {
             start: part(0)?,
             stop: part(1)?,
-            step: part(2)?,
+            step,
         })
     })())
+}
+
+/// Python's `ValueError` for a slice with a step of 0.
+fn zero_step() -> Exception {
+    ("ValueError", "slice step cannot be zero".into())
 }
 
 /// One bound of a slice: `None`, or an int clamped to `i64`.
@@ -289,7 +300,7 @@ impl Slice {
     fn indices(self, len: usize) -> std::result::Result<(i64, i64, usize), Exception> {
         let step = self.step.unwrap_or(1);
         if step == 0 {
-            return Err(("ValueError", "slice step cannot be zero".into()));
+            return Err(zero_step());
         }
         let step = step.max(-i64::MAX);
         let len = len as i64;
@@ -484,34 +495,54 @@ pub(super) fn pairs_of(
     v: PyValue,
     budget: &mut Budget,
 ) -> std::result::Result<Vec<(PyValue, PyValue)>, Exception> {
+    let (pairs, end) = pairs_until(v, budget);
+    end.map(|()| pairs)
+}
+
+/// [`pairs_of`] as far as it goes, as Python's `dict.update` reads its
+/// argument: the pairs before the first item that is not a pair, and that
+/// item's error (the pairs before it are inserted all the same).
+fn pairs_until(
+    v: PyValue,
+    budget: &mut Budget,
+) -> (Vec<(PyValue, PyValue)>, std::result::Result<(), Exception>) {
     if let PyValue::Dict(d) = v {
-        return Ok(d);
+        return (d, Ok(()));
     }
     if let (PyValue::Object(_), Some((_, pairs))) = (&v, v.mapping()) {
-        budget.charge(pairs.iter().flat_map(|(k, v)| [k, v]))?;
-        return Ok(pairs.to_vec());
+        return match budget.charge(pairs.iter().flat_map(|(k, v)| [k, v])) {
+            Ok(()) => (pairs.to_vec(), Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        };
     }
-    let mut pairs = Vec::new();
-    for (i, item) in items_of(v, budget)?.into_iter().enumerate() {
-        let pair = items_of(item, budget).map_err(|_| {
-            type_error(format!(
-                "cannot convert dictionary update sequence element #{i} to a sequence"
-            ))
-        })?;
+    let items = match items_of(v, budget) {
+        Ok(items) => items,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    let mut pairs = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let pair = match items_of(item, budget) {
+            Ok(pair) => pair,
+            // The budget's refusal ends the request as it is.
+            Err(e) if budget.spent() => return (pairs, Err(e)),
+            Err(_) => {
+                let message =
+                    format!("cannot convert dictionary update sequence element #{i} to a sequence");
+                return (pairs, Err(type_error(message)));
+            }
+        };
         match <[PyValue; 2]>::try_from(pair) {
             Ok([k, v]) => pairs.push((k, v)),
             Err(pair) => {
-                return Err((
-                    "ValueError",
-                    format!(
-                        "dictionary update sequence element #{i} has length {}; 2 is required",
-                        pair.len()
-                    ),
-                ))
+                let message = format!(
+                    "dictionary update sequence element #{i} has length {}; 2 is required",
+                    pair.len()
+                );
+                return (pairs, Err(("ValueError", message)));
             }
         }
     }
-    Ok(pairs)
+    (pairs, Ok(()))
 }
 
 /// An int of up to 128 bits, as an `Int` if it fits `i64` and else as a
@@ -750,7 +781,8 @@ fn namespace(attrs: Vec<(PyValue, PyValue)>) -> PyValue {
     )))
 }
 
-/// `iter(items)`: an iterator for the client (what `__reversed__` answers).
+/// `iter(items)`: an iterator for the client (what a dict's `__reversed__`
+/// answers).
 fn iterator(items: Vec<PyValue>) -> PyValue {
     PyValue::Object(Box::new(PyObject::call(
         "builtins",
@@ -953,12 +985,14 @@ fn dict(
             PyValue::None
         }
         Op::UpdateWith(other, kwds) => {
-            let pairs = match other {
-                Some(other) => pairs_of(other, budget)?,
-                None => Vec::new(),
+            // Python inserts the pairs before an item that is not one.
+            let (pairs, end) = match other {
+                Some(other) => pairs_until(other, budget),
+                None => (Vec::new(), Ok(())),
             };
             d.reserve(pairs.len() + kwds.len());
             insert_all(d, pairs)?;
+            end?;
             d.extend(kwds);
             PyValue::None
         }
@@ -1058,7 +1092,12 @@ fn list(
         }
         Op::Reversed => {
             budget.charge(l.iter())?;
-            iterator(l.iter().rev().cloned().collect())
+            // As CPython pickles a `list_reverseiterator`: `reversed(list)`.
+            PyValue::Object(Box::new(PyObject::call(
+                "builtins",
+                "reversed",
+                vec![PyValue::List(l.clone())],
+            )))
         }
         Op::Repr => repr_list(l, budget)?,
         Op::Get(k) => match slice_of(&k) {
@@ -1934,10 +1973,12 @@ mod tests {
             after("__imul__", vec![1.into()]),
             list(ints(&[0, 1, 2, 3, 4]))
         );
-        assert_eq!(
-            iterated(on_five("__reversed__", vec![])),
-            ints(&[4, 3, 2, 1, 0])
-        );
+        match on_five("__reversed__", vec![]) {
+            Ok(PyValue::Object(o)) if o.is_builtin("reversed") => {
+                assert_eq!(o.args, [PyValue::List(ints(&[0, 1, 2, 3, 4]))]);
+            }
+            other => panic!("not a reverse iterator: {other:?}"),
+        }
         assert_eq!(on_five("copy", vec![]), list(ints(&[0, 1, 2, 3, 4])));
         assert_eq!(after("clear", vec![]), list(vec![]));
         assert_eq!(after("reverse", vec![]), list(ints(&[4, 3, 2, 1, 0])));
@@ -2372,12 +2413,18 @@ mod tests {
     }
 
     /// What `generate.py` (beside the cases) prints for an answer: an
-    /// iterator as the list of its items.
+    /// iterator (a reverse one too) as the list of its items.
     fn shown(v: &PyValue) -> String {
         match v {
             PyValue::Object(o) if o.is_builtin("iter") && o.args.len() == 1 => {
                 o.args[0].to_string()
             }
+            PyValue::Object(o) if o.is_builtin("reversed") => match &o.args[..] {
+                [PyValue::List(items)] => {
+                    PyValue::List(items.iter().rev().cloned().collect()).to_string()
+                }
+                _ => v.to_string(),
+            },
             v => v.to_string(),
         }
     }

@@ -331,14 +331,16 @@ fn attribute(v: PyValue) -> Result<PyValue, Exception> {
 /// function would have to run in the server, which runs nothing a client
 /// sends: any key but `None` is refused.
 fn sort_reverse(call: Call<'_>) -> Result<bool, Exception> {
+    // Python counts all the arguments first, then the positional ones.
+    let given = call.args.len() + call.kwds.len();
+    if given > 2 {
+        return Err(type_error(format!(
+            "sort() takes at most 2 {}arguments ({given} given)",
+            if call.args.is_empty() { "keyword " } else { "" }
+        )));
+    }
     if !call.args.is_empty() {
         return Err(type_error("sort() takes no positional arguments".into()));
-    }
-    if call.kwds.len() > 2 {
-        return Err(type_error(format!(
-            "sort() takes at most 2 keyword arguments ({} given)",
-            call.kwds.len()
-        )));
     }
     let mut reverse = false;
     for (k, v) in call.kwds {

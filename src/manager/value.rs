@@ -219,6 +219,80 @@ impl PyObject {
         })
     }
 
+    /// What a bare global of the `builtins` module is, if not a class:
+    /// one of its two constants that pickle by name (`Ellipsis`,
+    /// `NotImplemented`) or one of its functions (`len`), by CPython 3.13's
+    /// `builtins` (`open` is `io.open`).
+    fn builtin_global(&self) -> Option<BuiltinGlobal> {
+        /// The functions of `builtins`, in order (for a binary search).
+        const FUNCTIONS: [&str; 45] = [
+            "__build_class__",
+            "__import__",
+            "abs",
+            "aiter",
+            "all",
+            "anext",
+            "any",
+            "ascii",
+            "bin",
+            "breakpoint",
+            "callable",
+            "chr",
+            "compile",
+            "delattr",
+            "dir",
+            "divmod",
+            "eval",
+            "exec",
+            "format",
+            "getattr",
+            "globals",
+            "hasattr",
+            "hash",
+            "hex",
+            "id",
+            "input",
+            "isinstance",
+            "issubclass",
+            "iter",
+            "len",
+            "locals",
+            "max",
+            "min",
+            "next",
+            "oct",
+            "open",
+            "ord",
+            "pow",
+            "print",
+            "repr",
+            "round",
+            "setattr",
+            "sorted",
+            "sum",
+            "vars",
+        ];
+        if !self.global || self.module != "builtins" {
+            return None;
+        }
+        match self.name.as_str() {
+            "Ellipsis" | "NotImplemented" => Some(BuiltinGlobal::Constant),
+            name if FUNCTIONS.binary_search(&name).is_ok() => Some(BuiltinGlobal::Function),
+            _ => None,
+        }
+    }
+
+    /// The name of the type of a bare global (a class's is `type`), as
+    /// Python's messages give it.
+    fn global_type_name(&self) -> &'static str {
+        match (self.builtin_global(), self.name.as_str()) {
+            (Some(BuiltinGlobal::Constant), "Ellipsis") => "ellipsis",
+            (Some(BuiltinGlobal::Constant), _) => "NotImplementedType",
+            (Some(BuiltinGlobal::Function), _) => "builtin_function_or_method",
+            (None, _) => "type",
+        }
+    }
+
     /// Whether this is an instance of the builtin `name`.
     pub(crate) fn is_builtin(&self, name: &str) -> bool {
         self.is("builtins", name)
@@ -379,7 +453,7 @@ impl PyValue {
             PyValue::BigInt(_) => "int",
             PyValue::Set(_) => "set",
             PyValue::FrozenSet(_) => "frozenset",
-            PyValue::Object(o) if o.global => "type",
+            PyValue::Object(o) if o.global => o.global_type_name(),
             PyValue::Object(o) => o
                 .c_type_name()
                 .unwrap_or_else(|| o.name.rsplit('.').next().unwrap_or(&o.name)),
@@ -493,7 +567,18 @@ impl PyObject {
             out.push(')');
         };
         if self.global {
-            let _ = write!(out, "<class '{}.{}'>", self.module, self.name);
+            match (self.module.as_str(), self.builtin_global()) {
+                (_, Some(BuiltinGlobal::Constant)) => out.push_str(&self.name),
+                (_, Some(BuiltinGlobal::Function)) => {
+                    let _ = write!(out, "<built-in function {}>", self.name);
+                }
+                ("builtins", _) => {
+                    let _ = write!(out, "<class '{}'>", self.name);
+                }
+                (module, None) => {
+                    let _ = write!(out, "<class '{module}.{}'>", self.name);
+                }
+            }
             return;
         }
         if self.module != "builtins" {
@@ -517,6 +602,15 @@ impl PyObject {
             name => call(out, name, args),
         }
     }
+}
+
+/// What a bare global of the `builtins` module is, if not a class.
+#[derive(Clone, Copy)]
+enum BuiltinGlobal {
+    /// `Ellipsis` or `NotImplemented`.
+    Constant,
+    /// A function, such as `len`.
+    Function,
 }
 
 /// Python's `repr` of `complex(real, imag)`: `(1+2j)`, `2j`, `(-0-1j)`.
@@ -548,6 +642,10 @@ fn write_complex(out: &mut String, real: &PyValue, imag: &PyValue) {
 /// The most 32-bit limbs an int [`write_bigint`] writes in decimal has
 /// (about Python's 4300 digits); a longer one prints as its size.
 const DECIMAL_LIMBS: usize = 1800 / 4;
+
+/// The most digits Python prints of an int (`sys.get_int_max_str_digits()`
+/// by default).
+const MAX_STR_DIGITS: usize = 4300;
 
 /// About the work of writing the int of `bytes` in decimal, in a
 /// [`Budget`](super::limits::Budget)'s steps: its repeated division takes
@@ -583,8 +681,9 @@ fn write_bigint(out: &mut String, bytes: &[u8]) {
     while limbs.last() == Some(&0) {
         limbs.pop();
     }
+    let bits = limbs.len() * 32;
     if limbs.len() > DECIMAL_LIMBS {
-        let _ = write!(out, "<int of {} bits>", limbs.len() * 32);
+        let _ = write!(out, "<int of {bits} bits>");
         return;
     }
     // Repeated division by 10**9.
@@ -600,6 +699,15 @@ fn write_bigint(out: &mut String, bytes: &[u8]) {
         while limbs.last() == Some(&0) {
             limbs.pop();
         }
+    }
+    // Python's limit is on the digits, which the limbs only bound.
+    let digits = chunks
+        .last()
+        .map_or(1, |top| top.checked_ilog10().unwrap_or(0) as usize + 1)
+        + 9 * chunks.len().saturating_sub(1);
+    if digits > MAX_STR_DIGITS {
+        let _ = write!(out, "<int of {bits} bits>");
+        return;
     }
     if negative {
         out.push('-');
@@ -676,21 +784,90 @@ fn write_float(out: &mut String, f: f64) {
     if f.is_infinite() {
         return out.push_str(if f > 0.0 { "inf" } else { "-inf" });
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: `-1.25e-7`.
+    let (digits, exp) = shortest_digits(f.abs());
+    if f.is_sign_negative() {
+        out.push('-');
+    }
+    if (-4..16).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
+        } else {
+            // Within 0..16: the digits before the point.
+            let whole = exp as usize + 1;
+            if digits.len() <= whole {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', whole - digits.len()));
+                out.push_str(".0");
+            } else {
+                out.push_str(&digits[..whole]);
+                out.push('.');
+                out.push_str(&digits[whole..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let sign = if exp < 0 { '-' } else { '+' };
+        // Writing to a String cannot fail.
+        let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+    }
+}
+
+/// The shortest digits that read back as `f` (finite, not negative), as
+/// Python's `repr` picks them, and the decimal exponent of the first:
+/// `("125", -7)` for `1.25e-07`, `("0", 0)` for zero.
+fn shortest_digits(f: f64) -> (String, i32) {
+    // Rust's `{:e}` gives the shortest round-trip digits (`1.25e-7`), the
+    // nearest to `f` of them; but of two equally near, it gives the upper
+    // one, where Python gives the even one.
     let sci = format!("{f:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..16).contains(&exp) {
-        let s = format!("{f}");
-        out.push_str(&s);
-        if !s.contains('.') {
-            out.push_str(".0");
+    let mut digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    let last = digits.as_bytes().last().map_or(0, |&d| d - b'0');
+    if digits.len() > 1 && last % 2 == 1 {
+        let lower = format!("{}{}", &digits[..digits.len() - 1], last - 1);
+        // `f` halfway between the two: `lower` followed by a 5, exactly.
+        let halfway = format!("{lower}5")
+            .parse::<u64>()
+            .is_ok_and(|half| equals_decimal(f, half, exp - lower.len() as i32));
+        if halfway {
+            digits = lower;
         }
-    } else {
-        let sign = if exp < 0 { '-' } else { '+' };
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{mantissa}e{sign}{:02}", exp.unsigned_abs());
     }
+    (digits, exp)
+}
+
+/// Whether `f` (finite, not negative) is exactly `digits × 10^exp`.
+fn equals_decimal(f: f64, digits: u64, exp: i32) -> bool {
+    let bits = f.to_bits();
+    let (biased, fraction) = ((bits >> 52) as i32, bits & ((1 << 52) - 1));
+    // `f` is `m × 2^e2`.
+    let (m, e2) = match biased {
+        0 => (fraction, -1074),
+        _ => (fraction | 1 << 52, biased - 1075),
+    };
+    // 5^27 is the largest power of 5 below 2^63; past it neither side's
+    // factors of 5 can match (`m` < 2^53, `digits` < 10^19).
+    if exp.unsigned_abs() > 27 || m == 0 || digits == 0 {
+        return m == 0 && digits == 0;
+    }
+    let five = 5u128.pow(exp.unsigned_abs());
+    // digits × 5^exp × 2^exp = m × 2^e2, with the 5s moved to the side
+    // where their power is positive: both sides then whole numbers times
+    // powers of 2, compared as odd part and power of 2.
+    let (left, right) = if exp >= 0 {
+        (u128::from(digits) * five, u128::from(m))
+    } else {
+        (u128::from(digits), u128::from(m) * five)
+    };
+    let split = |n: u128, power: i32| (n >> n.trailing_zeros(), power + n.trailing_zeros() as i32);
+    split(left, exp) == split(right, e2)
 }
 
 /// Python's `repr` of a str: in single quotes unless it holds a single
