@@ -236,7 +236,7 @@ impl Pool {
     }
 
     /// Queues one chunk: the trampoline at `call` on `job`'s arguments, or
-    /// fails it with `job`'s error.
+    /// has the scheduler thread fail it with `job`'s error.
     fn submit_one(
         &self,
         call: usize,
@@ -248,25 +248,24 @@ impl Pool {
             slot.refuse(TaskOutcome::Foreign);
             return slot;
         }
-        let (origin, args) = match job {
-            Ok(job) => job,
-            Err(e) => {
-                slot.complete(TaskOutcome::Failed(e));
-                return slot;
-            }
-        };
         let mut state = locked(&self.shared.state);
         if let Some(outcome) = refusal(&state) {
             drop(state);
             slot.refuse(outcome);
             return slot;
         }
-        state.pending.push_back(Job {
-            call,
-            origin,
-            args,
-            slot: slot.clone(),
-        });
+        match job {
+            Ok((origin, args)) => state.pending.push_back(Job {
+                call,
+                origin,
+                args,
+                slot: slot.clone(),
+            }),
+            // Failed by the scheduler thread, as a task that ran would
+            // be: its callbacks run there, never on the caller's thread,
+            // which may hold a lock they take.
+            Err(e) => state.failed.push((slot.clone(), e)),
+        }
         drop(state);
         self.shared.wake();
         slot
