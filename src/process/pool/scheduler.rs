@@ -310,7 +310,9 @@ impl Scheduler {
     /// terminating, or closed with nothing left to do.
     fn dispatch(&mut self) -> (bool, bool) {
         let shared = self.shared.clone();
-        fail_all(std::mem::take(&mut locked(&shared.state).failed));
+        // Taken first: the state's lock is not held while they fail.
+        let failed = std::mem::take(&mut locked(&shared.state).failed);
+        fail_all(failed);
         for i in 0..self.workers.len() {
             if !self.can_take_work(&self.workers[i]) {
                 continue;
