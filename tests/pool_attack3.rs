@@ -66,3 +66,59 @@ fn an_error_callback_never_runs_on_the_submitting_thread() {
 fn square(x: u64) -> u64 {
     x * x
 }
+
+/// An endless input (0, 1, 2, …, of unknown length, as a generator's)
+/// whose reading past `limit` items fails the test.
+fn endless(limit: u64) -> impl Iterator<Item = u64> {
+    let mut next = 0;
+    std::iter::from_fn(move || {
+        assert!(
+            next < limit,
+            "the input was read far ahead of the results taken"
+        );
+        next += 1;
+        Some(next - 1)
+    })
+}
+
+/// `imap_buffered` and `imap_unordered_buffered` over an endless input
+/// yield its first results, having read no more of it than the results
+/// taken, the chunks buffered and the chunk being read; the pool goes on
+/// once the iterators are dropped. Before, there was no way to `imap` an
+/// endless input: `imap` and `imap_unordered` read all of it before they
+/// returned, for ever, holding ever more memory (Python 3.16's
+/// `buffersize`).
+#[test]
+fn imap_buffered_reads_an_endless_input_as_the_results_are_taken() {
+    watchdog("imap over an endless input", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let first: Vec<u64> = pool
+            .imap_buffered(square, endless(100 + 8 + 1), None, 8)
+            .take(100)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(first, (0..100u64).map(square).collect::<Vec<_>>());
+        let mut some: Vec<u64> = pool
+            .imap_unordered_buffered(square, endless(100 + 4 * 3 + 3), Some(3), 4)
+            .take(100)
+            .map(Result::unwrap)
+            .collect();
+        some.sort();
+        some.dedup();
+        assert_eq!(some.len(), 100);
+        assert!(some.iter().all(|v| v.isqrt().pow(2) == *v), "{some:?}");
+        assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
+        // Closed half-way: what was submitted runs, the rest fails, and
+        // `join` waits for the iterator no more than `close` does.
+        let mut half = pool.imap_buffered(square, 0..100u64, None, 2);
+        assert_eq!(half.next().unwrap().unwrap(), 0);
+        pool.close();
+        pool.join().unwrap();
+        let rest: Vec<_> = half.collect();
+        assert_eq!(rest.len(), 99);
+        assert!(matches!(rest[..2], [Ok(1), Ok(4)]), "{:?}", &rest[..3]);
+        assert!(rest[2..]
+            .iter()
+            .all(|r| matches!(r, Err(Error::PoolClosed))));
+    });
+}
