@@ -108,6 +108,17 @@ fn imap_buffered_reads_an_endless_input_as_the_results_are_taken() {
         assert_eq!(some.len(), 100);
         assert!(some.iter().all(|v| v.isqrt().pow(2) == *v), "{some:?}");
         assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
+        // `imap` and `imap_unordered`, which read all their input at once,
+        // make iterators that another thread may take, whatever the input.
+        let not_send = std::rc::Rc::new(3u64);
+        let input = || {
+            let not_send = not_send.clone();
+            (0..3u64).map(move |x| x + *not_send)
+        };
+        let ordered = pool.imap(square, input(), None);
+        let unordered = pool.imap_unordered(square, input(), None);
+        let taken = std::thread::spawn(move || ordered.chain(unordered).count());
+        assert_eq!(taken.join().unwrap(), 6);
         // Closed half-way: what was submitted runs, the rest fails, and
         // `join` waits for the iterator no more than `close` does.
         let mut half = pool.imap_buffered(square, 0..100u64, None, 2);
@@ -120,5 +131,58 @@ fn imap_buffered_reads_an_endless_input_as_the_results_are_taken() {
         assert!(rest[2..]
             .iter()
             .all(|r| matches!(r, Err(Error::PoolClosed))));
+    });
+}
+
+/// A result type whose decoding panics in the parent, for 13.
+#[derive(Debug)]
+struct Touchy(u64);
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <u64 as serde::Deserialize>::deserialize(d)?;
+        if v == 13 {
+            panic!("unlucky");
+        }
+        Ok(Touchy(v))
+    }
+}
+
+fn touchy(x: u64) -> Touchy {
+    Touchy(x)
+}
+
+/// A result whose decoding panics reaches the error callback as an
+/// `Error::Deserialize`, as one whose decoding fails does; the pool goes
+/// on. Before, the panic, caught on the scheduler thread, ran neither
+/// callback: the result was lost to a program that waits on them.
+#[test]
+fn a_result_whose_decoding_panics_reaches_the_error_callback() {
+    watchdog("decoding panic in a callback", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for x in [12, 13] {
+            let (ok, failed) = (tx.clone(), tx.clone());
+            pool.apply_async_with_error_callback(
+                touchy,
+                x,
+                move |v| ok.send(Ok(v.0)).unwrap(),
+                move |e| failed.send(Err(e)).unwrap(),
+            );
+        }
+        assert!(matches!(rx.recv_timeout(LIMIT), Ok(Ok(12))));
+        match rx.recv_timeout(LIMIT) {
+            Ok(Err(Error::Deserialize(m))) => assert!(m.contains("unlucky"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pool.apply(square, 4).unwrap(), 16);
+        pool.close();
+        pool.join().unwrap();
     });
 }

@@ -47,6 +47,18 @@ where
         it
     }
 
+    /// The whole input submitted, without the input itself (see
+    /// [`Feed::drained`]).
+    pub(super) fn submit_all(feed: Feed<I>) -> Ordered<std::iter::Empty<I::Item>, R> {
+        let it = Ordered::new(feed, usize::MAX);
+        Ordered {
+            feed: it.feed.drained(),
+            ahead: it.ahead,
+            chunks: it.chunks,
+            out: it.out,
+        }
+    }
+
     fn fill(&mut self) {
         while self.chunks.len() < self.ahead {
             match self.feed.submit(|| None) {
@@ -126,6 +138,20 @@ where
             it.left = usize::from(refused.is_some());
         }
         it
+    }
+
+    /// The whole input submitted, without the input itself (see
+    /// [`Feed::drained`]).
+    pub(super) fn submit_all(feed: Feed<I>) -> Unordered<std::iter::Empty<I::Item>, R> {
+        let it = Unordered::new(feed, usize::MAX);
+        Unordered {
+            feed: it.feed.drained(),
+            ahead: it.ahead,
+            left: it.left,
+            deliver: it.deliver,
+            outcomes: it.outcomes,
+            out: it.out,
+        }
     }
 
     fn fill(&mut self) {

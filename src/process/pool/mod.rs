@@ -44,6 +44,7 @@ mod scheduler;
 pub(crate) mod task;
 mod worker;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
@@ -260,7 +261,19 @@ impl Pool {
         T::Output: Serialize + DeserializeOwned,
     {
         let callback = Callback::user(move |o: &TaskOutcome| {
-            match decode::<T::Output>(o.clone()).and_then(result::only) {
+            // A `Deserialize` that panics fails the result: the panic,
+            // caught by the scheduler thread, would lose it (neither
+            // callback would run).
+            let decoded = catch_unwind(AssertUnwindSafe(|| {
+                decode::<T::Output>(o.clone()).and_then(result::only)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(Error::Deserialize(format!(
+                    "decoding the result panicked: {}",
+                    result::panic_text(panic)
+                )))
+            });
+            match decoded {
                 Ok(r) => callback(r),
                 Err(e) => error_callback(e),
             }
@@ -408,7 +421,8 @@ impl Pool {
         A: Serialize,
         R: Serialize + DeserializeOwned,
     {
-        self.imap_buffered(f, items, chunksize, usize::MAX)
+        let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
+        imap::Ordered::submit_all(feed)
     }
 
     /// As [`imap`](Pool::imap), reading the input as the results are
@@ -467,7 +481,8 @@ impl Pool {
         A: Serialize,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.imap_unordered_buffered(f, items, chunksize, usize::MAX)
+        let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
+        imap::Unordered::submit_all(feed)
     }
 
     /// As [`imap_unordered`](Pool::imap_unordered), reading the input as

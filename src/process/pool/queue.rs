@@ -170,6 +170,18 @@ where
         &self.queue
     }
 
+    /// This feed, read to its end, without its input: an iterator that
+    /// holds it is `Send` whatever the input was.
+    pub(super) fn drained(self) -> Feed<std::iter::Empty<I::Item>> {
+        Feed {
+            queue: self.queue,
+            code: self.code,
+            items: std::iter::empty(),
+            size: self.size,
+            ended: true,
+        }
+    }
+
     /// Submits the next chunk of the input, its callback from `callback`;
     /// `None` once the input has ended.
     pub(super) fn submit<R: DeserializeOwned>(
