@@ -119,18 +119,45 @@ fn imap_buffered_reads_an_endless_input_as_the_results_are_taken() {
         let unordered = pool.imap_unordered(square, input(), None);
         let taken = std::thread::spawn(move || ordered.chain(unordered).count());
         assert_eq!(taken.join().unwrap(), 6);
-        // Closed half-way: what was submitted runs, the rest fails, and
-        // `join` waits for the iterator no more than `close` does.
-        let mut half = pool.imap_buffered(square, 0..100u64, None, 2);
+        // Closed half-way: what was submitted runs, `join` does not wait
+        // for the iterator, and the reading stops with one error.
+        let mut half = pool.imap_buffered(square, endless(4), None, 2);
         assert_eq!(half.next().unwrap().unwrap(), 0);
         pool.close();
         pool.join().unwrap();
         let rest: Vec<_> = half.collect();
-        assert_eq!(rest.len(), 99);
-        assert!(matches!(rest[..2], [Ok(1), Ok(4)]), "{:?}", &rest[..3]);
-        assert!(rest[2..]
-            .iter()
-            .all(|r| matches!(r, Err(Error::PoolClosed))));
+        assert!(
+            matches!(rest[..], [Ok(1), Ok(4), Err(Error::PoolClosed)]),
+            "{rest:?}"
+        );
+    });
+}
+
+/// The `_buffered` iterators taken into a forked child, where the pool
+/// takes no task, end there with one error for the input not read yet,
+/// rather than read an endless input for ever; the parent's pool is
+/// untouched.
+#[test]
+fn buffered_iterators_in_a_forked_child_stop_reading() {
+    watchdog("buffered iterators in a child", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let ordered = pool.imap_buffered(square, endless(2), None, 1);
+        let unordered = pool.imap_unordered_buffered(square, endless(2), None, 1);
+        let child = common::static_child(move || {
+            for got in [ordered.collect::<Vec<_>>(), unordered.collect()] {
+                assert!(
+                    matches!(
+                        got[..],
+                        [Ok(0) | Err(Error::PoolState(_)), Err(Error::PoolState(_))]
+                    ),
+                    "{got:?}"
+                );
+            }
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        pool.close();
+        pool.join().unwrap();
     });
 }
 

@@ -432,9 +432,10 @@ impl Pool {
     /// in bounded memory, and the first results come before it has been
     /// read. The input is read on the thread that iterates (Python's on a
     /// thread of the pool's), so one that waits holds up the next result.
-    /// Once the pool is closed or terminated, each chunk not submitted yet
-    /// fails, as a submission to it does; dropping the iterator stops the
-    /// reading (the chunks submitted still run).
+    /// Once the pool is closed or terminated, the reading stops: the next
+    /// chunk is that error ([`Error::PoolClosed`], [`Error::PoolTerminated`]),
+    /// and the last. Dropping the iterator stops the reading too (the
+    /// chunks submitted still run).
     ///
     /// # Example
     /// ```
@@ -460,7 +461,7 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
-        imap::Ordered::new(feed, buffersize.max(1))
+        imap::Ordered::new(feed.stopping_when_refused(), buffersize.max(1))
     }
 
     /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
@@ -500,7 +501,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
-        imap::Unordered::new(feed, buffersize.max(1))
+        imap::Unordered::new(feed.stopping_when_refused(), buffersize.max(1))
     }
 
     /// Accepts no more tasks; queued ones still run. Follow with

@@ -148,6 +148,8 @@ pub(super) struct Feed<I> {
     size: usize,
     /// Whether `items` has ended (it is not asked again: it may not be fused).
     ended: bool,
+    /// Whether the reading stops once the pool takes no task.
+    stop_when_refused: bool,
 }
 
 impl<I> Feed<I>
@@ -163,6 +165,17 @@ where
             items,
             size: size.max(1),
             ended: false,
+            stop_when_refused: false,
+        }
+    }
+
+    /// This feed, reading no more of its input once the pool takes no
+    /// task (closed, terminated, or used from another process): its next
+    /// chunk is then that refusal, and the last.
+    pub(super) fn stopping_when_refused(self) -> Feed<I> {
+        Feed {
+            stop_when_refused: true,
+            ..self
         }
     }
 
@@ -179,6 +192,7 @@ where
             items: std::iter::empty(),
             size: self.size,
             ended: true,
+            stop_when_refused: self.stop_when_refused,
         }
     }
 
@@ -186,15 +200,27 @@ where
     /// `None` once the input has ended.
     pub(super) fn submit<R: DeserializeOwned>(
         &mut self,
-        callback: impl FnOnce() -> Option<Callback>,
+        mut callback: impl FnMut() -> Option<Callback>,
     ) -> Option<Chunk<R>> {
+        if self.stop_when_refused && !self.ended {
+            if let Some(refused) = self.queue.refused(&mut callback) {
+                self.ended = true;
+                return Some(refused);
+            }
+        }
         let chunk = self.take()?;
         Some(self.queue.submit_chunk(&self.code, &chunk, callback()))
     }
 
-    /// Reads the next chunk of the input without submitting it; whether
-    /// there was one.
+    /// Reads the next chunk of the input without submitting it, where the
+    /// pool takes no task; whether there was one.
     pub(super) fn skip(&mut self) -> bool {
+        if self.stop_when_refused && !self.ended {
+            // Called where the pool takes no task: one chunk stands for
+            // the rest, unread.
+            self.ended = true;
+            return true;
+        }
         self.take().is_some()
     }
 
