@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::queue::Queue;
 use super::scheduler::{Config, Scheduler, Shared, State};
 use super::Pool;
 use crate::error::{Error, Result};
@@ -96,11 +97,13 @@ impl PoolBuilder {
             .map_err(|e| Error::io("spawn the pool's scheduler thread", e))?;
         match started_rx.recv() {
             Ok(Ok(())) => Ok(Pool {
-                shared,
-                scheduler_thread: scheduler.thread().id(),
+                queue: Queue {
+                    shared,
+                    owner: sys::getpid(),
+                    scheduler: scheduler.thread().id(),
+                },
                 scheduler: Mutex::new(Some(scheduler)),
                 processes,
-                owner: sys::getpid(),
                 finalized: std::sync::atomic::AtomicBool::new(false),
             }),
             Ok(Err(e)) => {

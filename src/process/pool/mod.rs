@@ -25,15 +25,18 @@
 //!
 //! The files: this one is the public API; `builder` the [`PoolBuilder`],
 //! which starts the scheduler thread; `task` the [`Task`] trait and
-//! the one trampoline through which a worker calls a task; `result` the
-//! handles on results; `scheduler` the scheduler thread; `worker` the
-//! worker's loop.
+//! the one trampoline through which a worker calls a task; `queue` the
+//! submission of tasks; `imap` the iterators that submit their input as
+//! their results are taken; `result` the handles on results;
+//! `scheduler` the scheduler thread; `worker` the worker's loop.
 //!
 //! The lifecycle is logged at debug level with Python's words (`added
 //! worker`, `closing pool`, `worker exiting after 3 tasks`, …), through the
 //! `log` crate: see [`log_to_stderr`](crate::process::log_to_stderr).
 
 mod builder;
+mod imap;
+mod queue;
 #[cfg(feature = "redis")]
 pub mod remote;
 mod result;
@@ -41,40 +44,22 @@ mod scheduler;
 pub(crate) mod task;
 mod worker;
 
-use std::sync::{Arc, Mutex};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::builder::PoolBuilder;
-use self::result::{decode, foreign_error, per_item, Callback, Chunk, Slot, TaskOutcome};
+use self::queue::{Code, Feed, Queue};
+use self::result::{decode, foreign_error, Callback, Chunk, TaskOutcome};
 pub use self::result::{AsyncResult, MapResult};
-use self::scheduler::{Job, Shared, State};
 pub use self::task::Task;
 use self::task::{Fallible, Finish, Plain};
-use super::code_origin::CodeOrigin;
 use crate::error::{Error, Result};
 use crate::poison::{self, locked};
 use crate::process::logging;
-use crate::sys;
-
-/// A task's trampoline, as the scheduler sends it.
-struct Code {
-    call: usize,
-    /// The object that holds it, if the loader knows one.
-    origin: Option<CodeOrigin>,
-}
-
-impl Code {
-    fn of<M, T: Task<M>, K: Finish<T::Output>>(task: T) -> Code {
-        let call = worker::address(task::trampoline::<M, T, K>(task));
-        Code {
-            call,
-            origin: CodeOrigin::of(call),
-        }
-    }
-}
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -123,16 +108,14 @@ impl Code {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Pool {
-    shared: Arc<Shared>,
+    /// Where tasks go, and the scheduler thread, which runs the callbacks:
+    /// one that joins or drops the pool there must not wait for that very
+    /// thread.
+    queue: Queue,
     /// Taken by the first `join` (or drop), which waits for the thread;
     /// other joiners wait on the lock meanwhile.
     scheduler: Mutex<Option<JoinHandle<()>>>,
-    /// The scheduler thread, which runs the callbacks: one that joins or
-    /// drops the pool there must not wait for that very thread.
-    scheduler_thread: std::thread::ThreadId,
     processes: usize,
-    /// The process that created the pool, the only one that can use it.
-    owner: u32,
     /// Whether "finalizing pool" was logged.
     finalized: std::sync::atomic::AtomicBool,
 }
@@ -167,109 +150,28 @@ impl Pool {
     /// Whether the calling thread is the pool's scheduler thread (in a
     /// callback).
     fn on_scheduler_thread(&self) -> bool {
-        std::thread::current().id() == self.scheduler_thread
+        self.queue.on_scheduler_thread()
     }
 
     /// Whether this is the process that created the pool (not a forked child).
     fn is_owner(&self) -> bool {
-        sys::getpid() == self.owner
+        self.queue.is_owner()
     }
 
-    /// Queues `items` (argument lists of `task`) in chunks of `size`, each
-    /// chunk run in a worker by one call of the trampoline; `callback`
-    /// gives each chunk's completion callback, if any.
-    fn submit<M, T, K>(
-        &self,
-        task: T,
-        items: Vec<T::Args>,
-        size: usize,
-        mut callback: impl FnMut() -> Option<Callback>,
-    ) -> Vec<Chunk<K::Value>>
+    /// `items` (argument lists of `task`), to be submitted in chunks of
+    /// `size`, each run in a worker by one call of the trampoline.
+    fn feed<M, T, K, I>(&self, task: T, items: I, size: usize) -> Feed<I::IntoIter>
     where
         T: Task<M>,
         K: Finish<T::Output>,
-        K::Value: DeserializeOwned,
+        I: IntoIterator<Item = T::Args>,
     {
-        let code = Code::of::<M, T, K>(task);
-        let mut chunks = Vec::new();
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let chunk: Vec<T::Args> = items.by_ref().take(size.max(1)).collect();
-            chunks.push(self.submit_chunk(&code, &chunk, callback()));
-        }
-        if chunks.is_empty() {
-            // Nothing to run, but a pool that takes no tasks still says
-            // so (Python's `map(f, [])` raises "Pool not running").
-            if let Some(refusal) = self.refusal() {
-                let slot = Arc::new(Slot::new(self.owner, self.scheduler_thread, callback()));
-                slot.refuse(refusal);
-                chunks.push(Chunk::new(slot));
-            }
-        }
-        chunks
-    }
-
-    /// Why the pool takes no task now, if it does not: used from another
-    /// process, closed or terminated.
-    fn refusal(&self) -> Option<TaskOutcome> {
-        if !self.is_owner() {
-            return Some(TaskOutcome::Foreign);
-        }
-        refusal(&locked(&self.shared.state))
-    }
-
-    /// Queues one chunk of calls of `code`.
-    fn submit_chunk<A: Serialize, R: DeserializeOwned>(
-        &self,
-        code: &Code,
-        chunk: &[A],
-        callback: Option<Callback>,
-    ) -> Chunk<R> {
-        let job = match (&code.origin, postcard::to_allocvec(chunk)) {
-            (Some(origin), Ok(args)) => Ok((origin.clone(), args)),
-            (None, _) => Err("the task's code is in no object the dynamic loader knows, \
-                 so a worker cannot be given its address"
-                .to_owned()),
-            (_, Err(e)) => Err(format!("cannot serialize the arguments: {e}")),
-        };
-        Chunk::new(self.submit_one(code.call, job, callback))
-    }
-
-    /// Queues one chunk: the trampoline at `call` on `job`'s arguments, or
-    /// fails it with `job`'s error.
-    fn submit_one(
-        &self,
-        call: usize,
-        job: std::result::Result<(CodeOrigin, Vec<u8>), String>,
-        callback: Option<Callback>,
-    ) -> Arc<Slot> {
-        let slot = Arc::new(Slot::new(self.owner, self.scheduler_thread, callback));
-        if !self.is_owner() {
-            slot.refuse(TaskOutcome::Foreign);
-            return slot;
-        }
-        let (origin, args) = match job {
-            Ok(job) => job,
-            Err(e) => {
-                slot.complete(TaskOutcome::Failed(e));
-                return slot;
-            }
-        };
-        let mut state = locked(&self.shared.state);
-        if let Some(outcome) = refusal(&state) {
-            drop(state);
-            slot.refuse(outcome);
-            return slot;
-        }
-        state.pending.push_back(Job {
-            call,
-            origin,
-            args,
-            slot: slot.clone(),
-        });
-        drop(state);
-        self.shared.wake();
-        slot
+        Feed::new(
+            self.queue.clone(),
+            Code::of::<M, T, K>(task),
+            items.into_iter(),
+            size,
+        )
     }
 
     /// One call of `task` as a chunk of one.
@@ -284,7 +186,9 @@ impl Pool {
         K: Finish<T::Output>,
         K::Value: DeserializeOwned,
     {
-        let chunk = self.submit_chunk(&Code::of::<M, T, K>(task), &[args], callback);
+        let chunk = self
+            .queue
+            .submit_chunk(&Code::of::<M, T, K>(task), &[args], callback);
         AsyncResult { chunk }
     }
 
@@ -357,7 +261,19 @@ impl Pool {
         T::Output: Serialize + DeserializeOwned,
     {
         let callback = Callback::user(move |o: &TaskOutcome| {
-            match decode::<T::Output>(o.clone()).and_then(result::only) {
+            // A `Deserialize` that panics fails the result: the panic,
+            // caught by the scheduler thread, would lose it (neither
+            // callback would run).
+            let decoded = catch_unwind(AssertUnwindSafe(|| {
+                decode::<T::Output>(o.clone()).and_then(result::only)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(Error::Deserialize(format!(
+                    "decoding the result panicked: {}",
+                    result::panic_text(panic)
+                )))
+            });
+            match decoded {
                 Ok(r) => callback(r),
                 Err(e) => error_callback(e),
             }
@@ -408,9 +324,13 @@ impl Pool {
         T::Output: Serialize + DeserializeOwned,
     {
         let size = chunksize.unwrap_or_else(|| self.chunksize(items.len()));
-        MapResult {
-            chunks: self.submit::<M, T, Plain>(f, items, size, || None),
+        let mut feed = self.feed::<M, T, Plain, _>(f, items, size);
+        let mut chunks: Vec<Chunk<T::Output>> =
+            std::iter::from_fn(|| feed.submit(|| None)).collect();
+        if chunks.is_empty() {
+            chunks.extend(self.queue.refused(|| None));
         }
+        MapResult { chunks }
     }
 
     /// Applies the one-argument function `f` to every item in worker
@@ -487,7 +407,9 @@ impl Pool {
 
     /// Applies `f` to every item; the results come back lazily, in order, as
     /// an iterator (Python's `imap`, chunks of one by default). All chunks
-    /// are submitted at once.
+    /// are submitted at once: the whole input is read before the call
+    /// returns (for an endless or very long one, see
+    /// [`imap_buffered`](Pool::imap_buffered)).
     pub fn imap<A, R, T>(
         &self,
         f: T,
@@ -496,12 +418,50 @@ impl Pool {
     ) -> impl Iterator<Item = Result<R>>
     where
         T: Task<fn(A) -> R, Args = A, Output = R>,
+        A: Serialize,
         R: Serialize + DeserializeOwned,
     {
-        self.map_chunks(f, items.into_iter().collect(), chunksize.or(Some(1)))
-            .chunks
-            .into_iter()
-            .flat_map(|chunk| per_item(chunk.get_until(sys::Deadline::Never)))
+        let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
+        imap::Ordered::submit_all(feed)
+    }
+
+    /// As [`imap`](Pool::imap), reading the input as the results are
+    /// taken (Python 3.16's `imap(…, buffersize=…)`): at most `buffersize`
+    /// chunks (at least one) are submitted and not taken yet, each chunk
+    /// taken letting one more be read. An endless or very long input runs
+    /// in bounded memory, and the first results come before it has been
+    /// read. The input is read on the thread that iterates (Python's on a
+    /// thread of the pool's), so one that waits holds up the next result.
+    /// Once the pool is closed or terminated, the reading stops: the next
+    /// chunk is that error ([`Error::PoolClosed`], [`Error::PoolTerminated`]),
+    /// and the last. Dropping the iterator stops the reading too (the
+    /// chunks submitted still run).
+    ///
+    /// # Example
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = multiproc::Pool::with_processes(2)?;
+    /// let endless = pool.imap_buffered(square, 1.., None, 8);
+    /// let first: Vec<u64> = endless.take(3).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [1, 4, 9]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn imap_buffered<A, R, T>(
+        &self,
+        f: T,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+        buffersize: usize,
+    ) -> impl Iterator<Item = Result<R>>
+    where
+        T: Task<fn(A) -> R, Args = A, Output = R>,
+        A: Serialize,
+        R: Serialize + DeserializeOwned,
+    {
+        let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
+        imap::Ordered::new(feed.stopping_when_refused(), buffersize.max(1))
     }
 
     /// As [`imap`](Pool::imap), yielding each result as soon as its chunk is
@@ -519,42 +479,29 @@ impl Pool {
     ) -> impl Iterator<Item = Result<R>>
     where
         T: Task<fn(A) -> R, Args = A, Output = R>,
+        A: Serialize,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        // The outcomes, decoded by the caller's thread as `imap`'s are:
-        // a `Deserialize` that panics in a callback would lose its chunk.
-        let (tx, rx) = std::sync::mpsc::channel::<TaskOutcome>();
-        let items = items.into_iter().collect();
-        let size = chunksize.unwrap_or(1);
-        let each_chunk = || -> Option<Callback> {
-            let tx = tx.clone();
-            Some(Callback::delivery(move |o: &TaskOutcome| {
-                let _ = tx.send(o.clone());
-            }))
-        };
-        // Results arrive through the callbacks, not the handles.
-        let chunks: Vec<Chunk<R>> = self.submit::<fn(A) -> R, T, Plain>(f, items, size, each_chunk);
-        let mut left = chunks.len();
-        drop(tx);
-        let (owner, scheduler) = (self.owner, self.scheduler_thread);
-        std::iter::from_fn(move || {
-            left = left.checked_sub(1)?;
-            // In a forked child, where the scheduler thread that delivers
-            // the outcomes does not run, every chunk left is the error
-            // `imap` gives there, not a wait for ever (the channel is not
-            // touched: a fork may have copied it in the middle of a send).
-            if sys::getpid() != owner {
-                return Some(TaskOutcome::Foreign);
-            }
-            // In one of the pool's callbacks (wherever the iterator was made),
-            // on the thread that makes the deliveries: none comes while it
-            // runs, so a chunk not delivered yet is not waited for.
-            if std::thread::current().id() == scheduler {
-                return Some(rx.try_recv().unwrap_or(TaskOutcome::OnScheduler));
-            }
-            rx.recv().ok()
-        })
-        .flat_map(|o| per_item(decode::<R>(o)))
+        let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
+        imap::Unordered::submit_all(feed)
+    }
+
+    /// As [`imap_unordered`](Pool::imap_unordered), reading the input as
+    /// the results are taken, as [`imap_buffered`](Pool::imap_buffered) does.
+    pub fn imap_unordered_buffered<A, R, T>(
+        &self,
+        f: T,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+        buffersize: usize,
+    ) -> impl Iterator<Item = Result<R>>
+    where
+        T: Task<fn(A) -> R, Args = A, Output = R>,
+        A: Serialize,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let feed = self.feed::<fn(A) -> R, T, Plain, _>(f, items, chunksize.unwrap_or(1));
+        imap::Unordered::new(feed.stopping_when_refused(), buffersize.max(1))
     }
 
     /// Accepts no more tasks; queued ones still run. Follow with
@@ -562,8 +509,8 @@ impl Pool {
     pub fn close(&self) {
         logging::debug_record!("closing pool");
         if self.is_owner() {
-            locked(&self.shared.state).closed = true;
-            self.shared.wake();
+            locked(&self.queue.shared.state).closed = true;
+            self.queue.shared.wake();
         }
     }
 
@@ -572,8 +519,8 @@ impl Pool {
     pub fn terminate(&self) {
         logging::debug_record!("terminating pool");
         if self.is_owner() {
-            locked(&self.shared.state).terminating = true;
-            self.shared.wake();
+            locked(&self.queue.shared.state).terminating = true;
+            self.queue.shared.wake();
         }
         self.finalize();
     }
@@ -604,7 +551,7 @@ impl Pool {
             return Err(foreign_error());
         }
         {
-            let state = locked(&self.shared.state);
+            let state = locked(&self.queue.shared.state);
             if !state.closed && !state.terminating {
                 return Err(Error::PoolState(
                     "still running: join needs close or terminate first",
@@ -621,17 +568,6 @@ impl Pool {
             let _ = scheduler.join();
         }
         Ok(())
-    }
-}
-
-/// Why a pool in `state` takes no task, if it does not.
-fn refusal(state: &State) -> Option<TaskOutcome> {
-    if state.terminating {
-        Some(TaskOutcome::Terminated)
-    } else if state.closed {
-        Some(TaskOutcome::Closed)
-    } else {
-        None
     }
 }
 

@@ -245,6 +245,18 @@ impl Slot {
     }
 }
 
+/// The text of a panic's `payload`, which is leaked: its drop may panic
+/// again.
+pub(super) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic with a non-string payload".into());
+    std::mem::forget(payload);
+    text
+}
+
 /// Decodes a chunk's results.
 pub(super) fn decode<R: DeserializeOwned>(outcome: TaskOutcome) -> Result<Vec<R>> {
     let bytes = outcome.into_result()?;

@@ -33,6 +33,11 @@ pub(super) struct Job {
 #[derive(Default)]
 pub(super) struct State {
     pub(super) pending: VecDeque<Job>,
+    /// Submissions that failed before they could run (arguments that
+    /// cannot be encoded), each with its error: the scheduler thread
+    /// completes them, so that their callbacks run where every other
+    /// task's do.
+    pub(super) failed: Vec<(Arc<Slot>, String)>,
     pub(super) closed: bool,
     pub(super) terminating: bool,
 }
@@ -305,6 +310,9 @@ impl Scheduler {
     /// terminating, or closed with nothing left to do.
     fn dispatch(&mut self) -> (bool, bool) {
         let shared = self.shared.clone();
+        // Taken first: the state's lock is not held while they fail.
+        let failed = std::mem::take(&mut locked(&shared.state).failed);
+        fail_all(failed);
         for i in 0..self.workers.len() {
             if !self.can_take_work(&self.workers[i]) {
                 continue;
@@ -345,15 +353,18 @@ impl Scheduler {
         let mut state = locked(&shared.state);
         if state.terminating {
             let pending = std::mem::take(&mut state.pending);
+            let failed = std::mem::take(&mut state.failed);
             // Not under the state's lock: their callbacks may use the pool.
             drop(state);
             for job in pending {
                 job.slot.complete(TaskOutcome::Terminated);
             }
+            fail_all(failed);
             return (true, false);
         }
         let idle = self.workers.iter().all(|w| w.busy.is_none());
-        (false, state.closed && state.pending.is_empty() && idle)
+        let queued = !state.pending.is_empty() || !state.failed.is_empty();
+        (false, state.closed && !queued && idle)
     }
 
     /// Waits for a result, a worker's exit or a wake-up, and handles them.
@@ -447,6 +458,14 @@ impl Scheduler {
                 slot.complete(TaskOutcome::Terminated);
             }
         }
+    }
+}
+
+/// Completes submissions that failed before they could run, each with
+/// its error (not under the state's lock: their callbacks may use the pool).
+fn fail_all(failed: Vec<(Arc<Slot>, String)>) {
+    for (slot, e) in failed {
+        slot.complete(TaskOutcome::Failed(e));
     }
 }
 

@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use serde::{Deserialize, Serialize};
 
+use super::result::panic_text;
 use super::scheduler::Config;
 use super::task::Trampoline;
 use crate::conn::Connection;
@@ -57,16 +58,10 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
             }
         };
         let result = match checked(call, &origin) {
-            Some(call) => catch_unwind(AssertUnwindSafe(|| call(&args))).unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a panic with a non-string payload".into());
-                // Its drop may panic again, and end the worker: leaked.
-                std::mem::forget(panic);
-                Err(msg)
-            }),
+            // The payload is leaked: its drop may panic again, and end
+            // the worker.
+            Some(call) => catch_unwind(AssertUnwindSafe(|| call(&args)))
+                .unwrap_or_else(|panic| Err(panic_text(panic))),
             None => Err(format!(
                 "the task's code ({}) was loaded after the pool was created: \
                  its workers do not have it",

@@ -1,0 +1,212 @@
+//! The iterators of [`Pool::imap`](super::Pool::imap) and
+//! [`Pool::imap_unordered`](super::Pool::imap_unordered), and of their
+//! `_buffered` forms. They read their input as their results are taken,
+//! keeping at most a given number of chunks submitted and not taken yet
+//! (the plain forms: no limit, so all of the input is read at once).
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::queue::Feed;
+use super::result::{decode, per_item, Callback, Chunk, TaskOutcome};
+use crate::error::Result;
+use crate::sys::Deadline;
+
+/// `imap`'s results, in order.
+pub(super) struct Ordered<I, R> {
+    feed: Feed<I>,
+    /// Chunks submitted and not taken yet, at most.
+    ahead: usize,
+    /// Those chunks, oldest first.
+    chunks: VecDeque<Chunk<R>>,
+    /// The results of the chunk taken last that are not yielded yet.
+    out: std::vec::IntoIter<Result<R>>,
+}
+
+impl<I, R> Ordered<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned,
+{
+    /// Submits the first `ahead` chunks of `feed`.
+    pub(super) fn new(feed: Feed<I>, ahead: usize) -> Self {
+        let mut it = Ordered {
+            feed,
+            ahead,
+            chunks: VecDeque::new(),
+            out: Vec::new().into_iter(),
+        };
+        it.fill();
+        if it.chunks.is_empty() {
+            it.chunks.extend(it.feed.queue().refused(|| None));
+        }
+        it
+    }
+
+    /// The whole input submitted, without the input itself (see
+    /// [`Feed::drained`]).
+    pub(super) fn submit_all(feed: Feed<I>) -> Ordered<std::iter::Empty<I::Item>, R> {
+        let it = Ordered::new(feed, usize::MAX);
+        Ordered {
+            feed: it.feed.drained(),
+            ahead: it.ahead,
+            chunks: it.chunks,
+            out: it.out,
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.chunks.len() < self.ahead {
+            match self.feed.submit(|| None) {
+                Some(chunk) => self.chunks.push_back(chunk),
+                None => break,
+            }
+        }
+    }
+}
+
+impl<I, R> Iterator for Ordered<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.out.next() {
+                return Some(r);
+            }
+            let chunk = self.chunks.pop_front()?;
+            // Another chunk takes its place while it is waited for.
+            self.fill();
+            self.out = per_item(chunk.get_until(Deadline::Never)).into_iter();
+        }
+    }
+}
+
+/// `imap_unordered`'s results, as their chunks end. The outcomes are
+/// delivered by the chunks' callbacks and decoded by the caller's thread,
+/// as `imap`'s are: a `Deserialize` that panicked in a callback would lose
+/// its chunk.
+pub(super) struct Unordered<I, R> {
+    feed: Feed<I>,
+    /// Chunks submitted and not taken yet, at most.
+    ahead: usize,
+    /// Those chunks.
+    left: usize,
+    /// What each new chunk's callback sends on; dropped once the input
+    /// has ended, so that `outcomes` ends when every chunk has delivered.
+    deliver: Option<Sender<TaskOutcome>>,
+    outcomes: Receiver<TaskOutcome>,
+    /// The results of the chunk taken last that are not yielded yet.
+    out: std::vec::IntoIter<Result<R>>,
+}
+
+/// A chunk's callback that sends its outcome on `tx`.
+fn delivery(tx: Sender<TaskOutcome>) -> Option<Callback> {
+    Some(Callback::delivery(move |o: &TaskOutcome| {
+        let _ = tx.send(o.clone());
+    }))
+}
+
+impl<I, R> Unordered<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned,
+{
+    /// Submits the first `ahead` chunks of `feed`.
+    pub(super) fn new(feed: Feed<I>, ahead: usize) -> Self {
+        let (tx, outcomes) = channel();
+        let mut it = Unordered {
+            feed,
+            ahead,
+            left: 0,
+            deliver: Some(tx.clone()),
+            outcomes,
+            out: Vec::new().into_iter(),
+        };
+        it.fill();
+        if it.left == 0 {
+            let refused: Option<Chunk<R>> = it.feed.queue().refused(|| delivery(tx));
+            it.left = usize::from(refused.is_some());
+        }
+        it
+    }
+
+    /// The whole input submitted, without the input itself (see
+    /// [`Feed::drained`]).
+    pub(super) fn submit_all(feed: Feed<I>) -> Unordered<std::iter::Empty<I::Item>, R> {
+        let it = Unordered::new(feed, usize::MAX);
+        Unordered {
+            feed: it.feed.drained(),
+            ahead: it.ahead,
+            left: it.left,
+            deliver: it.deliver,
+            outcomes: it.outcomes,
+            out: it.out,
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.left < self.ahead {
+            let Some(tx) = &self.deliver else { break };
+            match self.feed.submit::<R>(|| delivery(tx.clone())) {
+                Some(_) => self.left += 1,
+                None => self.deliver = None,
+            }
+        }
+    }
+
+    /// The outcome of the next chunk to end, if any is left.
+    fn next_outcome(&mut self) -> Option<TaskOutcome> {
+        let queue = self.feed.queue();
+        // In a forked child, where the scheduler thread that delivers the
+        // outcomes does not run, every chunk left is the error `imap`
+        // gives there, not a wait for ever: the chunks submitted, and
+        // those of the input not read yet (not submitted: the channel is
+        // not touched, a fork may have copied it in the middle of a send).
+        if !queue.is_owner() {
+            if self.left > 0 {
+                self.left -= 1;
+            } else if !self.feed.skip() {
+                return None;
+            }
+            return Some(TaskOutcome::Foreign);
+        }
+        self.fill();
+        self.left = self.left.checked_sub(1)?;
+        // In one of the pool's callbacks (wherever the iterator was made),
+        // on the thread that makes the deliveries: none comes while it
+        // runs, so a chunk not delivered yet is not waited for.
+        if self.feed.queue().on_scheduler_thread() {
+            return Some(self.outcomes.try_recv().unwrap_or(TaskOutcome::OnScheduler));
+        }
+        self.outcomes.recv().ok()
+    }
+}
+
+impl<I, R> Iterator for Unordered<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.out.next() {
+                return Some(r);
+            }
+            let outcome = self.next_outcome()?;
+            self.out = per_item(decode::<R>(outcome)).into_iter();
+        }
+    }
+}
