@@ -921,7 +921,11 @@ fn start_keeper() -> Result<std::sync::mpsc::Sender<Job>> {
 /// [`Keeper::take`]; [`Keeper::give_back`] lets go of it.
 #[derive(Clone, Copy)]
 pub(crate) struct Keeper {
-    pid: u32,
+    /// The address of the process's [`Keepers`] that took it: a forked
+    /// descendant has other keepers (never at that address, which stays
+    /// allocated in its copy of the memory), even one that got the pid of
+    /// the process that took it, once that one died.
+    keepers: usize,
     index: usize,
 }
 
@@ -966,7 +970,7 @@ impl Keeper {
             // Counted before it runs: jobs posted meanwhile see it.
             thread.holds += 1;
             Keeper {
-                pid: keepers.pid,
+                keepers: std::ptr::from_ref(keepers) as usize,
                 index,
             }
         };
@@ -983,17 +987,26 @@ impl Keeper {
         }
     }
 
+    /// This keeper's thread, if it is one of the calling process's.
+    fn thread(self) -> Option<std::sync::MutexGuard<'static, Vec<KeeperThread>>> {
+        let keepers = KEEPERS.load(Ordering::Acquire);
+        if keepers as usize != self.keepers {
+            return None;
+        }
+        // SAFETY: keepers are leaked, never freed; the address is this
+        // process's (not null: the one that took this keeper).
+        let keepers = unsafe { &*keepers };
+        Some(lock(&keepers.threads))
+    }
+
     /// Runs `give_back` on this keeper thread, after every job posted to
     /// it before, without waiting: it lets go of the mutex that
-    /// [`take`](Keeper::take) took. Nothing in a forked child: the keeper,
-    /// and the mutex, are its parent's.
+    /// [`take`](Keeper::take) took. Nothing in a forked descendant: the
+    /// keeper, and the mutex, are the process's that took it.
     pub(crate) fn give_back(self, give_back: impl FnOnce() + Send + 'static) -> Result<()> {
-        if self.pid != sys::getpid() {
+        let Some(mut threads) = self.thread() else {
             return Ok(());
-        }
-        let keepers = keepers()?;
-        let mut threads = lock(&keepers.threads);
-        // Absent only in a descendant that got an ancestor's pid.
+        };
         let Some(thread) = threads.get_mut(self.index) else {
             return Ok(());
         };
@@ -1008,10 +1021,8 @@ impl Keeper {
 
     /// Counts a hold that was not taken after all.
     fn uncount(self) {
-        if let Ok(keepers) = keepers() {
-            if let Some(thread) = lock(&keepers.threads).get_mut(self.index) {
-                thread.holds = thread.holds.saturating_sub(1);
-            }
+        if let Some(thread) = self.thread().as_mut().and_then(|t| t.get_mut(self.index)) {
+            thread.holds = thread.holds.saturating_sub(1);
         }
     }
 }

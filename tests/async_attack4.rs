@@ -1,11 +1,16 @@
 //! Adversarial tests of the async waits, fourth round: more condition
 //! places held for tasks in one process than the kernel's clean-up after
-//! a killed process reaches, and those places notified, cancelled and
-//! taken again.
+//! a killed process reaches, those places notified, cancelled and taken
+//! again, and a place's future dropped in a descendant that got the pid
+//! of the process that took it.
 
 mod common;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Mutex;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use common::wakers::patiently;
@@ -137,5 +142,141 @@ fn thousands_of_places_are_notified_cancelled_and_taken_again() {
             keepers.iter().all(|&k| k == keepers[0]),
             "keeper threads from round to round: {keepers:?}"
         );
+    });
+}
+
+/// A wait of the test's process, boxed to be kept in a static (which a
+/// forked child inherits).
+type Wait = Pin<Box<dyn Future<Output = multiproc::Result<bool>> + Send>>;
+
+/// The wait that holds a place of the process that made it, inherited by
+/// its descendants.
+static HELD: Mutex<Option<Wait>> = Mutex::new(None);
+
+/// Polls a new wait on `cond` once: it takes a place and is pending.
+fn waiting_on(cond: &Condition) -> Wait {
+    let c = cond.clone();
+    let mut wait: Wait = Box::pin(async move { c.wait_for_async(|| false, None).await });
+    let pending = wait
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending();
+    assert!(pending, "a wait for a predicate that never holds ended");
+    wait
+}
+
+/// Stages of [`an_inherited_place_dropped_under_a_reused_pid_frees_nothing`],
+/// in a word they all see.
+const PLACED: u32 = 1;
+const SQUAT: u32 = 2;
+const DROPPED: u32 = 3;
+const NO_PID: u32 = 4;
+
+/// Forks until a child gets pid `target`, which runs `then` and ends;
+/// `false` if none did. Needs the right to write `ns_last_pid` (root).
+fn fork_as(target: u32, then: impl FnOnce()) -> bool {
+    for _ in 0..1000 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", target - 1)).is_err() {
+            return false;
+        }
+        // SAFETY: the forking process has one thread; the child only ends
+        // at once, or runs `then` as that process's only thread.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: getpid cannot fail.
+            if unsafe { libc::getpid() } as u32 == target {
+                then();
+            }
+            // SAFETY: ending the child, without the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        if pid < 0 {
+            return false;
+        }
+        // SAFETY: reaping the child just forked.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        if pid as u32 == target {
+            return true;
+        }
+    }
+    false
+}
+
+/// A process holds a place of a condition for a pending wait, forks, and
+/// dies; another waiter takes the place it left. A descendant that gets
+/// the dead process's pid again (and waits on a condition itself, so that
+/// it has a keeper thread of the same number) drops its copy of the wait:
+/// that copy is not the descendant's, and must not give the place back.
+/// It did (a pid was all that told the processes apart), freeing the
+/// other waiter's place under it: that waiter returned as notified,
+/// though nobody notified it, and the place counted as free.
+#[test]
+fn an_inherited_place_dropped_under_a_reused_pid_frees_nothing() {
+    watchdog("a place inherited under a reused pid", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let other = Condition::new().unwrap();
+        let stage = RawValue::new(0u32).unwrap();
+        let target = RawValue::new(0u32).unwrap();
+        let (c, o, st, tg) = (cond.clone(), other.clone(), stage.clone(), target.clone());
+        let holder = common::static_child(move || {
+            *HELD.lock().unwrap() = Some(waiting_on(&c));
+            st.atomic().store(PLACED, SeqCst);
+            // SAFETY: the forked child runs the code below as the only
+            // thread of its process, then ends without exit handlers.
+            if unsafe { libc::fork() } == 0 {
+                // The holder is dead and its place taken by another.
+                while st.atomic().load(SeqCst) != SQUAT {
+                    std::thread::yield_now();
+                }
+                let took = fork_as(tg.atomic().load(SeqCst), || {
+                    let _mine = waiting_on(&o);
+                    drop(HELD.lock().unwrap().take());
+                    // Its keeper runs jobs in order: once this wait has a
+                    // place, whatever the drop asked of it was done.
+                    let _after = waiting_on(&o);
+                    st.atomic().store(DROPPED, SeqCst);
+                });
+                if !took {
+                    st.atomic().store(NO_PID, SeqCst);
+                }
+                // SAFETY: ending the forked child.
+                unsafe { libc::_exit(0) };
+            }
+        });
+        assert!(wait_until(Duration::from_secs(30), || stage
+            .atomic()
+            .load(SeqCst)
+            == PLACED));
+        target.atomic().store(holder.pid().unwrap(), SeqCst);
+        assert_eq!(common::join(&holder, Duration::from_secs(30)), 0);
+        let waiting = RawValue::new(0u32).unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut g = cond.lock().unwrap();
+                waiting.atomic().store(1, SeqCst);
+                g.wait_timeout(LIMIT).unwrap()
+            });
+            // The waiter waits once it let go of the lock.
+            while waiting.atomic().load(SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            drop(cond.lock().unwrap());
+            stage.atomic().store(SQUAT, SeqCst);
+            assert!(wait_until(Duration::from_secs(60), || stage
+                .atomic()
+                .load(SeqCst)
+                > SQUAT));
+            if stage.atomic().load(SeqCst) == NO_PID {
+                eprintln!("the holder's pid could not be taken again: nothing to test");
+            } else {
+                // Not woken: it looks at its place at least every 100 ms.
+                assert!(
+                    !wait_until(Duration::from_secs(1), || waiter.is_finished()),
+                    "a waiter woke, its place freed by a stranger's drop"
+                );
+            }
+            cond.lock().unwrap().notify(1);
+            assert!(waiter.join().unwrap(), "the waiter was notified");
+        });
     });
 }
