@@ -173,16 +173,17 @@ fn current<S: Source>() -> io::Result<&'static Registry<S>> {
     }
 }
 
-/// Makes every forked child start without registries (once per process
-/// tree: the handler is inherited). The pid check in [`current`] alone
-/// would be fooled by a descendant that gets the pid of an ancestor that
-/// has exited.
+/// Makes every forked child start without registries, keepers or
+/// [`process_token`] (once per process tree: the handler is inherited).
+/// The pid check in [`current`] alone would be fooled by a descendant that
+/// gets the pid of an ancestor that has exited.
 fn forget_registries_in_children() -> io::Result<()> {
     extern "C" fn nothing() {}
     extern "C" fn forget() {
         FUTEXES.store(std::ptr::null_mut(), Ordering::Relaxed);
         DESCRIPTORS.store(std::ptr::null_mut(), Ordering::Relaxed);
         KEEPERS.store(std::ptr::null_mut(), Ordering::Relaxed);
+        TOKEN.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
     static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if INSTALLED.swap(true, Ordering::AcqRel) {
@@ -190,6 +191,34 @@ fn forget_registries_in_children() -> io::Result<()> {
     }
     sys::at_fork(nothing, nothing, forget)
         .inspect_err(|_| INSTALLED.store(false, Ordering::Release))
+}
+
+static TOKEN: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A token of the calling process that, unlike its pid, no process with a
+/// copy of its memory has: a forked descendant has a token of its own,
+/// even one that got the pid of this process once it died. (It is the
+/// address of a byte that the process allocates on first use and never
+/// frees: every descendant's copy of the memory keeps it allocated.) For
+/// state that a `fork` copies into a child that must leave it alone.
+///
+/// # Errors
+/// If the fork handler that gives children their own cannot be installed.
+pub(crate) fn process_token() -> Result<usize> {
+    forget_registries_in_children().map_err(|e| Error::io("fork handler", e))?;
+    let seen = TOKEN.load(Ordering::Acquire);
+    if !seen.is_null() {
+        return Ok(seen as usize);
+    }
+    let fresh = Box::into_raw(Box::new(0u8));
+    match TOKEN.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(fresh as usize),
+        Err(theirs) => {
+            // SAFETY: `fresh` was never shared; another thread installed its own.
+            drop(unsafe { Box::from_raw(fresh) });
+            Ok(theirs as usize)
+        }
+    }
 }
 
 /// One future's place in its process's registry; leaving it (on drop)

@@ -1,8 +1,8 @@
 //! Adversarial tests of the async waits, fourth round: more condition
 //! places held for tasks in one process than the kernel's clean-up after
 //! a killed process reaches, those places notified, cancelled and taken
-//! again, and a place's future dropped in a descendant that got the pid
-//! of the process that took it.
+//! again, and a condition's or a barrier's wait dropped in a descendant
+//! that got the pid of the process that made it.
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::wakers::patiently;
 use common::{async_child, current_thread, multi_thread, wait_until, watchdog};
-use multiproc::{Condition, Error, RawValue};
+use multiproc::{Barrier, Condition, Error, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -149,9 +149,9 @@ fn thousands_of_places_are_notified_cancelled_and_taken_again() {
 /// forked child inherits).
 type Wait = Pin<Box<dyn Future<Output = multiproc::Result<bool>> + Send>>;
 
-/// The wait that holds a place of the process that made it, inherited by
-/// its descendants.
-static HELD: Mutex<Option<Wait>> = Mutex::new(None);
+/// A pending wait of the process that made it (a condition's, holding a
+/// place, or a barrier's, a party inside), inherited by its descendants.
+static HELD: Mutex<Option<Box<dyn Send>>> = Mutex::new(None);
 
 /// Polls a new wait on `cond` once: it takes a place and is pending.
 fn waiting_on(cond: &Condition) -> Wait {
@@ -165,8 +165,8 @@ fn waiting_on(cond: &Condition) -> Wait {
     wait
 }
 
-/// Stages of [`an_inherited_place_dropped_under_a_reused_pid_frees_nothing`],
-/// in a word they all see.
+/// Stages of the tests of waits inherited under a reused pid, in a word
+/// every process sees.
 const PLACED: u32 = 1;
 const SQUAT: u32 = 2;
 const DROPPED: u32 = 3;
@@ -202,6 +202,49 @@ fn fork_as(target: u32, then: impl FnOnce()) -> bool {
     false
 }
 
+/// Starts a child that makes a pending wait with `wait` and forks a
+/// process that keeps it; once the child is dead and `stage` says
+/// [`SQUAT`], that process forks until a child gets the dead one's pid,
+/// which drops its copy of the wait between two calls of `own` and says
+/// [`DROPPED`] ([`NO_PID`] if no child got the pid). Returns when the
+/// child is dead.
+fn inherited_by_a_pid_squatter(
+    stage: &RawValue<u32>,
+    target: &RawValue<u32>,
+    wait: impl FnOnce() -> Box<dyn Send> + Send + 'static,
+    own: impl Fn() + Send + 'static,
+) {
+    let (st, tg) = (stage.clone(), target.clone());
+    let holder = common::static_child(move || {
+        *HELD.lock().unwrap() = Some(wait());
+        st.atomic().store(PLACED, SeqCst);
+        // SAFETY: the forked child runs the code below as the only
+        // thread of its process, then ends without exit handlers.
+        if unsafe { libc::fork() } == 0 {
+            while st.atomic().load(SeqCst) != SQUAT {
+                std::thread::yield_now();
+            }
+            let took = fork_as(tg.atomic().load(SeqCst), || {
+                own();
+                drop(HELD.lock().unwrap().take());
+                own();
+                st.atomic().store(DROPPED, SeqCst);
+            });
+            if !took {
+                st.atomic().store(NO_PID, SeqCst);
+            }
+            // SAFETY: ending the forked child.
+            unsafe { libc::_exit(0) };
+        }
+    });
+    assert!(wait_until(Duration::from_secs(30), || stage
+        .atomic()
+        .load(SeqCst)
+        == PLACED));
+    target.atomic().store(holder.pid().unwrap(), SeqCst);
+    assert_eq!(common::join(&holder, Duration::from_secs(30)), 0);
+}
+
 /// A process holds a place of a condition for a pending wait, forks, and
 /// dies; another waiter takes the place it left. A descendant that gets
 /// the dead process's pid again (and waits on a condition itself, so that
@@ -217,38 +260,16 @@ fn an_inherited_place_dropped_under_a_reused_pid_frees_nothing() {
         let other = Condition::new().unwrap();
         let stage = RawValue::new(0u32).unwrap();
         let target = RawValue::new(0u32).unwrap();
-        let (c, o, st, tg) = (cond.clone(), other.clone(), stage.clone(), target.clone());
-        let holder = common::static_child(move || {
-            *HELD.lock().unwrap() = Some(waiting_on(&c));
-            st.atomic().store(PLACED, SeqCst);
-            // SAFETY: the forked child runs the code below as the only
-            // thread of its process, then ends without exit handlers.
-            if unsafe { libc::fork() } == 0 {
-                // The holder is dead and its place taken by another.
-                while st.atomic().load(SeqCst) != SQUAT {
-                    std::thread::yield_now();
-                }
-                let took = fork_as(tg.atomic().load(SeqCst), || {
-                    let _mine = waiting_on(&o);
-                    drop(HELD.lock().unwrap().take());
-                    // Its keeper runs jobs in order: once this wait has a
-                    // place, whatever the drop asked of it was done.
-                    let _after = waiting_on(&o);
-                    st.atomic().store(DROPPED, SeqCst);
-                });
-                if !took {
-                    st.atomic().store(NO_PID, SeqCst);
-                }
-                // SAFETY: ending the forked child.
-                unsafe { libc::_exit(0) };
-            }
-        });
-        assert!(wait_until(Duration::from_secs(30), || stage
-            .atomic()
-            .load(SeqCst)
-            == PLACED));
-        target.atomic().store(holder.pid().unwrap(), SeqCst);
-        assert_eq!(common::join(&holder, Duration::from_secs(30)), 0);
+        let (c, o) = (cond.clone(), other.clone());
+        // The squatter waits on another condition before the drop (so
+        // that it has a keeper thread) and after it (its keeper runs jobs
+        // in order: whatever the drop asked of it was done by then).
+        inherited_by_a_pid_squatter(
+            &stage,
+            &target,
+            move || Box::new(waiting_on(&c)),
+            move || drop(waiting_on(&o)),
+        );
         let waiting = RawValue::new(0u32).unwrap();
         std::thread::scope(|s| {
             let waiter = s.spawn(|| {
@@ -277,6 +298,64 @@ fn an_inherited_place_dropped_under_a_reused_pid_frees_nothing() {
             }
             cond.lock().unwrap().notify(1);
             assert!(waiter.join().unwrap(), "the waiter was notified");
+        });
+    });
+}
+
+/// A party of a barrier (a pending async wait) forks and dies; the barrier
+/// breaks for it and is reset, and a new pass starts filling. A
+/// descendant that gets the dead party's pid again drops its copy of the
+/// wait: that copy is not the descendant's, and must neither break the
+/// new pass nor take a party out of it. It did both (a pid was all that
+/// told the processes apart).
+#[test]
+fn an_inherited_barrier_wait_dropped_under_a_reused_pid_breaks_nothing() {
+    watchdog("a barrier wait inherited under a reused pid", LIMIT, || {
+        let barrier = Barrier::new(3).unwrap();
+        let stage = RawValue::new(0u32).unwrap();
+        let target = RawValue::new(0u32).unwrap();
+        let b = barrier.clone();
+        inherited_by_a_pid_squatter(
+            &stage,
+            &target,
+            move || {
+                let mut wait = Box::pin(async move { b.wait_async().await });
+                let pending = wait
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending();
+                assert!(pending, "one party of three passed");
+                Box::new(wait)
+            },
+            || {},
+        );
+        // A party that comes finds the dead one (within 100 ms), and the
+        // pass broken; then a new pass starts.
+        assert!(matches!(
+            barrier.wait_timeout(LIMIT),
+            Err(Error::BrokenBarrier)
+        ));
+        barrier.reset().unwrap();
+        std::thread::scope(|s| {
+            let first = s.spawn(|| barrier.wait_timeout(LIMIT));
+            assert!(wait_until(Duration::from_secs(30), || barrier.n_waiting() == 1));
+            stage.atomic().store(SQUAT, SeqCst);
+            assert!(wait_until(Duration::from_secs(60), || stage
+                .atomic()
+                .load(SeqCst)
+                > SQUAT));
+            if stage.atomic().load(SeqCst) == NO_PID {
+                eprintln!("the party's pid could not be taken again: nothing to test");
+            } else {
+                assert!(!barrier.is_broken(), "a stranger's drop broke the pass");
+                assert_eq!(barrier.n_waiting(), 1, "a stranger's drop took a party out");
+            }
+            let second = s.spawn(|| barrier.wait_timeout(LIMIT));
+            let third = barrier.wait_timeout(LIMIT);
+            let mut passed = [first.join().unwrap(), second.join().unwrap(), third]
+                .map(|r| r.expect("a party of the new pass"));
+            passed.sort_unstable();
+            assert_eq!(passed, [0, 1, 2]);
         });
     });
 }
