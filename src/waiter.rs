@@ -205,11 +205,12 @@ static TOKEN: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 /// # Errors
 /// If the fork handler that gives children their own cannot be installed.
 pub(crate) fn process_token() -> Result<usize> {
-    forget_registries_in_children().map_err(|e| Error::io("fork handler", e))?;
     let seen = TOKEN.load(Ordering::Acquire);
     if !seen.is_null() {
+        // The handler was installed before it was set.
         return Ok(seen as usize);
     }
+    forget_registries_in_children().map_err(|e| Error::io("fork handler", e))?;
     let fresh = Box::into_raw(Box::new(0u8));
     match TOKEN.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(fresh as usize),
