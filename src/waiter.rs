@@ -193,31 +193,40 @@ fn forget_registries_in_children() -> io::Result<()> {
         .inspect_err(|_| INSTALLED.store(false, Ordering::Release))
 }
 
-static TOKEN: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+/// The process's token (see [`process_token`]), made on first use.
+struct Token {
+    /// The process that made it: a child made by a raw `clone` (which runs
+    /// no fork handler) finds its parent's here, and makes its own.
+    pid: u32,
+}
+
+static TOKEN: AtomicPtr<Token> = AtomicPtr::new(std::ptr::null_mut());
 
 /// A token of the calling process that, unlike its pid, no process with a
 /// copy of its memory has: a forked descendant has a token of its own,
 /// even one that got the pid of this process once it died. (It is the
-/// address of a byte that the process allocates on first use and never
-/// frees: every descendant's copy of the memory keeps it allocated.) For
-/// state that a `fork` copies into a child that must leave it alone.
+/// address of a [`Token`] that the process allocates on first use and
+/// never frees: every descendant's copy of the memory keeps it
+/// allocated.) For state that a `fork` copies into a child that must
+/// leave it alone.
 ///
 /// # Errors
 /// If the fork handler that gives children their own cannot be installed.
 pub(crate) fn process_token() -> Result<usize> {
-    let seen = TOKEN.load(Ordering::Acquire);
-    if !seen.is_null() {
-        // The handler was installed before it was set.
-        return Ok(seen as usize);
-    }
-    forget_registries_in_children().map_err(|e| Error::io("fork handler", e))?;
-    let fresh = Box::into_raw(Box::new(0u8));
-    match TOKEN.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Ok(fresh as usize),
-        Err(theirs) => {
+    let pid = sys::cached_pid();
+    loop {
+        let seen = TOKEN.load(Ordering::Acquire);
+        // SAFETY: tokens are leaked, never freed.
+        if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == pid) {
+            // The fork handler was installed before it was made.
+            return Ok(seen as usize);
+        }
+        forget_registries_in_children().map_err(|e| Error::io("fork handler", e))?;
+        let fresh = Box::into_raw(Box::new(Token { pid }));
+        match TOKEN.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(fresh as usize),
             // SAFETY: `fresh` was never shared; another thread installed its own.
-            drop(unsafe { Box::from_raw(fresh) });
-            Ok(theirs as usize)
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
         }
     }
 }
@@ -1023,10 +1032,12 @@ impl Keeper {
         if keepers as usize != self.keepers {
             return None;
         }
-        // SAFETY: keepers are leaked, never freed; the address is this
-        // process's (not null: the one that took this keeper).
+        // SAFETY: keepers are leaked, never freed; not null (the address
+        // of the keepers that took this keeper).
         let keepers = unsafe { &*keepers };
-        Some(lock(&keepers.threads))
+        // A child made by a raw `clone` (which runs no fork handler) has
+        // its parent's keepers here, but none of their threads.
+        (keepers.pid == sys::getpid()).then(|| lock(&keepers.threads))
     }
 
     /// Runs `give_back` on this keeper thread, after every job posted to
