@@ -2,7 +2,7 @@
 //! places held for tasks in one process than the kernel's clean-up after
 //! a killed process reaches, those places notified, cancelled and taken
 //! again, and a condition's or a barrier's wait dropped in a descendant
-//! that got the pid of the process that made it.
+//! that got the pid of the process that made it, or in a raw clone.
 
 mod common;
 
@@ -415,5 +415,52 @@ fn waits_cancelled_at_random_across_keeper_threads_leave_every_place_free() {
                 }
             });
         }
+    });
+}
+
+/// A party's pending wait copied into a child by a raw `clone` (which runs
+/// no fork handler: the child has its parent's memory as it was) and
+/// dropped there is not the child's: the barrier stays whole, the party
+/// in it, and the pass completes.
+#[test]
+fn a_barrier_wait_dropped_in_a_raw_clone_breaks_nothing() {
+    watchdog("a barrier wait dropped in a raw clone", LIMIT, || {
+        let barrier = Barrier::new(2).unwrap();
+        let checked = RawValue::new(0u32).unwrap();
+        let (b, ch) = (barrier.clone(), checked.clone());
+        let party = common::static_child(move || {
+            let theirs = b.clone();
+            let mut wait = Box::pin(async move { theirs.wait_async().await });
+            let pending = wait
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending();
+            assert!(pending, "one party of two passed");
+            // SAFETY: a fork without the C library (flags: SIGCHLD only);
+            // the child returns from the call on its own copy of the
+            // stack, drops its copy of the wait and ends.
+            let raw = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+            if raw == 0 {
+                drop(wait);
+                // SAFETY: ends the clone at once.
+                unsafe { libc::_exit(0) };
+            }
+            assert!(raw > 0, "clone");
+            let mut status = 0;
+            // SAFETY: waits for the clone just made.
+            unsafe { libc::waitpid(raw as libc::pid_t, &mut status, 0) };
+            assert!(!b.is_broken(), "the clone's drop broke the pass");
+            assert_eq!(b.n_waiting(), 1, "the clone's drop took the party out");
+            ch.atomic().store(1, SeqCst);
+            assert_eq!(current_thread().block_on(wait).unwrap(), 0);
+        });
+        assert!(wait_until(Duration::from_secs(30), || checked
+            .atomic()
+            .load(SeqCst)
+            == 1
+            || party.exitcode().is_some()));
+        let mine = barrier.wait_timeout(Duration::from_secs(30));
+        assert_eq!(common::join(&party, Duration::from_secs(30)), 0);
+        assert_eq!(mine.unwrap(), 1);
     });
 }
