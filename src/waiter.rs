@@ -1026,8 +1026,9 @@ impl Keeper {
         }
     }
 
-    /// This keeper's thread, if it is one of the calling process's.
-    fn thread(self) -> Option<std::sync::MutexGuard<'static, Vec<KeeperThread>>> {
+    /// The keeper threads of the process that took this keeper, if that
+    /// is the calling process.
+    fn threads(self) -> Option<std::sync::MutexGuard<'static, Vec<KeeperThread>>> {
         let keepers = KEEPERS.load(Ordering::Acquire);
         if keepers as usize != self.keepers {
             return None;
@@ -1045,7 +1046,7 @@ impl Keeper {
     /// [`take`](Keeper::take) took. Nothing in a forked descendant: the
     /// keeper, and the mutex, are the process's that took it.
     pub(crate) fn give_back(self, give_back: impl FnOnce() + Send + 'static) -> Result<()> {
-        let Some(mut threads) = self.thread() else {
+        let Some(mut threads) = self.threads() else {
             return Ok(());
         };
         let Some(thread) = threads.get_mut(self.index) else {
@@ -1062,7 +1063,7 @@ impl Keeper {
 
     /// Counts a hold that was not taken after all.
     fn uncount(self) {
-        if let Some(thread) = self.thread().as_mut().and_then(|t| t.get_mut(self.index)) {
+        if let Some(thread) = self.threads().as_mut().and_then(|t| t.get_mut(self.index)) {
             thread.holds = thread.holds.saturating_sub(1);
         }
     }
