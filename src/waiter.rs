@@ -173,16 +173,17 @@ fn current<S: Source>() -> io::Result<&'static Registry<S>> {
     }
 }
 
-/// Makes every forked child start without registries (once per process
-/// tree: the handler is inherited). The pid check in [`current`] alone
-/// would be fooled by a descendant that gets the pid of an ancestor that
-/// has exited.
+/// Makes every forked child start without registries, keepers or
+/// [`process_token`] (once per process tree: the handler is inherited).
+/// The pid check in [`current`] alone would be fooled by a descendant that
+/// gets the pid of an ancestor that has exited.
 fn forget_registries_in_children() -> io::Result<()> {
     extern "C" fn nothing() {}
     extern "C" fn forget() {
         FUTEXES.store(std::ptr::null_mut(), Ordering::Relaxed);
         DESCRIPTORS.store(std::ptr::null_mut(), Ordering::Relaxed);
-        KEEPER.store(std::ptr::null_mut(), Ordering::Relaxed);
+        KEEPERS.store(std::ptr::null_mut(), Ordering::Relaxed);
+        TOKEN.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
     static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if INSTALLED.swap(true, Ordering::AcqRel) {
@@ -190,6 +191,44 @@ fn forget_registries_in_children() -> io::Result<()> {
     }
     sys::at_fork(nothing, nothing, forget)
         .inspect_err(|_| INSTALLED.store(false, Ordering::Release))
+}
+
+/// The process's token (see [`process_token`]), made on first use.
+struct Token {
+    /// The process that made it: a child made by a raw `clone` (which runs
+    /// no fork handler) finds its parent's here, and makes its own.
+    pid: u32,
+}
+
+static TOKEN: AtomicPtr<Token> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A token of the calling process that, unlike its pid, no process with a
+/// copy of its memory has: a forked descendant has a token of its own,
+/// even one that got the pid of this process once it died. (It is the
+/// address of a [`Token`] that the process allocates on first use and
+/// never frees: every descendant's copy of the memory keeps it
+/// allocated.) For state that a `fork` copies into a child that must
+/// leave it alone.
+///
+/// # Errors
+/// If the fork handler that gives children their own cannot be installed.
+pub(crate) fn process_token() -> Result<usize> {
+    let pid = sys::cached_pid();
+    loop {
+        let seen = TOKEN.load(Ordering::Acquire);
+        // SAFETY: tokens are leaked, never freed.
+        if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == pid) {
+            // The fork handler was installed before it was made.
+            return Ok(seen as usize);
+        }
+        forget_registries_in_children().map_err(|e| Error::io("fork handler", e))?;
+        let fresh = Box::into_raw(Box::new(Token { pid }));
+        match TOKEN.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(fresh as usize),
+            // SAFETY: `fresh` was never shared; another thread installed its own.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+        }
+    }
 }
 
 /// One future's place in its process's registry; leaving it (on drop)
@@ -845,81 +884,187 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// A job for the keeper thread.
+/// A job for a keeper thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// This process's keeper thread: it runs jobs, in order, for tasks that
-/// need something held by a thread while they await (a condition
-/// waiter's presence mutex: tasks move between threads, and a robust
-/// mutex belongs to the thread that took it). When the process dies, the
-/// kernel marks what the keeper held as its owner dead, exactly as for a
-/// blocking waiter's thread.
-struct Keeper {
+/// At most this many mutexes are held by one keeper thread at once. When
+/// a thread dies, the kernel marks the robust mutexes it held by walking
+/// its robust list, the last locked first, and walks at most 2048 links
+/// (`ROBUST_LIST_LIMIT`): a mutex past those would stay held by a dead
+/// thread, unmarked, for ever. Half that leaves room to spare.
+const KEEPER_HOLDS: usize = 1024;
+
+/// This process's keeper threads: they run jobs, in order on each thread,
+/// for tasks that need something held by a thread while they await (a
+/// condition waiter's presence mutex: tasks move between threads, and a
+/// robust mutex belongs to the thread that took it). When the process
+/// dies, the kernel marks what they held as its owner dead, exactly as for
+/// a blocking waiter's thread. A thread is started when the others hold
+/// [`KEEPER_HOLDS`] mutexes each.
+struct Keepers {
     pid: u32,
-    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    threads: Mutex<Vec<KeeperThread>>,
 }
 
-static KEEPER: AtomicPtr<Keeper> = AtomicPtr::new(std::ptr::null_mut());
+/// One keeper thread, and the mutexes it holds.
+struct KeeperThread {
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Mutexes it holds, or will once the jobs posted to it have run.
+    holds: usize,
+}
 
-/// This process's keeper, started on first use (and again in a forked
-/// child, which never touches its parent's: see [`current`]).
-fn keeper() -> Result<&'static Keeper> {
+static KEEPERS: AtomicPtr<Keepers> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This process's keepers (and again in a forked child, which never
+/// touches its parent's: see [`current`]).
+fn keepers() -> Result<&'static Keepers> {
     forget_registries_in_children().map_err(|e| Error::io("async waiter", e))?;
     let pid = sys::getpid();
     loop {
-        let seen = KEEPER.load(Ordering::Acquire);
+        let seen = KEEPERS.load(Ordering::Acquire);
         // SAFETY: keepers are leaked, never freed.
         if let Some(k) = unsafe { seen.as_ref() } {
             if k.pid == pid {
                 return Ok(k);
             }
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("multiproc-keeper".into())
-            .spawn(move || {
-                for job in rx {
-                    // A job that panics must not end the thread.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            })
-            .map_err(|e| Error::io("start the async keeper thread", e))?;
-        let fresh = Box::into_raw(Box::new(Keeper {
+        let fresh = Box::into_raw(Box::new(Keepers {
             pid,
-            jobs: Mutex::new(tx),
+            threads: Mutex::new(Vec::new()),
         }));
-        match KEEPER.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        match KEEPERS.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
             // SAFETY: just installed; never freed from now on.
             Ok(_) => return Ok(unsafe { &*fresh }),
-            // SAFETY: never shared; dropping its sender ends its thread.
+            // SAFETY: never shared; it started no thread.
             Err(_) => drop(unsafe { Box::from_raw(fresh) }),
         }
     }
 }
 
-/// Runs `job` on this process's keeper thread, after every job posted
-/// before it, without waiting for it.
-pub(crate) fn keep(job: impl FnOnce() + Send + 'static) -> Result<()> {
-    let keeper = keeper()?;
-    lock(&keeper.jobs)
-        .send(Box::new(job))
-        .map_err(|_| Error::io("async keeper thread", io::ErrorKind::BrokenPipe.into()))
+/// Starts a keeper thread; returns where its jobs go.
+fn start_keeper() -> Result<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("multiproc-keeper".into())
+        .spawn(move || {
+            for job in rx {
+                // A job that panics must not end the thread.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        })
+        .map_err(|e| Error::io("start the async keeper thread", e))?;
+    Ok(tx)
 }
 
-/// Runs `job` on this process's keeper thread and waits (blocking this
-/// thread briefly) for its result.
-pub(crate) fn keep_and_wait<T: Send + 'static>(
-    job: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    keep(move || {
-        let _ = tx.send(job());
-    })?;
-    rx.recv()
-        .map_err(|_| Error::io("async keeper thread", io::ErrorKind::BrokenPipe.into()))
+/// The keeper thread that holds a mutex for a task, taken through
+/// [`Keeper::take`]; [`Keeper::give_back`] lets go of it.
+#[derive(Clone, Copy)]
+pub(crate) struct Keeper {
+    /// The address of the process's [`Keepers`] that took it: a forked
+    /// descendant has other keepers (never at that address, which stays
+    /// allocated in its copy of the memory), even one that got the pid of
+    /// the process that took it, once that one died.
+    keepers: usize,
+    index: usize,
 }
 
-/// Whether the calling process is the one that made `pid`'s keeper jobs.
-pub(crate) fn same_process(pid: u32) -> bool {
-    pid == sys::getpid()
+fn keeper_gone() -> Error {
+    Error::io("async keeper thread", io::ErrorKind::BrokenPipe.into())
+}
+
+impl Keeper {
+    /// Runs `take` on a keeper thread with room for one more mutex, after
+    /// every job posted to that thread before it, and waits (blocking this
+    /// thread briefly) for its result: `Ok` with the keeper if `take` took
+    /// a mutex (its `Ok`), which [`give_back`](Keeper::give_back) must then
+    /// let go of.
+    pub(crate) fn take<T, E>(
+        take: impl FnOnce() -> std::result::Result<T, E> + Send + 'static,
+    ) -> Result<std::result::Result<(Keeper, T), E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let keepers = keepers()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let keeper = {
+            let mut threads = lock(&keepers.threads);
+            let index = match threads.iter().position(|t| t.holds < KEEPER_HOLDS) {
+                Some(index) => index,
+                None => {
+                    threads.push(KeeperThread {
+                        jobs: start_keeper()?,
+                        holds: 0,
+                    });
+                    threads.len() - 1
+                }
+            };
+            let thread = &mut threads[index];
+            thread
+                .jobs
+                .send(Box::new(move || {
+                    let _ = tx.send(take());
+                }))
+                .map_err(|_| keeper_gone())?;
+            // Counted before it runs: jobs posted meanwhile see it.
+            thread.holds += 1;
+            Keeper {
+                keepers: std::ptr::from_ref(keepers) as usize,
+                index,
+            }
+        };
+        match rx.recv() {
+            Ok(Ok(t)) => Ok(Ok((keeper, t))),
+            Ok(Err(e)) => {
+                keeper.uncount();
+                Ok(Err(e))
+            }
+            Err(_) => {
+                keeper.uncount();
+                Err(keeper_gone())
+            }
+        }
+    }
+
+    /// The keeper threads of the process that took this keeper, if that
+    /// is the calling process.
+    fn threads(self) -> Option<std::sync::MutexGuard<'static, Vec<KeeperThread>>> {
+        let keepers = KEEPERS.load(Ordering::Acquire);
+        if keepers as usize != self.keepers {
+            return None;
+        }
+        // SAFETY: keepers are leaked, never freed; not null (the address
+        // of the keepers that took this keeper).
+        let keepers = unsafe { &*keepers };
+        // A child made by a raw `clone` (which runs no fork handler) has
+        // its parent's keepers here, but none of their threads.
+        (keepers.pid == sys::getpid()).then(|| lock(&keepers.threads))
+    }
+
+    /// Runs `give_back` on this keeper thread, after every job posted to
+    /// it before, without waiting: it lets go of the mutex that
+    /// [`take`](Keeper::take) took. Nothing in a forked descendant: the
+    /// keeper, and the mutex, are the process's that took it.
+    pub(crate) fn give_back(self, give_back: impl FnOnce() + Send + 'static) -> Result<()> {
+        let Some(mut threads) = self.threads() else {
+            return Ok(());
+        };
+        let Some(thread) = threads.get_mut(self.index) else {
+            return Ok(());
+        };
+        thread
+            .jobs
+            .send(Box::new(give_back))
+            .map_err(|_| keeper_gone())?;
+        // Jobs posted after this one run after it, when it holds one fewer.
+        thread.holds = thread.holds.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Counts a hold that was not taken after all.
+    fn uncount(self) {
+        if let Some(thread) = self.threads().as_mut().and_then(|t| t.get_mut(self.index)) {
+            thread.holds = thread.holds.saturating_sub(1);
+        }
+    }
 }

@@ -300,6 +300,7 @@ impl Barrier {
     /// algorithm for both: the blocking form never returns `Pending`).
     async fn wait_inner(&self, timeout: Option<Duration>, how: Sleep) -> Result<u32> {
         let deadline = Deadline::within(timeout);
+        let process = waiter::process_token()?;
         let mut inner = self.enter()?;
         // Let a previous pass drain, or a reset finish.
         if !inner
@@ -319,7 +320,7 @@ impl Barrier {
         // through.
         let mut inside = Inside {
             inner,
-            pid: sys::cached_pid(),
+            process,
             slot,
             generation,
             left: false,
@@ -719,9 +720,11 @@ enum Sleep {
 /// A party inside the barrier: counted, with its slot.
 struct Inside<'a> {
     inner: Inner<'a>,
-    /// The process of the party: a copy that a `fork` made of a pending
-    /// wait is not a party, and its drop leaves nothing.
-    pid: u32,
+    /// The process of the party ([`waiter::process_token`]): a copy that
+    /// a `fork` made of a pending wait is not a party, and its drop leaves
+    /// nothing, even in a descendant that got the pid of the party's
+    /// process once that died.
+    process: usize,
     slot: Option<usize>,
     /// The pass it joined.
     generation: u32,
@@ -747,7 +750,7 @@ impl Inside<'_> {
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        if self.left || sys::cached_pid() != self.pid {
+        if self.left || waiter::process_token().ok() != Some(self.process) {
             return;
         }
         // Gone mid-pass (a dropped future, or an error): the pass cannot

@@ -486,8 +486,8 @@ impl Condition {
     /// does; keep critical sections short.
     ///
     /// While it waits, the task's place among the waiters (one of
-    /// [`MAX_WAITERS`](Condition::MAX_WAITERS)) is held for it by this
-    /// process's keeper thread, so a notify chooses it as it would a
+    /// [`MAX_WAITERS`](Condition::MAX_WAITERS)) is held for it by a
+    /// keeper thread of its process, so a notify chooses it as it would a
     /// blocking waiter, and a process killed while its tasks wait leaves
     /// no place taken (its notifications go to other waiters). When every
     /// place is taken the task waits for one to come free instead of
@@ -529,10 +529,10 @@ impl Condition {
                 let seen = self.shared().inside.load(Ordering::Acquire);
                 // Taken while the lock is held, as a blocking waiter's.
                 let cond = self.clone();
-                match waiter::keep_and_wait(move || cond.enter())? {
-                    Ok((i, mine)) => Ok(AsyncPlace {
+                match waiter::Keeper::take(move || cond.enter())? {
+                    Ok((keeper, (i, mine))) => Ok(AsyncPlace {
                         cond: self.clone(),
-                        pid: sys::getpid(),
+                        keeper,
                         i,
                         mine,
                         consumed: false,
@@ -582,7 +582,10 @@ impl Condition {
                         // died before taking it, and be this one's now.
                         self.bury_dead(|s| s & NOTIFIED != 0);
                     }
-                    // Given back by the keeper (after this, in order).
+                    // Given back by its keeper, as a job posted now: if
+                    // the next place is taken on another keeper before it
+                    // runs, that is another slot, and a full condition
+                    // wakes this task when this one comes free.
                 }
             }
         }
@@ -630,13 +633,14 @@ impl Drop for AsyncHold<'_> {
     }
 }
 
-/// An async waiter's place: slot `i`, whose mutex this process's keeper
-/// thread holds. Dropping it has the keeper give the slot back, passing on
-/// a notification that chose it unless the waiter took it (`consumed`).
+/// An async waiter's place: slot `i`, whose mutex a keeper thread of
+/// this process holds. Dropping it has the keeper give the slot back,
+/// passing on a notification that chose it unless the waiter took it
+/// (`consumed`).
 struct AsyncPlace {
     cond: Condition,
-    /// The process whose keeper holds the slot's mutex.
-    pid: u32,
+    /// The keeper thread that holds the slot's mutex.
+    keeper: waiter::Keeper,
     i: usize,
     mine: u32,
     consumed: bool,
@@ -644,13 +648,11 @@ struct AsyncPlace {
 
 impl Drop for AsyncPlace {
     fn drop(&mut self) {
-        if !waiter::same_process(self.pid) {
-            return; // a forked copy: the slot is the parent's
-        }
         let (cond, i, consumed) = (self.cond.clone(), self.i, self.consumed);
-        // If the keeper is gone (it never is while the process lives), the
-        // slot stays taken until the process ends, which frees it.
-        let _ = waiter::keep(move || {
+        // Nothing in a forked copy: the slot is the parent's. If the
+        // keeper is gone (it never is while the process lives), the slot
+        // stays taken until the process ends, which frees it.
+        let _ = self.keeper.give_back(move || {
             if !consumed {
                 cond.take_over(i);
             }
