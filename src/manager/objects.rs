@@ -910,8 +910,9 @@ impl Objects {
                             "__iter__ cannot make an iterator inside a batch".into(),
                         )));
                     }
-                    if !args.is_empty() || !kwds.is_empty() {
-                        return Done::Reply(Reply::error(type_error("expected 0 arguments")));
+                    // Its arguments checked as those of every dict method.
+                    if let Err(e) = methods::parse(kind, method, args, kwds) {
+                        return Done::Reply(Reply::error(e));
                     }
                     let Object::Dict(d) = object else {
                         return Done::Reply(Reply::error(type_error("not a dict")));
@@ -1283,7 +1284,11 @@ impl Objects {
             }
             "Namespace" => {
                 if !args.is_empty() {
-                    return Err(type_error("Namespace() takes no positional arguments"));
+                    // `Namespace.__init__(self, /, **kwds)`, as CPython's.
+                    return Err(type_error(format!(
+                        "Namespace.__init__() takes 1 positional argument but {} were given",
+                        args.len() + 1
+                    )));
                 }
                 let mut attrs = Map::with_hasher(self.hasher.clone());
                 attrs.extend(kwds);

@@ -33,6 +33,10 @@ const TIMEOUT_MAX: f64 = 1e9;
 pub(super) struct Queue {
     items: VecDeque<PyValue>,
     maxsize: usize,
+    /// The type of a `maxsize` Python cannot compare with an int (`None`,
+    /// a str): such a queue is made, and its `put` and `full` raise the
+    /// `TypeError` of the comparison, as Python's.
+    unordered: Option<String>,
     /// Items put and not yet marked done (`task_done`).
     unfinished: u64,
 }
@@ -79,8 +83,9 @@ impl Args {
     }
 
     /// Binds the parameters `names` (in order, after `self`); `TypeError`
-    /// for an argument given twice, unknown or beyond them, or for a
-    /// missing one of the first `required`, in the words of Python 3.10+
+    /// for an argument given twice or unknown, then for one beyond them,
+    /// then for a missing one of the first `required`, in the words of
+    /// Python 3.10+
     /// (`Queue.put() takes from 2 to 4 positional arguments but 5 were
     /// given`: `self` counts).
     pub(super) fn bind(
@@ -89,25 +94,7 @@ impl Args {
         required: usize,
     ) -> Result<Vec<Option<PyValue>>, Exception> {
         let m = self.method;
-        if self.args.len() > names.len() {
-            let takes = if required == names.len() {
-                let s = if names.is_empty() { "" } else { "s" };
-                format!("{} positional argument{s}", names.len() + 1)
-            } else {
-                format!(
-                    "from {} to {} positional arguments",
-                    required + 1,
-                    names.len() + 1
-                )
-            };
-            return Err((
-                "TypeError",
-                format!(
-                    "Queue.{m}() takes {takes} but {} were given",
-                    self.args.len() + 1
-                ),
-            ));
-        }
+        let given = self.args.len();
         let mut bound: Vec<Option<PyValue>> = names.iter().map(|_| None).collect();
         for (slot, v) in bound.iter_mut().zip(self.args) {
             *slot = Some(v);
@@ -129,6 +116,24 @@ impl Args {
                 ));
             }
             bound[i] = Some(v);
+        }
+        // As Python binds them: keywords are checked before the count of
+        // positional arguments.
+        if given > names.len() {
+            let takes = if required == names.len() {
+                let s = if names.is_empty() { "" } else { "s" };
+                format!("{} positional argument{s}", names.len() + 1)
+            } else {
+                format!(
+                    "from {} to {} positional arguments",
+                    required + 1,
+                    names.len() + 1
+                )
+            };
+            return Err((
+                "TypeError",
+                format!("Queue.{m}() takes {takes} but {} were given", given + 1),
+            ));
         }
         if let Some(i) = bound[..required].iter().position(Option::is_none) {
             return Err((
@@ -210,6 +215,7 @@ impl Queue {
         let [maxsize] =
             <[_; 1]>::try_from(Args::new("__init__", args, kwds).bind(&["maxsize"], 0)?)
                 .unwrap_or([None]);
+        let mut unordered = None;
         let maxsize = match maxsize {
             None => 0,
             Some(PyValue::Int(n)) => usize::try_from(n).unwrap_or(0),
@@ -227,21 +233,45 @@ impl Queue {
                 }
             }
             Some(PyValue::Float(_)) => 0,
-            Some(other) => {
+            // An instance of a class of another module (`Decimal`,
+            // `Fraction`, the caller's own) may define how it compares
+            // with an int, which the server cannot run: refused.
+            Some(PyValue::Object(o)) if !o.global && o.module != "builtins" => {
                 return Err((
                     "TypeError",
                     format!(
-                        "'>' not supported between instances of '{}' and 'int'",
-                        other.type_name()
+                        "the server cannot compare a maxsize of type '{}' with an int",
+                        o.name
                     ),
                 ))
+            }
+            // What Python cannot compare with an int (`None`, a str): made,
+            // and refused by the calls that compare.
+            Some(other) => {
+                unordered = Some(other.type_name().to_owned());
+                0
             }
         };
         Ok(Queue {
             items: VecDeque::new(),
             maxsize,
+            unordered,
             unfinished: 0,
         })
+    }
+
+    /// The `TypeError` of comparing an unordered `maxsize` with an int, as
+    /// `full` (`0 < maxsize`, `reversed`) or `put` (`maxsize > 0`) does.
+    fn check_order(&self, reversed: bool) -> Result<(), Exception> {
+        let Some(t) = &self.unordered else {
+            return Ok(());
+        };
+        let message = if reversed {
+            format!("'<' not supported between instances of 'int' and '{t}'")
+        } else {
+            format!("'>' not supported between instances of '{t}' and 'int'")
+        };
+        Err(("TypeError", message))
     }
 
     fn is_full(&self) -> bool {
@@ -269,12 +299,15 @@ impl Queue {
             }
             "full" => {
                 a.bind(&[], 0)?;
+                self.check_order(true)?;
                 done(PyValue::Bool(self.is_full()))
             }
             "put" | "put_nowait" => {
                 let (item, wait) = if method == "put" {
                     let mut b = a.bind(&["item", "block", "timeout"], 1)?.into_iter();
                     let item = b.next().flatten().unwrap_or(PyValue::None);
+                    // Python compares maxsize before it reads the timeout.
+                    self.check_order(false)?;
                     (item, patience(b.next().flatten(), b.next().flatten())?)
                 } else {
                     let item = a
@@ -282,6 +315,7 @@ impl Queue {
                         .pop()
                         .flatten()
                         .unwrap_or(PyValue::None);
+                    self.check_order(false)?;
                     (item, Some(Duration::ZERO))
                 };
                 // (An item no `get` could answer with is refused with
