@@ -11,13 +11,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::cpython::{pyenv_pythons, CpythonServer};
-use common::{run_with_deadline, watchdog};
-use multiproc::conn::Address;
-use multiproc::Manager;
+use common::cpython::{pyenv_pythons, Differential};
 
 /// The longest the whole test may take.
 const LIMIT: Duration = Duration::from_secs(600);
@@ -283,26 +279,6 @@ for name, case in CASES.items():
     print("%s: %s" % (name, answer))
 "#;
 
-/// The program's answers, run by `python` against the server at `path`:
-/// each case's name and answer, in order.
-fn answers(python: &str, path: &std::path::Path) -> Vec<(String, String)> {
-    let mut command = Command::new(python);
-    command
-        .args(["-c", PROGRAM, path.to_str().unwrap(), KEY])
-        .env_remove("PYTHONPATH");
-    let (status, out, err) = run_with_deadline(&mut command, b"", RUN_LIMIT);
-    assert!(
-        status.success(),
-        "{python} against {path:?}: {status}\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    out.lines()
-        .map(|line| match line.split_once(": ") {
-            Some((name, answer)) => (name.to_owned(), answer.to_owned()),
-            None => panic!("{python}: a line without an answer: {line:?}"),
-        })
-        .collect()
-}
-
 #[test]
 fn python_gets_the_same_answers_from_both_servers() {
     let pythons: Vec<String> = pyenv_pythons().into_iter().map(|(_, p)| p).collect();
@@ -310,42 +286,10 @@ fn python_gets_the_same_answers_from_both_servers() {
         println!("no CPython 3.8+ under pyenv: nothing to compare with");
         return;
     }
-    watchdog("both servers' answers", LIMIT, || {
-        let (server, ours, conn) = common::serve_manager("semantics", KEY.as_bytes());
-        drop(conn);
-        for python in &pythons {
-            let reference = CpythonServer::start(python, KEY, "semantics", RUN_LIMIT);
-            let want = answers(python, reference.path());
-            drop(reference);
-            let got = answers(python, &ours);
-            let ours_by_name: std::collections::HashMap<&str, &str> =
-                got.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();
-            assert_eq!(
-                ours_by_name.len(),
-                got.len(),
-                "{python}: a case named twice"
-            );
-            let differences: Vec<String> = want
-                .iter()
-                .filter(|(name, w)| ours_by_name.get(name.as_str()) != Some(&w.as_str()))
-                .map(|(name, w)| {
-                    let g = ours_by_name.get(name.as_str()).unwrap_or(&"(no answer)");
-                    format!("  {name}:\n    CPython's: {w}\n    ours:      {g}")
-                })
-                .collect();
-            assert_eq!(want.len(), got.len(), "{python}: {differences:?}");
-            assert!(
-                differences.is_empty(),
-                "{python}: {} of {} answers differ:\n{}",
-                differences.len(),
-                want.len(),
-                differences.join("\n")
-            );
-            println!("{python}: {} answers alike", want.len());
-        }
-        let mut m = Manager::connect(Address::Unix(ours.clone()), KEY.as_bytes()).unwrap();
-        m.shutdown().unwrap();
-        server.join().unwrap();
-        let _ = std::fs::remove_file(&ours);
-    });
+    let differential = Differential {
+        program: PROGRAM,
+        key: KEY,
+        run_limit: RUN_LIMIT,
+    };
+    differential.same_answers("semantics", &pythons, &[], LIMIT);
 }

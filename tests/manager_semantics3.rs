@@ -13,13 +13,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::cpython::{pyenv_pythons, CpythonServer};
-use common::{run_with_deadline, watchdog};
-use multiproc::conn::Address;
-use multiproc::Manager;
+use common::cpython::{pyenv_pythons, shut_down, Differential};
+use common::watchdog;
 
 /// The longest one test may take.
 const LIMIT: Duration = Duration::from_secs(600);
@@ -178,25 +175,12 @@ for name, case in GROUPS[sys.argv[3]].items():
     print("%s: %s" % (name, answer), flush=True)
 "##;
 
-/// The program's answers for `group`, run by `python` against the server
-/// at `path`: each case's name and answer, in order.
-fn answers(python: &str, path: &std::path::Path, group: &str) -> Vec<(String, String)> {
-    let mut command = Command::new(python);
-    command
-        .args(["-c", PROGRAM, path.to_str().unwrap(), KEY, group])
-        .env_remove("PYTHONPATH");
-    let (status, out, err) = run_with_deadline(&mut command, b"", RUN_LIMIT);
-    assert!(
-        status.success(),
-        "{python} against {path:?}: {status}\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    out.lines()
-        .map(|line| match line.split_once(": ") {
-            Some((name, answer)) => (name.to_owned(), answer.to_owned()),
-            None => panic!("{python}: a line without an answer: {line:?}"),
-        })
-        .collect()
-}
+/// The program, against both servers.
+const DIFFERENTIAL: Differential = Differential {
+    program: PROGRAM,
+    key: KEY,
+    run_limit: RUN_LIMIT,
+};
 
 /// Runs the cases of `group` against CPython's server and multiproc's,
 /// with CPython 3.8 and 3.13 as clients, and fails listing every case
@@ -210,41 +194,7 @@ fn same_answers(group: &str) {
     if pythons.is_empty() {
         return println!("no CPython 3.8 or 3.13 under pyenv: nothing to compare with");
     }
-    watchdog(group, LIMIT, || {
-        let (server, ours, conn) = common::serve_manager(group, KEY.as_bytes());
-        drop(conn);
-        let mut failures = Vec::new();
-        for python in &pythons {
-            let reference = CpythonServer::start(python, KEY, group, RUN_LIMIT);
-            let want = answers(python, reference.path(), group);
-            drop(reference);
-            let got = answers(python, &ours, group);
-            assert_eq!(want.len(), got.len(), "{python}: not as many answers");
-            let differences: Vec<String> = want
-                .iter()
-                .zip(&got)
-                .filter(|(w, g)| w != g)
-                .map(|((name, w), (_, g))| {
-                    format!("  {name}:\n    CPython's: {w}\n    ours:      {g}")
-                })
-                .collect();
-            if differences.is_empty() {
-                println!("{python}: {} answers alike", want.len());
-            } else {
-                failures.push(format!(
-                    "{python}: {} of {} answers differ:\n{}",
-                    differences.len(),
-                    want.len(),
-                    differences.join("\n")
-                ));
-            }
-        }
-        let mut m = Manager::connect(Address::Unix(ours.clone()), KEY.as_bytes()).unwrap();
-        m.shutdown().unwrap();
-        server.join().unwrap();
-        let _ = std::fs::remove_file(&ours);
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
-    });
+    DIFFERENTIAL.same_answers(group, &pythons, &[group], LIMIT);
 }
 
 /// Among them: `Namespace(1)` is refused in CPython's words
@@ -281,11 +231,9 @@ fn a_maxsize_the_server_cannot_compare_is_refused_when_created() {
     watchdog("refused", LIMIT, || {
         let (server, ours, conn) = common::serve_manager("refused", KEY.as_bytes());
         drop(conn);
-        let got = answers(&python, &ours, "refused");
-        let mut m = Manager::connect(Address::Unix(ours.clone()), KEY.as_bytes()).unwrap();
-        m.shutdown().unwrap();
+        let got = DIFFERENTIAL.answers(&python, &ours, &["refused"]);
+        shut_down(&ours, KEY);
         server.join().unwrap();
-        let _ = std::fs::remove_file(&ours);
         assert_eq!(got.len(), 2);
         for ((name, answer), type_name) in got.iter().zip(["Decimal", "Fraction"]) {
             assert_eq!(

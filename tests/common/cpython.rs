@@ -106,3 +106,100 @@ impl Drop for CpythonServer {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// A Python program run against both managers' servers, which prints one
+/// line `name: answer` per case (its arguments: the server's socket path,
+/// the authkey, then its own).
+pub struct Differential {
+    pub program: &'static str,
+    pub key: &'static str,
+    /// How long one run of the program may take.
+    pub run_limit: Duration,
+}
+
+impl Differential {
+    /// The program's answers, run by `python` against the server at `path`
+    /// with `args` after the path and key: each case's name and answer,
+    /// in order.
+    pub fn answers(
+        &self,
+        python: &str,
+        path: &std::path::Path,
+        args: &[&str],
+    ) -> Vec<(String, String)> {
+        let mut command = Command::new(python);
+        command
+            .args(["-c", self.program, path.to_str().unwrap(), self.key])
+            .args(args)
+            .env_remove("PYTHONPATH");
+        let (status, out, err) = super::run_with_deadline(&mut command, b"", self.run_limit);
+        assert!(
+            status.success(),
+            "{python} against {path:?}: {status}\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        out.lines()
+            .map(|line| match line.split_once(": ") {
+                Some((name, answer)) => (name.to_owned(), answer.to_owned()),
+                None => panic!("{python}: a line without an answer: {line:?}"),
+            })
+            .collect()
+    }
+
+    /// Runs the program with `args` by each of `pythons` against CPython's
+    /// server and multiproc's (one of each, named `name`), within
+    /// `limit`; fails listing every case whose answers differ.
+    pub fn same_answers(&self, name: &str, pythons: &[String], args: &[&str], limit: Duration) {
+        super::watchdog(name, limit, || {
+            let (server, ours, conn) = super::serve_manager(name, self.key.as_bytes());
+            drop(conn);
+            let mut failures = Vec::new();
+            for python in pythons {
+                let reference = CpythonServer::start(python, self.key, name, self.run_limit);
+                let want = self.answers(python, reference.path(), args);
+                drop(reference);
+                let got = self.answers(python, &ours, args);
+                match differences(&want, &got) {
+                    None => println!("{python}: {} answers alike", want.len()),
+                    Some(d) => failures.push(format!("{python}: {d}")),
+                }
+            }
+            shut_down(&ours, self.key);
+            server.join().unwrap();
+            assert!(failures.is_empty(), "{}", failures.join("\n"));
+        });
+    }
+}
+
+/// Each case whose answer in `got` is not the one in `want` (by name), as
+/// a listing; `None` if they are alike, case for case.
+fn differences(want: &[(String, String)], got: &[(String, String)]) -> Option<String> {
+    let ours: std::collections::HashMap<&str, &str> =
+        got.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();
+    assert_eq!(ours.len(), got.len(), "a case named twice");
+    let differences: Vec<String> = want
+        .iter()
+        .filter(|(name, w)| ours.get(name.as_str()) != Some(&w.as_str()))
+        .map(|(name, w)| {
+            let g = ours.get(name.as_str()).unwrap_or(&"(no answer)");
+            format!("  {name}:\n    CPython's: {w}\n    ours:      {g}")
+        })
+        .collect();
+    if differences.is_empty() && want.len() == got.len() {
+        return None;
+    }
+    Some(format!(
+        "{} of {} answers differ ({} answered by ours):\n{}",
+        differences.len(),
+        want.len(),
+        got.len(),
+        differences.join("\n")
+    ))
+}
+
+/// Shuts down multiproc's server at `path` and removes its socket file.
+pub fn shut_down(path: &std::path::Path, key: &str) {
+    let address = multiproc::conn::Address::Unix(path.to_owned());
+    let mut m = multiproc::Manager::connect(address, key.as_bytes()).unwrap();
+    m.shutdown().unwrap();
+    let _ = std::fs::remove_file(path);
+}
