@@ -6,7 +6,7 @@ mod common;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use common::watchdog;
+use common::{touchy, watchdog};
 use multiproc::{Error, Pool};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -159,30 +159,6 @@ fn buffered_iterators_in_a_forked_child_stop_reading() {
         pool.close();
         pool.join().unwrap();
     });
-}
-
-/// A result type whose decoding panics in the parent, for 13.
-#[derive(Debug)]
-struct Touchy(u64);
-
-impl serde::Serialize for Touchy {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Touchy {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = <u64 as serde::Deserialize>::deserialize(d)?;
-        if v == 13 {
-            panic!("unlucky");
-        }
-        Ok(Touchy(v))
-    }
-}
-
-fn touchy(x: u64) -> Touchy {
-    Touchy(x)
 }
 
 /// A result whose decoding panics reaches the error callback as an

@@ -414,3 +414,28 @@ pub fn two_binds_at_once(
         .collect();
     binders.into_iter().map(|t| t.join().unwrap()).collect()
 }
+
+/// A pool task's result type whose decoding panics in the parent (for 13).
+#[derive(Debug, PartialEq)]
+pub struct Touchy(pub u64);
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <u64 as serde::Deserialize>::deserialize(d)?;
+        if v == 13 {
+            panic!("unlucky");
+        }
+        Ok(Touchy(v))
+    }
+}
+
+/// A pool task whose result is a [`Touchy`].
+pub fn touchy(x: u64) -> Touchy {
+    Touchy(x)
+}
