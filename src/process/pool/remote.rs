@@ -97,7 +97,8 @@ const SUBMIT_BATCH: usize = 512;
 const MAX_RESULT: usize = 512 << 20;
 
 /// The lowest limit a Redis server may set on one bulk string
-/// (`proto-max-bulk-len`): a message no longer is never refused for its size.
+/// (`proto-max-bulk-len`): a message or record no longer is never refused
+/// for its size.
 const MIN_BULK_LIMIT: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------
@@ -709,8 +710,14 @@ impl RemotePool {
             };
             match record {
                 Ok(record) => {
+                    // A record the server may refuse for its size is sent
+                    // alone: a refusal fails that task, not its neighbours.
+                    let alone = record.len() > MIN_BULK_LIMIT;
+                    if alone {
+                        flush(&mut batch, &mut handles);
+                    }
                     batch.push((id, record));
-                    if batch.len() == SUBMIT_BATCH {
+                    if alone || batch.len() == SUBMIT_BATCH {
                         flush(&mut batch, &mut handles);
                     }
                 }
