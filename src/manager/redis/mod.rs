@@ -290,10 +290,17 @@ impl Store {
             // A connection is kept whatever the answer, even an error the
             // server sent, unless it broke, timed out or read what it
             // could not parse: where its stream stands is then unknown.
+            // A "Protocol error" (a request over the server's
+            // `proto-max-bulk-len`) is the server's last word: it closes
+            // the connection, which the next call must not find.
             let kept = link.conn.is_open()
                 && match &result {
                     Ok(_) => true,
-                    Err(e) => !broken(e) && !e.is_unrecoverable_error(),
+                    Err(e) => {
+                        !broken(e)
+                            && !e.is_unrecoverable_error()
+                            && !e.detail().is_some_and(|d| d.starts_with("Protocol error"))
+                    }
                 };
             if kept {
                 *slot = Some(link);

@@ -96,6 +96,11 @@ const SUBMIT_BATCH: usize = 512;
 /// The largest result message a worker reads from its task's child.
 const MAX_RESULT: usize = 512 << 20;
 
+/// The lowest limit a Redis server may set on one bulk string
+/// (`proto-max-bulk-len`): a message or record no longer is never refused
+/// for its size.
+const MIN_BULK_LIMIT: usize = 1 << 20;
+
 // ---------------------------------------------------------------------------
 // Tasks
 
@@ -705,8 +710,14 @@ impl RemotePool {
             };
             match record {
                 Ok(record) => {
+                    // A record the server may refuse for its size is sent
+                    // alone: a refusal fails that task, not its neighbours.
+                    let alone = record.len() > MIN_BULK_LIMIT;
+                    if alone {
+                        flush(&mut batch, &mut handles);
+                    }
                     batch.push((id, record));
-                    if batch.len() == SUBMIT_BATCH {
+                    if alone || batch.len() == SUBMIT_BATCH {
                         flush(&mut batch, &mut handles);
                     }
                 }
@@ -1551,13 +1562,29 @@ impl<'t> Serving<'_, 't> {
             })
         };
         match ran {
-            Ran::Message(m) => finish(&FINISH, &m)?,
+            Ran::Message(m) => {
+                if let Err(e) = finish(&FINISH, &m) {
+                    // A message the server refuses (over its
+                    // `proto-max-bulk-len`, which may be set as low as
+                    // 1 MiB) would fail every worker in turn: the task
+                    // fails with the reason instead. `FINISH` does nothing
+                    // again if the first was done after all.
+                    if m.len() <= MIN_BULK_LIMIT {
+                        return Err(e);
+                    }
+                    let why = format!(
+                        "the task's result ({} bytes) could not be stored in Redis (is it over the server's proto-max-bulk-len?): {e}",
+                        m.len()
+                    );
+                    finish(&FINISH, &message(tag::FAILED, why.as_bytes())).map_err(|_| e)?;
+                }
+            }
             Ran::Died(code) => {
                 log::debug!(
                     "pool worker {}: task {id} died with exit code {code}",
                     self.me
                 );
-                finish(&DIED, code.to_string().as_bytes())?
+                finish(&DIED, code.to_string().as_bytes())?;
             }
         };
         Ok(true)
