@@ -145,3 +145,225 @@ fn an_inherited_get_dropped_under_a_reused_pid_leaves_the_sleepers_counted() {
         );
     });
 }
+
+/// Edges of one small ring: an item of exactly the largest size and one
+/// byte over it, `put_with` and `get_with` closures that panic, zero and
+/// endless timeouts, zero and huge batch sizes, more `task_done`s than
+/// items. After each the queue is whole: nothing reported as corrupt,
+/// nothing lost, nothing left half put.
+#[test]
+fn edges_of_a_small_ring_leave_it_whole() {
+    use multiproc::queue::Bytes;
+    use multiproc::{Error, JoinableQueue};
+    watchdog("edges of a small ring", LIMIT, || {
+        let q = Queue::<Bytes>::with_capacity(0, 64).unwrap();
+        let max = q.max_item_size();
+        // Exactly the largest item, round after round (at every offset of the ring).
+        for round in 0..3u8 {
+            let item = vec![round; max];
+            q.put_bytes(&item).unwrap();
+            assert_eq!(q.get_bytes().unwrap(), item, "round {round}");
+        }
+        // One byte over: refused, nothing put.
+        let over = q.put_bytes(&vec![7; max + 1]);
+        assert!(over.is_err(), "an item over the largest size was put");
+        assert!(q.is_empty());
+        assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
+        // A `put_with` that panics puts nothing and keeps nothing locked.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.put_with(max, |b| {
+                b.fill(1);
+                panic!("filling");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(q.is_empty(), "a panicking fill left an item");
+        q.put_bytes(b"after").unwrap();
+        // A `get_with` that panics takes nothing.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.get_with(|_| panic!("reading"))
+        }));
+        assert!(panicked.is_err());
+        q.put_bytes(b"next").unwrap();
+        // The frame a panicking `get_with` held stays whole, first.
+        assert_eq!(q.get_bytes_timeout(Duration::MAX).unwrap(), b"after");
+        assert_eq!(q.get_bytes_timeout(Duration::ZERO).unwrap(), b"next");
+        assert!(matches!(
+            q.get_bytes_timeout(Duration::ZERO),
+            Err(Error::Timeout | Error::Empty)
+        ));
+        q.put_bytes_timeout(b"zero", Duration::ZERO).unwrap();
+        q.put_bytes_timeout(b"max", Duration::MAX).unwrap();
+        assert_eq!(q.get_bytes().unwrap(), b"zero");
+        assert_eq!(q.get_bytes().unwrap(), b"max");
+
+        // Batches of zero and of every item.
+        let n = Queue::<u32>::with_capacity(0, 256).unwrap();
+        n.put_many(std::iter::empty::<u32>()).unwrap();
+        assert!(n.is_empty());
+        assert!(n.get_many_timeout(0, Duration::ZERO).unwrap().is_empty());
+        n.put_many(0..5).unwrap();
+        assert!(n.try_get_many(0).unwrap().is_empty());
+        assert_eq!(n.get_many(usize::MAX).unwrap(), vec![0, 1, 2, 3, 4]);
+        assert!(matches!(
+            n.get_many_timeout(usize::MAX, Duration::ZERO),
+            Err(Error::Timeout | Error::Empty)
+        ));
+        // More items than the ring holds, in one call: a consumer makes room.
+        std::thread::scope(|s| {
+            let taker = s.spawn(|| {
+                let mut got = Vec::new();
+                while got.len() < 10_000 {
+                    got.extend(n.get_many_timeout(usize::MAX, LIMIT).unwrap());
+                }
+                got
+            });
+            n.put_many(0..10_000).unwrap();
+            assert_eq!(taker.join().unwrap(), (0..10_000).collect::<Vec<u32>>());
+        });
+
+        // More `task_done`s than items: refused, and the count stays right.
+        let j = JoinableQueue::<u32>::new().unwrap();
+        assert!(matches!(j.task_done(), Err(Error::TooManyTaskDone)));
+        j.put(1).unwrap();
+        assert!(matches!(
+            j.join_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        j.get().unwrap();
+        j.task_done().unwrap();
+        assert!(matches!(j.task_done(), Err(Error::TooManyTaskDone)));
+        j.join_timeout(Duration::MAX).unwrap();
+        j.put(2).unwrap();
+        assert!(matches!(
+            j.join_timeout(Duration::from_millis(1)),
+            Err(Error::Timeout)
+        ));
+    });
+}
+
+/// Eight producers and eight consumers (more processes than CPUs) on a
+/// small ring, singly and in batches, killed with SIGKILL at random and
+/// started again for three seconds: no process ever sees an error other
+/// than a timeout, and what is left drains as whole items.
+#[test]
+fn many_processes_killed_at_random_never_see_corruption() {
+    use multiproc::{Error, Process};
+    const SIDE: usize = 8;
+    watchdog("sixteen processes killed at random", LIMIT, || {
+        let q = Queue::<u64>::with_capacity(0, 256).unwrap();
+        let bad = RawValue::new(0u32).unwrap();
+        let start = |n: usize| -> Process<'static> {
+            let (q, bad) = (q.clone(), bad.clone());
+            static_child(move || {
+                let report = |e: Error| {
+                    bad.atomic().store(1, SeqCst);
+                    panic!("process {n}: {e}");
+                };
+                let wait = Duration::from_millis(200);
+                for seq in 0u64.. {
+                    let batch = seq % 3 == 0;
+                    if n < SIDE {
+                        let item = (n as u64) << 32 | seq;
+                        let put = if batch {
+                            q.put_many_timeout([item, item], wait)
+                                .map_err(|e| Error::from(e.error))
+                        } else {
+                            q.put_timeout(item, wait).map_err(Error::from)
+                        };
+                        match put {
+                            Ok(()) | Err(Error::Timeout) => {}
+                            Err(e) => report(e),
+                        }
+                    } else {
+                        let got = if batch {
+                            q.get_many_timeout(1 + seq as usize % 5, wait)
+                        } else {
+                            q.get_timeout(wait).map(|i| vec![i])
+                        };
+                        match got {
+                            Ok(items) => {
+                                for i in items {
+                                    assert!(i >> 32 < SIDE as u64, "process {n}: item {i:#x}");
+                                }
+                            }
+                            Err(Error::Timeout | Error::Empty) => {}
+                            Err(e) => report(e),
+                        }
+                    }
+                }
+            })
+        };
+        let mut procs: Vec<Process<'static>> = (0..2 * SIDE).map(start).collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = x as usize % (2 * SIDE);
+            std::thread::sleep(Duration::from_micros(x >> 50));
+            procs[n].kill().unwrap();
+            join(&procs[n], Duration::from_secs(30));
+            assert_eq!(bad.atomic().load(SeqCst), 0, "a process saw an error");
+            procs[n] = start(n);
+        }
+        for p in &procs {
+            p.kill().unwrap();
+            join(p, Duration::from_secs(30));
+        }
+        assert_eq!(bad.atomic().load(SeqCst), 0, "a process saw an error");
+        loop {
+            match q.get_timeout(Duration::from_millis(300)) {
+                Ok(i) => assert!(i >> 32 < SIDE as u64, "item {i:#x}"),
+                Err(Error::Timeout | Error::Empty) => break,
+                Err(e) => panic!("draining: {e}"),
+            }
+        }
+    });
+}
+
+/// A named queue opened by an unrelated process as another kind, another
+/// item type, another ring size or item limit: the kinds and types are
+/// told apart, the queue keeps its own size and limit, and a joinable
+/// queue counts every task, whichever handle put it.
+#[test]
+fn a_named_queue_opened_differently_by_another_process_stays_whole() {
+    use common::TempName;
+    use multiproc::{Error, JoinableQueue};
+    watchdog("a named queue opened differently", LIMIT, || {
+        let name = TempName::new("q5-other");
+        let q = Queue::<u32>::create(&name, 2, 256).unwrap();
+        let (theirs, max) = (name.0.clone(), q.max_item_size());
+        let child = static_child(move || {
+            assert!(JoinableQueue::<u32>::open(&theirs).is_err());
+            assert!(matches!(
+                Queue::<String>::open(&theirs),
+                Err(Error::TypeMismatch { .. })
+            ));
+            let s = Queue::<u32>::create_or_open(&theirs, 0, 1 << 20).unwrap();
+            assert_eq!(s.max_item_size(), max);
+            s.put(1).unwrap();
+            s.put(2).unwrap();
+            let third = s.put_timeout(3, Duration::from_millis(10));
+            assert!(matches!(third, Err(multiproc::queue::PutError::Timeout(3))));
+        });
+        assert_eq!(join(&child, Duration::from_secs(30)), 0);
+        assert_eq!(q.get_many(usize::MAX).unwrap(), [1, 2]);
+        q.put(5).unwrap();
+        assert_eq!(q.get().unwrap(), 5);
+
+        let jname = TempName::new("q5-joinable");
+        let j = JoinableQueue::<u32>::create(&jname, 0, 4096).unwrap();
+        let theirs = jname.0.clone();
+        let child = static_child(move || match Queue::<u32>::open(&theirs) {
+            Ok(plain) => plain.put(1).unwrap(),
+            Err(_) => JoinableQueue::<u32>::open(&theirs).unwrap().put(1).unwrap(),
+        });
+        assert_eq!(join(&child, Duration::from_secs(30)), 0);
+        assert_eq!(j.get().unwrap(), 1);
+        // Counted as a task whichever handle put it.
+        j.task_done().unwrap();
+        j.join_timeout(Duration::ZERO).unwrap();
+    });
+}
