@@ -367,3 +367,73 @@ fn a_named_queue_opened_differently_by_another_process_stays_whole() {
         j.join_timeout(Duration::ZERO).unwrap();
     });
 }
+
+/// The parent's pending `get_async` of the fork test, kept where the
+/// child's copy of it can be dropped.
+type Get = std::pin::Pin<Box<dyn Future<Output = multiproc::Result<u32>> + Send>>;
+static FORKED: Mutex<Option<Get>> = Mutex::new(None);
+
+/// A queue forked while a thread of the parent sleeps in a `get` on it and
+/// a task of the parent waits in a `get_async`: parent and child go on
+/// using it, each getting what the other puts, and the child's copy of
+/// the task, dropped there, takes nothing and uncounts nothing (a getter
+/// asleep later is woken by the put itself).
+#[test]
+fn a_queue_forked_mid_wait_serves_parent_and_child() {
+    watchdog("a queue used across a fork", LIMIT, || {
+        let q = Queue::<u32>::new().unwrap();
+        let back = Queue::<u32>::new().unwrap();
+        let theirs = q.clone();
+        let mut task: Get = Box::pin(async move { theirs.get_async().await });
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        *FORKED.lock().unwrap() = Some(task);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let getter = s.spawn(|| {
+                let tx = tx;
+                tx.send(gettid()).unwrap();
+                q.get_timeout(LIMIT).unwrap()
+            });
+            let tid = rx.recv().unwrap();
+            let pid = std::process::id();
+            assert!(wait_until(Duration::from_secs(30), || {
+                thread_blocked_in_futex(pid, tid)
+            }));
+            let taken = RawValue::new(0u32).unwrap();
+            let (q2, back2, taken2) = (q.clone(), back.clone(), taken.clone());
+            let child = static_child(move || {
+                drop(FORKED.lock().unwrap().take());
+                q2.put(1).unwrap();
+                // Taken by the parent's thread, not by this get.
+                assert!(wait_until(LIMIT, || taken2.atomic().load(SeqCst) == 1));
+                back2.put(q2.get_timeout(LIMIT).unwrap()).unwrap();
+            });
+            // The child's item wakes the parent's sleeping thread (the
+            // parent's task is not polled); the parent's goes to the child.
+            assert_eq!(getter.join().unwrap(), 1);
+            taken.atomic().store(1, SeqCst);
+            q.put(2).unwrap();
+            assert_eq!(back.get_timeout(LIMIT).unwrap(), 2);
+            assert_eq!(join(&child, Duration::from_secs(30)), 0);
+        });
+        let mut task = FORKED.lock().unwrap().take().unwrap();
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        q.put(3).unwrap();
+        let mut got = None;
+        assert!(wait_until(Duration::from_secs(30), || {
+            got = match task.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => Some(r.unwrap()),
+                std::task::Poll::Pending => None,
+            };
+            got.is_some()
+        }));
+        assert_eq!(got, Some(3));
+        drop(task);
+        let wake = quickest_wake(&q);
+        assert!(
+            wake < Duration::from_millis(50),
+            "a getter asleep took {wake:?} to see a put"
+        );
+    });
+}
