@@ -147,9 +147,9 @@ fn an_inherited_get_dropped_under_a_reused_pid_leaves_the_sleepers_counted() {
 }
 
 /// Edges of one small ring: an item of exactly the largest size and one
-/// byte over it, `put_with` and `get_with` closures that panic, zero and
-/// endless timeouts, zero and huge batch sizes, more `task_done`s than
-/// items. After each the queue is whole: nothing reported as corrupt,
+/// byte over it, empty frames, `put_with` and `get_with` closures that
+/// panic, zero and endless timeouts (blocking and async), zero and huge
+/// batch sizes, more `task_done`s than items. After each the queue is whole: nothing reported as corrupt,
 /// nothing lost, nothing left half put.
 #[test]
 fn edges_of_a_small_ring_leave_it_whole() {
@@ -169,6 +169,14 @@ fn edges_of_a_small_ring_leave_it_whole() {
         assert!(over.is_err(), "an item over the largest size was put");
         assert!(q.is_empty());
         assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
+        // Empty frames, and a length no ring holds.
+        q.put_with(0, |b| assert!(b.is_empty())).unwrap();
+        assert_eq!(q.get_with(|b| b.len()).unwrap(), 0);
+        assert!(matches!(
+            q.put_with(usize::MAX, |_| unreachable!()),
+            Err(Error::MessageTooLarge { .. })
+        ));
+        assert!(q.is_empty());
         // A `put_with` that panics puts nothing and keeps nothing locked.
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             q.put_with(max, |b| {
@@ -239,6 +247,27 @@ fn edges_of_a_small_ring_leave_it_whole() {
             j.join_timeout(Duration::from_millis(1)),
             Err(Error::Timeout)
         ));
+
+        // The async forms, with zero and endless timeouts.
+        common::current_thread().block_on(async {
+            let (got, ()) = tokio::join!(n.get_timeout_async(Duration::MAX), async {
+                n.put(9).unwrap()
+            });
+            assert_eq!(got.unwrap(), 9);
+            assert!(matches!(
+                n.get_timeout_async(Duration::ZERO).await,
+                Err(Error::Timeout | Error::Empty)
+            ));
+            assert!(matches!(
+                j.join_timeout_async(Duration::ZERO).await,
+                Err(Error::Timeout)
+            ));
+            let (joined, ()) = tokio::join!(j.join_timeout_async(Duration::MAX), async {
+                j.get().unwrap();
+                j.task_done().unwrap();
+            });
+            joined.unwrap();
+        });
     });
 }
 
