@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::sys::{self, Deadline, Woke};
+use crate::waiter;
 
 /// How many times a waiter re-checks its condition before sleeping (a few
 /// microseconds: about 12 here). A peer that is running on another CPU answers within a few
@@ -127,10 +128,14 @@ pub(crate) fn wait_for_change(
 /// sees the sleeper. Only the process that counted it uncounts it: a task
 /// that a `fork` copied while it waited, dropped (or finished) in the
 /// child, must not take the parent's task out of the count, which would
-/// leave it, and every other sleeper, without wake-up calls.
+/// leave it, and every other sleeper, without wake-up calls. A pid would
+/// not tell them apart: a descendant may get the pid of the process that
+/// counted, once that one has died.
 pub(crate) struct Asleep<'a> {
     sleepers: &'a AtomicU32,
-    pid: u32,
+    /// The counting process's [`waiter::process_token`]; its pid where
+    /// it could not have one.
+    process: std::result::Result<usize, u32>,
 }
 
 impl<'a> Asleep<'a> {
@@ -138,14 +143,18 @@ impl<'a> Asleep<'a> {
         sleepers.fetch_add(1, Ordering::SeqCst);
         Asleep {
             sleepers,
-            pid: sys::cached_pid(),
+            process: waiter::process_token().map_err(|_| sys::cached_pid()),
         }
     }
 }
 
 impl Drop for Asleep<'_> {
     fn drop(&mut self) {
-        if sys::cached_pid() == self.pid {
+        let counted_here = match self.process {
+            Ok(token) => waiter::process_token().ok() == Some(token),
+            Err(pid) => sys::cached_pid() == pid,
+        };
+        if counted_here {
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
