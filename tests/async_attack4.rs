@@ -14,7 +14,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use common::wakers::patiently;
-use common::{async_child, current_thread, multi_thread, wait_until, watchdog};
+use common::{async_child, current_thread, fork_as, multi_thread, wait_until, watchdog};
 use multiproc::{Barrier, Condition, Error, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -164,36 +164,6 @@ const PLACED: u32 = 1;
 const SQUAT: u32 = 2;
 const DROPPED: u32 = 3;
 const NO_PID: u32 = 4;
-
-/// Forks until a child gets pid `target`, which runs `then` and ends;
-/// `false` if none did. Needs the right to write `ns_last_pid` (root).
-fn fork_as(target: u32, then: impl FnOnce()) -> bool {
-    for _ in 0..1000 {
-        if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", target - 1)).is_err() {
-            return false;
-        }
-        // SAFETY: the forking process has one thread; the child only ends
-        // at once, or runs `then` as that process's only thread.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: getpid cannot fail.
-            if unsafe { libc::getpid() } as u32 == target {
-                then();
-            }
-            // SAFETY: ending the child, without the parent's exit handlers.
-            unsafe { libc::_exit(0) };
-        }
-        if pid < 0 {
-            return false;
-        }
-        // SAFETY: reaping the child just forked.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        if pid as u32 == target {
-            return true;
-        }
-    }
-    false
-}
 
 /// Starts a child that makes a pending wait with `wait` and forks a
 /// process that keeps it; once the child is dead and `stage` says

@@ -12,7 +12,7 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use common::procfs::{gettid, thread_blocked_in_futex};
-use common::{join, static_child, wait_until, watchdog};
+use common::{fork_as, join, static_child, wait_until, watchdog};
 use multiproc::{Queue, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -25,36 +25,6 @@ static HELD: Mutex<Option<Box<dyn Send>>> = Mutex::new(None);
 const SQUAT: u32 = 1;
 const DROPPED: u32 = 2;
 const NO_PID: u32 = 3;
-
-/// Forks until a child gets pid `target`, which runs `then` and ends;
-/// `false` if none did. Needs the right to write `ns_last_pid` (root).
-/// (As in async_attack4.rs.)
-fn fork_as(target: u32, then: impl FnOnce()) -> bool {
-    for _ in 0..1000 {
-        if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", target - 1)).is_err() {
-            return false;
-        }
-        // SAFETY: the child only ends at once, or runs `then` and ends.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: getpid cannot fail.
-            if unsafe { libc::getpid() } as u32 == target {
-                then();
-            }
-            // SAFETY: ending the child, without the parent's exit handlers.
-            unsafe { libc::_exit(0) };
-        }
-        if pid < 0 {
-            return false;
-        }
-        // SAFETY: reaping the child just forked.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        if pid as u32 == target {
-            return true;
-        }
-    }
-    false
-}
 
 /// How long a blocking getter of `q` takes from its call to its return,
 /// when an item is put once it sleeps in the kernel: the least of five
