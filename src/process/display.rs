@@ -65,7 +65,8 @@ impl<'a, T: sealed::Target<'a>> fmt::Display for Process<'a, T> {
 }
 
 /// A string as Python's `repr` writes it: in single quotes, or in double
-/// quotes if it holds a single quote and no double quote.
+/// quotes if it holds a single quote and no double quote, with the
+/// characters that are not printable escaped.
 struct PyStr<'s>(&'s str);
 
 impl fmt::Display for PyStr<'_> {
@@ -84,10 +85,29 @@ impl fmt::Display for PyStr<'_> {
                 '\r' => f.write_str("\\r")?,
                 '\t' => f.write_str("\\t")?,
                 c if c == quote => write!(f, "\\{c}")?,
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => write!(f, "\\x{:02x}", c as u32)?,
-                c => f.write_char(c)?,
+                c if printable(c) => f.write_char(c)?,
+                c => match c as u32 {
+                    n @ ..0x100 => write!(f, "\\x{n:02x}")?,
+                    n @ ..0x1_0000 => write!(f, "\\u{n:04x}")?,
+                    n => write!(f, "\\U{n:08x}")?,
+                },
             }
         }
         f.write_char(quote)
     }
+}
+
+/// Whether Python's `repr` writes `c` as it is (`str.isprintable`): not a
+/// control, format, private-use, unassigned or surrogate character, nor a
+/// separator other than the space. Rust's `escape_debug` draws the same
+/// line from the same Unicode categories; it also escapes a combining mark
+/// at the start of a string, which Python does not, hence the `a` before it.
+fn printable(c: char) -> bool {
+    if c.is_ascii() {
+        return !c.is_ascii_control();
+    }
+    let mut pair = [0u8; 5];
+    pair[0] = b'a';
+    let len = 1 + c.encode_utf8(&mut pair[1..]).len();
+    std::str::from_utf8(&pair[..len]).is_ok_and(|pair| pair.escape_debug().nth(2).is_none())
 }

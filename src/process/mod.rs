@@ -6,7 +6,11 @@
 //! multithreaded parent must not depend on a lock that another parent thread
 //! held at that moment (the child's copy stays locked forever): allocation,
 //! Rust's stdout and stderr and this crate's own state are fork-safe, but
-//! locks of other libraries may not be. Fork before starting threads, or
+//! locks of other libraries may not be, nor the standard library's lock on
+//! the environment: a child forked while another thread is in
+//! [`std::env::set_var`] waits for ever in its first [`std::env::var`]
+//! (a fork server started before such threads has no such trouble).
+//! Fork before starting threads, or
 //! use the spawn start method ([`Process::spawn`]) for such programs. The
 //! crate's own process-local locks (the registry of children, the
 //! process's identity, the scopes' witnesses, the gate that keeps forks
