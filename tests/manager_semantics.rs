@@ -282,10 +282,6 @@ for name, case in CASES.items():
 #[test]
 fn python_gets_the_same_answers_from_both_servers() {
     let pythons: Vec<String> = pyenv_pythons().into_iter().map(|(_, p)| p).collect();
-    if pythons.is_empty() {
-        println!("no CPython 3.8+ under pyenv: nothing to compare with");
-        return;
-    }
     let differential = Differential {
         program: PROGRAM,
         key: KEY,

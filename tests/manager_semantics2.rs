@@ -20,7 +20,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cpython::{pyenv_pythons, Differential};
+use common::cpython::{oldest_and_newest, Differential};
 
 /// The longest one test may take.
 const LIMIT: Duration = Duration::from_secs(600);
@@ -656,15 +656,7 @@ const DIFFERENTIAL: Differential = Differential {
 /// with CPython 3.8 and 3.13 as clients, and fails listing every case
 /// whose answers differ.
 fn same_answers(group: &str) {
-    let pythons: Vec<String> = pyenv_pythons()
-        .into_iter()
-        .filter(|(minor, _)| [8, 13].contains(minor))
-        .map(|(_, p)| p)
-        .collect();
-    if pythons.is_empty() {
-        return println!("no CPython 3.8 or 3.13 under pyenv: nothing to compare with");
-    }
-    DIFFERENTIAL.same_answers(group, &pythons, &[group], LIMIT);
+    DIFFERENTIAL.same_answers(group, &oldest_and_newest(), &[group], LIMIT);
 }
 
 /// Among them: `l[::0] = 5` and `l['a'::0]` are the `ValueError` of the

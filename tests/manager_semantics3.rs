@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cpython::{pyenv_pythons, shut_down, Differential};
+use common::cpython::{oldest_and_newest, pyenv_pythons, shut_down, Differential};
 use common::watchdog;
 
 /// The longest one test may take.
@@ -186,15 +186,7 @@ const DIFFERENTIAL: Differential = Differential {
 /// with CPython 3.8 and 3.13 as clients, and fails listing every case
 /// whose answers differ.
 fn same_answers(group: &str) {
-    let pythons: Vec<String> = pyenv_pythons()
-        .into_iter()
-        .filter(|(minor, _)| [8, 13].contains(minor))
-        .map(|(_, p)| p)
-        .collect();
-    if pythons.is_empty() {
-        return println!("no CPython 3.8 or 3.13 under pyenv: nothing to compare with");
-    }
-    DIFFERENTIAL.same_answers(group, &pythons, &[group], LIMIT);
+    DIFFERENTIAL.same_answers(group, &oldest_and_newest(), &[group], LIMIT);
 }
 
 /// Among them: `Namespace(1)` is refused in CPython's words

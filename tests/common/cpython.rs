@@ -107,6 +107,16 @@ impl Drop for CpythonServer {
     }
 }
 
+/// CPython 3.8 and 3.13 (those of them pyenv has): the oldest and the
+/// newest a program is compared on.
+pub fn oldest_and_newest() -> Vec<String> {
+    pyenv_pythons()
+        .into_iter()
+        .filter(|(minor, _)| [8, 13].contains(minor))
+        .map(|(_, p)| p)
+        .collect()
+}
+
 /// A Python program run against both managers' servers, which prints one
 /// line `name: answer` per case (its arguments: the server's socket path,
 /// the authkey, then its own).
@@ -149,6 +159,9 @@ impl Differential {
     /// server and multiproc's (one of each, named `name`), within
     /// `limit`; fails listing every case whose answers differ.
     pub fn same_answers(&self, name: &str, pythons: &[String], args: &[&str], limit: Duration) {
+        if pythons.is_empty() {
+            return println!("no CPython to compare with under pyenv");
+        }
         super::watchdog(name, limit, || {
             let (server, ours, conn) = super::serve_manager(name, self.key.as_bytes());
             drop(conn);
