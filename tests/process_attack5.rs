@@ -147,3 +147,32 @@ fn names_print_as_the_newest_cpythons_repr() {
         }
     }
 }
+
+/// A handle made in one process and given, unstarted, to a forked child
+/// cannot be started there (Python: "can only start a process object
+/// created by current process"): its parent would be the wrong process,
+/// and the handle's record of who made it would be a lie.
+#[test]
+fn a_handle_made_by_another_process_does_not_start() {
+    watchdog("foreign handle", LIMIT, || {
+        let grandchild = Process::new(|| {}).with_name("made by the parent");
+        let mut p = Process::new(move || {
+            let mut grandchild = grandchild;
+            match grandchild.start() {
+                Err(multiproc::Error::ProcessState { what, .. })
+                    if what.contains("created by the current process") =>
+                {
+                    // Still the parent's, unstarted: Python's repr says so.
+                    if grandchild.to_string().ends_with(" unknown>") {
+                        exit(0)
+                    }
+                    exit(4)
+                }
+                Err(_) => exit(2),
+                Ok(()) => exit(3),
+            }
+        });
+        p.start().unwrap();
+        assert_eq!(join(&p, LIMIT), 0);
+    });
+}

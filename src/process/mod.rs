@@ -445,8 +445,10 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     /// spawns a new copy of the program, or has the fork server fork it.
     ///
     /// # Errors
-    /// [`Error::ProcessState`] if already started, or if it belongs to a
-    /// [`scope`] run by another process; [`Error::Io`] if the child cannot
+    /// [`Error::ProcessState`] if already started, if this handle was made
+    /// by another process (a forked child given its parent's handle, as
+    /// Python refuses), or if it belongs to a [`scope`] run by another
+    /// process; [`Error::Io`] if the child cannot
     /// be started (no child ran: the process is left unstarted, closure
     /// and all, and may be started again, as in Python).
     ///
@@ -466,6 +468,9 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     }
 
     fn start_as(&mut self, listed: bool) -> Result<()> {
+        if self.created_by != sys::getpid() {
+            return Err(self.state_error("can only start a process created by the current process"));
+        }
         ready_for_fork()?;
         let scope = self
             .scope
