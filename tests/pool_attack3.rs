@@ -189,3 +189,58 @@ fn a_result_whose_decoding_panics_reaches_the_error_callback() {
         pool.join().unwrap();
     });
 }
+
+/// What the initializer of `an_order_for_a_worker_still_in_its_initializer_holds_up_no_other`
+/// waits on: made before its pool, whose workers inherit them.
+static SLOW_INIT: std::sync::OnceLock<(multiproc::RawValue<u32>, multiproc::Event)> =
+    std::sync::OnceLock::new();
+
+/// The first worker to start waits in its initializer until the test
+/// opens the gate; the others go on at once.
+fn first_waits() {
+    let (started, gate) = SLOW_INIT.get().expect("made before the pool");
+    if started.atomic().fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+        gate.wait();
+    }
+}
+
+fn length(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// A task larger than a socket holds, given to a worker still in its
+/// initializer, does not hold up the pool: its other worker takes the
+/// work. Before, the scheduler gave the first task to the first worker
+/// whatever it was doing, and waited for it to read the whole order:
+/// every task, and every result, waited for that worker's initializer.
+/// (Python's workers all take from one queue, so an idle one takes it.)
+#[test]
+fn an_order_for_a_worker_still_in_its_initializer_holds_up_no_other() {
+    watchdog("a worker slow to start", LIMIT, || {
+        let (_, gate) = SLOW_INIT.get_or_init(|| {
+            (
+                multiproc::RawValue::new(0).unwrap(),
+                multiproc::Event::new().unwrap(),
+            )
+        });
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(first_waits)
+            .build()
+            .unwrap();
+        let big = vec![7u8; 8 << 20];
+        let results: Vec<_> = (0..4)
+            .map(|_| pool.apply_async(length, big.clone()))
+            .collect();
+        for r in &results {
+            assert_eq!(
+                r.get_timeout(Duration::from_secs(20)).unwrap(),
+                8 << 20,
+                "done by the worker that is ready"
+            );
+        }
+        gate.set();
+        pool.close();
+        pool.join().unwrap();
+    });
+}

@@ -41,9 +41,11 @@ impl PoolBuilder {
 
     /// A function each worker runs once when it starts.
     ///
-    /// One that panics or exits ends its worker, which the pool replaces
-    /// (for ever, as Python's does, for one that always fails): each task
-    /// given to such a worker fails with [`Error::WorkerDied`] (Python's
+    /// A worker is given no task before its initializer returns: a slow
+    /// one holds up no task another worker is ready to run. One that
+    /// panics or exits ends its worker, which the pool replaces (for ever,
+    /// as Python's does, for one that always fails): each such death fails
+    /// the next waiting task with [`Error::WorkerDied`] (Python's tasks
     /// wait for ever).
     pub fn initializer(mut self, f: fn()) -> Self {
         self.initializer = Some(f);

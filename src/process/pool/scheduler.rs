@@ -74,6 +74,8 @@ struct Worker {
     busy: Option<Arc<Slot>>,
     /// Tasks given to it so far.
     given: u64,
+    /// It has said it is ready (see [`worker::READY`]).
+    ready: bool,
     /// Its pipe reached end of file: it is exiting.
     gone: bool,
 }
@@ -182,11 +184,21 @@ impl Worker {
         }
         let fd = [self.conn.as_raw_fd()];
         // One read at a time while more is there (`readable`: poll just
-        // said so); the socket holds one result at most (a worker sends
-        // nothing else until it is given another task).
+        // said so); the socket holds one message at most (a worker says
+        // it is ready, then sends nothing until it is given a task, and
+        // then nothing but its result until it is given another).
         let mut read = readable;
         loop {
             match self.conn.try_recv_frame(read) {
+                Ok(Some(frame)) if !self.ready => {
+                    if frame != worker::READY {
+                        // Not what a worker sends first: it cannot be trusted.
+                        self.gone = true;
+                        self.kill();
+                    }
+                    self.ready = true;
+                    return;
+                }
                 Ok(Some(frame)) => {
                     let outcome = match postcard::from_bytes(frame) {
                         Ok(Ok(bytes)) => TaskOutcome::Done(bytes),
@@ -276,6 +288,7 @@ impl Scheduler {
             conn,
             busy: None,
             given: 0,
+            ready: false,
             gone: false,
         });
         logging::debug_record!("added worker");
@@ -284,6 +297,7 @@ impl Scheduler {
 
     fn can_take_work(&self, w: &Worker) -> bool {
         w.busy.is_none()
+            && w.ready
             && !w.gone
             && (self.config.max_tasks == 0 || w.given < self.config.max_tasks)
     }
@@ -405,7 +419,18 @@ impl Scheduler {
         for &(i, code) in exited.iter().rev() {
             logging::debug_record!("cleaning up worker {i}");
             let w = self.workers.swap_remove(i);
-            if let Some(slot) = w.busy {
+            // A worker that died before it was ready (its initializer
+            // panicked or exited) takes the next task with it, as it
+            // would have had it been given one: an initializer that always
+            // fails then fails the tasks, where Python's pool restarts its
+            // workers for ever and its tasks wait for ever.
+            let died_with = w.busy.or_else(|| {
+                (!w.ready)
+                    .then(|| locked(&self.shared.state).pending.pop_front())
+                    .flatten()
+                    .map(|job| job.slot)
+            });
+            if let Some(slot) = died_with {
                 slot.complete(TaskOutcome::WorkerDied(code));
             }
         }

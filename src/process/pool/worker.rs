@@ -34,6 +34,12 @@ pub(super) fn address(call: Trampoline) -> usize {
     call as usize
 }
 
+/// What a worker sends once its initializer has run, before any result
+/// (a result's encoding is never empty): until then the scheduler gives
+/// it nothing, so that an order it would not read for a while (a long
+/// initializer) waits for another worker rather than for it.
+pub(super) const READY: &[u8] = &[];
+
 /// Runs tasks from `conn` (Python's `multiprocessing.pool.worker`).
 pub(super) fn run(conn: &mut Connection, config: Config) {
     // The processes that tasks start end with this worker, when it exits
@@ -42,6 +48,9 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
     children_die_with_this_process();
     if let Some(init) = config.initializer {
         init();
+    }
+    if conn.send_bytes(READY).is_err() {
+        return;
     }
     let me = sys::getpid();
     let mut completed = 0u64;
