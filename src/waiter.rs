@@ -29,7 +29,8 @@
 //!   does (`futex_waitv` compares the values and reports an unmapped
 //!   address as an error), so an entry left behind by a forgotten future is
 //!   a spurious wake-up, never a read of freed memory;
-//! - each process has its own registry, found by pid: a forked child never
+//! - each process has its own registry, found by [`process_token`]: a
+//!   forked child never
 //!   touches the registry (or its lock) that it inherited from its parent,
 //!   whose waiter thread it does not have, and starts its own on first use.
 
@@ -83,7 +84,8 @@ enum Fired {
 }
 
 struct Registry<S: Source> {
-    pid: u32,
+    /// The [`process_token`] of the process that made it.
+    process: usize,
     entries: Mutex<Entries<S>>,
 }
 
@@ -144,20 +146,19 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// forked child, which leaves its parent's alone: its lock may be held by
 /// a thread that does not exist here).
 fn current<S: Source>() -> io::Result<&'static Registry<S>> {
-    forget_registries_in_children()?;
     let slot = S::slot();
-    let pid = sys::getpid();
+    let process = token()?;
     loop {
         let seen = slot.load(Ordering::Acquire);
         // SAFETY: registries are leaked, never freed: a non-null pointer in
         // the slot is valid for the rest of the process.
         if let Some(r) = unsafe { seen.as_ref() } {
-            if r.pid == pid {
+            if r.process == process {
                 return Ok(r);
             }
         }
         let fresh = Box::into_raw(Box::new(Registry {
-            pid,
+            process,
             entries: Mutex::new(Entries {
                 by_id: HashMap::new(),
                 by_watch: HashMap::new(),
@@ -175,8 +176,8 @@ fn current<S: Source>() -> io::Result<&'static Registry<S>> {
 
 /// Makes every forked child start without registries, keepers or
 /// [`process_token`] (once per process tree: the handler is inherited).
-/// The pid check in [`current`] alone would be fooled by a descendant that
-/// gets the pid of an ancestor that has exited.
+/// A pid alone would not tell a process from a descendant that gets its
+/// pid once it has exited.
 fn forget_registries_in_children() -> io::Result<()> {
     extern "C" fn nothing() {}
     extern "C" fn forget() {
@@ -213,6 +214,11 @@ static TOKEN: AtomicPtr<Token> = AtomicPtr::new(std::ptr::null_mut());
 /// # Errors
 /// If the fork handler that gives children their own cannot be installed.
 pub(crate) fn process_token() -> Result<usize> {
+    token().map_err(|e| Error::io("fork handler", e))
+}
+
+/// [`process_token`], with the error of [`forget_registries_in_children`].
+fn token() -> io::Result<usize> {
     let pid = sys::cached_pid();
     loop {
         let seen = TOKEN.load(Ordering::Acquire);
@@ -221,7 +227,7 @@ pub(crate) fn process_token() -> Result<usize> {
             // The fork handler was installed before it was made.
             return Ok(seen as usize);
         }
-        forget_registries_in_children().map_err(|e| Error::io("fork handler", e))?;
+        forget_registries_in_children()?;
         let fresh = Box::into_raw(Box::new(Token { pid }));
         match TOKEN.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Ok(fresh as usize),
@@ -234,8 +240,9 @@ pub(crate) fn process_token() -> Result<usize> {
 /// One future's place in its process's registry; leaving it (on drop)
 /// takes the entry out, so the waiter thread forgets the watch.
 struct Registration<S: Source> {
-    /// The process and entry id, once armed.
-    armed: Option<(u32, u64)>,
+    /// The [`process_token`] of the process that armed it, and its entry
+    /// id, once armed.
+    armed: Option<(usize, u64)>,
     _source: PhantomData<fn() -> S>,
 }
 
@@ -258,10 +265,10 @@ impl<S: Source> Registration<S> {
         let mut guard = lock(&registry.entries);
         let entries = &mut *guard;
         let id = match self.armed {
-            Some((pid, id)) if pid == registry.pid => id,
+            Some((process, id)) if process == registry.process => id,
             _ => NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
-        self.armed = Some((registry.pid, id));
+        self.armed = Some((registry.process, id));
         let due = key(deadline);
         if let Some(e) = entries.by_id.get_mut(&id) {
             if e.watch == watch {
@@ -354,10 +361,10 @@ impl<S: Source> Registration<S> {
 
 impl<S: Source> Drop for Registration<S> {
     fn drop(&mut self) {
-        let Some((pid, id)) = self.armed else {
+        let Some((process, id)) = self.armed else {
             return;
         };
-        if pid != sys::getpid() {
+        if token().ok() != Some(process) {
             return; // armed in the parent before a fork: not this process's
         }
         if let Ok(registry) = current::<S>() {
@@ -902,7 +909,8 @@ const KEEPER_HOLDS: usize = 1024;
 /// a blocking waiter's thread. A thread is started when the others hold
 /// [`KEEPER_HOLDS`] mutexes each.
 struct Keepers {
-    pid: u32,
+    /// The [`process_token`] of the process that made them.
+    process: usize,
     threads: Mutex<Vec<KeeperThread>>,
 }
 
@@ -918,18 +926,17 @@ static KEEPERS: AtomicPtr<Keepers> = AtomicPtr::new(std::ptr::null_mut());
 /// This process's keepers (and again in a forked child, which never
 /// touches its parent's: see [`current`]).
 fn keepers() -> Result<&'static Keepers> {
-    forget_registries_in_children().map_err(|e| Error::io("async waiter", e))?;
-    let pid = sys::getpid();
+    let process = token().map_err(|e| Error::io("async waiter", e))?;
     loop {
         let seen = KEEPERS.load(Ordering::Acquire);
         // SAFETY: keepers are leaked, never freed.
         if let Some(k) = unsafe { seen.as_ref() } {
-            if k.pid == pid {
+            if k.process == process {
                 return Ok(k);
             }
         }
         let fresh = Box::into_raw(Box::new(Keepers {
-            pid,
+            process,
             threads: Mutex::new(Vec::new()),
         }));
         match KEEPERS.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
@@ -960,11 +967,9 @@ fn start_keeper() -> Result<std::sync::mpsc::Sender<Job>> {
 /// [`Keeper::take`]; [`Keeper::give_back`] lets go of it.
 #[derive(Clone, Copy)]
 pub(crate) struct Keeper {
-    /// The address of the process's [`Keepers`] that took it: a forked
-    /// descendant has other keepers (never at that address, which stays
-    /// allocated in its copy of the memory), even one that got the pid of
-    /// the process that took it, once that one died.
-    keepers: usize,
+    /// The [`process_token`] of the process that took it: a forked
+    /// descendant has other keepers.
+    process: usize,
     index: usize,
 }
 
@@ -1009,7 +1014,7 @@ impl Keeper {
             // Counted before it runs: jobs posted meanwhile see it.
             thread.holds += 1;
             Keeper {
-                keepers: std::ptr::from_ref(keepers) as usize,
+                process: keepers.process,
                 index,
             }
         };
@@ -1029,16 +1034,11 @@ impl Keeper {
     /// The keeper threads of the process that took this keeper, if that
     /// is the calling process.
     fn threads(self) -> Option<std::sync::MutexGuard<'static, Vec<KeeperThread>>> {
-        let keepers = KEEPERS.load(Ordering::Acquire);
-        if keepers as usize != self.keepers {
+        if token().ok() != Some(self.process) {
             return None;
         }
-        // SAFETY: keepers are leaked, never freed; not null (the address
-        // of the keepers that took this keeper).
-        let keepers = unsafe { &*keepers };
-        // A child made by a raw `clone` (which runs no fork handler) has
-        // its parent's keepers here, but none of their threads.
-        (keepers.pid == sys::getpid()).then(|| lock(&keepers.threads))
+        // This process took it, so it has its keepers.
+        keepers().ok().map(|k| lock(&k.threads))
     }
 
     /// Runs `give_back` on this keeper thread, after every job posted to

@@ -199,7 +199,11 @@ static SLOW_INIT: std::sync::OnceLock<(multiproc::RawValue<u32>, multiproc::Even
 /// opens the gate; the others go on at once.
 fn first_waits() {
     let (started, gate) = SLOW_INIT.get().expect("made before the pool");
-    if started.atomic().fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+    if started
+        .atomic()
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        == 0
+    {
         gate.wait();
     }
 }
