@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{fork_as, join, static_child, wait_until, watchdog};
-use multiproc::{RawValue, Value};
+use multiproc::{Error, Queue, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -24,6 +24,9 @@ const WROTE: u32 = 3;
 const MADE: u32 = 4;
 const LOOKED: u32 = 5;
 const NO_PID: u32 = 6;
+const TIMED_OUT: u32 = 7;
+const DEADLOCK: u32 = 8;
+const OTHER: u32 = 9;
 
 /// The tests take pids by writing `ns_last_pid`: one at a time.
 static PIDS: Mutex<()> = Mutex::new(());
@@ -154,5 +157,58 @@ fn objects_made_under_a_reused_pid_never_share_memory() {
             0,
             "an object made under the reused pid took a live object's memory"
         );
+    });
+}
+
+/// A process forks a copy of itself from the iterator of a `put_many`,
+/// while it holds back items it encoded (a get of its own that would
+/// wait for them is `Deadlock`), and dies once they are put. A descendant
+/// of the copy that gets the dead process's pid holds back nothing: its
+/// get from the empty queue must wait, not fail. The mark said which
+/// process held back by pid alone.
+#[test]
+fn a_get_under_a_reused_pid_is_no_deadlock_of_the_dead_putter() {
+    let _one = PIDS.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog("a put_many inherited under a reused pid", LIMIT, || {
+        let q: Queue<u32> = Queue::new().unwrap();
+        let stage = RawValue::new(0u32).unwrap();
+        let (theirs, st) = (q.clone(), stage.clone());
+        let holder = static_child(move || {
+            let me = std::process::id();
+            let items = (0..2u32).inspect(|&n| {
+                // The first item is encoded and held back: fork now.
+                // SAFETY: the forked child runs the code below, then ends
+                // without exit handlers.
+                if n == 1 && unsafe { libc::fork() } == 0 {
+                    if stage_in(&st, &[SQUAT]).is_some() {
+                        let took = fork_as(me, || {
+                            let got = theirs.get_timeout(Duration::from_millis(50));
+                            let outcome = match got {
+                                Err(Error::Timeout) => TIMED_OUT,
+                                Err(Error::Deadlock) => DEADLOCK,
+                                _ => OTHER,
+                            };
+                            st.atomic().store(outcome, SeqCst);
+                        });
+                        if !took {
+                            st.atomic().store(NO_PID, SeqCst);
+                        }
+                    }
+                    // SAFETY: ending the forked child.
+                    unsafe { libc::_exit(0) };
+                }
+            });
+            theirs.put_many(items).unwrap();
+        });
+        assert_eq!(join(&holder, LIMIT), 0);
+        assert_eq!(q.get_many(2).unwrap(), [0, 1]);
+        stage.atomic().store(SQUAT, SeqCst);
+        assert!(wait_until(STAGE_WAIT, || stage.atomic().load(SeqCst) > SQUAT));
+        let outcome = stage.atomic().load(SeqCst);
+        if outcome == NO_PID {
+            eprintln!("the holder's pid could not be taken again: nothing to test");
+            return;
+        }
+        assert_eq!(outcome, TIMED_OUT, "not a timeout ({DEADLOCK}: Deadlock)");
     });
 }
