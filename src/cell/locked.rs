@@ -14,6 +14,7 @@ use crate::error::{RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::Region;
 use crate::sync::{Lock, LockGuard, RobustMutex};
 use crate::sys::{self, Deadline, MutexKind};
+use crate::waiter;
 
 pub(crate) struct LockedCells<T> {
     lock: Lock,
@@ -104,12 +105,17 @@ impl<T: Pod> LockedCells<T> {
     }
 
     #[inline]
-    fn guard<'a, U: ?Sized>(&'a self, held: LockGuard<'a>, data: *mut U) -> CellGuard<'a, U> {
+    fn guard<'a, U: ?Sized>(
+        &'a self,
+        held: LockGuard<'a>,
+        data: *mut U,
+        process: usize,
+    ) -> CellGuard<'a, U> {
         HELD.set(HELD.get() + 1);
         CellGuard {
             _held: held,
             data,
-            pid: sys::cached_pid(),
+            process,
             _marker: PhantomData,
         }
     }
@@ -127,10 +133,13 @@ impl<T: Pod> LockedCells<T> {
             sys::call_at_thread_end(thread_ends).map_err(RecoverableLockError::Os)?;
             WATCHED.set(true);
         }
+        // Known before the lock is taken: once it is held, nothing may fail.
+        let process = waiter::process_token()
+            .map_err(|e| RecoverableLockError::Os(std::io::Error::other(e.to_string())))?;
         let data = view(self.data.as_ptr::<T>(), self.len);
         match self.lock.acquire_with(deadline) {
-            Ok(g) => Ok(self.guard(g, data)),
-            Err(e) => Err(e.map(|g| self.guard(g, data))),
+            Ok(g) => Ok(self.guard(g, data, process)),
+            Err(e) => Err(e.map(|g| self.guard(g, data, process))),
         }
     }
 }
@@ -166,8 +175,10 @@ impl<T: Pod> LockedCells<T> {
 pub struct CellGuard<'a, U: ?Sized> {
     _held: LockGuard<'a>,
     data: *mut U,
-    /// The process that took the lock, the only one the guard serves.
-    pid: u32,
+    /// The process that took the lock ([`waiter::process_token`]), the
+    /// only one the guard serves. Not its pid: a forked descendant may get
+    /// that pid once the process has died, with a copy of the guard.
+    process: usize,
     _marker: PhantomData<&'a mut U>,
 }
 
@@ -181,10 +192,16 @@ impl<U: ?Sized> CellGuard<'_, U> {
     /// documentation).
     #[inline]
     fn data(&self) -> *mut U {
-        if sys::cached_pid() != self.pid {
+        if !self.in_its_process() {
             foreign_guard();
         }
         self.data
+    }
+
+    /// Whether the calling process is the one that took the lock.
+    #[inline]
+    fn in_its_process(&self) -> bool {
+        waiter::process_token().ok() == Some(self.process)
     }
 
     /// Marks the lock consistent after its previous owner died, once the
@@ -201,7 +218,7 @@ impl<U: ?Sized> Drop for CellGuard<'_, U> {
     #[inline]
     fn drop(&mut self) {
         // A forked child's copy was counted by its parent's thread.
-        if sys::cached_pid() == self.pid {
+        if self.in_its_process() {
             HELD.set(HELD.get().saturating_sub(1));
         }
     }

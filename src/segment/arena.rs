@@ -5,8 +5,9 @@
 //! segments instead of each getting a mapping of its own. The bookkeeping is
 //! process-local, and two rules keep processes from ever handing out the
 //! same bytes twice:
-//! - a process that finds the arena was set up by another pid (its parent,
-//!   before a fork) starts a fresh arena of its own;
+//! - a forked child starts a fresh arena of its own: its fork handler drops
+//!   the copy of its parent's (a child made without the handlers, by a raw
+//!   `clone`, finds that the copy was set up by another pid);
 //! - a block that was alive when the process forked may still be used by the
 //!   child, so when it is freed it is not reused (its memory returns to the
 //!   system with its whole chunk). A fork epoch, bumped by a `pthread_atfork`
@@ -261,9 +262,20 @@ pub(crate) fn prepare_fork() {
     unsafe { HELD_FOR_FORK.put(guard) };
 }
 
-/// After a fork, in the parent and in the child (whose copy of the lock
-/// is this thread's).
+/// After a fork, in the parent.
 pub(crate) fn after_fork() {
     // SAFETY: a handler of the fork whose `prepare_fork` put it.
     drop(unsafe { HELD_FOR_FORK.take() });
+}
+
+/// After a fork, in the child (whose copy of the lock is this thread's):
+/// the child starts an arena of its own. Its pid alone would not tell it
+/// that the copy is not its own: a descendant may get the pid of the
+/// process that made it once that one has died, and would hand out again
+/// the blocks that process handed out after the fork.
+pub(crate) fn after_fork_in_child() {
+    // SAFETY: a handler of the fork whose `prepare_fork` put it.
+    if let Some(mut arena) = unsafe { HELD_FOR_FORK.take() } {
+        *arena = None;
+    }
 }

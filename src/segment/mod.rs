@@ -146,7 +146,7 @@ pub(crate) fn after_fork_in_child() {
                 .map(|i| (Attached::Slot(i), me));
         }
     }
-    arena::after_fork();
+    arena::after_fork_in_child();
 }
 
 /// Where an opener is recorded in a segment's header.
