@@ -281,15 +281,36 @@ impl Segment {
         contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
+        Self::publish_named(name, contents, init, || {
+            Some(Err(Error::AlreadyExists(name.into())))
+        })
+    }
+
+    /// Builds a new named segment and publishes it under `name`; while the
+    /// name is taken, asks `taken` what to return instead (`None`: try to
+    /// publish again, the name having gone meanwhile).
+    fn publish_named(
+        name: &str,
+        contents: &Contents,
+        init: impl FnOnce(NonNull<u8>) -> Result<()>,
+        mut taken: impl FnMut() -> Option<Result<Segment>>,
+    ) -> Result<Segment> {
         let path = path_for(name)?;
         let (tmp, file) = temporary_file()?;
         let built = Self::build(file, contents, init, Some(name)).and_then(|mut seg| {
             crate::fork_handlers::ready()?;
-            // link() never replaces an existing name: creation is exclusive.
-            std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.into()),
-                _ => Error::io(format!("publish segment {name:?}"), e),
-            })?;
+            loop {
+                // link() never replaces an existing name: creation is exclusive.
+                match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if let Some(instead) = taken() {
+                            return instead;
+                        }
+                    }
+                    Err(e) => return Err(Error::io(format!("publish segment {name:?}"), e)),
+                }
+            }
             // The creator is recorded as such; its children in slots.
             seg.list(None);
             Ok(seg)
@@ -354,15 +375,17 @@ impl Segment {
         contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
-        match Self::open_named(name, contents.kind, &contents.elem) {
-            Err(Error::NotFound(_)) => {}
-            other => return other,
+        let open = || match Self::open_named(name, contents.kind, &contents.elem) {
+            Err(Error::NotFound(_)) => None,
+            other => Some(other),
+        };
+        if let Some(opened) = open() {
+            return opened;
         }
-        match Self::create_named(name, contents, init) {
-            // Another process created it in between.
-            Err(Error::AlreadyExists(_)) => Self::open_named(name, contents.kind, &contents.elem),
-            other => other,
-        }
+        // Another process may create it in between (then it is opened),
+        // and unlink it again before it is opened (then this one tries
+        // again): each turn of that loop is another process's progress.
+        Self::publish_named(name, contents, init, open)
     }
 
     /// What the segment's header says.

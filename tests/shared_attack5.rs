@@ -1,0 +1,146 @@
+//! Adversarial cases against the shared layer, fifth round: behaviour
+//! (wrong answers, hangs, lost items, false corruption reports) rather
+//! than soundness.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{watchdog, TempName};
+use multiproc::{Error, RawValue};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Creating-or-opening a name that others create and unlink meanwhile
+/// either opens the object or creates it: never "not found". It found the
+/// name free, then taken when it published its own object, then free again
+/// when it opened the one there, and gave up with `NotFound`.
+#[test]
+fn create_or_open_races_unlink() {
+    watchdog("create_or_open vs unlink", LIMIT, || {
+        let name = TempName::new("coo-unlink");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let _made = RawValue::<u64>::create(&name, 1);
+                    let _ = multiproc::segment::Segment::unlink(&name);
+                }
+            });
+            let mut bad = Vec::new();
+            for _ in 0..20_000 {
+                match RawValue::<u64>::create_or_open(&name, 7) {
+                    Ok(_) => {}
+                    Err(e) => bad.push(format!("{e}")),
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            bad.truncate(5);
+            assert!(bad.is_empty(), "{bad:?}");
+        });
+    });
+}
+
+/// A small deterministic generator (xorshift), so that a failure repeats.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random puts and gets of every kind on small rings, one thread, checked
+/// against a model: what fits goes in, what is got comes out in order,
+/// and `len`, `is_empty` and `is_full` say what the model says.
+#[test]
+fn queue_matches_a_model() {
+    use multiproc::queue::PutError;
+    use multiproc::Queue;
+    use std::collections::VecDeque;
+    watchdog("queue model", LIMIT, || {
+        for seed in 1..40u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let cap = 64 + rng.below(200) as usize;
+            let maxsize = [0, 1, 2, 3, 7][rng.below(5) as usize];
+            let q = Queue::<Vec<u8>>::with_capacity(maxsize, cap).unwrap();
+            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            let frame = |v: &Vec<u8>| 4 + 1 + v.len(); // length < 128: one varint byte
+            let used = |m: &VecDeque<Vec<u8>>| m.iter().map(frame).sum::<usize>();
+            let fits = |m: &VecDeque<Vec<u8>>, v: &Vec<u8>| {
+                cap - used(m) >= frame(v) && (maxsize == 0 || m.len() < maxsize)
+            };
+            let mut counter = 0u8;
+            let mut item = |rng: &mut Rng| {
+                counter = counter.wrapping_add(1);
+                vec![counter; rng.below(40) as usize]
+            };
+            for step in 0..3000 {
+                let ctx = format!("seed {seed} step {step} cap {cap} maxsize {maxsize}");
+                match rng.below(6) {
+                    0 => {
+                        let v = item(&mut rng);
+                        let expect = fits(&model, &v);
+                        match q.try_put(v.clone()) {
+                            Ok(()) => {
+                                assert!(expect, "{ctx}: put past the model");
+                                model.push_back(v);
+                            }
+                            Err(PutError::Full(_)) => assert!(!expect, "{ctx}: full too soon"),
+                            Err(e) => panic!("{ctx}: {e}"),
+                        }
+                    }
+                    1 => {
+                        let n = rng.below(6) as usize;
+                        let batch: Vec<_> = (0..n).map(|_| item(&mut rng)).collect();
+                        let mut fit = 0;
+                        let mut m = model.clone();
+                        for v in &batch {
+                            if !fits(&m, v) {
+                                break;
+                            }
+                            m.push_back(v.clone());
+                            fit += 1;
+                        }
+                        match q.try_put_many(&batch) {
+                            Ok(()) => assert_eq!(fit, n, "{ctx}: batch past the model"),
+                            Err(e) => {
+                                assert!(matches!(e.error, PutError::Full(())), "{ctx}: {e}");
+                                assert_eq!(e.put, fit, "{ctx}: batch put count");
+                            }
+                        }
+                        model.extend(batch.into_iter().take(fit));
+                    }
+                    2 | 3 => match q.try_get() {
+                        Ok(v) => assert_eq!(Some(v), model.pop_front(), "{ctx}: get"),
+                        Err(Error::Empty) => assert!(model.is_empty(), "{ctx}: empty too soon"),
+                        Err(e) => panic!("{ctx}: {e}"),
+                    },
+                    4 => {
+                        let max = rng.below(5) as usize;
+                        match q.try_get_many(max) {
+                            Ok(got) => {
+                                let want: Vec<_> = model.drain(..max.min(model.len())).collect();
+                                assert_eq!(got, want, "{ctx}: get_many({max})");
+                            }
+                            Err(Error::Empty) => assert!(model.is_empty() && max > 0, "{ctx}"),
+                            Err(e) => panic!("{ctx}: {e}"),
+                        }
+                    }
+                    _ => {}
+                }
+                assert_eq!(q.len(), model.len(), "{ctx}: len");
+                assert_eq!(q.is_empty(), model.is_empty(), "{ctx}: is_empty");
+                let full = !fits(&model, &Vec::new());
+                assert_eq!(q.is_full(), full, "{ctx}: is_full");
+            }
+        }
+    });
+}
