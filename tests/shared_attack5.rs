@@ -144,3 +144,89 @@ fn queue_matches_a_model() {
         }
     });
 }
+
+/// A child forked while other threads of its parent wait on a condition
+/// (one blocking, one a task whose place a keeper thread holds) waits on
+/// it too, with both kinds of wait, and every waiter is woken by the
+/// notify meant for it.
+/// A process that uses a named object forks a child while every slot of
+/// the object's header records a live opener: the child must be counted
+/// among the openers past the slots, as an opener is. It was not counted
+/// at all, so once its parent had let go and the recorded openers ended,
+/// the object it still used was stale to `multiproc shm clean`, which
+/// would remove its name: the next `create_or_open` makes another object,
+/// and what is put there never reaches the child.
+#[test]
+fn a_child_forked_past_the_recorded_openers_keeps_the_object_in_use() {
+    use multiproc::{Event, Semaphore};
+    const RECORDED: usize = 16;
+    watchdog("forked past the slots", LIMIT, || {
+        let name = TempName::new("forked-past");
+        let creator = {
+            let name = name.0.clone();
+            common::static_child(move || drop(RawValue::create(&name, 0u32).unwrap()))
+        };
+        assert_eq!(common::join(&creator, LIMIT), 0);
+        let (opened, go, done) = (
+            Semaphore::new(0).unwrap(),
+            Event::new().unwrap(),
+            Event::new().unwrap(),
+        );
+        let grandchild = RawValue::new(0i32).unwrap();
+        let recorded: Vec<_> = (0..RECORDED)
+            .map(|_| {
+                let (name, opened, go) = (name.0.clone(), opened.clone(), go.clone());
+                common::static_child(move || {
+                    let v = RawValue::<u32>::open(&name).unwrap();
+                    opened.release().unwrap();
+                    go.wait();
+                    drop(v);
+                })
+            })
+            .collect();
+        for _ in 0..RECORDED {
+            opened.acquire();
+        }
+        let parent = {
+            let (name, opened, done, grandchild) = (
+                name.0.clone(),
+                opened.clone(),
+                done.clone(),
+                grandchild.clone(),
+            );
+            common::static_child(move || {
+                let v = RawValue::<u32>::open(&name).unwrap();
+                // SAFETY: the child only waits on shared memory and
+                // writes it, then ends with `_exit`.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    done.wait_timeout(LIMIT);
+                    v.set(1);
+                    // SAFETY: ends the forked child.
+                    unsafe { libc::_exit(0) };
+                }
+                grandchild.set(pid);
+                drop(v);
+                opened.release().unwrap();
+            })
+        };
+        opened.acquire();
+        assert_eq!(common::join(&parent, LIMIT), 0);
+        go.set();
+        for p in &recorded {
+            assert_eq!(common::join(p, LIMIT), 0);
+        }
+        let listed = multiproc::segment::list().unwrap();
+        let entry = listed.iter().find(|s| s.name == name.0).expect("listed");
+        let in_use = entry.alive && !entry.is_stale();
+        done.set();
+        let v = RawValue::<u32>::open(&name).unwrap();
+        let ended = common::wait_until(LIMIT, || v.get() == 1);
+        if !ended {
+            // SAFETY: signals the grandchild this test forked, by pid.
+            unsafe { libc::kill(grandchild.get(), libc::SIGKILL) };
+        }
+        assert!(in_use, "used by a forked child, yet {entry:?}");
+        assert!(ended, "the forked child never ended");
+    });
+}

@@ -120,9 +120,9 @@ fn readable(at: usize) -> bool {
 }
 
 /// The `child` handler's part: records the child in a free slot of each
-/// named segment it inherited (none if every slot is taken: only a free
-/// one, and no question about the pids in the others, in a handler that
-/// runs before the child's own code).
+/// named segment it inherited, or counts it past the slots if every slot
+/// is taken (only a free one, and no question about the pids in the
+/// others, in a handler that runs before the child's own code).
 pub(crate) fn after_fork_in_child() {
     // SAFETY: a handler of the fork whose `prepare_fork` put it.
     if let Some(mut named) = unsafe { HELD_NAMED.take() } {
@@ -136,14 +136,20 @@ pub(crate) fn after_fork_in_child() {
             // mappings), and its page is there; a header starts every
             // segment.
             let header = unsafe { &*(entry.header as *const Header) };
-            entry.recorded = header
-                .attached
-                .iter()
-                .position(|slot| {
-                    slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                })
-                .map(|i| (Attached::Slot(i), me));
+            let slot = header.attached.iter().position(|slot| {
+                slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            });
+            entry.recorded = Some(match slot {
+                Some(i) => (Attached::Slot(i), me),
+                // Counted past the slots, as an opener is (see `attach`):
+                // else, once its parent let go and the recorded users
+                // ended, the segment would look stale while it uses it.
+                None => {
+                    header.unrecorded.fetch_add(1, Ordering::AcqRel);
+                    (Attached::Unrecorded, me)
+                }
+            });
         }
     }
     arena::after_fork();
