@@ -230,3 +230,78 @@ fn a_child_forked_past_the_recorded_openers_keeps_the_object_in_use() {
         assert!(ended, "the forked child never ended");
     });
 }
+
+/// Eight processes (more than the CPUs) wait and notify on a condition
+/// over an `RLock` that each holds twice, with timed waits, and are
+/// killed at random and replaced: the survivors keep going (repairing
+/// the lock after a death), and nobody ever sees another error.
+#[test]
+fn rlock_condition_survives_random_kills() {
+    use multiproc::sync::{ConditionGuard, RLockGuard};
+    use multiproc::{Condition, RLock, RawArray, RecoverableLockError};
+    const WORKERS: usize = 8;
+    watchdog("rlock condition kills", LIMIT, || {
+        let rlock = RLock::new().unwrap();
+        let cond = Condition::with_rlock(&rlock).unwrap();
+        let ticket = RawValue::new(0u64).unwrap();
+        let beats = RawArray::<u64>::new(WORKERS).unwrap();
+        let start = |k: usize| {
+            let (rlock, cond, ticket, beats) =
+                (rlock.clone(), cond.clone(), ticket.clone(), beats.clone());
+            common::static_child(move || loop {
+                let outer = match rlock.lock_recovering() {
+                    Ok(g) => g,
+                    Err(RecoverableLockError::OwnerDied(g)) => {
+                        RLockGuard::make_consistent(&g).unwrap();
+                        g
+                    }
+                    Err(e) => panic!("rlock: {e}"),
+                };
+                let mut g = cond.lock().unwrap();
+                if k % 2 == 0 {
+                    ticket.set(ticket.get() + 1);
+                    if k % 4 == 0 {
+                        g.notify(1);
+                    } else {
+                        g.notify_all();
+                    }
+                } else {
+                    let seen = ticket.get();
+                    while ticket.get() == seen {
+                        match g.wait_timeout(Duration::from_millis(20)) {
+                            Ok(_) => {}
+                            Err(Error::OwnerDied) => ConditionGuard::make_consistent(&g).unwrap(),
+                            Err(e) => panic!("wait: {e}"),
+                        }
+                    }
+                }
+                drop(g);
+                drop(outer);
+                let b = beats.get(k).unwrap();
+                beats.set(k, b + 1).unwrap();
+            })
+        };
+        let mut workers: Vec<_> = (0..WORKERS).map(start).collect();
+        let mut rng = Rng(0x5eed);
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_micros(200 + rng.below(3000)));
+            let k = rng.below(WORKERS as u64) as usize;
+            workers[k].kill().unwrap();
+            assert_eq!(common::join(&workers[k], LIMIT), -libc::SIGKILL, "worker {k}");
+            workers[k] = start(k);
+        }
+        // Every worker still moves.
+        let before: Vec<u64> = (0..WORKERS).map(|k| beats.get(k).unwrap()).collect();
+        for k in 0..WORKERS {
+            assert!(
+                common::wait_until(Duration::from_secs(10), || beats.get(k).unwrap()
+                    > before[k]),
+                "worker {k} stuck"
+            );
+        }
+        for w in &workers {
+            w.kill().unwrap();
+            common::join(w, LIMIT);
+        }
+    });
+}
