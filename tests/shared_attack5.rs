@@ -287,7 +287,11 @@ fn rlock_condition_survives_random_kills() {
             std::thread::sleep(Duration::from_micros(200 + rng.below(3000)));
             let k = rng.below(WORKERS as u64) as usize;
             workers[k].kill().unwrap();
-            assert_eq!(common::join(&workers[k], LIMIT), -libc::SIGKILL, "worker {k}");
+            assert_eq!(
+                common::join(&workers[k], LIMIT),
+                -libc::SIGKILL,
+                "worker {k}"
+            );
             workers[k] = start(k);
         }
         // Every worker still moves.
@@ -303,5 +307,64 @@ fn rlock_condition_survives_random_kills() {
             w.kill().unwrap();
             common::join(w, LIMIT);
         }
+    });
+}
+
+/// The same with every slot naming a process killed while it used the
+/// object: a child forked then takes one of their slots, as an opener
+/// does, rather than being counted past the slots, which a child that
+/// ends without letting go (as a forked child does) never undoes: the
+/// object, unused once its processes all ended, would never be stale.
+#[test]
+fn a_child_forked_while_the_slots_name_dead_openers_takes_one() {
+    use multiproc::Semaphore;
+    const RECORDED: usize = 16;
+    watchdog("forked over dead openers", LIMIT, || {
+        let name = TempName::new("forked-dead");
+        let creator = {
+            let name = name.0.clone();
+            common::static_child(move || drop(RawValue::create(&name, 0u32).unwrap()))
+        };
+        assert_eq!(common::join(&creator, LIMIT), 0);
+        let opened = Semaphore::new(0).unwrap();
+        let killed: Vec<_> = (0..RECORDED)
+            .map(|_| {
+                let (name, opened) = (name.0.clone(), opened.clone());
+                common::static_child(move || {
+                    let _v = RawValue::<u32>::open(&name).unwrap();
+                    opened.release().unwrap();
+                    std::thread::sleep(LIMIT);
+                })
+            })
+            .collect();
+        for _ in 0..RECORDED {
+            opened.acquire();
+        }
+        for p in &killed {
+            p.kill().unwrap();
+            common::join(p, LIMIT);
+        }
+        let parent = {
+            let name = name.0.clone();
+            common::static_child(move || {
+                let v = RawValue::<u32>::open(&name).unwrap();
+                // SAFETY: the child only writes shared memory, then ends
+                // with `_exit`.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    v.set(1);
+                    // SAFETY: ends the forked child.
+                    unsafe { libc::_exit(0) };
+                }
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert_eq!(v.get(), 1);
+            })
+        };
+        assert_eq!(common::join(&parent, LIMIT), 0);
+        let listed = multiproc::segment::list().unwrap();
+        let entry = listed.iter().find(|s| s.name == name.0).expect("listed");
+        assert!(entry.is_stale(), "every user ended, yet {entry:?}");
     });
 }

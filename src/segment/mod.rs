@@ -32,7 +32,7 @@ pub use header::{ObjectKind, SegmentInfo};
 pub(crate) use place::{place, shared_constructors, Placement, SharedObject};
 pub use registry::{clean, list, ListedSegment};
 
-use header::{Contents, Header, DATA_OFFSET};
+use header::{Contents, Header, ATTACH_SLOTS, DATA_OFFSET};
 
 /// File-name prefix of every named segment of this crate in `/dev/shm`.
 pub const PREFIX: &str = "multiproc.";
@@ -120,9 +120,8 @@ fn readable(at: usize) -> bool {
 }
 
 /// The `child` handler's part: records the child in a free slot of each
-/// named segment it inherited, or counts it past the slots if every slot
-/// is taken (only a free one, and no question about the pids in the
-/// others, in a handler that runs before the child's own code).
+/// named segment it inherited, or in one whose process has ended, or else
+/// counts it past the slots, as [`Segment::attach`] does for an opener.
 pub(crate) fn after_fork_in_child() {
     // SAFETY: a handler of the fork whose `prepare_fork` put it.
     if let Some(mut named) = unsafe { HELD_NAMED.take() } {
@@ -136,9 +135,20 @@ pub(crate) fn after_fork_in_child() {
             // mappings), and its page is there; a header starts every
             // segment.
             let header = unsafe { &*(entry.header as *const Header) };
-            let slot = header.attached.iter().position(|slot| {
-                slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+            let take = |i: usize, cur: u32| {
+                header.attached[i]
+                    .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
+            };
+            // A free slot; else one whose process has surely ended (a
+            // plain `kill`, which reads no file and allocates nothing).
+            let slot = (0..ATTACH_SLOTS).find(|&i| take(i, 0)).or_else(|| {
+                (0..ATTACH_SLOTS).find(|&i| {
+                    let cur = header.attached[i].load(Ordering::Relaxed);
+                    let ended =
+                        sys::kill(cur, 0).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH));
+                    cur != 0 && ended && take(i, cur)
+                })
             });
             entry.recorded = Some(match slot {
                 Some(i) => (Attached::Slot(i), me),
