@@ -296,10 +296,9 @@ fn rlock_condition_survives_random_kills() {
         }
         // Every worker still moves.
         let before: Vec<u64> = (0..WORKERS).map(|k| beats.get(k).unwrap()).collect();
-        for k in 0..WORKERS {
+        for (k, &seen) in before.iter().enumerate() {
             assert!(
-                common::wait_until(Duration::from_secs(10), || beats.get(k).unwrap()
-                    > before[k]),
+                common::wait_until(Duration::from_secs(10), || beats.get(k).unwrap() > seen),
                 "worker {k} stuck"
             );
         }
