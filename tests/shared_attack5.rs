@@ -145,10 +145,6 @@ fn queue_matches_a_model() {
     });
 }
 
-/// A child forked while other threads of its parent wait on a condition
-/// (one blocking, one a task whose place a keeper thread holds) waits on
-/// it too, with both kinds of wait, and every waiter is woken by the
-/// notify meant for it.
 /// A process that uses a named object forks a child while every slot of
 /// the object's header records a live opener: the child must be counted
 /// among the openers past the slots, as an opener is. It was not counted
