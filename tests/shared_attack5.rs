@@ -364,3 +364,89 @@ fn a_child_forked_while_the_slots_name_dead_openers_takes_one() {
         assert!(entry.is_stale(), "every user ended, yet {entry:?}");
     });
 }
+
+/// Puts this process in a mount namespace of its own with a `/dev/shm`
+/// of its own, where `segment::clean` sees no other test's segments;
+/// false if it cannot (no `CAP_SYS_ADMIN`).
+fn private_dev_shm() -> bool {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    let none = None::<&str>;
+    unshare(CloneFlags::CLONE_NEWNS).is_ok()
+        && mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).is_ok()
+        && mount(
+            Some("tmpfs"),
+            "/dev/shm",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            none,
+        )
+        .is_ok()
+}
+
+/// `multiproc shm clean` while a process opens a stale object: either the
+/// object is removed first (the open fails with `NotFound`), or the opener
+/// is recorded first (the object stays); never an opener left holding an
+/// object whose name was removed under it, which the next `create_or_open`
+/// of that name would replace with another object.
+#[test]
+fn clean_never_removes_an_object_being_opened() {
+    use multiproc::segment;
+    watchdog("clean vs open", LIMIT, || {
+        let skipped = RawValue::new(0u32).unwrap();
+        let theirs = skipped.clone();
+        let child = common::static_child(move || {
+            if !private_dev_shm() {
+                theirs.set(1);
+                return;
+            }
+            let name = "clean-vs-open";
+            let end = Instant::now() + Duration::from_secs(3);
+            let (mut opened, mut cleaned) = (0, 0);
+            while Instant::now() < end {
+                // A stale object: its creator has ended.
+                // SAFETY: the child only creates the object, then `_exit`s.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    let made = RawValue::create(name, 0u64).is_ok();
+                    // SAFETY: ends the forked child.
+                    unsafe { libc::_exit(i32::from(!made)) };
+                }
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert_eq!(status, 0);
+                let start = std::sync::Barrier::new(2);
+                let held = std::thread::scope(|s| {
+                    s.spawn(|| {
+                        start.wait();
+                        segment::clean().unwrap();
+                    });
+                    start.wait();
+                    RawValue::<u64>::open(name)
+                });
+                match held {
+                    Ok(v) => {
+                        opened += 1;
+                        v.set(opened);
+                        let again = RawValue::<u64>::open(name);
+                        assert!(
+                            again.as_ref().is_ok_and(|a| a.get() == opened),
+                            "opened, then its name removed: {:?}",
+                            again.map(|a| a.get())
+                        );
+                        drop(v);
+                        let _ = segment::Segment::unlink(name);
+                    }
+                    Err(Error::NotFound(_)) => cleaned += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            println!("opened {opened}, cleaned first {cleaned}");
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+        if skipped.get() == 1 {
+            eprintln!("SKIPPED: cannot mount a private /dev/shm here (needs CAP_SYS_ADMIN)");
+        }
+    });
+}

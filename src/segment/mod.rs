@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -248,7 +249,15 @@ impl Segment {
     /// # Errors
     /// [`Error::NotFound`] if there is no such segment.
     pub fn unlink(name: &str) -> Result<()> {
-        std::fs::remove_file(path_for(name)?).map_err(|e| match e.kind() {
+        let path = path_for(name)?;
+        // Under an exclusive lock of the file, as `clean` removes a name:
+        // a `clean` never finds the name it looked at given to another
+        // segment before it removes it.
+        let file = open_existing(&path, false).ok();
+        if let Some(file) = &file {
+            lock_file(file, sys::FileLock::Exclusive);
+        }
+        std::fs::remove_file(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NotFound(name.into()),
             _ => Error::io(format!("unlink segment {name:?}"), e),
         })
@@ -364,7 +373,25 @@ impl Segment {
     /// Opens a named segment and checks that it holds `kind` of `elem`.
     pub(crate) fn open_named(name: &str, kind: ObjectKind, elem: &ElemType) -> Result<Segment> {
         let path = path_for(name)?;
-        let mut file = open_existing(&path, true).map_err(|e| match e.kind() {
+        // The name may be given to another segment between the open and
+        // the look that follows it; that one is opened then. Each turn
+        // of the loop is another process's progress.
+        loop {
+            if let Some(seg) = Self::open_path(name, &path, kind, elem)? {
+                return Ok(seg);
+            }
+        }
+    }
+
+    /// One try of [`open_named`](Segment::open_named): `None` if `path` no
+    /// longer named the segment opened once this process was recorded in it.
+    fn open_path(
+        name: &str,
+        path: &std::path::Path,
+        kind: ObjectKind,
+        elem: &ElemType,
+    ) -> Result<Option<Segment>> {
+        let mut file = open_existing(path, true).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NotFound(name.into()),
             _ => Error::io(format!("open segment {name:?}"), e),
         })?;
@@ -380,9 +407,19 @@ impl Segment {
             named: None,
         };
         crate::fork_handlers::ready()?;
+        // Recorded under a shared lock of the file, and kept only if the
+        // name still names it then: a `clean` that found the segment
+        // stale either removed its name before (this process then drops
+        // it, and finds the name gone or another segment's) or finds this
+        // process recorded (see `registry::clean`).
+        let locked = lock_file(&file, sys::FileLock::Shared);
         let recorded = seg.attach();
         seg.list(recorded);
-        Ok(seg)
+        let still = names(path, &file);
+        if locked {
+            sys::unlock_file(&file);
+        }
+        Ok(still.then_some(seg))
     }
 
     /// Opens `name`, or creates it from `contents` and `init` if it does not exist.
@@ -532,6 +569,33 @@ fn bytes_contents(size: usize) -> Result<Contents> {
         len: size as u64,
         data_size: size,
     })
+}
+
+/// Takes `how` on `file` (see [`sys::FileLock`]), waiting for it up to
+/// [`FILE_LOCK_WAIT`]: its holders keep it for a few system calls. False
+/// if it could not (a process that keeps it for ever, or a file that
+/// takes no lock): the caller goes on without it.
+fn lock_file(file: &File, how: sys::FileLock) -> bool {
+    let end = sys::Deadline::after(FILE_LOCK_WAIT);
+    loop {
+        match sys::try_lock_file(file, how) {
+            Ok(true) => return true,
+            Ok(false) if !end.passed() => std::thread::sleep(Duration::from_micros(50)),
+            _ => return false,
+        }
+    }
+}
+
+/// The longest [`lock_file`] waits.
+const FILE_LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// Whether `path` names the file open as `file`.
+fn names(path: &std::path::Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
+        _ => false,
+    }
 }
 
 /// Opens an existing segment file as `shm_open` does: not through a
