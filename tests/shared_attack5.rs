@@ -402,7 +402,7 @@ fn clean_never_removes_an_object_being_opened() {
             }
             let name = "clean-vs-open";
             let end = Instant::now() + Duration::from_secs(3);
-            let (mut opened, mut cleaned) = (0, 0);
+            let mut opened = 0;
             while Instant::now() < end {
                 // A stale object: its creator has ended.
                 // SAFETY: the child only creates the object, then `_exit`s.
@@ -438,11 +438,10 @@ fn clean_never_removes_an_object_being_opened() {
                         drop(v);
                         let _ = segment::Segment::unlink(name);
                     }
-                    Err(Error::NotFound(_)) => cleaned += 1,
+                    Err(Error::NotFound(_)) => {}
                     Err(e) => panic!("{e}"),
                 }
             }
-            println!("opened {opened}, cleaned first {cleaned}");
         });
         assert_eq!(common::join(&child, LIMIT), 0);
         if skipped.get() == 1 {
