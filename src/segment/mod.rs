@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -32,7 +33,7 @@ pub use header::{ObjectKind, SegmentInfo};
 pub(crate) use place::{place, shared_constructors, Placement, SharedObject};
 pub use registry::{clean, list, ListedSegment};
 
-use header::{Contents, Header, DATA_OFFSET};
+use header::{Contents, Header, ATTACH_SLOTS, DATA_OFFSET};
 
 /// File-name prefix of every named segment of this crate in `/dev/shm`.
 pub const PREFIX: &str = "multiproc.";
@@ -120,9 +121,8 @@ fn readable(at: usize) -> bool {
 }
 
 /// The `child` handler's part: records the child in a free slot of each
-/// named segment it inherited (none if every slot is taken: only a free
-/// one, and no question about the pids in the others, in a handler that
-/// runs before the child's own code).
+/// named segment it inherited, or in one whose process has ended, or else
+/// counts it past the slots, as [`Segment::attach`] does for an opener.
 pub(crate) fn after_fork_in_child() {
     // SAFETY: a handler of the fork whose `prepare_fork` put it.
     if let Some(mut named) = unsafe { HELD_NAMED.take() } {
@@ -136,14 +136,31 @@ pub(crate) fn after_fork_in_child() {
             // mappings), and its page is there; a header starts every
             // segment.
             let header = unsafe { &*(entry.header as *const Header) };
-            entry.recorded = header
-                .attached
-                .iter()
-                .position(|slot| {
-                    slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
+            let take = |i: usize, cur: u32| {
+                header.attached[i]
+                    .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            };
+            // A free slot; else one whose process has surely ended (a
+            // plain `kill`, which reads no file and allocates nothing).
+            let slot = (0..ATTACH_SLOTS).find(|&i| take(i, 0)).or_else(|| {
+                (0..ATTACH_SLOTS).find(|&i| {
+                    let cur = header.attached[i].load(Ordering::Relaxed);
+                    let ended =
+                        sys::kill(cur, 0).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH));
+                    cur != 0 && ended && take(i, cur)
                 })
-                .map(|i| (Attached::Slot(i), me));
+            });
+            entry.recorded = Some(match slot {
+                Some(i) => (Attached::Slot(i), me),
+                // Counted past the slots, as an opener is (see `attach`):
+                // else, once its parent let go and the recorded users
+                // ended, the segment would look stale while it uses it.
+                None => {
+                    header.unrecorded.fetch_add(1, Ordering::AcqRel);
+                    (Attached::Unrecorded, me)
+                }
+            });
         }
     }
     arena::after_fork_in_child();
@@ -232,7 +249,15 @@ impl Segment {
     /// # Errors
     /// [`Error::NotFound`] if there is no such segment.
     pub fn unlink(name: &str) -> Result<()> {
-        std::fs::remove_file(path_for(name)?).map_err(|e| match e.kind() {
+        let path = path_for(name)?;
+        // Under an exclusive lock of the file, as `clean` removes a name:
+        // a `clean` never finds the name it looked at given to another
+        // segment before it removes it.
+        let file = open_existing(&path, false).ok();
+        if let Some(file) = &file {
+            lock_file(file, sys::FileLock::Exclusive);
+        }
+        std::fs::remove_file(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NotFound(name.into()),
             _ => Error::io(format!("unlink segment {name:?}"), e),
         })
@@ -281,15 +306,36 @@ impl Segment {
         contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
+        Self::publish_named(name, contents, init, || {
+            Some(Err(Error::AlreadyExists(name.into())))
+        })
+    }
+
+    /// Builds a new named segment and publishes it under `name`; while the
+    /// name is taken, asks `taken` what to return instead (`None`: try to
+    /// publish again, the name having gone meanwhile).
+    fn publish_named(
+        name: &str,
+        contents: &Contents,
+        init: impl FnOnce(NonNull<u8>) -> Result<()>,
+        mut taken: impl FnMut() -> Option<Result<Segment>>,
+    ) -> Result<Segment> {
         let path = path_for(name)?;
         let (tmp, file) = temporary_file()?;
         let built = Self::build(file, contents, init, Some(name)).and_then(|mut seg| {
             crate::fork_handlers::ready()?;
-            // link() never replaces an existing name: creation is exclusive.
-            std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.into()),
-                _ => Error::io(format!("publish segment {name:?}"), e),
-            })?;
+            loop {
+                // link() never replaces an existing name: creation is exclusive.
+                match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if let Some(instead) = taken() {
+                            return instead;
+                        }
+                    }
+                    Err(e) => return Err(Error::io(format!("publish segment {name:?}"), e)),
+                }
+            }
             // The creator is recorded as such; its children in slots.
             seg.list(None);
             Ok(seg)
@@ -327,7 +373,25 @@ impl Segment {
     /// Opens a named segment and checks that it holds `kind` of `elem`.
     pub(crate) fn open_named(name: &str, kind: ObjectKind, elem: &ElemType) -> Result<Segment> {
         let path = path_for(name)?;
-        let mut file = open_existing(&path, true).map_err(|e| match e.kind() {
+        // The name may be given to another segment between the open and
+        // the look that follows it; that one is opened then. Each turn
+        // of the loop is another process's progress.
+        loop {
+            if let Some(seg) = Self::open_path(name, &path, kind, elem)? {
+                return Ok(seg);
+            }
+        }
+    }
+
+    /// One try of [`open_named`](Segment::open_named): `None` if `path` no
+    /// longer named the segment opened once this process was recorded in it.
+    fn open_path(
+        name: &str,
+        path: &std::path::Path,
+        kind: ObjectKind,
+        elem: &ElemType,
+    ) -> Result<Option<Segment>> {
+        let mut file = open_existing(path, true).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NotFound(name.into()),
             _ => Error::io(format!("open segment {name:?}"), e),
         })?;
@@ -343,9 +407,19 @@ impl Segment {
             named: None,
         };
         crate::fork_handlers::ready()?;
+        // Recorded under a shared lock of the file, and kept only if the
+        // name still names it then: a `clean` that found the segment
+        // stale either removed its name before (this process then drops
+        // it, and finds the name gone or another segment's) or finds this
+        // process recorded (see `registry::clean`).
+        let locked = lock_file(&file, sys::FileLock::Shared);
         let recorded = seg.attach();
         seg.list(recorded);
-        Ok(seg)
+        let still = names(path, &file);
+        if locked {
+            sys::unlock_file(&file);
+        }
+        Ok(still.then_some(seg))
     }
 
     /// Opens `name`, or creates it from `contents` and `init` if it does not exist.
@@ -354,15 +428,17 @@ impl Segment {
         contents: &Contents,
         init: impl FnOnce(NonNull<u8>) -> Result<()>,
     ) -> Result<Segment> {
-        match Self::open_named(name, contents.kind, &contents.elem) {
-            Err(Error::NotFound(_)) => {}
-            other => return other,
+        let open = || match Self::open_named(name, contents.kind, &contents.elem) {
+            Err(Error::NotFound(_)) => None,
+            other => Some(other),
+        };
+        if let Some(opened) = open() {
+            return opened;
         }
-        match Self::create_named(name, contents, init) {
-            // Another process created it in between.
-            Err(Error::AlreadyExists(_)) => Self::open_named(name, contents.kind, &contents.elem),
-            other => other,
-        }
+        // Another process may create it in between (then it is opened),
+        // and unlink it again before it is opened (then this one tries
+        // again): each turn of that loop is another process's progress.
+        Self::publish_named(name, contents, init, open)
     }
 
     /// What the segment's header says.
@@ -493,6 +569,33 @@ fn bytes_contents(size: usize) -> Result<Contents> {
         len: size as u64,
         data_size: size,
     })
+}
+
+/// Takes `how` on `file` (see [`sys::FileLock`]), waiting for it up to
+/// [`FILE_LOCK_WAIT`]: its holders keep it for a few system calls. False
+/// if it could not (a process that keeps it for ever, or a file that
+/// takes no lock): the caller goes on without it.
+fn lock_file(file: &File, how: sys::FileLock) -> bool {
+    let end = sys::Deadline::after(FILE_LOCK_WAIT);
+    loop {
+        match sys::try_lock_file(file, how) {
+            Ok(true) => return true,
+            Ok(false) if !end.passed() => std::thread::sleep(Duration::from_micros(50)),
+            _ => return false,
+        }
+    }
+}
+
+/// The longest [`lock_file`] waits.
+const FILE_LOCK_WAIT: Duration = Duration::from_millis(200);
+
+/// Whether `path` names the file open as `file`.
+fn names(path: &std::path::Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
+        _ => false,
+    }
 }
 
 /// Opens an existing segment file as `shm_open` does: not through a

@@ -1,6 +1,6 @@
 //! Listing and cleaning up this crate's named segments (`multiproc shm`).
 
-use super::{open_existing, read_info, SegmentInfo, PREFIX, TMP_TAG};
+use super::{names, open_existing, read_info, SegmentInfo, PREFIX, TMP_TAG};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -64,17 +64,42 @@ pub fn list() -> Result<Vec<ListedSegment>> {
 }
 
 /// Removes the named segments that no live process created or opened, and
-/// half-built ones whose builder died. Returns what it removed.
+/// half-built ones whose builder died. Returns what it removed. One that a
+/// process opens meanwhile is left alone: that process either keeps it,
+/// or finds it gone (as if it had opened after the clean).
 ///
 /// # Errors
 /// If `/dev/shm` cannot be read.
 pub fn clean() -> Result<Vec<ListedSegment>> {
     let mut removed = list()?;
-    removed.retain(|s| {
-        s.is_stale()
-            && std::fs::remove_file(sys::shm_dir().join(format!("{PREFIX}{}", s.name))).is_ok()
-    });
+    removed.retain(|s| s.is_stale() && remove_if_stale(&s.name));
     Ok(removed)
+}
+
+/// Removes `name`, which [`list`] found stale, if it still is. An opener
+/// records itself in a segment under a shared lock of its file, and keeps
+/// it only if its name still names it then (see `Segment::open_named`):
+/// under an exclusive lock, a last look that finds nobody recorded, then
+/// the removal, leave no opener with a segment whose name went meanwhile.
+/// A segment that is being opened is left for the next clean.
+fn remove_if_stale(name: &str) -> bool {
+    let path = sys::shm_dir().join(format!("{PREFIX}{name}"));
+    if name.starts_with(TMP_TAG) {
+        // Half built: nobody opens it by this name.
+        return std::fs::remove_file(path).is_ok();
+    }
+    let Ok(mut file) = open_existing(&path, false) else {
+        return false;
+    };
+    if !matches!(
+        sys::try_lock_file(&file, sys::FileLock::Exclusive),
+        Ok(true)
+    ) {
+        return false;
+    }
+    let unused = read_info(name, &mut file).is_ok_and(|(info, _)| !info.in_use());
+    // The lock goes with `file`, after the removal.
+    unused && names(&path, &file) && std::fs::remove_file(&path).is_ok()
 }
 
 /// The pid in a temporary name `~tmp-PID-SEQ`.

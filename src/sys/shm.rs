@@ -20,6 +20,38 @@ pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// How a named segment's file is locked (`flock(2)`, advisory): shared
+/// by processes opening it, while they record themselves; exclusive by
+/// one that removes its name, from its last look until the removal.
+#[derive(Clone, Copy)]
+pub(crate) enum FileLock {
+    Shared,
+    Exclusive,
+}
+
+/// Tries to take `how` on the file behind `fd` without waiting: false if
+/// another process holds a lock that conflicts, an error if the file
+/// takes no lock. It is let go of by [`unlock_file`], or when the last
+/// descriptor of that opening of the file closes.
+pub(crate) fn try_lock_file(fd: &impl std::os::fd::AsRawFd, how: FileLock) -> io::Result<bool> {
+    let op = match how {
+        FileLock::Shared => libc::LOCK_SH,
+        FileLock::Exclusive => libc::LOCK_EX,
+    };
+    // SAFETY: flock takes any descriptor; at worst it fails.
+    match syscall(unsafe { libc::flock(fd.as_raw_fd(), op | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lets go of the lock that [`try_lock_file`] took on `fd`'s file.
+pub(crate) fn unlock_file(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: as above.
+    unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
+}
+
 /// The directory of POSIX shared-memory objects ([`SHM_DIR`]).
 pub(crate) fn shm_dir() -> &'static Path {
     Path::new(SHM_DIR)
