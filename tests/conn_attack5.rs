@@ -652,3 +652,114 @@ fn a_bind_at_a_live_python_listeners_path_leaves_it_alone() {
         }
     });
 }
+
+/// CPython's side of an inherited pipe: its descriptor 3 as a
+/// `Connection` (`duplex`: read and write; `reader`: read only, then
+/// the reversed messages on stdout; `writer`: write only). It echoes
+/// each message reversed until `bye`, then sends `b''` and a 100 KiB one,
+/// and prints `done`.
+const PIPE_SCRIPT: &str = r#"
+import sys, signal
+from multiprocessing.connection import Connection
+signal.alarm(60)
+mode = sys.argv[1]
+c = Connection(3, readable=mode != 'writer', writable=mode != 'reader')
+if mode == 'writer':
+    for m in (b'one', b'', bytes(range(256)) * 400):
+        c.send_bytes(m)
+else:
+    while True:
+        m = c.recv_bytes()
+        if m == b'bye':
+            break
+        if mode == 'duplex':
+            c.send_bytes(m[::-1])
+        else:
+            print(len(m), flush=True)
+    if mode == 'duplex':
+        c.send_bytes(b'')
+        c.send_bytes(b'z' * 102400)
+c.close()
+print('done', flush=True)
+"#;
+
+/// Runs [`PIPE_SCRIPT`] in `mode` with `end` as its descriptor 3.
+fn python_on_fd(python: &str, mode: &str, end: Connection) -> Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = end.as_raw_fd();
+    let mut command = Command::new(python);
+    command
+        .args(["-c", PIPE_SCRIPT, mode])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: only dup2, which is async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("python runs");
+    drop(end);
+    child
+}
+
+/// What a finished script printed.
+fn output(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Our pipes, duplex and one-way, with a CPython `Connection` on the
+/// other end (as `multiprocessing.Pipe` gives a child), both directions.
+#[test]
+fn our_pipes_with_a_python_connection_at_the_other_end() {
+    let pythons = oldest_and_newest();
+    if pythons.is_empty() {
+        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
+    }
+    watchdog("python pipes", LIMIT * 2, || {
+        for python in &pythons {
+            let (mut ours, theirs) = Pipe::duplex().unwrap();
+            let py = python_on_fd(python, "duplex", theirs);
+            exchange_then_theirs(&mut ours, python);
+            assert_eq!(output(py), "done\n", "{python}");
+
+            let (reader, mut writer) = Pipe::simplex().unwrap();
+            let py = python_on_fd(python, "reader", reader);
+            for m in [&b"ab"[..], b"", &[1; 200_000]] {
+                writer.send_bytes(m).unwrap();
+            }
+            writer.send_bytes(b"bye").unwrap();
+            assert_eq!(output(py), "2\n0\n200000\ndone\n", "{python}");
+
+            let (mut reader, writer) = Pipe::simplex().unwrap();
+            let py = python_on_fd(python, "writer", writer);
+            assert_eq!(reader.recv_bytes().unwrap(), b"one");
+            assert_eq!(reader.recv_bytes().unwrap(), b"");
+            let big = reader.recv_bytes().unwrap();
+            assert!(big.len() == 102_400 && big.iter().enumerate().all(|(i, &b)| b == i as u8));
+            assert!(matches!(reader.recv_bytes(), Err(Error::ConnectionClosed)));
+            assert_eq!(output(py), "done\n", "{python}");
+        }
+    });
+}
+
+/// [`exchange`] without its final end: the peer's own two messages
+/// first.
+fn exchange_then_theirs(conn: &mut Connection, what: &str) {
+    for m in [&b"hello"[..], b"", &[7u8; 70_000]] {
+        conn.send_bytes(m).unwrap();
+        let mut back = conn.recv_bytes().unwrap();
+        back.reverse();
+        assert_eq!(back, m, "{what}");
+    }
+    conn.send_bytes(b"bye").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"");
+    assert_eq!(conn.recv_bytes().unwrap(), vec![b'z'; 102_400]);
+    assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
+}

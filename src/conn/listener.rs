@@ -239,9 +239,10 @@ impl Listener {
     /// its copy of the listener). A child that merely inherited a copy
     /// keeps none: its parent's holds as long as the parent's listener,
     /// and the file goes with that. (Until the child's first use, a bind
-    /// elsewhere at the path asks the child's listener by connecting: it
-    /// is told `AddrInUse` all the same, and the child's accept returns
-    /// that connection, closed.)
+    /// elsewhere at the path finds the child's listener in the kernel's
+    /// list, or, where the kernel does not list it, asks it by
+    /// connecting: it is told `AddrInUse` all the same, and the child's
+    /// accept then returns that connection, closed.)
     fn keep_mark(&self) {
         if let Some(file) = &self.file {
             if file.owner.atomic().load(Ordering::Acquire) == sys::getpid() {
