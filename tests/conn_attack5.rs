@@ -763,3 +763,27 @@ fn exchange_then_theirs(conn: &mut Connection, what: &str) {
     assert_eq!(conn.recv_bytes().unwrap(), vec![b'z'; 102_400]);
     assert!(matches!(conn.recv_bytes(), Err(Error::ConnectionClosed)));
 }
+
+/// A fresh stream socket that was never connected (Unix and TCP), taken
+/// as a connection: every send and receive fails at once, none waits for
+/// ever, and `poll` says it is ready (there is an error to read).
+#[test]
+fn a_socket_never_connected_fails_at_once() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    watchdog("unconnected", LIMIT, || {
+        for family in [libc::AF_UNIX, libc::AF_INET] {
+            // SAFETY: plain syscall; the descriptor is owned at once.
+            let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            assert!(fd >= 0);
+            // SAFETY: a fresh descriptor nothing else owns.
+            let mut c = Connection::from_socket(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap();
+            let r = c.send_bytes(b"x");
+            assert!(r.is_err(), "{family}: {r:?}");
+            assert!(c.poll(Some(Duration::from_secs(5))).unwrap(), "{family}");
+            let r = c.recv_bytes();
+            assert!(r.is_err(), "{family}: {r:?}");
+            let r = common::current_thread().block_on(c.recv_bytes_async());
+            assert!(r.is_err(), "{family}: {r:?}");
+        }
+    });
+}

@@ -1013,6 +1013,56 @@ pub(crate) fn accept_failure(e: &io::Error) -> AcceptFailure {
 mod tests {
     use std::time::Duration;
 
+    /// The kernel's list has a live listener's socket file, and neither
+    /// a stale one nor a bound socket that does not listen. (Where the
+    /// kernel has no `unix_diag`, it lists none: only the first check is
+    /// skipped then.)
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
+    fn the_kernel_lists_only_live_listeners() {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::net::{UnixDatagram, UnixListener};
+        let dir = std::env::temp_dir();
+        let path = |tag: &str| dir.join(format!("multiproc-diag-{tag}-{}", std::process::id()));
+        let id = |p: &std::path::Path| {
+            let m = std::fs::symlink_metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        let (live, stale, datagram) = (path("live"), path("stale"), path("dgram"));
+        for p in [&live, &stale, &datagram] {
+            let _ = std::fs::remove_file(p);
+        }
+        let l = UnixListener::bind(&live).unwrap();
+        drop(UnixListener::bind(&stale).unwrap());
+        let d = UnixDatagram::bind(&datagram).unwrap();
+        if super::listening_vfs_ids().is_ok() {
+            assert!(super::listed_as_listening(id(&live)));
+        }
+        assert!(!super::listed_as_listening(id(&stale)));
+        assert!(!super::listed_as_listening(id(&datagram)));
+        drop((l, d));
+        for p in [&live, &stale, &datagram] {
+            let _ = std::fs::remove_file(p);
+        }
+        // More listeners than one reply of the kernel's holds: every one
+        // of them is found.
+        let many: Vec<_> = (0..500).map(|i| path(&format!("many{i}"))).collect();
+        let held: Vec<UnixListener> = many
+            .iter()
+            .map(|p| {
+                let _ = std::fs::remove_file(p);
+                UnixListener::bind(p).unwrap()
+            })
+            .collect();
+        if super::listening_vfs_ids().is_ok() {
+            assert!(many.iter().all(|p| super::listed_as_listening(id(p))));
+        }
+        drop(held);
+        for p in &many {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
     #[test]
     fn a_failed_setsockopt_reports_its_errno() {
         // Before, the -1 that setsockopt returns was read as the error number.
