@@ -693,15 +693,16 @@ fn python_on_fd(python: &str, mode: &str, end: Connection) -> Child {
         .args(["-c", PIPE_SCRIPT, mode])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    // SAFETY: only dup2, which is async-signal-safe, between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let onto_3 = move || {
+        // SAFETY: dup2 of a descriptor the parent holds open.
+        if unsafe { libc::dup2(fd, 3) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls dup2, which is async-signal-safe,
+    // between fork and exec.
+    unsafe { command.pre_exec(onto_3) };
     let child = command.spawn().expect("python runs");
     drop(end);
     child
