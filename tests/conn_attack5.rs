@@ -788,3 +788,65 @@ fn a_socket_never_connected_fails_at_once() {
         }
     });
 }
+
+/// Small edges of a receive: an empty buffer takes an empty message and
+/// hands a 1-byte one back whole; a limit of 0 takes empty messages only;
+/// a message cut short by the peer's end closes the connection, after
+/// which every call is an error (none panics or waits).
+#[test]
+fn small_edges_of_a_receive() {
+    watchdog("small edges", LIMIT, || {
+        let (mut raw, mut c) = raw_pair();
+        let mut stream = Vec::new();
+        for m in [&b""[..], b"x", b"", b"yz"] {
+            frame::push(&mut stream, m).unwrap();
+        }
+        raw.write_all(&stream).unwrap();
+        assert_eq!(c.recv_bytes_into(&mut []).unwrap(), 0);
+        match c.recv_bytes_into(&mut []) {
+            Err(Error::BufferTooShort(m)) => assert_eq!(m, b"x"),
+            other => panic!("{other:?}"),
+        }
+        c.set_max_message(0);
+        assert_eq!(c.recv_bytes().unwrap(), b"");
+        assert!(matches!(
+            c.recv_bytes(),
+            Err(Error::MessageTooLarge { size: 2, limit: 0 })
+        ));
+        assert!(c.closed());
+
+        let (mut raw, mut c) = raw_pair();
+        raw.write_all(&[0, 0, 0, 5, b'a', b'b']).unwrap();
+        drop(raw);
+        assert!(matches!(c.recv_bytes(), Err(Error::ConnectionClosed)));
+        assert!(c.closed());
+        assert!(c.recv_bytes().is_err());
+        assert!(c.send_bytes(b"x").is_err());
+        assert!(c.poll(Some(Duration::ZERO)).is_err());
+        assert!(multiproc::conn::wait(&[&c], Some(Duration::ZERO)).is_err());
+    });
+}
+
+/// The socket file of a CPython listener that was killed is stale: a
+/// bind there replaces it (the kernel lists no listener for it), and a
+/// Python client then reaches ours.
+#[test]
+fn a_killed_python_listeners_file_is_replaced() {
+    let Some(python) = oldest_and_newest().pop() else {
+        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
+    };
+    watchdog("killed python listener", LIMIT, || {
+        let path = Tmp::new("pykilled");
+        let (mut py, address) = Python::listen(&python, path.0.to_str().unwrap(), &hex(KEY), "-");
+        py.child.kill().unwrap();
+        py.child.wait().unwrap();
+        assert!(path.0.exists());
+        let l = Listener::bind(&address, Some(KEY)).unwrap();
+        let py = Python::start(
+            &python,
+            &["client", path.0.to_str().unwrap(), &hex(KEY), "-"],
+        );
+        exchange(&mut l.accept().unwrap(), &python);
+        assert_eq!(py.line(), "done");
+    });
+}
