@@ -850,3 +850,33 @@ fn a_killed_python_listeners_file_is_replaced() {
         assert_eq!(py.line(), "done");
     });
 }
+
+/// Many authenticated clients at once on a Unix listener, each served by
+/// one accepting thread in turn: every one gets through, with its own
+/// message.
+#[test]
+fn many_authenticated_unix_clients_at_once() {
+    const CLIENTS: u32 = 64;
+    watchdog("many unix clients", LIMIT, || {
+        let path = Tmp::new("many");
+        let l = Listener::bind(&path.address(), Some(KEY)).unwrap();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let address = path.address();
+                std::thread::spawn(move || {
+                    let mut c = connect(&address, Some(KEY)).unwrap();
+                    c.send(&i).unwrap();
+                    assert_eq!(c.recv::<u32>().unwrap(), i + 1000);
+                })
+            })
+            .collect();
+        for _ in 0..CLIENTS {
+            let mut c = l.accept().unwrap();
+            let i: u32 = c.recv().unwrap();
+            c.send(&(i + 1000)).unwrap();
+        }
+        for t in clients {
+            t.join().unwrap();
+        }
+    });
+}
