@@ -880,3 +880,49 @@ fn many_authenticated_unix_clients_at_once() {
         }
     });
 }
+
+/// The manager server's handshake (its event loop's) with an empty key
+/// and a 32 KiB one, and CPython 3.8's and 3.13's manager clients.
+#[test]
+fn the_manager_server_with_empty_and_huge_keys() {
+    const CLIENT: &str = r#"
+import sys, signal
+from multiprocessing.managers import SyncManager
+signal.alarm(60)
+m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
+m.connect()
+d = m.dict()
+d['a'] = 41
+print(d['a'] + 1, flush=True)
+try:
+    SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode() + b'!').connect()
+    print('wrong key welcomed')
+except Exception as e:
+    print(type(e).__name__)
+"#;
+    let pythons = oldest_and_newest();
+    if pythons.is_empty() {
+        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
+    }
+    let huge = "k".repeat(32 << 10);
+    watchdog("manager keys", LIMIT * 2, || {
+        for key in ["", huge.as_str()] {
+            let (server, path, conn) = common::serve_manager("ca5keys", key.as_bytes());
+            drop(conn);
+            for python in &pythons {
+                let mut command = Command::new(python);
+                command.args(["-c", CLIENT, path.to_str().unwrap(), key]);
+                let (status, out, err) = common::run_with_deadline(&mut command, b"", LIMIT);
+                assert!(status.success(), "{python}, key of {}: {err}", key.len());
+                assert_eq!(
+                    out,
+                    "42\nAuthenticationError\n",
+                    "{python}, key of {}",
+                    key.len()
+                );
+            }
+            common::cpython::shut_down(&path, key);
+            common::join(&server, LIMIT);
+        }
+    });
+}
