@@ -926,3 +926,52 @@ except Exception as e:
         }
     });
 }
+
+/// Random answers and challenges from fake clients (a fixed seed): every
+/// accept fails with `AuthenticationFailed`, none panics or waits, and a
+/// real client then gets through.
+#[test]
+fn random_handshake_messages_are_refused() {
+    const ROUNDS: usize = 200;
+    watchdog("random handshakes", LIMIT, || {
+        let path = Tmp::new("random");
+        let l = Listener::bind(&path.address(), Some(KEY)).unwrap();
+        let p = path.0.clone();
+        let t = std::thread::spawn(move || {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let prefixes: [&[u8]; 6] = [
+                b"",
+                b"#CHALLENGE#",
+                b"#WELCOME#",
+                b"{sha256}",
+                b"{md5}",
+                b"{",
+            ];
+            for _ in 0..ROUNDS {
+                let mut s = UnixStream::connect(&p).unwrap();
+                take(&mut s).unwrap();
+                let mut m = prefixes[next() as usize % prefixes.len()].to_vec();
+                let len = next() as usize % 300;
+                m.extend((0..len).map(|_| next() as u8));
+                put(&mut s, &m);
+                // A second message, for the case the first was taken.
+                put(&mut s, &m);
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+            let mut c = connect(&Address::Unix(p), Some(KEY)).unwrap();
+            c.send_bytes(b"real").unwrap();
+        });
+        for _ in 0..ROUNDS {
+            let r = l.accept();
+            assert!(refused(&r), "{r:?}");
+        }
+        assert_eq!(l.accept().unwrap().recv_bytes().unwrap(), b"real");
+        t.join().unwrap();
+    });
+}
