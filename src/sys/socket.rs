@@ -929,6 +929,9 @@ fn listening_vfs_ids() -> io::Result<Vec<(u32, u32)>> {
     })?;
     // SAFETY: a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The kernel answers at once; a reply that never came (a filter in
+    // the way) must not hold a bind for ever.
+    set_recv_timeout(&fd, Duration::from_secs(1))?;
     // `nlmsghdr` and `unix_diag_req`: a dump of the listening sockets,
     // with their files.
     let mut request = Vec::with_capacity(NLMSG_HEADER + 24);
