@@ -80,7 +80,8 @@ enum Socket {
 /// is the child's: the file stays until the child drops it; a copy a child
 /// merely inherited, in a thread-local say, leaves it, as Python's does);
 /// a stale one left by a crashed process is replaced, a live one is an
-/// error (and a live one of this crate is not even connected to: its
+/// error (and a live one is not even connected to, this crate's or
+/// another program's, a Python listener's, in this network namespace: its
 /// accept never sees the attempt). The file appears at its path only once
 /// the socket listens, so a client that finds it can connect.
 ///
@@ -238,9 +239,10 @@ impl Listener {
     /// its copy of the listener). A child that merely inherited a copy
     /// keeps none: its parent's holds as long as the parent's listener,
     /// and the file goes with that. (Until the child's first use, a bind
-    /// elsewhere at the path asks the child's listener by connecting: it
-    /// is told `AddrInUse` all the same, and the child's accept returns
-    /// that connection, closed.)
+    /// elsewhere at the path finds the child's listener in the kernel's
+    /// list, or, where the kernel does not list it, asks it by
+    /// connecting: it is told `AddrInUse` all the same, and the child's
+    /// accept then returns that connection, closed.)
     fn keep_mark(&self) {
         if let Some(file) = &self.file {
             if file.owner.atomic().load(Ordering::Acquire) == sys::getpid() {
@@ -477,11 +479,13 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
 }
 
 /// Whether a process listens on the Unix socket file `path`, of device
-/// and inode `id`. A listener of this crate says so by its mark, which
-/// leaves it alone; any other is asked by connecting, and its accept
-/// then returns that connection, at its end at once: there is no other
-/// way to ask it. `NotFound` if the file at `path` is not that one any
-/// more.
+/// and inode `id`. A listener of this crate says so by its mark, and
+/// the kernel lists any other of this network namespace (`sock_diag`),
+/// both of which leave it alone; one it does not list (in another
+/// namespace, or a kernel without `unix_diag`) is asked by connecting,
+/// and its accept then returns that connection, at its end at once:
+/// there is no other way to ask it. `NotFound` if the file at `path` is
+/// not that one any more.
 fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -497,7 +501,7 @@ fn listening(path: &Path, id: (u64, u64)) -> io::Result<bool> {
     if (meta.dev(), meta.ino()) != id {
         return Err(io::ErrorKind::NotFound.into());
     }
-    if sys::listener_marked(id)? {
+    if sys::listener_marked(id)? || sys::listed_as_listening(id) {
         return Ok(true);
     }
     let through = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));

@@ -894,6 +894,101 @@ fn connects_at_once(addr: &libc::sockaddr_un, len: libc::socklen_t) -> io::Resul
     }
 }
 
+/// Whether the kernel lists a Unix socket that listens on the socket
+/// file `id` (its device and inode) in this network namespace: asked
+/// through `sock_diag` (what `ss -xl` asks), which reaches no listener,
+/// so that a listener of another program (a Python one) is not handed a
+/// client that leaves at once. `false` where the kernel does not say
+/// (no `unix_diag`), or lists no such socket: only a connect can then
+/// tell (the listener may be in another network namespace).
+pub(crate) fn listed_as_listening(id: (u64, u64)) -> bool {
+    listening_vfs_ids().is_ok_and(|ids| {
+        ids.iter().any(|&(dev, ino)| {
+            // The kernel's device number (20 bits of minor) as `stat`
+            // encodes it, and the inode's low 32 bits (all it reports).
+            libc::makedev(dev >> 20, dev & 0xf_ffff) == id.0 && u64::from(ino) == id.1 & 0xffff_ffff
+        })
+    })
+}
+
+/// The socket files (kernel device number, inode) of every listening Unix
+/// socket the kernel lists for this network namespace.
+fn listening_vfs_ids() -> io::Result<Vec<(u32, u32)>> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_VFS: u32 = 0x2;
+    const UNIX_DIAG_VFS: u16 = 1;
+    const TCP_LISTEN: u32 = 10;
+    const NLMSG_HEADER: usize = 16;
+    // SAFETY: plain syscall; the descriptor is owned at once.
+    let fd = syscall(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    })?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The kernel answers at once; a reply that never came (a filter in
+    // the way) must not hold a bind for ever.
+    set_recv_timeout(&fd, Duration::from_secs(1))?;
+    // `nlmsghdr` and `unix_diag_req`: a dump of the listening sockets,
+    // with their files.
+    let mut request = Vec::with_capacity(NLMSG_HEADER + 24);
+    request.extend_from_slice(&(NLMSG_HEADER as u32 + 24).to_ne_bytes());
+    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    request.extend_from_slice(&[0; 8]);
+    request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
+    request.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
+    request.extend_from_slice(&[0; 8]);
+    // SAFETY: a valid buffer of that length, to the kernel (no address).
+    syscall_count(|| unsafe {
+        libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0)
+    })?;
+    let u16_at = |b: &[u8], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+    let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut ids = Vec::new();
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        // SAFETY: a valid buffer of that length.
+        let n = syscall_count(|| unsafe {
+            libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+        })?;
+        let mut rest = &buf[..n];
+        if rest.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        while rest.len() >= NLMSG_HEADER {
+            let len = (u32_at(rest, 0) as usize).min(rest.len());
+            if len < NLMSG_HEADER {
+                return Err(io::ErrorKind::InvalidData.into());
+            }
+            match i32::from(u16_at(rest, 4)) {
+                libc::NLMSG_DONE => return Ok(ids),
+                libc::NLMSG_ERROR => return Err(io::ErrorKind::Unsupported.into()),
+                _ => {}
+            }
+            // `unix_diag_msg` (16 bytes), then attributes, each aligned
+            // to 4 bytes.
+            let mut attrs = rest.get(NLMSG_HEADER + 16..len).unwrap_or_default();
+            while attrs.len() >= 4 {
+                let alen = (u16_at(attrs, 0) as usize).min(attrs.len());
+                if alen < 4 {
+                    break;
+                }
+                if u16_at(attrs, 2) == UNIX_DIAG_VFS && alen >= 12 {
+                    ids.push((u32_at(attrs, 8), u32_at(attrs, 4)));
+                }
+                attrs = attrs.get((alen + 3) & !3..).unwrap_or_default();
+            }
+            rest = rest.get((len + 3) & !3..).unwrap_or_default();
+        }
+    }
+}
+
 /// What a failed `accept(2)` means to a loop that accepts until the queue
 /// is empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -920,6 +1015,56 @@ pub(crate) fn accept_failure(e: &io::Error) -> AcceptFailure {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// The kernel's list has a live listener's socket file, and neither
+    /// a stale one nor a bound socket that does not listen. (Where the
+    /// kernel has no `unix_diag`, it lists none: only the first check is
+    /// skipped then.)
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are outside Miri")]
+    fn the_kernel_lists_only_live_listeners() {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::net::{UnixDatagram, UnixListener};
+        let dir = std::env::temp_dir();
+        let path = |tag: &str| dir.join(format!("multiproc-diag-{tag}-{}", std::process::id()));
+        let id = |p: &std::path::Path| {
+            let m = std::fs::symlink_metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        let (live, stale, datagram) = (path("live"), path("stale"), path("dgram"));
+        for p in [&live, &stale, &datagram] {
+            let _ = std::fs::remove_file(p);
+        }
+        let l = UnixListener::bind(&live).unwrap();
+        drop(UnixListener::bind(&stale).unwrap());
+        let d = UnixDatagram::bind(&datagram).unwrap();
+        if super::listening_vfs_ids().is_ok() {
+            assert!(super::listed_as_listening(id(&live)));
+        }
+        assert!(!super::listed_as_listening(id(&stale)));
+        assert!(!super::listed_as_listening(id(&datagram)));
+        drop((l, d));
+        for p in [&live, &stale, &datagram] {
+            let _ = std::fs::remove_file(p);
+        }
+        // More listeners than one reply of the kernel's holds: every one
+        // of them is found.
+        let many: Vec<_> = (0..500).map(|i| path(&format!("many{i}"))).collect();
+        let held: Vec<UnixListener> = many
+            .iter()
+            .map(|p| {
+                let _ = std::fs::remove_file(p);
+                UnixListener::bind(p).unwrap()
+            })
+            .collect();
+        if super::listening_vfs_ids().is_ok() {
+            assert!(many.iter().all(|p| super::listed_as_listening(id(p))));
+        }
+        drop(held);
+        for p in &many {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 
     #[test]
     fn a_failed_setsockopt_reports_its_errno() {
