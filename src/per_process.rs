@@ -5,14 +5,16 @@
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
 
-use crate::sys;
+use crate::waiter::ProcessKey;
 
 /// One value per process, made on its first use in each process and
 /// reached through a lock of that process's own.
 ///
 /// Fork-safe: a child forked while another thread of its parent held the
 /// parent's lock (in the middle of a round trip) never touches that lock;
-/// it makes a slot of its own, found by pid. The parent's slot is kept
+/// it makes a slot of its own, found by its [`ProcessKey`] (not its pid: a
+/// descendant may get the pid of the process that made a slot, once that
+/// one has died, and the lock may be held by a thread of the dead one). The parent's slot is kept
 /// until the `PerProcess` is dropped (another thread may still be reading
 /// it), and the child's copy of its value is dropped at once if that lock
 /// was free (closing the child's copy of a socket, so that the peer sees
@@ -25,16 +27,16 @@ pub(crate) struct PerProcess<T> {
 }
 
 struct Slot<T> {
-    pid: u32,
+    process: ProcessKey,
     value: Mutex<Option<T>>,
     /// The next slot in [`PerProcess::retired`].
     next: AtomicPtr<Slot<T>>,
 }
 
 impl<T> Slot<T> {
-    fn boxed(pid: u32) -> *mut Slot<T> {
+    fn boxed(process: ProcessKey) -> *mut Slot<T> {
         Box::into_raw(Box::new(Slot {
-            pid,
+            process,
             value: Mutex::new(None),
             next: AtomicPtr::new(std::ptr::null_mut()),
         }))
@@ -63,18 +65,16 @@ impl<T> PerProcess<T> {
     }
 
     fn slot(&self) -> &Slot<T> {
-        // No system call but in a new process (see `cached_pid`).
-        let me = sys::cached_pid();
         loop {
             let seen = self.current.load(Ordering::Acquire);
             // SAFETY: a non-null pointer here came from `Box::into_raw`
             // and is freed only when `self` is dropped (see `retired`).
             if let Some(slot) = unsafe { seen.as_ref() } {
-                if slot.pid == me {
+                if slot.process.is_current() {
                     return slot;
                 }
             }
-            let mine = Slot::boxed(me);
+            let mine = Slot::boxed(ProcessKey::current());
             match self
                 .current
                 .compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -138,20 +138,22 @@ mod tests {
     use super::*;
 
     /// What a child forked while another thread held the parent's lock
-    /// sees: the parent's slot (another pid, its lock held forever), which
-    /// it must retire without waiting on that lock; every slot is freed
-    /// with the `PerProcess` (Miri checks the pointers and the leaks).
+    /// sees: the parent's slot (another process's, its lock held forever,
+    /// even where this one has the pid of the one that made it, once that
+    /// one has died), which it must retire without waiting on that lock;
+    /// every slot is freed with the `PerProcess` (Miri checks the pointers
+    /// and the leaks).
     #[test]
     fn a_process_never_takes_the_lock_of_a_slot_not_its_own() {
         let per: PerProcess<u32> = PerProcess::new();
         let first: *const Slot<u32> = per.slot();
         assert!(std::ptr::eq(first, per.slot()), "one slot per process");
-        let parents = Slot::<u32>::boxed(sys::getpid().wrapping_add(1));
+        let parents = Slot::<u32>::boxed(ProcessKey::another());
         // SAFETY: just made; `per` frees it.
         std::mem::forget(unsafe { &*parents }.value.lock().unwrap());
         per.retire(per.current.swap(parents, Ordering::AcqRel));
         let mine = per.slot();
-        assert_eq!(mine.pid, sys::getpid());
+        assert!(mine.process.is_current());
         assert!(mine.value.try_lock().is_ok());
         assert!(!std::ptr::eq(mine, parents) && !std::ptr::eq(mine, first));
     }
@@ -171,7 +173,7 @@ mod tests {
         if pid == 0 {
             let mine = per.slot();
             let ok = !std::ptr::eq(mine, parents)
-                && mine.pid == sys::getpid()
+                && mine.process.is_current()
                 && mine.value.try_lock().is_ok_and(|v| v.is_none());
             // SAFETY: ends the child at once.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
@@ -216,11 +218,9 @@ mod tests {
             // the child returns from the call on its own copy of the stack.
             let raw = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
             if raw == 0 {
-                // SAFETY: a system call without arguments.
-                let me = unsafe { libc::syscall(libc::SYS_getpid) };
                 let mine = per.slot();
                 let ok = !std::ptr::eq(mine, parents)
-                    && i64::from(mine.pid) == me
+                    && mine.process.is_current()
                     && mine.value.try_lock().is_ok_and(|v| v.is_none());
                 // SAFETY: ends the child at once.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };
@@ -240,7 +240,7 @@ mod tests {
     fn an_inherited_value_is_dropped_and_remade() {
         let per: PerProcess<u32> = PerProcess::new();
         *per.get().lock().unwrap() = Some(7);
-        let parents = Slot::<u32>::boxed(sys::getpid().wrapping_add(1));
+        let parents = Slot::<u32>::boxed(ProcessKey::another());
         // SAFETY: just made; `per` frees it.
         *unsafe { &*parents }.value.lock().unwrap() = Some(8);
         per.retire(per.current.swap(parents, Ordering::AcqRel));

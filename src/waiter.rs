@@ -29,7 +29,7 @@
 //!   does (`futex_waitv` compares the values and reports an unmapped
 //!   address as an error), so an entry left behind by a forgotten future is
 //!   a spurious wake-up, never a read of freed memory;
-//! - each process has its own registry, found by [`process_token`]: a
+//! - each process has its own registry, found by [`token`]: a
 //!   forked child never
 //!   touches the registry (or its lock) that it inherited from its parent,
 //!   whose waiter thread it does not have, and starts its own on first use.
@@ -84,7 +84,7 @@ enum Fired {
 }
 
 struct Registry<S: Source> {
-    /// The [`process_token`] of the process that made it.
+    /// The [`token`] of the process that made it.
     process: usize,
     entries: Mutex<Entries<S>>,
 }
@@ -175,7 +175,7 @@ fn current<S: Source>() -> io::Result<&'static Registry<S>> {
 }
 
 /// Makes every forked child start without registries, keepers or
-/// [`process_token`] (once per process tree: the handler is inherited).
+/// [`token`] (once per process tree: the handler is inherited).
 /// A pid alone would not tell a process from a descendant that gets its
 /// pid once it has exited.
 fn forget_registries_in_children() -> io::Result<()> {
@@ -194,7 +194,7 @@ fn forget_registries_in_children() -> io::Result<()> {
         .inspect_err(|_| INSTALLED.store(false, Ordering::Release))
 }
 
-/// The process's token (see [`process_token`]), made on first use.
+/// The process's token (see [`token`]), made on first use.
 struct Token {
     /// The process that made it: a child made by a raw `clone` (which runs
     /// no fork handler) finds its parent's here, and makes its own.
@@ -202,6 +202,57 @@ struct Token {
 }
 
 static TOKEN: AtomicPtr<Token> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A process as state that a `fork` copies records its owner: its
+/// [`token`], or its pid where it could not have one (the fork handler
+/// that gives children tokens of their own could not be installed).
+/// Tells a process from its forked descendants, even one that gets its
+/// pid once it has died.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProcessKey(std::result::Result<usize, u32>);
+
+impl ProcessKey {
+    /// The calling process's.
+    #[inline]
+    pub(crate) fn current() -> ProcessKey {
+        ProcessKey(token().map_err(|_| sys::cached_pid()))
+    }
+
+    /// Whether it is the calling process's.
+    #[inline]
+    pub(crate) fn is_current(self) -> bool {
+        match self.0 {
+            Ok(token) => self::token().ok() == Some(token),
+            Err(pid) => sys::cached_pid() == pid,
+        }
+    }
+
+    /// The key as one word, never 0, for an atomic: a token is the
+    /// address of a [`Token`] (a multiple of its alignment, 4), a pid is
+    /// kept odd.
+    pub(crate) fn to_word(self) -> usize {
+        match self.0 {
+            Ok(token) => token,
+            Err(pid) => (pid as usize) << 1 | 1,
+        }
+    }
+
+    /// The key [`to_word`](ProcessKey::to_word) made `word` of; `None` for 0.
+    pub(crate) fn from_word(word: usize) -> Option<ProcessKey> {
+        match word {
+            0 => None,
+            pid if pid & 1 == 1 => Some(ProcessKey(Err((pid >> 1) as u32))),
+            token => Some(ProcessKey(Ok(token))),
+        }
+    }
+
+    /// A key of no process (no token is at address 1), for tests of state
+    /// made by another process: one whose pid this process may have.
+    #[cfg(test)]
+    pub(crate) fn another() -> ProcessKey {
+        ProcessKey(Ok(1))
+    }
+}
 
 /// A token of the calling process that, unlike its pid, no process with a
 /// copy of its memory has: a forked descendant has a token of its own,
@@ -213,11 +264,6 @@ static TOKEN: AtomicPtr<Token> = AtomicPtr::new(std::ptr::null_mut());
 ///
 /// # Errors
 /// If the fork handler that gives children their own cannot be installed.
-pub(crate) fn process_token() -> Result<usize> {
-    token().map_err(|e| Error::io("fork handler", e))
-}
-
-/// [`process_token`], with the error of [`forget_registries_in_children`].
 fn token() -> io::Result<usize> {
     let pid = sys::cached_pid();
     loop {
@@ -240,7 +286,7 @@ fn token() -> io::Result<usize> {
 /// One future's place in its process's registry; leaving it (on drop)
 /// takes the entry out, so the waiter thread forgets the watch.
 struct Registration<S: Source> {
-    /// The [`process_token`] of the process that armed it, and its entry
+    /// The [`token`] of the process that armed it, and its entry
     /// id, once armed.
     armed: Option<(usize, u64)>,
     _source: PhantomData<fn() -> S>,
@@ -909,7 +955,7 @@ const KEEPER_HOLDS: usize = 1024;
 /// a blocking waiter's thread. A thread is started when the others hold
 /// [`KEEPER_HOLDS`] mutexes each.
 struct Keepers {
-    /// The [`process_token`] of the process that made them.
+    /// The [`token`] of the process that made them.
     process: usize,
     threads: Mutex<Vec<KeeperThread>>,
 }
@@ -967,7 +1013,7 @@ fn start_keeper() -> Result<std::sync::mpsc::Sender<Job>> {
 /// [`Keeper::take`]; [`Keeper::give_back`] lets go of it.
 #[derive(Clone, Copy)]
 pub(crate) struct Keeper {
-    /// The [`process_token`] of the process that took it: a forked
+    /// The [`token`] of the process that took it: a forked
     /// descendant has other keepers.
     process: usize,
     index: usize,
@@ -1066,5 +1112,24 @@ impl Keeper {
         if let Some(thread) = self.threads().as_mut().and_then(|t| t.get_mut(self.index)) {
             thread.holds = thread.holds.saturating_sub(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key kept in one word (a closed queue handle's) comes back as the
+    /// same process's key, a token or a pid.
+    #[test]
+    fn a_process_key_survives_its_word() {
+        let mine = ProcessKey::current();
+        let back = ProcessKey::from_word(mine.to_word()).expect("never 0");
+        assert!(back.is_current());
+        let pid = ProcessKey(Err(sys::cached_pid()));
+        assert!(ProcessKey::from_word(pid.to_word()).is_some_and(ProcessKey::is_current));
+        let other = ProcessKey(Err(sys::cached_pid().wrapping_add(1)));
+        assert!(!ProcessKey::from_word(other.to_word()).is_some_and(ProcessKey::is_current));
+        assert!(ProcessKey::from_word(0).is_none());
     }
 }

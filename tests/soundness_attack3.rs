@@ -212,3 +212,54 @@ fn a_get_under_a_reused_pid_is_no_deadlock_of_the_dead_putter() {
         assert_eq!(outcome, TIMED_OUT, "not a timeout ({DEADLOCK}: Deadlock)");
     });
 }
+
+/// A process closes its handle of a queue (Python's `close()`: it puts
+/// nothing more through it), forks a copy of itself and dies. A child
+/// forked after a `close` may put again, as in Python, and so may a
+/// descendant of the copy that gets the dead process's pid: the handle
+/// knew who closed it by pid alone, and refused that descendant's put.
+#[test]
+fn a_put_under_a_reused_pid_is_not_refused_by_the_dead_closer() {
+    let _one = PIDS.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(
+        "a closed handle inherited under a reused pid",
+        LIMIT,
+        || {
+            let q: Queue<u32> = Queue::new().unwrap();
+            let stage = RawValue::new(0u32).unwrap();
+            let (theirs, st) = (q.clone(), stage.clone());
+            let holder = static_child(move || {
+                let me = std::process::id();
+                theirs.close();
+                // SAFETY: the forked child runs the code below, then ends
+                // without exit handlers.
+                if unsafe { libc::fork() } == 0 {
+                    if stage_in(&st, &[SQUAT]).is_some() {
+                        let took = fork_as(me, || {
+                            let outcome = match theirs.put(7) {
+                                Ok(()) => WROTE,
+                                Err(_) => REFUSED,
+                            };
+                            st.atomic().store(outcome, SeqCst);
+                        });
+                        if !took {
+                            st.atomic().store(NO_PID, SeqCst);
+                        }
+                    }
+                    // SAFETY: ending the forked child.
+                    unsafe { libc::_exit(0) };
+                }
+            });
+            assert_eq!(join(&holder, LIMIT), 0);
+            stage.atomic().store(SQUAT, SeqCst);
+            assert!(wait_until(STAGE_WAIT, || stage.atomic().load(SeqCst) > SQUAT));
+            let outcome = stage.atomic().load(SeqCst);
+            if outcome == NO_PID {
+                eprintln!("the closer's pid could not be taken again: nothing to test");
+                return;
+            }
+            assert_eq!(outcome, WROTE, "the descendant's put was refused");
+            assert_eq!(q.get().unwrap(), 7);
+        },
+    );
+}

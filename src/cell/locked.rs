@@ -14,7 +14,7 @@ use crate::error::{RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::Region;
 use crate::sync::{Lock, LockGuard, RobustMutex};
 use crate::sys::{self, Deadline, MutexKind};
-use crate::waiter;
+use crate::waiter::ProcessKey;
 
 pub(crate) struct LockedCells<T> {
     lock: Lock,
@@ -109,7 +109,7 @@ impl<T: Pod> LockedCells<T> {
         &'a self,
         held: LockGuard<'a>,
         data: *mut U,
-        process: usize,
+        process: ProcessKey,
     ) -> CellGuard<'a, U> {
         HELD.set(HELD.get() + 1);
         CellGuard {
@@ -133,9 +133,7 @@ impl<T: Pod> LockedCells<T> {
             sys::call_at_thread_end(thread_ends).map_err(RecoverableLockError::Os)?;
             WATCHED.set(true);
         }
-        // Known before the lock is taken: once it is held, nothing may fail.
-        let process = waiter::process_token()
-            .map_err(|e| RecoverableLockError::Os(std::io::Error::other(e.to_string())))?;
+        let process = ProcessKey::current();
         let data = view(self.data.as_ptr::<T>(), self.len);
         match self.lock.acquire_with(deadline) {
             Ok(g) => Ok(self.guard(g, data, process)),
@@ -175,10 +173,10 @@ impl<T: Pod> LockedCells<T> {
 pub struct CellGuard<'a, U: ?Sized> {
     _held: LockGuard<'a>,
     data: *mut U,
-    /// The process that took the lock ([`waiter::process_token`]), the
-    /// only one the guard serves. Not its pid: a forked descendant may get
-    /// that pid once the process has died, with a copy of the guard.
-    process: usize,
+    /// The process that took the lock, the only one the guard serves. Not
+    /// its pid: a forked descendant may get that pid once the process has
+    /// died, with a copy of the guard.
+    process: ProcessKey,
     _marker: PhantomData<&'a mut U>,
 }
 
@@ -201,7 +199,7 @@ impl<U: ?Sized> CellGuard<'_, U> {
     /// Whether the calling process is the one that took the lock.
     #[inline]
     fn in_its_process(&self) -> bool {
-        waiter::process_token().ok() == Some(self.process)
+        self.process.is_current()
     }
 
     /// Marks the lock consistent after its previous owner died, once the

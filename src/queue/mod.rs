@@ -37,7 +37,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::LocalKey;
 use std::time::Duration;
@@ -48,6 +48,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::segment::{shared_constructors, ElemType, ObjectKind, Region, SharedObject};
 use crate::sys::Deadline;
+use crate::waiter::ProcessKey;
 use ring::{PushFailure, Ring, Take};
 
 thread_local! {
@@ -279,10 +280,11 @@ impl From<PutManyError> for Error {
 /// ```
 pub struct Queue<T> {
     ring: Ring,
-    /// The process (its pid) that closed this handle and its clones with
-    /// [`close`](Queue::close); 0 if none did. A forked child has another
-    /// pid, so it may put again, as in Python.
-    closed_here: Arc<AtomicU32>,
+    /// The process that closed this handle and its clones with
+    /// [`close`](Queue::close) ([`ProcessKey::to_word`]); 0 if none did. A
+    /// forked child is another process, so it may put again, as in Python
+    /// (even one that gets the pid of the closer once that has died).
+    closed_here: Arc<AtomicUsize>,
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -338,7 +340,7 @@ impl<T> SharedObject for Queue<T> {
         Ok(Queue {
             // SAFETY: forwarded from the caller.
             ring: unsafe { Ring::from_region(region, bytes) }?,
-            closed_here: Arc::new(AtomicU32::new(0)),
+            closed_here: Arc::new(AtomicUsize::new(0)),
             _items: PhantomData,
         })
     }
@@ -914,17 +916,14 @@ impl<T> Queue<T> {
     /// [`close_all`](Queue::close_all).
     pub fn close(&self) {
         self.closed_here
-            .store(std::process::id(), Ordering::Relaxed);
+            .store(ProcessKey::current().to_word(), Ordering::Relaxed);
     }
 
     /// Whether this process closed this handle (or a clone) with
     /// [`close`](Queue::close).
     fn closed_here(&self) -> bool {
-        // `getpid` is a system call: only made once some process closed it.
-        match self.closed_here.load(Ordering::Relaxed) {
-            0 => false,
-            pid => pid == std::process::id(),
-        }
+        ProcessKey::from_word(self.closed_here.load(Ordering::Relaxed))
+            .is_some_and(ProcessKey::is_current)
     }
 
     /// The largest encoded item this queue holds.

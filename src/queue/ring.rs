@@ -19,7 +19,7 @@ use crate::error::{Error, RecoverableLockError, Result};
 use crate::segment::Region;
 use crate::sync::{spin, wait_for_change, Asleep, RobustMutex, RECHECK};
 use crate::sys::{self, Deadline, MutexKind};
-use crate::waiter;
+use crate::waiter::{self, ProcessKey};
 
 use super::{keep_spare, take_spare};
 
@@ -61,20 +61,11 @@ thread_local! {
     static STRADDLE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     /// The ring (its identity) of which this thread holds back items:
     /// encoded by a `put_many`, not yet published; 0 for none. With the
-    /// process that holds them ([`this_process`]): a child forked meanwhile
+    /// process that holds them: a child forked meanwhile
     /// (by the batch's iterator) has a copy of the mark, but holds nothing
     /// back, nor does a descendant of it that gets the pid of the process
     /// that does, once that one has died.
-    static HELD_BACK: std::cell::Cell<(Holder, u64)> = const { std::cell::Cell::new((Err(0), 0)) };
-}
-
-/// A process as [`HELD_BACK`] records it: its [`waiter::process_token`],
-/// or its pid where it cannot have one.
-type Holder = std::result::Result<usize, u32>;
-
-/// The calling process, as [`HELD_BACK`] records it.
-fn this_process() -> Holder {
-    waiter::process_token().map_err(|_| sys::cached_pid())
+    static HELD_BACK: std::cell::Cell<(Option<ProcessKey>, u64)> = const { std::cell::Cell::new((None, 0)) };
 }
 
 /// One end of the ring, on a cache line of its own: the word its side moves
@@ -899,7 +890,7 @@ impl Ring {
         };
         let holds_items = matches!(side, Side::Producer) && {
             let (process, id) = HELD_BACK.get();
-            id == self.id && process == this_process()
+            id == self.id && process.is_some_and(ProcessKey::is_current)
         };
         match lock.owner() {
             _ if holds_items => Err(Error::Deadlock),
@@ -912,7 +903,7 @@ impl Ring {
     /// items of this ring: a get that would wait for an item then fails
     /// with `Deadlock` instead of waiting for this thread.
     pub(crate) fn holding_back(&self) -> HoldingBack {
-        HoldingBack(HELD_BACK.replace((this_process(), self.id)))
+        HoldingBack(HELD_BACK.replace((Some(ProcessKey::current()), self.id)))
     }
 
     /// While the queue looks empty (and open), waits for an item without
@@ -1318,7 +1309,7 @@ fn identity(state: &Region) -> u64 {
 /// While alive, the calling thread holds back items of a ring (see
 /// [`Ring::holding_back`]); puts the previous mark back when dropped.
 #[must_use = "the mark is taken off at once if unused"]
-pub(crate) struct HoldingBack((Holder, u64));
+pub(crate) struct HoldingBack((Option<ProcessKey>, u64));
 
 impl Drop for HoldingBack {
     fn drop(&mut self) {

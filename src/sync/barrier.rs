@@ -300,7 +300,7 @@ impl Barrier {
     /// algorithm for both: the blocking form never returns `Pending`).
     async fn wait_inner(&self, timeout: Option<Duration>, how: Sleep) -> Result<u32> {
         let deadline = Deadline::within(timeout);
-        let process = waiter::process_token()?;
+        let process = waiter::ProcessKey::current();
         let mut inner = self.enter()?;
         // Let a previous pass drain, or a reset finish.
         if !inner
@@ -720,11 +720,10 @@ enum Sleep {
 /// A party inside the barrier: counted, with its slot.
 struct Inside<'a> {
     inner: Inner<'a>,
-    /// The process of the party ([`waiter::process_token`]): a copy that
-    /// a `fork` made of a pending wait is not a party, and its drop leaves
-    /// nothing, even in a descendant that got the pid of the party's
-    /// process once that died.
-    process: usize,
+    /// The process of the party: a copy that a `fork` made of a pending
+    /// wait is not a party, and its drop leaves nothing, even in a
+    /// descendant that got the pid of the party's process once that died.
+    process: waiter::ProcessKey,
     slot: Option<usize>,
     /// The pass it joined.
     generation: u32,
@@ -750,7 +749,7 @@ impl Inside<'_> {
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        if self.left || waiter::process_token().ok() != Some(self.process) {
+        if self.left || !self.process.is_current() {
             return;
         }
         // Gone mid-pass (a dropped future, or an error): the pass cannot

@@ -133,9 +133,8 @@ pub(crate) fn wait_for_change(
 /// counted, once that one has died.
 pub(crate) struct Asleep<'a> {
     sleepers: &'a AtomicU32,
-    /// The counting process's [`waiter::process_token`]; its pid where
-    /// it could not have one.
-    process: std::result::Result<usize, u32>,
+    /// The counting process.
+    process: waiter::ProcessKey,
 }
 
 impl<'a> Asleep<'a> {
@@ -143,18 +142,14 @@ impl<'a> Asleep<'a> {
         sleepers.fetch_add(1, Ordering::SeqCst);
         Asleep {
             sleepers,
-            process: waiter::process_token().map_err(|_| sys::cached_pid()),
+            process: waiter::ProcessKey::current(),
         }
     }
 }
 
 impl Drop for Asleep<'_> {
     fn drop(&mut self) {
-        let counted_here = match self.process {
-            Ok(token) => waiter::process_token().ok() == Some(token),
-            Err(pid) => sys::cached_pid() == pid,
-        };
-        if counted_here {
+        if self.process.is_current() {
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
