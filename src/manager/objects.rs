@@ -837,6 +837,14 @@ impl Objects {
                 }
             };
         }
+        let fallback = matches!(&*method, "#GETVALUE" | "__repr__" | "__str__");
+        if fallback && (!args.is_empty() || !kwds.is_empty()) {
+            // No object exposes these: CPython's server calls its fallback
+            // with the arguments, which it does not take.
+            return Done::Reply(Reply::Traceback(methods::fallback_arguments(
+                &method, &args, &kwds,
+            )));
+        }
         let data = matches!(self.table[&id].body, Body::Data(..));
         match &*method {
             "#GETVALUE" | "__repr__" | "__str__" if !data => {
@@ -878,14 +886,14 @@ impl Objects {
     ) -> Done {
         let entry = self.table.get_mut(&id).expect("looked up");
         let not_exposed = |type_name: &str, exposed: &[&str]| {
-            Done::Reply(Reply::Traceback((
-                "AttributeError",
+            Done::Reply(Reply::not_exposed(
+                method,
                 format!(
                     "method {} of <class '{type_name}'> object is not in exposed={}",
                     PyValue::from(method).repr(),
                     PyValue::Tuple(exposed.iter().map(|&m| m.into()).collect())
                 ),
-            )))
+            ))
         };
         match &mut entry.body {
             Body::Data(kind, object) => {
