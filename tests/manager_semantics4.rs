@@ -33,7 +33,7 @@ const KEY: &str = "manager semantics 4 key";
 /// [`PRELUDE`](common::cpython::PRELUDE): its helpers and its cases, in
 /// groups named by `argv[3]`.
 const CASES: &str = r##"
-import os, re, signal, time
+import os, re, signal, threading, time
 from multiprocessing.managers import dispatch
 
 
@@ -221,6 +221,93 @@ def full():
     return q
 
 
+def each(q, *calls):
+    """Each call's answer (or exception) on q, in order."""
+    out = []
+    for f in calls:
+        try:
+            out.append(f(q))
+        except queue.Empty:
+            out.append("Empty")
+        except queue.Full:
+            out.append("Full")
+        except Exception as e:
+            out.append(failure(e))
+    return out
+
+
+def shut(q, immediate=False):
+    q.shutdown(immediate)
+    return q
+
+
+def of(*items, maxsize=0, got=0):
+    """A JoinableQueue of `items`, the first `got` of them taken."""
+    q = m.JoinableQueue(maxsize)
+    for i in items:
+        q.put(i)
+    for _ in range(got):
+        q.get()
+    return q
+
+
+def waiting(q, call, then):
+    """What `call(q)`, made in another thread (its own connection) so that
+    it waits, answers once `then(q)` is done here. Whether or not the call
+    was waiting yet when `then` ran, its answer is the same."""
+    out = []
+    # A daemon: one still waiting does not keep the program from ending.
+    t = threading.Thread(target=lambda: out.append(each(q, call)[0]), daemon=True)
+    t.start()
+    time.sleep(0.3)
+    then(q)
+    t.join(10)
+    return out[0] if out else "still waiting"
+
+
+# Python 3.13's Queue.shutdown (3.8's queue has none: asked of 3.13+).
+SHUTDOWN = {} if not hasattr(queue, "ShutDown") else {
+    "put, put_nowait": lambda: each(shut(m.Queue()), lambda q: q.put(1), lambda q: q.put_nowait(1)),
+    "get, get_nowait of none": lambda: each(shut(m.Queue()), lambda q: q.get(), lambda q: q.get_nowait()),
+    "get of two": lambda: each(shut(of(1, 2)), lambda q: q.get(), lambda q: q.get(False),
+                               lambda q: q.get(), lambda q: q.qsize(), lambda q: q.empty()),
+    "immediate": lambda: each(shut(of(1, 2, 3, got=1), True), lambda q: q.qsize(),
+                              lambda q: q.get(), lambda q: q.task_done(), lambda q: q.join(),
+                              lambda q: q.task_done()),
+    "immediate of none put": lambda: each(shut(m.JoinableQueue(), True), lambda q: q.join()),
+    "immediate, all got": lambda: each(shut(of(1, 2, got=2), True), lambda q: q.task_done(),
+                                       lambda q: q.task_done(), lambda q: q.task_done()),
+    "twice": lambda: each(shut(shut(of(1)), True), lambda q: q.qsize(), lambda q: q.full()),
+    "then shutdown immediate": lambda: each(shut(of(1)), lambda q: q.shutdown(True),
+                                            lambda q: q.get_nowait()),
+    "immediate of a str": lambda: each(of(1), lambda q: q.shutdown("x"), lambda q: q.qsize()),
+    "immediate of 0": lambda: each(of(1), lambda q: q.shutdown(0), lambda q: q.qsize()),
+    "of two": lambda: each(m.Queue(), lambda q: call(q, "shutdown", (1, 2)), lambda q: q.put(1)),
+    "of a keyword": lambda: each(m.Queue(), lambda q: call(q, "shutdown", (), {"x": 1})),
+    "of immediate=": lambda: each(of(1), lambda q: call(q, "shutdown", (), {"immediate": True}),
+                                  lambda q: q.qsize()),
+    "of one and immediate=": lambda: each(m.Queue(), lambda q: call(q, "shutdown", (1,), {"immediate": 1})),
+    # ShutDown comes before what put and get check of their arguments.
+    "put of a full queue, negative timeout": lambda: each(shut(full()), lambda q: q.put(1, True, -1)),
+    "put of maxsize None": lambda: each(shut(m.Queue(None)), lambda q: q.put(1), lambda q: q.full()),
+    "get of a negative timeout": lambda: each(shut(m.Queue()), lambda q: q.get(True, -1)),
+    "get of one, negative timeout": lambda: each(shut(of(1)), lambda q: q.get(True, -1)),
+    "get of a str timeout": lambda: each(shut(m.Queue()), lambda q: q.get(True, "x")),
+    "put of a NaN timeout": lambda: each(shut(full()), lambda q: q.put(1, True, float("nan"))),
+    # Waiting calls are woken.
+    "a waiting get": lambda: waiting(m.Queue(), lambda q: q.get(), shut),
+    "a waiting timed get": lambda: waiting(m.Queue(), lambda q: q.get(timeout=60), shut),
+    "a waiting put": lambda: waiting(full(), lambda q: q.put(1), shut),
+    "a waiting timed put": lambda: waiting(full(), lambda q: q.put(1, timeout=60), shut),
+    "a waiting get, immediate": lambda: waiting(m.Queue(), lambda q: q.get(),
+                                                lambda q: q.shutdown(True)),
+    "a waiting join, immediate": lambda: waiting(of(1, 2), lambda q: q.join(),
+                                                 lambda q: q.shutdown(True)),
+    "a waiting get, a put": lambda: waiting(m.Queue(), lambda q: q.get(),
+                                            lambda q: (q.put(5), q.shutdown())),
+}
+
+
 def got(q, *args):
     try:
         return q.get(*args)
@@ -238,7 +325,7 @@ NAN = {
 }
 
 GROUPS = {"queues": QUEUES, "exposed": EXPOSED, "freed": FREED, "unserved": UNSERVED,
-          "killed": KILLED, "nan": NAN}
+          "killed": KILLED, "nan": NAN, "shutdown": SHUTDOWN}
 run(GROUPS)
 "##;
 
@@ -301,6 +388,14 @@ fn joinable_queues_and_queue_fallbacks_answer_as_cpythons() {
 #[test]
 fn methods_an_object_does_not_expose_answer_as_cpythons() {
     same_answers("exposed");
+}
+
+/// Python 3.13's `Queue.shutdown`, with and without `immediate`: what
+/// `put`, `get`, `task_done` and `join` answer after it, and what calls
+/// waiting when it came answer. The server's queues had no `shutdown`.
+#[test]
+fn queue_shutdown_answers_as_cpythons() {
+    same_answers("shutdown");
 }
 
 #[test]

@@ -273,7 +273,7 @@ pub(super) fn parse_ident(s: &str) -> Option<u64> {
 pub(super) fn exception_module(name: &str) -> &'static str {
     match name {
         "Empty" => "_queue",
-        "Full" => "queue",
+        "Full" | "ShutDown" => "queue",
         _ => "builtins",
     }
 }

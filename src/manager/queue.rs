@@ -12,7 +12,7 @@ use super::protocol::Exception;
 use super::PyValue;
 
 /// The methods a proxy of a queue may call (CPython's `public_methods` of a
-/// `queue.Queue`, as 3.8–3.12 expose them).
+/// `queue.Queue`, as 3.13 exposes them: 3.8–3.12 have no `shutdown`).
 pub(crate) const EXPOSED: &[&str] = &[
     "empty",
     "full",
@@ -22,6 +22,7 @@ pub(crate) const EXPOSED: &[&str] = &[
     "put",
     "put_nowait",
     "qsize",
+    "shutdown",
     "task_done",
 ];
 
@@ -39,6 +40,9 @@ pub(super) struct Queue {
     unordered: Option<String>,
     /// Items put and not yet marked done (`task_done`).
     unfinished: u64,
+    /// Shut down (Python 3.13's `shutdown`): every `put` raises
+    /// `ShutDown`, and so does a `get` once the queue is empty.
+    shut_down: bool,
 }
 
 /// What a waiting call waits for.
@@ -64,6 +68,10 @@ fn empty() -> Exception {
 
 fn full() -> Exception {
     ("Full", String::new())
+}
+
+fn shut_down() -> Exception {
+    ("ShutDown", String::new())
 }
 
 /// The arguments of a call, by position or by name, as Python binds them.
@@ -257,6 +265,7 @@ impl Queue {
             maxsize,
             unordered,
             unfinished: 0,
+            shut_down: false,
         })
     }
 
@@ -272,6 +281,15 @@ impl Queue {
             format!("'>' not supported between instances of '{t}' and 'int'")
         };
         Err(("TypeError", message))
+    }
+
+    /// What `put` checks before its timeout: a shutdown, then its
+    /// `maxsize`'s order.
+    fn check_put(&self) -> Result<(), Exception> {
+        if self.shut_down {
+            return Err(shut_down());
+        }
+        self.check_order(false)
     }
 
     fn is_full(&self) -> bool {
@@ -303,11 +321,12 @@ impl Queue {
                 done(PyValue::Bool(self.is_full()))
             }
             "put" | "put_nowait" => {
+                // Python looks at a shutdown first, then compares maxsize,
+                // then reads the timeout.
                 let (item, wait) = if method == "put" {
                     let mut b = a.bind(&["item", "block", "timeout"], 1)?.into_iter();
                     let item = b.next().flatten().unwrap_or(PyValue::None);
-                    // Python compares maxsize before it reads the timeout.
-                    self.check_order(false)?;
+                    self.check_put()?;
                     (item, patience(b.next().flatten(), b.next().flatten())?)
                 } else {
                     let item = a
@@ -315,7 +334,7 @@ impl Queue {
                         .pop()
                         .flatten()
                         .unwrap_or(PyValue::None);
-                    self.check_order(false)?;
+                    self.check_put()?;
                     (item, Some(Duration::ZERO))
                 };
                 // (An item no `get` could answer with is refused with
@@ -323,14 +342,18 @@ impl Queue {
                 self.start(Wait::Put(item), wait, full, budget)
             }
             "get" | "get_nowait" => {
-                let wait = if method == "get" {
+                let (block, timeout) = if method == "get" {
                     let mut b = a.bind(&["block", "timeout"], 0)?.into_iter();
-                    patience(b.next().flatten(), b.next().flatten())?
+                    (b.next().flatten(), b.next().flatten())
                 } else {
                     a.bind(&[], 0)?;
-                    Some(Duration::ZERO)
+                    (Some(PyValue::Bool(false)), None)
                 };
-                self.start(Wait::Get, wait, empty, budget)
+                // Before the timeout is read, as Python's.
+                if self.shut_down && self.items.is_empty() {
+                    return Err(shut_down());
+                }
+                self.start(Wait::Get, patience(block, timeout)?, empty, budget)
             }
             "task_done" => {
                 a.bind(&[], 0)?;
@@ -343,6 +366,20 @@ impl Queue {
             "join" => {
                 a.bind(&[], 0)?;
                 self.start(Wait::Join, None, empty, budget)
+            }
+            "shutdown" => {
+                let [immediate] = <[_; 1]>::try_from(a.bind(&["immediate"], 0)?).unwrap_or([None]);
+                self.shut_down = true;
+                if immediate.as_ref().is_some_and(super::methods::truth) {
+                    // Each item dropped is marked done, as Python's does.
+                    let dropped = std::mem::take(&mut self.items).len();
+                    self.unfinished = self.unfinished.saturating_sub(dropped as u64);
+                }
+                // The waiting calls are tried again (the server's event
+                // loop does so after any call of a queue that is done):
+                // each `put`, and each `get` of an empty queue, raises
+                // `ShutDown`; a `join` is done if nothing is unfinished.
+                done(PyValue::None)
             }
             _ => Err((
                 "AttributeError",
@@ -379,8 +416,10 @@ impl Queue {
                     budget.charge([item])?;
                     Ok(self.items.pop_front().unwrap_or(PyValue::None))
                 }
+                None if self.shut_down => return Err(shut_down()),
                 None => Err(Wait::Get),
             },
+            Wait::Put(_) if self.shut_down => return Err(shut_down()),
             Wait::Put(item) if !self.is_full() => {
                 self.items.push_back(item);
                 self.unfinished += 1;
