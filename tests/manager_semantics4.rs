@@ -103,6 +103,21 @@ QUEUES = {
     "task_done of a keyword": lambda: call(m.JoinableQueue(), "task_done", (), {"n": 1}),
     "_getvalue of a Queue": lambda: m.Queue()._getvalue(),
     "_getvalue of a JoinableQueue": lambda: m.JoinableQueue()._getvalue(),
+    # A put that cannot find the queue full does not read its timeout, and
+    # a NaN one is not looked at unless the call must wait.
+    "put of a negative timeout, unbounded": lambda: each(
+        m.Queue(), lambda q: q.put(1, True, -1), lambda q: q.qsize()),
+    "put of a str timeout, maxsize -1": lambda: each(
+        m.Queue(-1), lambda q: q.put(1, True, "x"), lambda q: q.qsize()),
+    "put of a NaN timeout, unbounded": lambda: each(
+        m.Queue(), lambda q: q.put(1, True, float("nan")), lambda q: q.get(True, float("nan"))),
+    "put of a NaN timeout, room": lambda: each(
+        m.Queue(2), lambda q: q.put(1, True, float("nan")), lambda q: q.qsize()),
+    "put of a str timeout, room": lambda: each(m.Queue(2), lambda q: q.put(1, True, "x")),
+    "put of a negative timeout, room": lambda: each(m.Queue(2), lambda q: q.put(1, True, -1)),
+    "put of a negative timeout, maxsize 0.5": lambda: each(m.Queue(0.5), lambda q: q.put(1, True, -1)),
+    "put of -inf, not blocking, unbounded": lambda: each(
+        m.Queue(), lambda q: q.put(1, False, float("-inf")), lambda q: q.qsize()),
     "str of a Queue": lambda: no_address(str(m.Queue())),
     "repr of a JoinableQueue": lambda: no_address(call(m.JoinableQueue(), "__repr__")),
 }
@@ -367,7 +382,10 @@ fn ours_only(group: &str) -> Option<Vec<(String, String)>> {
 
 /// Among them: `task_done` called more times than items were put is
 /// `ValueError: task_done() called too many times`, and leaves `join`
-/// answering at once; a queue's `_getvalue()` fails to pickle it.
+/// answering at once; a queue's `_getvalue()` fails to pickle it. And a
+/// `put` on a queue without a bound does not read its timeout (`put(1,
+/// True, -1)` puts), nor does a `get` or `put` that need not wait look at
+/// a NaN one: the server refused both (`ValueError`), putting nothing.
 /// Fails unless `got` is `want`, case for case.
 fn assert_answers(got: &[(String, String)], want: &[(&str, &str)]) {
     let got: Vec<(&str, &str)> = got.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();

@@ -169,17 +169,25 @@ fn rounds_past_float(bytes: &[u8]) -> bool {
     (1024..len).any(bit) || (970..1024).all(bit)
 }
 
-/// `block` and `timeout` as `queue.Queue` reads them: how long a call may
-/// wait (`Some(ZERO)`: not at all; `None`: as long as it takes).
-fn patience(
-    block: Option<PyValue>,
-    timeout: Option<PyValue>,
-) -> Result<Option<Duration>, Exception> {
+/// How long a call may wait, as its `block` and `timeout` say.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Patience {
+    /// At most this long (`Some(ZERO)`: not at all; `None`: as long as it
+    /// takes).
+    For(Option<Duration>),
+    /// A NaN timeout. Python's call does what it can do at once; one that
+    /// must wait never times out, and its waits of a NaN are no waits:
+    /// CPython's server spins for ever. Refused here if the call must wait.
+    NaN,
+}
+
+/// `block` and `timeout` as `queue.Queue` reads them.
+fn patience(block: Option<PyValue>, timeout: Option<PyValue>) -> Result<Patience, Exception> {
     if !block.as_ref().is_none_or(super::methods::truth) {
-        return Ok(Some(Duration::ZERO));
+        return Ok(Patience::For(Some(Duration::ZERO)));
     }
     let secs = match timeout {
-        None | Some(PyValue::None) => return Ok(None),
+        None | Some(PyValue::None) => return Ok(Patience::For(None)),
         Some(PyValue::Int(i)) => i as f64,
         Some(PyValue::Bool(b)) => f64::from(u8::from(b)),
         Some(PyValue::Float(f)) => f,
@@ -206,12 +214,12 @@ fn patience(
         ));
     }
     if secs.is_nan() {
-        return Err(("ValueError", "Invalid value NaN (not a number)".into()));
+        return Ok(Patience::NaN);
     }
     // A zero timeout still waits in Python; here it is a last look.
-    Ok(Some(
+    Ok(Patience::For(Some(
         Duration::from_secs_f64(secs.min(TIMEOUT_MAX)).max(Duration::from_nanos(1)),
-    ))
+    )))
 }
 
 impl Queue {
@@ -327,7 +335,14 @@ impl Queue {
                     let mut b = a.bind(&["item", "block", "timeout"], 1)?.into_iter();
                     let item = b.next().flatten().unwrap_or(PyValue::None);
                     self.check_put()?;
-                    (item, patience(b.next().flatten(), b.next().flatten())?)
+                    // Python reads them only if the queue has a bound
+                    // (`maxsize > 0`): one without is never full.
+                    let wait = if self.maxsize == 0 {
+                        Patience::For(Some(Duration::ZERO))
+                    } else {
+                        patience(b.next().flatten(), b.next().flatten())?
+                    };
+                    (item, wait)
                 } else {
                     let item = a
                         .bind(&["item"], 1)?
@@ -335,7 +350,7 @@ impl Queue {
                         .flatten()
                         .unwrap_or(PyValue::None);
                     self.check_put()?;
-                    (item, Some(Duration::ZERO))
+                    (item, Patience::For(Some(Duration::ZERO)))
                 };
                 // (An item no `get` could answer with is refused with
                 // its request: see `objects::written_whole`.)
@@ -365,7 +380,7 @@ impl Queue {
             }
             "join" => {
                 a.bind(&[], 0)?;
-                self.start(Wait::Join, None, empty, budget)
+                self.start(Wait::Join, Patience::For(None), empty, budget)
             }
             "shutdown" => {
                 let [immediate] = <[_; 1]>::try_from(a.bind(&["immediate"], 0)?).unwrap_or([None]);
@@ -389,18 +404,22 @@ impl Queue {
     }
 
     /// Does `wait` now if it can; else, unless it may not wait
-    /// (`Some(ZERO)`), answers what to wait for.
+    /// (`Some(ZERO)`, a NaN), answers what to wait for.
     fn start(
         &mut self,
         wait: Wait,
-        patience: Option<Duration>,
+        patience: Patience,
         timed_out: fn() -> Exception,
         budget: &mut Budget,
     ) -> Result<Step, Exception> {
-        match self.attempt(wait, budget)? {
-            Ok(v) => Ok(Step::Done(v)),
-            Err(_) if patience == Some(Duration::ZERO) => Err(timed_out()),
-            Err(wait) => Ok(Step::Wait(wait, patience)),
+        match (self.attempt(wait, budget)?, patience) {
+            (Ok(v), _) => Ok(Step::Done(v)),
+            (Err(_), Patience::For(Some(Duration::ZERO))) => Err(timed_out()),
+            // What `threading.Lock.acquire` says of a NaN timeout.
+            (Err(_), Patience::NaN) => {
+                Err(("ValueError", "Invalid value NaN (not a number)".into()))
+            }
+            (Err(wait), Patience::For(patience)) => Ok(Step::Wait(wait, patience)),
         }
     }
 
