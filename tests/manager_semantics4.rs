@@ -280,6 +280,17 @@ def waiting(q, call, then):
     return out[0] if out else "still waiting"
 
 
+def dropped_proxies():
+    """How many objects more the server has after a queue holding proxies
+    was shut down with immediate=True (their referents are freed)."""
+    q = m.Queue()
+    before = server("number_of_objects")[1]
+    q.put(m.list([1]))
+    q.put({"d": m.dict({1: 2})})
+    q.shutdown(True)
+    return server("number_of_objects")[1] - before
+
+
 # Python 3.13's Queue.shutdown (3.8's queue has none: asked of 3.13+).
 SHUTDOWN = {} if not hasattr(queue, "ShutDown") else {
     "put, put_nowait": lambda: each(shut(m.Queue()), lambda q: q.put(1), lambda q: q.put_nowait(1)),
@@ -292,6 +303,7 @@ SHUTDOWN = {} if not hasattr(queue, "ShutDown") else {
     "immediate of none put": lambda: each(shut(m.JoinableQueue(), True), lambda q: q.join()),
     "immediate, all got": lambda: each(shut(of(1, 2, got=2), True), lambda q: q.task_done(),
                                        lambda q: q.task_done(), lambda q: q.task_done()),
+    "immediate, proxies in it": dropped_proxies,
     "twice": lambda: each(shut(shut(of(1)), True), lambda q: q.qsize(), lambda q: q.full()),
     "then shutdown immediate": lambda: each(shut(of(1)), lambda q: q.shutdown(True),
                                             lambda q: q.get_nowait()),
