@@ -118,6 +118,17 @@ QUEUES = {
     "put of a negative timeout, maxsize 0.5": lambda: each(m.Queue(0.5), lambda q: q.put(1, True, -1)),
     "put of -inf, not blocking, unbounded": lambda: each(
         m.Queue(), lambda q: q.put(1, False, float("-inf")), lambda q: q.qsize()),
+    # Waiting calls, and what ends their wait.
+    "a waiting join, task_done": lambda: waiting(of(1, got=1), lambda q: q.join(),
+                                                 lambda q: q.task_done()),
+    "a waiting join, a put, get, task_done twice": lambda: waiting(
+        of(1, got=1), lambda q: q.join(),
+        lambda q: (q.put(2), q.task_done(), q.get(), q.task_done())),
+    "a waiting put, a get": lambda: waiting(full(), lambda q: q.put(1), lambda q: q.get()),
+    "a waiting get, timed out": lambda: waiting(m.Queue(), lambda q: q.get(timeout=0.5),
+                                                lambda q: None),
+    "a waiting put, timed out": lambda: waiting(full(), lambda q: q.put(1, timeout=0.5),
+                                                lambda q: None),
     "str of a Queue": lambda: no_address(str(m.Queue())),
     "repr of a JoinableQueue": lambda: no_address(call(m.JoinableQueue(), "__repr__")),
 }
