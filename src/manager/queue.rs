@@ -75,25 +75,50 @@ fn shut_down() -> Exception {
 }
 
 /// The arguments of a call, by position or by name, as Python binds them.
-pub(super) struct Args {
-    method: &'static str,
+pub(super) struct Args<'a> {
+    /// The function's class, as Python's messages name it (`Queue.put`).
+    class: &'static str,
+    /// How many parameters it has before those bound here, which the
+    /// messages count: `self`, and for the server's own calls `c` (the
+    /// connection).
+    implicit: usize,
+    method: &'a str,
     args: Vec<PyValue>,
     kwds: Vec<(PyValue, PyValue)>,
 }
 
-impl Args {
-    pub(super) fn new(
-        method: &'static str,
-        args: Vec<PyValue>,
-        kwds: Vec<(PyValue, PyValue)>,
-    ) -> Args {
-        Args { method, args, kwds }
+impl<'a> Args<'a> {
+    /// A call of a `queue.Queue`'s method.
+    pub(super) fn new(method: &'a str, args: Vec<PyValue>, kwds: Vec<(PyValue, PyValue)>) -> Self {
+        Args {
+            class: "Queue",
+            implicit: 1,
+            method,
+            args,
+            kwds,
+        }
     }
 
-    /// Binds the parameters `names` (in order, after `self`); `TypeError`
-    /// for an argument given twice or unknown, then for one beyond them,
-    /// then for a missing one of the first `required`, in the words of
-    /// Python 3.10+
+    /// A call of one of the server's own methods (`Server.decref(self, c,
+    /// ident)`).
+    pub(super) fn server(
+        method: &'a str,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+    ) -> Self {
+        Args {
+            class: "Server",
+            implicit: 2,
+            method,
+            args,
+            kwds,
+        }
+    }
+
+    /// Binds the parameters `names` (in order, after the implicit ones);
+    /// `TypeError` for an argument given twice or unknown, then for one
+    /// beyond them, then for a missing one of the first `required`, in the
+    /// words of Python 3.10+
     /// (`Queue.put() takes from 2 to 4 positional arguments but 5 were
     /// given`: `self` counts).
     pub(super) fn bind(
@@ -101,7 +126,8 @@ impl Args {
         names: &[&str],
         required: usize,
     ) -> Result<Vec<Option<PyValue>>, Exception> {
-        let m = self.method;
+        let m = format!("{}.{}", self.class, self.method);
+        let implicit = self.implicit;
         let given = self.args.len();
         let mut bound: Vec<Option<PyValue>> = names.iter().map(|_| None).collect();
         for (slot, v) in bound.iter_mut().zip(self.args) {
@@ -114,13 +140,13 @@ impl Args {
             let Some(i) = names.iter().position(|n| *n == k) else {
                 return Err((
                     "TypeError",
-                    format!("Queue.{m}() got an unexpected keyword argument '{k}'"),
+                    format!("{m}() got an unexpected keyword argument '{k}'"),
                 ));
             };
             if bound[i].is_some() {
                 return Err((
                     "TypeError",
-                    format!("Queue.{m}() got multiple values for argument '{k}'"),
+                    format!("{m}() got multiple values for argument '{k}'"),
                 ));
             }
             bound[i] = Some(v);
@@ -129,25 +155,26 @@ impl Args {
         // positional arguments.
         if given > names.len() {
             let takes = if required == names.len() {
-                let s = if names.is_empty() { "" } else { "s" };
-                format!("{} positional argument{s}", names.len() + 1)
+                let n = names.len() + implicit;
+                let s = if n == 1 { "" } else { "s" };
+                format!("{n} positional argument{s}")
             } else {
                 format!(
                     "from {} to {} positional arguments",
-                    required + 1,
-                    names.len() + 1
+                    required + implicit,
+                    names.len() + implicit
                 )
             };
             return Err((
                 "TypeError",
-                format!("Queue.{m}() takes {takes} but {} were given", given + 1),
+                format!("{m}() takes {takes} but {} were given", given + implicit),
             ));
         }
         if let Some(i) = bound[..required].iter().position(Option::is_none) {
             return Err((
                 "TypeError",
                 format!(
-                    "Queue.{m}() missing 1 required positional argument: '{}'",
+                    "{m}() missing 1 required positional argument: '{}'",
                     names[i]
                 ),
             ));
