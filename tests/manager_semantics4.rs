@@ -230,7 +230,6 @@ def killed_in(proxy, method, *args):
     time.sleep(0.5)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    time.sleep(0.2)
 
 
 def after_a_killed_get():
