@@ -18,9 +18,10 @@
 
 mod common;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use common::cpython::{oldest_and_newest, Differential};
+use common::cpython::{oldest_and_newest, with_prelude, Differential};
 
 /// The longest one test may take.
 const LIMIT: Duration = Duration::from_secs(600);
@@ -30,27 +31,11 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 const KEY: &str = "manager semantics 2 key";
 
-/// The program: connects to the server at `argv[1]` with key `argv[2]`
-/// and prints one `name: answer` line for each case of the group named by
-/// `argv[3]` (an exception as its type and message; on Python before 3.10,
-/// its type only).
-const PROGRAM: &str = r##"
-import copy, queue, sys
-import collections
-from multiprocessing.managers import SyncManager
-
-m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
-m.connect()
+/// The program's own part, after
+/// [`PRELUDE`](common::cpython::PRELUDE): its helpers and its cases, in
+/// groups named by `argv[3]`.
+const CASES: &str = r##"
 nan, inf = float("nan"), float("inf")
-NEW = sys.version_info >= (3, 10)   # 3.13's messages, and sort's reverse=
-
-
-def failure(e):
-    # A server's traceback (a RemoteError's) as its last line.
-    lines = [l for l in str(e).splitlines() if l.strip("-")]
-    if not NEW:
-        return type(e).__name__
-    return "%s: %s" % (type(e).__name__, lines[-1] if lines else "")
 
 
 def L(*items):
@@ -637,26 +622,26 @@ GROUPS = {
     "lists": LISTS, "dicts": DICTS, "namespaces": NAMESPACES, "iterators": ITERATORS,
     "queues": QUEUES, "values": VALUES,
 }
-for name, case in GROUPS[sys.argv[3]].items():
-    try:
-        answer = repr(case())
-    except Exception as e:
-        answer = failure(e)
-    print("%s: %s" % (name, answer), flush=True)
+run(GROUPS)
 "##;
 
+/// The whole program: [`PRELUDE`](common::cpython::PRELUDE) and [`CASES`].
+static PROGRAM: LazyLock<String> = LazyLock::new(|| with_prelude(CASES));
+
 /// The program, against both servers.
-const DIFFERENTIAL: Differential = Differential {
-    program: PROGRAM,
-    key: KEY,
-    run_limit: RUN_LIMIT,
-};
+fn differential() -> Differential {
+    Differential {
+        program: &PROGRAM,
+        key: KEY,
+        run_limit: RUN_LIMIT,
+    }
+}
 
 /// Runs the cases of `group` against CPython's server and multiproc's,
 /// with CPython 3.8 and 3.13 as clients, and fails listing every case
 /// whose answers differ.
 fn same_answers(group: &str) {
-    DIFFERENTIAL.same_answers(group, &oldest_and_newest(), &[group], LIMIT);
+    differential().same_answers(group, &oldest_and_newest(), &[group], LIMIT);
 }
 
 /// Among them: `l[::0] = 5` and `l['a'::0]` are the `ValueError` of the

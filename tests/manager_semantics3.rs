@@ -13,9 +13,10 @@
 
 mod common;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use common::cpython::{oldest_and_newest, pyenv_pythons, shut_down, Differential};
+use common::cpython::{oldest_and_newest, pyenv_pythons, shut_down, with_prelude, Differential};
 use common::watchdog;
 
 /// The longest one test may take.
@@ -26,27 +27,10 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 const KEY: &str = "manager semantics 3 key";
 
-/// The program: connects to the server at `argv[1]` with key `argv[2]`
-/// and prints one `name: answer` line for each case of the group named by
-/// `argv[3]` (an exception as its type and message; on Python before 3.10,
-/// its type only).
-const PROGRAM: &str = r##"
-import queue, sys
-from multiprocessing.managers import SyncManager
-
-m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
-m.connect()
-NEW = sys.version_info >= (3, 10)
-
-
-def failure(e):
-    # A server's traceback (a RemoteError's) as its last line.
-    lines = [l for l in str(e).splitlines() if l.strip("-")]
-    if not NEW:
-        return type(e).__name__
-    return "%s: %s" % (type(e).__name__, lines[-1] if lines else "")
-
-
+/// The program's own part, after
+/// [`PRELUDE`](common::cpython::PRELUDE): its helpers and its cases, in
+/// groups named by `argv[3]`.
+const CASES: &str = r##"
 def each(q, *calls):
     """Each call's answer (or exception) on q, in order."""
     out = []
@@ -167,26 +151,26 @@ REFUSED = {
 }
 
 GROUPS = {"create": CREATE, "arguments": ARGUMENTS, "refused": REFUSED}
-for name, case in GROUPS[sys.argv[3]].items():
-    try:
-        answer = repr(case())
-    except Exception as e:
-        answer = failure(e)
-    print("%s: %s" % (name, answer), flush=True)
+run(GROUPS)
 "##;
 
+/// The whole program: [`PRELUDE`](common::cpython::PRELUDE) and [`CASES`].
+static PROGRAM: LazyLock<String> = LazyLock::new(|| with_prelude(CASES));
+
 /// The program, against both servers.
-const DIFFERENTIAL: Differential = Differential {
-    program: PROGRAM,
-    key: KEY,
-    run_limit: RUN_LIMIT,
-};
+fn differential() -> Differential {
+    Differential {
+        program: &PROGRAM,
+        key: KEY,
+        run_limit: RUN_LIMIT,
+    }
+}
 
 /// Runs the cases of `group` against CPython's server and multiproc's,
 /// with CPython 3.8 and 3.13 as clients, and fails listing every case
 /// whose answers differ.
 fn same_answers(group: &str) {
-    DIFFERENTIAL.same_answers(group, &oldest_and_newest(), &[group], LIMIT);
+    differential().same_answers(group, &oldest_and_newest(), &[group], LIMIT);
 }
 
 /// Among them: `Namespace(1)` is refused in CPython's words
@@ -223,7 +207,7 @@ fn a_maxsize_the_server_cannot_compare_is_refused_when_created() {
     watchdog("refused", LIMIT, || {
         let (server, ours, conn) = common::serve_manager("refused", KEY.as_bytes());
         drop(conn);
-        let got = DIFFERENTIAL.answers(&python, &ours, &["refused"]);
+        let got = differential().answers(&python, &ours, &["refused"]);
         shut_down(&ours, KEY);
         server.join().unwrap();
         assert_eq!(got.len(), 2);

@@ -171,6 +171,23 @@ fn traceback((name, message): &Exception) -> String {
 }
 
 impl Reply {
+    /// CPython's `#TRACEBACK` for a method an object does not expose: the
+    /// `AttributeError` that names the exposed methods, during whose
+    /// handling the method's lookup among the server's fallbacks
+    /// (`#GETVALUE`, `__repr__`, `__str__`) failed with a `KeyError`,
+    /// which is what the traceback ends with.
+    pub(super) fn not_exposed(method: &str, message: String) -> Reply {
+        let lookup = traceback(&("KeyError", PyValue::from(method).repr()));
+        Reply::Traceback((
+            "AttributeError",
+            format!(
+                "{message}\n\nDuring handling of the above exception, another exception \
+                 occurred:\n\n{}",
+                lookup.trim_end()
+            ),
+        ))
+    }
+
     /// `#ERROR` with an exception made from its message.
     pub(super) fn error(e: Exception) -> Reply {
         Reply::Error(e.into())
@@ -256,7 +273,7 @@ pub(super) fn parse_ident(s: &str) -> Option<u64> {
 pub(super) fn exception_module(name: &str) -> &'static str {
     match name {
         "Empty" => "_queue",
-        "Full" => "queue",
+        "Full" | "ShutDown" => "queue",
         _ => "builtins",
     }
 }

@@ -229,20 +229,37 @@ impl Call<'_> {
 
     /// One of the server's fallbacks (`#GETVALUE`, `__repr__`, `__str__`),
     /// which take no arguments.
-    fn fallback(self, name: &str) -> Result<(), Exception> {
-        if let Some((k, _)) = self.kwds.first() {
-            return Err(type_error(format!(
-                "{name}() got an unexpected keyword argument {k}"
-            )));
-        }
-        if self.args.is_empty() {
+    fn fallback(self) -> Result<(), Exception> {
+        if self.args.is_empty() && self.kwds.is_empty() {
             return Ok(());
         }
-        Err(type_error(format!(
-            "{name}() takes 4 positional arguments but {} were given",
-            4 + self.args.len()
-        )))
+        Err(fallback_arguments(self.method, &self.args, &self.kwds))
     }
+}
+
+/// The `TypeError` of CPython's server calling its fallback for `method`
+/// (`Server.fallback_getvalue`, `fallback_repr`, `fallback_str`, which
+/// take `(self, conn, ident, obj)`) with `args` and `kwds` too: an unknown
+/// keyword named first, as Python binds them.
+pub(super) fn fallback_arguments(
+    method: &str,
+    args: &[PyValue],
+    kwds: &[(PyValue, PyValue)],
+) -> Exception {
+    let name = match method {
+        "#GETVALUE" => "getvalue",
+        "__repr__" => "repr",
+        _ => "str",
+    };
+    if let Some((k, _)) = kwds.first() {
+        return type_error(format!(
+            "Server.fallback_{name}() got an unexpected keyword argument {k}"
+        ));
+    }
+    type_error(format!(
+        "Server.fallback_{name}() takes 4 positional arguments but {} were given",
+        4 + args.len()
+    ))
 }
 
 /// `name expected 2 arguments, got 1`, as Python's argument clinic says it.
@@ -420,9 +437,8 @@ pub(super) fn parse(
         kwds,
     };
     match method {
-        "#GETVALUE" => return call.fallback("fallback_getvalue").map(|()| Op::GetValue),
-        "__repr__" => return call.fallback("fallback_repr").map(|()| Op::Repr),
-        "__str__" => return call.fallback("fallback_str").map(|()| Op::Repr),
+        "#GETVALUE" => return call.fallback().map(|()| Op::GetValue),
+        "__repr__" | "__str__" => return call.fallback().map(|()| Op::Repr),
         INCREMENT => {
             let [key, delta] = call.exactly()?;
             let key = if kind == Kind::Namespace {
@@ -868,7 +884,7 @@ mod tests {
         );
         assert_eq!(
             raised(p(d, "#GETVALUE", vec![1.into()])),
-            te("fallback_getvalue() takes 4 positional arguments but 5 were given")
+            te("Server.fallback_getvalue() takes 4 positional arguments but 5 were given")
         );
     }
 
@@ -1121,7 +1137,7 @@ mod tests {
                 parse(l, "__repr__", vec![], vec![(s("x"), 1.into())]),
                 (
                     "TypeError",
-                    "fallback_repr() got an unexpected keyword argument 'x'",
+                    "Server.fallback_repr() got an unexpected keyword argument 'x'",
                 ),
             ),
         ];

@@ -11,7 +11,7 @@ use super::dispatch::{ident, parse_ident, wire, Reply, Request};
 use super::limits::Budget;
 use super::methods;
 use super::protocol::{Exception, Id, Kind};
-use super::queue::{self, Queue, Step, Wait};
+use super::queue::{self, Args, Queue, Step, Wait};
 use super::refs;
 use super::PyValue;
 
@@ -837,6 +837,14 @@ impl Objects {
                 }
             };
         }
+        let fallback = matches!(&*method, "#GETVALUE" | "__repr__" | "__str__");
+        if fallback && (!args.is_empty() || !kwds.is_empty()) {
+            // No object exposes these: CPython's server calls its fallback
+            // with the arguments, which it does not take.
+            return Done::Reply(Reply::Traceback(methods::fallback_arguments(
+                &method, &args, &kwds,
+            )));
+        }
         let data = matches!(self.table[&id].body, Body::Data(..));
         match &*method {
             "#GETVALUE" | "__repr__" | "__str__" if !data => {
@@ -878,14 +886,14 @@ impl Objects {
     ) -> Done {
         let entry = self.table.get_mut(&id).expect("looked up");
         let not_exposed = |type_name: &str, exposed: &[&str]| {
-            Done::Reply(Reply::Traceback((
-                "AttributeError",
+            Done::Reply(Reply::not_exposed(
+                method,
                 format!(
                     "method {} of <class '{type_name}'> object is not in exposed={}",
                     PyValue::from(method).repr(),
                     PyValue::Tuple(exposed.iter().map(|&m| m.into()).collect())
                 ),
-            )))
+            ))
         };
         match &mut entry.body {
             Body::Data(kind, object) => {
@@ -1055,14 +1063,24 @@ impl Objects {
         }
     }
 
-    /// The id an `incref`/`decref` argument names.
-    fn ident_arg(&self, args: &[PyValue]) -> Result<Id, Exception> {
-        match args {
-            [PyValue::Str(s)] => parse_ident(s)
-                .filter(|id| self.table.contains_key(id))
-                .ok_or_else(|| ("KeyError", PyValue::from(s.as_str()).repr())),
-            _ => Err(type_error("an ident is a str")),
+    /// The id an `incref`/`decref` call names (`Server.incref(self, c,
+    /// ident)`); a `KeyError` of an ident the server does not have, or
+    /// that is not a str, as CPython's lookup of it fails.
+    fn ident_arg(
+        &self,
+        method: &str,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+    ) -> Result<Id, Exception> {
+        let [ident] = <[_; 1]>::try_from(Args::server(method, args, kwds).bind(&["ident"], 1)?)
+            .unwrap_or([None]);
+        let ident = ident.unwrap_or(PyValue::None);
+        if let PyValue::Str(s) = &ident {
+            if let Some(id) = parse_ident(s).filter(|id| self.table.contains_key(id)) {
+                return Ok(id);
+            }
         }
+        Err(("KeyError", ident.repr()))
     }
 
     /// [`server_call`](Self::server_call)'s reply; a shutdown is an
@@ -1078,21 +1096,19 @@ impl Objects {
         budget: &mut Budget,
         batch: bool,
     ) -> Result<Reply, Exception> {
-        let nargs = |n: usize| -> Result<(), Exception> {
-            if args.len() == n && kwds.is_empty() {
-                Ok(())
-            } else {
-                Err(type_error(format!(
-                    "{method}() takes {n} arguments ({} given)",
-                    args.len() + kwds.len()
-                )))
-            }
+        // Its arguments bound to the parameters `names`, of which the first
+        // `required` must be given, as Python binds those of `Server`'s
+        // methods.
+        let bind = |names: &[&str], required: usize, args, kwds| {
+            Args::server(method, args, kwds).bind(names, required)
         };
         match method {
-            "dummy" => nargs(0).map(|()| Reply::Return(PyValue::None)),
-            "accept_connection" if !batch => nargs(1).map(|()| Reply::Return(PyValue::None)),
+            "dummy" => bind(&[], 0, args, kwds).map(|_| Reply::Return(PyValue::None)),
+            "accept_connection" if !batch => {
+                bind(&["name"], 1, args, kwds).map(|_| Reply::Return(PyValue::None))
+            }
             "number_of_objects" => {
-                nargs(0)?;
+                bind(&[], 0, args, kwds)?;
                 // Not inside a batch: each would walk every stored value
                 // again (the batch's request may walk once when it ends).
                 if !batch {
@@ -1111,7 +1127,7 @@ impl Objects {
                 )))
             }
             "debug_info" => {
-                nargs(0)?;
+                bind(&[], 0, args, kwds)?;
                 if !batch {
                     self.collect(true);
                 }
@@ -1140,7 +1156,7 @@ impl Objects {
                 Ok(Reply::Return(PyValue::Str(s)))
             }
             "incref" => {
-                let id = self.ident_arg(&args)?;
+                let id = self.ident_arg(method, args, kwds)?;
                 self.take(id, session);
                 if !session.hold {
                     self.redeem(id, session.pid);
@@ -1148,16 +1164,18 @@ impl Objects {
                 Ok(Reply::Return(PyValue::None))
             }
             "decref" => {
-                let id = self.ident_arg(&args)?;
+                let id = self.ident_arg(method, args, kwds)?;
                 self.give_back(id, session)?;
                 Ok(Reply::Return(PyValue::None))
             }
             "get_methods" => {
-                nargs(1)?;
-                let id = wire::token_ident(&args[0])
+                let [token] =
+                    <[_; 1]>::try_from(bind(&["token"], 1, args, kwds)?).unwrap_or([None]);
+                let token = token.unwrap_or(PyValue::None);
+                let id = wire::token_ident(&token)
                     .and_then(parse_ident)
                     .filter(|id| self.table.contains_key(id))
-                    .ok_or_else(|| ("KeyError", args[0].repr()))?;
+                    .ok_or_else(|| ("KeyError", token.repr()))?;
                 let exposed = self.exposed(&self.table[&id].body);
                 Ok(Reply::Return(PyValue::Tuple(
                     exposed.iter().map(|&m| m.into()).collect(),
@@ -1167,19 +1185,22 @@ impl Objects {
             // too large) would lose the idents of the objects it made.
             "create" if !batch => self.create(args, kwds, session, budget),
             "_multiproc_hold" if !batch => {
-                nargs(0)?;
+                bind(&[], 0, args, kwds)?;
                 session.hold = true;
                 Ok(Reply::Return(PyValue::None))
             }
             "_multiproc_batch" if !batch => {
-                nargs(1)?;
-                let Some(PyValue::List(items) | PyValue::Tuple(items)) = args.into_iter().next()
-                else {
+                let [requests] =
+                    <[_; 1]>::try_from(bind(&["requests"], 1, args, kwds)?).unwrap_or([None]);
+                let Some(PyValue::List(items) | PyValue::Tuple(items)) = requests else {
                     return Err(type_error("_multiproc_batch takes a list of requests"));
                 };
                 Ok(self.batch(items, session, peer, budget))
             }
-            "shutdown" if !batch => Err(("", String::new())),
+            "shutdown" if !batch => {
+                bind(&[], 0, args, kwds)?;
+                Err(("", String::new()))
+            }
             _ => Err((
                 "AssertionError",
                 format!("{} unrecognized", PyValue::from(method).repr()),
@@ -1241,8 +1262,16 @@ impl Objects {
         budget: &mut Budget,
     ) -> Result<Reply, Exception> {
         let mut args = args.into_iter();
-        let Some(PyValue::Str(typeid)) = args.next() else {
-            return Err(type_error("create() needs a typeid (a str)"));
+        // `Server.create(self, c, typeid, /, *args, **kwds)`, whose lookup
+        // of a typeid that is not a str fails as that of an unknown one.
+        let typeid = match args.next() {
+            Some(PyValue::Str(typeid)) => typeid,
+            Some(other) => return Err(("KeyError", other.repr())),
+            None => {
+                return Err(type_error(
+                    "Server.create() missing 1 required positional argument: 'typeid'",
+                ))
+            }
         };
         let args: Vec<PyValue> = args.collect();
         let registered = self.registry.contains_key(&typeid);

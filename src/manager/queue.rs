@@ -12,7 +12,7 @@ use super::protocol::Exception;
 use super::PyValue;
 
 /// The methods a proxy of a queue may call (CPython's `public_methods` of a
-/// `queue.Queue`, as 3.8–3.12 expose them).
+/// `queue.Queue`, as 3.13 exposes them: 3.8–3.12 have no `shutdown`).
 pub(crate) const EXPOSED: &[&str] = &[
     "empty",
     "full",
@@ -22,6 +22,7 @@ pub(crate) const EXPOSED: &[&str] = &[
     "put",
     "put_nowait",
     "qsize",
+    "shutdown",
     "task_done",
 ];
 
@@ -39,6 +40,9 @@ pub(super) struct Queue {
     unordered: Option<String>,
     /// Items put and not yet marked done (`task_done`).
     unfinished: u64,
+    /// Shut down (Python 3.13's `shutdown`): every `put` raises
+    /// `ShutDown`, and so does a `get` once the queue is empty.
+    shut_down: bool,
 }
 
 /// What a waiting call waits for.
@@ -66,26 +70,55 @@ fn full() -> Exception {
     ("Full", String::new())
 }
 
+fn shut_down() -> Exception {
+    ("ShutDown", String::new())
+}
+
 /// The arguments of a call, by position or by name, as Python binds them.
-pub(super) struct Args {
-    method: &'static str,
+pub(super) struct Args<'a> {
+    /// The function's class, as Python's messages name it (`Queue.put`).
+    class: &'static str,
+    /// How many parameters it has before those bound here, which the
+    /// messages count: `self`, and for the server's own calls `c` (the
+    /// connection).
+    implicit: usize,
+    method: &'a str,
     args: Vec<PyValue>,
     kwds: Vec<(PyValue, PyValue)>,
 }
 
-impl Args {
-    pub(super) fn new(
-        method: &'static str,
-        args: Vec<PyValue>,
-        kwds: Vec<(PyValue, PyValue)>,
-    ) -> Args {
-        Args { method, args, kwds }
+impl<'a> Args<'a> {
+    /// A call of a `queue.Queue`'s method.
+    pub(super) fn new(method: &'a str, args: Vec<PyValue>, kwds: Vec<(PyValue, PyValue)>) -> Self {
+        Args {
+            class: "Queue",
+            implicit: 1,
+            method,
+            args,
+            kwds,
+        }
     }
 
-    /// Binds the parameters `names` (in order, after `self`); `TypeError`
-    /// for an argument given twice or unknown, then for one beyond them,
-    /// then for a missing one of the first `required`, in the words of
-    /// Python 3.10+
+    /// A call of one of the server's own methods (`Server.decref(self, c,
+    /// ident)`).
+    pub(super) fn server(
+        method: &'a str,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+    ) -> Self {
+        Args {
+            class: "Server",
+            implicit: 2,
+            method,
+            args,
+            kwds,
+        }
+    }
+
+    /// Binds the parameters `names` (in order, after the implicit ones);
+    /// `TypeError` for an argument given twice or unknown, then for one
+    /// beyond them, then for a missing one of the first `required`, in the
+    /// words of Python 3.10+
     /// (`Queue.put() takes from 2 to 4 positional arguments but 5 were
     /// given`: `self` counts).
     pub(super) fn bind(
@@ -93,7 +126,8 @@ impl Args {
         names: &[&str],
         required: usize,
     ) -> Result<Vec<Option<PyValue>>, Exception> {
-        let m = self.method;
+        let m = format!("{}.{}", self.class, self.method);
+        let implicit = self.implicit;
         let given = self.args.len();
         let mut bound: Vec<Option<PyValue>> = names.iter().map(|_| None).collect();
         for (slot, v) in bound.iter_mut().zip(self.args) {
@@ -106,13 +140,13 @@ impl Args {
             let Some(i) = names.iter().position(|n| *n == k) else {
                 return Err((
                     "TypeError",
-                    format!("Queue.{m}() got an unexpected keyword argument '{k}'"),
+                    format!("{m}() got an unexpected keyword argument '{k}'"),
                 ));
             };
             if bound[i].is_some() {
                 return Err((
                     "TypeError",
-                    format!("Queue.{m}() got multiple values for argument '{k}'"),
+                    format!("{m}() got multiple values for argument '{k}'"),
                 ));
             }
             bound[i] = Some(v);
@@ -121,25 +155,26 @@ impl Args {
         // positional arguments.
         if given > names.len() {
             let takes = if required == names.len() {
-                let s = if names.is_empty() { "" } else { "s" };
-                format!("{} positional argument{s}", names.len() + 1)
+                let n = names.len() + implicit;
+                let s = if n == 1 { "" } else { "s" };
+                format!("{n} positional argument{s}")
             } else {
                 format!(
                     "from {} to {} positional arguments",
-                    required + 1,
-                    names.len() + 1
+                    required + implicit,
+                    names.len() + implicit
                 )
             };
             return Err((
                 "TypeError",
-                format!("Queue.{m}() takes {takes} but {} were given", given + 1),
+                format!("{m}() takes {takes} but {} were given", given + implicit),
             ));
         }
         if let Some(i) = bound[..required].iter().position(Option::is_none) {
             return Err((
                 "TypeError",
                 format!(
-                    "Queue.{m}() missing 1 required positional argument: '{}'",
+                    "{m}() missing 1 required positional argument: '{}'",
                     names[i]
                 ),
             ));
@@ -161,17 +196,25 @@ fn rounds_past_float(bytes: &[u8]) -> bool {
     (1024..len).any(bit) || (970..1024).all(bit)
 }
 
-/// `block` and `timeout` as `queue.Queue` reads them: how long a call may
-/// wait (`Some(ZERO)`: not at all; `None`: as long as it takes).
-fn patience(
-    block: Option<PyValue>,
-    timeout: Option<PyValue>,
-) -> Result<Option<Duration>, Exception> {
+/// How long a call may wait, as its `block` and `timeout` say.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Patience {
+    /// At most this long (`Some(ZERO)`: not at all; `None`: as long as it
+    /// takes).
+    For(Option<Duration>),
+    /// A NaN timeout. Python's call does what it can do at once; one that
+    /// must wait never times out, and its waits of a NaN are no waits:
+    /// CPython's server spins for ever. Refused here if the call must wait.
+    NaN,
+}
+
+/// `block` and `timeout` as `queue.Queue` reads them.
+fn patience(block: Option<PyValue>, timeout: Option<PyValue>) -> Result<Patience, Exception> {
     if !block.as_ref().is_none_or(super::methods::truth) {
-        return Ok(Some(Duration::ZERO));
+        return Ok(Patience::For(Some(Duration::ZERO)));
     }
     let secs = match timeout {
-        None | Some(PyValue::None) => return Ok(None),
+        None | Some(PyValue::None) => return Ok(Patience::For(None)),
         Some(PyValue::Int(i)) => i as f64,
         Some(PyValue::Bool(b)) => f64::from(u8::from(b)),
         Some(PyValue::Float(f)) => f,
@@ -198,12 +241,12 @@ fn patience(
         ));
     }
     if secs.is_nan() {
-        return Err(("ValueError", "Invalid value NaN (not a number)".into()));
+        return Ok(Patience::NaN);
     }
     // A zero timeout still waits in Python; here it is a last look.
-    Ok(Some(
+    Ok(Patience::For(Some(
         Duration::from_secs_f64(secs.min(TIMEOUT_MAX)).max(Duration::from_nanos(1)),
-    ))
+    )))
 }
 
 impl Queue {
@@ -257,6 +300,7 @@ impl Queue {
             maxsize,
             unordered,
             unfinished: 0,
+            shut_down: false,
         })
     }
 
@@ -272,6 +316,15 @@ impl Queue {
             format!("'>' not supported between instances of '{t}' and 'int'")
         };
         Err(("TypeError", message))
+    }
+
+    /// What `put` checks before its timeout: a shutdown, then its
+    /// `maxsize`'s order.
+    fn check_put(&self) -> Result<(), Exception> {
+        if self.shut_down {
+            return Err(shut_down());
+        }
+        self.check_order(false)
     }
 
     fn is_full(&self) -> bool {
@@ -303,34 +356,46 @@ impl Queue {
                 done(PyValue::Bool(self.is_full()))
             }
             "put" | "put_nowait" => {
+                // Python looks at a shutdown first, then compares maxsize,
+                // then reads the timeout.
                 let (item, wait) = if method == "put" {
                     let mut b = a.bind(&["item", "block", "timeout"], 1)?.into_iter();
                     let item = b.next().flatten().unwrap_or(PyValue::None);
-                    // Python compares maxsize before it reads the timeout.
-                    self.check_order(false)?;
-                    (item, patience(b.next().flatten(), b.next().flatten())?)
+                    self.check_put()?;
+                    // Python reads them only if the queue has a bound
+                    // (`maxsize > 0`): one without is never full.
+                    let wait = if self.maxsize == 0 {
+                        Patience::For(Some(Duration::ZERO))
+                    } else {
+                        patience(b.next().flatten(), b.next().flatten())?
+                    };
+                    (item, wait)
                 } else {
                     let item = a
                         .bind(&["item"], 1)?
                         .pop()
                         .flatten()
                         .unwrap_or(PyValue::None);
-                    self.check_order(false)?;
-                    (item, Some(Duration::ZERO))
+                    self.check_put()?;
+                    (item, Patience::For(Some(Duration::ZERO)))
                 };
                 // (An item no `get` could answer with is refused with
                 // its request: see `objects::written_whole`.)
                 self.start(Wait::Put(item), wait, full, budget)
             }
             "get" | "get_nowait" => {
-                let wait = if method == "get" {
+                let (block, timeout) = if method == "get" {
                     let mut b = a.bind(&["block", "timeout"], 0)?.into_iter();
-                    patience(b.next().flatten(), b.next().flatten())?
+                    (b.next().flatten(), b.next().flatten())
                 } else {
                     a.bind(&[], 0)?;
-                    Some(Duration::ZERO)
+                    (Some(PyValue::Bool(false)), None)
                 };
-                self.start(Wait::Get, wait, empty, budget)
+                // Before the timeout is read, as Python's.
+                if self.shut_down && self.items.is_empty() {
+                    return Err(shut_down());
+                }
+                self.start(Wait::Get, patience(block, timeout)?, empty, budget)
             }
             "task_done" => {
                 a.bind(&[], 0)?;
@@ -342,7 +407,21 @@ impl Queue {
             }
             "join" => {
                 a.bind(&[], 0)?;
-                self.start(Wait::Join, None, empty, budget)
+                self.start(Wait::Join, Patience::For(None), empty, budget)
+            }
+            "shutdown" => {
+                let [immediate] = <[_; 1]>::try_from(a.bind(&["immediate"], 0)?).unwrap_or([None]);
+                self.shut_down = true;
+                if immediate.as_ref().is_some_and(super::methods::truth) {
+                    // Each item dropped is marked done, as Python's does.
+                    let dropped = std::mem::take(&mut self.items).len();
+                    self.unfinished = self.unfinished.saturating_sub(dropped as u64);
+                }
+                // The waiting calls are tried again (the server's event
+                // loop does so after any call of a queue that is done):
+                // each `put`, and each `get` of an empty queue, raises
+                // `ShutDown`; a `join` is done if nothing is unfinished.
+                done(PyValue::None)
             }
             _ => Err((
                 "AttributeError",
@@ -352,18 +431,22 @@ impl Queue {
     }
 
     /// Does `wait` now if it can; else, unless it may not wait
-    /// (`Some(ZERO)`), answers what to wait for.
+    /// (`Some(ZERO)`, a NaN), answers what to wait for.
     fn start(
         &mut self,
         wait: Wait,
-        patience: Option<Duration>,
+        patience: Patience,
         timed_out: fn() -> Exception,
         budget: &mut Budget,
     ) -> Result<Step, Exception> {
-        match self.attempt(wait, budget)? {
-            Ok(v) => Ok(Step::Done(v)),
-            Err(_) if patience == Some(Duration::ZERO) => Err(timed_out()),
-            Err(wait) => Ok(Step::Wait(wait, patience)),
+        match (self.attempt(wait, budget)?, patience) {
+            (Ok(v), _) => Ok(Step::Done(v)),
+            (Err(_), Patience::For(Some(Duration::ZERO))) => Err(timed_out()),
+            // What `threading.Lock.acquire` says of a NaN timeout.
+            (Err(_), Patience::NaN) => {
+                Err(("ValueError", "Invalid value NaN (not a number)".into()))
+            }
+            (Err(wait), Patience::For(patience)) => Ok(Step::Wait(wait, patience)),
         }
     }
 
@@ -379,8 +462,10 @@ impl Queue {
                     budget.charge([item])?;
                     Ok(self.items.pop_front().unwrap_or(PyValue::None))
                 }
+                None if self.shut_down => return Err(shut_down()),
                 None => Err(Wait::Get),
             },
+            Wait::Put(_) if self.shut_down => return Err(shut_down()),
             Wait::Put(item) if !self.is_full() => {
                 self.items.push_back(item);
                 self.unfinished += 1;

@@ -117,6 +117,46 @@ pub fn oldest_and_newest() -> Vec<String> {
         .collect()
 }
 
+/// The start of a differential program (see [`Differential`]) whose cases
+/// come in named groups: it connects a `SyncManager` `m` to the server at
+/// `argv[1]` with key `argv[2]`, and defines `NEW` (Python 3.10+, whose
+/// messages the server answers in), `failure(e)` (an exception as its
+/// type and the last line of its message; on Python before 3.10, its type
+/// only) and `run(groups)`, which prints one `name: answer` line for each
+/// case of the group named by `argv[3]`. A program is this followed by its
+/// own helpers and cases, ending in `run(GROUPS)`.
+pub const PRELUDE: &str = r#"
+import collections, copy, queue, sys
+from multiprocessing.managers import SyncManager
+
+m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
+m.connect()
+NEW = sys.version_info >= (3, 10)
+
+
+def failure(e):
+    # A server's traceback (a RemoteError's) as its last line.
+    lines = [l for l in str(e).splitlines() if l.strip("-")]
+    if not NEW:
+        return type(e).__name__
+    return "%s: %s" % (type(e).__name__, lines[-1] if lines else "")
+
+
+def run(groups):
+    # Each case's answer (or exception), in order, as `name: answer`.
+    for name, case in groups[sys.argv[3]].items():
+        try:
+            answer = repr(case())
+        except Exception as e:
+            answer = failure(e)
+        print("%s: %s" % (name, answer), flush=True)
+"#;
+
+/// [`PRELUDE`] followed by `cases`: a whole program.
+pub fn with_prelude(cases: &str) -> String {
+    format!("{PRELUDE}{cases}")
+}
+
 /// A Python program run against both managers' servers, which prints one
 /// line `name: answer` per case (its arguments: the server's socket path,
 /// the authkey, then its own).

@@ -661,7 +661,7 @@ fn callable(module: &str, name: &str) -> Option<Callable> {
         ("builtins", "list") => Callable::List,
         ("builtins", "bytes") | ("_codecs", "encode") => Callable::Bytes,
         ("builtins", e) if EXCEPTIONS.contains(&e) => Callable::Record,
-        ("_queue" | "queue", "Empty") | ("queue", "Full") => Callable::Record,
+        ("_queue" | "queue", "Empty") | ("queue", "Full" | "ShutDown") => Callable::Record,
         // The standard library's value types, whose constructors only
         // build a value (the client calls them, never this server).
         ("datetime", "datetime" | "date" | "time" | "timedelta" | "timezone")

@@ -253,7 +253,7 @@ const VALUES: &[(&str, Option<&str>, Option<&str>)] = &[
     (
         "[Proxied(ListProxy, 'list', '7f95196f82c0', {'authkey': b'k'}), Proxied(AutoProxy, 'Queue', 'a0', {'exposed': ('get', 'put')})]",
         Some("[<ListProxy object 140278353593024>, <AutoProxy object 160>]"),
-        Some("[('RebuildProxy', 'ListProxy', Token(typeid='list', address='/tmp/x.sock', id='7f95196f82c0'), 'pickle', {}), ('RebuildProxy', 'AutoProxy', Token(typeid='Queue', address='/tmp/x.sock', id='a0'), 'pickle', {'exposed': ('empty', 'full', 'get', 'get_nowait', 'join', 'put', 'put_nowait', 'qsize', 'task_done')})]"),
+        Some("[('RebuildProxy', 'ListProxy', Token(typeid='list', address='/tmp/x.sock', id='7f95196f82c0'), 'pickle', {}), ('RebuildProxy', 'AutoProxy', Token(typeid='Queue', address='/tmp/x.sock', id='a0'), 'pickle', {'exposed': ('empty', 'full', 'get', 'get_nowait', 'join', 'put', 'put_nowait', 'qsize', 'shutdown', 'task_done')})]"),
     ),
     (
         "[datetime.datetime(2024, 1, 2, 3, 4, 5, 6), datetime.date(2024, 1, 2), datetime.timedelta(days=1)]",
