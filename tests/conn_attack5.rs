@@ -694,14 +694,22 @@ fn python_on_fd(python: &str, mode: &str, end: Connection) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let onto_3 = move || {
-        // SAFETY: dup2 of a descriptor the parent holds open.
-        if unsafe { libc::dup2(fd, 3) } < 0 {
+        let done = if fd == 3 {
+            // Already 3 (a dup2 onto itself would leave it close-on-exec):
+            // kept open across the exec instead.
+            // SAFETY: fcntl of a descriptor the parent holds open.
+            unsafe { libc::fcntl(3, libc::F_SETFD, 0) }
+        } else {
+            // SAFETY: dup2 of a descriptor the parent holds open.
+            unsafe { libc::dup2(fd, 3) }
+        };
+        if done < 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
     };
-    // SAFETY: the closure only calls dup2, which is async-signal-safe,
-    // between fork and exec.
+    // SAFETY: the closure only calls dup2 or fcntl, which are
+    // async-signal-safe, between fork and exec.
     unsafe { command.pre_exec(onto_3) };
     let child = command.spawn().expect("python runs");
     drop(end);
