@@ -1,0 +1,252 @@
+//! A seventh round of attacks on the Redis backend: requests that reach
+//! the server after the client gave up on them, and a hostile server
+//! state (out of memory, keys of another type, a flush by another client).
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::redis::{attack, raw};
+use common::wait_until;
+use multiproc::pool::{RemotePool, Worker};
+use multiproc::{task, Error, Manager};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// The proxied manager's timeout: short, so that a held request is given
+/// up on soon.
+const SHORT: Duration = Duration::from_millis(500);
+
+/// Requests held back, each with the connection to the server it is for.
+type Held = Arc<Mutex<Vec<(Vec<u8>, TcpStream)>>>;
+
+/// A proxy in front of the test server that passes everything at once,
+/// but, once armed, holds back the next request that holds `needle` (and
+/// what follows it on that connection) until released, as a network that
+/// delays a segment would: the server runs it after the client gave up,
+/// then finds the connection closed.
+/// What the server answers such a request is kept in `late`.
+struct HoldingProxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    held: Held,
+    late: Arc<Mutex<Vec<u8>>>,
+}
+
+impl HoldingProxy {
+    fn start(url: &str, needle: &'static [u8]) -> HoldingProxy {
+        let upstream = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = HoldingProxy {
+            port: listener.local_addr().unwrap().port(),
+            armed: Arc::new(AtomicBool::new(false)),
+            held: Arc::new(Mutex::new(Vec::new())),
+            late: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (armed, held, late) = (proxy.armed.clone(), proxy.held.clone(), proxy.late.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(upstream.as_str()) else {
+                    return;
+                };
+                let holding = Arc::new(AtomicBool::new(false));
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (armed, held, this) = (armed.clone(), held.clone(), holding.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match from_client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        if chunk.windows(needle.len()).any(|w| w == needle)
+                            && armed.swap(false, Ordering::SeqCst)
+                        {
+                            this.store(true, Ordering::SeqCst);
+                            held.lock()
+                                .unwrap()
+                                .push((chunk.to_vec(), to_server.try_clone().unwrap()));
+                            // What follows on this connection is never sent:
+                            // the client gives up on it and closes it.
+                            return;
+                        }
+                        if to_server.write_all(chunk).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let (mut from_server, mut to_client) = (server, client);
+                let late = late.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match from_server.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if holding.load(Ordering::SeqCst) {
+                            late.lock().unwrap().extend_from_slice(&buf[..n]);
+                        } else if to_client.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// How many requests it holds.
+    fn holding(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Sends what was held, and then the end of the connection (the
+    /// client closed it meanwhile); how many requests.
+    fn release(&self) -> usize {
+        let held = std::mem::take(&mut *self.held.lock().unwrap());
+        for (chunk, server) in &held {
+            (&*server).write_all(chunk).unwrap();
+            server.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        held.len()
+    }
+
+    /// The server answered a released request.
+    fn answered(&self) -> bool {
+        !self.late.lock().unwrap().is_empty()
+    }
+}
+
+fn scard(url: &str, key: &str) -> u64 {
+    redis::cmd("SCARD").arg(key).query(&mut raw(url)).unwrap()
+}
+
+/// A queue `get` whose blocking `BLMOVE` the network delays past the
+/// client's timeout: the call is ambiguous and its consumer leaves; the
+/// `BLMOVE` then reaches the server, after an item was put. That item
+/// must not land in the list of a consumer that no reaper looks at any
+/// more (it would be lost for good): another consumer gets it.
+#[test]
+fn a_blocking_take_that_reaches_the_server_after_its_consumer_left_loses_nothing() {
+    attack(LIMIT, |url, name| {
+        let proxy = HoldingProxy::start(url, b"BLMOVE");
+        let direct = Manager::connect_redis(url).unwrap();
+        let theirs = direct.queue_named::<String>(name).unwrap();
+        let proxied = Manager::connect_redis_with_timeout(&proxy.url(), SHORT).unwrap();
+        let ours = proxied.queue_named::<String>(name).unwrap();
+        proxy.arm();
+        let r = ours.get(Some(Duration::from_millis(200)));
+        assert!(
+            matches!(r, Err(Error::Ambiguous(_))),
+            "{:?}",
+            r.map(|(v, _)| v)
+        );
+        drop(ours);
+        // Its consumer leaves (it held nothing).
+        let consumers = format!("multiproc:{{queue:{name}}}:c");
+        assert!(wait_until(LIMIT, || scard(url, &consumers) == 0));
+        theirs.put(&"in-flight".to_string()).unwrap();
+        assert_eq!(proxy.release(), 1);
+        assert!(wait_until(LIMIT, || proxy.answered()));
+        let got = theirs.get(Some(Duration::from_secs(15)));
+        let (item, delivery) = got.expect("the item was lost");
+        assert_eq!(item, "in-flight");
+        assert_eq!(delivery.count(), 1);
+        assert!(delivery.ack().unwrap());
+        assert!(matches!(
+            theirs.get(Some(Duration::ZERO)),
+            Err(Error::Empty)
+        ));
+        drop(theirs);
+        direct.remove_named(name).unwrap();
+    });
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Sleeps `ms` milliseconds; `ms`.
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Whether a client of the server at `url` is blocked in a `BLMOVE`.
+fn blocked_in_blmove(url: &str) -> bool {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut raw(url))
+        .unwrap();
+    clients.lines().any(|l| {
+        l.contains("cmd=blmove")
+            && l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('b'))
+    })
+}
+
+/// A pool worker's `BLMOVE` of a task id that the network delays past
+/// the worker's timeout: the worker looks at its list once, finds
+/// nothing, and takes other tasks; the `BLMOVE` then reaches the server
+/// while a task waits, and moves it to the worker's list. The worker
+/// must run it while it lives (it is reaped only when it dies), not leave
+/// its submitter waiting for ever.
+#[test]
+fn a_worker_take_that_reaches_the_server_late_is_run() {
+    attack(LIMIT, |url, name| {
+        let proxy = HoldingProxy::start(url, b"BLMOVE");
+        let pool = RemotePool::connect_named(url, name).unwrap();
+        proxy.arm();
+        let worker = {
+            let (url, name) = (proxy.url(), name.to_string());
+            std::thread::spawn(move || {
+                Worker::new(&url, &[&task!(square), &task!(nap)])
+                    .pool(&name)
+                    .heartbeat(Duration::from_secs(3))
+                    .serve()
+            })
+        };
+        // Its first take is held; it gives up on it (past its timeout)
+        // and blocks in another.
+        assert!(wait_until(LIMIT, || proxy.holding() == 1));
+        assert!(wait_until(LIMIT, || blocked_in_blmove(url)));
+        let napping = pool.apply_async(task!(nap), 1000);
+        let pending = format!("multiproc:{{pool:{name}}}:pending");
+        let llen = || -> u64 {
+            redis::cmd("LLEN")
+                .arg(&pending)
+                .query(&mut raw(url))
+                .unwrap()
+        };
+        assert!(wait_until(LIMIT, || llen() == 0));
+        let squared = pool.apply_async(task!(square), 3);
+        assert_eq!(proxy.release(), 1);
+        assert!(wait_until(LIMIT, || proxy.answered()));
+        assert_eq!(napping.get().unwrap(), 1000);
+        assert_eq!(squared.get_timeout(Duration::from_secs(20)).unwrap(), 9);
+        pool.stop_workers().unwrap();
+        assert_eq!(worker.join().unwrap().unwrap(), 2);
+        pool.remove().unwrap();
+    });
+}
