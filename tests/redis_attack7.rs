@@ -250,3 +250,159 @@ fn a_worker_take_that_reaches_the_server_late_is_run() {
         pool.remove().unwrap();
     });
 }
+
+/// Kills every other client's connection (`CLIENT KILL TYPE normal`),
+/// every few milliseconds, until `stop`.
+fn killing(url: &str, stop: &AtomicBool) {
+    let mut conn = raw(url);
+    while !stop.load(Ordering::SeqCst) {
+        let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut conn);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Items put and taken while another client kills every connection again
+/// and again: every item whose put was answered is delivered (once its
+/// consumers are gone, to the last), and no item is delivered that was
+/// not put.
+#[test]
+fn connections_killed_again_and_again_lose_no_queue_item() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
+        let q = m
+            .queue_named::<u64>(name)
+            .unwrap()
+            .with_heartbeat(Duration::from_millis(600))
+            .unwrap();
+        let (stop, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        let (put, maybe, got) = std::thread::scope(|s| {
+            s.spawn(|| killing(url, &stop));
+            let producer = s.spawn(|| {
+                let (mut put, mut maybe) = (Vec::new(), Vec::new());
+                for i in 0..200u64 {
+                    match q.put(&i) {
+                        Ok(()) => put.push(i),
+                        Err(Error::Ambiguous(_)) => maybe.push(i),
+                        Err(Error::ManagerGone(_)) => {}
+                        Err(e) => panic!("put {i}: {e:?}"),
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+                (put, maybe)
+            });
+            let consumer = s.spawn(|| {
+                let q = q.with_heartbeat(Duration::from_millis(600)).unwrap();
+                let mut got = Vec::new();
+                // Calls in a row that took nothing, once the producer is done.
+                let mut idle = 0;
+                while idle < 20 {
+                    match q.get(Some(Duration::from_millis(50))) {
+                        Ok((i, d)) => {
+                            got.push(i);
+                            let _ = d.ack();
+                            idle = 0;
+                        }
+                        Err(Error::Empty | Error::Ambiguous(_) | Error::ManagerGone(_)) => {
+                            if done.load(Ordering::SeqCst) {
+                                idle += 1;
+                            }
+                        }
+                        Err(e) => panic!("get: {e:?}"),
+                    }
+                }
+                got
+            });
+            let (put, maybe) = producer.join().unwrap();
+            let got = consumer.join().unwrap();
+            stop.store(true, Ordering::SeqCst);
+            (put, maybe, got)
+        });
+        // The rest, once the consumers above are gone.
+        drop(q);
+        let last = m.queue_named::<u64>(name).unwrap();
+        let mut got = got;
+        let missing = |got: &[u64]| put.iter().filter(|i| !got.contains(i)).count();
+        let all = wait_until(Duration::from_secs(30), || {
+            while let Ok((i, d)) = last.get(Some(Duration::from_millis(100))) {
+                got.push(i);
+                d.ack().unwrap();
+            }
+            missing(&got) == 0
+        });
+        assert!(all, "lost: {} of {} put", missing(&got), put.len());
+        for i in &got {
+            assert!(put.contains(i) || maybe.contains(i), "{i} was never put");
+        }
+        eprintln!(
+            "put {}, maybe {}, delivered {} ({} distinct)",
+            put.len(),
+            maybe.len(),
+            got.len(),
+            {
+                let mut d = got.clone();
+                d.sort_unstable();
+                d.dedup();
+                d.len()
+            }
+        );
+        drop(last);
+        m.remove_named(name).unwrap();
+    });
+}
+
+/// Tasks submitted and run while another client kills every connection
+/// again and again, with workers run again whenever they return (as a
+/// supervisor would): every task submitted has its result, or a clear
+/// error, within a bound; none waits for ever, none answers another's.
+#[test]
+fn connections_killed_again_and_again_leave_no_task_waiting() {
+    attack(LIMIT, |url, name| {
+        let pool = RemotePool::connect_named(url, name).unwrap();
+        let (stop, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        let outcomes = std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        let _ = Worker::new(url, &[&task!(square)])
+                            .pool(name)
+                            .heartbeat(Duration::from_millis(900))
+                            .idle_timeout(Duration::from_millis(300))
+                            .serve();
+                    }
+                });
+            }
+            s.spawn(|| killing(url, &stop));
+            let handles: Vec<_> = (0..100u64)
+                .map(|i| (i, pool.apply_async(task!(square), i)))
+                .collect();
+            let outcomes: Vec<_> = handles
+                .into_iter()
+                .map(|(i, h)| (i, h.get_timeout(Duration::from_secs(40))))
+                .collect();
+            stop.store(true, Ordering::SeqCst);
+            done.store(true, Ordering::SeqCst);
+            outcomes
+        });
+        let mut ok = 0;
+        for (i, r) in outcomes {
+            match r {
+                Ok(v) => {
+                    assert_eq!(v, i * i);
+                    ok += 1;
+                }
+                Err(
+                    e @ (Error::Ambiguous(_) | Error::ManagerGone(_) | Error::WorkerDied { .. }),
+                ) => eprintln!("task {i}: {e}"),
+                Err(e) => panic!("task {i}: {e:?}"),
+            }
+        }
+        eprintln!("{ok} of 100 tasks ran");
+        pool.remove().unwrap();
+    });
+}
