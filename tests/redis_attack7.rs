@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::redis::{attack, raw};
+use common::redis::{attack, raw, unique, OwnServer};
 use common::wait_until;
 use multiproc::pool::{RemotePool, Worker};
 use multiproc::{task, Error, Manager};
@@ -138,10 +138,6 @@ impl HoldingProxy {
     }
 }
 
-fn scard(url: &str, key: &str) -> u64 {
-    redis::cmd("SCARD").arg(key).query(&mut raw(url)).unwrap()
-}
-
 /// A queue `get` whose blocking `BLMOVE` the network delays past the
 /// client's timeout: the call is ambiguous and its consumer leaves; the
 /// `BLMOVE` then reaches the server, after an item was put. That item
@@ -163,9 +159,13 @@ fn a_blocking_take_that_reaches_the_server_after_its_consumer_left_loses_nothing
             r.map(|(v, _)| v)
         );
         drop(ours);
-        // Its consumer leaves (it held nothing).
-        let consumers = format!("multiproc:{{queue:{name}}}:c");
-        assert!(wait_until(LIMIT, || scard(url, &consumers) == 0));
+        // Its consumer leaves (its heartbeat goes).
+        let beats = format!("multiproc:{{queue:{name}}}:hb:*");
+        assert!(wait_until(LIMIT, || redis::cmd("KEYS")
+            .arg(&beats)
+            .query::<Vec<String>>(&mut raw(url))
+            .unwrap()
+            .is_empty()));
         theirs.put(&"in-flight".to_string()).unwrap();
         assert_eq!(proxy.release(), 1);
         assert!(wait_until(LIMIT, || proxy.answered()));
@@ -179,7 +179,7 @@ fn a_blocking_take_that_reaches_the_server_after_its_consumer_left_loses_nothing
             Err(Error::Empty)
         ));
         drop(theirs);
-        direct.remove_named(name).unwrap();
+        common::redis::remove_all(&direct, url, name);
     });
 }
 
@@ -251,6 +251,18 @@ fn a_worker_take_that_reaches_the_server_late_is_run() {
     });
 }
 
+/// As [`attack`], on a server of the test's own: one whose clients
+/// another client kills.
+fn attack_own(body: impl FnOnce(&str, &str)) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a Redis test");
+    let Some(server) = OwnServer::start(test) else {
+        return;
+    };
+    let name = unique(test);
+    common::watchdog(test, LIMIT, || body(&server.url(), &name));
+}
+
 /// Kills every other client's connection (`CLIENT KILL TYPE normal`),
 /// every few milliseconds, until `stop`.
 fn killing(url: &str, stop: &AtomicBool) {
@@ -273,7 +285,7 @@ fn killing(url: &str, stop: &AtomicBool) {
 /// not put.
 #[test]
 fn connections_killed_again_and_again_lose_no_queue_item() {
-    attack(LIMIT, |url, name| {
+    attack_own(|url, name| {
         let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
         let q = m
             .queue_named::<u64>(name)
@@ -362,7 +374,7 @@ fn connections_killed_again_and_again_lose_no_queue_item() {
 /// error, within a bound; none waits for ever, none answers another's.
 #[test]
 fn connections_killed_again_and_again_leave_no_task_waiting() {
-    attack(LIMIT, |url, name| {
+    attack_own(|url, name| {
         let pool = RemotePool::connect_named(url, name).unwrap();
         let (stop, done) = (AtomicBool::new(false), AtomicBool::new(false));
         let outcomes = std::thread::scope(|s| {
@@ -404,5 +416,109 @@ fn connections_killed_again_and_again_leave_no_task_waiting() {
         }
         eprintln!("{ok} of 100 tasks ran");
         pool.remove().unwrap();
+    });
+}
+
+/// Every key of the objects called `name`, with its serialized content.
+fn snapshot(url: &str, name: &str) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut conn = raw(url);
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("multiproc:{{*:{name}}}:*"))
+        .query(&mut conn)
+        .unwrap();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let v = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
+            (k, v)
+        })
+        .collect()
+}
+
+/// A server out of memory (`maxmemory` reached, `noeviction`): each write
+/// of each kind of object is a clear error that names the cause (never
+/// `Ambiguous`: the server refused it), writes nothing, and works again
+/// once memory is freed.
+#[test]
+fn writes_on_a_server_out_of_memory_are_refused_whole() {
+    attack_own(|url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let d = m.dict_named::<String, i64>(name).unwrap();
+        let l = m.list_named::<i64>(name).unwrap();
+        let q = m.queue_named::<i64>(name).unwrap();
+        let v = m.value_named::<i64>(name).unwrap();
+        let e = m.event_named(name).unwrap();
+        let lock = m.lock_named(name).unwrap();
+        d.set("a".into(), 1).unwrap();
+        l.append(1).unwrap();
+        q.put(&1).unwrap();
+        v.set(&1).unwrap();
+        let (one, delivery) = q.get(Some(Duration::ZERO)).unwrap();
+        assert_eq!(one, 1);
+        q.put(&2).unwrap();
+        let mut conn = raw(url);
+        // Filler, then a limit below what is used.
+        let filler: Vec<u8> = vec![7; 1 << 20];
+        for i in 0..8 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("filler-{i}"))
+                .arg(&filler)
+                .query(&mut conn)
+                .unwrap();
+        }
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(1 << 20)
+            .query(&mut conn)
+            .unwrap();
+        let before = snapshot(url, name);
+        let refused = |what: &str, r: multiproc::Result<()>| match r {
+            Err(Error::Remote { message, .. }) if message.contains("OOM") => {}
+            other => panic!("{what} on a server out of memory: {other:?}"),
+        };
+        refused("dict set", d.set("b".into(), 2));
+        refused(
+            "dict update",
+            d.update(vec![("c".into(), 3), ("c".into(), 4)]),
+        );
+        refused("dict increment", d.increment(&"a".to_string(), 1).map(drop));
+        refused("list append", l.append(2));
+        refused("list extend", l.extend(vec![3, 4]));
+        refused("list insert", l.insert(0, 5));
+        refused("queue put", q.put(&3));
+        refused("value set", v.set(&2));
+        refused("value increment", v.increment(1).map(drop));
+        refused("event set", e.set());
+        refused("lock acquire", lock.try_acquire().map(drop));
+        // A take moves an item (`LMOVE`, which Redis refuses out of memory).
+        refused("queue get", q.get(Some(Duration::ZERO)).map(drop));
+        assert_eq!(
+            snapshot(url, name),
+            before,
+            "a refused write changed something"
+        );
+        // What frees memory is done: an acknowledgement.
+        assert!(delivery.ack().unwrap());
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(0)
+            .query(&mut conn)
+            .unwrap();
+        let (two, delivery) = q.get(Some(Duration::ZERO)).unwrap();
+        assert_eq!(two, 2);
+        assert!(delivery.ack().unwrap());
+        d.set("b".into(), 2).unwrap();
+        l.append(2).unwrap();
+        q.put(&3).unwrap();
+        assert_eq!(q.get(Some(Duration::ZERO)).unwrap().0, 3);
+        v.set(&2).unwrap();
+        e.set().unwrap();
+        drop(lock.try_acquire().unwrap());
+        assert_eq!(d.len().unwrap(), 2);
+        assert_eq!(l.len().unwrap(), 2);
+        drop(q);
+        m.remove_named(name).unwrap();
     });
 }

@@ -303,18 +303,24 @@ return 1
 
 /// A consumer that ends: its heartbeat goes (the reaper returns what it
 /// holds), and so does its registration if it holds nothing. A consumer
-/// whose `BLMOVE` was given up on (`ARGV[3]` is not `0`) closes its list
-/// of items in progress too, with a string that lives `ARGV[3]` ms: that
-/// `BLMOVE`, if it reaches the server later, fails on the key's type and
-/// takes nothing, rather than putting an item in the list of a consumer
-/// that no reaper looks at any more.
+/// whose `BLMOVE` was given up on (`ARGV[3]` is not `0`) and holds
+/// nothing closes its list of items in progress instead, with a string
+/// that lives `ARGV[3]` ms: that `BLMOVE`, if it reaches the server
+/// later, fails on the key's type and takes nothing, rather than putting
+/// an item in the list of a consumer that no reaper looks at any more.
+/// It stays registered meanwhile (the reaper leaves a consumer whose list
+/// is not a list alone, and unregisters it once the string has expired),
+/// so that deleting the queue deletes the string too.
 static LEAVE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 redis.call('DEL', KEYS[2])
 if redis.call('LLEN', KEYS[3]) == 0 then
-  redis.call('SREM', KEYS[1], ARGV[1])
-  if ARGV[3] ~= '0' then redis.call('SET', KEYS[3], 'closed', 'PX', ARGV[3]) end
+  if ARGV[3] == '0' then
+    redis.call('SREM', KEYS[1], ARGV[1])
+  else
+    redis.call('SET', KEYS[3], 'closed', 'PX', ARGV[3])
+  end
 end
 return 1
 ",
