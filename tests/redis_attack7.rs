@@ -522,3 +522,53 @@ fn writes_on_a_server_out_of_memory_are_refused_whole() {
         m.remove_named(name).unwrap();
     });
 }
+
+/// A batch that names one key more than once (the same key, or keys
+/// Python finds equal: `1`, `True`, `1.0`) ends as Python's `dict.update`
+/// does: one key, the first form given, the last value, in the place of
+/// its first appearance; and a read of one key twice answers it twice.
+#[test]
+fn a_batch_that_repeats_a_key_ends_as_pythons_update() {
+    use multiproc::manager::PyValue;
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let d = m.dict_named::<PyValue, PyValue>(name).unwrap();
+        let s = |t: &str| PyValue::Str(t.into());
+        let batch = vec![
+            (PyValue::Int(1), s("a")),
+            (s(""), s("empty")),
+            (PyValue::Bool(true), s("b")),
+            (s("x\0\n"), s("nul")),
+            (PyValue::Float(1.0), s("c")),
+            (s(""), s("empty again")),
+        ];
+        for how in ["update", "set_many"] {
+            d.clear().unwrap();
+            match how {
+                "update" => d.update(batch.clone()).unwrap(),
+                _ => d.set_many(batch.clone()).unwrap(),
+            }
+            assert_eq!(
+                d.items().unwrap(),
+                vec![
+                    (PyValue::Int(1), s("c")),
+                    (s(""), s("empty again")),
+                    (s("x\0\n"), s("nul")),
+                ],
+                "{how}"
+            );
+            assert_eq!(
+                d.get_many(&[PyValue::Bool(true), PyValue::Int(1), s(""), s("")])
+                    .unwrap(),
+                vec![
+                    Some(s("c")),
+                    Some(s("c")),
+                    Some(s("empty again")),
+                    Some(s("empty again"))
+                ],
+                "{how}"
+            );
+        }
+        m.remove_named(name).unwrap();
+    });
+}
