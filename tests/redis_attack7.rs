@@ -572,3 +572,38 @@ fn a_batch_that_repeats_a_key_ends_as_pythons_update() {
         m.remove_named(name).unwrap();
     });
 }
+
+/// Values over the server's bulk limit (`proto-max-bulk-len`, at its
+/// 1 MiB minimum), which the server answers by closing the connection
+/// while the request is still being sent: each put or set is an error
+/// that says it was not done, never `Ambiguous` (the server runs no
+/// command it did not have whole), and the next call works.
+#[test]
+fn values_over_the_servers_bulk_limit_are_refused_clearly() {
+    attack_own(|url, name| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("proto-max-bulk-len")
+            .arg(1 << 20)
+            .query(&mut raw(url))
+            .unwrap();
+        let m = Manager::connect_redis(url).unwrap();
+        let q = m.queue_named::<String>(name).unwrap();
+        let d = m.dict_named::<String, String>(name).unwrap();
+        let v = m.value_named::<String>(name).unwrap();
+        let big = "x".repeat(4 << 20);
+        for _ in 0..3 {
+            let r = q.put(&big);
+            assert!(matches!(r, Err(Error::Remote { .. })), "queue put: {r:?}");
+            let r = d.set("k".into(), big.clone());
+            assert!(matches!(r, Err(Error::Remote { .. })), "dict set: {r:?}");
+            let r = v.set(&big);
+            assert!(matches!(r, Err(Error::Remote { .. })), "value set: {r:?}");
+        }
+        q.put(&"small".to_string()).unwrap();
+        assert_eq!(q.get(Some(Duration::ZERO)).unwrap().0, "small");
+        assert_eq!(q.qsize().unwrap(), 0);
+        drop(q);
+        m.remove_named(name).unwrap();
+    });
+}
