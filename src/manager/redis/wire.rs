@@ -229,8 +229,9 @@ impl Own {
         })
     }
 
-    /// Sends `bytes` (counted in `sent` once handed whole to the socket)
-    /// and reads `count` replies; any failure closes it.
+    /// Sends `bytes`, `count` commands (counted in `sent` once handed
+    /// whole to the socket, or at once if more than one), and reads their
+    /// replies; any failure closes it.
     fn request(
         &mut self,
         bytes: &[u8],
@@ -239,6 +240,11 @@ impl Own {
         slack: Duration,
         sent: &mut u32,
     ) -> RedisResult<Vec<Value>> {
+        if count > 1 {
+            // Commands sent together: the first may be had whole before
+            // the last is sent.
+            *sent += 1;
+        }
         let result = self
             .write_all(bytes, deadline, slack)
             .map_err(RedisError::from)
