@@ -1,6 +1,7 @@
 //! A seventh round of attacks on the Redis backend: requests that reach
-//! the server after the client gave up on them, and a hostile server
-//! state (out of memory, keys of another type, a flush by another client).
+//! the server after the client gave up on them, connections killed again
+//! and again by another client, a server out of memory or with a low
+//! bulk limit, batches that repeat a key.
 
 #![cfg(feature = "redis")]
 
