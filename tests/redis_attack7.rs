@@ -608,3 +608,101 @@ fn values_over_the_servers_bulk_limit_are_refused_clearly() {
         m.remove_named(name).unwrap();
     });
 }
+
+/// Another client flushes the server while a task runs and a queue item
+/// is in progress: the task's submitter hears that it is gone (no wait
+/// for ever), the worker and the queue's consumer serve on, and what is
+/// submitted or put after is done.
+#[test]
+fn a_flush_by_another_client_mid_task_ends_waits_and_serves_on() {
+    attack_own(|url, name| {
+        let pool = RemotePool::connect_named(url, name).unwrap();
+        let worker = {
+            let (url, name) = (url.to_string(), name.to_string());
+            std::thread::spawn(move || {
+                Worker::new(&url, &[&task!(square), &task!(nap)])
+                    .pool(&name)
+                    .heartbeat(Duration::from_secs(1))
+                    .serve()
+            })
+        };
+        let m = Manager::connect_redis(url).unwrap();
+        let q = m.queue_named::<u64>(name).unwrap();
+        q.put(&1).unwrap();
+        let (_, delivery) = q.get(Some(Duration::ZERO)).unwrap();
+        let napping = pool.apply_async(task!(nap), 1500);
+        let tasks = format!("multiproc:{{pool:{name}}}:pending");
+        assert!(wait_until(LIMIT, || redis::cmd("LLEN")
+            .arg(&tasks)
+            .query::<u64>(&mut raw(url))
+            .unwrap()
+            == 0));
+        let _: () = redis::cmd("FLUSHALL").query(&mut raw(url)).unwrap();
+        match napping.get_timeout(Duration::from_secs(30)) {
+            Err(Error::ManagerGone(m)) => assert!(m.contains("no longer in Redis"), "{m}"),
+            other => panic!("a task flushed away answered {other:?}"),
+        }
+        assert!(!delivery.ack().unwrap());
+        q.put(&2).unwrap();
+        assert_eq!(q.get(Some(Duration::from_secs(5))).unwrap().0, 2);
+        assert_eq!(pool.apply(task!(square), 5).unwrap(), 25);
+        pool.stop_workers().unwrap();
+        assert!(worker.join().unwrap().is_ok());
+        drop(q);
+        pool.remove().unwrap();
+        m.remove_named(name).unwrap();
+    });
+}
+
+/// Consumers whose `get`s wait 0, 1 ms or 1 ns at a time race with a
+/// producer: with no failure, each item is delivered exactly once.
+#[test]
+fn gets_with_tiny_timeouts_racing_puts_deliver_each_item_once() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let q = m.queue_named::<u64>(name).unwrap();
+        let done = AtomicBool::new(false);
+        let got: Vec<u64> = std::thread::scope(|s| {
+            let consumers: Vec<_> = [
+                Duration::ZERO,
+                Duration::from_millis(1),
+                Duration::from_nanos(1),
+            ]
+            .into_iter()
+            .map(|wait| {
+                let (q, done) = (&q, &done);
+                s.spawn(move || {
+                    let q = q.with_heartbeat(Duration::from_secs(10)).unwrap();
+                    let mut got = Vec::new();
+                    loop {
+                        match q.get(Some(wait)) {
+                            Ok((i, d)) => {
+                                assert_eq!(d.count(), 1);
+                                assert!(d.ack().unwrap());
+                                got.push(i);
+                            }
+                            Err(Error::Empty) if done.load(Ordering::SeqCst) => return got,
+                            Err(Error::Empty) => {}
+                            Err(e) => panic!("get: {e:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+            for i in 0..600u64 {
+                q.put(&i).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+            consumers
+                .into_iter()
+                .flat_map(|c| c.join().unwrap())
+                .collect()
+        });
+        let mut got = got;
+        got.sort_unstable();
+        assert_eq!(got, (0..600).collect::<Vec<_>>());
+        q.join(Some(Duration::ZERO)).unwrap();
+        drop(q);
+        common::redis::remove_all(&m, url, name);
+    });
+}
