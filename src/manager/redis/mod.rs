@@ -222,9 +222,8 @@ impl Store {
     /// never read again. One that broke before any request was sent whole
     /// was not done, whatever it is: it runs once more on a new
     /// connection, and breaking that way again is [`Error::Remote`] saying
-    /// it was not done. If it broke
-    /// after the request may have been sent, a call
-    /// that may run twice (`again`: a read, or a write that sets what it
+    /// it was not done. If it broke after the request may have been sent,
+    /// a call that may run twice (`again`: a read, or a write that sets what it
     /// sets) runs once more on a new connection (not after a timeout:
     /// that would double the wait); any other is [`Error::Ambiguous`].
     ///
