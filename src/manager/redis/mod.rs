@@ -219,8 +219,11 @@ impl Store {
     /// timeout error, whatever the server sends or does not (see
     /// [`wire`]). A connection that fails is dropped, and the next call
     /// makes a new one: one that timed out half way through a reply is
-    /// never read again. If it broke after the request may have been sent, a call
-    /// that may run twice (`again`: a read, or a write that sets what it
+    /// never read again. One that broke before any request was sent whole
+    /// was not done, whatever it is: it runs once more on a new
+    /// connection, and breaking that way again is [`Error::Remote`] saying
+    /// it was not done. If it broke after the request may have been sent,
+    /// a call that may run twice (`again`: a read, or a write that sets what it
     /// sets) runs once more on a new connection (not after a timeout:
     /// that would double the wait); any other is [`Error::Ambiguous`].
     ///
@@ -260,6 +263,13 @@ impl Store {
         let budget = self.timeout.saturating_add(wait.unwrap_or(Duration::ZERO));
         let mut slot = poison::locked(self.links.get());
         let mut tries = if again { 2 } else { 1 };
+        // A call whose connection broke before the server had any of its
+        // requests whole was not done, whatever it is: it is sent once
+        // more on a new connection, and if that breaks the same way (the
+        // server closes the connection on a request it refuses unread,
+        // one over its `proto-max-bulk-len`), the error says it was not
+        // done rather than that it may have been.
+        let mut resend = true;
         loop {
             // Taken out while in use: whatever fails leaves no link behind,
             // and only one that works is put back.
@@ -285,6 +295,7 @@ impl Store {
             }
             link.used = Instant::now();
             let result = link.conn.call(budget, &mut *f);
+            let unsent = link.conn.nothing_sent();
             let broken =
                 |e: &RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
             // A connection is kept whatever the answer, even an error the
@@ -308,6 +319,18 @@ impl Store {
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) if e.code() == Some(PYERR) => return Err(python_error(&e)),
+                Err(e) if broken(&e) && unsent && !e.is_timeout() => {
+                    if !resend {
+                        return Err(Error::Remote {
+                            kind: "RedisError".into(),
+                            message: format!(
+                                "Redis at {} closed the connection before it had the whole request ({e}; is it over the server's proto-max-bulk-len?): it was not done",
+                                self.place
+                            ),
+                        });
+                    }
+                    resend = false;
+                }
                 Err(e) if broken(&e) => {
                     tries -= 1;
                     // A server that did not answer in time is tried no
@@ -521,7 +544,10 @@ impl super::Manager {
     /// - a connection that fails after a request was sent makes a call
     ///   that changes something [`Error::Ambiguous`] (it may or may not
     ///   have been done); a read is tried once more on a new connection
-    ///   (unless the server did not answer within the timeout).
+    ///   (unless the server did not answer within the timeout). One that
+    ///   fails before the whole request was sent was not done: it is sent
+    ///   once more, and failing again (a request the server refuses
+    ///   unread, over its `proto-max-bulk-len`) is an error saying so.
     ///   The next call connects again.
     ///
     /// # Errors

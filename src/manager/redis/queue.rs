@@ -302,16 +302,35 @@ return 1
 });
 
 /// A consumer that ends: its heartbeat goes (the reaper returns what it
-/// holds), and so does its registration if it holds nothing.
+/// holds), and so does its registration if it holds nothing. A consumer
+/// whose `BLMOVE` was given up on (`ARGV[3]` is not `0`) and holds
+/// nothing closes its list of items in progress instead, with a string
+/// that lives `ARGV[3]` ms: that `BLMOVE`, if it reaches the server
+/// later, fails on the key's type and takes nothing, rather than putting
+/// an item in the list of a consumer that no reaper looks at any more.
+/// It stays registered meanwhile (the reaper leaves a consumer whose list
+/// is not a list alone, and unregisters it once the string has expired),
+/// so that deleting the queue deletes the string too.
 static LEAVE: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
 redis.call('DEL', KEYS[2])
-if redis.call('LLEN', KEYS[3]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+if redis.call('LLEN', KEYS[3]) == 0 then
+  if ARGV[3] == '0' then
+    redis.call('SREM', KEYS[1], ARGV[1])
+  else
+    redis.call('SET', KEYS[3], 'closed', 'PX', ARGV[3])
+  end
+end
 return 1
 ",
     )
 });
+
+/// How long a consumer's list stays closed after it left with a `BLMOVE`
+/// given up on (see [`LEAVE`]), at least: its heartbeat's time to live if
+/// longer (how late a request may come is what the reaper assumes too).
+const CLOSED: Duration = Duration::from_secs(60);
 
 /// What [`ACK`] and [`BURY`] share: one item finished. `v` is the count of
 /// unfinished items as read before any write (a foreign value there is
@@ -574,6 +593,9 @@ struct Consumer {
     processing: String,
     /// Still registered (its heartbeat thread clears it when not).
     alive: Arc<AtomicBool>,
+    /// A `BLMOVE` into its list was given up on (it may yet reach the
+    /// server): its list is closed when it leaves (see [`LEAVE`]).
+    given_up: Arc<AtomicBool>,
     /// Dropped, it stops the heartbeat thread (in the process that made
     /// it only).
     beating: Option<mpsc::Sender<()>>,
@@ -840,8 +862,9 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// and its reply did not come in time) is [`Error::Ambiguous`] (this
     /// proxy then takes a new consumer id, and the old one's items return
     /// to the queue when its heartbeat expires, or at once when this
-    /// proxy is dropped): an item is never lost, it may be delivered
-    /// twice.
+    /// proxy is dropped; a `BLMOVE` that reaches the server only after
+    /// the old consumer left finds its list closed, and takes nothing):
+    /// an item is never lost, it may be delivered twice.
     pub fn get(&self, timeout: Option<Duration>) -> Result<(T, Delivery)> {
         let deadline = deadline(timeout);
         let inner = &self.inner;
@@ -899,6 +922,9 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
             });
             let taken = match taken {
                 Err(e @ Error::Ambiguous(_)) => {
+                    // The `BLMOVE` may yet reach the server: the consumer
+                    // closes its list when it leaves.
+                    consumer.given_up.store(true, Ordering::Relaxed);
                     inner.retire(&consumer);
                     return Err(e);
                 }
@@ -1082,13 +1108,16 @@ impl QueueInner {
         })?;
         let (tx, rx) = mpsc::channel::<()>();
         let alive = Arc::new(AtomicBool::new(true));
+        let given_up = Arc::new(AtomicBool::new(false));
         let beat = Beat {
             store: self.store.clone(),
             every: self.heartbeat / 3,
             keys: keys.clone(),
             id: id.clone(),
             ttl,
+            closed: self.heartbeat.max(CLOSED).as_millis().to_string(),
             alive: alive.clone(),
+            given_up: given_up.clone(),
         };
         std::thread::Builder::new()
             .name("multiproc-queue-heartbeat".into())
@@ -1100,6 +1129,7 @@ impl QueueInner {
             beat,
             processing,
             alive,
+            given_up,
             beating: Some(tx),
             pid: crate::sys::getpid(),
         });
@@ -1125,7 +1155,11 @@ struct Beat {
     keys: [String; 3],
     id: String,
     ttl: String,
+    /// How long its list stays closed if it leaves with a `BLMOVE` given
+    /// up on, in milliseconds.
+    closed: String,
     alive: Arc<AtomicBool>,
+    given_up: Arc<AtomicBool>,
 }
 
 impl Beat {
@@ -1151,6 +1185,11 @@ impl Beat {
             };
             let k = &self.keys;
             let script = if stopped { &*LEAVE } else { &*BEAT };
+            let closed = if self.given_up.load(Ordering::Relaxed) {
+                &self.closed
+            } else {
+                "0"
+            };
             let beat = c.call(self.store.timeout, |c| {
                 script
                     .key(&k[0])
@@ -1158,6 +1197,7 @@ impl Beat {
                     .key(&k[2])
                     .arg(&self.id)
                     .arg(&self.ttl)
+                    .arg(closed)
                     .invoke::<u64>(c)
             });
             match beat {

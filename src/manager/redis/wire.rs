@@ -57,6 +57,9 @@ pub(crate) struct Wire {
     deadline: Option<Instant>,
     /// How late past the deadline a read may end (see [`SLACK_MAX`]).
     slack: Duration,
+    /// How many requests of the call under way were handed whole to the
+    /// socket (over TLS, every one tried: there it is not known).
+    sent: u32,
 }
 
 enum Kind {
@@ -226,18 +229,27 @@ impl Own {
         })
     }
 
-    /// Sends `bytes` and reads `count` replies; any failure closes it.
+    /// Sends `bytes`, `count` commands (counted in `sent` once handed
+    /// whole to the socket, or at once if more than one), and reads their
+    /// replies; any failure closes it.
     fn request(
         &mut self,
         bytes: &[u8],
         count: usize,
         deadline: Option<Instant>,
         slack: Duration,
+        sent: &mut u32,
     ) -> RedisResult<Vec<Value>> {
+        if count > 1 {
+            // Commands sent together: the first may be had whole before
+            // the last is sent.
+            *sent += 1;
+        }
         let result = self
             .write_all(bytes, deadline, slack)
             .map_err(RedisError::from)
             .and_then(|()| {
+                *sent += 1;
                 (0..count)
                     .map(|_| self.read_value(deadline, None, slack))
                     .collect::<RedisResult<Vec<_>>>()
@@ -285,6 +297,7 @@ impl Wire {
                 db: redis.db(),
                 deadline,
                 slack,
+                sent: 0,
             });
         };
         stream.set_read_timeout(socket_timeout(timeout))?;
@@ -301,6 +314,7 @@ impl Wire {
             db: redis.db(),
             deadline,
             slack,
+            sent: 0,
         };
         if let Some(password) = redis.password() {
             let mut auth = redis::cmd("AUTH");
@@ -321,6 +335,7 @@ impl Wire {
     /// of it: past that, what it sends or reads fails with a timeout.
     pub(crate) fn call<R>(&mut self, budget: Duration, f: impl FnOnce(&mut Wire) -> R) -> R {
         self.deadline = Instant::now().checked_add(budget);
+        self.sent = 0;
         if let Kind::Crate(conn, now) = &mut self.link {
             // Each read bounded by the call's budget, set only when it is
             // another than the last call's.
@@ -364,10 +379,18 @@ impl Wire {
         }
     }
 
+    /// Whether the last call failed before any of its requests was handed
+    /// whole to the socket: the server, which runs a command only once it
+    /// has all of it, ran none of them.
+    pub(crate) fn nothing_sent(&self) -> bool {
+        self.sent == 0
+    }
+
     fn request(&mut self, bytes: &[u8], count: usize) -> RedisResult<Vec<Value>> {
         match &mut self.link {
-            Kind::Own(own) => own.request(bytes, count, self.deadline, self.slack),
+            Kind::Own(own) => own.request(bytes, count, self.deadline, self.slack, &mut self.sent),
             Kind::Crate(conn, _) => {
+                self.sent += 1;
                 if count == 1 {
                     conn.req_packed_command(bytes).map(|v| vec![v])
                 } else {

@@ -1433,7 +1433,10 @@ impl<'t> Serving<'_, 't> {
         let mut last_reap: Option<Instant> = None;
         let held = self.keys.processing(&self.me);
         // After a lost connection, a task may have been moved to this
-        // worker without its hearing of it: look there first.
+        // worker without its hearing of it: look there first. A take
+        // given up on may also reach the server later, and move a task
+        // there then: the list is looked at again each time the reaper
+        // runs, and again after each task found there, until it is empty.
         let mut look_back = false;
         loop {
             if self.beat()? {
@@ -1449,14 +1452,17 @@ impl<'t> Serving<'_, 't> {
             if last_reap.is_none_or(|t| t.elapsed() >= self.every) {
                 reap(self.store, self.keys)?;
                 last_reap = Some(Instant::now());
+                look_back = true;
             }
             // Ids as bytes: an entry that another program pushed may not be
             // UTF-8, and must not make the worker fail (nor every worker,
             // as it is put back when one leaves).
             let id: Option<Vec<u8>> = if look_back {
-                look_back = false;
-                self.store
-                    .run(true, |c| redis::cmd("LINDEX").arg(&held).arg(-1).query(c))?
+                let id: Option<Vec<u8>> = self
+                    .store
+                    .run(true, |c| redis::cmd("LINDEX").arg(&held).arg(-1).query(c))?;
+                look_back = id.is_some();
+                id
             } else {
                 None
             };
