@@ -264,13 +264,27 @@ impl ProcessKey {
 ///
 /// # Errors
 /// If the fork handler that gives children their own cannot be installed.
+#[inline]
 fn token() -> io::Result<usize> {
     let pid = sys::cached_pid();
+    let seen = TOKEN.load(Ordering::Acquire);
+    // SAFETY: tokens are leaked, never freed.
+    if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == pid) {
+        // The fork handler was installed before it was made.
+        return Ok(seen as usize);
+    }
+    new_token(pid)
+}
+
+/// Makes the calling process's token (`pid`'s), as [`token`] does once
+/// per process.
+#[cold]
+#[inline(never)]
+fn new_token(pid: u32) -> io::Result<usize> {
     loop {
         let seen = TOKEN.load(Ordering::Acquire);
         // SAFETY: tokens are leaked, never freed.
         if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == pid) {
-            // The fork handler was installed before it was made.
             return Ok(seen as usize);
         }
         forget_registries_in_children()?;
