@@ -37,9 +37,10 @@
 use std::collections::{hash_map, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::marker::PhantomData;
+use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
@@ -196,61 +197,72 @@ fn forget_registries_in_children() -> io::Result<()> {
 
 /// The process's token (see [`token`]), made on first use.
 struct Token {
-    /// The process that made it: a child made by a raw `clone` (which runs
-    /// no fork handler) finds its parent's here, and makes its own.
+    /// The process that made it: where the token is kept in [`TOKEN`], a
+    /// child made by a raw `clone` (which runs no fork handler) finds its
+    /// parent's there, and makes its own.
     pid: u32,
 }
 
+/// The process's token where it has no word of its own
+/// ([`sys::own_word`]).
 static TOKEN: AtomicPtr<Token> = AtomicPtr::new(std::ptr::null_mut());
 
 /// A process as state that a `fork` copies records its owner: its
 /// [`token`], or its pid where it could not have one (the fork handler
 /// that gives children tokens of their own could not be installed).
 /// Tells a process from its forked descendants, even one that gets its
-/// pid once it has died.
+/// pid once it has died. One word (a token is the address of a [`Token`],
+/// a multiple of its alignment, 4; a pid is kept odd), so that a guard
+/// that holds one is copied whole, and fits an atomic.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ProcessKey(std::result::Result<usize, u32>);
+pub(crate) struct ProcessKey(NonZeroUsize);
 
 impl ProcessKey {
     /// The calling process's.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn current() -> ProcessKey {
-        ProcessKey(token().map_err(|_| sys::cached_pid()))
+        match token().ok().and_then(NonZeroUsize::new) {
+            Some(token) => ProcessKey(token),
+            None => ProcessKey::of_pid(sys::cached_pid()),
+        }
     }
 
-    /// Whether it is the calling process's.
-    #[inline]
+    /// The key of the process `pid` (where it has no token).
+    fn of_pid(pid: u32) -> ProcessKey {
+        ProcessKey(NonZeroUsize::MIN | (pid as usize) << 1)
+    }
+
+    /// Whether it is the calling process's (in every access through a
+    /// cell's guard: kept to a few loads).
+    #[inline(always)]
     pub(crate) fn is_current(self) -> bool {
-        match self.0 {
-            Ok(token) => self::token().ok() == Some(token),
-            Err(pid) => sys::cached_pid() == pid,
+        let key = self.0.get();
+        if key & 1 == 1 {
+            return sys::cached_pid() as usize == key >> 1;
+        }
+        match sys::own_word() {
+            // Without making this process's token if it has none yet
+            // (then it is not this one): one load on the common path.
+            Some(word) => word.load(Ordering::Relaxed) == key,
+            None => token().ok() == Some(key),
         }
     }
 
-    /// The key as one word, never 0, for an atomic: a token is the
-    /// address of a [`Token`] (a multiple of its alignment, 4), a pid is
-    /// kept odd.
+    /// The key as one word, never 0, for an atomic.
     pub(crate) fn to_word(self) -> usize {
-        match self.0 {
-            Ok(token) => token,
-            Err(pid) => (pid as usize) << 1 | 1,
-        }
+        self.0.get()
     }
 
     /// The key [`to_word`](ProcessKey::to_word) made `word` of; `None` for 0.
     pub(crate) fn from_word(word: usize) -> Option<ProcessKey> {
-        match word {
-            0 => None,
-            pid if pid & 1 == 1 => Some(ProcessKey(Err((pid >> 1) as u32))),
-            token => Some(ProcessKey(Ok(token))),
-        }
+        NonZeroUsize::new(word).map(ProcessKey)
     }
 
-    /// A key of no process (no token is at address 1), for tests of state
+    /// A key of no process (no token is at address 4), for tests of state
     /// made by another process: one whose pid this process may have.
     #[cfg(test)]
     pub(crate) fn another() -> ProcessKey {
-        ProcessKey(Ok(1))
+        ProcessKey(NonZeroUsize::new(4).expect("not 0"))
     }
 }
 
@@ -264,37 +276,60 @@ impl ProcessKey {
 ///
 /// # Errors
 /// If the fork handler that gives children their own cannot be installed.
-#[inline]
+#[inline(always)]
 fn token() -> io::Result<usize> {
-    let pid = sys::cached_pid();
-    let seen = TOKEN.load(Ordering::Acquire);
-    // SAFETY: tokens are leaked, never freed.
-    if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == pid) {
-        // The fork handler was installed before it was made.
-        return Ok(seen as usize);
+    match sys::own_word() {
+        // Empty in every new process, however it was made.
+        Some(word) => match word.load(Ordering::Acquire) {
+            0 => new_token(Some(word)),
+            token => Ok(token),
+        },
+        None => {
+            let seen = TOKEN.load(Ordering::Acquire);
+            // SAFETY: tokens are leaked, never freed.
+            if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == sys::cached_pid()) {
+                return Ok(seen as usize);
+            }
+            new_token(None)
+        }
     }
-    new_token(pid)
 }
 
-/// Makes the calling process's token (`pid`'s), as [`token`] does once
-/// per process.
+/// Makes the calling process's token, as [`token`] does once per process,
+/// and keeps it in `word` (the process's own word), or else in [`TOKEN`]
+/// (reset by the fork handler, and checked against the pid for children
+/// made by a raw `clone`, which run no fork handler).
 #[cold]
 #[inline(never)]
-fn new_token(pid: u32) -> io::Result<usize> {
-    loop {
-        let seen = TOKEN.load(Ordering::Acquire);
-        // SAFETY: tokens are leaked, never freed.
-        if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == pid) {
-            return Ok(seen as usize);
+fn new_token(word: Option<&AtomicUsize>) -> io::Result<usize> {
+    // Installed before any token is made (see `forget_registries_in_children`).
+    forget_registries_in_children()?;
+    let pid = sys::cached_pid();
+    let fresh = Box::into_raw(Box::new(Token { pid }));
+    let other = match word {
+        Some(word) => {
+            match word.compare_exchange(0, fresh as usize, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(fresh as usize),
+                Err(other) => other,
+            }
         }
-        forget_registries_in_children()?;
-        let fresh = Box::into_raw(Box::new(Token { pid }));
-        match TOKEN.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Ok(fresh as usize),
-            // SAFETY: `fresh` was never shared; another thread installed its own.
-            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
-        }
-    }
+        None => loop {
+            let seen = TOKEN.load(Ordering::Acquire);
+            // SAFETY: tokens are leaked, never freed.
+            if unsafe { seen.as_ref() }.is_some_and(|t| t.pid == pid) {
+                break seen as usize;
+            }
+            if TOKEN
+                .compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(fresh as usize);
+            }
+        },
+    };
+    // SAFETY: `fresh` was never shared; another thread made the token first.
+    drop(unsafe { Box::from_raw(fresh) });
+    Ok(other)
 }
 
 /// One future's place in its process's registry; leaving it (on drop)
@@ -1140,9 +1175,9 @@ mod tests {
         let mine = ProcessKey::current();
         let back = ProcessKey::from_word(mine.to_word()).expect("never 0");
         assert!(back.is_current());
-        let pid = ProcessKey(Err(sys::cached_pid()));
+        let pid = ProcessKey::of_pid(sys::cached_pid());
         assert!(ProcessKey::from_word(pid.to_word()).is_some_and(ProcessKey::is_current));
-        let other = ProcessKey(Err(sys::cached_pid().wrapping_add(1)));
+        let other = ProcessKey::of_pid(sys::cached_pid().wrapping_add(1));
         assert!(!ProcessKey::from_word(other.to_word()).is_some_and(ProcessKey::is_current));
         assert!(ProcessKey::from_word(0).is_none());
     }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use super::{errno_result, poll_readable, syscall, syscall_retrying, Deadline};
 
@@ -77,20 +78,28 @@ pub(crate) fn getpid() -> u32 {
     std::process::id()
 }
 
-/// The calling process's id as [`getpid`] gives it, without a system call
-/// once known: kept in a page that the kernel empties in the child of any
-/// fork (`MADV_WIPEONFORK`, Linux 4.14), however it was made — `fork(3)`,
+/// What the page of [`cached_pid`] and [`own_word`] holds: words that
+/// every new process starts at 0.
+#[repr(C)]
+struct Wiped {
+    /// The process's id, 0 until known in this process.
+    pid: AtomicU32,
+    /// [`own_word`].
+    word: AtomicUsize,
+}
+
+/// A page that the kernel empties in the child of any fork
+/// (`MADV_WIPEONFORK`, Linux 4.14), however it was made — `fork(3)`,
 /// `_Fork`, a raw `clone` system call, none of which a `pthread_atfork`
-/// handler sees all of. Where the page cannot be had, [`getpid`] each time.
-pub(crate) fn cached_pid() -> u32 {
-    use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
-    /// The page (its first word the pid, 0 until known in this process),
-    /// null until mapped, [`NONE`] if it could not be.
-    static PAGE: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
-    const NONE: *mut AtomicU32 = std::ptr::dangling_mut();
+/// handler sees all of; `None` where it cannot be had (or under Miri,
+/// which has no `madvise`).
+#[inline(always)]
+fn wiped() -> Option<&'static Wiped> {
+    /// The page, null until mapped, [`NONE`] if it could not be.
+    static PAGE: AtomicPtr<Wiped> = AtomicPtr::new(std::ptr::null_mut());
+    const NONE: *mut Wiped = std::ptr::dangling_mut();
     if cfg!(miri) {
-        // Miri has no `madvise`.
-        return getpid();
+        return None;
     }
     let mut page = PAGE.load(Ordering::Acquire);
     if page.is_null() {
@@ -108,29 +117,38 @@ pub(crate) fn cached_pid() -> u32 {
             page = first;
         }
     }
-    if page == NONE {
-        return getpid();
-    }
     // SAFETY: a page mapped for good (never unmapped once published),
-    // aligned, readable and writable.
-    let word = unsafe { &*page };
-    match word.load(Ordering::Relaxed) {
+    // aligned, readable and writable, and zeroed: a valid `Wiped`.
+    (page != NONE).then(|| unsafe { &*page })
+}
+
+/// The calling process's id as [`getpid`] gives it, without a system call
+/// once known: kept in a page that every new process starts empty (see
+/// [`wiped`]). Where the page cannot be had, [`getpid`] each time.
+pub(crate) fn cached_pid() -> u32 {
+    let Some(page) = wiped() else {
+        return getpid();
+    };
+    match page.pid.load(Ordering::Relaxed) {
         0 => {
             let pid = getpid();
-            word.store(pid, Ordering::Relaxed);
+            page.pid.store(pid, Ordering::Relaxed);
             pid
         }
         pid => pid,
     }
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf only reads a configuration value.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+/// A word of the calling process's own: 0 in every process it forks or
+/// clones, however (see [`wiped`]), and until the process sets it; `None`
+/// where that cannot be had.
+#[inline(always)]
+pub(crate) fn own_word() -> Option<&'static AtomicUsize> {
+    wiped().map(|page| &page.word)
 }
 
-/// A zeroed private page that forks leave zeroed in the child.
-fn wiped_on_fork() -> Option<*mut std::sync::atomic::AtomicU32> {
+/// A fresh page that the kernel empties in the child of any fork.
+fn wiped_on_fork() -> Option<*mut Wiped> {
     let len = page_size();
     let page = super::map_anonymous(len, false)?;
     // SAFETY: advice on the mapping just made.
@@ -140,6 +158,11 @@ fn wiped_on_fork() -> Option<*mut std::sync::atomic::AtomicU32> {
         return None;
     }
     Some(page.cast())
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a configuration value.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
 /// The signal that ends a process and cannot be caught.
