@@ -184,12 +184,17 @@ fn a_child_forked_past_the_recorded_openers_keeps_the_object_in_use() {
         for _ in 0..RECORDED {
             opened.acquire();
         }
+        // Set by the forked child once it runs: its fork handler, which
+        // records it, has run by then (the parent's `fork` returns
+        // before the child's handler may have run).
+        let forked = Event::new().unwrap();
         let parent = {
-            let (name, opened, done, grandchild) = (
+            let (name, opened, done, grandchild, forked) = (
                 name.0.clone(),
                 opened.clone(),
                 done.clone(),
                 grandchild.clone(),
+                forked.clone(),
             );
             common::static_child(move || {
                 let v = RawValue::<u32>::open(&name).unwrap();
@@ -197,12 +202,14 @@ fn a_child_forked_past_the_recorded_openers_keeps_the_object_in_use() {
                 // writes it, then ends with `_exit`.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
+                    forked.set();
                     done.wait_timeout(LIMIT);
                     v.set(1);
                     // SAFETY: ends the forked child.
                     unsafe { libc::_exit(0) };
                 }
                 grandchild.set(pid);
+                assert!(forked.wait_timeout(LIMIT), "the forked child never ran");
                 drop(v);
                 opened.release().unwrap();
             })
