@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::fastpath::*;
 use common::procfs;
-use common::{join, static_child, wait_until, watchdog};
+use common::{join, static_child, wait_until, watchdog, Rng};
 use multiproc::manager::{Manager, Transport};
 use multiproc::Error;
 
@@ -380,18 +380,6 @@ fn forks_from_one_thread_while_others_call_share_nothing() {
 /// The control words: four cache lines of sixteen.
 const CONTROL_WORDS: usize = 4 * 16;
 
-/// A small generator of arbitrary numbers (xorshift).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Hostile clients that scribble every control word of their areas, and
 /// their requests' bytes and lengths, with arbitrary values while the
 /// server reads them (valid requests with bytes flipped among them, and
@@ -408,7 +396,7 @@ fn scribbled_areas_cost_their_clients_only() {
         let stop = AtomicBool::new(false);
         let opened = std::thread::scope(|s| {
             let scribbler = s.spawn(|| {
-                let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+                let mut noise = Rng(0x9e37_79b9_7f4a_7c15);
                 let mut raw = RawArea::open(&m, true).expect("an area");
                 let mut opened = 1;
                 let create =

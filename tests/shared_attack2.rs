@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use common::{join, static_child, watchdog, TempName};
+use common::{join, static_child, watchdog, Rng, TempName};
 use multiproc::{Barrier, BoundedSemaphore, Condition, Event, Semaphore};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -18,28 +18,6 @@ const SEM_WORDS: u64 = 2;
 
 fn shm_path(name: &str) -> String {
     format!("/dev/shm/{}{name}", multiproc::segment::PREFIX)
-}
-
-/// A small deterministic generator (xorshift), so a failing round can be
-/// named and replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A word a broken process might leave: an edge value or random bits.
-    fn word(&mut self) -> u32 {
-        const EDGES: [u32; 8] = [0, 1, 2, 3, 0x7fff_ffff, 0x8000_0000, u32::MAX - 1, u32::MAX];
-        match self.next() % 3 {
-            0 => EDGES[(self.next() % 8) as usize],
-            _ => self.next() as u32,
-        }
-    }
 }
 
 /// Overwrites a few random 4-byte words of the object's state (past the

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{watchdog, TempName};
+use common::{watchdog, Rng, TempName};
 use multiproc::{Error, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -41,21 +41,6 @@ fn create_or_open_races_unlink() {
             outcome.unwrap();
         });
     });
-}
-
-/// A small deterministic generator (xorshift), so that a failure repeats.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Random puts and gets of every kind on small rings, one thread, checked

@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::{join, static_child, wait_until, watchdog};
+use common::{join, static_child, wait_until, watchdog, Rng};
 use multiproc::queue::Bytes;
 use multiproc::sync::{ConditionGuard, LockGuard};
 use multiproc::{
@@ -48,49 +48,20 @@ fn sweep_limit(n: usize) -> Duration {
     Duration::from_secs(120) + STEP.saturating_mul(n as u32 / 20)
 }
 
-/// A small xorshift generator, seeded from the clock (the seed is printed,
-/// though timing makes no run repeatable).
-struct Rng(u64);
-
-impl Rng {
-    fn new(what: &str) -> Rng {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        eprintln!("{what}: seed {seed:#x}");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Waits between about 1 µs and 8 ms, log-uniformly: most kills land
-    /// early in a loop's life, where the first passes through each path
-    /// are, and some land long after. Spins below 200 µs, where a sleep
-    /// would be mostly its own overhead.
-    fn pause(&mut self) {
-        let scale = 1_000u64 << self.below(14);
-        let wait = Duration::from_nanos(scale + self.below(scale));
-        if wait < Duration::from_micros(200) {
-            let end = Instant::now() + wait;
-            while Instant::now() < end {
-                std::hint::spin_loop();
-            }
-        } else {
-            std::thread::sleep(wait);
+/// Waits between about 1 µs and 8 ms, log-uniformly, as `rng` draws:
+/// most kills land early in a loop's life, where the first passes through
+/// each path are, and some land long after. Spins below 200 µs, where a
+/// sleep would be mostly its own overhead.
+fn pause(rng: &mut Rng) {
+    let scale = 1_000u64 << rng.below(14);
+    let wait = Duration::from_nanos(scale + rng.below(scale));
+    if wait < Duration::from_micros(200) {
+        let end = Instant::now() + wait;
+        while Instant::now() < end {
+            std::hint::spin_loop();
         }
+    } else {
+        std::thread::sleep(wait);
     }
 }
 
@@ -167,7 +138,7 @@ fn kill_all(rng: &mut Rng, hammers: &mut [Hammer]) {
     for h in hammers.iter() {
         h.beat.started(&h.name);
     }
-    rng.pause();
+    pause(rng);
     let victim = rng.below(hammers.len() as u64) as usize;
     hammers[victim].kill(false);
     for h in hammers.iter().filter(|h| !h.killed) {
@@ -183,7 +154,7 @@ fn kill_rest(rng: &mut Rng, hammers: &mut [Hammer], may_exit: impl Fn(usize) -> 
     let mut rest: Vec<usize> = (0..hammers.len()).filter(|&i| !hammers[i].killed).collect();
     while !rest.is_empty() {
         let i = rest.swap_remove(rng.below(rest.len() as u64) as usize);
-        rng.pause();
+        pause(rng);
         hammers[i].kill(may_exit(i));
     }
 }
@@ -215,7 +186,7 @@ fn take<'a>(lock: &'a Lock, holders: &RawValue<u32>, timed: bool) -> LockGuard<'
 fn lock_sweep() {
     let n = trials(150);
     watchdog("lock sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("lock sweep");
+        let mut rng = Rng::from_clock("lock sweep");
         let lock = Lock::new().unwrap();
         let holders = RawValue::new(0u32).unwrap();
         let mut deaths = 0;
@@ -263,7 +234,7 @@ fn lock_sweep() {
 fn rlock_sweep() {
     let n = trials(150);
     watchdog("rlock sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("rlock sweep");
+        let mut rng = Rng::from_clock("rlock sweep");
         let rlock = RLock::new().unwrap();
         let holders = RawValue::new(0u32).unwrap();
         let acquire = |rlock: &RLock, holders: &RawValue<u32>| -> bool {
@@ -332,7 +303,7 @@ fn semaphore_sweep(sem: &Semaphore, bounded: bool, what: &str) {
     const PERMITS: u32 = 2;
     let n = trials(100);
     watchdog(what, sweep_limit(n), || {
-        let mut rng = Rng::new(what);
+        let mut rng = Rng::from_clock(what);
         let mut lost_total = 0;
         for _ in 0..n {
             let phases: Vec<RawValue<u32>> = (0..3).map(|_| RawValue::new(IDLE).unwrap()).collect();
@@ -423,7 +394,7 @@ fn bounded_semaphore_sweep() {
 fn event_sweep() {
     let n = trials(150);
     watchdog("event sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("event sweep");
+        let mut rng = Rng::from_clock("event sweep");
         for _ in 0..n {
             let event = Event::new().unwrap();
             let mut hammers: Vec<Hammer> = (0..2)
@@ -454,11 +425,11 @@ fn event_sweep() {
             for h in &hammers {
                 h.beat.started(&h.name);
             }
-            rng.pause();
+            pause(&mut rng);
             let victim = rng.below(3) as usize;
             hammers[victim].kill(false);
             if !hammers[2].killed {
-                rng.pause();
+                pause(&mut rng);
                 hammers[2].kill(false);
             }
             event.set();
@@ -505,7 +476,7 @@ fn wait_past(g: &mut ConditionGuard<'_>, ticket: &RawValue<u64>, seen: u64) {
 fn condition_sweep() {
     let n = trials(120);
     watchdog("condition sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("condition sweep");
+        let mut rng = Rng::from_clock("condition sweep");
         let cond = Condition::new().unwrap();
         let ticket = RawValue::new(0u64).unwrap();
         for _ in 0..n {
@@ -537,7 +508,7 @@ fn condition_sweep() {
             for h in &hammers {
                 h.beat.started(&h.name);
             }
-            rng.pause();
+            pause(&mut rng);
             let victim = rng.below(3) as usize;
             hammers[victim].kill(false);
             if victim == 2 {
@@ -601,7 +572,7 @@ fn one_notify_wakes_a_new_waiter(cond: &Condition, ticket: &RawValue<u64>) {
 fn barrier_sweep() {
     let n = trials(60);
     watchdog("barrier sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("barrier sweep");
+        let mut rng = Rng::from_clock("barrier sweep");
         let (mut passes, mut outside) = (0, 0);
         for _ in 0..n {
             let barrier = Barrier::new(3).unwrap();
@@ -620,7 +591,7 @@ fn barrier_sweep() {
             for h in &hammers {
                 h.beat.started(&h.name);
             }
-            rng.pause();
+            pause(&mut rng);
             let victim = rng.below(3) as usize;
             hammers[victim].kill(false);
             // A party killed inside breaks the barrier; one killed
@@ -786,7 +757,7 @@ struct Taken {
 fn queue_sweep(ops: Ops, what: &str) {
     let n = trials(80);
     watchdog(what, sweep_limit(n), || {
-        let mut rng = Rng::new(what);
+        let mut rng = Rng::from_clock(what);
         let mut lost_total = 0;
         let mut moved_total = 0;
         for _ in 0..n {
@@ -870,7 +841,7 @@ fn queue_sweep(ops: Ops, what: &str) {
             for i in 0..4 {
                 goes_on(&hammers, i, "at the start");
             }
-            rng.pause();
+            pause(&mut rng);
             let victim = rng.below(4) as usize;
             hammers[victim].kill(victim < 2);
             for i in 0..4 {
@@ -984,7 +955,7 @@ fn queue_sweep_bytes() {
 fn cell_sweep() {
     let n = trials(150);
     watchdog("cell sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("cell sweep");
+        let mut rng = Rng::from_clock("cell sweep");
         let array = Array::from_slice(&[0u64, 0]).unwrap();
         let value = Value::new([0u64, 0]).unwrap();
         let mut deaths = 0;
@@ -1060,7 +1031,7 @@ fn cell_sweep() {
 fn manager_client_sweep() {
     let n = trials(60);
     watchdog("manager client sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("manager client sweep");
+        let mut rng = Rng::from_clock("manager client sweep");
         let m = multiproc::Manager::start().unwrap();
         let d = m.dict::<u32, u64>().unwrap();
         let blobs = m.dict::<u32, Vec<u64>>().unwrap();
@@ -1119,7 +1090,7 @@ fn manager_client_sweep() {
 fn manager_server_sweep() {
     let n = trials(30);
     watchdog("manager server sweep", sweep_limit(n), || {
-        let mut rng = Rng::new("manager server sweep");
+        let mut rng = Rng::from_clock("manager server sweep");
         for _ in 0..n {
             let m = multiproc::Manager::start().unwrap();
             let d = m.dict::<u32, u64>().unwrap();
@@ -1148,7 +1119,7 @@ fn manager_server_sweep() {
             for h in &hammers {
                 h.beat.started(&h.name);
             }
-            rng.pause();
+            pause(&mut rng);
             let pid = m.server_pid().unwrap();
             // SAFETY: signalling the server process this test started.
             assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);

@@ -469,3 +469,42 @@ pub fn fork_as(target: u32, then: impl FnOnce()) -> bool {
     }
     false
 }
+
+/// A small xorshift generator of arbitrary numbers: deterministic from its
+/// seed (not 0), so that a failing round repeats.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from the clock (the seed is printed, under `what`).
+    pub fn from_clock(what: &str) -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("{what}: seed {seed:#x}");
+        Rng(seed)
+    }
+
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (not 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A word a broken process might leave: an edge value or random bits.
+    pub fn word(&mut self) -> u32 {
+        const EDGES: [u32; 8] = [0, 1, 2, 3, 0x7fff_ffff, 0x8000_0000, u32::MAX - 1, u32::MAX];
+        match self.next() % 3 {
+            0 => EDGES[(self.next() % 8) as usize],
+            _ => self.next() as u32,
+        }
+    }
+}
