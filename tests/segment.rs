@@ -263,7 +263,7 @@ fn full_dev_shm_is_an_error() {
         let status = RawValue::new(0u32).unwrap();
         multiproc::scope(|s| {
             let c = child(s, || {
-                if !private_small_dev_shm() {
+                if !common::private_dev_shm(Some("1m")) {
                     status.atomic().store(2, SeqCst);
                     return;
                 }
@@ -322,29 +322,6 @@ fn out_of_address_space_is_no_space() {
             assert_eq!(join(&c, LIMIT), 0);
         })
     });
-}
-
-/// Puts this process in a mount namespace of its own with a 1 MiB /dev/shm.
-fn private_small_dev_shm() -> bool {
-    use nix::mount::{mount, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-    unshare(CloneFlags::CLONE_NEWNS).is_ok()
-        && mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .is_ok()
-        && mount(
-            Some("tmpfs"),
-            "/dev/shm",
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .is_ok()
 }
 
 /// Sizes no machine here can give: an error at once (`NoSpace`), never an

@@ -357,25 +357,6 @@ fn a_child_forked_while_the_slots_name_dead_openers_takes_one() {
     });
 }
 
-/// Puts this process in a mount namespace of its own with a `/dev/shm`
-/// of its own, where `segment::clean` sees no other test's segments;
-/// false if it cannot (no `CAP_SYS_ADMIN`).
-fn private_dev_shm() -> bool {
-    use nix::mount::{mount, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-    let none = None::<&str>;
-    unshare(CloneFlags::CLONE_NEWNS).is_ok()
-        && mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).is_ok()
-        && mount(
-            Some("tmpfs"),
-            "/dev/shm",
-            Some("tmpfs"),
-            MsFlags::empty(),
-            none,
-        )
-        .is_ok()
-}
-
 /// `multiproc shm clean` while a process opens a stale object: either the
 /// object is removed first (the open fails with `NotFound`), or the opener
 /// is recorded first (the object stays); never an opener left holding an
@@ -388,7 +369,7 @@ fn clean_never_removes_an_object_being_opened() {
         let skipped = RawValue::new(0u32).unwrap();
         let theirs = skipped.clone();
         let child = common::static_child(move || {
-            if !private_dev_shm() {
+            if !common::private_dev_shm(None) {
                 theirs.set(1);
                 return;
             }

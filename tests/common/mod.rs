@@ -508,3 +508,23 @@ impl Rng {
         }
     }
 }
+
+/// Puts this process in a mount namespace of its own with a `/dev/shm` of
+/// its own (a tmpfs, of at most `size`: `"1m"`; `None` for the default),
+/// where no other test's segments are and its own reach no other; false
+/// if it cannot (no `CAP_SYS_ADMIN`).
+pub fn private_dev_shm(size: Option<&str>) -> bool {
+    use std::ffi::CString;
+    let data = size.map(|s| CString::new(format!("size={s}")).unwrap());
+    let data = data
+        .as_ref()
+        .map_or(std::ptr::null(), |d| d.as_ptr().cast());
+    let null = std::ptr::null();
+    // SAFETY: unshare takes no pointer; it changes this process only.
+    let unshared = unsafe { libc::unshare(libc::CLONE_NEWNS) } == 0;
+    // SAFETY: a valid C string, and nulls where mount takes them.
+    let private = || unsafe { libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, null.cast()) } == 0;
+    // SAFETY: valid C strings, and `data` one or null.
+    let tmpfs = || unsafe { libc::mount(c"tmpfs".as_ptr(), c"/dev/shm".as_ptr(), c"tmpfs".as_ptr(), 0, data) } == 0;
+    unshared && private() && tmpfs()
+}
