@@ -66,6 +66,7 @@ mod reference;
 mod refs;
 mod ser;
 mod server;
+mod sync;
 mod value;
 
 use std::marker::PhantomData;

@@ -13,6 +13,7 @@ use super::methods;
 use super::protocol::{Exception, Id, Kind};
 use super::queue::{self, Args, Queue, Step, Wait};
 use super::refs;
+use super::sync::Sync;
 use super::PyValue;
 
 /// The largest frame either way: a request over this closes that
@@ -65,23 +66,21 @@ pub(super) enum Body {
     Iterator(DictIter),
     /// A `queue.Queue` (typeids `Queue` and `JoinableQueue`).
     Queue(Queue),
+    /// A `Value` (see `sync`).
+    Sync(Sync),
 }
 
 impl Body {
-    /// Its kind (as a proxy of it names it).
-    fn kind(&self) -> Kind {
-        match self {
-            Body::Data(kind, _) => *kind,
-            Body::Iterator(_) => Kind::Iterator,
-            Body::Queue(_) => Kind::Queue,
-        }
-    }
-
     /// Whether a proxy of `kind` may stand for it (both queue typeids are
-    /// one `queue.Queue`, as in CPython).
+    /// one `queue.Queue`, as in CPython). No proxy inside a value stands
+    /// for a `Sync` object: the decoder knows no kind of theirs.
     fn is(&self, kind: Kind) -> bool {
-        let queue = |k| matches!(k, Kind::Queue | Kind::JoinableQueue);
-        self.kind() == kind || (queue(self.kind()) && queue(kind))
+        match self {
+            Body::Data(k, _) => *k == kind,
+            Body::Iterator(_) => kind == Kind::Iterator,
+            Body::Queue(_) => matches!(kind, Kind::Queue | Kind::JoinableQueue),
+            Body::Sync(_) => false,
+        }
     }
 }
 
@@ -245,7 +244,14 @@ fn created(id: Id, exposed: &[&str]) -> Reply {
 }
 
 /// The typeids every server has, and the methods their proxies call.
-const TYPEIDS: &[&str] = &["dict", "list", "Namespace", "Queue", "JoinableQueue"];
+const TYPEIDS: &[&str] = &[
+    "dict",
+    "list",
+    "Namespace",
+    "Queue",
+    "JoinableQueue",
+    "Value",
+];
 
 /// The methods an iterator's proxy calls (CPython's `IteratorProxy`).
 const ITERATOR_EXPOSED: &[&str] = &["__next__", "send", "throw", "close"];
@@ -361,6 +367,7 @@ impl Objects {
                 Body::Data(_, Object::List(l)) => l.iter().for_each(|v| proxies_in(v, &mut found)),
                 Body::Iterator(it) => found.extend(it.dict.as_ref().map(|d| d.id)),
                 Body::Queue(q) => q.items().for_each(|v| proxies_in(v, &mut found)),
+                Body::Sync(s) => s.values().for_each(|v| proxies_in(v, &mut found)),
             }
             for id in found.drain(..) {
                 if reachable.insert(id) {
@@ -854,12 +861,16 @@ impl Objects {
         }
     }
 
-    /// `#GETVALUE`, `__repr__` and `__str__` of an iterator or a queue
-    /// (`methods` has those of the others).
+    /// `#GETVALUE`, `__repr__` and `__str__` of an iterator, a queue or
+    /// a `Sync` object (`methods` has those of the others).
     fn fallback(&self, id: Id, method: &str) -> Reply {
         let (type_name, pickled_as) = match self.table.get(&id).map(|e| &e.body) {
             Some(Body::Iterator(_)) => ("dict_keyiterator", "dict_keyiterator"),
             Some(Body::Queue(_)) => ("queue.Queue", "_thread.lock"),
+            Some(Body::Sync(s)) if method == "#GETVALUE" => {
+                return s.copy().map_or_else(Reply::Unserializable, Reply::Return)
+            }
+            Some(Body::Sync(s)) => return Reply::Return(PyValue::Str(s.repr())),
             _ => return not_found(&ident(id)),
         };
         if method == "#GETVALUE" {
@@ -984,6 +995,15 @@ impl Objects {
                     Ok(Step::Wait(wait, timeout)) => Done::Park(id, wait, timeout),
                     Err(e) => Done::Reply(Reply::error(e)),
                 }
+            }
+            Body::Sync(s) => {
+                if !s.exposed().contains(&method) {
+                    return not_exposed(s.class(), s.exposed());
+                }
+                Done::Reply(
+                    s.call(method, args, kwds)
+                        .map_or_else(Reply::error, Reply::Return),
+                )
             }
         }
     }
@@ -1145,6 +1165,7 @@ impl Objects {
                         Body::Data(_, Object::List(l)) => format!("{} items", l.len()),
                         Body::Iterator(_) => "an iterator".into(),
                         Body::Queue(q) => format!("{} items", q.len()),
+                        Body::Sync(s) => s.repr(),
                     };
                     lines.push(format!(
                         "  {}:       refcount={}\n    {} ({shown})",
@@ -1250,6 +1271,7 @@ impl Objects {
             Body::Data(kind, _) => methods::exposed(*kind),
             Body::Iterator(_) => ITERATOR_EXPOSED,
             Body::Queue(_) => queue::EXPOSED,
+            Body::Sync(s) => s.exposed(),
         }
     }
 
@@ -1330,7 +1352,10 @@ impl Objects {
                     "Without callable, must have one non-keyword argument".into(),
                 ))
             }
-            _ => return Err(("KeyError", PyValue::from(typeid.as_str()).repr())),
+            other => match Sync::create(other, args, kwds) {
+                Some(made) => Body::Sync(made?),
+                None => return Err(("KeyError", PyValue::from(typeid.as_str()).repr())),
+            },
         };
         let mut exposed = self.exposed(&body);
         if registered {
