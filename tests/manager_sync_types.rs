@@ -73,7 +73,73 @@ VALUES = {
     "after": lambda: m.list([1, 2])[:],
 }
 
-GROUPS = {"values": VALUES}
+BOUNDS = [2 ** 7, -2 ** 7 - 1, 2 ** 8, -1, 2 ** 15, -2 ** 15 - 1, 2 ** 16, 2 ** 31,
+          -2 ** 31 - 1, 2 ** 32, 2 ** 63, -2 ** 63 - 1, 2 ** 64, 2 ** 100, -2 ** 100]
+
+
+def made(typecode, sequence):
+    try:
+        return str(m.Array(typecode, sequence))
+    except Exception as e:
+        return failure(e)
+
+
+def items(typecode, values):
+    return [made(typecode, [v]) for v in values]
+
+
+def indexed(a, *ops):
+    return value_of(a, *ops)
+
+
+ARRAYS = {
+    **{"bounds of " + t: (lambda t=t: items(t, BOUNDS)) for t in "bBhHiIlLqQ"},
+    **{"odd items of " + t: (lambda t=t: items(t, [1.5, "x", None, True, 2 ** 2000, "ab", 1e300]))
+       for t in "bIqfdu"},
+    "a bad typecode": lambda: made("z", [1]),
+    "a typecode not a str": lambda: made(1, [1]),
+    "a typecode of two": lambda: made("ii", [1]),
+    "a str for ints": lambda: made("i", "ab"),
+    "a str of characters": lambda: made("u", "ab"),
+    "bytes": lambda: [made(t, b"abcdefgh") for t in "bBhHiIlLqQfd"],
+    "bytes of a bad length": lambda: made("i", b"abc"),
+    "an int": lambda: made("i", 5),
+    "a range": lambda: made("i", range(3)),
+    "a tuple of floats": lambda: made("f", (0.1, -2, 1e300)),
+    "empty": lambda: [made(t, []) for t in "idu"],
+    "no sequence": lambda: m.Array("i"),
+    "an unknown keyword": lambda: m._create("Array", "i", [1], x=2),
+    "keywords": lambda: made(typecode="d", sequence=[1, 2], lock=False)
+        if False else str(m.Array(typecode="d", sequence=[1, 2], lock=False)),
+    "index": lambda: indexed(
+        m.Array("i", [1, 2, 3]), len, lambda a: a[0], lambda a: a[-1], lambda a: a[5],
+        lambda a: a[-4], lambda a: a["x"], lambda a: a[1.0], lambda a: a[2 ** 70],
+        lambda a: a[True]),
+    "slices": lambda: indexed(
+        m.Array("q", [1, 2, 3, 4]), lambda a: a[1:3], lambda a: a[::2], lambda a: a[::-1],
+        lambda a: a[5:], lambda a: a[::0], lambda a: a["x":]),
+    "slices of floats and characters": lambda: [
+        m.Array("d", [0.5, 1.5])[:], m.Array("u", "abc")[1:], m.Array("f", [0.1])[:]],
+    "set": lambda: indexed(
+        m.Array("h", [1, 2, 3]), lambda a: a.__setitem__(0, 9), lambda a: a[0],
+        lambda a: a.__setitem__(-1, 2 ** 15), lambda a: a.__setitem__(3, 1),
+        lambda a: a.__setitem__("x", 1), lambda a: a.__setitem__(0, 1.5),
+        lambda a: a.__setitem__(slice(0, 1), [1]), lambda a: a[:]),
+    "set a float and a character": lambda: indexed(
+        (m.Array("f", [0.0]), m.Array("u", "ab")),
+        lambda a: a[0].__setitem__(0, 0.1), lambda a: a[0][0],
+        lambda a: a[1].__setitem__(1, "z"), lambda a: a[1][:],
+        lambda a: a[1].__setitem__(1, "zz")),
+    "a copy": lambda: [m.Array("i", [1, 2])._getvalue(), m.Array("u", "ab")._getvalue()],
+    "slot arguments": lambda: indexed(
+        m.Array("i", [1]), lambda a: call(a, "__len__", (1,)),
+        lambda a: call(a, "__getitem__"),
+        lambda a: call(a, "__getitem__", (0,), {"x": 1})),
+    "a method not exposed": lambda: call(m.Array("i", [1]), "append", (2,)),
+    "after": lambda: m.list([1, 2])[:],
+}
+
+GROUPS = {"values": VALUES, "arrays": ARRAYS}
 run(GROUPS)
 "##;
 
@@ -103,4 +169,14 @@ fn same_answers(group: &str) {
 #[test]
 fn values_answer_as_cpythons() {
     same_answers("values");
+}
+
+/// `m.Array(typecode, sequence)`: every integer typecode's bounds and the
+/// `OverflowError`s past them, items of the wrong type, bad typecodes, a
+/// str or bytes as the sequence, `len`, indexes and slices read and
+/// written, a copy (`_getvalue()`, an `array.array`), and what wrong
+/// arguments raise.
+#[test]
+fn arrays_answer_as_cpythons() {
+    same_answers("arrays");
 }

@@ -27,6 +27,7 @@
 //! where they hold proxies by `refs`.
 
 mod apply;
+mod array;
 /// A server's request handling in-process, for the criterion benches and
 /// the profiler only: not part of the API.
 #[doc(hidden)]

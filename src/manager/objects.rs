@@ -251,6 +251,7 @@ const TYPEIDS: &[&str] = &[
     "Queue",
     "JoinableQueue",
     "Value",
+    "Array",
 ];
 
 /// The methods an iterator's proxy calls (CPython's `IteratorProxy`).
@@ -1352,7 +1353,7 @@ impl Objects {
                     "Without callable, must have one non-keyword argument".into(),
                 ))
             }
-            other => match Sync::create(other, args, kwds) {
+            other => match Sync::create(other, args, kwds, budget) {
                 Some(made) => Body::Sync(made?),
                 None => return Err(("KeyError", PyValue::from(typeid.as_str()).repr())),
             },

@@ -3,6 +3,8 @@
 //! CPython's server does it. A call that must wait is parked by the
 //! event loop (`objects`), never blocking the server.
 
+use super::array::{self, Array};
+use super::limits::Budget;
 use super::protocol::Exception;
 use super::queue::Args;
 use super::value::PyObject;
@@ -16,6 +18,8 @@ pub(super) enum Sync {
     /// CPython's `multiprocessing.managers.Value`: a value and the typecode
     /// it was made with, which nothing checks.
     Value { typecode: PyValue, value: PyValue },
+    /// An `array.array` (CPython's manager's `Array`).
+    Array(Array),
 }
 
 impl Sync {
@@ -25,6 +29,7 @@ impl Sync {
         typeid: &str,
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
+        budget: &mut Budget,
     ) -> Option<Result<Sync, Exception>> {
         Some(match typeid {
             "Value" => Args::of("Value", "__init__", args, kwds)
@@ -36,6 +41,7 @@ impl Sync {
                         value: bound.next().unwrap_or(PyValue::None),
                     }
                 }),
+            "Array" => Array::new(args, kwds, budget).map(Sync::Array),
             _ => return None,
         })
     }
@@ -44,6 +50,7 @@ impl Sync {
     pub(super) fn exposed(&self) -> &'static [&'static str] {
         match self {
             Sync::Value { .. } => VALUE_EXPOSED,
+            Sync::Array(_) => array::EXPOSED,
         }
     }
 
@@ -51,6 +58,7 @@ impl Sync {
     pub(super) fn class(&self) -> &'static str {
         match self {
             Sync::Value { .. } => "multiprocessing.managers.Value",
+            Sync::Array(_) => "array.array",
         }
     }
 
@@ -74,6 +82,7 @@ impl Sync {
                     Ok(PyValue::None)
                 }
             }
+            Sync::Array(a) => a.call(method, args, kwds),
         }
     }
 
@@ -83,6 +92,7 @@ impl Sync {
             Sync::Value { typecode, value } => {
                 format!("Value({}, {})", typecode.repr(), value.repr())
             }
+            Sync::Array(a) => a.repr(),
         }
     }
 
@@ -99,13 +109,15 @@ impl Sync {
                     ("_value".into(), value.clone()),
                 ])),
             )))),
+            Sync::Array(a) => Ok(a.copy()),
         }
     }
 
     /// The values it holds (which may hold proxies).
     pub(super) fn values(&self) -> impl Iterator<Item = &PyValue> {
         match self {
-            Sync::Value { typecode, value } => [typecode, value].into_iter(),
+            Sync::Value { typecode, value } => vec![typecode, value].into_iter(),
+            Sync::Array(_) => Vec::new().into_iter(),
         }
     }
 }
