@@ -187,7 +187,7 @@ impl Array {
                     "cannot use a str to initialize an array with typecode '{typecode}'"
                 )))
             }
-            PyValue::Bytes(b) => return array.from_bytes(&b).map(|()| array),
+            PyValue::Bytes(b) => return array.extend_from_bytes(&b).map(|()| array),
             other => items_of(other, budget)?,
         };
         for v in &values {
@@ -197,7 +197,7 @@ impl Array {
     }
 
     /// `frombytes`: the machine values of the bytes `b`.
-    fn from_bytes(&mut self, b: &[u8]) -> Result<(), Exception> {
+    fn extend_from_bytes(&mut self, b: &[u8]) -> Result<(), Exception> {
         let size = item_size(self.typecode);
         if b.len() % size != 0 {
             return Err((
