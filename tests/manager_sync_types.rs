@@ -1,15 +1,18 @@
-//! The manager server's `Value` typeid against CPython's: one Python
-//! program runs against CPython's own manager server (the reference, of
-//! the same Python) and against multiproc's, and must print the same
-//! answers from both, for CPython 3.8 and 3.13. Without either CPython
-//! under pyenv, the tests say so and pass.
+//! The manager server's `Value`, `Array`, `Event`, `Lock`, `RLock`,
+//! `Semaphore` and `BoundedSemaphore` typeids against CPython's: one
+//! Python program runs against CPython's own manager server (the
+//! reference, of the same Python) and against multiproc's, and must print
+//! the same answers from both, for CPython 3.8 and 3.13; and what a killed
+//! client held, against multiproc's only (CPython's keeps it held). Without
+//! either CPython under pyenv, the tests say so and pass.
 
 mod common;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use common::cpython::{oldest_and_newest, with_prelude, Differential};
+use common::cpython::{oldest_and_newest, pyenv_pythons, shut_down, with_prelude, Differential};
+use common::watchdog;
 
 /// The longest one test may take.
 const LIMIT: Duration = Duration::from_secs(600);
@@ -23,7 +26,7 @@ const KEY: &str = "manager sync types key";
 /// [`PRELUDE`](common::cpython::PRELUDE): its helpers and its cases, in
 /// groups named by `argv[3]`.
 const CASES: &str = r##"
-import re
+import os, re, signal, threading, time
 
 
 def call(p, method, args=(), kwds={}):
@@ -139,7 +142,179 @@ ARRAYS = {
     "after": lambda: m.list([1, 2])[:],
 }
 
-GROUPS = {"values": VALUES, "arrays": ARRAYS}
+NAN = float("nan")
+
+
+def in_child(proxy, then):
+    """A child client process that calls `then(proxy)` on a connection of
+    its own after a pause; waited for by `joined`."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            proxy._connect()
+            time.sleep(0.3)
+            then(proxy)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def joined(pid, answer):
+    os.waitpid(pid, 0)
+    return answer
+
+
+def unset_event_waits(e):
+    return [failure_of(lambda: e.wait(t)) for t in (0, -1, NAN, 0.05, "x", 10 ** 400, 1e300)]
+
+
+def failure_of(f):
+    try:
+        return f()
+    except Exception as e:
+        return failure(e)
+
+
+def in_thread(f):
+    out = []
+    t = threading.Thread(target=lambda: out.append(failure_of(f)))
+    t.start()
+    t.join(60)
+    return out
+
+
+def set_and_wait(e):
+    e.set()
+    return [e.is_set(), e.wait(), e.wait(None), e.wait(0), e.wait(10 ** 400), e.wait(NAN)]
+
+
+EVENTS = {
+    "unset": lambda: value_of(m.Event(), lambda e: e.is_set(), unset_event_waits),
+    "set": lambda: value_of(m.Event(), set_and_wait, lambda e: e.clear(), lambda e: e.is_set(),
+                            lambda e: e.wait(0.01)),
+    "str": lambda: masked(str(m.Event())) if NEW else "-",
+    "a copy": lambda: m.Event()._getvalue(),
+    "arguments": lambda: m.Event(1),
+    "wait of two arguments": lambda: call(m.Event(), "wait", (1, 2)),
+    "a method not exposed": lambda: call(m.Event(), "acquire"),
+    "a wait woken by another client": lambda: (lambda e: joined(
+        in_child(e, lambda e: e.set()), e.wait(60)))(m.Event()),
+    "after": lambda: m.list([1, 2])[:],
+}
+
+
+def lock_calls(l):
+    return value_of(
+        l, lambda l: l.acquire(), lambda l: l.acquire(False), lambda l: l.acquire(True, 0),
+        lambda l: l.acquire(timeout=0.05), lambda l: l.acquire(False, 1),
+        lambda l: l.acquire(True, -2), lambda l: l.acquire(True, NAN),
+        lambda l: l.acquire(True, 1e300), lambda l: l.acquire(True, 10 ** 400),
+        lambda l: call(l, "acquire", (True, None)), lambda l: call(l, "acquire", (1, 2, 3)),
+        lambda l: call(l, "acquire", (), {"x": 1}), lambda l: l.release(),
+        lambda l: l.release(), lambda l: call(l, "release", (1,)),
+        lambda l: l.acquire(True, -1), lambda l: l.release(),
+        lambda l: l.acquire(blocking=False), lambda l: l.release())
+
+
+def with_lock(l):
+    with l:
+        inside = l.acquire(False)
+    return [inside, l.acquire(False)]
+
+
+def semaphore_calls(s):
+    return value_of(
+        s, lambda s: s.acquire(), lambda s: s.acquire(), lambda s: s.acquire(False),
+        lambda s: s.acquire(timeout=0), lambda s: s.acquire(timeout=-1),
+        lambda s: s.acquire(timeout=0.05), lambda s: s.acquire(False, 1),
+        lambda s: s.acquire(timeout="x"), lambda s: s.acquire(timeout=1e300),
+        lambda s: s.acquire(timeout=10 ** 400), lambda s: s.release(),
+        lambda s: s.acquire(timeout=1e300), lambda s: s.release(), lambda s: s.release(),
+        lambda s: s.release(), lambda s: s.acquire(False))
+
+
+def rlock_calls(r):
+    return value_of(
+        r, lambda r: r.acquire(), lambda r: r.acquire(False), lambda r: r.acquire(True, 0),
+        lambda r: in_thread(lambda: r.acquire(False)), lambda r: in_thread(r.release),
+        lambda r: r.release(), lambda r: r.release(), lambda r: r.release(),
+        lambda r: r.release(), lambda r: r.acquire(False), lambda r: r.release())
+
+
+LOCKS = {
+    "a lock": lambda: lock_calls(m.Lock()),
+    "a lock in a with": lambda: with_lock(m.Lock()),
+    "a lock released by another thread": lambda: (lambda l: [
+        l.acquire(), in_thread(l.release), l.acquire(False)])(m.Lock()),
+    "an rlock": lambda: rlock_calls(m.RLock()),
+    "an rlock in a with": lambda: with_lock(m.RLock()),
+    "a semaphore": lambda: semaphore_calls(m.Semaphore(2)),
+    "a bounded semaphore": lambda: semaphore_calls(m.BoundedSemaphore(2)),
+    "a semaphore of 0": lambda: m.Semaphore(0).acquire(False),
+    "a negative semaphore": lambda: m.Semaphore(-1),
+    "a semaphore of a str": lambda: m.BoundedSemaphore("x"),
+    "a semaphore of a keyword": lambda: m.Semaphore(value=3).acquire(False),
+    "str": lambda: [masked(str(x)) for x in (
+        m.Lock(), m.Semaphore(3), m.BoundedSemaphore(2))] if NEW else "-",
+    "copies": lambda: [failure_of(x._getvalue) for x in (m.Lock(), m.RLock(), m.Semaphore())],
+    "a method not exposed": lambda: call(m.Lock(), "locked"),
+    "an acquire woken by another client's release": lambda: (lambda l: [l.acquire(), joined(
+        in_child(l, lambda l: l.release()), l.acquire(timeout=60))])(m.Lock()),
+    "a semaphore's acquire woken by another client": lambda: (lambda s: joined(
+        in_child(s, lambda s: s.release()), s.acquire(timeout=60)))(m.Semaphore(0)),
+    "after": lambda: m.list([1, 2])[:],
+}
+
+
+def killed_holding(proxy, method="acquire", *args):
+    """A child client that calls `method` on `proxy` and is killed (SIGKILL)
+    after its answer, or while it waits."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            proxy._connect()
+            os.write(w, b"x")
+            proxy._callmethod(method, args)
+            os.write(w, b"y")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.read(r, 1)
+    if method == "acquire" and not args:
+        os.read(r, 1)
+    else:
+        # The call is sent right after the byte: give the server time to
+        # take it (its waiting is what is asked about).
+        time.sleep(0.5)
+    os.close(r)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return proxy
+
+
+def a_killed_waiter(l):
+    l.acquire()
+    killed_holding(l, "acquire", True, 30)
+    l.release()
+    return [l.acquire(False), l.release()]
+
+
+KILLED = {
+    "a lock its killed holder held": lambda: killed_holding(m.Lock()).acquire(timeout=10),
+    "an rlock its killed owner held": lambda: killed_holding(m.RLock()).acquire(timeout=10),
+    "a semaphore a killed client took": lambda: killed_holding(m.Semaphore(1)).acquire(
+        timeout=0.2),
+    "a killed client's waiting acquire": lambda: a_killed_waiter(m.Lock()),
+    "a killed client's waiting wait": lambda: (lambda e: [
+        e.set(), e.is_set()])(killed_holding(m.Event(), "wait", 30)),
+    "after": lambda: m.list([1, 2])[:],
+}
+
+GROUPS = {"values": VALUES, "arrays": ARRAYS, "events": EVENTS, "locks": LOCKS,
+          "killed": KILLED}
 run(GROUPS)
 "##;
 
@@ -179,4 +354,56 @@ fn values_answer_as_cpythons() {
 #[test]
 fn arrays_answer_as_cpythons() {
     same_answers("arrays");
+}
+
+/// `m.Event()`: `is_set`, `set`, `clear`, and `wait` of no timeout, of 0,
+/// negative, NaN, huge (`OverflowError` only if it must wait) and wrong
+/// ones, a `wait` timing out, and one woken by another client process
+/// (parked in the server's event loop, which serves the `set` meanwhile).
+#[test]
+fn events_answer_as_cpythons() {
+    same_answers("events");
+}
+
+/// `m.Lock()`, `m.RLock()`, `m.Semaphore(n)` and `m.BoundedSemaphore(n)`
+/// through the `AcquirerProxy`: `acquire` of every kind of `blocking` and
+/// `timeout` (0, -1, negative, NaN, huge, wrong, timing out), `release`
+/// of what is not held (`release unlocked lock`, `cannot release
+/// un-acquired lock` from another connection, `Semaphore released too
+/// many times`), `with`, bad initial values, and an `acquire` woken by
+/// another client process's `release`.
+#[test]
+fn locks_and_semaphores_answer_as_cpythons() {
+    same_answers("locks");
+}
+
+/// A client killed (SIGKILL) while it holds a `Lock` or owns an `RLock`
+/// leaves it free, where CPython's server keeps it held for ever; a
+/// `Semaphore`'s count it took is not given back (another process
+/// routinely releases what one acquired); a killed client's waiting
+/// `acquire` or `wait` takes nothing with it. (The README's differences
+/// say so.)
+#[test]
+fn what_a_killed_client_held_is_freed() {
+    let Some((_, python)) = pyenv_pythons().into_iter().max() else {
+        return println!("no CPython under pyenv: nothing to run");
+    };
+    let got = watchdog("killed", LIMIT, || {
+        let (server, ours, conn) = common::serve_manager("killed", KEY.as_bytes());
+        drop(conn);
+        let got = differential().answers(&python, &ours, &["killed"]);
+        shut_down(&ours, KEY);
+        server.join().unwrap();
+        got
+    });
+    let got: Vec<(&str, &str)> = got.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();
+    let want = [
+        ("a lock its killed holder held", "True"),
+        ("an rlock its killed owner held", "True"),
+        ("a semaphore a killed client took", "False"),
+        ("a killed client's waiting acquire", "[True, None]"),
+        ("a killed client's waiting wait", "[None, True]"),
+        ("after", "[1, 2]"),
+    ];
+    assert_eq!(got, want);
 }

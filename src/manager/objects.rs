@@ -13,7 +13,7 @@ use super::methods;
 use super::protocol::{Exception, Id, Kind};
 use super::queue::{self, Args, Queue, Step, Wait};
 use super::refs;
-use super::sync::Sync;
+use super::sync::{self, Outcome, Sync};
 use super::PyValue;
 
 /// The largest frame either way: a request over this closes that
@@ -147,6 +147,16 @@ struct Parked {
     deadline: Option<Instant>,
 }
 
+/// A call waiting on a `Sync` object (an event's `wait`, an `acquire`), of
+/// connection `peer`.
+struct Pending {
+    peer: u64,
+    /// The object (one of its references is this call's).
+    object: Id,
+    wait: sync::Wait,
+    deadline: Option<Instant>,
+}
+
 /// What serving one request came to.
 pub(super) enum Answer {
     /// The encoded reply, whether it asked for a shutdown, the work it took.
@@ -166,6 +176,8 @@ enum Served {
 enum Done {
     Reply(Reply),
     Park(Id, Wait, Option<Duration>),
+    /// It waits on a `Sync` object.
+    Pend(Id, sync::Wait, Option<Duration>),
     Shutdown,
 }
 
@@ -187,6 +199,13 @@ pub(super) struct Objects {
     parked: Vec<Parked>,
     /// A queue changed since the parked calls were last looked at.
     stirred: bool,
+    /// Calls waiting on `Sync` objects, oldest first.
+    pending: Vec<Pending>,
+    /// A `Sync` object changed since the pending calls were last looked at.
+    synced: bool,
+    /// The `Sync` objects each connection acquired, to free what it holds
+    /// when it ends.
+    acquired: HashMap<u64, std::collections::HashSet<Id>>,
     /// The references lent to each connection that does not hold its own,
     /// one per proxy its last answer carried (see [`Objects::lend`]).
     lent: HashMap<u64, Loans>,
@@ -252,6 +271,11 @@ const TYPEIDS: &[&str] = &[
     "JoinableQueue",
     "Value",
     "Array",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "BoundedSemaphore",
 ];
 
 /// The methods an iterator's proxy calls (CPython's `IteratorProxy`).
@@ -288,6 +312,9 @@ impl Objects {
             address,
             parked: Vec::new(),
             stirred: false,
+            pending: Vec::new(),
+            synced: false,
+            acquired: HashMap::new(),
             lent: HashMap::new(),
             suspects: 0,
             walked: 0,
@@ -494,6 +521,20 @@ impl Objects {
         for p in gone {
             self.drop_root(p.queue);
         }
+        let (gone, kept) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition::<Vec<_>, _>(|p| p.peer == peer);
+        self.pending = kept;
+        for p in gone {
+            self.drop_root(p.object);
+        }
+        // What it holds is freed, where CPython's server keeps it held
+        // for ever (the thread that held it is gone).
+        for id in self.acquired.remove(&peer).unwrap_or_default() {
+            if let Some(Body::Sync(s)) = self.table.get_mut(&id).map(|e| &mut e.body) {
+                self.synced |= s.forget(peer);
+            }
+        }
         self.settle();
     }
 
@@ -643,6 +684,19 @@ impl Objects {
                 self.park(peer, session.pid, queue, wait, timeout);
                 Served::Parked
             }
+            Done::Pend(object, wait, timeout) => {
+                if let Some(e) = self.table.get_mut(&object) {
+                    e.refs += 1;
+                    e.roots += 1;
+                }
+                self.pending.push(Pending {
+                    peer,
+                    object,
+                    wait,
+                    deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+                });
+                Served::Parked
+            }
         };
         (served, budget.work_done())
     }
@@ -696,13 +750,57 @@ impl Objects {
 
     /// When the next waiting call times out, if any does.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.parked.iter().filter_map(|p| p.deadline).min()
+        let pending = self.pending.iter().filter_map(|p| p.deadline);
+        self.parked
+            .iter()
+            .filter_map(|p| p.deadline)
+            .chain(pending)
+            .min()
+    }
+
+    /// The calls waiting on `Sync` objects that are done (an object they
+    /// wait on changed) or timed out by `now`, oldest first: their
+    /// connections and encoded replies.
+    fn wake_pending(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        let timed_out = self
+            .pending
+            .iter()
+            .any(|p| p.deadline.is_some_and(|d| d <= now));
+        if !std::mem::take(&mut self.synced) && !timed_out {
+            return Vec::new();
+        }
+        let mut replies = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let got = match self.table.get_mut(&p.object).map(|e| &mut e.body) {
+                Some(Body::Sync(s)) => s.attempt(&p.wait, p.peer),
+                _ => false,
+            };
+            if got && matches!(p.wait, sync::Wait::Acquire) {
+                self.acquired.entry(p.peer).or_default().insert(p.object);
+            }
+            if got || p.deadline.is_some_and(|d| d <= now) {
+                self.drop_root(p.object);
+                let bytes = self.encode(Reply::Return(PyValue::Bool(got)));
+                replies.push((p.peer, bytes));
+            } else {
+                self.pending.push(p);
+            }
+        }
+        self.settle();
+        replies
     }
 
     /// The waiting calls that are done (a queue they wait on changed) or
     /// timed out by `now`: their connections and encoded replies, oldest
     /// first.
     pub(super) fn wake(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        let mut replies = self.wake_pending(now);
+        replies.extend(self.wake_queues(now));
+        replies
+    }
+
+    /// [`Objects::wake`] of the calls waiting on queues.
+    fn wake_queues(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
         let timed_out = self
             .parked
             .iter()
@@ -841,7 +939,7 @@ impl Objects {
                 // CPython's fallbacks fail as a `#TRACEBACK`.
                 (false, true) => Done::Reply(Reply::Traceback(e)),
                 (false, false) => {
-                    self.object_call(id, &method, vec![], vec![], session, budget, batch)
+                    self.object_call(id, &method, vec![], vec![], session, peer, budget, batch)
                 }
             };
         }
@@ -858,7 +956,7 @@ impl Objects {
             "#GETVALUE" | "__repr__" | "__str__" if !data => {
                 Done::Reply(self.fallback(id, &method))
             }
-            _ => self.object_call(id, &method, args, kwds, session, budget, batch),
+            _ => self.object_call(id, &method, args, kwds, session, peer, budget, batch),
         }
     }
 
@@ -893,6 +991,7 @@ impl Objects {
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
         session: &mut Session,
+        peer: u64,
         budget: &mut Budget,
         batch: bool,
     ) -> Done {
@@ -1001,10 +1100,22 @@ impl Objects {
                 if !s.exposed().contains(&method) {
                     return not_exposed(s.class(), s.exposed());
                 }
-                Done::Reply(
-                    s.call(method, args, kwds)
-                        .map_or_else(Reply::error, Reply::Return),
-                )
+                let before = s.held_by(peer);
+                let outcome = s.call(method, args, kwds, peer);
+                if s.held_by(peer) > before {
+                    self.acquired.entry(peer).or_default().insert(id);
+                }
+                if matches!(method, "release" | "set") && outcome.is_ok() {
+                    // A release or a `set`: the waiting calls may go on.
+                    self.synced = true;
+                }
+                match outcome {
+                    Ok(Outcome::Done(v)) => Done::Reply(Reply::Return(v)),
+                    // In a batch nothing waits: it is answered as timed out.
+                    Ok(Outcome::Wait(..)) if batch => Done::Reply(Reply::Return(false.into())),
+                    Ok(Outcome::Wait(wait, timeout)) => Done::Pend(id, wait, timeout),
+                    Err(e) => Done::Reply(Reply::error(e)),
+                }
             }
         }
     }
@@ -1246,7 +1357,7 @@ impl Objects {
                 Ok(req) => match self.call(req, session, peer, budget, true) {
                     Done::Reply(r) => r,
                     // Neither happens inside a batch.
-                    Done::Shutdown | Done::Park(..) => {
+                    Done::Shutdown | Done::Park(..) | Done::Pend(..) => {
                         Reply::Traceback(("RuntimeError", "not inside a batch".into()))
                     }
                 },

@@ -205,7 +205,7 @@ fn is_negative(bytes: &[u8]) -> bool {
 
 /// Whether a positive `PyValue::BigInt` rounds to a float past `f64::MAX`
 /// (at least 2^1024 - 2^970), as Python's `float(int)` refuses it.
-fn rounds_past_float(bytes: &[u8]) -> bool {
+pub(super) fn rounds_past_float(bytes: &[u8]) -> bool {
     let bit = |i: usize| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1);
     let len = bytes.len() * 8;
     (1024..len).any(bit) || (970..1024).all(bit)
