@@ -1979,6 +1979,24 @@ mod tests {
     }
 
     #[test]
+    fn an_event_set_and_cleared_at_once_wakes_its_waiters() {
+        let mut m = Server::new();
+        let e = m.create("Event", vec![]);
+        assert_eq!(m.ask(Some(&e), "wait", vec![], vec![]), None);
+        // Another connection sets and clears it before the event loop
+        // looks at the waiting calls: the wait was woken, as in Python.
+        m.peer = 2;
+        m.ok(&e, "set", vec![]);
+        m.ok(&e, "clear", vec![]);
+        let woken = m.objects.wake(Instant::now());
+        assert_eq!(woken.len(), 1);
+        assert_eq!(woken[0].0, 1);
+        // A later wait waits again.
+        assert_eq!(m.ask(Some(&e), "wait", vec![], vec![]), None);
+        assert!(m.objects.wake(Instant::now()).is_empty());
+    }
+
+    #[test]
     fn a_batch_answers_each_request_within_one_budget() {
         let mut m = Server::new();
         let l = m.create("list", vec![]);

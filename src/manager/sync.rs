@@ -29,8 +29,10 @@ const TIMEOUT_MAX: f64 = 9_223_372_036.0;
 
 /// What a parked call waits for.
 pub(super) enum Wait {
-    /// An `Event` to be set.
-    Event,
+    /// An `Event` to be set: how many times it had been set when the wait
+    /// began (a `set` and a `clear` before the waiting calls are looked
+    /// at wake it, as Python's `notify_all` does).
+    Event(u64),
     /// A lock or a semaphore to be free.
     Acquire,
 }
@@ -49,8 +51,8 @@ pub(super) enum Sync {
     Value { typecode: PyValue, value: PyValue },
     /// An `array.array` (CPython's manager's `Array`).
     Array(Array),
-    /// A `threading.Event`.
-    Event(bool),
+    /// A `threading.Event`: its flag, and how many times it was set.
+    Event { flag: bool, sets: u64 },
     /// A `threading.Lock`: the connection whose `acquire` holds it.
     Lock(Option<u64>),
     /// A `threading.RLock`: the connection that owns it, and how often.
@@ -185,7 +187,10 @@ impl Sync {
             "Array" => Array::new(args, kwds, budget).map(Sync::Array),
             "Event" => Args::of("Event", "__init__", args, kwds)
                 .bind(&[], 0)
-                .map(|_| Sync::Event(false)),
+                .map(|_| Sync::Event {
+                    flag: false,
+                    sets: 0,
+                }),
             "Lock" | "RLock" => {
                 if !args.is_empty() || !kwds.is_empty() {
                     Err(("TypeError", format!("{typeid}() takes no arguments")))
@@ -249,7 +254,7 @@ impl Sync {
         match self {
             Sync::Value { .. } => VALUE_EXPOSED,
             Sync::Array(_) => array::EXPOSED,
-            Sync::Event(_) => EVENT_EXPOSED,
+            Sync::Event { .. } => EVENT_EXPOSED,
             _ => ACQUIRER_EXPOSED,
         }
     }
@@ -259,7 +264,7 @@ impl Sync {
         match self {
             Sync::Value { .. } => "multiprocessing.managers.Value",
             Sync::Array(_) => "array.array",
-            Sync::Event(_) => "threading.Event",
+            Sync::Event { .. } => "threading.Event",
             Sync::Lock(_) => "_thread.lock",
             Sync::RLock(_) => "_thread.RLock",
             Sync::Semaphore { bound: None, .. } => "threading.Semaphore",
@@ -282,13 +287,16 @@ impl Sync {
             Sync::Value { .. } | Sync::Array(_) => {
                 self.call_value(method, args, kwds).map(Outcome::Done)
             }
-            Sync::Event(flag) => {
+            Sync::Event { flag, sets } => {
                 let a = Args::of("Event", method, args, kwds);
                 match method {
                     "is_set" => a.bind(&[], 0).and_then(|_| done(PyValue::Bool(*flag))),
                     "set" | "clear" => {
                         a.bind(&[], 0)?;
                         *flag = method == "set";
+                        if *flag {
+                            *sets += 1;
+                        }
                         done(PyValue::None)
                     }
                     _ => {
@@ -298,7 +306,7 @@ impl Sync {
                         }
                         match condition_wait(timeout.as_ref())? {
                             Some(Duration::ZERO) => done(PyValue::Bool(false)),
-                            t => Ok(Outcome::Wait(Wait::Event, t)),
+                            t => Ok(Outcome::Wait(Wait::Event(*sets), t)),
                         }
                     }
                 }
@@ -446,7 +454,7 @@ impl Sync {
     /// is there: whether it did (an event's `wait` takes nothing).
     pub(super) fn attempt(&mut self, wait: &Wait, peer: u64) -> bool {
         match (self, wait) {
-            (Sync::Event(flag), Wait::Event) => *flag,
+            (Sync::Event { flag, sets }, Wait::Event(since)) => *flag || sets != since,
             (Sync::Lock(holder), Wait::Acquire) if holder.is_none() => {
                 *holder = Some(peer);
                 true
@@ -529,7 +537,7 @@ impl Sync {
                 format!("Value({}, {})", typecode.repr(), value.repr())
             }
             Sync::Array(a) => a.repr(),
-            Sync::Event(flag) => {
+            Sync::Event { flag, .. } => {
                 let state = if *flag { "set" } else { "unset" };
                 format!("<threading.Event at 0x0: {state}>")
             }
@@ -577,7 +585,7 @@ impl Sync {
             )))),
             Sync::Array(a) => Ok(a.copy()),
             // As CPython's server fails to pickle them.
-            Sync::Event(_) | Sync::Lock(_) | Sync::Semaphore { .. } => {
+            Sync::Event { .. } | Sync::Lock(_) | Sync::Semaphore { .. } => {
                 Err(("TypeError", "cannot pickle '_thread.lock' object".into()))
             }
             Sync::RLock(_) => Err(("TypeError", "cannot pickle '_thread.RLock' object".into())),
