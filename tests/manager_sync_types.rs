@@ -407,3 +407,64 @@ fn what_a_killed_client_held_is_freed() {
     ];
     assert_eq!(got, want);
 }
+
+/// A name registered for a `Lock` (`serve_registered`, as `multiproc
+/// manager serve --object get_lock=Lock` does) is one lock for every
+/// client of the remote-manager pattern (`BaseManager.register('get_lock')`);
+/// a `Value` or `Array`, made of arguments a registered name's `create`
+/// does not take, cannot be registered.
+#[test]
+fn a_registered_name_may_stand_for_a_lock() {
+    use multiproc::conn::{connect, Address};
+    let refused = multiproc::manager::serve_registered(
+        &Address::Unix(std::env::temp_dir().join("multiproc-test-never-bound.sock")),
+        KEY.as_bytes(),
+        &[("get_value".into(), "Value".into())],
+        |_| {},
+    );
+    assert!(refused.is_err());
+    let Some((_, python)) = pyenv_pythons().into_iter().max() else {
+        return println!("no CPython under pyenv: nothing to run");
+    };
+    watchdog("registered", LIMIT, || {
+        let path = std::env::temp_dir().join(format!(
+            "multiproc-test-sync-registered-{}.sock",
+            std::process::id()
+        ));
+        let address = Address::Unix(path.clone());
+        let mut server = multiproc::Process::new({
+            let address = address.clone();
+            move || {
+                let names = [("get_lock".to_string(), "Lock".to_string())];
+                let _ =
+                    multiproc::manager::serve_registered(&address, KEY.as_bytes(), &names, |_| {});
+            }
+        })
+        .daemon(true);
+        server.start().unwrap();
+        assert!(common::wait_until(Duration::from_secs(10), || connect(
+            &address,
+            Some(KEY.as_bytes())
+        )
+        .is_ok()));
+        let program = r#"
+import sys
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+M.register("get_lock")
+m = M(address=sys.argv[1], authkey=sys.argv[2].encode())
+m.connect()
+first, second = m.get_lock(), m.get_lock()
+print(first.acquire(), second.acquire(False), first.release(), second.acquire(False))
+"#;
+        let (status, out, err) = common::run_with_deadline(
+            std::process::Command::new(&python).args(["-c", program, path.to_str().unwrap(), KEY]),
+            b"",
+            RUN_LIMIT,
+        );
+        assert!(status.success(), "{out}\n{err}");
+        assert_eq!(out.trim(), "True False None True");
+        shut_down(&path, KEY);
+        server.join().unwrap();
+    });
+}
