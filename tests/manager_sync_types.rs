@@ -1,5 +1,6 @@
 //! The manager server's `Value`, `Array`, `Event`, `Lock`, `RLock`,
-//! `Semaphore` and `BoundedSemaphore` typeids against CPython's: one
+//! `Semaphore`, `BoundedSemaphore` and `Barrier` typeids against
+//! CPython's: one
 //! Python program runs against CPython's own manager server (the
 //! reference, of the same Python) and against multiproc's, and must print
 //! the same answers from both, for CPython 3.8 and 3.13; and what a killed
@@ -313,8 +314,114 @@ KILLED = {
     "after": lambda: m.list([1, 2])[:],
 }
 
+def attrs(b):
+    return [b.parties, b.n_waiting, b.broken]
+
+
+def broken_of(f):
+    try:
+        return f()
+    except threading.BrokenBarrierError:
+        return "BrokenBarrierError"
+    except Exception as e:
+        return failure(e)
+
+
+def two_waits(b, timeout=60):
+    """A child client process's wait and this one's on b, their indexes
+    (the child's reported through a pipe)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            b._connect()
+            os.write(w, repr(broken_of(lambda: b.wait(timeout))).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    time.sleep(0.3)
+    mine = broken_of(lambda: b.wait(timeout))
+    theirs = os.read(r, 100).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    return sorted([repr(mine), theirs])
+
+
+def broken_by_a_timeout(b):
+    """This client's wait times out while a child client's waits: both
+    get BrokenBarrierError, and the barrier stays broken until reset."""
+    out = two_waits_timed(b)
+    return out + [b.broken, broken_of(b.wait), b.reset(), b.broken, attrs(b)]
+
+
+def two_waits_timed(b):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            b._connect()
+            os.write(w, repr(broken_of(lambda: b.wait(60))).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    time.sleep(0.3)
+    mine = broken_of(lambda: b.wait(0.2))
+    theirs = os.read(r, 100).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    return [repr(mine), theirs]
+
+
+def aborted(b):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            b._connect()
+            os.write(w, repr(broken_of(lambda: b.wait(60))).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    time.sleep(0.3)
+    waiting = b.n_waiting
+    b.abort()
+    theirs = os.read(r, 100).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    return [waiting, theirs, attrs(b), broken_of(b.wait)]
+
+
+BARRIERS = {
+    "one party": lambda: value_of(
+        m.Barrier(1), lambda b: b.wait(), attrs, lambda b: b.wait(0), lambda b: b.wait(-1),
+        lambda b: b.wait(NAN), lambda b: masked(str(b)) if NEW else "-"),
+    "two parties, one client": lambda: value_of(
+        m.Barrier(2), attrs, lambda b: broken_of(lambda: b.wait(0)), attrs,
+        lambda b: broken_of(b.wait), lambda b: b.reset(), attrs,
+        lambda b: broken_of(lambda: b.wait(-1)), lambda b: b.reset(),
+        lambda b: broken_of(lambda: b.wait("x")), lambda b: broken_of(lambda: b.wait(10 ** 400)),
+        lambda b: broken_of(lambda: b.wait(1e300)), attrs, lambda b: b.abort(), attrs,
+        lambda b: masked(str(b)) if NEW else "-"),
+    "two clients": lambda: two_waits(m.Barrier(2)),
+    "two clients twice": lambda: (lambda b: [two_waits(b), two_waits(b), attrs(b)])(m.Barrier(2)),
+    "a wait timing out": lambda: broken_by_a_timeout(m.Barrier(3)),
+    "a default timeout": lambda: broken_of(m.Barrier(2, None, 0.05).wait),
+    "an abort": lambda: aborted(m.Barrier(2)),
+    # Python 3.8's Barrier takes them (and never releases).
+    "bad parties": lambda: [failure_of(lambda: m.Barrier(p)) for p in (0, -1, "x")]
+        if NEW else "-",
+    "no parties": lambda: m.Barrier(),
+    "an attribute it has not": lambda: call(m.Barrier(2), "__getattribute__", ("nope",)),
+    "a copy": lambda: m.Barrier(2)._getvalue(),
+    "a method not exposed": lambda: call(m.Barrier(2), "acquire"),
+    "after": lambda: m.list([1, 2])[:],
+}
+
 GROUPS = {"values": VALUES, "arrays": ARRAYS, "events": EVENTS, "locks": LOCKS,
-          "killed": KILLED}
+          "killed": KILLED, "barriers": BARRIERS}
 run(GROUPS)
 "##;
 
@@ -375,6 +482,16 @@ fn events_answer_as_cpythons() {
 #[test]
 fn locks_and_semaphores_answer_as_cpythons() {
     same_answers("locks");
+}
+
+/// `m.Barrier(parties, action=None, timeout=None)`: `wait` of one party,
+/// of two client processes (each gets its index, and again in the next
+/// generation), timing out or of a timeout of 0, negative, NaN (one
+/// party), huge or wrong; `abort`, `reset`, `broken`, `n_waiting`,
+/// `parties`; and bad arguments.
+#[test]
+fn barriers_answer_as_cpythons() {
+    same_answers("barriers");
 }
 
 /// A client killed (SIGKILL) while it holds a `Lock` or owns an `RLock`

@@ -28,6 +28,7 @@
 
 mod apply;
 mod array;
+mod barrier;
 /// A server's request handling in-process, for the criterion benches and
 /// the profiler only: not part of the API.
 #[doc(hidden)]
@@ -138,9 +139,11 @@ pub fn serve_registered(
 ) -> crate::Result<std::convert::Infallible> {
     let mut registry = std::collections::HashMap::new();
     for (name, typeid) in names {
-        // A `Value` or an `Array` is made of arguments, which a registered
+        // A `Value`, an `Array` or a `Barrier` is made of arguments, which a registered
         // name's `create` does not take.
-        if !objects::Objects::known_typeid(typeid) || matches!(&**typeid, "Value" | "Array") {
+        if !objects::Objects::known_typeid(typeid)
+            || matches!(&**typeid, "Value" | "Array" | "Barrier")
+        {
             return Err(Error::InvalidArgument(format!(
                 "{name}={typeid}: the typeid is none of dict, list, Namespace, Queue, \
                  JoinableQueue, Event, Lock, RLock, Semaphore, BoundedSemaphore"

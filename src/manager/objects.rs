@@ -66,7 +66,8 @@ pub(super) enum Body {
     Iterator(DictIter),
     /// A `queue.Queue` (typeids `Queue` and `JoinableQueue`).
     Queue(Queue),
-    /// A `Value` (see `sync`).
+    /// A `Value`, `Array`, `Event`, lock, semaphore or barrier (see
+    /// `sync`).
     Sync(Sync),
 }
 
@@ -276,6 +277,7 @@ const TYPEIDS: &[&str] = &[
     "RLock",
     "Semaphore",
     "BoundedSemaphore",
+    "Barrier",
 ];
 
 /// The methods an iterator's proxy calls (CPython's `IteratorProxy`).
@@ -770,21 +772,51 @@ impl Objects {
             return Vec::new();
         }
         let mut replies = Vec::new();
+        // The barriers' generations that ended, by barrier.
+        let mut ended: HashMap<Id, Vec<(u64, bool)>> = HashMap::new();
+        for p in &self.pending {
+            if let (sync::Wait::Barrier { .. }, Some(Body::Sync(s))) =
+                (&p.wait, self.table.get_mut(&p.object).map(|e| &mut e.body))
+            {
+                ended.entry(p.object).or_default().extend(s.ended());
+            }
+        }
         for p in std::mem::take(&mut self.pending) {
-            let got = match self.table.get_mut(&p.object).map(|e| &mut e.body) {
-                Some(Body::Sync(s)) => s.attempt(&p.wait, p.peer),
-                _ => false,
+            let Some(Body::Sync(s)) = self.table.get_mut(&p.object).map(|e| &mut e.body) else {
+                self.drop_root(p.object);
+                continue;
             };
-            if got && matches!(p.wait, sync::Wait::Acquire) {
+            let answer = match p.wait {
+                sync::Wait::Barrier { generation, index } => ended
+                    .get(&p.object)
+                    .and_then(|e| e.iter().find(|(g, _)| *g == generation))
+                    .map(|&(_, released)| match released {
+                        true => Ok(PyValue::Int(index as i64)),
+                        false => Err(super::barrier::broken()),
+                    }),
+                _ => s
+                    .attempt(&p.wait, p.peer)
+                    .then_some(Ok(PyValue::Bool(true))),
+            };
+            if answer.is_some() && matches!(p.wait, sync::Wait::Acquire) {
                 self.acquired.entry(p.peer).or_default().insert(p.object);
             }
-            if got || p.deadline.is_some_and(|d| d <= now) {
-                self.drop_root(p.object);
-                let bytes = self.encode(Reply::Return(PyValue::Bool(got)));
-                replies.push((p.peer, bytes));
-            } else {
-                self.pending.push(p);
-            }
+            let answer = match answer {
+                Some(a) => a,
+                None if p.deadline.is_some_and(|d| d <= now) => {
+                    // A barrier broken by it: its other waiters are
+                    // answered on the next look.
+                    self.synced = true;
+                    s.timed_out(&p.wait)
+                }
+                None => {
+                    self.pending.push(p);
+                    continue;
+                }
+            };
+            self.drop_root(p.object);
+            let bytes = self.encode(answer.map_or_else(Reply::error, Reply::Return));
+            replies.push((p.peer, bytes));
         }
         self.settle();
         replies
@@ -1105,9 +1137,16 @@ impl Objects {
                 if s.held_by(peer) > before {
                     self.acquired.entry(peer).or_default().insert(id);
                 }
-                if matches!(method, "release" | "set") && outcome.is_ok() {
-                    // A release or a `set`: the waiting calls may go on.
+                if matches!(method, "release" | "set" | "wait" | "abort" | "reset") {
+                    // A release, a `set`, a barrier's change: the waiting
+                    // calls may go on.
                     self.synced = true;
+                }
+                if matches!(s, Sync::Barrier(_)) && !self.pending.iter().any(|p| p.object == id) {
+                    // Nobody waits on it: what ended concerns no one.
+                    if let Some(Body::Sync(s)) = self.table.get_mut(&id).map(|e| &mut e.body) {
+                        s.ended();
+                    }
                 }
                 match outcome {
                     Ok(Outcome::Done(v)) => Done::Reply(Reply::Return(v)),

@@ -1,6 +1,6 @@
-//! The server's `Value`, `Array`, `Event`, `Lock`, `RLock`, `Semaphore`
-//! and `BoundedSemaphore` (CPython's `SyncManager` typeids that are
-//! neither containers nor queues): what each method does, as CPython's
+//! The server's `Value`, `Array`, `Event`, `Lock`, `RLock`, `Semaphore`,
+//! `BoundedSemaphore` and `Barrier` (CPython's `SyncManager` typeids that
+//! are neither containers nor queues): what each method does, as CPython's
 //! server does it. A call that must wait (an `Event`'s `wait`, a blocking
 //! `acquire`) is parked by the event loop (`objects`), never blocking the
 //! server.
@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::array::{self, Array};
+use super::barrier::{self, Barrier};
 use super::limits::Budget;
 use super::protocol::Exception;
 use super::queue::Args;
@@ -35,6 +36,8 @@ pub(super) enum Wait {
     Event(u64),
     /// A lock or a semaphore to be free.
     Acquire,
+    /// A barrier's generation to end: the waiter's index in it.
+    Barrier { generation: u64, index: u64 },
 }
 
 /// What a call did: its answer, or what it waits for (and for how long at
@@ -60,6 +63,8 @@ pub(super) enum Sync {
     /// A `threading.Semaphore` (`bound`: a `BoundedSemaphore`'s initial
     /// value).
     Semaphore { value: i128, bound: Option<i128> },
+    /// A `threading.Barrier`.
+    Barrier(Barrier),
 }
 
 /// A timeout as `threading`'s locks read it (`_thread.lock.acquire`):
@@ -131,7 +136,7 @@ fn patience(secs: f64) -> Option<Duration> {
 
 /// A number Python compares with an int (`timeout > 0`), as an `f64`;
 /// `TypeError` of the comparison `op` for anything else.
-fn compared(v: &PyValue, op: &str) -> Result<f64, Exception> {
+pub(super) fn compared(v: &PyValue, op: &str) -> Result<f64, Exception> {
     match v {
         PyValue::Float(f) => Ok(*f),
         PyValue::Int(i) => Ok(*i as f64),
@@ -152,7 +157,7 @@ fn compared(v: &PyValue, op: &str) -> Result<f64, Exception> {
 /// `Semaphore`'s): `None` as long as it takes; a timeout that is not
 /// positive (or NaN) is a last look; a huge one is refused as the lock it
 /// waits on refuses it.
-fn condition_wait(timeout: Option<&PyValue>) -> Result<Option<Duration>, Exception> {
+pub(super) fn condition_wait(timeout: Option<&PyValue>) -> Result<Option<Duration>, Exception> {
     let Some(t) = timeout.filter(|t| !matches!(t, PyValue::None)) else {
         return Ok(None);
     };
@@ -185,6 +190,7 @@ impl Sync {
                     }
                 }),
             "Array" => Array::new(args, kwds, budget).map(Sync::Array),
+            "Barrier" => Barrier::new(args, kwds).map(Sync::Barrier),
             "Event" => Args::of("Event", "__init__", args, kwds)
                 .bind(&[], 0)
                 .map(|_| Sync::Event {
@@ -255,6 +261,7 @@ impl Sync {
             Sync::Value { .. } => VALUE_EXPOSED,
             Sync::Array(_) => array::EXPOSED,
             Sync::Event { .. } => EVENT_EXPOSED,
+            Sync::Barrier(_) => barrier::EXPOSED,
             _ => ACQUIRER_EXPOSED,
         }
     }
@@ -265,6 +272,7 @@ impl Sync {
             Sync::Value { .. } => "multiprocessing.managers.Value",
             Sync::Array(_) => "array.array",
             Sync::Event { .. } => "threading.Event",
+            Sync::Barrier(_) => "threading.Barrier",
             Sync::Lock(_) => "_thread.lock",
             Sync::RLock(_) => "_thread.RLock",
             Sync::Semaphore { bound: None, .. } => "threading.Semaphore",
@@ -284,6 +292,8 @@ impl Sync {
         let done = |v: PyValue| Ok(Outcome::Done(v));
         let class = self.class().rsplit('.').next().unwrap_or("");
         match self {
+            Sync::Barrier(b) if method == "wait" => b.wait(args, kwds),
+            Sync::Barrier(b) => b.call(method, args, kwds).map(Outcome::Done),
             Sync::Value { .. } | Sync::Array(_) => {
                 self.call_value(method, args, kwds).map(Outcome::Done)
             }
@@ -478,6 +488,27 @@ impl Sync {
         }
     }
 
+    /// The answer of a waiting `wait` that timed out: `False`, or a
+    /// barrier's `BrokenBarrierError` (the barrier breaks).
+    pub(super) fn timed_out(&mut self, wait: &Wait) -> Result<PyValue, Exception> {
+        match (self, wait) {
+            (Sync::Barrier(b), Wait::Barrier { generation, .. }) => {
+                b.timed_out(*generation);
+                Err(barrier::broken())
+            }
+            _ => Ok(PyValue::Bool(false)),
+        }
+    }
+
+    /// A barrier's generations that ended since the last look, and
+    /// whether each was released (else broken).
+    pub(super) fn ended(&mut self) -> Vec<(u64, bool)> {
+        match self {
+            Sync::Barrier(b) => b.ended(),
+            _ => Vec::new(),
+        }
+    }
+
     /// How many times connection `peer` holds it (a lock it acquired, an
     /// `RLock` it owns): 0 for the others.
     pub(super) fn held_by(&self, peer: u64) -> u64 {
@@ -537,6 +568,7 @@ impl Sync {
                 format!("Value({}, {})", typecode.repr(), value.repr())
             }
             Sync::Array(a) => a.repr(),
+            Sync::Barrier(b) => b.repr(),
             Sync::Event { flag, .. } => {
                 let state = if *flag { "set" } else { "unset" };
                 format!("<threading.Event at 0x0: {state}>")
@@ -585,7 +617,7 @@ impl Sync {
             )))),
             Sync::Array(a) => Ok(a.copy()),
             // As CPython's server fails to pickle them.
-            Sync::Event { .. } | Sync::Lock(_) | Sync::Semaphore { .. } => {
+            Sync::Event { .. } | Sync::Lock(_) | Sync::Semaphore { .. } | Sync::Barrier(_) => {
                 Err(("TypeError", "cannot pickle '_thread.lock' object".into()))
             }
             Sync::RLock(_) => Err(("TypeError", "cannot pickle '_thread.RLock' object".into())),
