@@ -1132,6 +1132,14 @@ impl Objects {
                 if !s.exposed().contains(&method) {
                     return not_exposed(s.class(), s.exposed());
                 }
+                if batch && method == "wait" && matches!(s, Sync::Barrier(_)) {
+                    // It would count as a party that waits, and nothing
+                    // waits in a batch.
+                    return Done::Reply(Reply::error((
+                        "RuntimeError",
+                        "a barrier's wait() cannot wait inside a batch".into(),
+                    )));
+                }
                 let before = s.held_by(peer);
                 let outcome = s.call(method, args, kwds, peer);
                 if s.held_by(peer) > before {
@@ -2033,6 +2041,20 @@ mod tests {
         // A later wait waits again.
         assert_eq!(m.ask(Some(&e), "wait", vec![], vec![]), None);
         assert!(m.objects.wake(Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn a_barrier_wait_inside_a_batch_is_refused_and_counts_no_party() {
+        let mut m = Server::new();
+        let b = m.create("Barrier", vec![2.into()]);
+        let wait = tuple(vec![s(&b), s("wait"), tuple(vec![]), PyValue::Dict(vec![])]);
+        let Reply::Batch(replies) = m.server("_multiproc_batch", vec![PyValue::List(vec![wait])])
+        else {
+            panic!()
+        };
+        assert_eq!(error(replies.into_iter().next().unwrap()), "RuntimeError");
+        let n_waiting = vec![s("n_waiting")];
+        assert_eq!(m.ok(&b, "__getattribute__", n_waiting), 0.into());
     }
 
     #[test]
