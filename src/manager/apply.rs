@@ -253,7 +253,7 @@ pub(super) struct Slice {
 /// The slice `key` is, if it is one (`builtins.slice(start, stop, step)`,
 /// as a client pickles `l[1:3]`), or the `TypeError` of a slice of
 /// something else than ints.
-fn slice_of(key: &PyValue) -> Option<std::result::Result<Slice, Exception>> {
+pub(super) fn slice_of(key: &PyValue) -> Option<std::result::Result<Slice, Exception>> {
     let PyValue::Object(o) = key else {
         return None;
     };
@@ -343,7 +343,10 @@ impl Slice {
     }
 
     /// The positions it selects in a sequence of `len`, in its order.
-    fn positions(self, len: usize) -> std::result::Result<impl Iterator<Item = usize>, Exception> {
+    pub(super) fn positions(
+        self,
+        len: usize,
+    ) -> std::result::Result<impl Iterator<Item = usize>, Exception> {
         let (start, step, count) = self.indices(len)?;
         Ok((0..count as i64).map(move |k| (start + k * step) as usize))
     }
@@ -547,7 +550,7 @@ fn pairs_until(
 
 /// An int of up to 128 bits, as an `Int` if it fits `i64` and else as a
 /// `BigInt`'s minimal little-endian two's complement bytes.
-fn int_value(i: i128) -> PyValue {
+pub(super) fn int_value(i: i128) -> PyValue {
     if let Ok(small) = i64::try_from(i) {
         return PyValue::Int(small);
     }
@@ -575,18 +578,24 @@ fn addend(v: &PyValue) -> Option<Addend> {
         PyValue::Bool(b) => Some(Addend::Int((*b).into())),
         PyValue::Int(i) => Some(Addend::Int((*i).into())),
         PyValue::Float(f) => Some(Addend::Float(*f)),
-        PyValue::BigInt(b) if b.len() <= 16 => {
-            let fill = if b.last().is_some_and(|&top| top & 0x80 != 0) {
-                0xff
-            } else {
-                0
-            };
-            let mut le = [fill; 16];
-            le[..b.len()].copy_from_slice(b);
-            Some(Addend::Int(i128::from_le_bytes(le)))
-        }
+        PyValue::BigInt(b) => big_i128(b).map(Addend::Int),
         _ => None,
     }
+}
+
+/// A `BigInt`'s two's complement bytes as an `i128`, if they fit.
+pub(super) fn big_i128(b: &[u8]) -> Option<i128> {
+    if b.len() > 16 {
+        return None;
+    }
+    let fill = if b.last().is_some_and(|&top| top & 0x80 != 0) {
+        0xff
+    } else {
+        0
+    };
+    let mut le = [fill; 16];
+    le[..b.len()].copy_from_slice(b);
+    Some(i128::from_le_bytes(le))
 }
 
 /// `a + b` for ints and floats (and bools, which are ints in Python), as

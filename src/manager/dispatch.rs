@@ -274,6 +274,7 @@ pub(super) fn exception_module(name: &str) -> &'static str {
     match name {
         "Empty" => "_queue",
         "Full" | "ShutDown" => "queue",
+        "BrokenBarrierError" => "threading",
         _ => "builtins",
     }
 }

@@ -27,6 +27,8 @@
 //! where they hold proxies by `refs`.
 
 mod apply;
+mod array;
+mod barrier;
 /// A server's request handling in-process, for the criterion benches and
 /// the profiler only: not part of the API.
 #[doc(hidden)]
@@ -66,6 +68,7 @@ mod reference;
 mod refs;
 mod ser;
 mod server;
+mod sync;
 mod value;
 
 use std::marker::PhantomData;
@@ -121,7 +124,8 @@ pub fn serve(
 
 /// [`serve`], with more typeids: each `(name, typeid)` makes `name` create
 /// a `typeid` object (one of `dict`, `list`, `Namespace`, `Queue`,
-/// `JoinableQueue`), for Python clients of the remote-manager pattern
+/// `JoinableQueue`, `Event`, `Lock`, `RLock`, `Semaphore`,
+/// `BoundedSemaphore`: those made without arguments), for Python clients of the remote-manager pattern
 /// (`BaseManager.register('get_dict')`, then `m.get_dict()`).
 ///
 /// # Errors
@@ -135,9 +139,14 @@ pub fn serve_registered(
 ) -> crate::Result<std::convert::Infallible> {
     let mut registry = std::collections::HashMap::new();
     for (name, typeid) in names {
-        if !objects::Objects::known_typeid(typeid) {
+        // A `Value`, an `Array` or a `Barrier` is made of arguments, which a registered
+        // name's `create` does not take.
+        if !objects::Objects::known_typeid(typeid)
+            || matches!(&**typeid, "Value" | "Array" | "Barrier")
+        {
             return Err(Error::InvalidArgument(format!(
-                "{name}={typeid}: the typeid is none of dict, list, Namespace, Queue, JoinableQueue"
+                "{name}={typeid}: the typeid is none of dict, list, Namespace, Queue, \
+                 JoinableQueue, Event, Lock, RLock, Semaphore, BoundedSemaphore"
             )));
         }
         if objects::Objects::known_typeid(name) || name == "Iterator" || name.is_empty() {

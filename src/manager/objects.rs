@@ -13,6 +13,7 @@ use super::methods;
 use super::protocol::{Exception, Id, Kind};
 use super::queue::{self, Args, Queue, Step, Wait};
 use super::refs;
+use super::sync::{self, Outcome, Sync};
 use super::PyValue;
 
 /// The largest frame either way: a request over this closes that
@@ -65,23 +66,22 @@ pub(super) enum Body {
     Iterator(DictIter),
     /// A `queue.Queue` (typeids `Queue` and `JoinableQueue`).
     Queue(Queue),
+    /// A `Value`, `Array`, `Event`, lock, semaphore or barrier (see
+    /// `sync`).
+    Sync(Sync),
 }
 
 impl Body {
-    /// Its kind (as a proxy of it names it).
-    fn kind(&self) -> Kind {
-        match self {
-            Body::Data(kind, _) => *kind,
-            Body::Iterator(_) => Kind::Iterator,
-            Body::Queue(_) => Kind::Queue,
-        }
-    }
-
     /// Whether a proxy of `kind` may stand for it (both queue typeids are
-    /// one `queue.Queue`, as in CPython).
+    /// one `queue.Queue`, as in CPython). No proxy inside a value stands
+    /// for a `Sync` object: the decoder knows no kind of theirs.
     fn is(&self, kind: Kind) -> bool {
-        let queue = |k| matches!(k, Kind::Queue | Kind::JoinableQueue);
-        self.kind() == kind || (queue(self.kind()) && queue(kind))
+        match self {
+            Body::Data(k, _) => *k == kind,
+            Body::Iterator(_) => kind == Kind::Iterator,
+            Body::Queue(_) => matches!(kind, Kind::Queue | Kind::JoinableQueue),
+            Body::Sync(_) => false,
+        }
     }
 }
 
@@ -148,6 +148,16 @@ struct Parked {
     deadline: Option<Instant>,
 }
 
+/// A call waiting on a `Sync` object (an event's `wait`, an `acquire`), of
+/// connection `peer`.
+struct Pending {
+    peer: u64,
+    /// The object (one of its references is this call's).
+    object: Id,
+    wait: sync::Wait,
+    deadline: Option<Instant>,
+}
+
 /// What serving one request came to.
 pub(super) enum Answer {
     /// The encoded reply, whether it asked for a shutdown, the work it took.
@@ -167,6 +177,8 @@ enum Served {
 enum Done {
     Reply(Reply),
     Park(Id, Wait, Option<Duration>),
+    /// It waits on a `Sync` object.
+    Pend(Id, sync::Wait, Option<Duration>),
     Shutdown,
 }
 
@@ -188,6 +200,13 @@ pub(super) struct Objects {
     parked: Vec<Parked>,
     /// A queue changed since the parked calls were last looked at.
     stirred: bool,
+    /// Calls waiting on `Sync` objects, oldest first.
+    pending: Vec<Pending>,
+    /// A `Sync` object changed since the pending calls were last looked at.
+    synced: bool,
+    /// The `Sync` objects each connection acquired, to free what it holds
+    /// when it ends.
+    acquired: HashMap<u64, std::collections::HashSet<Id>>,
     /// The references lent to each connection that does not hold its own,
     /// one per proxy its last answer carried (see [`Objects::lend`]).
     lent: HashMap<u64, Loans>,
@@ -245,7 +264,21 @@ fn created(id: Id, exposed: &[&str]) -> Reply {
 }
 
 /// The typeids every server has, and the methods their proxies call.
-const TYPEIDS: &[&str] = &["dict", "list", "Namespace", "Queue", "JoinableQueue"];
+const TYPEIDS: &[&str] = &[
+    "dict",
+    "list",
+    "Namespace",
+    "Queue",
+    "JoinableQueue",
+    "Value",
+    "Array",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Barrier",
+];
 
 /// The methods an iterator's proxy calls (CPython's `IteratorProxy`).
 const ITERATOR_EXPOSED: &[&str] = &["__next__", "send", "throw", "close"];
@@ -281,6 +314,9 @@ impl Objects {
             address,
             parked: Vec::new(),
             stirred: false,
+            pending: Vec::new(),
+            synced: false,
+            acquired: HashMap::new(),
             lent: HashMap::new(),
             suspects: 0,
             walked: 0,
@@ -361,6 +397,7 @@ impl Objects {
                 Body::Data(_, Object::List(l)) => l.iter().for_each(|v| proxies_in(v, &mut found)),
                 Body::Iterator(it) => found.extend(it.dict.as_ref().map(|d| d.id)),
                 Body::Queue(q) => q.items().for_each(|v| proxies_in(v, &mut found)),
+                Body::Sync(s) => s.values().for_each(|v| proxies_in(v, &mut found)),
             }
             for id in found.drain(..) {
                 if reachable.insert(id) {
@@ -485,6 +522,20 @@ impl Objects {
         self.parked = kept;
         for p in gone {
             self.drop_root(p.queue);
+        }
+        let (gone, kept) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition::<Vec<_>, _>(|p| p.peer == peer);
+        self.pending = kept;
+        for p in gone {
+            self.drop_root(p.object);
+        }
+        // What it holds is freed, where CPython's server keeps it held
+        // for ever (the thread that held it is gone).
+        for id in self.acquired.remove(&peer).unwrap_or_default() {
+            if let Some(Body::Sync(s)) = self.table.get_mut(&id).map(|e| &mut e.body) {
+                self.synced |= s.forget(peer);
+            }
         }
         self.settle();
     }
@@ -635,6 +686,19 @@ impl Objects {
                 self.park(peer, session.pid, queue, wait, timeout);
                 Served::Parked
             }
+            Done::Pend(object, wait, timeout) => {
+                if let Some(e) = self.table.get_mut(&object) {
+                    e.refs += 1;
+                    e.roots += 1;
+                }
+                self.pending.push(Pending {
+                    peer,
+                    object,
+                    wait,
+                    deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+                });
+                Served::Parked
+            }
         };
         (served, budget.work_done())
     }
@@ -688,13 +752,87 @@ impl Objects {
 
     /// When the next waiting call times out, if any does.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.parked.iter().filter_map(|p| p.deadline).min()
+        let pending = self.pending.iter().filter_map(|p| p.deadline);
+        self.parked
+            .iter()
+            .filter_map(|p| p.deadline)
+            .chain(pending)
+            .min()
+    }
+
+    /// The calls waiting on `Sync` objects that are done (an object they
+    /// wait on changed) or timed out by `now`, oldest first: their
+    /// connections and encoded replies.
+    fn wake_pending(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        let timed_out = self
+            .pending
+            .iter()
+            .any(|p| p.deadline.is_some_and(|d| d <= now));
+        if !std::mem::take(&mut self.synced) && !timed_out {
+            return Vec::new();
+        }
+        let mut replies = Vec::new();
+        // The barriers' generations that ended, by barrier.
+        let mut ended: HashMap<Id, Vec<(u64, bool)>> = HashMap::new();
+        for p in &self.pending {
+            if let (sync::Wait::Barrier { .. }, Some(Body::Sync(s))) =
+                (&p.wait, self.table.get_mut(&p.object).map(|e| &mut e.body))
+            {
+                ended.entry(p.object).or_default().extend(s.ended());
+            }
+        }
+        for p in std::mem::take(&mut self.pending) {
+            let Some(Body::Sync(s)) = self.table.get_mut(&p.object).map(|e| &mut e.body) else {
+                self.drop_root(p.object);
+                continue;
+            };
+            let answer = match p.wait {
+                sync::Wait::Barrier { generation, index } => ended
+                    .get(&p.object)
+                    .and_then(|e| e.iter().find(|(g, _)| *g == generation))
+                    .map(|&(_, released)| match released {
+                        true => Ok(PyValue::Int(index as i64)),
+                        false => Err(super::barrier::broken()),
+                    }),
+                _ => s
+                    .attempt(&p.wait, p.peer)
+                    .then_some(Ok(PyValue::Bool(true))),
+            };
+            if answer.is_some() && matches!(p.wait, sync::Wait::Acquire) {
+                self.acquired.entry(p.peer).or_default().insert(p.object);
+            }
+            let answer = match answer {
+                Some(a) => a,
+                None if p.deadline.is_some_and(|d| d <= now) => {
+                    // A barrier broken by it: its other waiters are
+                    // answered on the next look.
+                    self.synced = true;
+                    s.timed_out(&p.wait)
+                }
+                None => {
+                    self.pending.push(p);
+                    continue;
+                }
+            };
+            self.drop_root(p.object);
+            let bytes = self.encode(answer.map_or_else(Reply::error, Reply::Return));
+            replies.push((p.peer, bytes));
+        }
+        self.settle();
+        replies
     }
 
     /// The waiting calls that are done (a queue they wait on changed) or
     /// timed out by `now`: their connections and encoded replies, oldest
     /// first.
     pub(super) fn wake(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        let mut replies = self.wake_pending(now);
+        replies.extend(self.wake_queues(now));
+        replies
+    }
+
+    /// [`Objects::wake`] of the calls waiting on queues.
+    fn wake_queues(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
         let timed_out = self
             .parked
             .iter()
@@ -833,7 +971,7 @@ impl Objects {
                 // CPython's fallbacks fail as a `#TRACEBACK`.
                 (false, true) => Done::Reply(Reply::Traceback(e)),
                 (false, false) => {
-                    self.object_call(id, &method, vec![], vec![], session, budget, batch)
+                    self.object_call(id, &method, vec![], vec![], session, peer, budget, batch)
                 }
             };
         }
@@ -850,16 +988,20 @@ impl Objects {
             "#GETVALUE" | "__repr__" | "__str__" if !data => {
                 Done::Reply(self.fallback(id, &method))
             }
-            _ => self.object_call(id, &method, args, kwds, session, budget, batch),
+            _ => self.object_call(id, &method, args, kwds, session, peer, budget, batch),
         }
     }
 
-    /// `#GETVALUE`, `__repr__` and `__str__` of an iterator or a queue
-    /// (`methods` has those of the others).
+    /// `#GETVALUE`, `__repr__` and `__str__` of an iterator, a queue or
+    /// a `Sync` object (`methods` has those of the others).
     fn fallback(&self, id: Id, method: &str) -> Reply {
         let (type_name, pickled_as) = match self.table.get(&id).map(|e| &e.body) {
             Some(Body::Iterator(_)) => ("dict_keyiterator", "dict_keyiterator"),
             Some(Body::Queue(_)) => ("queue.Queue", "_thread.lock"),
+            Some(Body::Sync(s)) if method == "#GETVALUE" => {
+                return s.copy().map_or_else(Reply::Unserializable, Reply::Return)
+            }
+            Some(Body::Sync(s)) => return Reply::Return(PyValue::Str(s.repr())),
             _ => return not_found(&ident(id)),
         };
         if method == "#GETVALUE" {
@@ -881,6 +1023,7 @@ impl Objects {
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
         session: &mut Session,
+        peer: u64,
         budget: &mut Budget,
         batch: bool,
     ) -> Done {
@@ -982,6 +1125,42 @@ impl Objects {
                         Done::Reply(Reply::error(Queue::timed_out(&wait)))
                     }
                     Ok(Step::Wait(wait, timeout)) => Done::Park(id, wait, timeout),
+                    Err(e) => Done::Reply(Reply::error(e)),
+                }
+            }
+            Body::Sync(s) => {
+                if !s.exposed().contains(&method) {
+                    return not_exposed(s.class(), s.exposed());
+                }
+                if batch && method == "wait" && matches!(s, Sync::Barrier(_)) {
+                    // It would count as a party that waits, and nothing
+                    // waits in a batch.
+                    return Done::Reply(Reply::error((
+                        "RuntimeError",
+                        "a barrier's wait() cannot wait inside a batch".into(),
+                    )));
+                }
+                let before = s.held_by(peer);
+                let outcome = s.call(method, args, kwds, peer);
+                if s.held_by(peer) > before {
+                    self.acquired.entry(peer).or_default().insert(id);
+                }
+                if matches!(method, "release" | "set" | "wait" | "abort" | "reset") {
+                    // A release, a `set`, a barrier's change: the waiting
+                    // calls may go on.
+                    self.synced = true;
+                }
+                if matches!(s, Sync::Barrier(_)) && !self.pending.iter().any(|p| p.object == id) {
+                    // Nobody waits on it: what ended concerns no one.
+                    if let Some(Body::Sync(s)) = self.table.get_mut(&id).map(|e| &mut e.body) {
+                        s.ended();
+                    }
+                }
+                match outcome {
+                    Ok(Outcome::Done(v)) => Done::Reply(Reply::Return(v)),
+                    // In a batch nothing waits: it is answered as timed out.
+                    Ok(Outcome::Wait(..)) if batch => Done::Reply(Reply::Return(false.into())),
+                    Ok(Outcome::Wait(wait, timeout)) => Done::Pend(id, wait, timeout),
                     Err(e) => Done::Reply(Reply::error(e)),
                 }
             }
@@ -1145,6 +1324,7 @@ impl Objects {
                         Body::Data(_, Object::List(l)) => format!("{} items", l.len()),
                         Body::Iterator(_) => "an iterator".into(),
                         Body::Queue(q) => format!("{} items", q.len()),
+                        Body::Sync(s) => s.repr(),
                     };
                     lines.push(format!(
                         "  {}:       refcount={}\n    {} ({shown})",
@@ -1224,7 +1404,7 @@ impl Objects {
                 Ok(req) => match self.call(req, session, peer, budget, true) {
                     Done::Reply(r) => r,
                     // Neither happens inside a batch.
-                    Done::Shutdown | Done::Park(..) => {
+                    Done::Shutdown | Done::Park(..) | Done::Pend(..) => {
                         Reply::Traceback(("RuntimeError", "not inside a batch".into()))
                     }
                 },
@@ -1250,6 +1430,7 @@ impl Objects {
             Body::Data(kind, _) => methods::exposed(*kind),
             Body::Iterator(_) => ITERATOR_EXPOSED,
             Body::Queue(_) => queue::EXPOSED,
+            Body::Sync(s) => s.exposed(),
         }
     }
 
@@ -1330,7 +1511,10 @@ impl Objects {
                     "Without callable, must have one non-keyword argument".into(),
                 ))
             }
-            _ => return Err(("KeyError", PyValue::from(typeid.as_str()).repr())),
+            other => match Sync::create(other, args, kwds, budget) {
+                Some(made) => Body::Sync(made?),
+                None => return Err(("KeyError", PyValue::from(typeid.as_str()).repr())),
+            },
         };
         let mut exposed = self.exposed(&body);
         if registered {
@@ -1839,6 +2023,38 @@ mod tests {
         assert_eq!(m.objects(), 1.into());
         m.objects.release(3, &Session::default());
         assert_eq!(m.objects(), 0.into());
+    }
+
+    #[test]
+    fn an_event_set_and_cleared_at_once_wakes_its_waiters() {
+        let mut m = Server::new();
+        let e = m.create("Event", vec![]);
+        assert_eq!(m.ask(Some(&e), "wait", vec![], vec![]), None);
+        // Another connection sets and clears it before the event loop
+        // looks at the waiting calls: the wait was woken, as in Python.
+        m.peer = 2;
+        m.ok(&e, "set", vec![]);
+        m.ok(&e, "clear", vec![]);
+        let woken = m.objects.wake(Instant::now());
+        assert_eq!(woken.len(), 1);
+        assert_eq!(woken[0].0, 1);
+        // A later wait waits again.
+        assert_eq!(m.ask(Some(&e), "wait", vec![], vec![]), None);
+        assert!(m.objects.wake(Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn a_barrier_wait_inside_a_batch_is_refused_and_counts_no_party() {
+        let mut m = Server::new();
+        let b = m.create("Barrier", vec![2.into()]);
+        let wait = tuple(vec![s(&b), s("wait"), tuple(vec![]), PyValue::Dict(vec![])]);
+        let Reply::Batch(replies) = m.server("_multiproc_batch", vec![PyValue::List(vec![wait])])
+        else {
+            panic!()
+        };
+        assert_eq!(error(replies.into_iter().next().unwrap()), "RuntimeError");
+        let n_waiting = vec![s("n_waiting")];
+        assert_eq!(m.ok(&b, "__getattribute__", n_waiting), 0.into());
     }
 
     #[test]

@@ -90,9 +90,20 @@ pub(super) struct Args<'a> {
 impl<'a> Args<'a> {
     /// A call of a `queue.Queue`'s method.
     pub(super) fn new(method: &'a str, args: Vec<PyValue>, kwds: Vec<(PyValue, PyValue)>) -> Self {
+        Args::of("Queue", method, args, kwds)
+    }
+
+    /// A call of the method of a `class` instance (`self` counts), or of
+    /// the function `method` if `class` is empty (nothing implicit).
+    pub(super) fn of(
+        class: &'static str,
+        method: &'a str,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+    ) -> Self {
         Args {
-            class: "Queue",
-            implicit: 1,
+            class,
+            implicit: usize::from(!class.is_empty()),
             method,
             args,
             kwds,
@@ -126,7 +137,11 @@ impl<'a> Args<'a> {
         names: &[&str],
         required: usize,
     ) -> Result<Vec<Option<PyValue>>, Exception> {
-        let m = format!("{}.{}", self.class, self.method);
+        let m = if self.class.is_empty() {
+            self.method.to_owned()
+        } else {
+            format!("{}.{}", self.class, self.method)
+        };
         let implicit = self.implicit;
         let given = self.args.len();
         let mut bound: Vec<Option<PyValue>> = names.iter().map(|_| None).collect();
@@ -190,7 +205,7 @@ fn is_negative(bytes: &[u8]) -> bool {
 
 /// Whether a positive `PyValue::BigInt` rounds to a float past `f64::MAX`
 /// (at least 2^1024 - 2^970), as Python's `float(int)` refuses it.
-fn rounds_past_float(bytes: &[u8]) -> bool {
+pub(super) fn rounds_past_float(bytes: &[u8]) -> bool {
     let bit = |i: usize| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1);
     let len = bytes.len() * 8;
     (1024..len).any(bit) || (970..1024).all(bit)
