@@ -21,7 +21,7 @@ mod common;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use common::cpython::{oldest_and_newest, with_prelude, Differential};
+use common::cpython::{with_prelude, Differential};
 
 /// The longest one test may take.
 const LIMIT: Duration = Duration::from_secs(600);
@@ -630,18 +630,12 @@ static PROGRAM: LazyLock<String> = LazyLock::new(|| with_prelude(CASES));
 
 /// The program, against both servers.
 fn differential() -> Differential {
-    Differential {
-        program: &PROGRAM,
-        key: KEY,
-        run_limit: RUN_LIMIT,
-    }
+    Differential::of(&PROGRAM, KEY, RUN_LIMIT)
 }
 
-/// Runs the cases of `group` against CPython's server and multiproc's,
-/// with CPython 3.8 and 3.13 as clients, and fails listing every case
-/// whose answers differ.
+/// The cases of `group`, against both servers (see [`Differential::same_answers_in`]).
 fn same_answers(group: &str) {
-    differential().same_answers(group, &oldest_and_newest(), &[group], LIMIT);
+    differential().same_answers_in(group, LIMIT);
 }
 
 /// Among them: `l[::0] = 5` and `l['a'::0]` are the `ValueError` of the

@@ -168,6 +168,23 @@ pub struct Differential {
 }
 
 impl Differential {
+    /// `program`, a [`with_prelude`] program of groups of cases, against
+    /// servers with the authkey `key`; one run may take `run_limit`.
+    pub fn of(program: &'static str, key: &'static str, run_limit: Duration) -> Differential {
+        Differential {
+            program,
+            key,
+            run_limit,
+        }
+    }
+
+    /// Runs the cases of `group` against CPython's server and
+    /// multiproc's, with CPython 3.8 and 3.13 as clients, within `limit`;
+    /// fails listing every case whose answers differ.
+    pub fn same_answers_in(&self, group: &str, limit: Duration) {
+        self.same_answers(group, &oldest_and_newest(), &[group], limit);
+    }
+
     /// The program's answers, run by `python` against the server at `path`
     /// with `args` after the path and key: each case's name and answer,
     /// in order.
