@@ -27,7 +27,7 @@ const KEY: &str = "manager sync types key";
 /// [`PRELUDE`](common::cpython::PRELUDE): its helpers and its cases, in
 /// groups named by `argv[3]`.
 const CASES: &str = r##"
-import os, re, signal, threading, time
+import os, re, select, signal, threading, time
 
 
 def call(p, method, args=(), kwds={}):
@@ -327,9 +327,10 @@ def broken_of(f):
         return failure(e)
 
 
-def two_waits(b, timeout=60):
-    """A child client process's wait and this one's on b, their indexes
-    (the child's reported through a pipe)."""
+def child_waits(b, timeout):
+    """A child client process that waits on b on a connection of its own,
+    once the server has it waiting (or it has its answer already): its pid
+    and the pipe its answer comes through, for `collected`."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -340,57 +341,43 @@ def two_waits(b, timeout=60):
         finally:
             os._exit(0)
     os.close(w)
-    time.sleep(0.3)
-    mine = broken_of(lambda: b.wait(timeout))
+    deadline = time.monotonic() + 30
+    while b.n_waiting < 1 and time.monotonic() < deadline:
+        if select.select([r], [], [], 0.01)[0]:
+            break
+    return pid, r
+
+
+def collected(child):
+    """The answer of a `child_waits` child, once it has ended."""
+    pid, r = child
     theirs = os.read(r, 100).decode()
     os.close(r)
     os.waitpid(pid, 0)
-    return sorted([repr(mine), theirs])
+    return theirs
+
+
+def two_waits(b, timeout=60):
+    """A child client process's wait and this one's on b, their indexes."""
+    child = child_waits(b, timeout)
+    mine = broken_of(lambda: b.wait(timeout))
+    return sorted([repr(mine), collected(child)])
 
 
 def broken_by_a_timeout(b):
     """This client's wait times out while a child client's waits: both
     get BrokenBarrierError, and the barrier stays broken until reset."""
-    out = two_waits_timed(b)
+    child = child_waits(b, 60)
+    mine = broken_of(lambda: b.wait(0.2))
+    out = [repr(mine), collected(child)]
     return out + [b.broken, broken_of(b.wait), b.reset(), b.broken, attrs(b)]
 
 
-def two_waits_timed(b):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            b._connect()
-            os.write(w, repr(broken_of(lambda: b.wait(60))).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    time.sleep(0.3)
-    mine = broken_of(lambda: b.wait(0.2))
-    theirs = os.read(r, 100).decode()
-    os.close(r)
-    os.waitpid(pid, 0)
-    return [repr(mine), theirs]
-
-
 def aborted(b):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            b._connect()
-            os.write(w, repr(broken_of(lambda: b.wait(60))).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    time.sleep(0.3)
+    child = child_waits(b, 60)
     waiting = b.n_waiting
     b.abort()
-    theirs = os.read(r, 100).decode()
-    os.close(r)
-    os.waitpid(pid, 0)
+    theirs = collected(child)
     return [waiting, theirs, attrs(b), broken_of(b.wait)]
 
 
