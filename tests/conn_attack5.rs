@@ -170,12 +170,22 @@ fn refused<T: std::fmt::Debug>(r: &multiproc::Result<T>) -> bool {
 
 /// Our client with CPython 3.8's and 3.13's listeners, over Unix and TCP,
 /// with the key and a wrong one (refused on both sides).
-#[test]
-fn our_client_with_python_listeners_over_unix_and_tcp() {
+/// CPython 3.8 and 3.13 under pyenv; `None`, having said the test is
+/// skipped, without either.
+fn pythons() -> Option<Vec<String>> {
     let pythons = oldest_and_newest();
     if pythons.is_empty() {
-        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
+        eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
+        return None;
     }
+    Some(pythons)
+}
+
+#[test]
+fn our_client_with_python_listeners_over_unix_and_tcp() {
+    let Some(pythons) = pythons() else {
+        return;
+    };
     watchdog("python listeners", LIMIT * 4, || {
         for python in &pythons {
             let path = Tmp::new("pyl");
@@ -204,10 +214,9 @@ fn our_client_with_python_listeners_over_unix_and_tcp() {
 /// with it, and 3.13's `Listener` challenges with it).
 #[test]
 fn empty_and_huge_authkeys_with_python() {
-    let pythons = oldest_and_newest();
-    if pythons.is_empty() {
-        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
-    }
+    let Some(pythons) = pythons() else {
+        return;
+    };
     let huge: Vec<u8> = (0..32u32 << 10).map(|i| (i * 7 + 3) as u8).collect();
     watchdog("python keys", LIMIT * 4, || {
         for python in &pythons {
@@ -586,11 +595,12 @@ fn a_client_where_nothing_listens_says_what_is_there() {
         io_kind(connect(&path.address(), Some(KEY))),
         ErrorKind::ConnectionRefused
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on, kept by this test meanwhile (a port
+    // freed by a dropped listener may be another test's by the connect):
+    // the local end of a connection, bound and never listening.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let address: Address = format!("tcp:127.0.0.1:{port}").parse().unwrap();
     assert_eq!(
         io_kind(connect(&address, None)),
@@ -635,10 +645,9 @@ fn queued_clients_are_accepted_after_the_file_goes() {
 /// `while True: listener.accept()` server loop).
 #[test]
 fn a_bind_at_a_live_python_listeners_path_leaves_it_alone() {
-    let pythons = oldest_and_newest();
-    if pythons.is_empty() {
-        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
-    }
+    let Some(pythons) = pythons() else {
+        return;
+    };
     watchdog("bind over python", LIMIT * 2, || {
         for python in &pythons {
             let path = Tmp::new("pybind");
@@ -727,10 +736,9 @@ fn output(child: Child) -> String {
 /// other end (as `multiprocessing.Pipe` gives a child), both directions.
 #[test]
 fn our_pipes_with_a_python_connection_at_the_other_end() {
-    let pythons = oldest_and_newest();
-    if pythons.is_empty() {
-        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
-    }
+    let Some(pythons) = pythons() else {
+        return;
+    };
     watchdog("python pipes", LIMIT * 2, || {
         for python in &pythons {
             let (mut ours, theirs) = Pipe::duplex().unwrap();
@@ -908,10 +916,9 @@ try:
 except Exception as e:
     print(type(e).__name__)
 "#;
-    let pythons = oldest_and_newest();
-    if pythons.is_empty() {
-        return eprintln!("skipped: no CPython 3.8 or 3.13 under pyenv");
-    }
+    let Some(pythons) = pythons() else {
+        return;
+    };
     let huge = "k".repeat(32 << 10);
     watchdog("manager keys", LIMIT * 2, || {
         for key in ["", huge.as_str()] {
