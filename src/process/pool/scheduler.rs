@@ -416,16 +416,28 @@ impl Scheduler {
         // Highest index first, so that the indexes stay valid while removing
         // (and in Python's order: `_join_exited_workers` goes backwards,
         // then `_repopulate_pool` starts the replacements).
-        for &(i, code) in exited.iter().rev() {
-            logging::debug_record!("cleaning up worker {i}");
-            let w = self.workers.swap_remove(i);
+        let dead: Vec<(Worker, i32)> = exited
+            .iter()
+            .rev()
+            .map(|&(i, code)| {
+                logging::debug_record!("cleaning up worker {i}");
+                (self.workers.swap_remove(i), code)
+            })
+            .collect();
+        // Whether a worker that started well is left to run the tasks (if
+        // busy, once its task is done; if it has done its share, its
+        // replacement is started then).
+        let served = self.workers.iter().any(|w| w.ready && !w.gone);
+        for (w, code) in dead {
             // A worker that died before it was ready (its initializer
             // panicked or exited) takes the next task with it, as it
-            // would have had it been given one: an initializer that always
-            // fails then fails the tasks, where Python's pool restarts its
-            // workers for ever and its tasks wait for ever.
+            // would have had it been given one, if no worker that started
+            // well is left: an initializer that always fails then fails
+            // the tasks, where Python's pool restarts its workers for ever
+            // and its tasks wait for ever. One that fails now and then
+            // fails none, as in Python.
             let died_with = w.busy.or_else(|| {
-                (!w.ready)
+                (!w.ready && !served)
                     .then(|| locked(&self.shared.state).pending.pop_front())
                     .flatten()
                     .map(|job| job.slot)

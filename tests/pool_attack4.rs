@@ -1,0 +1,158 @@
+//! A fourth attack on the local `Pool` and on `Process`, aimed at the
+//! workers' READY frame (a worker takes work only once its initializer
+//! has returned), with cases the earlier ones (`pool_attack`,
+//! `pool_attack2`, `pool_attack3`, `process_attack*`) left out.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{wait_until, watchdog};
+use multiproc::{Error, Event, Pool, Process, RawValue};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// How many workers have started their initializer, a gate that holds
+/// up the second one, and one that holds up a task (made before any pool,
+/// so that every worker shares them).
+fn second_start() -> &'static (RawValue<u32>, Event, Event) {
+    static GATES: OnceLock<(RawValue<u32>, Event, Event)> = OnceLock::new();
+    GATES.get_or_init(|| {
+        let event = || Event::new().unwrap();
+        (RawValue::new(0).unwrap(), event(), event())
+    })
+}
+
+/// The second worker to start fails in its initializer once the gate
+/// opens (a database that refused one connection); every other starts.
+fn second_start_fails() {
+    let (starts, gate, _) = second_start();
+    if starts.atomic().fetch_add(1, Ordering::SeqCst) == 1 {
+        gate.wait();
+        multiproc::process::exit(3);
+    }
+}
+
+/// Runs until the test releases it.
+fn hold() -> u64 {
+    second_start().2.wait();
+    7
+}
+
+/// A worker whose initializer fails while another worker is ready fails
+/// no task: that worker runs them, as Python's pool does (it replaces the
+/// failed worker and runs every task). Before, the death took the next
+/// task waiting with it, though a ready worker was there to run it.
+#[test]
+fn an_initializer_that_fails_once_fails_no_task_a_ready_worker_can_run() {
+    watchdog("an initializer that fails once", LIMIT, || {
+        let (starts, gate, release) = second_start();
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(second_start_fails)
+            .build()
+            .unwrap();
+        let held = pool.apply_async(hold, ());
+        let waiting: Vec<_> = (0..10u64).map(|i| pool.apply_async(square, i)).collect();
+        gate.set();
+        // The replacement has started: the death was handled.
+        assert!(wait_until(LIMIT, || starts.get() >= 3));
+        release.set();
+        assert_eq!(held.get().unwrap(), 7);
+        for (i, r) in (0..).zip(&waiting) {
+            assert_eq!(r.get().unwrap(), i * i, "task {i}");
+        }
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// An initializer that forks with `fork(2)`: the copy returns from it too.
+fn fork_in_init() {
+    // SAFETY: fork in the single-threaded worker; both copies return.
+    unsafe { libc::fork() };
+}
+
+/// A copy of a worker that its initializer forked never speaks for the
+/// worker: neither a second READY (taken for a result) nor an answer to
+/// an order meant for the worker.
+#[test]
+fn a_copy_forked_by_an_initializer_never_answers_for_the_worker() {
+    watchdog("an initializer that forks", LIMIT, || {
+        let pool = Pool::builder()
+            .processes(1)
+            .initializer(fork_in_init)
+            .build()
+            .unwrap();
+        for i in 0..20u64 {
+            assert_eq!(pool.apply(square, i).unwrap(), i * i, "task {i}");
+        }
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// An initializer that waits for ever.
+fn never_ready() {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Terminating (or dropping) a pool whose workers never leave their
+/// initializer fails the tasks at once; closing it with nothing queued
+/// ends it.
+#[test]
+fn a_pool_stuck_in_its_initializers_terminates() {
+    watchdog("terminate during the initializer", LIMIT, || {
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(never_ready)
+            .build()
+            .unwrap();
+        let r = pool.apply_async(square, 3);
+        assert!(matches!(
+            r.get_timeout(Duration::from_millis(200)),
+            Err(Error::Timeout)
+        ));
+        pool.terminate();
+        assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+        pool.join().unwrap();
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(never_ready)
+            .build()
+            .unwrap();
+        let r = pool.apply_async(square, 3);
+        drop(pool);
+        assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+    });
+}
+
+/// `Process` calls out of order, and at the extremes.
+#[test]
+fn process_calls_out_of_order() {
+    watchdog("process calls out of order", LIMIT, || {
+        let mut p = Process::new(|| std::thread::sleep(Duration::from_secs(60)));
+        assert!(p.join().is_err());
+        assert!(p.join_timeout(Duration::MAX).is_err());
+        assert!(p.kill().is_err());
+        assert_eq!(p.exitcode(), None);
+        p.start().unwrap();
+        assert!(matches!(p.start(), Err(Error::ProcessState { .. })));
+        assert_eq!(p.join_timeout(Duration::ZERO).unwrap(), None);
+        p.kill().unwrap();
+        assert_eq!(p.join_timeout(Duration::MAX).unwrap(), Some(-9));
+        assert_eq!(p.exitcode(), Some(-9));
+        p.kill().unwrap();
+        p.terminate().unwrap();
+        assert_eq!(p.join().unwrap(), -9);
+        assert!(!p.is_alive());
+    });
+}
