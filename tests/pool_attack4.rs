@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{wait_until, watchdog};
 use multiproc::{Error, Event, Pool, Process, RawValue};
@@ -132,6 +132,25 @@ fn a_pool_stuck_in_its_initializers_terminates() {
         let r = pool.apply_async(square, 3);
         drop(pool);
         assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+    });
+}
+
+/// Joining a closed pool waits at most ten seconds in all for workers
+/// that never leave their initializer (it then kills them; Python's
+/// waits for ever), not ten seconds for each in turn.
+#[test]
+fn joining_a_closed_pool_stuck_in_its_initializers_takes_ten_seconds_in_all() {
+    watchdog("join during the initializer", LIMIT, || {
+        let pool = Pool::builder()
+            .processes(3)
+            .initializer(never_ready)
+            .build()
+            .unwrap();
+        pool.close();
+        let joining = Instant::now();
+        pool.join().unwrap();
+        let took = joining.elapsed();
+        assert!(took < Duration::from_secs(20), "join took {took:?}");
     });
 }
 

@@ -456,16 +456,18 @@ impl Scheduler {
     }
 
     /// After `close`, with every task done: tells the workers to stop and
-    /// waits for them (killing one that takes more than 10 s).
+    /// waits for them, 10 s in all (then kills those left: one that
+    /// never leaves its initializer would never read the order).
     fn stop_all(&mut self) {
         for w in &mut self.workers {
             let _ = w.send(&WorkerOrder::Stop, self.server.pidfd(), &self.shared);
         }
+        // One deadline for all: 10 s for each in turn would make the join
+        // of a pool stuck in its initializers last 10 s per worker.
+        let deadline = Deadline::after(Duration::from_secs(10));
         // Silently, as Python's `join` joins its workers.
         for w in &self.workers {
-            if w.join(&self.server, Deadline::after(Duration::from_secs(10)))
-                .is_none()
-            {
+            if w.join(&self.server, deadline).is_none() {
                 if !w.kill() {
                     // It kills its children on the way out.
                     self.server.stop();
