@@ -154,6 +154,54 @@ fn joining_a_closed_pool_stuck_in_its_initializers_takes_ten_seconds_in_all() {
     });
 }
 
+fn die_now(_: ()) -> u8 {
+    // SAFETY: sending SIGKILL to this process.
+    unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
+    unreachable!()
+}
+
+/// How many tasks have come to [`meet`] (made before the pool).
+fn met() -> &'static RawValue<u32> {
+    static MET: OnceLock<RawValue<u32>> = OnceLock::new();
+    MET.get_or_init(|| RawValue::new(0).unwrap())
+}
+
+/// Waits (at most 10 s) for a second task to come here too: whether it did.
+fn meet() -> bool {
+    met().atomic().fetch_add(1, Ordering::SeqCst);
+    wait_until(Duration::from_secs(10), || met().get() >= 2)
+}
+
+/// A worker that could not be replaced (the descriptor table was full
+/// for a moment) is replaced later: the pool gets back to its size, as
+/// Python's `_maintain_pool` brings it back, rather than run on with one
+/// worker fewer for good (and, once every worker is gone so, end).
+#[test]
+fn a_worker_not_replaced_for_a_moment_is_replaced_later() {
+    watchdog("a pool short of a worker", LIMIT, || {
+        let child = common::static_child(|| {
+            met();
+            common::lower_nofile(256);
+            let pool = Pool::with_processes(2).unwrap();
+            let full = common::fill_descriptors();
+            assert!(matches!(
+                pool.apply(die_now, ()),
+                Err(Error::WorkerDied { exitcode: -9 })
+            ));
+            // A round trip more: the replacement was tried meanwhile.
+            assert_eq!(pool.apply(square, 3).unwrap(), 9);
+            drop(full);
+            let meetings: Vec<_> = (0..2).map(|_| pool.apply_async(meet, ())).collect();
+            for m in &meetings {
+                assert!(m.get().unwrap(), "the two tasks ran at once");
+            }
+            pool.close();
+            pool.join().unwrap();
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+    });
+}
+
 /// `Process` calls out of order, and at the extremes.
 #[test]
 fn process_calls_out_of_order() {

@@ -234,6 +234,8 @@ pub(super) struct Scheduler {
     shared: Arc<Shared>,
     config: Config,
     workers: Vec<Worker>,
+    /// How many workers the pool has, when all are started.
+    processes: usize,
     /// Forks the workers. Dropped after them (fields drop in order), which
     /// stops it.
     server: ForkServer,
@@ -264,6 +266,7 @@ impl Scheduler {
             shared,
             config,
             workers: Vec::new(),
+            processes,
             server,
         };
         (0..processes).try_for_each(|_| scheduler.start_worker())?;
@@ -446,11 +449,23 @@ impl Scheduler {
                 slot.complete(TaskOutcome::WorkerDied(code));
             }
         }
-        for _ in &exited {
-            if self.start_worker().is_err() && self.workers.is_empty() {
-                // Could not replace any (fork failed): fail what waits
-                // rather than hang with no worker left.
-                locked(&self.shared.state).terminating = true;
+        self.repopulate();
+    }
+
+    /// Starts workers until the pool has its size again (Python's
+    /// `_maintain_pool`): in place of those that exited, and of any that
+    /// could not be started before (a fork, or a descriptor, refused for a
+    /// moment), tried again at every turn, so that a pool does not run on
+    /// one worker short for good.
+    fn repopulate(&mut self) {
+        while self.workers.len() < self.processes {
+            if self.start_worker().is_err() {
+                if self.workers.is_empty() {
+                    // Could not start any: fail what waits rather than
+                    // hang with no worker left.
+                    locked(&self.shared.state).terminating = true;
+                }
+                return;
             }
         }
     }
