@@ -202,6 +202,55 @@ fn a_worker_not_replaced_for_a_moment_is_replaced_later() {
     });
 }
 
+fn fail_on_four(x: u64) -> u64 {
+    assert_ne!(x, 4, "four fails");
+    x
+}
+
+/// Each item of a chunk that failed is that failure, in `imap` and
+/// `imap_unordered` (plain and buffered): the results stay one per item,
+/// so that a consumer that pairs them with the input pairs each with its
+/// own. Before, a failed chunk was one error: every result after it was
+/// paired with an input `chunksize - 1` places before its own. (Python's
+/// iterator ends at a failed chunk of more than one item.)
+#[test]
+fn a_failed_chunk_fails_each_of_its_items() {
+    watchdog("a failed chunk of imap", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        for size in [1, 3, 100] {
+            let failed = |x: u64| x / size == 4 / size;
+            let check = |x: u64, r: &multiproc::Result<u64>| match r {
+                Ok(v) => assert!(*v == x && !failed(x), "{x}: {v}"),
+                Err(Error::TaskFailed(msg)) => {
+                    assert!(failed(x) && msg.contains("four fails"), "{x}: {msg}")
+                }
+                Err(e) => panic!("{x}: {e:?}"),
+            };
+            let sized = Some(size as usize);
+            let ordered: Vec<_> = pool.imap(fail_on_four, 0..10, sized).collect();
+            let buffered: Vec<_> = pool.imap_buffered(fail_on_four, 0..10, sized, 2).collect();
+            for got in [ordered, buffered] {
+                assert_eq!(got.len(), 10, "chunks of {size}");
+                (0..).zip(&got).for_each(|(x, r)| check(x, r));
+            }
+            let unordered: Vec<_> = pool.imap_unordered(fail_on_four, 0..10, sized).collect();
+            let buffered: Vec<_> = pool
+                .imap_unordered_buffered(fail_on_four, 0..10, sized, 2)
+                .collect();
+            for got in [unordered, buffered] {
+                assert_eq!(got.len(), 10, "chunks of {size}");
+                let fails = got.iter().filter(|r| r.is_err()).count() as u64;
+                assert_eq!(fails, (0..10).filter(|&x| failed(x)).count() as u64);
+                for r in got.iter().filter(|r| r.is_ok()) {
+                    check(*r.as_ref().unwrap(), r);
+                }
+            }
+        }
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
 /// `Process` calls out of order, and at the extremes.
 #[test]
 fn process_calls_out_of_order() {
