@@ -286,10 +286,11 @@ impl<R: DeserializeOwned> Chunk<R> {
 
     /// Its results one by one, once they are there (see [`per_item`]).
     pub(super) fn items(&self) -> Vec<Result<R>> {
-        match self.slot.wait(Deadline::Never) {
-            Some(outcome) => per_item(outcome, self.len),
-            // Never without a deadline: said rather than assumed.
-            None => vec![Err(Error::Timeout)],
+        loop {
+            // A wait without a deadline ends with the outcome.
+            if let Some(outcome) = self.slot.wait(Deadline::Never) {
+                return per_item(outcome, self.len);
+            }
         }
     }
 
