@@ -44,9 +44,10 @@ impl PoolBuilder {
     /// A worker is given no task before its initializer returns: a slow
     /// one holds up no task another worker is ready to run. One that
     /// panics or exits ends its worker, which the pool replaces (for ever,
-    /// as Python's does, for one that always fails): each such death fails
-    /// the next waiting task with [`Error::WorkerDied`] (Python's tasks
-    /// wait for ever).
+    /// as Python's does, for one that always fails). While another worker
+    /// that started well is there to run the tasks, such a death fails
+    /// none, as in Python; while none is, each fails the next waiting task
+    /// with [`Error::WorkerDied`] (Python's tasks wait for ever).
     pub fn initializer(mut self, f: fn()) -> Self {
         self.initializer = Some(f);
         self

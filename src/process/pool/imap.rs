@@ -11,9 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::queue::Feed;
-use super::result::{decode, per_item, Callback, Chunk, TaskOutcome};
+use super::result::{per_item, Callback, Chunk, TaskOutcome};
 use crate::error::Result;
-use crate::sys::Deadline;
 
 /// `imap`'s results, in order.
 pub(super) struct Ordered<I, R> {
@@ -61,7 +60,7 @@ where
 
     fn fill(&mut self) {
         while self.chunks.len() < self.ahead {
-            match self.feed.submit(|| None) {
+            match self.feed.submit(|_| None) {
                 Some(chunk) => self.chunks.push_back(chunk),
                 None => break,
             }
@@ -85,7 +84,7 @@ where
             let chunk = self.chunks.pop_front()?;
             // Another chunk takes its place while it is waited for.
             self.fill();
-            self.out = per_item(chunk.get_until(Deadline::Never)).into_iter();
+            self.out = chunk.items().into_iter();
         }
     }
 }
@@ -102,16 +101,19 @@ pub(super) struct Unordered<I, R> {
     left: usize,
     /// What each new chunk's callback sends on; dropped once the input
     /// has ended, so that `outcomes` ends when every chunk has delivered.
-    deliver: Option<Sender<TaskOutcome>>,
-    outcomes: Receiver<TaskOutcome>,
+    deliver: Option<Sender<Delivered>>,
+    outcomes: Receiver<Delivered>,
     /// The results of the chunk taken last that are not yielded yet.
     out: std::vec::IntoIter<Result<R>>,
 }
 
-/// A chunk's callback that sends its outcome on `tx`.
-fn delivery(tx: Sender<TaskOutcome>) -> Option<Callback> {
+/// A chunk's outcome, and its number of items.
+type Delivered = (TaskOutcome, usize);
+
+/// The callback of a chunk of `len` items that sends its outcome on `tx`.
+fn delivery(tx: Sender<Delivered>, len: usize) -> Option<Callback> {
     Some(Callback::delivery(move |o: &TaskOutcome| {
-        let _ = tx.send(o.clone());
+        let _ = tx.send((o.clone(), len));
     }))
 }
 
@@ -134,7 +136,7 @@ where
         };
         it.fill();
         if it.left == 0 {
-            let refused: Option<Chunk<R>> = it.feed.queue().refused(|| delivery(tx));
+            let refused: Option<Chunk<R>> = it.feed.queue().refused(|| delivery(tx, 1));
             it.left = usize::from(refused.is_some());
         }
         it
@@ -157,15 +159,16 @@ where
     fn fill(&mut self) {
         while self.left < self.ahead {
             let Some(tx) = &self.deliver else { break };
-            match self.feed.submit::<R>(|| delivery(tx.clone())) {
+            match self.feed.submit::<R>(|len| delivery(tx.clone(), len)) {
                 Some(_) => self.left += 1,
                 None => self.deliver = None,
             }
         }
     }
 
-    /// The outcome of the next chunk to end, if any is left.
-    fn next_outcome(&mut self) -> Option<TaskOutcome> {
+    /// The outcome of the next chunk to end, and its number of items, if
+    /// any is left.
+    fn next_outcome(&mut self) -> Option<Delivered> {
         let queue = self.feed.queue();
         // In a forked child, where the scheduler thread that delivers the
         // outcomes does not run, every chunk left is the error `imap`
@@ -178,7 +181,7 @@ where
             } else if !self.feed.skip() {
                 return None;
             }
-            return Some(TaskOutcome::Foreign);
+            return Some((TaskOutcome::Foreign, 1));
         }
         self.fill();
         self.left = self.left.checked_sub(1)?;
@@ -186,7 +189,11 @@ where
         // on the thread that makes the deliveries: none comes while it
         // runs, so a chunk not delivered yet is not waited for.
         if self.feed.queue().on_scheduler_thread() {
-            return Some(self.outcomes.try_recv().unwrap_or(TaskOutcome::OnScheduler));
+            return Some(
+                self.outcomes
+                    .try_recv()
+                    .unwrap_or((TaskOutcome::OnScheduler, 1)),
+            );
         }
         self.outcomes.recv().ok()
     }
@@ -205,8 +212,8 @@ where
             if let Some(r) = self.out.next() {
                 return Some(r);
             }
-            let outcome = self.next_outcome()?;
-            self.out = per_item(decode::<R>(outcome)).into_iter();
+            let (outcome, len) = self.next_outcome()?;
+            self.out = per_item(outcome, len).into_iter();
         }
     }
 }

@@ -326,7 +326,7 @@ impl Pool {
         let size = chunksize.unwrap_or_else(|| self.chunksize(items.len()));
         let mut feed = self.feed::<M, T, Plain, _>(f, items, size);
         let mut chunks: Vec<Chunk<T::Output>> =
-            std::iter::from_fn(|| feed.submit(|| None)).collect();
+            std::iter::from_fn(|| feed.submit(|_| None)).collect();
         if chunks.is_empty() {
             chunks.extend(self.queue.refused(|| None));
         }
@@ -410,6 +410,10 @@ impl Pool {
     /// are submitted at once: the whole input is read before the call
     /// returns (for an endless or very long one, see
     /// [`imap_buffered`](Pool::imap_buffered)).
+    ///
+    /// There is one result per item: each item of a chunk that failed (a
+    /// panic, a dead worker) is that chunk's error, and the iteration goes
+    /// on (Python's ends at a failed chunk of more than one item).
     pub fn imap<A, R, T>(
         &self,
         f: T,

@@ -70,7 +70,7 @@ impl Queue {
         };
         let slot = Arc::new(Slot::new(self.owner, self.scheduler, callback()));
         slot.refuse(refusal);
-        Some(Chunk::new(slot))
+        Some(Chunk::new(slot, 1))
     }
 
     /// Queues one chunk of calls of `code`.
@@ -87,7 +87,7 @@ impl Queue {
                 .to_owned()),
             (_, Err(e)) => Err(format!("cannot serialize the arguments: {e}")),
         };
-        Chunk::new(self.submit_one(code.call, job, callback))
+        Chunk::new(self.submit_one(code.call, job, callback), chunk.len())
     }
 
     /// Queues one chunk: the trampoline at `call` on `job`'s arguments, or
@@ -196,20 +196,23 @@ where
         }
     }
 
-    /// Submits the next chunk of the input, its callback from `callback`;
-    /// `None` once the input has ended.
+    /// Submits the next chunk of the input, its callback from `callback`
+    /// (given the chunk's number of items); `None` once the input has ended.
     pub(super) fn submit<R: DeserializeOwned>(
         &mut self,
-        mut callback: impl FnMut() -> Option<Callback>,
+        mut callback: impl FnMut(usize) -> Option<Callback>,
     ) -> Option<Chunk<R>> {
         if self.stop_when_refused && !self.ended {
-            if let Some(refused) = self.queue.refused(&mut callback) {
+            if let Some(refused) = self.queue.refused(|| callback(1)) {
                 self.ended = true;
                 return Some(refused);
             }
         }
         let chunk = self.take()?;
-        Some(self.queue.submit_chunk(&self.code, &chunk, callback()))
+        Some(
+            self.queue
+                .submit_chunk(&self.code, &chunk, callback(chunk.len())),
+        )
     }
 
     /// Reads the next chunk of the input without submitting it, where the

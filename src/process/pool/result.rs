@@ -266,19 +266,32 @@ pub(super) fn decode<R: DeserializeOwned>(outcome: TaskOutcome) -> Result<Vec<R>
 /// The results of one submitted chunk (one task for `apply`).
 pub(super) struct Chunk<R> {
     pub(super) slot: std::sync::Arc<Slot>,
+    /// Its items (1 for a refusal, which stands for the rest of an input).
+    pub(super) len: usize,
     _result: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> Chunk<R> {
-    pub(super) fn new(slot: std::sync::Arc<Slot>) -> Chunk<R> {
+    pub(super) fn new(slot: std::sync::Arc<Slot>, len: usize) -> Chunk<R> {
         Chunk {
             slot,
+            len,
             _result: PhantomData,
         }
     }
 
     pub(super) fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
         decode(self.slot.wait(deadline).ok_or(Error::Timeout)?)
+    }
+
+    /// Its results one by one, once they are there (see [`per_item`]).
+    pub(super) fn items(&self) -> Vec<Result<R>> {
+        loop {
+            // A wait without a deadline ends with the outcome.
+            if let Some(outcome) = self.slot.wait(Deadline::Never) {
+                return per_item(outcome, self.len);
+            }
+        }
     }
 
     async fn get_async(&self) -> Result<Vec<R>> {
@@ -316,12 +329,27 @@ pub(super) fn only<R>(values: Vec<R>) -> Result<R> {
     }
 }
 
-/// A chunk's results one by one; a failed chunk is one error.
-pub(super) fn per_item<R>(chunk: Result<Vec<R>>) -> Vec<Result<R>> {
-    match chunk {
-        Ok(values) => values.into_iter().map(Ok).collect(),
-        Err(e) => vec![Err(e)],
-    }
+/// The results of a chunk of `len` items, one by one. Each item of a
+/// chunk that failed is that failure: the results stay one per item, so
+/// that a consumer that pairs them with the input pairs each with its own.
+pub(super) fn per_item<R: DeserializeOwned>(outcome: TaskOutcome, len: usize) -> Vec<Result<R>> {
+    let undecodable = match outcome {
+        TaskOutcome::Done(bytes) => match postcard::from_bytes::<Vec<R>>(&bytes) {
+            Ok(values) if values.len() == len => return values.into_iter().map(Ok).collect(),
+            Ok(values) => format!("a chunk of {len} items brought {} results", values.len()),
+            Err(e) => e.to_string(),
+        },
+        failed => {
+            return std::iter::repeat_with(|| failed.clone().into_result())
+                .take(len)
+                .filter_map(Result::err)
+                .map(Err)
+                .collect()
+        }
+    };
+    (0..len)
+        .map(|_| Err(Error::Deserialize(undecodable.clone())))
+        .collect()
 }
 
 /// The result of a task submitted with [`Pool::apply_async`](super::Pool::apply_async)

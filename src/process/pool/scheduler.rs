@@ -234,6 +234,8 @@ pub(super) struct Scheduler {
     shared: Arc<Shared>,
     config: Config,
     workers: Vec<Worker>,
+    /// How many workers the pool has, when all are started.
+    processes: usize,
     /// Forks the workers. Dropped after them (fields drop in order), which
     /// stops it.
     server: ForkServer,
@@ -264,6 +266,7 @@ impl Scheduler {
             shared,
             config,
             workers: Vec::new(),
+            processes,
             server,
         };
         (0..processes).try_for_each(|_| scheduler.start_worker())?;
@@ -416,16 +419,28 @@ impl Scheduler {
         // Highest index first, so that the indexes stay valid while removing
         // (and in Python's order: `_join_exited_workers` goes backwards,
         // then `_repopulate_pool` starts the replacements).
-        for &(i, code) in exited.iter().rev() {
-            logging::debug_record!("cleaning up worker {i}");
-            let w = self.workers.swap_remove(i);
+        let dead: Vec<(Worker, i32)> = exited
+            .iter()
+            .rev()
+            .map(|&(i, code)| {
+                logging::debug_record!("cleaning up worker {i}");
+                (self.workers.swap_remove(i), code)
+            })
+            .collect();
+        // Whether a worker that started well is left to run the tasks (if
+        // busy, once its task is done; if it has done its share, its
+        // replacement is started then).
+        let served = self.workers.iter().any(|w| w.ready && !w.gone);
+        for (w, code) in dead {
             // A worker that died before it was ready (its initializer
             // panicked or exited) takes the next task with it, as it
-            // would have had it been given one: an initializer that always
-            // fails then fails the tasks, where Python's pool restarts its
-            // workers for ever and its tasks wait for ever.
+            // would have had it been given one, if no worker that started
+            // well is left: an initializer that always fails then fails
+            // the tasks, where Python's pool restarts its workers for ever
+            // and its tasks wait for ever. One that fails now and then
+            // fails none, as in Python.
             let died_with = w.busy.or_else(|| {
-                (!w.ready)
+                (!w.ready && !served)
                     .then(|| locked(&self.shared.state).pending.pop_front())
                     .flatten()
                     .map(|job| job.slot)
@@ -434,26 +449,40 @@ impl Scheduler {
                 slot.complete(TaskOutcome::WorkerDied(code));
             }
         }
-        for _ in &exited {
-            if self.start_worker().is_err() && self.workers.is_empty() {
-                // Could not replace any (fork failed): fail what waits
-                // rather than hang with no worker left.
-                locked(&self.shared.state).terminating = true;
+        self.repopulate();
+    }
+
+    /// Starts workers until the pool has its size again (Python's
+    /// `_maintain_pool`): in place of those that exited, and of any that
+    /// could not be started before (a fork, or a descriptor, refused for a
+    /// moment), tried again at every turn, so that a pool does not run on
+    /// one worker short for good.
+    fn repopulate(&mut self) {
+        while self.workers.len() < self.processes {
+            if self.start_worker().is_err() {
+                if self.workers.is_empty() {
+                    // Could not start any: fail what waits rather than
+                    // hang with no worker left.
+                    locked(&self.shared.state).terminating = true;
+                }
+                return;
             }
         }
     }
 
     /// After `close`, with every task done: tells the workers to stop and
-    /// waits for them (killing one that takes more than 10 s).
+    /// waits for them, 10 s in all (then kills those left: one that
+    /// never leaves its initializer would never read the order).
     fn stop_all(&mut self) {
         for w in &mut self.workers {
             let _ = w.send(&WorkerOrder::Stop, self.server.pidfd(), &self.shared);
         }
+        // One deadline for all: 10 s for each in turn would make the join
+        // of a pool stuck in its initializers last 10 s per worker.
+        let deadline = Deadline::after(Duration::from_secs(10));
         // Silently, as Python's `join` joins its workers.
         for w in &self.workers {
-            if w.join(&self.server, Deadline::after(Duration::from_secs(10)))
-                .is_none()
-            {
+            if w.join(&self.server, deadline).is_none() {
                 if !w.kill() {
                     // It kills its children on the way out.
                     self.server.stop();

@@ -46,13 +46,14 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
     // (rather than hold up its exit: Python's pool workers are daemonic
     // and may have no children at all) and when it is killed.
     children_die_with_this_process();
+    let me = sys::getpid();
     if let Some(init) = config.initializer {
         init();
+        end_if_forked_copy(me);
     }
     if conn.send_bytes(READY).is_err() {
         return;
     }
-    let me = sys::getpid();
     let mut completed = 0u64;
     while config.max_tasks == 0 || completed < config.max_tasks {
         let (call, origin, args) = match conn.recv::<WorkerOrder>() {
@@ -77,19 +78,24 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
                 origin.path()
             )),
         };
-        if sys::getpid() != me {
-            // A copy of this worker that the task forked (`fork(2)`) and
-            // that returned from it: the pool's socket is the worker's,
-            // and an answer from here would be taken for the worker's
-            // next task's result. It ends, as a forked child does.
-            sys::exit_now(0);
-        }
+        end_if_forked_copy(me);
         if conn.send(&result).is_err() {
             break;
         }
         completed += 1;
     }
     logging::debug_record!("worker exiting after {completed} tasks");
+}
+
+/// Ends this process if it is not the worker `me` but a copy of it that
+/// the initializer or a task forked (`fork(2)`) and that returned from
+/// it: the pool's socket is the worker's, and a word from here (a second
+/// READY, a result, or a read that takes the worker's next order) would
+/// be taken for the worker's. It ends, as a forked child does.
+fn end_if_forked_copy(me: u32) {
+    if sys::getpid() != me {
+        sys::exit_now(0);
+    }
 }
 
 /// The trampoline at `call`, if this process has the code the pool's
