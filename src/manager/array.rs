@@ -179,6 +179,7 @@ impl Array {
         let mut array = Array { typecode, items };
         let values = match sequence {
             PyValue::Str(s) if typecode == 'u' => {
+                array.reserve(s.chars().count(), budget)?;
                 array.items = Items::Char(s.chars().collect());
                 return Ok(array);
             }
@@ -187,13 +188,28 @@ impl Array {
                     "cannot use a str to initialize an array with typecode '{typecode}'"
                 )))
             }
-            PyValue::Bytes(b) => return array.extend_from_bytes(&b).map(|()| array),
+            PyValue::Bytes(b) => {
+                array.reserve(b.len() / item_size(typecode), budget)?;
+                return array.extend_from_bytes(&b).map(|()| array);
+            }
             other => items_of(other, budget)?,
         };
+        array.reserve(values.len(), budget)?;
         for v in &values {
             array.push(v)?;
         }
         Ok(array)
+    }
+
+    /// Takes from `budget` the memory `n` items of this array take on the
+    /// server (more than in Python's: an int item takes 16 bytes here).
+    fn reserve(&self, n: usize, budget: &mut Budget) -> Result<(), Exception> {
+        let each = match &self.items {
+            Items::Int(_) => std::mem::size_of::<i128>(),
+            Items::Float(_) => std::mem::size_of::<f64>(),
+            Items::Char(_) => std::mem::size_of::<char>(),
+        };
+        budget.memory(n.saturating_mul(each))
     }
 
     /// `frombytes`: the machine values of the bytes `b`.
@@ -281,12 +297,14 @@ impl Array {
         }
     }
 
-    /// Calls `method`, one of [`EXPOSED`]: its answer or its exception.
+    /// Calls `method`, one of [`EXPOSED`]: its answer (a slice's copied
+    /// within `budget`) or its exception.
     pub(super) fn call(
         &mut self,
         method: &str,
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
+        budget: &mut Budget,
     ) -> Result<PyValue, Exception> {
         // A slot wrapper's checks of its arguments.
         let expected = match method {
@@ -328,7 +346,7 @@ impl Array {
                             Items::Char(slice.positions(v.len())?.map(|i| v[i]).collect())
                         }
                     };
-                    Ok(part.copy())
+                    part.copy(budget)
                 }
             },
             _ => {
@@ -356,36 +374,62 @@ impl Array {
         }
     }
 
-    /// Its items as Python values.
-    fn values(&self) -> Vec<PyValue> {
-        (0..self.len()).map(|i| self.get(i)).collect()
-    }
-
     /// Python's `repr`: `array('i', [1, 2])`, `array('u', 'ab')`,
-    /// `array('d')`.
-    pub(super) fn repr(&self) -> String {
-        let typecode = PyValue::Str(self.typecode.into()).repr();
+    /// `array('d')`; its items written until it is longer than `max`
+    /// (the rest left out), none of them copied.
+    pub(super) fn repr(&self, max: usize) -> String {
+        use std::fmt::Write as _;
+        let typecode = PyValue::Str(self.typecode.into());
+        let mut out = format!("array({typecode}");
         match &self.items {
-            _ if self.len() == 0 => format!("array({typecode})"),
-            Items::Char(v) => format!(
-                "array({typecode}, {})",
-                PyValue::Str(v.iter().collect()).repr()
-            ),
-            _ => format!("array({typecode}, {})", PyValue::List(self.values()).repr()),
+            _ if self.len() == 0 => {}
+            Items::Char(v) => {
+                let _ = write!(out, ", {}", PyValue::Str(v.iter().take(max).collect()));
+            }
+            _ => {
+                out.push_str(", [");
+                for i in 0..self.len() {
+                    if out.len() > max {
+                        break;
+                    }
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    let _ = write!(out, "{}", self.get(i));
+                }
+                out.push(']');
+            }
         }
+        out.push(')');
+        out
     }
 
-    /// A copy as a client unpickles it: `array.array(typecode, items)`.
-    pub(super) fn copy(&self) -> PyValue {
+    /// A copy as a client unpickles it: `array.array(typecode, items)`,
+    /// its items taken from `budget` one by one (refused as soon as they
+    /// would exceed it).
+    pub(super) fn copy(&self, budget: &mut Budget) -> Result<PyValue, Exception> {
         let items = match &self.items {
-            Items::Char(v) => PyValue::Str(v.iter().collect()),
-            _ => PyValue::List(self.values()),
+            Items::Char(v) => {
+                budget.memory(v.len())?;
+                let text = PyValue::Str(v.iter().collect());
+                budget.charge([&text])?;
+                text
+            }
+            _ => {
+                let mut values = Vec::new();
+                for i in 0..self.len() {
+                    let v = self.get(i);
+                    budget.charge_value(&v)?;
+                    values.push(v);
+                }
+                PyValue::List(values)
+            }
         };
-        PyValue::Object(Box::new(PyObject::call(
+        Ok(PyValue::Object(Box::new(PyObject::call(
             "array",
             "array",
             vec![PyValue::Str(self.typecode.into()), items],
-        )))
+        ))))
     }
 }
 

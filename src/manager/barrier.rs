@@ -21,6 +21,9 @@ pub(super) fn broken() -> Exception {
 /// A `threading.Barrier`.
 pub(super) struct Barrier {
     parties: u64,
+    /// `parties` as it was given (the attribute Python answers, of any
+    /// size).
+    given: PyValue,
     /// The default timeout of a `wait` (the `timeout` it was made with).
     timeout: Option<PyValue>,
     /// The parties waiting in this generation.
@@ -49,6 +52,7 @@ impl Barrier {
             .next()
             .flatten()
             .filter(|t| !matches!(t, PyValue::None));
+        let given = parties.clone();
         let parties = match parties {
             PyValue::Int(n) if n >= 1 => n as u64,
             PyValue::Bool(true) => 1,
@@ -83,6 +87,7 @@ impl Barrier {
         }
         Ok(Barrier {
             parties,
+            given,
             timeout,
             count: 0,
             generation: 0,
@@ -193,9 +198,7 @@ impl Barrier {
             _ => {
                 let name = a.bind(&["name"], 1)?.pop().flatten();
                 match name {
-                    Some(PyValue::Str(n)) if n == "parties" => {
-                        Ok(PyValue::Int(self.parties.min(i64::MAX as u64) as i64))
-                    }
+                    Some(PyValue::Str(n)) if n == "parties" => Ok(self.given.clone()),
                     Some(PyValue::Str(n)) if n == "n_waiting" => {
                         Ok(PyValue::Int(self.count as i64))
                     }
@@ -227,7 +230,7 @@ impl Barrier {
         }
         format!(
             "<threading.Barrier at 0x0: waiters={}/{}>",
-            self.count, self.parties
+            self.count, self.given
         )
     }
 }
