@@ -77,6 +77,10 @@ STRS = {
     "an array of 100 ints": lambda: str(m.Array("i", range(100))),
     "an array of floats": lambda: str(m.Array("d", [0.1 * i for i in range(60)])),
     "an array of 300 characters": lambda: str(m.Array("u", "xy'" * 100)),
+    # Python 3.13's typecode of 4-byte characters.
+    "a w array": lambda: [str(m.Array("w", "ab\u1234")), m.Array("w", "xyz")[1:],
+                          m.Array("w", b"a\0\0\0")._getvalue(), failure_of(lambda: m.Array("w", [1]))]
+        if sys.version_info >= (3, 13) else "-",
     "a value of a long list": lambda: str(m.Value("O", list(range(100)))),
     "a value of a long str": lambda: str(m.Value("c", "z" * 300)),
     "after": lambda: m.list([1, 2])[:],
@@ -167,7 +171,8 @@ fn counts_past_64_bits_answer_as_cpythons() {
 }
 
 /// `str()` of an `Array` and of a `Value` is their whole `repr`, however
-/// long, as CPython's (not cut short as in an error message).
+/// long, as CPython's (not cut short as in an error message); and Python
+/// 3.13's `w` arrays (of 4-byte characters) are made, read and copied.
 #[test]
 fn strs_are_whole_as_cpythons() {
     same_answers("strs");

@@ -20,7 +20,7 @@ enum Items {
     Int(Vec<i128>),
     /// `f` (each rounded to a C float) and `d`.
     Float(Vec<f64>),
-    /// `u`: characters.
+    /// `u` and `w`: characters.
     Char(Vec<char>),
 }
 
@@ -43,7 +43,7 @@ fn item_size(typecode: char) -> usize {
     match typecode {
         'b' | 'B' => 1,
         'h' | 'H' => 2,
-        'i' | 'I' | 'f' | 'u' => 4,
+        'i' | 'I' | 'f' | 'u' | 'w' => 4,
         _ => 8,
     }
 }
@@ -168,7 +168,8 @@ impl Array {
         let items = match typecode {
             'b' | 'B' | 'h' | 'H' | 'i' | 'I' | 'l' | 'L' | 'q' | 'Q' => Items::Int(Vec::new()),
             'f' | 'd' => Items::Float(Vec::new()),
-            'u' => Items::Char(Vec::new()),
+            // 'w' (Python 3.13's) is 'u' where a wchar_t is 4 bytes.
+            'u' | 'w' => Items::Char(Vec::new()),
             _ => {
                 return Err((
                     "ValueError",
@@ -178,7 +179,7 @@ impl Array {
         };
         let mut array = Array { typecode, items };
         let values = match sequence {
-            PyValue::Str(s) if typecode == 'u' => {
+            PyValue::Str(s) if matches!(typecode, 'u' | 'w') => {
                 array.reserve(s.chars().count(), budget)?;
                 array.items = Items::Char(s.chars().collect());
                 return Ok(array);
@@ -442,7 +443,7 @@ fn float(typecode: char, f: f64) -> f64 {
     }
 }
 
-/// `v` as an item of a `u` array: a str of one character.
+/// `v` as an item of a `u` or `w` array: a str of one character.
 fn char_item(v: &PyValue) -> Result<char, Exception> {
     match v {
         PyValue::Str(s) if s.chars().count() == 1 => Ok(s.chars().next().unwrap_or('\0')),
