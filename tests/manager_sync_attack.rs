@@ -73,6 +73,18 @@ COUNTS = {
     "after": lambda: m.list([1, 2])[:],
 }
 
+TIMEOUTS = {
+    # Added to the clock first (a float), then compared with 0.
+    "a semaphore's timeout of a huge negative int": lambda: failure_of(
+        lambda: m.Semaphore(0).acquire(True, -10 ** 400)),
+    "a semaphore's complex timeout": lambda: failure_of(lambda: m.Semaphore(0).acquire(True, 1j)),
+    "a semaphore's complex timeout, free": lambda: m.Semaphore(1).acquire(True, 1j),
+    "a barrier's complex timeout": lambda: (lambda b: [failure_of(lambda: b.wait(1j)), b.broken])(
+        m.Barrier(2)),
+    "a barrier's complex default timeout": lambda: failure_of(m.Barrier(2, None, 1j).wait),
+    "after": lambda: m.list([1, 2])[:],
+}
+
 STRS = {
     "an array of 100 ints": lambda: str(m.Array("i", range(100))),
     "an array of floats": lambda: str(m.Array("d", [0.1 * i for i in range(60)])),
@@ -146,7 +158,7 @@ LIMITS = {
     "after": lambda: m.list([1, 2])[:],
 }
 
-GROUPS = {"counts": COUNTS, "strs": STRS, "killed": KILLED, "limits": LIMITS}
+GROUPS = {"counts": COUNTS, "timeouts": TIMEOUTS, "strs": STRS, "killed": KILLED, "limits": LIMITS}
 run(GROUPS)
 "##;
 
@@ -168,6 +180,14 @@ fn same_answers(group: &str) {
 #[test]
 fn counts_past_64_bits_answer_as_cpythons() {
     same_answers("counts");
+}
+
+/// A `Semaphore`'s `acquire` and a `Barrier`'s `wait` whose timeout must
+/// be waited add it to the clock before they compare it: a huge negative
+/// int is an `OverflowError`, a complex fails the comparison.
+#[test]
+fn timeouts_added_to_the_clock_answer_as_cpythons() {
+    same_answers("timeouts");
 }
 
 /// `str()` of an `Array` and of a `Value` is their whole `repr`, however

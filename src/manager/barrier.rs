@@ -135,18 +135,7 @@ impl Barrier {
         let wait = match &timeout {
             None => None,
             Some(t) => {
-                let secs = super::sync::compared(t, ">").map_err(|_| {
-                    (
-                        "TypeError",
-                        format!(
-                            "unsupported operand type(s) for +: 'float' and '{}'",
-                            t.type_name()
-                        ),
-                    )
-                })?;
-                if matches!(t, PyValue::BigInt(b) if super::queue::rounds_past_float(b)) {
-                    return Err(("OverflowError", "int too large to convert to float".into()));
-                }
+                let secs = super::sync::added_to_clock(t)?;
                 if secs.is_nan() {
                     // CPython's server spins for ever.
                     return Err(("ValueError", "Invalid value NaN (not a number)".into()));

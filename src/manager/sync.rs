@@ -162,6 +162,29 @@ pub(super) fn compared(v: &PyValue, op: &str) -> Result<f64, Exception> {
     }
 }
 
+/// A timeout that `threading` adds to the clock (`_time() + timeout`)
+/// before it compares it (`timeout > 0`), as an `f64`: the exceptions of
+/// the addition, then of the comparison.
+pub(super) fn added_to_clock(t: &PyValue) -> Result<f64, Exception> {
+    match t {
+        PyValue::BigInt(b) if super::queue::rounds_past_float(b) => {
+            Err(("OverflowError", "int too large to convert to float".into()))
+        }
+        PyValue::Int(_) | PyValue::Float(_) | PyValue::Bool(_) | PyValue::BigInt(_) => {
+            compared(t, ">")
+        }
+        // A complex adds to a float, then fails the comparison.
+        PyValue::Object(o) if o.is_builtin("complex") => compared(t, ">"),
+        other => Err((
+            "TypeError",
+            format!(
+                "unsupported operand type(s) for +: 'float' and '{}'",
+                other.type_name()
+            ),
+        )),
+    }
+}
+
 /// How long a `Condition.wait(timeout)` waits (an `Event`'s or a
 /// `Semaphore`'s): `None` as long as it takes; a timeout that is not
 /// positive (or NaN) is a last look; a huge one is refused as the lock it
@@ -388,13 +411,8 @@ impl Sync {
                 }
                 let wait = match &timeout {
                     None => None,
-                    Some(
-                        t @ (PyValue::Int(_)
-                        | PyValue::Float(_)
-                        | PyValue::Bool(_)
-                        | PyValue::BigInt(_)),
-                    ) => {
-                        let secs = compared(t, ">")?;
+                    Some(t) => {
+                        let secs = added_to_clock(t)?;
                         if secs.is_nan() {
                             // CPython's server spins for ever.
                             return Err(("ValueError", "Invalid value NaN (not a number)".into()));
@@ -402,23 +420,7 @@ impl Sync {
                         if secs <= 0.0 {
                             return done(PyValue::Bool(false));
                         }
-                        // Added to the clock as a float first.
-                        if matches!(t, PyValue::BigInt(b) if super::queue::rounds_past_float(b)) {
-                            return Err((
-                                "OverflowError",
-                                "int too large to convert to float".into(),
-                            ));
-                        }
                         condition_wait(Some(t))?
-                    }
-                    Some(other) => {
-                        return Err((
-                            "TypeError",
-                            format!(
-                                "unsupported operand type(s) for +: 'float' and '{}'",
-                                other.type_name()
-                            ),
-                        ))
                     }
                 };
                 Ok(Outcome::Wait(Wait::Acquire, wait))
