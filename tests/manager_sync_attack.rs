@@ -64,6 +64,8 @@ COUNTS = {
     "a bounded semaphore taken at the top": lambda: (lambda s: [
         s.acquire(), released(s, 2), s.release(),
         s.acquire(False)])(m.BoundedSemaphore(2 ** 127 - 1)),
+    "a semaphore's initial value past 127 bits, negative": lambda: failure_of(
+        lambda: m.Semaphore(-10 ** 40)),
     "parties past 64 bits": lambda: (lambda b: [b.parties, masked(str(b)) if NEW else "-"])(
         m.Barrier(2 ** 64)),
     "parties True": lambda: (lambda b: [b.parties, b.wait()])(m.Barrier(True)),
@@ -172,7 +174,8 @@ fn same_answers(group: &str) {
 }
 
 /// A `Semaphore`'s `release(n)` of an int past 64 bits (taken, as
-/// Python's), past 127 bits or negative; a `BoundedSemaphore` at the top of
+/// Python's), past 127 bits or negative, and its initial value negative
+/// past 127 bits (`ValueError`); a `BoundedSemaphore` at the top of
 /// what the server counts, released past it (`ValueError`, not a failed
 /// request); a `Barrier`'s `parties` past 64 bits or `True`, answered as
 /// given; an `RLock` made of arguments (which Python ignores), and a

@@ -257,9 +257,11 @@ impl Sync {
                         let n = match &value {
                             PyValue::Int(i) => i128::from(*i),
                             PyValue::Bool(b) => i128::from(*b),
-                            PyValue::BigInt(b) => {
-                                super::apply::big_i128(b).ok_or_else(semaphore_overflow)?
-                            }
+                            // Past 127 bits: refused if positive, else
+                            // negative as Python finds it.
+                            PyValue::BigInt(b) => super::apply::big_i128(b)
+                                .or(b.last().filter(|&&top| top & 0x80 != 0).map(|_| -1))
+                                .ok_or_else(semaphore_overflow)?,
                             PyValue::Float(_) => {
                                 return Err((
                                     "TypeError",
