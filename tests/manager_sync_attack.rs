@@ -156,6 +156,9 @@ def big_array():
 LIMITS = {
     "an array too large for a request": lambda: failure_of(lambda: m.Array("b", bytes(LARGE))),
     "a big array's slices and copy": big_array,
+    "arrays of a million items": lambda: [len(m.Array("i", list(range(10 ** 6)))),
+                                         len(m.Array("b", [0] * 10 ** 6)[:]),
+                                         len(m.Array("d", [0.5] * 10 ** 6)._getvalue())],
     "a semaphore's count past 127 bits": lambda: failure_of(m.Semaphore(2 ** 127 - 1).release),
     "after": lambda: m.list([1, 2])[:],
 }
@@ -242,6 +245,10 @@ fn what_would_take_too_much_is_refused() {
             format!("'RemoteError: {too_much}'"),
         ),
         ("a big array's slices and copy", big),
+        (
+            "arrays of a million items",
+            "[1000000, 1000000, 1000000]".into(),
+        ),
         (
             "a semaphore's count past 127 bits",
             "'OverflowError: the manager counts a semaphore in at most 127 bits'".into(),

@@ -193,9 +193,10 @@ impl Array {
                 array.reserve(b.len() / item_size(typecode), budget)?;
                 return array.extend_from_bytes(&b).map(|()| array);
             }
+            // Decoded within the budget already, in more memory than
+            // the array's items take.
             other => items_of(other, budget)?,
         };
-        array.reserve(values.len(), budget)?;
         for v in &values {
             array.push(v)?;
         }
@@ -203,7 +204,8 @@ impl Array {
     }
 
     /// Takes from `budget` the memory `n` items of this array take on the
-    /// server (more than in Python's: an int item takes 16 bytes here).
+    /// server, for items that arrived in less (bytes, a str): an int item
+    /// takes 16 bytes here.
     fn reserve(&self, n: usize, budget: &mut Budget) -> Result<(), Exception> {
         let each = match &self.items {
             Items::Int(_) => std::mem::size_of::<i128>(),
