@@ -66,6 +66,10 @@ COUNTS = {
         s.acquire(False)])(m.BoundedSemaphore(2 ** 127 - 1)),
     "a semaphore's initial value past 127 bits, negative": lambda: failure_of(
         lambda: m.Semaphore(-10 ** 40)),
+    "float items of ints near 2**1024": lambda: [
+        failure_of(lambda: m.Array("d", [v])[0]) for v in (
+            2 ** 1023, -2 ** 1023, 2 ** 1024 - 2 ** 971, -(2 ** 1024 - 2 ** 971),
+            2 ** 1024 - 2 ** 970, 2 ** 1024 - 1, -2 ** 1024, 2 ** 1000 + 1)],
     "parties past 64 bits": lambda: (lambda b: [b.parties, masked(str(b)) if NEW else "-"])(
         m.Barrier(2 ** 64)),
     "parties True": lambda: (lambda b: [b.parties, b.wait()])(m.Barrier(True)),
@@ -181,8 +185,9 @@ fn same_answers(group: &str) {
 /// past 127 bits (`ValueError`); a `BoundedSemaphore` at the top of
 /// what the server counts, released past it (`ValueError`, not a failed
 /// request); a `Barrier`'s `parties` past 64 bits or `True`, answered as
-/// given; an `RLock` made of arguments (which Python ignores), and a
-/// `Lock`'s refusal of them in Python's words.
+/// given; a `d` array's items of ints near 2**1024 (a float up to where
+/// they round past it); an `RLock` made of arguments (which Python
+/// ignores), and a `Lock`'s refusal of them in Python's words.
 #[test]
 fn counts_past_64_bits_answer_as_cpythons() {
     same_answers("counts");

@@ -121,17 +121,25 @@ fn float_item(v: &PyValue) -> Result<f64, Exception> {
         PyValue::BigInt(b) => match big_i128(b) {
             Some(n) => Ok(n as f64),
             None => {
-                // Past 128 bits: the top ones give the magnitude, and
-                // past 1024 bits it is too large, as in Python.
+                // Past 128 bits: its magnitude (the two's complement of a
+                // negative one negated), too large if it is 2**1024 or
+                // rounds to it, as in Python; else its top bytes give it.
                 let negative = b.last().is_some_and(|&top| top & 0x80 != 0);
-                if b.len() * 8 > 1024 {
+                let mut magnitude = b.to_vec();
+                if negative {
+                    let mut carry = true;
+                    for byte in &mut magnitude {
+                        (*byte, carry) = (!*byte).overflowing_add(u8::from(carry));
+                    }
+                }
+                let f = magnitude
+                    .iter()
+                    .rev()
+                    .fold(0.0, |acc, &byte| acc * 256.0 + f64::from(byte));
+                if super::queue::rounds_past_float(&magnitude) || f.is_infinite() {
                     return Err(overflow("int too large to convert to float"));
                 }
-                let f = b.iter().rev().fold(0.0, |acc, &byte| {
-                    let byte = if negative { !byte } else { byte };
-                    acc * 256.0 + f64::from(byte)
-                });
-                Ok(if negative { -(f + 1.0) } else { f })
+                Ok(if negative { -f } else { f })
             }
         },
         other => Err(type_error(format!(
