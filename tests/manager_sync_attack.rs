@@ -83,6 +83,8 @@ TIMEOUTS = {
     # Added to the clock first (a float), then compared with 0.
     "a semaphore's timeout of a huge negative int": lambda: failure_of(
         lambda: m.Semaphore(0).acquire(True, -10 ** 400)),
+    "a semaphore's timeout of -2**1023 - 1": lambda: m.Semaphore(0).acquire(True, -2 ** 1023 - 1),
+    "a barrier's timeout of -2**1023 - 1": lambda: failure_of(lambda: m.Barrier(2).wait(-2 ** 1023 - 1)),
     "a semaphore's complex timeout": lambda: failure_of(lambda: m.Semaphore(0).acquire(True, 1j)),
     "a semaphore's complex timeout, free": lambda: m.Semaphore(1).acquire(True, 1j),
     "a barrier's complex timeout": lambda: (lambda b: [failure_of(lambda: b.wait(1j)), b.broken])(
@@ -194,8 +196,9 @@ fn counts_past_64_bits_answer_as_cpythons() {
 }
 
 /// A `Semaphore`'s `acquire` and a `Barrier`'s `wait` whose timeout must
-/// be waited add it to the clock before they compare it: a huge negative
-/// int is an `OverflowError`, a complex fails the comparison.
+/// be waited add it to the clock before they compare it: a negative int
+/// past a float's range is an `OverflowError` (one just within it is not),
+/// a complex fails the comparison.
 #[test]
 fn timeouts_added_to_the_clock_answer_as_cpythons() {
     same_answers("timeouts");

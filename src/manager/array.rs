@@ -113,7 +113,7 @@ fn int_item(typecode: char, v: &PyValue) -> Result<i128, Exception> {
 }
 
 /// `v` as a C double, as `float(v)` of an int or a float.
-fn float_item(v: &PyValue) -> Result<f64, Exception> {
+pub(super) fn float_item(v: &PyValue) -> Result<f64, Exception> {
     match v {
         PyValue::Float(f) => Ok(*f),
         PyValue::Int(i) => Ok(*i as f64),

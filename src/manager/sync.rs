@@ -167,12 +167,8 @@ pub(super) fn compared(v: &PyValue, op: &str) -> Result<f64, Exception> {
 /// the addition, then of the comparison.
 pub(super) fn added_to_clock(t: &PyValue) -> Result<f64, Exception> {
     match t {
-        PyValue::BigInt(b) if super::queue::rounds_past_float(b) => {
-            Err(("OverflowError", "int too large to convert to float".into()))
-        }
-        PyValue::Int(_) | PyValue::Float(_) | PyValue::Bool(_) | PyValue::BigInt(_) => {
-            compared(t, ">")
-        }
+        PyValue::BigInt(_) => array::float_item(t),
+        PyValue::Int(_) | PyValue::Float(_) | PyValue::Bool(_) => compared(t, ">"),
         // A complex adds to a float, then fails the comparison.
         PyValue::Object(o) if o.is_builtin("complex") => compared(t, ">"),
         other => Err((
