@@ -73,6 +73,10 @@ COUNTS = {
     "parties past 64 bits": lambda: (lambda b: [b.parties, masked(str(b)) if NEW else "-"])(
         m.Barrier(2 ** 64)),
     "parties True": lambda: (lambda b: [b.parties, b.wait()])(m.Barrier(True)),
+    "a barrier's attribute of wrong arguments": lambda: (lambda b: [
+        failure_of(lambda: call(b, "__getattribute__", ("parties", "x"))),
+        failure_of(lambda: call(b, "__getattribute__")),
+        failure_of(lambda: call(b, "__getattribute__", ("parties",), {"x": 1}))])(m.Barrier(2)),
     "an rlock of arguments": lambda: m._create("RLock", 1, x=2)[0].typeid,
     "a lock of arguments": lambda: [failure_of(lambda: m._create("Lock", 1)),
                                     failure_of(lambda: m._create("Lock", x=1))],
@@ -188,7 +192,8 @@ fn same_answers(group: &str) {
 /// what the server counts, released past it (`ValueError`, not a failed
 /// request); a `Barrier`'s `parties` past 64 bits or `True`, answered as
 /// given; a `d` array's items of ints near 2**1024 (a float up to where
-/// they round past it); an `RLock` made of arguments (which Python
+/// they round past it); a `Barrier`'s `__getattribute__` of wrong
+/// arguments (a slot wrapper's words); an `RLock` made of arguments (which Python
 /// ignores), and a `Lock`'s refusal of them in Python's words.
 #[test]
 fn counts_past_64_bits_answer_as_cpythons() {

@@ -167,6 +167,21 @@ impl Barrier {
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
     ) -> Result<PyValue, Exception> {
+        if method == "__getattribute__" {
+            // A slot wrapper's checks of its arguments.
+            if !kwds.is_empty() {
+                return Err((
+                    "TypeError",
+                    "wrapper __getattribute__() takes no keyword arguments".into(),
+                ));
+            }
+            if args.len() != 1 {
+                return Err((
+                    "TypeError",
+                    format!("expected 1 argument, got {}", args.len()),
+                ));
+            }
+        }
         let a = Args::of("Barrier", method, args, kwds);
         match method {
             "abort" => {
