@@ -20,7 +20,7 @@ enum Items {
     Int(Vec<i128>),
     /// `f` (each rounded to a C float) and `d`.
     Float(Vec<f64>),
-    /// `u`: characters.
+    /// `u` and `w`: characters.
     Char(Vec<char>),
 }
 
@@ -43,7 +43,7 @@ fn item_size(typecode: char) -> usize {
     match typecode {
         'b' | 'B' => 1,
         'h' | 'H' => 2,
-        'i' | 'I' | 'f' | 'u' => 4,
+        'i' | 'I' | 'f' | 'u' | 'w' => 4,
         _ => 8,
     }
 }
@@ -113,7 +113,7 @@ fn int_item(typecode: char, v: &PyValue) -> Result<i128, Exception> {
 }
 
 /// `v` as a C double, as `float(v)` of an int or a float.
-fn float_item(v: &PyValue) -> Result<f64, Exception> {
+pub(super) fn float_item(v: &PyValue) -> Result<f64, Exception> {
     match v {
         PyValue::Float(f) => Ok(*f),
         PyValue::Int(i) => Ok(*i as f64),
@@ -121,17 +121,25 @@ fn float_item(v: &PyValue) -> Result<f64, Exception> {
         PyValue::BigInt(b) => match big_i128(b) {
             Some(n) => Ok(n as f64),
             None => {
-                // Past 128 bits: the top ones give the magnitude, and
-                // past 1024 bits it is too large, as in Python.
+                // Past 128 bits: its magnitude (the two's complement of a
+                // negative one negated), too large if it is 2**1024 or
+                // rounds to it, as in Python; else its top bytes give it.
                 let negative = b.last().is_some_and(|&top| top & 0x80 != 0);
-                if b.len() * 8 > 1024 {
+                let mut magnitude = b.to_vec();
+                if negative {
+                    let mut carry = true;
+                    for byte in &mut magnitude {
+                        (*byte, carry) = (!*byte).overflowing_add(u8::from(carry));
+                    }
+                }
+                let f = magnitude
+                    .iter()
+                    .rev()
+                    .fold(0.0, |acc, &byte| acc * 256.0 + f64::from(byte));
+                if super::queue::rounds_past_float(&magnitude) || f.is_infinite() {
                     return Err(overflow("int too large to convert to float"));
                 }
-                let f = b.iter().rev().fold(0.0, |acc, &byte| {
-                    let byte = if negative { !byte } else { byte };
-                    acc * 256.0 + f64::from(byte)
-                });
-                Ok(if negative { -(f + 1.0) } else { f })
+                Ok(if negative { -f } else { f })
             }
         },
         other => Err(type_error(format!(
@@ -168,7 +176,8 @@ impl Array {
         let items = match typecode {
             'b' | 'B' | 'h' | 'H' | 'i' | 'I' | 'l' | 'L' | 'q' | 'Q' => Items::Int(Vec::new()),
             'f' | 'd' => Items::Float(Vec::new()),
-            'u' => Items::Char(Vec::new()),
+            // 'w' (Python 3.13's) is 'u' where a wchar_t is 4 bytes.
+            'u' | 'w' => Items::Char(Vec::new()),
             _ => {
                 return Err((
                     "ValueError",
@@ -178,7 +187,8 @@ impl Array {
         };
         let mut array = Array { typecode, items };
         let values = match sequence {
-            PyValue::Str(s) if typecode == 'u' => {
+            PyValue::Str(s) if matches!(typecode, 'u' | 'w') => {
+                array.reserve(s.chars().count(), budget)?;
                 array.items = Items::Char(s.chars().collect());
                 return Ok(array);
             }
@@ -187,13 +197,30 @@ impl Array {
                     "cannot use a str to initialize an array with typecode '{typecode}'"
                 )))
             }
-            PyValue::Bytes(b) => return array.extend_from_bytes(&b).map(|()| array),
+            PyValue::Bytes(b) => {
+                array.reserve(b.len() / item_size(typecode), budget)?;
+                return array.extend_from_bytes(&b).map(|()| array);
+            }
+            // Decoded within the budget already, in more memory than
+            // the array's items take.
             other => items_of(other, budget)?,
         };
         for v in &values {
             array.push(v)?;
         }
         Ok(array)
+    }
+
+    /// Takes from `budget` the memory `n` items of this array take on the
+    /// server, for items that arrived in less (bytes, a str): an int item
+    /// takes 16 bytes here.
+    fn reserve(&self, n: usize, budget: &mut Budget) -> Result<(), Exception> {
+        let each = match &self.items {
+            Items::Int(_) => std::mem::size_of::<i128>(),
+            Items::Float(_) => std::mem::size_of::<f64>(),
+            Items::Char(_) => std::mem::size_of::<char>(),
+        };
+        budget.memory(n.saturating_mul(each))
     }
 
     /// `frombytes`: the machine values of the bytes `b`.
@@ -281,12 +308,14 @@ impl Array {
         }
     }
 
-    /// Calls `method`, one of [`EXPOSED`]: its answer or its exception.
+    /// Calls `method`, one of [`EXPOSED`]: its answer (a slice's copied
+    /// within `budget`) or its exception.
     pub(super) fn call(
         &mut self,
         method: &str,
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
+        budget: &mut Budget,
     ) -> Result<PyValue, Exception> {
         // A slot wrapper's checks of its arguments.
         let expected = match method {
@@ -328,7 +357,7 @@ impl Array {
                             Items::Char(slice.positions(v.len())?.map(|i| v[i]).collect())
                         }
                     };
-                    Ok(part.copy())
+                    part.copy(budget)
                 }
             },
             _ => {
@@ -356,36 +385,62 @@ impl Array {
         }
     }
 
-    /// Its items as Python values.
-    fn values(&self) -> Vec<PyValue> {
-        (0..self.len()).map(|i| self.get(i)).collect()
-    }
-
     /// Python's `repr`: `array('i', [1, 2])`, `array('u', 'ab')`,
-    /// `array('d')`.
-    pub(super) fn repr(&self) -> String {
-        let typecode = PyValue::Str(self.typecode.into()).repr();
+    /// `array('d')`; its items written until it is longer than `max`
+    /// (the rest left out), none of them copied.
+    pub(super) fn repr(&self, max: usize) -> String {
+        use std::fmt::Write as _;
+        let typecode = PyValue::Str(self.typecode.into());
+        let mut out = format!("array({typecode}");
         match &self.items {
-            _ if self.len() == 0 => format!("array({typecode})"),
-            Items::Char(v) => format!(
-                "array({typecode}, {})",
-                PyValue::Str(v.iter().collect()).repr()
-            ),
-            _ => format!("array({typecode}, {})", PyValue::List(self.values()).repr()),
+            _ if self.len() == 0 => {}
+            Items::Char(v) => {
+                let _ = write!(out, ", {}", PyValue::Str(v.iter().take(max).collect()));
+            }
+            _ => {
+                out.push_str(", [");
+                for i in 0..self.len() {
+                    if out.len() > max {
+                        break;
+                    }
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    let _ = write!(out, "{}", self.get(i));
+                }
+                out.push(']');
+            }
         }
+        out.push(')');
+        out
     }
 
-    /// A copy as a client unpickles it: `array.array(typecode, items)`.
-    pub(super) fn copy(&self) -> PyValue {
+    /// A copy as a client unpickles it: `array.array(typecode, items)`,
+    /// its items taken from `budget` one by one (refused as soon as they
+    /// would exceed it).
+    pub(super) fn copy(&self, budget: &mut Budget) -> Result<PyValue, Exception> {
         let items = match &self.items {
-            Items::Char(v) => PyValue::Str(v.iter().collect()),
-            _ => PyValue::List(self.values()),
+            Items::Char(v) => {
+                budget.memory(v.len())?;
+                let text = PyValue::Str(v.iter().collect());
+                budget.charge([&text])?;
+                text
+            }
+            _ => {
+                let mut values = Vec::new();
+                for i in 0..self.len() {
+                    let v = self.get(i);
+                    budget.charge_value(&v)?;
+                    values.push(v);
+                }
+                PyValue::List(values)
+            }
         };
-        PyValue::Object(Box::new(PyObject::call(
+        Ok(PyValue::Object(Box::new(PyObject::call(
             "array",
             "array",
             vec![PyValue::Str(self.typecode.into()), items],
-        )))
+        ))))
     }
 }
 
@@ -398,7 +453,7 @@ fn float(typecode: char, f: f64) -> f64 {
     }
 }
 
-/// `v` as an item of a `u` array: a str of one character.
+/// `v` as an item of a `u` or `w` array: a str of one character.
 fn char_item(v: &PyValue) -> Result<char, Exception> {
     match v {
         PyValue::Str(s) if s.chars().count() == 1 => Ok(s.chars().next().unwrap_or('\0')),

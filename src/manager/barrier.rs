@@ -21,6 +21,9 @@ pub(super) fn broken() -> Exception {
 /// A `threading.Barrier`.
 pub(super) struct Barrier {
     parties: u64,
+    /// `parties` as it was given (the attribute Python answers, of any
+    /// size).
+    given: PyValue,
     /// The default timeout of a `wait` (the `timeout` it was made with).
     timeout: Option<PyValue>,
     /// The parties waiting in this generation.
@@ -49,6 +52,7 @@ impl Barrier {
             .next()
             .flatten()
             .filter(|t| !matches!(t, PyValue::None));
+        let given = parties.clone();
         let parties = match parties {
             PyValue::Int(n) if n >= 1 => n as u64,
             PyValue::Bool(true) => 1,
@@ -83,6 +87,7 @@ impl Barrier {
         }
         Ok(Barrier {
             parties,
+            given,
             timeout,
             count: 0,
             generation: 0,
@@ -130,18 +135,7 @@ impl Barrier {
         let wait = match &timeout {
             None => None,
             Some(t) => {
-                let secs = super::sync::compared(t, ">").map_err(|_| {
-                    (
-                        "TypeError",
-                        format!(
-                            "unsupported operand type(s) for +: 'float' and '{}'",
-                            t.type_name()
-                        ),
-                    )
-                })?;
-                if matches!(t, PyValue::BigInt(b) if super::queue::rounds_past_float(b)) {
-                    return Err(("OverflowError", "int too large to convert to float".into()));
-                }
+                let secs = super::sync::added_to_clock(t)?;
                 if secs.is_nan() {
                     // CPython's server spins for ever.
                     return Err(("ValueError", "Invalid value NaN (not a number)".into()));
@@ -173,6 +167,21 @@ impl Barrier {
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
     ) -> Result<PyValue, Exception> {
+        if method == "__getattribute__" {
+            // A slot wrapper's checks of its arguments.
+            if !kwds.is_empty() {
+                return Err((
+                    "TypeError",
+                    "wrapper __getattribute__() takes no keyword arguments".into(),
+                ));
+            }
+            if args.len() != 1 {
+                return Err((
+                    "TypeError",
+                    format!("expected 1 argument, got {}", args.len()),
+                ));
+            }
+        }
         let a = Args::of("Barrier", method, args, kwds);
         match method {
             "abort" => {
@@ -193,9 +202,7 @@ impl Barrier {
             _ => {
                 let name = a.bind(&["name"], 1)?.pop().flatten();
                 match name {
-                    Some(PyValue::Str(n)) if n == "parties" => {
-                        Ok(PyValue::Int(self.parties.min(i64::MAX as u64) as i64))
-                    }
+                    Some(PyValue::Str(n)) if n == "parties" => Ok(self.given.clone()),
                     Some(PyValue::Str(n)) if n == "n_waiting" => {
                         Ok(PyValue::Int(self.count as i64))
                     }
@@ -227,7 +234,7 @@ impl Barrier {
         }
         format!(
             "<threading.Barrier at 0x0: waiters={}/{}>",
-            self.count, self.parties
+            self.count, self.given
         )
     }
 }

@@ -523,9 +523,15 @@ impl Objects {
         for p in gone {
             self.drop_root(p.queue);
         }
+        // A barrier's `wait` with a timeout goes on without its client, as
+        // CPython's server thread does: its timeout still breaks the
+        // barrier for the other parties (its answer goes nowhere).
         let (gone, kept) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition::<Vec<_>, _>(|p| p.peer == peer);
+            .partition::<Vec<_>, _>(|p| {
+                p.peer == peer
+                    && (p.deadline.is_none() || !matches!(p.wait, sync::Wait::Barrier { .. }))
+            });
         self.pending = kept;
         for p in gone {
             self.drop_root(p.object);
@@ -764,6 +770,18 @@ impl Objects {
     /// wait on changed) or timed out by `now`, oldest first: their
     /// connections and encoded replies.
     fn wake_pending(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        let mut replies = self.wake_pending_once(now);
+        // A barrier that a wait's timeout broke: its other waiters are
+        // answered now, not whenever the event loop next looks (nothing
+        // may wake it: the one that timed out may have no client left).
+        while self.synced {
+            replies.extend(self.wake_pending_once(now));
+        }
+        replies
+    }
+
+    /// [`Objects::wake_pending`]'s one look at every waiting call.
+    fn wake_pending_once(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
         let timed_out = self
             .pending
             .iter()
@@ -805,7 +823,7 @@ impl Objects {
                 Some(a) => a,
                 None if p.deadline.is_some_and(|d| d <= now) => {
                     // A barrier broken by it: its other waiters are
-                    // answered on the next look.
+                    // answered on another look.
                     self.synced = true;
                     s.timed_out(&p.wait)
                 }
@@ -998,10 +1016,8 @@ impl Objects {
         let (type_name, pickled_as) = match self.table.get(&id).map(|e| &e.body) {
             Some(Body::Iterator(_)) => ("dict_keyiterator", "dict_keyiterator"),
             Some(Body::Queue(_)) => ("queue.Queue", "_thread.lock"),
-            Some(Body::Sync(s)) if method == "#GETVALUE" => {
-                return s.copy().map_or_else(Reply::Unserializable, Reply::Return)
-            }
-            Some(Body::Sync(s)) => return Reply::Return(PyValue::Str(s.repr())),
+            Some(Body::Sync(s)) if method == "#GETVALUE" => return s.copy(&mut request_budget()),
+            Some(Body::Sync(s)) => return Reply::Return(PyValue::Str(s.whole_repr())),
             _ => return not_found(&ident(id)),
         };
         if method == "#GETVALUE" {
@@ -1141,7 +1157,7 @@ impl Objects {
                     )));
                 }
                 let before = s.held_by(peer);
-                let outcome = s.call(method, args, kwds, peer);
+                let outcome = s.call(method, args, kwds, peer, budget);
                 if s.held_by(peer) > before {
                     self.acquired.entry(peer).or_default().insert(id);
                 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::array::{self, Array};
 use super::barrier::{self, Barrier};
+use super::dispatch::Reply;
 use super::limits::Budget;
 use super::protocol::Exception;
 use super::queue::Args;
@@ -105,6 +106,14 @@ fn lock_seconds(v: &PyValue) -> Result<f64, Exception> {
     Ok(secs)
 }
 
+/// A semaphore's count past what the server keeps (Python's has no end).
+fn semaphore_overflow() -> Exception {
+    (
+        "OverflowError",
+        "the manager counts a semaphore in at most 127 bits".into(),
+    )
+}
+
 /// `_thread.lock.release`'s (and `RLock`'s) refusal of arguments.
 fn no_arguments(
     class: &str,
@@ -147,6 +156,25 @@ pub(super) fn compared(v: &PyValue, op: &str) -> Result<f64, Exception> {
             "TypeError",
             format!(
                 "'{op}' not supported between instances of '{}' and 'int'",
+                other.type_name()
+            ),
+        )),
+    }
+}
+
+/// A timeout that `threading` adds to the clock (`_time() + timeout`)
+/// before it compares it (`timeout > 0`), as an `f64`: the exceptions of
+/// the addition, then of the comparison.
+pub(super) fn added_to_clock(t: &PyValue) -> Result<f64, Exception> {
+    match t {
+        PyValue::BigInt(_) => array::float_item(t),
+        PyValue::Int(_) | PyValue::Float(_) | PyValue::Bool(_) => compared(t, ">"),
+        // A complex adds to a float, then fails the comparison.
+        PyValue::Object(o) if o.is_builtin("complex") => compared(t, ">"),
+        other => Err((
+            "TypeError",
+            format!(
+                "unsupported operand type(s) for +: 'float' and '{}'",
                 other.type_name()
             ),
         )),
@@ -197,15 +225,17 @@ impl Sync {
                     flag: false,
                     sets: 0,
                 }),
-            "Lock" | "RLock" => {
-                if !args.is_empty() || !kwds.is_empty() {
-                    Err(("TypeError", format!("{typeid}() takes no arguments")))
-                } else if typeid == "Lock" {
-                    Ok(Sync::Lock(None))
-                } else {
-                    Ok(Sync::RLock(None))
-                }
+            "Lock" if !kwds.is_empty() => {
+                Err(("TypeError", "lock() takes no keyword arguments".to_string()))
             }
+            "Lock" if !args.is_empty() => Err((
+                "TypeError",
+                format!("lock expected 0 arguments, got {}", args.len()),
+            )),
+            "Lock" => Ok(Sync::Lock(None)),
+            // `threading.RLock(*args, **kwargs)` passes them on to a
+            // `_thread.RLock` that ignores them.
+            "RLock" => Ok(Sync::RLock(None)),
             "Semaphore" | "BoundedSemaphore" => {
                 let class = if typeid == "Semaphore" {
                     "Semaphore"
@@ -223,10 +253,11 @@ impl Sync {
                         let n = match &value {
                             PyValue::Int(i) => i128::from(*i),
                             PyValue::Bool(b) => i128::from(*b),
-                            PyValue::BigInt(b) => super::apply::big_i128(b).ok_or((
-                                "OverflowError",
-                                "the manager counts a semaphore in at most 127 bits".to_string(),
-                            ))?,
+                            // Past 127 bits: refused if positive, else
+                            // negative as Python finds it.
+                            PyValue::BigInt(b) => super::apply::big_i128(b)
+                                .or(b.last().filter(|&&top| top & 0x80 != 0).map(|_| -1))
+                                .ok_or_else(semaphore_overflow)?,
                             PyValue::Float(_) => {
                                 return Err((
                                     "TypeError",
@@ -281,22 +312,24 @@ impl Sync {
     }
 
     /// Calls `method`, one of [`Sync::exposed`], for connection `peer`:
-    /// its answer, what it waits for, or its exception.
+    /// its answer (an array's slice copied within `budget`), what it waits
+    /// for, or its exception.
     pub(super) fn call(
         &mut self,
         method: &str,
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
         peer: u64,
+        budget: &mut Budget,
     ) -> Result<Outcome, Exception> {
         let done = |v: PyValue| Ok(Outcome::Done(v));
         let class = self.class().rsplit('.').next().unwrap_or("");
         match self {
             Sync::Barrier(b) if method == "wait" => b.wait(args, kwds),
             Sync::Barrier(b) => b.call(method, args, kwds).map(Outcome::Done),
-            Sync::Value { .. } | Sync::Array(_) => {
-                self.call_value(method, args, kwds).map(Outcome::Done)
-            }
+            Sync::Value { .. } | Sync::Array(_) => self
+                .call_value(method, args, kwds, budget)
+                .map(Outcome::Done),
             Sync::Event { flag, sets } => {
                 let a = Args::of("Event", method, args, kwds);
                 match method {
@@ -376,13 +409,8 @@ impl Sync {
                 }
                 let wait = match &timeout {
                     None => None,
-                    Some(
-                        t @ (PyValue::Int(_)
-                        | PyValue::Float(_)
-                        | PyValue::Bool(_)
-                        | PyValue::BigInt(_)),
-                    ) => {
-                        let secs = compared(t, ">")?;
+                    Some(t) => {
+                        let secs = added_to_clock(t)?;
                         if secs.is_nan() {
                             // CPython's server spins for ever.
                             return Err(("ValueError", "Invalid value NaN (not a number)".into()));
@@ -390,23 +418,7 @@ impl Sync {
                         if secs <= 0.0 {
                             return done(PyValue::Bool(false));
                         }
-                        // Added to the clock as a float first.
-                        if matches!(t, PyValue::BigInt(b) if super::queue::rounds_past_float(b)) {
-                            return Err((
-                                "OverflowError",
-                                "int too large to convert to float".into(),
-                            ));
-                        }
                         condition_wait(Some(t))?
-                    }
-                    Some(other) => {
-                        return Err((
-                            "TypeError",
-                            format!(
-                                "unsupported operand type(s) for +: 'float' and '{}'",
-                                other.type_name()
-                            ),
-                        ))
                     }
                 };
                 Ok(Outcome::Wait(Wait::Acquire, wait))
@@ -437,9 +449,14 @@ impl Sync {
                     .pop()
                     .flatten()
                     .unwrap_or(PyValue::Int(1));
+                // `None`: a positive int past 127 bits.
                 let n = match n {
-                    PyValue::Int(i) => i128::from(i),
-                    PyValue::Bool(b) => i128::from(b),
+                    PyValue::Int(i) => Some(i128::from(i)),
+                    PyValue::Bool(b) => Some(i128::from(b)),
+                    PyValue::BigInt(b) if b.last().is_some_and(|&top| top & 0x80 != 0) => {
+                        Some(super::apply::big_i128(&b).unwrap_or(i128::MIN))
+                    }
+                    PyValue::BigInt(b) => super::apply::big_i128(&b),
                     other => {
                         compared(&other, "<")?;
                         return Err((
@@ -448,13 +465,17 @@ impl Sync {
                         ));
                     }
                 };
-                if n < 1 {
+                if n.is_some_and(|n| n < 1) {
                     return Err(("ValueError", "n must be one or more".into()));
                 }
-                if top.is_some_and(|top| *value + n > top) {
-                    return Err(("ValueError", "Semaphore released too many times".into()));
+                // A count past what the server keeps is past any bound.
+                let total = n.and_then(|n| value.checked_add(n));
+                if let Some(top) = top {
+                    if total.is_none_or(|total| total > *top) {
+                        return Err(("ValueError", "Semaphore released too many times".into()));
+                    }
                 }
-                *value += n;
+                *value = total.ok_or_else(semaphore_overflow)?;
                 done(PyValue::None)
             }
         }
@@ -543,6 +564,7 @@ impl Sync {
         method: &str,
         args: Vec<PyValue>,
         kwds: Vec<(PyValue, PyValue)>,
+        budget: &mut Budget,
     ) -> Result<PyValue, Exception> {
         match self {
             Sync::Value { value, .. } => {
@@ -556,18 +578,30 @@ impl Sync {
                     Ok(PyValue::None)
                 }
             }
-            Sync::Array(a) => a.call(method, args, kwds),
+            Sync::Array(a) => a.call(method, args, kwds, budget),
             _ => Err(("AttributeError", format!("no method {method}"))),
         }
     }
 
-    /// Python's `repr` (and `str`) of it.
+    /// Python's `repr` (and `str`) of it, whole: a client's `str(proxy)`
+    /// (an answer past a frame is refused, so an array's is not written
+    /// much further).
+    pub(super) fn whole_repr(&self) -> String {
+        match self {
+            Sync::Value { typecode, value } => format!("Value({typecode}, {value})"),
+            Sync::Array(a) => a.repr(super::objects::MAX_FRAME),
+            _ => self.repr(),
+        }
+    }
+
+    /// Python's `repr` of it, cut short after about 200 characters, for a
+    /// listing (`debug_info`).
     pub(super) fn repr(&self) -> String {
         match self {
             Sync::Value { typecode, value } => {
                 format!("Value({}, {})", typecode.repr(), value.repr())
             }
-            Sync::Array(a) => a.repr(),
+            Sync::Array(a) => a.repr(200),
             Sync::Barrier(b) => b.repr(),
             Sync::Event { flag, .. } => {
                 let state = if *flag { "set" } else { "unset" };
@@ -602,26 +636,38 @@ impl Sync {
         }
     }
 
-    /// `#GETVALUE`: a copy as Python's client unpickles it, or why it
-    /// cannot be pickled (as CPython's server fails to).
-    pub(super) fn copy(&self) -> Result<PyValue, Exception> {
-        match self {
-            Sync::Value { typecode, value } => Ok(PyValue::Object(Box::new(PyObject::instance(
-                "multiprocessing.managers",
-                "Value",
-                Vec::new(),
-                Some(PyValue::Dict(vec![
-                    ("_typecode".into(), typecode.clone()),
-                    ("_value".into(), value.clone()),
-                ])),
-            )))),
-            Sync::Array(a) => Ok(a.copy()),
+    /// `#GETVALUE`: a copy as Python's client unpickles it (made within
+    /// `budget`), or why it cannot be pickled (as CPython's server fails
+    /// to).
+    pub(super) fn copy(&self, budget: &mut Budget) -> Reply {
+        let copied = match self {
+            Sync::Value { typecode, value } => budget.charge([typecode, value]).map(|()| {
+                PyValue::Object(Box::new(PyObject::instance(
+                    "multiprocessing.managers",
+                    "Value",
+                    Vec::new(),
+                    Some(PyValue::Dict(vec![
+                        ("_typecode".into(), typecode.clone()),
+                        ("_value".into(), value.clone()),
+                    ])),
+                )))
+            }),
+            Sync::Array(a) => a.copy(budget),
             // As CPython's server fails to pickle them.
             Sync::Event { .. } | Sync::Lock(_) | Sync::Semaphore { .. } | Sync::Barrier(_) => {
-                Err(("TypeError", "cannot pickle '_thread.lock' object".into()))
+                return Reply::Unserializable((
+                    "TypeError",
+                    "cannot pickle '_thread.lock' object".into(),
+                ))
             }
-            Sync::RLock(_) => Err(("TypeError", "cannot pickle '_thread.RLock' object".into())),
-        }
+            Sync::RLock(_) => {
+                return Reply::Unserializable((
+                    "TypeError",
+                    "cannot pickle '_thread.RLock' object".into(),
+                ))
+            }
+        };
+        copied.map_or_else(Reply::error, Reply::Return)
     }
 
     /// The values it holds (which may hold proxies).
