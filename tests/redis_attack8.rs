@@ -1,0 +1,350 @@
+//! An eighth round of attacks on the Redis backend: a lock acquired by a
+//! call the client gave up on (a slow server), an event's channel that
+//! another client publishes to, a pool worker whose connection is cut
+//! while its task runs, and waits of zero and of `Duration::MAX`.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::redis::{attack, raw, unique, OwnServer};
+use common::{wait_until, TempDir};
+use multiproc::pool::{RemotePool, Worker};
+use multiproc::{task, Error, Manager};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// The manager's timeout in these tests: short, so that a call on a busy
+/// server is given up on soon.
+const SHORT: Duration = Duration::from_millis(300);
+
+/// As [`attack`], on a server of the test's own: one made slow, or
+/// refusing clients, which the other tests must not see.
+fn attack_own(body: impl FnOnce(&str, &str)) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a Redis test");
+    let Some(server) = OwnServer::start(test) else {
+        return;
+    };
+    let name = unique(test);
+    common::watchdog(test, LIMIT, || body(&server.url(), &name));
+}
+
+/// Keeps the server at `url` busy for `busy` (a Lua script that spins:
+/// the server runs nothing else meanwhile, and reads what came in during
+/// it only after), on a thread of its own; returned once the server has
+/// stopped answering.
+fn busy_server(url: &str, busy: Duration) -> std::thread::JoinHandle<()> {
+    let mut conn = raw(url);
+    let handle = std::thread::spawn(move || {
+        let _: () = redis::cmd("EVAL")
+            .arg(
+                "local t0 = redis.call('TIME') \
+                 local start = t0[1] * 1000000 + t0[2] \
+                 while true do \
+                   local t = redis.call('TIME') \
+                   if t[1] * 1000000 + t[2] - start >= tonumber(ARGV[1]) then return end \
+                 end",
+            )
+            .arg(0)
+            .arg(busy.as_micros().to_string())
+            .query(&mut conn)
+            .unwrap();
+    });
+    let answers = || {
+        let c = redis::Client::open(url).unwrap();
+        let timeout = Duration::from_millis(50);
+        c.get_connection_with_timeout(timeout).is_ok_and(|mut c| {
+            c.set_read_timeout(Some(timeout)).is_ok()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+        })
+    };
+    assert!(wait_until(LIMIT, || !answers()));
+    handle
+}
+
+/// The number after `prefix` in the server's `INFO section`.
+fn info_field(conn: &mut redis::Connection, section: &str, prefix: &str) -> Option<u64> {
+    let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    info.lines().find_map(|l| {
+        let rest = l.strip_prefix(prefix)?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// An acquire that the client gives up on (the server is busy past the
+/// client's timeout) but that the server runs once it is free: the lock
+/// must not stay held, by a token nobody will release, until its lease
+/// ends.
+#[test]
+fn an_acquire_given_up_on_leaves_the_lock_free() {
+    attack_own(|url, name| {
+        let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
+        let lock = m
+            .lock_named(name)
+            .unwrap()
+            .with_lease(Duration::from_secs(60))
+            .unwrap();
+        // The connection is made, and the scripts loaded, before the
+        // server is busy.
+        lock.try_acquire().unwrap().release().unwrap();
+        let busy = busy_server(url, Duration::from_millis(1500));
+        let started = Instant::now();
+        let r = lock.acquire(Some(Duration::from_secs(1)));
+        assert!(
+            matches!(r, Err(Error::ManagerGone(_) | Error::Ambiguous(_))),
+            "{r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        busy.join().unwrap();
+        // The server ran the acquire after the client gave up: whoever
+        // holds the lock now is nobody, and it must be free well before
+        // its minute of lease ends.
+        let holder = format!("multiproc:{{lock:{name}}}:lease");
+        let free = wait_until(Duration::from_secs(15), || !lock.is_locked().unwrap());
+        let left: i64 = redis::cmd("PTTL")
+            .arg(&holder)
+            .query(&mut raw(url))
+            .unwrap();
+        assert!(free, "the lock is still held, for {left} ms more");
+        // And free for the next taker.
+        let g = lock.try_acquire().unwrap();
+        g.release().unwrap();
+        m.remove_named(name).unwrap();
+    });
+}
+
+/// An acquire given up on never releases another client's hold: a lock
+/// that someone else holds stays held after a timed-out try.
+#[test]
+fn an_acquire_given_up_on_leaves_anothers_hold_alone() {
+    attack_own(|url, name| {
+        let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
+        let lock = m.lock_named(name).unwrap();
+        let held = lock.acquire(Some(Duration::ZERO)).unwrap();
+        let other = Manager::connect_redis_with_timeout(url, SHORT)
+            .unwrap()
+            .lock_named(name)
+            .unwrap();
+        assert!(other.is_locked().unwrap());
+        let busy = busy_server(url, Duration::from_millis(800));
+        assert!(other.acquire(Some(Duration::from_millis(100))).is_err());
+        busy.join().unwrap();
+        // Whatever the given-up acquire cleans up, the holder keeps it.
+        let kept = (0..10).all(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            other.is_locked().unwrap()
+        });
+        assert!(kept, "another's hold was released");
+        held.release().unwrap();
+        m.remove_named(name).unwrap();
+    });
+}
+
+/// The event's channel, as another program sees it.
+fn event_channel(name: &str) -> String {
+    format!("multiproc:{{event:{name}}}:set")
+}
+
+/// Publishes `message` on `channel` once someone subscribes to it.
+fn publish_when_subscribed(url: &str, channel: &str, message: &str) {
+    let mut conn = raw(url);
+    let subscribed = wait_until(LIMIT, || {
+        let n: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut conn)
+            .unwrap();
+        n.first().is_some_and(|(_, n)| *n > 0)
+    });
+    assert!(subscribed);
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(message)
+        .query(&mut conn)
+        .unwrap();
+}
+
+/// Another client's `PUBLISH` on an event's channel does not make a wait
+/// say the event was set: the event is clear, and the wait runs its time.
+#[test]
+fn a_foreign_publish_does_not_wake_an_event_wait() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let e = m.event_named(name).unwrap();
+        let channel = event_channel(name);
+        std::thread::scope(|s| {
+            s.spawn(|| publish_when_subscribed(url, &channel, "1"));
+            let started = Instant::now();
+            assert!(!e.wait(Some(Duration::from_millis(1500))).unwrap());
+            assert!(started.elapsed() >= Duration::from_millis(1500));
+        });
+        // A foreign message, then a real set: the wait sees the set.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                publish_when_subscribed(url, &channel, "garbage");
+                std::thread::sleep(Duration::from_millis(100));
+                e.set().unwrap();
+            });
+            assert!(e.wait(Some(Duration::from_secs(20))).unwrap());
+        });
+        m.remove_named(name).unwrap();
+    });
+}
+
+/// A set then a clear while a wait waits wakes it with `true`, as
+/// Python's does (the waiter was notified), even if it reads the flag only
+/// after the clear.
+#[test]
+fn a_set_then_clear_still_wakes_a_wait() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        let e = m.event_named(name).unwrap();
+        let channel = event_channel(name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut conn = raw(url);
+                assert!(wait_until(LIMIT, || {
+                    let n: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                        .arg("NUMSUB")
+                        .arg(&channel)
+                        .query(&mut conn)
+                        .unwrap();
+                    n.first().is_some_and(|(_, n)| *n > 0)
+                }));
+                e.set().unwrap();
+                e.clear().unwrap();
+            });
+            assert!(e.wait(Some(Duration::from_secs(20))).unwrap());
+        });
+        assert!(!e.is_set().unwrap());
+        m.remove_named(name).unwrap();
+    });
+}
+
+/// Writes `dir/run-<pid>` (this run's own process), then waits until
+/// `dir/release` exists; returns 1.
+fn hold_until_released(dir: String) -> u64 {
+    let dir = Path::new(&dir);
+    std::fs::write(dir.join(format!("run-{}", std::process::id())), b"").unwrap();
+    let end = Instant::now() + LIMIT;
+    while !dir.join("release").exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    1
+}
+
+/// How many runs `hold_until_released` started in `dir`.
+fn runs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("run-")
+        })
+        .count()
+}
+
+/// Sets its flag when dropped.
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The ids of the server's clients other than the one asking.
+fn other_clients(conn: &mut redis::Connection) -> Vec<u64> {
+    let me: u64 = redis::cmd("CLIENT").arg("ID").query(conn).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(conn).unwrap();
+    list.lines()
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .filter(|&id| id != me)
+        .collect()
+}
+
+/// A worker whose connection is cut while its task runs, and who cannot
+/// connect again for a moment (the server at its client limit): a blip
+/// far shorter than its heartbeat. The task runs once, to its end, and
+/// its result is the one the submitter gets; the worker neither kills it
+/// nor gives it up to be run again.
+#[test]
+fn a_worker_that_loses_its_connection_mid_task_runs_it_once() {
+    attack_own(|url, name| {
+        let dir = TempDir::new(&unique("blip"));
+        let mut admin = raw(url);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Whatever happens, the worker below stops being run again.
+            let _stop = Stop(&done);
+            // As a supervisor would, a worker that returns is run again.
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    let _ = Worker::new(url, &[&task!(hold_until_released)])
+                        .pool(name)
+                        .heartbeat(Duration::from_secs(3))
+                        .idle_timeout(Duration::from_millis(300))
+                        .serve();
+                }
+            });
+            let workers = format!("multiproc:{{pool:{name}}}:workers");
+            assert!(wait_until(LIMIT, || {
+                redis::cmd("SCARD")
+                    .arg(&workers)
+                    .query::<u64>(&mut admin)
+                    .unwrap()
+                    > 0
+            }));
+            let pool = RemotePool::connect_named(url, name).unwrap();
+            let dir_name = dir.0.to_string_lossy().into_owned();
+            let result = pool.apply_async(task!(hold_until_released), dir_name);
+            assert!(wait_until(LIMIT, || runs(&dir.0) == 1));
+            // The blip: no new client, and every connection but this one cut.
+            let rejected = info_field(&mut admin, "stats", "rejected_connections:").unwrap();
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxclients")
+                .arg(1)
+                .query(&mut admin)
+                .unwrap();
+            for id in other_clients(&mut admin) {
+                let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(id)
+                    .query(&mut admin);
+            }
+            // The worker's renewal found its connection cut, and could not
+            // make another.
+            assert!(wait_until(LIMIT, || {
+                info_field(&mut admin, "stats", "rejected_connections:").unwrap() > rejected
+            }));
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxclients")
+                .arg(10000)
+                .query(&mut admin)
+                .unwrap();
+            std::fs::write(dir.0.join("release"), b"").unwrap();
+            assert_eq!(result.get_timeout(Duration::from_secs(30)).unwrap(), 1);
+            assert_eq!(runs(&dir.0), 1, "the task ran more than once");
+            pool.stop_workers().unwrap();
+            pool.remove().unwrap();
+        });
+    });
+}
