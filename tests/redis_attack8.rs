@@ -268,6 +268,59 @@ impl Drop for Stop<'_> {
     }
 }
 
+/// A blip: the server takes no new client (its `maxclients` at 1), and
+/// every connection but `admin`'s is cut. The server's count of refused
+/// connections before.
+fn cut_off(admin: &mut redis::Connection) -> u64 {
+    let rejected = rejected_connections(admin);
+    set_maxclients(admin, 1);
+    for id in other_clients(admin) {
+        let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query(admin);
+    }
+    rejected
+}
+
+fn set_maxclients(admin: &mut redis::Connection, n: u64) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(n)
+        .query(admin)
+        .unwrap();
+}
+
+/// How many connections the server refused.
+fn rejected_connections(admin: &mut redis::Connection) -> u64 {
+    info_field(admin, "stats", "rejected_connections:").unwrap()
+}
+
+/// A call on a server that refuses new clients (at its `maxclients`),
+/// whose connection was cut: the server is unreachable
+/// ([`Error::ManagerGone`]), not a server's answer to the call; and the
+/// next call once it takes clients again works.
+#[test]
+fn a_server_at_its_client_limit_is_unreachable() {
+    attack_own(|url, name| {
+        let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
+        let d = m.dict_named::<String, i64>(name).unwrap();
+        d.set("a".into(), 1).unwrap();
+        let mut admin = raw(url);
+        cut_off(&mut admin);
+        let r = d.len();
+        assert!(matches!(r, Err(Error::ManagerGone(_))), "{r:?}");
+        let lock = m.lock_named(name).unwrap();
+        let r = lock.try_acquire();
+        assert!(matches!(r, Err(Error::ManagerGone(_))), "{r:?}");
+        set_maxclients(&mut admin, 10000);
+        assert_eq!(d.len().unwrap(), 1);
+        m.remove_named(name).unwrap();
+    });
+}
+
 /// The ids of the server's clients other than the one asking.
 fn other_clients(conn: &mut redis::Connection) -> Vec<u64> {
     let me: u64 = redis::cmd("CLIENT").arg("ID").query(conn).unwrap();
@@ -314,32 +367,11 @@ fn a_worker_that_loses_its_connection_mid_task_runs_it_once() {
             let dir_name = dir.0.to_string_lossy().into_owned();
             let result = pool.apply_async(task!(hold_until_released), dir_name);
             assert!(wait_until(LIMIT, || runs(&dir.0) == 1));
-            // The blip: no new client, and every connection but this one cut.
-            let rejected = info_field(&mut admin, "stats", "rejected_connections:").unwrap();
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxclients")
-                .arg(1)
-                .query(&mut admin)
-                .unwrap();
-            for id in other_clients(&mut admin) {
-                let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("ID")
-                    .arg(id)
-                    .query(&mut admin);
-            }
+            let rejected = cut_off(&mut admin);
             // The worker's renewal found its connection cut, and could not
             // make another.
-            assert!(wait_until(LIMIT, || {
-                info_field(&mut admin, "stats", "rejected_connections:").unwrap() > rejected
-            }));
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxclients")
-                .arg(10000)
-                .query(&mut admin)
-                .unwrap();
+            assert!(wait_until(LIMIT, || rejected_connections(&mut admin) > rejected));
+            set_maxclients(&mut admin, 10000);
             std::fs::write(dir.0.join("release"), b"").unwrap();
             assert_eq!(result.get_timeout(Duration::from_secs(30)).unwrap(), 1);
             assert_eq!(runs(&dir.0), 1, "the task ran more than once");
