@@ -127,15 +127,19 @@ impl EventProxy {
             .map(|n| n > 0)
     }
 
-    /// Whether the flag is set, and the count of sets (`None`: never set,
-    /// or not a count).
-    fn state(&self) -> Result<(bool, Option<Vec<u8>>)> {
-        let keys = &self.inner.keys;
-        let (flag, sets): (Option<Vec<u8>>, Option<Vec<u8>>) = self
-            .inner
-            .store
-            .run(true, |c| redis::cmd("MGET").arg(keys).query(c))?;
-        Ok((flag.is_some(), sets))
+    /// Whether the flag is set, and the count of sets (nil: never set),
+    /// in one round trip.
+    fn state(&self) -> Result<(bool, redis::Value)> {
+        let [flag, sets] = &self.inner.keys;
+        let (n, count): (u64, redis::Value) = self.inner.store.run(true, |c| {
+            redis::pipe()
+                .cmd("EXISTS")
+                .arg(flag)
+                .cmd("GET")
+                .arg(sets)
+                .query(c)
+        })?;
+        Ok((n > 0, count))
     }
 
     /// Waits until the event is set, up to `timeout` (`None`: as long as
@@ -159,11 +163,11 @@ impl EventProxy {
         // A connection of its own, subscribed to the event's channel; and
         // the count of sets when it was.
         let mut subscribed = None;
-        let mut before = None;
+        let mut before = redis::Value::Nil;
         // Set, or set since the subscription (and maybe cleared since).
-        let woken = |before: &Option<Vec<u8>>| -> Result<bool> {
+        let woken = |before: &redis::Value| -> Result<bool> {
             let (flag, sets) = self.state()?;
-            Ok(flag || (sets.is_some() && sets != *before))
+            Ok(flag || (sets != redis::Value::Nil && sets != *before))
         };
         let mut wait = first;
         loop {
