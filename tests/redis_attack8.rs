@@ -380,3 +380,156 @@ fn a_worker_that_loses_its_connection_mid_task_runs_it_once() {
         });
     });
 }
+
+/// Waits of zero and of `Duration::MAX` on each Redis primitive: zero is
+/// one look, `MAX` is as long as it takes (never a panic, never an
+/// overflow into a wait that ends at once).
+#[test]
+fn waits_of_zero_and_max() {
+    attack(LIMIT, |url, name| {
+        let m = Manager::connect_redis(url).unwrap();
+        // The lock.
+        let lock = m.lock_named(name).unwrap();
+        let short = lock.with_lease(Duration::from_millis(300)).unwrap();
+        let held = short.acquire(Some(Duration::MAX)).unwrap();
+        assert!(matches!(
+            lock.acquire(Some(Duration::ZERO)),
+            Err(Error::Timeout)
+        ));
+        // Its lease ends: a wait of MAX takes it then.
+        let g = lock.acquire(Some(Duration::MAX)).unwrap();
+        assert!(g.previous_owner_died());
+        assert!(matches!(held.release(), Err(Error::NotOwner)));
+        g.extend(Duration::MAX).unwrap();
+        assert!(matches!(
+            g.extend(Duration::ZERO),
+            Err(Error::InvalidArgument(_))
+        ));
+        g.release().unwrap();
+        let long = lock.with_lease(Duration::MAX).unwrap();
+        long.acquire(Some(Duration::ZERO))
+            .unwrap()
+            .release()
+            .unwrap();
+        assert!(lock.with_lease(Duration::ZERO).is_err());
+        // The event.
+        let e = m.event_named(name).unwrap();
+        assert!(!e.wait(Some(Duration::ZERO)).unwrap());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                publish_when_subscribed(url, &event_channel(name), "x");
+                e.set().unwrap();
+            });
+            assert!(e.wait(Some(Duration::MAX)).unwrap());
+        });
+        assert!(e.wait(Some(Duration::ZERO)).unwrap());
+        // The queue.
+        let q = m.queue_named::<u64>(name).unwrap();
+        assert!(matches!(q.get(Some(Duration::ZERO)), Err(Error::Empty)));
+        q.join(Some(Duration::ZERO)).unwrap();
+        q.join(Some(Duration::MAX)).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                q.put(&7).unwrap();
+            });
+            let (v, d) = q.get(Some(Duration::MAX)).unwrap();
+            assert_eq!(v, 7);
+            assert!(matches!(q.join(Some(Duration::ZERO)), Err(Error::Timeout)));
+            assert!(d.ack().unwrap());
+        });
+        q.join(Some(Duration::MAX)).unwrap();
+        // A heartbeat of MAX lives as long as Redis lets a key live.
+        let q = q.with_heartbeat(Duration::MAX).unwrap();
+        q.put(&8).unwrap();
+        let (v, d) = q.get(Some(Duration::ZERO)).unwrap();
+        assert_eq!(v, 8);
+        d.ack().unwrap();
+        assert!(m
+            .queue_named::<u64>(name)
+            .unwrap()
+            .with_heartbeat(Duration::ZERO)
+            .is_err());
+        m.remove_named(name).unwrap();
+    });
+}
+
+/// A Redis server restarted (empty) while a lock's, an event's and a
+/// queue's waits wait: each ends within its bound, with an error or its
+/// answer from the new server, never a panic or a hang; and the next
+/// calls work.
+#[test]
+fn a_restart_mid_wait_ends_each_wait() {
+    let test = "a_restart_mid_wait_ends_each_wait";
+    let Some(mut server) = OwnServer::start(test) else {
+        return;
+    };
+    let name = unique(test);
+    common::watchdog(test, LIMIT, || {
+        let url = server.url();
+        let m = Manager::connect_redis_with_timeout(&url, Duration::from_secs(2)).unwrap();
+        let lock = m.lock_named(&name).unwrap();
+        let e = m.event_named(&name).unwrap();
+        let q = m.queue_named::<u64>(&name).unwrap();
+        let held = lock.acquire(Some(Duration::ZERO)).unwrap();
+        let wait = Duration::from_secs(20);
+        let (r_lock, r_event, r_queue) = std::thread::scope(|s| {
+            let l = s.spawn(|| {
+                let started = Instant::now();
+                (lock.acquire(Some(wait)).map(drop), started.elapsed())
+            });
+            let ev = s.spawn(|| {
+                let started = Instant::now();
+                (e.wait(Some(wait)), started.elapsed())
+            });
+            let qu = s.spawn(|| {
+                let started = Instant::now();
+                (q.get(Some(wait)).map(|(v, _)| v), started.elapsed())
+            });
+            // All three blocked on the server.
+            let mut admin = raw(&url);
+            assert!(wait_until(LIMIT, || {
+                let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+                ["cmd=blpop", "cmd=subscribe", "cmd=blmove"]
+                    .iter()
+                    .all(|c| list.contains(c))
+            }));
+            server.restart();
+            (l.join().unwrap(), ev.join().unwrap(), qu.join().unwrap())
+        });
+        eprintln!("lock: {r_lock:?}, event: {r_event:?}, queue: {r_queue:?}");
+        let bound = wait + Duration::from_secs(10);
+        for took in [r_lock.1, r_event.1, r_queue.1] {
+            assert!(took < bound, "{took:?}");
+        }
+        // The lock is free on the new server: taken, or an error.
+        assert!(
+            matches!(
+                &r_lock.0,
+                Ok(()) | Err(Error::ManagerGone(_) | Error::Ambiguous(_))
+            ),
+            "{r_lock:?}"
+        );
+        assert!(
+            matches!(&r_event.0, Ok(false) | Err(Error::ManagerGone(_))),
+            "{r_event:?}"
+        );
+        assert!(
+            matches!(
+                &r_queue.0,
+                Err(Error::Empty | Error::ManagerGone(_) | Error::Ambiguous(_))
+            ),
+            "{r_queue:?}"
+        );
+        drop(held);
+        // Everything works on the new server.
+        lock.acquire(Some(Duration::from_secs(5)))
+            .unwrap()
+            .release()
+            .unwrap();
+        e.set().unwrap();
+        assert!(e.wait(Some(Duration::ZERO)).unwrap());
+        q.put(&1).unwrap();
+        assert_eq!(q.get(Some(Duration::from_secs(5))).unwrap().0, 1);
+    });
+}
