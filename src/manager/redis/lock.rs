@@ -259,6 +259,13 @@ impl LockProxy {
     /// to, on a connection of its own) until a release, the end of the
     /// holder's lease, or 5 s at most, then tries again.
     ///
+    /// An acquire whose answer is lost (the server slow past the
+    /// manager's timeout, or the connection broken) is an error, and if
+    /// the server took the lock for it after all, a thread of this process
+    /// releases it (by this acquire's own token: never another's hold),
+    /// trying until the server answers: the lock is not left held until
+    /// its lease ends.
+    ///
     /// # Errors
     /// [`Error::Timeout`] if it is not free in time; as a call on Redis.
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<LeaseGuard> {

@@ -1305,6 +1305,9 @@ impl<'t> Worker<'t> {
     /// How long the worker's heartbeat key lives unless renewed (renewed
     /// every third of that): when the worker dies, its task is put back
     /// this long after. From 30 ms to a day; default [`DEFAULT_HEARTBEAT`].
+    /// While a task runs, a renewal (or the recording of its result) that
+    /// fails for want of the server is tried again until the key may have
+    /// expired: a shorter blip neither ends the task nor runs it twice.
     pub fn heartbeat(mut self, ttl: Duration) -> Self {
         self.heartbeat = ttl;
         self
@@ -1482,9 +1485,11 @@ impl<'t> Serving<'_, 't> {
         }
     }
 
-    /// How long a worker waits before it tries a failed step again.
+    /// How long a worker waits before it tries a failed step again: a
+    /// quarter of the time between renewals, from 5 ms to a second (a
+    /// long heartbeat must not make a blip last longer).
     fn retry_pause(&self) -> Duration {
-        (self.every / 4).max(Duration::from_millis(5))
+        (self.every / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
 
     fn run(&mut self) -> Result<u64> {
