@@ -1,8 +1,10 @@
 //! An event on Redis ([`EventProxy`]).
 //!
 //! Keys, under the hash tag `{event:<name>}`: `flag`, present while the
-//! event is set; and the pub/sub channel `set`, to which
-//! [`set`](EventProxy::set) publishes in the same script.
+//! event is set; `sets`, the number of sets, which only a set changes;
+//! and the pub/sub channel `set`, to which [`set`](EventProxy::set)
+//! publishes in the same script. A message on the channel only makes a
+//! waiter look at the keys: anyone may publish to it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +19,12 @@ fn part(name: &str, part: &str) -> String {
     format!("multiproc:{{event:{name}}}:{part}")
 }
 
-/// Sets the flag and tells the waiters.
+/// Counts the set (first: a count that is not one fails it before it
+/// writes anything), sets the flag, and tells the waiters.
 static SET: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
     Script::new(
         r"
+redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], '1')
 redis.call('PUBLISH', ARGV[1], '1')
 return 1
@@ -30,9 +34,9 @@ return 1
 
 /// Deletes the event `name`; whether it existed.
 pub(super) fn delete(store: &Store, name: &str) -> Result<bool> {
-    let flag = part(name, "flag");
+    let keys = [part(name, "flag"), part(name, "sets")];
     store
-        .run(true, |c| redis::cmd("DEL").arg(&flag).query::<u64>(c))
+        .run(true, |c| redis::cmd("DEL").arg(&keys).query::<u64>(c))
         .map(|n| n > 0)
 }
 
@@ -41,12 +45,14 @@ pub(super) fn delete(store: &Store, name: &str) -> Result<bool> {
 /// ([`Manager::event_named`](super::super::Manager::event_named)).
 ///
 /// A [`wait`](EventProxy::wait) subscribes to the event's channel (on a
-/// connection of its own), then reads the flag: a `set` after the
-/// subscription wakes it at once (and it answers `true` even if a `clear`
-/// came right after, as Python's does), a `set` before it is seen in the
-/// flag. No polling, except that a long wait reads the flag again every
-/// 5 s (which also notices a server gone, and a wake-up lost with a
-/// connection: pub/sub delivers at most once).
+/// connection of its own), then reads the flag and the count of sets: a
+/// `set` after the subscription wakes it at once (and it answers `true`
+/// even if a `clear` came right after, as Python's does: the count
+/// moved), a `set` before it is seen in the flag. A message on the
+/// channel is only a reason to read them again: another client's
+/// `PUBLISH` there wakes no wait for good. No polling, except that a long
+/// wait reads them again every 5 s (which also notices a server gone, and
+/// a wake-up lost with a connection: pub/sub delivers at most once).
 pub struct EventProxy {
     inner: Arc<EventInner>,
 }
@@ -54,7 +60,8 @@ pub struct EventProxy {
 struct EventInner {
     store: Arc<Store>,
     name: String,
-    flag: String,
+    /// The keys `flag` and `sets`.
+    keys: [String; 2],
     channel: String,
 }
 
@@ -87,8 +94,12 @@ impl EventProxy {
     /// As a call on Redis.
     pub fn set(&self) -> Result<()> {
         let i = &self.inner;
-        i.store
-            .run(true, |c| SET.key(&i.flag).arg(&i.channel).invoke::<u64>(c))?;
+        i.store.run(true, |c| {
+            SET.key(&i.keys[0])
+                .key(&i.keys[1])
+                .arg(&i.channel)
+                .invoke::<u64>(c)
+        })?;
         Ok(())
     }
 
@@ -97,7 +108,7 @@ impl EventProxy {
     /// # Errors
     /// As a call on Redis.
     pub fn clear(&self) -> Result<()> {
-        let flag = &self.inner.flag;
+        let flag = &self.inner.keys[0];
         self.inner
             .store
             .run(true, |c| redis::cmd("DEL").arg(flag).query::<u64>(c))?;
@@ -109,11 +120,26 @@ impl EventProxy {
     /// # Errors
     /// As a call on Redis.
     pub fn is_set(&self) -> Result<bool> {
-        let flag = &self.inner.flag;
+        let flag = &self.inner.keys[0];
         self.inner
             .store
             .run(true, |c| redis::cmd("EXISTS").arg(flag).query::<u64>(c))
             .map(|n| n > 0)
+    }
+
+    /// Whether the flag is set, and the count of sets (nil: never set),
+    /// in one round trip.
+    fn state(&self) -> Result<(bool, redis::Value)> {
+        let [flag, sets] = &self.inner.keys;
+        let (n, count): (u64, redis::Value) = self.inner.store.run(true, |c| {
+            redis::pipe()
+                .cmd("EXISTS")
+                .arg(flag)
+                .cmd("GET")
+                .arg(sets)
+                .query(c)
+        })?;
+        Ok((n > 0, count))
     }
 
     /// Waits until the event is set, up to `timeout` (`None`: as long as
@@ -134,8 +160,15 @@ impl EventProxy {
             return Ok(false);
         };
         let store = &self.inner.store;
-        // A connection of its own, subscribed to the event's channel.
+        // A connection of its own, subscribed to the event's channel; and
+        // the count of sets when it was.
         let mut subscribed = None;
+        let mut before = redis::Value::Nil;
+        // Set, or set since the subscription (and maybe cleared since).
+        let woken = |before: &redis::Value| -> Result<bool> {
+            let (flag, sets) = self.state()?;
+            Ok(flag || (sets != redis::Value::Nil && sets != *before))
+        };
         let mut wait = first;
         loop {
             let conn = match &mut subscribed {
@@ -149,25 +182,29 @@ impl EventProxy {
                             .query::<redis::Value>(c)
                     })
                     .map_err(|e| store.unreachable(&e))?;
+                    // Subscribed: a set from now on is a message, and moves
+                    // the count; one before, the flag.
+                    let (flag, sets) = self.state()?;
+                    if flag {
+                        return Ok(true);
+                    }
+                    before = sets;
                     subscribed.insert(conn)
                 }
             };
-            // Subscribed: a set from now on is a message; one before, the flag.
-            if self.is_set()? {
-                return Ok(true);
+            // A message on the channel (anyone's) is a reason to look; a
+            // message that began to come and did not end within the
+            // timeout, an error (a server that sends one a byte at a time
+            // holds the wait no longer).
+            if let Err(e) = conn.receive(wait, store.timeout) {
+                return Err(store.unreachable(&e));
             }
-            // Any message on the channel is a set; a message that began
-            // to come and did not end within the timeout, an error (a
-            // server that sends one a byte at a time holds the wait no
-            // longer).
-            match conn.receive(wait, store.timeout) {
-                Ok(Some(_)) => return Ok(true),
-                Ok(None) => {}
-                Err(e) => return Err(store.unreachable(&e)),
+            if woken(&before)? {
+                return Ok(true);
             }
             match next_wait(deadline, SLICE) {
                 Some(w) => wait = w,
-                None => return self.is_set(),
+                None => return Ok(false),
             }
         }
     }
@@ -196,7 +233,7 @@ impl EventProxy {
             inner: Arc::new(EventInner {
                 store,
                 name: name.to_string(),
-                flag: part(name, "flag"),
+                keys: [part(name, "flag"), part(name, "sets")],
                 channel: part(name, "set"),
             }),
         }

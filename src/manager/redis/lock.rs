@@ -9,12 +9,14 @@
 //! - `fence`: the counter of acquisitions (`INCR`), the fencing tokens;
 //! - `wake`: a list a release pushes to, that waiters block on (`BLPOP`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::Script;
+use redis::{RedisResult, Script};
 
 use super::queue::{deadline, next_wait, seconds, token, Waiting, SLICE};
+use super::wire::Wire;
 use super::{check_name, Store};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -73,6 +75,73 @@ return 1
 ",
     )
 });
+
+/// Runs [`RELEASE`] for `token` on the lock of `keys`.
+fn release(c: &mut Wire, keys: &[String; 4], token: &str) -> RedisResult<u64> {
+    RELEASE
+        .key(&keys[0])
+        .key(&keys[1])
+        .key(&keys[3])
+        .arg(token)
+        .invoke(c)
+}
+
+/// How long the undoing of an acquire given up on keeps trying to reach
+/// the server, at most.
+const UNDO_FOR: Duration = Duration::from_secs(600);
+
+/// The most threads undoing acquires at once in a process (a server down
+/// for a while fails every acquire meanwhile: past these, an acquire's
+/// lease is left to end).
+const MAX_UNDOING: usize = 16;
+
+/// The threads undoing acquires now.
+static UNDOING: AtomicUsize = AtomicUsize::new(0);
+
+/// Undoes an acquire by `token` whose answer was lost (the server was
+/// slow past the timeout, or the connection broke): the server may have
+/// run it, or may run it yet, and then the lock is held by a token that
+/// nobody would release before its lease ends. It releases the lock if
+/// `token` holds it, never another's hold, from a thread of its own that
+/// tries until the server answers (each try on a new connection of its
+/// own: the process's other calls do not wait behind it), for
+/// [`UNDO_FOR`] at most: the acquire's caller has its error at once.
+fn undo(inner: &Arc<LockInner>, token: String) {
+    if UNDOING.fetch_add(1, Ordering::AcqRel) >= MAX_UNDOING {
+        UNDOING.fetch_sub(1, Ordering::AcqRel);
+        log::warn!(
+            "{MAX_UNDOING} lost Redis lock acquires are being undone already: this one's lease is left to end"
+        );
+        return;
+    }
+    let inner = inner.clone();
+    let once = move || {
+        let conn = inner.store.connect().ok();
+        conn.is_some_and(|mut conn| {
+            match conn.call(inner.store.timeout, |c| release(c, &inner.keys, &token)) {
+                Ok(_) => true,
+                // An answer, if not a wanted one: nothing more to try.
+                Err(e) => !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()),
+            }
+        })
+    };
+    let tries = move || {
+        let until = Instant::now() + UNDO_FOR;
+        let mut pause = Duration::from_millis(10);
+        while !once() && Instant::now() < until {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(SLICE);
+        }
+        UNDOING.fetch_sub(1, Ordering::AcqRel);
+    };
+    let spawned = std::thread::Builder::new()
+        .name("multiproc-lock-undo".into())
+        .spawn(tries);
+    if let Err(e) = spawned {
+        UNDOING.fetch_sub(1, Ordering::AcqRel);
+        log::warn!("could not start a thread to undo a lost Redis lock acquire ({e})");
+    }
+}
 
 /// Extends the lease of `ARGV[1]` to `ARGV[2]` ms from now (1), else 0.
 static EXTEND: crate::lazy::Lazy<Script> = crate::lazy::Lazy::new(|| {
@@ -190,6 +259,13 @@ impl LockProxy {
     /// to, on a connection of its own) until a release, the end of the
     /// holder's lease, or 5 s at most, then tries again.
     ///
+    /// An acquire whose answer is lost (the server slow past the
+    /// manager's timeout, or the connection broken) is an error, and if
+    /// the server took the lock for it after all, a thread of this process
+    /// releases it (by this acquire's own token: never another's hold),
+    /// trying until the server answers: the lock is not left held until
+    /// its lease ends.
+    ///
     /// # Errors
     /// [`Error::Timeout`] if it is not free in time; as a call on Redis.
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<LeaseGuard> {
@@ -198,7 +274,7 @@ impl LockProxy {
         let token = token()?;
         let lease = lease_ms(i.lease)?;
         loop {
-            let (got, value, died) = i.store.run(true, |c| {
+            let answer = i.store.run(true, |c| {
                 let r: Vec<i64> = ACQUIRE
                     .key(&i.keys[0])
                     .key(&i.keys[1])
@@ -211,7 +287,15 @@ impl LockProxy {
                     r.get(1).copied().unwrap_or(0),
                     r.get(2).copied().unwrap_or(0),
                 ))
-            })?;
+            });
+            let (got, value, died) = match answer {
+                Ok(answer) => answer,
+                Err(e @ (Error::ManagerGone(_) | Error::Ambiguous(_))) => {
+                    undo(i, token);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             if got == 1 {
                 return Ok(LeaseGuard {
                     inner: i.clone(),
@@ -315,14 +399,7 @@ impl LeaseGuard {
     fn release_now(&self) -> Result<()> {
         let i = &self.inner;
         let token = &self.token;
-        let n = i.store.run(false, |c| {
-            RELEASE
-                .key(&i.keys[0])
-                .key(&i.keys[1])
-                .key(&i.keys[3])
-                .arg(token)
-                .invoke::<u64>(c)
-        })?;
+        let n = i.store.run(false, |c| release(c, &i.keys, token))?;
         if n == 1 {
             Ok(())
         } else {

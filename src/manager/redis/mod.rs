@@ -310,6 +310,7 @@ impl Store {
                     Err(e) => {
                         !broken(e)
                             && !e.is_unrecoverable_error()
+                            && !refused(e)
                             && !e.detail().is_some_and(|d| d.starts_with("Protocol error"))
                     }
                 };
@@ -319,6 +320,7 @@ impl Store {
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) if e.code() == Some(PYERR) => return Err(python_error(&e)),
+                Err(e) if refused(&e) => return Err(self.unreachable(&e)),
                 Err(e) if broken(&e) && unsent && !e.is_timeout() => {
                     if !resend {
                         return Err(Error::Remote {
@@ -491,6 +493,16 @@ pub(super) fn take(
             "the value to take changed {TAKE_TRIES} times while it was being taken (another client kept writing it): nothing was taken"
         ),
     })
+}
+
+/// Whether `e` is a server's refusal of a new connection: at its
+/// `maxclients`, it answers one error before reading anything, and closes
+/// the connection. Nothing sent on it was done: the server is as
+/// unreachable as one that refuses the TCP connection, not a server's
+/// answer to the call.
+pub(super) fn refused(e: &RedisError) -> bool {
+    e.detail()
+        .is_some_and(|d| d.starts_with("max number of clients reached"))
 }
 
 /// A script's `PYERR <ExceptionName> <message>` as Python's exception.

@@ -37,7 +37,7 @@ use serde::Serialize;
 use super::super::client::{decode, encode};
 use super::super::protocol::Kind;
 use super::wire::Wire;
-use super::{check_name, codec, key, python_error, Store, IDLE_CHECK, PYERR, REDIS_TOKEN};
+use super::{check_name, codec, key, python_error, refused, Store, IDLE_CHECK, PYERR, REDIS_TOKEN};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
@@ -133,6 +133,8 @@ impl Waiting {
 pub(super) fn classify(store: &Store, e: &redis::RedisError, again: bool) -> Error {
     if e.code() == Some(PYERR) {
         python_error(e)
+    } else if refused(e) {
+        store.unreachable(e)
     } else if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
         if again {
             store.unreachable(e)

@@ -1305,6 +1305,9 @@ impl<'t> Worker<'t> {
     /// How long the worker's heartbeat key lives unless renewed (renewed
     /// every third of that): when the worker dies, its task is put back
     /// this long after. From 30 ms to a day; default [`DEFAULT_HEARTBEAT`].
+    /// While a task runs, a renewal (or the recording of its result) that
+    /// fails for want of the server is tried again until the key may have
+    /// expired: a shorter blip neither ends the task nor runs it twice.
     pub fn heartbeat(mut self, ttl: Duration) -> Self {
         self.heartbeat = ttl;
         self
@@ -1359,7 +1362,8 @@ impl<'t> Worker<'t> {
             me,
             who: format!("{host} pid {}", sys::getpid()),
             every: self.heartbeat / 3,
-            last_beat: Instant::now(),
+            next_beat: Instant::now(),
+            renewed: Instant::now(),
         };
         let result = serving.run();
         let left = store.run(true, |c| {
@@ -1408,15 +1412,20 @@ struct Serving<'w, 't> {
     who: String,
     /// How often the heartbeat is renewed.
     every: Duration,
-    last_beat: Instant,
+    /// When the heartbeat is renewed next.
+    next_beat: Instant,
+    /// When the last renewal that the server answered was sent: the
+    /// heartbeat key lives until a heartbeat after it at least.
+    renewed: Instant,
 }
 
 impl<'t> Serving<'_, 't> {
     /// Renews the heartbeat (announcing the worker); whether the pool is
     /// told to stop.
     fn beat(&mut self) -> Result<bool> {
-        self.last_beat = Instant::now();
-        self.store.run(true, |c| {
+        let sent = Instant::now();
+        self.next_beat = sent + self.every;
+        let stop = self.store.run(true, |c| {
             BEAT.key(self.keys.workers())
                 .key(self.keys.alive(&self.me))
                 .key(self.keys.stop())
@@ -1424,7 +1433,63 @@ impl<'t> Serving<'_, 't> {
                 .arg(millis(self.worker.heartbeat))
                 .arg(&self.who)
                 .invoke::<bool>(c)
-        })
+        })?;
+        self.renewed = sent;
+        Ok(stop)
+    }
+
+    /// Whether the heartbeat key may have expired: the last renewal the
+    /// server answered was sent a heartbeat ago or more, and the reaper
+    /// may have given this worker's task to another.
+    fn lapsed(&self) -> bool {
+        self.renewed.elapsed() >= self.worker.heartbeat
+    }
+
+    /// Does `call`, a step of a task this worker holds, which may run
+    /// twice; one that fails for want of the server (a connection cut, a
+    /// server restarting or refusing new clients for a moment) is done
+    /// again soon, the heartbeat renewed meanwhile, for as long as the
+    /// heartbeat key lives: until then the task is this worker's still,
+    /// and giving it up (to be run again, by whichever worker takes it
+    /// next) would run it twice.
+    fn persist<R>(&mut self, mut call: impl FnMut(&mut Self) -> Result<R>) -> Result<R> {
+        loop {
+            match call(self) {
+                Err(Error::ManagerGone(why)) if !self.lapsed() => {
+                    log::debug!("pool worker {}: tried again: {why}", self.me);
+                    std::thread::sleep(self.retry_pause());
+                    self.renew_if_due()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Renews the heartbeat if it is time, while the worker holds a task
+    /// (a stop waits for the task). A renewal that fails for want of the
+    /// server is tried again soon, until the heartbeat key may have
+    /// expired: a blip must not end the task (it would be run again),
+    /// only a lapse, which may have given it to another worker.
+    fn renew_if_due(&mut self) -> Result<()> {
+        if Instant::now() < self.next_beat {
+            return Ok(());
+        }
+        match self.beat() {
+            Ok(_) => Ok(()),
+            Err(Error::ManagerGone(why)) if !self.lapsed() => {
+                log::debug!("pool worker {}: renewal failed: {why}", self.me);
+                self.next_beat = Instant::now() + self.retry_pause();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How long a worker waits before it tries a failed step again: a
+    /// quarter of the time between renewals, from 5 ms to a second (a
+    /// long heartbeat must not make a blip last longer).
+    fn retry_pause(&self) -> Duration {
+        (self.every / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
 
     fn run(&mut self) -> Result<u64> {
@@ -1523,7 +1588,8 @@ impl<'t> Serving<'_, 't> {
     /// went; whether there was such a task to run (a stop's wake-up, or a
     /// task already finished, is none).
     fn handle(&mut self, id: &str) -> Result<bool> {
-        self.last_beat = Instant::now();
+        let sent = Instant::now();
+        self.next_beat = sent + self.every;
         let record: Option<Vec<u8>> = self.store.run(true, |c| {
             TAKE.key(self.keys.tasks())
                 .key(self.keys.workers())
@@ -1534,6 +1600,7 @@ impl<'t> Serving<'_, 't> {
                 .arg(&self.who)
                 .invoke(c)
         })?;
+        self.renewed = sent;
         let Some(record) = record else {
             // Finished or failed already (run twice): nothing to do.
             let held = self.keys.processing(&self.me);
@@ -1553,23 +1620,9 @@ impl<'t> Serving<'_, 't> {
                 Ok(task) => self.run_child(task, record.args)?,
             },
         };
-        let finish = |script: &Script, msg: &[u8]| {
-            self.store.run(true, |c| {
-                script
-                    .key(self.keys.processing(&self.me))
-                    .key(self.keys.tasks())
-                    .key(self.keys.deaths())
-                    .key(self.keys.pending())
-                    .key(self.keys.result(id))
-                    .arg(id)
-                    .arg(msg)
-                    .arg(millis(RESULT_TTL))
-                    .invoke::<redis::Value>(c)
-            })
-        };
         match ran {
             Ran::Message(m) => {
-                if let Err(e) = finish(&FINISH, &m) {
+                if let Err(e) = self.persist(|w| w.finish(id, &FINISH, &m)) {
                     // A message the server refuses (over its
                     // `proto-max-bulk-len`, which may be set as low as
                     // 1 MiB) would fail every worker in turn: the task
@@ -1582,7 +1635,9 @@ impl<'t> Serving<'_, 't> {
                         "the task's result ({} bytes) could not be stored in Redis (is it over the server's proto-max-bulk-len?): {e}",
                         m.len()
                     );
-                    finish(&FINISH, &message(tag::FAILED, why.as_bytes())).map_err(|_| e)?;
+                    let failed = message(tag::FAILED, why.as_bytes());
+                    self.persist(|w| w.finish(id, &FINISH, &failed))
+                        .map_err(|_| e)?;
                 }
             }
             Ran::Died(code) => {
@@ -1590,10 +1645,28 @@ impl<'t> Serving<'_, 't> {
                     "pool worker {}: task {id} died with exit code {code}",
                     self.me
                 );
-                finish(&DIED, code.to_string().as_bytes())?;
+                let code = code.to_string();
+                self.persist(|w| w.finish(id, &DIED, code.as_bytes()))?;
             }
         };
         Ok(true)
+    }
+
+    /// Runs `script` ([`FINISH`] or [`DIED`]) for the task `id` with
+    /// `msg`: done again, it does nothing more.
+    fn finish(&self, id: &str, script: &Script, msg: &[u8]) -> Result<redis::Value> {
+        self.store.run(true, |c| {
+            script
+                .key(self.keys.processing(&self.me))
+                .key(self.keys.tasks())
+                .key(self.keys.deaths())
+                .key(self.keys.pending())
+                .key(self.keys.result(id))
+                .arg(id)
+                .arg(msg)
+                .arg(millis(RESULT_TTL))
+                .invoke(c)
+        })
     }
 
     /// The served task that `record` asks for; why not, if none.
@@ -1670,8 +1743,8 @@ impl<'t> Serving<'_, 't> {
             // its life, not up to two thirds (a loaded machine adds its
             // delays to that, and a lapse runs the task twice).
             let until_beat = self
-                .every
-                .saturating_sub(self.last_beat.elapsed())
+                .next_beat
+                .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
             if ours.poll(Some(until_beat))? {
                 return Ok(match ours.recv_bytes() {
@@ -1694,10 +1767,7 @@ impl<'t> Serving<'_, 't> {
                     }
                 });
             }
-            if self.last_beat.elapsed() >= self.every {
-                // A stop waits for the task.
-                self.beat()?;
-            }
+            self.renew_if_due()?;
             if let Some(code) = child.join_timeout(Duration::ZERO)? {
                 if !ours.poll(Some(Duration::ZERO))? {
                     return Ok(Ran::Died(code));
