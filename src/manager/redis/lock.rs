@@ -9,7 +9,7 @@
 //! - `fence`: the counter of acquisitions (`INCR`), the fencing tokens;
 //! - `wake`: a list a release pushes to, that waiters block on (`BLPOP`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,10 +93,28 @@ const UNDO_FOR: Duration = Duration::from_secs(600);
 /// The most threads undoing acquires at once in a process (a server down
 /// for a while fails every acquire meanwhile: past these, an acquire's
 /// lease is left to end).
-const MAX_UNDOING: usize = 16;
+const MAX_UNDOING: u64 = 16;
 
-/// The threads undoing acquires now.
-static UNDOING: AtomicUsize = AtomicUsize::new(0);
+/// The threads undoing acquires now in this process: its pid (the high
+/// half) and their count (the low half). A forked child has none of its
+/// parent's threads, and a count under another pid is taken for none.
+static UNDOING: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one more thread undoing an acquire in this process, unless
+/// [`MAX_UNDOING`] do already.
+fn count_undoing() -> bool {
+    let me = u64::from(sys::cached_pid()) << 32;
+    UNDOING
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            let n = if w >> 32 == me >> 32 {
+                w & 0xffff_ffff
+            } else {
+                0
+            };
+            (n < MAX_UNDOING).then_some(me | (n + 1))
+        })
+        .is_ok()
+}
 
 /// Undoes an acquire by `token` whose answer was lost (the server was
 /// slow past the timeout, or the connection broke): the server may have
@@ -107,8 +125,7 @@ static UNDOING: AtomicUsize = AtomicUsize::new(0);
 /// own: the process's other calls do not wait behind it), for
 /// [`UNDO_FOR`] at most: the acquire's caller has its error at once.
 fn undo(inner: &Arc<LockInner>, token: String) {
-    if UNDOING.fetch_add(1, Ordering::AcqRel) >= MAX_UNDOING {
-        UNDOING.fetch_sub(1, Ordering::AcqRel);
+    if !count_undoing() {
         log::warn!(
             "{MAX_UNDOING} lost Redis lock acquires are being undone already: this one's lease is left to end"
         );
