@@ -36,6 +36,7 @@ pub mod bench;
 mod calls;
 mod client;
 mod compare;
+mod condition;
 mod de;
 mod dict;
 mod dispatch;
