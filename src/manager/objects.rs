@@ -582,11 +582,12 @@ impl Objects {
                     notified: Some(cond),
                     ..
                 } => (cond, None),
-                _ => (p.object, None),
+                _ => {
+                    self.drop_root(p.object);
+                    continue;
+                }
             };
-            if let Some(Body::Sync(Sync::Condition(c))) =
-                self.table.get_mut(&cond).map(|e| &mut e.body)
-            {
+            if let Some(c) = self.condition_mut(cond) {
                 match ticket {
                     Some(ticket) => c.forget(ticket),
                     None => c.pass_on(),
@@ -1777,20 +1778,24 @@ impl Objects {
             }
             LockArg::Shared { typeid, ident } => (typeid, ident),
         };
-        let entry = parse_ident(&ident).and_then(|id| Some((id, self.table.get_mut(&id)?)));
-        let rlock = match entry.as_ref().map(|(_, e)| &e.body) {
-            Some(Body::Sync(Sync::Lock(_))) if typeid == "Lock" => false,
-            Some(Body::Sync(Sync::RLock(_))) if typeid == "RLock" => true,
-            _ => {
-                return Err((
-                    "ReferenceError",
-                    format!("this manager has no {typeid} object {ident}"),
-                ))
-            }
+        let Some((id, e)) = parse_ident(&ident).and_then(|id| Some((id, self.table.get_mut(&id)?)))
+        else {
+            return Err((
+                "ReferenceError",
+                format!("this manager has no {typeid} object {ident}"),
+            ));
         };
-        let Some((id, e)) = entry else {
-            return Err(("ReferenceError", "no lock".into()));
-        };
+        let rlock =
+            match &e.body {
+                Body::Sync(Sync::Lock(_)) => false,
+                Body::Sync(Sync::RLock(_)) => true,
+                _ => return Err((
+                    "TypeError",
+                    format!(
+                        "a Condition's lock must be a Lock or an RLock here (a {typeid} was given)"
+                    ),
+                )),
+            };
         e.refs += 1;
         e.roots += 1;
         Ok(Condition::new(condition::Lock::Shared { id, rlock }))

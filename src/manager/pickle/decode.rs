@@ -41,21 +41,24 @@ pub(crate) fn loads(bytes: &[u8], budget: &mut Budget) -> Result<PyValue, Except
 }
 
 thread_local! {
-    /// Whether a proxy of a `Lock` or an `RLock` decodes, as a
-    /// [`SHARED_LOCK`] object (see [`loads_lock_request`]).
+    /// Whether a proxy of a kind of object this decoder does not know (a
+    /// `Lock`'s, an `RLock`'s) decodes, as a [`SHARED_LOCK`] object (see
+    /// [`loads_lock_request`]).
     static LOCK_PROXIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The module and class of what a proxy of a `Lock` or an `RLock` decodes
-/// to in [`loads_lock_request`]: an inert object of its typeid and ident,
-/// which holds no reference (the server's `Condition` made of it takes
-/// one of its own, or it is dropped).
+/// The module and class of what a proxy of a `Lock`, an `RLock` (or
+/// another kind this decoder does not know) decodes to in
+/// [`loads_lock_request`]: an inert object of its typeid and ident, which
+/// holds no reference (the server's `Condition` made of it takes one of
+/// its own, or it is dropped).
 pub(crate) const SHARED_LOCK: (&str, &str) = ("multiproc", "SharedLock");
 
 /// Decodes a request as [`loads_request`] does, but a proxy of a `Lock` or
-/// an `RLock` is a [`SHARED_LOCK`] object: for `create('Condition',
-/// lock)`, which shares the lock itself, as CPython's server shares the
-/// object it unpickles such a proxy as. No other request may hold one.
+/// an `RLock` (or of another kind it does not know) is a [`SHARED_LOCK`]
+/// object: for `create('Condition', lock)`, which shares the lock itself,
+/// as CPython's server shares the object it unpickles such a proxy as. No
+/// other request may hold one.
 ///
 /// # Errors
 /// As [`loads`].
@@ -1199,7 +1202,7 @@ impl<'a> Machine<'a> {
                     return Err(error("a Token's typeid and id must be str"));
                 };
                 let Some(kind) = Kind::from_typeid(typeid) else {
-                    if LOCK_PROXIES.get() && matches!(typeid.as_str(), "Lock" | "RLock") {
+                    if LOCK_PROXIES.get() {
                         let lock = PyObject::call(
                             SHARED_LOCK.0,
                             SHARED_LOCK.1,
