@@ -248,6 +248,17 @@ def a_waiting_producer():
     return [emptied, answered(child)]
 
 
+def freed():
+    # The condition keeps the lock it shares; both go with its last proxy.
+    before = m._number_of_objects()
+    lock = m.Lock()
+    c = m.Condition(lock)
+    del lock
+    out = [m._number_of_objects() - before, c.acquire(), c.release()]
+    del c
+    return out + [m._number_of_objects() - before]
+
+
 CONDITIONS = {
     "made": lambda: [masked(str(x)) for x in (
         m.Condition(), m.Condition(None), m.Condition(m.Lock()), m.Condition(m.RLock()),
@@ -276,6 +287,7 @@ CONDITIONS = {
     # (One holding a lock's proxy pickles it on CPython's server.)
     "a copy": lambda: m.Condition()._getvalue(),
     "a method not exposed": lambda: call(m.Condition(), "_is_owned"),
+    "freed": freed,
     "after": lambda: m.list([1, 2])[:],
 }
 

@@ -4,7 +4,7 @@
 //! object table that other proxies use too (`m.Condition(m.Lock())`):
 //! `objects` finds it there and parks the calls that wait.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use super::protocol::{Exception, Id};
@@ -31,7 +31,7 @@ pub(super) struct Condition {
     /// The tickets of the waits not notified yet, oldest first.
     waiting: VecDeque<u64>,
     /// The tickets notified whose waits have not yet gone on.
-    notified: Vec<u64>,
+    notified: HashSet<u64>,
     /// The next wait's ticket.
     next: u64,
 }
@@ -75,7 +75,7 @@ impl Condition {
         Condition {
             lock,
             waiting: VecDeque::new(),
-            notified: Vec::new(),
+            notified: HashSet::new(),
             next: 0,
         }
     }
@@ -111,8 +111,7 @@ impl Condition {
     /// Whether the wait of `ticket` was notified (it is then no longer
     /// waiting); if not and `timed_out`, it no longer waits either.
     pub(super) fn woken(&mut self, ticket: u64, timed_out: bool) -> Option<bool> {
-        if let Some(i) = self.notified.iter().position(|&t| t == ticket) {
-            self.notified.swap_remove(i);
+        if self.notified.remove(&ticket) {
             return Some(true);
         }
         if timed_out {
@@ -127,8 +126,7 @@ impl Condition {
     /// notified yet.
     pub(super) fn forget(&mut self, ticket: u64) {
         self.waiting.retain(|&t| t != ticket);
-        if let Some(i) = self.notified.iter().position(|&t| t == ticket) {
-            self.notified.swap_remove(i);
+        if self.notified.remove(&ticket) {
             self.pass_on();
         }
     }

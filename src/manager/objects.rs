@@ -1528,8 +1528,25 @@ impl Objects {
                     .values()
                     .filter(|id| self.table.get(id).is_some_and(|e| e.refs == 1))
                     .count();
+                // Nor is a lock that only the conditions that share it
+                // hold, as CPython's server forgets the id of a lock whose
+                // last proxy is gone while a `Condition` keeps it.
+                let mut shared: HashMap<Id, u64> = HashMap::new();
+                for e in self.table.values() {
+                    if let Body::Sync(Sync::Condition(Condition {
+                        lock: condition::Lock::Shared { id, .. },
+                        ..
+                    })) = &e.body
+                    {
+                        *shared.entry(*id).or_default() += 1;
+                    }
+                }
+                let kept_by_conditions = shared
+                    .iter()
+                    .filter(|(id, n)| self.table.get(id).is_some_and(|e| e.refs == **n))
+                    .count();
                 Ok(Reply::Return(PyValue::Int(
-                    (self.table.len() - kept) as i64,
+                    (self.table.len() - kept - kept_by_conditions) as i64,
                 )))
             }
             "debug_info" => {
@@ -1551,7 +1568,7 @@ impl Objects {
                         Body::Data(_, Object::List(l)) => format!("{} items", l.len()),
                         Body::Iterator(_) => "an iterator".into(),
                         Body::Queue(q) => format!("{} items", q.len()),
-                        Body::Sync(s) => s.repr(),
+                        Body::Sync(s) => self.repr_of(s),
                     };
                     lines.push(format!(
                         "  {}:       refcount={}\n    {} ({shown})",
@@ -1785,17 +1802,18 @@ impl Objects {
                 format!("this manager has no {typeid} object {ident}"),
             ));
         };
-        let rlock =
-            match &e.body {
-                Body::Sync(Sync::Lock(_)) => false,
-                Body::Sync(Sync::RLock(_)) => true,
-                _ => return Err((
+        let rlock = match &e.body {
+            Body::Sync(Sync::Lock(_)) => false,
+            Body::Sync(Sync::RLock(_)) => true,
+            _ => {
+                return Err((
                     "TypeError",
                     format!(
                         "a Condition's lock must be a Lock or an RLock here (a {typeid} was given)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         e.refs += 1;
         e.roots += 1;
         Ok(Condition::new(condition::Lock::Shared { id, rlock }))
