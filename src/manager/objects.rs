@@ -96,8 +96,8 @@ pub(super) enum Body {
     Iterator(DictIter),
     /// A `queue.Queue` (typeids `Queue` and `JoinableQueue`).
     Queue(Queue),
-    /// A `Value`, `Array`, `Event`, lock, semaphore or barrier (see
-    /// `sync`).
+    /// A `Value`, `Array`, `Event`, lock, semaphore, barrier or condition
+    /// (see `sync`).
     Sync(Sync),
 }
 

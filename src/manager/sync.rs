@@ -309,12 +309,11 @@ impl Sync {
         match self {
             Sync::Barrier(b) if method == "wait" => b.wait(args, kwds),
             Sync::Barrier(b) => b.call(method, args, kwds).map(Outcome::Done),
-            // Its own lock's `acquire` and `release` (`objects` does the
-            // rest, and those of a shared lock).
-            Sync::Condition(c) => match c.own_lock() {
-                Some(lock) => lock.call(method, args, kwds, peer),
-                None => Err(("RuntimeError", "the condition's lock is shared".into())),
-            },
+            // `objects` calls its lock, wherever it is.
+            Sync::Condition(_) => Err((
+                "RuntimeError",
+                "a Condition's calls are its lock's and the object table's".into(),
+            )),
             Sync::Value { .. } | Sync::Array(_) => {
                 self.call_value(method, args, kwds).map(Outcome::Done)
             }
@@ -541,7 +540,7 @@ impl Sync {
                     true
                 }
                 Some((who, n)) if *who == peer => {
-                    *n += count;
+                    *n = n.saturating_add(count);
                     true
                 }
                 Some(_) => false,
