@@ -292,10 +292,21 @@ CONDITIONS = {
 }
 
 
-def refcount(p):
-    """The server's count of references to p's object (its debug_info)."""
+def refcount(*proxies):
+    """The server's count of references to the proxies' objects, all
+    together (as one debug_info of it says)."""
     info = m._debug_info()
-    return int(re.search(r"%s:\s+refcount=(\d+)" % p._token.id, info).group(1))
+    return sum(int(re.search(r"%s:\s+refcount=(\d+)" % p._token.id, info).group(1))
+               for p in proxies)
+
+
+def until_refcount(proxies, n):
+    """Polls the server (within 30 s) until the proxies' objects have n
+    references all together; whether they do."""
+    deadline = time.monotonic() + 30
+    while refcount(*proxies) != n and time.monotonic() < deadline:
+        select.select([], [], [], 0.01)
+    return refcount(*proxies) == n
 
 
 def killed(child):
@@ -333,24 +344,15 @@ def a_killed_notified_waiter(lock):
     second = waiter(c, 2)
     c.acquire()
     c.notify()
-    # Its waiting call holds a reference to the object whose lock it waits
-    # for: gone once the server has seen it end.
-    held = c if lock is None else lock
-    before = refcount(held)
+    # Its waiting call holds a reference to the condition, or to the lock
+    # it waits for once it has seen the notification: gone once the server
+    # has seen it end.
+    held = [c] if lock is None else [c, lock]
+    before = refcount(*held)
     killed(first)
-    deadline = time.monotonic() + 30
-    while refcount(held) == before and time.monotonic() < deadline:
-        select.select([], [], [], 0.01)
+    seen = until_refcount(held, before - 1)
     c.release()
-    return [answered(second), waiting(c), c.acquire(False), c.release()]
-
-
-def until_refcount(p, n):
-    """Polls the server (within 30 s) until p's object has n references."""
-    deadline = time.monotonic() + 30
-    while refcount(p) != n and time.monotonic() < deadline:
-        select.select([], [], [], 0.01)
-    return refcount(p)
+    return [seen, answered(second), waiting(c), c.acquire(False), c.release()]
 
 
 def a_killed_acquirer():
@@ -362,14 +364,14 @@ def a_killed_acquirer():
     before = refcount(c)
     # Its waiting call holds a reference to the condition.
     acquirer = in_child([c], c.acquire)
-    until_refcount(c, before + 1)
+    parked = until_refcount([c], before + 1)
     killed(acquirer)
-    until_refcount(c, before)
+    seen = until_refcount([c], before)
     c.release()
     left = waiting(c)
     with c:
         c.notify()
-    return [left, answered(child)]
+    return [parked, seen, left, answered(child)]
 
 
 KILLED = {
@@ -486,11 +488,11 @@ fn a_killed_client_blocks_nobody() {
         ("a condition its killed holder held", "[True, None]"),
         ("a shared lock its killed holder held", "[True, None]"),
         ("a killed waiter", "[0, 'True']"),
-        ("a killed acquirer", "[1, 'True']"),
-        ("a killed notified waiter", "['True', 0, True, None]"),
+        ("a killed acquirer", "[True, True, 1, 'True']"),
+        ("a killed notified waiter", "[True, 'True', 0, True, None]"),
         (
             "a killed notified waiter of a shared lock",
-            "['True', 0, True, None]",
+            "[True, 'True', 0, True, None]",
         ),
         ("after", "[1, 2]"),
     ];
