@@ -306,6 +306,16 @@ pub(super) mod wire {
         pickle::loads_request(frame, budget)
     }
 
+    /// A request frame's value, within `budget`, in which a proxy of a
+    /// `Lock` or an `RLock` is an inert object (see
+    /// [`pickle::loads_lock_request`]).
+    pub(in crate::manager) fn loads_lock_request(
+        frame: &[u8],
+        budget: &mut Budget,
+    ) -> Result<PyValue, Exception> {
+        pickle::loads_lock_request(frame, budget)
+    }
+
     /// The bytes of a value, with `address` in the tokens of its proxies.
     pub(in crate::manager) fn dumps(v: &PyValue, address: &PyValue) -> Vec<u8> {
         pickle::dumps(v, address)

@@ -36,6 +36,7 @@ pub mod bench;
 mod calls;
 mod client;
 mod compare;
+mod condition;
 mod de;
 mod dict;
 mod dispatch;
@@ -125,7 +126,7 @@ pub fn serve(
 /// [`serve`], with more typeids: each `(name, typeid)` makes `name` create
 /// a `typeid` object (one of `dict`, `list`, `Namespace`, `Queue`,
 /// `JoinableQueue`, `Event`, `Lock`, `RLock`, `Semaphore`,
-/// `BoundedSemaphore`: those made without arguments), for Python clients of the remote-manager pattern
+/// `BoundedSemaphore`, `Condition`: those made without arguments), for Python clients of the remote-manager pattern
 /// (`BaseManager.register('get_dict')`, then `m.get_dict()`).
 ///
 /// # Errors
@@ -146,7 +147,7 @@ pub fn serve_registered(
         {
             return Err(Error::InvalidArgument(format!(
                 "{name}={typeid}: the typeid is none of dict, list, Namespace, Queue, \
-                 JoinableQueue, Event, Lock, RLock, Semaphore, BoundedSemaphore"
+                 JoinableQueue, Event, Lock, RLock, Semaphore, BoundedSemaphore, Condition"
             )));
         }
         if objects::Objects::known_typeid(name) || name == "Iterator" || name.is_empty() {

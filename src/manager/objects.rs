@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::apply::{items_of, keyed, pairs_of, run, Keyed, Map, Object};
+use super::condition::{self, Condition, LockArg};
 use super::dispatch::{ident, parse_ident, wire, Reply, Request};
 use super::limits::Budget;
 use super::methods;
@@ -58,6 +59,35 @@ fn written_whole(req: Request<'_>) -> Result<Request<'_>, Exception> {
     }
 }
 
+/// The request `create('Condition', lock)` of a frame that does not
+/// decode (a proxy of a `Lock` or an `RLock` does not), if that is what it
+/// is, with the lock's proxy decoded (as [`wire::loads_lock_request`]
+/// does): a `Condition` shares the lock itself, as CPython's server
+/// shares the object it unpickles such a proxy as. No other request gets
+/// one.
+fn condition_of_a_lock(frame: &[u8]) -> Option<PyValue> {
+    // Its pickle is a few hundred bytes.
+    if frame.len() > 4096 {
+        return None;
+    }
+    let request = survive_panic(
+        || wire::loads_lock_request(frame, &mut request_budget()).ok(),
+        |_| None,
+    )?;
+    let PyValue::Tuple(parts) = &request else {
+        return None;
+    };
+    match &parts[..] {
+        [PyValue::None, PyValue::Str(method), PyValue::Tuple(args), _]
+            if method == "create"
+                && matches!(args.first(), Some(PyValue::Str(t)) if t == "Condition") =>
+        {
+            Some(request)
+        }
+        _ => None,
+    }
+}
+
 /// What an object is.
 pub(super) enum Body {
     /// A dict, list or namespace.
@@ -66,8 +96,8 @@ pub(super) enum Body {
     Iterator(DictIter),
     /// A `queue.Queue` (typeids `Queue` and `JoinableQueue`).
     Queue(Queue),
-    /// A `Value`, `Array`, `Event`, lock, semaphore or barrier (see
-    /// `sync`).
+    /// A `Value`, `Array`, `Event`, lock, semaphore, barrier or condition
+    /// (see `sync`).
     Sync(Sync),
 }
 
@@ -278,6 +308,7 @@ const TYPEIDS: &[&str] = &[
     "Semaphore",
     "BoundedSemaphore",
     "Barrier",
+    "Condition",
 ];
 
 /// The methods an iterator's proxy calls (CPython's `IteratorProxy`).
@@ -335,10 +366,24 @@ impl Objects {
             e.refs = e.refs.saturating_sub(1);
             if e.refs == 0 {
                 // Dropping it gives back the references its values held.
-                self.table.remove(&id);
+                if let Some(gone) = self.table.remove(&id) {
+                    self.let_go(gone);
+                }
             } else if e.roots == 0 {
                 self.suspects += 1;
             }
+        }
+    }
+
+    /// Gives back what a freed object held outside its values: a
+    /// condition's reference to the lock it shares.
+    fn let_go(&mut self, gone: Entry) {
+        if let Body::Sync(Sync::Condition(Condition {
+            lock: condition::Lock::Shared { id, .. },
+            ..
+        })) = gone.body
+        {
+            self.drop_root(id);
         }
     }
 
@@ -416,7 +461,9 @@ impl Objects {
             .iter()
             .filter_map(|id| self.table.remove(id))
             .collect();
-        drop(bodies);
+        for gone in bodies {
+            self.let_go(gone);
+        }
         self.walked = WALKED.get();
         self.settle();
     }
@@ -534,6 +581,25 @@ impl Objects {
             });
         self.pending = kept;
         for p in gone {
+            // A wait on a condition takes no notification with it.
+            let (cond, ticket) = match p.wait {
+                sync::Wait::Notified { ticket, .. } => (p.object, Some(ticket)),
+                sync::Wait::Restore {
+                    notified: Some(cond),
+                    ..
+                } => (cond, None),
+                _ => {
+                    self.drop_root(p.object);
+                    continue;
+                }
+            };
+            if let Some(c) = self.condition_mut(cond) {
+                match ticket {
+                    Some(ticket) => c.forget(ticket),
+                    None => c.pass_on(),
+                }
+                self.synced = true;
+            }
             self.drop_root(p.object);
         }
         // What it holds is freed, where CPython's server keeps it held
@@ -620,6 +686,7 @@ impl Objects {
         let req = match Request::read(frame, &mut budget) {
             Some(req) => Ok(req),
             None => survive_panic(|| wire::loads_request(frame, &mut budget), Err)
+                .or_else(|e| condition_of_a_lock(frame).ok_or(e))
                 .and_then(Request::parse)
                 .map_err(Reply::Traceback)
                 .and_then(|req| written_whole(req).map_err(Reply::error)),
@@ -800,6 +867,40 @@ impl Objects {
             }
         }
         for p in std::mem::take(&mut self.pending) {
+            let p = match p.wait {
+                // A condition's wait notified or timed out takes the lock
+                // again, waiting for it as long as it takes.
+                sync::Wait::Notified { ticket, count } => {
+                    let timed_out = p.deadline.is_some_and(|d| d <= now);
+                    let Some(c) = self.condition_mut(p.object) else {
+                        self.drop_root(p.object);
+                        continue;
+                    };
+                    let Some(notified) = c.woken(ticket, timed_out) else {
+                        self.pending.push(p);
+                        continue;
+                    };
+                    let holder = self.lock_holder(p.object);
+                    if holder != p.object {
+                        if let Some(e) = self.table.get_mut(&holder) {
+                            e.refs += 1;
+                            e.roots += 1;
+                        }
+                        self.drop_root(p.object);
+                    }
+                    let wait = sync::Wait::Restore {
+                        count,
+                        notified: notified.then_some(p.object),
+                    };
+                    Pending {
+                        object: holder,
+                        wait,
+                        deadline: None,
+                        ..p
+                    }
+                }
+                _ => p,
+            };
             let Some(Body::Sync(s)) = self.table.get_mut(&p.object).map(|e| &mut e.body) else {
                 self.drop_root(p.object);
                 continue;
@@ -812,11 +913,15 @@ impl Objects {
                         true => Ok(PyValue::Int(index as i64)),
                         false => Err(super::barrier::broken()),
                     }),
+                sync::Wait::Restore { notified, .. } => s
+                    .attempt(&p.wait, p.peer)
+                    .then_some(Ok(PyValue::Bool(notified.is_some()))),
                 _ => s
                     .attempt(&p.wait, p.peer)
                     .then_some(Ok(PyValue::Bool(true))),
             };
-            if answer.is_some() && matches!(p.wait, sync::Wait::Acquire) {
+            let acquires = matches!(p.wait, sync::Wait::Acquire | sync::Wait::Restore { .. });
+            if answer.is_some() && acquires {
                 self.acquired.entry(p.peer).or_default().insert(p.object);
             }
             let answer = match answer {
@@ -1017,7 +1122,7 @@ impl Objects {
             Some(Body::Iterator(_)) => ("dict_keyiterator", "dict_keyiterator"),
             Some(Body::Queue(_)) => ("queue.Queue", "_thread.lock"),
             Some(Body::Sync(s)) if method == "#GETVALUE" => return s.copy(&mut request_budget()),
-            Some(Body::Sync(s)) => return Reply::Return(PyValue::Str(s.whole_repr())),
+            Some(Body::Sync(s)) => return Reply::Return(PyValue::Str(self.repr_of(s, true))),
             _ => return not_found(&ident(id)),
         };
         if method == "#GETVALUE" {
@@ -1028,6 +1133,131 @@ impl Objects {
             ));
         }
         Reply::Return(PyValue::Str(format!("<{type_name} object at 0x{id:x}>")))
+    }
+
+    /// Python's `repr` of a `Sync` object: a condition's shows the lock it
+    /// shares.
+    fn repr_of(&self, s: &Sync, whole: bool) -> String {
+        if let Sync::Condition(
+            c @ Condition {
+                lock: condition::Lock::Shared { id, .. },
+                ..
+            },
+        ) = s
+        {
+            if let Some(Body::Sync(lock)) = self.table.get(id).map(|e| &e.body) {
+                return c.repr(&lock.repr());
+            }
+        }
+        if whole {
+            s.whole_repr()
+        } else {
+            s.repr()
+        }
+    }
+
+    /// The object whose lock the condition `id` uses: itself (its own
+    /// lock), or the lock it shares.
+    fn lock_holder(&self, id: Id) -> Id {
+        match self.table.get(&id).map(|e| &e.body) {
+            Some(Body::Sync(Sync::Condition(Condition {
+                lock: condition::Lock::Shared { id: lock, .. },
+                ..
+            }))) => *lock,
+            _ => id,
+        }
+    }
+
+    /// The lock whose state `holder` (see [`Objects::lock_holder`]) keeps.
+    fn lock_mut(&mut self, holder: Id) -> Option<&mut Sync> {
+        match self.table.get_mut(&holder).map(|e| &mut e.body) {
+            Some(Body::Sync(Sync::Condition(c))) => c.own_lock(),
+            Some(Body::Sync(lock @ (Sync::Lock(_) | Sync::RLock(_)))) => Some(lock),
+            _ => None,
+        }
+    }
+
+    /// The condition `id`.
+    fn condition_mut(&mut self, id: Id) -> Option<&mut Condition> {
+        match self.table.get_mut(&id).map(|e| &mut e.body) {
+            Some(Body::Sync(Sync::Condition(c))) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// A call of a condition's method (`id`): `acquire` and `release` are
+    /// its lock's (a shared one's, with the lock's proxy); `wait` releases
+    /// the lock and waits to be notified, then to take it again.
+    #[allow(clippy::too_many_arguments)]
+    fn condition_call(
+        &mut self,
+        id: Id,
+        method: &str,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+        peer: u64,
+        batch: bool,
+    ) -> Done {
+        let holder = self.lock_holder(id);
+        let waiting = self.condition_mut(id).map_or(0, |c| c.waiting());
+        let Some(lock) = self.lock_mut(holder) else {
+            return Done::Reply(Reply::error((
+                "ReferenceError",
+                "the condition's lock is gone".into(),
+            )));
+        };
+        /// What a condition's call came to, before the condition is
+        /// looked at again.
+        enum Step {
+            Done(Outcome),
+            /// A wait: how many times it released the lock, and its
+            /// patience.
+            Park(u64, Option<Duration>),
+            /// A notification of so many waits.
+            Wake(usize),
+        }
+        let before = lock.held_by(peer);
+        let step = match method {
+            "acquire" | "release" => lock
+                .call(method, args, kwds, peer, &mut request_budget())
+                .map(Step::Done),
+            "wait" => condition::wait(lock, args, kwds, peer, batch).map(|w| match w {
+                None => Step::Done(Outcome::Done(PyValue::Bool(false))),
+                Some((count, timeout)) => Step::Park(count, timeout),
+            }),
+            _ => condition::to_wake(lock, method == "notify_all", args, kwds, peer, waiting)
+                .map(Step::Wake),
+        };
+        if lock.held_by(peer) > before {
+            self.acquired.entry(peer).or_default().insert(holder);
+        }
+        // A release, a wait's release, a notification: the waiting calls
+        // may go on.
+        self.synced |= method != "acquire";
+        match step {
+            Ok(Step::Done(Outcome::Done(v))) => Done::Reply(Reply::Return(v)),
+            // In a batch nothing waits: it is answered as timed out.
+            Ok(Step::Done(Outcome::Wait(..))) if batch => Done::Reply(Reply::Return(false.into())),
+            Ok(Step::Done(Outcome::Wait(wait, timeout))) => Done::Pend(holder, wait, timeout),
+            Ok(Step::Park(count, timeout)) => match self.condition_mut(id) {
+                Some(c) => Done::Pend(
+                    id,
+                    sync::Wait::Notified {
+                        ticket: c.enqueue(),
+                        count,
+                    },
+                    timeout,
+                ),
+                None => Done::Reply(not_found(&ident(id))),
+            },
+            Ok(Step::Wake(n)) => {
+                if let Some(c) = self.condition_mut(id) {
+                    c.wake(n);
+                }
+                Done::Reply(Reply::Return(PyValue::None))
+            }
+            Err(e) => Done::Reply(Reply::error(e)),
+        }
     }
 
     /// A call of one of an object's methods.
@@ -1147,6 +1377,9 @@ impl Objects {
             Body::Sync(s) => {
                 if !s.exposed().contains(&method) {
                     return not_exposed(s.class(), s.exposed());
+                }
+                if matches!(s, Sync::Condition(_)) {
+                    return self.condition_call(id, method, args, kwds, peer, batch);
                 }
                 if batch && method == "wait" && matches!(s, Sync::Barrier(_)) {
                     // It would count as a party that waits, and nothing
@@ -1317,8 +1550,25 @@ impl Objects {
                     .values()
                     .filter(|id| self.table.get(id).is_some_and(|e| e.refs == 1))
                     .count();
+                // Nor is a lock that only the conditions that share it
+                // hold, as CPython's server forgets the id of a lock whose
+                // last proxy is gone while a `Condition` keeps it.
+                let mut shared: HashMap<Id, u64> = HashMap::new();
+                for e in self.table.values() {
+                    if let Body::Sync(Sync::Condition(Condition {
+                        lock: condition::Lock::Shared { id, .. },
+                        ..
+                    })) = &e.body
+                    {
+                        *shared.entry(*id).or_default() += 1;
+                    }
+                }
+                let kept_by_conditions = shared
+                    .iter()
+                    .filter(|(id, n)| self.table.get(id).is_some_and(|e| e.refs == **n))
+                    .count();
                 Ok(Reply::Return(PyValue::Int(
-                    (self.table.len() - kept) as i64,
+                    (self.table.len() - kept - kept_by_conditions) as i64,
                 )))
             }
             "debug_info" => {
@@ -1340,7 +1590,7 @@ impl Objects {
                         Body::Data(_, Object::List(l)) => format!("{} items", l.len()),
                         Body::Iterator(_) => "an iterator".into(),
                         Body::Queue(q) => format!("{} items", q.len()),
-                        Body::Sync(s) => s.repr(),
+                        Body::Sync(s) => self.repr_of(s, false),
                     };
                     lines.push(format!(
                         "  {}:       refcount={}\n    {} ({shown})",
@@ -1521,6 +1771,7 @@ impl Objects {
                 Body::Data(Kind::Namespace, Object::Dict(attrs))
             }
             "Queue" | "JoinableQueue" => Body::Queue(Queue::new(args, kwds)?),
+            "Condition" => Body::Sync(Sync::Condition(self.new_condition(args, kwds)?)),
             "Iterator" => {
                 return Err((
                     "ValueError",
@@ -1548,6 +1799,46 @@ impl Objects {
             self.named.insert(typeid, id);
         }
         Ok(created(id, exposed))
+    }
+
+    /// `threading.Condition(lock=None)`: over its own `RLock`, or over the
+    /// `Lock` or `RLock` of this manager whose proxy is `lock` (it takes a
+    /// reference of its own to it).
+    fn new_condition(
+        &mut self,
+        args: Vec<PyValue>,
+        kwds: Vec<(PyValue, PyValue)>,
+    ) -> Result<Condition, Exception> {
+        let (typeid, ident) = match Condition::lock_arg(args, kwds)? {
+            LockArg::Own => {
+                return Ok(Condition::new(condition::Lock::Own(Box::new(Sync::RLock(
+                    None,
+                )))))
+            }
+            LockArg::Shared { typeid, ident } => (typeid, ident),
+        };
+        let Some((id, e)) = parse_ident(&ident).and_then(|id| Some((id, self.table.get_mut(&id)?)))
+        else {
+            return Err((
+                "ReferenceError",
+                format!("this manager has no {typeid} object {ident}"),
+            ));
+        };
+        let rlock = match &e.body {
+            Body::Sync(Sync::Lock(_)) => false,
+            Body::Sync(Sync::RLock(_)) => true,
+            _ => {
+                return Err((
+                    "TypeError",
+                    format!(
+                        "a Condition's lock must be a Lock or an RLock here (a {typeid} was given)"
+                    ),
+                ))
+            }
+        };
+        e.refs += 1;
+        e.roots += 1;
+        Ok(Condition::new(condition::Lock::Shared { id, rlock }))
     }
 
     /// `dict(*args, **kwds)`.

@@ -1,7 +1,7 @@
 //! The server's `Value`, `Array`, `Event`, `Lock`, `RLock`, `Semaphore`,
-//! `BoundedSemaphore` and `Barrier` (CPython's `SyncManager` typeids that
-//! are neither containers nor queues): what each method does, as CPython's
-//! server does it. A call that must wait (an `Event`'s `wait`, a blocking
+//! `BoundedSemaphore`, `Barrier` and `Condition` (CPython's `SyncManager`
+//! typeids that are neither containers nor queues): what each method
+//! does, as CPython's server does it (a `Condition`'s waits: `condition`). A call that must wait (an `Event`'s `wait`, a blocking
 //! `acquire`) is parked by the event loop (`objects`), never blocking the
 //! server.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::array::{self, Array};
 use super::barrier::{self, Barrier};
+use super::condition::Condition;
 use super::dispatch::Reply;
 use super::limits::Budget;
 use super::protocol::Exception;
@@ -39,6 +40,16 @@ pub(super) enum Wait {
     Acquire,
     /// A barrier's generation to end: the waiter's index in it.
     Barrier { generation: u64, index: u64 },
+    /// A condition's wait of `ticket` to be notified; it released the
+    /// lock `count` times.
+    Notified { ticket: u64, count: u64 },
+    /// A lock to be free, to take it `count` times (a condition's wait
+    /// taking its lock again; `notified`: the condition whose notification
+    /// it took, else it timed out).
+    Restore {
+        count: u64,
+        notified: Option<super::protocol::Id>,
+    },
 }
 
 /// What a call did: its answer, or what it waits for (and for how long at
@@ -66,6 +77,8 @@ pub(super) enum Sync {
     Semaphore { value: i128, bound: Option<i128> },
     /// A `threading.Barrier`.
     Barrier(Barrier),
+    /// A `threading.Condition`.
+    Condition(Condition),
 }
 
 /// A timeout as `threading`'s locks read it (`_thread.lock.acquire`):
@@ -293,6 +306,7 @@ impl Sync {
             Sync::Array(_) => array::EXPOSED,
             Sync::Event { .. } => EVENT_EXPOSED,
             Sync::Barrier(_) => barrier::EXPOSED,
+            Sync::Condition(_) => super::condition::EXPOSED,
             _ => ACQUIRER_EXPOSED,
         }
     }
@@ -304,6 +318,7 @@ impl Sync {
             Sync::Array(_) => "array.array",
             Sync::Event { .. } => "threading.Event",
             Sync::Barrier(_) => "threading.Barrier",
+            Sync::Condition(_) => "threading.Condition",
             Sync::Lock(_) => "_thread.lock",
             Sync::RLock(_) => "_thread.RLock",
             Sync::Semaphore { bound: None, .. } => "threading.Semaphore",
@@ -327,6 +342,11 @@ impl Sync {
         match self {
             Sync::Barrier(b) if method == "wait" => b.wait(args, kwds),
             Sync::Barrier(b) => b.call(method, args, kwds).map(Outcome::Done),
+            // `objects` calls its lock, wherever it is.
+            Sync::Condition(_) => Err((
+                "RuntimeError",
+                "a Condition's calls are its lock's and the object table's".into(),
+            )),
             Sync::Value { .. } | Sync::Array(_) => self
                 .call_value(method, args, kwds, budget)
                 .map(Outcome::Done),
@@ -505,6 +525,47 @@ impl Sync {
                 *value -= 1;
                 true
             }
+            (lock @ (Sync::Lock(_) | Sync::RLock(_)), Wait::Restore { count, .. }) => {
+                lock.restore(*count, peer)
+            }
+            (Sync::Condition(c), Wait::Acquire | Wait::Restore { .. }) => {
+                c.own_lock().is_some_and(|lock| lock.attempt(wait, peer))
+            }
+            _ => false,
+        }
+    }
+
+    /// Releases a lock whatever its count (a condition's `wait`): the
+    /// count, for [`Sync::restore`].
+    pub(super) fn release_all(&mut self) -> u64 {
+        match self {
+            Sync::Lock(holder) => u64::from(holder.take().is_some()),
+            Sync::RLock(owner) => owner.take().map_or(0, |(_, n)| n),
+            Sync::Condition(c) => c.own_lock().map_or(0, Sync::release_all),
+            _ => 0,
+        }
+    }
+
+    /// Takes a lock `count` times for connection `peer` (a condition's
+    /// wait taking again what [`Sync::release_all`] released), if it is
+    /// free (or an `RLock` `peer` owns); whether it did.
+    pub(super) fn restore(&mut self, count: u64, peer: u64) -> bool {
+        match self {
+            Sync::Lock(holder) if holder.is_none() => {
+                *holder = Some(peer);
+                true
+            }
+            Sync::RLock(owner) => match owner {
+                None => {
+                    *owner = Some((peer, count.max(1)));
+                    true
+                }
+                Some((who, n)) if *who == peer => {
+                    *n = n.saturating_add(count);
+                    true
+                }
+                Some(_) => false,
+            },
             _ => false,
         }
     }
@@ -536,6 +597,10 @@ impl Sync {
         match self {
             Sync::Lock(Some(holder)) if *holder == peer => 1,
             Sync::RLock(Some((owner, n))) if *owner == peer => *n,
+            Sync::Condition(Condition {
+                lock: super::condition::Lock::Own(lock),
+                ..
+            }) => lock.held_by(peer),
             _ => 0,
         }
     }
@@ -554,6 +619,7 @@ impl Sync {
                 *owner = None;
                 true
             }
+            Sync::Condition(c) => c.own_lock().is_some_and(|lock| lock.forget(peer)),
             _ => false,
         }
     }
@@ -603,6 +669,11 @@ impl Sync {
             }
             Sync::Array(a) => a.repr(200),
             Sync::Barrier(b) => b.repr(),
+            Sync::Condition(c) => match &c.lock {
+                super::condition::Lock::Own(lock) => c.repr(&lock.repr()),
+                // (`objects` shows the shared lock's.)
+                super::condition::Lock::Shared { .. } => c.repr(c.lock_class()),
+            },
             Sync::Event { flag, .. } => {
                 let state = if *flag { "set" } else { "unset" };
                 format!("<threading.Event at 0x0: {state}>")
@@ -664,6 +735,12 @@ impl Sync {
                 return Reply::Unserializable((
                     "TypeError",
                     "cannot pickle '_thread.RLock' object".into(),
+                ))
+            }
+            Sync::Condition(c) => {
+                return Reply::Unserializable((
+                    "TypeError",
+                    format!("cannot pickle '{}' object", c.lock_class()),
                 ))
             }
         };

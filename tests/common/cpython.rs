@@ -29,7 +29,11 @@ pub fn pyenv_pythons() -> Vec<(u32, String)> {
 /// its address once it listens.
 const SERVER: &str = r#"
 import sys
+from multiprocessing import current_process
 from multiprocessing.managers import SyncManager
+# As a server that `m.start()` made: its own authkey, with which the
+# proxies it unpickles (a Condition's lock) call it.
+current_process().authkey = sys.argv[2].encode()
 m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
 s = m.get_server()
 print(s.address, flush=True)

@@ -40,6 +40,41 @@ pub(crate) fn loads(bytes: &[u8], budget: &mut Budget) -> Result<PyValue, Except
     decode(bytes, budget, MAX_DEPTH + 2)
 }
 
+thread_local! {
+    /// Whether a proxy of a kind of object this decoder does not know (a
+    /// `Lock`'s, an `RLock`'s) decodes, as a [`SHARED_LOCK`] object (see
+    /// [`loads_lock_request`]).
+    static LOCK_PROXIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The module and class of what a proxy of a `Lock`, an `RLock` (or
+/// another kind this decoder does not know) decodes to in
+/// [`loads_lock_request`]: an inert object of its typeid and ident, which
+/// holds no reference (the server's `Condition` made of it takes one of
+/// its own, or it is dropped).
+pub(crate) const SHARED_LOCK: (&str, &str) = ("multiproc", "SharedLock");
+
+/// Decodes a request as [`loads_request`] does, but a proxy of a `Lock` or
+/// an `RLock` (or of another kind it does not know) is a [`SHARED_LOCK`]
+/// object: for `create('Condition', lock)`, which shares the lock itself,
+/// as CPython's server shares the object it unpickles such a proxy as. No
+/// other request may hold one.
+///
+/// # Errors
+/// As [`loads`].
+pub(crate) fn loads_lock_request(bytes: &[u8], budget: &mut Budget) -> Result<PyValue, Exception> {
+    /// Unsets [`LOCK_PROXIES`] however decoding ends (a panic included).
+    struct Unset;
+    impl Drop for Unset {
+        fn drop(&mut self) {
+            LOCK_PROXIES.set(false);
+        }
+    }
+    LOCK_PROXIES.set(true);
+    let _unset = Unset;
+    loads_request(bytes, budget)
+}
+
 /// Decodes a request as [`loads`] does, except that the one dict a
 /// `update` call with no keywords passes (`d.update({...})`, a batch of
 /// items) keeps each item as the pickle set it, a key set twice twice:
@@ -1166,8 +1201,17 @@ impl<'a> Machine<'a> {
                 else {
                     return Err(error("a Token's typeid and id must be str"));
                 };
-                let kind = Kind::from_typeid(typeid)
-                    .ok_or_else(|| error(format!("no proxy of typeid {typeid:?} here")))?;
+                let Some(kind) = Kind::from_typeid(typeid) else {
+                    if LOCK_PROXIES.get() {
+                        let lock = PyObject::call(
+                            SHARED_LOCK.0,
+                            SHARED_LOCK.1,
+                            vec![typeid.as_str().into(), ident.as_str().into()],
+                        );
+                        return Ok(Node::Scalar(PyValue::Object(Box::new(lock))));
+                    }
+                    return Err(error(format!("no proxy of typeid {typeid:?} here")));
+                };
                 let id = Id::from_str_radix(ident, 16)
                     .map_err(|_| error(format!("not an object id of this manager: {ident:?}")))?;
                 Ok(Node::Proxy(kind, id))

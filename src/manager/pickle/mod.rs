@@ -25,8 +25,8 @@ mod tests;
 
 #[allow(unused_imports)]
 pub(crate) use decode::{
-    is_pathlib, loads, loads_answer, loads_request, request_parts, returned_scalar, RequestParts,
-    MAX_INT_BYTES,
+    is_pathlib, loads, loads_answer, loads_lock_request, loads_request, request_parts,
+    returned_scalar, RequestParts, MAX_INT_BYTES, SHARED_LOCK,
 };
 #[allow(unused_imports)]
 pub(crate) use encode::{dumps, dumps_request, dumps_tagged};
