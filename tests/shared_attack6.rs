@@ -1,13 +1,15 @@
 //! Adversarial cases against the shared layer, sixth round: a child made
 //! by a raw `clone` system call (no fork handler, and a thread the C
-//! library takes for its parent's).
+//! library takes for its parent's), and copies of a process forked by a
+//! closure that a queue runs with one of its locks held.
 
 mod common;
 
 use std::time::Duration;
 
 use common::watchdog;
-use multiproc::{Lock, RLock, RawValue};
+use multiproc::queue::{Bytes, Queue};
+use multiproc::{Error, Lock, RLock, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -45,23 +47,125 @@ fn a_raw_clone_neither_takes_nor_releases_its_parents_locks() {
         // the parent's rlock was refused; 2: done.
         let took = RawValue::new(0u32).unwrap();
         let released = RawValue::new(0u32).unwrap();
-        rlock.acquire().unwrap();
-        in_a_raw_clone(|| {
-            took.set(match lock.lock() {
-                Ok(guard) => {
-                    std::mem::forget(guard);
-                    2
-                }
-                Err(_) => 1,
+        // Cloned from a forked child, which has one thread: no other
+        // thread holds a lock of the C library's (the allocator's) that
+        // the clone would find held for ever.
+        let (l, r, t, rel) = (lock.clone(), rlock.clone(), took.clone(), released.clone());
+        let parent = common::static_child(move || {
+            r.acquire().unwrap();
+            in_a_raw_clone(|| {
+                t.set(match l.lock() {
+                    Ok(guard) => {
+                        std::mem::forget(guard);
+                        2
+                    }
+                    Err(_) => 1,
+                });
+                rel.set(if r.release().is_ok() { 2 } else { 1 });
             });
-            released.set(if rlock.release().is_ok() { 2 } else { 1 });
+            assert_eq!(t.get(), 1, "a raw clone took a robust lock");
+            assert_eq!(rel.get(), 1, "a raw clone released its parent's rlock");
+            if let Err(e) = l.lock_timeout(Duration::from_secs(10)) {
+                panic!("the lock after the clone: {e:?}");
+            }
+            r.release().unwrap();
         });
-        assert_eq!(took.get(), 1, "a raw clone took a robust lock");
-        assert_eq!(released.get(), 1, "a raw clone released its parent's rlock");
-        match lock.lock_timeout(Duration::from_secs(10)) {
-            Ok(_) => {}
-            Err(e) => panic!("the lock after the clone: {e:?}"),
-        };
-        rlock.release().unwrap();
+        assert_eq!(common::join(&parent, LIMIT / 2), 0);
+    });
+}
+
+/// Forks (a bare `fork(2)`, as a pool task may make) inside a closure that
+/// the queue runs with one of its locks held. The child goes on from the
+/// fork once the parent has said `resume` (set to 1): it returns from the
+/// closure into the queue's code, as the parent did long before, and ends
+/// right after that call. Returns the child's pid, in the parent.
+fn fork_in_closure(resume: &RawValue<u32>) -> libc::pid_t {
+    // SAFETY: the child only waits on shared memory, returns into the
+    // queue's code (which allocates nothing on this path) and ends.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        while resume.get() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    pid
+}
+
+/// Ends the calling process if it is the child of [`fork_in_closure`]
+/// (`pid` 0), else waits for that child.
+fn end_child(pid: libc::pid_t) {
+    if pid == 0 {
+        // SAFETY: ends the forked child at once.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+/// A consumer's copy forked inside `get_with`'s closure takes no frame: the
+/// frame is the parent's, consumed once, and the copy returning from the
+/// closure after the parent has taken more frames must not move the head
+/// back to just past the first (which gave the second frame again).
+#[test]
+fn a_copy_forked_inside_get_with_consumes_nothing() {
+    watchdog("fork inside get_with", LIMIT, || {
+        let q = Queue::<Bytes>::new().unwrap();
+        for frame in [b"one", b"two", b"six"] {
+            q.put_bytes(frame).unwrap();
+        }
+        let resume = RawValue::new(0u32).unwrap();
+        let mut child = 0;
+        let first = q
+            .get_with(|frame| {
+                child = fork_in_closure(&resume);
+                frame.to_vec()
+            })
+            .unwrap();
+        if child == 0 {
+            end_child(child);
+        }
+        assert_eq!(first, b"one");
+        assert_eq!(q.get_bytes().unwrap(), b"two");
+        resume.set(1);
+        end_child(child);
+        assert_eq!(
+            q.try_get_bytes().unwrap(),
+            b"six",
+            "the forked copy moved the head back"
+        );
+        assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
+    });
+}
+
+/// A producer's copy forked inside `put_with`'s closure adds no frame: the
+/// frame is the parent's, published once, and the copy returning from the
+/// closure after the parent has put more must not move the tail back to
+/// just past the first (which lost the second).
+#[test]
+fn a_copy_forked_inside_put_with_publishes_nothing() {
+    watchdog("fork inside put_with", LIMIT, || {
+        let q = Queue::<Bytes>::new().unwrap();
+        let resume = RawValue::new(0u32).unwrap();
+        let mut child = 0;
+        q.put_with(3, |buf| {
+            child = fork_in_closure(&resume);
+            buf.copy_from_slice(b"one");
+        })
+        .unwrap();
+        if child == 0 {
+            end_child(child);
+        }
+        q.put_bytes(b"two").unwrap();
+        resume.set(1);
+        end_child(child);
+        assert_eq!(q.try_get_bytes().unwrap(), b"one");
+        assert_eq!(
+            q.try_get_bytes().unwrap(),
+            b"two",
+            "the forked copy moved the tail back"
+        );
+        assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
     });
 }
