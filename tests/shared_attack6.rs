@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::watchdog;
 use multiproc::queue::{Bytes, Queue};
-use multiproc::{Error, Lock, RLock, RawValue};
+use multiproc::{Barrier, Error, Lock, RLock, RawValue};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -167,5 +167,53 @@ fn a_copy_forked_inside_put_with_publishes_nothing() {
             "the forked copy moved the tail back"
         );
         assert!(matches!(q.try_get_bytes(), Err(Error::Empty)));
+    });
+}
+
+/// A copy of the process forked by a barrier's action (a bare `fork(2)`)
+/// and returning from it releases nothing: the pass is its parent's, and
+/// its parent released it long before. Releasing again then released the
+/// next pass with one party of two in it.
+#[test]
+fn a_copy_forked_by_a_barrier_action_releases_no_later_pass() {
+    watchdog("fork inside a barrier action", LIMIT, || {
+        let resume = RawValue::new(0u32).unwrap();
+        let child = RawValue::new(0i32).unwrap();
+        let (r, c) = (resume.clone(), child.clone());
+        let barrier = Barrier::new(2).unwrap().with_action(move || {
+            if c.get() == 0 {
+                let pid = fork_in_closure(&r);
+                if pid > 0 {
+                    c.set(pid);
+                }
+            }
+        });
+        // The copy returns from its action into the wait of whichever
+        // thread ran it, and ends there.
+        let parent = std::process::id();
+        let wait = || {
+            let passed = barrier.wait();
+            if std::process::id() != parent {
+                end_child(0);
+            }
+            passed
+        };
+        std::thread::scope(|s| {
+            let other = s.spawn(wait);
+            assert!(wait().is_ok());
+            assert!(other.join().unwrap().is_ok());
+        });
+        assert!(child.get() > 0, "the action forked");
+        std::thread::scope(|s| {
+            let early = s.spawn(|| barrier.wait_timeout(LIMIT / 4));
+            assert!(common::wait_until(LIMIT / 4, || barrier.n_waiting() == 1));
+            resume.set(1);
+            end_child(child.get());
+            assert_eq!(barrier.n_waiting(), 1, "the copy released the next pass");
+            assert!(!early.is_finished(), "a party passed alone");
+            let late = barrier.wait_timeout(LIMIT / 4);
+            let early = early.join().unwrap();
+            assert!(late.is_ok() && early.is_ok(), "{late:?} {early:?}");
+        });
     });
 }
