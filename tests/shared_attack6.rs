@@ -217,3 +217,34 @@ fn a_copy_forked_by_a_barrier_action_releases_no_later_pass() {
         });
     });
 }
+
+/// A copy of the process forked by a `put_many` iterator (a bare
+/// `fork(2)`) puts what a loop of `put`s forked there would: the items
+/// the iterator gives it after the fork. The items given before were
+/// encoded, held back for one publication, and published by both.
+#[test]
+fn a_copy_forked_by_a_put_many_iterator_puts_only_its_own_items() {
+    watchdog("fork inside put_many's iterator", LIMIT, || {
+        let q = Queue::<u32>::new().unwrap();
+        let resume = RawValue::new(0u32).unwrap();
+        let mut child = 0;
+        let items = (0..6u32).inspect(|&i| {
+            if i == 3 {
+                child = fork_in_closure(&resume);
+            }
+        });
+        q.put_many(items).unwrap();
+        if child == 0 {
+            end_child(0);
+        }
+        resume.set(1);
+        end_child(child);
+        let mut got = q.try_get_many(100).unwrap();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [0, 1, 2, 3, 3, 4, 4, 5, 5],
+            "0 to 5, and the copy's 3 to 5"
+        );
+    });
+}
