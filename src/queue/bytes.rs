@@ -37,6 +37,9 @@ use crate::sys::Deadline;
 ///   for it, producers never do (they write only to the free part of the
 ///   ring). If the ring is full, a producer waits for room exactly as long
 ///   as the read takes;
+/// - a copy of the process forked inside either closure (a bare
+///   `fork(2)`) that returns from it takes or adds nothing: its call
+///   fails with [`Error::NotOwner`], the frame being its parent's;
 /// - a closure that would wait on its own queue (a `get` inside
 ///   `put_with`'s closure while the queue is empty, a `put` inside
 ///   `get_with`'s while it is full) gets [`Error::Deadlock`] instead of

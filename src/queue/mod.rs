@@ -578,7 +578,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`put`](Queue::put)s), then the panic goes on. An iterator that
     /// waits for an item of this queue (a `get`) while the batch holds
     /// back items it gave, encoded but not yet published, would wait for
-    /// itself: the `get` fails with [`Error::Deadlock`].
+    /// itself: the `get` fails with [`Error::Deadlock`]. A copy of the
+    /// process that the iterator forks (a bare `fork(2)`) puts the items
+    /// it is given after the fork, as a loop of `put`s would: those given
+    /// before are its parent's.
     ///
     /// `items` may yield `T` or `&T`: pass `&vec` (or `vec.iter()`) to
     /// keep the items the error says were not put.
@@ -653,6 +656,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // queues itself finds the cell empty and uses a buffer of its own.
         let mut frames = take_spare(&BUFFER);
         let mut panicked = None;
+        // The process whose items the frames are (see below).
+        let mut process = ProcessKey::current();
         let outcome = loop {
             frames.clear();
             // Frames encoded whole, and their bytes: what a panic of the
@@ -667,6 +672,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     let Some(item) = items.next() else {
                         return Ok(true);
                     };
+                    if !process.is_current() {
+                        // A copy of the process that the iterator forked
+                        // (a bare `fork(2)`): the items it gave before are
+                        // its parent's, which puts them. The copy puts what
+                        // a loop of `put`s forked there would: the rest.
+                        frames.clear();
+                        (count, whole) = (0, 0);
+                        holding = None;
+                        process = ProcessKey::current();
+                    }
                     // Closed by the iterator or another thread: as for a
                     // loop of `put`s, the items given after it are refused.
                     if self.closed_here() {

@@ -477,9 +477,9 @@ impl Ring {
             }
         };
         match acquired {
-            Ok(()) => Ok(Some(Held { lock })),
+            Ok(()) => Ok(Some(Held::new(lock))),
             Err(RecoverableLockError::OwnerDied(())) => {
-                let held = Held { lock };
+                let held = Held::new(lock);
                 lock.make_consistent()?;
                 // It may have died between moving its end and saying so.
                 self.signal(side);
@@ -547,6 +547,7 @@ impl Ring {
                 // SAFETY: ...and the `need - LEN = len` after them for the
                 // payload, which no consumer reads before the tail moves.
                 unsafe { self.fill_in(at + LEN as u64, len, fill) };
+                held.still_ours()?;
                 // Counted before it can be got (as Python's put does), so
                 // a consumer's `task_done` for it is never refused; the
                 // release store below publishes the count with the frame.
@@ -659,6 +660,7 @@ impl Ring {
                 // SAFETY: as above; `frame_len` checked the payload lies in
                 // the bytes in use.
                 let r = unsafe { self.read_out(at + LEN as u64, len, read) };
+                held.still_ours()?;
                 s.head
                     .at
                     .store(self.advance(head, (LEN + len) as u64, 1), Ordering::Release);
@@ -862,6 +864,7 @@ impl Ring {
                         break;
                     }
                 }
+                held.still_ours()?;
                 if n > 0 {
                     s.head
                         .at
@@ -1338,6 +1341,30 @@ fn frame_at(frames: &[u8], at: usize) -> Option<usize> {
 /// One side's lock, held.
 struct Held<'a> {
     lock: &'a RobustMutex,
+    /// The process that took it.
+    process: ProcessKey,
+}
+
+impl<'a> Held<'a> {
+    fn new(lock: &'a RobustMutex) -> Self {
+        Held {
+            lock,
+            process: ProcessKey::current(),
+        }
+    }
+
+    /// `NotOwner` in a copy of the process that took the lock, forked
+    /// (a bare `fork(2)`) by a closure run with it held, which has just
+    /// returned there too: the frame it read or wrote is its parent's,
+    /// which has long moved the end past it and maybe past others since.
+    /// The copy must not move the end again, back to where it was.
+    fn still_ours(&self) -> Result<()> {
+        if self.process.is_current() {
+            Ok(())
+        } else {
+            Err(Error::NotOwner)
+        }
+    }
 }
 
 impl Drop for Held<'_> {

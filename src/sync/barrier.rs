@@ -200,7 +200,9 @@ impl Barrier {
     /// As in Python, the action may look at the barrier (`n_waiting` is
     /// then the parties of the pass, all arrived) and `abort` or `reset`
     /// it, which the release that follows the action overrides; a `wait`
-    /// in it is [`Error::Deadlock`].
+    /// in it is [`Error::Deadlock`]. A copy of the process that the action
+    /// forks (a bare `fork(2)`) and that returns from it takes no part in
+    /// the pass, its parent's: its `wait` returns [`Error::NotOwner`].
     pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Barrier {
         self.action = Some(Arc::new(action));
         self
@@ -331,6 +333,13 @@ impl Barrier {
                 .action
                 .as_ref()
                 .map(|a| catch_unwind(AssertUnwindSafe(|| a())));
+            if !inside.process.is_current() {
+                // A copy of this process that the action forked, returning
+                // here: the pass is its parent's, released (or broken) by
+                // it long ago. Released again, it would release a later
+                // pass that has not filled.
+                return Err(Error::NotOwner);
+            }
             match action {
                 Some(Err(panic)) => PassEnd::ActionPanicked(panic),
                 _ => {

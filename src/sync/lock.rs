@@ -129,6 +129,9 @@ impl Lock {
     /// died holding the lock: the guard is then dropped without repair,
     /// which makes the lock permanently `NotRecoverable` for everyone. To
     /// repair instead, use [`lock_recovering`](Lock::lock_recovering).
+    /// `Os` (`Unsupported`) in the child of a raw `clone` system call,
+    /// whose thread the C library takes for its parent's: it would own
+    /// the lock in its parent's name, and keep it for ever if it died.
     #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         Ok(self.acquire_with(Deadline::Never)?)

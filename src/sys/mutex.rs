@@ -254,6 +254,69 @@ pub(crate) unsafe fn mutex_held_in_this_process(m: *mut PthreadMutex) -> bool {
     }
 }
 
+/// Whether the C library set the calling thread up as the kernel knows
+/// it, as it does every thread it starts and the child of every fork it
+/// makes: its robust list registered with the kernel, and its own thread
+/// id cached, which the C library's mutexes record as their owner. The
+/// child of a raw `clone` system call is not: its mutexes would name its
+/// parent's thread as their owner (which could then unlock them, or find
+/// them its own), and the kernel would not mark them when it dies (they
+/// would stay held for ever).
+pub(crate) fn thread_set_up_by_libc() -> bool {
+    let mut head = std::ptr::null_mut::<libc::c_void>();
+    let mut len: libc::size_t = 0;
+    // SAFETY: pid 0 is the calling thread; the call writes only the two
+    // out-parameters.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0,
+            &mut head as *mut *mut libc::c_void,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    if rc == 0 && head.is_null() {
+        return false;
+    }
+    // Where the C library's id cannot be had, nothing says it is wrong.
+    libc_thread_id().is_none_or(|id| id == gettid())
+}
+
+/// The calling thread's id as the C library records it in the mutexes it
+/// takes (glibc's `__owner` of an error-checking mutex, which it keeps
+/// from its cached id of the thread, never asking the kernel); `None` if
+/// such a mutex cannot be made.
+fn libc_thread_id() -> Option<u32> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    let a = attr.as_mut_ptr();
+    // SAFETY: `a` points to writable storage for an attribute object.
+    errno_result(unsafe { libc::pthread_mutexattr_init(a) }).ok()?;
+    // A mutex of this thread's own, private, never moved while in use.
+    // SAFETY: a zeroed `pthread_mutex_t` is plain bytes, initialised below.
+    let mut mutex: PthreadMutex = unsafe { std::mem::zeroed() };
+    let m: *mut PthreadMutex = &mut mutex;
+    // SAFETY: `a` is an initialised attribute object.
+    let made = unsafe { libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK) } == 0
+        // SAFETY: as above; `m` is valid, unused memory for a mutex.
+        && unsafe { libc::pthread_mutex_init(m, a) } == 0;
+    // SAFETY: initialised above, not used after this.
+    unsafe { libc::pthread_mutexattr_destroy(a) };
+    if !made {
+        return None;
+    }
+    // SAFETY: `m` is an initialised mutex that only this thread uses.
+    let id = (unsafe { libc::pthread_mutex_lock(m) } == 0).then(|| {
+        // SAFETY: as above; this thread holds it.
+        let id = unsafe { glibc_word(m, OWNER_OFFSET) }.load(Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { libc::pthread_mutex_unlock(m) };
+        id
+    });
+    // SAFETY: initialised above and free.
+    unsafe { libc::pthread_mutex_destroy(m) };
+    id
+}
+
 /// The calling thread's id, as robust mutexes record their owner.
 pub(crate) fn gettid() -> u32 {
     // SAFETY: gettid cannot fail.
