@@ -3,7 +3,6 @@
 //! queues are built on.
 
 use std::alloc::Layout;
-use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -11,7 +10,6 @@ use std::sync::Arc;
 use crate::error::{Error, RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::Region;
 use crate::sys::{self, errno, Acquired, Deadline, MutexKind, PthreadMutex};
-use crate::waiter::ProcessKey;
 
 /// A process-local handle on a glibc robust, process-shared mutex in shared
 /// memory: the untyped lock under every typed one.
@@ -111,9 +109,6 @@ impl RobustMutex {
         deadline: Deadline,
         guard: impl FnOnce() -> G,
     ) -> RecoverableLockResult<G> {
-        if !thread_set_up() {
-            return Err(RecoverableLockError::Os(not_set_up()));
-        }
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_lock(self.mutex(), deadline) } {
             Ok(Acquired::Clean) => {
@@ -128,6 +123,7 @@ impl RobustMutex {
             Err(errno::ETIMEDOUT) => Err(RecoverableLockError::Timeout),
             Err(errno::ENOTRECOVERABLE) => Err(RecoverableLockError::NotRecoverable),
             Err(errno::EDEADLK) => Err(RecoverableLockError::Deadlock),
+            Err(sys::NOT_SET_UP) => Err(RecoverableLockError::Os(not_set_up())),
             Err(e) => Err(RecoverableLockError::Os(io::Error::from_raw_os_error(e))),
         }
     }
@@ -140,9 +136,6 @@ impl RobustMutex {
     pub(crate) fn unlock(&self) -> Result<()> {
         // Read while the caller holds the mutex, if it does (the unlock
         // says so).
-        if !thread_set_up() {
-            return Err(Error::io("pthread_mutex_unlock", not_set_up()));
-        }
         let unlinks = self.held_once();
         // SAFETY: `region` keeps the initialised mutex mapped.
         match unsafe { sys::mutex_unlock(self.mutex()) } {
@@ -154,6 +147,7 @@ impl RobustMutex {
                 Ok(())
             }
             Err(errno::EPERM) => Err(Error::NotOwner),
+            Err(sys::NOT_SET_UP) => Err(Error::io("pthread_mutex_unlock", not_set_up())),
             Err(e) => Err(Error::io(
                 "pthread_mutex_unlock",
                 io::Error::from_raw_os_error(e),
@@ -223,29 +217,6 @@ impl RobustMutex {
             )),
         }
     }
-}
-
-/// Whether the calling thread may take and release robust mutexes: the C
-/// library set it up ([`sys::thread_set_up_by_libc`]), as it has every
-/// thread but that of the child of a raw `clone`. Asked once per thread
-/// and process: a clone copies the answer with the thread, and is another
-/// process.
-#[inline(always)]
-fn thread_set_up() -> bool {
-    thread_local! {
-        /// The process ([`ProcessKey::to_word`]) in which this thread was
-        /// found set up; 0 until then.
-        static SET_UP_IN: Cell<usize> = const { Cell::new(0) };
-    }
-    SET_UP_IN.with(|set_up_in| {
-        ProcessKey::from_word(set_up_in.get()).is_some_and(ProcessKey::is_current) || {
-            let set_up = sys::thread_set_up_by_libc();
-            if set_up {
-                set_up_in.set(ProcessKey::current().to_word());
-            }
-            set_up
-        }
-    })
 }
 
 /// The error of a lock or an unlock by a thread the C library did not set up.

@@ -73,6 +73,14 @@ pub(crate) unsafe fn mutex_init(m: *mut PthreadMutex, kind: MutexKind) -> io::Re
 /// Locks a robust mutex. Errors carry the errno: `EBUSY` (would block),
 /// `ETIMEDOUT`, `ENOTRECOVERABLE`, `EDEADLK`.
 ///
+/// What [`mutex_lock`] and [`mutex_unlock`] answer in a thread that the C
+/// library did not set up ([`libc_set_up`](super::libc_set_up): the child
+/// of a raw `clone`, whose thread glibc takes for its parent's), never
+/// calling glibc: it would own the mutex in its parent's name (which could
+/// then release it, or find it its own), and the kernel, with no robust
+/// list for it, would leave it held for ever once it died.
+pub(crate) const NOT_SET_UP: libc::c_int = libc::ENOTSUP;
+
 /// # Safety
 /// `m` must point to a mutex initialised by [`mutex_init`] that stays mapped
 /// for the duration of the call.
@@ -91,6 +99,9 @@ pub(crate) unsafe fn mutex_lock(
     let owner = unsafe { glibc_word(m, OWNER_OFFSET) };
     if owner.load(Ordering::Acquire) == NOT_RECOVERABLE {
         return Err(libc::ENOTRECOVERABLE);
+    }
+    if !super::libc_set_up() {
+        return Err(NOT_SET_UP);
     }
     // SAFETY: `m` is a live initialised mutex per the caller.
     match unsafe { libc::pthread_mutex_trylock(m) } {
@@ -189,6 +200,9 @@ const LOCK_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// As for [`mutex_lock`].
 #[inline]
 pub(crate) unsafe fn mutex_unlock(m: *mut PthreadMutex) -> Result<(), libc::c_int> {
+    if !super::libc_set_up() {
+        return Err(NOT_SET_UP);
+    }
     // SAFETY: `m` is a live initialised mutex per the caller.
     match unsafe { libc::pthread_mutex_unlock(m) } {
         0 => Ok(()),
@@ -262,7 +276,7 @@ pub(crate) unsafe fn mutex_held_in_this_process(m: *mut PthreadMutex) -> bool {
 /// parent's thread as their owner (which could then unlock them, or find
 /// them its own), and the kernel would not mark them when it dies (they
 /// would stay held for ever).
-pub(crate) fn thread_set_up_by_libc() -> bool {
+pub(super) fn thread_set_up_by_libc() -> bool {
     let mut head = std::ptr::null_mut::<libc::c_void>();
     let mut len: libc::size_t = 0;
     // SAFETY: pid 0 is the calling thread; the call writes only the two

@@ -86,6 +86,8 @@ struct Wiped {
     pid: AtomicU32,
     /// [`own_word`].
     word: AtomicUsize,
+    /// [`libc_set_up`]: 0 until asked in this process, then 1 (yes) or 2.
+    libc_set_up: AtomicU32,
 }
 
 /// A page that the kernel empties in the child of any fork
@@ -136,6 +138,36 @@ pub(crate) fn cached_pid() -> u32 {
             pid
         }
         pid => pid,
+    }
+}
+
+/// Whether the C library set the calling process's thread up, as it does
+/// every thread it starts and the child of every fork it makes, but not
+/// the child of a raw `clone` system call (see
+/// [`thread_set_up_by_libc`](super::mutex::thread_set_up_by_libc)). Asked
+/// once per process, the answer kept in the page that every new process
+/// starts empty: a load on every robust lock and unlock. Where the page
+/// cannot be had, nothing is asked (the answer is yes).
+#[inline(always)]
+pub(crate) fn libc_set_up() -> bool {
+    match wiped() {
+        Some(page) if page.libc_set_up.load(Ordering::Relaxed) == 1 => true,
+        page => page.is_none_or(ask_libc_set_up),
+    }
+}
+
+/// [`libc_set_up`] when not known yes.
+#[cold]
+#[inline(never)]
+fn ask_libc_set_up(page: &Wiped) -> bool {
+    match page.libc_set_up.load(Ordering::Relaxed) {
+        0 => {
+            let set_up = super::mutex::thread_set_up_by_libc();
+            page.libc_set_up
+                .store(if set_up { 1 } else { 2 }, Ordering::Relaxed);
+            set_up
+        }
+        known => known == 1,
     }
 }
 
