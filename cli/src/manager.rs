@@ -9,7 +9,8 @@ use multiproc::conn::Address;
 
 #[derive(Subcommand)]
 pub enum Action {
-    /// Serve managed dicts, lists and namespaces until a client shuts the server down.
+    /// Serve managed objects (dicts, lists, namespaces, queues, values, arrays, events, locks,
+    /// semaphores, barriers, conditions) to Rust and Python clients until one shuts the server down.
     Serve {
         /// Where to listen: unix:PATH or tcp:HOST:PORT (port 0: any free port).
         #[arg(long)]
@@ -23,7 +24,9 @@ pub enum Action {
         #[arg(long)]
         allow_readable_authkey: bool,
         /// NAME=TYPEID: serve NAME as a typeid creating a TYPEID object
-        /// (dict, list, Namespace, Queue or JoinableQueue), for Python's
+        /// (dict, list, Namespace, Queue, JoinableQueue, Event, Lock, RLock,
+        /// Semaphore, BoundedSemaphore or Condition: one made without
+        /// arguments), for Python's
         /// remote-manager pattern (`BaseManager.register('NAME')` in the
         /// client, then `m.NAME()`). Repeatable.
         #[arg(long = "object", value_name = "NAME=TYPEID", value_parser = parse_object)]
