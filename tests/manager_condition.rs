@@ -31,22 +31,6 @@ import os, re, select, signal, time
 NAN = float("nan")
 
 
-def call(p, method, args=(), kwds={}):
-    return p._callmethod(method, args, kwds)
-
-
-def masked(s):
-    # An object's address differs from server to server.
-    return re.sub(r"0x[0-9a-f]+", "0x…", s)
-
-
-def failure_of(f):
-    try:
-        return f()
-    except Exception as e:
-        return failure(e)
-
-
 def value_of(v, *ops):
     return [failure_of(lambda: op(v)) for op in ops]
 

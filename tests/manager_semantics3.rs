@@ -59,10 +59,6 @@ def made(typeid, *args, **kwds):
     return sorted(exposed or ())
 
 
-def call(p, method, args=(), kwds={}):
-    return p._callmethod(method, args, kwds)
-
-
 CREATE = {
     "dict of an int": lambda: m.dict(1).copy(),
     "dict of None": lambda: m.dict(None).copy(),

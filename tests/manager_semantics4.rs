@@ -37,10 +37,6 @@ import os, re, signal, threading, time
 from multiprocessing.managers import dispatch
 
 
-def call(p, method, args=(), kwds={}):
-    return p._callmethod(method, args, kwds)
-
-
 def raw(request, accept=False):
     """request sent on a connection of its own (first accepted, for an
     object's method, as a proxy's is): the reply's kind, and its result (a

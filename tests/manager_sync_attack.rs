@@ -30,24 +30,6 @@ const CASES: &str = r##"
 import os, re, signal, threading, time
 
 
-def call(p, method, args=(), kwds={}):
-    return p._callmethod(method, args, kwds)
-
-
-def masked(s):
-    # An object's address differs from server to server.
-    return re.sub(r"0x[0-9a-f]+", "0x…", s)
-
-
-def failure_of(f):
-    try:
-        return f()
-    except threading.BrokenBarrierError:
-        return "BrokenBarrierError"
-    except Exception as e:
-        return failure(e)
-
-
 def released(s, n):
     # Python 3.8's release takes no n.
     return failure_of(lambda: call(s, "release", (n,))) if NEW else "-"

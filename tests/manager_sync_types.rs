@@ -30,15 +30,6 @@ const CASES: &str = r##"
 import os, re, select, signal, threading, time
 
 
-def call(p, method, args=(), kwds={}):
-    return p._callmethod(method, args, kwds)
-
-
-def masked(s):
-    # An object's address differs from server to server.
-    return re.sub(r"0x[0-9a-f]+", "0x…", s)
-
-
 def value_of(v, *ops):
     out = []
     for op in ops:
@@ -167,13 +158,6 @@ def joined(pid, answer):
 
 def unset_event_waits(e):
     return [failure_of(lambda: e.wait(t)) for t in (0, -1, NAN, 0.05, "x", 10 ** 400, 1e300)]
-
-
-def failure_of(f):
-    try:
-        return f()
-    except Exception as e:
-        return failure(e)
 
 
 def in_thread(f):

@@ -126,11 +126,14 @@ pub fn oldest_and_newest() -> Vec<String> {
 /// `argv[1]` with key `argv[2]`, and defines `NEW` (Python 3.10+, whose
 /// messages the server answers in), `failure(e)` (an exception as its
 /// type and the last line of its message; on Python before 3.10, its type
-/// only) and `run(groups)`, which prints one `name: answer` line for each
+/// only), `failure_of(f)` (`f()`, or its exception as `failure` gives it),
+/// `call(proxy, method, args, kwds)` (any method, as a proxy sends it),
+/// `masked(s)` (`s` with its addresses masked) and `run(groups)`, which
+/// prints one `name: answer` line for each
 /// case of the group named by `argv[3]`. A program is this followed by its
 /// own helpers and cases, ending in `run(GROUPS)`.
 pub const PRELUDE: &str = r#"
-import collections, copy, queue, sys
+import collections, copy, queue, re, sys, threading
 from multiprocessing.managers import SyncManager
 
 m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
@@ -144,6 +147,25 @@ def failure(e):
     if not NEW:
         return type(e).__name__
     return "%s: %s" % (type(e).__name__, lines[-1] if lines else "")
+
+
+def failure_of(f):
+    try:
+        return f()
+    except threading.BrokenBarrierError:
+        return "BrokenBarrierError"
+    except Exception as e:
+        return failure(e)
+
+
+def call(p, method, args=(), kwds={}):
+    # Any method, as a proxy sends it (the server says if it is exposed).
+    return p._callmethod(method, args, kwds)
+
+
+def masked(s):
+    # An object's address differs from server to server.
+    return re.sub(r"0x[0-9a-f]+", "0x…", s)
 
 
 def run(groups):
