@@ -18,8 +18,7 @@ mod common;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use common::cpython::{pyenv_pythons, shut_down, with_prelude, Differential};
-use common::watchdog;
+use common::cpython::{with_prelude, Differential};
 
 /// The longest one test may take.
 const LIMIT: Duration = Duration::from_secs(600);
@@ -398,18 +397,7 @@ fn same_answers(group: &str) {
 /// The answers of `group` by the newest CPython against multiproc's
 /// server only; `None` without a CPython.
 fn ours_only(group: &str) -> Option<Vec<(String, String)>> {
-    let Some((_, python)) = pyenv_pythons().into_iter().max() else {
-        println!("no CPython under pyenv: nothing to run");
-        return None;
-    };
-    Some(watchdog(group, LIMIT, || {
-        let (server, ours, conn) = common::serve_manager(group, KEY.as_bytes());
-        drop(conn);
-        let got = differential().answers(&python, &ours, &[group]);
-        shut_down(&ours, KEY);
-        server.join().unwrap();
-        got
-    }))
+    differential().ours_only(group, LIMIT)
 }
 
 /// Among them: `task_done` called more times than items were put is

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::redis::{attack, raw, unique, OwnServer};
+use common::redis::{attack, attack_own, raw};
 use common::wait_until;
 use multiproc::pool::{RemotePool, Worker};
 use multiproc::{task, Error, Manager};
@@ -252,18 +252,6 @@ fn a_worker_take_that_reaches_the_server_late_is_run() {
     });
 }
 
-/// As [`attack`], on a server of the test's own: one whose clients
-/// another client kills.
-fn attack_own(body: impl FnOnce(&str, &str)) {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a Redis test");
-    let Some(server) = OwnServer::start(test) else {
-        return;
-    };
-    let name = unique(test);
-    common::watchdog(test, LIMIT, || body(&server.url(), &name));
-}
-
 /// Kills every other client's connection (`CLIENT KILL TYPE normal`),
 /// every few milliseconds, until `stop`.
 fn killing(url: &str, stop: &AtomicBool) {
@@ -286,7 +274,7 @@ fn killing(url: &str, stop: &AtomicBool) {
 /// not put.
 #[test]
 fn connections_killed_again_and_again_lose_no_queue_item() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
         let q = m
             .queue_named::<u64>(name)
@@ -375,7 +363,7 @@ fn connections_killed_again_and_again_lose_no_queue_item() {
 /// error, within a bound; none waits for ever, none answers another's.
 #[test]
 fn connections_killed_again_and_again_leave_no_task_waiting() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let pool = RemotePool::connect_named(url, name).unwrap();
         let (stop, done) = (AtomicBool::new(false), AtomicBool::new(false));
         let outcomes = std::thread::scope(|s| {
@@ -442,7 +430,7 @@ fn snapshot(url: &str, name: &str) -> Vec<(String, Option<Vec<u8>>)> {
 /// once memory is freed.
 #[test]
 fn writes_on_a_server_out_of_memory_are_refused_whole() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let m = Manager::connect_redis(url).unwrap();
         let d = m.dict_named::<String, i64>(name).unwrap();
         let l = m.list_named::<i64>(name).unwrap();
@@ -581,7 +569,7 @@ fn a_batch_that_repeats_a_key_ends_as_pythons_update() {
 /// command it did not have whole), and the next call works.
 #[test]
 fn values_over_the_servers_bulk_limit_are_refused_clearly() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let _: () = redis::cmd("CONFIG")
             .arg("SET")
             .arg("proto-max-bulk-len")
@@ -615,7 +603,7 @@ fn values_over_the_servers_bulk_limit_are_refused_clearly() {
 /// submitted or put after is done.
 #[test]
 fn a_flush_by_another_client_mid_task_ends_waits_and_serves_on() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let pool = RemotePool::connect_named(url, name).unwrap();
         let worker = {
             let (url, name) = (url.to_string(), name.to_string());

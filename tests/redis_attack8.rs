@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::redis::{attack, raw, unique, OwnServer};
+use common::redis::{attack, attack_own, raw, unique, OwnServer};
 use common::{wait_until, TempDir};
 use multiproc::pool::{RemotePool, Worker};
 use multiproc::{task, Error, Manager};
@@ -21,18 +21,6 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// The manager's timeout in these tests: short, so that a call on a busy
 /// server is given up on soon.
 const SHORT: Duration = Duration::from_millis(300);
-
-/// As [`attack`], on a server of the test's own: one made slow, or
-/// refusing clients, which the other tests must not see.
-fn attack_own(body: impl FnOnce(&str, &str)) {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a Redis test");
-    let Some(server) = OwnServer::start(test) else {
-        return;
-    };
-    let name = unique(test);
-    common::watchdog(test, LIMIT, || body(&server.url(), &name));
-}
 
 /// Keeps the server at `url` busy for `busy` (a Lua script that spins:
 /// the server runs nothing else meanwhile, and reads what came in during
@@ -85,7 +73,7 @@ fn info_field(conn: &mut redis::Connection, section: &str, prefix: &str) -> Opti
 /// ends.
 #[test]
 fn an_acquire_given_up_on_leaves_the_lock_free() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
         let lock = m
             .lock_named(name)
@@ -129,7 +117,7 @@ fn an_acquire_given_up_on_leaves_the_lock_free() {
 /// that someone else holds stays held after a timed-out try.
 #[test]
 fn an_acquire_given_up_on_leaves_anothers_hold_alone() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
         let lock = m.lock_named(name).unwrap();
         let held = lock.acquire(Some(Duration::ZERO)).unwrap();
@@ -304,7 +292,7 @@ fn rejected_connections(admin: &mut redis::Connection) -> u64 {
 /// next call once it takes clients again works.
 #[test]
 fn a_server_at_its_client_limit_is_unreachable() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let m = Manager::connect_redis_with_timeout(url, SHORT).unwrap();
         let d = m.dict_named::<String, i64>(name).unwrap();
         d.set("a".into(), 1).unwrap();
@@ -338,7 +326,7 @@ fn other_clients(conn: &mut redis::Connection) -> Vec<u64> {
 /// nor gives it up to be run again.
 #[test]
 fn a_worker_that_loses_its_connection_mid_task_runs_it_once() {
-    attack_own(|url, name| {
+    attack_own(LIMIT, |url, name| {
         let dir = TempDir::new(&unique("blip"));
         let mut admin = raw(url);
         let done = AtomicBool::new(false);

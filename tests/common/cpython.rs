@@ -211,6 +211,25 @@ impl Differential {
         self.same_answers(group, &oldest_and_newest(), &[group], limit);
     }
 
+    /// The answers of `group`, run by the newest CPython here against
+    /// multiproc's server only (a server of its own, for what CPython's
+    /// server does otherwise or cannot do), within `limit`; `None`, said
+    /// so, without a CPython.
+    pub fn ours_only(&self, group: &str, limit: Duration) -> Option<Vec<(String, String)>> {
+        let Some((_, python)) = pyenv_pythons().into_iter().max() else {
+            println!("no CPython under pyenv: nothing to run");
+            return None;
+        };
+        Some(super::watchdog(group, limit, || {
+            let (server, ours, conn) = super::serve_manager(group, self.key.as_bytes());
+            drop(conn);
+            let got = self.answers(&python, &ours, &[group]);
+            shut_down(&ours, self.key);
+            server.join().unwrap();
+            got
+        }))
+    }
+
     /// The program's answers, run by `python` against the server at `path`
     /// with `args` after the path and key: each case's name and answer,
     /// in order.

@@ -190,3 +190,16 @@ pub fn attack(limit: Duration, body: impl FnOnce(&str, &str)) {
     let name = unique(test);
     super::watchdog(test, limit, || body(&url, &name));
 }
+
+/// As [`attack`], on a Redis server of the test's own ([`OwnServer`]):
+/// one the test makes slow, refuses clients on, or kills the clients of,
+/// which the other tests must not see.
+pub fn attack_own(limit: Duration, body: impl FnOnce(&str, &str)) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a Redis test");
+    let Some(server) = OwnServer::start(test) else {
+        return;
+    };
+    let name = unique(test);
+    super::watchdog(test, limit, || body(&server.url(), &name));
+}
