@@ -2,9 +2,10 @@
 //! the server, and a Python program (Python's own `multiprocessing`, which
 //! only connects to the server instead of starting its own) runs the
 //! tutorials' pattern with four worker processes: a task queue, a results
-//! dict, a counter (`Value`) updated under a `Lock`, and an `Event` that
-//! starts them all at once. The Rust side then checks that the server got
-//! every object back.
+//! dict, an `Event` that starts them all at once, and a counter (`Value`)
+//! updated under a `Condition` over a `Lock`, which the main process
+//! waits on until every task is counted. The Rust side then checks that
+//! the server got every object back.
 //!
 //! Run: `cargo run --example python_clients` (needs a `python3` of 3.8 or
 //! later on `PATH`, or the one named by `PYTHON`). Its last two lines are
@@ -22,23 +23,26 @@ import os
 from multiprocessing import Process
 from multiprocessing.managers import SyncManager
 
-def worker(tasks, results, lock, counter, start):
+def worker(tasks, results, done, counter, start):
     start.wait()
     while True:
         x = tasks.get()
         if x is None:
             break
         results[x] = (os.getpid(), x * x)
-        with lock:
+        with done:
             counter.value += 1
+            done.notify_all()
 
 if __name__ == '__main__':
     m = SyncManager(address=os.environ['MULTIPROC_ADDRESS'],
                     authkey=bytes.fromhex(os.environ['MULTIPROC_AUTHKEY']))
     m.connect()
     tasks, results = m.Queue(), m.dict()
-    lock, counter, start = m.Lock(), m.Value('i', 0), m.Event()
-    workers = [Process(target=worker, args=(tasks, results, lock, counter, start))
+    counter, start = m.Value('i', 0), m.Event()
+    # A condition over a lock of the server's: `with done` takes that lock.
+    done = m.Condition(m.Lock())
+    workers = [Process(target=worker, args=(tasks, results, done, counter, start))
                for _ in range(4)]
     for w in workers:
         w.start()
@@ -47,6 +51,8 @@ if __name__ == '__main__':
     for _ in workers:
         tasks.put(None)
     start.set()
+    with done:
+        print('all counted:', done.wait_for(lambda: counter.value == 100, timeout=60))
     for w in workers:
         w.join()
     by = {}
