@@ -97,8 +97,10 @@ pub(super) struct Unordered<I, R> {
     feed: Feed<I>,
     /// Chunks submitted and not taken yet, at most.
     ahead: usize,
-    /// Those chunks.
-    left: usize,
+    /// Those chunks' numbers of items (in the order submitted; one that
+    /// delivers takes out one of its length): where none is delivered (a
+    /// forked child, the pool's own thread), each is one error per item.
+    left: VecDeque<usize>,
     /// What each new chunk's callback sends on; dropped once the input
     /// has ended, so that `outcomes` ends when every chunk has delivered.
     deliver: Option<Sender<Delivered>>,
@@ -129,15 +131,15 @@ where
         let mut it = Unordered {
             feed,
             ahead,
-            left: 0,
+            left: VecDeque::new(),
             deliver: Some(tx.clone()),
             outcomes,
             out: Vec::new().into_iter(),
         };
         it.fill();
-        if it.left == 0 {
+        if it.left.is_empty() {
             let refused: Option<Chunk<R>> = it.feed.queue().refused(|| delivery(tx, 1));
-            it.left = usize::from(refused.is_some());
+            it.left.extend(refused.map(|chunk| chunk.len));
         }
         it
     }
@@ -157,10 +159,10 @@ where
     }
 
     fn fill(&mut self) {
-        while self.left < self.ahead {
+        while self.left.len() < self.ahead {
             let Some(tx) = &self.deliver else { break };
             match self.feed.submit::<R>(|len| delivery(tx.clone(), len)) {
-                Some(_) => self.left += 1,
+                Some(chunk) => self.left.push_back(chunk.len),
                 None => self.deliver = None,
             }
         }
@@ -176,26 +178,32 @@ where
         // those of the input not read yet (not submitted: the channel is
         // not touched, a fork may have copied it in the middle of a send).
         if !queue.is_owner() {
-            if self.left > 0 {
-                self.left -= 1;
-            } else if !self.feed.skip() {
-                return None;
-            }
-            return Some((TaskOutcome::Foreign, 1));
+            let len = match self.left.pop_front() {
+                Some(len) => len,
+                None => self.feed.skip()?,
+            };
+            return Some((TaskOutcome::Foreign, len));
         }
         self.fill();
-        self.left = self.left.checked_sub(1)?;
         // In one of the pool's callbacks (wherever the iterator was made),
         // on the thread that makes the deliveries: none comes while it
-        // runs, so a chunk not delivered yet is not waited for.
-        if self.feed.queue().on_scheduler_thread() {
-            return Some(
-                self.outcomes
-                    .try_recv()
-                    .unwrap_or((TaskOutcome::OnScheduler, 1)),
-            );
+        // runs, so a chunk not delivered yet is not waited for (when none
+        // is there, none of those left is delivered: any one of them).
+        let delivered = if self.feed.queue().on_scheduler_thread() {
+            match self.outcomes.try_recv() {
+                Ok(delivered) => delivered,
+                Err(_) => return Some((TaskOutcome::OnScheduler, self.left.pop_front()?)),
+            }
+        } else if self.left.is_empty() {
+            return None;
+        } else {
+            self.outcomes.recv().ok()?
+        };
+        let len = delivered.1;
+        if let Some(i) = self.left.iter().position(|&l| l == len) {
+            self.left.remove(i);
         }
-        self.outcomes.recv().ok()
+        Some(delivered)
     }
 }
 

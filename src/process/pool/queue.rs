@@ -216,15 +216,16 @@ where
     }
 
     /// Reads the next chunk of the input without submitting it, where the
-    /// pool takes no task; whether there was one.
-    pub(super) fn skip(&mut self) -> bool {
+    /// pool takes no task; its number of items (1 for one that stands for
+    /// the rest), if there was one.
+    pub(super) fn skip(&mut self) -> Option<usize> {
         if self.stop_when_refused && !self.ended {
             // Called where the pool takes no task: one chunk stands for
             // the rest, unread.
             self.ended = true;
-            return true;
+            return Some(1);
         }
-        self.take().is_some()
+        self.take().map(|chunk| chunk.len())
     }
 
     fn take(&mut self) -> Option<Vec<I::Item>> {
