@@ -66,3 +66,206 @@ fn unordered_results_in_a_callback_are_one_per_item() {
         pool.join().unwrap();
     });
 }
+
+/// The Redis cases.
+#[cfg(feature = "redis")]
+mod redis_cases {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::common;
+    use super::LIMIT;
+    use common::redis::{attack, attack_own, raw, unique, OwnServer};
+    use multiproc::pool::{RemotePool, Worker};
+    use multiproc::{task, Error, Manager};
+
+    /// Sleeps `ms` milliseconds; returns them.
+    fn nap(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+
+    /// A pool worker whose server goes away for good while its task
+    /// runs tries to renew its heartbeat and record the result until the
+    /// key may have expired (about one heartbeat after its last renewal),
+    /// then gives up: it returns an error rather than try on for ever.
+    #[test]
+    fn a_worker_whose_server_stays_down_gives_up_within_a_heartbeat() {
+        super::watchdog("a worker on a server gone for good", LIMIT, || {
+            let Some(mut server) = OwnServer::start("worker on a server gone") else {
+                return;
+            };
+            let url = server.url();
+            let name = unique("gone");
+            let heartbeat = Duration::from_secs(2);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let worker = {
+                let (url, name) = (url.clone(), name.clone());
+                std::thread::spawn(move || {
+                    let r = Worker::new(&url, &[&task!(nap)])
+                        .pool(&name)
+                        .heartbeat(heartbeat)
+                        .idle_timeout(Duration::from_millis(300))
+                        .serve();
+                    tx.send(Instant::now()).unwrap();
+                    r
+                })
+            };
+            let pool = RemotePool::connect_named(&url, &name).unwrap();
+            let _result = pool.apply_async(task!(nap), 1500);
+            // The task has been taken: the worker holds it.
+            let held = format!("multiproc:{{pool:{name}}}:processing:*");
+            let mut admin = raw(&url);
+            let taken = common::wait_until(LIMIT, || {
+                redis::cmd("KEYS")
+                    .arg(&held)
+                    .query::<Vec<String>>(&mut admin)
+                    .is_ok_and(|keys| !keys.is_empty())
+            });
+            assert!(taken);
+            std::thread::sleep(Duration::from_millis(200));
+            let killed = Instant::now();
+            server.kill();
+            let ended = rx.recv_timeout(LIMIT).expect("the worker gave up");
+            let r = worker.join().unwrap();
+            assert!(r.is_err(), "{r:?}");
+            let took = ended - killed;
+            assert!(took < heartbeat * 3, "gave up after {took:?}");
+        });
+    }
+
+    /// A storm of another client's `PUBLISH`es on an event's channel
+    /// (each one read again from the keys) holds a wait no longer than
+    /// its timeout, and wakes it for none.
+    #[test]
+    fn a_publish_storm_holds_no_event_wait_past_its_timeout() {
+        attack(LIMIT, |url, name| {
+            let m = Manager::connect_redis(url).unwrap();
+            let event = m.event_named(name).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let channel = format!("multiproc:{{event:{name}}}:set");
+            let storm = {
+                let (stop, mut conn) = (stop.clone(), raw(url));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut p = redis::pipe();
+                        for _ in 0..100 {
+                            p.cmd("PUBLISH").arg(&channel).arg("1").ignore();
+                        }
+                        let _: () = p.query(&mut conn).unwrap();
+                    }
+                })
+            };
+            let started = Instant::now();
+            let woken = event.wait(Some(Duration::from_millis(500)));
+            let took = started.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            storm.join().unwrap();
+            assert!(matches!(woken, Ok(false)), "{woken:?}");
+            assert!(took < Duration::from_secs(3), "{took:?}");
+            m.remove_named(name).unwrap();
+        });
+    }
+
+    /// Sets the server's `maxclients` to `n` over `admin`.
+    fn set_maxclients(admin: &mut redis::Connection, n: u64) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxclients")
+            .arg(n)
+            .query(admin)
+            .unwrap();
+    }
+
+    /// Cuts every connection but `admin`'s.
+    fn cut_others(admin: &mut redis::Connection) {
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(admin)
+            .unwrap();
+    }
+
+    /// An acquire given up on (the server refusing clients for a moment)
+    /// is undone by its own token: the same proxy's next acquire, which
+    /// succeeds once the server takes clients again, keeps its hold while
+    /// the undoing thread reaches the server (its pauses grow to 5 s).
+    #[test]
+    fn undoing_a_lost_acquire_leaves_the_next_acquire_held() {
+        attack_own(LIMIT, |url, name| {
+            let m = Manager::connect_redis_with_timeout(url, Duration::from_millis(300)).unwrap();
+            let lock = m
+                .lock_named(name)
+                .unwrap()
+                .with_lease(Duration::from_secs(60))
+                .unwrap();
+            lock.try_acquire().unwrap().release().unwrap();
+            let mut admin = raw(url);
+            cut_others(&mut admin);
+            set_maxclients(&mut admin, 1);
+            let r = lock.acquire(Some(Duration::from_secs(1)));
+            assert!(
+                matches!(r, Err(Error::ManagerGone(_) | Error::Ambiguous(_))),
+                "{r:?}"
+            );
+            set_maxclients(&mut admin, 10000);
+            let held = lock.acquire(Some(Duration::from_secs(10))).unwrap();
+            // Longer than the undoing thread's longest pause.
+            let end = Instant::now() + Duration::from_secs(7);
+            while Instant::now() < end {
+                assert!(
+                    lock.is_locked().unwrap(),
+                    "the next acquire's hold was undone"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            held.release().unwrap();
+            m.remove_named(name).unwrap();
+        });
+    }
+
+    /// A process whose lost acquires are being undone (the server gone,
+    /// so the undoing threads try on) exits when its main returns, at
+    /// once and with its own status: the threads hold up nothing.
+    #[test]
+    fn a_process_undoing_lost_acquires_exits_at_once() {
+        attack_own(LIMIT, |url, name| {
+            let url = url.to_string();
+            let name = name.to_string();
+            let m = Manager::connect_redis_with_timeout(&url, Duration::from_millis(300)).unwrap();
+            let lock = m.lock_named(&name).unwrap();
+            lock.try_acquire().unwrap().release().unwrap();
+            let cut = url.clone();
+            let child = common::static_child(move || {
+                // Both connections cut: the next acquire's answer is lost.
+                let mut admin = raw(&cut);
+                cut_others(&mut admin);
+                set_maxclients(&mut admin, 1);
+                for _ in 0..20 {
+                    let r = lock.acquire(Some(Duration::from_secs(1)));
+                    assert!(
+                        matches!(r, Err(Error::ManagerGone(_) | Error::Ambiguous(_))),
+                        "{r:?}"
+                    );
+                }
+            });
+            let started = Instant::now();
+            assert_eq!(common::join(&child, LIMIT), 0);
+            set_maxclients(&mut raw(&url), 10000);
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{:?}",
+                started.elapsed()
+            );
+            let free = common::wait_until(Duration::from_secs(20), || {
+                !m.lock_named(&name).unwrap().is_locked().unwrap_or(true)
+            });
+            assert!(free);
+            m.remove_named(&name).unwrap();
+        });
+    }
+}
