@@ -67,6 +67,69 @@ fn unordered_results_in_a_callback_are_one_per_item() {
     });
 }
 
+/// CPU time this process has used, all threads.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) }, 0);
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(u.ru_utime) + micros(u.ru_stime))
+}
+
+/// Sets this process's descriptor limit to `n`.
+fn limit_descriptors(n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: 4096.max(n),
+    };
+    // SAFETY: a valid rlimit for this (child) process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+/// A pool that cannot replace a worker (its process has no descriptor
+/// left for the new worker's socket) runs on one short without spinning
+/// its scheduler on the retries, then fills up again once it can.
+#[test]
+fn a_worker_that_cannot_be_replaced_costs_no_cpu_while_it_cannot() {
+    watchdog("a worker not replaced", LIMIT, || {
+        let child = common::static_child(|| {
+            let pool = Pool::builder()
+                .processes(2)
+                .max_tasks_per_child(1)
+                .build()
+                .unwrap();
+            let highest = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+                .max()
+                .unwrap();
+            // No descriptor more: those under the limit that are free are
+            // taken.
+            limit_descriptors(highest + 1);
+            let taken: Vec<_> = std::iter::from_fn(|| std::fs::File::open("/dev/null").ok())
+                .take(4096)
+                .collect();
+            assert!(std::fs::File::open("/dev/null").is_err());
+            assert_eq!(pool.apply(square, 3).unwrap(), 9);
+            let before = cpu_time();
+            std::thread::sleep(Duration::from_secs(1));
+            let spent = cpu_time() - before;
+            assert!(
+                spent < Duration::from_millis(300),
+                "{spent:?} of CPU in 1 s"
+            );
+            limit_descriptors(4096);
+            drop(taken);
+            let r: Vec<_> = (0..4u64).map(|x| pool.apply(square, x)).collect();
+            assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+            pool.close();
+            pool.join().unwrap();
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+    });
+}
+
 /// The Redis cases.
 #[cfg(feature = "redis")]
 mod redis_cases {
