@@ -149,6 +149,52 @@ mod redis_cases {
         ms
     }
 
+    /// `n` bytes.
+    fn bytes(n: usize) -> Vec<u8> {
+        vec![7; n]
+    }
+
+    /// A result far over the server's bulk limit (which closes the
+    /// connection while the worker still writes it, a cut connection to
+    /// the worker) fails that task with a clear error soon, while the
+    /// worker renews its heartbeat: it is not tried again for ever.
+    #[test]
+    fn a_result_far_over_the_bulk_limit_fails_its_task_soon() {
+        super::watchdog("a result far over the bulk limit", LIMIT, || {
+            let Some(server) = OwnServer::start("a result far over the bulk limit") else {
+                return;
+            };
+            let url = server.url();
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("proto-max-bulk-len")
+                .arg(1 << 20)
+                .query::<()>(&mut raw(&url))
+                .unwrap();
+            let name = unique("far-over");
+            let pool = RemotePool::connect_named(&url, &name).unwrap();
+            std::thread::scope(|s| {
+                let worker = s.spawn(|| {
+                    Worker::new(&url, &[&task!(bytes)])
+                        .pool(&name)
+                        .heartbeat(Duration::from_secs(30))
+                        .serve()
+                });
+                let big = pool
+                    .apply_async(task!(bytes), 64 << 20)
+                    .get_timeout(Duration::from_secs(20));
+                assert!(
+                    matches!(big, Err(Error::TaskFailed(ref m)) if m.contains("proto-max-bulk-len")),
+                    "{:?}",
+                    big.map(|v| v.len())
+                );
+                pool.stop_workers().unwrap();
+                let _ = worker.join().unwrap();
+            });
+            pool.remove().unwrap();
+        });
+    }
+
     /// A pool worker whose server goes away for good while its task
     /// runs tries to renew its heartbeat and record the result until the
     /// key may have expired (about one heartbeat after its last renewal),
