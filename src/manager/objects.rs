@@ -1827,11 +1827,14 @@ impl Objects {
         let rlock = match &e.body {
             Body::Sync(Sync::Lock(_)) => false,
             Body::Sync(Sync::RLock(_)) => true,
+            // Named by what the object is, not by the typeid its proxy
+            // claims (a forged one may claim any).
             _ => {
                 return Err((
                     "TypeError",
                     format!(
-                        "a Condition's lock must be a Lock or an RLock here (a {typeid} was given)"
+                        "a Condition's lock must be a Lock or an RLock here (a {} was given)",
+                        e.typeid
                     ),
                 ))
             }
