@@ -204,7 +204,7 @@ struct Token {
 }
 
 /// The process's token where it has no word of its own
-/// ([`sys::own_word`]).
+/// ([`sys::own_word`]); where it has one, a copy that leak checkers see.
 static TOKEN: AtomicPtr<Token> = AtomicPtr::new(std::ptr::null_mut());
 
 /// A process as state that a `fork` copies records its owner: its
@@ -309,7 +309,12 @@ fn new_token(word: Option<&AtomicUsize>) -> io::Result<usize> {
     let other = match word {
         Some(word) => {
             match word.compare_exchange(0, fresh as usize, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(fresh as usize),
+                Ok(_) => {
+                    // Also where a leak checker looks (the page is memory
+                    // it does not scan): the token is kept, not lost.
+                    TOKEN.store(fresh, Ordering::Release);
+                    return Ok(fresh as usize);
+                }
                 Err(other) => other,
             }
         }
