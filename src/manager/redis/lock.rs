@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::{RedisResult, Script};
 
@@ -143,9 +143,9 @@ fn undo(inner: &Arc<LockInner>, token: String) {
         })
     };
     let tries = move || {
-        let until = Instant::now() + UNDO_FOR;
+        let until = sys::Deadline::after(UNDO_FOR);
         let mut pause = Duration::from_millis(10);
-        while !once() && Instant::now() < until {
+        while !once() && !until.passed() {
             std::thread::sleep(pause);
             pause = (pause * 2).min(SLICE);
         }
