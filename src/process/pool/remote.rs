@@ -1452,10 +1452,21 @@ impl<'t> Serving<'_, 't> {
     /// heartbeat key lives: until then the task is this worker's still,
     /// and giving it up (to be run again, by whichever worker takes it
     /// next) would run it twice.
+    ///
+    /// It gives up a heartbeat after its first failure even so: renewals
+    /// that get through while the step keeps failing would keep the key
+    /// alive, and the step tried for ever.
     fn persist<R>(&mut self, mut call: impl FnMut(&mut Self) -> Result<R>) -> Result<R> {
+        let heartbeat = self.worker.heartbeat;
+        let mut give_up: Option<Deadline> = None;
         loop {
             match call(self) {
-                Err(Error::ManagerGone(why)) if !self.lapsed() => {
+                Err(Error::ManagerGone(why))
+                    if !self.lapsed()
+                        && !give_up
+                            .get_or_insert_with(|| Deadline::after(heartbeat))
+                            .passed() =>
+                {
                     log::debug!("pool worker {}: tried again: {why}", self.me);
                     std::thread::sleep(self.retry_pause());
                     self.renew_if_due()?;
