@@ -66,6 +66,12 @@ const FAST_TURN: Duration = Duration::from_micros(200);
 /// How long the server spins over its fast-path areas for the next request
 /// after serving one, while it has a CPU to itself.
 const SERVER_SPIN: Duration = Duration::from_micros(50);
+/// Beyond this many connections, those with nothing to do rest (see
+/// [`restful`]): the kernel alone watches their sockets, and a round of
+/// the loop walks only the others. (Up to it, a round walks them all: what
+/// a resting connection costs to wake and put back to rest is more than
+/// what a few idle ones cost a round.)
+const REST_FROM: usize = 16;
 /// A fast-path client that made a request this recently counts as busy
 /// (for whether spinning pays).
 const BUSY: Duration = Duration::from_millis(2);
@@ -306,6 +312,10 @@ pub(crate) fn event_loop(
     let mut objects = Objects::new(super::pickle::token_address(listener.address()), registry);
     let mut next_peer = 0u64;
     let mut peers: Vec<Peer> = Vec::new();
+    // The connections at rest, by number (see `REST_FROM`), and the round's
+    // others while the resting are taken out of them.
+    let mut resting: HashMap<u64, Peer> = HashMap::new();
+    let mut spare: Vec<Peer> = Vec::new();
     let mut stopping: Option<Instant> = None;
     let mut checked = Instant::now();
     let mut pfds: Vec<sys::PollFd> = Vec::new();
@@ -374,7 +384,7 @@ pub(crate) fn event_loop(
         // its socket, whose wake-up costs less than poll's (a fifth of a
         // round trip on these machines). A new connection interrupts it
         // (SIGIO), and the socket's receive timeout bounds it.
-        if let [p] = peers.as_mut_slice() {
+        if let ([p], true) = (peers.as_mut_slice(), resting.is_empty()) {
             let idle = p.handshake.is_none()
                 && !p.pending()
                 && !p.closing
@@ -534,23 +544,96 @@ pub(crate) fn event_loop(
                 continue;
             }
             let unserved = p.more && p.out.len() < OUT_LIMIT;
-            if (readable || unserved)
-                && (queued <= TOTAL_OUT_LIMIT || p.handshake.is_some())
-                && !p.dead
-                && !p.parked
-                && stopping.is_none()
-            {
-                let before = p.unsent();
-                let requests = queued <= TOTAL_OUT_LIMIT;
-                if serve_peer(p, &mut objects, readable, unix, requests) {
-                    stopping = Some(shutdown_deadline());
-                }
-                p.flush();
-                queued = (queued + p.unsent()).saturating_sub(before);
+            if (readable || unserved) && stopping.is_none() {
+                serve_turn(p, &mut objects, readable, unix, &mut queued, &mut stopping);
             }
+        }
+        // Resting connections that have something to say (or hung up) are
+        // served now, and join the others in their place (the order they
+        // came, which read grants and the out-of-descriptors rule follow).
+        // Past the answers' total, they are not read: the next round
+        // watches them as the others.
+        for &key in poller.woken() {
+            let Some(mut p) = resting.remove(&(key >> 1)) else {
+                continue;
+            };
+            if stopping.is_none() && queued <= TOTAL_OUT_LIMIT {
+                serve_turn(&mut p, &mut objects, true, unix, &mut queued, &mut stopping);
+            }
+            let at = peers.partition_point(|q| q.id < p.id);
+            peers.insert(at, p);
         }
         if sys::ready(&pfds[0]) {
             accepting.accept_all(&listener, &mut peers, &mut next_peer);
+        }
+        if peers.len() + resting.len() > REST_FROM && stopping.is_none() {
+            put_to_rest(&mut peers, &mut spare, &mut resting, &mut poller);
+        }
+    }
+}
+
+/// Serves one connection's turn after the poll (`read`: its socket is
+/// readable) unless the answers' total keeps it from it, sends what its
+/// socket takes of the answers, and counts them in `queued`; a request
+/// for a shutdown starts one (`stopping`).
+fn serve_turn(
+    p: &mut Peer,
+    objects: &mut Objects,
+    read: bool,
+    unix: bool,
+    queued: &mut usize,
+    stopping: &mut Option<Instant>,
+) {
+    let requests = *queued <= TOTAL_OUT_LIMIT;
+    if (!requests && p.handshake.is_none()) || p.dead || p.parked {
+        return;
+    }
+    let before = p.unsent();
+    if serve_peer(p, objects, read, unix, requests) {
+        *stopping = Some(shutdown_deadline());
+    }
+    p.flush();
+    *queued = (*queued + p.unsent()).saturating_sub(before);
+}
+
+/// Whether a connection has nothing to do but wait for its client: past
+/// its handshake, with no answer to send, nothing of a request received,
+/// no call waiting and no fast-path area (which the loop serves itself).
+fn restful(p: &Peer) -> bool {
+    p.handshake.is_none()
+        && !p.pending()
+        && !p.closing
+        && !p.dead
+        && !p.more
+        && !p.parked
+        && !p.starved
+        && p.grant == 0
+        && p.fast.is_none()
+        && p.conn.buffered_len() == 0
+        && p.conn.read_buffer_size() <= IN_FREE
+}
+
+/// Moves the connections with nothing to do (see [`restful`]) from `peers`
+/// to `resting`, their sockets left to the poller (`spare`: a buffer to
+/// sort them in, kept for its memory).
+fn put_to_rest(
+    peers: &mut Vec<Peer>,
+    spare: &mut Vec<Peer>,
+    resting: &mut HashMap<u64, Peer>,
+    poller: &mut sys::Poller,
+) {
+    if !peers.iter().any(restful) {
+        return;
+    }
+    std::mem::swap(peers, spare);
+    for mut p in spare.drain(..) {
+        if restful(&p) && poller.rest(p.conn.as_raw_fd(), p.id << 1) {
+            // (Stale marks would count against it once it is back.)
+            p.stall = None;
+            p.in_stall = None;
+            resting.insert(p.id, p);
+        } else {
+            peers.push(p);
         }
     }
 }

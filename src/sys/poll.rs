@@ -107,6 +107,11 @@ pub(super) fn ready_now(fd: &impl AsRawFd, wanted: Ready) -> io::Result<bool> {
 /// open on its file, as the server's own sockets are. A round whose change
 /// the kernel refuses (out of memory, or past `max_user_watches`) is
 /// waited through [`poll`], and the registrations are made anew.
+///
+/// A descriptor may also be left [resting](Poller::rest): registered for
+/// reading across rounds that do not list it, at no cost to them, its
+/// readiness reported among the [`woken`](Poller::woken) keys, so that a
+/// loop with many idle connections walks only the others each round.
 #[derive(Default)]
 pub(crate) struct Poller {
     /// The `epoll` instance; `None` after a refusal, until the next round.
@@ -119,6 +124,8 @@ pub(crate) struct Poller {
     events: Vec<libc::epoll_event>,
     /// This round's number.
     round: u64,
+    /// The keys of the resting descriptors this round found ready.
+    woken: Vec<u64>,
 }
 
 /// One registered descriptor.
@@ -129,6 +136,8 @@ struct Registered {
     /// The last round that waited on it, and where its entry was then.
     round: u64,
     slot: usize,
+    /// Resting: registered for reading until a round lists it again.
+    resting: bool,
 }
 
 impl Poller {
@@ -144,10 +153,14 @@ impl Poller {
     ) -> io::Result<()> {
         debug_assert_eq!(pfds.len(), keys.len());
         self.round += 1;
+        self.woken.clear();
         let registered = self.register(pfds, keys);
         self.forget_unused();
         if registered.is_err() {
-            // Made anew next round, from nothing.
+            // Made anew next round, from nothing; the resting descriptors
+            // are handed back, to be listed again.
+            let resting = self.registered.iter().flatten().filter(|r| r.resting);
+            self.woken.extend(resting.map(|r| r.key));
             self.epoll = None;
             self.registered.clear();
             self.fds.clear();
@@ -181,12 +194,66 @@ impl Poller {
         unsafe { self.events.set_len(ready) };
         for event in &self.events {
             let fd = event.u64 as usize;
-            if let Some(Some(r)) = self.registered.get(fd) {
+            match self.registered.get_mut(fd) {
+                Some(Some(r)) if r.resting => {
+                    // Left registered for this round only (see `woken`).
+                    r.resting = false;
+                    r.round = self.round;
+                    self.woken.push(r.key);
+                }
                 // epoll's event bits are poll's.
-                pfds[r.slot].revents = event.events as libc::c_short;
+                Some(Some(r)) => pfds[r.slot].revents = event.events as libc::c_short,
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Leaves `fd` (named `key`, as in [`wait`](Poller::wait)) registered
+    /// for reading in the rounds that do not list it, until one does: its
+    /// readiness (something to read, a hang-up, an error) is then reported
+    /// by [`woken`](Poller::woken). False if it cannot be (waits are
+    /// through `poll(2)` now, or the kernel refused): list it instead.
+    pub(crate) fn rest(&mut self, fd: i32, key: u64) -> bool {
+        let Ok(n) = usize::try_from(fd) else {
+            return false;
+        };
+        if self.epoll.is_none() {
+            return false;
+        }
+        let events = libc::POLLIN as u16 as u32;
+        let registered = match self.registered.get(n).copied().flatten() {
+            Some(r) if r.key == key && r.events == events => Ok(()),
+            Some(r) if r.key == key => self.control(libc::EPOLL_CTL_MOD, fd, events),
+            // Another file's registration went with its closing (see
+            // `register`).
+            Some(_) => self.control(libc::EPOLL_CTL_ADD, fd, events),
+            None => self.control(libc::EPOLL_CTL_ADD, fd, events).inspect(|()| {
+                self.fds.push(fd);
+            }),
+        };
+        if registered.is_err() {
+            return false;
+        }
+        if n >= self.registered.len() {
+            self.registered.resize(n + 1, None);
+        }
+        self.registered[n] = Some(Registered {
+            key,
+            events,
+            round: 0,
+            slot: 0,
+            resting: true,
+        });
+        true
+    }
+
+    /// The keys of the resting descriptors (see [`rest`](Poller::rest))
+    /// that the last [`wait`](Poller::wait) found ready, or that it hands
+    /// back because it could not wait on them: each is no longer resting,
+    /// and is waited on only if a round lists it.
+    pub(crate) fn woken(&self) -> &[u64] {
+        &self.woken
     }
 
     /// Tells the kernel what changed since the last round: each entry's
@@ -214,6 +281,7 @@ impl Poller {
                 events,
                 round: self.round,
                 slot,
+                resting: false,
             };
             match self.registered[n] {
                 Some(r) if r.round == self.round => {
@@ -247,7 +315,7 @@ impl Poller {
         while i < self.fds.len() {
             let fd = self.fds[i];
             let n = fd as usize;
-            if self.registered[n].is_some_and(|r| r.round == round) {
+            if self.registered[n].is_some_and(|r| r.round == round || r.resting) {
                 i += 1;
                 continue;
             }
@@ -309,6 +377,35 @@ mod tests {
     }
 
     #[test]
+    fn a_resting_descriptor_is_reported_woken_then_waited_on_only_if_listed() {
+        let mut poller = Poller::default();
+        let (a, a_peer) = super::super::socketpair().unwrap();
+        let (b, b_peer) = super::super::socketpair().unwrap();
+        let fds = [a.as_raw_fd(), b.as_raw_fd()];
+        assert_eq!(readable(&mut poller, &fds, &[1, 2]), [false, false]);
+        assert!(poller.rest(fds[0], 1));
+        // Rounds that leave it out keep it, and report it once it is ready.
+        assert_eq!(readable(&mut poller, &fds[1..], &[2]), [false]);
+        assert!(poller.woken().is_empty());
+        ring(&a_peer);
+        ring(&b_peer);
+        assert_eq!(readable(&mut poller, &fds[1..], &[2]), [true]);
+        assert_eq!(poller.woken(), [1]);
+        // Woken, it rests no more: left out, it is not reported again.
+        assert_eq!(readable(&mut poller, &fds[1..], &[2]), [true]);
+        assert!(poller.woken().is_empty());
+        // Listed again, it is waited on as any other.
+        assert_eq!(readable(&mut poller, &fds, &[1, 2]), [true, true]);
+        // Put to rest while listed, then listed again before it wakes.
+        assert!(poller.rest(fds[1], 2));
+        assert_eq!(readable(&mut poller, &fds, &[1, 2]), [true, true]);
+        assert!(poller.woken().is_empty());
+        // Not through poll(2), and not a descriptor: it cannot rest.
+        assert!(!poller.rest(-1, 3));
+        assert!(!Poller::default().rest(fds[0], 1));
+    }
+
+    #[test]
     fn changes_of_interest_and_descriptors_left_out_are_followed() {
         let mut poller = Poller::default();
         let (a, a_peer) = super::super::socketpair().unwrap();
@@ -336,5 +433,11 @@ mod tests {
         let fd = a.as_raw_fd();
         assert_eq!(readable(&mut poller, &[fd, fd], &[1, 2]), [true, true]);
         assert_eq!(readable(&mut poller, &[fd], &[1]), [true]);
+        // A resting descriptor, not ready, is handed back by such a round
+        // (whose registrations are made anew), to be listed again.
+        let (b, _b_peer) = super::super::socketpair().unwrap();
+        assert!(poller.rest(b.as_raw_fd(), 3));
+        assert_eq!(readable(&mut poller, &[fd, fd], &[1, 2]), [true, true]);
+        assert_eq!(poller.woken(), [3]);
     }
 }
