@@ -1,0 +1,52 @@
+//! Edge cases of the shared layer, connections, processes and the pool,
+//! side by side with what CPython's `multiprocessing` does with them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::watchdog;
+use multiproc::{Error, Pipe};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether `e` is the error of an end closed by this process (Python's
+/// `OSError: handle is closed`), not the peer's end of the stream.
+fn closed_here(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotConnected)
+}
+
+/// A receive on an end this process closed (by `close`, or by a framing
+/// error) is not the peer's end of file: a loop that stops at
+/// `ConnectionClosed` would take it for the peer's clean end. Python
+/// raises `OSError: handle is closed` (or, after a message over the
+/// limit, refuses the connection) rather than `EOFError`; here every
+/// receive says so as `send`, `poll` and `recv_bytes_timeout` do.
+#[test]
+fn receiving_on_an_end_closed_here_is_not_the_peers_end() {
+    watchdog("closed receive", LIMIT, || {
+        let (_a, mut b) = Pipe(true).unwrap();
+        b.close();
+        assert!(closed_here(&b.recv_bytes().unwrap_err()));
+        assert!(closed_here(&b.recv::<u8>().unwrap_err()));
+        assert!(closed_here(&b.recv_bytes_into(&mut [0; 4]).unwrap_err()));
+        assert!(closed_here(
+            &b.recv_bytes_timeout(Duration::ZERO).unwrap_err()
+        ));
+        assert!(closed_here(&b.poll(Some(Duration::ZERO)).unwrap_err()));
+        assert!(closed_here(&b.send_bytes(b"x").unwrap_err()));
+        // The peer still sends, but a message over the limit closed this
+        // end: what follows is refused, not an end of file.
+        let (mut a, mut b) = Pipe(true).unwrap();
+        b.set_max_message(3);
+        a.send_bytes(b"too long").unwrap();
+        a.send_bytes(b"ok").unwrap();
+        assert!(matches!(b.recv_bytes(), Err(Error::MessageTooLarge { .. })));
+        assert!(closed_here(&b.recv_bytes().unwrap_err()));
+        // A one-way pipe's writer, once closed, is closed first (Python
+        // checks that before the direction).
+        let (_r, mut w) = Pipe(false).unwrap();
+        w.close();
+        assert!(closed_here(&w.recv_bytes().unwrap_err()));
+    });
+}
