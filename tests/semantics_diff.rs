@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::watchdog;
-use multiproc::{Error, Pipe};
+use multiproc::{Condition, Error, Pipe};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -48,5 +48,42 @@ fn receiving_on_an_end_closed_here_is_not_the_peers_end() {
         let (_r, mut w) = Pipe(false).unwrap();
         w.close();
         assert!(closed_here(&w.recv_bytes().unwrap_err()));
+    });
+}
+
+/// Python's `wait_for(predicate, 0)` (or a timeout already spent) returns
+/// the predicate's `False` without waiting, the lock held throughout, as
+/// `wait_for_async` does: it is no wait, so it needs no waiter's place.
+/// It used to take one, and failed with `TooManyWaiters` while every
+/// place was taken.
+#[test]
+fn wait_for_with_a_spent_timeout_does_not_wait() {
+    watchdog("spent wait_for", LIMIT, || {
+        let cond = Condition::new().unwrap();
+        let waiting = Condition::MAX_WAITERS;
+        std::thread::scope(|s| {
+            let waiters: Vec<_> = (0..waiting)
+                .map(|_| s.spawn(|| cond.lock().unwrap().wait_timeout(LIMIT).unwrap()))
+                .collect();
+            // Every place taken: one more blocking wait would fail.
+            let full = common::wait_until(LIMIT, || {
+                let mut g = cond.lock().unwrap();
+                matches!(
+                    g.wait_timeout(Duration::ZERO),
+                    Err(Error::TooManyWaiters { .. })
+                )
+            });
+            let mut g = cond.lock().unwrap();
+            let spent = g.wait_for(|| false, Some(Duration::ZERO));
+            // The waiters go before any assertion, which would otherwise
+            // leave them waiting.
+            g.notify_all();
+            drop(g);
+            for w in waiters {
+                w.join().unwrap();
+            }
+            assert!(full, "the waiters never took every place");
+            assert!(!spent.unwrap());
+        });
     });
 }
