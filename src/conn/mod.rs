@@ -1013,7 +1013,6 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     }
     for c in connections {
         c.check_readable()?;
-        c.fd()?;
     }
     let buffered: Vec<bool> = connections.iter().map(|c| c.message_buffered()).collect();
     // A message already buffered ends the wait, but the others that are
