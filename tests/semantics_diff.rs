@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use common::watchdog;
@@ -60,20 +61,24 @@ fn receiving_on_an_end_closed_here_is_not_the_peers_end() {
 fn wait_for_with_a_spent_timeout_does_not_wait() {
     watchdog("spent wait_for", LIMIT, || {
         let cond = Condition::new().unwrap();
-        let waiting = Condition::MAX_WAITERS;
+        let entered = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            let waiters: Vec<_> = (0..waiting)
-                .map(|_| s.spawn(|| cond.lock().unwrap().wait_timeout(LIMIT).unwrap()))
+            let waiters: Vec<_> = (0..Condition::MAX_WAITERS)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut g = cond.lock().unwrap();
+                        entered.fetch_add(1, SeqCst);
+                        g.wait_timeout(LIMIT).unwrap()
+                    })
+                })
                 .collect();
-            // Every place taken: one more blocking wait would fail.
-            let full = common::wait_until(LIMIT, || {
-                let mut g = cond.lock().unwrap();
-                matches!(
-                    g.wait_timeout(Duration::ZERO),
-                    Err(Error::TooManyWaiters { .. })
-                )
-            });
+            // Each counted itself holding the lock, and let it go only
+            // inside its wait: once every one has counted and the lock is
+            // ours, every place is taken.
+            let counted =
+                common::wait_until(LIMIT, || entered.load(SeqCst) == Condition::MAX_WAITERS);
             let mut g = cond.lock().unwrap();
+            let full = g.wait_timeout(Duration::ZERO);
             let spent = g.wait_for(|| false, Some(Duration::ZERO));
             // The waiters go before any assertion, which would otherwise
             // leave them waiting.
@@ -82,8 +87,25 @@ fn wait_for_with_a_spent_timeout_does_not_wait() {
             for w in waiters {
                 w.join().unwrap();
             }
-            assert!(full, "the waiters never took every place");
+            assert!(counted, "the waiters never all came");
+            assert!(matches!(full, Err(Error::TooManyWaiters { .. })));
             assert!(!spent.unwrap());
         });
     });
+}
+
+/// A message that holds more than the value asked for is not that value:
+/// postcard carries no types, so a peer that sends a `u32` to a receiver
+/// of `u8` (300 encodes as two bytes) was read as 172, the second byte
+/// dropped. Python's pickle names the type, and cannot be misread so.
+#[test]
+fn a_message_longer_than_its_value_is_refused() {
+    let (mut a, mut b) = Pipe(true).unwrap();
+    a.send(&300u32).unwrap();
+    assert!(matches!(b.recv::<u8>(), Err(Error::Deserialize(_))));
+    // The message is consumed, and the connection goes on.
+    a.send(&(7u8, String::from("rest"))).unwrap();
+    assert!(matches!(b.recv::<u8>(), Err(Error::Deserialize(_))));
+    a.send(&300u32).unwrap();
+    assert_eq!(b.recv::<u32>().unwrap(), 300);
 }
