@@ -503,8 +503,9 @@ impl Connection {
     ///
     /// # Errors
     /// [`Error::Deserialize`] (also for a value nested more than 256 levels
-    /// deep, which could otherwise overflow the stack), and those of
-    /// [`recv_bytes`](Connection::recv_bytes).
+    /// deep, which could otherwise overflow the stack, and for a message
+    /// with bytes left after the value: one of another type), and those of
+    /// [`recv_bytes`](Connection::recv_bytes); the message is consumed.
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
         let msg = self.recv_frame(Deadline::Never)?;
         crate::decode::from_bytes(msg).map_err(|e| Error::Deserialize(e.to_string()))
