@@ -34,14 +34,24 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Decodes `bytes` (trailing bytes ignored, as `postcard::from_bytes`
-/// does), refusing values nested deeper than [`MAX_DEPTH`].
+/// Decodes `bytes`, all of them: a message or an item is one value, and
+/// postcard carries no types, so bytes left over mean that it holds
+/// another type than `T` (a `u32` of 300 read as a `u8` would be 172).
+/// Refuses values nested deeper than [`MAX_DEPTH`].
 ///
 /// # Errors
-/// Postcard's, the decoded type's own, and one that says the value nests
-/// too deeply.
+/// Postcard's, the decoded type's own, one that says the value nests too
+/// deeply, and one for bytes left after the value.
 pub(crate) fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    take_from_bytes(bytes).map(|(value, _)| value)
+    match take_from_bytes(bytes)? {
+        (value, []) => Ok(value),
+        (_, rest) => Err(DecodeError(format!(
+            "{} of the {} bytes left after the value: it is not a {}",
+            rest.len(),
+            bytes.len(),
+            std::any::type_name::<T>()
+        ))),
+    }
 }
 
 /// As [`from_bytes`], returning the bytes after the value too.

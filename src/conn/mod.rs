@@ -52,7 +52,9 @@ const UPFRONT: usize = 1 << 20;
 /// serde encodes one byte at a time, see [`send`](Connection::send)). A closed peer is
 /// [`Error::ConnectionClosed`]. After a framing error (a message over the
 /// limit, a peer that closed mid-message) the connection is closed: the
-/// stream can no longer be trusted to be at a message boundary.
+/// stream can no longer be trusted to be at a message boundary, and every
+/// later call is [`Error::Io`] (`NotConnected`), as after
+/// [`close`](Connection::close), not the peer's `ConnectionClosed`.
 ///
 /// A connection used in a forked child should be used there only (or only
 /// in the parent): two processes reading one stream interleave its bytes.
@@ -358,6 +360,7 @@ impl Connection {
 
     /// The length header of a message of `bytes`, on an end that may send.
     fn header_for(&self, bytes: &[u8]) -> Result<frame::Header> {
+        self.fd()?;
         if !self.writable {
             return Err(Error::InvalidArgument(
                 "this end of the pipe only receives".into(),
@@ -462,7 +465,9 @@ impl Connection {
     /// Receives one message, blocking until it has arrived whole.
     ///
     /// # Errors
-    /// [`Error::ConnectionClosed`], [`Error::MessageTooLarge`].
+    /// [`Error::ConnectionClosed`] once the peer has closed its end,
+    /// [`Error::MessageTooLarge`]; [`Error::Io`] (`NotConnected`) on an end
+    /// closed here, by [`close`](Connection::close) or a framing error.
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
         self.recv_message(Deadline::Never)
     }
@@ -498,8 +503,9 @@ impl Connection {
     ///
     /// # Errors
     /// [`Error::Deserialize`] (also for a value nested more than 256 levels
-    /// deep, which could otherwise overflow the stack), and those of
-    /// [`recv_bytes`](Connection::recv_bytes).
+    /// deep, which could otherwise overflow the stack, and for a message
+    /// with bytes left after the value: one of another type), and those of
+    /// [`recv_bytes`](Connection::recv_bytes); the message is consumed.
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
         let msg = self.recv_frame(Deadline::Never)?;
         crate::decode::from_bytes(msg).map_err(|e| Error::Deserialize(e.to_string()))
@@ -705,7 +711,10 @@ impl Connection {
         }
     }
 
+    /// A closed end is that first (as Python checks), whichever way it
+    /// went: a receive on it must not look like the peer's end of file.
     fn check_readable(&self) -> Result<()> {
+        self.fd()?;
         if self.readable {
             Ok(())
         } else {
@@ -1005,7 +1014,6 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     }
     for c in connections {
         c.check_readable()?;
-        c.fd()?;
     }
     let buffered: Vec<bool> = connections.iter().map(|c| c.message_buffered()).collect();
     // A message already buffered ends the wait, but the others that are

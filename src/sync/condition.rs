@@ -709,9 +709,12 @@ impl ConditionGuard<'_> {
     ) -> Result<bool> {
         let deadline = Deadline::within(timeout);
         while !predicate() {
-            if !self.wait_until(deadline)? && deadline.passed() {
-                return Ok(predicate());
+            // A spent timeout is no wait (Python's, and `wait_for_async`):
+            // the lock stays held and no waiter's place is taken.
+            if deadline.passed() {
+                return Ok(false);
             }
+            self.wait_until(deadline)?;
         }
         Ok(true)
     }
