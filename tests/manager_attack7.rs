@@ -1,0 +1,150 @@
+//! The manager server under what a hostile or merely unusual Python client
+//! does that the other files do not try, against CPython's server where
+//! its behaviour is the reference: requests sent on one connection before
+//! the answers to the earlier ones are read (pipelined), whose answers
+//! carry proxies of objects nothing else holds; and the methods a dict's
+//! iterator's proxy exposes but the iterator lacks.
+
+mod common;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use common::cpython::{with_prelude, Differential};
+
+/// The longest one test may take.
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// The longest one run of the program, or a server's start, may take.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+const KEY: &str = "manager attack 7 key";
+
+/// The program's own part, after
+/// [`PRELUDE`](common::cpython::PRELUDE): its helpers and its cases, in
+/// groups named by `argv[3]`.
+const CASES: &str = r##"
+import gc
+from multiprocessing import current_process
+from multiprocessing.managers import dispatch
+
+# A proxy that an answer carries is unpickled with this process's key.
+current_process().authkey = m._authkey
+
+
+def objects():
+    return dispatch(m._Client(m._address, authkey=m._authkey), None, "number_of_objects")
+
+
+def pipelined(holder, first, then):
+    """Sends `first` and `then` (method, args) of `holder` on one accepted
+    connection, the second before the first's answer is read, then reads
+    both: the first answer's value (its proxy, made as Python makes it,
+    now read whole) and the second's."""
+    conn = m._Client(m._address, authkey=m._authkey)
+    dispatch(conn, None, "accept_connection", ("pipelined",))
+    for method, args in (first, then):
+        conn.send((holder._token.id, method, args, {}))
+    kind, got = conn.recv()
+    second = conn.recv()
+    try:
+        value = (kind, type(got).__name__, failure_of(lambda: got[:]))
+    finally:
+        del got
+        conn.close()
+    return (value, second)
+
+
+def leaves_nothing(case):
+    """`case`'s answer, and whether the server holds as many objects after
+    it as before."""
+    gc.collect()
+    before = objects()
+    answer = case()
+    gc.collect()
+    return (answer, objects() == before)
+
+
+def popped():
+    d = m.dict({"l": m.list([1, 2, 3])})
+    return pipelined(d, ("pop", ("l",)), ("__len__", ()))
+
+
+def got_then_deleted():
+    d = m.dict({"l": m.list([4, 5])})
+    return pipelined(d, ("__getitem__", ("l",)), ("__delitem__", ("l",)))
+
+
+def list_popped():
+    outer = m.list([m.list([6])])
+    return pipelined(outer, ("pop", ()), ("append", (7,)))
+
+
+def never_unpickled():
+    """An answer carrying the only reference, read as bytes only (no
+    incref), then the connection closed."""
+    d = m.dict({"l": m.list([8])})
+    conn = m._Client(m._address, authkey=m._authkey)
+    dispatch(conn, None, "accept_connection", ("raw",))
+    conn.send((d._token.id, "pop", ("l",), {}))
+    conn.send((d._token.id, "__len__", (), {}))
+    answers = [len(conn.recv_bytes()) > 0, conn.recv()]
+    conn.close()
+    return answers
+
+
+PIPELINED = {
+    "pop, then a request sent before its answer was read": lambda: leaves_nothing(popped),
+    "getitem, then a pipelined del of its key": lambda: leaves_nothing(got_then_deleted),
+    "a list's pop, then a pipelined append": lambda: leaves_nothing(list_popped),
+    "pop never unpickled, then closed": lambda: leaves_nothing(never_unpickled),
+    "after": lambda: m.list([1, 2])[:],
+}
+
+ITERATOR = {
+    "send": lambda: call(iter(m.dict({1: 2})), "send", (None,)),
+    "throw": lambda: call(iter(m.dict({1: 2})), "throw", (ValueError,)),
+    "throw of an instance": lambda: call(iter(m.dict({1: 2})), "throw", (ValueError("x"),)),
+    "close": lambda: call(iter(m.dict({1: 2})), "close"),
+    "__next__ after send": lambda: each(
+        iter(m.dict({1: 2, 3: 4})),
+        lambda it: next(it),
+        lambda it: call(it, "send", (5,)),
+        lambda it: next(it),
+    ),
+}
+
+
+def each(proxy, *steps):
+    return [failure_of(lambda: step(proxy)) for step in steps]
+
+
+run({"pipelined": PIPELINED, "iterator": ITERATOR})
+"##;
+
+static PROGRAM: LazyLock<String> = LazyLock::new(|| with_prelude(CASES));
+
+fn differential() -> Differential {
+    Differential::of(PROGRAM.as_str(), KEY, RUN_LIMIT)
+}
+
+/// A request sent on a connection before the answer to the one before it
+/// was read ended that connection's loan of the proxies the answer
+/// carried (see `Objects::lend`): an object popped from the only
+/// container that held it was freed before the client's incref of it
+/// arrived, and the client's proxy named nothing (`KeyError`), its items
+/// lost. CPython's server keeps it for the client.
+#[test]
+fn proxies_answered_to_pipelined_requests_live_for_their_client() {
+    differential().same_answers_in("pipelined", LIMIT);
+}
+
+/// A dict's iterator's `send`, `throw` and `close` (which its proxy
+/// exposes, as CPython's `IteratorProxy` does, and a `dict_keyiterator`
+/// lacks) answered a bare `AttributeError`; CPython's server looks the
+/// name up among its fallbacks then, and its traceback ends with that
+/// lookup's `KeyError`, which is what a client reading the last line sees.
+#[test]
+fn an_iterators_missing_methods_answer_as_cpythons() {
+    differential().same_answers_in("iterator", LIMIT);
+}
