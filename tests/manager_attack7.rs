@@ -80,6 +80,27 @@ def list_popped():
     return pipelined(outer, ("pop", ()), ("append", (7,)))
 
 
+def parked_get():
+    """A `get` that waits on an empty queue, and a request sent behind it;
+    then a list whose only holder is the queue is put."""
+    q = m.Queue()
+    conn = m._Client(m._address, authkey=m._authkey)
+    dispatch(conn, None, "accept_connection", ("parked",))
+    conn.send((q._token.id, "get", (), {}))
+    conn.send((q._token.id, "qsize", (), {}))
+    # Nothing to get yet (the get waits, or is still on its way).
+    waited = conn.poll(0.2)
+    q.put(m.list([9]))
+    kind, got = conn.recv()
+    second = conn.recv()
+    try:
+        value = (kind, type(got).__name__, failure_of(lambda: got[:]))
+    finally:
+        del got
+        conn.close()
+    return (waited, value, second)
+
+
 def never_unpickled():
     """An answer carrying the only reference, read as bytes only (no
     incref), then the connection closed."""
@@ -97,6 +118,7 @@ PIPELINED = {
     "pop, then a request sent before its answer was read": lambda: leaves_nothing(popped),
     "getitem, then a pipelined del of its key": lambda: leaves_nothing(got_then_deleted),
     "a list's pop, then a pipelined append": lambda: leaves_nothing(list_popped),
+    "a waiting get, then a request sent behind it": lambda: leaves_nothing(parked_get),
     "pop never unpickled, then closed": lambda: leaves_nothing(never_unpickled),
     "after": lambda: m.list([1, 2])[:],
 }
