@@ -161,10 +161,12 @@ pub(super) struct Session {
 }
 
 /// The references lent to one connection (see [`Objects::lend`]): its
-/// client process, if known, and how many of each object.
+/// client process, if known, and how many of each object (counted in 64
+/// bits: a Unix client that never increfs what it is lent keeps its loans
+/// until it closes, however many requests it makes).
 struct Loans {
     pid: Option<u32>,
-    ids: HashMap<Id, u32>,
+    ids: HashMap<Id, u64>,
 }
 
 /// A call waiting on a queue, of connection `peer`.
