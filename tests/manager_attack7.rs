@@ -170,3 +170,65 @@ fn proxies_answered_to_pipelined_requests_live_for_their_client() {
 fn an_iterators_missing_methods_answer_as_cpythons() {
     differential().same_answers_in("iterator", LIMIT);
 }
+
+/// A client's `decref`s past its own references of a registered name's
+/// object (`multiproc manager serve --object get_dict=dict`) gave back
+/// the server's own reference too, freeing the object and what it held:
+/// the next `m.get_dict()` made a new, empty dict. CPython's server only
+/// forgets the id then; the object the registered callable returns, and
+/// its items, live on. Here the server's reference is its own, which no
+/// client gives back.
+#[test]
+fn decrefs_past_a_clients_own_leave_a_registered_object_whole() {
+    const PROGRAM: &str = r#"
+import sys
+from multiprocessing.managers import BaseManager, dispatch
+
+class M(BaseManager):
+    pass
+
+M.register("get_dict")
+M.register("get_queue")
+m = M(address=sys.argv[1], authkey=sys.argv[2].encode())
+m.connect()
+
+def decref(ident):
+    try:
+        dispatch(m._Client(m._address, authkey=m._authkey), None, "decref", (ident,))
+        return True
+    except Exception:
+        return False
+
+d = m.get_dict()
+d.update(a=1)
+q = m.get_queue()
+q.put(5)
+for proxy in (d, q):
+    # Each reference there is given back, and more, until refused.
+    given = 0
+    while decref(proxy._token.id) and given < 10:
+        given += 1
+print("dict", m.get_dict().copy())
+print("queue", m.get_queue().qsize())
+"#;
+    let Some((_, python)) = common::cpython::pyenv_pythons().pop() else {
+        return println!("no CPython 3.8+ under pyenv: nothing to run");
+    };
+    common::watchdog("registered", LIMIT, || {
+        let (server, path, conn) = common::serve_manager_registered(
+            "registered",
+            KEY.as_bytes(),
+            &[("get_dict", "dict"), ("get_queue", "Queue")],
+        );
+        drop(conn);
+        let mut command = std::process::Command::new(&python);
+        command
+            .args(["-c", PROGRAM, path.to_str().unwrap(), KEY])
+            .env_remove("PYTHONPATH");
+        let (status, out, err) = common::run_with_deadline(&mut command, b"", RUN_LIMIT);
+        common::cpython::shut_down(&path, KEY);
+        server.join().unwrap();
+        assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(out, "dict {'a': 1}\nqueue 1\n");
+    });
+}

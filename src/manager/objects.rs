@@ -1806,10 +1806,11 @@ impl Objects {
         if registered {
             // The server's own reference keeps it (and what it holds)
             // while no client has one, as CPython's callable's closure does.
+            // Not a global one: a client's decref past its own references
+            // must not give it back.
             if let Some(e) = self.table.get_mut(&id) {
                 e.refs += 1;
                 e.roots += 1;
-                e.global += 1;
             }
             self.named.insert(typeid, id);
         }
