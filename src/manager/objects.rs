@@ -161,10 +161,12 @@ pub(super) struct Session {
 }
 
 /// The references lent to one connection (see [`Objects::lend`]): its
-/// client process, if known, and how many of each object.
+/// client process, if known, and how many of each object (counted in 64
+/// bits: a Unix client that never increfs what it is lent keeps its loans
+/// until it closes, however many requests it makes).
 struct Loans {
     pid: Option<u32>,
-    ids: HashMap<Id, u32>,
+    ids: HashMap<Id, u64>,
 }
 
 /// A call waiting on a queue, of connection `peer`.
@@ -489,15 +491,18 @@ impl Objects {
     }
 
     /// Lends connection `peer` a reference to each of `sent`, the proxies
-    /// its answer carries, until its next request or until it closes. Its
-    /// client (Python's `RebuildProxy`) increfs each from another
-    /// connection once it has the answer, before it sends this one anything
-    /// else; without the loan, an object popped from the container that was
-    /// its last holder would be freed before that incref arrives. The
-    /// incref itself ends one loan of the object to a connection of the
-    /// same process, when the server knows the processes (Unix sockets),
-    /// so that an object the client then lets go of is freed, as on
-    /// CPython's server, even if that connection is never used again.
+    /// its answer carries. Its client (Python's `RebuildProxy`) increfs
+    /// each from another connection once it has the answer; without the
+    /// loan, an object popped from the container that was its last holder
+    /// would be freed before that incref arrives. When the server knows
+    /// the processes (Unix sockets), the incref itself ends one loan of
+    /// the object to a connection of the same process, so that an object
+    /// the client then lets go of is freed, as on CPython's server, even if
+    /// that connection is never used again; and a request sent before the
+    /// answer was read (pipelined) leaves the loans be. Otherwise (TCP) a
+    /// loan lasts until the connection's next request, which an ordinary
+    /// client sends only after it read the answer. Either way, until the
+    /// connection closes at the latest.
     fn lend(&mut self, peer: u64, pid: Option<u32>, sent: Vec<Id>) {
         for id in sent {
             if let Some(e) = self.table.get_mut(&id) {
@@ -678,8 +683,14 @@ impl Objects {
     /// (a frame that decodes to no request gets a `#TRACEBACK`, and the
     /// connection goes on), or that it waits.
     pub(super) fn answer(&mut self, frame: &[u8], session: &mut Session, peer: u64) -> Answer {
-        // Its client has taken its references to what the last answer sent.
-        self.end_loans(peer);
+        // Its client has taken its references to what the last answer
+        // sent, unless the server knows its process: then that process's
+        // own increfs end the loans (`redeem`), as this request may have
+        // been sent before the last answer was read (pipelined), and what
+        // that answer carried must live until the client has it.
+        if session.pid.is_none() {
+            self.end_loans(peer);
+        }
         let mut budget = request_budget();
         // A plain call of scalars is read straight from the frame; any
         // other request is decoded.
@@ -1347,10 +1358,14 @@ impl Objects {
                     args.len()
                 )))),
                 "__next__" => Done::Reply(self.next_key(id)),
-                "send" | "throw" | "close" => Done::Reply(Reply::Traceback((
-                    "AttributeError",
+                // Exposed (as by CPython's `IteratorProxy`), but a dict's
+                // iterator has none of them: CPython's server then looks
+                // the name up among its fallbacks, and its traceback ends
+                // with that lookup's `KeyError`.
+                "send" | "throw" | "close" => Done::Reply(Reply::not_exposed(
+                    method,
                     format!("'dict_keyiterator' object has no attribute '{method}'"),
-                ))),
+                )),
                 _ => not_exposed("dict_keyiterator", ITERATOR_EXPOSED),
             },
             Body::Queue(q) => {
@@ -1791,10 +1806,11 @@ impl Objects {
         if registered {
             // The server's own reference keeps it (and what it holds)
             // while no client has one, as CPython's callable's closure does.
+            // Not a global one: a client's decref past its own references
+            // must not give it back.
             if let Some(e) = self.table.get_mut(&id) {
                 e.refs += 1;
                 e.roots += 1;
-                e.global += 1;
             }
             self.named.insert(typeid, id);
         }

@@ -346,7 +346,25 @@ pub fn serve_manager(
     std::path::PathBuf,
     multiproc::conn::Connection,
 ) {
+    serve_manager_registered(name, key, &[])
+}
+
+/// [`serve_manager`] with the registered names `names` (`(name, typeid)`,
+/// as `multiproc manager serve --object NAME=TYPEID` gives them).
+pub fn serve_manager_registered(
+    name: &str,
+    key: &[u8],
+    names: &[(&str, &str)],
+) -> (
+    Process<'static>,
+    std::path::PathBuf,
+    multiproc::conn::Connection,
+) {
     use multiproc::conn::{connect, Address};
+    let names: Vec<(String, String)> = names
+        .iter()
+        .map(|&(n, t)| (n.to_owned(), t.to_owned()))
+        .collect();
     let path = std::env::temp_dir().join(format!(
         "multiproc-test-serve-{}-{name}.sock",
         std::process::id()
@@ -359,7 +377,7 @@ pub fn serve_manager(
             // actions, whatever this test inherited (a background job's
             // shell ignores SIGINT, `nohup` SIGHUP).
             default_stop_signals();
-            let _ = multiproc::manager::serve(&address, &key, |_| {});
+            let _ = multiproc::manager::serve_registered(&address, &key, &names, |_| {});
         }
     })
     .daemon(true);
