@@ -1,0 +1,455 @@
+//! Leak sweeps: each public operation, and its failing variants (a wrong
+//! key, nothing to connect to, a timeout that expires, a peer killed
+//! mid-call, a name already taken, a target that panics, a worker or a
+//! server killed), run a few hundred times in this one process; after the
+//! loop this process must hold no more descriptors, threads, children,
+//! mappings, segments in `/dev/shm` or socket files than a small constant
+//! over what it held before. A leak grows with the rounds; a lazy
+//! once-per-process thread or mapping does not (a few warm-up rounds run
+//! before the count is taken).
+//!
+//! `harness = false`: the tests run one after another, so what one counts
+//! is its own. `main` gives the process a `/dev/shm` and a temporary
+//! directory of its own, so that other programs' segments and sockets do
+//! not enter the counts.
+
+mod common;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use common::harness::tests;
+use common::{join, procfs, wait_until, watchdog, TempDir};
+use multiproc::conn::{connect, Address, Listener};
+use multiproc::process::Entry;
+use multiproc::{entry, Error, Event, Lock, Manager, Pool, Process, Queue, Semaphore, Value};
+
+/// How long one sweep may take before the watchdog aborts the binary.
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// Rounds run before the counts are taken: lazily started threads,
+/// mappings and servers of the process come up in these.
+const WARM_UP: usize = 5;
+
+/// What a sweep may leave over its starting counts, whatever the rounds.
+const SLACK: Counts = Counts {
+    fds: 3,
+    threads: 3,
+    children: 2,
+    maps: 24,
+    segments: 1,
+    sockets: 1,
+};
+
+/// What this process holds of each resource that a leak makes grow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Counts {
+    fds: usize,
+    threads: usize,
+    /// Children, alive or zombies.
+    children: usize,
+    /// Lines of `/proc/self/maps`.
+    maps: usize,
+    /// `multiproc.*` files in `/dev/shm`.
+    segments: usize,
+    /// Files in the temporary directory (where sockets are made).
+    sockets: usize,
+}
+
+impl Counts {
+    fn now() -> Counts {
+        let entries = |dir: &str, prefix: &str| {
+            std::fs::read_dir(dir).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                    .count()
+            })
+        };
+        let me = std::process::id();
+        let children = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| procfs::ppid(pid) == Some(me))
+            .count();
+        Counts {
+            // Less the descriptor read_dir holds on /proc/self/fd itself.
+            fds: entries("/proc/self/fd", "") - 1,
+            threads: entries("/proc/self/task", ""),
+            children,
+            maps: std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .count(),
+            segments: entries("/dev/shm", "multiproc."),
+            sockets: entries(&std::env::temp_dir().to_string_lossy(), ""),
+        }
+    }
+
+    /// Whether every count is at most `before`'s plus [`SLACK`].
+    fn within(&self, before: &Counts) -> bool {
+        self.fds <= before.fds + SLACK.fds
+            && self.threads <= before.threads + SLACK.threads
+            && self.children <= before.children + SLACK.children
+            && self.maps <= before.maps + SLACK.maps
+            && self.segments <= before.segments + SLACK.segments
+            && self.sockets <= before.sockets + SLACK.sockets
+    }
+}
+
+/// Runs `round` (given its number) [`WARM_UP`] times, then `rounds`
+/// times, and asserts that the counts did not grow past [`SLACK`] over
+/// those rounds (waiting up to 10 s for what ends by itself: a thread
+/// that finishes, a child that exits and is reaped).
+fn sweep(what: &str, rounds: usize, mut round: impl FnMut(usize)) {
+    watchdog(what, LIMIT, || {
+        for i in 0..WARM_UP {
+            round(i);
+        }
+        let before = Counts::now();
+        for i in WARM_UP..WARM_UP + rounds {
+            round(i);
+        }
+        let settled = wait_until(Duration::from_secs(10), || Counts::now().within(&before));
+        let after = Counts::now();
+        eprintln!("{what}: {rounds} rounds\n  before {before:?}\n  after  {after:?}");
+        assert!(
+            settled,
+            "{what}: grew over {rounds} rounds\n  before {before:?}\n  after  {after:?}"
+        );
+    });
+}
+
+/// A name for a named object, unique to this process and `tag`.
+fn name(tag: &str) -> String {
+    format!("leak-{tag}-{}", std::process::id())
+}
+
+fn shared_values_locks_and_queues_anonymous() {
+    sweep("anonymous shared objects", 300, |i| {
+        let v = Value::new(i as u64).unwrap();
+        v.set(7).unwrap();
+        let lock = Lock::new().unwrap();
+        let held = lock.lock().unwrap();
+        // A timeout that expires, waiting on another thread's lock.
+        std::thread::scope(|s| {
+            let waited = s.spawn(|| lock.lock_timeout(Duration::from_millis(1)).map(drop));
+            assert!(matches!(
+                waited.join().unwrap(),
+                Err(multiproc::LockError::Timeout)
+            ));
+        });
+        drop(held);
+        let q = Queue::<u64>::new().unwrap();
+        q.put(1).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(1)),
+            Err(Error::Timeout)
+        ));
+        let e = Event::new().unwrap();
+        assert!(!e.wait_timeout(Duration::from_millis(1)));
+        let s = Semaphore::new(0).unwrap();
+        assert!(!s.acquire_timeout(Duration::from_millis(1)));
+    });
+}
+
+fn shared_objects_named_and_taken_names() {
+    let (v, l, q) = (name("value"), name("lock"), name("queue"));
+    sweep("named shared objects", 300, |i| {
+        let value = Value::<u64>::create(&v, i as u64).unwrap();
+        // A name that already exists, and a kind that does not match.
+        assert!(matches!(
+            Value::<u64>::create(&v, 0),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(Lock::open(&v).is_err());
+        let again = Value::<u64>::open(&v).unwrap();
+        assert_eq!(again.get().unwrap(), i as u64);
+        let lock = Lock::create_or_open(&l).unwrap();
+        drop(lock.lock().unwrap());
+        let queue = Queue::<u64>::create(&q, 0, 4096).unwrap();
+        queue.put(3).unwrap();
+        assert!(Queue::<u64>::create(&q, 0, 4096).is_err());
+        // A name that does not exist.
+        assert!(matches!(
+            Value::<u64>::open(&name("nothing")),
+            Err(Error::NotFound(_))
+        ));
+        for n in [&v, &l, &q] {
+            multiproc::segment::Segment::unlink(n).unwrap();
+        }
+        drop((value, again, queue));
+    });
+}
+
+fn pipes_and_a_peer_killed_mid_call() {
+    sweep("pipes", 300, |i| {
+        let (mut a, mut b) = multiproc::Pipe(true).unwrap();
+        a.send(&i).unwrap();
+        assert_eq!(b.recv::<usize>().unwrap(), i);
+        assert!(matches!(
+            b.recv_bytes_timeout(Duration::from_millis(1)),
+            Err(Error::Timeout)
+        ));
+        drop(a);
+        assert!(b.recv_bytes().is_err());
+    });
+    sweep("pipe, its peer killed", 100, |_| {
+        let (mut mine, mut theirs) = multiproc::Pipe(true).unwrap();
+        let peer = common::static_child(move || {
+            // Killed while it waits here.
+            let _ = theirs.recv_bytes();
+        });
+        peer.kill().unwrap();
+        assert_eq!(join(&peer, LIMIT), -libc::SIGKILL);
+        assert!(mine.recv_bytes().is_err());
+        assert!(mine.send_bytes(b"to nobody").is_err());
+    });
+}
+
+/// A connection to `address` with `key`, and the listener's accepted end
+/// (or why it refused), at once.
+fn connect_and_accept(
+    listener: &Listener,
+    key: &[u8],
+) -> (
+    multiproc::Result<multiproc::conn::Connection>,
+    multiproc::Result<multiproc::conn::Connection>,
+) {
+    std::thread::scope(|s| {
+        let client = s.spawn(|| connect(listener.address(), Some(key)));
+        let accepted = listener.accept();
+        (client.join().unwrap(), accepted)
+    })
+}
+
+fn listeners_and_clients(address: impl Fn(usize) -> Address, what: &str) {
+    sweep(what, 200, |i| {
+        let listener = Listener::bind(&address(i), Some(b"key")).unwrap();
+        let (client, server) = connect_and_accept(&listener, b"key");
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        client.send(&1u8).unwrap();
+        assert_eq!(server.recv::<u8>().unwrap(), 1);
+        drop(server);
+        assert!(client.recv_bytes().is_err());
+        // The wrong key, both ends.
+        let (client, server) = connect_and_accept(&listener, b"wrong");
+        assert!(matches!(client, Err(Error::AuthenticationFailed(_))));
+        assert!(matches!(server, Err(Error::AuthenticationFailed(_))));
+        // An address already bound.
+        if let Address::Unix(_) = listener.address() {
+            assert!(Listener::bind(listener.address(), None).is_err());
+        }
+        let gone = listener.address().clone();
+        drop(listener);
+        // Nothing to connect to.
+        assert!(connect(&gone, Some(b"key")).is_err());
+    });
+}
+
+fn unix_listeners_and_clients() {
+    let dir = std::env::temp_dir();
+    listeners_and_clients(
+        |i| Address::Unix(dir.join(format!("multiproc-leak-{}.sock", i % 3))),
+        "Unix listeners",
+    );
+}
+
+fn tcp_listeners_and_clients() {
+    listeners_and_clients(|_| "tcp:127.0.0.1:0".parse().unwrap(), "TCP listeners");
+}
+
+/// A child of start method `start` (0 fork, 1 spawn, 2 forkserver)
+/// running `target`.
+fn child_of(start: usize, target: Entry<()>) -> Process<'static> {
+    match start {
+        0 => Process::new(move || target.function()(())),
+        1 => Process::spawn(target, ()),
+        _ => Process::forkserver(target.function(), ()),
+    }
+}
+
+fn processes(start: usize, what: &str) {
+    sweep(what, 100, |_| {
+        let mut ok = child_of(start, entry!(returns));
+        ok.start().unwrap();
+        assert_eq!(join(&ok, LIMIT), 0);
+        let mut panicking = child_of(start, entry!(panics));
+        panicking.start().unwrap();
+        assert_eq!(join(&panicking, LIMIT), 1);
+        let mut killed = child_of(start, entry!(sleeps)).daemon(true);
+        killed.start().unwrap();
+        killed.kill().unwrap();
+        assert_eq!(join(&killed, LIMIT), -libc::SIGKILL);
+        // A handle dropped without a join: its child is still reaped.
+        let mut dropped = child_of(start, entry!(returns));
+        dropped.start().unwrap();
+    });
+}
+
+fn processes_forked() {
+    processes(0, "processes, fork");
+}
+
+fn processes_spawned() {
+    processes(1, "processes, spawn");
+}
+
+fn processes_forkserver() {
+    processes(2, "processes, forkserver");
+}
+
+fn pools_and_a_worker_killed() {
+    sweep("pools", 30, |_| {
+        let pool = Pool::with_processes(2).unwrap();
+        assert_eq!(pool.apply(double, 21).unwrap(), 42);
+        assert!(matches!(
+            pool.apply(die_now, ()),
+            Err(Error::WorkerDied { .. })
+        ));
+        assert_eq!(pool.map(double, 0..10).unwrap()[9], 18);
+        pool.close();
+        pool.join().unwrap();
+        let dropped = Pool::with_processes(1).unwrap();
+        assert_eq!(dropped.apply(double, 1).unwrap(), 2);
+        let terminated = Pool::with_processes(1).unwrap();
+        let waiting = terminated.apply_async(double, 5);
+        terminated.terminate();
+        let _ = waiting.get_timeout(Duration::from_millis(1));
+        terminated.join().unwrap();
+    });
+}
+
+fn managers_started_and_shut_down() {
+    sweep("managers", 40, |i| {
+        let mut m = Manager::start().unwrap();
+        let d = m.dict::<String, u64>().unwrap();
+        d.set("a".into(), i as u64).unwrap();
+        assert_eq!(d.get(&"a".into()).unwrap(), Some(i as u64));
+        let l = m.list::<u64>().unwrap();
+        l.append(1).unwrap();
+        // The wrong key; nothing to connect to.
+        assert!(matches!(
+            Manager::connect(m.address().clone(), b"wrong"),
+            Err(Error::AuthenticationFailed(_))
+        ));
+        let other = m.address().clone();
+        let mut second = Manager::connect(other, m.authkey()).unwrap();
+        assert_eq!(second.number_of_objects().unwrap(), 2);
+        drop(second);
+        drop((d, l));
+        m.shutdown().unwrap();
+        assert!(Manager::connect(m.address().clone(), m.authkey()).is_err());
+        second = Manager::start().unwrap();
+        drop(second);
+    });
+}
+
+fn managers_whose_server_is_killed() {
+    sweep("managers, their server killed", 40, |_| {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u64, u64>().unwrap();
+        d.set(1, 1).unwrap();
+        let pid = m.server_pid().unwrap();
+        // SAFETY: killing the manager's server, this test's child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        assert!(wait_until(LIMIT, || procfs::gone(pid)));
+        assert!(matches!(d.get(&1), Err(Error::ManagerGone(_))));
+        assert!(m.list::<u64>().is_err());
+        drop(d);
+        drop(m);
+    });
+}
+
+fn async_waits_that_expire_or_are_dropped() {
+    let rt = common::current_thread();
+    sweep("async waits", 300, |_| {
+        rt.block_on(async {
+            let e = Event::new().unwrap();
+            assert!(!e
+                .wait_timeout_async(Duration::from_millis(1))
+                .await
+                .unwrap());
+            // A wait dropped before it ends.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1), e.wait_async())
+                    .await
+                    .is_err()
+            );
+            let s = Semaphore::new(0).unwrap();
+            assert!(!s
+                .acquire_timeout_async(Duration::from_millis(1))
+                .await
+                .unwrap());
+            let q = Queue::<u64>::new().unwrap();
+            assert!(matches!(
+                q.get_timeout_async(Duration::from_millis(1)).await,
+                Err(Error::Timeout)
+            ));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1), q.get_async())
+                    .await
+                    .is_err()
+            );
+            let (mut a, b) = multiproc::Pipe(true).unwrap();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1), a.recv_bytes_async())
+                    .await
+                    .is_err()
+            );
+            drop(b);
+            assert!(a.recv_bytes_async().await.is_err());
+            let p = common::static_child(|| {});
+            assert_eq!(p.join_async().await.unwrap(), 0);
+        });
+    });
+}
+
+fn main() -> ExitCode {
+    multiproc::spawn_init(&[&entry!(returns), &entry!(panics), &entry!(sleeps)]);
+    // Before any thread: a temporary directory (for the sockets) and a
+    // `/dev/shm` (with root's rights) of this process's own.
+    let tmp = TempDir::new("leak-sweep");
+    std::env::set_var("TMPDIR", &tmp.0);
+    if !common::private_dev_shm(None) {
+        eprintln!("leak_sweep: no /dev/shm of its own (not root): counting the shared one");
+    }
+    common::harness::run(&tests![
+        shared_values_locks_and_queues_anonymous,
+        shared_objects_named_and_taken_names,
+        pipes_and_a_peer_killed_mid_call,
+        unix_listeners_and_clients,
+        tcp_listeners_and_clients,
+        processes_forked,
+        processes_spawned,
+        processes_forkserver,
+        pools_and_a_worker_killed,
+        managers_started_and_shut_down,
+        managers_whose_server_is_killed,
+        async_waits_that_expire_or_are_dropped,
+    ])
+}
+
+fn returns(_: ()) {}
+
+fn panics(_: ()) {
+    // Quiet: hundreds of these would bury the test's own output.
+    std::panic::set_hook(Box::new(|_| {}));
+    panic!("expected panic in a leak sweep child")
+}
+
+fn sleeps(_: ()) {
+    // The child's work: waiting to be killed.
+    std::thread::sleep(LIMIT);
+}
+
+fn double(x: u64) -> u64 {
+    2 * x
+}
+
+fn die_now(_: ()) -> u8 {
+    // SAFETY: sending SIGKILL to this process (a pool worker).
+    unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
+    unreachable!()
+}
