@@ -15,6 +15,7 @@
 
 mod common;
 
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -208,7 +209,7 @@ fn pipes_and_a_peer_killed_mid_call() {
     });
 }
 
-/// A connection to `address` with `key`, and the listener's accepted end
+/// A connection to `listener` with `key`, and the listener's accepted end
 /// (or why it refused), at once.
 fn connect_and_accept(
     listener: &Listener,
@@ -222,6 +223,17 @@ fn connect_and_accept(
         let accepted = listener.accept();
         (client.join().unwrap(), accepted)
     })
+}
+
+/// Whether a client waits to be accepted by `listener` (10 ms at most).
+fn waiting_client(listener: &Listener) -> bool {
+    let mut waiting = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls one valid pollfd for 10 ms.
+    unsafe { libc::poll(&mut waiting, 1, 10) == 1 }
 }
 
 fn listeners_and_clients(address: impl Fn(usize) -> Address, what: &str) {
@@ -406,6 +418,106 @@ fn async_waits_that_expire_or_are_dropped() {
     });
 }
 
+/// Runs `f` while this process may open only `left` more descriptors (its
+/// `RLIMIT_NOFILE` soft limit just above those open now; restored after,
+/// even if `f` panics), so that an operation that needs several fails
+/// part of the way through. Children started meanwhile inherit the limit.
+fn with_descriptors_left<R>(left: u64, f: impl FnOnce() -> R) -> R {
+    let highest = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid rlimit to write.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    // The descriptor that listed /proc/self/fd is closed again: numbers
+    // from `highest` on are free, and the free ones below it are taken
+    // (a new descriptor gets the lowest free number).
+    let mut gaps = Vec::new();
+    loop {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        if f.as_raw_fd() as u64 >= highest {
+            break;
+        }
+        gaps.push(f);
+    }
+    let low = libc::rlimit {
+        rlim_cur: highest + left,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: valid rlimits, read only.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) }, 0);
+    drop(gaps);
+    out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Each operation run short of descriptors, `round % 12` left: each fails
+/// at another step, or succeeds; either way it leaves nothing behind.
+fn operations_that_run_out_of_descriptors() {
+    let dir = std::env::temp_dir();
+    let named = name("short");
+    let rt = common::current_thread();
+    sweep("operations short of descriptors", 240, |i| {
+        let left = (i % 12) as u64;
+        with_descriptors_left(left, || {
+            let _ = multiproc::Pipe(true).map(|(mut a, mut b)| {
+                a.send(&1u8).unwrap();
+                b.recv::<u8>().unwrap()
+            });
+            let _ = Queue::<u64>::new().map(|q| q.put(1).map(|_| q.get_timeout(LIMIT)));
+            let _ = Value::<u64>::create(&named, 1);
+            let _ = multiproc::segment::Segment::unlink(&named);
+            if let Ok(e) = Event::new() {
+                let _ = rt.block_on(e.wait_timeout_async(Duration::from_millis(1)));
+            }
+        });
+        with_descriptors_left(left, || {
+            let address = Address::Unix(dir.join("multiproc-leak-short.sock"));
+            if let Ok(listener) = Listener::bind(&address, Some(b"key")) {
+                // The client may fail before it connects, and the accept
+                // after it has: closing the listener then lets it go.
+                let client = std::thread::spawn(move || connect(&address, Some(b"key")).map(drop));
+                wait_until(LIMIT, || waiting_client(&listener) || client.is_finished());
+                if waiting_client(&listener) {
+                    let _ = listener.accept();
+                }
+                drop(listener);
+                let _ = client.join().unwrap();
+            }
+            let _ = connect(&"tcp:127.0.0.1:1".parse().unwrap(), None);
+        });
+        for start in 0..3 {
+            let mut p = child_of(start, entry!(returns));
+            if with_descriptors_left(left, || p.start()).is_ok() {
+                assert_eq!(join(&p, LIMIT), 0);
+            }
+        }
+    });
+    // A pool needs some 14 descriptors, a manager 7 (and with 5 its
+    // server, short too, takes 20 s to fail the handshake).
+    sweep("pools and managers short of descriptors", 24, |i| {
+        let left = (i % 24) as u64;
+        let pool = with_descriptors_left(left, Pool::new);
+        if let Ok(pool) = pool {
+            let _ = pool.apply(double, 1);
+            pool.close();
+            pool.join().unwrap();
+        }
+        let manager = with_descriptors_left(left, Manager::start);
+        if let Ok(m) = manager {
+            let _ = m.dict::<u64, u64>().map(|d| d.set(1, 1));
+        }
+    });
+}
+
 fn main() -> ExitCode {
     multiproc::spawn_init(&[&entry!(returns), &entry!(panics), &entry!(sleeps)]);
     // Before any thread: a temporary directory (for the sockets) and a
@@ -428,6 +540,7 @@ fn main() -> ExitCode {
         managers_started_and_shut_down,
         managers_whose_server_is_killed,
         async_waits_that_expire_or_are_dropped,
+        operations_that_run_out_of_descriptors,
     ])
 }
 
