@@ -100,24 +100,30 @@ impl Counts {
 
 /// Runs `round` (given its number) [`WARM_UP`] times, then `rounds`
 /// times, and asserts that the counts did not grow past [`SLACK`] over
-/// those rounds (waiting up to 10 s for what ends by itself: a thread
-/// that finishes, a child that exits and is reaped).
+/// the second half of those rounds (waiting up to 10 s for what ends by
+/// itself: a thread that finishes, a child that exits and is reaped). A
+/// leak grows in each half; a cache that fills up as the rounds go (the
+/// C library keeps the stacks of threads that ended, and an arena for
+/// each thread that allocated, up to a bound) fills up in the first.
 fn sweep(what: &str, rounds: usize, mut round: impl FnMut(usize)) {
     watchdog(what, LIMIT, || {
         for i in 0..WARM_UP {
             round(i);
         }
-        let before = Counts::now();
-        for i in WARM_UP..WARM_UP + rounds {
+        let start = Counts::now();
+        let half = WARM_UP + rounds / 2;
+        for i in WARM_UP..half {
             round(i);
         }
-        let settled = wait_until(Duration::from_secs(10), || Counts::now().within(&before));
-        let after = Counts::now();
-        eprintln!("{what}: {rounds} rounds\n  before {before:?}\n  after  {after:?}");
-        assert!(
-            settled,
-            "{what}: grew over {rounds} rounds\n  before {before:?}\n  after  {after:?}"
-        );
+        let middle = Counts::now();
+        for i in half..WARM_UP + rounds {
+            round(i);
+        }
+        let settled = wait_until(Duration::from_secs(10), || Counts::now().within(&middle));
+        let end = Counts::now();
+        let counts = format!("start {start:?}\n  middle {middle:?}\n  end    {end:?}");
+        eprintln!("{what}: {rounds} rounds\n  {counts}");
+        assert!(settled, "{what}: grew over {rounds} rounds\n  {counts}");
     });
 }
 
@@ -418,6 +424,122 @@ fn async_waits_that_expire_or_are_dropped() {
     });
 }
 
+fn managers_killed_mid_call() {
+    sweep("managers, their server killed mid-call", 40, |_| {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u64, u64>().unwrap();
+        let pid = m.server_pid().unwrap();
+        std::thread::scope(|s| {
+            // Calls until one fails: the kill comes in the middle of one.
+            let caller = s.spawn(|| (0..).find_map(|k| d.set(k, k).err()).unwrap());
+            // SAFETY: killing the manager's server, this test's child.
+            assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+            assert!(matches!(caller.join().unwrap(), Error::ManagerGone(_)));
+        });
+        // A second handle, connected to the dead server's address: nothing
+        // there.
+        assert!(Manager::connect(m.address().clone(), m.authkey()).is_err());
+    });
+}
+
+fn listeners_whose_client_dies_mid_handshake() {
+    let address = Address::Unix(std::env::temp_dir().join("multiproc-leak-dies.sock"));
+    let listener = Listener::bind(&address, Some(b"key")).unwrap();
+    sweep("listener, its client killed mid-handshake", 100, |_| {
+        let client = common::static_child({
+            let address = address.clone();
+            // Killed while it waits for the challenge's answer.
+            move || drop(connect(&address, Some(b"wrong")))
+        });
+        assert!(wait_until(LIMIT, || waiting_client(&listener)));
+        client.kill().unwrap();
+        assert_eq!(join(&client, LIMIT), -libc::SIGKILL);
+        assert!(listener.accept().is_err());
+    });
+}
+
+fn pools_whose_fork_server_is_killed() {
+    sweep("pools, their fork server killed", 20, |_| {
+        let pool = Pool::with_processes(2).unwrap();
+        let worker = pool.apply(my_pid, ()).unwrap();
+        let server = procfs::ppid(worker).unwrap();
+        // SAFETY: signalling the pool's own fork server, this test's grandchild.
+        assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+        // Done by a worker not yet gone with its server, or failed.
+        let after = pool.apply_async(double, 2).get_timeout(LIMIT);
+        assert!(
+            matches!(
+                after,
+                Ok(4) | Err(Error::PoolTerminated | Error::WorkerDied { .. })
+            ),
+            "{after:?}"
+        );
+        pool.terminate();
+        pool.join().unwrap();
+        // A pool dropped without close or join.
+        let dropped = Pool::with_processes(1).unwrap();
+        let _ = dropped.apply_async(double, 3);
+    });
+}
+
+#[cfg(feature = "redis")]
+fn redis_proxies_and_a_server_killed() {
+    let Some(mut server) = common::redis::OwnServer::start("leak sweep") else {
+        return;
+    };
+    let url = server.url();
+    let names = common::redis::unique("leak");
+    sweep("Redis proxies", 100, |i| {
+        let m = Manager::connect_redis_with_timeout(&url, Duration::from_secs(2)).unwrap();
+        let d = m.dict_named::<u64, u64>(&names).unwrap();
+        d.set(1, i as u64).unwrap();
+        let q = m.queue_named::<u64>(&names).unwrap();
+        q.put(&1).unwrap();
+        let (item, delivery) = q.get(Some(LIMIT)).unwrap();
+        assert_eq!(item, 1);
+        delivery.ack().unwrap();
+        assert!(matches!(
+            q.get(Some(Duration::from_millis(1))),
+            Err(Error::Empty)
+        ));
+        let lock = m.lock_named(&names).unwrap();
+        let held = lock.acquire(None).unwrap();
+        assert!(matches!(
+            lock.acquire(Some(Duration::from_millis(1))),
+            Err(Error::Timeout)
+        ));
+        held.release().unwrap();
+        let e = m.event_named(&names).unwrap();
+        assert!(!e.wait(Some(Duration::from_millis(1))).unwrap());
+        // Nothing to connect to.
+        assert!(Manager::connect_redis("redis://127.0.0.1:1/").is_err());
+    });
+    sweep("Redis proxies, the server killed", 40, |_| {
+        let m = Manager::connect_redis_with_timeout(&url, Duration::from_secs(2)).unwrap();
+        let d = m.dict_named::<u64, u64>(&names).unwrap();
+        let q = m.queue_named::<u64>(&names).unwrap();
+        q.put(&1).unwrap();
+        let (_, delivery) = q.get(Some(LIMIT)).unwrap();
+        let lock = m.lock_named(&names).unwrap();
+        let held = lock.acquire(None).unwrap();
+        server.kill();
+        assert!(d.set(1, 1).is_err());
+        assert!(q.get(Some(Duration::from_millis(1))).is_err());
+        assert!(held.release().is_err());
+        assert!(lock.acquire(Some(Duration::from_millis(1))).is_err());
+        assert!(delivery.ack().is_err());
+        drop((d, q, lock, m));
+        server.restart();
+    });
+    let m = Manager::connect_redis(&url).unwrap();
+    m.remove_named(&names).unwrap();
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_proxies_and_a_server_killed() {
+    eprintln!("skipped: built without the redis feature");
+}
+
 /// Runs `f` while this process may open only `left` more descriptors (its
 /// `RLIMIT_NOFILE` soft limit just above those open now; restored after,
 /// even if `f` panics), so that an operation that needs several fails
@@ -541,6 +663,10 @@ fn main() -> ExitCode {
         managers_whose_server_is_killed,
         async_waits_that_expire_or_are_dropped,
         operations_that_run_out_of_descriptors,
+        managers_killed_mid_call,
+        listeners_whose_client_dies_mid_handshake,
+        pools_whose_fork_server_is_killed,
+        redis_proxies_and_a_server_killed,
     ])
 }
 
@@ -555,6 +681,10 @@ fn panics(_: ()) {
 fn sleeps(_: ()) {
     // The child's work: waiting to be killed.
     std::thread::sleep(LIMIT);
+}
+
+fn my_pid(_: ()) -> u32 {
+    std::process::id()
 }
 
 fn double(x: u64) -> u64 {
