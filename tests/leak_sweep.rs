@@ -540,6 +540,68 @@ fn redis_proxies_and_a_server_killed() {
     eprintln!("skipped: built without the redis feature");
 }
 
+fn pools_that_replace_their_workers() {
+    sweep("pools, a worker per task", 20, |_| {
+        let pool = Pool::builder()
+            .processes(2)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.map(double, 0..20).unwrap()[19], 38);
+        // An iterator dropped half way, and results never asked for.
+        assert_eq!(pool.imap(double, 0..20, None).nth(2).unwrap().unwrap(), 4);
+        let _ = pool.apply_async(double, 1);
+        pool.close();
+        pool.join().unwrap();
+    });
+    sweep("pools, an initializer that always fails", 20, |_| {
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(|| panics(()))
+            .build()
+            .unwrap();
+        assert!(matches!(
+            pool.apply(double, 1),
+            Err(Error::WorkerDied { .. })
+        ));
+        pool.terminate();
+        pool.join().unwrap();
+    });
+}
+
+fn async_waits_on_several_threads() {
+    let rt = common::multi_thread();
+    let pool = Pool::with_processes(1).unwrap();
+    sweep("async waits, two worker threads", 200, |_| {
+        rt.block_on(async {
+            let b = multiproc::Barrier::new(2).unwrap();
+            assert!(b
+                .wait_timeout_async(Duration::from_millis(1))
+                .await
+                .is_err());
+            let c = multiproc::Condition::new().unwrap();
+            assert!(!c
+                .wait_for_async(|| false, Some(Duration::from_millis(1)))
+                .await
+                .unwrap());
+            // Waits dropped before they end: a child's exit, a pool's result.
+            let p = common::static_child(|| sleeps(()));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1), p.join_async())
+                    .await
+                    .is_err()
+            );
+            p.kill().unwrap();
+            assert_eq!(p.join_async().await.unwrap(), -libc::SIGKILL);
+            // (On a loaded machine the result may come first.)
+            let slow = pool.apply_async(sleep_ms, 50);
+            let _ = tokio::time::timeout(Duration::from_millis(1), slow.get_async()).await;
+            slow.get().unwrap();
+            assert_eq!(pool.apply_async(double, 2).get_async().await.unwrap(), 4);
+        });
+    });
+}
+
 /// Runs `f` while this process may open only `left` more descriptors (its
 /// `RLIMIT_NOFILE` soft limit just above those open now; restored after,
 /// even if `f` panics), so that an operation that needs several fails
@@ -667,6 +729,8 @@ fn main() -> ExitCode {
         listeners_whose_client_dies_mid_handshake,
         pools_whose_fork_server_is_killed,
         redis_proxies_and_a_server_killed,
+        pools_that_replace_their_workers,
+        async_waits_on_several_threads,
     ])
 }
 
@@ -681,6 +745,11 @@ fn panics(_: ()) {
 fn sleeps(_: ()) {
     // The child's work: waiting to be killed.
     std::thread::sleep(LIMIT);
+}
+
+fn sleep_ms(ms: u64) {
+    // The task's work: taking that long.
+    std::thread::sleep(Duration::from_millis(ms));
 }
 
 fn my_pid(_: ()) -> u32 {
