@@ -17,6 +17,7 @@ mod common;
 
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use common::harness::tests;
@@ -602,6 +603,48 @@ fn async_waits_on_several_threads() {
     });
 }
 
+/// Named objects made where `/dev/shm` is nearly full (a tmpfs of 256 KiB
+/// mounted over this process's own): a creation that fails for want of
+/// space leaves neither its file under a temporary name nor a mapping.
+fn named_objects_where_shared_memory_runs_out() {
+    if !PRIVATE_DEV_SHM.load(Relaxed) {
+        eprintln!("skipped: no /dev/shm of its own to fill (not root)");
+        return;
+    }
+    // SAFETY: valid C strings; this process's own mount namespace.
+    let small = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/dev/shm".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"size=256k".as_ptr().cast(),
+        )
+    };
+    assert_eq!(small, 0, "{}", std::io::Error::last_os_error());
+    let (v, q) = (name("full-value"), name("full-queue"));
+    let mut failed = 0;
+    let filled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sweep("named objects, /dev/shm full", 200, |i| {
+            // From a few KiB to past the whole file system.
+            let bytes = 4096 << (i % 8);
+            let values = multiproc::Array::create(&v, &vec![0u64; bytes / 8]);
+            let queue = Queue::<u64>::create(&q, 0, bytes);
+            let both = values.is_ok() && queue.is_ok();
+            assert!(both || bytes > 64 << 10, "{bytes}: {values:?}");
+            failed += usize::from(!both);
+            drop((values, queue));
+            for n in [&v, &q] {
+                let _ = multiproc::segment::Segment::unlink(n);
+            }
+        });
+        assert!(failed > 0, "shared memory never ran out");
+    }));
+    // SAFETY: unmounts the tmpfs mounted above.
+    assert_eq!(unsafe { libc::umount2(c"/dev/shm".as_ptr(), 0) }, 0);
+    filled.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
 /// Runs `f` while this process may open only `left` more descriptors (its
 /// `RLIMIT_NOFILE` soft limit just above those open now; restored after,
 /// even if `f` panics), so that an operation that needs several fails
@@ -702,13 +745,17 @@ fn operations_that_run_out_of_descriptors() {
     });
 }
 
+/// Whether this process has a `/dev/shm` of its own (see `main`).
+static PRIVATE_DEV_SHM: AtomicBool = AtomicBool::new(false);
+
 fn main() -> ExitCode {
     multiproc::spawn_init(&[&entry!(returns), &entry!(panics), &entry!(sleeps)]);
     // Before any thread: a temporary directory (for the sockets) and a
     // `/dev/shm` (with root's rights) of this process's own.
     let tmp = TempDir::new("leak-sweep");
     std::env::set_var("TMPDIR", &tmp.0);
-    if !common::private_dev_shm(None) {
+    PRIVATE_DEV_SHM.store(common::private_dev_shm(None), Relaxed);
+    if !PRIVATE_DEV_SHM.load(Relaxed) {
         eprintln!("leak_sweep: no /dev/shm of its own (not root): counting the shared one");
     }
     common::harness::run(&tests![
@@ -731,6 +778,7 @@ fn main() -> ExitCode {
         redis_proxies_and_a_server_killed,
         pools_that_replace_their_workers,
         async_waits_on_several_threads,
+        named_objects_where_shared_memory_runs_out,
     ])
 }
 
