@@ -299,12 +299,33 @@ fn processes(start: usize, what: &str) {
         assert_eq!(join(&panicking, LIMIT), 1);
         let mut killed = child_of(start, entry!(sleeps)).daemon(true);
         killed.start().unwrap();
+        // A timeout that expires.
+        assert_eq!(killed.join_timeout(Duration::from_millis(1)).unwrap(), None);
         killed.kill().unwrap();
         assert_eq!(join(&killed, LIMIT), -libc::SIGKILL);
+        let mut terminated = child_of(start, entry!(sleeps)).daemon(true);
+        terminated.start().unwrap();
+        terminated.terminate().unwrap();
+        assert_eq!(join(&terminated, LIMIT), -libc::SIGTERM);
         // A handle dropped without a join: its child is still reaped.
         let mut dropped = child_of(start, entry!(returns));
         dropped.start().unwrap();
     });
+}
+
+fn scoped_processes() {
+    let counter = Value::new(0u64).unwrap();
+    sweep("scoped processes", 100, |_| {
+        multiproc::scope(|s| {
+            let c = &counter;
+            // Not daemons, which the scope's end kills: it waits for these.
+            s.process(move || *c.lock().unwrap() += 1).start().unwrap();
+            s.process(|| panics(())).start().unwrap();
+            // A daemon that the scope's end kills.
+            common::child(s, || sleeps(()));
+        });
+    });
+    assert_eq!(counter.get().unwrap(), (WARM_UP + 100) as u64);
 }
 
 fn processes_forked() {
@@ -764,6 +785,7 @@ fn main() -> ExitCode {
         pipes_and_a_peer_killed_mid_call,
         unix_listeners_and_clients,
         tcp_listeners_and_clients,
+        scoped_processes,
         processes_forked,
         processes_spawned,
         processes_forkserver,
