@@ -3,8 +3,8 @@
 //! mid-call, a name already taken, a target that panics, a worker or a
 //! server killed), run a few hundred times in this one process; after the
 //! loop this process must hold no more descriptors, threads, children,
-//! mappings, segments in `/dev/shm` or socket files than a small constant
-//! over what it held before. A leak grows with the rounds; a lazy
+//! shared mappings, segments in `/dev/shm` or socket files than a small
+//! constant over what it held before. A leak grows with the rounds; a lazy
 //! once-per-process thread or mapping does not (a few warm-up rounds run
 //! before the count is taken).
 //!
