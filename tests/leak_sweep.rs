@@ -24,7 +24,7 @@ use common::harness::tests;
 use common::{join, procfs, wait_until, watchdog, TempDir};
 use multiproc::conn::{connect, Address, Listener};
 use multiproc::process::Entry;
-use multiproc::{entry, task, Error, Event, Lock, Manager, Pool, Process, Queue, Semaphore, Value};
+use multiproc::{entry, Error, Event, Lock, Manager, Pool, Process, Queue, Semaphore, Value};
 
 /// How long one sweep may take before the watchdog aborts the binary.
 const LIMIT: Duration = Duration::from_secs(240);
@@ -569,10 +569,13 @@ fn redis_proxies_and_a_server_killed() {
 fn remote_worker(url: &str, name: &str, tasks: u64) -> Process<'static> {
     let (url, name) = (url.to_owned(), name.to_owned());
     common::static_child(move || {
-        let served = multiproc::pool::Worker::new(&url, &[&task!(double), &task!(sleep_ms)])
-            .pool(&name)
-            .max_tasks(tasks)
-            .serve();
+        let served = multiproc::pool::Worker::new(
+            &url,
+            &[&multiproc::task!(double), &multiproc::task!(sleep_ms)],
+        )
+        .pool(&name)
+        .max_tasks(tasks)
+        .serve();
         assert_eq!(served.unwrap(), tasks);
     })
 }
@@ -584,10 +587,10 @@ fn remote_pools(url: &str, name: &str) {
     sweep("remote pools", 40, |_| {
         let pool = RemotePool::connect_named(url, name).unwrap();
         let worker = remote_worker(url, name, 2);
-        assert_eq!(pool.apply(task!(double), 21).unwrap(), 42);
+        assert_eq!(pool.apply(multiproc::task!(double), 21).unwrap(), 42);
         // A timeout that expires (Redis may answer the blocking wait late,
         // with the result).
-        let slow = pool.apply_async(task!(sleep_ms), 20);
+        let slow = pool.apply_async(multiproc::task!(sleep_ms), 20);
         match slow.get_timeout(Duration::from_millis(1)) {
             Err(Error::Timeout) => slow.get().unwrap(),
             r => r.unwrap(),
@@ -598,7 +601,7 @@ fn remote_pools(url: &str, name: &str) {
     });
     sweep("remote pools, a worker killed mid-task", 40, |_| {
         let worker = remote_worker(url, name, 1);
-        let stuck = pool.apply_async(task!(sleep_ms), 60_000);
+        let stuck = pool.apply_async(multiproc::task!(sleep_ms), 60_000);
         // Killed once it holds the task (or before: either way the task
         // waits for another worker).
         let _ = stuck.wait_timeout(Duration::from_millis(20));
