@@ -556,6 +556,14 @@ impl Manager {
                 }
                 Err(e) => gone(e)?,
             }
+            // The server has exited. One that was killed (by SIGKILL, the
+            // OOM killer) could not remove its socket file: that file is
+            // this start's alone (named by this process and count), so its
+            // starter removes it, as Python's removes its temporary
+            // directory. Gone already after a clean exit.
+            if let Address::Unix(path) = &client.address {
+                let _ = std::fs::remove_file(path);
+            }
         }
         r
     }
