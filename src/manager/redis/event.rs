@@ -44,11 +44,12 @@ pub(super) fn delete(store: &Store, name: &str) -> Result<bool> {
 /// machine) that asks its manager for the same name
 /// ([`Manager::event_named`](super::super::Manager::event_named)).
 ///
-/// A [`wait`](EventProxy::wait) subscribes to the event's channel (on a
-/// connection of its own), then reads the flag and the count of sets: a
-/// `set` after the subscription wakes it at once (and it answers `true`
-/// even if a `clear` came right after, as Python's does: the count
-/// moved), a `set` before it is seen in the flag. A message on the
+/// A [`wait`](EventProxy::wait) reads the flag and the count of sets,
+/// subscribes to the event's channel (on a connection of its own), then
+/// reads them again: a `set` after the first read wakes it (and it
+/// answers `true` even if a `clear` came right after, as Python's does:
+/// the count moved), at once if it came after the subscription (a
+/// message), at the second read if before it. A message on the
 /// channel is only a reason to read them again: another client's
 /// `PUBLISH` there wakes no wait for good. No polling, except that a long
 /// wait reads them again every 5 s (which also notices a server gone, and
@@ -152,7 +153,12 @@ impl EventProxy {
     /// during the wait, or sends a message that does not come whole
     /// within the manager's timeout).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        if self.is_set()? {
+        // The flag, and the count of sets before the subscription: a set
+        // from here on moves the count, whether it comes before the
+        // subscription (no message; the count is read again once
+        // subscribed) or after it (a message).
+        let (flag, before) = self.state()?;
+        if flag {
             return Ok(true);
         }
         let deadline = deadline(timeout);
@@ -160,38 +166,25 @@ impl EventProxy {
             return Ok(false);
         };
         let store = &self.inner.store;
-        // A connection of its own, subscribed to the event's channel; and
-        // the count of sets when it was.
-        let mut subscribed = None;
-        let mut before = redis::Value::Nil;
-        // Set, or set since the subscription (and maybe cleared since).
-        let woken = |before: &redis::Value| -> Result<bool> {
+        // Set, or set since the count was read (and maybe cleared since).
+        let woken = || -> Result<bool> {
             let (flag, sets) = self.state()?;
-            Ok(flag || (sets != redis::Value::Nil && sets != *before))
+            Ok(flag || (sets != redis::Value::Nil && sets != before))
         };
+        // A connection of its own, subscribed to the event's channel.
+        let mut conn = store.connect()?;
+        let channel = &self.inner.channel;
+        conn.call(store.timeout, |c| {
+            redis::cmd("SUBSCRIBE")
+                .arg(channel)
+                .query::<redis::Value>(c)
+        })
+        .map_err(|e| store.unreachable(&e))?;
+        if woken()? {
+            return Ok(true);
+        }
         let mut wait = first;
         loop {
-            let conn = match &mut subscribed {
-                Some(conn) => conn,
-                None => {
-                    let mut conn = store.connect()?;
-                    let channel = &self.inner.channel;
-                    conn.call(store.timeout, |c| {
-                        redis::cmd("SUBSCRIBE")
-                            .arg(channel)
-                            .query::<redis::Value>(c)
-                    })
-                    .map_err(|e| store.unreachable(&e))?;
-                    // Subscribed: a set from now on is a message, and moves
-                    // the count; one before, the flag.
-                    let (flag, sets) = self.state()?;
-                    if flag {
-                        return Ok(true);
-                    }
-                    before = sets;
-                    subscribed.insert(conn)
-                }
-            };
             // A message on the channel (anyone's) is a reason to look; a
             // message that began to come and did not end within the
             // timeout, an error (a server that sends one a byte at a time
@@ -199,7 +192,7 @@ impl EventProxy {
             if let Err(e) = conn.receive(wait, store.timeout) {
                 return Err(store.unreachable(&e));
             }
-            if woken(&before)? {
+            if woken()? {
                 return Ok(true);
             }
             match next_wait(deadline, SLICE) {
