@@ -45,6 +45,12 @@ def pipelined(holder, first, then):
     dispatch(conn, None, "accept_connection", ("pipelined",))
     for method, args in (first, then):
         conn.send((holder._token.id, method, args, {}))
+    return both(conn)
+
+
+def both(conn):
+    """Reads two answers on `conn` and closes it: the first's value (its
+    proxy, made as Python makes it, now read whole) and the second."""
     kind, got = conn.recv()
     second = conn.recv()
     try:
@@ -91,14 +97,7 @@ def parked_get():
     # Nothing to get yet (the get waits, or is still on its way).
     waited = conn.poll(0.2)
     q.put(m.list([9]))
-    kind, got = conn.recv()
-    second = conn.recv()
-    try:
-        value = (kind, type(got).__name__, failure_of(lambda: got[:]))
-    finally:
-        del got
-        conn.close()
-    return (waited, value, second)
+    return (waited, *both(conn))
 
 
 def never_unpickled():
