@@ -516,6 +516,8 @@ pub(crate) fn event_loop(
         debug_assert_eq!(pfds.len(), 1 + peers.len() + fast_peers);
         if polled.is_err() {
             // Only EINVAL or ENOMEM: nothing to wait on now; try again.
+            // (The woken connections the poller hands back, if any, wait
+            // for its next round: it keeps them until taken.)
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
@@ -553,7 +555,7 @@ pub(crate) fn event_loop(
         // came, which read grants and the out-of-descriptors rule follow).
         // Past the answers' total, they are not read: the next round
         // watches them as the others.
-        for &key in poller.woken() {
+        for key in poller.woken() {
             let Some(mut p) = resting.remove(&(key >> 1)) else {
                 continue;
             };
