@@ -568,7 +568,13 @@ pub(crate) fn event_loop(
         if sys::ready(&pfds[0]) {
             accepting.accept_all(&listener, &mut peers, &mut next_peer);
         }
-        if peers.len() + resting.len() > REST_FROM && stopping.is_none() {
+        // Past the answers' total, none rests: one woken by a request it
+        // may not be served now would be put back to rest, and woken at
+        // once by the same request, round after round (the loop would
+        // never sleep until the answers drained). Listed, it is not
+        // watched for reading meanwhile.
+        let rest = peers.len() + resting.len() > REST_FROM;
+        if rest && stopping.is_none() && queued <= TOTAL_OUT_LIMIT {
             put_to_rest(&mut peers, &mut spare, &mut resting, &mut poller);
         }
     }
