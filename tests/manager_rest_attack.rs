@@ -358,3 +358,116 @@ fn raise_descriptor_limit() {
     // SAFETY: sets this process's own limit from a valid struct.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }
+
+/// Busy clients on sockets (`MULTIPROC_REST_BENCH_CLIENTS`, 64 unless
+/// told, each a process making calls one after another for
+/// `MULTIPROC_REST_BENCH_SECS`, 5 unless told; each call as a proxy makes
+/// it, or with `MULTIPROC_REST_BENCH_KIND=raw` bytes sent and received
+/// as they are; a proxy's client sleeps `MULTIPROC_REST_BENCH_THINK_US`
+/// between calls, none unless told): the calls a second and the server's
+/// CPU a call. Not a check: run it in release, by hand,
+/// `cargo test --release --test manager_rest_attack -- --ignored --nocapture busy`.
+#[test]
+#[ignore]
+fn busy_clients_cost() {
+    const BENCH: &str = r##"
+import os, pickle, socket, struct, sys, time
+from multiprocessing.connection import Client
+from multiprocessing.managers import SyncManager, dispatch
+
+m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
+m.connect()
+target = m.list([1, 2, 3])
+n, secs, proxy_like = int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "proxy"
+think = float(sys.argv[6]) / 1e6
+body = pickle.dumps((target._id, "__len__", (), {}), protocol=2)
+request = struct.pack("!i", len(body)) + body
+
+def raw_connection():
+    c = Client(sys.argv[1], authkey=sys.argv[2].encode())
+    dispatch(c, None, "accept_connection", ("raw",))
+    return c
+
+def ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+conns = [raw_connection() for _ in range(n)]
+s0 = socket.socket(fileno=os.dup(conns[0].fileno()))
+pid = struct.unpack("3i", s0.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+go_r, go_w = os.pipe()
+done_r, done_w = os.pipe()
+children = []
+for c in conns:
+    child = os.fork()
+    if child == 0:
+        s = socket.socket(fileno=os.dup(c.fileno()))
+        os.read(go_r, 1)
+        end = time.monotonic() + secs
+        calls = 0
+        while time.monotonic() < end and proxy_like:
+            for _ in range(20):
+                # As a proxy's call: pickled, sent, received, unpickled.
+                c.send((target._id, "__len__", (), {}))
+                kind, result = c.recv()
+                calls += 1
+                if think:
+                    time.sleep(think)
+        while time.monotonic() < end:
+            for _ in range(20):
+                s.sendall(request)
+                want = None
+                got = b""
+                while want is None or len(got) < want:
+                    got += s.recv(4096)
+                    if want is None and len(got) >= 4:
+                        want = 4 + struct.unpack("!i", got[:4])[0]
+                calls += 1
+        os.write(done_w, struct.pack("!q", calls))
+        os._exit(0)
+    children.append(child)
+time.sleep(0.5)
+before = ticks(pid)
+t = time.monotonic()
+os.write(go_w, b"x" * n)
+calls = sum(struct.unpack("!q", os.read(done_r, 8))[0] for _ in range(n))
+elapsed = time.monotonic() - t
+used = (ticks(pid) - before) / os.sysconf("SC_CLK_TCK")
+for child in children:
+    os.waitpid(child, 0)
+print("%d %s clients (think %s us): %.0f calls/s, server CPU %.2f us/call (%.2f s CPU in %.2f s)"
+      % (n, sys.argv[5], sys.argv[6], calls / elapsed, used / calls * 1e6, used, elapsed), flush=True)
+"##;
+    let Some((_, python)) = pyenv_pythons().into_iter().max() else {
+        return println!("no CPython under pyenv: nothing to run");
+    };
+    let clients = std::env::var("MULTIPROC_REST_BENCH_CLIENTS").unwrap_or("64".into());
+    let secs = std::env::var("MULTIPROC_REST_BENCH_SECS").unwrap_or("5".into());
+    let kind = std::env::var("MULTIPROC_REST_BENCH_KIND").unwrap_or("proxy".into());
+    let think = std::env::var("MULTIPROC_REST_BENCH_THINK_US").unwrap_or("0".into());
+    common::watchdog("busy clients", LIMIT, || {
+        let (server, path, conn) = common::serve_manager("rest-bench", KEY.as_bytes());
+        drop(conn);
+        let (status, out, err) = common::run_with_deadline(
+            std::process::Command::new(&python)
+                .args([
+                    "-c",
+                    BENCH,
+                    path.to_str().unwrap(),
+                    KEY,
+                    &clients,
+                    &secs,
+                    &kind,
+                    &think,
+                ])
+                .env_remove("PYTHONPATH"),
+            b"",
+            RUN_LIMIT,
+        );
+        assert!(status.success(), "{out}\n{err}");
+        println!("{}", out.trim());
+        common::cpython::shut_down(&path, KEY);
+        server.join().unwrap();
+    });
+}
