@@ -180,6 +180,49 @@ def two_thousand_connections(n=2000):
     return [len(answers), answers == [("#RETURN", i % 100) for i in range(n)]]
 
 
+def quiet_costs_nothing(idle=500):
+    # Idle connections (resting), calls waiting on a queue, half requests
+    # that stall, a client that half-closed after its answer: nothing for
+    # the server to do, and it does nothing (no round without a cause).
+    more_descriptors(idle + 200)
+    raw = raw_connection()
+    pid = server_pid(raw)
+    q = m.Queue()
+    target = m.list([7])
+    # (The proxies' own connection open, as it stays.)
+    q.qsize()
+    len(target)
+    base = open_fds(pid)
+    conns = [raw_connection() for _ in range(idle)]
+    time.sleep(0.1)
+    for c in conns[:10]:
+        c._send(frame((q._id, "get", (), {})))
+    whole = frame((target._id, "__len__", (), {}))
+    for c in conns[10:15]:
+        c._send(whole[:5])
+    half = socket.socket(fileno=os.dup(conns[15].fileno()))
+    conns[15]._send(whole)
+    half.shutdown(socket.SHUT_WR)
+    half.close()
+    answered = conns[15].recv()
+    time.sleep(0.3)
+    before = cpu(pid)
+    time.sleep(1.0)
+    used = cpu(pid) - before
+    # Then each waiting call gets its item, each half its rest.
+    for i in range(10):
+        q.put(i)
+    got = sorted(c.recv()[1] for c in conns[:10])
+    for c in conns[10:15]:
+        c._send(whole[5:])
+    rest = [c.recv() for c in conns[10:15]]
+    for c in conns:
+        c.close()
+    left = settle(pid, base)
+    raw.close()
+    return [used < 0.05 or used, answered, got, rest == [("#RETURN", 1)] * 5, left]
+
+
 def fds_after_everything():
     # What every case above left open in the server (asked last).
     raw = raw_connection()
@@ -231,6 +274,7 @@ GROUPS = {
         "half closed while resting": half_closed_while_resting,
         "two thousand connections": two_thousand_connections,
         "stalled partial requests": stalled_partial_requests,
+        "quiet costs nothing": quiet_costs_nothing,
         "fds after everything": fds_after_everything,
     },
 }
@@ -275,6 +319,10 @@ fn resting_connections_under_attack_cost_nothing_and_leave_nothing() {
             ),
             ("two thousand connections", "[2000, True]"),
             ("stalled partial requests", "[True, ('#RETURN', 1), 0]"),
+            (
+                "quiet costs nothing",
+                "[True, ('#RETURN', 1), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], True, 0]"
+            ),
             ("fds after everything", "[True, 0]"),
         ]
     );
