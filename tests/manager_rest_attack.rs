@@ -167,6 +167,29 @@ def half_closed_while_resting(idle=30):
     return answers
 
 
+def half_a_request_then_half_closed(idle=30):
+    # Resting connections send half a request and shut their writing
+    # side: each ends (no answer), the others are served. (CPython's
+    # server answers each with its own traceback, "got end of file during
+    # message", then ends it: ours ends it without one.)
+    target = m.list(["a", "b"])
+    conns = [raw_connection() for _ in range(idle)]
+    time.sleep(0.1)
+    whole = frame((target._id, "__len__", (), {}))
+    ends = []
+    for c in conns[:5]:
+        s = socket.socket(fileno=os.dup(c.fileno()))
+        c._send(whole[: len(whole) // 2])
+        s.shutdown(socket.SHUT_WR)
+        s.close()
+        ends.append(failure_of(c.recv) if readable(c, 30) else "no end")
+    conns[-1]._send(whole)
+    ends.append(conns[-1].recv())
+    for c in conns:
+        c.close()
+    return ends
+
+
 def two_thousand_connections(n=2000):
     # Two thousand connections, all resting; then all ask at once.
     more_descriptors(n + 200)
@@ -272,6 +295,7 @@ GROUPS = {
         "asks while over the answers' total": asks_while_over_the_answers_total,
         "closed and numbers reused": closed_and_numbers_reused,
         "half closed while resting": half_closed_while_resting,
+        "half a request then half closed": half_a_request_then_half_closed,
         "two thousand connections": two_thousand_connections,
         "stalled partial requests": stalled_partial_requests,
         "quiet costs nothing": quiet_costs_nothing,
@@ -316,6 +340,11 @@ fn resting_connections_under_attack_cost_nothing_and_leave_nothing() {
                 "half closed while resting",
                 "[('#RETURN', 'b'), ('#RETURN', 'b'), ('#RETURN', 'b'), ('#RETURN', 'b'), \
                  ('#RETURN', 'b'), ('#RETURN', 2)]"
+            ),
+            (
+                "half a request then half closed",
+                "['EOFError: ', 'EOFError: ', 'EOFError: ', 'EOFError: ', 'EOFError: ', \
+                 ('#RETURN', 2)]"
             ),
             ("two thousand connections", "[2000, True]"),
             ("stalled partial requests", "[True, ('#RETURN', 1), 0]"),
