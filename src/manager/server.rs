@@ -72,6 +72,12 @@ const SERVER_SPIN: Duration = Duration::from_micros(50);
 /// a resting connection costs to wake and put back to rest is more than
 /// what a few idle ones cost a round.)
 const REST_FROM: usize = 16;
+/// How long a connection must have had nothing served before it rests: a
+/// busy client between two requests would otherwise be put to rest and
+/// woken again for each of them (out of the served list into `resting`,
+/// and back in its place, a request: with many busy clients, a walk of
+/// the list and a move of its tail each time).
+const REST_AFTER: Duration = Duration::from_millis(2);
 /// A fast-path client that made a request this recently counts as busy
 /// (for whether spinning pays).
 const BUSY: Duration = Duration::from_millis(2);
@@ -113,6 +119,8 @@ struct Peer {
     more: bool,
     /// Gone: its references are released and it is dropped.
     dead: bool,
+    /// When it was last served (see [`REST_AFTER`]).
+    served: Instant,
     /// Its fast-path area (see `fast`), once it asked for one.
     fast: Option<ServerArea>,
     /// The sequence number of its waiting call, if that came through the
@@ -516,9 +524,13 @@ pub(crate) fn event_loop(
         debug_assert_eq!(pfds.len(), 1 + peers.len() + fast_peers);
         if polled.is_err() {
             // Only EINVAL or ENOMEM: nothing to wait on now; try again.
+            // (The woken connections the poller hands back, if any, wait
+            // for its next round: it keeps them until taken.)
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
+        // When the wait ended: what serving a connection stamps it with.
+        let woke = Instant::now();
         for (p, pfd) in peers.iter_mut().zip(&pfds[1..]) {
             if sys::revents_writable(pfd) {
                 p.flush();
@@ -545,7 +557,15 @@ pub(crate) fn event_loop(
             }
             let unserved = p.more && p.out.len() < OUT_LIMIT;
             if (readable || unserved) && stopping.is_none() {
-                serve_turn(p, &mut objects, readable, unix, &mut queued, &mut stopping);
+                serve_turn(
+                    p,
+                    &mut objects,
+                    readable,
+                    unix,
+                    &mut queued,
+                    &mut stopping,
+                    woke,
+                );
             }
         }
         // Resting connections that have something to say (or hung up) are
@@ -553,12 +573,20 @@ pub(crate) fn event_loop(
         // came, which read grants and the out-of-descriptors rule follow).
         // Past the answers' total, they are not read: the next round
         // watches them as the others.
-        for &key in poller.woken() {
+        for key in poller.woken() {
             let Some(mut p) = resting.remove(&(key >> 1)) else {
                 continue;
             };
             if stopping.is_none() && queued <= TOTAL_OUT_LIMIT {
-                serve_turn(&mut p, &mut objects, true, unix, &mut queued, &mut stopping);
+                serve_turn(
+                    &mut p,
+                    &mut objects,
+                    true,
+                    unix,
+                    &mut queued,
+                    &mut stopping,
+                    woke,
+                );
             }
             let at = peers.partition_point(|q| q.id < p.id);
             peers.insert(at, p);
@@ -566,8 +594,14 @@ pub(crate) fn event_loop(
         if sys::ready(&pfds[0]) {
             accepting.accept_all(&listener, &mut peers, &mut next_peer);
         }
-        if peers.len() + resting.len() > REST_FROM && stopping.is_none() {
-            put_to_rest(&mut peers, &mut spare, &mut resting, &mut poller);
+        // Past the answers' total, none rests: one woken by a request it
+        // may not be served now would be put back to rest, and woken at
+        // once by the same request, round after round (the loop would
+        // never sleep until the answers drained). Listed, it is not
+        // watched for reading meanwhile.
+        let rest = peers.len() + resting.len() > REST_FROM;
+        if rest && stopping.is_none() && queued <= TOTAL_OUT_LIMIT {
+            put_to_rest(&mut peers, &mut spare, &mut resting, &mut poller, woke);
         }
     }
 }
@@ -575,7 +609,8 @@ pub(crate) fn event_loop(
 /// Serves one connection's turn after the poll (`read`: its socket is
 /// readable) unless the answers' total keeps it from it, sends what its
 /// socket takes of the answers, and counts them in `queued`; a request
-/// for a shutdown starts one (`stopping`).
+/// for a shutdown starts one (`stopping`). A connection served is stamped
+/// `now` (see [`REST_AFTER`]).
 fn serve_turn(
     p: &mut Peer,
     objects: &mut Objects,
@@ -583,11 +618,13 @@ fn serve_turn(
     unix: bool,
     queued: &mut usize,
     stopping: &mut Option<Instant>,
+    now: Instant,
 ) {
     let requests = *queued <= TOTAL_OUT_LIMIT;
     if (!requests && p.handshake.is_none()) || p.dead || p.parked {
         return;
     }
+    p.served = now;
     let before = p.unsent();
     if serve_peer(p, objects, read, unix, requests) {
         *stopping = Some(shutdown_deadline());
@@ -598,9 +635,11 @@ fn serve_turn(
 
 /// Whether a connection has nothing to do but wait for its client: past
 /// its handshake, with no answer to send, nothing of a request received,
-/// no call waiting and no fast-path area (which the loop serves itself).
-fn restful(p: &Peer) -> bool {
-    p.handshake.is_none()
+/// no call waiting and no fast-path area (which the loop serves itself),
+/// and nothing served for [`REST_AFTER`] before `now`.
+fn restful(p: &Peer, now: Instant) -> bool {
+    now.saturating_duration_since(p.served) >= REST_AFTER
+        && p.handshake.is_none()
         && !p.pending()
         && !p.closing
         && !p.dead
@@ -613,21 +652,22 @@ fn restful(p: &Peer) -> bool {
         && p.conn.read_buffer_size() <= IN_FREE
 }
 
-/// Moves the connections with nothing to do (see [`restful`]) from `peers`
-/// to `resting`, their sockets left to the poller (`spare`: a buffer to
-/// sort them in, kept for its memory).
+/// Moves the connections with nothing to do (see [`restful`]) at `now`
+/// from `peers` to `resting`, their sockets left to the poller (`spare`:
+/// a buffer to sort them in, kept for its memory).
 fn put_to_rest(
     peers: &mut Vec<Peer>,
     spare: &mut Vec<Peer>,
     resting: &mut HashMap<u64, Peer>,
     poller: &mut sys::Poller,
+    now: Instant,
 ) {
-    if !peers.iter().any(restful) {
+    if !peers.iter().any(|p| restful(p, now)) {
         return;
     }
     std::mem::swap(peers, spare);
     for mut p in spare.drain(..) {
-        if restful(&p) && poller.rest(p.conn.as_raw_fd(), p.id << 1) {
+        if restful(&p, now) && poller.rest(p.conn.as_raw_fd(), p.id << 1) {
             // (Stale marks would count against it once it is back.)
             p.stall = None;
             p.in_stall = None;
@@ -744,6 +784,7 @@ impl Peer {
             closing: false,
             more: false,
             dead: false,
+            served: Instant::now(),
             fast: None,
             parked_fast: None,
             last_fast: None,
@@ -1107,5 +1148,71 @@ fn reply_fast(p: &mut Peer, seq: u32, reply: &[u8]) {
         area.answer_on_socket(seq);
         p.queue(reply);
         p.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection past its handshake with nothing to do, last served
+    /// `ago` before `now`, and its client's end.
+    fn idle_peer(id: u64, now: Instant, ago: Duration) -> (Peer, Connection) {
+        let (ours, theirs) = sys::socketpair().unwrap();
+        let peer = Peer {
+            id,
+            conn: Connection::from_socket(ours).unwrap(),
+            handshake: None,
+            out: Vec::new(),
+            sent: 0,
+            sent_total: 0,
+            stall: None,
+            grant: 0,
+            starved: false,
+            in_stall: None,
+            session: Session::default(),
+            parked: false,
+            sent_while_parked: false,
+            closing: false,
+            more: false,
+            dead: false,
+            served: now - ago,
+            fast: None,
+            parked_fast: None,
+            last_fast: None,
+        };
+        (peer, Connection::from_socket(theirs).unwrap())
+    }
+
+    /// A client between two requests is not put to rest as soon as it was
+    /// served (and woken again for its next request, every request), only
+    /// once nothing was served for it for `REST_AFTER`.
+    #[test]
+    fn a_connection_rests_only_once_idle_for_a_while() {
+        let now = Instant::now();
+        let mut poller = sys::Poller::default();
+        let (busy, _a) = idle_peer(1, now, Duration::ZERO);
+        let (idle, _b) = idle_peer(2, now, REST_AFTER);
+        let mut peers = vec![busy, idle];
+        // (A round first: the poller rests descriptors once it waits.)
+        let mut pfds: Vec<_> = peers
+            .iter()
+            .map(|p| sys::pollfd_for(p.conn.as_raw_fd(), true, false))
+            .collect();
+        poller.wait(&mut pfds, &[2, 4], sys::Deadline::Now).unwrap();
+        let (mut spare, mut resting) = (Vec::new(), HashMap::new());
+        put_to_rest(&mut peers, &mut spare, &mut resting, &mut poller, now);
+        assert_eq!(peers.iter().map(|p| p.id).collect::<Vec<_>>(), [1]);
+        assert!(resting.contains_key(&2));
+        // Idle long enough, it rests too.
+        put_to_rest(
+            &mut peers,
+            &mut spare,
+            &mut resting,
+            &mut poller,
+            now + REST_AFTER,
+        );
+        assert!(peers.is_empty());
+        assert_eq!(resting.len(), 2);
     }
 }

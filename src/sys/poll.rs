@@ -124,7 +124,8 @@ pub(crate) struct Poller {
     events: Vec<libc::epoll_event>,
     /// This round's number.
     round: u64,
-    /// The keys of the resting descriptors this round found ready.
+    /// The keys of the resting descriptors found ready (or handed back),
+    /// until [`woken`](Poller::woken) takes them.
     woken: Vec<u64>,
 }
 
@@ -153,7 +154,6 @@ impl Poller {
     ) -> io::Result<()> {
         debug_assert_eq!(pfds.len(), keys.len());
         self.round += 1;
-        self.woken.clear();
         let registered = self.register(pfds, keys);
         self.forget_unused();
         if registered.is_err() {
@@ -248,12 +248,14 @@ impl Poller {
         true
     }
 
-    /// The keys of the resting descriptors (see [`rest`](Poller::rest))
-    /// that the last [`wait`](Poller::wait) found ready, or that it hands
+    /// Takes the keys of the resting descriptors (see [`rest`](Poller::rest))
+    /// that the rounds since the last call found ready, or that one handed
     /// back because it could not wait on them: each is no longer resting,
-    /// and is waited on only if a round lists it.
-    pub(crate) fn woken(&self) -> &[u64] {
-        &self.woken
+    /// and is waited on only if a round lists it. Each key is given once:
+    /// the ones a caller did not take (a round that failed) are kept for
+    /// the next call, never given again after it.
+    pub(crate) fn woken(&mut self) -> std::vec::Drain<'_, u64> {
+        self.woken.drain(..)
     }
 
     /// Tells the kernel what changed since the last round: each entry's
@@ -353,6 +355,10 @@ mod tests {
         pfds.iter().map(ready).collect()
     }
 
+    fn woken(poller: &mut Poller) -> Vec<u64> {
+        poller.woken().collect()
+    }
+
     fn ring(fd: &OwnedFd) {
         super::super::send_nowait(fd, &[1]).unwrap();
     }
@@ -386,20 +392,20 @@ mod tests {
         assert!(poller.rest(fds[0], 1));
         // Rounds that leave it out keep it, and report it once it is ready.
         assert_eq!(readable(&mut poller, &fds[1..], &[2]), [false]);
-        assert!(poller.woken().is_empty());
+        assert!(woken(&mut poller).is_empty());
         ring(&a_peer);
         ring(&b_peer);
         assert_eq!(readable(&mut poller, &fds[1..], &[2]), [true]);
-        assert_eq!(poller.woken(), [1]);
+        assert_eq!(woken(&mut poller), [1]);
         // Woken, it rests no more: left out, it is not reported again.
         assert_eq!(readable(&mut poller, &fds[1..], &[2]), [true]);
-        assert!(poller.woken().is_empty());
+        assert!(woken(&mut poller).is_empty());
         // Listed again, it is waited on as any other.
         assert_eq!(readable(&mut poller, &fds, &[1, 2]), [true, true]);
         // Put to rest while listed, then listed again before it wakes.
         assert!(poller.rest(fds[1], 2));
         assert_eq!(readable(&mut poller, &fds, &[1, 2]), [true, true]);
-        assert!(poller.woken().is_empty());
+        assert!(woken(&mut poller).is_empty());
         // Not through poll(2), and not a descriptor: it cannot rest.
         assert!(!poller.rest(-1, 3));
         assert!(!Poller::default().rest(fds[0], 1));
@@ -438,6 +444,30 @@ mod tests {
         let (b, _b_peer) = super::super::socketpair().unwrap();
         assert!(poller.rest(b.as_raw_fd(), 3));
         assert_eq!(readable(&mut poller, &[fd, fd], &[1, 2]), [true, true]);
-        assert_eq!(poller.woken(), [3]);
+        assert_eq!(woken(&mut poller), [3]);
+    }
+
+    #[test]
+    fn woken_keys_are_given_once_and_kept_until_taken() {
+        let mut poller = Poller::default();
+        let (a, a_peer) = super::super::socketpair().unwrap();
+        let (b, _b_peer) = super::super::socketpair().unwrap();
+        let fds = [a.as_raw_fd(), b.as_raw_fd()];
+        assert_eq!(readable(&mut poller, &fds, &[1, 2]), [false, false]);
+        assert!(poller.rest(fds[0], 1));
+        ring(&a_peer);
+        assert_eq!(readable(&mut poller, &fds[1..], &[2]), [false]);
+        // Taken once: a second look finds nothing (it was handled).
+        assert_eq!(woken(&mut poller), [1]);
+        assert!(woken(&mut poller).is_empty());
+        // A round whose keys the caller did not take (it failed, and the
+        // loop went round): they come with the next round's, not lost.
+        let (c, _c_peer) = super::super::socketpair().unwrap();
+        assert!(poller.rest(c.as_raw_fd(), 3));
+        let fd = fds[1];
+        assert_eq!(readable(&mut poller, &[fd, fd], &[2, 4]), [false, false]);
+        assert_eq!(readable(&mut poller, &fds, &[1, 2]), [true, false]);
+        assert_eq!(woken(&mut poller), [3]);
+        assert!(woken(&mut poller).is_empty());
     }
 }
