@@ -756,15 +756,10 @@ impl Accepting {
 }
 
 impl Peer {
-    /// A new client's peer, its handshake begun; `None` if that failed
-    /// (its connection then closes and the others go on).
-    fn new(listener: &Listener, conn: Connection, id: u64) -> Option<Peer> {
-        // Only the loop's blocking receive (one client, nothing else to do)
-        // waits; this bounds it, for the parent check and for new clients.
-        sys::set_recv_timeout(&conn, RECV_TIMEOUT).ok()?;
-        // A Unix socket's client process, whose increfs end its loans.
-        let pid = sys::peer_pid(&conn);
-        let mut peer = Peer {
+    /// Connection `id` on `conn`, of client process `pid` (if known), as
+    /// if past its handshake, with nothing to do; served just now.
+    fn past_handshake(id: u64, conn: Connection, pid: Option<u32>) -> Peer {
+        Peer {
             id,
             conn,
             handshake: None,
@@ -788,7 +783,18 @@ impl Peer {
             fast: None,
             parked_fast: None,
             last_fast: None,
-        };
+        }
+    }
+
+    /// A new client's peer, its handshake begun; `None` if that failed
+    /// (its connection then closes and the others go on).
+    fn new(listener: &Listener, conn: Connection, id: u64) -> Option<Peer> {
+        // Only the loop's blocking receive (one client, nothing else to do)
+        // waits; this bounds it, for the parent check and for new clients.
+        sys::set_recv_timeout(&conn, RECV_TIMEOUT).ok()?;
+        // A Unix socket's client process, whose increfs end its loans.
+        let pid = sys::peer_pid(&conn);
+        let mut peer = Peer::past_handshake(id, conn, pid);
         match listener.authkey() {
             None => peer.conn.set_max_message(MAX_FRAME),
             Some(key) => {
@@ -1159,28 +1165,8 @@ mod tests {
     /// `ago` before `now`, and its client's end.
     fn idle_peer(id: u64, now: Instant, ago: Duration) -> (Peer, Connection) {
         let (ours, theirs) = sys::socketpair().unwrap();
-        let peer = Peer {
-            id,
-            conn: Connection::from_socket(ours).unwrap(),
-            handshake: None,
-            out: Vec::new(),
-            sent: 0,
-            sent_total: 0,
-            stall: None,
-            grant: 0,
-            starved: false,
-            in_stall: None,
-            session: Session::default(),
-            parked: false,
-            sent_while_parked: false,
-            closing: false,
-            more: false,
-            dead: false,
-            served: now - ago,
-            fast: None,
-            parked_fast: None,
-            last_fast: None,
-        };
+        let mut peer = Peer::past_handshake(id, Connection::from_socket(ours).unwrap(), None);
+        peer.served = now - ago;
         (peer, Connection::from_socket(theirs).unwrap())
     }
 
