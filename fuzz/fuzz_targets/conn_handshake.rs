@@ -656,14 +656,23 @@ fuzz_target!(|data: &[u8]| {
         Role::Client => {
             let script = script.to_vec();
             let peer = std::thread::spawn(move || {
+                // Waits for the crate's connection (in poll, not spinning:
+                // the crate needs the CPU), up to the peer's timeout.
                 let deadline = Instant::now() + PEER_TIMEOUT;
                 let stream = loop {
                     match env.peer_listener.accept() {
                         Ok((s, _)) => break s,
-                        Err(e)
-                            if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline =>
-                        {
-                            std::thread::yield_now()
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            assert!(!left.is_zero(), "the crate never connected");
+                            let mut pfd = libc::pollfd {
+                                fd: env.peer_listener.as_raw_fd(),
+                                events: libc::POLLIN,
+                                revents: 0,
+                            };
+                            // SAFETY: one valid pollfd, for the length given
+                            // (an interrupted poll is tried again above).
+                            unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int + 1) };
                         }
                         Err(e) => panic!("the crate never connected: {e}"),
                     }
