@@ -25,9 +25,7 @@ const KEY: &str = "manager many clients key";
 
 /// The program's own part, after [`PRELUDE`](common::cpython::PRELUDE).
 const CASES: &str = r##"
-import os, pickle, signal, socket, struct, subprocess, time
-from multiprocessing.connection import Client
-from multiprocessing.managers import dispatch
+import signal, subprocess, time
 
 
 def each_thread(n, work):
@@ -51,17 +49,6 @@ def woken_together(n=120, rounds=15):
             lists[i].append(r)
     stuck = each_thread(n, work)
     return [stuck, sorted(set(repr(list(l)) for l in lists))]
-
-
-def raw_connection():
-    c = Client(sys.argv[1], authkey=sys.argv[2].encode())
-    dispatch(c, None, "accept_connection", ("raw",))
-    return c
-
-
-def frame(request):
-    body = pickle.dumps(request, protocol=2)
-    return struct.pack("!i", len(body)) + body
 
 
 def half_a_request(n=60):
@@ -129,14 +116,6 @@ done.wait()
 print("ready", flush=True)
 sys.stdin.read()
 '''
-
-
-def server_pid(raw):
-    # The server's pid, from its socket's credentials.
-    s = socket.socket(fileno=os.dup(raw.fileno()))
-    pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-    s.close()
-    return pid
 
 
 def killed_while_resting(n=100):

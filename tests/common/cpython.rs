@@ -128,13 +128,16 @@ pub fn oldest_and_newest() -> Vec<String> {
 /// type and the last line of its message; on Python before 3.10, its type
 /// only), `failure_of(f)` (`f()`, or its exception as `failure` gives it),
 /// `call(proxy, method, args, kwds)` (any method, as a proxy sends it),
-/// `masked(s)` (`s` with its addresses masked) and `run(groups)`, which
+/// `masked(s)` (`s` with its addresses masked), for raw frames
+/// `raw_connection()`, `frame(request)`, `server_pid(conn)` and
+/// `server_cpu(pid)`, and `run(groups)`, which
 /// prints one `name: answer` line for each
 /// case of the group named by `argv[3]`. A program is this followed by its
 /// own helpers and cases, ending in `run(GROUPS)`.
 pub const PRELUDE: &str = r#"
-import collections, copy, queue, re, sys, threading
-from multiprocessing.managers import SyncManager
+import collections, copy, os, pickle, queue, re, socket, struct, sys, threading
+from multiprocessing.connection import Client
+from multiprocessing.managers import SyncManager, dispatch
 
 m = SyncManager(address=sys.argv[1], authkey=sys.argv[2].encode())
 m.connect()
@@ -166,6 +169,34 @@ def call(p, method, args=(), kwds={}):
 def masked(s):
     # An object's address differs from server to server.
     return re.sub(r"0x[0-9a-f]+", "0x…", s)
+
+
+def raw_connection():
+    # A connection of its own, past `accept_connection`, for raw frames.
+    c = Client(sys.argv[1], authkey=sys.argv[2].encode())
+    dispatch(c, None, "accept_connection", ("raw",))
+    return c
+
+
+def frame(request):
+    # `request` as one whole message on the wire (length and pickle).
+    body = pickle.dumps(request, protocol=2)
+    return struct.pack("!i", len(body)) + body
+
+
+def server_pid(raw):
+    # The server's pid, from its socket's credentials.
+    s = socket.socket(fileno=os.dup(raw.fileno()))
+    pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    s.close()
+    return pid
+
+
+def server_cpu(pid):
+    # The server's CPU time so far (user and system), in seconds.
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(groups):
