@@ -32,7 +32,10 @@ struct Line<'a> {
     /// Managed scenarios but the batched ones: a raw socket echo's CPU
     /// time per call, answering the same Python client's calls.
     python_client_raw_echo_cpu_us: Option<f64>,
-    /// The user and system parts of the three CPU times above (as the
+    /// The same, answered by a raw socket echo of one thread for every
+    /// connection, woken by epoll (an event loop, as multiproc's server).
+    python_client_loop_echo_cpu_us: Option<f64>,
+    /// The user and system parts of the four CPU times above (as the
     /// kernel splits them, sampling at its ticks), in the same order.
     python_server_user_us: Option<f64>,
     python_server_system_us: Option<f64>,
@@ -40,6 +43,8 @@ struct Line<'a> {
     python_client_multiproc_server_system_us: Option<f64>,
     python_client_raw_echo_user_us: Option<f64>,
     python_client_raw_echo_system_us: Option<f64>,
+    python_client_loop_echo_user_us: Option<f64>,
+    python_client_loop_echo_system_us: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -66,6 +71,7 @@ pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
     let python = user_system(m.python);
     let ours = user_system(m.python_client_our_server);
     let echo = user_system(m.python_client_raw_echo);
+    let loop_echo = user_system(m.python_client_loop_echo);
     let line = Line {
         scenario: s.name,
         unit: s.unit.name(),
@@ -92,12 +98,17 @@ pub(super) fn json_line(s: &Scenario, m: &Measurement) -> Result<String> {
         python_client_raw_echo_cpu_us: m
             .python_client_raw_echo
             .and_then(|p| p.server_cpu_us.and_then(finite)),
+        python_client_loop_echo_cpu_us: m
+            .python_client_loop_echo
+            .and_then(|p| p.server_cpu_us.and_then(finite)),
         python_server_user_us: python.0,
         python_server_system_us: python.1,
         python_client_multiproc_server_user_us: ours.0,
         python_client_multiproc_server_system_us: ours.1,
         python_client_raw_echo_user_us: echo.0,
         python_client_raw_echo_system_us: echo.1,
+        python_client_loop_echo_user_us: loop_echo.0,
+        python_client_loop_echo_system_us: loop_echo.1,
     };
     Ok(serde_json::to_string(&line)?)
 }
@@ -112,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn managed_line_has_both_python_servers_and_the_echo() {
+    fn managed_line_has_both_python_servers_and_the_echoes() {
         let m = Measurement {
             multiproc: 11900.0,
             baselines: vec![("raw Unix socket round trips", 12600.0)],
@@ -131,6 +142,11 @@ mod tests {
                 server_cpu_us: Some(25.0),
                 server_user_system_us: None,
             }),
+            python_client_loop_echo: Some(PythonFigure {
+                value: 18000.0,
+                server_cpu_us: Some(27.0),
+                server_user_system_us: Some((1.0, 26.0)),
+            }),
         };
         let line = json_line(scenario("manager_dict_set_1client"), &m).expect("json");
         let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
@@ -144,6 +160,8 @@ mod tests {
         assert_eq!(v["python_client_multiproc_server_user_us"], 10.0);
         assert_eq!(v["python_client_multiproc_server_system_us"], 20.0);
         assert!(v["python_client_raw_echo_user_us"].is_null());
+        assert_eq!(v["python_client_loop_echo_cpu_us"], 27.0);
+        assert_eq!(v["python_client_loop_echo_system_us"], 26.0);
         assert_eq!(v["baseline"]["value"], 12600.0);
         assert_eq!(v["also"], serde_json::json!([]));
     }
@@ -156,6 +174,7 @@ mod tests {
             python: None,
             python_client_our_server: None,
             python_client_raw_echo: None,
+            python_client_loop_echo: None,
         };
         let line = json_line(scenario("event_pingpong"), &m).expect("json");
         let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
@@ -176,6 +195,7 @@ mod tests {
             }),
             python_client_our_server: None,
             python_client_raw_echo: None,
+            python_client_loop_echo: None,
         };
         let line = json_line(scenario("lock_uncontended"), &m).expect("json");
         let v: serde_json::Value = serde_json::from_str(&line).expect("parses");
@@ -184,5 +204,6 @@ mod tests {
         assert!(v["python_server_cpu_us"].is_null());
         assert!(v["python_client_multiproc_server"].is_null());
         assert!(v["python_client_raw_echo_cpu_us"].is_null());
+        assert!(v["python_client_loop_echo_cpu_us"].is_null());
     }
 }

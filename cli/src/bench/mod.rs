@@ -24,7 +24,7 @@ use clap::Args;
 
 use json::json_line;
 use measure::{median, Size};
-use python::{python_available, run_python, Answerer, OurServer, PythonFigure, RawEcho};
+use python::{python_available, run_python, Answerer, Echo, OurServer, PythonFigure, RawEcho};
 use scenarios::{Scenario, SCENARIOS};
 use svg::plot_svg;
 use table::print_table;
@@ -147,15 +147,19 @@ struct Measurement {
     /// multiproc's server.
     python_client_our_server: Option<PythonFigure>,
     /// For the managed scenarios but the batched ones: the same client's
-    /// calls answered by a raw socket echo.
+    /// calls answered by a raw socket echo, a thread per connection.
     python_client_raw_echo: Option<PythonFigure>,
+    /// The same, answered by a raw socket echo of one thread, an event
+    /// loop as multiproc's server is.
+    python_client_loop_echo: Option<PythonFigure>,
 }
 
 /// Python's figure for scenario `s` (workload size `n`). For a managed
 /// scenario, also Python's client against multiproc's server (a fresh one
 /// for each run, stopped after it), with both servers' CPU time per
 /// operation, and (but for the batched scenarios) the CPU time per call of
-/// a raw socket echo answering the same clients' calls ([`RawEcho`]). A
+/// raw socket echoes answering the same clients' calls ([`RawEcho`]: a
+/// thread per connection, and one thread for all, as [`Echo`] says). A
 /// full run measures them in turn (each going first in its turn, as
 /// [`measure::alternated`] does) and keeps the medians: a noisy machine
 /// moves a single run of any by a factor of two. `--quick` runs each
@@ -167,21 +171,27 @@ fn run_pythons(s: &Scenario, n: u64, size: &Size) -> Result<PythonFigures> {
         return Ok(figures);
     }
     let batched = s.name.ends_with("_batched");
-    let mut runs: [Vec<PythonFigure>; 3] = Default::default();
+    let mut runs: [Vec<PythonFigure>; 4] = Default::default();
     let rounds = if size.quick { 1 } else { size.repeats() };
     for round in 0..rounds {
-        for k in 0..3 {
-            let which = (round + k) % 3;
+        for k in 0..runs.len() {
+            let which = (round + k) % runs.len();
+            let echo = |how| -> Result<_> {
+                match batched {
+                    true => Ok(None),
+                    false => run_python(s.name, n, Answerer::Raw(&RawEcho::start(how)?)),
+                }
+            };
             let figure = match which {
                 0 => run_python(s.name, n, Answerer::Python)?,
                 1 => run_python(s.name, n, Answerer::Ours(&OurServer::start()?))?,
-                _ if batched => None,
-                _ => run_python(s.name, n, Answerer::Raw(&RawEcho::start()?))?,
+                2 => echo(Echo::Threads)?,
+                _ => echo(Echo::EventLoop)?,
             };
             runs[which].extend(figure);
         }
     }
-    let [python, ours, raw] = runs.map(median_figure);
+    let [python, ours, raw, event_loop] = runs.map(median_figure);
     let cpu = |f: Option<PythonFigure>| {
         let Some(c) = f.and_then(|f| f.server_cpu_us) else {
             return "n/a".into();
@@ -192,15 +202,17 @@ fn run_pythons(s: &Scenario, n: u64, size: &Size) -> Result<PythonFigures> {
         }
     };
     eprint!(
-        " (python client: server CPU {} us/op in python's server, {} in multiproc's, {} in a raw socket echo's)",
+        " (python client: server CPU {} us/op in python's server, {} in multiproc's, {} in a raw socket echo's, {} in a one-thread raw echo's)",
         cpu(python),
         cpu(ours),
-        cpu(raw)
+        cpu(raw),
+        cpu(event_loop)
     );
     Ok(PythonFigures {
         python,
         our_server: ours,
         raw_echo: raw,
+        loop_echo: event_loop,
     })
 }
 
@@ -212,8 +224,11 @@ struct PythonFigures {
     python: Option<PythonFigure>,
     /// Python's client against multiproc's server.
     our_server: Option<PythonFigure>,
-    /// Python's client's calls answered by a raw socket echo.
+    /// Python's client's calls answered by a raw socket echo, a thread
+    /// per connection.
     raw_echo: Option<PythonFigure>,
+    /// The same, by a raw socket echo of one thread (an event loop).
+    loop_echo: Option<PythonFigure>,
 }
 
 /// The median figure and the median server CPU time (and its parts) of
@@ -282,6 +297,7 @@ pub fn run(options: &Options) -> Result<()> {
             python: pythons.python,
             python_client_our_server: pythons.our_server,
             python_client_raw_echo: pythons.raw_echo,
+            python_client_loop_echo: pythons.loop_echo,
         };
         if options.json {
             println!("{}", json_line(s, &m)?);

@@ -2,6 +2,8 @@
 //! compiled in), one scenario per `python3` run; for the managed scenarios,
 //! also Python's client against multiproc's server.
 
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,13 +145,23 @@ fn socket_path() -> PathBuf {
 /// its length (`Connection.send_bytes`' frame).
 const ECHO_ANSWER: &[u8] = b"\0\0\0\x0e\x80\x04\x8c\x07#RETURNN\x86.";
 
+/// How a [`RawEcho`] serves its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Echo {
+    /// A thread per connection, each blocked in its own reads (as
+    /// Python's manager server serves its clients and the raw calls'
+    /// answerer its channels).
+    Threads,
+    /// One thread for every connection, woken by epoll for the ones with
+    /// something to read: the shape of multiproc's server, an event loop.
+    EventLoop,
+}
+
 /// A raw socket echo for Python's clients: a process listening on a fresh
 /// Unix socket that answers each frame a connection sends with
-/// [`ECHO_ANSWER`], from a thread per connection (as Python's manager
-/// server serves its clients and the raw calls' answerer its channels),
-/// decoding nothing: what the same clients' calls cost a server that does
-/// nothing but the socket's part. Dropping it stops the process (by pid)
-/// and removes its socket.
+/// [`ECHO_ANSWER`], served as [`Echo`] says, decoding nothing: what the
+/// same clients' calls cost a server that does nothing but the socket's
+/// part. Dropping it stops the process (by pid) and removes its socket.
 pub(super) struct RawEcho {
     process: Process<'static>,
     pid: u32,
@@ -157,14 +169,21 @@ pub(super) struct RawEcho {
 }
 
 impl RawEcho {
-    pub(super) fn start() -> Result<RawEcho> {
+    pub(super) fn start(how: Echo) -> Result<RawEcho> {
         let path = socket_path();
-        let listener = std::os::unix::net::UnixListener::bind(&path)
-            .with_context(|| format!("binding {}", path.display()))?;
+        let listener =
+            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
         // A daemon: killed if the bench dies before it stops the echo.
-        let mut process = Process::new(move || {
-            for conn in listener.incoming().flatten() {
-                std::thread::spawn(move || echo(conn));
+        let mut process = Process::new(move || match how {
+            Echo::Threads => {
+                for conn in listener.incoming().flatten() {
+                    std::thread::spawn(move || echo(conn));
+                }
+            }
+            Echo::EventLoop => {
+                if let Err(e) = event_loop_echo(&listener) {
+                    eprint!(" (the event-loop echo failed: {e})");
+                }
             }
         })
         .with_name("raw socket echo (bench)")
@@ -181,8 +200,7 @@ impl RawEcho {
 }
 
 /// Answers each frame `conn` sends with [`ECHO_ANSWER`] until it closes.
-fn echo(mut conn: std::os::unix::net::UnixStream) {
-    use std::io::{Read as _, Write as _};
+fn echo(mut conn: UnixStream) {
     let mut body = Vec::new();
     let mut len = [0u8; 4];
     while conn.read_exact(&mut len).is_ok() {
@@ -195,6 +213,109 @@ fn echo(mut conn: std::os::unix::net::UnixStream) {
             return;
         }
     }
+}
+
+/// [`echo`] for every connection `listener` accepts, from this thread: an
+/// epoll wait, then one read of each connection it says is readable (a
+/// read that cannot block, the sockets staying blocking for the answers'
+/// writes), and an answer for each whole frame read. Returns only if epoll
+/// fails.
+fn event_loop_echo(listener: &UnixListener) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+    /// The key of the listener's events (a connection's is its index).
+    const LISTENER: u64 = u64::MAX;
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: epoll_create1 takes no pointers.
+    let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: the descriptor epoll_create1 returned is new, owned from here.
+    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+    let watch = |fd: RawFd, key: u64| {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: key,
+        };
+        // SAFETY: `event` is a valid epoll_event for the call's duration.
+        check(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) })
+    };
+    listener.set_nonblocking(true)?;
+    watch(listener.as_raw_fd(), LISTENER)?;
+    // Each connection and the bytes of its frame not read whole yet.
+    let mut conns: Vec<Option<(UnixStream, Vec<u8>)>> = Vec::new();
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // SAFETY: `events` has room for the `events.len()` entries epoll
+        // may write.
+        let ready = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                -1,
+            )
+        };
+        let ready = match check(ready) {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        for event in &events[..ready] {
+            let key = event.u64;
+            if key == LISTENER {
+                while let Ok((conn, _)) = listener.accept() {
+                    watch(conn.as_raw_fd(), conns.len() as u64)?;
+                    conns.push(Some((conn, Vec::new())));
+                }
+                continue;
+            }
+            let Some(slot) = usize::try_from(key).ok().and_then(|k| conns.get_mut(k)) else {
+                continue;
+            };
+            // Closing a connection (dropping it) also takes it out of epoll.
+            let keep = match slot {
+                Some((conn, pending)) => match conn.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(n) => {
+                        pending.extend_from_slice(&buf[..n]);
+                        answer_whole_frames(conn, pending)
+                    }
+                    Err(e) => e.kind() == std::io::ErrorKind::Interrupted,
+                },
+                None => continue,
+            };
+            if !keep {
+                *slot = None;
+            }
+        }
+    }
+}
+
+/// Answers each whole frame at the start of `pending` with
+/// [`ECHO_ANSWER`], and keeps what is left of a frame not read whole.
+/// `false` if the connection is to be closed (a write failed, or a frame of
+/// 2 GiB or more, not one a client of the bench sends).
+fn answer_whole_frames(conn: &mut UnixStream, pending: &mut Vec<u8>) -> bool {
+    let mut at = 0;
+    while let Some(&len) = pending.get(at..).and_then(|rest| rest.first_chunk::<4>()) {
+        let Ok(n) = usize::try_from(i32::from_be_bytes(len)) else {
+            return false;
+        };
+        if pending.len() - at - 4 < n {
+            break;
+        }
+        at += 4 + n;
+        if conn.write_all(ECHO_ANSWER).is_err() {
+            return false;
+        }
+    }
+    pending.drain(..at);
+    true
 }
 
 impl Drop for RawEcho {
