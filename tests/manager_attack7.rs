@@ -3,7 +3,8 @@
 //! its behaviour is the reference: requests sent on one connection before
 //! the answers to the earlier ones are read (pipelined), whose answers
 //! carry proxies of objects nothing else holds; and the methods a dict's
-//! iterator's proxy exposes but the iterator lacks.
+//! iterator's proxy exposes but the iterator lacks; and a client that
+//! closes its sending side while a call of its waits.
 
 mod common;
 
@@ -136,11 +137,44 @@ ITERATOR = {
 }
 
 
+def half_closed(method, holder, args, give):
+    """`method` of `holder` called on a connection of its own and left
+    waiting; the client then closes its sending side. Once the server has
+    ended the connection (it is readable: at its end), `give` makes what
+    the call waited for. What the client reads, then `give`'s result."""
+    conn = raw_connection()
+    conn.send((holder._token.id, method, args, {}))
+    s = socket.socket(fileno=os.dup(conn.fileno()))
+    s.shutdown(socket.SHUT_WR)
+    s.close()
+    ended = conn.poll(60)
+    read = failure_of(conn.recv) if ended else "still open"
+    conn.close()
+    return (read, give())
+
+
+def half_closed_get():
+    q = m.Queue()
+    return half_closed("get", q, (), lambda: (q.put(1), q.qsize())[1])
+
+
+def half_closed_acquire():
+    lock = m.Lock()
+    lock.acquire()
+    return half_closed("acquire", lock, (), lambda: (lock.release(), lock.acquire(False))[1])
+
+
+HALF_CLOSED = {
+    "a waiting get, its sending side closed": half_closed_get,
+    "a waiting acquire, its sending side closed": half_closed_acquire,
+}
+
+
 def each(proxy, *steps):
     return [failure_of(lambda: step(proxy)) for step in steps]
 
 
-run({"pipelined": PIPELINED, "iterator": ITERATOR})
+run({"pipelined": PIPELINED, "iterator": ITERATOR, "half-closed": HALF_CLOSED})
 "##;
 
 static PROGRAM: LazyLock<String> = LazyLock::new(|| with_prelude(CASES));
@@ -230,4 +264,30 @@ print("queue", m.get_queue().qsize())
         assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
         assert_eq!(out, "dict {'a': 1}\nqueue 1\n");
     });
+}
+
+/// A client that closes its sending side while one of its calls waits is
+/// taken for gone: the call ends unanswered and the connection closes, so
+/// no queue item or lock is taken for a client that may be dead (an item
+/// would be lost). CPython's server finishes the call (README,
+/// differences).
+#[test]
+fn a_half_closed_clients_waiting_call_takes_nothing() {
+    let Some(got) = differential().ours_only("half-closed", LIMIT) else {
+        return;
+    };
+    let got: Vec<(&str, &str)> = got.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "a waiting get, its sending side closed",
+                "('EOFError: ', 1)"
+            ),
+            (
+                "a waiting acquire, its sending side closed",
+                "('EOFError: ', True)"
+            ),
+        ]
+    );
 }
