@@ -1,0 +1,334 @@
+//! Adversarial review of the process tools, sixth round: `Process`, the
+//! local `Pool`, `Pipe`/`Connection` and `Listener`/`connect`, with the
+//! cases the earlier rounds (`process_attack*`, `pool_attack*`,
+//! `conn_attack*`, `review*`) left out: timeouts at 0, 1 ns and
+//! `Duration::MAX` on every timed wait, the order in which a map reports
+//! its failures, pools used around `terminate` from callbacks and other
+//! threads, and handshakes fed garbage.
+
+mod common;
+
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use common::{join, watchdog};
+use multiproc::conn::{connect, wait, Address, Listener};
+use multiproc::process::Process;
+use multiproc::{Connection, Error, Pipe, Pool};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The three extreme timeouts every timed wait must take.
+const EXTREMES: [Duration; 3] = [Duration::ZERO, Duration::from_nanos(1), Duration::MAX];
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Fails after `ms` milliseconds, saying which.
+fn fail_after(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    panic!("failed after {ms} ms");
+}
+
+fn text(e: &Error) -> String {
+    e.to_string()
+}
+
+/// Python's `map` (and `map_async(…).get()`) raises the failure that
+/// happened first, not that of the first chunk in order: with chunks of
+/// one, `[slow failure, quick failure]` raises the quick one's exception
+/// (`MapResult._set` keeps "only the first exception" to arrive).
+#[test]
+fn a_map_reports_the_failure_that_came_first() {
+    watchdog("first failure", LIMIT, || {
+        let pool = Pool::with_processes(2).unwrap();
+        let items = [1500u64, 1];
+        let e = pool.map_chunked(fail_after, items, Some(1)).unwrap_err();
+        assert!(text(&e).contains("failed after 1 ms"), "{e}");
+        let r = pool.map_async(fail_after, items);
+        let e = r.get_timeout(LIMIT).unwrap_err();
+        assert!(text(&e).contains("failed after 1 ms"), "{e}");
+        let e = pool.starmap(fail_after, items).unwrap_err();
+        assert!(text(&e).contains("failed after 1 ms"), "{e}");
+    });
+}
+
+/// Every timed wait of a process takes 0, 1 ns and `Duration::MAX`: a
+/// running child is `None` for the short ones, and the long one returns
+/// its exit code once it exits.
+#[test]
+fn process_waits_at_the_extreme_timeouts() {
+    watchdog("process timeouts", LIMIT, || {
+        let (tx, rx) = UnixStream::pair().unwrap();
+        let mut p = Process::new(move || {
+            let mut b = [0u8];
+            let _ = std::io::Read::read(&mut &rx, &mut b);
+            multiproc::process::exit(i32::from(b[0]));
+        })
+        .daemon(true);
+        p.start().unwrap();
+        for t in &EXTREMES[..2] {
+            assert_eq!(p.join_timeout(*t).unwrap(), None);
+        }
+        (&tx).write_all(&[7]).unwrap();
+        assert_eq!(p.join_timeout(Duration::MAX).unwrap(), Some(7));
+        for t in EXTREMES {
+            assert_eq!(p.join_timeout(t).unwrap(), Some(7));
+        }
+        // Signals to a child that exited and was reaped do nothing.
+        p.kill().unwrap();
+        p.terminate().unwrap();
+        assert_eq!(p.exitcode(), Some(7));
+    });
+}
+
+/// A forked child's misuse: start twice, join or kill before start.
+#[test]
+fn process_misuse_is_an_error() {
+    watchdog("misuse", LIMIT, || {
+        let mut p = Process::new(|| {});
+        assert!(matches!(p.join(), Err(Error::ProcessState { .. })));
+        assert!(matches!(
+            p.join_timeout(Duration::ZERO),
+            Err(Error::ProcessState { .. })
+        ));
+        assert!(matches!(p.kill(), Err(Error::ProcessState { .. })));
+        assert!(!p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        p.start().unwrap();
+        assert!(matches!(p.start(), Err(Error::ProcessState { .. })));
+        assert_eq!(join(&p, LIMIT), 0);
+        assert!(matches!(p.start(), Err(Error::ProcessState { .. })));
+    });
+}
+
+/// Results' timed waits at the extremes, on a result not there yet and
+/// on one that is.
+#[test]
+fn result_waits_at_the_extreme_timeouts() {
+    watchdog("result timeouts", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let slow = pool.apply_async(sleep_ms, 400);
+        let slow_map = pool.map_async(sleep_ms, [1u64, 1]);
+        for t in &EXTREMES[..2] {
+            assert!(matches!(slow.get_timeout(*t), Err(Error::Timeout)));
+            assert!(!slow.wait_timeout(*t));
+            assert!(matches!(slow_map.get_timeout(*t), Err(Error::Timeout)));
+        }
+        assert_eq!(slow_map.get_timeout(Duration::MAX).unwrap(), [1, 1]);
+        for t in EXTREMES {
+            assert_eq!(slow.get_timeout(t).unwrap(), 400);
+            assert!(slow.wait_timeout(t));
+            assert_eq!(slow_map.get_timeout(t).unwrap(), [1, 1]);
+        }
+    });
+}
+
+/// A connection's timed waits at the extremes: nothing there, then a
+/// whole message there.
+#[test]
+fn connection_waits_at_the_extreme_timeouts() {
+    watchdog("connection timeouts", LIMIT, || {
+        let (mut a, mut b) = Pipe(true).unwrap();
+        for t in &EXTREMES[..2] {
+            assert!(!b.poll(Some(*t)).unwrap());
+            assert!(matches!(b.recv_bytes_timeout(*t), Err(Error::Timeout)));
+            assert!(wait(&[&b], Some(*t)).unwrap().is_empty());
+        }
+        a.send_bytes(b"x").unwrap();
+        for t in EXTREMES {
+            assert!(b.poll(Some(t)).unwrap());
+            assert_eq!(wait(&[&b], Some(t)).unwrap(), [0]);
+        }
+        for t in EXTREMES {
+            assert_eq!(b.recv_bytes_timeout(t).unwrap(), b"x");
+            a.send_bytes(b"x").unwrap();
+        }
+        // A header that promises 5 bytes, then nothing: each timeout ends,
+        // and the message is whole once its bytes come.
+        let (raw, ours) = UnixStream::pair().unwrap();
+        let mut c = Connection::from_socket(ours.into()).unwrap();
+        (&raw).write_all(&5u32.to_be_bytes()).unwrap();
+        for t in &EXTREMES[..2] {
+            assert!(matches!(c.recv_bytes_timeout(*t), Err(Error::Timeout)));
+        }
+        assert!(matches!(
+            c.recv_bytes_timeout(Duration::from_millis(50)),
+            Err(Error::Timeout)
+        ));
+        (&raw).write_all(b"hello").unwrap();
+        assert_eq!(c.recv_bytes_timeout(Duration::MAX).unwrap(), b"hello");
+        // The peer gone: every wait ends at once.
+        drop(raw);
+        for t in EXTREMES {
+            assert!(c.poll(Some(t)).unwrap());
+            assert!(matches!(
+                c.recv_bytes_timeout(t),
+                Err(Error::ConnectionClosed)
+            ));
+        }
+    });
+}
+
+/// A pool terminated from another thread while `map` waits: `map`
+/// returns an error soon, and every later call is refused.
+#[test]
+fn terminate_from_another_thread_while_map_runs() {
+    watchdog("terminate during map", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(2).unwrap());
+        let p2 = pool.clone();
+        let t = std::thread::spawn(move || p2.map_chunked(sleep_ms, vec![20_000u64; 8], Some(1)));
+        // Once the two workers have their tasks.
+        std::thread::sleep(Duration::from_millis(300));
+        let begun = Instant::now();
+        pool.terminate();
+        let r = t.join().unwrap();
+        assert!(matches!(r, Err(Error::PoolTerminated)), "{r:?}");
+        assert!(begun.elapsed() < Duration::from_secs(10));
+        assert!(matches!(pool.apply(square, 2), Err(Error::PoolTerminated)));
+        assert!(pool.map(square, [1u64]).is_err());
+        assert!(pool.imap(square, [1u64], None).all(|r| r.is_err()));
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+/// `terminate` from a success callback while a map runs: the map's
+/// results still pending fail, nothing hangs, `join` returns.
+#[test]
+fn terminate_from_a_callback_while_map_runs() {
+    watchdog("terminate in callback", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(2).unwrap());
+        let p2 = pool.clone();
+        let (tx, rx) = mpsc::channel();
+        let (go, gate) = mpsc::channel::<()>();
+        // The callback waits (on the scheduler thread) until the map is in.
+        pool.apply_async_with(square, 3, move |_| {
+            gate.recv().unwrap();
+            p2.terminate();
+            tx.send(()).unwrap();
+        });
+        let m = pool.map_async(sleep_ms, vec![5_000u64; 6]);
+        go.send(()).unwrap();
+        rx.recv_timeout(LIMIT).unwrap();
+        assert!(m.get_timeout(Duration::from_secs(20)).is_err());
+        pool.join().unwrap();
+    });
+}
+
+/// Ten thousand tiny tasks on more workers than CPUs, by `apply_async`,
+/// `map` and `imap_unordered`, all answered.
+#[test]
+fn ten_thousand_tiny_tasks_on_more_workers_than_cpus() {
+    watchdog("10k tasks", LIMIT, || {
+        let pool = Pool::with_processes(8).unwrap();
+        let rs: Vec<_> = (0..10_000u64)
+            .map(|i| pool.apply_async(square, i))
+            .collect();
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.get().unwrap(), (i as u64) * (i as u64));
+        }
+        let v = pool.map_chunked(square, 0..10_000u64, Some(1)).unwrap();
+        assert_eq!(v.len(), 10_000);
+        let mut u: Vec<u64> = pool
+            .imap_unordered(square, 0..10_000u64, None)
+            .map(Result::unwrap)
+            .collect();
+        u.sort_unstable();
+        assert_eq!(u, v);
+    });
+}
+
+/// A pool dropped while results are pending and other threads wait on
+/// them: each wait ends with `PoolTerminated`.
+#[test]
+fn a_pool_dropped_with_waiters_fails_them() {
+    watchdog("drop with waiters", LIMIT, || {
+        let pool = Pool::with_processes(1).unwrap();
+        let rs: Vec<_> = (0..4).map(|_| pool.apply_async(sleep_ms, 20_000)).collect();
+        let done = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for r in &rs {
+                let done = done.clone();
+                s.spawn(move || {
+                    assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            drop(pool);
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 4);
+    });
+}
+
+/// A one-way pipe used the wrong way, and a closed end.
+#[test]
+fn one_way_pipes_and_closed_ends() {
+    watchdog("one way", LIMIT, || {
+        let (mut r, mut w) = Pipe(false).unwrap();
+        assert!(matches!(r.send_bytes(b"x"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(w.recv_bytes(), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            w.poll(Some(Duration::ZERO)),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(wait(&[&w], Some(Duration::ZERO)).is_err());
+        w.send_bytes(b"x").unwrap();
+        drop(w);
+        assert_eq!(r.recv_bytes().unwrap(), b"x");
+        assert!(matches!(r.recv_bytes(), Err(Error::ConnectionClosed)));
+        r.close();
+        for t in EXTREMES {
+            assert!(r.poll(Some(t)).is_err());
+            assert!(r.recv_bytes_timeout(t).is_err());
+        }
+    });
+}
+
+/// A client that sends garbage during the handshake is refused and the
+/// listener goes on; keys of 0 bytes and of 10 MB work.
+#[test]
+fn handshake_garbage_and_extreme_keys() {
+    watchdog("handshake", LIMIT, || {
+        for key in [Vec::new(), vec![0xa5u8; 10_000_000]] {
+            let l =
+                Listener::bind(&"tcp:127.0.0.1:0".parse::<Address>().unwrap(), Some(&key)).unwrap();
+            let addr = l.address().clone();
+            let key2 = key.clone();
+            let t = std::thread::spawn(move || {
+                // Garbage: a frame of random bytes in place of the answer.
+                let mut s = std::net::TcpStream::connect(match &addr {
+                    Address::Tcp(a) => *a,
+                    _ => unreachable!(),
+                })
+                .unwrap();
+                let mut hdr = [0u8; 4];
+                std::io::Read::read_exact(&mut s, &mut hdr).unwrap();
+                let n = u32::from_be_bytes(hdr) as usize;
+                let mut challenge = vec![0u8; n];
+                std::io::Read::read_exact(&mut s, &mut challenge).unwrap();
+                let junk = [0u8, 0, 0, 3, 1, 2, 3];
+                s.write_all(&junk).unwrap();
+                drop(s);
+                let mut c = connect(&addr, Some(&key2)).unwrap();
+                c.send_bytes(b"ok").unwrap();
+                c.recv_bytes().unwrap()
+            });
+            assert!(matches!(l.accept(), Err(Error::AuthenticationFailed(_))));
+            let mut c = l.accept().unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"ok");
+            c.send_bytes(b"back").unwrap();
+            assert_eq!(t.join().unwrap(), b"back");
+        }
+    });
+}
