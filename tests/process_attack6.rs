@@ -332,3 +332,137 @@ fn handshake_garbage_and_extreme_keys() {
         }
     });
 }
+
+/// Waits, without reaping it, until the child `pid` has exited.
+fn wait_exited_unreaped(pid: u32) -> bool {
+    // SAFETY: a zeroed `siginfo_t` is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain system call on an out-pointer of the right type.
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    r == 0
+}
+
+/// Makes the next pid the kernel hands out `pid`, if it can (root, and
+/// no other process forks in between): `ns_last_pid`, as CRIU uses it.
+fn next_pid_is(pid: u32) -> bool {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).is_ok()
+}
+
+/// The scenario of [`a_reused_pid_never_gives_a_child_its_siblings_exit_code`],
+/// in a child of its own (it reaps behind the crate's back): its exit
+/// code says what went wrong, 77 if the pid could not be reused.
+fn sibling_with_a_reused_pid() -> i32 {
+    let mut a = Process::new(|| multiproc::process::exit(3));
+    a.start().unwrap();
+    let pa = a.pid().unwrap();
+    // Reaped elsewhere, as a SIGCHLD handler that reaps every child does.
+    if !wait_exited_unreaped(pa) {
+        return 10;
+    }
+    // SAFETY: waits for our own child, which has exited.
+    unsafe { libc::waitpid(pa as i32, std::ptr::null_mut(), 0) };
+    // A sibling started now that gets the same pid.
+    let mut reused = None;
+    for _ in 0..200 {
+        if !next_pid_is(pa) {
+            return 77;
+        }
+        let mut b = Process::new(|| multiproc::process::exit(5));
+        b.start().unwrap();
+        if b.pid() == Some(pa) {
+            reused = Some(b);
+            break;
+        }
+        if b.join().unwrap() != 5 {
+            return 11;
+        }
+    }
+    let Some(b) = reused else { return 77 };
+    if !wait_exited_unreaped(pa) {
+        return 12;
+    }
+    // A's exit status was taken elsewhere: it must not read B's.
+    match a.join_timeout(Duration::ZERO) {
+        Ok(Some(5)) => return 20,
+        Ok(Some(_)) => return 21,
+        Ok(None) | Err(_) => {}
+    }
+    match a.exitcode() {
+        Some(5) => return 22,
+        Some(_) => return 23,
+        None => {}
+    }
+    // B keeps its own exit code.
+    match b.join_timeout(Duration::from_secs(20)) {
+        Ok(Some(5)) => 0,
+        Ok(other) => 30 + other.map_or(0, |c| c.clamp(0, 9)),
+        Err(_) => 40,
+    }
+}
+
+/// A child whose exit status was taken elsewhere (a SIGCHLD handler that
+/// reaps every child) and whose pid a sibling then got: waiting for the
+/// first must never reap the sibling and report its exit code, which
+/// the sibling's own handle then lacks. (The pid is reused on purpose
+/// here, with `ns_last_pid`; on a machine whose `pid_max` is 32768 it
+/// comes round by itself.)
+#[test]
+fn a_reused_pid_never_gives_a_child_its_siblings_exit_code() {
+    watchdog("reused pid", LIMIT, || {
+        let mut p = Process::new(|| multiproc::process::exit(sibling_with_a_reused_pid()));
+        p.start().unwrap();
+        match join(&p, LIMIT) {
+            0 => {}
+            77 => eprintln!("skipped: the pid could not be made to come round"),
+            code => panic!("failed with code {code}"),
+        }
+    });
+}
+
+/// Exit codes as Python gives them, read through the child's pidfd:
+/// a return, `exit(n)` (its low byte), a panic, and signals, by `join`,
+/// `join_timeout` and `exitcode`.
+#[test]
+fn exit_codes_of_every_kind() {
+    watchdog("exit codes", LIMIT, || {
+        let cases: Vec<(Process<'static>, i32)> = vec![
+            (Process::new(|| {}), 0),
+            (Process::new(|| multiproc::process::exit(300)), 44),
+            (Process::new(|| panic!("boom")), 1),
+            (
+                // SAFETY: raises a signal in this (child) process.
+                Process::new(|| unsafe {
+                    libc::raise(libc::SIGUSR1);
+                }),
+                -libc::SIGUSR1,
+            ),
+            (
+                // SAFETY: as above.
+                Process::new(|| unsafe {
+                    libc::raise(libc::SIGRTMIN() + 1);
+                }),
+                -(libc::SIGRTMIN() + 1),
+            ),
+        ];
+        for (mut p, want) in cases {
+            p.start().unwrap();
+            assert_eq!(join(&p, LIMIT), want);
+            assert_eq!(p.exitcode(), Some(want));
+        }
+        let (_tx, rx) = UnixStream::pair().unwrap();
+        for (signal, how) in [(libc::SIGKILL, 0), (libc::SIGTERM, 1)] {
+            let rx = rx.try_clone().unwrap();
+            let mut p = Process::new(move || {
+                let _ = std::io::Read::read(&mut &rx, &mut [0u8]);
+            });
+            p.start().unwrap();
+            if how == 0 {
+                p.kill().unwrap();
+            } else {
+                p.terminate().unwrap();
+            }
+            assert_eq!(p.join_timeout(Duration::MAX).unwrap(), Some(-signal));
+            assert!(!p.is_alive());
+        }
+    });
+}
