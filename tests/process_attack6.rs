@@ -466,3 +466,57 @@ fn exit_codes_of_every_kind() {
         }
     });
 }
+
+/// Whether the process `pid` is there and not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// A daemon's child: Python refuses it ("daemonic processes are not
+/// allowed to have children"), since a daemon is killed at its parent's
+/// exit and would leave its children running. Here a daemon may start
+/// children, and they must not outlive it when it is killed so.
+#[test]
+fn a_daemons_child_does_not_outlive_the_daemon_killed_at_exit() {
+    watchdog("daemon's child", LIMIT, || {
+        let (pid_tx, pid_rx) = UnixStream::pair().unwrap();
+        let (go_tx, go_rx) = UnixStream::pair().unwrap();
+        let mut outer = Process::new(move || {
+            let mut daemon = Process::new(move || {
+                let mut grandchild = Process::new(|| std::thread::sleep(Duration::from_secs(300)));
+                grandchild.start().unwrap();
+                let pid = grandchild.pid().unwrap();
+                (&pid_tx).write_all(&pid.to_le_bytes()).unwrap();
+                std::thread::sleep(Duration::from_secs(300));
+            })
+            .daemon(true);
+            daemon.start().unwrap();
+            // Exits once told to (the grandchild's pid has been read).
+            let _ = std::io::Read::read(&mut &go_rx, &mut [0u8]);
+        });
+        outer.start().unwrap();
+        let mut pid = [0u8; 4];
+        std::io::Read::read_exact(&mut &pid_rx, &mut pid).unwrap();
+        let grandchild = u32::from_le_bytes(pid) as i32;
+        // Its pidfd, opened while it is known to live: the clean-up below
+        // can never signal another process that took its pid.
+        // SAFETY: a plain system call.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, grandchild, 0) } as i32;
+        assert!(pidfd >= 0 && alive(grandchild));
+        // The outer child exits: its exit kills the daemon.
+        (&go_tx).write_all(&[1]).unwrap();
+        assert_eq!(join(&outer, LIMIT), 0);
+        let gone = common::wait_until(Duration::from_secs(10), || !alive(grandchild));
+        // SAFETY: signals through the pidfd opened above.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, 0, 0) };
+        // SAFETY: closes it; nothing else owns it.
+        unsafe { libc::close(pidfd) };
+        assert!(gone, "the daemon's child {grandchild} outlived it");
+    });
+}

@@ -433,12 +433,17 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 
     /// Whether the child, once started, is killed when its parent dies (or
     /// the thread that starts it ends): a daemon, or any child of a pool
-    /// worker (see `children_die_with_this_process`) but those that watch
+    /// worker (see `children_die_with_this_process`) or of a process that
+    /// dies with its own parent (a daemon's child: it would outlive the
+    /// daemon killed at its parent's exit), but those that watch
     /// their parent and end by themselves when it does (the crate's fork
     /// servers, not `listed`; a Manager's server, see
     /// `ends_when_parent_exits`), which clean up on their way out.
     fn dies_with_parent(&self, listed: bool) -> bool {
-        self.daemon || (listed && self.waited_at_exit && children_die_with_it())
+        self.daemon
+            || (listed
+                && self.waited_at_exit
+                && (children_die_with_it() || this_process_dies_with_parent()))
     }
 
     /// Starts the child: forks it (it runs the closure and exits), or
@@ -633,6 +638,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             if sys::die_with_parent_thread(parent_pid, thread).is_err() {
                 sys::exit_now(1);
             }
+            dies_with_its_parent();
         }
         if listed {
             // Not for the crate's own helpers (a fork server), which
