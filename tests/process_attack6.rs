@@ -342,6 +342,17 @@ fn wait_exited_unreaped(pid: u32) -> bool {
     r == 0
 }
 
+/// Whether the child `pid` has not exited yet (without reaping it).
+fn still_running(pid: u32) -> Option<bool> {
+    // SAFETY: a zeroed `siginfo_t` is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+    // SAFETY: plain system call on an out-pointer of the right type.
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) };
+    // SAFETY: `waitid` succeeded: `info` is filled, or zeroed if no child changed.
+    (r == 0).then(|| unsafe { info.si_pid() } == 0)
+}
+
 /// Makes the next pid the kernel hands out `pid`, if it can (root, and
 /// no other process forks in between): `ns_last_pid`, as CRIU uses it.
 fn next_pid_is(pid: u32) -> bool {
@@ -363,21 +374,34 @@ fn sibling_with_a_reused_pid() -> i32 {
     unsafe { libc::waitpid(pa as i32, std::ptr::null_mut(), 0) };
     // A sibling started now that gets the same pid.
     let mut reused = None;
+    let (go, gate) = UnixStream::pair().unwrap();
     for _ in 0..200 {
         if !next_pid_is(pa) {
             return 77;
         }
-        let mut b = Process::new(|| multiproc::process::exit(5));
+        let gate = gate.try_clone().unwrap();
+        let mut b = Process::new(move || {
+            let _ = std::io::Read::read(&mut &gate, &mut [0u8]);
+            multiproc::process::exit(5)
+        });
         b.start().unwrap();
         if b.pid() == Some(pa) {
             reused = Some(b);
             break;
         }
-        if b.join().unwrap() != 5 {
+        b.kill().unwrap();
+        if b.join().unwrap() != -libc::SIGKILL {
             return 11;
         }
     }
     let Some(b) = reused else { return 77 };
+    // A's signals never reach B, which has its pid now.
+    a.kill().unwrap();
+    a.terminate().unwrap();
+    if still_running(pa) != Some(true) {
+        return 13;
+    }
+    (&go).write_all(&[1]).unwrap();
     if !wait_exited_unreaped(pa) {
         return 12;
     }
@@ -518,5 +542,104 @@ fn a_daemons_child_does_not_outlive_the_daemon_killed_at_exit() {
         // SAFETY: closes it; nothing else owns it.
         unsafe { libc::close(pidfd) };
         assert!(gone, "the daemon's child {grandchild} outlived it");
+    });
+}
+
+/// A map's waits where they cannot end: in one of the pool's callbacks
+/// (the thread that delivers the outcomes) a map not done yet is
+/// `PoolState` at once, by `get` and `get_async`; in a forked child a
+/// copy of a map is the foreign-process error, and one done before the
+/// fork gives its values. The async `get` reports the first failure in
+/// time too.
+#[test]
+fn map_waits_that_cannot_end_and_the_async_first_failure() {
+    watchdog("map waits", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(2).unwrap());
+        let rt = common::current_thread();
+        let e = rt
+            .block_on(pool.map_async(fail_after, [1500u64, 1]).get_async())
+            .unwrap_err();
+        assert!(text(&e).contains("failed after 1 ms"), "{e}");
+        let done = pool.map_async(square, [2u64, 3]);
+        assert_eq!(done.get().unwrap(), [4, 9]);
+        let pending = pool.map_async(sleep_ms, [3000u64, 1]);
+        let child = common::static_child(move || {
+            assert_eq!(done.get().unwrap(), [4, 9]);
+            assert!(matches!(pending.get(), Err(Error::PoolState(_))));
+            std::mem::forget((done, pending));
+        });
+        assert_eq!(join(&child, LIMIT), 0);
+        let (tx, rx) = mpsc::channel();
+        let p2 = pool.clone();
+        pool.apply_async_with(square, 1, move |_| {
+            let m = p2.map_async(sleep_ms, [1u64, 2]);
+            let got = (
+                matches!(m.get(), Err(Error::PoolState(_))),
+                matches!(
+                    common::current_thread().block_on(m.get_async()),
+                    Err(Error::PoolState(_))
+                ),
+            );
+            tx.send(got).unwrap();
+        });
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), (true, true));
+    });
+}
+
+/// `terminate` and `close` in a forked child leave the parent's pool
+/// alone; an `AsyncResult` dropped at once still has its callback run;
+/// a callback that blocks holds up later results only until it returns,
+/// and `terminate` from another thread meanwhile takes effect then.
+#[test]
+fn pool_calls_from_a_child_dropped_results_and_a_blocking_callback() {
+    watchdog("pool odds", LIMIT, || {
+        let pool = Arc::new(Pool::with_processes(2).unwrap());
+        let p2 = pool.clone();
+        let child = common::static_child(move || {
+            p2.terminate();
+            p2.close();
+            assert!(p2.join().is_err());
+            std::mem::forget(p2);
+        });
+        assert_eq!(join(&child, LIMIT), 0);
+        assert_eq!(pool.apply(square, 5).unwrap(), 25);
+        let (tx, rx) = mpsc::channel();
+        drop(pool.apply_async_with(square, 6, move |v| tx.send(v).unwrap()));
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 36);
+        let (go, gate) = mpsc::channel::<()>();
+        let blocked = pool.apply_async_with(square, 7, move |_| {
+            let _ = gate.recv_timeout(LIMIT);
+        });
+        let later = pool.apply_async(square, 8);
+        assert!(!later.wait_timeout(Duration::from_millis(300)));
+        pool.terminate();
+        go.send(()).unwrap();
+        pool.join().unwrap();
+        assert_eq!(blocked.get().unwrap(), 49);
+        assert!(later.get().is_ok() || matches!(later.get(), Err(Error::PoolTerminated)));
+    });
+}
+
+/// A connection moved into a forked child is the child's: the parent's
+/// copy goes at the hand-over, so the parent's other end sees the end of
+/// the stream once the child exits, and reads every message first.
+#[test]
+fn a_connection_moved_into_a_child_ends_with_it() {
+    watchdog("moved connection", LIMIT, || {
+        let (mut ours, mut theirs) = Pipe(true).unwrap();
+        let mut p = Process::new(move || {
+            for i in 0..100u32 {
+                theirs.send(&i).unwrap();
+            }
+            theirs.send_bytes(&vec![9u8; 1 << 20]).unwrap();
+        });
+        p.start().unwrap();
+        for i in 0..100u32 {
+            assert_eq!(ours.recv::<u32>().unwrap(), i);
+        }
+        assert_eq!(ours.recv_bytes().unwrap().len(), 1 << 20);
+        assert_eq!(join(&p, LIMIT), 0);
+        assert!(ours.poll(Some(Duration::MAX)).unwrap());
+        assert!(matches!(ours.recv_bytes(), Err(Error::ConnectionClosed)));
     });
 }
