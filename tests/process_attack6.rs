@@ -513,10 +513,21 @@ fn a_daemons_child_does_not_outlive_the_daemon_killed_at_exit() {
         let (go_tx, go_rx) = UnixStream::pair().unwrap();
         let mut outer = Process::new(move || {
             let mut daemon = Process::new(move || {
-                let mut grandchild = Process::new(|| std::thread::sleep(Duration::from_secs(300)));
+                let sleeper = || Process::new(|| std::thread::sleep(Duration::from_secs(300)));
+                let mut grandchild = sleeper();
                 grandchild.start().unwrap();
                 let pid = grandchild.pid().unwrap();
+                // One started from a thread that ends: not killed with it.
+                let from_thread = std::thread::spawn(move || {
+                    let mut p = sleeper();
+                    p.start().unwrap();
+                    p
+                })
+                .join()
+                .unwrap();
+                let other = from_thread.pid().unwrap();
                 (&pid_tx).write_all(&pid.to_le_bytes()).unwrap();
+                (&pid_tx).write_all(&other.to_le_bytes()).unwrap();
                 std::thread::sleep(Duration::from_secs(300));
             })
             .daemon(true);
@@ -533,6 +544,14 @@ fn a_daemons_child_does_not_outlive_the_daemon_killed_at_exit() {
         // SAFETY: a plain system call.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, grandchild, 0) } as i32;
         assert!(pidfd >= 0 && alive(grandchild));
+        std::io::Read::read_exact(&mut &pid_rx, &mut pid).unwrap();
+        let other = u32::from_le_bytes(pid) as i32;
+        // SAFETY: a plain system call.
+        let other_fd = unsafe { libc::syscall(libc::SYS_pidfd_open, other, 0) } as i32;
+        assert!(other_fd >= 0);
+        assert!(!common::wait_until(Duration::from_millis(300), || !alive(
+            other
+        )));
         // The outer child exits: its exit kills the daemon.
         (&go_tx).write_all(&[1]).unwrap();
         assert_eq!(join(&outer, LIMIT), 0);
@@ -541,6 +560,11 @@ fn a_daemons_child_does_not_outlive_the_daemon_killed_at_exit() {
         unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, 0, 0) };
         // SAFETY: closes it; nothing else owns it.
         unsafe { libc::close(pidfd) };
+        // The one from a thread is an orphan now, as documented: ended here.
+        // SAFETY: signals through the pidfd opened above.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, other_fd, libc::SIGKILL, 0, 0) };
+        // SAFETY: closes it; nothing else owns it.
+        unsafe { libc::close(other_fd) };
         assert!(gone, "the daemon's child {grandchild} outlived it");
     });
 }

@@ -51,9 +51,9 @@ pub(super) fn children_die_with_it() -> bool {
 }
 
 /// Whether this process is killed when its parent dies (a daemon, or a
-/// pool task's child); reset in each child. Its own children then die
-/// with it too: Python forbids a daemon to have children, which its
-/// parent's exit, killing it, would leave running.
+/// pool task's child); reset in each child. The children its main thread
+/// starts then die with it too: Python forbids a daemon to have
+/// children, which its parent's exit, killing it, would leave running.
 static DIES_WITH_PARENT: AtomicBool = AtomicBool::new(false);
 
 /// Marks this process as one that dies with its parent (see
