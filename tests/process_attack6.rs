@@ -667,3 +667,86 @@ fn a_connection_moved_into_a_child_ends_with_it() {
         assert!(matches!(ours.recv_bytes(), Err(Error::ConnectionClosed)));
     });
 }
+
+/// The async waits under a runtime's timeouts of 0, 1 ns and
+/// `Duration::MAX`: a wait cut short loses nothing (a later wait gets
+/// the exit code, the result, the whole message), and one not cut
+/// short returns what the blocking call would.
+#[test]
+fn async_waits_cut_short_at_the_extreme_timeouts() {
+    use tokio::time::timeout;
+    watchdog("async timeouts", LIMIT, || {
+        let rt = common::current_thread();
+        let pool = Pool::with_processes(1).unwrap();
+        let (tx, rx) = UnixStream::pair().unwrap();
+        let mut p = Process::new(move || {
+            let _ = std::io::Read::read(&mut &rx, &mut [0u8]);
+            multiproc::process::exit(9);
+        })
+        .daemon(true);
+        p.start().unwrap();
+        let slow = pool.apply_async(sleep_ms, 300);
+        let slow_map = pool.map_async(sleep_ms, [1u64, 2]);
+        let (mut a, mut b) = Pipe(true).unwrap();
+        rt.block_on(async {
+            for t in &EXTREMES[..2] {
+                assert!(timeout(*t, p.join_async()).await.is_err());
+                assert!(timeout(*t, b.recv_bytes_async()).await.is_err());
+            }
+            assert_eq!(
+                timeout(Duration::MAX, slow.get_async())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                300
+            );
+            assert_eq!(
+                timeout(Duration::MAX, slow_map.get_async())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                [1, 2]
+            );
+            (&tx).write_all(&[1]).unwrap();
+            assert_eq!(
+                timeout(Duration::MAX, p.join_async())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                9
+            );
+            for t in EXTREMES {
+                assert_eq!(timeout(t, p.join_async()).await.unwrap().unwrap(), 9);
+                assert_eq!(timeout(t, slow.get_async()).await.unwrap().unwrap(), 300);
+            }
+            // A big message, its send and receive both cut short again and
+            // again (at 1 ns each), then finished whole.
+            let big = vec![5u8; 4 << 20];
+            a.send_bytes(&big[..10]).unwrap();
+            let mut got = None;
+            for _ in 0..1000 {
+                if let Ok(r) = timeout(Duration::from_nanos(1), b.recv_bytes_async()).await {
+                    got = Some(r.unwrap());
+                    break;
+                }
+            }
+            assert_eq!(got.unwrap(), &big[..10]);
+        });
+        let sender = std::thread::spawn(move || {
+            a.send_bytes(&vec![5u8; 4 << 20]).unwrap();
+            a
+        });
+        let mut got = None;
+        rt.block_on(async {
+            for _ in 0..100_000 {
+                if let Ok(r) = timeout(Duration::from_nanos(1), b.recv_bytes_async()).await {
+                    got = Some(r.unwrap());
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(got.map(|g| g.len()), Some(4 << 20));
+        drop(sender.join().unwrap());
+    });
+}
