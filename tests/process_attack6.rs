@@ -750,3 +750,37 @@ fn async_waits_cut_short_at_the_extreme_timeouts() {
         drop(sender.join().unwrap());
     });
 }
+
+/// `max_tasks_per_child(1)` with many tasks on more workers than CPUs:
+/// every task runs in a fresh worker, and none is lost or run twice.
+#[test]
+fn one_task_per_worker_for_two_thousand_tasks() {
+    fn worker_pid(x: u64) -> (u64, u32) {
+        (x, std::process::id())
+    }
+    watchdog("max_tasks_per_child(1)", LIMIT, || {
+        let pool = Pool::builder()
+            .processes(8)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let begun = Instant::now();
+        let rs: Vec<_> = (0..1000u64)
+            .map(|i| pool.apply_async(worker_pid, i))
+            .collect();
+        let mut got: Vec<(u64, u32)> = rs.iter().map(|r| r.get().unwrap()).collect();
+        got.extend(
+            pool.map_chunked(worker_pid, 1000..2000u64, Some(1))
+                .unwrap(),
+        );
+        let took = begun.elapsed();
+        let mut pids: Vec<u32> = got.iter().map(|&(_, p)| p).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        assert_eq!(pids.len(), 2000, "a worker ran two tasks");
+        assert!(got.iter().enumerate().all(|(i, &(x, _))| x == i as u64));
+        pool.close();
+        pool.join().unwrap();
+        eprintln!("2000 tasks, one per worker: {took:?}");
+    });
+}
