@@ -631,9 +631,12 @@ fn pool_calls_from_a_child_dropped_results_and_a_blocking_callback() {
         drop(pool.apply_async_with(square, 6, move |v| tx.send(v).unwrap()));
         assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 36);
         let (go, gate) = mpsc::channel::<()>();
+        let (blocking, in_callback) = mpsc::channel::<()>();
         let blocked = pool.apply_async_with(square, 7, move |_| {
+            blocking.send(()).unwrap();
             let _ = gate.recv_timeout(LIMIT);
         });
+        in_callback.recv_timeout(LIMIT).unwrap();
         let later = pool.apply_async(square, 8);
         assert!(!later.wait_timeout(Duration::from_millis(300)));
         pool.terminate();
