@@ -49,6 +49,23 @@ pub(crate) fn children_die_with_this_process() {
 pub(super) fn children_die_with_it() -> bool {
     CHILDREN_DIE_WITH_IT.load(Ordering::Relaxed)
 }
+
+/// Whether this process is killed when its parent dies (a daemon, or a
+/// pool task's child); reset in each child. The children its main thread
+/// starts then die with it too: Python forbids a daemon to have
+/// children, which its parent's exit, killing it, would leave running.
+static DIES_WITH_PARENT: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process as one that dies with its parent (see
+/// [`DIES_WITH_PARENT`]).
+pub(super) fn dies_with_its_parent() {
+    DIES_WITH_PARENT.store(true, Ordering::Relaxed);
+}
+
+/// Whether this process dies with its parent (see [`DIES_WITH_PARENT`]).
+pub(super) fn this_process_dies_with_parent() -> bool {
+    DIES_WITH_PARENT.load(Ordering::Relaxed)
+}
 /// Every child started and not yet known to have exited, with its handle's
 /// state: `active_children` lists them, a child whose handle was dropped
 /// is still reaped (not left a zombie), and exits and scopes join them.
@@ -156,8 +173,9 @@ pub(crate) fn after_fork_in_parent() {
 
 /// After a fork, in the child.
 pub(crate) fn after_fork_in_child() {
-    // A pool worker's child is no pool worker.
+    // A pool worker's child is no pool worker, nor a daemon's a daemon.
     CHILDREN_DIE_WITH_IT.store(false, Ordering::Relaxed);
+    DIES_WITH_PARENT.store(false, Ordering::Relaxed);
     if let Some(mut held) = take_held() {
         // The parent's children are not this process's (and their pidfds
         // are only copies): forget them without closing anything.

@@ -433,12 +433,21 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
 
     /// Whether the child, once started, is killed when its parent dies (or
     /// the thread that starts it ends): a daemon, or any child of a pool
-    /// worker (see `children_die_with_this_process`) but those that watch
+    /// worker (see `children_die_with_this_process`), or one that the main
+    /// thread of a process that dies with its own parent starts (a
+    /// daemon's child, which would otherwise outlive the daemon killed at
+    /// its parent's exit; the main thread's end is the process's, so it
+    /// is not killed any earlier), but those that watch
     /// their parent and end by themselves when it does (the crate's fork
     /// servers, not `listed`; a Manager's server, see
     /// `ends_when_parent_exits`), which clean up on their way out.
     fn dies_with_parent(&self, listed: bool) -> bool {
-        self.daemon || (listed && self.waited_at_exit && children_die_with_it())
+        let from_a_dying_main_thread =
+            this_process_dies_with_parent() && sys::gettid() == sys::getpid();
+        self.daemon
+            || (listed
+                && self.waited_at_exit
+                && (children_die_with_it() || from_a_dying_main_thread))
     }
 
     /// Starts the child: forks it (it runs the closure and exits), or
@@ -633,6 +642,7 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
             if sys::die_with_parent_thread(parent_pid, thread).is_err() {
                 sys::exit_now(1);
             }
+            dies_with_its_parent();
         }
         if listed {
             // Not for the crate's own helpers (a fork server), which

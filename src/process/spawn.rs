@@ -435,6 +435,7 @@ fn become_child<'e>(
         // started (then the signal would never come).
         sys::die_with_parent_thread(p.parent_pid, p.parent_thread)
             .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+        super::family::dies_with_its_parent();
     }
     Ok((entry, p.args))
 }

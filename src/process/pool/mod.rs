@@ -338,7 +338,9 @@ impl Pool {
     /// `map`). Items go in chunks of Python's default size.
     ///
     /// # Errors
-    /// The first error of any chunk, as for [`AsyncResult::get`].
+    /// Once every chunk is done, the error of the one that failed first
+    /// (in time, as Python's: not the first in order), as for
+    /// [`AsyncResult::get`].
     pub fn map<A, R, T>(&self, f: T, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
         T: Task<fn(A) -> R, Args = A, Output = R>,

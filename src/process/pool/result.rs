@@ -3,6 +3,7 @@
 
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -108,9 +109,16 @@ impl Drop for Awaiting<'_> {
     }
 }
 
+/// Outcomes recorded so far in this process, of every pool: the place
+/// of each in that sequence tells which of a map's failures came first.
+static RECORDED: AtomicU64 = AtomicU64::new(0);
+
 /// Where a task's outcome lands.
 pub(super) struct Slot {
     outcome: Mutex<Option<TaskOutcome>>,
+    /// The outcome's place among those recorded in this process (see
+    /// [`RECORDED`]), set under `outcome`'s lock with it.
+    recorded: AtomicU64,
     ready: Condvar,
     /// Tasks awaiting the outcome (registered while `outcome` is locked).
     wakers: Mutex<Wakers>,
@@ -130,12 +138,19 @@ impl Slot {
     ) -> Slot {
         Slot {
             outcome: Mutex::new(None),
+            recorded: AtomicU64::new(0),
             ready: Condvar::new(),
             wakers: Mutex::new(Wakers::default()),
             callback: Mutex::new(callback),
             owner,
             scheduler,
         }
+    }
+
+    /// The outcome's place among those recorded in this process (see
+    /// [`RECORDED`]), once it is there.
+    fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
     }
 
     /// Whether the calling thread is the one that delivers the outcome.
@@ -164,7 +179,12 @@ impl Slot {
                 std::mem::forget(payload);
             }
         }
-        *locked(&self.outcome) = Some(outcome);
+        {
+            let mut known = locked(&self.outcome);
+            self.recorded
+                .store(RECORDED.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            *known = Some(outcome);
+        }
         self.ready.notify_all();
         let wakers = std::mem::take(&mut locked(&self.wakers).list);
         for (_, waker) in wakers {
@@ -281,7 +301,12 @@ impl<R: DeserializeOwned> Chunk<R> {
     }
 
     pub(super) fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
-        decode(self.slot.wait(deadline).ok_or(Error::Timeout)?)
+        decode(self.outcome_until(deadline)?)
+    }
+
+    /// The outcome, waiting for it until `deadline`.
+    fn outcome_until(&self, deadline: Deadline) -> Result<TaskOutcome> {
+        self.slot.wait(deadline).ok_or(Error::Timeout)
     }
 
     /// Its results one by one, once they are there (see [`per_item`]).
@@ -295,11 +320,16 @@ impl<R: DeserializeOwned> Chunk<R> {
     }
 
     async fn get_async(&self) -> Result<Vec<R>> {
+        decode(self.outcome_async().await)
+    }
+
+    /// The outcome, without blocking the thread.
+    async fn outcome_async(&self) -> TaskOutcome {
         let mut awaiting = Awaiting {
             slot: &self.slot,
             key: None,
         };
-        decode(std::future::poll_fn(|cx| awaiting.slot.poll(cx, &mut awaiting.key)).await)
+        std::future::poll_fn(|cx| awaiting.slot.poll(cx, &mut awaiting.key)).await
     }
 
     fn wait(&self, deadline: Deadline) -> bool {
@@ -315,6 +345,16 @@ impl<R: DeserializeOwned> Chunk<R> {
     fn successful(&self) -> Option<bool> {
         self.slot
             .inspect(|o| o.map(|o| matches!(o, TaskOutcome::Done(_))))
+    }
+}
+
+/// The error of a map's wait that would never end, if the last of
+/// `outcomes` says so (in one of the pool's callbacks, which deliver the
+/// outcomes): the chunks after it are not waited for.
+fn never_ends(outcomes: &[TaskOutcome]) -> Option<Error> {
+    match outcomes.last() {
+        Some(o @ TaskOutcome::OnScheduler) => o.clone().into_result().err(),
+        _ => None,
     }
 }
 
@@ -433,7 +473,9 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// Waits for every item and returns the results in order.
     ///
     /// # Errors
-    /// The first error of any chunk, as for [`AsyncResult::get`].
+    /// Once every chunk is done, the error of the one that failed first
+    /// (in time, as Python's: not the first in order), as for
+    /// [`AsyncResult::get`].
     pub fn get(&self) -> Result<Vec<R>> {
         self.get_until(Deadline::Never)
     }
@@ -452,17 +494,43 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// # Errors
     /// As for [`get`](MapResult::get).
     pub async fn get_async(&self) -> Result<Vec<R>> {
-        let mut out = Vec::new();
+        let mut outcomes = Vec::with_capacity(self.chunks.len());
         for c in &self.chunks {
-            out.extend(c.get_async().await?);
+            outcomes.push(c.outcome_async().await);
+            if let Some(never) = never_ends(&outcomes) {
+                return Err(never);
+            }
         }
-        Ok(out)
+        self.settle(outcomes)
     }
 
     fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
-        let mut out = Vec::new();
+        let mut outcomes = Vec::with_capacity(self.chunks.len());
         for c in &self.chunks {
-            out.extend(c.get_until(deadline)?);
+            outcomes.push(c.outcome_until(deadline)?);
+            if let Some(never) = never_ends(&outcomes) {
+                return Err(never);
+            }
+        }
+        self.settle(outcomes)
+    }
+
+    /// The results of every chunk, given their `outcomes` (one per
+    /// chunk, in order); if any failed, the failure recorded first, as
+    /// Python's `MapResult` keeps the first exception to arrive, whatever
+    /// its chunk's place.
+    fn settle(&self, outcomes: Vec<TaskOutcome>) -> Result<Vec<R>> {
+        let first_failure = outcomes
+            .iter()
+            .zip(&self.chunks)
+            .filter(|(o, _)| !matches!(o, TaskOutcome::Done(_)))
+            .min_by_key(|(_, c)| c.slot.recorded());
+        if let Some((failed, _)) = first_failure {
+            return decode(failed.clone());
+        }
+        let mut out = Vec::new();
+        for outcome in outcomes {
+            out.extend(decode(outcome)?);
         }
         Ok(out)
     }
