@@ -1,7 +1,7 @@
 //! A started child's state, for the process that started it: running (and
 //! who reaps it) or exited, and the waits and signals on it.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use super::forkserver;
@@ -107,42 +107,15 @@ pub(super) fn poll_state(state: &Mutex<State>) -> Option<i32> {
 
 /// Reaps the child `pid`, named by `pidfd`, if it has exited (waiting for
 /// it if `block`): its exit code; `None` if it runs still, or was reaped
-/// elsewhere (a handler that reaps every child). Through its pidfd
-/// (`waitid(P_PIDFD)`), not its pid: once someone else has reaped the
-/// child, its pid may be a sibling's, whose exit `waitpid` would take
-/// and report as this child's (and the sibling's own handle would never
-/// have it). On a kernel without `P_PIDFD` (Linux 5.3), by its pid.
+/// elsewhere. Through its pidfd (see [`sys::waitid_pidfd`]); on a kernel
+/// without that (Linux 5.3), by its pid.
 fn reap(pid: u32, pidfd: &OwnedFd, block: bool) -> Option<i32> {
-    /// `waitid`'s id type for a pidfd (Linux 5.4).
-    const P_PIDFD: libc::idtype_t = 3;
-    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
-    // SAFETY: a zeroed `siginfo_t` is a valid out-parameter, and its
-    // `si_pid` stays 0 when no child has exited (`WNOHANG`).
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: a system call on a descriptor this state owns and an
-        // out-pointer of the right type.
-        let r = unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
-        if r == 0 {
-            break;
+    match sys::waitid_pidfd(pidfd.as_fd(), block) {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            sys::waitpid(pid, block).ok().flatten()
         }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EINVAL) => return sys::waitpid(pid, block).ok().flatten(),
-            _ => return None,
-        }
+        r => r.ok().flatten(),
     }
-    // SAFETY: `waitid` filled `info` for a child's exit (or left it zeroed).
-    if unsafe { info.si_pid() } == 0 {
-        return None;
-    }
-    // SAFETY: as above; a child's exit fills its status.
-    let status = unsafe { info.si_status() };
-    Some(if info.si_code == libc::CLD_EXITED {
-        status
-    } else {
-        -status
-    })
 }
 
 /// Why a child that has exited has no exit code.

@@ -2,7 +2,7 @@
 //! child, fork and exit hooks.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use super::{errno_result, poll_readable, syscall, syscall_retrying, Deadline};
@@ -493,6 +493,36 @@ pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<i32>> {
         -libc::WTERMSIG(status)
     } else {
         libc::WEXITSTATUS(status)
+    }))
+}
+
+/// [`waitpid`] for the child that `pidfd` names (`waitid(P_PIDFD)`), not
+/// its pid: once someone else has reaped the child (a handler that reaps
+/// every child), its pid may be a sibling's, whose exit `waitpid` would
+/// take. `Ok(None)` while it runs (and `block` is false);
+/// `ErrorKind::InvalidInput` on a kernel without `P_PIDFD` (before Linux
+/// 5.4), `ECHILD` once it was reaped elsewhere.
+pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<i32>> {
+    /// `waitid`'s id type for a pidfd (Linux 5.4).
+    const P_PIDFD: libc::idtype_t = 3;
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    // SAFETY: a zeroed `siginfo_t` is a valid out-parameter, whose
+    // `si_pid` stays 0 when no child has exited (`WNOHANG`).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let fd = pidfd.as_raw_fd() as libc::id_t;
+    // SAFETY: a descriptor the caller keeps open, and an out-pointer of
+    // the right type.
+    syscall_retrying(|| unsafe { libc::waitid(P_PIDFD, fd, &mut info, flags) })?;
+    // SAFETY: `waitid` filled `info` for a child's exit, or left it zeroed.
+    if unsafe { info.si_pid() } == 0 {
+        return Ok(None);
+    }
+    // SAFETY: as above; a child's exit fills its status.
+    let status = unsafe { info.si_status() };
+    Ok(Some(if info.si_code == libc::CLD_EXITED {
+        status
+    } else {
+        -status
     }))
 }
 
