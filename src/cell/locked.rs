@@ -135,7 +135,17 @@ impl<T: Pod> LockedCells<T> {
         }
         let process = ProcessKey::current();
         let data = view(self.data.as_ptr::<T>(), self.len);
-        match self.lock.acquire_with(deadline) {
+        let held = self.lock.acquire_with(deadline);
+        // The lock is error-checking, so a thread holds it once; but its
+        // kind lies in shared memory, and a scribbled one (a crafted file,
+        // a broken peer) may nest: a second guard of this thread would be
+        // a second `&mut` to the cells.
+        let taken = matches!(held, Ok(_) | Err(RecoverableLockError::OwnerDied(_)));
+        if taken && !self.lock.mutex().held_once() {
+            drop(held);
+            return Err(RecoverableLockError::Deadlock);
+        }
+        match held {
             Ok(g) => Ok(self.guard(g, data, process)),
             Err(e) => Err(e.map(|g| self.guard(g, data, process))),
         }
