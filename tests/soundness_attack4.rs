@@ -1,14 +1,19 @@
 //! Fourth-round attack on the soundness of the shared layer: what a named
 //! segment's bytes (written by a broken or hostile process, or an older
-//! build) can make the safe API hand out.
+//! build) can make the safe API hand out, and what the copy of a guard
+//! that a forked descendant inherits can release.
 
 mod common;
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::time::Duration;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use common::{watchdog, TempName};
-use multiproc::{segment, Array, LockError, RLock, Value};
+use common::{fork_as, join, static_child, wait_until, watchdog, TempName};
+use multiproc::cell::ValueGuard;
+use multiproc::sync::{Condition, ConditionGuard, LockGuard};
+use multiproc::{segment, Array, Lock, LockError, RLock, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -81,5 +86,123 @@ fn a_value_whose_lock_was_made_recursive_never_gives_two_guards() {
         assert_eq!(array.get(0).unwrap(), 1);
         assert_eq!(value.get().unwrap(), 9);
         drop(rlock);
+    });
+}
+
+/// The tests take pids by writing `ns_last_pid`: one at a time.
+static PIDS: Mutex<()> = Mutex::new(());
+
+/// How long a forked helper waits for the next stage before it gives up.
+const STAGE_WAIT: Duration = Duration::from_secs(60);
+
+/// Stages of the reused-pid test, in a word every process sees.
+const SQUAT: u32 = 1;
+const KEPT: u32 = 2;
+const TWO_GUARDS: u32 = 3;
+const NO_PID: u32 = 4;
+const OTHER: u32 = 5;
+
+/// Waits (in a forked helper, which has no test harness) until `stage`
+/// is one of `wanted`; the stage then, or `None` after [`STAGE_WAIT`].
+fn stage_in(stage: &RawValue<u32>, wanted: &[u32]) -> Option<u32> {
+    let start = Instant::now();
+    while start.elapsed() < STAGE_WAIT {
+        let now = stage.atomic().load(SeqCst);
+        if wanted.contains(&now) {
+            return Some(now);
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
+/// A guard of the lock that a value shares, of one of the three kinds.
+#[allow(dead_code)]
+enum Held<'a> {
+    Cells(ValueGuard<'a, u64>),
+    Lock(LockGuard<'a>),
+    Condition(ConditionGuard<'a>),
+}
+
+/// A process holding the lock of a value (through the value's guard, the
+/// lock's own, or a condition's over it) forks a copy of itself that
+/// keeps the guard, releases the lock and dies. A descendant of the copy
+/// that gets the dead process's pid (so the thread id the lock records)
+/// locks the value, then drops the copy of the guard it inherited: that
+/// must not release the lock it holds now, or its next lock of the value
+/// is a second guard, a second `&mut` to the cells.
+fn an_inherited_guard_never_releases_the_lock_of_a_reused_pid(
+    kind: &str,
+    take: for<'a> fn(&'a Value<u64>, &'a Lock, &'a Condition) -> Held<'a>,
+) {
+    let _one = PIDS.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(kind, Duration::from_secs(120), || {
+        let lock = Lock::new().unwrap();
+        let v = Value::with_lock(0u64, &lock).unwrap();
+        let cond = Condition::with_lock(&lock).unwrap();
+        let stage = RawValue::new(0u32).unwrap();
+        let st = stage.clone();
+        let holder = static_child(move || {
+            let held = take(&v, &lock, &cond);
+            let me = std::process::id();
+            // SAFETY: the forked child runs the code below, then ends
+            // without exit handlers.
+            if unsafe { libc::fork() } == 0 {
+                if stage_in(&st, &[SQUAT]).is_some() {
+                    let took = fork_as(me, || {
+                        let outcome = match v.lock() {
+                            Ok(mut mine) => {
+                                drop(held);
+                                let outcome = match v.try_lock() {
+                                    Ok(_) => TWO_GUARDS,
+                                    Err(LockError::Deadlock) => KEPT,
+                                    Err(_) => OTHER,
+                                };
+                                *mine += 1;
+                                outcome
+                            }
+                            Err(_) => OTHER,
+                        };
+                        st.atomic().store(outcome, SeqCst);
+                    });
+                    if !took {
+                        st.atomic().store(NO_PID, SeqCst);
+                    }
+                }
+                // SAFETY: ending the forked child.
+                unsafe { libc::_exit(0) };
+            }
+            drop(held);
+        });
+        assert_eq!(join(&holder, Duration::from_secs(60)), 0);
+        stage.atomic().store(SQUAT, SeqCst);
+        assert!(wait_until(STAGE_WAIT, || stage.atomic().load(SeqCst) > SQUAT));
+        let outcome = stage.atomic().load(SeqCst);
+        if outcome == NO_PID {
+            eprintln!("the holder's pid could not be taken again: nothing to test");
+            return;
+        }
+        assert_eq!(outcome, KEPT, "{kind}: 3 is a second guard");
+    });
+}
+
+#[test]
+fn an_inherited_cell_guard_never_releases_the_lock_of_a_reused_pid() {
+    an_inherited_guard_never_releases_the_lock_of_a_reused_pid("a cell guard", |v, _, _| {
+        Held::Cells(v.lock().unwrap())
+    });
+}
+
+#[test]
+fn an_inherited_lock_guard_never_releases_the_lock_of_a_reused_pid() {
+    an_inherited_guard_never_releases_the_lock_of_a_reused_pid("a lock guard", |_, l, _| {
+        Held::Lock(l.lock().unwrap())
+    });
+}
+
+#[test]
+fn an_inherited_condition_guard_never_releases_the_lock_of_a_reused_pid() {
+    an_inherited_guard_never_releases_the_lock_of_a_reused_pid("a condition guard", |_, _, c| {
+        Held::Condition(c.lock().unwrap())
     });
 }

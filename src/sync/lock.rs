@@ -9,6 +9,7 @@ use super::RobustMutex;
 use crate::error::{LockResult, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{Deadline, MutexKind};
+use crate::waiter::ProcessKey;
 
 /// A mutual-exclusion lock shared between processes (Python's
 /// `multiprocessing.Lock`), robust against the death of its owner.
@@ -212,6 +213,11 @@ impl std::fmt::Debug for Lock {
 #[must_use = "if unused the lock is released at once"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
+    /// The process that took the lock. A forked descendant has a copy of
+    /// the guard, and may get the pid, so the thread id, of that process
+    /// once it has died: the copy must not release what the descendant
+    /// holds itself then.
+    process: ProcessKey,
     // The owner is a thread: the guard must be dropped by the thread that locked.
     _not_send: PhantomData<*const ()>,
 }
@@ -220,6 +226,7 @@ impl<'a> LockGuard<'a> {
     fn new(lock: &'a Lock) -> Self {
         LockGuard {
             lock,
+            process: ProcessKey::current(),
             _not_send: PhantomData,
         }
     }
@@ -229,8 +236,12 @@ impl<'a> LockGuard<'a> {
     /// was taken normally.
     ///
     /// # Errors
-    /// Only on an OS failure.
+    /// Only on an OS failure; [`Error::NotOwner`](crate::Error::NotOwner)
+    /// for a copy of the guard in a forked descendant.
     pub fn make_consistent(guard: &Self) -> Result<()> {
+        if !guard.process.is_current() {
+            return Err(crate::Error::NotOwner);
+        }
         guard.lock.mutex.make_consistent()
     }
 }
@@ -238,8 +249,11 @@ impl<'a> LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        // Cannot fail: this thread holds the lock.
-        let _ = self.lock.mutex.unlock();
+        // Cannot fail: this thread holds the lock. A forked copy of the
+        // guard releases nothing (see `process`).
+        if self.process.is_current() {
+            let _ = self.lock.mutex.unlock();
+        }
     }
 }
 
