@@ -175,8 +175,13 @@ impl<T: Pod> LockedCells<T> {
 /// reference to the cells: so a thread that ends, before its process
 /// does, with a guard not dropped (once its thread-locals, which may keep
 /// guards, are dropped) aborts the process, with a message, rather than
-/// let that happen.
+/// let that happen. Not covered: a forked child that has a copy of such a
+/// reference (a `&'static mut` carried by a [`Process::new`] closure)
+/// and outlives this process (an abort, a kill): once the kernel has
+/// released the lock, the child's writes race with the next locker's, as
+/// for a [`scope`](crate::scope) whose process dies (see there).
 ///
+/// [`Process::new`]: crate::Process::new
 /// [`Process::new_local`]: crate::Process::new_local
 /// [`Scope::process_local`]: crate::Scope::process_local
 #[must_use = "if unused the lock is released at once"]
