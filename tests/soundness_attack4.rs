@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{fork_as, join, static_child, wait_until, watchdog, TempName};
 use multiproc::cell::ValueGuard;
+use multiproc::queue::{Bytes, Queue};
 use multiproc::sync::{Condition, ConditionGuard, LockGuard};
 use multiproc::{segment, Array, Lock, LockError, RLock, RawValue, Value};
 
@@ -36,11 +37,16 @@ fn mutex_bytes(name: &str) -> Vec<u8> {
 
 /// Overwrites the mutex at the start of a named object's data.
 fn write_mutex(name: &str, bytes: &[u8]) {
+    write_mutex_at(name, 0, bytes);
+}
+
+/// Overwrites a mutex `offset` bytes into a named object's data.
+fn write_mutex_at(name: &str, offset: u64, bytes: &[u8]) {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .open(shm_path(name))
         .expect("open the segment's file");
-    file.seek(SeekFrom::Start(DATA_OFFSET)).unwrap();
+    file.seek(SeekFrom::Start(DATA_OFFSET + offset)).unwrap();
     file.write_all(bytes).unwrap();
 }
 
@@ -86,6 +92,52 @@ fn a_value_whose_lock_was_made_recursive_never_gives_two_guards() {
         assert_eq!(array.get(0).unwrap(), 1);
         assert_eq!(value.get().unwrap(), 9);
         drop(rlock);
+    });
+}
+
+/// A named byte queue whose two locks' bytes say "recursive" must not
+/// let a closure that holds one end's lock take it again: a `put_with`
+/// inside a `put_with` would lend a second `&mut` to the same free bytes
+/// of the ring, a `get_with` inside a `get_with` the same frame twice
+/// (and consume it twice).
+#[test]
+fn a_queue_whose_locks_were_made_recursive_never_lends_a_frame_twice() {
+    watchdog("recursive queue locks", LIMIT, || {
+        let queue_name = TempName::new("recq");
+        let rlock_name = TempName::new("recqrl");
+        let q = Queue::<Bytes>::create(&queue_name.0, 0, 4096).unwrap();
+        let _rlock = RLock::create(&rlock_name.0).unwrap();
+        let recursive = mutex_bytes(&rlock_name.0);
+        // The producers' mutex, then the consumers' on the next 64 bytes.
+        write_mutex_at(&queue_name.0, 0, &recursive);
+        write_mutex_at(&queue_name.0, 64, &recursive);
+        let mut inner_put = None;
+        q.put_with(4, |outer| {
+            inner_put = Some(q.put_with(4, |inner| inner.copy_from_slice(b"in!!")));
+            outer.copy_from_slice(b"out!");
+        })
+        .unwrap();
+        let inner_put = inner_put.unwrap();
+        assert!(
+            matches!(inner_put, Err(multiproc::Error::Deadlock)),
+            "a put inside a put: {inner_put:?}"
+        );
+        q.put_bytes(b"next").unwrap();
+        let mut inner_get = None;
+        let outer = q
+            .get_with(|frame| {
+                inner_get = Some(q.get_with(|frame| frame.to_vec()));
+                frame.to_vec()
+            })
+            .unwrap();
+        assert_eq!(outer, b"out!");
+        let inner_get = inner_get.unwrap();
+        assert!(
+            matches!(inner_get, Err(multiproc::Error::Deadlock)),
+            "a get inside a get: {inner_get:?}"
+        );
+        assert_eq!(q.get_bytes().unwrap(), b"next");
+        assert!(q.try_get_bytes().is_err());
     });
 }
 
