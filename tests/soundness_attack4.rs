@@ -258,3 +258,32 @@ fn an_inherited_condition_guard_never_releases_the_lock_of_a_reused_pid() {
         Held::Condition(c.lock().unwrap())
     });
 }
+
+/// An element aligned beyond a page.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(8192))]
+struct TwoPages([[u8; 4096]; 2]);
+
+/// Anonymous cells of an element aligned beyond the arena's blocks and
+/// beyond a page are placed aligned (a `&T` to a misaligned one would be
+/// undefined behaviour): with a lock of their own or another's, and raw.
+#[test]
+fn cells_aligned_beyond_a_page_are_placed_aligned() {
+    let aligned = |p: *const TwoPages| p as usize % std::mem::align_of::<TwoPages>() == 0;
+    let page = TwoPages([[7; 4096]; 2]);
+    let lock = Lock::new().unwrap();
+    let value = Value::new(page).unwrap();
+    assert!(aligned(&*value.lock().unwrap()));
+    let shared = Value::with_lock(page, &lock).unwrap();
+    assert!(aligned(&*shared.lock().unwrap()));
+    for array in [
+        Array::from_slice(&[page; 3]).unwrap(),
+        Array::from_slice_with_lock(&[page; 3], &lock).unwrap(),
+    ] {
+        let guard = array.lock().unwrap();
+        assert!(guard.iter().all(|p| aligned(p) && p.0[1][4095] == 7));
+    }
+    let raw = multiproc::RawArray::from_slice(&[page; 2]).unwrap();
+    assert_eq!(raw.get(1).unwrap().0[0][0], 7);
+    assert_eq!(multiproc::RawValue::new(page).unwrap().get().0[1][0], 7);
+}
