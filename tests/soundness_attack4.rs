@@ -287,3 +287,51 @@ fn cells_aligned_beyond_a_page_are_placed_aligned() {
     assert_eq!(raw.get(1).unwrap().0[0][0], 7);
     assert_eq!(multiproc::RawValue::new(page).unwrap().get().0[1][0], 7);
 }
+
+/// Known limit, not fixed (see "Leaked guards" at `CellGuard`, and the
+/// scope's "Not covered"): a reference taken through a leaked guard is
+/// `'static`, so a `Process::new` closure may carry it into a child; the
+/// process that holds the lock then ends without waiting for that child
+/// (here `abort`, safe code; a kill does the same), the kernel releases
+/// its robust lock, and the next locker's guard is a second `&mut` to
+/// cells that the child still writes through its copy.
+#[test]
+#[ignore = "known limit: a leaked guard's reference in a child outlives the lock"]
+fn a_leaked_guards_reference_in_a_child_dies_with_the_lock() {
+    watchdog("a leaked guard's reference in a child", LIMIT, || {
+        let v: &'static Value<u64> = Box::leak(Box::new(Value::new(0).unwrap()));
+        let writer_pid = RawValue::new(0u32).unwrap();
+        let stop = RawValue::new(0u32).unwrap();
+        let (theirs, st) = (writer_pid.clone(), stop.clone());
+        let holder = static_child(move || {
+            let guard: &'static mut ValueGuard<'static, u64> =
+                Box::leak(Box::new(v.lock().unwrap()));
+            let cells: &'static mut u64 = guard;
+            let mut writer = multiproc::Process::new(move || {
+                while st.atomic().load(SeqCst) == 0 {
+                    *std::hint::black_box(&mut *cells) += 1;
+                }
+            });
+            writer.start().unwrap();
+            theirs.atomic().store(writer.pid().unwrap(), SeqCst);
+            std::process::abort();
+        });
+        let _ = join(&holder, LIMIT);
+        let guard = match v.lock_recovering_timeout(LIMIT) {
+            Ok(g) => g,
+            Err(multiproc::RecoverableLockError::OwnerDied(g)) => g,
+            Err(e) => panic!("{e:?}"),
+        };
+        let seen = *guard;
+        let changed = wait_until(Duration::from_secs(2), || {
+            *std::hint::black_box(&*guard) != seen
+        });
+        stop.atomic().store(1, SeqCst);
+        let pid = writer_pid.atomic().load(SeqCst);
+        if pid != 0 {
+            // SAFETY: signals the writer, an orphan of this test's child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        assert!(!changed, "another process wrote the cells under this guard");
+    });
+}
