@@ -1,7 +1,9 @@
 //! Fourth-round attack on the soundness of the shared layer: what a named
 //! segment's bytes (written by a broken or hostile process, or an older
-//! build) can make the safe API hand out, and what the copy of a guard
-//! that a forked descendant inherits can release.
+//! build) can make the safe API hand out (a second guard, a frame lent
+//! twice), what the copy of a guard that a forked descendant inherits can
+//! release, where over-aligned cells are placed, and (ignored: a known
+//! limit) a leaked guard's reference that a child keeps past the lock.
 
 mod common;
 

@@ -4,6 +4,7 @@
 use std::alloc::Layout;
 use std::cell::Cell;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
@@ -113,7 +114,7 @@ impl<T: Pod> LockedCells<T> {
     ) -> CellGuard<'a, U> {
         HELD.set(HELD.get() + 1);
         CellGuard {
-            _held: held,
+            _held: ManuallyDrop::new(held),
             data,
             process,
             _marker: PhantomData,
@@ -135,7 +136,7 @@ impl<T: Pod> LockedCells<T> {
         }
         let process = ProcessKey::current();
         let data = view(self.data.as_ptr::<T>(), self.len);
-        let held = self.lock.acquire_with(deadline);
+        let held = self.lock.acquire_as(deadline, process);
         // The lock is error-checking, so a thread holds it once; but its
         // kind lies in shared memory, and a scribbled one (a crafted file,
         // a broken peer) may nest: a second guard of this thread would be
@@ -186,7 +187,8 @@ impl<T: Pod> LockedCells<T> {
 /// [`Scope::process_local`]: crate::Scope::process_local
 #[must_use = "if unused the lock is released at once"]
 pub struct CellGuard<'a, U: ?Sized> {
-    _held: LockGuard<'a>,
+    /// Released by the guard's `Drop`, which knows its process already.
+    _held: ManuallyDrop<LockGuard<'a>>,
     data: *mut U,
     /// The process that took the lock, the only one the guard serves. Not
     /// its pid: a forked descendant may get that pid once the process has
@@ -230,9 +232,11 @@ impl<U: ?Sized> CellGuard<'_, U> {
 impl<U: ?Sized> Drop for CellGuard<'_, U> {
     #[inline]
     fn drop(&mut self) {
-        // A forked child's copy was counted by its parent's thread.
+        // A forked child's copy was counted by its parent's thread, and
+        // releases nothing (see `LockGuard`).
         if self.in_its_process() {
             HELD.set(HELD.get().saturating_sub(1));
+            self._held.release_in_its_process();
         }
     }
 }

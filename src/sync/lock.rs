@@ -120,7 +120,22 @@ impl Lock {
 
     #[inline]
     pub(crate) fn acquire_with(&self, deadline: Deadline) -> RecoverableLockResult<LockGuard<'_>> {
-        self.mutex.acquire(deadline, || LockGuard::new(self))
+        self.acquire_as(deadline, ProcessKey::current())
+    }
+
+    /// As [`acquire_with`](Lock::acquire_with), for a caller that has the
+    /// calling process's key already.
+    #[inline]
+    pub(crate) fn acquire_as(
+        &self,
+        deadline: Deadline,
+        process: ProcessKey,
+    ) -> RecoverableLockResult<LockGuard<'_>> {
+        self.mutex.acquire(deadline, || LockGuard {
+            lock: self,
+            process,
+            _not_send: PhantomData,
+        })
     }
 
     /// Blocks until the lock is held.
@@ -222,13 +237,13 @@ pub struct LockGuard<'a> {
     _not_send: PhantomData<*const ()>,
 }
 
-impl<'a> LockGuard<'a> {
-    fn new(lock: &'a Lock) -> Self {
-        LockGuard {
-            lock,
-            process: ProcessKey::current(),
-            _not_send: PhantomData,
-        }
+impl LockGuard<'_> {
+    /// Releases the lock, for a guard that is not dropped (kept in a
+    /// `ManuallyDrop`), in the process that took it (the caller checked).
+    #[inline]
+    pub(crate) fn release_in_its_process(&self) {
+        // Cannot fail: this thread holds the lock.
+        let _ = self.lock.mutex.unlock();
     }
 
     /// Marks the lock consistent after its previous owner died, once the
