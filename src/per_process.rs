@@ -3,7 +3,7 @@
 //! against a fork from another thread.
 
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 use crate::waiter::ProcessKey;
 
@@ -18,7 +18,9 @@ use crate::waiter::ProcessKey;
 /// until the `PerProcess` is dropped (another thread may still be reading
 /// it), and the child's copy of its value is dropped at once if that lock
 /// was free (closing the child's copy of a socket, so that the peer sees
-/// the parent's connection end with the parent).
+/// the parent's connection end with the parent), or else never (a thread
+/// of the parent was inside that lock at the fork, and may have left the
+/// value half changed).
 pub(crate) struct PerProcess<T> {
     /// This process's slot (a `Box` leaked into the pointer).
     current: AtomicPtr<Slot<T>>,
@@ -118,19 +120,36 @@ impl<T> PerProcess<T> {
 
 impl<T> Drop for PerProcess<T> {
     fn drop(&mut self) {
+        // This process's slot (or, in a child that never used it, its
+        // parent's), then the retired ones.
         let current = *self.current.get_mut();
         if !current.is_null() {
             // SAFETY: from `Box::into_raw`, and no thread can reach it any
             // more (`self` is being dropped).
-            drop(unsafe { Box::from_raw(current) });
+            unsafe { free(current) };
         }
         let mut next = *self.retired.get_mut();
         while !next.is_null() {
             // SAFETY: as above, for each retired slot once.
-            let mut slot = unsafe { Box::from_raw(next) };
-            next = *slot.next.get_mut();
+            next = unsafe { free(next) };
         }
     }
+}
+
+/// Frees a slot; returns the next one in [`PerProcess::retired`]. A lock
+/// still held here was held at the fork by a thread of the parent, which
+/// may have left the value half changed (in the middle of a reallocation,
+/// say): the value is then leaked, not dropped.
+///
+/// # Safety
+/// `slot` comes from `Box::into_raw`, and nothing else reaches it.
+unsafe fn free<T>(slot: *mut Slot<T>) -> *mut Slot<T> {
+    // SAFETY: per the caller.
+    let mut slot = unsafe { Box::from_raw(slot) };
+    if matches!(slot.value.try_lock(), Err(TryLockError::WouldBlock)) {
+        std::mem::forget(crate::poison::get_mut(&mut slot.value).take());
+    }
+    *slot.next.get_mut()
 }
 
 #[cfg(test)]
@@ -232,6 +251,63 @@ mod tests {
         }
         assert!(wait(pid), "the clone took its parent's slot");
         assert_eq!(*per.get().lock().unwrap(), Some(7));
+    }
+
+    /// A value that a thread of the parent was using when the process
+    /// forked (its lock held, for ever here) may be half changed, in the
+    /// middle of a reallocation, say: it is never dropped, not even with
+    /// the `PerProcess`.
+    #[test]
+    fn a_value_in_use_at_the_fork_is_never_dropped() {
+        use std::sync::atomic::AtomicBool;
+        static DROPPED: AtomicBool = AtomicBool::new(false);
+        struct InUse;
+        impl Drop for InUse {
+            fn drop(&mut self) {
+                DROPPED.store(true, Ordering::SeqCst);
+            }
+        }
+        let per: PerProcess<InUse> = PerProcess::new();
+        let parents = Slot::<InUse>::boxed(ProcessKey::another());
+        // SAFETY: just made; `per` owns it from here.
+        let slot = unsafe { &*parents };
+        *slot.value.lock().unwrap() = Some(InUse);
+        // The parent's thread was inside its lock at the fork.
+        std::mem::forget(slot.value.lock().unwrap());
+        per.current.store(parents, Ordering::Release);
+        assert!(per.get().try_lock().unwrap().is_none(), "a slot of its own");
+        drop(per);
+        assert!(
+            !DROPPED.load(Ordering::SeqCst),
+            "a value in use was dropped"
+        );
+    }
+
+    /// As above, in a child that drops the `PerProcess` without using it:
+    /// the slot it inherited is still the current one, not retired.
+    #[test]
+    fn a_value_in_use_at_the_fork_is_never_dropped_even_unused_here() {
+        use std::sync::atomic::AtomicBool;
+        static DROPPED: AtomicBool = AtomicBool::new(false);
+        struct InUse;
+        impl Drop for InUse {
+            fn drop(&mut self) {
+                DROPPED.store(true, Ordering::SeqCst);
+            }
+        }
+        let per: PerProcess<InUse> = PerProcess::new();
+        let parents = Slot::<InUse>::boxed(ProcessKey::another());
+        // SAFETY: just made; `per` owns it from here.
+        let slot = unsafe { &*parents };
+        *slot.value.lock().unwrap() = Some(InUse);
+        // The parent's thread was inside its lock at the fork.
+        std::mem::forget(slot.value.lock().unwrap());
+        per.current.store(parents, Ordering::Release);
+        drop(per);
+        assert!(
+            !DROPPED.load(Ordering::SeqCst),
+            "a value in use was dropped"
+        );
     }
 
     /// A value made in the parent is dropped in the child that inherits it

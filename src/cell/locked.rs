@@ -4,6 +4,7 @@
 use std::alloc::Layout;
 use std::cell::Cell;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
@@ -113,7 +114,7 @@ impl<T: Pod> LockedCells<T> {
     ) -> CellGuard<'a, U> {
         HELD.set(HELD.get() + 1);
         CellGuard {
-            _held: held,
+            _held: ManuallyDrop::new(held),
             data,
             process,
             _marker: PhantomData,
@@ -135,7 +136,17 @@ impl<T: Pod> LockedCells<T> {
         }
         let process = ProcessKey::current();
         let data = view(self.data.as_ptr::<T>(), self.len);
-        match self.lock.acquire_with(deadline) {
+        let held = self.lock.acquire_as(deadline, process);
+        // The lock is error-checking, so a thread holds it once; but its
+        // kind lies in shared memory, and a scribbled one (a crafted file,
+        // a broken peer) may nest: a second guard of this thread would be
+        // a second `&mut` to the cells.
+        let taken = matches!(held, Ok(_) | Err(RecoverableLockError::OwnerDied(_)));
+        if taken && !self.lock.mutex().held_once() {
+            drop(held);
+            return Err(RecoverableLockError::Deadlock);
+        }
+        match held {
             Ok(g) => Ok(self.guard(g, data, process)),
             Err(e) => Err(e.map(|g| self.guard(g, data, process))),
         }
@@ -165,13 +176,19 @@ impl<T: Pod> LockedCells<T> {
 /// reference to the cells: so a thread that ends, before its process
 /// does, with a guard not dropped (once its thread-locals, which may keep
 /// guards, are dropped) aborts the process, with a message, rather than
-/// let that happen.
+/// let that happen. Not covered: a forked child that has a copy of such a
+/// reference (a `&'static mut` carried by a [`Process::new`] closure)
+/// and outlives this process (an abort, a kill): once the kernel has
+/// released the lock, the child's writes race with the next locker's, as
+/// for a [`scope`](crate::scope) whose process dies (see there).
 ///
+/// [`Process::new`]: crate::Process::new
 /// [`Process::new_local`]: crate::Process::new_local
 /// [`Scope::process_local`]: crate::Scope::process_local
 #[must_use = "if unused the lock is released at once"]
 pub struct CellGuard<'a, U: ?Sized> {
-    _held: LockGuard<'a>,
+    /// Released by the guard's `Drop`, which knows its process already.
+    _held: ManuallyDrop<LockGuard<'a>>,
     data: *mut U,
     /// The process that took the lock, the only one the guard serves. Not
     /// its pid: a forked descendant may get that pid once the process has
@@ -215,9 +232,11 @@ impl<U: ?Sized> CellGuard<'_, U> {
 impl<U: ?Sized> Drop for CellGuard<'_, U> {
     #[inline]
     fn drop(&mut self) {
-        // A forked child's copy was counted by its parent's thread.
+        // A forked child's copy was counted by its parent's thread, and
+        // releases nothing (see `LockGuard`).
         if self.in_its_process() {
             HELD.set(HELD.get().saturating_sub(1));
+            self._held.release_in_its_process();
         }
     }
 }

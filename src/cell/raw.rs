@@ -352,6 +352,15 @@ impl<T: Pod> RawValue<T> {
     }
 
     /// The value as a std atomic, for lock-free updates across processes.
+    ///
+    /// Integers only: another element (a float, an array, a struct) has
+    /// no atomic twin of its make, and is copied with [`get`](Self::get)
+    /// and [`set`](Self::set) only.
+    /// ```compile_fail,E0277
+    /// let v = multiproc::RawValue::new(1.5f64)?;
+    /// let _ = v.atomic();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn atomic(&self) -> &T::Atomic
     where

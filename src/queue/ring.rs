@@ -476,6 +476,15 @@ impl Ring {
                 }
             }
         };
+        // The locks are error-checking, so a thread holds one once; but
+        // their kind lies in shared memory, and a scribbled one (a crafted
+        // file, a broken peer) may nest: a closure run with the lock held
+        // would be lent the same bytes of the ring again.
+        let taken = matches!(acquired, Ok(()) | Err(RecoverableLockError::OwnerDied(())));
+        if taken && !lock.held_once() {
+            let _ = lock.unlock();
+            return Err(Error::Deadlock);
+        }
         match acquired {
             Ok(()) => Ok(Some(Held::new(lock))),
             Err(RecoverableLockError::OwnerDied(())) => {
@@ -1369,7 +1378,12 @@ impl<'a> Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let _ = self.lock.unlock();
+        // A copy in a forked descendant releases nothing, even one that
+        // got the pid (so the thread id) of the taker once it died, and
+        // holds the lock itself now.
+        if self.process.is_current() {
+            let _ = self.lock.unlock();
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::{Lock, RLock, RobustMutex};
 use crate::error::{Error, LockResult, RecoverableLockError, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{self, Deadline, MutexKind, PthreadMutex};
-use crate::waiter;
+use crate::waiter::{self, ProcessKey};
 
 const MAX_WAITERS: usize = Condition::MAX_WAITERS;
 
@@ -616,6 +616,7 @@ impl Condition {
     fn lock_with(&self, deadline: Deadline) -> RecoverableLockResult<ConditionGuard<'_>> {
         self.lock.mutex().acquire(deadline, || ConditionGuard {
             cond: self,
+            process: ProcessKey::current(),
             _not_send: PhantomData,
         })
     }
@@ -671,6 +672,11 @@ impl std::fmt::Debug for Condition {
 #[must_use = "if unused the lock is released at once"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
+    /// The process that took the lock: a forked descendant's copy of the
+    /// guard neither releases nor waits (which releases), even where the
+    /// descendant got the pid (so the thread id) of that process once it
+    /// died, and holds the lock itself.
+    process: ProcessKey,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -720,6 +726,9 @@ impl ConditionGuard<'_> {
     }
 
     fn wait_until(&mut self, deadline: Deadline) -> Result<bool> {
+        if !self.process.is_current() {
+            return Err(Error::NotOwner);
+        }
         let cond = self.cond;
         let mutex = cond.lock.mutex();
         let depth = match &cond.lock {
@@ -800,13 +809,18 @@ impl ConditionGuard<'_> {
     /// # Errors
     /// Only on an OS failure.
     pub fn make_consistent(guard: &Self) -> Result<()> {
+        if !guard.process.is_current() {
+            return Err(Error::NotOwner);
+        }
         guard.cond.lock.mutex().make_consistent()
     }
 }
 
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.cond.lock.mutex().unlock();
+        if self.process.is_current() {
+            let _ = self.cond.lock.mutex().unlock();
+        }
     }
 }
 

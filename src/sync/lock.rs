@@ -9,6 +9,7 @@ use super::RobustMutex;
 use crate::error::{LockResult, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{Deadline, MutexKind};
+use crate::waiter::ProcessKey;
 
 /// A mutual-exclusion lock shared between processes (Python's
 /// `multiprocessing.Lock`), robust against the death of its owner.
@@ -119,7 +120,22 @@ impl Lock {
 
     #[inline]
     pub(crate) fn acquire_with(&self, deadline: Deadline) -> RecoverableLockResult<LockGuard<'_>> {
-        self.mutex.acquire(deadline, || LockGuard::new(self))
+        self.acquire_as(deadline, ProcessKey::current())
+    }
+
+    /// As [`acquire_with`](Lock::acquire_with), for a caller that has the
+    /// calling process's key already.
+    #[inline]
+    pub(crate) fn acquire_as(
+        &self,
+        deadline: Deadline,
+        process: ProcessKey,
+    ) -> RecoverableLockResult<LockGuard<'_>> {
+        self.mutex.acquire(deadline, || LockGuard {
+            lock: self,
+            process,
+            _not_send: PhantomData,
+        })
     }
 
     /// Blocks until the lock is held.
@@ -212,16 +228,22 @@ impl std::fmt::Debug for Lock {
 #[must_use = "if unused the lock is released at once"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
+    /// The process that took the lock. A forked descendant has a copy of
+    /// the guard, and may get the pid, so the thread id, of that process
+    /// once it has died: the copy must not release what the descendant
+    /// holds itself then.
+    process: ProcessKey,
     // The owner is a thread: the guard must be dropped by the thread that locked.
     _not_send: PhantomData<*const ()>,
 }
 
-impl<'a> LockGuard<'a> {
-    fn new(lock: &'a Lock) -> Self {
-        LockGuard {
-            lock,
-            _not_send: PhantomData,
-        }
+impl LockGuard<'_> {
+    /// Releases the lock, for a guard that is not dropped (kept in a
+    /// `ManuallyDrop`), in the process that took it (the caller checked).
+    #[inline]
+    pub(crate) fn release_in_its_process(&self) {
+        // Cannot fail: this thread holds the lock.
+        let _ = self.lock.mutex.unlock();
     }
 
     /// Marks the lock consistent after its previous owner died, once the
@@ -229,8 +251,12 @@ impl<'a> LockGuard<'a> {
     /// was taken normally.
     ///
     /// # Errors
-    /// Only on an OS failure.
+    /// Only on an OS failure; [`Error::NotOwner`](crate::Error::NotOwner)
+    /// for a copy of the guard in a forked descendant.
     pub fn make_consistent(guard: &Self) -> Result<()> {
+        if !guard.process.is_current() {
+            return Err(crate::Error::NotOwner);
+        }
         guard.lock.mutex.make_consistent()
     }
 }
@@ -238,8 +264,11 @@ impl<'a> LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        // Cannot fail: this thread holds the lock.
-        let _ = self.lock.mutex.unlock();
+        // Cannot fail: this thread holds the lock. A forked copy of the
+        // guard releases nothing (see `process`).
+        if self.process.is_current() {
+            let _ = self.lock.mutex.unlock();
+        }
     }
 }
 

@@ -88,7 +88,7 @@ impl RobustMutex {
     /// its lock linked it, or its unlock unlinks it. (An error-checking
     /// mutex counts nothing: 0.)
     #[inline]
-    fn held_once(&self) -> bool {
+    pub(crate) fn held_once(&self) -> bool {
         // SAFETY: `region` keeps the initialised mutex mapped.
         unsafe { sys::mutex_recursion(self.mutex()) <= 1 }
     }

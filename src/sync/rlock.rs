@@ -9,6 +9,7 @@ use super::RobustMutex;
 use crate::error::{LockResult, RecoverableLockResult, Result};
 use crate::segment::{shared_constructors, ObjectKind, Region, SharedObject};
 use crate::sys::{Deadline, MutexKind};
+use crate::waiter::ProcessKey;
 
 /// A re-entrant lock shared between processes (Python's
 /// `multiprocessing.RLock`): the thread that holds it may take it again, and
@@ -182,6 +183,10 @@ impl std::fmt::Debug for RLock {
 #[must_use = "if unused the lock is released at once"]
 pub struct RLockGuard<'a> {
     rlock: &'a RLock,
+    /// The process that took the lock: a forked descendant's copy of the
+    /// guard releases nothing, even where the descendant got the pid (so
+    /// the thread id) of that process once it died, and holds the lock.
+    process: ProcessKey,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -189,6 +194,7 @@ impl<'a> RLockGuard<'a> {
     fn new(rlock: &'a RLock) -> Self {
         RLockGuard {
             rlock,
+            process: ProcessKey::current(),
             _not_send: PhantomData,
         }
     }
@@ -196,8 +202,12 @@ impl<'a> RLockGuard<'a> {
     /// Marks the lock consistent after its previous owner died.
     ///
     /// # Errors
-    /// Only on an OS failure.
+    /// Only on an OS failure; [`Error::NotOwner`](crate::Error::NotOwner)
+    /// for a copy of the guard in a forked descendant.
     pub fn make_consistent(guard: &Self) -> Result<()> {
+        if !guard.process.is_current() {
+            return Err(crate::Error::NotOwner);
+        }
         guard.rlock.mutex.make_consistent()
     }
 }
@@ -205,7 +215,9 @@ impl<'a> RLockGuard<'a> {
 impl Drop for RLockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        let _ = self.rlock.mutex.unlock();
+        if self.process.is_current() {
+            let _ = self.rlock.mutex.unlock();
+        }
     }
 }
 
