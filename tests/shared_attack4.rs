@@ -219,7 +219,8 @@ fn a_named_object_used_by_the_child_of_a_killed_opener_is_not_stale() {
                 ended.clone(),
                 grandchild.clone(),
             );
-            static_child(move || {
+            // Not a daemon: a daemon's children die with it.
+            let mut opener = Process::new(move || {
                 let v = RawValue::<u32>::open(&name).unwrap();
                 let release = done.clone();
                 let mut p = Process::new(move || {
@@ -232,7 +233,9 @@ fn a_named_object_used_by_the_child_of_a_killed_opener_is_not_stale() {
                 p.start().unwrap();
                 grandchild.set(p.pid().unwrap());
                 done.wait();
-            })
+            });
+            opener.start().unwrap();
+            opener
         };
         started.acquire();
         opener.kill().unwrap();
