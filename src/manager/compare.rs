@@ -512,8 +512,14 @@ fn mapping_eq(
     (kb, b): (Mapping, &[(PyValue, PyValue)]),
 ) -> bool {
     match (ka, kb) {
+        // Python's `dict.__eq__(a, b) and all(map(_eq, a, b))`: with the
+        // keys equal in order, the dicts are equal if the values are, in
+        // the same order. One walk: comparing each key twice (once as a
+        // dict's, once in order) took 2**depth of OrderedDicts keyed by
+        // OrderedDicts (a value 60 deep kept the server from its other
+        // clients for ever).
         (Mapping::Ordered, Mapping::Ordered) => {
-            dict_eq(a, b) && a.iter().zip(b).all(|(x, y)| x.0 == y.0)
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && x.1 == y.1)
         }
         (Mapping::Counter, Mapping::Counter) => counter_eq(a, b),
         _ => dict_eq(a, b),
@@ -535,14 +541,30 @@ fn counts_all(
     f: impl Fn(&PyValue, &PyValue) -> Result<bool, String>,
 ) -> Result<bool, String> {
     let zero = PyValue::Int(0);
-    let (in_a, in_b) = (Counts::new(a), Counts::new(b));
+    let in_b = Counts::new(b);
+    // The keys of `b` found in `a`. Each key of both is looked up and
+    // its counts compared once, in the first pass: Python looks it up
+    // and compares again in the second, with the same answer
+    // (comparisons are pure), which doubled the work at each level of
+    // Counters nested in Counters (as counts or as keys), 2**depth in all
+    // (a value 100 deep kept the server from its other clients for ever).
+    // A key of `b` not found from `a` is not in `a`: the keys of each are
+    // distinct.
+    let mut found = vec![false; b.len()];
     for (k, v) in a {
-        if !f(v, in_b.get(k).unwrap_or(&zero))? {
+        let count = match in_b.position(k) {
+            Some(i) => {
+                found[i] = true;
+                &b[i].1
+            }
+            Option::None => &zero,
+        };
+        if !f(v, count)? {
             return Ok(false);
         }
     }
-    for (k, v) in b {
-        if !f(in_a.get(k).unwrap_or(&zero), v)? {
+    for ((_, v), found) in b.iter().zip(found) {
+        if !found && !f(&zero, v)? {
             return Ok(false);
         }
     }
@@ -575,16 +597,16 @@ impl<'a> Counts<'a> {
         }
     }
 
-    fn get(&self, k: &PyValue) -> Option<&'a PyValue> {
+    /// Where the key equal to `k` is among the items.
+    fn position(&self, k: &PyValue) -> Option<usize> {
         let items = self.items;
         match &self.index {
-            Option::None => items.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v),
+            Option::None => items.iter().position(|(k2, _)| k2 == k),
             Some(index) => index
                 .get(&item_hash(k))?
                 .iter()
-                .map(|&i| &items[i])
-                .find(|(k2, _)| k2 == k)
-                .map(|(_, v)| v),
+                .copied()
+                .find(|&i| items[i].0 == *k),
         }
     }
 }

@@ -507,8 +507,23 @@ pub(super) fn general(
         duplicates: Vec::new(),
         budget: machine.budget,
         max_depth,
+        stack_from: stack_address(),
     };
     builder.build(root, 0)
+}
+
+/// The most stack the walk that builds a value may take: half of a
+/// spawned thread's default 2 MiB (the server's, when the thread that
+/// starts a manager is one), the rest left to what runs around it and to
+/// the other walks over the value.
+pub(super) const MAX_BUILD_STACK: usize = 1 << 20;
+
+/// An address in the caller's stack frame, to measure how much stack a
+/// walk has taken since.
+#[inline(never)]
+fn stack_address() -> usize {
+    let here = 0u8;
+    std::hint::black_box(&here) as *const u8 as usize
 }
 
 fn error(message: impl Into<String>) -> Exception {
@@ -1350,6 +1365,8 @@ struct Builder<'a> {
     duplicates: Vec<PyValue>,
     budget: &'a mut Budget,
     max_depth: usize,
+    /// Where the walk's stack began ([`stack_address`]).
+    stack_from: usize,
 }
 
 impl Builder<'_> {
@@ -1372,8 +1389,19 @@ impl Builder<'_> {
         if let Some(leaf) = self.leaf(node) {
             return leaf;
         }
+        // Each level of an object takes more stack than a list's (its
+        // fields are built in frames of their own): an object nested as
+        // deep as allowed overflowed a 2 MiB stack in a debug build,
+        // killing the server. The stack taken is bounded as the levels
+        // are.
         if depth >= self.max_depth {
             return Err(too_deep());
+        }
+        if stack_address().abs_diff(self.stack_from) > MAX_BUILD_STACK {
+            return Err((
+                "RecursionError",
+                "a value is nested too deep for the server's stack".into(),
+            ));
         }
         if self.open[i] {
             return Err(error(
@@ -1448,23 +1476,69 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// An object's value. Its record is boxed before its parts are built
+    /// and each part is built in a call of its own, so that what stays on
+    /// the stack while the parts nest further is small (see
+    /// [`MAX_BUILD_STACK`]).
     #[inline(never)]
     fn object(&mut self, o: &ObjectNode, depth: usize) -> Result<PyValue, Exception> {
+        let mut object = self.head(o)?;
+        self.args_of(o, &mut object, depth)?;
+        self.state_of(o, &mut object, depth)?;
+        self.items_of(o, &mut object, depth)?;
+        Ok(PyValue::Object(object))
+    }
+
+    /// An object's record, without its parts.
+    #[inline(never)]
+    fn head(&mut self, o: &ObjectNode) -> Result<Box<PyObject>, Exception> {
         self.budget
             .memory(size_of::<PyObject>() + o.head.module.len() + o.head.name.len())?;
-        let mut object = o.head.clone();
+        Ok(Box::new(o.head.clone()))
+    }
+
+    /// An object's arguments, positional and keyword.
+    #[inline(never)]
+    fn args_of(
+        &mut self,
+        o: &ObjectNode,
+        object: &mut PyObject,
+        depth: usize,
+    ) -> Result<(), Exception> {
         object.args = self.items(&o.args, depth)?;
         object.kwargs = match &o.kwargs {
             Some(kw) => Some(self.pairs(kw, depth)?),
             None => None,
         };
+        Ok(())
+    }
+
+    /// An object's state.
+    #[inline(never)]
+    fn state_of(
+        &mut self,
+        o: &ObjectNode,
+        object: &mut PyObject,
+        depth: usize,
+    ) -> Result<(), Exception> {
         object.state = match o.state {
             Some(s) => Some(self.build(s, depth)?),
             None => None,
         };
+        Ok(())
+    }
+
+    /// An object's items, appended and set.
+    #[inline(never)]
+    fn items_of(
+        &mut self,
+        o: &ObjectNode,
+        object: &mut PyObject,
+        depth: usize,
+    ) -> Result<(), Exception> {
         object.list_items = self.items(&o.list_items, depth)?;
         object.dict_items = self.pairs(&o.dict_items, depth)?;
-        Ok(PyValue::Object(Box::new(object)))
+        Ok(())
     }
 
     /// A set's items, each once (Python's `==`: `1`, `1.0` and `True` are
