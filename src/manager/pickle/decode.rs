@@ -512,11 +512,12 @@ pub(super) fn general(
     builder.build(root, 0)
 }
 
-/// The most stack the walk that builds a value may take: half of a
-/// spawned thread's default 2 MiB (the server's, when the thread that
-/// starts a manager is one), the rest left to what runs around it and to
-/// the other walks over the value.
-pub(super) const MAX_BUILD_STACK: usize = 1 << 20;
+/// The most stack the walk that builds a value may take: three quarters
+/// of a spawned thread's default 2 MiB (the server's, when the thread
+/// that starts a manager is one), the rest left to what runs around it.
+/// (A list or a set nested as deep as allowed takes less even in a debug
+/// build; an object more, in a debug build only.)
+pub(super) const MAX_BUILD_STACK: usize = 3 << 19;
 
 /// An address in the caller's stack frame, to measure how much stack a
 /// walk has taken since.
@@ -1390,10 +1391,10 @@ impl Builder<'_> {
             return leaf;
         }
         // Each level of an object takes more stack than a list's (its
-        // fields are built in frames of their own): an object nested as
+        // parts are built in frames of their own): an object nested as
         // deep as allowed overflowed a 2 MiB stack in a debug build,
         // killing the server. The stack taken is bounded as the levels
-        // are.
+        // are (in a release build, the levels bound it first).
         if depth >= self.max_depth {
             return Err(too_deep());
         }
@@ -1413,13 +1414,7 @@ impl Builder<'_> {
         let value = match node {
             Node::List(v) => self.items(v, depth).map(PyValue::List),
             Node::Tuple(v) => self.items(v, depth).map(PyValue::Tuple),
-            Node::Dict(d) => self.pairs(d, depth).map(|mut pairs| {
-                // What a key set again replaced stays until the end, as a
-                // set's duplicates (see `duplicates`).
-                let gone = one_item_a_key(&mut pairs);
-                self.duplicates.extend(gone);
-                PyValue::Dict(pairs)
-            }),
+            Node::Dict(d) => self.dict(d, depth),
             Node::Set(v) => self.distinct(v, depth).map(PyValue::Set),
             Node::FrozenSet(v) => self.distinct(v, depth).map(PyValue::FrozenSet),
             Node::Object(o) => self.object(o, depth),
@@ -1541,11 +1536,35 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// A dict's value, each key once.
+    #[inline(never)]
+    fn dict(&mut self, items: &[(usize, usize)], depth: usize) -> Result<PyValue, Exception> {
+        let pairs = self.pairs(items, depth)?;
+        Ok(PyValue::Dict(self.one_item_a_key(pairs)))
+    }
+
+    /// `pairs`, each key once (see [`one_item_a_key`]).
+    #[inline(never)]
+    fn one_item_a_key(&mut self, mut pairs: Vec<(PyValue, PyValue)>) -> Vec<(PyValue, PyValue)> {
+        // What a key set again replaced stays until the end, as a set's
+        // duplicates (see `duplicates`).
+        let gone = one_item_a_key(&mut pairs);
+        self.duplicates.extend(gone);
+        pairs
+    }
+
     /// A set's items, each once (Python's `==`: `1`, `1.0` and `True` are
-    /// one item).
+    /// one item). (Its items are built before a frame that holds the
+    /// index that finds the repeats is made: see [`MAX_BUILD_STACK`].)
     #[inline(never)]
     fn distinct(&mut self, items: &[usize], depth: usize) -> Result<Vec<PyValue>, Exception> {
         let all = self.items(items, depth)?;
+        self.distinct_of(all)
+    }
+
+    /// `all`, each once.
+    #[inline(never)]
+    fn distinct_of(&mut self, all: Vec<PyValue>) -> Result<Vec<PyValue>, Exception> {
         self.budget.work(all.len())?;
         let mut seen: std::collections::HashSet<&PyValue> =
             std::collections::HashSet::with_capacity(all.len());
