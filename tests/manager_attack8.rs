@@ -209,14 +209,65 @@ def small():
     ]
 
 
+SL = b"cbuiltins\nslice\n"
+
+
+def slices(n, leaf=ONE):
+    # slice(slice(..., 1, 1), 1, 1), two levels each (its args).
+    return (SL + b"(") * n + leaf + b"K\x01K\x01tR" * n
+
+
+def long_list(last, n=1 << 20):
+    # [0, 0, ..., last]: a value whose `==` walks a million items.
+    return b"(" + b"K\x00" * n + b"K" + bytes([last]) + b"l"
+
+
+def ordered_walks(make, n):
+    """Two values of `make` nested `n` deep around a million items, which
+    differ in their last: the server's CPU time, in ms, to sort them both
+    ways, and the answers."""
+    l = m.list()
+    stored = [
+        send_raw(l, "append", make(n, long_list(2))),
+        send_raw(l, "append", make(n, long_list(1))),
+    ]
+    pid = server_pid(raw_connection())
+    before = server_cpu(pid)
+    sorted_ = [failure_of(lambda: l.sort()), failure_of(lambda: l.sort(reverse=True))]
+    took = server_cpu(pid) - before
+    return "%d %r" % (took * 1000, [stored, sorted_, served()])
+
+
+def small_ordered():
+    # Deques and slices nested a few deep, ordered as CPython orders them.
+    out = []
+    for make in (deque, slices, tuples):
+        l = m.list()
+        for leaf in (b"K\x02", long_list(3, 4), b"K\x01", long_list(1, 3), b"N"):
+            send_raw(l, "append", make(3, leaf))
+        out.append(failure_of(lambda: l.sort()))
+        l.pop()
+        out.append(failure_of(lambda: l.sort()))
+        out.append(repr(l[:]))
+        out.append(failure_of(lambda: l.sort(reverse=True)))
+        out.append(repr(l[:]))
+        out.append(send_raw(l, "index", make(3, long_list(1, 3))))
+    return out
+
+
 GROUPS = {
+    "ordered": {
+        "tuples": lambda: ordered_walks(tuples, 490),
+        "deques": lambda: ordered_walks(deque, 160),
+        "slices": lambda: ordered_walks(slices, 240),
+    },
     "deep": {"nested as deep as allowed": nested_as_deep_as_allowed},
     "compare": {
         "Counters in Counters": counters_in_counters,
         "Counters in Counters, sorted": counters_ordered,
         "OrderedDicts keyed by OrderedDicts": ordered_dicts_keyed_by_ordered_dicts,
     },
-    "small": {"small": small},
+    "small": {"small": small, "small, ordered": small_ordered},
 }
 run(GROUPS)
 "##;
@@ -339,4 +390,25 @@ fn nested_counters_and_ordered_dicts_compare_as_cpythons() {
     });
     let got = ours("small", python);
     assert_eq!(got, reference);
+}
+
+/// Deques nested in deques and slices in slices, around a list of a
+/// million items, sorted: `<` of two asked `!=` of their items and then
+/// `<` of the first that differ, one level down, asking `!=` again, so
+/// a value nested n deep was walked n times (lists and tuples were
+/// walked once), twenty times the work the server charged for it. Each
+/// takes the work of tuples nested as deep now.
+#[test]
+fn nested_deques_and_slices_sort_in_the_time_of_tuples() {
+    let Some(python) = python() else { return };
+    let got = ours("ordered", python);
+    let mut cpu = Vec::new();
+    for (name, answer) in &got {
+        let (ms, answers) = answer.trim_matches('\'').split_once(' ').unwrap();
+        assert_eq!(answers, "[[None, None], [None, None], True]", "{name}");
+        cpu.push(ms.parse::<u64>().unwrap());
+    }
+    println!("{got:?}");
+    let tuples = cpu[0].max(10);
+    assert!(cpu[1..].iter().all(|&ms| ms < 5 * tuples), "{got:?}");
 }

@@ -162,15 +162,17 @@ impl PyValue {
     }
 
     /// `x < y` of the first items of `a` and `b` that differ (Python's
-    /// `x != y`, then `x < y`), or `None` if none does. Lists in lists and
-    /// tuples in tuples are compared item by item in the same walk: an
+    /// `x != y`, then `x < y`), or `None` if none does. Lists in lists,
+    /// tuples in tuples, deques in deques and slices in slices (whose `<`
+    /// is their items') are compared item by item in the same walk: an
     /// `!=` of them and then a `<` one level down, asking `!=` again,
-    /// would walk a value nested n deep n times.
+    /// would walk a value nested n deep n times (deques nested 160 deep
+    /// around a list of a million items took twenty times the work the
+    /// server charged for sorting two of them).
     fn first_difference(a: &[PyValue], b: &[PyValue]) -> Result<Option<bool>, String> {
-        use PyValue::{List, Tuple};
         for (x, y) in a.iter().zip(b) {
-            match (x, y) {
-                (List(p), List(q)) | (Tuple(p), Tuple(q)) => {
+            match x.ordered_items(y) {
+                Some((p, q)) => {
                     if let Some(lt) = PyValue::first_difference(p, q)? {
                         return Ok(Some(lt));
                     }
@@ -178,11 +180,26 @@ impl PyValue {
                         return Ok(Some(p.len() < q.len()));
                     }
                 }
-                _ if x != y => return x.lt(y).map(Some),
-                _ => {}
+                Option::None if x != y => return x.lt(y).map(Some),
+                Option::None => {}
             }
         }
         Ok(Option::None)
+    }
+
+    /// The items whose order is that of `self` and `other` (as `lt`
+    /// orders them), if both are lists, tuples, deques or slices.
+    fn ordered_items<'a>(&'a self, other: &'a PyValue) -> Option<(&'a [PyValue], &'a [PyValue])> {
+        use PyValue::{List, Object, Tuple};
+        match (self, other) {
+            (List(p), List(q)) | (Tuple(p), Tuple(q)) => Some((p, q)),
+            (Object(a), Object(b)) => match (self.deque_items(), other.deque_items()) {
+                (Some(p), Some(q)) => Some((p, q)),
+                _ => (a.is_builtin("slice") && b.is_builtin("slice"))
+                    .then_some((&a.args[..], &b.args[..])),
+            },
+            _ => Option::None,
+        }
     }
 
     /// The bytes of a `bytes` or a `bytearray`.
