@@ -239,9 +239,10 @@ def ordered_walks(make, n):
 
 
 def small_ordered():
-    # Deques and slices nested a few deep, ordered as CPython orders them.
+    # Deques, slices and Counters nested a few deep, ordered as CPython
+    # orders them.
     out = []
-    for make in (deque, slices, tuples):
+    for make in (deque, slices, tuples, counter):
         l = m.list()
         for leaf in (b"K\x02", long_list(3, 4), b"K\x01", long_list(1, 3), b"N"):
             send_raw(l, "append", make(3, leaf))
@@ -260,6 +261,7 @@ GROUPS = {
         "tuples": lambda: ordered_walks(tuples, 490),
         "deques": lambda: ordered_walks(deque, 160),
         "slices": lambda: ordered_walks(slices, 240),
+        "Counters": lambda: ordered_walks(counter, 100),
     },
     "deep": {"nested as deep as allowed": nested_as_deep_as_allowed},
     "compare": {
@@ -392,12 +394,13 @@ fn nested_counters_and_ordered_dicts_compare_as_cpythons() {
     assert_eq!(got, reference);
 }
 
-/// Deques nested in deques and slices in slices, around a list of a
-/// million items, sorted: `<` of two asked `!=` of their items and then
-/// `<` of the first that differ, one level down, asking `!=` again, so
-/// a value nested n deep was walked n times (lists and tuples were
-/// walked once), twenty times the work the server charged for it. Each
-/// takes the work of tuples nested as deep now.
+/// Deques nested in deques, slices in slices and Counters in Counters,
+/// around a list of a million items, sorted: `<` of two deques asked
+/// `!=` of their items and then `<` of the first that differ, one level
+/// down, asking `!=` again (a Counter's, `<=` and then `==` of each
+/// count), so a value nested n deep was walked n times (lists and tuples
+/// were walked once), ten to twenty times the work the server charged
+/// for it. Each takes about the work of tuples nested as deep now.
 #[test]
 fn nested_deques_and_slices_sort_in_the_time_of_tuples() {
     let Some(python) = python() else { return };
