@@ -4,10 +4,12 @@
 //! nested as deep as the server takes them, on a server whose stack is a
 //! spawned thread's 2 MiB; and `Counter`s nested in `Counter`s and
 //! `OrderedDict`s keyed by `OrderedDict`s, whose comparison Python does
-//! in time exponential in their depth (CPython's server never answers).
-//! Each request is answered within a deadline, and the server goes on
-//! serving its other clients. Without a CPython under pyenv, the tests
-//! say so and pass.
+//! in time exponential in their depth (CPython's server never answers);
+//! and deques, slices and Counters nested around a long list, whose `<`
+//! walked each level again for every level above it. Each request is
+//! answered within a deadline, in about the work the server charges for
+//! it, and the server goes on serving its other clients. Without a
+//! CPython under pyenv, the tests say so and pass.
 
 mod common;
 
