@@ -53,7 +53,8 @@ impl PyValue {
             {
                 // Python 3.10's `Counter.__lt__`: `self <= other and
                 // self != other`, `<=` of each count (a missing one 0).
-                return Ok(counts_all(a, b, PyValue::le)? && !counter_eq(a, b));
+                let (le, eq) = counter_le_eq(a, b)?;
+                return Ok(le && !eq);
             }
         }
         match (self, other) {
@@ -78,11 +79,6 @@ impl PyValue {
                 other.type_name()
             )),
         }
-    }
-
-    /// Python's `self <= other` (as `<` or `==`), or its `TypeError`.
-    fn le(&self, other: &PyValue) -> Result<bool, String> {
-        Ok(self.lt(other).map_err(|e| e.replacen("'<'", "'<='", 1))? || self == other)
     }
 
     /// The items of a dict-like value (`dict`, and the `OrderedDict`,
@@ -162,15 +158,17 @@ impl PyValue {
     }
 
     /// `x < y` of the first items of `a` and `b` that differ (Python's
-    /// `x != y`, then `x < y`), or `None` if none does. Lists in lists and
-    /// tuples in tuples are compared item by item in the same walk: an
+    /// `x != y`, then `x < y`), or `None` if none does. Lists in lists,
+    /// tuples in tuples, deques in deques and slices in slices (whose `<`
+    /// is their items') are compared item by item in the same walk: an
     /// `!=` of them and then a `<` one level down, asking `!=` again,
-    /// would walk a value nested n deep n times.
+    /// would walk a value nested n deep n times (deques nested 160 deep
+    /// around a list of a million items took twenty times the work the
+    /// server charged for sorting two of them).
     fn first_difference(a: &[PyValue], b: &[PyValue]) -> Result<Option<bool>, String> {
-        use PyValue::{List, Tuple};
         for (x, y) in a.iter().zip(b) {
-            match (x, y) {
-                (List(p), List(q)) | (Tuple(p), Tuple(q)) => {
+            match x.ordered_items(y) {
+                Some((p, q)) => {
                     if let Some(lt) = PyValue::first_difference(p, q)? {
                         return Ok(Some(lt));
                     }
@@ -178,11 +176,26 @@ impl PyValue {
                         return Ok(Some(p.len() < q.len()));
                     }
                 }
-                _ if x != y => return x.lt(y).map(Some),
-                _ => {}
+                Option::None if x != y => return x.lt(y).map(Some),
+                Option::None => {}
             }
         }
         Ok(Option::None)
+    }
+
+    /// The items whose order is that of `self` and `other` (as `lt`
+    /// orders them), if both are lists, tuples, deques or slices.
+    fn ordered_items<'a>(&'a self, other: &'a PyValue) -> Option<(&'a [PyValue], &'a [PyValue])> {
+        use PyValue::{List, Object, Tuple};
+        match (self, other) {
+            (List(p), List(q)) | (Tuple(p), Tuple(q)) => Some((p, q)),
+            (Object(a), Object(b)) => match (self.deque_items(), other.deque_items()) {
+                (Some(p), Some(q)) => Some((p, q)),
+                _ => (a.is_builtin("slice") && b.is_builtin("slice"))
+                    .then_some((&a.args[..], &b.args[..])),
+            },
+            _ => Option::None,
+        }
     }
 
     /// The bytes of a `bytes` or a `bytearray`.
@@ -512,8 +525,14 @@ fn mapping_eq(
     (kb, b): (Mapping, &[(PyValue, PyValue)]),
 ) -> bool {
     match (ka, kb) {
+        // Python's `dict.__eq__(a, b) and all(map(_eq, a, b))`: with the
+        // keys equal in order, the dicts are equal if the values are, in
+        // the same order. One walk: comparing each key twice (once as a
+        // dict's, once in order) took 2**depth of OrderedDicts keyed by
+        // OrderedDicts (a value 60 deep kept the server from its other
+        // clients for ever).
         (Mapping::Ordered, Mapping::Ordered) => {
-            dict_eq(a, b) && a.iter().zip(b).all(|(x, y)| x.0 == y.0)
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && x.1 == y.1)
         }
         (Mapping::Counter, Mapping::Counter) => counter_eq(a, b),
         _ => dict_eq(a, b),
@@ -526,6 +545,41 @@ fn counter_eq(a: &[(PyValue, PyValue)], b: &[(PyValue, PyValue)]) -> bool {
     counts_all(a, b, |x, y| Ok(x == y)).unwrap_or(false)
 }
 
+/// Python 3.10's `a <= b` and `a == b` of two Counters, in one walk
+/// (`false` for both once `a <= b` is known to be false, as `<` needs no
+/// more). Asked one after the other, as Python asks them for `<`, each
+/// level of Counters nested in Counters walked the levels below it again:
+/// two nested 100 deep around a list of a million items took ten times
+/// the work the server charged for sorting them.
+fn counter_le_eq(
+    a: &[(PyValue, PyValue)],
+    b: &[(PyValue, PyValue)],
+) -> Result<(bool, bool), String> {
+    let eq = std::cell::Cell::new(true);
+    let le = counts_all(a, b, |x, y| {
+        let (le, same) = count_le_eq(x, y)?;
+        eq.set(eq.get() && same);
+        Ok(le)
+    })?;
+    Ok((le, le && eq.get()))
+}
+
+/// `x <= y` and `x == y` of two counts (Counters' [`counter_le_eq`]).
+fn count_le_eq(x: &PyValue, y: &PyValue) -> Result<(bool, bool), String> {
+    if let (PyValue::Object(_), PyValue::Object(_)) = (x, y) {
+        if let (Some((Mapping::Counter, a)), Some((Mapping::Counter, b))) =
+            (x.mapping(), y.mapping())
+        {
+            return counter_le_eq(a, b);
+        }
+    }
+    if x.lt(y).map_err(|e| e.replacen("'<'", "'<='", 1))? {
+        return Ok((true, false));
+    }
+    let eq = x == y;
+    Ok((eq, eq))
+}
+
 /// Python's `all(f(a[e], b[e]) for c in (a, b) for e in c)` of two
 /// Counters (a missing count is 0), in that order, stopping at the first
 /// false answer or error.
@@ -535,14 +589,30 @@ fn counts_all(
     f: impl Fn(&PyValue, &PyValue) -> Result<bool, String>,
 ) -> Result<bool, String> {
     let zero = PyValue::Int(0);
-    let (in_a, in_b) = (Counts::new(a), Counts::new(b));
+    let in_b = Counts::new(b);
+    // The keys of `b` found in `a`. Each key of both is looked up and
+    // its counts compared once, in the first pass: Python looks it up
+    // and compares again in the second, with the same answer
+    // (comparisons are pure), which doubled the work at each level of
+    // Counters nested in Counters (as counts or as keys), 2**depth in all
+    // (a value 100 deep kept the server from its other clients for ever).
+    // A key of `b` not found from `a` is not in `a`: the keys of each are
+    // distinct.
+    let mut found = vec![false; b.len()];
     for (k, v) in a {
-        if !f(v, in_b.get(k).unwrap_or(&zero))? {
+        let count = match in_b.position(k) {
+            Some(i) => {
+                found[i] = true;
+                &b[i].1
+            }
+            Option::None => &zero,
+        };
+        if !f(v, count)? {
             return Ok(false);
         }
     }
-    for (k, v) in b {
-        if !f(in_a.get(k).unwrap_or(&zero), v)? {
+    for ((_, v), found) in b.iter().zip(found) {
+        if !found && !f(&zero, v)? {
             return Ok(false);
         }
     }
@@ -575,16 +645,16 @@ impl<'a> Counts<'a> {
         }
     }
 
-    fn get(&self, k: &PyValue) -> Option<&'a PyValue> {
+    /// Where the key equal to `k` is among the items.
+    fn position(&self, k: &PyValue) -> Option<usize> {
         let items = self.items;
         match &self.index {
-            Option::None => items.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v),
+            Option::None => items.iter().position(|(k2, _)| k2 == k),
             Some(index) => index
                 .get(&item_hash(k))?
                 .iter()
-                .map(|&i| &items[i])
-                .find(|(k2, _)| k2 == k)
-                .map(|(_, v)| v),
+                .copied()
+                .find(|&i| items[i].0 == *k),
         }
     }
 }

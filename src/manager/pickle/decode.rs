@@ -507,8 +507,24 @@ pub(super) fn general(
         duplicates: Vec::new(),
         budget: machine.budget,
         max_depth,
+        stack_from: stack_address(),
     };
     builder.build(root, 0)
+}
+
+/// The most stack the walk that builds a value may take: three quarters
+/// of a spawned thread's default 2 MiB (the server's, when the thread
+/// that starts a manager is one), the rest left to what runs around it.
+/// (A list or a set nested as deep as allowed takes less even in a debug
+/// build; an object more, in a debug build only.)
+pub(super) const MAX_BUILD_STACK: usize = 3 << 19;
+
+/// An address in the caller's stack frame, to measure how much stack a
+/// walk has taken since.
+#[inline(never)]
+fn stack_address() -> usize {
+    let here = 0u8;
+    std::hint::black_box(&here) as *const u8 as usize
 }
 
 fn error(message: impl Into<String>) -> Exception {
@@ -1350,6 +1366,8 @@ struct Builder<'a> {
     duplicates: Vec<PyValue>,
     budget: &'a mut Budget,
     max_depth: usize,
+    /// Where the walk's stack began ([`stack_address`]).
+    stack_from: usize,
 }
 
 impl Builder<'_> {
@@ -1372,8 +1390,19 @@ impl Builder<'_> {
         if let Some(leaf) = self.leaf(node) {
             return leaf;
         }
+        // Each level of an object takes more stack than a list's (its
+        // parts are built in frames of their own): an object nested as
+        // deep as allowed overflowed a 2 MiB stack in a debug build,
+        // killing the server. The stack taken is bounded as the levels
+        // are (in a release build, the levels bound it first).
         if depth >= self.max_depth {
             return Err(too_deep());
+        }
+        if stack_address().abs_diff(self.stack_from) > MAX_BUILD_STACK {
+            return Err((
+                "RecursionError",
+                "a value is nested too deep for the server's stack".into(),
+            ));
         }
         if self.open[i] {
             return Err(error(
@@ -1385,13 +1414,7 @@ impl Builder<'_> {
         let value = match node {
             Node::List(v) => self.items(v, depth).map(PyValue::List),
             Node::Tuple(v) => self.items(v, depth).map(PyValue::Tuple),
-            Node::Dict(d) => self.pairs(d, depth).map(|mut pairs| {
-                // What a key set again replaced stays until the end, as a
-                // set's duplicates (see `duplicates`).
-                let gone = one_item_a_key(&mut pairs);
-                self.duplicates.extend(gone);
-                PyValue::Dict(pairs)
-            }),
+            Node::Dict(d) => self.dict(d, depth),
             Node::Set(v) => self.distinct(v, depth).map(PyValue::Set),
             Node::FrozenSet(v) => self.distinct(v, depth).map(PyValue::FrozenSet),
             Node::Object(o) => self.object(o, depth),
@@ -1448,30 +1471,100 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// An object's value. Its record is boxed before its parts are built
+    /// and each part is built in a call of its own, so that what stays on
+    /// the stack while the parts nest further is small (see
+    /// [`MAX_BUILD_STACK`]).
     #[inline(never)]
     fn object(&mut self, o: &ObjectNode, depth: usize) -> Result<PyValue, Exception> {
+        let mut object = self.head(o)?;
+        self.args_of(o, &mut object, depth)?;
+        self.state_of(o, &mut object, depth)?;
+        self.items_of(o, &mut object, depth)?;
+        Ok(PyValue::Object(object))
+    }
+
+    /// An object's record, without its parts.
+    #[inline(never)]
+    fn head(&mut self, o: &ObjectNode) -> Result<Box<PyObject>, Exception> {
         self.budget
             .memory(size_of::<PyObject>() + o.head.module.len() + o.head.name.len())?;
-        let mut object = o.head.clone();
+        Ok(Box::new(o.head.clone()))
+    }
+
+    /// An object's arguments, positional and keyword.
+    #[inline(never)]
+    fn args_of(
+        &mut self,
+        o: &ObjectNode,
+        object: &mut PyObject,
+        depth: usize,
+    ) -> Result<(), Exception> {
         object.args = self.items(&o.args, depth)?;
         object.kwargs = match &o.kwargs {
             Some(kw) => Some(self.pairs(kw, depth)?),
             None => None,
         };
+        Ok(())
+    }
+
+    /// An object's state.
+    #[inline(never)]
+    fn state_of(
+        &mut self,
+        o: &ObjectNode,
+        object: &mut PyObject,
+        depth: usize,
+    ) -> Result<(), Exception> {
         object.state = match o.state {
             Some(s) => Some(self.build(s, depth)?),
             None => None,
         };
+        Ok(())
+    }
+
+    /// An object's items, appended and set.
+    #[inline(never)]
+    fn items_of(
+        &mut self,
+        o: &ObjectNode,
+        object: &mut PyObject,
+        depth: usize,
+    ) -> Result<(), Exception> {
         object.list_items = self.items(&o.list_items, depth)?;
         object.dict_items = self.pairs(&o.dict_items, depth)?;
-        Ok(PyValue::Object(Box::new(object)))
+        Ok(())
+    }
+
+    /// A dict's value, each key once.
+    #[inline(never)]
+    fn dict(&mut self, items: &[(usize, usize)], depth: usize) -> Result<PyValue, Exception> {
+        let pairs = self.pairs(items, depth)?;
+        Ok(PyValue::Dict(self.one_item_a_key(pairs)))
+    }
+
+    /// `pairs`, each key once (see [`one_item_a_key`]).
+    #[inline(never)]
+    fn one_item_a_key(&mut self, mut pairs: Vec<(PyValue, PyValue)>) -> Vec<(PyValue, PyValue)> {
+        // What a key set again replaced stays until the end, as a set's
+        // duplicates (see `duplicates`).
+        let gone = one_item_a_key(&mut pairs);
+        self.duplicates.extend(gone);
+        pairs
     }
 
     /// A set's items, each once (Python's `==`: `1`, `1.0` and `True` are
-    /// one item).
+    /// one item). (Its items are built before a frame that holds the
+    /// index that finds the repeats is made: see [`MAX_BUILD_STACK`].)
     #[inline(never)]
     fn distinct(&mut self, items: &[usize], depth: usize) -> Result<Vec<PyValue>, Exception> {
         let all = self.items(items, depth)?;
+        self.distinct_of(all)
+    }
+
+    /// `all`, each once.
+    #[inline(never)]
+    fn distinct_of(&mut self, all: Vec<PyValue>) -> Result<Vec<PyValue>, Exception> {
         self.budget.work(all.len())?;
         let mut seen: std::collections::HashSet<&PyValue> =
             std::collections::HashSet::with_capacity(all.len());
