@@ -132,7 +132,7 @@ impl RobustMutex {
     ///
     /// # Errors
     /// [`Error::NotOwner`] if the calling thread does not hold it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn unlock(&self) -> Result<()> {
         // Read while the caller holds the mutex, if it does (the unlock
         // says so).
