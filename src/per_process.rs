@@ -256,56 +256,45 @@ mod tests {
     /// A value that a thread of the parent was using when the process
     /// forked (its lock held, for ever here) may be half changed, in the
     /// middle of a reallocation, say: it is never dropped, not even with
-    /// the `PerProcess`.
-    #[test]
-    fn a_value_in_use_at_the_fork_is_never_dropped() {
+    /// the `PerProcess` (used here first if `used`: its slot then
+    /// retired; else still the current one when dropped). Whether it was.
+    fn in_use_at_the_fork_dropped(used: bool) -> bool {
         use std::sync::atomic::AtomicBool;
-        static DROPPED: AtomicBool = AtomicBool::new(false);
-        struct InUse;
-        impl Drop for InUse {
+        struct InUse<'a>(&'a AtomicBool);
+        impl Drop for InUse<'_> {
             fn drop(&mut self) {
-                DROPPED.store(true, Ordering::SeqCst);
+                self.0.store(true, Ordering::SeqCst);
             }
         }
+        let dropped = AtomicBool::new(false);
         let per: PerProcess<InUse> = PerProcess::new();
         let parents = Slot::<InUse>::boxed(ProcessKey::another());
         // SAFETY: just made; `per` owns it from here.
         let slot = unsafe { &*parents };
-        *slot.value.lock().unwrap() = Some(InUse);
+        *slot.value.lock().unwrap() = Some(InUse(&dropped));
         // The parent's thread was inside its lock at the fork.
         std::mem::forget(slot.value.lock().unwrap());
         per.current.store(parents, Ordering::Release);
-        assert!(per.get().try_lock().unwrap().is_none(), "a slot of its own");
+        if used {
+            assert!(per.get().try_lock().unwrap().is_none(), "a slot of its own");
+        }
         drop(per);
+        dropped.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_value_in_use_at_the_fork_is_never_dropped() {
         assert!(
-            !DROPPED.load(Ordering::SeqCst),
+            !in_use_at_the_fork_dropped(true),
             "a value in use was dropped"
         );
     }
 
-    /// As above, in a child that drops the `PerProcess` without using it:
-    /// the slot it inherited is still the current one, not retired.
+    /// As above, in a child that drops the `PerProcess` without using it.
     #[test]
     fn a_value_in_use_at_the_fork_is_never_dropped_even_unused_here() {
-        use std::sync::atomic::AtomicBool;
-        static DROPPED: AtomicBool = AtomicBool::new(false);
-        struct InUse;
-        impl Drop for InUse {
-            fn drop(&mut self) {
-                DROPPED.store(true, Ordering::SeqCst);
-            }
-        }
-        let per: PerProcess<InUse> = PerProcess::new();
-        let parents = Slot::<InUse>::boxed(ProcessKey::another());
-        // SAFETY: just made; `per` owns it from here.
-        let slot = unsafe { &*parents };
-        *slot.value.lock().unwrap() = Some(InUse);
-        // The parent's thread was inside its lock at the fork.
-        std::mem::forget(slot.value.lock().unwrap());
-        per.current.store(parents, Ordering::Release);
-        drop(per);
         assert!(
-            !DROPPED.load(Ordering::SeqCst),
+            !in_use_at_the_fork_dropped(false),
             "a value in use was dropped"
         );
     }
