@@ -688,7 +688,8 @@ impl ConditionGuard<'_> {
     /// holding the lock: this guard holds it again and the protected data may
     /// need repair before [`make_consistent`](ConditionGuard::make_consistent).
     /// [`Error::TooManyWaiters`] at once if [`Condition::MAX_WAITERS`]
-    /// threads wait already (the lock stays held).
+    /// threads wait already (the lock stays held). [`Error::NotOwner`] at
+    /// once for a copy of the guard in a forked descendant.
     pub fn wait(&mut self) -> Result<()> {
         self.wait_until(Deadline::Never).map(drop)
     }
@@ -807,7 +808,8 @@ impl ConditionGuard<'_> {
     /// Marks the lock consistent after its previous owner died.
     ///
     /// # Errors
-    /// Only on an OS failure.
+    /// Only on an OS failure; [`Error::NotOwner`] for a copy of the guard
+    /// in a forked descendant.
     pub fn make_consistent(guard: &Self) -> Result<()> {
         if !guard.process.is_current() {
             return Err(Error::NotOwner);
