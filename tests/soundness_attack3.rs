@@ -7,9 +7,9 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{fork_as, join, static_child, wait_until, watchdog};
+use common::{fork_as, join, stage_in, static_child, wait_until, watchdog};
 use multiproc::{Error, Queue, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -31,20 +31,6 @@ const OTHER: u32 = 9;
 /// The tests take pids by writing `ns_last_pid`: one at a time.
 static PIDS: Mutex<()> = Mutex::new(());
 
-/// Waits (in a forked helper, which has no test harness) until `stage`
-/// is one of `wanted`; the stage then, or `None` after [`STAGE_WAIT`].
-fn stage_in(stage: &RawValue<u32>, wanted: &[u32]) -> Option<u32> {
-    let start = Instant::now();
-    while start.elapsed() < STAGE_WAIT {
-        let now = stage.atomic().load(SeqCst);
-        if wanted.contains(&now) {
-            return Some(now);
-        }
-        std::thread::yield_now();
-    }
-    None
-}
-
 /// A process that holds a value's lock forks a copy of itself that keeps
 /// the guard (as a closure given to `Process::new_local` would carry it),
 /// releases the lock and dies. A descendant of the copy that gets the
@@ -64,7 +50,7 @@ fn a_guard_inherited_under_a_reused_pid_gives_no_access() {
             // SAFETY: the forked child runs the code below, then ends
             // without exit handlers.
             if unsafe { libc::fork() } == 0 {
-                if stage_in(&st, &[SQUAT]).is_some() {
+                if stage_in(&st, &[SQUAT], STAGE_WAIT).is_some() {
                     let took = fork_as(me, || {
                         let mut guard = guard;
                         let wrote = catch_unwind(AssertUnwindSafe(|| *guard = 7)).is_ok();
@@ -116,12 +102,12 @@ fn objects_made_under_a_reused_pid_never_share_memory() {
             // SAFETY: the forked child runs the code below, then ends
             // without exit handlers.
             if unsafe { libc::fork() } == 0 {
-                if stage_in(&st, &[SQUAT]).is_some() {
+                if stage_in(&st, &[SQUAT], STAGE_WAIT).is_some() {
                     let took = fork_as(me, || {
                         let theirs = RawValue::new(0u64).unwrap();
                         theirs.set(MARK);
                         st.atomic().store(MADE, SeqCst);
-                        stage_in(&st, &[LOOKED]);
+                        stage_in(&st, &[LOOKED], STAGE_WAIT);
                     });
                     if !took {
                         st.atomic().store(NO_PID, SeqCst);
@@ -133,7 +119,7 @@ fn objects_made_under_a_reused_pid_never_share_memory() {
             let next = RawValue::new(0u64).unwrap();
             // SAFETY: as above.
             if unsafe { libc::fork() } == 0 {
-                if stage_in(&st, &[MADE, NO_PID]) == Some(MADE) {
+                if stage_in(&st, &[MADE, NO_PID], STAGE_WAIT) == Some(MADE) {
                     sn.set(next.get());
                     st.atomic().store(LOOKED, SeqCst);
                 }
@@ -180,7 +166,7 @@ fn a_get_under_a_reused_pid_is_no_deadlock_of_the_dead_putter() {
                 // SAFETY: the forked child runs the code below, then ends
                 // without exit handlers.
                 if n == 1 && unsafe { libc::fork() } == 0 {
-                    if stage_in(&st, &[SQUAT]).is_some() {
+                    if stage_in(&st, &[SQUAT], STAGE_WAIT).is_some() {
                         let took = fork_as(me, || {
                             let got = theirs.get_timeout(Duration::from_millis(50));
                             let outcome = match got {
@@ -234,7 +220,7 @@ fn a_put_under_a_reused_pid_is_not_refused_by_the_dead_closer() {
                 // SAFETY: the forked child runs the code below, then ends
                 // without exit handlers.
                 if unsafe { libc::fork() } == 0 {
-                    if stage_in(&st, &[SQUAT]).is_some() {
+                    if stage_in(&st, &[SQUAT], STAGE_WAIT).is_some() {
                         let took = fork_as(me, || {
                             let outcome = match theirs.put(7) {
                                 Ok(()) => WROTE,

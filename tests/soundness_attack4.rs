@@ -10,9 +10,9 @@ mod common;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{fork_as, join, static_child, wait_until, watchdog, TempName};
+use common::{fork_as, join, stage_in, static_child, wait_until, watchdog, TempName};
 use multiproc::cell::ValueGuard;
 use multiproc::queue::{Bytes, Queue};
 use multiproc::sync::{Condition, ConditionGuard, LockGuard};
@@ -156,20 +156,6 @@ const TWO_GUARDS: u32 = 3;
 const NO_PID: u32 = 4;
 const OTHER: u32 = 5;
 
-/// Waits (in a forked helper, which has no test harness) until `stage`
-/// is one of `wanted`; the stage then, or `None` after [`STAGE_WAIT`].
-fn stage_in(stage: &RawValue<u32>, wanted: &[u32]) -> Option<u32> {
-    let start = Instant::now();
-    while start.elapsed() < STAGE_WAIT {
-        let now = stage.atomic().load(SeqCst);
-        if wanted.contains(&now) {
-            return Some(now);
-        }
-        std::thread::yield_now();
-    }
-    None
-}
-
 /// A guard of the lock that a value shares, of one of the three kinds.
 #[allow(dead_code)]
 enum Held<'a> {
@@ -202,7 +188,7 @@ fn an_inherited_guard_never_releases_the_lock_of_a_reused_pid(
             // SAFETY: the forked child runs the code below, then ends
             // without exit handlers.
             if unsafe { libc::fork() } == 0 {
-                if stage_in(&st, &[SQUAT]).is_some() {
+                if stage_in(&st, &[SQUAT], STAGE_WAIT).is_some() {
                     let took = fork_as(me, || {
                         let outcome = match v.lock() {
                             Ok(mut mine) => {

@@ -130,6 +130,18 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Waits until `stage` is one of `wanted` (polling, so a forked helper
+/// with no test harness may wait too); the stage then, or `None` after
+/// `limit`.
+pub fn stage_in(stage: &multiproc::RawValue<u32>, wanted: &[u32], limit: Duration) -> Option<u32> {
+    let mut now = 0;
+    wait_until(limit, || {
+        now = stage.atomic().load(std::sync::atomic::Ordering::SeqCst);
+        wanted.contains(&now)
+    })
+    .then_some(now)
+}
+
 /// A segment name unique to this test process, unlinked when dropped.
 pub struct TempName(pub String);
 
