@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{fork_as, join, stage_in, static_child, wait_until, watchdog};
+use common::{fork_as, join, squat_outcome, stage_in, static_child, wait_until, watchdog};
 use multiproc::{Error, Queue, RawValue, Value};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -69,13 +69,10 @@ fn a_guard_inherited_under_a_reused_pid_gives_no_access() {
         assert_eq!(join(&holder, LIMIT), 0);
         let mut mine = v.try_lock().expect("the holder released the lock");
         *mine = 5;
-        stage.atomic().store(SQUAT, SeqCst);
-        assert!(wait_until(STAGE_WAIT, || stage.atomic().load(SeqCst) > SQUAT));
-        let outcome = stage.atomic().load(SeqCst);
-        if outcome == NO_PID {
-            eprintln!("the holder's pid could not be taken again: nothing to test");
+        let Some(outcome) = squat_outcome(&stage, [SQUAT, NO_PID], "the holder's", STAGE_WAIT)
+        else {
             return;
-        }
+        };
         assert_eq!(*mine, 5, "a process wrote while another held the lock");
         assert_eq!(outcome, REFUSED);
     });
@@ -188,13 +185,10 @@ fn a_get_under_a_reused_pid_is_no_deadlock_of_the_dead_putter() {
         });
         assert_eq!(join(&holder, LIMIT), 0);
         assert_eq!(q.get_many(2).unwrap(), [0, 1]);
-        stage.atomic().store(SQUAT, SeqCst);
-        assert!(wait_until(STAGE_WAIT, || stage.atomic().load(SeqCst) > SQUAT));
-        let outcome = stage.atomic().load(SeqCst);
-        if outcome == NO_PID {
-            eprintln!("the holder's pid could not be taken again: nothing to test");
+        let Some(outcome) = squat_outcome(&stage, [SQUAT, NO_PID], "the holder's", STAGE_WAIT)
+        else {
             return;
-        }
+        };
         assert_eq!(outcome, TIMED_OUT, "not a timeout ({DEADLOCK}: Deadlock)");
     });
 }
@@ -237,13 +231,10 @@ fn a_put_under_a_reused_pid_is_not_refused_by_the_dead_closer() {
                 }
             });
             assert_eq!(join(&holder, LIMIT), 0);
-            stage.atomic().store(SQUAT, SeqCst);
-            assert!(wait_until(STAGE_WAIT, || stage.atomic().load(SeqCst) > SQUAT));
-            let outcome = stage.atomic().load(SeqCst);
-            if outcome == NO_PID {
-                eprintln!("the closer's pid could not be taken again: nothing to test");
+            let Some(outcome) = squat_outcome(&stage, [SQUAT, NO_PID], "the closer's", STAGE_WAIT)
+            else {
                 return;
-            }
+            };
             assert_eq!(outcome, WROTE, "the descendant's put was refused");
             assert_eq!(q.get().unwrap(), 7);
         },

@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{fork_as, join, stage_in, static_child, wait_until, watchdog, TempName};
+use common::{
+    fork_as, join, squat_outcome, stage_in, static_child, wait_until, watchdog, TempName,
+};
 use multiproc::cell::ValueGuard;
 use multiproc::queue::{Bytes, Queue};
 use multiproc::sync::{Condition, ConditionGuard, LockGuard};
@@ -215,13 +217,10 @@ fn an_inherited_guard_never_releases_the_lock_of_a_reused_pid(
             drop(held);
         });
         assert_eq!(join(&holder, Duration::from_secs(60)), 0);
-        stage.atomic().store(SQUAT, SeqCst);
-        assert!(wait_until(STAGE_WAIT, || stage.atomic().load(SeqCst) > SQUAT));
-        let outcome = stage.atomic().load(SeqCst);
-        if outcome == NO_PID {
-            eprintln!("the holder's pid could not be taken again: nothing to test");
+        let Some(outcome) = squat_outcome(&stage, [SQUAT, NO_PID], "the holder's", STAGE_WAIT)
+        else {
             return;
-        }
+        };
         assert_eq!(outcome, KEPT, "{kind}: 3 is a second guard");
     });
 }

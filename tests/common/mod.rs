@@ -142,6 +142,27 @@ pub fn stage_in(stage: &multiproc::RawValue<u32>, wanted: &[u32], limit: Duratio
     .then_some(now)
 }
 
+/// The parent's side of a reused-pid test: lets the helpers squat (puts
+/// `squat` in `stage`), then waits up to `limit` for their outcome (a
+/// stage past it). `None`, said so, if `whose` pid could not be taken
+/// again (`no_pid`): nothing to test.
+pub fn squat_outcome(
+    stage: &multiproc::RawValue<u32>,
+    [squat, no_pid]: [u32; 2],
+    whose: &str,
+    limit: Duration,
+) -> Option<u32> {
+    use std::sync::atomic::Ordering::SeqCst;
+    stage.atomic().store(squat, SeqCst);
+    assert!(wait_until(limit, || stage.atomic().load(SeqCst) > squat));
+    let outcome = stage.atomic().load(SeqCst);
+    if outcome == no_pid {
+        eprintln!("{whose} pid could not be taken again: nothing to test");
+        return None;
+    }
+    Some(outcome)
+}
+
 /// A segment name unique to this test process, unlinked when dropped.
 pub struct TempName(pub String);
 
