@@ -103,6 +103,15 @@ fn fork_and_exit(_: u64) -> u64 {
     std::process::exit(3)
 }
 
+/// Sleeps `ms`, then fails if told to, else writes `dir/done-<ms>` and
+/// returns `ms`.
+fn nap_then((dir, ms, fail): (String, u64, bool)) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    assert!(!fail, "failed after {ms} ms");
+    std::fs::write(Path::new(&dir).join(format!("done-{ms}")), b"").unwrap();
+    ms
+}
+
 /// Sleeps `ms`, then returns it.
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -123,6 +132,7 @@ fn worker(spec: &str) -> ! {
             &task!(length),
             &task!(bytes),
             &task!(nap),
+            &task!(nap_then),
             &task!(mark),
             &task!(fork_and_exit),
         ],
@@ -339,6 +349,43 @@ fn a_panicking_task_is_task_failed() {
         // The workers serve on.
         assert_eq!(f.pool.apply(task!(square), 5).unwrap(), 25);
         assert_eq!(f.alive(), 2);
+        f.stop();
+    });
+}
+
+/// As Python's `map`: a failed map returns once every chunk is done (no
+/// task of it still running), with the first failed chunk's error in
+/// input order.
+fn a_failed_map_waits_for_every_chunk() {
+    let Some(mut f) = Fixture::new("pool-map-fail", 2) else {
+        return;
+    };
+    watchdog("a failed map waits for every chunk", LIMIT, || {
+        let dir = common::TempDir::new("pool-map-fail");
+        let d = dir.0.to_str().unwrap().to_owned();
+        // The first chunk fails at once, the second ends later.
+        match f.pool.map(
+            task!(nap_then),
+            [(d.clone(), 0, true), (d.clone(), 400, false)],
+        ) {
+            Err(Error::TaskFailed(msg)) => assert!(msg.contains("after 0 ms"), "{msg}"),
+            other => panic!("expected TaskFailed, got {other:?}"),
+        }
+        assert!(
+            dir.0.join("done-400").exists(),
+            "map returned before its last chunk ended"
+        );
+        // The first failure in input order, not in time.
+        let m = f.pool.map_async(
+            task!(nap_then),
+            [(d.clone(), 300, true), (d, 0, true)],
+            Some(1),
+        );
+        match m.get_timeout(Duration::MAX) {
+            Err(Error::TaskFailed(msg)) => assert!(msg.contains("after 300 ms"), "{msg}"),
+            other => panic!("expected TaskFailed, got {other:?}"),
+        }
+        assert!(m.ready());
         f.stop();
     });
 }
@@ -863,6 +910,7 @@ fn main() -> ExitCode {
         map_apply_and_apply_async_across_workers,
         get_timeout_at_zero_and_max,
         a_panicking_task_is_task_failed,
+        a_failed_map_waits_for_every_chunk,
         an_unknown_task_is_a_clear_error,
         a_task_that_dies_twice_is_worker_died_with_its_exit_code,
         a_worker_killed_mid_task_has_its_task_retried_on_another,

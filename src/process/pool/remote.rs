@@ -763,7 +763,8 @@ impl RemotePool {
     /// (a quarter of the items per live worker).
     ///
     /// # Errors
-    /// The first error of any chunk, as for [`RemoteResult::get`].
+    /// Once every chunk is done, the error of the first chunk (in input
+    /// order) that failed, as for [`RemoteResult::get`].
     pub fn map<A, R>(
         &self,
         task: RemoteTask<A, R>,
@@ -988,8 +989,7 @@ impl Pending {
     /// to notice. The handle's lock is held to look and to record, never
     /// while waiting: another thread's `ready` answers at once.
     fn wait(&self, deadline: Deadline) -> Result<()> {
-        let settled = || locked(&self.known).is_some();
-        if settled() {
+        if self.settled() {
             return Ok(());
         }
         let key = self.keys.result(&self.id);
@@ -1048,14 +1048,19 @@ impl Pending {
                 });
                 return Ok(());
             }
-            if deadline.passed() || settled() {
+            if deadline.passed() || self.settled() {
                 return Ok(());
             }
         }
     }
 
+    /// Whether the chunk's outcome is known here (no look at Redis).
+    fn settled(&self) -> bool {
+        locked(&self.known).is_some()
+    }
+
     fn ready(&self) -> bool {
-        self.wait(Deadline::Now).is_ok() && locked(&self.known).is_some()
+        self.wait(Deadline::Now).is_ok() && self.settled()
     }
 }
 
@@ -1109,7 +1114,7 @@ impl<R: DeserializeOwned> RemoteResult<R> {
 
     /// Waits at most `timeout`; whether the task has finished.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.pending.wait(Deadline::after(timeout)).is_ok() && locked(&self.pending.known).is_some()
+        self.pending.wait(Deadline::after(timeout)).is_ok() && self.pending.settled()
     }
 }
 
@@ -1131,7 +1136,8 @@ impl<R: DeserializeOwned> RemoteMapResult<R> {
     /// Waits for every item and returns the results in order.
     ///
     /// # Errors
-    /// The first error of any chunk, as for [`RemoteResult::get`].
+    /// Once every chunk is done, the error of the first chunk (in input
+    /// order) that failed, as for [`RemoteResult::get`].
     pub fn get(&self) -> Result<Vec<R>> {
         self.get_until(Deadline::Never)
     }
@@ -1144,10 +1150,20 @@ impl<R: DeserializeOwned> RemoteMapResult<R> {
         self.get_until(Deadline::after(timeout))
     }
 
+    /// As Python's `map`: done only once every chunk is, so no chunk of a
+    /// failed map is still running when it returns; then the first
+    /// failed chunk's error, in input order (workers on other machines
+    /// share no clock that would order their failures in time).
     fn get_until(&self, deadline: Deadline) -> Result<Vec<R>> {
+        for c in &self.chunks {
+            c.wait(deadline)?;
+        }
+        if !self.chunks.iter().all(Pending::settled) {
+            return Err(Error::Timeout);
+        }
         let mut out = Vec::new();
         for c in &self.chunks {
-            out.extend(c.get::<R>(deadline)?);
+            out.extend(c.get::<R>(Deadline::Now)?);
         }
         Ok(out)
     }
