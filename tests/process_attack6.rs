@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::{join, watchdog};
+use common::{join, procfs, wait_until, watchdog};
 use multiproc::conn::{connect, wait, Address, Listener};
 use multiproc::process::Process;
 use multiproc::{Connection, Error, Pipe, Pool};
@@ -27,6 +27,13 @@ const EXTREMES: [Duration; 3] = [Duration::ZERO, Duration::from_nanos(1), Durati
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
+}
+
+/// Writes `dir/started-<pid>`, then sleeps `ms`.
+fn mark_then_sleep((dir, ms): (String, u64)) -> u64 {
+    let started = std::path::Path::new(&dir).join(format!("started-{}", std::process::id()));
+    std::fs::write(started, b"").unwrap();
+    sleep_ms(ms)
 }
 
 fn square(x: u64) -> u64 {
@@ -186,9 +193,14 @@ fn terminate_from_another_thread_while_map_runs() {
     watchdog("terminate during map", LIMIT, || {
         let pool = Arc::new(Pool::with_processes(2).unwrap());
         let p2 = pool.clone();
-        let t = std::thread::spawn(move || p2.map_chunked(sleep_ms, vec![20_000u64; 8], Some(1)));
+        let dir = common::TempDir::new("terminate-during-map");
+        let d = dir.0.to_str().unwrap().to_owned();
+        let t = std::thread::spawn(move || {
+            p2.map_chunked(mark_then_sleep, vec![(d, 20_000u64); 8], Some(1))
+        });
         // Once the two workers have their tasks.
-        std::thread::sleep(Duration::from_millis(300));
+        let started = || std::fs::read_dir(&dir.0).unwrap().count() == 2;
+        assert!(wait_until(LIMIT, started));
         let begun = Instant::now();
         pool.terminate();
         let r = t.join().unwrap();
@@ -257,14 +269,22 @@ fn a_pool_dropped_with_waiters_fails_them() {
         let rs: Vec<_> = (0..4).map(|_| pool.apply_async(sleep_ms, 20_000)).collect();
         let done = Arc::new(AtomicUsize::new(0));
         std::thread::scope(|s| {
+            let (tids, waiters) = mpsc::channel();
             for r in &rs {
-                let done = done.clone();
+                let (done, tids) = (done.clone(), tids.clone());
                 s.spawn(move || {
+                    tids.send(procfs::gettid()).unwrap();
                     assert!(matches!(r.get(), Err(Error::PoolTerminated)));
                     done.fetch_add(1, Ordering::SeqCst);
                 });
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Once every waiter sleeps in its wait.
+            let me = std::process::id();
+            for tid in waiters.iter().take(rs.len()) {
+                assert!(wait_until(LIMIT, || procfs::thread_blocked_in_futex(
+                    me, tid
+                )));
+            }
             drop(pool);
         });
         assert_eq!(done.load(Ordering::SeqCst), 4);
