@@ -8,7 +8,8 @@
 //! or a bug in foreign code would) takes only itself down, and the pool
 //! reports it and goes on; in a thread it would end the whole program.
 //!
-//! Run: `cargo run --release --example threads_vs_processes`
+//! Run: `cargo run --release --example threads_vs_processes` (count the
+//! primes below another limit than 3 000 000 with `-- LIMIT`)
 
 use std::time::Instant;
 
@@ -26,19 +27,28 @@ fn crash(_: u64) -> u64 {
     std::process::abort()
 }
 
+/// The primes counted are those below this, unless the first argument
+/// says otherwise.
 const LIMIT: u64 = 3_000_000;
 
-fn chunks(n: u64) -> Vec<(u64, u64)> {
-    let step = LIMIT.div_ceil(n);
+/// `0..limit` cut into `n` ranges.
+fn chunks(limit: u64, n: u64) -> Vec<(u64, u64)> {
+    let step = limit.div_ceil(n);
     (0..n)
-        .map(|i| (i * step, ((i + 1) * step).min(LIMIT)))
+        .map(|i| (i * step, ((i + 1) * step).min(limit)))
         .collect()
 }
 
 fn main() -> multiproc::Result<()> {
+    let limit = match std::env::args().nth(1) {
+        Some(arg) => arg
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("not a limit: {arg:?}")))?,
+        None => LIMIT,
+    };
     let workers = cpu_count();
     // Many small chunks, so that no worker waits on one long one.
-    let work = chunks(8 * workers as u64);
+    let work = chunks(limit, 8 * workers as u64);
 
     let t = Instant::now();
     let serial: u64 = work.iter().map(|&c| primes_in(c)).sum();
@@ -71,7 +81,7 @@ fn main() -> multiproc::Result<()> {
 
     assert_eq!(serial, threaded);
     assert_eq!(serial, pooled);
-    println!("{serial} primes below {LIMIT}, on {workers} cores:");
+    println!("{serial} primes below {limit}, on {workers} cores:");
     println!("  1 thread          {:>8.1} ms", one.as_secs_f64() * 1e3);
     println!(
         "  {workers} threads         {:>8.1} ms  ({:.1}x)",
@@ -86,7 +96,7 @@ fn main() -> multiproc::Result<()> {
 
     // Isolation: one task crashes its worker; the rest finish.
     let crashed = pool.apply_async(crash, 0);
-    let after = pool.map(primes_in, chunks(4))?.iter().sum::<u64>();
+    let after = pool.map(primes_in, chunks(limit, 4))?.iter().sum::<u64>();
     match crashed.get() {
         Err(Error::WorkerDied { .. }) => {
             println!("a task aborted its worker process: reported as WorkerDied; the pool replaced the worker and went on ({after} primes counted after it)")
