@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, static_child, watchdog};
+use common::{join, static_child, watchdog, TempDir};
 use multiproc::{Error, JoinableQueue, Pipe, Pool, Process, Queue};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -358,5 +358,51 @@ fn buffer_too_short_keeps_the_message_and_the_connection() {
         assert!(matches!(a.recv_bytes(), Err(Error::ConnectionClosed)));
         // The peer's end is not this end's close (Python's `closed` stays False).
         assert!(!a.closed());
+    });
+}
+
+/// Starts a child that dies of a panic, and joins it.
+fn start_a_dying_child() -> i32 {
+    let mut child = Process::new(|| panic!("a task's dying child")).with_name("DyingFromTask");
+    child.start().unwrap();
+    child.join().unwrap()
+}
+
+/// A task's panic is its result's error, and the worker goes on: no
+/// "Process ForkServerPoolWorker-N:" line on stderr, which is Python's
+/// header for an exception that ends a process (a Python worker prints
+/// nothing for a task's exception, which goes to the parent's result).
+/// A child that dies of its panic still has the header, as in Python,
+/// also one that a task started.
+/// Before, every task's panic was headed as if its worker had died.
+#[test]
+fn a_tasks_panic_is_not_headed_as_its_workers_death() {
+    watchdog("the panic header of a task", LIMIT, || {
+        let dir = TempDir::new("parity-header");
+        let path = dir.0.join("stderr");
+        let file = std::fs::File::create(&path).unwrap();
+        let child = static_child(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fd 2 of this child only, which becomes the file.
+            assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 2) }, 2);
+            // Made after the redirection: its workers write to the file.
+            let pool = Pool::with_processes(1).unwrap();
+            assert!(matches!(
+                pool.apply(fails_at_three, 3),
+                Err(Error::TaskFailed(ref m)) if m.contains("three")
+            ));
+            assert_eq!(pool.apply(square, 4).unwrap(), 16);
+            assert_eq!(pool.apply(start_a_dying_child, ()).unwrap(), 1);
+            pool.close();
+            pool.join().unwrap();
+            let mut dying = Process::new(|| panic!("a dying child")).with_name("Dying");
+            dying.start().unwrap();
+            assert_eq!(dying.join().unwrap(), 1);
+        });
+        assert_eq!(join(&child, LIMIT), 0);
+        let stderr = std::fs::read_to_string(&path).unwrap();
+        assert!(!stderr.contains("PoolWorker"), "{stderr}");
+        assert!(stderr.contains("Process Dying:"), "{stderr}");
+        assert!(stderr.contains("Process DyingFromTask:"), "{stderr}");
     });
 }

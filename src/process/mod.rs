@@ -71,7 +71,9 @@ pub use target::{LocalProcess, LocalTarget, Run, SendTarget};
 use family::*;
 // The process module's part of the crate's fork handlers and its exit hook
 // (see `crate::fork_handlers`).
-pub(crate) use family::{after_fork_in_child, after_fork_in_parent, exit_hook, prepare_fork};
+pub(crate) use family::{
+    after_fork_in_child, after_fork_in_parent, exit_hook, panics_caught_by_caller, prepare_fork,
+};
 pub(crate) use state::is_unreaped;
 use state::*;
 use target::*;
