@@ -1010,9 +1010,10 @@ impl AsRawFd for Connection {
 /// (Python's `multiprocessing.connection.wait`).
 ///
 /// # Errors
-/// On an OS failure; if one of `connections` is closed, or only sends
-/// (`InvalidArgument`): nothing could make it ready, and a wait without a
-/// timeout on it alone would never end (Python raises `OSError` too).
+/// On an OS failure; if one of `connections` is closed (Python raises
+/// `OSError` too), or only sends (`InvalidArgument`: no message can come
+/// on it; Python's `wait` reports such an end ready once its reader has
+/// closed).
 /// `InvalidArgument` too for no connections and no timeout (or one too
 /// long for the clock, such as `Duration::MAX`), which nothing could end
 /// (Python's waits for ever); with a timeout, no connections is a sleep
