@@ -406,3 +406,37 @@ fn a_tasks_panic_is_not_headed_as_its_workers_death() {
         assert!(stderr.contains("Process DyingFromTask:"), "{stderr}");
     });
 }
+
+/// The name a task's worker has (Python's `current_process().name`).
+fn worker_name(_: u64) -> String {
+    multiproc::process::current_process().name().to_owned()
+}
+
+fn do_nothing(_: ()) {}
+
+/// Children are numbered as in Python, whose fork server is no `Process`
+/// and takes no number: in a process `Process-K`, a pool's first worker
+/// is `ForkServerPoolWorker-K:1` and the next child `Process-K:2`, and
+/// starting the fork server of `Process::forkserver` takes none either.
+/// Before, each fork server took a number: the worker was
+/// `ForkServerPoolWorker-K:2`, the next child `Process-K:3`.
+#[test]
+fn fork_servers_take_no_number_from_the_children_count() {
+    watchdog("children's numbers", LIMIT, || {
+        let child = static_child(|| {
+            let me = multiproc::process::current_process().name().to_owned();
+            let k = me.strip_prefix("Process-").expect("a default name");
+            let pool = Pool::with_processes(1).unwrap();
+            let worker = pool.apply(worker_name, 0).unwrap();
+            assert_eq!(worker, format!("ForkServerPoolWorker-{k}:1"));
+            assert_eq!(Process::new(|| {}).name(), format!("Process-{k}:2"));
+            multiproc::process::start_forkserver().unwrap();
+            let mut served = Process::forkserver(do_nothing, ());
+            assert_eq!(served.name(), format!("Process-{k}:3"));
+            served.start().unwrap();
+            assert_eq!(served.join().unwrap(), 0);
+            assert_eq!(Process::new(|| {}).name(), format!("Process-{k}:4"));
+        });
+        assert_eq!(join(&child, LIMIT), 0);
+    });
+}

@@ -406,6 +406,18 @@ pub(super) fn next_child_path() -> Vec<u32> {
     path
 }
 
+/// The identity path of a helper child of the crate's own (a fork
+/// server), which is not counted: this process's own path and a 0 (no
+/// counted child has it). Its name is given, and its children's paths are
+/// made in this process, so the path is never seen.
+pub(super) fn helper_path() -> Vec<u32> {
+    let mut path = identity()
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.path.clone());
+    path.push(0);
+    path
+}
+
 /// A child's default name: `kind` and its identity path, as Python's
 /// `Process-1:2` or `ForkServerPoolWorker-3`.
 pub(super) fn path_name(kind: &str, path: &[u32]) -> String {

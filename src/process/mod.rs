@@ -233,6 +233,19 @@ impl Process<'static> {
         Self::with_launch(Launch::Fork(send(returning(target))), None)
     }
 
+    /// A helper process of the crate's own (a fork server) that runs
+    /// `target`: it takes no number from this process's count of
+    /// children, as Python's fork server (no `Process` of its own) takes
+    /// none, so that the children a program starts are numbered as in
+    /// Python (a pool's first worker `ForkServerPoolWorker-1`).
+    pub(super) fn helper<F>(target: F) -> Self
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let launch = Launch::Fork(send(returning(target)));
+        Self::with_kind_at("Process", launch, None, helper_path())
+    }
+
     /// A process that will run `value`'s [`Run::run`] (Python's subclass of
     /// `Process` that overrides `run()`), named after `R` like Python's:
     /// `Worker-N` for a type `Worker`. See [`Run`]; a value that is not
@@ -354,7 +367,15 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     }
 
     fn with_kind(kind: &'static str, launch: Launch<T>, scope: Option<&'a scope::Shared>) -> Self {
-        let path = next_child_path();
+        Self::with_kind_at(kind, launch, scope, next_child_path())
+    }
+
+    fn with_kind_at(
+        kind: &'static str,
+        launch: Launch<T>,
+        scope: Option<&'a scope::Shared>,
+        path: Vec<u32>,
+    ) -> Self {
         let name = path_name(kind, &path);
         Process {
             launch: Mutex::new(Some(launch)),
