@@ -586,6 +586,7 @@ mod tests {
     fn blocking_handshakes_over_a_socket() {
         let run = |server_key: &'static [u8], client_key: &'static [u8]| {
             let (mut a, mut b) = super::super::Pipe::duplex().unwrap();
+            a.set_max_message(super::super::DEFAULT_MAX_MESSAGE);
             let t = std::thread::spawn(move || handshake(&mut b, client_key, Side::Client));
             let s = handshake(&mut a, server_key, Side::Server);
             (s, t.join().unwrap(), a)

@@ -32,7 +32,9 @@ use frame::HEADER_LEN as HEADER;
 
 pub use listener::{connect, Address, Listener};
 
-/// The default largest message a connection accepts: 64 MiB.
+/// The default largest message a connection over a socket accepts
+/// ([`Connection::from_socket`], [`Listener::accept`], [`connect`]): 64 MiB.
+/// The ends of a [`Pipe()`](fn@Pipe) have no limit, as Python's have none.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 /// The longest message any connection receives, whatever its limit: the
 /// most a `Vec` holds, less a long header.
@@ -154,8 +156,8 @@ impl Pipe {
     pub fn duplex() -> Result<(Connection, Connection)> {
         let (a, b) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
         Ok((
-            Connection::new(a, true, true),
-            Connection::new(b, true, true),
+            Connection::new(a, true, true).unlimited(),
+            Connection::new(b, true, true).unlimited(),
         ))
     }
 
@@ -166,8 +168,8 @@ impl Pipe {
     pub fn simplex() -> Result<(Connection, Connection)> {
         let (r, w) = sys::pipe().map_err(|e| Error::io("pipe", e))?;
         Ok((
-            Connection::new(r, true, false),
-            Connection::new(w, false, true),
+            Connection::new(r, true, false).unlimited(),
+            Connection::new(w, false, true).unlimited(),
         ))
     }
 }
@@ -181,6 +183,15 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 }
 
 impl Connection {
+    /// An end of a [`Pipe()`](fn@Pipe), whose peer is this process or one
+    /// it forked: no limit on the messages it takes but a `Vec`'s, as
+    /// Python's pipes take any (a receive allocates as the bytes arrive,
+    /// not as the header says, so a lying header costs nothing).
+    fn unlimited(mut self) -> Connection {
+        self.max_message = usize::MAX;
+        self
+    }
+
     fn new(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
         Connection {
             is_socket: sys::is_socket(&fd),
@@ -252,7 +263,8 @@ impl Connection {
     }
 
     /// Sets the largest message this end accepts (it does not limit
-    /// sending). A longer one is [`Error::MessageTooLarge`] from its header
+    /// sending): by default [`DEFAULT_MAX_MESSAGE`] for a socket's
+    /// connection, none for a pipe's end. A longer one is [`Error::MessageTooLarge`] from its header
     /// alone, before any of it is read; so is one longer than a `Vec` can
     /// be, whatever the limit.
     pub fn set_max_message(&mut self, bytes: usize) {
@@ -998,9 +1010,10 @@ impl AsRawFd for Connection {
 /// (Python's `multiprocessing.connection.wait`).
 ///
 /// # Errors
-/// On an OS failure; if one of `connections` is closed, or only sends
-/// (`InvalidArgument`): nothing could make it ready, and a wait without a
-/// timeout on it alone would never end (Python raises `OSError` too).
+/// On an OS failure; if one of `connections` is closed (Python raises
+/// `OSError` too), or only sends (`InvalidArgument`: no message can come
+/// on it; Python's `wait` reports such an end ready once its reader has
+/// closed).
 /// `InvalidArgument` too for no connections and no timeout (or one too
 /// long for the clock, such as `Duration::MAX`), which nothing could end
 /// (Python's waits for ever); with a timeout, no connections is a sleep

@@ -114,6 +114,27 @@ thread_local! {
     /// a `Copy` value needs no destructor: it is there in a thread-local
     /// destructor too.)
     pub(super) static FORKING_FOR_SCOPE: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Whether a panic on this thread is caught and reported by the crate
+    /// (a pool task's: its result carries it), so that it ends no process
+    /// and takes no "Process NAME:" header.
+    static PANIC_CAUGHT_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, whose panics the caller catches and reports (a pool worker
+/// its tasks'), without the "Process NAME:" header before their messages:
+/// Python prints that header (and a traceback) only for an exception that
+/// ends the process; a task's exception goes to the pool's result, and the
+/// worker prints nothing. The panic hook before the header's still runs.
+pub(crate) fn panics_caught_by_caller<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the mark even if `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PANIC_CAUGHT_HERE.set(self.0);
+        }
+    }
+    let _restore = Restore(PANIC_CAUGHT_HERE.replace(true));
+    f()
 }
 
 /// The process's identity, locked. Every use of a registry first makes
@@ -176,6 +197,8 @@ pub(crate) fn after_fork_in_child() {
     // A pool worker's child is no pool worker, nor a daemon's a daemon.
     CHILDREN_DIE_WITH_IT.store(false, Ordering::Relaxed);
     DIES_WITH_PARENT.store(false, Ordering::Relaxed);
+    // Nor are a task's child's panics caught by a pool: one ends it.
+    PANIC_CAUGHT_HERE.set(false);
     if let Some(mut held) = take_held() {
         // The parent's children are not this process's (and their pidfds
         // are only copies): forget them without closing anything.
@@ -365,7 +388,7 @@ fn print_header_then_previous(info: &std::panic::PanicHookInfo<'_>) {
         .try_lock()
         .ok()
         .and_then(|i| i.as_ref().map(|i| i.name.clone()));
-    if let Some(name) = name {
+    if let Some(name) = name.filter(|_| !PANIC_CAUGHT_HERE.get()) {
         logging::to_stderr(format_args!("Process {name}:"));
     }
     // SAFETY: the pointer is null or a box that is never freed.
@@ -380,6 +403,18 @@ pub(super) fn next_child_path() -> Vec<u32> {
         .as_ref()
         .map_or_else(Vec::new, |i| i.path.clone());
     path.push(CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1);
+    path
+}
+
+/// The identity path of a helper child of the crate's own (a fork
+/// server), which is not counted: this process's own path and a 0 (no
+/// counted child has it). Its name is given, and its children's paths are
+/// made in this process, so the path is never seen.
+pub(super) fn helper_path() -> Vec<u32> {
+    let mut path = identity()
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.path.clone());
+    path.push(0);
     path
 }
 

@@ -116,7 +116,7 @@ impl ForkServer {
     pub(super) fn start(name: &str, serve: ChildBody) -> Result<ForkServer> {
         let (requests, server_end) =
             sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
-        let mut process = Process::new(move || {
+        let mut process = Process::helper(move || {
             // Nothing of the parent's but the standard streams: among the
             // rest is the copy of the client's end of `requests` (released,
             // so that the server sees the end of file when the client closes

@@ -71,7 +71,9 @@ pub use target::{LocalProcess, LocalTarget, Run, SendTarget};
 use family::*;
 // The process module's part of the crate's fork handlers and its exit hook
 // (see `crate::fork_handlers`).
-pub(crate) use family::{after_fork_in_child, after_fork_in_parent, exit_hook, prepare_fork};
+pub(crate) use family::{
+    after_fork_in_child, after_fork_in_parent, exit_hook, panics_caught_by_caller, prepare_fork,
+};
 pub(crate) use state::is_unreaped;
 use state::*;
 use target::*;
@@ -231,6 +233,19 @@ impl Process<'static> {
         Self::with_launch(Launch::Fork(send(returning(target))), None)
     }
 
+    /// A helper process of the crate's own (a fork server) that runs
+    /// `target`: it takes no number from this process's count of
+    /// children, as Python's fork server (no `Process` of its own) takes
+    /// none, so that the children a program starts are numbered as in
+    /// Python (a pool's first worker `ForkServerPoolWorker-1`).
+    pub(super) fn helper<F>(target: F) -> Self
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let launch = Launch::Fork(send(returning(target)));
+        Self::with_kind_at("Process", launch, None, helper_path())
+    }
+
     /// A process that will run `value`'s [`Run::run`] (Python's subclass of
     /// `Process` that overrides `run()`), named after `R` like Python's:
     /// `Worker-N` for a type `Worker`. See [`Run`]; a value that is not
@@ -352,7 +367,15 @@ impl<'a, T: sealed::Target<'a>> Process<'a, T> {
     }
 
     fn with_kind(kind: &'static str, launch: Launch<T>, scope: Option<&'a scope::Shared>) -> Self {
-        let path = next_child_path();
+        Self::with_kind_at(kind, launch, scope, next_child_path())
+    }
+
+    fn with_kind_at(
+        kind: &'static str,
+        launch: Launch<T>,
+        scope: Option<&'a scope::Shared>,
+        path: Vec<u32>,
+    ) -> Self {
         let name = path_name(kind, &path);
         Process {
             launch: Mutex::new(Some(launch)),

@@ -10,9 +10,9 @@ use super::result::panic_text;
 use super::scheduler::Config;
 use super::task::Trampoline;
 use crate::conn::Connection;
-use crate::process::children_die_with_this_process;
 use crate::process::code_origin::CodeOrigin;
 use crate::process::logging;
+use crate::process::{children_die_with_this_process, panics_caught_by_caller};
 use crate::sys;
 
 /// What the scheduler sends a worker.
@@ -70,8 +70,10 @@ pub(super) fn run(conn: &mut Connection, config: Config) {
         let result = match checked(call, &origin) {
             // The payload is leaked: its drop may panic again, and end
             // the worker.
-            Some(call) => catch_unwind(AssertUnwindSafe(|| call(&args)))
-                .unwrap_or_else(|panic| Err(panic_text(panic))),
+            Some(call) => {
+                panics_caught_by_caller(|| catch_unwind(AssertUnwindSafe(|| call(&args))))
+                    .unwrap_or_else(|panic| Err(panic_text(panic)))
+            }
             None => Err(format!(
                 "the task's code ({}) was loaded after the pool was created: \
                  its workers do not have it",
