@@ -457,3 +457,131 @@ fn a_zero_timeout_never_sleeps() {
         );
     });
 }
+
+/// Whether thread `tid` of this process sleeps on a futex now.
+fn asleep_on_a_futex(tid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+        .is_ok_and(|w| w.contains("futex"))
+}
+
+/// Runs `wait` (untimed) on this thread in a storm of signals, and
+/// `finish` on another thread once this one has slept on a futex (or
+/// after a while: a wait that spins ends anyway); `wait` must return
+/// what it waited for.
+fn completes_in_a_storm(what: &str, wait: impl FnOnce() -> bool, finish: impl FnOnce() + Send) {
+    // SAFETY: gettid cannot fail.
+    let me = unsafe { libc::gettid() };
+    let (done, signals) = in_a_storm(Duration::from_micros(50), || {
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                common::wait_until(Duration::from_secs(2), || asleep_on_a_futex(me));
+                finish();
+            });
+            wait()
+        })
+    });
+    assert!(
+        done,
+        "{what} ended without what it waited for ({signals} signals)"
+    );
+}
+
+/// Every untimed wait of the shared layer, in a storm of signals: none
+/// ends early or fails, and each ends once what it waits for happens.
+#[test]
+fn untimed_waits_complete_in_a_storm_of_signals() {
+    use multiproc::{Barrier, Condition, Event, Lock, Queue, Semaphore};
+    in_child("untimed waits in a storm", LIMIT, || {
+        let sem = Semaphore::new(0).unwrap();
+        completes_in_a_storm(
+            "Semaphore::acquire",
+            || {
+                sem.acquire();
+                true
+            },
+            || sem.release().unwrap(),
+        );
+        let event = Event::new().unwrap();
+        completes_in_a_storm(
+            "Event::wait",
+            || {
+                event.wait();
+                event.is_set()
+            },
+            || event.set(),
+        );
+        let cond = Condition::new().unwrap();
+        let flag = multiproc::RawValue::new(0u32).unwrap();
+        completes_in_a_storm(
+            "Condition::wait_for",
+            || {
+                let mut g = cond.lock().unwrap();
+                g.wait_for(|| flag.get() == 1, None).unwrap()
+            },
+            || {
+                let g = cond.lock().unwrap();
+                flag.set(1);
+                g.notify_all();
+            },
+        );
+        let barrier = Barrier::new(2).unwrap();
+        completes_in_a_storm(
+            "Barrier::wait",
+            || barrier.wait().is_ok(),
+            || {
+                barrier.wait().unwrap();
+            },
+        );
+        let queue = Queue::<u64>::bounded(1).unwrap();
+        completes_in_a_storm(
+            "Queue::get",
+            || queue.get().unwrap() == 7,
+            || queue.put(7).unwrap(),
+        );
+        queue.put(1).unwrap();
+        completes_in_a_storm(
+            "Queue::put",
+            || queue.put(2).is_ok(),
+            || assert_eq!(queue.get().unwrap(), 1),
+        );
+        assert_eq!(queue.get().unwrap(), 2);
+        let joinable = multiproc::JoinableQueue::<u64>::new().unwrap();
+        joinable.put(1).unwrap();
+        completes_in_a_storm(
+            "JoinableQueue::join",
+            || joinable.join().is_ok(),
+            || {
+                joinable.get().unwrap();
+                joinable.task_done().unwrap();
+            },
+        );
+        let lock = Lock::new().unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let lock = &lock;
+            s.spawn(move || {
+                let g = lock.lock().unwrap();
+                held_tx.send(()).unwrap();
+                let _ = go_rx.recv();
+                drop(g);
+            });
+            held_rx.recv().unwrap();
+            completes_in_a_storm("Lock::lock", || lock.lock().is_ok(), move || drop(go_tx));
+        });
+        let rt = common::current_thread();
+        let event = Event::new().unwrap();
+        completes_in_a_storm(
+            "Event::wait_async",
+            || rt.block_on(event.wait_async()).is_ok() && event.is_set(),
+            || event.set(),
+        );
+        let sem = Semaphore::new(0).unwrap();
+        completes_in_a_storm(
+            "Semaphore::acquire_async",
+            || rt.block_on(sem.acquire_async()).is_ok(),
+            || sem.release().unwrap(),
+        );
+        eprintln!("signals handled: {}", SIGNALS.load(Ordering::Relaxed));
+    });
+}
