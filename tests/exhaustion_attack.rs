@@ -585,3 +585,66 @@ fn untimed_waits_complete_in_a_storm_of_signals() {
         eprintln!("signals handled: {}", SIGNALS.load(Ordering::Relaxed));
     });
 }
+
+/// A `/dev/shm` out of inodes (a tmpfs mounted with `nr_inodes`, or one
+/// that holds very many files): making a named object there is
+/// `Error::NoSpace`, as when it is out of bytes, not an I/O error of
+/// another kind, and leaves no file behind. (The temporary file takes
+/// an inode, and so does the link that publishes it under its name.)
+#[test]
+fn a_dev_shm_out_of_inodes_is_no_space() {
+    use multiproc::{Error, Queue, Value};
+    in_child("/dev/shm out of inodes", LIMIT, || {
+        if !common::private_dev_shm(None) {
+            eprintln!("skipped: cannot mount a private /dev/shm here (needs CAP_SYS_ADMIN)");
+            return;
+        }
+        // The root directory takes one inode: with 1, the temporary file
+        // finds none; with 2, its link finds none; with 3, one object fits.
+        for inodes in [1, 2, 3] {
+            let options = std::ffi::CString::new(format!("nr_inodes={inodes},size=1m")).unwrap();
+            // SAFETY: valid C strings; this process's own mount namespace.
+            let mounted = unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/dev/shm".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    options.as_ptr().cast(),
+                )
+            };
+            assert_eq!(mounted, 0, "{}", std::io::Error::last_os_error());
+            let first = Segment::create("first", 100);
+            assert_eq!(first.is_ok(), inodes == 3, "{inodes} inodes: {first:?}");
+            let no_space = |what: &str, e: Error| {
+                assert!(
+                    matches!(e, Error::NoSpace { .. }),
+                    "{inodes} inodes, {what}: {e:?}"
+                );
+            };
+            no_space("Segment::create", Segment::create("seg", 100).unwrap_err());
+            no_space("Value::create", Value::create("value", 1u64).unwrap_err());
+            no_space(
+                "Queue::create",
+                Queue::<u64>::create("queue", 0, 4096).unwrap_err(),
+            );
+            let left: Vec<_> = std::fs::read_dir("/dev/shm")
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            let expected: &[&str] = if inodes == 3 {
+                &["multiproc.first"]
+            } else {
+                &[]
+            };
+            assert_eq!(left, expected, "{inodes} inodes");
+            drop(first);
+            // SAFETY: unmounts the tmpfs mounted above, in this process's
+            // own mount namespace.
+            assert_eq!(
+                unsafe { libc::umount2(c"/dev/shm".as_ptr(), libc::MNT_DETACH) },
+                0
+            );
+        }
+    });
+}
