@@ -420,6 +420,37 @@ fn a_zero_timeout_never_sleeps() {
             "Queue::put_timeout",
             fastest(|| assert!(queue.put_timeout(2, Duration::ZERO).is_err())),
         );
+        // The async forms, which also spun before they looked at the
+        // deadline; and a zero timeout still takes what is there.
+        let rt = common::current_thread();
+        check(
+            "Semaphore::acquire_timeout_async",
+            fastest(|| {
+                assert!(!rt
+                    .block_on(sem.acquire_timeout_async(Duration::ZERO))
+                    .unwrap())
+            }),
+        );
+        check(
+            "Event::wait_timeout_async",
+            fastest(|| {
+                assert!(!rt
+                    .block_on(event.wait_timeout_async(Duration::ZERO))
+                    .unwrap())
+            }),
+        );
+        sem.release().unwrap();
+        assert!(sem.acquire_timeout(Duration::ZERO));
+        sem.release().unwrap();
+        assert!(rt
+            .block_on(sem.acquire_timeout_async(Duration::ZERO))
+            .unwrap());
+        event.set();
+        assert!(event.wait_timeout(Duration::ZERO));
+        assert!(rt
+            .block_on(event.wait_timeout_async(Duration::ZERO))
+            .unwrap());
+        assert_eq!(queue.get_timeout(Duration::ZERO).unwrap(), 1);
         let lock = Lock::new().unwrap();
         let rlock = RLock::new().unwrap();
         let value = Value::new(0u8).unwrap();
