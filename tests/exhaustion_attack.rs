@@ -671,3 +671,50 @@ fn a_dev_shm_out_of_inodes_is_no_space() {
         }
     });
 }
+
+/// Under a file size limit (`RLIMIT_FSIZE`, here 64 KiB) and the default
+/// action of `SIGXFSZ` (terminate; Python ignores the signal, Rust does
+/// not), a segment larger than the limit is `Error::NoSpace`: its
+/// reservation sent the thread a `SIGXFSZ` that killed the process. A
+/// named one leaves no file behind, and segments within the limit are
+/// still made.
+#[test]
+fn a_segment_past_the_file_size_limit_is_an_error_not_a_signal() {
+    use multiproc::{Array, Error, Queue};
+    in_child("segments past RLIMIT_FSIZE", LIMIT, || {
+        // SAFETY: sets the default action of one signal in this child.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) };
+        let limit = libc::rlimit {
+            rlim_cur: 64 << 10,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: lowers this child's own soft limit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
+        let no_space = |what: &str, e: Error| {
+            assert!(matches!(e, Error::NoSpace { .. }), "{what}: {e:?}");
+        };
+        no_space(
+            "Segment::anonymous",
+            Segment::anonymous(1 << 20).unwrap_err(),
+        );
+        no_space("Array::new", Array::<u8>::new(1 << 20).unwrap_err());
+        no_space("Queue::new", Queue::<u64>::new().unwrap_err());
+        let name = format!("fsize-{}", std::process::id());
+        no_space(
+            "Segment::create",
+            Segment::create(&name, 1 << 20).unwrap_err(),
+        );
+        assert!(matches!(Segment::open(&name), Err(Error::NotFound(_))));
+        let tmp = std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(&format!("~tmp-{}-", std::process::id())))
+            .count();
+        assert_eq!(tmp, 0, "a temporary file left behind");
+        let small = Segment::anonymous(60 << 10).unwrap();
+        assert_eq!(small.len(), 60 << 10);
+        let named = Segment::create(&name, 1000).unwrap();
+        drop(named);
+        Segment::unlink(&name).unwrap();
+    });
+}
