@@ -878,7 +878,9 @@ async fn on_word<T>(
             ControlFlow::Break(t) => return ControlFlow::Break(t),
             ControlFlow::Continue(v) if !spun => {
                 spun = true;
-                if spin(word, |now| now != v).is_err() {
+                // Not for a deadline that has passed (a zero timeout):
+                // that wait ends at its first look.
+                if deadline.passed() || spin(word, |now| now != v).is_err() {
                     return ControlFlow::Continue((addr, v));
                 }
             }

@@ -321,7 +321,7 @@ impl Segment {
         mut taken: impl FnMut() -> Option<Result<Segment>>,
     ) -> Result<Segment> {
         let path = path_for(name)?;
-        let (tmp, file) = temporary_file()?;
+        let (tmp, file) = temporary_file(contents.total_size())?;
         let built = Self::build(file, contents, init, Some(name)).and_then(|mut seg| {
             crate::fork_handlers::ready()?;
             loop {
@@ -333,7 +333,14 @@ impl Segment {
                             return instead;
                         }
                     }
-                    Err(e) => return Err(Error::io(format!("publish segment {name:?}"), e)),
+                    // ENOSPC: a tmpfs out of inodes (a link takes one).
+                    Err(e) => {
+                        return Err(no_space_or(
+                            contents.total_size(),
+                            &format!("publish segment {name:?}"),
+                            e,
+                        ))
+                    }
                 }
             }
             // The creator is recorded as such; its children in slots.
@@ -527,8 +534,10 @@ impl Drop for Segment {
 /// process's pid (so that `clean` can tell a builder that died), a
 /// sequence number and random bits. Another user may create files under
 /// any free name in `/dev/shm`, and a pid is no secret: a name taken is
-/// passed over for another.
-fn temporary_file() -> Result<(PathBuf, File)> {
+/// passed over for another. A file system out of inodes (`ENOSPC`) is
+/// [`Error::NoSpace`] for the segment of `size` bytes, as one out of
+/// bytes is.
+fn temporary_file(size: usize) -> Result<(PathBuf, File)> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut tries = 0;
     loop {
@@ -549,7 +558,7 @@ fn temporary_file() -> Result<(PathBuf, File)> {
         {
             Ok(file) => return Ok((tmp, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
-            Err(e) => return Err(Error::io(format!("create {}", tmp.display()), e)),
+            Err(e) => return Err(no_space_or(size, &format!("create {}", tmp.display()), e)),
         }
     }
 }

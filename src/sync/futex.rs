@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
-use crate::sys::{self, Deadline, Woke};
+use crate::sys::{self, Deadline};
 use crate::waiter;
 
 /// How many times a waiter re-checks its condition before sleeping (a few
@@ -79,17 +79,21 @@ pub(crate) fn wait_while<T>(
     spin_until: impl Fn(u32) -> bool,
     mut look: impl FnMut() -> ControlFlow<T, u32>,
 ) -> Option<T> {
-    let _ = spin(word, spin_until);
+    // A deadline that has passed already (a zero timeout: a poll) gets
+    // one look, without the spin (tens of microseconds) or a sleep. The
+    // clock is read only where the spin would otherwise begin.
+    if !spin_until(word.load(Ordering::Acquire)) && !deadline.passed() {
+        let _ = spin(word, spin_until);
+    }
     loop {
         match look() {
             ControlFlow::Break(t) => return Some(t),
-            ControlFlow::Continue(v) => {
-                if sys::futex_wait(word, v, deadline.capped(RECHECK)) == Woke::TimedOut
-                    && deadline.passed()
-                {
-                    return None;
+            ControlFlow::Continue(v) => match deadline.next_sleep(RECHECK) {
+                Some(until) => {
+                    sys::futex_wait(word, v, until);
                 }
-            }
+                None => return None,
+            },
         }
     }
 }

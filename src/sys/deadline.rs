@@ -40,7 +40,11 @@ impl Deadline {
     /// The deadline `timeout` from now; [`Deadline::Never`] if that instant
     /// cannot be represented (`Duration::MAX` and the like).
     pub(crate) fn after(timeout: Duration) -> Deadline {
-        let now = monotonic_now();
+        Deadline::after_from(&monotonic_now(), timeout)
+    }
+
+    /// The deadline `timeout` after `now`.
+    fn after_from(now: &libc::timespec, timeout: Duration) -> Deadline {
         let nanos = now.tv_nsec + i64::from(timeout.subsec_nanos());
         let secs = i64::try_from(timeout.as_secs())
             .ok()
@@ -96,6 +100,27 @@ impl Deadline {
     /// wakes up now and then to look again.
     pub(crate) fn capped(&self, slice: Duration) -> Deadline {
         self.earlier(Deadline::after(slice))
+    }
+
+    /// The deadline of the next sleep of a wait that wakes up at least
+    /// every `slice` to look again: the earlier of this deadline and
+    /// `slice` from now; `None` if this one has passed, when the wait
+    /// must not sleep at all (a sleep until a time already past still
+    /// lasts the thread's timer slack, 50 µs by default). One read of
+    /// the clock, as [`capped`](Deadline::capped).
+    pub(crate) fn next_sleep(&self, slice: Duration) -> Option<Deadline> {
+        match self {
+            Deadline::Now => None,
+            Deadline::Never => Some(Deadline::after(slice)),
+            Deadline::At(at) => {
+                let now = monotonic_now();
+                if (now.tv_sec, now.tv_nsec) >= (at.tv_sec, at.tv_nsec) {
+                    None
+                } else {
+                    Some(self.earlier(Deadline::after_from(&now, slice)))
+                }
+            }
+        }
     }
 
     /// The earlier of two deadlines.
@@ -185,6 +210,24 @@ mod tests {
         assert!(Deadline::after(Duration::ZERO).may_wait());
         assert!(!Deadline::Never.passed());
         assert_eq!(Deadline::after(Duration::ZERO).poll_millis(), 0);
+    }
+
+    #[test]
+    fn no_sleep_once_the_deadline_has_passed() {
+        assert!(Deadline::Now.next_sleep(Duration::from_secs(1)).is_none());
+        assert!(Deadline::after(Duration::ZERO)
+            .next_sleep(Duration::from_secs(1))
+            .is_none());
+        let never = Deadline::Never
+            .next_sleep(Duration::from_millis(5))
+            .unwrap();
+        assert!(never.remaining().unwrap() <= Duration::from_millis(5));
+        let far = Deadline::after(Duration::from_secs(3600));
+        let near = far.next_sleep(Duration::from_millis(50)).unwrap();
+        assert!(near.remaining().unwrap() <= Duration::from_millis(50));
+        let soon = Deadline::after(Duration::from_millis(10));
+        let next = soon.next_sleep(Duration::from_secs(5)).unwrap();
+        assert!(next.remaining().unwrap() <= Duration::from_millis(10));
     }
 
     #[test]

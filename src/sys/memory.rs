@@ -44,6 +44,9 @@ pub(crate) fn reserve(fd: &impl AsRawFd, len: usize) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(libc::ENOMEM));
     }
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    if past_file_size_limit(len as u64) {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    }
     loop {
         // SAFETY: plain syscall on a descriptor we own; it returns an errno value.
         match errno_result(unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) }) {
@@ -51,6 +54,21 @@ pub(crate) fn reserve(fd: &impl AsRawFd, len: usize) -> io::Result<()> {
             r => return r,
         }
     }
+}
+
+/// Whether a file of `len` bytes is larger than this process may make
+/// (`RLIMIT_FSIZE`). Reserving it would fail with `EFBIG` and also send
+/// the thread a `SIGXFSZ`, whose default action kills the process
+/// (Python ignores `SIGXFSZ` from its start; Rust does not): such a
+/// reservation is not tried, so that it is an error and nothing else.
+fn past_file_size_limit(len: u64) -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the `rlimit` it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0;
+    read && limit.rlim_cur != libc::RLIM_INFINITY && len > limit.rlim_cur
 }
 
 /// The bytes of memory the system can still give: `MemAvailable` plus

@@ -115,7 +115,11 @@ pub(crate) unsafe fn mutex_lock(
         }
         e => return Err(e),
     }
-    let mut slice = deadline.capped(LOCK_RECHECK);
+    // A deadline that has passed (a zero timeout) is not slept on: a
+    // sleep until a time already past lasts the thread's timer slack.
+    let Some(mut slice) = deadline.next_sleep(LOCK_RECHECK) else {
+        return Err(libc::ETIMEDOUT);
+    };
     loop {
         let t = slice.timespec().expect("a slice ends");
         // SAFETY: `m` is a live initialised mutex per the caller; `t`
@@ -129,7 +133,10 @@ pub(crate) unsafe fn mutex_lock(
             // with it (the kernel's clean-up after the dead wakes a sleeper
             // only when the word is free), and the next unlock then wakes
             // none of the sleepers left. Trying again sets the bit again.
-            libc::ETIMEDOUT if !deadline.passed() => slice = deadline.capped(LOCK_RECHECK),
+            libc::ETIMEDOUT => match deadline.next_sleep(LOCK_RECHECK) {
+                Some(next) => slice = next,
+                None => return Err(libc::ETIMEDOUT),
+            },
             e => return Err(e),
         }
     }
