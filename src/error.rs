@@ -38,14 +38,16 @@ pub enum Error {
     /// `open` found no segment of that name.
     #[error("shared-memory segment {0:?} does not exist")]
     NotFound(String),
-    /// The shared-memory filesystem, a memory limit or the address space
-    /// has no room for the segment (when it is reserved or mapped).
+    /// The shared-memory filesystem (its space or its inodes), a memory
+    /// limit, the file-size limit or the address space has no room for the
+    /// segment (when it is made, published, reserved or mapped).
     #[error("no room for a {size}-byte shared-memory segment (is /dev/shm full, or memory or address space used up?): {source}")]
     NoSpace {
         /// Bytes requested.
         size: usize,
-        /// The OS error (`ENOSPC`, `EFBIG`, `ENOMEM`, from reserving or
-        /// from `mmap`).
+        /// The OS error: `ENOSPC`, `EFBIG` or `ENOMEM`, from making or
+        /// publishing the file, reserving its space, or `mmap`; `EFBIG`
+        /// also for a segment past `RLIMIT_FSIZE`.
         #[source]
         source: io::Error,
     },
