@@ -438,3 +438,42 @@ fn a_queue_forked_mid_wait_serves_parent_and_child() {
         );
     });
 }
+
+/// This process's private anonymous memory in use (`RssAnon`; a queue's
+/// shared ring is not in it), in bytes, once the allocator has given back
+/// what it holds free.
+fn anonymous_resident() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A thread that put and got one 40 MiB item does not keep a 40 MiB
+/// encoding buffer for the rest of its life.
+#[test]
+fn a_large_item_leaves_no_large_buffer_behind() {
+    const ITEM: usize = 40 << 20;
+    watchdog("large item buffer", LIMIT, || {
+        let q = Queue::<Vec<u8>>::with_capacity(0, 2 * ITEM).unwrap();
+        // A child of its own: no other test's memory comes and goes there.
+        let child = static_child(move || {
+            q.put(vec![0u8; 1]).unwrap();
+            assert_eq!(q.get().unwrap(), [0]);
+            let before = anonymous_resident();
+            q.put(vec![7u8; ITEM]).unwrap();
+            let item = q.get().unwrap();
+            assert_eq!(item.len(), ITEM);
+            drop(item);
+            let grown = anonymous_resident().saturating_sub(before);
+            assert!(
+                grown < ITEM / 2,
+                "{} MiB kept after the item was gone",
+                grown >> 20
+            );
+        });
+        assert_eq!(join(&child, LIMIT), 0);
+    });
+}

@@ -66,10 +66,17 @@ fn take_spare(spare: &'static LocalKey<Cell<Vec<u8>>>) -> Vec<u8> {
     spare.try_with(Cell::take).unwrap_or_default()
 }
 
+/// The largest buffer a thread keeps between calls: one that grew past it
+/// (a put or get of a larger item) is freed, not held for the thread's
+/// life.
+const SPARE_MAX: usize = 16 << 20;
+
 /// Puts a buffer taken by [`take_spare`] back for the next call; drops it
-/// if the cell is gone.
+/// if the cell is gone, or if it is larger than [`SPARE_MAX`].
 fn keep_spare(spare: &'static LocalKey<Cell<Vec<u8>>>, buf: Vec<u8>) {
-    let _ = spare.try_with(|cell| cell.set(buf));
+    if buf.capacity() <= SPARE_MAX {
+        let _ = spare.try_with(|cell| cell.set(buf));
+    }
 }
 
 /// Runs `f` with this thread's scratch buffer (empty on entry).
