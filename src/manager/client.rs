@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -278,23 +279,31 @@ impl Client {
     fn hello(&self, conn: &mut Connection, req: &[u8]) -> Result<Vec<u8>> {
         conn.send_bytes(req).map_err(gone)?;
         conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)
-            .map_err(|e| match e {
-                Error::Timeout => Error::ManagerGone(format!(
-                    "{}: no answer within {HANDSHAKE_TIMEOUT:?}: not a manager?",
-                    self.address
-                )),
-                e => gone(e),
-            })
+            .map_err(|e| self.mute(e))
     }
 
-    /// Sends the request `bytes` and reads the answer's. A failure to send
-    /// or receive leaves the connection unusable (the caller drops it); a
-    /// request too large to send does not.
+    /// A failure to receive an answer within [`HANDSHAKE_TIMEOUT`].
+    fn mute(&self, e: Error) -> Error {
+        match e {
+            Error::Timeout => Error::ManagerGone(format!(
+                "{}: no answer within {HANDSHAKE_TIMEOUT:?}: not a manager?",
+                self.address
+            )),
+            e => gone(e),
+        }
+    }
+
+    /// Sends the request `bytes` and reads the answer's, within
+    /// [`HANDSHAKE_TIMEOUT`] if `timed` (else for as long as it takes). A
+    /// failure to send or receive (or an answer not in time) leaves the
+    /// connection unusable (the caller drops it); a request too large to
+    /// send does not.
     fn round_trip(
         &self,
         conn: &mut Connection,
         fast: Option<&mut ClientArea>,
         bytes: &[u8],
+        timed: bool,
     ) -> Result<Result<Vec<u8>>> {
         if bytes.len() > MAX_FRAME {
             // What the server would refuse by closing the connection.
@@ -303,28 +312,34 @@ impl Client {
                 limit: MAX_FRAME,
             }));
         }
+        let deadline = timed.then(|| Instant::now() + HANDSHAKE_TIMEOUT);
         let called = match fast {
-            Some(area) if area.fits(bytes.len()) => area.call(conn, bytes)?,
+            Some(area) if area.fits(bytes.len()) => {
+                area.call(conn, bytes, deadline).map_err(|e| self.mute(e))?
+            }
             _ => {
                 conn.send_bytes(bytes).map_err(gone)?;
                 Called::OnSocket
             }
         };
-        Ok(Ok(match called {
-            Called::Answer(answer) => answer,
-            Called::OnSocket => conn.recv_bytes().map_err(gone)?,
+        Ok(Ok(match (called, deadline) {
+            (Called::Answer(answer), _) => answer,
+            (Called::OnSocket, None) => conn.recv_bytes().map_err(gone)?,
+            (Called::OnSocket, Some(deadline)) => conn
+                .recv_bytes_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|e| self.mute(e))?,
         }))
     }
 
     /// One round trip on this process's long connection, opened if need be:
     /// the answer's bytes.
-    fn on_long(&self, req: &[u8]) -> Result<Vec<u8>> {
+    fn on_long(&self, req: &[u8], timed: bool) -> Result<Vec<u8>> {
         let mut conn = poison::locked(self.links.get());
         let link = match &mut *conn {
             Some(link) => link,
             None => conn.insert(self.open_long()?),
         };
-        match self.round_trip(&mut link.conn, link.fast.as_mut(), req) {
+        match self.round_trip(&mut link.conn, link.fast.as_mut(), req, timed) {
             Ok(answer) => answer,
             Err(e) => {
                 *conn = None;
@@ -349,12 +364,25 @@ impl Client {
     /// server that holds its references, else on a short connection of its
     /// own, as CPython's server wants them.
     pub(super) fn server_call(&self, method: &'static str, args: Vec<PyValue>) -> Result<PyValue> {
+        self.server_call_timed(method, args, false)
+    }
+
+    /// [`server_call`](Client::server_call), answered within
+    /// [`HANDSHAKE_TIMEOUT`] if `timed`: the first call of a new handle,
+    /// which a peer that took the key but is no manager (or a stuck one)
+    /// never answers.
+    pub(super) fn server_call_timed(
+        &self,
+        method: &'static str,
+        args: Vec<PyValue>,
+        timed: bool,
+    ) -> Result<PyValue> {
         let req = self.request(None, method, &args, &[]);
         let answer = if self.held()? {
-            self.on_long(&req)?
+            self.on_long(&req, timed)?
         } else {
             let mut conn = self.open()?;
-            self.round_trip(&mut conn, None, &req)??
+            self.round_trip(&mut conn, None, &req, timed)??
         };
         answer_of(&answer, method).map(|a| a.value)
     }
@@ -364,7 +392,7 @@ impl Client {
         let (method, args, kwds) = calls::request(kind, op);
         let req = self.request(Some(id), method, &args, &kwds);
         args.into_iter().for_each(PyValue::drop_batch);
-        self.carrying(answer_of(&self.on_long(&req)?, method))
+        self.carrying(answer_of(&self.on_long(&req, false)?, method))
     }
 
     /// An answer with the references a server that holds them counted
@@ -459,7 +487,7 @@ impl Client {
             })
             .collect();
         let req = self.request(None, "_multiproc_batch", &[PyValue::List(items)], &[]);
-        let answers = match answer_of(&self.on_long(&req)?, "_multiproc_batch")?.value {
+        let answers = match answer_of(&self.on_long(&req, false)?, "_multiproc_batch")?.value {
             PyValue::List(answers) if answers.len() == methods.len() => answers,
             other => {
                 return Err(Error::Deserialize(format!(
