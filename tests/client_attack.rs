@@ -321,7 +321,28 @@ fn hostile_answers_give_clear_errors() {
         frame(&raw(&b))
     };
     let proxy = |t: P| frame(&reply("#PROXY", P::Tuple(vec![P::Tuple(Vec::new()), t])));
+    // A value nested `n` deep as the result of a `kind` reply.
+    let deep_reply = |kind: &str, n: usize| {
+        let mut b = vec![b'X'];
+        b.extend((kind.len() as u32).to_le_bytes());
+        b.extend(kind.as_bytes());
+        b.extend(std::iter::repeat_n(b']', n));
+        b.extend(std::iter::repeat_n(b'a', n - 1));
+        b.push(0x86);
+        frame(&raw(&b))
+    };
+    // `#ERROR` of `KeyError(<a list nested n deep>)`.
+    let deep_error = |n: usize| {
+        let mut b = b"X\x06\x00\x00\x00#ERRORcbuiltins\nKeyError\n".to_vec();
+        b.extend(std::iter::repeat_n(b']', n));
+        b.extend(std::iter::repeat_n(b'a', n - 1));
+        b.extend(b"\x85R\x86");
+        frame(&raw(&b))
+    };
     let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("deep traceback", deep_reply("#TRACEBACK", 490)),
+        ("deep error", deep_error(490)),
+        ("deep unknown kind", deep_reply("#WHAT", 490)),
         ("huge 8-byte length", {
             let mut b = vec![0xff; 4];
             b.extend((1u64 << 40).to_be_bytes());
@@ -525,5 +546,248 @@ fn connect_to_a_server_that_never_answers_fails_in_time() {
                 });
             }
         });
+    });
+}
+
+/// Many threads share one proxy (and so one connection): each makes
+/// mixed calls, clones the proxy and drops its clones, and reads back
+/// proxies nested in a list that other threads clear and refill. Every
+/// call answers its own caller, every proxy read back works, and once all
+/// are dropped the server holds nothing.
+#[test]
+fn threads_sharing_proxies_and_nested_ones_keep_counts_right() {
+    watchdog("shared proxies", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<u32, u64>().unwrap();
+        let nested = m.list::<multiproc::manager::DictProxy<u32, u64>>().unwrap();
+        nested.append(m.dict().unwrap()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..6u32 {
+                let (d, nested, m) = (&d, &nested, &m);
+                s.spawn(move || {
+                    for i in 0..150u32 {
+                        let key = t * 1000 + i;
+                        let mine = d.clone();
+                        mine.set(key, u64::from(key)).unwrap();
+                        assert_eq!(d.get(&key).unwrap(), Some(u64::from(key)));
+                        assert_eq!(d.increment(&(t + 100_000), 1).unwrap(), u64::from(i) + 1);
+                        drop(mine);
+                        match t % 3 {
+                            // A reader: whatever it reads back is alive.
+                            0 => {
+                                if let Ok(inner) = nested.get(0) {
+                                    inner.set(key, 1).unwrap();
+                                    assert_eq!(inner.get(&key).unwrap(), Some(1));
+                                }
+                            }
+                            // A writer: replaces the nested dict.
+                            1 => {
+                                let fresh = m.dict::<u32, u64>().unwrap();
+                                let _ = nested.pop(0);
+                                nested.append(fresh.clone()).unwrap();
+                                drop(fresh);
+                            }
+                            _ => {
+                                let _ = nested.to_vec();
+                                let _ = d.len().unwrap();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        for t in 0..6u32 {
+            assert_eq!(d.get(&(t + 100_000)).unwrap(), Some(150));
+        }
+        drop((d, nested));
+        assert_eq!(m.number_of_objects().unwrap(), 0);
+    });
+}
+
+/// A manager shut down while other threads call its proxies: each call
+/// answers or gives `ManagerGone`, none hangs or panics; the proxies are
+/// dropped afterwards without hanging, and a proxy used after the
+/// shutdown says `ManagerGone` at once.
+#[test]
+fn shutdown_while_threads_call_fails_them_cleanly() {
+    watchdog("shutdown under callers", LIMIT, || {
+        for transport in [Transport::Auto, Transport::Socket] {
+            let mut m = Manager::start().unwrap();
+            let other = Manager::connect_with(m.address().clone(), m.authkey(), transport).unwrap();
+            let d = other.dict::<u32, u32>().unwrap();
+            let calls = AtomicU32::new(0);
+            std::thread::scope(|s| {
+                for t in 0..4u32 {
+                    let (d, calls) = (&d, &calls);
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        loop {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            let r = d.set(t, 1).and_then(|()| {
+                                mine.push(d.clone());
+                                d.get(&t)
+                            });
+                            match r {
+                                Ok(v) => assert_eq!(v, Some(1)),
+                                Err(Error::ManagerGone(_)) => break,
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        let started = Instant::now();
+                        drop(mine);
+                        assert!(started.elapsed() < Duration::from_secs(10));
+                    });
+                }
+                assert!(common::wait_until(LIMIT, || calls.load(Ordering::SeqCst) > 200));
+                m.shutdown().unwrap();
+            });
+            let started = Instant::now();
+            assert!(matches!(d.len(), Err(Error::ManagerGone(_))));
+            assert!(matches!(other.dict::<u8, u8>(), Err(Error::ManagerGone(_))));
+            drop(d);
+            drop(other);
+            assert!(started.elapsed() < Duration::from_secs(10));
+        }
+    });
+}
+
+/// A proxy of one manager's object stored in another manager's container
+/// must not come back as a proxy of some other object of the second
+/// manager (its ids are its own): it is refused, or reads back as the
+/// first manager's object.
+#[test]
+fn a_proxy_of_another_manager_is_not_taken_for_one_of_this_one() {
+    watchdog("foreign proxy", LIMIT, || {
+        let a = Manager::start().unwrap();
+        let b = Manager::start().unwrap();
+        let theirs = a.dict::<u32, u32>().unwrap();
+        theirs.set(1, 111).unwrap();
+        // B's objects, one of which may have the id of A's dict.
+        let ours: Vec<_> = (0..4).map(|_| b.dict::<u32, u32>().unwrap()).collect();
+        for d in &ours {
+            d.set(1, 222).unwrap();
+        }
+        let l = b.list::<multiproc::manager::DictProxy<u32, u32>>().unwrap();
+        let stored = l.append(theirs.clone());
+        eprintln!("stored: {stored:?}");
+        if stored.is_ok() {
+            let back = l.get(0).unwrap();
+            let seen = back.get(&1);
+            eprintln!("read back: {seen:?}");
+            assert!(
+                !matches!(seen, Ok(Some(222))),
+                "A's proxy read back as one of B's objects"
+            );
+        }
+    });
+}
+
+/// Relays every connection made to `front` to `back`, both ways, each
+/// direction until its end; `accepted` is called once each connection to
+/// `front` is accepted (its client waits for the server's challenge),
+/// before the relay begins.
+fn relay(
+    front: std::os::unix::net::UnixListener,
+    back: std::path::PathBuf,
+    accepted: impl Fn() + Send + 'static,
+) {
+    use std::os::unix::net::UnixStream;
+    std::thread::spawn(move || {
+        while let Ok((client, _)) = front.accept() {
+            accepted();
+            let Ok(server) = UnixStream::connect(&back) else {
+                return;
+            };
+            let pipe = |mut from: UnixStream, mut to: UnixStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+}
+
+/// A process forked (by `fork` itself) while another thread of its
+/// parent is in the handshake of its first connection to a manager keeps
+/// no live copy of that connection: once the parent has exited, its
+/// server sees the connection end (and gives back its references) though
+/// the child lives on. (The socket was made inert in forked children only
+/// once authenticated.)
+#[test]
+fn a_child_forked_during_the_handshake_does_not_keep_the_connection_open() {
+    use multiproc::{RawValue, Semaphore};
+    watchdog("forked during the handshake", LIMIT, || {
+        let dir = std::env::temp_dir();
+        let pid = std::process::id();
+        let front_path = dir.join(format!("client-attack-front-{pid}.sock"));
+        let back_path = dir.join(format!("client-attack-back-{pid}.sock"));
+        let _ = std::fs::remove_file(&front_path);
+        let listener = Listener::bind(&Address::Unix(back_path.clone()), Some(KEY)).unwrap();
+        let front = std::os::unix::net::UnixListener::bind(&front_path).unwrap();
+        let in_handshake = Semaphore::new(0).unwrap();
+        let forked = Semaphore::new(0).unwrap();
+        let grandchild = RawValue::<u32>::new(0).unwrap();
+        {
+            let (in_handshake, forked) = (in_handshake.clone(), forked.clone());
+            let first = AtomicBool::new(true);
+            relay(front, back_path.clone(), move || {
+                // The long connection's handshake waits for the fork.
+                if first.swap(false, Ordering::SeqCst) {
+                    in_handshake.release().unwrap();
+                    assert!(forked.acquire_timeout(LIMIT));
+                }
+            });
+        }
+        let client = {
+            let address = Address::Unix(front_path.clone());
+            let (in_handshake, forked, grandchild) =
+                (in_handshake.clone(), forked.clone(), grandchild.clone());
+            common::static_child(move || {
+                let forker = std::thread::spawn(move || {
+                    assert!(in_handshake.acquire_timeout(LIMIT));
+                    // SAFETY: the child only waits for signals (pause is
+                    // async-signal-safe) until the test kills it.
+                    let pid = unsafe { libc::fork() };
+                    if pid == 0 {
+                        loop {
+                            // SAFETY: as above.
+                            unsafe { libc::pause() };
+                        }
+                    }
+                    assert!(pid > 0);
+                    grandchild.atomic().store(pid as u32, Ordering::SeqCst);
+                    forked.release().unwrap();
+                });
+                let m = Manager::connect(address, KEY).unwrap();
+                forker.join().unwrap();
+                drop(m);
+            })
+        };
+        let mut conn = listener.accept().unwrap();
+        // As CPython's server: no `_multiproc_hold`, so server-level
+        // calls come on short connections.
+        conn.recv_bytes_timeout(LIMIT).unwrap();
+        conn.send_bytes(&reply("#RETURN", P::None)).unwrap();
+        conn.recv_bytes_timeout(LIMIT).unwrap();
+        conn.send_bytes(&reply("#TRACEBACK", s("no such method")))
+            .unwrap();
+        let mut short = listener.accept().unwrap();
+        short.recv_bytes_timeout(LIMIT).unwrap();
+        short.send_bytes(&reply("#RETURN", P::Int(0))).unwrap();
+        drop(short);
+        assert_eq!(common::join(&client, LIMIT), 0);
+        let ended = conn.recv_bytes_timeout(Duration::from_secs(10));
+        let pid = grandchild.atomic().load(Ordering::SeqCst);
+        // SAFETY: signalling the process the test's child forked.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = std::fs::remove_file(&front_path);
+        let _ = std::fs::remove_file(&back_path);
+        assert!(
+            matches!(ended, Err(Error::ConnectionClosed)),
+            "the connection of a process that exited is still open: {ended:?}"
+        );
     });
 }

@@ -215,10 +215,22 @@ impl Client {
 
     /// A new authenticated connection to the server.
     fn open(&self) -> Result<Connection> {
-        let mut conn = connect(&self.address, Some(&self.authkey)).map_err(|e| match e {
+        self.open_marked(|_| ()).map(|(conn, ())| conn)
+    }
+
+    /// [`open`](Client::open), `mark` called with the connection as soon
+    /// as it is made, before the handshake (which may take up to
+    /// [`HANDSHAKE_TIMEOUT`]): a child forked meanwhile by another thread
+    /// must find the socket listed, to make it inert.
+    fn open_marked<T>(&self, mark: impl FnOnce(&Connection) -> T) -> Result<(Connection, T)> {
+        let mut conn = connect(&self.address, None).map_err(|e| match e {
             // Out of descriptors or memory here: the server is not gone.
             Error::Io { ref source, .. } if is_local_shortage(source) => e,
             Error::Io { .. } => Error::ManagerGone(e.to_string()),
+            other => other,
+        })?;
+        let marked = mark(&conn);
+        authenticate(&mut conn, &self.authkey).map_err(|e| match e {
             // A handshake cut short by a server that died meanwhile (a
             // server that lives refused the key, and takes connections).
             Error::AuthenticationFailed(_) if self.refuses_connections() => {
@@ -227,7 +239,7 @@ impl Client {
             other => other,
         })?;
         conn.set_max_message(MAX_FRAME);
-        Ok(conn)
+        Ok((conn, marked))
     }
 
     /// Whether the server's address takes no connection (not for want of
@@ -243,9 +255,8 @@ impl Client {
     /// `_multiproc_hold`, which tells what kind of server it is; then, on
     /// multiproc's server on this machine, its fast-path area.
     fn open_long(&self) -> Result<Link> {
-        let mut conn = self.open()?;
-        // Declared after `conn`: on an early return, dropped first.
-        let listed = Listed::new(&conn);
+        // `listed` declared after `conn`: on an early return, dropped first.
+        let (mut conn, listed) = self.open_marked(Listed::new)?;
         let accept = self.request(None, "accept_connection", &[CONNECTION_NAME.into()], &[]);
         answer_of(&self.hello(&mut conn, &accept)?, "accept_connection")?;
         let hold = self.request(None, "_multiproc_hold", &[], &[]);
@@ -632,6 +643,39 @@ fn is_local_shortage(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
     )
+}
+
+/// The client's side of the handshake on `conn`, as
+/// [`connect`](crate::conn::connect) runs it (small messages only, each
+/// within [`HANDSHAKE_TIMEOUT`]; on failure the connection is closed), on
+/// a connection the caller could list first.
+fn authenticate(conn: &mut Connection, key: &[u8]) -> Result<()> {
+    use crate::conn::auth::{as_auth_error, Handshake, Side, HANDSHAKE_MAX};
+    let run = |conn: &mut Connection| -> Result<()> {
+        let (mut h, _) = Handshake::new(key, Side::Client)?;
+        loop {
+            let step = h.receive(&conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)?);
+            if let Some(m) = step.send {
+                let sent = conn.send_bytes(&m);
+                // A failure to authenticate matters more than failing to
+                // say so.
+                if let (Err(e), Ok(_)) = (sent, &step.outcome) {
+                    return Err(e);
+                }
+            }
+            if step.outcome? {
+                return Ok(());
+            }
+        }
+    };
+    let limit = conn.max_message();
+    conn.set_max_message(HANDSHAKE_MAX);
+    let r = run(conn);
+    conn.set_max_message(limit);
+    r.map_err(|e| {
+        conn.close();
+        as_auth_error(e)
+    })
 }
 
 /// A failure to send or receive: the server is gone if the connection is.
