@@ -791,3 +791,43 @@ fn a_child_forked_during_the_handshake_does_not_keep_the_connection_open() {
         );
     });
 }
+
+/// Proxies given by value to `extend`, `update` (and so `set_many`,
+/// `list_from`, `dict_from`), the only ones of their objects: the objects
+/// are stored, as Python's `l.extend([m.dict()])` stores them. (Each item
+/// was dropped, and its object freed, once encoded, before the request
+/// that stores it was sent: `ReferenceError`.)
+#[test]
+fn proxies_moved_into_extend_or_update_are_stored() {
+    use multiproc::manager::DictProxy;
+    watchdog("moved into extend", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let l = m.list::<DictProxy<u32, u32>>().unwrap();
+        let fresh = || {
+            let d = m.dict::<u32, u32>().unwrap();
+            d.set(1, 7).unwrap();
+            d
+        };
+        let r = l.extend([fresh(), fresh()]);
+        assert!(r.is_ok(), "extend: {r:?}");
+        let d = m.dict::<u32, DictProxy<u32, u32>>().unwrap();
+        let r = d.update([(1, fresh())]);
+        assert!(r.is_ok(), "update: {r:?}");
+        let r = m.list_from([fresh()]);
+        assert!(r.is_ok(), "list_from: {r:?}");
+        drop(r);
+        let r = m.dict_from([(1, fresh())]);
+        assert!(r.is_ok(), "dict_from: {r:?}");
+        assert_eq!(l.get(1).unwrap().get(&1).unwrap(), Some(7));
+        assert_eq!(d.get(&1).unwrap().unwrap().get(&1).unwrap(), Some(7));
+        drop((l, d, r));
+        assert!(common::wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+        // A batch that fails to convert after a proxy: nothing is sent,
+        // and the proxy's object is freed all the same.
+        type Item = Result<DictProxy<u32, u32>, Option<()>>;
+        let l = m.list::<Item>().unwrap();
+        let r = l.extend([Ok(fresh()), Err(Some(()))]);
+        assert!(matches!(r, Err(Error::Serialize(_))), "{r:?}");
+        assert_eq!(m.number_of_objects().unwrap(), 1);
+    });
+}

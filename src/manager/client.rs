@@ -402,8 +402,12 @@ impl Client {
     fn call_raw(&self, kind: Kind, id: Id, op: Op) -> Result<Answer> {
         let (method, args, kwds) = calls::request(kind, op);
         let req = self.request(Some(id), method, &args, &kwds);
+        let answer = self.on_long(&req, false);
+        // Dropped once the request has gone: a proxy in them that was
+        // dropped meanwhile gives back its reference only now.
         args.into_iter().for_each(PyValue::drop_batch);
-        self.carrying(answer_of(&self.on_long(&req, false)?, method))
+        drop(kwds);
+        self.carrying(answer_of(&answer?, method))
     }
 
     /// An answer with the references a server that holds them counted
@@ -497,8 +501,12 @@ impl Client {
                 ])
             })
             .collect();
-        let req = self.request(None, "_multiproc_batch", &[PyValue::List(items)], &[]);
-        let answers = match answer_of(&self.on_long(&req, false)?, "_multiproc_batch")?.value {
+        let items = [PyValue::List(items)];
+        let req = self.request(None, "_multiproc_batch", &items, &[]);
+        let answer = self.on_long(&req, false);
+        // As in `call_raw`: once the request has gone.
+        drop(items);
+        let answers = match answer_of(&answer?, "_multiproc_batch")?.value {
             PyValue::List(answers) if answers.len() == methods.len() => answers,
             other => {
                 return Err(Error::Deserialize(format!(

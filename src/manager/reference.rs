@@ -368,7 +368,12 @@ impl Drop for Reference {
                     // object could be gone before the child's first call.
                     Some(child) => hand_to(child, client.clone(), *id, holder.slot_of(me)),
                     None => {
-                        let _ = client.decref(*id);
+                        // Now, or once a request carrying this proxy
+                        // (converted into its value) has gone.
+                        let (client, id) = (client.clone(), *id);
+                        super::refs::owe(id, move || {
+                            let _ = client.decref(id);
+                        });
                         holder.free(me);
                     }
                 }

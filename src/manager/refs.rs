@@ -4,6 +4,8 @@
 //! thread records).
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -51,7 +53,87 @@ impl Clone for ProxyRef {
 impl Drop for ProxyRef {
     fn drop(&mut self) {
         record(self.id, -1);
+        if ANY_PINNED.load(Ordering::Acquire) && !RECORDING.get() {
+            unpin(self.id);
+        }
     }
+}
+
+/// A client's proxy, converted into a value it is about to send, while
+/// that value (its [`ProxyRef`]) lives: if the proxy itself is dropped
+/// meanwhile (an item moved into `extend` or `update`, dropped once
+/// converted), the reference it gives back is given back only once the
+/// request has gone ([`owe`]): else the object could be freed before the
+/// request that stores it arrives.
+struct Pin {
+    /// The process that pinned it (a forked child, the Manager's server
+    /// among them, inherits the list, not the requests under way).
+    pid: u32,
+    id: Id,
+    /// The values holding it.
+    count: u32,
+    /// What the proxies dropped meanwhile owe the server.
+    owed: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// The pinned proxies of this process (see [`Pin`]); few, and only while
+/// a request carrying proxies is made.
+static PINNED: Mutex<Vec<Pin>> = Mutex::new(Vec::new());
+/// Whether [`PINNED`] may hold something (checked before taking its lock).
+static ANY_PINNED: AtomicBool = AtomicBool::new(false);
+
+/// A client's proxy of object `id` was converted into a value to send
+/// (the [`ProxyRef`] made for it): pinned while that value lives.
+pub(crate) fn pin(id: Id) {
+    let me = crate::sys::cached_pid();
+    let mut pinned = crate::poison::locked(&PINNED);
+    pinned.retain(|p| p.pid == me);
+    match pinned.iter_mut().find(|p| p.id == id) {
+        Some(p) => p.count += 1,
+        None => pinned.push(Pin {
+            pid: me,
+            id,
+            count: 1,
+            owed: Vec::new(),
+        }),
+    }
+    ANY_PINNED.store(true, Ordering::Release);
+}
+
+/// A client's proxy of object `id` is dropped: `give_back` gives back its
+/// reference, now, or once the values it was converted into are dropped
+/// (the request that carries them has gone).
+pub(crate) fn owe(id: Id, give_back: impl FnOnce() + Send + 'static) {
+    if ANY_PINNED.load(Ordering::Acquire) {
+        let me = crate::sys::cached_pid();
+        let mut pinned = crate::poison::locked(&PINNED);
+        if let Some(p) = pinned.iter_mut().find(|p| p.id == id && p.pid == me) {
+            p.owed.push(Box::new(give_back));
+            return;
+        }
+    }
+    give_back();
+}
+
+/// A value holding a proxy of `id` is dropped: if it was the last pinned
+/// one, what the proxies dropped meanwhile owe is given back.
+fn unpin(id: Id) {
+    let me = crate::sys::cached_pid();
+    let owed = {
+        let mut pinned = crate::poison::locked(&PINNED);
+        let Some(i) = pinned.iter().position(|p| p.id == id && p.pid == me) else {
+            return;
+        };
+        pinned[i].count -= 1;
+        if pinned[i].count > 0 {
+            return;
+        }
+        let p = pinned.swap_remove(i);
+        ANY_PINNED.store(!pinned.is_empty(), Ordering::Release);
+        p.owed
+    };
+    // Outside the lock: each is a round trip.
+    owed.into_iter().for_each(|give_back| give_back());
 }
 
 impl Serialize for ProxyRef {
