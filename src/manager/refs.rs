@@ -5,7 +5,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+
+use crate::per_process::PerProcess;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -66,9 +67,6 @@ impl Drop for ProxyRef {
 /// request has gone ([`owe`]): else the object could be freed before the
 /// request that stores it arrives.
 struct Pin {
-    /// The process that pinned it (a forked child, the Manager's server
-    /// among them, inherits the list, not the requests under way).
-    pid: u32,
     id: Id,
     /// The values holding it.
     count: u32,
@@ -77,21 +75,21 @@ struct Pin {
 }
 
 /// The pinned proxies of this process (see [`Pin`]); few, and only while
-/// a request carrying proxies is made.
-static PINNED: Mutex<Vec<Pin>> = Mutex::new(Vec::new());
+/// a request carrying proxies is made. A forked child (the Manager's
+/// server among them) has its own, never its parent's (nor its lock,
+/// which another thread may have held at the fork).
+static PINNED: PerProcess<Vec<Pin>> = PerProcess::new();
 /// Whether [`PINNED`] may hold something (checked before taking its lock).
 static ANY_PINNED: AtomicBool = AtomicBool::new(false);
 
 /// A client's proxy of object `id` was converted into a value to send
 /// (the [`ProxyRef`] made for it): pinned while that value lives.
 pub(crate) fn pin(id: Id) {
-    let me = crate::sys::cached_pid();
-    let mut pinned = crate::poison::locked(&PINNED);
-    pinned.retain(|p| p.pid == me);
+    let mut pinned = crate::poison::locked(PINNED.get());
+    let pinned = pinned.get_or_insert_with(Vec::new);
     match pinned.iter_mut().find(|p| p.id == id) {
         Some(p) => p.count += 1,
         None => pinned.push(Pin {
-            pid: me,
             id,
             count: 1,
             owed: Vec::new(),
@@ -105,9 +103,11 @@ pub(crate) fn pin(id: Id) {
 /// (the request that carries them has gone).
 pub(crate) fn owe(id: Id, give_back: impl FnOnce() + Send + 'static) {
     if ANY_PINNED.load(Ordering::Acquire) {
-        let me = crate::sys::cached_pid();
-        let mut pinned = crate::poison::locked(&PINNED);
-        if let Some(p) = pinned.iter_mut().find(|p| p.id == id && p.pid == me) {
+        let mut pinned = crate::poison::locked(PINNED.get());
+        let found = pinned
+            .as_mut()
+            .and_then(|p| p.iter_mut().find(|p| p.id == id));
+        if let Some(p) = found {
             p.owed.push(Box::new(give_back));
             return;
         }
@@ -118,10 +118,12 @@ pub(crate) fn owe(id: Id, give_back: impl FnOnce() + Send + 'static) {
 /// A value holding a proxy of `id` is dropped: if it was the last pinned
 /// one, what the proxies dropped meanwhile owe is given back.
 fn unpin(id: Id) {
-    let me = crate::sys::cached_pid();
     let owed = {
-        let mut pinned = crate::poison::locked(&PINNED);
-        let Some(i) = pinned.iter().position(|p| p.id == id && p.pid == me) else {
+        let mut pinned = crate::poison::locked(PINNED.get());
+        let Some(pinned) = pinned.as_mut() else {
+            return;
+        };
+        let Some(i) = pinned.iter().position(|p| p.id == id) else {
             return;
         };
         pinned[i].count -= 1;
