@@ -829,5 +829,10 @@ fn proxies_moved_into_extend_or_update_are_stored() {
         let r = l.extend([Ok(fresh()), Err(Some(()))]);
         assert!(matches!(r, Err(Error::Serialize(_))), "{r:?}");
         assert_eq!(m.number_of_objects().unwrap(), 1);
+        // Many at once.
+        let many = m.list::<DictProxy<u32, u32>>().unwrap();
+        many.extend((0..2000).map(|_| m.dict().unwrap())).unwrap();
+        assert_eq!(many.len().unwrap(), 2000);
+        assert_eq!(m.number_of_objects().unwrap(), 2002);
     });
 }

@@ -4,6 +4,7 @@
 //! thread records).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::per_process::PerProcess;
@@ -66,19 +67,19 @@ impl Drop for ProxyRef {
 /// converted), the reference it gives back is given back only once the
 /// request has gone ([`owe`]): else the object could be freed before the
 /// request that stores it arrives.
+#[derive(Default)]
 struct Pin {
-    id: Id,
     /// The values holding it.
     count: u32,
     /// What the proxies dropped meanwhile owe the server.
     owed: Vec<Box<dyn FnOnce() + Send>>,
 }
 
-/// The pinned proxies of this process (see [`Pin`]); few, and only while
+/// The pinned proxies of this process by object (see [`Pin`]); only while
 /// a request carrying proxies is made. A forked child (the Manager's
 /// server among them) has its own, never its parent's (nor its lock,
 /// which another thread may have held at the fork).
-static PINNED: PerProcess<Vec<Pin>> = PerProcess::new();
+static PINNED: PerProcess<HashMap<Id, Pin>> = PerProcess::new();
 /// Whether [`PINNED`] may hold something (checked before taking its lock).
 static ANY_PINNED: AtomicBool = AtomicBool::new(false);
 
@@ -86,15 +87,11 @@ static ANY_PINNED: AtomicBool = AtomicBool::new(false);
 /// (the [`ProxyRef`] made for it): pinned while that value lives.
 pub(crate) fn pin(id: Id) {
     let mut pinned = crate::poison::locked(PINNED.get());
-    let pinned = pinned.get_or_insert_with(Vec::new);
-    match pinned.iter_mut().find(|p| p.id == id) {
-        Some(p) => p.count += 1,
-        None => pinned.push(Pin {
-            id,
-            count: 1,
-            owed: Vec::new(),
-        }),
-    }
+    pinned
+        .get_or_insert_with(HashMap::new)
+        .entry(id)
+        .or_default()
+        .count += 1;
     ANY_PINNED.store(true, Ordering::Release);
 }
 
@@ -104,10 +101,7 @@ pub(crate) fn pin(id: Id) {
 pub(crate) fn owe(id: Id, give_back: impl FnOnce() + Send + 'static) {
     if ANY_PINNED.load(Ordering::Acquire) {
         let mut pinned = crate::poison::locked(PINNED.get());
-        let found = pinned
-            .as_mut()
-            .and_then(|p| p.iter_mut().find(|p| p.id == id));
-        if let Some(p) = found {
+        if let Some(p) = pinned.as_mut().and_then(|p| p.get_mut(&id)) {
             p.owed.push(Box::new(give_back));
             return;
         }
@@ -123,16 +117,16 @@ fn unpin(id: Id) {
         let Some(pinned) = pinned.as_mut() else {
             return;
         };
-        let Some(i) = pinned.iter().position(|p| p.id == id) else {
+        let Some(p) = pinned.get_mut(&id) else {
             return;
         };
-        pinned[i].count -= 1;
-        if pinned[i].count > 0 {
+        p.count -= 1;
+        if p.count > 0 {
             return;
         }
-        let p = pinned.swap_remove(i);
+        let owed = pinned.remove(&id).map(|p| p.owed).unwrap_or_default();
         ANY_PINNED.store(!pinned.is_empty(), Ordering::Release);
-        p.owed
+        owed
     };
     // Outside the lock: each is a round trip.
     owed.into_iter().for_each(|give_back| give_back());
