@@ -836,3 +836,33 @@ fn proxies_moved_into_extend_or_update_are_stored() {
         assert_eq!(m.number_of_objects().unwrap(), 2002);
     });
 }
+
+/// An answer nested as deep as an answer may be, read on threads with
+/// small stacks (a pool's, a runtime's): decoded, or refused as too deep
+/// for that stack; never a stack overflow.
+#[test]
+fn a_deep_answer_on_small_stacks_is_decoded_or_refused() {
+    let mut b = b"X\x07\x00\x00\x00#RETURN".to_vec();
+    b.extend(std::iter::repeat_n(b']', 505));
+    b.extend(std::iter::repeat_n(b'a', 504));
+    b.push(0x86);
+    let answer = frame(&raw(&b));
+    watchdog("deep answer, small stacks", LIMIT, || {
+        for holds in [true, false] {
+            for stack in [256 << 10, 512 << 10, 1 << 20] {
+                let act = Act::Send(answer.clone());
+                let r = std::thread::Builder::new()
+                    .stack_size(stack)
+                    .spawn(move || get_answered::<PyValue>(holds, act).map(|v| v.is_some()))
+                    .unwrap()
+                    .join()
+                    .expect("no panic");
+                assert!(
+                    matches!(&r, Ok(true))
+                        || matches!(&r, Err(Error::Deserialize(m)) if m.contains("stack")),
+                    "{stack}: {r:?}"
+                );
+            }
+        }
+    });
+}

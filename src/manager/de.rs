@@ -20,15 +20,16 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: PyValue) -> Result<T, Conve
 }
 
 /// The stack a conversion leaves free below each nested container it
-/// enters, once nested [`SHALLOW`] deep: room for one more level, for
-/// dropping what is left of the value (recursively, a few hundred bytes
-/// a level), and for the caller's work after the error. A debug build
-/// takes about 6 KiB a level to convert an answer into a `PyValue`.
-const STACK_RESERVE: usize = 256 << 10;
+/// enters, once nested [`SHALLOW`] deep: room for one more level, and for
+/// dropping what is left of the value (recursively: about 150 bytes a
+/// level in a debug build, for the 510 levels an answer may have), and
+/// for the caller's work after the error. (A debug build takes about
+/// 6 KiB a level to convert an answer into a `PyValue`.)
+const STACK_RESERVE: usize = 128 << 10;
 
 /// How deep a conversion nests before it looks at the stack left (a
 /// value no deeper costs no look, and converts on any thread's stack).
-const SHALLOW: u32 = 32;
+const SHALLOW: u32 = 8;
 
 thread_local! {
     /// This thread's stack, lowest and highest address (`(0, 0)`: not
