@@ -47,8 +47,6 @@ enum Act {
     Send(Vec<u8>),
     /// Never answers (keeps the connection open).
     Stall,
-    /// Closes the connection.
-    Close,
     /// Sends these bytes, then closes the connection.
     SendClose(Vec<u8>),
     /// Grants a fast-path area (as multiproc's server does), and never
@@ -198,7 +196,6 @@ fn serve(
             Act::Stall => loop {
                 std::thread::park();
             },
-            Act::Close => return,
             Act::Grant => grant_area(&conn),
             Act::SendClose(bytes) => {
                 let _ = std::io::Write::write_all(&mut &raw_socket(&conn), &bytes);
@@ -864,5 +861,31 @@ fn a_deep_answer_on_small_stacks_is_decoded_or_refused() {
                 );
             }
         }
+    });
+}
+
+/// A forked child's first use of an inherited proxy is to store it in
+/// another object (it has made no call through it yet, so its connection
+/// holds no reference of its own): stored, as a Python child's would be.
+#[test]
+fn a_child_stores_an_inherited_proxy_before_any_call_through_it() {
+    use multiproc::manager::DictProxy;
+    watchdog("inherited proxy stored", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let l = m.list::<DictProxy<u32, u32>>().unwrap();
+        let d = m.dict::<u32, u32>().unwrap();
+        d.set(1, 5).unwrap();
+        let child = {
+            let (l, d) = (l.clone(), d.clone());
+            common::static_child(move || {
+                let r = l.append(d.clone());
+                assert!(r.is_ok(), "append: {r:?}");
+                let r = l.append(d);
+                assert!(r.is_ok(), "append moved: {r:?}");
+            })
+        };
+        assert_eq!(common::join(&child, LIMIT), 0);
+        assert_eq!(l.len().unwrap(), 2);
+        assert_eq!(l.get(1).unwrap().get(&1).unwrap(), Some(5));
     });
 }

@@ -42,18 +42,19 @@ thread_local! {
 /// This thread's stack, lowest and highest address, if it can be known.
 fn stack_bounds() -> Option<(usize, usize)> {
     let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-    // SAFETY: `attr` is initialised by `pthread_getattr_np` when it
-    // succeeds, read only then, and destroyed after use.
-    unsafe {
-        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-            return None;
-        }
-        let (mut addr, mut size) = (std::ptr::null_mut(), 0);
-        let r = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
-        let low = addr as usize;
-        (r == 0 && low > 1).then(|| (low, low.saturating_add(size)))
+    // SAFETY: plain call; `attr` is written by it when it succeeds.
+    let thread = unsafe { libc::pthread_self() };
+    // SAFETY: as above.
+    if unsafe { libc::pthread_getattr_np(thread, attr.as_mut_ptr()) } != 0 {
+        return None;
     }
+    let (mut addr, mut size) = (std::ptr::null_mut(), 0);
+    // SAFETY: `attr` was initialised by `pthread_getattr_np`.
+    let r = unsafe { libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) };
+    // SAFETY: initialised above, destroyed once, not used after.
+    unsafe { libc::pthread_attr_destroy(attr.as_mut_ptr()) };
+    let low = addr as usize;
+    (r == 0 && low > 1).then(|| (low, low.saturating_add(size)))
 }
 
 /// One more level of nesting in a conversion, given back when dropped.
