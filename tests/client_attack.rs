@@ -488,6 +488,7 @@ fn a_deep_value_reads_back_on_a_spawned_threads_stack() {
             s.spawn(|| {
                 let got = d.get(&1).map(|v| v.expect("stored"));
                 assert!(ok_or_no_stack(&got), "get: {got:?}");
+                eprintln!("{depth} levels on 2 MiB: read back whole: {}", got.is_ok());
                 let popped = l.pop(0);
                 assert!(ok_or_no_stack(&popped), "pop: {popped:?}");
                 if popped.is_err() {
@@ -834,14 +835,15 @@ fn proxies_moved_into_extend_or_update_are_stored() {
     });
 }
 
-/// An answer nested as deep as an answer may be, read on threads with
+/// An answer nested as deep as a stored value may be, read on threads with
 /// small stacks (a pool's, a runtime's): decoded, or refused as too deep
 /// for that stack; never a stack overflow.
 #[test]
 fn a_deep_answer_on_small_stacks_is_decoded_or_refused() {
     let mut b = b"X\x07\x00\x00\x00#RETURN".to_vec();
-    b.extend(std::iter::repeat_n(b']', 505));
-    b.extend(std::iter::repeat_n(b'a', 504));
+    // As deep as a value the server stores.
+    b.extend(std::iter::repeat_n(b']', 500));
+    b.extend(std::iter::repeat_n(b'a', 499));
     b.push(0x86);
     let answer = frame(&raw(&b));
     watchdog("deep answer, small stacks", LIMIT, || {
@@ -887,5 +889,33 @@ fn a_child_stores_an_inherited_proxy_before_any_call_through_it() {
         assert_eq!(common::join(&child, LIMIT), 0);
         assert_eq!(l.len().unwrap(), 2);
         assert_eq!(l.get(1).unwrap().get(&1).unwrap(), Some(5));
+    });
+}
+
+/// On a server that counts references globally (CPython's), a clone of a
+/// proxy whose `incref` failed for want of a descriptor here holds no
+/// reference: its drop gives none back (that would free the object under
+/// the other proxies), and its first call takes one.
+#[test]
+fn a_clone_whose_incref_failed_gives_back_no_reference() {
+    watchdog("failed incref", LIMIT, || {
+        let fake = Fake::start(false, |_, _| Act::Send(frame(&reply("#RETURN", P::Int(0)))));
+        let address = fake.address.clone();
+        let child = common::static_child(move || {
+            let m = Manager::connect(address, KEY).unwrap();
+            let d = m.dict::<u32, u32>().unwrap();
+            let held = common::fill_descriptors();
+            let copy = d.clone();
+            drop(held);
+            // Its first call takes the reference the clone could not.
+            assert_eq!(copy.len().unwrap(), 0);
+            drop(copy);
+            drop(d);
+        });
+        assert_eq!(common::join(&child, LIMIT), 0);
+        // One reference from `create`, and one per incref that reached
+        // the server: as many given back, no more.
+        let (increfs, decrefs) = (fake.seen("incref"), fake.seen("decref"));
+        assert_eq!(decrefs, increfs + 1, "{increfs} increfs, {decrefs} decrefs");
     });
 }
