@@ -919,3 +919,34 @@ fn a_clone_whose_incref_failed_gives_back_no_reference() {
         assert_eq!(decrefs, increfs + 1, "{increfs} increfs, {decrefs} decrefs");
     });
 }
+
+/// A proxy stored in a list, its only other proxy dropped at once: another
+/// process reads it back and uses it, and once the list lets it go the
+/// object is freed.
+#[test]
+fn a_stored_proxy_outlives_its_dropped_original_for_another_process() {
+    use multiproc::manager::DictProxy;
+    watchdog("stored proxy", LIMIT, || {
+        let m = Manager::start().unwrap();
+        let l = m.list::<DictProxy<u32, u32>>().unwrap();
+        {
+            let d = m.dict::<u32, u32>().unwrap();
+            d.set(1, 9).unwrap();
+            l.append(d).unwrap();
+        }
+        let child = {
+            let l = l.clone();
+            common::static_child(move || {
+                let d = l.get(0).unwrap();
+                assert_eq!(d.get(&1).unwrap(), Some(9));
+                d.set(2, 10).unwrap();
+                l.clear().unwrap();
+                // The child's proxy keeps it alive.
+                assert_eq!(d.get(&2).unwrap(), Some(10));
+            })
+        };
+        assert_eq!(common::join(&child, LIMIT), 0);
+        drop(l);
+        assert!(common::wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+    });
+}

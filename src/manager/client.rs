@@ -721,8 +721,12 @@ fn reply(answer: PyValue, method: &str) -> Result<Answer> {
             };
             let message = if method.starts_with("_multiproc_") {
                 format!(
-                    "{method} is multiproc's own, and this server (not multiproc's) does                      not have it: {}",
-                    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+                    "{method} is multiproc's own, and this server (not multiproc's) does \
+                     not have it: {}",
+                    text.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("")
                 )
             } else {
                 text
@@ -871,6 +875,8 @@ mod tests {
         assert!(
             m.starts_with("_multiproc_increment is multiproc's own")
                 && m.ends_with("KeyError: None")
+                && !m.contains("  "),
+            "{m}"
         );
         let (k, m) = remote(reply(answer("#UNSERIALIZABLE", "text".into()), "get"));
         assert_eq!((k.as_str(), m.as_str()), ("RemoteError", "text"));
