@@ -681,29 +681,40 @@ fn a_proxy_of_another_manager_is_not_taken_for_one_of_this_one() {
 }
 
 /// Relays every connection made to `front` to `back`, both ways, each
-/// direction until its end; `accepted` is called once each connection to
-/// `front` is accepted (its client waits for the server's challenge),
-/// before the relay begins.
+/// direction until its end; `answered` is called once each client has
+/// sent its first bytes (its answer to the server's challenge: it then
+/// waits for the server's welcome, in the middle of its handshake),
+/// before they are passed on.
 fn relay(
     front: std::os::unix::net::UnixListener,
     back: std::path::PathBuf,
-    accepted: impl Fn() + Send + 'static,
+    answered: impl Fn() + Send + Sync + 'static,
 ) {
+    use std::io::{Read as _, Write as _};
     use std::os::unix::net::UnixStream;
+    let answered = Arc::new(answered);
     std::thread::spawn(move || {
         while let Ok((client, _)) = front.accept() {
-            accepted();
             let Ok(server) = UnixStream::connect(&back) else {
                 return;
             };
-            let pipe = |mut from: UnixStream, mut to: UnixStream| {
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
-            };
-            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-            pipe(server, client);
+            let (mut from_server, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Write);
+            });
+            let answered = answered.clone();
+            let (mut from_client, mut to_server) = (client, server);
+            std::thread::spawn(move || {
+                let mut first = [0; 4096];
+                let n = from_client.read(&mut first).unwrap_or(0);
+                answered();
+                if to_server.write_all(&first[..n]).is_ok() && n > 0 {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                }
+                let _ = to_server.shutdown(std::net::Shutdown::Write);
+            });
         }
     });
 }
