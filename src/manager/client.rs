@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -214,10 +215,22 @@ impl Client {
 
     /// A new authenticated connection to the server.
     fn open(&self) -> Result<Connection> {
-        let mut conn = connect(&self.address, Some(&self.authkey)).map_err(|e| match e {
+        self.open_marked(|_| ()).map(|(conn, ())| conn)
+    }
+
+    /// [`open`](Client::open), `mark` called with the connection as soon
+    /// as it is made, before the handshake (which may take up to
+    /// [`HANDSHAKE_TIMEOUT`]): a child forked meanwhile by another thread
+    /// must find the socket listed, to make it inert.
+    fn open_marked<T>(&self, mark: impl FnOnce(&Connection) -> T) -> Result<(Connection, T)> {
+        let mut conn = connect(&self.address, None).map_err(|e| match e {
             // Out of descriptors or memory here: the server is not gone.
             Error::Io { ref source, .. } if is_local_shortage(source) => e,
             Error::Io { .. } => Error::ManagerGone(e.to_string()),
+            other => other,
+        })?;
+        let marked = mark(&conn);
+        authenticate(&mut conn, &self.authkey).map_err(|e| match e {
             // A handshake cut short by a server that died meanwhile (a
             // server that lives refused the key, and takes connections).
             Error::AuthenticationFailed(_) if self.refuses_connections() => {
@@ -226,7 +239,7 @@ impl Client {
             other => other,
         })?;
         conn.set_max_message(MAX_FRAME);
-        Ok(conn)
+        Ok((conn, marked))
     }
 
     /// Whether the server's address takes no connection (not for want of
@@ -242,9 +255,8 @@ impl Client {
     /// `_multiproc_hold`, which tells what kind of server it is; then, on
     /// multiproc's server on this machine, its fast-path area.
     fn open_long(&self) -> Result<Link> {
-        let mut conn = self.open()?;
-        // Declared after `conn`: on an early return, dropped first.
-        let listed = Listed::new(&conn);
+        // `listed` declared after `conn`: on an early return, dropped first.
+        let (mut conn, listed) = self.open_marked(Listed::new)?;
         let accept = self.request(None, "accept_connection", &[CONNECTION_NAME.into()], &[]);
         answer_of(&self.hello(&mut conn, &accept)?, "accept_connection")?;
         let hold = self.request(None, "_multiproc_hold", &[], &[]);
@@ -278,23 +290,31 @@ impl Client {
     fn hello(&self, conn: &mut Connection, req: &[u8]) -> Result<Vec<u8>> {
         conn.send_bytes(req).map_err(gone)?;
         conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)
-            .map_err(|e| match e {
-                Error::Timeout => Error::ManagerGone(format!(
-                    "{}: no answer within {HANDSHAKE_TIMEOUT:?}: not a manager?",
-                    self.address
-                )),
-                e => gone(e),
-            })
+            .map_err(|e| self.mute(e))
     }
 
-    /// Sends the request `bytes` and reads the answer's. A failure to send
-    /// or receive leaves the connection unusable (the caller drops it); a
-    /// request too large to send does not.
+    /// A failure to receive an answer within [`HANDSHAKE_TIMEOUT`].
+    fn mute(&self, e: Error) -> Error {
+        match e {
+            Error::Timeout => Error::ManagerGone(format!(
+                "{}: no answer within {HANDSHAKE_TIMEOUT:?}: not a manager?",
+                self.address
+            )),
+            e => gone(e),
+        }
+    }
+
+    /// Sends the request `bytes` and reads the answer's, within
+    /// [`HANDSHAKE_TIMEOUT`] if `timed` (else for as long as it takes). A
+    /// failure to send or receive (or an answer not in time) leaves the
+    /// connection unusable (the caller drops it); a request too large to
+    /// send does not.
     fn round_trip(
         &self,
         conn: &mut Connection,
         fast: Option<&mut ClientArea>,
         bytes: &[u8],
+        timed: bool,
     ) -> Result<Result<Vec<u8>>> {
         if bytes.len() > MAX_FRAME {
             // What the server would refuse by closing the connection.
@@ -303,28 +323,34 @@ impl Client {
                 limit: MAX_FRAME,
             }));
         }
+        let deadline = timed.then(|| Instant::now() + HANDSHAKE_TIMEOUT);
         let called = match fast {
-            Some(area) if area.fits(bytes.len()) => area.call(conn, bytes)?,
+            Some(area) if area.fits(bytes.len()) => {
+                area.call(conn, bytes, deadline).map_err(|e| self.mute(e))?
+            }
             _ => {
                 conn.send_bytes(bytes).map_err(gone)?;
                 Called::OnSocket
             }
         };
-        Ok(Ok(match called {
-            Called::Answer(answer) => answer,
-            Called::OnSocket => conn.recv_bytes().map_err(gone)?,
+        Ok(Ok(match (called, deadline) {
+            (Called::Answer(answer), _) => answer,
+            (Called::OnSocket, None) => conn.recv_bytes().map_err(gone)?,
+            (Called::OnSocket, Some(deadline)) => conn
+                .recv_bytes_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|e| self.mute(e))?,
         }))
     }
 
     /// One round trip on this process's long connection, opened if need be:
     /// the answer's bytes.
-    fn on_long(&self, req: &[u8]) -> Result<Vec<u8>> {
+    fn on_long(&self, req: &[u8], timed: bool) -> Result<Vec<u8>> {
         let mut conn = poison::locked(self.links.get());
         let link = match &mut *conn {
             Some(link) => link,
             None => conn.insert(self.open_long()?),
         };
-        match self.round_trip(&mut link.conn, link.fast.as_mut(), req) {
+        match self.round_trip(&mut link.conn, link.fast.as_mut(), req, timed) {
             Ok(answer) => answer,
             Err(e) => {
                 *conn = None;
@@ -349,12 +375,25 @@ impl Client {
     /// server that holds its references, else on a short connection of its
     /// own, as CPython's server wants them.
     pub(super) fn server_call(&self, method: &'static str, args: Vec<PyValue>) -> Result<PyValue> {
+        self.server_call_timed(method, args, false)
+    }
+
+    /// [`server_call`](Client::server_call), answered within
+    /// [`HANDSHAKE_TIMEOUT`] if `timed`: the first call of a new handle,
+    /// which a peer that took the key but is no manager (or a stuck one)
+    /// never answers.
+    pub(super) fn server_call_timed(
+        &self,
+        method: &'static str,
+        args: Vec<PyValue>,
+        timed: bool,
+    ) -> Result<PyValue> {
         let req = self.request(None, method, &args, &[]);
         let answer = if self.held()? {
-            self.on_long(&req)?
+            self.on_long(&req, timed)?
         } else {
             let mut conn = self.open()?;
-            self.round_trip(&mut conn, None, &req)??
+            self.round_trip(&mut conn, None, &req, timed)??
         };
         answer_of(&answer, method).map(|a| a.value)
     }
@@ -363,8 +402,12 @@ impl Client {
     fn call_raw(&self, kind: Kind, id: Id, op: Op) -> Result<Answer> {
         let (method, args, kwds) = calls::request(kind, op);
         let req = self.request(Some(id), method, &args, &kwds);
+        let answer = self.on_long(&req, false);
+        // Dropped once the request has gone: a proxy in them that was
+        // dropped meanwhile gives back its reference only now.
         args.into_iter().for_each(PyValue::drop_batch);
-        self.carrying(answer_of(&self.on_long(&req)?, method))
+        drop(kwds);
+        self.carrying(answer_of(&answer?, method))
     }
 
     /// An answer with the references a server that holds them counted
@@ -458,8 +501,12 @@ impl Client {
                 ])
             })
             .collect();
-        let req = self.request(None, "_multiproc_batch", &[PyValue::List(items)], &[]);
-        let answers = match answer_of(&self.on_long(&req)?, "_multiproc_batch")?.value {
+        let items = [PyValue::List(items)];
+        let req = self.request(None, "_multiproc_batch", &items, &[]);
+        let answer = self.on_long(&req, false);
+        // As in `call_raw`: once the request has gone.
+        drop(items);
+        let answers = match answer_of(&answer?, "_multiproc_batch")?.value {
             PyValue::List(answers) if answers.len() == methods.len() => answers,
             other => {
                 return Err(Error::Deserialize(format!(
@@ -606,6 +653,39 @@ fn is_local_shortage(e: &std::io::Error) -> bool {
     )
 }
 
+/// The client's side of the handshake on `conn`, as
+/// [`connect`](crate::conn::connect) runs it (small messages only, each
+/// within [`HANDSHAKE_TIMEOUT`]; on failure the connection is closed), on
+/// a connection the caller could list first.
+fn authenticate(conn: &mut Connection, key: &[u8]) -> Result<()> {
+    use crate::conn::auth::{as_auth_error, Handshake, Side, HANDSHAKE_MAX};
+    let run = |conn: &mut Connection| -> Result<()> {
+        let (mut h, _) = Handshake::new(key, Side::Client)?;
+        loop {
+            let step = h.receive(&conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)?);
+            if let Some(m) = step.send {
+                let sent = conn.send_bytes(&m);
+                // A failure to authenticate matters more than failing to
+                // say so.
+                if let (Err(e), Ok(_)) = (sent, &step.outcome) {
+                    return Err(e);
+                }
+            }
+            if step.outcome? {
+                return Ok(());
+            }
+        }
+    };
+    let limit = conn.max_message();
+    conn.set_max_message(HANDSHAKE_MAX);
+    let r = run(conn);
+    conn.set_max_message(limit);
+    r.map_err(|e| {
+        conn.close();
+        as_auth_error(e)
+    })
+}
+
 /// A failure to send or receive: the server is gone if the connection is.
 fn gone(e: Error) -> Error {
     match e {
@@ -641,8 +721,12 @@ fn reply(answer: PyValue, method: &str) -> Result<Answer> {
             };
             let message = if method.starts_with("_multiproc_") {
                 format!(
-                    "{method} is multiproc's own, and this server (not multiproc's) does                      not have it: {}",
-                    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+                    "{method} is multiproc's own, and this server (not multiproc's) does \
+                     not have it: {}",
+                    text.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("")
                 )
             } else {
                 text
@@ -791,6 +875,8 @@ mod tests {
         assert!(
             m.starts_with("_multiproc_increment is multiproc's own")
                 && m.ends_with("KeyError: None")
+                && !m.contains("  "),
+            "{m}"
         );
         let (k, m) = remote(reply(answer("#UNSERIALIZABLE", "text".into()), "get"));
         assert_eq!((k.as_str(), m.as_str()), ("RemoteError", "text"));

@@ -19,6 +19,86 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: PyValue) -> Result<T, Conve
     T::deserialize(value)
 }
 
+/// The stack a conversion leaves free below each nested container it
+/// enters, once nested [`SHALLOW`] deep: room for one more level, and for
+/// dropping what is left of the value (recursively: about 150 bytes a
+/// level in a debug build, for the 510 levels an answer may have), and
+/// for the caller's work after the error. (A debug build takes about
+/// 6 KiB a level to convert an answer into a `PyValue`.)
+const STACK_RESERVE: usize = 128 << 10;
+
+/// How deep a conversion nests before it looks at the stack left (a
+/// value no deeper costs no look, and converts on any thread's stack).
+const SHALLOW: u32 = 8;
+
+thread_local! {
+    /// This thread's stack, lowest and highest address (`(0, 0)`: not
+    /// looked up yet; `(1, 0)`: unknown, not checked).
+    static STACK: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+    /// How many containers the conversions on this thread are inside.
+    static NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// This thread's stack, lowest and highest address, if it can be known.
+fn stack_bounds() -> Option<(usize, usize)> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: plain call; `attr` is written by it when it succeeds.
+    let thread = unsafe { libc::pthread_self() };
+    // SAFETY: as above.
+    if unsafe { libc::pthread_getattr_np(thread, attr.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let (mut addr, mut size) = (std::ptr::null_mut(), 0);
+    // SAFETY: `attr` was initialised by `pthread_getattr_np`.
+    let r = unsafe { libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) };
+    // SAFETY: initialised above, destroyed once, not used after.
+    unsafe { libc::pthread_attr_destroy(attr.as_mut_ptr()) };
+    let low = addr as usize;
+    (r == 0 && low > 1).then(|| (low, low.saturating_add(size)))
+}
+
+/// One more level of nesting in a conversion, given back when dropped.
+struct Nested(());
+
+impl Nested {
+    /// Enters one more container; fails, rather than overflow the stack
+    /// (which aborts the process), once nested [`SHALLOW`] deep with less
+    /// than [`STACK_RESERVE`] of this thread's stack left. A value nested
+    /// as deep as a manager stores (`MAX_DEPTH`) converts on a spawned
+    /// thread's default stack (2 MiB) in a release build, not always in a
+    /// debug one.
+    fn enter() -> Result<Nested, ConvertError> {
+        let depth = NESTING.get() + 1;
+        NESTING.set(depth);
+        let level = Nested(());
+        if depth > SHALLOW {
+            let (mut low, mut high) = STACK.get();
+            if low == 0 {
+                (low, high) = stack_bounds().unwrap_or((1, 0));
+                STACK.set((low, high));
+            }
+            let here = std::ptr::addr_of!(low) as usize;
+            // Not on the thread's own stack (a coroutine's, say): not
+            // checked.
+            if (low..high).contains(&here) && here - low < STACK_RESERVE {
+                return Err(ConvertError(format!(
+                    "the value is nested too deep ({depth} levels so far) to convert on \
+                     this thread's stack ({} KiB left); convert it on a thread with a \
+                     larger stack (std::thread::Builder::stack_size)",
+                    (here - low) >> 10
+                )));
+            }
+        }
+        Ok(level)
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        NESTING.set(NESTING.get() - 1);
+    }
+}
+
 impl de::Error for ConvertError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
         ConvertError(msg.to_string())
@@ -29,6 +109,7 @@ impl<'de> Deserializer<'de> for PyValue {
     type Error = ConvertError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConvertError> {
+        let _level = self.is_container().then(Nested::enter).transpose()?;
         match self {
             PyValue::None => visitor.visit_unit(),
             PyValue::Bool(b) => visitor.visit_bool(b),
@@ -103,6 +184,7 @@ impl<'de> Deserializer<'de> for PyValue {
         visitor: V,
     ) -> Result<V::Value, ConvertError> {
         if name == VALUE_TOKEN {
+            let _level = self.is_container().then(Nested::enter).transpose()?;
             // A `PyValue` decodes as itself.
             return visitor.visit_enum(Tagged(self));
         }
@@ -125,9 +207,12 @@ impl<'de> Deserializer<'de> for PyValue {
     /// A dict also reads as a sequence of its `(key, value)` items.
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConvertError> {
         match self {
-            PyValue::Dict(d) => visitor.visit_seq(de::value::SeqDeserializer::new(
-                d.into_iter().map(|(k, v)| PyValue::Tuple(vec![k, v])),
-            )),
+            PyValue::Dict(d) => {
+                let _level = Nested::enter()?;
+                visitor.visit_seq(de::value::SeqDeserializer::new(
+                    d.into_iter().map(|(k, v)| PyValue::Tuple(vec![k, v])),
+                ))
+            }
             v => v.deserialize_any(visitor),
         }
     }
@@ -207,6 +292,21 @@ impl<'de> de::VariantAccess<'de> for Tagged {
         _: V,
     ) -> Result<V::Value, ConvertError> {
         Err(ConvertError("a PyValue has no struct variant".into()))
+    }
+}
+
+impl PyValue {
+    /// Whether converting it recurses into values it holds.
+    fn is_container(&self) -> bool {
+        matches!(
+            self,
+            PyValue::List(_)
+                | PyValue::Tuple(_)
+                | PyValue::Dict(_)
+                | PyValue::Set(_)
+                | PyValue::FrozenSet(_)
+                | PyValue::Object(_)
+        )
     }
 }
 

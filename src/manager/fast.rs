@@ -521,9 +521,15 @@ impl ClientArea {
     }
 
     /// Sends `request` (which [`fits`](Self::fits)) through the area and
-    /// waits for the answer, watching `conn` for the server's end. An error
-    /// leaves the connection unusable.
-    pub(crate) fn call(&mut self, conn: &Connection, request: &[u8]) -> Result<Called> {
+    /// waits for the answer, watching `conn` for the server's end, until
+    /// `deadline` if there is one ([`Error::Timeout`]). An error leaves the
+    /// connection unusable.
+    pub(crate) fn call(
+        &mut self,
+        conn: &Connection,
+        request: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Called> {
         let c = self.area.control();
         // SAFETY: `request` fits the request slot (the caller checked), inside
         // the mapping; only this client writes it.
@@ -539,7 +545,7 @@ impl ClientArea {
             // A full doorbell already rings; a gone server is seen below.
             let _ = sys::send_nowait(&self.doorbell, &[1]);
         }
-        self.wait(conn, seq, !asleep)?;
+        self.wait(conn, seq, !asleep, deadline)?;
         let len = self.area.control().answer.0[1].load(Ordering::Acquire);
         if len == ON_SOCKET {
             return Ok(Called::OnSocket);
@@ -560,7 +566,13 @@ impl ClientArea {
     /// Waits until the server published the answer to `seq`: spinning as
     /// long as it says, then sleeping on the futex in slices, between which
     /// a closed socket means the server is gone.
-    fn wait(&mut self, conn: &Connection, seq: u32, awake: bool) -> Result<()> {
+    fn wait(
+        &mut self,
+        conn: &Connection,
+        seq: u32,
+        awake: bool,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let c = self.area.control();
         let word = &c.answer.0[0];
         let max = Duration::from_nanos(u64::from(c.server.0[1].load(Ordering::Relaxed)))
@@ -592,11 +604,11 @@ impl ClientArea {
             }
             self.spin.missed();
         }
-        self.sleep(conn, seq)
+        self.sleep(conn, seq, deadline)
     }
 
     /// The sleeping part of [`wait`](Self::wait).
-    fn sleep(&self, conn: &Connection, seq: u32) -> Result<()> {
+    fn sleep(&self, conn: &Connection, seq: u32, deadline: Option<Instant>) -> Result<()> {
         let c = self.area.control();
         let word = &c.answer.0[0];
         loop {
@@ -619,6 +631,9 @@ impl ClientArea {
                 return Err(Error::ManagerGone(
                     "the server closed the connection".into(),
                 ));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
             }
         }
     }

@@ -364,8 +364,9 @@ impl Manager {
     /// ```
     pub fn connect_with(address: Address, authkey: &[u8], transport: Transport) -> Result<Manager> {
         let client = Arc::new(Client::new(address, authkey, transport));
-        // Connect now, so that a wrong address or key fails here.
-        client.server_call("number_of_objects", Vec::new())?;
+        // Connect now, so that a wrong address or key fails here (and a
+        // peer that takes the key but never answers, in time).
+        client.server_call_timed("number_of_objects", Vec::new(), true)?;
         Ok(Manager {
             backend: Backend::Server {
                 client,

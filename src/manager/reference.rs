@@ -343,8 +343,19 @@ impl Clone for Reference {
                 // A clone is a reference of its own; if the server is gone,
                 // there is nothing to count.
                 let _ = Reference::own(client, *id, holder);
-                let _ = client.incref(*id);
-                Reference::new(client.clone(), self.kind, *id)
+                let taken = client.incref(*id).is_ok();
+                let clone = Reference::new(client.clone(), self.kind, *id);
+                if !taken {
+                    // None taken (the server is gone, or no descriptor was
+                    // left here for the connection): none to give back on
+                    // drop (a server that counts globally would free the
+                    // object under the other proxies); the clone's first
+                    // call takes one, as a forked child's does.
+                    if let Target::Server { holder, .. } = &clone.target {
+                        holder.pid.store(0, Ordering::Relaxed);
+                    }
+                }
+                clone
             }
             #[cfg(feature = "redis")]
             Target::Redis { store, name } => {
@@ -368,7 +379,12 @@ impl Drop for Reference {
                     // object could be gone before the child's first call.
                     Some(child) => hand_to(child, client.clone(), *id, holder.slot_of(me)),
                     None => {
-                        let _ = client.decref(*id);
+                        // Now, or once a request carrying this proxy
+                        // (converted into its value) has gone.
+                        let (client, id) = (client.clone(), *id);
+                        super::refs::owe(id, move || {
+                            let _ = client.decref(id);
+                        });
                         holder.free(me);
                     }
                 }
@@ -376,6 +392,11 @@ impl Drop for Reference {
                 // A copy that this process never took a reference for: if
                 // it was handed to this process, the parent's is not needed.
                 holder.taken_over(me);
+                // A clone that took none (see `clone`): its slot, if this
+                // process's, is free again.
+                if holder.pid.load(Ordering::Relaxed) == 0 {
+                    holder.free(me);
+                }
             }
             give_back_handed(false);
         }

@@ -4,6 +4,10 @@
 //! thread records).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::per_process::PerProcess;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -51,7 +55,81 @@ impl Clone for ProxyRef {
 impl Drop for ProxyRef {
     fn drop(&mut self) {
         record(self.id, -1);
+        if ANY_PINNED.load(Ordering::Acquire) && !RECORDING.get() {
+            unpin(self.id);
+        }
     }
+}
+
+/// A client's proxy, converted into a value it is about to send, while
+/// that value (its [`ProxyRef`]) lives: if the proxy itself is dropped
+/// meanwhile (an item moved into `extend` or `update`, dropped once
+/// converted), the reference it gives back is given back only once the
+/// request has gone ([`owe`]): else the object could be freed before the
+/// request that stores it arrives.
+#[derive(Default)]
+struct Pin {
+    /// The values holding it.
+    count: u32,
+    /// What the proxies dropped meanwhile owe the server.
+    owed: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// The pinned proxies of this process by object (see [`Pin`]); only while
+/// a request carrying proxies is made. A forked child (the Manager's
+/// server among them) has its own, never its parent's (nor its lock,
+/// which another thread may have held at the fork).
+static PINNED: PerProcess<HashMap<Id, Pin>> = PerProcess::new();
+/// Whether [`PINNED`] may hold something (checked before taking its lock).
+static ANY_PINNED: AtomicBool = AtomicBool::new(false);
+
+/// A client's proxy of object `id` was converted into a value to send
+/// (the [`ProxyRef`] made for it): pinned while that value lives.
+pub(crate) fn pin(id: Id) {
+    let mut pinned = crate::poison::locked(PINNED.get());
+    pinned
+        .get_or_insert_with(HashMap::new)
+        .entry(id)
+        .or_default()
+        .count += 1;
+    ANY_PINNED.store(true, Ordering::Release);
+}
+
+/// A client's proxy of object `id` is dropped: `give_back` gives back its
+/// reference, now, or once the values it was converted into are dropped
+/// (the request that carries them has gone).
+pub(crate) fn owe(id: Id, give_back: impl FnOnce() + Send + 'static) {
+    if ANY_PINNED.load(Ordering::Acquire) {
+        let mut pinned = crate::poison::locked(PINNED.get());
+        if let Some(p) = pinned.as_mut().and_then(|p| p.get_mut(&id)) {
+            p.owed.push(Box::new(give_back));
+            return;
+        }
+    }
+    give_back();
+}
+
+/// A value holding a proxy of `id` is dropped: if it was the last pinned
+/// one, what the proxies dropped meanwhile owe is given back.
+fn unpin(id: Id) {
+    let owed = {
+        let mut pinned = crate::poison::locked(PINNED.get());
+        let Some(pinned) = pinned.as_mut() else {
+            return;
+        };
+        let Some(p) = pinned.get_mut(&id) else {
+            return;
+        };
+        p.count -= 1;
+        if p.count > 0 {
+            return;
+        }
+        let owed = pinned.remove(&id).map(|p| p.owed).unwrap_or_default();
+        ANY_PINNED.store(!pinned.is_empty(), Ordering::Release);
+        owed
+    };
+    // Outside the lock: each is a round trip.
+    owed.into_iter().for_each(|give_back| give_back());
 }
 
 impl Serialize for ProxyRef {

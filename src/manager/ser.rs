@@ -255,7 +255,11 @@ impl ser::Serializer for ValueSerializer {
     ) -> Result<PyValue, ConvertError> {
         if name == PROXY_TOKEN {
             let (kind, id): (Kind, Id) = from_value(to_value(v)?)?;
-            return Ok(PyValue::Proxy(ProxyRef::new(kind, id)));
+            let r = ProxyRef::new(kind, id);
+            // A proxy of this client's, sent in a value: kept alive until
+            // the value has gone (see `refs::pin`).
+            super::refs::pin(id);
+            return Ok(PyValue::Proxy(r));
         }
         if name == REDIS_TOKEN {
             // Recognisable where it is stored (a Redis value, a manager
