@@ -333,8 +333,9 @@ fn run(conn: &mut Connection, key: &[u8], side: Side) -> Result<()> {
 }
 
 /// Runs the mutual challenge with small messages only; on failure the
-/// connection is closed.
-pub(super) fn handshake(conn: &mut Connection, key: &[u8], side: Side) -> Result<()> {
+/// connection is closed. (The manager's client runs it on a connection it
+/// listed for the fork handler first.)
+pub(crate) fn handshake(conn: &mut Connection, key: &[u8], side: Side) -> Result<()> {
     let limit = conn.max_message();
     conn.set_max_message(HANDSHAKE_MAX);
     let r = run(conn, key, side);

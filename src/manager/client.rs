@@ -36,7 +36,7 @@ use super::pickle;
 use super::protocol::{Id, Kind, Op};
 use super::ser::to_value;
 use super::{ProxyRef, PyValue, Transport};
-use crate::conn::auth::HANDSHAKE_TIMEOUT;
+use crate::conn::auth::{handshake, Side, HANDSHAKE_TIMEOUT};
 use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
@@ -230,7 +230,7 @@ impl Client {
             other => other,
         })?;
         let marked = mark(&conn);
-        authenticate(&mut conn, &self.authkey).map_err(|e| match e {
+        handshake(&mut conn, &self.authkey, Side::Client).map_err(|e| match e {
             // A handshake cut short by a server that died meanwhile (a
             // server that lives refused the key, and takes connections).
             Error::AuthenticationFailed(_) if self.refuses_connections() => {
@@ -651,39 +651,6 @@ fn is_local_shortage(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
     )
-}
-
-/// The client's side of the handshake on `conn`, as
-/// [`connect`](crate::conn::connect) runs it (small messages only, each
-/// within [`HANDSHAKE_TIMEOUT`]; on failure the connection is closed), on
-/// a connection the caller could list first.
-fn authenticate(conn: &mut Connection, key: &[u8]) -> Result<()> {
-    use crate::conn::auth::{as_auth_error, Handshake, Side, HANDSHAKE_MAX};
-    let run = |conn: &mut Connection| -> Result<()> {
-        let (mut h, _) = Handshake::new(key, Side::Client)?;
-        loop {
-            let step = h.receive(&conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)?);
-            if let Some(m) = step.send {
-                let sent = conn.send_bytes(&m);
-                // A failure to authenticate matters more than failing to
-                // say so.
-                if let (Err(e), Ok(_)) = (sent, &step.outcome) {
-                    return Err(e);
-                }
-            }
-            if step.outcome? {
-                return Ok(());
-            }
-        }
-    };
-    let limit = conn.max_message();
-    conn.set_max_message(HANDSHAKE_MAX);
-    let r = run(conn);
-    conn.set_max_message(limit);
-    r.map_err(|e| {
-        conn.close();
-        as_auth_error(e)
-    })
 }
 
 /// A failure to send or receive: the server is gone if the connection is.
