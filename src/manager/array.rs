@@ -173,29 +173,37 @@ impl Array {
                 )))
             }
         };
+        // `array.array` refuses a str or what is not iterable before it
+        // looks the typecode up.
+        if matches!(sequence, PyValue::Str(_)) && !matches!(typecode, 'u' | 'w') {
+            return Err(type_error(format!(
+                "cannot use a str to initialize an array with typecode '{typecode}'"
+            )));
+        }
         let items = match typecode {
             'b' | 'B' | 'h' | 'H' | 'i' | 'I' | 'l' | 'L' | 'q' | 'Q' => Items::Int(Vec::new()),
             'f' | 'd' => Items::Float(Vec::new()),
             // 'w' (Python 3.13's) is 'u' where a wchar_t is 4 bytes.
             'u' | 'w' => Items::Char(Vec::new()),
             _ => {
+                // (Iterated only for its `TypeError`: a range, which
+                // would be made whole, is iterable anyway.)
+                let range = matches!(&sequence, PyValue::Object(o) if o.is_builtin("range"));
+                if !range {
+                    items_of(sequence, budget)?;
+                }
                 return Err((
                     "ValueError",
                     "bad typecode (must be b, B, u, h, H, i, I, l, L, q, Q, f or d)".into(),
-                ))
+                ));
             }
         };
         let mut array = Array { typecode, items };
         let values = match sequence {
-            PyValue::Str(s) if matches!(typecode, 'u' | 'w') => {
+            PyValue::Str(s) => {
                 array.reserve(s.chars().count(), budget)?;
                 array.items = Items::Char(s.chars().collect());
                 return Ok(array);
-            }
-            PyValue::Str(_) => {
-                return Err(type_error(format!(
-                    "cannot use a str to initialize an array with typecode '{typecode}'"
-                )))
             }
             PyValue::Bytes(b) => {
                 array.reserve(b.len() / item_size(typecode), budget)?;

@@ -30,6 +30,10 @@ pub(crate) const EXPOSED: &[&str] = &[
 /// about as long; beyond it a timeout is as good as none).
 const TIMEOUT_MAX: f64 = 1e9;
 
+/// The longest timeout `threading`'s locks take (`threading.TIMEOUT_MAX`):
+/// a queue that must wait longer raises their `OverflowError`.
+const LOCK_TIMEOUT_MAX: f64 = 9_223_372_036.0;
+
 /// A FIFO queue, bounded if `maxsize` > 0.
 pub(super) struct Queue {
     items: VecDeque<PyValue>,
@@ -221,6 +225,10 @@ enum Patience {
     /// must wait never times out, and its waits of a NaN are no waits:
     /// CPython's server spins for ever. Refused here if the call must wait.
     NaN,
+    /// A timeout past `threading.TIMEOUT_MAX`. Python's call does what it
+    /// can do at once; one that must wait raises the `OverflowError` of
+    /// the lock it would wait on.
+    TooLong,
 }
 
 /// `block` and `timeout` as `queue.Queue` reads them.
@@ -238,7 +246,7 @@ fn patience(block: Option<PyValue>, timeout: Option<PyValue>) -> Result<Patience
         Some(PyValue::BigInt(b)) if rounds_past_float(&b) => {
             return Err(("OverflowError", "int too large to convert to float".into()))
         }
-        Some(PyValue::BigInt(_)) => TIMEOUT_MAX,
+        Some(PyValue::BigInt(_)) => return Ok(Patience::TooLong),
         Some(other) => {
             return Err((
                 "TypeError",
@@ -257,6 +265,9 @@ fn patience(block: Option<PyValue>, timeout: Option<PyValue>) -> Result<Patience
     }
     if secs.is_nan() {
         return Ok(Patience::NaN);
+    }
+    if secs > LOCK_TIMEOUT_MAX {
+        return Ok(Patience::TooLong);
     }
     // A zero timeout still waits in Python; here it is a last look.
     Ok(Patience::For(Some(
@@ -461,6 +472,11 @@ impl Queue {
             (Err(_), Patience::NaN) => {
                 Err(("ValueError", "Invalid value NaN (not a number)".into()))
             }
+            // What `threading.Lock.acquire` says of the time left, a float.
+            (Err(_), Patience::TooLong) => Err((
+                "OverflowError",
+                "timestamp out of range for platform time_t".into(),
+            )),
             (Err(wait), Patience::For(patience)) => Ok(Step::Wait(wait, patience)),
         }
     }
@@ -573,12 +589,19 @@ mod tests {
             get(&mut q, big(1024, Some(970), false)),
             Err("OverflowError")
         ));
+        // Past `threading.TIMEOUT_MAX`: the `OverflowError` of the lock
+        // an empty queue's `get` would wait on.
         assert!(matches!(
             get(&mut q, big(1024, Some(971), false)),
-            Ok(Step::Wait(Wait::Get, Some(_)))
+            Err("OverflowError")
         ));
         assert!(matches!(
             get(&mut q, big(100, None, false)),
+            Err("OverflowError")
+        ));
+        assert!(matches!(get(&mut q, 1e10.into()), Err("OverflowError")));
+        assert!(matches!(
+            get(&mut q, 9e9.into()),
             Ok(Step::Wait(Wait::Get, Some(_)))
         ));
         assert!(matches!(
