@@ -209,7 +209,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// manager server goes on to 127 bits).
     ///
     /// # Errors
-    /// [`Error::Remote`] `TypeError` if the value is not a number.
+    /// [`Error::Remote`] `TypeError` if the value is not a number (numbers
+    /// only: a `str` is refused, where Python's `+=` would join strings).
     pub fn increment(&self, key: &K, delta: V) -> Result<V> {
         self.reference
             .call(Op::Increment(encode(key)?, encode(&delta)?))

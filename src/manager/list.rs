@@ -191,9 +191,12 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// `l[index] += delta`, atomically on the server; the new value.
+    /// Numbers only: a `str` is refused, where Python's `+=` would join
+    /// strings.
     ///
     /// # Errors
-    /// [`Error::Remote`] `IndexError` or `TypeError`.
+    /// [`Error::Remote`] `IndexError`, or `TypeError` if the item is not a
+    /// number.
     pub fn increment(&self, index: i64, delta: T) -> Result<T> {
         self.reference
             .call(Op::Increment(PyValue::Int(index), encode(&delta)?))
