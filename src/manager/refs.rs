@@ -33,16 +33,64 @@ pub(crate) const REDIS_PROXY_CLASS: (&str, &str) = ("multiproc", "RedisProxy");
 /// the server after each request (by this module), so that
 /// a value stored, replaced, popped or cleared anywhere keeps the count
 /// right without every operation having to.
-#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Two `ProxyRef`s are equal, ordered and hashed by kind and object alone.
+#[derive(Debug)]
 pub struct ProxyRef {
     pub(crate) kind: Kind,
     pub(crate) id: Id,
+    /// Made from a client's proxy for a request: its object is pinned
+    /// while this lives (see [`Pin`]). Never true of a clone.
+    pinning: bool,
 }
 
 impl ProxyRef {
     pub(crate) fn new(kind: Kind, id: Id) -> ProxyRef {
         record(id, 1);
-        ProxyRef { kind, id }
+        ProxyRef {
+            kind,
+            id,
+            pinning: false,
+        }
+    }
+
+    /// A reference made from a client's own proxy of object `id`, to send
+    /// in a value: the object is pinned while it lives (see [`Pin`]).
+    pub(crate) fn pinning(kind: Kind, id: Id) -> ProxyRef {
+        pin(id);
+        let mut r = ProxyRef::new(kind, id);
+        r.pinning = true;
+        r
+    }
+
+    fn key(&self) -> (Kind, Id) {
+        (self.kind, self.id)
+    }
+}
+
+impl PartialEq for ProxyRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ProxyRef {}
+
+impl std::hash::Hash for ProxyRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for ProxyRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ProxyRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
     }
 }
 
@@ -55,7 +103,7 @@ impl Clone for ProxyRef {
 impl Drop for ProxyRef {
     fn drop(&mut self) {
         record(self.id, -1);
-        if ANY_PINNED.load(Ordering::Acquire) && !RECORDING.get() {
+        if self.pinning {
             unpin(self.id);
         }
     }
@@ -85,7 +133,7 @@ static ANY_PINNED: AtomicBool = AtomicBool::new(false);
 
 /// A client's proxy of object `id` was converted into a value to send
 /// (the [`ProxyRef`] made for it): pinned while that value lives.
-pub(crate) fn pin(id: Id) {
+fn pin(id: Id) {
     let mut pinned = crate::poison::locked(PINNED.get());
     pinned
         .get_or_insert_with(HashMap::new)
@@ -109,7 +157,7 @@ pub(crate) fn owe(id: Id, give_back: impl FnOnce() + Send + 'static) {
     give_back();
 }
 
-/// A value holding a proxy of `id` is dropped: if it was the last pinned
+/// A value's reference that pinned `id` is dropped: if it was the last
 /// one, what the proxies dropped meanwhile owe is given back.
 fn unpin(id: Id) {
     let owed = {
@@ -222,6 +270,34 @@ pub(crate) fn take_sent() -> Vec<Id> {
 mod tests {
     use super::super::PyValue;
     use super::*;
+    use std::sync::Arc;
+
+    /// A proxy dropped while a request carries its object gives its
+    /// reference back once that request's value is gone, not when another
+    /// reference to the object (a clone, one decoded from an answer on
+    /// another thread) is dropped meanwhile.
+    #[test]
+    fn only_the_pinning_reference_unpins() {
+        let id = 0xfeed_0001;
+        let sent = ProxyRef::pinning(Kind::Dict, id);
+        let clone = sent.clone();
+        drop(ProxyRef::new(Kind::Dict, id));
+        drop(clone);
+        let given = Arc::new(AtomicBool::new(false));
+        let g = given.clone();
+        owe(id, move || g.store(true, Ordering::SeqCst));
+        assert!(
+            !given.load(Ordering::SeqCst),
+            "given back while a request carries it"
+        );
+        drop(sent);
+        assert!(given.load(Ordering::SeqCst));
+        // Nothing pinned now: given back at once.
+        let g = given.clone();
+        given.store(false, Ordering::SeqCst);
+        owe(id, move || g.store(true, Ordering::SeqCst));
+        assert!(given.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn proxy_refs_count_what_is_decoded_cloned_and_dropped() {

@@ -255,11 +255,9 @@ impl ser::Serializer for ValueSerializer {
     ) -> Result<PyValue, ConvertError> {
         if name == PROXY_TOKEN {
             let (kind, id): (Kind, Id) = from_value(to_value(v)?)?;
-            let r = ProxyRef::new(kind, id);
             // A proxy of this client's, sent in a value: kept alive until
-            // the value has gone (see `refs::pin`).
-            super::refs::pin(id);
-            return Ok(PyValue::Proxy(r));
+            // the value has gone (see `refs::Pin`).
+            return Ok(PyValue::Proxy(ProxyRef::pinning(kind, id)));
         }
         if name == REDIS_TOKEN {
             // Recognisable where it is stored (a Redis value, a manager
