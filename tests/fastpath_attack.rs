@@ -556,7 +556,16 @@ fn waiting_calls_through_the_area_with_timeouts_from_zero_to_forever() {
         let start = Instant::now();
         assert!(empty(&a.call(&get(float(0.05)))));
         assert!(start.elapsed() >= Duration::from_millis(50));
-        for forever in [float(f64::INFINITY), float(f64::MAX), P::Int(i64::MAX)] {
+        // Past `threading.TIMEOUT_MAX`, a call that must wait is Python's
+        // `OverflowError`, at once.
+        for too_long in [float(f64::INFINITY), float(f64::MAX), P::Int(i64::MAX)] {
+            let answer = a.call(&get(too_long));
+            assert!(
+                answer.windows(13).any(|w| w == b"OverflowError"),
+                "{answer:?}"
+            );
+        }
+        for forever in [P::None, float(1e9), P::Int(9_000_000_000)] {
             let seq = a.request(&get(forever.clone()), get(forever).len() as u32);
             // Others are served while it waits.
             d.set(2, 2).unwrap();
@@ -576,10 +585,7 @@ fn waiting_calls_through_the_area_with_timeouts_from_zero_to_forever() {
             assert!(!empty(&answer));
         }
         // Dead while it waits forever: the item put next stays in the queue.
-        a.request(
-            &get(float(f64::INFINITY)),
-            get(float(f64::INFINITY)).len() as u32,
-        );
+        a.request(&get(P::None), get(P::None).len() as u32);
         assert_eq!(d.get(&1).unwrap(), Some(1));
         drop(a);
         assert!(b.call(&put(7)).windows(7).any(|w| w == b"#RETURN"));
