@@ -235,41 +235,7 @@ fn grant_area(conn: &Connection) {
     std::mem::forget(ours);
     let grant: &[u8] =
         b"\x80\x02X\x07\x00\x00\x00#RETURN(K\x01J\x00\x00\x01\x00J\x00\x00\x01\x00t\x86.";
-    let fds = [memfd.as_raw_fd(), theirs.as_raw_fd()];
-    let mut frame = (grant.len() as u32).to_be_bytes().to_vec();
-    frame.extend(grant);
-    let mut control = [0u64; 8];
-    let iov = libc::iovec {
-        iov_base: frame.as_mut_ptr().cast(),
-        iov_len: frame.len(),
-    };
-    // SAFETY: a zeroed msghdr, then pointed at live buffers.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = (&raw const iov).cast_mut();
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    let data_len = (fds.len() * 4) as u32;
-    // SAFETY: CMSG_SPACE only computes a size.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(data_len) } as _;
-    // SAFETY: `msg` has room for one header of `data_len` bytes.
-    let header = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    // SAFETY: CMSG_LEN only computes a size.
-    let cmsg_len = unsafe { libc::CMSG_LEN(data_len) } as _;
-    // SAFETY: `header` points into `control`, aligned and large enough.
-    unsafe {
-        header.write(libc::cmsghdr {
-            cmsg_len,
-            cmsg_level: libc::SOL_SOCKET,
-            cmsg_type: libc::SCM_RIGHTS,
-        })
-    };
-    // SAFETY: CMSG_DATA only computes the address of the header's payload.
-    let data = unsafe { libc::CMSG_DATA(header) };
-    // SAFETY: the payload has room for `fds` (CMSG_SPACE above).
-    unsafe { std::ptr::copy_nonoverlapping(fds.as_ptr(), data.cast(), fds.len()) };
-    // SAFETY: `msg` points at live buffers for the call.
-    let sent = unsafe { libc::sendmsg(conn.as_raw_fd(), &msg, 0) };
-    assert_eq!(sent as usize, frame.len());
+    common::fastpath::send_frame_with_fds(conn, grant, &[memfd.as_raw_fd(), theirs.as_raw_fd()]);
 }
 
 /// The connection's socket, to write raw bytes on (past its framing).
@@ -758,17 +724,8 @@ fn a_child_forked_during_the_handshake_does_not_keep_the_connection_open() {
             common::static_child(move || {
                 let forker = std::thread::spawn(move || {
                     assert!(in_handshake.acquire_timeout(LIMIT));
-                    // SAFETY: the child only waits for signals (pause is
-                    // async-signal-safe) until the test kills it.
-                    let pid = unsafe { libc::fork() };
-                    if pid == 0 {
-                        loop {
-                            // SAFETY: as above.
-                            unsafe { libc::pause() };
-                        }
-                    }
-                    assert!(pid > 0);
-                    grandchild.atomic().store(pid as u32, Ordering::SeqCst);
+                    let pid = common::fork_idle_child();
+                    grandchild.atomic().store(pid, Ordering::SeqCst);
                     forked.release().unwrap();
                 });
                 let m = Manager::connect(address, KEY).unwrap();

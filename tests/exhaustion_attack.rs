@@ -483,23 +483,18 @@ fn a_zero_timeout_never_sleeps() {
     });
 }
 
-/// Whether thread `tid` of this process sleeps on a futex now.
-fn asleep_on_a_futex(tid: libc::pid_t) -> bool {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
-        .is_ok_and(|w| w.contains("futex"))
-}
-
 /// Runs `wait` (untimed) on this thread in a storm of signals, and
 /// `finish` on another thread once this one has slept on a futex (or
 /// after a while: a wait that spins ends anyway); `wait` must return
 /// what it waited for.
 fn completes_in_a_storm(what: &str, wait: impl FnOnce() -> bool, finish: impl FnOnce() + Send) {
-    // SAFETY: gettid cannot fail.
-    let me = unsafe { libc::gettid() };
+    let me = common::procfs::gettid();
     let (done, signals) = in_a_storm(Duration::from_micros(50), || {
         std::thread::scope(|s| {
             s.spawn(move || {
-                common::wait_until(Duration::from_secs(2), || asleep_on_a_futex(me));
+                common::wait_until(Duration::from_secs(2), || {
+                    common::procfs::thread_blocked_in_futex(std::process::id(), me)
+                });
                 finish();
             });
             wait()

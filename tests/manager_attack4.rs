@@ -374,19 +374,10 @@ fn a_child_forked_while_a_connection_is_made_does_not_keep_it_open() {
             static_child(move || {
                 let forker = std::thread::spawn(move || {
                     assert!(in_handshake.acquire_timeout(LIMIT));
-                    // SAFETY: the child only waits for signals (pause is
-                    // async-signal-safe) until the test kills it.
-                    let pid = unsafe { libc::fork() };
-                    if pid == 0 {
-                        loop {
-                            // SAFETY: as above.
-                            unsafe { libc::pause() };
-                        }
-                    }
-                    assert!(pid > 0);
+                    let pid = common::fork_idle_child();
                     grandchild
                         .atomic()
-                        .store(pid as u32, std::sync::atomic::Ordering::SeqCst);
+                        .store(pid, std::sync::atomic::Ordering::SeqCst);
                     forked.release().unwrap();
                 });
                 let m = Manager::connect(address, KEY).unwrap();

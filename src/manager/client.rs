@@ -22,7 +22,6 @@
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
-use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,6 +40,7 @@ use crate::conn::{connect, Address, Connection};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 use crate::poison;
+use crate::sys::Deadline;
 
 /// The most memory decoding one answer may take: a client that trusts its
 /// server still bounds what it reads, but never below what the server lets
@@ -323,7 +323,11 @@ impl Client {
                 limit: MAX_FRAME,
             }));
         }
-        let deadline = timed.then(|| Instant::now() + HANDSHAKE_TIMEOUT);
+        let deadline = if timed {
+            Deadline::after(HANDSHAKE_TIMEOUT)
+        } else {
+            Deadline::Never
+        };
         let called = match fast {
             Some(area) if area.fits(bytes.len()) => {
                 area.call(conn, bytes, deadline).map_err(|e| self.mute(e))?
@@ -333,12 +337,12 @@ impl Client {
                 Called::OnSocket
             }
         };
-        Ok(Ok(match (called, deadline) {
+        Ok(Ok(match (called, deadline.remaining()) {
             (Called::Answer(answer), _) => answer,
             (Called::OnSocket, None) => conn.recv_bytes().map_err(gone)?,
-            (Called::OnSocket, Some(deadline)) => conn
-                .recv_bytes_timeout(deadline.saturating_duration_since(Instant::now()))
-                .map_err(|e| self.mute(e))?,
+            (Called::OnSocket, Some(left)) => {
+                conn.recv_bytes_timeout(left).map_err(|e| self.mute(e))?
+            }
         }))
     }
 

@@ -528,7 +528,7 @@ impl ClientArea {
         &mut self,
         conn: &Connection,
         request: &[u8],
-        deadline: Option<Instant>,
+        deadline: sys::Deadline,
     ) -> Result<Called> {
         let c = self.area.control();
         // SAFETY: `request` fits the request slot (the caller checked), inside
@@ -571,7 +571,7 @@ impl ClientArea {
         conn: &Connection,
         seq: u32,
         awake: bool,
-        deadline: Option<Instant>,
+        deadline: sys::Deadline,
     ) -> Result<()> {
         let c = self.area.control();
         let word = &c.answer.0[0];
@@ -608,7 +608,7 @@ impl ClientArea {
     }
 
     /// The sleeping part of [`wait`](Self::wait).
-    fn sleep(&self, conn: &Connection, seq: u32, deadline: Option<Instant>) -> Result<()> {
+    fn sleep(&self, conn: &Connection, seq: u32, deadline: sys::Deadline) -> Result<()> {
         let c = self.area.control();
         let word = &c.answer.0[0];
         loop {
@@ -632,7 +632,7 @@ impl ClientArea {
                     "the server closed the connection".into(),
                 ));
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.passed() {
                 return Err(Error::Timeout);
             }
         }

@@ -222,3 +222,41 @@ pub fn recv_fds(conn: &Connection) -> Vec<OwnedFd> {
     }
     fds
 }
+
+/// Sends `bytes` as one frame carrying `fds`.
+pub fn send_frame_with_fds(conn: &Connection, bytes: &[u8], fds: &[i32]) {
+    let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+    frame.extend(bytes);
+    let mut control = [0u64; 8];
+    let iov = libc::iovec {
+        iov_base: frame.as_mut_ptr().cast(),
+        iov_len: frame.len(),
+    };
+    // SAFETY: a zeroed msghdr, then pointed at live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = (&raw const iov).cast_mut();
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    let data_len = (fds.len() * 4) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(data_len) } as _;
+    // SAFETY: `msg` has room for one header of `data_len` bytes.
+    let header = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: CMSG_LEN only computes a size.
+    let cmsg_len = unsafe { libc::CMSG_LEN(data_len) } as _;
+    // SAFETY: `header` points into `control`, aligned and large enough.
+    unsafe {
+        header.write(libc::cmsghdr {
+            cmsg_len,
+            cmsg_level: libc::SOL_SOCKET,
+            cmsg_type: libc::SCM_RIGHTS,
+        })
+    };
+    // SAFETY: CMSG_DATA only computes the address of the header's payload.
+    let data = unsafe { libc::CMSG_DATA(header) };
+    // SAFETY: the payload has room for `fds` (CMSG_SPACE above).
+    unsafe { std::ptr::copy_nonoverlapping(fds.as_ptr(), data.cast(), fds.len()) };
+    // SAFETY: `msg` points at live buffers for the call.
+    let sent = unsafe { libc::sendmsg(conn.as_raw_fd(), &msg, 0) };
+    assert_eq!(sent as usize, frame.len());
+}

@@ -579,3 +579,20 @@ pub fn private_dev_shm(size: Option<&str>) -> bool {
     let tmpfs = || unsafe { libc::mount(c"tmpfs".as_ptr(), c"/dev/shm".as_ptr(), c"tmpfs".as_ptr(), 0, data) } == 0;
     unshared && private() && tmpfs()
 }
+
+/// Forks a child of the calling thread that only waits for signals until
+/// it is killed (as a child forked by another thread of a program would
+/// hold what was open at the fork); its pid.
+pub fn fork_idle_child() -> u32 {
+    // SAFETY: the child only waits for signals (pause is async-signal-safe)
+    // until it is killed.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        loop {
+            // SAFETY: as above.
+            unsafe { libc::pause() };
+        }
+    }
+    assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+    pid as u32
+}
